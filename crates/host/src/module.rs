@@ -1,0 +1,149 @@
+//! Loading a plugin module: compile (or take from cache), check the ABI, type-check imports.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmproxy_abi::AbiVersion;
+use wasmtime::{ExternType, InstancePre, Module};
+
+use crate::engine::WasmEngine;
+use crate::error::LoadError;
+use crate::state::VmState;
+
+/// Where a module's bytes come from (Envoy's `code.local`).
+#[derive(Debug, Clone)]
+pub enum ModuleSource {
+    /// `filename`.
+    File(PathBuf),
+    /// `inline_bytes` / `inline_string`, with a name for messages.
+    Bytes {
+        /// Shown in errors and logs.
+        name: String,
+        /// The module (binary, or WAT text).
+        bytes: Vec<u8>,
+    },
+}
+
+/// A compiled module, checked and linked once, shared by every VM on every thread.
+pub struct PluginModule {
+    pub(crate) name: String,
+    pub(crate) abi: AbiVersion,
+    pub(crate) sha256: [u8; 32],
+    pub(crate) pre: InstancePre<VmState>,
+    pub(crate) engine: WasmEngine,
+    pub(crate) from_disk_cache: bool,
+}
+
+impl std::fmt::Debug for PluginModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginModule").field("name", &self.name).field("abi", &self.abi).finish()
+    }
+}
+
+impl PluginModule {
+    /// Loads a module, compiling it unless this process or the disk cache has it already.
+    pub fn load(engine: &WasmEngine, source: ModuleSource) -> Result<Arc<Self>, LoadError> {
+        let (name, bytes) = match source {
+            ModuleSource::File(path) => {
+                let bytes = std::fs::read(&path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+                (path.display().to_string(), bytes)
+            }
+            ModuleSource::Bytes { name, bytes } => (name, bytes),
+        };
+        let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+        let (module, from_disk_cache) = match engine.cached_module(&sha256) {
+            Some(m) => (m, false),
+            None => {
+                let (m, from_disk) = compile_or_load_cached(engine, &name, &bytes, &sha256)?;
+                engine.remember_module(sha256, m.clone());
+                (m, from_disk)
+            }
+        };
+        let abi = module
+            .exports()
+            .filter_map(|e| AbiVersion::from_export(e.name()))
+            .max()
+            .ok_or_else(|| LoadError::MissingAbiVersion { name: name.clone() })?;
+        let has_allocator = module
+            .exports()
+            .any(|e| matches!(e.name(), "malloc" | "proxy_on_memory_allocate") && matches!(e.ty(), ExternType::Func(_)));
+        if !has_allocator {
+            return Err(LoadError::MissingAllocator { name });
+        }
+        let pre = engine
+            .inner
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| LoadError::Link { name: name.clone(), message: format!("{e:#}") })?;
+        Ok(Arc::new(PluginModule { name, abi, sha256, pre, engine: engine.clone(), from_disk_cache }))
+    }
+
+    /// The name used in messages (the file path for files).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The ABI version the module declares.
+    pub fn abi_version(&self) -> AbiVersion {
+        self.abi
+    }
+
+    /// The sha256 of the module's bytes, in hex.
+    pub fn sha256_hex(&self) -> String {
+        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// True if this load took the compiled code from the disk cache.
+    pub fn loaded_from_disk_cache(&self) -> bool {
+        self.from_disk_cache
+    }
+}
+
+fn compile_or_load_cached(
+    engine: &WasmEngine,
+    name: &str,
+    bytes: &[u8],
+    sha256: &[u8; 32],
+) -> Result<(Module, bool), LoadError> {
+    let wt = engine.wasmtime();
+    let cache_file = engine.config().cache_dir.as_ref().map(|dir| cache_path(dir, sha256, engine.inner.compat_hash));
+    if let Some(path) = &cache_file
+        && path.exists()
+    {
+        // Read, not mapped: a file truncated under a mapping would kill the process (SIGBUS).
+        let loaded = std::fs::read(path).map_err(wasmtime::Error::new).and_then(|bytes| {
+            // SAFETY: the bytes were written by `Module::serialize` of an engine with the
+            // same compatibility hash (it is in the file name) into the cache directory this
+            // process was given; wasmtime also checks the engine settings recorded in them
+            // and refuses a mismatch.
+            unsafe { Module::deserialize(wt, &bytes) }
+        });
+        match loaded {
+            Ok(m) => return Ok((m, true)),
+            Err(e) => tracing::warn!("ignoring unusable cache entry {}: {e:#}", path.display()),
+        }
+    }
+    let module = Module::new(wt, bytes).map_err(|e| LoadError::Compile { name: name.to_string(), message: format!("{e:#}") })?;
+    if let Some(path) = &cache_file {
+        if let Err(e) = write_cache(&module, path) {
+            tracing::warn!("cannot write compiled module cache {}: {e:#}", path.display());
+        }
+    }
+    Ok((module, false))
+}
+
+fn cache_path(dir: &Path, sha256: &[u8; 32], compat: u64) -> PathBuf {
+    let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("{hex}-{compat:016x}.cwasm"))
+}
+
+fn write_cache(module: &Module, path: &Path) -> wasmtime::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, module.serialize()?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! Hand-made modules that break the ABI on purpose: the host refuses or survives each.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmproxy_host::abi::{FilterHeadersStatus, StreamType};
+use wasmproxy_host::{EngineConfig, LoadError, PluginConfig, StreamAction, VmError, VmFailureKind, WasmEngine};
+
+use crate::support::*;
+
+fn load_error(file: &str) -> String {
+    match wat_module(engine(), file) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("{file} loaded"),
+    }
+}
+
+#[test]
+fn modules_that_are_not_plugins_are_refused_with_the_reason() {
+    assert_eq!(
+        load_error("no_abi.wat"),
+        "Wasm module no_abi.wat is not a Proxy-Wasm plugin: missing or unknown Proxy-Wasm ABI version \
+         (it exports none of proxy_abi_version_0_1_0, proxy_abi_version_0_2_0, proxy_abi_version_0_2_1)"
+    );
+    assert_eq!(load_error("no_allocator.wat"), "Wasm module no_allocator.wat exports no allocator (malloc or proxy_on_memory_allocate)");
+    let unknown = load_error("unknown_import.wat");
+    assert!(unknown.starts_with("Wasm module unknown_import.wat cannot be linked"), "{unknown}");
+    assert!(unknown.contains("env::proxy_does_not_exist"), "{unknown}");
+    let wrong = load_error("wrong_signature.wat");
+    assert!(wrong.contains("env::proxy_log") && wrong.contains("incompatible"), "{wrong}");
+    let err = wasmproxy_host::PluginModule::load(
+        engine(),
+        wasmproxy_host::ModuleSource::File("/nonexistent/plugin.wasm".into()),
+    )
+    .unwrap_err();
+    assert!(matches!(err, LoadError::Read { .. }));
+    assert!(err.to_string().starts_with("cannot read Wasm module /nonexistent/plugin.wasm"));
+    let garbage = wasmproxy_host::PluginModule::load(
+        engine(),
+        wasmproxy_host::ModuleSource::Bytes { name: "garbage.wasm".into(), bytes: b"\0asm\x01\0\0\0garbage".to_vec() },
+    )
+    .unwrap_err();
+    assert!(garbage.to_string().starts_with("Wasm module garbage.wasm cannot be compiled"), "{garbage}");
+}
+
+#[test]
+fn abi_0_1_0_plugins_get_two_argument_callbacks_and_old_semantics() {
+    let module = wat_module(engine(), "abi_0_1_0.wat").unwrap();
+    assert_eq!(module.abi_version(), wasmproxy_host::abi::AbiVersion::V0_1_0);
+    let setup = Setup { plugin_config: "plugin-config-bytes".into(), vm_config: "vm-config".into(), ..Default::default() };
+    let mut h = Harness::start(&module, setup);
+    assert_eq!(h.take_logs(), vec!["plugin-config-bytes"], "proxy_get_configuration in on_configure");
+    let ctx = h.http_stream(GET);
+    assert_eq!(h.vm.on_request_headers(ctx, false).unwrap(), FilterHeadersStatus::StopAllIterationAndWatermark);
+    assert_eq!(h.take_logs(), vec!["missing header: OK and empty"]);
+    assert_eq!(h.vm.take_actions(), vec![(ctx, StreamAction::Continue(StreamType::HttpRequest))]);
+}
+
+#[test]
+fn bad_pointers_get_invalid_memory_access_and_the_vm_lives_on() {
+    let module = wat_module(engine(), "bad_pointers.wat").unwrap();
+    let mut h = Harness::start(&module, Setup { vm_config: "non-empty".into(), ..Default::default() });
+    let ctx = h.http_stream(GET);
+    assert_eq!(h.vm.on_request_headers(ctx, false).unwrap(), FilterHeadersStatus::Continue);
+    assert_eq!(h.take_logs(), ["06", "06", "06", "06", "06", "06", "06", "06", "06", "06", "06", "21"]);
+    assert_eq!(h.vm.on_request_headers(ctx, false).unwrap(), FilterHeadersStatus::Continue, "still alive");
+    assert!(h.vm.failure().is_none());
+}
+
+fn stream_of(engine: &WasmEngine, file: &str) -> (Harness, u32) {
+    let module = wat_module(engine, file).unwrap();
+    let mut h = Harness::start(&module, Setup::default());
+    let ctx = h.http_stream(GET);
+    (h, ctx)
+}
+
+#[test]
+fn a_trap_fails_only_that_vm_with_a_symbolized_backtrace() {
+    let (mut h, ctx) = stream_of(engine(), "trap.wat");
+    let Err(VmError::Failed(f)) = h.vm.on_request_headers(ctx, false) else { panic!("no failure") };
+    assert_eq!(f.kind, VmFailureKind::Trap);
+    assert!(f.message.contains("unreachable"), "{}", f.message);
+    assert!(f.backtrace.contains("deep_in_the_plugin"), "{}", f.backtrace);
+    // Another VM of the same module is unaffected.
+    let (mut other, other_ctx) = stream_of(engine(), "trap.wat");
+    assert!(other.vm.create_context(other.root, wasmproxy_host::ContextKind::Http).is_ok());
+    assert!(other.vm.failure().is_none());
+    let _ = other_ctx;
+}
+
+#[test]
+fn an_endless_loop_is_stopped_at_the_deadline() {
+    let engine = WasmEngine::new(EngineConfig { callback_deadline: Duration::from_millis(100), pooling_instances: Some(4), ..Default::default() }).unwrap();
+    let (mut h, ctx) = stream_of(&engine, "endless_loop.wat");
+    let started = Instant::now();
+    let Err(VmError::Failed(f)) = h.vm.on_request_headers(ctx, false) else { panic!("no failure") };
+    let took = started.elapsed();
+    assert_eq!(f.kind, VmFailureKind::Deadline);
+    assert!(f.message.contains("deadline of 100ms"), "{}", f.message);
+    assert!(took < Duration::from_secs(30), "stopped (took {took:?})");
+    assert_eq!(h.rec.borrow().failures.len(), 1);
+}
+
+#[test]
+fn an_sdk_plugin_stuck_in_a_loop_is_stopped_too() {
+    let engine = WasmEngine::new(EngineConfig { callback_deadline: Duration::from_millis(100), pooling_instances: Some(4), ..Default::default() }).unwrap();
+    let module = load(&engine, "probe.wasm");
+    let config = serde_json::json!({"phases": {"request_headers": [["loop"]]}}).to_string();
+    let mut h = Harness::start(&module, Setup { plugin_config: config, ..Default::default() });
+    let ctx = h.http_stream(GET);
+    let Err(VmError::Failed(f)) = h.vm.on_request_headers(ctx, false) else { panic!("no failure") };
+    assert_eq!(f.kind, VmFailureKind::Deadline);
+}
+
+#[test]
+fn a_memory_bomb_is_stopped_at_the_cap() {
+    for pooling in [Some(4), None] {
+        let engine = WasmEngine::new(EngineConfig { memory_limit_bytes: 64 << 20, pooling_instances: pooling, ..Default::default() }).unwrap();
+        let (mut h, ctx) = stream_of(&engine, "memory_bomb.wat");
+        let Err(VmError::Failed(f)) = h.vm.on_request_headers(ctx, false) else { panic!("no failure") };
+        assert_eq!(f.kind, VmFailureKind::MemoryLimit, "{f}");
+        assert!(h.vm.memory_size() <= 64 << 20, "{}", h.vm.memory_size());
+        // The same with a real SDK plugin allocating until it cannot.
+        let module = load(&engine, "probe.wasm");
+        let config = serde_json::json!({"phases": {"request_headers": [["alloc_bomb"]]}}).to_string();
+        let mut h = Harness::start(&module, Setup { plugin_config: config, ..Default::default() });
+        let ctx = h.http_stream(GET);
+        let Err(VmError::Failed(f)) = h.vm.on_request_headers(ctx, false) else { panic!("no failure") };
+        assert_eq!(f.kind, VmFailureKind::MemoryLimit, "{f}");
+    }
+}
+
+#[test]
+fn start_up_may_only_log_and_use_wasi() {
+    let module = wat_module(engine(), "restricted_start.wat").unwrap();
+    let err = Harness::vm(&module, &Setup::default()).err().expect("start-up must fail");
+    let VmError::Failed(f) = err else { panic!("{err:?}") };
+    assert_eq!(f.kind, VmFailureKind::StartFailed);
+    assert!(f.message.contains("restricted_callback: proxy_get_property"), "{}", f.message);
+}
+
+#[test]
+fn wasi_commands_may_end_start_with_exit_zero() {
+    let module = wat_module(engine(), "wasi_command.wat").unwrap();
+    let mut h = Harness::vm(&module, &Setup::default()).unwrap();
+    h.root = h.vm.create_root_context(Arc::new(PluginConfig::default())).unwrap();
+    let ctx = h.http_stream(GET);
+    h.vm.on_request_headers(ctx, false).unwrap();
+    assert_eq!(h.take_logs(), vec!["started", "headers after _start"]);
+}

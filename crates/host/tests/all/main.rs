@@ -1,0 +1,10 @@
+//! The host's tests: real SDK plugins (built by scripts/build-plugins.sh) and hand-made
+//! broken modules, driven through the host with a recording embedder.
+
+mod broken;
+mod engine;
+mod go;
+mod probe_http;
+mod probe_root;
+mod probe_tcp;
+mod support;

@@ -1,0 +1,3 @@
+module wasmproxy.test/plugins/go
+
+go 1.24

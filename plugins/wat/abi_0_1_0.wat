@@ -1,0 +1,33 @@
+;; An ABI 0.1.0 plugin: 2-argument header callbacks, proxy_get_configuration,
+;; proxy_continue_request, and 0.1.0's "missing header is OK and empty".
+(module
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_configuration" (func $get_config (param i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $get_header (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_continue_request" (func $continue_request (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  ;; 100: ptr, 104: size (out-params)
+  (data (i32.const 200) "x-missing")
+  (data (i32.const 300) "missing header: OK and empty")
+  (data (i32.const 400) "missing header: something else")
+  (func (export "proxy_abi_version_0_1_0"))
+  (func (export "malloc") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $size)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_configure") (param $ctx i32) (param $size i32) (result i32)
+    ;; log the configuration as the plugin got it
+    (drop (call $get_config (i32.const 100) (i32.const 104)))
+    (drop (call $log (i32.const 2) (i32.load (i32.const 100)) (i32.load (i32.const 104))))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (result i32)
+    (if (i32.and
+          (i32.eqz (call $get_header (i32.const 0) (i32.const 200) (i32.const 9) (i32.const 100) (i32.const 104)))
+          (i32.eqz (i32.load (i32.const 104))))
+      (then (drop (call $log (i32.const 2) (i32.const 300) (i32.const 28))))
+      (else (drop (call $log (i32.const 2) (i32.const 400) (i32.const 31)))))
+    (drop (call $continue_request))
+    (i32.const 1)))

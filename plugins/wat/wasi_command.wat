@@ -1,0 +1,18 @@
+;; A WASI command, as TinyGo builds plugins: _start runs main, then proc_exit(0).
+(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $started (mut i32) (i32.const 0))
+  (data (i32.const 0) "started")
+  (data (i32.const 100) "headers after _start")
+  (func (export "proxy_abi_version_0_2_0"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+  (func (export "_start")
+    (global.set $started (i32.const 1))
+    (drop (call $log (i32.const 2) (i32.const 0) (i32.const 7)))
+    (call $exit (i32.const 0)))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (if (global.get $started)
+      (then (drop (call $log (i32.const 2) (i32.const 100) (i32.const 20)))))
+    (i32.const 0)))
