@@ -23,6 +23,11 @@ build_rust() {
         # A parent cargo (build.rs, cargo test) sets these for its own build; they must not leak in.
         unset CARGO RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER CARGO_ENCODED_RUSTFLAGS RUSTFLAGS \
             CARGO_TARGET_DIR CARGO_BUILD_TARGET CARGO_BUILD_RUSTFLAGS RUSTUP_TOOLCHAIN
+        # RUSTFLAGS replaces the rustflags of plugins/rust/.cargo/config.toml, so it repeats
+        # them; the path remapping makes the output the same from any checkout, which is
+        # how CI checks the committed example plugin (scripts/check-example-plugin.sh).
+        local cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+        RUSTFLAGS="-L native=/usr/lib/wasm32-wasi --remap-path-prefix=$repo=/wasmproxy --remap-path-prefix=$cargo_home=/cargo" \
         RUSTC_BOOTSTRAP=1 RUSTC="$rustc" RUSTDOC=/usr/bin/rustdoc \
             "$cargo" build --release --locked
     )

@@ -9,6 +9,9 @@
 
 use crate::limits::{PAIRS_MAX_BYTES, PAIRS_MAX_COUNT};
 
+/// Decoded pairs, borrowing from the serialized bytes.
+pub type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
+
 /// Why a serialized map was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PairsError {
@@ -83,7 +86,7 @@ where
 }
 
 /// Parses a serialized map; an empty input (or a lone NUL byte, which the spec allows) is an empty map.
-pub fn deserialize(bytes: &[u8]) -> Result<Vec<(&[u8], &[u8])>, PairsError> {
+pub fn deserialize(bytes: &[u8]) -> Result<Pairs<'_>, PairsError> {
     if bytes.is_empty() || bytes == [0] {
         return Ok(Vec::new());
     }

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read Wasm module {path}: {source}")]
+    #[error("cannot read Wasm module {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Not a valid module, or it needs something the engine cannot give.
     #[error("Wasm module {name} cannot be compiled: {message}")]
@@ -108,7 +108,7 @@ pub enum VmError {
     #[error("cannot instantiate Wasm module: {0}")]
     Instantiate(String),
     /// A root context's `on_vm_start` or `on_configure` returned false.
-    #[error("plugin {plugin}: {callback} returned false")]
+    #[error("plugin {plugin}: {callback} returned false (the plugin refused its configuration)")]
     ConfigureFailed {
         /// The plugin's name (or root_id).
         plugin: String,

@@ -29,8 +29,8 @@ mod state;
 mod vm;
 
 pub use embedder::{
-    Embedder, GrpcCallRequest, GrpcStreamRequest, HttpCallRequest, HttpCallResponse, LogRecord,
-    QueueNotifier, StreamAction,
+    Embedder, GrpcCallRequest, GrpcStreamRequest, HttpCallRequest, HttpCallResponse, LogRecord, QueueNotifier,
+    StreamAction,
 };
 pub use engine::{EngineConfig, WasmEngine};
 pub use error::{LoadError, VmError, VmFailure, VmFailureKind};

@@ -46,7 +46,7 @@ impl PluginModule {
     pub fn load(engine: &WasmEngine, source: ModuleSource) -> Result<Arc<Self>, LoadError> {
         let (name, bytes) = match source {
             ModuleSource::File(path) => {
-                let bytes = std::fs::read(&path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+                let bytes = std::fs::read(&path).map_err(|cause| LoadError::Read { path: path.clone(), cause })?;
                 (path.display().to_string(), bytes)
             }
             ModuleSource::Bytes { name, bytes } => (name, bytes),
@@ -65,9 +65,9 @@ impl PluginModule {
             .filter_map(|e| AbiVersion::from_export(e.name()))
             .max()
             .ok_or_else(|| LoadError::MissingAbiVersion { name: name.clone() })?;
-        let has_allocator = module
-            .exports()
-            .any(|e| matches!(e.name(), "malloc" | "proxy_on_memory_allocate") && matches!(e.ty(), ExternType::Func(_)));
+        let has_allocator = module.exports().any(|e| {
+            matches!(e.name(), "malloc" | "proxy_on_memory_allocate") && matches!(e.ty(), ExternType::Func(_))
+        });
         if !has_allocator {
             return Err(LoadError::MissingAllocator { name });
         }
@@ -92,6 +92,22 @@ impl PluginModule {
     /// The sha256 of the module's bytes, in hex.
     pub fn sha256_hex(&self) -> String {
         self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The names the module exports, sorted.
+    pub fn export_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.pre.module().exports().map(|e| e.name().to_string()).collect();
+        names.sort();
+        names
+    }
+
+    /// The `module.name` of every import, sorted, without repeats.
+    pub fn import_names(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.pre.module().imports().map(|i| format!("{}.{}", i.module(), i.name())).collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// True if this load took the compiled code from the disk cache.
@@ -124,11 +140,12 @@ fn compile_or_load_cached(
             Err(e) => tracing::warn!("ignoring unusable cache entry {}: {e:#}", path.display()),
         }
     }
-    let module = Module::new(wt, bytes).map_err(|e| LoadError::Compile { name: name.to_string(), message: format!("{e:#}") })?;
-    if let Some(path) = &cache_file {
-        if let Err(e) = write_cache(&module, path) {
-            tracing::warn!("cannot write compiled module cache {}: {e:#}", path.display());
-        }
+    let module =
+        Module::new(wt, bytes).map_err(|e| LoadError::Compile { name: name.to_string(), message: format!("{e:#}") })?;
+    if let Some(path) = &cache_file
+        && let Err(e) = write_cache(&module, path)
+    {
+        tracing::warn!("cannot write compiled module cache {}: {e:#}", path.display());
     }
     Ok((module, false))
 }

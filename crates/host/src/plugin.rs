@@ -25,6 +25,17 @@ pub struct PluginConfig {
 }
 
 impl PluginConfig {
+    /// How messages name the plugin: `"name"`, else `root_id "id"`, else `(unnamed)`.
+    pub fn display_name(&self) -> String {
+        if !self.name.is_empty() {
+            format!("{:?}", self.name)
+        } else if !self.root_id.is_empty() {
+            format!("with root_id {:?}", self.root_id)
+        } else {
+            "(unnamed)".to_string()
+        }
+    }
+
     /// Envoy's log prefix: `" <name> <root_id> <vm_id>"`, each part only if set.
     pub fn log_prefix(&self, vm_id: &str) -> String {
         let mut prefix = String::new();

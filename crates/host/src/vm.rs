@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use wasmproxy_abi::{
-    AbiVersion, FilterDataStatus, FilterHeadersStatus, FilterStatus, PeerType, Status,
-};
+use wasmproxy_abi::{AbiVersion, FilterDataStatus, FilterHeadersStatus, FilterStatus, PeerType, Status};
 use wasmtime::{Instance, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults};
 
 use crate::embedder::{Embedder, HttpCallResponse, StreamAction};
@@ -15,6 +13,10 @@ use crate::plugin::{PluginConfig, VmConfig};
 use crate::state::{ContextData, ContextKind, StreamData, VmState};
 
 type Cb<P, R> = Option<TypedFunc<P, R>>;
+/// Picks a body callback out of [`Callbacks`].
+type PickBody = fn(&Callbacks) -> Option<&TypedFunc<(i32, i32, i32), i32>>;
+/// Picks a trailers callback out of [`Callbacks`].
+type PickStatus = fn(&Callbacks) -> Option<&TypedFunc<(i32, i32), i32>>;
 
 /// A header callback takes 2 arguments in ABI 0.1.0 and 3 (with end_of_stream) after.
 #[derive(Clone)]
@@ -152,10 +154,8 @@ impl WasmVm {
         store.epoch_deadline_trap();
         let deadline_ticks = engine.inner.deadline_ticks;
         store.set_epoch_deadline(deadline_ticks);
-        let instance = module
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| VmError::Instantiate(format!("{}: {e:#}", module.name)))?;
+        let instance =
+            module.pre.instantiate(&mut store).map_err(|e| VmError::Instantiate(format!("{}: {e:#}", module.name)))?;
         let memory = instance
             .get_memory(&mut store, "memory")
             .ok_or_else(|| VmError::Instantiate(format!("{} exports no memory named \"memory\"", module.name)))?;
@@ -208,10 +208,17 @@ impl WasmVm {
         let vm_config_len = state.vm.configuration.len() as i32;
         state.contexts.insert(
             id,
-            ContextData { kind: ContextKind::Root, root: id, plugin: plugin.clone(), log_prefix, stream: StreamData::default(), local_response_sent: false },
+            ContextData {
+                kind: ContextKind::Root,
+                root: id,
+                plugin: plugin.clone(),
+                log_prefix,
+                stream: StreamData::default(),
+                local_response_sent: false,
+            },
         );
         self.invoke("proxy_on_context_create", id, |c| c.context_create.as_ref(), (id as i32, 0))?;
-        let name = if plugin.name.is_empty() { plugin.root_id.clone() } else { plugin.name.clone() };
+        let name = plugin.display_name();
         if self.invoke("proxy_on_vm_start", id, |c| c.vm_start.as_ref(), (id as i32, vm_config_len))? == Some(0) {
             return Err(VmError::ConfigureFailed { plugin: name, callback: "on_vm_start" });
         }
@@ -223,7 +230,9 @@ impl WasmVm {
 
     /// Runs `on_configure` on a root context with (new) plugin configuration; false if it refused.
     pub fn configure(&mut self, root: u32, plugin: Arc<PluginConfig>) -> Result<bool, VmError> {
-        self.with_configuring(root, plugin, |vm, len| vm.invoke("proxy_on_configure", root, |c| c.configure.as_ref(), (root as i32, len)))
+        self.with_configuring(root, plugin, |vm, len| {
+            vm.invoke("proxy_on_configure", root, |c| c.configure.as_ref(), (root as i32, len))
+        })
     }
 
     /// Runs the non-spec `proxy_validate_configuration` (C++ and AssemblyScript SDKs);
@@ -259,7 +268,10 @@ impl WasmVm {
         };
         let (plugin, log_prefix) = (root_ctx.plugin.clone(), root_ctx.log_prefix.clone());
         let id = state.alloc_context_id();
-        state.contexts.insert(id, ContextData { kind, root, plugin, log_prefix, stream: StreamData::default(), local_response_sent: false });
+        state.contexts.insert(
+            id,
+            ContextData { kind, root, plugin, log_prefix, stream: StreamData::default(), local_response_sent: false },
+        );
         self.invoke("proxy_on_context_create", id, |c| c.context_create.as_ref(), (id as i32, root as i32))?;
         Ok(id)
     }
@@ -397,12 +409,8 @@ impl WasmVm {
     ) -> Result<FilterHeadersStatus, VmError> {
         let allow_stop = self.store.data().contexts.get(&ctx).is_some_and(|c| c.plugin.allow_on_headers_stop_iteration);
         let raw = match pick(&self.cb) {
-            Some(HeaderCb::V2(_)) => {
-                self.invoke(name, ctx, |c| header_v2(pick(c)), (ctx as i32, n, i32::from(eos)))?
-            }
-            Some(HeaderCb::V1(_)) => {
-                self.invoke(name, ctx, |c| header_v1(pick(c)), (ctx as i32, n))?
-            }
+            Some(HeaderCb::V2(_)) => self.invoke(name, ctx, |c| header_v2(pick(c)), (ctx as i32, n, i32::from(eos)))?,
+            Some(HeaderCb::V1(_)) => self.invoke(name, ctx, |c| header_v1(pick(c)), (ctx as i32, n))?,
             None => None,
         };
         if self.stopped_by_local_reply(ctx) {
@@ -415,7 +423,7 @@ impl WasmVm {
         &mut self,
         name: &'static str,
         ctx: u32,
-        cb: fn(&Callbacks) -> Option<&TypedFunc<(i32, i32, i32), i32>>,
+        cb: PickBody,
         size: i32,
         eos: bool,
     ) -> Result<FilterDataStatus, VmError> {
@@ -433,7 +441,7 @@ impl WasmVm {
         &mut self,
         name: &'static str,
         ctx: u32,
-        cb: fn(&Callbacks) -> Option<&TypedFunc<(i32, i32), i32>>,
+        cb: PickStatus,
         n: i32,
     ) -> Result<FilterStatus, VmError> {
         let raw = self.invoke(name, ctx, cb, (ctx as i32, n))?;
@@ -505,28 +513,48 @@ impl WasmVm {
     /// `proxy_on_downstream_data`, with the size of the context's `downstream_data`.
     pub fn on_downstream_data(&mut self, ctx: u32, end_of_stream: bool) -> Result<FilterStatus, VmError> {
         let n = self.stream_len(ctx, |s| s.downstream_data.as_ref().map_or(0, Vec::len))?;
-        let raw = self.invoke("proxy_on_downstream_data", ctx, |c| c.downstream_data.as_ref(), (ctx as i32, n, i32::from(end_of_stream)))?;
+        let raw = self.invoke(
+            "proxy_on_downstream_data",
+            ctx,
+            |c| c.downstream_data.as_ref(),
+            (ctx as i32, n, i32::from(end_of_stream)),
+        )?;
         Ok(FilterStatus::from_guest(raw.unwrap_or(0) as u32))
     }
 
     /// `proxy_on_upstream_data`, with the size of the context's `upstream_data`.
     pub fn on_upstream_data(&mut self, ctx: u32, end_of_stream: bool) -> Result<FilterStatus, VmError> {
         let n = self.stream_len(ctx, |s| s.upstream_data.as_ref().map_or(0, Vec::len))?;
-        let raw = self.invoke("proxy_on_upstream_data", ctx, |c| c.upstream_data.as_ref(), (ctx as i32, n, i32::from(end_of_stream)))?;
+        let raw = self.invoke(
+            "proxy_on_upstream_data",
+            ctx,
+            |c| c.upstream_data.as_ref(),
+            (ctx as i32, n, i32::from(end_of_stream)),
+        )?;
         Ok(FilterStatus::from_guest(raw.unwrap_or(0) as u32))
     }
 
     /// `proxy_on_downstream_connection_close`.
     pub fn on_downstream_connection_close(&mut self, ctx: u32, peer: PeerType) -> Result<(), VmError> {
         self.check_context(ctx)?;
-        self.invoke("proxy_on_downstream_connection_close", ctx, |c| c.downstream_close.as_ref(), (ctx as i32, peer as i32))?;
+        self.invoke(
+            "proxy_on_downstream_connection_close",
+            ctx,
+            |c| c.downstream_close.as_ref(),
+            (ctx as i32, peer as i32),
+        )?;
         Ok(())
     }
 
     /// `proxy_on_upstream_connection_close`.
     pub fn on_upstream_connection_close(&mut self, ctx: u32, peer: PeerType) -> Result<(), VmError> {
         self.check_context(ctx)?;
-        self.invoke("proxy_on_upstream_connection_close", ctx, |c| c.upstream_close.as_ref(), (ctx as i32, peer as i32))?;
+        self.invoke(
+            "proxy_on_upstream_connection_close",
+            ctx,
+            |c| c.upstream_close.as_ref(),
+            (ctx as i32, peer as i32),
+        )?;
         Ok(())
     }
 
@@ -601,7 +629,12 @@ impl WasmVm {
         self.check_context(root)?;
         let len = args.len() as i32;
         self.store.data_mut().call.foreign_args = Some(args);
-        let r = self.invoke("proxy_on_foreign_function", root, |c| c.foreign_function.as_ref(), (root as i32, function_id as i32, len));
+        let r = self.invoke(
+            "proxy_on_foreign_function",
+            root,
+            |c| c.foreign_function.as_ref(),
+            (root as i32, function_id as i32, len),
+        );
         self.store.data_mut().call.foreign_args = None;
         r.map(drop)
     }
@@ -641,7 +674,12 @@ impl WasmVm {
         let Some(root) = self.grpc_root(token) else { return Ok(()) };
         let n = metadata.len() as i32;
         self.store.data_mut().call.grpc_initial_metadata = Some(metadata);
-        let r = self.invoke("proxy_on_grpc_receive_initial_metadata", root, |c| c.grpc_initial_metadata.as_ref(), (root as i32, token as i32, n));
+        let r = self.invoke(
+            "proxy_on_grpc_receive_initial_metadata",
+            root,
+            |c| c.grpc_initial_metadata.as_ref(),
+            (root as i32, token as i32, n),
+        );
         self.store.data_mut().call.grpc_initial_metadata = None;
         r.map(drop)
     }
@@ -661,7 +699,12 @@ impl WasmVm {
         let Some(root) = self.grpc_root(token) else { return Ok(()) };
         let n = metadata.len() as i32;
         self.store.data_mut().call.grpc_trailing_metadata = Some(metadata);
-        let r = self.invoke("proxy_on_grpc_receive_trailing_metadata", root, |c| c.grpc_trailing_metadata.as_ref(), (root as i32, token as i32, n));
+        let r = self.invoke(
+            "proxy_on_grpc_receive_trailing_metadata",
+            root,
+            |c| c.grpc_trailing_metadata.as_ref(),
+            (root as i32, token as i32, n),
+        );
         self.store.data_mut().call.grpc_trailing_metadata = None;
         r.map(drop)
     }
@@ -670,7 +713,12 @@ impl WasmVm {
     pub fn on_grpc_close(&mut self, token: u32, status: u32, message: &str) -> Result<(), VmError> {
         let Some(root) = self.grpc_root(token) else { return Ok(()) };
         self.store.data_mut().call.status = (status, message.to_string());
-        let r = self.invoke("proxy_on_grpc_close", root, |c| c.grpc_close.as_ref(), (root as i32, token as i32, status as i32));
+        let r = self.invoke(
+            "proxy_on_grpc_close",
+            root,
+            |c| c.grpc_close.as_ref(),
+            (root as i32, token as i32, status as i32),
+        );
         let state = self.store.data_mut();
         state.call.status = (0, String::new());
         state.grpc_calls.remove(&token);

@@ -1,1 +1,20 @@
-fn main() {}
+//! The wasmproxy binary: for now, tools to inspect and run a Proxy-Wasm plugin.
+
+mod cli;
+mod plugin_run;
+
+fn main() -> std::process::ExitCode {
+    match cli::Command::parse(std::env::args().skip(1)) {
+        Ok(command) => match command.run() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wasmproxy: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("wasmproxy: {e}\n\n{}", cli::USAGE);
+            std::process::ExitCode::from(2)
+        }
+    }
+}

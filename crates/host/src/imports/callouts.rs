@@ -47,7 +47,15 @@ pub(super) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
                 let state = c.data_mut();
                 let root = state.effective_root();
                 let token = state.next_callout_token(HTTP_CALL_KIND);
-                let request = HttpCallRequest { token, root_context_id: root, cluster, headers, body, trailers, timeout: timeout(timeout_ms) };
+                let request = HttpCallRequest {
+                    token,
+                    root_context_id: root,
+                    cluster,
+                    headers,
+                    body,
+                    trailers,
+                    timeout: timeout(timeout_ms),
+                };
                 if let Err(status) = state.embedder.http_call(request) {
                     state.release_callout_token(HTTP_CALL_KIND, token);
                     return Err(status.into());
@@ -124,7 +132,14 @@ pub(super) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
                 let state = c.data_mut();
                 let root = state.effective_root();
                 let token = state.next_callout_token(GRPC_STREAM_KIND);
-                let request = GrpcStreamRequest { token, root_context_id: root, service_config, service, method, initial_metadata };
+                let request = GrpcStreamRequest {
+                    token,
+                    root_context_id: root,
+                    service_config,
+                    service,
+                    method,
+                    initial_metadata,
+                };
                 if let Err(status) = state.embedder.grpc_stream(request) {
                     state.release_callout_token(GRPC_STREAM_KIND, token);
                     return Err(status.into());

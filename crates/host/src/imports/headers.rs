@@ -22,15 +22,19 @@ pub(super) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
             })())
         },
     )?;
-    linker.func_wrap("env", "proxy_set_header_map_pairs", |mut c: Caller<'_, VmState>, map: i32, ptr: i32, len: i32| {
-        finish((|| {
-            check_allowed(&c, "proxy_set_header_map_pairs")?;
-            let pairs = read_pairs(&mut c, ptr, len)?;
-            let h = c.data_mut().map_for_write(map as u32).ok_or(Status::BadArgument)?;
-            *h = pairs;
-            Ok(())
-        })())
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_header_map_pairs",
+        |mut c: Caller<'_, VmState>, map: i32, ptr: i32, len: i32| {
+            finish((|| {
+                check_allowed(&c, "proxy_set_header_map_pairs")?;
+                let pairs = read_pairs(&mut c, ptr, len)?;
+                let h = c.data_mut().map_for_write(map as u32).ok_or(Status::BadArgument)?;
+                *h = pairs;
+                Ok(())
+            })())
+        },
+    )?;
     linker.func_wrap("env", "proxy_get_header_map_size", |mut c: Caller<'_, VmState>, map: i32, ptr: i32| {
         finish((|| {
             check_allowed(&c, "proxy_get_header_map_size")?;
@@ -61,9 +65,13 @@ pub(super) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
             }))
         },
     )?;
-    linker.func_wrap("env", "proxy_remove_header_map_value", |mut c: Caller<'_, VmState>, map: i32, kptr: i32, klen: i32| {
-        finish(modify(&mut c, "proxy_remove_header_map_value", map, kptr, klen, 0, 0, |h, k, _| h.remove(k)))
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_remove_header_map_value",
+        |mut c: Caller<'_, VmState>, map: i32, kptr: i32, klen: i32| {
+            finish(modify(&mut c, "proxy_remove_header_map_value", map, kptr, klen, 0, 0, |h, k, _| h.remove(k)))
+        },
+    )?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use wasmproxy_abi::{MetricType, Status};
 use wasmtime::{Caller, Linker};
 
-use crate::memory::{check_allowed, finish, read, write_u64, write_u32};
+use crate::memory::{check_allowed, finish, read, write_u32, write_u64};
 use crate::state::VmState;
 
 const TYPE_MASK: u32 = 3;

@@ -42,7 +42,13 @@ pub(super) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_call_foreign_function",
-        |mut c: Caller<'_, VmState>, name_ptr: i32, name_len: i32, args_ptr: i32, args_len: i32, ret_ptr: i32, ret_size: i32| {
+        |mut c: Caller<'_, VmState>,
+         name_ptr: i32,
+         name_len: i32,
+         args_ptr: i32,
+         args_len: i32,
+         ret_ptr: i32,
+         ret_size: i32| {
             finish((|| {
                 check_allowed(&c, "proxy_call_foreign_function")?;
                 let name = String::from_utf8_lossy(&read(&mut c, name_ptr, name_len)?).into_owned();

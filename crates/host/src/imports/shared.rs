@@ -62,7 +62,11 @@ pub(super) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
                 let vm_id = read(&mut c, vm_ptr, vm_len)?;
                 let name = read(&mut c, name_ptr, name_len)?;
                 let state = c.data();
-                let vm_id = if vm_id.is_empty() { state.vm.vm_id.clone() } else { String::from_utf8_lossy(&vm_id).into_owned() };
+                let vm_id = if vm_id.is_empty() {
+                    state.vm.vm_id.clone()
+                } else {
+                    String::from_utf8_lossy(&vm_id).into_owned()
+                };
                 let id = state.shared.queues.resolve(&vm_id, &name)?;
                 write_u32(&mut c, id_ptr, id)
             })())

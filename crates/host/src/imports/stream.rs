@@ -57,7 +57,10 @@ pub(super) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
                     return Ok(());
                 }
                 ctx.local_response_sent = true;
-                push_action(state, StreamAction::SendLocalResponse { status: status as u32, details, body, headers, grpc_status });
+                push_action(
+                    state,
+                    StreamAction::SendLocalResponse { status: status as u32, details, body, headers, grpc_status },
+                );
                 Ok(())
             })())
         },

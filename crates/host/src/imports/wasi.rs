@@ -91,9 +91,13 @@ pub(super) fn define(linker: &mut Linker<VmState>, m: &'static str) -> wasmtime:
         wasmtime::bail!("the plugin called proc_exit({code})")
     })?;
     linker.func_wrap(m, "sched_yield", || -> i32 { ERRNO_SUCCESS })?;
-    linker.func_wrap(m, "poll_oneoff", |mut c: Caller<'_, VmState>, subs: i32, events: i32, n: i32, nevents: i32| -> i32 {
-        poll_oneoff(&mut c, subs, events, n, nevents)
-    })?;
+    linker.func_wrap(
+        m,
+        "poll_oneoff",
+        |mut c: Caller<'_, VmState>, subs: i32, events: i32, n: i32, nevents: i32| -> i32 {
+            poll_oneoff(&mut c, subs, events, n, nevents)
+        },
+    )?;
     linker.func_wrap(m, "fd_fdstat_get", |mut c: Caller<'_, VmState>, fd: i32, ptr: i32| -> i32 {
         if !is_std(fd) {
             return ERRNO_BADF;
@@ -124,10 +128,20 @@ pub(super) fn define(linker: &mut Linker<VmState>, m: &'static str) -> wasmtime:
     answer!(linker, m, "fd_readdir", |_fd: i32, _buf: i32, _len: i32, _cookie: i64, _used: i32| ERRNO_BADF);
     answer!(linker, m, "fd_renumber", |_fd: i32, _to: i32| ERRNO_BADF);
     answer!(linker, m, "fd_tell", |_fd: i32, _ptr: i32| ERRNO_BADF);
-    answer!(linker, m, "path_open", |_fd: i32, _df: i32, _p: i32, _pl: i32, _of: i32, _rb: i64, _ri: i64, _ff: i32, _r: i32| ERRNO_NOENT);
+    answer!(linker, m, "path_open", |_fd: i32,
+                                     _df: i32,
+                                     _p: i32,
+                                     _pl: i32,
+                                     _of: i32,
+                                     _rb: i64,
+                                     _ri: i64,
+                                     _ff: i32,
+                                     _r: i32| ERRNO_NOENT);
     answer!(linker, m, "path_create_directory", |_fd: i32, _p: i32, _l: i32| ERRNO_NOTSUP);
     answer!(linker, m, "path_filestat_get", |_fd: i32, _f: i32, _p: i32, _l: i32, _b: i32| ERRNO_NOTSUP);
-    answer!(linker, m, "path_filestat_set_times", |_fd: i32, _f: i32, _p: i32, _l: i32, _a: i64, _m: i64, _ff: i32| ERRNO_NOTSUP);
+    answer!(linker, m, "path_filestat_set_times", |_fd: i32, _f: i32, _p: i32, _l: i32, _a: i64, _m: i64, _ff: i32| {
+        ERRNO_NOTSUP
+    });
     answer!(linker, m, "path_link", |_a: i32, _b: i32, _c2: i32, _d: i32, _e: i32, _f: i32, _g: i32| ERRNO_NOTSUP);
     answer!(linker, m, "path_readlink", |_fd: i32, _p: i32, _l: i32, _b: i32, _bl: i32, _u: i32| ERRNO_NOTSUP);
     answer!(linker, m, "path_remove_directory", |_fd: i32, _p: i32, _l: i32| ERRNO_NOTSUP);

@@ -7,10 +7,13 @@ use wasmproxy_abi::Status;
 
 use super::lock;
 
+/// key → (value, cas).
+type Store = HashMap<Vec<u8>, (Vec<u8>, u32)>;
+
 #[derive(Default)]
 struct Inner {
-    /// vm_id → key → (value, cas).
-    maps: HashMap<String, HashMap<Vec<u8>, (Vec<u8>, u32)>>,
+    /// vm_id → its store.
+    maps: HashMap<String, Store>,
     /// How many live VMs use each vm_id; a vm_id's data goes when its last VM does.
     vm_refs: HashMap<String, usize>,
     next_cas: u32,
@@ -26,12 +29,7 @@ impl SharedData {
     /// The value and its CAS, or NOT_FOUND.
     pub fn get(&self, vm_id: &str, key: &[u8]) -> Result<(Vec<u8>, u32), Status> {
         let inner = lock(&self.inner);
-        inner
-            .maps
-            .get(vm_id)
-            .and_then(|m| m.get(key))
-            .cloned()
-            .ok_or(Status::NotFound)
+        inner.maps.get(vm_id).and_then(|m| m.get(key)).cloned().ok_or(Status::NotFound)
     }
 
     /// Stores `value`. A non-zero `cas` must equal the key's current CAS (CAS_MISMATCH

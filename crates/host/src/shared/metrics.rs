@@ -10,8 +10,8 @@ use super::lock;
 
 /// Envoy's default histogram bucket bounds.
 pub const DEFAULT_HISTOGRAM_BUCKETS: [f64; 20] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0, 7200000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
+    600000.0, 1800000.0, 3600000.0, 7200000.0,
 ];
 
 /// One metric. Counters and gauges are a single atomic; histograms count per bucket.
@@ -110,8 +110,7 @@ impl Metrics {
 
     /// Every metric, sorted by name.
     pub fn snapshot(&self) -> Vec<(String, MetricValue)> {
-        let mut all: Vec<_> =
-            lock(&self.by_name).values().map(|m| (m.name.clone(), m.value())).collect();
+        let mut all: Vec<_> = lock(&self.by_name).values().map(|m| (m.name.clone(), m.value())).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }

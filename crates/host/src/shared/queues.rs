@@ -50,11 +50,7 @@ impl SharedQueues {
 
     /// The id of `name` under `vm_id`, or NOT_FOUND.
     pub fn resolve(&self, vm_id: &str, name: &[u8]) -> Result<u32, Status> {
-        lock(&self.inner)
-            .by_name
-            .get(&(vm_id.to_string(), name.to_vec()))
-            .copied()
-            .ok_or(Status::NotFound)
+        lock(&self.inner).by_name.get(&(vm_id.to_string(), name.to_vec())).copied().ok_or(Status::NotFound)
     }
 
     /// Appends a message and tells the registrant (outside the lock). NOT_FOUND for an unknown id.
@@ -92,7 +88,8 @@ mod tests {
         let q = SharedQueues::default();
         let seen = Arc::new(AtomicU32::new(0));
         let s = seen.clone();
-        let id = q.register("vm", b"q", Some((Arc::new(move |root, id| s.store(root * 100 + id, Ordering::SeqCst)), 7)));
+        let id =
+            q.register("vm", b"q", Some((Arc::new(move |root, id| s.store(root * 100 + id, Ordering::SeqCst)), 7)));
         assert_ne!(id, 0);
         assert_eq!(q.resolve("vm", b"q"), Ok(id));
         assert_eq!(q.resolve("other", b"q"), Err(Status::NotFound));

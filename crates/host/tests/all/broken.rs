@@ -22,7 +22,10 @@ fn modules_that_are_not_plugins_are_refused_with_the_reason() {
         "Wasm module no_abi.wat is not a Proxy-Wasm plugin: missing or unknown Proxy-Wasm ABI version \
          (it exports none of proxy_abi_version_0_1_0, proxy_abi_version_0_2_0, proxy_abi_version_0_2_1)"
     );
-    assert_eq!(load_error("no_allocator.wat"), "Wasm module no_allocator.wat exports no allocator (malloc or proxy_on_memory_allocate)");
+    assert_eq!(
+        load_error("no_allocator.wat"),
+        "Wasm module no_allocator.wat exports no allocator (malloc or proxy_on_memory_allocate)"
+    );
     let unknown = load_error("unknown_import.wat");
     assert!(unknown.starts_with("Wasm module unknown_import.wat cannot be linked"), "{unknown}");
     assert!(unknown.contains("env::proxy_does_not_exist"), "{unknown}");
@@ -47,9 +50,14 @@ fn modules_that_are_not_plugins_are_refused_with_the_reason() {
 fn abi_0_1_0_plugins_get_two_argument_callbacks_and_old_semantics() {
     let module = wat_module(engine(), "abi_0_1_0.wat").unwrap();
     assert_eq!(module.abi_version(), wasmproxy_host::abi::AbiVersion::V0_1_0);
-    let setup = Setup { plugin_config: "plugin-config-bytes".into(), vm_config: "vm-config".into(), ..Default::default() };
+    let setup =
+        Setup { plugin_config: "plugin-config-bytes".into(), vm_config: "vm-config".into(), ..Default::default() };
     let mut h = Harness::start(&module, setup);
-    assert_eq!(h.take_logs(), vec!["plugin-config-bytes"], "proxy_get_configuration in on_configure");
+    assert_eq!(
+        h.take_logs(),
+        vec!["_initialize", "main", "plugin-config-bytes"],
+        "start-up, then proxy_get_configuration in on_configure"
+    );
     let ctx = h.http_stream(GET);
     assert_eq!(h.vm.on_request_headers(ctx, false).unwrap(), FilterHeadersStatus::StopAllIterationAndWatermark);
     assert_eq!(h.take_logs(), vec!["missing header: OK and empty"]);
@@ -90,7 +98,12 @@ fn a_trap_fails_only_that_vm_with_a_symbolized_backtrace() {
 
 #[test]
 fn an_endless_loop_is_stopped_at_the_deadline() {
-    let engine = WasmEngine::new(EngineConfig { callback_deadline: Duration::from_millis(100), pooling_instances: Some(4), ..Default::default() }).unwrap();
+    let engine = WasmEngine::new(EngineConfig {
+        callback_deadline: Duration::from_millis(100),
+        pooling_instances: Some(4),
+        ..Default::default()
+    })
+    .unwrap();
     let (mut h, ctx) = stream_of(&engine, "endless_loop.wat");
     let started = Instant::now();
     let Err(VmError::Failed(f)) = h.vm.on_request_headers(ctx, false) else { panic!("no failure") };
@@ -103,7 +116,12 @@ fn an_endless_loop_is_stopped_at_the_deadline() {
 
 #[test]
 fn an_sdk_plugin_stuck_in_a_loop_is_stopped_too() {
-    let engine = WasmEngine::new(EngineConfig { callback_deadline: Duration::from_millis(100), pooling_instances: Some(4), ..Default::default() }).unwrap();
+    let engine = WasmEngine::new(EngineConfig {
+        callback_deadline: Duration::from_millis(100),
+        pooling_instances: Some(4),
+        ..Default::default()
+    })
+    .unwrap();
     let module = load(&engine, "probe.wasm");
     let config = serde_json::json!({"phases": {"request_headers": [["loop"]]}}).to_string();
     let mut h = Harness::start(&module, Setup { plugin_config: config, ..Default::default() });
@@ -115,7 +133,12 @@ fn an_sdk_plugin_stuck_in_a_loop_is_stopped_too() {
 #[test]
 fn a_memory_bomb_is_stopped_at_the_cap() {
     for pooling in [Some(4), None] {
-        let engine = WasmEngine::new(EngineConfig { memory_limit_bytes: 64 << 20, pooling_instances: pooling, ..Default::default() }).unwrap();
+        let engine = WasmEngine::new(EngineConfig {
+            memory_limit_bytes: 64 << 20,
+            pooling_instances: pooling,
+            ..Default::default()
+        })
+        .unwrap();
         let (mut h, ctx) = stream_of(&engine, "memory_bomb.wat");
         let Err(VmError::Failed(f)) = h.vm.on_request_headers(ctx, false) else { panic!("no failure") };
         assert_eq!(f.kind, VmFailureKind::MemoryLimit, "{f}");
@@ -147,4 +170,44 @@ fn wasi_commands_may_end_start_with_exit_zero() {
     let ctx = h.http_stream(GET);
     h.vm.on_request_headers(ctx, false).unwrap();
     assert_eq!(h.take_logs(), vec!["started", "headers after _start"]);
+}
+
+#[test]
+fn non_spec_callbacks_of_the_cpp_and_assemblyscript_sdks() {
+    let module = wat_module(engine(), "cpp_sdk_extras.wat").unwrap();
+    let mut h = Harness::start(&module, Setup { plugin_config: "ok".into(), ..Default::default() });
+    let root = h.root;
+    let two = Arc::new(PluginConfig { configuration: b"ok".to_vec(), ..Default::default() });
+    let three = Arc::new(PluginConfig { configuration: b"bad".to_vec(), ..Default::default() });
+    assert!(h.vm.validate_configuration(root, two).unwrap());
+    assert!(!h.vm.validate_configuration(root, three).unwrap());
+    let ctx = h.http_stream(GET);
+    h.vm.on_request_metadata(ctx, 1).unwrap();
+    h.vm.on_response_metadata(ctx, 1).unwrap();
+    let logs = std::mem::take(&mut h.rec.borrow_mut().logs);
+    let messages: Vec<&str> = logs.iter().map(|l| l.2.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "validate_configuration",
+            "validate_configuration",
+            "request_metadata",
+            "stdout via wasi_unstable",
+            "response_metadata"
+        ]
+    );
+    assert_eq!(logs[3].0, wasmproxy_host::abi::LogLevel::Info);
+}
+
+#[test]
+fn the_wasi_surface_go_and_tinygo_use_answers_as_documented() {
+    let module = wat_module(engine(), "wasi_surface.wat").unwrap();
+    let mut h = Harness::start(&module, Setup { env: vec![("K".into(), "V".into())], ..Default::default() });
+    h.vm.on_tick(h.root).unwrap();
+    assert_eq!(
+        h.take_logs(),
+        // args, environ, clock_res, monotonic, bad clock, yield, poll, fdstat(1), fdstat(3),
+        // prestat, path_open, fd_read, fd_seek, fd_close, random, poll events, fdstat type
+        ["00", "00", "00", "00", "58", "00", "00", "00", "08", "08", "44", "52", "00", "00", "00", "01", "02"]
+    );
 }

@@ -14,7 +14,8 @@ fn compiled_modules_are_cached_on_disk_and_reused() {
     let first = WasmEngine::new(config.clone()).unwrap();
     let module = PluginModule::load(&first, ModuleSource::File(plugin_path("header_filter.wasm"))).unwrap();
     assert!(!module.loaded_from_disk_cache());
-    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let files: Vec<_> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(files.len(), 1);
     assert!(files[0].starts_with(&module.sha256_hex()) && files[0].ends_with(".cwasm"), "{files:?}");
     // The same process does not even look at the disk again.
@@ -29,7 +30,9 @@ fn compiled_modules_are_cached_on_disk_and_reused() {
     h.vm.on_request_headers(ctx, false).unwrap();
     // A corrupt entry is ignored and replaced.
     std::fs::write(dir.join(&files[0]), b"not a module").unwrap();
-    let third = WasmEngine::new(EngineConfig { cache_dir: Some(dir.clone()), pooling_instances: None, ..Default::default() }).unwrap();
+    let third =
+        WasmEngine::new(EngineConfig { cache_dir: Some(dir.clone()), pooling_instances: None, ..Default::default() })
+            .unwrap();
     let recompiled = PluginModule::load(&third, ModuleSource::File(plugin_path("header_filter.wasm"))).unwrap();
     assert!(!recompiled.loaded_from_disk_cache());
     assert_ne!(std::fs::read(dir.join(&files[0])).unwrap(), b"not a module", "rewritten");

@@ -11,7 +11,9 @@ fn run_header_filter(file: &str, language: &str) {
     // Its own engine, so the counter below counts only this test's requests.
     let engine = WasmEngine::new(EngineConfig { pooling_instances: Some(4), ..Default::default() }).unwrap();
     let module = load(&engine, file);
-    let config = format!(r#"{{"request_header": "x-user", "response_headers": [["x-wasm-filter", "{language}"], ["x-greeting", "hi"]]}}"#);
+    let config = format!(
+        r#"{{"request_header": "x-user", "response_headers": [["x-wasm-filter", "{language}"], ["x-greeting", "hi"]]}}"#
+    );
     let mut h = Harness::start(&module, Setup { plugin_config: config, name: "hf", ..Default::default() });
     for (i, user) in ["alice", "bob", "carol"].iter().enumerate() {
         let ctx = h.vm.create_context(h.root, wasmproxy_host::ContextKind::Http).unwrap();
@@ -27,14 +29,24 @@ fn run_header_filter(file: &str, language: &str) {
         let expected_user = if i < 2 { *user } else { "-" };
         assert_eq!(
             response,
-            Headers::from_pairs([(":status", "200"), ("x-wasm-filter", language), ("x-greeting", "hi"), ("x-request-header", expected_user)]),
+            Headers::from_pairs([
+                (":status", "200"),
+                ("x-wasm-filter", language),
+                ("x-greeting", "hi"),
+                ("x-request-header", expected_user)
+            ]),
             "{file}"
         );
         h.vm.finish_stream(ctx).unwrap();
     }
     assert_eq!(engine.shared().metrics.value("header_filter_requests"), Some(MetricValue::Counter(3)), "{file}");
-    let debug: Vec<String> = h.rec.borrow().logs.iter().filter(|l| l.0 == LogLevel::Debug).map(|l| l.2.clone()).collect();
-    assert_eq!(debug, ["header_filter: x-user=alice", "header_filter: x-user=bob", "header_filter: x-user=-"], "{file}");
+    let debug: Vec<String> =
+        h.rec.borrow().logs.iter().filter(|l| l.0 == LogLevel::Debug).map(|l| l.2.clone()).collect();
+    assert_eq!(
+        debug,
+        ["header_filter: x-user=alice", "header_filter: x-user=bob", "header_filter: x-user=-"],
+        "{file}"
+    );
     assert_eq!(h.vm.context_count(), 1, "{file}: stream contexts deleted");
 }
 
@@ -53,9 +65,14 @@ fn go_module_declares_abi_0_2_0_and_is_refused_a_bad_configuration() {
     let module = load(engine(), "go_header_filter.wasm");
     assert_eq!(module.abi_version(), wasmproxy_host::abi::AbiVersion::V0_2_0);
     let mut h = Harness::vm(&module, &Setup::default()).unwrap();
-    let bad = wasmproxy_host::PluginConfig { name: "go-hf".into(), configuration: b"{\"request_header\": 5}".to_vec(), ..Default::default() };
+    let bad = wasmproxy_host::PluginConfig {
+        name: "go-hf".into(),
+        configuration: b"{\"request_header\": 5}".to_vec(),
+        ..Default::default()
+    };
     let err = h.vm.create_root_context(std::sync::Arc::new(bad)).unwrap_err();
-    assert_eq!(err.to_string(), "plugin go-hf: on_configure returned false");
-    let errors: Vec<String> = h.rec.borrow().logs.iter().filter(|l| l.0 == LogLevel::Error).map(|l| l.2.clone()).collect();
+    assert_eq!(err.to_string(), "plugin \"go-hf\": on_configure returned false (the plugin refused its configuration)");
+    let errors: Vec<String> =
+        h.rec.borrow().logs.iter().filter(|l| l.0 == LogLevel::Error).map(|l| l.2.clone()).collect();
     assert!(errors.iter().any(|e| e.starts_with("header_filter: bad configuration:")), "{errors:?}");
 }

@@ -212,7 +212,10 @@ fn pause_then_resume_from_an_http_call_response() {
     let ctx = h.http_stream(GET);
     h.take_logs();
     assert_eq!(h.vm.on_request_headers(ctx, false).unwrap(), FilterHeadersStatus::StopAllIterationAndWatermark);
-    assert_eq!(h.take_logs()[1], "request_headers http_call upstream :method=GET;:path=/auth;:authority=auth ping 500 => status=0 value=0");
+    assert_eq!(
+        h.take_logs()[1],
+        "request_headers http_call upstream :method=GET;:path=/auth;:authority=auth ping 500 => status=0 value=0"
+    );
     let call = h.rec.borrow_mut().http_calls.pop().unwrap();
     assert_eq!((call.token, call.root_context_id, call.cluster.as_str()), (0, h.root, "upstream"));
     assert_eq!(call.headers.get(b":path"), Some(&b"/auth"[..]));
@@ -307,8 +310,12 @@ fn continue_and_close_produce_actions_with_envoy_statuses() {
     h.vm.stream(ctx).unwrap().response_headers = Some(Headers::from_pairs([(":status", "200")]));
     h.take_logs();
     h.vm.on_response_headers(ctx, false).unwrap();
-    let statuses: Vec<String> = h.take_logs()[1..].iter().map(|l| l.rsplit("=> ").next().unwrap().to_string()).collect();
-    assert_eq!(statuses, ["status=0", "status=12", "status=2", "status=0", "status=2", "status=0", "status=0", "status=0"]);
+    let statuses: Vec<String> =
+        h.take_logs()[1..].iter().map(|l| l.rsplit("=> ").next().unwrap().to_string()).collect();
+    assert_eq!(
+        statuses,
+        ["status=0", "status=12", "status=2", "status=0", "status=2", "status=0", "status=0", "status=0"]
+    );
     assert_eq!(
         h.vm.take_actions(),
         vec![

@@ -19,8 +19,12 @@ fn configure(commands: serde_json::Value) -> Harness {
 fn vm_and_plugin_configuration_reach_the_plugin() {
     let module = load(engine(), "probe.wasm");
     let vm_config = json!({"vm_start": [["get_buffer", "6", "0", "1000"], ["get_buffer", "7", "0", "10"]]}).to_string();
-    let plugin_config = json!({"configure": [["get_buffer", "7", "0", "14"], ["get_buffer", "6", "0", "3"]]}).to_string();
-    let h = Harness::start(&module, Setup { vm_config: vm_config.clone(), plugin_config: plugin_config.clone(), ..Default::default() });
+    let plugin_config =
+        json!({"configure": [["get_buffer", "7", "0", "14"], ["get_buffer", "6", "0", "3"]]}).to_string();
+    let h = Harness::start(
+        &module,
+        Setup { vm_config: vm_config.clone(), plugin_config: plugin_config.clone(), ..Default::default() },
+    );
     let logs = h.take_logs();
     assert_eq!(logs[0], format!("vm_start ctx=1 size={}", vm_config.len()));
     assert_eq!(logs[1], format!("vm_start get_buffer 6 0 1000 => status=0 value={vm_config}"));
@@ -36,12 +40,21 @@ fn a_false_on_configure_or_on_vm_start_is_an_error_naming_the_plugin() {
     let mut h = Harness::vm(&module, &Setup::default()).unwrap();
     let bad = PluginConfig { name: "my-plugin".into(), configuration: b"{not json".to_vec(), ..Default::default() };
     let err = h.vm.create_root_context(Arc::new(bad)).unwrap_err();
-    assert_eq!(err.to_string(), "plugin my-plugin: on_configure returned false");
+    assert_eq!(
+        err.to_string(),
+        "plugin \"my-plugin\": on_configure returned false (the plugin refused its configuration)"
+    );
     assert!(h.take_logs().iter().any(|l| l.starts_with("configure: bad json")));
 
-    let mut h = Harness::vm(&module, &Setup { vm_config: json!({"vm_start_result": false}).to_string(), ..Default::default() }).unwrap();
-    let err = h.vm.create_root_context(Arc::new(PluginConfig { root_id: "r".into(), ..Default::default() })).unwrap_err();
-    assert_eq!(err.to_string(), "plugin r: on_vm_start returned false");
+    let mut h =
+        Harness::vm(&module, &Setup { vm_config: json!({"vm_start_result": false}).to_string(), ..Default::default() })
+            .unwrap();
+    let err =
+        h.vm.create_root_context(Arc::new(PluginConfig { root_id: "r".into(), ..Default::default() })).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin with root_id \"r\": on_vm_start returned false (the plugin refused its configuration)"
+    );
 }
 
 #[test]
@@ -51,7 +64,10 @@ fn log_lines_carry_level_and_envoy_prefix() {
         ["log", "0", "t"], ["log", "4", "e"], ["log", "9", "bad level"], ["log_level"],
         ["stdout", "to stdout"], ["stderr", "to stderr"], ["bad_pointer"],
     ]});
-    let h = Harness::start(&module, Setup { plugin_config: config.to_string(), name: "p", root_id: "r", vm_id: "v", ..Default::default() });
+    let h = Harness::start(
+        &module,
+        Setup { plugin_config: config.to_string(), name: "p", root_id: "r", vm_id: "v", ..Default::default() },
+    );
     let logs = std::mem::take(&mut h.rec.borrow_mut().logs);
     let find = |m: &str| logs.iter().find(|(_, _, msg)| msg == m).unwrap_or_else(|| panic!("no log {m:?} in {logs:?}"));
     assert_eq!(find("t"), &(LogLevel::Trace, " p r v".into(), "t".into()));
@@ -96,10 +112,21 @@ fn tick_period_is_set_per_root_context_and_ticks_arrive() {
 fn shared_data_is_keyed_by_vm_id_with_cas() {
     let module = load(engine(), "probe.wasm");
     let phases = |cmds: serde_json::Value| json!({"phases": {"tick": cmds}}).to_string();
-    let mut a = Harness::start(&module, Setup { vm_id: "shared-a", plugin_config: phases(json!([
-        ["get_shared", "k"], ["set_shared", "k", "v1", "0"], ["get_shared", "k"],
-        ["set_shared", "k", "v2", "999999"], ["set_shared", "k", "", "0"], ["get_shared", "k"],
-    ])), ..Default::default() });
+    let mut a = Harness::start(
+        &module,
+        Setup {
+            vm_id: "shared-a",
+            plugin_config: phases(json!([
+                ["get_shared", "k"],
+                ["set_shared", "k", "v1", "0"],
+                ["get_shared", "k"],
+                ["set_shared", "k", "v2", "999999"],
+                ["set_shared", "k", "", "0"],
+                ["get_shared", "k"],
+            ])),
+            ..Default::default()
+        },
+    );
     a.take_logs();
     a.vm.on_tick(a.root).unwrap();
     let logs = a.take_logs();
@@ -112,16 +139,24 @@ fn shared_data_is_keyed_by_vm_id_with_cas() {
 
     // Another VM with the same vm_id sees it (and writes with the right CAS win).
     let cas: u32 = logs[6].rsplit("cas=").next().unwrap().parse().unwrap();
-    let mut b = Harness::start(&module, Setup { vm_id: "shared-a", plugin_config: phases(json!([
-        ["set_shared", "k", "from-b", cas.to_string()], ["get_shared", "k"],
-    ])), ..Default::default() });
+    let mut b = Harness::start(
+        &module,
+        Setup {
+            vm_id: "shared-a",
+            plugin_config: phases(json!([["set_shared", "k", "from-b", cas.to_string()], ["get_shared", "k"],])),
+            ..Default::default()
+        },
+    );
     b.take_logs();
     b.vm.on_tick(b.root).unwrap();
     let logs = b.take_logs();
     assert_eq!(logs[1], format!("tick set_shared k from-b {cas} => status=0"));
     assert!(logs[2].starts_with("tick get_shared k => status=0 value=from-b"));
     // A VM with another vm_id does not.
-    let mut c = Harness::start(&module, Setup { vm_id: "shared-c", plugin_config: phases(json!([["get_shared", "k"]])), ..Default::default() });
+    let mut c = Harness::start(
+        &module,
+        Setup { vm_id: "shared-c", plugin_config: phases(json!([["get_shared", "k"]])), ..Default::default() },
+    );
     c.take_logs();
     c.vm.on_tick(c.root).unwrap();
     assert_eq!(c.take_logs()[1], "tick get_shared k => status=1");
@@ -136,7 +171,10 @@ fn shared_queues_notify_the_registering_root_context() {
         "configure": [["register_queue", "jobs"]],
         "phases": {"queue_ready": [["dequeue", "1"], ["dequeue", "1"]]},
     });
-    let mut owner = Harness::start(&module, Setup { vm_id: "queues", plugin_config: owner_config.to_string(), ..Default::default() });
+    let mut owner = Harness::start(
+        &module,
+        Setup { vm_id: "queues", plugin_config: owner_config.to_string(), ..Default::default() },
+    );
     let logs = owner.take_logs();
     let id: u32 = logs[2].rsplit("value=").next().unwrap().parse().unwrap();
     assert_eq!(logs[2], format!("configure register_queue jobs => status=0 value={id}"));
@@ -146,7 +184,10 @@ fn shared_queues_notify_the_registering_root_context() {
         ["resolve_queue", "queues", "jobs"], ["resolve_queue", "", "nope"], ["resolve_queue", "other-vm", "jobs"],
         ["enqueue", id.to_string(), "job-1"], ["enqueue", "987654", "x"],
     ]}});
-    let mut producer = Harness::start(&module, Setup { vm_id: "producer", plugin_config: producer_config.to_string(), ..Default::default() });
+    let mut producer = Harness::start(
+        &module,
+        Setup { vm_id: "producer", plugin_config: producer_config.to_string(), ..Default::default() },
+    );
     let ctx = producer.http_stream(GET);
     producer.take_logs();
     producer.vm.on_request_headers(ctx, false).unwrap();
@@ -177,27 +218,54 @@ fn shared_queues_notify_the_registering_root_context() {
 #[test]
 fn metrics_have_envoy_ids_and_rules() {
     let mut h = configure(json!([
-        ["define_metric", "counter", "requests"], ["define_metric", "gauge", "active"], ["define_metric", "histogram", "latency"],
-        ["define_metric", "5", "bad"], ["define_metric", "counter", "requests_b"],
-        ["increment_metric", "requests", "2"], ["increment_metric", "requests", "0"], ["increment_metric", "requests", "-1"],
-        ["record_metric", "requests", "3"], ["get_metric", "requests"],
-        ["increment_metric", "active", "5"], ["increment_metric", "active", "-2"], ["get_metric", "active"],
-        ["record_metric", "active", "42"], ["get_metric", "active"],
-        ["record_metric", "latency", "7"], ["get_metric", "latency"], ["increment_metric", "latency", "1"],
-        ["get_metric", "400"], ["increment_metric", "400", "1"], ["record_metric", "400", "1"],
+        ["define_metric", "counter", "requests"],
+        ["define_metric", "gauge", "active"],
+        ["define_metric", "histogram", "latency"],
+        ["define_metric", "5", "bad"],
+        ["define_metric", "counter", "requests_b"],
+        ["increment_metric", "requests", "2"],
+        ["increment_metric", "requests", "0"],
+        ["increment_metric", "requests", "-1"],
+        ["record_metric", "requests", "3"],
+        ["get_metric", "requests"],
+        ["increment_metric", "active", "5"],
+        ["increment_metric", "active", "-2"],
+        ["get_metric", "active"],
+        ["record_metric", "active", "42"],
+        ["get_metric", "active"],
+        ["record_metric", "latency", "7"],
+        ["get_metric", "latency"],
+        ["increment_metric", "latency", "1"],
+        ["get_metric", "400"],
+        ["increment_metric", "400", "1"],
+        ["record_metric", "400", "1"],
     ]));
     let logs = h.take_logs();
     let status: Vec<&str> = logs[2..].iter().map(|l| l.split("=> ").nth(1).unwrap()).collect();
     assert_eq!(
         status,
         [
-            "status=0 value=0", "status=0 value=1", "status=0 value=2", "status=2", "status=0 value=4",
-            "status=0", "status=2", "status=2",
-            "status=0", "status=0 value=5",
-            "status=0", "status=0", "status=0 value=3",
-            "status=0", "status=0 value=42",
-            "status=0", "status=2", "status=2",
-            "status=1", "status=1", "status=1",
+            "status=0 value=0",
+            "status=0 value=1",
+            "status=0 value=2",
+            "status=2",
+            "status=0 value=4",
+            "status=0",
+            "status=2",
+            "status=2",
+            "status=0",
+            "status=0 value=5",
+            "status=0",
+            "status=0",
+            "status=0 value=3",
+            "status=0",
+            "status=0 value=42",
+            "status=0",
+            "status=2",
+            "status=2",
+            "status=1",
+            "status=1",
+            "status=1",
         ]
     );
     let metrics = &engine().shared().metrics;
@@ -217,7 +285,10 @@ fn properties_host_answers_plugin_names_and_asks_the_embedder_for_the_rest() {
         ["get_property", "source.address"], ["get_property", "response.code"], ["get_property", "no.such"],
         ["set_property", "my_key", "v"], ["get_property", "my_key"],
     ]});
-    let h = Harness::start(&module, Setup { plugin_config: config.to_string(), name: "n1", root_id: "r1", vm_id: "v1", ..Default::default() });
+    let h = Harness::start(
+        &module,
+        Setup { plugin_config: config.to_string(), name: "n1", root_id: "r1", vm_id: "v1", ..Default::default() },
+    );
     let hex = |s: &[u8]| s.iter().map(|b| format!("{b:02x}")).collect::<String>();
     assert_eq!(
         h.take_logs()[2..],
@@ -236,17 +307,24 @@ fn properties_host_answers_plugin_names_and_asks_the_embedder_for_the_rest() {
 
 #[test]
 fn foreign_functions_compress_round_trip_and_unknown_is_not_found() {
-    let mut h = configure(json!([["foreign", "compress", "hello hello hello"], ["foreign", "echo", "abc"], ["foreign", "nope", ""]]));
+    let mut h = configure(json!([
+        ["foreign", "compress", "hello hello hello"],
+        ["foreign", "echo", "abc"],
+        ["foreign", "nope", ""]
+    ]));
     let logs = h.take_logs();
     let compressed = logs[2].rsplit("value=").next().unwrap().to_string();
-    let bytes: Vec<u8> = (0..compressed.len()).step_by(2).map(|i| u8::from_str_radix(&compressed[i..i + 2], 16).unwrap()).collect();
+    let bytes: Vec<u8> =
+        (0..compressed.len()).step_by(2).map(|i| u8::from_str_radix(&compressed[i..i + 2], 16).unwrap()).collect();
     let mut out = String::new();
     std::io::Read::read_to_string(&mut flate2::read::ZlibDecoder::new(&bytes[..]), &mut out).unwrap();
     assert_eq!(out, "hello hello hello");
     assert_eq!(logs[3], "configure foreign echo abc => status=0 value=616263");
     assert_eq!(logs[4], "configure foreign nope  => status=1");
     // uncompress, and the callback that hands a plugin foreign-function arguments.
-    let mut h2 = Harness::probe(json!({"phases": {"foreign_function": [["get_buffer", "8", "0", "100"], ["foreign", "uncompress", ""]]}}));
+    let mut h2 = Harness::probe(
+        json!({"phases": {"foreign_function": [["get_buffer", "8", "0", "100"], ["foreign", "uncompress", ""]]}}),
+    );
     h2.take_logs();
     h2.vm.on_foreign_function(h2.root, 7, b"args!".to_vec()).unwrap();
     let logs = h2.take_logs();

@@ -114,11 +114,7 @@ pub fn engine() -> &'static WasmEngine {
 /// A built plugin in plugins/out/ (scripts/build-plugins.sh builds them).
 pub fn plugin_path(file: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/out").join(file);
-    assert!(
-        path.exists(),
-        "{} is missing: build the test plugins first with scripts/build-plugins.sh",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: build the test plugins first with scripts/build-plugins.sh", path.display());
     path
 }
 
@@ -141,6 +137,7 @@ pub struct Harness {
     pub root: u32,
 }
 
+#[derive(Default)]
 pub struct Setup {
     pub vm_id: &'static str,
     pub vm_config: String,
@@ -150,18 +147,16 @@ pub struct Setup {
     pub env: Vec<(String, String)>,
 }
 
-impl Default for Setup {
-    fn default() -> Self {
-        Setup { vm_id: "", vm_config: String::new(), plugin_config: String::new(), name: "", root_id: "", env: vec![] }
-    }
-}
-
 impl Harness {
     /// A VM of `module` without root contexts.
     pub fn vm(module: &Arc<PluginModule>, setup: &Setup) -> Result<Harness, VmError> {
         let rec = Rc::new(RefCell::new(Recorded::default()));
         let notifications = Notifications::default();
-        let embedder = FakeEmbedder { rec: rec.clone(), notifications: notifications.clone(), clusters: vec!["upstream", "grpc_cluster"] };
+        let embedder = FakeEmbedder {
+            rec: rec.clone(),
+            notifications: notifications.clone(),
+            clusters: vec!["upstream", "grpc_cluster"],
+        };
         let vm_config = VmConfig {
             vm_id: setup.vm_id.to_string(),
             configuration: setup.vm_config.clone().into_bytes(),
@@ -207,9 +202,5 @@ pub fn plugin_config(setup: &Setup) -> PluginConfig {
 }
 
 /// The usual request headers.
-pub const GET: &[(&str, &str)] = &[(":method", "GET"), (":path", "/hello"), (":authority", "example.com"), ("x-user", "alice")];
-
-/// Lines of `logs` that start with `prefix`.
-pub fn lines_with<'a>(logs: &'a [String], prefix: &str) -> Vec<&'a str> {
-    logs.iter().filter(|l| l.starts_with(prefix)).map(String::as_str).collect()
-}
+pub const GET: &[(&str, &str)] =
+    &[(":method", "GET"), (":path", "/hello"), (":authority", "example.com"), ("x-user", "alice")];

@@ -1,0 +1,69 @@
+//! Command-line parsing.
+
+use std::path::PathBuf;
+
+pub const USAGE: &str = "\
+usage:
+  wasmproxy plugin-info PLUGIN.wasm
+  wasmproxy plugin-run PLUGIN.wasm [options]
+
+plugin-run sends one HTTP exchange through the plugin (request headers and body, then
+response headers and body) and prints what the plugin logged and changed.
+  --configuration TEXT         plugin configuration (buffer 7)
+  --configuration-file FILE    plugin configuration read from a file
+  --vm-configuration TEXT      VM configuration (buffer 6)
+  --name NAME --root-id ID --vm-id ID   as in Envoy's PluginConfig / VmConfig
+  --request-header 'NAME: VALUE'        (repeatable; default GET / on localhost)
+  --request-body TEXT
+  --response-header 'NAME: VALUE'       (repeatable; default :status 200)
+  --response-body TEXT
+  --env NAME=VALUE             an environment variable the plugin may read (repeatable)";
+
+/// What to do.
+pub enum Command {
+    /// Print the module's ABI version, exports and imports.
+    PluginInfo(PathBuf),
+    /// Run one exchange through a plugin.
+    PluginRun(Box<crate::plugin_run::RunOptions>),
+    /// Print the usage.
+    Help,
+    /// Print the version.
+    Version,
+}
+
+impl Command {
+    pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+        let Some(first) = args.next() else { return Ok(Command::Help) };
+        match first.as_str() {
+            "-h" | "--help" | "help" => Ok(Command::Help),
+            "--version" => Ok(Command::Version),
+            "plugin-info" => {
+                let file = args.next().ok_or("plugin-info needs a .wasm file")?;
+                match args.next() {
+                    Some(extra) => Err(format!("unexpected argument {extra:?}")),
+                    None => Ok(Command::PluginInfo(file.into())),
+                }
+            }
+            "plugin-run" => crate::plugin_run::RunOptions::parse(args).map(|o| Command::PluginRun(Box::new(o))),
+            other => Err(format!("unknown command {other:?}")),
+        }
+    }
+
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Help => println!("{USAGE}"),
+            Command::Version => println!("wasmproxy {}", env!("CARGO_PKG_VERSION")),
+            Command::PluginInfo(file) => crate::plugin_run::info(&file)?,
+            Command::PluginRun(options) => crate::plugin_run::run(*options)?,
+        }
+        Ok(())
+    }
+}
+
+/// Splits `NAME: VALUE` (or `NAME=VALUE` with `sep` '=').
+pub fn split_pair(arg: &str, sep: char, what: &str) -> Result<(String, String), String> {
+    match arg.split_once(sep) {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim_start().to_string())),
+        _ => Err(format!("{what} {arg:?} is not NAME{sep}VALUE")),
+    }
+}
