@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmproxy_abi::{AbiVersion, BufferType, MapType, Status};
 use wasmtime::{Memory, ResourceLimiter, TypedFunc};
@@ -135,6 +136,8 @@ pub struct VmState {
     pub(crate) done_roots: Vec<u32>,
     pub(crate) exit_code: Option<i32>,
     pub(crate) scratch: Vec<u8>,
+    /// Tick timers by root context: (period, when the next tick is due).
+    pub(crate) timers: HashMap<u32, (Duration, Instant)>,
 }
 
 impl VmState {
@@ -169,6 +172,7 @@ impl VmState {
             done_roots: Vec::new(),
             exit_code: None,
             scratch: Vec::new(),
+            timers: HashMap::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! One VM: an instance of a module on one thread, its contexts, and a method per callback.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmproxy_abi::{AbiVersion, FilterDataStatus, FilterHeadersStatus, FilterStatus, PeerType, Status};
 use wasmtime::{Instance, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults};
@@ -587,6 +588,7 @@ impl WasmVm {
         let state = self.store.data_mut();
         state.contexts.remove(&ctx);
         state.pending_done.remove(&ctx);
+        state.timers.remove(&ctx);
         result.map(drop)
     }
 
@@ -616,6 +618,30 @@ impl WasmVm {
     pub fn on_tick(&mut self, root: u32) -> Result<(), VmError> {
         self.check_context(root)?;
         self.invoke("proxy_on_tick", root, |c| c.tick.as_ref(), root as i32).map(drop)
+    }
+
+    /// When the earliest tick of any root context is due; `None` if no timer is set.
+    /// An embedder sleeps until then and calls [`WasmVm::run_due_ticks`].
+    pub fn next_tick_due(&self) -> Option<Instant> {
+        self.store.data().timers.values().map(|(_, due)| *due).min()
+    }
+
+    /// Runs `proxy_on_tick` for every root context whose tick is due at `now`, and re-arms
+    /// each one period after its tick returns (as Envoy does). Returns how many ran.
+    pub fn run_due_ticks(&mut self, now: Instant) -> Result<usize, VmError> {
+        let mut due: Vec<u32> =
+            self.store.data().timers.iter().filter(|(_, (_, at))| *at <= now).map(|(root, _)| *root).collect();
+        due.sort_unstable();
+        for root in &due {
+            if self.has_context(*root) {
+                self.on_tick(*root)?;
+            }
+            let timers = &mut self.store.data_mut().timers;
+            if let Some((period, at)) = timers.get_mut(root) {
+                *at = Instant::now() + *period;
+            }
+        }
+        Ok(due.len())
     }
 
     /// `proxy_on_queue_ready` for the root context that registered the queue.

@@ -32,6 +32,10 @@ pub(super) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
             let state = c.data_mut();
             let root = state.effective_root();
             let period = (ms != 0).then(|| Duration::from_millis(ms as u32 as u64));
+            match period {
+                Some(p) => state.timers.insert(root, (p, std::time::Instant::now() + p)),
+                None => state.timers.remove(&root),
+            };
             state.embedder.set_tick_period(root, period);
             Ok(())
         })())

@@ -439,3 +439,23 @@ fn a_panic_fails_the_vm_once_with_message_and_backtrace() {
     assert_eq!(h.rec.borrow().failures.len(), 1);
     assert!(h.take_logs().is_empty());
 }
+
+#[test]
+fn the_host_keeps_tick_timers_and_runs_the_due_ones() {
+    let mut h =
+        Harness::probe(json!({"configure": [["set_tick", "50"]], "phases": {"tick": [["log", "2", "ticked"]]}}));
+    let start = std::time::Instant::now();
+    let due = h.vm.next_tick_due().expect("a timer is set");
+    assert!(due > start && due <= start + Duration::from_millis(50), "due one period after set_tick");
+    h.take_logs();
+    assert_eq!(h.vm.run_due_ticks(start).unwrap(), 0, "not due yet");
+    assert!(h.take_logs().is_empty());
+    assert_eq!(h.vm.run_due_ticks(due).unwrap(), 1);
+    assert_eq!(h.take_logs(), vec!["tick ctx=1", "ticked", "tick log 2 ticked => status=0"]);
+    assert!(h.vm.next_tick_due().unwrap() > due, "re-armed after the tick");
+    // A plugin that stops its timer in on_tick has no next tick.
+    let mut stop = Harness::probe(json!({"configure": [["set_tick", "1"]], "phases": {"tick": [["set_tick", "0"]]}}));
+    let due = stop.vm.next_tick_due().unwrap();
+    assert_eq!(stop.vm.run_due_ticks(due).unwrap(), 1);
+    assert_eq!(stop.vm.next_tick_due(), None);
+}
