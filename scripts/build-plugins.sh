@@ -50,3 +50,13 @@ build_go() {
 mkdir -p "$out_dir"
 build_rust
 build_go
+
+# === AssemblyScript plugins: plugins/assemblyscript/build.sh is maintained separately and writes plugins/out/ itself ===
+# (npm ci from the npm registry when its node_modules is missing or stale; skips itself without node/npm)
+build_assemblyscript() {
+    if [ -x "$repo/plugins/assemblyscript/build.sh" ]; then
+        PLUGINS_OUT="$out_dir" "$repo/plugins/assemblyscript/build.sh"
+    fi
+}
+
+build_assemblyscript

@@ -5,8 +5,8 @@
 
 mod broken;
 mod engine;
-mod go;
 mod probe_http;
 mod probe_root;
 mod probe_tcp;
+mod sdks;
 mod support;
