@@ -1,0 +1,170 @@
+//! The top of the bootstrap: admin, static resources, bootstrap extensions and the runtime layers.
+
+use crate::address::{Host, read_address};
+use crate::cluster::read_cluster;
+use crate::hcm::type_error;
+use crate::listener::read_listener;
+use crate::model::{Admin, Bootstrap};
+use crate::reader::{Ctx, Field, Origin, child};
+use crate::tree::Value;
+use crate::wasm::read_wasm_service;
+
+const BOOTSTRAP: &[&str] = &[
+    "node",
+    "node_context_params",
+    "static_resources",
+    "dynamic_resources",
+    "cluster_manager",
+    "hds_config",
+    "flags_path",
+    "stats_sinks",
+    "deferred_stat_options",
+    "stats_config",
+    "stats_flush_interval",
+    "stats_flush_on_admin",
+    "watchdog",
+    "watchdogs",
+    "tracing",
+    "layered_runtime",
+    "admin",
+    "overload_manager",
+    "enable_dispatcher_stats",
+    "header_prefix",
+    "stats_server_version_override",
+    "use_tcp_for_dns_lookups",
+    "dns_resolution_config",
+    "typed_dns_resolver_config",
+    "bootstrap_extensions",
+    "fatal_actions",
+    "config_sources",
+    "default_config_source",
+    "default_socket_interface",
+    "certificate_provider_instances",
+    "inline_headers",
+    "perf_tracing_file_path",
+    "default_regex_engine",
+    "xds_delegate_extension",
+    "xds_config_tracker_extension",
+    "listener_manager",
+    "application_log_config",
+    "grpc_async_client_manager_config",
+    "memory_allocator_manager",
+];
+const STATIC_RESOURCES: &[&str] = &["listeners", "clusters", "secrets"];
+const ADMIN: &[&str] =
+    &["access_log", "access_log_path", "profile_path", "address", "socket_options", "ignore_global_conn_limit"];
+const TYPED_EXTENSION_CONFIG: &[&str] = &["name", "typed_config"];
+const LAYERED_RUNTIME: &[&str] = &["layers"];
+const RUNTIME_LAYER: &[&str] = &["name", "static_layer", "disk_layer", "admin_layer", "rtds_layer"];
+
+const WASM_SERVICE_TYPE: &str = "envoy.extensions.wasm.v3.WasmService";
+
+pub(crate) fn read_bootstrap(ctx: &mut Ctx, root: &Field<'_>) -> Bootstrap {
+    let mut bootstrap = Bootstrap::default();
+    if root.node.value == Value::Null {
+        root.error(ctx, "the configuration is empty");
+        return bootstrap;
+    }
+    let Some(mut msg) = root.message(ctx, BOOTSTRAP) else { return bootstrap };
+    if let Some(f) = msg.get(ctx, "admin") {
+        bootstrap.admin = read_admin(ctx, &f);
+    }
+    if let Some(f) = msg.get(ctx, "static_resources")
+        && let Some(mut resources) = f.message(ctx, STATIC_RESOURCES)
+    {
+        let listeners = resources.get(ctx, "listeners").map(|f| f.list()).unwrap_or_default();
+        for (i, item) in listeners.iter().enumerate() {
+            bootstrap.listeners.extend(read_listener(ctx, item, i));
+        }
+        let clusters = resources.get(ctx, "clusters").map(|f| f.list()).unwrap_or_default();
+        for item in &clusters {
+            bootstrap.clusters.extend(read_cluster(ctx, item));
+        }
+        resources.finish(ctx);
+    }
+    for item in msg.get(ctx, "bootstrap_extensions").map(|f| f.list()).unwrap_or_default() {
+        let Some(mut extension) = item.message(ctx, TYPED_EXTENSION_CONFIG) else { continue };
+        extension.ignore(ctx, "name");
+        if let Some(typed) = extension.required(ctx, "typed_config")
+            && let Some(any) = typed.any(ctx)
+        {
+            if any.type_name == WASM_SERVICE_TYPE {
+                bootstrap.wasm_services.push(read_wasm_service(ctx, &any));
+            } else {
+                type_error(ctx, &typed, &any, "bootstrap extension");
+            }
+        }
+        extension.finish(ctx);
+    }
+    if let Some(f) = msg.get(ctx, "layered_runtime") {
+        bootstrap.runtime = read_layered_runtime(ctx, &f);
+    }
+    msg.finish(ctx);
+    bootstrap
+}
+
+fn read_admin(ctx: &mut Ctx, field: &Field<'_>) -> Option<Admin> {
+    let mut msg = field.message(ctx, ADMIN)?;
+    msg.ignore_with_warning(ctx, "access_log_path", "deprecated and ignored: wasmproxy's admin writes no access log");
+    let address = msg.get(ctx, "address").and_then(|f| {
+        let address = read_address(ctx, &f, Host::Ip)?;
+        ctx.refs.binds.push((address.clone(), f.origin()));
+        Some(address)
+    });
+    msg.finish(ctx);
+    address.map(|address| Admin { address })
+}
+
+/// `layered_runtime.layers[].static_layer`, flattened to `a.b.c → value`; later layers win.
+fn read_layered_runtime(ctx: &mut Ctx, field: &Field<'_>) -> Vec<(String, String)> {
+    let mut values: Vec<(String, String)> = Vec::new();
+    let Some(mut msg) = field.message(ctx, LAYERED_RUNTIME) else { return values };
+    let mut names: Vec<(String, String)> = Vec::new();
+    for item in msg.get(ctx, "layers").map(|f| f.list()).unwrap_or_default() {
+        let Some(mut layer) = item.message(ctx, RUNTIME_LAYER) else { continue };
+        if let Some(f) = layer.required(ctx, "name")
+            && let Some(name) = f.string(ctx)
+        {
+            match names.iter().find(|(n, _)| *n == name) {
+                Some((_, first)) => f.error(ctx, format!("duplicate layer name {name:?} (first at {first})")),
+                None => names.push((name, f.path.clone())),
+            }
+        }
+        layer.at_most_one(ctx, &["static_layer", "disk_layer", "admin_layer", "rtds_layer"]);
+        if let Some(f) = layer.get(ctx, "static_layer") {
+            if f.node.as_map().is_some() {
+                flatten(ctx, &f, "", &mut values);
+            } else {
+                f.error(ctx, format!("expected a mapping, found {}", f.node.kind()));
+            }
+        }
+        if let Some(f) = layer.get(ctx, "admin_layer") {
+            ctx.warn(&f.origin(), "ignored: wasmproxy's admin cannot change runtime values");
+            if let Some(admin) = f.message(ctx, &[]) {
+                admin.finish(ctx);
+            }
+        }
+        layer.finish(ctx);
+    }
+    msg.finish(ctx);
+    values
+}
+
+fn flatten(ctx: &mut Ctx, field: &Field<'_>, prefix: &str, values: &mut Vec<(String, String)>) {
+    match &field.node.value {
+        Value::Map(entries) => {
+            for entry in entries {
+                let key = if prefix.is_empty() { entry.key.clone() } else { format!("{prefix}.{}", entry.key) };
+                flatten(ctx, &Field::new(&entry.value, child(&field.path, &entry.key)), &key, values);
+            }
+        }
+        Value::Scalar { text, .. } => match values.iter_mut().find(|(k, _)| k == prefix) {
+            Some(existing) => existing.1 = text.clone(),
+            None => values.push((prefix.to_owned(), text.clone())),
+        },
+        Value::Seq(_) | Value::Null => {
+            let at = Origin { path: field.path.clone(), pos: field.node.pos };
+            ctx.error(&at, format!("runtime values must be scalars, found {}", field.node.kind()));
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Clusters: discovery type, timeouts, load balancing, endpoints and the upstream HTTP protocol.
+
+use std::time::Duration;
+
+use crate::address::{Host, read_address};
+use crate::hcm::type_error;
+use crate::model::{Cluster, Discovery, LbPolicy, SocketAddress};
+use crate::reader::{Ctx, Field};
+
+const CLUSTER: &[&str] = &[
+    "transport_socket_matches",
+    "name",
+    "alt_stat_name",
+    "type",
+    "cluster_type",
+    "eds_cluster_config",
+    "connect_timeout",
+    "per_connection_buffer_limit_bytes",
+    "lb_policy",
+    "load_assignment",
+    "health_checks",
+    "max_requests_per_connection",
+    "circuit_breakers",
+    "upstream_http_protocol_options",
+    "common_http_protocol_options",
+    "http_protocol_options",
+    "http2_protocol_options",
+    "typed_extension_protocol_options",
+    "dns_refresh_rate",
+    "dns_jitter",
+    "dns_failure_refresh_rate",
+    "respect_dns_ttl",
+    "dns_lookup_family",
+    "dns_resolvers",
+    "use_tcp_for_dns_lookups",
+    "dns_resolution_config",
+    "typed_dns_resolver_config",
+    "wait_for_warm_on_init",
+    "outlier_detection",
+    "cleanup_interval",
+    "upstream_bind_config",
+    "lb_subset_config",
+    "ring_hash_lb_config",
+    "maglev_lb_config",
+    "original_dst_lb_config",
+    "least_request_lb_config",
+    "round_robin_lb_config",
+    "common_lb_config",
+    "transport_socket",
+    "metadata",
+    "protocol_selection",
+    "upstream_connection_options",
+    "close_connections_on_host_health_failure",
+    "ignore_health_on_host_removal",
+    "filters",
+    "load_balancing_policy",
+    "lrs_server",
+    "lrs_report_endpoint_metrics",
+    "track_timeout_budgets",
+    "upstream_config",
+    "track_cluster_stats",
+    "preconnect_policy",
+    "connection_pool_per_downstream_connection",
+];
+const CLUSTER_LOAD_ASSIGNMENT: &[&str] = &["cluster_name", "endpoints", "named_endpoints", "policy"];
+const LOCALITY_LB_ENDPOINTS: &[&str] = &[
+    "locality",
+    "metadata",
+    "lb_endpoints",
+    "load_balancer_endpoints",
+    "leds_cluster_locality_config",
+    "load_balancing_weight",
+    "priority",
+    "proximity",
+];
+const LB_ENDPOINT: &[&str] = &["endpoint", "endpoint_name", "health_status", "metadata", "load_balancing_weight"];
+const ENDPOINT: &[&str] = &["address", "health_check_config", "hostname", "additional_addresses"];
+/// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`.
+const UPSTREAM_HTTP_PROTOCOL_OPTIONS: &[&str] = &[
+    "common_http_protocol_options",
+    "upstream_http_protocol_options",
+    "explicit_http_config",
+    "use_downstream_protocol_config",
+    "auto_config",
+    "http_filters",
+    "header_validation_config",
+];
+const EXPLICIT_HTTP_CONFIG: &[&str] = &["http_protocol_options", "http2_protocol_options", "http3_protocol_options"];
+const HTTP1_PROTOCOL_OPTIONS: &[&str] = &[
+    "allow_absolute_url",
+    "accept_http_10",
+    "default_host_for_http_10",
+    "header_key_format",
+    "enable_trailers",
+    "allow_chunked_length",
+    "override_stream_error_on_invalid_http_message",
+    "send_fully_qualified_url",
+    "use_balsa_parser",
+    "allow_custom_methods",
+];
+const HTTP2_PROTOCOL_OPTIONS: &[&str] = &[
+    "hpack_table_size",
+    "max_concurrent_streams",
+    "initial_stream_window_size",
+    "initial_connection_window_size",
+    "allow_connect",
+    "allow_metadata",
+    "max_outbound_frames",
+    "max_outbound_control_frames",
+    "max_consecutive_inbound_frames_with_empty_payload",
+    "max_inbound_priority_frames_per_stream",
+    "max_inbound_window_update_frames_per_data_frame_sent",
+    "stream_error_on_invalid_http_messaging",
+    "override_stream_error_on_invalid_http_message",
+    "custom_settings_parameters",
+    "connection_keepalive",
+    "use_oghttp2_codec",
+    "max_metadata_size",
+];
+
+const DISCOVERY: &[(&str, i64, Option<Discovery>)] = &[
+    ("STATIC", 0, Some(Discovery::Static)),
+    ("STRICT_DNS", 1, Some(Discovery::StrictDns)),
+    ("LOGICAL_DNS", 2, Some(Discovery::LogicalDns)),
+    ("EDS", 3, None),
+    ("ORIGINAL_DST", 4, None),
+];
+const LB_POLICY: &[(&str, i64, Option<LbPolicy>)] = &[
+    ("ROUND_ROBIN", 0, Some(LbPolicy::RoundRobin)),
+    ("LEAST_REQUEST", 1, Some(LbPolicy::LeastRequest)),
+    ("RING_HASH", 2, None),
+    ("RANDOM", 3, Some(LbPolicy::Random)),
+    ("MAGLEV", 5, None),
+    ("CLUSTER_PROVIDED", 6, None),
+    ("LOAD_BALANCING_POLICY_CONFIG", 7, None),
+];
+const DNS_LOOKUP_FAMILY: &[(&str, i64, Option<()>)] = &[
+    ("AUTO", 0, Some(())),
+    ("V4_ONLY", 1, Some(())),
+    ("V6_ONLY", 2, Some(())),
+    ("V4_PREFERRED", 3, Some(())),
+    ("ALL", 4, Some(())),
+];
+
+const HTTP_PROTOCOL_OPTIONS_TYPE: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+/// Envoy's default `connect_timeout`.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads `static_resources.clusters[i]`.
+pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> {
+    let mut msg = field.message(ctx, CLUSTER)?;
+    let name = msg.required(ctx, "name").and_then(|f| {
+        let name = f.string(ctx)?;
+        if name.is_empty() {
+            f.error(ctx, "must not be empty");
+            return None;
+        }
+        ctx.refs.clusters.push((name.clone(), f.origin()));
+        Some(name)
+    });
+    msg.at_most_one(ctx, &["type", "cluster_type"]);
+    let discovery = msg.get(ctx, "type").and_then(|f| f.enumeration(ctx, DISCOVERY)).unwrap_or_default();
+    let connect_timeout = match msg.get(ctx, "connect_timeout") {
+        Some(f) => f.duration(ctx).filter(|d| {
+            if d.is_zero() {
+                f.error(ctx, "must be greater than 0s");
+            }
+            !d.is_zero()
+        }),
+        None => Some(DEFAULT_CONNECT_TIMEOUT),
+    };
+    let lb_policy = msg.get(ctx, "lb_policy").and_then(|f| f.enumeration(ctx, LB_POLICY)).unwrap_or_default();
+
+    let host = if discovery == Discovery::Static { Host::Ip } else { Host::Name };
+    let assignment = msg.get(ctx, "load_assignment");
+    let endpoints = assignment.as_ref().map(|f| read_load_assignment(ctx, f, host)).unwrap_or_default();
+    if discovery == Discovery::LogicalDns && endpoints.len() != 1 {
+        let at = assignment.map_or_else(|| msg.origin().clone(), |f| f.origin());
+        ctx.error(&at, "a LOGICAL_DNS cluster needs exactly one endpoint");
+    }
+
+    if let Some(f) = msg.get(ctx, "dns_lookup_family")
+        && f.enumeration(ctx, DNS_LOOKUP_FAMILY).is_some()
+        && discovery != Discovery::Static
+    {
+        ctx.warn(
+            &f.origin(),
+            "ignored: wasmproxy connects to the addresses in the order the system resolver returns them",
+        );
+    }
+
+    let mut http2 = false;
+    let typed_options = msg.get(ctx, "typed_extension_protocol_options");
+    if let Some(f) = &typed_options {
+        http2 = read_typed_protocol_options(ctx, f);
+    }
+    if let Some(f) = msg.get(ctx, "http2_protocol_options") {
+        if typed_options.is_some() {
+            f.error(ctx, "cannot be used together with typed_extension_protocol_options");
+        } else {
+            ctx.warn(&f.origin(), "deprecated: use typed_extension_protocol_options");
+        }
+        empty_message(ctx, &f, HTTP2_PROTOCOL_OPTIONS);
+        http2 = true;
+    }
+    msg.finish(ctx);
+    Some(Cluster { name: name?, discovery, connect_timeout: connect_timeout?, lb_policy, endpoints, http2 })
+}
+
+/// `load_assignment`: every `endpoints[].lb_endpoints[].endpoint.address`, in order.
+fn read_load_assignment(ctx: &mut Ctx, field: &Field<'_>, host: Host) -> Vec<SocketAddress> {
+    let mut addresses = Vec::new();
+    let Some(mut msg) = field.message(ctx, CLUSTER_LOAD_ASSIGNMENT) else { return addresses };
+    // Informational: the cluster's own name is what counts.
+    msg.ignore(ctx, "cluster_name");
+    for locality in msg.get(ctx, "endpoints").map(|f| f.list()).unwrap_or_default() {
+        let Some(mut locality_msg) = locality.message(ctx, LOCALITY_LB_ENDPOINTS) else { continue };
+        for lb_endpoint in locality_msg.get(ctx, "lb_endpoints").map(|f| f.list()).unwrap_or_default() {
+            let Some(mut lb_msg) = lb_endpoint.message(ctx, LB_ENDPOINT) else { continue };
+            if let Some(endpoint) = lb_msg.required(ctx, "endpoint")
+                && let Some(mut endpoint_msg) = endpoint.message(ctx, ENDPOINT)
+            {
+                if let Some(address) = endpoint_msg.required(ctx, "address") {
+                    addresses.extend(read_address(ctx, &address, host));
+                }
+                // Only used by features wasmproxy does not have (auto_host_rewrite, health checks).
+                endpoint_msg.ignore(ctx, "hostname");
+                endpoint_msg.finish(ctx);
+            }
+            lb_msg.finish(ctx);
+        }
+        locality_msg.finish(ctx);
+    }
+    msg.finish(ctx);
+    addresses
+}
+
+/// `typed_extension_protocol_options`: whether the upstream speaks HTTP/2.
+fn read_typed_protocol_options(ctx: &mut Ctx, field: &Field<'_>) -> bool {
+    let mut http2 = false;
+    for (_, value) in field.map_entries(ctx) {
+        let Some(any) = value.any(ctx) else { continue };
+        if any.type_name != HTTP_PROTOCOL_OPTIONS_TYPE {
+            type_error(ctx, &value, &any, "protocol options");
+            continue;
+        }
+        let Some(mut msg) = any.message(ctx, UPSTREAM_HTTP_PROTOCOL_OPTIONS) else { continue };
+        if let Some(explicit) = msg.get(ctx, "explicit_http_config")
+            && let Some(mut explicit_msg) = explicit.message(ctx, EXPLICIT_HTTP_CONFIG)
+        {
+            explicit_msg.at_most_one(ctx, EXPLICIT_HTTP_CONFIG);
+            if let Some(f) = explicit_msg.get(ctx, "http2_protocol_options") {
+                empty_message(ctx, &f, HTTP2_PROTOCOL_OPTIONS);
+                http2 = true;
+            } else if let Some(f) = explicit_msg.get(ctx, "http_protocol_options") {
+                empty_message(ctx, &f, HTTP1_PROTOCOL_OPTIONS);
+            }
+            explicit_msg.finish(ctx);
+        }
+        msg.finish(ctx);
+    }
+    http2
+}
+
+/// A message of which wasmproxy supports no field: only `{}` is accepted.
+fn empty_message(ctx: &mut Ctx, field: &Field<'_>, fields: &'static [&'static str]) {
+    if let Some(msg) = field.message(ctx, fields) {
+        msg.finish(ctx);
+    }
+}

@@ -1,0 +1,230 @@
+//! The HTTP connection manager network filter and its HTTP filters (Wasm and the router).
+
+use std::time::Duration;
+
+use crate::model::{CodecType, HttpConnectionManager, HttpFilter, RouteConfig};
+use crate::reader::{AnyValue, Ctx, Field, Origin};
+use crate::route::read_route_config;
+use crate::validate::check_http_filter_order;
+use crate::wasm::read_wasm_filter;
+
+const HTTP_CONNECTION_MANAGER: &[&str] = &[
+    "codec_type",
+    "stat_prefix",
+    "rds",
+    "route_config",
+    "scoped_routes",
+    "http_filters",
+    "add_user_agent",
+    "tracing",
+    "common_http_protocol_options",
+    "http1_safe_max_connection_duration",
+    "http_protocol_options",
+    "http2_protocol_options",
+    "http3_protocol_options",
+    "server_name",
+    "server_header_transformation",
+    "scheme_header_transformation",
+    "max_request_headers_kb",
+    "stream_idle_timeout",
+    "request_timeout",
+    "request_headers_timeout",
+    "drain_timeout",
+    "delayed_close_timeout",
+    "access_log",
+    "access_log_flush_interval",
+    "flush_access_log_on_new_request",
+    "access_log_options",
+    "use_remote_address",
+    "xff_num_trusted_hops",
+    "original_ip_detection_extensions",
+    "early_header_mutation_extensions",
+    "internal_address_config",
+    "skip_xff_append",
+    "via",
+    "generate_request_id",
+    "preserve_external_request_id",
+    "always_set_request_id_in_response",
+    "forward_client_cert_details",
+    "set_current_client_cert_details",
+    "proxy_100_continue",
+    "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
+    "upgrade_configs",
+    "normalize_path",
+    "merge_slashes",
+    "path_with_escaped_slashes_action",
+    "request_id_extension",
+    "local_reply_config",
+    "strip_matching_host_port",
+    "strip_any_host_port",
+    "stream_error_on_invalid_http_message",
+    "path_normalization_options",
+    "strip_trailing_host_dot",
+    "proxy_status_config",
+    "typed_header_validation_config",
+    "append_x_forwarded_port",
+    "append_local_overload",
+    "add_proxy_protocol_connection_state",
+];
+/// `envoy.config.core.v3.HttpProtocolOptions`.
+const HTTP_PROTOCOL_OPTIONS: &[&str] = &[
+    "idle_timeout",
+    "max_connection_duration",
+    "max_headers_count",
+    "max_response_headers_kb",
+    "max_stream_duration",
+    "headers_with_underscores_action",
+    "max_requests_per_connection",
+];
+const HTTP_FILTER: &[&str] = &["name", "typed_config", "config_discovery", "is_optional", "disabled"];
+const ROUTER: &[&str] = &[
+    "dynamic_stats",
+    "start_child_span",
+    "upstream_log",
+    "upstream_log_options",
+    "suppress_envoy_headers",
+    "strict_check_headers",
+    "respect_expected_rq_timeout",
+    "suppress_grpc_request_failure_code_stats",
+    "upstream_http_filters",
+];
+const CODEC_TYPE: &[(&str, i64, Option<CodecType>)] = &[
+    ("AUTO", 0, Some(CodecType::Auto)),
+    ("HTTP1", 1, Some(CodecType::Http1)),
+    ("HTTP2", 2, Some(CodecType::Http2)),
+    ("HTTP3", 3, None),
+];
+
+pub(crate) const HCM_TYPE: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
+const HTTP_WASM_TYPE: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
+/// Router names accepted without a `typed_config` (older configs; Envoy 1.40 refuses them).
+const ROUTER_NAMES: &[&str] = &["envoy.filters.http.router", "envoy.router"];
+
+/// Envoy's defaults.
+const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A zero duration means "disabled" for these timeouts.
+fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManager {
+    let mut hcm = HttpConnectionManager {
+        stat_prefix: String::new(),
+        codec_type: CodecType::Auto,
+        server_name: "envoy".into(),
+        route_config: RouteConfig::default(),
+        http_filters: Vec::new(),
+        request_headers_timeout: None,
+        stream_idle_timeout: Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+        idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+    };
+    let Some(mut msg) = any.message(ctx, HTTP_CONNECTION_MANAGER) else { return hcm };
+    if let Some(f) = msg.required(ctx, "stat_prefix") {
+        hcm.stat_prefix = f.string(ctx).unwrap_or_default();
+        if hcm.stat_prefix.is_empty() {
+            f.error(ctx, "must not be empty");
+        }
+    }
+    if let Some(codec) = msg.get(ctx, "codec_type").and_then(|f| f.enumeration(ctx, CODEC_TYPE)) {
+        hcm.codec_type = codec;
+    }
+    if let Some(name) = msg.get(ctx, "server_name").and_then(|f| f.string(ctx)) {
+        hcm.server_name = name;
+    }
+    msg.at_most_one(ctx, &["rds", "route_config", "scoped_routes"]);
+    if let Some(f) = msg.get(ctx, "route_config") {
+        hcm.route_config = read_route_config(ctx, &f);
+    } else if !msg.has("rds") && !msg.has("scoped_routes") {
+        ctx.error(msg.origin(), "missing required field \"route_config\"");
+    }
+
+    let filters_field = msg.get(ctx, "http_filters");
+    let mut order = Vec::new();
+    for item in filters_field.as_ref().map(|f| f.list()).unwrap_or_default() {
+        let (is_router, filter) = read_http_filter(ctx, &item);
+        order.push((is_router, item.origin()));
+        hcm.http_filters.extend(filter);
+    }
+    let list_origin = filters_field.map_or_else(|| msg.origin().with_child("http_filters"), |f| f.origin());
+    check_http_filter_order(ctx, &list_origin, &order);
+
+    if let Some(d) = msg.get(ctx, "request_headers_timeout").and_then(|f| f.duration(ctx)) {
+        hcm.request_headers_timeout = nonzero(d);
+    }
+    if let Some(d) = msg.get(ctx, "stream_idle_timeout").and_then(|f| f.duration(ctx)) {
+        hcm.stream_idle_timeout = nonzero(d);
+    }
+    if let Some(f) = msg.get(ctx, "common_http_protocol_options")
+        && let Some(mut options) = f.message(ctx, HTTP_PROTOCOL_OPTIONS)
+    {
+        if let Some(d) = options.get(ctx, "idle_timeout").and_then(|f| f.duration(ctx)) {
+            hcm.idle_timeout = nonzero(d);
+        }
+        options.finish(ctx);
+    }
+    msg.finish(ctx);
+    hcm
+}
+
+/// Reads one entry of `http_filters`: whether it is the router (known even when its config has
+/// errors, for the order check) and the filter.
+fn read_http_filter(ctx: &mut Ctx, field: &Field<'_>) -> (bool, Option<HttpFilter>) {
+    let Some(mut msg) = field.message(ctx, HTTP_FILTER) else { return (false, None) };
+    // The name is informational: the type decides what the filter is.
+    let name = msg.get(ctx, "name").and_then(|f| f.string(ctx)).unwrap_or_default();
+    let result = match msg.get(ctx, "typed_config") {
+        Some(typed) => read_typed_http_filter(ctx, &typed),
+        None if msg.has("config_discovery") => (false, None),
+        None if ROUTER_NAMES.contains(&name.as_str()) => {
+            ctx.warn(
+                msg.origin(),
+                format!(
+                    "{name} without typed_config is accepted as the router, but Envoy 1.40 refuses it: \
+                     add typed_config with \"@type\": type.googleapis.com/{ROUTER_TYPE}"
+                ),
+            );
+            (true, Some(HttpFilter::Router))
+        }
+        None => {
+            ctx.error(msg.origin(), "missing required field \"typed_config\"");
+            (false, None)
+        }
+    };
+    msg.finish(ctx);
+    result
+}
+
+fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (bool, Option<HttpFilter>) {
+    let Some(any) = typed.any(ctx) else { return (false, None) };
+    match any.type_name.as_str() {
+        ROUTER_TYPE => {
+            if let Some(router) = any.message(ctx, ROUTER) {
+                router.finish(ctx);
+            }
+            (true, Some(HttpFilter::Router))
+        }
+        HTTP_WASM_TYPE => (false, Some(HttpFilter::Wasm(Box::new(read_wasm_filter(ctx, &any))))),
+        "" => {
+            typed.error(ctx, "missing \"@type\"");
+            (false, None)
+        }
+        _ => {
+            type_error(ctx, typed, &any, "HTTP filter");
+            (false, None)
+        }
+    }
+}
+
+/// "<what> type X is not supported by wasmproxy", at the `@type` (or the `TypedStruct`'s `type_url`).
+pub(crate) fn type_error(ctx: &mut Ctx, typed: &Field<'_>, any: &AnyValue<'_>, what: &str) {
+    let key = if any.wrapped_in_typed_struct() { "type_url" } else { "@type" };
+    let at = typed
+        .node
+        .as_map()
+        .and_then(|entries| entries.iter().find(|e| e.key == key))
+        .map_or_else(|| typed.origin(), |e| Origin { path: format!("{}.{key}", typed.path), pos: e.value.pos });
+    ctx.error(&at, format!("{what} type {} is not supported by wasmproxy", any.type_name));
+}

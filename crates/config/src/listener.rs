@@ -1,0 +1,174 @@
+//! Listeners: address, the one filter chain and its network filters (HTTP connection manager, Wasm, TCP proxy).
+
+use crate::address::{Host, read_address};
+use crate::hcm::{HCM_TYPE, read_hcm, type_error};
+use crate::model::{FilterChain, Listener, NetworkFilter, TcpProxy};
+use crate::reader::{Ctx, Field, Msg};
+use crate::validate::{Terminal, check_network_filter_order};
+use crate::wasm::read_wasm_filter;
+
+const LISTENER: &[&str] = &[
+    "name",
+    "address",
+    "additional_addresses",
+    "stat_prefix",
+    "filter_chains",
+    "filter_chain_matcher",
+    "use_original_dst",
+    "default_filter_chain",
+    "per_connection_buffer_limit_bytes",
+    "metadata",
+    "deprecated_v1",
+    "drain_type",
+    "listener_filters",
+    "listener_filters_timeout",
+    "continue_on_listener_filters_timeout",
+    "transparent",
+    "freebind",
+    "socket_options",
+    "tcp_fast_open_queue_length",
+    "traffic_direction",
+    "udp_listener_config",
+    "api_listener",
+    "connection_balance_config",
+    "reuse_port",
+    "enable_reuse_port",
+    "access_log",
+    "tcp_backlog_size",
+    "max_connections_to_accept_per_socket_event",
+    "bind_to_port",
+    "internal_listener",
+    "enable_mptcp",
+    "ignore_global_conn_limit",
+    "bypass_overload_manager",
+];
+const FILTER_CHAIN: &[&str] = &[
+    "filter_chain_match",
+    "filters",
+    "use_proxy_proto",
+    "metadata",
+    "transport_socket",
+    "transport_socket_connect_timeout",
+    "name",
+];
+const FILTER: &[&str] = &["name", "typed_config", "config_discovery"];
+const TCP_PROXY: &[&str] = &[
+    "stat_prefix",
+    "cluster",
+    "weighted_clusters",
+    "on_demand",
+    "metadata_match",
+    "idle_timeout",
+    "downstream_idle_timeout",
+    "upstream_idle_timeout",
+    "access_log",
+    "max_connect_attempts",
+    "backoff_options",
+    "hash_policy",
+    "tunneling_config",
+    "max_downstream_connection_duration",
+    "access_log_flush_interval",
+    "flush_access_log_on_connected",
+    "access_log_options",
+];
+
+const NETWORK_WASM_TYPE: &str = "envoy.extensions.filters.network.wasm.v3.Wasm";
+const TCP_PROXY_TYPE: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+
+/// Reads `static_resources.listeners[index]`.
+pub(crate) fn read_listener(ctx: &mut Ctx, field: &Field<'_>, index: usize) -> Option<Listener> {
+    let mut msg = field.message(ctx, LISTENER)?;
+    let name = msg.get(ctx, "name").and_then(|f| f.string(ctx)).unwrap_or_else(|| format!("listener_{index}"));
+    ctx.refs.listeners.push((name.clone(), msg.origin().with_child("name")));
+    let address = msg.required(ctx, "address").and_then(|f| {
+        let address = read_address(ctx, &f, Host::Ip)?;
+        ctx.refs.binds.push((address.clone(), f.origin()));
+        Some(address)
+    });
+    let chains = msg.get(ctx, "filter_chains").map(|f| f.list()).unwrap_or_default();
+    let filter_chain = match chains.as_slice() {
+        [] => {
+            ctx.error(msg.origin(), "exactly one filter chain is required");
+            None
+        }
+        [chain, rest @ ..] => {
+            for extra in rest {
+                extra.error(ctx, "more than one filter chain is not supported by wasmproxy");
+            }
+            read_filter_chain(ctx, chain)
+        }
+    };
+    msg.finish(ctx);
+    Some(Listener { name, address: address?, filter_chain: filter_chain? })
+}
+
+fn read_filter_chain(ctx: &mut Ctx, field: &Field<'_>) -> Option<FilterChain> {
+    let mut msg = field.message(ctx, FILTER_CHAIN)?;
+    msg.ignore(ctx, "name");
+    let filters_field = msg.get(ctx, "filters");
+    let mut filters = Vec::new();
+    let mut order = Vec::new();
+    for item in filters_field.as_ref().map(|f| f.list()).unwrap_or_default() {
+        let (terminal, filter) = read_network_filter(ctx, &item);
+        order.push((terminal, item.origin()));
+        filters.extend(filter);
+    }
+    let list_origin = filters_field.map_or_else(|| msg.origin().with_child("filters"), |f| f.origin());
+    check_network_filter_order(ctx, &list_origin, &order);
+    msg.finish(ctx);
+    Some(FilterChain { filters })
+}
+
+/// Reads one network filter: whether it is terminal (known even when its config has errors) and
+/// the filter. The `@type` decides the kind; the name is informational.
+fn read_network_filter(ctx: &mut Ctx, field: &Field<'_>) -> (Terminal, Option<NetworkFilter>) {
+    let Some(mut msg) = field.message(ctx, FILTER) else { return (Terminal::Unknown, None) };
+    msg.ignore(ctx, "name");
+    let result = match msg.get(ctx, "typed_config") {
+        Some(typed) => match typed.any(ctx) {
+            Some(any) if any.type_name == HCM_TYPE => {
+                (Terminal::Yes, Some(NetworkFilter::HttpConnectionManager(Box::new(read_hcm(ctx, &any)))))
+            }
+            Some(any) if any.type_name == NETWORK_WASM_TYPE => {
+                (Terminal::No, Some(NetworkFilter::Wasm(read_wasm_filter(ctx, &any))))
+            }
+            Some(any) if any.type_name == TCP_PROXY_TYPE => {
+                let tcp_proxy = any.message(ctx, TCP_PROXY).map(|m| read_tcp_proxy(ctx, m));
+                (Terminal::Yes, tcp_proxy.map(NetworkFilter::TcpProxy))
+            }
+            Some(any) if any.type_name.is_empty() => {
+                typed.error(ctx, "missing \"@type\"");
+                (Terminal::Unknown, None)
+            }
+            Some(any) => {
+                type_error(ctx, &typed, &any, "network filter");
+                (Terminal::Unknown, None)
+            }
+            None => (Terminal::Unknown, None),
+        },
+        None if msg.has("config_discovery") => (Terminal::Unknown, None),
+        None => {
+            ctx.error(msg.origin(), "missing required field \"typed_config\"");
+            (Terminal::Unknown, None)
+        }
+    };
+    msg.finish(ctx);
+    result
+}
+
+fn read_tcp_proxy(ctx: &mut Ctx, mut msg: Msg<'_>) -> TcpProxy {
+    let stat_prefix = msg.required(ctx, "stat_prefix").and_then(|f| f.string(ctx)).unwrap_or_default();
+    let specifiers = ["cluster", "weighted_clusters"];
+    msg.at_most_one(ctx, &specifiers);
+    let mut cluster = String::new();
+    if let Some(f) = msg.get(ctx, "cluster") {
+        if let Some(name) = f.string(ctx) {
+            ctx.refs.cluster_refs.push((name.clone(), f.origin()));
+            cluster = name;
+        }
+    } else if !msg.has("weighted_clusters") {
+        ctx.error(msg.origin(), "missing required field \"cluster\"");
+    }
+    msg.finish(ctx);
+    TcpProxy { stat_prefix, cluster }
+}

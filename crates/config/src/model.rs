@@ -1,0 +1,391 @@
+//! The validated model of a configuration: what the proxy runs, with Envoy's defaults
+//! filled in. Every type here is plain data; `crate::load` builds it from Envoy YAML/JSON.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole configuration (Envoy's `Bootstrap`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Bootstrap {
+    /// `admin.address`, if an admin listener is configured.
+    pub admin: Option<Admin>,
+    /// `static_resources.listeners`.
+    pub listeners: Vec<Listener>,
+    /// `static_resources.clusters`.
+    pub clusters: Vec<Cluster>,
+    /// `bootstrap_extensions` of type `envoy.bootstrap.wasm` (`WasmService`).
+    pub wasm_services: Vec<WasmService>,
+    /// `layered_runtime` static layer values, flattened to `key → value` (e.g.
+    /// `"wasm.callback_deadline_ms" → "500"`).
+    pub runtime: Vec<(String, String)>,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    /// Where it listens.
+    pub address: SocketAddress,
+}
+
+/// `socket_address`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketAddress {
+    /// An IP address or host name (`0.0.0.0`, `127.0.0.1`, `::`, `upstream.local`).
+    pub address: String,
+    /// The port (0 = pick one).
+    pub port: u16,
+}
+
+/// A listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    /// `name` (defaults to `listener_<index>` if absent).
+    pub name: String,
+    /// `address.socket_address`.
+    pub address: SocketAddress,
+    /// `filter_chains` (wasmproxy supports exactly one chain, without `filter_chain_match`).
+    pub filter_chain: FilterChain,
+}
+
+/// One filter chain: network filters in order; the last is the terminal one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterChain {
+    /// The network filters, in order.
+    pub filters: Vec<NetworkFilter>,
+}
+
+/// A network (L4) filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NetworkFilter {
+    /// `envoy.filters.network.http_connection_manager` (also the old name `envoy.http_connection_manager`).
+    HttpConnectionManager(Box<HttpConnectionManager>),
+    /// `envoy.filters.network.wasm`.
+    Wasm(WasmPlugin),
+    /// `envoy.filters.network.tcp_proxy`.
+    TcpProxy(TcpProxy),
+}
+
+/// `envoy.filters.network.tcp_proxy`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpProxy {
+    /// `stat_prefix`.
+    pub stat_prefix: String,
+    /// `cluster`.
+    pub cluster: String,
+}
+
+/// `codec_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CodecType {
+    /// Sniff HTTP/2 prior knowledge, else HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 (h2c) only.
+    Http2,
+}
+
+/// The HTTP connection manager.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConnectionManager {
+    /// `stat_prefix`.
+    pub stat_prefix: String,
+    /// `codec_type`.
+    pub codec_type: CodecType,
+    /// `server_name` (Envoy's default: `envoy`).
+    pub server_name: String,
+    /// `route_config` (inline; `rds` is not supported).
+    pub route_config: RouteConfig,
+    /// `http_filters`, in order; the last is the router.
+    pub http_filters: Vec<HttpFilter>,
+    /// `request_headers_timeout` (Envoy default: none).
+    pub request_headers_timeout: Option<Duration>,
+    /// `stream_idle_timeout` (Envoy default: 5 minutes).
+    pub stream_idle_timeout: Option<Duration>,
+    /// `common_http_protocol_options.idle_timeout` (Envoy default: 1 hour).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// An HTTP filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HttpFilter {
+    /// `envoy.filters.http.wasm`.
+    Wasm(Box<WasmPlugin>),
+    /// `envoy.filters.http.router` (with or without `typed_config`).
+    Router,
+}
+
+/// `route_config`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouteConfig {
+    /// `name`.
+    pub name: String,
+    /// `virtual_hosts`, in order.
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// A virtual host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VirtualHost {
+    /// `name`.
+    pub name: String,
+    /// `domains`: exact (`example.com`, `example.com:8080`), suffix (`*.example.com`),
+    /// prefix (`example.*`) or `*`.
+    pub domains: Vec<String>,
+    /// `routes`, first match wins.
+    pub routes: Vec<Route>,
+}
+
+/// A route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// `name` (may be empty).
+    pub name: String,
+    /// `match`.
+    pub matcher: RouteMatch,
+    /// `route`, `direct_response` or `redirect`.
+    pub action: RouteAction,
+}
+
+/// `match`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteMatch {
+    /// `prefix`, `path` or `safe_regex.regex`.
+    pub path: PathMatch,
+    /// `case_sensitive` (default true).
+    pub case_sensitive: bool,
+    /// `headers`.
+    pub headers: Vec<HeaderMatcher>,
+    /// `query_parameters`.
+    pub query_parameters: Vec<QueryParameterMatcher>,
+}
+
+/// How a route matches the path (without the query string).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PathMatch {
+    /// `prefix`.
+    Prefix(String),
+    /// `path`: the whole path.
+    Exact(String),
+    /// `safe_regex.regex` (RE2 syntax, matched against the whole path).
+    Regex(String),
+}
+
+/// `headers[]` of a route match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderMatcher {
+    /// `name` (lower-cased).
+    pub name: String,
+    /// How the value matches.
+    pub value: ValueMatch,
+    /// `invert_match`.
+    pub invert: bool,
+}
+
+/// `query_parameters[]` of a route match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryParameterMatcher {
+    /// `name`.
+    pub name: String,
+    /// How the value matches.
+    pub value: ValueMatch,
+}
+
+/// A value matcher (`exact_match`, `prefix_match`, `suffix_match`, `contains_match`,
+/// `safe_regex_match`, `present_match`, or the newer `string_match{exact|prefix|suffix|contains|safe_regex, ignore_case}`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueMatch {
+    /// The header or parameter is there (any value).
+    Present,
+    /// Equal.
+    Exact {
+        /// The value.
+        value: String,
+        /// `ignore_case`.
+        ignore_case: bool,
+    },
+    /// Starts with.
+    Prefix {
+        /// The prefix.
+        value: String,
+        /// `ignore_case`.
+        ignore_case: bool,
+    },
+    /// Ends with.
+    Suffix {
+        /// The suffix.
+        value: String,
+        /// `ignore_case`.
+        ignore_case: bool,
+    },
+    /// Contains.
+    Contains {
+        /// The substring.
+        value: String,
+        /// `ignore_case`.
+        ignore_case: bool,
+    },
+    /// Matches the whole value.
+    Regex(String),
+}
+
+/// What a matched route does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteAction {
+    /// `route`: forward to a cluster.
+    Forward(ForwardAction),
+    /// `direct_response`.
+    DirectResponse {
+        /// `status`.
+        status: u16,
+        /// `body.inline_string` (or `inline_bytes`).
+        body: Option<Vec<u8>>,
+    },
+    /// `redirect`.
+    Redirect(RedirectAction),
+}
+
+/// `route`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardAction {
+    /// `cluster`.
+    pub cluster: String,
+    /// `prefix_rewrite`.
+    pub prefix_rewrite: Option<String>,
+    /// `host_rewrite_literal`.
+    pub host_rewrite_literal: Option<String>,
+    /// `timeout` (Envoy default 15 s; `0s` = none, given as `None`).
+    pub timeout: Option<Duration>,
+}
+
+/// `redirect`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RedirectAction {
+    /// `scheme_redirect`, or `https_redirect: true` as `https`.
+    pub scheme: Option<String>,
+    /// `host_redirect`.
+    pub host: Option<String>,
+    /// `port_redirect`.
+    pub port: Option<u16>,
+    /// `path_redirect`.
+    pub path: Option<String>,
+    /// `prefix_rewrite`.
+    pub prefix_rewrite: Option<String>,
+    /// `response_code`: 301 (default), 302, 303, 307, 308.
+    pub status: u16,
+    /// `strip_query`.
+    pub strip_query: bool,
+}
+
+/// `envoy.extensions.wasm.v3.PluginConfig` (inside `Wasm.config`, or a `WasmService`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WasmPlugin {
+    /// `name`.
+    pub name: String,
+    /// `root_id`.
+    pub root_id: String,
+    /// `vm_config`.
+    pub vm: WasmVm,
+    /// `configuration`: StringValue/BytesValue contents raw, Struct as JSON text, absent = empty.
+    pub configuration: Vec<u8>,
+    /// `failure_policy`, or the deprecated `fail_open` (both at once is an error).
+    pub failure_policy: FailurePolicy,
+    /// `reload_config.backoff` for FAIL_RELOAD: (base interval, max interval).
+    pub reload_backoff: Option<(Duration, Duration)>,
+    /// `allow_on_headers_stop_iteration`.
+    pub allow_on_headers_stop_iteration: bool,
+}
+
+/// `failure_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// FAIL_CLOSED (and UNSPECIFIED): 503 for the stream.
+    #[default]
+    FailClosed,
+    /// FAIL_OPEN: skip the filter.
+    FailOpen,
+    /// FAIL_RELOAD: a fresh VM, with backoff.
+    FailReload,
+}
+
+/// `vm_config`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WasmVm {
+    /// `vm_id`.
+    pub vm_id: String,
+    /// `runtime` as written (`envoy.wasm.runtime.v8|wasmtime|wamr|null`); wasmproxy runs all on wasmtime.
+    pub runtime: String,
+    /// `code.local`.
+    pub code: WasmCode,
+    /// `configuration` (same encoding as the plugin's).
+    pub configuration: Vec<u8>,
+    /// `environment_variables`: `key_values` plus `host_env_keys` resolved at load time.
+    pub environment: Vec<(String, String)>,
+}
+
+/// `code.local`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WasmCode {
+    /// `filename`, resolved against the config file's directory if relative.
+    File(PathBuf),
+    /// `inline_bytes` (base64 in JSON/YAML) or `inline_string`.
+    Inline(Vec<u8>),
+}
+
+impl Default for WasmCode {
+    fn default() -> Self {
+        WasmCode::Inline(Vec::new())
+    }
+}
+
+/// `bootstrap_extensions` `envoy.bootstrap.wasm`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WasmService {
+    /// `config`.
+    pub plugin: WasmPlugin,
+    /// `singleton`: one VM on the main thread; else one per worker.
+    pub singleton: bool,
+}
+
+/// A cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    /// `name`.
+    pub name: String,
+    /// `type` (`STATIC`, `STRICT_DNS`, `LOGICAL_DNS`, either case).
+    pub discovery: Discovery,
+    /// `connect_timeout` (Envoy default 5 s).
+    pub connect_timeout: Duration,
+    /// `lb_policy`.
+    pub lb_policy: LbPolicy,
+    /// `load_assignment.endpoints[].lb_endpoints[].endpoint.address.socket_address`, in order.
+    pub endpoints: Vec<SocketAddress>,
+    /// HTTP/2 to the upstream (`typed_extension_protocol_options` with
+    /// `explicit_http_config.http2_protocol_options`, or the older `http2_protocol_options`).
+    pub http2: bool,
+}
+
+/// `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Discovery {
+    /// `STATIC`.
+    #[default]
+    Static,
+    /// `STRICT_DNS`.
+    StrictDns,
+    /// `LOGICAL_DNS`.
+    LogicalDns,
+}
+
+/// `lb_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LbPolicy {
+    /// `ROUND_ROBIN`.
+    #[default]
+    RoundRobin,
+    /// `RANDOM`.
+    Random,
+    /// `LEAST_REQUEST`.
+    LeastRequest,
+}

@@ -1,0 +1,451 @@
+//! The inline `route_config` of the HTTP connection manager: virtual hosts, matches and actions.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::model::{
+    ForwardAction, HeaderMatcher, PathMatch, QueryParameterMatcher, RedirectAction, Route, RouteAction, RouteConfig,
+    RouteMatch, ValueMatch, VirtualHost,
+};
+use crate::reader::{Ctx, Field, Msg};
+use crate::wasm::{DataSource, read_data_source};
+
+const ROUTE_CONFIGURATION: &[&str] = &[
+    "name",
+    "virtual_hosts",
+    "vhds",
+    "internal_only_headers",
+    "response_headers_to_add",
+    "response_headers_to_remove",
+    "request_headers_to_add",
+    "request_headers_to_remove",
+    "most_specific_header_mutations_wins",
+    "validate_clusters",
+    "max_direct_response_body_size_bytes",
+    "cluster_specifier_plugins",
+    "request_mirror_policies",
+    "ignore_port_in_host_matching",
+    "ignore_path_parameters_in_path_matching",
+    "typed_per_filter_config",
+    "metadata",
+];
+const VIRTUAL_HOST: &[&str] = &[
+    "name",
+    "domains",
+    "routes",
+    "matcher",
+    "require_tls",
+    "virtual_clusters",
+    "rate_limits",
+    "request_headers_to_add",
+    "request_headers_to_remove",
+    "response_headers_to_add",
+    "response_headers_to_remove",
+    "cors",
+    "typed_per_filter_config",
+    "include_request_attempt_count",
+    "include_attempt_count_in_response",
+    "retry_policy",
+    "retry_policy_typed_config",
+    "hedge_policy",
+    "include_is_timeout_retry_header",
+    "per_request_buffer_limit_bytes",
+    "request_mirror_policies",
+    "metadata",
+];
+const ROUTE: &[&str] = &[
+    "name",
+    "match",
+    "route",
+    "redirect",
+    "direct_response",
+    "filter_action",
+    "non_forwarding_action",
+    "metadata",
+    "decorator",
+    "typed_per_filter_config",
+    "request_headers_to_add",
+    "request_headers_to_remove",
+    "response_headers_to_add",
+    "response_headers_to_remove",
+    "tracing",
+    "per_request_buffer_limit_bytes",
+    "stat_prefix",
+];
+const ROUTE_MATCH: &[&str] = &[
+    "prefix",
+    "path",
+    "safe_regex",
+    "connect_matcher",
+    "path_separated_prefix",
+    "path_match_policy",
+    "case_sensitive",
+    "runtime_fraction",
+    "headers",
+    "query_parameters",
+    "grpc",
+    "tls_context",
+    "dynamic_metadata",
+];
+const REGEX_MATCHER: &[&str] = &["google_re2", "regex"];
+const GOOGLE_RE2: &[&str] = &["max_program_size"];
+const HEADER_MATCHER: &[&str] = &[
+    "name",
+    "exact_match",
+    "safe_regex_match",
+    "range_match",
+    "present_match",
+    "prefix_match",
+    "suffix_match",
+    "contains_match",
+    "string_match",
+    "invert_match",
+    "treat_missing_header_as_empty",
+];
+const QUERY_PARAMETER_MATCHER: &[&str] = &["name", "string_match", "present_match"];
+const STRING_MATCHER: &[&str] = &["exact", "prefix", "suffix", "safe_regex", "contains", "custom", "ignore_case"];
+const ROUTE_ACTION: &[&str] = &[
+    "cluster",
+    "cluster_header",
+    "weighted_clusters",
+    "cluster_specifier_plugin",
+    "inline_cluster_specifier_plugin",
+    "cluster_not_found_response_code",
+    "metadata_match",
+    "prefix_rewrite",
+    "regex_rewrite",
+    "path_rewrite_policy",
+    "host_rewrite_literal",
+    "auto_host_rewrite",
+    "host_rewrite_header",
+    "host_rewrite_path_regex",
+    "append_x_forwarded_host",
+    "timeout",
+    "idle_timeout",
+    "early_data_policy",
+    "retry_policy",
+    "retry_policy_typed_config",
+    "request_mirror_policies",
+    "priority",
+    "rate_limits",
+    "include_vh_rate_limits",
+    "hash_policy",
+    "cors",
+    "max_grpc_timeout",
+    "grpc_timeout_offset",
+    "upgrade_configs",
+    "internal_redirect_policy",
+    "internal_redirect_action",
+    "max_internal_redirects",
+    "hedge_policy",
+    "max_stream_duration",
+];
+const DIRECT_RESPONSE: &[&str] = &["status", "body"];
+const REDIRECT: &[&str] = &[
+    "https_redirect",
+    "scheme_redirect",
+    "host_redirect",
+    "port_redirect",
+    "path_redirect",
+    "prefix_rewrite",
+    "regex_rewrite",
+    "response_code",
+    "strip_query",
+];
+const RESPONSE_CODE: &[(&str, i64, Option<u16>)] = &[
+    ("MOVED_PERMANENTLY", 0, Some(301)),
+    ("FOUND", 1, Some(302)),
+    ("SEE_OTHER", 2, Some(303)),
+    ("TEMPORARY_REDIRECT", 3, Some(307)),
+    ("PERMANENT_REDIRECT", 4, Some(308)),
+];
+
+/// Envoy's default `max_direct_response_body_size_bytes`.
+const MAX_DIRECT_RESPONSE_BODY: usize = 4096;
+/// Envoy's default route timeout.
+const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub(crate) fn read_route_config(ctx: &mut Ctx, field: &Field<'_>) -> RouteConfig {
+    let Some(mut msg) = field.message(ctx, ROUTE_CONFIGURATION) else { return RouteConfig::default() };
+    let name = msg.get(ctx, "name").and_then(|f| f.string(ctx)).unwrap_or_default();
+    let mut virtual_hosts = Vec::new();
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut domains: HashMap<String, String> = HashMap::new();
+    for item in msg.get(ctx, "virtual_hosts").map(|f| f.list()).unwrap_or_default() {
+        let Some(vhost) = read_virtual_host(ctx, &item) else { continue };
+        if let Some(first) = names.insert(vhost.name.clone(), item.path.clone()) {
+            item.error(ctx, format!("duplicate virtual host name {:?} (first at {first})", vhost.name));
+        }
+        for domain in &vhost.domains {
+            if let Some(first) = domains.insert(domain.to_ascii_lowercase(), item.path.clone()) {
+                item.error(ctx, format!("domain {domain:?} is already used by {first}"));
+            }
+        }
+        virtual_hosts.push(vhost);
+    }
+    msg.finish(ctx);
+    RouteConfig { name, virtual_hosts }
+}
+
+fn read_virtual_host(ctx: &mut Ctx, field: &Field<'_>) -> Option<VirtualHost> {
+    let mut msg = field.message(ctx, VIRTUAL_HOST)?;
+    let name = msg.required(ctx, "name").and_then(|f| f.string(ctx)).unwrap_or_default();
+    let domains: Vec<String> =
+        msg.get(ctx, "domains").map(|f| f.list()).unwrap_or_default().iter().filter_map(|d| d.string(ctx)).collect();
+    if domains.is_empty() {
+        ctx.error(msg.origin(), "at least one domain is required");
+    }
+    let routes = msg.get(ctx, "routes").map(|f| f.list()).unwrap_or_default();
+    let routes = routes.iter().filter_map(|r| read_route(ctx, r)).collect();
+    msg.finish(ctx);
+    Some(VirtualHost { name, domains, routes })
+}
+
+fn read_route(ctx: &mut Ctx, field: &Field<'_>) -> Option<Route> {
+    let mut msg = field.message(ctx, ROUTE)?;
+    let name = msg.get(ctx, "name").and_then(|f| f.string(ctx)).unwrap_or_default();
+    let matcher = msg.required(ctx, "match").and_then(|f| read_route_match(ctx, &f));
+    msg.at_most_one(ctx, &["route", "redirect", "direct_response", "filter_action", "non_forwarding_action"]);
+    let action = if let Some(f) = msg.get(ctx, "route") {
+        Some(RouteAction::Forward(read_forward(ctx, &f)))
+    } else if let Some(f) = msg.get(ctx, "redirect") {
+        Some(RouteAction::Redirect(read_redirect(ctx, &f)))
+    } else if let Some(f) = msg.get(ctx, "direct_response") {
+        read_direct_response(ctx, &f)
+    } else {
+        if !msg.has("filter_action") && !msg.has("non_forwarding_action") {
+            ctx.error(msg.origin(), "one of route, redirect or direct_response is required");
+        }
+        None
+    };
+    msg.finish(ctx);
+    Some(Route { name, matcher: matcher?, action: action? })
+}
+
+fn read_route_match(ctx: &mut Ctx, field: &Field<'_>) -> Option<RouteMatch> {
+    let mut msg = field.message(ctx, ROUTE_MATCH)?;
+    let specifiers = ["prefix", "path", "safe_regex", "connect_matcher", "path_separated_prefix", "path_match_policy"];
+    msg.at_most_one(ctx, &specifiers);
+    let path = if let Some(f) = msg.get(ctx, "prefix") {
+        f.string(ctx).map(PathMatch::Prefix)
+    } else if let Some(f) = msg.get(ctx, "path") {
+        f.string(ctx).map(PathMatch::Exact)
+    } else if let Some(f) = msg.get(ctx, "safe_regex") {
+        read_regex(ctx, &f).map(PathMatch::Regex)
+    } else {
+        if !specifiers.iter().any(|s| msg.has(s)) {
+            ctx.error(msg.origin(), "one of prefix, path or safe_regex is required");
+        }
+        None
+    };
+    let case_sensitive = msg.get(ctx, "case_sensitive").and_then(|f| f.bool_value(ctx)).unwrap_or(true);
+    let headers = msg.get(ctx, "headers").map(|f| f.list()).unwrap_or_default();
+    let headers = headers.iter().filter_map(|h| read_header_matcher(ctx, h)).collect();
+    let params = msg.get(ctx, "query_parameters").map(|f| f.list()).unwrap_or_default();
+    let query_parameters = params.iter().filter_map(|q| read_query_parameter_matcher(ctx, q)).collect();
+    msg.finish(ctx);
+    Some(RouteMatch { path: path?, case_sensitive, headers, query_parameters })
+}
+
+/// A `RegexMatcher`: its `regex`, checked. The deprecated `google_re2` (RE2 is the only engine)
+/// is accepted when empty.
+fn read_regex(ctx: &mut Ctx, field: &Field<'_>) -> Option<String> {
+    let mut msg = field.message(ctx, REGEX_MATCHER)?;
+    if let Some(re2) = msg.get(ctx, "google_re2")
+        && let Some(re2_msg) = re2.message(ctx, GOOGLE_RE2)
+    {
+        ctx.warn(&re2.origin(), "deprecated and ignored: RE2 is the regex engine");
+        re2_msg.finish(ctx);
+    }
+    let regex = msg.required(ctx, "regex").and_then(|f| {
+        let text = f.string(ctx)?;
+        check_regex(ctx, &f, &text).then_some(text)
+    });
+    msg.finish(ctx);
+    regex
+}
+
+fn check_regex(ctx: &mut Ctx, field: &Field<'_>, regex: &str) -> bool {
+    match regex::Regex::new(regex) {
+        Ok(_) => true,
+        Err(e) => {
+            let text = e.to_string();
+            let detail = text.lines().find_map(|l| l.strip_prefix("error: ")).unwrap_or(&text);
+            field.error(ctx, format!("invalid regex: {detail}"));
+            false
+        }
+    }
+}
+
+fn read_header_matcher(ctx: &mut Ctx, field: &Field<'_>) -> Option<HeaderMatcher> {
+    let mut msg = field.message(ctx, HEADER_MATCHER)?;
+    let name = msg.required(ctx, "name").and_then(|f| f.string(ctx)).map(|n| n.to_ascii_lowercase());
+    let specifiers = [
+        "exact_match",
+        "safe_regex_match",
+        "range_match",
+        "present_match",
+        "prefix_match",
+        "suffix_match",
+        "contains_match",
+        "string_match",
+    ];
+    msg.at_most_one(ctx, &specifiers);
+    let plain = |ctx: &mut Ctx, f: Field<'_>, make: fn(String) -> ValueMatch| f.string(ctx).map(make);
+    let value = if let Some(f) = msg.get(ctx, "exact_match") {
+        plain(ctx, f, |value| ValueMatch::Exact { value, ignore_case: false })
+    } else if let Some(f) = msg.get(ctx, "prefix_match") {
+        plain(ctx, f, |value| ValueMatch::Prefix { value, ignore_case: false })
+    } else if let Some(f) = msg.get(ctx, "suffix_match") {
+        plain(ctx, f, |value| ValueMatch::Suffix { value, ignore_case: false })
+    } else if let Some(f) = msg.get(ctx, "contains_match") {
+        plain(ctx, f, |value| ValueMatch::Contains { value, ignore_case: false })
+    } else if let Some(f) = msg.get(ctx, "safe_regex_match") {
+        read_regex(ctx, &f).map(ValueMatch::Regex)
+    } else if let Some(f) = msg.get(ctx, "string_match") {
+        read_string_matcher(ctx, &f)
+    } else if let Some(f) = msg.get(ctx, "present_match") {
+        read_present_match(ctx, &f)
+    } else {
+        // No specifier: the header must be present (Envoy's default).
+        Some(ValueMatch::Present)
+    };
+    let invert = msg.get(ctx, "invert_match").and_then(|f| f.bool(ctx)).unwrap_or(false);
+    msg.finish(ctx);
+    Some(HeaderMatcher { name: name?, value: value?, invert })
+}
+
+fn read_query_parameter_matcher(ctx: &mut Ctx, field: &Field<'_>) -> Option<QueryParameterMatcher> {
+    let mut msg = field.message(ctx, QUERY_PARAMETER_MATCHER)?;
+    let name = msg.required(ctx, "name").and_then(|f| f.string(ctx));
+    msg.at_most_one(ctx, &["string_match", "present_match"]);
+    let value = if let Some(f) = msg.get(ctx, "string_match") {
+        read_string_matcher(ctx, &f)
+    } else if let Some(f) = msg.get(ctx, "present_match") {
+        read_present_match(ctx, &f)
+    } else {
+        Some(ValueMatch::Present)
+    };
+    msg.finish(ctx);
+    Some(QueryParameterMatcher { name: name?, value: value? })
+}
+
+/// `present_match: true`. `false` (which Envoy reads as "absent") is refused rather than guessed.
+fn read_present_match(ctx: &mut Ctx, field: &Field<'_>) -> Option<ValueMatch> {
+    match field.bool(ctx)? {
+        true => Some(ValueMatch::Present),
+        false => {
+            field.error(ctx, "false is not supported by wasmproxy (use present_match: true with invert_match: true)");
+            None
+        }
+    }
+}
+
+/// A `StringMatcher`: one of exact, prefix, suffix, contains, safe_regex; `ignore_case`.
+fn read_string_matcher(ctx: &mut Ctx, field: &Field<'_>) -> Option<ValueMatch> {
+    let mut msg = field.message(ctx, STRING_MATCHER)?;
+    let patterns = ["exact", "prefix", "suffix", "safe_regex", "contains", "custom"];
+    msg.at_most_one(ctx, &patterns);
+    let ignore_case = msg.get(ctx, "ignore_case").and_then(|f| f.bool(ctx)).unwrap_or(false);
+    let string = |ctx: &mut Ctx, msg: &mut Msg<'_>, name: &str| msg.get(ctx, name).map(|f| f.string(ctx));
+    let value = if let Some(v) = string(ctx, &mut msg, "exact") {
+        v.map(|value| ValueMatch::Exact { value, ignore_case })
+    } else if let Some(v) = string(ctx, &mut msg, "prefix") {
+        v.map(|value| ValueMatch::Prefix { value, ignore_case })
+    } else if let Some(v) = string(ctx, &mut msg, "suffix") {
+        v.map(|value| ValueMatch::Suffix { value, ignore_case })
+    } else if let Some(v) = string(ctx, &mut msg, "contains") {
+        v.map(|value| ValueMatch::Contains { value, ignore_case })
+    } else if let Some(f) = msg.get(ctx, "safe_regex") {
+        if ignore_case {
+            f.error(ctx, "ignore_case has no effect with safe_regex");
+        }
+        read_regex(ctx, &f).map(ValueMatch::Regex)
+    } else {
+        if !msg.has("custom") {
+            ctx.error(msg.origin(), "one of exact, prefix, suffix, contains or safe_regex is required");
+        }
+        None
+    };
+    msg.finish(ctx);
+    value
+}
+
+fn read_forward(ctx: &mut Ctx, field: &Field<'_>) -> ForwardAction {
+    let mut action =
+        ForwardAction { cluster: String::new(), prefix_rewrite: None, host_rewrite_literal: None, timeout: None };
+    let Some(mut msg) = field.message(ctx, ROUTE_ACTION) else { return action };
+    let specifiers = [
+        "cluster",
+        "cluster_header",
+        "weighted_clusters",
+        "cluster_specifier_plugin",
+        "inline_cluster_specifier_plugin",
+    ];
+    msg.at_most_one(ctx, &specifiers);
+    if let Some(f) = msg.get(ctx, "cluster") {
+        if let Some(cluster) = f.string(ctx) {
+            ctx.refs.cluster_refs.push((cluster.clone(), f.origin()));
+            action.cluster = cluster;
+        }
+    } else if !specifiers.iter().any(|s| msg.has(s)) {
+        ctx.error(msg.origin(), "missing required field \"cluster\"");
+    }
+    action.prefix_rewrite = msg.get(ctx, "prefix_rewrite").and_then(|f| f.string(ctx));
+    action.host_rewrite_literal = msg.get(ctx, "host_rewrite_literal").and_then(|f| f.string(ctx));
+    let timeout = msg.get(ctx, "timeout").and_then(|f| f.duration(ctx)).unwrap_or(DEFAULT_ROUTE_TIMEOUT);
+    action.timeout = (!timeout.is_zero()).then_some(timeout);
+    msg.finish(ctx);
+    action
+}
+
+fn read_direct_response(ctx: &mut Ctx, field: &Field<'_>) -> Option<RouteAction> {
+    let mut msg = field.message(ctx, DIRECT_RESPONSE)?;
+    let status = msg.required(ctx, "status").and_then(|f| {
+        let status = f.unsigned(ctx, u64::from(u32::MAX))?;
+        if !(200..600).contains(&status) {
+            f.error(ctx, format!("{status} is not an HTTP status from 200 to 599"));
+            return None;
+        }
+        u16::try_from(status).ok()
+    });
+    let body = match msg.get(ctx, "body") {
+        None => Some(None),
+        Some(f) => match read_data_source(ctx, &f)? {
+            DataSource::Inline(bytes) if bytes.len() > MAX_DIRECT_RESPONSE_BODY => {
+                f.error(ctx, format!("the body is {} bytes; the maximum is {MAX_DIRECT_RESPONSE_BODY}", bytes.len()));
+                None
+            }
+            DataSource::Inline(bytes) => Some(Some(bytes)),
+            DataSource::File(_) => {
+                ctx.error(&f.origin().with_child("filename"), "not supported by wasmproxy");
+                None
+            }
+        },
+    };
+    msg.finish(ctx);
+    Some(RouteAction::DirectResponse { status: status?, body: body? })
+}
+
+fn read_redirect(ctx: &mut Ctx, field: &Field<'_>) -> RedirectAction {
+    let mut redirect = RedirectAction { status: 301, ..RedirectAction::default() };
+    let Some(mut msg) = field.message(ctx, REDIRECT) else { return redirect };
+    msg.at_most_one(ctx, &["https_redirect", "scheme_redirect"]);
+    msg.at_most_one(ctx, &["path_redirect", "prefix_rewrite", "regex_rewrite"]);
+    if msg.get(ctx, "https_redirect").and_then(|f| f.bool(ctx)) == Some(true) {
+        redirect.scheme = Some("https".into());
+    }
+    if let Some(scheme) = msg.get(ctx, "scheme_redirect").and_then(|f| f.string(ctx)) {
+        redirect.scheme = Some(scheme);
+    }
+    redirect.host = msg.get(ctx, "host_redirect").and_then(|f| f.string(ctx)).filter(|h| !h.is_empty());
+    redirect.port = msg.get(ctx, "port_redirect").and_then(|f| f.port(ctx)).filter(|p| *p != 0);
+    redirect.path = msg.get(ctx, "path_redirect").and_then(|f| f.string(ctx));
+    redirect.prefix_rewrite = msg.get(ctx, "prefix_rewrite").and_then(|f| f.string(ctx));
+    if let Some(status) = msg.get(ctx, "response_code").and_then(|f| f.enumeration(ctx, RESPONSE_CODE)) {
+        redirect.status = status;
+    }
+    redirect.strip_query = msg.get(ctx, "strip_query").and_then(|f| f.bool(ctx)).unwrap_or(false);
+    msg.finish(ctx);
+    redirect
+}

@@ -1,0 +1,317 @@
+//! The Wasm `PluginConfig` of the Wasm HTTP and network filters and of the `envoy.bootstrap.wasm` service.
+
+use std::time::Duration;
+
+use crate::base64;
+use crate::json::to_json;
+use crate::model::{FailurePolicy, WasmCode, WasmPlugin, WasmService, WasmVm};
+use crate::reader::{AnyValue, Ctx, Field};
+
+/// `envoy.extensions.filters.http.wasm.v3.Wasm` and `...network.wasm.v3.Wasm`.
+const WASM_FILTER: &[&str] = &["config"];
+const WASM_SERVICE: &[&str] = &["config", "singleton"];
+const PLUGIN_CONFIG: &[&str] = &[
+    "name",
+    "root_id",
+    "vm_config",
+    "configuration",
+    "fail_open",
+    "failure_policy",
+    "reload_config",
+    "capability_restriction_config",
+    "allow_on_headers_stop_iteration",
+];
+const VM_CONFIG: &[&str] = &[
+    "vm_id",
+    "runtime",
+    "code",
+    "configuration",
+    "allow_precompiled",
+    "nack_on_code_cache_miss",
+    "environment_variables",
+];
+const ASYNC_DATA_SOURCE: &[&str] = &["local", "remote"];
+/// `envoy.config.core.v3.DataSource`.
+pub(crate) const DATA_SOURCE: &[&str] =
+    &["filename", "inline_bytes", "inline_string", "environment_variable", "watched_directory"];
+const ENVIRONMENT_VARIABLES: &[&str] = &["host_env_keys", "key_values"];
+const RELOAD_CONFIG: &[&str] = &["backoff"];
+const BACKOFF_STRATEGY: &[&str] = &["base_interval", "max_interval"];
+const VALUE: &[&str] = &["value"];
+
+/// The runtimes Envoy knows; wasmproxy runs every one of them on wasmtime.
+const RUNTIMES: &[&str] =
+    &["envoy.wasm.runtime.v8", "envoy.wasm.runtime.wasmtime", "envoy.wasm.runtime.wamr", "envoy.wasm.runtime.null"];
+
+/// `UNSPECIFIED` is `None` (FAIL_CLOSED, but it does not conflict with `fail_open`).
+const FAILURE_POLICY: &[(&str, i64, Option<Option<FailurePolicy>>)] = &[
+    ("UNSPECIFIED", 0, Some(None)),
+    ("FAIL_RELOAD", 1, Some(Some(FailurePolicy::FailReload))),
+    ("FAIL_CLOSED", 2, Some(Some(FailurePolicy::FailClosed))),
+    ("FAIL_OPEN", 3, Some(Some(FailurePolicy::FailOpen))),
+];
+
+/// Reads the `Wasm` message of the HTTP or network Wasm filter.
+pub(crate) fn read_wasm_filter(ctx: &mut Ctx, any: &AnyValue<'_>) -> WasmPlugin {
+    let Some(mut msg) = any.message(ctx, WASM_FILTER) else { return WasmPlugin::default() };
+    let plugin = msg.required(ctx, "config").map(|f| read_plugin_config(ctx, &f)).unwrap_or_default();
+    msg.finish(ctx);
+    plugin
+}
+
+/// Reads an `envoy.extensions.wasm.v3.WasmService` (bootstrap extension `envoy.bootstrap.wasm`).
+pub(crate) fn read_wasm_service(ctx: &mut Ctx, any: &AnyValue<'_>) -> WasmService {
+    let Some(mut msg) = any.message(ctx, WASM_SERVICE) else {
+        return WasmService { plugin: WasmPlugin::default(), singleton: false };
+    };
+    let plugin = msg.required(ctx, "config").map(|f| read_plugin_config(ctx, &f)).unwrap_or_default();
+    let singleton = msg.get(ctx, "singleton").and_then(|f| f.bool(ctx)).unwrap_or(false);
+    msg.finish(ctx);
+    WasmService { plugin, singleton }
+}
+
+fn read_plugin_config(ctx: &mut Ctx, field: &Field<'_>) -> WasmPlugin {
+    let Some(mut msg) = field.message(ctx, PLUGIN_CONFIG) else { return WasmPlugin::default() };
+    let mut plugin = WasmPlugin {
+        name: msg.get(ctx, "name").and_then(|f| f.string(ctx)).unwrap_or_default(),
+        root_id: msg.get(ctx, "root_id").and_then(|f| f.string(ctx)).unwrap_or_default(),
+        ..WasmPlugin::default()
+    };
+    if let Some(vm) = msg.required(ctx, "vm_config") {
+        plugin.vm = read_vm_config(ctx, &vm);
+    }
+    if let Some(configuration) = msg.get(ctx, "configuration") {
+        plugin.configuration = read_configuration(ctx, &configuration);
+    }
+
+    let policy = msg.get(ctx, "failure_policy").and_then(|f| f.enumeration(ctx, FAILURE_POLICY)).flatten();
+    plugin.failure_policy = policy.unwrap_or_default();
+    if let Some(fail_open) = msg.get(ctx, "fail_open")
+        && fail_open.bool(ctx) == Some(true)
+    {
+        // As in Envoy, a `fail_open: false` cannot be told from an absent one, so only `true` conflicts.
+        if policy.is_some() {
+            fail_open.error(ctx, "cannot be set together with failure_policy (fail_open is deprecated)");
+        } else {
+            ctx.warn(&fail_open.origin(), "deprecated: use failure_policy: FAIL_OPEN");
+            plugin.failure_policy = FailurePolicy::FailOpen;
+        }
+    }
+
+    let reload_field = msg.get(ctx, "reload_config");
+    let reload = reload_field.as_ref().map(|f| read_reload_config(ctx, f));
+    if plugin.failure_policy == FailurePolicy::FailReload {
+        plugin.reload_backoff = Some(reload.unwrap_or((Duration::from_secs(1), Duration::from_secs(10))));
+    } else if let Some(f) = reload_field {
+        ctx.warn(&f.origin(), "ignored: reload_config only applies with failure_policy: FAIL_RELOAD");
+    }
+    plugin.allow_on_headers_stop_iteration =
+        msg.get(ctx, "allow_on_headers_stop_iteration").and_then(|f| f.bool_value(ctx)).unwrap_or(false);
+    msg.finish(ctx);
+    plugin
+}
+
+/// `reload_config.backoff`: (base interval, max interval), defaults 1 s and 10 × base.
+fn read_reload_config(ctx: &mut Ctx, field: &Field<'_>) -> (Duration, Duration) {
+    let mut base = Duration::from_secs(1);
+    let mut max = None;
+    if let Some(mut msg) = field.message(ctx, RELOAD_CONFIG) {
+        if let Some(backoff) = msg.get(ctx, "backoff")
+            && let Some(mut backoff_msg) = backoff.message(ctx, BACKOFF_STRATEGY)
+        {
+            if let Some(f) = backoff_msg.get(ctx, "base_interval")
+                && let Some(d) = f.duration(ctx)
+            {
+                if d < Duration::from_millis(1) {
+                    f.error(ctx, "must be at least 1ms");
+                }
+                base = d;
+            }
+            if let Some(f) = backoff_msg.get(ctx, "max_interval")
+                && let Some(d) = f.duration(ctx)
+            {
+                if d < base {
+                    f.error(ctx, "must not be less than base_interval");
+                }
+                max = Some(d);
+            }
+            backoff_msg.finish(ctx);
+        }
+        msg.finish(ctx);
+    }
+    (base, max.unwrap_or(base * 10))
+}
+
+fn read_vm_config(ctx: &mut Ctx, field: &Field<'_>) -> WasmVm {
+    let Some(mut msg) = field.message(ctx, VM_CONFIG) else { return WasmVm::default() };
+    let mut vm =
+        WasmVm { vm_id: msg.get(ctx, "vm_id").and_then(|f| f.string(ctx)).unwrap_or_default(), ..WasmVm::default() };
+    if let Some(runtime) = msg.get(ctx, "runtime")
+        && let Some(name) = runtime.string(ctx)
+    {
+        if !RUNTIMES.contains(&name.as_str()) {
+            runtime.error(ctx, format!("unknown Wasm runtime {name:?} (expected one of: {})", RUNTIMES.join(", ")));
+        }
+        vm.runtime = name;
+    }
+    if let Some(code) = msg.required(ctx, "code") {
+        vm.code = read_code(ctx, &code);
+    }
+    if let Some(configuration) = msg.get(ctx, "configuration") {
+        vm.configuration = read_configuration(ctx, &configuration);
+    }
+    if let Some(environment) = msg.get(ctx, "environment_variables") {
+        vm.environment = read_environment(ctx, &environment, &vm.runtime);
+    }
+    // Precompiled code is a V8 feature and code caching is for remote code: neither changes what
+    // wasmproxy does with local code.
+    msg.ignore(ctx, "allow_precompiled");
+    msg.ignore(ctx, "nack_on_code_cache_miss");
+    msg.finish(ctx);
+    vm
+}
+
+/// `vm_config.code`: only `local` (a `DataSource`).
+fn read_code(ctx: &mut Ctx, field: &Field<'_>) -> WasmCode {
+    let Some(mut msg) = field.message(ctx, ASYNC_DATA_SOURCE) else { return WasmCode::default() };
+    let code = if msg.has("remote") {
+        None // reported by finish as not supported
+    } else {
+        msg.required(ctx, "local").and_then(|local| read_data_source(ctx, &local))
+    };
+    msg.finish(ctx);
+    match code {
+        Some(DataSource::File(name)) => WasmCode::File(ctx.base_dir.join(name)),
+        Some(DataSource::Inline(bytes)) => WasmCode::Inline(bytes),
+        None => WasmCode::default(),
+    }
+}
+
+/// What a `DataSource` holds.
+pub(crate) enum DataSource {
+    File(String),
+    Inline(Vec<u8>),
+}
+
+/// Reads a `DataSource`: exactly one of `filename`, `inline_bytes` (base64), `inline_string`.
+pub(crate) fn read_data_source(ctx: &mut Ctx, field: &Field<'_>) -> Option<DataSource> {
+    let mut msg = field.message(ctx, DATA_SOURCE)?;
+    let mut found = Vec::new();
+    if let Some(f) = msg.get(ctx, "filename") {
+        found.push(f.string(ctx).map(DataSource::File));
+    }
+    if let Some(f) = msg.get(ctx, "inline_bytes") {
+        found.push(read_base64(ctx, &f).map(DataSource::Inline));
+    }
+    if let Some(f) = msg.get(ctx, "inline_string") {
+        found.push(f.string(ctx).map(|s| DataSource::Inline(s.into_bytes())));
+    }
+    let unsupported = msg.has("environment_variable") || msg.has("watched_directory");
+    let origin = msg.origin().clone();
+    msg.finish(ctx);
+    match found.len() {
+        0 if !unsupported => {
+            ctx.error(&origin, "one of filename, inline_bytes or inline_string is required");
+            None
+        }
+        0 => None,
+        1 => found.pop().flatten(),
+        _ => {
+            ctx.error(&origin, "only one of filename, inline_bytes or inline_string may be given");
+            None
+        }
+    }
+}
+
+/// A proto JSON `bytes` value (base64).
+pub(crate) fn read_base64(ctx: &mut Ctx, field: &Field<'_>) -> Option<Vec<u8>> {
+    let text = field.string(ctx)?;
+    let bytes = base64::decode(&text);
+    if bytes.is_none() {
+        field.error(ctx, "invalid base64");
+    }
+    bytes
+}
+
+/// A plugin or VM `configuration` (an `Any`): StringValue and BytesValue contents as they are,
+/// a Struct as compact JSON text, an empty `Any` as nothing.
+fn read_configuration(ctx: &mut Ctx, field: &Field<'_>) -> Vec<u8> {
+    let Some(any) = field.any(ctx) else { return Vec::new() };
+    match any.type_name.as_str() {
+        "" => Vec::new(),
+        "google.protobuf.StringValue" | "google.protobuf.BytesValue" => {
+            let Some(mut msg) = any.message(ctx, VALUE) else { return Vec::new() };
+            let value = msg.get(ctx, "value");
+            let bytes = match value {
+                Some(f) if any.type_name.ends_with("StringValue") => f.string(ctx).map(String::into_bytes),
+                Some(f) => read_base64(ctx, &f),
+                None => Some(Vec::new()),
+            };
+            msg.finish(ctx);
+            bytes.unwrap_or_default()
+        }
+        "google.protobuf.Struct" if any.wrapped_in_typed_struct() => struct_json(&any.body),
+        "google.protobuf.Struct" => {
+            let Some(mut msg) = any.message(ctx, VALUE) else { return Vec::new() };
+            let json = match msg.get(ctx, "value") {
+                Some(value) if value.node.as_map().is_some() => struct_json(&value),
+                Some(value) => {
+                    value.error(ctx, format!("expected a mapping, found {}", value.node.kind()));
+                    Vec::new()
+                }
+                None => b"{}".to_vec(),
+            };
+            msg.finish(ctx);
+            json
+        }
+        other => {
+            any.body.error(
+                ctx,
+                format!(
+                    "configuration type {other} is not supported by wasmproxy \
+                     (use google.protobuf.StringValue, google.protobuf.BytesValue or google.protobuf.Struct)"
+                ),
+            );
+            Vec::new()
+        }
+    }
+}
+
+fn struct_json(field: &Field<'_>) -> Vec<u8> {
+    let mut out = String::new();
+    to_json(field.node, &mut out);
+    out.into_bytes()
+}
+
+/// `environment_variables`: `key_values` in order, then each `host_env_keys` entry that is set in
+/// wasmproxy's own environment. A key given twice is an error, as in Envoy.
+fn read_environment(ctx: &mut Ctx, field: &Field<'_>, runtime: &str) -> Vec<(String, String)> {
+    let Some(mut msg) = field.message(ctx, ENVIRONMENT_VARIABLES) else { return Vec::new() };
+    let mut environment = Vec::new();
+    if let Some(key_values) = msg.get(ctx, "key_values") {
+        if runtime == "envoy.wasm.runtime.null" {
+            key_values.error(ctx, "must not be set for the null runtime");
+        }
+        for (key, value) in key_values.map_entries(ctx) {
+            if let Some(value) = value.string(ctx) {
+                environment.push((key, value));
+            }
+        }
+    }
+    let mut keys: Vec<String> = environment.iter().map(|(k, _)| k.clone()).collect();
+    if let Some(host_keys) = msg.get(ctx, "host_env_keys") {
+        for item in host_keys.list() {
+            let Some(key) = item.string(ctx) else { continue };
+            if keys.contains(&key) {
+                item.error(ctx, format!("key {key:?} is duplicated: all environment variable keys must be unique"));
+                continue;
+            }
+            keys.push(key.clone());
+            if let Some(value) = std::env::var_os(&key) {
+                environment.push((key, value.to_string_lossy().into_owned()));
+            }
+        }
+    }
+    msg.finish(ctx);
+    environment
+}

@@ -1,0 +1,325 @@
+//! Bad configs: every error names its field path (and line and column for YAML), and all errors
+//! are reported at once.
+
+use std::path::Path;
+
+use wasmproxy_config::{load_file, load_str};
+
+/// A small valid config; each test changes a line or two of it.
+const BASE: &str = r#"static_resources:
+  listeners:
+  - name: web
+    address:
+      socket_address: { address: 127.0.0.1, port_value: 8080 }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: / }
+                route: { cluster: backend }
+          http_filters:
+          - name: plugin
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: plugin
+                vm_config:
+                  runtime: envoy.wasm.runtime.v8
+                  code: { local: { filename: plugin.wasm } }
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    load_assignment:
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9000 } } }
+"#;
+
+const HCM: &str = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config";
+const PLUGIN: &str =
+    "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.config";
+
+/// BASE with each `(from, to)` replaced (each `from` must occur exactly once).
+fn config(changes: &[(&str, &str)]) -> String {
+    let mut text = BASE.to_owned();
+    for (from, to) in changes {
+        assert_eq!(text.matches(from).count(), 1, "{from:?} must occur once");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+/// The errors of a config, one `Display` line each.
+fn errors(changes: &[(&str, &str)]) -> Vec<String> {
+    match load_str(&config(changes), Path::new("/etc/wasmproxy")) {
+        Ok(_) => panic!("the config loaded"),
+        Err(errors) => errors.to_string().lines().map(str::to_owned).collect(),
+    }
+}
+
+#[test]
+fn the_base_config_loads() {
+    let bootstrap = load_str(BASE, Path::new("/etc/wasmproxy")).unwrap();
+    assert_eq!(bootstrap.listeners[0].name, "web");
+    assert_eq!(bootstrap.clusters[0].name, "backend");
+}
+
+#[test]
+fn unknown_field() {
+    assert_eq!(
+        errors(&[("route: { cluster: backend }", "route: { cluster: backend, colour: blue }")]),
+        vec![format!("{HCM}.route_config.virtual_hosts[0].routes[0].route.colour: unknown field (line 18, column 44)")]
+    );
+}
+
+#[test]
+fn unsupported_fields() {
+    assert_eq!(
+        errors(&[(
+            "          route_config:\n",
+            "          rds: { route_config_name: web }\n          x_route_config:\n"
+        )]),
+        vec![
+            format!("{HCM}.rds: not supported by wasmproxy (line 12, column 11)"),
+            format!("{HCM}.x_route_config: unknown field (line 13, column 11)"),
+        ]
+    );
+    assert_eq!(
+        errors(&[(
+            "code: { local: { filename: plugin.wasm } }",
+            "code: { remote: { http_uri: { uri: \"https://x/p.wasm\" }, sha256: abc } }"
+        )]),
+        vec![format!("{PLUGIN}.vm_config.code.remote: not supported by wasmproxy (line 27, column 27)")]
+    );
+    assert_eq!(
+        errors(&[(
+            "    - filters:\n",
+            "    - transport_socket: { name: envoy.transport_sockets.tls }\n      filters:\n"
+        )]),
+        vec![
+            "static_resources.listeners[0].filter_chains[0].transport_socket: not supported by wasmproxy (line 7, column 7)"
+        ]
+    );
+}
+
+#[test]
+fn route_to_a_missing_cluster() {
+    assert_eq!(
+        errors(&[("route: { cluster: backend }", "route: { cluster: nowhere }")]),
+        vec![format!(
+            "{HCM}.route_config.virtual_hosts[0].routes[0].route.cluster: unknown cluster \"nowhere\" (line 18, column 35)"
+        )]
+    );
+}
+
+#[test]
+fn bad_duration() {
+    assert_eq!(
+        errors(&[("connect_timeout: 1s", "connect_timeout: 5")]),
+        vec![
+            "static_resources.clusters[0].connect_timeout: invalid duration \"5\": expected a number of seconds such as \"1.5s\" (line 32, column 22)"
+        ]
+    );
+    assert_eq!(
+        errors(&[("connect_timeout: 1s", "connect_timeout: 0s")]),
+        vec!["static_resources.clusters[0].connect_timeout: must be greater than 0s (line 32, column 22)"]
+    );
+}
+
+#[test]
+fn fail_open_with_failure_policy() {
+    assert_eq!(
+        errors(&[(
+            "                name: plugin\n",
+            "                fail_open: true\n                failure_policy: FAIL_CLOSED\n"
+        )]),
+        vec![format!(
+            "{PLUGIN}.fail_open: cannot be set together with failure_policy (fail_open is deprecated) (line 24, column 28)"
+        )]
+    );
+}
+
+#[test]
+fn bad_enum_values() {
+    assert_eq!(
+        errors(&[("connect_timeout: 1s", "lb_policy: ROUND_ROBINN")]),
+        vec![
+            "static_resources.clusters[0].lb_policy: unknown value \"ROUND_ROBINN\" (expected one of: ROUND_ROBIN, LEAST_REQUEST, RANDOM) (line 32, column 16)"
+        ]
+    );
+    assert_eq!(
+        errors(&[("connect_timeout: 1s", "lb_policy: maglev")]),
+        vec![
+            "static_resources.clusters[0].lb_policy: MAGLEV is not supported by wasmproxy (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM) (line 32, column 16)"
+        ]
+    );
+    assert_eq!(
+        errors(&[("stat_prefix: web", "stat_prefix: web\n          codec_type: HTTP3")]),
+        vec![format!(
+            "{HCM}.codec_type: HTTP3 is not supported by wasmproxy (supported: AUTO, HTTP1, HTTP2) (line 12, column 23)"
+        )]
+    );
+}
+
+#[test]
+fn router_not_last() {
+    let swapped = config(&[]).replace(
+        "          - name: envoy.filters.http.router\n            typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }\n",
+        "",
+    );
+    let swapped = swapped.replace(
+        "          http_filters:\n",
+        "          http_filters:\n          - name: envoy.filters.http.router\n            typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }\n",
+    );
+    let errors = load_str(&swapped, Path::new(".")).unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        format!(
+            "{HCM}.http_filters[0]: the router (envoy.filters.http.router) must be the last HTTP filter (line 20, column 13)\n\
+             {HCM}.http_filters[1]: the last HTTP filter must be the router (envoy.filters.http.router) (line 22, column 13)"
+        )
+    );
+}
+
+#[test]
+fn yaml_syntax_error_has_its_line() {
+    let errors = load_str(&config(&[("stat_prefix: web", "stat_prefix: [web")]), Path::new(".")).unwrap_err();
+    assert_eq!(errors.len(), 1);
+    let error = &errors.errors[0];
+    assert_eq!(error.path, "");
+    assert_eq!(error.line, Some(12));
+    assert!(error.message.starts_with("YAML syntax error: "), "{error}");
+}
+
+#[test]
+fn json_syntax_error_has_its_line() {
+    let errors = load_str("{\n  \"admin\": {\n    \"address\" 1\n  }\n}\n", Path::new(".")).unwrap_err();
+    assert_eq!(errors.to_string(), "JSON syntax error: expected `:` (line 3, column 15)");
+}
+
+#[test]
+fn every_error_is_reported() {
+    let errors = errors(&[
+        ("stat_prefix: web", "statPrefix: web\n          stat_prefix: web2"),
+        ("runtime: envoy.wasm.runtime.v8", "runtime: envoy.wasm.runtime.wavm"),
+        ("port_value: 9000", "port_value: 70000"),
+        ("    connect_timeout: 1s\n", "    connect_timeout: 1s\n    connect_timeout: 2s\n"),
+    ]);
+    assert_eq!(
+        errors,
+        vec![
+            "static_resources.clusters[0].connect_timeout: duplicate key (line 34, column 5)".to_string(),
+            format!("{HCM}.stat_prefix: given twice, as \"statPrefix\" and \"stat_prefix\" (line 12, column 11)"),
+            format!(
+                "{PLUGIN}.vm_config.runtime: unknown Wasm runtime \"envoy.wasm.runtime.wavm\" (expected one of: envoy.wasm.runtime.v8, envoy.wasm.runtime.wasmtime, envoy.wasm.runtime.wamr, envoy.wasm.runtime.null) (line 27, column 28)"
+            ),
+            "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value: 70000 is out of range (0 to 65535) (line 38, column 84)".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn wasm_configuration_errors() {
+    assert_eq!(
+        errors(&[(
+            "                name: plugin\n",
+            "                name: plugin\n                configuration: { \"@type\": type.googleapis.com/google.protobuf.Int32Value, value: 3 }\n"
+        )]),
+        vec![format!(
+            "{PLUGIN}.configuration: configuration type google.protobuf.Int32Value is not supported by wasmproxy (use google.protobuf.StringValue, google.protobuf.BytesValue or google.protobuf.Struct) (line 25, column 32)"
+        )]
+    );
+    assert_eq!(
+        errors(&[(
+            "                  runtime: envoy.wasm.runtime.v8\n",
+            "                  runtime: envoy.wasm.runtime.v8\n                  environment_variables: { key_values: { HOME: x }, host_env_keys: [HOME] }\n"
+        )]),
+        vec![format!(
+            "{PLUGIN}.vm_config.environment_variables.host_env_keys[0]: key \"HOME\" is duplicated: all environment variable keys must be unique (line 27, column 85)"
+        )]
+    );
+    assert_eq!(
+        errors(&[(
+            "                name: plugin\n",
+            "                name: plugin\n                capability_restriction_config: {}\n"
+        )]),
+        vec![format!("{PLUGIN}.capability_restriction_config: not supported by wasmproxy (line 25, column 17)")]
+    );
+}
+
+#[test]
+fn unsupported_filter_types() {
+    assert_eq!(
+        errors(&[(
+            "\"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "\"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
+        )]),
+        vec![format!(
+            "{HCM}.http_filters[0].typed_config.@type: HTTP filter type envoy.extensions.filters.http.cors.v3.Cors is not supported by wasmproxy (line 22, column 24)"
+        )]
+    );
+}
+
+#[test]
+fn cross_checks() {
+    assert_eq!(
+        errors(&[
+            ("  - name: backend\n", "  - name: backend\n    type: STATIC\n"),
+            ("address: 127.0.0.1, port_value: 9000", "address: backend.local, port_value: 9000"),
+        ]),
+        vec![
+            "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address: \"backend.local\" is not an IP address (line 37, column 61)"
+        ]
+    );
+    let mut text = config(&[]);
+    text.push_str("  - name: backend\n  listeners_extra: 1\n");
+    let errors = load_str(&text, Path::new(".")).unwrap_err().to_string();
+    assert_eq!(
+        errors,
+        "static_resources.listeners_extra: unknown field (line 38, column 3)\n\
+         static_resources.clusters[1].name: duplicate cluster name \"backend\" (first at static_resources.clusters[0].name) (line 37, column 11)"
+    );
+}
+
+#[test]
+fn listener_address_conflicts_and_terminal_filters() {
+    let second_listener = r#"  - name: other
+    address:
+      socket_address: { address: 0.0.0.0, port_value: 8080 }
+    filter_chains:
+      filters:
+      - name: tcp
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: backend
+      - name: wasm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
+          config: { vm_config: { code: { local: { inline_bytes: AGFzbQ== } } } }
+  clusters:
+"#;
+    let text = config(&[("  clusters:\n", second_listener)]);
+    let errors = load_str(&text, Path::new(".")).unwrap_err().to_string();
+    assert_eq!(
+        errors,
+        "static_resources.listeners[1].filter_chains[0].filters[0]: a terminal filter (http_connection_manager, tcp_proxy) must be the last filter (line 35, column 9)\n\
+         static_resources.listeners[1].filter_chains[0].filters[1]: the last filter must be a terminal filter (http_connection_manager or tcp_proxy) (line 40, column 9)\n\
+         static_resources.listeners[1].address: 0.0.0.0:8080 conflicts with 127.0.0.1:8080 at static_resources.listeners[0].address (line 32, column 7)"
+    );
+}
+
+#[test]
+fn missing_file() {
+    let errors = load_file(Path::new("/nonexistent/envoy.yaml")).unwrap_err().to_string();
+    assert_eq!(errors, "cannot read /nonexistent/envoy.yaml: No such file or directory (os error 2)");
+}

@@ -1,0 +1,467 @@
+//! Real-looking configs from tests/fixtures load into the expected model, with Envoy's defaults.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wasmproxy_config::*;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn load(name: &str) -> (Bootstrap, Vec<String>) {
+    match load_file_with_warnings(&fixtures().join(name)) {
+        Ok((bootstrap, warnings)) => (bootstrap, warnings.iter().map(ToString::to_string).collect()),
+        Err(errors) => panic!("{name} did not load:\n{errors}"),
+    }
+}
+
+fn addr(address: &str, port: u16) -> SocketAddress {
+    SocketAddress { address: address.into(), port }
+}
+
+fn hcm(listener: &Listener) -> &HttpConnectionManager {
+    match &listener.filter_chain.filters[..] {
+        [NetworkFilter::HttpConnectionManager(hcm)] => hcm,
+        other => panic!("not a single HTTP connection manager: {other:?}"),
+    }
+}
+
+fn wasm(filter: &HttpFilter) -> &WasmPlugin {
+    match filter {
+        HttpFilter::Wasm(plugin) => plugin,
+        HttpFilter::Router => panic!("router, not wasm"),
+    }
+}
+
+fn forward(cluster: &str, timeout: Option<Duration>) -> RouteAction {
+    RouteAction::Forward(ForwardAction {
+        cluster: cluster.into(),
+        prefix_rewrite: None,
+        host_rewrite_literal: None,
+        timeout,
+    })
+}
+
+#[test]
+fn rust_sdk_example_shape() {
+    let (bootstrap, warnings) = load("sdk_http_headers.yaml");
+    assert_eq!(warnings, Vec::<String>::new());
+    assert_eq!(bootstrap.admin, None);
+    assert_eq!(bootstrap.listeners.len(), 1, "a single mapping is a list of one");
+    let listener = &bootstrap.listeners[0];
+    assert_eq!(listener.name, "listener_0");
+    assert_eq!(listener.address, addr("0.0.0.0", 10000));
+
+    let hcm = hcm(listener);
+    assert_eq!(hcm.stat_prefix, "ingress_http");
+    assert_eq!(hcm.codec_type, CodecType::Auto);
+    assert_eq!(hcm.server_name, "envoy");
+    assert_eq!(hcm.request_headers_timeout, None);
+    assert_eq!(hcm.stream_idle_timeout, Some(Duration::from_secs(300)));
+    assert_eq!(hcm.idle_timeout, Some(Duration::from_secs(3600)));
+    assert_eq!(
+        hcm.route_config,
+        RouteConfig {
+            name: "local_routes".into(),
+            virtual_hosts: vec![VirtualHost {
+                name: "local_service".into(),
+                domains: vec!["*".into()],
+                routes: vec![Route {
+                    name: String::new(),
+                    matcher: RouteMatch {
+                        path: PathMatch::Prefix("/".into()),
+                        case_sensitive: true,
+                        headers: vec![],
+                        query_parameters: vec![],
+                    },
+                    action: forward("httpbin", Some(Duration::from_secs(15))),
+                }],
+            }],
+        }
+    );
+    assert_eq!(hcm.http_filters.len(), 2);
+    assert_eq!(
+        *wasm(&hcm.http_filters[0]),
+        WasmPlugin {
+            name: "http_headers".into(),
+            root_id: String::new(),
+            vm: WasmVm {
+                vm_id: String::new(),
+                runtime: "envoy.wasm.runtime.v8".into(),
+                code: WasmCode::File(fixtures().join("plugins/proxy_wasm_example_http_headers.wasm")),
+                configuration: vec![],
+                environment: vec![],
+            },
+            configuration: b"x-hello=world\nx-served-by=wasmproxy\n".to_vec(),
+            failure_policy: FailurePolicy::FailClosed,
+            reload_backoff: None,
+            allow_on_headers_stop_iteration: false,
+        }
+    );
+    assert_eq!(hcm.http_filters[1], HttpFilter::Router);
+
+    assert_eq!(
+        bootstrap.clusters,
+        vec![Cluster {
+            name: "httpbin".into(),
+            discovery: Discovery::StrictDns,
+            connect_timeout: Duration::from_secs(5000),
+            lb_policy: LbPolicy::RoundRobin,
+            endpoints: vec![addr("httpbin.org", 80)],
+            http2: false,
+        }]
+    );
+    assert_eq!(bootstrap.wasm_services, vec![]);
+    assert_eq!(bootstrap.runtime, vec![]);
+}
+
+#[test]
+fn envoy_docs_shape_with_struct_configuration_and_routes() {
+    let (bootstrap, warnings) = load("envoy_docs_wasm.yaml");
+    assert_eq!(
+        warnings,
+        vec![
+            "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[1].match.safe_regex.google_re2: deprecated and ignored: RE2 is the regex engine (line 53, column 45)",
+            "static_resources.clusters[1].http2_protocol_options: deprecated: use typed_extension_protocol_options (line 139, column 29)",
+        ]
+    );
+    assert_eq!(bootstrap.admin, Some(Admin { address: addr("127.0.0.1", 9901) }));
+    let listener = &bootstrap.listeners[0];
+    assert_eq!(listener.name, "ingress");
+    assert_eq!(listener.address, addr("::", 8080));
+
+    let hcm = hcm(listener);
+    assert_eq!(hcm.codec_type, CodecType::Http1);
+    assert_eq!(hcm.server_name, "wasmproxy-test");
+    assert_eq!(hcm.request_headers_timeout, Some(Duration::from_secs(10)));
+    assert_eq!(hcm.stream_idle_timeout, None, "0s disables it");
+    assert_eq!(hcm.idle_timeout, Some(Duration::from_millis(1500)));
+
+    let api = &hcm.route_config.virtual_hosts[0];
+    assert_eq!(api.name, "api");
+    assert_eq!(api.domains, vec!["api.example.com", "api.example.com:8080"]);
+    assert_eq!(
+        api.routes[0],
+        Route {
+            name: "users".into(),
+            matcher: RouteMatch {
+                path: PathMatch::Prefix("/users".into()),
+                case_sensitive: false,
+                headers: vec![
+                    HeaderMatcher {
+                        name: "x-tenant".into(),
+                        value: ValueMatch::Exact { value: "acme".into(), ignore_case: true },
+                        invert: false,
+                    },
+                    HeaderMatcher { name: "x-debug".into(), value: ValueMatch::Present, invert: true },
+                    HeaderMatcher {
+                        name: "x-version".into(),
+                        value: ValueMatch::Regex("v[0-9]+".into()),
+                        invert: false
+                    },
+                    HeaderMatcher {
+                        name: "x-old".into(),
+                        value: ValueMatch::Prefix { value: "beta".into(), ignore_case: false },
+                        invert: false,
+                    },
+                ],
+                query_parameters: vec![
+                    QueryParameterMatcher {
+                        name: "format".into(),
+                        value: ValueMatch::Suffix { value: "json".into(), ignore_case: false },
+                    },
+                    QueryParameterMatcher { name: "verbose".into(), value: ValueMatch::Present },
+                ],
+            },
+            action: RouteAction::Forward(ForwardAction {
+                cluster: "users".into(),
+                prefix_rewrite: Some("/v2/users".into()),
+                host_rewrite_literal: Some("users.internal".into()),
+                timeout: Some(Duration::from_millis(250)),
+            }),
+        }
+    );
+    assert_eq!(api.routes[1].matcher.path, PathMatch::Regex("/items/[0-9]+".into()));
+    assert_eq!(api.routes[1].action, forward("users", None), "timeout 0s = no timeout");
+
+    let fallback = &hcm.route_config.virtual_hosts[1];
+    let actions: Vec<&RouteAction> = fallback.routes.iter().map(|r| &r.action).collect();
+    assert_eq!(
+        actions,
+        vec![
+            &RouteAction::DirectResponse { status: 200, body: Some(b"ok\n".to_vec()) },
+            &RouteAction::DirectResponse { status: 410, body: Some(b"gone".to_vec()) },
+            &RouteAction::DirectResponse { status: 204, body: None },
+            &RouteAction::Redirect(RedirectAction {
+                scheme: Some("https".into()),
+                host: Some("new.example.com".into()),
+                port: Some(8443),
+                path: None,
+                prefix_rewrite: Some("/new".into()),
+                status: 308,
+                strip_query: true,
+            }),
+            &RouteAction::Redirect(RedirectAction {
+                path: Some("/index.html".into()),
+                status: 301,
+                ..RedirectAction::default()
+            }),
+        ]
+    );
+    assert_eq!(fallback.routes[0].matcher.path, PathMatch::Exact("/health".into()));
+
+    let plugin = wasm(&hcm.http_filters[0]);
+    assert_eq!(plugin.name, "my_plugin");
+    assert_eq!(plugin.root_id, "my_root_id");
+    assert_eq!(
+        String::from_utf8(plugin.configuration.clone()).unwrap(),
+        r#"{"header":"x-plugin","count":3,"ratio":0.5,"enabled":true,"tags":["a","b"],"nested":{"key":"1"}}"#
+    );
+    assert_eq!(plugin.vm.vm_id, "my_vm_id");
+    assert_eq!(plugin.vm.runtime, "envoy.wasm.runtime.wasmtime");
+    assert_eq!(plugin.vm.code, WasmCode::File("/etc/envoy_filter_http_wasm_example.wasm".into()));
+    assert_eq!(plugin.vm.configuration, Vec::<u8>::new(), "an empty Any is no configuration");
+    let path = std::env::var("PATH").unwrap();
+    assert_eq!(
+        plugin.vm.environment,
+        vec![("MODE".into(), "test".into()), ("LEVEL".into(), "2".into()), ("PATH".into(), path)]
+    );
+    assert_eq!(plugin.failure_policy, FailurePolicy::FailReload);
+    assert_eq!(plugin.reload_backoff, Some((Duration::from_millis(500), Duration::from_secs(5))));
+    assert!(plugin.allow_on_headers_stop_iteration);
+
+    let second = wasm(&hcm.http_filters[1]);
+    assert_eq!(second.name, "");
+    assert_eq!(second.vm.code, WasmCode::Inline(b"not really wasm".to_vec()));
+    assert_eq!(second.vm.configuration, b"vm-config".to_vec());
+    assert_eq!(second.configuration, Vec::<u8>::new());
+    assert_eq!(second.failure_policy, FailurePolicy::FailOpen);
+    assert_eq!(second.reload_backoff, None);
+    assert_eq!(hcm.http_filters[2], HttpFilter::Router);
+
+    assert_eq!(
+        bootstrap.clusters,
+        vec![
+            Cluster {
+                name: "users".into(),
+                discovery: Discovery::Static,
+                connect_timeout: Duration::from_secs(5),
+                lb_policy: LbPolicy::Random,
+                endpoints: vec![addr("10.0.0.1", 8001), addr("10.0.0.2", 8002)],
+                http2: true,
+            },
+            Cluster {
+                name: "legacy_h2".into(),
+                discovery: Discovery::LogicalDns,
+                connect_timeout: Duration::from_millis(2500),
+                lb_policy: LbPolicy::LeastRequest,
+                endpoints: vec![addr("backend.local", 443)],
+                http2: true,
+            },
+        ]
+    );
+}
+
+#[test]
+fn json_with_camel_case_names() {
+    let (bootstrap, warnings) = load("camel_case.json");
+    assert_eq!(warnings, Vec::<String>::new());
+    assert_eq!(bootstrap.admin, Some(Admin { address: addr("127.0.0.1", 9901) }));
+    let listener = &bootstrap.listeners[0];
+    assert_eq!(listener.name, "json_listener");
+    assert_eq!(listener.address, addr("127.0.0.1", 18000), "a port given as a string");
+    let hcm = hcm(listener);
+    assert_eq!(hcm.stat_prefix, "json_http");
+    assert_eq!(hcm.codec_type, CodecType::Http2);
+    assert_eq!(hcm.server_name, "json-server");
+    assert_eq!(hcm.stream_idle_timeout, Some(Duration::from_secs(30)));
+    let routes = &hcm.route_config.virtual_hosts[0].routes;
+    assert_eq!(
+        routes[0].matcher.query_parameters,
+        vec![QueryParameterMatcher { name: "debug".into(), value: ValueMatch::Present }]
+    );
+    assert_eq!(
+        routes[0].action,
+        RouteAction::Forward(ForwardAction {
+            cluster: "json_cluster".into(),
+            prefix_rewrite: None,
+            host_rewrite_literal: Some("json.internal".into()),
+            timeout: Some(Duration::from_secs(15)),
+        })
+    );
+    assert_eq!(routes[1].action, RouteAction::DirectResponse { status: 418, body: Some(b"short and stout".to_vec()) });
+    assert_eq!(
+        *wasm(&hcm.http_filters[0]),
+        WasmPlugin {
+            name: "json_plugin".into(),
+            root_id: "json_root".into(),
+            vm: WasmVm {
+                vm_id: "json_vm".into(),
+                runtime: "envoy.wasm.runtime.v8".into(),
+                code: WasmCode::Inline(b"\0asm\x01\0\0\0".to_vec()),
+                configuration: vec![],
+                environment: vec![],
+            },
+            configuration: br#"{"limit":10,"names":["x","y"],"strict":false,"note":null}"#.to_vec(),
+            failure_policy: FailurePolicy::FailClosed,
+            reload_backoff: None,
+            allow_on_headers_stop_iteration: true,
+        }
+    );
+    assert_eq!(hcm.http_filters[1], HttpFilter::Router);
+    assert_eq!(bootstrap.clusters[0].connect_timeout, Duration::from_millis(250));
+    assert_eq!(bootstrap.clusters[0].endpoints, vec![addr("127.0.0.1", 18080)]);
+}
+
+#[test]
+fn json_decided_by_content_in_load_str() {
+    let text = std::fs::read_to_string(fixtures().join("camel_case.json")).unwrap();
+    let bootstrap = load_str(&text, Path::new("/base")).unwrap();
+    assert_eq!(bootstrap.listeners[0].name, "json_listener");
+}
+
+#[test]
+fn wasm_service_singleton_and_runtime_layers() {
+    let (bootstrap, warnings) = load("wasm_service.yaml");
+    assert_eq!(
+        warnings,
+        vec![
+            "layered_runtime.layers[2].admin_layer: ignored: wasmproxy's admin cannot change runtime values (line 40, column 18)"
+        ]
+    );
+    assert_eq!(bootstrap.listeners, vec![]);
+    assert_eq!(
+        bootstrap.wasm_services,
+        vec![
+            WasmService {
+                plugin: WasmPlugin {
+                    name: "singleton_service".into(),
+                    root_id: "service_root".into(),
+                    vm: WasmVm {
+                        vm_id: "service_vm".into(),
+                        runtime: "envoy.wasm.runtime.v8".into(),
+                        code: WasmCode::File("/opt/plugins/service.wasm".into()),
+                        configuration: vec![],
+                        environment: vec![],
+                    },
+                    configuration: b"hello service".to_vec(),
+                    ..WasmPlugin::default()
+                },
+                singleton: true,
+            },
+            WasmService {
+                plugin: WasmPlugin {
+                    name: "per_worker_service".into(),
+                    vm: WasmVm {
+                        runtime: "envoy.wasm.runtime.null".into(),
+                        code: WasmCode::Inline(b"envoy.wasm.null_service".to_vec()),
+                        ..WasmVm::default()
+                    },
+                    ..WasmPlugin::default()
+                },
+                singleton: false,
+            },
+        ]
+    );
+    assert_eq!(
+        bootstrap.runtime,
+        vec![
+            ("wasm.callback_deadline_ms".to_string(), "250".to_string()),
+            ("re2.max_program_size.error_level".into(), "1000".into()),
+            ("feature.enabled".into(), "true".into()),
+            ("feature.name".into(), "x".into()),
+        ]
+    );
+}
+
+#[test]
+fn network_wasm_filter_before_tcp_proxy() {
+    let (bootstrap, warnings) = load("tcp_proxy_network_wasm.yaml");
+    assert_eq!(
+        warnings,
+        vec![
+            "static_resources.clusters[0].dns_lookup_family: ignored: wasmproxy connects to the addresses in the order the system resolver returns them (line 37, column 26)"
+        ]
+    );
+    let listener = &bootstrap.listeners[0];
+    assert_eq!(listener.name, "main");
+    assert_eq!(
+        listener.filter_chain.filters,
+        vec![
+            NetworkFilter::Wasm(WasmPlugin {
+                name: "envoy_tcp_routing_filter".into(),
+                root_id: "envoy_tcp_routing_filter".into(),
+                vm: WasmVm {
+                    vm_id: "vm.envoy_tcp_routing".into(),
+                    runtime: "envoy.wasm.runtime.v8".into(),
+                    code: WasmCode::File(fixtures().join("tcp_routing.wasm")),
+                    configuration: vec![],
+                    environment: vec![],
+                },
+                configuration: b"standalone".to_vec(),
+                ..WasmPlugin::default()
+            }),
+            NetworkFilter::TcpProxy(TcpProxy { stat_prefix: "destination".into(), cluster: "egress-router1".into() }),
+        ]
+    );
+    assert_eq!(bootstrap.clusters.len(), 2);
+    assert_eq!(bootstrap.clusters[0].discovery, Discovery::LogicalDns);
+    assert_eq!(bootstrap.clusters[0].connect_timeout, Duration::from_secs(30));
+    assert_eq!(bootstrap.clusters[1].endpoints, vec![addr("httpbin", 8081)]);
+}
+
+#[test]
+fn talk_demo_older_shapes_load_with_warnings() {
+    let (bootstrap, warnings) = load("talk_demo.yaml");
+    assert_eq!(
+        warnings,
+        vec![
+            "admin.access_log_path: deprecated and ignored: wasmproxy's admin writes no access log (line 4, column 20)",
+            "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.value.config.fail_open: deprecated: use failure_policy: FAIL_OPEN (line 43, column 30)",
+            "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[1]: envoy.filters.http.router without typed_config is accepted as the router, but Envoy 1.40 refuses it: add typed_config with \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router (line 55, column 13)",
+        ]
+    );
+    assert_eq!(bootstrap.admin, Some(Admin { address: addr("0.0.0.0", 8001) }));
+    let hcm = hcm(&bootstrap.listeners[0]);
+    let plugin = wasm(&hcm.http_filters[0]);
+    assert_eq!(plugin.name, "header_filter");
+    assert_eq!(plugin.root_id, "add_header");
+    assert_eq!(plugin.failure_policy, FailurePolicy::FailOpen);
+    assert_eq!(plugin.configuration, b"x-wasm-demo=hello\nx-powered-by=proxy-wasm\n".to_vec());
+    assert_eq!(plugin.vm.code, WasmCode::File(fixtures().join("./header_filter.wasm")));
+    assert_eq!(hcm.http_filters[1], HttpFilter::Router);
+    assert_eq!(bootstrap.clusters[0].connect_timeout, Duration::from_millis(250));
+    assert_eq!(bootstrap.clusters[0].lb_policy, LbPolicy::RoundRobin);
+}
+
+#[test]
+fn anchors_ignored_keys_and_a_struct_in_a_typed_struct() {
+    let yaml = r#"
+!ignore plugin_code: &code { local: { filename: /plugins/p.wasm } }
+bootstrap_extensions:
+- name: envoy.bootstrap.wasm
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.wasm.v3.WasmService
+    config:
+      configuration:
+        "@type": type.googleapis.com/xds.type.v3.TypedStruct
+        type_url: type.googleapis.com/google.protobuf.Struct
+        value: { mode: "fast", retries: 2 }
+      vm_config: { code: *code }
+- name: envoy.bootstrap.wasm
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.wasm.v3.WasmService
+    config:
+      configuration: {}
+      vm_config: { code: *code, configuration: { "@type": type.googleapis.com/google.protobuf.Struct } }
+"#;
+    let bootstrap = load_str(yaml, Path::new("/")).unwrap();
+    let [first, second] = &bootstrap.wasm_services[..] else { panic!("two services") };
+    assert_eq!(first.plugin.configuration, br#"{"mode":"fast","retries":2}"#.to_vec());
+    assert_eq!(first.plugin.vm.code, WasmCode::File("/plugins/p.wasm".into()));
+    assert_eq!(first.plugin.vm.runtime, "", "no runtime: Envoy picks its first available one");
+    assert_eq!(second.plugin.configuration, Vec::<u8>::new());
+    assert_eq!(second.plugin.vm.configuration, b"{}".to_vec());
+    assert_eq!(second.plugin.vm.code, WasmCode::File("/plugins/p.wasm".into()));
+}
