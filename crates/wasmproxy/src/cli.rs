@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 pub const USAGE: &str = "\
 usage:
+  wasmproxy -c CONFIG.yaml [--concurrency N] [--log-level LEVEL] [--mode serve|validate]
   wasmproxy plugin-info PLUGIN.wasm
   wasmproxy plugin-run PLUGIN.wasm [options]
 
@@ -21,6 +22,8 @@ response headers and body) and prints what the plugin logged and changed.
 
 /// What to do.
 pub enum Command {
+    /// Serve (or only validate) an Envoy configuration.
+    Serve(crate::serve::ServeOptions),
     /// Print the module's ABI version, exports and imports.
     PluginInfo(PathBuf),
     /// Run one exchange through a plugin.
@@ -44,6 +47,9 @@ impl Command {
                     None => Ok(Command::PluginInfo(file.into())),
                 }
             }
+            flag if flag.starts_with('-') => {
+                crate::serve::ServeOptions::parse(std::iter::once(first).chain(args)).map(Command::Serve)
+            }
             "plugin-run" => crate::plugin_run::RunOptions::parse(args).map(|o| Command::PluginRun(Box::new(o))),
             other => Err(format!("unknown command {other:?}")),
         }
@@ -53,6 +59,7 @@ impl Command {
         match self {
             Command::Help => println!("{USAGE}"),
             Command::Version => println!("wasmproxy {}", env!("CARGO_PKG_VERSION")),
+            Command::Serve(options) => crate::serve::run(options)?,
             Command::PluginInfo(file) => crate::plugin_run::info(&file)?,
             Command::PluginRun(options) => crate::plugin_run::run(*options)?,
         }

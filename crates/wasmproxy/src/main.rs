@@ -1,7 +1,8 @@
-//! The wasmproxy binary: for now, tools to inspect and run a Proxy-Wasm plugin.
+//! The wasmproxy binary: serve an Envoy configuration, or inspect and run one plugin.
 
 mod cli;
 mod plugin_run;
+mod serve;
 
 fn main() -> std::process::ExitCode {
     match cli::Command::parse(std::env::args().skip(1)) {

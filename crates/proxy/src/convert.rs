@@ -1,0 +1,84 @@
+//! Between hyper's request and response heads and the Proxy-Wasm header maps
+//! (pseudo-headers first: `:method`, `:path`, `:authority`, `:scheme`; `:status`).
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use wasmproxy_host::Headers;
+
+/// The request head as Envoy shows it to filters: `host` becomes `:authority`.
+pub fn request_headers(parts: &http::request::Parts, scheme: &str) -> Headers {
+    let mut h = Headers::new();
+    h.add(b":method", parts.method.as_str().as_bytes());
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    h.add(b":path", path.as_bytes());
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().as_bytes().to_vec())
+        .or_else(|| parts.headers.get(http::header::HOST).map(|v| v.as_bytes().to_vec()))
+        .unwrap_or_default();
+    h.add(b":authority", &authority);
+    h.add(b":scheme", scheme.as_bytes());
+    for (name, value) in &parts.headers {
+        if name != http::header::HOST {
+            h.add(name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    h
+}
+
+/// The response head as filters see it: `:status` first.
+pub fn response_headers(status: StatusCode, headers: &http::HeaderMap) -> Headers {
+    let mut h = Headers::new();
+    h.add(b":status", status.as_str().as_bytes());
+    for (name, value) in headers {
+        h.add(name.as_str().as_bytes(), value.as_bytes());
+    }
+    h
+}
+
+/// The regular (non-pseudo) headers as an `http::HeaderMap`. Entries that are not valid
+/// HTTP (a plugin may write anything) are dropped with a warning.
+pub fn header_map(headers: &Headers) -> http::HeaderMap {
+    let mut map = http::HeaderMap::with_capacity(headers.len());
+    for (k, v) in headers.iter() {
+        if k.first() == Some(&b':') {
+            continue;
+        }
+        match (HeaderName::from_bytes(k), HeaderValue::from_bytes(v)) {
+            (Ok(name), Ok(value)) => {
+                map.append(name, value);
+            }
+            _ => tracing::warn!("dropping invalid header {:?}", String::from_utf8_lossy(k)),
+        }
+    }
+    map
+}
+
+/// `:method` as a `Method` (GET if missing or invalid).
+pub fn method(headers: &Headers) -> Method {
+    headers.get(b":method").and_then(|m| Method::from_bytes(m).ok()).unwrap_or(Method::GET)
+}
+
+/// `:status` as a `StatusCode` (502 if missing or invalid).
+pub fn status(headers: &Headers) -> StatusCode {
+    headers
+        .get(b":status")
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::BAD_GATEWAY)
+}
+
+/// A pseudo-header (or any header) as a string, lossy.
+pub fn text(headers: &Headers, name: &[u8]) -> String {
+    headers.get(name).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default()
+}
+
+/// Trailers (no pseudo-headers).
+pub fn response_headers_plain(headers: &http::HeaderMap) -> Headers {
+    let mut h = Headers::new();
+    for (name, value) in headers {
+        h.add(name.as_str().as_bytes(), value.as_bytes());
+    }
+    h
+}

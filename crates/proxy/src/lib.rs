@@ -1,0 +1,17 @@
+//! The data plane: worker threads, listeners, the HTTP connection manager, routes,
+//! clusters and the Wasm HTTP filter, driven by a [`wasmproxy_config::Bootstrap`].
+//!
+//! Each worker is a thread with its own single-threaded tokio runtime, its own
+//! `SO_REUSEPORT` listener sockets, its own upstream clients and its own instance of
+//! every plugin VM: nothing is locked per request.
+
+mod cluster;
+mod convert;
+mod hcm;
+mod listener;
+mod routing;
+mod server;
+mod wasm_filter;
+mod worker;
+
+pub use server::{RunningServer, Server, ServerError, ServerOptions};

@@ -1,0 +1,268 @@
+//! The route table: virtual hosts by domain (exact, `*.suffix`, `prefix.*`, `*`, in
+//! Envoy's order, the port part of the host), then the first route whose path, headers
+//! and query parameters match.
+
+use regex::Regex;
+use wasmproxy_config::model::{HeaderMatcher, PathMatch, QueryParameterMatcher, RouteAction, RouteConfig, ValueMatch};
+use wasmproxy_host::Headers;
+
+/// A compiled `route_config`.
+pub struct RouteTable {
+    vhosts: Vec<VirtualHost>,
+}
+
+struct VirtualHost {
+    exact: Vec<String>,
+    suffixes: Vec<String>,
+    prefixes: Vec<String>,
+    any: bool,
+    routes: Vec<Route>,
+}
+
+struct Route {
+    path: CompiledPath,
+    case_sensitive: bool,
+    headers: Vec<(HeaderMatcher, Option<Regex>)>,
+    query: Vec<(QueryParameterMatcher, Option<Regex>)>,
+    action: RouteAction,
+}
+
+enum CompiledPath {
+    Prefix(String),
+    Exact(String),
+    Regex(Regex),
+}
+
+/// Why a route table could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("route {route}: invalid regex {regex:?}: {message}")]
+pub struct RouteError {
+    route: String,
+    regex: String,
+    message: String,
+}
+
+fn whole(re: &str, route: &str) -> Result<Regex, RouteError> {
+    Regex::new(&format!("^(?:{re})$")).map_err(|e| RouteError {
+        route: route.into(),
+        regex: re.into(),
+        message: e.to_string(),
+    })
+}
+
+fn value_regex(v: &ValueMatch, route: &str) -> Result<Option<Regex>, RouteError> {
+    match v {
+        ValueMatch::Regex(re) => whole(re, route).map(Some),
+        _ => Ok(None),
+    }
+}
+
+impl RouteTable {
+    /// Compiles the regexes and sorts the domains.
+    pub fn new(config: &RouteConfig) -> Result<Self, RouteError> {
+        let mut vhosts = Vec::new();
+        for vh in &config.virtual_hosts {
+            let mut v = VirtualHost { exact: vec![], suffixes: vec![], prefixes: vec![], any: false, routes: vec![] };
+            for d in &vh.domains {
+                let d = d.to_ascii_lowercase();
+                if d == "*" {
+                    v.any = true;
+                } else if let Some(suffix) = d.strip_prefix('*') {
+                    v.suffixes.push(suffix.to_string());
+                } else if let Some(prefix) = d.strip_suffix('*') {
+                    v.prefixes.push(prefix.to_string());
+                } else {
+                    v.exact.push(d);
+                }
+            }
+            for r in &vh.routes {
+                let name = if r.name.is_empty() { vh.name.clone() } else { r.name.clone() };
+                let path = match &r.matcher.path {
+                    PathMatch::Prefix(p) => CompiledPath::Prefix(p.clone()),
+                    PathMatch::Exact(p) => CompiledPath::Exact(p.clone()),
+                    PathMatch::Regex(re) => CompiledPath::Regex(whole(re, &name)?),
+                };
+                let headers = r
+                    .matcher
+                    .headers
+                    .iter()
+                    .map(|h| Ok((h.clone(), value_regex(&h.value, &name)?)))
+                    .collect::<Result<_, RouteError>>()?;
+                let query = r
+                    .matcher
+                    .query_parameters
+                    .iter()
+                    .map(|q| Ok((q.clone(), value_regex(&q.value, &name)?)))
+                    .collect::<Result<_, RouteError>>()?;
+                v.routes.push(Route {
+                    path,
+                    case_sensitive: r.matcher.case_sensitive,
+                    headers,
+                    query,
+                    action: r.action.clone(),
+                });
+            }
+            vhosts.push(v);
+        }
+        Ok(RouteTable { vhosts })
+    }
+
+    /// The action of the route for these request headers, if any matches, with the length
+    /// of the path the route matched (what `prefix_rewrite` replaces).
+    pub fn find(&self, headers: &Headers) -> Option<(&RouteAction, usize)> {
+        let authority = String::from_utf8_lossy(headers.get(b":authority").unwrap_or_default()).to_ascii_lowercase();
+        // As Envoy without `ignore_port_in_host_matching`: the port is part of the host.
+        let vhost = self.vhost(&authority)?;
+        let full_path = String::from_utf8_lossy(headers.get(b":path").unwrap_or_default()).into_owned();
+        let (path, query) = full_path.split_once('?').unwrap_or((&full_path, ""));
+        let route = vhost.routes.iter().find(|r| r.matches(path, query, headers))?;
+        let matched = match &route.path {
+            CompiledPath::Prefix(p) | CompiledPath::Exact(p) => p.len(),
+            CompiledPath::Regex(_) => 0,
+        };
+        Some((&route.action, matched))
+    }
+
+    fn vhost(&self, host: &str) -> Option<&VirtualHost> {
+        if let Some(v) = self.vhosts.iter().find(|v| v.exact.iter().any(|d| d == host)) {
+            return Some(v);
+        }
+        let longest = |pick: &dyn Fn(&VirtualHost) -> Option<usize>| {
+            self.vhosts.iter().filter_map(|v| pick(v).map(|len| (len, v))).max_by_key(|(len, _)| *len).map(|(_, v)| v)
+        };
+        let suffix = longest(&|v: &VirtualHost| {
+            v.suffixes.iter().filter(|s| host.len() > s.len() && host.ends_with(s.as_str())).map(|s| s.len()).max()
+        });
+        if suffix.is_some() {
+            return suffix;
+        }
+        let prefix = longest(&|v: &VirtualHost| {
+            v.prefixes.iter().filter(|p| host.len() > p.len() && host.starts_with(p.as_str())).map(|p| p.len()).max()
+        });
+        prefix.or_else(|| self.vhosts.iter().find(|v| v.any))
+    }
+}
+
+impl Route {
+    fn matches(&self, path: &str, query: &str, headers: &Headers) -> bool {
+        let path_ok = match &self.path {
+            CompiledPath::Prefix(p) if self.case_sensitive => path.starts_with(p.as_str()),
+            CompiledPath::Prefix(p) => path.len() >= p.len() && path[..p.len()].eq_ignore_ascii_case(p),
+            CompiledPath::Exact(p) if self.case_sensitive => path == p,
+            CompiledPath::Exact(p) => path.eq_ignore_ascii_case(p),
+            CompiledPath::Regex(re) => re.is_match(path),
+        };
+        path_ok
+            && self.headers.iter().all(|(m, re)| {
+                let value = headers.get(m.name.as_bytes()).map(|v| String::from_utf8_lossy(v).into_owned());
+                value_matches(&m.value, re.as_ref(), value.as_deref()) != m.invert
+            })
+            && self.query.iter().all(|(m, re)| {
+                let value = query_value(query, &m.name);
+                value_matches(&m.value, re.as_ref(), value.as_deref())
+            })
+    }
+}
+
+fn query_value(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| v.to_string())
+    })
+}
+
+fn value_matches(m: &ValueMatch, re: Option<&Regex>, value: Option<&str>) -> bool {
+    let Some(value) = value else { return false };
+    let cmp = |want: &str, ignore_case: bool, f: fn(&str, &str) -> bool| {
+        if ignore_case { f(&value.to_ascii_lowercase(), &want.to_ascii_lowercase()) } else { f(value, want) }
+    };
+    match m {
+        ValueMatch::Present => true,
+        ValueMatch::Exact { value: want, ignore_case } => cmp(want, *ignore_case, |a, b| a == b),
+        ValueMatch::Prefix { value: want, ignore_case } => cmp(want, *ignore_case, |a, b| a.starts_with(b)),
+        ValueMatch::Suffix { value: want, ignore_case } => cmp(want, *ignore_case, |a, b| a.ends_with(b)),
+        ValueMatch::Contains { value: want, ignore_case } => cmp(want, *ignore_case, |a, b| a.contains(b)),
+        ValueMatch::Regex(_) => re.is_some_and(|re| re.is_match(value)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmproxy_config::model::{Route as RouteCfg, RouteMatch, VirtualHost as VhCfg};
+
+    fn direct(status: u16) -> RouteAction {
+        RouteAction::DirectResponse { status, body: None }
+    }
+
+    fn route(path: PathMatch, status: u16) -> RouteCfg {
+        RouteCfg {
+            name: String::new(),
+            matcher: RouteMatch { path, case_sensitive: true, headers: vec![], query_parameters: vec![] },
+            action: direct(status),
+        }
+    }
+
+    fn table() -> RouteTable {
+        let vh = |name: &str, domains: &[&str], routes: Vec<RouteCfg>| VhCfg {
+            name: name.into(),
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            routes,
+        };
+        let mut with_header = route(PathMatch::Prefix("/".into()), 201);
+        with_header.matcher.headers.push(HeaderMatcher {
+            name: "x-env".into(),
+            value: ValueMatch::Exact { value: "canary".into(), ignore_case: true },
+            invert: false,
+        });
+        let mut with_query = route(PathMatch::Prefix("/q".into()), 202);
+        with_query
+            .matcher
+            .query_parameters
+            .push(QueryParameterMatcher { name: "debug".into(), value: ValueMatch::Present });
+        RouteTable::new(&RouteConfig {
+            name: "r".into(),
+            virtual_hosts: vec![
+                vh("exact", &["api.example.com"], vec![route(PathMatch::Exact("/v1".into()), 200)]),
+                vh(
+                    "suffix",
+                    &["*.example.com"],
+                    vec![with_header, with_query, route(PathMatch::Regex("/r/[0-9]+".into()), 203)],
+                ),
+                vh("prefix", &["shop.*"], vec![route(PathMatch::Prefix("/".into()), 204)]),
+                vh("any", &["*"], vec![route(PathMatch::Prefix("/".into()), 404)]),
+            ],
+        })
+        .unwrap()
+    }
+
+    fn status(t: &RouteTable, host: &str, path: &str, extra: &[(&str, &str)]) -> Option<u16> {
+        let mut h = Headers::from_pairs([(":authority", host), (":path", path)]);
+        for (k, v) in extra {
+            h.add(k.as_bytes(), v.as_bytes());
+        }
+        t.find(&h).map(|(a, _)| match a {
+            RouteAction::DirectResponse { status, .. } => *status,
+            _ => 0,
+        })
+    }
+
+    #[test]
+    fn domains_and_paths_match_in_envoys_order() {
+        let t = table();
+        assert_eq!(status(&t, "api.example.com", "/v1", &[]), Some(200));
+        assert_eq!(
+            status(&t, "api.example.com:8080", "/v1", &[]),
+            Some(404),
+            "the port is part of the host, as in Envoy"
+        );
+        assert_eq!(status(&t, "api.example.com", "/v2", &[]), None, "the vhost matched; no route");
+        assert_eq!(status(&t, "www.example.com", "/x", &[("x-env", "CANARY")]), Some(201));
+        assert_eq!(status(&t, "www.example.com", "/q?a=1&debug", &[]), Some(202));
+        assert_eq!(status(&t, "www.example.com", "/q?a=1", &[]), None);
+        assert_eq!(status(&t, "www.example.com", "/r/42", &[]), Some(203));
+        assert_eq!(status(&t, "www.example.com", "/r/42x", &[]), None, "regex matches the whole path");
+        assert_eq!(status(&t, "shop.local", "/", &[]), Some(204));
+        assert_eq!(status(&t, "other", "/", &[]), Some(404));
+    }
+}

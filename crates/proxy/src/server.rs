@@ -1,0 +1,187 @@
+//! Starting the proxy: compile plugins once, check their configuration on a throwaway VM,
+//! bind the listeners, start the workers.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use wasmproxy_config::model::{Bootstrap, HttpFilter, NetworkFilter, WasmCode, WasmPlugin};
+use wasmproxy_host::{Embedder, EngineConfig, ModuleSource, PluginModule, WasmEngine, WasmVm};
+
+use crate::wasm_filter::{plugin_config, vm_config};
+use crate::worker::{self, WorkerSetup};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Worker threads (`--concurrency`).
+    pub concurrency: usize,
+    /// Wasm engine settings.
+    pub engine: EngineConfig,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A plugin could not be loaded or refused its configuration.
+    #[error("{0}")]
+    Plugin(String),
+    /// A listener could not be bound.
+    #[error("listener {name}: cannot listen on {address}: {error}")]
+    Bind {
+        /// The listener's name.
+        name: String,
+        /// Where.
+        address: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A worker could not start.
+    #[error("{0}")]
+    Worker(String),
+}
+
+/// The proxy.
+pub struct Server;
+
+/// A started proxy.
+pub struct RunningServer {
+    /// Each listener's name and bound address (port 0 resolved).
+    pub listeners: Vec<(String, SocketAddr)>,
+    shutdown: watch::Sender<bool>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Logs nothing: the canary VM's only job is to say whether the configuration is accepted.
+struct Canary;
+
+impl Embedder for Canary {}
+
+impl Server {
+    /// Starts the proxy: returns once every worker listens.
+    pub fn start(config: Bootstrap, options: ServerOptions) -> Result<RunningServer, ServerError> {
+        let engine = WasmEngine::new(options.engine.clone()).map_err(|e| ServerError::Plugin(e.to_string()))?;
+        let modules = load_plugins(&engine, &config)?;
+        let concurrency = options.concurrency.max(1);
+        let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..concurrency).map(|_| Vec::new()).collect();
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let text = format!("{}:{}", l.address.address, l.address.port);
+            let bind_error = |error| ServerError::Bind { name: l.name.clone(), address: text.clone(), error };
+            let mut addr = (l.address.address.as_str(), l.address.port)
+                .to_socket_addrs()
+                .map_err(bind_error)?
+                .next()
+                .ok_or_else(|| bind_error(std::io::Error::other("no address")))?;
+            for worker_sockets in sockets.iter_mut() {
+                let socket = crate::listener::bind_reuseport(addr).map_err(bind_error)?;
+                addr = socket.local_addr().map_err(bind_error)?;
+                worker_sockets.push(socket);
+            }
+            tracing::info!("listener {} on {addr}", l.name);
+            listeners.push((l.name.clone(), addr));
+        }
+        let config = Arc::new(config);
+        let modules = Arc::new(modules);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut workers = Vec::new();
+        for (i, sockets) in sockets.into_iter().enumerate() {
+            let setup = WorkerSetup {
+                config: config.clone(),
+                modules: modules.clone(),
+                sockets,
+                shutdown: shutdown_rx.clone(),
+            };
+            let ready = ready_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("wasmproxy-worker-{i}"))
+                .spawn(move || worker::run(setup, ready))
+                .map_err(|e| ServerError::Worker(format!("cannot start worker {i}: {e}")))?;
+            workers.push(handle);
+        }
+        drop(ready_tx);
+        let server = RunningServer { listeners, shutdown, workers };
+        for _ in 0..concurrency {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    server.stop();
+                    return Err(ServerError::Worker(e));
+                }
+                Err(_) => {
+                    server.stop();
+                    return Err(ServerError::Worker("a worker stopped while starting".into()));
+                }
+            }
+        }
+        Ok(server)
+    }
+}
+
+impl RunningServer {
+    /// Stops every worker and waits for them.
+    pub fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for w in self.workers {
+            let _ = w.join();
+        }
+    }
+
+    /// Waits until the workers stop (they do when `stop` is called from elsewhere or the
+    /// process ends).
+    pub fn wait(self) {
+        for w in self.workers {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Compiles every Wasm HTTP filter's module once, and runs its configuration on a
+/// throwaway VM (Envoy's canary): a plugin that refuses it stops start-up, by name.
+fn load_plugins(
+    engine: &WasmEngine,
+    config: &Bootstrap,
+) -> Result<HashMap<(usize, usize), Arc<PluginModule>>, ServerError> {
+    let mut modules = HashMap::new();
+    for (li, listener) in config.listeners.iter().enumerate() {
+        for filter in &listener.filter_chain.filters {
+            let NetworkFilter::HttpConnectionManager(hcm) = filter else { continue };
+            for (fi, f) in hcm.http_filters.iter().enumerate() {
+                if let HttpFilter::Wasm(plugin) = f {
+                    let module = load_module(engine, plugin)?;
+                    canary(&module, plugin)?;
+                    modules.insert((li, fi), module);
+                }
+            }
+        }
+    }
+    Ok(modules)
+}
+
+fn load_module(engine: &WasmEngine, plugin: &WasmPlugin) -> Result<Arc<PluginModule>, ServerError> {
+    let source = match &plugin.vm.code {
+        WasmCode::File(path) => ModuleSource::File(path.clone()),
+        WasmCode::Inline(bytes) => {
+            ModuleSource::Bytes { name: format!("inline code of plugin {:?}", plugin.name), bytes: bytes.clone() }
+        }
+    };
+    PluginModule::load(engine, source).map_err(|e| ServerError::Plugin(format!("Wasm plugin {:?}: {e}", plugin.name)))
+}
+
+fn canary(module: &Arc<PluginModule>, plugin: &WasmPlugin) -> Result<(), ServerError> {
+    let fail = |e: wasmproxy_host::VmError| ServerError::Plugin(format!("Wasm plugin {:?}: {e}", plugin.name));
+    let mut vm = WasmVm::new(module, vm_config(plugin), Box::new(Canary)).map_err(fail)?;
+    vm.create_root_context(Arc::new(plugin_config(plugin))).map_err(fail)?;
+    Ok(())
+}

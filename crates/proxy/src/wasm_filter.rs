@@ -1,0 +1,341 @@
+//! The Wasm HTTP filter: one VM per plugin per worker, a context per stream driven
+//! through the callbacks, waiting while the plugin pauses until it resumes the stream.
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc};
+use wasmproxy_abi::{LogLevel, Status, StreamType};
+use wasmproxy_config::model::{FailurePolicy, WasmPlugin};
+use wasmproxy_host::{
+    ContextKind, Embedder, HttpCallRequest, HttpCallResponse, LogRecord, PluginConfig, PluginModule, QueueNotifier,
+    StreamAction, StreamData, VmConfig, VmError, WasmVm,
+};
+
+use crate::cluster::Clusters;
+
+/// A reply the proxy makes itself (a plugin's local response, or a failure).
+#[derive(Debug, Clone)]
+pub struct LocalReply {
+    /// HTTP status.
+    pub status: u16,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Extra headers.
+    pub headers: wasmproxy_host::Headers,
+}
+
+/// What a filter decided for the stream.
+pub enum Verdict {
+    /// Go on.
+    Continue,
+    /// Answer the client with this reply.
+    LocalReply(LocalReply),
+    /// Reset the stream.
+    Reset,
+    /// The VM failed: apply the plugin's failure policy.
+    Failed,
+}
+
+/// One plugin's VM on one worker.
+pub struct PluginInstance {
+    /// The plugin's configuration.
+    pub config: WasmPlugin,
+    vm: RefCell<WasmVm>,
+    root: u32,
+    waiters: RefCell<HashMap<u32, mpsc::UnboundedSender<StreamAction>>>,
+    ticks: Rc<Notify>,
+}
+
+/// The proxy's answers to one VM: callouts to this worker's clusters, timers, queues, logs.
+struct WorkerEmbedder {
+    clusters: Rc<Clusters>,
+    instance: Rc<OnceCell<Weak<PluginInstance>>>,
+    ticks: Rc<Notify>,
+    queue_tx: mpsc::UnboundedSender<(u32, u32)>,
+}
+
+impl Embedder for WorkerEmbedder {
+    fn log(&mut self, r: &LogRecord<'_>) {
+        let (prefix, message) = (r.prefix, r.message);
+        match r.level {
+            LogLevel::Trace => tracing::trace!(target: "wasm", "wasm log{prefix}: {message}"),
+            LogLevel::Debug => tracing::debug!(target: "wasm", "wasm log{prefix}: {message}"),
+            LogLevel::Info => tracing::info!(target: "wasm", "wasm log{prefix}: {message}"),
+            LogLevel::Warn => tracing::warn!(target: "wasm", "wasm log{prefix}: {message}"),
+            LogLevel::Error | LogLevel::Critical => tracing::error!(target: "wasm", "wasm log{prefix}: {message}"),
+        }
+    }
+
+    fn log_level(&self) -> LogLevel {
+        if tracing::enabled!(target: "wasm", tracing::Level::TRACE) {
+            LogLevel::Trace
+        } else if tracing::enabled!(target: "wasm", tracing::Level::DEBUG) {
+            LogLevel::Debug
+        } else if tracing::enabled!(target: "wasm", tracing::Level::INFO) {
+            LogLevel::Info
+        } else if tracing::enabled!(target: "wasm", tracing::Level::WARN) {
+            LogLevel::Warn
+        } else {
+            LogLevel::Error
+        }
+    }
+
+    fn http_call(&mut self, request: HttpCallRequest) -> Result<(), Status> {
+        let cluster = self.clusters.get(&request.cluster).ok_or(Status::BadArgument)?;
+        let instance = self.instance.get().cloned();
+        tokio::task::spawn_local(async move {
+            let result = cluster.send(&request.headers, Bytes::from(request.body), request.timeout).await;
+            let response = match result {
+                Ok(r) => Some(HttpCallResponse { headers: r.headers, body: r.body.to_vec(), trailers: r.trailers }),
+                Err(e) => {
+                    tracing::debug!("http_call to {} failed: {e:?}", request.cluster);
+                    None
+                }
+            };
+            if let Some(instance) = instance.and_then(|w| w.upgrade()) {
+                instance.deliver(|vm| vm.on_http_call_response(request.token, response));
+            }
+        });
+        Ok(())
+    }
+
+    fn set_tick_period(&mut self, _root: u32, _period: Option<Duration>) {
+        self.ticks.notify_one();
+    }
+
+    fn queue_notifier(&mut self) -> Option<QueueNotifier> {
+        let tx = self.queue_tx.clone();
+        Some(Arc::new(move |root, queue| {
+            let _ = tx.send((root, queue));
+        }))
+    }
+}
+
+impl PluginInstance {
+    /// Starts the plugin's VM on this worker, with its root context, its timer and its
+    /// queue notifications running as local tasks.
+    pub fn start(
+        module: &Arc<PluginModule>,
+        config: &WasmPlugin,
+        clusters: Rc<Clusters>,
+    ) -> Result<Rc<PluginInstance>, VmError> {
+        let cell = Rc::new(OnceCell::new());
+        let ticks = Rc::new(Notify::new());
+        let (queue_tx, mut queue_rx) = mpsc::unbounded_channel();
+        let embedder = WorkerEmbedder { clusters, instance: cell.clone(), ticks: ticks.clone(), queue_tx };
+        let mut vm = WasmVm::new(module, vm_config(config), Box::new(embedder))?;
+        let root = vm.create_root_context(Arc::new(plugin_config(config)))?;
+        let instance = Rc::new(PluginInstance {
+            config: config.clone(),
+            vm: RefCell::new(vm),
+            root,
+            waiters: RefCell::new(HashMap::new()),
+            ticks,
+        });
+        let _ = cell.set(Rc::downgrade(&instance));
+        let weak = Rc::downgrade(&instance);
+        tokio::task::spawn_local(async move {
+            while let Some((root, queue)) = queue_rx.recv().await {
+                let Some(instance) = weak.upgrade() else { return };
+                instance.deliver(|vm| vm.on_queue_ready(root, queue));
+            }
+        });
+        let weak = Rc::downgrade(&instance);
+        tokio::task::spawn_local(async move {
+            loop {
+                let Some(instance) = weak.upgrade() else { return };
+                let due = instance.vm.borrow().next_tick_due();
+                let notify = instance.ticks.clone();
+                drop(instance);
+                match due {
+                    Some(at) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(at.into()) => {
+                                let Some(instance) = weak.upgrade() else { return };
+                                instance.deliver(|vm| vm.run_due_ticks(std::time::Instant::now()).map(drop));
+                            }
+                            _ = notify.notified() => {}
+                        }
+                    }
+                    None => notify.notified().await,
+                }
+            }
+        });
+        Ok(instance)
+    }
+
+    /// Runs a root-context callback, then hands the actions it produced to their streams.
+    fn deliver(&self, call: impl FnOnce(&mut WasmVm) -> Result<(), VmError>) {
+        let (result, actions) = {
+            let mut vm = self.vm.borrow_mut();
+            let result = call(&mut vm);
+            (result, vm.take_actions())
+        };
+        self.dispatch(actions);
+        if result.is_err() {
+            // Waiting streams see their channel close and apply the failure policy.
+            self.waiters.borrow_mut().clear();
+        }
+    }
+
+    fn dispatch(&self, actions: Vec<(u32, StreamAction)>) {
+        let waiters = self.waiters.borrow();
+        for (ctx, action) in actions {
+            if let Some(tx) = waiters.get(&ctx) {
+                let _ = tx.send(action);
+            }
+        }
+    }
+
+    /// A new stream through this plugin.
+    pub fn start_stream(self: &Rc<Self>) -> Result<FilterStream, VmError> {
+        let ctx = self.vm.borrow_mut().create_context(self.root, ContextKind::Http)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.waiters.borrow_mut().insert(ctx, tx);
+        Ok(FilterStream { instance: self.clone(), ctx, rx })
+    }
+
+    /// The plugin's failure policy.
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.config.failure_policy
+    }
+}
+
+/// One stream's context in one plugin.
+pub struct FilterStream {
+    instance: Rc<PluginInstance>,
+    ctx: u32,
+    rx: mpsc::UnboundedReceiver<StreamAction>,
+}
+
+impl FilterStream {
+    fn with_stream<T>(&self, f: impl FnOnce(&mut StreamData) -> T) -> Option<T> {
+        self.instance.vm.borrow_mut().stream(self.ctx).map(f)
+    }
+
+    /// `on_request_headers`: the headers go in, and come back as the plugin left them.
+    pub async fn request_headers(&mut self, headers: &mut wasmproxy_host::Headers, eos: bool) -> Verdict {
+        self.with_stream(|s| s.request_headers = Some(std::mem::take(headers)));
+        let verdict =
+            self.run(StreamType::HttpRequest, |vm, ctx| vm.on_request_headers(ctx, eos).map(|s| s.is_stop())).await;
+        *headers = self.with_stream(|s| s.request_headers.take()).flatten().unwrap_or_default();
+        verdict
+    }
+
+    /// `on_request_body` with the whole body.
+    pub async fn request_body(&mut self, body: &mut Bytes) -> Verdict {
+        self.with_stream(|s| s.request_body = Some(body.to_vec()));
+        let verdict =
+            self.run(StreamType::HttpRequest, |vm, ctx| vm.on_request_body(ctx, true).map(|s| s.is_stop())).await;
+        *body = self.with_stream(|s| s.request_body.take()).flatten().map(Bytes::from).unwrap_or_default();
+        verdict
+    }
+
+    /// `on_response_headers`.
+    pub async fn response_headers(&mut self, headers: &mut wasmproxy_host::Headers, eos: bool) -> Verdict {
+        self.with_stream(|s| s.response_headers = Some(std::mem::take(headers)));
+        let verdict =
+            self.run(StreamType::HttpResponse, |vm, ctx| vm.on_response_headers(ctx, eos).map(|s| s.is_stop())).await;
+        *headers = self.with_stream(|s| s.response_headers.take()).flatten().unwrap_or_default();
+        verdict
+    }
+
+    /// `on_response_body` with the whole body.
+    pub async fn response_body(&mut self, body: &mut Bytes) -> Verdict {
+        self.with_stream(|s| s.response_body = Some(body.to_vec()));
+        let verdict =
+            self.run(StreamType::HttpResponse, |vm, ctx| vm.on_response_body(ctx, true).map(|s| s.is_stop())).await;
+        *body = self.with_stream(|s| s.response_body.take()).flatten().map(Bytes::from).unwrap_or_default();
+        verdict
+    }
+
+    /// Runs a callback; if the plugin stopped, waits for it to continue (or reply, or reset).
+    async fn run(
+        &mut self,
+        direction: StreamType,
+        call: impl FnOnce(&mut WasmVm, u32) -> Result<bool, VmError>,
+    ) -> Verdict {
+        let (stopped, actions) = {
+            let mut vm = self.instance.vm.borrow_mut();
+            match call(&mut vm, self.ctx) {
+                Ok(stopped) => (stopped, vm.take_actions()),
+                Err(_) => return Verdict::Failed,
+            }
+        };
+        let mut continued = false;
+        let mut others = Vec::new();
+        for (ctx, action) in actions {
+            if ctx != self.ctx {
+                others.push((ctx, action));
+                continue;
+            }
+            match own_action(action, direction) {
+                Some(Verdict::Continue) => continued = true,
+                Some(v) => {
+                    self.instance.dispatch(others);
+                    return v;
+                }
+                None => {}
+            }
+        }
+        self.instance.dispatch(others);
+        if !stopped || continued {
+            return Verdict::Continue;
+        }
+        while let Some(action) = self.rx.recv().await {
+            if let Some(v) = own_action(action, direction) {
+                return v;
+            }
+        }
+        Verdict::Failed
+    }
+
+    /// The end of the stream: the final headers are shown to `on_log`, then done, log, delete.
+    pub fn finish(self, request: Option<wasmproxy_host::Headers>, response: Option<wasmproxy_host::Headers>) {
+        self.instance.waiters.borrow_mut().remove(&self.ctx);
+        let mut vm = self.instance.vm.borrow_mut();
+        if let Some(s) = vm.stream(self.ctx) {
+            s.request_headers = request;
+            s.response_headers = response;
+            s.request_body = None;
+            s.response_body = None;
+        }
+        let _ = vm.finish_stream(self.ctx);
+        vm.take_actions();
+    }
+}
+
+fn own_action(action: StreamAction, direction: StreamType) -> Option<Verdict> {
+    match action {
+        StreamAction::Continue(d) if d == direction => Some(Verdict::Continue),
+        StreamAction::SendLocalResponse { status, body, headers, .. } => {
+            Some(Verdict::LocalReply(LocalReply { status: status as u16, body, headers }))
+        }
+        StreamAction::Close(_) => Some(Verdict::Reset),
+        _ => None,
+    }
+}
+
+/// Envoy's `VmConfig` as the host takes it.
+pub fn vm_config(config: &WasmPlugin) -> VmConfig {
+    VmConfig {
+        vm_id: config.vm.vm_id.clone(),
+        configuration: config.vm.configuration.clone(),
+        environment: config.vm.environment.clone(),
+    }
+}
+
+/// Envoy's `PluginConfig` as the host takes it.
+pub fn plugin_config(config: &WasmPlugin) -> PluginConfig {
+    PluginConfig {
+        name: config.name.clone(),
+        root_id: config.root_id.clone(),
+        configuration: config.configuration.clone(),
+        allow_on_headers_stop_iteration: config.allow_on_headers_stop_iteration,
+    }
+}

@@ -1,0 +1,139 @@
+//! A worker thread: its own single-threaded runtime, listener sockets, clusters and
+//! plugin VMs; it accepts connections and serves them until told to stop.
+
+use std::collections::HashMap;
+use std::net::TcpListener as StdListener;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
+use tokio::sync::watch;
+use wasmproxy_config::model::{Bootstrap, CodecType, HttpFilter, NetworkFilter};
+use wasmproxy_host::PluginModule;
+
+use crate::cluster::Clusters;
+use crate::hcm::Hcm;
+use crate::routing::RouteTable;
+use crate::wasm_filter::PluginInstance;
+
+/// What a worker is given to start.
+pub struct WorkerSetup {
+    /// The configuration.
+    pub config: Arc<Bootstrap>,
+    /// Compiled plugin modules, by listener and filter index.
+    pub modules: Arc<HashMap<(usize, usize), Arc<PluginModule>>>,
+    /// One socket per listener, in listener order.
+    pub sockets: Vec<StdListener>,
+    /// Set to true to stop.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Runs a worker on this thread; `ready` hears once whether it started.
+pub fn run(setup: WorkerSetup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot start a worker runtime: {e}")));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let hcms = match build(&setup).await {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let mut listeners = Vec::new();
+        for socket in setup.sockets {
+            match tokio::net::TcpListener::from_std(socket) {
+                Ok(l) => listeners.push(l),
+                Err(e) => {
+                    let _ = ready.send(Err(format!("cannot use a listener socket: {e}")));
+                    return;
+                }
+            }
+        }
+        let _ = ready.send(Ok(()));
+        for (listener, hcm) in listeners.into_iter().zip(hcms) {
+            if let Some(hcm) = hcm {
+                tokio::task::spawn_local(accept_loop(listener, hcm));
+            }
+        }
+        let mut shutdown = setup.shutdown;
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+async fn build(setup: &WorkerSetup) -> Result<Vec<Option<Rc<Hcm>>>, String> {
+    let clusters = Rc::new(Clusters::new(&setup.config.clusters).await?);
+    let mut hcms = Vec::new();
+    for (li, listener) in setup.config.listeners.iter().enumerate() {
+        let Some(NetworkFilter::HttpConnectionManager(config)) =
+            listener.filter_chain.filters.iter().find(|f| matches!(f, NetworkFilter::HttpConnectionManager(_)))
+        else {
+            hcms.push(None);
+            continue;
+        };
+        let routes = RouteTable::new(&config.route_config).map_err(|e| format!("listener {}: {e}", listener.name))?;
+        let mut filters = Vec::new();
+        for (fi, filter) in config.http_filters.iter().enumerate() {
+            if let HttpFilter::Wasm(plugin) = filter {
+                let module = setup.modules.get(&(li, fi)).ok_or("internal: a plugin module is missing")?;
+                let instance = PluginInstance::start(module, plugin, clusters.clone())
+                    .map_err(|e| format!("listener {}: Wasm filter {:?}: {e}", listener.name, plugin.name))?;
+                filters.push(instance);
+            }
+        }
+        hcms.push(Some(Rc::new(Hcm { config: (**config).clone(), routes, filters, clusters: clusters.clone() })));
+    }
+    Ok(hcms)
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, hcm: Rc<Hcm>) {
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let hcm = hcm.clone();
+        tokio::task::spawn_local(async move {
+            let mut builder = auto::Builder::new(LocalExec);
+            match hcm.config.codec_type {
+                CodecType::Http1 => builder = builder.http1_only(),
+                CodecType::Http2 => builder = builder.http2_only(),
+                CodecType::Auto => {}
+            }
+            let service = service_fn(move |req| hcm.clone().handle(req));
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Runs hyper's HTTP/2 stream tasks on this worker's local set (they are not `Send`).
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: std::future::Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}

@@ -1,0 +1,262 @@
+//! End to end: the real server on port 0, a real upstream, real plugins built from
+//! source (scripts/build-plugins.sh), an Envoy YAML config, requests over TCP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use wasmproxy_proxy::{RunningServer, Server, ServerOptions};
+
+fn plugin(file: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/out").join(file);
+    assert!(path.exists(), "{} is missing: run scripts/build-plugins.sh", path.display());
+    path.display().to_string()
+}
+
+/// An upstream that answers with what it received: `METHOD PATH` then `name: value` lines.
+async fn upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let mut text = format!("{} {}\n", req.method(), req.uri());
+                    for (k, v) in req.headers() {
+                        text.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
+                    }
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    text.push_str(&format!("body: {}\n", String::from_utf8_lossy(&body)));
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .header("x-upstream", "yes")
+                            .body(Full::new(Bytes::from(text)))
+                            .unwrap(),
+                    )
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
+
+fn config(upstream: SocketAddr, filters: &str) -> String {
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: /direct }}
+                direct_response: {{ status: 200, body: {{ inline_string: "direct hello" }} }}
+              - match: {{ path: /old }}
+                redirect: {{ path_redirect: /new }}
+              - match: {{ prefix: /api/ }}
+                route: {{ cluster: upstream, prefix_rewrite: /v2/ }}
+              - match: {{ prefix: / }}
+                route: {{ cluster: upstream }}
+          http_filters:
+{filters}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
+  - name: closed
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: closed
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }} }}
+"#,
+        upstream.port()
+    )
+}
+
+fn wasm_filter(name: &str, file: &str, configuration: &str, extra: &str) -> String {
+    format!(
+        r#"          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {name}
+                {extra}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{configuration}'
+                vm_config:
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: "{}" }} }}
+"#,
+        plugin(file)
+    )
+}
+
+fn start(yaml: &str) -> RunningServer {
+    let config = wasmproxy_config::load_str(yaml, std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    Server::start(config, ServerOptions { concurrency: 2, ..Default::default() }).unwrap()
+}
+
+struct Reply {
+    status: u16,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder().uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = client.request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    Reply { status, headers, body }
+}
+
+fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
+    r.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("<none>")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_direct_responses_redirects_and_the_upstream() {
+    let up = upstream().await;
+    let server = start(&config(up, ""));
+    let addr = server.listeners[0].1;
+    let r = get(addr, "/direct", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "direct hello"));
+    assert_eq!(header(&r, "server"), "envoy");
+    let r = get(addr, "/old?x=1", &[]).await;
+    assert_eq!(r.status, 301);
+    assert_eq!(header(&r, "location"), format!("http://{addr}/new?x=1"));
+    let r = get(addr, "/hello?q=1", &[("x-user", "alice")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(header(&r, "x-upstream"), "yes");
+    assert!(r.headers.contains_key("x-envoy-upstream-service-time"));
+    assert!(r.body.starts_with("GET /hello?q=1\n"), "{}", r.body);
+    assert!(r.body.contains("x-user: alice\n"), "{}", r.body);
+    assert!(r.body.contains("x-forwarded-proto: http\n"), "{}", r.body);
+    assert!(r.body.contains("x-request-id: "), "{}", r.body);
+    assert!(r.body.contains(&format!("host: {addr}\n")), "{}", r.body);
+    let r = get(addr, "/api/items", &[]).await;
+    assert!(r.body.starts_with("GET /v2/items\n"), "prefix_rewrite: {}", r.body);
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_filter_plugin_works_as_in_envoy() {
+    let up = upstream().await;
+    let filter = wasm_filter(
+        "hello",
+        "header_filter.wasm",
+        r#"{"request_header": "x-user", "response_headers": [["x-wasm-filter", "rust"], ["x-greeting", "hi"]]}"#,
+        "",
+    );
+    let server = start(&config(up, &filter));
+    let addr = server.listeners[0].1;
+    for _ in 0..4 {
+        let r = get(addr, "/hello", &[("x-user", "alice")]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(header(&r, "x-wasm-filter"), "rust");
+        assert_eq!(header(&r, "x-greeting"), "hi");
+        assert_eq!(header(&r, "x-request-header"), "alice");
+        let d = get(addr, "/direct", &[]).await;
+        assert_eq!(header(&d, "x-request-header"), "-", "direct responses go through the filter too");
+    }
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_pauses_calls_out_and_resumes_with_a_new_header() {
+    let up = upstream().await;
+    let probe = serde_json::json!({
+        "phases": {
+            "request_headers": [["http_call", "upstream", ":method=GET;:path=/auth;:authority=auth.local", "", "1000"]],
+            "http_call_response": [["add_header", "0", "x-auth", "checked"], ["continue", "0"]],
+        },
+        "returns": {"request_headers": "pause"},
+    });
+    let server = start(&config(up, &wasm_filter("auth", "probe.wasm", &probe.to_string(), "")));
+    let r = get(server.listeners[0].1, "/resource", &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("x-auth: checked\n"), "{}", r.body);
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_replies_and_failure_policies() {
+    let up = upstream().await;
+    let deny = serde_json::json!({"phases": {"request_headers": [["send_local_response", "403", "denied by plugin", "x-why=test"]]}});
+    let server = start(&config(up, &wasm_filter("deny", "probe.wasm", &deny.to_string(), "")));
+    let r = get(server.listeners[0].1, "/x", &[]).await;
+    assert_eq!((r.status, r.body.as_str(), header(&r, "x-why")), (403, "denied by plugin", "test"));
+    server.stop();
+
+    let crash = serde_json::json!({"phases": {"request_headers": [["panic", "boom"]]}});
+    let server = start(&config(up, &wasm_filter("crash", "probe.wasm", &crash.to_string(), "")));
+    for _ in 0..3 {
+        let r = get(server.listeners[0].1, "/x", &[]).await;
+        assert_eq!(r.status, 503, "fail closed, and the VM stays failed");
+    }
+    server.stop();
+    let server =
+        start(&config(up, &wasm_filter("crash", "probe.wasm", &crash.to_string(), "failure_policy: FAIL_OPEN")));
+    let r = get(server.listeners[0].1, "/x", &[]).await;
+    assert_eq!((r.status, header(&r, "x-upstream")), (200, "yes"), "fail open skips the filter");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_answer_as_envoy() {
+    let up = upstream().await;
+    let yaml = config(up, "").replace("route: { cluster: upstream }", "route: { cluster: closed }");
+    let server = start(&yaml);
+    let r = get(server.listeners[0].1, "/x", &[]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.body, "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
+    server.stop();
+}
+
+#[test]
+fn a_plugin_that_refuses_its_configuration_stops_start_up_by_name() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(upstream());
+    let filter = wasm_filter("picky", "header_filter.wasm", "{not json", "");
+    let config = wasmproxy_config::load_str(&config(up, &filter), std::path::Path::new(".")).unwrap();
+    let err = Server::start(config, ServerOptions { concurrency: 1, ..Default::default() }).err().expect("must fail");
+    assert_eq!(
+        err.to_string(),
+        "Wasm plugin \"picky\": plugin \"picky\": on_configure returned false (the plugin refused its configuration)"
+    );
+}

@@ -1,0 +1,70 @@
+//! `wasmproxy -c FILE`: load an Envoy configuration and serve it (or only validate it).
+
+use std::path::PathBuf;
+
+use wasmproxy_proxy::{Server, ServerOptions};
+
+/// Envoy's flags that wasmproxy reads.
+pub struct ServeOptions {
+    config: PathBuf,
+    concurrency: Option<usize>,
+    log_level: String,
+    validate_only: bool,
+}
+
+impl ServeOptions {
+    pub fn parse(mut args: impl Iterator<Item = String>) -> Result<ServeOptions, String> {
+        let mut config = None;
+        let mut o =
+            ServeOptions { config: PathBuf::new(), concurrency: None, log_level: "info".into(), validate_only: false };
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+            match arg.as_str() {
+                "-c" | "--config-path" => config = Some(PathBuf::from(value(&arg)?)),
+                "--concurrency" => {
+                    let v = value(&arg)?;
+                    o.concurrency = Some(v.parse().map_err(|_| format!("--concurrency {v:?} is not a number"))?);
+                }
+                "-l" | "--log-level" => o.log_level = value(&arg)?,
+                "--mode" => match value(&arg)?.as_str() {
+                    "serve" => o.validate_only = false,
+                    "validate" => o.validate_only = true,
+                    other => return Err(format!("--mode {other:?}: expected serve or validate")),
+                },
+                other => return Err(format!("unknown option {other}")),
+            }
+        }
+        o.config = config.ok_or("-c CONFIG is required")?;
+        Ok(o)
+    }
+}
+
+pub fn run(o: ServeOptions) -> anyhow::Result<()> {
+    // A plain level applies to wasmproxy and plugin logs; wasmtime's own logs stay at warn
+    // (a directive for target `wasm` would otherwise also match `wasmtime...`). A full
+    // filter (with `=`) is taken as written.
+    let directives = if o.log_level.contains('=') {
+        o.log_level.clone()
+    } else {
+        format!("{},wasmtime=warn,cranelift=warn", o.log_level)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", o.log_level))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let config = wasmproxy_config::load_file(&o.config)
+        .map_err(|errors| anyhow::anyhow!("configuration {} is not valid:\n{errors}", o.config.display()))?;
+    if o.validate_only {
+        println!("configuration '{}' OK", o.config.display());
+        return Ok(());
+    }
+    let mut options = ServerOptions::default();
+    if let Some(n) = o.concurrency {
+        options.concurrency = n;
+    }
+    let server = Server::start(config, options)?;
+    for (name, addr) in &server.listeners {
+        eprintln!("wasmproxy: listener {name} on {addr}");
+    }
+    server.wait();
+    Ok(())
+}
