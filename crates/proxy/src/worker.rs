@@ -112,6 +112,9 @@ async fn accept_loop(listener: tokio::net::TcpListener, hcm: Rc<Hcm>) {
         let hcm = hcm.clone();
         tokio::task::spawn_local(async move {
             let mut builder = auto::Builder::new(LocalExec);
+            // Envoy's defaults: request headers up to 60 KiB (else 431), at most 100 of them.
+            builder.http1().max_buf_size(MAX_REQUEST_HEADERS_BYTES).max_headers(100);
+            builder.http2().max_header_list_size(MAX_REQUEST_HEADERS_BYTES as u32);
             match hcm.config.codec_type {
                 CodecType::Http1 => builder = builder.http1_only(),
                 CodecType::Http2 => builder = builder.http2_only(),
@@ -124,6 +127,9 @@ async fn accept_loop(listener: tokio::net::TcpListener, hcm: Rc<Hcm>) {
         });
     }
 }
+
+/// Envoy's `max_request_headers_kb` default (60 KiB).
+const MAX_REQUEST_HEADERS_BYTES: usize = 60 * 1024;
 
 /// Runs hyper's HTTP/2 stream tasks on this worker's local set (they are not `Send`).
 #[derive(Clone, Copy)]

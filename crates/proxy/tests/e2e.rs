@@ -260,3 +260,57 @@ fn a_plugin_that_refuses_its_configuration_stops_start_up_by_name() {
         "Wasm plugin \"picky\": plugin \"picky\": on_configure returned false (the plugin refused its configuration)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_get_the_same_answers() {
+    let up = upstream().await;
+    let filter = wasm_filter("hello", "header_filter.wasm", r#"{"request_header": "x-user"}"#, "");
+    let server = start(&config(up, &filter));
+    let addr = server.listeners[0].1;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    for path in ["/direct", "/h2?x=1"] {
+        let req = http::Request::builder()
+            .uri(format!("http://{addr}{path}"))
+            .header("x-user", "h2-user")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = client.request(req).await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-request-header"], "h2-user");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        if path != "/direct" {
+            let text = String::from_utf8_lossy(&body);
+            assert!(text.starts_with("GET /h2?x=1\n"), "{text}");
+            assert!(text.contains("x-user: h2-user\n"), "{text}");
+            assert!(text.contains(&format!("host: {addr}\n")), ":authority becomes host upstream: {text}");
+        }
+    }
+    server.stop();
+}
+
+fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    stream.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_requests_are_refused() {
+    let up = upstream().await;
+    let server = start(&config(up, ""));
+    let addr = server.listeners[0].1;
+    let garbage = raw(addr, b"THIS IS NOT HTTP\r\n\r\n");
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
+    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n", "a".repeat(70 * 1024));
+    let refused = raw(addr, big.as_bytes());
+    assert!(refused.starts_with("HTTP/1.1 431"), "{refused:?}");
+    // The server is fine afterwards.
+    let ok = raw(addr, b"GET /direct HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok:?}");
+    server.stop();
+}
