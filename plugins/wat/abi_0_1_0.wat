@@ -1,10 +1,12 @@
 ;; An ABI 0.1.0 plugin: 2-argument header callbacks, proxy_get_configuration,
-;; proxy_continue_request, and 0.1.0's "missing header is OK and empty".
+;; proxy_continue_request/response, proxy_clear_route_cache, and 0.1.0's "missing header is OK and empty".
 (module
   (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
   (import "env" "proxy_get_configuration" (func $get_config (param i32 i32) (result i32)))
   (import "env" "proxy_get_header_map_value" (func $get_header (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_continue_request" (func $continue_request (result i32)))
+  (import "env" "proxy_continue_response" (func $continue_response (result i32)))
+  (import "env" "proxy_clear_route_cache" (func $clear_route_cache (result i32)))
   (memory (export "memory") 1)
   (global $heap (mut i32) (i32.const 4096))
   ;; 100: ptr, 104: size (out-params)
@@ -37,4 +39,8 @@
       (then (drop (call $log (i32.const 2) (i32.const 300) (i32.const 28))))
       (else (drop (call $log (i32.const 2) (i32.const 400) (i32.const 31)))))
     (drop (call $continue_request))
-    (i32.const 1)))
+    (drop (call $clear_route_cache))
+    (i32.const 1))
+  (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (result i32)
+    (drop (call $continue_response))
+    (i32.const 0)))

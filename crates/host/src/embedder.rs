@@ -14,7 +14,8 @@ pub struct LogRecord<'a> {
     pub level: LogLevel,
     /// The message.
     pub message: &'a str,
-    /// Envoy's prefix: `" <plugin name> <root_id> <vm_id>"` (parts that are empty left out).
+    /// Envoy's prefix: `" <plugin name> <root_id> <vm_id>"` for stream contexts and
+    /// `" <root_id> <vm_id>"` for root contexts (parts that are empty left out).
     pub prefix: &'a str,
     /// The context that logged.
     pub context_id: u32,

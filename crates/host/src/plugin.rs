@@ -36,15 +36,22 @@ impl PluginConfig {
         }
     }
 
-    /// Envoy's log prefix: `" <name> <root_id> <vm_id>"`, each part only if set.
+    /// Envoy's log prefix for stream contexts: `" <name> <root_id> <vm_id>"`, each part only if set.
     pub fn log_prefix(&self, vm_id: &str) -> String {
-        let mut prefix = String::new();
-        for part in [self.name.as_str(), self.root_id.as_str(), vm_id] {
-            if !part.is_empty() {
-                prefix.push(' ');
-                prefix.push_str(part);
-            }
-        }
-        prefix
+        join_prefix(&[&self.name, &self.root_id, vm_id])
     }
+
+    /// Envoy's log prefix for the root context: `" <root_id> <vm_id>"` (no plugin name).
+    pub fn root_log_prefix(&self, vm_id: &str) -> String {
+        join_prefix(&[&self.root_id, vm_id])
+    }
+}
+
+fn join_prefix(parts: &[&str]) -> String {
+    let mut prefix = String::new();
+    for part in parts.iter().filter(|p| !p.is_empty()) {
+        prefix.push(' ');
+        prefix.push_str(part);
+    }
+    prefix
 }

@@ -205,7 +205,7 @@ impl WasmVm {
     pub fn create_root_context(&mut self, plugin: Arc<PluginConfig>) -> Result<u32, VmError> {
         let state = self.store.data_mut();
         let id = state.alloc_context_id();
-        let log_prefix: Arc<str> = plugin.log_prefix(&state.vm.vm_id).into();
+        let log_prefix: Arc<str> = plugin.root_log_prefix(&state.vm.vm_id).into();
         let vm_config_len = state.vm.configuration.len() as i32;
         state.contexts.insert(
             id,
@@ -267,7 +267,8 @@ impl WasmVm {
         let Some(root_ctx) = state.contexts.get(&root).filter(|c| c.kind == ContextKind::Root) else {
             return Err(VmError::UnknownContext(root));
         };
-        let (plugin, log_prefix) = (root_ctx.plugin.clone(), root_ctx.log_prefix.clone());
+        let plugin = root_ctx.plugin.clone();
+        let log_prefix: Arc<str> = plugin.log_prefix(&state.vm.vm_id).into();
         let id = state.alloc_context_id();
         state.contexts.insert(
             id,

@@ -15,6 +15,7 @@ use wasmproxy_config::model::{self, LbPolicy};
 use wasmproxy_host::Headers;
 
 use crate::convert;
+use crate::stream_info::StreamRef;
 
 /// Every cluster of one worker, by name.
 pub struct Clusters {
@@ -104,14 +105,19 @@ impl Cluster {
         Some(self.endpoints[i % self.endpoints.len()])
     }
 
-    /// Sends a request (headers with pseudo-headers, whole body) to one endpoint.
+    /// Sends a request (headers with pseudo-headers, whole body) to one endpoint, noting
+    /// the endpoint in the stream's info if there is a stream.
     pub async fn send(
         &self,
         headers: &Headers,
         body: Bytes,
         timeout: Option<Duration>,
+        info: Option<&StreamRef>,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let addr = self.pick().ok_or(UpstreamError::NoHealthyUpstream)?;
+        if let Some(info) = info {
+            info.borrow_mut().upstream = Some(addr);
+        }
         let path = convert::text(headers, b":path");
         let uri: http::Uri = format!("http://{addr}{}", if path.is_empty() { "/" } else { &path })
             .parse()

@@ -15,6 +15,7 @@ use wasmproxy_host::Headers;
 use crate::cluster::{Clusters, UpstreamError};
 use crate::convert;
 use crate::routing::RouteTable;
+use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
 use crate::wasm_filter::{FilterStream, LocalReply, PluginInstance, Verdict};
 
 /// One listener's HTTP connection manager on one worker.
@@ -38,8 +39,18 @@ enum Outcome {
 
 impl Hcm {
     /// Handles one request.
-    pub async fn handle(self: Rc<Self>, request: http::Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    pub async fn handle(
+        self: Rc<Self>,
+        request: http::Request<Incoming>,
+        connection: Rc<ConnectionInfo>,
+    ) -> Result<Response<Body>, Infallible> {
         let (parts, body) = request.into_parts();
+        let protocol = match parts.version {
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_2 => "HTTP/2",
+            _ => "HTTP/1.1",
+        };
+        let info: StreamRef = Rc::new(std::cell::RefCell::new(StreamInfo::new(connection, protocol)));
         let mut headers = convert::request_headers(&parts, "http");
         if headers.get(b"x-request-id").is_none() {
             headers.add(b"x-request-id", request_id().as_bytes());
@@ -51,16 +62,24 @@ impl Hcm {
             Ok(b) => b.to_bytes(),
             Err(_) => return Ok(plain(StatusCode::BAD_REQUEST, "")),
         };
+        info.borrow_mut().request_body_size = body.len() as u64;
         let mut streams: Vec<Option<FilterStream>> = Vec::new();
-        let outcome = self.process(&mut headers, &mut body, &mut streams).await;
+        let outcome = self.process(&mut headers, &mut body, &mut streams, &info).await;
         let (response_headers, response_body) = match outcome {
             Outcome::Respond(h, b) => (h, b),
             Outcome::Reset => {
-                self.finish(streams, Some(headers), None);
+                info.borrow_mut().complete();
+                self.finish(&info, streams, Some(headers), None);
                 return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, ""));
             }
         };
-        self.finish(streams, Some(headers), Some(response_headers.clone()));
+        {
+            let mut i = info.borrow_mut();
+            i.response_headers = Some(response_headers.clone());
+            i.response_body_size = response_body.len() as u64;
+            i.complete();
+        }
+        self.finish(&info, streams, Some(headers), Some(response_headers.clone()));
         Ok(self.build_response(response_headers, response_body))
     }
 
@@ -69,10 +88,12 @@ impl Hcm {
         headers: &mut Headers,
         body: &mut Bytes,
         streams: &mut Vec<Option<FilterStream>>,
+        info: &StreamRef,
     ) -> Outcome {
-        // Request direction, filter by filter.
+        // Request direction, filter by filter; each sees the headers the previous one left.
         for filter in &self.filters {
-            let mut stream = match filter.start_stream() {
+            info.borrow_mut().request_headers = headers.clone();
+            let mut stream = match filter.start_stream(info) {
                 Ok(s) => s,
                 Err(_) => match self.on_failure(filter) {
                     Some(reply) => return reply,
@@ -82,7 +103,9 @@ impl Hcm {
                     }
                 },
             };
+            info.borrow_mut().request_headers_visible = true;
             let mut verdict = stream.request_headers(headers, body.is_empty()).await;
+            info.borrow_mut().request_headers_visible = false;
             if matches!(verdict, Verdict::Continue) && !body.is_empty() {
                 verdict = stream.request_body(body).await;
             }
@@ -102,10 +125,23 @@ impl Hcm {
             }
         }
         // The router.
+        info.borrow_mut().request_headers = headers.clone();
         let started = Instant::now();
-        let (mut response_headers, mut response_body) = match self.routes.find(headers) {
-            None => (status_headers(404), Bytes::new()),
+        let matched = self.routes.find(headers);
+        if let Some(m) = &matched {
+            let mut i = info.borrow_mut();
+            i.route_name = m.name.to_string();
+            if let RouteAction::Forward(f) = m.action {
+                i.cluster_name = f.cluster.clone();
+            }
+        }
+        let (mut response_headers, mut response_body) = match matched.map(|m| (m.action, m.matched_len)) {
+            None => {
+                info.borrow_mut().response_code_details = "route_not_found".into();
+                (status_headers(404), Bytes::new())
+            }
             Some((RouteAction::DirectResponse { status, body }, _)) => {
+                info.borrow_mut().response_code_details = "direct_response".into();
                 let body = Bytes::from(body.clone().unwrap_or_default());
                 let mut h = status_headers(*status);
                 if !body.is_empty() {
@@ -113,7 +149,10 @@ impl Hcm {
                 }
                 (h, body)
             }
-            Some((RouteAction::Redirect(r), _)) => (redirect(r, headers), Bytes::new()),
+            Some((RouteAction::Redirect(r), _)) => {
+                info.borrow_mut().response_code_details = "direct_response".into();
+                (redirect(r, headers), Bytes::new())
+            }
             Some((RouteAction::Forward(f), matched)) => {
                 let Some(cluster) = self.clusters.get(&f.cluster) else {
                     return self.local_reply(LocalReply {
@@ -129,8 +168,9 @@ impl Hcm {
                 if let Some(host) = &f.host_rewrite_literal {
                     upstream_headers.replace(b":authority", host.as_bytes());
                 }
-                match cluster.send(&upstream_headers, body.clone(), f.timeout).await {
+                match cluster.send(&upstream_headers, body.clone(), f.timeout, Some(info)).await {
                     Ok(r) => {
+                        info.borrow_mut().response_code_details = "via_upstream".into();
                         let mut h = r.headers;
                         let ms = started.elapsed().as_millis().to_string();
                         h.replace(b"x-envoy-upstream-service-time", ms.as_bytes());
@@ -148,6 +188,7 @@ impl Hcm {
         // Response direction, in reverse order.
         for (filter, stream) in self.filters.iter().zip(streams.iter_mut()).rev() {
             let Some(stream) = stream else { continue };
+            info.borrow_mut().response_headers = Some(response_headers.clone());
             let mut verdict = stream.response_headers(&mut response_headers, response_body.is_empty()).await;
             if matches!(verdict, Verdict::Continue) && !response_body.is_empty() {
                 verdict = stream.response_body(&mut response_body).await;
@@ -188,7 +229,19 @@ impl Hcm {
         Outcome::Respond(h, Bytes::from(r.body))
     }
 
-    fn finish(&self, streams: Vec<Option<FilterStream>>, request: Option<Headers>, response: Option<Headers>) {
+    fn finish(
+        &self,
+        info: &StreamRef,
+        streams: Vec<Option<FilterStream>>,
+        request: Option<Headers>,
+        response: Option<Headers>,
+    ) {
+        // The access-log phase sees the final request headers again.
+        if let Some(h) = &request {
+            let mut i = info.borrow_mut();
+            i.request_headers = h.clone();
+            i.request_headers_visible = true;
+        }
         for stream in streams.into_iter().flatten() {
             stream.finish(request.clone(), response.clone());
         }

@@ -11,6 +11,7 @@ mod hcm;
 mod listener;
 mod routing;
 mod server;
+mod stream_info;
 mod wasm_filter;
 mod worker;
 

@@ -6,6 +6,16 @@ use regex::Regex;
 use wasmproxy_config::model::{HeaderMatcher, PathMatch, QueryParameterMatcher, RouteAction, RouteConfig, ValueMatch};
 use wasmproxy_host::Headers;
 
+/// A route that matched a request.
+pub struct Matched<'a> {
+    /// What to do.
+    pub action: &'a RouteAction,
+    /// How much of the path the route matched (what `prefix_rewrite` replaces).
+    pub matched_len: usize,
+    /// The route's name.
+    pub name: &'a str,
+}
+
 /// A compiled `route_config`.
 pub struct RouteTable {
     vhosts: Vec<VirtualHost>,
@@ -20,6 +30,7 @@ struct VirtualHost {
 }
 
 struct Route {
+    name: String,
     path: CompiledPath,
     case_sensitive: bool,
     headers: Vec<(HeaderMatcher, Option<Regex>)>,
@@ -95,6 +106,7 @@ impl RouteTable {
                     .map(|q| Ok((q.clone(), value_regex(&q.value, &name)?)))
                     .collect::<Result<_, RouteError>>()?;
                 v.routes.push(Route {
+                    name: r.name.clone(),
                     path,
                     case_sensitive: r.matcher.case_sensitive,
                     headers,
@@ -107,20 +119,19 @@ impl RouteTable {
         Ok(RouteTable { vhosts })
     }
 
-    /// The action of the route for these request headers, if any matches, with the length
-    /// of the path the route matched (what `prefix_rewrite` replaces).
-    pub fn find(&self, headers: &Headers) -> Option<(&RouteAction, usize)> {
+    /// The route for these request headers, if any matches.
+    pub fn find(&self, headers: &Headers) -> Option<Matched<'_>> {
         let authority = String::from_utf8_lossy(headers.get(b":authority").unwrap_or_default()).to_ascii_lowercase();
         // As Envoy without `ignore_port_in_host_matching`: the port is part of the host.
         let vhost = self.vhost(&authority)?;
         let full_path = String::from_utf8_lossy(headers.get(b":path").unwrap_or_default()).into_owned();
         let (path, query) = full_path.split_once('?').unwrap_or((&full_path, ""));
         let route = vhost.routes.iter().find(|r| r.matches(path, query, headers))?;
-        let matched = match &route.path {
+        let matched_len = match &route.path {
             CompiledPath::Prefix(p) | CompiledPath::Exact(p) => p.len(),
             CompiledPath::Regex(_) => 0,
         };
-        Some((&route.action, matched))
+        Some(Matched { action: &route.action, matched_len, name: &route.name })
     }
 
     fn vhost(&self, host: &str) -> Option<&VirtualHost> {
@@ -241,7 +252,7 @@ mod tests {
         for (k, v) in extra {
             h.add(k.as_bytes(), v.as_bytes());
         }
-        t.find(&h).map(|(a, _)| match a {
+        t.find(&h).map(|m| match m.action {
             RouteAction::DirectResponse { status, .. } => *status,
             _ => 0,
         })

@@ -17,6 +17,10 @@ use wasmproxy_host::{
 };
 
 use crate::cluster::Clusters;
+use crate::stream_info::{StreamRef, filter_state_key};
+
+/// The streams a VM's contexts belong to, for property lookups.
+type StreamsByContext = Rc<RefCell<HashMap<u32, StreamRef>>>;
 
 /// A reply the proxy makes itself (a plugin's local response, or a failure).
 #[derive(Debug, Clone)]
@@ -49,6 +53,7 @@ pub struct PluginInstance {
     root: u32,
     waiters: RefCell<HashMap<u32, mpsc::UnboundedSender<StreamAction>>>,
     ticks: Rc<Notify>,
+    streams: StreamsByContext,
 }
 
 /// The proxy's answers to one VM: callouts to this worker's clusters, timers, queues, logs.
@@ -57,9 +62,26 @@ struct WorkerEmbedder {
     instance: Rc<OnceCell<Weak<PluginInstance>>>,
     ticks: Rc<Notify>,
     queue_tx: mpsc::UnboundedSender<(u32, u32)>,
+    streams: StreamsByContext,
 }
 
 impl Embedder for WorkerEmbedder {
+    fn property(&mut self, context_id: u32, path: &[&[u8]]) -> Result<Vec<u8>, Status> {
+        let streams = self.streams.borrow();
+        let stream = streams.get(&context_id).ok_or(Status::NotFound)?;
+        stream.borrow().property(path)
+    }
+
+    fn set_property(&mut self, context_id: u32, path: &[u8], value: &[u8]) -> Status {
+        match self.streams.borrow().get(&context_id) {
+            Some(stream) => {
+                stream.borrow_mut().filter_state.insert(filter_state_key(path), value.to_vec());
+                Status::Ok
+            }
+            None => Status::NotFound,
+        }
+    }
+
     fn log(&mut self, r: &LogRecord<'_>) {
         let (prefix, message) = (r.prefix, r.message);
         match r.level {
@@ -89,7 +111,7 @@ impl Embedder for WorkerEmbedder {
         let cluster = self.clusters.get(&request.cluster).ok_or(Status::BadArgument)?;
         let instance = self.instance.get().cloned();
         tokio::task::spawn_local(async move {
-            let result = cluster.send(&request.headers, Bytes::from(request.body), request.timeout).await;
+            let result = cluster.send(&request.headers, Bytes::from(request.body), request.timeout, None).await;
             let response = match result {
                 Ok(r) => Some(HttpCallResponse { headers: r.headers, body: r.body.to_vec(), trailers: r.trailers }),
                 Err(e) => {
@@ -127,7 +149,14 @@ impl PluginInstance {
         let cell = Rc::new(OnceCell::new());
         let ticks = Rc::new(Notify::new());
         let (queue_tx, mut queue_rx) = mpsc::unbounded_channel();
-        let embedder = WorkerEmbedder { clusters, instance: cell.clone(), ticks: ticks.clone(), queue_tx };
+        let streams = StreamsByContext::default();
+        let embedder = WorkerEmbedder {
+            clusters,
+            instance: cell.clone(),
+            ticks: ticks.clone(),
+            queue_tx,
+            streams: streams.clone(),
+        };
         let mut vm = WasmVm::new(module, vm_config(config), Box::new(embedder))?;
         let root = vm.create_root_context(Arc::new(plugin_config(config)))?;
         let instance = Rc::new(PluginInstance {
@@ -136,6 +165,7 @@ impl PluginInstance {
             root,
             waiters: RefCell::new(HashMap::new()),
             ticks,
+            streams,
         });
         let _ = cell.set(Rc::downgrade(&instance));
         let weak = Rc::downgrade(&instance);
@@ -193,10 +223,11 @@ impl PluginInstance {
     }
 
     /// A new stream through this plugin.
-    pub fn start_stream(self: &Rc<Self>) -> Result<FilterStream, VmError> {
+    pub fn start_stream(self: &Rc<Self>, info: &StreamRef) -> Result<FilterStream, VmError> {
         let ctx = self.vm.borrow_mut().create_context(self.root, ContextKind::Http)?;
         let (tx, rx) = mpsc::unbounded_channel();
         self.waiters.borrow_mut().insert(ctx, tx);
+        self.streams.borrow_mut().insert(ctx, info.clone());
         Ok(FilterStream { instance: self.clone(), ctx, rx })
     }
 
@@ -305,8 +336,10 @@ impl FilterStream {
             s.request_body = None;
             s.response_body = None;
         }
+        // on_log still sees the stream's properties; they go once the context is deleted.
         let _ = vm.finish_stream(self.ctx);
         vm.take_actions();
+        self.instance.streams.borrow_mut().remove(&self.ctx);
     }
 }
 

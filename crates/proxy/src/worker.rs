@@ -16,6 +16,7 @@ use wasmproxy_host::PluginModule;
 use crate::cluster::Clusters;
 use crate::hcm::Hcm;
 use crate::routing::RouteTable;
+use crate::stream_info::ConnectionInfo;
 use crate::wasm_filter::PluginInstance;
 
 /// What a worker is given to start.
@@ -98,9 +99,12 @@ async fn build(setup: &WorkerSetup) -> Result<Vec<Option<Rc<Hcm>>>, String> {
     Ok(hcms)
 }
 
+/// Connection ids, unique in the process (Envoy's `connection.id`).
+static NEXT_CONNECTION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 async fn accept_loop(listener: tokio::net::TcpListener, hcm: Rc<Hcm>) {
     loop {
-        let (stream, _peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -109,6 +113,9 @@ async fn accept_loop(listener: tokio::net::TcpListener, hcm: Rc<Hcm>) {
             }
         };
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
+        let id = NEXT_CONNECTION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let connection = Rc::new(ConnectionInfo { id, peer, local });
         let hcm = hcm.clone();
         tokio::task::spawn_local(async move {
             let mut builder = auto::Builder::new(LocalExec);
@@ -120,7 +127,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, hcm: Rc<Hcm>) {
                 CodecType::Http2 => builder = builder.http2_only(),
                 CodecType::Auto => {}
             }
-            let service = service_fn(move |req| hcm.clone().handle(req));
+            let service = service_fn(move |req| hcm.clone().handle(req, connection.clone()));
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!("connection ended: {e}");
             }

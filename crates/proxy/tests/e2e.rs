@@ -314,3 +314,70 @@ async fn malformed_and_oversized_requests_are_refused() {
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok:?}");
     server.stop();
 }
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_read_envoy_properties_with_envoys_encodings() {
+    let up = upstream().await;
+    let to_upstream = |path: &str, header: &str| serde_json::json!(["property_header", path, "0", header]);
+    let to_client = |path: &str, header: &str| serde_json::json!(["property_header", path, "2", header]);
+    let probe = serde_json::json!({
+        "phases": {
+            "request_headers": [
+                to_upstream("request.method", "p-method"),
+                to_upstream("request.path", "p-path"),
+                to_upstream("request.url_path", "p-url-path"),
+                to_upstream("request.query", "p-query"),
+                to_upstream("request.host", "p-host"),
+                to_upstream("request.protocol", "p-protocol"),
+                to_upstream("request.headers.x-user", "p-user"),
+                to_upstream("source.address", "p-source"),
+                to_upstream("destination.port", "p-dport"),
+                to_upstream("connection.id", "p-conn"),
+                to_upstream("plugin_name", "p-plugin"),
+                to_upstream("request.time", "p-time"),
+                to_upstream("nope.nothing", "p-nope"),
+                ["set_property", "my_state", "v1"],
+            ],
+            "response_headers": [
+                to_client("response.code", "p-code"),
+                to_client("upstream.address", "p-upstream"),
+                to_client("xds.cluster_name", "p-cluster"),
+                to_client("my_state", "p-state"),
+            ],
+        }
+    });
+    let server = start(&config(up, &wasm_filter("props", "probe.wasm", &probe.to_string(), "")));
+    let addr = server.listeners[0].1;
+    let r = get(addr, "/props?x=1", &[("x-user", "alice")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = |name: &str| {
+        r.body
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("{name} not in {}", r.body))
+            .to_string()
+    };
+    assert_eq!(seen("p-method"), format!("0:{}", hex(b"GET")));
+    assert_eq!(seen("p-path"), format!("0:{}", hex(b"/props?x=1")));
+    assert_eq!(seen("p-url-path"), format!("0:{}", hex(b"/props")));
+    assert_eq!(seen("p-query"), format!("0:{}", hex(b"x=1")));
+    assert_eq!(seen("p-host"), format!("0:{}", hex(addr.to_string().as_bytes())));
+    assert_eq!(seen("p-protocol"), format!("0:{}", hex(b"HTTP/1.1")));
+    assert_eq!(seen("p-user"), format!("0:{}", hex(b"alice")));
+    assert!(seen("p-source").starts_with(&format!("0:{}", hex(b"127.0.0.1:"))));
+    assert_eq!(seen("p-dport"), format!("0:{}", hex(&i64::from(addr.port()).to_le_bytes())), "int64 little-endian");
+    let conn = seen("p-conn");
+    assert!(conn.starts_with("0:") && conn.len() == 2 + 16 && conn != format!("0:{}", "0".repeat(16)), "{conn}");
+    assert_eq!(seen("p-plugin"), format!("0:{}", hex(b"props")));
+    assert_eq!(seen("p-time").len(), 2 + 16, "a timestamp is int64 nanoseconds");
+    assert_eq!(seen("p-nope"), "1:", "NOT_FOUND");
+    assert_eq!(header(&r, "p-code"), format!("0:{}", hex(&200i64.to_le_bytes())));
+    assert_eq!(header(&r, "p-upstream"), format!("0:{}", hex(up.to_string().as_bytes())));
+    assert_eq!(header(&r, "p-cluster"), format!("0:{}", hex(b"upstream")));
+    assert_eq!(header(&r, "p-state"), format!("0:{}", hex(b"v1")), "set_property is read back from filter state");
+    server.stop();
+}

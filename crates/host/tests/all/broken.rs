@@ -61,7 +61,17 @@ fn abi_0_1_0_plugins_get_two_argument_callbacks_and_old_semantics() {
     let ctx = h.http_stream(GET);
     assert_eq!(h.vm.on_request_headers(ctx, false).unwrap(), FilterHeadersStatus::StopAllIterationAndWatermark);
     assert_eq!(h.take_logs(), vec!["missing header: OK and empty"]);
-    assert_eq!(h.vm.take_actions(), vec![(ctx, StreamAction::Continue(StreamType::HttpRequest))]);
+    assert_eq!(
+        h.vm.take_actions(),
+        vec![(ctx, StreamAction::Continue(StreamType::HttpRequest)), (ctx, StreamAction::ClearRouteCache)]
+    );
+    h.vm.stream(ctx).unwrap().response_headers = Some(wasmproxy_host::Headers::from_pairs([(":status", "200")]));
+    assert_eq!(
+        h.vm.on_response_headers(ctx, false).unwrap(),
+        FilterHeadersStatus::Continue,
+        "2-argument response callback"
+    );
+    assert_eq!(h.vm.take_actions(), vec![(ctx, StreamAction::Continue(StreamType::HttpResponse))]);
 }
 
 #[test]

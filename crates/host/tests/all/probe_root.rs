@@ -70,13 +70,23 @@ fn log_lines_carry_level_and_envoy_prefix() {
     );
     let logs = std::mem::take(&mut h.rec.borrow_mut().logs);
     let find = |m: &str| logs.iter().find(|(_, _, msg)| msg == m).unwrap_or_else(|| panic!("no log {m:?} in {logs:?}"));
-    assert_eq!(find("t"), &(LogLevel::Trace, " p r v".into(), "t".into()));
+    assert_eq!(
+        find("t"),
+        &(LogLevel::Trace, " r v".into(), "t".into()),
+        "root contexts log without the plugin name, as Envoy"
+    );
     assert_eq!(find("e").0, LogLevel::Error);
     assert_eq!(find("to stdout").0, LogLevel::Info);
     assert_eq!(find("to stderr").0, LogLevel::Error);
     find("configure log 9 bad level => status=2");
     find("configure log_level => status=0 value=1");
     find("configure bad_pointer => status=6");
+    // A stream context's lines carry the plugin's name too.
+    let mut h = h;
+    let ctx = h.http_stream(GET);
+    h.vm.on_request_headers(ctx, false).unwrap();
+    let logs = std::mem::take(&mut h.rec.borrow_mut().logs);
+    assert_eq!(logs[1], (LogLevel::Info, " p r v".into(), format!("request_headers ctx={ctx} n=4 eos=false")));
 }
 
 #[test]

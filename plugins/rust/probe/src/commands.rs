@@ -128,6 +128,19 @@ fn execute(command: &[String]) -> Result<Outcome, String> {
             };
             with_value(s, hex(out.take()))
         }
+        "property_header" => {
+            // Puts a property where an end-to-end test can see it: header HEADER of map
+            // MAP gets `<status>:<hex of the value>`.
+            let (path, map, header) = (a.str(1)?.replace('.', "\0"), a.num(2)?, a.str(3)?);
+            let mut out = Returned::new();
+            let s = unsafe {
+                raw::proxy_get_property(path.as_ptr(), path.len(), &mut out.ptr, &mut out.len)
+            };
+            let value = format!("{s}:{}", hex(out.take()));
+            status(unsafe {
+                raw::proxy_add_header_map_value(map, header.as_ptr(), header.len(), value.as_ptr(), value.len())
+            })
+        }
         "set_property" => {
             let (path, value) = (a.str(1)?.replace('.', "\0"), a.opt(2));
             status(unsafe {
@@ -300,9 +313,6 @@ fn execute(command: &[String]) -> Result<Outcome, String> {
         }
         "continue" => status(unsafe { raw::proxy_continue_stream(a.num(1)?) }),
         "close" => status(unsafe { raw::proxy_close_stream(a.num(1)?) }),
-        "continue_request" => status(unsafe { raw::proxy_continue_request() }),
-        "continue_response" => status(unsafe { raw::proxy_continue_response() }),
-        "clear_route_cache" => status(unsafe { raw::proxy_clear_route_cache() }),
 
         // === misc hostcalls ===
         "set_tick" => status(unsafe { raw::proxy_set_tick_period_milliseconds(a.num(1)?) }),

@@ -1,7 +1,8 @@
 //! Raw `env.proxy_*` imports that return the host's status as a plain number, plus the
 //! helpers around them (taking host-allocated data, the header "pairs" codec).
 //!
-//! Signatures follow the Proxy-Wasm ABI v0.2.1 (and the three v0.1.0 stream calls);
+//! Signatures follow the Proxy-Wasm ABI v0.2.1 (no 0.1.0-only imports: Envoy refuses a
+//! 0.2.1 module that imports them, and the probe must also run on Envoy);
 //! they match the Rust SDK's own declarations at the wasm level (every enum is an i32).
 
 use std::ptr::null_mut;
@@ -144,10 +145,6 @@ extern "C" {
     ) -> u32;
     pub fn proxy_continue_stream(stream_type: u32) -> u32;
     pub fn proxy_close_stream(stream_type: u32) -> u32;
-    // ABI v0.1.0 stream calls.
-    pub fn proxy_continue_request() -> u32;
-    pub fn proxy_continue_response() -> u32;
-    pub fn proxy_clear_route_cache() -> u32;
 
     pub fn proxy_call_foreign_function(
         name: *const u8,

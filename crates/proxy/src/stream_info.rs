@@ -1,0 +1,202 @@
+//! What the proxy knows about one stream, and Envoy's attributes computed from it
+//! (`request.*`, `response.*`, `source.*`, `destination.*`, `connection.*`,
+//! `upstream.*`, `xds.*`, filter state), encoded as Envoy encodes them.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use wasmproxy_abi::Status;
+use wasmproxy_abi::property::PropertyValue;
+use wasmproxy_host::Headers;
+
+/// The connection a stream arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// Envoy's `connection.id`: unique per process.
+    pub id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The address the client connected to.
+    pub local: SocketAddr,
+}
+
+/// One stream, shared by the HTTP connection manager and the plugins' property lookups.
+#[derive(Debug)]
+pub struct StreamInfo {
+    /// The connection.
+    pub connection: Rc<ConnectionInfo>,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
+    pub protocol: &'static str,
+    /// When the request started.
+    pub start: SystemTime,
+    started: Instant,
+    /// The request headers as the filters left them so far.
+    pub request_headers: Headers,
+    /// Whether the current context may see them: as in Envoy, only in the request-headers
+    /// phase (until the filter continues) and in the access-log phase.
+    pub request_headers_visible: bool,
+    /// Request body bytes.
+    pub request_body_size: u64,
+    /// Set once the response headers are known.
+    pub response_headers: Option<Headers>,
+    /// Response body bytes.
+    pub response_body_size: u64,
+    /// Envoy's response code details (`via_upstream`, `direct_response`, ...).
+    pub response_code_details: String,
+    /// The endpoint the request went to.
+    pub upstream: Option<SocketAddr>,
+    /// The matched route's name.
+    pub route_name: String,
+    /// The cluster of the matched route.
+    pub cluster_name: String,
+    /// Set when the stream is complete.
+    pub duration: Option<std::time::Duration>,
+    /// Filter state written by `proxy_set_property` (Envoy's `wasm.<path>` objects).
+    pub filter_state: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+/// A stream's info, shared on one worker.
+pub type StreamRef = Rc<RefCell<StreamInfo>>;
+
+impl StreamInfo {
+    /// A new stream on a connection.
+    pub fn new(connection: Rc<ConnectionInfo>, protocol: &'static str) -> StreamInfo {
+        StreamInfo {
+            connection,
+            protocol,
+            start: SystemTime::now(),
+            started: Instant::now(),
+            request_headers: Headers::new(),
+            request_headers_visible: false,
+            request_body_size: 0,
+            response_headers: None,
+            response_body_size: 0,
+            response_code_details: String::new(),
+            upstream: None,
+            route_name: String::new(),
+            cluster_name: String::new(),
+            duration: None,
+            filter_state: HashMap::new(),
+        }
+    }
+
+    /// Marks the stream complete (for `request.duration`).
+    pub fn complete(&mut self) {
+        self.duration = Some(self.started.elapsed());
+    }
+
+    /// Envoy's value for an attribute path, encoded; NOT_FOUND for what is not known.
+    pub fn property(&self, path: &[&[u8]]) -> Result<Vec<u8>, Status> {
+        let text = |s: &str| Ok(PropertyValue::from(s));
+        let value: Result<PropertyValue, Status> = match path {
+            [b"request", field, rest @ ..] => return self.request(field, rest),
+            [b"response", field, rest @ ..] => return self.response(field, rest),
+            [b"source", b"address"] => text(&self.connection.peer.to_string()),
+            [b"source", b"port"] => Ok(PropertyValue::Int(self.connection.peer.port().into())),
+            [b"destination", b"address"] => text(&self.connection.local.to_string()),
+            [b"destination", b"port"] => Ok(PropertyValue::Int(self.connection.local.port().into())),
+            [b"connection", b"id"] => Ok(PropertyValue::Uint(self.connection.id)),
+            [b"connection", b"mtls"] => Ok(PropertyValue::Bool(false)),
+            [b"connection", b"requested_server_name"] => text(""),
+            [b"upstream", b"address"] => {
+                self.upstream.map(|u| PropertyValue::from(u.to_string())).ok_or(Status::NotFound)
+            }
+            [b"upstream", b"port"] => {
+                self.upstream.map(|u| PropertyValue::Int(u.port().into())).ok_or(Status::NotFound)
+            }
+            [b"xds", b"route_name"] | [b"route_name"] => text(&self.route_name),
+            [b"xds", b"cluster_name"] | [b"cluster_name"] if !self.cluster_name.is_empty() => text(&self.cluster_name),
+            [name] => return self.filter_state.get(&filter_state_key(name)).cloned().ok_or(Status::NotFound),
+            _ => Err(Status::NotFound),
+        };
+        value.map(|v| v.encode())
+    }
+
+    fn request(&self, field: &[u8], rest: &[&[u8]]) -> Result<Vec<u8>, Status> {
+        match field {
+            b"protocol" | b"time" | b"duration" | b"size" | b"total_size" => {}
+            _ if !self.request_headers_visible => return Err(Status::NotFound),
+            _ => {}
+        }
+        let empty = Headers::new();
+        let h = if self.request_headers_visible { &self.request_headers } else { &empty };
+        let header = |name: &[u8]| h.get(name).map(|v| PropertyValue::Bytes(v.to_vec())).ok_or(Status::NotFound);
+        let full_path = h.get(b":path").unwrap_or_default();
+        let (path, query) = match full_path.iter().position(|b| *b == b'?') {
+            Some(i) => (&full_path[..i], &full_path[i + 1..]),
+            None => (full_path, &b""[..]),
+        };
+        let value = match (field, rest) {
+            (b"headers", []) => PropertyValue::Map(header_map(h)),
+            (b"headers", [name]) => return joined_header(h, name),
+            (b"path", []) => header(b":path")?,
+            (b"url_path", []) => PropertyValue::Bytes(path.to_vec()),
+            (b"query", []) => PropertyValue::Bytes(query.to_vec()),
+            (b"host", []) => header(b":authority")?,
+            (b"scheme", []) => header(b":scheme")?,
+            (b"method", []) => header(b":method")?,
+            (b"referer", []) => header(b"referer")?,
+            (b"useragent", []) => header(b"user-agent")?,
+            (b"id", []) => header(b"x-request-id")?,
+            (b"protocol", []) => PropertyValue::from(self.protocol),
+            (b"time", []) => PropertyValue::Nanos(nanos(self.start)),
+            (b"duration", []) => PropertyValue::Nanos(self.duration.ok_or(Status::NotFound)?.as_nanos() as i64),
+            (b"size", []) => PropertyValue::Int(self.request_body_size as i64),
+            (b"total_size", []) => PropertyValue::Int((self.request_body_size + h.byte_size() as u64) as i64),
+            _ => return Err(Status::NotFound),
+        };
+        Ok(value.encode())
+    }
+
+    fn response(&self, field: &[u8], rest: &[&[u8]]) -> Result<Vec<u8>, Status> {
+        let h = self.response_headers.as_ref().ok_or(Status::NotFound)?;
+        let value = match (field, rest) {
+            (b"code", []) => {
+                let code = h.get(b":status").and_then(|s| std::str::from_utf8(s).ok()?.parse::<i64>().ok());
+                PropertyValue::Int(code.ok_or(Status::NotFound)?)
+            }
+            (b"code_details", []) => PropertyValue::from(self.response_code_details.as_str()),
+            (b"flags", []) => PropertyValue::Int(0),
+            (b"headers", []) => PropertyValue::Map(header_map(h)),
+            (b"headers", [name]) => return joined_header(h, name),
+            (b"size", []) => PropertyValue::Int(self.response_body_size as i64),
+            (b"total_size", []) => PropertyValue::Int((self.response_body_size + h.byte_size() as u64) as i64),
+            _ => return Err(Status::NotFound),
+        };
+        Ok(value.encode())
+    }
+}
+
+/// Envoy's filter-state key for a property a plugin sets: `wasm.<path>`.
+pub fn filter_state_key(path: &[u8]) -> Vec<u8> {
+    let mut key = b"wasm.".to_vec();
+    key.extend_from_slice(path);
+    key
+}
+
+/// A header map as Envoy serializes it for `request.headers`: one entry per name, values
+/// of repeated names joined with `,`.
+fn header_map(h: &Headers) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (k, v) in h.iter() {
+        match out.iter_mut().find(|(name, _)| name == k) {
+            Some((_, joined)) => {
+                joined.push(b',');
+                joined.extend_from_slice(v);
+            }
+            None => out.push((k.to_vec(), v.to_vec())),
+        }
+    }
+    out
+}
+
+fn joined_header(h: &Headers, name: &[u8]) -> Result<Vec<u8>, Status> {
+    header_map(h).into_iter().find(|(k, _)| k == name).map(|(_, v)| v).ok_or(Status::NotFound)
+}
+
+fn nanos(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
