@@ -39,6 +39,8 @@ pub enum UpstreamError {
     ConnectionFailure(String),
     /// The route's timeout passed.
     Timeout,
+    /// The response body is over the limit of what is read into memory.
+    ResponseTooLarge,
 }
 
 /// A response from an upstream, read whole.
@@ -135,7 +137,14 @@ impl Cluster {
             let response =
                 self.client.request(request).await.map_err(|e| UpstreamError::ConnectionFailure(e.to_string()))?;
             let (parts, body) = response.into_parts();
-            let collected = body.collect().await.map_err(|e| UpstreamError::ConnectionFailure(e.to_string()))?;
+            let collected =
+                http_body_util::Limited::new(body, crate::hcm::MAX_BODY_BYTES).collect().await.map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        UpstreamError::ResponseTooLarge
+                    } else {
+                        UpstreamError::ConnectionFailure(e.to_string())
+                    }
+                })?;
             let trailers = collected.trailers().map(convert::response_headers_plain).unwrap_or_default();
             Ok(UpstreamResponse {
                 headers: convert::response_headers(parts.status, &parts.headers),

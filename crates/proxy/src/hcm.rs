@@ -32,6 +32,9 @@ pub struct Hcm {
 
 type Body = Full<Bytes>;
 
+/// The most body bytes read into memory for one request or response.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
 enum Outcome {
     Respond(Headers, Bytes),
     Reset,
@@ -58,8 +61,13 @@ impl Hcm {
         if headers.get(b"x-forwarded-proto").is_none() {
             headers.add(b"x-forwarded-proto", b"http");
         }
-        let mut body = match body.collect().await {
+        // Bodies are read whole (streaming chunk by chunk is still to come), so they are
+        // capped: over the cap, Envoy's answer for a body over its buffer limit.
+        let mut body = match http_body_util::Limited::new(body, MAX_BODY_BYTES).collect().await {
             Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large"));
+            }
             Err(_) => return Ok(plain(StatusCode::BAD_REQUEST, "")),
         };
         info.borrow_mut().request_body_size = body.len() as u64;
@@ -282,6 +290,7 @@ fn upstream_error_reply(e: &UpstreamError) -> (u16, &'static str) {
             (503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure")
         }
         UpstreamError::Timeout => (504, "upstream request timeout"),
+        UpstreamError::ResponseTooLarge => (500, "Internal Server Error"),
     }
 }
 

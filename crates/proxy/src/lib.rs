@@ -5,6 +5,7 @@
 //! `SO_REUSEPORT` listener sockets, its own upstream clients and its own instance of
 //! every plugin VM: nothing is locked per request.
 
+mod admin;
 mod cluster;
 mod convert;
 mod hcm;

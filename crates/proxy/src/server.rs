@@ -58,6 +58,8 @@ pub struct Server;
 pub struct RunningServer {
     /// Each listener's name and bound address (port 0 resolved).
     pub listeners: Vec<(String, SocketAddr)>,
+    /// The admin listener's bound address, if configured.
+    pub admin: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
@@ -96,6 +98,22 @@ impl Server {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut workers = Vec::new();
+        let mut admin = None;
+        if let Some(a) = &config.admin {
+            let text = format!("{}:{}", a.address.address, a.address.port);
+            let bind_error = |error| ServerError::Bind { name: "admin".into(), address: text.clone(), error };
+            let addr = (a.address.address.as_str(), a.address.port)
+                .to_socket_addrs()
+                .map_err(bind_error)?
+                .next()
+                .ok_or_else(|| bind_error(std::io::Error::other("no address")))?;
+            let (bound, handle) =
+                crate::admin::start(addr, engine.shared().clone(), shutdown_rx.clone()).map_err(bind_error)?;
+            tracing::info!("admin on {bound}");
+            admin = Some(bound);
+            workers.push(handle);
+        }
+
         for (i, sockets) in sockets.into_iter().enumerate() {
             let setup = WorkerSetup {
                 config: config.clone(),
@@ -111,7 +129,7 @@ impl Server {
             workers.push(handle);
         }
         drop(ready_tx);
-        let server = RunningServer { listeners, shutdown, workers };
+        let server = RunningServer { listeners, admin, shutdown, workers };
         for _ in 0..concurrency {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}

@@ -381,3 +381,22 @@ async fn plugins_read_envoy_properties_with_envoys_encodings() {
     assert_eq!(header(&r, "p-state"), format!("0:{}", hex(b"v1")), "set_property is read back from filter state");
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_reach_the_upstream_and_oversized_ones_get_413() {
+    let up = upstream().await;
+    let server = start(&config(up, ""));
+    let addr = server.listeners[0].1;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let post = |body: Bytes| {
+        http::Request::builder().method("POST").uri(format!("http://{addr}/upload")).body(Full::new(body)).unwrap()
+    };
+    let response = client.request(post(Bytes::from_static(b"small body"))).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&text).contains("body: small body\n"));
+    let huge = Bytes::from(vec![b'x'; 17 << 20]);
+    let response = client.request(post(huge)).await.unwrap();
+    assert_eq!(response.status(), 413);
+    server.stop();
+}

@@ -65,6 +65,9 @@ pub fn run(o: ServeOptions) -> anyhow::Result<()> {
     for (name, addr) in &server.listeners {
         eprintln!("wasmproxy: listener {name} on {addr}");
     }
+    if let Some(addr) = server.admin {
+        eprintln!("wasmproxy: admin on {addr}");
+    }
     server.wait();
     Ok(())
 }

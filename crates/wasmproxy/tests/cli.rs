@@ -17,17 +17,42 @@ fn wasmproxy() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wasmproxy"))
 }
 
-/// The example config on port 0, with the plugin path made absolute, in a temp file.
-fn example_on_port_zero() -> PathBuf {
-    let example = repo().join("examples/header_filter");
+/// An example's config with every port 0, in a temp dir beside a copy of its plugin.
+fn example_on_port_zero(name: &str) -> PathBuf {
+    let example = repo().join("examples").join(name);
+    let dir = std::env::temp_dir().join(format!("wasmproxy-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(example.join(format!("{name}.wasm")), dir.join(format!("{name}.wasm"))).unwrap();
     let yaml = std::fs::read_to_string(example.join("envoy.yaml")).unwrap();
-    let yaml = yaml.replace("port_value: 10000", "port_value: 0").replace(
-        "filename: header_filter.wasm",
-        &format!("filename: {}", example.join("header_filter.wasm").display()),
-    );
-    let path = std::env::temp_dir().join(format!("wasmproxy-cli-{}.yaml", std::process::id()));
+    let yaml = yaml.replace("port_value: 10000", "port_value: 0").replace("port_value: 9901", "port_value: 0");
+    let path = dir.join("envoy.yaml");
     std::fs::write(&path, yaml).unwrap();
     path
+}
+
+/// Starts the binary on a config; returns it with the addresses it printed (listener, admin).
+fn serve(config: &std::path::Path) -> (Running, String, Option<String>) {
+    let wants_admin = std::fs::read_to_string(config).unwrap().contains("admin:");
+    let mut child = wasmproxy()
+        .args(["-c", config.to_str().unwrap(), "--concurrency", "2", "--log-level", "warn"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let running = Running(child);
+    let (mut listener, mut admin) = (None, None);
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("wasmproxy: listener main on ") {
+            listener = Some(rest.to_string());
+        } else if let Some(rest) = line.strip_prefix("wasmproxy: admin on ") {
+            admin = Some(rest.to_string());
+        }
+        if listener.is_some() && (admin.is_some() || !wants_admin) {
+            break;
+        }
+    }
+    (running, listener.expect("the server printed its listener address"), admin)
 }
 
 struct Running(Child);
@@ -50,23 +75,8 @@ fn http_get(addr: &str, path: &str, headers: &str) -> String {
 
 #[test]
 fn serves_the_example_config_with_its_plugin() {
-    let config = example_on_port_zero();
-    let mut child = wasmproxy()
-        .args(["-c", config.to_str().unwrap(), "--concurrency", "2", "--log-level", "warn"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let _running = Running(child);
-    let mut addr = None;
-    for line in stderr.lines() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("wasmproxy: listener main on ") {
-            addr = Some(rest.to_string());
-            break;
-        }
-    }
-    let addr = addr.expect("the server printed its listener address");
+    let config = example_on_port_zero("header_filter");
+    let (_running, addr, _) = serve(&config);
     let response = http_get(&addr, "/", "x-user: alice\r\n");
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     let lower = response.to_ascii_lowercase();
@@ -76,7 +86,26 @@ fn serves_the_example_config_with_its_plugin() {
         assert!(lower.contains(expected), "missing {expected:?} in {response}");
     }
     assert!(response.ends_with("hello from wasmproxy\n"), "{response}");
-    let _ = std::fs::remove_file(config);
+}
+
+#[test]
+fn the_talk_demo_counts_hello_requests_on_the_admin_port() {
+    let config = example_on_port_zero("talk_demo");
+    let (_running, addr, admin) = serve(&config);
+    let admin = admin.expect("the admin address was printed");
+    let response = http_get(&addr, "/", "hello: world\r\n");
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.contains("x-wasm-demo: hello from a plugin\r\n"), "{response}");
+    assert!(response.contains("x-powered-by: proxy-wasm\r\n"), "{response}");
+    assert!(response.ends_with("hello world\n"), "{response}");
+    http_get(&addr, "/", "");
+    http_get(&addr, "/", "hello: again\r\n");
+    let prometheus = http_get(&admin, "/stats/prometheus", "");
+    assert!(prometheus.contains("# TYPE hello_header_counter counter\nhello_header_counter{} 2\n"), "{prometheus}");
+    let stats = http_get(&admin, "/stats", "");
+    assert!(stats.contains("wasmcustom.hello_header_counter: 2\n"), "{stats}");
+    assert!(http_get(&admin, "/ready", "").ends_with("\r\n\r\nLIVE\n"));
+    assert!(http_get(&admin, "/nope", "").starts_with("HTTP/1.1 404"));
 }
 
 #[test]
