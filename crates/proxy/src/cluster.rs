@@ -129,6 +129,12 @@ impl Cluster {
         if let Ok(host) = http::HeaderValue::from_bytes(headers.get(b":authority").unwrap_or_default()) {
             map.insert(http::header::HOST, host);
         }
+        // The body is sent whole, so its length is known: a plugin that rewrote the body
+        // cannot leave a stale content-length behind (Envoy would forward it as is).
+        map.remove(http::header::TRANSFER_ENCODING);
+        if !body.is_empty() || map.contains_key(http::header::CONTENT_LENGTH) {
+            map.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+        }
         if let Some(h) = request.headers_mut() {
             *h = map;
         }

@@ -400,3 +400,91 @@ async fn request_bodies_reach_the_upstream_and_oversized_ones_get_413() {
     assert_eq!(response.status(), 413);
     server.stop();
 }
+
+async fn post(addr: SocketAddr, path: &str, body: &'static str) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{path}"))
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    Reply { status, headers, body }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_rewrite_request_and_response_bodies() {
+    let up = upstream().await;
+    let probe = serde_json::json!({"phases": {
+        "request_body": [["set_buffer", "0", "0", "1000", "rewritten request"]],
+        "response_body": [["set_buffer", "1", "0", "0", "[prefix] "], ["set_buffer", "1", "100000", "0", " [suffix]"]],
+    }});
+    let server = start(&config(up, &wasm_filter("bodies", "probe.wasm", &probe.to_string(), "")));
+    let r = post(server.listeners[0].1, "/echo", "original request").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with("[prefix] POST /echo\n"), "{}", r.body);
+    assert!(r.body.contains("body: rewritten request\n"), "{}", r.body);
+    assert!(r.body.ends_with(" [suffix]"), "{}", r.body);
+    assert_eq!(header(&r, "content-length"), r.body.len().to_string(), "content-length follows the new body");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_replies_from_the_response_phase() {
+    let up = upstream().await;
+    let probe = serde_json::json!({"phases": {"response_headers": [["send_local_response", "418", "teapot", "x-from=response"]]}});
+    let server = start(&config(up, &wasm_filter("late", "probe.wasm", &probe.to_string(), "")));
+    let r = get(server.listeners[0].1, "/x", &[]).await;
+    assert_eq!((r.status, r.body.as_str(), header(&r, "x-from")), (418, "teapot", "response"));
+    assert_eq!(header(&r, "x-upstream"), "<none>", "the upstream's response is replaced");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_filters_run_in_order_with_struct_configuration_and_the_go_plugin() {
+    let up = upstream().await;
+    // Three filters: the Rust header filter configured with a google.protobuf.Struct
+    // (passed to the plugin as JSON text), the probe changing x-user, and the Go header
+    // filter. Requests go through them in order, responses in reverse order.
+    let first = format!(
+        r#"          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: first
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.Struct
+                  value:
+                    request_header: x-user
+                    response_headers: [["x-first", "rust"]]
+                vm_config:
+                  code: {{ local: {{ filename: "{}" }} }}
+"#,
+        plugin("header_filter.wasm")
+    );
+    let add =
+        serde_json::json!({"phases": {"request_headers": [["replace_header", "0", "x-user", "changed-by-probe"]]}});
+    let second = wasm_filter("second", "probe.wasm", &add.to_string(), "");
+    let third = wasm_filter(
+        "third",
+        "go_header_filter.wasm",
+        r#"{"request_header": "x-user", "response_headers": [["x-third", "go"]]}"#,
+        "",
+    );
+    let server = start(&config(up, &format!("{first}{second}{third}")));
+    let r = get(server.listeners[0].1, "/x", &[("x-user", "alice")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(header(&r, "x-first"), "rust");
+    assert_eq!(header(&r, "x-third"), "go");
+    assert!(r.body.contains("x-user: changed-by-probe\n"), "the upstream sees the probe's change: {}", r.body);
+    let seen: Vec<&str> = r.headers.get_all("x-request-header").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(
+        seen,
+        ["changed-by-probe", "alice"],
+        "the Go filter (after the probe) saw its change; the first did not"
+    );
+    server.stop();
+}
