@@ -16,7 +16,7 @@ use crate::cluster::{Clusters, UpstreamError};
 use crate::convert;
 use crate::routing::RouteTable;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
-use crate::wasm_filter::{FilterStream, LocalReply, PluginInstance, Verdict};
+use crate::wasm_filter::{FilterSlot, FilterStream, LocalReply, Verdict};
 
 /// One listener's HTTP connection manager on one worker.
 pub struct Hcm {
@@ -25,7 +25,7 @@ pub struct Hcm {
     /// The compiled routes.
     pub routes: RouteTable,
     /// The Wasm filters, in order (the router is implicit, last).
-    pub filters: Vec<Rc<PluginInstance>>,
+    pub filters: Vec<FilterSlot>,
     /// This worker's clusters.
     pub clusters: Rc<Clusters>,
 }
@@ -217,8 +217,8 @@ impl Hcm {
 
     /// Envoy's failure policy: FAIL_CLOSED answers 503 (details `wasm_fail_stream`);
     /// FAIL_OPEN (and, until reloading lands, FAIL_RELOAD) skips the filter.
-    fn on_failure(&self, filter: &PluginInstance) -> Option<Outcome> {
-        match filter.failure_policy() {
+    fn on_failure(&self, filter: &FilterSlot) -> Option<Outcome> {
+        match filter.failure_policy {
             FailurePolicy::FailClosed => {
                 Some(self.local_reply(LocalReply { status: 503, body: Vec::new(), headers: Headers::new() }))
             }

@@ -45,12 +45,27 @@ pub enum Verdict {
     Failed,
 }
 
-/// One plugin's VM on one worker.
+/// One Wasm filter in a chain: a root context in a (possibly shared) VM.
+pub struct FilterSlot {
+    /// The VM.
+    pub vm: Rc<PluginInstance>,
+    /// This plugin's root context in it.
+    pub root: u32,
+    /// What to do when the VM fails.
+    pub failure_policy: FailurePolicy,
+}
+
+impl FilterSlot {
+    /// A new stream through this plugin.
+    pub fn start_stream(&self, info: &StreamRef) -> Result<FilterStream, VmError> {
+        self.vm.start_stream(self.root, info)
+    }
+}
+
+/// One VM on one worker, shared by every plugin with the same VM key (vm_id, VM
+/// configuration, code), each with its own root context, as in Envoy.
 pub struct PluginInstance {
-    /// The plugin's configuration.
-    pub config: WasmPlugin,
     vm: RefCell<WasmVm>,
-    root: u32,
     waiters: RefCell<HashMap<u32, mpsc::UnboundedSender<StreamAction>>>,
     ticks: Rc<Notify>,
     streams: StreamsByContext,
@@ -139,8 +154,8 @@ impl Embedder for WorkerEmbedder {
 }
 
 impl PluginInstance {
-    /// Starts the plugin's VM on this worker, with its root context, its timer and its
-    /// queue notifications running as local tasks.
+    /// Starts a VM on this worker, with its timers and queue notifications running as
+    /// local tasks; plugins are added with [`PluginInstance::add_plugin`].
     pub fn start(
         module: &Arc<PluginModule>,
         config: &WasmPlugin,
@@ -157,16 +172,9 @@ impl PluginInstance {
             queue_tx,
             streams: streams.clone(),
         };
-        let mut vm = WasmVm::new(module, vm_config(config), Box::new(embedder))?;
-        let root = vm.create_root_context(Arc::new(plugin_config(config)))?;
-        let instance = Rc::new(PluginInstance {
-            config: config.clone(),
-            vm: RefCell::new(vm),
-            root,
-            waiters: RefCell::new(HashMap::new()),
-            ticks,
-            streams,
-        });
+        let vm = WasmVm::new(module, vm_config(config), Box::new(embedder))?;
+        let instance =
+            Rc::new(PluginInstance { vm: RefCell::new(vm), waiters: RefCell::new(HashMap::new()), ticks, streams });
         let _ = cell.set(Rc::downgrade(&instance));
         let weak = Rc::downgrade(&instance);
         tokio::task::spawn_local(async move {
@@ -222,18 +230,17 @@ impl PluginInstance {
         }
     }
 
-    /// A new stream through this plugin.
-    pub fn start_stream(self: &Rc<Self>, info: &StreamRef) -> Result<FilterStream, VmError> {
-        let ctx = self.vm.borrow_mut().create_context(self.root, ContextKind::Http)?;
+    /// Adds a plugin: its root context, configured (`on_vm_start`, `on_configure`).
+    pub fn add_plugin(&self, config: &WasmPlugin) -> Result<u32, VmError> {
+        self.vm.borrow_mut().create_root_context(Arc::new(plugin_config(config)))
+    }
+
+    fn start_stream(self: &Rc<Self>, root: u32, info: &StreamRef) -> Result<FilterStream, VmError> {
+        let ctx = self.vm.borrow_mut().create_context(root, ContextKind::Http)?;
         let (tx, rx) = mpsc::unbounded_channel();
         self.waiters.borrow_mut().insert(ctx, tx);
         self.streams.borrow_mut().insert(ctx, info.clone());
         Ok(FilterStream { instance: self.clone(), ctx, rx })
-    }
-
-    /// The plugin's failure policy.
-    pub fn failure_policy(&self) -> FailurePolicy {
-        self.config.failure_policy
     }
 }
 

@@ -17,7 +17,7 @@ use crate::cluster::Clusters;
 use crate::hcm::Hcm;
 use crate::routing::RouteTable;
 use crate::stream_info::ConnectionInfo;
-use crate::wasm_filter::PluginInstance;
+use crate::wasm_filter::{FilterSlot, PluginInstance};
 
 /// What a worker is given to start.
 pub struct WorkerSetup {
@@ -77,6 +77,7 @@ pub fn run(setup: WorkerSetup, ready: std::sync::mpsc::Sender<Result<(), String>
 async fn build(setup: &WorkerSetup) -> Result<Vec<Option<Rc<Hcm>>>, String> {
     let clusters = Rc::new(Clusters::new(&setup.config.clusters).await?);
     let mut hcms = Vec::new();
+    let mut vms: HashMap<(String, Vec<u8>, String), Rc<PluginInstance>> = HashMap::new();
     for (li, listener) in setup.config.listeners.iter().enumerate() {
         let Some(NetworkFilter::HttpConnectionManager(config)) =
             listener.filter_chain.filters.iter().find(|f| matches!(f, NetworkFilter::HttpConnectionManager(_)))
@@ -89,9 +90,19 @@ async fn build(setup: &WorkerSetup) -> Result<Vec<Option<Rc<Hcm>>>, String> {
         for (fi, filter) in config.http_filters.iter().enumerate() {
             if let HttpFilter::Wasm(plugin) = filter {
                 let module = setup.modules.get(&(li, fi)).ok_or("internal: a plugin module is missing")?;
-                let instance = PluginInstance::start(module, plugin, clusters.clone())
-                    .map_err(|e| format!("listener {}: Wasm filter {:?}: {e}", listener.name, plugin.name))?;
-                filters.push(instance);
+                let fail = |e| format!("listener {}: Wasm filter {:?}: {e}", listener.name, plugin.name);
+                // Envoy's VM key: plugins with the same vm_id, VM configuration and code share a VM.
+                let key = (plugin.vm.vm_id.clone(), plugin.vm.configuration.clone(), module.sha256_hex());
+                let vm = match vms.get(&key) {
+                    Some(vm) => Rc::clone(vm),
+                    None => {
+                        let vm = PluginInstance::start(module, plugin, clusters.clone()).map_err(fail)?;
+                        vms.insert(key, vm.clone());
+                        vm
+                    }
+                };
+                let root = vm.add_plugin(plugin).map_err(fail)?;
+                filters.push(FilterSlot { vm, root, failure_policy: plugin.failure_policy });
             }
         }
         hcms.push(Some(Rc::new(Hcm { config: (**config).clone(), routes, filters, clusters: clusters.clone() })));

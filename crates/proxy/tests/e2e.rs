@@ -488,3 +488,29 @@ async fn several_filters_run_in_order_with_struct_configuration_and_the_go_plugi
     );
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_with_the_same_vm_key_share_one_vm_per_worker() {
+    let up = upstream().await;
+    let count =
+        |header: &str| serde_json::json!({"phases": {"request_headers": [["vm_counter", "0", header]]}}).to_string();
+    let filter = |name: &str, header: &str, vm_id: &str| {
+        wasm_filter(name, "probe.wasm", &count(header), &format!("root_id: {name}")).replace(
+            "                vm_config:\n",
+            &format!("                vm_config:\n                  vm_id: {vm_id}\n"),
+        )
+    };
+    // a and b share vm "one"; c has its own VM.
+    let filters = format!("{}{}{}", filter("a", "x-a", "one"), filter("b", "x-b", "one"), filter("c", "x-c", "two"));
+    let server = start(&config(up, &filters));
+    let r = get(server.listeners[0].1, "/x", &[]).await;
+    let seen = |name: &str| r.body.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).map(str::to_string);
+    let (a, b, c): (u32, u32, u32) = (
+        seen("x-a").unwrap().parse().unwrap(),
+        seen("x-b").unwrap().parse().unwrap(),
+        seen("x-c").unwrap().parse().unwrap(),
+    );
+    assert_eq!(b, a + 1, "a and b run in the same VM: {}", r.body);
+    assert_eq!(c, 1, "c runs in its own VM: {}", r.body);
+    server.stop();
+}

@@ -141,6 +141,18 @@ fn execute(command: &[String]) -> Result<Outcome, String> {
                 raw::proxy_add_header_map_value(map, header.as_ptr(), header.len(), value.as_ptr(), value.len())
             })
         }
+        "vm_counter" => {
+            // A counter global to the VM: plugins that share a VM share it.
+            thread_local!(static VM_COUNTER: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+            let n = VM_COUNTER.with(|c| {
+                c.set(c.get() + 1);
+                c.get()
+            });
+            let (map, header, value) = (a.num(1)?, a.str(2)?, n.to_string());
+            status(unsafe {
+                raw::proxy_add_header_map_value(map, header.as_ptr(), header.len(), value.as_ptr(), value.len())
+            })
+        }
         "set_property" => {
             let (path, value) = (a.str(1)?.replace('.', "\0"), a.opt(2));
             status(unsafe {
