@@ -386,6 +386,8 @@ impl WasmVm {
     }
 
     fn record_failure(&mut self, failure: VmFailure) -> VmError {
+        // A failed VM runs nothing more: its timers stop, so no embedder ticks it in a loop.
+        self.store.data_mut().timers.clear();
         self.store.data_mut().embedder.vm_failed(&failure);
         self.failure = Some(failure.clone());
         VmError::Failed(failure)

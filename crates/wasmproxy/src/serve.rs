@@ -51,8 +51,11 @@ pub fn run(o: ServeOptions) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", o.log_level))?;
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let config = wasmproxy_config::load_file(&o.config)
+    let (config, warnings) = wasmproxy_config::load_file_with_warnings(&o.config)
         .map_err(|errors| anyhow::anyhow!("configuration {} is not valid:\n{errors}", o.config.display()))?;
+    for warning in &warnings {
+        eprintln!("wasmproxy: warning: {warning}");
+    }
     if o.validate_only {
         println!("configuration '{}' OK", o.config.display());
         return Ok(());

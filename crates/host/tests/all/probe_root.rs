@@ -469,3 +469,12 @@ fn the_host_keeps_tick_timers_and_runs_the_due_ones() {
     assert_eq!(stop.vm.run_due_ticks(due).unwrap(), 1);
     assert_eq!(stop.vm.next_tick_due(), None);
 }
+
+#[test]
+fn a_vm_that_fails_in_on_tick_has_no_more_ticks() {
+    let mut h =
+        Harness::probe(json!({"configure": [["set_tick", "1"]], "phases": {"tick": [["panic", "tick failed"]]}}));
+    let due = h.vm.next_tick_due().expect("armed");
+    assert!(h.vm.run_due_ticks(due).is_err());
+    assert_eq!(h.vm.next_tick_due(), None, "an embedder's tick loop stops instead of spinning");
+}
