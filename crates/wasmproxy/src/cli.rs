@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 pub const USAGE: &str = "\
 usage:
-  wasmproxy -c CONFIG.yaml [--concurrency N] [--log-level LEVEL] [--mode serve|validate]
+  wasmproxy -c CONFIG.yaml [--concurrency N] [--log-level LEVEL] [--component-log-level wasm:LEVEL]
+            [--mode serve|validate]
   wasmproxy plugin-info PLUGIN.wasm
   wasmproxy plugin-run PLUGIN.wasm [options]
 

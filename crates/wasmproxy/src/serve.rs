@@ -9,14 +9,20 @@ pub struct ServeOptions {
     config: PathBuf,
     concurrency: Option<usize>,
     log_level: String,
+    component_log_level: Vec<(String, String)>,
     validate_only: bool,
 }
 
 impl ServeOptions {
     pub fn parse(mut args: impl Iterator<Item = String>) -> Result<ServeOptions, String> {
         let mut config = None;
-        let mut o =
-            ServeOptions { config: PathBuf::new(), concurrency: None, log_level: "info".into(), validate_only: false };
+        let mut o = ServeOptions {
+            config: PathBuf::new(),
+            concurrency: None,
+            log_level: "info".into(),
+            component_log_level: Vec::new(),
+            validate_only: false,
+        };
         while let Some(arg) = args.next() {
             let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
             match arg.as_str() {
@@ -26,6 +32,15 @@ impl ServeOptions {
                     o.concurrency = Some(v.parse().map_err(|_| format!("--concurrency {v:?} is not a number"))?);
                 }
                 "-l" | "--log-level" => o.log_level = value(&arg)?,
+                "--component-log-level" => {
+                    // Envoy's `component:level,component:level`; `wasm` is the plugins' logs.
+                    for pair in value(&arg)?.split(',') {
+                        let (component, level) = pair
+                            .split_once(':')
+                            .ok_or(format!("--component-log-level {pair:?}: expected COMPONENT:LEVEL"))?;
+                        o.component_log_level.push((component.trim().to_string(), level.trim().to_string()));
+                    }
+                }
                 "--mode" => match value(&arg)?.as_str() {
                     "serve" => o.validate_only = false,
                     "validate" => o.validate_only = true,
@@ -40,14 +55,19 @@ impl ServeOptions {
 }
 
 pub fn run(o: ServeOptions) -> anyhow::Result<()> {
-    // A plain level applies to wasmproxy and plugin logs; wasmtime's own logs stay at warn
-    // (a directive for target `wasm` would otherwise also match `wasmtime...`). A full
-    // filter (with `=`) is taken as written.
-    let directives = if o.log_level.contains('=') {
+    // A plain level applies to wasmproxy and plugin logs; wasmtime's own logs stay at warn.
+    // A full filter (with `=`) is taken as written.
+    let mut directives = if o.log_level.contains('=') {
         o.log_level.clone()
     } else {
-        format!("{},wasmtime=warn,cranelift=warn", o.log_level)
+        // EnvFilter matches targets by prefix: `wasm=...` (plugin logs) would also catch
+        // `wasmproxy_*` and `wasmtime*`, so those get directives of their own.
+        format!("{0},wasmproxy={0},wasmtime=warn,cranelift=warn", o.log_level)
     };
+    for (component, level) in &o.component_log_level {
+        let target = if component == "wasm" { "wasm" } else { "wasmproxy" };
+        directives.push_str(&format!(",{target}={level}"));
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", o.log_level))?;
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
