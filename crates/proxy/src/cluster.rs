@@ -7,13 +7,15 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use wasmproxy_config::model::{self, LbPolicy};
 use wasmproxy_host::Headers;
 
+use crate::body::{ProxyBody, whole};
 use crate::convert;
 use crate::stream_info::StreamRef;
 
@@ -27,7 +29,7 @@ pub struct Cluster {
     endpoints: Vec<SocketAddr>,
     next: Cell<usize>,
     lb: LbPolicy,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpConnector, ProxyBody>,
 }
 
 /// Why an upstream request got no response; each maps to Envoy's local reply.
@@ -107,8 +109,8 @@ impl Cluster {
         Some(self.endpoints[i % self.endpoints.len()])
     }
 
-    /// Sends a request (headers with pseudo-headers, whole body) to one endpoint, noting
-    /// the endpoint in the stream's info if there is a stream.
+    /// Sends a request (headers with pseudo-headers) with a whole body and reads the whole
+    /// response (for plugins' `http_call`).
     pub async fn send(
         &self,
         headers: &Headers,
@@ -116,6 +118,37 @@ impl Cluster {
         timeout: Option<Duration>,
         info: Option<&StreamRef>,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        let exchange = async {
+            let (headers, body) = self.start(headers, whole(body), true, info).await?;
+            let collected = http_body_util::Limited::new(body, crate::hcm::MAX_CALLOUT_BODY_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        UpstreamError::ResponseTooLarge
+                    } else {
+                        UpstreamError::ConnectionFailure(e.to_string())
+                    }
+                })?;
+            let trailers = collected.trailers().map(convert::response_headers_plain).unwrap_or_default();
+            Ok(UpstreamResponse { headers, body: collected.to_bytes(), trailers })
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, exchange).await.map_err(|_| UpstreamError::Timeout)?,
+            None => exchange.await,
+        }
+    }
+
+    /// Sends a request to one endpoint (noting it in the stream's info) and returns once the
+    /// response headers are in; the body streams. `whole_body` sets `content-length` from
+    /// the body (a body the proxy holds whole is always sent with its true length).
+    pub async fn start(
+        &self,
+        headers: &Headers,
+        body: ProxyBody,
+        whole_body: bool,
+        info: Option<&StreamRef>,
+    ) -> Result<(Headers, Incoming), UpstreamError> {
         let addr = self.pick().ok_or(UpstreamError::NoHealthyUpstream)?;
         if let Some(info) = info {
             info.borrow_mut().upstream = Some(addr);
@@ -129,39 +162,21 @@ impl Cluster {
         if let Ok(host) = http::HeaderValue::from_bytes(headers.get(b":authority").unwrap_or_default()) {
             map.insert(http::header::HOST, host);
         }
-        // The body is sent whole, so its length is known: a plugin that rewrote the body
-        // cannot leave a stale content-length behind (Envoy would forward it as is).
         map.remove(http::header::TRANSFER_ENCODING);
-        if !body.is_empty() || map.contains_key(http::header::CONTENT_LENGTH) {
-            map.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+        if whole_body {
+            let len = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);
+            if len > 0 || map.contains_key(http::header::CONTENT_LENGTH) {
+                map.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+            }
         }
         if let Some(h) = request.headers_mut() {
             *h = map;
         }
-        let request = request.body(Full::new(body)).map_err(|e| UpstreamError::ConnectionFailure(e.to_string()))?;
-        let exchange = async {
-            let response =
-                self.client.request(request).await.map_err(|e| UpstreamError::ConnectionFailure(e.to_string()))?;
-            let (parts, body) = response.into_parts();
-            let collected =
-                http_body_util::Limited::new(body, crate::hcm::MAX_BODY_BYTES).collect().await.map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        UpstreamError::ResponseTooLarge
-                    } else {
-                        UpstreamError::ConnectionFailure(e.to_string())
-                    }
-                })?;
-            let trailers = collected.trailers().map(convert::response_headers_plain).unwrap_or_default();
-            Ok(UpstreamResponse {
-                headers: convert::response_headers(parts.status, &parts.headers),
-                body: collected.to_bytes(),
-                trailers,
-            })
-        };
-        match timeout {
-            Some(t) => tokio::time::timeout(t, exchange).await.map_err(|_| UpstreamError::Timeout)?,
-            None => exchange.await,
-        }
+        let request = request.body(body).map_err(|e| UpstreamError::ConnectionFailure(e.to_string()))?;
+        let response =
+            self.client.request(request).await.map_err(|e| UpstreamError::ConnectionFailure(e.to_string()))?;
+        let (parts, body) = response.into_parts();
+        Ok((convert::response_headers(parts.status, &parts.headers), body))
     }
 }
 

@@ -7,16 +7,18 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Either};
+use hyper::body::{Body as _, Frame, Incoming};
+use wasmproxy_abi::StreamType;
 use wasmproxy_config::model::{FailurePolicy, HttpConnectionManager, RedirectAction, RouteAction};
 use wasmproxy_host::Headers;
 
+use crate::body::{Aborted, BodySender, ProxyBody, whole};
 use crate::cluster::{Clusters, UpstreamError};
 use crate::convert;
 use crate::routing::RouteTable;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
-use crate::wasm_filter::{FilterSlot, FilterStream, LocalReply, Verdict};
+use crate::wasm_filter::{DataVerdict, FilterSlot, FilterStream, LocalReply, Verdict};
 
 /// One listener's HTTP connection manager on one worker.
 pub struct Hcm {
@@ -30,14 +32,27 @@ pub struct Hcm {
     pub clusters: Rc<Clusters>,
 }
 
-type Body = Full<Bytes>;
+/// The most body bytes a plugin may hold back: Envoy's default buffer limit
+/// (`per_connection_buffer_limit_bytes`, 1 MiB); over it, 413 for requests, 500 for responses.
+pub const BUFFER_LIMIT_BYTES: usize = 1 << 20;
 
-/// The most body bytes read into memory for one request or response.
-pub const MAX_BODY_BYTES: usize = 16 << 20;
+/// The most read whole for an `http_call` response.
+pub const MAX_CALLOUT_BODY_BYTES: usize = 16 << 20;
 
-enum Outcome {
-    Respond(Headers, Bytes),
+/// How a request ended up, once the response headers are known.
+enum Processed {
+    /// A response held whole (local replies, direct responses, upstream errors).
+    Whole(Headers, Bytes),
+    /// An upstream response whose body streams through the filters.
+    Streaming(Headers, Incoming),
+    /// Reset the stream.
     Reset,
+}
+
+/// Where the router sends a request.
+enum Target {
+    Local(Headers, Bytes),
+    Upstream { cluster: Rc<crate::cluster::Cluster>, headers: Headers, timeout: Option<std::time::Duration> },
 }
 
 impl Hcm {
@@ -46,8 +61,8 @@ impl Hcm {
         self: Rc<Self>,
         request: http::Request<Incoming>,
         connection: Rc<ConnectionInfo>,
-    ) -> Result<Response<Body>, Infallible> {
-        let (parts, body) = request.into_parts();
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let (parts, mut incoming) = request.into_parts();
         let protocol = match parts.version {
             http::Version::HTTP_10 => "HTTP/1.0",
             http::Version::HTTP_2 => "HTTP/2",
@@ -61,44 +76,55 @@ impl Hcm {
         if headers.get(b"x-forwarded-proto").is_none() {
             headers.add(b"x-forwarded-proto", b"http");
         }
-        // Bodies are read whole (streaming chunk by chunk is still to come), so they are
-        // capped: over the cap, Envoy's answer for a body over its buffer limit.
-        let mut body = match http_body_util::Limited::new(body, MAX_BODY_BYTES).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large"));
-            }
-            Err(_) => return Ok(plain(StatusCode::BAD_REQUEST, "")),
-        };
-        info.borrow_mut().request_body_size = body.len() as u64;
         let mut streams: Vec<Option<FilterStream>> = Vec::new();
-        let outcome = self.process(&mut headers, &mut body, &mut streams, &info).await;
-        let (response_headers, response_body) = match outcome {
-            Outcome::Respond(h, b) => (h, b),
-            Outcome::Reset => {
+        match self.process(&mut headers, &mut incoming, &mut streams, &info).await {
+            Processed::Whole(response_headers, response_body) => {
+                {
+                    let mut i = info.borrow_mut();
+                    i.response_headers = Some(response_headers.clone());
+                    i.response_body_size = response_body.len() as u64;
+                    i.complete();
+                }
+                self.finish(&info, streams, Some(headers), Some(response_headers.clone()));
+                Ok(self.build_response(response_headers, Some(response_body.len()), whole(response_body)))
+            }
+            Processed::Streaming(response_headers, upstream_body) => {
+                info.borrow_mut().response_headers = Some(response_headers.clone());
+                let (tx, body) = crate::body::channel();
+                let this = self.clone();
+                let final_headers = response_headers.clone();
+                tokio::task::spawn_local(async move {
+                    let mut upstream_body = upstream_body;
+                    let mut streams = streams;
+                    let pumped = this
+                        .pump(StreamType::HttpResponse, &mut upstream_body, &mut streams, Some(tx.clone()), &info)
+                        .await;
+                    if pumped.is_err() {
+                        // The response headers are gone already: all that is left is to reset.
+                        let _ = tx.send(Err(Aborted)).await;
+                    }
+                    info.borrow_mut().complete();
+                    this.finish(&info, streams, Some(headers), Some(final_headers));
+                });
+                Ok(self.build_response(response_headers, None, Either::Right(body)))
+            }
+            Processed::Reset => {
                 info.borrow_mut().complete();
                 self.finish(&info, streams, Some(headers), None);
-                return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, ""));
+                Ok(plain(StatusCode::SERVICE_UNAVAILABLE, ""))
             }
-        };
-        {
-            let mut i = info.borrow_mut();
-            i.response_headers = Some(response_headers.clone());
-            i.response_body_size = response_body.len() as u64;
-            i.complete();
         }
-        self.finish(&info, streams, Some(headers), Some(response_headers.clone()));
-        Ok(self.build_response(response_headers, response_body))
     }
 
     async fn process(
         &self,
         headers: &mut Headers,
-        body: &mut Bytes,
+        incoming: &mut Incoming,
         streams: &mut Vec<Option<FilterStream>>,
         info: &StreamRef,
-    ) -> Outcome {
-        // Request direction, filter by filter; each sees the headers the previous one left.
+    ) -> Processed {
+        let request_ended = incoming.is_end_stream();
+        // Request headers, filter by filter; each sees the headers the previous one left.
         for filter in &self.filters {
             info.borrow_mut().request_headers = headers.clone();
             let mut stream = match filter.start_stream(info) {
@@ -112,29 +138,118 @@ impl Hcm {
                 },
             };
             info.borrow_mut().request_headers_visible = true;
-            let mut verdict = stream.request_headers(headers, body.is_empty()).await;
+            let verdict = stream.request_headers(headers, request_ended).await;
             info.borrow_mut().request_headers_visible = false;
-            if matches!(verdict, Verdict::Continue) && !body.is_empty() {
-                verdict = stream.request_body(body).await;
-            }
             streams.push(Some(stream));
-            match verdict {
-                Verdict::Continue => {}
-                Verdict::LocalReply(r) => return self.local_reply(r),
-                Verdict::Reset => return Outcome::Reset,
-                Verdict::Failed => match self.on_failure(filter) {
-                    Some(reply) => return reply,
-                    None => {
-                        if let Some(s) = streams.last_mut() {
-                            *s = None;
-                        }
-                    }
-                },
+            if let Some(end) = self.apply(verdict, filter, streams.last_mut()) {
+                return end;
             }
         }
-        // The router.
+        // The router picks the target; the request body then streams through the filters
+        // (to the upstream, or drained for a local answer) while the upstream answers.
         info.borrow_mut().request_headers = headers.clone();
         let started = Instant::now();
+        let (mut response_headers, response) = match self.route(headers, info) {
+            Target::Local(h, body) => {
+                if let Err(end) = self.pump(StreamType::HttpRequest, incoming, streams, None, info).await {
+                    return end;
+                }
+                (h, Processed::Whole(Headers::new(), body))
+            }
+            Target::Upstream { cluster, headers: upstream_headers, timeout } => {
+                let (tx, body) = if request_ended {
+                    (None, whole(Bytes::new()))
+                } else {
+                    let (tx, body) = crate::body::channel();
+                    (Some(tx), Either::Right(body))
+                };
+                let send = async {
+                    let start = cluster.start(&upstream_headers, body, request_ended, Some(info));
+                    match timeout {
+                        Some(t) => tokio::time::timeout(t, start).await.unwrap_or(Err(UpstreamError::Timeout)),
+                        None => start.await,
+                    }
+                };
+                let pump = self.pump(StreamType::HttpRequest, incoming, streams, tx, info);
+                let (sent, pumped) = tokio::join!(send, pump);
+                if let Err(end) = pumped {
+                    return end;
+                }
+                match sent {
+                    Ok((mut h, body)) => {
+                        info.borrow_mut().response_code_details = "via_upstream".into();
+                        let ms = started.elapsed().as_millis().to_string();
+                        h.replace(b"x-envoy-upstream-service-time", ms.as_bytes());
+                        (h, Processed::Streaming(Headers::new(), body))
+                    }
+                    Err(e) => {
+                        let (status, text) = upstream_error_reply(&e);
+                        let mut h = status_headers(status);
+                        h.add(b"content-type", b"text/plain");
+                        (h, Processed::Whole(Headers::new(), Bytes::from(text)))
+                    }
+                }
+            }
+        };
+        // Response headers, in reverse order.
+        let response_ended = match &response {
+            Processed::Whole(_, body) => body.is_empty(),
+            Processed::Streaming(_, body) => body.is_end_stream(),
+            Processed::Reset => true,
+        };
+        for (filter, stream) in self.filters.iter().zip(streams.iter_mut()).rev() {
+            let Some(s) = stream else { continue };
+            info.borrow_mut().response_headers = Some(response_headers.clone());
+            let verdict = s.response_headers(&mut response_headers, response_ended).await;
+            if let Some(end) = self.apply(verdict, filter, Some(stream)) {
+                return end;
+            }
+        }
+        match response {
+            Processed::Streaming(_, body) => Processed::Streaming(response_headers, body),
+            Processed::Whole(_, mut body) => {
+                // A body held whole goes through the body callbacks once.
+                if !body.is_empty() {
+                    for (filter, stream) in self.filters.iter().zip(streams.iter_mut()).rev() {
+                        let Some(s) = stream else { continue };
+                        let verdict = s.response_body(&mut body).await;
+                        if let Some(end) = self.apply(verdict, filter, Some(stream)) {
+                            return end;
+                        }
+                    }
+                }
+                Processed::Whole(response_headers, body)
+            }
+            Processed::Reset => Processed::Reset,
+        }
+    }
+
+    /// A filter's verdict: `Some` ends the stream (a reply or a reset); a failed filter
+    /// under FAIL_OPEN is dropped from the stream.
+    fn apply(
+        &self,
+        verdict: Verdict,
+        filter: &FilterSlot,
+        stream: Option<&mut Option<FilterStream>>,
+    ) -> Option<Processed> {
+        match verdict {
+            Verdict::Continue => None,
+            Verdict::LocalReply(r) => Some(self.local_reply(r)),
+            Verdict::Reset => Some(Processed::Reset),
+            Verdict::Failed => {
+                let end = self.on_failure(filter);
+                if end.is_none()
+                    && let Some(s) = stream
+                {
+                    *s = None;
+                }
+                end
+            }
+        }
+    }
+
+    /// The route's target (or the local answer: no route, direct response, redirect).
+    fn route(&self, headers: &Headers, info: &StreamRef) -> Target {
         let matched = self.routes.find(headers);
         if let Some(m) = &matched {
             let mut i = info.borrow_mut();
@@ -143,81 +258,133 @@ impl Hcm {
                 i.cluster_name = f.cluster.clone();
             }
         }
-        let (mut response_headers, mut response_body) = match matched.map(|m| (m.action, m.matched_len)) {
-            None => {
-                info.borrow_mut().response_code_details = "route_not_found".into();
-                (status_headers(404), Bytes::new())
-            }
-            Some((RouteAction::DirectResponse { status, body }, _)) => {
+        let Some(m) = matched else {
+            info.borrow_mut().response_code_details = "route_not_found".into();
+            return Target::Local(status_headers(404), Bytes::new());
+        };
+        match m.action {
+            RouteAction::DirectResponse { status, body } => {
                 info.borrow_mut().response_code_details = "direct_response".into();
                 let body = Bytes::from(body.clone().unwrap_or_default());
                 let mut h = status_headers(*status);
                 if !body.is_empty() {
                     h.add(b"content-type", b"text/plain");
                 }
-                (h, body)
+                Target::Local(h, body)
             }
-            Some((RouteAction::Redirect(r), _)) => {
+            RouteAction::Redirect(r) => {
                 info.borrow_mut().response_code_details = "direct_response".into();
-                (redirect(r, headers), Bytes::new())
+                Target::Local(redirect(r, headers), Bytes::new())
             }
-            Some((RouteAction::Forward(f), matched)) => {
+            RouteAction::Forward(f) => {
                 let Some(cluster) = self.clusters.get(&f.cluster) else {
-                    return self.local_reply(LocalReply {
-                        status: 503,
-                        body: b"no healthy upstream".to_vec(),
-                        headers: Headers::new(),
-                    });
+                    let mut h = status_headers(503);
+                    h.add(b"content-type", b"text/plain");
+                    return Target::Local(h, Bytes::from_static(b"no healthy upstream"));
                 };
                 let mut upstream_headers = headers.clone();
                 if let Some(prefix) = &f.prefix_rewrite {
-                    rewrite_prefix(&mut upstream_headers, matched, prefix);
+                    rewrite_prefix(&mut upstream_headers, m.matched_len, prefix);
                 }
                 if let Some(host) = &f.host_rewrite_literal {
                     upstream_headers.replace(b":authority", host.as_bytes());
                 }
-                match cluster.send(&upstream_headers, body.clone(), f.timeout, Some(info)).await {
-                    Ok(r) => {
-                        info.borrow_mut().response_code_details = "via_upstream".into();
-                        let mut h = r.headers;
-                        let ms = started.elapsed().as_millis().to_string();
-                        h.replace(b"x-envoy-upstream-service-time", ms.as_bytes());
-                        (h, r.body)
-                    }
-                    Err(e) => {
-                        let (status, text) = upstream_error_reply(&e);
-                        let mut h = status_headers(status);
-                        h.add(b"content-type", b"text/plain");
-                        (h, Bytes::from(text))
-                    }
-                }
-            }
-        };
-        // Response direction, in reverse order.
-        for (filter, stream) in self.filters.iter().zip(streams.iter_mut()).rev() {
-            let Some(stream) = stream else { continue };
-            info.borrow_mut().response_headers = Some(response_headers.clone());
-            let mut verdict = stream.response_headers(&mut response_headers, response_body.is_empty()).await;
-            if matches!(verdict, Verdict::Continue) && !response_body.is_empty() {
-                verdict = stream.response_body(&mut response_body).await;
-            }
-            match verdict {
-                Verdict::Continue => {}
-                Verdict::LocalReply(r) => return self.local_reply(r),
-                Verdict::Reset => return Outcome::Reset,
-                Verdict::Failed => {
-                    if let Some(reply) = self.on_failure(filter) {
-                        return reply;
-                    }
-                }
+                Target::Upstream { cluster, headers: upstream_headers, timeout: f.timeout }
             }
         }
-        Outcome::Respond(response_headers, response_body)
+    }
+
+    /// Streams a body through the filters chunk by chunk (requests in filter order,
+    /// responses in reverse), then trailers, into `tx` (or nowhere). `Err` ends the stream.
+    async fn pump(
+        &self,
+        direction: StreamType,
+        source: &mut Incoming,
+        streams: &mut [Option<FilterStream>],
+        mut tx: Option<BodySender>,
+        info: &StreamRef,
+    ) -> Result<(), Processed> {
+        if source.is_end_stream() {
+            return Ok(());
+        }
+        let request = direction == StreamType::HttpRequest;
+        let order: Vec<usize> = if request { (0..streams.len()).collect() } else { (0..streams.len()).rev().collect() };
+        loop {
+            let (chunk, eos, trailers) = match source.frame().await {
+                None => (Bytes::new(), true, None),
+                Some(Err(_)) => {
+                    if let Some(tx) = &tx {
+                        let _ = tx.send(Err(Aborted)).await;
+                    }
+                    return Err(Processed::Reset);
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let eos = source.is_end_stream();
+                        (data, eos, None)
+                    }
+                    Err(frame) => match frame.into_trailers() {
+                        // Data held back by a filter is released at the end, before trailers.
+                        Ok(t) => (Bytes::new(), true, Some(t)),
+                        Err(_) => continue,
+                    },
+                },
+            };
+            {
+                let mut i = info.borrow_mut();
+                if request {
+                    i.request_body_size += chunk.len() as u64;
+                } else {
+                    i.response_body_size += chunk.len() as u64;
+                }
+            }
+            let mut out = Some(chunk);
+            for &i in &order {
+                let Some(chunk) = out.take() else { break };
+                let Some(stream) = streams[i].as_mut() else {
+                    out = Some(chunk);
+                    continue;
+                };
+                match stream.data(direction, chunk, eos).await {
+                    DataVerdict::Pass(bytes) => out = Some(bytes),
+                    DataVerdict::Held => {}
+                    DataVerdict::Done(verdict) => {
+                        if let Some(end) = self.apply(verdict, &self.filters[i], Some(&mut streams[i])) {
+                            return Err(end);
+                        }
+                        out = Some(Bytes::new());
+                    }
+                }
+            }
+            if let Some(bytes) = out.filter(|b| !b.is_empty())
+                && let Some(sender) = &tx
+                && sender.send(Ok(Frame::data(bytes))).await.is_err()
+            {
+                // The other side went away; keep reading so the filters see the end.
+                tx = None;
+            }
+            if let Some(trailers) = trailers {
+                let mut t = convert::response_headers_plain(&trailers);
+                for &i in &order {
+                    let Some(stream) = streams[i].as_mut() else { continue };
+                    let verdict = stream.trailers(direction, &mut t).await;
+                    if let Some(end) = self.apply(verdict, &self.filters[i], Some(&mut streams[i])) {
+                        return Err(end);
+                    }
+                }
+                if let Some(sender) = &tx {
+                    let _ = sender.send(Ok(Frame::trailers(convert::header_map(&t)))).await;
+                }
+            }
+            if eos {
+                return Ok(());
+            }
+        }
     }
 
     /// Envoy's failure policy: FAIL_CLOSED answers 503 (details `wasm_fail_stream`);
     /// FAIL_OPEN (and, until reloading lands, FAIL_RELOAD) skips the filter.
-    fn on_failure(&self, filter: &FilterSlot) -> Option<Outcome> {
+    fn on_failure(&self, filter: &FilterSlot) -> Option<Processed> {
         match filter.failure_policy {
             FailurePolicy::FailClosed => {
                 Some(self.local_reply(LocalReply { status: 503, body: Vec::new(), headers: Headers::new() }))
@@ -226,7 +393,7 @@ impl Hcm {
         }
     }
 
-    fn local_reply(&self, r: LocalReply) -> Outcome {
+    fn local_reply(&self, r: LocalReply) -> Processed {
         let mut h = status_headers(r.status);
         if !r.body.is_empty() {
             h.add(b"content-type", b"text/plain");
@@ -234,7 +401,7 @@ impl Hcm {
         for (k, v) in r.headers.iter() {
             h.add(k, v);
         }
-        Outcome::Respond(h, Bytes::from(r.body))
+        Processed::Whole(h, Bytes::from(r.body))
     }
 
     fn finish(
@@ -255,7 +422,7 @@ impl Hcm {
         }
     }
 
-    fn build_response(&self, headers: Headers, body: Bytes) -> Response<Body> {
+    fn build_response(&self, headers: Headers, length: Option<usize>, body: ProxyBody) -> Response<ProxyBody> {
         let mut map = convert::header_map(&headers);
         map.insert(
             http::header::SERVER,
@@ -263,8 +430,12 @@ impl Hcm {
         );
         map.remove(http::header::TRANSFER_ENCODING);
         map.remove(http::header::CONNECTION);
-        map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        let mut response = Response::new(Full::new(body));
+        // A body held whole has a known length; a streamed one keeps the upstream's
+        // content-length, if the filters left it.
+        if let Some(len) = length {
+            map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        let mut response = Response::new(body);
         *response.status_mut() = convert::status(&headers);
         *response.headers_mut() = map;
         response
@@ -275,8 +446,8 @@ fn status_headers(status: u16) -> Headers {
     Headers::from_pairs([(":status", status.to_string())])
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(whole(Bytes::from_static(text.as_bytes())));
     *r.status_mut() = status;
     r
 }

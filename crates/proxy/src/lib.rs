@@ -6,6 +6,7 @@
 //! every plugin VM: nothing is locked per request.
 
 mod admin;
+mod body;
 mod cluster;
 mod convert;
 mod hcm;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
-use wasmproxy_abi::{LogLevel, Status, StreamType};
+use wasmproxy_abi::{FilterStatus, LogLevel, Status, StreamType};
 use wasmproxy_config::model::{FailurePolicy, WasmPlugin};
 use wasmproxy_host::{
     ContextKind, Embedder, HttpCallRequest, HttpCallResponse, LogRecord, PluginConfig, PluginModule, QueueNotifier,
@@ -240,7 +240,7 @@ impl PluginInstance {
         let (tx, rx) = mpsc::unbounded_channel();
         self.waiters.borrow_mut().insert(ctx, tx);
         self.streams.borrow_mut().insert(ctx, info.clone());
-        Ok(FilterStream { instance: self.clone(), ctx, rx })
+        Ok(FilterStream { instance: self.clone(), ctx, rx, holding_request: false, holding_response: false })
     }
 }
 
@@ -249,6 +249,28 @@ pub struct FilterStream {
     instance: Rc<PluginInstance>,
     ctx: u32,
     rx: mpsc::UnboundedReceiver<StreamAction>,
+    holding_request: bool,
+    holding_response: bool,
+}
+
+/// What a filter did with a chunk of a streamed body.
+pub enum DataVerdict {
+    /// Pass these bytes on (what the plugin held back so far, with the chunk, as it left them).
+    Pass(Bytes),
+    /// The plugin holds the data for now.
+    Held,
+    /// Anything else (local reply, reset, failure).
+    Done(Verdict),
+}
+
+/// The outcome of one callback for this stream.
+enum Step {
+    /// The filter goes on.
+    Continued,
+    /// The filter stopped; nothing asked to resume yet.
+    Stopped,
+    /// A local reply, a reset or a failure.
+    Done(Verdict),
 }
 
 impl FilterStream {
@@ -265,12 +287,86 @@ impl FilterStream {
         verdict
     }
 
-    /// `on_request_body` with the whole body.
-    pub async fn request_body(&mut self, body: &mut Bytes) -> Verdict {
-        self.with_stream(|s| s.request_body = Some(body.to_vec()));
-        let verdict =
-            self.run(StreamType::HttpRequest, |vm, ctx| vm.on_request_body(ctx, true).map(|s| s.is_stop())).await;
-        *body = self.with_stream(|s| s.request_body.take()).flatten().map(Bytes::from).unwrap_or_default();
+    /// One chunk through the body callback, as Envoy does: the plugin sees everything it
+    /// has held back so far plus this chunk; Continue passes it all on; Pause holds it
+    /// (up to the buffer limit) until a later chunk, or the end, or `continue_stream`.
+    pub async fn data(&mut self, direction: StreamType, chunk: Bytes, eos: bool) -> DataVerdict {
+        let request = direction == StreamType::HttpRequest;
+        let holding = if request { self.holding_request } else { self.holding_response };
+        let held = self
+            .with_stream(|s| {
+                let slot = if request { &mut s.request_body } else { &mut s.response_body };
+                match slot {
+                    Some(body) if holding => body.extend_from_slice(&chunk),
+                    _ => *slot = Some(chunk.to_vec()),
+                }
+                s.end_of_stream = eos;
+                slot.as_ref().map_or(0, Vec::len)
+            })
+            .unwrap_or(0);
+        let step = self.step(direction, |vm, ctx| {
+            if request {
+                vm.on_request_body(ctx, eos).map(|s| s.is_stop())
+            } else {
+                vm.on_response_body(ctx, eos).map(|s| s.is_stop())
+            }
+        });
+        let verdict = match step {
+            Step::Continued => Verdict::Continue,
+            Step::Done(v) => v,
+            Step::Stopped if !eos => {
+                if held > crate::hcm::BUFFER_LIMIT_BYTES {
+                    // Envoy: over the buffer limit, 413 for requests, 500 for responses.
+                    let (status, body) =
+                        if request { (413, "Payload Too Large") } else { (500, "Internal Server Error") };
+                    return DataVerdict::Done(Verdict::LocalReply(LocalReply {
+                        status,
+                        body: body.as_bytes().to_vec(),
+                        headers: wasmproxy_host::Headers::new(),
+                    }));
+                }
+                if request {
+                    self.holding_request = true;
+                } else {
+                    self.holding_response = true;
+                }
+                return DataVerdict::Held;
+            }
+            Step::Stopped => self.wait(direction).await,
+        };
+        if request {
+            self.holding_request = false;
+        } else {
+            self.holding_response = false;
+        }
+        match verdict {
+            Verdict::Continue => DataVerdict::Pass(
+                self.with_stream(|s| if request { s.request_body.take() } else { s.response_body.take() })
+                    .flatten()
+                    .map(Bytes::from)
+                    .unwrap_or_default(),
+            ),
+            other => DataVerdict::Done(other),
+        }
+    }
+
+    /// `on_request_trailers` or `on_response_trailers`.
+    pub async fn trailers(&mut self, direction: StreamType, trailers: &mut wasmproxy_host::Headers) -> Verdict {
+        let request = direction == StreamType::HttpRequest;
+        self.with_stream(|s| {
+            let slot = if request { &mut s.request_trailers } else { &mut s.response_trailers };
+            *slot = Some(std::mem::take(trailers));
+        });
+        let verdict = self
+            .run(direction, |vm, ctx| {
+                let status = if request { vm.on_request_trailers(ctx) } else { vm.on_response_trailers(ctx) };
+                status.map(|s| s == FilterStatus::StopIteration)
+            })
+            .await;
+        *trailers = self
+            .with_stream(|s| if request { s.request_trailers.take() } else { s.response_trailers.take() })
+            .flatten()
+            .unwrap_or_default();
         verdict
     }
 
@@ -298,11 +394,20 @@ impl FilterStream {
         direction: StreamType,
         call: impl FnOnce(&mut WasmVm, u32) -> Result<bool, VmError>,
     ) -> Verdict {
+        match self.step(direction, call) {
+            Step::Continued => Verdict::Continue,
+            Step::Done(v) => v,
+            Step::Stopped => self.wait(direction).await,
+        }
+    }
+
+    /// Runs a callback and applies what it asked for this stream.
+    fn step(&mut self, direction: StreamType, call: impl FnOnce(&mut WasmVm, u32) -> Result<bool, VmError>) -> Step {
         let (stopped, actions) = {
             let mut vm = self.instance.vm.borrow_mut();
             match call(&mut vm, self.ctx) {
                 Ok(stopped) => (stopped, vm.take_actions()),
-                Err(_) => return Verdict::Failed,
+                Err(_) => return Step::Done(Verdict::Failed),
             }
         };
         let mut continued = false;
@@ -316,15 +421,17 @@ impl FilterStream {
                 Some(Verdict::Continue) => continued = true,
                 Some(v) => {
                     self.instance.dispatch(others);
-                    return v;
+                    return Step::Done(v);
                 }
                 None => {}
             }
         }
         self.instance.dispatch(others);
-        if !stopped || continued {
-            return Verdict::Continue;
-        }
+        if !stopped || continued { Step::Continued } else { Step::Stopped }
+    }
+
+    /// Waits for the plugin to continue this direction (or reply, or reset).
+    async fn wait(&mut self, direction: StreamType) -> Verdict {
         while let Some(action) = self.rx.recv().await {
             if let Some(v) = own_action(action, direction) {
                 return v;

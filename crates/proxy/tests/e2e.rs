@@ -19,7 +19,23 @@ fn plugin(file: &str) -> String {
     path.display().to_string()
 }
 
-/// An upstream that answers with what it received: `METHOD PATH` then `name: value` lines.
+/// A body fed by a channel, for an upstream that answers in chunks.
+struct Chunks(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|c| Ok(hyper::body::Frame::data(c))))
+    }
+}
+
+/// An upstream that answers with what it received: `METHOD PATH` then `name: value` lines
+/// (or, for `/chunks`, three chunks 50 ms apart).
 async fn upstream() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -28,6 +44,16 @@ async fn upstream() -> SocketAddr {
             let (stream, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
                 let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    if req.uri().path() == "/chunks" {
+                        let (tx, rx) = tokio::sync::mpsc::channel(1);
+                        tokio::spawn(async move {
+                            for chunk in ["one", "two", "three"] {
+                                let _ = tx.send(Bytes::from(chunk)).await;
+                                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            }
+                        });
+                        return Ok(http::Response::new(http_body_util::Either::Right(Chunks(rx))));
+                    }
                     let mut text = format!("{} {}\n", req.method(), req.uri());
                     for (k, v) in req.headers() {
                         text.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
@@ -37,7 +63,7 @@ async fn upstream() -> SocketAddr {
                     Ok::<_, std::convert::Infallible>(
                         http::Response::builder()
                             .header("x-upstream", "yes")
-                            .body(Full::new(Bytes::from(text)))
+                            .body(http_body_util::Either::Left(Full::new(Bytes::from(text))))
                             .unwrap(),
                     )
                 });
@@ -383,20 +409,26 @@ async fn plugins_read_envoy_properties_with_envoys_encodings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_bodies_reach_the_upstream_and_oversized_ones_get_413() {
+async fn large_bodies_stream_through_and_a_plugin_holding_too_much_gets_413() {
     let up = upstream().await;
     let server = start(&config(up, ""));
     let addr = server.listeners[0].1;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let post = |body: Bytes| {
+    let post = |addr: SocketAddr, body: Bytes| {
         http::Request::builder().method("POST").uri(format!("http://{addr}/upload")).body(Full::new(body)).unwrap()
     };
-    let response = client.request(post(Bytes::from_static(b"small body"))).await.unwrap();
+    // No filter holds the body: 5 MiB streams to the upstream, beyond any buffer limit.
+    let big = Bytes::from(vec![b'x'; 5 << 20]);
+    let response = client.request(post(addr, big)).await.unwrap();
     assert_eq!(response.status(), 200);
-    let text = response.into_body().collect().await.unwrap().to_bytes();
-    assert!(String::from_utf8_lossy(&text).contains("body: small body\n"));
-    let huge = Bytes::from(vec![b'x'; 17 << 20]);
-    let response = client.request(post(huge)).await.unwrap();
+    let echoed = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(echoed.len() > 5 << 20, "the upstream received the whole body ({} bytes echoed)", echoed.len());
+    server.stop();
+
+    // A plugin that pauses every chunk holds the body; past Envoy's 1 MiB limit: 413.
+    let hold = serde_json::json!({"returns": {"request_body": "pause"}});
+    let server = start(&config(up, &wasm_filter("hold", "probe.wasm", &hold.to_string(), "")));
+    let response = client.request(post(server.listeners[0].1, Bytes::from(vec![b'y'; 2 << 20]))).await.unwrap();
     assert_eq!(response.status(), 413);
     server.stop();
 }
@@ -418,7 +450,10 @@ async fn post(addr: SocketAddr, path: &str, body: &'static str) -> Reply {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_rewrite_request_and_response_bodies() {
     let up = upstream().await;
+    // As real plugins do, the lengths go, since the bodies change size.
     let probe = serde_json::json!({"phases": {
+        "request_headers": [["remove_header", "0", "content-length"]],
+        "response_headers": [["remove_header", "2", "content-length"]],
         "request_body": [["set_buffer", "0", "0", "1000", "rewritten request"]],
         "response_body": [["set_buffer", "1", "0", "0", "[prefix] "], ["set_buffer", "1", "100000", "0", " [suffix]"]],
     }});
@@ -428,7 +463,7 @@ async fn plugins_rewrite_request_and_response_bodies() {
     assert!(r.body.starts_with("[prefix] POST /echo\n"), "{}", r.body);
     assert!(r.body.contains("body: rewritten request\n"), "{}", r.body);
     assert!(r.body.ends_with(" [suffix]"), "{}", r.body);
-    assert_eq!(header(&r, "content-length"), r.body.len().to_string(), "content-length follows the new body");
+    assert_eq!(header(&r, "content-length"), "<none>", "streamed without a length");
     server.stop();
 }
 
@@ -512,5 +547,17 @@ async fn plugins_with_the_same_vm_key_share_one_vm_per_worker() {
     );
     assert_eq!(b, a + 1, "a and b run in the same VM: {}", r.body);
     assert_eq!(c, 1, "c runs in its own VM: {}", r.body);
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_bodies_reach_the_plugin_chunk_by_chunk() {
+    let up = upstream().await;
+    // The probe appends "|" to the data of each body callback it gets.
+    let mark = serde_json::json!({"phases": {"response_body": [["set_buffer", "1", "100000", "0", "|"]]}});
+    let server = start(&config(up, &wasm_filter("mark", "probe.wasm", &mark.to_string(), "")));
+    let r = get(server.listeners[0].1, "/chunks", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "one|two|three||", "a callback per chunk, and one for the end of the stream");
     server.stop();
 }

@@ -1,0 +1,58 @@
+//! Bodies that stream: a channel-fed body hyper reads from, and the body type the proxy
+//! sends both ways (whole, or streamed).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::mpsc;
+
+/// Why a streamed body stopped before its end (the peer sees the stream reset).
+#[derive(Debug)]
+pub struct Aborted;
+
+impl std::fmt::Display for Aborted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the proxy aborted the body")
+    }
+}
+
+impl std::error::Error for Aborted {}
+
+/// A body whose frames arrive through a channel from the task that filters them.
+pub struct ChannelBody {
+    rx: mpsc::Receiver<Result<Frame<Bytes>, Aborted>>,
+}
+
+/// The sending half: frames, or `Err(Aborted)` to reset the stream.
+pub type BodySender = mpsc::Sender<Result<Frame<Bytes>, Aborted>>;
+
+/// A new streamed body and the sender that feeds it (a few frames of buffering: the
+/// reader's pace slows the writer).
+pub fn channel() -> (BodySender, ChannelBody) {
+    let (tx, rx) = mpsc::channel(4);
+    (tx, ChannelBody { rx })
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Aborted;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
+        self.rx.poll_recv(cx)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// What the proxy sends: a whole body, or a streamed one.
+pub type ProxyBody = Either<Full<Bytes>, ChannelBody>;
+
+/// A whole body.
+pub fn whole(bytes: Bytes) -> ProxyBody {
+    Either::Left(Full::new(bytes))
+}
