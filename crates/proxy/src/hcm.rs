@@ -96,13 +96,10 @@ impl Hcm {
                 tokio::task::spawn_local(async move {
                     let mut upstream_body = upstream_body;
                     let mut streams = streams;
-                    let pumped = this
-                        .pump(StreamType::HttpResponse, &mut upstream_body, &mut streams, Some(tx.clone()), &info)
-                        .await;
-                    if pumped.is_err() {
-                        // The response headers are gone already: all that is left is to reset.
-                        let _ = tx.send(Err(Aborted)).await;
-                    }
+                    // The response headers are gone already: a failure here can only reset
+                    // the stream, which `pump` does by aborting the body.
+                    let _ =
+                        this.pump(StreamType::HttpResponse, &mut upstream_body, &mut streams, Some(tx), &info).await;
                     info.borrow_mut().complete();
                     this.finish(&info, streams, Some(headers), Some(final_headers));
                 });
@@ -295,8 +292,27 @@ impl Hcm {
     }
 
     /// Streams a body through the filters chunk by chunk (requests in filter order,
-    /// responses in reverse), then trailers, into `tx` (or nowhere). `Err` ends the stream.
+    /// responses in reverse), then trailers, into `tx` (or nowhere). `Err` ends the stream;
+    /// the body being sent is then aborted, so the peer sees a reset, not a short body.
     async fn pump(
+        &self,
+        direction: StreamType,
+        source: &mut Incoming,
+        streams: &mut [Option<FilterStream>],
+        tx: Option<BodySender>,
+        info: &StreamRef,
+    ) -> Result<(), Processed> {
+        let abort = tx.clone();
+        let result = self.pump_frames(direction, source, streams, tx, info).await;
+        if result.is_err()
+            && let Some(tx) = abort
+        {
+            let _ = tx.send(Err(Aborted)).await;
+        }
+        result
+    }
+
+    async fn pump_frames(
         &self,
         direction: StreamType,
         source: &mut Incoming,
@@ -312,12 +328,7 @@ impl Hcm {
         loop {
             let (chunk, eos, trailers) = match source.frame().await {
                 None => (Bytes::new(), true, None),
-                Some(Err(_)) => {
-                    if let Some(tx) = &tx {
-                        let _ = tx.send(Err(Aborted)).await;
-                    }
-                    return Err(Processed::Reset);
-                }
+                Some(Err(_)) => return Err(Processed::Reset),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let eos = source.is_end_stream();

@@ -561,3 +561,14 @@ async fn response_bodies_reach_the_plugin_chunk_by_chunk() {
     assert_eq!(r.body, "one|two|three||", "a callback per chunk, and one for the end of the stream");
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_reply_from_the_request_body_phase_wins() {
+    let up = upstream().await;
+    let deny = serde_json::json!({"phases": {"request_body": [["send_local_response", "403", "body refused", ""]]}});
+    let server = start(&config(up, &wasm_filter("deny_body", "probe.wasm", &deny.to_string(), "")));
+    let r = post(server.listeners[0].1, "/upload", "some body").await;
+    assert_eq!((r.status, r.body.as_str()), (403, "body refused"));
+    assert_eq!(header(&r, "x-upstream"), "<none>");
+    server.stop();
+}
