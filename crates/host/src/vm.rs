@@ -14,7 +14,7 @@ use crate::plugin::{PluginConfig, VmConfig};
 use crate::state::{ContextData, ContextKind, StreamData, VmState};
 
 type Cb<P, R> = Option<TypedFunc<P, R>>;
-/// Picks a body callback out of [`Callbacks`].
+/// Picks a body (or TCP data) callback out of [`Callbacks`].
 type PickBody = fn(&Callbacks) -> Option<&TypedFunc<(i32, i32, i32), i32>>;
 /// Picks a trailers callback out of [`Callbacks`].
 type PickStatus = fn(&Callbacks) -> Option<&TypedFunc<(i32, i32), i32>>;
@@ -517,24 +517,24 @@ impl WasmVm {
     /// `proxy_on_downstream_data`, with the size of the context's `downstream_data`.
     pub fn on_downstream_data(&mut self, ctx: u32, end_of_stream: bool) -> Result<FilterStatus, VmError> {
         let n = self.stream_len(ctx, |s| s.downstream_data.as_ref().map_or(0, Vec::len))?;
-        let raw = self.invoke(
-            "proxy_on_downstream_data",
-            ctx,
-            |c| c.downstream_data.as_ref(),
-            (ctx as i32, n, i32::from(end_of_stream)),
-        )?;
-        Ok(FilterStatus::from_guest(raw.unwrap_or(0) as u32))
+        self.tcp_data("proxy_on_downstream_data", ctx, |c| c.downstream_data.as_ref(), n, end_of_stream)
     }
 
     /// `proxy_on_upstream_data`, with the size of the context's `upstream_data`.
     pub fn on_upstream_data(&mut self, ctx: u32, end_of_stream: bool) -> Result<FilterStatus, VmError> {
         let n = self.stream_len(ctx, |s| s.upstream_data.as_ref().map_or(0, Vec::len))?;
-        let raw = self.invoke(
-            "proxy_on_upstream_data",
-            ctx,
-            |c| c.upstream_data.as_ref(),
-            (ctx as i32, n, i32::from(end_of_stream)),
-        )?;
+        self.tcp_data("proxy_on_upstream_data", ctx, |c| c.upstream_data.as_ref(), n, end_of_stream)
+    }
+
+    fn tcp_data(
+        &mut self,
+        name: &'static str,
+        ctx: u32,
+        pick: PickBody,
+        n: i32,
+        eos: bool,
+    ) -> Result<FilterStatus, VmError> {
+        let raw = self.invoke(name, ctx, pick, (ctx as i32, n, i32::from(eos)))?;
         Ok(FilterStatus::from_guest(raw.unwrap_or(0) as u32))
     }
 

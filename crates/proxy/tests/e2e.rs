@@ -159,12 +159,16 @@ struct Reply {
 }
 
 async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    send(addr, "GET", path, headers, Bytes::new()).await
+}
+
+async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut req = http::Request::builder().uri(format!("http://{addr}{path}"));
+    let mut req = http::Request::builder().method(method).uri(format!("http://{addr}{path}"));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let response = client.request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let response = client.request(req.body(Full::new(body)).unwrap()).await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
@@ -434,17 +438,7 @@ async fn large_bodies_stream_through_and_a_plugin_holding_too_much_gets_413() {
 }
 
 async fn post(addr: SocketAddr, path: &str, body: &'static str) -> Reply {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{addr}{path}"))
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
-        .unwrap();
-    let response = client.request(req).await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
-    Reply { status, headers, body }
+    send(addr, "POST", path, &[], Bytes::from_static(body.as_bytes())).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
