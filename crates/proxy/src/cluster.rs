@@ -130,7 +130,7 @@ impl Cluster {
                         UpstreamError::ConnectionFailure(e.to_string())
                     }
                 })?;
-            let trailers = collected.trailers().map(convert::response_headers_plain).unwrap_or_default();
+            let trailers = collected.trailers().map(convert::plain_headers).unwrap_or_default();
             Ok(UpstreamResponse { headers, body: collected.to_bytes(), trailers })
         };
         match timeout {

@@ -74,8 +74,8 @@ pub fn text(headers: &Headers, name: &[u8]) -> String {
     headers.get(name).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default()
 }
 
-/// Trailers (no pseudo-headers).
-pub fn response_headers_plain(headers: &http::HeaderMap) -> Headers {
+/// A header map without pseudo-headers (trailers, either way).
+pub fn plain_headers(headers: &http::HeaderMap) -> Headers {
     let mut h = Headers::new();
     for (name, value) in headers {
         h.add(name.as_str().as_bytes(), value.as_bytes());

@@ -49,6 +49,12 @@ enum Processed {
     Reset,
 }
 
+/// The body of the response being built, before the response callbacks run.
+enum ResponseBody {
+    Whole(Bytes),
+    Streaming(Incoming),
+}
+
 /// Where the router sends a request.
 enum Target {
     Local(Headers, Bytes),
@@ -151,7 +157,7 @@ impl Hcm {
                 if let Err(end) = self.pump(StreamType::HttpRequest, incoming, streams, None, info).await {
                     return end;
                 }
-                (h, Processed::Whole(Headers::new(), body))
+                (h, ResponseBody::Whole(body))
             }
             Target::Upstream { cluster, headers: upstream_headers, timeout } => {
                 let (tx, body) = if request_ended {
@@ -177,22 +183,19 @@ impl Hcm {
                         info.borrow_mut().response_code_details = "via_upstream".into();
                         let ms = started.elapsed().as_millis().to_string();
                         h.replace(b"x-envoy-upstream-service-time", ms.as_bytes());
-                        (h, Processed::Streaming(Headers::new(), body))
+                        (h, ResponseBody::Streaming(body))
                     }
                     Err(e) => {
-                        let (status, text) = upstream_error_reply(&e);
-                        let mut h = status_headers(status);
-                        h.add(b"content-type", b"text/plain");
-                        (h, Processed::Whole(Headers::new(), Bytes::from(text)))
+                        let (h, text) = upstream_error_reply(&e);
+                        (h, ResponseBody::Whole(text))
                     }
                 }
             }
         };
         // Response headers, in reverse order.
         let response_ended = match &response {
-            Processed::Whole(_, body) => body.is_empty(),
-            Processed::Streaming(_, body) => body.is_end_stream(),
-            Processed::Reset => true,
+            ResponseBody::Whole(body) => body.is_empty(),
+            ResponseBody::Streaming(body) => body.is_end_stream(),
         };
         for (filter, stream) in self.filters.iter().zip(streams.iter_mut()).rev() {
             let Some(s) = stream else { continue };
@@ -203,13 +206,21 @@ impl Hcm {
             }
         }
         match response {
-            Processed::Streaming(_, body) => Processed::Streaming(response_headers, body),
-            Processed::Whole(_, mut body) => {
+            ResponseBody::Streaming(body) => Processed::Streaming(response_headers, body),
+            ResponseBody::Whole(mut body) => {
                 // A body held whole goes through the body callbacks once.
                 if !body.is_empty() {
                     for (filter, stream) in self.filters.iter().zip(streams.iter_mut()).rev() {
                         let Some(s) = stream else { continue };
-                        let verdict = s.response_body(&mut body).await;
+                        let verdict = match s.data(StreamType::HttpResponse, std::mem::take(&mut body), true).await {
+                            DataVerdict::Pass(bytes) => {
+                                body = bytes;
+                                Verdict::Continue
+                            }
+                            // At the end of the stream a plugin is waited for, never held.
+                            DataVerdict::Held => Verdict::Continue,
+                            DataVerdict::Done(v) => v,
+                        };
                         if let Some(end) = self.apply(verdict, filter, Some(stream)) {
                             return end;
                         }
@@ -217,7 +228,6 @@ impl Hcm {
                 }
                 Processed::Whole(response_headers, body)
             }
-            Processed::Reset => Processed::Reset,
         }
     }
 
@@ -263,11 +273,7 @@ impl Hcm {
             RouteAction::DirectResponse { status, body } => {
                 info.borrow_mut().response_code_details = "direct_response".into();
                 let body = Bytes::from(body.clone().unwrap_or_default());
-                let mut h = status_headers(*status);
-                if !body.is_empty() {
-                    h.add(b"content-type", b"text/plain");
-                }
-                Target::Local(h, body)
+                Target::Local(reply_headers(*status, &body), body)
             }
             RouteAction::Redirect(r) => {
                 info.borrow_mut().response_code_details = "direct_response".into();
@@ -275,9 +281,8 @@ impl Hcm {
             }
             RouteAction::Forward(f) => {
                 let Some(cluster) = self.clusters.get(&f.cluster) else {
-                    let mut h = status_headers(503);
-                    h.add(b"content-type", b"text/plain");
-                    return Target::Local(h, Bytes::from_static(b"no healthy upstream"));
+                    let (h, text) = upstream_error_reply(&UpstreamError::NoHealthyUpstream);
+                    return Target::Local(h, text);
                 };
                 let mut upstream_headers = headers.clone();
                 if let Some(prefix) = &f.prefix_rewrite {
@@ -375,7 +380,7 @@ impl Hcm {
                 tx = None;
             }
             if let Some(trailers) = trailers {
-                let mut t = convert::response_headers_plain(&trailers);
+                let mut t = convert::plain_headers(&trailers);
                 for &i in &order {
                     let Some(stream) = streams[i].as_mut() else { continue };
                     let verdict = stream.trailers(direction, &mut t).await;
@@ -405,10 +410,7 @@ impl Hcm {
     }
 
     fn local_reply(&self, r: LocalReply) -> Processed {
-        let mut h = status_headers(r.status);
-        if !r.body.is_empty() {
-            h.add(b"content-type", b"text/plain");
-        }
+        let mut h = reply_headers(r.status, &r.body);
         for (k, v) in r.headers.iter() {
             h.add(k, v);
         }
@@ -457,15 +459,24 @@ fn status_headers(status: u16) -> Headers {
     Headers::from_pairs([(":status", status.to_string())])
 }
 
+/// The headers of a reply the proxy makes itself: the status, and `text/plain` if there is a body.
+fn reply_headers(status: u16, body: &[u8]) -> Headers {
+    let mut h = status_headers(status);
+    if !body.is_empty() {
+        h.add(b"content-type", b"text/plain");
+    }
+    h
+}
+
 fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     let mut r = Response::new(whole(Bytes::from_static(text.as_bytes())));
     *r.status_mut() = status;
     r
 }
 
-/// Envoy's local replies for upstream failures.
-fn upstream_error_reply(e: &UpstreamError) -> (u16, &'static str) {
-    match e {
+/// Envoy's local replies for upstream failures: the headers and the body.
+fn upstream_error_reply(e: &UpstreamError) -> (Headers, Bytes) {
+    let (status, text) = match e {
         UpstreamError::NoHealthyUpstream => (503, "no healthy upstream"),
         UpstreamError::ConnectionFailure(reason) => {
             tracing::debug!("upstream connection failure: {reason}");
@@ -473,7 +484,8 @@ fn upstream_error_reply(e: &UpstreamError) -> (u16, &'static str) {
         }
         UpstreamError::Timeout => (504, "upstream request timeout"),
         UpstreamError::ResponseTooLarge => (500, "Internal Server Error"),
-    }
+    };
+    (reply_headers(status, text.as_bytes()), Bytes::from_static(text.as_bytes()))
 }
 
 /// `prefix_rewrite`: the part of the path the route matched is replaced.

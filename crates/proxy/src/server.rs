@@ -6,7 +6,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use wasmproxy_config::model::{Bootstrap, HttpFilter, NetworkFilter, WasmCode, WasmPlugin};
+use wasmproxy_config::model::{Bootstrap, HttpFilter, NetworkFilter, SocketAddress, WasmCode, WasmPlugin};
 use wasmproxy_host::{Embedder, EngineConfig, ModuleSource, PluginModule, WasmEngine, WasmVm};
 
 use crate::wasm_filter::{plugin_config, vm_config};
@@ -78,16 +78,10 @@ impl Server {
         let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..concurrency).map(|_| Vec::new()).collect();
         let mut listeners = Vec::new();
         for l in &config.listeners {
-            let text = format!("{}:{}", l.address.address, l.address.port);
-            let bind_error = |error| ServerError::Bind { name: l.name.clone(), address: text.clone(), error };
-            let mut addr = (l.address.address.as_str(), l.address.port)
-                .to_socket_addrs()
-                .map_err(bind_error)?
-                .next()
-                .ok_or_else(|| bind_error(std::io::Error::other("no address")))?;
+            let (mut addr, bind_error) = resolve(&l.name, &l.address)?;
             for worker_sockets in sockets.iter_mut() {
-                let socket = crate::listener::bind_reuseport(addr).map_err(bind_error)?;
-                addr = socket.local_addr().map_err(bind_error)?;
+                let socket = crate::listener::bind_reuseport(addr).map_err(&bind_error)?;
+                addr = socket.local_addr().map_err(&bind_error)?;
                 worker_sockets.push(socket);
             }
             tracing::info!("listener {} on {addr}", l.name);
@@ -100,13 +94,7 @@ impl Server {
         let mut workers = Vec::new();
         let mut admin = None;
         if let Some(a) = &config.admin {
-            let text = format!("{}:{}", a.address.address, a.address.port);
-            let bind_error = |error| ServerError::Bind { name: "admin".into(), address: text.clone(), error };
-            let addr = (a.address.address.as_str(), a.address.port)
-                .to_socket_addrs()
-                .map_err(bind_error)?
-                .next()
-                .ok_or_else(|| bind_error(std::io::Error::other("no address")))?;
+            let (addr, bind_error) = resolve("admin", &a.address)?;
             let (bound, handle) =
                 crate::admin::start(addr, engine.shared().clone(), shutdown_rx.clone()).map_err(bind_error)?;
             tracing::info!("admin on {bound}");
@@ -163,6 +151,21 @@ impl RunningServer {
             let _ = w.join();
         }
     }
+}
+
+/// The socket address of a configured listener, and how to report a failure to bind it.
+fn resolve(
+    name: &str,
+    address: &SocketAddress,
+) -> Result<(SocketAddr, impl Fn(std::io::Error) -> ServerError + use<>), ServerError> {
+    let (name, text) = (name.to_string(), format!("{}:{}", address.address, address.port));
+    let bind_error = move |error| ServerError::Bind { name: name.clone(), address: text.clone(), error };
+    let addr = (address.address.as_str(), address.port)
+        .to_socket_addrs()
+        .map_err(&bind_error)?
+        .next()
+        .ok_or_else(|| bind_error(std::io::Error::other("no address")))?;
+    Ok((addr, bind_error))
 }
 
 /// Compiles every Wasm HTTP filter's module once, and runs its configuration on a

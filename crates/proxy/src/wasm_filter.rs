@@ -300,7 +300,6 @@ impl FilterStream {
                     Some(body) if holding => body.extend_from_slice(&chunk),
                     _ => *slot = Some(chunk.to_vec()),
                 }
-                s.end_of_stream = eos;
                 slot.as_ref().map_or(0, Vec::len)
             })
             .unwrap_or(0);
@@ -376,15 +375,6 @@ impl FilterStream {
         let verdict =
             self.run(StreamType::HttpResponse, |vm, ctx| vm.on_response_headers(ctx, eos).map(|s| s.is_stop())).await;
         *headers = self.with_stream(|s| s.response_headers.take()).flatten().unwrap_or_default();
-        verdict
-    }
-
-    /// `on_response_body` with the whole body.
-    pub async fn response_body(&mut self, body: &mut Bytes) -> Verdict {
-        self.with_stream(|s| s.response_body = Some(body.to_vec()));
-        let verdict =
-            self.run(StreamType::HttpResponse, |vm, ctx| vm.on_response_body(ctx, true).map(|s| s.is_stop())).await;
-        *body = self.with_stream(|s| s.response_body.take()).flatten().map(Bytes::from).unwrap_or_default();
         verdict
     }
 
