@@ -24,7 +24,8 @@ pub enum PropertyValue {
     Bool(bool),
     /// Timestamps and durations: int64 nanoseconds, little-endian.
     Nanos(i64),
-    /// Maps: the pairs encoding, values already encoded.
+    /// Maps (and lists, with the element as the key and an empty value): the pairs encoding,
+    /// values already encoded; an empty one is a zero count.
     Map(Vec<(Vec<u8>, Vec<u8>)>),
 }
 
@@ -37,6 +38,8 @@ impl PropertyValue {
             PropertyValue::Uint(v) => v.to_le_bytes().to_vec(),
             PropertyValue::Double(v) => v.to_le_bytes().to_vec(),
             PropertyValue::Bool(v) => vec![u8::from(*v)],
+            // Unlike a header map, an empty map or list property still carries its count.
+            PropertyValue::Map(pairs) if pairs.is_empty() => 0u32.to_le_bytes().to_vec(),
             PropertyValue::Map(pairs) => {
                 crate::pairs::serialize(pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
             }

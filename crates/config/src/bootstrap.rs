@@ -4,7 +4,8 @@ use crate::address::{Host, read_address};
 use crate::cluster::read_cluster;
 use crate::hcm::type_error;
 use crate::listener::read_listener;
-use crate::model::{Admin, Bootstrap};
+use crate::json::to_struct_value;
+use crate::model::{Admin, Bootstrap, Locality, Node, StructValue};
 use crate::reader::{Ctx, Field, Origin, child};
 use crate::tree::Value;
 use crate::wasm::read_wasm_service;
@@ -53,6 +54,20 @@ const BOOTSTRAP: &[&str] = &[
 const STATIC_RESOURCES: &[&str] = &["listeners", "clusters", "secrets"];
 const ADMIN: &[&str] =
     &["access_log", "access_log_path", "profile_path", "address", "socket_options", "ignore_global_conn_limit"];
+const NODE: &[&str] = &[
+    "id",
+    "cluster",
+    "metadata",
+    "dynamic_parameters",
+    "locality",
+    "user_agent_name",
+    "user_agent_version",
+    "user_agent_build_version",
+    "extensions",
+    "client_features",
+    "listening_addresses",
+];
+const LOCALITY: &[&str] = &["region", "zone", "sub_zone"];
 const TYPED_EXTENSION_CONFIG: &[&str] = &["name", "typed_config"];
 const LAYERED_RUNTIME: &[&str] = &["layers"];
 const RUNTIME_LAYER: &[&str] = &["name", "static_layer", "disk_layer", "admin_layer", "rtds_layer"];
@@ -66,6 +81,9 @@ pub(crate) fn read_bootstrap(ctx: &mut Ctx, root: &Field<'_>) -> Bootstrap {
         return bootstrap;
     }
     let Some(mut msg) = root.message(ctx, BOOTSTRAP) else { return bootstrap };
+    if let Some(f) = msg.get(ctx, "node") {
+        bootstrap.node = read_node(ctx, &f);
+    }
     if let Some(f) = msg.get(ctx, "admin") {
         bootstrap.admin = read_admin(ctx, &f);
     }
@@ -101,6 +119,36 @@ pub(crate) fn read_bootstrap(ctx: &mut Ctx, root: &Field<'_>) -> Bootstrap {
     }
     msg.finish(ctx);
     bootstrap
+}
+
+/// `node`: `id`, `cluster`, `metadata` and `locality`, which plugins read through `xds.node`.
+fn read_node(ctx: &mut Ctx, field: &Field<'_>) -> Node {
+    let mut node = Node::default();
+    let Some(mut msg) = field.message(ctx, NODE) else { return node };
+    let string = |msg: &mut crate::reader::Msg<'_>, ctx: &mut Ctx, name: &str| {
+        msg.get(ctx, name).and_then(|f| f.string(ctx)).unwrap_or_default()
+    };
+    node.id = string(&mut msg, ctx, "id");
+    node.cluster = string(&mut msg, ctx, "cluster");
+    if let Some(f) = msg.get(ctx, "metadata") {
+        match to_struct_value(f.node) {
+            StructValue::Struct(fields) => node.metadata = fields,
+            StructValue::Null => {}
+            _ => f.error(ctx, format!("expected a mapping, found {}", f.node.kind())),
+        }
+    }
+    if let Some(f) = msg.get(ctx, "locality")
+        && let Some(mut locality) = f.message(ctx, LOCALITY)
+    {
+        node.locality = Locality {
+            region: string(&mut locality, ctx, "region"),
+            zone: string(&mut locality, ctx, "zone"),
+            sub_zone: string(&mut locality, ctx, "sub_zone"),
+        };
+        locality.finish(ctx);
+    }
+    msg.finish(ctx);
+    node
 }
 
 fn read_admin(ctx: &mut Ctx, field: &Field<'_>) -> Option<Admin> {

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::error::ConfigError;
+use crate::model::StructValue;
 use crate::tree::{Entry, Node, Value};
 
 /// Parses JSON text into a tree (without positions: serde_json does not report them per value).
@@ -120,6 +121,24 @@ pub(crate) fn to_json(node: &Node, out: &mut String) {
                 to_json(&entry.value, out);
             }
             out.push('}');
+        }
+    }
+}
+
+/// Reads a node as a `google.protobuf.Value`, with the same scalar rules as [`to_json`].
+pub(crate) fn to_struct_value(node: &Node) -> StructValue {
+    match &node.value {
+        Value::Null => StructValue::Null,
+        Value::Scalar { text, quoted: false } => match plain_scalar_json(text).as_deref() {
+            Some("true") => StructValue::Bool(true),
+            Some("false") => StructValue::Bool(false),
+            Some(number) => number.parse().map_or_else(|_| StructValue::String(text.clone()), StructValue::Number),
+            None => StructValue::String(text.clone()),
+        },
+        Value::Scalar { text, quoted: true } => StructValue::String(text.clone()),
+        Value::Seq(items) => StructValue::List(items.iter().map(to_struct_value).collect()),
+        Value::Map(entries) => {
+            StructValue::Struct(entries.iter().map(|e| (e.key.clone(), to_struct_value(&e.value))).collect())
         }
     }
 }

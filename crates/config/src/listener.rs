@@ -98,13 +98,17 @@ pub(crate) fn read_listener(ctx: &mut Ctx, field: &Field<'_>, index: usize) -> O
             read_filter_chain(ctx, chain)
         }
     };
+    let traffic_direction = msg
+        .get(ctx, "traffic_direction")
+        .and_then(|f| f.enumeration(ctx, &[("UNSPECIFIED", 0, Some(0)), ("INBOUND", 1, Some(1)), ("OUTBOUND", 2, Some(2))]))
+        .unwrap_or(0);
     msg.finish(ctx);
-    Some(Listener { name, address: address?, filter_chain: filter_chain? })
+    Some(Listener { name, address: address?, filter_chain: filter_chain?, traffic_direction })
 }
 
 fn read_filter_chain(ctx: &mut Ctx, field: &Field<'_>) -> Option<FilterChain> {
     let mut msg = field.message(ctx, FILTER_CHAIN)?;
-    msg.ignore(ctx, "name");
+    let name = msg.get(ctx, "name").and_then(|f| f.string(ctx)).unwrap_or_default();
     let filters_field = msg.get(ctx, "filters");
     let mut filters = Vec::new();
     let mut order = Vec::new();
@@ -116,7 +120,7 @@ fn read_filter_chain(ctx: &mut Ctx, field: &Field<'_>) -> Option<FilterChain> {
     let list_origin = filters_field.map_or_else(|| msg.origin().with_child("filters"), |f| f.origin());
     check_network_filter_order(ctx, &list_origin, &order);
     msg.finish(ctx);
-    Some(FilterChain { filters })
+    Some(FilterChain { name, filters })
 }
 
 /// Reads one network filter: whether it is terminal (known even when its config has errors) and

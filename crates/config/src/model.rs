@@ -15,9 +15,53 @@ pub struct Bootstrap {
     pub clusters: Vec<Cluster>,
     /// `bootstrap_extensions` of type `envoy.bootstrap.wasm` (`WasmService`).
     pub wasm_services: Vec<WasmService>,
+    /// `node`: who this proxy is, as plugins see it in `xds.node`.
+    pub node: Node,
     /// `layered_runtime` static layer values, flattened to `key → value` (e.g.
     /// `"wasm.callback_deadline_ms" → "500"`).
     pub runtime: Vec<(String, String)>,
+}
+
+/// `node`: the identity the bootstrap gives this proxy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Node {
+    /// `id`.
+    pub id: String,
+    /// `cluster`.
+    pub cluster: String,
+    /// `metadata` (a `google.protobuf.Struct`), keys in source order.
+    pub metadata: Vec<(String, StructValue)>,
+    /// `locality`.
+    pub locality: Locality,
+}
+
+/// `node.locality`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Locality {
+    /// `region`.
+    pub region: String,
+    /// `zone`.
+    pub zone: String,
+    /// `sub_zone`.
+    pub sub_zone: String,
+}
+
+/// A `google.protobuf.Value`, as YAML or JSON gives it (plain scalars that read as numbers or
+/// booleans are those; numbers are doubles, as in `Struct`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StructValue {
+    /// `null`.
+    Null,
+    /// A number.
+    Number(f64),
+    /// A string.
+    String(String),
+    /// A boolean.
+    Bool(bool),
+    /// A list.
+    List(Vec<StructValue>),
+    /// A nested struct, keys in source order.
+    Struct(Vec<(String, StructValue)>),
 }
 
 /// The admin listener.
@@ -45,11 +89,15 @@ pub struct Listener {
     pub address: SocketAddress,
     /// `filter_chains` (wasmproxy supports exactly one chain, without `filter_chain_match`).
     pub filter_chain: FilterChain,
+    /// `traffic_direction` as its number (UNSPECIFIED 0, INBOUND 1, OUTBOUND 2), for `xds.listener_direction`.
+    pub traffic_direction: i64,
 }
 
 /// One filter chain: network filters in order; the last is the terminal one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FilterChain {
+    /// `name` (for `xds.filter_chain_name`).
+    pub name: String,
     /// The network filters, in order.
     pub filters: Vec<NetworkFilter>,
 }

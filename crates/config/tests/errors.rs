@@ -323,3 +323,32 @@ fn missing_file() {
     let errors = load_file(Path::new("/nonexistent/envoy.yaml")).unwrap_err().to_string();
     assert_eq!(errors, "cannot read /nonexistent/envoy.yaml: No such file or directory (os error 2)");
 }
+
+#[test]
+fn node_identity_loads_and_its_other_fields_are_refused() {
+    let text = format!(
+        "node:\n  id: n1\n  cluster: c1\n  metadata: {{ team: edge, replicas: 3, canary: true, tags: [a] }}\n  locality: {{ region: eu }}\n{BASE}"
+    );
+    let bootstrap = load_str(&text, Path::new("/etc/wasmproxy")).unwrap();
+    let node = &bootstrap.node;
+    assert_eq!((node.id.as_str(), node.cluster.as_str(), node.locality.region.as_str()), ("n1", "c1", "eu"));
+    use wasmproxy_config::StructValue as V;
+    assert_eq!(
+        node.metadata,
+        vec![
+            ("team".into(), V::String("edge".into())),
+            ("replicas".into(), V::Number(3.0)),
+            ("canary".into(), V::Bool(true)),
+            ("tags".into(), V::List(vec![V::String("a".into())])),
+        ]
+    );
+    let bad = format!("node:\n  id: n1\n  user_agent_name: mine\n  locality: {{ planet: earth }}\n{BASE}");
+    let errors = load_str(&bad, Path::new("/etc/wasmproxy")).unwrap_err().to_string();
+    assert_eq!(
+        errors.lines().collect::<Vec<_>>(),
+        vec![
+            "node.locality.planet: unknown field (line 4, column 15)",
+            "node.user_agent_name: not supported by wasmproxy (line 3, column 3)",
+        ]
+    );
+}

@@ -16,7 +16,7 @@ use wasmproxy_host::Headers;
 use crate::body::{Aborted, BodySender, ProxyBody, whole};
 use crate::cluster::{Clusters, UpstreamError};
 use crate::convert;
-use crate::routing::RouteTable;
+use crate::routing::{Matched, RouteTable};
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
 use crate::wasm_filter::{DataVerdict, FilterSlot, FilterStream, LocalReply, Verdict};
 
@@ -127,6 +127,11 @@ impl Hcm {
         info: &StreamRef,
     ) -> Processed {
         let request_ended = incoming.is_end_stream();
+        if !self.filters.is_empty() {
+            // Envoy picks the route as soon as a plugin asks for it (`xds.route_name`); the
+            // router picks it again from the headers the filters leave.
+            note_route(self.routes.find(headers).as_ref(), info);
+        }
         // Request headers, filter by filter; each sees the headers the previous one left.
         for filter in &self.filters {
             info.borrow_mut().request_headers = headers.clone();
@@ -258,13 +263,7 @@ impl Hcm {
     /// The route's target (or the local answer: no route, direct response, redirect).
     fn route(&self, headers: &Headers, info: &StreamRef) -> Target {
         let matched = self.routes.find(headers);
-        if let Some(m) = &matched {
-            let mut i = info.borrow_mut();
-            i.route_name = m.name.to_string();
-            if let RouteAction::Forward(f) = m.action {
-                i.cluster_name = f.cluster.clone();
-            }
-        }
+        note_route(matched.as_ref(), info);
         let Some(m) = matched else {
             info.borrow_mut().response_code_details = "route_not_found".into();
             return Target::Local(status_headers(404), Bytes::new());
@@ -529,4 +528,16 @@ fn request_id() -> String {
         out.push_str(&format!("{:016x}", h.finish()));
     }
     format!("{}-{}-4{}-a{}-{}", &out[0..8], &out[8..12], &out[13..16], &out[17..20], &out[20..32])
+}
+
+/// Records the matched route (or none) in the stream info, for `xds.route_name` and
+/// `xds.cluster_name`.
+fn note_route(matched: Option<&Matched<'_>>, info: &StreamRef) {
+    let mut i = info.borrow_mut();
+    i.route_matched = matched.is_some();
+    i.route_name = matched.map(|m| m.name.to_string()).unwrap_or_default();
+    i.cluster_name = match matched.map(|m| m.action) {
+        Some(RouteAction::Forward(f)) => f.cluster.clone(),
+        _ => String::new(),
+    };
 }

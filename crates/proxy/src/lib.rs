@@ -16,5 +16,6 @@ mod server;
 mod stream_info;
 mod wasm_filter;
 mod worker;
+mod xds;
 
 pub use server::{RunningServer, Server, ServerError, ServerOptions};

@@ -6,11 +6,12 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use wasmproxy_config::model::{Bootstrap, HttpFilter, NetworkFilter, SocketAddress, WasmCode, WasmPlugin};
+use wasmproxy_config::model::{Bootstrap, HttpFilter, NetworkFilter, Node, SocketAddress, WasmCode, WasmPlugin};
 use wasmproxy_host::{Embedder, EngineConfig, ModuleSource, PluginModule, WasmEngine, WasmVm};
 
 use crate::wasm_filter::{plugin_config, vm_config};
 use crate::worker::{self, WorkerSetup};
+use crate::xds::NodeAttributes;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -65,9 +66,17 @@ pub struct RunningServer {
 }
 
 /// Logs nothing: the canary VM's only job is to say whether the configuration is accepted.
-struct Canary;
+/// It answers `xds.node`, which plugins read when they configure.
+struct Canary(NodeAttributes);
 
-impl Embedder for Canary {}
+impl Embedder for Canary {
+    fn property(&mut self, _context_id: u32, path: &[&[u8]]) -> Result<Vec<u8>, wasmproxy_abi::Status> {
+        match path {
+            [b"xds", b"node", rest @ ..] => self.0.property(rest),
+            _ => Err(wasmproxy_abi::Status::NotFound),
+        }
+    }
+}
 
 impl Server {
     /// Starts the proxy: returns once every worker listens.
@@ -181,7 +190,7 @@ fn load_plugins(
             for (fi, f) in hcm.http_filters.iter().enumerate() {
                 if let HttpFilter::Wasm(plugin) = f {
                     let module = load_module(engine, plugin)?;
-                    canary(&module, plugin)?;
+                    canary(&module, plugin, &config.node)?;
                     modules.insert((li, fi), module);
                 }
             }
@@ -200,9 +209,10 @@ fn load_module(engine: &WasmEngine, plugin: &WasmPlugin) -> Result<Arc<PluginMod
     PluginModule::load(engine, source).map_err(|e| ServerError::Plugin(format!("Wasm plugin {:?}: {e}", plugin.name)))
 }
 
-fn canary(module: &Arc<PluginModule>, plugin: &WasmPlugin) -> Result<(), ServerError> {
+fn canary(module: &Arc<PluginModule>, plugin: &WasmPlugin, node: &Node) -> Result<(), ServerError> {
     let fail = |e: wasmproxy_host::VmError| ServerError::Plugin(format!("Wasm plugin {:?}: {e}", plugin.name));
-    let mut vm = WasmVm::new(module, vm_config(plugin), Box::new(Canary)).map_err(fail)?;
+    let embedder = Box::new(Canary(NodeAttributes::new(node)));
+    let mut vm = WasmVm::new(module, vm_config(plugin), embedder).map_err(fail)?;
     vm.create_root_context(Arc::new(plugin_config(plugin))).map_err(fail)?;
     Ok(())
 }

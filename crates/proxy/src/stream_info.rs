@@ -21,6 +21,10 @@ pub struct ConnectionInfo {
     pub peer: SocketAddr,
     /// The address the client connected to.
     pub local: SocketAddr,
+    /// The listener's `traffic_direction` (`xds.listener_direction`).
+    pub listener_direction: i64,
+    /// The filter chain's name (`xds.filter_chain_name`).
+    pub filter_chain_name: Rc<str>,
 }
 
 /// One stream, shared by the HTTP connection manager and the plugins' property lookups.
@@ -48,6 +52,8 @@ pub struct StreamInfo {
     pub response_code_details: String,
     /// The endpoint the request went to.
     pub upstream: Option<SocketAddr>,
+    /// Whether a route matched.
+    pub route_matched: bool,
     /// The matched route's name.
     pub route_name: String,
     /// The cluster of the matched route.
@@ -76,6 +82,7 @@ impl StreamInfo {
             response_body_size: 0,
             response_code_details: String::new(),
             upstream: None,
+            route_matched: false,
             route_name: String::new(),
             cluster_name: String::new(),
             duration: None,
@@ -107,8 +114,17 @@ impl StreamInfo {
             [b"upstream", b"port"] => {
                 self.upstream.map(|u| PropertyValue::Int(u.port().into())).ok_or(Status::NotFound)
             }
-            [b"xds", b"route_name"] | [b"route_name"] => text(&self.route_name),
-            [b"xds", b"cluster_name"] | [b"cluster_name"] if !self.cluster_name.is_empty() => text(&self.cluster_name),
+            [b"xds", b"listener_direction"] => Ok(PropertyValue::Int(self.connection.listener_direction)),
+            [b"xds", b"filter_chain_name"] => text(&self.connection.filter_chain_name),
+            // Metadata wasmproxy does not configure reads as an empty message, where Envoy has one.
+            [b"xds", b"listener_metadata"] | [b"metadata"] => text(""),
+            [b"xds", b"route_name"] if self.route_matched => text(&self.route_name),
+            [b"xds", b"route_metadata"] if self.route_matched => text(""),
+            [b"xds", b"cluster_name"] if !self.cluster_name.is_empty() => text(&self.cluster_name),
+            [b"xds", b"cluster_metadata"] if !self.cluster_name.is_empty() => text(""),
+            [b"xds", b"upstream_host_metadata"] if self.upstream.is_some() => text(""),
+            // Envoy cannot serialize the filter-state map as a whole.
+            [b"filter_state"] => Err(Status::SerializationFailure),
             [name] => return self.filter_state.get(&filter_state_key(name)).cloned().ok_or(Status::NotFound),
             _ => Err(Status::NotFound),
         };

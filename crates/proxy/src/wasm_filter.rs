@@ -18,6 +18,7 @@ use wasmproxy_host::{
 
 use crate::cluster::Clusters;
 use crate::stream_info::{StreamRef, filter_state_key};
+use crate::xds::NodeAttributes;
 
 /// The streams a VM's contexts belong to, for property lookups.
 type StreamsByContext = Rc<RefCell<HashMap<u32, StreamRef>>>;
@@ -74,6 +75,7 @@ pub struct PluginInstance {
 /// The proxy's answers to one VM: callouts to this worker's clusters, timers, queues, logs.
 struct WorkerEmbedder {
     clusters: Rc<Clusters>,
+    node: Rc<NodeAttributes>,
     instance: Rc<OnceCell<Weak<PluginInstance>>>,
     ticks: Rc<Notify>,
     queue_tx: mpsc::UnboundedSender<(u32, u32)>,
@@ -82,6 +84,9 @@ struct WorkerEmbedder {
 
 impl Embedder for WorkerEmbedder {
     fn property(&mut self, context_id: u32, path: &[&[u8]]) -> Result<Vec<u8>, Status> {
+        if let [b"xds", b"node", rest @ ..] = path {
+            return self.node.property(rest);
+        }
         let streams = self.streams.borrow();
         let stream = streams.get(&context_id).ok_or(Status::NotFound)?;
         stream.borrow().property(path)
@@ -160,6 +165,7 @@ impl PluginInstance {
         module: &Arc<PluginModule>,
         config: &WasmPlugin,
         clusters: Rc<Clusters>,
+        node: Rc<NodeAttributes>,
     ) -> Result<Rc<PluginInstance>, VmError> {
         let cell = Rc::new(OnceCell::new());
         let ticks = Rc::new(Notify::new());
@@ -167,6 +173,7 @@ impl PluginInstance {
         let streams = StreamsByContext::default();
         let embedder = WorkerEmbedder {
             clusters,
+            node,
             instance: cell.clone(),
             ticks: ticks.clone(),
             queue_tx,

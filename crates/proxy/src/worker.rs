@@ -18,6 +18,7 @@ use crate::hcm::Hcm;
 use crate::routing::RouteTable;
 use crate::stream_info::ConnectionInfo;
 use crate::wasm_filter::{FilterSlot, PluginInstance};
+use crate::xds::NodeAttributes;
 
 /// What a worker is given to start.
 pub struct WorkerSetup {
@@ -74,8 +75,13 @@ pub fn run(setup: WorkerSetup, ready: std::sync::mpsc::Sender<Result<(), String>
     });
 }
 
-async fn build(setup: &WorkerSetup) -> Result<Vec<Option<Rc<Hcm>>>, String> {
+/// A listener's HTTP connection manager and what its connections tell plugins about it
+/// (`xds.listener_direction`, `xds.filter_chain_name`).
+type ListenerHcm = (Rc<Hcm>, i64, Rc<str>);
+
+async fn build(setup: &WorkerSetup) -> Result<Vec<Option<ListenerHcm>>, String> {
     let clusters = Rc::new(Clusters::new(&setup.config.clusters).await?);
+    let node = Rc::new(NodeAttributes::new(&setup.config.node));
     let mut hcms = Vec::new();
     let mut vms: HashMap<(String, Vec<u8>, String), Rc<PluginInstance>> = HashMap::new();
     for (li, listener) in setup.config.listeners.iter().enumerate() {
@@ -96,7 +102,7 @@ async fn build(setup: &WorkerSetup) -> Result<Vec<Option<Rc<Hcm>>>, String> {
                 let vm = match vms.get(&key) {
                     Some(vm) => Rc::clone(vm),
                     None => {
-                        let vm = PluginInstance::start(module, plugin, clusters.clone()).map_err(fail)?;
+                        let vm = PluginInstance::start(module, plugin, clusters.clone(), node.clone()).map_err(fail)?;
                         vms.insert(key, vm.clone());
                         vm
                     }
@@ -105,7 +111,8 @@ async fn build(setup: &WorkerSetup) -> Result<Vec<Option<Rc<Hcm>>>, String> {
                 filters.push(FilterSlot { vm, root, failure_policy: plugin.failure_policy });
             }
         }
-        hcms.push(Some(Rc::new(Hcm { config: (**config).clone(), routes, filters, clusters: clusters.clone() })));
+        let hcm = Hcm { config: (**config).clone(), routes, filters, clusters: clusters.clone() };
+        hcms.push(Some((Rc::new(hcm), listener.traffic_direction, Rc::from(listener.filter_chain.name.as_str()))));
     }
     Ok(hcms)
 }
@@ -113,7 +120,7 @@ async fn build(setup: &WorkerSetup) -> Result<Vec<Option<Rc<Hcm>>>, String> {
 /// Connection ids, unique in the process (Envoy's `connection.id`).
 static NEXT_CONNECTION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-async fn accept_loop(listener: tokio::net::TcpListener, hcm: Rc<Hcm>) {
+async fn accept_loop(listener: tokio::net::TcpListener, (hcm, listener_direction, filter_chain_name): ListenerHcm) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -126,7 +133,13 @@ async fn accept_loop(listener: tokio::net::TcpListener, hcm: Rc<Hcm>) {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
         let id = NEXT_CONNECTION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let connection = Rc::new(ConnectionInfo { id, peer, local });
+        let connection = Rc::new(ConnectionInfo {
+            id,
+            peer,
+            local,
+            listener_direction,
+            filter_chain_name: filter_chain_name.clone(),
+        });
         let hcm = hcm.clone();
         tokio::task::spawn_local(async move {
             let mut builder = auto::Builder::new(LocalExec);

@@ -370,6 +370,13 @@ async fn plugins_read_envoy_properties_with_envoys_encodings() {
                 to_upstream("plugin_name", "p-plugin"),
                 to_upstream("request.time", "p-time"),
                 to_upstream("nope.nothing", "p-nope"),
+                to_upstream("xds.node.id", "p-node-id"),
+                to_upstream("xds.node.metadata.team", "p-node-team"),
+                to_upstream("xds.node.locality.region", "p-node-region"),
+                to_upstream("xds.listener_direction", "p-direction"),
+                to_upstream("xds.filter_chain_name", "p-chain"),
+                to_upstream("xds.cluster_name", "p-early-cluster"),
+                to_upstream("xds.route_metadata", "p-route-metadata"),
                 ["set_property", "my_state", "v1"],
             ],
             "response_headers": [
@@ -380,7 +387,14 @@ async fn plugins_read_envoy_properties_with_envoys_encodings() {
             ],
         }
     });
-    let server = start(&config(up, &wasm_filter("props", "probe.wasm", &probe.to_string(), "")));
+    let node = "node: { id: node-1, cluster: cluster-a, metadata: { team: edge }, locality: { region: eu } }\n";
+    let yaml = config(up, &wasm_filter("props", "probe.wasm", &probe.to_string(), ""))
+        .replacen(
+            "    filter_chains:\n    - filters:",
+            "    traffic_direction: OUTBOUND\n    filter_chains:\n    - name: chain-x\n      filters:",
+            1,
+        );
+    let server = start(&format!("{node}{yaml}"));
     let addr = server.listeners[0].1;
     let r = get(addr, "/props?x=1", &[("x-user", "alice")]).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -405,6 +419,13 @@ async fn plugins_read_envoy_properties_with_envoys_encodings() {
     assert_eq!(seen("p-plugin"), format!("0:{}", hex(b"props")));
     assert_eq!(seen("p-time").len(), 2 + 16, "a timestamp is int64 nanoseconds");
     assert_eq!(seen("p-nope"), "1:", "NOT_FOUND");
+    assert_eq!(seen("p-node-id"), format!("0:{}", hex(b"node-1")));
+    assert_eq!(seen("p-node-team"), format!("0:{}", hex(b"edge")));
+    assert_eq!(seen("p-node-region"), format!("0:{}", hex(b"eu")));
+    assert_eq!(seen("p-direction"), format!("0:{}", hex(&2i64.to_le_bytes())), "OUTBOUND");
+    assert_eq!(seen("p-chain"), format!("0:{}", hex(b"chain-x")));
+    assert_eq!(seen("p-early-cluster"), format!("0:{}", hex(b"upstream")), "the route is known in request headers");
+    assert_eq!(seen("p-route-metadata"), "0:", "an empty Metadata message");
     assert_eq!(header(&r, "p-code"), format!("0:{}", hex(&200i64.to_le_bytes())));
     assert_eq!(header(&r, "p-upstream"), format!("0:{}", hex(up.to_string().as_bytes())));
     assert_eq!(header(&r, "p-cluster"), format!("0:{}", hex(b"upstream")));
