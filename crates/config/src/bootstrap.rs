@@ -3,8 +3,8 @@
 use crate::address::{Host, read_address};
 use crate::cluster::read_cluster;
 use crate::hcm::type_error;
-use crate::listener::read_listener;
 use crate::json::to_struct_value;
+use crate::listener::read_listener;
 use crate::model::{Admin, Bootstrap, Locality, Node, StructValue};
 use crate::reader::{Ctx, Field, Origin, child};
 use crate::tree::Value;

@@ -100,7 +100,9 @@ pub(crate) fn read_listener(ctx: &mut Ctx, field: &Field<'_>, index: usize) -> O
     };
     let traffic_direction = msg
         .get(ctx, "traffic_direction")
-        .and_then(|f| f.enumeration(ctx, &[("UNSPECIFIED", 0, Some(0)), ("INBOUND", 1, Some(1)), ("OUTBOUND", 2, Some(2))]))
+        .and_then(|f| {
+            f.enumeration(ctx, &[("UNSPECIFIED", 0, Some(0)), ("INBOUND", 1, Some(1)), ("OUTBOUND", 2, Some(2))])
+        })
         .unwrap_or(0);
     msg.finish(ctx);
     Some(Listener { name, address: address?, filter_chain: filter_chain?, traffic_direction })

@@ -56,6 +56,7 @@ pub(crate) struct ContextData {
     pub(crate) plugin: Arc<PluginConfig>,
     pub(crate) log_prefix: Arc<str>,
     pub(crate) stream: StreamData,
+    /// Set when the current callback sent a local reply (it then stops the filter).
     pub(crate) local_response_sent: bool,
 }
 

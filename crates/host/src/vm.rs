@@ -338,6 +338,11 @@ impl WasmVm {
         if let Some(failure) = &self.failure {
             return Err(VmError::Failed(failure.clone()));
         }
+        // A local reply stops the filter only for the call that sent it (cpp-host's
+        // `stopNextIteration`, reset after each call).
+        if let Some(c) = self.store.data_mut().contexts.get_mut(&context_id) {
+            c.local_response_sent = false;
+        }
         let Some(f) = pick(&self.cb) else { return Ok(None) };
         let state = self.store.data_mut();
         state.effective = context_id;

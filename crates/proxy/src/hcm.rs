@@ -45,6 +45,9 @@ enum Processed {
     Whole(Headers, Bytes),
     /// An upstream response whose body streams through the filters.
     Streaming(Headers, Incoming),
+    /// A reply made while the request was decoded (a plugin's local reply, a failure); it
+    /// goes back through the response callbacks of the first `encoders` filters, as in Envoy.
+    Reply { headers: Headers, body: Bytes, encoders: usize },
     /// Reset the stream.
     Reset,
 }
@@ -84,7 +87,8 @@ impl Hcm {
         }
         let mut streams: Vec<Option<FilterStream>> = Vec::new();
         match self.process(&mut headers, &mut incoming, &mut streams, &info).await {
-            Processed::Whole(response_headers, response_body) => {
+            Processed::Whole(response_headers, response_body)
+            | Processed::Reply { headers: response_headers, body: response_body, .. } => {
                 {
                     let mut i = info.borrow_mut();
                     i.response_headers = Some(response_headers.clone());
@@ -126,6 +130,59 @@ impl Hcm {
         streams: &mut Vec<Option<FilterStream>>,
         info: &StreamRef,
     ) -> Processed {
+        let (mut response_headers, response, encoders) = match self.decode(headers, incoming, streams, info).await {
+            Ok((h, body)) => (h, body, streams.len()),
+            Err(Processed::Reply { headers, body, encoders }) => (headers, ResponseBody::Whole(body), encoders),
+            Err(end) => return end,
+        };
+        // Response headers, in reverse order.
+        let response_ended = match &response {
+            ResponseBody::Whole(body) => body.is_empty(),
+            ResponseBody::Streaming(body) => body.is_end_stream(),
+        };
+        for i in (0..encoders).rev() {
+            let Some(s) = streams[i].as_mut() else { continue };
+            info.borrow_mut().response_headers = Some(response_headers.clone());
+            let verdict = s.response_headers(&mut response_headers, response_ended).await;
+            if let Some(end) = self.apply(verdict, i, &mut streams[i], false) {
+                return end;
+            }
+        }
+        match response {
+            ResponseBody::Streaming(body) => Processed::Streaming(response_headers, body),
+            ResponseBody::Whole(mut body) => {
+                // A body held whole goes through the body callbacks once.
+                if !body.is_empty() {
+                    for i in (0..encoders).rev() {
+                        let Some(s) = streams[i].as_mut() else { continue };
+                        let verdict = match s.data(StreamType::HttpResponse, std::mem::take(&mut body), true).await {
+                            DataVerdict::Pass(bytes) => {
+                                body = bytes;
+                                Verdict::Continue
+                            }
+                            // At the end of the stream a plugin is waited for, never held.
+                            DataVerdict::Held => Verdict::Continue,
+                            DataVerdict::Done(v) => v,
+                        };
+                        if let Some(end) = self.apply(verdict, i, &mut streams[i], false) {
+                            return end;
+                        }
+                    }
+                }
+                Processed::Whole(response_headers, body)
+            }
+        }
+    }
+
+    /// The request side: request headers through the filters, the route, the request body
+    /// through the filters to the upstream; done once the response headers are known.
+    async fn decode(
+        &self,
+        headers: &mut Headers,
+        incoming: &mut Incoming,
+        streams: &mut Vec<Option<FilterStream>>,
+        info: &StreamRef,
+    ) -> Result<(Headers, ResponseBody), Processed> {
         let request_ended = incoming.is_end_stream();
         if !self.filters.is_empty() {
             // Envoy picks the route as soon as a plugin asks for it (`xds.route_name`); the
@@ -133,35 +190,33 @@ impl Hcm {
             note_route(self.routes.find(headers).as_ref(), info);
         }
         // Request headers, filter by filter; each sees the headers the previous one left.
-        for filter in &self.filters {
+        for (i, filter) in self.filters.iter().enumerate() {
             info.borrow_mut().request_headers = headers.clone();
             let mut stream = match filter.start_stream(info) {
                 Ok(s) => s,
-                Err(_) => match self.on_failure(filter) {
-                    Some(reply) => return reply,
-                    None => {
-                        streams.push(None);
-                        continue;
+                Err(_) => {
+                    streams.push(None);
+                    match self.apply(Verdict::Failed, i, &mut streams[i], true) {
+                        Some(end) => return Err(end),
+                        None => continue,
                     }
-                },
+                }
             };
             info.borrow_mut().request_headers_visible = true;
             let verdict = stream.request_headers(headers, request_ended).await;
             info.borrow_mut().request_headers_visible = false;
             streams.push(Some(stream));
-            if let Some(end) = self.apply(verdict, filter, streams.last_mut()) {
-                return end;
+            if let Some(end) = self.apply(verdict, i, &mut streams[i], true) {
+                return Err(end);
             }
         }
         // The router picks the target; the request body then streams through the filters
         // (to the upstream, or drained for a local answer) while the upstream answers.
         info.borrow_mut().request_headers = headers.clone();
         let started = Instant::now();
-        let (mut response_headers, response) = match self.route(headers, info) {
+        let (response_headers, response) = match self.route(headers, info) {
             Target::Local(h, body) => {
-                if let Err(end) = self.pump(StreamType::HttpRequest, incoming, streams, None, info).await {
-                    return end;
-                }
+                self.pump(StreamType::HttpRequest, incoming, streams, None, info).await?;
                 (h, ResponseBody::Whole(body))
             }
             Target::Upstream { cluster, headers: upstream_headers, timeout } => {
@@ -180,9 +235,7 @@ impl Hcm {
                 };
                 let pump = self.pump(StreamType::HttpRequest, incoming, streams, tx, info);
                 let (sent, pumped) = tokio::join!(send, pump);
-                if let Err(end) = pumped {
-                    return end;
-                }
+                pumped?;
                 match sent {
                     Ok((mut h, body)) => {
                         info.borrow_mut().response_code_details = "via_upstream".into();
@@ -197,67 +250,43 @@ impl Hcm {
                 }
             }
         };
-        // Response headers, in reverse order.
-        let response_ended = match &response {
-            ResponseBody::Whole(body) => body.is_empty(),
-            ResponseBody::Streaming(body) => body.is_end_stream(),
-        };
-        for (filter, stream) in self.filters.iter().zip(streams.iter_mut()).rev() {
-            let Some(s) = stream else { continue };
-            info.borrow_mut().response_headers = Some(response_headers.clone());
-            let verdict = s.response_headers(&mut response_headers, response_ended).await;
-            if let Some(end) = self.apply(verdict, filter, Some(stream)) {
-                return end;
-            }
-        }
-        match response {
-            ResponseBody::Streaming(body) => Processed::Streaming(response_headers, body),
-            ResponseBody::Whole(mut body) => {
-                // A body held whole goes through the body callbacks once.
-                if !body.is_empty() {
-                    for (filter, stream) in self.filters.iter().zip(streams.iter_mut()).rev() {
-                        let Some(s) = stream else { continue };
-                        let verdict = match s.data(StreamType::HttpResponse, std::mem::take(&mut body), true).await {
-                            DataVerdict::Pass(bytes) => {
-                                body = bytes;
-                                Verdict::Continue
-                            }
-                            // At the end of the stream a plugin is waited for, never held.
-                            DataVerdict::Held => Verdict::Continue,
-                            DataVerdict::Done(v) => v,
-                        };
-                        if let Some(end) = self.apply(verdict, filter, Some(stream)) {
-                            return end;
-                        }
-                    }
-                }
-                Processed::Whole(response_headers, body)
-            }
-        }
+        Ok((response_headers, response))
     }
 
     /// A filter's verdict: `Some` ends the stream (a reply or a reset); a failed filter
     /// under FAIL_OPEN is dropped from the stream.
+    /// While `decoding` the request, a reply goes back through the response callbacks of
+    /// the filters up to the one that made it (a failed one excluded); while encoding the
+    /// response, it goes straight to the client, as in Envoy.
     fn apply(
         &self,
         verdict: Verdict,
-        filter: &FilterSlot,
-        stream: Option<&mut Option<FilterStream>>,
+        i: usize,
+        stream: &mut Option<FilterStream>,
+        decoding: bool,
     ) -> Option<Processed> {
-        match verdict {
-            Verdict::Continue => None,
-            Verdict::LocalReply(r) => Some(self.local_reply(r)),
-            Verdict::Reset => Some(Processed::Reset),
+        let (reply, encoders) = match verdict {
+            Verdict::Continue => return None,
+            Verdict::Reset => return Some(Processed::Reset),
+            Verdict::LocalReply(r) => (r, i + 1),
             Verdict::Failed => {
-                let end = self.on_failure(filter);
-                if end.is_none()
-                    && let Some(s) = stream
-                {
-                    *s = None;
+                *stream = None;
+                match self.filters[i].failure_policy {
+                    // Envoy's failStream: 503, details `wasm_fail_stream`.
+                    FailurePolicy::FailClosed => {
+                        (LocalReply { status: 503, body: Vec::new(), headers: Headers::new() }, i)
+                    }
+                    // FAIL_OPEN (and, until reloading lands, FAIL_RELOAD) skips the filter.
+                    FailurePolicy::FailOpen | FailurePolicy::FailReload => return None,
                 }
-                end
             }
+        };
+        let mut headers = reply_headers(reply.status, &reply.body);
+        for (k, v) in reply.headers.iter() {
+            headers.add(k, v);
         }
+        let body = Bytes::from(reply.body);
+        Some(if decoding { Processed::Reply { headers, body, encoders } } else { Processed::Whole(headers, body) })
     }
 
     /// The route's target (or the local answer: no route, direct response, redirect).
@@ -364,7 +393,7 @@ impl Hcm {
                     DataVerdict::Pass(bytes) => out = Some(bytes),
                     DataVerdict::Held => {}
                     DataVerdict::Done(verdict) => {
-                        if let Some(end) = self.apply(verdict, &self.filters[i], Some(&mut streams[i])) {
+                        if let Some(end) = self.apply(verdict, i, &mut streams[i], request) {
                             return Err(end);
                         }
                         out = Some(Bytes::new());
@@ -383,7 +412,7 @@ impl Hcm {
                 for &i in &order {
                     let Some(stream) = streams[i].as_mut() else { continue };
                     let verdict = stream.trailers(direction, &mut t).await;
-                    if let Some(end) = self.apply(verdict, &self.filters[i], Some(&mut streams[i])) {
+                    if let Some(end) = self.apply(verdict, i, &mut streams[i], request) {
                         return Err(end);
                     }
                 }
@@ -395,25 +424,6 @@ impl Hcm {
                 return Ok(());
             }
         }
-    }
-
-    /// Envoy's failure policy: FAIL_CLOSED answers 503 (details `wasm_fail_stream`);
-    /// FAIL_OPEN (and, until reloading lands, FAIL_RELOAD) skips the filter.
-    fn on_failure(&self, filter: &FilterSlot) -> Option<Processed> {
-        match filter.failure_policy {
-            FailurePolicy::FailClosed => {
-                Some(self.local_reply(LocalReply { status: 503, body: Vec::new(), headers: Headers::new() }))
-            }
-            FailurePolicy::FailOpen | FailurePolicy::FailReload => None,
-        }
-    }
-
-    fn local_reply(&self, r: LocalReply) -> Processed {
-        let mut h = reply_headers(r.status, &r.body);
-        for (k, v) in r.headers.iter() {
-            h.add(k, v);
-        }
-        Processed::Whole(h, Bytes::from(r.body))
     }
 
     fn finish(
@@ -429,8 +439,18 @@ impl Hcm {
             i.request_headers = h.clone();
             i.request_headers_visible = true;
         }
-        for stream in streams.into_iter().flatten() {
-            stream.finish(request.clone(), response.clone());
+        // As in Envoy: a filter the stream never reached gets a context for the access-log
+        // phase; every filter logs, then each is done and deleted.
+        let mut streams = streams;
+        for filter in &self.filters[streams.len().min(self.filters.len())..] {
+            streams.push(filter.start_stream(info).ok());
+        }
+        let streams: Vec<FilterStream> = streams.into_iter().flatten().collect();
+        for stream in &streams {
+            stream.log(request.clone(), response.clone());
+        }
+        for stream in streams {
+            stream.end();
         }
     }
 

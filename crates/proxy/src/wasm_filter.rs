@@ -437,8 +437,8 @@ impl FilterStream {
         Verdict::Failed
     }
 
-    /// The end of the stream: the final headers are shown to `on_log`, then done, log, delete.
-    pub fn finish(self, request: Option<wasmproxy_host::Headers>, response: Option<wasmproxy_host::Headers>) {
+    /// The access-log phase: `on_log`, which sees the final headers again.
+    pub fn log(&self, request: Option<wasmproxy_host::Headers>, response: Option<wasmproxy_host::Headers>) {
         self.instance.waiters.borrow_mut().remove(&self.ctx);
         let mut vm = self.instance.vm.borrow_mut();
         if let Some(s) = vm.stream(self.ctx) {
@@ -447,8 +447,17 @@ impl FilterStream {
             s.request_body = None;
             s.response_body = None;
         }
-        // on_log still sees the stream's properties; they go once the context is deleted.
-        let _ = vm.finish_stream(self.ctx);
+        let _ = vm.on_log(self.ctx);
+        vm.take_actions();
+    }
+
+    /// The end of the stream, once every filter has logged (Envoy 1.40's order): `on_done`,
+    /// then `on_delete`. The stream's properties go with the context.
+    pub fn end(self) {
+        let mut vm = self.instance.vm.borrow_mut();
+        if vm.on_done(self.ctx).is_ok() {
+            let _ = vm.on_delete(self.ctx);
+        }
         vm.take_actions();
         self.instance.streams.borrow_mut().remove(&self.ctx);
     }

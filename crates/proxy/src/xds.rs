@@ -79,7 +79,9 @@ fn encode_value(value: &StructValue) -> Vec<u8> {
         StructValue::Number(n) => PropertyValue::Double(*n).encode(),
         StructValue::String(s) => s.as_bytes().to_vec(),
         StructValue::Bool(b) => PropertyValue::Bool(*b).encode(),
-        StructValue::List(items) => PropertyValue::Map(items.iter().map(|v| (encode_value(v), Vec::new())).collect()).encode(),
+        StructValue::List(items) => {
+            PropertyValue::Map(items.iter().map(|v| (encode_value(v), Vec::new())).collect()).encode()
+        }
         StructValue::Struct(fields) => struct_map(fields),
     }
 }

@@ -388,12 +388,11 @@ async fn plugins_read_envoy_properties_with_envoys_encodings() {
         }
     });
     let node = "node: { id: node-1, cluster: cluster-a, metadata: { team: edge }, locality: { region: eu } }\n";
-    let yaml = config(up, &wasm_filter("props", "probe.wasm", &probe.to_string(), ""))
-        .replacen(
-            "    filter_chains:\n    - filters:",
-            "    traffic_direction: OUTBOUND\n    filter_chains:\n    - name: chain-x\n      filters:",
-            1,
-        );
+    let yaml = config(up, &wasm_filter("props", "probe.wasm", &probe.to_string(), "")).replacen(
+        "    filter_chains:\n    - filters:",
+        "    traffic_direction: OUTBOUND\n    filter_chains:\n    - name: chain-x\n      filters:",
+        1,
+    );
     let server = start(&format!("{node}{yaml}"));
     let addr = server.listeners[0].1;
     let r = get(addr, "/props?x=1", &[("x-user", "alice")]).await;
@@ -490,6 +489,32 @@ async fn local_replies_from_the_response_phase() {
     let r = get(server.listeners[0].1, "/x", &[]).await;
     assert_eq!((r.status, r.body.as_str(), header(&r, "x-from")), (418, "teapot", "response"));
     assert_eq!(header(&r, "x-upstream"), "<none>", "the upstream's response is replaced");
+    server.stop();
+}
+
+/// As Envoy 1.40: a reply made in the request phase goes back through the response
+/// callbacks of the filter that made it and of the filters before it, in reverse order;
+/// the filters after it never see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_reply_goes_back_through_the_filters_before_it() {
+    let up = upstream().await;
+    let add = |name: &str| serde_json::json!([["add_header", "2", name, "1"]]);
+    let a = serde_json::json!({"phases": {"response_headers": add("x-a")}});
+    let b = serde_json::json!({"phases": {
+        "request_headers": [["send_local_response", "403", "nope", "x-b=1"]],
+        "response_headers": add("x-bb"),
+    }});
+    let c = serde_json::json!({"phases": {"response_headers": add("x-c")}});
+    let filters = [("a", a), ("b", b), ("c", c)]
+        .iter()
+        .map(|(name, probe)| wasm_filter(name, "probe.wasm", &probe.to_string(), ""))
+        .collect::<String>();
+    let server = start(&config(up, &filters));
+    let r = get(server.listeners[0].1, "/x", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (403, "nope"));
+    assert_eq!((header(&r, "x-b"), header(&r, "x-bb"), header(&r, "x-a")), ("1", "1", "1"));
+    assert_eq!(header(&r, "x-c"), "<none>", "the filter after the one that replied never sees the reply");
+    assert_eq!(header(&r, "x-upstream"), "<none>");
     server.stop();
 }
 
