@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::address::{Host, read_address};
 use crate::hcm::type_error;
-use crate::model::{Cluster, Discovery, LbPolicy, SocketAddress};
+use crate::model::{Cluster, Discovery, DnsLookupFamily, LbPolicy, SocketAddress};
 use crate::reader::{Ctx, Field};
 
 const CLUSTER: &[&str] = &[
@@ -134,13 +134,15 @@ const LB_POLICY: &[(&str, i64, Option<LbPolicy>)] = &[
     ("CLUSTER_PROVIDED", 6, None),
     ("LOAD_BALANCING_POLICY_CONFIG", 7, None),
 ];
-const DNS_LOOKUP_FAMILY: &[(&str, i64, Option<()>)] = &[
-    ("AUTO", 0, Some(())),
-    ("V4_ONLY", 1, Some(())),
-    ("V6_ONLY", 2, Some(())),
-    ("V4_PREFERRED", 3, Some(())),
-    ("ALL", 4, Some(())),
+const DNS_LOOKUP_FAMILY: &[(&str, i64, Option<DnsLookupFamily>)] = &[
+    ("AUTO", 0, Some(DnsLookupFamily::Auto)),
+    ("V4_ONLY", 1, Some(DnsLookupFamily::V4Only)),
+    ("V6_ONLY", 2, Some(DnsLookupFamily::V6Only)),
+    ("V4_PREFERRED", 3, Some(DnsLookupFamily::V4Preferred)),
+    ("ALL", 4, Some(DnsLookupFamily::All)),
 ];
+/// Envoy's default `dns_refresh_rate`.
+const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
 
 const HTTP_PROTOCOL_OPTIONS_TYPE: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 /// Envoy's default `connect_timeout`.
@@ -179,15 +181,18 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
         ctx.error(&at, "a LOGICAL_DNS cluster needs exactly one endpoint");
     }
 
-    if let Some(f) = msg.get(ctx, "dns_lookup_family")
-        && f.enumeration(ctx, DNS_LOOKUP_FAMILY).is_some()
-        && discovery != Discovery::Static
-    {
-        ctx.warn(
-            &f.origin(),
-            "ignored: wasmproxy connects to the addresses in the order the system resolver returns them",
-        );
-    }
+    let dns_lookup_family =
+        msg.get(ctx, "dns_lookup_family").and_then(|f| f.enumeration(ctx, DNS_LOOKUP_FAMILY)).unwrap_or_default();
+    // Envoy: at least 1 ms.
+    let dns_refresh_rate = match msg.get(ctx, "dns_refresh_rate") {
+        Some(f) => f.duration(ctx).filter(|d| {
+            if *d < Duration::from_millis(1) {
+                f.error(ctx, "must be at least 1ms");
+            }
+            *d >= Duration::from_millis(1)
+        }),
+        None => Some(DEFAULT_DNS_REFRESH_RATE),
+    };
 
     let mut http2 = false;
     let typed_options = msg.get(ctx, "typed_extension_protocol_options");
@@ -204,7 +209,16 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
         http2 = true;
     }
     msg.finish(ctx);
-    Some(Cluster { name: name?, discovery, connect_timeout: connect_timeout?, lb_policy, endpoints, http2 })
+    Some(Cluster {
+        name: name?,
+        discovery,
+        connect_timeout: connect_timeout?,
+        lb_policy,
+        endpoints,
+        dns_refresh_rate: dns_refresh_rate?,
+        dns_lookup_family,
+        http2,
+    })
 }
 
 /// `load_assignment`: every `endpoints[].lb_endpoints[].endpoint.address`, in order.

@@ -409,6 +409,10 @@ pub struct Cluster {
     pub lb_policy: LbPolicy,
     /// `load_assignment.endpoints[].lb_endpoints[].endpoint.address.socket_address`, in order.
     pub endpoints: Vec<SocketAddress>,
+    /// `dns_refresh_rate`: how often DNS clusters resolve their hosts again (Envoy: 5 s).
+    pub dns_refresh_rate: Duration,
+    /// `dns_lookup_family`: which resolved addresses DNS clusters use.
+    pub dns_lookup_family: DnsLookupFamily,
     /// HTTP/2 to the upstream (`typed_extension_protocol_options` with
     /// `explicit_http_config.http2_protocol_options`, or the older `http2_protocol_options`).
     pub http2: bool,
@@ -424,6 +428,22 @@ pub enum Discovery {
     StrictDns,
     /// `LOGICAL_DNS`.
     LogicalDns,
+}
+
+/// `dns_lookup_family`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DnsLookupFamily {
+    /// `AUTO`: IPv6 addresses if the host has any, else IPv4.
+    #[default]
+    Auto,
+    /// `V4_ONLY`.
+    V4Only,
+    /// `V6_ONLY`.
+    V6Only,
+    /// `V4_PREFERRED`: IPv4 addresses if the host has any, else IPv6.
+    V4Preferred,
+    /// `ALL`: every address.
+    All,
 }
 
 /// `lb_policy`.

@@ -109,6 +109,8 @@ fn rust_sdk_example_shape() {
             connect_timeout: Duration::from_secs(5000),
             lb_policy: LbPolicy::RoundRobin,
             endpoints: vec![addr("httpbin.org", 80)],
+            dns_refresh_rate: Duration::from_secs(5),
+            dns_lookup_family: DnsLookupFamily::Auto,
             http2: false,
         }]
     );
@@ -249,6 +251,8 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 connect_timeout: Duration::from_secs(5),
                 lb_policy: LbPolicy::Random,
                 endpoints: vec![addr("10.0.0.1", 8001), addr("10.0.0.2", 8002)],
+                dns_refresh_rate: Duration::from_secs(5),
+                dns_lookup_family: DnsLookupFamily::Auto,
                 http2: true,
             },
             Cluster {
@@ -257,6 +261,8 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 connect_timeout: Duration::from_millis(2500),
                 lb_policy: LbPolicy::LeastRequest,
                 endpoints: vec![addr("backend.local", 443)],
+                dns_refresh_rate: Duration::from_secs(5),
+                dns_lookup_family: DnsLookupFamily::Auto,
                 http2: true,
             },
         ]
@@ -378,12 +384,8 @@ fn wasm_service_singleton_and_runtime_layers() {
 #[test]
 fn network_wasm_filter_before_tcp_proxy() {
     let (bootstrap, warnings) = load("tcp_proxy_network_wasm.yaml");
-    assert_eq!(
-        warnings,
-        vec![
-            "static_resources.clusters[0].dns_lookup_family: ignored: wasmproxy connects to the addresses in the order the system resolver returns them (line 37, column 26)"
-        ]
-    );
+    assert_eq!(warnings, Vec::<String>::new());
+    assert_eq!(bootstrap.clusters[0].dns_lookup_family, DnsLookupFamily::V4Only);
     let listener = &bootstrap.listeners[0];
     assert_eq!(listener.name, "main");
     assert_eq!(

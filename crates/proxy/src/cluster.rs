@@ -1,22 +1,21 @@
-//! Clusters, per worker: resolved endpoints, load balancing, and a pooled HTTP client.
+//! Clusters, per worker: endpoints (resolved again on `dns_refresh_rate` for DNS
+//! clusters), load balancing, and each endpoint's connections.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use wasmproxy_config::model::{self, LbPolicy};
+use wasmproxy_config::model::{self, Discovery, DnsLookupFamily, LbPolicy};
 use wasmproxy_host::Headers;
 
 use crate::body::{ProxyBody, whole};
 use crate::convert;
+use crate::pool::{EndpointPool, SendError};
 use crate::stream_info::StreamRef;
 
 /// Every cluster of one worker, by name.
@@ -26,10 +25,10 @@ pub struct Clusters {
 
 /// One cluster on one worker.
 pub struct Cluster {
-    endpoints: Vec<SocketAddr>,
+    config: model::Cluster,
+    /// The endpoints, replaced as a whole when DNS answers differently.
+    endpoints: RefCell<Rc<[Rc<EndpointPool>]>>,
     next: Cell<usize>,
-    lb: LbPolicy,
-    client: Client<HttpConnector, ProxyBody>,
 }
 
 /// Why an upstream request got no response; each maps to Envoy's local reply.
@@ -56,13 +55,13 @@ pub struct UpstreamResponse {
 }
 
 impl Clusters {
-    /// Resolves every cluster's endpoints (DNS for STRICT_DNS and LOGICAL_DNS).
-    pub async fn new(configs: &[model::Cluster]) -> Result<Clusters, String> {
+    /// Every cluster, with its endpoints resolved (DNS clusters keep resolving).
+    pub async fn new(configs: &[model::Cluster]) -> Clusters {
         let mut by_name = HashMap::new();
         for c in configs {
-            by_name.insert(c.name.clone(), Rc::new(Cluster::new(c).await?));
+            by_name.insert(c.name.clone(), Cluster::start_cluster(c).await);
         }
-        Ok(Clusters { by_name })
+        Clusters { by_name }
     }
 
     /// The cluster of that name.
@@ -72,41 +71,47 @@ impl Clusters {
 }
 
 impl Cluster {
-    async fn new(c: &model::Cluster) -> Result<Cluster, String> {
-        let mut endpoints = Vec::new();
-        for e in &c.endpoints {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((e.address.as_str(), e.port))
-                .await
-                .map_err(|err| format!("cluster {}: cannot resolve {}:{}: {err}", c.name, e.address, e.port))?
-                .collect();
-            match c.discovery {
-                model::Discovery::LogicalDns => endpoints.extend(found.into_iter().take(1)),
-                _ => endpoints.extend(found),
-            }
+    /// Resolves the endpoints and, for DNS clusters, keeps resolving them every
+    /// `dns_refresh_rate` for as long as the cluster lives. A host that does not resolve
+    /// leaves the cluster without it (503 `no healthy upstream`) until it does, as in Envoy.
+    async fn start_cluster(c: &model::Cluster) -> Rc<Cluster> {
+        let addrs = resolve(c).await;
+        let cluster = Rc::new(Cluster { config: c.clone(), endpoints: RefCell::new(Rc::from([])), next: Cell::new(0) });
+        cluster.set_endpoints(&addrs);
+        if c.discovery != Discovery::Static {
+            let weak = Rc::downgrade(&cluster);
+            tokio::task::spawn_local(refresh_dns(weak, c.dns_refresh_rate));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(c.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .http2_only(c.http2)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
-        Ok(Cluster { endpoints, next: Cell::new(0), lb: c.lb_policy, client })
+        cluster
     }
 
-    fn pick(&self) -> Option<SocketAddr> {
-        if self.endpoints.is_empty() {
+    /// Takes a new address list, keeping the connections of addresses still in it.
+    fn set_endpoints(&self, addrs: &[SocketAddr]) {
+        let old = self.endpoints.borrow().clone();
+        let pools: Vec<Rc<EndpointPool>> = addrs
+            .iter()
+            .map(|addr| match old.iter().find(|p| p.addr() == *addr) {
+                Some(p) => p.clone(),
+                None => EndpointPool::new(*addr, self.config.http2, self.config.connect_timeout),
+            })
+            .collect();
+        *self.endpoints.borrow_mut() = Rc::from(pools);
+    }
+
+    fn pick(&self) -> Option<Rc<EndpointPool>> {
+        let endpoints = self.endpoints.borrow();
+        if endpoints.is_empty() {
             return None;
         }
-        let i = match self.lb {
-            LbPolicy::Random => random_index(self.endpoints.len()),
+        let i = match self.config.lb_policy {
+            LbPolicy::Random => random_index(endpoints.len()),
             LbPolicy::RoundRobin | LbPolicy::LeastRequest => {
                 let i = self.next.get();
                 self.next.set(i.wrapping_add(1));
                 i
             }
         };
-        Some(self.endpoints[i % self.endpoints.len()])
+        Some(endpoints[i % endpoints.len()].clone())
     }
 
     /// Sends a request (headers with pseudo-headers) with a whole body and reads the whole
@@ -149,34 +154,94 @@ impl Cluster {
         whole_body: bool,
         info: Option<&StreamRef>,
     ) -> Result<(Headers, Incoming), UpstreamError> {
-        let addr = self.pick().ok_or(UpstreamError::NoHealthyUpstream)?;
+        let endpoint = self.pick().ok_or(UpstreamError::NoHealthyUpstream)?;
         if let Some(info) = info {
-            info.borrow_mut().upstream = Some(addr);
+            info.borrow_mut().upstream = Some(endpoint.addr());
         }
         let path = convert::text(headers, b":path");
-        let uri: http::Uri = format!("http://{addr}{}", if path.is_empty() { "/" } else { &path })
-            .parse()
-            .map_err(|e| UpstreamError::ConnectionFailure(format!("bad path: {e}")))?;
-        let mut request = http::Request::builder().method(convert::method(headers)).uri(uri);
+        let path = if path.is_empty() { "/".to_string() } else { path };
+        let authority = headers.get(b":authority").unwrap_or_default();
         let mut map = convert::header_map(headers);
-        if let Ok(host) = http::HeaderValue::from_bytes(headers.get(b":authority").unwrap_or_default()) {
-            map.insert(http::header::HOST, host);
-        }
         map.remove(http::header::TRANSFER_ENCODING);
+        // HTTP/1.1: an origin-form target and `host`; HTTP/2: the authority in the URI, which
+        // becomes `:authority` (the endpoint's address if the request has none usable).
+        let uri = if self.config.http2 {
+            map.remove(http::header::HOST);
+            let authority = std::str::from_utf8(authority)
+                .ok()
+                .filter(|a| !a.is_empty() && a.parse::<http::uri::Authority>().is_ok())
+                .map_or_else(|| endpoint.addr().to_string(), str::to_string);
+            format!("http://{authority}{path}")
+        } else {
+            if let Ok(host) = http::HeaderValue::from_bytes(authority) {
+                map.insert(http::header::HOST, host);
+            }
+            path
+        };
+        let uri: http::Uri = uri.parse().map_err(|e| UpstreamError::ConnectionFailure(format!("bad path: {e}")))?;
         if whole_body {
             let len = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);
             if len > 0 || map.contains_key(http::header::CONTENT_LENGTH) {
                 map.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
             }
         }
-        if let Some(h) = request.headers_mut() {
-            *h = map;
-        }
-        let request = request.body(body).map_err(|e| UpstreamError::ConnectionFailure(e.to_string()))?;
-        let response =
-            self.client.request(request).await.map_err(|e| UpstreamError::ConnectionFailure(e.to_string()))?;
+        let mut request = http::Request::builder()
+            .method(convert::method(headers))
+            .uri(uri)
+            .body(body)
+            .map_err(|e| UpstreamError::ConnectionFailure(e.to_string()))?;
+        *request.headers_mut() = map;
+        let response = endpoint.send(request).await.map_err(|e| match e {
+            SendError::Connect(e) | SendError::Request(e) => UpstreamError::ConnectionFailure(e),
+        })?;
         let (parts, body) = response.into_parts();
         Ok((convert::response_headers(parts.status, &parts.headers), body))
+    }
+}
+
+/// The cluster's addresses now: each host resolved, filtered by `dns_lookup_family`; a
+/// LOGICAL_DNS cluster uses the first. A host that does not resolve is logged and left out.
+async fn resolve(c: &model::Cluster) -> Vec<SocketAddr> {
+    let mut addrs = Vec::new();
+    for e in &c.endpoints {
+        let found: Vec<SocketAddr> = match tokio::net::lookup_host((e.address.as_str(), e.port)).await {
+            Ok(found) => found.collect(),
+            Err(err) => {
+                tracing::warn!("cluster {}: cannot resolve {}:{}: {err}", c.name, e.address, e.port);
+                continue;
+            }
+        };
+        let family = |v6: bool| found.iter().copied().filter(move |a| a.is_ipv6() == v6);
+        let preferred =
+            |v6: bool| if family(v6).next().is_some() { family(v6).collect() } else { family(!v6).collect() };
+        let chosen: Vec<SocketAddr> = match c.dns_lookup_family {
+            DnsLookupFamily::V4Only => family(false).collect(),
+            DnsLookupFamily::V6Only => family(true).collect(),
+            DnsLookupFamily::Auto => preferred(true),
+            DnsLookupFamily::V4Preferred => preferred(false),
+            DnsLookupFamily::All => found.clone(),
+        };
+        match c.discovery {
+            Discovery::LogicalDns => addrs.extend(chosen.into_iter().take(1)),
+            _ => addrs.extend(chosen),
+        }
+    }
+    addrs
+}
+
+/// Resolves a DNS cluster's hosts again every `rate` until the cluster is gone; a failed
+/// refresh that resolves nothing keeps the addresses it had.
+async fn refresh_dns(cluster: Weak<Cluster>, rate: Duration) {
+    loop {
+        tokio::time::sleep(rate).await;
+        let Some(c) = cluster.upgrade() else { return };
+        let config = c.config.clone();
+        drop(c);
+        let addrs = resolve(&config).await;
+        let Some(c) = cluster.upgrade() else { return };
+        if !addrs.is_empty() || config.endpoints.is_empty() {
+            c.set_endpoints(&addrs);
+        }
     }
 }
 

@@ -5,6 +5,8 @@ use std::convert::Infallible;
 use std::rc::Rc;
 use std::time::Instant;
 
+use tokio::time::Instant as TokioInstant;
+
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Either};
@@ -43,8 +45,9 @@ pub const MAX_CALLOUT_BODY_BYTES: usize = 16 << 20;
 enum Processed {
     /// A response held whole (local replies, direct responses, upstream errors).
     Whole(Headers, Bytes),
-    /// An upstream response whose body streams through the filters.
-    Streaming(Headers, Incoming),
+    /// An upstream response whose body streams through the filters, until the route's
+    /// deadline if it has a timeout.
+    Streaming(Headers, Incoming, Option<TokioInstant>),
     /// A reply made while the request was decoded (a plugin's local reply, a failure); it
     /// goes back through the response callbacks of the first `encoders` filters, as in Envoy.
     Reply { headers: Headers, body: Bytes, encoders: usize },
@@ -55,7 +58,7 @@ enum Processed {
 /// The body of the response being built, before the response callbacks run.
 enum ResponseBody {
     Whole(Bytes),
-    Streaming(Incoming),
+    Streaming(Incoming, Option<TokioInstant>),
 }
 
 /// Where the router sends a request.
@@ -98,7 +101,7 @@ impl Hcm {
                 self.finish(&info, streams, Some(headers), Some(response_headers.clone()));
                 Ok(self.build_response(response_headers, Some(response_body.len()), whole(response_body)))
             }
-            Processed::Streaming(response_headers, upstream_body) => {
+            Processed::Streaming(response_headers, upstream_body, deadline) => {
                 info.borrow_mut().response_headers = Some(response_headers.clone());
                 let (tx, body) = crate::body::channel();
                 let this = self.clone();
@@ -107,9 +110,21 @@ impl Hcm {
                     let mut upstream_body = upstream_body;
                     let mut streams = streams;
                     // The response headers are gone already: a failure here can only reset
-                    // the stream, which `pump` does by aborting the body.
-                    let _ =
-                        this.pump(StreamType::HttpResponse, &mut upstream_body, &mut streams, Some(tx), &info).await;
+                    // the stream, by aborting the body.
+                    let abort = tx.clone();
+                    let pump = this.pump(StreamType::HttpResponse, &mut upstream_body, &mut streams, Some(tx), &info);
+                    // Past the route's deadline the body is cut: the client sees a reset.
+                    let late = match deadline {
+                        Some(d) => tokio::time::timeout_at(d, pump).await.is_err(),
+                        None => {
+                            // A failure in the body is handled by `pump` (it aborts the body).
+                            let _ = pump.await;
+                            false
+                        }
+                    };
+                    if late {
+                        let _ = abort.send(Err(Aborted)).await;
+                    }
                     info.borrow_mut().complete();
                     this.finish(&info, streams, Some(headers), Some(final_headers));
                 });
@@ -138,7 +153,7 @@ impl Hcm {
         // Response headers, in reverse order.
         let response_ended = match &response {
             ResponseBody::Whole(body) => body.is_empty(),
-            ResponseBody::Streaming(body) => body.is_end_stream(),
+            ResponseBody::Streaming(body, _) => body.is_end_stream(),
         };
         for i in (0..encoders).rev() {
             let Some(s) = streams[i].as_mut() else { continue };
@@ -149,7 +164,7 @@ impl Hcm {
             }
         }
         match response {
-            ResponseBody::Streaming(body) => Processed::Streaming(response_headers, body),
+            ResponseBody::Streaming(body, deadline) => Processed::Streaming(response_headers, body, deadline),
             ResponseBody::Whole(mut body) => {
                 // A body held whole goes through the body callbacks once.
                 if !body.is_empty() {
@@ -226,22 +241,34 @@ impl Hcm {
                     let (tx, body) = crate::body::channel();
                     (Some(tx), Either::Right(body))
                 };
+                // Envoy's route timeout runs from the end of the request to the end of the
+                // response: the deadline is set once the request body is through.
+                let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<TokioInstant>();
                 let send = async {
                     let start = cluster.start(&upstream_headers, body, request_ended, Some(info));
-                    match timeout {
-                        Some(t) => tokio::time::timeout(t, start).await.unwrap_or(Err(UpstreamError::Timeout)),
-                        None => start.await,
-                    }
+                    tokio::pin!(start);
+                    let Some(t) = timeout else { return (start.await, None) };
+                    let ended = tokio::select! {
+                        r = &mut start => return (r, None),
+                        ended = ended_rx => ended.unwrap_or_else(|_| TokioInstant::now()),
+                    };
+                    let deadline = ended + t;
+                    let r = tokio::time::timeout_at(deadline, start).await.unwrap_or(Err(UpstreamError::Timeout));
+                    (r, Some(deadline))
                 };
-                let pump = self.pump(StreamType::HttpRequest, incoming, streams, tx, info);
-                let (sent, pumped) = tokio::join!(send, pump);
+                let pump = async {
+                    let pumped = self.pump(StreamType::HttpRequest, incoming, streams, tx, info).await;
+                    let _ = ended_tx.send(TokioInstant::now());
+                    pumped
+                };
+                let ((sent, deadline), pumped) = tokio::join!(send, pump);
                 pumped?;
                 match sent {
                     Ok((mut h, body)) => {
                         info.borrow_mut().response_code_details = "via_upstream".into();
                         let ms = started.elapsed().as_millis().to_string();
                         h.replace(b"x-envoy-upstream-service-time", ms.as_bytes());
-                        (h, ResponseBody::Streaming(body))
+                        (h, ResponseBody::Streaming(body, deadline))
                     }
                     Err(e) => {
                         let (h, text) = upstream_error_reply(&e);

@@ -14,6 +14,7 @@ use wasmproxy_config::model::{Bootstrap, CodecType, HttpFilter, NetworkFilter};
 use wasmproxy_host::PluginModule;
 
 use crate::cluster::Clusters;
+use crate::exec::LocalExec;
 use crate::hcm::Hcm;
 use crate::routing::RouteTable;
 use crate::stream_info::ConnectionInfo;
@@ -80,7 +81,7 @@ pub fn run(setup: WorkerSetup, ready: std::sync::mpsc::Sender<Result<(), String>
 type ListenerHcm = (Rc<Hcm>, i64, Rc<str>);
 
 async fn build(setup: &WorkerSetup) -> Result<Vec<Option<ListenerHcm>>, String> {
-    let clusters = Rc::new(Clusters::new(&setup.config.clusters).await?);
+    let clusters = Rc::new(Clusters::new(&setup.config.clusters).await);
     let node = Rc::new(NodeAttributes::new(&setup.config.node));
     let mut hcms = Vec::new();
     let mut vms: HashMap<(String, Vec<u8>, String), Rc<PluginInstance>> = HashMap::new();
@@ -161,16 +162,3 @@ async fn accept_loop(listener: tokio::net::TcpListener, (hcm, listener_direction
 
 /// Envoy's `max_request_headers_kb` default (60 KiB).
 const MAX_REQUEST_HEADERS_BYTES: usize = 60 * 1024;
-
-/// Runs hyper's HTTP/2 stream tasks on this worker's local set (they are not `Send`).
-#[derive(Clone, Copy)]
-struct LocalExec;
-
-impl<F> hyper::rt::Executor<F> for LocalExec
-where
-    F: std::future::Future + 'static,
-{
-    fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
-    }
-}

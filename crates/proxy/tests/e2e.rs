@@ -35,15 +35,15 @@ impl hyper::body::Body for Chunks {
 }
 
 /// An upstream that answers with what it received: `METHOD PATH` then `name: value` lines
-/// (or, for `/chunks`, three chunks 50 ms apart).
+/// (or, for `/chunks`, three chunks 50 ms apart; `/sleep` answers after 300 ms).
 async fn upstream() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let (stream, _) = listener.accept().await.unwrap();
+            let (stream, peer) = listener.accept().await.unwrap();
             tokio::spawn(async move {
-                let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| async move {
                     if req.uri().path() == "/chunks" {
                         let (tx, rx) = tokio::sync::mpsc::channel(1);
                         tokio::spawn(async move {
@@ -54,12 +54,16 @@ async fn upstream() -> SocketAddr {
                         });
                         return Ok(http::Response::new(http_body_util::Either::Right(Chunks(rx))));
                     }
-                    let mut text = format!("{} {}\n", req.method(), req.uri());
+                    if req.uri().path() == "/sleep" {
+                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    }
+                    let mut text = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
                     for (k, v) in req.headers() {
                         text.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
                     }
                     let body = req.into_body().collect().await.unwrap().to_bytes();
                     text.push_str(&format!("body: {}\n", String::from_utf8_lossy(&body)));
+                    text.push_str(&format!("peer port: {}\n", peer.port()));
                     Ok::<_, std::convert::Infallible>(
                         http::Response::builder()
                             .header("x-upstream", "yes")
@@ -67,8 +71,10 @@ async fn upstream() -> SocketAddr {
                             .unwrap(),
                     )
                 });
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                // HTTP/1.1, or HTTP/2 by prior knowledge (h2c).
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -99,6 +105,14 @@ static_resources:
                 redirect: {{ path_redirect: /new }}
               - match: {{ prefix: /api/ }}
                 route: {{ cluster: upstream, prefix_rewrite: /v2/ }}
+              - match: {{ prefix: /timed/chunks }}
+                route: {{ cluster: upstream, prefix_rewrite: /chunks, timeout: 0.075s }}
+              - match: {{ prefix: /timed/sleep }}
+                route: {{ cluster: upstream, prefix_rewrite: /sleep, timeout: 0.1s }}
+              - match: {{ prefix: /to-h2/ }}
+                route: {{ cluster: upstream_h2 }}
+              - match: {{ prefix: /by-name/ }}
+                route: {{ cluster: by_name }}
               - match: {{ prefix: / }}
                 route: {{ cluster: upstream }}
           http_filters:
@@ -114,7 +128,26 @@ static_resources:
       cluster_name: upstream
       endpoints:
       - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
+  - name: upstream_h2
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: upstream_h2
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
+  - name: by_name
+    type: STRICT_DNS
+    dns_lookup_family: V4_ONLY
+    load_assignment:
+      cluster_name: by_name
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: localhost, port_value: {port} }} }} }}
   - name: closed
     type: STATIC
     connect_timeout: 1s
@@ -124,7 +157,7 @@ static_resources:
       - lb_endpoints:
         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }} }}
 "#,
-        upstream.port()
+        port = upstream.port()
     )
 }
 
@@ -194,13 +227,13 @@ async fn routes_direct_responses_redirects_and_the_upstream() {
     assert_eq!(r.status, 200);
     assert_eq!(header(&r, "x-upstream"), "yes");
     assert!(r.headers.contains_key("x-envoy-upstream-service-time"));
-    assert!(r.body.starts_with("GET /hello?q=1\n"), "{}", r.body);
+    assert!(r.body.starts_with("GET /hello?q=1 HTTP/1.1\n"), "{}", r.body);
     assert!(r.body.contains("x-user: alice\n"), "{}", r.body);
     assert!(r.body.contains("x-forwarded-proto: http\n"), "{}", r.body);
     assert!(r.body.contains("x-request-id: "), "{}", r.body);
     assert!(r.body.contains(&format!("host: {addr}\n")), "{}", r.body);
     let r = get(addr, "/api/items", &[]).await;
-    assert!(r.body.starts_with("GET /v2/items\n"), "prefix_rewrite: {}", r.body);
+    assert!(r.body.starts_with("GET /v2/items HTTP/1.1\n"), "prefix_rewrite: {}", r.body);
     server.stop();
 }
 
@@ -311,11 +344,57 @@ async fn http2_clients_get_the_same_answers() {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         if path != "/direct" {
             let text = String::from_utf8_lossy(&body);
-            assert!(text.starts_with("GET /h2?x=1\n"), "{text}");
+            assert!(text.starts_with("GET /h2?x=1 HTTP/1.1\n"), "{text}");
             assert!(text.contains("x-user: h2-user\n"), "{text}");
             assert!(text.contains(&format!("host: {addr}\n")), ":authority becomes host upstream: {text}");
         }
     }
+    server.stop();
+}
+
+/// HTTP/2 to a cluster carries the request's authority as `:authority` (no `host`), as
+/// Envoy sends it; a STRICT_DNS cluster reaches its host by name, on the address family
+/// `dns_lookup_family` asks for; HTTP/1.1 connections to the upstream are reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_and_dns_clusters() {
+    let up = upstream().await;
+    let server = start(&config(up, ""));
+    let addr = server.listeners[0].1;
+    let r = get(addr, "/to-h2/x?y=1", &[("host", "api.example.test")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.starts_with("GET http://api.example.test/to-h2/x?y=1 HTTP/2.0\n"), "{}", r.body);
+    assert!(!r.body.contains("\nhost:"), "no host header over HTTP/2: {}", r.body);
+    let mut peers = Vec::new();
+    for _ in 0..3 {
+        let r = get(addr, "/by-name/x", &[("host", "named.test")]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.starts_with("GET /by-name/x HTTP/1.1\n"), "{}", r.body);
+        assert!(r.body.contains("host: named.test\n"), "{}", r.body);
+        peers.push(r.body.lines().find(|l| l.starts_with("peer port: ")).unwrap_or_default().to_string());
+    }
+    // The proxy has two workers, each with its own connections: at most two ports.
+    peers.sort();
+    peers.dedup();
+    assert!(peers.len() <= 2, "connections are reused: {peers:?}");
+    server.stop();
+}
+
+/// The route timeout runs to the end of the response, as Envoy's: an upstream too slow
+/// with its headers gets 504; one too slow with its body is cut, and the client sees the
+/// stream reset rather than a short body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_timeout_covers_the_whole_response() {
+    let up = upstream().await;
+    let server = start(&config(up, ""));
+    let addr = server.listeners[0].1;
+    let r = get(addr, "/timed/sleep", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (504, "upstream request timeout"));
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = http::Request::get(format!("http://{addr}/timed/chunks")).body(Full::new(Bytes::new())).unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 200, "the headers came in time");
+    let body = response.into_body().collect().await;
+    assert!(body.is_err(), "the body outlived the route timeout and was cut");
     server.stop();
 }
 
@@ -474,7 +553,7 @@ async fn plugins_rewrite_request_and_response_bodies() {
     let server = start(&config(up, &wasm_filter("bodies", "probe.wasm", &probe.to_string(), "")));
     let r = post(server.listeners[0].1, "/echo", "original request").await;
     assert_eq!(r.status, 200);
-    assert!(r.body.starts_with("[prefix] POST /echo\n"), "{}", r.body);
+    assert!(r.body.starts_with("[prefix] POST /echo HTTP/1.1\n"), "{}", r.body);
     assert!(r.body.contains("body: rewritten request\n"), "{}", r.body);
     assert!(r.body.ends_with(" [suffix]"), "{}", r.body);
     assert_eq!(header(&r, "content-length"), "<none>", "streamed without a length");
