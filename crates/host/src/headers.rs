@@ -42,9 +42,23 @@ impl Headers {
         self.entries.iter().find(|(k, _)| *k == name.as_ref()).map(|(_, v)| v.as_slice())
     }
 
-    /// Appends an entry, keeping the ones already there.
+    /// Appends an entry, keeping the ones already there. As in Envoy's header maps,
+    /// pseudo-headers (`:name`) stay before the others: one is added after the last of them.
     pub fn add(&mut self, name: &[u8], value: &[u8]) {
-        self.entries.push((lower(name).into_owned(), value.to_vec()));
+        let entry = (lower(name).into_owned(), value.to_vec());
+        if entry.0.starts_with(b":") {
+            let at = self.entries.iter().position(|(k, _)| !k.starts_with(b":")).unwrap_or(self.entries.len());
+            self.entries.insert(at, entry);
+        } else {
+            self.entries.push(entry);
+        }
+    }
+
+    /// Envoy's `setCopy`, behind `proxy_replace_header_map_value`: every entry of `name`
+    /// removed, then the value added (so the header moves to the end of its section).
+    pub fn set(&mut self, name: &[u8], value: &[u8]) {
+        self.remove(name);
+        self.add(name, value);
     }
 
     /// Sets `name` to one value: the first entry is replaced, later ones removed; added if absent.

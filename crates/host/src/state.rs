@@ -164,8 +164,13 @@ impl VmState {
             embedder,
             shared,
             metrics: HashMap::new(),
-            next_metric_id: [0, 1, 2],
-            next_callout: [HTTP_CALL_KIND, GRPC_CALL_KIND, GRPC_STREAM_KIND],
+            // As in Envoy, the first id of each kind is its kind plus one increment (4, 5, 6).
+            next_metric_id: [4, 5, 6],
+            next_callout: [
+                HTTP_CALL_KIND + CALLOUT_INCREMENT,
+                GRPC_CALL_KIND + CALLOUT_INCREMENT,
+                GRPC_STREAM_KIND + CALLOUT_INCREMENT,
+            ],
             http_calls: HashMap::new(),
             grpc_calls: HashMap::new(),
             grpc_streams: HashMap::new(),

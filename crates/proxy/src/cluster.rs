@@ -98,6 +98,11 @@ impl Cluster {
         *self.endpoints.borrow_mut() = Rc::from(pools);
     }
 
+    /// Whether the cluster speaks HTTP/2 to its endpoints.
+    pub fn http2(&self) -> bool {
+        self.config.http2
+    }
+
     fn pick(&self) -> Option<Rc<EndpointPool>> {
         let endpoints = self.endpoints.borrow();
         if endpoints.is_empty() {

@@ -1,5 +1,5 @@
 //! Between hyper's request and response heads and the Proxy-Wasm header maps
-//! (pseudo-headers first: `:method`, `:path`, `:authority`, `:scheme`; `:status`).
+//! (pseudo-headers first, in the order of Envoy's codecs; `:status`).
 
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use wasmproxy_host::Headers;
@@ -7,17 +7,26 @@ use wasmproxy_host::Headers;
 /// The request head as Envoy shows it to filters: `host` becomes `:authority`.
 pub fn request_headers(parts: &http::request::Parts, scheme: &str) -> Headers {
     let mut h = Headers::new();
-    h.add(b":method", parts.method.as_str().as_bytes());
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    h.add(b":path", path.as_bytes());
     let authority = parts
         .uri
         .authority()
         .map(|a| a.as_str().as_bytes().to_vec())
         .or_else(|| parts.headers.get(http::header::HOST).map(|v| v.as_bytes().to_vec()))
         .unwrap_or_default();
-    h.add(b":authority", &authority);
-    h.add(b":scheme", scheme.as_bytes());
+    // The pseudo-headers in the order Envoy's codecs create them (plugins see the order).
+    let method = parts.method.as_str().as_bytes();
+    if parts.version == http::Version::HTTP_2 {
+        h.add(b":method", method);
+        h.add(b":scheme", scheme.as_bytes());
+        h.add(b":authority", &authority);
+        h.add(b":path", path.as_bytes());
+    } else {
+        h.add(b":authority", &authority);
+        h.add(b":path", path.as_bytes());
+        h.add(b":method", method);
+        h.add(b":scheme", scheme.as_bytes());
+    }
     for (name, value) in &parts.headers {
         if name != http::header::HOST {
             h.add(name.as_str().as_bytes(), value.as_bytes());

@@ -1,14 +1,13 @@
 //! The HTTP connection manager: one request through the Wasm filters, the route, the
 //! upstream (or a direct response), and back through the filters in reverse order.
 
-use std::convert::Infallible;
 use std::rc::Rc;
 use std::time::Instant;
 
 use tokio::time::Instant as TokioInstant;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response};
 use http_body_util::{BodyExt, Either};
 use hyper::body::{Body as _, Frame, Incoming};
 use wasmproxy_abi::StreamType;
@@ -41,13 +40,26 @@ pub const BUFFER_LIMIT_BYTES: usize = 1 << 20;
 /// The most read whole for an `http_call` response.
 pub const MAX_CALLOUT_BODY_BYTES: usize = 16 << 20;
 
+/// The stream is reset instead of answered (a plugin's `close_stream`): hyper closes the
+/// HTTP/1.1 connection, or resets the HTTP/2 stream.
+#[derive(Debug)]
+pub struct StreamReset;
+
+impl std::fmt::Display for StreamReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the stream was reset")
+    }
+}
+
+impl std::error::Error for StreamReset {}
+
 /// How a request ended up, once the response headers are known.
 enum Processed {
     /// A response held whole (local replies, direct responses, upstream errors).
     Whole(Headers, Bytes),
     /// An upstream response whose body streams through the filters, until the route's
     /// deadline if it has a timeout.
-    Streaming(Headers, Incoming, Option<TokioInstant>),
+    Streaming(Headers, UpstreamBody),
     /// A reply made while the request was decoded (a plugin's local reply, a failure); it
     /// goes back through the response callbacks of the first `encoders` filters, as in Envoy.
     Reply { headers: Headers, body: Bytes, encoders: usize },
@@ -58,13 +70,22 @@ enum Processed {
 /// The body of the response being built, before the response callbacks run.
 enum ResponseBody {
     Whole(Bytes),
-    Streaming(Incoming, Option<TokioInstant>),
+    Streaming(UpstreamBody),
+}
+
+/// An upstream response body still to stream.
+struct UpstreamBody {
+    body: Incoming,
+    /// The route timeout's end, if it has one.
+    deadline: Option<TokioInstant>,
+    /// From an HTTP/1.1 upstream (see [`Hcm::pump`]).
+    http1: bool,
 }
 
 /// Where the router sends a request.
 enum Target {
     Local(Headers, Bytes),
-    Upstream { cluster: Rc<crate::cluster::Cluster>, headers: Headers, timeout: Option<std::time::Duration> },
+    Upstream { cluster: Rc<crate::cluster::Cluster>, timeout: Option<std::time::Duration> },
 }
 
 impl Hcm {
@@ -73,7 +94,7 @@ impl Hcm {
         self: Rc<Self>,
         request: http::Request<Incoming>,
         connection: Rc<ConnectionInfo>,
-    ) -> Result<Response<ProxyBody>, Infallible> {
+    ) -> Result<Response<ProxyBody>, StreamReset> {
         let (parts, mut incoming) = request.into_parts();
         let protocol = match parts.version {
             http::Version::HTTP_10 => "HTTP/1.0",
@@ -82,16 +103,17 @@ impl Hcm {
         };
         let info: StreamRef = Rc::new(std::cell::RefCell::new(StreamInfo::new(connection, protocol)));
         let mut headers = convert::request_headers(&parts, "http");
-        if headers.get(b"x-request-id").is_none() {
-            headers.add(b"x-request-id", request_id().as_bytes());
-        }
         if headers.get(b"x-forwarded-proto").is_none() {
             headers.add(b"x-forwarded-proto", b"http");
         }
+        if headers.get(b"x-request-id").is_none() {
+            headers.add(b"x-request-id", request_id().as_bytes());
+        }
         let mut streams: Vec<Option<FilterStream>> = Vec::new();
         match self.process(&mut headers, &mut incoming, &mut streams, &info).await {
-            Processed::Whole(response_headers, response_body)
-            | Processed::Reply { headers: response_headers, body: response_body, .. } => {
+            Processed::Whole(mut response_headers, response_body)
+            | Processed::Reply { headers: mut response_headers, body: response_body, .. } => {
+                self.set_server(&mut response_headers);
                 {
                     let mut i = info.borrow_mut();
                     i.response_headers = Some(response_headers.clone());
@@ -101,7 +123,8 @@ impl Hcm {
                 self.finish(&info, streams, Some(headers), Some(response_headers.clone()));
                 Ok(self.build_response(response_headers, Some(response_body.len()), whole(response_body)))
             }
-            Processed::Streaming(response_headers, upstream_body, deadline) => {
+            Processed::Streaming(mut response_headers, UpstreamBody { body: upstream_body, deadline, http1 }) => {
+                self.set_server(&mut response_headers);
                 info.borrow_mut().response_headers = Some(response_headers.clone());
                 let (tx, body) = crate::body::channel();
                 let this = self.clone();
@@ -112,7 +135,8 @@ impl Hcm {
                     // The response headers are gone already: a failure here can only reset
                     // the stream, by aborting the body.
                     let abort = tx.clone();
-                    let pump = this.pump(StreamType::HttpResponse, &mut upstream_body, &mut streams, Some(tx), &info);
+                    let pump =
+                        this.pump(StreamType::HttpResponse, &mut upstream_body, http1, &mut streams, Some(tx), &info);
                     // Past the route's deadline the body is cut: the client sees a reset.
                     let late = match deadline {
                         Some(d) => tokio::time::timeout_at(d, pump).await.is_err(),
@@ -133,7 +157,7 @@ impl Hcm {
             Processed::Reset => {
                 info.borrow_mut().complete();
                 self.finish(&info, streams, Some(headers), None);
-                Ok(plain(StatusCode::SERVICE_UNAVAILABLE, ""))
+                Err(StreamReset)
             }
         }
     }
@@ -153,7 +177,7 @@ impl Hcm {
         // Response headers, in reverse order.
         let response_ended = match &response {
             ResponseBody::Whole(body) => body.is_empty(),
-            ResponseBody::Streaming(body, _) => body.is_end_stream(),
+            ResponseBody::Streaming(upstream) => upstream.body.is_end_stream(),
         };
         for i in (0..encoders).rev() {
             let Some(s) = streams[i].as_mut() else { continue };
@@ -164,7 +188,7 @@ impl Hcm {
             }
         }
         match response {
-            ResponseBody::Streaming(body, deadline) => Processed::Streaming(response_headers, body, deadline),
+            ResponseBody::Streaming(upstream) => Processed::Streaming(response_headers, upstream),
             ResponseBody::Whole(mut body) => {
                 // A body held whole goes through the body callbacks once.
                 if !body.is_empty() {
@@ -199,6 +223,7 @@ impl Hcm {
         info: &StreamRef,
     ) -> Result<(Headers, ResponseBody), Processed> {
         let request_ended = incoming.is_end_stream();
+        let downstream_http1 = info.borrow().protocol != "HTTP/2";
         if !self.filters.is_empty() {
             // Envoy picks the route as soon as a plugin asks for it (`xds.route_name`); the
             // router picks it again from the headers the filters leave.
@@ -210,11 +235,13 @@ impl Hcm {
             let mut stream = match filter.start_stream(info) {
                 Ok(s) => s,
                 Err(_) => {
+                    // The VM failed before this stream: FAIL_OPEN (and, until reloading
+                    // lands, FAIL_RELOAD) skips the filter; FAIL_CLOSED answers 503.
                     streams.push(None);
-                    match self.apply(Verdict::Failed, i, &mut streams[i], true) {
-                        Some(end) => return Err(end),
-                        None => continue,
+                    if filter.failure_policy == FailurePolicy::FailClosed {
+                        return Err(self.reply(failure_reply(), i, true));
                     }
+                    continue;
                 }
             };
             info.borrow_mut().request_headers_visible = true;
@@ -231,10 +258,11 @@ impl Hcm {
         let started = Instant::now();
         let (response_headers, response) = match self.route(headers, info) {
             Target::Local(h, body) => {
-                self.pump(StreamType::HttpRequest, incoming, streams, None, info).await?;
+                self.pump(StreamType::HttpRequest, incoming, downstream_http1, streams, None, info).await?;
                 (h, ResponseBody::Whole(body))
             }
-            Target::Upstream { cluster, headers: upstream_headers, timeout } => {
+            Target::Upstream { cluster, timeout } => {
+                let upstream_headers = &*headers;
                 let (tx, body) = if request_ended {
                     (None, whole(Bytes::new()))
                 } else {
@@ -245,7 +273,7 @@ impl Hcm {
                 // response: the deadline is set once the request body is through.
                 let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<TokioInstant>();
                 let send = async {
-                    let start = cluster.start(&upstream_headers, body, request_ended, Some(info));
+                    let start = cluster.start(upstream_headers, body, request_ended, Some(info));
                     tokio::pin!(start);
                     let Some(t) = timeout else { return (start.await, None) };
                     let ended = tokio::select! {
@@ -257,7 +285,8 @@ impl Hcm {
                     (r, Some(deadline))
                 };
                 let pump = async {
-                    let pumped = self.pump(StreamType::HttpRequest, incoming, streams, tx, info).await;
+                    let pumped =
+                        self.pump(StreamType::HttpRequest, incoming, downstream_http1, streams, tx, info).await;
                     let _ = ended_tx.send(TokioInstant::now());
                     pumped
                 };
@@ -268,7 +297,8 @@ impl Hcm {
                         info.borrow_mut().response_code_details = "via_upstream".into();
                         let ms = started.elapsed().as_millis().to_string();
                         h.replace(b"x-envoy-upstream-service-time", ms.as_bytes());
-                        (h, ResponseBody::Streaming(body, deadline))
+                        let http1 = !cluster.http2();
+                        (h, ResponseBody::Streaming(UpstreamBody { body, deadline, http1 }))
                     }
                     Err(e) => {
                         let (h, text) = upstream_error_reply(&e);
@@ -292,32 +322,33 @@ impl Hcm {
         stream: &mut Option<FilterStream>,
         decoding: bool,
     ) -> Option<Processed> {
-        let (reply, encoders) = match verdict {
-            Verdict::Continue => return None,
-            Verdict::Reset => return Some(Processed::Reset),
-            Verdict::LocalReply(r) => (r, i + 1),
+        match verdict {
+            Verdict::Continue => None,
+            Verdict::Reset => Some(Processed::Reset),
+            Verdict::LocalReply(r) => Some(self.reply(r, i + 1, decoding)),
+            // The VM failed in this stream's callback: Envoy answers the stream 503 (details
+            // `wasm_fail_stream`) whatever the policy; the policy decides for later streams.
             Verdict::Failed => {
                 *stream = None;
-                match self.filters[i].failure_policy {
-                    // Envoy's failStream: 503, details `wasm_fail_stream`.
-                    FailurePolicy::FailClosed => {
-                        (LocalReply { status: 503, body: Vec::new(), headers: Headers::new() }, i)
-                    }
-                    // FAIL_OPEN (and, until reloading lands, FAIL_RELOAD) skips the filter.
-                    FailurePolicy::FailOpen | FailurePolicy::FailReload => return None,
-                }
+                Some(self.reply(failure_reply(), i, decoding))
             }
-        };
+        }
+    }
+
+    /// A reply the proxy makes, to go back through the first `encoders` filters while decoding.
+    fn reply(&self, reply: LocalReply, encoders: usize, decoding: bool) -> Processed {
         let mut headers = reply_headers(reply.status, &reply.body);
         for (k, v) in reply.headers.iter() {
             headers.add(k, v);
         }
         let body = Bytes::from(reply.body);
-        Some(if decoding { Processed::Reply { headers, body, encoders } } else { Processed::Whole(headers, body) })
+        if decoding { Processed::Reply { headers, body, encoders } } else { Processed::Whole(headers, body) }
     }
 
     /// The route's target (or the local answer: no route, direct response, redirect).
-    fn route(&self, headers: &Headers, info: &StreamRef) -> Target {
+    /// For the upstream, the request headers are changed in place (rewrites, Envoy's
+    /// `x-envoy-*` headers), as Envoy's router does: the access-log phase sees them.
+    fn route(&self, headers: &mut Headers, info: &StreamRef) -> Target {
         let matched = self.routes.find(headers);
         note_route(matched.as_ref(), info);
         let Some(m) = matched else {
@@ -339,31 +370,39 @@ impl Hcm {
                     let (h, text) = upstream_error_reply(&UpstreamError::NoHealthyUpstream);
                     return Target::Local(h, text);
                 };
-                let mut upstream_headers = headers.clone();
+                let (matched_len, timeout) = (m.matched_len, f.timeout);
                 if let Some(prefix) = &f.prefix_rewrite {
-                    rewrite_prefix(&mut upstream_headers, m.matched_len, prefix);
+                    let original = headers.get(b":path").unwrap_or_default().to_vec();
+                    rewrite_prefix(headers, matched_len, prefix);
+                    headers.replace(b"x-envoy-original-path", &original);
                 }
                 if let Some(host) = &f.host_rewrite_literal {
-                    upstream_headers.replace(b":authority", host.as_bytes());
+                    headers.replace(b":authority", host.as_bytes());
                 }
-                Target::Upstream { cluster, headers: upstream_headers, timeout: f.timeout }
+                // Envoy's router tells the upstream how long it will wait.
+                if let Some(t) = timeout {
+                    headers.replace(b"x-envoy-expected-rq-timeout-ms", t.as_millis().to_string().as_bytes());
+                }
+                Target::Upstream { cluster, timeout }
             }
         }
     }
 
     /// Streams a body through the filters chunk by chunk (requests in filter order,
-    /// responses in reverse), then trailers, into `tx` (or nowhere). `Err` ends the stream;
+    /// responses in reverse), then trailers, into `tx` (or nowhere). From an `http1` peer
+    /// the end comes as an empty last chunk, as Envoy's codec delivers it. `Err` ends the stream;
     /// the body being sent is then aborted, so the peer sees a reset, not a short body.
     async fn pump(
         &self,
         direction: StreamType,
         source: &mut Incoming,
+        http1: bool,
         streams: &mut [Option<FilterStream>],
         tx: Option<BodySender>,
         info: &StreamRef,
     ) -> Result<(), Processed> {
         let abort = tx.clone();
-        let result = self.pump_frames(direction, source, streams, tx, info).await;
+        let result = self.pump_frames(direction, source, http1, streams, tx, info).await;
         if result.is_err()
             && let Some(tx) = abort
         {
@@ -376,6 +415,7 @@ impl Hcm {
         &self,
         direction: StreamType,
         source: &mut Incoming,
+        http1: bool,
         streams: &mut [Option<FilterStream>],
         mut tx: Option<BodySender>,
         info: &StreamRef,
@@ -385,13 +425,25 @@ impl Hcm {
         }
         let request = direction == StreamType::HttpRequest;
         let order: Vec<usize> = if request { (0..streams.len()).collect() } else { (0..streams.len()).rev().collect() };
+        // A frame read ahead while gathering data, handled next.
+        let mut pending = None;
         loop {
-            let (chunk, eos, trailers) = match source.frame().await {
+            let next = match pending.take() {
+                Some(frame) => frame,
+                None => source.frame().await,
+            };
+            let (chunk, eos, trailers) = match next {
                 None => (Bytes::new(), true, None),
                 Some(Err(_)) => return Err(Processed::Reset),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
-                        let eos = source.is_end_stream();
+                        // What has arrived goes to the plugins as one chunk, as Envoy reads
+                        // it from the socket.
+                        let (data, ahead) = gather_ready(source, data).await;
+                        pending = ahead;
+                        // Envoy's HTTP/1.1 codec delivers the data, then the end of the
+                        // stream as an empty chunk; HTTP/2 ends with the last DATA frame.
+                        let eos = !http1 && pending.is_none() && source.is_end_stream();
                         (data, eos, None)
                     }
                     Err(frame) => match frame.into_trailers() {
@@ -468,25 +520,33 @@ impl Hcm {
         }
         // As in Envoy: a filter the stream never reached gets a context for the access-log
         // phase; every filter logs, then each is done and deleted.
-        let mut streams = streams;
-        for filter in &self.filters[streams.len().min(self.filters.len())..] {
-            streams.push(filter.start_stream(info).ok());
-        }
-        let streams: Vec<FilterStream> = streams.into_iter().flatten().collect();
-        for stream in &streams {
+        let reached = streams.len();
+        let mut ended = Vec::with_capacity(self.filters.len());
+        for (i, stream) in streams.into_iter().enumerate().chain((reached..self.filters.len()).map(|i| (i, None))) {
+            let stream = match stream {
+                Some(s) => s,
+                None if i >= reached => match self.filters[i].start_stream(info) {
+                    Ok(s) => s,
+                    Err(_) => continue,
+                },
+                None => continue,
+            };
             stream.log(request.clone(), response.clone());
+            ended.push(stream);
         }
-        for stream in streams {
+        for stream in ended {
             stream.end();
         }
     }
 
+    /// Envoy sets `server` in the response headers after the filters ran: the
+    /// access-log phase (and `response.total_size`) sees it, the filters do not.
+    fn set_server(&self, headers: &mut Headers) {
+        headers.replace(b"server", self.config.server_name.as_bytes());
+    }
+
     fn build_response(&self, headers: Headers, length: Option<usize>, body: ProxyBody) -> Response<ProxyBody> {
         let mut map = convert::header_map(&headers);
-        map.insert(
-            http::header::SERVER,
-            HeaderValue::from_str(&self.config.server_name).unwrap_or(HeaderValue::from_static("envoy")),
-        );
         map.remove(http::header::TRANSFER_ENCODING);
         map.remove(http::header::CONNECTION);
         // A body held whole has a known length; a streamed one keeps the upstream's
@@ -501,32 +561,33 @@ impl Hcm {
     }
 }
 
+/// What a failed plugin's stream gets.
+fn failure_reply() -> LocalReply {
+    LocalReply { status: 503, body: Vec::new(), headers: Headers::new() }
+}
+
 fn status_headers(status: u16) -> Headers {
     Headers::from_pairs([(":status", status.to_string())])
 }
 
-/// The headers of a reply the proxy makes itself: the status, and `text/plain` if there is a body.
-fn reply_headers(status: u16, body: &[u8]) -> Headers {
+/// The headers of a reply the proxy makes itself, as Envoy makes them: the status, then
+/// the length and `text/plain` if there is a body.
+pub(crate) fn reply_headers(status: u16, body: &[u8]) -> Headers {
     let mut h = status_headers(status);
     if !body.is_empty() {
+        h.add(b"content-length", body.len().to_string().as_bytes());
         h.add(b"content-type", b"text/plain");
     }
     h
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut r = Response::new(whole(Bytes::from_static(text.as_bytes())));
-    *r.status_mut() = status;
-    r
-}
-
 /// Envoy's local replies for upstream failures: the headers and the body.
-fn upstream_error_reply(e: &UpstreamError) -> (Headers, Bytes) {
+pub(crate) fn upstream_error_reply(e: &UpstreamError) -> (Headers, Bytes) {
     let (status, text) = match e {
         UpstreamError::NoHealthyUpstream => (503, "no healthy upstream"),
         UpstreamError::ConnectionFailure(reason) => {
             tracing::debug!("upstream connection failure: {reason}");
-            (503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure")
+            (503, "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure")
         }
         UpstreamError::Timeout => (504, "upstream request timeout"),
         UpstreamError::ResponseTooLarge => (500, "Internal Server Error"),
@@ -575,6 +636,48 @@ fn request_id() -> String {
         out.push_str(&format!("{:016x}", h.finish()));
     }
     format!("{}-{}-4{}-a{}-{}", &out[0..8], &out[8..12], &out[13..16], &out[17..20], &out[20..32])
+}
+
+/// The most data gathered into one chunk for the body callbacks.
+const MAX_GATHER_BYTES: usize = 1 << 20;
+
+type NextFrame = Option<Result<Frame<Bytes>, hyper::Error>>;
+
+/// `first` and the data frames that are ready now (up to [`MAX_GATHER_BYTES`]), as one
+/// chunk; a frame that is ready but not data (trailers, the end, an error) is returned for
+/// the caller to handle next. The connection's task is let run once between reads, so the
+/// bytes already in the socket are read.
+async fn gather_ready(source: &mut Incoming, first: Bytes) -> (Bytes, Option<NextFrame>) {
+    let mut gathered: Option<bytes::BytesMut> = None;
+    let mut ahead = None;
+    let mut yielded = false;
+    while gathered.as_ref().map_or(first.len(), |g| g.len()) < MAX_GATHER_BYTES && !source.is_end_stream() {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(&mut *source).poll_frame(&mut cx) {
+            std::task::Poll::Pending if yielded => break,
+            std::task::Poll::Pending => {
+                tokio::task::yield_now().await;
+                yielded = true;
+            }
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                yielded = false;
+                match frame.into_data() {
+                    Ok(data) => {
+                        gathered.get_or_insert_with(|| bytes::BytesMut::from(&first[..])).extend_from_slice(&data)
+                    }
+                    Err(frame) => {
+                        ahead = Some(Some(Ok(frame)));
+                        break;
+                    }
+                }
+            }
+            std::task::Poll::Ready(other) => {
+                ahead = Some(other);
+                break;
+            }
+        }
+    }
+    (gathered.map_or(first, bytes::BytesMut::freeze), ahead)
 }
 
 /// Records the matched route (or none) in the stream info, for `xds.route_name` and

@@ -121,6 +121,9 @@ impl RouteTable {
 
     /// The route for these request headers, if any matches.
     pub fn find(&self, headers: &Headers) -> Option<Matched<'_>> {
+        // Envoy's route matcher answers nothing for a request without `x-forwarded-proto`
+        // (the connection manager always adds it; only a filter can take it away).
+        headers.get(b"x-forwarded-proto")?;
         let authority = String::from_utf8_lossy(headers.get(b":authority").unwrap_or_default()).to_ascii_lowercase();
         // As Envoy without `ignore_port_in_host_matching`: the port is part of the host.
         let vhost = self.vhost(&authority)?;
@@ -248,7 +251,7 @@ mod tests {
     }
 
     fn status(t: &RouteTable, host: &str, path: &str, extra: &[(&str, &str)]) -> Option<u16> {
-        let mut h = Headers::from_pairs([(":authority", host), (":path", path)]);
+        let mut h = Headers::from_pairs([(":authority", host), (":path", path), ("x-forwarded-proto", "http")]);
         for (k, v) in extra {
             h.add(k.as_bytes(), v.as_bytes());
         }

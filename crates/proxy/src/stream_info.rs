@@ -175,6 +175,7 @@ impl StreamInfo {
                 PropertyValue::Int(code.ok_or(Status::NotFound)?)
             }
             (b"code_details", []) => PropertyValue::from(self.response_code_details.as_str()),
+            (b"grpc_status", []) => PropertyValue::Int(grpc_status(h)),
             (b"flags", []) => PropertyValue::Int(0),
             (b"headers", []) => PropertyValue::Map(header_map(h)),
             (b"headers", [name]) => return joined_header(h, name),
@@ -183,6 +184,23 @@ impl StreamInfo {
             _ => return Err(Status::NotFound),
         };
         Ok(value.encode())
+    }
+}
+
+/// `response.grpc_status`: the `grpc-status` header if the response has one, else Envoy's
+/// mapping of the HTTP status (`Grpc::Utility::httpToGrpcStatus`).
+fn grpc_status(h: &Headers) -> i64 {
+    let number = |name: &[u8]| h.get(name).and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
+    if let Some(status) = number(b"grpc-status") {
+        return status;
+    }
+    match number(b":status") {
+        Some(400) => 13,                   // INTERNAL
+        Some(401) => 16,                   // UNAUTHENTICATED
+        Some(403) => 7,                    // PERMISSION_DENIED
+        Some(404) => 12,                   // UNIMPLEMENTED
+        Some(429 | 502 | 503 | 504) => 14, // UNAVAILABLE
+        _ => 2,                            // UNKNOWN
     }
 }
 

@@ -16,7 +16,7 @@ use wasmproxy_host::{
     StreamAction, StreamData, VmConfig, VmError, WasmVm,
 };
 
-use crate::cluster::Clusters;
+use crate::cluster::{Clusters, UpstreamError};
 use crate::stream_info::{StreamRef, filter_state_key};
 use crate::xds::NodeAttributes;
 
@@ -131,12 +131,30 @@ impl Embedder for WorkerEmbedder {
         let cluster = self.clusters.get(&request.cluster).ok_or(Status::BadArgument)?;
         let instance = self.instance.get().cloned();
         tokio::task::spawn_local(async move {
-            let result = cluster.send(&request.headers, Bytes::from(request.body), request.timeout, None).await;
+            // Envoy's async client goes through the router: the upstream learns the call is
+            // internal and how long it may take, and failures come back as the router's
+            // local replies (503, 504), not as no response.
+            let mut headers = request.headers;
+            headers.add(b"x-envoy-internal", b"true");
+            if let Some(t) = request.timeout {
+                headers.add(b"x-envoy-expected-rq-timeout-ms", t.as_millis().to_string().as_bytes());
+            }
+            let started = std::time::Instant::now();
+            let result = cluster.send(&headers, Bytes::from(request.body), request.timeout, None).await;
             let response = match result {
-                Ok(r) => Some(HttpCallResponse { headers: r.headers, body: r.body.to_vec(), trailers: r.trailers }),
+                Ok(mut r) => {
+                    let ms = started.elapsed().as_millis().to_string();
+                    r.headers.add(b"x-envoy-upstream-service-time", ms.as_bytes());
+                    Some(HttpCallResponse { headers: r.headers, body: r.body.to_vec(), trailers: r.trailers })
+                }
+                Err(UpstreamError::ResponseTooLarge) => {
+                    tracing::debug!("http_call to {}: the response is too large", request.cluster);
+                    None
+                }
                 Err(e) => {
                     tracing::debug!("http_call to {} failed: {e:?}", request.cluster);
-                    None
+                    let (headers, body) = crate::hcm::upstream_error_reply(&e);
+                    Some(HttpCallResponse { headers, body: body.to_vec(), trailers: wasmproxy_host::Headers::new() })
                 }
             };
             if let Some(instance) = instance.and_then(|w| w.upgrade()) {

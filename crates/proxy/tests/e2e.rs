@@ -295,8 +295,16 @@ async fn local_replies_and_failure_policies() {
     server.stop();
     let server =
         start(&config(up, &wasm_filter("crash", "probe.wasm", &crash.to_string(), "failure_policy: FAIL_OPEN")));
-    let r = get(server.listeners[0].1, "/x", &[]).await;
-    assert_eq!((r.status, header(&r, "x-upstream")), (200, "yes"), "fail open skips the filter");
+    // As in Envoy: the stream the VM failed in gets 503; later ones skip the filter. Each
+    // of the two workers has its own VM, so at most two requests fail.
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = get(server.listeners[0].1, "/x", &[]).await;
+        statuses.push((r.status, header(&r, "x-upstream").to_string()));
+    }
+    assert_eq!(statuses[0].0, 503, "{statuses:?}");
+    let passed = statuses.iter().filter(|s| **s == (200, "yes".to_string())).count();
+    assert!(passed >= 3, "fail open skips the failed filter: {statuses:?}");
     server.stop();
 }
 
@@ -307,7 +315,10 @@ async fn upstream_failures_answer_as_envoy() {
     let server = start(&yaml);
     let r = get(server.listeners[0].1, "/x", &[]).await;
     assert_eq!(r.status, 503);
-    assert_eq!(r.body, "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
+    assert_eq!(
+        r.body,
+        "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"
+    );
     server.stop();
 }
 
@@ -544,18 +555,23 @@ async fn post(addr: SocketAddr, path: &str, body: &'static str) -> Reply {
 async fn plugins_rewrite_request_and_response_bodies() {
     let up = upstream().await;
     // As real plugins do, the lengths go, since the bodies change size.
-    let probe = serde_json::json!({"phases": {
-        "request_headers": [["remove_header", "0", "content-length"]],
-        "response_headers": [["remove_header", "2", "content-length"]],
-        "request_body": [["set_buffer", "0", "0", "1000", "rewritten request"]],
-        "response_body": [["set_buffer", "1", "0", "0", "[prefix] "], ["set_buffer", "1", "100000", "0", " [suffix]"]],
-    }});
+    // The request body is held to its end and replaced there; each response chunk gets a
+    // prefix and a suffix, the empty chunk that ends an HTTP/1.1 body included (as in Envoy).
+    let probe = serde_json::json!({
+        "phases": {
+            "request_headers": [["remove_header", "0", "content-length"]],
+            "response_headers": [["remove_header", "2", "content-length"]],
+            "request_body": [["set_buffer", "0", "0", "1000", "rewritten request"]],
+            "response_body": [["set_buffer", "1", "0", "0", "[prefix] "], ["set_buffer", "1", "100000", "0", " [suffix]"]],
+        },
+        "returns": {"request_body": "pause_until_end"},
+    });
     let server = start(&config(up, &wasm_filter("bodies", "probe.wasm", &probe.to_string(), "")));
     let r = post(server.listeners[0].1, "/echo", "original request").await;
     assert_eq!(r.status, 200);
     assert!(r.body.starts_with("[prefix] POST /echo HTTP/1.1\n"), "{}", r.body);
     assert!(r.body.contains("body: rewritten request\n"), "{}", r.body);
-    assert!(r.body.ends_with(" [suffix]"), "{}", r.body);
+    assert!(r.body.ends_with(" [suffix][prefix]  [suffix]"), "{}", r.body);
     assert_eq!(header(&r, "content-length"), "<none>", "streamed without a length");
     server.stop();
 }

@@ -60,9 +60,7 @@ pub(super) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "env",
         "proxy_replace_header_map_value",
         |mut c: Caller<'_, VmState>, map: i32, kptr: i32, klen: i32, vptr: i32, vlen: i32| {
-            finish(modify(&mut c, "proxy_replace_header_map_value", map, kptr, klen, vptr, vlen, |h, k, v| {
-                h.replace(k, v)
-            }))
+            finish(modify(&mut c, "proxy_replace_header_map_value", map, kptr, klen, vptr, vlen, |h, k, v| h.set(k, v)))
         },
     )?;
     linker.func_wrap(

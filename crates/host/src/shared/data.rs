@@ -36,17 +36,14 @@ impl SharedData {
     /// otherwise); it is ignored for a key that does not exist. Every write gets a new CAS.
     pub fn set(&self, vm_id: &str, key: &[u8], value: &[u8], cas: u32) -> Status {
         let mut inner = lock(&self.inner);
-        let next = next_cas(&mut inner.next_cas);
-        let map = inner.maps.entry(vm_id.to_string()).or_default();
+        let Inner { maps, next_cas: counter, .. } = &mut *inner;
+        let map = maps.entry(vm_id.to_string()).or_default();
         match map.get_mut(key) {
-            Some(entry) => {
-                if cas != 0 && cas != entry.1 {
-                    return Status::CasMismatch;
-                }
-                *entry = (value.to_vec(), next);
-            }
+            // A refused write takes no CAS (Envoy numbers only the writes that happen).
+            Some(entry) if cas != 0 && cas != entry.1 => return Status::CasMismatch,
+            Some(entry) => *entry = (value.to_vec(), next_cas(counter)),
             None => {
-                map.insert(key.to_vec(), (value.to_vec(), next));
+                map.insert(key.to_vec(), (value.to_vec(), next_cas(counter)));
             }
         }
         Status::Ok

@@ -80,7 +80,8 @@ fn header_map_hostcalls_read_and_change_request_headers() {
             "request_headers add_header 0 x-added 2 => status=0",
             "request_headers replace_header 0 x-user bob => status=0",
             "request_headers remove_header 0 missing-is-fine => status=0",
-            "request_headers get_headers 0 => status=0 value=:method=GET;:path=/hello;:authority=example.com;x-user=bob;x-added=1;x-added=2",
+            // Replacing moves the header to the end, as Envoy's `setCopy` does.
+            "request_headers get_headers 0 => status=0 value=:method=GET;:path=/hello;:authority=example.com;x-added=1;x-added=2;x-user=bob",
             "request_headers get_header 0 x-added => status=0 value=1",
         ]
     );
@@ -214,10 +215,14 @@ fn pause_then_resume_from_an_http_call_response() {
     assert_eq!(h.vm.on_request_headers(ctx, false).unwrap(), FilterHeadersStatus::StopAllIterationAndWatermark);
     assert_eq!(
         h.take_logs()[1],
-        "request_headers http_call upstream :method=GET;:path=/auth;:authority=auth ping 500 => status=0 value=0"
+        "request_headers http_call upstream :method=GET;:path=/auth;:authority=auth ping 500 => status=0 value=4"
     );
     let call = h.rec.borrow_mut().http_calls.pop().unwrap();
-    assert_eq!((call.token, call.root_context_id, call.cluster.as_str()), (0, h.root, "upstream"));
+    assert_eq!(
+        (call.token, call.root_context_id, call.cluster.as_str()),
+        (4, h.root, "upstream"),
+        "Envoy's first token"
+    );
     assert_eq!(call.headers.get(b":path"), Some(&b"/auth"[..]));
     assert_eq!(call.body, b"ping");
     assert_eq!(call.timeout, Some(std::time::Duration::from_millis(500)));
@@ -232,7 +237,7 @@ fn pause_then_resume_from_an_http_call_response() {
     assert_eq!(
         h.take_logs(),
         vec![
-            "http_call_response ctx=2 token=0 headers=2 body=4 trailers=1",
+            "http_call_response ctx=2 token=4 headers=2 body=4 trailers=1",
             "http_call_response call_response => status=0 value=headers=:status=200;x-a=b body=pong trailers=t=1",
             "http_call_response add_header 0 x-auth ok => status=0",
             "http_call_response continue 0 => status=0",
@@ -263,14 +268,14 @@ fn http_call_failures_and_bad_arguments() {
     let logs = h.take_logs();
     assert!(logs[1].ends_with("=> status=2"), "{}", logs[1]);
     assert!(logs[2].ends_with("=> status=2"), "host is not :authority: {}", logs[2]);
-    assert!(logs[3].ends_with("=> status=0 value=0"), "{}", logs[3]);
-    assert!(logs[4].ends_with("=> status=0 value=4"), "tokens step by 4: {}", logs[4]);
+    assert!(logs[3].ends_with("=> status=0 value=4"), "{}", logs[3]);
+    assert!(logs[4].ends_with("=> status=0 value=8"), "tokens step by 4: {}", logs[4]);
     assert_eq!(h.rec.borrow().http_calls[0].timeout, None);
-    h.vm.on_http_call_response(0, None).unwrap();
+    h.vm.on_http_call_response(4, None).unwrap();
     assert_eq!(
         h.take_logs(),
         vec![
-            "http_call_response ctx=2 token=0 headers=0 body=0 trailers=0",
+            "http_call_response ctx=2 token=4 headers=0 body=0 trailers=0",
             "http_call_response get_status => status=0 value=11 reset",
             "http_call_response call_response => status=0 value=headers= body= trailers=",
         ]

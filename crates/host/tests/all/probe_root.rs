@@ -255,11 +255,11 @@ fn metrics_have_envoy_ids_and_rules() {
     assert_eq!(
         status,
         [
-            "status=0 value=0",
-            "status=0 value=1",
-            "status=0 value=2",
-            "status=2",
             "status=0 value=4",
+            "status=0 value=5",
+            "status=0 value=6",
+            "status=2",
+            "status=0 value=8",
             "status=0",
             "status=2",
             "status=2",
@@ -374,10 +374,10 @@ fn grpc_streams_and_calls_reach_the_embedder_and_come_back() {
     let mut h = Harness::probe(json!({"phases": {
         "tick": [
             ["grpc_stream", "grpc_cluster", "pkg.Svc", "Watch"],
-            ["grpc_send", "2", "m1", "false"], ["grpc_send", "1", "x", "false"], ["grpc_send", "6", "x", "false"],
+            ["grpc_send", "6", "m1", "false"], ["grpc_send", "1", "x", "false"], ["grpc_send", "10", "x", "false"],
             ["grpc_call", "grpc_cluster", "pkg.Svc", "Get", "req", "1000"],
             ["grpc_call", "unknown_cluster", "pkg.Svc", "Get", "req", "1000"],
-            ["grpc_cancel", "1"], ["grpc_cancel", "1"], ["grpc_close", "0"],
+            ["grpc_cancel", "5"], ["grpc_cancel", "5"], ["grpc_close", "0"],
         ],
         "root_grpc_initial_metadata": [["get_header", "4", "k"]],
         "root_grpc_message": [["get_buffer", "5", "0", "100"]],
@@ -390,14 +390,14 @@ fn grpc_streams_and_calls_reach_the_embedder_and_come_back() {
     assert_eq!(
         logs[1..],
         [
-            "tick grpc_stream grpc_cluster pkg.Svc Watch => status=0 value=2",
-            "tick grpc_send 2 m1 false => status=0",
+            "tick grpc_stream grpc_cluster pkg.Svc Watch => status=0 value=6",
+            "tick grpc_send 6 m1 false => status=0",
             "tick grpc_send 1 x false => status=2",
-            "tick grpc_send 6 x false => status=1",
-            "tick grpc_call grpc_cluster pkg.Svc Get req 1000 => status=0 value=1",
+            "tick grpc_send 10 x false => status=1",
+            "tick grpc_call grpc_cluster pkg.Svc Get req 1000 => status=0 value=5",
             "tick grpc_call unknown_cluster pkg.Svc Get req 1000 => status=4",
-            "tick grpc_cancel 1 => status=0",
-            "tick grpc_cancel 1 => status=1",
+            "tick grpc_cancel 5 => status=0",
+            "tick grpc_cancel 5 => status=1",
             "tick grpc_close 0 => status=2",
         ]
     );
@@ -407,23 +407,23 @@ fn grpc_streams_and_calls_reach_the_embedder_and_come_back() {
         assert_eq!(rec.grpc_streams[0].method, "Watch");
         assert_eq!(rec.grpc_calls[0].message, b"req");
         assert_eq!(rec.grpc_calls[0].timeout, Some(Duration::from_secs(1)));
-        assert_eq!(rec.grpc_sent, vec![(2, b"m1".to_vec(), false)]);
-        assert_eq!(rec.grpc_cancelled, vec![1]);
+        assert_eq!(rec.grpc_sent, vec![(6, b"m1".to_vec(), false)]);
+        assert_eq!(rec.grpc_cancelled, vec![5]);
     }
-    h.vm.on_grpc_receive_initial_metadata(2, Headers::from_pairs([("k", "v")])).unwrap();
-    h.vm.on_grpc_receive(2, b"reply".to_vec()).unwrap();
-    h.vm.on_grpc_receive_trailing_metadata(2, Headers::from_pairs([("grpc-status", "0")])).unwrap();
-    h.vm.on_grpc_close(2, 0, "fine").unwrap();
+    h.vm.on_grpc_receive_initial_metadata(6, Headers::from_pairs([("k", "v")])).unwrap();
+    h.vm.on_grpc_receive(6, b"reply".to_vec()).unwrap();
+    h.vm.on_grpc_receive_trailing_metadata(6, Headers::from_pairs([("grpc-status", "0")])).unwrap();
+    h.vm.on_grpc_close(6, 0, "fine").unwrap();
     assert_eq!(
         h.take_logs(),
         vec![
-            "root_grpc_initial_metadata ctx=1 token=2 n=1",
+            "root_grpc_initial_metadata ctx=1 token=6 n=1",
             "root_grpc_initial_metadata get_header 4 k => status=0 value=v",
-            "root_grpc_message ctx=1 token=2 size=5",
+            "root_grpc_message ctx=1 token=6 size=5",
             "root_grpc_message get_buffer 5 0 100 => status=0 value=reply",
-            "root_grpc_trailing_metadata ctx=1 token=2 n=1",
+            "root_grpc_trailing_metadata ctx=1 token=6 n=1",
             "root_grpc_trailing_metadata get_headers 5 => status=0 value=grpc-status=0",
-            "root_grpc_close ctx=1 token=2 status=0",
+            "root_grpc_close ctx=1 token=6 status=0",
             "root_grpc_close get_status => status=0 value=0 fine",
         ]
     );

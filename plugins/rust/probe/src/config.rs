@@ -21,6 +21,10 @@ pub enum Kind {
 pub enum Return {
     Continue,
     Pause,
+    /// Body callbacks: pause until the end of the stream, continue then (the usual way a
+    /// plugin buffers a whole body); other callbacks: pause.
+    #[serde(rename = "pause_until_end")]
+    PauseUntilEnd,
 }
 
 /// The VM or plugin configuration; every field is optional.

@@ -60,13 +60,19 @@ impl Probe {
 
     /// Logs the entry line, runs the phase's commands, and returns its configured action.
     fn phase(&self, phase: &str, args: &str) -> Action {
+        self.phase_ending(phase, args, false)
+    }
+
+    /// `phase` for a callback that knows whether the stream ends with it.
+    fn phase_ending(&self, phase: &str, args: &str, end_of_stream: bool) -> Action {
         self.entry(phase, args);
         for command in self.config.commands(phase) {
             commands::run(phase, command);
         }
         match self.config.returns(phase) {
             Return::Continue => Action::Continue,
-            Return::Pause => Action::Pause,
+            Return::PauseUntilEnd if end_of_stream => Action::Continue,
+            Return::Pause | Return::PauseUntilEnd => Action::Pause,
         }
     }
 
@@ -233,7 +239,7 @@ impl HttpContext for Probe {
     }
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
-        self.phase("request_body", &format!("size={size} eos={eos}"))
+        self.phase_ending("request_body", &format!("size={size} eos={eos}"), eos)
     }
 
     fn on_http_request_trailers(&mut self, n: usize) -> Action {
@@ -245,7 +251,7 @@ impl HttpContext for Probe {
     }
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        self.phase("response_body", &format!("size={size} eos={eos}"))
+        self.phase_ending("response_body", &format!("size={size} eos={eos}"), eos)
     }
 
     fn on_http_response_trailers(&mut self, n: usize) -> Action {

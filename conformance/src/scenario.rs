@@ -1,0 +1,119 @@
+//! What a scenario is, and the config pieces scenarios are made of: one Envoy bootstrap
+//! with the recording upstream, a few routes, and the filters under test.
+
+use crate::client::Request;
+
+/// One comparison: a config, the requests sent to it, and, if Envoy and wasmproxy are
+/// meant to differ here, why.
+pub struct Scenario {
+    /// A short unique name.
+    pub name: &'static str,
+    /// What it checks.
+    pub about: &'static str,
+    /// The Envoy YAML, with `@UPSTREAM_PORT@` and `@PLUGINS@` still to fill in.
+    pub config: String,
+    /// The requests, sent in order.
+    pub requests: Vec<Request>,
+    /// Why a remaining difference is a deliberate improvement over Envoy.
+    pub deliberate: Option<&'static str>,
+    /// A difference not fixed yet, and where it will be.
+    pub known: Option<&'static str>,
+}
+
+/// The routes every config has, before the catch-all to the upstream.
+const ROUTES: &str = r#"              - match: { prefix: /direct }
+                name: direct_route
+                direct_response: { status: 200, body: { inline_string: "direct body" } }
+              - match: { path: /redirect }
+                redirect: { path_redirect: /elsewhere }
+              - match: { prefix: /rewrite/ }
+                route: { cluster: upstream, prefix_rewrite: /rewritten/ }
+              - match: { prefix: /timeout }
+                route: { cluster: upstream, prefix_rewrite: /sleep, timeout: 0.1s }
+              - match: { prefix: /closed }
+                route: { cluster: closed }
+              - match: { prefix: / }
+                name: upstream_route
+                route: { cluster: upstream }
+"#;
+
+/// A bootstrap with the admin, one listener with `filters` (YAML list items) before the
+/// router, the upstream cluster and a cluster nobody listens on. `top` goes first (e.g. a
+/// `node:` block).
+pub fn bootstrap(top: &str, filters: &str) -> String {
+    format!(
+        r#"{top}admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            name: local_routes
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+{ROUTES}          http_filters:
+{filters}          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: @UPSTREAM_PORT@ }} }} }}
+  - name: closed
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: closed
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }} }}
+"#
+    )
+}
+
+/// A Wasm HTTP filter running `file` from the plugins directory, with a StringValue
+/// configuration and `extra` lines of `PluginConfig` (e.g. `failure_policy: FAIL_OPEN`).
+pub fn wasm_filter(name: &str, file: &str, configuration: &str, extra: &str) -> String {
+    let quoted = configuration.replace('\'', "''");
+    format!(
+        r#"          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {name}
+                root_id: {name}_root
+                {extra}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{quoted}'
+                vm_config:
+                  vm_id: {name}_vm
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: "@PLUGINS@/{file}" }} }}
+"#
+    )
+}
+
+/// The probe plugin (Rust SDK) with a JSON configuration (see plugins/rust/probe/README.md).
+pub fn probe(name: &str, config: serde_json::Value) -> String {
+    wasm_filter(name, "probe.wasm", &config.to_string(), "")
+}
+
+/// One probe filter with these phases, in the bootstrap.
+pub fn probe_config(phases: serde_json::Value) -> String {
+    bootstrap("", &probe("probe", serde_json::json!({ "phases": phases })))
+}

@@ -1,0 +1,683 @@
+//! The scenarios: every hostcall group and callback the proxy supports, the statuses of
+//! the awkward cases, pauses and local replies, failures, properties, SDK plugins in Rust,
+//! Go and AssemblyScript, and the examples.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::client::Request;
+use crate::scenario::{Scenario, bootstrap, probe, probe_config, wasm_filter};
+
+fn s(name: &'static str, about: &'static str, config: String, requests: Vec<Request>) -> Scenario {
+    Scenario { name, about, config, requests, deliberate: None, known: None }
+}
+
+/// An `http_call` to the upstream cluster (GET `path`, authority `auth`, 1 s).
+fn call(path: &str) -> serde_json::Value {
+    json!(["http_call", "upstream", format!(":method=GET;:path={path};:authority=auth"), "", "1000"])
+}
+
+/// Every scenario, in report order.
+pub fn all(root: &Path) -> Vec<Scenario> {
+    let mut v = Vec::new();
+    v.extend(headers());
+    v.extend(bodies());
+    v.extend(local_replies());
+    v.extend(callouts());
+    v.extend(shared_state());
+    v.extend(properties());
+    v.extend(lifecycle());
+    v.extend(failures());
+    v.extend(chains_and_sdks());
+    v.extend(routing());
+    v.extend(examples(root));
+    v
+}
+
+fn headers() -> Vec<Scenario> {
+    let read = json!({"request_headers": [
+        ["get_headers", "0"], ["get_header", "0", ":path"], ["get_header", "0", "x-a"],
+        ["get_header", "0", "x-missing"], ["header_size", "0"],
+    ]});
+    vec![
+        s(
+            "request_headers_read",
+            "request header map pairs, one value, a missing header (NOT_FOUND), the size",
+            probe_config(read.clone()),
+            vec![Request::get("/read?q=1").header("x-a", "1").header("x-a", "2")],
+        ),
+        s(
+            "request_headers_read_http2",
+            "the same over HTTP/2",
+            probe_config(read),
+            vec![Request::get("/read?q=1").header("x-a", "1").h2()],
+        ),
+        s(
+            "request_headers_change",
+            "add, replace and remove request headers; the upstream sees the result",
+            probe_config(json!({"request_headers": [
+                ["add_header", "0", "x-added", "new"], ["replace_header", "0", "x-a", "replaced"],
+                ["remove_header", "0", "x-b"], ["replace_header", "0", "x-created", "by-replace"],
+                ["get_headers", "0"],
+            ]})),
+            vec![Request::get("/change").header("x-a", "1").header("x-b", "2")],
+        ),
+        s(
+            "request_headers_set_all",
+            "replacing the whole request header map",
+            probe_config(json!({"request_headers": [
+                ["set_headers", "0", ":method=GET;:path=/replaced;:authority=conformance.test;:scheme=http;x-only=1"],
+                ["get_headers", "0"],
+            ]})),
+            vec![Request::get("/original").header("x-gone", "1")],
+        ),
+        s(
+            "response_headers_change",
+            "read, add, replace and remove response headers",
+            probe_config(json!({"response_headers": [
+                ["get_headers", "2"], ["add_header", "2", "x-added", "1"],
+                ["replace_header", "2", "x-upstream", "replaced"], ["remove_header", "2", "content-type"],
+                ["header_size", "2"],
+            ]})),
+            vec![Request::get("/response")],
+        ),
+        s(
+            "maps_not_available_in_phase",
+            "maps and buffers a phase does not have: their statuses",
+            probe_config(json!({
+                "request_headers": [
+                    ["get_headers", "2"], ["get_header", "2", ":status"], ["get_headers", "1"],
+                    ["get_buffer", "0", "0", "10"], ["add_header", "2", "x-no", "1"],
+                ],
+                "response_headers": [
+                    ["get_header", "0", ":path"], ["get_headers", "3"], ["get_buffer", "1", "0", "10"],
+                ],
+            })),
+            vec![Request::get("/phases")],
+        ),
+        s(
+            "headers_in_the_log_phase",
+            "on_log reads the final request and response headers",
+            probe_config(json!({"log": [
+                ["get_header", "0", ":path"], ["get_header", "0", "x-a"], ["get_header", "2", ":status"],
+                ["get_header", "2", "x-upstream"], ["get_headers", "3"],
+            ]})),
+            vec![Request::get("/logged").header("x-a", "1")],
+        ),
+    ]
+}
+
+fn bodies() -> Vec<Scenario> {
+    vec![
+        s(
+            "request_body_read",
+            "the request body: status, whole, a slice, past its end",
+            probe_config(json!({"request_body": [
+                ["buffer_status", "0"], ["get_buffer", "0", "0", "100"], ["get_buffer", "0", "3", "4"],
+                ["get_buffer", "0", "100", "5"],
+            ]})),
+            vec![Request::post("/upload", "hello body")],
+        ),
+        s(
+            "request_body_rewrite",
+            "a plugin replaces the request body; the upstream receives the new one",
+            probe_config(json!({
+                "request_headers": [["remove_header", "0", "content-length"]],
+                "request_body": [["set_buffer", "0", "0", "1000", "rewritten request"]],
+            })),
+            vec![Request::post("/echo", "original request")],
+        ),
+        s(
+            "response_body_rewrite",
+            "a plugin prepends and appends to the response body",
+            probe_config(json!({
+                "response_headers": [["remove_header", "2", "content-length"]],
+                "response_body": [
+                    ["set_buffer", "1", "0", "0", "[prefix] "], ["set_buffer", "1", "100000", "0", " [suffix]"],
+                    ["get_buffer", "1", "0", "100"],
+                ],
+            })),
+            vec![Request::get("/body")],
+        ),
+        s(
+            "response_body_in_chunks",
+            "a response body that arrives in three chunks: one callback each",
+            probe_config(json!({"response_body": [["buffer_status", "1"], ["get_buffer", "1", "0", "100"]]})),
+            vec![Request::get("/chunks")],
+        ),
+        s(
+            "response_body_held_until_the_end",
+            "a plugin that holds the body until its end sees it grow, then whole",
+            bootstrap(
+                "",
+                &probe(
+                    "probe",
+                    json!({"phases": {"response_body": [["get_buffer", "1", "0", "100"]]},
+                           "returns": {"response_body": "pause_until_end"}}),
+                ),
+            ),
+            vec![Request::get("/chunks")],
+        ),
+        s(
+            "response_trailers",
+            "the response trailers callback and map",
+            probe_config(json!({"response_trailers": [
+                ["get_headers", "3"], ["add_header", "3", "x-added-trailer", "1"],
+            ]})),
+            vec![Request::get("/trailers").h2()],
+        ),
+        s(
+            "large_response_body",
+            "a 64 KiB body passes a plugin that reads its size",
+            probe_config(json!({"response_body": [["buffer_status", "1"]]})),
+            vec![Request::get("/big")],
+        ),
+    ]
+}
+
+fn local_replies() -> Vec<Scenario> {
+    let reply = |phase: &str| json!({ phase: [["send_local_response", "403", "denied", "x-why=policy"]] });
+    let add = |name: &str| json!([["add_header", "2", name, "1"]]);
+    vec![
+        s(
+            "local_reply_from_request_headers",
+            "send_local_response in on_request_headers",
+            probe_config(reply("request_headers")),
+            vec![Request::get("/deny")],
+        ),
+        s(
+            "local_reply_from_request_body",
+            "send_local_response in on_request_body",
+            probe_config(reply("request_body")),
+            vec![Request::post("/deny", "some body")],
+        ),
+        s(
+            "local_reply_from_response_headers",
+            "send_local_response in on_response_headers replaces the upstream's answer",
+            probe_config(reply("response_headers")),
+            vec![Request::get("/deny")],
+        ),
+        s(
+            "local_reply_from_response_body",
+            "send_local_response in on_response_body",
+            probe_config(reply("response_body")),
+            vec![Request::get("/deny")],
+        ),
+        s(
+            "local_reply_empty_body_and_headers",
+            "a local reply without a body, with two headers",
+            probe_config(
+                json!({"request_headers": [["send_local_response", "401", "", "www-authenticate=Basic;x-b=2"]]}),
+            ),
+            vec![Request::get("/auth")],
+        ),
+        s(
+            "local_reply_through_earlier_filters",
+            "a reply made in the request phase goes back through the filter that made it and the ones before it",
+            bootstrap(
+                "",
+                &[
+                    probe("a", json!({"phases": {"response_headers": add("x-a")}})),
+                    probe(
+                        "b",
+                        json!({"phases": {"request_headers": [["send_local_response", "403", "nope", "x-b=1"]],
+                                          "response_headers": add("x-bb")}}),
+                    ),
+                    probe("c", json!({"phases": {"response_headers": add("x-c")}})),
+                ]
+                .concat(),
+            ),
+            vec![Request::get("/chain")],
+        ),
+        s(
+            "close_stream",
+            "proxy_close_stream in on_request_headers resets the stream",
+            probe_config(json!({"request_headers": [["close", "0"]]})),
+            vec![Request::get("/close")],
+        ),
+    ]
+}
+
+fn callouts() -> Vec<Scenario> {
+    let paused = |call: serde_json::Value, on_response: serde_json::Value| {
+        bootstrap(
+            "",
+            &probe(
+                "probe",
+                json!({"phases": {"request_headers": [call], "http_call_response": on_response},
+                       "returns": {"request_headers": "pause"}}),
+            ),
+        )
+    };
+    vec![
+        s(
+            "http_call_then_resume",
+            "pause, call the upstream, add a header from the answer, resume",
+            paused(
+                call("/status/200"),
+                json!([["call_response"], ["add_header", "0", "x-auth", "checked"], ["continue", "0"]]),
+            ),
+            vec![Request::get("/protected")],
+        ),
+        s(
+            "http_call_then_reject",
+            "pause, call, answer the client with a local reply",
+            paused(call("/status/403"), json!([["call_response"], ["send_local_response", "403", "rejected", ""]])),
+            vec![Request::get("/protected")],
+        ),
+        s(
+            "http_call_with_body",
+            "a POST callout with a body, read back by the echo path",
+            paused(
+                json!(["http_call", "upstream", ":method=POST;:path=/echo;:authority=auth;x-c=1", "call body", "1000"]),
+                json!([["call_response"], ["continue", "0"]]),
+            ),
+            vec![Request::get("/with-body")],
+        ),
+        s(
+            "http_call_unknown_cluster",
+            "http_call to a cluster that does not exist",
+            probe_config(json!({"request_headers": [
+                ["http_call", "nowhere", ":method=GET;:path=/;:authority=x", "", "1000"],
+            ]})),
+            vec![Request::get("/unknown")],
+        ),
+        s(
+            "http_call_missing_pseudo_headers",
+            "http_call without :authority, and without :path",
+            probe_config(json!({"request_headers": [
+                ["http_call", "upstream", ":method=GET;:path=/", "", "1000"],
+                ["http_call", "upstream", ":method=GET;:authority=x", "", "1000"],
+            ]})),
+            vec![Request::get("/missing")],
+        ),
+        s(
+            "http_call_timeout",
+            "a callout slower than its timeout: the response callback with nothing",
+            paused(
+                call("/sleep").as_array().map_or(json!([]), |a| {
+                    let mut a = a.clone();
+                    a[4] = json!("100");
+                    json!(a)
+                }),
+                json!([["call_response"], ["continue", "0"]]),
+            ),
+            vec![Request::get("/slow-call")],
+        ),
+        s(
+            "http_call_connection_failure",
+            "a callout to a cluster nobody listens on",
+            paused(
+                json!(["http_call", "closed", ":method=GET;:path=/;:authority=x", "", "1000"]),
+                json!([["call_response"], ["continue", "0"]]),
+            ),
+            vec![Request::get("/refused-call")],
+        ),
+    ]
+}
+
+fn shared_state() -> Vec<Scenario> {
+    vec![
+        s(
+            "shared_data_cas",
+            "shared data: NOT_FOUND, set, get with cas, a stale cas (CAS_MISMATCH), the right cas",
+            probe_config(json!({"request_headers": [
+                ["get_shared", "k"], ["set_shared", "k", "v1", "0"], ["get_shared", "k"],
+                ["set_shared", "k", "v2", "12345"], ["get_shared", "k"],
+            ]})),
+            vec![Request::get("/shared"), Request::get("/shared")],
+        ),
+        s(
+            "shared_queue",
+            "register, resolve, enqueue, dequeue, an empty queue, an unknown queue",
+            probe_config(json!({"request_headers": [
+                ["register_queue", "q"], ["resolve_queue", "probe_vm", "q"], ["resolve_queue", "other_vm", "nope"],
+                ["dequeue", "1"], ["enqueue", "1", "m1"], ["dequeue", "1"], ["dequeue", "1"], ["enqueue", "99", "x"],
+            ]})),
+            vec![Request::get("/queue")],
+        ),
+        s(
+            "metrics_counter_and_gauge",
+            "define, increment, record and read metrics; the admin shows them",
+            probe_config(json!({"request_headers": [
+                ["define_metric", "counter", "requests_seen"], ["increment_metric", "requests_seen", "1"],
+                ["get_metric", "requests_seen"], ["define_metric", "gauge", "level"],
+                ["record_metric", "level", "7"], ["increment_metric", "level", "-2"], ["get_metric", "level"],
+            ]})),
+            vec![Request::get("/m"), Request::get("/m")],
+        ),
+        Scenario {
+            known: Some(
+                "admin `/stats` prints a histogram as count and sum; Envoy prints its quantiles after each stats \
+                 flush (`No recorded values` before the first): the admin and stats issue (5)",
+            ),
+            ..s(
+                "metrics_histogram",
+                "a histogram: defined and recorded",
+                probe_config(json!({"request_headers": [
+                    ["define_metric", "histogram", "sizes"], ["record_metric", "sizes", "10"],
+                    ["get_metric", "sizes"], ["increment_metric", "sizes", "1"],
+                ]})),
+                vec![Request::get("/h")],
+            )
+        },
+    ]
+}
+
+fn properties() -> Vec<Scenario> {
+    let get = |paths: &[&str]| paths.iter().map(|p| json!(["get_property", p])).collect::<Vec<_>>();
+    let node = "node:\n  id: node-1\n  cluster: cluster-a\n  metadata: { team: edge, replicas: 3 }\n  locality: { region: eu, zone: eu-1 }\n";
+    vec![
+        s(
+            "properties_request",
+            "request.* attributes with Envoy's encodings",
+            probe_config(json!({"request_headers": get(&[
+                "request.path", "request.url_path", "request.host", "request.scheme", "request.method",
+                "request.headers.x-a", "request.referer", "request.useragent", "request.protocol", "request.query",
+                "request.nope",
+            ])})),
+            vec![Request::get("/p?x=1&y=2").header("x-a", "1").header("referer", "r").header("user-agent", "ua")],
+        ),
+        s(
+            "properties_request_http2",
+            "request.protocol and scheme over HTTP/2",
+            probe_config(json!({"request_headers": get(&["request.protocol", "request.scheme"])})),
+            vec![Request::get("/p2").h2()],
+        ),
+        s(
+            "properties_response_and_sizes",
+            "response.* and request sizes in the log phase",
+            probe_config(json!({"log": get(&[
+                "response.code", "response.code_details", "response.flags", "response.size",
+                "response.total_size", "response.headers.x-upstream", "request.size", "request.total_size",
+                "response.grpc_status",
+            ])})),
+            vec![Request::post("/sizes", "0123456789")],
+        ),
+        s(
+            "properties_connection_and_upstream",
+            "connection.*, upstream.* attributes",
+            probe_config(json!({
+                "request_headers": get(&["connection.mtls", "connection.requested_server_name", "connection.tls_version", "upstream.address"]),
+                "response_headers": get(&["upstream.address", "upstream.port", "xds.cluster_name"]),
+            })),
+            vec![Request::get("/conn")],
+        ),
+        s(
+            "properties_plugin",
+            "plugin_name, plugin_root_id, plugin_vm_id",
+            probe_config(json!({"request_headers": get(&["plugin_name", "plugin_root_id", "plugin_vm_id"])})),
+            vec![Request::get("/plugin")],
+        ),
+        s(
+            "properties_xds",
+            "xds.* attributes: node fields, route, cluster, listener direction, filter chain",
+            bootstrap(
+                node,
+                &probe(
+                    "probe",
+                    json!({"phases": {"request_headers": get(&[
+                        "xds.node.id", "xds.node.cluster", "xds.node.metadata.team",
+                        "xds.node.metadata.replicas", "xds.node.locality", "xds.node.locality.zone",
+                        "xds.route_name", "xds.cluster_name", "xds.listener_direction", "xds.filter_chain_name",
+                        "xds.listener_metadata", "xds.route_metadata", "node", "xds.node.nope",
+                    ])}}),
+                ),
+            ),
+            vec![Request::get("/xds"), Request::get("/direct")],
+        ),
+        Scenario {
+            deliberate: Some(
+                "a Struct read as a whole map lists its keys in the order of the configuration; Envoy lists them \
+                 in protobuf's map order, which depends on hashing and is not specified",
+            ),
+            ..s(
+                "properties_xds_node_metadata_map",
+                "xds.node.metadata as one map",
+                bootstrap(node, &probe("probe", json!({"phases": {"request_headers": get(&["xds.node.metadata"])}}))),
+                vec![Request::get("/node")],
+            )
+        },
+        Scenario {
+            deliberate: Some(
+                "`xds.node` as a whole carries the proxy's own user agent: Envoy's says `envoy` with a build-version \
+                 message, wasmproxy's says `wasmproxy` and its version",
+            ),
+            ..s(
+                "properties_xds_node_whole",
+                "xds.node as one serialized message",
+                bootstrap(node, &probe("probe", json!({"phases": {"request_headers": get(&["xds.node"])}}))),
+                vec![Request::get("/node")],
+            )
+        },
+        s(
+            "properties_filter_state",
+            "set_property, read back, an unknown name, the filter_state map",
+            probe_config(json!({
+                "request_headers": [["set_property", "my_key", "my_value"], ["get_property", "my_key"],
+                                    ["get_property", "unknown_name"], ["get_property", "filter_state"], ["get_property", "metadata"]],
+                "response_headers": [["get_property", "my_key"]],
+                "log": [["get_property", "my_key"]],
+            })),
+            vec![Request::get("/state")],
+        ),
+    ]
+}
+
+fn lifecycle() -> Vec<Scenario> {
+    vec![
+        s(
+            "configuration_buffers",
+            "on_vm_start and on_configure read their configuration buffers",
+            bootstrap(
+                "",
+                &wasm_filter(
+                    "probe",
+                    "probe.wasm",
+                    &json!({"configure": [["get_buffer", "7", "0", "1000"], ["get_buffer", "6", "0", "10"]],
+                            "vm_start": [["get_buffer", "6", "0", "1000"]]})
+                    .to_string(),
+                    "",
+                ),
+            ),
+            vec![Request::get("/config")],
+        ),
+        s(
+            "configure_false_stops_start_up",
+            "on_configure returning false: neither proxy starts",
+            bootstrap("", &probe("probe", json!({"configure_result": false}))),
+            vec![],
+        ),
+        s(
+            "log_levels",
+            "plugin logs at each level with the wasm component at info; the level the plugin sees",
+            probe_config(json!({"request_headers": [
+                ["log", "0", "trace line"], ["log", "1", "debug line"], ["log", "2", "info line"],
+                ["log", "3", "warn line"], ["log", "4", "error line"], ["log", "5", "critical line"], ["log_level"],
+            ]})),
+            vec![Request::get("/logs")],
+        ),
+        s(
+            "time_random_and_wasi",
+            "the clock, WASI random bytes and time",
+            probe_config(json!({"request_headers": [["time"], ["wasi_time"], ["random", "16"], ["random", "70000"]]})),
+            vec![Request::get("/time")],
+        ),
+        s(
+            "context_lifecycle",
+            "create, headers, body, log, done and delete in order for two requests",
+            probe_config(json!({})),
+            vec![Request::post("/one", "a"), Request::get("/two")],
+        ),
+    ]
+}
+
+fn failures() -> Vec<Scenario> {
+    vec![
+        s(
+            "trap_fail_closed",
+            "a panic in on_request_headers: 503 now and for the requests after",
+            probe_config(json!({"request_headers": [["panic", "boom"]]})),
+            vec![Request::get("/a"), Request::get("/b")],
+        ),
+        s(
+            "trap_fail_open",
+            "the same with FAIL_OPEN: requests pass without the plugin",
+            bootstrap(
+                "",
+                &wasm_filter(
+                    "probe",
+                    "probe.wasm",
+                    &json!({"phases": {"request_headers": [["panic", "boom"]]}}).to_string(),
+                    "failure_policy: FAIL_OPEN",
+                ),
+            ),
+            vec![Request::get("/a"), Request::get("/b")],
+        ),
+        s(
+            "bad_pointer",
+            "a hostcall with a pointer past the end of memory",
+            probe_config(json!({"request_headers": [["bad_pointer"]]})),
+            vec![Request::get("/ptr")],
+        ),
+    ]
+}
+
+fn chains_and_sdks() -> Vec<Scenario> {
+    let header_filter = |file: &str, tag: &str| {
+        wasm_filter(
+            tag,
+            file,
+            &format!(
+                r#"{{"request_header": "x-user", "response_headers": [["x-from", "{tag}"], ["x-greeting", "hi"]]}}"#
+            ),
+            "",
+        )
+    };
+    vec![
+        s(
+            "filters_in_order",
+            "the second filter sees the first's request change; responses go in reverse",
+            bootstrap(
+                "",
+                &[
+                    probe(
+                        "first",
+                        json!({"phases": {"request_headers": [["add_header", "0", "x-first", "1"]],
+                                          "response_headers": [["get_header", "2", "x-second"]]}}),
+                    ),
+                    probe(
+                        "second",
+                        json!({"phases": {"request_headers": [["get_header", "0", "x-first"]],
+                                          "response_headers": [["add_header", "2", "x-second", "2"]]}}),
+                    ),
+                ]
+                .concat(),
+            ),
+            vec![Request::get("/order")],
+        ),
+        s(
+            "header_filter_rust_sdk",
+            "the Rust SDK header filter",
+            bootstrap("", &header_filter("header_filter.wasm", "rust")),
+            vec![Request::get("/r").header("x-user", "alice"), Request::get("/r")],
+        ),
+        s(
+            "header_filter_go",
+            "the Go header filter",
+            bootstrap("", &header_filter("go_header_filter.wasm", "go")),
+            vec![Request::get("/g").header("x-user", "bob"), Request::get("/g")],
+        ),
+        s(
+            "header_filter_assemblyscript_sdk",
+            "the AssemblyScript SDK header filter",
+            bootstrap("", &header_filter("as_header_filter.wasm", "as")),
+            vec![Request::get("/as").header("x-user", "carol")],
+        ),
+        s(
+            "three_sdks_in_one_chain",
+            "Rust, Go and AssemblyScript filters in one chain",
+            bootstrap(
+                "",
+                &[
+                    header_filter("header_filter.wasm", "rust"),
+                    header_filter("go_header_filter.wasm", "go"),
+                    header_filter("as_header_filter.wasm", "as"),
+                ]
+                .concat(),
+            ),
+            vec![Request::get("/chain").header("x-user", "dave")],
+        ),
+    ]
+}
+
+fn routing() -> Vec<Scenario> {
+    vec![
+        s(
+            "routes_without_plugins",
+            "direct response, redirect, prefix rewrite, the upstream",
+            bootstrap("", ""),
+            vec![
+                Request::get("/direct"),
+                Request::get("/redirect"),
+                Request::get("/rewrite/x?y=1"),
+                Request::get("/status/201"),
+                Request::post("/echo", "echoed"),
+            ],
+        ),
+        s(
+            "upstream_failures",
+            "connection refused (503) and route timeout (504)",
+            bootstrap("", ""),
+            vec![Request::get("/closed"), Request::get("/timeout")],
+        ),
+        s(
+            "http2_client",
+            "HTTP/2 to the proxy, HTTP/1.1 to the upstream",
+            bootstrap("", ""),
+            vec![Request::get("/direct").h2(), Request::get("/h2?x=1").h2(), Request::post("/echo", "h2 body").h2()],
+        ),
+        s(
+            "direct_response_with_a_plugin",
+            "a plugin on a direct-response route: every callback still runs",
+            probe_config(json!({
+                "request_headers": [["get_header", "0", ":path"]],
+                "response_headers": [["get_headers", "2"]],
+                "response_body": [["get_buffer", "1", "0", "100"]],
+            })),
+            vec![Request::get("/direct")],
+        ),
+    ]
+}
+
+/// The examples in `examples/`, as they are, with their ports set to 0 and their plugin
+/// files given by absolute path.
+fn examples(root: &Path) -> Vec<Scenario> {
+    let example = |dir: &str, plugin: &str| {
+        let path = root.join("examples").join(dir).join("envoy.yaml");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut text = regex::Regex::new(r"port_value: \d+")
+            .map(|re| re.replace_all(&text, "port_value: 0").into_owned())
+            .unwrap_or_default();
+        let file = root.join("examples").join(dir).join(plugin);
+        for quoted in [format!("\"{plugin}\""), plugin.to_string()] {
+            text = text.replace(&format!("filename: {quoted}"), &format!("filename: \"{}\"", file.display()));
+        }
+        text
+    };
+    vec![
+        s(
+            "example_talk_demo",
+            "examples/talk_demo as it is",
+            example("talk_demo", "talk_demo.wasm"),
+            vec![Request::get("/").header("hello", "world"), Request::get("/"), Request::get("/").header("hello", "x")],
+        ),
+        s(
+            "example_header_filter",
+            "examples/header_filter as it is",
+            example("header_filter", "header_filter.wasm"),
+            vec![Request::get("/").header("x-user", "alice")],
+        ),
+    ]
+}

@@ -1,0 +1,145 @@
+//! The recording upstream both proxies send to: it writes down every request it gets
+//! (method, path, headers, body, trailers) and answers by path, the same way every time.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// The upstream and what it has received.
+#[derive(Clone)]
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Upstream {
+    /// Starts it on a free loopback port (HTTP/1.1, and HTTP/2 by prior knowledge).
+    pub async fn start() -> std::io::Result<Upstream> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let upstream = Upstream { addr: listener.local_addr()?, seen: Arc::default() };
+        let seen = upstream.seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| answer(req, seen.clone()));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(upstream)
+    }
+
+    /// What it received since the last call, one text block per request.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+async fn answer(
+    req: http::Request<Incoming>,
+    seen: Arc<Mutex<Vec<String>>>,
+) -> Result<http::Response<Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let collected = body.collect().await.ok();
+    let trailers = collected.as_ref().and_then(|c| c.trailers().cloned());
+    let body = collected.map(|c| c.to_bytes()).unwrap_or_default();
+    let mut record =
+        format!("{} {} {:?}\n", parts.method, parts.uri.path_and_query().map_or("", |p| p.as_str()), parts.version);
+    if let Some(a) = parts.uri.authority() {
+        record.push_str(&format!(":authority: {a}\n"));
+    }
+    let mut headers: Vec<String> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| crate::normalize::header_line(crate::normalize::UPSTREAM, k.as_str(), v.as_bytes()))
+        .collect();
+    headers.sort();
+    for h in headers {
+        record.push_str(&h);
+        record.push('\n');
+    }
+    record.push_str(&format!("body: {}\n", String::from_utf8_lossy(&body)));
+    for (k, v) in trailers.iter().flatten() {
+        record.push_str(&format!("trailer {k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+    }
+    seen.lock().unwrap_or_else(|e| e.into_inner()).push(record);
+    Ok(respond(&path, &body).await)
+}
+
+/// Answers by path: `/status/N` with status N, `/chunks` in three chunks 50 ms apart,
+/// `/trailers` with response trailers, `/sleep` after 300 ms, `/big` with 64 KiB, `/echo`
+/// with the request body; anything else with a small fixed body.
+async fn respond(path: &str, request_body: &Bytes) -> http::Response<Body> {
+    let builder = http::Response::builder().header("x-upstream", "yes").header("content-type", "text/plain");
+    let full = |b: Bytes| Full::new(b).boxed();
+    let response = match path {
+        "/chunks" => {
+            let (tx, body) = FrameBody::channel();
+            tokio::spawn(async move {
+                for chunk in ["one,", "two,", "three"] {
+                    let _ = tx.send(Frame::data(Bytes::from(chunk))).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+            builder.body(body.boxed())
+        }
+        "/trailers" => {
+            let (tx, body) = FrameBody::channel();
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("x-trailer", http::HeaderValue::from_static("end"));
+            tokio::spawn(async move {
+                let _ = tx.send(Frame::data(Bytes::from("with trailers"))).await;
+                let _ = tx.send(Frame::trailers(trailers)).await;
+            });
+            builder.body(body.boxed())
+        }
+        "/sleep" => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            builder.body(full(Bytes::from("slept")))
+        }
+        "/big" => builder.body(full(Bytes::from(vec![b'b'; 64 * 1024]))),
+        "/echo" => builder.body(full(request_body.clone())),
+        p if p.starts_with("/status/") => {
+            let status: u16 = p["/status/".len()..].parse().unwrap_or(200);
+            builder.status(status).body(full(Bytes::from(format!("status {status}"))))
+        }
+        _ => builder.body(full(Bytes::from("upstream body"))),
+    };
+    response.unwrap_or_else(|_| http::Response::new(full(Bytes::new())))
+}
+
+/// A body whose frames come through a channel.
+struct FrameBody(tokio::sync::mpsc::Receiver<Frame<Bytes>>);
+
+impl FrameBody {
+    fn channel() -> (tokio::sync::mpsc::Sender<Frame<Bytes>>, FrameBody) {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        (tx, FrameBody(rx))
+    }
+}
+
+impl hyper::body::Body for FrameBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|f| f.map(Ok))
+    }
+}
