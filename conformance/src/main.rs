@@ -110,6 +110,9 @@ fn run() -> Result<bool, String> {
             .replace("@PLUGINS@", &plugins.to_string_lossy());
         let envoy = observe(&runtime, Kind::Envoy, &args.bins, s, &config, &work, &upstream)?;
         let ours = observe(&runtime, Kind::Wasmproxy, &args.bins, s, &config, &work, &upstream)?;
+        if std::env::var_os("CONFORMANCE_SHOW").is_some() {
+            println!("### {} on Envoy:\n{envoy}### {} on wasmproxy:\n{ours}", s.name, s.name);
+        }
         let outcome = Outcome::new(s, &envoy, &ours);
         println!("{:<44} {}", s.name, outcome.verdict());
         outcomes.push(outcome);

@@ -13,6 +13,28 @@ fn s(name: &'static str, about: &'static str, config: String, requests: Vec<Requ
     Scenario { name, about, config, requests, deliberate: None, known: None }
 }
 
+/// A `bootstrap_extensions` entry: a Wasm service running the probe with this configuration.
+fn service(name: &str, singleton: bool, configuration: serde_json::Value) -> String {
+    let quoted = configuration.to_string().replace('\'', "''");
+    format!(
+        r#"- name: envoy.bootstrap.wasm
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.wasm.v3.WasmService
+    singleton: {singleton}
+    config:
+      name: {name}
+      root_id: {name}_root
+      vm_config:
+        vm_id: {name}_vm
+        runtime: envoy.wasm.runtime.v8
+        code: {{ local: {{ filename: "@PLUGINS@/probe.wasm" }} }}
+      configuration:
+        "@type": type.googleapis.com/google.protobuf.StringValue
+        value: '{quoted}'
+"#
+    )
+}
+
 /// An `http_call` to the upstream cluster (GET `path`, authority `auth`, 1 s).
 fn call(path: &str) -> serde_json::Value {
     json!(["http_call", "upstream", format!(":method=GET;:path={path};:authority=auth"), "", "1000"])
@@ -482,6 +504,23 @@ fn lifecycle() -> Vec<Scenario> {
                 ),
             ),
             vec![Request::get("/config")],
+        ),
+        s(
+            "wasm_services_start",
+            "a singleton and a per-worker Wasm service run on_vm_start and on_configure, read their configuration and the node",
+            bootstrap(
+                &format!(
+                    "node: {{ id: node-7 }}\nbootstrap_extensions:\n{}{}",
+                    service(
+                        "single",
+                        true,
+                        json!({"configure": [["get_buffer", "7", "0", "1000"], ["get_property", "xds.node.id"], ["register_queue", "q"]]})
+                    ),
+                    service("each", false, json!({"configure": [["get_property", "plugin_name"], ["log_level"]]})),
+                ),
+                "",
+            ),
+            vec![Request::get("/direct")],
         ),
         s(
             "configure_false_stops_start_up",

@@ -310,9 +310,7 @@ impl Hcm {
         Ok((response_headers, response))
     }
 
-    /// A filter's verdict: `Some` ends the stream (a reply or a reset); a failed filter
-    /// under FAIL_OPEN is dropped from the stream.
-    /// While `decoding` the request, a reply goes back through the response callbacks of
+    /// A filter's verdict: `Some` ends the stream (a reply or a reset). While `decoding` the request, a reply goes back through the response callbacks of
     /// the filters up to the one that made it (a failed one excluded); while encoding the
     /// response, it goes straight to the client, as in Envoy.
     fn apply(

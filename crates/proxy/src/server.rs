@@ -1,7 +1,6 @@
 //! Starting the proxy: compile plugins once, check their configuration on a throwaway VM,
 //! bind the listeners, start the workers.
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
@@ -10,7 +9,7 @@ use wasmproxy_config::model::{Bootstrap, HttpFilter, NetworkFilter, Node, Socket
 use wasmproxy_host::{Embedder, EngineConfig, ModuleSource, PluginModule, WasmEngine, WasmVm};
 
 use crate::wasm_filter::{plugin_config, vm_config};
-use crate::worker::{self, WorkerSetup};
+use crate::worker::{self, Modules, WorkerSetup};
 use crate::xds::NodeAttributes;
 
 /// How to run.
@@ -111,23 +110,37 @@ impl Server {
             workers.push(handle);
         }
 
-        for (i, sockets) in sockets.into_iter().enumerate() {
+        // Per-worker services run on every worker; singletons on one more thread, Envoy's
+        // main thread.
+        let (singletons, per_worker): (Vec<usize>, Vec<usize>) =
+            (0..config.wasm_services.len()).partition(|&i| config.wasm_services[i].singleton);
+        let mut threads: Vec<(String, Vec<std::net::TcpListener>, Vec<usize>)> = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(i, sockets)| (format!("wasmproxy-worker-{i}"), sockets, per_worker.clone()))
+            .collect();
+        if !singletons.is_empty() {
+            threads.push(("wasmproxy-main".into(), Vec::new(), singletons));
+        }
+        let expected = threads.len();
+        for (name, sockets, services) in threads {
             let setup = WorkerSetup {
                 config: config.clone(),
                 modules: modules.clone(),
                 sockets,
+                services,
                 shutdown: shutdown_rx.clone(),
             };
             let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()
-                .name(format!("wasmproxy-worker-{i}"))
+                .name(name.clone())
                 .spawn(move || worker::run(setup, ready))
-                .map_err(|e| ServerError::Worker(format!("cannot start worker {i}: {e}")))?;
+                .map_err(|e| ServerError::Worker(format!("cannot start {name}: {e}")))?;
             workers.push(handle);
         }
         drop(ready_tx);
         let server = RunningServer { listeners, admin, shutdown, workers };
-        for _ in 0..concurrency {
+        for _ in 0..expected {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -177,21 +190,24 @@ fn resolve(
     Ok((addr, bind_error))
 }
 
-/// Compiles every Wasm HTTP filter's module once, and runs its configuration on a
-/// throwaway VM (Envoy's canary): a plugin that refuses it stops start-up, by name.
-fn load_plugins(
-    engine: &WasmEngine,
-    config: &Bootstrap,
-) -> Result<HashMap<(usize, usize), Arc<PluginModule>>, ServerError> {
-    let mut modules = HashMap::new();
+/// Compiles every Wasm HTTP filter's and service's module once, and runs its
+/// configuration on a throwaway VM (Envoy's canary): a plugin that refuses it stops
+/// start-up, by name.
+fn load_plugins(engine: &WasmEngine, config: &Bootstrap) -> Result<Modules, ServerError> {
+    let mut modules = Modules::default();
+    for service in &config.wasm_services {
+        let module = load_module(engine, &service.plugin, "Wasm service")?;
+        canary(&module, &service.plugin, &config.node, "Wasm service")?;
+        modules.services.push(module);
+    }
     for (li, listener) in config.listeners.iter().enumerate() {
         for filter in &listener.filter_chain.filters {
             let NetworkFilter::HttpConnectionManager(hcm) = filter else { continue };
             for (fi, f) in hcm.http_filters.iter().enumerate() {
                 if let HttpFilter::Wasm(plugin) = f {
-                    let module = load_module(engine, plugin)?;
-                    canary(&module, plugin, &config.node)?;
-                    modules.insert((li, fi), module);
+                    let module = load_module(engine, plugin, "Wasm plugin")?;
+                    canary(&module, plugin, &config.node, "Wasm plugin")?;
+                    modules.filters.insert((li, fi), module);
                 }
             }
         }
@@ -199,18 +215,19 @@ fn load_plugins(
     Ok(modules)
 }
 
-fn load_module(engine: &WasmEngine, plugin: &WasmPlugin) -> Result<Arc<PluginModule>, ServerError> {
+/// Loads a plugin's module; `what` ("Wasm plugin", "Wasm service") names it in errors.
+fn load_module(engine: &WasmEngine, plugin: &WasmPlugin, what: &str) -> Result<Arc<PluginModule>, ServerError> {
     let source = match &plugin.vm.code {
         WasmCode::File(path) => ModuleSource::File(path.clone()),
         WasmCode::Inline(bytes) => {
             ModuleSource::Bytes { name: format!("inline code of plugin {:?}", plugin.name), bytes: bytes.clone() }
         }
     };
-    PluginModule::load(engine, source).map_err(|e| ServerError::Plugin(format!("Wasm plugin {:?}: {e}", plugin.name)))
+    PluginModule::load(engine, source).map_err(|e| ServerError::Plugin(format!("{what} {:?}: {e}", plugin.name)))
 }
 
-fn canary(module: &Arc<PluginModule>, plugin: &WasmPlugin, node: &Node) -> Result<(), ServerError> {
-    let fail = |e: wasmproxy_host::VmError| ServerError::Plugin(format!("Wasm plugin {:?}: {e}", plugin.name));
+fn canary(module: &Arc<PluginModule>, plugin: &WasmPlugin, node: &Node, what: &str) -> Result<(), ServerError> {
+    let fail = |e: wasmproxy_host::VmError| ServerError::Plugin(format!("{what} {:?}: {e}", plugin.name));
     let embedder = Box::new(Canary(NodeAttributes::new(node)));
     let mut vm = WasmVm::new(module, vm_config(plugin), embedder).map_err(fail)?;
     vm.create_root_context(Arc::new(plugin_config(plugin))).map_err(fail)?;

@@ -10,7 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use tokio::sync::watch;
-use wasmproxy_config::model::{Bootstrap, CodecType, HttpFilter, NetworkFilter};
+use wasmproxy_config::model::{Bootstrap, CodecType, HttpFilter, NetworkFilter, WasmPlugin};
 use wasmproxy_host::PluginModule;
 
 use crate::cluster::Clusters;
@@ -21,14 +21,26 @@ use crate::stream_info::ConnectionInfo;
 use crate::wasm_filter::{FilterSlot, PluginInstance};
 use crate::xds::NodeAttributes;
 
-/// What a worker is given to start.
+/// Every plugin's compiled module.
+#[derive(Default)]
+pub struct Modules {
+    /// Wasm HTTP filters, by listener and filter index.
+    pub filters: HashMap<(usize, usize), Arc<PluginModule>>,
+    /// Wasm services, by their index in `bootstrap_extensions`.
+    pub services: Vec<Arc<PluginModule>>,
+}
+
+/// What a worker (or the main thread, which runs the singleton services) is given to start.
 pub struct WorkerSetup {
     /// The configuration.
     pub config: Arc<Bootstrap>,
-    /// Compiled plugin modules, by listener and filter index.
-    pub modules: Arc<HashMap<(usize, usize), Arc<PluginModule>>>,
-    /// One socket per listener, in listener order.
+    /// Compiled plugin modules.
+    pub modules: Arc<Modules>,
+    /// One socket per listener, in listener order (none on the main thread).
     pub sockets: Vec<StdListener>,
+    /// The Wasm services this thread runs (by index): the per-worker ones on each worker,
+    /// the singletons on the main thread.
+    pub services: Vec<usize>,
     /// Set to true to stop.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -44,8 +56,10 @@ pub fn run(setup: WorkerSetup, ready: std::sync::mpsc::Sender<Result<(), String>
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let hcms = match build(&setup).await {
-            Ok(h) => h,
+        // The services live as long as the thread: their root contexts tick and take
+        // queue messages from their VM's tasks.
+        let (hcms, _services) = match build(&setup).await {
+            Ok(built) => built,
             Err(e) => {
                 let _ = ready.send(Err(e));
                 return;
@@ -80,11 +94,37 @@ pub fn run(setup: WorkerSetup, ready: std::sync::mpsc::Sender<Result<(), String>
 /// (`xds.listener_direction`, `xds.filter_chain_name`).
 type ListenerHcm = (Rc<Hcm>, i64, Rc<str>);
 
-async fn build(setup: &WorkerSetup) -> Result<Vec<Option<ListenerHcm>>, String> {
+/// A service's VM and its root context.
+type Service = (Rc<PluginInstance>, u32);
+
+async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<ListenerHcm>>, Vec<Service>), String> {
     let clusters = Rc::new(Clusters::new(&setup.config.clusters).await);
     let node = Rc::new(NodeAttributes::new(&setup.config.node));
     let mut hcms = Vec::new();
     let mut vms: HashMap<(String, Vec<u8>, String), Rc<PluginInstance>> = HashMap::new();
+    // Envoy's VM key: plugins with the same vm_id, VM configuration and code share a VM.
+    let mut instance = |module: &Arc<PluginModule>, plugin: &WasmPlugin| -> Result<Rc<PluginInstance>, String> {
+        let key = (plugin.vm.vm_id.clone(), plugin.vm.configuration.clone(), module.sha256_hex());
+        if let Some(vm) = vms.get(&key) {
+            return Ok(Rc::clone(vm));
+        }
+        let vm = PluginInstance::start(module, plugin, clusters.clone(), node.clone()).map_err(|e| e.to_string())?;
+        vms.insert(key, vm.clone());
+        Ok(vm)
+    };
+    let mut services = Vec::new();
+    for &si in &setup.services {
+        let (Some(service), Some(module)) = (setup.config.wasm_services.get(si), setup.modules.services.get(si)) else {
+            return Err("internal: a service module is missing".into());
+        };
+        let fail = |e: String| format!("Wasm service {:?}: {e}", service.plugin.name);
+        let vm = instance(module, &service.plugin).map_err(fail)?;
+        let root = vm.add_plugin(&service.plugin).map_err(|e| fail(e.to_string()))?;
+        services.push((vm, root));
+    }
+    if setup.sockets.is_empty() {
+        return Ok((hcms, services));
+    }
     for (li, listener) in setup.config.listeners.iter().enumerate() {
         let Some(NetworkFilter::HttpConnectionManager(config)) =
             listener.filter_chain.filters.iter().find(|f| matches!(f, NetworkFilter::HttpConnectionManager(_)))
@@ -96,26 +136,17 @@ async fn build(setup: &WorkerSetup) -> Result<Vec<Option<ListenerHcm>>, String> 
         let mut filters = Vec::new();
         for (fi, filter) in config.http_filters.iter().enumerate() {
             if let HttpFilter::Wasm(plugin) = filter {
-                let module = setup.modules.get(&(li, fi)).ok_or("internal: a plugin module is missing")?;
-                let fail = |e| format!("listener {}: Wasm filter {:?}: {e}", listener.name, plugin.name);
-                // Envoy's VM key: plugins with the same vm_id, VM configuration and code share a VM.
-                let key = (plugin.vm.vm_id.clone(), plugin.vm.configuration.clone(), module.sha256_hex());
-                let vm = match vms.get(&key) {
-                    Some(vm) => Rc::clone(vm),
-                    None => {
-                        let vm = PluginInstance::start(module, plugin, clusters.clone(), node.clone()).map_err(fail)?;
-                        vms.insert(key, vm.clone());
-                        vm
-                    }
-                };
-                let root = vm.add_plugin(plugin).map_err(fail)?;
+                let module = setup.modules.filters.get(&(li, fi)).ok_or("internal: a plugin module is missing")?;
+                let fail = |e: String| format!("listener {}: Wasm filter {:?}: {e}", listener.name, plugin.name);
+                let vm = instance(module, plugin).map_err(fail)?;
+                let root = vm.add_plugin(plugin).map_err(|e| fail(e.to_string()))?;
                 filters.push(FilterSlot { vm, root, failure_policy: plugin.failure_policy });
             }
         }
         let hcm = Hcm { config: (**config).clone(), routes, filters, clusters: clusters.clone() };
         hcms.push(Some((Rc::new(hcm), listener.traffic_direction, Rc::from(listener.filter_chain.name.as_str()))));
     }
-    Ok(hcms)
+    Ok((hcms, services))
 }
 
 /// Connection ids, unique in the process (Envoy's `connection.id`).
