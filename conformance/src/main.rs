@@ -174,8 +174,11 @@ fn observe(
         out.push_str(&runtime.block_on(client::send(running.listener, r)));
     }
     running.settle();
-    out.push_str("== upstream received\n");
-    for r in upstream.take() {
+    // Sorted: callouts (and a plugin's parallel ones) reach the upstream in no fixed order.
+    out.push_str("== upstream received (sorted)\n");
+    let mut received = upstream.take();
+    received.sort();
+    for r in received {
         out.push_str(&r);
     }
     out.push_str("== plugin logs\n");

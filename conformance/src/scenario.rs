@@ -38,7 +38,8 @@ const ROUTES: &str = r#"              - match: { prefix: /direct }
 "#;
 
 /// A bootstrap with the admin, one listener with `filters` (YAML list items) before the
-/// router, the upstream cluster and a cluster nobody listens on. `top` goes first (e.g. a
+/// router, the upstream cluster (also as `grpc`, over HTTP/2) and a cluster nobody
+/// listens on. `top` goes first (e.g. a
 /// `node:` block).
 pub fn bootstrap(top: &str, filters: &str) -> String {
     format!(
@@ -70,6 +71,18 @@ static_resources:
     connect_timeout: 1s
     load_assignment:
       cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: @UPSTREAM_PORT@ }} }} }}
+  - name: grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: grpc
       endpoints:
       - lb_endpoints:
         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: @UPSTREAM_PORT@ }} }} }}

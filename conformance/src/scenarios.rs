@@ -523,6 +523,36 @@ fn lifecycle() -> Vec<Scenario> {
             vec![Request::get("/direct")],
         ),
         s(
+            "grpc_callouts",
+            "a unary gRPC call, a stream with two messages, a call to a missing method: every gRPC callback and its data",
+            bootstrap(
+                &format!(
+                    "bootstrap_extensions:\n{}",
+                    service(
+                        "grpc_client",
+                        true,
+                        json!({
+                            "configure": [
+                                ["grpc_call", "grpc", "pkg.Echo", "Say", "hello", "1000"],
+                                ["grpc_stream", "grpc", "pkg.Echo", "Stream"],
+                                ["grpc_send", "6", "one", "false"], ["grpc_send", "6", "two", "true"],
+                                ["grpc_call", "grpc", "pkg.Echo", "Missing", "x", "1000"],
+                                ["grpc_call", "nowhere", "pkg.Echo", "Say", "x", "1000"],
+                            ],
+                            "phases": {
+                                "root_grpc_initial_metadata": [["get_headers", "4"]],
+                                "root_grpc_message": [["get_buffer", "5", "0", "100"]],
+                                "root_grpc_trailing_metadata": [["get_headers", "5"]],
+                                "root_grpc_close": [["get_status"]],
+                            },
+                        }),
+                    )
+                ),
+                "",
+            ),
+            vec![Request::get("/direct")],
+        ),
+        s(
             "configure_false_stops_start_up",
             "on_configure returning false: neither proxy starts",
             bootstrap("", &probe("probe", json!({"configure_result": false}))),

@@ -77,6 +77,9 @@ async fn answer(
         record.push_str(&format!("trailer {k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
     }
     seen.lock().unwrap_or_else(|e| e.into_inner()).push(record);
+    if parts.headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")) {
+        return Ok(grpc_respond(&path, &body));
+    }
     Ok(respond(&path, &body).await)
 }
 
@@ -120,6 +123,39 @@ async fn respond(path: &str, request_body: &Bytes) -> http::Response<Body> {
         _ => builder.body(full(Bytes::from("upstream body"))),
     };
     response.unwrap_or_else(|_| http::Response::new(full(Bytes::new())))
+}
+
+/// A gRPC answer: `/pkg.Echo/Say` and `/pkg.Echo/Stream` answer each message of the
+/// request with `re:<message>` and end with status 0 and a message; other methods get a
+/// trailers-only UNIMPLEMENTED.
+fn grpc_respond(path: &str, body: &Bytes) -> http::Response<Body> {
+    let builder = http::Response::builder().header("content-type", "application/grpc");
+    if path != "/pkg.Echo/Say" && path != "/pkg.Echo/Stream" {
+        let response = builder.header("grpc-status", "12").header("grpc-message", "no such method");
+        return response
+            .body(Full::new(Bytes::new()).boxed())
+            .unwrap_or_else(|_| http::Response::new(Full::new(Bytes::new()).boxed()));
+    }
+    let mut out = Vec::new();
+    let mut rest = &body[..];
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let Some(message) = rest.get(5..5 + len) else { break };
+        let reply = [b"re:".as_slice(), message].concat();
+        out.push(0);
+        out.extend_from_slice(&(reply.len() as u32).to_be_bytes());
+        out.extend_from_slice(&reply);
+        rest = &rest[5 + len..];
+    }
+    let (tx, frames) = FrameBody::channel();
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    trailers.insert("grpc-message", http::HeaderValue::from_static("all done"));
+    tokio::spawn(async move {
+        let _ = tx.send(Frame::data(Bytes::from(out))).await;
+        let _ = tx.send(Frame::trailers(trailers)).await;
+    });
+    builder.body(frames.boxed()).unwrap_or_else(|_| http::Response::new(Full::new(Bytes::new()).boxed()))
 }
 
 /// A body whose frames come through a channel.

@@ -119,17 +119,25 @@ impl Cluster {
         Some(endpoints[i % endpoints.len()].clone())
     }
 
-    /// Sends a request (headers with pseudo-headers) with a whole body and reads the whole
-    /// response (for plugins' `http_call`).
+    /// Sends a request (headers with pseudo-headers) with a whole body, with
+    /// `content-length` or not, and reads the whole response (for plugins' callouts).
     pub async fn send(
         &self,
         headers: &Headers,
         body: Bytes,
         timeout: Option<Duration>,
-        info: Option<&StreamRef>,
+        content_length: bool,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        // Without a length the body goes as a stream, or hyper would announce its size.
+        let body = if content_length {
+            whole(body)
+        } else {
+            let (tx, streamed) = crate::body::channel();
+            let _ = tx.try_send(Ok(hyper::body::Frame::data(body)));
+            http_body_util::Either::Right(streamed)
+        };
         let exchange = async {
-            let (headers, body) = self.start(headers, whole(body), true, info).await?;
+            let (headers, body) = self.start(headers, body, content_length, None).await?;
             let collected = http_body_util::Limited::new(body, crate::hcm::MAX_CALLOUT_BODY_BYTES)
                 .collect()
                 .await

@@ -10,6 +10,7 @@ mod body;
 mod cluster;
 mod convert;
 mod exec;
+mod grpc;
 mod hcm;
 mod listener;
 mod pool;

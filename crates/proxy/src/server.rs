@@ -5,8 +5,12 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use wasmproxy_abi::Status;
 use wasmproxy_config::model::{Bootstrap, HttpFilter, NetworkFilter, Node, SocketAddress, WasmCode, WasmPlugin};
-use wasmproxy_host::{Embedder, EngineConfig, ModuleSource, PluginModule, WasmEngine, WasmVm};
+use wasmproxy_host::{
+    Embedder, EngineConfig, GrpcCallRequest, GrpcStreamRequest, HttpCallRequest, ModuleSource, PluginModule,
+    WasmEngine, WasmVm,
+};
 
 use crate::wasm_filter::{plugin_config, vm_config};
 use crate::worker::{self, Modules, WorkerSetup};
@@ -64,16 +68,44 @@ pub struct RunningServer {
     workers: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// Logs nothing: the canary VM's only job is to say whether the configuration is accepted.
-/// It answers `xds.node`, which plugins read when they configure.
-struct Canary(NodeAttributes);
+/// The canary VM's host: its job is to say whether the configuration is accepted. It
+/// answers `xds.node`, which plugins read when they configure, and takes callouts to
+/// configured clusters (with Envoy's statuses for the others) without making them: the
+/// canary is gone before an answer could come.
+struct Canary {
+    node: NodeAttributes,
+    clusters: Vec<String>,
+}
+
+impl Canary {
+    fn knows(&self, cluster: &[u8]) -> bool {
+        self.clusters.iter().any(|c| c.as_bytes() == cluster)
+    }
+
+    /// A gRPC callout's target is a known cluster, by name or inside a `GrpcService`.
+    fn knows_grpc(&self, service_config: &[u8]) -> bool {
+        self.knows(service_config) || self.clusters.iter().any(|c| crate::grpc::names_cluster(service_config, c))
+    }
+}
 
 impl Embedder for Canary {
-    fn property(&mut self, _context_id: u32, path: &[&[u8]]) -> Result<Vec<u8>, wasmproxy_abi::Status> {
+    fn property(&mut self, _context_id: u32, path: &[&[u8]]) -> Result<Vec<u8>, Status> {
         match path {
-            [b"xds", b"node", rest @ ..] => self.0.property(rest),
-            _ => Err(wasmproxy_abi::Status::NotFound),
+            [b"xds", b"node", rest @ ..] => self.node.property(rest),
+            _ => Err(Status::NotFound),
         }
+    }
+
+    fn http_call(&mut self, request: HttpCallRequest) -> Result<(), Status> {
+        if self.knows(request.cluster.as_bytes()) { Ok(()) } else { Err(Status::BadArgument) }
+    }
+
+    fn grpc_call(&mut self, request: GrpcCallRequest) -> Result<(), Status> {
+        if self.knows_grpc(&request.service_config) { Ok(()) } else { Err(Status::ParseFailure) }
+    }
+
+    fn grpc_stream(&mut self, request: GrpcStreamRequest) -> Result<(), Status> {
+        if self.knows_grpc(&request.service_config) { Ok(()) } else { Err(Status::ParseFailure) }
     }
 }
 
@@ -195,9 +227,10 @@ fn resolve(
 /// start-up, by name.
 fn load_plugins(engine: &WasmEngine, config: &Bootstrap) -> Result<Modules, ServerError> {
     let mut modules = Modules::default();
+    let cluster_names: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
     for service in &config.wasm_services {
         let module = load_module(engine, &service.plugin, "Wasm service")?;
-        canary(&module, &service.plugin, &config.node, "Wasm service")?;
+        canary(&module, &service.plugin, &config.node, &cluster_names, "Wasm service")?;
         modules.services.push(module);
     }
     for (li, listener) in config.listeners.iter().enumerate() {
@@ -206,7 +239,7 @@ fn load_plugins(engine: &WasmEngine, config: &Bootstrap) -> Result<Modules, Serv
             for (fi, f) in hcm.http_filters.iter().enumerate() {
                 if let HttpFilter::Wasm(plugin) = f {
                     let module = load_module(engine, plugin, "Wasm plugin")?;
-                    canary(&module, plugin, &config.node, "Wasm plugin")?;
+                    canary(&module, plugin, &config.node, &cluster_names, "Wasm plugin")?;
                     modules.filters.insert((li, fi), module);
                 }
             }
@@ -226,9 +259,15 @@ fn load_module(engine: &WasmEngine, plugin: &WasmPlugin, what: &str) -> Result<A
     PluginModule::load(engine, source).map_err(|e| ServerError::Plugin(format!("{what} {:?}: {e}", plugin.name)))
 }
 
-fn canary(module: &Arc<PluginModule>, plugin: &WasmPlugin, node: &Node, what: &str) -> Result<(), ServerError> {
+fn canary(
+    module: &Arc<PluginModule>,
+    plugin: &WasmPlugin,
+    node: &Node,
+    clusters: &[String],
+    what: &str,
+) -> Result<(), ServerError> {
     let fail = |e: wasmproxy_host::VmError| ServerError::Plugin(format!("{what} {:?}: {e}", plugin.name));
-    let embedder = Box::new(Canary(NodeAttributes::new(node)));
+    let embedder = Box::new(Canary { node: NodeAttributes::new(node), clusters: clusters.to_vec() });
     let mut vm = WasmVm::new(module, vm_config(plugin), embedder).map_err(fail)?;
     vm.create_root_context(Arc::new(plugin_config(plugin))).map_err(fail)?;
     Ok(())

@@ -12,11 +12,12 @@ use tokio::sync::{Notify, mpsc};
 use wasmproxy_abi::{FilterStatus, LogLevel, Status, StreamType};
 use wasmproxy_config::model::{FailurePolicy, WasmPlugin};
 use wasmproxy_host::{
-    ContextKind, Embedder, HttpCallRequest, HttpCallResponse, LogRecord, PluginConfig, PluginModule, QueueNotifier,
-    StreamAction, StreamData, VmConfig, VmError, WasmVm,
+    ContextKind, Embedder, GrpcCallRequest, GrpcStreamRequest, HttpCallRequest, HttpCallResponse, LogRecord,
+    PluginConfig, PluginModule, QueueNotifier, StreamAction, StreamData, VmConfig, VmError, WasmVm,
 };
 
 use crate::cluster::{Clusters, UpstreamError};
+use crate::grpc;
 use crate::stream_info::{StreamRef, filter_state_key};
 use crate::xds::NodeAttributes;
 
@@ -80,6 +81,35 @@ struct WorkerEmbedder {
     ticks: Rc<Notify>,
     queue_tx: mpsc::UnboundedSender<(u32, u32)>,
     streams: StreamsByContext,
+    /// Open gRPC callouts: the task, and for streams where the plugin's messages go.
+    grpc: Rc<RefCell<HashMap<u32, GrpcCallout>>>,
+}
+
+/// One gRPC call or stream in flight.
+struct GrpcCallout {
+    task: tokio::task::AbortHandle,
+    outgoing: Option<mpsc::UnboundedSender<Option<Vec<u8>>>>,
+}
+
+impl WorkerEmbedder {
+    /// Where a callout's events go: this VM's `on_grpc_*` callbacks; the callout is
+    /// forgotten once it closes.
+    fn grpc_sink(&self, token: u32) -> grpc::Sink {
+        let instance = self.instance.get().cloned();
+        let calls = self.grpc.clone();
+        Rc::new(move |event| {
+            if let grpc::Event::Close(..) = event {
+                calls.borrow_mut().remove(&token);
+            }
+            let Some(instance) = instance.as_ref().and_then(Weak::upgrade) else { return };
+            instance.deliver(|vm| match event {
+                grpc::Event::InitialMetadata(h) => vm.on_grpc_receive_initial_metadata(token, h),
+                grpc::Event::Message(m) => vm.on_grpc_receive(token, m),
+                grpc::Event::TrailingMetadata(h) => vm.on_grpc_receive_trailing_metadata(token, h),
+                grpc::Event::Close(code, message) => vm.on_grpc_close(token, code, &message),
+            });
+        })
+    }
 }
 
 impl Embedder for WorkerEmbedder {
@@ -140,7 +170,7 @@ impl Embedder for WorkerEmbedder {
                 headers.add(b"x-envoy-expected-rq-timeout-ms", t.as_millis().to_string().as_bytes());
             }
             let started = std::time::Instant::now();
-            let result = cluster.send(&headers, Bytes::from(request.body), request.timeout, None).await;
+            let result = cluster.send(&headers, Bytes::from(request.body), request.timeout, true).await;
             let response = match result {
                 Ok(mut r) => {
                     let ms = started.elapsed().as_millis().to_string();
@@ -162,6 +192,63 @@ impl Embedder for WorkerEmbedder {
             }
         });
         Ok(())
+    }
+
+    fn grpc_call(&mut self, request: GrpcCallRequest) -> Result<(), Status> {
+        let (cluster, authority) = grpc::target(&self.clusters, &request.service_config).ok_or(Status::ParseFailure)?;
+        let headers = grpc::request_headers(
+            &authority,
+            &request.service,
+            &request.method,
+            &request.initial_metadata,
+            request.timeout,
+        );
+        let sink = self.grpc_sink(request.token);
+        let task = tokio::task::spawn_local(grpc::unary(cluster, headers, request.message, request.timeout, sink));
+        self.grpc.borrow_mut().insert(request.token, GrpcCallout { task: task.abort_handle(), outgoing: None });
+        Ok(())
+    }
+
+    fn grpc_stream(&mut self, request: GrpcStreamRequest) -> Result<(), Status> {
+        let (cluster, authority) = grpc::target(&self.clusters, &request.service_config).ok_or(Status::ParseFailure)?;
+        let headers =
+            grpc::request_headers(&authority, &request.service, &request.method, &request.initial_metadata, None);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sink = self.grpc_sink(request.token);
+        let task = tokio::task::spawn_local(grpc::stream(cluster, headers, rx, sink));
+        self.grpc.borrow_mut().insert(request.token, GrpcCallout { task: task.abort_handle(), outgoing: Some(tx) });
+        Ok(())
+    }
+
+    fn grpc_send(&mut self, token: u32, message: &[u8], end_of_stream: bool) {
+        if let Some(GrpcCallout { outgoing: Some(tx), .. }) = self.grpc.borrow().get(&token) {
+            let _ = tx.send(Some(message.to_vec()));
+            if end_of_stream {
+                let _ = tx.send(None);
+            }
+        }
+    }
+
+    fn grpc_cancel(&mut self, token: u32) {
+        if let Some(callout) = self.grpc.borrow_mut().remove(&token) {
+            callout.task.abort();
+        }
+    }
+
+    fn grpc_close(&mut self, token: u32) {
+        let mut calls = self.grpc.borrow_mut();
+        match calls.get(&token) {
+            // A stream is half-closed: the answer still comes.
+            Some(GrpcCallout { outgoing: Some(tx), .. }) => {
+                let _ = tx.send(None);
+            }
+            Some(_) => {
+                if let Some(call) = calls.remove(&token) {
+                    call.task.abort();
+                }
+            }
+            None => {}
+        }
     }
 
     fn set_tick_period(&mut self, _root: u32, _period: Option<Duration>) {
@@ -196,6 +283,7 @@ impl PluginInstance {
             ticks: ticks.clone(),
             queue_tx,
             streams: streams.clone(),
+            grpc: Rc::default(),
         };
         let vm = WasmVm::new(module, vm_config(config), Box::new(embedder))?;
         let instance =

@@ -118,12 +118,22 @@ static_resources:
       cluster_name: upstream
       endpoints:
       - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
+  - name: grpc
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: grpc
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
 "#,
         services.concat(),
         probe_path(),
         serde_json::json!({ "phases": { "request_headers": filter } }),
-        upstream.port()
+        port = upstream.port()
     )
 }
 
@@ -213,4 +223,147 @@ fn a_service_refusing_its_configuration_stops_start_up_by_name() {
     let refuses = serde_json::json!({ "configure_result": false });
     let error = start(&config(up, &serde_json::json!([]), &[service("picky", true, &refuses)])).err().unwrap();
     assert!(error.contains("Wasm service \"picky\""), "{error}");
+}
+
+/// A body fed by a channel (for the gRPC server's streamed answers).
+struct ChannelBody(tokio::sync::mpsc::Receiver<hyper::body::Frame<bytes::Bytes>>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|f| f.map(Ok))
+    }
+}
+
+fn grpc_frame(message: &[u8]) -> bytes::Bytes {
+    let mut out = vec![0];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out.into()
+}
+
+/// A gRPC server over h2c: `pkg.Echo/Say` answers `re:<message>`; `pkg.Echo/Stream`
+/// answers `echo:<message>` to each message and ends with status 0 when the client
+/// half-closes; any other method gets a trailers-only UNIMPLEMENTED. It records what it
+/// got as `<path> <header>=<value>... <message>` lines.
+fn grpc_server() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    use http_body_util::BodyExt;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let record = record.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let h = |n: &str| req.headers().get(n).map_or("-", |v| v.to_str().unwrap()).to_string();
+                            let head = format!(
+                                "{path} content-type={} te={} grpc-timeout={} :authority={}",
+                                h("content-type"),
+                                h("te"),
+                                h("grpc-timeout"),
+                                req.uri().authority().map_or("-", |a| a.as_str())
+                            );
+                            let (tx, rx) = tokio::sync::mpsc::channel(16);
+                            let mut body = req.into_body();
+                            let mut response = http::Response::builder().header("content-type", "application/grpc");
+                            match path.as_str() {
+                                "/pkg.Echo/Say" | "/pkg.Echo/Stream" => {
+                                    let reply = if path.ends_with("Say") { "re:" } else { "echo:" };
+                                    tokio::spawn(async move {
+                                        let mut pending = Vec::new();
+                                        while let Some(Ok(frame)) = body.frame().await {
+                                            let Ok(data) = frame.into_data() else { continue };
+                                            pending.extend_from_slice(&data);
+                                            while pending.len() >= 5 {
+                                                let len =
+                                                    u32::from_be_bytes(pending[1..5].try_into().unwrap()) as usize;
+                                                if pending.len() < 5 + len {
+                                                    break;
+                                                }
+                                                let message = pending[5..5 + len].to_vec();
+                                                pending.drain(..5 + len);
+                                                let text = String::from_utf8_lossy(&message).into_owned();
+                                                record.lock().unwrap().push(format!("{head} {text}"));
+                                                let answer = grpc_frame(format!("{reply}{text}").as_bytes());
+                                                let _ = tx.send(hyper::body::Frame::data(answer)).await;
+                                            }
+                                        }
+                                        let mut trailers = http::HeaderMap::new();
+                                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                                        let _ = tx.send(hyper::body::Frame::trailers(trailers)).await;
+                                    });
+                                }
+                                _ => {
+                                    response = response.header("grpc-status", "12");
+                                    drop(tx);
+                                }
+                            }
+                            Ok::<_, std::convert::Infallible>(response.body(ChannelBody(rx)).unwrap())
+                        }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    (addr_rx.recv().unwrap(), seen)
+}
+
+#[test]
+fn grpc_calls_and_streams_reach_a_grpc_server_and_come_back() {
+    let (grpc, seen) = grpc_server();
+    let count = |name: &str| serde_json::json!(["increment_metric", name, "1"]);
+    let define = |name: &str| serde_json::json!(["define_metric", "counter", name]);
+    // Tokens: the first gRPC call is 5, the first stream 6, the next call 9 (as Envoy).
+    let client = serde_json::json!({
+        "configure": [
+            define("messages"), define("closes"), define("initial"), define("trailing"),
+            ["grpc_call", "grpc", "pkg.Echo", "Say", "hello", "1000"],
+            ["grpc_stream", "grpc", "pkg.Echo", "Stream"],
+            ["grpc_send", "6", "one", "false"], ["grpc_send", "6", "two", "true"],
+            ["grpc_call", "grpc", "pkg.Echo", "Missing", "x", "1000"],
+        ],
+        "phases": {
+            "root_grpc_message": [count("messages")],
+            "root_grpc_close": [count("closes"), ["get_status"]],
+            "root_grpc_initial_metadata": [count("initial")],
+            "root_grpc_trailing_metadata": [count("trailing")],
+        },
+    });
+    let server = start(&config(grpc, &serde_json::json!([]), &[service("client", true, &client)])).unwrap();
+    let expected = [("messages", 3), ("closes", 2), ("initial", 1), ("trailing", 1)];
+    let all_in = || expected.iter().all(|(name, n)| counter(&server, name) == *n);
+    assert!(
+        wait_for(all_in),
+        "{:?}",
+        expected.iter().map(|(name, _)| (name, counter(&server, name))).collect::<Vec<_>>()
+    );
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    let head = "content-type=application/grpc te=trailers";
+    assert_eq!(
+        seen,
+        [
+            format!("/pkg.Echo/Say {head} grpc-timeout=1000m :authority=grpc hello"),
+            format!("/pkg.Echo/Stream {head} grpc-timeout=- :authority=grpc one"),
+            format!("/pkg.Echo/Stream {head} grpc-timeout=- :authority=grpc two"),
+        ]
+    );
+    server.stop();
 }
