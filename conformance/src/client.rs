@@ -21,12 +21,15 @@ pub struct Request {
     pub body: Vec<u8>,
     /// HTTP/2 (h2c by prior knowledge) instead of HTTP/1.1.
     pub http2: bool,
+    /// Bytes to send over a plain TCP connection instead (for TCP proxy listeners): an
+    /// HTTP/1.1 request, whose response is read before the client closes its side.
+    pub raw: Option<Vec<u8>>,
 }
 
 impl Request {
     /// A GET of `path`.
     pub fn get(path: &str) -> Request {
-        Request { method: "GET", path: path.into(), headers: Vec::new(), body: Vec::new(), http2: false }
+        Request { method: "GET", path: path.into(), headers: Vec::new(), body: Vec::new(), http2: false, raw: None }
     }
 
     /// A POST of `body` to `path`.
@@ -38,6 +41,11 @@ impl Request {
     pub fn header(mut self, name: &str, value: &str) -> Request {
         self.headers.push((name.into(), value.into()));
         self
+    }
+
+    /// Raw bytes over TCP.
+    pub fn raw(bytes: &str) -> Request {
+        Request { method: "TCP", raw: Some(bytes.as_bytes().to_vec()), ..Request::get("") }
     }
 
     /// Over HTTP/2.
@@ -54,6 +62,9 @@ const FRAMING: &[&str] = &["transfer-encoding", "connection", "keep-alive"];
 /// Sends a request and describes the answer: status, headers (sorted, normalized), body,
 /// trailers; or how it failed.
 pub async fn send(addr: SocketAddr, request: &Request) -> String {
+    if let Some(bytes) = &request.raw {
+        return raw(addr, bytes).await;
+    }
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(request.http2).build_http();
     let mut builder = http::Request::builder().method(request.method).uri(format!("http://{addr}{}", request.path));
     if !request.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
@@ -100,4 +111,41 @@ pub async fn send(addr: SocketAddr, request: &Request) -> String {
 /// A failure described without details that differ from run to run.
 fn error_kind(e: &hyper_util::client::legacy::Error) -> &'static str {
     if e.is_connect() { "connection refused" } else { "connection closed or reset" }
+}
+
+/// Writes bytes on a TCP connection, reads one whole HTTP response (by its
+/// `content-length`), then half-closes and reads until the other side closes. (Waiting
+/// for the response before closing keeps the order of events the same from run to run.)
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(bytes).await?;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !complete_response(&out) {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        stream.shutdown().await?;
+        stream.read_to_end(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+        Ok(Ok(out)) => format!("received: {}\n", crate::normalize::text(&String::from_utf8_lossy(&out))),
+        Ok(Err(e)) => format!("connection failed: {}\n", e.kind()),
+        Err(_) => "no answer in 10 s\n".into(),
+    }
+}
+
+/// Whether `data` holds an HTTP/1.1 response's head and its `content-length` bytes of body.
+fn complete_response(data: &[u8]) -> bool {
+    let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+    let length =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")?.trim().parse::<usize>().ok()).unwrap_or(0);
+    data.len() >= end + 4 + length
 }

@@ -41,6 +41,11 @@ pub fn log_line(line: &str) -> Option<String> {
     Some(SERVICE_TIME.replace_all(&line, "x-envoy-upstream-service-time=<varies>").into_owned())
 }
 
+/// Raw bytes a client read (HTTP through a TCP proxy), with HTTP dates replaced.
+pub fn text(raw: &str) -> String {
+    DATE.replace_all(raw, "<date>").into_owned()
+}
+
 /// The proxy's own listener address, which differs between the two, as `<listener>`.
 pub fn listener(text: &str, listener: &str) -> String {
     text.replace(listener, "<listener>")

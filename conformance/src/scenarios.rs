@@ -53,6 +53,7 @@ pub fn all(root: &Path) -> Vec<Scenario> {
     v.extend(failures());
     v.extend(chains_and_sdks());
     v.extend(routing());
+    v.extend(tcp());
     v.extend(examples(root));
     v
 }
@@ -716,6 +717,83 @@ fn routing() -> Vec<Scenario> {
                 "response_body": [["get_buffer", "1", "0", "100"]],
             })),
             vec![Request::get("/direct")],
+        ),
+    ]
+}
+
+/// A listener with the probe as a Wasm network filter before `tcp_proxy` to the upstream.
+fn tcp_proxy(probe: serde_json::Value) -> String {
+    let quoted = probe.to_string().replace('\'', "''");
+    bootstrap("", "").replacen(
+        "    filter_chains:\n    - filters:\n",
+        &format!(
+            r#"    filter_chains:
+    - filters:
+      - name: envoy.filters.network.wasm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
+          config:
+            name: net
+            root_id: net_root
+            vm_config:
+              vm_id: net_vm
+              code: {{ local: {{ filename: "@PLUGINS@/probe.wasm" }} }}
+            configuration:
+              "@type": type.googleapis.com/google.protobuf.StringValue
+              value: '{quoted}'
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: upstream
+  - name: http_unused
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+"#
+        ),
+        1,
+    )
+}
+
+fn tcp() -> Vec<Scenario> {
+    let request = "GET /through-tcp HTTP/1.1\r\nhost: tcp.test\r\n\r\n";
+    vec![
+        s(
+            "tcp_network_filter_reads_and_rewrites",
+            "a network filter sees the connection, both directions' bytes and both closes, and rewrites bytes",
+            tcp_proxy(json!({
+                "kind": "stream",
+                "phases": {
+                    "new_connection": [["get_property", "upstream.address"], ["get_property", "xds.cluster_name"]],
+                    "downstream_data": [["buffer_status", "2"], ["get_buffer", "2", "0", "14"],
+                                        ["set_buffer", "2", "0", "3", "GET"]],
+                    "upstream_data": [["buffer_status", "3"], ["get_buffer", "3", "0", "15"]],
+                    "downstream_close": [["get_buffer", "2", "0", "10"]],
+                    "upstream_close": [],
+                },
+            })),
+            vec![Request::raw(request)],
+        ),
+        s(
+            "tcp_network_filter_pauses_for_a_callout",
+            "a network filter holds the client's bytes, calls out, and lets them go from the answer",
+            tcp_proxy(json!({
+                "kind": "stream",
+                "phases": {
+                    "downstream_data": [["buffer_status", "2"],
+                                        ["http_call", "upstream", ":method=GET;:path=/status/200;:authority=auth", "", "1000"]],
+                    "http_call_response": [["call_response"], ["continue", "2"]],
+                },
+                "returns": {"downstream_data": "pause"},
+            })),
+            vec![Request::raw(request)],
+        ),
+        s(
+            "tcp_network_filter_closes",
+            "a network filter closes the connection on the first bytes",
+            tcp_proxy(json!({"kind": "stream", "phases": {"downstream_data": [["close", "2"]]}})),
+            vec![Request::raw(request)],
         ),
     ]
 }

@@ -98,6 +98,22 @@ impl Cluster {
         *self.endpoints.borrow_mut() = Rc::from(pools);
     }
 
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// A TCP connection to one endpoint (for `tcp_proxy`), noted in the stream's info.
+    pub async fn connect_tcp(&self, info: Option<&StreamRef>) -> Result<tokio::net::TcpStream, UpstreamError> {
+        let endpoint = self.pick().ok_or(UpstreamError::NoHealthyUpstream)?;
+        if let Some(info) = info {
+            info.borrow_mut().upstream = Some(endpoint.addr());
+        }
+        endpoint.connect_tcp().await.map_err(|e| match e {
+            SendError::Connect(e) | SendError::Request(e) => UpstreamError::ConnectionFailure(e),
+        })
+    }
+
     /// Whether the cluster speaks HTTP/2 to its endpoints.
     pub fn http2(&self) -> bool {
         self.config.http2

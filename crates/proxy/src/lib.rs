@@ -17,6 +17,7 @@ mod pool;
 mod routing;
 mod server;
 mod stream_info;
+mod tcp;
 mod wasm_filter;
 mod worker;
 mod xds;

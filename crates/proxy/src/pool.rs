@@ -146,11 +146,16 @@ impl EndpointPool {
     }
 
     async fn connect(&self) -> Result<TokioIo<TcpStream>, SendError> {
+        self.connect_tcp().await.map(TokioIo::new)
+    }
+
+    /// A new TCP connection to the endpoint, within `connect_timeout`.
+    pub async fn connect_tcp(&self) -> Result<TcpStream, SendError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
             .await
             .map_err(|_| SendError::Connect("connect timeout".into()))?
             .map_err(|e| SendError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        Ok(TokioIo::new(stream))
+        Ok(stream)
     }
 }

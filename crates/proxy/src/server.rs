@@ -234,7 +234,12 @@ fn load_plugins(engine: &WasmEngine, config: &Bootstrap) -> Result<Modules, Serv
         modules.services.push(module);
     }
     for (li, listener) in config.listeners.iter().enumerate() {
-        for filter in &listener.filter_chain.filters {
+        for (fi, filter) in listener.filter_chain.filters.iter().enumerate() {
+            if let NetworkFilter::Wasm(plugin) = filter {
+                let module = load_module(engine, plugin, "Wasm plugin")?;
+                canary(&module, plugin, &config.node, &cluster_names, "Wasm plugin")?;
+                modules.network.insert((li, fi), module);
+            }
             let NetworkFilter::HttpConnectionManager(hcm) = filter else { continue };
             for (fi, f) in hcm.http_filters.iter().enumerate() {
                 if let HttpFilter::Wasm(plugin) = f {

@@ -18,14 +18,17 @@ use crate::exec::LocalExec;
 use crate::hcm::Hcm;
 use crate::routing::RouteTable;
 use crate::stream_info::ConnectionInfo;
+use crate::tcp::TcpChain;
 use crate::wasm_filter::{FilterSlot, PluginInstance};
 use crate::xds::NodeAttributes;
 
 /// Every plugin's compiled module.
 #[derive(Default)]
 pub struct Modules {
-    /// Wasm HTTP filters, by listener and filter index.
+    /// Wasm HTTP filters, by listener and HTTP filter index.
     pub filters: HashMap<(usize, usize), Arc<PluginModule>>,
+    /// Wasm network filters, by listener and network filter index.
+    pub network: HashMap<(usize, usize), Arc<PluginModule>>,
     /// Wasm services, by their index in `bootstrap_extensions`.
     pub services: Vec<Arc<PluginModule>>,
 }
@@ -90,9 +93,18 @@ pub fn run(setup: WorkerSetup, ready: std::sync::mpsc::Sender<Result<(), String>
     });
 }
 
-/// A listener's HTTP connection manager and what its connections tell plugins about it
+/// What serves a listener's connections.
+#[derive(Clone)]
+enum Terminal {
+    /// The HTTP connection manager.
+    Http(Rc<Hcm>),
+    /// The TCP proxy with its Wasm network filters.
+    Tcp(Rc<TcpChain>),
+}
+
+/// A listener's terminal filter and what its connections tell plugins about it
 /// (`xds.listener_direction`, `xds.filter_chain_name`).
-type ListenerHcm = (Rc<Hcm>, i64, Rc<str>);
+type ListenerHcm = (Terminal, i64, Rc<str>);
 
 /// A service's VM and its root context.
 type Service = (Rc<PluginInstance>, u32);
@@ -126,8 +138,25 @@ async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<ListenerHcm>>, Vec<Ser
         return Ok((hcms, services));
     }
     for (li, listener) in setup.config.listeners.iter().enumerate() {
+        let chain = &listener.filter_chain;
+        let about = |terminal| Some((terminal, listener.traffic_direction, Rc::from(chain.name.as_str())));
+        if let Some(NetworkFilter::TcpProxy(proxy)) = chain.filters.last() {
+            let cluster = clusters.get(&proxy.cluster).ok_or_else(|| format!("unknown cluster {}", proxy.cluster))?;
+            let mut filters = Vec::new();
+            for (fi, filter) in chain.filters.iter().enumerate() {
+                if let NetworkFilter::Wasm(plugin) = filter {
+                    let module = setup.modules.network.get(&(li, fi)).ok_or("internal: a plugin module is missing")?;
+                    let fail = |e: String| format!("listener {}: Wasm filter {:?}: {e}", listener.name, plugin.name);
+                    let vm = instance(module, plugin).map_err(fail)?;
+                    let root = vm.add_plugin(plugin).map_err(|e| fail(e.to_string()))?;
+                    filters.push(FilterSlot { vm, root, failure_policy: plugin.failure_policy });
+                }
+            }
+            hcms.push(about(Terminal::Tcp(Rc::new(TcpChain { filters, cluster }))));
+            continue;
+        }
         let Some(NetworkFilter::HttpConnectionManager(config)) =
-            listener.filter_chain.filters.iter().find(|f| matches!(f, NetworkFilter::HttpConnectionManager(_)))
+            chain.filters.iter().find(|f| matches!(f, NetworkFilter::HttpConnectionManager(_)))
         else {
             hcms.push(None);
             continue;
@@ -144,7 +173,7 @@ async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<ListenerHcm>>, Vec<Ser
             }
         }
         let hcm = Hcm { config: (**config).clone(), routes, filters, clusters: clusters.clone() };
-        hcms.push(Some((Rc::new(hcm), listener.traffic_direction, Rc::from(listener.filter_chain.name.as_str()))));
+        hcms.push(about(Terminal::Http(Rc::new(hcm))));
     }
     Ok((hcms, services))
 }
@@ -152,7 +181,10 @@ async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<ListenerHcm>>, Vec<Ser
 /// Connection ids, unique in the process (Envoy's `connection.id`).
 static NEXT_CONNECTION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-async fn accept_loop(listener: tokio::net::TcpListener, (hcm, listener_direction, filter_chain_name): ListenerHcm) {
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    (terminal, listener_direction, filter_chain_name): ListenerHcm,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -172,7 +204,14 @@ async fn accept_loop(listener: tokio::net::TcpListener, (hcm, listener_direction
             listener_direction,
             filter_chain_name: filter_chain_name.clone(),
         });
-        let hcm = hcm.clone();
+        let hcm = match &terminal {
+            Terminal::Http(hcm) => hcm.clone(),
+            Terminal::Tcp(chain) => {
+                let chain = chain.clone();
+                tokio::task::spawn_local(async move { chain.serve(stream, connection).await });
+                continue;
+            }
+        };
         tokio::task::spawn_local(async move {
             let mut builder = auto::Builder::new(LocalExec);
             // Envoy's defaults: request headers up to 60 KiB (else 431), at most 100 of them.

@@ -1,0 +1,236 @@
+//! `envoy.filters.network.tcp_proxy` with Wasm network filters before it: each
+//! connection's bytes go through every filter (`on_downstream_data` in order,
+//! `on_upstream_data` in reverse) to one endpoint of the cluster and back.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::task::Poll;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wasmproxy_abi::{PeerType, StreamType};
+use wasmproxy_config::model::FailurePolicy;
+use wasmproxy_host::StreamAction;
+
+use crate::cluster::Cluster;
+use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
+use crate::wasm_filter::{ConnectionFilter, FilterSlot, TcpVerdict};
+
+/// One listener's TCP proxy on one worker.
+pub struct TcpChain {
+    /// The Wasm network filters, in order.
+    pub filters: Vec<FilterSlot>,
+    /// `tcp_proxy.cluster`.
+    pub cluster: Rc<Cluster>,
+}
+
+/// Bytes read from either side at a time.
+const READ_SIZE: usize = 64 * 1024;
+
+/// What woke the connection's task.
+enum Event {
+    Downstream(std::io::Result<usize>),
+    Upstream(std::io::Result<usize>),
+    Action(usize, StreamAction),
+}
+
+impl TcpChain {
+    /// Serves one client connection until both sides are done or one side fails.
+    pub async fn serve(&self, mut downstream: TcpStream, connection: Rc<ConnectionInfo>) {
+        let info: StreamRef = Rc::new(RefCell::new(StreamInfo::new(connection, "")));
+        let mut filters: Vec<Option<ConnectionFilter>> = Vec::new();
+        for slot in &self.filters {
+            match slot.start_connection(&info) {
+                Ok(mut f) => {
+                    let open = f.new_connection();
+                    filters.push(Some(f));
+                    if !open && slot.failure_policy == FailurePolicy::FailClosed {
+                        return finish(filters, PeerType::Local);
+                    }
+                }
+                // A failed VM: FAIL_OPEN skips the filter, FAIL_CLOSED closes the connection.
+                Err(_) if slot.failure_policy == FailurePolicy::FailClosed => {
+                    return finish(filters, PeerType::Local);
+                }
+                Err(_) => filters.push(None),
+            }
+        }
+        // Plugins see the cluster (and the endpoint) once the upstream is being connected.
+        info.borrow_mut().cluster_name = self.cluster.name().to_string();
+        let upstream = match self.cluster.connect_tcp(Some(&info)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("tcp_proxy to {}: {e:?}", self.cluster.name());
+                let _ = downstream.shutdown().await;
+                return finish(filters, PeerType::Local);
+            }
+        };
+        let downstream_closed_by = self.relay(&mut filters, downstream, upstream).await;
+        finish(filters, downstream_closed_by);
+    }
+
+    /// Moves bytes both ways until both sides are done; returns who closed the downstream
+    /// connection (the client, if its end came last; else the proxy, after the upstream's).
+    /// When the upstream closes, the filters hear it then (as in Envoy, with the peer
+    /// unknown).
+    async fn relay(
+        &self,
+        filters: &mut [Option<ConnectionFilter>],
+        downstream: TcpStream,
+        upstream: TcpStream,
+    ) -> PeerType {
+        let (mut down_read, mut down_write) = downstream.into_split();
+        let (mut up_read, mut up_write) = upstream.into_split();
+        let (mut down_buf, mut up_buf) = (vec![0u8; READ_SIZE], vec![0u8; READ_SIZE]);
+        // Whether each side's end was read, and whether it went through to the other side.
+        let (mut down_read_done, mut up_read_done) = (false, false);
+        let (mut down_done, mut up_done) = (false, false);
+        let mut last_done = PeerType::Remote;
+        while !(down_done && up_done) {
+            let event = tokio::select! {
+                n = down_read.read(&mut down_buf), if !down_read_done => Event::Downstream(n),
+                n = up_read.read(&mut up_buf), if !up_read_done => Event::Upstream(n),
+                (i, action) = next_action(filters) => Event::Action(i, action),
+            };
+            let (direction, from, chunk, eos) = match event {
+                Event::Downstream(Ok(n)) => {
+                    let (chunk, eos) = gather(&down_read, &down_buf[..n]).await;
+                    down_read_done |= eos;
+                    (StreamType::Downstream, 0, chunk, eos)
+                }
+                Event::Upstream(Ok(n)) => {
+                    let (chunk, eos) = gather(&up_read, &up_buf[..n]).await;
+                    up_read_done |= eos;
+                    (StreamType::Upstream, 0, chunk, eos)
+                }
+                Event::Downstream(Err(_)) => return PeerType::Remote,
+                Event::Upstream(Err(_)) => {
+                    upstream_closed(filters);
+                    return PeerType::Local;
+                }
+                Event::Action(_, StreamAction::Close(_)) => return PeerType::Local,
+                // A filter lets go of what it held: it goes on from the next filter.
+                Event::Action(i, StreamAction::Continue(direction)) => {
+                    let Some(Some(f)) = filters.get_mut(i) else { continue };
+                    if !f.holds(direction) {
+                        continue;
+                    }
+                    let (held, eos) = f.release(direction);
+                    let from = if direction == StreamType::Downstream { i + 1 } else { filters.len() - i };
+                    (direction, from, held, eos)
+                }
+                Event::Action(..) => continue,
+            };
+            let Ok(out) = through(filters, direction, from, chunk, eos) else { return PeerType::Local };
+            // Held by a filter: nothing goes on yet, the end neither.
+            let Some(out) = out else { continue };
+            let written = match direction {
+                StreamType::Downstream => write(&mut up_write, out, eos).await,
+                _ => write(&mut down_write, out, eos).await,
+            };
+            if written.is_err() {
+                return PeerType::Local;
+            }
+            if eos && direction == StreamType::Downstream {
+                down_done = true;
+                last_done = PeerType::Remote;
+            } else if eos {
+                up_done = true;
+                last_done = PeerType::Local;
+                upstream_closed(filters);
+            }
+        }
+        last_done
+    }
+}
+
+/// Runs bytes through the filters of one direction, from position `from` (client bytes in
+/// filter order, upstream bytes in reverse); `Ok(None)` if a filter holds them, `Err` if
+/// the connection is to close.
+fn through(
+    filters: &mut [Option<ConnectionFilter>],
+    direction: StreamType,
+    from: usize,
+    mut chunk: Bytes,
+    eos: bool,
+) -> Result<Option<Bytes>, ()> {
+    let n = filters.len();
+    let order: Vec<usize> =
+        if direction == StreamType::Downstream { (from..n).collect() } else { (0..n - from.min(n)).rev().collect() };
+    for i in order {
+        let Some(f) = filters[i].as_mut() else { continue };
+        match f.data(direction, &chunk, eos) {
+            TcpVerdict::Pass(bytes) => chunk = bytes,
+            TcpVerdict::Held => return Ok(None),
+            TcpVerdict::Close | TcpVerdict::Failed => return Err(()),
+        }
+    }
+    Ok(Some(chunk))
+}
+
+async fn write(to: &mut tokio::net::tcp::OwnedWriteHalf, bytes: Bytes, eos: bool) -> std::io::Result<()> {
+    if !bytes.is_empty() {
+        to.write_all(&bytes).await?;
+    }
+    if eos {
+        to.shutdown().await?;
+    }
+    Ok(())
+}
+
+/// The next thing any filter asks for (from a callout's answer, a timer, ...).
+async fn next_action(filters: &mut [Option<ConnectionFilter>]) -> (usize, StreamAction) {
+    std::future::poll_fn(|cx| {
+        for (i, f) in filters.iter_mut().enumerate() {
+            if let Some(f) = f
+                && let Poll::Ready(Some(action)) = f.poll_action(cx)
+            {
+                return Poll::Ready((i, action));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The bytes just read and whatever else is already there, as one chunk, and whether the
+/// peer's end came with them (Envoy reads until the socket would block). The worker's
+/// other tasks run once before giving up, so an end right behind the data is seen.
+async fn gather(from: &tokio::net::tcp::OwnedReadHalf, first: &[u8]) -> (Bytes, bool) {
+    if first.is_empty() {
+        return (Bytes::new(), true);
+    }
+    let mut chunk = first.to_vec();
+    let mut more = vec![0u8; READ_SIZE];
+    let mut yielded = false;
+    loop {
+        match from.try_read(&mut more) {
+            Ok(0) => return (chunk.into(), true),
+            Ok(n) => {
+                chunk.extend_from_slice(&more[..n]);
+                yielded = false;
+                if chunk.len() >= crate::hcm::BUFFER_LIMIT_BYTES {
+                    return (chunk.into(), false);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && !yielded => {
+                tokio::task::yield_now().await;
+                yielded = true;
+            }
+            Err(_) => return (chunk.into(), false),
+        }
+    }
+}
+
+fn upstream_closed(filters: &mut [Option<ConnectionFilter>]) {
+    for f in filters.iter_mut().flatten() {
+        f.upstream_closed(PeerType::Unknown);
+    }
+}
+
+fn finish(filters: Vec<Option<ConnectionFilter>>, downstream: PeerType) {
+    for f in filters.into_iter().flatten() {
+        f.finish(downstream);
+    }
+}

@@ -1,0 +1,140 @@
+//! The TCP proxy with a Wasm network filter, end to end: a real echo upstream, the probe
+//! plugin as `envoy.filters.network.wasm` before `envoy.filters.network.tcp_proxy`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use wasmproxy_proxy::{RunningServer, Server, ServerOptions};
+
+/// An upstream that echoes what it reads until the client half-closes.
+fn echo_upstream() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = stream.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+fn config(upstream: SocketAddr, probe: &serde_json::Value) -> String {
+    let plugin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/out/probe.wasm");
+    assert!(plugin.exists(), "{} is missing: run scripts/build-plugins.sh", plugin.display());
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+  - name: tcp
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.wasm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
+          config:
+            name: rewriter
+            vm_config:
+              code: {{ local: {{ filename: "{}" }} }}
+            configuration:
+              "@type": type.googleapis.com/google.protobuf.StringValue
+              value: '{probe}'
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: echo
+  clusters:
+  - name: echo
+    load_assignment:
+      cluster_name: echo
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
+"#,
+        plugin.display(),
+        upstream.port()
+    )
+}
+
+fn start(yaml: &str) -> RunningServer {
+    let config = wasmproxy_config::load_str(yaml, std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    Server::start(config, ServerOptions { concurrency: 2, ..Default::default() }).unwrap()
+}
+
+/// Sends `data`, reads `first` bytes back, half-closes, and reads the rest.
+fn exchange(addr: SocketAddr, data: &[u8], first: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(data).unwrap();
+    let mut head = vec![0u8; first];
+    let got = stream.read_exact(&mut head).map(|()| first).unwrap_or(0);
+    head.truncate(got);
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    (head, rest)
+}
+
+fn counter(server: &RunningServer, name: &str) -> u64 {
+    let mut stream = TcpStream::connect(server.admin.unwrap()).unwrap();
+    stream.write_all(b"GET /stats HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let prefix = format!("wasmcustom.{name}: ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn a_network_filter_rewrites_bytes_both_ways_and_sees_both_closes() {
+    let up = echo_upstream();
+    let probe = serde_json::json!({
+        "kind": "stream",
+        "configure": [["define_metric", "counter", "connections"], ["define_metric", "counter", "closes"]],
+        "phases": {
+            "new_connection": [["increment_metric", "connections", "1"]],
+            "downstream_data": [["set_buffer", "2", "0", "0", "<"]],
+            "upstream_data": [["set_buffer", "3", "0", "0", ">"]],
+            "downstream_close": [["increment_metric", "closes", "1"]],
+            "upstream_close": [["increment_metric", "closes", "1"]],
+        },
+    });
+    let server = start(&config(up, &probe));
+    let addr = server.listeners[0].1;
+    // The client's bytes get "<" in front on the way up, the echo ">" on the way down.
+    let (head, rest) = exchange(addr, b"hello", 7);
+    assert_eq!(String::from_utf8_lossy(&head), "><hello");
+    // The client's end of stream comes as an empty chunk, which gets its "<" too.
+    assert_eq!(String::from_utf8_lossy(&rest), "><");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counter(&server, "closes") < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(counter(&server, "connections"), 1);
+    assert_eq!(counter(&server, "closes"), 2, "both close callbacks ran");
+    server.stop();
+}
+
+#[test]
+fn a_network_filter_can_close_the_connection() {
+    let up = echo_upstream();
+    let probe = serde_json::json!({"kind": "stream", "phases": {"downstream_data": [["close", "2"]]}});
+    let server = start(&config(up, &probe));
+    let (head, rest) = exchange(server.listeners[0].1, b"never sent on", 1);
+    assert!(head.is_empty() && rest.is_empty(), "closed without an answer");
+    server.stop();
+}
