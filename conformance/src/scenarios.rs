@@ -50,6 +50,7 @@ pub fn all(root: &Path) -> Vec<Scenario> {
     v.extend(shared_state());
     v.extend(properties());
     v.extend(lifecycle());
+    v.extend(foreign_functions());
     v.extend(failures());
     v.extend(chains_and_sdks());
     v.extend(routing());
@@ -486,6 +487,33 @@ fn properties() -> Vec<Scenario> {
             vec![Request::get("/state")],
         ),
     ]
+}
+
+fn foreign_functions() -> Vec<Scenario> {
+    // DeclarePropertyArguments { name: "my_prop", readonly: true } and
+    // SetEnvoyFilterStateArguments { path: "wasm.my_prop", value: "v" }, as protobuf.
+    let declare = "0a076d795f70726f701001";
+    let set_state = "0a0c7761736d2e6d795f70726f70120176";
+    vec![s(
+        "foreign_functions",
+        "compress, uncompress, declare_property, set_envoy_filter_state, clear_route_cache, an unknown name",
+        probe_config(json!({
+            "request_headers": [
+                ["foreign", "compress", "hello hello hello hello"],
+                ["foreign", "uncompress", "not zlib"],
+                ["foreign", "clear_route_cache", ""],
+                ["foreign", "no_such_function", "x"],
+                ["foreign_hex", "declare_property", declare],
+                ["foreign_hex", "declare_property", declare],
+                ["set_property", "my_prop", "first"],
+                ["get_property", "my_prop"],
+                ["set_property", "my_prop", "second"],
+                ["get_property", "my_prop"],
+                ["foreign_hex", "set_envoy_filter_state", set_state],
+            ],
+        })),
+        vec![Request::get("/foreign")],
+    )]
 }
 
 fn lifecycle() -> Vec<Scenario> {

@@ -45,51 +45,11 @@ pub fn names_cluster(service_config: &[u8], cluster: &str) -> bool {
 
 /// `GrpcService.envoy_grpc` (field 1) → `EnvoyGrpc.cluster_name` (1) and `authority` (2).
 fn envoy_grpc(bytes: &[u8]) -> Option<(String, String)> {
-    let fields = message_fields(bytes)?;
+    let fields = crate::proto::length_delimited_fields(bytes)?;
     let inner = fields.iter().find(|(n, _)| *n == 1)?.1;
-    let inner = message_fields(inner)?;
+    let inner = crate::proto::length_delimited_fields(inner)?;
     let text = |n: u64| inner.iter().find(|(f, _)| *f == n).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
     Some((text(1)?, text(2).unwrap_or_default()))
-}
-
-/// The length-delimited fields of a protobuf message; `None` if it is not one (any other
-/// wire type is skipped when well-formed).
-fn message_fields(mut bytes: &[u8]) -> Option<Vec<(u64, &[u8])>> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let key = varint(&mut bytes)?;
-        let (number, wire) = (key >> 3, key & 7);
-        if number == 0 {
-            return None;
-        }
-        match wire {
-            0 => {
-                varint(&mut bytes)?;
-            }
-            1 => bytes = bytes.get(8..)?,
-            2 => {
-                let len = usize::try_from(varint(&mut bytes)?).ok()?;
-                out.push((number, bytes.get(..len)?));
-                bytes = &bytes[len..];
-            }
-            5 => bytes = bytes.get(4..)?,
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-fn varint(bytes: &mut &[u8]) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = bytes.split_first()?;
-        *bytes = rest;
-        value |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
 }
 
 /// The request headers of a call: Envoy's async client's, the plugin's metadata, then

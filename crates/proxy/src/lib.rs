@@ -14,6 +14,7 @@ mod grpc;
 mod hcm;
 mod listener;
 mod pool;
+mod proto;
 mod routing;
 mod server;
 mod stream_info;

@@ -62,6 +62,8 @@ pub struct StreamInfo {
     pub duration: Option<std::time::Duration>,
     /// Filter state written by `proxy_set_property` (Envoy's `wasm.<path>` objects).
     pub filter_state: HashMap<Vec<u8>, Vec<u8>>,
+    /// Property names declared by the `declare_property` foreign function.
+    pub declared: std::collections::HashSet<Vec<u8>>,
 }
 
 /// A stream's info, shared on one worker.
@@ -87,6 +89,7 @@ impl StreamInfo {
             cluster_name: String::new(),
             duration: None,
             filter_state: HashMap::new(),
+            declared: Default::default(),
         }
     }
 

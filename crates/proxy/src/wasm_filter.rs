@@ -251,6 +251,38 @@ impl Embedder for WorkerEmbedder {
         }
     }
 
+    /// Envoy's foreign functions beyond `compress` and `uncompress` (which the host does).
+    fn foreign_function(&mut self, context_id: u32, name: &str, args: &[u8]) -> Result<Vec<u8>, Status> {
+        let field = |number: u64| -> Result<Vec<u8>, Status> {
+            let fields = crate::proto::length_delimited_fields(args).ok_or(Status::BadArgument)?;
+            Ok(fields.iter().find(|(n, _)| *n == number).map(|(_, v)| v.to_vec()).unwrap_or_default())
+        };
+        match name {
+            // The router picks the route from the headers the filters leave, so there is
+            // no cached route to clear.
+            "clear_route_cache" => Ok(Vec::new()),
+            // `DeclarePropertyArguments`: a name may be declared once per stream.
+            "declare_property" => {
+                let property = field(1)?;
+                let streams = self.streams.borrow();
+                let stream = streams.get(&context_id).ok_or(Status::NotFound)?;
+                let mut info = stream.borrow_mut();
+                if property.is_empty() || !info.declared.insert(property) {
+                    return Err(Status::BadArgument);
+                }
+                Ok(Vec::new())
+            }
+            // `SetEnvoyFilterStateArguments`: `path` must name one of Envoy's filter-state
+            // object factories; wasmproxy has none, so every path is unknown, as a path
+            // without a factory is in Envoy.
+            "set_envoy_filter_state" => {
+                field(1)?;
+                Err(Status::NotFound)
+            }
+            _ => Err(Status::NotFound),
+        }
+    }
+
     fn set_tick_period(&mut self, _root: u32, _period: Option<Duration>) {
         self.ticks.notify_one();
     }

@@ -73,9 +73,9 @@ fn service(name: &str, singleton: bool, configuration: &serde_json::Value) -> St
     .replace('\n', "\n  ")
 }
 
-/// A bootstrap: admin, a listener whose probe filter runs `filter` on request headers,
-/// a cluster, and the services.
-fn config(upstream: SocketAddr, filter: &serde_json::Value, services: &[String]) -> String {
+/// A bootstrap: admin, a listener whose probe filter runs `phases`, a cluster, and the
+/// services.
+fn config(upstream: SocketAddr, phases: &serde_json::Value, services: &[String]) -> String {
     format!(
         r#"admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
@@ -132,7 +132,7 @@ static_resources:
 "#,
         services.concat(),
         probe_path(),
-        serde_json::json!({ "phases": { "request_headers": filter } }),
+        serde_json::json!({ "phases": phases }),
         port = upstream.port()
     )
 }
@@ -177,7 +177,8 @@ fn a_singleton_service_consumes_what_filters_on_both_workers_enqueue() {
         "configure": [["register_queue", "events"], ["define_metric", "counter", "consumed"]],
         "phases": { "queue_ready": [["dequeue", "1"], ["increment_metric", "consumed", "1"]] },
     });
-    let producer = serde_json::json!([["resolve_queue", "consumer_vm", "events"], ["enqueue", "1", "event"]]);
+    let producer =
+        serde_json::json!({"request_headers": [["resolve_queue", "consumer_vm", "events"], ["enqueue", "1", "event"]]});
     let server = start(&config(up, &producer, &[service("consumer", true, &consumer)])).unwrap();
     let addr = server.listeners[0].1;
     const REQUESTS: u64 = 60;
@@ -208,7 +209,7 @@ fn a_per_worker_service_calls_a_cluster_on_its_timer() {
             "tick": [["http_call", "upstream", ":method=GET;:path=/tick;:authority=svc", "", "1000"]],
         },
     });
-    let server = start(&config(up, &serde_json::json!([]), &[service("ticker", false, &ticker)])).unwrap();
+    let server = start(&config(up, &serde_json::json!({}), &[service("ticker", false, &ticker)])).unwrap();
     // Two workers, each with its own service VM ticking every 50 ms.
     assert!(wait_for(|| calls.load(Ordering::SeqCst) >= 6), "calls: {}", calls.load(Ordering::SeqCst));
     server.stop();
@@ -221,7 +222,7 @@ fn a_per_worker_service_calls_a_cluster_on_its_timer() {
 fn a_service_refusing_its_configuration_stops_start_up_by_name() {
     let (up, _) = counting_upstream();
     let refuses = serde_json::json!({ "configure_result": false });
-    let error = start(&config(up, &serde_json::json!([]), &[service("picky", true, &refuses)])).err().unwrap();
+    let error = start(&config(up, &serde_json::json!({}), &[service("picky", true, &refuses)])).err().unwrap();
     assert!(error.contains("Wasm service \"picky\""), "{error}");
 }
 
@@ -346,7 +347,7 @@ fn grpc_calls_and_streams_reach_a_grpc_server_and_come_back() {
             "root_grpc_trailing_metadata": [count("trailing")],
         },
     });
-    let server = start(&config(grpc, &serde_json::json!([]), &[service("client", true, &client)])).unwrap();
+    let server = start(&config(grpc, &serde_json::json!({}), &[service("client", true, &client)])).unwrap();
     let expected = [("messages", 3), ("closes", 2), ("initial", 1), ("trailing", 1)];
     let all_in = || expected.iter().all(|(name, n)| counter(&server, name) == *n);
     assert!(
@@ -365,5 +366,33 @@ fn grpc_calls_and_streams_reach_a_grpc_server_and_come_back() {
             format!("/pkg.Echo/Stream {head} grpc-timeout=- :authority=grpc two"),
         ]
     );
+    server.stop();
+}
+
+#[test]
+fn concurrent_cas_increments_from_both_workers_end_at_the_exact_total() {
+    let (up, _) = counting_upstream();
+    let phases = serde_json::json!({"response_headers": [["cas_increment", "hits", "2", "x-hits"]]});
+    let server = start(&config(up, &phases, &[])).unwrap();
+    let addr = server.listeners[0].1;
+    const CLIENTS: usize = 4;
+    const EACH: usize = 50;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..EACH)
+                    .map(|_| {
+                        let response = http_get(addr, "/");
+                        let value = response.lines().find_map(|l| l.strip_prefix("x-hits: ")).map(str::trim);
+                        value.and_then(|v| v.parse::<usize>().ok()).expect("x-hits in every response")
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut seen: Vec<usize> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    seen.sort_unstable();
+    // Every increment landed once: the values handed out are exactly 1..=N.
+    assert_eq!(seen, (1..=CLIENTS * EACH).collect::<Vec<_>>());
     server.stop();
 }

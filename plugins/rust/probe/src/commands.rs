@@ -187,6 +187,39 @@ fn execute(command: &[String]) -> Result<Outcome, String> {
                 )
             })
         }
+        "cas_increment" => {
+            // The usual shared counter: read the value and its CAS, write value + 1 with
+            // that CAS, start again on CAS_MISMATCH. The new value goes into header HEADER
+            // of map MAP (for end-to-end tests); the log line says how many tries it took.
+            let (key, map, header) = (a.str(1)?, a.num(2)?, a.str(3)?);
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let (mut out, mut cas) = (Returned::new(), 0);
+                let got = unsafe {
+                    raw::proxy_get_shared_data(key.as_ptr(), key.len(), &mut out.ptr, &mut out.len, &mut cas)
+                };
+                let current: u64 = match got {
+                    0 => lossy(out.take()).parse().map_err(|_| "the value is not a number".to_string())?,
+                    1 => 0,
+                    other => return Err(format!("get_shared_data: status {other}")),
+                };
+                let next = (current + 1).to_string();
+                let set = unsafe {
+                    raw::proxy_set_shared_data(key.as_ptr(), key.len(), next.as_ptr(), next.len(), cas)
+                };
+                match set {
+                    0 => {
+                        unsafe {
+                            raw::proxy_add_header_map_value(map, header.as_ptr(), header.len(), next.as_ptr(), next.len())
+                        };
+                        break with_value(0, format!("{next} tries={tries}"));
+                    }
+                    8 if tries < 1000 => continue,
+                    other => return Err(format!("set_shared_data: status {other}")),
+                }
+            }
+        }
         "register_queue" => {
             let name = a.str(1)?;
             let mut id = 0;
@@ -342,8 +375,12 @@ fn execute(command: &[String]) -> Result<Outcome, String> {
             let s = unsafe { raw::proxy_get_current_time_nanoseconds(&mut nanos) };
             with_value(s, recent_or(nanos))
         }
-        "foreign" => {
-            let (name, args) = (a.str(1)?, a.opt(2));
+        "foreign" | "foreign_hex" => {
+            let name = a.str(1)?;
+            let args = match a.0[0].as_str() {
+                "foreign_hex" => unhex(a.opt(2)).ok_or_else(|| "ARGS must be hex".to_string())?,
+                _ => a.opt(2).as_bytes().to_vec(),
+            };
             let mut out = Returned::new();
             let s = unsafe {
                 raw::proxy_call_foreign_function(
@@ -454,6 +491,11 @@ fn token(result: Result<u32, proxy_wasm::types::Status>) -> Outcome {
 
 fn lossy(bytes: Option<Vec<u8>>) -> String {
     String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned()
+}
+
+/// Bytes from their hex spelling (`0a07...`).
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
 fn hex(bytes: Option<Vec<u8>>) -> String {
