@@ -396,3 +396,34 @@ fn concurrent_cas_increments_from_both_workers_end_at_the_exact_total() {
     assert_eq!(seen, (1..=CLIENTS * EACH).collect::<Vec<_>>());
     server.stop();
 }
+
+#[test]
+fn queues_carry_messages_from_workers_to_a_singleton_and_back() {
+    let (up, _) = counting_upstream();
+    // Filters on both workers enqueue to the singleton's queue; for each message the
+    // singleton enqueues a reply to a queue a per-worker service registered.
+    let front = serde_json::json!({
+        "configure": [["register_queue", "events"], ["define_metric", "counter", "front_got"]],
+        "phases": { "queue_ready": [
+            ["dequeue_from", "front_vm", "events"], ["increment_metric", "front_got", "1"],
+            ["enqueue_to", "back_vm", "replies", "reply"],
+        ] },
+    });
+    let back = serde_json::json!({
+        "configure": [["register_queue", "replies"], ["define_metric", "counter", "back_got"]],
+        "phases": { "queue_ready": [["dequeue_from", "back_vm", "replies"], ["increment_metric", "back_got", "1"]] },
+    });
+    let phases = serde_json::json!({"request_headers": [["enqueue_to", "front_vm", "events", "event"]]});
+    let services = [service("front", true, &front), service("back", false, &back)];
+    let server = start(&config(up, &phases, &services)).unwrap();
+    let addr = server.listeners[0].1;
+    const REQUESTS: u64 = 30;
+    for _ in 0..REQUESTS {
+        assert!(http_get(addr, "/").starts_with("HTTP/1.1 200"));
+    }
+    let both = || counter(&server, "front_got") >= REQUESTS && counter(&server, "back_got") >= REQUESTS;
+    assert!(wait_for(both), "front {} back {}", counter(&server, "front_got"), counter(&server, "back_got"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!((counter(&server, "front_got"), counter(&server, "back_got")), (REQUESTS, REQUESTS));
+    server.stop();
+}

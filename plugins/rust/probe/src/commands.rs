@@ -250,6 +250,25 @@ fn execute(command: &[String]) -> Result<Outcome, String> {
                 unsafe { raw::proxy_dequeue_shared_queue(a.num(1)?, &mut out.ptr, &mut out.len) };
             with_value(s, lossy(out.take()))
         }
+        "enqueue_to" | "dequeue_from" => {
+            // By name, for queues whose ids a test cannot know (registered from several
+            // threads): resolve VMID NAME, then enqueue DATA or dequeue.
+            let (vm_id, name) = (a.str(1)?, a.str(2)?);
+            let mut id = 0;
+            let s = unsafe {
+                raw::proxy_resolve_shared_queue(vm_id.as_ptr(), vm_id.len(), name.as_ptr(), name.len(), &mut id)
+            };
+            if s != 0 {
+                status(s)
+            } else if a.opt(0) == "enqueue_to" {
+                let data = a.opt(3);
+                status(unsafe { raw::proxy_enqueue_shared_queue(id, data.as_ptr(), data.len()) })
+            } else {
+                let mut out = Returned::new();
+                let s = unsafe { raw::proxy_dequeue_shared_queue(id, &mut out.ptr, &mut out.len) };
+                with_value(s, lossy(out.take()))
+            }
+        }
 
         // === metrics ===
         "define_metric" => {
