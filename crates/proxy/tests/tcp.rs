@@ -118,8 +118,11 @@ fn a_network_filter_rewrites_bytes_both_ways_and_sees_both_closes() {
     // The client's bytes get "<" in front on the way up, the echo ">" on the way down.
     let (head, rest) = exchange(addr, b"hello", 7);
     assert_eq!(String::from_utf8_lossy(&head), "><hello");
-    // The client's end of stream comes as an empty chunk, which gets its "<" too.
-    assert_eq!(String::from_utf8_lossy(&rest), "><");
+    // The client's end of stream comes as an empty chunk, which gets its "<" too; the
+    // echo's end comes with its last bytes or, a moment later, alone as an empty chunk
+    // (which gets a ">"), as the sockets deliver it.
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest == "><" || rest == "><>", "{rest:?}");
     let deadline = Instant::now() + Duration::from_secs(5);
     while counter(&server, "closes") < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

@@ -5,9 +5,12 @@ use std::path::PathBuf;
 pub const USAGE: &str = "\
 usage:
   wasmproxy -c CONFIG.yaml [--concurrency N] [--log-level LEVEL] [--component-log-level wasm:LEVEL]
-            [--mode serve|validate]
+            [--mode serve|validate] [--wasm-cache-dir DIR]
   wasmproxy plugin-info PLUGIN.wasm
   wasmproxy plugin-run PLUGIN.wasm [options]
+
+--wasm-cache-dir keeps compiled plugins in DIR (by the module's sha256 and the engine's
+settings), so a restart loads them instead of compiling them.
 
 plugin-run sends one HTTP exchange through the plugin (request headers and body, then
 response headers and body) and prints what the plugin logged and changed.

@@ -11,6 +11,7 @@ pub struct ServeOptions {
     log_level: String,
     component_log_level: Vec<(String, String)>,
     validate_only: bool,
+    wasm_cache_dir: Option<PathBuf>,
 }
 
 impl ServeOptions {
@@ -22,6 +23,7 @@ impl ServeOptions {
             log_level: "info".into(),
             component_log_level: Vec::new(),
             validate_only: false,
+            wasm_cache_dir: None,
         };
         while let Some(arg) = args.next() {
             let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -41,6 +43,8 @@ impl ServeOptions {
                         o.component_log_level.push((component.trim().to_string(), level.trim().to_string()));
                     }
                 }
+                // wasmproxy's own: keep compiled plugins on disk, so a restart skips compiling.
+                "--wasm-cache-dir" => o.wasm_cache_dir = Some(PathBuf::from(value(&arg)?)),
                 "--mode" => match value(&arg)?.as_str() {
                     "serve" => o.validate_only = false,
                     "validate" => o.validate_only = true,
@@ -84,6 +88,7 @@ pub fn run(o: ServeOptions) -> anyhow::Result<()> {
     if let Some(n) = o.concurrency {
         options.concurrency = n;
     }
+    options.engine.cache_dir = o.wasm_cache_dir;
     let server = Server::start(config, options)?;
     for (name, addr) in &server.listeners {
         eprintln!("wasmproxy: listener {name} on {addr}");

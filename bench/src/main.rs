@@ -1,0 +1,179 @@
+//! The benchmark harness: each scenario's config runs on Envoy 1.40 and on wasmproxy,
+//! alternately, with the same worker count, plugins, upstream and load (`wrk`), for
+//! several rounds; the figures, their spread and the ratios go to `docs/BENCHMARKS.md`.
+//!
+//! ```text
+//! wasmproxy-bench [--rounds N] [--seconds S] [--connections C] [--only NAME] [--write FILE]
+//! ```
+//! Nothing here passes or fails: it measures and reports (see the README).
+
+mod load;
+mod report;
+mod scenarios;
+mod upstream;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use wasmproxy_conformance::proxy::{self, Binaries, Kind, Launch, Running};
+
+/// What the command line asks for.
+pub struct Args {
+    rounds: usize,
+    seconds: u64,
+    connections: usize,
+    only: Option<String>,
+    write: Option<PathBuf>,
+    bins: Binaries,
+}
+
+fn args() -> Result<Args, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut a = Args {
+        rounds: 3,
+        seconds: 5,
+        connections: 32,
+        only: None,
+        write: None,
+        bins: Binaries {
+            envoy: std::env::var_os("ENVOY_BIN").map(PathBuf::from).unwrap_or_else(proxy::find_envoy),
+            wasmproxy: root.join("target/release/wasmproxy"),
+        },
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        let number = |v: String| v.parse::<u64>().map_err(|_| format!("{flag}: {v:?} is not a number"));
+        match flag.as_str() {
+            "--rounds" => a.rounds = number(value()?)?.max(1) as usize,
+            "--seconds" => a.seconds = number(value()?)?.max(1),
+            "--connections" => a.connections = number(value()?)?.max(1) as usize,
+            "--only" => a.only = Some(value()?),
+            "--write" => a.write = Some(value()?.into()),
+            "--envoy" => a.bins.envoy = value()?.into(),
+            "--wasmproxy" => a.bins.wasmproxy = value()?.into(),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    for (what, path) in [("Envoy", &a.bins.envoy), ("wasmproxy", &a.bins.wasmproxy)] {
+        if !path.is_file() {
+            return Err(format!("no {what} binary at {} (see bench/README.md)", path.display()));
+        }
+    }
+    Ok(a)
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("bench: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args = args()?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let plugins = root.join("plugins/out").canonicalize().map_err(|e| format!("plugins/out: {e}"))?;
+    let work = std::env::temp_dir().join(format!("wasmproxy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let upstream = upstream::start().map_err(|e| format!("upstream: {e}"))?;
+    let fill = |config: &str| {
+        config.replace("@UPSTREAM_PORT@", &upstream.port().to_string()).replace("@PLUGINS@", &plugins.to_string_lossy())
+    };
+    let mut results = Vec::new();
+    let chosen: Vec<_> =
+        scenarios::all().into_iter().filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o))).collect();
+    for round in 0..args.rounds {
+        for s in &chosen {
+            // Alternate which proxy goes first, so neither always gets a warmer machine.
+            let order = if round % 2 == 0 { [Kind::Envoy, Kind::Wasmproxy] } else { [Kind::Wasmproxy, Kind::Envoy] };
+            for kind in order {
+                let config = work.join(format!("{}-{}.yaml", s.name, kind.name()));
+                std::fs::write(&config, fill(&s.config)).map_err(|e| e.to_string())?;
+                let m = measure(&args, kind, &config, &work, s)?;
+                println!(
+                    "round {} {:<28} {:<9} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  cpu {:>5.2} s/10k  rss {:>5.1} MB",
+                    round + 1,
+                    s.name,
+                    kind.name(),
+                    m.rps,
+                    m.p50_ms,
+                    m.p99_ms,
+                    m.cpu_per_10k,
+                    m.rss_mb
+                );
+                results.push((s.name, kind, m));
+            }
+        }
+    }
+    let memory = if args.only.is_none() { report::memory(&args, &work, &fill)? } else { Vec::new() };
+    let startup = if args.only.is_none() { report::startup(&args, &work, &fill)? } else { Vec::new() };
+    let _ = std::fs::remove_dir_all(&work);
+    let text = report::markdown(&args, &chosen, &results, &memory, &startup);
+    println!("\n{text}");
+    if let Some(path) = &args.write {
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_per_10k: f64,
+    rss_mb: f64,
+}
+
+/// Starts the proxy, warms it up, runs the load, reads its CPU time and peak RSS.
+fn measure(args: &Args, kind: Kind, config: &Path, work: &Path, s: &scenarios::Scenario) -> Result<Measured, String> {
+    let running = start(args, kind, config, work, 1, &[])?;
+    let url = format!("http://{}{}", running.listener, s.path);
+    load::run(&url, s, args.connections, Duration::from_secs(1))?;
+    let cpu_before = load::cpu_seconds(&running);
+    let out = load::run(&url, s, args.connections, Duration::from_secs(args.seconds))?;
+    let cpu = load::cpu_seconds(&running) - cpu_before;
+    let rss_mb = load::peak_rss_mb(&running);
+    Ok(Measured {
+        rps: out.requests as f64 / out.seconds,
+        p50_ms: out.p50_ms,
+        p99_ms: out.p99_ms,
+        cpu_per_10k: cpu / (out.requests.max(1) as f64) * 10_000.0,
+        rss_mb,
+    })
+}
+
+/// A proxy started for a measurement (plugin logs at error, so logging costs nothing).
+pub fn start(
+    args: &Args,
+    kind: Kind,
+    config: &Path,
+    work: &Path,
+    workers: usize,
+    wasmproxy_args: &[String],
+) -> Result<Running, String> {
+    let launch = Launch { workers, wasm_log_level: "error", wasmproxy_args: wasmproxy_args.to_vec() };
+    proxy::start_with(kind, &args.bins, config, work, &launch)
+        .map_err(|e| format!("{} did not start: {e}", kind.name()))
+}
+
+/// Seconds from starting a proxy to its first 200 on `path`.
+pub fn time_to_first_response(
+    args: &Args,
+    kind: Kind,
+    config: &Path,
+    work: &Path,
+    wasmproxy_args: &[String],
+) -> Result<f64, String> {
+    let started = Instant::now();
+    let running = start(args, kind, config, work, 1, wasmproxy_args)?;
+    while started.elapsed() < Duration::from_secs(30) {
+        if load::get_ok(running.listener, "/") {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Err(format!("{} never answered", kind.name()))
+}

@@ -1,0 +1,133 @@
+//! The benchmark scenarios: one listener with the filters under test in front of the
+//! router, to the shared upstream or a direct response.
+
+/// One scenario.
+pub struct Scenario {
+    /// A short unique name.
+    pub name: &'static str,
+    /// What it measures.
+    pub about: &'static str,
+    /// The Envoy YAML, with `@UPSTREAM_PORT@` and `@PLUGINS@` to fill in.
+    pub config: String,
+    /// The path requested.
+    pub path: &'static str,
+    /// A body to POST (none: GET).
+    pub body: Option<Vec<u8>>,
+}
+
+/// A bootstrap with one listener: `filters` before the router, every path routed to the
+/// upstream except `/direct`, which gets a direct response.
+pub fn bootstrap(filters: &str) -> String {
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: /direct }}
+                direct_response: {{ status: 200, body: {{ inline_string: "hello world\n" }} }}
+              - match: {{ prefix: / }}
+                route: {{ cluster: upstream }}
+          http_filters:
+{filters}          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: upstream
+    type: STATIC
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: @UPSTREAM_PORT@ }} }} }}
+"#
+    )
+}
+
+/// A Wasm HTTP filter running `file` with a StringValue configuration.
+pub fn wasm_filter(name: &str, file: &str, configuration: &str) -> String {
+    format!(
+        r#"          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {name}
+                root_id: {name}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{configuration}'
+                vm_config:
+                  vm_id: {name}
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: "@PLUGINS@/{file}" }} }}
+"#
+    )
+}
+
+/// The header filter of the issue: reads one request header, adds two response headers
+/// from its configuration, counts requests.
+pub fn header_filter(name: &str, file: &str) -> String {
+    wasm_filter(
+        name,
+        file,
+        r#"{"request_header": "x-user", "response_headers": [["x-wasm-filter", "bench"], ["x-greeting", "hello"]]}"#,
+    )
+}
+
+/// Every scenario, in report order.
+pub fn all() -> Vec<Scenario> {
+    let body = |name, about, config, path| Scenario { name, about, config, path, body: None };
+    let ten: String = (0..10).map(|i| header_filter(&format!("hf{i}"), "header_filter.wasm")).collect();
+    // The probe replaces each body with 4 KiB of its own, both ways, at the end of stream.
+    let rewrite = format!(
+        r#"{{"phases": {{"request_headers": [["remove_header", "0", "content-length"]],
+            "request_body": [["set_buffer", "0", "0", "100000", "{big}"]],
+            "response_headers": [["remove_header", "2", "content-length"]],
+            "response_body": [["set_buffer", "1", "0", "100000", "{big}"]]}},
+            "returns": {{"request_body": "pause_until_end", "response_body": "pause_until_end"}}}}"#,
+        big = "b".repeat(4096)
+    )
+    .replace('\n', " ");
+    vec![
+        body("proxy_no_filter", "plain proxying to the upstream, no filter", bootstrap(""), "/"),
+        body(
+            "header_filter_rust",
+            "the Rust SDK header filter, to the upstream",
+            bootstrap(&header_filter("hf", "header_filter.wasm")),
+            "/",
+        ),
+        body(
+            "header_filter_go",
+            "the same filter built with Go, to the upstream",
+            bootstrap(&header_filter("hf", "go_header_filter.wasm")),
+            "/",
+        ),
+        Scenario {
+            name: "body_rewrite_4k",
+            about: "a filter reading and replacing 4 KiB request and response bodies",
+            config: bootstrap(&wasm_filter("body", "probe.wasm", &rewrite)),
+            path: "/",
+            body: Some(vec![b'a'; 4096]),
+        },
+        body("ten_filters", "ten Rust header filters in one chain, to the upstream", bootstrap(&ten), "/"),
+        body(
+            "direct_response_header_filter",
+            "the talk's example: a direct response with the header filter, no upstream",
+            bootstrap(&header_filter("hf", "header_filter.wasm")),
+            "/direct",
+        ),
+        body("direct_response_no_filter", "a direct response, no filter", bootstrap(""), "/direct"),
+    ]
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The benchmark harness (bench/): builds wasmproxy in release, makes sure Envoy 1.40, wrk
+# and the plugins are there, then runs every scenario on both proxies, alternately.
+# Arguments go to the harness, e.g. `--rounds 5 --seconds 10`, `--only header_filter`,
+# `--write docs/BENCHMARKS.md`. Takes about ten minutes with the defaults.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/setup.sh
+if ! command -v wrk >/dev/null; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get install -y -qq --no-install-recommends wrk >/dev/null
+fi
+[ -f plugins/out/probe.wasm ] || scripts/build-plugins.sh
+cargo build --locked --release -q -p wasmproxy
+cargo build --locked -q -p wasmproxy-bench
+exec target/debug/wasmproxy-bench "$@"
