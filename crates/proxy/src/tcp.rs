@@ -15,7 +15,7 @@ use wasmproxy_host::StreamAction;
 
 use crate::cluster::Cluster;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
-use crate::wasm_filter::{ConnectionFilter, FilterSlot, TcpVerdict};
+use crate::wasm_filter::{ConnectionFilter, FilterSlot, Opened, TcpVerdict};
 
 /// One listener's TCP proxy on one worker.
 pub struct TcpChain {
@@ -42,13 +42,14 @@ impl TcpChain {
         let mut filters: Vec<Option<ConnectionFilter>> = Vec::new();
         for slot in &self.filters {
             match slot.start_connection(&info) {
-                Ok(mut f) => {
-                    let open = f.new_connection();
-                    filters.push(Some(f));
-                    if !open && slot.failure_policy == FailurePolicy::FailClosed {
+                Ok(mut f) => match f.new_connection() {
+                    Opened::Yes => filters.push(Some(f)),
+                    Opened::Failed if f.fail_open => filters.push(None),
+                    Opened::Closed | Opened::Failed => {
+                        filters.push(Some(f));
                         return finish(filters, PeerType::Local);
                     }
-                }
+                },
                 // A failed VM: FAIL_OPEN skips the filter, FAIL_CLOSED closes the connection.
                 Err(_) if slot.failure_policy == FailurePolicy::FailClosed => {
                     return finish(filters, PeerType::Local);
@@ -163,6 +164,8 @@ fn through(
         match f.data(direction, &chunk, eos) {
             TcpVerdict::Pass(bytes) => chunk = bytes,
             TcpVerdict::Held => return Ok(None),
+            // A failed filter is skipped from now on under FAIL_OPEN.
+            TcpVerdict::Failed if f.fail_open => filters[i] = None,
             TcpVerdict::Close | TcpVerdict::Failed => return Err(()),
         }
     }

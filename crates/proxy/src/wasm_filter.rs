@@ -396,7 +396,14 @@ impl FilterSlot {
         let (tx, rx) = mpsc::unbounded_channel();
         self.vm.waiters.borrow_mut().insert(ctx, tx);
         self.vm.streams.borrow_mut().insert(ctx, info.clone());
-        Ok(ConnectionFilter { instance: self.vm.clone(), ctx, rx, held: [false; 2], held_end: [false; 2] })
+        Ok(ConnectionFilter {
+            instance: self.vm.clone(),
+            ctx,
+            rx,
+            held: [false; 2],
+            held_end: [false; 2],
+            fail_open: self.failure_policy != FailurePolicy::FailClosed,
+        })
     }
 }
 
@@ -421,17 +428,34 @@ pub struct ConnectionFilter {
     /// is held with it.
     held: [bool; 2],
     held_end: [bool; 2],
+    /// What a failure of the VM does to the connection: skip the filter (FAIL_OPEN, and
+    /// FAIL_RELOAD until reloading lands) or close the connection.
+    pub fail_open: bool,
+}
+
+/// How `on_new_connection` went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// The connection goes on.
+    Yes,
+    /// The plugin closed it.
+    Closed,
+    /// The VM failed.
+    Failed,
 }
 
 impl ConnectionFilter {
-    /// `on_new_connection`; `false` if the VM failed or the plugin closed the connection.
-    pub fn new_connection(&mut self) -> bool {
+    /// `on_new_connection`.
+    pub fn new_connection(&mut self) -> Opened {
         let (result, actions) = {
             let mut vm = self.instance.vm.borrow_mut();
             (vm.on_new_connection(self.ctx), vm.take_actions())
         };
-        let closed = self.apply_others(actions);
-        result.is_ok() && !closed
+        match (self.apply_others(actions), result) {
+            (true, _) => Opened::Closed,
+            (false, Err(_)) => Opened::Failed,
+            (false, Ok(_)) => Opened::Yes,
+        }
     }
 
     /// Bytes from the client (`StreamType::Downstream`) or the upstream (`Upstream`)

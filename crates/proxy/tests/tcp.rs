@@ -32,6 +32,11 @@ fn echo_upstream() -> SocketAddr {
 }
 
 fn config(upstream: SocketAddr, probe: &serde_json::Value) -> String {
+    config_with(upstream, probe, "")
+}
+
+/// [`config`] with more `PluginConfig` lines (e.g. a failure policy).
+fn config_with(upstream: SocketAddr, probe: &serde_json::Value, extra: &str) -> String {
     let plugin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/out/probe.wasm");
     assert!(plugin.exists(), "{} is missing: run scripts/build-plugins.sh", plugin.display());
     format!(
@@ -48,6 +53,7 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
           config:
             name: rewriter
+            {extra}
             vm_config:
               code: {{ local: {{ filename: "{}" }} }}
             configuration:
@@ -139,5 +145,21 @@ fn a_network_filter_can_close_the_connection() {
     let server = start(&config(up, &probe));
     let (head, rest) = exchange(server.listeners[0].1, b"never sent on", 1);
     assert!(head.is_empty() && rest.is_empty(), "closed without an answer");
+    server.stop();
+}
+
+#[test]
+fn a_network_filter_that_traps_is_skipped_or_closes_by_its_failure_policy() {
+    let up = echo_upstream();
+    let probe = serde_json::json!({"kind": "stream", "phases": {"downstream_data": [["panic", "boom"]]}});
+    // FAIL_OPEN: the bytes go on without the filter.
+    let server = start(&config_with(up, &probe, "failure_policy: FAIL_OPEN"));
+    let (head, _) = exchange(server.listeners[0].1, b"hello", 5);
+    assert_eq!(head, b"hello");
+    server.stop();
+    // FAIL_CLOSED (the default): the connection is closed.
+    let server = start(&config(up, &probe));
+    let (head, rest) = exchange(server.listeners[0].1, b"hello", 5);
+    assert!(head.is_empty() && rest.is_empty(), "{head:?} {rest:?}");
     server.stop();
 }
