@@ -147,6 +147,18 @@ pub trait Embedder: 'static {
         Err(Status::NotFound)
     }
 
+    /// [`Embedder::property`], with the stream data the context holds right now (its
+    /// headers in the phases that have them): an embedder can read `request.*` and
+    /// `response.*` from there instead of keeping copies. Defaults to `property`.
+    fn property_in_stream(
+        &mut self,
+        context_id: u32,
+        path: &[&[u8]],
+        _stream: Option<&crate::StreamData>,
+    ) -> Result<Vec<u8>, Status> {
+        self.property(context_id, path)
+    }
+
     /// `proxy_set_property`: Envoy stores `wasm.<path>` in the stream's filter state.
     fn set_property(&mut self, _context_id: u32, _path: &[u8], _value: &[u8]) -> Status {
         Status::NotFound

@@ -179,14 +179,16 @@ impl Hcm {
             ResponseBody::Whole(body) => body.is_empty(),
             ResponseBody::Streaming(upstream) => upstream.body.is_end_stream(),
         };
+        // Each filter's callback reads the headers it holds; the stream info gets them once
+        // they are final, for the body and access-log phases.
         for i in (0..encoders).rev() {
             let Some(s) = streams[i].as_mut() else { continue };
-            info.borrow_mut().response_headers = Some(response_headers.clone());
             let verdict = s.response_headers(&mut response_headers, response_ended).await;
             if let Some(end) = self.apply(verdict, i, &mut streams[i], false) {
                 return end;
             }
         }
+        info.borrow_mut().response_headers = Some(response_headers.clone());
         match response {
             ResponseBody::Streaming(upstream) => Processed::Streaming(response_headers, upstream),
             ResponseBody::Whole(mut body) => {
@@ -231,7 +233,6 @@ impl Hcm {
         }
         // Request headers, filter by filter; each sees the headers the previous one left.
         for (i, filter) in self.filters.iter().enumerate() {
-            info.borrow_mut().request_headers = headers.clone();
             let mut stream = match filter.start_stream(info) {
                 Ok(s) => s,
                 Err(_) => {
@@ -244,9 +245,7 @@ impl Hcm {
                     continue;
                 }
             };
-            info.borrow_mut().request_headers_visible = true;
             let verdict = stream.request_headers(headers, request_ended).await;
-            info.borrow_mut().request_headers_visible = false;
             streams.push(Some(stream));
             if let Some(end) = self.apply(verdict, i, &mut streams[i], true) {
                 return Err(end);
@@ -254,7 +253,6 @@ impl Hcm {
         }
         // The router picks the target; the request body then streams through the filters
         // (to the upstream, or drained for a local answer) while the upstream answers.
-        info.borrow_mut().request_headers = headers.clone();
         let started = Instant::now();
         let (response_headers, response) = match self.route(headers, info) {
             Target::Local(h, body) => {
@@ -510,12 +508,7 @@ impl Hcm {
         request: Option<Headers>,
         response: Option<Headers>,
     ) {
-        // The access-log phase sees the final request headers again.
-        if let Some(h) = &request {
-            let mut i = info.borrow_mut();
-            i.request_headers = h.clone();
-            i.request_headers_visible = true;
-        }
+        let (mut request, mut response) = (request, response);
         // As in Envoy: a filter the stream never reached gets a context for the access-log
         // phase; every filter logs, then each is done and deleted.
         let reached = streams.len();
@@ -529,7 +522,7 @@ impl Hcm {
                 },
                 None => continue,
             };
-            stream.log(request.clone(), response.clone());
+            stream.log(&mut request, &mut response);
             ended.push(stream);
         }
         for stream in ended {

@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use wasmproxy_abi::Status;
 use wasmproxy_abi::property::PropertyValue;
-use wasmproxy_host::Headers;
+use wasmproxy_host::{Headers, StreamData};
 
 /// The connection a stream arrived on.
 #[derive(Debug, Clone)]
@@ -37,14 +37,10 @@ pub struct StreamInfo {
     /// When the request started.
     pub start: SystemTime,
     started: Instant,
-    /// The request headers as the filters left them so far.
-    pub request_headers: Headers,
-    /// Whether the current context may see them: as in Envoy, only in the request-headers
-    /// phase (until the filter continues) and in the access-log phase.
-    pub request_headers_visible: bool,
     /// Request body bytes.
     pub request_body_size: u64,
-    /// Set once the response headers are known.
+    /// Set once the response headers are known (in a headers callback, the headers the
+    /// context holds win).
     pub response_headers: Option<Headers>,
     /// Response body bytes.
     pub response_body_size: u64,
@@ -77,8 +73,6 @@ impl StreamInfo {
             protocol,
             start: SystemTime::now(),
             started: Instant::now(),
-            request_headers: Headers::new(),
-            request_headers_visible: false,
             request_body_size: 0,
             response_headers: None,
             response_body_size: 0,
@@ -99,11 +93,19 @@ impl StreamInfo {
     }
 
     /// Envoy's value for an attribute path, encoded; NOT_FOUND for what is not known.
-    pub fn property(&self, path: &[&[u8]]) -> Result<Vec<u8>, Status> {
+    /// `data` is what the asking context holds now: the request headers are readable
+    /// exactly when it holds them (the request-headers phase, a pause in it, the
+    /// access-log phase), as in Envoy.
+    pub fn property(&self, path: &[&[u8]], data: Option<&StreamData>) -> Result<Vec<u8>, Status> {
         let text = |s: &str| Ok(PropertyValue::from(s));
         let value: Result<PropertyValue, Status> = match path {
-            [b"request", field, rest @ ..] => return self.request(field, rest),
-            [b"response", field, rest @ ..] => return self.response(field, rest),
+            [b"request", field, rest @ ..] => {
+                return self.request(field, rest, data.and_then(|d| d.request_headers.as_ref()));
+            }
+            [b"response", field, rest @ ..] => {
+                let held = data.and_then(|d| d.response_headers.as_ref());
+                return self.response(field, rest, held.or(self.response_headers.as_ref()));
+            }
             [b"source", b"address"] => text(&self.connection.peer.to_string()),
             [b"source", b"port"] => Ok(PropertyValue::Int(self.connection.peer.port().into())),
             [b"destination", b"address"] => text(&self.connection.local.to_string()),
@@ -134,14 +136,14 @@ impl StreamInfo {
         value.map(|v| v.encode())
     }
 
-    fn request(&self, field: &[u8], rest: &[&[u8]]) -> Result<Vec<u8>, Status> {
+    fn request(&self, field: &[u8], rest: &[&[u8]], headers: Option<&Headers>) -> Result<Vec<u8>, Status> {
         match field {
             b"protocol" | b"time" | b"duration" | b"size" | b"total_size" => {}
-            _ if !self.request_headers_visible => return Err(Status::NotFound),
+            _ if headers.is_none() => return Err(Status::NotFound),
             _ => {}
         }
         let empty = Headers::new();
-        let h = if self.request_headers_visible { &self.request_headers } else { &empty };
+        let h = headers.unwrap_or(&empty);
         let header = |name: &[u8]| h.get(name).map(|v| PropertyValue::Bytes(v.to_vec())).ok_or(Status::NotFound);
         let full_path = h.get(b":path").unwrap_or_default();
         let (path, query) = match full_path.iter().position(|b| *b == b'?') {
@@ -170,8 +172,8 @@ impl StreamInfo {
         Ok(value.encode())
     }
 
-    fn response(&self, field: &[u8], rest: &[&[u8]]) -> Result<Vec<u8>, Status> {
-        let h = self.response_headers.as_ref().ok_or(Status::NotFound)?;
+    fn response(&self, field: &[u8], rest: &[&[u8]], headers: Option<&Headers>) -> Result<Vec<u8>, Status> {
+        let h = headers.ok_or(Status::NotFound)?;
         let value = match (field, rest) {
             (b"code", []) => {
                 let code = h.get(b":status").and_then(|s| std::str::from_utf8(s).ok()?.parse::<i64>().ok());

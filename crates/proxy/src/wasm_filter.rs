@@ -113,13 +113,18 @@ impl WorkerEmbedder {
 }
 
 impl Embedder for WorkerEmbedder {
-    fn property(&mut self, context_id: u32, path: &[&[u8]]) -> Result<Vec<u8>, Status> {
+    fn property_in_stream(
+        &mut self,
+        context_id: u32,
+        path: &[&[u8]],
+        data: Option<&StreamData>,
+    ) -> Result<Vec<u8>, Status> {
         if let [b"xds", b"node", rest @ ..] = path {
             return self.node.property(rest);
         }
         let streams = self.streams.borrow();
         let stream = streams.get(&context_id).ok_or(Status::NotFound)?;
-        stream.borrow().property(path)
+        stream.borrow().property(path, data)
     }
 
     fn set_property(&mut self, context_id: u32, path: &[u8], value: &[u8]) -> Status {
@@ -382,10 +387,8 @@ impl PluginInstance {
 
     fn start_stream(self: &Rc<Self>, root: u32, info: &StreamRef) -> Result<FilterStream, VmError> {
         let ctx = self.vm.borrow_mut().create_context(root, ContextKind::Http)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.waiters.borrow_mut().insert(ctx, tx);
         self.streams.borrow_mut().insert(ctx, info.clone());
-        Ok(FilterStream { instance: self.clone(), ctx, rx, holding_request: false, holding_response: false })
+        Ok(FilterStream { instance: self.clone(), ctx, rx: None, holding_request: false, holding_response: false })
     }
 }
 
@@ -560,7 +563,8 @@ impl ConnectionFilter {
 pub struct FilterStream {
     instance: Rc<PluginInstance>,
     ctx: u32,
-    rx: mpsc::UnboundedReceiver<StreamAction>,
+    /// What the plugin asks later, once the stream first waits for it (most streams never do).
+    rx: Option<mpsc::UnboundedReceiver<StreamAction>>,
     holding_request: bool,
     holding_response: bool,
 }
@@ -734,7 +738,12 @@ impl FilterStream {
 
     /// Waits for the plugin to continue this direction (or reply, or reset).
     async fn wait(&mut self, direction: StreamType) -> Verdict {
-        while let Some(action) = self.rx.recv().await {
+        let rx = self.rx.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.instance.waiters.borrow_mut().insert(self.ctx, tx);
+            rx
+        });
+        while let Some(action) = rx.recv().await {
             if let Some(v) = own_action(action, direction) {
                 return v;
             }
@@ -742,18 +751,23 @@ impl FilterStream {
         Verdict::Failed
     }
 
-    /// The access-log phase: `on_log`, which sees the final headers again.
-    pub fn log(&self, request: Option<wasmproxy_host::Headers>, response: Option<wasmproxy_host::Headers>) {
+    /// The access-log phase: `on_log`, which sees the final headers again. They are lent
+    /// to the context for the call and come back, for the next filter.
+    pub fn log(&self, request: &mut Option<wasmproxy_host::Headers>, response: &mut Option<wasmproxy_host::Headers>) {
         self.instance.waiters.borrow_mut().remove(&self.ctx);
         let mut vm = self.instance.vm.borrow_mut();
         if let Some(s) = vm.stream(self.ctx) {
-            s.request_headers = request;
-            s.response_headers = response;
+            s.request_headers = request.take();
+            s.response_headers = response.take();
             s.request_body = None;
             s.response_body = None;
         }
         let _ = vm.on_log(self.ctx);
         vm.take_actions();
+        if let Some(s) = vm.stream(self.ctx) {
+            *request = s.request_headers.take();
+            *response = s.response_headers.take();
+        }
     }
 
     /// The end of the stream, once every filter has logged (Envoy 1.40's order): `on_done`,

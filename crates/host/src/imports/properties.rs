@@ -76,7 +76,8 @@ fn get_property(state: &mut VmState, path: &[u8]) -> HostResult<Vec<u8>> {
             _ => {}
         }
     }
-    state.embedder.property(state.effective, &segments).map_err(Into::into)
+    let stream = state.contexts.get(&state.effective).map(|c| &c.stream);
+    state.embedder.property_in_stream(state.effective, &segments, stream).map_err(Into::into)
 }
 
 fn call_foreign(state: &mut VmState, name: &str, args: &[u8]) -> HostResult<Vec<u8>> {
