@@ -116,7 +116,6 @@ impl Hcm {
                 self.set_server(&mut response_headers);
                 {
                     let mut i = info.borrow_mut();
-                    i.response_headers = Some(response_headers.clone());
                     i.response_body_size = response_body.len() as u64;
                     i.complete();
                 }
@@ -125,7 +124,6 @@ impl Hcm {
             }
             Processed::Streaming(mut response_headers, UpstreamBody { body: upstream_body, deadline, http1 }) => {
                 self.set_server(&mut response_headers);
-                info.borrow_mut().response_headers = Some(response_headers.clone());
                 let (tx, body) = crate::body::channel();
                 let this = self.clone();
                 let final_headers = response_headers.clone();
@@ -531,7 +529,8 @@ impl Hcm {
     }
 
     /// Envoy sets `server` in the response headers after the filters ran: the
-    /// access-log phase (and `response.total_size`) sees it, the filters do not.
+    /// access-log phase (and `response.total_size` there, from the headers `finish` lends
+    /// it) sees it, the filters do not.
     fn set_server(&self, headers: &mut Headers) {
         headers.replace(b"server", self.config.server_name.as_bytes());
     }
