@@ -1,6 +1,8 @@
 //! The benchmark scenarios: one listener with the filters under test in front of the
 //! router, to the shared upstream or a direct response.
 
+use wasmproxy_conformance::config::wasm_filter;
+
 /// One scenario.
 pub struct Scenario {
     /// A short unique name.
@@ -56,26 +58,6 @@ static_resources:
     )
 }
 
-/// A Wasm HTTP filter running `file` with a StringValue configuration.
-pub fn wasm_filter(name: &str, file: &str, configuration: &str) -> String {
-    format!(
-        r#"          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: {name}
-                root_id: {name}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: '{configuration}'
-                vm_config:
-                  vm_id: {name}
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: "@PLUGINS@/{file}" }} }}
-"#
-    )
-}
-
 /// The header filter of the issue: reads one request header, adds two response headers
 /// from its configuration, counts requests.
 pub fn header_filter(name: &str, file: &str) -> String {
@@ -83,6 +65,7 @@ pub fn header_filter(name: &str, file: &str) -> String {
         name,
         file,
         r#"{"request_header": "x-user", "response_headers": [["x-wasm-filter", "bench"], ["x-greeting", "hello"]]}"#,
+        "",
     )
 }
 
@@ -117,7 +100,7 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "body_rewrite_4k",
             about: "a filter reading and replacing 4 KiB request and response bodies",
-            config: bootstrap(&wasm_filter("body", "probe.wasm", &rewrite)),
+            config: bootstrap(&wasm_filter("body", "probe.wasm", &rewrite, "")),
             path: "/",
             body: Some(vec![b'a'; 4096]),
         },

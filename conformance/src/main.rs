@@ -59,11 +59,7 @@ fn args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    for (what, path) in [("Envoy", &a.bins.envoy), ("wasmproxy", &a.bins.wasmproxy)] {
-        if !path.is_file() {
-            return Err(format!("no {what} binary at {} (see conformance/README.md)", path.display()));
-        }
-    }
+    a.bins.check("conformance/README.md")?;
     Ok(a)
 }
 

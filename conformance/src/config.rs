@@ -1,0 +1,24 @@
+//! Pieces of Envoy YAML both harnesses build their configs from.
+
+/// A Wasm HTTP filter running `file` from the plugins directory, with a StringValue
+/// configuration and `extra` lines of `PluginConfig` (e.g. `failure_policy: FAIL_OPEN`).
+pub fn wasm_filter(name: &str, file: &str, configuration: &str, extra: &str) -> String {
+    let quoted = configuration.replace('\'', "''");
+    format!(
+        r#"          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {name}
+                root_id: {name}_root
+                {extra}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{quoted}'
+                vm_config:
+                  vm_id: {name}_vm
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: "@PLUGINS@/{file}" }} }}
+"#
+    )
+}
