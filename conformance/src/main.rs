@@ -171,10 +171,22 @@ fn observe(
         out.push_str(&l);
         out.push('\n');
     }
+    // A scenario with a short stats flush interval waits for a flush, so histograms show.
+    if config.contains("stats_flush_interval") {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+    }
     out.push_str("== plugin stats\n");
     for l in running.plugin_stats() {
         out.push_str(&l);
         out.push('\n');
+    }
+    if !s.stats.is_empty() {
+        out.push_str("== admin stats\n");
+        let names: Vec<regex::Regex> = s.stats.iter().filter_map(|r| regex::Regex::new(r).ok()).collect();
+        for l in running.stats(&names) {
+            out.push_str(&l);
+            out.push('\n');
+        }
     }
     Ok(normalize::listener(&out, &running.listener.to_string()))
 }

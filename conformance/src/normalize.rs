@@ -32,10 +32,14 @@ static DATE: LazyLock<Regex> = LazyLock::new(|| {
 static SERVICE_TIME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"x-envoy-upstream-service-time=\d+").expect("a valid regex"));
 
-/// A plugin log line, from `wasm log` on, with UUIDs (request ids), HTTP dates and
-/// upstream service times (in headers a plugin logs) replaced.
+/// A plugin log line, from `wasm log` on, or an access log line (text lines start with
+/// `access log:`, JSON lines carry `"access_log":true`), with UUIDs (request ids), HTTP
+/// dates and upstream service times (in headers a plugin logs) replaced.
 pub fn log_line(line: &str) -> Option<String> {
-    let at = line.find("wasm log")?;
+    let at = line
+        .find("wasm log")
+        .or_else(|| line.find("access log: "))
+        .or_else(|| line.contains("\"access_log\":true").then(|| line.find('{')).flatten())?;
     let line = UUID.replace_all(line[at..].trim_end(), "<uuid>");
     let line = DATE.replace_all(&line, "<date>");
     Some(SERVICE_TIME.replace_all(&line, "x-envoy-upstream-service-time=<varies>").into_owned())
@@ -46,9 +50,18 @@ pub fn text(raw: &str) -> String {
     DATE.replace_all(raw, "<date>").into_owned()
 }
 
-/// The proxy's own listener address, which differs between the two, as `<listener>`.
+/// The proxy's own listener address, which differs between the two, as `<listener>` (in
+/// stat names too, where Envoy writes it `127.0.0.1_PORT`).
 pub fn listener(text: &str, listener: &str) -> String {
-    text.replace(listener, "<listener>")
+    text.replace(listener, "<listener>").replace(&listener.replace(':', "_"), "<listener>")
+}
+
+static QUANTILE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"P([0-9.]+)\(([^,()]+),([^,()]+)\)").expect("a valid regex"));
+
+/// An admin `/stats` line with a histogram's interval quantiles dropped: `P50(i,c)` → `P50(c)`.
+pub fn stats_line(line: &str) -> String {
+    QUANTILE.replace_all(line, "P$1($3)").into_owned()
 }
 
 /// The reasons, for the report.
@@ -65,6 +78,11 @@ pub fn reasons() -> Vec<(String, &'static str)> {
     out.push((
         "the proxy's listener address (`<listener>`)".into(),
         "each proxy listens on a port of its own; HTTP/2 clients send it as `:authority`",
+    ));
+    out.push((
+        "the interval quantiles of histograms in admin `/stats` (`P50(interval,cumulative)` → `P50(cumulative)`)"
+            .into(),
+        "they describe the samples between the last two stats flushes, and each proxy flushes on a timer of its own",
     ));
     out.push((
         "plugin log lines before the first request".into(),

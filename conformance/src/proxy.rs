@@ -105,6 +105,9 @@ pub fn start_with(kind: Kind, bins: &Binaries, config: &Path, work: &Path, launc
             c.arg("-c").arg(config);
             c.args(["--concurrency", &workers, "--disable-hot-restart", "-l", "warning"]);
             c.args(["--component-log-level", &wasm_level, "--log-format", "%v"]);
+            // Access logs reach stderr within 0.1 s (Envoy's default is 10 s; wasmproxy
+            // writes them as they come).
+            c.args(["--file-flush-interval-msec", "100"]);
             c.arg("--admin-address-path").arg(&admin_file);
             c
         }
@@ -215,9 +218,15 @@ impl Running {
 
     /// The plugin metrics from admin `/stats`: the `wasmcustom.` lines, sorted.
     pub fn plugin_stats(&self) -> Vec<String> {
+        self.stats(&[regex::Regex::new(r"^wasmcustom\.").expect("a valid regex")])
+    }
+
+    /// The admin `/stats` lines whose name matches one of `names`, sorted, histograms'
+    /// interval quantiles dropped (see `normalize::stats_line`).
+    pub fn stats(&self, names: &[regex::Regex]) -> Vec<String> {
         let text = admin_get(self.admin, "/stats").unwrap_or_default();
         let mut lines: Vec<String> =
-            text.lines().filter(|l| l.starts_with("wasmcustom.")).map(str::to_string).collect();
+            text.lines().filter(|l| names.iter().any(|re| re.is_match(l))).map(crate::normalize::stats_line).collect();
         lines.sort();
         lines
     }

@@ -19,6 +19,8 @@ pub struct Scenario {
     pub deliberate: Option<&'static str>,
     /// A difference not fixed yet, and where it will be.
     pub known: Option<&'static str>,
+    /// Admin `/stats` names (regular expressions) whose lines are compared too.
+    pub stats: &'static [&'static str],
 }
 
 /// The routes every config has, before the catch-all to the upstream.
@@ -43,6 +45,12 @@ const ROUTES: &str = r#"              - match: { prefix: /direct }
 /// listens on. `top` goes first (e.g. a
 /// `node:` block).
 pub fn bootstrap(top: &str, filters: &str) -> String {
+    bootstrap_hcm(top, "", filters)
+}
+
+/// [`bootstrap`] with `hcm` (YAML at the connection manager's indentation, e.g.
+/// `access_log:`) added to the HTTP connection manager.
+pub fn bootstrap_hcm(top: &str, hcm: &str, filters: &str) -> String {
     format!(
         r#"{top}admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
@@ -56,7 +64,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
-          route_config:
+{hcm}          route_config:
             name: local_routes
             virtual_hosts:
             - name: all

@@ -10,7 +10,7 @@ use crate::client::Request;
 use crate::scenario::{Scenario, bootstrap, probe, probe_config, wasm_filter};
 
 fn s(name: &'static str, about: &'static str, config: String, requests: Vec<Request>) -> Scenario {
-    Scenario { name, about, config, requests, deliberate: None, known: None }
+    Scenario { name, about, config, requests, deliberate: None, known: None, stats: &[] }
 }
 
 /// A `bootstrap_extensions` entry: a Wasm service running the probe with this configuration.
@@ -56,6 +56,7 @@ pub fn all(root: &Path) -> Vec<Scenario> {
     v.extend(routing());
     v.extend(tcp());
     v.extend(examples(root));
+    v.extend(admin_and_logs());
     v
 }
 
@@ -371,21 +372,115 @@ fn shared_state() -> Vec<Scenario> {
             ]})),
             vec![Request::get("/m"), Request::get("/m")],
         ),
-        Scenario {
-            known: Some(
-                "admin `/stats` prints a histogram as count and sum; Envoy prints its quantiles after each stats \
-                 flush (`No recorded values` before the first): the admin and stats issue (5)",
+        s(
+            "metrics_histogram",
+            "a histogram: defined and recorded; admin `/stats` shows its quantiles after a stats flush",
+            bootstrap(
+                "stats_flush_interval: 1s\n",
+                &probe(
+                    "probe",
+                    json!({"phases": {"request_headers": [
+                        ["define_metric", "histogram", "sizes"], ["record_metric", "sizes", "10"],
+                        ["record_metric", "sizes", "10"], ["record_metric", "sizes", "1234"],
+                        ["get_metric", "sizes"], ["increment_metric", "sizes", "1"],
+                    ]}}),
+                ),
             ),
+            vec![Request::get("/h")],
+        ),
+    ]
+}
+
+/// Admin stats under Envoy's names, access logs, the Wasm access logger.
+fn admin_and_logs() -> Vec<Scenario> {
+    // One of each outcome: a direct response, upstream answers over HTTP/1.1 and HTTP/2, a
+    // redirect, a route timeout (504), a connection refused (503), a POST with a body.
+    let requests = || {
+        vec![
+            Request::get("/direct"),
+            Request::get("/u1"),
+            Request::get("/u2").h2(),
+            Request::get("/redirect"),
+            Request::get("/timeout"),
+            Request::get("/closed"),
+            Request::post("/u3", "0123456789"),
+        ]
+    };
+    let access_log = r#"          access_log:
+          - name: envoy.access_loggers.stderr
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog
+              log_format:
+                text_format_source:
+                  inline_string: "access log: %REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_CLUSTER% %ROUTE_NAME% %RESPONSE_CODE_DETAILS% %REQ(X-MISSING)% %REQ(:AUTHORITY):9% %RESP(CONTENT-TYPE)% %RESP(LOCATION)%\n"
+          - name: envoy.access_loggers.stderr
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog
+              log_format:
+                json_format:
+                  access_log: true
+                  code: "%RESPONSE_CODE%"
+                  flags: "%RESPONSE_FLAGS%"
+                  sent: "%BYTES_SENT%"
+                  received: "%BYTES_RECEIVED%"
+                  missing: "%REQ(X-MISSING)%"
+                  mixed: "%REQ(:METHOD)% to %UPSTREAM_CLUSTER%"
+                  nested: { route: "%ROUTE_NAME%", protocol: "%PROTOCOL%" }
+"#;
+    let logger = r#"          - name: envoy.access_loggers.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.wasm.v3.WasmAccessLog
+              config:
+                name: logger
+                root_id: logger_root
+                vm_config:
+                  vm_id: logger_vm
+                  runtime: envoy.wasm.runtime.v8
+                  code: { local: { filename: "@PLUGINS@/probe.wasm" } }
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{"phases": {"root_log": [["get_header", "0", ":path"], ["get_header", "2", ":status"], ["get_header", "0", "x-missing"], ["get_property", "response.code"], ["get_property", "request.path"], ["get_property", "response.code_details"], ["get_property", "xds.route_name"]]}}'
+"#;
+    vec![
+        Scenario {
+            stats: &[
+                r"^http\.ingress\.downstream_rq_(total|active|completed|[1-5]xx|http1_total|http2_total):",
+                r"^http\.ingress\.(no_route|no_cluster|rq_direct_response|rq_total):",
+                r"^http\.ingress\.downstream_cx_(total|active|http1_total|http2_total):",
+                r"^listener\.127\.0\.0\.1_\d+\.(downstream_cx_total|downstream_cx_active):",
+                r"^listener\.127\.0\.0\.1_\d+\.http\.ingress\.downstream_rq_(completed|[1-5]xx):",
+                r"^cluster\.(upstream|closed)\.(external\.)?upstream_rq_(total|completed|timeout|pending_total|\d+|[1-5]xx):",
+                r"^cluster\.(upstream|closed)\.(upstream_cx_connect_fail|upstream_cx_total|membership_total|membership_healthy):",
+                r"^server\.(live|concurrency|state):",
+                r"^wasmcustom\.",
+            ],
             ..s(
-                "metrics_histogram",
-                "a histogram: defined and recorded",
-                probe_config(json!({"request_headers": [
-                    ["define_metric", "histogram", "sizes"], ["record_metric", "sizes", "10"],
-                    ["get_metric", "sizes"], ["increment_metric", "sizes", "1"],
-                ]})),
-                vec![Request::get("/h")],
+                "stats_envoy_names",
+                "admin `/stats` lines of the connection manager, listener, clusters and server after one request of each outcome",
+                bootstrap(
+                    "",
+                    &probe(
+                        "probe",
+                        json!({"phases": {"request_headers": [
+                            ["define_metric", "counter", "seen"], ["increment_metric", "seen", "1"],
+                        ]}}),
+                    ),
+                ),
+                requests(),
             )
         },
+        s(
+            "access_logs",
+            "stderr access loggers with a text format and a JSON format, one request of each outcome",
+            crate::scenario::bootstrap_hcm("", access_log, ""),
+            requests(),
+        ),
+        s(
+            "wasm_access_logger",
+            "envoy.access_loggers.wasm: the plugin's root context reads headers and properties in on_log",
+            crate::scenario::bootstrap_hcm("", &format!("          access_log:\n{logger}"), ""),
+            requests(),
+        ),
     ]
 }
 

@@ -1,5 +1,7 @@
 //! The top of the bootstrap: admin, static resources, bootstrap extensions and the runtime layers.
 
+use std::time::Duration;
+
 use crate::address::{Host, read_address};
 use crate::cluster::read_cluster;
 use crate::hcm::type_error;
@@ -113,6 +115,16 @@ pub(crate) fn read_bootstrap(ctx: &mut Ctx, root: &Field<'_>) -> Bootstrap {
             }
         }
         extension.finish(ctx);
+    }
+    if let Some(f) = msg.get(ctx, "stats_flush_interval")
+        && let Some(d) = f.duration(ctx)
+    {
+        // Envoy's bounds: at least 1 ms, at most 300 s.
+        if d < Duration::from_millis(1) || d > Duration::from_secs(300) {
+            f.error(ctx, "must be between 1ms and 300s");
+        } else {
+            bootstrap.stats_flush_interval = d;
+        }
     }
     if let Some(f) = msg.get(ctx, "layered_runtime") {
         bootstrap.runtime = read_layered_runtime(ctx, &f);

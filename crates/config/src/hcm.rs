@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::access_log::read_access_logs;
 use crate::model::{CodecType, HttpConnectionManager, HttpFilter, RouteConfig};
 use crate::reader::{AnyValue, Ctx, Field, Origin};
 use crate::route::read_route_config;
@@ -120,6 +121,7 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
         request_headers_timeout: None,
         stream_idle_timeout: Some(DEFAULT_STREAM_IDLE_TIMEOUT),
         idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+        access_logs: Vec::new(),
     };
     let Some(mut msg) = any.message(ctx, HTTP_CONNECTION_MANAGER) else { return hcm };
     if let Some(f) = msg.required(ctx, "stat_prefix") {
@@ -151,6 +153,9 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
     let list_origin = filters_field.map_or_else(|| msg.origin().with_child("http_filters"), |f| f.origin());
     check_http_filter_order(ctx, &list_origin, &order);
 
+    if let Some(f) = msg.get(ctx, "access_log") {
+        hcm.access_logs = read_access_logs(ctx, &f);
+    }
     if let Some(d) = msg.get(ctx, "request_headers_timeout").and_then(|f| f.duration(ctx)) {
         hcm.request_headers_timeout = nonzero(d);
     }

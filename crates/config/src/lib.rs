@@ -33,6 +33,7 @@
 //!
 //! `docs/CONFIG.md` lists every supported field, the fields accepted and ignored, and the warnings.
 
+mod access_log;
 mod address;
 mod base64;
 mod bootstrap;
@@ -109,7 +110,8 @@ fn load(text: &str, base_dir: &Path, format: Format) -> Result<(Bootstrap, Vec<C
     let root = parse(text, format)?;
     let mut ctx = Ctx::new(base_dir.to_path_buf());
     tree::duplicate_keys(&root, "", &mut ctx.errors);
-    let bootstrap = bootstrap::read_bootstrap(&mut ctx, &Field::new(&root, ""));
+    let mut bootstrap = bootstrap::read_bootstrap(&mut ctx, &Field::new(&root, ""));
+    bootstrap.document = root.to_json();
     validate::check_references(&mut ctx);
     if ctx.errors.is_empty() { Ok((bootstrap, ctx.warnings)) } else { Err(ConfigErrors { errors: ctx.errors }) }
 }

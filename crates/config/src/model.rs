@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The whole configuration (Envoy's `Bootstrap`).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Bootstrap {
     /// `admin.address`, if an admin listener is configured.
     pub admin: Option<Admin>,
@@ -20,6 +20,26 @@ pub struct Bootstrap {
     /// `layered_runtime` static layer values, flattened to `key → value` (e.g.
     /// `"wasm.callback_deadline_ms" → "500"`).
     pub runtime: Vec<(String, String)>,
+    /// `stats_flush_interval` (Envoy's default: 5 s): histograms and `server.uptime` are
+    /// refreshed on it.
+    pub stats_flush_interval: Duration,
+    /// The configuration as given, as JSON (admin `/config_dump`).
+    pub document: serde_json::Value,
+}
+
+impl Default for Bootstrap {
+    fn default() -> Self {
+        Bootstrap {
+            admin: None,
+            listeners: Vec::new(),
+            clusters: Vec::new(),
+            wasm_services: Vec::new(),
+            node: Node::default(),
+            runtime: Vec::new(),
+            stats_flush_interval: Duration::from_secs(5),
+            document: serde_json::Value::Null,
+        }
+    }
 }
 
 /// `node`: the identity the bootstrap gives this proxy.
@@ -153,6 +173,45 @@ pub struct HttpConnectionManager {
     pub stream_idle_timeout: Option<Duration>,
     /// `common_http_protocol_options.idle_timeout` (Envoy default: 1 hour).
     pub idle_timeout: Option<Duration>,
+    /// `access_log`.
+    pub access_logs: Vec<AccessLog>,
+}
+
+/// One `access_log` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLog {
+    /// Where lines go.
+    pub sink: AccessLogSink,
+    /// How they are formatted.
+    pub format: AccessLogFormat,
+    /// `log_format.omit_empty_values`: empty values print as nothing (text) or are left
+    /// out (JSON), instead of `-` and `null`.
+    pub omit_empty_values: bool,
+}
+
+/// An access logger.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccessLogSink {
+    /// `envoy.access_loggers.file`: appended to a file.
+    File(PathBuf),
+    /// `envoy.access_loggers.stdout`.
+    Stdout,
+    /// `envoy.access_loggers.stderr`.
+    Stderr,
+    /// `envoy.access_loggers.wasm`: a plugin's `on_log` sees each finished request.
+    Wasm(Box<WasmPlugin>),
+}
+
+/// `log_format`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum AccessLogFormat {
+    /// Envoy's default line.
+    #[default]
+    Default,
+    /// A text format with command operators (`%REQ(:PATH)%` ...).
+    Text(String),
+    /// `json_format`: an object whose string values are formats.
+    Json(serde_json::Value),
 }
 
 /// An HTTP filter.

@@ -52,6 +52,24 @@ impl Node {
         }
     }
 
+    /// The document as JSON, for `/config_dump`: plain scalars that read as JSON numbers,
+    /// booleans or null become those; every other scalar is a string.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.value {
+            Value::Null => J::Null,
+            Value::Scalar { text, quoted: true } => J::String(text.clone()),
+            Value::Scalar { text, quoted: false } => match text.as_str() {
+                "true" | "True" | "TRUE" => J::Bool(true),
+                "false" | "False" | "FALSE" => J::Bool(false),
+                "null" | "~" => J::Null,
+                t => serde_json::from_str::<serde_json::Number>(t).map_or_else(|_| J::String(text.clone()), J::Number),
+            },
+            Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
+            Value::Map(entries) => J::Object(entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect()),
+        }
+    }
+
     /// A short name of the node's kind, for messages.
     pub fn kind(&self) -> &'static str {
         match &self.value {

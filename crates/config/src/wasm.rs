@@ -70,7 +70,7 @@ pub(crate) fn read_wasm_service(ctx: &mut Ctx, any: &AnyValue<'_>) -> WasmServic
     WasmService { plugin, singleton }
 }
 
-fn read_plugin_config(ctx: &mut Ctx, field: &Field<'_>) -> WasmPlugin {
+pub(crate) fn read_plugin_config(ctx: &mut Ctx, field: &Field<'_>) -> WasmPlugin {
     let Some(mut msg) = field.message(ctx, PLUGIN_CONFIG) else { return WasmPlugin::default() };
     let mut plugin = WasmPlugin {
         name: msg.get(ctx, "name").and_then(|f| f.string(ctx)).unwrap_or_default(),

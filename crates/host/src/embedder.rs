@@ -130,9 +130,9 @@ pub trait Embedder: 'static {
             LogLevel::Debug => tracing::debug!(target: "wasm", "wasm log{prefix}: {message}"),
             LogLevel::Info => tracing::info!(target: "wasm", "wasm log{prefix}: {message}"),
             LogLevel::Warn => tracing::warn!(target: "wasm", "wasm log{prefix}: {message}"),
-            LogLevel::Error | LogLevel::Critical => {
-                tracing::error!(target: "wasm", "wasm log{prefix}: {message}")
-            }
+            LogLevel::Error => tracing::error!(target: "wasm", "wasm log{prefix}: {message}"),
+            // `tracing` has no critical level: the field tells the log format (Envoy's `[critical]`).
+            LogLevel::Critical => tracing::error!(target: "wasm", critical = true, "wasm log{prefix}: {message}"),
         }
     }
 

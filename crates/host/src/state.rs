@@ -124,7 +124,7 @@ pub struct VmState {
     pub(crate) actions: Vec<(u32, StreamAction)>,
     pub(crate) embedder: Box<dyn Embedder>,
     pub(crate) shared: Arc<SharedState>,
-    pub(crate) metrics: HashMap<u32, Arc<Metric>>,
+    pub(crate) metrics: HashMap<u32, Metric>,
     pub(crate) next_metric_id: [u32; 3],
     pub(crate) next_callout: [u32; 3],
     /// Live callouts: token → root context that gets the answer.

@@ -5,6 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,10 +13,12 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use wasmproxy_config::model::{self, Discovery, DnsLookupFamily, LbPolicy};
 use wasmproxy_host::Headers;
+use wasmproxy_stats::Store;
 
 use crate::body::{ProxyBody, whole};
 use crate::convert;
-use crate::pool::{EndpointPool, SendError};
+use crate::pool::{EndpointPool, OpenConnection, SendError};
+use crate::stats::{ClusterStats, Upstreams};
 use crate::stream_info::StreamRef;
 
 /// Every cluster of one worker, by name.
@@ -29,6 +32,10 @@ pub struct Cluster {
     /// The endpoints, replaced as a whole when DNS answers differently.
     endpoints: RefCell<Rc<[Rc<EndpointPool>]>>,
     next: Cell<usize>,
+    stats: Rc<ClusterStats>,
+    /// Whether this copy counts `membership_change` (one copy per process does).
+    primary: bool,
+    upstreams: Arc<Upstreams>,
 }
 
 /// Why an upstream request got no response; each maps to Envoy's local reply.
@@ -36,8 +43,10 @@ pub struct Cluster {
 pub enum UpstreamError {
     /// The cluster has no endpoint.
     NoHealthyUpstream,
-    /// Connecting, or the connection, failed before a response.
+    /// No connection could be made.
     ConnectionFailure(String),
+    /// The connection ended before the response headers.
+    Disconnected(String),
     /// The route's timeout passed.
     Timeout,
     /// The response body is over the limit of what is read into memory.
@@ -56,10 +65,17 @@ pub struct UpstreamResponse {
 
 impl Clusters {
     /// Every cluster, with its endpoints resolved (DNS clusters keep resolving).
-    pub async fn new(configs: &[model::Cluster]) -> Clusters {
+    /// The `primary` copy (one per process: the first worker's) counts endpoint changes.
+    pub async fn new(
+        configs: &[model::Cluster],
+        store: &Arc<Store>,
+        upstreams: &Arc<Upstreams>,
+        primary: bool,
+    ) -> Clusters {
         let mut by_name = HashMap::new();
         for c in configs {
-            by_name.insert(c.name.clone(), Cluster::start_cluster(c).await);
+            let stats = Rc::new(ClusterStats::new(store, &c.name));
+            by_name.insert(c.name.clone(), Cluster::start_cluster(c, stats, upstreams.clone(), primary).await);
         }
         Clusters { by_name }
     }
@@ -74,9 +90,15 @@ impl Cluster {
     /// Resolves the endpoints and, for DNS clusters, keeps resolving them every
     /// `dns_refresh_rate` for as long as the cluster lives. A host that does not resolve
     /// leaves the cluster without it (503 `no healthy upstream`) until it does, as in Envoy.
-    async fn start_cluster(c: &model::Cluster) -> Rc<Cluster> {
+    async fn start_cluster(
+        c: &model::Cluster,
+        stats: Rc<ClusterStats>,
+        upstreams: Arc<Upstreams>,
+        primary: bool,
+    ) -> Rc<Cluster> {
         let addrs = resolve(c).await;
-        let cluster = Rc::new(Cluster { config: c.clone(), endpoints: RefCell::new(Rc::from([])), next: Cell::new(0) });
+        let endpoints = RefCell::new(Rc::from([]));
+        let cluster = Rc::new(Cluster { config: c.clone(), endpoints, next: Cell::new(0), stats, primary, upstreams });
         cluster.set_endpoints(&addrs);
         if c.discovery != Discovery::Static {
             let weak = Rc::downgrade(&cluster);
@@ -92,10 +114,42 @@ impl Cluster {
             .iter()
             .map(|addr| match old.iter().find(|p| p.addr() == *addr) {
                 Some(p) => p.clone(),
-                None => EndpointPool::new(*addr, self.config.http2, self.config.connect_timeout),
+                None => EndpointPool::new(
+                    *addr,
+                    self.config.http2,
+                    self.config.connect_timeout,
+                    self.stats.clone(),
+                    self.upstreams.host(&self.config.name, *addr),
+                ),
             })
             .collect();
+        let changed = pools.len() != old.len() || pools.iter().zip(old.iter()).any(|(a, b)| !Rc::ptr_eq(a, b));
+        // The gauges are process-wide: every worker sets the same figure.
+        self.stats.membership_total.set(pools.len() as u64);
+        self.stats.membership_healthy.set(pools.len() as u64);
+        if self.primary {
+            if changed {
+                self.stats.membership_change.inc();
+            }
+            self.upstreams.set_members(&self.config.name, addrs);
+        }
         *self.endpoints.borrow_mut() = Rc::from(pools);
+    }
+
+    /// A request passed the route's timeout before its response headers: Envoy's router
+    /// counts `upstream_rq_timeout` and charges 504.
+    pub fn timed_out(&self, external: bool, endpoint: Option<SocketAddr>) {
+        self.stats.rq_timeout.inc();
+        self.stats.charge(504, external);
+        if let Some(e) = endpoint.and_then(|a| self.endpoints.borrow().iter().find(|p| p.addr() == a).cloned()) {
+            e.host().rq_timeout.inc();
+            e.host().rq_error.inc();
+        }
+    }
+
+    /// The cluster's stats (shared by every worker's copy of the cluster).
+    pub fn stats(&self) -> &ClusterStats {
+        &self.stats
     }
 
     /// The cluster's name.
@@ -104,14 +158,18 @@ impl Cluster {
     }
 
     /// A TCP connection to one endpoint (for `tcp_proxy`), noted in the stream's info.
-    pub async fn connect_tcp(&self, info: Option<&StreamRef>) -> Result<tokio::net::TcpStream, UpstreamError> {
-        let endpoint = self.pick().ok_or(UpstreamError::NoHealthyUpstream)?;
+    pub async fn connect_tcp(
+        &self,
+        info: Option<&StreamRef>,
+    ) -> Result<(tokio::net::TcpStream, OpenConnection), UpstreamError> {
+        let endpoint = self.pick()?;
         if let Some(info) = info {
             info.borrow_mut().upstream = Some(endpoint.addr());
         }
-        endpoint.connect_tcp().await.map_err(|e| match e {
+        let stream = endpoint.connect_tcp().await.map_err(|e| match e {
             SendError::Connect(e) | SendError::Request(e) => UpstreamError::ConnectionFailure(e),
-        })
+        })?;
+        Ok((stream, OpenConnection::new(&self.stats, endpoint.host())))
     }
 
     /// Whether the cluster speaks HTTP/2 to its endpoints.
@@ -119,10 +177,12 @@ impl Cluster {
         self.config.http2
     }
 
-    fn pick(&self) -> Option<Rc<EndpointPool>> {
+    /// The next endpoint (`upstream_cx_none_healthy` counts a cluster without any).
+    fn pick(&self) -> Result<Rc<EndpointPool>, UpstreamError> {
         let endpoints = self.endpoints.borrow();
         if endpoints.is_empty() {
-            return None;
+            self.stats.cx_none_healthy.inc();
+            return Err(UpstreamError::NoHealthyUpstream);
         }
         let i = match self.config.lb_policy {
             LbPolicy::Random => random_index(endpoints.len()),
@@ -132,7 +192,7 @@ impl Cluster {
                 i
             }
         };
-        Some(endpoints[i % endpoints.len()].clone())
+        Ok(endpoints[i % endpoints.len()].clone())
     }
 
     /// Sends a request (headers with pseudo-headers) with a whole body, with
@@ -167,10 +227,18 @@ impl Cluster {
             let trailers = collected.trailers().map(convert::plain_headers).unwrap_or_default();
             Ok(UpstreamResponse { headers, body: collected.to_bytes(), trailers })
         };
-        match timeout {
-            Some(t) => tokio::time::timeout(t, exchange).await.map_err(|_| UpstreamError::Timeout)?,
+        let (sent, external) = (std::time::Instant::now(), is_external(headers));
+        let result = match timeout {
+            Some(t) => tokio::time::timeout(t, exchange).await.unwrap_or_else(|_| {
+                self.timed_out(external, None);
+                Err(UpstreamError::Timeout)
+            }),
             None => exchange.await,
+        };
+        if result.is_ok() {
+            self.stats.response_time(sent.elapsed(), external);
         }
+        result
     }
 
     /// Sends a request to one endpoint (noting it in the stream's info) and returns once the
@@ -183,7 +251,7 @@ impl Cluster {
         whole_body: bool,
         info: Option<&StreamRef>,
     ) -> Result<(Headers, Incoming), UpstreamError> {
-        let endpoint = self.pick().ok_or(UpstreamError::NoHealthyUpstream)?;
+        let endpoint = self.pick()?;
         if let Some(info) = info {
             info.borrow_mut().upstream = Some(endpoint.addr());
         }
@@ -220,12 +288,34 @@ impl Cluster {
             .body(body)
             .map_err(|e| UpstreamError::ConnectionFailure(e.to_string()))?;
         *request.headers_mut() = map;
+        // The router charges the response code: the upstream's, or 503 when it failed.
+        let external = is_external(headers);
         let response = endpoint.send(request).await.map_err(|e| match e {
-            SendError::Connect(e) | SendError::Request(e) => UpstreamError::ConnectionFailure(e),
-        })?;
+            SendError::Connect(e) => UpstreamError::ConnectionFailure(e),
+            SendError::Request(e) => UpstreamError::Disconnected(e),
+        });
+        let code = response.as_ref().map_or(503, |(r, _)| r.status().as_u16());
+        self.stats.charge(code, external);
+        if code >= 500 {
+            endpoint.host().rq_error.inc()
+        } else {
+            endpoint.host().rq_success.inc()
+        }
+        let (response, local) = response?;
+        if let Some(info) = info {
+            let mut i = info.borrow_mut();
+            i.upstream_local = Some(local);
+            i.upstream_responded = Some(i.since_start());
+        }
         let (parts, body) = response.into_parts();
         Ok((convert::response_headers(parts.status, &parts.headers), body))
     }
+}
+
+/// Whether the router counts a request as external (Envoy: not `x-envoy-internal: true`;
+/// plugins' callouts are internal).
+pub fn is_external(headers: &Headers) -> bool {
+    headers.get(b"x-envoy-internal") != Some(b"true")
 }
 
 /// The cluster's addresses now: each host resolved, filtered by `dns_lookup_family`; a

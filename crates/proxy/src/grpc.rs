@@ -163,7 +163,9 @@ pub fn failure_status(e: &UpstreamError) -> (u32, String) {
     match e {
         UpstreamError::Timeout => (code::DEADLINE_EXCEEDED, "upstream request timeout".into()),
         UpstreamError::NoHealthyUpstream => (code::UNAVAILABLE, "no healthy upstream".into()),
-        UpstreamError::ConnectionFailure(_) => (code::UNAVAILABLE, "upstream connect error".into()),
+        UpstreamError::ConnectionFailure(_) | UpstreamError::Disconnected(_) => {
+            (code::UNAVAILABLE, "upstream connect error".into())
+        }
         UpstreamError::ResponseTooLarge => (code::INTERNAL, "response too large".into()),
     }
 }

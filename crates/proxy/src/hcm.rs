@@ -2,6 +2,7 @@
 //! upstream (or a direct response), and back through the filters in reverse order.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::time::Instant as TokioInstant;
@@ -14,10 +15,12 @@ use wasmproxy_abi::StreamType;
 use wasmproxy_config::model::{FailurePolicy, HttpConnectionManager, RedirectAction, RouteAction};
 use wasmproxy_host::Headers;
 
+use crate::access_log::{AccessLogger, Record};
 use crate::body::{Aborted, BodySender, ProxyBody, whole};
 use crate::cluster::{Clusters, UpstreamError};
 use crate::convert;
 use crate::routing::{Matched, RouteTable};
+use crate::stats::HttpStats;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
 use crate::wasm_filter::{DataVerdict, FilterSlot, FilterStream, LocalReply, Verdict};
 
@@ -31,6 +34,13 @@ pub struct Hcm {
     pub filters: Vec<FilterSlot>,
     /// This worker's clusters.
     pub clusters: Rc<Clusters>,
+    /// Its stats (`http.<stat_prefix>.*`).
+    pub stats: HttpStats,
+    /// Its access loggers (file, stdout, stderr).
+    pub access_logs: Vec<Arc<AccessLogger>>,
+    /// Its Wasm access loggers: each plugin's root context sees every finished request
+    /// in `on_log`.
+    pub wasm_loggers: Vec<FilterSlot>,
 }
 
 /// The most body bytes a plugin may hold back: Envoy's default buffer limit
@@ -76,6 +86,11 @@ enum ResponseBody {
 /// An upstream response body still to stream.
 struct UpstreamBody {
     body: Incoming,
+    /// The cluster, when the request was sent, and whether it counts as external (for
+    /// `upstream_rq_time`).
+    cluster: Rc<crate::cluster::Cluster>,
+    sent: Instant,
+    external: bool,
     /// The route timeout's end, if it has one.
     deadline: Option<TokioInstant>,
     /// From an HTTP/1.1 upstream (see [`Hcm::pump`]).
@@ -101,6 +116,12 @@ impl Hcm {
             http::Version::HTTP_2 => "HTTP/2",
             _ => "HTTP/1.1",
         };
+        let http2 = parts.version == http::Version::HTTP_2;
+        self.stats.request_started(http2);
+        if !connection.protocol_known.replace(true) {
+            self.stats.connection_protocol(http2);
+            connection.http2.set(http2);
+        }
         let info: StreamRef = Rc::new(std::cell::RefCell::new(StreamInfo::new(connection, protocol)));
         let mut headers = convert::request_headers(&parts, "http");
         if headers.get(b"x-forwarded-proto").is_none() {
@@ -122,7 +143,10 @@ impl Hcm {
                 self.finish(&info, streams, Some(headers), Some(response_headers.clone()));
                 Ok(self.build_response(response_headers, Some(response_body.len()), whole(response_body)))
             }
-            Processed::Streaming(mut response_headers, UpstreamBody { body: upstream_body, deadline, http1 }) => {
+            Processed::Streaming(
+                mut response_headers,
+                UpstreamBody { body: upstream_body, deadline, http1, cluster, sent, external },
+            ) => {
                 self.set_server(&mut response_headers);
                 let (tx, body) = crate::body::channel();
                 let this = self.clone();
@@ -146,6 +170,8 @@ impl Hcm {
                     };
                     if late {
                         let _ = abort.send(Err(Aborted)).await;
+                    } else {
+                        cluster.stats().response_time(sent.elapsed(), external);
                     }
                     info.borrow_mut().complete();
                     this.finish(&info, streams, Some(headers), Some(final_headers));
@@ -255,6 +281,7 @@ impl Hcm {
         let (response_headers, response) = match self.route(headers, info) {
             Target::Local(h, body) => {
                 self.pump(StreamType::HttpRequest, incoming, downstream_http1, streams, None, info).await?;
+                info.borrow_mut().note_request_done();
                 (h, ResponseBody::Whole(body))
             }
             Target::Upstream { cluster, timeout } => {
@@ -283,20 +310,27 @@ impl Hcm {
                 let pump = async {
                     let pumped =
                         self.pump(StreamType::HttpRequest, incoming, downstream_http1, streams, tx, info).await;
+                    info.borrow_mut().note_request_done();
                     let _ = ended_tx.send(TokioInstant::now());
                     pumped
                 };
                 let ((sent, deadline), pumped) = tokio::join!(send, pump);
                 pumped?;
+                let external = crate::cluster::is_external(headers);
+                if matches!(sent, Err(UpstreamError::Timeout)) {
+                    cluster.timed_out(external, info.borrow().upstream);
+                }
                 match sent {
                     Ok((mut h, body)) => {
                         info.borrow_mut().response_code_details = "via_upstream".into();
                         let ms = started.elapsed().as_millis().to_string();
                         h.replace(b"x-envoy-upstream-service-time", ms.as_bytes());
                         let http1 = !cluster.http2();
-                        (h, ResponseBody::Streaming(UpstreamBody { body, deadline, http1 }))
+                        let sent = started;
+                        (h, ResponseBody::Streaming(UpstreamBody { body, deadline, http1, cluster, sent, external }))
                     }
                     Err(e) => {
+                        note_upstream_error(info, &e);
                         let (h, text) = upstream_error_reply(&e);
                         (h, ResponseBody::Whole(text))
                     }
@@ -345,24 +379,34 @@ impl Hcm {
     fn route(&self, headers: &mut Headers, info: &StreamRef) -> Target {
         let matched = self.routes.find(headers);
         note_route(matched.as_ref(), info);
+        self.stats.router_rq_total.inc();
         let Some(m) = matched else {
-            info.borrow_mut().response_code_details = "route_not_found".into();
+            self.stats.no_route.inc();
+            let mut i = info.borrow_mut();
+            i.response_code_details = "route_not_found".into();
+            i.response_flags.push("NR");
+            drop(i);
             return Target::Local(status_headers(404), Bytes::new());
         };
         match m.action {
             RouteAction::DirectResponse { status, body } => {
+                self.stats.rq_direct_response.inc();
                 info.borrow_mut().response_code_details = "direct_response".into();
                 let body = Bytes::from(body.clone().unwrap_or_default());
                 Target::Local(reply_headers(*status, &body), body)
             }
             RouteAction::Redirect(r) => {
+                self.stats.rq_direct_response.inc();
                 info.borrow_mut().response_code_details = "direct_response".into();
                 Target::Local(redirect(r, headers), Bytes::new())
             }
             RouteAction::Forward(f) => {
                 let Some(cluster) = self.clusters.get(&f.cluster) else {
-                    let (h, text) = upstream_error_reply(&UpstreamError::NoHealthyUpstream);
-                    return Target::Local(h, text);
+                    self.stats.no_cluster.inc();
+                    let mut i = info.borrow_mut();
+                    i.response_flags.push("NC");
+                    i.response_code_details = "cluster_not_found".into();
+                    return Target::Local(status_headers(503), Bytes::new());
                 };
                 let (matched_len, timeout) = (m.matched_len, f.timeout);
                 if let Some(prefix) = &f.prefix_rewrite {
@@ -507,6 +551,8 @@ impl Hcm {
         response: Option<Headers>,
     ) {
         let (mut request, mut response) = (request, response);
+        let code = response.as_ref().map(convert::status).map(|s| s.as_u16());
+        self.stats.request_ended(code, info.borrow().elapsed());
         // As in Envoy: a filter the stream never reached gets a context for the access-log
         // phase; every filter logs, then each is done and deleted.
         let reached = streams.len();
@@ -522,6 +568,16 @@ impl Hcm {
             };
             stream.log(&mut request, &mut response);
             ended.push(stream);
+        }
+        for logger in &self.wasm_loggers {
+            logger.log_request(info, &mut request, &mut response);
+        }
+        if !self.access_logs.is_empty() {
+            let info = info.borrow();
+            let record = Record { request: request.as_ref(), response: response.as_ref(), info: &info };
+            for logger in &self.access_logs {
+                logger.log(&record);
+            }
         }
         for stream in ended {
             stream.end();
@@ -579,10 +635,40 @@ pub(crate) fn upstream_error_reply(e: &UpstreamError) -> (Headers, Bytes) {
             tracing::debug!("upstream connection failure: {reason}");
             (503, "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure")
         }
+        UpstreamError::Disconnected(reason) => {
+            tracing::debug!("upstream connection ended before the response: {reason}");
+            (503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination")
+        }
         UpstreamError::Timeout => (504, "upstream request timeout"),
         UpstreamError::ResponseTooLarge => (500, "Internal Server Error"),
     };
     (reply_headers(status, text.as_bytes()), Bytes::from_static(text.as_bytes()))
+}
+
+/// Envoy's response flag and details for an upstream failure, for access logs and
+/// `response.code_details`.
+fn note_upstream_error(info: &StreamRef, e: &UpstreamError) {
+    let mut i = info.borrow_mut();
+    let (flag, details) = match e {
+        UpstreamError::NoHealthyUpstream => ("UH", "no_healthy_upstream".to_string()),
+        UpstreamError::Timeout => ("UT", "response_timeout".to_string()),
+        UpstreamError::ConnectionFailure(reason) => {
+            // Envoy: `delayed_connect_error: Connection refused`, spaces made `_` in details.
+            let reason = reason.split(" (os error").next().unwrap_or(reason);
+            let reason = format!("delayed_connect_error:_{}", reason.replace(' ', "_"));
+            let details = format!("upstream_reset_before_response_started{{remote_connection_failure|{reason}}}");
+            i.upstream_failure = Some(reason);
+            ("UF", details)
+        }
+        UpstreamError::Disconnected(_) => {
+            ("UC", "upstream_reset_before_response_started{connection_termination}".to_string())
+        }
+        UpstreamError::ResponseTooLarge => ("", "response_payload_too_large".to_string()),
+    };
+    if !flag.is_empty() {
+        i.response_flags.push(flag);
+    }
+    i.response_code_details = details;
 }
 
 /// `prefix_rewrite`: the part of the path the route matched is replaced.

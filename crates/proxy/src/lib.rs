@@ -5,8 +5,10 @@
 //! `SO_REUSEPORT` listener sockets, its own upstream clients and its own instance of
 //! every plugin VM: nothing is locked per request.
 
+mod access_log;
 mod admin;
 mod body;
+pub mod clock;
 mod cluster;
 mod convert;
 mod exec;
@@ -17,10 +19,12 @@ mod pool;
 mod proto;
 mod routing;
 mod server;
+mod stats;
 mod stream_info;
 mod tcp;
 mod wasm_filter;
 mod worker;
 mod xds;
 
+pub use admin::{LogControl, LogControlError};
 pub use server::{RunningServer, Server, ServerError, ServerOptions};

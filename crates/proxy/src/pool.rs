@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
 use crate::exec::LocalExec;
+use crate::stats::{ClusterStats, HostStats};
 
 /// Why a request to an endpoint got no response.
 #[derive(Debug)]
@@ -29,10 +30,12 @@ pub struct EndpointPool {
     addr: SocketAddr,
     http2: bool,
     connect_timeout: Duration,
-    /// HTTP/1.1 connections with no request on them.
-    idle: RefCell<Vec<http1::SendRequest<ProxyBody>>>,
-    /// The HTTP/2 connection, shared by every request.
-    shared: RefCell<Option<http2::SendRequest<ProxyBody>>>,
+    stats: Rc<ClusterStats>,
+    host: std::sync::Arc<HostStats>,
+    /// HTTP/1.1 connections with no request on them, with their local addresses.
+    idle: RefCell<Vec<(http1::SendRequest<ProxyBody>, SocketAddr)>>,
+    /// The HTTP/2 connection, shared by every request, with its local address.
+    shared: RefCell<Option<(http2::SendRequest<ProxyBody>, SocketAddr)>>,
 }
 
 /// At most this many idle HTTP/1.1 connections are kept per endpoint per worker.
@@ -40,14 +43,27 @@ const MAX_IDLE: usize = 128;
 
 impl EndpointPool {
     /// An endpoint with no connection yet.
-    pub fn new(addr: SocketAddr, http2: bool, connect_timeout: Duration) -> Rc<EndpointPool> {
+    pub fn new(
+        addr: SocketAddr,
+        http2: bool,
+        connect_timeout: Duration,
+        stats: Rc<ClusterStats>,
+        host: std::sync::Arc<HostStats>,
+    ) -> Rc<EndpointPool> {
         Rc::new(EndpointPool {
             addr,
             http2,
             connect_timeout,
+            stats,
+            host,
             idle: RefCell::new(Vec::new()),
             shared: RefCell::new(None),
         })
+    }
+
+    /// The endpoint's figures (admin `/clusters`).
+    pub fn host(&self) -> &std::sync::Arc<HostStats> {
+        &self.host
     }
 
     /// The endpoint's address.
@@ -55,24 +71,26 @@ impl EndpointPool {
         self.addr
     }
 
-    /// Sends a request and returns its response once the headers are in. HTTP/1.1
-    /// requests carry an origin-form target and a `host` header; HTTP/2 ones an absolute
-    /// URI whose authority is the `:authority` to send.
+    /// Sends a request and returns its response once the headers are in, with the local
+    /// address of the connection it went on. HTTP/1.1 requests carry an origin-form target
+    /// and a `host` header; HTTP/2 ones an absolute URI whose authority is the
+    /// `:authority` to send.
     pub async fn send(
         self: &Rc<Self>,
         request: http::Request<ProxyBody>,
-    ) -> Result<http::Response<Incoming>, SendError> {
+    ) -> Result<(http::Response<Incoming>, SocketAddr), SendError> {
         if self.http2 {
             return self.send_h2(request).await;
         }
         let mut request = request;
         // An idle connection first; a request it could not start (the peer closed it
         // meanwhile) comes back and goes to the next one, or to a new connection.
-        while let Some(mut sender) = self.take_idle() {
+        while let Some((mut sender, local)) = self.take_idle() {
+            self.count_request();
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    self.keep_when_ready(sender);
-                    return Ok(response);
+                    self.keep_when_ready(sender, local);
+                    return Ok((response, local));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => request = unsent,
@@ -80,24 +98,32 @@ impl EndpointPool {
                 },
             }
         }
-        let mut sender = self.connect_h1().await?;
+        self.stats.rq_pending_total.inc();
+        let (mut sender, local) = self.connect_h1().await.inspect_err(|_| self.stats.rq_pending_failure_eject.inc())?;
+        self.count_request();
         let response = sender.send_request(request).await.map_err(|e| SendError::Request(e.to_string()))?;
-        self.keep_when_ready(sender);
-        Ok(response)
+        self.keep_when_ready(sender, local);
+        Ok((response, local))
     }
 
-    fn take_idle(&self) -> Option<http1::SendRequest<ProxyBody>> {
+    /// A request goes out on a connection.
+    fn count_request(&self) {
+        self.stats.rq_total.inc();
+        self.host.rq_total.inc();
+    }
+
+    fn take_idle(&self) -> Option<(http1::SendRequest<ProxyBody>, SocketAddr)> {
         let mut idle = self.idle.borrow_mut();
-        while let Some(sender) = idle.pop() {
+        while let Some((sender, local)) = idle.pop() {
             if !sender.is_closed() && sender.is_ready() {
-                return Some(sender);
+                return Some((sender, local));
             }
         }
         None
     }
 
     /// Returns the connection to the idle list once its response has been read.
-    fn keep_when_ready(self: &Rc<Self>, mut sender: http1::SendRequest<ProxyBody>) {
+    fn keep_when_ready(self: &Rc<Self>, mut sender: http1::SendRequest<ProxyBody>, local: SocketAddr) {
         let pool: Weak<EndpointPool> = Rc::downgrade(self);
         tokio::task::spawn_local(async move {
             if sender.ready().await.is_ok()
@@ -105,57 +131,106 @@ impl EndpointPool {
             {
                 let mut idle = pool.idle.borrow_mut();
                 if idle.len() < MAX_IDLE {
-                    idle.push(sender);
+                    idle.push((sender, local));
                 }
             }
         });
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<ProxyBody>, SendError> {
+    async fn connect_h1(&self) -> Result<(http1::SendRequest<ProxyBody>, SocketAddr), SendError> {
         let io = self.connect().await?;
+        let local = io.inner().local_addr().map_err(|e| SendError::Connect(e.to_string()))?;
         let (sender, connection) = http1::handshake(io).await.map_err(|e| SendError::Connect(e.to_string()))?;
+        self.stats.cx_http1_total.inc();
+        let open = OpenConnection::new(&self.stats, &self.host);
         tokio::task::spawn_local(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("upstream connection ended: {e}");
             }
+            drop(open);
         });
-        Ok(sender)
+        Ok((sender, local))
     }
 
-    async fn send_h2(&self, request: http::Request<ProxyBody>) -> Result<http::Response<Incoming>, SendError> {
-        let current = self.shared.borrow().clone().filter(|s| !s.is_closed());
-        let mut sender = match current {
+    async fn send_h2(
+        &self,
+        request: http::Request<ProxyBody>,
+    ) -> Result<(http::Response<Incoming>, SocketAddr), SendError> {
+        let current = self.shared.borrow().clone().filter(|(s, _)| !s.is_closed());
+        let (mut sender, local) = match current {
             Some(s) => s,
             None => {
-                let io = self.connect().await?;
+                self.stats.rq_pending_total.inc();
+                let io = self.connect().await.inspect_err(|_| self.stats.rq_pending_failure_eject.inc())?;
+                let local = io.inner().local_addr().map_err(|e| SendError::Connect(e.to_string()))?;
                 let (sender, connection) = http2::Builder::new(LocalExec)
                     .handshake(io)
                     .await
                     .map_err(|e| SendError::Connect(e.to_string()))?;
+                self.stats.cx_http2_total.inc();
+                let open = OpenConnection::new(&self.stats, &self.host);
                 tokio::task::spawn_local(async move {
                     if let Err(e) = connection.await {
                         tracing::debug!("upstream HTTP/2 connection ended: {e}");
                     }
+                    drop(open);
                 });
-                *self.shared.borrow_mut() = Some(sender.clone());
-                sender
+                *self.shared.borrow_mut() = Some((sender.clone(), local));
+                (sender, local)
             }
         };
         sender.ready().await.map_err(|e| SendError::Request(e.to_string()))?;
-        sender.send_request(request).await.map_err(|e| SendError::Request(e.to_string()))
+        self.count_request();
+        let response = sender.send_request(request).await.map_err(|e| SendError::Request(e.to_string()))?;
+        Ok((response, local))
     }
 
     async fn connect(&self) -> Result<TokioIo<TcpStream>, SendError> {
         self.connect_tcp().await.map(TokioIo::new)
     }
 
-    /// A new TCP connection to the endpoint, within `connect_timeout`.
+    /// A new TCP connection to the endpoint, within `connect_timeout` (counted in the
+    /// cluster's `upstream_cx_*` stats).
     pub async fn connect_tcp(&self) -> Result<TcpStream, SendError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
+        let started = Instant::now();
+        self.stats.cx_total.inc();
+        self.host.cx_total.inc();
+        let connected = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
             .await
-            .map_err(|_| SendError::Connect("connect timeout".into()))?
-            .map_err(|e| SendError::Connect(e.to_string()))?;
+            .map_err(|_| SendError::Connect("connect timeout".into()))
+            .and_then(|r| r.map_err(|e| SendError::Connect(e.to_string())));
+        let stream = connected.inspect_err(|_| {
+            self.stats.cx_connect_fail.inc();
+            self.host.cx_connect_fail.inc();
+            self.stats.cx_destroy.inc();
+        })?;
+        self.stats.cx_connect_ms.record(started.elapsed().as_millis() as u64);
         let _ = stream.set_nodelay(true);
         Ok(stream)
+    }
+}
+
+/// An open upstream connection, counted in `upstream_cx_active` until dropped.
+pub struct OpenConnection {
+    stats: Rc<ClusterStats>,
+    host: std::sync::Arc<HostStats>,
+    opened: Instant,
+}
+
+impl OpenConnection {
+    /// Counts a connection open.
+    pub fn new(stats: &Rc<ClusterStats>, host: &std::sync::Arc<HostStats>) -> OpenConnection {
+        stats.cx_active.inc();
+        host.cx_active.inc();
+        OpenConnection { stats: stats.clone(), host: host.clone(), opened: Instant::now() }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.stats.cx_active.dec();
+        self.host.cx_active.dec();
+        self.stats.cx_destroy.inc();
+        self.stats.cx_length_ms.record(self.opened.elapsed().as_millis() as u64);
     }
 }

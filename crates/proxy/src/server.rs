@@ -6,23 +6,32 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use wasmproxy_abi::Status;
-use wasmproxy_config::model::{Bootstrap, HttpFilter, NetworkFilter, Node, SocketAddress, WasmCode, WasmPlugin};
+use wasmproxy_config::model::{
+    AccessLogSink, Bootstrap, HttpFilter, NetworkFilter, Node, SocketAddress, WasmCode, WasmPlugin,
+};
 use wasmproxy_host::{
     Embedder, EngineConfig, GrpcCallRequest, GrpcStreamRequest, HttpCallRequest, ModuleSource, PluginModule,
     WasmEngine, WasmVm,
 };
 
+use crate::access_log::Sinks;
+use crate::admin::{AdminState, LogControl};
+use crate::stats::Upstreams;
 use crate::wasm_filter::{plugin_config, vm_config};
 use crate::worker::{self, Modules, WorkerSetup};
 use crate::xds::NodeAttributes;
 
 /// How to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerOptions {
     /// Worker threads (`--concurrency`).
     pub concurrency: usize,
     /// Wasm engine settings.
     pub engine: EngineConfig,
+    /// The command line as admin `/server_info` shows it (`command_line_options`).
+    pub command_line: serde_json::Value,
+    /// Run-time log levels for admin `/logging`, if the embedder has them.
+    pub logging: Option<Arc<dyn LogControl>>,
 }
 
 impl Default for ServerOptions {
@@ -30,6 +39,8 @@ impl Default for ServerOptions {
         ServerOptions {
             concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             engine: EngineConfig::default(),
+            command_line: serde_json::Value::Object(Default::default()),
+            logging: None,
         }
     }
 }
@@ -53,6 +64,14 @@ pub enum ServerError {
     /// A worker could not start.
     #[error("{0}")]
     Worker(String),
+    /// An access logger could not start.
+    #[error("listener {listener}: {error}")]
+    AccessLog {
+        /// The listener's name.
+        listener: String,
+        /// Why.
+        error: crate::access_log::AccessLogError,
+    },
 }
 
 /// The proxy.
@@ -64,7 +83,7 @@ pub struct RunningServer {
     pub listeners: Vec<(String, SocketAddr)>,
     /// The admin listener's bound address, if configured.
     pub admin: Option<SocketAddr>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Arc<watch::Sender<bool>>,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -113,7 +132,21 @@ impl Server {
     /// Starts the proxy: returns once every worker listens.
     pub fn start(config: Bootstrap, options: ServerOptions) -> Result<RunningServer, ServerError> {
         let engine = WasmEngine::new(options.engine.clone()).map_err(|e| ServerError::Plugin(e.to_string()))?;
-        let modules = load_plugins(&engine, &config)?;
+        let mut modules = load_plugins(&engine, &config)?;
+        let sinks = Sinks::new();
+        for (li, listener) in config.listeners.iter().enumerate() {
+            for filter in &listener.filter_chain.filters {
+                let NetworkFilter::HttpConnectionManager(hcm) = filter else { continue };
+                let mut loggers = Vec::new();
+                for log in &hcm.access_logs {
+                    let logger = sinks
+                        .logger(log)
+                        .map_err(|error| ServerError::AccessLog { listener: listener.name.clone(), error })?;
+                    loggers.extend(logger.map(Arc::new));
+                }
+                modules.access_logs.insert(li, loggers);
+            }
+        }
         let concurrency = options.concurrency.max(1);
         let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..concurrency).map(|_| Vec::new()).collect();
         let mut listeners = Vec::new();
@@ -130,13 +163,26 @@ impl Server {
         let config = Arc::new(config);
         let modules = Arc::new(modules);
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let shutdown = Arc::new(shutdown);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut workers = Vec::new();
         let mut admin = None;
+        let store = engine.shared().metrics.store().clone();
+        let upstreams = Upstreams::new();
         if let Some(a) = &config.admin {
             let (addr, bind_error) = resolve("admin", &a.address)?;
+            let state = AdminState::new(
+                store.clone(),
+                upstreams.clone(),
+                config.clone(),
+                listeners.clone(),
+                options.command_line.clone(),
+                concurrency,
+                options.logging.clone(),
+                shutdown.clone(),
+            );
             let (bound, handle) =
-                crate::admin::start(addr, engine.shared().clone(), shutdown_rx.clone()).map_err(bind_error)?;
+                crate::admin::start(addr, Arc::new(state), shutdown_rx.clone()).map_err(bind_error)?;
             tracing::info!("admin on {bound}");
             admin = Some(bound);
             workers.push(handle);
@@ -155,13 +201,16 @@ impl Server {
             threads.push(("wasmproxy-main".into(), Vec::new(), singletons));
         }
         let expected = threads.len();
-        for (name, sockets, services) in threads {
+        for (i, (name, sockets, services)) in threads.into_iter().enumerate() {
             let setup = WorkerSetup {
                 config: config.clone(),
                 modules: modules.clone(),
+                worker: (i < concurrency).then_some(i),
                 sockets,
                 services,
                 shutdown: shutdown_rx.clone(),
+                stats: store.clone(),
+                upstreams: upstreams.clone(),
             };
             let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()
@@ -246,6 +295,13 @@ fn load_plugins(engine: &WasmEngine, config: &Bootstrap) -> Result<Modules, Serv
                     let module = load_module(engine, plugin, "Wasm plugin")?;
                     canary(&module, plugin, &config.node, &cluster_names, "Wasm plugin")?;
                     modules.filters.insert((li, fi), module);
+                }
+            }
+            for (ai, log) in hcm.access_logs.iter().enumerate() {
+                if let AccessLogSink::Wasm(plugin) = &log.sink {
+                    let module = load_module(engine, plugin, "Wasm access logger")?;
+                    canary(&module, plugin, &config.node, &cluster_names, "Wasm access logger")?;
+                    modules.access_log_plugins.insert((li, ai), module);
                 }
             }
         }

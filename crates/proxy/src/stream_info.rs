@@ -25,6 +25,10 @@ pub struct ConnectionInfo {
     pub listener_direction: i64,
     /// The filter chain's name (`xds.filter_chain_name`).
     pub filter_chain_name: Rc<str>,
+    /// Set by the first request, which tells the protocol.
+    pub protocol_known: std::cell::Cell<bool>,
+    /// Whether the first request came over HTTP/2.
+    pub http2: std::cell::Cell<bool>,
 }
 
 /// One stream, shared by the HTTP connection manager and the plugins' property lookups.
@@ -48,6 +52,16 @@ pub struct StreamInfo {
     pub response_code_details: String,
     /// The endpoint the request went to.
     pub upstream: Option<SocketAddr>,
+    /// The local address of the upstream connection.
+    pub upstream_local: Option<SocketAddr>,
+    /// Why the upstream connection failed (Envoy's transport failure reason).
+    pub upstream_failure: Option<String>,
+    /// Envoy's response flags (`NR`, `UF`, `UT`, ...), in the order they were set.
+    pub response_flags: Vec<&'static str>,
+    /// When the request's last byte came in, from the start.
+    pub request_done: Option<std::time::Duration>,
+    /// When the upstream's response headers came in, from the start.
+    pub upstream_responded: Option<std::time::Duration>,
     /// Whether a route matched.
     pub route_matched: bool,
     /// The matched route's name.
@@ -78,6 +92,11 @@ impl StreamInfo {
             response_body_size: 0,
             response_code_details: String::new(),
             upstream: None,
+            upstream_local: None,
+            upstream_failure: None,
+            response_flags: Vec::new(),
+            request_done: None,
+            upstream_responded: None,
             route_matched: false,
             route_name: String::new(),
             cluster_name: String::new(),
@@ -85,6 +104,21 @@ impl StreamInfo {
             filter_state: HashMap::new(),
             declared: Default::default(),
         }
+    }
+
+    /// The stream's duration, or the time since it started if it is not complete.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.duration.unwrap_or_else(|| self.started.elapsed())
+    }
+
+    /// The time since the stream started.
+    pub fn since_start(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// The request's last byte is in.
+    pub fn note_request_done(&mut self) {
+        self.request_done = Some(self.started.elapsed());
     }
 
     /// Marks the stream complete (for `request.duration`).

@@ -59,7 +59,7 @@ impl TcpChain {
         }
         // Plugins see the cluster (and the endpoint) once the upstream is being connected.
         info.borrow_mut().cluster_name = self.cluster.name().to_string();
-        let upstream = match self.cluster.connect_tcp(Some(&info)).await {
+        let (upstream, _open) = match self.cluster.connect_tcp(Some(&info)).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!("tcp_proxy to {}: {e:?}", self.cluster.name());

@@ -62,6 +62,34 @@ impl FilterSlot {
     pub fn start_stream(&self, info: &StreamRef) -> Result<FilterStream, VmError> {
         self.vm.start_stream(self.root, info)
     }
+
+    /// A Wasm access logger's turn: as in Envoy, the plugin's root context gets
+    /// `on_log` with the finished request's headers and properties.
+    pub fn log_request(
+        &self,
+        info: &StreamRef,
+        request: &mut Option<wasmproxy_host::Headers>,
+        response: &mut Option<wasmproxy_host::Headers>,
+    ) {
+        let instance = &self.vm;
+        instance.streams.borrow_mut().insert(self.root, info.clone());
+        {
+            let mut vm = instance.vm.borrow_mut();
+            if let Some(s) = vm.stream(self.root) {
+                s.request_headers = request.take();
+                s.response_headers = response.take();
+            }
+            if let Err(e) = vm.on_log(self.root) {
+                tracing::debug!("Wasm access logger: {e}");
+            }
+            vm.take_actions();
+            if let Some(s) = vm.stream(self.root) {
+                *request = s.request_headers.take();
+                *response = s.response_headers.take();
+            }
+        }
+        instance.streams.borrow_mut().remove(&self.root);
+    }
 }
 
 /// One VM on one worker, shared by every plugin with the same VM key (vm_id, VM
@@ -71,6 +99,14 @@ pub struct PluginInstance {
     waiters: RefCell<HashMap<u32, mpsc::UnboundedSender<StreamAction>>>,
     ticks: Rc<Notify>,
     streams: StreamsByContext,
+    /// `wasm.<runtime>.active`, lowered when the VM goes.
+    active: wasmproxy_stats::Gauge,
+}
+
+impl Drop for PluginInstance {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
 }
 
 /// The proxy's answers to one VM: callouts to this worker's clusters, timers, queues, logs.
@@ -144,7 +180,9 @@ impl Embedder for WorkerEmbedder {
             LogLevel::Debug => tracing::debug!(target: "wasm", "wasm log{prefix}: {message}"),
             LogLevel::Info => tracing::info!(target: "wasm", "wasm log{prefix}: {message}"),
             LogLevel::Warn => tracing::warn!(target: "wasm", "wasm log{prefix}: {message}"),
-            LogLevel::Error | LogLevel::Critical => tracing::error!(target: "wasm", "wasm log{prefix}: {message}"),
+            LogLevel::Error => tracing::error!(target: "wasm", "wasm log{prefix}: {message}"),
+            // `tracing` has no critical level: the field tells the log format (Envoy's `[critical]`).
+            LogLevel::Critical => tracing::error!(target: "wasm", critical = true, "wasm log{prefix}: {message}"),
         }
     }
 
@@ -308,6 +346,7 @@ impl PluginInstance {
         config: &WasmPlugin,
         clusters: Rc<Clusters>,
         node: Rc<NodeAttributes>,
+        store: &wasmproxy_stats::Store,
     ) -> Result<Rc<PluginInstance>, VmError> {
         let cell = Rc::new(OnceCell::new());
         let ticks = Rc::new(Notify::new());
@@ -323,8 +362,19 @@ impl PluginInstance {
             grpc: Rc::default(),
         };
         let vm = WasmVm::new(module, vm_config(config), Box::new(embedder))?;
-        let instance =
-            Rc::new(PluginInstance { vm: RefCell::new(vm), waiters: RefCell::new(HashMap::new()), ticks, streams });
+        // Envoy's VM counts, named after the configured runtime (wasmproxy runs every
+        // runtime on wasmtime): `wasm.envoy.wasm.runtime.v8.created` / `.active`.
+        let runtime = if config.vm.runtime.is_empty() { "envoy.wasm.runtime.v8" } else { &config.vm.runtime };
+        store.counter(wasmproxy_stats::StatName::plain(format!("wasm.{runtime}.created"))).inc();
+        let active = store.gauge(wasmproxy_stats::StatName::plain(format!("wasm.{runtime}.active")));
+        active.inc();
+        let instance = Rc::new(PluginInstance {
+            vm: RefCell::new(vm),
+            waiters: RefCell::new(HashMap::new()),
+            ticks,
+            streams,
+            active,
+        });
         let _ = cell.set(Rc::downgrade(&instance));
         let weak = Rc::downgrade(&instance);
         tokio::task::spawn_local(async move {

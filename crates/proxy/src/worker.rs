@@ -10,13 +10,16 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use tokio::sync::watch;
-use wasmproxy_config::model::{Bootstrap, CodecType, HttpFilter, NetworkFilter, WasmPlugin};
+use wasmproxy_config::model::{AccessLogSink, Bootstrap, CodecType, HttpFilter, NetworkFilter, WasmPlugin};
 use wasmproxy_host::PluginModule;
+use wasmproxy_stats::Store;
 
+use crate::access_log::AccessLogger;
 use crate::cluster::Clusters;
 use crate::exec::LocalExec;
 use crate::hcm::Hcm;
 use crate::routing::RouteTable;
+use crate::stats::{HttpStats, ListenerStats, Upstreams, address_stat_name};
 use crate::stream_info::ConnectionInfo;
 use crate::tcp::TcpChain;
 use crate::wasm_filter::{FilterSlot, PluginInstance};
@@ -31,6 +34,10 @@ pub struct Modules {
     pub network: HashMap<(usize, usize), Arc<PluginModule>>,
     /// Wasm services, by their index in `bootstrap_extensions`.
     pub services: Vec<Arc<PluginModule>>,
+    /// Access loggers of each listener's HTTP connection manager, by listener index.
+    pub access_logs: HashMap<usize, Vec<Arc<AccessLogger>>>,
+    /// Wasm access loggers, by listener and `access_log` index.
+    pub access_log_plugins: HashMap<(usize, usize), Arc<PluginModule>>,
 }
 
 /// What a worker (or the main thread, which runs the singleton services) is given to start.
@@ -46,6 +53,12 @@ pub struct WorkerSetup {
     pub services: Vec<usize>,
     /// Set to true to stop.
     pub shutdown: watch::Receiver<bool>,
+    /// The process's stats.
+    pub stats: Arc<Store>,
+    /// Every cluster's endpoints and their figures (admin `/clusters`).
+    pub upstreams: Arc<Upstreams>,
+    /// The worker's index (`None` on the main thread).
+    pub worker: Option<usize>,
 }
 
 /// Runs a worker on this thread; `ready` hears once whether it started.
@@ -79,9 +92,9 @@ pub fn run(setup: WorkerSetup, ready: std::sync::mpsc::Sender<Result<(), String>
             }
         }
         let _ = ready.send(Ok(()));
-        for (listener, hcm) in listeners.into_iter().zip(hcms) {
-            if let Some(hcm) = hcm {
-                tokio::task::spawn_local(accept_loop(listener, hcm));
+        for (listener, served) in listeners.into_iter().zip(hcms) {
+            if let Some(served) = served {
+                tokio::task::spawn_local(accept_loop(listener, served));
             }
         }
         let mut shutdown = setup.shutdown;
@@ -102,15 +115,21 @@ enum Terminal {
     Tcp(Rc<TcpChain>),
 }
 
-/// A listener's terminal filter and what its connections tell plugins about it
-/// (`xds.listener_direction`, `xds.filter_chain_name`).
-type ListenerHcm = (Terminal, i64, Rc<str>);
+/// How a listener's connections are served on one worker.
+struct Served {
+    terminal: Terminal,
+    /// What its connections tell plugins: `xds.listener_direction`, `xds.filter_chain_name`.
+    listener_direction: i64,
+    filter_chain_name: Rc<str>,
+    stats: ListenerStats,
+}
 
 /// A service's VM and its root context.
 type Service = (Rc<PluginInstance>, u32);
 
-async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<ListenerHcm>>, Vec<Service>), String> {
-    let clusters = Rc::new(Clusters::new(&setup.config.clusters).await);
+async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<Served>>, Vec<Service>), String> {
+    let clusters =
+        Rc::new(Clusters::new(&setup.config.clusters, &setup.stats, &setup.upstreams, setup.worker == Some(0)).await);
     let node = Rc::new(NodeAttributes::new(&setup.config.node));
     let mut hcms = Vec::new();
     let mut vms: HashMap<(String, Vec<u8>, String), Rc<PluginInstance>> = HashMap::new();
@@ -120,7 +139,8 @@ async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<ListenerHcm>>, Vec<Ser
         if let Some(vm) = vms.get(&key) {
             return Ok(Rc::clone(vm));
         }
-        let vm = PluginInstance::start(module, plugin, clusters.clone(), node.clone()).map_err(|e| e.to_string())?;
+        let vm = PluginInstance::start(module, plugin, clusters.clone(), node.clone(), &setup.stats)
+            .map_err(|e| e.to_string())?;
         vms.insert(key, vm.clone());
         Ok(vm)
     };
@@ -139,7 +159,15 @@ async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<ListenerHcm>>, Vec<Ser
     }
     for (li, listener) in setup.config.listeners.iter().enumerate() {
         let chain = &listener.filter_chain;
-        let about = |terminal| Some((terminal, listener.traffic_direction, Rc::from(chain.name.as_str())));
+        let address = address_stat_name(&listener.address.address, listener.address.port);
+        let about = |terminal| {
+            Some(Served {
+                terminal,
+                listener_direction: listener.traffic_direction,
+                filter_chain_name: Rc::from(chain.name.as_str()),
+                stats: ListenerStats::new(&setup.stats, &address, setup.worker.unwrap_or(0)),
+            })
+        };
         if let Some(NetworkFilter::TcpProxy(proxy)) = chain.filters.last() {
             let cluster = clusters.get(&proxy.cluster).ok_or_else(|| format!("unknown cluster {}", proxy.cluster))?;
             let mut filters = Vec::new();
@@ -172,7 +200,28 @@ async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<ListenerHcm>>, Vec<Ser
                 filters.push(FilterSlot { vm, root, failure_policy: plugin.failure_policy });
             }
         }
-        let hcm = Hcm { config: (**config).clone(), routes, filters, clusters: clusters.clone() };
+        let stats = HttpStats::new(&setup.stats, &config.stat_prefix, &address);
+        let access_logs = setup.modules.access_logs.get(&li).cloned().unwrap_or_default();
+        let mut wasm_loggers = Vec::new();
+        for (ai, log) in config.access_logs.iter().enumerate() {
+            if let AccessLogSink::Wasm(plugin) = &log.sink {
+                let module =
+                    setup.modules.access_log_plugins.get(&(li, ai)).ok_or("internal: a plugin module is missing")?;
+                let fail = |e: String| format!("listener {}: Wasm access logger {:?}: {e}", listener.name, plugin.name);
+                let vm = instance(module, plugin).map_err(fail)?;
+                let root = vm.add_plugin(plugin).map_err(|e| fail(e.to_string()))?;
+                wasm_loggers.push(FilterSlot { vm, root, failure_policy: plugin.failure_policy });
+            }
+        }
+        let hcm = Hcm {
+            config: (**config).clone(),
+            routes,
+            filters,
+            clusters: clusters.clone(),
+            stats,
+            access_logs,
+            wasm_loggers,
+        };
         hcms.push(about(Terminal::Http(Rc::new(hcm))));
     }
     Ok((hcms, services))
@@ -181,10 +230,8 @@ async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<ListenerHcm>>, Vec<Ser
 /// Connection ids, unique in the process (Envoy's `connection.id`).
 static NEXT_CONNECTION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    (terminal, listener_direction, filter_chain_name): ListenerHcm,
-) {
+async fn accept_loop(listener: tokio::net::TcpListener, served: Served) {
+    let served = Rc::new(served);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -201,33 +248,47 @@ async fn accept_loop(
             id,
             peer,
             local,
-            listener_direction,
-            filter_chain_name: filter_chain_name.clone(),
+            listener_direction: served.listener_direction,
+            filter_chain_name: served.filter_chain_name.clone(),
+            protocol_known: Default::default(),
+            http2: Default::default(),
         });
-        let hcm = match &terminal {
-            Terminal::Http(hcm) => hcm.clone(),
-            Terminal::Tcp(chain) => {
-                let chain = chain.clone();
-                tokio::task::spawn_local(async move { chain.serve(stream, connection).await });
-                continue;
-            }
-        };
+        let accepted = std::time::Instant::now();
+        served.stats.connection_opened();
+        let served = served.clone();
         tokio::task::spawn_local(async move {
-            let mut builder = auto::Builder::new(LocalExec);
-            // Envoy's defaults: request headers up to 60 KiB (else 431), at most 100 of them.
-            builder.http1().max_buf_size(MAX_REQUEST_HEADERS_BYTES).max_headers(100);
-            builder.http2().max_header_list_size(MAX_REQUEST_HEADERS_BYTES as u32);
-            match hcm.config.codec_type {
-                CodecType::Http1 => builder = builder.http1_only(),
-                CodecType::Http2 => builder = builder.http2_only(),
-                CodecType::Auto => {}
+            match &served.terminal {
+                Terminal::Tcp(chain) => chain.clone().serve(stream, connection).await,
+                Terminal::Http(hcm) => serve_http(hcm.clone(), stream, connection).await,
             }
-            let service = service_fn(move |req| hcm.clone().handle(req, connection.clone()));
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!("connection ended: {e}");
-            }
+            served.stats.connection_closed(accepted.elapsed());
         });
     }
+}
+
+/// Serves one HTTP connection (HTTP/1.1, or HTTP/2 with prior knowledge, as the codec
+/// type allows) until it ends.
+async fn serve_http(hcm: Rc<Hcm>, stream: tokio::net::TcpStream, connection: Rc<ConnectionInfo>) {
+    let accepted = std::time::Instant::now();
+    hcm.stats.connection_opened();
+    let mut builder = auto::Builder::new(LocalExec);
+    // Envoy's defaults: request headers up to 60 KiB (else 431), at most 100 of them.
+    builder.http1().max_buf_size(MAX_REQUEST_HEADERS_BYTES).max_headers(100);
+    builder.http2().max_header_list_size(MAX_REQUEST_HEADERS_BYTES as u32);
+    match hcm.config.codec_type {
+        CodecType::Http1 => builder = builder.http1_only(),
+        CodecType::Http2 => builder = builder.http2_only(),
+        CodecType::Auto => {}
+    }
+    let service = {
+        let (hcm, connection) = (hcm.clone(), connection.clone());
+        service_fn(move |req| hcm.clone().handle(req, connection.clone()))
+    };
+    if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+        tracing::debug!("connection ended: {e}");
+    }
+    let http2 = connection.protocol_known.get().then(|| connection.http2.get());
+    hcm.stats.connection_closed(accepted.elapsed(), http2);
 }
 
 /// Envoy's `max_request_headers_kb` default (60 KiB).

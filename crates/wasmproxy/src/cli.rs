@@ -4,10 +4,13 @@ use std::path::PathBuf;
 
 pub const USAGE: &str = "\
 usage:
-  wasmproxy -c CONFIG.yaml [--concurrency N] [--log-level LEVEL] [--component-log-level wasm:LEVEL]
-            [--mode serve|validate] [--wasm-cache-dir DIR]
+  wasmproxy -c CONFIG.yaml [--concurrency N] [--log-level LEVEL] [--component-log-level wasm:LEVEL,...]
+            [--log-format FORMAT] [--log-path FILE] [--mode serve|validate] [--wasm-cache-dir DIR]
   wasmproxy plugin-info PLUGIN.wasm
   wasmproxy plugin-run PLUGIN.wasm [options]
+
+Levels are Envoy's: trace, debug, info, warning, error, critical, off. --log-format takes
+Envoy's (spdlog's) flags; the default is '[%Y-%m-%d %T.%e][%t][%l][%n] [%g:%#] %v', in UTC.
 
 --wasm-cache-dir keeps compiled plugins in DIR (by the module's sha256 and the engine's
 settings), so a restart loads them instead of compiling them.

@@ -1,6 +1,7 @@
 //! The wasmproxy binary: serve an Envoy configuration, or inspect and run one plugin.
 
 mod cli;
+mod logging;
 mod plugin_run;
 mod serve;
 

@@ -4,12 +4,16 @@ use std::path::PathBuf;
 
 use wasmproxy_proxy::{Server, ServerOptions};
 
+use crate::logging::{self, LogSettings};
+
 /// Envoy's flags that wasmproxy reads.
 pub struct ServeOptions {
     config: PathBuf,
     concurrency: Option<usize>,
     log_level: String,
     component_log_level: Vec<(String, String)>,
+    log_format: String,
+    log_path: Option<PathBuf>,
     validate_only: bool,
     wasm_cache_dir: Option<PathBuf>,
 }
@@ -22,6 +26,8 @@ impl ServeOptions {
             concurrency: None,
             log_level: "info".into(),
             component_log_level: Vec::new(),
+            log_format: logging::DEFAULT_FORMAT.into(),
+            log_path: None,
             validate_only: false,
             wasm_cache_dir: None,
         };
@@ -43,6 +49,8 @@ impl ServeOptions {
                         o.component_log_level.push((component.trim().to_string(), level.trim().to_string()));
                     }
                 }
+                "--log-format" => o.log_format = value(&arg)?,
+                "--log-path" => o.log_path = Some(PathBuf::from(value(&arg)?)),
                 // wasmproxy's own: keep compiled plugins on disk, so a restart skips compiling.
                 "--wasm-cache-dir" => o.wasm_cache_dir = Some(PathBuf::from(value(&arg)?)),
                 "--mode" => match value(&arg)?.as_str() {
@@ -58,23 +66,32 @@ impl ServeOptions {
     }
 }
 
-pub fn run(o: ServeOptions) -> anyhow::Result<()> {
-    // A plain level applies to wasmproxy and plugin logs; wasmtime's own logs stay at warn.
-    // A full filter (with `=`) is taken as written.
-    let mut directives = if o.log_level.contains('=') {
-        o.log_level.clone()
-    } else {
-        // EnvFilter matches targets by prefix: `wasm=...` (plugin logs) would also catch
-        // `wasmproxy_*` and `wasmtime*`, so those get directives of their own.
-        format!("{0},wasmproxy={0},wasmtime=warn,cranelift=warn", o.log_level)
-    };
-    for (component, level) in &o.component_log_level {
-        let target = if component == "wasm" { "wasm" } else { "wasmproxy" };
-        directives.push_str(&format!(",{target}={level}"));
+impl ServeOptions {
+    /// The options as admin `/server_info` shows them (Envoy's `command_line_options`
+    /// names, for the options wasmproxy has).
+    fn command_line(&self, concurrency: usize) -> serde_json::Value {
+        let components: Vec<String> = self.component_log_level.iter().map(|(c, l)| format!("{c}:{l}")).collect();
+        serde_json::json!({
+            "concurrency": concurrency,
+            "config_path": self.config.display().to_string(),
+            "log_level": self.log_level,
+            "component_log_level": components.join(","),
+            "log_format": self.log_format,
+            "log_path": self.log_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "mode": if self.validate_only { "Validate" } else { "Serve" },
+            "wasm_cache_dir": self.wasm_cache_dir.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        })
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", o.log_level))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+pub fn run(o: ServeOptions) -> anyhow::Result<()> {
+    let settings = LogSettings {
+        level: o.log_level.clone(),
+        components: o.component_log_level.clone(),
+        format: o.log_format.clone(),
+        path: o.log_path.clone(),
+    };
+    let levels = logging::init(&settings).map_err(|e| anyhow::anyhow!(e))?;
     let (config, warnings) = wasmproxy_config::load_file_with_warnings(&o.config)
         .map_err(|errors| anyhow::anyhow!("configuration {} is not valid:\n{errors}", o.config.display()))?;
     for warning in &warnings {
@@ -88,7 +105,9 @@ pub fn run(o: ServeOptions) -> anyhow::Result<()> {
     if let Some(n) = o.concurrency {
         options.concurrency = n;
     }
-    options.engine.cache_dir = o.wasm_cache_dir;
+    options.engine.cache_dir = o.wasm_cache_dir.clone();
+    options.command_line = o.command_line(options.concurrency);
+    options.logging = Some(levels);
     let server = Server::start(config, options)?;
     for (name, addr) in &server.listeners {
         eprintln!("wasmproxy: listener {name} on {addr}");
@@ -97,5 +116,6 @@ pub fn run(o: ServeOptions) -> anyhow::Result<()> {
         eprintln!("wasmproxy: admin on {addr}");
     }
     server.wait();
+    tracing::info!("exiting");
     Ok(())
 }

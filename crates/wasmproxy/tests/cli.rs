@@ -3,75 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod common;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn wasmproxy() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wasmproxy"))
-}
-
-/// An example's config with every port 0, in a temp dir beside a copy of its plugin.
-fn example_on_port_zero(name: &str) -> PathBuf {
-    let example = repo().join("examples").join(name);
-    let dir = std::env::temp_dir().join(format!("wasmproxy-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(example.join(format!("{name}.wasm")), dir.join(format!("{name}.wasm"))).unwrap();
-    let yaml = std::fs::read_to_string(example.join("envoy.yaml")).unwrap();
-    let yaml = yaml.replace("port_value: 10000", "port_value: 0").replace("port_value: 9901", "port_value: 0");
-    let path = dir.join("envoy.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
-
-/// Starts the binary on a config; returns it with the addresses it printed (listener, admin).
-fn serve(config: &std::path::Path) -> (Running, String, Option<String>) {
-    let wants_admin = std::fs::read_to_string(config).unwrap().contains("admin:");
-    let mut child = wasmproxy()
-        .args(["-c", config.to_str().unwrap(), "--concurrency", "2", "--log-level", "warn"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let running = Running(child);
-    let (mut listener, mut admin) = (None, None);
-    for line in stderr.lines() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("wasmproxy: listener main on ") {
-            listener = Some(rest.to_string());
-        } else if let Some(rest) = line.strip_prefix("wasmproxy: admin on ") {
-            admin = Some(rest.to_string());
-        }
-        if listener.is_some() && (admin.is_some() || !wants_admin) {
-            break;
-        }
-    }
-    (running, listener.expect("the server printed its listener address"), admin)
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn http_get(addr: &str, path: &str, headers: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: example.com\r\n{headers}Connection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
+use common::{example_on_port_zero, http_get, repo, serve, wasmproxy};
 
 #[test]
 fn serves_the_example_config_with_its_plugin() {

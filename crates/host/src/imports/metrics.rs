@@ -48,11 +48,7 @@ pub(super) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
         finish((|| {
             check_allowed(&c, "proxy_record_metric")?;
             let metric = c.data().metrics.get(&(id as u32)).ok_or(Status::NotFound)?;
-            match metric.kind {
-                MetricType::Counter => metric.add(value),
-                MetricType::Gauge => metric.set(value as u64),
-                MetricType::Histogram => metric.record(value as u64),
-            }
+            metric.record(value as u64);
             Ok(())
         })())
     })?;

@@ -1,28 +1,24 @@
-//! Plugin-defined metrics: process-wide by name, ids per VM as Envoy allocates them.
+//! Plugin-defined metrics: process-wide by name, ids per VM as Envoy allocates them. They
+//! live in the process's stats store as `wasmcustom.<name>`, Envoy's name for them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wasmproxy_abi::MetricType;
+use wasmproxy_stats::store::Unit;
+use wasmproxy_stats::{Counter, Gauge, Histogram, StatName, Store};
 
 use super::lock;
 
-/// Envoy's default histogram bucket bounds.
-pub const DEFAULT_HISTOGRAM_BUCKETS: [f64; 20] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
-    600000.0, 1800000.0, 3600000.0, 7200000.0,
-];
-
-/// One metric. Counters and gauges are a single atomic; histograms count per bucket.
-pub struct Metric {
-    /// Its type.
-    pub kind: MetricType,
-    /// The name the plugin gave (shown as `wasmcustom.<name>`).
-    pub name: String,
-    value: AtomicU64,
-    sum: AtomicU64,
-    buckets: Vec<AtomicU64>,
+/// One plugin metric: a handle on its stat.
+#[derive(Clone)]
+pub enum Metric {
+    /// A counter.
+    Counter(Counter),
+    /// A gauge.
+    Gauge(Gauge),
+    /// A histogram.
+    Histogram(Histogram),
 }
 
 /// A snapshot of one metric.
@@ -32,91 +28,92 @@ pub enum MetricValue {
     Counter(u64),
     /// A gauge's value.
     Gauge(u64),
-    /// A histogram: sample count, sum, and cumulative count per default bucket.
+    /// A histogram's flushed samples: their count and approximate sum.
     Histogram {
-        /// Samples recorded.
+        /// Samples flushed so far.
         count: u64,
-        /// Their sum.
-        sum: u64,
-        /// Cumulative counts for [`DEFAULT_HISTOGRAM_BUCKETS`].
-        buckets: Vec<u64>,
+        /// Their approximate sum (circllhist's).
+        sum: f64,
     },
 }
 
 impl Metric {
-    fn new(kind: MetricType, name: &str) -> Self {
-        let buckets = if kind == MetricType::Histogram {
-            DEFAULT_HISTOGRAM_BUCKETS.iter().map(|_| AtomicU64::new(0)).collect()
-        } else {
-            Vec::new()
-        };
-        Metric { kind, name: name.to_string(), value: AtomicU64::new(0), sum: AtomicU64::new(0), buckets }
-    }
-
     /// Adds to a counter or gauge (a negative delta lowers a gauge).
     pub fn add(&self, delta: i64) {
-        self.value.fetch_add(delta as u64, Ordering::Relaxed);
-    }
-
-    /// Sets a gauge.
-    pub fn set(&self, value: u64) {
-        self.value.store(value, Ordering::Relaxed);
-    }
-
-    /// Records a histogram sample.
-    pub fn record(&self, value: u64) {
-        self.value.fetch_add(1, Ordering::Relaxed);
-        self.sum.fetch_add(value, Ordering::Relaxed);
-        for (bound, count) in DEFAULT_HISTOGRAM_BUCKETS.iter().zip(&self.buckets) {
-            if value as f64 <= *bound {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
+        match self {
+            Metric::Counter(c) => c.add(delta.max(0) as u64),
+            Metric::Gauge(g) if delta < 0 => g.sub(delta.unsigned_abs()),
+            Metric::Gauge(g) => g.add(delta as u64),
+            Metric::Histogram(h) => h.record(delta.max(0) as u64),
         }
     }
 
-    /// The counter's or gauge's value (a histogram's sample count).
+    /// `proxy_record_metric`: adds to a counter, sets a gauge, records a histogram sample.
+    pub fn record(&self, value: u64) {
+        match self {
+            Metric::Counter(c) => c.add(value),
+            Metric::Gauge(g) => g.set(value),
+            Metric::Histogram(h) => h.record(value),
+        }
+    }
+
+    /// The counter's or gauge's value (0 for a histogram).
     pub fn get(&self) -> u64 {
-        self.value.load(Ordering::Relaxed)
+        match self {
+            Metric::Counter(c) => c.value(),
+            Metric::Gauge(g) => g.value(),
+            Metric::Histogram(_) => 0,
+        }
     }
 
     /// A snapshot.
     pub fn value(&self) -> MetricValue {
-        match self.kind {
-            MetricType::Counter => MetricValue::Counter(self.get()),
-            MetricType::Gauge => MetricValue::Gauge(self.get()),
-            MetricType::Histogram => MetricValue::Histogram {
-                count: self.get(),
-                sum: self.sum.load(Ordering::Relaxed),
-                buckets: self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
-            },
+        match self {
+            Metric::Counter(c) => MetricValue::Counter(c.value()),
+            Metric::Gauge(g) => MetricValue::Gauge(g.value()),
+            Metric::Histogram(h) => {
+                let f = h.flushed();
+                MetricValue::Histogram { count: f.cumulative.count(), sum: f.cumulative.approx_sum() }
+            }
         }
     }
 }
 
-/// Every metric plugins defined, by type and name.
-#[derive(Default)]
+/// Every metric plugins defined, by type and name, in the process's stats store.
 pub struct Metrics {
-    by_name: Mutex<HashMap<(u32, String), Arc<Metric>>>,
+    store: Arc<Store>,
+    by_name: Mutex<HashMap<(u32, String), Metric>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics { store: Store::new(), by_name: Mutex::default() }
+    }
 }
 
 impl Metrics {
+    /// The stats store the metrics live in (the proxy keeps its own stats there too).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
     /// The metric of that type and name, created on first use.
-    pub fn define(&self, kind: MetricType, name: &str) -> Arc<Metric> {
+    pub fn define(&self, kind: MetricType, name: &str) -> Metric {
         lock(&self.by_name)
             .entry((kind as u32, name.to_string()))
-            .or_insert_with(|| Arc::new(Metric::new(kind, name)))
+            .or_insert_with(|| {
+                let stat = StatName::plain(format!("wasmcustom.{name}"));
+                match kind {
+                    MetricType::Counter => Metric::Counter(self.store.counter(stat)),
+                    MetricType::Gauge => Metric::Gauge(self.store.gauge(stat)),
+                    MetricType::Histogram => Metric::Histogram(self.store.histogram(stat, Unit::Unspecified)),
+                }
+            })
             .clone()
     }
 
-    /// Every metric, sorted by name.
-    pub fn snapshot(&self) -> Vec<(String, MetricValue)> {
-        let mut all: Vec<_> = lock(&self.by_name).values().map(|m| (m.name.clone(), m.value())).collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
-    }
-
-    /// One metric's value by name, if defined.
+    /// One metric's value by the name the plugin gave, if defined.
     pub fn value(&self, name: &str) -> Option<MetricValue> {
-        lock(&self.by_name).values().find(|m| m.name == name).map(|m| m.value())
+        lock(&self.by_name).iter().find(|((_, n), _)| n == name).map(|(_, m)| m.value())
     }
 }

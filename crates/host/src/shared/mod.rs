@@ -7,7 +7,7 @@ mod queues;
 use std::sync::Arc;
 
 pub use data::SharedData;
-pub use metrics::{DEFAULT_HISTOGRAM_BUCKETS, Metric, MetricValue, Metrics};
+pub use metrics::{Metric, MetricValue, Metrics};
 pub use queues::SharedQueues;
 
 /// Everything VMs on different threads share, keyed by `vm_id` where Envoy keys it so.

@@ -1,0 +1,451 @@
+//! The proxy's own stats, under Envoy's names and with Envoy's tags: the HTTP connection
+//! manager's (`http.<stat_prefix>.*`), listeners' (`listener.<address>.*`), clusters'
+//! (`cluster.<name>.*`), the server's (`server.*`) and the Wasm runtime's (`wasm.*`).
+//! Each worker takes handles once; recording is a relaxed add on the thread's own cell.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmproxy_stats::store::Unit;
+use wasmproxy_stats::{Counter, Gauge, Histogram, Scope, Store};
+
+/// A response code's class (1..=5), or `None` outside 100..=599.
+fn class(code: u16) -> Option<usize> {
+    (100..600).contains(&code).then(|| usize::from(code / 100))
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+/// `downstream_rq_1xx` ... `_5xx` and `downstream_rq_completed` in one scope.
+struct CodeClasses {
+    xx: [Counter; 5],
+    completed: Counter,
+}
+
+impl CodeClasses {
+    fn new(scope: &Scope, stem: &str) -> CodeClasses {
+        let xx = [1, 2, 3, 4, 5].map(|c| {
+            let digit = c.to_string();
+            scope.store().counter(scope.tagged_name(
+                &format!("{stem}_{c}xx"),
+                &format!("{stem}_xx"),
+                ("envoy_response_code_class", &digit),
+            ))
+        });
+        CodeClasses { xx, completed: scope.counter(&format!("{stem}_completed")) }
+    }
+
+    fn charge(&self, code: Option<u16>) {
+        if let Some(c) = code.and_then(class) {
+            self.xx[c - 1].inc();
+        }
+        self.completed.inc();
+    }
+}
+
+/// A listener address as Envoy writes it in stat names, from the configured address (a
+/// listener on port 0 is `127.0.0.1_0` whatever port it got): `127.0.0.1_10000`,
+/// `[__1]_10000`.
+pub fn address_stat_name(ip: &str, port: u16) -> String {
+    let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
+    format!("{host}:{port}").replace(':', "_")
+}
+
+/// One HTTP connection manager's stats (`http.<stat_prefix>.`), with the per-listener ones
+/// (`listener.<address>.http.<stat_prefix>.downstream_rq_*`).
+pub struct HttpStats {
+    cx_total: Counter,
+    cx_active: Gauge,
+    cx_destroy: Counter,
+    cx_http1_total: Counter,
+    cx_http2_total: Counter,
+    cx_http1_active: Gauge,
+    cx_http2_active: Gauge,
+    cx_length: Histogram,
+    rq_total: Counter,
+    rq_active: Gauge,
+    rq_http1_total: Counter,
+    rq_http2_total: Counter,
+    rq_time: Histogram,
+    rq_too_large: Counter,
+    codes: CodeClasses,
+    listener_codes: CodeClasses,
+    /// The router's.
+    pub no_route: Counter,
+    /// The router's.
+    pub no_cluster: Counter,
+    /// The router's: direct responses and redirects.
+    pub rq_direct_response: Counter,
+    /// The router's: requests that reached it.
+    pub router_rq_total: Counter,
+}
+
+impl HttpStats {
+    /// The stats of the HCM with `stat_prefix` on the listener whose address is named
+    /// `address` in stats (see [`address_stat_name`]).
+    pub fn new(store: &Arc<Store>, stat_prefix: &str, address: &str) -> HttpStats {
+        let tag = [("envoy_http_conn_manager_prefix", stat_prefix)];
+        let http = Scope::new(store, &format!("http.{stat_prefix}."), "http.", &tag);
+        let on_listener = Scope::new(
+            store,
+            &format!("listener.{address}.http.{stat_prefix}."),
+            "listener.http.",
+            &[("envoy_http_conn_manager_prefix", stat_prefix), ("envoy_listener_address", address)],
+        );
+        HttpStats {
+            cx_total: http.counter("downstream_cx_total"),
+            cx_active: http.gauge("downstream_cx_active"),
+            cx_destroy: http.counter("downstream_cx_destroy"),
+            cx_http1_total: http.counter("downstream_cx_http1_total"),
+            cx_http2_total: http.counter("downstream_cx_http2_total"),
+            cx_http1_active: http.gauge("downstream_cx_http1_active"),
+            cx_http2_active: http.gauge("downstream_cx_http2_active"),
+            cx_length: http.histogram("downstream_cx_length_ms", Unit::Milliseconds),
+            rq_total: http.counter("downstream_rq_total"),
+            rq_active: http.gauge("downstream_rq_active"),
+            rq_http1_total: http.counter("downstream_rq_http1_total"),
+            rq_http2_total: http.counter("downstream_rq_http2_total"),
+            rq_time: http.histogram("downstream_rq_time", Unit::Milliseconds),
+            rq_too_large: http.counter("downstream_rq_too_large"),
+            codes: CodeClasses::new(&http, "downstream_rq"),
+            listener_codes: CodeClasses::new(&on_listener, "downstream_rq"),
+            no_route: http.counter("no_route"),
+            no_cluster: http.counter("no_cluster"),
+            rq_direct_response: http.counter("rq_direct_response"),
+            router_rq_total: http.counter("rq_total"),
+        }
+    }
+
+    /// A connection was accepted.
+    pub fn connection_opened(&self) {
+        self.cx_total.inc();
+        self.cx_active.inc();
+    }
+
+    /// The connection's protocol became known (its first request).
+    pub fn connection_protocol(&self, http2: bool) {
+        if http2 {
+            self.cx_http2_total.inc();
+            self.cx_http2_active.inc();
+        } else {
+            self.cx_http1_total.inc();
+            self.cx_http1_active.inc();
+        }
+    }
+
+    /// A connection ended after `lasted`; `http2` is its protocol if it had a request.
+    pub fn connection_closed(&self, lasted: Duration, http2: Option<bool>) {
+        self.cx_active.dec();
+        self.cx_destroy.inc();
+        match http2 {
+            Some(true) => self.cx_http2_active.dec(),
+            Some(false) => self.cx_http1_active.dec(),
+            None => {}
+        }
+        self.cx_length.record(millis(lasted));
+    }
+
+    /// A request started.
+    pub fn request_started(&self, http2: bool) {
+        self.rq_total.inc();
+        self.rq_active.inc();
+        if http2 { self.rq_http2_total.inc() } else { self.rq_http1_total.inc() }
+    }
+
+    /// A request ended (`code` if a response was sent) after `lasted`.
+    pub fn request_ended(&self, code: Option<u16>, lasted: Duration) {
+        self.rq_active.dec();
+        self.codes.charge(code);
+        self.listener_codes.charge(code);
+        self.rq_time.record(millis(lasted));
+        if code == Some(413) {
+            self.rq_too_large.inc();
+        }
+    }
+}
+
+/// A listener's stats (`listener.<address>.`), with this worker's
+/// (`listener.<address>.worker_<i>.`).
+pub struct ListenerStats {
+    cx_total: Counter,
+    cx_active: Gauge,
+    cx_destroy: Counter,
+    cx_length: Histogram,
+    worker_cx_total: Counter,
+    worker_cx_active: Gauge,
+}
+
+impl ListenerStats {
+    /// The stats of the listener whose address is named `address` in stats, on worker
+    /// `worker`.
+    pub fn new(store: &Arc<Store>, address: &str, worker: usize) -> ListenerStats {
+        let listener =
+            Scope::new(store, &format!("listener.{address}."), "listener.", &[("envoy_listener_address", address)]);
+        let id = worker.to_string();
+        let on_worker = Scope::new(
+            store,
+            &format!("listener.{address}.worker_{worker}."),
+            "listener.worker.",
+            &[("envoy_worker_id", &id), ("envoy_listener_address", address)],
+        );
+        ListenerStats {
+            cx_total: listener.counter("downstream_cx_total"),
+            cx_active: listener.gauge("downstream_cx_active"),
+            cx_destroy: listener.counter("downstream_cx_destroy"),
+            cx_length: listener.histogram("downstream_cx_length_ms", Unit::Milliseconds),
+            worker_cx_total: on_worker.counter("downstream_cx_total"),
+            worker_cx_active: on_worker.gauge("downstream_cx_active"),
+        }
+    }
+
+    /// A connection was accepted.
+    pub fn connection_opened(&self) {
+        self.cx_total.inc();
+        self.cx_active.inc();
+        self.worker_cx_total.inc();
+        self.worker_cx_active.inc();
+    }
+
+    /// A connection ended after `lasted`.
+    pub fn connection_closed(&self, lasted: Duration) {
+        self.cx_active.dec();
+        self.worker_cx_active.dec();
+        self.cx_destroy.inc();
+        self.cx_length.record(millis(lasted));
+    }
+}
+
+/// One cluster's stats (`cluster.<name>.`), on one worker. As in Envoy, the router's
+/// per-code counters and the request-time histograms appear once first used (they are
+/// looked up once per worker and kept).
+pub struct ClusterStats {
+    /// `cluster.<name>.`, then its `external.` and `internal.` scopes.
+    scopes: [Scope; 3],
+    /// New connections.
+    pub cx_total: Counter,
+    /// Open connections.
+    pub cx_active: Gauge,
+    /// New HTTP/1.1 connections.
+    pub cx_http1_total: Counter,
+    /// New HTTP/2 connections.
+    pub cx_http2_total: Counter,
+    /// Connections that could not be made.
+    pub cx_connect_fail: Counter,
+    /// Connections that ended.
+    pub cx_destroy: Counter,
+    /// Time to connect.
+    pub cx_connect_ms: Histogram,
+    /// How long connections lasted.
+    pub cx_length_ms: Histogram,
+    /// Requests that found no endpoint.
+    pub cx_none_healthy: Counter,
+    /// Requests sent on a connection.
+    pub rq_total: Counter,
+    /// Requests that waited for a new connection.
+    pub rq_pending_total: Counter,
+    /// Requests that waited for a connection that then failed.
+    pub rq_pending_failure_eject: Counter,
+    /// Requests past the route's timeout.
+    pub rq_timeout: Counter,
+    /// Per (code, external): the code's, class's and completed counters, in the cluster's
+    /// scope and in `external.` or `internal.`.
+    codes: RefCell<HashMap<(u16, bool), [Counter; 6]>>,
+    /// `upstream_rq_time`, then `external.upstream_rq_time`.
+    times: [std::cell::OnceCell<Histogram>; 2],
+    /// Endpoints.
+    pub membership_total: Gauge,
+    /// Healthy endpoints (all: wasmproxy has no health checking).
+    pub membership_healthy: Gauge,
+    /// Changes to the endpoint set.
+    pub membership_change: Counter,
+}
+
+impl ClusterStats {
+    /// The stats of the cluster `name`.
+    pub fn new(store: &Arc<Store>, name: &str) -> ClusterStats {
+        let tags = [("envoy_cluster_name", name)];
+        let scope = Scope::new(store, &format!("cluster.{name}."), "cluster.", &tags);
+        let external = Scope::new(store, &format!("cluster.{name}.external."), "cluster.external.", &tags);
+        let internal = Scope::new(store, &format!("cluster.{name}.internal."), "cluster.internal.", &tags);
+        ClusterStats {
+            cx_total: scope.counter("upstream_cx_total"),
+            cx_active: scope.gauge("upstream_cx_active"),
+            cx_http1_total: scope.counter("upstream_cx_http1_total"),
+            cx_http2_total: scope.counter("upstream_cx_http2_total"),
+            cx_connect_fail: scope.counter("upstream_cx_connect_fail"),
+            cx_destroy: scope.counter("upstream_cx_destroy"),
+            cx_connect_ms: scope.histogram("upstream_cx_connect_ms", Unit::Milliseconds),
+            cx_length_ms: scope.histogram("upstream_cx_length_ms", Unit::Milliseconds),
+            cx_none_healthy: scope.counter("upstream_cx_none_healthy"),
+            rq_total: scope.counter("upstream_rq_total"),
+            rq_pending_total: scope.counter("upstream_rq_pending_total"),
+            rq_pending_failure_eject: scope.counter("upstream_rq_pending_failure_eject"),
+            rq_timeout: scope.counter("upstream_rq_timeout"),
+            codes: RefCell::default(),
+            times: Default::default(),
+            membership_total: scope.gauge("membership_total"),
+            membership_healthy: scope.gauge("membership_healthy"),
+            membership_change: scope.counter("membership_change"),
+            scopes: [scope, external, internal],
+        }
+    }
+
+    /// A response code the router answered with, from the upstream or its own (503 for a
+    /// failed connection, 504 for a timeout): `upstream_rq_<code>`, `upstream_rq_<class>xx`,
+    /// `upstream_rq_completed`, and the same under `external.` for requests not marked
+    /// internal (`internal.` for those that are).
+    pub fn charge(&self, code: u16, external: bool) {
+        let mut codes = self.codes.borrow_mut();
+        let counters = codes.entry((code, external)).or_insert_with(|| {
+            let digits = code.to_string();
+            let class = (code / 100).to_string();
+            let origin = if external { 1 } else { 2 };
+            let named = |i: usize, suffix: &str, extracted: &str, tag: Option<(&str, &str)>| {
+                let scope = &self.scopes[i];
+                let name = match tag {
+                    Some(tag) => scope.tagged_name(suffix, extracted, tag),
+                    None => scope.name(suffix),
+                };
+                scope.store().counter(name)
+            };
+            let set = |i: usize| {
+                [
+                    named(i, &format!("upstream_rq_{code}"), "upstream_rq", Some(("envoy_response_code", &digits))),
+                    named(
+                        i,
+                        &format!("upstream_rq_{class}xx"),
+                        "upstream_rq_xx",
+                        Some(("envoy_response_code_class", &class)),
+                    ),
+                    named(i, "upstream_rq_completed", "upstream_rq_completed", None),
+                ]
+            };
+            let [a, b, c] = set(0);
+            let [d, e, f] = set(origin);
+            [a, b, c, d, e, f]
+        });
+        for c in counters.iter() {
+            c.inc();
+        }
+    }
+
+    /// A response ended `took` after its request was sent.
+    pub fn response_time(&self, took: Duration, external: bool) {
+        let histogram = |i: usize| {
+            self.times[i].get_or_init(|| self.scopes[i].histogram("upstream_rq_time", Unit::Milliseconds)).clone()
+        };
+        histogram(0).record(millis(took));
+        if external {
+            histogram(1).record(millis(took));
+        }
+    }
+}
+
+/// One endpoint's figures for admin `/clusters`, shared by every worker (Envoy keeps these
+/// per host, outside `/stats`).
+pub struct HostStats {
+    /// Connections made.
+    pub cx_total: Counter,
+    /// Connections open.
+    pub cx_active: Gauge,
+    /// Connections that could not be made.
+    pub cx_connect_fail: Counter,
+    /// Requests sent.
+    pub rq_total: Counter,
+    /// Requests answered below 500.
+    pub rq_success: Counter,
+    /// Requests that failed or were answered 5xx.
+    pub rq_error: Counter,
+    /// Requests past their route's timeout.
+    pub rq_timeout: Counter,
+}
+
+impl HostStats {
+    fn new() -> HostStats {
+        HostStats {
+            cx_total: Counter::detached("cx_total"),
+            cx_active: Gauge::detached("cx_active"),
+            cx_connect_fail: Counter::detached("cx_connect_fail"),
+            rq_total: Counter::detached("rq_total"),
+            rq_success: Counter::detached("rq_success"),
+            rq_error: Counter::detached("rq_error"),
+            rq_timeout: Counter::detached("rq_timeout"),
+        }
+    }
+
+    /// The figures in `/clusters` order.
+    pub fn figures(&self) -> [(&'static str, u64); 7] {
+        [
+            ("cx_active", self.cx_active.value()),
+            ("cx_connect_fail", self.cx_connect_fail.value()),
+            ("cx_total", self.cx_total.value()),
+            ("rq_error", self.rq_error.value()),
+            ("rq_success", self.rq_success.value()),
+            ("rq_timeout", self.rq_timeout.value()),
+            ("rq_total", self.rq_total.value()),
+        ]
+    }
+}
+
+/// An endpoint and its figures.
+pub type Member = (SocketAddr, Arc<HostStats>);
+
+/// Every cluster's current endpoints and their figures, for admin `/clusters`.
+#[derive(Default)]
+pub struct Upstreams {
+    clusters: Mutex<BTreeMap<String, ClusterMembers>>,
+}
+
+/// One cluster's endpoints, in order, and the figures of every endpoint it ever had.
+#[derive(Default)]
+struct ClusterMembers {
+    current: Vec<SocketAddr>,
+    hosts: HashMap<SocketAddr, Arc<HostStats>>,
+}
+
+impl Upstreams {
+    /// An empty registry.
+    pub fn new() -> Arc<Upstreams> {
+        Arc::new(Upstreams::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ClusterMembers>> {
+        self.clusters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The figures of `cluster`'s endpoint `addr`.
+    pub fn host(&self, cluster: &str, addr: SocketAddr) -> Arc<HostStats> {
+        self.lock()
+            .entry(cluster.to_string())
+            .or_default()
+            .hosts
+            .entry(addr)
+            .or_insert_with(|| Arc::new(HostStats::new()))
+            .clone()
+    }
+
+    /// `cluster`'s endpoints are now `addrs`.
+    pub fn set_members(&self, cluster: &str, addrs: &[SocketAddr]) {
+        self.lock().entry(cluster.to_string()).or_default().current = addrs.to_vec();
+    }
+
+    /// Every cluster (by name) with its current endpoints and their figures.
+    pub fn members(&self) -> Vec<(String, Vec<Member>)> {
+        self.lock()
+            .iter()
+            .map(|(name, m)| {
+                let hosts = m
+                    .current
+                    .iter()
+                    .map(|a| (*a, m.hosts.get(a).cloned().unwrap_or_else(|| Arc::new(HostStats::new()))))
+                    .collect();
+                (name.clone(), hosts)
+            })
+            .collect()
+    }
+}

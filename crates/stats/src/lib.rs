@@ -1,0 +1,14 @@
+//! Envoy-style statistics for wasmproxy and its plugins.
+//!
+//! - [`histogram`]: circllhist's log-linear bins (two significant decimal digits), and the
+//!   quantiles, bucket counts and sums Envoy computes from them.
+//! - [`store`]: the registry: counters, gauges and histograms by name, each with Envoy's
+//!   tag-extracted name and tags; counters and histograms keep one cell per thread, so the
+//!   request path takes no shared lock, and reads fold the cells.
+//! - [`render`]: admin `/stats` as Envoy prints it (text, JSON, Prometheus).
+
+pub mod histogram;
+pub mod render;
+pub mod store;
+
+pub use store::{Counter, Gauge, Histogram, Scope, StatName, Store};
