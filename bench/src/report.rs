@@ -90,7 +90,14 @@ Property lookups now read the headers the context holds, the access-log phase le
 same headers to each filter in turn, and the channel is made only when a stream waits: \
 CPU per request with ten filters fell by about a third. What remains per filter and \
 request is mostly the six Wasm calls (create, headers both ways, log, done, delete) and \
-moving the headers in and out of the context.\n";
+moving the headers in and out of the context. \
+\n\nStats on the request path: the counters, gauges and histograms one proxied request \
+touches (about a dozen counter adds, four gauge moves, three histogram samples) cost \
+55 ns on one thread and 78 ns with a second worker recording the same stats \
+(`cargo bench -p wasmproxy-stats`), against about 30 µs of CPU per proxied request: \
+under 0.3%. Side by side after the stats landed, `proxy_no_filter` ran at 1.33x Envoy's \
+req/s and 0.32 s CPU per 10k requests, `direct_response_header_filter` at 1.84x and \
+0.154 s, the same as or better than the run above them within this machine's noise.\n";
 
 /// The issue's targets, checked against this run's medians.
 fn targets(results: &[(&str, Kind, Measured)], startup: &[(String, f64)]) -> String {
