@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_main};
 use wasmproxy_stats::store::Unit;
 use wasmproxy_stats::{Scope, Store};
 
@@ -63,5 +63,8 @@ fn one_request(c: &mut Criterion) {
     let _ = other.join();
 }
 
-criterion_group!(benches, one_request);
-criterion_main!(benches);
+#[allow(missing_docs)]
+mod group {
+    criterion::criterion_group!(stats, super::one_request);
+}
+criterion_main!(group::stats);
