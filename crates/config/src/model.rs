@@ -402,6 +402,9 @@ pub struct WasmPlugin {
     pub reload_backoff: Option<(Duration, Duration)>,
     /// `allow_on_headers_stop_iteration`.
     pub allow_on_headers_stop_iteration: bool,
+    /// Set by the deprecated `fail_open: true`: unlike FAIL_OPEN, even the stream in which
+    /// the VM fails goes on without the filter (Envoy 1.40 answers it 200, not 503).
+    pub legacy_fail_open: bool,
 }
 
 /// `failure_policy`.

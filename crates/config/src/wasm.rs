@@ -95,6 +95,7 @@ pub(crate) fn read_plugin_config(ctx: &mut Ctx, field: &Field<'_>) -> WasmPlugin
         } else {
             ctx.warn(&fail_open.origin(), "deprecated: use failure_policy: FAIL_OPEN");
             plugin.failure_policy = FailurePolicy::FailOpen;
+            plugin.legacy_fail_open = true;
         }
     }
 

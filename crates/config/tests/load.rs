@@ -97,6 +97,7 @@ fn rust_sdk_example_shape() {
             failure_policy: FailurePolicy::FailClosed,
             reload_backoff: None,
             allow_on_headers_stop_iteration: false,
+            legacy_fail_open: false,
         }
     );
     assert_eq!(hcm.http_filters[1], HttpFilter::Router);
@@ -313,6 +314,7 @@ fn json_with_camel_case_names() {
             failure_policy: FailurePolicy::FailClosed,
             reload_backoff: None,
             allow_on_headers_stop_iteration: true,
+            legacy_fail_open: false,
         }
     );
     assert_eq!(hcm.http_filters[1], HttpFilter::Router);

@@ -393,9 +393,29 @@ impl WasmVm {
     fn record_failure(&mut self, failure: VmFailure) -> VmError {
         // A failed VM runs nothing more: its timers stop, so no embedder ticks it in a loop.
         self.store.data_mut().timers.clear();
+        self.release_memory();
         self.store.data_mut().embedder.vm_failed(&failure);
         self.failure = Some(failure.clone());
         VmError::Failed(failure)
+    }
+
+    /// Hands a failed VM's linear memory back to the system now, rather than when the VM
+    /// is dropped (under FAIL_CLOSED a failed VM stays as long as its worker): a plugin
+    /// that grew to its memory cap does not keep that memory resident.
+    fn release_memory(&mut self) {
+        let Some(memory) = self.store.data().memory else { return };
+        let data = memory.data_mut(&mut self.store);
+        if data.is_empty() {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        // SAFETY: the range is this VM's linear memory, a private mapping whose start and
+        // size are multiples of the 64 KiB Wasm page (so of the system page); nothing
+        // reads it again, since a failed VM never runs. MADV_DONTNEED releases the pages
+        // and leaves zero (or initial-image) pages in their place.
+        unsafe {
+            libc::madvise(data.as_mut_ptr().cast(), data.len(), libc::MADV_DONTNEED);
+        }
     }
 
     fn stream_len(&mut self, ctx: u32, get: impl Fn(&StreamData) -> usize) -> Result<i32, VmError> {

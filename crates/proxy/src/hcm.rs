@@ -118,6 +118,7 @@ impl Hcm {
         };
         let http2 = parts.version == http::Version::HTTP_2;
         self.stats.request_started(http2);
+        connection.activity.stream_opened();
         if !connection.protocol_known.replace(true) {
             self.stats.connection_protocol(http2);
             connection.http2.set(http2);
@@ -260,10 +261,10 @@ impl Hcm {
             let mut stream = match filter.start_stream(info) {
                 Ok(s) => s,
                 Err(_) => {
-                    // The VM failed before this stream: FAIL_OPEN (and, until reloading
-                    // lands, FAIL_RELOAD) skips the filter; FAIL_CLOSED answers 503.
+                    // The VM failed before this stream (and, under FAIL_RELOAD, could not
+                    // be reloaded yet): FAIL_OPEN skips the filter, the others answer 503.
                     streams.push(None);
-                    if filter.failure_policy == FailurePolicy::FailClosed {
+                    if filter.failure_policy != FailurePolicy::FailOpen {
                         return Err(self.reply(failure_reply(), i, true));
                     }
                     continue;
@@ -355,9 +356,13 @@ impl Hcm {
             Verdict::Reset => Some(Processed::Reset),
             Verdict::LocalReply(r) => Some(self.reply(r, i + 1, decoding)),
             // The VM failed in this stream's callback: Envoy answers the stream 503 (details
-            // `wasm_fail_stream`) whatever the policy; the policy decides for later streams.
+            // `wasm_fail_stream`) whatever the policy, except the deprecated `fail_open`,
+            // which goes on without the filter; the policy decides for later streams.
             Verdict::Failed => {
                 *stream = None;
+                if self.filters.get(i).is_some_and(|f| f.reload.0.legacy_fail_open) {
+                    return None;
+                }
                 Some(self.reply(failure_reply(), i, decoding))
             }
         }
@@ -468,7 +473,13 @@ impl Hcm {
         loop {
             let next = match pending.take() {
                 Some(frame) => frame,
-                None => source.frame().await,
+                None => match self.config.stream_idle_timeout {
+                    Some(t) => match tokio::time::timeout(t, source.frame()).await {
+                        Ok(next) => next,
+                        Err(_) => return Err(self.stream_idle(info, request, streams.len())),
+                    },
+                    None => source.frame().await,
+                },
             };
             let (chunk, eos, trailers) = match next {
                 None => (Bytes::new(), true, None),
@@ -543,6 +554,20 @@ impl Hcm {
         }
     }
 
+    /// `stream_idle_timeout` passed with no body bytes from the peer: Envoy answers 408
+    /// `stream timeout` if the response has not started (flag `SI`), else resets.
+    fn stream_idle(&self, info: &StreamRef, request: bool, encoders: usize) -> Processed {
+        self.stats.rq_idle_timeout.inc();
+        let mut i = info.borrow_mut();
+        i.response_flags.push("SI");
+        i.response_code_details = "stream_idle_timeout".into();
+        if !request {
+            return Processed::Reset;
+        }
+        let reply = LocalReply { status: 408, body: b"stream timeout".to_vec(), headers: Headers::new() };
+        self.reply(reply, encoders, true)
+    }
+
     fn finish(
         &self,
         info: &StreamRef,
@@ -551,6 +576,7 @@ impl Hcm {
         response: Option<Headers>,
     ) {
         let (mut request, mut response) = (request, response);
+        info.borrow().connection.activity.stream_closed();
         let code = response.as_ref().map(convert::status).map(|s| s.as_u16());
         self.stats.request_ended(code, info.borrow().elapsed());
         // As in Envoy: a filter the stream never reached gets a context for the access-log

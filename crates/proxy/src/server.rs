@@ -17,6 +17,7 @@ use wasmproxy_host::{
 use crate::access_log::Sinks;
 use crate::admin::{AdminState, LogControl};
 use crate::stats::Upstreams;
+use crate::tunables::{ConnectionLimits, Tunables};
 use crate::wasm_filter::{plugin_config, vm_config};
 use crate::worker::{self, Modules, WorkerSetup};
 use crate::xds::NodeAttributes;
@@ -32,6 +33,9 @@ pub struct ServerOptions {
     pub command_line: serde_json::Value,
     /// Run-time log levels for admin `/logging`, if the embedder has them.
     pub logging: Option<Arc<dyn LogControl>>,
+    /// Once told to stop (SIGTERM, `/quitquitquit`), how long accepted connections may
+    /// take to finish.
+    pub drain_time: std::time::Duration,
 }
 
 impl Default for ServerOptions {
@@ -41,6 +45,7 @@ impl Default for ServerOptions {
             engine: EngineConfig::default(),
             command_line: serde_json::Value::Object(Default::default()),
             logging: None,
+            drain_time: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -64,6 +69,9 @@ pub enum ServerError {
     /// A worker could not start.
     #[error("{0}")]
     Worker(String),
+    /// A configuration value the server reads at start is not valid.
+    #[error("{0}")]
+    Config(String),
     /// An access logger could not start.
     #[error("listener {listener}: {error}")]
     AccessLog {
@@ -131,7 +139,15 @@ impl Embedder for Canary {
 impl Server {
     /// Starts the proxy: returns once every worker listens.
     pub fn start(config: Bootstrap, options: ServerOptions) -> Result<RunningServer, ServerError> {
-        let engine = WasmEngine::new(options.engine.clone()).map_err(|e| ServerError::Plugin(e.to_string()))?;
+        let tunables = Tunables::read(&config.runtime).map_err(ServerError::Config)?;
+        let mut engine_config = options.engine.clone();
+        if let Some(d) = tunables.callback_deadline {
+            engine_config.callback_deadline = d;
+        }
+        if let Some(n) = tunables.memory_limit_bytes {
+            engine_config.memory_limit_bytes = n;
+        }
+        let engine = WasmEngine::new(engine_config).map_err(|e| ServerError::Plugin(e.to_string()))?;
         let mut modules = load_plugins(&engine, &config)?;
         let sinks = Sinks::new();
         for (li, listener) in config.listeners.iter().enumerate() {
@@ -169,6 +185,8 @@ impl Server {
         let mut admin = None;
         let store = engine.shared().metrics.store().clone();
         let upstreams = Upstreams::new();
+        let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
+        let limits = Arc::new(ConnectionLimits::new(&tunables, &names));
         if let Some(a) = &config.admin {
             let (addr, bind_error) = resolve("admin", &a.address)?;
             let state = AdminState::new(
@@ -211,6 +229,8 @@ impl Server {
                 shutdown: shutdown_rx.clone(),
                 stats: store.clone(),
                 upstreams: upstreams.clone(),
+                limits: limits.clone(),
+                drain_time: options.drain_time,
             };
             let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()
@@ -247,12 +267,29 @@ impl RunningServer {
         }
     }
 
+    /// What stops the server from another thread (a signal handler).
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.shutdown.clone())
+    }
+
     /// Waits until the workers stop (they do when `stop` is called from elsewhere or the
     /// process ends).
     pub fn wait(self) {
         for w in self.workers {
             let _ = w.join();
         }
+    }
+}
+
+/// Tells a running server to stop: listeners close, accepted connections finish (up to
+/// the drain time), then the workers end.
+#[derive(Clone)]
+pub struct Stopper(Arc<watch::Sender<bool>>);
+
+impl Stopper {
+    /// Stops the server.
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
     }
 }
 

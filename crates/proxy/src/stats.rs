@@ -75,6 +75,12 @@ pub struct HttpStats {
     rq_too_large: Counter,
     codes: CodeClasses,
     listener_codes: CodeClasses,
+    /// Connections closed by `idle_timeout`.
+    pub cx_idle_timeout: Counter,
+    /// Streams ended by `stream_idle_timeout`.
+    pub rq_idle_timeout: Counter,
+    /// Requests whose headers took longer than `request_headers_timeout`.
+    pub rq_header_timeout: Counter,
     /// The router's.
     pub no_route: Counter,
     /// The router's.
@@ -114,6 +120,9 @@ impl HttpStats {
             rq_too_large: http.counter("downstream_rq_too_large"),
             codes: CodeClasses::new(&http, "downstream_rq"),
             listener_codes: CodeClasses::new(&on_listener, "downstream_rq"),
+            cx_idle_timeout: http.counter("downstream_cx_idle_timeout"),
+            rq_idle_timeout: http.counter("downstream_rq_idle_timeout"),
+            rq_header_timeout: http.counter("downstream_rq_header_timeout"),
             no_route: http.counter("no_route"),
             no_cluster: http.counter("no_cluster"),
             rq_direct_response: http.counter("rq_direct_response"),
@@ -172,6 +181,10 @@ impl HttpStats {
 /// A listener's stats (`listener.<address>.`), with this worker's
 /// (`listener.<address>.worker_<i>.`).
 pub struct ListenerStats {
+    /// Connections refused by the listener's connection limit.
+    pub cx_overflow: Counter,
+    /// Connections refused by the process-wide connection limit.
+    pub global_cx_overflow: Counter,
     cx_total: Counter,
     cx_active: Gauge,
     cx_destroy: Counter,
@@ -194,6 +207,8 @@ impl ListenerStats {
             &[("envoy_worker_id", &id), ("envoy_listener_address", address)],
         );
         ListenerStats {
+            cx_overflow: listener.counter("downstream_cx_overflow"),
+            global_cx_overflow: listener.counter("downstream_global_cx_overflow"),
             cx_total: listener.counter("downstream_cx_total"),
             cx_active: listener.gauge("downstream_cx_active"),
             cx_destroy: listener.counter("downstream_cx_destroy"),

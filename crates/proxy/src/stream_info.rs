@@ -29,6 +29,9 @@ pub struct ConnectionInfo {
     pub protocol_known: std::cell::Cell<bool>,
     /// Whether the first request came over HTTP/2.
     pub http2: std::cell::Cell<bool>,
+    /// The socket's activity and open streams (for `idle_timeout` and
+    /// `request_headers_timeout`).
+    pub activity: Rc<crate::idle::Activity>,
 }
 
 /// One stream, shared by the HTTP connection manager and the plugins' property lookups.

@@ -50,8 +50,9 @@ impl TcpChain {
                         return finish(filters, PeerType::Local);
                     }
                 },
-                // A failed VM: FAIL_OPEN skips the filter, FAIL_CLOSED closes the connection.
-                Err(_) if slot.failure_policy == FailurePolicy::FailClosed => {
+                // A failed VM (not reloaded, under FAIL_RELOAD): FAIL_OPEN skips the
+                // filter, the others close the connection.
+                Err(_) if slot.failure_policy != FailurePolicy::FailOpen => {
                     return finish(filters, PeerType::Local);
                 }
                 Err(_) => filters.push(None),

@@ -1,7 +1,7 @@
 //! The Wasm HTTP filter: one VM per plugin per worker, a context per stream driven
 //! through the callbacks, waiting while the plugin pauses until it resumes the stream.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -55,11 +55,28 @@ pub struct FilterSlot {
     pub root: u32,
     /// What to do when the VM fails.
     pub failure_policy: FailurePolicy,
+    /// The plugin and its reload counters (reloading is tried only under FAIL_RELOAD).
+    pub reload: Rc<(WasmPlugin, ReloadStats)>,
 }
 
 impl FilterSlot {
+    /// The plugin `plugin` in `vm` at root context `root`; its `wasm.<name>.vm_reload*`
+    /// counters are registered in `store`, as Envoy registers them for every plugin.
+    pub fn new(vm: Rc<PluginInstance>, root: u32, plugin: &WasmPlugin, store: &wasmproxy_stats::Store) -> FilterSlot {
+        let stats = ReloadStats::new(store, &plugin.name);
+        FilterSlot { vm, root, failure_policy: plugin.failure_policy, reload: Rc::new((plugin.clone(), stats)) }
+    }
+
+    /// Under FAIL_RELOAD, a failed VM is built again (see [`PluginInstance::revive`]).
+    fn revive(&self) {
+        if self.failure_policy == FailurePolicy::FailReload {
+            self.vm.revive(&self.reload.0, &self.reload.1);
+        }
+    }
+
     /// A new stream through this plugin.
     pub fn start_stream(&self, info: &StreamRef) -> Result<FilterStream, VmError> {
+        self.revive();
         self.vm.start_stream(self.root, info)
     }
 
@@ -101,6 +118,65 @@ pub struct PluginInstance {
     streams: StreamsByContext,
     /// `wasm.<runtime>.active`, lowered when the VM goes.
     active: wasmproxy_stats::Gauge,
+    /// What it takes to build the VM again (FAIL_RELOAD).
+    rebuild: Rebuild,
+}
+
+/// How to build a failed VM again: its module, VM configuration, the plugins in the order
+/// their root contexts were made, and when it was last (re)loaded.
+struct Rebuild {
+    module: Arc<PluginModule>,
+    vm_config: VmConfig,
+    parts: EmbedderParts,
+    plugins: RefCell<Vec<(WasmPlugin, u32)>>,
+    last_load: Cell<Option<std::time::Instant>>,
+    created: wasmproxy_stats::Counter,
+}
+
+/// What a VM's embedder shares with its instance (and with the embedder of a reloaded VM).
+#[derive(Clone)]
+struct EmbedderParts {
+    clusters: Rc<Clusters>,
+    node: Rc<NodeAttributes>,
+    instance: Rc<OnceCell<Weak<PluginInstance>>>,
+    ticks: Rc<Notify>,
+    queue_tx: mpsc::UnboundedSender<(u32, u32)>,
+    streams: StreamsByContext,
+}
+
+impl EmbedderParts {
+    fn embedder(&self) -> WorkerEmbedder {
+        WorkerEmbedder { parts: self.clone(), grpc: Rc::default() }
+    }
+}
+
+/// A number in [0, 1) from the process's random hasher keys.
+fn unit_random() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Envoy's reload counters for one plugin: `wasm.<plugin name>.vm_reload*`.
+pub struct ReloadStats {
+    reload: wasmproxy_stats::Counter,
+    success: wasmproxy_stats::Counter,
+    failure: wasmproxy_stats::Counter,
+    backoff: wasmproxy_stats::Counter,
+}
+
+impl ReloadStats {
+    /// The counters of the plugin named `name`.
+    pub fn new(store: &wasmproxy_stats::Store, name: &str) -> ReloadStats {
+        let c = |suffix: &str| store.counter(wasmproxy_stats::StatName::plain(format!("wasm.{name}.{suffix}")));
+        ReloadStats {
+            reload: c("vm_reload"),
+            success: c("vm_reload_success"),
+            failure: c("vm_reload_failure"),
+            backoff: c("vm_reload_backoff"),
+        }
+    }
 }
 
 impl Drop for PluginInstance {
@@ -111,12 +187,7 @@ impl Drop for PluginInstance {
 
 /// The proxy's answers to one VM: callouts to this worker's clusters, timers, queues, logs.
 struct WorkerEmbedder {
-    clusters: Rc<Clusters>,
-    node: Rc<NodeAttributes>,
-    instance: Rc<OnceCell<Weak<PluginInstance>>>,
-    ticks: Rc<Notify>,
-    queue_tx: mpsc::UnboundedSender<(u32, u32)>,
-    streams: StreamsByContext,
+    parts: EmbedderParts,
     /// Open gRPC callouts: the task, and for streams where the plugin's messages go.
     grpc: Rc<RefCell<HashMap<u32, GrpcCallout>>>,
 }
@@ -131,7 +202,7 @@ impl WorkerEmbedder {
     /// Where a callout's events go: this VM's `on_grpc_*` callbacks; the callout is
     /// forgotten once it closes.
     fn grpc_sink(&self, token: u32) -> grpc::Sink {
-        let instance = self.instance.get().cloned();
+        let instance = self.parts.instance.get().cloned();
         let calls = self.grpc.clone();
         Rc::new(move |event| {
             if let grpc::Event::Close(..) = event {
@@ -156,15 +227,15 @@ impl Embedder for WorkerEmbedder {
         data: Option<&StreamData>,
     ) -> Result<Vec<u8>, Status> {
         if let [b"xds", b"node", rest @ ..] = path {
-            return self.node.property(rest);
+            return self.parts.node.property(rest);
         }
-        let streams = self.streams.borrow();
+        let streams = self.parts.streams.borrow();
         let stream = streams.get(&context_id).ok_or(Status::NotFound)?;
         stream.borrow().property(path, data)
     }
 
     fn set_property(&mut self, context_id: u32, path: &[u8], value: &[u8]) -> Status {
-        match self.streams.borrow().get(&context_id) {
+        match self.parts.streams.borrow().get(&context_id) {
             Some(stream) => {
                 stream.borrow_mut().filter_state.insert(filter_state_key(path), value.to_vec());
                 Status::Ok
@@ -201,8 +272,8 @@ impl Embedder for WorkerEmbedder {
     }
 
     fn http_call(&mut self, request: HttpCallRequest) -> Result<(), Status> {
-        let cluster = self.clusters.get(&request.cluster).ok_or(Status::BadArgument)?;
-        let instance = self.instance.get().cloned();
+        let cluster = self.parts.clusters.get(&request.cluster).ok_or(Status::BadArgument)?;
+        let instance = self.parts.instance.get().cloned();
         tokio::task::spawn_local(async move {
             // Envoy's async client goes through the router: the upstream learns the call is
             // internal and how long it may take, and failures come back as the router's
@@ -238,7 +309,8 @@ impl Embedder for WorkerEmbedder {
     }
 
     fn grpc_call(&mut self, request: GrpcCallRequest) -> Result<(), Status> {
-        let (cluster, authority) = grpc::target(&self.clusters, &request.service_config).ok_or(Status::ParseFailure)?;
+        let (cluster, authority) =
+            grpc::target(&self.parts.clusters, &request.service_config).ok_or(Status::ParseFailure)?;
         let headers = grpc::request_headers(
             &authority,
             &request.service,
@@ -253,7 +325,8 @@ impl Embedder for WorkerEmbedder {
     }
 
     fn grpc_stream(&mut self, request: GrpcStreamRequest) -> Result<(), Status> {
-        let (cluster, authority) = grpc::target(&self.clusters, &request.service_config).ok_or(Status::ParseFailure)?;
+        let (cluster, authority) =
+            grpc::target(&self.parts.clusters, &request.service_config).ok_or(Status::ParseFailure)?;
         let headers =
             grpc::request_headers(&authority, &request.service, &request.method, &request.initial_metadata, None);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -307,7 +380,7 @@ impl Embedder for WorkerEmbedder {
             // `DeclarePropertyArguments`: a name may be declared once per stream.
             "declare_property" => {
                 let property = field(1)?;
-                let streams = self.streams.borrow();
+                let streams = self.parts.streams.borrow();
                 let stream = streams.get(&context_id).ok_or(Status::NotFound)?;
                 let mut info = stream.borrow_mut();
                 if property.is_empty() || !info.declared.insert(property) {
@@ -327,11 +400,11 @@ impl Embedder for WorkerEmbedder {
     }
 
     fn set_tick_period(&mut self, _root: u32, _period: Option<Duration>) {
-        self.ticks.notify_one();
+        self.parts.ticks.notify_one();
     }
 
     fn queue_notifier(&mut self) -> Option<QueueNotifier> {
-        let tx = self.queue_tx.clone();
+        let tx = self.parts.queue_tx.clone();
         Some(Arc::new(move |root, queue| {
             let _ = tx.send((root, queue));
         }))
@@ -352,28 +425,30 @@ impl PluginInstance {
         let ticks = Rc::new(Notify::new());
         let (queue_tx, mut queue_rx) = mpsc::unbounded_channel();
         let streams = StreamsByContext::default();
-        let embedder = WorkerEmbedder {
-            clusters,
-            node,
-            instance: cell.clone(),
-            ticks: ticks.clone(),
-            queue_tx,
-            streams: streams.clone(),
-            grpc: Rc::default(),
-        };
-        let vm = WasmVm::new(module, vm_config(config), Box::new(embedder))?;
+        let parts = EmbedderParts { clusters, node, instance: cell.clone(), ticks: ticks.clone(), queue_tx, streams };
+        let vm = WasmVm::new(module, vm_config(config), Box::new(parts.embedder()))?;
         // Envoy's VM counts, named after the configured runtime (wasmproxy runs every
         // runtime on wasmtime): `wasm.envoy.wasm.runtime.v8.created` / `.active`.
         let runtime = if config.vm.runtime.is_empty() { "envoy.wasm.runtime.v8" } else { &config.vm.runtime };
-        store.counter(wasmproxy_stats::StatName::plain(format!("wasm.{runtime}.created"))).inc();
+        let created = store.counter(wasmproxy_stats::StatName::plain(format!("wasm.{runtime}.created")));
+        created.inc();
         let active = store.gauge(wasmproxy_stats::StatName::plain(format!("wasm.{runtime}.active")));
         active.inc();
+        let streams = parts.streams.clone();
         let instance = Rc::new(PluginInstance {
             vm: RefCell::new(vm),
             waiters: RefCell::new(HashMap::new()),
             ticks,
             streams,
             active,
+            rebuild: Rebuild {
+                module: module.clone(),
+                vm_config: vm_config(config),
+                parts,
+                plugins: RefCell::default(),
+                last_load: Cell::new(Some(std::time::Instant::now())),
+                created,
+            },
         });
         let _ = cell.set(Rc::downgrade(&instance));
         let weak = Rc::downgrade(&instance);
@@ -432,7 +507,70 @@ impl PluginInstance {
 
     /// Adds a plugin: its root context, configured (`on_vm_start`, `on_configure`).
     pub fn add_plugin(&self, config: &WasmPlugin) -> Result<u32, VmError> {
-        self.vm.borrow_mut().create_root_context(Arc::new(plugin_config(config)))
+        let root = self.vm.borrow_mut().create_root_context(Arc::new(plugin_config(config)))?;
+        self.rebuild.plugins.borrow_mut().push((config.clone(), root));
+        Ok(root)
+    }
+
+    /// FAIL_RELOAD, as Envoy does it: a failed VM is built again for the next stream,
+    /// unless the last (re)load was less than the plugin's backoff ago (`vm_reload_backoff`;
+    /// the stream is then answered as FAIL_CLOSED would). Every plugin of the VM gets its
+    /// root context again, with the same ids. True if the VM is live.
+    pub fn revive(&self, plugin: &WasmPlugin, stats: &ReloadStats) -> bool {
+        if self.vm.borrow().failure().is_none() {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        // Envoy 1.40 draws the wait anew for each stream, from [base, 1.5 × base) after the
+        // last (re)load; its `max_interval` does not come into it.
+        let (base, _max) = plugin.reload_backoff.unwrap_or((Duration::from_secs(1), Duration::from_secs(10)));
+        let wait = base.mul_f64(1.0 + 0.5 * unit_random());
+        if let Some(last) = self.rebuild.last_load.get()
+            && now.duration_since(last) < wait
+        {
+            stats.backoff.inc();
+            return false;
+        }
+        stats.reload.inc();
+        self.rebuild.last_load.set(Some(now));
+        match self.build_again() {
+            Ok(vm) => {
+                *self.vm.borrow_mut() = vm;
+                self.rebuild.created.inc();
+                self.waiters.borrow_mut().clear();
+                // The new VM's timers are the tick task's to wait for.
+                self.ticks.notify_one();
+                stats.success.inc();
+                tracing::warn!(
+                    "Wasm VM {:?} reloaded after a failure (plugin {:?})",
+                    self.rebuild.vm_config.vm_id,
+                    plugin.name
+                );
+                true
+            }
+            Err(e) => {
+                stats.failure.inc();
+                tracing::error!(
+                    "Wasm VM {:?} could not be reloaded (plugin {:?}): {e}",
+                    self.rebuild.vm_config.vm_id,
+                    plugin.name
+                );
+                false
+            }
+        }
+    }
+
+    /// A new VM with every plugin's root context, made in the same order, so the root
+    /// ids the filters hold stay right.
+    fn build_again(&self) -> Result<WasmVm, VmError> {
+        let r = &self.rebuild;
+        let mut vm = WasmVm::new(&r.module, r.vm_config.clone(), Box::new(r.parts.embedder()))?;
+        for (plugin, root) in r.plugins.borrow().iter() {
+            if vm.create_root_context(Arc::new(plugin_config(plugin)))? != *root {
+                return Err(VmError::Instantiate("the reloaded VM gave a plugin another root id".into()));
+            }
+        }
+        Ok(vm)
     }
 
     fn start_stream(self: &Rc<Self>, root: u32, info: &StreamRef) -> Result<FilterStream, VmError> {
@@ -445,6 +583,7 @@ impl PluginInstance {
 impl FilterSlot {
     /// A new TCP connection through this network filter.
     pub fn start_connection(&self, info: &StreamRef) -> Result<ConnectionFilter, VmError> {
+        self.revive();
         let ctx = self.vm.vm.borrow_mut().create_context(self.root, ContextKind::Tcp)?;
         let (tx, rx) = mpsc::unbounded_channel();
         self.vm.waiters.borrow_mut().insert(ctx, tx);
@@ -455,7 +594,7 @@ impl FilterSlot {
             rx,
             held: [false; 2],
             held_end: [false; 2],
-            fail_open: self.failure_policy != FailurePolicy::FailClosed,
+            fail_open: self.failure_policy == FailurePolicy::FailOpen,
         })
     }
 }

@@ -22,6 +22,7 @@ use crate::routing::RouteTable;
 use crate::stats::{HttpStats, ListenerStats, Upstreams, address_stat_name};
 use crate::stream_info::ConnectionInfo;
 use crate::tcp::TcpChain;
+use crate::tunables::{ConnectionLimits, Overflow};
 use crate::wasm_filter::{FilterSlot, PluginInstance};
 use crate::xds::NodeAttributes;
 
@@ -57,8 +58,12 @@ pub struct WorkerSetup {
     pub stats: Arc<Store>,
     /// Every cluster's endpoints and their figures (admin `/clusters`).
     pub upstreams: Arc<Upstreams>,
+    /// Open downstream connections against their limits.
+    pub limits: Arc<ConnectionLimits>,
     /// The worker's index (`None` on the main thread).
     pub worker: Option<usize>,
+    /// How long connections may take to finish once the server is told to stop.
+    pub drain_time: std::time::Duration,
 }
 
 /// Runs a worker on this thread; `ready` hears once whether it started.
@@ -92,9 +97,10 @@ pub fn run(setup: WorkerSetup, ready: std::sync::mpsc::Sender<Result<(), String>
             }
         }
         let _ = ready.send(Ok(()));
+        let drain = Drain::new(setup.shutdown.clone());
         for (listener, served) in listeners.into_iter().zip(hcms) {
             if let Some(served) = served {
-                tokio::task::spawn_local(accept_loop(listener, served));
+                tokio::task::spawn_local(accept_loop(listener, served, drain.clone()));
             }
         }
         let mut shutdown = setup.shutdown;
@@ -103,7 +109,61 @@ pub fn run(setup: WorkerSetup, ready: std::sync::mpsc::Sender<Result<(), String>
                 break;
             }
         }
+        // Stopped: the accept loops have closed their sockets; connections finish what
+        // they accepted (HTTP/1.1 answers its request and closes, HTTP/2 sends GOAWAY), up
+        // to the drain time.
+        let open = drain.open.get();
+        if open > 0 {
+            tracing::info!("draining {open} connection(s) for at most {:?}", setup.drain_time);
+            if tokio::time::timeout(setup.drain_time, drain.all_closed()).await.is_err() {
+                tracing::warn!("drain time over: closing {} connection(s)", drain.open.get());
+            }
+        }
     });
+}
+
+/// The connections of one worker, for a drain: how many are open, and the stop signal
+/// each watches.
+#[derive(Clone)]
+struct Drain {
+    shutdown: watch::Receiver<bool>,
+    open: Rc<std::cell::Cell<usize>>,
+    closed: Rc<tokio::sync::Notify>,
+}
+
+impl Drain {
+    fn new(shutdown: watch::Receiver<bool>) -> Drain {
+        Drain { shutdown, open: Rc::default(), closed: Rc::default() }
+    }
+
+    fn opened(&self) {
+        self.open.set(self.open.get() + 1);
+    }
+
+    fn closed(&self) {
+        self.open.set(self.open.get().saturating_sub(1));
+        self.closed.notify_waiters();
+    }
+
+    async fn all_closed(&self) {
+        while self.open.get() > 0 {
+            let notified = self.closed.notified();
+            if self.open.get() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Resolves when the server is told to stop.
+    async fn stopping(&self) {
+        let mut rx = self.shutdown.clone();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// What serves a listener's connections.
@@ -122,6 +182,9 @@ struct Served {
     listener_direction: i64,
     filter_chain_name: Rc<str>,
     stats: ListenerStats,
+    /// The listener's index (for its connection limit).
+    index: usize,
+    limits: Arc<ConnectionLimits>,
 }
 
 /// A service's VM and its root context.
@@ -166,6 +229,8 @@ async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<Served>>, Vec<Service>
                 listener_direction: listener.traffic_direction,
                 filter_chain_name: Rc::from(chain.name.as_str()),
                 stats: ListenerStats::new(&setup.stats, &address, setup.worker.unwrap_or(0)),
+                index: li,
+                limits: setup.limits.clone(),
             })
         };
         if let Some(NetworkFilter::TcpProxy(proxy)) = chain.filters.last() {
@@ -177,7 +242,7 @@ async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<Served>>, Vec<Service>
                     let fail = |e: String| format!("listener {}: Wasm filter {:?}: {e}", listener.name, plugin.name);
                     let vm = instance(module, plugin).map_err(fail)?;
                     let root = vm.add_plugin(plugin).map_err(|e| fail(e.to_string()))?;
-                    filters.push(FilterSlot { vm, root, failure_policy: plugin.failure_policy });
+                    filters.push(FilterSlot::new(vm, root, plugin, &setup.stats));
                 }
             }
             hcms.push(about(Terminal::Tcp(Rc::new(TcpChain { filters, cluster }))));
@@ -197,7 +262,7 @@ async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<Served>>, Vec<Service>
                 let fail = |e: String| format!("listener {}: Wasm filter {:?}: {e}", listener.name, plugin.name);
                 let vm = instance(module, plugin).map_err(fail)?;
                 let root = vm.add_plugin(plugin).map_err(|e| fail(e.to_string()))?;
-                filters.push(FilterSlot { vm, root, failure_policy: plugin.failure_policy });
+                filters.push(FilterSlot::new(vm, root, plugin, &setup.stats));
             }
         }
         let stats = HttpStats::new(&setup.stats, &config.stat_prefix, &address);
@@ -210,7 +275,7 @@ async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<Served>>, Vec<Service>
                 let fail = |e: String| format!("listener {}: Wasm access logger {:?}: {e}", listener.name, plugin.name);
                 let vm = instance(module, plugin).map_err(fail)?;
                 let root = vm.add_plugin(plugin).map_err(|e| fail(e.to_string()))?;
-                wasm_loggers.push(FilterSlot { vm, root, failure_policy: plugin.failure_policy });
+                wasm_loggers.push(FilterSlot::new(vm, root, plugin, &setup.stats));
             }
         }
         let hcm = Hcm {
@@ -230,10 +295,15 @@ async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<Served>>, Vec<Service>
 /// Connection ids, unique in the process (Envoy's `connection.id`).
 static NEXT_CONNECTION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-async fn accept_loop(listener: tokio::net::TcpListener, served: Served) {
+async fn accept_loop(listener: tokio::net::TcpListener, served: Served, drain: Drain) {
     let served = Rc::new(served);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            // Stop accepting: the socket closes as the loop ends.
+            _ = drain.stopping() => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -241,6 +311,18 @@ async fn accept_loop(listener: tokio::net::TcpListener, served: Served) {
                 continue;
             }
         };
+        // Over a connection limit, the connection is closed at once (Envoy's overflow).
+        match served.limits.admit(served.index) {
+            Ok(()) => {}
+            Err(Overflow::Listener) => {
+                served.stats.cx_overflow.inc();
+                continue;
+            }
+            Err(Overflow::Global) => {
+                served.stats.global_cx_overflow.inc();
+                continue;
+            }
+        }
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
         let id = NEXT_CONNECTION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -252,23 +334,28 @@ async fn accept_loop(listener: tokio::net::TcpListener, served: Served) {
             filter_chain_name: served.filter_chain_name.clone(),
             protocol_known: Default::default(),
             http2: Default::default(),
+            activity: Default::default(),
         });
         let accepted = std::time::Instant::now();
         served.stats.connection_opened();
         let served = served.clone();
+        let drain = drain.clone();
+        drain.opened();
         tokio::task::spawn_local(async move {
             match &served.terminal {
                 Terminal::Tcp(chain) => chain.clone().serve(stream, connection).await,
-                Terminal::Http(hcm) => serve_http(hcm.clone(), stream, connection).await,
+                Terminal::Http(hcm) => serve_http(hcm.clone(), stream, connection, &drain).await,
             }
             served.stats.connection_closed(accepted.elapsed());
+            served.limits.release(served.index);
+            drain.closed();
         });
     }
 }
 
 /// Serves one HTTP connection (HTTP/1.1, or HTTP/2 with prior knowledge, as the codec
 /// type allows) until it ends.
-async fn serve_http(hcm: Rc<Hcm>, stream: tokio::net::TcpStream, connection: Rc<ConnectionInfo>) {
+async fn serve_http(hcm: Rc<Hcm>, stream: tokio::net::TcpStream, connection: Rc<ConnectionInfo>, drain: &Drain) {
     let accepted = std::time::Instant::now();
     hcm.stats.connection_opened();
     let mut builder = auto::Builder::new(LocalExec);
@@ -284,7 +371,46 @@ async fn serve_http(hcm: Rc<Hcm>, stream: tokio::net::TcpStream, connection: Rc<
         let (hcm, connection) = (hcm.clone(), connection.clone());
         service_fn(move |req| hcm.clone().handle(req, connection.clone()))
     };
-    if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+    let socket = Rc::new(stream);
+    let activity = connection.activity.clone();
+    let io = TokioIo::new(crate::idle::TrackedIo::new(socket.clone(), activity.clone()));
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    // `idle_timeout` (Envoy's default: 1 hour): no stream and no bytes for that long.
+    let idle = async {
+        match hcm.config.idle_timeout {
+            Some(t) => crate::idle::idle_for(t, &activity).await,
+            None => std::future::pending().await,
+        }
+    };
+    // `request_headers_timeout` (Envoy's default: none): from a request's first byte to
+    // the end of its headers.
+    let headers = async {
+        match hcm.config.request_headers_timeout {
+            Some(t) => crate::idle::headers_late(t, &activity).await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = drain.stopping() => {
+            // Finish what was accepted, take nothing new.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = idle => {
+            hcm.stats.cx_idle_timeout.inc();
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = headers => {
+            // No stream exists yet: Envoy's 408 goes straight to the socket, which closes.
+            hcm.stats.rq_header_timeout.inc();
+            crate::idle::answer_header_timeout(&socket, &hcm.config.server_name);
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!("connection ended: {e}");
     }
     let http2 = connection.protocol_known.get().then(|| connection.http2.get());

@@ -4,6 +4,7 @@ mod cli;
 mod logging;
 mod plugin_run;
 mod serve;
+mod signals;
 
 fn main() -> std::process::ExitCode {
     match cli::Command::parse(std::env::args().skip(1)) {

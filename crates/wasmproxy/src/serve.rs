@@ -16,6 +16,7 @@ pub struct ServeOptions {
     log_path: Option<PathBuf>,
     validate_only: bool,
     wasm_cache_dir: Option<PathBuf>,
+    drain_time_s: u64,
 }
 
 impl ServeOptions {
@@ -30,6 +31,7 @@ impl ServeOptions {
             log_path: None,
             validate_only: false,
             wasm_cache_dir: None,
+            drain_time_s: 30,
         };
         while let Some(arg) = args.next() {
             let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -50,6 +52,12 @@ impl ServeOptions {
                     }
                 }
                 "--log-format" => o.log_format = value(&arg)?,
+                // Envoy's flag; here it bounds the drain after SIGTERM or /quitquitquit.
+                "--drain-time-s" => {
+                    let v = value(&arg)?;
+                    o.drain_time_s =
+                        v.parse().map_err(|_| format!("--drain-time-s {v:?} is not a number of seconds"))?;
+                }
                 "--log-path" => o.log_path = Some(PathBuf::from(value(&arg)?)),
                 // wasmproxy's own: keep compiled plugins on disk, so a restart skips compiling.
                 "--wasm-cache-dir" => o.wasm_cache_dir = Some(PathBuf::from(value(&arg)?)),
@@ -79,12 +87,16 @@ impl ServeOptions {
             "log_format": self.log_format,
             "log_path": self.log_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
             "mode": if self.validate_only { "Validate" } else { "Serve" },
+            "drain_time": format!("{}s", self.drain_time_s),
             "wasm_cache_dir": self.wasm_cache_dir.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         })
     }
 }
 
 pub fn run(o: ServeOptions) -> anyhow::Result<()> {
+    // Before any thread starts, so every thread inherits the mask and the signal thread
+    // alone takes SIGTERM and SIGINT.
+    let signals = crate::signals::block_termination();
     let settings = LogSettings {
         level: o.log_level.clone(),
         components: o.component_log_level.clone(),
@@ -108,6 +120,7 @@ pub fn run(o: ServeOptions) -> anyhow::Result<()> {
     options.engine.cache_dir = o.wasm_cache_dir.clone();
     options.command_line = o.command_line(options.concurrency);
     options.logging = Some(levels);
+    options.drain_time = std::time::Duration::from_secs(o.drain_time_s);
     let server = Server::start(config, options)?;
     for (name, addr) in &server.listeners {
         eprintln!("wasmproxy: listener {name} on {addr}");
@@ -115,6 +128,7 @@ pub fn run(o: ServeOptions) -> anyhow::Result<()> {
     if let Some(addr) = server.admin {
         eprintln!("wasmproxy: admin on {addr}");
     }
+    crate::signals::stop_on_termination(signals, server.stopper());
     server.wait();
     tracing::info!("exiting");
     Ok(())

@@ -72,21 +72,8 @@ fn temp_dir(name: &str) -> PathBuf {
 /// upstream and a closed port, access logs in Envoy's default format and as JSON.
 fn config(dir: &Path, upstream: u16) -> PathBuf {
     let plugin = repo().join("examples/talk_demo/talk_demo.wasm");
-    let yaml = format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-stats_flush_interval: 0.2s
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          access_log:
+    let access_logs = format!(
+        r#"          access_log:
           - name: envoy.access_loggers.file
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
@@ -102,19 +89,18 @@ static_resources:
                   path: "%REQ(:PATH)%"
                   upstream: "%UPSTREAM_HOST%"
                   start: "%START_TIME(%s)%"
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: /direct }}
-                direct_response: {{ status: 200, body: {{ inline_string: "direct\n" }} }}
-              - match: {{ prefix: /dead }}
-                route: {{ cluster: dead }}
-              - match: {{ prefix: /only/ }}
-                route: {{ cluster: backend }}
-          http_filters:
-          - name: envoy.filters.http.wasm
+"#,
+        dir = dir.display()
+    );
+    let routes = r#"              - match: { prefix: /direct }
+                direct_response: { status: 200, body: { inline_string: "direct\n" } }
+              - match: { prefix: /dead }
+                route: { cluster: dead }
+              - match: { prefix: /only/ }
+                route: { cluster: backend }
+"#;
+    let filter = format!(
+        r#"          - name: envoy.filters.http.wasm
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
@@ -127,29 +113,12 @@ static_resources:
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
                   value: "x-demo=yes"
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: backend
-    type: STATIC
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream} }} }} }}
-  - name: dead
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: dead
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }} }}
 "#,
-        dir = dir.display(),
         plugin = plugin.display(),
     );
+    let clusters = common::cluster("backend", upstream) + &common::cluster("dead", 1);
+    let yaml =
+        common::bootstrap("stats_flush_interval: 0.2s\n", "ingress_http", &access_logs, routes, &filter, &clusters);
     let path = dir.join("envoy.yaml");
     std::fs::write(&path, yaml).unwrap();
     path

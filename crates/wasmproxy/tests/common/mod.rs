@@ -92,3 +92,60 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> 
 pub fn body(response: &str) -> &str {
     response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
+
+/// An Envoy bootstrap for these tests: the admin on port 0, then `top` (e.g.
+/// `stats_flush_interval`, `layered_runtime`), one listener `main` on port 0 whose
+/// connection manager (`stat_prefix`, then the `hcm` lines) has `routes` (YAML list items)
+/// and `filters` before the router, and `clusters` (YAML list items).
+pub fn bootstrap(top: &str, stat_prefix: &str, hcm: &str, routes: &str, filters: &str, clusters: &str) -> String {
+    let clusters = if clusters.is_empty() { String::new() } else { format!("  clusters:\n{clusters}") };
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+{top}static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {stat_prefix}
+{hcm}          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+{routes}          http_filters:
+{filters}          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+{clusters}"#
+    )
+}
+
+/// A STATIC cluster list item with one endpoint on 127.0.0.1.
+pub fn cluster(name: &str, port: u16) -> String {
+    format!(
+        r#"  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
+"#
+    )
+}
+
+/// Writes `yaml` to a fresh temporary directory of its own, named after `name`.
+pub fn write_config(name: &str, yaml: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasmproxy-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("envoy.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}

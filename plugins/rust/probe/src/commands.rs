@@ -452,6 +452,21 @@ fn execute(command: &[String]) -> Result<Outcome, String> {
             };
             Outcome::Status(errno as u32, Some(value))
         }
+        // `if_header MAP NAME COMMAND...`: runs the command only when the header is there
+        // (so one request of several can panic, loop or allocate without end); silent
+        // otherwise.
+        "if_header" => {
+            let (map, key) = (a.num(1)?, a.str(2)?);
+            let mut out = Returned::new();
+            let s = unsafe {
+                raw::proxy_get_header_map_value(map, key.as_ptr(), key.len(), &mut out.ptr, &mut out.len)
+            };
+            out.take();
+            if s != 0 {
+                return Ok(Outcome::Silent);
+            }
+            return execute(command.get(3..).unwrap_or_default());
+        }
         "panic" => panic!("{}", a.opt(1)),
         "loop" => loop {
             std::hint::spin_loop();

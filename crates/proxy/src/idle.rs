@@ -1,0 +1,219 @@
+//! A downstream connection's timers, as the HTTP connection manager configures them:
+//! `idle_timeout` (no stream and no bytes for that long: the connection is closed) and
+//! `request_headers_timeout` (from the first byte of a request's headers to their end: 408
+//! `request header timeout`, then the connection is closed). The socket notes when bytes
+//! move and when a request's headers start; the watchers read that.
+
+use std::cell::Cell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// What the socket saw, shared with the watchers.
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// When bytes last moved either way.
+    last: Cell<Option<Instant>>,
+    /// When the headers of the request being read began (none while a stream is open or
+    /// the connection waits between requests).
+    headers_began: Cell<Option<Instant>>,
+    /// Streams open on the connection.
+    pub open_streams: Cell<usize>,
+    /// The client speaks HTTP/2 (its first bytes were the connection preface): the
+    /// request-headers timer does not apply.
+    http2: Cell<bool>,
+    first_read: Cell<bool>,
+}
+
+impl Activity {
+    /// A stream opened (its headers are complete).
+    pub fn stream_opened(&self) {
+        self.open_streams.set(self.open_streams.get() + 1);
+        self.headers_began.set(None);
+    }
+
+    /// A stream ended.
+    pub fn stream_closed(&self) {
+        self.open_streams.set(self.open_streams.get().saturating_sub(1));
+    }
+
+    fn read(&self, bytes: &[u8]) {
+        let now = Instant::now();
+        self.last.set(Some(now));
+        if !self.first_read.replace(true) && bytes.starts_with(b"PRI ") {
+            self.http2.set(true);
+        }
+        if self.open_streams.get() == 0 && self.headers_began.get().is_none() && !self.http2.get() {
+            self.headers_began.set(Some(now));
+        }
+    }
+}
+
+/// A socket that notes its activity. It reads and writes through readiness and
+/// `try_read`/`try_write`, so the watchers can still reach the socket (to answer 408).
+pub struct TrackedIo {
+    socket: Rc<TcpStream>,
+    activity: Rc<Activity>,
+}
+
+impl TrackedIo {
+    /// Wraps `socket`.
+    pub fn new(socket: Rc<TcpStream>, activity: Rc<Activity>) -> TrackedIo {
+        activity.last.set(Some(Instant::now()));
+        TrackedIo { socket, activity }
+    }
+}
+
+impl AsyncRead for TrackedIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        loop {
+            ready!(self.socket.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match self.socket.try_read(unfilled) {
+                Ok(n) => {
+                    if n > 0 {
+                        self.activity.read(&unfilled[..n]);
+                    }
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl TrackedIo {
+    /// Writes with `write` once the socket is writable, noting the activity.
+    fn poll_write_with(
+        &self,
+        cx: &mut Context<'_>,
+        write: impl Fn(&TcpStream) -> std::io::Result<usize>,
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            ready!(self.socket.poll_write_ready(cx))?;
+            match write(&self.socket) {
+                Ok(n) => {
+                    if n > 0 {
+                        self.activity.last.set(Some(Instant::now()));
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for TrackedIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.poll_write_with(cx, |s| s.try_write(data))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.poll_write_with(cx, |s| s.try_write_vectored(bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Write))
+    }
+}
+
+/// Resolves once the connection has had no open stream and no bytes moving for `timeout`.
+pub async fn idle_for(timeout: std::time::Duration, activity: &Activity) {
+    loop {
+        let due = activity.last.get().unwrap_or_else(Instant::now) + timeout;
+        if Instant::now() >= due {
+            if activity.open_streams.get() == 0 {
+                return;
+            }
+            // A stream is open (e.g. a long response): look again a period later.
+            tokio::time::sleep(timeout).await;
+            continue;
+        }
+        tokio::time::sleep_until(due).await;
+    }
+}
+
+/// Resolves once a request's headers have been coming in for longer than `timeout`.
+pub async fn headers_late(timeout: std::time::Duration, activity: &Activity) {
+    loop {
+        match activity.headers_began.get() {
+            Some(began) if Instant::now() >= began + timeout => return,
+            Some(began) => tokio::time::sleep_until(began + timeout).await,
+            // Nothing to time yet: look again a period later (a request's first byte
+            // starts the timer; it may be up to one period late).
+            None => tokio::time::sleep(timeout / 4).await,
+        }
+    }
+}
+
+/// Envoy's answer when the headers time out, written straight to the socket (no stream
+/// exists yet), before the connection is closed.
+pub fn answer_header_timeout(socket: &TcpStream, server: &str) {
+    let body = "request header timeout";
+    let date = httpdate_now();
+    let response = format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-length: {}\r\ncontent-type: text/plain\r\ndate: {date}\r\nserver: {server}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = socket.try_write(response.as_bytes());
+    let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Both);
+}
+
+/// Now as an HTTP date (`Thu, 26 Nov 2026 12:00:43 GMT`).
+fn httpdate_now() -> String {
+    let t = crate::clock::Utc::now();
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let weekday = DAYS[(t.unix.div_euclid(86_400)).rem_euclid(7) as usize];
+    format!(
+        "{weekday}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+        t.day,
+        MONTHS[(t.month - 1) as usize],
+        t.year,
+        t.hour,
+        t.minute,
+        t.second
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timer_starts_with_a_requests_first_byte() {
+        let a = Activity::default();
+        a.read(b"GET / HTTP/1.1\r\n");
+        let began = a.headers_began.get().expect("started");
+        a.read(b"Host: x\r\n");
+        assert_eq!(a.headers_began.get(), Some(began));
+        a.stream_opened();
+        assert_eq!(a.headers_began.get(), None);
+        a.read(b"body bytes");
+        assert_eq!(a.headers_began.get(), None, "a body is not headers");
+        a.stream_closed();
+        let h2 = Activity::default();
+        h2.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        assert_eq!(h2.headers_began.get(), None);
+    }
+}

@@ -1,0 +1,333 @@
+//! Plugins that misbehave, under each failure policy: a panic (the Rust SDK's, a trap), an
+//! endless loop, memory allocated without end. The binary runs one worker, so every
+//! request meets the same VM; each test checks the status, the time bound, that the next
+//! request is served as the policy says, and the process's memory afterwards.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{Running, body, http_get, repo};
+
+/// The probe plugin as the one HTTP filter: it panics, loops or allocates without end when
+/// the request carries `x-panic`, `x-loop` or `x-bomb`, and adds `x-vm-count` (a counter
+/// of the VM, 1 in a fresh VM) to each response.
+fn config(name: &str, policy: &str, runtime: &str) -> PathBuf {
+    let probe = repo().join("plugins/out/probe.wasm");
+    assert!(probe.exists(), "{} is missing: run scripts/build-plugins.sh", probe.display());
+    let phases = serde_json::json!({"phases": {
+        "request_headers": [
+            ["if_header", "0", "x-panic", "panic", "boom"],
+            ["if_header", "0", "x-loop", "loop"],
+            ["if_header", "0", "x-bomb", "alloc_bomb"],
+        ],
+        "response_headers": [["vm_counter", "2", "x-vm-count"]],
+    }});
+    let filter = format!(
+        r#"          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: probe
+                root_id: probe_root
+                {policy}
+                vm_config:
+                  vm_id: probe_vm
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: "{probe}" }} }}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{phases}'
+"#,
+        probe = probe.display(),
+    );
+    let routes = "              - match: { prefix: / }\n                direct_response: { status: 200, body: { inline_string: \"hello\\n\" } }\n";
+    common::write_config(
+        &format!("reliability-{name}"),
+        &common::bootstrap(runtime, "ingress", "", routes, &filter, ""),
+    )
+}
+
+/// The binary on `config` with one worker; its listener and admin addresses, and where
+/// its stderr goes.
+fn serve(config: &std::path::Path) -> (Running, String, String, PathBuf) {
+    let log = config.with_file_name("stderr.log");
+    let (running, addr, admin) =
+        common::serve_with(config, &["--concurrency", "1", "--log-level", "info", "--log-path", log.to_str().unwrap()]);
+    (running, addr, admin.unwrap(), log)
+}
+
+/// Status line, `x-vm-count` (if any) and body of a GET with these headers.
+fn get(addr: &str, headers: &str) -> (u16, Option<u32>, String) {
+    let r = http_get(addr, "/", headers);
+    let status = r[9..12].parse().unwrap();
+    let count = r.lines().find_map(|l| l.strip_prefix("x-vm-count: ")).map(|v| v.trim().parse().unwrap());
+    (status, count, body(&r).to_string())
+}
+
+fn stat(admin: &str, name: &str) -> u64 {
+    let stats = http_get(admin, &format!("/stats?filter=^{name}$"), "");
+    body(&stats).lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).map_or(0, |v| v.parse().unwrap())
+}
+
+fn rss_kib(running: &Running) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", running.0.id())).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap()
+}
+
+#[test]
+fn a_panicking_plugin_under_each_failure_policy() {
+    // (policy YAML, what the stream after the failure gets: status and whether the filter ran)
+    let cases = [
+        ("failure_policy: FAIL_CLOSED", (503, false)),
+        ("", (503, false)),
+        ("failure_policy: FAIL_OPEN", (200, false)),
+    ];
+    for (i, (policy, after)) in cases.into_iter().enumerate() {
+        let (_running, addr, admin, log) = serve(&config(&format!("panic-{i}"), policy, ""));
+        assert_eq!(get(&addr, ""), (200, Some(1), "hello\n".into()), "{policy}");
+        // The stream in which the VM fails gets 503 with no body, whatever the policy.
+        assert_eq!(get(&addr, "x-panic: 1\r\n"), (503, None, String::new()), "{policy}");
+        let (status, count, _) = get(&addr, "");
+        assert_eq!((status, count.is_some()), after, "{policy}");
+        assert_eq!(stat(&admin, "wasm.probe.vm_reload"), 0, "{policy}");
+        // The panic's message (the SDK logs it) and the failure with its wasm backtrace,
+        // once, with the plugin's name.
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("wasm log probe probe_root probe_vm: panicked at"), "{text}");
+        assert_eq!(text.matches("boom").count(), 1, "{text}");
+    }
+    // The deprecated `fail_open: true`: even the failing stream goes on without the filter.
+    let (_running, addr, _, _) = serve(&config("fail-open", "fail_open: true", ""));
+    assert_eq!(get(&addr, "x-panic: 1\r\n"), (200, None, "hello\n".into()));
+    assert_eq!(get(&addr, ""), (200, None, "hello\n".into()));
+}
+
+#[test]
+fn fail_reload_builds_the_vm_again_after_its_backoff() {
+    let policy = "failure_policy: FAIL_RELOAD\n                reload_config: { backoff: { base_interval: 0.4s } }";
+    let (_running, addr, admin, _) = serve(&config("reload", policy, ""));
+    // Past the backoff after start-up, so the first failure is reloaded at once.
+    std::thread::sleep(Duration::from_millis(700));
+    let created = stat(&admin, "wasm.envoy.wasm.runtime.v8.created");
+    assert_eq!(get(&addr, ""), (200, Some(1), "hello\n".into()));
+    assert_eq!(get(&addr, ""), (200, Some(2), "hello\n".into()));
+    assert_eq!(get(&addr, "x-panic: 1\r\n").0, 503);
+    // The next stream gets a fresh VM (its counter starts again).
+    assert_eq!(get(&addr, ""), (200, Some(1), "hello\n".into()));
+    assert_eq!(stat(&admin, "wasm.probe.vm_reload_success"), 1);
+    assert_eq!(stat(&admin, "wasm.envoy.wasm.runtime.v8.created"), created + 1);
+    // A second failure within the backoff of that reload: 503 without the plugin.
+    assert_eq!(get(&addr, "x-panic: 1\r\n").0, 503);
+    assert_eq!(get(&addr, ""), (503, None, String::new()));
+    assert_eq!(stat(&admin, "wasm.probe.vm_reload_backoff"), 1);
+    // After it (at most 1.5 × base), reloaded again.
+    std::thread::sleep(Duration::from_millis(650));
+    assert_eq!(get(&addr, ""), (200, Some(1), "hello\n".into()));
+    assert_eq!(stat(&admin, "wasm.probe.vm_reload_success"), 2);
+    assert_eq!(stat(&admin, "wasm.probe.vm_reload"), 2);
+    assert_eq!(stat(&admin, "wasm.envoy.wasm.runtime.v8.active"), 1);
+}
+
+#[test]
+fn an_endless_loop_is_stopped_and_the_worker_serves_on() {
+    // The deadline from `layered_runtime`, 100 ms here (500 ms by default).
+    let runtime = "layered_runtime:\n  layers:\n  - name: tunables\n    static_layer:\n      wasmproxy.wasm.callback_deadline_ms: 100\n";
+    for (i, policy) in ["failure_policy: FAIL_CLOSED", "failure_policy: FAIL_OPEN", "failure_policy: FAIL_RELOAD"]
+        .into_iter()
+        .enumerate()
+    {
+        let (_running, addr, admin, log) = serve(&config(&format!("loop-{i}"), policy, runtime));
+        let started = Instant::now();
+        assert_eq!(get(&addr, "x-loop: 1\r\n"), (503, None, String::new()), "{policy}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "{policy}: the looping stream took {took:?}");
+        // The worker goes on: the next request is answered as the policy says.
+        let expected = match policy {
+            "failure_policy: FAIL_CLOSED" => (503, None, String::new()),
+            "failure_policy: FAIL_OPEN" => (200, None, "hello\n".into()),
+            _ => (200, Some(1), "hello\n".into()),
+        };
+        if policy.ends_with("FAIL_RELOAD") {
+            std::thread::sleep(Duration::from_millis(1600));
+        }
+        assert_eq!(get(&addr, ""), expected, "{policy}");
+        assert_eq!(stat(&admin, "server.live"), 1);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("deadline"), "{policy}: {text}");
+    }
+}
+
+#[test]
+fn a_memory_bomb_is_capped_and_its_memory_given_back() {
+    // The default cap is 256 MiB; 64 MiB here, from `layered_runtime`.
+    let runtime = "layered_runtime:\n  layers:\n  - name: tunables\n    static_layer:\n      wasmproxy.wasm.memory_limit_bytes: 67108864\n";
+    for (i, policy) in ["failure_policy: FAIL_CLOSED", "failure_policy: FAIL_RELOAD"].into_iter().enumerate() {
+        let (running, addr, admin, _) = serve(&config(&format!("bomb-{i}"), policy, runtime));
+        assert_eq!(get(&addr, "").0, 200);
+        let before = rss_kib(&running);
+        assert_eq!(get(&addr, "x-bomb: 1\r\n"), (503, None, String::new()), "{policy}");
+        let after = rss_kib(&running);
+        // The VM reached 64 MiB and failed; its memory is released at once.
+        assert!(after < before + 24 * 1024, "{policy}: RSS {before} kB before, {after} kB after");
+        assert_eq!(stat(&admin, "server.live"), 1);
+        if policy.ends_with("FAIL_RELOAD") {
+            std::thread::sleep(Duration::from_millis(1600));
+            assert_eq!(get(&addr, ""), (200, Some(1), "hello\n".into()));
+        } else {
+            assert_eq!(get(&addr, "").0, 503);
+        }
+    }
+}
+
+/// An upstream that answers every request `slow ok` after `delay`, one connection per
+/// request.
+fn slow_upstream(delay: Duration) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                std::thread::sleep(delay);
+                let mut stream = stream;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nslow ok\n");
+            });
+        }
+    });
+    port
+}
+
+/// A listener in front of the upstream, with the connection manager's `hcm` lines.
+fn slow_config(name: &str, upstream: u16, hcm: &str) -> PathBuf {
+    let routes = "              - match: { prefix: / }\n                route: { cluster: slow }\n";
+    let yaml = common::bootstrap("", "ingress", hcm, routes, "", &common::cluster("slow", upstream));
+    common::write_config(&format!("reliability-{name}"), &yaml)
+}
+
+#[test]
+fn sigterm_and_quitquitquit_drain_what_was_accepted_then_exit_zero() {
+    let upstream = slow_upstream(Duration::from_millis(800));
+    for how in ["SIGTERM", "/quitquitquit"] {
+        let config = slow_config(&format!("drain-{}", how.trim_start_matches('/')), upstream, "");
+        let (mut running, addr, admin) = common::serve_with(&config, &["--log-level", "warning"]);
+        let admin = admin.unwrap();
+        // Two requests in flight when the stop comes.
+        let in_flight: Vec<_> = (0..2)
+            .map(|_| {
+                let addr = addr.clone();
+                std::thread::spawn(move || http_get(&addr, "/", ""))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let stopped = Instant::now();
+        match how {
+            "SIGTERM" => {
+                let pid = running.0.id() as libc::pid_t;
+                // SAFETY: a plain kill(2) of the child this test started.
+                assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+            }
+            _ => assert_eq!(body(&common::http(&admin, "POST", "/quitquitquit", "", "")), "OK\n"),
+        }
+        // New connections are refused once the listener is closed.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(std::net::TcpStream::connect(&addr).is_err(), "{how}: still accepting");
+        for t in in_flight {
+            let response = t.join().unwrap();
+            assert!(response.starts_with("HTTP/1.1 200") && body(&response) == "slow ok\n", "{how}: {response}");
+        }
+        let status = loop {
+            if let Some(status) = running.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(stopped.elapsed() < Duration::from_secs(10), "{how}: still running");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "{how}: {status}");
+    }
+}
+
+/// Reads what the server sends until it closes (or 5 s pass); with the time it took.
+fn read_until_closed(stream: &mut std::net::TcpStream) -> (String, Duration) {
+    use std::io::Read;
+    let started = Instant::now();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    (String::from_utf8_lossy(&out).into_owned(), started.elapsed())
+}
+
+#[test]
+fn slow_and_idle_clients_are_timed_out_and_others_served() {
+    use std::io::Write;
+    let upstream = slow_upstream(Duration::from_millis(10));
+    let timeouts = "          request_headers_timeout: 0.3s\n          stream_idle_timeout: 0.3s\n          common_http_protocol_options: { idle_timeout: 0.5s }\n";
+    let config = slow_config("timeouts", upstream, timeouts);
+    let (_running, addr, admin) = common::serve_with(&config, &["--concurrency", "1", "--log-level", "warning"]);
+    let admin = admin.unwrap();
+
+    // Headers that never end: Envoy's 408, then the connection closes; meanwhile others
+    // are served.
+    let mut slow_headers = std::net::TcpStream::connect(&addr).unwrap();
+    slow_headers.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    assert_eq!(body(&http_get(&addr, "/", "")), "slow ok\n");
+    let (text, took) = read_until_closed(&mut slow_headers);
+    assert!(text.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{text:?}");
+    assert!(text.ends_with("\r\n\r\nrequest header timeout") && took < Duration::from_secs(2), "{text:?} {took:?}");
+
+    // A body that stops coming: 408 `stream timeout`.
+    let mut slow_body = std::net::TcpStream::connect(&addr).unwrap();
+    slow_body.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345").unwrap();
+    let (text, took) = read_until_closed(&mut slow_body);
+    assert!(text.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{text:?}");
+    assert!(text.ends_with("stream timeout"), "{text:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
+    // A keep-alive connection left idle is closed after `idle_timeout`.
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (text, took) = read_until_closed(&mut idle);
+    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("slow ok\n"), "{text:?}");
+    assert!(took > Duration::from_millis(400) && took < Duration::from_secs(2), "{took:?}");
+
+    let stats = body(&http_get(&admin, "/stats?filter=idle_timeout", "")).to_string();
+    assert!(stats.contains("http.ingress.downstream_cx_idle_timeout: 1\n"), "{stats}");
+    assert!(stats.contains("http.ingress.downstream_rq_idle_timeout: 1\n"), "{stats}");
+    let stats = body(&http_get(&admin, "/stats?filter=header_timeout", "")).to_string();
+    assert!(stats.contains("http.ingress.downstream_rq_header_timeout: 1\n"), "{stats}");
+}
+
+#[test]
+fn a_listener_connection_limit_refuses_the_connection_over_it() {
+    let runtime = "layered_runtime:\n  layers:\n  - name: limits\n    static_layer:\n      envoy.resource_limits.listener.main.connection_limit: 2\n";
+    let (_running, addr, admin, _) = serve(&config("limit", "", runtime));
+    let first = std::net::TcpStream::connect(&addr).unwrap();
+    let _second = std::net::TcpStream::connect(&addr).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // The third is closed at once, unanswered.
+    let mut third = std::net::TcpStream::connect(&addr).unwrap();
+    use std::io::Write;
+    let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (text, _) = read_until_closed(&mut third);
+    assert_eq!(text, "");
+    assert_eq!(stat(&admin, "listener.127.0.0.1_0.downstream_cx_overflow"), 1);
+    // Once one closes, a new connection is served.
+    drop(first);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(get(&addr, ""), (200, Some(1), "hello\n".into()));
+}
