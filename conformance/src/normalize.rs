@@ -45,9 +45,14 @@ pub fn log_line(line: &str) -> Option<String> {
     Some(SERVICE_TIME.replace_all(&line, "x-envoy-upstream-service-time=<varies>").into_owned())
 }
 
-/// Raw bytes a client read (HTTP through a TCP proxy), with HTTP dates replaced.
+static RAW_SERVICE_TIME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)x-envoy-upstream-service-time: \d+").expect("a valid regex"));
+
+/// Raw bytes a client read (HTTP through a TCP proxy, or a raw HTTP/1.1 exchange), with
+/// HTTP dates and upstream service times replaced.
 pub fn text(raw: &str) -> String {
-    DATE.replace_all(raw, "<date>").into_owned()
+    let raw = DATE.replace_all(raw, "<date>");
+    RAW_SERVICE_TIME.replace_all(&raw, "x-envoy-upstream-service-time: <varies>").into_owned()
 }
 
 /// The proxy's own listener address, which differs between the two, as `<listener>` (in

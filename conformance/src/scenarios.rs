@@ -57,7 +57,52 @@ pub fn all(root: &Path) -> Vec<Scenario> {
     v.extend(tcp());
     v.extend(examples(root));
     v.extend(admin_and_logs());
+    v.extend(bad_requests());
     v
+}
+
+/// Requests that are not well formed, or that could smuggle a second request past a proxy
+/// that reads their length differently from the upstream, each on a connection of its own.
+fn bad_requests() -> Vec<Scenario> {
+    let raw = |head: &str| Request::raw(&format!("{head}\r\n"));
+    vec![
+        s(
+            "request_smuggling_shapes",
+            "Content-Length with Transfer-Encoding, bad and conflicting lengths, other codings, bad chunks, \
+         folded and malformed headers, bad request lines",
+            bootstrap("", ""),
+            vec![
+                raw(
+                    "POST /a HTTP/1.1\r\nhost: conformance.test\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n",
+                ),
+                raw("POST /b HTTP/1.1\r\nhost: conformance.test\r\ncontent-length: -1\r\n"),
+                raw("POST /c HTTP/1.1\r\nhost: conformance.test\r\ncontent-length: abc\r\n"),
+                raw("POST /d HTTP/1.1\r\nhost: conformance.test\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd"),
+                raw("POST /e HTTP/1.1\r\nhost: conformance.test\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\nabc"),
+                raw("POST /f HTTP/1.1\r\nhost: conformance.test\r\ntransfer-encoding: gzip\r\n"),
+                raw(
+                    "POST /g HTTP/1.1\r\nhost: conformance.test\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n",
+                ),
+                raw("GET /i HTTP/1.1\r\nhost : conformance.test\r\n"),
+                raw("GET /j HTTP/1.1\r\nhost: conformance.test\r\nx@a: 1\r\n"),
+                raw("GET /k HTTP/1.1 junk\r\nhost: conformance.test\r\n"),
+                raw("GET /l HTTP/1.1\r\nhost: conformance.test\r\ntransfer-encoding: chunked, chunked\r\n\r\n0\r\n"),
+            ],
+        ),
+        Scenario {
+            deliberate: Some(
+                "Envoy 1.40 joins a header folded over two lines (obsolete line folding) and forwards the request; \
+             wasmproxy answers 400, which RFC 9112 allows: a folded header is a smuggling vector, and no client \
+             sends one any more",
+            ),
+            ..s(
+                "request_folded_header",
+                "a header folded over two lines",
+                bootstrap("", ""),
+                vec![raw("GET /h HTTP/1.1\r\nhost: conformance.test\r\nx-a: 1\r\n  folded\r\n")],
+            )
+        },
+    ]
 }
 
 fn headers() -> Vec<Scenario> {
@@ -706,6 +751,24 @@ fn lifecycle() -> Vec<Scenario> {
     ]
 }
 
+/// The probe's phases for the failure scenarios: it panics when the request has `x-panic`,
+/// and adds its VM's counter to each response (1 in a fresh VM).
+fn panic_on_header() -> String {
+    json!({"phases": {
+        "request_headers": [["if_header", "0", "x-panic", "panic", "boom"]],
+        "response_headers": [["vm_counter", "2", "x-vm-count"]],
+    }})
+    .to_string()
+}
+
+/// The probe of [`panic_on_header`] under FAIL_RELOAD with this backoff base.
+fn fail_reload(base: &str) -> String {
+    let policy = format!(
+        "failure_policy: FAIL_RELOAD\n                reload_config: {{ backoff: {{ base_interval: {base} }} }}"
+    );
+    bootstrap("", &wasm_filter("probe", "probe.wasm", &panic_on_header(), &policy))
+}
+
 fn failures() -> Vec<Scenario> {
     vec![
         s(
@@ -728,6 +791,47 @@ fn failures() -> Vec<Scenario> {
             ),
             vec![Request::get("/a"), Request::get("/b")],
         ),
+        s(
+            "trap_legacy_fail_open",
+            "the deprecated fail_open: true: even the request that panics passes, without the plugin",
+            bootstrap("", &wasm_filter("probe", "probe.wasm", &panic_on_header(), "fail_open: true")),
+            vec![Request::get("/a"), Request::get("/b").header("x-panic", "1"), Request::get("/c")],
+        ),
+        Scenario {
+            stats: &[r"^wasm\.probe\.vm_reload_(success|failure|backoff):"],
+            ..s(
+                "trap_fail_reload_in_backoff",
+                "FAIL_RELOAD with a long backoff: after the panic, 503 without the plugin (vm_reload_backoff)",
+                fail_reload("60s"),
+                vec![
+                    Request::get("/a"),
+                    Request::get("/b").header("x-panic", "1"),
+                    Request::get("/c"),
+                    Request::get("/d"),
+                ],
+            )
+        },
+        Scenario {
+            stats: &[r"^wasm\.probe\.vm_reload_(success|failure|backoff):"],
+            ..s(
+                "trap_fail_reload_reloads",
+                "FAIL_RELOAD with a 10 ms backoff: the next request gets a new VM (its counter starts again)",
+                fail_reload("0.01s"),
+                vec![Request::get("/a"), Request::get("/b").header("x-panic", "1"), Request::get("/c")],
+            )
+        },
+        Scenario {
+            deliberate: Some(
+                "Envoy 1.40 dies (SIGFPE) when it reloads a VM with a 1 ms base_interval: its jitter divides by half \
+                 the base in whole milliseconds, 0; wasmproxy reloads the VM and answers",
+            ),
+            ..s(
+                "trap_fail_reload_1ms",
+                "FAIL_RELOAD with a 1 ms backoff",
+                fail_reload("0.001s"),
+                vec![Request::get("/a"), Request::get("/b").header("x-panic", "1"), Request::get("/c")],
+            )
+        },
         s(
             "bad_pointer",
             "a hostcall with a pointer past the end of memory",

@@ -49,15 +49,55 @@ pub fn response_headers(status: StatusCode, headers: &http::HeaderMap) -> Header
 /// HTTP (a plugin may write anything) are dropped with a warning.
 pub fn header_map(headers: &Headers) -> http::HeaderMap {
     let mut map = http::HeaderMap::with_capacity(headers.len());
-    for (k, v) in headers.iter() {
-        if k.first() == Some(&b':') {
+    for (name, value) in valid_headers(headers) {
+        map.append(name, value);
+    }
+    map
+}
+
+/// The headers that make a valid `HeaderMap` entry, pseudo-headers left out (an invalid
+/// one is logged and dropped).
+fn valid_headers(headers: &Headers) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
+    headers.iter().filter(|(k, _)| k.first() != Some(&b':')).filter_map(|(k, v)| {
+        match (HeaderName::from_bytes(k), HeaderValue::from_bytes(v)) {
+            (Ok(name), Ok(value)) => Some((name, value)),
+            _ => {
+                tracing::warn!("dropping invalid header {:?}", String::from_utf8_lossy(k));
+                None
+            }
+        }
+    })
+}
+
+/// The headers of a response for hyper, in order, without `transfer-encoding` (hyper
+/// frames the body) and without `connection`, except a `connection: close` in an answer
+/// the proxy made itself (`local`). A local answer also gets `date` (unless it has one)
+/// before `server` and `connection`, which go last: Envoy's order.
+pub fn response_header_map(headers: &Headers, local: bool) -> http::HeaderMap {
+    let mut map = http::HeaderMap::with_capacity(headers.len() + 1);
+    let (mut server, mut close) = (None, None);
+    for (name, value) in valid_headers(headers) {
+        if name == http::header::TRANSFER_ENCODING {
             continue;
         }
-        match (HeaderName::from_bytes(k), HeaderValue::from_bytes(v)) {
-            (Ok(name), Ok(value)) => {
-                map.append(name, value);
+        if name == http::header::CONNECTION {
+            if local && value == "close" {
+                close = Some(value);
             }
-            _ => tracing::warn!("dropping invalid header {:?}", String::from_utf8_lossy(k)),
+            continue;
+        }
+        if local && name == http::header::SERVER {
+            server = Some(value);
+            continue;
+        }
+        map.append(name, value);
+    }
+    if local && !map.contains_key(http::header::DATE) {
+        map.insert(http::header::DATE, crate::downstream_io::http_date());
+    }
+    for (name, value) in [(http::header::SERVER, server), (http::header::CONNECTION, close)] {
+        if let Some(value) = value {
+            map.insert(name, value);
         }
     }
     map

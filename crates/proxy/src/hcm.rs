@@ -142,7 +142,7 @@ impl Hcm {
                     i.complete();
                 }
                 self.finish(&info, streams, Some(headers), Some(response_headers.clone()));
-                Ok(self.build_response(response_headers, Some(response_body.len()), whole(response_body)))
+                Ok(self.build_response(response_headers, Some(response_body.len()), whole(response_body), true))
             }
             Processed::Streaming(
                 mut response_headers,
@@ -177,7 +177,7 @@ impl Hcm {
                     info.borrow_mut().complete();
                     this.finish(&info, streams, Some(headers), Some(final_headers));
                 });
-                Ok(self.build_response(response_headers, None, Either::Right(body)))
+                Ok(self.build_response(response_headers, None, Either::Right(body), false))
             }
             Processed::Reset => {
                 info.borrow_mut().complete();
@@ -483,6 +483,13 @@ impl Hcm {
             };
             let (chunk, eos, trailers) = match next {
                 None => (Bytes::new(), true, None),
+                // A request body that cannot be read (a bad chunk): Envoy's codec answers
+                // 400 if it still can; a response body that breaks resets the stream.
+                Some(Err(_)) if request => {
+                    let headers = Headers::from_pairs([("connection", "close")]);
+                    let reply = LocalReply { status: 400, body: b"Bad Request".to_vec(), headers };
+                    return Err(self.reply(reply, streams.len(), true));
+                }
                 Some(Err(_)) => return Err(Processed::Reset),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
@@ -617,10 +624,17 @@ impl Hcm {
         headers.replace(b"server", self.config.server_name.as_bytes());
     }
 
-    fn build_response(&self, headers: Headers, length: Option<usize>, body: ProxyBody) -> Response<ProxyBody> {
-        let mut map = convert::header_map(&headers);
-        map.remove(http::header::TRANSFER_ENCODING);
-        map.remove(http::header::CONNECTION);
+    /// The response for hyper. `local`: the proxy made it (a direct response, a local
+    /// reply, an upstream failure), so a `connection: close` it carries is kept, and its
+    /// `date` goes before `server`, where Envoy writes it.
+    fn build_response(
+        &self,
+        headers: Headers,
+        length: Option<usize>,
+        body: ProxyBody,
+        local: bool,
+    ) -> Response<ProxyBody> {
+        let mut map = convert::response_header_map(&headers, local);
         // A body held whole has a known length; a streamed one keeps the upstream's
         // content-length, if the filters left it.
         if let Some(len) = length {

@@ -31,7 +31,7 @@ pub struct ConnectionInfo {
     pub http2: std::cell::Cell<bool>,
     /// The socket's activity and open streams (for `idle_timeout` and
     /// `request_headers_timeout`).
-    pub activity: Rc<crate::idle::Activity>,
+    pub activity: Rc<crate::downstream_io::Activity>,
 }
 
 /// One stream, shared by the HTTP connection manager and the plugins' property lookups.

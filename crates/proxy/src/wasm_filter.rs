@@ -257,6 +257,20 @@ impl Embedder for WorkerEmbedder {
         }
     }
 
+    /// Once per failure: what failed, in which VM and plugins, with the wasm backtrace
+    /// (function names from the module's name section).
+    fn vm_failed(&mut self, failure: &wasmproxy_host::VmFailure) {
+        let (vm_id, plugins) = match self.parts.instance.get().and_then(Weak::upgrade) {
+            Some(i) => {
+                let names: Vec<String> =
+                    i.rebuild.plugins.borrow().iter().map(|(p, _)| format!("{:?}", p.name)).collect();
+                (i.rebuild.vm_config.vm_id.clone(), names.join(", "))
+            }
+            None => (String::new(), String::new()),
+        };
+        tracing::error!(target: "wasm", "Wasm VM {vm_id:?} (plugins {plugins}) failed: {failure}\n{}", failure.backtrace);
+    }
+
     fn log_level(&self) -> LogLevel {
         if tracing::enabled!(target: "wasm", tracing::Level::TRACE) {
             LogLevel::Trace

@@ -373,13 +373,17 @@ async fn serve_http(hcm: Rc<Hcm>, stream: tokio::net::TcpStream, connection: Rc<
     };
     let socket = Rc::new(stream);
     let activity = connection.activity.clone();
-    let io = TokioIo::new(crate::idle::TrackedIo::new(socket.clone(), activity.clone()));
+    let io = TokioIo::new(crate::downstream_io::TrackedIo::new(
+        socket.clone(),
+        activity.clone(),
+        Rc::from(hcm.config.server_name.as_str()),
+    ));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     // `idle_timeout` (Envoy's default: 1 hour): no stream and no bytes for that long.
     let idle = async {
         match hcm.config.idle_timeout {
-            Some(t) => crate::idle::idle_for(t, &activity).await,
+            Some(t) => crate::downstream_io::idle_for(t, &activity).await,
             None => std::future::pending().await,
         }
     };
@@ -387,7 +391,7 @@ async fn serve_http(hcm: Rc<Hcm>, stream: tokio::net::TcpStream, connection: Rc<
     // the end of its headers.
     let headers = async {
         match hcm.config.request_headers_timeout {
-            Some(t) => crate::idle::headers_late(t, &activity).await,
+            Some(t) => crate::downstream_io::headers_late(t, &activity).await,
             None => std::future::pending().await,
         }
     };
@@ -406,7 +410,7 @@ async fn serve_http(hcm: Rc<Hcm>, stream: tokio::net::TcpStream, connection: Rc<
         _ = headers => {
             // No stream exists yet: Envoy's 408 goes straight to the socket, which closes.
             hcm.stats.rq_header_timeout.inc();
-            crate::idle::answer_header_timeout(&socket, &hcm.config.server_name);
+            crate::downstream_io::answer_header_timeout(&socket, &hcm.config.server_name);
             conn.await
         }
     };

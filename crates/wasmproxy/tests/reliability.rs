@@ -99,6 +99,9 @@ fn a_panicking_plugin_under_each_failure_policy() {
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(text.contains("wasm log probe probe_root probe_vm: panicked at"), "{text}");
         assert_eq!(text.matches("boom").count(), 1, "{text}");
+        let failure = "Wasm VM \"probe_vm\" (plugins \"probe\") failed: trap in proxy_on_request_headers";
+        assert_eq!(text.matches(failure).count(), 1, "{text}");
+        assert!(text.contains("probe.wasm!std") && text.contains("panicking"), "no symbolized backtrace: {text}");
     }
     // The deprecated `fail_open: true`: even the failing stream goes on without the filter.
     let (_running, addr, _, _) = serve(&config("fail-open", "fail_open: true", ""));

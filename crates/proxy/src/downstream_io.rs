@@ -1,4 +1,6 @@
-//! A downstream connection's timers, as the HTTP connection manager configures them:
+//! The downstream socket of an HTTP connection: its timers, as the HTTP connection
+//! manager configures them, the checks of each request head, and Envoy's shape for the
+//! answers hyper makes on its own. The timers:
 //! `idle_timeout` (no stream and no bytes for that long: the connection is closed) and
 //! `request_headers_timeout` (from the first byte of a request's headers to their end: 408
 //! `request header timeout`, then the connection is closed). The socket notes when bytes
@@ -55,31 +57,88 @@ impl Activity {
 
 /// A socket that notes its activity. It reads and writes through readiness and
 /// `try_read`/`try_write`, so the watchers can still reach the socket (to answer 408).
+/// While a request head is awaited on an HTTP/1.1 connection, the bytes are held until
+/// the head is whole and checked as Envoy's codec checks it (`request_head`); a refused
+/// head gets Envoy's 400 or 501 and the connection closes.
 pub struct TrackedIo {
     socket: Rc<TcpStream>,
     activity: Rc<Activity>,
+    server: Rc<str>,
+    /// Bytes of a request head not checked yet.
+    held: Vec<u8>,
+    /// Checked bytes not handed to hyper yet.
+    out: Vec<u8>,
+    /// A head was refused: hyper sees the end of the stream.
+    refused: bool,
 }
 
+/// The most a request head may take before it is handed to hyper unchecked (which then
+/// answers 431 for more than its limit).
+const MAX_HELD_HEAD: usize = 64 * 1024;
+
 impl TrackedIo {
-    /// Wraps `socket`.
-    pub fn new(socket: Rc<TcpStream>, activity: Rc<Activity>) -> TrackedIo {
+    /// Wraps `socket`; `server` names the proxy in the answers it makes itself.
+    pub fn new(socket: Rc<TcpStream>, activity: Rc<Activity>, server: Rc<str>) -> TrackedIo {
         activity.last.set(Some(Instant::now()));
-        TrackedIo { socket, activity }
+        TrackedIo { socket, activity, server, held: Vec::new(), out: Vec::new(), refused: false }
+    }
+
+    /// Whether a request head is awaited (HTTP/1.1, no stream open).
+    fn awaiting_head(&self) -> bool {
+        !self.activity.http2.get() && self.activity.open_streams.get() == 0
+    }
+
+    /// Held bytes that make a whole head: checked, then handed on or refused.
+    fn check_held(&mut self) {
+        let end = match crate::request_head::head_end(&self.held) {
+            Some(end) => end,
+            None if self.held.len() > MAX_HELD_HEAD => self.held.len(),
+            None => return,
+        };
+        if let Err(refusal) = crate::request_head::check(&self.held[..end]) {
+            let response =
+                crate::request_head::error_response(refusal.status, refusal.reason, &self.server, &httpdate_now());
+            let _ = self.socket.try_write(&response);
+            let _ = socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Both);
+            self.refused = true;
+            self.held.clear();
+            return;
+        }
+        self.out.append(&mut self.held);
     }
 }
 
 impl AsyncRead for TrackedIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
         loop {
-            ready!(self.socket.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            match self.socket.try_read(unfilled) {
-                Ok(n) => {
-                    if n > 0 {
-                        self.activity.read(&unfilled[..n]);
+            if this.refused {
+                return Poll::Ready(Ok(()));
+            }
+            if !this.out.is_empty() {
+                let n = this.out.len().min(buf.remaining());
+                buf.put_slice(&this.out[..n]);
+                this.out.drain(..n);
+                return Poll::Ready(Ok(()));
+            }
+            ready!(this.socket.poll_read_ready(cx))?;
+            let mut chunk = [0u8; 16 * 1024];
+            match this.socket.try_read(&mut chunk) {
+                Ok(0) => {
+                    // The end: whatever was held goes to hyper, which sees it cut short.
+                    this.out.append(&mut this.held);
+                    if this.out.is_empty() {
+                        return Poll::Ready(Ok(()));
                     }
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
+                }
+                Ok(n) => {
+                    this.activity.read(&chunk[..n]);
+                    if this.awaiting_head() || !this.held.is_empty() {
+                        this.held.extend_from_slice(&chunk[..n]);
+                        this.check_held();
+                    } else {
+                        this.out.extend_from_slice(&chunk[..n]);
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
@@ -113,6 +172,17 @@ impl TrackedIo {
 
 impl AsyncWrite for TrackedIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        // An error answer hyper makes on its own (a request it cannot parse) takes Envoy's
+        // shape: the reason phrase as a body.
+        if !self.activity.http2.get()
+            && let Some((status, reason)) = crate::request_head::hypers_own_error(data)
+        {
+            let response = crate::request_head::error_response(status, reason, &self.server, &httpdate_now());
+            return match ready!(self.poll_write_with(cx, |s| s.try_write(&response))) {
+                Ok(_) => Poll::Ready(Ok(data.len())),
+                Err(e) => Poll::Ready(Err(e)),
+            };
+        }
         self.poll_write_with(cx, |s| s.try_write(data))
     }
 
@@ -121,6 +191,14 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        // hyper writes its own error answers in one short run of slices.
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if !self.activity.http2.get() && total <= 512 && bufs.first().is_some_and(|b| b.starts_with(b"HTTP/1.1 ")) {
+            let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            if crate::request_head::hypers_own_error(&joined).is_some() {
+                return self.poll_write(cx, &joined);
+            }
+        }
         self.poll_write_with(cx, |s| s.try_write_vectored(bufs))
     }
 
@@ -177,6 +255,23 @@ pub fn answer_header_timeout(socket: &TcpStream, server: &str) {
     );
     let _ = socket.try_write(response.as_bytes());
     let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Both);
+}
+
+/// Now as a `date` header value, made once a second per thread.
+pub fn http_date() -> http::HeaderValue {
+    thread_local! {
+        static CACHED: std::cell::RefCell<(i64, http::HeaderValue)> =
+            const { std::cell::RefCell::new((i64::MIN, http::HeaderValue::from_static(""))) };
+    }
+    let second = crate::clock::Utc::now().unix;
+    CACHED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != second {
+            let text = httpdate_now();
+            *c = (second, http::HeaderValue::from_str(&text).unwrap_or_else(|_| http::HeaderValue::from_static("")));
+        }
+        c.1.clone()
+    })
 }
 
 /// Now as an HTTP date (`Thu, 26 Nov 2026 12:00:43 GMT`).
