@@ -112,7 +112,7 @@ fn read_format(ctx: &mut Ctx, field: &Field<'_>) -> (AccessLogFormat, bool) {
         if let Some(s) = source.get(ctx, "inline_string").and_then(|f| f.string(ctx)) {
             format = AccessLogFormat::Text(s);
         } else if let Some(name) = source.get(ctx, "filename") {
-            match name.string(ctx).map(|n| std::fs::read_to_string(&n).map_err(|e| (n, e))) {
+            match name.string(ctx).map(|n| read_format_file(&n).map_err(|e| (n, e))) {
                 Some(Ok(text)) => format = AccessLogFormat::Text(text),
                 Some(Err((n, e))) => name.error(ctx, format!("cannot read {n}: {e}")),
                 None => {}
@@ -125,4 +125,23 @@ fn read_format(ctx: &mut Ctx, field: &Field<'_>) -> (AccessLogFormat, bool) {
     m.ignore(ctx, "content_type");
     m.finish(ctx);
     (format, omit)
+}
+
+/// The most a format file may hold.
+const MAX_FORMAT_FILE: u64 = 1 << 20;
+
+/// A format read from a file: a regular file of at most 1 MiB of UTF-8.
+fn read_format_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_FORMAT_FILE {
+        return Err(format!("larger than {MAX_FORMAT_FILE} bytes"));
+    }
+    let mut text = String::new();
+    file.take(MAX_FORMAT_FILE).read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(text)
 }

@@ -18,7 +18,7 @@ mod hcm;
 mod listener;
 mod pool;
 mod proto;
-mod request_head;
+pub mod request_head;
 mod routing;
 mod server;
 mod stats;

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs the cargo fuzz targets (fuzz/): the pairs codec, the config loader, request heads,
+# and hostcalls with arbitrary arguments, each for a bounded time (FUZZ_SECONDS, 30 by
+# default), from the seeds in fuzz/seeds/. Needs the nightly toolchain (rustup) and
+# cargo-fuzz (installed from crates.io when missing). Exits non-zero on the first crash;
+# the crashing input is left in fuzz/artifacts/<target>/.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+seconds="${FUZZ_SECONDS:-30}"
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    echo "fuzz: installing the nightly toolchain"
+    rustup toolchain install nightly --profile minimal
+fi
+if ! command -v cargo-fuzz >/dev/null; then
+    echo "fuzz: installing cargo-fuzz from crates.io"
+    cargo install --locked cargo-fuzz
+fi
+cd fuzz
+# No sanitizer: the code under test is Rust (plus wasmtime); what is looked for is a
+# panic or abort, with libFuzzer's coverage guidance.
+cargo +nightly fuzz build -s none -O
+targets=(pairs config request_head hostcalls)
+for target in "${targets[@]}"; do
+    mkdir -p "corpus/$target"
+    seeds=()
+    [ -d "seeds/$target" ] && seeds=("seeds/$target")
+    if ! cargo +nightly fuzz run -s none -O "$target" "corpus/$target" "${seeds[@]}" -- \
+        -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=0 >"/tmp/wasmproxy-fuzz-$target.log" 2>&1; then
+        tail -40 "/tmp/wasmproxy-fuzz-$target.log"
+        echo "fuzz: $target crashed (input in fuzz/artifacts/$target/)"
+        exit 1
+    fi
+    runs=$(grep -o 'Done [0-9]* runs' "/tmp/wasmproxy-fuzz-$target.log" | tail -1 | awk '{print $2}')
+    echo "fuzz: $target: ${runs:-?} runs in ${seconds} s, no crash"
+done
+echo "fuzz: ${#targets[@]} targets, 0 crashes"
