@@ -4,12 +4,14 @@
 //!
 //! ```text
 //! wasmproxy-bench [--rounds N] [--seconds S] [--connections C] [--only NAME] [--write FILE]
+//! wasmproxy-bench --soak REQUESTS [--write FILE]
 //! ```
 //! Nothing here passes or fails: it measures and reports (see the README).
 
 mod load;
 mod report;
 mod scenarios;
+mod soak;
 mod upstream;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +26,8 @@ pub struct Args {
     connections: usize,
     only: Option<String>,
     write: Option<PathBuf>,
+    /// Run the soak with this many requests per protocol instead of the scenarios.
+    soak: Option<u64>,
     bins: Binaries,
 }
 
@@ -35,6 +39,7 @@ fn args() -> Result<Args, String> {
         connections: 32,
         only: None,
         write: None,
+        soak: None,
         bins: Binaries {
             envoy: std::env::var_os("ENVOY_BIN").map(PathBuf::from).unwrap_or_else(proxy::find_envoy),
             wasmproxy: root.join("target/release/wasmproxy"),
@@ -50,6 +55,7 @@ fn args() -> Result<Args, String> {
             "--connections" => a.connections = number(value()?)?.max(1) as usize,
             "--only" => a.only = Some(value()?),
             "--write" => a.write = Some(value()?.into()),
+            "--soak" => a.soak = Some(number(value()?)?.max(1)),
             "--envoy" => a.bins.envoy = value()?.into(),
             "--wasmproxy" => a.bins.wasmproxy = value()?.into(),
             other => return Err(format!("unknown argument {other:?}")),
@@ -76,6 +82,17 @@ fn run() -> Result<(), String> {
     let fill = |config: &str| {
         config.replace("@UPSTREAM_PORT@", &upstream.port().to_string()).replace("@PLUGINS@", &plugins.to_string_lossy())
     };
+    if let Some(requests) = args.soak {
+        let (section, passed) = soak::run(&args, requests, &work, &fill)?;
+        let _ = std::fs::remove_dir_all(&work);
+        println!("{section}");
+        if let Some(path) = &args.write {
+            let old = std::fs::read_to_string(path).unwrap_or_default();
+            std::fs::write(path, soak::replace_section(&old, &section))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        return if passed { Ok(()) } else { Err("the soak failed (see above)".into()) };
+    }
     let mut results = Vec::new();
     let chosen: Vec<_> =
         scenarios::all().into_iter().filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o))).collect();
@@ -108,6 +125,12 @@ fn run() -> Result<(), String> {
     let text = report::markdown(&args, &chosen, &results, &memory, &startup);
     println!("\n{text}");
     if let Some(path) = &args.write {
+        // The soak's figures, measured by `--soak`, stay.
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        let text = match soak::section(&old) {
+            Some(section) => soak::replace_section(&text, section),
+            None => text,
+        };
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())

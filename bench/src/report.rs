@@ -213,7 +213,8 @@ pub fn markdown(
     out.push_str(
         "\nNot measured yet: latency at a fixed moderate rate (needs a constant-rate load \
          generator such as wrk2, not packaged here) and p99.9 (wrk prints up to p99); HTTP/2 with \
-         many streams (needs `h2load`).\n",
+         many streams side by side (`h2load` is installed by scripts/bench.sh and drives the soak; \
+         the side-by-side scenario is not written yet).\n",
     );
     out
 }
