@@ -29,6 +29,8 @@ pub struct Activity {
     /// request-headers timer does not apply.
     http2: Cell<bool>,
     first_read: Cell<bool>,
+    /// A checked request head went to hyper, which has not opened its stream yet.
+    head_released: Cell<bool>,
 }
 
 impl Activity {
@@ -36,6 +38,7 @@ impl Activity {
     pub fn stream_opened(&self) {
         self.open_streams.set(self.open_streams.get() + 1);
         self.headers_began.set(None);
+        self.head_released.set(false);
     }
 
     /// A stream ended.
@@ -83,9 +86,10 @@ impl TrackedIo {
         TrackedIo { socket, activity, server, held: Vec::new(), out: Vec::new(), refused: false }
     }
 
-    /// Whether a request head is awaited (HTTP/1.1, no stream open).
+    /// Whether a request head is awaited: HTTP/1.1, no stream open, and none released to
+    /// hyper that it has not dispatched yet.
     fn awaiting_head(&self) -> bool {
-        !self.activity.http2.get() && self.activity.open_streams.get() == 0
+        !self.activity.http2.get() && self.activity.open_streams.get() == 0 && !self.activity.head_released.get()
     }
 
     /// Held bytes that make a whole head: checked, then handed on or refused.
@@ -104,6 +108,7 @@ impl TrackedIo {
             self.held.clear();
             return;
         }
+        self.activity.head_released.set(true);
         self.out.append(&mut self.held);
     }
 }
@@ -122,6 +127,21 @@ impl AsyncRead for TrackedIo {
                 return Poll::Ready(Ok(()));
             }
             ready!(this.socket.poll_read_ready(cx))?;
+            if !this.awaiting_head() && this.held.is_empty() {
+                // A body (or HTTP/2): straight into hyper's buffer.
+                let unfilled = buf.initialize_unfilled();
+                match this.socket.try_read(unfilled) {
+                    Ok(n) => {
+                        if n > 0 {
+                            this.activity.read(&unfilled[..n]);
+                        }
+                        buf.advance(n);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
             let mut chunk = [0u8; 16 * 1024];
             match this.socket.try_read(&mut chunk) {
                 Ok(0) => {
@@ -133,12 +153,8 @@ impl AsyncRead for TrackedIo {
                 }
                 Ok(n) => {
                     this.activity.read(&chunk[..n]);
-                    if this.awaiting_head() || !this.held.is_empty() {
-                        this.held.extend_from_slice(&chunk[..n]);
-                        this.check_held();
-                    } else {
-                        this.out.extend_from_slice(&chunk[..n]);
-                    }
+                    this.held.extend_from_slice(&chunk[..n]);
+                    this.check_held();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),

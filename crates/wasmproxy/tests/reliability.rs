@@ -284,6 +284,15 @@ fn slow_and_idle_clients_are_timed_out_and_others_served() {
     let (_running, addr, admin) = common::serve_with(&config, &["--concurrency", "1", "--log-level", "warning"]);
     let admin = admin.unwrap();
 
+    // A body that comes apart from its head (the head is checked before hyper sees it;
+    // the body is not held back).
+    let mut split = std::net::TcpStream::connect(&addr).unwrap();
+    split.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    split.write_all(b"12345").unwrap();
+    let (text, _) = read_until_closed(&mut split);
+    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("slow ok\n"), "{text:?}");
+
     // Headers that never end: Envoy's 408, then the connection closes; meanwhile others
     // are served.
     let mut slow_headers = std::net::TcpStream::connect(&addr).unwrap();
