@@ -3,11 +3,12 @@
 //! several rounds; the figures, their spread and the ratios go to `docs/BENCHMARKS.md`.
 //!
 //! ```text
-//! wasmproxy-bench [--rounds N] [--seconds S] [--connections C] [--only NAME] [--write FILE]
+//! wasmproxy-bench [--rounds N] [--seconds S] [--connections C] [--rate R] [--only NAME] [--write FILE]
 //! wasmproxy-bench --soak REQUESTS [--write FILE]
 //! ```
 //! Nothing here passes or fails: it measures and reports (see the README).
 
+mod fixed_rate;
 mod load;
 mod report;
 mod scenarios;
@@ -28,6 +29,8 @@ pub struct Args {
     write: Option<PathBuf>,
     /// Run the soak with this many requests per protocol instead of the scenarios.
     soak: Option<u64>,
+    /// The fixed rate latencies are measured at (requests a second).
+    rate: u64,
     bins: Binaries,
 }
 
@@ -40,6 +43,7 @@ fn args() -> Result<Args, String> {
         only: None,
         write: None,
         soak: None,
+        rate: 2000,
         bins: Binaries {
             envoy: std::env::var_os("ENVOY_BIN").map(PathBuf::from).unwrap_or_else(proxy::find_envoy),
             wasmproxy: root.join("target/release/wasmproxy"),
@@ -56,6 +60,7 @@ fn args() -> Result<Args, String> {
             "--only" => a.only = Some(value()?),
             "--write" => a.write = Some(value()?.into()),
             "--soak" => a.soak = Some(number(value()?)?.max(1)),
+            "--rate" => a.rate = number(value()?)?.max(1),
             "--envoy" => a.bins.envoy = value()?.into(),
             "--wasmproxy" => a.bins.wasmproxy = value()?.into(),
             other => return Err(format!("unknown argument {other:?}")),
@@ -105,7 +110,8 @@ fn run() -> Result<(), String> {
                 std::fs::write(&config, fill(&s.config)).map_err(|e| e.to_string())?;
                 let m = measure(&args, kind, &config, &work, s)?;
                 println!(
-                    "round {} {:<28} {:<9} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  cpu {:>5.2} s/10k  rss {:>5.1} MB",
+                    "round {} {:<28} {:<9} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  cpu {:>5.2} s/10k  rss {:>5.1} MB  \
+                     at {} req/s: p50 {:.2} p99 {:.2} p99.9 {:.2} ms",
                     round + 1,
                     s.name,
                     kind.name(),
@@ -113,7 +119,11 @@ fn run() -> Result<(), String> {
                     m.p50_ms,
                     m.p99_ms,
                     m.cpu_per_10k,
-                    m.rss_mb
+                    m.rss_mb,
+                    args.rate,
+                    m.fixed.p50_ms,
+                    m.fixed.p99_ms,
+                    m.fixed.p999_ms,
                 );
                 results.push((s.name, kind, m));
             }
@@ -144,6 +154,8 @@ pub struct Measured {
     p99_ms: f64,
     cpu_per_10k: f64,
     rss_mb: f64,
+    /// Latencies at the fixed rate (`--rate`), open loop.
+    fixed: fixed_rate::Latencies,
 }
 
 /// Starts the proxy, warms it up, runs the load, reads its CPU time and peak RSS.
@@ -155,12 +167,14 @@ fn measure(args: &Args, kind: Kind, config: &Path, work: &Path, s: &scenarios::S
     let out = load::run(&url, s, args.connections, Duration::from_secs(args.seconds))?;
     let cpu = load::cpu_seconds(&running) - cpu_before;
     let rss_mb = load::peak_rss_mb(&running);
+    let fixed = fixed_rate::run(running.listener, s, args.rate, Duration::from_secs(args.seconds))?;
     Ok(Measured {
         rps: out.requests as f64 / out.seconds,
         p50_ms: out.p50_ms,
         p99_ms: out.p99_ms,
         cpu_per_10k: cpu / (out.requests.max(1) as f64) * 10_000.0,
         rss_mb,
+        fixed,
     })
 }
 
