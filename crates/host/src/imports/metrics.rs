@@ -17,12 +17,15 @@ pub(super) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
             finish((|| {
                 check_allowed(&c, "proxy_define_metric")?;
                 let kind = MetricType::from_u32(kind as u32).ok_or(Status::BadArgument)?;
+                if name_len as u32 as usize > wasmproxy_abi::limits::NAME_MAX_BYTES {
+                    return Err(Status::BadArgument.into());
+                }
                 let name = String::from_utf8_lossy(&read(&mut c, name_ptr, name_len)?).into_owned();
                 let state = c.data_mut();
+                let metric = state.shared.metrics.define(kind, &name).ok_or(Status::InternalFailure)?;
                 let slot = &mut state.next_metric_id[kind as usize];
                 let id = *slot;
                 *slot = slot.wrapping_add(ID_INCREMENT);
-                let metric = state.shared.metrics.define(kind, &name);
                 state.metrics.insert(id, metric);
                 write_u32(&mut c, id_ptr, id)
             })())

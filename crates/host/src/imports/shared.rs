@@ -44,11 +44,14 @@ pub(super) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
         |mut c: Caller<'_, VmState>, name_ptr: i32, name_len: i32, id_ptr: i32| {
             finish((|| {
                 check_allowed(&c, "proxy_register_shared_queue")?;
+                if name_len as u32 as usize > wasmproxy_abi::limits::NAME_MAX_BYTES {
+                    return Err(Status::BadArgument.into());
+                }
                 let name = read(&mut c, name_ptr, name_len)?;
                 let state = c.data_mut();
                 let root = state.effective_root();
                 let owner = state.embedder.queue_notifier().map(|n| (n, root));
-                let id = state.shared.queues.register(&state.vm.vm_id, &name, owner);
+                let id = state.shared.queues.register(&state.vm.vm_id, &name, owner)?;
                 write_u32(&mut c, id_ptr, id)
             })())
         },

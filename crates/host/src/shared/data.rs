@@ -17,6 +17,8 @@ struct Inner {
     /// How many live VMs use each vm_id; a vm_id's data goes when its last VM does.
     vm_refs: HashMap<String, usize>,
     next_cas: u32,
+    /// Bytes held, keys and values (at most `SHARED_DATA_MAX_BYTES`).
+    bytes: usize,
 }
 
 /// The store behind `proxy_get_shared_data` / `proxy_set_shared_data`.
@@ -36,8 +38,13 @@ impl SharedData {
     /// otherwise); it is ignored for a key that does not exist. Every write gets a new CAS.
     pub fn set(&self, vm_id: &str, key: &[u8], value: &[u8], cas: u32) -> Status {
         let mut inner = lock(&self.inner);
-        let Inner { maps, next_cas: counter, .. } = &mut *inner;
+        let Inner { maps, next_cas: counter, bytes, .. } = &mut *inner;
         let map = maps.entry(vm_id.to_string()).or_default();
+        let old = map.get(key).map_or(0, |(v, _)| key.len() + v.len());
+        let held = *bytes - old + key.len() + value.len();
+        if held > wasmproxy_abi::limits::SHARED_DATA_MAX_BYTES && held > *bytes {
+            return Status::InternalFailure;
+        }
         match map.get_mut(key) {
             // A refused write takes no CAS (Envoy numbers only the writes that happen).
             Some(entry) if cas != 0 && cas != entry.1 => return Status::CasMismatch,
@@ -46,6 +53,7 @@ impl SharedData {
                 map.insert(key.to_vec(), (value.to_vec(), next_cas(counter)));
             }
         }
+        *bytes = held;
         Status::Ok
     }
 
@@ -66,7 +74,10 @@ impl SharedData {
         };
         if gone {
             inner.vm_refs.remove(vm_id);
-            inner.maps.remove(vm_id);
+            if let Some(map) = inner.maps.remove(vm_id) {
+                let freed: usize = map.iter().map(|(k, (v, _))| k.len() + v.len()).sum();
+                inner.bytes -= freed.min(inner.bytes);
+            }
         }
     }
 }

@@ -97,10 +97,16 @@ impl Metrics {
         &self.store
     }
 
-    /// The metric of that type and name, created on first use.
-    pub fn define(&self, kind: MetricType, name: &str) -> Metric {
-        lock(&self.by_name)
-            .entry((kind as u32, name.to_string()))
+    /// The metric of that type and name, created on first use; none past
+    /// `PLUGIN_METRICS_MAX` distinct metrics (each lives as long as the process).
+    pub fn define(&self, kind: MetricType, name: &str) -> Option<Metric> {
+        let mut by_name = lock(&self.by_name);
+        let key = (kind as u32, name.to_string());
+        if !by_name.contains_key(&key) && by_name.len() >= wasmproxy_abi::limits::PLUGIN_METRICS_MAX {
+            return None;
+        }
+        let metric = by_name
+            .entry(key)
             .or_insert_with(|| {
                 let stat = StatName::plain(format!("wasmcustom.{name}"));
                 match kind {
@@ -109,7 +115,8 @@ impl Metrics {
                     MetricType::Histogram => Metric::Histogram(self.store.histogram(stat, Unit::Unspecified)),
                 }
             })
-            .clone()
+            .clone();
+        Some(metric)
     }
 
     /// One metric's value by the name the plugin gave, if defined.

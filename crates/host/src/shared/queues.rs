@@ -10,6 +10,8 @@ use crate::QueueNotifier;
 
 struct Queue {
     messages: VecDeque<Vec<u8>>,
+    /// Bytes waiting (at most `SHARED_QUEUE_MAX_BYTES`).
+    bytes: usize,
     /// Who registered it most recently: (notifier of its thread, root context id).
     owner: Option<(QueueNotifier, u32)>,
 }
@@ -19,6 +21,8 @@ struct Inner {
     by_name: HashMap<(String, Vec<u8>), u32>,
     queues: HashMap<u32, Queue>,
     next_id: u32,
+    /// Bytes waiting in every queue (at most `SHARED_QUEUES_MAX_BYTES`).
+    bytes: usize,
 }
 
 /// The queues behind `proxy_*_shared_queue`.
@@ -29,23 +33,27 @@ pub struct SharedQueues {
 
 impl SharedQueues {
     /// Registers (or re-registers) `name` under `vm_id`; the latest registrant gets the notifications.
-    pub fn register(&self, vm_id: &str, name: &[u8], owner: Option<(QueueNotifier, u32)>) -> u32 {
+    /// INTERNAL_FAILURE once the process has `SHARED_QUEUES_MAX` queues.
+    pub fn register(&self, vm_id: &str, name: &[u8], owner: Option<(QueueNotifier, u32)>) -> Result<u32, Status> {
         let mut inner = lock(&self.inner);
         let key = (vm_id.to_string(), name.to_vec());
         let id = match inner.by_name.get(&key) {
             Some(id) => *id,
+            None if inner.queues.len() >= wasmproxy_abi::limits::SHARED_QUEUES_MAX => {
+                return Err(Status::InternalFailure);
+            }
             None => {
                 inner.next_id += 1;
                 let id = inner.next_id;
                 inner.by_name.insert(key, id);
-                inner.queues.insert(id, Queue { messages: VecDeque::new(), owner: None });
+                inner.queues.insert(id, Queue { messages: VecDeque::new(), bytes: 0, owner: None });
                 id
             }
         };
         if let Some(q) = inner.queues.get_mut(&id) {
             q.owner = owner;
         }
-        id
+        Ok(id)
     }
 
     /// The id of `name` under `vm_id`, or NOT_FOUND.
@@ -53,15 +61,26 @@ impl SharedQueues {
         lock(&self.inner).by_name.get(&(vm_id.to_string(), name.to_vec())).copied().ok_or(Status::NotFound)
     }
 
-    /// Appends a message and tells the registrant (outside the lock). NOT_FOUND for an unknown id.
+    /// Appends a message and tells the registrant (outside the lock). NOT_FOUND for an unknown
+    /// id, INTERNAL_FAILURE past `SHARED_QUEUE_MAX_BYTES` waiting.
     pub fn enqueue(&self, id: u32, message: &[u8]) -> Status {
         let notify = {
             let mut inner = lock(&self.inner);
+            let total = inner.bytes + message.len();
             let Some(q) = inner.queues.get_mut(&id) else {
                 return Status::NotFound;
             };
+            // A queue nobody reads cannot grow the process without end.
+            if q.bytes + message.len() > wasmproxy_abi::limits::SHARED_QUEUE_MAX_BYTES
+                || total > wasmproxy_abi::limits::SHARED_QUEUES_MAX_BYTES
+            {
+                return Status::InternalFailure;
+            }
+            q.bytes += message.len();
             q.messages.push_back(message.to_vec());
-            q.owner.clone()
+            let owner = q.owner.clone();
+            inner.bytes = total;
+            owner
         };
         if let Some((notifier, root_context_id)) = notify {
             notifier(root_context_id, id);
@@ -73,7 +92,10 @@ impl SharedQueues {
     pub fn dequeue(&self, id: u32) -> Result<Vec<u8>, Status> {
         let mut inner = lock(&self.inner);
         let q = inner.queues.get_mut(&id).ok_or(Status::NotFound)?;
-        q.messages.pop_front().ok_or(Status::Empty)
+        let message = q.messages.pop_front().ok_or(Status::Empty)?;
+        q.bytes -= message.len();
+        inner.bytes -= message.len();
+        Ok(message)
     }
 }
 
@@ -88,8 +110,9 @@ mod tests {
         let q = SharedQueues::default();
         let seen = Arc::new(AtomicU32::new(0));
         let s = seen.clone();
-        let id =
-            q.register("vm", b"q", Some((Arc::new(move |root, id| s.store(root * 100 + id, Ordering::SeqCst)), 7)));
+        let id = q
+            .register("vm", b"q", Some((Arc::new(move |root, id| s.store(root * 100 + id, Ordering::SeqCst)), 7)))
+            .unwrap();
         assert_ne!(id, 0);
         assert_eq!(q.resolve("vm", b"q"), Ok(id));
         assert_eq!(q.resolve("other", b"q"), Err(Status::NotFound));
@@ -98,6 +121,19 @@ mod tests {
         assert_eq!(seen.load(Ordering::SeqCst), 700 + id);
         assert_eq!(q.dequeue(id), Ok(b"m1".to_vec()));
         assert_eq!(q.enqueue(999, b"x"), Status::NotFound);
-        assert_eq!(q.register("vm", b"q", None), id, "same name, same id");
+        assert_eq!(q.register("vm", b"q", None), Ok(id), "same name, same id");
+    }
+
+    #[test]
+    fn a_queue_nobody_reads_stops_growing_at_its_limit() {
+        let q = SharedQueues::default();
+        let id = q.register("vm", b"q", None).unwrap();
+        let block = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            assert_eq!(q.enqueue(id, &block), Status::Ok);
+        }
+        assert_eq!(q.enqueue(id, b"x"), Status::InternalFailure);
+        assert_eq!(q.dequeue(id).map(|m| m.len()), Ok(1 << 20));
+        assert_eq!(q.enqueue(id, b"x"), Status::Ok, "room again once read");
     }
 }
