@@ -194,8 +194,8 @@ pub fn markdown(
     }
     out.push_str(&format!(
         "\n## Latency at a fixed rate ({} req/s, open loop, ms)\n\n\
-         Requests go out at their scheduled times whatever the answers and are timed from their \
-         schedule (no coordinated omission), for {} s per run; medians over the rounds.\n\n\
+         Requests go out at their scheduled times whatever the answers (no coordinated omission) \
+         and are timed from the moment each is sent, for {} s per run; medians over the rounds.\n\n\
          | scenario | p50 (E / w) | p99 (E / w) | p99.9 (E / w) |\n|---|---|---|---|\n",
         args.rate, args.seconds
     ));

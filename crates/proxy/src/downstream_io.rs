@@ -109,7 +109,11 @@ impl TrackedIo {
             return;
         }
         self.activity.head_released.set(true);
-        self.out.append(&mut self.held);
+        if self.out.is_empty() {
+            std::mem::swap(&mut self.out, &mut self.held);
+        } else {
+            self.out.append(&mut self.held);
+        }
     }
 }
 
@@ -123,7 +127,13 @@ impl AsyncRead for TrackedIo {
             if !this.out.is_empty() {
                 let n = this.out.len().min(buf.remaining());
                 buf.put_slice(&this.out[..n]);
-                this.out.drain(..n);
+                if n == this.out.len() {
+                    // Keep the allocation for the next head.
+                    this.out.clear();
+                    std::mem::swap(&mut this.out, &mut this.held);
+                } else {
+                    this.out.drain(..n);
+                }
                 return Poll::Ready(Ok(()));
             }
             ready!(this.socket.poll_read_ready(cx))?;
@@ -142,8 +152,10 @@ impl AsyncRead for TrackedIo {
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
-            let mut chunk = [0u8; 16 * 1024];
-            match this.socket.try_read(&mut chunk) {
+            // A head: into the held bytes (their spare room, not zeroed first).
+            let before = this.held.len();
+            this.held.reserve(8 * 1024);
+            match this.socket.try_read_buf(&mut this.held) {
                 Ok(0) => {
                     // The end: whatever was held goes to hyper, which sees it cut short.
                     this.out.append(&mut this.held);
@@ -151,9 +163,8 @@ impl AsyncRead for TrackedIo {
                         return Poll::Ready(Ok(()));
                     }
                 }
-                Ok(n) => {
-                    this.activity.read(&chunk[..n]);
-                    this.held.extend_from_slice(&chunk[..n]);
+                Ok(_) => {
+                    this.activity.read(&this.held[before..]);
                     this.check_held();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -191,6 +202,7 @@ impl AsyncWrite for TrackedIo {
         // An error answer hyper makes on its own (a request it cannot parse) takes Envoy's
         // shape: the reason phrase as a body.
         if !self.activity.http2.get()
+            && crate::request_head::may_be_an_error_answer(data)
             && let Some((status, reason)) = crate::request_head::hypers_own_error(data)
         {
             let response = crate::request_head::error_response(status, reason, &self.server, &httpdate_now());
@@ -209,7 +221,10 @@ impl AsyncWrite for TrackedIo {
     ) -> Poll<std::io::Result<usize>> {
         // hyper writes its own error answers in one short run of slices.
         let total: usize = bufs.iter().map(|b| b.len()).sum();
-        if !self.activity.http2.get() && total <= 512 && bufs.first().is_some_and(|b| b.starts_with(b"HTTP/1.1 ")) {
+        if !self.activity.http2.get()
+            && total <= 512
+            && bufs.first().is_some_and(|b| crate::request_head::may_be_an_error_answer(b))
+        {
             let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
             if crate::request_head::hypers_own_error(&joined).is_some() {
                 return self.poll_write(cx, &joined);

@@ -73,6 +73,12 @@ pub fn error_response(status: u16, reason: &str, server: &str, date: &str) -> Ve
     .into_bytes()
 }
 
+/// Whether `bytes` start like a 4xx or 5xx answer (a cheap look before
+/// [`hypers_own_error`], which only such answers can be).
+pub fn may_be_an_error_answer(bytes: &[u8]) -> bool {
+    bytes.len() > 12 && bytes.starts_with(b"HTTP/1.1 ") && matches!(bytes[9], b'4' | b'5')
+}
+
 /// If `bytes` are an error answer hyper wrote on its own (a 4xx or 5xx with an empty body
 /// and no `server`, which every answer the proxy makes carries), its status and reason.
 pub fn hypers_own_error(bytes: &[u8]) -> Option<(u16, &str)> {
