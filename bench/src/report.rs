@@ -97,7 +97,18 @@ touches (about a dozen counter adds, four gauge moves, three histogram samples) 
 (`cargo bench -p wasmproxy-stats`), against about 30 µs of CPU per proxied request: \
 under 0.3%. Side by side after the stats landed, `proxy_no_filter` ran at 1.33x Envoy's \
 req/s and 0.32 s CPU per 10k requests, `direct_response_header_filter` at 1.84x and \
-0.154 s, the same as or better than the run above them within this machine's noise.\n";
+0.154 s, the same as or better than the run above them within this machine's noise. \
+\n\nA first `perf` profile (one worker, the talk's direct response with the header filter, \
+wrk at saturation, 53k req/s): the kernel's wake-ups and socket work take the largest \
+share (`_raw_spin_unlock_irqrestore` alone 12.5%); malloc, free and consolidation about \
+10% (header maps, the request head the downstream socket holds for its checks, per-request \
+boxes); hashing 1.2% (the maps of streams and waiters per VM); zeroing hyper's read buffer \
+before each read 0.9% (the downstream socket wrapper reads through `try_read`). Against \
+the run just after the stats landed (64.7k req/s, 0.154 s CPU per 10k), this run's \
+wasmproxy figure for that scenario is lower (55k, 0.180 s) while Envoy's is higher: the \
+request-head checks and timers added since cost part of it; reading into the spare room of \
+hyper's buffer without zeroing it and fewer allocations per request are the next things \
+to try.\n";
 
 /// The issue's targets, checked against this run's medians.
 fn targets(args: &Args, results: &[(&str, Kind, Measured)], startup: &[(String, f64)]) -> String {
