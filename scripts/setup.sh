@@ -21,7 +21,8 @@ else
     python3 -m pip install --quiet "prometheus_client==0.21.1"
 fi
 
-packages=(rustc-web cargo-web rust-web-src lld-19 wasi-libc)
+# iproute2: `ss`, with which a test finds a listener whose address it cannot be told.
+packages=(rustc-web cargo-web rust-web-src lld-19 wasi-libc iproute2)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

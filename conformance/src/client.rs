@@ -24,12 +24,27 @@ pub struct Request {
     /// Bytes to send over a plain TCP connection instead (for TCP proxy listeners): an
     /// HTTP/1.1 request, whose response is read before the client closes its side.
     pub raw: Option<Vec<u8>>,
+    /// HTTP/2 frames to send as they are after the preface (see [`crate::h2_frames`]):
+    /// what comes back is described frame by frame.
+    pub h2_frames: Option<Vec<u8>>,
+    /// The client closes the connection after this many milliseconds without a whole
+    /// answer (10 s if absent), then waits half a second for the proxy to notice.
+    pub give_up_ms: Option<u64>,
 }
 
 impl Request {
     /// A GET of `path`.
     pub fn get(path: &str) -> Request {
-        Request { method: "GET", path: path.into(), headers: Vec::new(), body: Vec::new(), http2: false, raw: None }
+        Request {
+            method: "GET",
+            path: path.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            http2: false,
+            raw: None,
+            h2_frames: None,
+            give_up_ms: None,
+        }
     }
 
     /// A POST of `body` to `path`.
@@ -48,7 +63,18 @@ impl Request {
         Request { method: "TCP", raw: Some(bytes.as_bytes().to_vec()), ..Request::get("") }
     }
 
-    /// Over HTTP/2.
+    /// Raw HTTP/2 frames (after the preface and an empty SETTINGS).
+    pub fn h2_frames(about: &str, frames: Vec<u8>) -> Request {
+        Request { method: "H2", h2_frames: Some(frames), ..Request::get(about) }
+    }
+
+    /// The client closes the connection if no whole answer came in `ms` milliseconds.
+    pub fn give_up_after(mut self, ms: u64) -> Request {
+        self.give_up_ms = Some(ms);
+        self
+    }
+
+    /// The same, over HTTP/2.
     pub fn h2(mut self) -> Request {
         self.http2 = true;
         self
@@ -65,6 +91,14 @@ pub async fn send(addr: SocketAddr, request: &Request) -> String {
     if let Some(bytes) = &request.raw {
         return raw(addr, bytes).await;
     }
+    if let Some(frames) = request.h2_frames.clone() {
+        let seen = tokio::task::spawn_blocking(move || crate::h2_frames::exchange(&addr.to_string(), &frames, ""));
+        return match seen.await {
+            Ok(Ok(seen)) => format!("frames: {}\n", seen.join(" | ")),
+            Ok(Err(e)) => format!("connection failed: {}\n", e.kind()),
+            Err(_) => "the client failed\n".into(),
+        };
+    }
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(request.http2).build_http();
     let mut builder = http::Request::builder().method(request.method).uri(format!("http://{addr}{}", request.path));
     if !request.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
@@ -76,36 +110,85 @@ pub async fn send(addr: SocketAddr, request: &Request) -> String {
     let Ok(req) = builder.body(Full::new(Bytes::from(request.body.clone()))) else {
         return "the request could not be built".into();
     };
-    let exchange = async {
-        let response = match client.request(req).await {
-            Ok(r) => r,
-            Err(e) => return format!("no response: {}", error_kind(&e)),
-        };
-        let mut out = format!("status {}\n", response.status().as_u16());
-        let mut headers: Vec<String> = response
-            .headers()
-            .iter()
-            .filter(|(k, _)| !FRAMING.contains(&k.as_str()))
-            .map(|(k, v)| crate::normalize::header_line(crate::normalize::RESPONSE, k.as_str(), v.as_bytes()))
-            .collect();
-        headers.sort();
-        for h in headers {
-            out.push_str(&h);
-            out.push('\n');
-        }
-        match response.into_body().collect().await {
-            Ok(body) => {
-                let trailers = body.trailers().cloned();
-                out.push_str(&format!("body: {}\n", String::from_utf8_lossy(&body.to_bytes())));
-                for (k, v) in trailers.iter().flatten() {
-                    out.push_str(&format!("trailer {k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
-                }
+    let Some(ms) = request.give_up_ms else {
+        let exchange = async {
+            match client.request(req).await {
+                Ok(response) => describe(response).await,
+                Err(e) => format!("no response: {}", error_kind(&e)),
             }
-            Err(_) => out.push_str("body: cut off (stream reset)\n"),
-        }
-        out
+        };
+        return tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .unwrap_or_else(|_| "no answer in 10 s".into());
     };
-    tokio::time::timeout(Duration::from_secs(10), exchange).await.unwrap_or_else(|_| "no answer in 10 s".into())
+    // A connection of its own, closed when the client gives up (a pooled one would stay).
+    let Ok(socket) = tokio::net::TcpStream::connect(addr).await else {
+        return "no response: connection refused".into();
+    };
+    let io = hyper_util::rt::TokioIo::new(socket);
+    let exchange = async {
+        let response = if request.http2 {
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(|_| "handshake")?;
+            let task = tokio::spawn(connection);
+            (sender.send_request(req).await.map_err(|_| "no response: connection closed or reset"), task)
+        } else {
+            // HTTP/1.1 in origin form, as the pooled client sends it.
+            let mut req = req;
+            *req.uri_mut() = request.path.parse().map_err(|_| "a bad path")?;
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|_| "handshake")?;
+            let task = tokio::spawn(connection);
+            (sender.send_request(req).await.map_err(|_| "no response: connection closed or reset"), task)
+        };
+        Ok::<_, &str>(response)
+    };
+    let mut task = None;
+    let answer = tokio::time::timeout(Duration::from_millis(ms), async {
+        match exchange.await {
+            Ok((Ok(response), t)) => {
+                task = Some(t);
+                describe(response).await
+            }
+            Ok((Err(e), t)) => {
+                task = Some(t);
+                e.to_string()
+            }
+            Err(e) => e.to_string(),
+        }
+    })
+    .await;
+    if let Some(t) = task {
+        t.abort();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    answer.unwrap_or_else(|_| format!("the client gave up after {ms} ms\n"))
+}
+
+/// Status, headers (sorted, normalized), body and trailers of a response.
+async fn describe(response: http::Response<hyper::body::Incoming>) -> String {
+    let mut out = format!("status {}\n", response.status().as_u16());
+    let mut headers: Vec<String> = response
+        .headers()
+        .iter()
+        .filter(|(k, _)| !FRAMING.contains(&k.as_str()))
+        .map(|(k, v)| crate::normalize::header_line(crate::normalize::RESPONSE, k.as_str(), v.as_bytes()))
+        .collect();
+    headers.sort();
+    for h in headers {
+        out.push_str(&h);
+        out.push('\n');
+    }
+    match response.into_body().collect().await {
+        Ok(body) => {
+            let trailers = body.trailers().cloned();
+            out.push_str(&format!("body: {}\n", String::from_utf8_lossy(&body.to_bytes())));
+            for (k, v) in trailers.iter().flatten() {
+                out.push_str(&format!("trailer {k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+            }
+        }
+        Err(_) => out.push_str("body: cut off (stream reset)\n"),
+    }
+    out
 }
 
 /// A failure described without details that differ from run to run.

@@ -8,6 +8,10 @@ use serde_json::json;
 
 use crate::client::Request;
 use crate::scenario::{Scenario, bootstrap, probe, probe_config, wasm_filter};
+use wasmproxy_conformance::h2_frames::{
+    self as h2, CONTINUATION, DATA, END_HEADERS, END_STREAM, HEADERS, PADDED, PING, SETTINGS, WINDOW_UPDATE, frame,
+    literal,
+};
 
 fn s(name: &'static str, about: &'static str, config: String, requests: Vec<Request>) -> Scenario {
     Scenario { name, about, config, requests, deliberate: None, known: None, stats: &[] }
@@ -89,6 +93,116 @@ fn bad_requests() -> Vec<Scenario> {
                 raw("GET /l HTTP/1.1\r\nhost: conformance.test\r\ntransfer-encoding: chunked, chunked\r\n\r\n0\r\n"),
             ],
         ),
+        s(
+            "direct_response_before_the_body",
+            "a direct response to a request with a body: answered at headers (the body unread, the HTTP/1.1 \
+             connection closed); a chunked request's transfer-encoding is not shown to plugins",
+            probe_config(json!({})),
+            vec![
+                Request::raw("POST /direct HTTP/1.1\r\nhost: conformance.test\r\ncontent-length: 10\r\n\r\nhello"),
+                Request::raw(
+                    "POST /direct HTTP/1.1\r\nhost: conformance.test\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                ),
+                Request::raw("POST /direct HTTP/1.1\r\nhost: conformance.test\r\ncontent-length: 5\r\n\r\nhello"),
+                Request::raw(
+                    "POST /echo HTTP/1.1\r\nhost: conformance.test\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                ),
+                Request::post("/direct", "hello").h2(),
+            ],
+        ),
+        s(
+            "http2_protocol_errors",
+            "HTTP/2 connection and stream errors both proxies answer alike (GOAWAY or RST_STREAM, and the code)",
+            bootstrap("", ""),
+            h2_cases(&[
+                ("DATA on an idle stream", frame(DATA, END_STREAM, 1, b"x")),
+                ("a frame over the largest frame size", frame(DATA, 0, 1, &[b'x'; 20000])),
+                ("CONTINUATION without HEADERS", frame(CONTINUATION, END_HEADERS, 1, &h2::get())),
+                (
+                    "padding longer than the frame",
+                    frame(HEADERS, END_STREAM | END_HEADERS | PADDED, 1, &[&[0xff], &h2::get()[..]].concat()),
+                ),
+                (
+                    "a body shorter than its content-length",
+                    [
+                        frame(
+                            HEADERS,
+                            END_HEADERS,
+                            1,
+                            &[&[0x83, 0x86, 0x84][..], &h2::authority(), &literal("content-length", "10")].concat(),
+                        ),
+                        frame(DATA, END_STREAM, 1, b"abc"),
+                    ]
+                    .concat(),
+                ),
+            ]),
+        ),
+        Scenario {
+            deliberate: Some(
+                "where Envoy 1.40 closes the connection without a word, wasmproxy first sends the GOAWAY with the \
+                 error code RFC 9113 names for the fault, so the client learns what it did wrong and which streams \
+                 were not processed; and a client that opens stream 3 and then stream 1 gets PROTOCOL_ERROR (RFC \
+                 9113 §5.1.1), where Envoy answers stream 3 and ignores stream 1",
+            ),
+            ..s(
+                "http2_protocol_errors_goaway",
+                "HTTP/2 connection errors Envoy answers by closing the connection",
+                bootstrap("", ""),
+                h2_cases(&[
+                    ("a client stream with an even id", h2::request(2, &h2::get())),
+                    ("a header name in upper case", h2::request(1, &[h2::get(), literal("X-Upper", "1")].concat())),
+                    ("a window update of 0 on the connection", frame(WINDOW_UPDATE, 0, 0, &[0; 4])),
+                    (
+                        "a window update of 0 on a stream",
+                        [frame(HEADERS, END_HEADERS, 1, &h2::get()), frame(WINDOW_UPDATE, 0, 1, &[0; 4])].concat(),
+                    ),
+                    ("SETTINGS_ENABLE_PUSH of 2", frame(SETTINGS, 0, 0, &[0, 2, 0, 0, 0, 2])),
+                    ("PING on a stream", frame(PING, 0, 1, b"12345678")),
+                    ("stream ids going down", [h2::request(3, &h2::get()), h2::request(1, &h2::get())].concat()),
+                ]),
+            )
+        },
+        Scenario {
+            deliberate: Some(
+                "a malformed request is a stream error (RFC 9113 §8.1.1): wasmproxy resets that stream with \
+                 PROTOCOL_ERROR and serves the connection's other streams; Envoy 1.40 (with its default \
+                 `stream_error_on_invalid_http_message: false`) closes the whole connection, other clients' \
+                 streams on it included",
+            ),
+            ..s(
+                "http2_malformed_request_headers",
+                "HTTP/2 requests with malformed headers, each followed by a good request on the same connection",
+                bootstrap("", ""),
+                h2_cases(
+                    &[
+                        (
+                            "a pseudo-header after a regular one",
+                            [0x82, 0x86]
+                                .into_iter()
+                                .chain(literal("x-a", "1"))
+                                .chain([0x84])
+                                .chain(h2::authority())
+                                .collect(),
+                        ),
+                        ("no :path", [0x82, 0x86].into_iter().chain(h2::authority()).collect()),
+                        ("a connection-specific header", [h2::get(), literal("connection", "keep-alive")].concat()),
+                    ]
+                    .map(|(what, block)| (what, [h2::request(1, &block), h2::request(3, &h2::get())].concat())),
+                ),
+            )
+        },
+        Scenario {
+            known: Some(
+                "a header block HPACK cannot decode: Envoy sends GOAWAY COMPRESSION_ERROR, the code RFC 9113 names; \
+                 the h2 crate wasmproxy uses sends PROTOCOL_ERROR (both close the connection)",
+            ),
+            ..s(
+                "http2_bad_hpack",
+                "an HTTP/2 header block HPACK cannot decode",
+                bootstrap("", ""),
+                h2_cases(&[("a bad HPACK block", h2::request(1, &[0xff; 5]))]),
+            )
+        },
         Scenario {
             deliberate: Some(
                 "Envoy 1.40 joins a header folded over two lines (obsolete line folding) and forwards the request; \
@@ -838,7 +952,37 @@ fn failures() -> Vec<Scenario> {
             probe_config(json!({"request_headers": [["bad_pointer"]]})),
             vec![Request::get("/ptr")],
         ),
+        s(
+            "buffer_limit_request",
+            "a plugin holding the request body past the listener's buffer limit (1 KiB): 413; under it, passed",
+            with_buffer_limit(1024, json!({"request_body": "pause_until_end"})),
+            vec![Request::post("/echo", &"a".repeat(4096)), Request::post("/echo", &"b".repeat(512))],
+        ),
+        Scenario {
+            stats: &[
+                r"^http\.ingress\.downstream_(cx_destroy(_remote)?_active_rq|rq_active|rq_total|rq_[1-5]xx|rq_rx_reset|rq_completed):",
+            ],
+            ..s(
+                "client_gone_while_held",
+                "the client goes away while a plugin holds the request: the stream ends (log, done, delete)",
+                bootstrap("", &probe("probe", json!({"returns": {"request_headers": "pause"}}))),
+                vec![Request::get("/held").give_up_after(300), Request::get("/held").h2().give_up_after(300)],
+            )
+        },
+        s(
+            "buffer_limit_response",
+            "a plugin holding the response body past the listener's buffer limit (16 KiB)",
+            with_buffer_limit(16384, json!({"response_body": "pause_until_end"})),
+            vec![Request::get("/big"), Request::get("/small")],
+        ),
     ]
+}
+
+/// The probe holding bodies as `returns` says, on a listener with this
+/// `per_connection_buffer_limit_bytes`.
+fn with_buffer_limit(bytes: u32, returns: serde_json::Value) -> String {
+    bootstrap("", &probe("probe", json!({ "returns": returns })))
+        .replace("  - name: main\n", &format!("  - name: main\n    per_connection_buffer_limit_bytes: {bytes}\n"))
 }
 
 fn chains_and_sdks() -> Vec<Scenario> {
@@ -1054,4 +1198,9 @@ fn examples(root: &Path) -> Vec<Scenario> {
             vec![Request::get("/").header("x-user", "alice")],
         ),
     ]
+}
+
+/// One raw HTTP/2 connection per case.
+fn h2_cases<const N: usize>(cases: &[(&str, Vec<u8>); N]) -> Vec<Request> {
+    cases.iter().map(|(what, frames)| Request::h2_frames(what, frames.clone())).collect()
 }

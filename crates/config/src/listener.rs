@@ -2,7 +2,7 @@
 
 use crate::address::{Host, read_address};
 use crate::hcm::{HCM_TYPE, read_hcm, type_error};
-use crate::model::{FilterChain, Listener, NetworkFilter, TcpProxy};
+use crate::model::{DEFAULT_BUFFER_LIMIT_BYTES, FilterChain, Listener, NetworkFilter, TcpProxy};
 use crate::reader::{Ctx, Field, Msg};
 use crate::validate::{Terminal, check_network_filter_order};
 use crate::wasm::read_wasm_filter;
@@ -104,8 +104,12 @@ pub(crate) fn read_listener(ctx: &mut Ctx, field: &Field<'_>, index: usize) -> O
             f.enumeration(ctx, &[("UNSPECIFIED", 0, Some(0)), ("INBOUND", 1, Some(1)), ("OUTBOUND", 2, Some(2))])
         })
         .unwrap_or(0);
+    let buffer_limit_bytes = msg
+        .get(ctx, "per_connection_buffer_limit_bytes")
+        .and_then(|f| f.unsigned(ctx, u32::MAX.into()))
+        .map_or(DEFAULT_BUFFER_LIMIT_BYTES, |v| v as u32);
     msg.finish(ctx);
-    Some(Listener { name, address: address?, filter_chain: filter_chain?, traffic_direction })
+    Some(Listener { name, address: address?, filter_chain: filter_chain?, traffic_direction, buffer_limit_bytes })
 }
 
 fn read_filter_chain(ctx: &mut Ctx, field: &Field<'_>) -> Option<FilterChain> {

@@ -111,7 +111,13 @@ pub struct Listener {
     pub filter_chain: FilterChain,
     /// `traffic_direction` as its number (UNSPECIFIED 0, INBOUND 1, OUTBOUND 2), for `xds.listener_direction`.
     pub traffic_direction: i64,
+    /// `per_connection_buffer_limit_bytes` (1 MiB if absent): the most body bytes the
+    /// filters may hold back on one stream; 0 lifts the limit.
+    pub buffer_limit_bytes: u32,
 }
+
+/// Envoy's default `per_connection_buffer_limit_bytes`.
+pub const DEFAULT_BUFFER_LIMIT_BYTES: u32 = 1 << 20;
 
 /// One filter chain: network filters in order; the last is the terminal one.
 #[derive(Debug, Clone, PartialEq)]

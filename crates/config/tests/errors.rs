@@ -352,3 +352,18 @@ fn node_identity_loads_and_its_other_fields_are_refused() {
         ]
     );
 }
+
+#[test]
+fn listener_buffer_limit() {
+    let with = |line: &str| config(&[("  - name: web\n", &format!("  - name: web\n    {line}\n"))]);
+    let load = |text: String| load_str(&text, Path::new("/etc/wasmproxy")).map(|b| b.listeners[0].buffer_limit_bytes);
+    assert_eq!(load(BASE.to_owned()).unwrap(), 1 << 20, "Envoy's default");
+    assert_eq!(load(with("per_connection_buffer_limit_bytes: 32768")).unwrap(), 32768);
+    assert_eq!(load(with("perConnectionBufferLimitBytes: \"0\"")).unwrap(), 0);
+    let Err(errors) = load(with("per_connection_buffer_limit_bytes: 5000000000")) else { panic!("loaded") };
+    assert_eq!(
+        errors.to_string(),
+        "static_resources.listeners[0].per_connection_buffer_limit_bytes: 5000000000 is out of range (0 to 4294967295) \
+         (line 4, column 40)"
+    );
+}

@@ -27,8 +27,10 @@ pub fn request_headers(parts: &http::request::Parts, scheme: &str) -> Headers {
         h.add(b":method", method);
         h.add(b":scheme", scheme.as_bytes());
     }
+    // `transfer-encoding` is framing (only `chunked` gets this far): Envoy's codec drops
+    // it, and the upstream side frames the body again.
     for (name, value) in &parts.headers {
-        if name != http::header::HOST {
+        if name != http::header::HOST && name != http::header::TRANSFER_ENCODING {
             h.add(name.as_str().as_bytes(), value.as_bytes());
         }
     }

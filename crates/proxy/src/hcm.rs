@@ -24,6 +24,43 @@ use crate::stats::HttpStats;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
 use crate::wasm_filter::{DataVerdict, FilterSlot, FilterStream, LocalReply, Verdict};
 
+/// A stream between its request head and the response (or reset) its filters decide on.
+/// If the client goes away meanwhile, hyper drops the request's future and this with it:
+/// the stream then ends as in Envoy, with the `DC` flag, every filter's `on_log`, `on_done`
+/// and delete, the access logs and the stats.
+struct OpenStream {
+    hcm: Rc<Hcm>,
+    info: StreamRef,
+    streams: Vec<Option<FilterStream>>,
+    headers: Headers,
+    open: bool,
+}
+
+impl OpenStream {
+    /// The filters' streams and the request headers, for the stream's normal end.
+    fn close(&mut self) -> (Vec<Option<FilterStream>>, Headers) {
+        self.open = false;
+        (std::mem::take(&mut self.streams), std::mem::take(&mut self.headers))
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        {
+            let mut info = self.info.borrow_mut();
+            info.response_flags.push("DC");
+            info.response_code_details = "downstream_remote_disconnect".into();
+            info.complete();
+        }
+        self.hcm.stats.client_gone(self.info.borrow().connection.http2.get());
+        let (streams, headers) = self.close();
+        self.hcm.finish(&self.info, streams, Some(headers), None);
+    }
+}
+
 /// One listener's HTTP connection manager on one worker.
 pub struct Hcm {
     /// The configuration.
@@ -41,11 +78,14 @@ pub struct Hcm {
     /// Its Wasm access loggers: each plugin's root context sees every finished request
     /// in `on_log`.
     pub wasm_loggers: Vec<FilterSlot>,
+    /// The most body bytes the filters may hold back in one direction of a stream (the
+    /// listener's `per_connection_buffer_limit_bytes`; `usize::MAX` for none); over it,
+    /// 413 for requests, 500 for responses, as in Envoy.
+    pub buffer_limit: usize,
 }
 
-/// The most body bytes a plugin may hold back: Envoy's default buffer limit
-/// (`per_connection_buffer_limit_bytes`, 1 MiB); over it, 413 for requests, 500 for responses.
-pub const BUFFER_LIMIT_BYTES: usize = 1 << 20;
+/// The size of chunk a TCP proxy reads at most at once: Envoy's default buffer limit.
+pub const BUFFER_LIMIT_BYTES: usize = wasmproxy_config::DEFAULT_BUFFER_LIMIT_BYTES as usize;
 
 /// The most read whole for an `http_call` response.
 pub const MAX_CALLOUT_BODY_BYTES: usize = 16 << 20;
@@ -131,8 +171,10 @@ impl Hcm {
         if headers.get(b"x-request-id").is_none() {
             headers.add(b"x-request-id", request_id().as_bytes());
         }
-        let mut streams: Vec<Option<FilterStream>> = Vec::new();
-        match self.process(&mut headers, &mut incoming, &mut streams, &info).await {
+        let mut open = OpenStream { hcm: self.clone(), info: info.clone(), streams: Vec::new(), headers, open: true };
+        let processed = self.process(&mut open.headers, &mut incoming, &mut open.streams, &info).await;
+        let (streams, headers) = open.close();
+        match processed {
             Processed::Whole(mut response_headers, response_body)
             | Processed::Reply { headers: mut response_headers, body: response_body, .. } => {
                 self.set_server(&mut response_headers);
@@ -142,7 +184,14 @@ impl Hcm {
                     i.complete();
                 }
                 self.finish(&info, streams, Some(headers), Some(response_headers.clone()));
-                Ok(self.build_response(response_headers, Some(response_body.len()), whole(response_body), true))
+                let mut response =
+                    self.build_response(response_headers, Some(response_body.len()), whole(response_body), true);
+                if !http2 && !incoming.is_end_stream() {
+                    // Answered before the request's end, as Envoy does: the rest of the
+                    // request is not read, so the connection cannot serve another.
+                    response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok(response)
             }
             Processed::Streaming(
                 mut response_headers,
@@ -221,7 +270,10 @@ impl Hcm {
                 if !body.is_empty() {
                     for i in (0..encoders).rev() {
                         let Some(s) = streams[i].as_mut() else { continue };
-                        let verdict = match s.data(StreamType::HttpResponse, std::mem::take(&mut body), true).await {
+                        let verdict = match s
+                            .data(StreamType::HttpResponse, std::mem::take(&mut body), true, self.buffer_limit)
+                            .await
+                        {
                             DataVerdict::Pass(bytes) => {
                                 body = bytes;
                                 Verdict::Continue
@@ -258,7 +310,7 @@ impl Hcm {
         }
         // Request headers, filter by filter; each sees the headers the previous one left.
         for (i, filter) in self.filters.iter().enumerate() {
-            let mut stream = match filter.start_stream(info) {
+            let stream = match filter.start_stream(info) {
                 Ok(s) => s,
                 Err(_) => {
                     // The VM failed before this stream (and, under FAIL_RELOAD, could not
@@ -270,8 +322,11 @@ impl Hcm {
                     continue;
                 }
             };
-            let verdict = stream.request_headers(headers, request_ended).await;
+            // The stream is kept before its first callback, so that it ends properly if
+            // the client goes away while a plugin holds it.
             streams.push(Some(stream));
+            let Some(stream) = streams[i].as_mut() else { continue };
+            let verdict = stream.request_headers(headers, request_ended).await;
             if let Some(end) = self.apply(verdict, i, &mut streams[i], true) {
                 return Err(end);
             }
@@ -280,9 +335,12 @@ impl Hcm {
         // (to the upstream, or drained for a local answer) while the upstream answers.
         let started = Instant::now();
         let (response_headers, response) = match self.route(headers, info) {
+            // As in Envoy, the local answer goes at once: the filters never see a request
+            // body still to come (an HTTP/1.1 connection then closes, see `handle`).
             Target::Local(h, body) => {
-                self.pump(StreamType::HttpRequest, incoming, downstream_http1, streams, None, info).await?;
-                info.borrow_mut().note_request_done();
+                if request_ended {
+                    info.borrow_mut().note_request_done();
+                }
                 (h, ResponseBody::Whole(body))
             }
             Target::Upstream { cluster, timeout } => {
@@ -524,7 +582,7 @@ impl Hcm {
                     out = Some(chunk);
                     continue;
                 };
-                match stream.data(direction, chunk, eos).await {
+                match stream.data(direction, chunk, eos, self.buffer_limit).await {
                     DataVerdict::Pass(bytes) => out = Some(bytes),
                     DataVerdict::Held => {}
                     DataVerdict::Done(verdict) => {

@@ -41,7 +41,8 @@ impl CodeClasses {
     }
 
     fn charge(&self, code: Option<u16>) {
-        if let Some(c) = code.and_then(class) {
+        let Some(code) = code else { return };
+        if let Some(c) = class(code) {
             self.xx[c - 1].inc();
         }
         self.completed.inc();
@@ -62,6 +63,9 @@ pub struct HttpStats {
     cx_total: Counter,
     cx_active: Gauge,
     cx_destroy: Counter,
+    cx_destroy_active_rq: Counter,
+    cx_destroy_remote_active_rq: Counter,
+    rq_rx_reset: Counter,
     cx_http1_total: Counter,
     cx_http2_total: Counter,
     cx_http1_active: Gauge,
@@ -107,6 +111,9 @@ impl HttpStats {
             cx_total: http.counter("downstream_cx_total"),
             cx_active: http.gauge("downstream_cx_active"),
             cx_destroy: http.counter("downstream_cx_destroy"),
+            cx_destroy_active_rq: http.counter("downstream_cx_destroy_active_rq"),
+            cx_destroy_remote_active_rq: http.counter("downstream_cx_destroy_remote_active_rq"),
+            rq_rx_reset: http.counter("downstream_rq_rx_reset"),
             cx_http1_total: http.counter("downstream_cx_http1_total"),
             cx_http2_total: http.counter("downstream_cx_http2_total"),
             cx_http1_active: http.gauge("downstream_cx_http1_active"),
@@ -164,6 +171,17 @@ impl HttpStats {
         self.rq_total.inc();
         self.rq_active.inc();
         if http2 { self.rq_http2_total.inc() } else { self.rq_http1_total.inc() }
+    }
+
+    /// The client went away before the response was decided: a stream reset by the client.
+    /// An HTTP/1.1 connection (one stream) also counts as closed by the client with an
+    /// active request, as in Envoy.
+    pub fn client_gone(&self, http2: bool) {
+        self.rq_rx_reset.inc();
+        if !http2 {
+            self.cx_destroy_active_rq.inc();
+            self.cx_destroy_remote_active_rq.inc();
+        }
     }
 
     /// A request ended (`code` if a response was sent) after `lasted`.

@@ -808,8 +808,8 @@ impl FilterStream {
 
     /// One chunk through the body callback, as Envoy does: the plugin sees everything it
     /// has held back so far plus this chunk; Continue passes it all on; Pause holds it
-    /// (up to the buffer limit) until a later chunk, or the end, or `continue_stream`.
-    pub async fn data(&mut self, direction: StreamType, chunk: Bytes, eos: bool) -> DataVerdict {
+    /// (up to `limit` bytes) until a later chunk, or the end, or `continue_stream`.
+    pub async fn data(&mut self, direction: StreamType, chunk: Bytes, eos: bool, limit: usize) -> DataVerdict {
         let request = direction == StreamType::HttpRequest;
         let holding = if request { self.holding_request } else { self.holding_response };
         let held = self
@@ -833,7 +833,7 @@ impl FilterStream {
             Step::Continued => Verdict::Continue,
             Step::Done(v) => v,
             Step::Stopped if !eos => {
-                if held > crate::hcm::BUFFER_LIMIT_BYTES {
+                if held > limit {
                     // Envoy: over the buffer limit, 413 for requests, 500 for responses.
                     let (status, body) =
                         if request { (413, "Payload Too Large") } else { (500, "Internal Server Error") };

@@ -286,6 +286,10 @@ async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<Served>>, Vec<Service>
             stats,
             access_logs,
             wasm_loggers,
+            buffer_limit: match listener.buffer_limit_bytes {
+                0 => usize::MAX,
+                n => n as usize,
+            },
         };
         hcms.push(about(Terminal::Http(Rc::new(hcm))));
     }

@@ -1,5 +1,14 @@
 //! The wasmproxy binary: serve an Envoy configuration, or inspect and run one plugin.
 
+/// `eprintln!` that does not panic when stderr is gone (a closed pipe): the proxy keeps
+/// serving whoever started it and however they left.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod logging;
 mod plugin_run;
@@ -11,12 +20,12 @@ fn main() -> std::process::ExitCode {
         Ok(command) => match command.run() {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("wasmproxy: {e:#}");
+                note!("wasmproxy: {e:#}");
                 std::process::ExitCode::FAILURE
             }
         },
         Err(e) => {
-            eprintln!("wasmproxy: {e}\n\n{}", cli::USAGE);
+            note!("wasmproxy: {e}\n\n{}", cli::USAGE);
             std::process::ExitCode::from(2)
         }
     }

@@ -107,7 +107,7 @@ pub fn run(o: ServeOptions) -> anyhow::Result<()> {
     let (config, warnings) = wasmproxy_config::load_file_with_warnings(&o.config)
         .map_err(|errors| anyhow::anyhow!("configuration {} is not valid:\n{errors}", o.config.display()))?;
     for warning in &warnings {
-        eprintln!("wasmproxy: warning: {warning}");
+        note!("wasmproxy: warning: {warning}");
     }
     if o.validate_only {
         println!("configuration '{}' OK", o.config.display());
@@ -123,10 +123,10 @@ pub fn run(o: ServeOptions) -> anyhow::Result<()> {
     options.drain_time = std::time::Duration::from_secs(o.drain_time_s);
     let server = Server::start(config, options)?;
     for (name, addr) in &server.listeners {
-        eprintln!("wasmproxy: listener {name} on {addr}");
+        note!("wasmproxy: listener {name} on {addr}");
     }
     if let Some(addr) = server.admin {
-        eprintln!("wasmproxy: admin on {addr}");
+        note!("wasmproxy: admin on {addr}");
     }
     crate::signals::stop_on_termination(signals, server.stopper());
     server.wait();

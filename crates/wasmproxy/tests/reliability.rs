@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::{Running, body, http_get, repo};
 
-/// The probe plugin as the one HTTP filter: it panics, loops or allocates without end when
-/// the request carries `x-panic`, `x-loop` or `x-bomb`, and adds `x-vm-count` (a counter
+/// The probe plugin as the one HTTP filter: it panics, loops, allocates without end or
+/// hands a hostcall a pointer past its memory when the request carries `x-panic`,
+/// `x-loop`, `x-bomb` or `x-bad-pointer`, and adds `x-vm-count` (a counter
 /// of the VM, 1 in a fresh VM) to each response.
 fn config(name: &str, policy: &str, runtime: &str) -> PathBuf {
     let probe = repo().join("plugins/out/probe.wasm");
@@ -23,6 +24,7 @@ fn config(name: &str, policy: &str, runtime: &str) -> PathBuf {
             ["if_header", "0", "x-panic", "panic", "boom"],
             ["if_header", "0", "x-loop", "loop"],
             ["if_header", "0", "x-bomb", "alloc_bomb"],
+            ["if_header", "0", "x-bad-pointer", "bad_pointer"],
         ],
         "response_headers": [["vm_counter", "2", "x-vm-count"]],
     }});
@@ -107,6 +109,27 @@ fn a_panicking_plugin_under_each_failure_policy() {
     let (_running, addr, _, _) = serve(&config("fail-open", "fail_open: true", ""));
     assert_eq!(get(&addr, "x-panic: 1\r\n"), (200, None, "hello\n".into()));
     assert_eq!(get(&addr, ""), (200, None, "hello\n".into()));
+}
+
+#[test]
+fn a_bad_pointer_gets_an_error_status_under_each_failure_policy() {
+    // As in Envoy, a pointer outside the plugin's memory is the hostcall's error
+    // (INVALID_MEMORY_ACCESS, 6), not a failure of the VM: the stream and the VM go on.
+    for (i, policy) in ["failure_policy: FAIL_CLOSED", "failure_policy: FAIL_OPEN", "failure_policy: FAIL_RELOAD"]
+        .into_iter()
+        .enumerate()
+    {
+        let (running, addr, admin, log) = serve(&config(&format!("pointer-{i}"), policy, ""));
+        let before = rss_kib(&running);
+        assert_eq!(get(&addr, "x-bad-pointer: 1\r\n"), (200, Some(1), "hello\n".into()), "{policy}");
+        assert_eq!(get(&addr, "x-bad-pointer: 1\r\n"), (200, Some(2), "hello\n".into()), "{policy}");
+        assert_eq!(get(&addr, ""), (200, Some(3), "hello\n".into()), "{policy}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text.matches("bad_pointer => status=6").count(), 2, "{policy}: {text}");
+        assert!(!text.contains("failed:"), "{policy}: {text}");
+        assert_eq!(stat(&admin, "wasm.probe.vm_reload"), 0, "{policy}");
+        assert!(rss_kib(&running) < before + 8 * 1024, "{policy}");
+    }
 }
 
 #[test]
@@ -342,4 +365,44 @@ fn a_listener_connection_limit_refuses_the_connection_over_it() {
     drop(first);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(get(&addr, ""), (200, Some(1), "hello\n".into()));
+}
+
+#[test]
+fn a_closed_stderr_does_not_stop_the_proxy() {
+    // Whoever started the proxy closed its end of the stderr pipe at once: every line the
+    // proxy writes there fails (its addresses, logs), and it serves all the same.
+    let routes = "              - match: { prefix: / }\n                direct_response: { status: 200, body: { inline_string: \"hello\\n\" } }\n";
+    let config = common::write_config("closed-stderr", &common::bootstrap("", "ingress", "", routes, "", ""));
+    let mut child = common::wasmproxy()
+        .args(["-c", config.to_str().unwrap(), "--concurrency", "1", "--log-level", "debug"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let mut running = Running(child);
+    // Its listener, found from the socket table (`ss`): the first of its listening ports.
+    let pid = format!("pid={},", running.0.id());
+    let started = Instant::now();
+    let addr = loop {
+        let ss = std::process::Command::new("ss").args(["-Hltnp"]).output().unwrap();
+        let text = String::from_utf8_lossy(&ss.stdout).to_string();
+        let mut ports: Vec<&str> =
+            text.lines().filter(|l| l.contains(&pid)).filter_map(|l| l.split_whitespace().nth(3)).collect();
+        ports.sort();
+        if ports.len() == 2 || started.elapsed() > Duration::from_secs(10) {
+            assert!(running.0.try_wait().unwrap().is_none(), "the proxy exited: {:?}", running.0.try_wait());
+            // The listener and the admin: the listener answers "hello".
+            break ports
+                .into_iter()
+                .find(|a| http_get(a, "/", "").ends_with("hello\n"))
+                .expect("a listener")
+                .to_string();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for _ in 0..3 {
+        assert_eq!(get(&addr, ""), (200, None, "hello\n".into()));
+    }
+    assert!(running.0.try_wait().unwrap().is_none(), "the proxy exited: {:?}", running.0.try_wait());
 }

@@ -47,7 +47,8 @@ pub fn serve_with(config: &std::path::Path, args: &[&str]) -> (Running, String, 
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let running = Running(child);
     let (mut listener, mut admin) = (None, None);
-    for line in stderr.lines() {
+    let mut lines = stderr.lines();
+    for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(rest) = line.strip_prefix("wasmproxy: listener main on ") {
             listener = Some(rest.to_string());
@@ -58,6 +59,13 @@ pub fn serve_with(config: &std::path::Path, args: &[&str]) -> (Running, String, 
             break;
         }
     }
+    // The rest of its stderr goes on being read (a closed pipe would fail its writes),
+    // into the test's output, shown if the test fails.
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("wasmproxy: {line}");
+        }
+    });
     (running, listener.expect("the server printed its listener address"), admin)
 }
 
