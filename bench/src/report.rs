@@ -79,6 +79,12 @@ fn spread(results: &[(&str, Kind, Measured)], name: &str, kind: Kind, pick: fn(&
     (median(&mut values), min, max)
 }
 
+/// Both proxies' medians of one figure, `Envoy / wasmproxy`.
+fn pair(results: &[(&str, Kind, Measured)], name: &str, pick: fn(&Measured) -> f64, digits: usize) -> String {
+    let (a, b) = (spread(results, name, Kind::Envoy, pick).0, spread(results, name, Kind::Wasmproxy, pick).0);
+    format!("{a:.digits$} / {b:.digits$}")
+}
+
 /// What we know of where the time goes, kept by hand with the harness (the rest of the
 /// report is measured).
 const FINDINGS: &str = "\n## Where the time goes\n\n\
@@ -181,11 +187,7 @@ pub fn markdown(
     for s in scenarios {
         let rps = |k| spread(results, s.name, k, |m| m.rps);
         let (e, w) = (rps(Kind::Envoy), rps(Kind::Wasmproxy));
-        let both = |pick: fn(&Measured) -> f64, digits: usize| {
-            let (a, b) =
-                (spread(results, s.name, Kind::Envoy, pick).0, spread(results, s.name, Kind::Wasmproxy, pick).0);
-            format!("{a:.digits$} / {b:.digits$}")
-        };
+        let both = |pick: fn(&Measured) -> f64, digits: usize| pair(results, s.name, pick, digits);
         out.push_str(&format!(
             "| `{}`: {} | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | **{:.2}** | {} | {} | {} | {} |\n",
             s.name,
@@ -211,11 +213,7 @@ pub fn markdown(
         args.rate, args.seconds
     ));
     for s in scenarios {
-        let both = |pick: fn(&Measured) -> f64| {
-            let (a, b) =
-                (spread(results, s.name, Kind::Envoy, pick).0, spread(results, s.name, Kind::Wasmproxy, pick).0);
-            format!("{a:.2} / {b:.2}")
-        };
+        let both = |pick: fn(&Measured) -> f64| pair(results, s.name, pick, 2);
         out.push_str(&format!(
             "| `{}` | {} | {} | {} |\n",
             s.name,

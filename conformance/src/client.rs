@@ -89,7 +89,7 @@ const FRAMING: &[&str] = &["transfer-encoding", "connection", "keep-alive"];
 /// trailers; or how it failed.
 pub async fn send(addr: SocketAddr, request: &Request) -> String {
     if let Some(bytes) = &request.raw {
-        return raw(addr, bytes).await;
+        return raw(addr, bytes, request.give_up_ms).await;
     }
     if let Some(frames) = request.h2_frames.clone() {
         let seen = tokio::task::spawn_blocking(move || crate::h2_frames::exchange(&addr.to_string(), &frames, ""));
@@ -199,7 +199,7 @@ fn error_kind(e: &hyper_util::client::legacy::Error) -> &'static str {
 /// Writes bytes on a TCP connection, reads one whole HTTP response (by its
 /// `content-length`), then half-closes and reads until the other side closes. (Waiting
 /// for the response before closing keeps the order of events the same from run to run.)
-async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+async fn raw(addr: SocketAddr, bytes: &[u8], give_up_ms: Option<u64>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
@@ -217,9 +217,16 @@ async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
         stream.read_to_end(&mut out).await?;
         Ok::<_, std::io::Error>(out)
     };
-    match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+    let wait = Duration::from_millis(give_up_ms.unwrap_or(10_000));
+    match tokio::time::timeout(wait, exchange).await {
         Ok(Ok(out)) => format!("received: {}\n", crate::normalize::text(&String::from_utf8_lossy(&out))),
         Ok(Err(e)) => format!("connection failed: {}\n", e.kind()),
+        Err(_) if give_up_ms.is_some() => {
+            // The connection is closed (dropped with the exchange); the proxy gets time to
+            // notice.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            format!("the client gave up after {} ms\n", wait.as_millis())
+        }
         Err(_) => "no answer in 10 s\n".into(),
     }
 }

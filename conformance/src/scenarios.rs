@@ -952,6 +952,32 @@ fn failures() -> Vec<Scenario> {
             probe_config(json!({"request_headers": [["bad_pointer"]]})),
             vec![Request::get("/ptr")],
         ),
+        Scenario {
+            stats: &[
+                r"^http\.ingress\.downstream_(cx_destroy(_remote)?_active_rq|rq_active|rq_[1-5]xx|rq_rx_reset|rq_completed):",
+            ],
+            ..s(
+                "client_gone_mid_body",
+                "the client goes away in the middle of a request body to the upstream (HTTP/1.1: closes; HTTP/2: \
+                 RST_STREAM CANCEL)",
+                probe_config(json!({})),
+                vec![
+                    Request::raw("POST /echo HTTP/1.1\r\nhost: conformance.test\r\ncontent-length: 10\r\n\r\nhello")
+                        .give_up_after(300),
+                    Request::h2_frames("a body cut by RST_STREAM CANCEL", {
+                        let path = [&[0x04, 5][..], b"/echo"].concat();
+                        let block =
+                            [&[0x83, 0x86][..], &path, &h2::authority(), &literal("content-length", "10")].concat();
+                        [
+                            frame(HEADERS, END_HEADERS, 1, &block),
+                            frame(DATA, 0, 1, b"hello"),
+                            frame(h2::RST_STREAM, 0, 1, &8u32.to_be_bytes()),
+                        ]
+                        .concat()
+                    }),
+                ],
+            )
+        },
         s(
             "buffer_limit_request",
             "a plugin holding the request body past the listener's buffer limit (1 KiB): 413; under it, passed",

@@ -245,8 +245,13 @@ fn evaluate(op: &Op, r: &Record<'_>) -> Out {
     }
 }
 
+/// The machine's name, read once.
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+    })
+    .clone()
 }
 
 /// `START_TIME(...)`: strftime's common flags, plus Envoy's `%s` (epoch seconds), `%Nf`

@@ -54,6 +54,17 @@ impl Utc {
         }
     }
 
+    /// As an HTTP date (`Thu, 26 Nov 2026 12:00:43 GMT`).
+    pub fn http_date(&self) -> String {
+        const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+        const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+        // 1 January 1970 was a Thursday.
+        let weekday = DAYS[self.unix.div_euclid(86_400).rem_euclid(7) as usize];
+        let month = MONTHS[(self.month - 1) as usize];
+        let (d, y, h, m, s) = (self.day, self.year, self.hour, self.minute, self.second);
+        format!("{weekday}, {d:02} {month} {y:04} {h:02}:{m:02}:{s:02} GMT")
+    }
+
     /// The date and time fields strftime and spdlog share: `%Y %m %d %H %M %S %T`
     /// (`None` for any other flag).
     pub fn field(&self, flag: char) -> Option<String> {
@@ -104,5 +115,7 @@ mod tests {
         assert_eq!(Utc::at(UNIX_EPOCH).iso8601_millis(), "1970-01-01T00:00:00.000Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!((Utc::at(leap).month, Utc::at(leap).day), (2, 29));
+        assert_eq!(Utc::at(t).http_date(), "Thu, 26 Nov 2026 11:19:28 GMT");
+        assert_eq!(Utc::at(leap).http_date(), "Tue, 29 Feb 2000 00:00:00 GMT");
     }
 }

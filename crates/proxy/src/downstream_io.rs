@@ -100,8 +100,12 @@ impl TrackedIo {
             None => return,
         };
         if let Err(refusal) = crate::request_head::check(&self.held[..end]) {
-            let response =
-                crate::request_head::error_response(refusal.status, refusal.reason, &self.server, &httpdate_now());
+            let response = crate::request_head::error_response(
+                refusal.status,
+                refusal.reason,
+                &self.server,
+                &crate::clock::Utc::now().http_date(),
+            );
             let _ = self.socket.try_write(&response);
             let _ = socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Both);
             self.refused = true;
@@ -205,7 +209,12 @@ impl AsyncWrite for TrackedIo {
             && crate::request_head::may_be_an_error_answer(data)
             && let Some((status, reason)) = crate::request_head::hypers_own_error(data)
         {
-            let response = crate::request_head::error_response(status, reason, &self.server, &httpdate_now());
+            let response = crate::request_head::error_response(
+                status,
+                reason,
+                &self.server,
+                &crate::clock::Utc::now().http_date(),
+            );
             return match ready!(self.poll_write_with(cx, |s| s.try_write(&response))) {
                 Ok(_) => Poll::Ready(Ok(data.len())),
                 Err(e) => Poll::Ready(Err(e)),
@@ -279,7 +288,7 @@ pub async fn headers_late(timeout: std::time::Duration, activity: &Activity) {
 /// exists yet), before the connection is closed.
 pub fn answer_header_timeout(socket: &TcpStream, server: &str) {
     let body = "request header timeout";
-    let date = httpdate_now();
+    let date = crate::clock::Utc::now().http_date();
     let response = format!(
         "HTTP/1.1 408 Request Timeout\r\ncontent-length: {}\r\ncontent-type: text/plain\r\ndate: {date}\r\nserver: {server}\r\nconnection: close\r\n\r\n{body}",
         body.len()
@@ -298,28 +307,11 @@ pub fn http_date() -> http::HeaderValue {
     CACHED.with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != second {
-            let text = httpdate_now();
+            let text = crate::clock::Utc::now().http_date();
             *c = (second, http::HeaderValue::from_str(&text).unwrap_or_else(|_| http::HeaderValue::from_static("")));
         }
         c.1.clone()
     })
-}
-
-/// Now as an HTTP date (`Thu, 26 Nov 2026 12:00:43 GMT`).
-fn httpdate_now() -> String {
-    let t = crate::clock::Utc::now();
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let weekday = DAYS[(t.unix.div_euclid(86_400)).rem_euclid(7) as usize];
-    format!(
-        "{weekday}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-        t.day,
-        MONTHS[(t.month - 1) as usize],
-        t.year,
-        t.hour,
-        t.minute,
-        t.second
-    )
 }
 
 #[cfg(test)]

@@ -49,13 +49,8 @@ impl Drop for OpenStream {
         if !self.open {
             return;
         }
-        {
-            let mut info = self.info.borrow_mut();
-            info.response_flags.push("DC");
-            info.response_code_details = "downstream_remote_disconnect".into();
-            info.complete();
-        }
-        self.hcm.stats.client_gone(self.info.borrow().connection.http2.get());
+        self.hcm.client_gone(&self.info);
+        self.info.borrow_mut().complete();
         let (streams, headers) = self.close();
         self.hcm.finish(&self.info, streams, Some(headers), None);
     }
@@ -234,6 +229,19 @@ impl Hcm {
                 Err(StreamReset)
             }
         }
+    }
+
+    /// The client closed the connection or reset the stream before the response was
+    /// decided: Envoy's `DC` flag and its reset counts.
+    fn client_gone(&self, info: &StreamRef) {
+        let mut i = info.borrow_mut();
+        if i.response_flags.contains(&"DC") {
+            // Seen already (a body that broke, then the stream dropped).
+            return;
+        }
+        i.response_flags.push("DC");
+        i.response_code_details = "downstream_remote_disconnect".into();
+        self.stats.client_gone(i.connection.http2.get());
     }
 
     async fn process(
@@ -541,13 +549,22 @@ impl Hcm {
             };
             let (chunk, eos, trailers) = match next {
                 None => (Bytes::new(), true, None),
-                // A request body that cannot be read (a bad chunk): Envoy's codec answers
-                // 400 if it still can; a response body that breaks resets the stream.
-                Some(Err(_)) if request => {
-                    let headers = Headers::from_pairs([("connection", "close")]);
-                    let reply = LocalReply { status: 400, body: b"Bad Request".to_vec(), headers };
-                    return Err(self.reply(reply, streams.len(), true));
-                }
+                // A request body that cannot be read: a client that went away mid-body is
+                // a reset stream (`DC`); a bad chunk gets 400 from Envoy's codec if it
+                // still can. A response body that breaks resets the stream.
+                Some(Err(e)) if request => match body_failure(&e, http1) {
+                    BodyFailure::ClientGone => {
+                        self.client_gone(info);
+                        return Err(Processed::Reset);
+                    }
+                    BodyFailure::Malformed if http1 => {
+                        let headers = Headers::from_pairs([("connection", "close")]);
+                        let reply = LocalReply { status: 400, body: b"Bad Request".to_vec(), headers };
+                        return Err(self.reply(reply, streams.len(), true));
+                    }
+                    // HTTP/2 resets the stream itself (e.g. a body longer than its length).
+                    BodyFailure::Malformed => return Err(Processed::Reset),
+                },
                 Some(Err(_)) => return Err(Processed::Reset),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
@@ -703,6 +720,32 @@ impl Hcm {
         *response.headers_mut() = map;
         response
     }
+}
+
+/// Why a request body could not be read.
+enum BodyFailure {
+    /// The client closed the connection or reset the stream mid-body.
+    ClientGone,
+    /// The body broke the protocol (a bad chunk, more than its length).
+    Malformed,
+}
+
+fn body_failure(e: &hyper::Error, http1: bool) -> BodyFailure {
+    if e.is_incomplete_message() {
+        return BodyFailure::ClientGone;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            let broken = matches!(io.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput);
+            return if broken { BodyFailure::Malformed } else { BodyFailure::ClientGone };
+        }
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return if h2.is_remote() || h2.is_io() { BodyFailure::ClientGone } else { BodyFailure::Malformed };
+        }
+        source = s.source();
+    }
+    if http1 { BodyFailure::Malformed } else { BodyFailure::ClientGone }
 }
 
 /// What a failed plugin's stream gets.

@@ -122,22 +122,20 @@ impl ConnectionLimits {
     /// Counts a new connection on listener `li` in, or says which limit it is over.
     pub fn admit(&self, li: usize) -> Result<(), Overflow> {
         use std::sync::atomic::Ordering::Relaxed;
-        if let Some(limit) = self.global_limit {
-            if self.global.fetch_add(1, Relaxed) >= limit {
-                self.global.fetch_sub(1, Relaxed);
-                return Err(Overflow::Global);
-            }
-        } else {
-            self.global.fetch_add(1, Relaxed);
+        // Each count goes up first; one over its limit is taken back.
+        let over = |open: &std::sync::atomic::AtomicU64, limit: Option<u64>| {
+            open.fetch_add(1, Relaxed) >= limit.unwrap_or(u64::MAX)
+        };
+        if over(&self.global, self.global_limit) {
+            self.global.fetch_sub(1, Relaxed);
+            return Err(Overflow::Global);
         }
-        if let Some((open, Some(limit))) = self.listeners.get(li)
-            && open.fetch_add(1, Relaxed) >= *limit
+        if let Some((open, limit)) = self.listeners.get(li)
+            && over(open, *limit)
         {
             open.fetch_sub(1, Relaxed);
             self.global.fetch_sub(1, Relaxed);
             return Err(Overflow::Listener);
-        } else if let Some((open, None)) = self.listeners.get(li) {
-            open.fetch_add(1, Relaxed);
         }
         Ok(())
     }
