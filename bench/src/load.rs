@@ -1,4 +1,4 @@
-//! Load with `wrk`, and what the kernel says about the proxy process (CPU time, peak RSS).
+//! Load with `wrk` (HTTP/1.1) and `h2load` (HTTP/2), and what the kernel says about the proxy process (CPU time, peak RSS).
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -37,6 +37,52 @@ pub fn run(url: &str, s: &Scenario, connections: usize, duration: Duration) -> R
         return Err(format!("errors under load:\n{text}"));
     }
     parse(&text).ok_or_else(|| format!("cannot read wrk's output:\n{text}"))
+}
+
+/// Runs `h2load` (one thread, `connections` HTTP/2 connections with `streams` concurrent
+/// streams each) against `url` for `duration`. h2load reports no percentiles: the
+/// latencies are NaN.
+pub fn run_h2(url: &str, connections: usize, streams: usize, duration: Duration) -> Result<LoadResult, String> {
+    let out = Command::new("h2load")
+        .args(["-t", "1", "-c", &connections.to_string(), "-m", &streams.to_string()])
+        .args(["-D", &duration.as_secs().to_string(), url])
+        .output()
+        .map_err(|e| format!("cannot run h2load (apt install nghttp2-client): {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let counts = h2load_counts(&text).ok_or_else(|| format!("cannot read h2load's output:\n{text}"))?;
+    if counts.errors > 0 || counts.succeeded_2xx < counts.done {
+        return Err(format!("errors under load:\n{text}"));
+    }
+    Ok(LoadResult { requests: counts.done, seconds: duration.as_secs_f64(), p50_ms: f64::NAN, p99_ms: f64::NAN })
+}
+
+/// What `h2load` counted.
+pub struct H2loadCounts {
+    /// Requests done.
+    pub done: u64,
+    /// Of them, answered 2xx.
+    pub succeeded_2xx: u64,
+    /// Failed, errored or timed out.
+    pub errors: u64,
+}
+
+/// Reads h2load's `requests:` and `status codes:` lines.
+pub fn h2load_counts(text: &str) -> Option<H2loadCounts> {
+    // `requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout`
+    // `status codes: N 2xx, N 3xx, N 4xx, N 5xx`
+    let field = |line: &str, name: &str| -> u64 {
+        line.split(',')
+            .find(|part| part.trim().ends_with(name))
+            .and_then(|part| part.split_whitespace().rev().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    let requests = text.lines().find(|l| l.starts_with("requests:"))?;
+    let statuses = text.lines().find(|l| l.starts_with("status codes:")).unwrap_or("");
+    Some(H2loadCounts {
+        done: field(requests, "done"),
+        succeeded_2xx: field(statuses, "2xx"),
+        errors: field(requests, "failed") + field(requests, "errored") + field(requests, "timeout"),
+    })
 }
 
 fn parse(text: &str) -> Option<LoadResult> {
@@ -109,5 +155,12 @@ mod tests {
         let r = parse(text).unwrap();
         assert_eq!((r.requests, r.seconds), (123456, 5.0));
         assert!((r.p50_ms - 0.812).abs() < 1e-9 && (r.p99_ms - 2.01).abs() < 1e-9);
+    }
+
+    #[test]
+    fn h2load_output_is_read() {
+        let text = "finished in 5.00s, 41233.40 req/s, 1.85MB/s\nrequests: 206167 total, 206423 started, 206167 done, 206160 succeeded, 7 failed, 0 errored, 0 timeout\nstatus codes: 206160 2xx, 0 3xx, 0 4xx, 7 5xx\n";
+        let c = h2load_counts(text).unwrap();
+        assert_eq!((c.done, c.succeeded_2xx, c.errors), (206167, 206160, 7));
     }
 }

@@ -158,16 +158,33 @@ pub struct Measured {
     fixed: fixed_rate::Latencies,
 }
 
+/// HTTP/2 scenarios: `h2load`'s connections.
+pub const H2_CONNECTIONS: usize = 8;
+/// HTTP/2 scenarios: concurrent streams on each connection.
+pub const H2_STREAMS: usize = 32;
+
 /// Starts the proxy, warms it up, runs the load, reads its CPU time and peak RSS.
 fn measure(args: &Args, kind: Kind, config: &Path, work: &Path, s: &scenarios::Scenario) -> Result<Measured, String> {
     let running = start(args, kind, config, work, 1, &[])?;
     let url = format!("http://{}{}", running.listener, s.path);
-    load::run(&url, s, args.connections, Duration::from_secs(1))?;
+    let load = |seconds| {
+        if s.http2 {
+            load::run_h2(&url, H2_CONNECTIONS, H2_STREAMS, Duration::from_secs(seconds))
+        } else {
+            load::run(&url, s, args.connections, Duration::from_secs(seconds))
+        }
+    };
+    load(1)?;
     let cpu_before = load::cpu_seconds(&running);
-    let out = load::run(&url, s, args.connections, Duration::from_secs(args.seconds))?;
+    let out = load(args.seconds)?;
     let cpu = load::cpu_seconds(&running) - cpu_before;
     let rss_mb = load::peak_rss_mb(&running);
-    let fixed = fixed_rate::run(running.listener, s, args.rate, Duration::from_secs(args.seconds))?;
+    // The open-loop client speaks HTTP/1.1 only.
+    let fixed = if s.http2 {
+        fixed_rate::Latencies { p50_ms: f64::NAN, p99_ms: f64::NAN, p999_ms: f64::NAN }
+    } else {
+        fixed_rate::run(running.listener, s, args.rate, Duration::from_secs(args.seconds))?
+    };
     Ok(Measured {
         rps: out.requests as f64 / out.seconds,
         p50_ms: out.p50_ms,

@@ -15,6 +15,8 @@ pub struct Scenario {
     pub path: &'static str,
     /// A body to POST (none: GET).
     pub body: Option<Vec<u8>>,
+    /// Loaded over HTTP/2 by `h2load` (many streams per connection) instead of `wrk`.
+    pub http2: bool,
 }
 
 /// A bootstrap with one listener: `filters` before the router, every path routed to the
@@ -71,7 +73,7 @@ pub fn header_filter(name: &str, file: &str) -> String {
 
 /// Every scenario, in report order.
 pub fn all() -> Vec<Scenario> {
-    let body = |name, about, config, path| Scenario { name, about, config, path, body: None };
+    let body = |name, about, config, path| Scenario { name, about, config, path, body: None, http2: false };
     let ten: String = (0..10).map(|i| header_filter(&format!("hf{i}"), "header_filter.wasm")).collect();
     // The probe replaces each body with 4 KiB of its own, both ways, at the end of stream.
     let rewrite = format!(
@@ -103,6 +105,13 @@ pub fn all() -> Vec<Scenario> {
             config: bootstrap(&wasm_filter("body", "probe.wasm", &rewrite, "")),
             path: "/",
             body: Some(vec![b'a'; 4096]),
+            http2: false,
+        },
+        Scenario {
+            name: "http2_many_streams",
+            about: "the Rust header filter to the upstream, over HTTP/2: `h2load`, 8 connections of 32 streams",
+            http2: true,
+            ..body("", "", bootstrap(&header_filter("hf", "header_filter.wasm")), "/")
         },
         body("ten_filters", "ten Rust header filters in one chain, to the upstream", bootstrap(&ten), "/"),
         body(

@@ -111,22 +111,8 @@ fn run_one(
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let text = String::from_utf8_lossy(&output.stdout);
-    // `requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout`
-    let field = |line: &str, name: &str| -> u64 {
-        line.split(',')
-            .find(|part| part.trim().ends_with(name))
-            .and_then(|part| part.split_whitespace().rev().nth(1)?.parse().ok())
-            .unwrap_or(0)
-    };
-    let requests_line =
-        text.lines().find(|l| l.starts_with("requests:")).ok_or_else(|| format!("h2load said:\n{text}"))?;
-    let status_line = text.lines().find(|l| l.starts_with("status codes:")).unwrap_or("");
-    let errors = field(requests_line, "failed") + field(requests_line, "errored") + field(requests_line, "timeout");
-    let succeeded_2xx = status_line
-        .split(',')
-        .find(|p| p.trim().ends_with("2xx"))
-        .and_then(|p| p.split_whitespace().rev().nth(1)?.parse().ok())
-        .unwrap_or(0);
+    let counts = crate::load::h2load_counts(&text).ok_or_else(|| format!("h2load said:\n{text}"))?;
+    let (succeeded_2xx, errors) = (counts.succeeded_2xx, counts.errors);
     let samples = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let tenth = started + Duration::from_secs_f64(seconds / 10.0);
     let after_tenth = samples.iter().find(|(t, _)| *t >= tenth).map_or(0.0, |(_, r)| *r);
