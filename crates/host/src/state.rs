@@ -1,6 +1,6 @@
 //! The data each VM's store carries: contexts, stream data, callout bookkeeping.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -156,14 +156,14 @@ impl VmState {
             restricted: true,
             abi,
             vm,
-            contexts: HashMap::new(),
+            contexts: HashMap::default(),
             next_context_id: 1,
             effective: 0,
             call: CallData::default(),
             actions: Vec::new(),
             embedder,
             shared,
-            metrics: HashMap::new(),
+            metrics: HashMap::default(),
             // As in Envoy, the first id of each kind is its kind plus one increment (4, 5, 6).
             next_metric_id: [4, 5, 6],
             next_callout: [
@@ -171,14 +171,14 @@ impl VmState {
                 GRPC_CALL_KIND + CALLOUT_INCREMENT,
                 GRPC_STREAM_KIND + CALLOUT_INCREMENT,
             ],
-            http_calls: HashMap::new(),
-            grpc_calls: HashMap::new(),
-            grpc_streams: HashMap::new(),
-            pending_done: HashSet::new(),
+            http_calls: HashMap::default(),
+            grpc_calls: HashMap::default(),
+            grpc_streams: HashMap::default(),
+            pending_done: HashSet::default(),
             done_roots: Vec::new(),
             exit_code: None,
             scratch: Vec::new(),
-            timers: HashMap::new(),
+            timers: HashMap::default(),
         }
     }
 

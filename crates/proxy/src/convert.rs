@@ -6,8 +6,11 @@ use wasmproxy_host::Headers;
 
 /// The request head as Envoy shows it to filters: `host` becomes `:authority`.
 pub fn request_headers(parts: &http::request::Parts, scheme: &str) -> Headers {
-    let mut h = Headers::new();
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    // Room for the pseudo-headers and the two the proxy adds (`x-forwarded-proto`,
+    // `x-request-id`), so the map is allocated once.
+    let bytes: usize = parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    let mut h = Headers::with_capacity(parts.headers.len() + 6, bytes + path.len() + 128);
     let authority = parts
         .uri
         .authority()

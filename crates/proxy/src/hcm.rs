@@ -845,14 +845,36 @@ fn redirect(r: &RedirectAction, request: &Headers) -> Headers {
 }
 
 fn request_id() -> String {
+    use std::cell::Cell;
     use std::hash::{BuildHasher, Hasher};
-    let mut out = String::with_capacity(36);
-    for part in 0..2 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u8(part);
-        out.push_str(&format!("{:016x}", h.finish()));
+    thread_local! {
+        // SplitMix64, seeded once per thread from the standard library's random keys.
+        static STATE: Cell<u64> = Cell::new(std::collections::hash_map::RandomState::new().build_hasher().finish());
     }
-    format!("{}-{}-4{}-a{}-{}", &out[0..8], &out[8..12], &out[13..16], &out[17..20], &out[20..32])
+    let next = |s: &Cell<u64>| {
+        let x = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        s.set(x);
+        let z = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let (a, b) = STATE.with(|s| (next(s), next(s)));
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&a.to_be_bytes());
+    bytes[8..].copy_from_slice(&b.to_be_bytes());
+    // Version 4 (random), RFC 4122 variant.
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(36);
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(HEX[usize::from(byte >> 4)] as char);
+        out.push(HEX[usize::from(byte & 0xf)] as char);
+    }
+    out
 }
 
 /// The most data gathered into one chunk for the body callbacks.
@@ -907,4 +929,19 @@ fn note_route(matched: Option<&Matched<'_>>, info: &StreamRef) {
         Some(RouteAction::Forward(f)) => f.cluster.clone(),
         _ => String::new(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_are_random_version_4_uuids() {
+        let (a, b) = (super::request_id(), super::request_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let groups: Vec<&str> = id.split('-').collect();
+            assert_eq!(groups.iter().map(|g| g.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12], "{id}");
+            assert!(id.bytes().all(|c| c == b'-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
+            assert!(groups[2].starts_with('4') && "89ab".contains(&groups[3][..1]), "{id}");
+        }
+    }
 }

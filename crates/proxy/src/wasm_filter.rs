@@ -1,8 +1,8 @@
 //! The Wasm HTTP filter: one VM per plugin per worker, a context per stream driven
 //! through the callbacks, waiting while the plugin pauses until it resumes the stream.
 
+use rustc_hash::FxHashMap as HashMap;
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
@@ -451,7 +451,7 @@ impl PluginInstance {
         let streams = parts.streams.clone();
         let instance = Rc::new(PluginInstance {
             vm: RefCell::new(vm),
-            waiters: RefCell::new(HashMap::new()),
+            waiters: RefCell::new(HashMap::default()),
             ticks,
             streams,
             active,
