@@ -144,7 +144,8 @@ impl AsyncRead for TrackedIo {
             if !this.awaiting_head() && this.held.is_empty() {
                 // A body (or HTTP/2): straight into hyper's buffer.
                 let unfilled = buf.initialize_unfilled();
-                match this.socket.try_read(unfilled) {
+                let asked = unfilled.len();
+                match read_draining(&this.socket, asked, || this.socket.try_read(unfilled)) {
                     Ok(n) => {
                         if n > 0 {
                             this.activity.read(&unfilled[..n]);
@@ -159,7 +160,8 @@ impl AsyncRead for TrackedIo {
             // A head: into the held bytes (their spare room, not zeroed first).
             let before = this.held.len();
             this.held.reserve(8 * 1024);
-            match this.socket.try_read_buf(&mut this.held) {
+            let asked = this.held.capacity() - before;
+            match read_draining(&this.socket, asked, || this.socket.try_read_buf(&mut this.held)) {
                 Ok(0) => {
                     // The end: whatever was held goes to hyper, which sees it cut short.
                     this.out.append(&mut this.held);
@@ -175,6 +177,29 @@ impl AsyncRead for TrackedIo {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+    }
+}
+
+/// Reads with `read` (of up to `asked` bytes) as tokio's own sockets do: a read that
+/// returns less than it was offered drained the socket, so the socket's readiness is
+/// cleared then (the readiness seen before the read: an event that came meanwhile is
+/// kept), and the next poll waits for the kernel instead of making a read that would only
+/// return EAGAIN (hyper polls again after each request, to see a client close early).
+fn read_draining(
+    socket: &TcpStream,
+    asked: usize,
+    read: impl FnOnce() -> std::io::Result<usize>,
+) -> std::io::Result<usize> {
+    let mut got = None;
+    let cleared = socket.try_io(tokio::io::Interest::READABLE, || {
+        let n = read()?;
+        got = Some(n);
+        if n > 0 && n < asked { Err(std::io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
+    });
+    match (got, cleared) {
+        (Some(n), _) => Ok(n),
+        (None, Err(e)) => Err(e),
+        (None, Ok(())) => Err(std::io::ErrorKind::WouldBlock.into()),
     }
 }
 
