@@ -178,9 +178,9 @@ impl Hcm {
                     i.response_body_size = response_body.len() as u64;
                     i.complete();
                 }
-                self.finish(&info, streams, Some(headers), Some(response_headers.clone()));
                 let mut response =
-                    self.build_response(response_headers, Some(response_body.len()), whole(response_body), true);
+                    self.build_response(&response_headers, Some(response_body.len()), whole(response_body), true);
+                self.finish(&info, streams, Some(headers), Some(response_headers));
                 if !http2 && !incoming.is_end_stream() {
                     // Answered before the request's end, as Envoy does: the rest of the
                     // request is not read, so the connection cannot serve another.
@@ -195,7 +195,7 @@ impl Hcm {
                 self.set_server(&mut response_headers);
                 let (tx, body) = crate::body::channel();
                 let this = self.clone();
-                let final_headers = response_headers.clone();
+                let response = self.build_response(&response_headers, None, Either::Right(body), false);
                 tokio::task::spawn_local(async move {
                     let mut upstream_body = upstream_body;
                     let mut streams = streams;
@@ -219,9 +219,9 @@ impl Hcm {
                         cluster.stats().response_time(sent.elapsed(), external);
                     }
                     info.borrow_mut().complete();
-                    this.finish(&info, streams, Some(headers), Some(final_headers));
+                    this.finish(&info, streams, Some(headers), Some(response_headers));
                 });
-                Ok(self.build_response(response_headers, None, Either::Right(body), false))
+                Ok(response)
             }
             Processed::Reset => {
                 info.borrow_mut().complete();
@@ -704,19 +704,19 @@ impl Hcm {
     /// `date` goes before `server`, where Envoy writes it.
     fn build_response(
         &self,
-        headers: Headers,
+        headers: &Headers,
         length: Option<usize>,
         body: ProxyBody,
         local: bool,
     ) -> Response<ProxyBody> {
-        let mut map = convert::response_header_map(&headers, local);
+        let mut map = convert::response_header_map(headers, local);
         // A body held whole has a known length; a streamed one keeps the upstream's
         // content-length, if the filters left it.
         if let Some(len) = length {
             map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
         }
         let mut response = Response::new(body);
-        *response.status_mut() = convert::status(&headers);
+        *response.status_mut() = convert::status(headers);
         *response.headers_mut() = map;
         response
     }
