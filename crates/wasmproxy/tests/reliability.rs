@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::{Running, body, http_get, repo};
 
-/// The probe plugin as the one HTTP filter: it panics, loops, allocates without end or
-/// hands a hostcall a pointer past its memory when the request carries `x-panic`,
-/// `x-loop`, `x-bomb` or `x-bad-pointer`, and adds `x-vm-count` (a counter
+/// The probe plugin as the one HTTP filter: it panics, traps (a load out of bounds), loops,
+/// allocates without end or hands a hostcall a pointer past its memory when the request
+/// carries `x-panic`, `x-trap`, `x-loop`, `x-bomb` or `x-bad-pointer`, and adds `x-vm-count` (a counter
 /// of the VM, 1 in a fresh VM) to each response.
 fn config(name: &str, policy: &str, runtime: &str) -> PathBuf {
     let probe = repo().join("plugins/out/probe.wasm");
@@ -22,6 +22,7 @@ fn config(name: &str, policy: &str, runtime: &str) -> PathBuf {
     let phases = serde_json::json!({"phases": {
         "request_headers": [
             ["if_header", "0", "x-panic", "panic", "boom"],
+            ["if_header", "0", "x-trap", "trap"],
             ["if_header", "0", "x-loop", "loop"],
             ["if_header", "0", "x-bomb", "alloc_bomb"],
             ["if_header", "0", "x-bad-pointer", "bad_pointer"],
@@ -81,29 +82,43 @@ fn rss_kib(running: &Running) -> u64 {
 }
 
 #[test]
-fn a_panicking_plugin_under_each_failure_policy() {
+fn a_panicking_or_trapping_plugin_under_each_failure_policy() {
     // (policy YAML, what the stream after the failure gets: status and whether the filter ran)
     let cases = [
         ("failure_policy: FAIL_CLOSED", (503, false)),
         ("", (503, false)),
         ("failure_policy: FAIL_OPEN", (200, false)),
     ];
+    // (request header, what the log says of the failure)
+    let failures = [("x-panic", "trap in proxy_on_request_headers"), ("x-trap", "out of bounds")];
     for (i, (policy, after)) in cases.into_iter().enumerate() {
-        let (_running, addr, admin, log) = serve(&config(&format!("panic-{i}"), policy, ""));
-        assert_eq!(get(&addr, ""), (200, Some(1), "hello\n".into()), "{policy}");
-        // The stream in which the VM fails gets 503 with no body, whatever the policy.
-        assert_eq!(get(&addr, "x-panic: 1\r\n"), (503, None, String::new()), "{policy}");
-        let (status, count, _) = get(&addr, "");
-        assert_eq!((status, count.is_some()), after, "{policy}");
-        assert_eq!(stat(&admin, "wasm.probe.vm_reload"), 0, "{policy}");
-        // The panic's message (the SDK logs it) and the failure with its wasm backtrace,
-        // once, with the plugin's name.
-        let text = std::fs::read_to_string(&log).unwrap();
-        assert!(text.contains("wasm log probe probe_root probe_vm: panicked at"), "{text}");
-        assert_eq!(text.matches("boom").count(), 1, "{text}");
-        let failure = "Wasm VM \"probe_vm\" (plugins \"probe\") failed: trap in proxy_on_request_headers";
-        assert_eq!(text.matches(failure).count(), 1, "{text}");
-        assert!(text.contains("probe.wasm!std") && text.contains("panicking"), "no symbolized backtrace: {text}");
+        for (header, failure) in failures {
+            let (running, addr, admin, log) = serve(&config(&format!("fail-{i}-{header}"), policy, ""));
+            assert_eq!(get(&addr, ""), (200, Some(1), "hello\n".into()), "{policy}");
+            let before = rss_kib(&running);
+            // The stream in which the VM fails gets 503 with no body, whatever the policy.
+            assert_eq!(get(&addr, &format!("{header}: 1\r\n")), (503, None, String::new()), "{policy} {header}");
+            let (status, count, _) = get(&addr, "");
+            assert_eq!((status, count.is_some()), after, "{policy} {header}");
+            assert_eq!(stat(&admin, "wasm.probe.vm_reload"), 0, "{policy}");
+            // Alive, and the failed VM's memory given back (never more than a few MB).
+            assert_eq!(stat(&admin, "server.live"), 1, "{policy} {header}");
+            assert!(rss_kib(&running) < before + 8 * 1024, "{policy} {header}");
+            // The failure with its wasm backtrace, once, with the plugin's name; for a panic,
+            // the SDK's message first.
+            let text = std::fs::read_to_string(&log).unwrap();
+            let line = "Wasm VM \"probe_vm\" (plugins \"probe\") failed: ";
+            assert_eq!(text.matches(line).count(), 1, "{text}");
+            assert!(text.contains(failure), "{policy} {header}: {text}");
+            assert!(text.contains("probe.wasm!"), "no symbolized backtrace: {text}");
+            if header == "x-panic" {
+                assert!(text.contains("wasm log probe probe_root probe_vm: panicked at"), "{text}");
+                assert_eq!(text.matches("boom").count(), 1, "{text}");
+                assert!(text.contains("probe.wasm!std") && text.contains("panicking"), "{text}");
+            } else {
+                assert!(!text.contains("panicked at"), "{text}");
+            }
+        }
     }
     // The deprecated `fail_open: true`: even the failing stream goes on without the filter.
     let (_running, addr, _, _) = serve(&config("fail-open", "fail_open: true", ""));
@@ -166,7 +181,8 @@ fn an_endless_loop_is_stopped_and_the_worker_serves_on() {
         .into_iter()
         .enumerate()
     {
-        let (_running, addr, admin, log) = serve(&config(&format!("loop-{i}"), policy, runtime));
+        let (running, addr, admin, log) = serve(&config(&format!("loop-{i}"), policy, runtime));
+        let before = rss_kib(&running);
         let started = Instant::now();
         assert_eq!(get(&addr, "x-loop: 1\r\n"), (503, None, String::new()), "{policy}");
         let took = started.elapsed();
@@ -182,6 +198,7 @@ fn an_endless_loop_is_stopped_and_the_worker_serves_on() {
         }
         assert_eq!(get(&addr, ""), expected, "{policy}");
         assert_eq!(stat(&admin, "server.live"), 1);
+        assert!(rss_kib(&running) < before + 8 * 1024, "{policy}");
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(text.contains("deadline"), "{policy}: {text}");
     }
@@ -191,7 +208,8 @@ fn an_endless_loop_is_stopped_and_the_worker_serves_on() {
 fn a_memory_bomb_is_capped_and_its_memory_given_back() {
     // The default cap is 256 MiB; 64 MiB here, from `layered_runtime`.
     let runtime = "layered_runtime:\n  layers:\n  - name: tunables\n    static_layer:\n      wasmproxy.wasm.memory_limit_bytes: 67108864\n";
-    for (i, policy) in ["failure_policy: FAIL_CLOSED", "failure_policy: FAIL_RELOAD"].into_iter().enumerate() {
+    let policies = ["failure_policy: FAIL_CLOSED", "failure_policy: FAIL_OPEN", "failure_policy: FAIL_RELOAD"];
+    for (i, policy) in policies.into_iter().enumerate() {
         let (running, addr, admin, _) = serve(&config(&format!("bomb-{i}"), policy, runtime));
         assert_eq!(get(&addr, "").0, 200);
         let before = rss_kib(&running);
@@ -203,6 +221,8 @@ fn a_memory_bomb_is_capped_and_its_memory_given_back() {
         if policy.ends_with("FAIL_RELOAD") {
             std::thread::sleep(Duration::from_millis(1600));
             assert_eq!(get(&addr, ""), (200, Some(1), "hello\n".into()));
+        } else if policy.ends_with("FAIL_OPEN") {
+            assert_eq!(get(&addr, ""), (200, None, "hello\n".into()));
         } else {
             assert_eq!(get(&addr, "").0, 503);
         }
