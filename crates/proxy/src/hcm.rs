@@ -46,7 +46,7 @@ impl OpenStream {
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        if !self.open {
+        if !self.open || crate::worker::stopped() {
             return;
         }
         self.hcm.client_gone(&self.info);

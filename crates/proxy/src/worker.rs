@@ -119,7 +119,19 @@ pub fn run(setup: WorkerSetup, ready: std::sync::mpsc::Sender<Result<(), String>
                 tracing::warn!("drain time over: closing {} connection(s)", drain.open.get());
             }
         }
+        STOPPED.set(true);
     });
+}
+
+thread_local! {
+    static STOPPED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread's worker has stopped: the connections still open are being dropped
+/// with its event loop, and what they drop runs no more plugin code (which could start
+/// callouts on a loop that is gone).
+pub fn stopped() -> bool {
+    STOPPED.get()
 }
 
 /// The connections of one worker, for a drain: how many are open, and the stop signal

@@ -302,6 +302,53 @@ fn sigterm_and_quitquitquit_drain_what_was_accepted_then_exit_zero() {
     }
 }
 
+#[test]
+fn a_stream_held_past_the_drain_time_is_cut_and_the_process_exits_zero() {
+    // The plugin holds every request, and would call out from its access-log phase: when
+    // the drain time is over, the held stream is cut with the worker's event loop, and the
+    // process still exits 0, after the drain time and not before.
+    let probe = repo().join("plugins/out/probe.wasm");
+    let plugin = serde_json::json!({
+        "returns": {"request_headers": "pause"},
+        "phases": {"log": [["http_call", "nowhere", ":method=GET;:path=/;:authority=x", "", "1000"]]},
+    });
+    let filter = format!(
+        r#"          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: holder
+                root_id: holder
+                vm_config:
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: "{}" }} }}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{plugin}'
+"#,
+        probe.display()
+    );
+    let routes = "              - match: { prefix: / }\n                direct_response: { status: 200 }\n";
+    let clusters = common::cluster("nowhere", 1);
+    let config = common::write_config("drain-held", &common::bootstrap("", "ingress", "", routes, &filter, &clusters));
+    let (mut running, addr, _) = common::serve_with(&config, &["--concurrency", "1", "--drain-time-s", "1"]);
+    let mut client = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(&mut client, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = Instant::now();
+    // SAFETY: a plain kill(2) of the child this test started.
+    assert_eq!(unsafe { libc::kill(running.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let status = loop {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(10), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(stopped.elapsed() >= Duration::from_millis(900), "the drain time was not waited: {:?}", stopped.elapsed());
+}
+
 /// Reads what the server sends until it closes (or 5 s pass); with the time it took.
 fn read_until_closed(stream: &mut std::net::TcpStream) -> (String, Duration) {
     use std::io::Read;
