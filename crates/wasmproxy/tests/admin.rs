@@ -99,23 +99,7 @@ fn config(dir: &Path, upstream: u16) -> PathBuf {
               - match: { prefix: /only/ }
                 route: { cluster: backend }
 "#;
-    let filter = format!(
-        r#"          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: talk_demo
-                root_id: talk_demo_root
-                vm_config:
-                  vm_id: talk_demo_vm
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: "{plugin}" }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: "x-demo=yes"
-"#,
-        plugin = plugin.display(),
-    );
+    let filter = common::wasm_filter("talk_demo", &plugin, "x-demo=yes", "");
     let clusters = common::cluster("backend", upstream) + &common::cluster("dead", 1);
     let yaml =
         common::bootstrap("stats_flush_interval: 0.2s\n", "ingress_http", &access_logs, routes, &filter, &clusters);

@@ -17,8 +17,6 @@ use common::{Running, body, http_get, repo};
 /// carries `x-panic`, `x-trap`, `x-loop`, `x-bomb` or `x-bad-pointer`, and adds `x-vm-count` (a counter
 /// of the VM, 1 in a fresh VM) to each response.
 fn config(name: &str, policy: &str, runtime: &str) -> PathBuf {
-    let probe = repo().join("plugins/out/probe.wasm");
-    assert!(probe.exists(), "{} is missing: run scripts/build-plugins.sh", probe.display());
     let phases = serde_json::json!({"phases": {
         "request_headers": [
             ["if_header", "0", "x-panic", "panic", "boom"],
@@ -29,24 +27,7 @@ fn config(name: &str, policy: &str, runtime: &str) -> PathBuf {
         ],
         "response_headers": [["vm_counter", "2", "x-vm-count"]],
     }});
-    let filter = format!(
-        r#"          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: probe
-                root_id: probe_root
-                {policy}
-                vm_config:
-                  vm_id: probe_vm
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: "{probe}" }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: '{phases}'
-"#,
-        probe = probe.display(),
-    );
+    let filter = common::wasm_filter("probe", &repo().join("plugins/out/probe.wasm"), &phases.to_string(), policy);
     let routes = "              - match: { prefix: / }\n                direct_response: { status: 200, body: { inline_string: \"hello\\n\" } }\n";
     common::write_config(
         &format!("reliability-{name}"),
@@ -277,11 +258,7 @@ fn sigterm_and_quitquitquit_drain_what_was_accepted_then_exit_zero() {
         std::thread::sleep(Duration::from_millis(300));
         let stopped = Instant::now();
         match how {
-            "SIGTERM" => {
-                let pid = running.0.id() as libc::pid_t;
-                // SAFETY: a plain kill(2) of the child this test started.
-                assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-            }
+            "SIGTERM" => sigterm(&running),
             _ => assert_eq!(body(&common::http(&admin, "POST", "/quitquitquit", "", "")), "OK\n"),
         }
         // New connections are refused once the listener is closed.
@@ -291,13 +268,7 @@ fn sigterm_and_quitquitquit_drain_what_was_accepted_then_exit_zero() {
             let response = t.join().unwrap();
             assert!(response.starts_with("HTTP/1.1 200") && body(&response) == "slow ok\n", "{how}: {response}");
         }
-        let status = loop {
-            if let Some(status) = running.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(stopped.elapsed() < Duration::from_secs(10), "{how}: still running");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = exit_within_10_s(&mut running, stopped, how);
         assert!(status.success(), "{how}: {status}");
     }
 }
@@ -307,27 +278,12 @@ fn a_stream_held_past_the_drain_time_is_cut_and_the_process_exits_zero() {
     // The plugin holds every request, and would call out from its access-log phase: when
     // the drain time is over, the held stream is cut with the worker's event loop, and the
     // process still exits 0, after the drain time and not before.
-    let probe = repo().join("plugins/out/probe.wasm");
     let plugin = serde_json::json!({
         "returns": {"request_headers": "pause"},
         "phases": {"log": [["http_call", "nowhere", ":method=GET;:path=/;:authority=x", "", "1000"]]},
     });
-    let filter = format!(
-        r#"          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: holder
-                root_id: holder
-                vm_config:
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: "{}" }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: '{plugin}'
-"#,
-        probe.display()
-    );
+    let probe = repo().join("plugins/out/probe.wasm");
+    let filter = common::wasm_filter("holder", &probe, &plugin.to_string(), "");
     let routes = "              - match: { prefix: / }\n                direct_response: { status: 200 }\n";
     let clusters = common::cluster("nowhere", 1);
     let config = common::write_config("drain-held", &common::bootstrap("", "ingress", "", routes, &filter, &clusters));
@@ -336,17 +292,27 @@ fn a_stream_held_past_the_drain_time_is_cut_and_the_process_exits_zero() {
     std::io::Write::write_all(&mut client, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let stopped = Instant::now();
-    // SAFETY: a plain kill(2) of the child this test started.
-    assert_eq!(unsafe { libc::kill(running.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
-    let status = loop {
-        if let Some(status) = running.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(stopped.elapsed() < Duration::from_secs(10), "still running");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    sigterm(&running);
+    let status = exit_within_10_s(&mut running, stopped, "SIGTERM");
     assert!(status.success(), "{status}");
     assert!(stopped.elapsed() >= Duration::from_millis(900), "the drain time was not waited: {:?}", stopped.elapsed());
+}
+
+/// Sends SIGTERM to the proxy.
+fn sigterm(running: &Running) {
+    // SAFETY: a plain kill(2) of the child this test started.
+    assert_eq!(unsafe { libc::kill(running.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
+}
+
+/// Waits for the proxy to exit, at most 10 s after `since`; its exit status.
+fn exit_within_10_s(running: &mut Running, since: Instant, what: &str) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(since.elapsed() < Duration::from_secs(10), "{what}: still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Reads what the server sends until it closes (or 5 s pass); with the time it took.

@@ -133,6 +133,16 @@ pub fn bootstrap(top: &str, stat_prefix: &str, hcm: &str, routes: &str, filters:
     )
 }
 
+/// A Wasm HTTP filter list item running the plugin at `path` (its root id `<name>_root`,
+/// its VM id `<name>_vm`), with a StringValue configuration and `extra` lines of
+/// `PluginConfig` (e.g. a failure policy): the conformance harness's, for a file anywhere.
+pub fn wasm_filter(name: &str, path: &std::path::Path, configuration: &str, extra: &str) -> String {
+    assert!(path.exists(), "{} is missing: run scripts/build-plugins.sh", path.display());
+    let (dir, file) = (path.parent().unwrap(), path.file_name().unwrap().to_str().unwrap());
+    wasmproxy_conformance::config::wasm_filter(name, file, configuration, extra)
+        .replace("@PLUGINS@", dir.to_str().unwrap())
+}
+
 /// A STATIC cluster list item with one endpoint on 127.0.0.1.
 pub fn cluster(name: &str, port: u16) -> String {
     format!(
