@@ -126,43 +126,40 @@ pub async fn send(addr: SocketAddr, request: &Request) -> String {
         return "no response: connection refused".into();
     };
     let io = hyper_util::rt::TokioIo::new(socket);
-    let exchange = async {
-        let response = if request.http2 {
-            let (mut sender, connection) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(|_| "handshake")?;
-            let task = tokio::spawn(connection);
-            (sender.send_request(req).await.map_err(|_| "no response: connection closed or reset"), task)
-        } else {
-            // HTTP/1.1 in origin form, as the pooled client sends it.
-            let mut req = req;
-            *req.uri_mut() = request.path.parse().map_err(|_| "a bad path")?;
-            let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|_| "handshake")?;
-            let task = tokio::spawn(connection);
-            (sender.send_request(req).await.map_err(|_| "no response: connection closed or reset"), task)
+    // The connection's task is aborted when the client gives up, which closes the socket
+    // whatever state the exchange is in.
+    let (responded, connection) = if request.http2 {
+        let Ok((mut sender, connection)) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await else {
+            return "no response: handshake failed".into();
         };
-        Ok::<_, &str>(response)
+        let task = tokio::spawn(connection);
+        (Box::pin(async move { sender.send_request(req).await }) as Responded, task.abort_handle())
+    } else {
+        // HTTP/1.1 in origin form, as the pooled client sends it.
+        let mut req = req;
+        let Ok(path) = request.path.parse() else { return "a bad path".into() };
+        *req.uri_mut() = path;
+        let Ok((mut sender, connection)) = hyper::client::conn::http1::handshake(io).await else {
+            return "no response: handshake failed".into();
+        };
+        let task = tokio::spawn(connection);
+        (Box::pin(async move { sender.send_request(req).await }) as Responded, task.abort_handle())
     };
-    let mut task = None;
     let answer = tokio::time::timeout(Duration::from_millis(ms), async {
-        match exchange.await {
-            Ok((Ok(response), t)) => {
-                task = Some(t);
-                describe(response).await
-            }
-            Ok((Err(e), t)) => {
-                task = Some(t);
-                e.to_string()
-            }
-            Err(e) => e.to_string(),
+        match responded.await {
+            Ok(response) => describe(response).await,
+            Err(_) => "no response: connection closed or reset".into(),
         }
     })
     .await;
-    if let Some(t) = task {
-        t.abort();
-    }
+    connection.abort();
     tokio::time::sleep(Duration::from_millis(500)).await;
     answer.unwrap_or_else(|_| format!("the client gave up after {ms} ms\n"))
 }
+
+/// A response still to come on a connection of the client's own.
+type Responded =
+    std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>> + Send>>;
 
 /// Status, headers (sorted, normalized), body and trailers of a response.
 async fn describe(response: http::Response<hyper::body::Incoming>) -> String {
