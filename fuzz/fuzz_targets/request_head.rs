@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wasmproxy_proxy::request_head;
+use wasmproxy_proxy::http::request_head;
 
 fuzz_target!(|data: &[u8]| {
     let end = request_head::head_end(data).unwrap_or(data.len());

@@ -22,7 +22,7 @@ use wasmproxy_config::model::Bootstrap;
 use wasmproxy_stats::render::{self, BucketMode, Kind, Selection};
 use wasmproxy_stats::{Gauge, StatName, Store};
 
-use crate::stats::Upstreams;
+use crate::observe::stats::Upstreams;
 
 /// Process log levels, changed at run time through `/logging` (the binary owns the logger).
 pub trait LogControl: Send + Sync {

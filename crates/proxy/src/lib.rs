@@ -4,30 +4,25 @@
 //! Each worker is a thread with its own single-threaded tokio runtime, its own
 //! `SO_REUSEPORT` listener sockets, its own upstream clients and its own instance of
 //! every plugin VM: nothing is locked per request.
+//!
+//! Modules import downwards only, in this order (see `docs/ARCHITECTURE.md`):
+//! `server` → `admin` → `hcm`, `tcp` → `wasm` → `upstream` → `observe` → `stream_info` →
+//! `http` → the leaves (`clock`, `limits`, `proto`, `random`, `teardown`).
 
-mod access_log;
 mod admin;
-mod body;
 pub mod clock;
-mod cluster;
-mod convert;
-mod downstream_io;
-mod exec;
-mod grpc;
 mod hcm;
-mod listener;
-mod pool;
+pub mod http;
+pub mod limits;
+mod observe;
 mod proto;
-pub mod request_head;
-mod routing;
+mod random;
 mod server;
-mod stats;
 mod stream_info;
 mod tcp;
-pub mod tunables;
-mod wasm_filter;
-mod worker;
-mod xds;
+mod teardown;
+mod upstream;
+mod wasm;
 
 pub use admin::{LogControl, LogControlError};
 pub use server::{RunningServer, Server, ServerError, ServerOptions, Stopper};

@@ -314,12 +314,13 @@ fn logger_name(target: &str) -> &'static str {
     if target.starts_with("wasmtime") || target.starts_with("cranelift") {
         return "wasmtime";
     }
-    let module = target.split("::").nth(1).unwrap_or("");
-    match module {
-        "admin" => "admin",
-        "hcm" | "wasm_filter" | "routing" => "http",
-        "cluster" | "pool" | "grpc" => "upstream",
-        "tcp" | "worker" | "listener" => "connection",
+    // The data plane's modules (`wasmproxy_proxy::<area>::<module>`), as Envoy's loggers.
+    let mut path = target.split("::").skip(1);
+    match (path.next().unwrap_or(""), path.next().unwrap_or("")) {
+        ("admin", _) => "admin",
+        ("hcm" | "wasm", _) => "http",
+        ("upstream", _) => "upstream",
+        ("tcp", _) | ("server", "worker" | "listener") => "connection",
         _ => "main",
     }
 }
@@ -407,6 +408,11 @@ mod tests {
         assert_eq!(logger("upstream"), Some("wasmproxy"));
         assert_eq!(logger("wasm"), Some("wasm"));
         assert_eq!(logger("nope"), None);
-        assert_eq!(logger_name("wasmproxy_proxy::pool"), "upstream");
+        assert_eq!(logger_name("wasmproxy_proxy::upstream::pool"), "upstream");
+        assert_eq!(logger_name("wasmproxy_proxy::hcm::pump"), "http");
+        assert_eq!(logger_name("wasmproxy_proxy::wasm::instance"), "http");
+        assert_eq!(logger_name("wasmproxy_proxy::server::worker"), "connection");
+        assert_eq!(logger_name("wasmproxy_proxy::server"), "main");
+        assert_eq!(logger_name("wasmproxy_proxy::admin"), "admin");
     }
 }

@@ -15,6 +15,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::limits::MAX_HELD_HEAD_BYTES;
+
 /// What the socket saw, shared with the watchers.
 #[derive(Debug, Default)]
 pub struct Activity {
@@ -75,10 +77,6 @@ pub struct TrackedIo {
     refused: bool,
 }
 
-/// The most a request head may take before it is handed to hyper unchecked (which then
-/// answers 431 for more than its limit).
-const MAX_HELD_HEAD: usize = 64 * 1024;
-
 impl TrackedIo {
     /// Wraps `socket`; `server` names the proxy in the answers it makes itself.
     pub fn new(socket: Rc<TcpStream>, activity: Rc<Activity>, server: Rc<str>) -> TrackedIo {
@@ -94,13 +92,13 @@ impl TrackedIo {
 
     /// Held bytes that make a whole head: checked, then handed on or refused.
     fn check_held(&mut self) {
-        let end = match crate::request_head::head_end(&self.held) {
+        let end = match crate::http::request_head::head_end(&self.held) {
             Some(end) => end,
-            None if self.held.len() > MAX_HELD_HEAD => self.held.len(),
+            None if self.held.len() > MAX_HELD_HEAD_BYTES => self.held.len(),
             None => return,
         };
-        if let Err(refusal) = crate::request_head::check(&self.held[..end]) {
-            let response = crate::request_head::error_response(
+        if let Err(refusal) = crate::http::request_head::check(&self.held[..end]) {
+            let response = crate::http::request_head::error_response(
                 refusal.status,
                 refusal.reason,
                 &self.server,
@@ -231,10 +229,10 @@ impl AsyncWrite for TrackedIo {
         // An error answer hyper makes on its own (a request it cannot parse) takes Envoy's
         // shape: the reason phrase as a body.
         if !self.activity.http2.get()
-            && crate::request_head::may_be_an_error_answer(data)
-            && let Some((status, reason)) = crate::request_head::hypers_own_error(data)
+            && crate::http::request_head::may_be_an_error_answer(data)
+            && let Some((status, reason)) = crate::http::request_head::hypers_own_error(data)
         {
-            let response = crate::request_head::error_response(
+            let response = crate::http::request_head::error_response(
                 status,
                 reason,
                 &self.server,
@@ -257,10 +255,10 @@ impl AsyncWrite for TrackedIo {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if !self.activity.http2.get()
             && total <= 512
-            && bufs.first().is_some_and(|b| crate::request_head::may_be_an_error_answer(b))
+            && bufs.first().is_some_and(|b| crate::http::request_head::may_be_an_error_answer(b))
         {
             let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
-            if crate::request_head::hypers_own_error(&joined).is_some() {
+            if crate::http::request_head::hypers_own_error(&joined).is_some() {
                 return self.poll_write(cx, &joined);
             }
         }

@@ -15,11 +15,13 @@ use wasmproxy_config::model::{self, Discovery, DnsLookupFamily, LbPolicy};
 use wasmproxy_host::Headers;
 use wasmproxy_stats::Store;
 
-use crate::body::{ProxyBody, whole};
-use crate::convert;
-use crate::pool::{EndpointPool, OpenConnection, SendError};
-use crate::stats::{ClusterStats, Upstreams};
+use crate::http::body::{ProxyBody, whole};
+use crate::http::convert;
+use crate::limits::MAX_CALLOUT_BODY_BYTES;
+use crate::observe::stats::{ClusterStats, Upstreams};
 use crate::stream_info::StreamRef;
+use crate::upstream::error::UpstreamError;
+use crate::upstream::pool::{EndpointPool, OpenConnection, SendError};
 
 /// Every cluster of one worker, by name.
 pub struct Clusters {
@@ -36,21 +38,6 @@ pub struct Cluster {
     /// Whether this copy counts `membership_change` (one copy per process does).
     primary: bool,
     upstreams: Arc<Upstreams>,
-}
-
-/// Why an upstream request got no response; each maps to Envoy's local reply.
-#[derive(Debug)]
-pub enum UpstreamError {
-    /// The cluster has no endpoint.
-    NoHealthyUpstream,
-    /// No connection could be made.
-    ConnectionFailure(String),
-    /// The connection ended before the response headers.
-    Disconnected(String),
-    /// The route's timeout passed.
-    Timeout,
-    /// The response body is over the limit of what is read into memory.
-    ResponseTooLarge,
 }
 
 /// A response from an upstream, read whole.
@@ -185,7 +172,7 @@ impl Cluster {
             return Err(UpstreamError::NoHealthyUpstream);
         }
         let i = match self.config.lb_policy {
-            LbPolicy::Random => random_index(endpoints.len()),
+            LbPolicy::Random => crate::random::index(endpoints.len()),
             LbPolicy::RoundRobin | LbPolicy::LeastRequest => {
                 let i = self.next.get();
                 self.next.set(i.wrapping_add(1));
@@ -208,16 +195,14 @@ impl Cluster {
         let body = if content_length {
             whole(body)
         } else {
-            let (tx, streamed) = crate::body::channel();
+            let (tx, streamed) = crate::http::body::channel();
             let _ = tx.try_send(Ok(hyper::body::Frame::data(body)));
             http_body_util::Either::Right(streamed)
         };
         let exchange = async {
             let (headers, body) = self.start(headers, body, content_length, None).await?;
-            let collected = http_body_util::Limited::new(body, crate::hcm::MAX_CALLOUT_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
+            let collected =
+                http_body_util::Limited::new(body, MAX_CALLOUT_BODY_BYTES).collect().await.map_err(|e| {
                     if e.is::<http_body_util::LengthLimitError>() {
                         UpstreamError::ResponseTooLarge
                     } else {
@@ -362,11 +347,4 @@ async fn refresh_dns(cluster: Weak<Cluster>, rate: Duration) {
             c.set_endpoints(&addrs);
         }
     }
-}
-
-fn random_index(n: usize) -> usize {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_usize(n);
-    (h.finish() as usize) % n.max(1)
 }

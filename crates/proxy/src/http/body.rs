@@ -10,16 +10,9 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
 /// Why a streamed body stopped before its end (the peer sees the stream reset).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the proxy aborted the body")]
 pub struct Aborted;
-
-impl std::fmt::Display for Aborted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the proxy aborted the body")
-    }
-}
-
-impl std::error::Error for Aborted {}
 
 /// A body whose frames arrive through a channel from the task that filters them.
 pub struct ChannelBody {

@@ -6,25 +6,23 @@ use std::net::TcpListener as StdListener;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::conn::auto;
 use tokio::sync::watch;
-use wasmproxy_config::model::{AccessLogSink, Bootstrap, CodecType, HttpFilter, NetworkFilter, WasmPlugin};
+use wasmproxy_config::model::{AccessLogSink, Bootstrap, HttpFilter, NetworkFilter, WasmPlugin};
 use wasmproxy_host::PluginModule;
 use wasmproxy_stats::Store;
 
-use crate::access_log::AccessLogger;
-use crate::cluster::Clusters;
-use crate::exec::LocalExec;
 use crate::hcm::Hcm;
-use crate::routing::RouteTable;
-use crate::stats::{HttpStats, ListenerStats, Upstreams, address_stat_name};
+use crate::hcm::connection::serve_http;
+use crate::hcm::route_table::RouteTable;
+use crate::observe::access_log::AccessLogger;
+use crate::observe::stats::{HttpStats, ListenerStats, Upstreams, address_stat_name};
+use crate::server::tunables::{ConnectionLimits, Overflow};
 use crate::stream_info::ConnectionInfo;
+use crate::stream_info::node::NodeAttributes;
 use crate::tcp::TcpChain;
-use crate::tunables::{ConnectionLimits, Overflow};
-use crate::wasm_filter::{FilterSlot, PluginInstance};
-use crate::xds::NodeAttributes;
+use crate::upstream::cluster::Clusters;
+use crate::wasm::http_filter::FilterSlot;
+use crate::wasm::instance::PluginInstance;
 
 /// Every plugin's compiled module.
 #[derive(Default)]
@@ -119,19 +117,8 @@ pub fn run(setup: WorkerSetup, ready: std::sync::mpsc::Sender<Result<(), String>
                 tracing::warn!("drain time over: closing {} connection(s)", drain.open.get());
             }
         }
-        STOPPED.set(true);
+        crate::teardown::mark_stopped();
     });
-}
-
-thread_local! {
-    static STOPPED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether this thread's worker has stopped: the connections still open are being dropped
-/// with its event loop, and what they drop runs no more plugin code (which could start
-/// callouts on a loop that is gone).
-pub fn stopped() -> bool {
-    STOPPED.get()
 }
 
 /// The connections of one worker, for a drain: how many are open, and the stop signal
@@ -360,7 +347,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, served: Served, drain: D
         tokio::task::spawn_local(async move {
             match &served.terminal {
                 Terminal::Tcp(chain) => chain.clone().serve(stream, connection).await,
-                Terminal::Http(hcm) => serve_http(hcm.clone(), stream, connection, &drain).await,
+                Terminal::Http(hcm) => serve_http(hcm.clone(), stream, connection, drain.stopping()).await,
             }
             served.stats.connection_closed(accepted.elapsed());
             served.limits.release(served.index);
@@ -368,74 +355,3 @@ async fn accept_loop(listener: tokio::net::TcpListener, served: Served, drain: D
         });
     }
 }
-
-/// Serves one HTTP connection (HTTP/1.1, or HTTP/2 with prior knowledge, as the codec
-/// type allows) until it ends.
-async fn serve_http(hcm: Rc<Hcm>, stream: tokio::net::TcpStream, connection: Rc<ConnectionInfo>, drain: &Drain) {
-    let accepted = std::time::Instant::now();
-    hcm.stats.connection_opened();
-    let mut builder = auto::Builder::new(LocalExec);
-    // Envoy's defaults: request headers up to 60 KiB (else 431), at most 100 of them.
-    builder.http1().max_buf_size(MAX_REQUEST_HEADERS_BYTES).max_headers(100);
-    builder.http2().max_header_list_size(MAX_REQUEST_HEADERS_BYTES as u32);
-    match hcm.config.codec_type {
-        CodecType::Http1 => builder = builder.http1_only(),
-        CodecType::Http2 => builder = builder.http2_only(),
-        CodecType::Auto => {}
-    }
-    let service = {
-        let (hcm, connection) = (hcm.clone(), connection.clone());
-        service_fn(move |req| hcm.clone().handle(req, connection.clone()))
-    };
-    let socket = Rc::new(stream);
-    let activity = connection.activity.clone();
-    let io = TokioIo::new(crate::downstream_io::TrackedIo::new(
-        socket.clone(),
-        activity.clone(),
-        Rc::from(hcm.config.server_name.as_str()),
-    ));
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
-    // `idle_timeout` (Envoy's default: 1 hour): no stream and no bytes for that long.
-    let idle = async {
-        match hcm.config.idle_timeout {
-            Some(t) => crate::downstream_io::idle_for(t, &activity).await,
-            None => std::future::pending().await,
-        }
-    };
-    // `request_headers_timeout` (Envoy's default: none): from a request's first byte to
-    // the end of its headers.
-    let headers = async {
-        match hcm.config.request_headers_timeout {
-            Some(t) => crate::downstream_io::headers_late(t, &activity).await,
-            None => std::future::pending().await,
-        }
-    };
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = drain.stopping() => {
-            // Finish what was accepted, take nothing new.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        _ = idle => {
-            hcm.stats.cx_idle_timeout.inc();
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        _ = headers => {
-            // No stream exists yet: Envoy's 408 goes straight to the socket, which closes.
-            hcm.stats.rq_header_timeout.inc();
-            crate::downstream_io::answer_header_timeout(&socket, &hcm.config.server_name);
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!("connection ended: {e}");
-    }
-    let http2 = connection.protocol_known.get().then(|| connection.http2.get());
-    hcm.stats.connection_closed(accepted.elapsed(), http2);
-}
-
-/// Envoy's `max_request_headers_kb` default (60 KiB).
-const MAX_REQUEST_HEADERS_BYTES: usize = 60 * 1024;

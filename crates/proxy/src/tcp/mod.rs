@@ -13,9 +13,11 @@ use wasmproxy_abi::{PeerType, StreamType};
 use wasmproxy_config::model::FailurePolicy;
 use wasmproxy_host::StreamAction;
 
-use crate::cluster::Cluster;
+use crate::limits::{BUFFER_LIMIT_BYTES, TCP_READ_BYTES};
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
-use crate::wasm_filter::{ConnectionFilter, FilterSlot, Opened, TcpVerdict};
+use crate::upstream::cluster::Cluster;
+use crate::wasm::http_filter::FilterSlot;
+use crate::wasm::network_filter::{ConnectionFilter, Opened, TcpVerdict};
 
 /// One listener's TCP proxy on one worker.
 pub struct TcpChain {
@@ -24,9 +26,6 @@ pub struct TcpChain {
     /// `tcp_proxy.cluster`.
     pub cluster: Rc<Cluster>,
 }
-
-/// Bytes read from either side at a time.
-const READ_SIZE: usize = 64 * 1024;
 
 /// What woke the connection's task.
 enum Event {
@@ -84,7 +83,7 @@ impl TcpChain {
     ) -> PeerType {
         let (mut down_read, mut down_write) = downstream.into_split();
         let (mut up_read, mut up_write) = upstream.into_split();
-        let (mut down_buf, mut up_buf) = (vec![0u8; READ_SIZE], vec![0u8; READ_SIZE]);
+        let (mut down_buf, mut up_buf) = (vec![0u8; TCP_READ_BYTES], vec![0u8; TCP_READ_BYTES]);
         // Whether each side's end was read, and whether it went through to the other side.
         let (mut down_read_done, mut up_read_done) = (false, false);
         let (mut down_done, mut up_done) = (false, false);
@@ -206,7 +205,7 @@ async fn gather(from: &tokio::net::tcp::OwnedReadHalf, first: &[u8]) -> (Bytes, 
         return (Bytes::new(), true);
     }
     let mut chunk = first.to_vec();
-    let mut more = vec![0u8; READ_SIZE];
+    let mut more = vec![0u8; TCP_READ_BYTES];
     let mut yielded = false;
     loop {
         match from.try_read(&mut more) {
@@ -214,7 +213,7 @@ async fn gather(from: &tokio::net::tcp::OwnedReadHalf, first: &[u8]) -> (Bytes, 
             Ok(n) => {
                 chunk.extend_from_slice(&more[..n]);
                 yielded = false;
-                if chunk.len() >= crate::hcm::BUFFER_LIMIT_BYTES {
+                if chunk.len() >= BUFFER_LIMIT_BYTES {
                     return (chunk.into(), false);
                 }
             }

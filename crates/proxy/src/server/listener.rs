@@ -16,6 +16,6 @@ pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    socket.listen(crate::limits::LISTEN_BACKLOG)?;
     Ok(socket.into())
 }

@@ -98,7 +98,7 @@ pub fn response_header_map(headers: &Headers, local: bool) -> http::HeaderMap {
         map.append(name, value);
     }
     if local && !map.contains_key(http::header::DATE) {
-        map.insert(http::header::DATE, crate::downstream_io::http_date());
+        map.insert(http::header::DATE, crate::http::downstream::http_date());
     }
     for (name, value) in [(http::header::SERVER, server), (http::header::CONNECTION, close)] {
         if let Some(value) = value {

@@ -2,6 +2,8 @@
 //! (`request.*`, `response.*`, `source.*`, `destination.*`, `connection.*`,
 //! `upstream.*`, `xds.*`, filter state), encoded as Envoy encodes them.
 
+pub mod node;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,7 +33,7 @@ pub struct ConnectionInfo {
     pub http2: std::cell::Cell<bool>,
     /// The socket's activity and open streams (for `idle_timeout` and
     /// `request_headers_timeout`).
-    pub activity: Rc<crate::downstream_io::Activity>,
+    pub activity: Rc<crate::http::downstream::Activity>,
 }
 
 /// One stream, shared by the HTTP connection manager and the plugins' property lookups.

@@ -9,7 +9,9 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use wasmproxy_host::Headers;
 
-use crate::cluster::{Cluster, Clusters, UpstreamError};
+use crate::limits::MAX_CALLOUT_BODY_BYTES;
+use crate::upstream::cluster::{Cluster, Clusters};
+use crate::upstream::error::UpstreamError;
 
 /// gRPC status codes the proxy itself produces.
 pub mod code {
@@ -108,7 +110,7 @@ impl Deframer {
                 return Err("compressed gRPC messages are not supported".into());
             }
             let len = u32::from_be_bytes([self.pending[1], self.pending[2], self.pending[3], self.pending[4]]) as usize;
-            if len > crate::hcm::MAX_CALLOUT_BODY_BYTES {
+            if len > MAX_CALLOUT_BODY_BYTES {
                 return Err(format!("a gRPC message of {len} bytes is over the limit"));
             }
             if self.pending.len() < 5 + len {
@@ -191,7 +193,7 @@ pub async fn read_body(body: &mut Incoming, mut each: impl FnMut(Received)) -> R
             }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
-                    each(Received::Trailers(crate::convert::plain_headers(&trailers)));
+                    each(Received::Trailers(crate::http::convert::plain_headers(&trailers)));
                 }
             }
         }
@@ -259,7 +261,7 @@ pub async fn stream(
     mut outgoing: tokio::sync::mpsc::UnboundedReceiver<Option<Vec<u8>>>,
     sink: Sink,
 ) {
-    let (tx, body) = crate::body::channel();
+    let (tx, body) = crate::http::body::channel();
     let forward = async move {
         while let Some(Some(message)) = outgoing.recv().await {
             if tx.send(Ok(hyper::body::Frame::data(frame(&message)))).await.is_err() {

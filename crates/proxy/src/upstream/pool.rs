@@ -12,9 +12,10 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::body::ProxyBody;
-use crate::exec::LocalExec;
-use crate::stats::{ClusterStats, HostStats};
+use crate::http::body::ProxyBody;
+use crate::http::exec::LocalExec;
+use crate::limits::MAX_IDLE_UPSTREAM_CONNECTIONS;
+use crate::observe::stats::{ClusterStats, HostStats};
 
 /// Why a request to an endpoint got no response.
 #[derive(Debug)]
@@ -37,9 +38,6 @@ pub struct EndpointPool {
     /// The HTTP/2 connection, shared by every request, with its local address.
     shared: RefCell<Option<(http2::SendRequest<ProxyBody>, SocketAddr)>>,
 }
-
-/// At most this many idle HTTP/1.1 connections are kept per endpoint per worker.
-const MAX_IDLE: usize = 128;
 
 impl EndpointPool {
     /// An endpoint with no connection yet.
@@ -130,7 +128,7 @@ impl EndpointPool {
                 && let Some(pool) = pool.upgrade()
             {
                 let mut idle = pool.idle.borrow_mut();
-                if idle.len() < MAX_IDLE {
+                if idle.len() < MAX_IDLE_UPSTREAM_CONNECTIONS {
                     idle.push((sender, local));
                 }
             }

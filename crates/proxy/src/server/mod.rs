@@ -1,6 +1,10 @@
 //! Starting the proxy: compile plugins once, check their configuration on a throwaway VM,
 //! bind the listeners, start the workers.
 
+mod listener;
+pub mod tunables;
+mod worker;
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
@@ -14,13 +18,13 @@ use wasmproxy_host::{
     WasmEngine, WasmVm,
 };
 
-use crate::access_log::Sinks;
 use crate::admin::{AdminState, LogControl};
-use crate::stats::Upstreams;
-use crate::tunables::{ConnectionLimits, Tunables};
-use crate::wasm_filter::{plugin_config, vm_config};
-use crate::worker::{self, Modules, WorkerSetup};
-use crate::xds::NodeAttributes;
+use crate::observe::access_log::Sinks;
+use crate::observe::stats::Upstreams;
+use crate::server::tunables::{ConnectionLimits, Tunables};
+use crate::server::worker::{Modules, WorkerSetup};
+use crate::stream_info::node::NodeAttributes;
+use crate::wasm::plugin::{plugin_config, vm_config};
 
 /// How to run.
 #[derive(Clone)]
@@ -78,7 +82,7 @@ pub enum ServerError {
         /// The listener's name.
         listener: String,
         /// Why.
-        error: crate::access_log::AccessLogError,
+        error: crate::observe::access_log::AccessLogError,
     },
 }
 
@@ -111,7 +115,8 @@ impl Canary {
 
     /// A gRPC callout's target is a known cluster, by name or inside a `GrpcService`.
     fn knows_grpc(&self, service_config: &[u8]) -> bool {
-        self.knows(service_config) || self.clusters.iter().any(|c| crate::grpc::names_cluster(service_config, c))
+        self.knows(service_config)
+            || self.clusters.iter().any(|c| crate::upstream::grpc::names_cluster(service_config, c))
     }
 }
 
@@ -169,7 +174,7 @@ impl Server {
         for l in &config.listeners {
             let (mut addr, bind_error) = resolve(&l.name, &l.address)?;
             for worker_sockets in sockets.iter_mut() {
-                let socket = crate::listener::bind_reuseport(addr).map_err(&bind_error)?;
+                let socket = crate::server::listener::bind_reuseport(addr).map_err(&bind_error)?;
                 addr = socket.local_addr().map_err(&bind_error)?;
                 worker_sockets.push(socket);
             }

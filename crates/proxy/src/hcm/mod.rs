@@ -1,0 +1,482 @@
+//! The HTTP connection manager: one request through the Wasm filters, the route, the
+//! upstream (or a direct response), and back through the filters in reverse order.
+
+pub mod connection;
+mod pump;
+pub mod route_table;
+mod router;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response};
+use http_body_util::Either;
+use hyper::body::{Body as _, Incoming};
+use tokio::time::Instant as TokioInstant;
+use wasmproxy_abi::StreamType;
+use wasmproxy_config::model::{FailurePolicy, HttpConnectionManager};
+use wasmproxy_host::Headers;
+
+use crate::hcm::route_table::RouteTable;
+use crate::hcm::router::{Downstream, Target, note_route};
+use crate::http::body::{Aborted, ProxyBody, whole};
+use crate::http::convert;
+use crate::http::reply::{DataVerdict, LocalReply, StreamReset, Verdict, reply_headers};
+use crate::observe::access_log::{AccessLogger, Record};
+use crate::observe::stats::HttpStats;
+use crate::random::request_id;
+use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
+use crate::upstream::cluster::Clusters;
+use crate::wasm::http_filter::{FilterSlot, FilterStream};
+
+/// A stream between its request head and the response (or reset) its filters decide on.
+/// If the client goes away meanwhile, hyper drops the request's future and this with it:
+/// the stream then ends as in Envoy, with the `DC` flag, every filter's `on_log`, `on_done`
+/// and delete, the access logs and the stats.
+struct OpenStream {
+    hcm: Rc<Hcm>,
+    info: StreamRef,
+    streams: Vec<Option<FilterStream>>,
+    headers: Headers,
+    open: bool,
+}
+
+impl OpenStream {
+    /// The filters' streams and the request headers, for the stream's normal end.
+    fn close(&mut self) -> (Vec<Option<FilterStream>>, Headers) {
+        self.open = false;
+        (std::mem::take(&mut self.streams), std::mem::take(&mut self.headers))
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        if !self.open || crate::teardown::stopped() {
+            return;
+        }
+        self.hcm.client_gone(&self.info);
+        self.info.borrow_mut().complete();
+        let (streams, headers) = self.close();
+        self.hcm.finish(&self.info, streams, Some(headers), None);
+    }
+}
+
+/// What a stream leaves once its response is decided: its info, its filters' contexts and
+/// the request headers, for the access-log phase.
+struct FinishedStream {
+    info: StreamRef,
+    streams: Vec<Option<FilterStream>>,
+    request_headers: Headers,
+}
+
+/// One listener's HTTP connection manager on one worker.
+pub struct Hcm {
+    /// The configuration.
+    pub config: HttpConnectionManager,
+    /// The compiled routes.
+    pub routes: RouteTable,
+    /// The Wasm filters, in order (the router is implicit, last).
+    pub filters: Vec<FilterSlot>,
+    /// This worker's clusters.
+    pub clusters: Rc<Clusters>,
+    /// Its stats (`http.<stat_prefix>.*`).
+    pub stats: HttpStats,
+    /// Its access loggers (file, stdout, stderr).
+    pub access_logs: Vec<Arc<AccessLogger>>,
+    /// Its Wasm access loggers: each plugin's root context sees every finished request
+    /// in `on_log`.
+    pub wasm_loggers: Vec<FilterSlot>,
+    /// The most body bytes the filters may hold back in one direction of a stream (the
+    /// listener's `per_connection_buffer_limit_bytes`; `usize::MAX` for none); over it,
+    /// 413 for requests, 500 for responses, as in Envoy.
+    pub buffer_limit: usize,
+}
+
+/// How a request ended up, once the response headers are known.
+enum Processed {
+    /// A response held whole (local replies, direct responses, upstream errors).
+    Whole(Headers, Bytes),
+    /// An upstream response whose body streams through the filters, until the route's
+    /// deadline if it has a timeout.
+    Streaming(Headers, UpstreamBody),
+    /// A reply made while the request was decoded (a plugin's local reply, a failure); it
+    /// goes back through the response callbacks of the first `encoders` filters, as in Envoy.
+    Reply { headers: Headers, body: Bytes, encoders: usize },
+    /// Reset the stream.
+    Reset,
+}
+
+/// The body of the response being built, before the response callbacks run.
+enum ResponseBody {
+    Whole(Bytes),
+    Streaming(UpstreamBody),
+}
+
+/// An upstream response body still to stream.
+struct UpstreamBody {
+    body: Incoming,
+    /// The cluster, when the request was sent, and whether it counts as external (for
+    /// `upstream_rq_time`).
+    cluster: Rc<crate::upstream::cluster::Cluster>,
+    sent: Instant,
+    external: bool,
+    /// The route timeout's end, if it has one.
+    deadline: Option<TokioInstant>,
+    /// From an HTTP/1.1 upstream (see [`Hcm::pump`]).
+    http1: bool,
+}
+
+impl Hcm {
+    /// Handles one request.
+    pub async fn handle(
+        self: Rc<Self>,
+        request: http::Request<Incoming>,
+        connection: Rc<ConnectionInfo>,
+    ) -> Result<Response<ProxyBody>, StreamReset> {
+        let (parts, mut incoming) = request.into_parts();
+        let http2 = parts.version == http::Version::HTTP_2;
+        let info = self.open_stream(&parts, connection);
+        let mut headers = convert::request_headers(&parts, "http");
+        if headers.get(b"x-forwarded-proto").is_none() {
+            headers.add(b"x-forwarded-proto", b"http");
+        }
+        if headers.get(b"x-request-id").is_none() {
+            headers.add(b"x-request-id", request_id().as_bytes());
+        }
+        let mut open = OpenStream { hcm: self.clone(), info: info.clone(), streams: Vec::new(), headers, open: true };
+        let processed = self.process(&mut open.headers, &mut incoming, &mut open.streams, &info).await;
+        let (streams, headers) = open.close();
+        let ended = FinishedStream { info, streams, request_headers: headers };
+        match processed {
+            Processed::Whole(response_headers, body) | Processed::Reply { headers: response_headers, body, .. } => {
+                // Answered before the request's end, as Envoy does: the rest of the request
+                // is not read, so an HTTP/1 connection cannot serve another.
+                let unread = !http2 && !incoming.is_end_stream();
+                Ok(self.respond_whole(ended, response_headers, body, unread))
+            }
+            Processed::Streaming(response_headers, upstream) => {
+                Ok(self.respond_streaming(ended, response_headers, upstream))
+            }
+            Processed::Reset => {
+                ended.info.borrow_mut().complete();
+                self.finish(&ended.info, ended.streams, Some(ended.request_headers), None);
+                Err(StreamReset)
+            }
+        }
+    }
+
+    /// A new stream on `connection`: counted, and its info made.
+    fn open_stream(&self, parts: &http::request::Parts, connection: Rc<ConnectionInfo>) -> StreamRef {
+        let protocol = match parts.version {
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_2 => "HTTP/2",
+            _ => "HTTP/1.1",
+        };
+        let http2 = parts.version == http::Version::HTTP_2;
+        self.stats.request_started(http2);
+        connection.activity.stream_opened();
+        if !connection.protocol_known.replace(true) {
+            self.stats.connection_protocol(http2);
+            connection.http2.set(http2);
+        }
+        Rc::new(std::cell::RefCell::new(StreamInfo::new(connection, protocol)))
+    }
+
+    /// A response held whole: the stream ends as the response is handed to hyper.
+    /// `unread`: the request body was not read, so the connection closes after it.
+    fn respond_whole(
+        &self,
+        ended: FinishedStream,
+        mut response_headers: Headers,
+        body: Bytes,
+        unread: bool,
+    ) -> Response<ProxyBody> {
+        self.set_server(&mut response_headers);
+        {
+            let mut i = ended.info.borrow_mut();
+            i.response_body_size = body.len() as u64;
+            i.complete();
+        }
+        let mut response = self.build_response(&response_headers, Some(body.len()), whole(body), true);
+        self.finish(&ended.info, ended.streams, Some(ended.request_headers), Some(response_headers));
+        if unread {
+            response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+
+    /// An upstream response whose body streams through the filters on a task of its own;
+    /// the stream ends with the body (or the route's deadline, or a reset).
+    fn respond_streaming(
+        self: Rc<Self>,
+        ended: FinishedStream,
+        mut response_headers: Headers,
+        upstream: UpstreamBody,
+    ) -> Response<ProxyBody> {
+        self.set_server(&mut response_headers);
+        let (tx, body) = crate::http::body::channel();
+        let response = self.build_response(&response_headers, None, Either::Right(body), false);
+        tokio::task::spawn_local(async move {
+            let UpstreamBody { body: mut upstream_body, deadline, http1, cluster, sent, external } = upstream;
+            let FinishedStream { info, mut streams, request_headers } = ended;
+            // The response headers are gone already: a failure here can only reset the
+            // stream, by aborting the body.
+            let abort = tx.clone();
+            let pump = self.pump(StreamType::HttpResponse, &mut upstream_body, http1, &mut streams, Some(tx), &info);
+            // Past the route's deadline the body is cut: the client sees a reset.
+            let late = match deadline {
+                Some(d) => tokio::time::timeout_at(d, pump).await.is_err(),
+                None => {
+                    // A failure in the body is handled by `pump` (it aborts the body).
+                    let _ = pump.await;
+                    false
+                }
+            };
+            if late {
+                let _ = abort.send(Err(Aborted)).await;
+            } else {
+                cluster.stats().response_time(sent.elapsed(), external);
+            }
+            info.borrow_mut().complete();
+            self.finish(&info, streams, Some(request_headers), Some(response_headers));
+        });
+        response
+    }
+
+    /// The client closed the connection or reset the stream before the response was
+    /// decided: Envoy's `DC` flag and its reset counts.
+    fn client_gone(&self, info: &StreamRef) {
+        let mut i = info.borrow_mut();
+        if i.response_flags.contains(&"DC") {
+            // Seen already (a body that broke, then the stream dropped).
+            return;
+        }
+        i.response_flags.push("DC");
+        i.response_code_details = "downstream_remote_disconnect".into();
+        self.stats.client_gone(i.connection.http2.get());
+    }
+
+    async fn process(
+        &self,
+        headers: &mut Headers,
+        incoming: &mut Incoming,
+        streams: &mut Vec<Option<FilterStream>>,
+        info: &StreamRef,
+    ) -> Processed {
+        let (mut response_headers, response, encoders) = match self.decode(headers, incoming, streams, info).await {
+            Ok((h, body)) => (h, body, streams.len()),
+            Err(Processed::Reply { headers, body, encoders }) => (headers, ResponseBody::Whole(body), encoders),
+            Err(end) => return end,
+        };
+        // Response headers, in reverse order.
+        let response_ended = match &response {
+            ResponseBody::Whole(body) => body.is_empty(),
+            ResponseBody::Streaming(upstream) => upstream.body.is_end_stream(),
+        };
+        // Each filter's callback reads the headers it holds; the stream info gets them once
+        // they are final, for the body and access-log phases.
+        for i in (0..encoders).rev() {
+            let Some(s) = streams[i].as_mut() else { continue };
+            let verdict = s.response_headers(&mut response_headers, response_ended).await;
+            if let Some(end) = self.apply(verdict, i, &mut streams[i], false) {
+                return end;
+            }
+        }
+        info.borrow_mut().response_headers = Some(response_headers.clone());
+        match response {
+            ResponseBody::Streaming(upstream) => Processed::Streaming(response_headers, upstream),
+            ResponseBody::Whole(mut body) => {
+                // A body held whole goes through the body callbacks once.
+                if !body.is_empty() {
+                    for i in (0..encoders).rev() {
+                        let Some(s) = streams[i].as_mut() else { continue };
+                        let verdict = match s
+                            .data(StreamType::HttpResponse, std::mem::take(&mut body), true, self.buffer_limit)
+                            .await
+                        {
+                            DataVerdict::Pass(bytes) => {
+                                body = bytes;
+                                Verdict::Continue
+                            }
+                            // At the end of the stream a plugin is waited for, never held.
+                            DataVerdict::Held => Verdict::Continue,
+                            DataVerdict::Done(v) => v,
+                        };
+                        if let Some(end) = self.apply(verdict, i, &mut streams[i], false) {
+                            return end;
+                        }
+                    }
+                }
+                Processed::Whole(response_headers, body)
+            }
+        }
+    }
+
+    /// The request side: request headers through the filters, the route, the request body
+    /// through the filters to the upstream; done once the response headers are known.
+    async fn decode(
+        &self,
+        headers: &mut Headers,
+        incoming: &mut Incoming,
+        streams: &mut Vec<Option<FilterStream>>,
+        info: &StreamRef,
+    ) -> Result<(Headers, ResponseBody), Processed> {
+        let request_ended = incoming.is_end_stream();
+        let downstream_http1 = info.borrow().protocol != "HTTP/2";
+        if !self.filters.is_empty() {
+            // Envoy picks the route as soon as a plugin asks for it (`xds.route_name`); the
+            // router picks it again from the headers the filters leave.
+            note_route(self.routes.find(headers).as_ref(), info);
+        }
+        // Request headers, filter by filter; each sees the headers the previous one left.
+        for (i, filter) in self.filters.iter().enumerate() {
+            let stream = match filter.start_stream(info) {
+                Ok(s) => s,
+                Err(_) => {
+                    // The VM failed before this stream (and, under FAIL_RELOAD, could not
+                    // be reloaded yet): FAIL_OPEN skips the filter, the others answer 503.
+                    streams.push(None);
+                    if filter.failure_policy != FailurePolicy::FailOpen {
+                        return Err(self.reply(LocalReply::failure(), i, true));
+                    }
+                    continue;
+                }
+            };
+            // The stream is kept before its first callback, so that it ends properly if
+            // the client goes away while a plugin holds it.
+            streams.push(Some(stream));
+            let Some(stream) = streams[i].as_mut() else { continue };
+            let verdict = stream.request_headers(headers, request_ended).await;
+            if let Some(end) = self.apply(verdict, i, &mut streams[i], true) {
+                return Err(end);
+            }
+        }
+        // The router picks the target; the request body then streams through the filters
+        // (to the upstream, or drained for a local answer) while the upstream answers.
+        let (response_headers, response) = match self.route(headers, info) {
+            // As in Envoy, the local answer goes at once: the filters never see a request
+            // body still to come (an HTTP/1.1 connection then closes, see `handle`).
+            Target::Local(h, body) => {
+                if request_ended {
+                    info.borrow_mut().note_request_done();
+                }
+                (h, ResponseBody::Whole(body))
+            }
+            Target::Upstream { cluster, timeout } => {
+                let downstream = Downstream { incoming, http1: downstream_http1, ended: request_ended };
+                self.forward(headers, downstream, streams, info, cluster, timeout).await?
+            }
+        };
+        Ok((response_headers, response))
+    }
+
+    /// A filter's verdict: `Some` ends the stream (a reply or a reset). While `decoding` the request, a reply goes back through the response callbacks of
+    /// the filters up to the one that made it (a failed one excluded); while encoding the
+    /// response, it goes straight to the client, as in Envoy.
+    fn apply(
+        &self,
+        verdict: Verdict,
+        i: usize,
+        stream: &mut Option<FilterStream>,
+        decoding: bool,
+    ) -> Option<Processed> {
+        match verdict {
+            Verdict::Continue => None,
+            Verdict::Reset => Some(Processed::Reset),
+            Verdict::LocalReply(r) => Some(self.reply(r, i + 1, decoding)),
+            // The VM failed in this stream's callback: Envoy answers the stream 503 (details
+            // `wasm_fail_stream`) whatever the policy, except the deprecated `fail_open`,
+            // which goes on without the filter; the policy decides for later streams.
+            Verdict::Failed => {
+                *stream = None;
+                if self.filters.get(i).is_some_and(|f| f.reload.0.legacy_fail_open) {
+                    return None;
+                }
+                Some(self.reply(LocalReply::failure(), i, decoding))
+            }
+        }
+    }
+
+    /// A reply the proxy makes, to go back through the first `encoders` filters while decoding.
+    fn reply(&self, reply: LocalReply, encoders: usize, decoding: bool) -> Processed {
+        let mut headers = reply_headers(reply.status, &reply.body);
+        for (k, v) in reply.headers.iter() {
+            headers.add(k, v);
+        }
+        let body = Bytes::from(reply.body);
+        if decoding { Processed::Reply { headers, body, encoders } } else { Processed::Whole(headers, body) }
+    }
+
+    fn finish(
+        &self,
+        info: &StreamRef,
+        streams: Vec<Option<FilterStream>>,
+        request: Option<Headers>,
+        response: Option<Headers>,
+    ) {
+        let (mut request, mut response) = (request, response);
+        info.borrow().connection.activity.stream_closed();
+        let code = response.as_ref().map(convert::status).map(|s| s.as_u16());
+        self.stats.request_ended(code, info.borrow().elapsed());
+        // As in Envoy: a filter the stream never reached gets a context for the access-log
+        // phase; every filter logs, then each is done and deleted.
+        let reached = streams.len();
+        let mut ended = Vec::with_capacity(self.filters.len());
+        for (i, stream) in streams.into_iter().enumerate().chain((reached..self.filters.len()).map(|i| (i, None))) {
+            let stream = match stream {
+                Some(s) => s,
+                None if i >= reached => match self.filters[i].start_stream(info) {
+                    Ok(s) => s,
+                    Err(_) => continue,
+                },
+                None => continue,
+            };
+            stream.log(&mut request, &mut response);
+            ended.push(stream);
+        }
+        for logger in &self.wasm_loggers {
+            logger.log_request(info, &mut request, &mut response);
+        }
+        if !self.access_logs.is_empty() {
+            let info = info.borrow();
+            let record = Record { request: request.as_ref(), response: response.as_ref(), info: &info };
+            for logger in &self.access_logs {
+                logger.log(&record);
+            }
+        }
+        for stream in ended {
+            stream.end();
+        }
+    }
+
+    /// Envoy sets `server` in the response headers after the filters ran: the
+    /// access-log phase (and `response.total_size` there, from the headers `finish` lends
+    /// it) sees it, the filters do not.
+    fn set_server(&self, headers: &mut Headers) {
+        headers.replace(b"server", self.config.server_name.as_bytes());
+    }
+
+    /// The response for hyper. `local`: the proxy made it (a direct response, a local
+    /// reply, an upstream failure), so a `connection: close` it carries is kept, and its
+    /// `date` goes before `server`, where Envoy writes it.
+    fn build_response(
+        &self,
+        headers: &Headers,
+        length: Option<usize>,
+        body: ProxyBody,
+        local: bool,
+    ) -> Response<ProxyBody> {
+        let mut map = convert::response_header_map(headers, local);
+        // A body held whole has a known length; a streamed one keeps the upstream's
+        // content-length, if the filters left it.
+        if let Some(len) = length {
+            map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        let mut response = Response::new(body);
+        *response.status_mut() = convert::status(headers);
+        *response.headers_mut() = map;
+        response
+    }
+}

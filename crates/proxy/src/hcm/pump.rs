@@ -1,0 +1,298 @@
+//! Bodies through the filters: each chunk as it arrives (requests in filter order,
+//! responses in reverse), held while a plugin pauses, then trailers; the stream's idle
+//! timer; what a body that cannot be read ends in.
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, Incoming};
+use wasmproxy_abi::StreamType;
+use wasmproxy_host::Headers;
+
+use crate::hcm::{Hcm, Processed};
+use crate::http::body::{Aborted, BodySender};
+use crate::http::convert;
+use crate::http::reply::{DataVerdict, LocalReply};
+use crate::limits::MAX_GATHER_BYTES;
+use crate::stream_info::StreamRef;
+use crate::wasm::http_filter::FilterStream;
+
+/// One piece of a body as the filters get it: a chunk (maybe empty), whether it ends the
+/// body, and the trailers that end it, if any.
+struct BodyPiece {
+    chunk: Bytes,
+    eos: bool,
+    trailers: Option<http::HeaderMap>,
+}
+
+/// A body being read from one side of the stream.
+struct BodySource<'a> {
+    incoming: &'a mut Incoming,
+    /// From an HTTP/1 peer, whose codec ends a body with an empty chunk.
+    http1: bool,
+    /// A frame read ahead while gathering data, handled next.
+    pending: Option<NextFrame>,
+}
+
+impl Hcm {
+    /// Streams a body through the filters chunk by chunk (requests in filter order,
+    /// responses in reverse), then trailers, into `tx` (or nowhere). From an `http1` peer
+    /// the end comes as an empty last chunk, as Envoy's codec delivers it. `Err` ends the stream;
+    /// the body being sent is then aborted, so the peer sees a reset, not a short body.
+    pub(super) async fn pump(
+        &self,
+        direction: StreamType,
+        source: &mut Incoming,
+        http1: bool,
+        streams: &mut [Option<FilterStream>],
+        tx: Option<BodySender>,
+        info: &StreamRef,
+    ) -> Result<(), Processed> {
+        let abort = tx.clone();
+        let result = self.pump_frames(direction, source, http1, streams, tx, info).await;
+        if result.is_err()
+            && let Some(tx) = abort
+        {
+            let _ = tx.send(Err(Aborted)).await;
+        }
+        result
+    }
+
+    async fn pump_frames(
+        &self,
+        direction: StreamType,
+        incoming: &mut Incoming,
+        http1: bool,
+        streams: &mut [Option<FilterStream>],
+        mut tx: Option<BodySender>,
+        info: &StreamRef,
+    ) -> Result<(), Processed> {
+        if incoming.is_end_stream() {
+            return Ok(());
+        }
+        let request = direction == StreamType::HttpRequest;
+        let order: Vec<usize> = if request { (0..streams.len()).collect() } else { (0..streams.len()).rev().collect() };
+        let mut source = BodySource { incoming, http1, pending: None };
+        loop {
+            let Some(piece) = self.next_piece(&mut source, request, streams.len(), info).await? else { continue };
+            {
+                let mut i = info.borrow_mut();
+                if request {
+                    i.request_body_size += piece.chunk.len() as u64;
+                } else {
+                    i.response_body_size += piece.chunk.len() as u64;
+                }
+            }
+            let out = self.filter_chunk(direction, &order, streams, piece.chunk, piece.eos).await?;
+            if let Some(bytes) = out.filter(|b| !b.is_empty())
+                && let Some(sender) = &tx
+                && sender.send(Ok(Frame::data(bytes))).await.is_err()
+            {
+                // The other side went away; keep reading so the filters see the end.
+                tx = None;
+            }
+            if let Some(trailers) = piece.trailers {
+                let trailers = self.filter_trailers(direction, &order, streams, &trailers).await?;
+                if let Some(sender) = &tx {
+                    let _ = sender.send(Ok(Frame::trailers(convert::header_map(&trailers)))).await;
+                }
+            }
+            if piece.eos {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The next piece of a body, within the stream's idle timeout; `None` for a frame that
+    /// is neither data nor trailers.
+    async fn next_piece(
+        &self,
+        source: &mut BodySource<'_>,
+        request: bool,
+        encoders: usize,
+        info: &StreamRef,
+    ) -> Result<Option<BodyPiece>, Processed> {
+        let next = match source.pending.take() {
+            Some(frame) => frame,
+            None => match self.config.stream_idle_timeout {
+                Some(t) => match tokio::time::timeout(t, source.incoming.frame()).await {
+                    Ok(next) => next,
+                    Err(_) => return Err(self.stream_idle(info, request, encoders)),
+                },
+                None => source.incoming.frame().await,
+            },
+        };
+        let piece = |chunk, eos, trailers| Some(BodyPiece { chunk, eos, trailers });
+        match next {
+            None => Ok(piece(Bytes::new(), true, None)),
+            Some(Err(e)) if request => Err(self.unreadable_request_body(&e, source.http1, encoders, info)),
+            // A response body that breaks resets the stream.
+            Some(Err(_)) => Err(Processed::Reset),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    // What has arrived goes to the plugins as one chunk, as Envoy reads it
+                    // from the socket.
+                    let (data, ahead) = gather_ready(source.incoming, data).await;
+                    source.pending = ahead;
+                    // Envoy's HTTP/1.1 codec delivers the data, then the end of the stream
+                    // as an empty chunk; HTTP/2 ends with the last DATA frame.
+                    let eos = !source.http1 && source.pending.is_none() && source.incoming.is_end_stream();
+                    Ok(piece(data, eos, None))
+                }
+                Err(frame) => match frame.into_trailers() {
+                    // Data held back by a filter is released at the end, before trailers.
+                    Ok(t) => Ok(piece(Bytes::new(), true, Some(t))),
+                    Err(_) => Ok(None),
+                },
+            },
+        }
+    }
+
+    /// A request body that cannot be read: a client that went away mid-body is a reset
+    /// stream (`DC`); a bad chunk gets 400 from Envoy's codec if it still can.
+    fn unreadable_request_body(&self, e: &hyper::Error, http1: bool, encoders: usize, info: &StreamRef) -> Processed {
+        match body_failure(e, http1) {
+            BodyFailure::ClientGone => {
+                self.client_gone(info);
+                Processed::Reset
+            }
+            BodyFailure::Malformed if http1 => {
+                let headers = Headers::from_pairs([("connection", "close")]);
+                let reply = LocalReply { status: 400, body: b"Bad Request".to_vec(), headers };
+                self.reply(reply, encoders, true)
+            }
+            // HTTP/2 resets the stream itself (e.g. a body longer than its length).
+            BodyFailure::Malformed => Processed::Reset,
+        }
+    }
+
+    /// A chunk through each filter in `order`: what the last one passes on (`None` while one
+    /// holds it).
+    async fn filter_chunk(
+        &self,
+        direction: StreamType,
+        order: &[usize],
+        streams: &mut [Option<FilterStream>],
+        chunk: Bytes,
+        eos: bool,
+    ) -> Result<Option<Bytes>, Processed> {
+        let decoding = direction == StreamType::HttpRequest;
+        let mut out = Some(chunk);
+        for &i in order {
+            let Some(chunk) = out.take() else { break };
+            let Some(stream) = streams[i].as_mut() else {
+                out = Some(chunk);
+                continue;
+            };
+            match stream.data(direction, chunk, eos, self.buffer_limit).await {
+                DataVerdict::Pass(bytes) => out = Some(bytes),
+                DataVerdict::Held => {}
+                DataVerdict::Done(verdict) => {
+                    if let Some(end) = self.apply(verdict, i, &mut streams[i], decoding) {
+                        return Err(end);
+                    }
+                    out = Some(Bytes::new());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Trailers through each filter in `order`.
+    async fn filter_trailers(
+        &self,
+        direction: StreamType,
+        order: &[usize],
+        streams: &mut [Option<FilterStream>],
+        trailers: &http::HeaderMap,
+    ) -> Result<Headers, Processed> {
+        let decoding = direction == StreamType::HttpRequest;
+        let mut t = convert::plain_headers(trailers);
+        for &i in order {
+            let Some(stream) = streams[i].as_mut() else { continue };
+            let verdict = stream.trailers(direction, &mut t).await;
+            if let Some(end) = self.apply(verdict, i, &mut streams[i], decoding) {
+                return Err(end);
+            }
+        }
+        Ok(t)
+    }
+
+    /// `stream_idle_timeout` passed with no body bytes from the peer: Envoy answers 408
+    /// `stream timeout` if the response has not started (flag `SI`), else resets.
+    fn stream_idle(&self, info: &StreamRef, request: bool, encoders: usize) -> Processed {
+        self.stats.rq_idle_timeout.inc();
+        let mut i = info.borrow_mut();
+        i.response_flags.push("SI");
+        i.response_code_details = "stream_idle_timeout".into();
+        if !request {
+            return Processed::Reset;
+        }
+        let reply = LocalReply { status: 408, body: b"stream timeout".to_vec(), headers: Headers::new() };
+        self.reply(reply, encoders, true)
+    }
+}
+
+/// Why a request body could not be read.
+enum BodyFailure {
+    /// The client closed the connection or reset the stream mid-body.
+    ClientGone,
+    /// The body broke the protocol (a bad chunk, more than its length).
+    Malformed,
+}
+
+fn body_failure(e: &hyper::Error, http1: bool) -> BodyFailure {
+    if e.is_incomplete_message() {
+        return BodyFailure::ClientGone;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            let broken = matches!(io.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput);
+            return if broken { BodyFailure::Malformed } else { BodyFailure::ClientGone };
+        }
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return if h2.is_remote() || h2.is_io() { BodyFailure::ClientGone } else { BodyFailure::Malformed };
+        }
+        source = s.source();
+    }
+    if http1 { BodyFailure::Malformed } else { BodyFailure::ClientGone }
+}
+
+type NextFrame = Option<Result<Frame<Bytes>, hyper::Error>>;
+
+/// `first` and the data frames that are ready now (up to [`MAX_GATHER_BYTES`]), as one
+/// chunk; a frame that is ready but not data (trailers, the end, an error) is returned for
+/// the caller to handle next. The connection's task is let run once between reads, so the
+/// bytes already in the socket are read.
+async fn gather_ready(source: &mut Incoming, first: Bytes) -> (Bytes, Option<NextFrame>) {
+    let mut gathered: Option<bytes::BytesMut> = None;
+    let mut ahead = None;
+    let mut yielded = false;
+    while gathered.as_ref().map_or(first.len(), |g| g.len()) < MAX_GATHER_BYTES && !source.is_end_stream() {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(&mut *source).poll_frame(&mut cx) {
+            std::task::Poll::Pending if yielded => break,
+            std::task::Poll::Pending => {
+                tokio::task::yield_now().await;
+                yielded = true;
+            }
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                yielded = false;
+                match frame.into_data() {
+                    Ok(data) => {
+                        gathered.get_or_insert_with(|| bytes::BytesMut::from(&first[..])).extend_from_slice(&data)
+                    }
+                    Err(frame) => {
+                        ahead = Some(Some(Ok(frame)));
+                        break;
+                    }
+                }
+            }
+            std::task::Poll::Ready(other) => {
+                ahead = Some(other);
+                break;
+            }
+        }
+    }
+    (gathered.map_or(first, bytes::BytesMut::freeze), ahead)
+}

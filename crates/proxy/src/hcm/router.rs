@@ -1,0 +1,227 @@
+//! The router: the route a request takes (an upstream, or a local answer: no route, a
+//! direct response, a redirect), the rewrites Envoy's router makes, and the exchange with
+//! the upstream while the request body streams through the filters.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Either;
+use hyper::body::Incoming;
+use tokio::time::Instant as TokioInstant;
+use wasmproxy_abi::StreamType;
+use wasmproxy_config::model::{RedirectAction, RouteAction};
+use wasmproxy_host::Headers;
+
+use crate::hcm::route_table::Matched;
+use crate::hcm::{Hcm, Processed, ResponseBody, UpstreamBody};
+use crate::http::body::whole;
+use crate::http::convert;
+use crate::http::reply::{reply_headers, status_headers};
+use crate::stream_info::StreamRef;
+use crate::upstream::cluster::Cluster;
+use crate::upstream::error::{UpstreamError, upstream_error_reply};
+use crate::wasm::http_filter::FilterStream;
+
+/// Where the router sends a request.
+pub(super) enum Target {
+    Local(Headers, Bytes),
+    Upstream { cluster: Rc<Cluster>, timeout: Option<Duration> },
+}
+
+/// The downstream side of a request being forwarded: its body still to read, whether the
+/// client speaks HTTP/1 (whose codec ends a body with an empty chunk), and whether the
+/// request had ended with its headers.
+pub(super) struct Downstream<'a> {
+    pub(super) incoming: &'a mut Incoming,
+    pub(super) http1: bool,
+    pub(super) ended: bool,
+}
+
+impl Hcm {
+    /// The route's target (or the local answer: no route, direct response, redirect).
+    /// For the upstream, the request headers are changed in place (rewrites, Envoy's
+    /// `x-envoy-*` headers), as Envoy's router does: the access-log phase sees them.
+    pub(super) fn route(&self, headers: &mut Headers, info: &StreamRef) -> Target {
+        let matched = self.routes.find(headers);
+        note_route(matched.as_ref(), info);
+        self.stats.router_rq_total.inc();
+        let Some(m) = matched else {
+            self.stats.no_route.inc();
+            let mut i = info.borrow_mut();
+            i.response_code_details = "route_not_found".into();
+            i.response_flags.push("NR");
+            drop(i);
+            return Target::Local(status_headers(404), Bytes::new());
+        };
+        match m.action {
+            RouteAction::DirectResponse { status, body } => {
+                self.stats.rq_direct_response.inc();
+                info.borrow_mut().response_code_details = "direct_response".into();
+                let body = Bytes::from(body.clone().unwrap_or_default());
+                Target::Local(reply_headers(*status, &body), body)
+            }
+            RouteAction::Redirect(r) => {
+                self.stats.rq_direct_response.inc();
+                info.borrow_mut().response_code_details = "direct_response".into();
+                Target::Local(redirect(r, headers), Bytes::new())
+            }
+            RouteAction::Forward(f) => {
+                let Some(cluster) = self.clusters.get(&f.cluster) else {
+                    self.stats.no_cluster.inc();
+                    let mut i = info.borrow_mut();
+                    i.response_flags.push("NC");
+                    i.response_code_details = "cluster_not_found".into();
+                    return Target::Local(status_headers(503), Bytes::new());
+                };
+                let (matched_len, timeout) = (m.matched_len, f.timeout);
+                if let Some(prefix) = &f.prefix_rewrite {
+                    let original = headers.get(b":path").unwrap_or_default().to_vec();
+                    rewrite_prefix(headers, matched_len, prefix);
+                    headers.replace(b"x-envoy-original-path", &original);
+                }
+                if let Some(host) = &f.host_rewrite_literal {
+                    headers.replace(b":authority", host.as_bytes());
+                }
+                // Envoy's router tells the upstream how long it will wait.
+                if let Some(t) = timeout {
+                    headers.replace(b"x-envoy-expected-rq-timeout-ms", t.as_millis().to_string().as_bytes());
+                }
+                Target::Upstream { cluster, timeout }
+            }
+        }
+    }
+
+    /// Sends the request to `cluster` while its body streams through the filters, until
+    /// the response headers are in (or the upstream failed: Envoy's local reply). Envoy's
+    /// route timeout runs from the end of the request to the end of the response: the
+    /// deadline is set once the request body is through.
+    pub(super) async fn forward(
+        &self,
+        headers: &Headers,
+        request: Downstream<'_>,
+        streams: &mut [Option<FilterStream>],
+        info: &StreamRef,
+        cluster: Rc<Cluster>,
+        timeout: Option<Duration>,
+    ) -> Result<(Headers, ResponseBody), Processed> {
+        let started = Instant::now();
+        let (tx, body) = if request.ended {
+            (None, whole(Bytes::new()))
+        } else {
+            let (tx, body) = crate::http::body::channel();
+            (Some(tx), Either::Right(body))
+        };
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<TokioInstant>();
+        let send = async {
+            let start = cluster.start(headers, body, request.ended, Some(info));
+            tokio::pin!(start);
+            let Some(t) = timeout else { return (start.await, None) };
+            let ended = tokio::select! {
+                r = &mut start => return (r, None),
+                ended = ended_rx => ended.unwrap_or_else(|_| TokioInstant::now()),
+            };
+            let deadline = ended + t;
+            let r = tokio::time::timeout_at(deadline, start).await.unwrap_or(Err(UpstreamError::Timeout));
+            (r, Some(deadline))
+        };
+        let pump = async {
+            let pumped = self.pump(StreamType::HttpRequest, request.incoming, request.http1, streams, tx, info).await;
+            info.borrow_mut().note_request_done();
+            let _ = ended_tx.send(TokioInstant::now());
+            pumped
+        };
+        let ((sent, deadline), pumped) = tokio::join!(send, pump);
+        pumped?;
+        let external = crate::upstream::cluster::is_external(headers);
+        if matches!(sent, Err(UpstreamError::Timeout)) {
+            cluster.timed_out(external, info.borrow().upstream);
+        }
+        Ok(match sent {
+            Ok((mut h, body)) => {
+                info.borrow_mut().response_code_details = "via_upstream".into();
+                let ms = started.elapsed().as_millis().to_string();
+                h.replace(b"x-envoy-upstream-service-time", ms.as_bytes());
+                let http1 = !cluster.http2();
+                let sent = started;
+                (h, ResponseBody::Streaming(UpstreamBody { body, deadline, http1, cluster, sent, external }))
+            }
+            Err(e) => {
+                note_upstream_error(info, &e);
+                let (h, text) = upstream_error_reply(&e);
+                (h, ResponseBody::Whole(text))
+            }
+        })
+    }
+}
+
+/// Envoy's response flag and details for an upstream failure, for access logs and
+/// `response.code_details`.
+fn note_upstream_error(info: &StreamRef, e: &UpstreamError) {
+    let mut i = info.borrow_mut();
+    let (flag, details) = match e {
+        UpstreamError::NoHealthyUpstream => ("UH", "no_healthy_upstream".to_string()),
+        UpstreamError::Timeout => ("UT", "response_timeout".to_string()),
+        UpstreamError::ConnectionFailure(reason) => {
+            // Envoy: `delayed_connect_error: Connection refused`, spaces made `_` in details.
+            let reason = reason.split(" (os error").next().unwrap_or(reason);
+            let reason = format!("delayed_connect_error:_{}", reason.replace(' ', "_"));
+            let details = format!("upstream_reset_before_response_started{{remote_connection_failure|{reason}}}");
+            i.upstream_failure = Some(reason);
+            ("UF", details)
+        }
+        UpstreamError::Disconnected(_) => {
+            ("UC", "upstream_reset_before_response_started{connection_termination}".to_string())
+        }
+        UpstreamError::ResponseTooLarge => ("", "response_payload_too_large".to_string()),
+    };
+    if !flag.is_empty() {
+        i.response_flags.push(flag);
+    }
+    i.response_code_details = details;
+}
+
+/// `prefix_rewrite`: the part of the path the route matched is replaced.
+fn rewrite_prefix(headers: &mut Headers, matched: usize, prefix: &str) {
+    let path = convert::text(headers, b":path");
+    let rest = path.get(matched..).unwrap_or_default();
+    let new_path = format!("{prefix}{rest}");
+    headers.replace(b":path", new_path.as_bytes());
+}
+
+/// A redirect's response headers: the status and `location`.
+fn redirect(r: &RedirectAction, request: &Headers) -> Headers {
+    let scheme = r.scheme.clone().unwrap_or_else(|| convert::text(request, b":scheme"));
+    let authority = convert::text(request, b":authority");
+    let mut host = r.host.clone().unwrap_or_else(|| authority.split(':').next().unwrap_or_default().to_string());
+    if let Some(port) = r.port {
+        host = format!("{host}:{port}");
+    } else if r.host.is_none() && r.scheme.is_none() {
+        host = authority.clone();
+    }
+    // Envoy: the request's query string is kept (unless `strip_query`), except that a
+    // `path_redirect` with a query string of its own replaces it.
+    let full = convert::text(request, b":path");
+    let (path, query) =
+        full.split_once('?').map(|(p, q)| (p.to_string(), Some(q.to_string()))).unwrap_or((full.clone(), None));
+    let redirect_has_query = r.path.as_deref().is_some_and(|p| p.contains('?'));
+    let mut path = r.path.clone().unwrap_or(path);
+    if let Some(q) = query.filter(|_| !r.strip_query && !redirect_has_query) {
+        path = format!("{path}?{q}");
+    }
+    let mut h = status_headers(r.status);
+    h.add(b"location", format!("{scheme}://{host}{path}").as_bytes());
+    h
+}
+
+/// Records the matched route (or none) in the stream info, for `xds.route_name` and
+/// `xds.cluster_name`.
+pub(super) fn note_route(matched: Option<&Matched<'_>>, info: &StreamRef) {
+    let mut i = info.borrow_mut();
+    i.route_matched = matched.is_some();
+    i.route_name = matched.map(|m| m.name.to_string()).unwrap_or_default();
+    i.cluster_name = match matched.map(|m| m.action) {
+        Some(RouteAction::Forward(f)) => f.cluster.clone(),
+        _ => String::new(),
+    };
+}

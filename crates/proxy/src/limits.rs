@@ -1,0 +1,32 @@
+//! Every size and count bound of the data plane, in one place, with Envoy's reason where
+//! the number is Envoy's.
+
+/// Envoy's `max_request_headers_kb` default (60 KiB): a longer request head gets 431.
+pub const MAX_REQUEST_HEADERS_BYTES: usize = 60 * 1024;
+
+/// Envoy's default `max_request_headers_count`.
+pub const MAX_REQUEST_HEADERS_COUNT: usize = 100;
+
+/// The most a request head may take before it is handed to hyper unchecked (which then
+/// answers 431 for more than [`MAX_REQUEST_HEADERS_BYTES`]).
+pub const MAX_HELD_HEAD_BYTES: usize = 64 * 1024;
+
+/// Envoy's default per-connection buffer limit (1 MiB): the most a TCP proxy gathers into
+/// one chunk for the network filters.
+pub const BUFFER_LIMIT_BYTES: usize = wasmproxy_config::DEFAULT_BUFFER_LIMIT_BYTES as usize;
+
+/// The most body gathered into one chunk for the HTTP body callbacks (what has arrived
+/// goes as one chunk, as Envoy reads it from the socket).
+pub const MAX_GATHER_BYTES: usize = 1 << 20;
+
+/// The most read whole for an `http_call` or gRPC callout response.
+pub const MAX_CALLOUT_BODY_BYTES: usize = 16 << 20;
+
+/// Bytes a TCP proxy reads from either side at a time.
+pub const TCP_READ_BYTES: usize = 64 * 1024;
+
+/// At most this many idle HTTP/1.1 connections are kept per endpoint per worker.
+pub const MAX_IDLE_UPSTREAM_CONNECTIONS: usize = 128;
+
+/// The listen backlog of each worker's listener socket.
+pub const LISTEN_BACKLOG: i32 = 1024;

@@ -1,0 +1,301 @@
+//! The Wasm HTTP filter (`envoy.filters.http.wasm`): a plugin's root context in a VM,
+//! a context per stream driven through the callbacks, waiting while the plugin pauses
+//! until it resumes the stream.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use wasmproxy_abi::{FilterStatus, StreamType};
+use wasmproxy_config::model::{FailurePolicy, WasmPlugin};
+use wasmproxy_host::{StreamAction, StreamData, VmError, WasmVm};
+
+use crate::http::reply::{DataVerdict, LocalReply, Verdict};
+use crate::stream_info::StreamRef;
+use crate::wasm::instance::{PluginInstance, ReloadStats};
+
+/// One Wasm filter in a chain: a root context in a (possibly shared) VM.
+pub struct FilterSlot {
+    /// The VM.
+    pub vm: Rc<PluginInstance>,
+    /// This plugin's root context in it.
+    pub root: u32,
+    /// What to do when the VM fails.
+    pub failure_policy: FailurePolicy,
+    /// The plugin and its reload counters (reloading is tried only under FAIL_RELOAD).
+    pub reload: Rc<(WasmPlugin, ReloadStats)>,
+}
+
+impl FilterSlot {
+    /// The plugin `plugin` in `vm` at root context `root`; its `wasm.<name>.vm_reload*`
+    /// counters are registered in `store`, as Envoy registers them for every plugin.
+    pub fn new(vm: Rc<PluginInstance>, root: u32, plugin: &WasmPlugin, store: &wasmproxy_stats::Store) -> FilterSlot {
+        let stats = ReloadStats::new(store, &plugin.name);
+        FilterSlot { vm, root, failure_policy: plugin.failure_policy, reload: Rc::new((plugin.clone(), stats)) }
+    }
+
+    /// Under FAIL_RELOAD, a failed VM is built again (see [`PluginInstance::revive`]).
+    pub(super) fn revive(&self) {
+        if self.failure_policy == FailurePolicy::FailReload {
+            self.vm.revive(&self.reload.0, &self.reload.1);
+        }
+    }
+
+    /// A new stream through this plugin.
+    pub fn start_stream(&self, info: &StreamRef) -> Result<FilterStream, VmError> {
+        self.revive();
+        self.vm.start_stream(self.root, info)
+    }
+
+    /// A Wasm access logger's turn: as in Envoy, the plugin's root context gets
+    /// `on_log` with the finished request's headers and properties.
+    pub fn log_request(
+        &self,
+        info: &StreamRef,
+        request: &mut Option<wasmproxy_host::Headers>,
+        response: &mut Option<wasmproxy_host::Headers>,
+    ) {
+        let instance = &self.vm;
+        instance.streams.borrow_mut().insert(self.root, info.clone());
+        {
+            let mut vm = instance.vm.borrow_mut();
+            if let Some(s) = vm.stream(self.root) {
+                s.request_headers = request.take();
+                s.response_headers = response.take();
+            }
+            if let Err(e) = vm.on_log(self.root) {
+                tracing::debug!("Wasm access logger: {e}");
+            }
+            vm.take_actions();
+            if let Some(s) = vm.stream(self.root) {
+                *request = s.request_headers.take();
+                *response = s.response_headers.take();
+            }
+        }
+        instance.streams.borrow_mut().remove(&self.root);
+    }
+}
+
+/// One stream's context in one plugin.
+pub struct FilterStream {
+    pub(super) instance: Rc<PluginInstance>,
+    pub(super) ctx: u32,
+    /// What the plugin asks later, once the stream first waits for it (most streams never do).
+    pub(super) rx: Option<mpsc::UnboundedReceiver<StreamAction>>,
+    pub(super) holding_request: bool,
+    pub(super) holding_response: bool,
+}
+
+/// The outcome of one callback for this stream.
+enum Step {
+    /// The filter goes on.
+    Continued,
+    /// The filter stopped; nothing asked to resume yet.
+    Stopped,
+    /// A local reply, a reset or a failure.
+    Done(Verdict),
+}
+
+impl FilterStream {
+    fn with_stream<T>(&self, f: impl FnOnce(&mut StreamData) -> T) -> Option<T> {
+        self.instance.vm.borrow_mut().stream(self.ctx).map(f)
+    }
+
+    /// `on_request_headers`: the headers go in, and come back as the plugin left them.
+    pub async fn request_headers(&mut self, headers: &mut wasmproxy_host::Headers, eos: bool) -> Verdict {
+        self.with_stream(|s| s.request_headers = Some(std::mem::take(headers)));
+        let verdict =
+            self.run(StreamType::HttpRequest, |vm, ctx| vm.on_request_headers(ctx, eos).map(|s| s.is_stop())).await;
+        *headers = self.with_stream(|s| s.request_headers.take()).flatten().unwrap_or_default();
+        verdict
+    }
+
+    /// One chunk through the body callback, as Envoy does: the plugin sees everything it
+    /// has held back so far plus this chunk; Continue passes it all on; Pause holds it
+    /// (up to `limit` bytes) until a later chunk, or the end, or `continue_stream`.
+    pub async fn data(&mut self, direction: StreamType, chunk: Bytes, eos: bool, limit: usize) -> DataVerdict {
+        let request = direction == StreamType::HttpRequest;
+        let holding = if request { self.holding_request } else { self.holding_response };
+        let held = self
+            .with_stream(|s| {
+                let slot = if request { &mut s.request_body } else { &mut s.response_body };
+                match slot {
+                    Some(body) if holding => body.extend_from_slice(&chunk),
+                    _ => *slot = Some(chunk.to_vec()),
+                }
+                slot.as_ref().map_or(0, Vec::len)
+            })
+            .unwrap_or(0);
+        let step = self.step(direction, |vm, ctx| {
+            if request {
+                vm.on_request_body(ctx, eos).map(|s| s.is_stop())
+            } else {
+                vm.on_response_body(ctx, eos).map(|s| s.is_stop())
+            }
+        });
+        let verdict = match step {
+            Step::Continued => Verdict::Continue,
+            Step::Done(v) => v,
+            Step::Stopped if !eos => {
+                if held > limit {
+                    // Envoy: over the buffer limit, 413 for requests, 500 for responses.
+                    let (status, body) =
+                        if request { (413, "Payload Too Large") } else { (500, "Internal Server Error") };
+                    return DataVerdict::Done(Verdict::LocalReply(LocalReply {
+                        status,
+                        body: body.as_bytes().to_vec(),
+                        headers: wasmproxy_host::Headers::new(),
+                    }));
+                }
+                if request {
+                    self.holding_request = true;
+                } else {
+                    self.holding_response = true;
+                }
+                return DataVerdict::Held;
+            }
+            Step::Stopped => self.wait(direction).await,
+        };
+        if request {
+            self.holding_request = false;
+        } else {
+            self.holding_response = false;
+        }
+        match verdict {
+            Verdict::Continue => DataVerdict::Pass(
+                self.with_stream(|s| if request { s.request_body.take() } else { s.response_body.take() })
+                    .flatten()
+                    .map(Bytes::from)
+                    .unwrap_or_default(),
+            ),
+            other => DataVerdict::Done(other),
+        }
+    }
+
+    /// `on_request_trailers` or `on_response_trailers`.
+    pub async fn trailers(&mut self, direction: StreamType, trailers: &mut wasmproxy_host::Headers) -> Verdict {
+        let request = direction == StreamType::HttpRequest;
+        self.with_stream(|s| {
+            let slot = if request { &mut s.request_trailers } else { &mut s.response_trailers };
+            *slot = Some(std::mem::take(trailers));
+        });
+        let verdict = self
+            .run(direction, |vm, ctx| {
+                let status = if request { vm.on_request_trailers(ctx) } else { vm.on_response_trailers(ctx) };
+                status.map(|s| s == FilterStatus::StopIteration)
+            })
+            .await;
+        *trailers = self
+            .with_stream(|s| if request { s.request_trailers.take() } else { s.response_trailers.take() })
+            .flatten()
+            .unwrap_or_default();
+        verdict
+    }
+
+    /// `on_response_headers`.
+    pub async fn response_headers(&mut self, headers: &mut wasmproxy_host::Headers, eos: bool) -> Verdict {
+        self.with_stream(|s| s.response_headers = Some(std::mem::take(headers)));
+        let verdict =
+            self.run(StreamType::HttpResponse, |vm, ctx| vm.on_response_headers(ctx, eos).map(|s| s.is_stop())).await;
+        *headers = self.with_stream(|s| s.response_headers.take()).flatten().unwrap_or_default();
+        verdict
+    }
+
+    /// Runs a callback; if the plugin stopped, waits for it to continue (or reply, or reset).
+    async fn run(
+        &mut self,
+        direction: StreamType,
+        call: impl FnOnce(&mut WasmVm, u32) -> Result<bool, VmError>,
+    ) -> Verdict {
+        match self.step(direction, call) {
+            Step::Continued => Verdict::Continue,
+            Step::Done(v) => v,
+            Step::Stopped => self.wait(direction).await,
+        }
+    }
+
+    /// Runs a callback and applies what it asked for this stream.
+    fn step(&mut self, direction: StreamType, call: impl FnOnce(&mut WasmVm, u32) -> Result<bool, VmError>) -> Step {
+        let (stopped, actions) = {
+            let mut vm = self.instance.vm.borrow_mut();
+            match call(&mut vm, self.ctx) {
+                Ok(stopped) => (stopped, vm.take_actions()),
+                Err(_) => return Step::Done(Verdict::Failed),
+            }
+        };
+        let mut continued = false;
+        let mut others = Vec::new();
+        for (ctx, action) in actions {
+            if ctx != self.ctx {
+                others.push((ctx, action));
+                continue;
+            }
+            match own_action(action, direction) {
+                Some(Verdict::Continue) => continued = true,
+                Some(v) => {
+                    self.instance.dispatch(others);
+                    return Step::Done(v);
+                }
+                None => {}
+            }
+        }
+        self.instance.dispatch(others);
+        if !stopped || continued { Step::Continued } else { Step::Stopped }
+    }
+
+    /// Waits for the plugin to continue this direction (or reply, or reset).
+    async fn wait(&mut self, direction: StreamType) -> Verdict {
+        let rx = self.rx.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.instance.waiters.borrow_mut().insert(self.ctx, tx);
+            rx
+        });
+        while let Some(action) = rx.recv().await {
+            if let Some(v) = own_action(action, direction) {
+                return v;
+            }
+        }
+        Verdict::Failed
+    }
+
+    /// The access-log phase: `on_log`, which sees the final headers again. They are lent
+    /// to the context for the call and come back, for the next filter.
+    pub fn log(&self, request: &mut Option<wasmproxy_host::Headers>, response: &mut Option<wasmproxy_host::Headers>) {
+        self.instance.waiters.borrow_mut().remove(&self.ctx);
+        let mut vm = self.instance.vm.borrow_mut();
+        if let Some(s) = vm.stream(self.ctx) {
+            s.request_headers = request.take();
+            s.response_headers = response.take();
+            s.request_body = None;
+            s.response_body = None;
+        }
+        let _ = vm.on_log(self.ctx);
+        vm.take_actions();
+        if let Some(s) = vm.stream(self.ctx) {
+            *request = s.request_headers.take();
+            *response = s.response_headers.take();
+        }
+    }
+
+    /// The end of the stream, once every filter has logged (Envoy 1.40's order): `on_done`,
+    /// then `on_delete`. The stream's properties go with the context.
+    pub fn end(self) {
+        let mut vm = self.instance.vm.borrow_mut();
+        if vm.on_done(self.ctx).is_ok() {
+            let _ = vm.on_delete(self.ctx);
+        }
+        vm.take_actions();
+        self.instance.streams.borrow_mut().remove(&self.ctx);
+    }
+}
+
+fn own_action(action: StreamAction, direction: StreamType) -> Option<Verdict> {
+    match action {
+        StreamAction::Continue(d) if d == direction => Some(Verdict::Continue),
+        StreamAction::SendLocalResponse { status, body, headers, .. } => {
+            Some(Verdict::LocalReply(LocalReply { status: status as u16, body, headers }))
+        }
+        StreamAction::Close(_) => Some(Verdict::Reset),
+        _ => None,
+    }
+}

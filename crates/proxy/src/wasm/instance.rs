@@ -1,0 +1,242 @@
+//! One plugin VM on one worker: shared by every plugin with the same VM key, its timers
+//! and queue notifications run as local tasks, rebuilt after a failure under FAIL_RELOAD.
+
+use rustc_hash::FxHashMap as HashMap;
+use std::cell::{Cell, OnceCell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use wasmproxy_config::model::WasmPlugin;
+use wasmproxy_host::{ContextKind, PluginModule, StreamAction, VmConfig, VmError, WasmVm};
+
+use crate::stream_info::StreamRef;
+use crate::stream_info::node::NodeAttributes;
+use crate::upstream::cluster::Clusters;
+use crate::wasm::embedder::EmbedderParts;
+use crate::wasm::http_filter::FilterStream;
+use crate::wasm::plugin::{plugin_config, vm_config};
+
+/// The streams a VM's contexts belong to, for property lookups.
+pub(super) type StreamsByContext = Rc<RefCell<HashMap<u32, StreamRef>>>;
+
+/// One VM on one worker, shared by every plugin with the same VM key (vm_id, VM
+/// configuration, code), each with its own root context, as in Envoy.
+pub struct PluginInstance {
+    pub(super) vm: RefCell<WasmVm>,
+    pub(super) waiters: RefCell<HashMap<u32, mpsc::UnboundedSender<StreamAction>>>,
+    ticks: Rc<Notify>,
+    pub(super) streams: StreamsByContext,
+    /// `wasm.<runtime>.active`, lowered when the VM goes.
+    active: wasmproxy_stats::Gauge,
+    /// What it takes to build the VM again (FAIL_RELOAD).
+    pub(super) rebuild: Rebuild,
+}
+
+/// How to build a failed VM again: its module, VM configuration, the plugins in the order
+/// their root contexts were made, and when it was last (re)loaded.
+pub(super) struct Rebuild {
+    module: Arc<PluginModule>,
+    pub(super) vm_config: VmConfig,
+    parts: EmbedderParts,
+    pub(super) plugins: RefCell<Vec<(WasmPlugin, u32)>>,
+    last_load: Cell<Option<std::time::Instant>>,
+    created: wasmproxy_stats::Counter,
+}
+
+/// Envoy's reload counters for one plugin: `wasm.<plugin name>.vm_reload*`.
+pub struct ReloadStats {
+    reload: wasmproxy_stats::Counter,
+    success: wasmproxy_stats::Counter,
+    failure: wasmproxy_stats::Counter,
+    backoff: wasmproxy_stats::Counter,
+}
+
+impl ReloadStats {
+    /// The counters of the plugin named `name`.
+    pub fn new(store: &wasmproxy_stats::Store, name: &str) -> ReloadStats {
+        let c = |suffix: &str| store.counter(wasmproxy_stats::StatName::plain(format!("wasm.{name}.{suffix}")));
+        ReloadStats {
+            reload: c("vm_reload"),
+            success: c("vm_reload_success"),
+            failure: c("vm_reload_failure"),
+            backoff: c("vm_reload_backoff"),
+        }
+    }
+}
+
+impl Drop for PluginInstance {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
+}
+
+impl PluginInstance {
+    /// Starts a VM on this worker, with its timers and queue notifications running as
+    /// local tasks; plugins are added with [`PluginInstance::add_plugin`].
+    pub fn start(
+        module: &Arc<PluginModule>,
+        config: &WasmPlugin,
+        clusters: Rc<Clusters>,
+        node: Rc<NodeAttributes>,
+        store: &wasmproxy_stats::Store,
+    ) -> Result<Rc<PluginInstance>, VmError> {
+        let cell = Rc::new(OnceCell::new());
+        let ticks = Rc::new(Notify::new());
+        let (queue_tx, mut queue_rx) = mpsc::unbounded_channel();
+        let streams = StreamsByContext::default();
+        let parts = EmbedderParts { clusters, node, instance: cell.clone(), ticks: ticks.clone(), queue_tx, streams };
+        let vm = WasmVm::new(module, vm_config(config), Box::new(parts.embedder()))?;
+        // Envoy's VM counts, named after the configured runtime (wasmproxy runs every
+        // runtime on wasmtime): `wasm.envoy.wasm.runtime.v8.created` / `.active`.
+        let runtime = if config.vm.runtime.is_empty() { "envoy.wasm.runtime.v8" } else { &config.vm.runtime };
+        let created = store.counter(wasmproxy_stats::StatName::plain(format!("wasm.{runtime}.created")));
+        created.inc();
+        let active = store.gauge(wasmproxy_stats::StatName::plain(format!("wasm.{runtime}.active")));
+        active.inc();
+        let streams = parts.streams.clone();
+        let instance = Rc::new(PluginInstance {
+            vm: RefCell::new(vm),
+            waiters: RefCell::new(HashMap::default()),
+            ticks,
+            streams,
+            active,
+            rebuild: Rebuild {
+                module: module.clone(),
+                vm_config: vm_config(config),
+                parts,
+                plugins: RefCell::default(),
+                last_load: Cell::new(Some(std::time::Instant::now())),
+                created,
+            },
+        });
+        let _ = cell.set(Rc::downgrade(&instance));
+        let weak = Rc::downgrade(&instance);
+        tokio::task::spawn_local(async move {
+            while let Some((root, queue)) = queue_rx.recv().await {
+                let Some(instance) = weak.upgrade() else { return };
+                instance.deliver(|vm| vm.on_queue_ready(root, queue));
+            }
+        });
+        let weak = Rc::downgrade(&instance);
+        tokio::task::spawn_local(async move {
+            loop {
+                let Some(instance) = weak.upgrade() else { return };
+                let due = instance.vm.borrow().next_tick_due();
+                let notify = instance.ticks.clone();
+                drop(instance);
+                match due {
+                    Some(at) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(at.into()) => {
+                                let Some(instance) = weak.upgrade() else { return };
+                                instance.deliver(|vm| vm.run_due_ticks(std::time::Instant::now()).map(drop));
+                            }
+                            _ = notify.notified() => {}
+                        }
+                    }
+                    None => notify.notified().await,
+                }
+            }
+        });
+        Ok(instance)
+    }
+
+    /// Runs a root-context callback, then hands the actions it produced to their streams.
+    pub(super) fn deliver(&self, call: impl FnOnce(&mut WasmVm) -> Result<(), VmError>) {
+        let (result, actions) = {
+            let mut vm = self.vm.borrow_mut();
+            let result = call(&mut vm);
+            (result, vm.take_actions())
+        };
+        self.dispatch(actions);
+        if result.is_err() {
+            // Waiting streams see their channel close and apply the failure policy.
+            self.waiters.borrow_mut().clear();
+        }
+    }
+
+    pub(super) fn dispatch(&self, actions: Vec<(u32, StreamAction)>) {
+        let waiters = self.waiters.borrow();
+        for (ctx, action) in actions {
+            if let Some(tx) = waiters.get(&ctx) {
+                let _ = tx.send(action);
+            }
+        }
+    }
+
+    /// Adds a plugin: its root context, configured (`on_vm_start`, `on_configure`).
+    pub fn add_plugin(&self, config: &WasmPlugin) -> Result<u32, VmError> {
+        let root = self.vm.borrow_mut().create_root_context(Arc::new(plugin_config(config)))?;
+        self.rebuild.plugins.borrow_mut().push((config.clone(), root));
+        Ok(root)
+    }
+
+    /// FAIL_RELOAD, as Envoy does it: a failed VM is built again for the next stream,
+    /// unless the last (re)load was less than the plugin's backoff ago (`vm_reload_backoff`;
+    /// the stream is then answered as FAIL_CLOSED would). Every plugin of the VM gets its
+    /// root context again, with the same ids. True if the VM is live.
+    pub fn revive(&self, plugin: &WasmPlugin, stats: &ReloadStats) -> bool {
+        if self.vm.borrow().failure().is_none() {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        // Envoy 1.40 draws the wait anew for each stream, from [base, 1.5 × base) after the
+        // last (re)load; its `max_interval` does not come into it.
+        let (base, _max) = plugin.reload_backoff.unwrap_or((Duration::from_secs(1), Duration::from_secs(10)));
+        let wait = base.mul_f64(1.0 + 0.5 * crate::random::unit());
+        if let Some(last) = self.rebuild.last_load.get()
+            && now.duration_since(last) < wait
+        {
+            stats.backoff.inc();
+            return false;
+        }
+        stats.reload.inc();
+        self.rebuild.last_load.set(Some(now));
+        match self.build_again() {
+            Ok(vm) => {
+                *self.vm.borrow_mut() = vm;
+                self.rebuild.created.inc();
+                self.waiters.borrow_mut().clear();
+                // The new VM's timers are the tick task's to wait for.
+                self.ticks.notify_one();
+                stats.success.inc();
+                tracing::warn!(
+                    "Wasm VM {:?} reloaded after a failure (plugin {:?})",
+                    self.rebuild.vm_config.vm_id,
+                    plugin.name
+                );
+                true
+            }
+            Err(e) => {
+                stats.failure.inc();
+                tracing::error!(
+                    "Wasm VM {:?} could not be reloaded (plugin {:?}): {e}",
+                    self.rebuild.vm_config.vm_id,
+                    plugin.name
+                );
+                false
+            }
+        }
+    }
+
+    /// A new VM with every plugin's root context, made in the same order, so the root
+    /// ids the filters hold stay right.
+    fn build_again(&self) -> Result<WasmVm, VmError> {
+        let r = &self.rebuild;
+        let mut vm = WasmVm::new(&r.module, r.vm_config.clone(), Box::new(r.parts.embedder()))?;
+        for (plugin, root) in r.plugins.borrow().iter() {
+            if vm.create_root_context(Arc::new(plugin_config(plugin)))? != *root {
+                return Err(VmError::Instantiate("the reloaded VM gave a plugin another root id".into()));
+            }
+        }
+        Ok(vm)
+    }
+
+    pub(super) fn start_stream(self: &Rc<Self>, root: u32, info: &StreamRef) -> Result<FilterStream, VmError> {
+        let ctx = self.vm.borrow_mut().create_context(root, ContextKind::Http)?;
+        self.streams.borrow_mut().insert(ctx, info.clone());
+        Ok(FilterStream { instance: self.clone(), ctx, rx: None, holding_request: false, holding_response: false })
+    }
+}
