@@ -44,6 +44,7 @@ mod json;
 mod listener;
 pub mod model;
 mod reader;
+mod resources;
 mod route;
 mod tree;
 mod validate;
@@ -53,6 +54,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
+pub use resources::{CLUSTER_TYPE, LISTENER_TYPE, load_cluster_file, load_listener_file};
 
 use reader::{Ctx, Field};
 
@@ -67,12 +69,7 @@ pub fn load_file(path: &Path) -> Result<Bootstrap, ConfigErrors> {
 pub fn load_file_with_warnings(path: &Path) -> Result<(Bootstrap, Vec<ConfigError>), ConfigErrors> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
-    let format = match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => Format::Json,
-        Some("yaml" | "yml") => Format::Yaml,
-        _ => Format::Sniff,
-    };
-    load(&text, path.parent().unwrap_or(Path::new("")), format)
+    load(&text, path.parent().unwrap_or(Path::new("")), Format::of(path))
 }
 
 /// Loads a bootstrap from text (YAML, or JSON when it starts with `{` and parses as JSON).
@@ -93,6 +90,17 @@ enum Format {
     /// JSON if the text starts with `{` and parses as JSON, else YAML (JSON's error is reported
     /// if neither parses, since the text looked like JSON).
     Sniff,
+}
+
+impl Format {
+    /// `.json` files are JSON, `.yaml` and `.yml` files YAML; other names are decided by content.
+    fn of(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => Format::Json,
+            Some("yaml" | "yml") => Format::Yaml,
+            _ => Format::Sniff,
+        }
+    }
 }
 
 fn parse(text: &str, format: Format) -> Result<tree::Node, ConfigError> {

@@ -25,6 +25,41 @@ pub struct Bootstrap {
     pub stats_flush_interval: Duration,
     /// The configuration as given, as JSON (admin `/config_dump`).
     pub document: serde_json::Value,
+    /// `dynamic_resources`: listeners and clusters read from files and read again when
+    /// the files change.
+    pub dynamic_resources: DynamicResources,
+}
+
+/// `dynamic_resources`: where listeners (LDS) and clusters (CDS) come from besides
+/// `static_resources`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DynamicResources {
+    /// `lds_config`.
+    pub lds: Option<FileSource>,
+    /// `cds_config`.
+    pub cds: Option<FileSource>,
+}
+
+/// A `ConfigSource` that is a file (`path_config_source`, or the deprecated `path`): read
+/// at start and again whenever it is replaced (moved into place, as Envoy expects).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSource {
+    /// `path`: the file holding a `DiscoveryResponse` (`version_info`, `resources`).
+    pub path: std::path::PathBuf,
+    /// `watched_directory.path`: a move into this directory triggers the reload instead
+    /// of a change to `path` itself (for Kubernetes ConfigMaps' symlink swaps).
+    pub watched_directory: Option<std::path::PathBuf>,
+}
+
+/// The resources of one dynamic resource file, as a `DiscoveryResponse` holds them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceFile<T> {
+    /// `version_info` (empty if absent).
+    pub version_info: String,
+    /// `resources`, in order.
+    pub resources: Vec<T>,
+    /// Each resource as given, as JSON (admin `/config_dump`).
+    pub documents: Vec<serde_json::Value>,
 }
 
 impl Default for Bootstrap {
@@ -38,6 +73,7 @@ impl Default for Bootstrap {
             runtime: Vec::new(),
             stats_flush_interval: Duration::from_secs(5),
             document: serde_json::Value::Null,
+            dynamic_resources: DynamicResources::default(),
         }
     }
 }

@@ -16,6 +16,9 @@ pub(crate) struct Refs {
     pub listeners: Vec<(String, Origin)>,
     /// Addresses bound by listeners and the admin listener.
     pub binds: Vec<(SocketAddress, Origin)>,
+    /// Clusters also come from a CDS file: a name no static cluster has is not an error
+    /// yet (a request to a cluster that is still missing gets 503, as in Envoy).
+    pub clusters_from_files: bool,
 }
 
 /// Whether a network filter ends the chain (HTTP connection manager, TCP proxy) or not (Wasm).
@@ -65,7 +68,7 @@ pub(crate) fn check_references(ctx: &mut Ctx) {
     duplicates(ctx, "cluster", &refs.clusters);
     duplicates(ctx, "listener", &refs.listeners);
     for (name, origin) in &refs.cluster_refs {
-        if !refs.clusters.iter().any(|(n, _)| n == name) {
+        if !refs.clusters_from_files && !refs.clusters.iter().any(|(n, _)| n == name) {
             ctx.error(origin, format!("unknown cluster {name:?}"));
         }
     }

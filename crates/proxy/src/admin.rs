@@ -8,7 +8,7 @@
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -42,6 +42,28 @@ pub enum LogControlError {
     UnknownLogger,
 }
 
+/// What admin shows of the configuration now: the bound listeners and the dynamic resources.
+#[derive(Default)]
+pub struct LiveView {
+    /// Every listener's name and bound address (port 0 resolved).
+    pub listeners: Vec<(String, SocketAddr)>,
+    /// The listeners from the LDS file, with the version and time they came with.
+    pub dynamic_listeners: Option<Accepted>,
+    /// The clusters from the CDS file.
+    pub dynamic_clusters: Option<Accepted>,
+}
+
+/// A dynamic resource file as last accepted.
+#[derive(Clone)]
+pub struct Accepted {
+    /// Its `version_info`.
+    pub version_info: String,
+    /// When it was accepted.
+    pub last_updated: std::time::SystemTime,
+    /// Each resource as given.
+    pub documents: Vec<serde_json::Value>,
+}
+
 /// What the admin listener answers from.
 pub struct AdminState {
     /// The process's stats.
@@ -50,8 +72,8 @@ pub struct AdminState {
     pub upstreams: Arc<Upstreams>,
     /// The configuration.
     pub config: Arc<Bootstrap>,
-    /// The listeners (name, bound address).
-    pub listeners: Vec<(String, SocketAddr)>,
+    /// The bound listeners and the dynamic resources now, kept by the main thread.
+    pub live: Arc<RwLock<LiveView>>,
     /// The command line, as `/server_info` shows it (`command_line_options`).
     pub command_line: Value,
     /// Run-time log levels, if the binary gave them.
@@ -71,7 +93,7 @@ impl AdminState {
         store: Arc<Store>,
         upstreams: Arc<Upstreams>,
         config: Arc<Bootstrap>,
-        listeners: Vec<(String, SocketAddr)>,
+        live: Arc<RwLock<LiveView>>,
         command_line: Value,
         concurrency: usize,
         logging: Option<Arc<dyn LogControl>>,
@@ -88,7 +110,7 @@ impl AdminState {
             store,
             upstreams,
             config,
-            listeners,
+            live,
             command_line,
             logging,
             quit,
@@ -104,6 +126,11 @@ impl AdminState {
         self.store.flush();
         self.uptime.set(self.started.elapsed().as_secs());
         self.refresh_memory();
+    }
+
+    /// What is served now.
+    fn live(&self) -> std::sync::RwLockReadGuard<'_, LiveView> {
+        self.live.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn refresh_memory(&self) {
@@ -294,13 +321,14 @@ fn route(path: &str, query: &[(String, String)], state: &AdminState) -> Answer {
         "/clusters" => ok(clusters_text(state)),
         "/listeners" if param(query, "format") == Some("json") => {
             let statuses: Vec<Value> = state
+                .live()
                 .listeners
                 .iter()
                 .map(|(name, a)| json!({"name": name, "local_address": socket_address(a)}))
                 .collect();
             Answer(StatusCode::OK, JSON, pretty(&json!({ "listener_statuses": statuses })))
         }
-        "/listeners" => ok(state.listeners.iter().map(|(name, a)| format!("{name}::{a}\n")).collect()),
+        "/listeners" => ok(state.live().listeners.iter().map(|(name, a)| format!("{name}::{a}\n")).collect()),
         "/logging" => logging(query, state),
         "/reset_counters" => {
             for c in state.store.snapshot().counters {
@@ -443,12 +471,45 @@ fn config_dump(state: &AdminState) -> Value {
         }
     }
     const PREFIX: &str = "type.googleapis.com/envoy.admin.v3.";
+    let mut cluster_dump = json!({"@type": format!("{PREFIX}ClustersConfigDump"), "static_clusters": clusters});
+    let mut listener_dump = json!({"@type": format!("{PREFIX}ListenersConfigDump"), "static_listeners": listeners});
+    let live = state.live();
+    // The dynamic resources as Envoy dumps them: each with the version and time it came with.
+    if let Some(accepted) = &live.dynamic_clusters {
+        let (version, updated) = (&accepted.version_info, rfc3339(accepted.last_updated));
+        let dynamic: Vec<Value> = accepted
+            .documents
+            .iter()
+            .map(|c| json!({"version_info": version, "cluster": c, "last_updated": updated}))
+            .collect();
+        cluster_dump["version_info"] = json!(version);
+        cluster_dump["dynamic_active_clusters"] = json!(dynamic);
+    }
+    if let Some(accepted) = &live.dynamic_listeners {
+        let (version, updated) = (&accepted.version_info, rfc3339(accepted.last_updated));
+        let dynamic: Vec<Value> = accepted
+            .documents
+            .iter()
+            .map(|l| {
+                let state = json!({"version_info": version, "listener": l, "last_updated": updated});
+                json!({"name": l["name"], "active_state": state})
+            })
+            .collect();
+        listener_dump["version_info"] = json!(version);
+        listener_dump["dynamic_listeners"] = json!(dynamic);
+    }
     json!({"configs": [
         {"@type": format!("{PREFIX}BootstrapConfigDump"), "bootstrap": doc},
-        {"@type": format!("{PREFIX}ClustersConfigDump"), "static_clusters": clusters},
-        {"@type": format!("{PREFIX}ListenersConfigDump"), "static_listeners": listeners},
+        cluster_dump,
+        listener_dump,
         {"@type": format!("{PREFIX}RoutesConfigDump"), "static_route_configs": routes},
     ]})
+}
+
+/// A time as protobuf's JSON writes a `Timestamp` (`2026-12-04T15:04:05.123Z`).
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let u = crate::clock::Utc::at(t);
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", u.year, u.month, u.day, u.hour, u.minute, u.second, u.millis)
 }
 
 fn clusters_text(state: &AdminState) -> String {

@@ -75,10 +75,10 @@ struct FinishedStream {
 pub struct Hcm {
     /// The configuration.
     pub config: HttpConnectionManager,
-    /// The compiled routes.
-    pub routes: RouteTable,
+    /// The compiled routes (built once, on the main thread).
+    pub routes: Arc<RouteTable>,
     /// The Wasm filters, in order (the router is implicit, last).
-    pub filters: Vec<FilterSlot>,
+    pub filters: Vec<Rc<FilterSlot>>,
     /// This worker's clusters.
     pub clusters: Rc<Clusters>,
     /// Its stats (`http.<stat_prefix>.*`).
@@ -87,7 +87,7 @@ pub struct Hcm {
     pub access_logs: Vec<Arc<AccessLogger>>,
     /// Its Wasm access loggers: each plugin's root context sees every finished request
     /// in `on_log`.
-    pub wasm_loggers: Vec<FilterSlot>,
+    pub wasm_loggers: Vec<Rc<FilterSlot>>,
     /// The most body bytes the filters may hold back in one direction of a stream (the
     /// listener's `per_connection_buffer_limit_bytes`; `usize::MAX` for none); over it,
     /// 413 for requests, 500 for responses, as in Envoy.

@@ -467,6 +467,11 @@ impl Upstreams {
         self.lock().entry(cluster.to_string()).or_default().current = addrs.to_vec();
     }
 
+    /// `cluster` is gone (its figures with it).
+    pub fn remove(&self, cluster: &str) {
+        self.lock().remove(cluster);
+    }
+
     /// Every cluster (by name) with its current endpoints and their figures.
     pub fn members(&self) -> Vec<(String, Vec<Member>)> {
         self.lock()

@@ -3,6 +3,9 @@
 //! and a fixed memory cap). Keys wasmproxy does not know are left alone, as Envoy does.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 /// The plugin callback deadline: a callback running longer fails its VM.
@@ -91,10 +94,19 @@ mod tests {
 /// Open downstream connections against their limits, shared by every worker.
 #[derive(Debug, Default)]
 pub struct ConnectionLimits {
-    /// Per listener (by index): open connections and the limit, if any.
-    listeners: Vec<(std::sync::atomic::AtomicU64, Option<u64>)>,
-    global: std::sync::atomic::AtomicU64,
+    /// `envoy.resource_limits.listener.<name>.connection_limit`, by listener name.
+    listener_limits: std::collections::HashMap<String, u64>,
+    /// Each listener's open connections, by name (kept for a listener that comes back).
+    open: std::sync::Mutex<std::collections::HashMap<String, Arc<AtomicU64>>>,
+    global: AtomicU64,
     global_limit: Option<u64>,
+}
+
+/// One listener's open connections and limit, which its accept loops count against.
+#[derive(Debug, Clone)]
+pub struct ListenerLimit {
+    open: Arc<AtomicU64>,
+    limit: Option<u64>,
 }
 
 /// Why a connection was refused.
@@ -107,46 +119,45 @@ pub enum Overflow {
 }
 
 impl ConnectionLimits {
-    /// The limits for `listeners` (names, in order).
-    pub fn new(tunables: &Tunables, listeners: &[String]) -> ConnectionLimits {
+    /// The limits the runtime sets.
+    pub fn new(tunables: &Tunables) -> ConnectionLimits {
         ConnectionLimits {
-            listeners: listeners
-                .iter()
-                .map(|n| (Default::default(), tunables.listener_connection_limits.get(n).copied()))
-                .collect(),
+            listener_limits: tunables.listener_connection_limits.clone(),
+            open: Default::default(),
             global: Default::default(),
             global_limit: tunables.global_max_connections,
         }
     }
 
-    /// Counts a new connection on listener `li` in, or says which limit it is over.
-    pub fn admit(&self, li: usize) -> Result<(), Overflow> {
-        use std::sync::atomic::Ordering::Relaxed;
+    /// The count and limit of the listener named `name`.
+    pub fn listener(&self, name: &str) -> ListenerLimit {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        ListenerLimit {
+            open: open.entry(name.to_string()).or_default().clone(),
+            limit: self.listener_limits.get(name).copied(),
+        }
+    }
+
+    /// Counts a new connection on `listener` in, or says which limit it is over.
+    pub fn admit(&self, listener: &ListenerLimit) -> Result<(), Overflow> {
         // Each count goes up first; one over its limit is taken back.
-        let over = |open: &std::sync::atomic::AtomicU64, limit: Option<u64>| {
-            open.fetch_add(1, Relaxed) >= limit.unwrap_or(u64::MAX)
-        };
+        let over = |open: &AtomicU64, limit: Option<u64>| open.fetch_add(1, Relaxed) >= limit.unwrap_or(u64::MAX);
         if over(&self.global, self.global_limit) {
             self.global.fetch_sub(1, Relaxed);
             return Err(Overflow::Global);
         }
-        if let Some((open, limit)) = self.listeners.get(li)
-            && over(open, *limit)
-        {
-            open.fetch_sub(1, Relaxed);
+        if over(&listener.open, listener.limit) {
+            listener.open.fetch_sub(1, Relaxed);
             self.global.fetch_sub(1, Relaxed);
             return Err(Overflow::Listener);
         }
         Ok(())
     }
 
-    /// A connection admitted on listener `li` ended.
-    pub fn release(&self, li: usize) {
-        use std::sync::atomic::Ordering::Relaxed;
+    /// A connection admitted on `listener` ended.
+    pub fn release(&self, listener: &ListenerLimit) {
         self.global.fetch_sub(1, Relaxed);
-        if let Some((open, _)) = self.listeners.get(li) {
-            open.fetch_sub(1, Relaxed);
-        }
+        listener.open.fetch_sub(1, Relaxed);
     }
 }
 
@@ -161,12 +172,15 @@ mod limit_tests {
             global_max_connections: Some(2),
             ..Default::default()
         };
-        let limits = ConnectionLimits::new(&t, &["a".into(), "b".into()]);
-        assert_eq!(limits.admit(0), Ok(()));
-        assert_eq!(limits.admit(0), Err(Overflow::Listener));
-        assert_eq!(limits.admit(1), Ok(()));
-        assert_eq!(limits.admit(1), Err(Overflow::Global));
-        limits.release(0);
-        assert_eq!(limits.admit(1), Ok(()));
+        let limits = ConnectionLimits::new(&t);
+        let (a, b) = (limits.listener("a"), limits.listener("b"));
+        assert_eq!(limits.admit(&a), Ok(()));
+        assert_eq!(limits.admit(&a), Err(Overflow::Listener));
+        assert_eq!(limits.admit(&b), Ok(()));
+        assert_eq!(limits.admit(&b), Err(Overflow::Global));
+        limits.release(&a);
+        assert_eq!(limits.admit(&b), Ok(()));
+        // A listener that comes back under the same name counts on.
+        assert_eq!(limits.listener("a").open.load(Relaxed), 0);
     }
 }

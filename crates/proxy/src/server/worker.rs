@@ -1,55 +1,54 @@
-//! A worker thread: its own single-threaded runtime, listener sockets, clusters and
-//! plugin VMs; it accepts connections and serves them until told to stop.
+//! A worker thread: its own single-threaded runtime, listener sockets, clusters and plugin
+//! VMs. It serves the configuration snapshots its inbox brings, one after the other,
+//! keeping what did not change, until told to stop.
 
-use std::collections::HashMap;
 use std::net::TcpListener as StdListener;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use tokio::sync::watch;
-use wasmproxy_config::model::{AccessLogSink, Bootstrap, HttpFilter, NetworkFilter, WasmPlugin};
-use wasmproxy_host::PluginModule;
+use tokio::sync::{mpsc, watch};
+use wasmproxy_config::model::Node;
 use wasmproxy_stats::Store;
 
 use crate::hcm::Hcm;
-use crate::hcm::connection::serve_http;
-use crate::hcm::route_table::RouteTable;
-use crate::observe::access_log::AccessLogger;
 use crate::observe::stats::{HttpStats, ListenerStats, Upstreams, address_stat_name};
-use crate::server::tunables::{ConnectionLimits, Overflow};
-use crate::stream_info::ConnectionInfo;
+use crate::server::drain::Drain;
+use crate::server::listener::{Current, Served, Terminal, accept_loop};
+use crate::server::snapshot::{ListenerSnapshot, Snapshot, TerminalSnapshot};
+use crate::server::tunables::ConnectionLimits;
 use crate::stream_info::node::NodeAttributes;
 use crate::tcp::TcpChain;
 use crate::upstream::cluster::Clusters;
 use crate::wasm::http_filter::FilterSlot;
-use crate::wasm::instance::PluginInstance;
+use crate::wasm::plugin::LoadedPlugin;
+use crate::wasm::registry::Registry;
 
-/// Every plugin's compiled module.
-#[derive(Default)]
-pub struct Modules {
-    /// Wasm HTTP filters, by listener and HTTP filter index.
-    pub filters: HashMap<(usize, usize), Arc<PluginModule>>,
-    /// Wasm network filters, by listener and network filter index.
-    pub network: HashMap<(usize, usize), Arc<PluginModule>>,
-    /// Wasm services, by their index in `bootstrap_extensions`.
-    pub services: Vec<Arc<PluginModule>>,
-    /// Access loggers of each listener's HTTP connection manager, by listener index.
-    pub access_logs: HashMap<usize, Vec<Arc<AccessLogger>>>,
-    /// Wasm access loggers, by listener and `access_log` index.
-    pub access_log_plugins: HashMap<(usize, usize), Arc<PluginModule>>,
+/// What the main thread tells a worker.
+pub enum WorkerMessage {
+    /// Serve this configuration. `sockets` has this worker's socket for each listener (by
+    /// name) that needs a new one: a new listener, or one that moved to another address.
+    /// `done` hears whether it was applied.
+    Configure {
+        /// The configuration.
+        snapshot: Arc<Snapshot>,
+        /// New sockets, by listener name.
+        sockets: Vec<(String, StdListener)>,
+        /// Told once the worker serves the configuration (or why it could not).
+        done: std::sync::mpsc::Sender<Result<(), String>>,
+    },
 }
 
 /// What a worker (or the main thread, which runs the singleton services) is given to start.
 pub struct WorkerSetup {
-    /// The configuration.
-    pub config: Arc<Bootstrap>,
-    /// Compiled plugin modules.
-    pub modules: Arc<Modules>,
-    /// One socket per listener, in listener order (none on the main thread).
-    pub sockets: Vec<StdListener>,
-    /// The Wasm services this thread runs (by index): the per-worker ones on each worker,
-    /// the singletons on the main thread.
-    pub services: Vec<usize>,
+    /// Where configurations come from; the first one arrives before the worker is ready.
+    pub inbox: mpsc::UnboundedReceiver<WorkerMessage>,
+    /// Whether this thread serves listeners (the main thread serves none).
+    pub serves_listeners: bool,
+    /// The Wasm services this thread runs: the per-worker ones on each worker, the
+    /// singletons on the main thread.
+    pub services: Vec<LoadedPlugin>,
+    /// The node, for `xds.node`.
+    pub node: Node,
     /// Set to true to stop.
     pub shutdown: watch::Receiver<bool>,
     /// The process's stats.
@@ -60,298 +59,237 @@ pub struct WorkerSetup {
     pub limits: Arc<ConnectionLimits>,
     /// The worker's index (`None` on the main thread).
     pub worker: Option<usize>,
-    /// How long connections may take to finish once the server is told to stop.
+    /// How long connections may take to finish once the server is told to stop, or once
+    /// their listener is replaced or removed.
     pub drain_time: std::time::Duration,
 }
 
-/// Runs a worker on this thread; `ready` hears once whether it started.
-pub fn run(setup: WorkerSetup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+/// Runs a worker on this thread until the server stops.
+pub fn run(mut setup: WorkerSetup) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            let _ = ready.send(Err(format!("cannot start a worker runtime: {e}")));
+            // The first configuration's `done` says so, and start-up fails.
+            if let Some(WorkerMessage::Configure { done, .. }) = setup.inbox.blocking_recv() {
+                let _ = done.send(Err(format!("cannot start a worker runtime: {e}")));
+            }
             return;
         }
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        // The services live as long as the thread: their root contexts tick and take
-        // queue messages from their VM's tasks.
-        let (hcms, _services) = match build(&setup).await {
-            Ok(built) => built,
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        };
-        let mut listeners = Vec::new();
-        for socket in setup.sockets {
-            match tokio::net::TcpListener::from_std(socket) {
-                Ok(l) => listeners.push(l),
-                Err(e) => {
-                    let _ = ready.send(Err(format!("cannot use a listener socket: {e}")));
-                    return;
-                }
-            }
-        }
-        let _ = ready.send(Ok(()));
         let drain = Drain::new(setup.shutdown.clone());
-        for (listener, served) in listeners.into_iter().zip(hcms) {
-            if let Some(served) = served {
-                tokio::task::spawn_local(accept_loop(listener, served, drain.clone()));
-            }
-        }
-        let mut shutdown = setup.shutdown;
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
+        let mut worker = Worker::new(&setup, drain.clone());
+        let mut services_started = false;
+        loop {
+            let message = tokio::select! {
+                message = setup.inbox.recv() => message,
+                _ = drain.stopping() => break,
+            };
+            // No more configurations (no dynamic resources): serve the last until stopped.
+            let Some(WorkerMessage::Configure { snapshot, sockets, done }) = message else {
+                drain.stopping().await;
                 break;
+            };
+            let mut applied = worker.apply(&snapshot, sockets).await;
+            // The services start with the first configuration (their callouts need its
+            // clusters) and live as long as the thread.
+            if applied.is_ok() && !services_started {
+                services_started = true;
+                applied = worker.start_services(&setup.services);
             }
+            let _ = done.send(applied);
         }
         // Stopped: the accept loops have closed their sockets; connections finish what
         // they accepted (HTTP/1.1 answers its request and closes, HTTP/2 sends GOAWAY), up
         // to the drain time.
-        let open = drain.open.get();
+        let open = drain.open();
         if open > 0 {
             tracing::info!("draining {open} connection(s) for at most {:?}", setup.drain_time);
             if tokio::time::timeout(setup.drain_time, drain.all_closed()).await.is_err() {
-                tracing::warn!("drain time over: closing {} connection(s)", drain.open.get());
+                tracing::warn!("drain time over: closing {} connection(s)", drain.open());
             }
         }
         crate::teardown::mark_stopped();
     });
 }
 
-/// The connections of one worker, for a drain: how many are open, and the stop signal
-/// each watches.
-#[derive(Clone)]
-struct Drain {
-    shutdown: watch::Receiver<bool>,
-    open: Rc<std::cell::Cell<usize>>,
-    closed: Rc<tokio::sync::Notify>,
+/// A listener as this worker serves it.
+struct ActiveListener {
+    snapshot: Arc<ListenerSnapshot>,
+    /// What new connections get (none for a listener wasmproxy takes no connection on).
+    current: Option<Current>,
+    /// The accept loop, which owns the socket.
+    accept: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Drain {
-    fn new(shutdown: watch::Receiver<bool>) -> Drain {
-        Drain { shutdown, open: Rc::default(), closed: Rc::default() }
-    }
-
-    fn opened(&self) {
-        self.open.set(self.open.get() + 1);
-    }
-
-    fn closed(&self) {
-        self.open.set(self.open.get().saturating_sub(1));
-        self.closed.notify_waiters();
-    }
-
-    async fn all_closed(&self) {
-        while self.open.get() > 0 {
-            let notified = self.closed.notified();
-            if self.open.get() == 0 {
-                return;
-            }
-            notified.await;
+impl ActiveListener {
+    /// This version's connections drain; with `close`, the socket closes too.
+    fn retire(&self, drain_time: std::time::Duration, close: bool) {
+        if let Some(current) = &self.current {
+            current.borrow().retirement.retire(drain_time);
         }
-    }
-
-    /// Resolves when the server is told to stop.
-    async fn stopping(&self) {
-        let mut rx = self.shutdown.clone();
-        while !*rx.borrow_and_update() {
-            if rx.changed().await.is_err() {
-                return;
-            }
+        if close && let Some(accept) = &self.accept {
+            accept.abort();
         }
     }
 }
 
-/// What serves a listener's connections.
-#[derive(Clone)]
-enum Terminal {
-    /// The HTTP connection manager.
-    Http(Rc<Hcm>),
-    /// The TCP proxy with its Wasm network filters.
-    Tcp(Rc<TcpChain>),
-}
-
-/// How a listener's connections are served on one worker.
-struct Served {
-    terminal: Terminal,
-    /// What its connections tell plugins: `xds.listener_direction`, `xds.filter_chain_name`.
-    listener_direction: i64,
-    filter_chain_name: Rc<str>,
-    stats: ListenerStats,
-    /// The listener's index (for its connection limit).
-    index: usize,
+/// One worker's state: what it serves now.
+struct Worker {
+    index: Option<usize>,
+    serves_listeners: bool,
+    stats: Arc<Store>,
+    clusters: Rc<Clusters>,
+    plugins: Registry,
+    listeners: Vec<ActiveListener>,
+    services: Vec<Rc<FilterSlot>>,
+    service_plugins: Vec<LoadedPlugin>,
     limits: Arc<ConnectionLimits>,
+    drain: Drain,
+    drain_time: std::time::Duration,
 }
 
-/// A service's VM and its root context.
-type Service = (Rc<PluginInstance>, u32);
-
-async fn build(setup: &WorkerSetup) -> Result<(Vec<Option<Served>>, Vec<Service>), String> {
-    let clusters =
-        Rc::new(Clusters::new(&setup.config.clusters, &setup.stats, &setup.upstreams, setup.worker == Some(0)).await);
-    let node = Rc::new(NodeAttributes::new(&setup.config.node));
-    let mut hcms = Vec::new();
-    let mut vms: HashMap<(String, Vec<u8>, String), Rc<PluginInstance>> = HashMap::new();
-    // Envoy's VM key: plugins with the same vm_id, VM configuration and code share a VM.
-    let mut instance = |module: &Arc<PluginModule>, plugin: &WasmPlugin| -> Result<Rc<PluginInstance>, String> {
-        let key = (plugin.vm.vm_id.clone(), plugin.vm.configuration.clone(), module.sha256_hex());
-        if let Some(vm) = vms.get(&key) {
-            return Ok(Rc::clone(vm));
+impl Worker {
+    fn new(setup: &WorkerSetup, drain: Drain) -> Worker {
+        let clusters = Rc::new(Clusters::new(&setup.stats, &setup.upstreams, setup.worker == Some(0)));
+        let node = Rc::new(NodeAttributes::new(&setup.node));
+        Worker {
+            index: setup.worker,
+            serves_listeners: setup.serves_listeners,
+            stats: setup.stats.clone(),
+            plugins: Registry::new(clusters.clone(), node, setup.stats.clone()),
+            clusters,
+            listeners: Vec::new(),
+            services: Vec::new(),
+            service_plugins: Vec::new(),
+            limits: setup.limits.clone(),
+            drain,
+            drain_time: setup.drain_time,
         }
-        let vm = PluginInstance::start(module, plugin, clusters.clone(), node.clone(), &setup.stats)
-            .map_err(|e| e.to_string())?;
-        vms.insert(key, vm.clone());
-        Ok(vm)
-    };
-    let mut services = Vec::new();
-    for &si in &setup.services {
-        let (Some(service), Some(module)) = (setup.config.wasm_services.get(si), setup.modules.services.get(si)) else {
-            return Err("internal: a service module is missing".into());
+    }
+
+    /// Serves `snapshot`: clusters first (a listener may route to a new one), then each
+    /// listener, kept as it is if unchanged, swapped if changed (its old version drains),
+    /// started if new; listeners gone drain and close. Plugins no listener uses any more go.
+    async fn apply(&mut self, snapshot: &Snapshot, mut sockets: Vec<(String, StdListener)>) -> Result<(), String> {
+        self.clusters.update(&snapshot.clusters).await;
+        if self.serves_listeners {
+            let mut next = Vec::with_capacity(snapshot.listeners.len());
+            for listener in &snapshot.listeners {
+                let name = &listener.config.name;
+                let socket = sockets.iter().position(|(n, _)| n == name).map(|i| sockets.swap_remove(i).1);
+                let old = self.listeners.iter().position(|l| l.snapshot.config.name == *name);
+                let old = old.map(|i| self.listeners.swap_remove(i));
+                next.push(self.listener(listener, old, socket)?);
+            }
+            for gone in self.listeners.drain(..) {
+                gone.retire(self.drain_time, true);
+            }
+            self.listeners = next;
+        }
+        let mut used: Vec<LoadedPlugin> = self.service_plugins.clone();
+        for l in &self.listeners {
+            match &l.snapshot.terminal {
+                TerminalSnapshot::Http(http) => used.extend(http.filters.iter().chain(&http.wasm_loggers).cloned()),
+                TerminalSnapshot::Tcp { filters, .. } => used.extend(filters.iter().cloned()),
+                TerminalSnapshot::None => {}
+            }
+        }
+        self.plugins.keep_only(&used);
+        Ok(())
+    }
+
+    /// One listener of a new snapshot, given its version being served (if any) and a new
+    /// socket (if it needs one).
+    fn listener(
+        &mut self,
+        snapshot: &Arc<ListenerSnapshot>,
+        old: Option<ActiveListener>,
+        socket: Option<StdListener>,
+    ) -> Result<ActiveListener, String> {
+        if let Some(old) = old {
+            if Arc::ptr_eq(&old.snapshot, snapshot) && socket.is_none() {
+                return Ok(old);
+            }
+            // Replaced at the same address: new connections get the new version on the
+            // same socket, the old version's connections drain. (The main thread sends a
+            // new socket when the address changed or either version takes no connection.)
+            if socket.is_none()
+                && let Some(current) = &old.current
+                && let Some(served) = self.served(snapshot)?
+            {
+                old.retire(self.drain_time, false);
+                *current.borrow_mut() = Rc::new(served);
+                return Ok(ActiveListener { snapshot: snapshot.clone(), current: old.current, accept: old.accept });
+            }
+            old.retire(self.drain_time, true);
+        }
+        let socket = socket.ok_or_else(|| format!("listener {}: no socket", snapshot.config.name))?;
+        let listener = tokio::net::TcpListener::from_std(socket)
+            .map_err(|e| format!("listener {}: cannot use its socket: {e}", snapshot.config.name))?;
+        let Some(served) = self.served(snapshot)? else {
+            // Bound, taking no connection (as before): the socket stays open with the task.
+            let accept = tokio::task::spawn_local(async move {
+                let _listener = listener;
+                std::future::pending::<()>().await
+            });
+            return Ok(ActiveListener { snapshot: snapshot.clone(), current: None, accept: Some(accept) });
         };
-        let fail = |e: String| format!("Wasm service {:?}: {e}", service.plugin.name);
-        let vm = instance(module, &service.plugin).map_err(fail)?;
-        let root = vm.add_plugin(&service.plugin).map_err(|e| fail(e.to_string()))?;
-        services.push((vm, root));
+        let current: Current = Rc::new(std::cell::RefCell::new(Rc::new(served)));
+        let accept = accept_loop(listener, current.clone(), self.limits.clone(), self.drain.clone());
+        let accept = tokio::task::spawn_local(accept);
+        Ok(ActiveListener { snapshot: snapshot.clone(), current: Some(current), accept: Some(accept) })
     }
-    if setup.sockets.is_empty() {
-        return Ok((hcms, services));
-    }
-    for (li, listener) in setup.config.listeners.iter().enumerate() {
-        let chain = &listener.filter_chain;
+
+    /// How this worker serves a listener's connections (none for a listener without a
+    /// terminal filter wasmproxy serves).
+    fn served(&mut self, snapshot: &ListenerSnapshot) -> Result<Option<Served>, String> {
+        let listener = &snapshot.config;
+        let fail = |e: String| format!("listener {}: {e}", listener.name);
         let address = address_stat_name(&listener.address.address, listener.address.port);
-        let about = |terminal| {
-            Some(Served {
-                terminal,
-                listener_direction: listener.traffic_direction,
-                filter_chain_name: Rc::from(chain.name.as_str()),
-                stats: ListenerStats::new(&setup.stats, &address, setup.worker.unwrap_or(0)),
-                index: li,
-                limits: setup.limits.clone(),
-            })
-        };
-        if let Some(NetworkFilter::TcpProxy(proxy)) = chain.filters.last() {
-            let cluster = clusters.get(&proxy.cluster).ok_or_else(|| format!("unknown cluster {}", proxy.cluster))?;
-            let mut filters = Vec::new();
-            for (fi, filter) in chain.filters.iter().enumerate() {
-                if let NetworkFilter::Wasm(plugin) = filter {
-                    let module = setup.modules.network.get(&(li, fi)).ok_or("internal: a plugin module is missing")?;
-                    let fail = |e: String| format!("listener {}: Wasm filter {:?}: {e}", listener.name, plugin.name);
-                    let vm = instance(module, plugin).map_err(fail)?;
-                    let root = vm.add_plugin(plugin).map_err(|e| fail(e.to_string()))?;
-                    filters.push(FilterSlot::new(vm, root, plugin, &setup.stats));
-                }
+        let terminal = match &snapshot.terminal {
+            TerminalSnapshot::None => return Ok(None),
+            TerminalSnapshot::Tcp { cluster, filters } => {
+                let filters = filters.iter().map(|p| self.plugins.plugin(p)).collect::<Result<_, _>>().map_err(fail)?;
+                Terminal::Tcp(Rc::new(TcpChain { filters, cluster: cluster.clone(), clusters: self.clusters.clone() }))
             }
-            hcms.push(about(Terminal::Tcp(Rc::new(TcpChain { filters, cluster }))));
-            continue;
-        }
-        let Some(NetworkFilter::HttpConnectionManager(config)) =
-            chain.filters.iter().find(|f| matches!(f, NetworkFilter::HttpConnectionManager(_)))
-        else {
-            hcms.push(None);
-            continue;
-        };
-        let routes = RouteTable::new(&config.route_config).map_err(|e| format!("listener {}: {e}", listener.name))?;
-        let mut filters = Vec::new();
-        for (fi, filter) in config.http_filters.iter().enumerate() {
-            if let HttpFilter::Wasm(plugin) = filter {
-                let module = setup.modules.filters.get(&(li, fi)).ok_or("internal: a plugin module is missing")?;
-                let fail = |e: String| format!("listener {}: Wasm filter {:?}: {e}", listener.name, plugin.name);
-                let vm = instance(module, plugin).map_err(fail)?;
-                let root = vm.add_plugin(plugin).map_err(|e| fail(e.to_string()))?;
-                filters.push(FilterSlot::new(vm, root, plugin, &setup.stats));
+            TerminalSnapshot::Http(http) => {
+                let filters = http.filters.iter().map(|p| self.plugins.plugin(p)).collect::<Result<_, _>>();
+                let wasm_loggers = http.wasm_loggers.iter().map(|p| self.plugins.plugin(p)).collect::<Result<_, _>>();
+                Terminal::Http(Rc::new(Hcm {
+                    config: http.config.clone(),
+                    routes: http.routes.clone(),
+                    filters: filters.map_err(fail)?,
+                    clusters: self.clusters.clone(),
+                    stats: HttpStats::new(&self.stats, &http.config.stat_prefix, &address),
+                    access_logs: http.access_logs.clone(),
+                    wasm_loggers: wasm_loggers.map_err(fail)?,
+                    buffer_limit: match listener.buffer_limit_bytes {
+                        0 => usize::MAX,
+                        n => n as usize,
+                    },
+                }))
             }
-        }
-        let stats = HttpStats::new(&setup.stats, &config.stat_prefix, &address);
-        let access_logs = setup.modules.access_logs.get(&li).cloned().unwrap_or_default();
-        let mut wasm_loggers = Vec::new();
-        for (ai, log) in config.access_logs.iter().enumerate() {
-            if let AccessLogSink::Wasm(plugin) = &log.sink {
-                let module =
-                    setup.modules.access_log_plugins.get(&(li, ai)).ok_or("internal: a plugin module is missing")?;
-                let fail = |e: String| format!("listener {}: Wasm access logger {:?}: {e}", listener.name, plugin.name);
-                let vm = instance(module, plugin).map_err(fail)?;
-                let root = vm.add_plugin(plugin).map_err(|e| fail(e.to_string()))?;
-                wasm_loggers.push(FilterSlot::new(vm, root, plugin, &setup.stats));
-            }
-        }
-        let hcm = Hcm {
-            config: (**config).clone(),
-            routes,
-            filters,
-            clusters: clusters.clone(),
-            stats,
-            access_logs,
-            wasm_loggers,
-            buffer_limit: match listener.buffer_limit_bytes {
-                0 => usize::MAX,
-                n => n as usize,
-            },
         };
-        hcms.push(about(Terminal::Http(Rc::new(hcm))));
+        Ok(Some(Served {
+            terminal,
+            listener_direction: listener.traffic_direction,
+            filter_chain_name: Rc::from(listener.filter_chain.name.as_str()),
+            stats: ListenerStats::new(&self.stats, &address, self.index.unwrap_or(0)),
+            limit: self.limits.listener(&listener.name),
+            retirement: Default::default(),
+        }))
     }
-    Ok((hcms, services))
-}
 
-/// Connection ids, unique in the process (Envoy's `connection.id`).
-static NEXT_CONNECTION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-async fn accept_loop(listener: tokio::net::TcpListener, served: Served, drain: Drain) {
-    let served = Rc::new(served);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            // Stop accepting: the socket closes as the loop ends.
-            _ = drain.stopping() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        // Over a connection limit, the connection is closed at once (Envoy's overflow).
-        match served.limits.admit(served.index) {
-            Ok(()) => {}
-            Err(Overflow::Listener) => {
-                served.stats.cx_overflow.inc();
-                continue;
-            }
-            Err(Overflow::Global) => {
-                served.stats.global_cx_overflow.inc();
-                continue;
-            }
+    /// Starts this thread's Wasm services: a root context each, living as long as the thread.
+    fn start_services(&mut self, services: &[LoadedPlugin]) -> Result<(), String> {
+        for service in services {
+            let slot =
+                self.plugins.plugin(service).map_err(|e| format!("Wasm service {:?}: {e}", service.plugin.name))?;
+            self.services.push(slot);
+            self.service_plugins.push(service.clone());
         }
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(peer);
-        let id = NEXT_CONNECTION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let connection = Rc::new(ConnectionInfo {
-            id,
-            peer,
-            local,
-            listener_direction: served.listener_direction,
-            filter_chain_name: served.filter_chain_name.clone(),
-            protocol_known: Default::default(),
-            http2: Default::default(),
-            activity: Default::default(),
-        });
-        let accepted = std::time::Instant::now();
-        served.stats.connection_opened();
-        let served = served.clone();
-        let drain = drain.clone();
-        drain.opened();
-        tokio::task::spawn_local(async move {
-            match &served.terminal {
-                Terminal::Tcp(chain) => chain.clone().serve(stream, connection).await,
-                Terminal::Http(hcm) => serve_http(hcm.clone(), stream, connection, drain.stopping()).await,
-            }
-            served.stats.connection_closed(accepted.elapsed());
-            served.limits.release(served.index);
-            drain.closed();
-        });
+        Ok(())
     }
 }

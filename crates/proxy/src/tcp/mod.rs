@@ -15,16 +15,19 @@ use wasmproxy_host::StreamAction;
 
 use crate::limits::{BUFFER_LIMIT_BYTES, TCP_READ_BYTES};
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
-use crate::upstream::cluster::Cluster;
+use crate::upstream::cluster::Clusters;
+use crate::upstream::error::UpstreamError;
 use crate::wasm::http_filter::FilterSlot;
 use crate::wasm::network_filter::{ConnectionFilter, Opened, TcpVerdict};
 
 /// One listener's TCP proxy on one worker.
 pub struct TcpChain {
     /// The Wasm network filters, in order.
-    pub filters: Vec<FilterSlot>,
-    /// `tcp_proxy.cluster`.
-    pub cluster: Rc<Cluster>,
+    pub filters: Vec<Rc<FilterSlot>>,
+    /// `tcp_proxy.cluster`, looked up for each connection.
+    pub cluster: String,
+    /// This worker's clusters.
+    pub clusters: Rc<Clusters>,
 }
 
 /// What woke the connection's task.
@@ -58,11 +61,15 @@ impl TcpChain {
             }
         }
         // Plugins see the cluster (and the endpoint) once the upstream is being connected.
-        info.borrow_mut().cluster_name = self.cluster.name().to_string();
-        let (upstream, _open) = match self.cluster.connect_tcp(Some(&info)).await {
+        info.borrow_mut().cluster_name = self.cluster.clone();
+        let connected = match self.clusters.get(&self.cluster) {
+            Some(cluster) => cluster.connect_tcp(Some(&info)).await,
+            None => Err(UpstreamError::NoHealthyUpstream),
+        };
+        let (upstream, _open) = match connected {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!("tcp_proxy to {}: {e:?}", self.cluster.name());
+                tracing::debug!("tcp_proxy to {}: {e:?}", self.cluster);
                 let _ = downstream.shutdown().await;
                 return finish(filters, PeerType::Local);
             }

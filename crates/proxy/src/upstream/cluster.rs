@@ -23,9 +23,14 @@ use crate::stream_info::StreamRef;
 use crate::upstream::error::UpstreamError;
 use crate::upstream::pool::{EndpointPool, OpenConnection, SendError};
 
-/// Every cluster of one worker, by name.
+/// Every cluster of one worker, by name: replaced as a whole when the configuration
+/// changes, while requests already sent keep the cluster they started on.
 pub struct Clusters {
-    by_name: HashMap<String, Rc<Cluster>>,
+    by_name: RefCell<HashMap<String, Rc<Cluster>>>,
+    store: Arc<Store>,
+    upstreams: Arc<Upstreams>,
+    /// Whether this copy counts endpoint changes (one copy per process does).
+    primary: bool,
 }
 
 /// One cluster on one worker.
@@ -51,25 +56,40 @@ pub struct UpstreamResponse {
 }
 
 impl Clusters {
-    /// Every cluster, with its endpoints resolved (DNS clusters keep resolving).
-    /// The `primary` copy (one per process: the first worker's) counts endpoint changes.
-    pub async fn new(
-        configs: &[model::Cluster],
-        store: &Arc<Store>,
-        upstreams: &Arc<Upstreams>,
-        primary: bool,
-    ) -> Clusters {
-        let mut by_name = HashMap::new();
+    /// No clusters yet (see [`Clusters::update`]). The `primary` copy (one per process: the
+    /// first worker's) counts endpoint changes.
+    pub fn new(store: &Arc<Store>, upstreams: &Arc<Upstreams>, primary: bool) -> Clusters {
+        Clusters { by_name: RefCell::default(), store: store.clone(), upstreams: upstreams.clone(), primary }
+    }
+
+    /// Takes the clusters of a new configuration, with their endpoints resolved (DNS
+    /// clusters keep resolving). A cluster whose configuration is unchanged keeps its
+    /// connections; a changed one starts afresh; a removed one goes (its idle connections
+    /// close) once the requests still on it end.
+    pub async fn update(&self, configs: &[Arc<model::Cluster>]) {
+        let mut next = HashMap::new();
         for c in configs {
-            let stats = Rc::new(ClusterStats::new(store, &c.name));
-            by_name.insert(c.name.clone(), Cluster::start_cluster(c, stats, upstreams.clone(), primary).await);
+            let kept = self.by_name.borrow().get(&c.name).filter(|old| old.config == **c).cloned();
+            let cluster = match kept {
+                Some(cluster) => cluster,
+                None => {
+                    let stats = Rc::new(ClusterStats::new(&self.store, &c.name));
+                    Cluster::start_cluster(c, stats, self.upstreams.clone(), self.primary).await
+                }
+            };
+            next.insert(c.name.clone(), cluster);
         }
-        Clusters { by_name }
+        let old = self.by_name.replace(next);
+        if self.primary {
+            for name in old.keys().filter(|n| !self.by_name.borrow().contains_key(*n)) {
+                self.upstreams.remove(name);
+            }
+        }
     }
 
     /// The cluster of that name.
     pub fn get(&self, name: &str) -> Option<Rc<Cluster>> {
-        self.by_name.get(name).cloned()
+        self.by_name.borrow().get(name).cloned()
     }
 }
 
@@ -137,11 +157,6 @@ impl Cluster {
     /// The cluster's stats (shared by every worker's copy of the cluster).
     pub fn stats(&self) -> &ClusterStats {
         &self.stats
-    }
-
-    /// The cluster's name.
-    pub fn name(&self) -> &str {
-        &self.config.name
     }
 
     /// A TCP connection to one endpoint (for `tcp_proxy`), noted in the stream's info.

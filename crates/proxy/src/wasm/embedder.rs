@@ -117,7 +117,7 @@ impl Embedder for WorkerEmbedder {
         let (vm_id, plugins) = match self.parts.instance.get().and_then(Weak::upgrade) {
             Some(i) => {
                 let names: Vec<String> =
-                    i.rebuild.plugins.borrow().iter().map(|(p, _)| format!("{:?}", p.name)).collect();
+                    i.rebuild.plugins.borrow().iter().flatten().map(|(p, _)| format!("{:?}", p.name)).collect();
                 (i.rebuild.vm_config.vm_id.clone(), names.join(", "))
             }
             None => (String::new(), String::new()),

@@ -14,12 +14,14 @@ use crate::http::reply::{DataVerdict, LocalReply, Verdict};
 use crate::stream_info::StreamRef;
 use crate::wasm::instance::{PluginInstance, ReloadStats};
 
-/// One Wasm filter in a chain: a root context in a (possibly shared) VM.
+/// One plugin on a worker: its root context in a (possibly shared) VM, used by every
+/// filter chain that configures the same plugin. Dropped when no configuration uses it any
+/// more and the streams on it have finished: its root context is then shut down.
 pub struct FilterSlot {
     /// The VM.
     pub vm: Rc<PluginInstance>,
-    /// This plugin's root context in it.
-    pub root: u32,
+    /// The plugin's index in the VM (see [`PluginInstance::root`]).
+    pub index: usize,
     /// What to do when the VM fails.
     pub failure_policy: FailurePolicy,
     /// The plugin and its reload counters (reloading is tried only under FAIL_RELOAD).
@@ -29,9 +31,19 @@ pub struct FilterSlot {
 impl FilterSlot {
     /// The plugin `plugin` in `vm` at root context `root`; its `wasm.<name>.vm_reload*`
     /// counters are registered in `store`, as Envoy registers them for every plugin.
-    pub fn new(vm: Rc<PluginInstance>, root: u32, plugin: &WasmPlugin, store: &wasmproxy_stats::Store) -> FilterSlot {
+    pub fn new(
+        vm: Rc<PluginInstance>,
+        index: usize,
+        plugin: &WasmPlugin,
+        store: &wasmproxy_stats::Store,
+    ) -> FilterSlot {
         let stats = ReloadStats::new(store, &plugin.name);
-        FilterSlot { vm, root, failure_policy: plugin.failure_policy, reload: Rc::new((plugin.clone(), stats)) }
+        FilterSlot { vm, index, failure_policy: plugin.failure_policy, reload: Rc::new((plugin.clone(), stats)) }
+    }
+
+    /// The plugin's root context now.
+    pub fn root(&self) -> u32 {
+        self.vm.root(self.index)
     }
 
     /// Under FAIL_RELOAD, a failed VM is built again (see [`PluginInstance::revive`]).
@@ -42,9 +54,11 @@ impl FilterSlot {
     }
 
     /// A new stream through this plugin.
-    pub fn start_stream(&self, info: &StreamRef) -> Result<FilterStream, VmError> {
+    pub fn start_stream(self: &Rc<Self>, info: &StreamRef) -> Result<FilterStream, VmError> {
         self.revive();
-        self.vm.start_stream(self.root, info)
+        let mut stream = self.vm.start_stream(self.root(), info)?;
+        stream.slot = Some(self.clone());
+        Ok(stream)
     }
 
     /// A Wasm access logger's turn: as in Envoy, the plugin's root context gets
@@ -55,24 +69,32 @@ impl FilterSlot {
         request: &mut Option<wasmproxy_host::Headers>,
         response: &mut Option<wasmproxy_host::Headers>,
     ) {
-        let instance = &self.vm;
-        instance.streams.borrow_mut().insert(self.root, info.clone());
+        let (instance, root) = (&self.vm, self.root());
+        instance.streams.borrow_mut().insert(root, info.clone());
         {
             let mut vm = instance.vm.borrow_mut();
-            if let Some(s) = vm.stream(self.root) {
+            if let Some(s) = vm.stream(root) {
                 s.request_headers = request.take();
                 s.response_headers = response.take();
             }
-            if let Err(e) = vm.on_log(self.root) {
+            if let Err(e) = vm.on_log(root) {
                 tracing::debug!("Wasm access logger: {e}");
             }
             vm.take_actions();
-            if let Some(s) = vm.stream(self.root) {
+            if let Some(s) = vm.stream(root) {
                 *request = s.request_headers.take();
                 *response = s.response_headers.take();
             }
         }
-        instance.streams.borrow_mut().remove(&self.root);
+        instance.streams.borrow_mut().remove(&root);
+    }
+}
+
+impl Drop for FilterSlot {
+    fn drop(&mut self) {
+        if !crate::teardown::stopped() {
+            self.vm.remove_plugin(self.index);
+        }
     }
 }
 
@@ -84,6 +106,8 @@ pub struct FilterStream {
     pub(super) rx: Option<mpsc::UnboundedReceiver<StreamAction>>,
     pub(super) holding_request: bool,
     pub(super) holding_response: bool,
+    /// The plugin, kept while the stream runs on its root context.
+    pub(super) slot: Option<Rc<FilterSlot>>,
 }
 
 /// The outcome of one callback for this stream.

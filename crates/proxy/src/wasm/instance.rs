@@ -34,13 +34,14 @@ pub struct PluginInstance {
     pub(super) rebuild: Rebuild,
 }
 
-/// How to build a failed VM again: its module, VM configuration, the plugins in the order
-/// their root contexts were made, and when it was last (re)loaded.
+/// How to build a failed VM again: its module, VM configuration, the plugins (by the index
+/// [`PluginInstance::add_plugin`] gave them, with their root context now; `None` once
+/// removed), and when it was last (re)loaded.
 pub(super) struct Rebuild {
     module: Arc<PluginModule>,
     pub(super) vm_config: VmConfig,
     parts: EmbedderParts,
-    pub(super) plugins: RefCell<Vec<(WasmPlugin, u32)>>,
+    pub(super) plugins: RefCell<Vec<Option<(WasmPlugin, u32)>>>,
     last_load: Cell<Option<std::time::Instant>>,
     created: wasmproxy_stats::Counter,
 }
@@ -167,10 +168,34 @@ impl PluginInstance {
     }
 
     /// Adds a plugin: its root context, configured (`on_vm_start`, `on_configure`).
-    pub fn add_plugin(&self, config: &WasmPlugin) -> Result<u32, VmError> {
+    /// Returns the plugin's index in this VM, which stays its own across reloads (its root
+    /// context id may not: see [`PluginInstance::root`]).
+    pub fn add_plugin(&self, config: &WasmPlugin) -> Result<usize, VmError> {
         let root = self.vm.borrow_mut().create_root_context(Arc::new(plugin_config(config)))?;
-        self.rebuild.plugins.borrow_mut().push((config.clone(), root));
-        Ok(root)
+        let mut plugins = self.rebuild.plugins.borrow_mut();
+        plugins.push(Some((config.clone(), root)));
+        Ok(plugins.len() - 1)
+    }
+
+    /// The root context of the plugin at `index` now (0 once it is removed: no context).
+    pub fn root(&self, index: usize) -> u32 {
+        self.rebuild.plugins.borrow().get(index).and_then(|p| p.as_ref()).map_or(0, |(_, root)| *root)
+    }
+
+    /// Removes a plugin whose configuration is gone: its root context is shut down
+    /// (`on_done`, then deleted once the plugin is done), as Envoy does when a filter's
+    /// configuration is replaced. Streams already running on it finish first.
+    pub fn remove_plugin(&self, index: usize) {
+        let Some((_, root)) = self.rebuild.plugins.borrow_mut().get_mut(index).and_then(Option::take) else { return };
+        if self.vm.borrow().failure().is_some() {
+            return;
+        }
+        let actions = {
+            let mut vm = self.vm.borrow_mut();
+            let _ = vm.shutdown_root(root);
+            vm.take_actions()
+        };
+        self.dispatch(actions);
     }
 
     /// FAIL_RELOAD, as Envoy does it: a failed VM is built again for the next stream,
@@ -195,8 +220,11 @@ impl PluginInstance {
         stats.reload.inc();
         self.rebuild.last_load.set(Some(now));
         match self.build_again() {
-            Ok(vm) => {
+            Ok((vm, roots)) => {
                 *self.vm.borrow_mut() = vm;
+                for ((_, root), new) in self.rebuild.plugins.borrow_mut().iter_mut().flatten().zip(roots) {
+                    *root = new;
+                }
                 self.rebuild.created.inc();
                 self.waiters.borrow_mut().clear();
                 // The new VM's timers are the tick task's to wait for.
@@ -221,22 +249,28 @@ impl PluginInstance {
         }
     }
 
-    /// A new VM with every plugin's root context, made in the same order, so the root
-    /// ids the filters hold stay right.
-    fn build_again(&self) -> Result<WasmVm, VmError> {
+    /// A new VM with every plugin's root context, made in the same order; the new root
+    /// ids are recorded once the VM is in place.
+    fn build_again(&self) -> Result<(WasmVm, Vec<u32>), VmError> {
         let r = &self.rebuild;
         let mut vm = WasmVm::new(&r.module, r.vm_config.clone(), Box::new(r.parts.embedder()))?;
-        for (plugin, root) in r.plugins.borrow().iter() {
-            if vm.create_root_context(Arc::new(plugin_config(plugin)))? != *root {
-                return Err(VmError::Instantiate("the reloaded VM gave a plugin another root id".into()));
-            }
+        let mut roots = Vec::new();
+        for (plugin, _) in r.plugins.borrow().iter().flatten() {
+            roots.push(vm.create_root_context(Arc::new(plugin_config(plugin)))?);
         }
-        Ok(vm)
+        Ok((vm, roots))
     }
 
     pub(super) fn start_stream(self: &Rc<Self>, root: u32, info: &StreamRef) -> Result<FilterStream, VmError> {
         let ctx = self.vm.borrow_mut().create_context(root, ContextKind::Http)?;
         self.streams.borrow_mut().insert(ctx, info.clone());
-        Ok(FilterStream { instance: self.clone(), ctx, rx: None, holding_request: false, holding_response: false })
+        Ok(FilterStream {
+            instance: self.clone(),
+            ctx,
+            rx: None,
+            holding_request: false,
+            holding_response: false,
+            slot: None,
+        })
     }
 }

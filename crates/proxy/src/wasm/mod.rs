@@ -6,3 +6,4 @@ pub mod http_filter;
 pub mod instance;
 pub mod network_filter;
 pub mod plugin;
+pub mod registry;

@@ -15,9 +15,9 @@ use crate::wasm::instance::PluginInstance;
 
 impl FilterSlot {
     /// A new TCP connection through this network filter.
-    pub fn start_connection(&self, info: &StreamRef) -> Result<ConnectionFilter, VmError> {
+    pub fn start_connection(self: &Rc<Self>, info: &StreamRef) -> Result<ConnectionFilter, VmError> {
         self.revive();
-        let ctx = self.vm.vm.borrow_mut().create_context(self.root, ContextKind::Tcp)?;
+        let ctx = self.vm.vm.borrow_mut().create_context(self.root(), ContextKind::Tcp)?;
         let (tx, rx) = mpsc::unbounded_channel();
         self.vm.waiters.borrow_mut().insert(ctx, tx);
         self.vm.streams.borrow_mut().insert(ctx, info.clone());
@@ -28,6 +28,7 @@ impl FilterSlot {
             held: [false; 2],
             held_end: [false; 2],
             fail_open: self.failure_policy == FailurePolicy::FailOpen,
+            _slot: self.clone(),
         })
     }
 }
@@ -56,6 +57,8 @@ pub struct ConnectionFilter {
     /// What a failure of the VM does to the connection: skip the filter (FAIL_OPEN, and
     /// FAIL_RELOAD until reloading lands) or close the connection.
     pub fail_open: bool,
+    /// The plugin, kept while the connection runs on its root context.
+    _slot: Rc<FilterSlot>,
 }
 
 /// How `on_new_connection` went.

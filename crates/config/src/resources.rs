@@ -1,0 +1,92 @@
+//! Dynamic resource files (`path_config_source`): a `DiscoveryResponse` holding
+//! `version_info` and `resources`, each an `Any` naming its type, read with the same
+//! readers and checks as the bootstrap's `static_resources`.
+
+use std::path::Path;
+
+use crate::cluster::read_cluster;
+use crate::error::{ConfigError, ConfigErrors};
+use crate::listener::read_listener;
+use crate::model::{Cluster, Listener, ResourceFile};
+use crate::reader::{Ctx, Field, Origin};
+use crate::tree::{self, Node, Value};
+
+const DISCOVERY_RESPONSE: &[&str] =
+    &["version_info", "resources", "canary", "type_url", "nonce", "control_plane", "resource_errors"];
+
+/// The type of listener resources.
+pub const LISTENER_TYPE: &str = "envoy.config.listener.v3.Listener";
+/// The type of cluster resources.
+pub const CLUSTER_TYPE: &str = "envoy.config.cluster.v3.Cluster";
+
+/// Reads a listener (LDS) file. Routes may name the clusters in `clusters` (the static and
+/// dynamic clusters known now): a route to another cluster is an error, as Envoy's
+/// `validate_clusters` makes it for a route configuration inside a listener. Relative Wasm
+/// file names resolve against `base_dir`.
+pub fn load_listener_file(
+    path: &Path,
+    base_dir: &Path,
+    clusters: &[String],
+) -> Result<ResourceFile<Listener>, ConfigErrors> {
+    let known = clusters.iter().map(|c| (c.clone(), Origin { path: String::new(), pos: None }));
+    let mut ctx = Ctx::new(base_dir.to_path_buf());
+    ctx.refs.clusters.extend(known);
+    load_resource_file(path, ctx, LISTENER_TYPE, read_listener)
+}
+
+/// Reads a cluster (CDS) file.
+pub fn load_cluster_file(path: &Path, base_dir: &Path) -> Result<ResourceFile<Cluster>, ConfigErrors> {
+    let ctx = Ctx::new(base_dir.to_path_buf());
+    load_resource_file(path, ctx, CLUSTER_TYPE, |ctx, field, _| read_cluster(ctx, field))
+}
+
+fn load_resource_file<T>(
+    path: &Path,
+    mut ctx: Ctx,
+    type_name: &str,
+    read: impl Fn(&mut Ctx, &Field<'_>, usize) -> Option<T>,
+) -> Result<ResourceFile<T>, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+    let root = crate::parse(&text, crate::Format::of(path))?;
+    tree::duplicate_keys(&root, "", &mut ctx.errors);
+    let mut file = ResourceFile { version_info: String::new(), resources: Vec::new(), documents: Vec::new() };
+    let top = Field::new(&root, "");
+    if root.value == Value::Null {
+        top.error(&mut ctx, "the file is empty: expected `resources`");
+    } else if let Some(mut msg) = top.message(&mut ctx, DISCOVERY_RESPONSE) {
+        if let Some(f) = msg.get(&mut ctx, "version_info") {
+            file.version_info = f.string(&mut ctx).unwrap_or_default();
+        }
+        if let Some(f) = msg.get(&mut ctx, "type_url")
+            && let Some(url) = f.string(&mut ctx)
+            && url.rsplit('/').next() != Some(type_name)
+        {
+            f.error(&mut ctx, format!("expected type.googleapis.com/{type_name}, found {url:?}"));
+        }
+        for (i, item) in msg.get(&mut ctx, "resources").map(|f| f.list()).unwrap_or_default().iter().enumerate() {
+            let Some(any) = item.any(&mut ctx) else { continue };
+            if any.type_name != type_name {
+                item.error(&mut ctx, format!("expected a {type_name}, found {:?}", any.type_name));
+                continue;
+            }
+            let body = without_type(any.body.node);
+            if let Some(resource) = read(&mut ctx, &Field::new(&body, item.path.clone()), i) {
+                file.resources.push(resource);
+                file.documents.push(item.node.to_json());
+            }
+        }
+        msg.finish(&mut ctx);
+    }
+    crate::validate::check_references(&mut ctx);
+    if ctx.errors.is_empty() { Ok(file) } else { Err(ConfigErrors { errors: ctx.errors }) }
+}
+
+/// A resource's mapping without its `"@type"` key, for the resource's own reader.
+fn without_type(node: &Node) -> Node {
+    let mut node = node.clone();
+    if let Value::Map(entries) = &mut node.value {
+        entries.retain(|e| e.key != "@type");
+    }
+    node
+}

@@ -1,0 +1,395 @@
+//! The main thread's hold on the configuration: the static resources, the dynamic ones last
+//! accepted from the LDS and CDS files, the sockets bound for each listener and every
+//! worker's inbox. A new configuration is built and checked here once, then handed to
+//! every worker; one that fails is rejected whole, and the last good one keeps serving.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use wasmproxy_config::model::{Bootstrap, Cluster, FileSource, Listener, ResourceFile, SocketAddress};
+use wasmproxy_stats::{Counter, Gauge, StatName, Store};
+
+use crate::admin::{Accepted, LiveView};
+use crate::server::ServerError;
+use crate::server::listener::bind_reuseport;
+use crate::server::snapshot::{Builder, Snapshot, TerminalSnapshot};
+use crate::server::worker::WorkerMessage;
+
+/// How long a worker may take to take a new configuration before the update is reported
+/// as failed (it still takes it when it can).
+const WORKER_APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A listener's sockets on the workers.
+struct Bound {
+    name: String,
+    configured: SocketAddress,
+    address: SocketAddr,
+    /// Whether it takes connections (a listener without a terminal filter wasmproxy serves does not).
+    serves: bool,
+}
+
+/// Envoy's stats of one file subscription (`listener_manager.lds.*`, `cluster_manager.cds.*`).
+struct SubscriptionStats {
+    attempt: Counter,
+    success: Counter,
+    rejected: Counter,
+}
+
+impl SubscriptionStats {
+    fn new(store: &Store, prefix: &str) -> SubscriptionStats {
+        let c = |name: &str| store.counter(StatName::plain(format!("{prefix}.{name}")));
+        SubscriptionStats { attempt: c("update_attempt"), success: c("update_success"), rejected: c("update_rejected") }
+    }
+}
+
+/// Envoy's listener and cluster manager stats.
+struct ManagerStats {
+    listener_added: Counter,
+    listener_modified: Counter,
+    listener_removed: Counter,
+    listeners_active: Gauge,
+    cluster_added: Counter,
+    cluster_modified: Counter,
+    cluster_removed: Counter,
+    clusters_active: Gauge,
+    lds: SubscriptionStats,
+    cds: SubscriptionStats,
+}
+
+impl ManagerStats {
+    fn new(store: &Store) -> ManagerStats {
+        let c = |name: &str| store.counter(StatName::plain(name));
+        let g = |name: &str| store.gauge(StatName::plain(name));
+        ManagerStats {
+            listener_added: c("listener_manager.listener_added"),
+            listener_modified: c("listener_manager.listener_modified"),
+            listener_removed: c("listener_manager.listener_removed"),
+            listeners_active: g("listener_manager.total_listeners_active"),
+            cluster_added: c("cluster_manager.cluster_added"),
+            cluster_modified: c("cluster_manager.cluster_modified"),
+            cluster_removed: c("cluster_manager.cluster_removed"),
+            clusters_active: g("cluster_manager.active_clusters"),
+            lds: SubscriptionStats::new(store, "listener_manager.lds"),
+            cds: SubscriptionStats::new(store, "cluster_manager.cds"),
+        }
+    }
+}
+
+/// The configuration the workers serve, and how to change it.
+pub struct Control {
+    builder: Builder,
+    bootstrap: Arc<Bootstrap>,
+    /// The LDS and CDS files' resources last accepted.
+    listeners: Option<ResourceFile<Listener>>,
+    clusters: Option<ResourceFile<Cluster>>,
+    /// The text of each file last tried, so that a change notice with nothing new is skipped.
+    last_lds_text: Option<String>,
+    last_cds_text: Option<String>,
+    bound: Vec<Bound>,
+    /// The snapshot the workers serve.
+    served: Option<Arc<Snapshot>>,
+    inboxes: Vec<mpsc::UnboundedSender<WorkerMessage>>,
+    /// Threads that serve listeners (the first `listener_threads` inboxes).
+    listener_threads: usize,
+    view: Arc<RwLock<LiveView>>,
+    stats: ManagerStats,
+}
+
+impl Control {
+    /// Control over the workers behind `inboxes` (the first `listener_threads` serve listeners).
+    pub fn new(
+        builder: Builder,
+        bootstrap: Arc<Bootstrap>,
+        inboxes: Vec<mpsc::UnboundedSender<WorkerMessage>>,
+        listener_threads: usize,
+        store: &Store,
+    ) -> Control {
+        Control {
+            builder,
+            bootstrap,
+            listeners: None,
+            clusters: None,
+            last_lds_text: None,
+            last_cds_text: None,
+            bound: Vec::new(),
+            served: None,
+            inboxes,
+            listener_threads,
+            view: Arc::default(),
+            stats: ManagerStats::new(store),
+        }
+    }
+
+    /// What admin shows.
+    pub fn view(&self) -> Arc<RwLock<LiveView>> {
+        self.view.clone()
+    }
+
+    /// Each listener's name and bound address.
+    pub fn bound(&self) -> Vec<(String, SocketAddr)> {
+        self.bound.iter().map(|b| (b.name.clone(), b.address)).collect()
+    }
+
+    /// The first configuration: the static resources and what the files hold now. A file
+    /// that is refused is left out (as Envoy leaves out a rejected update), so the static
+    /// resources still start; a static resource that fails stops start-up.
+    pub fn start(&mut self) -> Result<(), ServerError> {
+        if let Some(source) = self.bootstrap.dynamic_resources.cds.clone() {
+            self.try_clusters(&source, false);
+        }
+        if let Some(source) = self.bootstrap.dynamic_resources.lds.clone() {
+            self.try_listeners(&source, false);
+        }
+        match self.apply(self.all_listeners(), self.all_clusters()) {
+            Ok(()) => {
+                if self.listeners.is_some() {
+                    self.stats.lds.success.inc();
+                }
+                if self.clusters.is_some() {
+                    self.stats.cds.success.inc();
+                }
+            }
+            Err(e) if self.listeners.is_some() || self.clusters.is_some() => {
+                tracing::warn!("dynamic resources rejected at start: {e}");
+                if self.listeners.take().is_some() {
+                    self.stats.lds.rejected.inc();
+                }
+                if self.clusters.take().is_some() {
+                    self.stats.cds.rejected.inc();
+                }
+                self.apply(self.all_listeners(), self.all_clusters())?;
+            }
+            Err(e) => return Err(e),
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// A dynamic resource file may have changed: each whose text changed is read, checked
+    /// and applied (clusters first, so that listeners may route to new ones).
+    pub fn reload(&mut self) {
+        if let Some(source) = self.bootstrap.dynamic_resources.cds.clone()
+            && self.try_clusters(&source, true)
+        {
+            self.publish();
+        }
+        if let Some(source) = self.bootstrap.dynamic_resources.lds.clone()
+            && self.try_listeners(&source, true)
+        {
+            self.publish();
+        }
+    }
+
+    /// Reads the CDS file if it changed and, if `apply`, serves it (counting the success:
+    /// at start, [`Control::start`] does); true if it was taken.
+    fn try_clusters(&mut self, source: &FileSource, apply: bool) -> bool {
+        if !changed(&source.path, &mut self.last_cds_text) {
+            return false;
+        }
+        self.stats.cds.attempt.inc();
+        let file = match wasmproxy_config::load_cluster_file(&source.path, Path::new("")) {
+            Ok(file) => file,
+            Err(errors) => {
+                self.stats.cds.rejected.inc();
+                tracing::warn!("cds: {} rejected:\n{errors}", source.path.display());
+                return false;
+            }
+        };
+        let previous = self.clusters.replace(file);
+        if !apply {
+            return true;
+        }
+        if let Err(e) = self.apply(self.all_listeners(), self.all_clusters()) {
+            self.clusters = previous;
+            self.stats.cds.rejected.inc();
+            tracing::warn!("cds: {} rejected: {e}", source.path.display());
+            return false;
+        }
+        self.stats.cds.success.inc();
+        tracing::info!("cds: {} accepted (version {:?})", source.path.display(), self.version(false));
+        true
+    }
+
+    /// Reads the LDS file if it changed and, if `apply`, serves it; true if it was taken.
+    fn try_listeners(&mut self, source: &FileSource, apply: bool) -> bool {
+        if !changed(&source.path, &mut self.last_lds_text) {
+            return false;
+        }
+        self.stats.lds.attempt.inc();
+        let clusters: Vec<String> = self.all_clusters().iter().map(|c| c.name.clone()).collect();
+        let file = match wasmproxy_config::load_listener_file(&source.path, Path::new(""), &clusters) {
+            Ok(file) => file,
+            Err(errors) => {
+                self.stats.lds.rejected.inc();
+                tracing::warn!("lds: {} rejected:\n{errors}", source.path.display());
+                return false;
+            }
+        };
+        if let Some(clash) = file.resources.iter().find(|l| self.bootstrap.listeners.iter().any(|s| s.name == l.name)) {
+            self.stats.lds.rejected.inc();
+            tracing::warn!("lds: {} rejected: listener {:?} is a static listener", source.path.display(), clash.name);
+            return false;
+        }
+        let previous = self.listeners.replace(file);
+        if !apply {
+            return true;
+        }
+        if let Err(e) = self.apply(self.all_listeners(), self.all_clusters()) {
+            self.listeners = previous;
+            self.stats.lds.rejected.inc();
+            tracing::warn!("lds: {} rejected: {e}", source.path.display());
+            return false;
+        }
+        self.stats.lds.success.inc();
+        tracing::info!("lds: {} accepted (version {:?})", source.path.display(), self.version(true));
+        true
+    }
+
+    fn version(&self, listeners: bool) -> String {
+        let v = if listeners {
+            self.listeners.as_ref().map(|f| &f.version_info)
+        } else {
+            self.clusters.as_ref().map(|f| &f.version_info)
+        };
+        v.cloned().unwrap_or_default()
+    }
+
+    fn all_listeners(&self) -> Vec<Listener> {
+        let dynamic = self.listeners.iter().flat_map(|f| f.resources.iter());
+        self.bootstrap.listeners.iter().chain(dynamic).cloned().collect()
+    }
+
+    fn all_clusters(&self) -> Vec<Cluster> {
+        let dynamic = self.clusters.iter().flat_map(|f| f.resources.iter());
+        let mut all: Vec<Cluster> = self.bootstrap.clusters.clone();
+        // A dynamic cluster never replaces a static one of the same name (Envoy refuses it).
+        all.extend(dynamic.filter(|c| !self.bootstrap.clusters.iter().any(|s| s.name == c.name)).cloned());
+        all
+    }
+
+    /// Builds a snapshot of `listeners` and `clusters`, binds the sockets it needs, and
+    /// hands it to every worker; done once each has taken it.
+    fn apply(&mut self, listeners: Vec<Listener>, clusters: Vec<Cluster>) -> Result<(), ServerError> {
+        let snapshot = Arc::new(self.builder.build(&listeners, &clusters)?);
+        let (bound, mut sockets) = self.bind(&snapshot)?;
+        let mut waiting = Vec::new();
+        for (i, inbox) in self.inboxes.iter().enumerate() {
+            let (done, result) = std::sync::mpsc::channel();
+            let sockets = if i < self.listener_threads { std::mem::take(&mut sockets[i]) } else { Vec::new() };
+            let message = WorkerMessage::Configure { snapshot: snapshot.clone(), sockets, done };
+            if inbox.send(message).is_err() {
+                return Err(ServerError::Worker("a worker has stopped".into()));
+            }
+            waiting.push(result);
+        }
+        for result in waiting {
+            match result.recv_timeout(WORKER_APPLY_TIMEOUT) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(ServerError::Worker(e)),
+                Err(_) => return Err(ServerError::Worker("a worker did not take the configuration in time".into())),
+            }
+        }
+        self.count_changes(&snapshot);
+        self.bound = bound;
+        self.served = Some(snapshot);
+        Ok(())
+    }
+
+    /// Every listener's bound address, and for each listener thread the new sockets it
+    /// needs: for a listener that is new, moved, or changed between taking connections
+    /// and not; others keep the sockets their workers hold.
+    #[allow(clippy::type_complexity)]
+    fn bind(
+        &self,
+        snapshot: &Snapshot,
+    ) -> Result<(Vec<Bound>, Vec<Vec<(String, std::net::TcpListener)>>), ServerError> {
+        let mut bound = Vec::new();
+        let mut sockets: Vec<Vec<_>> = (0..self.listener_threads).map(|_| Vec::new()).collect();
+        for l in &snapshot.listeners {
+            let config = &l.config;
+            let serves = !matches!(l.terminal, TerminalSnapshot::None);
+            let kept = self
+                .bound
+                .iter()
+                .find(|b| b.name == config.name && b.configured == config.address && b.serves == serves);
+            if let Some(kept) = kept {
+                bound.push(Bound {
+                    name: kept.name.clone(),
+                    configured: kept.configured.clone(),
+                    address: kept.address,
+                    serves,
+                });
+                continue;
+            }
+            let (mut addr, bind_error) = super::resolve(&config.name, &config.address)?;
+            for worker in sockets.iter_mut() {
+                let socket = bind_reuseport(addr).map_err(&bind_error)?;
+                addr = socket.local_addr().map_err(&bind_error)?;
+                worker.push((config.name.clone(), socket));
+            }
+            tracing::info!("listener {} on {addr}", config.name);
+            bound.push(Bound { name: config.name.clone(), configured: config.address.clone(), address: addr, serves });
+        }
+        Ok((bound, sockets))
+    }
+
+    /// Envoy's listener and cluster manager counts for the change from what is served now.
+    fn count_changes(&self, next: &Snapshot) {
+        let s = &self.stats;
+        let (old_listeners, old_clusters) = match &self.served {
+            Some(old) => (old.listeners.as_slice(), old.clusters.as_slice()),
+            None => (&[][..], &[][..]),
+        };
+        for l in &next.listeners {
+            match old_listeners.iter().find(|o| o.config.name == l.config.name) {
+                None => s.listener_added.inc(),
+                Some(o) if o.config != l.config => s.listener_modified.inc(),
+                Some(_) => {}
+            }
+        }
+        let gone = old_listeners.iter().filter(|o| !next.listeners.iter().any(|l| l.config.name == o.config.name));
+        s.listener_removed.add(gone.count() as u64);
+        s.listeners_active.set(next.listeners.len() as u64);
+        for c in &next.clusters {
+            match old_clusters.iter().find(|o| o.name == c.name) {
+                None => s.cluster_added.inc(),
+                Some(o) if o != c => s.cluster_modified.inc(),
+                Some(_) => {}
+            }
+        }
+        let gone = old_clusters.iter().filter(|o| !next.clusters.iter().any(|c| c.name == o.name));
+        s.cluster_removed.add(gone.count() as u64);
+        s.clusters_active.set(next.clusters.len() as u64);
+    }
+
+    /// Tells admin what is served now.
+    fn publish(&self) {
+        let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+        view.listeners = self.bound();
+        let accepted = |version_info: &String, documents: &Vec<serde_json::Value>| Accepted {
+            version_info: version_info.clone(),
+            last_updated: std::time::SystemTime::now(),
+            documents: documents.clone(),
+        };
+        if let Some(f) = &self.listeners {
+            view.dynamic_listeners = Some(accepted(&f.version_info, &f.documents));
+        }
+        if let Some(f) = &self.clusters {
+            view.dynamic_clusters = Some(accepted(&f.version_info, &f.documents));
+        }
+    }
+}
+
+/// Whether the file's text differs from what was last tried (which it then becomes); an
+/// unreadable file counts as changed once, so that its error is reported once.
+fn changed(path: &Path, last: &mut Option<String>) -> bool {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("\0unreadable: {e}"));
+    if last.as_deref() == Some(text.as_str()) {
+        return false;
+    }
+    *last = Some(text);
+    true
+}

@@ -1,0 +1,164 @@
+//! One version of the configuration as the workers run it, built and checked once on the
+//! main thread (route tables compiled, plugin modules loaded and their configuration run
+//! by the canary, access loggers opened) and handed to every worker through its inbox. A
+//! worker builds its own state from it and keeps what did not change; a stream keeps what
+//! it started with.
+
+use std::sync::Arc;
+
+use wasmproxy_config::model::{
+    self, AccessLogSink, HttpConnectionManager, HttpFilter, Listener, NetworkFilter, Node, WasmCode, WasmPlugin,
+};
+use wasmproxy_host::{ModuleSource, PluginModule, WasmEngine};
+
+use crate::hcm::route_table::RouteTable;
+use crate::observe::access_log::{AccessLogger, Sinks};
+use crate::server::ServerError;
+use crate::server::canary;
+use crate::wasm::plugin::LoadedPlugin;
+
+/// Everything the workers serve: listeners (static ones first), clusters.
+pub struct Snapshot {
+    /// The listeners.
+    pub listeners: Vec<Arc<ListenerSnapshot>>,
+    /// The clusters.
+    pub clusters: Vec<Arc<model::Cluster>>,
+}
+
+/// A listener ready to serve: its configuration and what its terminal filter needs.
+pub struct ListenerSnapshot {
+    /// The listener as configured.
+    pub config: Listener,
+    /// What serves its connections.
+    pub terminal: TerminalSnapshot,
+}
+
+/// What serves a listener's connections.
+pub enum TerminalSnapshot {
+    /// The HTTP connection manager.
+    Http(Box<HttpSnapshot>),
+    /// The TCP proxy, after its Wasm network filters.
+    Tcp {
+        /// `tcp_proxy.cluster`.
+        cluster: String,
+        /// The Wasm network filters, in order.
+        filters: Vec<LoadedPlugin>,
+    },
+    /// Nothing wasmproxy serves: the listener binds, but takes no connection.
+    None,
+}
+
+/// An HTTP connection manager ready to serve.
+pub struct HttpSnapshot {
+    /// Its configuration.
+    pub config: HttpConnectionManager,
+    /// Its route table, compiled once for every worker.
+    pub routes: Arc<RouteTable>,
+    /// The Wasm HTTP filters, in order (the router is implicit, last).
+    pub filters: Vec<LoadedPlugin>,
+    /// File, stdout and stderr access loggers.
+    pub access_logs: Vec<Arc<AccessLogger>>,
+    /// Wasm access loggers.
+    pub wasm_loggers: Vec<LoadedPlugin>,
+}
+
+/// Builds snapshots on the main thread, remembering what it built so that an unchanged
+/// listener is not built again and a plugin configuration is checked once.
+pub struct Builder {
+    engine: WasmEngine,
+    node: Node,
+    sinks: Arc<Sinks>,
+    listeners: Vec<Arc<ListenerSnapshot>>,
+    checked: Vec<LoadedPlugin>,
+}
+
+impl Builder {
+    /// A builder loading modules into `engine`; `node` is what canaries read as `xds.node`.
+    pub fn new(engine: WasmEngine, node: Node) -> Builder {
+        Builder { engine, node, sinks: Sinks::new(), listeners: Vec::new(), checked: Vec::new() }
+    }
+
+    /// A snapshot of `listeners` and `clusters`. A listener whose configuration is the same
+    /// as in the last snapshot is taken from it as it is.
+    pub fn build(&mut self, listeners: &[Listener], clusters: &[model::Cluster]) -> Result<Snapshot, ServerError> {
+        let names: Vec<String> = clusters.iter().map(|c| c.name.clone()).collect();
+        let mut built = Vec::with_capacity(listeners.len());
+        for config in listeners {
+            match self.listeners.iter().find(|l| l.config == *config) {
+                Some(same) => built.push(same.clone()),
+                None => built.push(Arc::new(self.listener(config, &names)?)),
+            }
+        }
+        self.listeners = built.clone();
+        Ok(Snapshot { listeners: built, clusters: clusters.iter().cloned().map(Arc::new).collect() })
+    }
+
+    /// A Wasm service's plugin, loaded and checked.
+    pub fn service(&mut self, service: &model::WasmService, clusters: &[String]) -> Result<LoadedPlugin, ServerError> {
+        self.load(&service.plugin, clusters, "Wasm service")
+    }
+
+    fn listener(&mut self, config: &Listener, clusters: &[String]) -> Result<ListenerSnapshot, ServerError> {
+        let fail = |e: String| ServerError::Config(format!("listener {}: {e}", config.name));
+        let filters = &config.filter_chain.filters;
+        let terminal = if let Some(NetworkFilter::TcpProxy(proxy)) = filters.last() {
+            let mut wasm = Vec::new();
+            for filter in filters {
+                if let NetworkFilter::Wasm(plugin) = filter {
+                    wasm.push(self.load(plugin, clusters, "Wasm plugin")?);
+                }
+            }
+            TerminalSnapshot::Tcp { cluster: proxy.cluster.clone(), filters: wasm }
+        } else if let Some(NetworkFilter::HttpConnectionManager(hcm)) =
+            filters.iter().find(|f| matches!(f, NetworkFilter::HttpConnectionManager(_)))
+        {
+            let routes = RouteTable::new(&hcm.route_config).map_err(|e| fail(e.to_string()))?;
+            let mut http = HttpSnapshot {
+                config: (**hcm).clone(),
+                routes: Arc::new(routes),
+                filters: Vec::new(),
+                access_logs: Vec::new(),
+                wasm_loggers: Vec::new(),
+            };
+            for filter in &hcm.http_filters {
+                if let HttpFilter::Wasm(plugin) = filter {
+                    http.filters.push(self.load(plugin, clusters, "Wasm plugin")?);
+                }
+            }
+            for log in &hcm.access_logs {
+                let logger = self
+                    .sinks
+                    .logger(log)
+                    .map_err(|error| ServerError::AccessLog { listener: config.name.clone(), error })?;
+                http.access_logs.extend(logger.map(Arc::new));
+                if let AccessLogSink::Wasm(plugin) = &log.sink {
+                    http.wasm_loggers.push(self.load(plugin, clusters, "Wasm access logger")?);
+                }
+            }
+            TerminalSnapshot::Http(Box::new(http))
+        } else {
+            TerminalSnapshot::None
+        };
+        Ok(ListenerSnapshot { config: config.clone(), terminal })
+    }
+
+    /// Loads a plugin's module (compiled once per process: the host caches it by sha256)
+    /// and, the first time this plugin is seen, runs its configuration on the canary;
+    /// `what` ("Wasm plugin", "Wasm service") names it in errors.
+    fn load(&mut self, plugin: &WasmPlugin, clusters: &[String], what: &str) -> Result<LoadedPlugin, ServerError> {
+        let fail = |e: String| ServerError::Plugin(format!("{what} {:?}: {e}", plugin.name));
+        let source = match &plugin.vm.code {
+            WasmCode::File(path) => ModuleSource::File(path.clone()),
+            WasmCode::Inline(bytes) => {
+                ModuleSource::Bytes { name: format!("inline code of plugin {:?}", plugin.name), bytes: bytes.clone() }
+            }
+        };
+        let module = PluginModule::load(&self.engine, source).map_err(|e| fail(e.to_string()))?;
+        let loaded = LoadedPlugin { plugin: plugin.clone(), module };
+        if !self.checked.iter().any(|c| c.same_as(&loaded)) {
+            canary::check(&loaded.module, plugin, &self.node, clusters).map_err(|e| fail(e.to_string()))?;
+            self.checked.push(loaded.clone());
+        }
+        Ok(loaded)
+    }
+}

@@ -1,0 +1,87 @@
+//! Watching the dynamic resource files. Envoy reloads a `path_config_source` file when a
+//! new one is moved into place (or, with `watched_directory`, when something is moved into
+//! that directory); wasmproxy watches the same directories with inotify and reloads on a
+//! move, and also on a file written in place once its writer closes it (Envoy misses
+//! those). A reload applies only the files whose text changed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::watch;
+use wasmproxy_config::model::FileSource;
+
+use crate::server::ServerError;
+use crate::server::control::Control;
+
+/// How often the thread looks whether the server is stopping.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
+
+/// Events that come together (a move is two or three) are taken as one reload.
+const SETTLE: Duration = Duration::from_millis(5);
+
+/// Starts the thread that reloads `sources` into `control` whenever they change, until
+/// `shutdown`.
+pub fn spawn(
+    mut control: Control,
+    sources: Vec<FileSource>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<std::thread::JoinHandle<()>, ServerError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && reloads(&event.kind)
+        {
+            let _ = tx.send(event.paths);
+        }
+    })
+    .map_err(|e| ServerError::Config(format!("cannot watch the dynamic resource files: {e}")))?;
+    let mut watched: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for source in &sources {
+        let dir = source.watched_directory.clone().unwrap_or_else(|| directory_of(&source.path));
+        if !watched.iter().any(|(d, _)| *d == dir) {
+            watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(|e| {
+                ServerError::Config(format!("cannot watch {} (for {}): {e}", dir.display(), source.path.display()))
+            })?;
+        }
+        watched.push((dir, source.path.clone()));
+    }
+    std::thread::Builder::new()
+        .name("wasmproxy-config".into())
+        .spawn(move || {
+            let _watcher = watcher;
+            while !*shutdown.borrow() {
+                match rx.recv_timeout(SHUTDOWN_POLL) {
+                    Ok(_) => {
+                        std::thread::sleep(SETTLE);
+                        while rx.try_recv().is_ok() {}
+                        control.reload();
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        })
+        .map_err(|e| ServerError::Worker(format!("cannot start the configuration thread: {e}")))
+}
+
+/// Whether an event in a watched directory may have changed a file: anything but reads,
+/// opens and writes still in progress (the close that ends a write counts).
+fn reloads(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Data(_)) | EventKind::Modify(ModifyKind::Metadata(_)) => {
+            false
+        }
+        _ => true,
+    }
+}
+
+/// The directory a file is in ("." for a bare file name).
+fn directory_of(path: &std::path::Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}

@@ -1,0 +1,68 @@
+//! The plugins of one worker, by identity: one VM per VM key, one root context per plugin.
+//! A new configuration of a plugin whose VM is unchanged is a new root context in the same
+//! VM, as in Envoy; a new module is a new VM. What no configuration uses any more goes once
+//! the streams still on it end.
+
+use std::rc::Rc;
+
+use crate::stream_info::node::NodeAttributes;
+use crate::upstream::cluster::Clusters;
+use crate::wasm::http_filter::FilterSlot;
+use crate::wasm::instance::PluginInstance;
+use crate::wasm::plugin::{LoadedPlugin, VmKey};
+
+/// One worker's VMs and plugins.
+pub struct Registry {
+    clusters: Rc<Clusters>,
+    node: Rc<NodeAttributes>,
+    store: std::sync::Arc<wasmproxy_stats::Store>,
+    vms: Vec<(VmKey, Rc<PluginInstance>)>,
+    plugins: Vec<(LoadedPlugin, Rc<FilterSlot>)>,
+}
+
+impl Registry {
+    /// An empty registry; VMs it starts call out to `clusters` and read `node`.
+    pub fn new(
+        clusters: Rc<Clusters>,
+        node: Rc<NodeAttributes>,
+        store: std::sync::Arc<wasmproxy_stats::Store>,
+    ) -> Self {
+        Registry { clusters, node, store, vms: Vec::new(), plugins: Vec::new() }
+    }
+
+    /// The plugin's root context on this worker, made (in its VM, started if need be) the
+    /// first time the plugin is asked for.
+    pub fn plugin(&mut self, loaded: &LoadedPlugin) -> Result<Rc<FilterSlot>, String> {
+        if let Some((_, slot)) = self.plugins.iter().find(|(p, _)| p.same_as(loaded)) {
+            return Ok(slot.clone());
+        }
+        let key = loaded.vm_key();
+        let vm = match self.vms.iter().find(|(k, _)| *k == key) {
+            Some((_, vm)) => vm.clone(),
+            None => {
+                let vm = PluginInstance::start(
+                    &loaded.module,
+                    &loaded.plugin,
+                    self.clusters.clone(),
+                    self.node.clone(),
+                    &self.store,
+                )
+                .map_err(|e| e.to_string())?;
+                self.vms.push((key, vm.clone()));
+                vm
+            }
+        };
+        let index = vm.add_plugin(&loaded.plugin).map_err(|e| e.to_string())?;
+        let slot = Rc::new(FilterSlot::new(vm, index, &loaded.plugin, &self.store));
+        self.plugins.push((loaded.clone(), slot.clone()));
+        Ok(slot)
+    }
+
+    /// Forgets the plugins not in `used` (and the VMs left without a plugin): each goes
+    /// once the last stream or filter chain holding it lets it go.
+    pub fn keep_only(&mut self, used: &[LoadedPlugin]) {
+        self.plugins.retain(|(p, _)| used.iter().any(|u| u.same_as(p)));
+        let plugins = &self.plugins;
+        self.vms.retain(|(key, _)| plugins.iter().any(|(p, _)| p.vm_key() == *key));
+    }
+}
