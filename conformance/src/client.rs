@@ -30,6 +30,10 @@ pub struct Request {
     /// The client closes the connection after this many milliseconds without a whole
     /// answer (10 s if absent), then waits half a second for the proxy to notice.
     pub give_up_ms: Option<u64>,
+    /// Before it is sent, this dynamic resource file (name, text) is replaced, as an
+    /// operator replaces it (written beside it, then moved into place), and the proxy is
+    /// given the time to take it.
+    pub update: Option<(&'static str, String)>,
 }
 
 impl Request {
@@ -44,6 +48,7 @@ impl Request {
             raw: None,
             h2_frames: None,
             give_up_ms: None,
+            update: None,
         }
     }
 
@@ -71,6 +76,12 @@ impl Request {
     /// The client closes the connection if no whole answer came in `ms` milliseconds.
     pub fn give_up_after(mut self, ms: u64) -> Request {
         self.give_up_ms = Some(ms);
+        self
+    }
+
+    /// Sent once the dynamic resource file `name` has been replaced by `text`.
+    pub fn after_update(mut self, name: &'static str, text: String) -> Request {
+        self.update = Some((name, text));
         self
     }
 

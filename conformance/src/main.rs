@@ -7,6 +7,7 @@
 //! ```
 //! Exits 1 if a scenario differs without a written, deliberate reason.
 
+mod dynamic;
 mod report;
 mod scenario;
 mod scenarios;
@@ -93,8 +94,9 @@ fn run() -> Result<bool, String> {
             .config
             .replace("@UPSTREAM_PORT@", &upstream.addr.port().to_string())
             .replace("@PLUGINS@", &plugins.to_string_lossy());
-        let envoy = observe(&runtime, Kind::Envoy, &args.bins, s, &config, &work, &upstream)?;
-        let ours = observe(&runtime, Kind::Wasmproxy, &args.bins, s, &config, &work, &upstream)?;
+        let place = Place { work: &work, plugins: &plugins, upstream: &upstream };
+        let envoy = observe(&runtime, Kind::Envoy, &args.bins, s, &config, &place)?;
+        let ours = observe(&runtime, Kind::Wasmproxy, &args.bins, s, &config, &place)?;
         if std::env::var_os("CONFORMANCE_SHOW").is_some() {
             println!("### {} on Envoy:\n{envoy}### {} on wasmproxy:\n{ours}", s.name, s.name);
         }
@@ -122,6 +124,13 @@ fn run() -> Result<bool, String> {
     Ok(unexplained.is_empty())
 }
 
+/// Where a scenario runs: the work directory, the built plugins, the recording upstream.
+struct Place<'a> {
+    work: &'a Path,
+    plugins: &'a Path,
+    upstream: &'a Upstream,
+}
+
 /// Runs one scenario on one proxy and describes everything observed as text.
 fn observe(
     runtime: &tokio::runtime::Runtime,
@@ -129,11 +138,21 @@ fn observe(
     bins: &Binaries,
     s: &Scenario,
     config: &str,
-    work: &Path,
-    upstream: &Upstream,
+    place: &Place<'_>,
 ) -> Result<String, String> {
+    let (work, plugins, upstream) = (place.work, place.plugins, place.upstream);
     let file = work.join(format!("{}-{}.yaml", s.name, kind.name()));
-    std::fs::write(&file, config).map_err(|e| format!("{}: {e}", file.display()))?;
+    // Each proxy gets its own copy of the dynamic resource files.
+    let dynamic = work.join(format!("{}-{}-", s.name, kind.name())).to_string_lossy().into_owned();
+    let fill = |text: &str| {
+        text.replace("@DYNAMIC@", &dynamic)
+            .replace("@UPSTREAM_PORT@", &upstream.addr.port().to_string())
+            .replace("@PLUGINS@", &plugins.to_string_lossy())
+    };
+    std::fs::write(&file, fill(config)).map_err(|e| format!("{}: {e}", file.display()))?;
+    for (name, text) in &s.files {
+        replace_file(&format!("{dynamic}{name}"), &fill(text))?;
+    }
     upstream.take();
     let running = match proxy::start(kind, bins, &file, work) {
         Ok(r) => r,
@@ -155,6 +174,17 @@ fn observe(
     }
     out.push_str("== responses\n");
     for (i, r) in s.requests.iter().enumerate() {
+        if let Some((name, text)) = &r.update {
+            let before = updates(&running);
+            replace_file(&format!("{dynamic}{name}"), &fill(text))?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while updates(&running) == before && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            // The workers take a new configuration shortly after the main thread counts it.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            out.push_str(&format!("-- {} replaced\n", name));
+        }
         out.push_str(&format!("-- {} {} {}{}\n", i + 1, r.method, r.path, if r.http2 { " (HTTP/2)" } else { "" }));
         out.push_str(&runtime.block_on(client::send(running.listener, r)));
     }
@@ -189,4 +219,22 @@ fn observe(
         }
     }
     Ok(normalize::listener(&out, &running.listener.to_string()))
+}
+
+/// Replaces a dynamic resource file as Envoy wants it replaced: written beside it, then
+/// moved into place.
+fn replace_file(path: &str, text: &str) -> Result<(), String> {
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, text).map_err(|e| format!("{tmp}: {e}"))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{path}: {e}"))
+}
+
+/// The admin stats counting attempts to take a dynamic resource file.
+fn update_attempts() -> regex::Regex {
+    regex::Regex::new(r"^(listener_manager\.lds|cluster_manager\.cds)\.update_attempt: ").expect("a valid regex")
+}
+
+/// How many attempts to take a dynamic resource file the proxy has counted.
+fn updates(running: &proxy::Running) -> usize {
+    running.stats(&[update_attempts()]).iter().filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok()).sum()
 }

@@ -21,6 +21,9 @@ pub struct Scenario {
     pub known: Option<&'static str>,
     /// Admin `/stats` names (regular expressions) whose lines are compared too.
     pub stats: &'static [&'static str],
+    /// Dynamic resource files written before the proxy starts (name, text with the same
+    /// placeholders as the config); the config names them `@DYNAMIC@<name>`.
+    pub files: Vec<(&'static str, String)>,
 }
 
 /// The routes every config has, before the catch-all to the upstream.

@@ -14,7 +14,7 @@ use wasmproxy_conformance::h2_frames::{
 };
 
 fn s(name: &'static str, about: &'static str, config: String, requests: Vec<Request>) -> Scenario {
-    Scenario { name, about, config, requests, deliberate: None, known: None, stats: &[] }
+    Scenario { name, about, config, requests, deliberate: None, known: None, stats: &[], files: Vec::new() }
 }
 
 /// A `bootstrap_extensions` entry: a Wasm service running the probe with this configuration.
@@ -62,6 +62,7 @@ pub fn all(root: &Path) -> Vec<Scenario> {
     v.extend(examples(root));
     v.extend(admin_and_logs());
     v.extend(bad_requests());
+    v.extend(crate::dynamic::scenarios());
     v
 }
 

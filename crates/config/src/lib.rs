@@ -54,7 +54,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
-pub use resources::{CLUSTER_TYPE, LISTENER_TYPE, load_cluster_file, load_listener_file};
+pub use resources::{CLUSTER_TYPE, LISTENER_TYPE, ResourceFileError, load_cluster_file, load_listener_file};
 
 use reader::{Ctx, Field};
 

@@ -19,6 +19,17 @@ pub const LISTENER_TYPE: &str = "envoy.config.listener.v3.Listener";
 /// The type of cluster resources.
 pub const CLUSTER_TYPE: &str = "envoy.config.cluster.v3.Cluster";
 
+/// Why a resource file was not taken, told apart as Envoy's stats tell them apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceFileError {
+    /// The file could not be read, or is not YAML or JSON (Envoy's `update_failure`).
+    #[error("{0}")]
+    Unreadable(ConfigErrors),
+    /// It was read, and what it holds is refused (Envoy's `update_rejected`).
+    #[error("{0}")]
+    Refused(ConfigErrors),
+}
+
 /// Reads a listener (LDS) file. Routes may name the clusters in `clusters` (the static and
 /// dynamic clusters known now): a route to another cluster is an error, as Envoy's
 /// `validate_clusters` makes it for a route configuration inside a listener. Relative Wasm
@@ -27,7 +38,7 @@ pub fn load_listener_file(
     path: &Path,
     base_dir: &Path,
     clusters: &[String],
-) -> Result<ResourceFile<Listener>, ConfigErrors> {
+) -> Result<ResourceFile<Listener>, ResourceFileError> {
     let known = clusters.iter().map(|c| (c.clone(), Origin { path: String::new(), pos: None }));
     let mut ctx = Ctx::new(base_dir.to_path_buf());
     ctx.refs.clusters.extend(known);
@@ -35,7 +46,7 @@ pub fn load_listener_file(
 }
 
 /// Reads a cluster (CDS) file.
-pub fn load_cluster_file(path: &Path, base_dir: &Path) -> Result<ResourceFile<Cluster>, ConfigErrors> {
+pub fn load_cluster_file(path: &Path, base_dir: &Path) -> Result<ResourceFile<Cluster>, ResourceFileError> {
     let ctx = Ctx::new(base_dir.to_path_buf());
     load_resource_file(path, ctx, CLUSTER_TYPE, |ctx, field, _| read_cluster(ctx, field))
 }
@@ -45,10 +56,11 @@ fn load_resource_file<T>(
     mut ctx: Ctx,
     type_name: &str,
     read: impl Fn(&mut Ctx, &Field<'_>, usize) -> Option<T>,
-) -> Result<ResourceFile<T>, ConfigErrors> {
+) -> Result<ResourceFile<T>, ResourceFileError> {
+    let unreadable = |e: ConfigError| ResourceFileError::Unreadable(e.into());
     let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
-    let root = crate::parse(&text, crate::Format::of(path))?;
+        .map_err(|e| unreadable(ConfigError::new("", format!("cannot read {}: {e}", path.display()))))?;
+    let root = crate::parse(&text, crate::Format::of(path)).map_err(unreadable)?;
     tree::duplicate_keys(&root, "", &mut ctx.errors);
     let mut file = ResourceFile { version_info: String::new(), resources: Vec::new(), documents: Vec::new() };
     let top = Field::new(&root, "");
@@ -79,7 +91,7 @@ fn load_resource_file<T>(
         msg.finish(&mut ctx);
     }
     crate::validate::check_references(&mut ctx);
-    if ctx.errors.is_empty() { Ok(file) } else { Err(ConfigErrors { errors: ctx.errors }) }
+    if ctx.errors.is_empty() { Ok(file) } else { Err(ResourceFileError::Refused(ConfigErrors { errors: ctx.errors })) }
 }
 
 /// A resource's mapping without its `"@type"` key, for the resource's own reader.

@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use wasmproxy_config::ResourceFileError;
 use wasmproxy_config::model::{Bootstrap, Cluster, FileSource, Listener, ResourceFile, SocketAddress};
 use wasmproxy_stats::{Counter, Gauge, StatName, Store};
 
@@ -36,12 +37,27 @@ struct SubscriptionStats {
     attempt: Counter,
     success: Counter,
     rejected: Counter,
+    failure: Counter,
 }
 
 impl SubscriptionStats {
     fn new(store: &Store, prefix: &str) -> SubscriptionStats {
         let c = |name: &str| store.counter(StatName::plain(format!("{prefix}.{name}")));
-        SubscriptionStats { attempt: c("update_attempt"), success: c("update_success"), rejected: c("update_rejected") }
+        SubscriptionStats {
+            attempt: c("update_attempt"),
+            success: c("update_success"),
+            rejected: c("update_rejected"),
+            failure: c("update_failure"),
+        }
+    }
+
+    /// A file that was not taken: unreadable (`update_failure`) or refused (`update_rejected`).
+    fn not_taken(&self, kind: &str, path: &Path, error: &ResourceFileError) {
+        match error {
+            ResourceFileError::Unreadable(_) => self.failure.inc(),
+            ResourceFileError::Refused(_) => self.rejected.inc(),
+        }
+        tracing::warn!("{kind}: {} rejected:\n{error}", path.display());
     }
 }
 
@@ -192,9 +208,8 @@ impl Control {
         self.stats.cds.attempt.inc();
         let file = match wasmproxy_config::load_cluster_file(&source.path, Path::new("")) {
             Ok(file) => file,
-            Err(errors) => {
-                self.stats.cds.rejected.inc();
-                tracing::warn!("cds: {} rejected:\n{errors}", source.path.display());
+            Err(error) => {
+                self.stats.cds.not_taken("cds", &source.path, &error);
                 return false;
             }
         };
@@ -222,9 +237,8 @@ impl Control {
         let clusters: Vec<String> = self.all_clusters().iter().map(|c| c.name.clone()).collect();
         let file = match wasmproxy_config::load_listener_file(&source.path, Path::new(""), &clusters) {
             Ok(file) => file,
-            Err(errors) => {
-                self.stats.lds.rejected.inc();
-                tracing::warn!("lds: {} rejected:\n{errors}", source.path.display());
+            Err(error) => {
+                self.stats.lds.not_taken("lds", &source.path, &error);
                 return false;
             }
         };

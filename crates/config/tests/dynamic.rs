@@ -1,0 +1,107 @@
+//! `dynamic_resources` from files, and the LDS and CDS files themselves: read with the
+//! bootstrap's readers, errors naming the field.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use wasmproxy_config::{ResourceFileError, load_cluster_file, load_listener_file, load_str};
+
+fn file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasmproxy-config-dynamic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const LISTENER: &str = r#"version_info: "7"
+resources:
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: dynamic
+  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.tcp_proxy
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+        stat_prefix: tcp
+        cluster: backend
+"#;
+
+#[test]
+fn dynamic_resources_name_their_files() {
+    let yaml = r#"
+dynamic_resources:
+  lds_config: { path_config_source: { path: /etc/lds.yaml, watched_directory: { path: /etc } }, resource_api_version: V3 }
+  cds_config: { path: cds.json }
+static_resources:
+  listeners:
+  - address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: from_cds
+"#;
+    let bootstrap = load_str(yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    let lds = bootstrap.dynamic_resources.lds.expect("lds");
+    assert_eq!((lds.path, lds.watched_directory), (PathBuf::from("/etc/lds.yaml"), Some(PathBuf::from("/etc"))));
+    assert_eq!(bootstrap.dynamic_resources.cds.expect("cds").path, PathBuf::from("cds.json"));
+
+    // Without CDS, the static listener's cluster must be static.
+    let without_cds = yaml.replace("  cds_config: { path: cds.json }\n", "");
+    let e = load_str(&without_cds, Path::new(".")).unwrap_err().to_string();
+    assert!(e.contains("unknown cluster \"from_cds\""), "{e}");
+
+    // xDS over gRPC is not there yet, and says so.
+    let ads = yaml.replace("cds_config: { path: cds.json }", "ads_config: { api_type: GRPC }");
+    let e = load_str(&ads, Path::new(".")).unwrap_err().to_string();
+    assert!(e.contains("dynamic_resources.ads_config") && e.contains("not supported by wasmproxy"), "{e}");
+}
+
+#[test]
+fn a_listener_file_is_read_with_the_bootstraps_reader() {
+    let path = file("lds.yaml", LISTENER);
+    let lds = load_listener_file(&path, Path::new("."), &["backend".to_string()]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(lds.version_info, "7");
+    assert_eq!(lds.resources[0].name, "dynamic");
+    assert_eq!(lds.documents[0]["name"], "dynamic");
+
+    // A route to a cluster nobody has is refused, at its field.
+    let Err(ResourceFileError::Refused(e)) = load_listener_file(&path, Path::new("."), &[]) else { panic!("accepted") };
+    assert!(
+        e.to_string().contains("resources[0].filter_chains[0].filters[0].typed_config.cluster: unknown cluster"),
+        "{e}"
+    );
+
+    // A resource of another type, and a field Envoy does not have.
+    let other = file("other.yaml", &LISTENER.replace("listener.v3.Listener", "cluster.v3.Cluster"));
+    let e = load_listener_file(&other, Path::new("."), &["backend".to_string()]).unwrap_err().to_string();
+    assert!(e.contains("resources[0]: expected a envoy.config.listener.v3.Listener"), "{e}");
+    let bogus = file("bogus.yaml", &LISTENER.replace("  name: dynamic", "  name: dynamic\n  bogus: 1"));
+    let e = load_listener_file(&bogus, Path::new("."), &["backend".to_string()]).unwrap_err().to_string();
+    assert!(e.contains("resources[0].bogus: unknown field (line 5"), "{e}");
+
+    // Not YAML at all: unreadable, not refused.
+    let broken = file("broken.yaml", "resources: [");
+    let unreadable = load_listener_file(&broken, Path::new("."), &[]);
+    assert!(matches!(unreadable, Err(ResourceFileError::Unreadable(_))), "{unreadable:?}");
+}
+
+#[test]
+fn a_cluster_file_is_read_with_the_bootstraps_reader() {
+    let text = r#"{"version_info": "c9", "resources": [{"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        "name": "backend", "type": "STATIC", "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints":
+        [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 8080}}}}]}]}}]}"#;
+    let cds = load_cluster_file(&file("cds.json", text), Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((cds.version_info.as_str(), cds.resources[0].endpoints[0].port), ("c9", 8080));
+    let twice = text.replace(
+        r#"[{"@type""#,
+        r#"[{"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "backend"}, {"@type""#,
+    );
+    let e = load_cluster_file(&file("twice.json", &twice), Path::new(".")).unwrap_err().to_string();
+    assert!(e.contains(r#"resources[1].name: duplicate cluster name "backend" (first at resources[0].name)"#), "{e}");
+}

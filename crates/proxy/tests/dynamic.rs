@@ -1,0 +1,299 @@
+//! Configuration that changes while serving: listeners (LDS) and clusters (CDS) from
+//! files, rewritten between requests as an operator would (a new file moved into place),
+//! against the real server on port 0, real upstreams and a real plugin.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use wasmproxy_proxy::{RunningServer, Server, ServerOptions};
+
+fn plugin(file: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/out").join(file);
+    assert!(path.exists(), "{} is missing: run scripts/build-plugins.sh", path.display());
+    path
+}
+
+/// An upstream on its own thread answering every request with `name` and the path (and
+/// after 300 ms for `/slow`).
+fn upstream(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                if path == "/slow" {
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                let body = format!("{name} {path}");
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    addr
+}
+
+/// `GET path` on a new connection: the status line, the headers and the body, as text.
+fn get(addr: SocketAddr, path: &str) -> String {
+    let Ok(mut stream) = TcpStream::connect(addr) else { return "refused".into() };
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = write!(stream, "GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+fn body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// Asks until `ready` holds (at most 10 s); returns the last answer.
+fn until(ask: impl Fn() -> String, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = ask();
+        if ready(&answer) || Instant::now() > deadline {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Replaces a file as Envoy wants it replaced: written beside it, then moved into place.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn cds(version: &str, upstream: SocketAddr) -> String {
+    format!(
+        r#"version_info: "{version}"
+resources:
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: backend
+  type: STATIC
+  load_assignment:
+    cluster_name: backend
+    endpoints:
+    - lb_endpoints:
+      - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
+"#,
+        upstream.port()
+    )
+}
+
+/// A listener `name` on port 0: `/direct` answers `direct`, the rest goes to `backend`
+/// through the talk demo's plugin configured with `headers` (`key=value` lines).
+fn listener(name: &str, direct: &str, module: &Path, headers: &str) -> String {
+    format!(
+        r#"- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: {name}
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: {name}
+        route_config:
+          virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes:
+            - match: {{ prefix: /direct }}
+              direct_response: {{ status: 200, body: {{ inline_string: "{direct}" }} }}
+            - match: {{ prefix: / }}
+              route: {{ cluster: backend }}
+        http_filters:
+        - name: envoy.filters.http.wasm
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+            config:
+              name: demo
+              configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: "{headers}" }}
+              vm_config: {{ code: {{ local: {{ filename: "{}" }} }} }}
+        - name: envoy.filters.http.router
+          typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+"#,
+        module.display()
+    )
+}
+
+fn lds(version: &str, listeners: &[String]) -> String {
+    format!("version_info: \"{version}\"\nresources:\n{}", listeners.concat())
+}
+
+fn start(dir: &Path) -> RunningServer {
+    let yaml = format!(
+        r#"
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
+dynamic_resources:
+  lds_config: {{ path_config_source: {{ path: "{}" }} }}
+  cds_config: {{ path_config_source: {{ path: "{}" }} }}
+"#,
+        dir.join("lds.yaml").display(),
+        dir.join("cds.yaml").display()
+    );
+    let config = wasmproxy_config::load_str(&yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    let options = ServerOptions { concurrency: 2, drain_time: Duration::from_secs(2), ..Default::default() };
+    Server::start(config, options).unwrap()
+}
+
+/// A counter or gauge on admin `/stats` (0 if absent).
+fn stat(server: &RunningServer, name: &str) -> u64 {
+    let stats = get(server.admin.unwrap(), &format!("/stats?filter=^{name}$"));
+    let line = body(&stats).lines().find(|l| l.starts_with(&format!("{name}: "))).unwrap_or("");
+    line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Each bound listener's address, from admin `/listeners`.
+fn listeners(server: &RunningServer) -> Vec<(String, SocketAddr)> {
+    let text = get(server.admin.unwrap(), "/listeners");
+    body(&text)
+        .lines()
+        .filter_map(|l| l.split_once("::"))
+        .map(|(name, addr)| (name.to_string(), addr.parse().unwrap()))
+        .collect()
+}
+
+fn work_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasmproxy-dynamic-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn clusters_routes_plugins_and_listeners_change_while_serving() {
+    let (a, b) = (upstream("a"), upstream("b"));
+    let dir = work_dir("changes");
+    let demo = plugin("talk_demo.wasm");
+    replace(&dir.join("cds.yaml"), &cds("c1", a));
+    replace(&dir.join("lds.yaml"), &lds("l1", &[listener("main", "v1", &demo, "x-demo=one")]));
+    let server = start(&dir);
+    let main = server.listeners.iter().find(|(n, _)| n == "main").expect("the LDS listener is bound").1;
+    let first = get(main, "/x");
+    assert_eq!(body(&first), "a /x", "{first}");
+    assert!(first.contains("x-demo: one"), "{first}");
+    assert_eq!(body(&get(main, "/direct")), "v1");
+    assert_eq!(
+        (stat(&server, "cluster_manager.cds.update_success"), stat(&server, "listener_manager.lds.update_success")),
+        (1, 1)
+    );
+
+    // A cluster change: the same name, another endpoint.
+    replace(&dir.join("cds.yaml"), &cds("c2", b));
+    assert_eq!(body(&until(|| get(main, "/x"), |r| body(r) == "b /x")), "b /x");
+    assert_eq!(stat(&server, "cluster_manager.cluster_modified"), 1);
+
+    // A route and plugin configuration change, while a request is in flight on the old
+    // version: it finishes on what it started with.
+    let slow = std::thread::spawn(move || get(main, "/slow"));
+    std::thread::sleep(Duration::from_millis(100));
+    replace(&dir.join("lds.yaml"), &lds("l2", &[listener("main", "v2", &demo, "x-demo=two")]));
+    let changed = until(|| get(main, "/direct"), |r| body(r) == "v2");
+    assert_eq!(body(&changed), "v2");
+    assert!(get(main, "/x").contains("x-demo: two"));
+    let slow = slow.join().unwrap();
+    assert!(slow.starts_with("HTTP/1.1 200") && body(&slow) == "b /slow" && slow.contains("x-demo: one"), "{slow}");
+    assert_eq!(listeners(&server), vec![("main".to_string(), main)], "the listener kept its socket");
+    assert_eq!(stat(&server, "listener_manager.listener_modified"), 1);
+
+    // A new module at the same path: the plugin gets a new VM once its listener changes.
+    let module = dir.join("filter.wasm");
+    std::fs::copy(&demo, &module).unwrap();
+    replace(&dir.join("lds.yaml"), &lds("l3", &[listener("main", "v3", &module, "x-demo=three")]));
+    until(|| get(main, "/direct"), |r| body(r) == "v3");
+    let created = stat(&server, "wasm.envoy.wasm.runtime.v8.created");
+    std::fs::copy(plugin("header_filter.wasm"), &module).unwrap();
+    replace(&dir.join("lds.yaml"), &lds("l4", &[listener("main", "v4", &module, "")]));
+    let header_filter = until(|| get(main, "/x"), |r| r.contains("x-wasm-filter: rust"));
+    assert!(header_filter.contains("x-wasm-filter: rust") && !header_filter.contains("x-demo"), "{header_filter}");
+    assert_eq!(stat(&server, "wasm.envoy.wasm.runtime.v8.created"), created + 2, "one new VM per worker");
+
+    // A listener added, then removed.
+    let two = [listener("main", "v4", &module, ""), listener("extra", "extra", &demo, "x-demo=extra")];
+    replace(&dir.join("lds.yaml"), &lds("l5", &two));
+    let bound = until(|| format!("{:?}", listeners(&server)), |l| l.contains("extra"));
+    let extra = listeners(&server).into_iter().find(|(n, _)| n == "extra").unwrap_or_else(|| panic!("{bound}")).1;
+    assert_eq!(body(&get(extra, "/direct")), "extra");
+    replace(&dir.join("lds.yaml"), &lds("l6", &two[..1]));
+    until(|| format!("{:?}", listeners(&server)), |l| !l.contains("extra"));
+    assert_eq!(until(|| get(extra, "/direct"), |r| r == "refused"), "refused", "the removed listener's socket closed");
+    assert_eq!(body(&get(main, "/direct")), "v4");
+    assert_eq!(
+        (stat(&server, "listener_manager.listener_added"), stat(&server, "listener_manager.listener_removed")),
+        (2, 1)
+    );
+    assert_eq!(stat(&server, "listener_manager.total_listeners_active"), 1);
+
+    // The dynamic resources in /config_dump, with their versions.
+    let dump = get(server.admin.unwrap(), "/config_dump");
+    assert!(dump.contains(r#""version_info": "l6""#) && dump.contains(r#""version_info": "c2""#), "{dump}");
+    assert!(dump.contains("dynamic_listeners") && dump.contains("dynamic_active_clusters"), "{dump}");
+    server.stop();
+}
+
+#[test]
+fn a_bad_update_is_rejected_and_the_last_good_configuration_keeps_serving() {
+    let a = upstream("a");
+    let dir = work_dir("rejected");
+    let demo = plugin("talk_demo.wasm");
+    replace(&dir.join("cds.yaml"), &cds("c1", a));
+    replace(&dir.join("lds.yaml"), &lds("l1", &[listener("main", "good", &demo, "x-demo=one")]));
+    let server = start(&dir);
+    let main = server.listeners[0].1;
+
+    // A field wasmproxy does not know, a route to a cluster nobody has, a module that is
+    // not there: each rejected, each counted.
+    let unknown_field =
+        lds("l2", &[listener("main", "bad", &demo, "x-demo=one").replace("  name: main", "  name: main\n  bogus: 1")]);
+    let unknown_cluster =
+        lds("l3", &[listener("main", "bad", &demo, "").replace("cluster: backend", "cluster: nowhere")]);
+    let no_module = lds("l4", &[listener("main", "bad", &dir.join("missing.wasm"), "")]);
+    for (i, bad) in [unknown_field, unknown_cluster, no_module].iter().enumerate() {
+        replace(&dir.join("lds.yaml"), bad);
+        let rejected =
+            until(|| stat(&server, "listener_manager.lds.update_rejected").to_string(), |n| n == (i + 1).to_string());
+        assert_eq!(rejected, (i + 1).to_string(), "update {i} was not rejected");
+        assert_eq!(body(&get(main, "/direct")), "good");
+    }
+    // A file that is not YAML is Envoy's `update_failure`, not a rejection.
+    replace(&dir.join("lds.yaml"), "resources: [");
+    until(|| stat(&server, "listener_manager.lds.update_failure").to_string(), |n| n == "1");
+    assert_eq!(
+        (stat(&server, "listener_manager.lds.update_failure"), stat(&server, "listener_manager.lds.update_rejected")),
+        (1, 3)
+    );
+    assert_eq!(body(&get(main, "/direct")), "good");
+    // A bad cluster file: the cluster keeps its endpoint.
+    replace(&dir.join("cds.yaml"), &cds("c2", a).replace("type: STATIC", "type: NOT_A_TYPE"));
+    until(|| stat(&server, "cluster_manager.cds.update_rejected").to_string(), |n| n == "1");
+    assert_eq!(stat(&server, "cluster_manager.cds.update_rejected"), 1);
+    assert_eq!(body(&get(main, "/x")), "a /x");
+    assert_eq!(stat(&server, "listener_manager.lds.update_success"), 1);
+
+    // A good update after the bad ones is taken.
+    replace(&dir.join("lds.yaml"), &lds("l5", &[listener("main", "fixed", &demo, "x-demo=one")]));
+    assert_eq!(body(&until(|| get(main, "/direct"), |r| body(r) == "fixed")), "fixed");
+    server.stop();
+}
