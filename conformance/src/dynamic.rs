@@ -99,6 +99,71 @@ fn header_filter(value: &str) -> String {
     wasm_filter("versioned", "header_filter.wasm", &configuration, "")
 }
 
+/// A bootstrap whose listener takes its routes from `@DYNAMIC@rds.yaml` and whose cluster
+/// takes its endpoints from `@DYNAMIC@eds.yaml`.
+fn rds_eds_bootstrap() -> String {
+    r#"node: { id: conformance, cluster: conformance }
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+static_resources:
+  listeners:
+  - name: main
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          rds:
+            route_config_name: from_file
+            config_source: { path_config_source: { path: "@DYNAMIC@rds.yaml" } }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: upstream
+    type: EDS
+    connect_timeout: 1s
+    eds_cluster_config:
+      service_name: upstream_service
+      eds_config: { path_config_source: { path: "@DYNAMIC@eds.yaml" } }
+"#
+    .into()
+}
+
+/// An RDS file: the route configuration `from_file` with `routes`, then the catch-all.
+fn rds(version: &str, routes: &str) -> String {
+    let routes: String = routes.lines().map(|l| format!("{}\n", l.strip_prefix("        ").unwrap_or(l))).collect();
+    format!(
+        r#"version_info: "{version}"
+resources:
+- "@type": type.googleapis.com/envoy.config.route.v3.RouteConfiguration
+  name: from_file
+  virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+{routes}    - match: {{ prefix: / }}
+      route: {{ cluster: upstream }}
+"#
+    )
+}
+
+/// An EDS file: `upstream_service` at `port`.
+fn eds(version: &str, port: &str) -> String {
+    format!(
+        r#"version_info: "{version}"
+resources:
+- "@type": type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment
+  cluster_name: upstream_service
+  endpoints:
+  - lb_endpoints:
+    - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
+"#
+    )
+}
+
 pub fn scenarios() -> Vec<Scenario> {
     let upstream = || cds("c1", "@UPSTREAM_PORT@");
     vec![
@@ -143,6 +208,26 @@ pub fn scenarios() -> Vec<Scenario> {
                 Request::get("/changed").after_update("lds.yaml", "resources: [".into()),
             ],
         ),
+        Scenario {
+            config: rds_eds_bootstrap(),
+            stats: &[
+                r"^http\.ingress\.rds\.from_file\.update_(attempt|success|rejected|failure): ",
+                r"^cluster\.upstream\.update_(attempt|success|rejected|failure): ",
+            ],
+            files: vec![("rds.yaml", rds("r1", "")), ("eds.yaml", eds("e1", "@UPSTREAM_PORT@"))],
+            ..dynamic(
+                "dynamic_rds_and_eds",
+                "a static listener's routes from an RDS file and a static cluster's endpoints from an EDS file, \
+                 each changed while serving",
+                String::new(),
+                String::new(),
+                vec![
+                    Request::get("/changed"),
+                    Request::get("/changed").after_update("rds.yaml", rds("r2", DIRECT)),
+                    Request::get("/x").after_update("eds.yaml", eds("e2", "1")),
+                ],
+            )
+        },
         dynamic(
             "dynamic_listener_removed",
             "an LDS update without the listener: its socket closes",

@@ -229,9 +229,12 @@ fn replace_file(path: &str, text: &str) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| format!("{path}: {e}"))
 }
 
-/// The admin stats counting attempts to take a dynamic resource file.
+/// The admin stats counting attempts to take a dynamic resource file (LDS, CDS, RDS, EDS).
 fn update_attempts() -> regex::Regex {
-    regex::Regex::new(r"^(listener_manager\.lds|cluster_manager\.cds)\.update_attempt: ").expect("a valid regex")
+    regex::Regex::new(
+        r"^(listener_manager\.lds|cluster_manager\.cds|http\..+\.rds\..+|cluster\.[^.]+)\.update_attempt: ",
+    )
+    .expect("a valid regex")
 }
 
 /// How many attempts to take a dynamic resource file the proxy has counted.

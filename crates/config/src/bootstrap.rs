@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use crate::address::{Host, read_address};
 use crate::cluster::read_cluster;
+use crate::config_source::read_file_source;
 use crate::hcm::type_error;
 use crate::json::to_struct_value;
 use crate::listener::read_listener;
-use crate::model::{Admin, Bootstrap, DynamicResources, FileSource, Locality, Node, StructValue};
+use crate::model::{Admin, Bootstrap, DynamicResources, Locality, Node, StructValue};
 use crate::reader::{Ctx, Field, Origin, child};
 use crate::tree::Value;
 use crate::wasm::read_wasm_service;
@@ -72,18 +73,6 @@ const NODE: &[&str] = &[
 const LOCALITY: &[&str] = &["region", "zone", "sub_zone"];
 const DYNAMIC_RESOURCES: &[&str] =
     &["lds_config", "lds_resources_locator", "cds_config", "cds_resources_locator", "ads_config"];
-const CONFIG_SOURCE: &[&str] = &[
-    "authorities",
-    "path",
-    "path_config_source",
-    "api_config_source",
-    "ads",
-    "self",
-    "initial_fetch_timeout",
-    "resource_api_version",
-];
-const PATH_CONFIG_SOURCE: &[&str] = &["path", "watched_directory"];
-const WATCHED_DIRECTORY: &[&str] = &["path"];
 const TYPED_EXTENSION_CONFIG: &[&str] = &["name", "typed_config"];
 const LAYERED_RUNTIME: &[&str] = &["layers"];
 const RUNTIME_LAYER: &[&str] = &["name", "static_layer", "disk_layer", "admin_layer", "rtds_layer"];
@@ -161,40 +150,6 @@ fn read_dynamic_resources(ctx: &mut Ctx, field: &Field<'_>) -> DynamicResources 
     dynamic.cds = msg.get(ctx, "cds_config").and_then(|f| read_file_source(ctx, &f));
     msg.finish(ctx);
     dynamic
-}
-
-/// A `ConfigSource` that names a file: `path_config_source` (`path`, `watched_directory`) or
-/// the deprecated `path`. Relative paths are the process's working directory's, as in Envoy.
-fn read_file_source(ctx: &mut Ctx, field: &Field<'_>) -> Option<FileSource> {
-    let mut msg = field.message(ctx, CONFIG_SOURCE)?;
-    msg.at_most_one(ctx, &["path", "path_config_source", "api_config_source", "ads", "self"]);
-    // V2 is gone from Envoy 1.40 too: the enumeration refuses it.
-    if let Some(f) = msg.get(ctx, "resource_api_version") {
-        f.enumeration(ctx, &[("AUTO", 0, Some(())), ("V2", 1, None), ("V3", 2, Some(()))]);
-    }
-    let mut source = None;
-    if let Some(f) = msg.get(ctx, "path") {
-        ctx.warn(&f.origin(), "deprecated: use path_config_source");
-        source = f.string(ctx).map(|path| FileSource { path: path.into(), watched_directory: None });
-    }
-    if let Some(f) = msg.get(ctx, "path_config_source")
-        && let Some(mut path_source) = f.message(ctx, PATH_CONFIG_SOURCE)
-    {
-        let path = path_source.required(ctx, "path").and_then(|f| f.string(ctx));
-        let watched_directory = path_source.get(ctx, "watched_directory").and_then(|f| {
-            let mut dir = f.message(ctx, WATCHED_DIRECTORY)?;
-            let path = dir.required(ctx, "path").and_then(|f| f.string(ctx));
-            dir.finish(ctx);
-            path.map(std::path::PathBuf::from)
-        });
-        path_source.finish(ctx);
-        source = path.map(|path| FileSource { path: path.into(), watched_directory });
-    }
-    if source.is_none() && !msg.has("api_config_source") && !msg.has("ads") && !msg.has("self") {
-        ctx.error(&msg.origin().clone(), "a config source needs path_config_source");
-    }
-    msg.finish(ctx);
-    source
 }
 
 /// `node`: `id`, `cluster`, `metadata` and `locality`, which plugins read through `xds.node`.

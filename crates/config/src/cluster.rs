@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use crate::address::{Host, read_address};
+use crate::config_source::read_file_source;
 use crate::hcm::type_error;
-use crate::model::{Cluster, Discovery, DnsLookupFamily, LbPolicy, SocketAddress};
+use crate::model::{Cluster, Discovery, DnsLookupFamily, EdsSource, LbPolicy, LoadAssignment, SocketAddress};
 use crate::reader::{Ctx, Field};
 
 const CLUSTER: &[&str] = &[
@@ -122,7 +123,7 @@ const DISCOVERY: &[(&str, i64, Option<Discovery>)] = &[
     ("STATIC", 0, Some(Discovery::Static)),
     ("STRICT_DNS", 1, Some(Discovery::StrictDns)),
     ("LOGICAL_DNS", 2, Some(Discovery::LogicalDns)),
-    ("EDS", 3, None),
+    ("EDS", 3, Some(Discovery::Eds)),
     ("ORIGINAL_DST", 4, None),
 ];
 const LB_POLICY: &[(&str, i64, Option<LbPolicy>)] = &[
@@ -173,7 +174,19 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
     };
     let lb_policy = msg.get(ctx, "lb_policy").and_then(|f| f.enumeration(ctx, LB_POLICY)).unwrap_or_default();
 
-    let host = if discovery == Discovery::Static { Host::Ip } else { Host::Name };
+    let eds = match msg.get(ctx, "eds_cluster_config") {
+        Some(f) if discovery == Discovery::Eds => read_eds(ctx, &f, name.as_deref().unwrap_or_default()),
+        Some(f) => {
+            f.error(ctx, "only an EDS cluster takes eds_cluster_config");
+            None
+        }
+        None if discovery == Discovery::Eds => {
+            ctx.error(msg.origin(), "an EDS cluster needs eds_cluster_config");
+            None
+        }
+        None => None,
+    };
+    let host = if matches!(discovery, Discovery::Static | Discovery::Eds) { Host::Ip } else { Host::Name };
     let assignment = msg.get(ctx, "load_assignment");
     let endpoints = assignment.as_ref().map(|f| read_load_assignment(ctx, f, host)).unwrap_or_default();
     if discovery == Discovery::LogicalDns && endpoints.len() != 1 {
@@ -217,8 +230,33 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
         endpoints,
         dns_refresh_rate: dns_refresh_rate?,
         dns_lookup_family,
+        eds,
         http2,
     })
+}
+
+const EDS_CLUSTER_CONFIG: &[&str] = &["eds_config", "service_name"];
+
+/// `eds_cluster_config`: the endpoints of `service_name` (else the cluster's name), from a file.
+fn read_eds(ctx: &mut Ctx, field: &Field<'_>, cluster: &str) -> Option<EdsSource> {
+    let mut msg = field.message(ctx, EDS_CLUSTER_CONFIG)?;
+    let service_name = msg.get(ctx, "service_name").and_then(|f| f.string(ctx)).filter(|s| !s.is_empty());
+    let source = msg.required(ctx, "eds_config").and_then(|f| read_file_source(ctx, &f));
+    msg.finish(ctx);
+    Some(EdsSource { service_name: service_name.unwrap_or_else(|| cluster.to_string()), source: source? })
+}
+
+/// A `ClusterLoadAssignment` of an EDS file.
+pub(crate) fn read_cluster_load_assignment(ctx: &mut Ctx, field: &Field<'_>) -> Option<LoadAssignment> {
+    let cluster_name = field.node.as_map().and_then(|entries| {
+        let entry = entries.iter().find(|e| e.key == "cluster_name" || e.key == "clusterName")?;
+        Field::new(&entry.value, crate::reader::child(&field.path, &entry.key)).string(ctx)
+    });
+    let Some(cluster_name) = cluster_name.filter(|n| !n.is_empty()) else {
+        field.error(ctx, "missing required field \"cluster_name\"");
+        return None;
+    };
+    Some(LoadAssignment { cluster_name, endpoints: read_load_assignment(ctx, field, Host::Ip) })
 }
 
 /// `load_assignment`: every `endpoints[].lb_endpoints[].endpoint.address`, in order.

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use crate::access_log::read_access_logs;
-use crate::model::{CodecType, HttpConnectionManager, HttpFilter, RouteConfig};
+use crate::config_source::read_file_source;
+use crate::model::{CodecType, HttpConnectionManager, HttpFilter, RdsSource, RouteConfig};
 use crate::reader::{AnyValue, Ctx, Field, Origin};
 use crate::route::read_route_config;
 use crate::validate::check_http_filter_order;
@@ -117,6 +118,7 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
         codec_type: CodecType::Auto,
         server_name: "envoy".into(),
         route_config: RouteConfig::default(),
+        rds: None,
         http_filters: Vec::new(),
         request_headers_timeout: None,
         stream_idle_timeout: Some(DEFAULT_STREAM_IDLE_TIMEOUT),
@@ -139,7 +141,9 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
     msg.at_most_one(ctx, &["rds", "route_config", "scoped_routes"]);
     if let Some(f) = msg.get(ctx, "route_config") {
         hcm.route_config = read_route_config(ctx, &f);
-    } else if !msg.has("rds") && !msg.has("scoped_routes") {
+    } else if let Some(f) = msg.get(ctx, "rds") {
+        hcm.rds = read_rds(ctx, &f);
+    } else if !msg.has("scoped_routes") {
         ctx.error(msg.origin(), "missing required field \"route_config\"");
     }
 
@@ -232,4 +236,15 @@ pub(crate) fn type_error(ctx: &mut Ctx, typed: &Field<'_>, any: &AnyValue<'_>, w
         .and_then(|entries| entries.iter().find(|e| e.key == key))
         .map_or_else(|| typed.origin(), |e| Origin { path: format!("{}.{key}", typed.path), pos: e.value.pos });
     ctx.error(&at, format!("{what} type {} is not supported by wasmproxy", any.type_name));
+}
+
+const RDS: &[&str] = &["config_source", "route_config_name"];
+
+/// `rds`: a route configuration by name, from a file.
+fn read_rds(ctx: &mut Ctx, field: &Field<'_>) -> Option<RdsSource> {
+    let mut msg = field.message(ctx, RDS)?;
+    let route_config_name = msg.required(ctx, "route_config_name").and_then(|f| f.string(ctx));
+    let source = msg.required(ctx, "config_source").and_then(|f| read_file_source(ctx, &f));
+    msg.finish(ctx);
+    Some(RdsSource { route_config_name: route_config_name?, source: source? })
 }

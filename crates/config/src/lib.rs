@@ -38,6 +38,7 @@ mod address;
 mod base64;
 mod bootstrap;
 mod cluster;
+mod config_source;
 mod error;
 mod hcm;
 mod json;
@@ -54,7 +55,10 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
-pub use resources::{CLUSTER_TYPE, LISTENER_TYPE, ResourceFileError, load_cluster_file, load_listener_file};
+pub use resources::{
+    CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, ResourceFileError, load_cluster_file, load_endpoint_file,
+    load_listener_file, load_route_file,
+};
 
 use reader::{Ctx, Field};
 

@@ -51,6 +51,34 @@ pub struct FileSource {
     pub watched_directory: Option<std::path::PathBuf>,
 }
 
+/// `rds`: the route configuration named `route_config_name`, from an RDS file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RdsSource {
+    /// `route_config_name`.
+    pub route_config_name: String,
+    /// `config_source`.
+    pub source: FileSource,
+}
+
+/// `eds_cluster_config`: the endpoints named `service_name` (the cluster's name if empty),
+/// from an EDS file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdsSource {
+    /// `service_name`, or the cluster's name.
+    pub service_name: String,
+    /// `eds_config`.
+    pub source: FileSource,
+}
+
+/// `ClusterLoadAssignment`, as an EDS file holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadAssignment {
+    /// `cluster_name`: the EDS service name it is for.
+    pub cluster_name: String,
+    /// Every `endpoints[].lb_endpoints[].endpoint.address`, in order.
+    pub endpoints: Vec<SocketAddress>,
+}
+
 /// The resources of one dynamic resource file, as a `DiscoveryResponse` holds them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResourceFile<T> {
@@ -205,8 +233,10 @@ pub struct HttpConnectionManager {
     pub codec_type: CodecType,
     /// `server_name` (Envoy's default: `envoy`).
     pub server_name: String,
-    /// `route_config` (inline; `rds` is not supported).
+    /// `route_config` (empty when the routes come from `rds`).
     pub route_config: RouteConfig,
+    /// `rds`: the routes come from an RDS file.
+    pub rds: Option<RdsSource>,
     /// `http_filters`, in order; the last is the router.
     pub http_filters: Vec<HttpFilter>,
     /// `request_headers_timeout` (Envoy default: none).
@@ -517,6 +547,8 @@ pub struct Cluster {
     pub dns_refresh_rate: Duration,
     /// `dns_lookup_family`: which resolved addresses DNS clusters use.
     pub dns_lookup_family: DnsLookupFamily,
+    /// `eds_cluster_config`, for an EDS cluster.
+    pub eds: Option<EdsSource>,
     /// HTTP/2 to the upstream (`typed_extension_protocol_options` with
     /// `explicit_http_config.http2_protocol_options`, or the older `http2_protocol_options`).
     pub http2: bool,
@@ -532,6 +564,8 @@ pub enum Discovery {
     StrictDns,
     /// `LOGICAL_DNS`.
     LogicalDns,
+    /// `EDS`: the endpoints come from an EDS file (`eds_cluster_config`).
+    Eds,
 }
 
 /// `dns_lookup_family`.

@@ -4,11 +4,12 @@
 
 use std::path::Path;
 
-use crate::cluster::read_cluster;
+use crate::cluster::{read_cluster, read_cluster_load_assignment};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::listener::read_listener;
-use crate::model::{Cluster, Listener, ResourceFile};
+use crate::model::{Cluster, Listener, LoadAssignment, ResourceFile, RouteConfig};
 use crate::reader::{Ctx, Field, Origin};
+use crate::route::read_route_config;
 use crate::tree::{self, Node, Value};
 
 const DISCOVERY_RESPONSE: &[&str] =
@@ -18,6 +19,10 @@ const DISCOVERY_RESPONSE: &[&str] =
 pub const LISTENER_TYPE: &str = "envoy.config.listener.v3.Listener";
 /// The type of cluster resources.
 pub const CLUSTER_TYPE: &str = "envoy.config.cluster.v3.Cluster";
+/// The type of route configuration resources.
+pub const ROUTE_TYPE: &str = "envoy.config.route.v3.RouteConfiguration";
+/// The type of endpoint resources.
+pub const ENDPOINT_TYPE: &str = "envoy.config.endpoint.v3.ClusterLoadAssignment";
 
 /// Why a resource file was not taken, told apart as Envoy's stats tell them apart.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +54,20 @@ pub fn load_listener_file(
 pub fn load_cluster_file(path: &Path, base_dir: &Path) -> Result<ResourceFile<Cluster>, ResourceFileError> {
     let ctx = Ctx::new(base_dir.to_path_buf());
     load_resource_file(path, ctx, CLUSTER_TYPE, |ctx, field, _| read_cluster(ctx, field))
+}
+
+/// Reads a route configuration (RDS) file. Routes may name clusters that do not exist yet
+/// (Envoy's `validate_clusters` is off for RDS): a request to one gets 503.
+pub fn load_route_file(path: &Path) -> Result<ResourceFile<RouteConfig>, ResourceFileError> {
+    let mut ctx = Ctx::new(std::path::PathBuf::new());
+    ctx.refs.clusters_from_files = true;
+    load_resource_file(path, ctx, ROUTE_TYPE, |ctx, field, _| Some(read_route_config(ctx, field)))
+}
+
+/// Reads an endpoint (EDS) file.
+pub fn load_endpoint_file(path: &Path) -> Result<ResourceFile<LoadAssignment>, ResourceFileError> {
+    let ctx = Ctx::new(std::path::PathBuf::new());
+    load_resource_file(path, ctx, ENDPOINT_TYPE, |ctx, field, _| read_cluster_load_assignment(ctx, field))
 }
 
 fn load_resource_file<T>(

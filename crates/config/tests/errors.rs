@@ -84,12 +84,9 @@ fn unknown_field() {
 #[test]
 fn unsupported_fields() {
     assert_eq!(
-        errors(&[(
-            "          route_config:\n",
-            "          rds: { route_config_name: web }\n          x_route_config:\n"
-        )]),
+        errors(&[("          route_config:\n", "          scoped_routes: { name: web }\n          x_route_config:\n")]),
         vec![
-            format!("{HCM}.rds: not supported by wasmproxy (line 12, column 11)"),
+            format!("{HCM}.scoped_routes: not supported by wasmproxy (line 12, column 11)"),
             format!("{HCM}.x_route_config: unknown field (line 13, column 11)"),
         ]
     );

@@ -112,6 +112,7 @@ fn rust_sdk_example_shape() {
             endpoints: vec![addr("httpbin.org", 80)],
             dns_refresh_rate: Duration::from_secs(5),
             dns_lookup_family: DnsLookupFamily::Auto,
+            eds: None,
             http2: false,
         }]
     );
@@ -254,6 +255,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 endpoints: vec![addr("10.0.0.1", 8001), addr("10.0.0.2", 8002)],
                 dns_refresh_rate: Duration::from_secs(5),
                 dns_lookup_family: DnsLookupFamily::Auto,
+                eds: None,
                 http2: true,
             },
             Cluster {
@@ -264,6 +266,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 endpoints: vec![addr("backend.local", 443)],
                 dns_refresh_rate: Duration::from_secs(5),
                 dns_lookup_family: DnsLookupFamily::Auto,
+                eds: None,
                 http2: true,
             },
         ]

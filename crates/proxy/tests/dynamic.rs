@@ -297,3 +297,124 @@ fn a_bad_update_is_rejected_and_the_last_good_configuration_keeps_serving() {
     assert_eq!(body(&until(|| get(main, "/direct"), |r| body(r) == "fixed")), "fixed");
     server.stop();
 }
+
+fn rds(version: &str, direct: &str) -> String {
+    format!(
+        r#"version_info: "{version}"
+resources:
+- "@type": type.googleapis.com/envoy.config.route.v3.RouteConfiguration
+  name: from_file
+  virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+    - match: {{ prefix: /direct }}
+      direct_response: {{ status: 200, body: {{ inline_string: "{direct}" }} }}
+    - match: {{ prefix: / }}
+      route: {{ cluster: backend }}
+"#
+    )
+}
+
+fn eds(version: &str, upstream: SocketAddr) -> String {
+    format!(
+        r#"version_info: "{version}"
+resources:
+- "@type": type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment
+  cluster_name: backend_service
+  endpoints:
+  - lb_endpoints:
+    - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
+"#,
+        upstream.port()
+    )
+}
+
+/// `GET path` twice on one keep-alive connection, `between` run between the two; both answers.
+fn two_on_one_connection(addr: SocketAddr, path: &str, between: impl FnOnce()) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut exchange = |close: bool| {
+        let connection = if close { "connection: close\r\n" } else { "" };
+        write!(stream, "GET {path} HTTP/1.1\r\nhost: test\r\n{connection}\r\n").unwrap();
+        let mut response = Vec::new();
+        let mut byte = [0u8; 1];
+        // Headers, then a body of the announced length.
+        while !response.ends_with(b"\r\n\r\n") {
+            assert_eq!(stream.read(&mut byte).unwrap(), 1, "the connection closed");
+            response.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&response).to_string();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).unwrap();
+        head + &String::from_utf8_lossy(&body)
+    };
+    let first = exchange(false);
+    between();
+    (first, exchange(true))
+}
+
+#[test]
+fn routes_and_endpoints_from_files_change_without_closing_connections() {
+    let (a, b) = (upstream("a"), upstream("b"));
+    let dir = work_dir("rds-eds");
+    replace(&dir.join("rds.yaml"), &rds("r1", "one"));
+    replace(&dir.join("eds.yaml"), &eds("e1", a));
+    let yaml = format!(
+        r#"
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          rds:
+            route_config_name: from_file
+            config_source: {{ path_config_source: {{ path: "{rds}" }} }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: backend
+    type: EDS
+    eds_cluster_config:
+      service_name: backend_service
+      eds_config: {{ path_config_source: {{ path: "{eds}" }} }}
+"#,
+        rds = dir.join("rds.yaml").display(),
+        eds = dir.join("eds.yaml").display()
+    );
+    let config = wasmproxy_config::load_str(&yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    let server = Server::start(config, ServerOptions { concurrency: 1, ..Default::default() }).unwrap();
+    let main = server.listeners[0].1;
+    assert_eq!(body(&get(main, "/direct")), "one");
+    assert_eq!(body(&get(main, "/x")), "a /x");
+
+    // A route change applies to the next stream of an open connection, which stays open
+    // (Envoy does not drain connections for RDS).
+    let (before, after) = two_on_one_connection(main, "/direct", || {
+        replace(&dir.join("rds.yaml"), &rds("r2", "two"));
+        until(|| get(main, "/direct"), |r| body(r) == "two");
+    });
+    assert!(before.ends_with("one") && after.ends_with("two"), "{before}\n{after}");
+
+    // An endpoint change: the cluster moves to the other upstream.
+    replace(&dir.join("eds.yaml"), &eds("e2", b));
+    assert_eq!(body(&until(|| get(main, "/x"), |r| body(r) == "b /x")), "b /x");
+
+    // A route file that does not parse keeps the routes it had.
+    replace(&dir.join("rds.yaml"), "resources: [");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(body(&get(main, "/direct")), "two");
+    server.stop();
+}

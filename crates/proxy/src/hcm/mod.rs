@@ -63,6 +63,39 @@ impl Drop for OpenStream {
     }
 }
 
+/// Where a connection manager's routes come from.
+pub enum Routes {
+    /// `route_config`, inline: compiled once with the listener.
+    Inline(Arc<RouteTable>),
+    /// `rds`: the worker's current route configuration of this name.
+    Rds {
+        /// `route_config_name`.
+        name: String,
+        /// The worker's route configurations from RDS files, by name.
+        tables: Rc<RouteTables>,
+    },
+}
+
+/// A worker's route configurations from RDS files, by name: replaced as a whole when a
+/// file changes.
+pub type RouteTables = std::cell::RefCell<rustc_hash::FxHashMap<String, Arc<RouteTable>>>;
+
+impl Routes {
+    /// The route table a new stream takes. A route configuration RDS has not brought (yet)
+    /// routes nothing: every request gets 404, as in Envoy.
+    pub fn current(&self) -> Arc<RouteTable> {
+        thread_local! {
+            static EMPTY: Arc<RouteTable> = Arc::new(RouteTable::empty());
+        }
+        match self {
+            Routes::Inline(table) => table.clone(),
+            Routes::Rds { name, tables } => {
+                tables.borrow().get(name).cloned().unwrap_or_else(|| EMPTY.with(Arc::clone))
+            }
+        }
+    }
+}
+
 /// What a stream leaves once its response is decided: its info, its filters' contexts and
 /// the request headers, for the access-log phase.
 struct FinishedStream {
@@ -75,8 +108,8 @@ struct FinishedStream {
 pub struct Hcm {
     /// The configuration.
     pub config: HttpConnectionManager,
-    /// The compiled routes (built once, on the main thread).
-    pub routes: Arc<RouteTable>,
+    /// Its routes.
+    pub routes: Routes,
     /// The Wasm filters, in order (the router is implicit, last).
     pub filters: Vec<Rc<FilterSlot>>,
     /// This worker's clusters.
@@ -325,10 +358,12 @@ impl Hcm {
     ) -> Result<(Headers, ResponseBody), Processed> {
         let request_ended = incoming.is_end_stream();
         let downstream_http1 = info.borrow().protocol != "HTTP/2";
+        // The stream keeps the route table it started with, whatever RDS brings meanwhile.
+        let routes = self.routes.current();
         if !self.filters.is_empty() {
             // Envoy picks the route as soon as a plugin asks for it (`xds.route_name`); the
             // router picks it again from the headers the filters leave.
-            note_route(self.routes.find(headers).as_ref(), info);
+            note_route(routes.find(headers).as_ref(), info);
         }
         // Request headers, filter by filter; each sees the headers the previous one left.
         for (i, filter) in self.filters.iter().enumerate() {
@@ -355,7 +390,7 @@ impl Hcm {
         }
         // The router picks the target; the request body then streams through the filters
         // (to the upstream, or drained for a local answer) while the upstream answers.
-        let (response_headers, response) = match self.route(headers, info) {
+        let (response_headers, response) = match self.route(&routes, headers, info) {
             // As in Envoy, the local answer goes at once: the filters never see a request
             // body still to come (an HTTP/1.1 connection then closes, see `handle`).
             Target::Local(h, body) => {

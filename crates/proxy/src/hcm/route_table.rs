@@ -69,6 +69,11 @@ fn value_regex(v: &ValueMatch, route: &str) -> Result<Option<Regex>, RouteError>
 }
 
 impl RouteTable {
+    /// A table with no route.
+    pub fn empty() -> Self {
+        RouteTable { vhosts: Vec::new() }
+    }
+
     /// Compiles the regexes and sorts the domains.
     pub fn new(config: &RouteConfig) -> Result<Self, RouteError> {
         let mut vhosts = Vec::new();

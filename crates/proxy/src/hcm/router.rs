@@ -13,7 +13,7 @@ use wasmproxy_abi::StreamType;
 use wasmproxy_config::model::{RedirectAction, RouteAction};
 use wasmproxy_host::Headers;
 
-use crate::hcm::route_table::Matched;
+use crate::hcm::route_table::{Matched, RouteTable};
 use crate::hcm::{Hcm, Processed, ResponseBody, UpstreamBody};
 use crate::http::body::whole;
 use crate::http::convert;
@@ -42,8 +42,8 @@ impl Hcm {
     /// The route's target (or the local answer: no route, direct response, redirect).
     /// For the upstream, the request headers are changed in place (rewrites, Envoy's
     /// `x-envoy-*` headers), as Envoy's router does: the access-log phase sees them.
-    pub(super) fn route(&self, headers: &mut Headers, info: &StreamRef) -> Target {
-        let matched = self.routes.find(headers);
+    pub(super) fn route(&self, routes: &RouteTable, headers: &mut Headers, info: &StreamRef) -> Target {
+        let matched = routes.find(headers);
         note_route(matched.as_ref(), info);
         self.stats.router_rq_total.inc();
         let Some(m) = matched else {

@@ -16,6 +16,7 @@ use wasmproxy_stats::{Counter, Gauge, StatName, Store};
 use crate::admin::{Accepted, LiveView};
 use crate::server::ServerError;
 use crate::server::listener::bind_reuseport;
+use crate::server::referenced::ReferencedFiles;
 use crate::server::snapshot::{Builder, Snapshot, TerminalSnapshot};
 use crate::server::worker::WorkerMessage;
 
@@ -105,6 +106,8 @@ pub struct Control {
     last_lds_text: Option<String>,
     last_cds_text: Option<String>,
     bound: Vec<Bound>,
+    /// The RDS and EDS files the listeners and clusters refer to.
+    files: ReferencedFiles,
     /// The snapshot the workers serve.
     served: Option<Arc<Snapshot>>,
     inboxes: Vec<mpsc::UnboundedSender<WorkerMessage>>,
@@ -121,7 +124,7 @@ impl Control {
         bootstrap: Arc<Bootstrap>,
         inboxes: Vec<mpsc::UnboundedSender<WorkerMessage>>,
         listener_threads: usize,
-        store: &Store,
+        store: &Arc<Store>,
     ) -> Control {
         Control {
             builder,
@@ -131,6 +134,7 @@ impl Control {
             last_lds_text: None,
             last_cds_text: None,
             bound: Vec::new(),
+            files: ReferencedFiles::new(store.clone()),
             served: None,
             inboxes,
             listener_threads,
@@ -185,7 +189,8 @@ impl Control {
     }
 
     /// A dynamic resource file may have changed: each whose text changed is read, checked
-    /// and applied (clusters first, so that listeners may route to new ones).
+    /// and applied (clusters first, so that listeners may route to new ones; then the RDS
+    /// and EDS files they refer to).
     pub fn reload(&mut self) {
         if let Some(source) = self.bootstrap.dynamic_resources.cds.clone()
             && self.try_clusters(&source, true)
@@ -197,6 +202,21 @@ impl Control {
         {
             self.publish();
         }
+        let mut files = self.files.clone();
+        if files.refresh(&self.all_listeners(), &self.all_clusters()) {
+            match self.apply_with(self.all_listeners(), self.all_clusters(), &files) {
+                Ok(()) => self.files = files,
+                Err(e) => tracing::warn!("rds/eds: update rejected: {e}"),
+            }
+        }
+    }
+
+    /// Every file the configuration is read from now, for the watcher.
+    pub fn sources(&self) -> Vec<FileSource> {
+        let dynamic = &self.bootstrap.dynamic_resources;
+        let mut sources: Vec<FileSource> = [&dynamic.lds, &dynamic.cds].into_iter().flatten().cloned().collect();
+        sources.extend(self.files.sources());
+        sources
     }
 
     /// Reads the CDS file if it changed and, if `apply`, serves it (counting the success:
@@ -284,10 +304,26 @@ impl Control {
         all
     }
 
-    /// Builds a snapshot of `listeners` and `clusters`, binds the sockets it needs, and
-    /// hands it to every worker; done once each has taken it.
+    /// Builds a snapshot of `listeners` and `clusters` with what the RDS and EDS files they
+    /// refer to hold, binds the sockets it needs, and hands it to every worker; done once
+    /// each has taken it.
     fn apply(&mut self, listeners: Vec<Listener>, clusters: Vec<Cluster>) -> Result<(), ServerError> {
-        let snapshot = Arc::new(self.builder.build(&listeners, &clusters)?);
+        let mut files = self.files.clone();
+        files.refresh(&listeners, &clusters);
+        self.apply_with(listeners, clusters, &files)?;
+        self.files = files;
+        Ok(())
+    }
+
+    /// [`Control::apply`] with these RDS and EDS files.
+    fn apply_with(
+        &mut self,
+        listeners: Vec<Listener>,
+        clusters: Vec<Cluster>,
+        files: &ReferencedFiles,
+    ) -> Result<(), ServerError> {
+        let clusters = files.with_endpoints(clusters);
+        let snapshot = Arc::new(self.builder.build(&listeners, &clusters, &files.route_configs())?);
         let (bound, mut sockets) = self.bind(&snapshot)?;
         let mut waiting = Vec::new();
         for (i, inbox) in self.inboxes.iter().enumerate() {

@@ -6,6 +6,7 @@ mod canary;
 mod control;
 mod drain;
 mod listener;
+mod referenced;
 mod snapshot;
 pub mod tunables;
 mod watcher;
@@ -15,7 +16,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use wasmproxy_config::model::{Bootstrap, FileSource, SocketAddress};
+use wasmproxy_config::model::{Bootstrap, SocketAddress};
 use wasmproxy_host::{EngineConfig, WasmEngine};
 
 use crate::admin::{AdminState, LogControl};
@@ -185,10 +186,8 @@ impl Server {
                 }
             }
         }
-        let sources: Vec<FileSource> =
-            [&config.dynamic_resources.lds, &config.dynamic_resources.cds].into_iter().flatten().cloned().collect();
-        if !sources.is_empty() {
-            match watcher::spawn(control, sources, shutdown_rx) {
+        if !control.sources().is_empty() {
+            match watcher::spawn(control, shutdown_rx) {
                 Ok(handle) => server.workers.push(handle),
                 Err(e) => {
                     server.stop();

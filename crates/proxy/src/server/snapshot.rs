@@ -17,12 +17,15 @@ use crate::server::ServerError;
 use crate::server::canary;
 use crate::wasm::plugin::LoadedPlugin;
 
-/// Everything the workers serve: listeners (static ones first), clusters.
+/// Everything the workers serve: listeners (static ones first), clusters, and the route
+/// configurations from RDS files.
 pub struct Snapshot {
     /// The listeners.
     pub listeners: Vec<Arc<ListenerSnapshot>>,
-    /// The clusters.
+    /// The clusters (an EDS cluster with its endpoints from its file).
     pub clusters: Vec<Arc<model::Cluster>>,
+    /// The route configurations from RDS files, compiled, by name.
+    pub route_tables: Vec<(String, Arc<RouteTable>)>,
 }
 
 /// A listener ready to serve: its configuration and what its terminal filter needs.
@@ -52,14 +55,22 @@ pub enum TerminalSnapshot {
 pub struct HttpSnapshot {
     /// Its configuration.
     pub config: HttpConnectionManager,
-    /// Its route table, compiled once for every worker.
-    pub routes: Arc<RouteTable>,
+    /// Its routes.
+    pub routes: RouteSnapshot,
     /// The Wasm HTTP filters, in order (the router is implicit, last).
     pub filters: Vec<LoadedPlugin>,
     /// File, stdout and stderr access loggers.
     pub access_logs: Vec<Arc<AccessLogger>>,
     /// Wasm access loggers.
     pub wasm_loggers: Vec<LoadedPlugin>,
+}
+
+/// Where a connection manager's routes come from.
+pub enum RouteSnapshot {
+    /// `route_config`, compiled once for every worker.
+    Inline(Arc<RouteTable>),
+    /// `rds`: the route configuration of this name in the snapshot's `route_tables`.
+    Rds(String),
 }
 
 /// Builds snapshots on the main thread, remembering what it built so that an unchanged
@@ -70,17 +81,44 @@ pub struct Builder {
     sinks: Arc<Sinks>,
     listeners: Vec<Arc<ListenerSnapshot>>,
     checked: Vec<LoadedPlugin>,
+    /// Route configurations from RDS files, compiled (kept while they do not change).
+    route_tables: Vec<(model::RouteConfig, Arc<RouteTable>)>,
 }
 
 impl Builder {
     /// A builder loading modules into `engine`; `node` is what canaries read as `xds.node`.
     pub fn new(engine: WasmEngine, node: Node) -> Builder {
-        Builder { engine, node, sinks: Sinks::new(), listeners: Vec::new(), checked: Vec::new() }
+        Builder {
+            engine,
+            node,
+            sinks: Sinks::new(),
+            listeners: Vec::new(),
+            checked: Vec::new(),
+            route_tables: Vec::new(),
+        }
     }
 
-    /// A snapshot of `listeners` and `clusters`. A listener whose configuration is the same
-    /// as in the last snapshot is taken from it as it is.
-    pub fn build(&mut self, listeners: &[Listener], clusters: &[model::Cluster]) -> Result<Snapshot, ServerError> {
+    /// A snapshot of `listeners`, `clusters` and the route configurations `routes` (from RDS
+    /// files). A listener whose configuration is the same as in the last snapshot is taken
+    /// from it as it is.
+    pub fn build(
+        &mut self,
+        listeners: &[Listener],
+        clusters: &[model::Cluster],
+        routes: &[model::RouteConfig],
+    ) -> Result<Snapshot, ServerError> {
+        let mut route_tables = Vec::with_capacity(routes.len());
+        for config in routes {
+            let table = match self.route_tables.iter().find(|(c, _)| c == config) {
+                Some((_, table)) => table.clone(),
+                None => Arc::new(
+                    RouteTable::new(config)
+                        .map_err(|e| ServerError::Config(format!("route configuration {:?}: {e}", config.name)))?,
+                ),
+            };
+            route_tables.push((config.clone(), table));
+        }
+        self.route_tables = route_tables;
         let names: Vec<String> = clusters.iter().map(|c| c.name.clone()).collect();
         let mut built = Vec::with_capacity(listeners.len());
         for config in listeners {
@@ -90,7 +128,11 @@ impl Builder {
             }
         }
         self.listeners = built.clone();
-        Ok(Snapshot { listeners: built, clusters: clusters.iter().cloned().map(Arc::new).collect() })
+        Ok(Snapshot {
+            listeners: built,
+            clusters: clusters.iter().cloned().map(Arc::new).collect(),
+            route_tables: self.route_tables.iter().map(|(c, t)| (c.name.clone(), t.clone())).collect(),
+        })
     }
 
     /// A Wasm service's plugin, loaded and checked.
@@ -112,10 +154,15 @@ impl Builder {
         } else if let Some(NetworkFilter::HttpConnectionManager(hcm)) =
             filters.iter().find(|f| matches!(f, NetworkFilter::HttpConnectionManager(_)))
         {
-            let routes = RouteTable::new(&hcm.route_config).map_err(|e| fail(e.to_string()))?;
+            let routes = match &hcm.rds {
+                Some(rds) => RouteSnapshot::Rds(rds.route_config_name.clone()),
+                None => RouteSnapshot::Inline(Arc::new(
+                    RouteTable::new(&hcm.route_config).map_err(|e| fail(e.to_string()))?,
+                )),
+            };
             let mut http = HttpSnapshot {
                 config: (**hcm).clone(),
-                routes: Arc::new(routes),
+                routes,
                 filters: Vec::new(),
                 access_logs: Vec::new(),
                 wasm_loggers: Vec::new(),

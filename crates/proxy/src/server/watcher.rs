@@ -21,11 +21,10 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 /// Events that come together (a move is two or three) are taken as one reload.
 const SETTLE: Duration = Duration::from_millis(5);
 
-/// Starts the thread that reloads `sources` into `control` whenever they change, until
-/// `shutdown`.
+/// Starts the thread that reloads `control`'s files whenever they change, until `shutdown`.
+/// The files an update brings (a new RDS or EDS file) are watched from then on.
 pub fn spawn(
     mut control: Control,
-    sources: Vec<FileSource>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<std::thread::JoinHandle<()>, ServerError> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -33,30 +32,24 @@ pub fn spawn(
         if let Ok(event) = event
             && reloads(&event.kind)
         {
-            let _ = tx.send(event.paths);
+            let _ = tx.send(());
         }
     })
     .map_err(|e| ServerError::Config(format!("cannot watch the dynamic resource files: {e}")))?;
-    let mut watched: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for source in &sources {
-        let dir = source.watched_directory.clone().unwrap_or_else(|| directory_of(&source.path));
-        if !watched.iter().any(|(d, _)| *d == dir) {
-            watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(|e| {
-                ServerError::Config(format!("cannot watch {} (for {}): {e}", dir.display(), source.path.display()))
-            })?;
-        }
-        watched.push((dir, source.path.clone()));
-    }
+    let mut watched = Vec::new();
+    watch_new(&mut watcher, &mut watched, &control.sources())?;
     std::thread::Builder::new()
         .name("wasmproxy-config".into())
         .spawn(move || {
-            let _watcher = watcher;
             while !*shutdown.borrow() {
                 match rx.recv_timeout(SHUTDOWN_POLL) {
-                    Ok(_) => {
+                    Ok(()) => {
                         std::thread::sleep(SETTLE);
                         while rx.try_recv().is_ok() {}
                         control.reload();
+                        if let Err(e) = watch_new(&mut watcher, &mut watched, &control.sources()) {
+                            tracing::warn!("{e}");
+                        }
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
@@ -64,6 +57,25 @@ pub fn spawn(
             }
         })
         .map_err(|e| ServerError::Worker(format!("cannot start the configuration thread: {e}")))
+}
+
+/// Watches the directories of `sources` not watched yet.
+fn watch_new(
+    watcher: &mut notify::RecommendedWatcher,
+    watched: &mut Vec<PathBuf>,
+    sources: &[FileSource],
+) -> Result<(), ServerError> {
+    for source in sources {
+        let dir = source.watched_directory.clone().unwrap_or_else(|| directory_of(&source.path));
+        if watched.contains(&dir) {
+            continue;
+        }
+        watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(|e| {
+            ServerError::Config(format!("cannot watch {} (for {}): {e}", dir.display(), source.path.display()))
+        })?;
+        watched.push(dir);
+    }
+    Ok(())
 }
 
 /// Whether an event in a watched directory may have changed a file: anything but reads,

@@ -10,11 +10,11 @@ use tokio::sync::{mpsc, watch};
 use wasmproxy_config::model::Node;
 use wasmproxy_stats::Store;
 
-use crate::hcm::Hcm;
+use crate::hcm::{Hcm, RouteTables, Routes};
 use crate::observe::stats::{HttpStats, ListenerStats, Upstreams, address_stat_name};
 use crate::server::drain::Drain;
 use crate::server::listener::{Current, Served, Terminal, accept_loop};
-use crate::server::snapshot::{ListenerSnapshot, Snapshot, TerminalSnapshot};
+use crate::server::snapshot::{ListenerSnapshot, RouteSnapshot, Snapshot, TerminalSnapshot};
 use crate::server::tunables::ConnectionLimits;
 use crate::stream_info::node::NodeAttributes;
 use crate::tcp::TcpChain;
@@ -141,6 +141,8 @@ struct Worker {
     serves_listeners: bool,
     stats: Arc<Store>,
     clusters: Rc<Clusters>,
+    /// The route configurations from RDS files, replaced with each snapshot.
+    route_tables: Rc<RouteTables>,
     plugins: Registry,
     listeners: Vec<ActiveListener>,
     services: Vec<Rc<FilterSlot>>,
@@ -160,6 +162,7 @@ impl Worker {
             stats: setup.stats.clone(),
             plugins: Registry::new(clusters.clone(), node, setup.stats.clone()),
             clusters,
+            route_tables: Rc::default(),
             listeners: Vec::new(),
             services: Vec::new(),
             service_plugins: Vec::new(),
@@ -174,6 +177,7 @@ impl Worker {
     /// started if new; listeners gone drain and close. Plugins no listener uses any more go.
     async fn apply(&mut self, snapshot: &Snapshot, mut sockets: Vec<(String, StdListener)>) -> Result<(), String> {
         self.clusters.update(&snapshot.clusters).await;
+        *self.route_tables.borrow_mut() = snapshot.route_tables.iter().cloned().collect();
         if self.serves_listeners {
             let mut next = Vec::with_capacity(snapshot.listeners.len());
             for listener in &snapshot.listeners {
@@ -259,7 +263,12 @@ impl Worker {
                 let wasm_loggers = http.wasm_loggers.iter().map(|p| self.plugins.plugin(p)).collect::<Result<_, _>>();
                 Terminal::Http(Rc::new(Hcm {
                     config: http.config.clone(),
-                    routes: http.routes.clone(),
+                    routes: match &http.routes {
+                        RouteSnapshot::Inline(table) => Routes::Inline(table.clone()),
+                        RouteSnapshot::Rds(name) => {
+                            Routes::Rds { name: name.clone(), tables: self.route_tables.clone() }
+                        }
+                    },
                     filters: filters.map_err(fail)?,
                     clusters: self.clusters.clone(),
                     stats: HttpStats::new(&self.stats, &http.config.stat_prefix, &address),

@@ -64,15 +64,20 @@ impl Clusters {
 
     /// Takes the clusters of a new configuration, with their endpoints resolved (DNS
     /// clusters keep resolving). A cluster whose configuration is unchanged keeps its
-    /// connections; a changed one starts afresh; a removed one goes (its idle connections
-    /// close) once the requests still on it end.
+    /// connections, and so does one whose only change is its list of IP endpoints (EDS,
+    /// STATIC) for the endpoints still in it; a changed one starts afresh; a removed one
+    /// goes (its idle connections close) once the requests still on it end.
     pub async fn update(&self, configs: &[Arc<model::Cluster>]) {
         let mut next = HashMap::new();
         for c in configs {
-            let kept = self.by_name.borrow().get(&c.name).filter(|old| old.config == **c).cloned();
-            let cluster = match kept {
-                Some(cluster) => cluster,
-                None => {
+            let old = self.by_name.borrow().get(&c.name).cloned();
+            let cluster = match old {
+                Some(old) if old.config == **c => old,
+                Some(old) if old.same_but_endpoints(c) => {
+                    old.set_endpoints(&resolve(c).await);
+                    old
+                }
+                _ => {
                     let stats = Rc::new(ClusterStats::new(&self.store, &c.name));
                     Cluster::start_cluster(c, stats, self.upstreams.clone(), self.primary).await
                 }
@@ -107,11 +112,18 @@ impl Cluster {
         let endpoints = RefCell::new(Rc::from([]));
         let cluster = Rc::new(Cluster { config: c.clone(), endpoints, next: Cell::new(0), stats, primary, upstreams });
         cluster.set_endpoints(&addrs);
-        if c.discovery != Discovery::Static {
+        if matches!(c.discovery, Discovery::StrictDns | Discovery::LogicalDns) {
             let weak = Rc::downgrade(&cluster);
             tokio::task::spawn_local(refresh_dns(weak, c.dns_refresh_rate));
         }
         cluster
+    }
+
+    /// Whether `other` differs from this cluster's configuration in its IP endpoints only.
+    fn same_but_endpoints(&self, other: &model::Cluster) -> bool {
+        matches!(other.discovery, Discovery::Static | Discovery::Eds)
+            && model::Cluster { endpoints: Vec::new(), ..self.config.clone() }
+                == model::Cluster { endpoints: Vec::new(), ..other.clone() }
     }
 
     /// Takes a new address list, keeping the connections of addresses still in it.
