@@ -5,6 +5,7 @@
 //! ```text
 //! wasmproxy-bench [--rounds N] [--seconds S] [--connections C] [--rate R] [--only NAME] [--write FILE]
 //! wasmproxy-bench --soak REQUESTS [--write FILE]
+//! wasmproxy-bench --updates N [--write FILE]
 //! ```
 //! Nothing here passes or fails: it measures and reports (see the README).
 
@@ -13,6 +14,7 @@ mod load;
 mod report;
 mod scenarios;
 mod soak;
+mod updates;
 mod upstream;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +31,8 @@ pub struct Args {
     write: Option<PathBuf>,
     /// Run the soak with this many requests per protocol instead of the scenarios.
     soak: Option<u64>,
+    /// Write this many configuration updates under load instead of the scenarios.
+    updates: Option<usize>,
     /// The fixed rate latencies are measured at (requests a second).
     rate: u64,
     bins: Binaries,
@@ -43,6 +47,7 @@ fn args() -> Result<Args, String> {
         only: None,
         write: None,
         soak: None,
+        updates: None,
         rate: 2000,
         bins: Binaries {
             envoy: std::env::var_os("ENVOY_BIN").map(PathBuf::from).unwrap_or_else(proxy::find_envoy),
@@ -60,6 +65,7 @@ fn args() -> Result<Args, String> {
             "--only" => a.only = Some(value()?),
             "--write" => a.write = Some(value()?.into()),
             "--soak" => a.soak = Some(number(value()?)?.max(1)),
+            "--updates" => a.updates = Some(number(value()?)?.max(1) as usize),
             "--rate" => a.rate = number(value()?)?.max(1),
             "--envoy" => a.bins.envoy = value()?.into(),
             "--wasmproxy" => a.bins.wasmproxy = value()?.into(),
@@ -91,12 +97,14 @@ fn run() -> Result<(), String> {
         let (section, passed) = soak::run(&args, requests, &work, &fill)?;
         let _ = std::fs::remove_dir_all(&work);
         println!("{section}");
-        if let Some(path) = &args.write {
-            let old = std::fs::read_to_string(path).unwrap_or_default();
-            std::fs::write(path, soak::replace_section(&old, &section))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
+        write_section(&args, SOAK, &section)?;
         return if passed { Ok(()) } else { Err("the soak failed (see above)".into()) };
+    }
+    if let Some(updates) = args.updates {
+        let section = updates::run(&args, updates, &work, &plugins)?;
+        let _ = std::fs::remove_dir_all(&work);
+        println!("{section}");
+        return write_section(&args, UPDATES, &section);
     }
     let mut results = Vec::new();
     let chosen: Vec<_> =
@@ -135,15 +143,29 @@ fn run() -> Result<(), String> {
     let text = report::markdown(&args, &chosen, &results, &memory, &startup);
     println!("\n{text}");
     if let Some(path) = &args.write {
-        // The soak's figures, measured by `--soak`, stay.
+        // The soak's and the updates' figures, measured on their own, stay.
         let old = std::fs::read_to_string(path).unwrap_or_default();
-        let text = match soak::section(&old) {
-            Some(section) => soak::replace_section(&text, section),
-            None => text,
-        };
+        let mut text = text;
+        for heading in [SOAK, UPDATES] {
+            if let Some(section) = report::section(&old, heading) {
+                text = report::replace_section(&text, heading, section);
+            }
+        }
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// The report's sections measured on their own (`--soak`, `--updates`).
+const SOAK: &str = "Soak";
+const UPDATES: &str = "Configuration updates under load";
+
+/// Replaces one section of the `--write` file, if asked to.
+fn write_section(args: &Args, heading: &str, section: &str) -> Result<(), String> {
+    let Some(path) = &args.write else { return Ok(()) };
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    std::fs::write(path, report::replace_section(&old, heading, section))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// One run's figures.

@@ -257,3 +257,21 @@ pub fn markdown(
     out.push_str(FINDINGS);
     out
 }
+
+/// The `## <heading>` section of a markdown text, from its heading to the next one.
+pub fn section<'a>(text: &'a str, heading: &str) -> Option<&'a str> {
+    let start = text.find(&format!("\n## {heading}\n"))?;
+    let after = &text[start + 1..];
+    let end = after.find("\n## ").map_or(text.len(), |i| start + 1 + i);
+    Some(&text[start..end])
+}
+
+/// `text` with its `## <heading>` section replaced by `section` (or added at the end).
+pub fn replace_section(text: &str, heading: &str, section: &str) -> String {
+    let Some(start) = text.find(&format!("\n## {heading}\n")) else {
+        return format!("{}{section}", text.trim_end_matches('\n').to_string() + "\n");
+    };
+    let after = &text[start + 1..];
+    let end = after.find("\n## ").map_or(text.len(), |i| start + 1 + i);
+    format!("{}{}{}", &text[..start], section, &text[end..])
+}

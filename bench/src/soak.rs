@@ -133,31 +133,15 @@ fn run_one(
     })
 }
 
-/// The `## Soak` section of `text`, if it has one.
-pub fn section(text: &str) -> Option<&str> {
-    let start = text.find("\n## Soak\n")?;
-    let after = &text[start + 1..];
-    let end = after.find("\n## ").map_or(text.len(), |i| start + 1 + i);
-    Some(&text[start..end])
-}
-
-/// `text` with its `## Soak` section replaced by `section` (or added at the end).
-pub fn replace_section(text: &str, section: &str) -> String {
-    let start = text.find("\n## Soak\n");
-    let Some(start) = start else { return format!("{}{section}", text.trim_end_matches('\n').to_string() + "\n") };
-    let after = &text[start + 1..];
-    let end = after.find("\n## ").map_or(text.len(), |i| start + 1 + i);
-    format!("{}{}{}", &text[..start], section, &text[end..])
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::report::{replace_section, section};
 
     #[test]
     fn the_soak_section_is_replaced_in_place() {
         let text = "# B\n\n## A\nx\n\n## Soak\nold\n\n## C\ny\n";
-        assert_eq!(replace_section(text, "\n## Soak\nnew\n"), "# B\n\n## A\nx\n\n## Soak\nnew\n\n## C\ny\n");
-        assert_eq!(replace_section("# B\n", "\n## Soak\nnew\n"), "# B\n\n## Soak\nnew\n");
+        assert_eq!(replace_section(text, "Soak", "\n## Soak\nnew\n"), "# B\n\n## A\nx\n\n## Soak\nnew\n\n## C\ny\n");
+        assert_eq!(replace_section("# B\n", "Soak", "\n## Soak\nnew\n"), "# B\n\n## Soak\nnew\n");
+        assert_eq!(section(text, "Soak"), Some("\n## Soak\nold\n"));
     }
 }

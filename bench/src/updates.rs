@@ -1,0 +1,311 @@
+//! Configuration updates under load, on both proxies: two workers serve a listener from an
+//! LDS file (the Rust header filter adding `x-version: N`) and a cluster from a CDS file,
+//! while clients send requests without pause and the files are replaced N times: every
+//! update changes the plugin's configuration and a route, every third moves the cluster
+//! to another upstream, every fifth adds or removes a second listener. Reported: requests
+//! that failed (no answer, or not 2xx, after one retry of a request a closing keep-alive
+//! connection never answered, as HTTP clients retry), the time from each file replacement
+//! to the first answer with the new `x-version` (p50, p99), and resident memory and live
+//! Wasm VMs before and after.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmproxy_conformance::proxy::{Kind, Running, admin_get};
+
+use crate::Args;
+
+/// Client threads sending requests throughout.
+const CLIENTS: usize = 8;
+
+/// How long an update may take to show before it counts as never seen.
+const SHOW_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One proxy's figures.
+struct UpdateRun {
+    requests: u64,
+    failed: u64,
+    /// Seconds from each file replacement to the first answer showing it.
+    delays: Vec<f64>,
+    /// Updates never seen within [`SHOW_TIMEOUT`].
+    unseen: usize,
+    rss_before_mb: f64,
+    rss_after_mb: f64,
+    vms_before: u64,
+    vms_after: u64,
+}
+
+/// Runs `updates` updates on each proxy; returns the markdown section.
+pub fn run(args: &Args, updates: usize, work: &Path, plugins: &Path) -> Result<String, String> {
+    let upstreams =
+        [crate::upstream::start().map_err(|e| e.to_string())?, crate::upstream::start().map_err(|e| e.to_string())?];
+    let mut rows = Vec::new();
+    for kind in [Kind::Envoy, Kind::Wasmproxy] {
+        let r = run_one(args, kind, updates, work, plugins, upstreams)?;
+        println!(
+            "updates {:<9} {} requests, {} failed, delay p50 {:.1} ms p99 {:.1} ms, unseen {}, rss {:.1} -> {:.1} MB, vms {} -> {}",
+            kind.name(),
+            r.requests,
+            r.failed,
+            percentile(&r.delays, 0.5) * 1000.0,
+            percentile(&r.delays, 0.99) * 1000.0,
+            r.unseen,
+            r.rss_before_mb,
+            r.rss_after_mb,
+            r.vms_before,
+            r.vms_after
+        );
+        rows.push((kind, r));
+    }
+    let mut out = format!(
+        "\n## Configuration updates under load\n\nTwo workers each; {CLIENTS} clients send requests without pause \
+         (HTTP/1.1 keep-alive) while {updates} updates are written (each a new file moved into place): every one changes \
+         the Wasm filter's configuration and a route, every third moves the cluster to another upstream, every fifth \
+         adds or removes a second listener. Failed: no answer or not 2xx (a request a closing keep-alive connection \
+         never answered is retried once, as HTTP clients do). Delay: from the file replacement to the first answer \
+         carrying the new configuration.\n\n\
+         | proxy | requests | failed | delay p50 / p99 (ms) | not seen in 5 s | RSS before / after (MB) | Wasm VMs before / after |\n\
+         |---|---|---|---|---|---|---|\n"
+    );
+    for (kind, r) in &rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.1} / {:.1} | {} | {:.1} / {:.1} | {} / {} |\n",
+            kind.name(),
+            r.requests,
+            r.failed,
+            percentile(&r.delays, 0.5) * 1000.0,
+            percentile(&r.delays, 0.99) * 1000.0,
+            r.unseen,
+            r.rss_before_mb,
+            r.rss_after_mb,
+            r.vms_before,
+            r.vms_after
+        ));
+    }
+    Ok(out)
+}
+
+fn run_one(
+    args: &Args,
+    kind: Kind,
+    updates: usize,
+    work: &Path,
+    plugins: &Path,
+    upstreams: [SocketAddr; 2],
+) -> Result<UpdateRun, String> {
+    let dir = work.join(format!("updates-{}", kind.name()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (lds, cds) = (dir.join("lds.yaml"), dir.join("cds.yaml"));
+    let filter = plugins.join("header_filter.wasm");
+    replace(&cds, &cds_file(0, upstreams[0]))?;
+    replace(&lds, &lds_file(0, &filter, false))?;
+    let config = dir.join("envoy.yaml");
+    let bootstrap = format!(
+        "node: {{ id: bench, cluster: bench }}\nadmin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}\n\
+         dynamic_resources:\n  lds_config: {{ path_config_source: {{ path: \"{}\" }} }}\n  cds_config: {{ path_config_source: {{ path: \"{}\" }} }}\n",
+        lds.display(),
+        cds.display()
+    );
+    std::fs::write(&config, bootstrap).map_err(|e| e.to_string())?;
+    let running = crate::start(args, kind, &config, work, 2, &[])?;
+    let clients = Clients::start(running.listener);
+    std::thread::sleep(Duration::from_secs(1));
+    let (rss_before_mb, vms_before) = (rss_mb(&running), vms(&running));
+    let mut delays = Vec::new();
+    let mut unseen = 0;
+    for n in 1..=updates {
+        if n % 3 == 0 {
+            replace(&cds, &cds_file(n, upstreams[n / 3 % 2]))?;
+        }
+        let written = Instant::now();
+        replace(&lds, &lds_file(n, &filter, n / 5 % 2 == 1))?;
+        match clients.wait_for(n as u64, SHOW_TIMEOUT) {
+            Some(seen) => delays.push(seen.duration_since(written).as_secs_f64()),
+            None => unseen += 1,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // What the replaced versions held goes once their connections have moved on.
+    std::thread::sleep(Duration::from_secs(2));
+    let (rss_after_mb, vms_after) = (rss_mb(&running), vms(&running));
+    let (requests, failed) = clients.stop();
+    Ok(UpdateRun { requests, failed, delays, unseen, rss_before_mb, rss_after_mb, vms_before, vms_after })
+}
+
+/// Replaces a file as Envoy wants it replaced: written beside it, then moved into place.
+fn replace(path: &Path, text: &str) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+}
+
+fn cds_file(version: usize, upstream: SocketAddr) -> String {
+    format!(
+        "version_info: \"{version}\"\nresources:\n- \"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster\n  name: upstream\n  \
+         type: STATIC\n  load_assignment:\n    cluster_name: upstream\n    endpoints:\n    - lb_endpoints:\n      - endpoint: {{ address: \
+         {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}\n",
+        upstream.port()
+    )
+}
+
+/// The LDS file of update `version`: the listener `main` (its plugin adding
+/// `x-version: <version>`, a route `/v<version>`), and with `extra` a second listener.
+fn lds_file(version: usize, filter: &Path, extra: bool) -> String {
+    let listener = |name: &str| {
+        format!(
+            "- \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n  name: {name}\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\n  \
+             filter_chains:\n  - filters:\n    - name: envoy.filters.network.http_connection_manager\n      typed_config:\n        \
+             \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n        \
+             stat_prefix: {name}\n        route_config:\n          virtual_hosts:\n          - name: all\n            domains: [\"*\"]\n            \
+             routes:\n            - match: {{ prefix: /v{version} }}\n              direct_response: {{ status: 200, body: {{ inline_string: \"v{version}\" }} }}\n            \
+             - match: {{ prefix: / }}\n              route: {{ cluster: upstream }}\n        http_filters:\n        - name: envoy.filters.http.wasm\n          \
+             typed_config:\n            \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\n            config:\n              \
+             name: versioned\n              vm_config: {{ vm_id: bench, runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: \"{}\" }} }} }}\n              \
+             configuration: {{ \"@type\": type.googleapis.com/google.protobuf.StringValue, value: '{{\"response_headers\": [[\"x-version\", \"{version}\"]]}}' }}\n        \
+             - name: envoy.filters.http.router\n          typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}\n",
+            filter.display()
+        )
+    };
+    let mut text = format!("version_info: \"{version}\"\nresources:\n{}", listener("main"));
+    if extra {
+        text.push_str(&listener("extra"));
+    }
+    text
+}
+
+/// The clients: each keeps a connection, sends requests back to back, and notes the
+/// newest `x-version` seen and when.
+struct Clients {
+    stop: Arc<AtomicBool>,
+    requests: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    newest: Arc<Mutex<(u64, Instant)>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Clients {
+    fn start(addr: SocketAddr) -> Clients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (requests, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let newest = Arc::new(Mutex::new((0, Instant::now())));
+        let threads = (0..CLIENTS)
+            .map(|_| {
+                let (stop, requests, failed, newest) = (stop.clone(), requests.clone(), failed.clone(), newest.clone());
+                std::thread::spawn(move || {
+                    let mut connection: Option<TcpStream> = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        requests.fetch_add(1, Ordering::Relaxed);
+                        match exchange_with_retry(addr, &mut connection) {
+                            Some((200..=299, version)) => {
+                                let mut n = newest.lock().unwrap_or_else(|e| e.into_inner());
+                                if version > n.0 {
+                                    *n = (version, Instant::now());
+                                }
+                            }
+                            _ => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                connection = None;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Clients { stop, requests, failed, newest, threads }
+    }
+
+    /// When an answer first carried `x-version` `version` (or a later one), within `timeout`.
+    fn wait_for(&self, version: u64, timeout: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let (newest, at) = *self.newest.lock().unwrap_or_else(|e| e.into_inner());
+            if newest >= version {
+                return Some(at);
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        None
+    }
+
+    /// Stops the clients: requests sent, and how many failed.
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        (self.requests.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
+}
+
+/// One GET on the kept connection (a new one if none); a kept connection that gives no
+/// answer at all (the proxy closed it as the request went out) is replaced and the request
+/// sent once more. The status and the `x-version` value.
+fn exchange_with_retry(addr: SocketAddr, connection: &mut Option<TcpStream>) -> Option<(u16, u64)> {
+    let reused = connection.is_some();
+    match exchange(addr, connection) {
+        Ok(answer) => Some(answer),
+        Err(nothing_read) if reused && nothing_read => {
+            *connection = None;
+            exchange(addr, connection).ok()
+        }
+        Err(_) => None,
+    }
+}
+
+/// `Err(true)` when the connection gave nothing back.
+fn exchange(addr: SocketAddr, connection: &mut Option<TcpStream>) -> Result<(u16, u64), bool> {
+    if connection.is_none() {
+        let stream = TcpStream::connect(addr).map_err(|_| false)?;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = stream.set_nodelay(true);
+        *connection = Some(stream);
+    }
+    let stream = connection.as_mut().ok_or(false)?;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n").map_err(|_| true)?;
+    let mut head = Vec::with_capacity(512);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return Err(head.is_empty()),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).ok_or(false)?;
+    let header = |name: &str| head.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let length: usize = header("content-length:").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).map_err(|_| false)?;
+    if header("connection:") == Some("close") {
+        *connection = None;
+    }
+    Ok((status, header("x-version:").and_then(|v| v.parse().ok()).unwrap_or(0)))
+}
+
+fn rss_mb(running: &Running) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", running.child.id())).unwrap_or_default();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok());
+    kb.unwrap_or(0.0) / 1024.0
+}
+
+/// Live Wasm VMs (`wasm.envoy.wasm.runtime.v8.active`).
+fn vms(running: &Running) -> u64 {
+    let stats = admin_get(running.admin, "/stats?filter=wasm.envoy.wasm.runtime.v8.active").unwrap_or_default();
+    stats.lines().find_map(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
+}
+
+fn percentile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
