@@ -5,15 +5,17 @@ use std::path::PathBuf;
 pub const USAGE: &str = "\
 usage:
   wasmproxy -c CONFIG.yaml [--concurrency N] [--log-level LEVEL] [--component-log-level wasm:LEVEL,...]
-            [--log-format FORMAT] [--log-path FILE] [--mode serve|validate] [--wasm-cache-dir DIR]
+            [--log-format FORMAT] [--log-path FILE] [--mode serve|validate] [--drain-time-s N]
+            [--wasm-cache-dir DIR | --no-wasm-cache]
   wasmproxy plugin-info PLUGIN.wasm
   wasmproxy plugin-run PLUGIN.wasm [options]
 
 Levels are Envoy's: trace, debug, info, warning, error, critical, off. --log-format takes
 Envoy's (spdlog's) flags; the default is '[%Y-%m-%d %T.%e][%t][%l][%n] [%g:%#] %v', in UTC.
 
---wasm-cache-dir keeps compiled plugins in DIR (by the module's sha256 and the engine's
-settings), so a restart loads them instead of compiling them.
+Compiled plugins are kept on disk (by the module's sha256 and the engine's settings), so
+a restart loads them instead of compiling them: in $XDG_CACHE_HOME/wasmproxy (else
+~/.cache/wasmproxy), in DIR with --wasm-cache-dir, nowhere with --no-wasm-cache.
 
 plugin-run sends one HTTP exchange through the plugin (request headers and body, then
 response headers and body) and prints what the plugin logged and changed.

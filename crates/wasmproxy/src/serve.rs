@@ -30,7 +30,7 @@ impl ServeOptions {
             log_format: logging::DEFAULT_FORMAT.into(),
             log_path: None,
             validate_only: false,
-            wasm_cache_dir: None,
+            wasm_cache_dir: default_cache_dir(),
             drain_time_s: 30,
         };
         while let Some(arg) = args.next() {
@@ -59,8 +59,9 @@ impl ServeOptions {
                         v.parse().map_err(|_| format!("--drain-time-s {v:?} is not a number of seconds"))?;
                 }
                 "--log-path" => o.log_path = Some(PathBuf::from(value(&arg)?)),
-                // wasmproxy's own: keep compiled plugins on disk, so a restart skips compiling.
+                // wasmproxy's own: where compiled plugins are kept, so a restart skips compiling.
                 "--wasm-cache-dir" => o.wasm_cache_dir = Some(PathBuf::from(value(&arg)?)),
+                "--no-wasm-cache" => o.wasm_cache_dir = None,
                 "--mode" => match value(&arg)?.as_str() {
                     "serve" => o.validate_only = false,
                     "validate" => o.validate_only = true,
@@ -132,4 +133,14 @@ pub fn run(o: ServeOptions) -> anyhow::Result<()> {
     server.wait();
     tracing::info!("exiting");
     Ok(())
+}
+
+/// Where compiled plugins are kept by default: `$XDG_CACHE_HOME/wasmproxy`, else
+/// `$HOME/.cache/wasmproxy` (none if neither is set).
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("wasmproxy"))
 }

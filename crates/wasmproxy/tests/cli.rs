@@ -85,3 +85,54 @@ fn bad_arguments_are_explained() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--concurrency \"two\" is not a number"));
 }
+
+/// Starts the binary on `config` with `XDG_CACHE_HOME` at `cache_home` and `args`; returns
+/// once it serves (then it is killed) and what it printed.
+fn serve_once(config: &std::path::Path, cache_home: &std::path::Path, args: &[&str]) -> String {
+    use std::io::BufRead;
+    let mut child = wasmproxy()
+        .args(["-c", config.to_str().unwrap(), "--concurrency", "1"])
+        .args(args)
+        .env("XDG_CACHE_HOME", cache_home)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut printed = String::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok) {
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("wasmproxy: listener ") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    printed
+}
+
+/// The `.cwasm` files under `dir` (recursively).
+fn compiled(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .flat_map(|e| if e.path().is_dir() { compiled(&e.path()) } else { vec![e.path()] })
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect()
+}
+
+#[test]
+fn compiled_plugins_are_cached_in_the_users_cache_directory_unless_told_otherwise() {
+    let config = example_on_port_zero("header_filter");
+    let home = std::env::temp_dir().join(format!("wasmproxy-cache-home-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let printed = serve_once(&config, &home, &["--no-wasm-cache"]);
+    assert!(compiled(&home).is_empty(), "--no-wasm-cache wrote {:?}\n{printed}", compiled(&home));
+    let printed = serve_once(&config, &home, &[]);
+    let cached = compiled(&home.join("wasmproxy"));
+    assert_eq!(cached.len(), 1, "by default the compiled plugin goes to $XDG_CACHE_HOME/wasmproxy\n{printed}");
+    let elsewhere = home.join("elsewhere");
+    serve_once(&config, &home, &["--wasm-cache-dir", elsewhere.to_str().unwrap()]);
+    assert_eq!(compiled(&elsewhere).len(), 1, "--wasm-cache-dir moves it");
+    let _ = std::fs::remove_dir_all(&home);
+}
