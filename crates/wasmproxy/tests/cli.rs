@@ -44,10 +44,12 @@ fn the_talk_demo_counts_hello_requests_on_the_admin_port() {
 
 #[test]
 fn validate_mode_says_ok_or_names_what_is_wrong() {
-    let example = repo().join("examples/header_filter/envoy.yaml");
-    let out = wasmproxy().args(["--mode", "validate", "-c", example.to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("configuration '{}' OK\n", example.display()));
+    for name in ["header_filter", "talk_demo", "dynamic_config"] {
+        let example = repo().join("examples").join(name).join("envoy.yaml");
+        let out = wasmproxy().args(["--mode", "validate", "-c", example.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("configuration '{}' OK\n", example.display()));
+    }
 
     let bad = std::env::temp_dir().join(format!("wasmproxy-bad-{}.yaml", std::process::id()));
     std::fs::write(
