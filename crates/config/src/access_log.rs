@@ -3,9 +3,8 @@
 
 use std::path::PathBuf;
 
-use crate::hcm::type_error;
 use crate::model::{AccessLog, AccessLogFormat, AccessLogSink};
-use crate::reader::{AnyValue, Ctx, Field};
+use crate::reader::{AnyValue, Ctx, Field, type_error};
 use crate::wasm::read_plugin_config;
 
 const ACCESS_LOG: &[&str] = &["name", "filter", "typed_config"];

@@ -5,11 +5,10 @@ use std::time::Duration;
 use crate::address::{Host, read_address};
 use crate::cluster::read_cluster;
 use crate::config_source::read_file_source;
-use crate::hcm::type_error;
 use crate::json::to_struct_value;
 use crate::listener::read_listener;
 use crate::model::{Admin, Bootstrap, DynamicResources, Locality, Node, StructValue};
-use crate::reader::{Ctx, Field, Origin, child};
+use crate::reader::{Ctx, Field, Origin, child, type_error};
 use crate::tree::Value;
 use crate::wasm::read_wasm_service;
 

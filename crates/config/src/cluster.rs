@@ -4,9 +4,8 @@ use std::time::Duration;
 
 use crate::address::{Host, read_address};
 use crate::config_source::read_file_source;
-use crate::hcm::type_error;
 use crate::model::{Cluster, Discovery, DnsLookupFamily, EdsSource, LbPolicy, LoadAssignment, SocketAddress};
-use crate::reader::{Ctx, Field};
+use crate::reader::{Ctx, Field, type_error};
 
 const CLUSTER: &[&str] = &[
     "transport_socket_matches",
@@ -174,18 +173,7 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
     };
     let lb_policy = msg.get(ctx, "lb_policy").and_then(|f| f.enumeration(ctx, LB_POLICY)).unwrap_or_default();
 
-    let eds = match msg.get(ctx, "eds_cluster_config") {
-        Some(f) if discovery == Discovery::Eds => read_eds(ctx, &f, name.as_deref().unwrap_or_default()),
-        Some(f) => {
-            f.error(ctx, "only an EDS cluster takes eds_cluster_config");
-            None
-        }
-        None if discovery == Discovery::Eds => {
-            ctx.error(msg.origin(), "an EDS cluster needs eds_cluster_config");
-            None
-        }
-        None => None,
-    };
+    let eds = read_eds_of(ctx, &mut msg, discovery, name.as_deref().unwrap_or_default());
     let host = if matches!(discovery, Discovery::Static | Discovery::Eds) { Host::Ip } else { Host::Name };
     let assignment = msg.get(ctx, "load_assignment");
     let endpoints = assignment.as_ref().map(|f| read_load_assignment(ctx, f, host)).unwrap_or_default();
@@ -236,6 +224,22 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
 }
 
 const EDS_CLUSTER_CONFIG: &[&str] = &["eds_config", "service_name"];
+
+/// `eds_cluster_config`, which an EDS cluster needs and no other takes.
+fn read_eds_of(ctx: &mut Ctx, msg: &mut crate::reader::Msg<'_>, discovery: Discovery, name: &str) -> Option<EdsSource> {
+    match msg.get(ctx, "eds_cluster_config") {
+        Some(f) if discovery == Discovery::Eds => read_eds(ctx, &f, name),
+        Some(f) => {
+            f.error(ctx, "only an EDS cluster takes eds_cluster_config");
+            None
+        }
+        None if discovery == Discovery::Eds => {
+            ctx.error(msg.origin(), "an EDS cluster needs eds_cluster_config");
+            None
+        }
+        None => None,
+    }
+}
 
 /// `eds_cluster_config`: the endpoints of `service_name` (else the cluster's name), from a file.
 fn read_eds(ctx: &mut Ctx, field: &Field<'_>, cluster: &str) -> Option<EdsSource> {

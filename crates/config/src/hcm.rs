@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::access_log::read_access_logs;
 use crate::config_source::read_file_source;
 use crate::model::{CodecType, HttpConnectionManager, HttpFilter, RdsSource, RouteConfig};
-use crate::reader::{AnyValue, Ctx, Field, Origin};
+use crate::reader::{AnyValue, Ctx, Field, type_error};
 use crate::route::read_route_config;
 use crate::validate::check_http_filter_order;
 use crate::wasm::read_wasm_filter;
@@ -225,17 +225,6 @@ fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (bool, Option<Htt
             (false, None)
         }
     }
-}
-
-/// "<what> type X is not supported by wasmproxy", at the `@type` (or the `TypedStruct`'s `type_url`).
-pub(crate) fn type_error(ctx: &mut Ctx, typed: &Field<'_>, any: &AnyValue<'_>, what: &str) {
-    let key = if any.wrapped_in_typed_struct() { "type_url" } else { "@type" };
-    let at = typed
-        .node
-        .as_map()
-        .and_then(|entries| entries.iter().find(|e| e.key == key))
-        .map_or_else(|| typed.origin(), |e| Origin { path: format!("{}.{key}", typed.path), pos: e.value.pos });
-    ctx.error(&at, format!("{what} type {} is not supported by wasmproxy", any.type_name));
 }
 
 const RDS: &[&str] = &["config_source", "route_config_name"];

@@ -1,9 +1,9 @@
 //! Listeners: address, the one filter chain and its network filters (HTTP connection manager, Wasm, TCP proxy).
 
 use crate::address::{Host, read_address};
-use crate::hcm::{HCM_TYPE, read_hcm, type_error};
+use crate::hcm::{HCM_TYPE, read_hcm};
 use crate::model::{DEFAULT_BUFFER_LIMIT_BYTES, FilterChain, Listener, NetworkFilter, TcpProxy};
-use crate::reader::{Ctx, Field, Msg};
+use crate::reader::{Ctx, Field, Msg, type_error};
 use crate::validate::{Terminal, check_network_filter_order};
 use crate::wasm::read_wasm_filter;
 

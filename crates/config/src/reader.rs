@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::model::SocketAddress;
 use crate::tree::{Entry, Node, Pos, Value};
-use crate::validate::Refs;
 
 /// The state of one load: errors, warnings, where relative files resolve, what to cross-check.
 pub(crate) struct Ctx {
@@ -471,4 +471,31 @@ mod tests {
         assert_eq!(camel("proxy_100_continue"), "proxy100Continue");
         assert_eq!(camel("name"), "name");
     }
+}
+
+/// What the readers saw that must be checked against the rest of the configuration.
+#[derive(Debug, Default)]
+pub(crate) struct Refs {
+    /// Cluster names, where defined.
+    pub clusters: Vec<(String, Origin)>,
+    /// Cluster names used by routes and TCP proxies.
+    pub cluster_refs: Vec<(String, Origin)>,
+    /// Listener names.
+    pub listeners: Vec<(String, Origin)>,
+    /// Addresses bound by listeners and the admin listener.
+    pub binds: Vec<(SocketAddress, Origin)>,
+    /// Clusters also come from a CDS file: a name no static cluster has is not an error
+    /// yet (a request to a cluster that is still missing gets 503, as in Envoy).
+    pub clusters_from_files: bool,
+}
+
+/// "<what> type X is not supported by wasmproxy", at the `@type` (or the `TypedStruct`'s `type_url`).
+pub(crate) fn type_error(ctx: &mut Ctx, typed: &Field<'_>, any: &AnyValue<'_>, what: &str) {
+    let key = if any.wrapped_in_typed_struct() { "type_url" } else { "@type" };
+    let at = typed
+        .node
+        .as_map()
+        .and_then(|entries| entries.iter().find(|e| e.key == key))
+        .map_or_else(|| typed.origin(), |e| Origin { path: format!("{}.{key}", typed.path), pos: e.value.pos });
+    ctx.error(&at, format!("{what} type {} is not supported by wasmproxy", any.type_name));
 }

@@ -5,22 +5,6 @@ use std::net::IpAddr;
 use crate::model::SocketAddress;
 use crate::reader::{Ctx, Origin};
 
-/// What the readers saw that must be checked against the rest of the configuration.
-#[derive(Debug, Default)]
-pub(crate) struct Refs {
-    /// Cluster names, where defined.
-    pub clusters: Vec<(String, Origin)>,
-    /// Cluster names used by routes and TCP proxies.
-    pub cluster_refs: Vec<(String, Origin)>,
-    /// Listener names.
-    pub listeners: Vec<(String, Origin)>,
-    /// Addresses bound by listeners and the admin listener.
-    pub binds: Vec<(SocketAddress, Origin)>,
-    /// Clusters also come from a CDS file: a name no static cluster has is not an error
-    /// yet (a request to a cluster that is still missing gets 503, as in Envoy).
-    pub clusters_from_files: bool,
-}
-
 /// Whether a network filter ends the chain (HTTP connection manager, TCP proxy) or not (Wasm).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Terminal {
