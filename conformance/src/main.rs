@@ -177,11 +177,11 @@ fn observe(
         if let Some((name, text)) = &r.update {
             let before = updates(&running);
             replace_file(&format!("{dynamic}{name}"), &fill(text))?;
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
             while updates(&running) == before && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            // The workers take a new configuration shortly after the main thread counts it.
+            // Envoy's workers take a new configuration shortly after its main thread counts it.
             std::thread::sleep(std::time::Duration::from_millis(300));
             out.push_str(&format!("-- {} replaced\n", name));
         }
@@ -229,15 +229,17 @@ fn replace_file(path: &str, text: &str) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| format!("{path}: {e}"))
 }
 
-/// The admin stats counting attempts to take a dynamic resource file (LDS, CDS, RDS, EDS).
-fn update_attempts() -> regex::Regex {
+/// The admin stats counting the dynamic resource files (LDS, CDS, RDS, EDS) a proxy is done
+/// with: taken, refused or unreadable. (An attempt is counted before the work, which a
+/// plugin's compilation can make long on a busy machine.)
+fn finished_updates() -> regex::Regex {
     regex::Regex::new(
-        r"^(listener_manager\.lds|cluster_manager\.cds|http\..+\.rds\..+|cluster\.[^.]+)\.update_attempt: ",
+        r"^(listener_manager\.lds|cluster_manager\.cds|http\..+\.rds\..+|cluster\.[^.]+)\.update_(success|rejected|failure): ",
     )
     .expect("a valid regex")
 }
 
-/// How many attempts to take a dynamic resource file the proxy has counted.
+/// How many dynamic resource files the proxy is done with.
 fn updates(running: &proxy::Running) -> usize {
-    running.stats(&[update_attempts()]).iter().filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok()).sum()
+    running.stats(&[finished_updates()]).iter().filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok()).sum()
 }
