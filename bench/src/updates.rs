@@ -27,6 +27,8 @@ const SHOW_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One proxy's figures.
 struct UpdateRun {
+    /// Seconds the updates took, from the first file written to the last update seen.
+    seconds: f64,
     requests: u64,
     failed: u64,
     /// Seconds from each file replacement to the first answer showing it.
@@ -47,8 +49,9 @@ pub fn run(args: &Args, updates: usize, work: &Path, plugins: &Path) -> Result<S
     for kind in [Kind::Envoy, Kind::Wasmproxy] {
         let r = run_one(args, kind, updates, work, plugins, upstreams)?;
         println!(
-            "updates {:<9} {} requests, {} failed, delay p50 {:.1} ms p99 {:.1} ms, unseen {}, rss {:.1} -> {:.1} MB, vms {} -> {}",
+            "updates {:<9} {:.1} s, {} requests, {} failed, delay p50 {:.1} ms p99 {:.1} ms, unseen {}, rss {:.1} -> {:.1} MB, vms {} -> {}",
             kind.name(),
+            r.seconds,
             r.requests,
             r.failed,
             percentile(&r.delays, 0.5) * 1000.0,
@@ -68,14 +71,16 @@ pub fn run(args: &Args, updates: usize, work: &Path, plugins: &Path) -> Result<S
          adds or removes a second listener. Failed: no answer or not 2xx (a request a closing keep-alive connection \
          never answered is retried once, as HTTP clients do). Delay: from the file replacement to the first answer \
          carrying the new configuration.\n\n\
-         | proxy | requests | failed | delay p50 / p99 (ms) | not seen in 5 s | RSS before / after (MB) | Wasm VMs before / after |\n\
-         |---|---|---|---|---|---|---|\n"
+         | proxy | seconds | requests meanwhile (req/s) | failed | delay p50 / p99 (ms) | not seen in 5 s | RSS before / after (MB) | Wasm VMs before / after |\n\
+         |---|---|---|---|---|---|---|---|\n"
     );
     for (kind, r) in &rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.1} / {:.1} | {} | {:.1} / {:.1} | {} / {} |\n",
+            "| {} | {:.1} | {} ({:.0}) | {} | {:.1} / {:.1} | {} | {:.1} / {:.1} | {} / {} |\n",
             kind.name(),
+            r.seconds,
             r.requests,
+            r.requests as f64 / r.seconds.max(0.001),
             r.failed,
             percentile(&r.delays, 0.5) * 1000.0,
             percentile(&r.delays, 0.99) * 1000.0,
@@ -117,6 +122,8 @@ fn run_one(
     let (rss_before_mb, vms_before) = (rss_mb(&running), vms(&running));
     let mut delays = Vec::new();
     let mut unseen = 0;
+    let started = Instant::now();
+    let counted_before = clients.counts();
     for n in 1..=updates {
         if n % 3 == 0 {
             replace(&cds, &cds_file(n, upstreams[n / 3 % 2]))?;
@@ -129,11 +136,16 @@ fn run_one(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let seconds = started.elapsed().as_secs_f64();
+    let counted = clients.counts();
+    let (requests, failed) = (counted.0 - counted_before.0, counted.1 - counted_before.1);
     // What the replaced versions held goes once their connections have moved on.
     std::thread::sleep(Duration::from_secs(2));
     let (rss_after_mb, vms_after) = (rss_mb(&running), vms(&running));
-    let (requests, failed) = clients.stop();
-    Ok(UpdateRun { requests, failed, delays, unseen, rss_before_mb, rss_after_mb, vms_before, vms_after })
+    let (_, failed_after) = clients.stop();
+    // A failure after the updates (the drains ending) counts too.
+    let failed = failed + (failed_after - counted.1);
+    Ok(UpdateRun { seconds, requests, failed, delays, unseen, rss_before_mb, rss_after_mb, vms_before, vms_after })
 }
 
 /// Replaces a file as Envoy wants it replaced: written beside it, then moved into place.
@@ -229,6 +241,11 @@ impl Clients {
             std::thread::sleep(Duration::from_micros(200));
         }
         None
+    }
+
+    /// Requests sent so far, and how many failed.
+    fn counts(&self) -> (u64, u64) {
+        (self.requests.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
     }
 
     /// Stops the clients: requests sent, and how many failed.

@@ -166,7 +166,9 @@ fn stats_carry_envoys_names_and_values() {
     assert!(uptime.parse::<u64>().is_ok(), "{uptime}");
     let allocated: u64 =
         stats.lines().find_map(|l| l.strip_prefix("server.memory_allocated: ")).unwrap().parse().unwrap();
-    assert!(allocated > 1 << 20, "{allocated}");
+    // Glibc's count of bytes in use: a running proxy holds some hundreds of KiB (less
+    // than a MiB when its plugin comes from the compile cache instead of the compiler).
+    assert!(allocated > 1 << 16, "{allocated}");
     // Counters and gauges by name, then histograms.
     let names: Vec<&str> = stats.lines().filter(|l| !l.contains(": P0(") && !l.contains("No recorded")).collect();
     assert!(names.windows(2).all(|w| w[0] <= w[1]), "not sorted");

@@ -81,6 +81,8 @@ pub struct Builder {
     sinks: Arc<Sinks>,
     listeners: Vec<Arc<ListenerSnapshot>>,
     checked: Vec<LoadedPlugin>,
+    /// The Wasm services, checked once at start.
+    services: Vec<LoadedPlugin>,
     /// Route configurations from RDS files, compiled (kept while they do not change).
     route_tables: Vec<(model::RouteConfig, Arc<RouteTable>)>,
 }
@@ -94,6 +96,7 @@ impl Builder {
             sinks: Sinks::new(),
             listeners: Vec::new(),
             checked: Vec::new(),
+            services: Vec::new(),
             route_tables: Vec::new(),
         }
     }
@@ -128,6 +131,17 @@ impl Builder {
             }
         }
         self.listeners = built.clone();
+        // Only the plugins served now stay checked (a configuration that comes back is
+        // checked again, as Envoy checks it again).
+        let in_use = |c: &LoadedPlugin| {
+            built.iter().any(|l| match &l.terminal {
+                TerminalSnapshot::Http(http) => http.filters.iter().chain(&http.wasm_loggers).any(|p| p.same_as(c)),
+                TerminalSnapshot::Tcp { filters, .. } => filters.iter().any(|p| p.same_as(c)),
+                TerminalSnapshot::None => false,
+            })
+        };
+        let services = &self.services;
+        self.checked.retain(|c| in_use(c) || services.iter().any(|s| s.same_as(c)));
         Ok(Snapshot {
             listeners: built,
             clusters: clusters.iter().cloned().map(Arc::new).collect(),
@@ -137,7 +151,9 @@ impl Builder {
 
     /// A Wasm service's plugin, loaded and checked.
     pub fn service(&mut self, service: &model::WasmService, clusters: &[String]) -> Result<LoadedPlugin, ServerError> {
-        self.load(&service.plugin, clusters, "Wasm service")
+        let loaded = self.load(&service.plugin, clusters, "Wasm service")?;
+        self.services.push(loaded.clone());
+        Ok(loaded)
     }
 
     fn listener(&mut self, config: &Listener, clusters: &[String]) -> Result<ListenerSnapshot, ServerError> {

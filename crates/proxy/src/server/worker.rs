@@ -135,6 +135,23 @@ impl ActiveListener {
     }
 }
 
+/// What becomes of one listener of a new snapshot on a worker, prepared before anything
+/// changes.
+enum Step {
+    /// Served as it is (the listener at this index).
+    Keep(usize),
+    /// Changed at the same address: this version takes over the socket of the listener at
+    /// this index, whose version drains.
+    Swap(usize, Arc<ListenerSnapshot>, Served),
+    /// A new socket (the listener it replaces, if any, closes its own and drains).
+    Start {
+        old: Option<usize>,
+        snapshot: Arc<ListenerSnapshot>,
+        listener: tokio::net::TcpListener,
+        served: Option<Served>,
+    },
+}
+
 /// One worker's state: what it serves now.
 struct Worker {
     index: Option<usize>,
@@ -172,22 +189,26 @@ impl Worker {
         }
     }
 
-    /// Serves `snapshot`: clusters first (a listener may route to a new one), then each
-    /// listener, kept as it is if unchanged, swapped if changed (its old version drains),
-    /// started if new; listeners gone drain and close. Plugins no listener uses any more go.
+    /// Serves `snapshot`. Everything that can fail (a plugin's root context on this
+    /// worker, a socket) is prepared first, so a failure leaves the worker serving what it
+    /// served; then the clusters and route tables are taken and each listener is kept as it
+    /// is if unchanged, swapped if changed (its old version drains), started if new;
+    /// listeners gone drain and close. Plugins no listener uses any more go.
     async fn apply(&mut self, snapshot: &Snapshot, mut sockets: Vec<(String, StdListener)>) -> Result<(), String> {
-        self.clusters.update(&snapshot.clusters).await;
-        *self.route_tables.borrow_mut() = snapshot.route_tables.iter().cloned().collect();
+        let mut steps = Vec::new();
         if self.serves_listeners {
-            let mut next = Vec::with_capacity(snapshot.listeners.len());
             for listener in &snapshot.listeners {
                 let name = &listener.config.name;
                 let socket = sockets.iter().position(|(n, _)| n == name).map(|i| sockets.swap_remove(i).1);
-                let old = self.listeners.iter().position(|l| l.snapshot.config.name == *name);
-                let old = old.map(|i| self.listeners.swap_remove(i));
-                next.push(self.listener(listener, old, socket)?);
+                steps.push(self.prepare(listener, socket)?);
             }
-            for gone in self.listeners.drain(..) {
+        }
+        self.clusters.update(&snapshot.clusters).await;
+        *self.route_tables.borrow_mut() = snapshot.route_tables.iter().cloned().collect();
+        if self.serves_listeners {
+            let mut old: Vec<Option<ActiveListener>> = self.listeners.drain(..).map(Some).collect();
+            let next = steps.into_iter().filter_map(|step| self.commit(step, &mut old)).collect();
+            for gone in old.into_iter().flatten() {
                 gone.retire(self.drain_time, true);
             }
             self.listeners = next;
@@ -204,46 +225,59 @@ impl Worker {
         Ok(())
     }
 
-    /// One listener of a new snapshot, given its version being served (if any) and a new
-    /// socket (if it needs one).
-    fn listener(
-        &mut self,
-        snapshot: &Arc<ListenerSnapshot>,
-        old: Option<ActiveListener>,
-        socket: Option<StdListener>,
-    ) -> Result<ActiveListener, String> {
-        if let Some(old) = old {
-            if Arc::ptr_eq(&old.snapshot, snapshot) && socket.is_none() {
-                return Ok(old);
+    /// What becomes of one listener of a new snapshot, given a new socket if it needs one
+    /// (the main thread sends one for a listener that is new, moved, or changed between
+    /// taking connections and not).
+    fn prepare(&mut self, snapshot: &Arc<ListenerSnapshot>, socket: Option<StdListener>) -> Result<Step, String> {
+        let old = self.listeners.iter().position(|l| l.snapshot.config.name == snapshot.config.name);
+        let Some(socket) = socket else {
+            let i = old.ok_or_else(|| format!("listener {}: no socket", snapshot.config.name))?;
+            if Arc::ptr_eq(&self.listeners[i].snapshot, snapshot) || self.listeners[i].current.is_none() {
+                return Ok(Step::Keep(i));
             }
-            // Replaced at the same address: new connections get the new version on the
-            // same socket, the old version's connections drain. (The main thread sends a
-            // new socket when the address changed or either version takes no connection.)
-            if socket.is_none()
-                && let Some(current) = &old.current
-                && let Some(served) = self.served(snapshot)?
-            {
-                old.retire(self.drain_time, false);
-                *current.borrow_mut() = Rc::new(served);
-                return Ok(ActiveListener { snapshot: snapshot.clone(), current: old.current, accept: old.accept });
-            }
-            old.retire(self.drain_time, true);
-        }
-        let socket = socket.ok_or_else(|| format!("listener {}: no socket", snapshot.config.name))?;
+            let served = self.served(snapshot)?;
+            return Ok(match served {
+                Some(served) => Step::Swap(i, snapshot.clone(), served),
+                None => Step::Keep(i),
+            });
+        };
         let listener = tokio::net::TcpListener::from_std(socket)
             .map_err(|e| format!("listener {}: cannot use its socket: {e}", snapshot.config.name))?;
-        let Some(served) = self.served(snapshot)? else {
-            // Bound, taking no connection (as before): the socket stays open with the task.
-            let accept = tokio::task::spawn_local(async move {
-                let _listener = listener;
-                std::future::pending::<()>().await
-            });
-            return Ok(ActiveListener { snapshot: snapshot.clone(), current: None, accept: Some(accept) });
-        };
-        let current: Current = Rc::new(std::cell::RefCell::new(Rc::new(served)));
-        let accept = accept_loop(listener, current.clone(), self.limits.clone(), self.drain.clone());
-        let accept = tokio::task::spawn_local(accept);
-        Ok(ActiveListener { snapshot: snapshot.clone(), current: Some(current), accept: Some(accept) })
+        Ok(Step::Start { old, snapshot: snapshot.clone(), listener, served: self.served(snapshot)? })
+    }
+
+    /// Carries a prepared step out; `old` holds the listeners served until now (listener
+    /// names are unique, so each is taken once).
+    fn commit(&self, step: Step, old: &mut [Option<ActiveListener>]) -> Option<ActiveListener> {
+        Some(match step {
+            Step::Keep(i) => old.get_mut(i)?.take()?,
+            Step::Swap(i, snapshot, served) => {
+                let kept = old.get_mut(i)?.take()?;
+                // The old version's connections drain; new ones get this version.
+                kept.retire(self.drain_time, false);
+                if let Some(current) = &kept.current {
+                    *current.borrow_mut() = Rc::new(served);
+                }
+                ActiveListener { snapshot, current: kept.current, accept: kept.accept }
+            }
+            Step::Start { old: replaced, snapshot, listener, served } => {
+                if let Some(replaced) = replaced.and_then(|i| old.get_mut(i)?.take()) {
+                    replaced.retire(self.drain_time, true);
+                }
+                let Some(served) = served else {
+                    // Bound, taking no connection: the socket stays open with the task.
+                    let accept = tokio::task::spawn_local(async move {
+                        let _listener = listener;
+                        std::future::pending::<()>().await
+                    });
+                    return Some(ActiveListener { snapshot, current: None, accept: Some(accept) });
+                };
+                let current: Current = Rc::new(std::cell::RefCell::new(Rc::new(served)));
+                let accept = accept_loop(listener, current.clone(), self.limits.clone(), self.drain.clone());
+                let accept = tokio::task::spawn_local(accept);
+                ActiveListener { snapshot, current: Some(current), accept: Some(accept) }
+            }
+        })
     }
 
     /// How this worker serves a listener's connections (none for a listener without a
