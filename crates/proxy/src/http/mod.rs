@@ -2,9 +2,9 @@
 //! Proxy-Wasm header maps, request-head checks, the downstream socket, and the replies
 //! and verdicts filters deal in.
 
-pub mod body;
-pub mod convert;
-pub mod downstream;
-pub mod exec;
-pub mod reply;
+pub(crate) mod body;
+pub(crate) mod convert;
+pub(crate) mod downstream;
+pub(crate) mod exec;
+pub(crate) mod reply;
 pub mod request_head;
