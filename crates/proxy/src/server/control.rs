@@ -419,18 +419,22 @@ impl Control {
     fn publish(&self) {
         let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
         view.listeners = self.bound();
-        let accepted = |version_info: &String, documents: &Vec<serde_json::Value>| Accepted {
-            version_info: version_info.clone(),
-            last_updated: std::time::SystemTime::now(),
-            documents: documents.clone(),
-        };
-        if let Some(f) = &self.listeners {
-            view.dynamic_listeners = Some(accepted(&f.version_info, &f.documents));
-        }
-        if let Some(f) = &self.clusters {
-            view.dynamic_clusters = Some(accepted(&f.version_info, &f.documents));
-        }
+        show(&mut view.dynamic_listeners, &self.listeners);
+        show(&mut view.dynamic_clusters, &self.clusters);
     }
+}
+
+/// What admin shows of an accepted file; it keeps its time until what the file holds changes.
+fn show<T>(shown: &mut Option<Accepted>, file: &Option<ResourceFile<T>>) {
+    let Some(f) = file else { return };
+    if shown.as_ref().is_some_and(|a| a.version_info == f.version_info && a.documents == f.documents) {
+        return;
+    }
+    *shown = Some(Accepted {
+        version_info: f.version_info.clone(),
+        last_updated: std::time::SystemTime::now(),
+        documents: f.documents.clone(),
+    });
 }
 
 /// Whether the file's text differs from what was last tried (which it then becomes); an
