@@ -124,10 +124,15 @@ pub fn cpu_seconds(running: &Running) -> f64 {
 
 /// The process's peak resident set (VmHWM), in MB.
 pub fn peak_rss_mb(running: &Running) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", running.child.id())).unwrap_or_default();
+    status_mb(running.child.id(), "VmHWM:")
+}
+
+/// A memory figure of `/proc/PID/status` (given in kB, e.g. `VmRSS:`), in MB.
+pub fn status_mb(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kb = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         .unwrap_or(0.0);
     kb / 1024.0

@@ -6,10 +6,12 @@
 //! wasmproxy-bench [--rounds N] [--seconds S] [--connections C] [--rate R] [--only NAME] [--write FILE]
 //! wasmproxy-bench --soak REQUESTS [--write FILE]
 //! wasmproxy-bench --updates N [--write FILE]
+//! wasmproxy-bench --idle N [--write FILE]
 //! ```
 //! Nothing here passes or fails: it measures and reports (see the README).
 
 mod fixed_rate;
+mod idle;
 mod load;
 mod report;
 mod scenarios;
@@ -33,6 +35,8 @@ pub struct Args {
     soak: Option<u64>,
     /// Write this many configuration updates under load instead of the scenarios.
     updates: Option<usize>,
+    /// Hold this many idle connections (and twice as many busy ones) instead of the scenarios.
+    idle: Option<usize>,
     /// The fixed rate latencies are measured at (requests a second).
     rate: u64,
     bins: Binaries,
@@ -48,6 +52,7 @@ fn args() -> Result<Args, String> {
         write: None,
         soak: None,
         updates: None,
+        idle: None,
         rate: 2000,
         bins: Binaries {
             envoy: std::env::var_os("ENVOY_BIN").map(PathBuf::from).unwrap_or_else(proxy::find_envoy),
@@ -66,6 +71,7 @@ fn args() -> Result<Args, String> {
             "--write" => a.write = Some(value()?.into()),
             "--soak" => a.soak = Some(number(value()?)?.max(1)),
             "--updates" => a.updates = Some(number(value()?)?.max(1) as usize),
+            "--idle" => a.idle = Some(number(value()?)?.max(1) as usize),
             "--rate" => a.rate = number(value()?)?.max(1),
             "--envoy" => a.bins.envoy = value()?.into(),
             "--wasmproxy" => a.bins.wasmproxy = value()?.into(),
@@ -106,6 +112,12 @@ fn run() -> Result<(), String> {
         println!("{section}");
         return write_section(&args, UPDATES, &section);
     }
+    if let Some(connections) = args.idle {
+        let section = idle::run(&args, connections, &work, &fill)?;
+        let _ = std::fs::remove_dir_all(&work);
+        println!("{section}");
+        return write_section(&args, HELD, &section);
+    }
     let mut results = Vec::new();
     let chosen: Vec<_> =
         scenarios::all().into_iter().filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o))).collect();
@@ -143,10 +155,10 @@ fn run() -> Result<(), String> {
     let text = report::markdown(&args, &chosen, &results, &memory, &startup);
     println!("\n{text}");
     if let Some(path) = &args.write {
-        // The soak's and the updates' figures, measured on their own, stay.
+        // The figures measured on their own (soak, updates, connections held) stay.
         let old = std::fs::read_to_string(path).unwrap_or_default();
         let mut text = text;
-        for heading in [SOAK, UPDATES] {
+        for heading in [SOAK, UPDATES, HELD] {
             if let Some(section) = report::section(&old, heading) {
                 text = report::replace_section(&text, heading, section);
             }
@@ -156,9 +168,10 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// The report's sections measured on their own (`--soak`, `--updates`).
+/// The report's sections measured on their own (`--soak`, `--updates`, `--idle`).
 const SOAK: &str = "Soak";
 const UPDATES: &str = "Configuration updates under load";
+const HELD: &str = "Connections held";
 
 /// Replaces one section of the `--write` file, if asked to.
 fn write_section(args: &Args, heading: &str, section: &str) -> Result<(), String> {

@@ -7,13 +7,14 @@
 //!
 //! Modules import downwards only, in this order (see `docs/ARCHITECTURE.md`):
 //! `server` → `admin` → `hcm`, `tcp` → `wasm` → `upstream` → `observe` → `stream_info` →
-//! `http` → the leaves (`clock`, `limits`, `proto`, `random`, `teardown`).
+//! `http` → the leaves (`clock`, `limits`, `memory`, `proto`, `random`, `teardown`).
 
 mod admin;
 pub mod clock;
 mod hcm;
 pub mod http;
 pub mod limits;
+mod memory;
 mod observe;
 mod proto;
 mod random;

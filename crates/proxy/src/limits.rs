@@ -11,6 +11,20 @@ pub const MAX_REQUEST_HEADERS_COUNT: usize = 100;
 /// answers 431 for more than [`MAX_REQUEST_HEADERS_BYTES`]).
 pub const MAX_HELD_HEAD_BYTES: usize = 64 * 1024;
 
+/// An HTTP/1.1 connection that has waited this long between requests gives its hyper
+/// connection and buffers back (a busy connection keeps them from one request to the next).
+pub const PARK_IDLE_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// About what hyper's buffers take per HTTP/1.1 connection (read, write and head buffers).
+pub const PARKED_CONNECTION_BYTES: usize = 24 * 1024;
+
+/// A worker gives free memory back to the system once connections parked since the last
+/// time freed at least this much.
+pub const PARKED_BYTES_BEFORE_TRIM: usize = 1 << 20;
+
+/// How often a worker looks whether to give free memory back.
+pub const GIVE_BACK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Envoy's default per-connection buffer limit (1 MiB): the most a TCP proxy gathers into
 /// one chunk for the network filters.
 pub const BUFFER_LIMIT_BYTES: usize = wasmproxy_config::DEFAULT_BUFFER_LIMIT_BYTES as usize;

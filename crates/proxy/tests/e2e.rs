@@ -435,6 +435,94 @@ async fn malformed_and_oversized_requests_are_refused() {
     server.stop();
 }
 
+/// Reads one response with a `content-length` from `stream`: its head and its body.
+fn read_response(stream: &mut std::net::TcpStream) -> (String, String) {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "the connection closed mid-head: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8(got).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .expect("a content-length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    (head, String::from_utf8(body).unwrap())
+}
+
+/// Whether the peer closed `stream` (reads the end within the read timeout).
+fn closed(stream: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    matches!(stream.read(&mut [0u8; 1]), Ok(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_serves_after_waiting_pipelined_and_split_requests_too() {
+    let up = upstream().await;
+    let server = start(&config(up, ""));
+    let addr = server.listeners[0].1;
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        // Longer than a connection waits before it gives hyper up (`PARK_IDLE_AFTER`).
+        let pause = || std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        // Requests with the connection waiting between them.
+        for _ in 0..3 {
+            c.write_all(b"GET /direct HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let (head, body) = read_response(&mut c);
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            assert_eq!(body, "direct hello");
+            pause();
+        }
+        // Two requests in one write, the second to the upstream with a body.
+        c.write_all(
+            b"GET /direct HTTP/1.1\r\nHost: x\r\n\r\nPOST /up HTTP/1.1\r\nHost: x\r\ncontent-length: 5\r\n\r\nhello",
+        )
+        .unwrap();
+        assert_eq!(read_response(&mut c).1, "direct hello");
+        let (head, body) = read_response(&mut c);
+        assert!(
+            head.starts_with("HTTP/1.1 200") && body.starts_with("POST /up") && body.contains("body: hello"),
+            "{body}"
+        );
+        pause();
+        // A head that arrives in two parts, a pause between them.
+        c.write_all(b"GET /split HTTP/1.1\r\nHo").unwrap();
+        pause();
+        c.write_all(b"st: x\r\n\r\n").unwrap();
+        let (_, body) = read_response(&mut c);
+        assert!(body.starts_with("GET /split"), "{body}");
+        // A body that arrives after a pause.
+        c.write_all(b"POST /late HTTP/1.1\r\nHost: x\r\ncontent-length: 4\r\n\r\n").unwrap();
+        pause();
+        c.write_all(b"late").unwrap();
+        let (_, body) = read_response(&mut c);
+        assert!(body.contains("body: late"), "{body}");
+        // `connection: close`, and HTTP/1.0 without keep-alive: answered, then closed.
+        c.write_all(b"GET /direct HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut c).1, "direct hello");
+        assert!(closed(&mut c), "closed after `connection: close`");
+        let mut old = std::net::TcpStream::connect(addr).unwrap();
+        old.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        old.write_all(b"GET /direct HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut old).1, "direct hello");
+        assert!(closed(&mut old), "closed after an HTTP/1.0 answer");
+    })
+    .await
+    .unwrap();
+    server.stop();
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

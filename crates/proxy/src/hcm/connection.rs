@@ -1,86 +1,254 @@
 //! One downstream HTTP connection: hyper's HTTP/1.1 or HTTP/2 server over the tracked
 //! socket, each request handed to the connection manager, with the connection's idle and
-//! request-headers timers and its part in a drain.
+//! request-headers timers and its part in a drain. An HTTP/1.1 connection that has waited
+//! a while for its next request holds no hyper connection and no buffer, only its socket:
+//! hyper hands the socket back and a fresh hyper connection starts when bytes arrive.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
 use wasmproxy_config::model::CodecType;
 
 use crate::hcm::Hcm;
 use crate::http::downstream::{TrackedIo, answer_header_timeout, headers_late, idle_for};
 use crate::http::exec::LocalExec;
-use crate::limits::{MAX_REQUEST_HEADERS_BYTES, MAX_REQUEST_HEADERS_COUNT};
+use crate::limits::{MAX_REQUEST_HEADERS_BYTES, MAX_REQUEST_HEADERS_COUNT, PARK_IDLE_AFTER, PARKED_CONNECTION_BYTES};
 use crate::stream_info::ConnectionInfo;
+
+/// What ends a connection from outside hyper.
+enum End {
+    /// The listener drains: finish what was accepted, take nothing new.
+    Stopping,
+    /// `idle_timeout` (Envoy's default: 1 hour): no stream and no bytes for that long.
+    Idle,
+    /// `request_headers_timeout` (Envoy's default: none): a request's headers took too long.
+    HeadersLate,
+}
+
+/// The protocol the client speaks, from its first bytes.
+enum Protocol {
+    Http1,
+    Http2,
+    /// The first bytes begin HTTP/2's preface but stop short: hyper's own detection decides.
+    Undecided,
+}
 
 /// Serves one HTTP connection (HTTP/1.1, or HTTP/2 with prior knowledge, as the codec
 /// type allows) until it ends.
 pub async fn serve_http(
     hcm: Rc<Hcm>,
-    stream: tokio::net::TcpStream,
+    stream: TcpStream,
     connection: Rc<ConnectionInfo>,
     stopping: impl Future<Output = ()>,
 ) {
     let accepted = std::time::Instant::now();
     hcm.stats.connection_opened();
-    let mut builder = auto::Builder::new(LocalExec);
-    // Envoy's defaults: request headers up to 60 KiB (else 431), at most 100 of them.
-    builder.http1().max_buf_size(MAX_REQUEST_HEADERS_BYTES).max_headers(MAX_REQUEST_HEADERS_COUNT);
-    builder.http2().max_header_list_size(MAX_REQUEST_HEADERS_BYTES as u32);
-    match hcm.config.codec_type {
-        CodecType::Http1 => builder = builder.http1_only(),
-        CodecType::Http2 => builder = builder.http2_only(),
-        CodecType::Auto => {}
-    }
-    let service = {
-        let (hcm, connection) = (hcm.clone(), connection.clone());
-        service_fn(move |req| hcm.clone().handle(req, connection.clone()))
-    };
     let socket = Rc::new(stream);
     let activity = connection.activity.clone();
-    let io = TokioIo::new(TrackedIo::new(socket.clone(), activity.clone(), Rc::from(hcm.config.server_name.as_str())));
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
-    // `idle_timeout` (Envoy's default: 1 hour): no stream and no bytes for that long.
-    let idle = async {
-        match hcm.config.idle_timeout {
-            Some(t) => idle_for(t, &activity).await,
-            None => std::future::pending().await,
+    let io = TrackedIo::new(socket.clone(), activity.clone(), Rc::from(hcm.config.server_name.as_str()));
+    let end = async {
+        let idle = async {
+            match hcm.config.idle_timeout {
+                Some(t) => idle_for(t, &activity).await,
+                None => std::future::pending().await,
+            }
+        };
+        let headers = async {
+            match hcm.config.request_headers_timeout {
+                Some(t) => headers_late(t, &activity).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stopping => End::Stopping,
+            () = idle => End::Idle,
+            () = headers => End::HeadersLate,
         }
     };
-    // `request_headers_timeout` (Envoy's default: none): from a request's first byte to
-    // the end of its headers.
-    let headers = async {
-        match hcm.config.request_headers_timeout {
-            Some(t) => headers_late(t, &activity).await,
-            None => std::future::pending().await,
-        }
+    let mut end = std::pin::pin!(end);
+    let protocol = match hcm.config.codec_type {
+        CodecType::Http1 => Some(Protocol::Http1),
+        CodecType::Http2 => Some(Protocol::Http2),
+        CodecType::Auto => tokio::select! {
+            p = sniff(&socket) => p,
+            e = end.as_mut() => ended_while_waiting(&hcm, e),
+        },
     };
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stopping => {
-            // Finish what was accepted, take nothing new.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        _ = idle => {
-            hcm.stats.cx_idle_timeout.inc();
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        _ = headers => {
-            // No stream exists yet: Envoy's 408 goes straight to the socket, which closes.
-            hcm.stats.rq_header_timeout.inc();
-            answer_header_timeout(&socket, &hcm.config.server_name);
-            conn.await
-        }
+    let result = match protocol {
+        Some(Protocol::Http1) => serve_http1(&hcm, &connection, io, &socket, end).await.map_err(Into::into),
+        // Boxed: an HTTP/2 connection's state is large, and only it needs it.
+        Some(p) => Box::pin(serve_hyper_auto(&hcm, &connection, io, &socket, matches!(p, Protocol::Http2), end)).await,
+        None => Ok(()),
     };
     if let Err(e) = result {
         tracing::debug!("connection ended: {e}");
     }
     let http2 = connection.protocol_known.get().then(|| connection.http2.get());
     hcm.stats.connection_closed(accepted.elapsed(), http2);
+}
+
+/// The protocol, from the first bytes (peeked, left for hyper); none if the client
+/// closed first.
+async fn sniff(socket: &TcpStream) -> Option<Protocol> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut first = [0u8; PREFACE.len()];
+    let n = socket.peek(&mut first).await.ok().filter(|n| *n > 0)?;
+    Some(if !PREFACE.starts_with(&first[..n.min(PREFACE.len())]) {
+        Protocol::Http1
+    } else if n == PREFACE.len() {
+        Protocol::Http2
+    } else {
+        Protocol::Undecided
+    })
+}
+
+/// A connection that ends while no hyper connection runs: counted; nothing to answer.
+fn ended_while_waiting(hcm: &Hcm, end: End) -> Option<Protocol> {
+    if matches!(end, End::Idle) {
+        hcm.stats.cx_idle_timeout.inc();
+    }
+    None
+}
+
+/// HTTP/2 (or a protocol hyper's detection decides): one hyper connection for the
+/// connection's life.
+async fn serve_hyper_auto(
+    hcm: &Rc<Hcm>,
+    connection: &Rc<ConnectionInfo>,
+    io: TrackedIo,
+    socket: &TcpStream,
+    http2_only: bool,
+    end: Pin<&mut impl Future<Output = End>>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut builder = auto::Builder::new(LocalExec);
+    // Envoy's defaults: request headers up to 60 KiB (else 431), at most 100 of them.
+    builder.http1().max_buf_size(MAX_REQUEST_HEADERS_BYTES).max_headers(MAX_REQUEST_HEADERS_COUNT);
+    builder.http2().max_header_list_size(MAX_REQUEST_HEADERS_BYTES as u32);
+    if http2_only {
+        builder = builder.http2_only();
+    }
+    let service = {
+        let (hcm, connection) = (hcm.clone(), connection.clone());
+        service_fn(move |req| hcm.clone().handle(req, connection.clone()))
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        e = end => {
+            if ends_hyper(hcm, socket, e) {
+                conn.as_mut().graceful_shutdown();
+            }
+            conn.await
+        }
+    }
+}
+
+/// Acts on `end` while hyper serves: counts it, answers 408 if the headers were late.
+/// Returns whether hyper should shut down gracefully (else the socket was closed).
+fn ends_hyper(hcm: &Hcm, socket: &TcpStream, end: End) -> bool {
+    match end {
+        End::Stopping => true,
+        End::Idle => {
+            hcm.stats.cx_idle_timeout.inc();
+            true
+        }
+        End::HeadersLate => {
+            // No stream exists yet: Envoy's 408 goes straight to the socket, which closes.
+            hcm.stats.rq_header_timeout.inc();
+            answer_header_timeout(socket, &hcm.config.server_name);
+            false
+        }
+    }
+}
+
+/// HTTP/1.1: a hyper connection while requests come, given up once the connection has
+/// started no exchange for [`PARK_IDLE_AFTER`] and waits with nothing owed (so between one
+/// and two periods after its last request); a fresh one when bytes arrive.
+async fn serve_http1(
+    hcm: &Rc<Hcm>,
+    connection: &Rc<ConnectionInfo>,
+    mut io: TrackedIo,
+    socket: &TcpStream,
+    mut end: Pin<&mut impl Future<Output = End>>,
+) -> Result<(), hyper::Error> {
+    loop {
+        // Parked: the socket alone waits for bytes.
+        tokio::select! {
+            r = socket.readable() => if r.is_err() { return Ok(()) },
+            e = end.as_mut() => {
+                ended_while_waiting(hcm, e);
+                return Ok(());
+            }
+        }
+        match serve_until_idle(hcm, connection, io, socket, end.as_mut()).await? {
+            Some(parked) => io = parked,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Runs one hyper connection until the connection ends (`None`) or has waited long
+/// enough between requests to give hyper up (the socket back, with any bytes hyper read
+/// ahead put back in front).
+async fn serve_until_idle(
+    hcm: &Rc<Hcm>,
+    connection: &Rc<ConnectionInfo>,
+    io: TrackedIo,
+    socket: &TcpStream,
+    mut end: Pin<&mut impl Future<Output = End>>,
+) -> Result<Option<TrackedIo>, hyper::Error> {
+    let activity = &connection.activity;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.max_buf_size(MAX_REQUEST_HEADERS_BYTES).max_headers(MAX_REQUEST_HEADERS_COUNT);
+    let service = {
+        let (hcm, connection) = (hcm.clone(), connection.clone());
+        service_fn(move |req| hcm.clone().handle(req, connection.clone()))
+    };
+    let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), service));
+    let idle = tokio::time::sleep(PARK_IDLE_AFTER);
+    tokio::pin!(idle);
+    // Streams opened when the idle timer was last set: a connection that opened none for
+    // a whole period and waits with nothing owed is idle.
+    let mut seen = activity.streams_opened.get();
+    let mut ended = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut *conn => break r,
+            () = idle.as_mut(), if !activity.parking.get() && !ended => {
+                if activity.streams_opened.get() == seen && activity.between_requests() {
+                    // hyper stops (at once when idle; else after the response it writes),
+                    // flushes, and leaves the socket open.
+                    activity.parking.set(true);
+                    Pin::new(&mut *conn).graceful_shutdown();
+                } else {
+                    seen = activity.streams_opened.get();
+                    idle.as_mut().reset(tokio::time::Instant::now() + PARK_IDLE_AFTER);
+                }
+            }
+            e = end.as_mut(), if !ended => {
+                ended = true;
+                activity.parking.set(false);
+                if ends_hyper(hcm, socket, e) {
+                    Pin::new(&mut *conn).graceful_shutdown();
+                }
+            }
+        }
+    };
+    let parked = activity.parking.replace(false);
+    result?;
+    if !parked || !activity.between_requests() {
+        // Done for good: hyper shut the socket.
+        return Ok(None);
+    }
+    let parts = conn.into_parts();
+    let mut io = parts.io.into_inner();
+    io.resume(&parts.read_buf);
+    crate::memory::note_freed(PARKED_CONNECTION_BYTES);
+    Ok(Some(io))
 }

@@ -180,13 +180,14 @@ impl Hcm {
         }
         let mut open = OpenStream { hcm: self.clone(), info: info.clone(), streams: Vec::new(), headers, open: true };
         let processed = self.process(&mut open.headers, &mut incoming, &mut open.streams, &info).await;
+        let unread = !http2 && !incoming.is_end_stream();
+        info.borrow().connection.activity.request_unread.set(unread);
         let (streams, headers) = open.close();
         let ended = FinishedStream { info, streams, request_headers: headers };
         match processed {
             Processed::Whole(response_headers, body) | Processed::Reply { headers: response_headers, body, .. } => {
                 // Answered before the request's end, as Envoy does: the rest of the request
                 // is not read, so an HTTP/1 connection cannot serve another.
-                let unread = !http2 && !incoming.is_end_stream();
                 Ok(self.respond_whole(ended, response_headers, body, unread))
             }
             Processed::Streaming(response_headers, upstream) => {
@@ -210,6 +211,9 @@ impl Hcm {
         let http2 = parts.version == http::Version::HTTP_2;
         self.stats.request_started(http2);
         connection.activity.stream_opened();
+        if !http2 && (parts.version != http::Version::HTTP_11 || convert::asks_to_close(&parts.headers)) {
+            connection.activity.closing.set(true);
+        }
         if !connection.protocol_known.replace(true) {
             self.stats.connection_protocol(http2);
             connection.http2.set(http2);
@@ -236,6 +240,9 @@ impl Hcm {
         self.finish(&ended.info, ended.streams, Some(ended.request_headers), Some(response_headers));
         if unread {
             response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if convert::asks_to_close(response.headers()) {
+            ended.info.borrow().connection.activity.closing.set(true);
         }
         response
     }

@@ -108,6 +108,13 @@ pub fn response_header_map(headers: &Headers, local: bool) -> http::HeaderMap {
     map
 }
 
+/// Whether an HTTP/1 message's `connection` header names `close`.
+pub fn asks_to_close(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONNECTION)
+        .is_some_and(|v| v.to_str().is_ok_and(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case("close"))))
+}
+
 /// `:method` as a `Method` (GET if missing or invalid).
 pub fn method(headers: &Headers) -> Method {
     headers.get(b":method").and_then(|m| Method::from_bytes(m).ok()).unwrap_or(Method::GET)

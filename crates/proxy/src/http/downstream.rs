@@ -27,18 +27,32 @@ pub struct Activity {
     headers_began: Cell<Option<Instant>>,
     /// Streams open on the connection.
     pub open_streams: Cell<usize>,
+    /// Streams opened so far.
+    pub streams_opened: Cell<u64>,
+    /// A request or an answer asked for the connection to close (HTTP/1.1 `connection:
+    /// close`, or a request of another HTTP/1 version): hyper closes it after the answer.
+    pub closing: Cell<bool>,
     /// The client speaks HTTP/2 (its first bytes were the connection preface): the
     /// request-headers timer does not apply.
     http2: Cell<bool>,
     first_read: Cell<bool>,
     /// A checked request head went to hyper, which has not opened its stream yet.
     head_released: Cell<bool>,
+    /// The last request's body was not read to its end (HTTP/1.1: the connection cannot
+    /// wait for another request without hyper).
+    pub request_unread: Cell<bool>,
+    /// Bytes of the next request head are held (not yet handed to hyper).
+    head_held: Cell<bool>,
+    /// hyper is giving the socket back (the connection parks): its shutdown leaves the
+    /// socket open.
+    pub parking: Cell<bool>,
 }
 
 impl Activity {
     /// A stream opened (its headers are complete).
     pub fn stream_opened(&self) {
         self.open_streams.set(self.open_streams.get() + 1);
+        self.streams_opened.set(self.streams_opened.get() + 1);
         self.headers_began.set(None);
         self.head_released.set(false);
     }
@@ -46,6 +60,16 @@ impl Activity {
     /// A stream ended.
     pub fn stream_closed(&self) {
         self.open_streams.set(self.open_streams.get().saturating_sub(1));
+    }
+
+    /// Whether the connection waits for a request with nothing owed: no stream open, the
+    /// last request read to its end, nothing of the next one held, and no close asked for.
+    pub fn between_requests(&self) -> bool {
+        !self.closing.get()
+            && !self.head_held.get()
+            && !self.head_released.get()
+            && self.open_streams.get() == 0
+            && !self.request_unread.get()
     }
 
     fn read(&self, bytes: &[u8]) {
@@ -82,6 +106,27 @@ impl TrackedIo {
     pub fn new(socket: Rc<TcpStream>, activity: Rc<Activity>, server: Rc<str>) -> TrackedIo {
         activity.last.set(Some(Instant::now()));
         TrackedIo { socket, activity, server, held: Vec::new(), out: Vec::new(), refused: false }
+    }
+
+    /// Takes back bytes hyper read but did not use (a pipelined request's start) when
+    /// hyper hands the socket back: they are the next head's first bytes.
+    pub fn resume(&mut self, unread: &[u8]) {
+        if !unread.is_empty() {
+            self.held.extend_from_slice(unread);
+            self.check_held();
+        }
+        self.note_held();
+    }
+
+    /// Notes whether bytes of a head are held; between requests with none, no buffer is
+    /// kept while the connection waits.
+    fn note_held(&mut self) {
+        let held = !self.held.is_empty() || !self.out.is_empty();
+        self.activity.head_held.set(held);
+        if !held && self.awaiting_head() && self.held.capacity() > 0 {
+            self.held = Vec::new();
+            self.out = Vec::new();
+        }
     }
 
     /// Whether a request head is awaited: HTTP/1.1, no stream open, and none released to
@@ -121,7 +166,15 @@ impl TrackedIo {
 
 impl AsyncRead for TrackedIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
+        let read = self.read_into(cx, buf);
+        self.note_held();
+        read
+    }
+}
+
+impl TrackedIo {
+    fn read_into(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self;
         loop {
             if this.refused {
                 return Poll::Ready(Ok(()));
@@ -274,6 +327,9 @@ impl AsyncWrite for TrackedIo {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.activity.parking.get() {
+            return Poll::Ready(Ok(()));
+        }
         Poll::Ready(socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Write))
     }
 }

@@ -7,7 +7,7 @@
 /// Why a request head is refused: the status and its reason phrase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
-    /// 400 or 501.
+    /// 400, 431 or 501.
     pub status: u16,
     /// The reason phrase, also the body.
     pub reason: &'static str,
@@ -15,6 +15,7 @@ pub struct Refusal {
 
 const BAD_REQUEST: Refusal = Refusal { status: 400, reason: "Bad Request" };
 const NOT_IMPLEMENTED: Refusal = Refusal { status: 501, reason: "Not Implemented" };
+const TOO_LARGE: Refusal = Refusal { status: 431, reason: "Request Header Fields Too Large" };
 
 /// The end of the request head (the index after its blank line), if it is all there.
 pub fn head_end(bytes: &[u8]) -> Option<usize> {
@@ -26,6 +27,9 @@ pub fn head_end(bytes: &[u8]) -> Option<usize> {
 /// with the same value), or not a number: 400; a Transfer-Encoding other than `chunked`
 /// (`gzip`, `chunked, chunked`): 501.
 pub fn check(head: &[u8]) -> Result<(), Refusal> {
+    if head.len() > crate::limits::MAX_REQUEST_HEADERS_BYTES {
+        return Err(TOO_LARGE);
+    }
     let mut lengths = 0;
     let mut codings = 0;
     for line in head.split(|b| *b == b'\n').skip(1) {
@@ -113,6 +117,8 @@ mod tests {
         assert_eq!(check(&head("transfer-encoding: gzip\r\n")), Err(NOT_IMPLEMENTED));
         assert_eq!(check(&head("transfer-encoding: chunked, chunked\r\n")), Err(NOT_IMPLEMENTED));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nbody"), Some(18));
+        let big = head(&format!("x-big: {}\r\n", "a".repeat(crate::limits::MAX_REQUEST_HEADERS_BYTES)));
+        assert_eq!(check(&big), Err(TOO_LARGE));
     }
 
     #[test]

@@ -135,11 +135,11 @@ async fn serve(
             _ = served.retirement.started() => {}
         }
     };
-    let serving = async {
-        match &served.terminal {
-            Terminal::Tcp(chain) => chain.clone().serve(stream, connection).await,
-            Terminal::Http(hcm) => serve_http(hcm.clone(), stream, connection, stopping).await,
-        }
+    // Boxed, at the size the terminal needs: a future holding it in place would carry
+    // room for both kinds, and async blocks that move a future keep a copy of its room.
+    let serving: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> = match &served.terminal {
+        Terminal::Tcp(chain) => Box::pin(chain.serve(stream, connection)),
+        Terminal::Http(hcm) => Box::pin(serve_http(hcm.clone(), stream, connection, stopping)),
     };
     tokio::select! {
         _ = serving => {}

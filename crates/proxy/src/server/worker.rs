@@ -81,6 +81,7 @@ pub fn run(mut setup: WorkerSetup) {
         let drain = Drain::new(setup.shutdown.clone());
         let mut worker = Worker::new(&setup, drain.clone());
         let mut services_started = false;
+        tokio::task::spawn_local(crate::memory::give_back_periodically());
         loop {
             let message = tokio::select! {
                 message = setup.inbox.recv() => message,
