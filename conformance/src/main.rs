@@ -93,7 +93,8 @@ fn run() -> Result<bool, String> {
         let config = s
             .config
             .replace("@UPSTREAM_PORT@", &upstream.addr.port().to_string())
-            .replace("@PLUGINS@", &plugins.to_string_lossy());
+            .replace("@PLUGINS@", &plugins.to_string_lossy())
+            .replace("@PLUGINS_FROM_CWD@", &from_cwd(&plugins));
         let place = Place { work: &work, plugins: &plugins, upstream: &upstream };
         let envoy = observe(&runtime, Kind::Envoy, &args.bins, s, &config, &place)?;
         let ours = observe(&runtime, Kind::Wasmproxy, &args.bins, s, &config, &place)?;
@@ -122,6 +123,22 @@ fn run() -> Result<bool, String> {
         unexplained.len()
     );
     Ok(unexplained.is_empty())
+}
+
+/// `path` relative to the working directory, where both proxies run (for the scenarios that
+/// name a file relatively).
+fn from_cwd(path: &Path) -> String {
+    let cwd = std::env::current_dir().and_then(|d| d.canonicalize()).unwrap_or_default();
+    let (to, from): (Vec<_>, Vec<_>) = (path.components().collect(), cwd.components().collect());
+    let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
+    let mut relative = PathBuf::new();
+    for _ in common..from.len() {
+        relative.push("..");
+    }
+    for part in &to[common..] {
+        relative.push(part);
+    }
+    relative.display().to_string()
 }
 
 /// Where a scenario runs: the work directory, the built plugins, the recording upstream.

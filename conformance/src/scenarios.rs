@@ -1209,14 +1209,12 @@ fn examples(root: &Path) -> Vec<Scenario> {
     let example = |dir: &str, plugin: &str| {
         let path = root.join("examples").join(dir).join("envoy.yaml");
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let mut text = regex::Regex::new(r"port_value: \d+")
+        let text = regex::Regex::new(r"port_value: \d+")
             .map(|re| re.replace_all(&text, "port_value: 0").into_owned())
             .unwrap_or_default();
-        let file = root.join("examples").join(dir).join(plugin);
-        for quoted in [format!("\"{plugin}\""), plugin.to_string()] {
-            text = text.replace(&format!("filename: {quoted}"), &format!("filename: \"{}\"", file.display()));
-        }
-        text
+        // The example names its plugin relative to the repository's root, where it runs.
+        let relative = format!("examples/{dir}/{plugin}");
+        text.replace(&relative, &root.join(&relative).display().to_string())
     };
     vec![
         s(
@@ -1230,6 +1228,12 @@ fn examples(root: &Path) -> Vec<Scenario> {
             "examples/header_filter as it is",
             example("header_filter", "header_filter.wasm"),
             vec![Request::get("/").header("x-user", "alice")],
+        ),
+        s(
+            "wasm_filename_relative_to_cwd",
+            "a relative code.local.filename: the working directory's, not the configuration file's",
+            probe_config(json!({})).replace("@PLUGINS@/probe.wasm", "@PLUGINS_FROM_CWD@/probe.wasm"),
+            vec![Request::get("/")],
         ),
     ]
 }

@@ -63,7 +63,8 @@ pub use resources::{
 use reader::{Ctx, Field};
 
 /// Loads a bootstrap file. `.json` files are JSON, `.yaml` and `.yml` files YAML; other names are
-/// decided by content. Relative Wasm file names resolve against the file's directory.
+/// decided by content. Relative Wasm file names resolve against the working directory, as
+/// in Envoy.
 pub fn load_file(path: &Path) -> Result<Bootstrap, ConfigErrors> {
     load_file_with_warnings(path).map(|(bootstrap, _)| bootstrap)
 }
@@ -73,7 +74,9 @@ pub fn load_file(path: &Path) -> Result<Bootstrap, ConfigErrors> {
 pub fn load_file_with_warnings(path: &Path) -> Result<(Bootstrap, Vec<ConfigError>), ConfigErrors> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
-    load(&text, path.parent().unwrap_or(Path::new("")), Format::of(path))
+    // As in Envoy, a relative file name is the process's: it resolves against the working
+    // directory, not the configuration file's.
+    load(&text, Path::new(""), Format::of(path))
 }
 
 /// Loads a bootstrap from text (YAML, or JSON when it starts with `{` and parses as JSON).

@@ -30,6 +30,38 @@ pub struct Bootstrap {
     pub dynamic_resources: DynamicResources,
 }
 
+impl Bootstrap {
+    /// Every Wasm plugin of the static configuration: the listeners' and the services'.
+    pub fn wasm_plugins(&self) -> Vec<&WasmPlugin> {
+        let services = self.wasm_services.iter().map(|s| &s.plugin);
+        self.listeners.iter().flat_map(Listener::wasm_plugins).chain(services).collect()
+    }
+}
+
+impl Listener {
+    /// Every Wasm plugin the listener runs: network filters, HTTP filters, access loggers.
+    pub fn wasm_plugins(&self) -> Vec<&WasmPlugin> {
+        let mut plugins = Vec::new();
+        for filter in &self.filter_chain.filters {
+            match filter {
+                NetworkFilter::Wasm(plugin) => plugins.push(plugin),
+                NetworkFilter::HttpConnectionManager(hcm) => {
+                    plugins.extend(hcm.http_filters.iter().filter_map(|f| match f {
+                        HttpFilter::Wasm(plugin) => Some(&**plugin),
+                        HttpFilter::Router => None,
+                    }));
+                    plugins.extend(hcm.access_logs.iter().filter_map(|log| match &log.sink {
+                        AccessLogSink::Wasm(plugin) => Some(&**plugin),
+                        _ => None,
+                    }));
+                }
+                NetworkFilter::TcpProxy(_) => {}
+            }
+        }
+        plugins
+    }
+}
+
 /// `dynamic_resources`: where listeners (LDS) and clusters (CDS) come from besides
 /// `static_resources`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -509,7 +541,7 @@ pub struct WasmVm {
 /// `code.local`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WasmCode {
-    /// `filename`, resolved against the config file's directory if relative.
+    /// `filename`, as given (a relative name resolves against the working directory).
     File(PathBuf),
     /// `inline_bytes` (base64 in JSON/YAML) or `inline_string`.
     Inline(Vec<u8>),

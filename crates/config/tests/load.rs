@@ -89,7 +89,7 @@ fn rust_sdk_example_shape() {
             vm: WasmVm {
                 vm_id: String::new(),
                 runtime: "envoy.wasm.runtime.v8".into(),
-                code: WasmCode::File(fixtures().join("plugins/proxy_wasm_example_http_headers.wasm")),
+                code: WasmCode::File("plugins/proxy_wasm_example_http_headers.wasm".into()),
                 configuration: vec![],
                 environment: vec![],
             },
@@ -402,7 +402,7 @@ fn network_wasm_filter_before_tcp_proxy() {
                 vm: WasmVm {
                     vm_id: "vm.envoy_tcp_routing".into(),
                     runtime: "envoy.wasm.runtime.v8".into(),
-                    code: WasmCode::File(fixtures().join("tcp_routing.wasm")),
+                    code: WasmCode::File("tcp_routing.wasm".into()),
                     configuration: vec![],
                     environment: vec![],
                 },
@@ -436,7 +436,7 @@ fn talk_demo_older_shapes_load_with_warnings() {
     assert_eq!(plugin.root_id, "add_header");
     assert_eq!(plugin.failure_policy, FailurePolicy::FailOpen);
     assert_eq!(plugin.configuration, b"x-wasm-demo=hello\nx-powered-by=proxy-wasm\n".to_vec());
-    assert_eq!(plugin.vm.code, WasmCode::File(fixtures().join("./header_filter.wasm")));
+    assert_eq!(plugin.vm.code, WasmCode::File("./header_filter.wasm".into()));
     assert_eq!(hcm.http_filters[1], HttpFilter::Router);
     assert_eq!(bootstrap.clusters[0].connect_timeout, Duration::from_millis(250));
     assert_eq!(bootstrap.clusters[0].lb_policy, LbPolicy::RoundRobin);

@@ -111,6 +111,14 @@ pub fn run(o: ServeOptions) -> anyhow::Result<()> {
         note!("wasmproxy: warning: {warning}");
     }
     if o.validate_only {
+        // As Envoy's validation does, the plugins' files are read (not compiled).
+        for plugin in config.wasm_plugins() {
+            if let wasmproxy_config::model::WasmCode::File(path) = &plugin.vm.code
+                && let Err(e) = std::fs::File::open(path)
+            {
+                anyhow::bail!("Wasm plugin {:?}: Invalid path: {} ({e})", plugin.name, path.display());
+            }
+        }
         println!("configuration '{}' OK", o.config.display());
         return Ok(());
     }

@@ -46,7 +46,12 @@ fn the_talk_demo_counts_hello_requests_on_the_admin_port() {
 fn validate_mode_says_ok_or_names_what_is_wrong() {
     for name in ["header_filter", "talk_demo", "dynamic_config"] {
         let example = repo().join("examples").join(name).join("envoy.yaml");
-        let out = wasmproxy().args(["--mode", "validate", "-c", example.to_str().unwrap()]).output().unwrap();
+        // From the repository's root, where the examples' relative plugin paths lead.
+        let out = wasmproxy()
+            .current_dir(repo())
+            .args(["--mode", "validate", "-c", example.to_str().unwrap()])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout), format!("configuration '{}' OK\n", example.display()));
     }
@@ -62,6 +67,27 @@ fn validate_mode_says_ok_or_names_what_is_wrong() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("static_resources.clusters[0].bogus_field"), "{stderr}");
     let _ = std::fs::remove_file(bad);
+}
+
+#[test]
+fn a_relative_plugin_path_is_the_working_directorys_and_validate_reads_it() {
+    // The configuration elsewhere; the plugin named relative to the repository's root.
+    let dir = std::env::temp_dir().join(format!("wasmproxy-relative-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = std::fs::read_to_string(repo().join("examples/header_filter/envoy.yaml")).unwrap();
+    let config = dir.join("envoy.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let validate = |cwd: &std::path::Path| {
+        wasmproxy().current_dir(cwd).args(["--mode", "validate", "-c", config.to_str().unwrap()]).output().unwrap()
+    };
+    let at_root = validate(&repo());
+    assert!(at_root.status.success(), "{}", String::from_utf8_lossy(&at_root.stderr));
+    // From the configuration's own directory the path leads nowhere: Envoy's answer.
+    let beside = validate(&dir);
+    assert_eq!(beside.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&beside.stderr);
+    assert!(stderr.contains("Invalid path: examples/header_filter/header_filter.wasm"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -24,6 +24,9 @@ pub fn example_on_port_zero(name: &str) -> PathBuf {
     std::fs::copy(example.join(format!("{name}.wasm")), dir.join(format!("{name}.wasm"))).unwrap();
     let yaml = std::fs::read_to_string(example.join("envoy.yaml")).unwrap();
     let yaml = yaml.replace("port_value: 10000", "port_value: 0").replace("port_value: 9901", "port_value: 0");
+    // The example names its plugin relative to the repository's root; the copy is here.
+    let yaml =
+        yaml.replace(&format!("examples/{name}/{name}.wasm"), &dir.join(format!("{name}.wasm")).display().to_string());
     let path = dir.join("envoy.yaml");
     std::fs::write(&path, yaml).unwrap();
     path
