@@ -363,6 +363,22 @@ fn bodies() -> Vec<Scenario> {
     ]
 }
 
+/// A unary gRPC request (over HTTP/1.1 unless made `.h2()`): POST, `application/grpc`, an
+/// empty message.
+fn grpc(path: &str) -> Request {
+    Request::post(path, "\0\0\0\0\0").header("content-type", "application/grpc").header("te", "trailers")
+}
+
+/// Two probes: the second answers with a local reply carrying `headers`, the first logs
+/// the reply's headers as its response-header callback sees them.
+fn local_reply_seen(headers: &str) -> String {
+    [
+        probe("a", json!({"phases": {"response_headers": [["get_headers", "2"]]}})),
+        probe("b", json!({"phases": {"request_headers": [["send_local_response", "403", "nope", headers]]}})),
+    ]
+    .concat()
+}
+
 fn local_replies() -> Vec<Scenario> {
     let reply = |phase: &str| json!({ phase: [["send_local_response", "403", "denied", "x-why=policy"]] });
     let add = |name: &str| json!([["add_header", "2", name, "1"]]);
@@ -398,6 +414,53 @@ fn local_replies() -> Vec<Scenario> {
                 json!({"request_headers": [["send_local_response", "401", "", "www-authenticate=Basic;x-b=2"]]}),
             ),
             vec![Request::get("/auth")],
+        ),
+        s(
+            "local_reply_header_order",
+            "a local reply's headers in order, to the client and to an earlier filter: the plugin's own, then \
+             content-length and content-type",
+            bootstrap("", &local_reply_seen("x-b=1;x-c=2")),
+            vec![Request::get("/order")],
+        ),
+        s(
+            "local_reply_with_its_own_content_type",
+            "a local reply whose plugin sets content-type",
+            bootstrap("", &local_reply_seen("content-type=application/json;x-b=1")),
+            vec![Request::get("/typed")],
+        ),
+        s(
+            "direct_response_length_removed",
+            "a plugin removes content-length from a direct response: sent without a length (HTTP/1.1 chunked)",
+            probe_config(json!({"response_headers": [["remove_header", "2", "content-length"]]})),
+            vec![Request::get("/direct"), Request::get("/direct").h2()],
+        ),
+        s(
+            "grpc_local_reply_from_a_plugin",
+            "a plugin refuses a gRPC request, with a gRPC status and without one: a trailers-only gRPC answer",
+            bootstrap(
+                "",
+                &[
+                    probe("a", json!({"phases": {"response_headers": [["get_headers", "2"]]}})),
+                    probe(
+                        "b",
+                        json!({"phases": {"request_headers": [["send_local_response", "403", "denied: 100%", "x-why=policy", "16"]]}}),
+                    ),
+                ]
+                .concat(),
+            ),
+            vec![grpc("/pkg.Svc/Call"), grpc("/pkg.Svc/Call").h2()],
+        ),
+        s(
+            "grpc_local_reply_status_from_http",
+            "a plugin's local reply to a gRPC request without a gRPC status: derived from the HTTP status",
+            probe_config(json!({"request_headers": [["send_local_response", "403", "denied", ""]]})),
+            vec![grpc("/pkg.Svc/Call").h2()],
+        ),
+        s(
+            "grpc_proxy_answers",
+            "the proxy's own answers to gRPC requests: no healthy upstream, an upstream timeout, a direct response",
+            bootstrap("", ""),
+            vec![grpc("/closed").h2(), grpc("/timeout").h2(), grpc("/direct").h2(), grpc("/closed")],
         ),
         s(
             "local_reply_through_earlier_filters",
@@ -659,6 +722,12 @@ fn properties() -> Vec<Scenario> {
                 "request.nope",
             ])})),
             vec![Request::get("/p?x=1&y=2").header("x-a", "1").header("referer", "r").header("user-agent", "ua")],
+        ),
+        s(
+            "properties_empty_path",
+            "a property lookup with an empty path",
+            probe_config(json!({"request_headers": get(&[""])})),
+            vec![Request::get("/empty")],
         ),
         s(
             "properties_request_http2",

@@ -436,7 +436,15 @@ fn logging(query: &[(String, String)], state: &AdminState) -> Answer {
 
 fn server_info(state: &AdminState) -> Value {
     let uptime = format!("{}s", state.started.elapsed().as_secs());
-    json!({
+    let l = &state.config.node.locality;
+    // As protobuf's JSON shows a message: empty fields left out.
+    let locality: serde_json::Map<String, Value> =
+        [("region", &l.region), ("zone", &l.zone), ("sub_zone", &l.sub_zone)]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+    let mut info = json!({
         "version": format!("wasmproxy/{}", env!("CARGO_PKG_VERSION")),
         "state": "LIVE",
         "uptime_current_epoch": uptime,
@@ -448,7 +456,11 @@ fn server_info(state: &AdminState) -> Value {
             "cluster": state.config.node.cluster,
             "user_agent_name": "wasmproxy",
         },
-    })
+    });
+    if !locality.is_empty() {
+        info["node"]["locality"] = Value::Object(locality);
+    }
+    info
 }
 
 /// Envoy's `ConfigDump` envelope around the configuration as loaded: the bootstrap, then

@@ -4,9 +4,12 @@ use std::path::PathBuf;
 
 pub const USAGE: &str = "\
 usage:
-  wasmproxy -c CONFIG.yaml [--concurrency N] [--log-level LEVEL] [--component-log-level wasm:LEVEL,...]
-            [--log-format FORMAT] [--log-path FILE] [--mode serve|validate] [--drain-time-s N]
-            [--wasm-cache-dir DIR | --no-wasm-cache]
+  wasmproxy -c CONFIG.yaml [--config-yaml YAML] [--concurrency N] [--log-level LEVEL]
+            [--component-log-level wasm:LEVEL,...] [--log-format FORMAT] [--log-path FILE]
+            [--mode serve|validate|init_only] [--drain-time-s N] [--service-cluster NAME]
+            [--service-node NAME] [--service-zone NAME] [--admin-address-path FILE]
+            [--base-id N] [--base-id-path FILE] [--wasm-cache-dir DIR | --no-wasm-cache]
+            (and every other flag of Envoy 1.40, taken with a warning: docs/CONFIG.md)
   wasmproxy plugin-info PLUGIN.wasm
   wasmproxy plugin-run PLUGIN.wasm [options]
 
@@ -32,7 +35,7 @@ response headers and body) and prints what the plugin logged and changed.
 /// What to do.
 pub enum Command {
     /// Serve (or only validate) an Envoy configuration.
-    Serve(crate::serve::ServeOptions),
+    Serve(Box<crate::serve::ServeOptions>),
     /// Print the module's ABI version, exports and imports.
     PluginInfo(PathBuf),
     /// Run one exchange through a plugin.
@@ -57,7 +60,15 @@ impl Command {
                 }
             }
             flag if flag.starts_with('-') => {
-                crate::serve::ServeOptions::parse(std::iter::once(first).chain(args)).map(Command::Serve)
+                let all: Vec<String> = std::iter::once(first).chain(args).collect();
+                // As in Envoy, `--version` or `--help` anywhere wins.
+                if all.iter().any(|a| a == "--version") {
+                    return Ok(Command::Version);
+                }
+                if all.iter().any(|a| a == "-h" || a == "--help") {
+                    return Ok(Command::Help);
+                }
+                crate::serve::ServeOptions::parse(all.into_iter()).map(|o| Command::Serve(Box::new(o)))
             }
             "plugin-run" => crate::plugin_run::RunOptions::parse(args).map(|o| Command::PluginRun(Box::new(o))),
             other => Err(format!("unknown command {other:?}")),
@@ -68,18 +79,10 @@ impl Command {
         match self {
             Command::Help => println!("{USAGE}"),
             Command::Version => println!("wasmproxy {}", env!("CARGO_PKG_VERSION")),
-            Command::Serve(options) => crate::serve::run(options)?,
+            Command::Serve(options) => crate::serve::run(*options)?,
             Command::PluginInfo(file) => crate::plugin_run::info(&file)?,
             Command::PluginRun(options) => crate::plugin_run::run(*options)?,
         }
         Ok(())
-    }
-}
-
-/// Splits `NAME: VALUE` (or `NAME=VALUE` with `sep` '=').
-pub fn split_pair(arg: &str, sep: char, what: &str) -> Result<(String, String), String> {
-    match arg.split_once(sep) {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim_start().to_string())),
-        _ => Err(format!("{what} {arg:?} is not NAME{sep}VALUE")),
     }
 }

@@ -10,8 +10,6 @@ use wasmproxy_host::{
     WasmEngine, WasmVm,
 };
 
-use crate::cli::split_pair;
-
 /// The options of `plugin-run`.
 #[derive(Default)]
 pub struct RunOptions {
@@ -141,5 +139,13 @@ fn report_headers(callback: &str, status: FilterHeadersStatus) {
 fn report_body(callback: &str, status: FilterDataStatus) {
     if status.is_stop() {
         println!("{callback}: the plugin paused the stream ({status:?})");
+    }
+}
+
+/// Splits `NAME: VALUE` (or `NAME=VALUE` with `sep` '=').
+fn split_pair(arg: &str, sep: char, what: &str) -> Result<(String, String), String> {
+    match arg.split_once(sep) {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim_start().to_string())),
+        _ => Err(format!("{what} {arg:?} is not NAME{sep}VALUE")),
     }
 }

@@ -91,6 +91,56 @@ fn a_relative_plugin_path_is_the_working_directorys_and_validate_reads_it() {
 }
 
 #[test]
+fn envoys_command_line_is_taken_whole() {
+    let example = repo().join("examples/header_filter/envoy.yaml");
+    let dir = std::env::temp_dir().join(format!("wasmproxy-flags-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (admin_file, base_id_file) = (dir.join("admin.txt"), dir.join("base-id.txt"));
+    // The example with an admin port merged in from --config-yaml, every port 0; started
+    // whole (`init_only`), then the process exits.
+    let config = dir.join("envoy.yaml");
+    let yaml = std::fs::read_to_string(&example).unwrap().replace("port_value: 10000", "port_value: 0");
+    std::fs::write(&config, yaml).unwrap();
+    let out = wasmproxy()
+        .current_dir(repo())
+        .args(["-c", config.to_str().unwrap(), "--mode", "init_only", "--disable-hot-restart"])
+        .args(["--config-yaml", "admin: { address: { socket_address: { address: 127.0.0.1, port_value: 0 } } }"])
+        .args(["--base-id", "7", "--base-id-path", base_id_file.to_str().unwrap()])
+        .args(["--admin-address-path", admin_file.to_str().unwrap()])
+        .args(["--file-flush-interval-msec=100", "--parent-shutdown-time-s", "5", "--enable-core-dump"])
+        .args(["--service-cluster", "c1", "--service-node", "n1", "--service-zone", "z1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("without effect here (no hot restart, ...): --parent-shutdown-time-s, --enable-core-dump"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&base_id_file).unwrap(), "7");
+    let admin = std::fs::read_to_string(&admin_file).unwrap();
+    assert!(admin.starts_with("127.0.0.1:") && !admin.ends_with(":0"), "{admin}");
+    // --config-yaml alone is a whole bootstrap; an unknown flag is still refused.
+    let alone = wasmproxy().args(["--mode", "validate", "--config-yaml", "static_resources: {}"]).output().unwrap();
+    assert!(alone.status.success(), "{}", String::from_utf8_lossy(&alone.stderr));
+    let unknown = wasmproxy().args(["-c", "x.yaml", "--no-such-flag"]).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown option --no-such-flag"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_command_lines_node_names_win_over_the_bootstraps() {
+    let config = example_on_port_zero("talk_demo");
+    let (_running, _, admin) =
+        common::serve_with(&config, &["--service-cluster", "c1", "--service-node", "n1", "--service-zone", "z1"]);
+    let info = http_get(&admin.expect("admin"), "/server_info", "");
+    for expected in ["\"id\": \"n1\"", "\"cluster\": \"c1\"", "\"zone\": \"z1\""] {
+        assert!(info.contains(expected), "{expected} in {info}");
+    }
+}
+
+#[test]
 fn plugin_run_runs_the_readme_example() {
     let example = repo().join("examples/header_filter");
     let out = wasmproxy()

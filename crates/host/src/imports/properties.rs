@@ -66,6 +66,10 @@ pub(super) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
 
 fn get_property(state: &mut VmState, path: &[u8]) -> HostResult<Vec<u8>> {
     let segments = wasmproxy_abi::property::split_path(path);
+    if segments.is_empty() {
+        // Envoy's answer to an empty path: there is nothing to serialize.
+        return Err(Status::SerializationFailure.into());
+    }
     let own = |s: &str| Ok(s.as_bytes().to_vec());
     if let [name] = segments.as_slice() {
         let plugin = state.contexts.get(&state.effective).map(|c| c.plugin.clone());

@@ -21,9 +21,11 @@ use wasmproxy_host::Headers;
 
 use crate::hcm::route_table::RouteTable;
 use crate::hcm::router::{Downstream, Target, note_route};
-use crate::http::body::{Aborted, ProxyBody, whole};
+use crate::http::body::{Aborted, ProxyBody, ended_on_headers, whole, whole_without_length};
 use crate::http::convert;
-use crate::http::reply::{DataVerdict, LocalReply, StreamReset, Verdict, reply_headers};
+use crate::http::reply::{
+    DataVerdict, LocalReply, StreamReset, Verdict, is_grpc_request, local_reply_headers, make_grpc_reply,
+};
 use crate::observe::access_log::{AccessLogger, Record};
 use crate::observe::stats::HttpStats;
 use crate::random::request_id;
@@ -136,7 +138,7 @@ enum Processed {
     Streaming(Headers, UpstreamBody),
     /// A reply made while the request was decoded (a plugin's local reply, a failure); it
     /// goes back through the response callbacks of the first `encoders` filters, as in Envoy.
-    Reply { headers: Headers, body: Bytes, encoders: usize },
+    Reply { headers: Headers, body: Bytes, encoders: usize, grpc_status: Option<u32> },
     /// Reset the stream.
     Reset,
 }
@@ -236,7 +238,17 @@ impl Hcm {
             i.response_body_size = body.len() as u64;
             i.complete();
         }
-        let mut response = self.build_response(&response_headers, Some(body.len()), whole(body), true);
+        // A plugin that removed the length gets none (chunked on HTTP/1.1), as in Envoy; a
+        // gRPC answer without a body ends on its headers (trailers-only).
+        let has_length = response_headers.get(b"content-length").is_some();
+        let http2 = ended.info.borrow().protocol == "HTTP/2";
+        let mut response = if body.is_empty() && !has_length && response_headers.get(b"grpc-status").is_some() {
+            self.build_response(&response_headers, None, ended_on_headers(http2), true)
+        } else if has_length || body.is_empty() {
+            self.build_response(&response_headers, Some(body.len()), whole(body), true)
+        } else {
+            self.build_response(&response_headers, None, whole_without_length(body), true)
+        };
         self.finish(&ended.info, ended.streams, Some(ended.request_headers), Some(response_headers));
         if unread {
             response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
@@ -306,8 +318,19 @@ impl Hcm {
         info: &StreamRef,
     ) -> Processed {
         let (mut response_headers, response, encoders) = match self.decode(headers, incoming, streams, info).await {
+            Err(Processed::Reply { headers: mut h, mut body, encoders, grpc_status }) => {
+                if is_grpc_request(headers) {
+                    make_grpc_reply(&mut h, &mut body, grpc_status);
+                }
+                (h, ResponseBody::Whole(body), encoders)
+            }
+            // A local answer (a direct response, an upstream failure) to a gRPC request is
+            // a gRPC one, as in Envoy.
+            Ok((mut h, ResponseBody::Whole(mut body))) if is_grpc_request(headers) => {
+                make_grpc_reply(&mut h, &mut body, None);
+                (h, ResponseBody::Whole(body), streams.len())
+            }
             Ok((h, body)) => (h, body, streams.len()),
-            Err(Processed::Reply { headers, body, encoders }) => (headers, ResponseBody::Whole(body), encoders),
             Err(end) => return end,
         };
         // Response headers, in reverse order.
@@ -443,12 +466,13 @@ impl Hcm {
 
     /// A reply the proxy makes, to go back through the first `encoders` filters while decoding.
     fn reply(&self, reply: LocalReply, encoders: usize, decoding: bool) -> Processed {
-        let mut headers = reply_headers(reply.status, &reply.body);
-        for (k, v) in reply.headers.iter() {
-            headers.add(k, v);
-        }
+        let headers = local_reply_headers(reply.status, &reply.headers, &reply.body);
         let body = Bytes::from(reply.body);
-        if decoding { Processed::Reply { headers, body, encoders } } else { Processed::Whole(headers, body) }
+        if decoding {
+            Processed::Reply { headers, body, encoders, grpc_status: reply.grpc_status }
+        } else {
+            Processed::Whole(headers, body)
+        }
     }
 
     fn finish(

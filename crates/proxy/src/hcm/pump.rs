@@ -157,7 +157,7 @@ impl Hcm {
             }
             BodyFailure::Malformed if http1 => {
                 let headers = Headers::from_pairs([("connection", "close")]);
-                let reply = LocalReply { status: 400, body: b"Bad Request".to_vec(), headers };
+                let reply = LocalReply { status: 400, body: b"Bad Request".to_vec(), headers, grpc_status: None };
                 self.reply(reply, encoders, true)
             }
             // HTTP/2 resets the stream itself (e.g. a body longer than its length).
@@ -227,7 +227,8 @@ impl Hcm {
         if !request {
             return Processed::Reset;
         }
-        let reply = LocalReply { status: 408, body: b"stream timeout".to_vec(), headers: Headers::new() };
+        let reply =
+            LocalReply { status: 408, body: b"stream timeout".to_vec(), headers: Headers::new(), grpc_status: None };
         self.reply(reply, encoders, true)
     }
 }

@@ -17,6 +17,8 @@ pub struct Aborted;
 /// A body whose frames arrive through a channel from the task that filters them.
 pub struct ChannelBody {
     rx: mpsc::Receiver<Result<Frame<Bytes>, Aborted>>,
+    /// There is no body at all: HTTP/2 ends the stream on the headers.
+    none: bool,
 }
 
 /// The sending half: frames, or `Err(Aborted)` to reset the stream.
@@ -26,7 +28,7 @@ pub type BodySender = mpsc::Sender<Result<Frame<Bytes>, Aborted>>;
 /// reader's pace slows the writer).
 pub fn channel() -> (BodySender, ChannelBody) {
     let (tx, rx) = mpsc::channel(4);
-    (tx, ChannelBody { rx })
+    (tx, ChannelBody { rx, none: false })
 }
 
 impl Body for ChannelBody {
@@ -35,6 +37,10 @@ impl Body for ChannelBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         self.rx.poll_recv(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.none
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -48,4 +54,24 @@ pub type ProxyBody = Either<Full<Bytes>, ChannelBody>;
 /// A whole body.
 pub fn whole(bytes: Bytes) -> ProxyBody {
     Either::Left(Full::new(bytes))
+}
+
+/// No body: a gRPC answer that ends on its headers (trailers-only). HTTP/2 ends the stream
+/// on the headers, without a length; HTTP/1.1 says `content-length: 0`, as Envoy does.
+pub fn ended_on_headers(http2: bool) -> ProxyBody {
+    if !http2 {
+        return whole(Bytes::new());
+    }
+    let (_, mut body) = channel();
+    body.none = true;
+    Either::Right(body)
+}
+
+/// A whole body sent without a length (HTTP/1.1 chunked): what a response whose length
+/// header a plugin removed gets.
+pub fn whole_without_length(bytes: Bytes) -> ProxyBody {
+    let (tx, body) = channel();
+    // The channel is new and has room: the frame is there when hyper reads.
+    let _ = tx.try_send(Ok(Frame::data(bytes)));
+    Either::Right(body)
 }

@@ -169,6 +169,7 @@ impl FilterStream {
                         status,
                         body: body.as_bytes().to_vec(),
                         headers: wasmproxy_host::Headers::new(),
+                        grpc_status: None,
                     }));
                 }
                 if request {
@@ -316,8 +317,8 @@ impl FilterStream {
 fn own_action(action: StreamAction, direction: StreamType) -> Option<Verdict> {
     match action {
         StreamAction::Continue(d) if d == direction => Some(Verdict::Continue),
-        StreamAction::SendLocalResponse { status, body, headers, .. } => {
-            Some(Verdict::LocalReply(LocalReply { status: status as u16, body, headers }))
+        StreamAction::SendLocalResponse { status, body, headers, grpc_status, .. } => {
+            Some(Verdict::LocalReply(LocalReply { status: status as u16, body, headers, grpc_status }))
         }
         StreamAction::Close(_) => Some(Verdict::Reset),
         _ => None,

@@ -361,6 +361,8 @@ fn execute(command: &[String]) -> Result<Outcome, String> {
         "send_local_response" => {
             let (code, body) = (a.num(1)?, a.opt(2));
             let headers = raw::serialize_pairs(&parse_pairs(a.opt(3)));
+            // An optional gRPC status (none: -1).
+            let grpc: i32 = a.opt(4).parse().unwrap_or(-1);
             let details = "probe";
             status(unsafe {
                 raw::proxy_send_local_response(
@@ -371,7 +373,7 @@ fn execute(command: &[String]) -> Result<Outcome, String> {
                     body.len(),
                     headers.as_ptr(),
                     headers.len(),
-                    -1,
+                    grpc,
                 )
             })
         }
