@@ -68,9 +68,10 @@ pub fn request(stream: u32, block: &[u8]) -> Vec<u8> {
 /// Sends the preface, an empty SETTINGS and `frames` (in one write: bytes the proxy has
 /// not read when it closes would turn its close into a reset, which can drop the GOAWAY
 /// before it is read), then says what came back, frame by frame: `GOAWAY <code>
-/// last=<id>`, `RST_STREAM <id> <code>`, `HEADERS <id> <status>`, and `closed` if the
-/// proxy closed the connection within 2 s. SETTINGS, PING, WINDOW_UPDATE and DATA are
-/// left out. Once `until` is seen it reads 300 ms more (in which a close would show).
+/// last=<id>`, `RST_STREAM <id> <code>`, `HEADERS <id> <status>` (with ` END_STREAM` if
+/// it ends the stream), `DATA <id> empty END_STREAM` (an empty frame that only ends the
+/// stream), and `closed` if the proxy closed the connection within 2 s. SETTINGS, PING,
+/// WINDOW_UPDATE and other DATA frames are left out. Once `until` is seen it reads 300 ms more (in which a close would show).
 pub fn exchange(addr: &str, frames: &[u8], until: &str) -> std::io::Result<Vec<String>> {
     let mut socket = TcpStream::connect(addr)?;
     socket.set_read_timeout(Some(Duration::from_millis(50)))?;
@@ -106,13 +107,22 @@ fn read_frames(buf: &mut Vec<u8>, seen: &mut Vec<String>) {
         if buf.len() < 9 + len {
             return;
         }
-        let (kind, stream) = (buf[3], u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff);
+        let (kind, flags, stream) =
+            (buf[3], buf[4], u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff);
         let payload: Vec<u8> = buf.drain(..9 + len).skip(9).collect();
         let word = |at: usize| payload.get(at..at + 4).map_or(0, |w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
         match kind {
             GOAWAY => seen.push(format!("GOAWAY {} last={}", error_code(word(4)), word(0))),
             RST_STREAM => seen.push(format!("RST_STREAM {stream} {}", error_code(word(0)))),
+            HEADERS if flags & END_STREAM != 0 => {
+                seen.push(format!("HEADERS {stream} {} END_STREAM", status(&payload)))
+            }
             HEADERS => seen.push(format!("HEADERS {stream} {}", status(&payload))),
+            // An empty DATA frame that only ends the stream (a response that could have ended
+            // on its headers).
+            DATA if payload.is_empty() && flags & END_STREAM != 0 => {
+                seen.push(format!("DATA {stream} empty END_STREAM"))
+            }
             _ => {}
         }
     }

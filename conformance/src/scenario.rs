@@ -38,6 +38,8 @@ const ROUTES: &str = r#"              - match: { prefix: /direct }
                 route: { cluster: upstream, prefix_rewrite: /sleep, timeout: 0.1s }
               - match: { prefix: /closed }
                 route: { cluster: closed }
+              - match: { prefix: /pkg.Nope/ }
+                route: { cluster: grpc }
               - match: { prefix: / }
                 name: upstream_route
                 route: { cluster: upstream }

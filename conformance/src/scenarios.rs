@@ -463,6 +463,26 @@ fn local_replies() -> Vec<Scenario> {
             vec![grpc("/closed").h2(), grpc("/timeout").h2(), grpc("/direct").h2(), grpc("/closed")],
         ),
         s(
+            "grpc_upstream_trailers_only",
+            "an upstream gRPC error answered trailers-only (HEADERS ending the stream) passes through as it is",
+            bootstrap("", ""),
+            vec![Request::h2_frames(
+                "a gRPC call to a method the upstream lacks",
+                h2::request(
+                    1,
+                    &[
+                        literal(":method", "POST"),
+                        literal(":scheme", "http"),
+                        literal(":path", "/pkg.Nope/Call"),
+                        literal(":authority", "conformance.test"),
+                        literal("content-type", "application/grpc"),
+                        literal("te", "trailers"),
+                    ]
+                    .concat(),
+                ),
+            )],
+        ),
+        s(
             "local_reply_through_earlier_filters",
             "a reply made in the request phase goes back through the filter that made it and the ones before it",
             bootstrap(

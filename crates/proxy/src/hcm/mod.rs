@@ -241,8 +241,8 @@ impl Hcm {
         // A plugin that removed the length gets none (chunked on HTTP/1.1), as in Envoy; a
         // gRPC answer without a body ends on its headers (trailers-only).
         let has_length = response_headers.get(b"content-length").is_some();
-        let http2 = ended.info.borrow().protocol == "HTTP/2";
         let mut response = if body.is_empty() && !has_length && response_headers.get(b"grpc-status").is_some() {
+            let http2 = ended.info.borrow().protocol == "HTTP/2";
             self.build_response(&response_headers, None, ended_on_headers(http2), true)
         } else if has_length || body.is_empty() {
             self.build_response(&response_headers, Some(body.len()), whole(body), true)
@@ -268,7 +268,10 @@ impl Hcm {
         upstream: UpstreamBody,
     ) -> Response<ProxyBody> {
         self.set_server(&mut response_headers);
-        let (tx, body) = crate::http::body::channel();
+        let (tx, mut body) = crate::http::body::channel();
+        if upstream.body.is_end_stream() && ended.info.borrow().protocol == "HTTP/2" {
+            body = body.ended_on_headers();
+        }
         let response = self.build_response(&response_headers, None, Either::Right(body), false);
         tokio::task::spawn_local(async move {
             let UpstreamBody { body: mut upstream_body, deadline, http1, cluster, sent, external } = upstream;

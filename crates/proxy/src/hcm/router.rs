@@ -106,7 +106,10 @@ impl Hcm {
         timeout: Option<Duration>,
     ) -> Result<(Headers, ResponseBody), Processed> {
         let started = Instant::now();
-        let (tx, body) = if request.ended {
+        let (tx, body) = if request.ended && cluster.http2() {
+            // As Envoy: the HTTP/2 request ends on its headers, without a length.
+            (None, crate::http::body::ended_on_headers(true))
+        } else if request.ended {
             (None, whole(Bytes::new()))
         } else {
             let (tx, body) = crate::http::body::channel();

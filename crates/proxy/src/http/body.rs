@@ -31,6 +31,15 @@ pub fn channel() -> (BodySender, ChannelBody) {
     (tx, ChannelBody { rx, none: false })
 }
 
+impl ChannelBody {
+    /// The body is known to be empty before it is sent: HTTP/2 ends the stream on the
+    /// headers (a gRPC trailers-only answer stays one), not with an empty DATA frame.
+    pub fn ended_on_headers(mut self) -> ChannelBody {
+        self.none = true;
+        self
+    }
+}
+
 impl Body for ChannelBody {
     type Data = Bytes;
     type Error = Aborted;
@@ -62,9 +71,8 @@ pub fn ended_on_headers(http2: bool) -> ProxyBody {
     if !http2 {
         return whole(Bytes::new());
     }
-    let (_, mut body) = channel();
-    body.none = true;
-    Either::Right(body)
+    let (_, body) = channel();
+    Either::Right(body.ended_on_headers())
 }
 
 /// A whole body sent without a length (HTTP/1.1 chunked): what a response whose length

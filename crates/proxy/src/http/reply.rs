@@ -111,7 +111,12 @@ pub fn status_headers(status: u16) -> Headers {
 /// The headers of a reply the proxy makes itself, as Envoy makes them: the status, then
 /// the length and `text/plain` if there is a body.
 pub fn reply_headers(status: u16, body: &[u8]) -> Headers {
-    local_reply_headers(status, &Headers::new(), body)
+    let mut h = status_headers(status);
+    if !body.is_empty() {
+        h.add(b"content-length", body.len().to_string().as_bytes());
+        h.add(b"content-type", b"text/plain");
+    }
+    h
 }
 
 /// The headers of a local reply carrying a plugin's `extra` headers, in Envoy's order: the
