@@ -178,12 +178,14 @@ async fn serve_http1(
     mut end: Pin<&mut impl Future<Output = End>>,
 ) -> Result<(), hyper::Error> {
     loop {
-        // Parked: the socket alone waits for bytes.
-        tokio::select! {
-            r = socket.readable() => if r.is_err() { return Ok(()) },
-            e = end.as_mut() => {
-                ended_while_waiting(hcm, e);
-                return Ok(());
+        // Parked: the socket alone waits for bytes (unless a head hyper read ahead waits).
+        if !io.head_ready() {
+            tokio::select! {
+                r = socket.readable() => if r.is_err() { return Ok(()) },
+                e = end.as_mut() => {
+                    ended_while_waiting(hcm, e);
+                    return Ok(());
+                }
             }
         }
         match serve_until_idle(hcm, connection, io, socket, end.as_mut()).await? {

@@ -111,22 +111,27 @@ impl TrackedIo {
     /// Takes back bytes hyper read but did not use (a pipelined request's start) when
     /// hyper hands the socket back: they are the next head's first bytes.
     pub fn resume(&mut self, unread: &[u8]) {
-        if !unread.is_empty() {
+        if unread.is_empty() {
+            // The connection parks: no buffer kept while it waits (a busy one keeps its
+            // buffers from one request to the next).
+            self.held = Vec::new();
+            self.out = Vec::new();
+        } else {
             self.held.extend_from_slice(unread);
             self.check_held();
         }
         self.note_held();
     }
 
-    /// Notes whether bytes of a head are held; between requests with none, no buffer is
-    /// kept while the connection waits.
+    /// Whether a checked head waits to go to hyper (bytes hyper had read ahead, given
+    /// back when it went idle): hyper must start without waiting for the socket.
+    pub fn head_ready(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Notes whether bytes of a head are held.
     fn note_held(&mut self) {
-        let held = !self.held.is_empty() || !self.out.is_empty();
-        self.activity.head_held.set(held);
-        if !held && self.awaiting_head() && self.held.capacity() > 0 {
-            self.held = Vec::new();
-            self.out = Vec::new();
-        }
+        self.activity.head_held.set(!self.held.is_empty() || !self.out.is_empty());
     }
 
     /// Whether a request head is awaited: HTTP/1.1, no stream open, and none released to
