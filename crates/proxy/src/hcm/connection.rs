@@ -245,7 +245,8 @@ async fn serve_until_idle(
     let parked = activity.parking.replace(false);
     result?;
     if !parked || !activity.between_requests() {
-        // Done for good: hyper shut the socket.
+        // Done for good: hyper shut the socket (stopped for parking but not idle after
+        // all, it left it open; it closes with the connection).
         return Ok(None);
     }
     let parts = conn.into_parts();
