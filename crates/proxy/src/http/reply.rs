@@ -61,15 +61,16 @@ pub fn is_grpc_request(headers: &Headers) -> bool {
     })
 }
 
-/// Envoy's (and gRPC's) mapping of an HTTP status to a gRPC status.
+/// Envoy's (and gRPC's) mapping of an HTTP status to a gRPC status
+/// (`Grpc::Utility::httpToGrpcStatus`).
 pub fn grpc_status_of_http(status: u16) -> u32 {
     match status {
-        400 => 13,
-        401 => 16,
-        403 => 7,
-        404 => 12,
-        429 | 502..=504 => 14,
-        _ => 2,
+        400 => 13,             // INTERNAL
+        401 => 16,             // UNAUTHENTICATED
+        403 => 7,              // PERMISSION_DENIED
+        404 => 12,             // UNIMPLEMENTED
+        429 | 502..=504 => 14, // UNAVAILABLE
+        _ => 2,                // UNKNOWN
     }
 }
 

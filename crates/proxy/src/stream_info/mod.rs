@@ -238,14 +238,8 @@ fn grpc_status(h: &Headers) -> i64 {
     if let Some(status) = number(b"grpc-status") {
         return status;
     }
-    match number(b":status") {
-        Some(400) => 13,                   // INTERNAL
-        Some(401) => 16,                   // UNAUTHENTICATED
-        Some(403) => 7,                    // PERMISSION_DENIED
-        Some(404) => 12,                   // UNIMPLEMENTED
-        Some(429 | 502 | 503 | 504) => 14, // UNAVAILABLE
-        _ => 2,                            // UNKNOWN
-    }
+    let status = number(b":status").and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
+    i64::from(crate::http::reply::grpc_status_of_http(status))
 }
 
 /// Envoy's filter-state key for a property a plugin sets: `wasm.<path>`.

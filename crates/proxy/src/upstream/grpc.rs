@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use wasmproxy_host::Headers;
 
+use crate::http::reply::grpc_status_of_http;
 use crate::limits::MAX_CALLOUT_BODY_BYTES;
 use crate::upstream::cluster::{Cluster, Clusters};
 use crate::upstream::error::UpstreamError;
@@ -143,20 +144,11 @@ pub fn status(headers: &Headers, trailers: Option<&Headers>) -> (u32, String) {
     }
     match headers.get(b":status") {
         Some(b"200") => (code::UNKNOWN, "missing grpc-status".into()),
-        Some(s) => (http_status_to_grpc(s), format!("HTTP status {}", String::from_utf8_lossy(s))),
+        Some(s) => {
+            let status = std::str::from_utf8(s).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+            (grpc_status_of_http(status), format!("HTTP status {}", String::from_utf8_lossy(s)))
+        }
         None => (code::INTERNAL, "no response status".into()),
-    }
-}
-
-/// Envoy's `Grpc::Utility::httpToGrpcStatus`.
-fn http_status_to_grpc(status: &[u8]) -> u32 {
-    match status {
-        b"400" => code::INTERNAL,
-        b"401" => 16,
-        b"403" => 7,
-        b"404" => 12,
-        b"429" | b"502" | b"503" | b"504" => code::UNAVAILABLE,
-        _ => code::UNKNOWN,
     }
 }
 
