@@ -730,7 +730,6 @@ fn admin_and_logs() -> Vec<Scenario> {
 }
 
 fn properties() -> Vec<Scenario> {
-    let get = |paths: &[&str]| paths.iter().map(|p| json!(["get_property", p])).collect::<Vec<_>>();
     let node = "node:\n  id: node-1\n  cluster: cluster-a\n  metadata: { team: edge, replicas: 3 }\n  locality: { region: eu, zone: eu-1 }\n";
     vec![
         s(
@@ -827,6 +826,44 @@ fn properties() -> Vec<Scenario> {
             )
         },
         s(
+            "properties_metadata",
+            "listener, virtual host, route and cluster metadata: whole, by namespace, by key, typed, null",
+            with_metadata(probe_config(json!({"request_headers": get(&[
+                "xds.route_metadata", "xds.route_metadata.filter_metadata", "xds.route_metadata.filter_metadata.acme.owner",
+                "xds.route_metadata.typed_filter_metadata", "xds.route_metadata.typed_filter_metadata.tacme.k",
+                "xds.route_metadata.filter_metadata.nope", "xds.route_metadata.nope", "route_metadata",
+                "xds.virtual_host_name", "xds.virtual_host_metadata", "xds.virtual_host_metadata.filter_metadata.acme.vh",
+                "xds.listener_metadata", "xds.listener_metadata.filter_metadata.acme.side",
+                "xds.cluster_metadata.filter_metadata.acme.tier", "xds.cluster_metadata.filter_metadata.acme.scalars",
+                "xds.cluster_metadata.filter_metadata.acme.scalars.3", "xds.cluster_metadata.filter_metadata.acme.nested.deep",
+                "xds.cluster_metadata.filter_metadata.acme.nothing", "xds.cluster_metadata.filter_metadata.acme.with_null",
+                "cluster_metadata",
+            ])}))),
+            vec![Request::get("/meta"), Request::get("/direct")],
+        ),
+        s(
+            "properties_metadata_tcp",
+            "a network filter reads its TCP proxy cluster's metadata",
+            with_metadata(tcp_proxy(json!({
+                "kind": "stream",
+                "phases": {
+                    "new_connection": get(&["xds.cluster_metadata.filter_metadata.acme.tier", "xds.listener_metadata"]),
+                    "downstream_data": get(&["xds.cluster_metadata.filter_metadata.acme.tier", "xds.cluster_name"]),
+                },
+            }))),
+            vec![Request::raw("GET /through-tcp HTTP/1.1\r\nhost: tcp.test\r\n\r\n")],
+        ),
+        s(
+            "struct_configuration_bytes",
+            "a google.protobuf.Struct VM configuration reaches the plugin in protobuf wire format, Envoy's YAML scalars and all",
+            probe_config(json!({"request_headers": []})).replacen(
+                "                vm_config:\n",
+                "                vm_config:\n                  configuration:\n                    \"@type\": type.googleapis.com/google.protobuf.Struct\n                    value: { a: { b: [1, 2.5, \"3\", 010, 0x10, 3000000000, yes, Off, ~, x, { c: -7 }] } }\n",
+                1,
+            ),
+            vec![Request::get("/struct")],
+        ),
+        s(
             "properties_filter_state",
             "set_property, read back, an unknown name, the filter_state map",
             probe_config(json!({
@@ -840,31 +877,111 @@ fn properties() -> Vec<Scenario> {
     ]
 }
 
+/// Metadata on the listener, its virtual host, the upstream route and the upstream cluster
+/// (single-key maps where a scenario reads a whole map: Envoy orders map keys by hash).
+fn with_metadata(config: String) -> String {
+    let listener = "  - name: main\n";
+    let vhost = "            - name: all\n";
+    let route = "                name: upstream_route\n";
+    let cluster = "  - name: upstream\n";
+    for piece in [listener, vhost, route, cluster] {
+        assert!(config.contains(piece), "{piece:?} not in the configuration");
+    }
+    config
+        .replacen(listener, "  - name: main\n    metadata: { filter_metadata: { acme: { side: edge } } }\n", 1)
+        .replacen(vhost, "            - name: all\n              metadata: { filter_metadata: { acme: { vh: one } } }\n", 1)
+        .replacen(
+            route,
+            "                name: upstream_route\n                metadata:\n                  filter_metadata: { acme: { owner: team-a } }\n                  typed_filter_metadata:\n                    tacme: { \"@type\": type.googleapis.com/google.protobuf.Struct, value: { k: v } }\n",
+            1,
+        )
+        .replacen(
+            cluster,
+            "  - name: upstream\n    metadata:\n      filter_metadata:\n        acme:\n          tier: gold\n          scalars: [1, two, true, 2.5, 010, 0x10, 3000000000, yes]\n          nested: { deep: x }\n          with_null: [1, null]\n",
+            1,
+        )
+}
+
+/// The probe reading each of these properties.
+fn get(paths: &[&str]) -> Vec<serde_json::Value> {
+    paths.iter().map(|p| json!(["get_property", p])).collect()
+}
+
+/// `SetEnvoyFilterStateArguments { path: key, value }` in protobuf wire format, as hex.
+fn filter_state_args(key: &str, value: &str) -> String {
+    let field = |number: u8, bytes: &[u8]| [&[number << 3 | 2, bytes.len() as u8][..], bytes].concat();
+    let message = [field(1, key.as_bytes()), field(2, value.as_bytes())].concat();
+    message.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The probe setting `key` to `value` through `set_envoy_filter_state`.
+fn set_filter_state(key: &str, value: &str) -> serde_json::Value {
+    json!(["foreign_hex", "set_envoy_filter_state", filter_state_args(key, value)])
+}
+
 fn foreign_functions() -> Vec<Scenario> {
     // DeclarePropertyArguments { name: "my_prop", readonly: true } and
     // SetEnvoyFilterStateArguments { path: "wasm.my_prop", value: "v" }, as protobuf.
     let declare = "0a076d795f70726f701001";
     let set_state = "0a0c7761736d2e6d795f70726f70120176";
-    vec![s(
-        "foreign_functions",
-        "compress, uncompress, declare_property, set_envoy_filter_state, clear_route_cache, an unknown name",
+    let objects = [
+        ("envoy.tcp_proxy.cluster", "other"),
+        ("envoy.network.upstream_server_name", "sni.test"),
+        ("envoy.upstream.dynamic_host", "h.test"),
+        ("envoy.upstream.dynamic_port", " 8080"),
+        ("envoy.upstream.dynamic_port", "-1"),
+        ("envoy.upstream.dynamic_port", "4294967296"),
+        ("envoy.string", "plain"),
+        ("envoy.hashable_string", "hs"),
+        ("envoy.network.ip", "::1"),
+        ("envoy.network.ip", "10.0.0.1:80"),
+        ("envoy.network.application_protocols", "h2,http/1.1"),
+        ("envoy.network.upstream_subject_alt_names", "a,b"),
+        ("my.key", "v"),
+        ("wasm.x", "y"),
+        ("", "x"),
+    ];
+    let mut commands: Vec<serde_json::Value> = objects.iter().map(|(k, v)| set_filter_state(k, v)).collect();
+    for (key, _) in &objects[..objects.len() - 1] {
+        commands.push(json!(["get_property", format!("filter_state/{key}")]));
+    }
+    commands.push(json!(["foreign_hex", "set_envoy_filter_state", "ff"]));
+    commands.push(set_filter_state("envoy.tcp_proxy.cluster", "again"));
+    commands.push(json!(["set_property", "mine", "v1"]));
+    commands.push(json!(["get_property", "filter_state/wasm.mine"]));
+    commands.push(json!(["get_property", "upstream_filter_state/envoy.tcp_proxy.cluster"]));
+    let envoy_objects = s(
+        "set_envoy_filter_state_objects",
+        "set_envoy_filter_state: the keys Envoy has factories for, values they refuse, read back through filter_state",
         probe_config(json!({
-            "request_headers": [
-                ["foreign", "compress", "hello hello hello hello"],
-                ["foreign", "uncompress", "not zlib"],
-                ["foreign", "clear_route_cache", ""],
-                ["foreign", "no_such_function", "x"],
-                ["foreign_hex", "declare_property", declare],
-                ["foreign_hex", "declare_property", declare],
-                ["set_property", "my_prop", "first"],
-                ["get_property", "my_prop"],
-                ["set_property", "my_prop", "second"],
-                ["get_property", "my_prop"],
-                ["foreign_hex", "set_envoy_filter_state", set_state],
-            ],
+            "request_headers": commands,
+            "response_headers": [["get_property", "filter_state/envoy.tcp_proxy.cluster"]],
         })),
-        vec![Request::get("/foreign")],
-    )]
+        vec![Request::get("/objects")],
+    );
+    vec![
+        s(
+            "foreign_functions",
+            "compress, uncompress, declare_property, set_envoy_filter_state, clear_route_cache, an unknown name",
+            probe_config(json!({
+                "request_headers": [
+                    ["foreign", "compress", "hello hello hello hello"],
+                    ["foreign", "uncompress", "not zlib"],
+                    ["foreign", "clear_route_cache", ""],
+                    ["foreign", "no_such_function", "x"],
+                    ["foreign_hex", "declare_property", declare],
+                    ["foreign_hex", "declare_property", declare],
+                    ["set_property", "my_prop", "first"],
+                    ["get_property", "my_prop"],
+                    ["set_property", "my_prop", "second"],
+                    ["get_property", "my_prop"],
+                    ["foreign_hex", "set_envoy_filter_state", set_state],
+                ],
+            })),
+            vec![Request::get("/foreign")],
+        ),
+        envoy_objects,
+    ]
 }
 
 fn lifecycle() -> Vec<Scenario> {
@@ -1280,6 +1397,27 @@ fn tcp() -> Vec<Scenario> {
                     "http_call_response": [["call_response"], ["continue", "2"]],
                 },
                 "returns": {"downstream_data": "pause"},
+            })),
+            vec![Request::raw(request)],
+        ),
+        s(
+            "tcp_cluster_from_filter_state",
+            "a network filter picks the TCP proxy's cluster per connection (envoy.tcp_proxy.cluster)",
+            tcp_proxy(json!({
+                "kind": "stream",
+                "phases": {
+                    "new_connection": [set_filter_state("envoy.tcp_proxy.cluster", "grpc")],
+                    "downstream_data": get(&["xds.cluster_name", "filter_state/envoy.tcp_proxy.cluster"]),
+                },
+            })),
+            vec![Request::raw(request)],
+        ),
+        s(
+            "tcp_cluster_from_filter_state_unreachable",
+            "a network filter picks a cluster nobody listens on: the connection closes without an answer",
+            tcp_proxy(json!({
+                "kind": "stream",
+                "phases": {"new_connection": [set_filter_state("envoy.tcp_proxy.cluster", "closed")]},
             })),
             vec![Request::raw(request)],
         ),

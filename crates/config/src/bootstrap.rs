@@ -5,9 +5,9 @@ use std::time::Duration;
 use crate::address::{Host, read_address};
 use crate::cluster::read_cluster;
 use crate::config_source::read_file_source;
-use crate::json::to_struct_value;
 use crate::listener::read_listener;
-use crate::model::{Admin, Bootstrap, DynamicResources, Locality, Node, StructValue};
+use crate::metadata::struct_fields;
+use crate::model::{Admin, Bootstrap, DynamicResources, Locality, Node};
 use crate::reader::{Ctx, Field, Origin, child, type_error};
 use crate::tree::Value;
 use crate::wasm::read_wasm_service;
@@ -161,11 +161,7 @@ fn read_node(ctx: &mut Ctx, field: &Field<'_>) -> Node {
     node.id = string(&mut msg, ctx, "id");
     node.cluster = string(&mut msg, ctx, "cluster");
     if let Some(f) = msg.get(ctx, "metadata") {
-        match to_struct_value(f.node) {
-            StructValue::Struct(fields) => node.metadata = fields,
-            StructValue::Null => {}
-            _ => f.error(ctx, format!("expected a mapping, found {}", f.node.kind())),
-        }
+        node.metadata = struct_fields(ctx, &f).unwrap_or_default();
     }
     if let Some(f) = msg.get(ctx, "locality")
         && let Some(mut locality) = f.message(ctx, LOCALITY)

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::address::{Host, read_address};
 use crate::config_source::read_file_source;
+use crate::metadata::read_metadata;
 use crate::model::{Cluster, Discovery, DnsLookupFamily, EdsSource, LbPolicy, LoadAssignment, SocketAddress};
 use crate::reader::{Ctx, Field, type_error};
 
@@ -209,6 +210,7 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
         empty_message(ctx, &f, HTTP2_PROTOCOL_OPTIONS);
         http2 = true;
     }
+    let metadata = msg.get(ctx, "metadata").map(|f| read_metadata(ctx, &f)).unwrap_or_default();
     msg.finish(ctx);
     Some(Cluster {
         name: name?,
@@ -220,6 +222,7 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
         dns_lookup_family,
         eds,
         http2,
+        metadata,
     })
 }
 

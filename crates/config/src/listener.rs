@@ -2,6 +2,7 @@
 
 use crate::address::{Host, read_address};
 use crate::hcm::{HCM_TYPE, read_hcm};
+use crate::metadata::read_metadata;
 use crate::model::{DEFAULT_BUFFER_LIMIT_BYTES, FilterChain, Listener, NetworkFilter, TcpProxy};
 use crate::reader::{Ctx, Field, Msg, type_error};
 use crate::validate::{Terminal, check_network_filter_order};
@@ -108,8 +109,16 @@ pub(crate) fn read_listener(ctx: &mut Ctx, field: &Field<'_>, index: usize) -> O
         .get(ctx, "per_connection_buffer_limit_bytes")
         .and_then(|f| f.unsigned(ctx, u32::MAX.into()))
         .map_or(DEFAULT_BUFFER_LIMIT_BYTES, |v| v as u32);
+    let metadata = msg.get(ctx, "metadata").map(|f| read_metadata(ctx, &f)).unwrap_or_default();
     msg.finish(ctx);
-    Some(Listener { name, address: address?, filter_chain: filter_chain?, traffic_direction, buffer_limit_bytes })
+    Some(Listener {
+        name,
+        address: address?,
+        filter_chain: filter_chain?,
+        traffic_direction,
+        buffer_limit_bytes,
+        metadata,
+    })
 }
 
 fn read_filter_chain(ctx: &mut Ctx, field: &Field<'_>) -> Option<FilterChain> {

@@ -180,6 +180,15 @@ pub enum StructValue {
     Struct(Vec<(String, StructValue)>),
 }
 
+/// `metadata` (`envoy.config.core.v3.Metadata`): Structs by filter namespace, in source order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metadata {
+    /// `filter_metadata`.
+    pub filter_metadata: Vec<(String, Vec<(String, StructValue)>)>,
+    /// `typed_filter_metadata` (each a `google.protobuf.Struct`).
+    pub typed_filter_metadata: Vec<(String, Vec<(String, StructValue)>)>,
+}
+
 /// The admin listener.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admin {
@@ -210,6 +219,8 @@ pub struct Listener {
     /// `per_connection_buffer_limit_bytes` (1 MiB if absent): the most body bytes the
     /// filters may hold back on one stream; 0 lifts the limit.
     pub buffer_limit_bytes: u32,
+    /// `metadata`, for `xds.listener_metadata`.
+    pub metadata: Metadata,
 }
 
 /// Envoy's default `per_connection_buffer_limit_bytes`.
@@ -346,6 +357,8 @@ pub struct VirtualHost {
     pub domains: Vec<String>,
     /// `routes`, first match wins.
     pub routes: Vec<Route>,
+    /// `metadata`, for `xds.virtual_host_metadata`.
+    pub metadata: Metadata,
 }
 
 /// A route.
@@ -357,6 +370,8 @@ pub struct Route {
     pub matcher: RouteMatch,
     /// `route`, `direct_response` or `redirect`.
     pub action: RouteAction,
+    /// `metadata`, for `xds.route_metadata`.
+    pub metadata: Metadata,
 }
 
 /// `match`.
@@ -584,6 +599,8 @@ pub struct Cluster {
     /// HTTP/2 to the upstream (`typed_extension_protocol_options` with
     /// `explicit_http_config.http2_protocol_options`, or the older `http2_protocol_options`).
     pub http2: bool,
+    /// `metadata`, for `xds.cluster_metadata`.
+    pub metadata: Metadata,
 }
 
 /// `type`.

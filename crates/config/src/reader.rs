@@ -246,16 +246,21 @@ impl<'a> Field<'a> {
             return None;
         };
         if entries.is_empty() {
-            return Some(AnyValue { type_name: String::new(), body: self.clone(), typed_struct: false });
+            return Some(AnyValue {
+                type_name: String::new(),
+                type_url: String::new(),
+                body: self.clone(),
+                typed_struct: false,
+            });
         }
         let Some(type_entry) = entries.iter().find(|e| e.key == "@type") else {
             self.error(ctx, "missing \"@type\"");
             return None;
         };
         let type_field = Field::new(&type_entry.value, child(&self.path, "@type"));
-        let name = type_name(ctx, &type_field)?;
+        let (name, url) = type_name(ctx, &type_field)?;
         if name != "udpa.type.v1.TypedStruct" && name != "xds.type.v3.TypedStruct" {
-            return Some(AnyValue { type_name: name, body: self.clone(), typed_struct: false });
+            return Some(AnyValue { type_name: name, type_url: url, body: self.clone(), typed_struct: false });
         }
         let mut msg = self.message(ctx, &["type_url", "value"])?;
         msg.take_type_key();
@@ -269,15 +274,16 @@ impl<'a> Field<'a> {
             None => Field::new(&EMPTY_MAP, child(&self.path, "value")),
         };
         msg.finish(ctx);
-        Some(AnyValue { type_name: inner?, body, typed_struct: true })
+        let (type_name, type_url) = inner?;
+        Some(AnyValue { type_name, type_url, body, typed_struct: true })
     }
 }
 
-/// `type.googleapis.com/envoy.x.y.Z` → `envoy.x.y.Z`.
-fn type_name(ctx: &mut Ctx, field: &Field<'_>) -> Option<String> {
+/// `type.googleapis.com/envoy.x.y.Z` → `envoy.x.y.Z`, and the URL as written.
+fn type_name(ctx: &mut Ctx, field: &Field<'_>) -> Option<(String, String)> {
     let url = field.string(ctx)?;
     match url.rsplit_once('/') {
-        Some((_, name)) if !name.is_empty() => Some(name.to_owned()),
+        Some((_, name)) if !name.is_empty() => Some((name.to_owned(), url.clone())),
         _ => {
             field.error(ctx, format!("invalid type URL {url:?} (expected type.googleapis.com/<type>)"));
             None
@@ -290,6 +296,8 @@ fn type_name(ctx: &mut Ctx, field: &Field<'_>) -> Option<String> {
 pub(crate) struct AnyValue<'a> {
     /// The full proto type name, e.g. `envoy.extensions.filters.http.wasm.v3.Wasm`; "" when empty.
     pub type_name: String,
+    /// The type URL as written (a `TypedStruct`'s own `type_url` when it came wrapped in one).
+    pub type_url: String,
     /// The mapping with the message's fields.
     pub body: Field<'a>,
     /// It came wrapped in a `TypedStruct` (so the body has no `"@type"` key).

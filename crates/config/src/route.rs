@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::metadata::read_metadata;
 use crate::model::{
     ForwardAction, HeaderMatcher, PathMatch, QueryParameterMatcher, RedirectAction, Route, RouteAction, RouteConfig,
     RouteMatch, ValueMatch, VirtualHost,
@@ -197,8 +198,9 @@ fn read_virtual_host(ctx: &mut Ctx, field: &Field<'_>) -> Option<VirtualHost> {
     }
     let routes = msg.get(ctx, "routes").map(|f| f.list()).unwrap_or_default();
     let routes = routes.iter().filter_map(|r| read_route(ctx, r)).collect();
+    let metadata = msg.get(ctx, "metadata").map(|f| read_metadata(ctx, &f)).unwrap_or_default();
     msg.finish(ctx);
-    Some(VirtualHost { name, domains, routes })
+    Some(VirtualHost { name, domains, routes, metadata })
 }
 
 fn read_route(ctx: &mut Ctx, field: &Field<'_>) -> Option<Route> {
@@ -218,8 +220,9 @@ fn read_route(ctx: &mut Ctx, field: &Field<'_>) -> Option<Route> {
         }
         None
     };
+    let metadata = msg.get(ctx, "metadata").map(|f| read_metadata(ctx, &f)).unwrap_or_default();
     msg.finish(ctx);
-    Some(Route { name, matcher: matcher?, action: action? })
+    Some(Route { name, matcher: matcher?, action: action?, metadata })
 }
 
 fn read_route_match(ctx: &mut Ctx, field: &Field<'_>) -> Option<RouteMatch> {

@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use crate::base64;
-use crate::json::to_json;
+use crate::metadata::struct_fields;
 use crate::model::{FailurePolicy, WasmCode, WasmPlugin, WasmService, WasmVm};
 use crate::reader::{AnyValue, Ctx, Field};
+use crate::struct_value::{encode_struct, message_field, string_field};
 
 /// `envoy.extensions.filters.http.wasm.v3.Wasm` and `...network.wasm.v3.Wasm`.
 const WASM_FILTER: &[&str] = &["config"];
@@ -234,10 +235,20 @@ pub(crate) fn read_base64(ctx: &mut Ctx, field: &Field<'_>) -> Option<Vec<u8>> {
     bytes
 }
 
-/// A plugin or VM `configuration` (an `Any`): StringValue and BytesValue contents as they are,
-/// a Struct as compact JSON text, an empty `Any` as nothing.
+/// A plugin or VM `configuration` (an `Any`), as Envoy hands it to the plugin: StringValue and
+/// BytesValue contents as they are, any other message in protobuf wire format (a Struct as a
+/// serialized `google.protobuf.Struct`, a `TypedStruct` as a serialized `TypedStruct`), an
+/// empty `Any` as nothing.
 fn read_configuration(ctx: &mut Ctx, field: &Field<'_>) -> Vec<u8> {
     let Some(any) = field.any(ctx) else { return Vec::new() };
+    if any.wrapped_in_typed_struct() {
+        // Envoy does not look inside: the plugin gets the TypedStruct itself, whatever its
+        // `type_url` names: type_url (1), value (2).
+        let mut out = Vec::new();
+        string_field(&mut out, 1, &any.type_url);
+        message_field(&mut out, 2, &struct_bytes(ctx, &any.body));
+        return out;
+    }
     match any.type_name.as_str() {
         "" => Vec::new(),
         "google.protobuf.StringValue" | "google.protobuf.BytesValue" => {
@@ -251,19 +262,11 @@ fn read_configuration(ctx: &mut Ctx, field: &Field<'_>) -> Vec<u8> {
             msg.finish(ctx);
             bytes.unwrap_or_default()
         }
-        "google.protobuf.Struct" if any.wrapped_in_typed_struct() => struct_json(&any.body),
         "google.protobuf.Struct" => {
             let Some(mut msg) = any.message(ctx, VALUE) else { return Vec::new() };
-            let json = match msg.get(ctx, "value") {
-                Some(value) if value.node.as_map().is_some() => struct_json(&value),
-                Some(value) => {
-                    value.error(ctx, format!("expected a mapping, found {}", value.node.kind()));
-                    Vec::new()
-                }
-                None => b"{}".to_vec(),
-            };
+            let bytes = msg.get(ctx, "value").map(|value| struct_bytes(ctx, &value)).unwrap_or_default();
             msg.finish(ctx);
-            json
+            bytes
         }
         other => {
             any.body.error(
@@ -278,10 +281,9 @@ fn read_configuration(ctx: &mut Ctx, field: &Field<'_>) -> Vec<u8> {
     }
 }
 
-fn struct_json(field: &Field<'_>) -> Vec<u8> {
-    let mut out = String::new();
-    to_json(field.node, &mut out);
-    out.into_bytes()
+/// A mapping as a serialized `google.protobuf.Struct`.
+fn struct_bytes(ctx: &mut Ctx, field: &Field<'_>) -> Vec<u8> {
+    struct_fields(ctx, field).map(|fields| encode_struct(&fields)).unwrap_or_default()
 }
 
 /// `environment_variables`: `key_values` in order, then each `host_env_keys` entry that is set in

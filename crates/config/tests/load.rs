@@ -3,7 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use wasmproxy_config::struct_value::encode_struct;
 use wasmproxy_config::*;
+
+fn string(s: &str) -> StructValue {
+    StructValue::String(s.into())
+}
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -76,7 +81,9 @@ fn rust_sdk_example_shape() {
                         query_parameters: vec![],
                     },
                     action: forward("httpbin", Some(Duration::from_secs(15))),
+                    metadata: Metadata::default(),
                 }],
+                metadata: Metadata::default(),
             }],
         }
     );
@@ -114,6 +121,7 @@ fn rust_sdk_example_shape() {
             dns_lookup_family: DnsLookupFamily::Auto,
             eds: None,
             http2: false,
+            metadata: Metadata::default(),
         }]
     );
     assert_eq!(bootstrap.wasm_services, vec![]);
@@ -184,6 +192,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 host_rewrite_literal: Some("users.internal".into()),
                 timeout: Some(Duration::from_millis(250)),
             }),
+            metadata: Metadata::default(),
         }
     );
     assert_eq!(api.routes[1].matcher.path, PathMatch::Regex("/items/[0-9]+".into()));
@@ -218,9 +227,17 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
     let plugin = wasm(&hcm.http_filters[0]);
     assert_eq!(plugin.name, "my_plugin");
     assert_eq!(plugin.root_id, "my_root_id");
+    // As Envoy hands it over: a serialized Struct, with Envoy's YAML scalars (a float is a string).
     assert_eq!(
-        String::from_utf8(plugin.configuration.clone()).unwrap(),
-        r#"{"header":"x-plugin","count":3,"ratio":0.5,"enabled":true,"tags":["a","b"],"nested":{"key":"1"}}"#
+        plugin.configuration,
+        encode_struct(&[
+            ("header".into(), string("x-plugin")),
+            ("count".into(), StructValue::Number(3.0)),
+            ("ratio".into(), string("0.5")),
+            ("enabled".into(), StructValue::Bool(true)),
+            ("tags".into(), StructValue::List(vec![string("a"), string("b")])),
+            ("nested".into(), StructValue::Struct(vec![("key".into(), string("1"))])),
+        ])
     );
     assert_eq!(plugin.vm.vm_id, "my_vm_id");
     assert_eq!(plugin.vm.runtime, "envoy.wasm.runtime.wasmtime");
@@ -257,6 +274,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 dns_lookup_family: DnsLookupFamily::Auto,
                 eds: None,
                 http2: true,
+                metadata: Metadata::default(),
             },
             Cluster {
                 name: "legacy_h2".into(),
@@ -268,6 +286,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 dns_lookup_family: DnsLookupFamily::Auto,
                 eds: None,
                 http2: true,
+                metadata: Metadata::default(),
             },
         ]
     );
@@ -313,7 +332,12 @@ fn json_with_camel_case_names() {
                 configuration: vec![],
                 environment: vec![],
             },
-            configuration: br#"{"limit":10,"names":["x","y"],"strict":false,"note":null}"#.to_vec(),
+            configuration: encode_struct(&[
+                ("limit".into(), StructValue::Number(10.0)),
+                ("names".into(), StructValue::List(vec![string("x"), string("y")])),
+                ("strict".into(), StructValue::Bool(false)),
+                ("note".into(), StructValue::Null),
+            ]),
             failure_policy: FailurePolicy::FailClosed,
             reload_backoff: None,
             allow_on_headers_stop_iteration: true,
@@ -465,10 +489,14 @@ bootstrap_extensions:
 "#;
     let bootstrap = load_str(yaml, Path::new("/")).unwrap();
     let [first, second] = &bootstrap.wasm_services[..] else { panic!("two services") };
-    assert_eq!(first.plugin.configuration, br#"{"mode":"fast","retries":2}"#.to_vec());
+    // Envoy hands over the TypedStruct itself: type_url (1), value (2).
+    let inner = encode_struct(&[("mode".into(), string("fast")), ("retries".into(), StructValue::Number(2.0))]);
+    let url = b"type.googleapis.com/google.protobuf.Struct";
+    let typed_struct = [&[0x0a, url.len() as u8][..], url, &[0x12, inner.len() as u8], &inner].concat();
+    assert_eq!(first.plugin.configuration, typed_struct);
     assert_eq!(first.plugin.vm.code, WasmCode::File("/plugins/p.wasm".into()));
     assert_eq!(first.plugin.vm.runtime, "", "no runtime: Envoy picks its first available one");
     assert_eq!(second.plugin.configuration, Vec::<u8>::new());
-    assert_eq!(second.plugin.vm.configuration, b"{}".to_vec());
+    assert_eq!(second.plugin.vm.configuration, Vec::<u8>::new(), "an empty Struct serializes to nothing");
     assert_eq!(second.plugin.vm.code, WasmCode::File("/plugins/p.wasm".into()));
 }

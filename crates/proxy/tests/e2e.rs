@@ -702,11 +702,11 @@ async fn a_local_reply_goes_back_through_the_filters_before_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn several_filters_run_in_order_with_struct_configuration_and_the_go_plugin() {
+async fn several_filters_run_in_order_with_the_go_plugin() {
     let up = upstream().await;
-    // Three filters: the Rust header filter configured with a google.protobuf.Struct
-    // (passed to the plugin as JSON text), the probe changing x-user, and the Go header
-    // filter. Requests go through them in order, responses in reverse order.
+    // Three filters: the Rust header filter (JSON in a google.protobuf.StringValue), the
+    // probe changing x-user, and the Go header filter. Requests go through them in order,
+    // responses in reverse order.
     let first = format!(
         r#"          - name: envoy.filters.http.wasm
             typed_config:
@@ -714,10 +714,8 @@ async fn several_filters_run_in_order_with_struct_configuration_and_the_go_plugi
               config:
                 name: first
                 configuration:
-                  "@type": type.googleapis.com/google.protobuf.Struct
-                  value:
-                    request_header: x-user
-                    response_headers: [["x-first", "rust"]]
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{{"request_header": "x-user", "response_headers": [["x-first", "rust"]]}}'
                 vm_config:
                   code: {{ local: {{ filename: "{}" }} }}
 "#,

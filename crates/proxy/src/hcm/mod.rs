@@ -396,7 +396,7 @@ impl Hcm {
         if !self.filters.is_empty() {
             // Envoy picks the route as soon as a plugin asks for it (`xds.route_name`); the
             // router picks it again from the headers the filters leave.
-            note_route(routes.find(headers).as_ref(), info);
+            note_route(routes.find(headers).as_ref(), &self.clusters, info);
         }
         // Request headers, filter by filter; each sees the headers the previous one left.
         for (i, filter) in self.filters.iter().enumerate() {

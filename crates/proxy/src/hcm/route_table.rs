@@ -2,9 +2,13 @@
 //! Envoy's order, the port part of the host), then the first route whose path, headers
 //! and query parameters match.
 
+use std::sync::Arc;
+
 use regex::Regex;
 use wasmproxy_config::model::{HeaderMatcher, PathMatch, QueryParameterMatcher, RouteAction, RouteConfig, ValueMatch};
 use wasmproxy_host::Headers;
+
+use crate::stream_info::metadata::{MetadataAttributes, RouteAttributes};
 
 /// A route that matched a request.
 pub struct Matched<'a> {
@@ -12,8 +16,8 @@ pub struct Matched<'a> {
     pub action: &'a RouteAction,
     /// How much of the path the route matched (what `prefix_rewrite` replaces).
     pub matched_len: usize,
-    /// The route's name.
-    pub name: &'a str,
+    /// The route's name, metadata and virtual host, as plugins read them.
+    pub attributes: &'a Arc<RouteAttributes>,
 }
 
 /// A compiled `route_config`.
@@ -30,7 +34,7 @@ struct VirtualHost {
 }
 
 struct Route {
-    name: String,
+    attributes: Arc<RouteAttributes>,
     path: CompiledPath,
     case_sensitive: bool,
     headers: Vec<(HeaderMatcher, Option<Regex>)>,
@@ -79,6 +83,7 @@ impl RouteTable {
         let mut vhosts = Vec::new();
         for vh in &config.virtual_hosts {
             let mut v = VirtualHost { exact: vec![], suffixes: vec![], prefixes: vec![], any: false, routes: vec![] };
+            let vhost_metadata = Arc::new(MetadataAttributes::new(&vh.metadata));
             for d in &vh.domains {
                 let d = d.to_ascii_lowercase();
                 if d == "*" {
@@ -110,8 +115,14 @@ impl RouteTable {
                     .iter()
                     .map(|q| Ok((q.clone(), value_regex(&q.value, &name)?)))
                     .collect::<Result<_, RouteError>>()?;
-                v.routes.push(Route {
+                let attributes = RouteAttributes {
                     name: r.name.clone(),
+                    metadata: MetadataAttributes::new(&r.metadata),
+                    virtual_host_name: vh.name.clone(),
+                    virtual_host_metadata: vhost_metadata.clone(),
+                };
+                v.routes.push(Route {
+                    attributes: Arc::new(attributes),
                     path,
                     case_sensitive: r.matcher.case_sensitive,
                     headers,
@@ -139,7 +150,7 @@ impl RouteTable {
             CompiledPath::Prefix(p) | CompiledPath::Exact(p) => p.len(),
             CompiledPath::Regex(_) => 0,
         };
-        Some(Matched { action: &route.action, matched_len, name: &route.name })
+        Some(Matched { action: &route.action, matched_len, attributes: &route.attributes })
     }
 
     fn vhost(&self, host: &str) -> Option<&VirtualHost> {
@@ -219,6 +230,7 @@ mod tests {
             name: String::new(),
             matcher: RouteMatch { path, case_sensitive: true, headers: vec![], query_parameters: vec![] },
             action: direct(status),
+            metadata: Default::default(),
         }
     }
 
@@ -227,6 +239,7 @@ mod tests {
             name: name.into(),
             domains: domains.iter().map(|d| d.to_string()).collect(),
             routes,
+            metadata: Default::default(),
         };
         let mut with_header = route(PathMatch::Prefix("/".into()), 201);
         with_header.matcher.headers.push(HeaderMatcher {

@@ -19,7 +19,7 @@ use crate::http::body::whole;
 use crate::http::convert;
 use crate::http::reply::{reply_headers, status_headers};
 use crate::stream_info::StreamRef;
-use crate::upstream::cluster::Cluster;
+use crate::upstream::cluster::{Cluster, Clusters};
 use crate::upstream::error::{UpstreamError, upstream_error_reply};
 use crate::wasm::http_filter::FilterStream;
 
@@ -44,7 +44,7 @@ impl Hcm {
     /// `x-envoy-*` headers), as Envoy's router does: the access-log phase sees them.
     pub(super) fn route(&self, routes: &RouteTable, headers: &mut Headers, info: &StreamRef) -> Target {
         let matched = routes.find(headers);
-        note_route(matched.as_ref(), info);
+        note_route(matched.as_ref(), &self.clusters, info);
         self.stats.router_rq_total.inc();
         let Some(m) = matched else {
             self.stats.no_route.inc();
@@ -217,14 +217,14 @@ fn redirect(r: &RedirectAction, request: &Headers) -> Headers {
     h
 }
 
-/// Records the matched route (or none) in the stream info, for `xds.route_name` and
-/// `xds.cluster_name`.
-pub(super) fn note_route(matched: Option<&Matched<'_>>, info: &StreamRef) {
+/// Records the matched route (or none) in the stream info, for `xds.route_*`,
+/// `xds.virtual_host_*` and `xds.cluster_*`.
+pub(super) fn note_route(matched: Option<&Matched<'_>>, clusters: &Clusters, info: &StreamRef) {
     let mut i = info.borrow_mut();
-    i.route_matched = matched.is_some();
-    i.route_name = matched.map(|m| m.name.to_string()).unwrap_or_default();
+    i.route = matched.map(|m| m.attributes.clone());
     i.cluster_name = match matched.map(|m| m.action) {
         Some(RouteAction::Forward(f)) => f.cluster.clone(),
         _ => String::new(),
     };
+    i.cluster_metadata = clusters.get(&i.cluster_name).map(|c| c.metadata().clone());
 }

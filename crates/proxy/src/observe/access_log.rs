@@ -238,7 +238,7 @@ fn evaluate(op: &Op, r: &Record<'_>) -> Out {
             let a = info.connection.local;
             Out::Text(if *port { a.to_string() } else { a.ip().to_string() })
         }
-        Op::RouteName => text(&info.route_name),
+        Op::RouteName => text(info.route.as_ref().map_or("", |r| r.name.as_str())),
         Op::ConnectionId => Out::Number(info.connection.id),
         Op::Hostname => Out::Text(hostname()),
         Op::RequestedServerName => Out::Missing,

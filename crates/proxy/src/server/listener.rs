@@ -17,6 +17,7 @@ use crate::observe::stats::ListenerStats;
 use crate::server::drain::{Drain, Retirement};
 use crate::server::tunables::{ConnectionLimits, ListenerLimit, Overflow};
 use crate::stream_info::ConnectionInfo;
+use crate::stream_info::metadata::MetadataAttributes;
 use crate::tcp::TcpChain;
 
 /// Binds `addr` with `SO_REUSEPORT` (and `SO_REUSEADDR`) so every worker can have its own
@@ -51,6 +52,8 @@ pub struct Served {
     pub listener_direction: i64,
     /// `xds.filter_chain_name`.
     pub filter_chain_name: Rc<str>,
+    /// `xds.listener_metadata`.
+    pub listener_metadata: Arc<MetadataAttributes>,
     /// `listener.<address>.*`.
     pub stats: ListenerStats,
     /// Its connection count and limit.
@@ -108,6 +111,7 @@ pub async fn accept_loop(
             local,
             listener_direction: served.listener_direction,
             filter_chain_name: served.filter_chain_name.clone(),
+            listener_metadata: served.listener_metadata.clone(),
             protocol_known: Default::default(),
             http2: Default::default(),
             activity: Default::default(),

@@ -16,6 +16,7 @@ use crate::server::drain::Drain;
 use crate::server::listener::{Current, Served, Terminal, accept_loop};
 use crate::server::snapshot::{ListenerSnapshot, RouteSnapshot, Snapshot, TerminalSnapshot};
 use crate::server::tunables::ConnectionLimits;
+use crate::stream_info::metadata::MetadataAttributes;
 use crate::stream_info::node::NodeAttributes;
 use crate::tcp::TcpChain;
 use crate::upstream::cluster::Clusters;
@@ -320,6 +321,7 @@ impl Worker {
             terminal,
             listener_direction: listener.traffic_direction,
             filter_chain_name: Rc::from(listener.filter_chain.name.as_str()),
+            listener_metadata: Arc::new(MetadataAttributes::new(&listener.metadata)),
             stats: ListenerStats::new(&self.stats, &address, self.index.unwrap_or(0)),
             limit: self.limits.listener(&listener.name),
             retirement: Default::default(),

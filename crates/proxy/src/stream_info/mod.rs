@@ -2,17 +2,22 @@
 //! (`request.*`, `response.*`, `source.*`, `destination.*`, `connection.*`,
 //! `upstream.*`, `xds.*`, filter state), encoded as Envoy encodes them.
 
+pub mod filter_state;
+pub mod metadata;
 pub mod node;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use wasmproxy_abi::Status;
 use wasmproxy_abi::property::PropertyValue;
 use wasmproxy_host::{Headers, StreamData};
+
+use crate::stream_info::metadata::{MetadataAttributes, RouteAttributes};
 
 /// The connection a stream arrived on.
 #[derive(Debug, Clone)]
@@ -27,6 +32,8 @@ pub struct ConnectionInfo {
     pub listener_direction: i64,
     /// The filter chain's name (`xds.filter_chain_name`).
     pub filter_chain_name: Rc<str>,
+    /// The listener's `metadata` (`xds.listener_metadata`).
+    pub listener_metadata: Arc<MetadataAttributes>,
     /// Set by the first request, which tells the protocol.
     pub protocol_known: std::cell::Cell<bool>,
     /// Whether the first request came over HTTP/2.
@@ -67,16 +74,18 @@ pub struct StreamInfo {
     pub request_done: Option<std::time::Duration>,
     /// When the upstream's response headers came in, from the start.
     pub upstream_responded: Option<std::time::Duration>,
-    /// Whether a route matched.
-    pub route_matched: bool,
-    /// The matched route's name.
-    pub route_name: String,
-    /// The cluster of the matched route.
+    /// The matched route (none if none matched).
+    pub route: Option<Arc<RouteAttributes>>,
+    /// The cluster of the matched route (or the TCP proxy's).
     pub cluster_name: String,
+    /// That cluster's `metadata`, once it is known to exist.
+    pub cluster_metadata: Option<Arc<MetadataAttributes>>,
     /// Set when the stream is complete.
     pub duration: Option<std::time::Duration>,
-    /// Filter state written by `proxy_set_property` (Envoy's `wasm.<path>` objects).
-    pub filter_state: HashMap<Vec<u8>, Vec<u8>>,
+    /// Filter state by key: what `proxy_set_property` writes (Envoy's `wasm.<path>`
+    /// objects) and `set_envoy_filter_state` creates; `None` for an object that exists but
+    /// cannot be read back.
+    pub filter_state: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Property names declared by the `declare_property` foreign function.
     pub declared: std::collections::HashSet<Vec<u8>>,
 }
@@ -102,9 +111,9 @@ impl StreamInfo {
             response_flags: Vec::new(),
             request_done: None,
             upstream_responded: None,
-            route_matched: false,
-            route_name: String::new(),
+            route: None,
             cluster_name: String::new(),
+            cluster_metadata: None,
             duration: None,
             filter_state: HashMap::new(),
             declared: Default::default(),
@@ -160,16 +169,26 @@ impl StreamInfo {
             }
             [b"xds", b"listener_direction"] => Ok(PropertyValue::Int(self.connection.listener_direction)),
             [b"xds", b"filter_chain_name"] => text(&self.connection.filter_chain_name),
-            // Metadata wasmproxy does not configure reads as an empty message, where Envoy has one.
-            [b"xds", b"listener_metadata"] | [b"metadata"] => text(""),
-            [b"xds", b"route_name"] if self.route_matched => text(&self.route_name),
-            [b"xds", b"route_metadata"] if self.route_matched => text(""),
+            [b"xds", b"listener_metadata", rest @ ..] => return self.connection.listener_metadata.property(rest),
+            // Dynamic metadata (no filter of wasmproxy's sets any) reads as an empty message.
+            [b"metadata"] => text(""),
+            [b"xds", b"route_name"] => text(&self.route.as_ref().ok_or(Status::NotFound)?.name),
+            [b"xds", b"route_metadata", rest @ ..] => {
+                return self.route.as_ref().ok_or(Status::NotFound)?.metadata.property(rest);
+            }
+            [b"xds", b"virtual_host_name"] => text(&self.route.as_ref().ok_or(Status::NotFound)?.virtual_host_name),
+            [b"xds", b"virtual_host_metadata", rest @ ..] => {
+                return self.route.as_ref().ok_or(Status::NotFound)?.virtual_host_metadata.property(rest);
+            }
             [b"xds", b"cluster_name"] if !self.cluster_name.is_empty() => text(&self.cluster_name),
-            [b"xds", b"cluster_metadata"] if !self.cluster_name.is_empty() => text(""),
+            [b"xds", b"cluster_metadata", rest @ ..] => {
+                return self.cluster_metadata.as_ref().ok_or(Status::NotFound)?.property(rest);
+            }
             [b"xds", b"upstream_host_metadata"] if self.upstream.is_some() => text(""),
             // Envoy cannot serialize the filter-state map as a whole.
             [b"filter_state"] => Err(Status::SerializationFailure),
-            [name] => return self.filter_state.get(&filter_state_key(name)).cloned().ok_or(Status::NotFound),
+            [b"filter_state", key] => return self.filter_state.get(*key).cloned().flatten().ok_or(Status::NotFound),
+            [name] => return self.filter_state.get(&filter_state_key(name)).cloned().flatten().ok_or(Status::NotFound),
             _ => Err(Status::NotFound),
         };
         value.map(|v| v.encode())

@@ -3,7 +3,10 @@
 
 use wasmproxy_abi::Status;
 use wasmproxy_abi::property::PropertyValue;
-use wasmproxy_config::model::{Locality, Node, StructValue};
+use wasmproxy_config::model::{Locality, Node};
+use wasmproxy_config::struct_value::{encode_struct, message_field, string_field};
+
+use crate::stream_info::metadata::struct_property;
 
 /// What `node.user_agent_name` says: the software, as Envoy says `envoy`.
 const USER_AGENT_NAME: &str = "wasmproxy";
@@ -46,46 +49,6 @@ impl NodeAttributes {
     }
 }
 
-/// A Struct field by path: the whole struct as a map, or one value (walking nested structs and
-/// list indices).
-fn struct_property(fields: &[(String, StructValue)], path: &[&[u8]]) -> Result<Vec<u8>, Status> {
-    let Some((first, rest)) = path.split_first() else { return Ok(struct_map(fields)) };
-    let value = fields.iter().find(|(k, _)| k.as_bytes() == *first).map(|(_, v)| v).ok_or(Status::NotFound)?;
-    value_property(value, rest)
-}
-
-fn value_property(value: &StructValue, path: &[&[u8]]) -> Result<Vec<u8>, Status> {
-    match (value, path) {
-        (_, []) => Ok(encode_value(value)),
-        (StructValue::Struct(fields), _) => struct_property(fields, path),
-        (StructValue::List(items), [index, rest @ ..]) => {
-            let i: usize = std::str::from_utf8(index).ok().and_then(|s| s.parse().ok()).ok_or(Status::NotFound)?;
-            value_property(items.get(i).ok_or(Status::NotFound)?, rest)
-        }
-        _ => Err(Status::NotFound),
-    }
-}
-
-/// A Struct as Envoy serializes a map attribute: the pairs encoding, values encoded recursively.
-fn struct_map(fields: &[(String, StructValue)]) -> Vec<u8> {
-    PropertyValue::Map(fields.iter().map(|(k, v)| (k.as_bytes().to_vec(), encode_value(v))).collect()).encode()
-}
-
-/// One Struct value as an attribute: strings raw, numbers as 8-byte doubles, booleans one byte,
-/// lists as pairs with the element as the key, structs as maps, null as nothing.
-fn encode_value(value: &StructValue) -> Vec<u8> {
-    match value {
-        StructValue::Null => Vec::new(),
-        StructValue::Number(n) => PropertyValue::Double(*n).encode(),
-        StructValue::String(s) => s.as_bytes().to_vec(),
-        StructValue::Bool(b) => PropertyValue::Bool(*b).encode(),
-        StructValue::List(items) => {
-            PropertyValue::Map(items.iter().map(|v| (encode_value(v), Vec::new())).collect()).encode()
-        }
-        StructValue::Struct(fields) => struct_map(fields),
-    }
-}
-
 /// `envoy.config.core.v3.Node` in protobuf wire format: id (1), cluster (2), metadata (3),
 /// locality (4), user_agent_name (6), user_agent_version (7).
 fn encode_node(node: &Node) -> Vec<u8> {
@@ -113,69 +76,10 @@ fn encode_locality(locality: &Locality) -> Vec<u8> {
     out
 }
 
-/// `google.protobuf.Struct`: map entries (field 1) of key (1) and Value (2), keys sorted as
-/// protobuf's deterministic serialization writes them.
-fn encode_struct(fields: &[(String, StructValue)]) -> Vec<u8> {
-    let mut sorted: Vec<&(String, StructValue)> = fields.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out = Vec::new();
-    for (key, value) in sorted {
-        let mut entry = Vec::new();
-        string_field(&mut entry, 1, key);
-        message_field(&mut entry, 2, &encode_struct_value(value));
-        message_field(&mut out, 1, &entry);
-    }
-    out
-}
-
-/// `google.protobuf.Value`: null (1), number (2), string (3), bool (4), struct (5), list (6).
-fn encode_struct_value(value: &StructValue) -> Vec<u8> {
-    let mut out = Vec::new();
-    match value {
-        StructValue::Null => out.extend_from_slice(&[1 << 3, 0]),
-        StructValue::Number(n) => {
-            out.push((2 << 3) | 1);
-            out.extend_from_slice(&n.to_le_bytes());
-        }
-        StructValue::String(s) => message_field(&mut out, 3, s.as_bytes()),
-        StructValue::Bool(b) => out.extend_from_slice(&[4 << 3, u8::from(*b)]),
-        StructValue::Struct(fields) => message_field(&mut out, 5, &encode_struct(fields)),
-        StructValue::List(items) => {
-            let mut list = Vec::new();
-            for item in items {
-                message_field(&mut list, 1, &encode_struct_value(item));
-            }
-            message_field(&mut out, 6, &list);
-        }
-    }
-    out
-}
-
-/// A string field, left out when empty (proto3).
-fn string_field(out: &mut Vec<u8>, number: u32, value: &str) {
-    if !value.is_empty() {
-        message_field(out, number, value.as_bytes());
-    }
-}
-
-/// A length-delimited field.
-fn message_field(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
-    varint(out, u64::from(number << 3 | 2));
-    varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasmproxy_config::model::StructValue;
 
     fn node() -> Node {
         Node {

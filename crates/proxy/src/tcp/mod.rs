@@ -14,6 +14,7 @@ use wasmproxy_config::model::FailurePolicy;
 use wasmproxy_host::StreamAction;
 
 use crate::limits::{BUFFER_LIMIT_BYTES, TCP_READ_BYTES};
+use crate::stream_info::filter_state::TCP_PROXY_CLUSTER;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
 use crate::upstream::cluster::Clusters;
 use crate::upstream::error::UpstreamError;
@@ -60,16 +61,23 @@ impl TcpChain {
                 Err(_) => filters.push(None),
             }
         }
-        // Plugins see the cluster (and the endpoint) once the upstream is being connected.
-        info.borrow_mut().cluster_name = self.cluster.clone();
-        let connected = match self.clusters.get(&self.cluster) {
-            Some(cluster) => cluster.connect_tcp(Some(&info)).await,
+        // A plugin may have picked the cluster (`envoy.tcp_proxy.cluster`, as Envoy's
+        // per-connection cluster). Plugins see it (and the endpoint) once the upstream is
+        // being connected.
+        let picked = info.borrow().filter_state.get(TCP_PROXY_CLUSTER).cloned().flatten();
+        let cluster = picked.map_or_else(|| self.cluster.clone(), |c| String::from_utf8_lossy(&c).into_owned());
+        info.borrow_mut().cluster_name = cluster.clone();
+        let connected = match self.clusters.get(&cluster) {
+            Some(cluster) => {
+                info.borrow_mut().cluster_metadata = Some(cluster.metadata().clone());
+                cluster.connect_tcp(Some(&info)).await
+            }
             None => Err(UpstreamError::NoHealthyUpstream),
         };
         let (upstream, _open) = match connected {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!("tcp_proxy to {}: {e:?}", self.cluster);
+                tracing::debug!("tcp_proxy to {cluster}: {e:?}");
                 let _ = downstream.shutdown().await;
                 return finish(filters, PeerType::Local);
             }

@@ -20,6 +20,7 @@ use crate::http::convert;
 use crate::limits::MAX_CALLOUT_BODY_BYTES;
 use crate::observe::stats::{ClusterStats, Upstreams};
 use crate::stream_info::StreamRef;
+use crate::stream_info::metadata::MetadataAttributes;
 use crate::upstream::error::UpstreamError;
 use crate::upstream::pool::{EndpointPool, OpenConnection, SendError};
 
@@ -36,6 +37,7 @@ pub struct Clusters {
 /// One cluster on one worker.
 pub struct Cluster {
     config: model::Cluster,
+    metadata: Arc<MetadataAttributes>,
     /// The endpoints, replaced as a whole when DNS answers differently.
     endpoints: RefCell<Rc<[Rc<EndpointPool>]>>,
     next: Cell<usize>,
@@ -110,13 +112,20 @@ impl Cluster {
     ) -> Rc<Cluster> {
         let addrs = resolve(c).await;
         let endpoints = RefCell::new(Rc::from([]));
-        let cluster = Rc::new(Cluster { config: c.clone(), endpoints, next: Cell::new(0), stats, primary, upstreams });
+        let metadata = Arc::new(MetadataAttributes::new(&c.metadata));
+        let cluster =
+            Rc::new(Cluster { config: c.clone(), metadata, endpoints, next: Cell::new(0), stats, primary, upstreams });
         cluster.set_endpoints(&addrs);
         if matches!(c.discovery, Discovery::StrictDns | Discovery::LogicalDns) {
             let weak = Rc::downgrade(&cluster);
             tokio::task::spawn_local(refresh_dns(weak, c.dns_refresh_rate));
         }
         cluster
+    }
+
+    /// The cluster's `metadata` (`xds.cluster_metadata`).
+    pub fn metadata(&self) -> &Arc<MetadataAttributes> {
+        &self.metadata
     }
 
     /// Whether `other` differs from this cluster's configuration in its IP endpoints only.

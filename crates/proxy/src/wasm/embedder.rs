@@ -15,6 +15,7 @@ use wasmproxy_host::{
     StreamData,
 };
 
+use crate::stream_info::filter_state::envoy_object;
 use crate::stream_info::filter_state_key;
 use crate::stream_info::node::NodeAttributes;
 use crate::upstream::cluster::Clusters;
@@ -91,7 +92,7 @@ impl Embedder for WorkerEmbedder {
     fn set_property(&mut self, context_id: u32, path: &[u8], value: &[u8]) -> Status {
         match self.parts.streams.borrow().get(&context_id) {
             Some(stream) => {
-                stream.borrow_mut().filter_state.insert(filter_state_key(path), value.to_vec());
+                stream.borrow_mut().filter_state.insert(filter_state_key(path), Some(value.to_vec()));
                 Status::Ok
             }
             None => Status::NotFound,
@@ -256,12 +257,17 @@ impl Embedder for WorkerEmbedder {
                 }
                 Ok(Vec::new())
             }
-            // `SetEnvoyFilterStateArguments`: `path` must name one of Envoy's filter-state
-            // object factories; wasmproxy has none, so every path is unknown, as a path
-            // without a factory is in Envoy.
+            // `SetEnvoyFilterStateArguments { path, value, span }`: `path` must name one of
+            // Envoy's filter-state object factories (NOT_FOUND otherwise), whose object is
+            // kept under that key. The span is not looked at: state lives with the stream
+            // (an HTTP request, or a TCP connection).
             "set_envoy_filter_state" => {
-                field(1)?;
-                Err(Status::NotFound)
+                let (key, value) = (field(1)?, field(2)?);
+                let object = envoy_object(&key, &value)?;
+                let streams = self.parts.streams.borrow();
+                let stream = streams.get(&context_id).ok_or(Status::NotFound)?;
+                stream.borrow_mut().filter_state.insert(key, object);
+                Ok(Vec::new())
             }
             _ => Err(Status::NotFound),
         }

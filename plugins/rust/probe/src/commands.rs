@@ -121,7 +121,7 @@ fn execute(command: &[String]) -> Result<Outcome, String> {
 
         // === properties ===
         "get_property" => {
-            let path = a.str(1)?.replace('.', "\0");
+            let path = property_path(a.str(1)?);
             let mut out = Returned::new();
             let s = unsafe {
                 raw::proxy_get_property(path.as_ptr(), path.len(), &mut out.ptr, &mut out.len)
@@ -131,7 +131,7 @@ fn execute(command: &[String]) -> Result<Outcome, String> {
         "property_header" => {
             // Puts a property where an end-to-end test can see it: header HEADER of map
             // MAP gets `<status>:<hex of the value>`.
-            let (path, map, header) = (a.str(1)?.replace('.', "\0"), a.num(2)?, a.str(3)?);
+            let (path, map, header) = (property_path(a.str(1)?), a.num(2)?, a.str(3)?);
             let mut out = Returned::new();
             let s = unsafe {
                 raw::proxy_get_property(path.as_ptr(), path.len(), &mut out.ptr, &mut out.len)
@@ -154,7 +154,7 @@ fn execute(command: &[String]) -> Result<Outcome, String> {
             })
         }
         "set_property" => {
-            let (path, value) = (a.str(1)?.replace('.', "\0"), a.opt(2));
+            let (path, value) = (property_path(a.str(1)?), a.opt(2));
             status(unsafe {
                 raw::proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len())
             })
@@ -538,6 +538,13 @@ fn lossy(bytes: Option<Vec<u8>>) -> String {
 /// Bytes from their hex spelling (`0a07...`).
 fn unhex(text: &str) -> Option<Vec<u8>> {
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// A property path as the ABI takes it: segments joined by NUL, split on `/` when the path
+/// has one (so a segment may hold dots, as `filter_state/envoy.tcp_proxy.cluster`), else on `.`.
+fn property_path(path: &str) -> String {
+    let separator = if path.contains('/') { '/' } else { '.' };
+    path.replace(separator, "\0")
 }
 
 fn hex(bytes: Option<Vec<u8>>) -> String {

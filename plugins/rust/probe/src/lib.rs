@@ -148,12 +148,15 @@ impl Context for Probe {
 impl RootContext for Probe {
     fn on_vm_start(&mut self, size: usize) -> bool {
         self.entry("vm_start", &format!("size={size}"));
-        let vm = match Config::parse(&raw::read_buffer(VM_CONFIGURATION, size).unwrap_or_default())
-        {
+        let bytes = raw::read_buffer(VM_CONFIGURATION, size).unwrap_or_default();
+        let vm = match Config::parse(&bytes) {
             Ok(vm) => vm,
-            Err(error) => {
-                raw::info(&format!("vm_start: bad json: {error}"));
-                return false;
+            Err(_) => {
+                // Not JSON (a Struct or TypedStruct arrives in protobuf wire format): show
+                // the bytes, and start as if the VM configuration were empty.
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                raw::info(&format!("vm_start: not json: {hex}"));
+                Config::default()
             }
         };
         // The plugin configuration is usually not readable yet; use it only as a fallback.
