@@ -1367,8 +1367,52 @@ fn tcp_proxy(probe: serde_json::Value) -> String {
     )
 }
 
+/// [`tcp_proxy`] with a text and a JSON access log on the TCP proxy.
+fn tcp_proxy_logged(probe: serde_json::Value) -> String {
+    let logs = r#"          cluster: upstream
+          access_log:
+          - name: envoy.access_loggers.stderr
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog
+              log_format:
+                text_format_source:
+                  inline_string: "access log: tcp %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_CLUSTER% %ROUTE_NAME% %RESPONSE_CODE_DETAILS% %REQ(:PATH)% %RESP(X-UPSTREAM)% %UPSTREAM_TRANSPORT_FAILURE_REASON% %REQUESTED_SERVER_NAME%\n"
+          - name: envoy.access_loggers.stderr
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog
+              log_format:
+                json_format: { access_log: true, code: "%RESPONSE_CODE%", flags: "%RESPONSE_FLAGS%", cluster: "%UPSTREAM_CLUSTER%", received: "%BYTES_RECEIVED%" }
+"#;
+    tcp_proxy(probe).replacen("          cluster: upstream\n", logs, 1)
+}
+
+/// [`tcp_proxy`] with a Wasm access logger on the TCP proxy (apart from the stderr ones:
+/// Envoy writes those from another thread, in no fixed order with plugin logs).
+fn tcp_proxy_wasm_logged(probe: serde_json::Value) -> String {
+    let logs = r#"          cluster: upstream
+          access_log:
+          - name: envoy.access_loggers.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.wasm.v3.WasmAccessLog
+              config:
+                name: logger
+                root_id: logger_root
+                vm_config:
+                  vm_id: logger_vm
+                  code: { local: { filename: "@PLUGINS@/probe.wasm" } }
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{"phases": {"root_log": [["get_header", "0", ":path"], ["get_property", "xds.cluster_name"], ["get_property", "response.code"], ["get_property", "upstream.address"]]}}'
+"#;
+    tcp_proxy(probe).replacen("          cluster: upstream\n", logs, 1)
+}
+
 fn tcp() -> Vec<Scenario> {
     let request = "GET /through-tcp HTTP/1.1\r\nhost: tcp.test\r\n\r\n";
+    // A client that sends nothing: where the upstream is refused, the proxy closes a
+    // connection with nothing unread (with bytes unread, a close becomes a reset or not
+    // depending on timing).
+    let silent = "";
     vec![
         s(
             "tcp_network_filter_reads_and_rewrites",
@@ -1419,7 +1463,37 @@ fn tcp() -> Vec<Scenario> {
                 "kind": "stream",
                 "phases": {"new_connection": [set_filter_state("envoy.tcp_proxy.cluster", "closed")]},
             })),
+            vec![Request::raw(silent)],
+        ),
+        s(
+            "tcp_access_logs",
+            "a TCP proxy's text and JSON access logs",
+            tcp_proxy_logged(json!({"kind": "stream", "phases": {}})),
             vec![Request::raw(request)],
+        ),
+        s(
+            "tcp_access_logs_upstream_refused",
+            "a TCP proxy's access logs for a connection whose upstream refused it",
+            tcp_proxy_logged(json!({
+                "kind": "stream",
+                "phases": {"new_connection": [set_filter_state("envoy.tcp_proxy.cluster", "closed")]},
+            })),
+            vec![Request::raw(silent)],
+        ),
+        s(
+            "tcp_wasm_access_logger",
+            "a TCP proxy's Wasm access logger, for a connection served",
+            tcp_proxy_wasm_logged(json!({"kind": "stream", "phases": {}})),
+            vec![Request::raw(request)],
+        ),
+        s(
+            "tcp_wasm_access_logger_upstream_refused",
+            "a TCP proxy's Wasm access logger, for a connection whose upstream refused it",
+            tcp_proxy_wasm_logged(json!({
+                "kind": "stream",
+                "phases": {"new_connection": [set_filter_state("envoy.tcp_proxy.cluster", "closed")]},
+            })),
+            vec![Request::raw(silent)],
         ),
         s(
             "tcp_network_filter_closes",

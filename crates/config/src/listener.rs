@@ -1,5 +1,6 @@
 //! Listeners: address, the one filter chain and its network filters (HTTP connection manager, Wasm, TCP proxy).
 
+use crate::access_log::read_access_logs;
 use crate::address::{Host, read_address};
 use crate::hcm::{HCM_TYPE, read_hcm};
 use crate::metadata::read_metadata;
@@ -188,6 +189,7 @@ fn read_tcp_proxy(ctx: &mut Ctx, mut msg: Msg<'_>) -> TcpProxy {
     } else if !msg.has("weighted_clusters") {
         ctx.error(msg.origin(), "missing required field \"cluster\"");
     }
+    let access_logs = msg.get(ctx, "access_log").map(|f| read_access_logs(ctx, &f)).unwrap_or_default();
     msg.finish(ctx);
-    TcpProxy { stat_prefix, cluster }
+    TcpProxy { stat_prefix, cluster, access_logs }
 }

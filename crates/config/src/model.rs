@@ -253,6 +253,8 @@ pub struct TcpProxy {
     pub stat_prefix: String,
     /// `cluster`.
     pub cluster: String,
+    /// `access_log`: written when a connection ends.
+    pub access_logs: Vec<AccessLog>,
 }
 
 /// `codec_type`.

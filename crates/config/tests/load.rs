@@ -433,7 +433,11 @@ fn network_wasm_filter_before_tcp_proxy() {
                 configuration: b"standalone".to_vec(),
                 ..WasmPlugin::default()
             }),
-            NetworkFilter::TcpProxy(TcpProxy { stat_prefix: "destination".into(), cluster: "egress-router1".into() }),
+            NetworkFilter::TcpProxy(TcpProxy {
+                stat_prefix: "destination".into(),
+                cluster: "egress-router1".into(),
+                access_logs: vec![]
+            }),
         ]
     );
     assert_eq!(bootstrap.clusters.len(), 2);

@@ -26,11 +26,11 @@ use crate::http::convert;
 use crate::http::reply::{
     DataVerdict, LocalReply, StreamReset, Verdict, is_grpc_request, local_reply_headers, make_grpc_reply,
 };
-use crate::observe::access_log::{AccessLogger, Record};
 use crate::observe::stats::HttpStats;
 use crate::random::request_id;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
 use crate::upstream::cluster::Clusters;
+use crate::wasm::access_logger::StreamLoggers;
 use crate::wasm::http_filter::{FilterSlot, FilterStream};
 
 /// A stream between its request head and the response (or reset) its filters decide on.
@@ -118,11 +118,8 @@ pub struct Hcm {
     pub clusters: Rc<Clusters>,
     /// Its stats (`http.<stat_prefix>.*`).
     pub stats: HttpStats,
-    /// Its access loggers (file, stdout, stderr).
-    pub access_logs: Vec<Arc<AccessLogger>>,
-    /// Its Wasm access loggers: each plugin's root context sees every finished request
-    /// in `on_log`.
-    pub wasm_loggers: Vec<Rc<FilterSlot>>,
+    /// Its access loggers.
+    pub logs: StreamLoggers,
     /// The most body bytes the filters may hold back in one direction of a stream (the
     /// listener's `per_connection_buffer_limit_bytes`; `usize::MAX` for none); over it,
     /// 413 for requests, 500 for responses, as in Envoy.
@@ -505,16 +502,7 @@ impl Hcm {
             stream.log(&mut request, &mut response);
             ended.push(stream);
         }
-        for logger in &self.wasm_loggers {
-            logger.log_request(info, &mut request, &mut response);
-        }
-        if !self.access_logs.is_empty() {
-            let info = info.borrow();
-            let record = Record { request: request.as_ref(), response: response.as_ref(), info: &info };
-            for logger in &self.access_logs {
-                logger.log(&record);
-            }
-        }
+        self.logs.log(info, &mut request, &mut response);
         for stream in ended {
             stream.end();
         }

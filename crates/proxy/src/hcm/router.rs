@@ -20,7 +20,7 @@ use crate::http::convert;
 use crate::http::reply::{reply_headers, status_headers};
 use crate::stream_info::StreamRef;
 use crate::upstream::cluster::{Cluster, Clusters};
-use crate::upstream::error::{UpstreamError, upstream_error_reply};
+use crate::upstream::error::{UpstreamError, connect_failure_reason, upstream_error_reply};
 use crate::wasm::http_filter::FilterStream;
 
 /// Where the router sends a request.
@@ -165,10 +165,8 @@ fn note_upstream_error(info: &StreamRef, e: &UpstreamError) {
     let (flag, details) = match e {
         UpstreamError::NoHealthyUpstream => ("UH", "no_healthy_upstream".to_string()),
         UpstreamError::Timeout => ("UT", "response_timeout".to_string()),
-        UpstreamError::ConnectionFailure(reason) => {
-            // Envoy: `delayed_connect_error: Connection refused`, spaces made `_` in details.
-            let reason = reason.split(" (os error").next().unwrap_or(reason);
-            let reason = format!("delayed_connect_error:_{}", reason.replace(' ', "_"));
+        UpstreamError::ConnectionFailure(error) => {
+            let reason = connect_failure_reason(error);
             let details = format!("upstream_reset_before_response_started{{remote_connection_failure|{reason}}}");
             i.upstream_failure = Some(reason);
             ("UF", details)

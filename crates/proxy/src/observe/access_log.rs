@@ -225,6 +225,8 @@ fn evaluate(op: &Op, r: &Record<'_>) -> Out {
         Op::Duration => info.duration.map_or(Out::Missing, |d| Out::Number(millis(d))),
         Op::RequestDuration => info.request_done.map_or(Out::Missing, |d| Out::Number(millis(d))),
         Op::ResponseDuration => info.upstream_responded.map_or(Out::Missing, |d| Out::Number(millis(d))),
+        // A TCP connection has no protocol.
+        Op::Protocol if info.protocol.is_empty() => Out::Missing,
         Op::Protocol => Out::Text(info.protocol.to_string()),
         Op::UpstreamHost => info.upstream.map_or(Out::Missing, |a| Out::Text(a.to_string())),
         Op::UpstreamCluster => text(&info.cluster_name),

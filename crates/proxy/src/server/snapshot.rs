@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use wasmproxy_config::model::{
-    self, AccessLogSink, HttpConnectionManager, HttpFilter, Listener, NetworkFilter, Node, WasmCode, WasmPlugin,
+    self, AccessLog, AccessLogSink, HttpConnectionManager, HttpFilter, Listener, NetworkFilter, Node, WasmCode,
+    WasmPlugin,
 };
 use wasmproxy_host::{ModuleSource, PluginModule, WasmEngine};
 
@@ -41,14 +42,40 @@ pub enum TerminalSnapshot {
     /// The HTTP connection manager.
     Http(Box<HttpSnapshot>),
     /// The TCP proxy, after its Wasm network filters.
-    Tcp {
-        /// `tcp_proxy.cluster`.
-        cluster: String,
-        /// The Wasm network filters, in order.
-        filters: Vec<LoadedPlugin>,
-    },
+    Tcp(Box<TcpSnapshot>),
     /// Nothing wasmproxy serves: the listener binds, but takes no connection.
     None,
+}
+
+impl TerminalSnapshot {
+    /// Every plugin it runs: filters and Wasm access loggers.
+    pub fn plugins(&self) -> impl Iterator<Item = &LoadedPlugin> {
+        let (filters, loggers): (&[LoadedPlugin], &[LoadedPlugin]) = match self {
+            TerminalSnapshot::Http(http) => (&http.filters, &http.logs.wasm),
+            TerminalSnapshot::Tcp(tcp) => (&tcp.filters, &tcp.logs.wasm),
+            TerminalSnapshot::None => (&[], &[]),
+        };
+        filters.iter().chain(loggers)
+    }
+}
+
+/// A TCP proxy ready to serve.
+pub struct TcpSnapshot {
+    /// `tcp_proxy.cluster`.
+    pub cluster: String,
+    /// The Wasm network filters, in order.
+    pub filters: Vec<LoadedPlugin>,
+    /// Its access loggers.
+    pub logs: AccessLogs,
+}
+
+/// The access loggers of a connection manager or a TCP proxy.
+#[derive(Default)]
+pub struct AccessLogs {
+    /// File, stdout and stderr access loggers.
+    pub writers: Vec<Arc<AccessLogger>>,
+    /// Wasm access loggers.
+    pub wasm: Vec<LoadedPlugin>,
 }
 
 /// An HTTP connection manager ready to serve.
@@ -59,10 +86,8 @@ pub struct HttpSnapshot {
     pub routes: RouteSnapshot,
     /// The Wasm HTTP filters, in order (the router is implicit, last).
     pub filters: Vec<LoadedPlugin>,
-    /// File, stdout and stderr access loggers.
-    pub access_logs: Vec<Arc<AccessLogger>>,
-    /// Wasm access loggers.
-    pub wasm_loggers: Vec<LoadedPlugin>,
+    /// Its access loggers.
+    pub logs: AccessLogs,
 }
 
 /// Where a connection manager's routes come from.
@@ -133,13 +158,7 @@ impl Builder {
         self.listeners = built.clone();
         // Only the plugins served now stay checked (a configuration that comes back is
         // checked again, as Envoy checks it again).
-        let in_use = |c: &LoadedPlugin| {
-            built.iter().any(|l| match &l.terminal {
-                TerminalSnapshot::Http(http) => http.filters.iter().chain(&http.wasm_loggers).any(|p| p.same_as(c)),
-                TerminalSnapshot::Tcp { filters, .. } => filters.iter().any(|p| p.same_as(c)),
-                TerminalSnapshot::None => false,
-            })
-        };
+        let in_use = |c: &LoadedPlugin| built.iter().any(|l| l.terminal.plugins().any(|p| p.same_as(c)));
         let services = &self.services;
         self.checked.retain(|c| in_use(c) || services.iter().any(|s| s.same_as(c)));
         Ok(Snapshot {
@@ -166,7 +185,8 @@ impl Builder {
                     wasm.push(self.load(plugin, clusters, "Wasm plugin")?);
                 }
             }
-            TerminalSnapshot::Tcp { cluster: proxy.cluster.clone(), filters: wasm }
+            let logs = self.access_logs(&proxy.access_logs, &config.name, clusters)?;
+            TerminalSnapshot::Tcp(Box::new(TcpSnapshot { cluster: proxy.cluster.clone(), filters: wasm, logs }))
         } else if let Some(NetworkFilter::HttpConnectionManager(hcm)) =
             filters.iter().find(|f| matches!(f, NetworkFilter::HttpConnectionManager(_)))
         {
@@ -176,33 +196,37 @@ impl Builder {
                     RouteTable::new(&hcm.route_config).map_err(|e| fail(e.to_string()))?,
                 )),
             };
-            let mut http = HttpSnapshot {
-                config: (**hcm).clone(),
-                routes,
-                filters: Vec::new(),
-                access_logs: Vec::new(),
-                wasm_loggers: Vec::new(),
-            };
+            let mut filters = Vec::new();
             for filter in &hcm.http_filters {
                 if let HttpFilter::Wasm(plugin) = filter {
-                    http.filters.push(self.load(plugin, clusters, "Wasm plugin")?);
+                    filters.push(self.load(plugin, clusters, "Wasm plugin")?);
                 }
             }
-            for log in &hcm.access_logs {
-                let logger = self
-                    .sinks
-                    .logger(log)
-                    .map_err(|error| ServerError::AccessLog { listener: config.name.clone(), error })?;
-                http.access_logs.extend(logger.map(Arc::new));
-                if let AccessLogSink::Wasm(plugin) = &log.sink {
-                    http.wasm_loggers.push(self.load(plugin, clusters, "Wasm access logger")?);
-                }
-            }
-            TerminalSnapshot::Http(Box::new(http))
+            let logs = self.access_logs(&hcm.access_logs, &config.name, clusters)?;
+            TerminalSnapshot::Http(Box::new(HttpSnapshot { config: (**hcm).clone(), routes, filters, logs }))
         } else {
             TerminalSnapshot::None
         };
         Ok(ListenerSnapshot { config: config.clone(), terminal })
+    }
+
+    /// The access loggers of one listener's connection manager or TCP proxy.
+    fn access_logs(
+        &mut self,
+        configs: &[AccessLog],
+        listener: &str,
+        clusters: &[String],
+    ) -> Result<AccessLogs, ServerError> {
+        let mut logs = AccessLogs::default();
+        for log in configs {
+            let logger =
+                self.sinks.logger(log).map_err(|error| ServerError::AccessLog { listener: listener.into(), error })?;
+            logs.writers.extend(logger.map(Arc::new));
+            if let AccessLogSink::Wasm(plugin) = &log.sink {
+                logs.wasm.push(self.load(plugin, clusters, "Wasm access logger")?);
+            }
+        }
+        Ok(logs)
     }
 
     /// Loads a plugin's module (compiled once per process: the host caches it by sha256)

@@ -14,12 +14,13 @@ use crate::hcm::{Hcm, RouteTables, Routes};
 use crate::observe::stats::{HttpStats, ListenerStats, Upstreams, address_stat_name};
 use crate::server::drain::Drain;
 use crate::server::listener::{Current, Served, Terminal, accept_loop};
-use crate::server::snapshot::{ListenerSnapshot, RouteSnapshot, Snapshot, TerminalSnapshot};
+use crate::server::snapshot::{AccessLogs, ListenerSnapshot, RouteSnapshot, Snapshot, TerminalSnapshot};
 use crate::server::tunables::ConnectionLimits;
 use crate::stream_info::metadata::MetadataAttributes;
 use crate::stream_info::node::NodeAttributes;
 use crate::tcp::TcpChain;
 use crate::upstream::cluster::Clusters;
+use crate::wasm::access_logger::StreamLoggers;
 use crate::wasm::http_filter::FilterSlot;
 use crate::wasm::plugin::LoadedPlugin;
 use crate::wasm::registry::Registry;
@@ -217,11 +218,7 @@ impl Worker {
         }
         let mut used: Vec<LoadedPlugin> = self.service_plugins.clone();
         for l in &self.listeners {
-            match &l.snapshot.terminal {
-                TerminalSnapshot::Http(http) => used.extend(http.filters.iter().chain(&http.wasm_loggers).cloned()),
-                TerminalSnapshot::Tcp { filters, .. } => used.extend(filters.iter().cloned()),
-                TerminalSnapshot::None => {}
-            }
+            used.extend(l.snapshot.terminal.plugins().cloned());
         }
         self.plugins.keep_only(&used);
         Ok(())
@@ -290,13 +287,14 @@ impl Worker {
         let address = address_stat_name(&listener.address.address, listener.address.port);
         let terminal = match &snapshot.terminal {
             TerminalSnapshot::None => return Ok(None),
-            TerminalSnapshot::Tcp { cluster, filters } => {
-                let filters = filters.iter().map(|p| self.plugins.plugin(p)).collect::<Result<_, _>>().map_err(fail)?;
-                Terminal::Tcp(Rc::new(TcpChain { filters, cluster: cluster.clone(), clusters: self.clusters.clone() }))
-            }
+            TerminalSnapshot::Tcp(tcp) => Terminal::Tcp(Rc::new(TcpChain {
+                filters: self.slots(&tcp.filters).map_err(fail)?,
+                cluster: tcp.cluster.clone(),
+                clusters: self.clusters.clone(),
+                logs: self.loggers(&tcp.logs).map_err(fail)?,
+            })),
             TerminalSnapshot::Http(http) => {
-                let filters = http.filters.iter().map(|p| self.plugins.plugin(p)).collect::<Result<_, _>>();
-                let wasm_loggers = http.wasm_loggers.iter().map(|p| self.plugins.plugin(p)).collect::<Result<_, _>>();
+                let filters = self.slots(&http.filters);
                 Terminal::Http(Rc::new(Hcm {
                     config: http.config.clone(),
                     routes: match &http.routes {
@@ -308,8 +306,7 @@ impl Worker {
                     filters: filters.map_err(fail)?,
                     clusters: self.clusters.clone(),
                     stats: HttpStats::new(&self.stats, &http.config.stat_prefix, &address),
-                    access_logs: http.access_logs.clone(),
-                    wasm_loggers: wasm_loggers.map_err(fail)?,
+                    logs: self.loggers(&http.logs).map_err(fail)?,
                     buffer_limit: match listener.buffer_limit_bytes {
                         0 => usize::MAX,
                         n => n as usize,
@@ -326,6 +323,16 @@ impl Worker {
             limit: self.limits.listener(&listener.name),
             retirement: Default::default(),
         }))
+    }
+
+    /// This worker's slots for these plugins.
+    fn slots(&mut self, plugins: &[LoadedPlugin]) -> Result<Vec<Rc<FilterSlot>>, String> {
+        plugins.iter().map(|p| self.plugins.plugin(p)).collect()
+    }
+
+    /// This worker's access loggers for a snapshot's.
+    fn loggers(&mut self, logs: &AccessLogs) -> Result<StreamLoggers, String> {
+        Ok(StreamLoggers { writers: logs.writers.clone(), wasm: self.slots(&logs.wasm)? })
     }
 
     /// Starts this thread's Wasm services: a root context each, living as long as the thread.

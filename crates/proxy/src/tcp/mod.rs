@@ -17,7 +17,8 @@ use crate::limits::{BUFFER_LIMIT_BYTES, TCP_READ_BYTES};
 use crate::stream_info::filter_state::TCP_PROXY_CLUSTER;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
 use crate::upstream::cluster::Clusters;
-use crate::upstream::error::UpstreamError;
+use crate::upstream::error::{UpstreamError, connect_failure_reason};
+use crate::wasm::access_logger::StreamLoggers;
 use crate::wasm::http_filter::FilterSlot;
 use crate::wasm::network_filter::{ConnectionFilter, Opened, TcpVerdict};
 
@@ -29,6 +30,8 @@ pub struct TcpChain {
     pub cluster: String,
     /// This worker's clusters.
     pub clusters: Rc<Clusters>,
+    /// Its access loggers, which log each connection when it ends.
+    pub logs: StreamLoggers,
 }
 
 /// What woke the connection's task.
@@ -50,13 +53,13 @@ impl TcpChain {
                     Opened::Failed if f.fail_open => filters.push(None),
                     Opened::Closed | Opened::Failed => {
                         filters.push(Some(f));
-                        return finish(filters, PeerType::Local);
+                        return self.finish(filters, PeerType::Local, &info);
                     }
                 },
                 // A failed VM (not reloaded, under FAIL_RELOAD): FAIL_OPEN skips the
                 // filter, the others close the connection.
                 Err(_) if slot.failure_policy != FailurePolicy::FailOpen => {
-                    return finish(filters, PeerType::Local);
+                    return self.finish(filters, PeerType::Local, &info);
                 }
                 Err(_) => filters.push(None),
             }
@@ -67,23 +70,35 @@ impl TcpChain {
         let picked = info.borrow().filter_state.get(TCP_PROXY_CLUSTER).cloned().flatten();
         let cluster = picked.map_or_else(|| self.cluster.clone(), |c| String::from_utf8_lossy(&c).into_owned());
         info.borrow_mut().cluster_name = cluster.clone();
-        let connected = match self.clusters.get(&cluster) {
-            Some(cluster) => {
-                info.borrow_mut().cluster_metadata = Some(cluster.metadata().clone());
-                cluster.connect_tcp(Some(&info)).await
-            }
-            None => Err(UpstreamError::NoHealthyUpstream),
+        let Some(target) = self.clusters.get(&cluster) else {
+            // Envoy: no such cluster (`NC`), the connection closes.
+            info.borrow_mut().response_flags.push("NC");
+            let _ = downstream.shutdown().await;
+            return self.finish(filters, PeerType::Local, &info);
         };
+        info.borrow_mut().cluster_metadata = Some(target.metadata().clone());
+        let connected = target.connect_tcp(Some(&info)).await;
         let (upstream, _open) = match connected {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!("tcp_proxy to {cluster}: {e:?}");
+                note_connect_error(&info, &e);
                 let _ = downstream.shutdown().await;
-                return finish(filters, PeerType::Local);
+                return self.finish(filters, PeerType::Local, &info);
             }
         };
-        let downstream_closed_by = self.relay(&mut filters, downstream, upstream).await;
-        finish(filters, downstream_closed_by);
+        let downstream_closed_by = self.relay(&mut filters, downstream, upstream, &info).await;
+        self.finish(filters, downstream_closed_by, &info);
+    }
+
+    /// The connection is over: every filter hears it (`on_downstream_close`, `on_log`,
+    /// `on_done`), then the access loggers log it.
+    fn finish(&self, filters: Vec<Option<ConnectionFilter>>, downstream: PeerType, info: &StreamRef) {
+        for f in filters.into_iter().flatten() {
+            f.finish(downstream);
+        }
+        info.borrow_mut().complete();
+        self.logs.log(info, &mut None, &mut None);
     }
 
     /// Moves bytes both ways until both sides are done; returns who closed the downstream
@@ -95,6 +110,7 @@ impl TcpChain {
         filters: &mut [Option<ConnectionFilter>],
         downstream: TcpStream,
         upstream: TcpStream,
+        info: &StreamRef,
     ) -> PeerType {
         let (mut down_read, mut down_write) = downstream.into_split();
         let (mut up_read, mut up_write) = upstream.into_split();
@@ -112,6 +128,7 @@ impl TcpChain {
             let (direction, from, chunk, eos) = match event {
                 Event::Downstream(Ok(n)) => {
                     let (chunk, eos) = gather(&down_read, &down_buf[..n]).await;
+                    info.borrow_mut().request_body_size += chunk.len() as u64;
                     down_read_done |= eos;
                     (StreamType::Downstream, 0, chunk, eos)
                 }
@@ -143,7 +160,10 @@ impl TcpChain {
             let Some(out) = out else { continue };
             let written = match direction {
                 StreamType::Downstream => write(&mut up_write, out, eos).await,
-                _ => write(&mut down_write, out, eos).await,
+                _ => {
+                    info.borrow_mut().response_body_size += out.len() as u64;
+                    write(&mut down_write, out, eos).await
+                }
             };
             if written.is_err() {
                 return PeerType::Local;
@@ -247,8 +267,16 @@ fn upstream_closed(filters: &mut [Option<ConnectionFilter>]) {
     }
 }
 
-fn finish(filters: Vec<Option<ConnectionFilter>>, downstream: PeerType) {
-    for f in filters.into_iter().flatten() {
-        f.finish(downstream);
+/// Envoy's response flags and transport failure reason for an upstream the TCP proxy
+/// could not connect to (`URX`: its one connect attempt is used up).
+fn note_connect_error(info: &StreamRef, e: &UpstreamError) {
+    let mut i = info.borrow_mut();
+    match e {
+        UpstreamError::ConnectionFailure(error) => {
+            i.upstream_failure = Some(connect_failure_reason(error));
+            i.response_flags.extend(["UF", "URX"]);
+        }
+        UpstreamError::NoHealthyUpstream => i.response_flags.push("UH"),
+        _ => {}
     }
 }

@@ -20,6 +20,13 @@ pub enum UpstreamError {
     ResponseTooLarge,
 }
 
+/// Envoy's transport failure reason for a connection that could not be made
+/// (`delayed_connect_error:_Connection_refused`: the OS error, spaces made `_`).
+pub fn connect_failure_reason(error: &str) -> String {
+    let error = error.split(" (os error").next().unwrap_or(error);
+    format!("delayed_connect_error:_{}", error.replace(' ', "_"))
+}
+
 /// Envoy's local replies for upstream failures: the headers and the body.
 pub fn upstream_error_reply(e: &UpstreamError) -> (Headers, Bytes) {
     let (status, text) = match e {

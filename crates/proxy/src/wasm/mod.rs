@@ -1,6 +1,7 @@
 //! Plugins on a worker: their VMs, the embedder that answers them, and the glue that runs
 //! them as HTTP filters, network filters, access loggers and services.
 
+pub mod access_logger;
 pub mod embedder;
 pub mod http_filter;
 pub mod instance;
