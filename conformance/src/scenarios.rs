@@ -1413,6 +1413,7 @@ fn tcp() -> Vec<Scenario> {
     // connection with nothing unread (with bytes unread, a close becomes a reset or not
     // depending on timing).
     let silent = "";
+    let picks_closed = || json!({"kind": "stream", "phases": {"new_connection": [set_filter_state("envoy.tcp_proxy.cluster", "closed")]}});
     vec![
         s(
             "tcp_network_filter_reads_and_rewrites",
@@ -1459,10 +1460,7 @@ fn tcp() -> Vec<Scenario> {
         s(
             "tcp_cluster_from_filter_state_unreachable",
             "a network filter picks a cluster nobody listens on: the connection closes without an answer",
-            tcp_proxy(json!({
-                "kind": "stream",
-                "phases": {"new_connection": [set_filter_state("envoy.tcp_proxy.cluster", "closed")]},
-            })),
+            tcp_proxy(picks_closed()),
             vec![Request::raw(silent)],
         ),
         s(
@@ -1474,10 +1472,7 @@ fn tcp() -> Vec<Scenario> {
         s(
             "tcp_access_logs_upstream_refused",
             "a TCP proxy's access logs for a connection whose upstream refused it",
-            tcp_proxy_logged(json!({
-                "kind": "stream",
-                "phases": {"new_connection": [set_filter_state("envoy.tcp_proxy.cluster", "closed")]},
-            })),
+            tcp_proxy_logged(picks_closed()),
             vec![Request::raw(silent)],
         ),
         s(
@@ -1489,10 +1484,7 @@ fn tcp() -> Vec<Scenario> {
         s(
             "tcp_wasm_access_logger_upstream_refused",
             "a TCP proxy's Wasm access logger, for a connection whose upstream refused it",
-            tcp_proxy_wasm_logged(json!({
-                "kind": "stream",
-                "phases": {"new_connection": [set_filter_state("envoy.tcp_proxy.cluster", "closed")]},
-            })),
+            tcp_proxy_wasm_logged(picks_closed()),
             vec![Request::raw(silent)],
         ),
         s(
