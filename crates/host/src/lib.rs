@@ -26,6 +26,7 @@ mod module;
 mod plugin;
 pub mod shared;
 mod state;
+mod trace;
 mod vm;
 
 pub use embedder::{

@@ -81,7 +81,8 @@ pub(crate) fn guest_alloc(caller: &mut Caller<'_, VmState>, size: usize) -> Host
     let alloc = caller.data().alloc.clone().ok_or(HostError::Status(Status::InternalFailure))?;
     let size = i32::try_from(size).map_err(|_| Status::InvalidMemoryAccess)?;
     let was = std::mem::replace(&mut caller.data_mut().restricted, true);
-    let result = alloc.call(&mut *caller, size);
+    let name = caller.data().alloc_export;
+    let result = crate::trace::call(&mut *caller, name, &alloc, size);
     caller.data_mut().restricted = was;
     let ptr = result.map_err(HostError::Trap)?;
     if ptr == 0 {

@@ -113,6 +113,8 @@ pub struct VmState {
     pub(crate) limits: VmLimits,
     pub(crate) memory: Option<Memory>,
     pub(crate) alloc: Option<TypedFunc<i32, i32>>,
+    /// Which export `alloc` is (`malloc` or `proxy_on_memory_allocate`), for trace logs.
+    pub(crate) alloc_export: &'static str,
     /// Start-up or guest allocation: only logging and WASI may be called.
     pub(crate) restricted: bool,
     pub(crate) abi: AbiVersion,
@@ -153,6 +155,7 @@ impl VmState {
             limits: VmLimits { memory_limit, memory_limit_hit: false },
             memory: None,
             alloc: None,
+            alloc_export: "",
             restricted: true,
             abi,
             vm,

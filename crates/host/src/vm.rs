@@ -12,6 +12,7 @@ use crate::headers::Headers;
 use crate::module::PluginModule;
 use crate::plugin::{PluginConfig, VmConfig};
 use crate::state::{ContextData, ContextKind, StreamData, VmState};
+use crate::trace::{self, Shown};
 
 type Cb<P, R> = Option<TypedFunc<P, R>>;
 /// Picks a body (or TCP data) callback out of [`Callbacks`].
@@ -155,17 +156,24 @@ impl WasmVm {
         store.epoch_deadline_trap();
         let deadline_ticks = engine.inner.deadline_ticks;
         store.set_epoch_deadline(deadline_ticks);
-        let instance =
-            module.pre.instantiate(&mut store).map_err(|e| VmError::Instantiate(format!("{}: {e:#}", module.name)))?;
+        let instance = if trace::enabled() {
+            trace::instantiate(&engine.inner.linker, &mut store, module.pre.module())
+        } else {
+            module.pre.instantiate(&mut store)
+        };
+        let instance = instance.map_err(|e| VmError::Instantiate(format!("{}: {e:#}", module.name)))?;
         let memory = instance
             .get_memory(&mut store, "memory")
             .ok_or_else(|| VmError::Instantiate(format!("{} exports no memory named \"memory\"", module.name)))?;
-        let alloc = match lookup::<i32, i32>(&instance, &mut store, "malloc")? {
-            Some(f) => Some(f),
-            None => lookup::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate")?,
+        let (alloc, alloc_export) = match lookup::<i32, i32>(&instance, &mut store, "malloc")? {
+            Some(f) => (Some(f), "malloc"),
+            None => {
+                (lookup::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate")?, "proxy_on_memory_allocate")
+            }
         };
         store.data_mut().memory = Some(memory);
         store.data_mut().alloc = alloc;
+        store.data_mut().alloc_export = alloc_export;
         let cb = Callbacks::find(&instance, &mut store)?;
         shared.data.attach(&vm.vm_id);
         let mut this = WasmVm { store, cb, module: module.clone(), deadline_ticks, failure: None };
@@ -177,12 +185,12 @@ impl WasmVm {
         let initialize = lookup::<(), ()>(instance, &mut self.store, "_initialize")?;
         let result = if let Some(init) = initialize {
             let main = lookup::<(i32, i32), i32>(instance, &mut self.store, "main")?;
-            init.call(&mut self.store, ()).and_then(|()| match main {
-                Some(main) => main.call(&mut self.store, (0, 0)).map(drop),
+            trace::call(&mut self.store, "_initialize", &init, ()).and_then(|()| match main {
+                Some(main) => trace::call(&mut self.store, "main", &main, (0, 0)).map(drop),
                 None => Ok(()),
             })
         } else if let Some(start) = lookup::<(), ()>(instance, &mut self.store, "_start")? {
-            start.call(&mut self.store, ())
+            trace::call(&mut self.store, "_start", &start, ())
         } else {
             Ok(())
         };
@@ -328,7 +336,7 @@ impl WasmVm {
 impl WasmVm {
     /// Calls a callback for a context with a fresh deadline. `Ok(None)` if the module does
     /// not export it. A trap fails the VM for good.
-    fn invoke<P: WasmParams, R: WasmResults>(
+    fn invoke<P: WasmParams + Shown, R: WasmResults + Shown>(
         &mut self,
         name: &'static str,
         context_id: u32,
@@ -348,7 +356,7 @@ impl WasmVm {
         state.effective = context_id;
         state.restricted = false;
         self.store.set_epoch_deadline(self.deadline_ticks);
-        match f.call(&mut self.store, params) {
+        match trace::call(&mut self.store, name, f, params) {
             Ok(r) => {
                 self.after_call()?;
                 Ok(Some(r))
