@@ -1019,6 +1019,30 @@ fn lifecycle() -> Vec<Scenario> {
             ),
             vec![Request::get("/direct")],
         ),
+        Scenario {
+            deliberate: Some(
+                "a per-worker Wasm service (singleton: false) is configured once per worker; Envoy configures it \
+                 three times with one worker: a canary check, a copy on its main thread (which then ticks and calls \
+                 out like the worker's, doubling the work) and the worker's",
+            ),
+            ..s(
+                "wasm_service_per_worker_copies",
+                "how many copies of a per-worker Wasm service were configured, counted in shared data",
+                bootstrap(
+                    &format!(
+                        "bootstrap_extensions:\n{}",
+                        service("each", false, json!({"configure": [["cas_increment", "configured", "0", "x"]]})),
+                    ),
+                    &wasm_filter(
+                        "each",
+                        "probe.wasm",
+                        &json!({"phases": {"request_headers": [["get_shared", "configured"]]}}).to_string(),
+                        "",
+                    ),
+                ),
+                vec![Request::get("/copies")],
+            )
+        },
         s(
             "grpc_callouts",
             "a unary gRPC call, a stream with two messages, a call to a missing method: every gRPC callback and its data",
