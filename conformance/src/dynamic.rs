@@ -87,6 +87,7 @@ fn dynamic(name: &'static str, about: &'static str, lds: String, cds: String, re
         deliberate: None,
         known: None,
         stats: STATS,
+        prometheus: &[],
         files: vec![("lds.yaml", lds), ("cds.yaml", cds)],
     }
 }

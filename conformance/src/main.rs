@@ -235,6 +235,14 @@ fn observe(
             out.push('\n');
         }
     }
+    if !s.prometheus.is_empty() {
+        out.push_str("== admin prometheus stats\n");
+        let lines: Vec<regex::Regex> = s.prometheus.iter().filter_map(|r| regex::Regex::new(r).ok()).collect();
+        for l in running.prometheus(&lines) {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
     Ok(normalize::listener(&out, &running.listener.to_string()))
 }
 

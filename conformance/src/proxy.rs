@@ -231,6 +231,15 @@ impl Running {
         lines
     }
 
+    /// The admin `/stats/prometheus` lines matching one of `lines`, sorted.
+    pub fn prometheus(&self, lines: &[regex::Regex]) -> Vec<String> {
+        let text = admin_get(self.admin, "/stats/prometheus").unwrap_or_default();
+        let mut matching: Vec<String> =
+            text.lines().filter(|l| lines.iter().any(|re| re.is_match(l))).map(String::from).collect();
+        matching.sort();
+        matching
+    }
+
     /// Stops it.
     pub fn stop(&mut self) {
         let _ = self.child.kill();

@@ -21,6 +21,8 @@ pub struct Scenario {
     pub known: Option<&'static str>,
     /// Admin `/stats` names (regular expressions) whose lines are compared too.
     pub stats: &'static [&'static str],
+    /// Admin `/stats/prometheus` lines (regular expressions) compared too.
+    pub prometheus: &'static [&'static str],
     /// Dynamic resource files written before the proxy starts (name, text with the same
     /// placeholders as the config); the config names them `@DYNAMIC@<name>`.
     pub files: Vec<(&'static str, String)>,

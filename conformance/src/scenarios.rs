@@ -14,7 +14,17 @@ use wasmproxy_conformance::h2_frames::{
 };
 
 fn s(name: &'static str, about: &'static str, config: String, requests: Vec<Request>) -> Scenario {
-    Scenario { name, about, config, requests, deliberate: None, known: None, stats: &[], files: Vec::new() }
+    Scenario {
+        name,
+        about,
+        config,
+        requests,
+        deliberate: None,
+        known: None,
+        stats: &[],
+        prometheus: &[],
+        files: Vec::new(),
+    }
 }
 
 /// A `bootstrap_extensions` entry: a Wasm service running the probe with this configuration.
@@ -712,6 +722,47 @@ fn admin_and_logs() -> Vec<Scenario> {
                     ),
                 ),
                 requests(),
+            )
+        },
+        Scenario {
+            prometheus: &[
+                r"custom_header_value_counts",
+                r"^envoy_cluster_upstream_rq_total\{",
+                r"^envoy_server_live\{",
+            ],
+            ..s(
+                "stats_tags_prometheus",
+                "stats_config.stats_tags (regexes cutting tags out of a plugin metric's name, a fixed value) as Prometheus labels",
+                bootstrap(
+                    "stats_config:\n  stats_tags:\n  - { tag_name: value, regex: '(_value=([a-zA-Z]+))' }\n  - { tag_name: reporter, regex: '(_reporter=([a-zA-Z]+))' }\n  - { tag_name: region, fixed_value: eu }\n",
+                    &probe(
+                        "probe",
+                        json!({"phases": {"request_headers": [
+                            ["define_metric", "counter", "custom_header_value_counts_value=foo_reporter=wasmgosdk"],
+                            ["increment_metric", "custom_header_value_counts_value=foo_reporter=wasmgosdk", "1"],
+                            ["if_header", "0", "x-bar", "define_metric", "counter", "custom_header_value_counts_value=bar_reporter=wasmgosdk"],
+                            ["if_header", "0", "x-bar", "increment_metric", "custom_header_value_counts_value=bar_reporter=wasmgosdk", "2"],
+                        ]}}),
+                    ),
+                ),
+                vec![Request::get("/t1"), Request::get("/t2"), Request::get("/t3").header("x-bar", "1")],
+            )
+        },
+        Scenario {
+            prometheus: &[r"upstream_rq_total", r"server_live", r"http_ingress_downstream_rq_2xx", r"custom_counter"],
+            ..s(
+                "stats_without_default_tags",
+                "stats_config.use_all_default_tags: false: Envoy's own stats keep their full names, without tags",
+                bootstrap(
+                    "stats_config: { use_all_default_tags: false }\n",
+                    &probe(
+                        "probe",
+                        json!({"phases": {"request_headers": [
+                            ["define_metric", "counter", "custom_counter"], ["increment_metric", "custom_counter", "1"],
+                        ]}}),
+                    ),
+                ),
+                vec![Request::get("/t1")],
             )
         },
         s(

@@ -7,8 +7,9 @@ use crate::cluster::read_cluster;
 use crate::config_source::read_file_source;
 use crate::listener::read_listener;
 use crate::metadata::struct_fields;
-use crate::model::{Admin, Bootstrap, DynamicResources, Locality, Node};
+use crate::model::{Admin, Bootstrap, DynamicResources, Locality, Node, StatsConfig, StatsTag, StatsTagValue};
 use crate::reader::{Ctx, Field, Origin, child, type_error};
+use crate::route::compile_regex;
 use crate::tree::Value;
 use crate::wasm::read_wasm_service;
 
@@ -136,6 +137,9 @@ pub(crate) fn read_bootstrap(ctx: &mut Ctx, root: &Field<'_>) -> Bootstrap {
     if let Some(f) = msg.get(ctx, "layered_runtime") {
         bootstrap.runtime = read_layered_runtime(ctx, &f);
     }
+    if let Some(f) = msg.get(ctx, "stats_config") {
+        bootstrap.stats_config = read_stats_config(ctx, &f);
+    }
     msg.finish(ctx);
     bootstrap
 }
@@ -175,6 +179,52 @@ fn read_node(ctx: &mut Ctx, field: &Field<'_>) -> Node {
     }
     msg.finish(ctx);
     node
+}
+
+const STATS_CONFIG: &[&str] = &["stats_tags", "use_all_default_tags", "stats_matcher", "histogram_bucket_settings"];
+const TAG_SPECIFIER: &[&str] = &["tag_name", "regex", "fixed_value"];
+
+/// `stats_config`: `stats_tags` (each a `tag_name` with a `regex` that compiles, or a
+/// `fixed_value`; names unique) and `use_all_default_tags`.
+fn read_stats_config(ctx: &mut Ctx, field: &Field<'_>) -> StatsConfig {
+    let mut config = StatsConfig::default();
+    let Some(mut msg) = field.message(ctx, STATS_CONFIG) else { return config };
+    let mut names = Vec::new();
+    for item in msg.get(ctx, "stats_tags").map(|f| f.list()).unwrap_or_default() {
+        let Some(mut tag) = item.message(ctx, TAG_SPECIFIER) else { continue };
+        let name = tag.required(ctx, "tag_name").and_then(|f| f.string(ctx)).unwrap_or_default();
+        if names.contains(&name) {
+            item.error(ctx, format!("tag name {name:?} is given twice"));
+        }
+        names.push(name.clone());
+        tag.at_most_one(ctx, &["regex", "fixed_value"]);
+        let value = if let Some(f) = tag.get(ctx, "fixed_value") {
+            f.string(ctx).map(StatsTagValue::Fixed)
+        } else if let Some(f) = tag.get(ctx, "regex") {
+            let text = f.string(ctx).unwrap_or_default();
+            match compile_regex(ctx, &f, &text) {
+                Some(re) if re.captures_len() > 1 => Some(StatsTagValue::Regex(text)),
+                Some(_) => {
+                    f.error(ctx, "needs a capture group (the part of the name to cut; a second one is the value)");
+                    None
+                }
+                None => None,
+            }
+        } else {
+            // Envoy has a default regex for its own tag names; wasmproxy extracts those itself.
+            ctx.error(tag.origin(), "one of regex or fixed_value is required");
+            None
+        };
+        tag.finish(ctx);
+        if let Some(value) = value {
+            config.stats_tags.push(StatsTag { tag_name: name, value });
+        }
+    }
+    if let Some(f) = msg.get(ctx, "use_all_default_tags") {
+        config.use_all_default_tags = f.bool_value(ctx).unwrap_or(true);
+    }
+    msg.finish(ctx);
+    config
 }
 
 fn read_admin(ctx: &mut Ctx, field: &Field<'_>) -> Option<Admin> {

@@ -23,6 +23,8 @@ pub struct Bootstrap {
     /// `stats_flush_interval` (Envoy's default: 5 s): histograms and `server.uptime` are
     /// refreshed on it.
     pub stats_flush_interval: Duration,
+    /// `stats_config`: tags extracted from stat names.
+    pub stats_config: StatsConfig,
     /// The configuration as given, as JSON (admin `/config_dump`).
     pub document: serde_json::Value,
     /// `dynamic_resources`: listeners and clusters read from files and read again when
@@ -132,6 +134,7 @@ impl Default for Bootstrap {
             node: Node::default(),
             runtime: Vec::new(),
             stats_flush_interval: Duration::from_secs(5),
+            stats_config: StatsConfig::default(),
             document: serde_json::Value::Null,
             dynamic_resources: DynamicResources::default(),
         }
@@ -187,6 +190,40 @@ pub struct Metadata {
     pub filter_metadata: Vec<(String, Vec<(String, StructValue)>)>,
     /// `typed_filter_metadata` (each a `google.protobuf.Struct`).
     pub typed_filter_metadata: Vec<(String, Vec<(String, StructValue)>)>,
+}
+
+/// `stats_config`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsConfig {
+    /// `stats_tags`, in order.
+    pub stats_tags: Vec<StatsTag>,
+    /// `use_all_default_tags` (default true): Envoy's own tags (`envoy_cluster_name`, ...).
+    pub use_all_default_tags: bool,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig { stats_tags: Vec::new(), use_all_default_tags: true }
+    }
+}
+
+/// One of `stats_tags` (`envoy.config.metrics.v3.TagSpecifier`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsTag {
+    /// `tag_name`.
+    pub tag_name: String,
+    /// `regex` (checked to compile: its first capture group is cut from the name, its
+    /// second, or else its first, is the value) or `fixed_value`.
+    pub value: StatsTagValue,
+}
+
+/// Where a tag's value comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatsTagValue {
+    /// `regex`.
+    Regex(String),
+    /// `fixed_value`.
+    Fixed(String),
 }
 
 /// The admin listener.

@@ -262,20 +262,22 @@ fn read_regex(ctx: &mut Ctx, field: &Field<'_>) -> Option<String> {
     }
     let regex = msg.required(ctx, "regex").and_then(|f| {
         let text = f.string(ctx)?;
-        check_regex(ctx, &f, &text).then_some(text)
+        compile_regex(ctx, &f, &text).map(|_| text)
     });
     msg.finish(ctx);
     regex
 }
 
-fn check_regex(ctx: &mut Ctx, field: &Field<'_>, regex: &str) -> bool {
+/// The regex, compiled; an error on one line (`invalid regex: unclosed group`) if it does
+/// not compile.
+pub(crate) fn compile_regex(ctx: &mut Ctx, field: &Field<'_>, regex: &str) -> Option<regex::Regex> {
     match regex::Regex::new(regex) {
-        Ok(_) => true,
+        Ok(re) => Some(re),
         Err(e) => {
             let text = e.to_string();
             let detail = text.lines().find_map(|l| l.strip_prefix("error: ")).unwrap_or(&text);
             field.error(ctx, format!("invalid regex: {detail}"));
-            false
+            None
         }
     }
 }

@@ -364,3 +364,29 @@ fn listener_buffer_limit() {
          (line 4, column 40)"
     );
 }
+
+#[test]
+fn bad_stats_tags_and_metadata() {
+    let stats = "stats_config:\n  stats_tags:\n  - { tag_name: a, regex: '(unclosed' }\n  - { tag_name: b, regex: 'no_group' }\n  - { tag_name: a, fixed_value: x }\n  - { tag_name: c }\n  stats_matcher: { reject_all: true }\nstatic_resources:\n";
+    let got = errors(&[("static_resources:\n", stats)]);
+    assert_eq!(
+        got,
+        [
+            "stats_config.stats_tags[0].regex: invalid regex: unclosed group (line 3, column 27)",
+            "stats_config.stats_tags[1].regex: needs a capture group (the part of the name to cut; a second one is the value) (line 4, column 27)",
+            "stats_config.stats_tags[2]: tag name \"a\" is given twice (line 5, column 5)",
+            "stats_config.stats_tags[3]: one of regex or fixed_value is required (line 6, column 5)",
+            "stats_config.stats_matcher: not supported by wasmproxy (line 7, column 3)",
+        ]
+    );
+    assert_eq!(
+        errors(&[(
+            "route: { cluster: backend }",
+            "route: { cluster: backend }\n                metadata: { typed_filter_metadata: { x: { \"@type\": type.googleapis.com/google.protobuf.StringValue, value: v } } }"
+        )]),
+        vec![format!(
+            "{HCM}.route_config.virtual_hosts[0].routes[0].metadata.typed_filter_metadata.x: metadata of type \
+             google.protobuf.StringValue is not supported by wasmproxy (use google.protobuf.Struct) (line 19, column 57)"
+        )]
+    );
+}

@@ -9,9 +9,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::histogram::Bins;
+use crate::tags::TagRules;
 
 /// Thread slots per counter and histogram; threads beyond share slots (still correct:
 /// the cells are atomics).
@@ -260,6 +261,8 @@ impl Histogram {
 #[derive(Default)]
 pub struct Store {
     inner: Mutex<Registry>,
+    /// `stats_config`'s tag rules, set once at start (none: Envoy's own tags only).
+    tag_rules: OnceLock<TagRules>,
 }
 
 #[derive(Default)]
@@ -285,12 +288,27 @@ impl Store {
         Arc::new(Store::default())
     }
 
+    /// Sets the tag rules of `stats_config`, for every stat made from now on; `false` if
+    /// they were set already (they cannot change while the process runs, as in Envoy).
+    pub fn set_tag_rules(&self, rules: TagRules) -> bool {
+        self.tag_rules.set(rules).is_ok()
+    }
+
+    /// A new stat's name under the tag rules.
+    fn tagged(&self, name: StatName) -> StatName {
+        match self.tag_rules.get() {
+            Some(rules) => rules.apply(name),
+            None => name,
+        }
+    }
+
     /// The counter of that name, created at 0 on first use.
     pub fn counter(&self, name: StatName) -> Counter {
         let mut r = lock(&self.inner);
         r.counters
             .entry(name.name.clone())
             .or_insert_with(|| {
+                let name = self.tagged(name);
                 Counter(Arc::new(CounterCells { name, cells: Default::default(), used: AtomicBool::new(false) }))
             })
             .clone()
@@ -302,6 +320,7 @@ impl Store {
         r.gauges
             .entry(name.name.clone())
             .or_insert_with(|| {
+                let name = self.tagged(name);
                 Gauge(Arc::new(GaugeCell { name, value: AtomicU64::new(0), used: AtomicBool::new(false) }))
             })
             .clone()
@@ -314,7 +333,7 @@ impl Store {
             .entry(name.name.clone())
             .or_insert_with(|| {
                 Histogram(Arc::new(HistogramCells {
-                    name,
+                    name: self.tagged(name),
                     unit,
                     cells: Default::default(),
                     flushed: Mutex::default(),

@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use wasmproxy_config::model::{StatsConfig, StatsTagValue};
 use wasmproxy_stats::store::Unit;
-use wasmproxy_stats::{Counter, Gauge, Histogram, Scope, Store};
+use wasmproxy_stats::{Counter, Gauge, Histogram, Scope, Store, TagRule, TagRules, TagValue};
 
 /// A response code's class (1..=5), or `None` outside 100..=599.
 fn class(code: u16) -> Option<usize> {
@@ -47,6 +48,23 @@ impl CodeClasses {
         }
         self.completed.inc();
     }
+}
+
+/// The stats store's tag rules for the bootstrap's `stats_config` (its regexes were checked
+/// when the configuration was read).
+pub fn tag_rules(config: &StatsConfig) -> TagRules {
+    let custom = config
+        .stats_tags
+        .iter()
+        .filter_map(|t| {
+            let value = match &t.value {
+                StatsTagValue::Regex(re) => TagValue::Regex(regex::Regex::new(re).ok()?),
+                StatsTagValue::Fixed(v) => TagValue::Fixed(v.clone()),
+            };
+            Some(TagRule { name: t.tag_name.clone(), value })
+        })
+        .collect();
+    TagRules { custom, defaults: config.use_all_default_tags }
 }
 
 /// A listener address as Envoy writes it in stat names, from the configured address (a

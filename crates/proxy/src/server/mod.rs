@@ -20,7 +20,7 @@ use wasmproxy_config::model::{Bootstrap, SocketAddress};
 use wasmproxy_host::{EngineConfig, WasmEngine};
 
 use crate::admin::{AdminState, LogControl};
-use crate::observe::stats::Upstreams;
+use crate::observe::stats::{Upstreams, tag_rules};
 use crate::server::control::Control;
 use crate::server::snapshot::Builder;
 use crate::server::tunables::{ConnectionLimits, Tunables};
@@ -112,6 +112,7 @@ impl Server {
         }
         let engine = WasmEngine::new(engine_config).map_err(|e| ServerError::Plugin(e.to_string()))?;
         let store = engine.shared().metrics.store().clone();
+        store.set_tag_rules(tag_rules(&config.stats_config));
         let mut builder = Builder::new(engine, config.node.clone());
         // Services are bootstrap extensions: checked once, against the static clusters.
         let static_clusters: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();

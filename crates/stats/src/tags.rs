@@ -1,0 +1,113 @@
+//! Tag extraction configured by the bootstrap's `stats_config`: each of `stats_tags` either
+//! cuts a regex's first capture group out of matching names and takes its second (or, with
+//! one group, its first) group as the tag's value, or gives every stat a fixed value; and
+//! `use_all_default_tags: false` turns off Envoy's own tags (`envoy_cluster_name`, ...).
+
+use regex::Regex;
+
+use crate::store::StatName;
+
+/// The tag rules of a process.
+#[derive(Debug, Clone)]
+pub struct TagRules {
+    /// `stats_tags`, in order.
+    pub custom: Vec<TagRule>,
+    /// `use_all_default_tags` (default true).
+    pub defaults: bool,
+}
+
+impl Default for TagRules {
+    fn default() -> Self {
+        TagRules { custom: Vec::new(), defaults: true }
+    }
+}
+
+/// One of `stats_tags`.
+#[derive(Debug, Clone)]
+pub struct TagRule {
+    /// `tag_name`.
+    pub name: String,
+    /// Where its value comes from.
+    pub value: TagValue,
+}
+
+/// `regex` or `fixed_value`.
+#[derive(Debug, Clone)]
+pub enum TagValue {
+    /// Searched for in the full name.
+    Regex(Regex),
+    /// The same for every stat.
+    Fixed(String),
+}
+
+impl TagRules {
+    /// A stat's name and tags under these rules: the custom tags first, in order, then
+    /// Envoy's own (when kept), as Envoy orders extracted tags.
+    pub fn apply(&self, mut name: StatName) -> StatName {
+        if !self.defaults {
+            name.tag_extracted = name.name.clone();
+            name.tags.clear();
+        }
+        let mut custom = Vec::new();
+        for rule in &self.custom {
+            match &rule.value {
+                TagValue::Fixed(value) => custom.push((rule.name.clone(), value.clone())),
+                TagValue::Regex(re) => {
+                    let Some(captures) = re.captures(&name.name) else { continue };
+                    let Some(cut) = captures.get(1) else { continue };
+                    let value = captures.get(2).unwrap_or(cut).as_str().to_string();
+                    if let Some(at) = name.tag_extracted.find(cut.as_str()) {
+                        name.tag_extracted.replace_range(at..at + cut.len(), "");
+                    }
+                    custom.push((rule.name.clone(), value));
+                }
+            }
+        }
+        custom.append(&mut name.tags);
+        name.tags = custom;
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str, re: &str) -> TagRule {
+        TagRule { name: name.into(), value: TagValue::Regex(Regex::new(re).unwrap()) }
+    }
+
+    /// The Go SDK's metrics example: two tags cut out of a plugin metric's name.
+    #[test]
+    fn regex_tags_cut_their_group_and_take_the_inner_one() {
+        let rules = TagRules {
+            custom: vec![rule("value", "(_value=([a-zA-Z]+))"), rule("reporter", "(_reporter=([a-zA-Z]+))")],
+            defaults: true,
+        };
+        let name = rules.apply(StatName::plain("wasmcustom.custom_header_value_counts_value=foo_reporter=wasmgosdk"));
+        assert_eq!(name.name, "wasmcustom.custom_header_value_counts_value=foo_reporter=wasmgosdk");
+        assert_eq!(name.tag_extracted, "wasmcustom.custom_header_value_counts");
+        assert_eq!(name.tags, vec![("value".into(), "foo".into()), ("reporter".into(), "wasmgosdk".into())]);
+        let untouched = rules.apply(StatName::plain("server.live"));
+        assert_eq!((untouched.tag_extracted.as_str(), untouched.tags.len()), ("server.live", 0));
+    }
+
+    #[test]
+    fn fixed_values_and_no_default_tags() {
+        let rules = TagRules {
+            custom: vec![
+                TagRule { name: "zone".into(), value: TagValue::Fixed("eu".into()) },
+                rule("only", "^(cluster)"),
+            ],
+            defaults: false,
+        };
+        let builtin = StatName {
+            name: "cluster.backend.upstream_rq_total".into(),
+            tag_extracted: "cluster.upstream_rq_total".into(),
+            tags: vec![("envoy_cluster_name".into(), "backend".into())],
+        };
+        let name = rules.apply(builtin);
+        assert_eq!(name.tag_extracted, ".backend.upstream_rq_total");
+        assert_eq!(name.tags, vec![("zone".into(), "eu".into()), ("only".into(), "cluster".into())]);
+    }
+}
