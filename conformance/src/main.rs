@@ -222,28 +222,24 @@ fn observe(
     if config.contains("stats_flush_interval") {
         std::thread::sleep(std::time::Duration::from_millis(1500));
     }
-    out.push_str("== plugin stats\n");
-    for l in running.plugin_stats() {
+    section(&mut out, "plugin stats", running.plugin_stats());
+    let regexes = |patterns: &[&str]| patterns.iter().filter_map(|r| regex::Regex::new(r).ok()).collect::<Vec<_>>();
+    if !s.stats.is_empty() {
+        section(&mut out, "admin stats", running.stats(&regexes(s.stats)));
+    }
+    if !s.prometheus.is_empty() {
+        section(&mut out, "admin prometheus stats", running.prometheus(&regexes(s.prometheus)));
+    }
+    Ok(normalize::listener(&out, &running.listener.to_string()))
+}
+
+/// Appends `== <title>` and the lines.
+fn section(out: &mut String, title: &str, lines: Vec<String>) {
+    out.push_str(&format!("== {title}\n"));
+    for l in lines {
         out.push_str(&l);
         out.push('\n');
     }
-    if !s.stats.is_empty() {
-        out.push_str("== admin stats\n");
-        let names: Vec<regex::Regex> = s.stats.iter().filter_map(|r| regex::Regex::new(r).ok()).collect();
-        for l in running.stats(&names) {
-            out.push_str(&l);
-            out.push('\n');
-        }
-    }
-    if !s.prometheus.is_empty() {
-        out.push_str("== admin prometheus stats\n");
-        let lines: Vec<regex::Regex> = s.prometheus.iter().filter_map(|r| regex::Regex::new(r).ok()).collect();
-        for l in running.prometheus(&lines) {
-            out.push_str(&l);
-            out.push('\n');
-        }
-    }
-    Ok(normalize::listener(&out, &running.listener.to_string()))
 }
 
 /// Replaces a dynamic resource file as Envoy wants it replaced: written beside it, then
