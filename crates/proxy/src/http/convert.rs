@@ -17,18 +17,27 @@ pub fn request_headers(parts: &http::request::Parts, scheme: &str) -> Headers {
         .map(|a| a.as_str().as_bytes().to_vec())
         .or_else(|| parts.headers.get(http::header::HOST).map(|v| v.as_bytes().to_vec()))
         .unwrap_or_default();
-    // The pseudo-headers in the order Envoy's codecs create them (plugins see the order).
+    // The pseudo-headers in the order Envoy's codecs create them (plugins see the order):
+    // HTTP/1 `:authority, :path, :method, :scheme`; HTTP/2 the client's order.
     let method = parts.method.as_str().as_bytes();
-    if parts.version == http::Version::HTTP_2 {
-        h.add(b":method", method);
-        h.add(b":scheme", scheme.as_bytes());
-        h.add(b":authority", &authority);
-        h.add(b":path", path.as_bytes());
-    } else {
-        h.add(b":authority", &authority);
-        h.add(b":path", path.as_bytes());
-        h.add(b":method", method);
-        h.add(b":scheme", scheme.as_bytes());
+    let pseudo = |h: &mut Headers, name: &str| match name {
+        ":method" => h.add(b":method", method),
+        ":scheme" => h.add(b":scheme", scheme.as_bytes()),
+        ":authority" => h.add(b":authority", &authority),
+        ":path" => h.add(b":path", path.as_bytes()),
+        _ => {}
+    };
+    match parts.extensions.get::<h2::ext::PseudoOrder>() {
+        Some(order) if parts.version == http::Version::HTTP_2 => {
+            order.names().for_each(|name| pseudo(&mut h, name));
+            // A pseudo-header hyper made up (`:scheme` or `:authority` the client left out).
+            for name in [":method", ":scheme", ":authority", ":path"] {
+                if !order.names().any(|n| n == name) {
+                    pseudo(&mut h, name);
+                }
+            }
+        }
+        _ => [":authority", ":path", ":method", ":scheme"].into_iter().for_each(|name| pseudo(&mut h, name)),
     }
     // `transfer-encoding` is framing (only `chunked` gets this far): Envoy's codec drops
     // it, and the upstream side frames the body again.
