@@ -115,6 +115,8 @@ pub struct VmState {
     pub(crate) alloc: Option<TypedFunc<i32, i32>>,
     /// Which export `alloc` is (`malloc` or `proxy_on_memory_allocate`), for trace logs.
     pub(crate) alloc_export: &'static str,
+    /// Every call between host and VM is logged (the level was trace when the VM was made).
+    pub(crate) traced: bool,
     /// Start-up or guest allocation: only logging and WASI may be called.
     pub(crate) restricted: bool,
     pub(crate) abi: AbiVersion,
@@ -156,6 +158,7 @@ impl VmState {
             memory: None,
             alloc: None,
             alloc_export: "",
+            traced: false,
             restricted: true,
             abi,
             vm,

@@ -2,7 +2,7 @@
 //! Envoy logs them (`--component-log-level wasm:trace`): `[host->vm] proxy_on_vm_start(1, 0)`,
 //! `[host<-vm] proxy_on_vm_start return: 1`, `[vm->host] env.proxy_log(2, 1076144, 21)`,
 //! `[vm<-host] env.proxy_log return: 0`. Numbers are shown unsigned, as Envoy shows them.
-//! Nothing is done when the level is off: VMs are then instantiated without the wrappers.
+//! A VM made while the level is off pays nothing: no wrappers, one flag read per callback.
 
 use wasmtime::{
     AsContextMut, Caller, Extern, Func, Instance, Linker, Module, Store, TypedFunc, Val, WasmParams, WasmResults,
@@ -10,7 +10,8 @@ use wasmtime::{
 
 use crate::state::VmState;
 
-/// Whether calls are logged (checked when a VM is made, and before each callback).
+/// Whether calls are logged: checked when a VM is made, which then logs all its calls, or
+/// none (a level changed later applies to the VMs made after it).
 pub(crate) fn enabled() -> bool {
     tracing::enabled!(target: "wasm", tracing::Level::TRACE)
 }
@@ -22,7 +23,7 @@ pub(crate) fn call<P: WasmParams + Shown, R: WasmResults + Shown>(
     f: &TypedFunc<P, R>,
     params: P,
 ) -> wasmtime::Result<R> {
-    if !enabled() {
+    if !store.as_context().data().traced {
         return f.call(store, params);
     }
     tracing::trace!(target: "wasm", "[host->vm] {name}({})", params.shown());

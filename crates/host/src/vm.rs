@@ -156,7 +156,8 @@ impl WasmVm {
         store.epoch_deadline_trap();
         let deadline_ticks = engine.inner.deadline_ticks;
         store.set_epoch_deadline(deadline_ticks);
-        let instance = if trace::enabled() {
+        store.data_mut().traced = trace::enabled();
+        let instance = if store.data().traced {
             trace::instantiate(&engine.inner.linker, &mut store, module.pre.module())
         } else {
             module.pre.instantiate(&mut store)
