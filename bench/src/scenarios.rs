@@ -60,6 +60,55 @@ static_resources:
     )
 }
 
+/// A bootstrap with one TCP proxy listener to the upstream: the probe as a Wasm network
+/// filter (seeing every chunk both ways, reading the cluster's metadata once per
+/// connection) and a file access log, written when a connection ends.
+pub fn tcp_bootstrap() -> String {
+    let probe = r#"{"kind": "stream", "phases": {"new_connection": [["get_property", "xds.listener_metadata"]], "downstream_data": [], "upstream_data": []}}"#;
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    metadata: {{ filter_metadata: {{ bench: {{ kind: tcp }} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.wasm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
+          config:
+            name: net
+            root_id: net_root
+            vm_config:
+              vm_id: net_vm
+              code: {{ local: {{ filename: "@PLUGINS@/probe.wasm" }} }}
+            configuration:
+              "@type": type.googleapis.com/google.protobuf.StringValue
+              value: '{probe}'
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: bench_tcp
+          cluster: upstream
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: /dev/null
+  clusters:
+  - name: upstream
+    type: STATIC
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: @UPSTREAM_PORT@ }} }} }}
+"#
+    )
+}
+
 /// The header filter of the issue: reads one request header, adds two response headers
 /// from its configuration, counts requests.
 pub fn header_filter(name: &str, file: &str) -> String {
@@ -121,5 +170,11 @@ pub fn all() -> Vec<Scenario> {
             "/direct",
         ),
         body("direct_response_no_filter", "a direct response, no filter", bootstrap(""), "/direct"),
+        body(
+            "tcp_proxy_network_filter",
+            "HTTP/1.1 through a TCP proxy with a Wasm network filter and a file access log",
+            tcp_bootstrap(),
+            "/",
+        ),
     ]
 }

@@ -127,13 +127,13 @@ impl TcpChain {
             };
             let (direction, from, chunk, eos) = match event {
                 Event::Downstream(Ok(n)) => {
-                    let (chunk, eos) = gather(&down_read, &down_buf[..n]).await;
+                    let (chunk, eos) = gather(&down_read, &mut down_buf, n).await;
                     info.borrow_mut().request_body_size += chunk.len() as u64;
                     down_read_done |= eos;
                     (StreamType::Downstream, 0, chunk, eos)
                 }
                 Event::Upstream(Ok(n)) => {
-                    let (chunk, eos) = gather(&up_read, &up_buf[..n]).await;
+                    let (chunk, eos) = gather(&up_read, &mut up_buf, n).await;
                     up_read_done |= eos;
                     (StreamType::Upstream, 0, chunk, eos)
                 }
@@ -232,21 +232,21 @@ async fn next_action(filters: &mut [Option<ConnectionFilter>]) -> (usize, Stream
     .await
 }
 
-/// The bytes just read and whatever else is already there, as one chunk, and whether the
-/// peer's end came with them (Envoy reads until the socket would block). The worker's
-/// other tasks run once before giving up, so an end right behind the data is seen.
-async fn gather(from: &tokio::net::tcp::OwnedReadHalf, first: &[u8]) -> (Bytes, bool) {
-    if first.is_empty() {
+/// The `n` bytes just read into `buf` and whatever else is already there, as one chunk,
+/// and whether the peer's end came with them (Envoy reads until the socket would block).
+/// The worker's other tasks run once before giving up, so an end right behind the data is
+/// seen. `buf` is reused for the further reads (no buffer is allocated per chunk).
+async fn gather(from: &tokio::net::tcp::OwnedReadHalf, buf: &mut [u8], n: usize) -> (Bytes, bool) {
+    if n == 0 {
         return (Bytes::new(), true);
     }
-    let mut chunk = first.to_vec();
-    let mut more = vec![0u8; TCP_READ_BYTES];
+    let mut chunk = buf[..n].to_vec();
     let mut yielded = false;
     loop {
-        match from.try_read(&mut more) {
+        match from.try_read(buf) {
             Ok(0) => return (chunk.into(), true),
             Ok(n) => {
-                chunk.extend_from_slice(&more[..n]);
+                chunk.extend_from_slice(&buf[..n]);
                 yielded = false;
                 if chunk.len() >= BUFFER_LIMIT_BYTES {
                     return (chunk.into(), false);
