@@ -8,9 +8,9 @@ use crate::scenario::{Scenario, wasm_filter};
 
 /// The listener and cluster managers' stats that both proxies keep.
 const STATS: &[&str] = &[
-    r"^listener_manager\.lds\.update_(attempt|success|rejected|failure): ",
+    r"^listener_manager\.lds\.(update_(attempt|success|rejected|failure)|version|version_text): ",
     r"^listener_manager\.(listener_(added|modified|removed)|total_listeners_active): ",
-    r"^cluster_manager\.cds\.update_(attempt|success|rejected|failure): ",
+    r"^cluster_manager\.cds\.(update_(attempt|success|rejected|failure)|version|version_text): ",
     r"^cluster_manager\.(cluster_(added|modified|removed)|active_clusters): ",
 ];
 
@@ -212,8 +212,8 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             config: rds_eds_bootstrap(),
             stats: &[
-                r"^http\.ingress\.rds\.from_file\.update_(attempt|success|rejected|failure): ",
-                r"^cluster\.upstream\.update_(attempt|success|rejected|failure): ",
+                r"^http\.ingress\.rds\.from_file\.(update_(attempt|success|rejected|failure)|version|version_text): ",
+                r"^cluster\.upstream\.(update_(attempt|success|rejected|failure)|version|version_text): ",
             ],
             files: vec![("rds.yaml", rds("r1", "")), ("eds.yaml", eds("e1", "@UPSTREAM_PORT@"))],
             ..dynamic(

@@ -13,5 +13,5 @@ pub mod render;
 pub mod store;
 pub mod tags;
 
-pub use store::{Counter, Gauge, Histogram, Scope, StatName, Store};
+pub use store::{Counter, Gauge, Histogram, Scope, StatName, Store, TextReadout};
 pub use tags::{TagRule, TagRules, TagValue};

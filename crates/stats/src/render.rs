@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use crate::histogram::{Bins, DEFAULT_BUCKETS, SUPPORTED_QUANTILES};
-use crate::store::{Counter, Gauge, Histogram, Snapshot, StatName};
+use crate::store::{Counter, Gauge, Histogram, Snapshot, StatName, TextReadout};
 
 /// How `P0` ... `P100` are labelled (Envoy prints `100 * q` with `{:g}`).
 const QUANTILE_LABELS: [&str; 10] = ["0", "25", "50", "75", "90", "95", "99", "99.5", "99.9", "100"];
@@ -40,7 +40,7 @@ pub enum Kind {
     Gauges,
     /// `Histograms`.
     Histograms,
-    /// `TextReadouts` (wasmproxy has none).
+    /// `TextReadouts`.
     TextReadouts,
 }
 
@@ -114,9 +114,17 @@ fn histograms<'a>(s: &'a Snapshot, sel: &Selection) -> impl Iterator<Item = &'a 
     s.histograms.iter().filter(move |h| sel.shows(h.name(), h.used(), Kind::Histograms))
 }
 
-/// `/stats`: `name: value` lines, then histograms.
+fn text_readouts<'a>(s: &'a Snapshot, sel: &Selection) -> impl Iterator<Item = &'a TextReadout> {
+    let sel = sel.clone();
+    s.text_readouts.iter().filter(move |t| sel.shows(t.name(), t.used(), Kind::TextReadouts))
+}
+
+/// `/stats`: the text readouts (`name: "text"`), then `name: value` lines, then histograms.
 pub fn text(s: &Snapshot, sel: &Selection) -> String {
     let mut out = String::new();
+    for t in text_readouts(s, sel) {
+        let _ = writeln!(out, "{}: {}", t.name().name, json_string(&t.value()));
+    }
     for (name, value) in scalars(s, sel) {
         let _ = writeln!(out, "{}: {value}", name.name);
     }
@@ -166,6 +174,10 @@ pub fn json(s: &Snapshot, sel: &Selection) -> String {
         }
         first = false;
     };
+    for t in text_readouts(s, sel) {
+        sep(&mut out);
+        let _ = write!(out, "{{\"name\":{},\"value\":{}}}", json_string(&t.name().name), json_string(&t.value()));
+    }
     for (name, value) in scalars(s, sel) {
         sep(&mut out);
         let _ = write!(out, "{{\"name\":{},\"value\":{value}}}", json_string(&name.name));
@@ -396,6 +408,25 @@ fn json_string(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::store::{Scope, Store, Unit};
+
+    /// Envoy 1.40 lists text readouts first, quoted in text and as strings in JSON, and
+    /// leaves them out of Prometheus.
+    #[test]
+    fn text_readouts_come_first() {
+        let store = Store::new();
+        store.counter(StatName::plain("listener_manager.lds.update_success")).inc();
+        store.text_readout(StatName::plain("listener_manager.lds.version_text")).set("v2");
+        let s = store.snapshot();
+        let sel = Selection::default();
+        assert_eq!(
+            text(&s, &sel),
+            "listener_manager.lds.version_text: \"v2\"\nlistener_manager.lds.update_success: 1\n"
+        );
+        assert!(json(&s, &sel).starts_with(
+            r#"{"stats":[{"name":"listener_manager.lds.version_text","value":"v2"},{"name":"listener_manager.lds.update_success","value":1}"#
+        ));
+        assert!(!prometheus(&s, &sel).contains("version_text"));
+    }
 
     #[test]
     fn numbers_print_as_envoy_prints_them() {

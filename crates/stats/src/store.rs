@@ -181,6 +181,39 @@ impl Gauge {
     }
 }
 
+/// A text readout (Envoy's `TextReadout`): a string, e.g. `listener_manager.lds.version_text`.
+#[derive(Clone)]
+pub struct TextReadout(Arc<TextCell>);
+
+struct TextCell {
+    name: StatName,
+    value: Mutex<String>,
+    used: AtomicBool,
+}
+
+impl TextReadout {
+    /// Sets the text.
+    pub fn set(&self, value: &str) {
+        *lock(&self.0.value) = value.to_string();
+        self.0.used.store(true, Ordering::Relaxed);
+    }
+
+    /// The text.
+    pub fn value(&self) -> String {
+        lock(&self.0.value).clone()
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &StatName {
+        &self.0.name
+    }
+
+    /// Whether it was ever set.
+    pub fn used(&self) -> bool {
+        self.0.used.load(Ordering::Relaxed)
+    }
+}
+
 /// A histogram of integer samples (milliseconds, bytes, a plugin's values).
 #[derive(Clone)]
 pub struct Histogram(Arc<HistogramCells>);
@@ -270,6 +303,7 @@ struct Registry {
     counters: BTreeMap<String, Counter>,
     gauges: BTreeMap<String, Gauge>,
     histograms: BTreeMap<String, Histogram>,
+    text_readouts: BTreeMap<String, TextReadout>,
 }
 
 /// A point-in-time copy of the registry's handles, sorted by name.
@@ -280,6 +314,8 @@ pub struct Snapshot {
     pub gauges: Vec<Gauge>,
     /// The histograms.
     pub histograms: Vec<Histogram>,
+    /// The text readouts.
+    pub text_readouts: Vec<TextReadout>,
 }
 
 impl Store {
@@ -343,6 +379,18 @@ impl Store {
             .clone()
     }
 
+    /// The text readout of that name, created empty on first use.
+    pub fn text_readout(&self, name: StatName) -> TextReadout {
+        let mut r = lock(&self.inner);
+        r.text_readouts
+            .entry(name.name.clone())
+            .or_insert_with(|| {
+                let name = self.tagged(name);
+                TextReadout(Arc::new(TextCell { name, value: Mutex::default(), used: AtomicBool::new(false) }))
+            })
+            .clone()
+    }
+
     /// Flushes every histogram (Envoy's stats flush).
     pub fn flush(&self) {
         for h in self.snapshot().histograms {
@@ -357,6 +405,7 @@ impl Store {
             counters: r.counters.values().cloned().collect(),
             gauges: r.gauges.values().cloned().collect(),
             histograms: r.histograms.values().cloned().collect(),
+            text_readouts: r.text_readouts.values().cloned().collect(),
         }
     }
 }

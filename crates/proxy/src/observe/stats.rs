@@ -1,6 +1,7 @@
 //! The proxy's own stats, under Envoy's names and with Envoy's tags: the HTTP connection
 //! manager's (`http.<stat_prefix>.*`), listeners' (`listener.<address>.*`), clusters'
-//! (`cluster.<name>.*`), the server's (`server.*`) and the Wasm runtime's (`wasm.*`).
+//! (`cluster.<name>.*`), the server's (`server.*`), the Wasm runtime's (`wasm.*`) and the
+//! configuration files' subscriptions (`listener_manager.lds.*`, ...).
 //! Each worker takes handles once; recording is a relaxed add on the thread's own cell.
 
 use std::cell::RefCell;
@@ -9,9 +10,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use wasmproxy_config::ResourceFileError;
 use wasmproxy_config::model::{StatsConfig, StatsTagValue};
 use wasmproxy_stats::store::Unit;
-use wasmproxy_stats::{Counter, Gauge, Histogram, Scope, Store, TagRule, TagRules, TagValue};
+use wasmproxy_stats::{Counter, Gauge, Histogram, Scope, StatName, Store, TagRule, TagRules, TagValue, TextReadout};
 
 /// A response code's class (1..=5), or `None` outside 100..=599.
 fn class(code: u16) -> Option<usize> {
@@ -47,6 +49,59 @@ impl CodeClasses {
             self.xx[c - 1].inc();
         }
         self.completed.inc();
+    }
+}
+
+/// Envoy's stats of one subscription, here a watched file (`listener_manager.lds.`,
+/// `cluster_manager.cds.`, `http.<prefix>.rds.<name>.`, `cluster.<name>.` for EDS):
+/// `update_attempt`, `update_success`, `update_rejected`, `update_failure`, and the accepted
+/// `version_info` as `version_text` and as `version` (its xxHash64, as Envoy shows it).
+pub struct SubscriptionStats {
+    attempt: Counter,
+    success: Counter,
+    rejected: Counter,
+    failure: Counter,
+    version: Gauge,
+    version_text: TextReadout,
+}
+
+impl SubscriptionStats {
+    /// The stats under `prefix` (which ends with `.`), shown at 0 from now on.
+    pub fn new(store: &Store, prefix: &str) -> SubscriptionStats {
+        let c = |name: &str| store.counter(StatName::plain(format!("{prefix}{name}")));
+        SubscriptionStats {
+            attempt: c("update_attempt"),
+            success: c("update_success"),
+            rejected: c("update_rejected"),
+            failure: c("update_failure"),
+            version: store.gauge(StatName::plain(format!("{prefix}version"))),
+            version_text: store.text_readout(StatName::plain(format!("{prefix}version_text"))),
+        }
+    }
+
+    /// A changed file is being read.
+    pub fn attempted(&self) {
+        self.attempt.inc();
+    }
+
+    /// Its resources were taken: this `version_info` is served.
+    pub fn accepted(&self, version_info: &str) {
+        self.success.inc();
+        self.version.set(twox_hash::XxHash64::oneshot(0, version_info.as_bytes()));
+        self.version_text.set(version_info);
+    }
+
+    /// Its resources were refused (they do not make a configuration that can serve).
+    pub fn rejected(&self) {
+        self.rejected.inc();
+    }
+
+    /// A file that was not taken: unreadable (`update_failure`) or refused (`update_rejected`).
+    pub fn not_taken(&self, error: &ResourceFileError) {
+        match error {
+            ResourceFileError::Unreadable(_) => self.failure.inc(),
+            ResourceFileError::Refused(_) => self.rejected.inc(),
+        }
     }
 }
 

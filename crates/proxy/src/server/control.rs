@@ -9,11 +9,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use wasmproxy_config::ResourceFileError;
 use wasmproxy_config::model::{Bootstrap, Cluster, FileSource, Listener, ResourceFile, SocketAddress};
 use wasmproxy_stats::{Counter, Gauge, StatName, Store};
 
 use crate::admin::{Accepted, LiveView};
+use crate::observe::stats::SubscriptionStats;
 use crate::server::ServerError;
 use crate::server::listener::bind_reuseport;
 use crate::server::referenced::ReferencedFiles;
@@ -31,35 +31,6 @@ struct Bound {
     address: SocketAddr,
     /// Whether it takes connections (a listener without a terminal filter wasmproxy serves does not).
     serves: bool,
-}
-
-/// Envoy's stats of one file subscription (`listener_manager.lds.*`, `cluster_manager.cds.*`).
-struct SubscriptionStats {
-    attempt: Counter,
-    success: Counter,
-    rejected: Counter,
-    failure: Counter,
-}
-
-impl SubscriptionStats {
-    fn new(store: &Store, prefix: &str) -> SubscriptionStats {
-        let c = |name: &str| store.counter(StatName::plain(format!("{prefix}.{name}")));
-        SubscriptionStats {
-            attempt: c("update_attempt"),
-            success: c("update_success"),
-            rejected: c("update_rejected"),
-            failure: c("update_failure"),
-        }
-    }
-
-    /// A file that was not taken: unreadable (`update_failure`) or refused (`update_rejected`).
-    fn not_taken(&self, kind: &str, path: &Path, error: &ResourceFileError) {
-        match error {
-            ResourceFileError::Unreadable(_) => self.failure.inc(),
-            ResourceFileError::Refused(_) => self.rejected.inc(),
-        }
-        tracing::warn!("{kind}: {} rejected:\n{error}", path.display());
-    }
 }
 
 /// Envoy's listener and cluster manager stats.
@@ -89,8 +60,8 @@ impl ManagerStats {
             cluster_modified: c("cluster_manager.cluster_modified"),
             cluster_removed: c("cluster_manager.cluster_removed"),
             clusters_active: g("cluster_manager.active_clusters"),
-            lds: SubscriptionStats::new(store, "listener_manager.lds"),
-            cds: SubscriptionStats::new(store, "cluster_manager.cds"),
+            lds: SubscriptionStats::new(store, "listener_manager.lds."),
+            cds: SubscriptionStats::new(store, "cluster_manager.cds."),
         }
     }
 }
@@ -166,19 +137,19 @@ impl Control {
         match self.apply(self.all_listeners(), self.all_clusters()) {
             Ok(()) => {
                 if self.listeners.is_some() {
-                    self.stats.lds.success.inc();
+                    self.stats.lds.accepted(&self.version(true));
                 }
                 if self.clusters.is_some() {
-                    self.stats.cds.success.inc();
+                    self.stats.cds.accepted(&self.version(false));
                 }
             }
             Err(e) if self.listeners.is_some() || self.clusters.is_some() => {
                 tracing::warn!("dynamic resources rejected at start: {e}");
                 if self.listeners.take().is_some() {
-                    self.stats.lds.rejected.inc();
+                    self.stats.lds.rejected();
                 }
                 if self.clusters.take().is_some() {
-                    self.stats.cds.rejected.inc();
+                    self.stats.cds.rejected();
                 }
                 self.apply(self.all_listeners(), self.all_clusters())?;
             }
@@ -225,11 +196,12 @@ impl Control {
         if !changed(&source.path, &mut self.last_cds_text) {
             return false;
         }
-        self.stats.cds.attempt.inc();
+        self.stats.cds.attempted();
         let file = match wasmproxy_config::load_cluster_file(&source.path, Path::new("")) {
             Ok(file) => file,
             Err(error) => {
-                self.stats.cds.not_taken("cds", &source.path, &error);
+                self.stats.cds.not_taken(&error);
+                tracing::warn!("cds: {} rejected:\n{error}", source.path.display());
                 return false;
             }
         };
@@ -239,11 +211,11 @@ impl Control {
         }
         if let Err(e) = self.apply(self.all_listeners(), self.all_clusters()) {
             self.clusters = previous;
-            self.stats.cds.rejected.inc();
+            self.stats.cds.rejected();
             tracing::warn!("cds: {} rejected: {e}", source.path.display());
             return false;
         }
-        self.stats.cds.success.inc();
+        self.stats.cds.accepted(&self.version(false));
         tracing::info!("cds: {} accepted (version {:?})", source.path.display(), self.version(false));
         true
     }
@@ -253,17 +225,18 @@ impl Control {
         if !changed(&source.path, &mut self.last_lds_text) {
             return false;
         }
-        self.stats.lds.attempt.inc();
+        self.stats.lds.attempted();
         let clusters: Vec<String> = self.all_clusters().iter().map(|c| c.name.clone()).collect();
         let file = match wasmproxy_config::load_listener_file(&source.path, Path::new(""), &clusters) {
             Ok(file) => file,
             Err(error) => {
-                self.stats.lds.not_taken("lds", &source.path, &error);
+                self.stats.lds.not_taken(&error);
+                tracing::warn!("lds: {} rejected:\n{error}", source.path.display());
                 return false;
             }
         };
         if let Some(clash) = file.resources.iter().find(|l| self.bootstrap.listeners.iter().any(|s| s.name == l.name)) {
-            self.stats.lds.rejected.inc();
+            self.stats.lds.rejected();
             tracing::warn!("lds: {} rejected: listener {:?} is a static listener", source.path.display(), clash.name);
             return false;
         }
@@ -273,11 +246,11 @@ impl Control {
         }
         if let Err(e) = self.apply(self.all_listeners(), self.all_clusters()) {
             self.listeners = previous;
-            self.stats.lds.rejected.inc();
+            self.stats.lds.rejected();
             tracing::warn!("lds: {} rejected: {e}", source.path.display());
             return false;
         }
-        self.stats.lds.success.inc();
+        self.stats.lds.accepted(&self.version(true));
         tracing::info!("lds: {} accepted (version {:?})", source.path.display(), self.version(true));
         true
     }

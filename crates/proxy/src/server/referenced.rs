@@ -5,12 +5,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use wasmproxy_stats::{StatName, Store};
+use wasmproxy_stats::Store;
 
 use wasmproxy_config::model::{
     Cluster, FileSource, Listener, LoadAssignment, NetworkFilter, ResourceFile, RouteConfig,
 };
 use wasmproxy_config::{ResourceFileError, load_endpoint_file, load_route_file};
+
+use crate::observe::stats::SubscriptionStats;
 
 /// One referenced file.
 #[derive(Clone)]
@@ -109,12 +111,8 @@ fn refresh<T: Clone + PartialEq>(
 ) -> bool {
     let before: Vec<(PathBuf, Option<ResourceFile<T>>)> =
         files.iter().map(|f| (f.source.path.clone(), f.accepted.clone())).collect();
-    // Envoy shows a subscription's counters from its start, at 0.
-    for w in wanted {
-        for name in ["update_attempt", "update_success", "update_failure", "update_rejected"] {
-            store.counter(StatName::plain(format!("{}{name}", w.stats_prefix)));
-        }
-    }
+    // Envoy shows a subscription's stats from its start, at 0.
+    let stats: Vec<SubscriptionStats> = wanted.iter().map(|w| SubscriptionStats::new(store, &w.stats_prefix)).collect();
     files.retain(|f| wanted.iter().any(|w| w.source.path == f.source.path));
     for w in wanted {
         if !files.iter().any(|f| f.source.path == w.source.path) {
@@ -128,14 +126,11 @@ fn refresh<T: Clone + PartialEq>(
         }
         file.last_text = Some(text);
         let read = load(&file.source.path);
-        let outcome = match &read {
-            Ok(_) => "update_success",
-            Err(ResourceFileError::Unreadable(_)) => "update_failure",
-            Err(ResourceFileError::Refused(_)) => "update_rejected",
-        };
-        for w in wanted.iter().filter(|w| w.source.path == file.source.path) {
-            for name in ["update_attempt", outcome] {
-                store.counter(StatName::plain(format!("{}{name}", w.stats_prefix))).inc();
+        for (_, stats) in wanted.iter().zip(&stats).filter(|(w, _)| w.source.path == file.source.path) {
+            stats.attempted();
+            match &read {
+                Ok(read) => stats.accepted(&read.version_info),
+                Err(e) => stats.not_taken(e),
             }
         }
         match read {
