@@ -468,6 +468,18 @@ fn local_replies() -> Vec<Scenario> {
             vec![Request::get("/direct"), Request::get("/direct").h2()],
         ),
         s(
+            "grpc_local_reply_in_the_response_phase",
+            "a plugin answers a gRPC request itself when the upstream's response headers come",
+            bootstrap(
+                "",
+                &probe(
+                    "p",
+                    json!({"phases": {"response_headers": [["send_local_response", "403", "denied late", "x-why=policy", ""]]}}),
+                ),
+            ),
+            vec![grpc("/pkg.Svc/Call"), grpc("/pkg.Svc/Call").h2()],
+        ),
+        s(
             "grpc_local_reply_from_a_plugin",
             "a plugin refuses a gRPC request, with a gRPC status and without one: a trailers-only gRPC answer",
             bootstrap(

@@ -133,11 +133,24 @@ enum Processed {
     /// An upstream response whose body streams through the filters, until the route's
     /// deadline if it has a timeout.
     Streaming(Headers, UpstreamBody),
-    /// A reply made while the request was decoded (a plugin's local reply, a failure); it
-    /// goes back through the response callbacks of the first `encoders` filters, as in Envoy.
+    /// A reply the proxy makes (a plugin's local reply, a failure). Made while the request
+    /// was decoded, it goes back through the response callbacks of the first `encoders`
+    /// filters, as in Envoy; made in the response phase, through none.
     Reply { headers: Headers, body: Bytes, encoders: usize, grpc_status: Option<u32> },
     /// Reset the stream.
     Reset,
+}
+
+/// A reply to a gRPC request made a gRPC one (trailers-only, `grpc-status` from the
+/// plugin's or from the HTTP status), in whichever phase it was made, as in Envoy.
+fn as_grpc(request: &Headers, processed: Processed) -> Processed {
+    match processed {
+        Processed::Reply { mut headers, mut body, encoders, grpc_status } if is_grpc_request(request) => {
+            make_grpc_reply(&mut headers, &mut body, grpc_status);
+            Processed::Reply { headers, body, encoders, grpc_status }
+        }
+        other => other,
+    }
 }
 
 /// The body of the response being built, before the response callbacks run.
@@ -318,12 +331,10 @@ impl Hcm {
         info: &StreamRef,
     ) -> Processed {
         let (mut response_headers, response, encoders) = match self.decode(headers, incoming, streams, info).await {
-            Err(Processed::Reply { headers: mut h, mut body, encoders, grpc_status }) => {
-                if is_grpc_request(headers) {
-                    make_grpc_reply(&mut h, &mut body, grpc_status);
-                }
-                (h, ResponseBody::Whole(body), encoders)
-            }
+            Err(reply @ Processed::Reply { .. }) => match as_grpc(headers, reply) {
+                Processed::Reply { headers: h, body, encoders, .. } => (h, ResponseBody::Whole(body), encoders),
+                other => return other,
+            },
             // A local answer (a direct response, an upstream failure) to a gRPC request is
             // a gRPC one, as in Envoy.
             Ok((mut h, ResponseBody::Whole(mut body))) if is_grpc_request(headers) => {
@@ -344,7 +355,7 @@ impl Hcm {
             let Some(s) = streams[i].as_mut() else { continue };
             let verdict = s.response_headers(&mut response_headers, response_ended).await;
             if let Some(end) = self.apply(verdict, i, &mut streams[i], false) {
-                return end;
+                return as_grpc(headers, end);
             }
         }
         info.borrow_mut().response_headers = Some(response_headers.clone());
@@ -368,7 +379,7 @@ impl Hcm {
                             DataVerdict::Done(v) => v,
                         };
                         if let Some(end) = self.apply(verdict, i, &mut streams[i], false) {
-                            return end;
+                            return as_grpc(headers, end);
                         }
                     }
                 }
@@ -464,15 +475,13 @@ impl Hcm {
         }
     }
 
-    /// A reply the proxy makes, to go back through the first `encoders` filters while decoding.
+    /// A reply the proxy makes: while decoding it goes back through the first `encoders`
+    /// filters; in the response phase, through none.
     fn reply(&self, reply: LocalReply, encoders: usize, decoding: bool) -> Processed {
         let headers = local_reply_headers(reply.status, &reply.headers, &reply.body);
         let body = Bytes::from(reply.body);
-        if decoding {
-            Processed::Reply { headers, body, encoders, grpc_status: reply.grpc_status }
-        } else {
-            Processed::Whole(headers, body)
-        }
+        let encoders = if decoding { encoders } else { 0 };
+        Processed::Reply { headers, body, encoders, grpc_status: reply.grpc_status }
     }
 
     fn finish(
