@@ -6,10 +6,10 @@ use crate::address::{Host, read_address};
 use crate::cluster::read_cluster;
 use crate::config_source::read_file_source;
 use crate::listener::read_listener;
-use crate::metadata::struct_fields;
 use crate::model::{Admin, Bootstrap, DynamicResources, Locality, Node, StatsConfig, StatsTag, StatsTagValue};
 use crate::reader::{Ctx, Field, Origin, child, type_error};
 use crate::route::compile_regex;
+use crate::struct_value::struct_fields;
 use crate::tree::Value;
 use crate::wasm::read_wasm_service;
 

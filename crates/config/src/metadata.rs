@@ -1,9 +1,9 @@
 //! `envoy.config.core.v3.Metadata` on listeners, virtual hosts, routes and clusters, which
 //! plugins read as `xds.*_metadata`.
 
-use crate::model::{Metadata, StructValue};
+use crate::model::Metadata;
 use crate::reader::{Ctx, Field};
-use crate::struct_value::to_struct_value;
+use crate::struct_value::struct_fields;
 
 const METADATA: &[&str] = &["filter_metadata", "typed_filter_metadata"];
 const STRUCT: &[&str] = &["value"];
@@ -46,16 +46,4 @@ pub(crate) fn read_metadata(ctx: &mut Ctx, field: &Field<'_>) -> Metadata {
     }
     msg.finish(ctx);
     metadata
-}
-
-/// A mapping read as a Struct's fields.
-pub(crate) fn struct_fields(ctx: &mut Ctx, field: &Field<'_>) -> Option<Vec<(String, StructValue)>> {
-    match to_struct_value(field.node) {
-        StructValue::Struct(fields) => Some(fields),
-        StructValue::Null => Some(Vec::new()),
-        _ => {
-            field.error(ctx, format!("expected a mapping, found {}", field.node.kind()));
-            None
-        }
-    }
 }

@@ -3,6 +3,7 @@
 //! `xds.*` messages).
 
 use crate::model::StructValue;
+use crate::reader::{Ctx, Field};
 use crate::tree::{Node, Value};
 
 /// Reads a node as a `google.protobuf.Value` the way Envoy 1.40 converts YAML: a plain scalar
@@ -30,6 +31,18 @@ fn json_scalar(text: &str) -> StructValue {
         "true" => StructValue::Bool(true),
         "false" => StructValue::Bool(false),
         _ => text.parse().map_or_else(|_| StructValue::String(text.to_owned()), StructValue::Number),
+    }
+}
+
+/// A mapping read as a Struct's fields.
+pub(crate) fn struct_fields(ctx: &mut Ctx, field: &Field<'_>) -> Option<Vec<(String, StructValue)>> {
+    match to_struct_value(field.node) {
+        StructValue::Struct(fields) => Some(fields),
+        StructValue::Null => Some(Vec::new()),
+        _ => {
+            field.error(ctx, format!("expected a mapping, found {}", field.node.kind()));
+            None
+        }
     }
 }
 

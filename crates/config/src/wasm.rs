@@ -3,10 +3,9 @@
 use std::time::Duration;
 
 use crate::base64;
-use crate::metadata::struct_fields;
 use crate::model::{FailurePolicy, WasmCode, WasmPlugin, WasmService, WasmVm};
 use crate::reader::{AnyValue, Ctx, Field};
-use crate::struct_value::{encode_struct, message_field, string_field};
+use crate::struct_value::{encode_struct, message_field, string_field, struct_fields};
 
 /// `envoy.extensions.filters.http.wasm.v3.Wasm` and `...network.wasm.v3.Wasm`.
 const WASM_FILTER: &[&str] = &["config"];
