@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::histogram::Bins;
+pub use crate::tags::StatName;
 use crate::tags::TagRules;
 
 /// Thread slots per counter and histogram; threads beyond share slots (still correct:
@@ -30,27 +31,6 @@ fn slot() -> usize {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A stat's full name, and its name and tags as Envoy's tag extraction gives them (for
-/// Prometheus): `http.ingress_http.downstream_rq_2xx` is `http.downstream_rq_xx` with
-/// `envoy_response_code_class="2"` and `envoy_http_conn_manager_prefix="ingress_http"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatName {
-    /// The full name, as `/stats` prints it.
-    pub name: String,
-    /// The name without the tag values.
-    pub tag_extracted: String,
-    /// The tags, in Envoy's order.
-    pub tags: Vec<(String, String)>,
-}
-
-impl StatName {
-    /// A name with no tags.
-    pub fn plain(name: impl Into<String>) -> StatName {
-        let name = name.into();
-        StatName { tag_extracted: name.clone(), name, tags: Vec::new() }
-    }
 }
 
 #[repr(align(64))]

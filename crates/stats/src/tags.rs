@@ -2,10 +2,30 @@
 //! cuts a regex's first capture group out of matching names and takes its second (or, with
 //! one group, its first) group as the tag's value, or gives every stat a fixed value; and
 //! `use_all_default_tags: false` turns off Envoy's own tags (`envoy_cluster_name`, ...).
+//! And [`StatName`], a stat's name with its tags.
 
 use regex::Regex;
 
-use crate::store::StatName;
+/// A stat's full name, and its name and tags as Envoy's tag extraction gives them (for
+/// Prometheus): `http.ingress_http.downstream_rq_2xx` is `http.downstream_rq_xx` with
+/// `envoy_response_code_class="2"` and `envoy_http_conn_manager_prefix="ingress_http"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatName {
+    /// The full name, as `/stats` prints it.
+    pub name: String,
+    /// The name without the tag values.
+    pub tag_extracted: String,
+    /// The tags, in Envoy's order.
+    pub tags: Vec<(String, String)>,
+}
+
+impl StatName {
+    /// A name with no tags.
+    pub fn plain(name: impl Into<String>) -> StatName {
+        let name = name.into();
+        StatName { tag_extracted: name.clone(), name, tags: Vec::new() }
+    }
+}
 
 /// The tag rules of a process.
 #[derive(Debug, Clone)]
