@@ -172,6 +172,15 @@ struct TextCell {
 }
 
 impl TextReadout {
+    /// A text readout outside any store.
+    pub fn detached(name: &str) -> TextReadout {
+        TextReadout(Arc::new(TextCell {
+            name: StatName::plain(name),
+            value: Mutex::default(),
+            used: AtomicBool::new(false),
+        }))
+    }
+
     /// Sets the text.
     pub fn set(&self, value: &str) {
         *lock(&self.0.value) = value.to_string();

@@ -79,6 +79,18 @@ impl SubscriptionStats {
         }
     }
 
+    /// Stats kept nowhere, for a subscription that is not configured (Envoy shows none).
+    pub fn detached() -> SubscriptionStats {
+        SubscriptionStats {
+            attempt: Counter::detached("update_attempt"),
+            success: Counter::detached("update_success"),
+            rejected: Counter::detached("update_rejected"),
+            failure: Counter::detached("update_failure"),
+            version: Gauge::detached("version"),
+            version_text: TextReadout::detached("version_text"),
+        }
+    }
+
     /// A changed file is being read.
     pub fn attempted(&self) {
         self.attempt.inc();

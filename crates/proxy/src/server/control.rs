@@ -9,7 +9,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use wasmproxy_config::model::{Bootstrap, Cluster, FileSource, Listener, ResourceFile, SocketAddress};
+use wasmproxy_config::model::{
+    Bootstrap, Cluster, DynamicResources, FileSource, Listener, ResourceFile, SocketAddress,
+};
 use wasmproxy_stats::{Counter, Gauge, StatName, Store};
 
 use crate::admin::{Accepted, LiveView};
@@ -48,7 +50,11 @@ struct ManagerStats {
 }
 
 impl ManagerStats {
-    fn new(store: &Store) -> ManagerStats {
+    /// The stats; those of LDS and CDS only when they are configured, as in Envoy.
+    fn new(store: &Store, dynamic: &DynamicResources) -> ManagerStats {
+        let subscription = |configured: bool, prefix: &str| {
+            if configured { SubscriptionStats::new(store, prefix) } else { SubscriptionStats::detached() }
+        };
         let c = |name: &str| store.counter(StatName::plain(name));
         let g = |name: &str| store.gauge(StatName::plain(name));
         ManagerStats {
@@ -60,8 +66,8 @@ impl ManagerStats {
             cluster_modified: c("cluster_manager.cluster_modified"),
             cluster_removed: c("cluster_manager.cluster_removed"),
             clusters_active: g("cluster_manager.active_clusters"),
-            lds: SubscriptionStats::new(store, "listener_manager.lds."),
-            cds: SubscriptionStats::new(store, "cluster_manager.cds."),
+            lds: subscription(dynamic.lds.is_some(), "listener_manager.lds."),
+            cds: subscription(dynamic.cds.is_some(), "cluster_manager.cds."),
         }
     }
 }
@@ -97,6 +103,7 @@ impl Control {
         listener_threads: usize,
         store: &Arc<Store>,
     ) -> Control {
+        let stats = ManagerStats::new(store, &bootstrap.dynamic_resources);
         Control {
             builder,
             bootstrap,
@@ -110,7 +117,7 @@ impl Control {
             inboxes,
             listener_threads,
             view: Arc::default(),
-            stats: ManagerStats::new(store),
+            stats,
         }
     }
 

@@ -207,7 +207,7 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
                 },
                 // wasmproxy's change: a block HPACK cannot decode is a COMPRESSION_ERROR
                 // (RFC 9113, section 4.3), as Envoy answers it.
-                Err(frame::Error::Hpack(e)) => {
+                Err(frame::Error::Hpack(e)) if is_compression_error(&e) => {
                     proto_err!(conn: "failed HPACK decoding; err={:?}", e);
                     return Err(Error::library_go_away(Reason::COMPRESSION_ERROR));
                 }
@@ -396,7 +396,7 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
                 }
                 // wasmproxy's change: a block HPACK cannot decode is a COMPRESSION_ERROR
                 // (RFC 9113, section 4.3), as Envoy answers it.
-                Err(frame::Error::Hpack(e)) => {
+                Err(frame::Error::Hpack(e)) if is_compression_error(&e) => {
                     proto_err!(conn: "failed HPACK decoding; err={:?}", e);
                     return Err(Error::library_go_away(Reason::COMPRESSION_ERROR));
                 }
@@ -502,4 +502,16 @@ impl<T> From<Continuable> for Frame<T> {
             }
         }
     }
+}
+
+/// wasmproxy's addition: whether HPACK decoding itself failed (a bad integer, index, Huffman
+/// code or table size: COMPRESSION_ERROR), not a field the block decoded to (a name or value
+/// HTTP does not allow: still PROTOCOL_ERROR).
+fn is_compression_error(e: &hpack::DecoderError) -> bool {
+    !matches!(
+        e,
+        hpack::DecoderError::InvalidUtf8
+            | hpack::DecoderError::InvalidStatusCode
+            | hpack::DecoderError::InvalidPseudoheader
+    )
 }
