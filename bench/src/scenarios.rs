@@ -1,7 +1,7 @@
 //! The benchmark scenarios: one listener with the filters under test in front of the
 //! router, to the shared upstream or a direct response.
 
-use wasmproxy_conformance::config::wasm_filter;
+use wasmproxy_conformance::config::{network_wasm_filter, wasm_filter};
 
 /// One scenario.
 pub struct Scenario {
@@ -18,6 +18,17 @@ pub struct Scenario {
     /// Loaded over HTTP/2 by `h2load` (many streams per connection) instead of `wrk`.
     pub http2: bool,
 }
+
+/// The cluster every scenario sends to: the shared upstream.
+const UPSTREAM_CLUSTER: &str = "  clusters:
+  - name: upstream
+    type: STATIC
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: @UPSTREAM_PORT@ } } }
+";
 
 /// A bootstrap with one listener: `filters` before the router, every path routed to the
 /// upstream except `/direct`, which gets a direct response.
@@ -48,15 +59,7 @@ static_resources:
 {filters}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: upstream
-    type: STATIC
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: @UPSTREAM_PORT@ }} }} }}
-"#
+{UPSTREAM_CLUSTER}"#
     )
 }
 
@@ -65,6 +68,7 @@ static_resources:
 /// connection) and a file access log, written when a connection ends.
 pub fn tcp_bootstrap() -> String {
     let probe = r#"{"kind": "stream", "phases": {"new_connection": [["get_property", "xds.listener_metadata"]], "downstream_data": [], "upstream_data": []}}"#;
+    let filter = network_wasm_filter("net", "probe.wasm", probe);
     format!(
         r#"admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
@@ -75,19 +79,7 @@ static_resources:
     metadata: {{ filter_metadata: {{ bench: {{ kind: tcp }} }} }}
     filter_chains:
     - filters:
-      - name: envoy.filters.network.wasm
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
-          config:
-            name: net
-            root_id: net_root
-            vm_config:
-              vm_id: net_vm
-              code: {{ local: {{ filename: "@PLUGINS@/probe.wasm" }} }}
-            configuration:
-              "@type": type.googleapis.com/google.protobuf.StringValue
-              value: '{probe}'
-      - name: envoy.filters.network.tcp_proxy
+{filter}      - name: envoy.filters.network.tcp_proxy
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
           stat_prefix: bench_tcp
@@ -97,15 +89,7 @@ static_resources:
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
               path: /dev/null
-  clusters:
-  - name: upstream
-    type: STATIC
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: @UPSTREAM_PORT@ }} }} }}
-"#
+{UPSTREAM_CLUSTER}"#
     )
 }
 

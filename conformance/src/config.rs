@@ -22,3 +22,24 @@ pub fn wasm_filter(name: &str, file: &str, configuration: &str, extra: &str) -> 
 "#
     )
 }
+
+/// A Wasm network filter named `name` running `file` from the plugins directory, with a
+/// StringValue configuration, as an item of a filter chain's `filters`.
+pub fn network_wasm_filter(name: &str, file: &str, configuration: &str) -> String {
+    let quoted = configuration.replace('\'', "''");
+    format!(
+        r#"      - name: envoy.filters.network.wasm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
+          config:
+            name: {name}
+            root_id: {name}_root
+            vm_config:
+              vm_id: {name}_vm
+              code: {{ local: {{ filename: "@PLUGINS@/{file}" }} }}
+            configuration:
+              "@type": type.googleapis.com/google.protobuf.StringValue
+              value: '{quoted}'
+"#
+    )
+}

@@ -2,7 +2,7 @@
 //! with the recording upstream, a few routes, and the filters under test.
 
 use wasmproxy_conformance::client::Request;
-pub use wasmproxy_conformance::config::wasm_filter;
+pub use wasmproxy_conformance::config::{network_wasm_filter, wasm_filter};
 
 /// One comparison: a config, the requests sent to it, and, if Envoy and wasmproxy are
 /// meant to differ here, why.

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::client::Request;
-use crate::scenario::{Scenario, bootstrap, probe, probe_config, wasm_filter};
+use crate::scenario::{Scenario, bootstrap, network_wasm_filter, probe, probe_config, wasm_filter};
 use wasmproxy_conformance::h2_frames::{
     self as h2, CONTINUATION, DATA, END_HEADERS, END_STREAM, HEADERS, PADDED, PING, SETTINGS, WINDOW_UPDATE, frame,
     literal,
@@ -1444,25 +1444,12 @@ fn routing() -> Vec<Scenario> {
 
 /// A listener with the probe as a Wasm network filter before `tcp_proxy` to the upstream.
 fn tcp_proxy(probe: serde_json::Value) -> String {
-    let quoted = probe.to_string().replace('\'', "''");
     bootstrap("", "").replacen(
         "    filter_chains:\n    - filters:\n",
         &format!(
             r#"    filter_chains:
     - filters:
-      - name: envoy.filters.network.wasm
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
-          config:
-            name: net
-            root_id: net_root
-            vm_config:
-              vm_id: net_vm
-              code: {{ local: {{ filename: "@PLUGINS@/probe.wasm" }} }}
-            configuration:
-              "@type": type.googleapis.com/google.protobuf.StringValue
-              value: '{quoted}'
-      - name: envoy.filters.network.tcp_proxy
+{}      - name: envoy.filters.network.tcp_proxy
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
           stat_prefix: tcp
@@ -1471,7 +1458,8 @@ fn tcp_proxy(probe: serde_json::Value) -> String {
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
     filter_chains:
     - filters:
-"#
+"#,
+            network_wasm_filter("net", "probe.wasm", &probe.to_string())
         ),
         1,
     )
