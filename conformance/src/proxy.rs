@@ -115,6 +115,9 @@ pub fn start_with(kind: Kind, bins: &Binaries, config: &Path, work: &Path, launc
             let mut c = Command::new(&bins.wasmproxy);
             c.arg("-c").arg(config);
             c.args(["--concurrency", &workers, "--log-level", "warn", "--component-log-level", &wasm_level]);
+            // Optimized code before serving, as Envoy's start waits for its plugins: with a
+            // cold compile cache, tiered compiling would start each VM a second time.
+            c.args(["--wasm-compiler", "optimizing"]);
             c.args(&launch.wasmproxy_args);
             c
         }

@@ -26,6 +26,20 @@ pub struct EngineConfig {
     pub pooling_instances: Option<u32>,
     /// Where compiled modules are cached; `None` for no disk cache.
     pub cache_dir: Option<PathBuf>,
+    /// How modules are compiled.
+    pub compiler: Compiler,
+}
+
+/// How modules are compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compiler {
+    /// Optimized code (Cranelift) before the module is used.
+    #[default]
+    Optimizing,
+    /// Without optimized code in a cache, baseline code (Winch: several times faster to
+    /// compile, slower to run) at once, and optimized code compiled in the background;
+    /// [`WasmEngine::on_optimized`] hears when it is ready.
+    Tiered,
 }
 
 impl Default for EngineConfig {
@@ -36,6 +50,7 @@ impl Default for EngineConfig {
             epoch_tick: Duration::from_millis(5),
             pooling_instances: Some(256),
             cache_dir: None,
+            compiler: Compiler::Optimizing,
         }
     }
 }
@@ -46,14 +61,33 @@ pub struct WasmEngine {
     pub(crate) inner: Arc<EngineInner>,
 }
 
-pub(crate) struct EngineInner {
+/// Told the sha256 (hex) of each module whose optimized code is ready.
+pub type OptimizedListener = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A wasmtime engine with a compiler, and the linker for it.
+pub(crate) struct Tier {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<VmState>,
+}
+
+/// A compiled module, and whether its code is optimized.
+#[derive(Clone)]
+pub(crate) struct Compiled {
+    pub(crate) module: Module,
+    pub(crate) optimized: bool,
+}
+
+pub(crate) struct EngineInner {
+    /// Cranelift: optimized code.
+    pub(crate) optimizing: Tier,
+    /// Winch, under [`Compiler::Tiered`].
+    pub(crate) baseline: Option<Tier>,
     pub(crate) config: EngineConfig,
     pub(crate) shared: Arc<SharedState>,
     pub(crate) deadline_ticks: u64,
-    /// Compiled modules by sha256 of their bytes.
-    pub(crate) modules: Mutex<HashMap<[u8; 32], Module>>,
+    /// Compiled modules by sha256 of their bytes (baseline code until optimized code replaces it).
+    pub(crate) modules: Mutex<HashMap<[u8; 32], Compiled>>,
+    pub(crate) listeners: Mutex<Vec<OptimizedListener>>,
     /// How the engine's settings hash, for cache file names.
     pub(crate) compat_hash: u64,
     pub(crate) pooling: bool,
@@ -85,23 +119,35 @@ impl WasmEngine {
             },
             None => (build(&config, None)?, false),
         };
-        let mut linker = Linker::new(&engine);
-        crate::imports::define_all(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let optimizing = Tier::new(engine)?;
+        let baseline = match config.compiler {
+            Compiler::Optimizing => None,
+            // On-demand allocation: baseline VMs are few and short-lived.
+            Compiler::Tiered => {
+                let mut c = wasmtime_config(&config, None);
+                c.strategy(wasmtime::Strategy::Winch);
+                let engine = Engine::new(&c).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+                Some(Tier::new(engine)?)
+            }
+        };
+        let engine = &optimizing.engine;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let compat_hash = hasher.finish();
         let tick = config.epoch_tick.max(Duration::from_millis(1));
         let deadline_ticks = (config.callback_deadline.as_nanos() / tick.as_nanos()).max(1) as u64 + 1;
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_epoch_ticker(engine.weak(), tick, ticker_stop.clone());
+        let weak = [Some(&optimizing), baseline.as_ref()].into_iter().flatten().map(|t| t.engine.weak()).collect();
+        spawn_epoch_ticker(weak, tick, ticker_stop.clone());
         Ok(WasmEngine {
             inner: Arc::new(EngineInner {
-                engine,
-                linker,
+                optimizing,
+                baseline,
                 config,
                 shared,
                 deadline_ticks,
                 modules: Mutex::new(HashMap::new()),
+                listeners: Mutex::new(Vec::new()),
                 compat_hash,
                 pooling,
                 ticker_stop,
@@ -124,17 +170,49 @@ impl WasmEngine {
         self.inner.pooling
     }
 
-    /// The underlying wasmtime engine.
+    /// The underlying wasmtime engine (the optimizing one).
     pub fn wasmtime(&self) -> &Engine {
-        &self.inner.engine
+        &self.inner.optimizing.engine
     }
 
-    pub(crate) fn cached_module(&self, sha: &[u8; 32]) -> Option<Module> {
+    /// Calls `listener` (on a background thread) with each module whose optimized code is
+    /// ready after it was loaded with baseline code ([`Compiler::Tiered`]); see
+    /// [`PluginModule::optimized`](crate::PluginModule::optimized).
+    pub fn on_optimized(&self, listener: OptimizedListener) {
+        lock(&self.inner.listeners).push(listener);
+    }
+
+    pub(crate) fn tier(&self, optimized: bool) -> &Tier {
+        match (&self.inner.baseline, optimized) {
+            (Some(baseline), false) => baseline,
+            _ => &self.inner.optimizing,
+        }
+    }
+
+    pub(crate) fn cached_module(&self, sha: &[u8; 32]) -> Option<Compiled> {
         lock(&self.inner.modules).get(sha).cloned()
     }
 
-    pub(crate) fn remember_module(&self, sha: [u8; 32], module: Module) {
-        lock(&self.inner.modules).insert(sha, module);
+    pub(crate) fn remember_module(&self, sha: [u8; 32], compiled: Compiled) {
+        lock(&self.inner.modules).insert(sha, compiled);
+    }
+
+    /// Records a module's optimized code, compiled in the background, and tells the listeners.
+    pub(crate) fn optimized_ready(&self, sha: [u8; 32], module: Module) {
+        self.remember_module(sha, Compiled { module, optimized: true });
+        let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+        let listeners = lock(&self.inner.listeners).clone();
+        for listener in listeners {
+            listener(&hex);
+        }
+    }
+}
+
+impl Tier {
+    fn new(engine: Engine) -> Result<Tier, LoadError> {
+        let mut linker = Linker::new(&engine);
+        crate::imports::define_all(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        Ok(Tier { engine, linker })
     }
 }
 
@@ -160,14 +238,16 @@ fn wasmtime_config(config: &EngineConfig, pool: Option<u32>) -> Config {
     c
 }
 
-/// Advances the engine's epoch every `tick` until the engine is dropped.
-fn spawn_epoch_ticker(engine: wasmtime::EngineWeak, tick: Duration, stop: Arc<AtomicBool>) {
+/// Advances the engines' epochs every `tick` until they are dropped.
+fn spawn_epoch_ticker(engines: Vec<wasmtime::EngineWeak>, tick: Duration, stop: Arc<AtomicBool>) {
     let spawned = std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(tick);
-            match engine.upgrade() {
-                Some(e) => e.increment_epoch(),
-                None => return,
+            for engine in &engines {
+                match engine.upgrade() {
+                    Some(e) => e.increment_epoch(),
+                    None => return,
+                }
             }
         }
     });

@@ -4,6 +4,8 @@
 //! - [`WasmEngine`]: one per process. The wasmtime engine (pooling allocator, epoch
 //!   interruption, a memory cap per VM), the linker with every import, the on-disk cache
 //!   of compiled modules, and the process-wide [`SharedState`] (shared data, queues, metrics).
+//!   Under [`Compiler::Tiered`] a module not in the cache gets baseline code at once and
+//!   optimized code later ([`WasmEngine::on_optimized`], [`PluginModule::optimized`]).
 //! - [`PluginModule`]: a compiled, type-checked module, shared by every thread.
 //! - [`WasmVm`]: one instance of a module, owned by one thread. It keeps the Proxy-Wasm
 //!   contexts (root contexts per plugin, one context per stream) and offers one method
@@ -33,7 +35,7 @@ pub use embedder::{
     Embedder, GrpcCallRequest, GrpcStreamRequest, HttpCallRequest, HttpCallResponse, LogRecord, QueueNotifier,
     StreamAction,
 };
-pub use engine::{EngineConfig, WasmEngine};
+pub use engine::{Compiler, EngineConfig, OptimizedListener, WasmEngine};
 pub use error::{LoadError, VmError, VmFailure, VmFailureKind};
 pub use headers::Headers;
 pub use module::{ModuleSource, PluginModule};

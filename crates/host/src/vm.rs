@@ -151,14 +151,14 @@ impl WasmVm {
         let shared = engine.shared().clone();
         let vm = Arc::new(vm);
         let state = VmState::new(module.abi, vm.clone(), embedder, shared.clone(), engine.config().memory_limit_bytes);
-        let mut store = Store::new(engine.wasmtime(), state);
+        let mut store = Store::new(module.pre.module().engine(), state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         let deadline_ticks = engine.inner.deadline_ticks;
         store.set_epoch_deadline(deadline_ticks);
         store.data_mut().traced = trace::enabled();
         let instance = if store.data().traced {
-            trace::instantiate(&engine.inner.linker, &mut store, module.pre.module())
+            trace::instantiate(&engine.tier(module.optimized).linker, &mut store, module.pre.module())
         } else {
             module.pre.instantiate(&mut store)
         };

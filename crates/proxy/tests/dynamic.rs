@@ -9,6 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use wasmproxy_host::{Compiler, EngineConfig};
 use wasmproxy_proxy::{RunningServer, Server, ServerOptions};
 
 fn plugin(file: &str) -> PathBuf {
@@ -143,6 +144,11 @@ fn lds(version: &str, listeners: &[String]) -> String {
 }
 
 fn start(dir: &Path) -> RunningServer {
+    start_with(dir, EngineConfig::default())
+}
+
+/// [`start`] with these engine settings.
+fn start_with(dir: &Path, engine: EngineConfig) -> RunningServer {
     let yaml = format!(
         r#"
 admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
@@ -154,7 +160,7 @@ dynamic_resources:
         dir.join("cds.yaml").display()
     );
     let config = wasmproxy_config::load_str(&yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
-    let options = ServerOptions { concurrency: 2, drain_time: Duration::from_secs(2), ..Default::default() };
+    let options = ServerOptions { concurrency: 2, drain_time: Duration::from_secs(2), engine, ..Default::default() };
     Server::start(config, options).unwrap()
 }
 
@@ -250,6 +256,48 @@ fn clusters_routes_plugins_and_listeners_change_while_serving() {
     let dump = get(server.admin.unwrap(), "/config_dump");
     assert!(dump.contains(r#""version_info": "l6""#) && dump.contains(r#""version_info": "c2""#), "{dump}");
     assert!(dump.contains("dynamic_listeners") && dump.contains("dynamic_active_clusters"), "{dump}");
+    server.stop();
+}
+
+#[test]
+fn plugins_started_on_baseline_code_move_to_optimized_code_while_serving() {
+    let a = upstream("a");
+    let dir = work_dir("tiered");
+    let demo = plugin("talk_demo.wasm");
+    replace(&dir.join("cds.yaml"), &cds("c1", a));
+    replace(&dir.join("lds.yaml"), &lds("l1", &[listener("main", "v1", &demo, "x-demo=one")]));
+    // An empty cache: the plugin starts on baseline code.
+    let cache = dir.join("cache");
+    let engine = EngineConfig { compiler: Compiler::Tiered, cache_dir: Some(cache.clone()), ..Default::default() };
+    let server = start_with(&dir, engine);
+    let main = server.listeners[0].1;
+    let created = || stat(&server, "wasm.envoy.wasm.runtime.v8.created");
+    // A request in flight (300 ms upstream) whichever code it started on.
+    let slow = std::thread::spawn(move || get(main, "/slow"));
+    // Requests keep being answered by the plugin while its VMs move: one new VM per worker.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while created() < 4 && Instant::now() < deadline {
+        let answer = get(main, "/x");
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("x-demo: one"), "{answer}");
+    }
+    assert_eq!(created(), 4, "each worker's VM moved to optimized code");
+    let slow = slow.join().unwrap();
+    assert!(slow.starts_with("HTTP/1.1 200") && slow.contains("x-demo: one"), "{slow}");
+    // The old VMs go once their streams are done; the cache holds the optimized code.
+    assert_eq!(until(|| stat(&server, "wasm.envoy.wasm.runtime.v8.active").to_string(), |n| n == "2"), "2");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+    // A new plugin configuration is a new root context in the moved VMs, as before.
+    replace(&dir.join("lds.yaml"), &lds("l2", &[listener("main", "v2", &demo, "x-demo=two")]));
+    assert!(until(|| get(main, "/x"), |r| r.contains("x-demo: two")).contains("x-demo: two"));
+    assert_eq!(created(), 4);
+    server.stop();
+
+    // A restart with the cache: optimized code at once, nothing to move.
+    let server = start_with(&dir, EngineConfig { compiler: Compiler::Tiered, cache_dir: Some(cache), ..Default::default() });
+    let main = server.listeners[0].1;
+    assert!(get(main, "/x").contains("x-demo: two"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(stat(&server, "wasm.envoy.wasm.runtime.v8.created"), 2);
     server.stop();
 }
 

@@ -9,6 +9,7 @@ usage:
             [--mode serve|validate|init_only] [--drain-time-s N] [--service-cluster NAME]
             [--service-node NAME] [--service-zone NAME] [--admin-address-path FILE]
             [--base-id N] [--base-id-path FILE] [--wasm-cache-dir DIR | --no-wasm-cache]
+            [--wasm-compiler tiered|optimizing]
             (and every other flag of Envoy 1.40, taken with a warning: docs/CONFIG.md)
   wasmproxy plugin-info PLUGIN.wasm
   wasmproxy plugin-run PLUGIN.wasm [options]
@@ -18,7 +19,11 @@ Envoy's (spdlog's) flags; the default is '[%Y-%m-%d %T.%e][%t][%l][%n] [%g:%#] %
 
 Compiled plugins are kept on disk (by the module's sha256 and the engine's settings), so
 a restart loads them instead of compiling them: in $XDG_CACHE_HOME/wasmproxy (else
-~/.cache/wasmproxy), in DIR with --wasm-cache-dir, nowhere with --no-wasm-cache.
+~/.cache/wasmproxy), in DIR with --wasm-cache-dir, nowhere with --no-wasm-cache. A plugin
+not in the cache starts on baseline code (fast to compile, slower to run) while optimized
+code is compiled in the background; its VMs then move to it, new streams starting in new
+VMs (--wasm-compiler tiered, the default). --wasm-compiler optimizing compiles optimized
+code before serving, as Envoy's start waits for its plugins.
 
 plugin-run sends one HTTP exchange through the plugin (request headers and body, then
 response headers and body) and prints what the plugin logged and changed.

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use wasmproxy_host::Compiler;
 use wasmproxy_proxy::{Server, ServerOptions};
 
 use crate::logging::{self, LogSettings};
@@ -19,6 +20,7 @@ pub struct ServeOptions {
     log_path: Option<PathBuf>,
     mode: Mode,
     wasm_cache_dir: Option<PathBuf>,
+    wasm_compiler: Compiler,
     drain_time_s: u64,
     /// `--service-cluster`, `--service-node`, `--service-zone`: override `node.cluster`,
     /// `node.id` and `node.locality.zone`, as in Envoy.
@@ -85,6 +87,7 @@ impl ServeOptions {
             log_path: None,
             mode: Mode::Serve,
             wasm_cache_dir: default_cache_dir(),
+            wasm_compiler: Compiler::Tiered,
             drain_time_s: 30,
             service_cluster: None,
             service_node: None,
@@ -142,6 +145,14 @@ impl ServeOptions {
             // wasmproxy's own: where compiled plugins are kept, so a restart skips compiling.
             "--wasm-cache-dir" => self.wasm_cache_dir = Some(PathBuf::from(value()?)),
             "--no-wasm-cache" => self.wasm_cache_dir = None,
+            // wasmproxy's own: start on baseline code while optimizing, or optimize first.
+            "--wasm-compiler" => {
+                self.wasm_compiler = match value()?.as_str() {
+                    "tiered" => Compiler::Tiered,
+                    "optimizing" => Compiler::Optimizing,
+                    other => return Err(format!("--wasm-compiler {other:?}: expected tiered or optimizing")),
+                }
+            }
             "--mode" => {
                 self.mode = match value()?.as_str() {
                     "serve" => Mode::Serve,
@@ -209,6 +220,10 @@ impl ServeOptions {
             },
             "drain_time": format!("{}s", self.drain_time_s),
             "wasm_cache_dir": self.wasm_cache_dir.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "wasm_compiler": match self.wasm_compiler {
+                Compiler::Tiered => "tiered",
+                Compiler::Optimizing => "optimizing",
+            },
         })
     }
 }
@@ -253,6 +268,7 @@ pub fn run(o: ServeOptions) -> anyhow::Result<()> {
         options.concurrency = n;
     }
     options.engine.cache_dir = o.wasm_cache_dir.clone();
+    options.engine.compiler = o.wasm_compiler;
     options.command_line = o.command_line(options.concurrency);
     options.logging = Some(levels);
     options.drain_time = std::time::Duration::from_secs(o.drain_time_s);

@@ -43,6 +43,32 @@ fn the_talk_demo_counts_hello_requests_on_the_admin_port() {
 }
 
 #[test]
+fn a_first_start_serves_on_baseline_code_and_moves_to_optimized_code() {
+    let config = example_on_port_zero("talk_demo");
+    let cache = config.with_file_name("empty-cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let args = ["--log-level", "warning", "--wasm-compiler", "tiered", "--wasm-cache-dir", cache.to_str().unwrap()];
+    let (_running, addr, admin) = common::serve_with(&config, &args);
+    let admin = admin.expect("the admin address was printed");
+    let created = || {
+        let stats = http_get(&admin, "/stats?filter=runtime.v8.created", "");
+        stats.lines().find_map(|l| l.strip_prefix("wasm.envoy.wasm.runtime.v8.created: ")?.parse::<u64>().ok())
+    };
+    // Each worker's VM moves once (two workers): the plugin answers throughout, and its
+    // counter (the host keeps metrics) counts every request across the move.
+    let (mut sent, started) = (0, std::time::Instant::now());
+    while created() != Some(4) && started.elapsed() < std::time::Duration::from_secs(120) {
+        let response = http_get(&addr, "/", "hello: world\r\n");
+        assert!(response.contains("x-wasm-demo: hello from a plugin\r\n"), "{response}");
+        sent += 1;
+    }
+    assert_eq!(created(), Some(4));
+    let prometheus = http_get(&admin, "/stats/prometheus", "");
+    assert!(prometheus.contains(&format!("hello_header_counter{{}} {sent}\n")), "{sent}: {prometheus}");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1, "the optimized code is cached");
+}
+
+#[test]
 fn validate_mode_says_ok_or_names_what_is_wrong() {
     for name in ["header_filter", "talk_demo", "dynamic_config"] {
         let example = repo().join("examples").join(name).join("envoy.yaml");
@@ -204,13 +230,15 @@ fn compiled_plugins_are_cached_in_the_users_cache_directory_unless_told_otherwis
     let config = example_on_port_zero("header_filter");
     let home = std::env::temp_dir().join(format!("wasmproxy-cache-home-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
-    let printed = serve_once(&config, &home, &["--no-wasm-cache"]);
+    // Optimized code before serving: with tiered compiling it would be written a moment later.
+    let optimizing = ["--wasm-compiler", "optimizing"];
+    let printed = serve_once(&config, &home, &["--no-wasm-cache", "--wasm-compiler", "optimizing"]);
     assert!(compiled(&home).is_empty(), "--no-wasm-cache wrote {:?}\n{printed}", compiled(&home));
-    let printed = serve_once(&config, &home, &[]);
+    let printed = serve_once(&config, &home, &optimizing);
     let cached = compiled(&home.join("wasmproxy"));
     assert_eq!(cached.len(), 1, "by default the compiled plugin goes to $XDG_CACHE_HOME/wasmproxy\n{printed}");
     let elsewhere = home.join("elsewhere");
-    serve_once(&config, &home, &["--wasm-cache-dir", elsewhere.to_str().unwrap()]);
+    serve_once(&config, &home, &["--wasm-cache-dir", elsewhere.to_str().unwrap(), "--wasm-compiler", "optimizing"]);
     assert_eq!(compiled(&elsewhere).len(), 1, "--wasm-cache-dir moves it");
     let _ = std::fs::remove_dir_all(&home);
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmproxy_host::abi::{FilterHeadersStatus, StreamType};
-use wasmproxy_host::{EngineConfig, LoadError, PluginConfig, StreamAction, VmError, VmFailureKind, WasmEngine};
+use wasmproxy_host::{Compiler, EngineConfig, LoadError, PluginConfig, StreamAction, VmError, VmFailureKind, WasmEngine};
 
 use crate::support::*;
 
@@ -108,20 +108,25 @@ fn a_trap_fails_only_that_vm_with_a_symbolized_backtrace() {
 
 #[test]
 fn an_endless_loop_is_stopped_at_the_deadline() {
-    let engine = WasmEngine::new(EngineConfig {
-        callback_deadline: Duration::from_millis(100),
-        pooling_instances: Some(4),
-        ..Default::default()
-    })
-    .unwrap();
-    let (mut h, ctx) = stream_of(&engine, "endless_loop.wat");
-    let started = Instant::now();
-    let Err(VmError::Failed(f)) = h.vm.on_request_headers(ctx, false) else { panic!("no failure") };
-    let took = started.elapsed();
-    assert_eq!(f.kind, VmFailureKind::Deadline);
-    assert!(f.message.contains("deadline of 100ms"), "{}", f.message);
-    assert!(took < Duration::from_secs(30), "stopped (took {took:?})");
-    assert_eq!(h.rec.borrow().failures.len(), 1);
+    // Baseline code (Winch) checks the deadline as optimized code does.
+    for compiler in [Compiler::Optimizing, Compiler::Tiered] {
+        let engine = WasmEngine::new(EngineConfig {
+            callback_deadline: Duration::from_millis(100),
+            pooling_instances: Some(4),
+            compiler,
+            ..Default::default()
+        })
+        .unwrap();
+        let (mut h, ctx) = stream_of(&engine, "endless_loop.wat");
+        assert_eq!(h.vm.module().is_optimized(), compiler == Compiler::Optimizing);
+        let started = Instant::now();
+        let Err(VmError::Failed(f)) = h.vm.on_request_headers(ctx, false) else { panic!("no failure") };
+        let took = started.elapsed();
+        assert_eq!(f.kind, VmFailureKind::Deadline);
+        assert!(f.message.contains("deadline of 100ms"), "{}", f.message);
+        assert!(took < Duration::from_secs(30), "stopped (took {took:?})");
+        assert_eq!(h.rec.borrow().failures.len(), 1);
+    }
 }
 
 #[test]
@@ -142,10 +147,12 @@ fn an_sdk_plugin_stuck_in_a_loop_is_stopped_too() {
 
 #[test]
 fn a_memory_bomb_is_stopped_at_the_cap() {
-    for pooling in [Some(4), None] {
+    // Pooled and on-demand memory; optimized and baseline code.
+    for (pooling, compiler) in [(Some(4), Compiler::Optimizing), (None, Compiler::Optimizing), (None, Compiler::Tiered)] {
         let engine = WasmEngine::new(EngineConfig {
             memory_limit_bytes: 64 << 20,
             pooling_instances: pooling,
+            compiler,
             ..Default::default()
         })
         .unwrap();

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use wasmproxy_host::{EngineConfig, ModuleSource, PluginModule, WasmEngine};
+use wasmproxy_host::{Compiler, EngineConfig, ModuleSource, PluginModule, WasmEngine};
 
 use crate::support::*;
 
@@ -36,6 +36,48 @@ fn compiled_modules_are_cached_on_disk_and_reused() {
     let recompiled = PluginModule::load(&third, ModuleSource::File(plugin_path("header_filter.wasm"))).unwrap();
     assert!(!recompiled.loaded_from_disk_cache());
     assert_ne!(std::fs::read(dir.join(&files[0])).unwrap(), b"not a module", "rewritten");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tiered_compilation_starts_on_baseline_code_and_caches_optimized_code() {
+    let dir = std::env::temp_dir().join(format!("wasmproxy-tiered-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = EngineConfig {
+        cache_dir: Some(dir.clone()),
+        pooling_instances: Some(4),
+        compiler: Compiler::Tiered,
+        ..Default::default()
+    };
+    let engine = WasmEngine::new(config.clone()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    engine.on_optimized(Arc::new(move |sha256: &str| {
+        let _ = tx.send(sha256.to_string());
+    }));
+    let baseline = PluginModule::load(&engine, ModuleSource::File(plugin_path("header_filter.wasm"))).unwrap();
+    assert!(!baseline.is_optimized());
+    // Baseline code serves a stream as optimized code does.
+    let run = |module: &Arc<PluginModule>| {
+        let mut h = Harness::start(module, Setup::default());
+        let ctx = h.http_stream(GET);
+        h.vm.on_request_headers(ctx, true).unwrap();
+        h.vm.finish_stream(ctx).unwrap();
+        h.rec.borrow().logs.clone()
+    };
+    let logged = run(&baseline);
+    // The listener hears of it once the background compile is done; the cache has it.
+    assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(120)).unwrap(), baseline.sha256_hex());
+    let optimized = baseline.optimized().expect("optimized code");
+    assert!(optimized.is_optimized() && optimized.optimized().is_none());
+    assert_eq!(run(&optimized), logged);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    // Loaded again in this process, or after a restart, the module comes optimized at once.
+    let again = PluginModule::load(&engine, ModuleSource::File(plugin_path("header_filter.wasm"))).unwrap();
+    assert!(again.is_optimized());
+    let restarted = WasmEngine::new(config).unwrap();
+    let cached = PluginModule::load(&restarted, ModuleSource::File(plugin_path("header_filter.wasm"))).unwrap();
+    assert!(cached.is_optimized() && cached.loaded_from_disk_cache());
+    assert!(rx.try_recv().is_err(), "nothing compiled twice");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -24,7 +24,7 @@ use crate::observe::stats::{Upstreams, tag_rules};
 use crate::server::control::Control;
 use crate::server::snapshot::Builder;
 use crate::server::tunables::{ConnectionLimits, Tunables};
-use crate::server::worker::WorkerSetup;
+use crate::server::worker::{WorkerMessage, WorkerSetup};
 
 /// How to run.
 #[derive(Clone)]
@@ -113,6 +113,7 @@ impl Server {
         let engine = WasmEngine::new(engine_config).map_err(|e| ServerError::Plugin(e.to_string()))?;
         let store = engine.shared().metrics.store().clone();
         store.set_tag_rules(tag_rules(&config.stats_config));
+        let engine_handle = engine.clone();
         let mut builder = Builder::new(engine, config.node.clone());
         // Services are bootstrap extensions: checked once, against the static clusters.
         let static_clusters: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
@@ -154,6 +155,14 @@ impl Server {
             inboxes.push(inbox);
             workers.push(handle);
         }
+        // Modules compiled to baseline code at start move to optimized code when it is ready
+        // (VMs started after that get it at once).
+        let senders = inboxes.clone();
+        engine_handle.on_optimized(Arc::new(move |sha256: &str| {
+            for inbox in &senders {
+                let _ = inbox.send(WorkerMessage::Optimized(sha256.to_string()));
+            }
+        }));
         let mut server = RunningServer { listeners: Vec::new(), admin: None, shutdown, workers };
         let mut control = Control::new(builder, config.clone(), inboxes, concurrency, &store);
         if let Err(e) = control.start() {

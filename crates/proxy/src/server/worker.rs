@@ -38,6 +38,8 @@ pub enum WorkerMessage {
         /// Told once the worker serves the configuration (or why it could not).
         done: std::sync::mpsc::Sender<Result<(), String>>,
     },
+    /// The optimized code of the module with this sha256 (hex) is ready: move its VMs to it.
+    Optimized(String),
 }
 
 /// What a worker (or the main thread, which runs the singleton services) is given to start.
@@ -89,10 +91,17 @@ pub fn run(mut setup: WorkerSetup) {
                 message = setup.inbox.recv() => message,
                 _ = drain.stopping() => break,
             };
-            // No more configurations (no dynamic resources): serve the last until stopped.
-            let Some(WorkerMessage::Configure { snapshot, sockets, done }) = message else {
-                drain.stopping().await;
-                break;
+            let (snapshot, sockets, done) = match message {
+                Some(WorkerMessage::Configure { snapshot, sockets, done }) => (snapshot, sockets, done),
+                Some(WorkerMessage::Optimized(sha256)) => {
+                    worker.plugins.optimize(&sha256);
+                    continue;
+                }
+                // No more messages: serve the last configuration until stopped.
+                None => {
+                    drain.stopping().await;
+                    break;
+                }
             };
             let mut applied = worker.apply(&snapshot, sockets).await;
             // The services start with the first configuration (their callouts need its

@@ -2,6 +2,7 @@
 //! a context per stream driven through the callbacks, waiting while the plugin pauses
 //! until it resumes the stream.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -18,8 +19,8 @@ use crate::wasm::instance::{PluginInstance, ReloadStats};
 /// filter chain that configures the same plugin. Dropped when no configuration uses it any
 /// more and the streams on it have finished: its root context is then shut down.
 pub struct FilterSlot {
-    /// The VM.
-    pub vm: Rc<PluginInstance>,
+    /// The VM new streams start in (replaced when the module's optimized code is ready).
+    vm: RefCell<Rc<PluginInstance>>,
     /// The plugin's index in the VM (see [`PluginInstance::root`]).
     pub index: usize,
     /// What to do when the VM fails.
@@ -38,25 +39,41 @@ impl FilterSlot {
         store: &wasmproxy_stats::Store,
     ) -> FilterSlot {
         let stats = ReloadStats::new(store, &plugin.name);
-        FilterSlot { vm, index, failure_policy: plugin.failure_policy, reload: Rc::new((plugin.clone(), stats)) }
+        FilterSlot {
+            vm: RefCell::new(vm),
+            index,
+            failure_policy: plugin.failure_policy,
+            reload: Rc::new((plugin.clone(), stats)),
+        }
+    }
+
+    /// The VM new streams start in.
+    pub fn vm(&self) -> Rc<PluginInstance> {
+        self.vm.borrow().clone()
+    }
+
+    /// New streams start in `vm` (the same plugins at the same indices); streams already
+    /// running finish in the VM they started in.
+    pub(super) fn move_to(&self, vm: Rc<PluginInstance>) {
+        *self.vm.borrow_mut() = vm;
     }
 
     /// The plugin's root context now.
     pub fn root(&self) -> u32 {
-        self.vm.root(self.index)
+        self.vm.borrow().root(self.index)
     }
 
     /// Under FAIL_RELOAD, a failed VM is built again (see [`PluginInstance::revive`]).
     pub(super) fn revive(&self) {
         if self.failure_policy == FailurePolicy::FailReload {
-            self.vm.revive(&self.reload.0, &self.reload.1);
+            self.vm().revive(&self.reload.0, &self.reload.1);
         }
     }
 
     /// A new stream through this plugin.
     pub fn start_stream(self: &Rc<Self>, info: &StreamRef) -> Result<FilterStream, VmError> {
         self.revive();
-        let mut stream = self.vm.start_stream(self.root(), info)?;
+        let mut stream = self.vm().start_stream(self.root(), info)?;
         stream.slot = Some(self.clone());
         Ok(stream)
     }
@@ -69,7 +86,7 @@ impl FilterSlot {
         request: &mut Option<wasmproxy_host::Headers>,
         response: &mut Option<wasmproxy_host::Headers>,
     ) {
-        let (instance, root) = (&self.vm, self.root());
+        let (instance, root) = (self.vm(), self.root());
         instance.streams.borrow_mut().insert(root, info.clone());
         {
             let mut vm = instance.vm.borrow_mut();
@@ -93,7 +110,7 @@ impl FilterSlot {
 impl Drop for FilterSlot {
     fn drop(&mut self) {
         if !crate::teardown::stopped() {
-            self.vm.remove_plugin(self.index);
+            self.vm.borrow().remove_plugin(self.index);
         }
     }
 }

@@ -177,6 +177,38 @@ impl PluginInstance {
         Ok(plugins.len() - 1)
     }
 
+    /// The module the VM runs.
+    pub fn module(&self) -> &Arc<PluginModule> {
+        &self.rebuild.module
+    }
+
+    /// A new VM running `module` (this one's, with optimized code) with this VM's plugins
+    /// at the same indices, each a new root context; their root contexts here are shut
+    /// down, and the streams running here finish here.
+    pub fn move_to(
+        &self,
+        module: &Arc<PluginModule>,
+        clusters: Rc<Clusters>,
+        node: Rc<NodeAttributes>,
+        store: &wasmproxy_stats::Store,
+    ) -> Result<Rc<PluginInstance>, VmError> {
+        let plugins = self.rebuild.plugins.borrow().clone();
+        let Some((first, _)) = plugins.iter().flatten().next() else {
+            return Err(VmError::Instantiate("a VM without plugins is not moved".into()));
+        };
+        let next = PluginInstance::start(module, first, clusters, node, store)?;
+        for plugin in &plugins {
+            match plugin {
+                Some((config, _)) => drop(next.add_plugin(config)?),
+                None => next.rebuild.plugins.borrow_mut().push(None),
+            }
+        }
+        for index in 0..plugins.len() {
+            self.remove_plugin(index);
+        }
+        Ok(next)
+    }
+
     /// The root context of the plugin at `index` now (0 once it is removed: no context).
     pub fn root(&self, index: usize) -> u32 {
         self.rebuild.plugins.borrow().get(index).and_then(|p| p.as_ref()).map_or(0, |(_, root)| *root)

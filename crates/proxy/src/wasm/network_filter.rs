@@ -17,12 +17,13 @@ impl FilterSlot {
     /// A new TCP connection through this network filter.
     pub fn start_connection(self: &Rc<Self>, info: &StreamRef) -> Result<ConnectionFilter, VmError> {
         self.revive();
-        let ctx = self.vm.vm.borrow_mut().create_context(self.root(), ContextKind::Tcp)?;
+        let instance = self.vm();
+        let ctx = instance.vm.borrow_mut().create_context(self.root(), ContextKind::Tcp)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        self.vm.waiters.borrow_mut().insert(ctx, tx);
-        self.vm.streams.borrow_mut().insert(ctx, info.clone());
+        instance.waiters.borrow_mut().insert(ctx, tx);
+        instance.streams.borrow_mut().insert(ctx, info.clone());
         Ok(ConnectionFilter {
-            instance: self.vm.clone(),
+            instance,
             ctx,
             rx,
             held: [false; 2],

@@ -42,6 +42,18 @@ pub struct VmKey {
     sha256: String,
 }
 
+impl VmKey {
+    /// The sha256 of the VM's code, in hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Its `vm_id`.
+    pub fn vm_id(&self) -> &str {
+        &self.vm_id
+    }
+}
+
 impl LoadedPlugin {
     /// The VM it runs in.
     pub fn vm_key(&self) -> VmKey {

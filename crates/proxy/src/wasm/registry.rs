@@ -40,8 +40,10 @@ impl Registry {
         let vm = match self.vms.iter().find(|(k, _)| *k == key) {
             Some((_, vm)) => vm.clone(),
             None => {
+                // Optimized code, if it is ready by now.
+                let module = loaded.module.optimized().unwrap_or_else(|| loaded.module.clone());
                 let vm = PluginInstance::start(
-                    &loaded.module,
+                    &module,
                     &loaded.plugin,
                     self.clusters.clone(),
                     self.node.clone(),
@@ -56,6 +58,28 @@ impl Registry {
         let slot = Rc::new(FilterSlot::new(vm, index, &loaded.plugin, &self.store));
         self.plugins.push((loaded.clone(), slot.clone()));
         Ok(slot)
+    }
+
+    /// Moves every VM running the baseline code of the module with this sha256 (hex) to its
+    /// optimized code, now ready: new streams start in a new VM with the same plugins,
+    /// those running finish where they are.
+    pub fn optimize(&mut self, sha256: &str) {
+        for (key, vm) in self.vms.iter_mut() {
+            if key.sha256() != sha256 || vm.module().is_optimized() {
+                continue;
+            }
+            let Some(module) = vm.module().optimized() else { continue };
+            match vm.move_to(&module, self.clusters.clone(), self.node.clone(), &self.store) {
+                Ok(next) => {
+                    for (_, slot) in self.plugins.iter().filter(|(p, _)| p.vm_key() == *key) {
+                        slot.move_to(next.clone());
+                    }
+                    *vm = next;
+                    tracing::debug!("Wasm VM {:?} moved to optimized code", key.vm_id());
+                }
+                Err(e) => tracing::warn!("Wasm VM {:?} stays on baseline code: {e}", key.vm_id()),
+            }
+        }
     }
 
     /// Forgets the plugins not in `used` (and the VMs left without a plugin): each goes

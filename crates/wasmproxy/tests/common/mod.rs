@@ -37,11 +37,13 @@ pub fn serve(config: &std::path::Path) -> (Running, String, Option<String>) {
     serve_with(config, &["--log-level", "warn"])
 }
 
-/// [`serve`] with these arguments after `-c CONFIG --concurrency 2`.
+/// [`serve`] with these arguments after `-c CONFIG --concurrency 2 --wasm-compiler optimizing`
+/// (optimized code before serving, so that VM counts and plugin state never depend on
+/// whether the compile cache was warm; `--wasm-compiler tiered` in `args` undoes it).
 pub fn serve_with(config: &std::path::Path, args: &[&str]) -> (Running, String, Option<String>) {
     let wants_admin = std::fs::read_to_string(config).unwrap().contains("admin:");
     let mut child = wasmproxy()
-        .args(["-c", config.to_str().unwrap(), "--concurrency", "2"])
+        .args(["-c", config.to_str().unwrap(), "--concurrency", "2", "--wasm-compiler", "optimizing"])
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
