@@ -507,6 +507,9 @@ fn trace_level_logs_every_call_between_host_and_vm() {
         .without_time()
         .finish();
     tracing::subscriber::with_default(subscriber, || {
+        // A callsite another test's thread registered while this subscriber was being set
+        // may have cached "never"; asking again makes it see this one.
+        tracing::callsite::rebuild_interest_cache();
         let h = Harness::probe(json!({"configure": [["log", "2", "hi"]]}));
         h.take_logs();
     });

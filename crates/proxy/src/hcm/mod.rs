@@ -15,7 +15,6 @@ use http::{HeaderValue, Response};
 use http_body_util::Either;
 use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant as TokioInstant;
-use wasmproxy_abi::StreamType;
 use wasmproxy_config::model::{FailurePolicy, HttpConnectionManager};
 use wasmproxy_host::Headers;
 
@@ -23,9 +22,8 @@ use crate::hcm::route_table::RouteTable;
 use crate::hcm::router::{Downstream, Target, note_route};
 use crate::http::body::{Aborted, ProxyBody, ended_on_headers, whole, whole_without_length};
 use crate::http::convert;
-use crate::http::reply::{
-    DataVerdict, LocalReply, StreamReset, Verdict, is_grpc_request, local_reply_headers, make_grpc_reply,
-};
+use crate::http::direction::Direction;
+use crate::http::reply::{LocalReply, StreamReset, Verdict, is_grpc_request, local_reply_headers, make_grpc_reply};
 use crate::observe::stats::HttpStats;
 use crate::random::request_id;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
@@ -33,35 +31,35 @@ use crate::upstream::cluster::Clusters;
 use crate::wasm::access_logger::StreamLoggers;
 use crate::wasm::http_filter::{FilterSlot, FilterStream};
 
-/// A stream between its request head and the response (or reset) its filters decide on.
-/// If the client goes away meanwhile, hyper drops the request's future and this with it:
-/// the stream then ends as in Envoy, with the `DC` flag, every filter's `on_log`, `on_done`
-/// and delete, the access logs and the stats.
-struct OpenStream {
+/// One HTTP stream through the connection manager, from its request head to its end:
+/// the request headers, the filters' contexts, and the steps it goes through (decode: the
+/// request through the filters and the route; encode: the response back through them;
+/// finish: the access-log phase). If the client goes away before the response is decided,
+/// hyper drops the request's future and this with it: the stream then ends as in Envoy,
+/// with the `DC` flag, every filter's `on_log`, `on_done` and delete, the access logs and
+/// the stats.
+struct ActiveStream {
+    filters: StreamFilters,
+    request_headers: Headers,
+    /// The response is not decided yet (dropped now, the client went away).
+    deciding: bool,
+}
+
+/// A stream's filter contexts in configuration order (`None` for a filter skipped or
+/// failed), with the connection manager and the stream info they run for.
+struct StreamFilters {
     hcm: Rc<Hcm>,
     info: StreamRef,
-    streams: Vec<Option<FilterStream>>,
-    headers: Headers,
-    open: bool,
+    contexts: Vec<Option<FilterStream>>,
 }
 
-impl OpenStream {
-    /// The filters' streams and the request headers, for the stream's normal end.
-    fn close(&mut self) -> (Vec<Option<FilterStream>>, Headers) {
-        self.open = false;
-        (std::mem::take(&mut self.streams), std::mem::take(&mut self.headers))
-    }
-}
-
-impl Drop for OpenStream {
+impl Drop for ActiveStream {
     fn drop(&mut self) {
-        if !self.open || crate::teardown::stopped() {
+        if !self.deciding || crate::teardown::stopped() {
             return;
         }
-        self.hcm.client_gone(&self.info);
-        self.info.borrow_mut().complete();
-        let (streams, headers) = self.close();
-        self.hcm.finish(&self.info, streams, Some(headers), None);
+        self.filters.hcm.client_gone(&self.filters.info);
+        self.end_now(None);
     }
 }
 
@@ -96,14 +94,6 @@ impl Routes {
             }
         }
     }
-}
-
-/// What a stream leaves once its response is decided: its info, its filters' contexts and
-/// the request headers, for the access-log phase.
-struct FinishedStream {
-    info: StreamRef,
-    streams: Vec<Option<FilterStream>>,
-    request_headers: Headers,
 }
 
 /// One listener's HTTP connection manager on one worker.
@@ -190,24 +180,21 @@ impl Hcm {
         if headers.get(b"x-request-id").is_none() {
             headers.add(b"x-request-id", request_id().as_bytes());
         }
-        let mut open = OpenStream { hcm: self.clone(), info: info.clone(), streams: Vec::new(), headers, open: true };
-        let processed = self.process(&mut open.headers, &mut incoming, &mut open.streams, &info).await;
+        let filters = StreamFilters { hcm: self, info, contexts: Vec::new() };
+        let mut stream = ActiveStream { filters, request_headers: headers, deciding: true };
+        let processed = stream.process(&mut incoming).await;
+        stream.deciding = false;
         let unread = !http2 && !incoming.is_end_stream();
-        info.borrow().connection.activity.request_unread.set(unread);
-        let (streams, headers) = open.close();
-        let ended = FinishedStream { info, streams, request_headers: headers };
+        stream.filters.info.borrow().connection.activity.request_unread.set(unread);
         match processed {
             Processed::Whole(response_headers, body) | Processed::Reply { headers: response_headers, body, .. } => {
                 // Answered before the request's end, as Envoy does: the rest of the request
                 // is not read, so an HTTP/1 connection cannot serve another.
-                Ok(self.respond_whole(ended, response_headers, body, unread))
+                Ok(stream.respond_whole(response_headers, body, unread))
             }
-            Processed::Streaming(response_headers, upstream) => {
-                Ok(self.respond_streaming(ended, response_headers, upstream))
-            }
+            Processed::Streaming(response_headers, upstream) => Ok(stream.respond_streaming(response_headers, upstream)),
             Processed::Reset => {
-                ended.info.borrow_mut().complete();
-                self.finish(&ended.info, ended.streams, Some(ended.request_headers), None);
+                stream.end_now(None);
                 Err(StreamReset)
             }
         }
@@ -233,83 +220,6 @@ impl Hcm {
         Rc::new(std::cell::RefCell::new(StreamInfo::new(connection, protocol)))
     }
 
-    /// A response held whole: the stream ends as the response is handed to hyper.
-    /// `unread`: the request body was not read, so the connection closes after it.
-    fn respond_whole(
-        &self,
-        ended: FinishedStream,
-        mut response_headers: Headers,
-        body: Bytes,
-        unread: bool,
-    ) -> Response<ProxyBody> {
-        self.set_server(&mut response_headers);
-        {
-            let mut i = ended.info.borrow_mut();
-            i.response_body_size = body.len() as u64;
-            i.complete();
-        }
-        // A plugin that removed the length gets none (chunked on HTTP/1.1), as in Envoy; a
-        // gRPC answer without a body ends on its headers (trailers-only).
-        let has_length = response_headers.get(b"content-length").is_some();
-        let mut response = if body.is_empty() && !has_length && response_headers.get(b"grpc-status").is_some() {
-            let http2 = ended.info.borrow().protocol == "HTTP/2";
-            self.build_response(&response_headers, None, ended_on_headers(http2), true)
-        } else if has_length || body.is_empty() {
-            self.build_response(&response_headers, Some(body.len()), whole(body), true)
-        } else {
-            self.build_response(&response_headers, None, whole_without_length(body), true)
-        };
-        self.finish(&ended.info, ended.streams, Some(ended.request_headers), Some(response_headers));
-        if unread {
-            response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        if convert::asks_to_close(response.headers()) {
-            ended.info.borrow().connection.activity.closing.set(true);
-        }
-        response
-    }
-
-    /// An upstream response whose body streams through the filters on a task of its own;
-    /// the stream ends with the body (or the route's deadline, or a reset).
-    fn respond_streaming(
-        self: Rc<Self>,
-        ended: FinishedStream,
-        mut response_headers: Headers,
-        upstream: UpstreamBody,
-    ) -> Response<ProxyBody> {
-        self.set_server(&mut response_headers);
-        let (tx, mut body) = crate::http::body::channel();
-        if upstream.body.is_end_stream() && ended.info.borrow().protocol == "HTTP/2" {
-            body = body.ended_on_headers();
-        }
-        let response = self.build_response(&response_headers, None, Either::Right(body), false);
-        tokio::task::spawn_local(async move {
-            let UpstreamBody { body: mut upstream_body, deadline, http1, cluster, sent, external } = upstream;
-            let FinishedStream { info, mut streams, request_headers } = ended;
-            // The response headers are gone already: a failure here can only reset the
-            // stream, by aborting the body.
-            let abort = tx.clone();
-            let pump = self.pump(StreamType::HttpResponse, &mut upstream_body, http1, &mut streams, Some(tx), &info);
-            // Past the route's deadline the body is cut: the client sees a reset.
-            let late = match deadline {
-                Some(d) => tokio::time::timeout_at(d, pump).await.is_err(),
-                None => {
-                    // A failure in the body is handled by `pump` (it aborts the body).
-                    let _ = pump.await;
-                    false
-                }
-            };
-            if late {
-                let _ = abort.send(Err(Aborted)).await;
-            } else {
-                cluster.stats().response_time(sent.elapsed(), external);
-            }
-            info.borrow_mut().complete();
-            self.finish(&info, streams, Some(request_headers), Some(response_headers));
-        });
-        response
-    }
-
     /// The client closed the connection or reset the stream before the response was
     /// decided: Envoy's `DC` flag and its reset counts.
     fn client_gone(&self, info: &StreamRef) {
@@ -323,198 +233,13 @@ impl Hcm {
         self.stats.client_gone(i.connection.http2.get());
     }
 
-    async fn process(
-        &self,
-        headers: &mut Headers,
-        incoming: &mut Incoming,
-        streams: &mut Vec<Option<FilterStream>>,
-        info: &StreamRef,
-    ) -> Processed {
-        let (mut response_headers, response, encoders) = match self.decode(headers, incoming, streams, info).await {
-            Err(reply @ Processed::Reply { .. }) => match as_grpc(headers, reply) {
-                Processed::Reply { headers: h, body, encoders, .. } => (h, ResponseBody::Whole(body), encoders),
-                other => return other,
-            },
-            // A local answer (a direct response, an upstream failure) to a gRPC request is
-            // a gRPC one, as in Envoy.
-            Ok((mut h, ResponseBody::Whole(mut body))) if is_grpc_request(headers) => {
-                make_grpc_reply(&mut h, &mut body, None);
-                (h, ResponseBody::Whole(body), streams.len())
-            }
-            Ok((h, body)) => (h, body, streams.len()),
-            Err(end) => return end,
-        };
-        // Response headers, in reverse order.
-        let response_ended = match &response {
-            ResponseBody::Whole(body) => body.is_empty(),
-            ResponseBody::Streaming(upstream) => upstream.body.is_end_stream(),
-        };
-        // Each filter's callback reads the headers it holds; the stream info gets them once
-        // they are final, for the body and access-log phases.
-        for i in (0..encoders).rev() {
-            let Some(s) = streams[i].as_mut() else { continue };
-            let verdict = s.response_headers(&mut response_headers, response_ended).await;
-            if let Some(end) = self.apply(verdict, i, &mut streams[i], false) {
-                return as_grpc(headers, end);
-            }
-        }
-        info.borrow_mut().response_headers = Some(response_headers.clone());
-        match response {
-            ResponseBody::Streaming(upstream) => Processed::Streaming(response_headers, upstream),
-            ResponseBody::Whole(mut body) => {
-                // A body held whole goes through the body callbacks once.
-                if !body.is_empty() {
-                    for i in (0..encoders).rev() {
-                        let Some(s) = streams[i].as_mut() else { continue };
-                        let verdict = match s
-                            .data(StreamType::HttpResponse, std::mem::take(&mut body), true, self.buffer_limit)
-                            .await
-                        {
-                            DataVerdict::Pass(bytes) => {
-                                body = bytes;
-                                Verdict::Continue
-                            }
-                            // At the end of the stream a plugin is waited for, never held.
-                            DataVerdict::Held => Verdict::Continue,
-                            DataVerdict::Done(v) => v,
-                        };
-                        if let Some(end) = self.apply(verdict, i, &mut streams[i], false) {
-                            return as_grpc(headers, end);
-                        }
-                    }
-                }
-                Processed::Whole(response_headers, body)
-            }
-        }
-    }
-
-    /// The request side: request headers through the filters, the route, the request body
-    /// through the filters to the upstream; done once the response headers are known.
-    async fn decode(
-        &self,
-        headers: &mut Headers,
-        incoming: &mut Incoming,
-        streams: &mut Vec<Option<FilterStream>>,
-        info: &StreamRef,
-    ) -> Result<(Headers, ResponseBody), Processed> {
-        let request_ended = incoming.is_end_stream();
-        let downstream_http1 = info.borrow().protocol != "HTTP/2";
-        // The stream keeps the route table it started with, whatever RDS brings meanwhile.
-        let routes = self.routes.current();
-        if !self.filters.is_empty() {
-            // Envoy picks the route as soon as a plugin asks for it (`xds.route_name`); the
-            // router picks it again from the headers the filters leave.
-            note_route(routes.find(headers).as_ref(), &self.clusters, info);
-        }
-        // Request headers, filter by filter; each sees the headers the previous one left.
-        for (i, filter) in self.filters.iter().enumerate() {
-            let stream = match filter.start_stream(info) {
-                Ok(s) => s,
-                Err(_) => {
-                    // The VM failed before this stream (and, under FAIL_RELOAD, could not
-                    // be reloaded yet): FAIL_OPEN skips the filter, the others answer 503.
-                    streams.push(None);
-                    if filter.failure_policy != FailurePolicy::FailOpen {
-                        return Err(self.reply(LocalReply::failure(), i, true));
-                    }
-                    continue;
-                }
-            };
-            // The stream is kept before its first callback, so that it ends properly if
-            // the client goes away while a plugin holds it.
-            streams.push(Some(stream));
-            let Some(stream) = streams[i].as_mut() else { continue };
-            let verdict = stream.request_headers(headers, request_ended).await;
-            if let Some(end) = self.apply(verdict, i, &mut streams[i], true) {
-                return Err(end);
-            }
-        }
-        // The router picks the target; the request body then streams through the filters
-        // (to the upstream, or drained for a local answer) while the upstream answers.
-        let (response_headers, response) = match self.route(&routes, headers, info) {
-            // As in Envoy, the local answer goes at once: the filters never see a request
-            // body still to come (an HTTP/1.1 connection then closes, see `handle`).
-            Target::Local(h, body) => {
-                if request_ended {
-                    info.borrow_mut().note_request_done();
-                }
-                (h, ResponseBody::Whole(body))
-            }
-            Target::Upstream { cluster, timeout } => {
-                let downstream = Downstream { incoming, http1: downstream_http1, ended: request_ended };
-                self.forward(headers, downstream, streams, info, cluster, timeout).await?
-            }
-        };
-        Ok((response_headers, response))
-    }
-
-    /// A filter's verdict: `Some` ends the stream (a reply or a reset). While `decoding` the request, a reply goes back through the response callbacks of
-    /// the filters up to the one that made it (a failed one excluded); while encoding the
-    /// response, it goes straight to the client, as in Envoy.
-    fn apply(
-        &self,
-        verdict: Verdict,
-        i: usize,
-        stream: &mut Option<FilterStream>,
-        decoding: bool,
-    ) -> Option<Processed> {
-        match verdict {
-            Verdict::Continue => None,
-            Verdict::Reset => Some(Processed::Reset),
-            Verdict::LocalReply(r) => Some(self.reply(r, i + 1, decoding)),
-            // The VM failed in this stream's callback: Envoy answers the stream 503 (details
-            // `wasm_fail_stream`) whatever the policy, except the deprecated `fail_open`,
-            // which goes on without the filter; the policy decides for later streams.
-            Verdict::Failed => {
-                *stream = None;
-                if self.filters.get(i).is_some_and(|f| f.reload.0.legacy_fail_open) {
-                    return None;
-                }
-                Some(self.reply(LocalReply::failure(), i, decoding))
-            }
-        }
-    }
-
     /// A reply the proxy makes: while decoding it goes back through the first `encoders`
     /// filters; in the response phase, through none.
-    fn reply(&self, reply: LocalReply, encoders: usize, decoding: bool) -> Processed {
+    fn reply(&self, reply: LocalReply, encoders: usize, direction: Direction) -> Processed {
         let headers = local_reply_headers(reply.status, &reply.headers, &reply.body);
         let body = Bytes::from(reply.body);
-        let encoders = if decoding { encoders } else { 0 };
+        let encoders = if direction == Direction::Request { encoders } else { 0 };
         Processed::Reply { headers, body, encoders, grpc_status: reply.grpc_status }
-    }
-
-    fn finish(
-        &self,
-        info: &StreamRef,
-        streams: Vec<Option<FilterStream>>,
-        request: Option<Headers>,
-        response: Option<Headers>,
-    ) {
-        let (mut request, mut response) = (request, response);
-        info.borrow().connection.activity.stream_closed();
-        let code = response.as_ref().map(convert::status).map(|s| s.as_u16());
-        self.stats.request_ended(code, info.borrow().elapsed());
-        // As in Envoy: a filter the stream never reached gets a context for the access-log
-        // phase; every filter logs, then each is done and deleted.
-        let reached = streams.len();
-        let mut ended = Vec::with_capacity(self.filters.len());
-        for (i, stream) in streams.into_iter().enumerate().chain((reached..self.filters.len()).map(|i| (i, None))) {
-            let stream = match stream {
-                Some(s) => s,
-                None if i >= reached => match self.filters[i].start_stream(info) {
-                    Ok(s) => s,
-                    Err(_) => continue,
-                },
-                None => continue,
-            };
-            stream.log(&mut request, &mut response);
-            ended.push(stream);
-        }
-        self.logs.log(info, &mut request, &mut response);
-        for stream in ended {
-            stream.end();
-        }
     }
 
     /// Envoy sets `server` in the response headers after the filters ran: the
@@ -544,5 +269,250 @@ impl Hcm {
         *response.status_mut() = convert::status(headers);
         *response.headers_mut() = map;
         response
+    }
+}
+
+// === impl ActiveStream: the steps of one stream ===
+
+impl ActiveStream {
+    /// Decodes the request and encodes the response headers (and a body held whole):
+    /// how the stream is to be answered.
+    async fn process(&mut self, incoming: &mut Incoming) -> Processed {
+        let (mut response_headers, response, encoders) = match self.decode(incoming).await {
+            Err(reply @ Processed::Reply { .. }) => match as_grpc(&self.request_headers, reply) {
+                Processed::Reply { headers: h, body, encoders, .. } => (h, ResponseBody::Whole(body), encoders),
+                other => return other,
+            },
+            // A local answer (a direct response, an upstream failure) to a gRPC request is
+            // a gRPC one, as in Envoy.
+            Ok((mut h, ResponseBody::Whole(mut body))) if is_grpc_request(&self.request_headers) => {
+                make_grpc_reply(&mut h, &mut body, None);
+                (h, ResponseBody::Whole(body), self.filters.contexts.len())
+            }
+            Ok((h, body)) => (h, body, self.filters.contexts.len()),
+            Err(end) => return end,
+        };
+        let response_ended = match &response {
+            ResponseBody::Whole(body) => body.is_empty(),
+            ResponseBody::Streaming(upstream) => upstream.body.is_end_stream(),
+        };
+        if let Some(end) = self.filters.encode_headers(&mut response_headers, response_ended, encoders).await {
+            return as_grpc(&self.request_headers, end);
+        }
+        // The stream info gets the headers once final, for the body and access-log phases.
+        self.filters.info.borrow_mut().response_headers = Some(response_headers.clone());
+        match response {
+            ResponseBody::Streaming(upstream) => Processed::Streaming(response_headers, upstream),
+            // A body held whole goes through the body callbacks once.
+            ResponseBody::Whole(body) if body.is_empty() => Processed::Whole(response_headers, body),
+            ResponseBody::Whole(body) => {
+                match self.filters.filter_chunk(Direction::Response, encoders, body, true).await {
+                    Ok(body) => Processed::Whole(response_headers, body.unwrap_or_default()),
+                    Err(end) => as_grpc(&self.request_headers, end),
+                }
+            }
+        }
+    }
+
+    /// The request side: request headers through the filters, the route, the request body
+    /// through the filters to the upstream; done once the response headers are known.
+    async fn decode(&mut self, incoming: &mut Incoming) -> Result<(Headers, ResponseBody), Processed> {
+        let (hcm, info) = (self.filters.hcm.clone(), self.filters.info.clone());
+        let request_ended = incoming.is_end_stream();
+        // The stream keeps the route table it started with, whatever RDS brings meanwhile.
+        let routes = hcm.routes.current();
+        if !hcm.filters.is_empty() {
+            // Envoy picks the route as soon as a plugin asks for it (`xds.route_name`); the
+            // router picks it again from the headers the filters leave.
+            note_route(routes.find(&self.request_headers).as_ref(), &hcm.clusters, &info);
+        }
+        if let Some(end) = self.filters.decode_headers(&mut self.request_headers, request_ended).await {
+            return Err(end);
+        }
+        // The router picks the target; the request body then streams through the filters
+        // (to the upstream, or drained for a local answer) while the upstream answers.
+        match hcm.route(&routes, &mut self.request_headers, &info) {
+            // As in Envoy, the local answer goes at once: the filters never see a request
+            // body still to come (an HTTP/1.1 connection then closes, see `handle`).
+            Target::Local(h, body) => {
+                if request_ended {
+                    info.borrow_mut().note_request_done();
+                }
+                Ok((h, ResponseBody::Whole(body)))
+            }
+            Target::Upstream { cluster, timeout } => {
+                let http1 = info.borrow().protocol != "HTTP/2";
+                let downstream = Downstream { incoming, http1, ended: request_ended };
+                self.forward(downstream, cluster, timeout).await
+            }
+        }
+    }
+
+    /// A response held whole: the stream ends as the response is handed to hyper.
+    /// `unread`: the request body was not read, so the connection closes after it.
+    fn respond_whole(&mut self, mut response_headers: Headers, body: Bytes, unread: bool) -> Response<ProxyBody> {
+        let hcm = self.filters.hcm.clone();
+        hcm.set_server(&mut response_headers);
+        self.filters.info.borrow_mut().response_body_size = body.len() as u64;
+        let http2 = self.filters.info.borrow().protocol == "HTTP/2";
+        // A plugin that removed the length gets none (chunked on HTTP/1.1), as in Envoy; a
+        // gRPC answer without a body ends on its headers (trailers-only).
+        let has_length = response_headers.get(b"content-length").is_some();
+        let mut response = if body.is_empty() && !has_length && response_headers.get(b"grpc-status").is_some() {
+            hcm.build_response(&response_headers, None, ended_on_headers(http2), true)
+        } else if has_length || body.is_empty() {
+            hcm.build_response(&response_headers, Some(body.len()), whole(body), true)
+        } else {
+            hcm.build_response(&response_headers, None, whole_without_length(body), true)
+        };
+        let connection = self.filters.info.borrow().connection.clone();
+        self.end_now(Some(response_headers));
+        if unread {
+            response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if convert::asks_to_close(response.headers()) {
+            connection.activity.closing.set(true);
+        }
+        response
+    }
+
+    /// An upstream response whose body streams through the filters on a task of its own;
+    /// the stream ends with the body (or the route's deadline, or a reset).
+    fn respond_streaming(self, mut response_headers: Headers, upstream: UpstreamBody) -> Response<ProxyBody> {
+        let hcm = self.filters.hcm.clone();
+        hcm.set_server(&mut response_headers);
+        let (tx, mut body) = crate::http::body::channel();
+        if upstream.body.is_end_stream() && self.filters.info.borrow().protocol == "HTTP/2" {
+            body = body.ended_on_headers();
+        }
+        let response = hcm.build_response(&response_headers, None, Either::Right(body), false);
+        let mut stream = self;
+        tokio::task::spawn_local(async move {
+            let UpstreamBody { body: mut upstream_body, deadline, http1, cluster, sent, external } = upstream;
+            // The response headers are gone already: a failure here can only reset the
+            // stream, by aborting the body.
+            let abort = tx.clone();
+            let pump = stream.filters.pump(Direction::Response, &mut upstream_body, http1, Some(tx));
+            // Past the route's deadline the body is cut: the client sees a reset.
+            let late = match deadline {
+                Some(d) => tokio::time::timeout_at(d, pump).await.is_err(),
+                None => {
+                    // A failure in the body is handled by `pump` (it aborts the body).
+                    let _ = pump.await;
+                    false
+                }
+            };
+            if late {
+                let _ = abort.send(Err(Aborted)).await;
+            } else {
+                cluster.stats().response_time(sent.elapsed(), external);
+            }
+            stream.end_now(Some(response_headers));
+        });
+        response
+    }
+
+    /// The stream is complete: the access-log phase with the request headers and these
+    /// response headers (none if it was reset).
+    fn end_now(&mut self, response: Option<Headers>) {
+        self.deciding = false;
+        self.filters.info.borrow_mut().complete();
+        let request = std::mem::take(&mut self.request_headers);
+        self.filters.finish(Some(request), response);
+    }
+}
+
+// === impl StreamFilters: the filters' callbacks and what they decide ===
+
+impl StreamFilters {
+    /// Request headers, filter by filter; each sees the headers the previous one left.
+    /// `Some` ends the stream.
+    async fn decode_headers(&mut self, headers: &mut Headers, ended: bool) -> Option<Processed> {
+        let hcm = self.hcm.clone();
+        for (i, filter) in hcm.filters.iter().enumerate() {
+            let Ok(stream) = filter.start_stream(&self.info) else {
+                // The VM failed before this stream (and, under FAIL_RELOAD, could not be
+                // reloaded yet): FAIL_OPEN skips the filter, the others answer 503.
+                self.contexts.push(None);
+                if filter.failure_policy != FailurePolicy::FailOpen {
+                    return Some(hcm.reply(LocalReply::failure(), i, Direction::Request));
+                }
+                continue;
+            };
+            // The stream is kept before its first callback, so that it ends properly if
+            // the client goes away while a plugin holds it.
+            self.contexts.push(Some(stream));
+            let Some(stream) = self.contexts[i].as_mut() else { continue };
+            let verdict = stream.request_headers(headers, ended).await;
+            if let Some(end) = self.apply(verdict, i, Direction::Request) {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    /// Response headers through the first `encoders` filters, in reverse order; each
+    /// callback reads the headers it holds. `Some` ends the stream.
+    async fn encode_headers(&mut self, headers: &mut Headers, ended: bool, encoders: usize) -> Option<Processed> {
+        for i in Direction::Response.order(encoders) {
+            let Some(s) = self.contexts[i].as_mut() else { continue };
+            let verdict = s.response_headers(headers, ended).await;
+            if let Some(end) = self.apply(verdict, i, Direction::Response) {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    /// A filter's verdict: `Some` ends the stream (a reply or a reset). A reply made while
+    /// decoding the request goes back through the response callbacks of the filters up to
+    /// the one that made it (a failed one excluded); while encoding the response, it goes
+    /// straight to the client, as in Envoy.
+    fn apply(&mut self, verdict: Verdict, i: usize, direction: Direction) -> Option<Processed> {
+        match verdict {
+            Verdict::Continue => None,
+            Verdict::Reset => Some(Processed::Reset),
+            Verdict::LocalReply(r) => Some(self.hcm.reply(r, i + 1, direction)),
+            // The VM failed in this stream's callback: Envoy answers the stream 503 (details
+            // `wasm_fail_stream`) whatever the policy, except the deprecated `fail_open`,
+            // which goes on without the filter; the policy decides for later streams.
+            Verdict::Failed => {
+                self.contexts[i] = None;
+                if self.hcm.filters.get(i).is_some_and(|f| f.reload.0.legacy_fail_open) {
+                    return None;
+                }
+                Some(self.hcm.reply(LocalReply::failure(), i, direction))
+            }
+        }
+    }
+
+    /// The access-log phase, once. As in Envoy: a filter the stream never reached gets a
+    /// context for it; every filter logs, then the access logs write, then each filter is
+    /// done and deleted.
+    fn finish(&mut self, request: Option<Headers>, response: Option<Headers>) {
+        let (mut request, mut response) = (request, response);
+        let hcm = &self.hcm;
+        self.info.borrow().connection.activity.stream_closed();
+        let code = response.as_ref().map(convert::status).map(|s| s.as_u16());
+        hcm.stats.request_ended(code, self.info.borrow().elapsed());
+        let contexts = std::mem::take(&mut self.contexts);
+        let reached = contexts.len();
+        let mut ended = Vec::with_capacity(hcm.filters.len());
+        for (i, stream) in contexts.into_iter().enumerate().chain((reached..hcm.filters.len()).map(|i| (i, None))) {
+            let stream = match stream {
+                Some(s) => s,
+                None if i >= reached => match hcm.filters[i].start_stream(&self.info) {
+                    Ok(s) => s,
+                    Err(_) => continue,
+                },
+                None => continue,
+            };
+            stream.log(&mut request, &mut response);
+            ended.push(stream);
+        }
+        hcm.logs.log(&self.info, &mut request, &mut response);
+        for stream in ended {
+            stream.end();
+        }
     }
 }

@@ -5,16 +5,14 @@
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming};
-use wasmproxy_abi::StreamType;
 use wasmproxy_host::Headers;
 
-use crate::hcm::{Hcm, Processed};
+use crate::hcm::{Processed, StreamFilters};
 use crate::http::body::{Aborted, BodySender};
 use crate::http::convert;
+use crate::http::direction::Direction;
 use crate::http::reply::{DataVerdict, LocalReply};
 use crate::limits::MAX_GATHER_BYTES;
-use crate::stream_info::StreamRef;
-use crate::wasm::http_filter::FilterStream;
 
 /// One piece of a body as the filters get it: a chunk (maybe empty), whether it ends the
 /// body, and the trailers that end it, if any.
@@ -33,22 +31,20 @@ struct BodySource<'a> {
     pending: Option<NextFrame>,
 }
 
-impl Hcm {
+impl StreamFilters {
     /// Streams a body through the filters chunk by chunk (requests in filter order,
     /// responses in reverse), then trailers, into `tx` (or nowhere). From an `http1` peer
     /// the end comes as an empty last chunk, as Envoy's codec delivers it. `Err` ends the stream;
     /// the body being sent is then aborted, so the peer sees a reset, not a short body.
     pub(super) async fn pump(
-        &self,
-        direction: StreamType,
+        &mut self,
+        direction: Direction,
         source: &mut Incoming,
         http1: bool,
-        streams: &mut [Option<FilterStream>],
         tx: Option<BodySender>,
-        info: &StreamRef,
     ) -> Result<(), Processed> {
         let abort = tx.clone();
-        let result = self.pump_frames(direction, source, http1, streams, tx, info).await;
+        let result = self.pump_frames(direction, source, http1, tx).await;
         if result.is_err()
             && let Some(tx) = abort
         {
@@ -58,31 +54,21 @@ impl Hcm {
     }
 
     async fn pump_frames(
-        &self,
-        direction: StreamType,
+        &mut self,
+        direction: Direction,
         incoming: &mut Incoming,
         http1: bool,
-        streams: &mut [Option<FilterStream>],
         mut tx: Option<BodySender>,
-        info: &StreamRef,
     ) -> Result<(), Processed> {
         if incoming.is_end_stream() {
             return Ok(());
         }
-        let request = direction == StreamType::HttpRequest;
-        let order: Vec<usize> = if request { (0..streams.len()).collect() } else { (0..streams.len()).rev().collect() };
+        let filters = self.contexts.len();
         let mut source = BodySource { incoming, http1, pending: None };
         loop {
-            let Some(piece) = self.next_piece(&mut source, request, streams.len(), info).await? else { continue };
-            {
-                let mut i = info.borrow_mut();
-                if request {
-                    i.request_body_size += piece.chunk.len() as u64;
-                } else {
-                    i.response_body_size += piece.chunk.len() as u64;
-                }
-            }
-            let out = self.filter_chunk(direction, &order, streams, piece.chunk, piece.eos).await?;
+            let Some(piece) = self.next_piece(&mut source, direction).await? else { continue };
+            self.info.borrow_mut().count_body(direction, piece.chunk.len());
+            let out = self.filter_chunk(direction, filters, piece.chunk, piece.eos).await?;
             if let Some(bytes) = out.filter(|b| !b.is_empty())
                 && let Some(sender) = &tx
                 && sender.send(Ok(Frame::data(bytes))).await.is_err()
@@ -91,7 +77,7 @@ impl Hcm {
                 tx = None;
             }
             if let Some(trailers) = piece.trailers {
-                let trailers = self.filter_trailers(direction, &order, streams, &trailers).await?;
+                let trailers = self.filter_trailers(direction, &trailers).await?;
                 if let Some(sender) = &tx {
                     let _ = sender.send(Ok(Frame::trailers(convert::header_map(&trailers)))).await;
                 }
@@ -104,19 +90,13 @@ impl Hcm {
 
     /// The next piece of a body, within the stream's idle timeout; `None` for a frame that
     /// is neither data nor trailers.
-    async fn next_piece(
-        &self,
-        source: &mut BodySource<'_>,
-        request: bool,
-        encoders: usize,
-        info: &StreamRef,
-    ) -> Result<Option<BodyPiece>, Processed> {
+    async fn next_piece(&self, source: &mut BodySource<'_>, direction: Direction) -> Result<Option<BodyPiece>, Processed> {
         let next = match source.pending.take() {
             Some(frame) => frame,
-            None => match self.config.stream_idle_timeout {
+            None => match self.hcm.config.stream_idle_timeout {
                 Some(t) => match tokio::time::timeout(t, source.incoming.frame()).await {
                     Ok(next) => next,
-                    Err(_) => return Err(self.stream_idle(info, request, encoders)),
+                    Err(_) => return Err(self.stream_idle(direction)),
                 },
                 None => source.incoming.frame().await,
             },
@@ -124,7 +104,7 @@ impl Hcm {
         let piece = |chunk, eos, trailers| Some(BodyPiece { chunk, eos, trailers });
         match next {
             None => Ok(piece(Bytes::new(), true, None)),
-            Some(Err(e)) if request => Err(self.unreadable_request_body(&e, source.http1, encoders, info)),
+            Some(Err(e)) if direction == Direction::Request => Err(self.unreadable_request_body(&e, source.http1)),
             // A response body that breaks resets the stream.
             Some(Err(_)) => Err(Processed::Reset),
             Some(Ok(frame)) => match frame.into_data() {
@@ -149,45 +129,43 @@ impl Hcm {
 
     /// A request body that cannot be read: a client that went away mid-body is a reset
     /// stream (`DC`); a bad chunk gets 400 from Envoy's codec if it still can.
-    fn unreadable_request_body(&self, e: &hyper::Error, http1: bool, encoders: usize, info: &StreamRef) -> Processed {
+    fn unreadable_request_body(&self, e: &hyper::Error, http1: bool) -> Processed {
         match body_failure(e, http1) {
             BodyFailure::ClientGone => {
-                self.client_gone(info);
+                self.hcm.client_gone(&self.info);
                 Processed::Reset
             }
             BodyFailure::Malformed if http1 => {
                 let headers = Headers::from_pairs([("connection", "close")]);
                 let reply = LocalReply { status: 400, body: b"Bad Request".to_vec(), headers, grpc_status: None };
-                self.reply(reply, encoders, true)
+                self.hcm.reply(reply, self.contexts.len(), Direction::Request)
             }
             // HTTP/2 resets the stream itself (e.g. a body longer than its length).
             BodyFailure::Malformed => Processed::Reset,
         }
     }
 
-    /// A chunk through each filter in `order`: what the last one passes on (`None` while one
-    /// holds it).
-    async fn filter_chunk(
-        &self,
-        direction: StreamType,
-        order: &[usize],
-        streams: &mut [Option<FilterStream>],
+    /// A chunk through the first `filters` filters in the direction's order: what the
+    /// last one passes on (`None` while one holds it).
+    pub(super) async fn filter_chunk(
+        &mut self,
+        direction: Direction,
+        filters: usize,
         chunk: Bytes,
         eos: bool,
     ) -> Result<Option<Bytes>, Processed> {
-        let decoding = direction == StreamType::HttpRequest;
         let mut out = Some(chunk);
-        for &i in order {
+        for i in direction.order(filters) {
             let Some(chunk) = out.take() else { break };
-            let Some(stream) = streams[i].as_mut() else {
+            let Some(stream) = self.contexts[i].as_mut() else {
                 out = Some(chunk);
                 continue;
             };
-            match stream.data(direction, chunk, eos, self.buffer_limit).await {
+            match stream.data(direction, chunk, eos, self.hcm.buffer_limit).await {
                 DataVerdict::Pass(bytes) => out = Some(bytes),
                 DataVerdict::Held => {}
                 DataVerdict::Done(verdict) => {
-                    if let Some(end) = self.apply(verdict, i, &mut streams[i], decoding) {
+                    if let Some(end) = self.apply(verdict, i, direction) {
                         return Err(end);
                     }
                     out = Some(Bytes::new());
@@ -197,20 +175,13 @@ impl Hcm {
         Ok(out)
     }
 
-    /// Trailers through each filter in `order`.
-    async fn filter_trailers(
-        &self,
-        direction: StreamType,
-        order: &[usize],
-        streams: &mut [Option<FilterStream>],
-        trailers: &http::HeaderMap,
-    ) -> Result<Headers, Processed> {
-        let decoding = direction == StreamType::HttpRequest;
+    /// Trailers through every filter in the direction's order.
+    async fn filter_trailers(&mut self, direction: Direction, trailers: &http::HeaderMap) -> Result<Headers, Processed> {
         let mut t = convert::plain_headers(trailers);
-        for &i in order {
-            let Some(stream) = streams[i].as_mut() else { continue };
+        for i in direction.order(self.contexts.len()) {
+            let Some(stream) = self.contexts[i].as_mut() else { continue };
             let verdict = stream.trailers(direction, &mut t).await;
-            if let Some(end) = self.apply(verdict, i, &mut streams[i], decoding) {
+            if let Some(end) = self.apply(verdict, i, direction) {
                 return Err(end);
             }
         }
@@ -219,17 +190,17 @@ impl Hcm {
 
     /// `stream_idle_timeout` passed with no body bytes from the peer: Envoy answers 408
     /// `stream timeout` if the response has not started (flag `SI`), else resets.
-    fn stream_idle(&self, info: &StreamRef, request: bool, encoders: usize) -> Processed {
-        self.stats.rq_idle_timeout.inc();
-        let mut i = info.borrow_mut();
+    fn stream_idle(&self, direction: Direction) -> Processed {
+        self.hcm.stats.rq_idle_timeout.inc();
+        let mut i = self.info.borrow_mut();
         i.response_flags.push("SI");
         i.response_code_details = "stream_idle_timeout".into();
-        if !request {
+        if direction == Direction::Response {
             return Processed::Reset;
         }
         let reply =
             LocalReply { status: 408, body: b"stream timeout".to_vec(), headers: Headers::new(), grpc_status: None };
-        self.reply(reply, encoders, true)
+        self.hcm.reply(reply, self.contexts.len(), Direction::Request)
     }
 }
 

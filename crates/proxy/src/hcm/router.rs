@@ -9,19 +9,18 @@ use bytes::Bytes;
 use http_body_util::Either;
 use hyper::body::Incoming;
 use tokio::time::Instant as TokioInstant;
-use wasmproxy_abi::StreamType;
 use wasmproxy_config::model::{RedirectAction, RouteAction};
 use wasmproxy_host::Headers;
 
 use crate::hcm::route_table::{Matched, RouteTable};
-use crate::hcm::{Hcm, Processed, ResponseBody, UpstreamBody};
+use crate::hcm::{ActiveStream, Hcm, Processed, ResponseBody, UpstreamBody};
 use crate::http::body::whole;
 use crate::http::convert;
+use crate::http::direction::Direction;
 use crate::http::reply::{reply_headers, status_headers};
 use crate::stream_info::StreamRef;
 use crate::upstream::cluster::{Cluster, Clusters};
 use crate::upstream::error::{UpstreamError, connect_failure_reason, upstream_error_reply};
-use crate::wasm::http_filter::FilterStream;
 
 /// Where the router sends a request.
 pub(super) enum Target {
@@ -91,17 +90,16 @@ impl Hcm {
             }
         }
     }
+}
 
+impl ActiveStream {
     /// Sends the request to `cluster` while its body streams through the filters, until
     /// the response headers are in (or the upstream failed: Envoy's local reply). Envoy's
     /// route timeout runs from the end of the request to the end of the response: the
     /// deadline is set once the request body is through.
     pub(super) async fn forward(
-        &self,
-        headers: &Headers,
+        &mut self,
         request: Downstream<'_>,
-        streams: &mut [Option<FilterStream>],
-        info: &StreamRef,
         cluster: Rc<Cluster>,
         timeout: Option<Duration>,
     ) -> Result<(Headers, ResponseBody), Processed> {
@@ -115,9 +113,11 @@ impl Hcm {
             let (tx, body) = crate::http::body::channel();
             (Some(tx), Either::Right(body))
         };
+        let info = self.filters.info.clone();
+        let (headers, filters) = (&self.request_headers, &mut self.filters);
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<TokioInstant>();
         let send = async {
-            let start = cluster.start(headers, body, request.ended, Some(info));
+            let start = cluster.start(headers, body, request.ended, Some(&info));
             tokio::pin!(start);
             let Some(t) = timeout else { return (start.await, None) };
             let ended = tokio::select! {
@@ -129,7 +129,7 @@ impl Hcm {
             (r, Some(deadline))
         };
         let pump = async {
-            let pumped = self.pump(StreamType::HttpRequest, request.incoming, request.http1, streams, tx, info).await;
+            let pumped = filters.pump(Direction::Request, request.incoming, request.http1, tx).await;
             info.borrow_mut().note_request_done();
             let _ = ended_tx.send(TokioInstant::now());
             pumped
@@ -150,7 +150,7 @@ impl Hcm {
                 (h, ResponseBody::Streaming(UpstreamBody { body, deadline, http1, cluster, sent, external }))
             }
             Err(e) => {
-                note_upstream_error(info, &e);
+                note_upstream_error(&info, &e);
                 let (h, text) = upstream_error_reply(&e);
                 (h, ResponseBody::Whole(text))
             }

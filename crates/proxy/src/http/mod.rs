@@ -4,6 +4,7 @@
 
 pub(crate) mod body;
 pub(crate) mod convert;
+pub(crate) mod direction;
 pub(crate) mod downstream;
 pub(crate) mod exec;
 pub(crate) mod reply;

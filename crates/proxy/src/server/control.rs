@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use wasmproxy_config::ResourceFileError;
 use wasmproxy_config::model::{
     Bootstrap, Cluster, DynamicResources, FileSource, Listener, ResourceFile, SocketAddress,
 };
@@ -136,10 +137,10 @@ impl Control {
     /// resources still start; a static resource that fails stops start-up.
     pub fn start(&mut self) -> Result<(), ServerError> {
         if let Some(source) = self.bootstrap.dynamic_resources.cds.clone() {
-            self.try_clusters(&source, false);
+            self.try_file::<Cluster>(&source, false);
         }
         if let Some(source) = self.bootstrap.dynamic_resources.lds.clone() {
-            self.try_listeners(&source, false);
+            self.try_file::<Listener>(&source, false);
         }
         match self.apply(self.all_listeners(), self.all_clusters()) {
             Ok(()) => {
@@ -171,12 +172,12 @@ impl Control {
     /// and EDS files they refer to).
     pub fn reload(&mut self) {
         if let Some(source) = self.bootstrap.dynamic_resources.cds.clone()
-            && self.try_clusters(&source, true)
+            && self.try_file::<Cluster>(&source, true)
         {
             self.publish();
         }
         if let Some(source) = self.bootstrap.dynamic_resources.lds.clone()
-            && self.try_listeners(&source, true)
+            && self.try_file::<Listener>(&source, true)
         {
             self.publish();
         }
@@ -197,68 +198,44 @@ impl Control {
         sources
     }
 
-    /// Reads the CDS file if it changed and, if `apply`, serves it (counting the success:
-    /// at start, [`Control::start`] does); true if it was taken.
-    fn try_clusters(&mut self, source: &FileSource, apply: bool) -> bool {
-        if !changed(&source.path, &mut self.last_cds_text) {
+    /// Reads an LDS or CDS file if it changed and, if `apply`, serves it (counting the
+    /// success: at start, [`Control::start`] does); true if it was taken.
+    fn try_file<R: DynamicResource>(&mut self, source: &FileSource, apply: bool) -> bool {
+        let path = source.path.display();
+        let (_, last, stats) = R::parts(self);
+        if !changed(&source.path, last) {
             return false;
         }
-        self.stats.cds.attempted();
-        let file = match wasmproxy_config::load_cluster_file(&source.path, Path::new("")) {
-            Ok(file) => file,
-            Err(error) => {
-                self.stats.cds.not_taken(&error);
-                tracing::warn!("cds: {} rejected:\n{error}", source.path.display());
-                return false;
-            }
-        };
-        let previous = self.clusters.replace(file);
-        if !apply {
-            return true;
-        }
-        if let Err(e) = self.apply(self.all_listeners(), self.all_clusters()) {
-            self.clusters = previous;
-            self.stats.cds.rejected();
-            tracing::warn!("cds: {} rejected: {e}", source.path.display());
-            return false;
-        }
-        self.stats.cds.accepted(&self.version(false));
-        tracing::info!("cds: {} accepted (version {:?})", source.path.display(), self.version(false));
-        true
-    }
-
-    /// Reads the LDS file if it changed and, if `apply`, serves it; true if it was taken.
-    fn try_listeners(&mut self, source: &FileSource, apply: bool) -> bool {
-        if !changed(&source.path, &mut self.last_lds_text) {
-            return false;
-        }
-        self.stats.lds.attempted();
+        stats.attempted();
         let clusters: Vec<String> = self.all_clusters().iter().map(|c| c.name.clone()).collect();
-        let file = match wasmproxy_config::load_listener_file(&source.path, Path::new(""), &clusters) {
+        let file = match R::load(&source.path, &clusters) {
             Ok(file) => file,
             Err(error) => {
-                self.stats.lds.not_taken(&error);
-                tracing::warn!("lds: {} rejected:\n{error}", source.path.display());
+                R::parts(self).2.not_taken(&error);
+                tracing::warn!("{}: {path} rejected:\n{error}", R::API);
                 return false;
             }
         };
-        if let Some(clash) = file.resources.iter().find(|l| self.bootstrap.listeners.iter().any(|s| s.name == l.name)) {
-            self.stats.lds.rejected();
-            tracing::warn!("lds: {} rejected: listener {:?} is a static listener", source.path.display(), clash.name);
+        if let Some(clash) = R::clash(self, &file) {
+            R::parts(self).2.rejected();
+            tracing::warn!("{}: {path} rejected: {clash}", R::API);
             return false;
         }
-        let previous = self.listeners.replace(file);
+        let previous = R::parts(self).0.replace(file);
         if !apply {
             return true;
         }
         if let Err(e) = self.apply(self.all_listeners(), self.all_clusters()) {
-            self.listeners = previous;
-            self.stats.lds.rejected();
-            tracing::warn!("lds: {} rejected: {e}", source.path.display());
+            let (taken, _, stats) = R::parts(self);
+            *taken = previous;
+            stats.rejected();
+            tracing::warn!("{}: {path} rejected: {e}", R::API);
             return false;
         }
-        self.stats.lds.accepted(&self.version(true));
-        tracing::info!("lds: {} accepted (version {:?})", source.path.display(), self.version(true));
+        let (taken, _, stats) = R::parts(self);
+        let version = taken.as_ref().map(|f| f.version_info.clone()).unwrap_or_default();
+        stats.accepted(&version);
+        tracing::info!("{}: {path} accepted (version {version:?})", R::API);
         true
     }
 
@@ -401,6 +378,52 @@ impl Control {
         view.listeners = self.bound();
         show(&mut view.dynamic_listeners, &self.listeners);
         show(&mut view.dynamic_clusters, &self.clusters);
+    }
+}
+
+/// What the LDS and CDS files hold, and where [`Control`] keeps each.
+trait DynamicResource: Sized {
+    /// "lds" or "cds", in logs.
+    const API: &'static str;
+    /// Reads the file; a listener may route to the `clusters` named.
+    fn load(path: &Path, clusters: &[String]) -> Result<ResourceFile<Self>, ResourceFileError>;
+    /// The file last taken, the text last tried, and the subscription's stats.
+    fn parts(control: &mut Control) -> (&mut Option<ResourceFile<Self>>, &mut Option<String>, &SubscriptionStats);
+    /// Why a file that reads well cannot be taken, if it cannot.
+    fn clash(control: &Control, file: &ResourceFile<Self>) -> Option<String>;
+}
+
+impl DynamicResource for Listener {
+    const API: &'static str = "lds";
+
+    fn load(path: &Path, clusters: &[String]) -> Result<ResourceFile<Self>, ResourceFileError> {
+        wasmproxy_config::load_listener_file(path, Path::new(""), clusters)
+    }
+
+    fn parts(control: &mut Control) -> (&mut Option<ResourceFile<Self>>, &mut Option<String>, &SubscriptionStats) {
+        (&mut control.listeners, &mut control.last_lds_text, &control.stats.lds)
+    }
+
+    fn clash(control: &Control, file: &ResourceFile<Self>) -> Option<String> {
+        let clash = file.resources.iter().find(|l| control.bootstrap.listeners.iter().any(|s| s.name == l.name))?;
+        Some(format!("listener {:?} is a static listener", clash.name))
+    }
+}
+
+impl DynamicResource for Cluster {
+    const API: &'static str = "cds";
+
+    fn load(path: &Path, _clusters: &[String]) -> Result<ResourceFile<Self>, ResourceFileError> {
+        wasmproxy_config::load_cluster_file(path, Path::new(""))
+    }
+
+    fn parts(control: &mut Control) -> (&mut Option<ResourceFile<Self>>, &mut Option<String>, &SubscriptionStats) {
+        (&mut control.clusters, &mut control.last_cds_text, &control.stats.cds)
+    }
+
+    /// A dynamic cluster named as a static one is left out (see `all_clusters`), not refused.
+    fn clash(_control: &Control, _file: &ResourceFile<Self>) -> Option<String> {
+        None
     }
 }
 

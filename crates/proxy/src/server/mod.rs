@@ -103,14 +103,7 @@ impl Server {
     /// Starts the proxy: returns once every worker listens.
     pub fn start(config: Bootstrap, options: ServerOptions) -> Result<RunningServer, ServerError> {
         let tunables = Tunables::read(&config.runtime).map_err(ServerError::Config)?;
-        let mut engine_config = options.engine.clone();
-        if let Some(d) = tunables.callback_deadline {
-            engine_config.callback_deadline = d;
-        }
-        if let Some(n) = tunables.memory_limit_bytes {
-            engine_config.memory_limit_bytes = n;
-        }
-        let engine = WasmEngine::new(engine_config).map_err(|e| ServerError::Plugin(e.to_string()))?;
+        let engine = engine(&options, &tunables)?;
         let store = engine.shared().metrics.store().clone();
         store.set_tag_rules(tag_rules(&config.stats_config));
         let engine_handle = engine.clone();
@@ -155,14 +148,7 @@ impl Server {
             inboxes.push(inbox);
             workers.push(handle);
         }
-        // Modules compiled to baseline code at start move to optimized code when it is ready
-        // (VMs started after that get it at once).
-        let senders = inboxes.clone();
-        engine_handle.on_optimized(Arc::new(move |sha256: &str| {
-            for inbox in &senders {
-                let _ = inbox.send(WorkerMessage::Optimized(sha256.to_string()));
-            }
-        }));
+        tell_of_optimized_code(&engine_handle, inboxes.clone());
         let mut server = RunningServer { listeners: Vec::new(), admin: None, shutdown, workers };
         let mut control = Control::new(builder, config.clone(), inboxes, concurrency, &store);
         if let Err(e) = control.start() {
@@ -245,6 +231,28 @@ impl Stopper {
 }
 
 /// The socket address of a configured listener, and how to report a failure to bind it.
+/// The Wasm engine, with the runtime's tunables over the options' settings.
+fn engine(options: &ServerOptions, tunables: &Tunables) -> Result<WasmEngine, ServerError> {
+    let mut config = options.engine.clone();
+    if let Some(d) = tunables.callback_deadline {
+        config.callback_deadline = d;
+    }
+    if let Some(n) = tunables.memory_limit_bytes {
+        config.memory_limit_bytes = n;
+    }
+    WasmEngine::new(config).map_err(|e| ServerError::Plugin(e.to_string()))
+}
+
+/// Modules compiled to baseline code move to optimized code when it is ready: every
+/// thread hears of it (VMs started after that get it at once).
+fn tell_of_optimized_code(engine: &WasmEngine, inboxes: Vec<tokio::sync::mpsc::UnboundedSender<WorkerMessage>>) {
+    engine.on_optimized(Arc::new(move |sha256: &str| {
+        for inbox in &inboxes {
+            let _ = inbox.send(WorkerMessage::Optimized(sha256.to_string()));
+        }
+    }));
+}
+
 fn resolve(
     name: &str,
     address: &SocketAddress,

@@ -17,6 +17,7 @@ use wasmproxy_abi::Status;
 use wasmproxy_abi::property::PropertyValue;
 use wasmproxy_host::{Headers, StreamData};
 
+use crate::http::direction::Direction;
 use crate::stream_info::metadata::{MetadataAttributes, RouteAttributes};
 
 /// The connection a stream arrived on.
@@ -128,6 +129,14 @@ impl StreamInfo {
     /// The time since the stream started.
     pub fn since_start(&self) -> std::time::Duration {
         self.started.elapsed()
+    }
+
+    /// Counts body bytes (`request.size`, `response.size`).
+    pub fn count_body(&mut self, direction: Direction, bytes: usize) {
+        match direction {
+            Direction::Request => self.request_body_size += bytes as u64,
+            Direction::Response => self.response_body_size += bytes as u64,
+        }
     }
 
     /// The request's last byte is in.

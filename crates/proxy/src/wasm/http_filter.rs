@@ -7,10 +7,10 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use wasmproxy_abi::{FilterStatus, StreamType};
 use wasmproxy_config::model::{FailurePolicy, WasmPlugin};
 use wasmproxy_host::{StreamAction, StreamData, VmError, WasmVm};
 
+use crate::http::direction::Direction;
 use crate::http::reply::{DataVerdict, LocalReply, Verdict};
 use crate::stream_info::StreamRef;
 use crate::wasm::instance::{PluginInstance, ReloadStats};
@@ -88,8 +88,7 @@ impl FilterSlot {
     ) {
         let (instance, root) = (self.vm(), self.root());
         instance.streams.borrow_mut().insert(root, info.clone());
-        {
-            let mut vm = instance.vm.borrow_mut();
+        let _ = instance.call(Some(root), |vm| {
             if let Some(s) = vm.stream(root) {
                 s.request_headers = request.take();
                 s.response_headers = response.take();
@@ -97,12 +96,11 @@ impl FilterSlot {
             if let Err(e) = vm.on_log(root) {
                 tracing::debug!("Wasm access logger: {e}");
             }
-            vm.take_actions();
             if let Some(s) = vm.stream(root) {
                 *request = s.request_headers.take();
                 *response = s.response_headers.take();
             }
-        }
+        });
         instance.streams.borrow_mut().remove(&root);
     }
 }
@@ -121,8 +119,8 @@ pub struct FilterStream {
     pub(super) ctx: u32,
     /// What the plugin asks later, once the stream first waits for it (most streams never do).
     pub(super) rx: Option<mpsc::UnboundedReceiver<StreamAction>>,
-    pub(super) holding_request: bool,
-    pub(super) holding_response: bool,
+    /// Whether the plugin holds body bytes back, per direction ([`Direction::index`]).
+    pub(super) holding: [bool; 2],
     /// The plugin, kept while the stream runs on its root context.
     pub(super) slot: Option<Rc<FilterSlot>>,
 }
@@ -146,91 +144,8 @@ impl FilterStream {
     pub async fn request_headers(&mut self, headers: &mut wasmproxy_host::Headers, eos: bool) -> Verdict {
         self.with_stream(|s| s.request_headers = Some(std::mem::take(headers)));
         let verdict =
-            self.run(StreamType::HttpRequest, |vm, ctx| vm.on_request_headers(ctx, eos).map(|s| s.is_stop())).await;
+            self.run(Direction::Request, |vm, ctx| vm.on_request_headers(ctx, eos).map(|s| s.is_stop())).await;
         *headers = self.with_stream(|s| s.request_headers.take()).flatten().unwrap_or_default();
-        verdict
-    }
-
-    /// One chunk through the body callback, as Envoy does: the plugin sees everything it
-    /// has held back so far plus this chunk; Continue passes it all on; Pause holds it
-    /// (up to `limit` bytes) until a later chunk, or the end, or `continue_stream`.
-    pub async fn data(&mut self, direction: StreamType, chunk: Bytes, eos: bool, limit: usize) -> DataVerdict {
-        let request = direction == StreamType::HttpRequest;
-        let holding = if request { self.holding_request } else { self.holding_response };
-        let held = self
-            .with_stream(|s| {
-                let slot = if request { &mut s.request_body } else { &mut s.response_body };
-                match slot {
-                    Some(body) if holding => body.extend_from_slice(&chunk),
-                    _ => *slot = Some(chunk.to_vec()),
-                }
-                slot.as_ref().map_or(0, Vec::len)
-            })
-            .unwrap_or(0);
-        let step = self.step(direction, |vm, ctx| {
-            if request {
-                vm.on_request_body(ctx, eos).map(|s| s.is_stop())
-            } else {
-                vm.on_response_body(ctx, eos).map(|s| s.is_stop())
-            }
-        });
-        let verdict = match step {
-            Step::Continued => Verdict::Continue,
-            Step::Done(v) => v,
-            Step::Stopped if !eos => {
-                if held > limit {
-                    // Envoy: over the buffer limit, 413 for requests, 500 for responses.
-                    let (status, body) =
-                        if request { (413, "Payload Too Large") } else { (500, "Internal Server Error") };
-                    return DataVerdict::Done(Verdict::LocalReply(LocalReply {
-                        status,
-                        body: body.as_bytes().to_vec(),
-                        headers: wasmproxy_host::Headers::new(),
-                        grpc_status: None,
-                    }));
-                }
-                if request {
-                    self.holding_request = true;
-                } else {
-                    self.holding_response = true;
-                }
-                return DataVerdict::Held;
-            }
-            Step::Stopped => self.wait(direction).await,
-        };
-        if request {
-            self.holding_request = false;
-        } else {
-            self.holding_response = false;
-        }
-        match verdict {
-            Verdict::Continue => DataVerdict::Pass(
-                self.with_stream(|s| if request { s.request_body.take() } else { s.response_body.take() })
-                    .flatten()
-                    .map(Bytes::from)
-                    .unwrap_or_default(),
-            ),
-            other => DataVerdict::Done(other),
-        }
-    }
-
-    /// `on_request_trailers` or `on_response_trailers`.
-    pub async fn trailers(&mut self, direction: StreamType, trailers: &mut wasmproxy_host::Headers) -> Verdict {
-        let request = direction == StreamType::HttpRequest;
-        self.with_stream(|s| {
-            let slot = if request { &mut s.request_trailers } else { &mut s.response_trailers };
-            *slot = Some(std::mem::take(trailers));
-        });
-        let verdict = self
-            .run(direction, |vm, ctx| {
-                let status = if request { vm.on_request_trailers(ctx) } else { vm.on_response_trailers(ctx) };
-                status.map(|s| s == FilterStatus::StopIteration)
-            })
-            .await;
-        *trailers = self
-            .with_stream(|s| if request { s.request_trailers.take() } else { s.response_trailers.take() })
-            .flatten()
-            .unwrap_or_default();
         verdict
     }
 
@@ -238,15 +153,63 @@ impl FilterStream {
     pub async fn response_headers(&mut self, headers: &mut wasmproxy_host::Headers, eos: bool) -> Verdict {
         self.with_stream(|s| s.response_headers = Some(std::mem::take(headers)));
         let verdict =
-            self.run(StreamType::HttpResponse, |vm, ctx| vm.on_response_headers(ctx, eos).map(|s| s.is_stop())).await;
+            self.run(Direction::Response, |vm, ctx| vm.on_response_headers(ctx, eos).map(|s| s.is_stop())).await;
         *headers = self.with_stream(|s| s.response_headers.take()).flatten().unwrap_or_default();
+        verdict
+    }
+
+    /// One chunk through the body callback, as Envoy does: the plugin sees everything it
+    /// has held back so far plus this chunk; Continue passes it all on; Pause holds it
+    /// (up to `limit` bytes) until a later chunk, or the end, or `continue_stream`.
+    pub async fn data(&mut self, direction: Direction, chunk: Bytes, eos: bool, limit: usize) -> DataVerdict {
+        let holding = &mut self.holding[direction.index()];
+        let was_holding = std::mem::take(holding);
+        let held = self
+            .with_stream(|s| {
+                let body = direction.body(s);
+                match body {
+                    Some(body) if was_holding => body.extend_from_slice(&chunk),
+                    _ => *body = Some(chunk.to_vec()),
+                }
+                body.as_ref().map_or(0, Vec::len)
+            })
+            .unwrap_or(0);
+        let verdict = match self.step(direction, |vm, ctx| direction.on_body(vm, ctx, eos)) {
+            Step::Continued => Verdict::Continue,
+            Step::Done(v) => v,
+            Step::Stopped if !eos => {
+                if held > limit {
+                    // Envoy: over the buffer limit, 413 for requests, 500 for responses.
+                    let (status, body) = direction.over_limit();
+                    let headers = wasmproxy_host::Headers::new();
+                    let reply = LocalReply { status, body: body.as_bytes().to_vec(), headers, grpc_status: None };
+                    return DataVerdict::Done(Verdict::LocalReply(reply));
+                }
+                self.holding[direction.index()] = true;
+                return DataVerdict::Held;
+            }
+            Step::Stopped => self.wait(direction).await,
+        };
+        match verdict {
+            Verdict::Continue => DataVerdict::Pass(
+                self.with_stream(|s| direction.body(s).take()).flatten().map(Bytes::from).unwrap_or_default(),
+            ),
+            other => DataVerdict::Done(other),
+        }
+    }
+
+    /// `on_request_trailers` or `on_response_trailers`.
+    pub async fn trailers(&mut self, direction: Direction, trailers: &mut wasmproxy_host::Headers) -> Verdict {
+        self.with_stream(|s| *direction.trailers(s) = Some(std::mem::take(trailers)));
+        let verdict = self.run(direction, |vm, ctx| direction.on_trailers(vm, ctx)).await;
+        *trailers = self.with_stream(|s| direction.trailers(s).take()).flatten().unwrap_or_default();
         verdict
     }
 
     /// Runs a callback; if the plugin stopped, waits for it to continue (or reply, or reset).
     async fn run(
         &mut self,
-        direction: StreamType,
+        direction: Direction,
         call: impl FnOnce(&mut WasmVm, u32) -> Result<bool, VmError>,
     ) -> Verdict {
         match self.step(direction, call) {
@@ -257,36 +220,23 @@ impl FilterStream {
     }
 
     /// Runs a callback and applies what it asked for this stream.
-    fn step(&mut self, direction: StreamType, call: impl FnOnce(&mut WasmVm, u32) -> Result<bool, VmError>) -> Step {
-        let (stopped, actions) = {
-            let mut vm = self.instance.vm.borrow_mut();
-            match call(&mut vm, self.ctx) {
-                Ok(stopped) => (stopped, vm.take_actions()),
-                Err(_) => return Step::Done(Verdict::Failed),
-            }
-        };
+    fn step(&mut self, direction: Direction, call: impl FnOnce(&mut WasmVm, u32) -> Result<bool, VmError>) -> Step {
+        let ctx = self.ctx;
+        let (result, mine) = self.instance.call(Some(ctx), |vm| call(vm, ctx));
+        let Ok(stopped) = result else { return Step::Done(Verdict::Failed) };
         let mut continued = false;
-        let mut others = Vec::new();
-        for (ctx, action) in actions {
-            if ctx != self.ctx {
-                others.push((ctx, action));
-                continue;
-            }
+        for action in mine {
             match own_action(action, direction) {
                 Some(Verdict::Continue) => continued = true,
-                Some(v) => {
-                    self.instance.dispatch(others);
-                    return Step::Done(v);
-                }
+                Some(v) => return Step::Done(v),
                 None => {}
             }
         }
-        self.instance.dispatch(others);
         if !stopped || continued { Step::Continued } else { Step::Stopped }
     }
 
     /// Waits for the plugin to continue this direction (or reply, or reset).
-    async fn wait(&mut self, direction: StreamType) -> Verdict {
+    async fn wait(&mut self, direction: Direction) -> Verdict {
         let rx = self.rx.get_or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             self.instance.waiters.borrow_mut().insert(self.ctx, tx);
@@ -304,36 +254,38 @@ impl FilterStream {
     /// to the context for the call and come back, for the next filter.
     pub fn log(&self, request: &mut Option<wasmproxy_host::Headers>, response: &mut Option<wasmproxy_host::Headers>) {
         self.instance.waiters.borrow_mut().remove(&self.ctx);
-        let mut vm = self.instance.vm.borrow_mut();
-        if let Some(s) = vm.stream(self.ctx) {
-            s.request_headers = request.take();
-            s.response_headers = response.take();
-            s.request_body = None;
-            s.response_body = None;
-        }
-        let _ = vm.on_log(self.ctx);
-        vm.take_actions();
-        if let Some(s) = vm.stream(self.ctx) {
-            *request = s.request_headers.take();
-            *response = s.response_headers.take();
-        }
+        let ctx = self.ctx;
+        let _ = self.instance.call(Some(ctx), |vm| {
+            if let Some(s) = vm.stream(ctx) {
+                s.request_headers = request.take();
+                s.response_headers = response.take();
+                s.request_body = None;
+                s.response_body = None;
+            }
+            let _ = vm.on_log(ctx);
+            if let Some(s) = vm.stream(ctx) {
+                *request = s.request_headers.take();
+                *response = s.response_headers.take();
+            }
+        });
     }
 
     /// The end of the stream, once every filter has logged (Envoy 1.40's order): `on_done`,
     /// then `on_delete`. The stream's properties go with the context.
     pub fn end(self) {
-        let mut vm = self.instance.vm.borrow_mut();
-        if vm.on_done(self.ctx).is_ok() {
-            let _ = vm.on_delete(self.ctx);
-        }
-        vm.take_actions();
+        let ctx = self.ctx;
+        let _ = self.instance.call(Some(ctx), |vm| {
+            if vm.on_done(ctx).is_ok() {
+                let _ = vm.on_delete(ctx);
+            }
+        });
         self.instance.streams.borrow_mut().remove(&self.ctx);
     }
 }
 
-fn own_action(action: StreamAction, direction: StreamType) -> Option<Verdict> {
+fn own_action(action: StreamAction, direction: Direction) -> Option<Verdict> {
     match action {
-        StreamAction::Continue(d) if d == direction => Some(Verdict::Continue),
+        StreamAction::Continue(d) if d == direction.stream_type() => Some(Verdict::Continue),
         StreamAction::SendLocalResponse { status, body, headers, grpc_status, .. } => {
             Some(Verdict::LocalReply(LocalReply { status: status as u16, body, headers, grpc_status }))
         }

@@ -144,26 +144,38 @@ impl PluginInstance {
         Ok(instance)
     }
 
-    /// Runs a root-context callback, then hands the actions it produced to their streams.
-    pub(super) fn deliver(&self, call: impl FnOnce(&mut WasmVm) -> Result<(), VmError>) {
+    /// The one way into the plugin: runs `call` on the VM, hands every action it asked of
+    /// another context to that context's waiting stream, and returns the result with the
+    /// actions asked of `own` (the context the callback ran for, if a stream's), for the
+    /// caller to apply.
+    pub(super) fn call<T>(&self, own: Option<u32>, call: impl FnOnce(&mut WasmVm) -> T) -> (T, Vec<StreamAction>) {
         let (result, actions) = {
             let mut vm = self.vm.borrow_mut();
             let result = call(&mut vm);
             (result, vm.take_actions())
         };
-        self.dispatch(actions);
+        let mut mine = Vec::new();
+        if actions.is_empty() {
+            return (result, mine);
+        }
+        let waiters = self.waiters.borrow();
+        for (ctx, action) in actions {
+            if Some(ctx) == own {
+                mine.push(action);
+            } else if let Some(tx) = waiters.get(&ctx) {
+                let _ = tx.send(action);
+            }
+        }
+        (result, mine)
+    }
+
+    /// Runs a root-context callback (a timer, a queue, a callout's answer); a failure
+    /// fails the streams waiting on the VM.
+    pub(super) fn deliver(&self, call: impl FnOnce(&mut WasmVm) -> Result<(), VmError>) {
+        let (result, _) = self.call(None, call);
         if result.is_err() {
             // Waiting streams see their channel close and apply the failure policy.
             self.waiters.borrow_mut().clear();
-        }
-    }
-
-    pub(super) fn dispatch(&self, actions: Vec<(u32, StreamAction)>) {
-        let waiters = self.waiters.borrow();
-        for (ctx, action) in actions {
-            if let Some(tx) = waiters.get(&ctx) {
-                let _ = tx.send(action);
-            }
         }
     }
 
@@ -222,12 +234,7 @@ impl PluginInstance {
         if self.vm.borrow().failure().is_some() {
             return;
         }
-        let actions = {
-            let mut vm = self.vm.borrow_mut();
-            let _ = vm.shutdown_root(root);
-            vm.take_actions()
-        };
-        self.dispatch(actions);
+        let _ = self.call(None, |vm| vm.shutdown_root(root));
     }
 
     /// FAIL_RELOAD, as Envoy does it: a failed VM is built again for the next stream,
@@ -300,8 +307,7 @@ impl PluginInstance {
             instance: self.clone(),
             ctx,
             rx: None,
-            holding_request: false,
-            holding_response: false,
+            holding: [false; 2],
             slot: None,
         })
     }

@@ -76,11 +76,9 @@ pub enum Opened {
 impl ConnectionFilter {
     /// `on_new_connection`.
     pub fn new_connection(&mut self) -> Opened {
-        let (result, actions) = {
-            let mut vm = self.instance.vm.borrow_mut();
-            (vm.on_new_connection(self.ctx), vm.take_actions())
-        };
-        match (self.apply_others(actions), result) {
+        let ctx = self.ctx;
+        let (result, mine) = self.instance.call(Some(ctx), |vm| vm.on_new_connection(ctx));
+        match (closes(&mine), result) {
             (true, _) => Opened::Closed,
             (false, Err(_)) => Opened::Failed,
             (false, Ok(_)) => Opened::Yes,
@@ -92,24 +90,18 @@ impl ConnectionFilter {
     pub fn data(&mut self, direction: StreamType, chunk: &[u8], end_of_stream: bool) -> TcpVerdict {
         let downstream = direction == StreamType::Downstream;
         let i = usize::from(!downstream);
-        let held = self.held[i];
-        let (result, actions) = {
-            let mut vm = self.instance.vm.borrow_mut();
-            if let Some(s) = vm.stream(self.ctx) {
+        let (held, ctx) = (self.held[i], self.ctx);
+        let (result, mine) = self.instance.call(Some(ctx), |vm| {
+            if let Some(s) = vm.stream(ctx) {
                 let slot = if downstream { &mut s.downstream_data } else { &mut s.upstream_data };
                 match slot {
                     Some(data) if held => data.extend_from_slice(chunk),
                     _ => *slot = Some(chunk.to_vec()),
                 }
             }
-            let result = if downstream {
-                vm.on_downstream_data(self.ctx, end_of_stream)
-            } else {
-                vm.on_upstream_data(self.ctx, end_of_stream)
-            };
-            (result, vm.take_actions())
-        };
-        if self.apply_others(actions) {
+            if downstream { vm.on_downstream_data(ctx, end_of_stream) } else { vm.on_upstream_data(ctx, end_of_stream) }
+        });
+        if closes(&mine) {
             return TcpVerdict::Close;
         }
         match result {
@@ -148,39 +140,26 @@ impl ConnectionFilter {
         self.rx.poll_recv(cx)
     }
 
-    /// Hands other contexts' actions on; true if this connection is to be closed.
-    fn apply_others(&self, actions: Vec<(u32, StreamAction)>) -> bool {
-        let mut closed = false;
-        let mut others = Vec::new();
-        for (ctx, action) in actions {
-            if ctx == self.ctx {
-                closed |= matches!(action, StreamAction::Close(_));
-            } else {
-                others.push((ctx, action));
-            }
-        }
-        self.instance.dispatch(others);
-        closed
-    }
-
     /// The upstream connection closed (`on_upstream_connection_close`, when it happens).
     pub fn upstream_closed(&mut self, peer: PeerType) {
-        let actions = {
-            let mut vm = self.instance.vm.borrow_mut();
-            let _ = vm.on_upstream_connection_close(self.ctx, peer);
-            vm.take_actions()
-        };
-        self.apply_others(actions);
+        let ctx = self.ctx;
+        let _ = self.instance.call(Some(ctx), |vm| vm.on_upstream_connection_close(ctx, peer));
     }
 
     /// The end: the downstream close callback (with who closed it), then done, log,
     /// delete (Envoy's order for TCP).
     pub fn finish(self, downstream: PeerType) {
         self.instance.waiters.borrow_mut().remove(&self.ctx);
-        let mut vm = self.instance.vm.borrow_mut();
-        let _ = vm.on_downstream_connection_close(self.ctx, downstream);
-        let _ = vm.finish_stream(self.ctx);
-        vm.take_actions();
+        let ctx = self.ctx;
+        let _ = self.instance.call(Some(ctx), |vm| {
+            let _ = vm.on_downstream_connection_close(ctx, downstream);
+            let _ = vm.finish_stream(ctx);
+        });
         self.instance.streams.borrow_mut().remove(&self.ctx);
     }
+}
+
+/// Whether the plugin asked to close its own connection.
+fn closes(mine: &[StreamAction]) -> bool {
+    mine.iter().any(|a| matches!(a, StreamAction::Close(_)))
 }
