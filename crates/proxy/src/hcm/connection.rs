@@ -1,5 +1,5 @@
 //! One downstream HTTP connection: hyper's HTTP/1.1 or HTTP/2 server over the tracked
-//! socket, each request handed to the connection manager, with the connection's idle and
+//! transport (plain TCP today), each request handed to the connection manager, with the connection's idle and
 //! request-headers timers and its part in a drain. An HTTP/1.1 connection that has waited
 //! a while for its next request holds no hyper connection and no buffer, only its socket:
 //! hyper hands the socket back and a fresh hyper connection starts when bytes arrive.
@@ -11,12 +11,12 @@ use std::rc::Rc;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
 use wasmproxy_config::model::CodecType;
 
 use crate::hcm::Hcm;
 use crate::http::downstream::{TrackedIo, answer_header_timeout, headers_late, idle_for};
 use crate::http::exec::LocalExec;
+use crate::http::transport::Transport;
 use crate::limits::{MAX_REQUEST_HEADERS_BYTES, MAX_REQUEST_HEADERS_COUNT, PARK_IDLE_AFTER, PARKED_CONNECTION_BYTES};
 use crate::stream_info::ConnectionInfo;
 
@@ -40,9 +40,9 @@ enum Protocol {
 
 /// Serves one HTTP connection (HTTP/1.1, or HTTP/2 with prior knowledge, as the codec
 /// type allows) until it ends.
-pub async fn serve_http(
+pub async fn serve_http<T: Transport>(
     hcm: Rc<Hcm>,
-    stream: TcpStream,
+    stream: T,
     connection: Rc<ConnectionInfo>,
     stopping: impl Future<Output = ()>,
 ) {
@@ -75,7 +75,7 @@ pub async fn serve_http(
         CodecType::Http1 => Some(Protocol::Http1),
         CodecType::Http2 => Some(Protocol::Http2),
         CodecType::Auto => tokio::select! {
-            p = sniff(&socket) => p,
+            p = sniff(&*socket) => p,
             e = end.as_mut() => ended_while_waiting(&hcm, e),
         },
     };
@@ -94,7 +94,7 @@ pub async fn serve_http(
 
 /// The protocol, from the first bytes (peeked, left for hyper); none if the client
 /// closed first.
-async fn sniff(socket: &TcpStream) -> Option<Protocol> {
+async fn sniff(socket: &impl Transport) -> Option<Protocol> {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut first = [0u8; PREFACE.len()];
     let n = socket.peek(&mut first).await.ok().filter(|n| *n > 0)?;
@@ -117,11 +117,11 @@ fn ended_while_waiting(hcm: &Hcm, end: End) -> Option<Protocol> {
 
 /// HTTP/2 (or a protocol hyper's detection decides): one hyper connection for the
 /// connection's life.
-async fn serve_hyper_auto(
+async fn serve_hyper_auto<T: Transport>(
     hcm: &Rc<Hcm>,
     connection: &Rc<ConnectionInfo>,
-    io: TrackedIo,
-    socket: &TcpStream,
+    io: TrackedIo<T>,
+    socket: &T,
     http2_only: bool,
     end: Pin<&mut impl Future<Output = End>>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -151,7 +151,7 @@ async fn serve_hyper_auto(
 
 /// Acts on `end` while hyper serves: counts it, answers 408 if the headers were late.
 /// Returns whether hyper should shut down gracefully (else the socket was closed).
-fn ends_hyper(hcm: &Hcm, socket: &TcpStream, end: End) -> bool {
+fn ends_hyper(hcm: &Hcm, socket: &impl Transport, end: End) -> bool {
     match end {
         End::Stopping => true,
         End::Idle => {
@@ -170,18 +170,18 @@ fn ends_hyper(hcm: &Hcm, socket: &TcpStream, end: End) -> bool {
 /// HTTP/1.1: a hyper connection while requests come, given up once the connection has
 /// started no exchange for [`PARK_IDLE_AFTER`] and waits with nothing owed (so between one
 /// and two periods after its last request); a fresh one when bytes arrive.
-async fn serve_http1(
+async fn serve_http1<T: Transport>(
     hcm: &Rc<Hcm>,
     connection: &Rc<ConnectionInfo>,
-    mut io: TrackedIo,
-    socket: &TcpStream,
+    mut io: TrackedIo<T>,
+    socket: &T,
     mut end: Pin<&mut impl Future<Output = End>>,
 ) -> Result<(), hyper::Error> {
     loop {
         // Parked: the socket alone waits for bytes (unless a head hyper read ahead waits).
         if !io.head_ready() {
             tokio::select! {
-                r = socket.readable() => if r.is_err() { return Ok(()) },
+                r = std::future::poll_fn(|cx| socket.poll_read_ready(cx)) => if r.is_err() { return Ok(()) },
                 e = end.as_mut() => {
                     ended_while_waiting(hcm, e);
                     return Ok(());
@@ -198,13 +198,13 @@ async fn serve_http1(
 /// Runs one hyper connection until the connection ends (`None`) or has waited long
 /// enough between requests to give hyper up (the socket back, with any bytes hyper read
 /// ahead put back in front).
-async fn serve_until_idle(
+async fn serve_until_idle<T: Transport>(
     hcm: &Rc<Hcm>,
     connection: &Rc<ConnectionInfo>,
-    io: TrackedIo,
-    socket: &TcpStream,
+    io: TrackedIo<T>,
+    socket: &T,
     mut end: Pin<&mut impl Future<Output = End>>,
-) -> Result<Option<TrackedIo>, hyper::Error> {
+) -> Result<Option<TrackedIo<T>>, hyper::Error> {
     let activity = &connection.activity;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.max_buf_size(MAX_REQUEST_HEADERS_BYTES).max_headers(MAX_REQUEST_HEADERS_COUNT);

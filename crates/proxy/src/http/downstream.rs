@@ -12,9 +12,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::http::transport::Transport;
 use crate::limits::MAX_HELD_HEAD_BYTES;
 
 /// What the socket saw, shared with the watchers.
@@ -84,13 +84,14 @@ impl Activity {
     }
 }
 
-/// A socket that notes its activity. It reads and writes through readiness and
-/// `try_read`/`try_write`, so the watchers can still reach the socket (to answer 408).
+/// A connection's transport that notes its activity. It reads and writes through
+/// readiness and `try_read`/`try_write`, so the watchers can still reach the transport
+/// (to answer 408).
 /// While a request head is awaited on an HTTP/1.1 connection, the bytes are held until
 /// the head is whole and checked as Envoy's codec checks it (`request_head`); a refused
 /// head gets Envoy's 400 or 501 and the connection closes.
-pub struct TrackedIo {
-    socket: Rc<TcpStream>,
+pub struct TrackedIo<T> {
+    socket: Rc<T>,
     activity: Rc<Activity>,
     server: Rc<str>,
     /// Bytes of a request head not checked yet.
@@ -101,9 +102,9 @@ pub struct TrackedIo {
     refused: bool,
 }
 
-impl TrackedIo {
+impl<T: Transport> TrackedIo<T> {
     /// Wraps `socket`; `server` names the proxy in the answers it makes itself.
-    pub fn new(socket: Rc<TcpStream>, activity: Rc<Activity>, server: Rc<str>) -> TrackedIo {
+    pub fn new(socket: Rc<T>, activity: Rc<Activity>, server: Rc<str>) -> TrackedIo<T> {
         activity.last.set(Some(Instant::now()));
         TrackedIo { socket, activity, server, held: Vec::new(), out: Vec::new(), refused: false }
     }
@@ -155,7 +156,7 @@ impl TrackedIo {
                 &crate::clock::Utc::now().http_date(),
             );
             let _ = self.socket.try_write(&response);
-            let _ = socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Both);
+            let _ = self.socket.shutdown(std::net::Shutdown::Both);
             self.refused = true;
             self.held.clear();
             return;
@@ -169,7 +170,7 @@ impl TrackedIo {
     }
 }
 
-impl AsyncRead for TrackedIo {
+impl<T: Transport> AsyncRead for TrackedIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let read = self.read_into(cx, buf);
         self.note_held();
@@ -177,7 +178,7 @@ impl AsyncRead for TrackedIo {
     }
 }
 
-impl TrackedIo {
+impl<T: Transport> TrackedIo<T> {
     fn read_into(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self;
         loop {
@@ -200,8 +201,7 @@ impl TrackedIo {
             if !this.awaiting_head() && this.held.is_empty() {
                 // A body (or HTTP/2): straight into hyper's buffer.
                 let unfilled = buf.initialize_unfilled();
-                let asked = unfilled.len();
-                match read_draining(&this.socket, asked, || this.socket.try_read(unfilled)) {
+                match this.socket.try_read(unfilled) {
                     Ok(n) => {
                         if n > 0 {
                             this.activity.read(&unfilled[..n]);
@@ -216,8 +216,7 @@ impl TrackedIo {
             // A head: into the held bytes (their spare room, not zeroed first).
             let before = this.held.len();
             this.held.reserve(8 * 1024);
-            let asked = this.held.capacity() - before;
-            match read_draining(&this.socket, asked, || this.socket.try_read_buf(&mut this.held)) {
+            match this.socket.try_read_buf(&mut this.held) {
                 Ok(0) => {
                     // The end: whatever was held goes to hyper, which sees it cut short.
                     this.out.append(&mut this.held);
@@ -236,35 +235,12 @@ impl TrackedIo {
     }
 }
 
-/// Reads with `read` (of up to `asked` bytes) as tokio's own sockets do: a read that
-/// returns less than it was offered drained the socket, so the socket's readiness is
-/// cleared then (the readiness seen before the read: an event that came meanwhile is
-/// kept), and the next poll waits for the kernel instead of making a read that would only
-/// return EAGAIN (hyper polls again after each request, to see a client close early).
-fn read_draining(
-    socket: &TcpStream,
-    asked: usize,
-    read: impl FnOnce() -> std::io::Result<usize>,
-) -> std::io::Result<usize> {
-    let mut got = None;
-    let cleared = socket.try_io(tokio::io::Interest::READABLE, || {
-        let n = read()?;
-        got = Some(n);
-        if n > 0 && n < asked { Err(std::io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
-    });
-    match (got, cleared) {
-        (Some(n), _) => Ok(n),
-        (None, Err(e)) => Err(e),
-        (None, Ok(())) => Err(std::io::ErrorKind::WouldBlock.into()),
-    }
-}
-
-impl TrackedIo {
-    /// Writes with `write` once the socket is writable, noting the activity.
+impl<T: Transport> TrackedIo<T> {
+    /// Writes with `write` once the transport is writable, noting the activity.
     fn poll_write_with(
         &self,
         cx: &mut Context<'_>,
-        write: impl Fn(&TcpStream) -> std::io::Result<usize>,
+        write: impl Fn(&T) -> std::io::Result<usize>,
     ) -> Poll<std::io::Result<usize>> {
         loop {
             ready!(self.socket.poll_write_ready(cx))?;
@@ -282,7 +258,7 @@ impl TrackedIo {
     }
 }
 
-impl AsyncWrite for TrackedIo {
+impl<T: Transport> AsyncWrite for TrackedIo<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         // An error answer hyper makes on its own (a request it cannot parse) takes Envoy's
         // shape: the reason phrase as a body.
@@ -327,15 +303,15 @@ impl AsyncWrite for TrackedIo {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.socket.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         if self.activity.parking.get() {
             return Poll::Ready(Ok(()));
         }
-        Poll::Ready(socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Write))
+        Poll::Ready(self.socket.shutdown(std::net::Shutdown::Write))
     }
 }
 
@@ -368,9 +344,9 @@ pub async fn headers_late(timeout: std::time::Duration, activity: &Activity) {
     }
 }
 
-/// Envoy's answer when the headers time out, written straight to the socket (no stream
-/// exists yet), before the connection is closed.
-pub fn answer_header_timeout(socket: &TcpStream, server: &str) {
+/// Envoy's answer when the headers time out, written straight to the transport (no
+/// stream exists yet), before the connection is closed.
+pub fn answer_header_timeout(socket: &impl Transport, server: &str) {
     let body = "request header timeout";
     let date = crate::clock::Utc::now().http_date();
     let response = format!(
@@ -378,7 +354,7 @@ pub fn answer_header_timeout(socket: &TcpStream, server: &str) {
         body.len()
     );
     let _ = socket.try_write(response.as_bytes());
-    let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Both);
+    let _ = socket.shutdown(std::net::Shutdown::Both);
 }
 
 /// Now as a `date` header value, made once a second per thread.

@@ -1,6 +1,6 @@
 //! HTTP as the data plane handles it: bodies, conversions between hyper's types and
-//! Proxy-Wasm header maps, request-head checks, the downstream socket, and the replies
-//! and verdicts filters deal in.
+//! Proxy-Wasm header maps, request-head checks, the downstream connection and the
+//! transport under it, and the replies and verdicts filters deal in.
 
 pub(crate) mod body;
 pub(crate) mod convert;
@@ -8,4 +8,5 @@ pub(crate) mod direction;
 pub(crate) mod downstream;
 pub(crate) mod exec;
 pub(crate) mod reply;
+pub(crate) mod transport;
 pub mod request_head;

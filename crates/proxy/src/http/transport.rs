@@ -1,0 +1,100 @@
+//! The byte stream under a downstream connection: plain TCP, or TLS over it
+//! (`http/tls.rs`). Every operation is non-blocking and takes `&self`, so the connection's
+//! watchers can still answer on the stream (a 408) while hyper holds the connection.
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::Shutdown;
+use std::task::{Context, Poll};
+
+use tokio::net::TcpStream;
+
+/// A downstream connection's bytes, whatever carries them.
+pub trait Transport: 'static {
+    /// Ready to read: bytes, the end, or an error wait there.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Reads what is there into `buf` (0 at the end; `WouldBlock` if nothing yet). A read
+    /// that takes all there was clears the readiness, so the next poll waits.
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// [`Transport::try_read`] into the spare room of `buf`.
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize>;
+
+    /// Ready to write.
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Writes what fits now (`WouldBlock` if nothing does).
+    fn try_write(&self, data: &[u8]) -> io::Result<usize>;
+
+    /// [`Transport::try_write`] from several slices.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// Sends what was written and is still held (TLS records); plain TCP holds nothing.
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Closes the writing side, or both.
+    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+
+    /// The first bytes the client sent, left to be read (waits for some; 0 if it closed).
+    fn peek<'a>(&'a self, buf: &'a mut [u8]) -> impl Future<Output = io::Result<usize>> + 'a;
+}
+
+impl Transport for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let asked = buf.len();
+        read_draining(self, asked, || TcpStream::try_read(self, buf))
+    }
+
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let asked = buf.capacity() - buf.len();
+        read_draining(self, asked, || TcpStream::try_read_buf(self, buf))
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_write_ready(self, cx)
+    }
+
+    fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        TcpStream::try_write(self, data)
+    }
+
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        TcpStream::try_write_vectored(self, bufs)
+    }
+
+    fn poll_flush(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        socket2::SockRef::from(self).shutdown(how)
+    }
+
+    fn peek<'a>(&'a self, buf: &'a mut [u8]) -> impl Future<Output = io::Result<usize>> + 'a {
+        TcpStream::peek(self, buf)
+    }
+}
+
+/// Reads with `read` (of up to `asked` bytes) as tokio's own sockets do: a read that
+/// returns less than it was offered drained the socket, so the socket's readiness is
+/// cleared then (the readiness seen before the read: an event that came meanwhile is
+/// kept), and the next poll waits for the kernel instead of making a read that would only
+/// return EAGAIN (hyper polls again after each request, to see a client close early).
+fn read_draining(socket: &TcpStream, asked: usize, read: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
+    let mut got = None;
+    let cleared = socket.try_io(tokio::io::Interest::READABLE, || {
+        let n = read()?;
+        got = Some(n);
+        if n > 0 && n < asked { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
+    });
+    match (got, cleared) {
+        (Some(n), _) => Ok(n),
+        (None, Err(e)) => Err(e),
+        (None, Ok(())) => Err(io::ErrorKind::WouldBlock.into()),
+    }
+}
