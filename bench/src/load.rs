@@ -24,6 +24,9 @@ pub struct LoadResult {
 pub fn run(url: &str, s: &Scenario, connections: usize, duration: Duration) -> Result<LoadResult, String> {
     let mut wrk = Command::new("wrk");
     wrk.args(["-t", "1", "-c", &connections.to_string(), "-d", &format!("{}s", duration.as_secs()), "--latency"]);
+    if s.new_connections {
+        wrk.args(["-H", "Connection: close"]);
+    }
     let script;
     if let Some(body) = &s.body {
         script = std::env::temp_dir().join(format!("wasmproxy-bench-{}.lua", std::process::id()));

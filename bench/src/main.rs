@@ -96,8 +96,12 @@ fn run() -> Result<(), String> {
     let work = std::env::temp_dir().join(format!("wasmproxy-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     let upstream = upstream::start().map_err(|e| format!("upstream: {e}"))?;
+    let tls_files = wasmproxy_conformance::certs::write_localhost_certificate(&work)?;
     let fill = |config: &str| {
-        config.replace("@UPSTREAM_PORT@", &upstream.port().to_string()).replace("@PLUGINS@", &plugins.to_string_lossy())
+        let config = config
+            .replace("@UPSTREAM_PORT@", &upstream.port().to_string())
+            .replace("@PLUGINS@", &plugins.to_string_lossy());
+        wasmproxy_conformance::certs::fill(&config, &tls_files)
     };
     if let Some(requests) = args.soak {
         let (section, passed) = soak::run(&args, requests, &work, &fill)?;
@@ -201,7 +205,8 @@ pub const H2_STREAMS: usize = 32;
 /// Starts the proxy, warms it up, runs the load, reads its CPU time and peak RSS.
 fn measure(args: &Args, kind: Kind, config: &Path, work: &Path, s: &scenarios::Scenario) -> Result<Measured, String> {
     let running = start(args, kind, config, work, 1, &[])?;
-    let url = format!("http://{}{}", running.listener, s.path);
+    let scheme = if s.tls { "https" } else { "http" };
+    let url = format!("{scheme}://{}{}", running.listener, s.path);
     let load = |seconds| {
         if s.http2 {
             load::run_h2(&url, H2_CONNECTIONS, H2_STREAMS, Duration::from_secs(seconds))
@@ -214,8 +219,8 @@ fn measure(args: &Args, kind: Kind, config: &Path, work: &Path, s: &scenarios::S
     let out = load(args.seconds)?;
     let cpu = load::cpu_seconds(&running) - cpu_before;
     let rss_mb = load::peak_rss_mb(&running);
-    // The open-loop client speaks HTTP/1.1 only.
-    let fixed = if s.http2 {
+    // The open-loop client speaks plain HTTP/1.1 only.
+    let fixed = if s.http2 || s.tls {
         fixed_rate::Latencies { p50_ms: f64::NAN, p99_ms: f64::NAN, p999_ms: f64::NAN }
     } else {
         fixed_rate::run(running.listener, s, args.rate, Duration::from_secs(args.seconds))?

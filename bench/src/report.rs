@@ -24,8 +24,16 @@ pub fn memory(args: &Args, work: &Path, fill: &dyn Fn(&str) -> String) -> Result
                 let file = work.join(format!("memory-{}.yaml", kind.name()));
                 std::fs::write(&file, fill(config)).map_err(|e| e.to_string())?;
                 let running = crate::start(args, kind, &file, work, workers, &[])?;
-                let load =
-                    Scenario { name: "memory", about: "", config: String::new(), path: "/", body: None, http2: false };
+                let load = Scenario {
+                    name: "memory",
+                    about: "",
+                    config: String::new(),
+                    path: "/",
+                    body: None,
+                    http2: false,
+                    tls: false,
+                    new_connections: false,
+                };
                 let url = format!("http://{}/", running.listener);
                 crate::load::run(&url, &load, args.connections, Duration::from_secs(2))?;
                 row[i] = crate::load::peak_rss_mb(&running);

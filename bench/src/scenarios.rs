@@ -1,7 +1,7 @@
 //! The benchmark scenarios: one listener with the filters under test in front of the
 //! router, to the shared upstream or a direct response.
 
-use wasmproxy_conformance::config::{network_wasm_filter, wasm_filter};
+use wasmproxy_conformance::config::{network_wasm_filter, wasm_filter, with_tls};
 
 /// One scenario.
 pub struct Scenario {
@@ -17,6 +17,10 @@ pub struct Scenario {
     pub body: Option<Vec<u8>>,
     /// Loaded over HTTP/2 by `h2load` (many streams per connection) instead of `wrk`.
     pub http2: bool,
+    /// Over TLS (the listener presents the run's certificate).
+    pub tls: bool,
+    /// Each request on a connection of its own (`connection: close`): a handshake each, over TLS.
+    pub new_connections: bool,
 }
 
 /// The cluster every scenario sends to: the shared upstream.
@@ -106,7 +110,17 @@ pub fn header_filter(name: &str, file: &str) -> String {
 
 /// Every scenario, in report order.
 pub fn all() -> Vec<Scenario> {
-    let body = |name, about, config, path| Scenario { name, about, config, path, body: None, http2: false };
+    let body = |name, about, config, path| Scenario {
+        name,
+        about,
+        config,
+        path,
+        body: None,
+        http2: false,
+        tls: false,
+        new_connections: false,
+    };
+    let hf = || header_filter("hf", "header_filter.wasm");
     let ten: String = (0..10).map(|i| header_filter(&format!("hf{i}"), "header_filter.wasm")).collect();
     // The probe replaces each body with 4 KiB of its own, both ways, at the end of stream.
     let rewrite = format!(
@@ -138,7 +152,7 @@ pub fn all() -> Vec<Scenario> {
             config: bootstrap(&wasm_filter("body", "probe.wasm", &rewrite, "")),
             path: "/",
             body: Some(vec![b'a'; 4096]),
-            http2: false,
+            ..body("", "", String::new(), "/")
         },
         Scenario {
             name: "http2_many_streams",
@@ -160,5 +174,34 @@ pub fn all() -> Vec<Scenario> {
             tcp_bootstrap(),
             "/",
         ),
+        Scenario {
+            tls: true,
+            ..body(
+                "https_header_filter",
+                "the Rust header filter to the upstream, over TLS 1.3 (keep-alive)",
+                with_tls(&bootstrap(&hf()), "h2, http/1.1"),
+                "/",
+            )
+        },
+        Scenario {
+            tls: true,
+            new_connections: true,
+            ..body(
+                "https_handshakes",
+                "a TLS 1.3 handshake for each request (`connection: close`), the Rust header filter, a direct response",
+                with_tls(&bootstrap(&hf()), "h2, http/1.1"),
+                "/direct",
+            )
+        },
+        Scenario {
+            tls: true,
+            http2: true,
+            ..body(
+                "https_http2",
+                "the Rust header filter to the upstream, HTTP/2 over TLS (ALPN): `h2load`",
+                with_tls(&bootstrap(&hf()), "h2, http/1.1"),
+                "/",
+            )
+        },
     ]
 }

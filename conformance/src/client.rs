@@ -34,7 +34,13 @@ pub struct Request {
     /// operator replaces it (written beside it, then moved into place), and the proxy is
     /// given the time to take it.
     pub update: Option<(&'static str, String)>,
+    /// Over TLS (server name `localhost`, trusting the run's certificate), offering this
+    /// ALPN protocol (`h2` or `http/1.1`).
+    pub tls: Option<&'static str>,
 }
+
+/// The certificate the run's TLS listeners present (`@TLS_CERT@`), for the client to trust.
+pub static TRUSTED: std::sync::OnceLock<rustls::pki_types::CertificateDer<'static>> = std::sync::OnceLock::new();
 
 impl Request {
     /// A GET of `path`.
@@ -49,6 +55,7 @@ impl Request {
             h2_frames: None,
             give_up_ms: None,
             update: None,
+            tls: None,
         }
     }
 
@@ -85,6 +92,12 @@ impl Request {
         self
     }
 
+    /// The same, over TLS, offering `alpn` (`h2` or `http/1.1`).
+    pub fn tls(mut self, alpn: &'static str) -> Request {
+        self.tls = Some(alpn);
+        self
+    }
+
     /// The same, over HTTP/2.
     pub fn h2(mut self) -> Request {
         self.http2 = true;
@@ -109,6 +122,11 @@ pub async fn send(addr: SocketAddr, request: &Request) -> String {
             Ok(Err(e)) => format!("connection failed: {}\n", e.kind()),
             Err(_) => "the client failed\n".into(),
         };
+    }
+    if let Some(alpn) = request.tls {
+        return tokio::time::timeout(Duration::from_secs(10), over_tls(addr, request, alpn))
+            .await
+            .unwrap_or_else(|_| "no answer in 10 s".into());
     }
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(request.http2).build_http();
     let mut builder = http::Request::builder().method(request.method).uri(format!("http://{addr}{}", request.path));
@@ -166,6 +184,58 @@ pub async fn send(addr: SocketAddr, request: &Request) -> String {
     connection.abort();
     tokio::time::sleep(Duration::from_millis(500)).await;
     answer.unwrap_or_else(|_| format!("the client gave up after {ms} ms\n"))
+}
+
+/// One exchange over a TLS connection of its own: the protocol ALPN settled, then the answer.
+async fn over_tls(addr: SocketAddr, request: &Request, alpn: &str) -> String {
+    let Some(trusted) = TRUSTED.get() else { return "no certificate to trust".into() };
+    let mut roots = rustls::RootCertStore::empty();
+    if roots.add(trusted.clone()).is_err() {
+        return "the certificate cannot be trusted".into();
+    }
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else { return "no response: connection refused".into() };
+    let Ok(name) = rustls::pki_types::ServerName::try_from("localhost") else { return "a bad name".into() };
+    let tls = match connector.connect(name, tcp).await {
+        Ok(tls) => tls,
+        Err(e) => return format!("TLS handshake failed: {}\n", e.kind()),
+    };
+    let agreed = tls.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+    let mut out = format!("tls: alpn {}\n", agreed.as_deref().unwrap_or("none"));
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let mut builder = http::Request::builder().method(request.method);
+    let h2 = agreed.as_deref() == Some("h2");
+    builder =
+        if h2 { builder.uri(format!("https://localhost{}", request.path)) } else { builder.uri(request.path.as_str()) };
+    if !h2 {
+        builder = builder.header("host", "localhost");
+    }
+    for (k, v) in &request.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let Ok(req) = builder.body(Full::new(Bytes::from(request.body.clone()))) else {
+        return "the request could not be built".into();
+    };
+    let response = if h2 {
+        let Ok((mut sender, connection)) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await else {
+            return "no response: handshake failed".into();
+        };
+        tokio::spawn(connection);
+        sender.send_request(req).await
+    } else {
+        let Ok((mut sender, connection)) = hyper::client::conn::http1::handshake(io).await else {
+            return "no response: handshake failed".into();
+        };
+        tokio::spawn(connection);
+        sender.send_request(req).await
+    };
+    match response {
+        Ok(response) => out.push_str(&describe(response).await),
+        Err(_) => out.push_str("no response: connection closed or reset\n"),
+    }
+    out
 }
 
 /// A response still to come on a connection of the client's own.

@@ -43,3 +43,22 @@ pub fn network_wasm_filter(name: &str, file: &str, configuration: &str) -> Strin
 "#
     )
 }
+
+/// `config` with its first filter chain terminating TLS with the run's certificate
+/// (`@TLS_CERT@`, `@TLS_KEY@`: see [`crate::certs`]), offering the ALPN protocols `alpn`
+/// (a YAML list's items).
+pub fn with_tls(config: &str, alpn: &str) -> String {
+    let socket = format!(
+        r#"    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [{alpn}]
+            tls_certificates:
+            - certificate_chain: {{ filename: "@TLS_CERT@" }}
+              private_key: {{ filename: "@TLS_KEY@" }}
+      filters:"#
+    );
+    config.replacen("    - filters:", &socket, 1)
+}

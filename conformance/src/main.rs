@@ -11,6 +11,7 @@ mod dynamic;
 mod report;
 mod scenario;
 mod scenarios;
+mod tls;
 
 use wasmproxy_conformance::{client, normalize, proxy, upstream};
 
@@ -79,6 +80,7 @@ fn run() -> Result<bool, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let upstream = runtime.block_on(Upstream::start()).map_err(|e| format!("upstream: {e}"))?;
+    let tls_files = wasmproxy_conformance::certs::write_localhost_certificate(&work)?;
     let all = scenarios::all(&root);
     let mut names = BTreeSet::new();
     for s in &all {
@@ -95,6 +97,7 @@ fn run() -> Result<bool, String> {
             .replace("@UPSTREAM_PORT@", &upstream.addr.port().to_string())
             .replace("@PLUGINS@", &plugins.to_string_lossy())
             .replace("@PLUGINS_FROM_CWD@", &from_cwd(&plugins));
+        let config = wasmproxy_conformance::certs::fill(&config, &tls_files);
         let place = Place { work: &work, plugins: &plugins, upstream: &upstream };
         let envoy = observe(&runtime, Kind::Envoy, &args.bins, s, &config, &place)?;
         let ours = observe(&runtime, Kind::Wasmproxy, &args.bins, s, &config, &place)?;

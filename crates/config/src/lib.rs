@@ -49,6 +49,7 @@ mod reader;
 mod resources;
 mod route;
 pub mod struct_value;
+mod tls;
 mod tree;
 mod validate;
 mod wasm;

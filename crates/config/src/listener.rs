@@ -1,4 +1,5 @@
-//! Listeners: address, the one filter chain and its network filters (HTTP connection manager, Wasm, TCP proxy).
+//! Listeners: address, the one filter chain (its TLS, its network filters: HTTP connection
+//! manager, Wasm, TCP proxy).
 
 use crate::access_log::read_access_logs;
 use crate::address::{Host, read_address};
@@ -6,6 +7,7 @@ use crate::hcm::{HCM_TYPE, read_hcm};
 use crate::metadata::read_metadata;
 use crate::model::{DEFAULT_BUFFER_LIMIT_BYTES, FilterChain, Listener, NetworkFilter, TcpProxy};
 use crate::reader::{Ctx, Field, Msg, type_error};
+use crate::tls::read_transport_socket;
 use crate::validate::{Terminal, check_network_filter_order};
 use crate::wasm::read_wasm_filter;
 
@@ -135,8 +137,12 @@ fn read_filter_chain(ctx: &mut Ctx, field: &Field<'_>) -> Option<FilterChain> {
     }
     let list_origin = filters_field.map_or_else(|| msg.origin().with_child("filters"), |f| f.origin());
     check_network_filter_order(ctx, &list_origin, &order);
+    let tls = match msg.get(ctx, "transport_socket") {
+        Some(f) => Some(read_transport_socket(ctx, &f)?),
+        None => None,
+    };
     msg.finish(ctx);
-    Some(FilterChain { name, filters })
+    Some(FilterChain { name, filters, tls })
 }
 
 /// Reads one network filter: whether it is terminal (known even when its config has errors) and

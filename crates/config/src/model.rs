@@ -270,6 +270,47 @@ pub struct FilterChain {
     pub name: String,
     /// The network filters, in order.
     pub filters: Vec<NetworkFilter>,
+    /// `transport_socket` `envoy.transport_sockets.tls`: TLS terminated on this chain.
+    pub tls: Option<DownstreamTls>,
+}
+
+/// Envoy's `DownstreamTlsContext`, as far as wasmproxy serves it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownstreamTls {
+    /// `common_tls_context.tls_certificates` (one).
+    pub certificate: TlsCertificate,
+    /// `common_tls_context.alpn_protocols`, in the listener's order of preference.
+    pub alpn_protocols: Vec<String>,
+    /// `common_tls_context.tls_params`: the lowest and highest version (Envoy's server
+    /// defaults: TLS 1.2 to TLS 1.3).
+    pub versions: (TlsVersion, TlsVersion),
+}
+
+/// A certificate chain and its private key, in PEM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsCertificate {
+    /// `certificate_chain`.
+    pub certificate_chain: DataSource,
+    /// `private_key`.
+    pub private_key: DataSource,
+}
+
+/// A TLS version wasmproxy speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// `TLSv1_2`.
+    Tls12,
+    /// `TLSv1_3`.
+    Tls13,
+}
+
+/// Envoy's `DataSource`: a file, or bytes in the configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    /// `filename`, as given (a relative name resolves against the working directory).
+    File(PathBuf),
+    /// `inline_bytes` (base64 in JSON/YAML) or `inline_string`.
+    Inline(Vec<u8>),
 }
 
 /// A network (L4) filter.

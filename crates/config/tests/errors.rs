@@ -103,8 +103,49 @@ fn unsupported_fields() {
             "    - transport_socket: { name: envoy.transport_sockets.tls }\n      filters:\n"
         )]),
         vec![
-            "static_resources.listeners[0].filter_chains[0].transport_socket: not supported by wasmproxy (line 7, column 7)"
+            "static_resources.listeners[0].filter_chains[0].transport_socket: transport socket \"envoy.transport_sockets.tls\" without typed_config is not supported by wasmproxy (line 7, column 25)"
         ]
+    );
+}
+
+/// A filter chain terminating TLS with these fields of its `DownstreamTlsContext`, one a line.
+fn tls_errors(fields: &[&str]) -> Vec<String> {
+    let fields: String = fields.iter().map(|f| format!("          {f}\n")).collect();
+    let socket = format!(
+        "    - transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n{fields}      filters:\n"
+    );
+    errors(&[("    - filters:\n", &socket)])
+}
+
+#[test]
+fn tls_fields_wasmproxy_does_not_serve_are_refused_by_name() {
+    const CONTEXT: &str = "static_resources.listeners[0].filter_chains[0].transport_socket.typed_config";
+    let cert = "{ certificate_chain: { filename: c.pem }, private_key: { filename: k.pem } }";
+    let certs = format!("common_tls_context: {{ tls_certificates: [{cert}] }}");
+    assert_eq!(
+        tls_errors(&["require_client_certificate: true", &certs]),
+        vec![format!(
+            "{CONTEXT}.require_client_certificate: client certificates (mTLS) are not supported by wasmproxy yet (line 11, column 39)"
+        )]
+    );
+    let params = |p: &str| format!("common_tls_context: {{ tls_params: {{ {p} }}, tls_certificates: [{cert}] }}");
+    assert_eq!(
+        tls_errors(&[&params("tls_minimum_protocol_version: TLSv1_1")]),
+        vec![format!(
+            "{CONTEXT}.common_tls_context.tls_params.tls_minimum_protocol_version: TLS 1.0 and 1.1 are not supported by wasmproxy (rustls speaks TLS 1.2 and 1.3) (line 11, column 77)"
+        )]
+    );
+    assert_eq!(
+        tls_errors(&[&params("cipher_suites: [ECDHE-RSA-AES128-GCM-SHA256]")]),
+        vec![format!(
+            "{CONTEXT}.common_tls_context.tls_params.cipher_suites: not supported by wasmproxy (line 11, column 47)"
+        )]
+    );
+    assert_eq!(
+        tls_errors(&[&format!("common_tls_context: {{ tls_certificates: [{cert}, {cert}] }}")]),
+        vec![format!(
+            "{CONTEXT}.common_tls_context.tls_certificates[1]: more than one certificate is not supported by wasmproxy yet (line 11, column 130)"
+        )]
     );
 }
 

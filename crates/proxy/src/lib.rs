@@ -27,3 +27,9 @@ mod wasm;
 
 pub use admin::{LogControl, LogControlError};
 pub use server::{RunningServer, Server, ServerError, ServerOptions, Stopper};
+
+/// Reads and checks a filter chain's TLS settings (its certificate and key) as serving
+/// them would, for `--mode validate`; the error names the field at fault.
+pub fn check_tls(tls: &wasmproxy_config::model::DownstreamTls) -> Result<(), String> {
+    http::tls::server_config(tls).map(drop)
+}

@@ -293,7 +293,8 @@ fn plugins_started_on_baseline_code_move_to_optimized_code_while_serving() {
     server.stop();
 
     // A restart with the cache: optimized code at once, nothing to move.
-    let server = start_with(&dir, EngineConfig { compiler: Compiler::Tiered, cache_dir: Some(cache), ..Default::default() });
+    let server =
+        start_with(&dir, EngineConfig { compiler: Compiler::Tiered, cache_dir: Some(cache), ..Default::default() });
     let main = server.listeners[0].1;
     assert!(get(main, "/x").contains("x-demo: two"));
     std::thread::sleep(Duration::from_millis(500));

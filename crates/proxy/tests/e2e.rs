@@ -793,3 +793,131 @@ async fn a_local_reply_from_the_request_body_phase_wins() {
     assert_eq!(header(&r, "x-upstream"), "<none>");
     server.stop();
 }
+
+/// A self-signed certificate for `localhost`: its PEM file and key in `dir`, and the
+/// certificate for clients to trust.
+fn tls_files(dir: &std::path::Path) -> (PathBuf, String, rustls::pki_types::CertificateDer<'static>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = dir.join("cert.pem");
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    (cert, made.signing_key.serialize_pem(), made.cert.der().clone())
+}
+
+/// `GET path` over TLS (SNI `localhost`), offering `alpn`: the HTTP version spoken and the reply.
+async fn get_tls(
+    addr: SocketAddr,
+    cert: &rustls::pki_types::CertificateDer<'static>,
+    alpn: &[u8],
+    path: &str,
+) -> (http::Version, Reply) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = TokioIo::new(connector.connect(name, tcp).await.unwrap());
+    let request =
+        http::Request::builder().uri(format!("https://localhost{path}")).body(Full::new(Bytes::new())).unwrap();
+    let response = if alpn == b"h2" {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), tls).await.unwrap();
+        tokio::spawn(conn);
+        sender.send_request(request).await.unwrap()
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(tls).await.unwrap();
+        tokio::spawn(conn);
+        let (mut parts, body) = request.into_parts();
+        parts.headers.insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
+        sender.send_request(http::Request::from_parts(parts, body)).await.unwrap()
+    };
+    let (version, status, headers) = (response.version(), response.status().as_u16(), response.headers().clone());
+    let body = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    (version, Reply { status, headers, body })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_is_terminated_with_alpn_and_plugins_read_the_tls_properties() {
+    let up = upstream().await;
+    let dir = std::env::temp_dir().join(format!("wasmproxy-e2e-tls-{}", std::process::id()));
+    let (cert_file, key_pem, cert) = tls_files(&dir);
+    let to_upstream = |path: &str, header: &str| serde_json::json!(["property_header", path, "0", header]);
+    let probe = serde_json::json!({"phases": {"request_headers": [
+        to_upstream("connection.tls_version", "p-tls"),
+        to_upstream("connection.requested_server_name", "p-sni"),
+        to_upstream("request.scheme", "p-scheme"),
+    ]}});
+    // The chain from a file, the key inline.
+    let tls = format!(
+        r#"    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_certificates:
+            - certificate_chain: {{ filename: "{}" }}
+              private_key: {{ inline_string: {:?} }}
+      filters:"#,
+        cert_file.display(),
+        key_pem
+    );
+    let admin = "admin: { address: { socket_address: { address: 127.0.0.1, port_value: 0 } } }\n";
+    let yaml =
+        config(up, &wasm_filter("tls", "probe.wasm", &probe.to_string(), "")).replacen("    - filters:", &tls, 1);
+    let server = start(&format!("{admin}{yaml}"));
+    let addr = server.listeners[0].1;
+    for (alpn, version) in [(&b"h2"[..], http::Version::HTTP_2), (&b"http/1.1"[..], http::Version::HTTP_11)] {
+        let (spoken, r) = get_tls(addr, &cert, alpn, "/secure").await;
+        assert_eq!((spoken, r.status), (version, 200), "{}", r.body);
+        let seen = |name: &str| {
+            r.body.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap_or("<none>").to_string()
+        };
+        assert_eq!(seen("p-tls"), format!("0:{}", hex(b"TLSv1.3")));
+        assert_eq!(seen("p-sni"), "0:", "only the TLS inspector records it, as in Envoy");
+        assert_eq!(seen("p-scheme"), format!("0:{}", hex(b"https")));
+        assert_eq!(seen("x-forwarded-proto"), "https");
+    }
+    // Plain HTTP on the TLS port: closed without an answer, as Envoy does.
+    assert_eq!(raw(addr, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"), "");
+    let stats = admin_stats(server.admin.unwrap()).await;
+    // Named after the configured address, as Envoy names it.
+    let address = "listener.127.0.0.1_0";
+    for line in [format!("{address}.ssl.handshake: 2"), format!("{address}.ssl.connection_error: 1")] {
+        assert!(stats.lines().any(|l| l == line), "{line} not in\n{stats}");
+    }
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Admin's `/stats`.
+async fn admin_stats(admin: SocketAddr) -> String {
+    get(admin, "/stats", &[]).await.body
+}
+
+#[test]
+fn a_certificate_that_cannot_be_read_stops_start_up_naming_the_field() {
+    let yaml = config("127.0.0.1:9".parse().unwrap(), "").replacen(
+        "    - filters:",
+        r#"    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: { filename: /nonexistent/cert.pem }
+              private_key: { inline_string: "not a key" }
+      filters:"#,
+        1,
+    );
+    let config = wasmproxy_config::load_str(&yaml, std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    let Err(e) = Server::start(config, ServerOptions::default()) else { panic!("started") };
+    let e = e.to_string();
+    assert!(
+        e.contains(
+            "listener main: transport_socket: tls_certificates[0].certificate_chain: cannot read /nonexistent/cert.pem"
+        ),
+        "{e}"
+    );
+}

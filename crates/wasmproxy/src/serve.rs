@@ -260,6 +260,13 @@ pub fn run(o: ServeOptions) -> anyhow::Result<()> {
                 anyhow::bail!("Wasm plugin {:?}: Invalid path: {} ({e})", plugin.name, path.display());
             }
         }
+        // And, as Envoy's, the certificates and keys.
+        for listener in &config.listeners {
+            if let Some(tls) = &listener.filter_chain.tls {
+                wasmproxy_proxy::check_tls(tls)
+                    .map_err(|e| anyhow::anyhow!("listener {}: transport_socket: {e}", listener.name))?;
+            }
+        }
         println!("configuration '{shown}' OK");
         return Ok(());
     }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmproxy_host::abi::{FilterHeadersStatus, StreamType};
-use wasmproxy_host::{Compiler, EngineConfig, LoadError, PluginConfig, StreamAction, VmError, VmFailureKind, WasmEngine};
+use wasmproxy_host::{
+    Compiler, EngineConfig, LoadError, PluginConfig, StreamAction, VmError, VmFailureKind, WasmEngine,
+};
 
 use crate::support::*;
 
@@ -148,7 +150,8 @@ fn an_sdk_plugin_stuck_in_a_loop_is_stopped_too() {
 #[test]
 fn a_memory_bomb_is_stopped_at_the_cap() {
     // Pooled and on-demand memory; optimized and baseline code.
-    for (pooling, compiler) in [(Some(4), Compiler::Optimizing), (None, Compiler::Optimizing), (None, Compiler::Tiered)] {
+    for (pooling, compiler) in [(Some(4), Compiler::Optimizing), (None, Compiler::Optimizing), (None, Compiler::Tiered)]
+    {
         let engine = WasmEngine::new(EngineConfig {
             memory_limit_bytes: 64 << 20,
             pooling_instances: pooling,

@@ -38,16 +38,38 @@ enum Protocol {
     Undecided,
 }
 
-/// Serves one HTTP connection (HTTP/1.1, or HTTP/2 with prior knowledge, as the codec
-/// type allows) until it ends.
+/// Serves one HTTP connection (HTTP/1.1, or HTTP/2 with prior knowledge or by ALPN, as
+/// the codec type allows) until it ends. The connection counts from its accept: its
+/// `transport` is made first (a TLS handshake; `None` if it fails), unless the listener
+/// stops meanwhile.
 pub async fn serve_http<T: Transport>(
     hcm: Rc<Hcm>,
-    stream: T,
+    transport: impl Future<Output = Option<T>>,
     connection: Rc<ConnectionInfo>,
+    tls: bool,
     stopping: impl Future<Output = ()>,
 ) {
     let accepted = std::time::Instant::now();
-    hcm.stats.connection_opened();
+    hcm.stats.connection_opened(tls);
+    let mut stopping = std::pin::pin!(stopping);
+    let stream = tokio::select! {
+        stream = transport => stream,
+        () = stopping.as_mut() => None,
+    };
+    if let Some(stream) = stream {
+        serve_connection(&hcm, stream, &connection, stopping).await;
+    }
+    let http2 = connection.protocol_known.get().then(|| connection.http2.get());
+    hcm.stats.connection_closed(accepted.elapsed(), http2);
+}
+
+/// [`serve_http`] once the transport is ready.
+async fn serve_connection<T: Transport>(
+    hcm: &Rc<Hcm>,
+    stream: T,
+    connection: &Rc<ConnectionInfo>,
+    mut stopping: Pin<&mut impl Future<Output = ()>>,
+) {
     let socket = Rc::new(stream);
     let activity = connection.activity.clone();
     let io = TrackedIo::new(socket.clone(), activity.clone(), Rc::from(hcm.config.server_name.as_str()));
@@ -65,7 +87,7 @@ pub async fn serve_http<T: Transport>(
             }
         };
         tokio::select! {
-            () = stopping => End::Stopping,
+            () = stopping.as_mut() => End::Stopping,
             () = idle => End::Idle,
             () = headers => End::HeadersLate,
         }
@@ -74,22 +96,24 @@ pub async fn serve_http<T: Transport>(
     let protocol = match hcm.config.codec_type {
         CodecType::Http1 => Some(Protocol::Http1),
         CodecType::Http2 => Some(Protocol::Http2),
-        CodecType::Auto => tokio::select! {
-            p = sniff(&*socket) => p,
-            e = end.as_mut() => ended_while_waiting(&hcm, e),
+        CodecType::Auto => match socket.negotiated_http2() {
+            Some(true) => Some(Protocol::Http2),
+            Some(false) => Some(Protocol::Http1),
+            None => tokio::select! {
+                p = sniff(&*socket) => p,
+                e = end.as_mut() => ended_while_waiting(hcm, e),
+            },
         },
     };
     let result = match protocol {
-        Some(Protocol::Http1) => serve_http1(&hcm, &connection, io, &socket, end).await.map_err(Into::into),
+        Some(Protocol::Http1) => serve_http1(hcm, connection, io, &socket, end).await.map_err(Into::into),
         // Boxed: an HTTP/2 connection's state is large, and only it needs it.
-        Some(p) => Box::pin(serve_hyper_auto(&hcm, &connection, io, &socket, matches!(p, Protocol::Http2), end)).await,
+        Some(p) => Box::pin(serve_hyper_auto(hcm, connection, io, &socket, matches!(p, Protocol::Http2), end)).await,
         None => Ok(()),
     };
     if let Err(e) = result {
         tracing::debug!("connection ended: {e}");
     }
-    let http2 = connection.protocol_known.get().then(|| connection.http2.get());
-    hcm.stats.connection_closed(accepted.elapsed(), http2);
 }
 
 /// The protocol, from the first bytes (peeked, left for hyper); none if the client

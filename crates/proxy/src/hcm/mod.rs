@@ -172,10 +172,11 @@ impl Hcm {
     ) -> Result<Response<ProxyBody>, StreamReset> {
         let (parts, mut incoming) = request.into_parts();
         let http2 = parts.version == http::Version::HTTP_2;
+        let scheme = if connection.tls.get().is_some() { "https" } else { "http" };
         let info = self.open_stream(&parts, connection);
-        let mut headers = convert::request_headers(&parts, "http");
+        let mut headers = convert::request_headers(&parts, scheme);
         if headers.get(b"x-forwarded-proto").is_none() {
-            headers.add(b"x-forwarded-proto", b"http");
+            headers.add(b"x-forwarded-proto", scheme.as_bytes());
         }
         if headers.get(b"x-request-id").is_none() {
             headers.add(b"x-request-id", request_id().as_bytes());
@@ -192,7 +193,9 @@ impl Hcm {
                 // is not read, so an HTTP/1 connection cannot serve another.
                 Ok(stream.respond_whole(response_headers, body, unread))
             }
-            Processed::Streaming(response_headers, upstream) => Ok(stream.respond_streaming(response_headers, upstream)),
+            Processed::Streaming(response_headers, upstream) => {
+                Ok(stream.respond_streaming(response_headers, upstream))
+            }
             Processed::Reset => {
                 stream.end_now(None);
                 Err(StreamReset)

@@ -90,7 +90,11 @@ impl StreamFilters {
 
     /// The next piece of a body, within the stream's idle timeout; `None` for a frame that
     /// is neither data nor trailers.
-    async fn next_piece(&self, source: &mut BodySource<'_>, direction: Direction) -> Result<Option<BodyPiece>, Processed> {
+    async fn next_piece(
+        &self,
+        source: &mut BodySource<'_>,
+        direction: Direction,
+    ) -> Result<Option<BodyPiece>, Processed> {
         let next = match source.pending.take() {
             Some(frame) => frame,
             None => match self.hcm.config.stream_idle_timeout {
@@ -176,7 +180,11 @@ impl StreamFilters {
     }
 
     /// Trailers through every filter in the direction's order.
-    async fn filter_trailers(&mut self, direction: Direction, trailers: &http::HeaderMap) -> Result<Headers, Processed> {
+    async fn filter_trailers(
+        &mut self,
+        direction: Direction,
+        trailers: &http::HeaderMap,
+    ) -> Result<Headers, Processed> {
         let mut t = convert::plain_headers(trailers);
         for i in direction.order(self.contexts.len()) {
             let Some(stream) = self.contexts[i].as_mut() else { continue };

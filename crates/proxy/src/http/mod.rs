@@ -8,5 +8,6 @@ pub(crate) mod direction;
 pub(crate) mod downstream;
 pub(crate) mod exec;
 pub(crate) mod reply;
-pub(crate) mod transport;
 pub mod request_head;
+pub(crate) mod tls;
+pub(crate) mod transport;

@@ -36,6 +36,12 @@ pub trait Transport: 'static {
     /// Closes the writing side, or both.
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
 
+    /// Whether the client and the listener agreed on HTTP/2 (`Some(false)`: on another
+    /// protocol) before any byte of HTTP, as TLS's ALPN does; `None` if nothing was agreed.
+    fn negotiated_http2(&self) -> Option<bool> {
+        None
+    }
+
     /// The first bytes the client sent, left to be read (waits for some; 0 if it closed).
     fn peek<'a>(&'a self, buf: &'a mut [u8]) -> impl Future<Output = io::Result<usize>> + 'a;
 }

@@ -146,6 +146,7 @@ pub fn address_stat_name(ip: &str, port: u16) -> String {
 /// (`listener.<address>.http.<stat_prefix>.downstream_rq_*`).
 pub struct HttpStats {
     cx_total: Counter,
+    cx_ssl_total: Counter,
     cx_active: Gauge,
     cx_destroy: Counter,
     cx_destroy_active_rq: Counter,
@@ -194,6 +195,7 @@ impl HttpStats {
         );
         HttpStats {
             cx_total: http.counter("downstream_cx_total"),
+            cx_ssl_total: http.counter("downstream_cx_ssl_total"),
             cx_active: http.gauge("downstream_cx_active"),
             cx_destroy: http.counter("downstream_cx_destroy"),
             cx_destroy_active_rq: http.counter("downstream_cx_destroy_active_rq"),
@@ -223,9 +225,12 @@ impl HttpStats {
     }
 
     /// A connection was accepted.
-    pub fn connection_opened(&self) {
+    pub fn connection_opened(&self, tls: bool) {
         self.cx_total.inc();
         self.cx_active.inc();
+        if tls {
+            self.cx_ssl_total.inc();
+        }
     }
 
     /// The connection's protocol became known (its first request).
@@ -294,12 +299,22 @@ pub struct ListenerStats {
     cx_length: Histogram,
     worker_cx_total: Counter,
     worker_cx_active: Gauge,
+    /// `ssl.*`, for a listener that terminates TLS.
+    ssl: Option<SslStats>,
+}
+
+/// A TLS listener's `listener.<address>.ssl.*`.
+pub struct SslStats {
+    scope: Scope,
+    handshake: Counter,
+    connection_error: Counter,
+    no_certificate: Counter,
 }
 
 impl ListenerStats {
     /// The stats of the listener whose address is named `address` in stats, on worker
-    /// `worker`.
-    pub fn new(store: &Arc<Store>, address: &str, worker: usize) -> ListenerStats {
+    /// `worker` (with its `ssl.*` ones if it terminates `tls`).
+    pub fn new(store: &Arc<Store>, address: &str, worker: usize, tls: bool) -> ListenerStats {
         let listener =
             Scope::new(store, &format!("listener.{address}."), "listener.", &[("envoy_listener_address", address)]);
         let id = worker.to_string();
@@ -318,6 +333,28 @@ impl ListenerStats {
             cx_length: listener.histogram("downstream_cx_length_ms", Unit::Milliseconds),
             worker_cx_total: on_worker.counter("downstream_cx_total"),
             worker_cx_active: on_worker.gauge("downstream_cx_active"),
+            ssl: tls.then(|| SslStats {
+                handshake: listener.counter("ssl.handshake"),
+                connection_error: listener.counter("ssl.connection_error"),
+                no_certificate: listener.counter("ssl.no_certificate"),
+                scope: listener,
+            }),
+        }
+    }
+
+    /// A TLS handshake succeeded, on `version` (`TLSv1.3`), without a client certificate.
+    pub fn tls_handshake(&self, version: &str) {
+        if let Some(ssl) = &self.ssl {
+            ssl.handshake.inc();
+            ssl.no_certificate.inc();
+            ssl.scope.counter(&format!("ssl.versions.{version}")).inc();
+        }
+    }
+
+    /// A TLS handshake failed (the connection closes).
+    pub fn tls_connection_error(&self) {
+        if let Some(ssl) = &self.ssl {
+            ssl.connection_error.inc();
         }
     }
 

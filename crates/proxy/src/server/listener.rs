@@ -12,12 +12,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::hcm::Hcm;
 use crate::hcm::connection::serve_http;
+use crate::http::tls::TlsTransport;
 use crate::limits::LISTEN_BACKLOG;
 use crate::observe::stats::ListenerStats;
 use crate::server::drain::{Drain, Retirement};
 use crate::server::tunables::{ConnectionLimits, ListenerLimit, Overflow};
-use crate::stream_info::ConnectionInfo;
 use crate::stream_info::metadata::MetadataAttributes;
+use crate::stream_info::{ConnectionInfo, TlsInfo};
 use crate::tcp::TcpChain;
 
 /// Binds `addr` with `SO_REUSEPORT` (and `SO_REUSEADDR`) so every worker can have its own
@@ -56,6 +57,8 @@ pub struct Served {
     pub listener_metadata: Arc<MetadataAttributes>,
     /// `listener.<address>.*`.
     pub stats: ListenerStats,
+    /// TLS on its connections (`transport_socket`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Its connection count and limit.
     pub limit: ListenerLimit,
     /// Set once this version is replaced or removed.
@@ -115,9 +118,33 @@ pub async fn accept_loop(
             protocol_known: Default::default(),
             http2: Default::default(),
             activity: Default::default(),
+            tls: Default::default(),
         });
         drain.opened();
         tokio::task::spawn_local(serve(stream, connection, served, limits.clone(), drain.clone()));
+    }
+}
+
+/// A TLS handshake on an accepted connection: the session, its outcome counted in the
+/// listener's `ssl.*` stats (a failure closes the connection).
+async fn handshake(
+    tls: Arc<rustls::ServerConfig>,
+    stream: tokio::net::TcpStream,
+    connection: Rc<ConnectionInfo>,
+    stats: &ListenerStats,
+) -> Option<TlsTransport> {
+    match TlsTransport::accept(stream, tls).await {
+        Ok(session) => {
+            let info = TlsInfo { version: session.version().unwrap_or("unknown") };
+            stats.tls_handshake(info.version);
+            let _ = connection.tls.set(info);
+            Some(session)
+        }
+        Err(e) => {
+            stats.tls_connection_error();
+            tracing::debug!("connection {} closed: {e}", connection.id);
+            None
+        }
     }
 }
 
@@ -141,9 +168,15 @@ async fn serve(
     };
     // Boxed, at the size the terminal needs: a future holding it in place would carry
     // room for both kinds, and async blocks that move a future keep a copy of its room.
-    let serving: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> = match &served.terminal {
-        Terminal::Tcp(chain) => Box::pin(chain.serve(stream, connection)),
-        Terminal::Http(hcm) => Box::pin(serve_http(hcm.clone(), stream, connection, stopping)),
+    let serving: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> = match (&served.terminal, &served.tls) {
+        (Terminal::Tcp(chain), _) => Box::pin(chain.serve(stream, connection)),
+        (Terminal::Http(hcm), None) => {
+            Box::pin(serve_http(hcm.clone(), std::future::ready(Some(stream)), connection, false, stopping))
+        }
+        (Terminal::Http(hcm), Some(tls)) => {
+            let handshake = handshake(tls.clone(), stream, connection.clone(), &served.stats);
+            Box::pin(serve_http(hcm.clone(), handshake, connection, true, stopping))
+        }
     };
     tokio::select! {
         _ = serving => {}

@@ -35,6 +35,8 @@ pub struct ListenerSnapshot {
     pub config: Listener,
     /// What serves its connections.
     pub terminal: TerminalSnapshot,
+    /// Its TLS settings, certificate read and checked.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// What serves a listener's connections.
@@ -207,7 +209,16 @@ impl Builder {
         } else {
             TerminalSnapshot::None
         };
-        Ok(ListenerSnapshot { config: config.clone(), terminal })
+        let tls = match &config.filter_chain.tls {
+            None => None,
+            Some(_) if matches!(terminal, TerminalSnapshot::Tcp(_)) => {
+                return Err(fail("TLS in front of the TCP proxy is not supported by wasmproxy yet".into()));
+            }
+            Some(tls) => {
+                Some(crate::http::tls::server_config(tls).map_err(|e| fail(format!("transport_socket: {e}")))?)
+            }
+        };
+        Ok(ListenerSnapshot { config: config.clone(), terminal, tls })
     }
 
     /// The access loggers of one listener's connection manager or TCP proxy.

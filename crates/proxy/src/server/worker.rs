@@ -328,7 +328,8 @@ impl Worker {
             listener_direction: listener.traffic_direction,
             filter_chain_name: Rc::from(listener.filter_chain.name.as_str()),
             listener_metadata: Arc::new(MetadataAttributes::new(&listener.metadata)),
-            stats: ListenerStats::new(&self.stats, &address, self.index.unwrap_or(0)),
+            stats: ListenerStats::new(&self.stats, &address, self.index.unwrap_or(0), snapshot.tls.is_some()),
+            tls: snapshot.tls.clone(),
             limit: self.limits.listener(&listener.name),
             retirement: Default::default(),
         }))

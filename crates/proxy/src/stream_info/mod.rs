@@ -42,6 +42,15 @@ pub struct ConnectionInfo {
     /// The socket's activity and open streams (for `idle_timeout` and
     /// `request_headers_timeout`).
     pub activity: Rc<crate::http::downstream::Activity>,
+    /// The TLS session, once its handshake is done (none on a plain connection).
+    pub tls: std::cell::OnceCell<TlsInfo>,
+}
+
+/// What a downstream connection's TLS handshake settled.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    /// `TLSv1.2` or `TLSv1.3` (`connection.tls_version`).
+    pub version: &'static str,
 }
 
 /// One stream, shared by the HTTP connection manager and the plugins' property lookups.
@@ -169,7 +178,9 @@ impl StreamInfo {
             [b"destination", b"port"] => Ok(PropertyValue::Int(self.connection.local.port().into())),
             [b"connection", b"id"] => Ok(PropertyValue::Uint(self.connection.id)),
             [b"connection", b"mtls"] => Ok(PropertyValue::Bool(false)),
+            // As in Envoy, only the TLS inspector (a listener filter) records it.
             [b"connection", b"requested_server_name"] => text(""),
+            [b"connection", b"tls_version"] => text(self.connection.tls.get().ok_or(Status::NotFound)?.version),
             [b"upstream", b"address"] => {
                 self.upstream.map(|u| PropertyValue::from(u.to_string())).ok_or(Status::NotFound)
             }

@@ -303,12 +303,6 @@ impl PluginInstance {
     pub(super) fn start_stream(self: &Rc<Self>, root: u32, info: &StreamRef) -> Result<FilterStream, VmError> {
         let ctx = self.vm.borrow_mut().create_context(root, ContextKind::Http)?;
         self.streams.borrow_mut().insert(ctx, info.clone());
-        Ok(FilterStream {
-            instance: self.clone(),
-            ctx,
-            rx: None,
-            holding: [false; 2],
-            slot: None,
-        })
+        Ok(FilterStream { instance: self.clone(), ctx, rx: None, holding: [false; 2], slot: None })
     }
 }
