@@ -65,7 +65,8 @@ impl Registry {
     /// those running finish where they are.
     pub fn optimize(&mut self, sha256: &str) {
         for (key, vm) in self.vms.iter_mut() {
-            if key.sha256() != sha256 || vm.module().is_optimized() {
+            // A failed VM stays as its failure policy leaves it (FAIL_CLOSED: failed).
+            if key.sha256() != sha256 || vm.module().is_optimized() || vm.vm.borrow().failure().is_some() {
                 continue;
             }
             let Some(module) = vm.module().optimized() else { continue };
