@@ -142,11 +142,8 @@ impl TlsTransport {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-            match session.read_tls(&mut TryReader(&self.tcp)) {
-                // The socket's end: the reader says which end it was.
-                Ok(_) => {}
-                Err(e) => return Err(e),
-            }
+            // At the socket's end (0 bytes) the reader, read again, says which end it was.
+            session.read_tls(&mut TryReader(&self.tcp))?;
             let processed = session.process_new_packets();
             // Whatever the session has to say (an alert, a key update) goes if it can.
             let _ = flush_now(&mut session, &self.tcp);
