@@ -1,11 +1,13 @@
-//! The certificate TLS listeners present in a run: self-signed for `localhost`, made once
+//! The certificate TLS listeners present in a run: self-signed for `localhost` and
+//! `*.example.com` (for scenarios that pick a filter chain by server name), made once
 //! and written beside the configs (`@TLS_CERT@`, `@TLS_KEY@`); the client trusts it.
 
 use std::path::Path;
 
 /// Makes the certificate and its key in `dir`; returns their paths, for the configs.
 pub fn write_localhost_certificate(dir: &Path) -> Result<(String, String), String> {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).map_err(|e| e.to_string())?;
+    let names = vec!["localhost".to_string(), "*.example.com".to_string()];
+    let made = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
     let (cert, key) = (dir.join("tls-cert.pem"), dir.join("tls-key.pem"));
     std::fs::write(&cert, made.cert.pem()).map_err(|e| format!("{}: {e}", cert.display()))?;
     std::fs::write(&key, made.signing_key.serialize_pem()).map_err(|e| format!("{}: {e}", key.display()))?;

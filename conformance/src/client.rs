@@ -37,6 +37,9 @@ pub struct Request {
     /// Over TLS (server name `localhost`, trusting the run's certificate), offering this
     /// ALPN protocol (`h2` or `http/1.1`).
     pub tls: Option<&'static str>,
+    /// Over TLS, the server name sent (SNI) and checked against the certificate
+    /// (`localhost` if absent).
+    pub server_name: Option<&'static str>,
 }
 
 /// The certificate the run's TLS listeners present (`@TLS_CERT@`), for the client to trust.
@@ -56,6 +59,7 @@ impl Request {
             give_up_ms: None,
             update: None,
             tls: None,
+            server_name: None,
         }
     }
 
@@ -95,6 +99,12 @@ impl Request {
     /// The same, over TLS, offering `alpn` (`h2` or `http/1.1`).
     pub fn tls(mut self, alpn: &'static str) -> Request {
         self.tls = Some(alpn);
+        self
+    }
+
+    /// Over TLS, sending `name` as the server name.
+    pub fn sni(mut self, name: &'static str) -> Request {
+        self.server_name = Some(name);
         self
     }
 
@@ -197,7 +207,8 @@ async fn over_tls(addr: SocketAddr, request: &Request, alpn: &str) -> String {
     config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else { return "no response: connection refused".into() };
-    let Ok(name) = rustls::pki_types::ServerName::try_from("localhost") else { return "a bad name".into() };
+    let host = request.server_name.unwrap_or("localhost");
+    let Ok(name) = rustls::pki_types::ServerName::try_from(host) else { return "a bad name".into() };
     let tls = match connector.connect(name, tcp).await {
         Ok(tls) => tls,
         Err(e) => return format!("TLS handshake failed: {}\n", e.kind()),
@@ -208,9 +219,9 @@ async fn over_tls(addr: SocketAddr, request: &Request, alpn: &str) -> String {
     let mut builder = http::Request::builder().method(request.method);
     let h2 = agreed.as_deref() == Some("h2");
     builder =
-        if h2 { builder.uri(format!("https://localhost{}", request.path)) } else { builder.uri(request.path.as_str()) };
+        if h2 { builder.uri(format!("https://{host}{}", request.path)) } else { builder.uri(request.path.as_str()) };
     if !h2 {
-        builder = builder.header("host", "localhost");
+        builder = builder.header("host", host);
     }
     for (k, v) in &request.headers {
         builder = builder.header(k.as_str(), v.as_str());

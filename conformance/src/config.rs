@@ -62,3 +62,31 @@ pub fn with_tls(config: &str, alpn: &str) -> String {
     );
     config.replacen("    - filters:", &socket, 1)
 }
+
+/// `config` with its one filter chain repeated for each `(name, filter_chain_match, alpn)`:
+/// named, matched by the flow-style `filter_chain_match` (`"{}"`: anything), terminating
+/// TLS with the run's certificate offering `alpn` when given; and the TLS inspector as the
+/// listener filter.
+pub fn with_chains(config: &str, chains: &[(&str, &str, Option<&str>)]) -> String {
+    let (Some(start), Some(end)) = (config.find("    - filters:\n"), config.find("  clusters:\n")) else {
+        return config.to_string();
+    };
+    let one = &config[start..end];
+    let mut out = config[..start].replacen(
+        "    filter_chains:\n",
+        "    listener_filters:\n    - name: envoy.filters.listener.tls_inspector\n      typed_config:\n        \
+         \"@type\": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector\n    \
+         filter_chains:\n",
+        1,
+    );
+    for (name, matching, alpn) in chains {
+        let chain = match alpn {
+            Some(alpn) => with_tls(one, alpn),
+            None => one.to_string(),
+        };
+        let named = format!("    - name: {name}\n      filter_chain_match: {matching}\n      ");
+        out.push_str(&chain.replacen("    - ", &named, 1));
+    }
+    out.push_str(&config[end..]);
+    out
+}

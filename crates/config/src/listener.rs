@@ -1,8 +1,9 @@
-//! Listeners: address, the one filter chain (its TLS, its network filters: HTTP connection
-//! manager, Wasm, TCP proxy).
+//! Listeners: address, listener filters, filter chains (when each applies, its TLS, its
+//! network filters: HTTP connection manager, Wasm, TCP proxy).
 
 use crate::access_log::read_access_logs;
 use crate::address::{Host, read_address};
+use crate::chain_match::{check_distinct, read_filter_chain_match, read_listener_filters};
 use crate::hcm::{HCM_TYPE, read_hcm};
 use crate::metadata::read_metadata;
 use crate::model::{DEFAULT_BUFFER_LIMIT_BYTES, FilterChain, Listener, NetworkFilter, TcpProxy};
@@ -89,19 +90,16 @@ pub(crate) fn read_listener(ctx: &mut Ctx, field: &Field<'_>, index: usize) -> O
         ctx.refs.binds.push((address.clone(), f.origin()));
         Some(address)
     });
+    let listener_filters = read_listener_filters(ctx, &mut msg);
     let chains = msg.get(ctx, "filter_chains").map(|f| f.list()).unwrap_or_default();
-    let filter_chain = match chains.as_slice() {
-        [] => {
-            ctx.error(msg.origin(), "exactly one filter chain is required");
-            None
-        }
-        [chain, rest @ ..] => {
-            for extra in rest {
-                extra.error(ctx, "more than one filter chain is not supported by wasmproxy");
-            }
-            read_filter_chain(ctx, chain)
-        }
-    };
+    let filter_chains: Vec<Option<FilterChain>> = chains.iter().map(|chain| read_filter_chain(ctx, chain)).collect();
+    let default_filter_chain = msg.get(ctx, "default_filter_chain").map(|f| read_filter_chain(ctx, &f));
+    if chains.is_empty() && default_filter_chain.is_none() {
+        ctx.error(msg.origin(), "a filter chain is required (filter_chains or default_filter_chain)");
+    }
+    let matches: Vec<_> =
+        filter_chains.iter().zip(&chains).filter_map(|(c, f)| Some((&c.as_ref()?.matching, f.origin()))).collect();
+    check_distinct(ctx, &matches);
     let traffic_direction = msg
         .get(ctx, "traffic_direction")
         .and_then(|f| {
@@ -117,7 +115,9 @@ pub(crate) fn read_listener(ctx: &mut Ctx, field: &Field<'_>, index: usize) -> O
     Some(Listener {
         name,
         address: address?,
-        filter_chain: filter_chain?,
+        filter_chains: filter_chains.into_iter().collect::<Option<_>>()?,
+        default_filter_chain: default_filter_chain.map_or(Some(None), |c| c.map(Some))?,
+        listener_filters,
         traffic_direction,
         buffer_limit_bytes,
         metadata,
@@ -127,6 +127,7 @@ pub(crate) fn read_listener(ctx: &mut Ctx, field: &Field<'_>, index: usize) -> O
 fn read_filter_chain(ctx: &mut Ctx, field: &Field<'_>) -> Option<FilterChain> {
     let mut msg = field.message(ctx, FILTER_CHAIN)?;
     let name = msg.get(ctx, "name").and_then(|f| f.string(ctx)).unwrap_or_default();
+    let matching = msg.get(ctx, "filter_chain_match").map(|f| read_filter_chain_match(ctx, &f)).unwrap_or_default();
     let filters_field = msg.get(ctx, "filters");
     let mut filters = Vec::new();
     let mut order = Vec::new();
@@ -142,7 +143,7 @@ fn read_filter_chain(ctx: &mut Ctx, field: &Field<'_>) -> Option<FilterChain> {
         None => None,
     };
     msg.finish(ctx);
-    Some(FilterChain { name, filters, tls })
+    Some(FilterChain { name, matching, filters, tls })
 }
 
 /// Reads one network filter: whether it is terminal (known even when its config has errors) and

@@ -41,10 +41,25 @@ impl Bootstrap {
 }
 
 impl Listener {
+    /// Its filter chains, the default one last.
+    pub fn chains(&self) -> impl Iterator<Item = &FilterChain> {
+        self.filter_chains.iter().chain(&self.default_filter_chain)
+    }
+
+    /// The field of the `index`th of [`Listener::chains`] (`filter_chains[1]`,
+    /// `default_filter_chain`), for errors.
+    pub fn chain_field(&self, index: usize) -> String {
+        match index < self.filter_chains.len() {
+            true => format!("filter_chains[{index}]"),
+            false => "default_filter_chain".to_string(),
+        }
+    }
+
     /// Every Wasm plugin the listener runs: network filters, HTTP filters, access loggers.
     pub fn wasm_plugins(&self) -> Vec<&WasmPlugin> {
         let mut plugins = Vec::new();
-        for filter in &self.filter_chain.filters {
+        let filters = self.chains().flat_map(|c| &c.filters);
+        for filter in filters {
             match filter {
                 NetworkFilter::Wasm(plugin) => plugins.push(plugin),
                 NetworkFilter::HttpConnectionManager(hcm) => {
@@ -249,8 +264,12 @@ pub struct Listener {
     pub name: String,
     /// `address.socket_address`.
     pub address: SocketAddress,
-    /// `filter_chains` (wasmproxy supports exactly one chain, without `filter_chain_match`).
-    pub filter_chain: FilterChain,
+    /// `filter_chains`, in order: a connection gets the one its `filter_chain_match` picks.
+    pub filter_chains: Vec<FilterChain>,
+    /// `default_filter_chain`: for a connection no chain matches.
+    pub default_filter_chain: Option<FilterChain>,
+    /// `listener_filters` and their timeout.
+    pub listener_filters: ListenerFilters,
     /// `traffic_direction` as its number (UNSPECIFIED 0, INBOUND 1, OUTBOUND 2), for `xds.listener_direction`.
     pub traffic_direction: i64,
     /// `per_connection_buffer_limit_bytes` (1 MiB if absent): the most body bytes the
@@ -263,15 +282,109 @@ pub struct Listener {
 /// Envoy's default `per_connection_buffer_limit_bytes`.
 pub const DEFAULT_BUFFER_LIMIT_BYTES: u32 = 1 << 20;
 
-/// One filter chain: network filters in order; the last is the terminal one.
+/// A listener's `listener_filters`: the ones wasmproxy has, and how long they may take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerFilters {
+    /// `envoy.filters.listener.tls_inspector`: the ClientHello read before a chain is picked
+    /// (SNI, ALPN, and whether the client speaks TLS at all).
+    pub tls_inspector: bool,
+    /// `listener_filters_timeout` (Envoy's default: 15 s; zero: none).
+    pub timeout: Duration,
+    /// `continue_on_listener_filters_timeout`: past the timeout, a chain is picked with what
+    /// is known (else the connection closes).
+    pub continue_on_timeout: bool,
+}
+
+impl Default for ListenerFilters {
+    fn default() -> Self {
+        ListenerFilters { tls_inspector: false, timeout: Duration::from_secs(15), continue_on_timeout: false }
+    }
+}
+
+/// One filter chain: when it applies, its network filters in order (the last is the
+/// terminal one), and its TLS.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FilterChain {
     /// `name` (for `xds.filter_chain_name`).
     pub name: String,
+    /// `filter_chain_match` (all empty: any connection).
+    pub matching: FilterChainMatch,
     /// The network filters, in order.
     pub filters: Vec<NetworkFilter>,
     /// `transport_socket` `envoy.transport_sockets.tls`: TLS terminated on this chain.
     pub tls: Option<DownstreamTls>,
+}
+
+/// `filter_chain_match`: what a connection must have for the chain to apply. An empty
+/// criterion matches anything; of the chains that match, the most specific one is picked,
+/// criterion by criterion in Envoy's order (destination port, destination IP, server name,
+/// transport protocol, application protocols, direct source IP, source type, source IP,
+/// source port).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilterChainMatch {
+    /// `destination_port`.
+    pub destination_port: Option<u16>,
+    /// `prefix_ranges`: the destination (local) address.
+    pub prefix_ranges: Vec<CidrRange>,
+    /// `server_names`: SNI, exact (`www.example.com`) or a wildcard (`*.example.com`), lowercase.
+    pub server_names: Vec<String>,
+    /// `transport_protocol` (`tls`, `raw_buffer`; empty: any).
+    pub transport_protocol: String,
+    /// `application_protocols` (ALPN offered by the client).
+    pub application_protocols: Vec<String>,
+    /// `direct_source_prefix_ranges`.
+    pub direct_source_prefix_ranges: Vec<CidrRange>,
+    /// `source_type`.
+    pub source_type: SourceType,
+    /// `source_prefix_ranges`.
+    pub source_prefix_ranges: Vec<CidrRange>,
+    /// `source_ports`.
+    pub source_ports: Vec<u16>,
+}
+
+/// `envoy.config.core.v3.CidrRange`, its host bits cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CidrRange {
+    /// The network's address.
+    pub address: std::net::IpAddr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+}
+
+impl CidrRange {
+    /// The range, with the host bits of `address` cleared; `None` if `prefix_len` is longer
+    /// than the address.
+    pub fn new(address: std::net::IpAddr, prefix_len: u8) -> Option<CidrRange> {
+        use std::net::IpAddr;
+        let address = match address {
+            IpAddr::V4(a) if prefix_len <= 32 => {
+                IpAddr::V4((u32::from(a) & u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0)).into())
+            }
+            IpAddr::V6(a) if prefix_len <= 128 => {
+                IpAddr::V6((u128::from(a) & u128::MAX.checked_shl(128 - u32::from(prefix_len)).unwrap_or(0)).into())
+            }
+            _ => return None,
+        };
+        Some(CidrRange { address, prefix_len })
+    }
+
+    /// Whether `ip` is in the range (an IPv4 address mapped into IPv6 counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        CidrRange::new(ip.to_canonical(), self.prefix_len).is_some_and(|r| r.address == self.address)
+    }
+}
+
+/// `filter_chain_match.source_type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SourceType {
+    /// `ANY`.
+    #[default]
+    Any,
+    /// `SAME_IP_OR_LOOPBACK`: the client is on this machine (loopback, or the address it
+    /// connected to).
+    SameIpOrLoopback,
+    /// `EXTERNAL`: any other client.
+    External,
 }
 
 /// Envoy's `DownstreamTlsContext`, as far as wasmproxy serves it.

@@ -431,3 +431,63 @@ fn bad_stats_tags_and_metadata() {
         )]
     );
 }
+
+#[test]
+fn filter_chains_that_match_the_same_connections_are_refused() {
+    // A second chain for the same server name as the first (one name of two in common).
+    let second = "    - filter_chain_match: { server_names: [b.example, a.example] }\n      filters:\n      \
+                  - name: envoy.filters.network.tcp_proxy\n        typed_config:\n          \
+                  \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          \
+                  stat_prefix: t\n          cluster: backend\n  clusters:\n";
+    let first = "    - filter_chain_match: { server_names: [a.example, '*.w.example'] }\n      filters:\n";
+    assert_eq!(
+        errors(&[("    - filters:\n", first), ("  clusters:\n", second)]),
+        vec![
+            "static_resources.listeners[0].filter_chains[1]: its filter_chain_match has the same matching rules as \
+             static_resources.listeners[0].filter_chains[0] (Envoy refuses a listener whose chains match the same \
+             connections) (line 31, column 7)"
+        ]
+    );
+    // Different names, or the same name on another port, are distinct.
+    let other = second.replace("b.example, a.example", "c.example");
+    let loads = |changes: &[(&str, &str)]| load_str(&config(changes), Path::new(".")).map(drop);
+    assert_eq!(loads(&[("    - filters:\n", first), ("  clusters:\n", &other)]), Ok(()));
+    let other_port = second.replace("{ server_names", "{ destination_port: 8443, server_names");
+    assert_eq!(loads(&[("    - filters:\n", first), ("  clusters:\n", &other_port)]), Ok(()));
+}
+
+#[test]
+fn filter_chain_match_and_listener_filter_mistakes_are_named() {
+    const CHAIN: &str = "static_resources.listeners[0].filter_chains[0]";
+    let matching =
+        |m: &str| errors(&[("    - filters:\n", &format!("    - filter_chain_match: {{ {m} }}\n      filters:\n"))]);
+    assert_eq!(
+        matching("server_names: ['w*.example.com']"),
+        vec![format!(
+            "{CHAIN}.filter_chain_match.server_names[0]: \"w*.example.com\": partial wildcards are not supported (only \"*.\" before whole labels) (line 7, column 44)"
+        )]
+    );
+    assert_eq!(
+        matching("prefix_ranges: [{ address_prefix: 10.0.0.0, prefix_len: 33 }]"),
+        vec![format!(
+            "{CHAIN}.filter_chain_match.prefix_ranges[0].prefix_len: 33 is longer than the address 10.0.0.0 (line 7, column 45)"
+        )]
+    );
+    assert_eq!(
+        matching("destination_port: 0, address_suffix: x"),
+        vec![
+            format!("{CHAIN}.filter_chain_match.destination_port: must be 1 to 65535 (line 7, column 47)"),
+            format!("{CHAIN}.filter_chain_match.address_suffix: not supported by wasmproxy (line 7, column 50)"),
+        ]
+    );
+    let listener_filter = "    listener_filters:\n    - name: envoy.filters.listener.http_inspector\n      typed_config:\n        \
+                           \"@type\": type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector\n    \
+                           filter_chains:\n";
+    assert_eq!(
+        errors(&[("    filter_chains:\n", listener_filter)]),
+        vec![
+            "static_resources.listeners[0].listener_filters[0].typed_config.@type: listener filter type \
+             envoy.extensions.filters.listener.http_inspector.v3.HttpInspector is not supported by wasmproxy (line 9, column 18)"
+        ]
+    );
+}

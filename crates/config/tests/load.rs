@@ -26,7 +26,7 @@ fn addr(address: &str, port: u16) -> SocketAddress {
 }
 
 fn hcm(listener: &Listener) -> &HttpConnectionManager {
-    match &listener.filter_chain.filters[..] {
+    match &listener.filter_chains[0].filters[..] {
         [NetworkFilter::HttpConnectionManager(hcm)] => hcm,
         other => panic!("not a single HTTP connection manager: {other:?}"),
     }
@@ -418,7 +418,7 @@ fn network_wasm_filter_before_tcp_proxy() {
     let listener = &bootstrap.listeners[0];
     assert_eq!(listener.name, "main");
     assert_eq!(
-        listener.filter_chain.filters,
+        listener.filter_chains[0].filters,
         vec![
             NetworkFilter::Wasm(WasmPlugin {
                 name: "envoy_tcp_routing_filter".into(),

@@ -7,7 +7,7 @@
 //!
 //! Modules import downwards only, in this order (see `docs/ARCHITECTURE.md`):
 //! `server` → `admin` → `hcm`, `tcp` → `wasm` → `upstream` → `observe` → `stream_info` →
-//! `http` → the leaves (`clock`, `limits`, `memory`, `proto`, `random`, `teardown`).
+//! `tls` → `http` → the leaves (`clock`, `limits`, `memory`, `proto`, `random`, `teardown`).
 
 mod admin;
 pub mod clock;
@@ -22,6 +22,7 @@ mod server;
 mod stream_info;
 mod tcp;
 mod teardown;
+mod tls;
 mod upstream;
 mod wasm;
 
@@ -31,5 +32,5 @@ pub use server::{RunningServer, Server, ServerError, ServerOptions, Stopper};
 /// Reads and checks a filter chain's TLS settings (its certificate and key) as serving
 /// them would, for `--mode validate`; the error names the field at fault.
 pub fn check_tls(tls: &wasmproxy_config::model::DownstreamTls) -> Result<(), String> {
-    http::tls::server_config(tls).map(drop)
+    tls::downstream::server_config(tls).map(drop)
 }

@@ -916,7 +916,8 @@ fn a_certificate_that_cannot_be_read_stops_start_up_naming_the_field() {
     let e = e.to_string();
     assert!(
         e.contains(
-            "listener main: transport_socket: tls_certificates[0].certificate_chain: cannot read /nonexistent/cert.pem"
+            "listener main: filter_chains[0].transport_socket: tls_certificates[0].certificate_chain: cannot read \
+             /nonexistent/cert.pem"
         ),
         "{e}"
     );

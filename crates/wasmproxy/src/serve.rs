@@ -262,9 +262,11 @@ pub fn run(o: ServeOptions) -> anyhow::Result<()> {
         }
         // And, as Envoy's, the certificates and keys.
         for listener in &config.listeners {
-            if let Some(tls) = &listener.filter_chain.tls {
-                wasmproxy_proxy::check_tls(tls)
-                    .map_err(|e| anyhow::anyhow!("listener {}: transport_socket: {e}", listener.name))?;
+            for (i, chain) in listener.chains().enumerate() {
+                let Some(tls) = &chain.tls else { continue };
+                wasmproxy_proxy::check_tls(tls).map_err(|e| {
+                    anyhow::anyhow!("listener {}: {}.transport_socket: {e}", listener.name, listener.chain_field(i))
+                })?;
             }
         }
         println!("configuration '{shown}' OK");

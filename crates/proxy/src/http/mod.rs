@@ -9,5 +9,4 @@ pub(crate) mod downstream;
 pub(crate) mod exec;
 pub(crate) mod reply;
 pub mod request_head;
-pub(crate) mod tls;
 pub(crate) mod transport;

@@ -243,7 +243,7 @@ fn evaluate(op: &Op, r: &Record<'_>) -> Out {
         Op::RouteName => text(info.route.as_ref().map_or("", |r| r.name.as_str())),
         Op::ConnectionId => Out::Number(info.connection.id),
         Op::Hostname => Out::Text(hostname()),
-        Op::RequestedServerName => Out::Missing,
+        Op::RequestedServerName => text(info.connection.requested_server_name.as_deref().unwrap_or("")),
     }
 }
 

@@ -293,6 +293,12 @@ pub struct ListenerStats {
     pub cx_overflow: Counter,
     /// Connections refused by the process-wide connection limit.
     pub global_cx_overflow: Counter,
+    /// Connections no filter chain matched (closed).
+    pub no_filter_chain_match: Counter,
+    /// Connections whose listener filters took longer than `listener_filters_timeout`.
+    pub pre_cx_timeout: Counter,
+    /// Connections the client closed while the listener filters read them.
+    pub listener_filter_remote_close: Counter,
     cx_total: Counter,
     cx_active: Gauge,
     cx_destroy: Counter,
@@ -327,6 +333,9 @@ impl ListenerStats {
         ListenerStats {
             cx_overflow: listener.counter("downstream_cx_overflow"),
             global_cx_overflow: listener.counter("downstream_global_cx_overflow"),
+            no_filter_chain_match: listener.counter("no_filter_chain_match"),
+            pre_cx_timeout: listener.counter("downstream_pre_cx_timeout"),
+            listener_filter_remote_close: listener.counter("downstream_listener_filter_remote_close"),
             cx_total: listener.counter("downstream_cx_total"),
             cx_active: listener.gauge("downstream_cx_active"),
             cx_destroy: listener.counter("downstream_cx_destroy"),
@@ -372,6 +381,48 @@ impl ListenerStats {
         self.worker_cx_active.dec();
         self.cx_destroy.inc();
         self.cx_length.record(millis(lasted));
+    }
+}
+
+/// The TLS inspector's `tls_inspector.*`, shared by every listener that has one.
+pub struct InspectorStats {
+    tls_found: Counter,
+    tls_not_found: Counter,
+    sni_found: Counter,
+    sni_not_found: Counter,
+    alpn_found: Counter,
+    alpn_not_found: Counter,
+    /// ClientHellos too large to read (the connection closes).
+    pub client_hello_too_large: Counter,
+    bytes_processed: Histogram,
+}
+
+impl InspectorStats {
+    /// The stats, shown at 0 from now on.
+    pub fn new(store: &Store) -> InspectorStats {
+        let c = |name: &str| store.counter(StatName::plain(format!("tls_inspector.{name}")));
+        InspectorStats {
+            tls_found: c("tls_found"),
+            tls_not_found: c("tls_not_found"),
+            sni_found: c("sni_found"),
+            sni_not_found: c("sni_not_found"),
+            alpn_found: c("alpn_found"),
+            alpn_not_found: c("alpn_not_found"),
+            client_hello_too_large: c("client_hello_too_large"),
+            bytes_processed: store.histogram(StatName::plain("tls_inspector.bytes_processed"), Unit::Bytes),
+        }
+    }
+
+    /// A connection's first `bytes` were read: TLS (with or without SNI and ALPN) or not.
+    pub fn inspected(&self, bytes: usize, tls: Option<(bool, bool)>) {
+        self.bytes_processed.record(bytes as u64);
+        let Some((sni, alpn)) = tls else {
+            self.tls_not_found.inc();
+            return;
+        };
+        self.tls_found.inc();
+        if sni { &self.sni_found } else { &self.sni_not_found }.inc();
+        if alpn { &self.alpn_found } else { &self.alpn_not_found }.inc();
     }
 }
 

@@ -20,7 +20,7 @@ use crate::observe::stats::SubscriptionStats;
 use crate::server::ServerError;
 use crate::server::listener::bind_reuseport;
 use crate::server::referenced::ReferencedFiles;
-use crate::server::snapshot::{Builder, Snapshot, TerminalSnapshot};
+use crate::server::snapshot::{Builder, Snapshot};
 use crate::server::worker::WorkerMessage;
 
 /// How long a worker may take to take a new configuration before the update is reported
@@ -317,7 +317,7 @@ impl Control {
         let mut sockets: Vec<Vec<_>> = (0..self.listener_threads).map(|_| Vec::new()).collect();
         for l in &snapshot.listeners {
             let config = &l.config;
-            let serves = !matches!(l.terminal, TerminalSnapshot::None);
+            let serves = l.serves();
             let kept = self
                 .bound
                 .iter()

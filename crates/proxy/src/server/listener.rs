@@ -9,17 +9,20 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
+use wasmproxy_config::model::{FilterChainMatch, ListenerFilters};
 
 use crate::hcm::Hcm;
 use crate::hcm::connection::serve_http;
-use crate::http::tls::TlsTransport;
 use crate::limits::LISTEN_BACKLOG;
-use crate::observe::stats::ListenerStats;
+use crate::observe::stats::{InspectorStats, ListenerStats};
+use crate::server::chain_match;
 use crate::server::drain::{Drain, Retirement};
 use crate::server::tunables::{ConnectionLimits, ListenerLimit, Overflow};
 use crate::stream_info::metadata::MetadataAttributes;
 use crate::stream_info::{ConnectionInfo, TlsInfo};
 use crate::tcp::TcpChain;
+use crate::tls::downstream::TlsTransport;
+use crate::tls::inspector::{ClientHello, Inspected, inspect};
 
 /// Binds `addr` with `SO_REUSEPORT` (and `SO_REUSEADDR`) so every worker can have its own
 /// socket on the same port; the kernel spreads connections over them.
@@ -47,22 +50,34 @@ pub enum Terminal {
 
 /// One version of a listener on one worker: how its connections are served.
 pub struct Served {
-    /// What serves them.
-    pub terminal: Terminal,
-    /// What its connections tell plugins: `xds.listener_direction`, `xds.filter_chain_name`.
+    /// Its filter chains, then its default chain.
+    pub chains: Vec<ServedChain>,
+    /// Each of `filter_chains`' `filter_chain_match`, in order.
+    pub matches: Vec<FilterChainMatch>,
+    /// Its listener filters.
+    pub listener_filters: ListenerFilters,
+    /// `tls_inspector.*`, for a listener with the TLS inspector.
+    pub inspector: Option<InspectorStats>,
+    /// What its connections tell plugins: `xds.listener_direction`.
     pub listener_direction: i64,
-    /// `xds.filter_chain_name`.
-    pub filter_chain_name: Rc<str>,
     /// `xds.listener_metadata`.
     pub listener_metadata: Arc<MetadataAttributes>,
     /// `listener.<address>.*`.
     pub stats: ListenerStats,
-    /// TLS on its connections (`transport_socket`).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Its connection count and limit.
     pub limit: ListenerLimit,
     /// Set once this version is replaced or removed.
     pub retirement: Retirement,
+}
+
+/// One filter chain on one worker.
+pub struct ServedChain {
+    /// What serves its connections (none: they are closed).
+    pub terminal: Option<Terminal>,
+    /// TLS on its connections (`transport_socket`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Its name (`xds.filter_chain_name`).
+    pub name: Rc<str>,
 }
 
 /// The version new connections get; swapped when the listener's configuration changes.
@@ -106,22 +121,8 @@ pub async fn accept_loop(
             }
         }
         let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(peer);
-        let id = NEXT_CONNECTION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let connection = Rc::new(ConnectionInfo {
-            id,
-            peer,
-            local,
-            listener_direction: served.listener_direction,
-            filter_chain_name: served.filter_chain_name.clone(),
-            listener_metadata: served.listener_metadata.clone(),
-            protocol_known: Default::default(),
-            http2: Default::default(),
-            activity: Default::default(),
-            tls: Default::default(),
-        });
         drain.opened();
-        tokio::task::spawn_local(serve(stream, connection, served, limits.clone(), drain.clone()));
+        tokio::task::spawn_local(serve(stream, peer, served, limits.clone(), drain.clone()));
     }
 }
 
@@ -148,16 +149,120 @@ async fn handshake(
     }
 }
 
+/// The chain a connection gets, with the SNI the TLS inspector read (and the socket back):
+/// the listener filters
+/// read what they need (within `listener_filters_timeout`), then the chains'
+/// `filter_chain_match` pick. `None`: the connection closes (counted).
+async fn pick_chain(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    served: &Served,
+) -> Option<(tokio::net::TcpStream, &ServedChain, Option<String>)> {
+    let mut hello = ClientHello::default();
+    let mut transport_protocol = "raw_buffer";
+    if let Some(stats) = &served.inspector {
+        let filters = &served.listener_filters;
+        let inspected = match filters.timeout.is_zero() {
+            true => Ok(inspect(&stream).await),
+            false => tokio::time::timeout(filters.timeout, inspect(&stream)).await,
+        };
+        match inspected {
+            Ok(Ok((Inspected::Tls(seen), bytes))) => {
+                stats.inspected(bytes, Some((seen.server_name.is_some(), !seen.alpn.is_empty())));
+                transport_protocol = "tls";
+                hello = seen;
+            }
+            Ok(Ok((Inspected::NotTls, bytes))) => stats.inspected(bytes, None),
+            Ok(Ok((Inspected::TooLarge, _))) => {
+                stats.client_hello_too_large.inc();
+                return None;
+            }
+            Ok(Ok((Inspected::Closed, _)) | Err(_)) => {
+                served.stats.listener_filter_remote_close.inc();
+                return None;
+            }
+            Err(_elapsed) => {
+                served.stats.pre_cx_timeout.inc();
+                if !filters.continue_on_timeout {
+                    return None;
+                }
+                // The inspector waited for more with the socket's readiness cleared: the
+                // socket is registered again, so what it holds is seen as readable.
+                stream = tokio::net::TcpStream::from_std(stream.into_std().ok()?).ok()?;
+            }
+        }
+    }
+    let local = stream.local_addr().ok()?;
+    let facts = chain_match::Connection {
+        local,
+        peer,
+        server_name: hello.server_name.as_deref(),
+        transport_protocol,
+        application_protocols: &hello.alpn,
+    };
+    // A chain that matches, else the default chain (after the others, if there is one).
+    let index = chain_match::pick(&served.matches, &facts).unwrap_or(served.matches.len());
+    match served.chains.get(index) {
+        Some(chain) if chain.terminal.is_some() => Some((stream, chain, hello.server_name)),
+        _ => {
+            served.stats.no_filter_chain_match.inc();
+            None
+        }
+    }
+}
+
 /// Serves one connection until it ends, or its listener version's drain time is over.
 async fn serve(
     stream: tokio::net::TcpStream,
-    connection: Rc<ConnectionInfo>,
+    peer: SocketAddr,
     served: Rc<Served>,
     limits: Arc<ConnectionLimits>,
     drain: Drain,
 ) {
-    let accepted = std::time::Instant::now();
-    served.stats.connection_opened();
+    // As in Envoy, a connection counts in the listener's `downstream_cx_*` once it has a
+    // chain.
+    let mut opened = None;
+    let serving = async {
+        if let Some((stream, chain, server_name)) = pick_chain(stream, peer, &served).await {
+            served.stats.connection_opened();
+            opened = Some(std::time::Instant::now());
+            serve_on_chain(stream, peer, server_name, &served, chain, &drain).await;
+        }
+    };
+    tokio::select! {
+        _ = serving => {}
+        _ = served.retirement.over() => tracing::debug!("drain time over: a connection of a replaced listener closed"),
+    }
+    if let Some(opened) = opened {
+        served.stats.connection_closed(opened.elapsed());
+    }
+    limits.release(&served.limit);
+    drain.closed();
+}
+
+/// Serves one connection on its chain until it ends.
+async fn serve_on_chain(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    requested_server_name: Option<String>,
+    served: &Served,
+    chain: &ServedChain,
+    drain: &Drain,
+) {
+    let local = stream.local_addr().unwrap_or(peer);
+    let connection = Rc::new(ConnectionInfo {
+        id: NEXT_CONNECTION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        peer,
+        local,
+        listener_direction: served.listener_direction,
+        filter_chain_name: chain.name.clone(),
+        requested_server_name: requested_server_name.map(String::into_boxed_str),
+        listener_metadata: served.listener_metadata.clone(),
+        protocol_known: Default::default(),
+        http2: Default::default(),
+        activity: Default::default(),
+        tls: Default::default(),
+    });
     // Finish what was accepted, take nothing new: the server stops, or this version of
     // the listener was replaced.
     let stopping = async {
@@ -168,21 +273,16 @@ async fn serve(
     };
     // Boxed, at the size the terminal needs: a future holding it in place would carry
     // room for both kinds, and async blocks that move a future keep a copy of its room.
-    let serving: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> = match (&served.terminal, &served.tls) {
-        (Terminal::Tcp(chain), _) => Box::pin(chain.serve(stream, connection)),
-        (Terminal::Http(hcm), None) => {
+    let serving: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> = match (&chain.terminal, &chain.tls) {
+        (None, _) => return,
+        (Some(Terminal::Tcp(tcp)), _) => Box::pin(tcp.serve(stream, connection)),
+        (Some(Terminal::Http(hcm)), None) => {
             Box::pin(serve_http(hcm.clone(), std::future::ready(Some(stream)), connection, false, stopping))
         }
-        (Terminal::Http(hcm), Some(tls)) => {
+        (Some(Terminal::Http(hcm)), Some(tls)) => {
             let handshake = handshake(tls.clone(), stream, connection.clone(), &served.stats);
             Box::pin(serve_http(hcm.clone(), handshake, connection, true, stopping))
         }
     };
-    tokio::select! {
-        _ = serving => {}
-        _ = served.retirement.over() => tracing::debug!("drain time over: a connection of a replaced listener closed"),
-    }
-    served.stats.connection_closed(accepted.elapsed());
-    limits.release(&served.limit);
-    drain.closed();
+    serving.await
 }

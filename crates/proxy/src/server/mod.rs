@@ -3,6 +3,7 @@
 //! and serves admin.
 
 mod canary;
+mod chain_match;
 mod control;
 mod drain;
 mod listener;

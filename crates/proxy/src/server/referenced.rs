@@ -50,7 +50,7 @@ impl ReferencedFiles {
     pub fn refresh(&mut self, listeners: &[Listener], clusters: &[Cluster]) -> bool {
         let rds: Vec<Subscriber<'_>> = listeners
             .iter()
-            .flat_map(|l| &l.filter_chain.filters)
+            .flat_map(|l| l.chains().flat_map(|c| &c.filters))
             .filter_map(|f| match f {
                 NetworkFilter::HttpConnectionManager(hcm) => hcm.rds.as_ref().map(|r| Subscriber {
                     source: &r.source,

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use wasmproxy_config::model::{
-    self, AccessLog, AccessLogSink, HttpConnectionManager, HttpFilter, Listener, NetworkFilter, Node, WasmCode,
-    WasmPlugin,
+    self, AccessLog, AccessLogSink, FilterChain, HttpConnectionManager, HttpFilter, Listener, NetworkFilter, Node,
+    WasmCode, WasmPlugin,
 };
 use wasmproxy_host::{ModuleSource, PluginModule, WasmEngine};
 
@@ -29,10 +29,28 @@ pub struct Snapshot {
     pub route_tables: Vec<(String, Arc<RouteTable>)>,
 }
 
-/// A listener ready to serve: its configuration and what its terminal filter needs.
+/// A listener ready to serve: its configuration and its filter chains.
 pub struct ListenerSnapshot {
     /// The listener as configured.
     pub config: Listener,
+    /// Its `filter_chains`, in order, then its `default_filter_chain`.
+    pub chains: Vec<ChainSnapshot>,
+}
+
+impl ListenerSnapshot {
+    /// Whether any of its chains takes connections (else it binds and takes none).
+    pub fn serves(&self) -> bool {
+        self.chains.iter().any(|c| !matches!(c.terminal, TerminalSnapshot::None))
+    }
+
+    /// Every plugin its chains run.
+    pub fn plugins(&self) -> impl Iterator<Item = &LoadedPlugin> {
+        self.chains.iter().flat_map(|c| c.terminal.plugins())
+    }
+}
+
+/// One filter chain ready to serve: what its terminal filter needs, and its TLS.
+pub struct ChainSnapshot {
     /// What serves its connections.
     pub terminal: TerminalSnapshot,
     /// Its TLS settings, certificate read and checked.
@@ -160,7 +178,7 @@ impl Builder {
         self.listeners = built.clone();
         // Only the plugins served now stay checked (a configuration that comes back is
         // checked again, as Envoy checks it again).
-        let in_use = |c: &LoadedPlugin| built.iter().any(|l| l.terminal.plugins().any(|p| p.same_as(c)));
+        let in_use = |c: &LoadedPlugin| built.iter().any(|l| l.plugins().any(|p| p.same_as(c)));
         let services = &self.services;
         self.checked.retain(|c| in_use(c) || services.iter().any(|s| s.same_as(c)));
         Ok(Snapshot {
@@ -178,8 +196,24 @@ impl Builder {
     }
 
     fn listener(&mut self, config: &Listener, clusters: &[String]) -> Result<ListenerSnapshot, ServerError> {
-        let fail = |e: String| ServerError::Config(format!("listener {}: {e}", config.name));
-        let filters = &config.filter_chain.filters;
+        let mut chains = Vec::new();
+        for (i, chain) in config.chains().enumerate() {
+            chains.push(self.chain(chain, config, clusters, &config.chain_field(i))?);
+        }
+        Ok(ListenerSnapshot { config: config.clone(), chains })
+    }
+
+    /// One filter chain (`which` of `listener`): its plugins loaded, its routes compiled,
+    /// its certificate read.
+    fn chain(
+        &mut self,
+        chain: &FilterChain,
+        listener: &Listener,
+        clusters: &[String],
+        which: &str,
+    ) -> Result<ChainSnapshot, ServerError> {
+        let fail = |e: String| ServerError::Config(format!("listener {}: {which}: {e}", listener.name));
+        let filters = &chain.filters;
         let terminal = if let Some(NetworkFilter::TcpProxy(proxy)) = filters.last() {
             let mut wasm = Vec::new();
             for filter in filters {
@@ -187,7 +221,7 @@ impl Builder {
                     wasm.push(self.load(plugin, clusters, "Wasm plugin")?);
                 }
             }
-            let logs = self.access_logs(&proxy.access_logs, &config.name, clusters)?;
+            let logs = self.access_logs(&proxy.access_logs, &listener.name, clusters)?;
             TerminalSnapshot::Tcp(Box::new(TcpSnapshot { cluster: proxy.cluster.clone(), filters: wasm, logs }))
         } else if let Some(NetworkFilter::HttpConnectionManager(hcm)) =
             filters.iter().find(|f| matches!(f, NetworkFilter::HttpConnectionManager(_)))
@@ -204,21 +238,21 @@ impl Builder {
                     filters.push(self.load(plugin, clusters, "Wasm plugin")?);
                 }
             }
-            let logs = self.access_logs(&hcm.access_logs, &config.name, clusters)?;
+            let logs = self.access_logs(&hcm.access_logs, &listener.name, clusters)?;
             TerminalSnapshot::Http(Box::new(HttpSnapshot { config: (**hcm).clone(), routes, filters, logs }))
         } else {
             TerminalSnapshot::None
         };
-        let tls = match &config.filter_chain.tls {
+        let tls = match &chain.tls {
             None => None,
             Some(_) if matches!(terminal, TerminalSnapshot::Tcp(_)) => {
                 return Err(fail("TLS in front of the TCP proxy is not supported by wasmproxy yet".into()));
             }
-            Some(tls) => {
-                Some(crate::http::tls::server_config(tls).map_err(|e| fail(format!("transport_socket: {e}")))?)
-            }
+            Some(tls) => Some(crate::tls::downstream::server_config(tls).map_err(|e| {
+                ServerError::Config(format!("listener {}: {which}.transport_socket: {e}", listener.name))
+            })?),
         };
-        Ok(ListenerSnapshot { config: config.clone(), terminal, tls })
+        Ok(ChainSnapshot { terminal, tls })
     }
 
     /// The access loggers of one listener's connection manager or TCP proxy.

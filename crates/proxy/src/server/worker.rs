@@ -7,13 +7,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
-use wasmproxy_config::model::Node;
+use wasmproxy_config::model::{Listener, Node};
 use wasmproxy_stats::Store;
 
 use crate::hcm::{Hcm, RouteTables, Routes};
-use crate::observe::stats::{HttpStats, ListenerStats, Upstreams, address_stat_name};
+use crate::observe::stats::{HttpStats, InspectorStats, ListenerStats, Upstreams, address_stat_name};
 use crate::server::drain::Drain;
-use crate::server::listener::{Current, Served, Terminal, accept_loop};
+use crate::server::listener::{Current, Served, ServedChain, Terminal, accept_loop};
 use crate::server::snapshot::{AccessLogs, ListenerSnapshot, RouteSnapshot, Snapshot, TerminalSnapshot};
 use crate::server::tunables::ConnectionLimits;
 use crate::stream_info::metadata::MetadataAttributes;
@@ -227,7 +227,7 @@ impl Worker {
         }
         let mut used: Vec<LoadedPlugin> = self.service_plugins.clone();
         for l in &self.listeners {
-            used.extend(l.snapshot.terminal.plugins().cloned());
+            used.extend(l.snapshot.plugins().cloned());
         }
         self.plugins.keep_only(&used);
         Ok(())
@@ -292,9 +292,40 @@ impl Worker {
     /// terminal filter wasmproxy serves).
     fn served(&mut self, snapshot: &ListenerSnapshot) -> Result<Option<Served>, String> {
         let listener = &snapshot.config;
-        let fail = |e: String| format!("listener {}: {e}", listener.name);
+        if !snapshot.serves() {
+            return Ok(None);
+        }
         let address = address_stat_name(&listener.address.address, listener.address.port);
-        let terminal = match &snapshot.terminal {
+        let mut chains = Vec::with_capacity(snapshot.chains.len());
+        for (chain, config) in snapshot.chains.iter().zip(listener.chains()) {
+            let terminal = self.terminal(&chain.terminal, listener, &address)?;
+            chains.push(ServedChain { terminal, tls: chain.tls.clone(), name: Rc::from(config.name.as_str()) });
+        }
+        let tls = chains.iter().any(|c| c.tls.is_some());
+        let inspecting = listener.listener_filters.tls_inspector;
+        Ok(Some(Served {
+            chains,
+            matches: listener.filter_chains.iter().map(|c| c.matching.clone()).collect(),
+            listener_filters: listener.listener_filters.clone(),
+            inspector: inspecting.then(|| InspectorStats::new(&self.stats)),
+            listener_direction: listener.traffic_direction,
+            listener_metadata: Arc::new(MetadataAttributes::new(&listener.metadata)),
+            stats: ListenerStats::new(&self.stats, &address, self.index.unwrap_or(0), tls),
+            limit: self.limits.listener(&listener.name),
+            retirement: Default::default(),
+        }))
+    }
+
+    /// What serves one chain's connections on this worker (`address` names the listener
+    /// in stats); `None` for a chain without a terminal filter wasmproxy serves.
+    fn terminal(
+        &mut self,
+        terminal: &TerminalSnapshot,
+        listener: &Listener,
+        address: &str,
+    ) -> Result<Option<Terminal>, String> {
+        let fail = |e: String| format!("listener {}: {e}", listener.name);
+        Ok(Some(match terminal {
             TerminalSnapshot::None => return Ok(None),
             TerminalSnapshot::Tcp(tcp) => Terminal::Tcp(Rc::new(TcpChain {
                 filters: self.slots(&tcp.filters).map_err(fail)?,
@@ -314,7 +345,7 @@ impl Worker {
                     },
                     filters: filters.map_err(fail)?,
                     clusters: self.clusters.clone(),
-                    stats: HttpStats::new(&self.stats, &http.config.stat_prefix, &address),
+                    stats: HttpStats::new(&self.stats, &http.config.stat_prefix, address),
                     logs: self.loggers(&http.logs).map_err(fail)?,
                     buffer_limit: match listener.buffer_limit_bytes {
                         0 => usize::MAX,
@@ -322,16 +353,6 @@ impl Worker {
                     },
                 }))
             }
-        };
-        Ok(Some(Served {
-            terminal,
-            listener_direction: listener.traffic_direction,
-            filter_chain_name: Rc::from(listener.filter_chain.name.as_str()),
-            listener_metadata: Arc::new(MetadataAttributes::new(&listener.metadata)),
-            stats: ListenerStats::new(&self.stats, &address, self.index.unwrap_or(0), snapshot.tls.is_some()),
-            tls: snapshot.tls.clone(),
-            limit: self.limits.listener(&listener.name),
-            retirement: Default::default(),
         }))
     }
 

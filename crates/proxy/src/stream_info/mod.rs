@@ -33,6 +33,8 @@ pub struct ConnectionInfo {
     pub listener_direction: i64,
     /// The filter chain's name (`xds.filter_chain_name`).
     pub filter_chain_name: Rc<str>,
+    /// SNI as the TLS inspector read it (`connection.requested_server_name`).
+    pub requested_server_name: Option<Box<str>>,
     /// The listener's `metadata` (`xds.listener_metadata`).
     pub listener_metadata: Arc<MetadataAttributes>,
     /// Set by the first request, which tells the protocol.
@@ -179,7 +181,9 @@ impl StreamInfo {
             [b"connection", b"id"] => Ok(PropertyValue::Uint(self.connection.id)),
             [b"connection", b"mtls"] => Ok(PropertyValue::Bool(false)),
             // As in Envoy, only the TLS inspector (a listener filter) records it.
-            [b"connection", b"requested_server_name"] => text(""),
+            [b"connection", b"requested_server_name"] => {
+                text(self.connection.requested_server_name.as_deref().unwrap_or(""))
+            }
             [b"connection", b"tls_version"] => text(self.connection.tls.get().ok_or(Status::NotFound)?.version),
             [b"upstream", b"address"] => {
                 self.upstream.map(|u| PropertyValue::from(u.to_string())).ok_or(Status::NotFound)

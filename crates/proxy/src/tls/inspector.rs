@@ -1,0 +1,174 @@
+//! Envoy's TLS inspector: the client's first bytes read without taking them off the socket
+//! (`MSG_PEEK`), parsed as a TLS ClientHello by rustls, for the filter chain match to pick
+//! by SNI, ALPN and transport protocol. The bytes stay for the chain picked: a TLS
+//! handshake, or the TCP proxy passing TLS through.
+
+use std::io;
+use std::mem::MaybeUninit;
+
+use rustls::server::Acceptor;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// The largest ClientHello read (Envoy's `max_client_hello_size` default); a longer one is
+/// not parsed and the connection closes.
+pub const MAX_CLIENT_HELLO: usize = 64 * 1024;
+
+/// What the client's first bytes are.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inspected {
+    /// A TLS ClientHello.
+    Tls(ClientHello),
+    /// Something else (plain text, or a ClientHello rustls cannot parse): `raw_buffer`.
+    NotTls,
+    /// A ClientHello longer than [`MAX_CLIENT_HELLO`].
+    TooLarge,
+    /// The client closed before sending a whole ClientHello.
+    Closed,
+}
+
+/// What a ClientHello asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ClientHello {
+    /// SNI, lowercase.
+    pub server_name: Option<String>,
+    /// ALPN protocols, in the client's order.
+    pub alpn: Vec<String>,
+}
+
+/// Reads the client's ClientHello, waiting as long as it is incomplete; with the number of
+/// bytes it looked at.
+pub async fn inspect(tcp: &TcpStream) -> io::Result<(Inspected, usize)> {
+    let mut buf = vec![MaybeUninit::<u8>::uninit(); MAX_CLIENT_HELLO];
+    let mut seen = 0;
+    loop {
+        tcp.ready(Interest::READABLE).await?;
+        // Nothing new since the last look: readiness is cleared, to wait for more.
+        let peeked = tcp.try_io(Interest::READABLE, || match socket2::SockRef::from(tcp).peek(&mut buf)? {
+            n if n == seen && n != 0 => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        });
+        let n = match peeked {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok((Inspected::Closed, 0));
+        }
+        seen = n;
+        // SAFETY: `peek` initialized the first `n` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+        match parse(bytes) {
+            Some(inspected) => return Ok((inspected, n)),
+            None if n == MAX_CLIENT_HELLO => return Ok((Inspected::TooLarge, n)),
+            None => {}
+        }
+    }
+}
+
+/// Parses the start of a connection; `None` while the ClientHello is incomplete.
+pub fn parse(mut bytes: &[u8]) -> Option<Inspected> {
+    // A TLS connection starts with a handshake record; anything else is not TLS, at once.
+    if bytes.first() != Some(&0x16) {
+        return Some(Inspected::NotTls);
+    }
+    let mut acceptor = Acceptor::default();
+    while !bytes.is_empty() {
+        match acceptor.read_tls(&mut bytes) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => return Some(Inspected::NotTls),
+        }
+    }
+    match acceptor.accept() {
+        Ok(None) => None,
+        Ok(Some(accepted)) => {
+            let hello = accepted.client_hello();
+            let alpn = hello.alpn().into_iter().flatten();
+            Some(Inspected::Tls(ClientHello {
+                server_name: hello.server_name().map(str::to_ascii_lowercase),
+                alpn: alpn.map(|p| String::from_utf8_lossy(p).into_owned()).collect(),
+            }))
+        }
+        Err(_) => Some(Inspected::NotTls),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use rustls::pki_types::ServerName;
+
+    use super::*;
+
+    /// The first flight of a rustls client for `name` offering `alpn`.
+    fn client_hello(name: &str, alpn: &[&str]) -> Vec<u8> {
+        let roots = rustls::RootCertStore::empty();
+        let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        let name = ServerName::try_from(name.to_string()).unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut out = Vec::new();
+        client.write_tls(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_client_hello_gives_its_sni_and_alpn() {
+        let hello = client_hello("WWW.Example.com", &["h2", "http/1.1"]);
+        let want =
+            ClientHello { server_name: Some("www.example.com".into()), alpn: vec!["h2".into(), "http/1.1".into()] };
+        assert_eq!(parse(&hello), Some(Inspected::Tls(want)));
+        // Cut short, it is incomplete; without SNI (an IP address) there is none.
+        assert_eq!(parse(&hello[..hello.len() - 1]), None);
+        assert_eq!(parse(&hello[..3]), None);
+        let by_address = client_hello("127.0.0.1", &[]);
+        assert_eq!(parse(&by_address), Some(Inspected::Tls(ClientHello::default())));
+    }
+
+    #[test]
+    fn anything_else_is_not_tls() {
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n"), Some(Inspected::NotTls));
+        assert_eq!(parse(b"\x16\x03\x01\x00\x05garbage"), Some(Inspected::NotTls));
+    }
+
+    #[test]
+    fn inspecting_leaves_the_bytes_on_the_socket() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let hello = client_hello("a.example", &["h2"]);
+            let (first, rest) = hello.split_at(10);
+            let (first, rest) = (first.to_vec(), rest.to_vec());
+            // The ClientHello comes in two pieces, the second a little later.
+            let client = tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut tcp = TcpStream::connect(addr).await.unwrap();
+                tcp.write_all(&first).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                tcp.write_all(&rest).await.unwrap();
+                tcp
+            });
+            let (server, _) = listener.accept().await.unwrap();
+            let (Inspected::Tls(seen), n) = inspect(&server).await.unwrap() else { panic!("not TLS") };
+            assert_eq!(n, hello.len());
+            assert_eq!(seen.server_name.as_deref(), Some("a.example"));
+            let mut all = vec![0; hello.len()];
+            use tokio::io::AsyncReadExt;
+            let mut server = server;
+            server.read_exact(&mut all).await.unwrap();
+            assert_eq!(all, hello, "every byte still there to read");
+            drop(client.await.unwrap());
+            // A client that closes without a word.
+            let client = TcpStream::connect(addr).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            drop(client);
+            assert_eq!(inspect(&server).await.unwrap(), (Inspected::Closed, 0));
+        });
+    }
+}
