@@ -7,6 +7,7 @@ use crate::config_source::read_file_source;
 use crate::metadata::read_metadata;
 use crate::model::{Cluster, Discovery, DnsLookupFamily, EdsSource, LbPolicy, LoadAssignment, SocketAddress};
 use crate::reader::{Ctx, Field, type_error};
+use crate::tls::read_upstream_transport_socket;
 
 const CLUSTER: &[&str] = &[
     "transport_socket_matches",
@@ -211,6 +212,7 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
         http2 = true;
     }
     let metadata = msg.get(ctx, "metadata").map(|f| read_metadata(ctx, &f)).unwrap_or_default();
+    let tls = msg.get(ctx, "transport_socket").map(|f| read_upstream_transport_socket(ctx, &f));
     msg.finish(ctx);
     Some(Cluster {
         name: name?,
@@ -223,6 +225,7 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
         eds,
         http2,
         metadata,
+        tls: tls.map_or(Some(None), |t| t.map(Some))?,
     })
 }
 

@@ -397,6 +397,11 @@ pub struct DownstreamTls {
     /// `common_tls_context.tls_params`: the lowest and highest version (Envoy's server
     /// defaults: TLS 1.2 to TLS 1.3).
     pub versions: (TlsVersion, TlsVersion),
+    /// `common_tls_context.validation_context`: client certificates are asked for and,
+    /// when sent, checked against it.
+    pub validation: Option<CertificateValidation>,
+    /// `require_client_certificate`: a client without a certificate is refused.
+    pub require_client_certificate: bool,
 }
 
 /// A certificate chain and its private key, in PEM.
@@ -794,6 +799,58 @@ pub struct Cluster {
     pub http2: bool,
     /// `metadata`, for `xds.cluster_metadata`.
     pub metadata: Metadata,
+    /// `transport_socket` `envoy.transport_sockets.tls`: TLS to the endpoints.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// Envoy's `UpstreamTlsContext`, as far as wasmproxy serves it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// `sni`: the server name sent (none: no SNI, as in Envoy).
+    pub sni: Option<String>,
+    /// `common_tls_context.alpn_protocols` (none: `h2` or `http/1.1` for HTTP, by the
+    /// cluster's protocol, as Envoy falls back to).
+    pub alpn_protocols: Vec<String>,
+    /// `common_tls_context.tls_params` (Envoy's client defaults: TLS 1.2 to TLS 1.2).
+    pub versions: (TlsVersion, TlsVersion),
+    /// `common_tls_context.tls_certificates`: the client certificate, if any.
+    pub certificate: Option<TlsCertificate>,
+    /// `common_tls_context.validation_context`: how the upstream's certificate is checked
+    /// (none: it is not, as in Envoy).
+    pub validation: Option<CertificateValidation>,
+}
+
+/// A `CertificateValidationContext`: the CAs a peer's certificate must chain to, and the
+/// subject alternative names it must have one of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateValidation {
+    /// `trusted_ca`: PEM certificates.
+    pub trusted_ca: DataSource,
+    /// `match_typed_subject_alt_names` (and the older `match_subject_alt_names`, any type):
+    /// one must match (none: any name).
+    pub subject_alt_names: Vec<SanMatcher>,
+}
+
+/// One `SubjectAltNameMatcher`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SanMatcher {
+    /// `san_type` (none: any type, from `match_subject_alt_names`).
+    pub san_type: Option<SanType>,
+    /// `matcher`.
+    pub matcher: ValueMatch,
+}
+
+/// A subject alternative name's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanType {
+    /// `EMAIL`.
+    Email,
+    /// `DNS`.
+    Dns,
+    /// `URI`.
+    Uri,
+    /// `IP_ADDRESS`.
+    IpAddress,
 }
 
 /// `type`.

@@ -347,7 +347,7 @@ fn read_present_match(ctx: &mut Ctx, field: &Field<'_>) -> Option<ValueMatch> {
 }
 
 /// A `StringMatcher`: one of exact, prefix, suffix, contains, safe_regex; `ignore_case`.
-fn read_string_matcher(ctx: &mut Ctx, field: &Field<'_>) -> Option<ValueMatch> {
+pub(crate) fn read_string_matcher(ctx: &mut Ctx, field: &Field<'_>) -> Option<ValueMatch> {
     let mut msg = field.message(ctx, STRING_MATCHER)?;
     let patterns = ["exact", "prefix", "suffix", "safe_regex", "contains", "custom"];
     msg.at_most_one(ctx, &patterns);

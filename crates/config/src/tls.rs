@@ -1,9 +1,15 @@
-//! A filter chain's `transport_socket`: `envoy.transport_sockets.tls` with Envoy's
-//! `DownstreamTlsContext`, as far as wasmproxy serves it (one certificate, ALPN, the TLS
-//! versions); every other field is refused by name.
+//! `transport_socket` `envoy.transport_sockets.tls`: a filter chain's
+//! `DownstreamTlsContext` (one certificate, ALPN, the TLS versions, client certificates
+//! checked against a CA and subject alternative names) and a cluster's
+//! `UpstreamTlsContext` (SNI, ALPN, versions, a client certificate, the CA and subject
+//! alternative names the upstream's certificate is checked against); every other field
+//! is refused by name.
 
-use crate::model::{DataSource, DownstreamTls, TlsCertificate, TlsVersion};
-use crate::reader::{Ctx, Field, type_error};
+use crate::model::{
+    CertificateValidation, DataSource, DownstreamTls, SanMatcher, SanType, TlsCertificate, TlsVersion, UpstreamTls,
+};
+use crate::reader::{Ctx, Field, Msg, type_error};
+use crate::route::read_string_matcher;
 use crate::wasm::{self, read_data_source};
 
 const TRANSPORT_SOCKET: &[&str] = &["name", "typed_config"];
@@ -56,12 +62,110 @@ const TLS_CERTIFICATE: &[&str] = &[
     "signed_certificate_timestamp",
 ];
 
+const UPSTREAM_TLS_CONTEXT: &[&str] = &[
+    "common_tls_context",
+    "sni",
+    "auto_host_sni",
+    "auto_sni_san_validation",
+    "allow_renegotiation",
+    "max_session_keys",
+    "enforce_rsa_key_usage",
+];
+const VALIDATION_CONTEXT: &[&str] = &[
+    "trusted_ca",
+    "ca_certificate_provider_instance",
+    "system_root_certs",
+    "watched_directory",
+    "verify_certificate_spki",
+    "verify_certificate_hash",
+    "match_typed_subject_alt_names",
+    "match_subject_alt_names",
+    "require_signed_certificate_timestamp",
+    "crl",
+    "allow_expired_certificate",
+    "trust_chain_verification",
+    "custom_validator_config",
+    "only_verify_leaf_cert_crl",
+    "max_verify_depth",
+];
+const SAN_MATCHER: &[&str] = &["san_type", "matcher", "oid"];
+const SAN_TYPE: &[(&str, i64, Option<SanType>)] = &[
+    ("SAN_TYPE_UNSPECIFIED", 0, None),
+    ("EMAIL", 1, Some(SanType::Email)),
+    ("DNS", 2, Some(SanType::Dns)),
+    ("URI", 3, Some(SanType::Uri)),
+    ("IP_ADDRESS", 4, Some(SanType::IpAddress)),
+    ("OTHER_NAME", 5, None),
+];
+
 const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 const DOWNSTREAM_TLS_TYPE: &str = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+const UPSTREAM_TLS_TYPE: &str = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 
 /// Reads a filter chain's `transport_socket`; `None` (with an error) for one wasmproxy does
 /// not serve.
 pub(crate) fn read_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -> Option<DownstreamTls> {
+    let mut tls = tls_context(ctx, field, DOWNSTREAM_TLS_TYPE, DOWNSTREAM_TLS_CONTEXT)?;
+    let require = tls.get(ctx, "require_client_certificate");
+    let require_client_certificate = require.as_ref().and_then(|f| f.bool_value(ctx)).unwrap_or(false);
+    let common = tls.required(ctx, "common_tls_context");
+    tls.finish(ctx);
+    let downstream = read_common_tls_context(ctx, &common?)?;
+    if require_client_certificate && downstream.validation.is_none() {
+        let at = require.map_or_else(|| field.origin(), |f| f.origin());
+        ctx.error(&at, "require_client_certificate without a validation_context is not supported by wasmproxy");
+        return None;
+    }
+    Some(DownstreamTls { require_client_certificate, ..downstream })
+}
+
+/// Reads a cluster's `transport_socket`; `None` (with an error) for one wasmproxy does not
+/// serve.
+pub(crate) fn read_upstream_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -> Option<UpstreamTls> {
+    let mut tls = tls_context(ctx, field, UPSTREAM_TLS_TYPE, UPSTREAM_TLS_CONTEXT)?;
+    let sni = tls.get(ctx, "sni").and_then(|f| f.string(ctx)).filter(|s| !s.is_empty());
+    let common = tls.get(ctx, "common_tls_context");
+    tls.finish(ctx);
+    let mut upstream = UpstreamTls {
+        sni,
+        alpn_protocols: Vec::new(),
+        versions: (TlsVersion::Tls12, TlsVersion::Tls12),
+        certificate: None,
+        validation: None,
+    };
+    let Some(common) = common else { return Some(upstream) };
+    let mut msg = common.message(ctx, COMMON_TLS_CONTEXT)?;
+    let versions = match msg.get(ctx, "tls_params") {
+        Some(f) => read_tls_params(ctx, &f, TlsVersion::Tls12),
+        None => Some(upstream.versions),
+    };
+    upstream.alpn_protocols = read_alpn(ctx, &mut msg);
+    let certificates = msg.get(ctx, "tls_certificates").map(|f| f.list()).unwrap_or_default();
+    let validation = msg.get(ctx, "validation_context").map(|f| read_validation_context(ctx, &f));
+    msg.finish(ctx);
+    upstream.certificate = match certificates.as_slice() {
+        [] => None,
+        [one] => Some(read_tls_certificate(ctx, one)?),
+        [_, extra, ..] => {
+            extra.error(ctx, "more than one client certificate is not supported by wasmproxy");
+            return None;
+        }
+    };
+    upstream.validation = match validation {
+        Some(v) => Some(v?),
+        None => None,
+    };
+    upstream.versions = versions?;
+    Some(upstream)
+}
+
+/// Opens a `transport_socket`'s TLS context of type `type_name`.
+fn tls_context<'a>(
+    ctx: &mut Ctx,
+    field: &Field<'a>,
+    type_name: &str,
+    fields: &'static [&'static str],
+) -> Option<Msg<'a>> {
     let mut msg = field.message(ctx, TRANSPORT_SOCKET)?;
     let name = msg.get(ctx, "name").and_then(|f| f.string(ctx)).unwrap_or_default();
     let typed = msg.get(ctx, "typed_config");
@@ -72,32 +176,63 @@ pub(crate) fn read_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -> Option<
         return None;
     };
     let any = typed.any(ctx)?;
-    if any.type_name != DOWNSTREAM_TLS_TYPE {
-        type_error(ctx, &typed, &any, &format!("{TLS_SOCKET} ({DOWNSTREAM_TLS_TYPE})"));
+    if any.type_name != type_name {
+        type_error(ctx, &typed, &any, &format!("{TLS_SOCKET} ({type_name})"));
         return None;
     }
-    let mut tls = any.message(ctx, DOWNSTREAM_TLS_CONTEXT)?;
-    if let Some(f) = tls.get(ctx, "require_client_certificate")
-        && f.bool_value(ctx) == Some(true)
-    {
-        f.error(ctx, "client certificates (mTLS) are not supported by wasmproxy yet");
+    any.message(ctx, fields)
+}
+
+/// `common_tls_context.alpn_protocols`.
+fn read_alpn(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Vec<String> {
+    let list = msg.get(ctx, "alpn_protocols").map(|f| f.list()).unwrap_or_default();
+    list.iter().filter_map(|p| p.string(ctx)).collect()
+}
+
+/// A `validation_context`: `trusted_ca` and the subject alternative names to match.
+fn read_validation_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<CertificateValidation> {
+    let mut msg = field.message(ctx, VALIDATION_CONTEXT)?;
+    let trusted_ca = msg.get(ctx, "trusted_ca").map(|f| data_source(ctx, &f));
+    let mut subject_alt_names = Vec::new();
+    for item in msg.get(ctx, "match_typed_subject_alt_names").map(|f| f.list()).unwrap_or_default() {
+        let Some(mut m) = item.message(ctx, SAN_MATCHER) else { continue };
+        let san_type = m.required(ctx, "san_type").and_then(|f| f.enumeration(ctx, SAN_TYPE));
+        let matcher = m.required(ctx, "matcher").and_then(|f| read_string_matcher(ctx, &f));
+        m.finish(ctx);
+        if let (Some(san_type), Some(matcher)) = (san_type, matcher) {
+            subject_alt_names.push(SanMatcher { san_type: Some(san_type), matcher });
+        }
     }
-    let common = tls.required(ctx, "common_tls_context");
-    tls.finish(ctx);
-    read_common_tls_context(ctx, &common?)
+    for item in msg.get(ctx, "match_subject_alt_names").map(|f| f.list()).unwrap_or_default() {
+        if let Some(matcher) = read_string_matcher(ctx, &item) {
+            subject_alt_names.push(SanMatcher { san_type: None, matcher });
+        }
+    }
+    let origin = msg.origin().clone();
+    msg.finish(ctx);
+    match trusted_ca {
+        Some(ca) => Some(CertificateValidation { trusted_ca: ca?, subject_alt_names }),
+        None => {
+            // Envoy's own words for it.
+            ctx.error(
+                &origin,
+                "SAN-based verification of peer certificates without trusted CA is insecure and not allowed \
+                 (trusted_ca is required)",
+            );
+            None
+        }
+    }
 }
 
 fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<DownstreamTls> {
     let mut msg = field.message(ctx, COMMON_TLS_CONTEXT)?;
     let versions = match msg.get(ctx, "tls_params") {
-        Some(f) => read_tls_params(ctx, &f),
+        Some(f) => read_tls_params(ctx, &f, TlsVersion::Tls13),
         None => Some((TlsVersion::Tls12, TlsVersion::Tls13)),
     };
-    let alpn_protocols = msg
-        .get(ctx, "alpn_protocols")
-        .map(|f| f.list().iter().filter_map(|p| p.string(ctx)).collect())
-        .unwrap_or_default();
+    let alpn_protocols = read_alpn(ctx, &mut msg);
     let certificates = msg.get(ctx, "tls_certificates").map(|f| f.list()).unwrap_or_default();
+    let validation = msg.get(ctx, "validation_context").map(|f| read_validation_context(ctx, &f));
     let origin = msg.origin().clone();
     msg.finish(ctx);
     let certificate = match certificates.as_slice() {
@@ -111,10 +246,22 @@ fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Downstrea
             None
         }
     };
-    Some(DownstreamTls { certificate: certificate?, alpn_protocols, versions: versions? })
+    let validation = match validation {
+        Some(v) => Some(v?),
+        None => None,
+    };
+    Some(DownstreamTls {
+        certificate: certificate?,
+        alpn_protocols,
+        versions: versions?,
+        validation,
+        require_client_certificate: false,
+    })
 }
 
-fn read_tls_params(ctx: &mut Ctx, field: &Field<'_>) -> Option<(TlsVersion, TlsVersion)> {
+/// `tls_params`' versions; `max_auto` is the side's default highest version (Envoy's:
+/// TLS 1.3 for servers, TLS 1.2 for clients).
+fn read_tls_params(ctx: &mut Ctx, field: &Field<'_>, max_auto: TlsVersion) -> Option<(TlsVersion, TlsVersion)> {
     let mut msg = field.message(ctx, TLS_PARAMS)?;
     let mut version = |msg: &mut crate::reader::Msg<'_>, name: &str, auto: TlsVersion| {
         let Some(f) = msg.get(ctx, name) else { return Some(auto) };
@@ -134,7 +281,7 @@ fn read_tls_params(ctx: &mut Ctx, field: &Field<'_>) -> Option<(TlsVersion, TlsV
         }
     };
     let min = version(&mut msg, "tls_minimum_protocol_version", TlsVersion::Tls12);
-    let max = version(&mut msg, "tls_maximum_protocol_version", TlsVersion::Tls13);
+    let max = version(&mut msg, "tls_maximum_protocol_version", max_auto);
     let origin = msg.origin().clone();
     msg.finish(ctx);
     let (min, max) = (min?, max?);

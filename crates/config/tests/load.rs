@@ -122,6 +122,7 @@ fn rust_sdk_example_shape() {
             eds: None,
             http2: false,
             metadata: Metadata::default(),
+            tls: None,
         }]
     );
     assert_eq!(bootstrap.wasm_services, vec![]);
@@ -275,6 +276,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 eds: None,
                 http2: true,
                 metadata: Metadata::default(),
+                tls: None,
             },
             Cluster {
                 name: "legacy_h2".into(),
@@ -287,6 +289,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 eds: None,
                 http2: true,
                 metadata: Metadata::default(),
+                tls: None,
             },
         ]
     );
@@ -503,4 +506,59 @@ bootstrap_extensions:
     assert_eq!(second.plugin.configuration, Vec::<u8>::new());
     assert_eq!(second.plugin.vm.configuration, Vec::<u8>::new(), "an empty Struct serializes to nothing");
     assert_eq!(second.plugin.vm.code, WasmCode::File("/plugins/p.wasm".into()));
+}
+
+#[test]
+fn an_upstream_tls_context_is_read_with_envoys_client_defaults() {
+    let yaml = r#"
+static_resources:
+  clusters:
+  - name: secure
+    load_assignment:
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 443 } } }
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: api.example.com
+        common_tls_context:
+          validation_context:
+            trusted_ca: { filename: ca.pem }
+            match_typed_subject_alt_names:
+            - san_type: DNS
+              matcher: { exact: api.example.com }
+            match_subject_alt_names: [{ prefix: "spiffe://" }]
+  - name: plain_tls
+    load_assignment:
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 443 } } }
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+"#;
+    let bootstrap = wasmproxy_config::load_str(yaml, Path::new("/etc/envoy")).unwrap_or_else(|e| panic!("{e}"));
+    let tls = bootstrap.clusters[0].tls.clone().unwrap();
+    assert_eq!(tls.sni.as_deref(), Some("api.example.com"));
+    assert_eq!(tls.versions, (TlsVersion::Tls12, TlsVersion::Tls12), "Envoy's client defaults");
+    let validation = tls.validation.unwrap();
+    assert_eq!(validation.trusted_ca, DataSource::File("/etc/envoy/ca.pem".into()));
+    assert_eq!(
+        validation.subject_alt_names,
+        vec![
+            SanMatcher {
+                san_type: Some(SanType::Dns),
+                matcher: ValueMatch::Exact { value: "api.example.com".into(), ignore_case: false }
+            },
+            SanMatcher {
+                san_type: None,
+                matcher: ValueMatch::Prefix { value: "spiffe://".into(), ignore_case: false }
+            },
+        ]
+    );
+    let plain = bootstrap.clusters[1].tls.clone().unwrap();
+    assert_eq!((plain.sni, plain.validation, plain.certificate), (None, None, None), "nothing checked, as in Envoy");
 }

@@ -7,13 +7,15 @@
 //!
 //! Modules import downwards only, in this order (see `docs/ARCHITECTURE.md`):
 //! `server` → `admin` → `hcm`, `tcp` → `wasm` → `upstream` → `observe` → `stream_info` →
-//! `tls` → `http` → the leaves (`clock`, `limits`, `memory`, `proto`, `random`, `teardown`).
+//! `tls` → `http` → the leaves (`clock`, `limits`, `matcher`, `memory`, `proto`, `random`,
+//! `teardown`).
 
 mod admin;
 pub mod clock;
 mod hcm;
 pub mod http;
 pub mod limits;
+mod matcher;
 mod memory;
 mod observe;
 mod proto;
@@ -33,4 +35,10 @@ pub use server::{RunningServer, Server, ServerError, ServerOptions, Stopper};
 /// them would, for `--mode validate`; the error names the field at fault.
 pub fn check_tls(tls: &wasmproxy_config::model::DownstreamTls) -> Result<(), String> {
     tls::downstream::server_config(tls).map(drop)
+}
+
+/// Reads and checks a cluster's TLS settings (client certificate, CA) as serving them
+/// would, for `--mode validate`; the error names the cluster and the field at fault.
+pub fn check_cluster(cluster: &wasmproxy_config::model::Cluster) -> Result<(), String> {
+    upstream::cluster::ClusterSnapshot::new(cluster).map(drop)
 }

@@ -269,6 +269,9 @@ pub fn run(o: ServeOptions) -> anyhow::Result<()> {
                 })?;
             }
         }
+        for cluster in &config.clusters {
+            wasmproxy_proxy::check_cluster(cluster).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
         println!("configuration '{shown}' OK");
         return Ok(());
     }

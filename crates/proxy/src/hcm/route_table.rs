@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::matcher::{value_matches, whole_regex};
 use regex::Regex;
 use wasmproxy_config::model::{HeaderMatcher, PathMatch, QueryParameterMatcher, RouteAction, RouteConfig, ValueMatch};
 use wasmproxy_host::Headers;
@@ -58,11 +59,7 @@ pub struct RouteError {
 }
 
 fn whole(re: &str, route: &str) -> Result<Regex, RouteError> {
-    Regex::new(&format!("^(?:{re})$")).map_err(|e| RouteError {
-        route: route.into(),
-        regex: re.into(),
-        message: e.to_string(),
-    })
+    whole_regex(re).map_err(|e| RouteError { route: route.into(), regex: re.into(), message: e.to_string() })
 }
 
 fn value_regex(v: &ValueMatch, route: &str) -> Result<Option<Regex>, RouteError> {
@@ -199,21 +196,6 @@ fn query_value(query: &str, name: &str) -> Option<String> {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then(|| v.to_string())
     })
-}
-
-fn value_matches(m: &ValueMatch, re: Option<&Regex>, value: Option<&str>) -> bool {
-    let Some(value) = value else { return false };
-    let cmp = |want: &str, ignore_case: bool, f: fn(&str, &str) -> bool| {
-        if ignore_case { f(&value.to_ascii_lowercase(), &want.to_ascii_lowercase()) } else { f(value, want) }
-    };
-    match m {
-        ValueMatch::Present => true,
-        ValueMatch::Exact { value: want, ignore_case } => cmp(want, *ignore_case, |a, b| a == b),
-        ValueMatch::Prefix { value: want, ignore_case } => cmp(want, *ignore_case, |a, b| a.starts_with(b)),
-        ValueMatch::Suffix { value: want, ignore_case } => cmp(want, *ignore_case, |a, b| a.ends_with(b)),
-        ValueMatch::Contains { value: want, ignore_case } => cmp(want, *ignore_case, |a, b| a.contains(b)),
-        ValueMatch::Regex(_) => re.is_some_and(|re| re.is_match(value)),
-    }
 }
 
 #[cfg(test)]

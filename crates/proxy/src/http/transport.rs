@@ -1,5 +1,5 @@
 //! The byte stream under a downstream connection: plain TCP, or TLS over it
-//! (`http/tls.rs`). Every operation is non-blocking and takes `&self`, so the connection's
+//! (`tls/session.rs`). Every operation is non-blocking and takes `&self`, so the connection's
 //! watchers can still answer on the stream (a 408) while hyper holds the connection.
 
 use std::future::Future;
@@ -102,5 +102,62 @@ fn read_draining(socket: &TcpStream, asked: usize, read: impl FnOnce() -> io::Re
         (Some(n), _) => Ok(n),
         (None, Err(e)) => Err(e),
         (None, Ok(())) => Err(io::ErrorKind::WouldBlock.into()),
+    }
+}
+
+/// A [`Transport`] as tokio's `AsyncRead` and `AsyncWrite` (for hyper's client), boxed
+/// (a TLS session is large; whatever holds this stays small).
+pub struct TransportIo<T>(pub Box<T>);
+
+impl<T: Transport> tokio::io::AsyncRead for TransportIo<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl<T: Transport> tokio::io::AsyncWrite for TransportIo<T> {
+    fn poll_write(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(data)])
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.0.poll_flush(cx))?;
+        Poll::Ready(self.0.shutdown(Shutdown::Write))
     }
 }

@@ -15,6 +15,8 @@ use wasmproxy_config::model::{StatsConfig, StatsTagValue};
 use wasmproxy_stats::store::Unit;
 use wasmproxy_stats::{Counter, Gauge, Histogram, Scope, StatName, Store, TagRule, TagRules, TagValue, TextReadout};
 
+use crate::tls::session::HandshakeFailure;
+
 /// A response code's class (1..=5), or `None` outside 100..=599.
 fn class(code: u16) -> Option<usize> {
     (100..600).contains(&code).then(|| usize::from(code / 100))
@@ -309,12 +311,50 @@ pub struct ListenerStats {
     ssl: Option<SslStats>,
 }
 
-/// A TLS listener's `listener.<address>.ssl.*`.
+/// `ssl.*` of a TLS listener (`listener.<address>.`) or cluster (`cluster.<name>.`).
 pub struct SslStats {
     scope: Scope,
     handshake: Counter,
     connection_error: Counter,
     no_certificate: Counter,
+    fail_verify_error: Counter,
+    fail_verify_san: Counter,
+    fail_verify_no_cert: Counter,
+}
+
+impl SslStats {
+    /// The stats under `scope`, shown at 0 from now on.
+    fn new(scope: Scope) -> SslStats {
+        SslStats {
+            handshake: scope.counter("ssl.handshake"),
+            connection_error: scope.counter("ssl.connection_error"),
+            no_certificate: scope.counter("ssl.no_certificate"),
+            fail_verify_error: scope.counter("ssl.fail_verify_error"),
+            fail_verify_san: scope.counter("ssl.fail_verify_san"),
+            fail_verify_no_cert: scope.counter("ssl.fail_verify_no_cert"),
+            scope,
+        }
+    }
+
+    /// A handshake succeeded, on `version` (`TLSv1.3`); `peer_certificate`: the peer sent one.
+    pub fn handshake(&self, version: &str, peer_certificate: bool) {
+        self.handshake.inc();
+        if !peer_certificate {
+            self.no_certificate.inc();
+        }
+        self.scope.counter(&format!("ssl.versions.{version}")).inc();
+    }
+
+    /// A handshake failed (the connection closes).
+    pub fn failed(&self, why: HandshakeFailure) {
+        self.connection_error.inc();
+        match why {
+            HandshakeFailure::Verify => self.fail_verify_error.inc(),
+            HandshakeFailure::VerifySan => self.fail_verify_san.inc(),
+            HandshakeFailure::NoCertificate => self.fail_verify_no_cert.inc(),
+            HandshakeFailure::Other => {}
+        }
+    }
 }
 
 impl ListenerStats {
@@ -342,29 +382,13 @@ impl ListenerStats {
             cx_length: listener.histogram("downstream_cx_length_ms", Unit::Milliseconds),
             worker_cx_total: on_worker.counter("downstream_cx_total"),
             worker_cx_active: on_worker.gauge("downstream_cx_active"),
-            ssl: tls.then(|| SslStats {
-                handshake: listener.counter("ssl.handshake"),
-                connection_error: listener.counter("ssl.connection_error"),
-                no_certificate: listener.counter("ssl.no_certificate"),
-                scope: listener,
-            }),
+            ssl: tls.then(|| SslStats::new(listener)),
         }
     }
 
-    /// A TLS handshake succeeded, on `version` (`TLSv1.3`), without a client certificate.
-    pub fn tls_handshake(&self, version: &str) {
-        if let Some(ssl) = &self.ssl {
-            ssl.handshake.inc();
-            ssl.no_certificate.inc();
-            ssl.scope.counter(&format!("ssl.versions.{version}")).inc();
-        }
-    }
-
-    /// A TLS handshake failed (the connection closes).
-    pub fn tls_connection_error(&self) {
-        if let Some(ssl) = &self.ssl {
-            ssl.connection_error.inc();
-        }
+    /// `ssl.*`, for a listener with a TLS chain.
+    pub fn ssl(&self) -> Option<&SslStats> {
+        self.ssl.as_ref()
     }
 
     /// A connection was accepted.
@@ -469,11 +493,13 @@ pub struct ClusterStats {
     pub membership_healthy: Gauge,
     /// Changes to the endpoint set.
     pub membership_change: Counter,
+    /// `ssl.*`, for a cluster with TLS.
+    pub ssl: Option<SslStats>,
 }
 
 impl ClusterStats {
-    /// The stats of the cluster `name`.
-    pub fn new(store: &Arc<Store>, name: &str) -> ClusterStats {
+    /// The stats of the cluster `name` (with `ssl.*` if it has `tls`).
+    pub fn new(store: &Arc<Store>, name: &str, tls: bool) -> ClusterStats {
         let tags = [("envoy_cluster_name", name)];
         let scope = Scope::new(store, &format!("cluster.{name}."), "cluster.", &tags);
         let external = Scope::new(store, &format!("cluster.{name}.external."), "cluster.external.", &tags);
@@ -497,6 +523,7 @@ impl ClusterStats {
             membership_total: scope.gauge("membership_total"),
             membership_healthy: scope.gauge("membership_healthy"),
             membership_change: scope.counter("membership_change"),
+            ssl: tls.then(|| SslStats::new(scope.clone())),
             scopes: [scope, external, internal],
         }
     }

@@ -361,13 +361,13 @@ impl Control {
         s.listener_removed.add(gone.count() as u64);
         s.listeners_active.set(next.listeners.len() as u64);
         for c in &next.clusters {
-            match old_clusters.iter().find(|o| o.name == c.name) {
+            match old_clusters.iter().find(|o| o.config.name == c.config.name) {
                 None => s.cluster_added.inc(),
-                Some(o) if o != c => s.cluster_modified.inc(),
+                Some(o) if o.config != c.config => s.cluster_modified.inc(),
                 Some(_) => {}
             }
         }
-        let gone = old_clusters.iter().filter(|o| !next.clusters.iter().any(|c| c.name == o.name));
+        let gone = old_clusters.iter().filter(|o| !next.clusters.iter().any(|c| c.config.name == o.config.name));
         s.cluster_removed.add(gone.count() as u64);
         s.clusters_active.set(next.clusters.len() as u64);
     }

@@ -21,8 +21,10 @@ use crate::server::tunables::{ConnectionLimits, ListenerLimit, Overflow};
 use crate::stream_info::metadata::MetadataAttributes;
 use crate::stream_info::{ConnectionInfo, TlsInfo};
 use crate::tcp::TcpChain;
-use crate::tls::downstream::TlsTransport;
+use crate::tls::certificate::CertificateInfo;
+use crate::tls::downstream::ServerTls;
 use crate::tls::inspector::{ClientHello, Inspected, inspect};
+use crate::tls::session::TlsTransport;
 
 /// Binds `addr` with `SO_REUSEPORT` (and `SO_REUSEADDR`) so every worker can have its own
 /// socket on the same port; the kernel spreads connections over them.
@@ -75,7 +77,7 @@ pub struct ServedChain {
     /// What serves its connections (none: they are closed).
     pub terminal: Option<Terminal>,
     /// TLS on its connections (`transport_socket`).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<Arc<ServerTls>>,
     /// Its name (`xds.filter_chain_name`).
     pub name: Rc<str>,
 }
@@ -129,20 +131,25 @@ pub async fn accept_loop(
 /// A TLS handshake on an accepted connection: the session, its outcome counted in the
 /// listener's `ssl.*` stats (a failure closes the connection).
 async fn handshake(
-    tls: Arc<rustls::ServerConfig>,
+    tls: &ServerTls,
     stream: tokio::net::TcpStream,
     connection: Rc<ConnectionInfo>,
     stats: &ListenerStats,
 ) -> Option<TlsTransport> {
-    match TlsTransport::accept(stream, tls).await {
+    match TlsTransport::accept(stream, tls.config.clone()).await {
         Ok(session) => {
-            let info = TlsInfo { version: session.version().unwrap_or("unknown") };
-            stats.tls_handshake(info.version);
+            let peer = session.peer_certificate().map(|c| Box::new(CertificateInfo::new(&c)));
+            let info = TlsInfo { version: session.version().unwrap_or("unknown"), peer, local: tls.local.clone() };
+            if let Some(ssl) = stats.ssl() {
+                ssl.handshake(info.version, info.peer.is_some());
+            }
             let _ = connection.tls.set(info);
             Some(session)
         }
         Err(e) => {
-            stats.tls_connection_error();
+            if let Some(ssl) = stats.ssl() {
+                ssl.failed(e.failure());
+            }
             tracing::debug!("connection {} closed: {e}", connection.id);
             None
         }
@@ -275,12 +282,17 @@ async fn serve_on_chain(
     // room for both kinds, and async blocks that move a future keep a copy of its room.
     let serving: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> = match (&chain.terminal, &chain.tls) {
         (None, _) => return,
-        (Some(Terminal::Tcp(tcp)), _) => Box::pin(tcp.serve(stream, connection)),
+        (Some(Terminal::Tcp(tcp)), None) => Box::pin(tcp.serve(stream, connection)),
+        (Some(Terminal::Tcp(tcp)), Some(tls)) => Box::pin(async move {
+            if let Some(session) = handshake(tls, stream, connection.clone(), &served.stats).await {
+                tcp.serve(session, connection).await;
+            }
+        }),
         (Some(Terminal::Http(hcm)), None) => {
             Box::pin(serve_http(hcm.clone(), std::future::ready(Some(stream)), connection, false, stopping))
         }
         (Some(Terminal::Http(hcm)), Some(tls)) => {
-            let handshake = handshake(tls.clone(), stream, connection.clone(), &served.stats);
+            let handshake = handshake(tls, stream, connection.clone(), &served.stats);
             Box::pin(serve_http(hcm.clone(), handshake, connection, true, stopping))
         }
     };

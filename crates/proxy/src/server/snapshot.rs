@@ -16,6 +16,8 @@ use crate::hcm::route_table::RouteTable;
 use crate::observe::access_log::{AccessLogger, Sinks};
 use crate::server::ServerError;
 use crate::server::canary;
+use crate::tls::downstream::{ServerTls, server_config};
+use crate::upstream::cluster::ClusterSnapshot;
 use crate::wasm::plugin::LoadedPlugin;
 
 /// Everything the workers serve: listeners (static ones first), clusters, and the route
@@ -24,7 +26,7 @@ pub struct Snapshot {
     /// The listeners.
     pub listeners: Vec<Arc<ListenerSnapshot>>,
     /// The clusters (an EDS cluster with its endpoints from its file).
-    pub clusters: Vec<Arc<model::Cluster>>,
+    pub clusters: Vec<Arc<ClusterSnapshot>>,
     /// The route configurations from RDS files, compiled, by name.
     pub route_tables: Vec<(String, Arc<RouteTable>)>,
 }
@@ -54,7 +56,7 @@ pub struct ChainSnapshot {
     /// What serves its connections.
     pub terminal: TerminalSnapshot,
     /// Its TLS settings, certificate read and checked.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// What serves a listener's connections.
@@ -130,6 +132,8 @@ pub struct Builder {
     services: Vec<LoadedPlugin>,
     /// Route configurations from RDS files, compiled (kept while they do not change).
     route_tables: Vec<(model::RouteConfig, Arc<RouteTable>)>,
+    /// The clusters of the last snapshot (kept while they do not change).
+    clusters: Vec<Arc<ClusterSnapshot>>,
 }
 
 impl Builder {
@@ -143,6 +147,7 @@ impl Builder {
             checked: Vec::new(),
             services: Vec::new(),
             route_tables: Vec::new(),
+            clusters: Vec::new(),
         }
     }
 
@@ -167,6 +172,14 @@ impl Builder {
             route_tables.push((config.clone(), table));
         }
         self.route_tables = route_tables;
+        let mut built_clusters = Vec::with_capacity(clusters.len());
+        for config in clusters {
+            match self.clusters.iter().find(|c| c.config == *config) {
+                Some(same) => built_clusters.push(same.clone()),
+                None => built_clusters.push(Arc::new(ClusterSnapshot::new(config).map_err(ServerError::Config)?)),
+            }
+        }
+        self.clusters = built_clusters;
         let names: Vec<String> = clusters.iter().map(|c| c.name.clone()).collect();
         let mut built = Vec::with_capacity(listeners.len());
         for config in listeners {
@@ -183,7 +196,7 @@ impl Builder {
         self.checked.retain(|c| in_use(c) || services.iter().any(|s| s.same_as(c)));
         Ok(Snapshot {
             listeners: built,
-            clusters: clusters.iter().cloned().map(Arc::new).collect(),
+            clusters: self.clusters.clone(),
             route_tables: self.route_tables.iter().map(|(c, t)| (c.name.clone(), t.clone())).collect(),
         })
     }
@@ -245,12 +258,9 @@ impl Builder {
         };
         let tls = match &chain.tls {
             None => None,
-            Some(_) if matches!(terminal, TerminalSnapshot::Tcp(_)) => {
-                return Err(fail("TLS in front of the TCP proxy is not supported by wasmproxy yet".into()));
-            }
-            Some(tls) => Some(crate::tls::downstream::server_config(tls).map_err(|e| {
+            Some(tls) => Some(Arc::new(server_config(tls).map_err(|e| {
                 ServerError::Config(format!("listener {}: {which}.transport_socket: {e}", listener.name))
-            })?),
+            })?)),
         };
         Ok(ChainSnapshot { terminal, tls })
     }

@@ -19,6 +19,7 @@ use wasmproxy_host::{Headers, StreamData};
 
 use crate::http::direction::Direction;
 use crate::stream_info::metadata::{MetadataAttributes, RouteAttributes};
+use crate::tls::certificate::CertificateInfo;
 
 /// The connection a stream arrived on.
 #[derive(Debug, Clone)]
@@ -53,6 +54,10 @@ pub struct ConnectionInfo {
 pub struct TlsInfo {
     /// `TLSv1.2` or `TLSv1.3` (`connection.tls_version`).
     pub version: &'static str,
+    /// The client's certificate, if it sent one (`connection.*_peer_certificate`).
+    pub peer: Option<Box<CertificateInfo>>,
+    /// The chain's certificate (`connection.*_local_certificate`).
+    pub local: Arc<CertificateInfo>,
 }
 
 /// One stream, shared by the HTTP connection manager and the plugins' property lookups.
@@ -160,6 +165,27 @@ impl StreamInfo {
         self.duration = Some(self.started.elapsed());
     }
 
+    /// A `connection.*_certificate` property, as Envoy answers it: NOT_FOUND on a plain
+    /// connection; the subject always (empty without a certificate); the first DNS or URI
+    /// name and the digest only when there is one.
+    fn certificate_property(&self, field: &[u8]) -> Result<Vec<u8>, Status> {
+        let tls = self.connection.tls.get().ok_or(Status::NotFound)?;
+        let local = &tls.local;
+        let peer = || tls.peer.as_deref().ok_or(Status::NotFound);
+        let first = |names: &[String]| names.first().cloned().ok_or(Status::NotFound);
+        let value = match field {
+            b"subject_local_certificate" => local.subject.clone(),
+            b"subject_peer_certificate" => tls.peer.as_ref().map(|c| c.subject.clone()).unwrap_or_default(),
+            b"dns_san_local_certificate" => first(&local.dns_sans)?,
+            b"dns_san_peer_certificate" => first(&peer()?.dns_sans)?,
+            b"uri_san_local_certificate" => first(&local.uri_sans)?,
+            b"uri_san_peer_certificate" => first(&peer()?.uri_sans)?,
+            b"sha256_peer_certificate_digest" => peer()?.sha256.clone(),
+            _ => return Err(Status::NotFound),
+        };
+        Ok(PropertyValue::from(value.as_str()).encode())
+    }
+
     /// Envoy's value for an attribute path, encoded; NOT_FOUND for what is not known.
     /// `data` is what the asking context holds now: the request headers are readable
     /// exactly when it holds them (the request-headers phase, a pause in it, the
@@ -179,7 +205,12 @@ impl StreamInfo {
             [b"destination", b"address"] => text(&self.connection.local.to_string()),
             [b"destination", b"port"] => Ok(PropertyValue::Int(self.connection.local.port().into())),
             [b"connection", b"id"] => Ok(PropertyValue::Uint(self.connection.id)),
-            [b"connection", b"mtls"] => Ok(PropertyValue::Bool(false)),
+            [b"connection", b"mtls"] => {
+                Ok(PropertyValue::Bool(self.connection.tls.get().is_some_and(|t| t.peer.is_some())))
+            }
+            [b"connection", field] if field.ends_with(b"_certificate") || field.ends_with(b"_digest") => {
+                return self.certificate_property(field);
+            }
             // As in Envoy, only the TLS inspector (a listener filter) records it.
             [b"connection", b"requested_server_name"] => {
                 text(self.connection.requested_server_name.as_deref().unwrap_or(""))

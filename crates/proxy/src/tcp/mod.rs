@@ -1,22 +1,23 @@
 //! `envoy.filters.network.tcp_proxy` with Wasm network filters before it: each
 //! connection's bytes go through every filter (`on_downstream_data` in order,
-//! `on_upstream_data` in reverse) to one endpoint of the cluster and back.
+//! `on_upstream_data` in reverse) to one endpoint of the cluster and back. Either side
+//! may be TLS (the filter chain's, the cluster's): the relay is generic over the transport.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::task::Poll;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use std::net::Shutdown;
 use wasmproxy_abi::{PeerType, StreamType};
 use wasmproxy_config::model::FailurePolicy;
 use wasmproxy_host::StreamAction;
 
+use crate::http::transport::Transport;
 use crate::limits::{BUFFER_LIMIT_BYTES, TCP_READ_BYTES};
 use crate::stream_info::filter_state::TCP_PROXY_CLUSTER;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
-use crate::upstream::cluster::Clusters;
+use crate::upstream::cluster::{Clusters, RawUpstream};
 use crate::upstream::error::{UpstreamError, connect_failure_reason};
 use crate::wasm::access_logger::StreamLoggers;
 use crate::wasm::http_filter::FilterSlot;
@@ -43,7 +44,7 @@ enum Event {
 
 impl TcpChain {
     /// Serves one client connection until both sides are done or one side fails.
-    pub async fn serve(&self, mut downstream: TcpStream, connection: Rc<ConnectionInfo>) {
+    pub async fn serve<D: Transport>(&self, downstream: D, connection: Rc<ConnectionInfo>) {
         let info: StreamRef = Rc::new(RefCell::new(StreamInfo::new(connection, "")));
         let mut filters: Vec<Option<ConnectionFilter>> = Vec::new();
         for slot in &self.filters {
@@ -73,7 +74,7 @@ impl TcpChain {
         let Some(target) = self.clusters.get(&cluster) else {
             // Envoy: no such cluster (`NC`), the connection closes.
             info.borrow_mut().response_flags.push("NC");
-            let _ = downstream.shutdown().await;
+            let _ = downstream.shutdown(Shutdown::Write);
             return self.finish(filters, PeerType::Local, &info);
         };
         info.borrow_mut().cluster_metadata = Some(target.metadata().clone());
@@ -83,11 +84,14 @@ impl TcpChain {
             Err(e) => {
                 tracing::debug!("tcp_proxy to {cluster}: {e:?}");
                 note_connect_error(&info, &e);
-                let _ = downstream.shutdown().await;
+                let _ = downstream.shutdown(Shutdown::Write);
                 return self.finish(filters, PeerType::Local, &info);
             }
         };
-        let downstream_closed_by = self.relay(&mut filters, downstream, upstream, &info).await;
+        let downstream_closed_by = match upstream {
+            RawUpstream::Plain(tcp) => self.relay(&mut filters, &downstream, &tcp, &info).await,
+            RawUpstream::Tls(tls) => self.relay(&mut filters, &downstream, &*tls, &info).await,
+        };
         self.finish(filters, downstream_closed_by, &info);
     }
 
@@ -108,12 +112,10 @@ impl TcpChain {
     async fn relay(
         &self,
         filters: &mut [Option<ConnectionFilter>],
-        downstream: TcpStream,
-        upstream: TcpStream,
+        downstream: &impl Transport,
+        upstream: &impl Transport,
         info: &StreamRef,
     ) -> PeerType {
-        let (mut down_read, mut down_write) = downstream.into_split();
-        let (mut up_read, mut up_write) = upstream.into_split();
         let (mut down_buf, mut up_buf) = (vec![0u8; TCP_READ_BYTES], vec![0u8; TCP_READ_BYTES]);
         // Whether each side's end was read, and whether it went through to the other side.
         let (mut down_read_done, mut up_read_done) = (false, false);
@@ -121,19 +123,19 @@ impl TcpChain {
         let mut last_done = PeerType::Remote;
         while !(down_done && up_done) {
             let event = tokio::select! {
-                n = down_read.read(&mut down_buf), if !down_read_done => Event::Downstream(n),
-                n = up_read.read(&mut up_buf), if !up_read_done => Event::Upstream(n),
+                n = read(downstream, &mut down_buf), if !down_read_done => Event::Downstream(n),
+                n = read(upstream, &mut up_buf), if !up_read_done => Event::Upstream(n),
                 (i, action) = next_action(filters) => Event::Action(i, action),
             };
             let (direction, from, chunk, eos) = match event {
                 Event::Downstream(Ok(n)) => {
-                    let (chunk, eos) = gather(&down_read, &mut down_buf, n).await;
+                    let (chunk, eos) = gather(downstream, &mut down_buf, n).await;
                     info.borrow_mut().request_body_size += chunk.len() as u64;
                     down_read_done |= eos;
                     (StreamType::Downstream, 0, chunk, eos)
                 }
                 Event::Upstream(Ok(n)) => {
-                    let (chunk, eos) = gather(&up_read, &mut up_buf, n).await;
+                    let (chunk, eos) = gather(upstream, &mut up_buf, n).await;
                     up_read_done |= eos;
                     (StreamType::Upstream, 0, chunk, eos)
                 }
@@ -159,10 +161,10 @@ impl TcpChain {
             // Held by a filter: nothing goes on yet, the end neither.
             let Some(out) = out else { continue };
             let written = match direction {
-                StreamType::Downstream => write(&mut up_write, out, eos).await,
+                StreamType::Downstream => write(upstream, &out, eos).await,
                 _ => {
                     info.borrow_mut().response_body_size += out.len() as u64;
-                    write(&mut down_write, out, eos).await
+                    write(downstream, &out, eos).await
                 }
             };
             if written.is_err() {
@@ -207,12 +209,36 @@ fn through(
     Ok(Some(chunk))
 }
 
-async fn write(to: &mut tokio::net::tcp::OwnedWriteHalf, bytes: Bytes, eos: bool) -> std::io::Result<()> {
-    if !bytes.is_empty() {
-        to.write_all(&bytes).await?;
-    }
+/// What the transport has to read, once there is something (0: the peer's end).
+async fn read(from: &impl Transport, buf: &mut [u8]) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        loop {
+            std::task::ready!(from.poll_read_ready(cx))?;
+            match from.try_read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                read => return Poll::Ready(read),
+            }
+        }
+    })
+    .await
+}
+
+/// Writes all of `bytes` (sent, not held in a TLS session), then the end if `eos`.
+async fn write(to: &impl Transport, mut bytes: &[u8], eos: bool) -> std::io::Result<()> {
+    std::future::poll_fn(|cx| {
+        while !bytes.is_empty() {
+            std::task::ready!(to.poll_write_ready(cx))?;
+            match to.try_write(bytes) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        to.poll_flush(cx)
+    })
+    .await?;
     if eos {
-        to.shutdown().await?;
+        to.shutdown(Shutdown::Write)?;
     }
     Ok(())
 }
@@ -236,7 +262,7 @@ async fn next_action(filters: &mut [Option<ConnectionFilter>]) -> (usize, Stream
 /// and whether the peer's end came with them (Envoy reads until the socket would block).
 /// The worker's other tasks run once before giving up, so an end right behind the data is
 /// seen. `buf` is reused for the further reads (no buffer is allocated per chunk).
-async fn gather(from: &tokio::net::tcp::OwnedReadHalf, buf: &mut [u8], n: usize) -> (Bytes, bool) {
+async fn gather(from: &impl Transport, buf: &mut [u8], n: usize) -> (Bytes, bool) {
     if n == 0 {
         return (Bytes::new(), true);
     }

@@ -1,418 +1,117 @@
-//! TLS over a downstream TCP connection (rustls): the server side of the handshake, then
-//! a [`Transport`] whose reads and writes go through the session. Like plain TCP, every
-//! operation is non-blocking: ciphertext moves with `try_read`/`try_write` on the socket,
-//! and what the session could not send yet goes out on the next write, flush or wait for
-//! writability.
+//! A filter chain's TLS settings (`DownstreamTlsContext`) as rustls takes them: the
+//! certificate served, and client certificates asked for and checked as Envoy checks them
+//! (the chain must lead to `trusted_ca`, one subject alternative name must match if any
+//! matcher is given; none sent is refused only with `require_client_certificate`).
 
-use std::cell::RefCell;
-use std::io::{self, IoSlice, Read, Write};
-use std::net::Shutdown;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection};
-use tokio::net::TcpStream;
-use wasmproxy_config::model::{DataSource, DownstreamTls, TlsVersion};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use wasmproxy_config::model::{CertificateValidation, DownstreamTls};
 
-use crate::http::transport::Transport;
+use crate::tls::certificate::{CertificateInfo, SanMatchers};
+use crate::tls::pem;
 
-/// Why a TLS handshake failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
-    /// The client broke the protocol, or offered nothing this listener accepts (its alert
-    /// sent, unless the client was not speaking TLS at all).
-    #[error("TLS handshake: {0}")]
-    Tls(#[from] rustls::Error),
-    /// The client closed, or the socket failed, before the handshake was done.
-    #[error("TLS handshake: {0}")]
-    Io(#[from] io::Error),
+/// A filter chain's TLS, ready for handshakes.
+#[derive(Debug)]
+pub struct ServerTls {
+    /// rustls' settings.
+    pub config: Arc<ServerConfig>,
+    /// What the chain's certificate says (`connection.*_local_certificate`).
+    pub local: Arc<CertificateInfo>,
 }
 
 /// The TLS settings of a filter chain as rustls takes them: its certificate and key read
-/// and checked, its versions and ALPN protocols. An error names the field at fault.
-pub fn server_config(tls: &DownstreamTls) -> Result<Arc<ServerConfig>, String> {
-    let read = |source: &DataSource, field: &str| match source {
-        DataSource::File(path) => {
-            std::fs::read(path).map_err(|e| format!("{field}: cannot read {}: {e}", path.display()))
-        }
-        DataSource::Inline(bytes) => Ok(bytes.clone()),
+/// and checked, its versions, ALPN protocols and client certificate checks. An error names
+/// the field at fault.
+pub fn server_config(tls: &DownstreamTls) -> Result<ServerTls, String> {
+    let provider = pem::provider();
+    let certified = pem::certified_key(&tls.certificate, &provider)?;
+    let local = Arc::new(certified.cert.first().map(|c| CertificateInfo::new(c)).unwrap_or_default());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&pem::versions(tls.versions))
+        .map_err(|e| format!("tls_params: {e}"))?;
+    let builder = match &tls.validation {
+        None => builder.with_no_client_auth(),
+        Some(validation) => builder.with_client_cert_verifier(Arc::new(ClientVerifier::new(
+            validation,
+            tls.require_client_certificate,
+            provider,
+        )?)),
     };
-    let chain_field = "tls_certificates[0].certificate_chain";
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(&read(&tls.certificate.certificate_chain, chain_field)?)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{chain_field}: not a PEM certificate chain: {e}"))?;
-    if chain.is_empty() {
-        return Err(format!("{chain_field}: no PEM certificate in it"));
-    }
-    let key_field = "tls_certificates[0].private_key";
-    let key = PrivateKeyDer::from_pem_slice(&read(&tls.certificate.private_key, key_field)?)
-        .map_err(|e| format!("{key_field}: not a PEM private key: {e}"))?;
-    let (min, max) = tls.versions;
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> =
-        [(TlsVersion::Tls12, &rustls::version::TLS12), (TlsVersion::Tls13, &rustls::version::TLS13)]
-            .into_iter()
-            .filter(|(v, _)| (min..=max).contains(v))
-            .map(|(_, version)| version)
-            .collect();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let signing_key =
-        provider.key_provider.load_private_key(key).map_err(|e| format!("{key_field}: not a usable key: {e}"))?;
-    let certified = rustls::sign::CertifiedKey::new(chain, signing_key);
-    match certified.keys_match() {
-        Ok(()) => {}
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            return Err(format!("{key_field}: does not match the certificate"));
-        }
-        // A certificate webpki does not read (X.509 v1, as in Envoy's TLS example) is
-        // served as it is, as BoringSSL serves it.
-        Err(e) => tracing::debug!("{chain_field}: key not checked against it: {e}"),
-    }
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&versions)
-        .map_err(|e| format!("tls_params: {e}"))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+    let mut config = builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     config.alpn_protocols = tls.alpn_protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
-    Ok(Arc::new(config))
+    Ok(ServerTls { config: Arc::new(config), local })
 }
 
-/// A downstream connection's TLS session over its socket.
-pub struct TlsTransport {
-    tcp: TcpStream,
-    session: RefCell<ServerConnection>,
-    /// Plaintext read ahead by [`Transport::peek`], handed out before anything else.
-    peeked: RefCell<Vec<u8>>,
+/// rustls' check of the chain (webpki), then Envoy's subject alternative name matchers.
+#[derive(Debug)]
+struct ClientVerifier {
+    chain: Arc<dyn ClientCertVerifier>,
+    san_matchers: SanMatchers,
 }
 
-impl TlsTransport {
-    /// Runs the server side of the handshake on `tcp`.
-    pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> Result<TlsTransport, HandshakeError> {
-        let mut session = ServerConnection::new(config)?;
-        loop {
-            while session.wants_write() {
-                tcp.writable().await?;
-                match session.write_tls(&mut TryWriter(&tcp)) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if !session.is_handshaking() {
-                break;
-            }
-            tcp.readable().await?;
-            match session.read_tls(&mut TryReader(&tcp)) {
-                Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e.into()),
-            }
-            if let Err(e) = session.process_new_packets() {
-                // The alert rustls queued for the client, sent if the socket takes it now;
-                // as BoringSSL in Envoy, none to a client that is not speaking TLS at all.
-                if !matches!(e, rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) {
-                    let _ = session.write_tls(&mut TryWriter(&tcp));
-                }
-                return Err(e.into());
-            }
-        }
-        Ok(TlsTransport { tcp, session: RefCell::new(session), peeked: RefCell::default() })
-    }
-
-    /// The TLS version, as Envoy names it (`TLSv1.2`, `TLSv1.3`).
-    pub fn version(&self) -> Option<&'static str> {
-        match self.session.borrow().protocol_version()? {
-            rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
-            rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
-            _ => None,
-        }
-    }
-
-    /// Plaintext from the session: what it holds, else what the socket has brought.
-    fn read_session(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut session = self.session.borrow_mut();
-        loop {
-            match session.reader().read(buf) {
-                Ok(n) => return Ok(n),
-                // The client closed without `close_notify`: the end all the same.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-            // At the socket's end (0 bytes) the reader, read again, says which end it was.
-            session.read_tls(&mut TryReader(&self.tcp))?;
-            let processed = session.process_new_packets();
-            // Whatever the session has to say (an alert, a key update) goes if it can.
-            let _ = flush_now(&mut session, &self.tcp);
-            if let Err(e) = processed {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-            }
-        }
+impl ClientVerifier {
+    fn new(
+        validation: &CertificateValidation,
+        required: bool,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<ClientVerifier, String> {
+        let roots = Arc::new(pem::trust_anchors(&validation.trusted_ca)?);
+        let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider);
+        let builder = if required { builder } else { builder.allow_unauthenticated() };
+        let chain = builder.build().map_err(|e| format!("validation_context: {e}"))?;
+        Ok(ClientVerifier { chain, san_matchers: SanMatchers::new(&validation.subject_alt_names)? })
     }
 }
 
-impl Transport for TlsTransport {
-    fn negotiated_http2(&self) -> Option<bool> {
-        self.session.borrow().alpn_protocol().map(|p| p == b"h2")
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
     }
 
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.peeked.borrow().is_empty() {
-            return Poll::Ready(Ok(()));
+    fn client_auth_mandatory(&self) -> bool {
+        self.chain.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.chain.verify_client_cert(end_entity, intermediates, now)?;
+        if !self.san_matchers.accept(end_entity) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName));
         }
-        match self.session.borrow_mut().process_new_packets() {
-            Ok(state) if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() => Poll::Ready(Ok(())),
-            Ok(_) => self.tcp.poll_read_ready(cx),
-            Err(e) => Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e))),
-        }
+        Ok(ClientCertVerified::assertion())
     }
 
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut peeked = self.peeked.borrow_mut();
-        if !peeked.is_empty() {
-            let n = peeked.len().min(buf.len());
-            buf[..n].copy_from_slice(&peeked[..n]);
-            peeked.drain(..n);
-            return Ok(n);
-        }
-        drop(peeked);
-        self.read_session(buf)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
     }
 
-    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        let before = buf.len();
-        buf.resize(buf.capacity().max(before + 1), 0);
-        let read = self.try_read(&mut buf[before..]);
-        buf.truncate(before + *read.as_ref().unwrap_or(&0));
-        read
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
     }
 
-    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_flush(cx)
-    }
-
-    fn try_write(&self, data: &[u8]) -> io::Result<usize> {
-        self.try_write_vectored(&[IoSlice::new(data)])
-    }
-
-    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let mut session = self.session.borrow_mut();
-        // What the session holds goes first, so its buffer stays bounded.
-        flush_now(&mut session, &self.tcp)?;
-        let n = session.writer().write_vectored(bufs)?;
-        match flush_now(&mut session, &self.tcp) {
-            Ok(()) => {}
-            // Taken into the session: it goes with the next flush.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-        if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(n)
-    }
-
-    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            match flush_now(&mut self.session.borrow_mut(), &self.tcp) {
-                Ok(()) => return Poll::Ready(Ok(())),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(self.tcp.poll_write_ready(cx))?,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        if how != Shutdown::Read {
-            let mut session = self.session.borrow_mut();
-            session.send_close_notify();
-            let _ = flush_now(&mut session, &self.tcp);
-        }
-        Transport::shutdown(&self.tcp, how)
-    }
-
-    async fn peek<'a>(&'a self, buf: &'a mut [u8]) -> io::Result<usize> {
-        loop {
-            {
-                let peeked = self.peeked.borrow();
-                if !peeked.is_empty() {
-                    let n = peeked.len().min(buf.len());
-                    buf[..n].copy_from_slice(&peeked[..n]);
-                    return Ok(n);
-                }
-            }
-            std::future::poll_fn(|cx| self.poll_read_ready(cx)).await?;
-            match self.read_session(buf) {
-                Ok(n) => {
-                    self.peeked.borrow_mut().extend_from_slice(&buf[..n]);
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-/// Sends what the session has ready to send, as far as the socket takes it now
-/// (`WouldBlock` if something is left).
-fn flush_now(session: &mut ServerConnection, tcp: &TcpStream) -> io::Result<()> {
-    while session.wants_write() {
-        session.write_tls(&mut TryWriter(tcp))?;
-    }
-    Ok(())
-}
-
-/// The socket as `io::Read`, without waiting.
-struct TryReader<'a>(&'a TcpStream);
-
-impl Read for TryReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_read(buf)
-    }
-}
-
-/// The socket as `io::Write`, without waiting.
-struct TryWriter<'a>(&'a TcpStream);
-
-impl Write for TryWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.try_write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.0.try_write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use std::io::{Read, Write};
-
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-
-    use super::*;
-
-    /// A self-signed certificate for `localhost`, and its key.
-    fn certificate() -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
-        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        let key = PrivatePkcs8KeyDer::from(made.signing_key.serialize_der());
-        (made.cert.der().clone(), key.into())
-    }
-
-    fn server_config(cert: &CertificateDer<'static>, key: &PrivateKeyDer<'static>) -> Arc<ServerConfig> {
-        let mut config = ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], key.clone_key())
-            .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Arc::new(config)
-    }
-
-    /// A blocking rustls client on its own thread: sends `request`, returns all it reads.
-    fn client(
-        addr: std::net::SocketAddr,
-        cert: CertificateDer<'static>,
-        request: &'static [u8],
-    ) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(cert).unwrap();
-            let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-            config.alpn_protocols = vec![b"h2".to_vec()];
-            let name = ServerName::try_from("localhost").unwrap();
-            let session = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-            let mut tls = rustls::StreamOwned::new(session, std::net::TcpStream::connect(addr).unwrap());
-            tls.write_all(request).unwrap();
-            let mut answer = Vec::new();
-            let _ = tls.read_to_end(&mut answer);
-            answer
-        })
-    }
-
-    /// Reads through the transport until `want` bytes are in (or the end).
-    async fn read_some(t: &impl Transport, want: usize) -> Vec<u8> {
-        let mut got = Vec::new();
-        while got.len() < want {
-            std::future::poll_fn(|cx| t.poll_read_ready(cx)).await.unwrap();
-            let mut buf = [0u8; 7];
-            match t.try_read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("{e}"),
-            }
-        }
-        got
-    }
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-    }
-
-    #[test]
-    fn a_session_reads_peeks_writes_and_closes() {
-        let (cert, key) = certificate();
-        let config = server_config(&cert, &key);
-        runtime().block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let client = client(listener.local_addr().unwrap(), cert, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
-            let (tcp, _) = listener.accept().await.unwrap();
-            let tls = TlsTransport::accept(tcp, config).await.unwrap();
-            assert_eq!(tls.version(), Some("TLSv1.3"));
-            assert_eq!(tls.negotiated_http2(), Some(true));
-            assert_eq!(tls.session.borrow().server_name(), Some("localhost"));
-            // Peeked bytes stay to be read; reads in small pieces get the whole request.
-            let mut first = [0u8; 3];
-            let n = tls.peek(&mut first).await.unwrap();
-            assert_eq!(&first[..n], &b"GET"[..n]);
-            assert_eq!(read_some(&tls, 27).await, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
-            // A long answer, more than a socket buffer's worth, written as the socket takes it.
-            let answer = vec![b'x'; 4 << 20];
-            let mut sent = 0;
-            while sent < answer.len() {
-                std::future::poll_fn(|cx| tls.poll_write_ready(cx)).await.unwrap();
-                match tls.try_write(&answer[sent..]) {
-                    Ok(n) => sent += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            std::future::poll_fn(|cx| tls.poll_flush(cx)).await.unwrap();
-            tls.shutdown(Shutdown::Write).unwrap();
-            let got = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
-            assert_eq!(got.len(), answer.len(), "the whole answer, then close_notify");
-        });
-    }
-
-    #[test]
-    fn plain_http_on_a_tls_port_fails_the_handshake_and_closes() {
-        let (cert, key) = certificate();
-        let config = server_config(&cert, &key);
-        runtime().block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let client = std::thread::spawn(move || {
-                let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-                tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
-                let mut answer = Vec::new();
-                let _ = tcp.read_to_end(&mut answer);
-                answer
-            });
-            let (tcp, _) = listener.accept().await.unwrap();
-            let Err(HandshakeError::Tls(e)) = TlsTransport::accept(tcp, config).await else { panic!("accepted") };
-            assert!(matches!(e, rustls::Error::InvalidMessage(_)), "{e:?}");
-            let got = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
-            assert_eq!(got, b"", "closed without an answer, as Envoy does");
-        });
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
     }
 }

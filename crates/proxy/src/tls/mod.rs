@@ -1,5 +1,12 @@
-//! TLS with rustls: the downstream session a filter chain terminates, and the TLS
-//! inspector that reads a ClientHello before a filter chain is picked.
+//! TLS with rustls: the session over a TCP connection, either side (`session.rs`); a
+//! filter chain's server settings (`downstream.rs`); a cluster's client settings and how
+//! it checks the upstream's certificate (`upstream.rs`); PEM files and versions both read
+//! (`pem.rs`); what a certificate says (`certificate.rs`); the TLS inspector that reads a
+//! ClientHello before a filter chain is picked (`inspector.rs`).
 
+pub(crate) mod certificate;
 pub(crate) mod downstream;
 pub(crate) mod inspector;
+mod pem;
+pub(crate) mod session;
+pub(crate) mod upstream;

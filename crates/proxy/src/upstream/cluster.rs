@@ -21,6 +21,7 @@ use crate::limits::MAX_CALLOUT_BODY_BYTES;
 use crate::observe::stats::{ClusterStats, Upstreams};
 use crate::stream_info::StreamRef;
 use crate::stream_info::metadata::MetadataAttributes;
+use crate::tls::upstream::UpstreamTlsConfig;
 use crate::upstream::error::UpstreamError;
 use crate::upstream::pool::{EndpointPool, OpenConnection, SendError};
 
@@ -34,9 +35,41 @@ pub struct Clusters {
     primary: bool,
 }
 
+/// A cluster as a configuration snapshot hands it to the workers: its configuration, and
+/// its TLS settings read once (on the main thread, where a bad file rejects the update).
+pub struct ClusterSnapshot {
+    /// The cluster as configured.
+    pub config: model::Cluster,
+    /// `transport_socket`, ready for handshakes.
+    pub tls: Option<Arc<UpstreamTlsConfig>>,
+}
+
+impl ClusterSnapshot {
+    /// Reads the cluster's TLS settings; the error names the cluster and the field.
+    pub fn new(config: &model::Cluster) -> Result<ClusterSnapshot, String> {
+        let tls = match &config.tls {
+            Some(tls) => Some(Arc::new(
+                UpstreamTlsConfig::new(tls, config.http2)
+                    .map_err(|e| format!("cluster {}: transport_socket: {e}", config.name))?,
+            )),
+            None => None,
+        };
+        Ok(ClusterSnapshot { config: config.clone(), tls })
+    }
+}
+
+/// A connection for the TCP proxy: plain, or TLS over it.
+pub enum RawUpstream {
+    /// Plain TCP.
+    Plain(tokio::net::TcpStream),
+    /// TLS (the cluster's `transport_socket`).
+    Tls(Box<crate::tls::session::TlsTransport>),
+}
+
 /// One cluster on one worker.
 pub struct Cluster {
     config: model::Cluster,
+    tls: Option<Arc<UpstreamTlsConfig>>,
     metadata: Arc<MetadataAttributes>,
     /// The endpoints, replaced as a whole when DNS answers differently.
     endpoints: RefCell<Rc<[Rc<EndpointPool>]>>,
@@ -69,19 +102,20 @@ impl Clusters {
     /// connections, and so does one whose only change is its list of IP endpoints (EDS,
     /// STATIC) for the endpoints still in it; a changed one starts afresh; a removed one
     /// goes (its idle connections close) once the requests still on it end.
-    pub async fn update(&self, configs: &[Arc<model::Cluster>]) {
+    pub async fn update(&self, snapshots: &[Arc<ClusterSnapshot>]) {
         let mut next = HashMap::new();
-        for c in configs {
+        for snapshot in snapshots {
+            let c = &snapshot.config;
             let old = self.by_name.borrow().get(&c.name).cloned();
             let cluster = match old {
-                Some(old) if old.config == **c => old,
+                Some(old) if old.config == *c => old,
                 Some(old) if old.same_but_endpoints(c) => {
                     old.set_endpoints(&resolve(c).await);
                     old
                 }
                 _ => {
-                    let stats = Rc::new(ClusterStats::new(&self.store, &c.name));
-                    Cluster::start_cluster(c, stats, self.upstreams.clone(), self.primary).await
+                    let stats = Rc::new(ClusterStats::new(&self.store, &c.name, c.tls.is_some()));
+                    Cluster::start_cluster(snapshot, stats, self.upstreams.clone(), self.primary).await
                 }
             };
             next.insert(c.name.clone(), cluster);
@@ -105,16 +139,25 @@ impl Cluster {
     /// `dns_refresh_rate` for as long as the cluster lives. A host that does not resolve
     /// leaves the cluster without it (503 `no healthy upstream`) until it does, as in Envoy.
     async fn start_cluster(
-        c: &model::Cluster,
+        snapshot: &ClusterSnapshot,
         stats: Rc<ClusterStats>,
         upstreams: Arc<Upstreams>,
         primary: bool,
     ) -> Rc<Cluster> {
+        let c = &snapshot.config;
         let addrs = resolve(c).await;
         let endpoints = RefCell::new(Rc::from([]));
         let metadata = Arc::new(MetadataAttributes::new(&c.metadata));
-        let cluster =
-            Rc::new(Cluster { config: c.clone(), metadata, endpoints, next: Cell::new(0), stats, primary, upstreams });
+        let cluster = Rc::new(Cluster {
+            config: c.clone(),
+            tls: snapshot.tls.clone(),
+            metadata,
+            endpoints,
+            next: Cell::new(0),
+            stats,
+            primary,
+            upstreams,
+        });
         cluster.set_endpoints(&addrs);
         if matches!(c.discovery, Discovery::StrictDns | Discovery::LogicalDns) {
             let weak = Rc::downgrade(&cluster);
@@ -146,6 +189,7 @@ impl Cluster {
                     *addr,
                     self.config.http2,
                     self.config.connect_timeout,
+                    self.tls.clone(),
                     self.stats.clone(),
                     self.upstreams.host(&self.config.name, *addr),
                 ),
@@ -180,18 +224,21 @@ impl Cluster {
         &self.stats
     }
 
-    /// A TCP connection to one endpoint (for `tcp_proxy`), noted in the stream's info.
-    pub async fn connect_tcp(
-        &self,
-        info: Option<&StreamRef>,
-    ) -> Result<(tokio::net::TcpStream, OpenConnection), UpstreamError> {
+    /// A connection to one endpoint for `tcp_proxy` (TLS if the cluster has it), noted in
+    /// the stream's info.
+    pub async fn connect_tcp(&self, info: Option<&StreamRef>) -> Result<(RawUpstream, OpenConnection), UpstreamError> {
         let endpoint = self.pick()?;
         if let Some(info) = info {
             info.borrow_mut().upstream = Some(endpoint.addr());
         }
-        let stream = endpoint.connect_tcp().await.map_err(|e| match e {
+        let failure = |e: SendError| match e {
             SendError::Connect(e) | SendError::Request(e) => UpstreamError::ConnectionFailure(e),
-        })?;
+        };
+        let tcp = endpoint.connect_tcp().await.map_err(failure)?;
+        let stream = match &self.tls {
+            None => RawUpstream::Plain(tcp),
+            Some(tls) => RawUpstream::Tls(Box::new(endpoint.handshake(tls, tcp, false).await.map_err(failure)?)),
+        };
         Ok((stream, OpenConnection::new(&self.stats, endpoint.host())))
     }
 

@@ -1,6 +1,7 @@
 //! Connections to one upstream endpoint on one worker: HTTP/1.1 keep-alive connections,
 //! each carrying one request at a time and reused once its response is read, or one
-//! multiplexed HTTP/2 connection (opened again when it closes).
+//! multiplexed HTTP/2 connection (opened again when it closes); over TLS when the cluster
+//! has it.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -10,12 +11,16 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::http::body::ProxyBody;
 use crate::http::exec::LocalExec;
+use crate::http::transport::TransportIo;
 use crate::limits::MAX_IDLE_UPSTREAM_CONNECTIONS;
 use crate::observe::stats::{ClusterStats, HostStats};
+use crate::tls::session::TlsTransport;
+use crate::tls::upstream::UpstreamTlsConfig;
 
 /// Why a request to an endpoint got no response.
 #[derive(Debug)]
@@ -31,6 +36,8 @@ pub struct EndpointPool {
     addr: SocketAddr,
     http2: bool,
     connect_timeout: Duration,
+    /// The cluster's TLS.
+    tls: Option<std::sync::Arc<UpstreamTlsConfig>>,
     stats: Rc<ClusterStats>,
     host: std::sync::Arc<HostStats>,
     /// HTTP/1.1 connections with no request on them, with their local addresses.
@@ -45,6 +52,7 @@ impl EndpointPool {
         addr: SocketAddr,
         http2: bool,
         connect_timeout: Duration,
+        tls: Option<std::sync::Arc<UpstreamTlsConfig>>,
         stats: Rc<ClusterStats>,
         host: std::sync::Arc<HostStats>,
     ) -> Rc<EndpointPool> {
@@ -52,6 +60,7 @@ impl EndpointPool {
             addr,
             http2,
             connect_timeout,
+            tls,
             stats,
             host,
             idle: RefCell::new(Vec::new()),
@@ -136,8 +145,7 @@ impl EndpointPool {
     }
 
     async fn connect_h1(&self) -> Result<(http1::SendRequest<ProxyBody>, SocketAddr), SendError> {
-        let io = self.connect().await?;
-        let local = io.inner().local_addr().map_err(|e| SendError::Connect(e.to_string()))?;
+        let (io, local) = self.connect().await?;
         let (sender, connection) = http1::handshake(io).await.map_err(|e| SendError::Connect(e.to_string()))?;
         self.stats.cx_http1_total.inc();
         let open = OpenConnection::new(&self.stats, &self.host);
@@ -159,8 +167,7 @@ impl EndpointPool {
             Some(s) => s,
             None => {
                 self.stats.rq_pending_total.inc();
-                let io = self.connect().await.inspect_err(|_| self.stats.rq_pending_failure_eject.inc())?;
-                let local = io.inner().local_addr().map_err(|e| SendError::Connect(e.to_string()))?;
+                let (io, local) = self.connect().await.inspect_err(|_| self.stats.rq_pending_failure_eject.inc())?;
                 let (sender, connection) = http2::Builder::new(LocalExec)
                     .handshake(io)
                     .await
@@ -183,8 +190,42 @@ impl EndpointPool {
         Ok((response, local))
     }
 
-    async fn connect(&self) -> Result<TokioIo<TcpStream>, SendError> {
-        self.connect_tcp().await.map(TokioIo::new)
+    /// A new connection for HTTP (TLS, if the cluster has it), with its local address.
+    async fn connect(&self) -> Result<(TokioIo<UpstreamIo>, SocketAddr), SendError> {
+        let tcp = self.connect_tcp().await?;
+        let local = tcp.local_addr().map_err(|e| SendError::Connect(e.to_string()))?;
+        let io = match &self.tls {
+            None => UpstreamIo::Plain(tcp),
+            Some(tls) => UpstreamIo::Tls(TransportIo(Box::new(self.handshake(tls, tcp, true).await?))),
+        };
+        Ok((TokioIo::new(io), local))
+    }
+
+    /// The TLS handshake on a new connection (`http`: for HTTP, else for the TCP proxy),
+    /// counted in the cluster's `ssl.*`; a failure is a connection failure.
+    pub async fn handshake(
+        &self,
+        tls: &UpstreamTlsConfig,
+        tcp: TcpStream,
+        http: bool,
+    ) -> Result<TlsTransport, SendError> {
+        match tls.connect(tcp, self.addr, http).await {
+            Ok(session) => {
+                if let Some(ssl) = &self.stats.ssl {
+                    ssl.handshake(session.version().unwrap_or("unknown"), true);
+                }
+                Ok(session)
+            }
+            Err(e) => {
+                if let Some(ssl) = &self.stats.ssl {
+                    ssl.failed(e.failure());
+                }
+                self.stats.cx_connect_fail.inc();
+                self.host.cx_connect_fail.inc();
+                self.stats.cx_destroy.inc();
+                Err(SendError::Connect(e.to_string()))
+            }
+        }
     }
 
     /// A new TCP connection to the endpoint, within `connect_timeout` (counted in the
@@ -205,6 +246,73 @@ impl EndpointPool {
         self.stats.cx_connect_ms.record(started.elapsed().as_millis() as u64);
         let _ = stream.set_nodelay(true);
         Ok(stream)
+    }
+}
+
+/// A connection's bytes for hyper: plain TCP, or TLS over it.
+enum UpstreamIo {
+    Plain(TcpStream),
+    Tls(TransportIo<TlsTransport>),
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+            UpstreamIo::Tls(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(io) => std::pin::Pin::new(io).poll_write(cx, data),
+            UpstreamIo::Tls(io) => std::pin::Pin::new(io).poll_write(cx, data),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
+            UpstreamIo::Tls(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(io) => std::pin::Pin::new(io).poll_flush(cx),
+            UpstreamIo::Tls(io) => std::pin::Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+            UpstreamIo::Tls(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+        }
     }
 }
 

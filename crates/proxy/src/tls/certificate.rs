@@ -1,0 +1,219 @@
+//! What a certificate says, read with x509-parser: its subject alternative names (for
+//! Envoy's SAN matchers and the `*_san_*` properties), its subject as Envoy prints it, its
+//! digest.
+
+use std::net::IpAddr;
+
+use regex::Regex;
+use sha2::Digest;
+use wasmproxy_config::model::{SanMatcher, SanType, ValueMatch};
+use x509_parser::extensions::GeneralName;
+
+use crate::matcher::{value_matches, value_regex};
+
+/// What plugins read of a certificate (`connection.subject_peer_certificate`, ...).
+#[derive(Debug, Clone, Default)]
+pub struct CertificateInfo {
+    /// The subject, as RFC 2253 prints it (`CN=client,O=Example`), as Envoy shows it.
+    pub subject: String,
+    /// The DNS subject alternative names, in order.
+    pub dns_sans: Vec<String>,
+    /// The URI subject alternative names, in order.
+    pub uri_sans: Vec<String>,
+    /// The SHA-256 of the DER certificate, lowercase hex.
+    pub sha256: String,
+}
+
+impl CertificateInfo {
+    /// What a DER certificate says (empty fields where it does not parse).
+    pub fn new(der: &[u8]) -> CertificateInfo {
+        let names = subject_alt_names(der);
+        let of = |kind: SanType| names.iter().filter(|(t, _)| *t == kind).map(|(_, n)| n.clone()).collect();
+        let subject = x509_parser::parse_x509_certificate(der).map(|(_, c)| rfc2253(c.subject())).unwrap_or_default();
+        let digest = sha2::Sha256::digest(der);
+        CertificateInfo {
+            subject,
+            dns_sans: of(SanType::Dns),
+            uri_sans: of(SanType::Uri),
+            sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+}
+
+/// A distinguished name as RFC 2253 prints it: the last RDN first, `,` between RDNs, `+`
+/// within one, the usual short names, special characters escaped.
+fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let rdns: Vec<String> = name
+        .iter_rdn()
+        .map(|rdn| {
+            let parts: Vec<String> = rdn
+                .iter()
+                .map(|attr| {
+                    let oid = attr.attr_type().to_id_string();
+                    let key = short_name(&oid).map_or(oid, str::to_string);
+                    let value = attr
+                        .as_str()
+                        .map_or_else(|_| String::from_utf8_lossy(attr.attr_value().data).into_owned(), str::to_string);
+                    format!("{key}={}", escape(&value))
+                })
+                .collect();
+            parts.join("+")
+        })
+        .collect();
+    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+/// The short name of an attribute type, as OpenSSL and BoringSSL print it.
+fn short_name(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.4" => "SN",
+        "2.5.4.5" => "serialNumber",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "street",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "2.5.4.12" => "title",
+        "2.5.4.42" => "GN",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "1.2.840.113549.1.9.1" => "emailAddress",
+        _ => return None,
+    })
+}
+
+/// RFC 2253 escaping of an attribute value.
+fn escape(value: &str) -> String {
+    let last = value.chars().count().saturating_sub(1);
+    let mut out = String::with_capacity(value.len());
+    for (i, c) in value.chars().enumerate() {
+        let edge = (i == 0 && (c == '#' || c == ' ')) || (i == last && c == ' ');
+        if edge || matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Envoy's subject alternative name matchers: a certificate passes if one of its names
+/// matches one of them.
+#[derive(Debug)]
+pub struct SanMatchers(Vec<(Option<SanType>, ValueMatch, Option<Regex>)>);
+
+impl SanMatchers {
+    /// The matchers, their regexes compiled.
+    pub fn new(matchers: &[SanMatcher]) -> Result<SanMatchers, String> {
+        let mut compiled = Vec::with_capacity(matchers.len());
+        for m in matchers {
+            let regex = value_regex(&m.matcher)
+                .map_err(|e| format!("validation_context.match_typed_subject_alt_names: bad regex: {e}"))?;
+            compiled.push((m.san_type, m.matcher.clone(), regex));
+        }
+        Ok(SanMatchers(compiled))
+    }
+
+    /// Whether a DER certificate passes (any certificate does when there is no matcher).
+    pub fn accept(&self, der: &[u8]) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let names = subject_alt_names(der);
+        self.0.iter().any(|(kind, matcher, regex)| {
+            names.iter().filter(|(t, _)| kind.is_none_or(|k| k == *t)).any(|(t, name)| match (t, matcher) {
+                (SanType::Dns, ValueMatch::Exact { value, .. }) => dns_name_covers(name, value),
+                _ => value_matches(matcher, regex.as_ref(), Some(name)),
+            })
+        })
+    }
+}
+
+/// The subject alternative names of a DER certificate, with their types (none if it does
+/// not parse).
+fn subject_alt_names(der: &[u8]) -> Vec<(SanType, String)> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(d) => Some((SanType::Dns, d.to_string())),
+            GeneralName::RFC822Name(e) => Some((SanType::Email, e.to_string())),
+            GeneralName::URI(u) => Some((SanType::Uri, u.to_string())),
+            GeneralName::IPAddress(bytes) => {
+                let ip = match bytes {
+                    [a, b, c, d] => IpAddr::from([*a, *b, *c, *d]),
+                    _ => IpAddr::from(<[u8; 16]>::try_from(*bytes).ok()?),
+                };
+                Some((SanType::IpAddress, ip.to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether a certificate's DNS name `san` covers `name`: equal, or a wildcard of one label
+/// (`*.example.com` covers `a.example.com`, not `a.b.example.com`), as Envoy matches an
+/// exact DNS matcher.
+fn dns_name_covers(san: &str, name: &str) -> bool {
+    if san.eq_ignore_ascii_case(name) {
+        return true;
+    }
+    match (san.strip_prefix("*."), name.split_once('.')) {
+        (Some(suffix), Some((label, rest))) => !label.is_empty() && rest.eq_ignore_ascii_case(suffix),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn every_kind_of_name_is_read() {
+        let mut params = rcgen::CertificateParams::new(vec!["a.example".to_string(), "*.w.example".into()]).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::URI("spiffe://cluster/ns/app".try_into().unwrap()));
+        params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        params.subject_alt_names.push(rcgen::SanType::Rfc822Name("ops@example.com".try_into().unwrap()));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            subject_alt_names(cert.der()),
+            vec![
+                (SanType::Dns, "a.example".into()),
+                (SanType::Dns, "*.w.example".into()),
+                (SanType::Uri, "spiffe://cluster/ns/app".into()),
+                (SanType::IpAddress, "127.0.0.1".into()),
+                (SanType::Email, "ops@example.com".into()),
+            ]
+        );
+        assert!(subject_alt_names(b"not a certificate").is_empty());
+    }
+
+    #[test]
+    fn the_subject_is_printed_as_rfc_2253_prints_it() {
+        let mut params = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CountryName, "US");
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "Example, Inc.");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "client");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let info = CertificateInfo::new(cert.der());
+        assert_eq!(info.subject, "CN=client,O=Example\\, Inc.,C=US");
+        assert_eq!(info.dns_sans, vec!["a.example".to_string()]);
+        assert_eq!(info.sha256.len(), 64);
+    }
+
+    #[test]
+    fn a_wildcard_covers_one_label() {
+        assert!(dns_name_covers("*.w.example", "api.w.example"));
+        assert!(dns_name_covers("A.example", "a.example"));
+        assert!(!dns_name_covers("*.w.example", "a.b.w.example"));
+        assert!(!dns_name_covers("*.w.example", "w.example"));
+    }
+}

@@ -1,0 +1,158 @@
+//! A cluster's TLS settings (`UpstreamTlsContext`) as rustls takes them, and the check of
+//! the upstream's certificate as Envoy makes it: none without a `validation_context`;
+//! with one, the chain must lead to `trusted_ca` and, if SAN matchers are given, one of
+//! the certificate's subject alternative names must match one of them. The name the
+//! proxy connected to is not checked (Envoy does not, unless told to).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+use wasmproxy_config::model::{CertificateValidation, UpstreamTls};
+
+use crate::tls::certificate::SanMatchers;
+use crate::tls::pem;
+use crate::tls::session::{HandshakeError, TlsTransport};
+
+/// A cluster's TLS, ready for handshakes.
+#[derive(Debug)]
+pub struct UpstreamTlsConfig {
+    /// For HTTP: the configured ALPN protocols, else the cluster's protocol.
+    http: Arc<ClientConfig>,
+    /// For the TCP proxy: the configured ALPN protocols only.
+    raw: Arc<ClientConfig>,
+    /// `sni`.
+    sni: Option<ServerName<'static>>,
+}
+
+impl UpstreamTlsConfig {
+    /// Reads and checks the settings (client certificate, CA); `http2` is the cluster's
+    /// protocol, offered by ALPN when no protocol is configured. An error names the field.
+    pub fn new(tls: &UpstreamTls, http2: bool) -> Result<UpstreamTlsConfig, String> {
+        let provider = pem::provider();
+        let verifier = Arc::new(EnvoyVerifier::new(tls.validation.as_ref(), provider.clone())?);
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&pem::versions(tls.versions))
+            .map_err(|e| format!("tls_params: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match &tls.certificate {
+            Some(certificate) => builder
+                .with_client_cert_resolver(Arc::new(ClientCertificate(pem::certified_key(certificate, &provider)?))),
+            None => builder.with_no_client_auth(),
+        };
+        config.enable_sni = tls.sni.is_some();
+        let configured: Vec<Vec<u8>> = tls.alpn_protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
+        let mut http = config.clone();
+        config.alpn_protocols = configured.clone();
+        http.alpn_protocols = match configured.is_empty() {
+            true => vec![if http2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }],
+            false => configured,
+        };
+        let sni = match &tls.sni {
+            Some(name) => Some(
+                ServerName::try_from(name.clone()).map_err(|e| format!("sni: {name:?} is not a server name: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(UpstreamTlsConfig { http: Arc::new(http), raw: Arc::new(config), sni })
+    }
+
+    /// The handshake on a new connection to `endpoint`, for HTTP or for the TCP proxy.
+    pub async fn connect(
+        &self,
+        tcp: TcpStream,
+        endpoint: SocketAddr,
+        http: bool,
+    ) -> Result<TlsTransport, HandshakeError> {
+        // Without `sni`, the endpoint's address names it: rustls sends no SNI for an address.
+        let name = self.sni.clone().unwrap_or_else(|| ServerName::IpAddress(endpoint.ip().into()));
+        let config = if http { &self.http } else { &self.raw };
+        TlsTransport::connect(tcp, config.clone(), name).await
+    }
+}
+
+/// The client certificate, sent whenever the upstream asks for one.
+#[derive(Debug)]
+struct ClientCertificate(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ClientCertificate {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Checks an upstream's certificate as Envoy's default validator does.
+#[derive(Debug)]
+struct EnvoyVerifier {
+    /// `trusted_ca` (none: nothing is checked).
+    roots: Option<rustls::RootCertStore>,
+    /// The subject alternative names one of which it must have.
+    san_matchers: SanMatchers,
+    provider: Arc<CryptoProvider>,
+}
+
+impl EnvoyVerifier {
+    fn new(validation: Option<&CertificateValidation>, provider: Arc<CryptoProvider>) -> Result<EnvoyVerifier, String> {
+        let Some(validation) = validation else {
+            return Ok(EnvoyVerifier { roots: None, san_matchers: SanMatchers::new(&[])?, provider });
+        };
+        let san_matchers = SanMatchers::new(&validation.subject_alt_names)?;
+        Ok(EnvoyVerifier { roots: Some(pem::trust_anchors(&validation.trusted_ca)?), san_matchers, provider })
+    }
+}
+
+impl ServerCertVerifier for EnvoyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(roots) = &self.roots else { return Ok(ServerCertVerified::assertion()) };
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        if !self.san_matchers.accept(end_entity) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}

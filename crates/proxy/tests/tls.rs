@@ -1,0 +1,444 @@
+//! TLS end to end with a CA of the test's own: clusters with Envoy's `UpstreamTlsContext`
+//! in front of a real TLS upstream that asks for a client certificate and tells what it
+//! saw (SNI, ALPN, the client's certificate); the upstream's certificate checked against a
+//! CA and subject alternative names, or not at all; the TCP proxy with TLS on both sides;
+//! and listeners that require client certificates (mTLS).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use wasmproxy_proxy::{RunningServer, Server, ServerOptions};
+
+/// A CA, and certificates it issues, written as PEM files in a directory of their own.
+struct Pki {
+    dir: PathBuf,
+    ca: rcgen::Certificate,
+    ca_params: rcgen::CertificateParams,
+    ca_key: rcgen::KeyPair,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("wasmproxy-upstream-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "test CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = params.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        Pki { dir, ca, ca_params: params, ca_key }
+    }
+
+    /// A certificate for `names`, issued by the CA: its chain and key files' paths.
+    fn issue(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::new(self.ca_params.clone(), &self.ca_key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let (chain, key_file) = (self.dir.join(format!("{file}.pem")), self.dir.join(format!("{file}-key.pem")));
+        std::fs::write(&chain, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        (chain, key_file)
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+}
+
+/// The upstream's TLS settings: its certificate, ALPN h2 and http/1.1, and client
+/// certificates asked for and checked against the CA when sent.
+fn upstream_config(pki: &Pki, (chain, key): &(PathBuf, PathBuf)) -> Arc<rustls::ServerConfig> {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(chain).unwrap().collect::<Result<_, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).allow_unauthenticated().build().unwrap();
+    let mut config =
+        rustls::ServerConfig::builder().with_client_cert_verifier(verifier).with_single_cert(chain, key).unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// An HTTPS upstream answering every request with what the handshake settled:
+/// `sni=<name> alpn=<protocol> client_cert=<yes|no>`.
+fn https_upstream(config: Arc<rustls::ServerConfig>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let (_, session) = tls.get_ref();
+                    let seen = format!(
+                        "sni={} alpn={} client_cert={}",
+                        session.server_name().unwrap_or("none"),
+                        session.alpn_protocol().map_or("none".into(), |p| String::from_utf8_lossy(p).into_owned()),
+                        if session.peer_certificates().is_some() { "yes" } else { "no" },
+                    );
+                    let service = service_fn(move |_req| {
+                        let seen = seen.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(bytes::Bytes::from(seen))))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+/// A cluster named `name` to `addr`, with these lines of `UpstreamTlsContext` (and HTTP/2
+/// if `h2`).
+fn cluster(name: &str, addr: SocketAddr, tls: &str, h2: bool) -> String {
+    let protocol = if h2 {
+        "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \
+         \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        \
+         explicit_http_config: { http2_protocol_options: {} }\n"
+    } else {
+        ""
+    };
+    format!(
+        "  - name: {name}\n{protocol}    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n        \
+         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}\n    transport_socket:\n      \
+         name: envoy.transport_sockets.tls\n      typed_config:\n        \
+         \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n{tls}",
+        addr.port()
+    )
+}
+
+fn route(prefix: &str, cluster: &str) -> String {
+    format!("              - match: {{ prefix: \"{prefix}\" }}\n                route: {{ cluster: {cluster} }}\n")
+}
+
+fn bootstrap(routes: &str, clusters: &str) -> String {
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+  - name: web
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+{routes}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+{clusters}"#
+    )
+}
+
+fn start(yaml: &str) -> RunningServer {
+    let config = wasmproxy_config::load_str(yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    Server::start(config, ServerOptions { concurrency: 1, ..Default::default() }).unwrap()
+}
+
+/// `GET path` over plain HTTP/1.1: the status and the body.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(tcp, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// A counter from the admin `/stats`.
+fn stat(server: &RunningServer, name: &str) -> u64 {
+    let mut stream = TcpStream::connect(server.admin.unwrap()).unwrap();
+    stream.write_all(b"GET /stats HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let prefix = format!("{name}: ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn requests_go_to_tls_upstreams_checked_as_envoy_checks_them() {
+    let pki = Pki::new("http");
+    let backend = pki.issue("backend", &["backend.example"]);
+    let client = pki.issue("client", &["proxy.example"]);
+    let upstream = https_upstream(upstream_config(&pki, &backend));
+    let validation = |san: &str| {
+        format!(
+            "          validation_context:\n            trusted_ca: {{ filename: \"{}\" }}\n            \
+             match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: {san} }} }}]\n",
+            pki.path("ca.pem")
+        )
+    };
+    let client_cert = format!(
+        "          tls_certificates:\n          - certificate_chain: {{ filename: \"{}\" }}\n            \
+         private_key: {{ filename: \"{}\" }}\n",
+        client.0.display(),
+        client.1.display()
+    );
+    let clusters = [
+        cluster(
+            "checked",
+            upstream,
+            &format!(
+                "        sni: backend.example\n        common_tls_context:\n{}{client_cert}",
+                validation("backend.example")
+            ),
+            false,
+        ),
+        cluster(
+            "wrong_name",
+            upstream,
+            &format!("        common_tls_context:\n{}", validation("other.example")),
+            false,
+        ),
+        cluster("unchecked", upstream, "", true),
+    ];
+    let routes = [route("/checked", "checked"), route("/wrong", "wrong_name"), route("/unchecked", "unchecked")];
+    let server = start(&bootstrap(&routes.concat(), &clusters.concat()));
+    let addr = server.listeners[0].1;
+
+    // SNI and the client certificate as configured; ALPN http/1.1 for an HTTP/1.1 cluster.
+    assert_eq!(get(addr, "/checked"), (200, "sni=backend.example alpn=http/1.1 client_cert=yes".into()));
+    // No validation context: nothing checked, no SNI; h2 offered for an HTTP/2 cluster.
+    assert_eq!(get(addr, "/unchecked"), (200, "sni=none alpn=h2 client_cert=no".into()));
+    // A certificate without the name asked for: the connection fails, 503 as in Envoy.
+    let (status, body) = get(addr, "/wrong");
+    assert_eq!(status, 503);
+    assert!(body.starts_with("upstream connect error or disconnect/reset before headers"), "{body}");
+    assert_eq!(stat(&server, "cluster.checked.ssl.handshake"), 1);
+    assert_eq!(stat(&server, "cluster.checked.ssl.versions.TLSv1.2"), 1, "Envoy's client default: TLS 1.2 at most");
+    assert_eq!(stat(&server, "cluster.wrong_name.ssl.fail_verify_san"), 1);
+    assert_eq!(stat(&server, "cluster.wrong_name.ssl.connection_error"), 1);
+    assert_eq!(stat(&server, "cluster.wrong_name.upstream_cx_connect_fail"), 1);
+    server.stop();
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused() {
+    let pki = Pki::new("other-ca");
+    let stranger = Pki::new("stranger");
+    let backend = stranger.issue("backend", &["backend.example"]);
+    let upstream = https_upstream(upstream_config(&stranger, &backend));
+    let tls = format!(
+        "        common_tls_context:\n          validation_context:\n            trusted_ca: {{ filename: \"{}\" }}\n",
+        pki.path("ca.pem")
+    );
+    let server = start(&bootstrap(&route("/", "strict"), &cluster("strict", upstream, &tls, false)));
+    assert_eq!(get(server.listeners[0].1, "/").0, 503);
+    assert_eq!(stat(&server, "cluster.strict.ssl.fail_verify_error"), 1);
+    server.stop();
+}
+
+#[test]
+fn the_tcp_proxy_terminates_tls_and_originates_it() {
+    let pki = Pki::new("tcp");
+    let backend = pki.issue("backend", &["backend.example"]);
+    let front = pki.issue("front", &["front.example"]);
+    // The upstream echoes what comes through its TLS session.
+    let config = upstream_config(&pki, &backend);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let session = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(session, tcp);
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = tls.read(&mut buf) {
+                if n == 0 || tls.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let yaml = format!(
+        r#"static_resources:
+  listeners:
+  - name: tcp
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: {{ filename: "{}" }}
+              private_key: {{ filename: "{}" }}
+      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: backend
+  clusters:
+{}"#,
+        front.0.display(),
+        front.1.display(),
+        cluster(
+            "backend",
+            upstream,
+            &format!(
+                "        sni: backend.example\n        common_tls_context:\n          validation_context:\n            \
+                 trusted_ca: {{ filename: \"{}\" }}\n",
+                pki.path("ca.pem")
+            ),
+            false
+        )
+    );
+    let server = start(&yaml);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("front.example").unwrap();
+    let session = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+    let tcp = TcpStream::connect(server.listeners[0].1).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(session, tcp);
+    tls.write_all(b"through two sessions").unwrap();
+    let mut back = [0u8; 20];
+    tls.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"through two sessions");
+    drop(tls);
+    server.stop();
+}
+
+/// A TCP proxy listener terminating TLS with `front` and requiring a client certificate
+/// from the CA naming `client.example`, to a plain echo upstream.
+fn mtls_listener(pki: &Pki, front: &(PathBuf, PathBuf), echo: SocketAddr) -> String {
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+  - name: mtls
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: {{ filename: "{}" }}
+              private_key: {{ filename: "{}" }}
+            validation_context:
+              trusted_ca: {{ filename: "{}" }}
+              match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: client.example }} }}]
+      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: echo
+  clusters:
+  - name: echo
+    load_assignment:
+      cluster_name: echo
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
+"#,
+        front.0.display(),
+        front.1.display(),
+        pki.path("ca.pem"),
+        echo.port()
+    )
+}
+
+/// An echo upstream over plain TCP.
+fn echo_upstream() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut tcp in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = tcp.read(&mut buf) {
+                    if n == 0 || tcp.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Connects over TLS trusting the CA, with `client` as the client certificate if given;
+/// sends `ping` and returns what came back, or the error.
+fn ping(pki: &Pki, addr: SocketAddr, client: Option<&(PathBuf, PathBuf)>) -> Result<Vec<u8>, std::io::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let config = match client {
+        Some((chain, key)) => {
+            let chain = CertificateDer::pem_file_iter(chain).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap()).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let name = rustls::pki_types::ServerName::try_from("front.example").unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(Arc::new(config), name).unwrap(), tcp);
+    tls.write_all(b"ping")?;
+    let mut back = [0u8; 4];
+    tls.read_exact(&mut back)?;
+    Ok(back.to_vec())
+}
+
+#[test]
+fn a_listener_requires_client_certificates_from_its_ca_with_the_right_name() {
+    let pki = Pki::new("mtls");
+    let front = pki.issue("front", &["front.example"]);
+    let good = pki.issue("client", &["client.example"]);
+    let misnamed = pki.issue("misnamed", &["intruder.example"]);
+    let server = start(&mtls_listener(&pki, &front, echo_upstream()));
+    let addr = server.listeners[0].1;
+    assert_eq!(ping(&pki, addr, Some(&good)).unwrap(), b"ping");
+    assert!(ping(&pki, addr, None).is_err(), "no client certificate: refused");
+    assert!(ping(&pki, addr, Some(&misnamed)).is_err(), "a name the matchers do not take: refused");
+    let stranger = Pki::new("mtls-stranger");
+    let foreign = stranger.issue("client", &["client.example"]);
+    assert!(ping(&pki, addr, Some(&foreign)).is_err(), "another CA's certificate: refused");
+    let ssl = |name: &str| stat(&server, &format!("listener.127.0.0.1_0.ssl.{name}"));
+    assert_eq!(ssl("handshake"), 1);
+    assert_eq!(ssl("fail_verify_no_cert"), 1);
+    assert_eq!(ssl("fail_verify_san"), 1);
+    assert_eq!(ssl("fail_verify_error"), 1);
+    assert_eq!(ssl("connection_error"), 3);
+    server.stop();
+}
