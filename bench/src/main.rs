@@ -96,7 +96,7 @@ fn run() -> Result<(), String> {
     let work = std::env::temp_dir().join(format!("wasmproxy-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     let upstream = upstream::start().map_err(|e| format!("upstream: {e}"))?;
-    let tls_files = wasmproxy_conformance::certs::write_localhost_certificate(&work)?;
+    let tls_files = wasmproxy_conformance::certs::write_run_certificates(&work)?;
     let fill = |config: &str| {
         let config = config
             .replace("@UPSTREAM_PORT@", &upstream.port().to_string())

@@ -40,10 +40,9 @@ pub struct Request {
     /// Over TLS, the server name sent (SNI) and checked against the certificate
     /// (`localhost` if absent).
     pub server_name: Option<&'static str>,
+    /// Over TLS, the client presents the run's client certificate.
+    pub client_cert: bool,
 }
-
-/// The certificate the run's TLS listeners present (`@TLS_CERT@`), for the client to trust.
-pub static TRUSTED: std::sync::OnceLock<rustls::pki_types::CertificateDer<'static>> = std::sync::OnceLock::new();
 
 impl Request {
     /// A GET of `path`.
@@ -60,6 +59,7 @@ impl Request {
             update: None,
             tls: None,
             server_name: None,
+            client_cert: false,
         }
     }
 
@@ -99,6 +99,12 @@ impl Request {
     /// The same, over TLS, offering `alpn` (`h2` or `http/1.1`).
     pub fn tls(mut self, alpn: &'static str) -> Request {
         self.tls = Some(alpn);
+        self
+    }
+
+    /// Over TLS, presenting the run's client certificate.
+    pub fn client_cert(mut self) -> Request {
+        self.client_cert = true;
         self
     }
 
@@ -198,12 +204,19 @@ pub async fn send(addr: SocketAddr, request: &Request) -> String {
 
 /// One exchange over a TLS connection of its own: the protocol ALPN settled, then the answer.
 async fn over_tls(addr: SocketAddr, request: &Request, alpn: &str) -> String {
-    let Some(trusted) = TRUSTED.get() else { return "no certificate to trust".into() };
+    let Some(run) = crate::certs::CLIENT.get() else { return "no certificate to trust".into() };
     let mut roots = rustls::RootCertStore::empty();
-    if roots.add(trusted.clone()).is_err() {
+    if roots.add(run.ca.clone()).is_err() {
         return "the certificate cannot be trusted".into();
     }
-    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let mut config = match request.client_cert {
+        true => match builder.with_client_auth_cert(vec![run.cert.clone()], run.key.clone_key().into()) {
+            Ok(config) => config,
+            Err(e) => return format!("the client certificate cannot be used: {e}"),
+        },
+        false => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else { return "no response: connection refused".into() };

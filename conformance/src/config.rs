@@ -63,6 +63,29 @@ pub fn with_tls(config: &str, alpn: &str) -> String {
     config.replacen("    - filters:", &socket, 1)
 }
 
+/// [`with_tls`], also requiring a client certificate from the run's CA
+/// (`@TLS_CA@`) that names `client.example.com`.
+pub fn with_mtls(config: &str, alpn: &str) -> String {
+    with_tls(config, alpn).replacen(
+        "          common_tls_context:\n",
+        "          require_client_certificate: true\n          common_tls_context:\n            validation_context:\n              \
+         trusted_ca: { filename: \"@TLS_CA@\" }\n              \
+         match_typed_subject_alt_names: [{ san_type: DNS, matcher: { exact: client.example.com } }]\n",
+        1,
+    )
+}
+
+/// `config` with the static cluster `cluster` speaking TLS to its endpoints, with these
+/// lines of `UpstreamTlsContext` (at its field's indentation: 8 spaces).
+pub fn with_upstream_tls(config: &str, cluster: &str, tls: &str) -> String {
+    let head = format!("  - name: {cluster}\n    type: STATIC\n    connect_timeout: 1s\n");
+    let socket = format!(
+        "{head}    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \
+         \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n{tls}"
+    );
+    config.replacen(&head, &socket, 1)
+}
+
 /// `config` with its one filter chain repeated for each `(name, filter_chain_match, alpn)`:
 /// named, matched by the flow-style `filter_chain_match` (`"{}"`: anything), terminating
 /// TLS with the run's certificate offering `alpn` when given; and the TLS inspector as the

@@ -79,8 +79,8 @@ fn run() -> Result<bool, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let tls_files = wasmproxy_conformance::certs::write_run_certificates(&work)?;
     let upstream = runtime.block_on(Upstream::start()).map_err(|e| format!("upstream: {e}"))?;
-    let tls_files = wasmproxy_conformance::certs::write_localhost_certificate(&work)?;
     let all = scenarios::all(&root);
     let mut names = BTreeSet::new();
     for s in &all {

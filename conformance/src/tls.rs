@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use wasmproxy_conformance::client::Request;
-use wasmproxy_conformance::config::{with_chains, with_tls};
+use wasmproxy_conformance::config::{with_chains, with_mtls, with_tls, with_upstream_tls};
 
 use crate::scenario::{Scenario, probe_config};
 
@@ -11,6 +11,17 @@ use crate::scenario::{Scenario, probe_config};
 const TLS_STATS: &[&str] = &[
     r"listener\..*\.ssl\.(handshake|connection_error|no_certificate|versions\..*)",
     r"http\.ingress\.downstream_cx_(total|ssl_total|destroy):",
+];
+
+/// The stats of TLS to upstreams.
+const UPSTREAM_STATS: &[&str] = &[
+    r"cluster\.(upstream|grpc)\.ssl\.(handshake|connection_error|fail_verify_error|fail_verify_san|versions\..*):",
+    r"cluster\.(upstream|grpc)\.upstream_cx_(total|connect_fail):",
+];
+
+/// The stats of a listener that checks client certificates.
+const MTLS_STATS: &[&str] = &[
+    r"listener\..*\.ssl\.(handshake|connection_error|no_certificate|fail_verify_no_cert|fail_verify_san|fail_verify_error):",
 ];
 
 /// The stats of a listener that picks its chain with the TLS inspector.
@@ -26,6 +37,16 @@ pub fn scenarios() -> Vec<Scenario> {
     let properties =
         ["connection.tls_version", "connection.requested_server_name", "connection.mtls", "request.scheme"];
     let read = |paths: &[&str]| paths.iter().map(|p| json!(["get_property", p])).collect::<Vec<_>>();
+    let certificate_properties = [
+        "connection.mtls",
+        "connection.subject_peer_certificate",
+        "connection.dns_san_peer_certificate",
+        "connection.uri_san_peer_certificate",
+        "connection.sha256_peer_certificate_digest",
+        "connection.subject_local_certificate",
+        "connection.dns_san_local_certificate",
+        "connection.uri_san_local_certificate",
+    ];
     let chain_properties = ["xds.filter_chain_name", "connection.requested_server_name", "connection.tls_version"];
     vec![
         Scenario {
@@ -66,6 +87,61 @@ pub fn scenarios() -> Vec<Scenario> {
             deliberate: None,
             known: None,
             stats: CHAIN_STATS,
+            prometheus: &[],
+            files: Vec::new(),
+        },
+        Scenario {
+            name: "mtls_properties",
+            about: "a client certificate required and checked against the CA and a SAN matcher: the plugin reads \
+                    the peer's and the local certificate's properties; a client without one is refused",
+            config: with_mtls(&probe_config(json!({"request_headers": read(&certificate_properties)})), "h2, http/1.1"),
+            requests: vec![
+                Request::get("/with-cert").tls("h2").client_cert(),
+                Request::get("/with-cert-h1").tls("http/1.1").client_cert(),
+                Request::get("/without-cert").tls("h2"),
+            ],
+            deliberate: None,
+            known: None,
+            stats: MTLS_STATS,
+            prometheus: &[],
+            files: Vec::new(),
+        },
+        Scenario {
+            name: "upstream_tls",
+            about: "clusters over TLS: SNI and the CA and SAN checked (HTTP/1.1), nothing checked and no SNI \
+                    (HTTP/2, ALPN h2 offered by default); the upstream tells what it was offered",
+            config: with_upstream_tls(
+                &with_upstream_tls(
+                    &probe_config(json!({})),
+                    "upstream",
+                    "        sni: backend.example.com\n        common_tls_context:\n          validation_context:\n            \
+                     trusted_ca: { filename: \"@TLS_CA@\" }\n            \
+                     match_typed_subject_alt_names: [{ san_type: DNS, matcher: { exact: backend.example.com } }]\n",
+                ),
+                "grpc",
+                "",
+            ),
+            requests: vec![Request::get("/checked"), Request::get("/pkg.Nope/unchecked").h2()],
+            deliberate: None,
+            known: None,
+            stats: UPSTREAM_STATS,
+            prometheus: &[],
+            files: Vec::new(),
+        },
+        Scenario {
+            name: "upstream_tls_refused",
+            about: "an upstream whose certificate has none of the names asked for: 503, counted as Envoy counts it",
+            config: with_upstream_tls(
+                &probe_config(json!({})),
+                "upstream",
+                "        common_tls_context:\n          validation_context:\n            \
+                 trusted_ca: { filename: \"@TLS_CA@\" }\n            \
+                 match_typed_subject_alt_names: [{ san_type: DNS, matcher: { exact: other.test } }]\n",
+            ),
+            requests: vec![Request::get("/refused")],
+            deliberate: None,
+            known: None,
+            stats: UPSTREAM_STATS,
             prometheus: &[],
             files: Vec::new(),
         },

@@ -23,7 +23,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Starts it on a free loopback port (HTTP/1.1, and HTTP/2 by prior knowledge).
+    /// Starts it on a free loopback port (HTTP/1.1, and HTTP/2 by prior knowledge; over TLS
+    /// with the run's server certificate when the client starts a handshake).
     pub async fn start() -> std::io::Result<Upstream> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let upstream = Upstream { addr: listener.local_addr()?, seen: Arc::default() };
@@ -32,10 +33,26 @@ impl Upstream {
             while let Ok((stream, _)) = listener.accept().await {
                 let seen = seen.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| answer(req, seen.clone()));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    // A TLS client (its first byte a handshake record) gets the run's server
+                    // certificate; its requests are written down with what it offered.
+                    let mut first = [0u8; 1];
+                    let tls = matches!(stream.peek(&mut first).await, Ok(1) if first[0] == 0x16);
+                    match crate::certs::UPSTREAM.get().filter(|_| tls) {
+                        Some(config) => {
+                            let Ok(tls) = tokio_rustls::TlsAcceptor::from(config.clone()).accept(stream).await else {
+                                return;
+                            };
+                            let (_, session) = tls.get_ref();
+                            let alpn = session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+                            let note = format!(
+                                "tls: sni {} alpn {}\n",
+                                session.server_name().unwrap_or("none"),
+                                alpn.as_deref().unwrap_or("none")
+                            );
+                            serve(TokioIo::new(tls), seen, note).await;
+                        }
+                        None => serve(TokioIo::new(stream), seen, String::new()).await,
+                    }
                 });
             }
         });
@@ -48,17 +65,32 @@ impl Upstream {
     }
 }
 
+/// Serves one connection (HTTP/1.1, or HTTP/2 by its preface); `note` starts the record
+/// of each of its requests.
+async fn serve<I>(io: I, seen: Arc<Mutex<Vec<String>>>, note: String)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| answer(req, seen.clone(), note.clone()));
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(io, service).await;
+}
+
 async fn answer(
     req: http::Request<Incoming>,
     seen: Arc<Mutex<Vec<String>>>,
+    note: String,
 ) -> Result<http::Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let collected = body.collect().await.ok();
     let trailers = collected.as_ref().and_then(|c| c.trailers().cloned());
     let body = collected.map(|c| c.to_bytes()).unwrap_or_default();
-    let mut record =
-        format!("{} {} {:?}\n", parts.method, parts.uri.path_and_query().map_or("", |p| p.as_str()), parts.version);
+    let mut record = format!(
+        "{note}{} {} {:?}\n",
+        parts.method,
+        parts.uri.path_and_query().map_or("", |p| p.as_str()),
+        parts.version
+    );
     if let Some(a) = parts.uri.authority() {
         record.push_str(&format!(":authority: {a}\n"));
     }

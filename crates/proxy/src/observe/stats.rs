@@ -345,14 +345,14 @@ impl SslStats {
         self.scope.counter(&format!("ssl.versions.{version}")).inc();
     }
 
-    /// A handshake failed (the connection closes).
+    /// A handshake failed (the connection closes). As in Envoy, `connection_error` does
+    /// not count failed certificate checks.
     pub fn failed(&self, why: HandshakeFailure) {
-        self.connection_error.inc();
         match why {
             HandshakeFailure::Verify => self.fail_verify_error.inc(),
             HandshakeFailure::VerifySan => self.fail_verify_san.inc(),
             HandshakeFailure::NoCertificate => self.fail_verify_no_cert.inc(),
-            HandshakeFailure::Other => {}
+            HandshakeFailure::Other => self.connection_error.inc(),
         }
     }
 }
