@@ -402,6 +402,10 @@ pub struct DownstreamTls {
     pub validation: Option<CertificateValidation>,
     /// `require_client_certificate`: a client without a certificate is refused.
     pub require_client_certificate: bool,
+    /// Session tickets (not `disable_stateless_session_resumption`).
+    pub stateless_resumption: bool,
+    /// A session cache (not `disable_stateful_session_resumption`).
+    pub stateful_resumption: bool,
 }
 
 /// A certificate chain and its private key, in PEM.

@@ -108,6 +108,9 @@ pub(crate) fn read_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -> Option<
     let mut tls = tls_context(ctx, field, DOWNSTREAM_TLS_TYPE, DOWNSTREAM_TLS_CONTEXT)?;
     let require = tls.get(ctx, "require_client_certificate");
     let require_client_certificate = require.as_ref().and_then(|f| f.bool_value(ctx)).unwrap_or(false);
+    let mut disabled = |name: &str| tls.get(ctx, name).and_then(|f| f.bool_value(ctx)).unwrap_or(false);
+    let stateless_resumption = !disabled("disable_stateless_session_resumption");
+    let stateful_resumption = !disabled("disable_stateful_session_resumption");
     let common = tls.required(ctx, "common_tls_context");
     tls.finish(ctx);
     let downstream = read_common_tls_context(ctx, &common?)?;
@@ -116,7 +119,7 @@ pub(crate) fn read_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -> Option<
         ctx.error(&at, "require_client_certificate without a validation_context is not supported by wasmproxy");
         return None;
     }
-    Some(DownstreamTls { require_client_certificate, ..downstream })
+    Some(DownstreamTls { require_client_certificate, stateless_resumption, stateful_resumption, ..downstream })
 }
 
 /// Reads a cluster's `transport_socket`; `None` (with an error) for one wasmproxy does not
@@ -256,6 +259,8 @@ fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Downstrea
         versions: versions?,
         validation,
         require_client_certificate: false,
+        stateless_resumption: true,
+        stateful_resumption: true,
     })
 }
 

@@ -442,3 +442,47 @@ fn a_listener_requires_client_certificates_from_its_ca_with_the_right_name() {
     assert_eq!(ssl("connection_error"), 0, "failed checks are not connection errors, as in Envoy");
     server.stop();
 }
+
+#[test]
+fn a_returning_client_resumes_its_session_unless_resumption_is_disabled() {
+    let pki = Pki::new("resume");
+    let front = pki.issue("front", &["front.example"]);
+    let echo = echo_upstream();
+    // The mTLS listener without its client certificate checks.
+    let plain_tls = |extra: &str| {
+        mtls_listener(&pki, &front, echo).replace("          require_client_certificate: true\n", extra).replace(
+            &format!(
+                "            validation_context:\n              trusted_ca: {{ filename: \"{}\" }}\n              \
+                     match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: client.example }} }}]\n",
+                pki.path("ca.pem")
+            ),
+            "",
+        )
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    for (extra, reused) in [
+        ("", 1),
+        (
+            "          disable_stateless_session_resumption: true\n          disable_stateful_session_resumption: true\n",
+            0,
+        ),
+    ] {
+        let server = start(&plain_tls(extra));
+        // One client configuration (and so one session cache) for both connections.
+        let client =
+            Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots.clone()).with_no_client_auth());
+        for _ in 0..2 {
+            let name = rustls::pki_types::ServerName::try_from("front.example").unwrap();
+            let tcp = TcpStream::connect(server.listeners[0].1).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(client.clone(), name).unwrap(), tcp);
+            tls.write_all(b"ping").unwrap();
+            let mut back = [0u8; 4];
+            tls.read_exact(&mut back).unwrap();
+        }
+        assert_eq!(stat(&server, "listener.127.0.0.1_0.ssl.handshake"), 2);
+        assert_eq!(stat(&server, "listener.127.0.0.1_0.ssl.session_reused"), reused, "{extra:?}");
+        server.stop();
+    }
+}

@@ -1,6 +1,7 @@
-//! The byte stream under a downstream connection: plain TCP, or TLS over it
-//! (`tls/session.rs`). Every operation is non-blocking and takes `&self`, so the connection's
-//! watchers can still answer on the stream (a 408) while hyper holds the connection.
+//! The byte stream under a connection: plain TCP, or TLS over it (`tls/session.rs`).
+//! Every operation is non-blocking and takes `&self`, so a downstream connection's
+//! watchers can still answer on the stream (a 408) while hyper holds the connection, and
+//! the TCP proxy can read and write both ways at once.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -9,7 +10,7 @@ use std::task::{Context, Poll};
 
 use tokio::net::TcpStream;
 
-/// A downstream connection's bytes, whatever carries them.
+/// A connection's bytes, whatever carries them.
 pub trait Transport: 'static {
     /// Ready to read: bytes, the end, or an error wait there.
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;

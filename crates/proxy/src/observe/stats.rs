@@ -320,6 +320,7 @@ pub struct SslStats {
     fail_verify_error: Counter,
     fail_verify_san: Counter,
     fail_verify_no_cert: Counter,
+    session_reused: Counter,
 }
 
 impl SslStats {
@@ -332,13 +333,18 @@ impl SslStats {
             fail_verify_error: scope.counter("ssl.fail_verify_error"),
             fail_verify_san: scope.counter("ssl.fail_verify_san"),
             fail_verify_no_cert: scope.counter("ssl.fail_verify_no_cert"),
+            session_reused: scope.counter("ssl.session_reused"),
             scope,
         }
     }
 
-    /// A handshake succeeded, on `version` (`TLSv1.3`); `peer_certificate`: the peer sent one.
-    pub fn handshake(&self, version: &str, peer_certificate: bool) {
+    /// A handshake succeeded, on `version` (`TLSv1.3`); `peer_certificate`: the peer sent
+    /// one; `resumed`: an earlier session was resumed.
+    pub fn handshake(&self, version: &str, peer_certificate: bool, resumed: bool) {
         self.handshake.inc();
+        if resumed {
+            self.session_reused.inc();
+        }
         if !peer_certificate {
             self.no_certificate.inc();
         }

@@ -141,7 +141,7 @@ async fn handshake(
             let peer = session.peer_certificate().map(|c| Box::new(CertificateInfo::new(&c)));
             let info = TlsInfo { version: session.version().unwrap_or("unknown"), peer, local: tls.local.clone() };
             if let Some(ssl) = stats.ssl() {
-                ssl.handshake(info.version, info.peer.is_some());
+                ssl.handshake(info.version, info.peer.is_some(), session.resumed());
             }
             let _ = connection.tls.set(info);
             Some(session)

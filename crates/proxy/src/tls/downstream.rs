@@ -14,6 +14,9 @@ use wasmproxy_config::model::{CertificateValidation, DownstreamTls};
 use crate::tls::certificate::{CertificateInfo, SanMatchers};
 use crate::tls::pem;
 
+/// The most sessions a chain's cache keeps (BoringSSL's default).
+const SESSION_CACHE_ENTRIES: usize = 20 * 1024;
+
 /// A filter chain's TLS, ready for handshakes.
 #[derive(Debug)]
 pub struct ServerTls {
@@ -43,6 +46,15 @@ pub fn server_config(tls: &DownstreamTls) -> Result<ServerTls, String> {
     };
     let mut config = builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     config.alpn_protocols = tls.alpn_protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
+    // Resumption as Envoy (BoringSSL) has it by default: tickets under a key of the
+    // chain's own (every worker shares it), and a session cache of BoringSSL's size.
+    if tls.stateless_resumption {
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("session tickets: {e}"))?;
+    }
+    config.session_storage = match tls.stateful_resumption {
+        true => rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES),
+        false => Arc::new(rustls::server::NoServerSessionStorage {}),
+    };
     Ok(ServerTls { config: Arc::new(config), local })
 }
 

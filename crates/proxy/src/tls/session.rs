@@ -114,6 +114,11 @@ impl TlsTransport {
         Ok(TlsTransport { tcp, session: RefCell::new(session), peeked: RefCell::default() })
     }
 
+    /// Whether the handshake resumed an earlier session.
+    pub fn resumed(&self) -> bool {
+        self.session.borrow().handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     /// The certificate the peer presented (its first), if any.
     pub fn peer_certificate(&self) -> Option<rustls::pki_types::CertificateDer<'static>> {
         self.session.borrow().peer_certificates()?.first().cloned()
