@@ -98,7 +98,7 @@ fn run() -> Result<bool, String> {
             .replace("@PLUGINS@", &plugins.to_string_lossy())
             .replace("@PLUGINS_FROM_CWD@", &from_cwd(&plugins));
         let config = wasmproxy_conformance::certs::fill(&config, &tls_files);
-        let place = Place { work: &work, plugins: &plugins, upstream: &upstream };
+        let place = Place { work: &work, plugins: &plugins, upstream: &upstream, certs: &tls_files };
         let envoy = observe(&runtime, Kind::Envoy, &args.bins, s, &config, &place)?;
         let ours = observe(&runtime, Kind::Wasmproxy, &args.bins, s, &config, &place)?;
         if std::env::var_os("CONFORMANCE_SHOW").is_some() {
@@ -149,6 +149,7 @@ struct Place<'a> {
     work: &'a Path,
     plugins: &'a Path,
     upstream: &'a Upstream,
+    certs: &'a wasmproxy_conformance::certs::RunCertificates,
 }
 
 /// Runs one scenario on one proxy and describes everything observed as text.
@@ -165,9 +166,11 @@ fn observe(
     // Each proxy gets its own copy of the dynamic resource files.
     let dynamic = work.join(format!("{}-{}-", s.name, kind.name())).to_string_lossy().into_owned();
     let fill = |text: &str| {
-        text.replace("@DYNAMIC@", &dynamic)
+        let text = text
+            .replace("@DYNAMIC@", &dynamic)
             .replace("@UPSTREAM_PORT@", &upstream.addr.port().to_string())
-            .replace("@PLUGINS@", &plugins.to_string_lossy())
+            .replace("@PLUGINS@", &plugins.to_string_lossy());
+        wasmproxy_conformance::certs::fill(&text, place.certs)
     };
     std::fs::write(&file, fill(config)).map_err(|e| format!("{}: {e}", file.display()))?;
     for (name, text) in &s.files {
@@ -253,12 +256,12 @@ fn replace_file(path: &str, text: &str) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| format!("{path}: {e}"))
 }
 
-/// The admin stats counting the dynamic resource files (LDS, CDS, RDS, EDS) a proxy is done
+/// The admin stats counting the dynamic resource files (LDS, CDS, RDS, EDS, SDS) a proxy is done
 /// with: taken, refused or unreadable. (An attempt is counted before the work, which a
 /// plugin's compilation can make long on a busy machine.)
 fn finished_updates() -> regex::Regex {
     regex::Regex::new(
-        r"^(listener_manager\.lds|cluster_manager\.cds|http\..+\.rds\..+|cluster\.[^.]+)\.update_(success|rejected|failure): ",
+        r"^(listener_manager\.lds|cluster_manager\.cds|http\..+\.rds\..+|cluster\.[^.]+|sds\.[^.]+)\.update_(success|rejected|failure): ",
     )
     .expect("a valid regex")
 }

@@ -5,7 +5,7 @@ use serde_json::json;
 use wasmproxy_conformance::client::Request;
 use wasmproxy_conformance::config::{with_chains, with_mtls, with_tls, with_upstream_tls};
 
-use crate::scenario::{Scenario, probe_config};
+use crate::scenario::{Scenario, bootstrap, probe, probe_config};
 
 /// The stats a TLS listener adds.
 const TLS_STATS: &[&str] = &[
@@ -145,5 +145,39 @@ pub fn scenarios() -> Vec<Scenario> {
             prometheus: &[],
             files: Vec::new(),
         },
+        Scenario {
+            name: "sds_file_certificate",
+            about: "the listener's certificate from an SDS file (path_config_source); the file replaced with a new \
+                    version: taken, counted, served",
+            config: with_tls(&bootstrap("node: { id: edge-1, cluster: edge }\n", &probe("probe", json!({}))), "h2, http/1.1").replacen(
+                "            tls_certificates:\n            - certificate_chain: { filename: \"@TLS_CERT@\" }\n              \
+                 private_key: { filename: \"@TLS_KEY@\" }\n",
+                "            tls_certificate_sds_secret_configs:\n            - name: server\n              \
+                 sds_config: { path_config_source: { path: \"@DYNAMIC@sds.yaml\" } }\n",
+                1,
+            ),
+            requests: vec![
+                Request::get("/first").tls("h2"),
+                Request::get("/after-rotation").tls("http/1.1").after_update("sds.yaml", sds_file("two")),
+            ],
+            deliberate: None,
+            known: None,
+            // (`update_time` is the time of day.)
+            stats: &[
+                r"sds\.server\.(update_(attempt|success|rejected|failure|duration)|version|version_text|init_fetch_timeout|key_rotation_failed):",
+                r"listener\..*\.ssl\.handshake:",
+            ],
+            prometheus: &[],
+            files: vec![("sds.yaml", sds_file("one"))],
+        },
     ]
+}
+
+/// An SDS file holding the run's server certificate as the secret `server`.
+fn sds_file(version: &str) -> String {
+    format!(
+        "version_info: {version}\nresources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  \
+         name: server\n  tls_certificate:\n    certificate_chain: {{ filename: \"@TLS_CERT@\" }}\n    \
+         private_key: {{ filename: \"@TLS_KEY@\" }}\n"
+    )
 }

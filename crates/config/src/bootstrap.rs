@@ -10,6 +10,7 @@ use crate::model::{Admin, Bootstrap, DynamicResources, Locality, Node, StatsConf
 use crate::reader::{Ctx, Field, Origin, child, type_error};
 use crate::route::compile_regex;
 use crate::struct_value::struct_fields;
+use crate::tls::read_secret;
 use crate::tree::Value;
 use crate::wasm::read_wasm_service;
 
@@ -107,6 +108,13 @@ pub(crate) fn read_bootstrap(ctx: &mut Ctx, root: &Field<'_>) -> Bootstrap {
         let clusters = resources.get(ctx, "clusters").map(|f| f.list()).unwrap_or_default();
         for item in &clusters {
             bootstrap.clusters.extend(read_cluster(ctx, item));
+        }
+        let secrets = resources.get(ctx, "secrets").map(|f| f.list()).unwrap_or_default();
+        for item in &secrets {
+            if let Some(secret) = read_secret(ctx, item) {
+                ctx.refs.secrets.push((secret.name.clone(), item.origin()));
+                bootstrap.secrets.push(secret);
+            }
         }
         resources.finish(ctx);
     }

@@ -60,8 +60,8 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 pub use resources::{
-    CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, ResourceFileError, load_cluster_file, load_endpoint_file,
-    load_listener_file, load_route_file,
+    CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, ResourceFileError, SECRET_TYPE, load_cluster_file,
+    load_endpoint_file, load_listener_file, load_route_file, load_secret_file,
 };
 
 use reader::{Ctx, Field};

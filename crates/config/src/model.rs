@@ -30,6 +30,8 @@ pub struct Bootstrap {
     /// `dynamic_resources`: listeners and clusters read from files and read again when
     /// the files change.
     pub dynamic_resources: DynamicResources,
+    /// `static_resources.secrets`.
+    pub secrets: Vec<Secret>,
 }
 
 impl Bootstrap {
@@ -152,6 +154,7 @@ impl Default for Bootstrap {
             stats_config: StatsConfig::default(),
             document: serde_json::Value::Null,
             dynamic_resources: DynamicResources::default(),
+            secrets: Vec::new(),
         }
     }
 }
@@ -390,8 +393,9 @@ pub enum SourceType {
 /// Envoy's `DownstreamTlsContext`, as far as wasmproxy serves it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DownstreamTls {
-    /// `common_tls_context.tls_certificates` (one).
-    pub certificate: TlsCertificate,
+    /// `common_tls_context.tls_certificates` (one), or the secret
+    /// `tls_certificate_sds_secret_configs` names.
+    pub certificate: CertificateSource,
     /// `common_tls_context.alpn_protocols`, in the listener's order of preference.
     pub alpn_protocols: Vec<String>,
     /// `common_tls_context.tls_params`: the lowest and highest version (Envoy's server
@@ -406,6 +410,35 @@ pub struct DownstreamTls {
     pub stateless_resumption: bool,
     /// A session cache (not `disable_stateful_session_resumption`).
     pub stateful_resumption: bool,
+}
+
+/// Where a chain's certificate comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CertificateSource {
+    /// `tls_certificates[0]`.
+    Inline(TlsCertificate),
+    /// `tls_certificate_sds_secret_configs[0]`: a secret, by name.
+    Sds(SdsSecret),
+}
+
+/// An `SdsSecretConfig`: a secret's name and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdsSecret {
+    /// `name`.
+    pub name: String,
+    /// `sds_config` (`path_config_source`): the file that holds it, read again when it or
+    /// a file it names is replaced; none: `static_resources.secrets`.
+    pub source: Option<FileSource>,
+}
+
+/// A `Secret` (in `static_resources.secrets` or an SDS file), as far as wasmproxy serves
+/// it: a certificate and its key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Secret {
+    /// `name`.
+    pub name: String,
+    /// `tls_certificate`.
+    pub tls_certificate: TlsCertificate,
 }
 
 /// A certificate chain and its private key, in PEM.

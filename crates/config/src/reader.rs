@@ -495,6 +495,10 @@ pub(crate) struct Refs {
     /// Clusters also come from a CDS file: a name no static cluster has is not an error
     /// yet (a request to a cluster that is still missing gets 503, as in Envoy).
     pub clusters_from_files: bool,
+    /// Static secret names, where defined.
+    pub secrets: Vec<(String, Origin)>,
+    /// Static secret names used by TLS contexts.
+    pub secret_refs: Vec<(String, Origin)>,
 }
 
 /// "<what> type X is not supported by wasmproxy", at the `@type` (or the `TypedStruct`'s `type_url`).

@@ -7,9 +7,10 @@ use std::path::Path;
 use crate::cluster::{read_cluster, read_cluster_load_assignment};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::listener::read_listener;
-use crate::model::{Cluster, Listener, LoadAssignment, ResourceFile, RouteConfig};
+use crate::model::{Cluster, Listener, LoadAssignment, ResourceFile, RouteConfig, Secret};
 use crate::reader::{Ctx, Field, Origin};
 use crate::route::read_route_config;
+use crate::tls::read_secret;
 use crate::tree::{self, Node, Value};
 
 const DISCOVERY_RESPONSE: &[&str] =
@@ -23,6 +24,8 @@ pub const CLUSTER_TYPE: &str = "envoy.config.cluster.v3.Cluster";
 pub const ROUTE_TYPE: &str = "envoy.config.route.v3.RouteConfiguration";
 /// The type of endpoint resources.
 pub const ENDPOINT_TYPE: &str = "envoy.config.endpoint.v3.ClusterLoadAssignment";
+/// The type of secret resources.
+pub const SECRET_TYPE: &str = "envoy.extensions.transport_sockets.tls.v3.Secret";
 
 /// Why a resource file was not taken, told apart as Envoy's stats tell them apart.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +73,13 @@ pub fn load_endpoint_file(path: &Path) -> Result<ResourceFile<LoadAssignment>, R
     load_resource_file(path, ctx, ENDPOINT_TYPE, |ctx, field, _| read_cluster_load_assignment(ctx, field))
 }
 
+/// Reads a secret (SDS) file. Relative file names in it are the process's working
+/// directory's, as in Envoy.
+pub fn load_secret_file(path: &Path) -> Result<ResourceFile<Secret>, ResourceFileError> {
+    let ctx = Ctx::new(std::path::PathBuf::new());
+    load_resource_file(path, ctx, SECRET_TYPE, |ctx, field, _| read_secret(ctx, field))
+}
+
 fn load_resource_file<T>(
     path: &Path,
     mut ctx: Ctx,
@@ -109,6 +119,8 @@ fn load_resource_file<T>(
         }
         msg.finish(&mut ctx);
     }
+    // Static secrets are the bootstrap's: a name is looked up when the resource is served.
+    ctx.refs.secret_refs.clear();
     crate::validate::check_references(&mut ctx);
     if ctx.errors.is_empty() { Ok(file) } else { Err(ResourceFileError::Refused(ConfigErrors { errors: ctx.errors })) }
 }

@@ -5,8 +5,10 @@
 //! alternative names the upstream's certificate is checked against); every other field
 //! is refused by name.
 
+use crate::config_source::read_file_source;
 use crate::model::{
-    CertificateValidation, DataSource, DownstreamTls, SanMatcher, SanType, TlsCertificate, TlsVersion, UpstreamTls,
+    CertificateSource, CertificateValidation, DataSource, DownstreamTls, SanMatcher, SanType, SdsSecret, Secret,
+    TlsCertificate, TlsVersion, UpstreamTls,
 };
 use crate::reader::{Ctx, Field, Msg, type_error};
 use crate::route::read_string_matcher;
@@ -89,6 +91,8 @@ const VALIDATION_CONTEXT: &[&str] = &[
     "max_verify_depth",
 ];
 const SAN_MATCHER: &[&str] = &["san_type", "matcher", "oid"];
+const SDS_SECRET_CONFIG: &[&str] = &["name", "sds_config"];
+const SECRET: &[&str] = &["name", "tls_certificate", "session_ticket_keys", "validation_context", "generic_secret"];
 const SAN_TYPE: &[(&str, i64, Option<SanType>)] = &[
     ("SAN_TYPE_UNSPECIFIED", 0, None),
     ("EMAIL", 1, Some(SanType::Email)),
@@ -235,17 +239,23 @@ fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Downstrea
     };
     let alpn_protocols = read_alpn(ctx, &mut msg);
     let certificates = msg.get(ctx, "tls_certificates").map(|f| f.list()).unwrap_or_default();
+    let sds = msg.get(ctx, "tls_certificate_sds_secret_configs").map(|f| f.list()).unwrap_or_default();
     let validation = msg.get(ctx, "validation_context").map(|f| read_validation_context(ctx, &f));
     let origin = msg.origin().clone();
     msg.finish(ctx);
-    let certificate = match certificates.as_slice() {
-        [] => {
+    let certificate = match (certificates.as_slice(), sds.as_slice()) {
+        ([], []) => {
             ctx.error(&origin.with_child("tls_certificates"), "a certificate is required");
             None
         }
-        [one] => read_tls_certificate(ctx, one),
-        [_, extra, ..] => {
+        ([one], []) => read_tls_certificate(ctx, one).map(CertificateSource::Inline),
+        ([], [one]) => read_sds_secret_config(ctx, one).map(CertificateSource::Sds),
+        ([_, extra, ..], _) | (_, [_, extra, ..]) => {
             extra.error(ctx, "more than one certificate is not supported by wasmproxy yet");
+            None
+        }
+        (_, [sds]) => {
+            sds.error(ctx, "a certificate from SDS beside tls_certificates is not supported by wasmproxy");
             None
         }
     };
@@ -262,6 +272,39 @@ fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Downstrea
         stateless_resumption: true,
         stateful_resumption: true,
     })
+}
+
+/// An `SdsSecretConfig`: the secret's name, and the file it is in (none: a static secret).
+fn read_sds_secret_config(ctx: &mut Ctx, field: &Field<'_>) -> Option<SdsSecret> {
+    let mut msg = field.message(ctx, SDS_SECRET_CONFIG)?;
+    let name = msg.required(ctx, "name").and_then(|f| f.string(ctx));
+    let source = msg.get(ctx, "sds_config").map(|f| read_file_source(ctx, &f));
+    let origin = msg.origin().clone();
+    msg.finish(ctx);
+    let name = name?;
+    let source = match source {
+        Some(source) => Some(source?),
+        None => {
+            ctx.refs.secret_refs.push((name.clone(), origin.with_child("name")));
+            None
+        }
+    };
+    Some(SdsSecret { name, source })
+}
+
+/// A `Secret` (`static_resources.secrets`, or a resource of an SDS file).
+pub(crate) fn read_secret(ctx: &mut Ctx, field: &Field<'_>) -> Option<Secret> {
+    let mut msg = field.message(ctx, SECRET)?;
+    let name = msg.required(ctx, "name").and_then(|f| f.string(ctx));
+    let certificate = msg.get(ctx, "tls_certificate");
+    let origin = msg.origin().clone();
+    msg.finish(ctx);
+    let Some(certificate) = certificate else {
+        ctx.error(&origin, "a secret needs tls_certificate (the only kind wasmproxy serves)");
+        return None;
+    };
+    let tls_certificate = read_tls_certificate(ctx, &certificate)?;
+    Some(Secret { name: name?, tls_certificate })
 }
 
 /// `tls_params`' versions; `max_auto` is the side's default highest version (Envoy's:

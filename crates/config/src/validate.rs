@@ -51,6 +51,12 @@ pub(crate) fn check_references(ctx: &mut Ctx) {
     let refs = std::mem::take(&mut ctx.refs);
     duplicates(ctx, "cluster", &refs.clusters);
     duplicates(ctx, "listener", &refs.listeners);
+    duplicates(ctx, "secret", &refs.secrets);
+    for (name, origin) in &refs.secret_refs {
+        if !refs.secrets.iter().any(|(n, _)| n == name) {
+            ctx.error(origin, format!("unknown secret {name:?} (not in static_resources.secrets, and no sds_config)"));
+        }
+    }
     for (name, origin) in &refs.cluster_refs {
         if !refs.clusters_from_files && !refs.clusters.iter().any(|(n, _)| n == name) {
             ctx.error(origin, format!("unknown cluster {name:?}"));

@@ -125,7 +125,22 @@ fn tls_fields_wasmproxy_does_not_serve_are_refused_by_name() {
     assert_eq!(
         tls_errors(&["require_client_certificate: true", &certs]),
         vec![format!(
-            "{CONTEXT}.require_client_certificate: client certificates (mTLS) are not supported by wasmproxy yet (line 11, column 39)"
+            "{CONTEXT}.require_client_certificate: require_client_certificate without a validation_context is not supported by wasmproxy (line 11, column 39)"
+        )]
+    );
+    assert_eq!(
+        tls_errors(&["common_tls_context: { validation_context: { match_subject_alt_names: [{ exact: a }] } }"]),
+        vec![
+            format!(
+                "{CONTEXT}.common_tls_context.validation_context: SAN-based verification of peer certificates without trusted CA is insecure and not allowed (trusted_ca is required) (line 11, column 53)"
+            ),
+            format!("{CONTEXT}.common_tls_context.tls_certificates: a certificate is required (line 11, column 31)"),
+        ]
+    );
+    assert_eq!(
+        tls_errors(&["common_tls_context: { tls_certificate_sds_secret_configs: [{ name: nowhere }] }"]),
+        vec![format!(
+            "{CONTEXT}.common_tls_context.tls_certificate_sds_secret_configs[0].name: unknown secret \"nowhere\" (not in static_resources.secrets, and no sds_config) (line 11, column 70)"
         )]
     );
     let params = |p: &str| format!("common_tls_context: {{ tls_params: {{ {p} }}, tls_certificates: [{cert}] }}");

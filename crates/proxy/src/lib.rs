@@ -31,14 +31,23 @@ mod wasm;
 pub use admin::{LogControl, LogControlError};
 pub use server::{RunningServer, Server, ServerError, ServerOptions, Stopper};
 
-/// Reads and checks a filter chain's TLS settings (its certificate and key) as serving
-/// them would, for `--mode validate`; the error names the field at fault.
-pub fn check_tls(tls: &wasmproxy_config::model::DownstreamTls) -> Result<(), String> {
-    tls::downstream::server_config(tls).map(drop)
-}
-
-/// Reads and checks a cluster's TLS settings (client certificate, CA) as serving them
-/// would, for `--mode validate`; the error names the cluster and the field at fault.
-pub fn check_cluster(cluster: &wasmproxy_config::model::Cluster) -> Result<(), String> {
-    upstream::cluster::ClusterSnapshot::new(cluster).map(drop)
+/// Reads and checks every certificate, key and CA the configuration names (filter chains,
+/// with their SDS secrets, and clusters) as serving them would, for `--mode validate`; the
+/// error names the listener or cluster and the field at fault.
+pub fn check_tls(config: &wasmproxy_config::Bootstrap) -> Result<(), String> {
+    let mut secrets =
+        server::secrets::Secrets::new(config.secrets.clone(), &config.node, wasmproxy_stats::Store::new());
+    for listener in &config.listeners {
+        for (i, chain) in listener.chains().enumerate() {
+            let Some(tls) = &chain.tls else { continue };
+            let fail =
+                |e: String| format!("listener {}: {}.transport_socket: {e}", listener.name, listener.chain_field(i));
+            let certificate = secrets.certificate(&tls.certificate).map_err(fail)?;
+            tls::downstream::server_config(tls, certificate).map_err(fail)?;
+        }
+    }
+    for cluster in &config.clusters {
+        upstream::cluster::ClusterSnapshot::new(cluster)?;
+    }
+    Ok(())
 }

@@ -486,3 +486,100 @@ fn a_returning_client_resumes_its_session_unless_resumption_is_disabled() {
         server.stop();
     }
 }
+
+/// Connects over TLS trusting the CA and returns the session (after one echoed `ping`) and
+/// the certificate the server presented.
+fn connect(pki: &Pki, addr: SocketAddr) -> (rustls::StreamOwned<rustls::ClientConnection, TcpStream>, Vec<u8>) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("front.example").unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(Arc::new(config), name).unwrap(), tcp);
+    tls.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    tls.read_exact(&mut back).unwrap();
+    let presented = tls.conn.peer_certificates().unwrap()[0].to_vec();
+    (tls, presented)
+}
+
+/// Replaces `path` as a rotation does: written beside it, then moved into place.
+fn replace(path: &Path, bytes: &[u8]) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, bytes).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
+#[test]
+fn a_certificate_from_an_sds_file_rotates_without_a_restart_or_a_dropped_connection() {
+    let pki = Pki::new("sds");
+    let (chain, key) = pki.issue("front", &["front.example"]);
+    let sds = pki.dir.join("sds.yaml");
+    std::fs::write(
+        &sds,
+        format!(
+            "version_info: one\nresources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  \
+             name: front\n  tls_certificate:\n    certificate_chain: {{ filename: \"{}\" }}\n    private_key: {{ filename: \"{}\" }}\n",
+            chain.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let yaml = mtls_listener(&pki, &(chain.clone(), key.clone()), echo_upstream())
+        .replace("          require_client_certificate: true\n", "")
+        .replace(
+            &format!(
+                "            tls_certificates:\n            - certificate_chain: {{ filename: \"{}\" }}\n              \
+                 private_key: {{ filename: \"{}\" }}\n            validation_context:\n              \
+                 trusted_ca: {{ filename: \"{}\" }}\n              \
+                 match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: client.example }} }}]\n",
+                chain.display(),
+                key.display(),
+                pki.path("ca.pem")
+            ),
+            &format!(
+                "            tls_certificate_sds_secret_configs:\n            - name: front\n              \
+                 sds_config: {{ path_config_source: {{ path: \"{}\" }} }}\n",
+                sds.display()
+            ),
+        );
+    assert!(yaml.contains("tls_certificate_sds_secret_configs"), "{yaml}");
+    // Envoy requires a named node for SDS.
+    let yaml = format!("node: {{ id: edge-1, cluster: edge }}\n{yaml}");
+    let server = start(&yaml);
+    let addr = server.listeners[0].1;
+    let (mut open, first) = connect(&pki, addr);
+    assert_eq!(first, CertificateDer::pem_file_iter(&chain).unwrap().next().unwrap().unwrap().to_vec());
+
+    // A new certificate and key for the same name, moved into place as cert-manager does.
+    let renewed = pki.issue("renewed", &["front.example"]);
+    let renewed_der = CertificateDer::pem_file_iter(&renewed.0).unwrap().next().unwrap().unwrap().to_vec();
+    replace(&key, &std::fs::read(&renewed.1).unwrap());
+    replace(&chain, &std::fs::read(&renewed.0).unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while connect(&pki, addr).1 != renewed_der {
+        assert!(std::time::Instant::now() < deadline, "the renewed certificate was never served");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The connection opened before the rotation goes on.
+    open.write_all(b"more").unwrap();
+    let mut back = [0u8; 4];
+    open.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"more");
+
+    // A broken certificate file: refused, the renewed one stays.
+    // (A reload between the two moves above may have been rejected already: a key that
+    // does not match its certificate.)
+    let rejected = stat(&server, "sds.front.update_rejected");
+    replace(&chain, b"not a certificate");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stat(&server, "sds.front.update_rejected") == rejected {
+        assert!(std::time::Instant::now() < deadline, "the broken certificate was never noticed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(connect(&pki, addr).1, renewed_der);
+    assert!(stat(&server, "sds.front.update_success") >= 2);
+    drop(open);
+    server.stop();
+}

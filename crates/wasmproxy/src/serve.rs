@@ -260,18 +260,8 @@ pub fn run(o: ServeOptions) -> anyhow::Result<()> {
                 anyhow::bail!("Wasm plugin {:?}: Invalid path: {} ({e})", plugin.name, path.display());
             }
         }
-        // And, as Envoy's, the certificates and keys.
-        for listener in &config.listeners {
-            for (i, chain) in listener.chains().enumerate() {
-                let Some(tls) = &chain.tls else { continue };
-                wasmproxy_proxy::check_tls(tls).map_err(|e| {
-                    anyhow::anyhow!("listener {}: {}.transport_socket: {e}", listener.name, listener.chain_field(i))
-                })?;
-            }
-        }
-        for cluster in &config.clusters {
-            wasmproxy_proxy::check_cluster(cluster).map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
+        // And, as Envoy's, the certificates, keys and CAs.
+        wasmproxy_proxy::check_tls(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("configuration '{shown}' OK");
         return Ok(());
     }

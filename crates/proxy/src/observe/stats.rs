@@ -414,6 +414,40 @@ impl ListenerStats {
     }
 }
 
+/// An SDS secret's `sds.<name>.*`: its subscription's stats, with the update's time and
+/// duration as Envoy keeps them.
+pub struct SdsStats {
+    /// `update_attempt`, `update_success`, ..., `version`, `version_text`.
+    pub subscription: SubscriptionStats,
+    update_time: Gauge,
+    update_duration: Histogram,
+    _init_fetch_timeout: Counter,
+    _key_rotation_failed: Counter,
+}
+
+impl SdsStats {
+    /// The stats of the secret `name`, shown at 0 from now on.
+    pub fn new(store: &Store, name: &str) -> SdsStats {
+        let prefix = format!("sds.{name}.");
+        let name = |stat: &str| StatName::plain(format!("{prefix}{stat}"));
+        SdsStats {
+            subscription: SubscriptionStats::new(store, &prefix),
+            update_time: store.gauge(name("update_time")),
+            update_duration: store.histogram(name("update_duration"), Unit::Milliseconds),
+            _init_fetch_timeout: store.counter(name("init_fetch_timeout")),
+            _key_rotation_failed: store.counter(name("key_rotation_failed")),
+        }
+    }
+
+    /// The secret's `version_info` was taken, after `took`.
+    pub fn accepted(&self, version_info: &str, took: Duration) {
+        self.subscription.accepted(version_info);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.update_time.set(now.as_millis() as u64);
+        self.update_duration.record(millis(took));
+    }
+}
+
 /// The TLS inspector's `tls_inspector.*`, shared by every listener that has one.
 pub struct InspectorStats {
     tls_found: Counter,

@@ -181,6 +181,7 @@ impl Control {
         {
             self.publish();
         }
+        self.builder.refresh_secrets();
         let mut files = self.files.clone();
         if files.refresh(&self.all_listeners(), &self.all_clusters()) {
             match self.apply_with(self.all_listeners(), self.all_clusters(), &files) {
@@ -195,6 +196,7 @@ impl Control {
         let dynamic = &self.bootstrap.dynamic_resources;
         let mut sources: Vec<FileSource> = [&dynamic.lds, &dynamic.cds].into_iter().flatten().cloned().collect();
         sources.extend(self.files.sources());
+        sources.extend(self.builder.secret_sources());
         sources
     }
 

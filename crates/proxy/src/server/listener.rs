@@ -139,7 +139,8 @@ async fn handshake(
     match TlsTransport::accept(stream, tls.config.clone()).await {
         Ok(session) => {
             let peer = session.peer_certificate().map(|c| Box::new(CertificateInfo::new(&c)));
-            let info = TlsInfo { version: session.version().unwrap_or("unknown"), peer, local: tls.local.clone() };
+            let local = tls.certificate.local();
+            let info = TlsInfo { version: session.version().unwrap_or("unknown"), peer, local };
             if let Some(ssl) = stats.ssl() {
                 ssl.handshake(info.version, info.peer.is_some(), session.resumed());
             }

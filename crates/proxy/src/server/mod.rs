@@ -8,6 +8,7 @@ mod control;
 mod drain;
 mod listener;
 mod referenced;
+pub(crate) mod secrets;
 mod snapshot;
 pub mod tunables;
 mod watcher;
@@ -23,6 +24,7 @@ use wasmproxy_host::{EngineConfig, WasmEngine};
 use crate::admin::{AdminState, LogControl};
 use crate::observe::stats::{Upstreams, tag_rules};
 use crate::server::control::Control;
+use crate::server::secrets::Secrets;
 use crate::server::snapshot::Builder;
 use crate::server::tunables::{ConnectionLimits, Tunables};
 use crate::server::worker::{WorkerMessage, WorkerSetup};
@@ -108,7 +110,8 @@ impl Server {
         let store = engine.shared().metrics.store().clone();
         store.set_tag_rules(tag_rules(&config.stats_config));
         let engine_handle = engine.clone();
-        let mut builder = Builder::new(engine, config.node.clone());
+        let secrets = Secrets::new(config.secrets.clone(), &config.node, store.clone());
+        let mut builder = Builder::new(engine, config.node.clone(), secrets);
         // Services are bootstrap extensions: checked once, against the static clusters.
         let static_clusters: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
         let (mut singletons, mut per_worker) = (Vec::new(), Vec::new());

@@ -16,6 +16,7 @@ use crate::hcm::route_table::RouteTable;
 use crate::observe::access_log::{AccessLogger, Sinks};
 use crate::server::ServerError;
 use crate::server::canary;
+use crate::server::secrets::Secrets;
 use crate::tls::downstream::{ServerTls, server_config};
 use crate::upstream::cluster::ClusterSnapshot;
 use crate::wasm::plugin::LoadedPlugin;
@@ -134,11 +135,14 @@ pub struct Builder {
     route_tables: Vec<(model::RouteConfig, Arc<RouteTable>)>,
     /// The clusters of the last snapshot (kept while they do not change).
     clusters: Vec<Arc<ClusterSnapshot>>,
+    /// The certificates chains serve, SDS ones among them.
+    secrets: Secrets,
 }
 
 impl Builder {
-    /// A builder loading modules into `engine`; `node` is what canaries read as `xds.node`.
-    pub fn new(engine: WasmEngine, node: Node) -> Builder {
+    /// A builder loading modules into `engine`; `node` is what canaries read as `xds.node`;
+    /// chains' certificates come from `secrets`.
+    pub fn new(engine: WasmEngine, node: Node, secrets: Secrets) -> Builder {
         Builder {
             engine,
             node,
@@ -148,7 +152,18 @@ impl Builder {
             services: Vec::new(),
             route_tables: Vec::new(),
             clusters: Vec::new(),
+            secrets,
         }
+    }
+
+    /// Reads again the SDS files that changed (see [`Secrets::refresh`]).
+    pub fn refresh_secrets(&mut self) {
+        self.secrets.refresh();
+    }
+
+    /// The SDS files, and the files their certificates are in, to watch.
+    pub fn secret_sources(&self) -> Vec<model::FileSource> {
+        self.secrets.sources()
     }
 
     /// A snapshot of `listeners`, `clusters` and the route configurations `routes` (from RDS
@@ -189,6 +204,7 @@ impl Builder {
             }
         }
         self.listeners = built.clone();
+        self.secrets.forget_unused();
         // Only the plugins served now stay checked (a configuration that comes back is
         // checked again, as Envoy checks it again).
         let in_use = |c: &LoadedPlugin| built.iter().any(|l| l.plugins().any(|p| p.same_as(c)));
@@ -258,9 +274,13 @@ impl Builder {
         };
         let tls = match &chain.tls {
             None => None,
-            Some(tls) => Some(Arc::new(server_config(tls).map_err(|e| {
-                ServerError::Config(format!("listener {}: {which}.transport_socket: {e}", listener.name))
-            })?)),
+            Some(tls) => {
+                let fail = |e: String| {
+                    ServerError::Config(format!("listener {}: {which}.transport_socket: {e}", listener.name))
+                };
+                let certificate = self.secrets.certificate(&tls.certificate).map_err(fail)?;
+                Some(Arc::new(server_config(tls, certificate).map_err(fail)?))
+            }
         };
         Ok(ChainSnapshot { terminal, tls })
     }

@@ -1,15 +1,18 @@
 //! A filter chain's TLS settings (`DownstreamTlsContext`) as rustls takes them: the
-//! certificate served, and client certificates asked for and checked as Envoy checks them
-//! (the chain must lead to `trusted_ca`, one subject alternative name must match if any
-//! matcher is given; none sent is refused only with `require_client_certificate`).
+//! certificate served (replaceable in place, for secrets that rotate), and client
+//! certificates asked for and checked as Envoy checks them (the chain must lead to
+//! `trusted_ca`, one subject alternative name must match if any matcher is given; none
+//! sent is refused only with `require_client_certificate`).
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::ResolvesServerCert;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
-use wasmproxy_config::model::{CertificateValidation, DownstreamTls};
+use wasmproxy_config::model::{CertificateValidation, DownstreamTls, TlsCertificate};
 
 use crate::tls::certificate::{CertificateInfo, SanMatchers};
 use crate::tls::pem;
@@ -22,17 +25,51 @@ const SESSION_CACHE_ENTRIES: usize = 20 * 1024;
 pub struct ServerTls {
     /// rustls' settings.
     pub config: Arc<ServerConfig>,
-    /// What the chain's certificate says (`connection.*_local_certificate`).
-    pub local: Arc<CertificateInfo>,
+    /// The certificate served (and what it says, for `connection.*_local_certificate`).
+    pub certificate: Arc<ServedCertificate>,
 }
 
-/// The TLS settings of a filter chain as rustls takes them: its certificate and key read
-/// and checked, its versions, ALPN protocols and client certificate checks. An error names
-/// the field at fault.
-pub fn server_config(tls: &DownstreamTls) -> Result<ServerTls, String> {
+/// A chain's certificate and key, replaced in place when its secret changes: handshakes
+/// from then on get the new one, connections already open keep theirs.
+#[derive(Debug)]
+pub struct ServedCertificate(RwLock<(Arc<CertifiedKey>, Arc<CertificateInfo>)>);
+
+impl ServedCertificate {
+    /// Reads and checks a certificate and its key.
+    pub fn load(certificate: &TlsCertificate) -> Result<ServedCertificate, String> {
+        Ok(ServedCertificate(RwLock::new(ServedCertificate::read(certificate)?)))
+    }
+
+    /// Serves `certificate` from now on, once read and checked (else the current one stays).
+    pub fn replace(&self, certificate: &TlsCertificate) -> Result<(), String> {
+        let read = ServedCertificate::read(certificate)?;
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = read;
+        Ok(())
+    }
+
+    /// What the certificate served now says.
+    pub fn local(&self) -> Arc<CertificateInfo> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).1.clone()
+    }
+
+    fn read(certificate: &TlsCertificate) -> Result<(Arc<CertifiedKey>, Arc<CertificateInfo>), String> {
+        let certified = pem::certified_key(certificate, &pem::provider())?;
+        let info = Arc::new(certified.cert.first().map(|c| CertificateInfo::new(c)).unwrap_or_default());
+        Ok((certified, info))
+    }
+}
+
+impl ResolvesServerCert for ServedCertificate {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).0.clone())
+    }
+}
+
+/// The TLS settings of a filter chain as rustls takes them: `certificate` served, its
+/// versions, ALPN protocols and client certificate checks. An error names the field at
+/// fault.
+pub fn server_config(tls: &DownstreamTls, certificate: Arc<ServedCertificate>) -> Result<ServerTls, String> {
     let provider = pem::provider();
-    let certified = pem::certified_key(&tls.certificate, &provider)?;
-    let local = Arc::new(certified.cert.first().map(|c| CertificateInfo::new(c)).unwrap_or_default());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&pem::versions(tls.versions))
         .map_err(|e| format!("tls_params: {e}"))?;
@@ -44,7 +81,7 @@ pub fn server_config(tls: &DownstreamTls) -> Result<ServerTls, String> {
             provider,
         )?)),
     };
-    let mut config = builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+    let mut config = builder.with_cert_resolver(certificate.clone());
     config.alpn_protocols = tls.alpn_protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
     // Resumption as Envoy (BoringSSL) has it by default: tickets under a key of the
     // chain's own (every worker shares it), and a session cache of BoringSSL's size.
@@ -55,7 +92,7 @@ pub fn server_config(tls: &DownstreamTls) -> Result<ServerTls, String> {
         true => rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES),
         false => Arc::new(rustls::server::NoServerSessionStorage {}),
     };
-    Ok(ServerTls { config: Arc::new(config), local })
+    Ok(ServerTls { config: Arc::new(config), certificate })
 }
 
 /// rustls' check of the chain (webpki), then Envoy's subject alternative name matchers.
