@@ -95,8 +95,8 @@ fn run() -> Result<(), String> {
     let plugins = root.join("plugins/out").canonicalize().map_err(|e| format!("plugins/out: {e}"))?;
     let work = std::env::temp_dir().join(format!("wasmproxy-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let upstream = upstream::start().map_err(|e| format!("upstream: {e}"))?;
     let tls_files = wasmproxy_conformance::certs::write_run_certificates(&work)?;
+    let upstream = upstream::start().map_err(|e| format!("upstream: {e}"))?;
     let fill = |config: &str| {
         let config = config
             .replace("@UPSTREAM_PORT@", &upstream.port().to_string())

@@ -1,7 +1,7 @@
 //! The benchmark scenarios: one listener with the filters under test in front of the
 //! router, to the shared upstream or a direct response.
 
-use wasmproxy_conformance::config::{network_wasm_filter, wasm_filter, with_tls};
+use wasmproxy_conformance::config::{network_wasm_filter, wasm_filter, with_chains, with_tls};
 
 /// One scenario.
 pub struct Scenario {
@@ -33,6 +33,18 @@ const UPSTREAM_CLUSTER: &str = "  clusters:
       - lb_endpoints:
         - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: @UPSTREAM_PORT@ } } }
 ";
+
+/// `config` with the upstream cluster over TLS (SNI `backend.example.com`, the upstream's
+/// certificate not checked, as Envoy leaves it without a validation context).
+pub fn upstream_tls(config: &str) -> String {
+    config.replacen(
+        "    type: STATIC\n    load_assignment:",
+        "    type: STATIC\n    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \
+         \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        \
+         sni: backend.example.com\n    load_assignment:",
+        1,
+    )
+}
 
 /// A bootstrap with one listener: `filters` before the router, every path routed to the
 /// upstream except `/direct`, which gets a direct response.
@@ -203,5 +215,29 @@ pub fn all() -> Vec<Scenario> {
                 "/",
             )
         },
+        Scenario {
+            tls: true,
+            new_connections: true,
+            ..body(
+                "https_handshakes_sni_chains",
+                "as `https_handshakes`, on a listener with the TLS inspector picking among three filter chains",
+                with_chains(
+                    &bootstrap(&hf()),
+                    &[
+                        ("a", "{server_names: [a.example.com]}", Some("h2, http/1.1")),
+                        ("b", "{server_names: ['*.b.example.com']}", Some("h2, http/1.1")),
+                        ("any", "{}", Some("h2, http/1.1")),
+                    ],
+                ),
+                "/direct",
+            )
+        },
+        body(
+            "upstream_https",
+            "the Rust header filter, keep-alive HTTP/1.1 in, to the upstream over TLS (SNI, no certificate check, \
+             Envoy's client defaults)",
+            upstream_tls(&bootstrap(&hf())),
+            "/",
+        ),
     ]
 }

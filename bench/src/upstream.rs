@@ -1,5 +1,6 @@
 //! The upstream both proxies share: a small hyper server answering every request with
-//! the same 128-byte body (and echoing request bodies of POSTs, for the body scenario).
+//! the same 128-byte body (and echoing request bodies of POSTs, for the body scenario),
+//! over TLS with the run's certificate when the proxy starts a handshake.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,18 +22,34 @@ pub fn start() -> std::io::Result<SocketAddr> {
             while let Ok((stream, _)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(async move {
-                    let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                        let post = req.method() == http::Method::POST;
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let answer = if post { body } else { Bytes::from_static(&[b'x'; 128]) };
-                        Ok::<_, Infallible>(http::Response::new(Full::new(answer)))
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let mut first = [0u8; 1];
+                    let tls = matches!(stream.peek(&mut first).await, Ok(1) if first[0] == 0x16);
+                    match wasmproxy_conformance::certs::UPSTREAM.get().filter(|_| tls) {
+                        Some(config) => {
+                            let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                serve(TokioIo::new(tls)).await;
+                            }
+                        }
+                        None => serve(TokioIo::new(stream)).await,
+                    }
                 });
             }
         });
     });
     Ok(addr)
+}
+
+/// Serves one connection (HTTP/1.1, or HTTP/2 by its preface).
+async fn serve<I>(io: I)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+        let post = req.method() == http::Method::POST;
+        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let answer = if post { body } else { Bytes::from_static(&[b'x'; 128]) };
+        Ok::<_, Infallible>(http::Response::new(Full::new(answer)))
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(io, service).await;
 }

@@ -25,6 +25,12 @@ pub struct Connection<'a> {
 
 /// The index of the chain `connection` gets, if one matches.
 pub fn pick<M: std::borrow::Borrow<FilterChainMatch>>(chains: &[M], connection: &Connection<'_>) -> Option<usize> {
+    // The usual listener: one chain for every connection.
+    if let [only] = chains
+        && *only.borrow() == FilterChainMatch::default()
+    {
+        return Some(0);
+    }
     let local_ip = connection.local.ip().to_canonical();
     let peer_ip = connection.peer.ip().to_canonical();
     let is_local = peer_ip.is_loopback() || peer_ip == local_ip;

@@ -157,15 +157,20 @@ async fn handshake(
     }
 }
 
-/// The chain a connection gets, with the SNI the TLS inspector read (and the socket back):
-/// the listener filters
-/// read what they need (within `listener_filters_timeout`), then the chains'
-/// `filter_chain_match` pick. `None`: the connection closes (counted).
-async fn pick_chain(
-    mut stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    served: &Served,
-) -> Option<(tokio::net::TcpStream, &ServedChain, Option<String>)> {
+/// A connection with its chain picked.
+struct Picked<'s> {
+    stream: tokio::net::TcpStream,
+    /// The address the client connected to.
+    local: SocketAddr,
+    chain: &'s ServedChain,
+    /// SNI, as the TLS inspector read it.
+    server_name: Option<String>,
+}
+
+/// The chain a connection gets: the listener filters read what they need (within
+/// `listener_filters_timeout`), then the chains' `filter_chain_match` pick. `None`: the
+/// connection closes (counted).
+async fn pick_chain(mut stream: tokio::net::TcpStream, peer: SocketAddr, served: &Served) -> Option<Picked<'_>> {
     let mut hello = ClientHello::default();
     let mut transport_protocol = "raw_buffer";
     if let Some(stats) = &served.inspector {
@@ -211,7 +216,9 @@ async fn pick_chain(
     // A chain that matches, else the default chain (after the others, if there is one).
     let index = chain_match::pick(&served.matches, &facts).unwrap_or(served.matches.len());
     match served.chains.get(index) {
-        Some(chain) if chain.terminal.is_some() => Some((stream, chain, hello.server_name)),
+        Some(chain) if chain.terminal.is_some() => {
+            Some(Picked { stream, local, chain, server_name: hello.server_name })
+        }
         _ => {
             served.stats.no_filter_chain_match.inc();
             None
@@ -231,10 +238,10 @@ async fn serve(
     // chain.
     let mut opened = None;
     let serving = async {
-        if let Some((stream, chain, server_name)) = pick_chain(stream, peer, &served).await {
+        if let Some(picked) = pick_chain(stream, peer, &served).await {
             served.stats.connection_opened();
             opened = Some(std::time::Instant::now());
-            serve_on_chain(stream, peer, server_name, &served, chain, &drain).await;
+            serve_on_chain(picked, peer, &served, &drain).await;
         }
     };
     tokio::select! {
@@ -249,22 +256,15 @@ async fn serve(
 }
 
 /// Serves one connection on its chain until it ends.
-async fn serve_on_chain(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    requested_server_name: Option<String>,
-    served: &Served,
-    chain: &ServedChain,
-    drain: &Drain,
-) {
-    let local = stream.local_addr().unwrap_or(peer);
+async fn serve_on_chain(picked: Picked<'_>, peer: SocketAddr, served: &Served, drain: &Drain) {
+    let Picked { stream, local, chain, server_name } = picked;
     let connection = Rc::new(ConnectionInfo {
         id: NEXT_CONNECTION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         peer,
         local,
         listener_direction: served.listener_direction,
         filter_chain_name: chain.name.clone(),
-        requested_server_name: requested_server_name.map(String::into_boxed_str),
+        requested_server_name: server_name.map(String::into_boxed_str),
         listener_metadata: served.listener_metadata.clone(),
         protocol_known: Default::default(),
         http2: Default::default(),
