@@ -47,6 +47,14 @@ pub fn scenarios() -> Vec<Scenario> {
         "connection.dns_san_local_certificate",
         "connection.uri_san_local_certificate",
     ];
+    let upstream_properties = [
+        "upstream.tls_version",
+        "upstream.subject_peer_certificate",
+        "upstream.dns_san_peer_certificate",
+        "upstream.uri_san_peer_certificate",
+        "upstream.sha256_peer_certificate_digest",
+        "upstream.subject_local_certificate",
+    ];
     let chain_properties = ["xds.filter_chain_name", "connection.requested_server_name", "connection.tls_version"];
     vec![
         Scenario {
@@ -112,7 +120,7 @@ pub fn scenarios() -> Vec<Scenario> {
                     (HTTP/2, ALPN h2 offered by default); the upstream tells what it was offered",
             config: with_upstream_tls(
                 &with_upstream_tls(
-                    &probe_config(json!({})),
+                    &probe_config(json!({"response_headers": read(&upstream_properties)})),
                     "upstream",
                     "        sni: backend.example.com\n        common_tls_context:\n          validation_context:\n            \
                      trusted_ca: { filename: \"@TLS_CA@\" }\n            \
@@ -125,6 +133,33 @@ pub fn scenarios() -> Vec<Scenario> {
             deliberate: None,
             known: None,
             stats: UPSTREAM_STATS,
+            prometheus: &[],
+            files: Vec::new(),
+        },
+        Scenario {
+            name: "http_call_https",
+            about: "a plugin's http_call to a cluster over TLS (SNI, the CA checked), then the request to it too",
+            config: with_upstream_tls(
+                &bootstrap(
+                    "",
+                    &probe(
+                        "probe",
+                        json!({"phases": {
+                            "request_headers": [["http_call", "upstream", ":method=GET;:path=/status/200;:authority=auth", "", "1000"]],
+                            "http_call_response": [["call_response"], ["add_header", "0", "x-auth", "checked"], ["continue", "0"]],
+                        }, "returns": {"request_headers": "pause"}}),
+                    ),
+                ),
+                "upstream",
+                "        sni: backend.example.com\n        common_tls_context:\n          validation_context:\n            \
+                 trusted_ca: { filename: \"@TLS_CA@\" }\n",
+            ),
+            requests: vec![Request::get("/protected")],
+            deliberate: None,
+            known: None,
+            // (Envoy opens a second connection for the request after the callout's; wasmproxy
+            // reuses the callout's: connection counts are left out.)
+            stats: &[r"cluster\.upstream\.ssl\.(connection_error|fail_verify_error|fail_verify_san):"],
             prometheus: &[],
             files: Vec::new(),
         },

@@ -142,8 +142,10 @@ fn read_filter_chain(ctx: &mut Ctx, field: &Field<'_>) -> Option<FilterChain> {
         Some(f) => Some(read_transport_socket(ctx, &f)?),
         None => None,
     };
+    let handshake_timeout =
+        msg.get(ctx, "transport_socket_connect_timeout").and_then(|f| f.duration(ctx)).filter(|d| !d.is_zero());
     msg.finish(ctx);
-    Some(FilterChain { name, matching, filters, tls })
+    Some(FilterChain { name, matching, filters, tls, handshake_timeout })
 }
 
 /// Reads one network filter: whether it is terminal (known even when its config has errors) and

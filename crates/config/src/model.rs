@@ -316,6 +316,9 @@ pub struct FilterChain {
     pub filters: Vec<NetworkFilter>,
     /// `transport_socket` `envoy.transport_sockets.tls`: TLS terminated on this chain.
     pub tls: Option<DownstreamTls>,
+    /// `transport_socket_connect_timeout`: the longest a TLS handshake may take (none: no
+    /// limit, Envoy's default).
+    pub handshake_timeout: Option<Duration>,
 }
 
 /// `filter_chain_match`: what a connection must have for the chain to apply. An empty

@@ -583,3 +583,25 @@ fn a_certificate_from_an_sds_file_rotates_without_a_restart_or_a_dropped_connect
     drop(open);
     server.stop();
 }
+
+#[test]
+fn a_client_that_stalls_in_the_handshake_is_closed_at_the_chains_timeout() {
+    let pki = Pki::new("stall");
+    let front = pki.issue("front", &["front.example"]);
+    let yaml = mtls_listener(&pki, &front, echo_upstream()).replacen(
+        "      filters:\n",
+        "      transport_socket_connect_timeout: 0.2s\n      filters:\n",
+        1,
+    );
+    let server = start(&yaml);
+    let mut tcp = TcpStream::connect(server.listeners[0].1).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The start of a ClientHello, then nothing.
+    tcp.write_all(b"\x16\x03\x01").unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest);
+    assert!(started.elapsed() < Duration::from_secs(5), "closed at the timeout, not the client's read timeout");
+    assert_eq!(stat(&server, "listener.127.0.0.1_0.downstream_cx_transport_socket_connect_timeout"), 1);
+    server.stop();
+}

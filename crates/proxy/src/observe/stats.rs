@@ -301,6 +301,8 @@ pub struct ListenerStats {
     pub pre_cx_timeout: Counter,
     /// Connections the client closed while the listener filters read them.
     pub listener_filter_remote_close: Counter,
+    /// TLS handshakes longer than the chain's `transport_socket_connect_timeout`.
+    pub transport_socket_connect_timeout: Counter,
     cx_total: Counter,
     cx_active: Gauge,
     cx_destroy: Counter,
@@ -382,6 +384,7 @@ impl ListenerStats {
             no_filter_chain_match: listener.counter("no_filter_chain_match"),
             pre_cx_timeout: listener.counter("downstream_pre_cx_timeout"),
             listener_filter_remote_close: listener.counter("downstream_listener_filter_remote_close"),
+            transport_socket_connect_timeout: listener.counter("downstream_cx_transport_socket_connect_timeout"),
             cx_total: listener.counter("downstream_cx_total"),
             cx_active: listener.gauge("downstream_cx_active"),
             cx_destroy: listener.counter("downstream_cx_destroy"),

@@ -78,6 +78,8 @@ pub struct ServedChain {
     pub terminal: Option<Terminal>,
     /// TLS on its connections (`transport_socket`).
     pub tls: Option<Arc<ServerTls>>,
+    /// `transport_socket_connect_timeout`.
+    pub handshake_timeout: Option<std::time::Duration>,
     /// Its name (`xds.filter_chain_name`).
     pub name: Rc<str>,
 }
@@ -131,15 +133,28 @@ pub async fn accept_loop(
 /// A TLS handshake on an accepted connection: the session, its outcome counted in the
 /// listener's `ssl.*` stats (a failure closes the connection).
 async fn handshake(
+    chain: &ServedChain,
     tls: &ServerTls,
     stream: tokio::net::TcpStream,
     connection: Rc<ConnectionInfo>,
     stats: &ListenerStats,
 ) -> Option<TlsTransport> {
-    match TlsTransport::accept(stream, tls.config.clone()).await {
+    let accept = TlsTransport::accept(stream, tls.config.clone());
+    let accepted = match chain.handshake_timeout {
+        None => accept.await,
+        Some(limit) => match tokio::time::timeout(limit, accept).await {
+            Ok(accepted) => accepted,
+            Err(_) => {
+                stats.transport_socket_connect_timeout.inc();
+                tracing::debug!("connection {} closed: TLS handshake longer than {limit:?}", connection.id);
+                return None;
+            }
+        },
+    };
+    match accepted {
         Ok(session) => {
             let peer = session.peer_certificate().map(|c| Box::new(CertificateInfo::new(&c)));
-            let local = tls.certificate.local();
+            let local = Some(tls.certificate.local());
             let info = TlsInfo { version: session.version().unwrap_or("unknown"), peer, local };
             if let Some(ssl) = stats.ssl() {
                 ssl.handshake(info.version, info.peer.is_some(), session.resumed());
@@ -285,7 +300,7 @@ async fn serve_on_chain(picked: Picked<'_>, peer: SocketAddr, served: &Served, d
         (None, _) => return,
         (Some(Terminal::Tcp(tcp)), None) => Box::pin(tcp.serve(stream, connection)),
         (Some(Terminal::Tcp(tcp)), Some(tls)) => Box::pin(async move {
-            if let Some(session) = handshake(tls, stream, connection.clone(), &served.stats).await {
+            if let Some(session) = handshake(chain, tls, stream, connection.clone(), &served.stats).await {
                 tcp.serve(session, connection).await;
             }
         }),
@@ -293,7 +308,7 @@ async fn serve_on_chain(picked: Picked<'_>, peer: SocketAddr, served: &Served, d
             Box::pin(serve_http(hcm.clone(), std::future::ready(Some(stream)), connection, false, stopping))
         }
         (Some(Terminal::Http(hcm)), Some(tls)) => {
-            let handshake = handshake(tls, stream, connection.clone(), &served.stats);
+            let handshake = handshake(chain, tls, stream, connection.clone(), &served.stats);
             Box::pin(serve_http(hcm.clone(), handshake, connection, true, stopping))
         }
     };

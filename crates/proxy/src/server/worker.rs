@@ -299,7 +299,12 @@ impl Worker {
         let mut chains = Vec::with_capacity(snapshot.chains.len());
         for (chain, config) in snapshot.chains.iter().zip(listener.chains()) {
             let terminal = self.terminal(&chain.terminal, listener, &address)?;
-            chains.push(ServedChain { terminal, tls: chain.tls.clone(), name: Rc::from(config.name.as_str()) });
+            chains.push(ServedChain {
+                terminal,
+                tls: chain.tls.clone(),
+                handshake_timeout: config.handshake_timeout,
+                name: Rc::from(config.name.as_str()),
+            });
         }
         let tls = chains.iter().any(|c| c.tls.is_some());
         let inspecting = listener.listener_filters.tls_inspector;

@@ -19,7 +19,7 @@ use wasmproxy_host::{Headers, StreamData};
 
 use crate::http::direction::Direction;
 use crate::stream_info::metadata::{MetadataAttributes, RouteAttributes};
-use crate::tls::certificate::CertificateInfo;
+pub use crate::tls::certificate::TlsInfo;
 
 /// The connection a stream arrived on.
 #[derive(Debug, Clone)]
@@ -49,15 +49,24 @@ pub struct ConnectionInfo {
     pub tls: std::cell::OnceCell<TlsInfo>,
 }
 
-/// What a downstream connection's TLS handshake settled.
-#[derive(Debug, Clone)]
-pub struct TlsInfo {
-    /// `TLSv1.2` or `TLSv1.3` (`connection.tls_version`).
-    pub version: &'static str,
-    /// The client's certificate, if it sent one (`connection.*_peer_certificate`).
-    pub peer: Option<Box<CertificateInfo>>,
-    /// The chain's certificate (`connection.*_local_certificate`).
-    pub local: Arc<CertificateInfo>,
+/// A `*_certificate` property or `sha256_peer_certificate_digest` of a TLS connection, as
+/// Envoy answers it: the subject always (empty without a certificate); the first DNS or
+/// URI name and the digest only when there is one.
+fn certificate_property(tls: &TlsInfo, field: &[u8]) -> Result<Vec<u8>, Status> {
+    let local = || tls.local.as_deref().ok_or(Status::NotFound);
+    let peer = || tls.peer.as_deref().ok_or(Status::NotFound);
+    let first = |names: &[String]| names.first().cloned().ok_or(Status::NotFound);
+    let value = match field {
+        b"subject_local_certificate" => tls.local.as_ref().map(|c| c.subject.clone()).unwrap_or_default(),
+        b"subject_peer_certificate" => tls.peer.as_ref().map(|c| c.subject.clone()).unwrap_or_default(),
+        b"dns_san_local_certificate" => first(&local()?.dns_sans)?,
+        b"dns_san_peer_certificate" => first(&peer()?.dns_sans)?,
+        b"uri_san_local_certificate" => first(&local()?.uri_sans)?,
+        b"uri_san_peer_certificate" => first(&peer()?.uri_sans)?,
+        b"sha256_peer_certificate_digest" => peer()?.sha256.clone(),
+        _ => return Err(Status::NotFound),
+    };
+    Ok(PropertyValue::from(value.as_str()).encode())
 }
 
 /// One stream, shared by the HTTP connection manager and the plugins' property lookups.
@@ -83,6 +92,8 @@ pub struct StreamInfo {
     pub upstream: Option<SocketAddr>,
     /// The local address of the upstream connection.
     pub upstream_local: Option<SocketAddr>,
+    /// What the upstream connection's TLS handshake settled (`upstream.tls_version`, ...).
+    pub upstream_tls: Option<Arc<TlsInfo>>,
     /// Why the upstream connection failed (Envoy's transport failure reason).
     pub upstream_failure: Option<String>,
     /// Envoy's response flags (`NR`, `UF`, `UT`, ...), in the order they were set.
@@ -124,6 +135,7 @@ impl StreamInfo {
             response_code_details: String::new(),
             upstream: None,
             upstream_local: None,
+            upstream_tls: None,
             upstream_failure: None,
             response_flags: Vec::new(),
             request_done: None,
@@ -165,27 +177,6 @@ impl StreamInfo {
         self.duration = Some(self.started.elapsed());
     }
 
-    /// A `connection.*_certificate` property, as Envoy answers it: NOT_FOUND on a plain
-    /// connection; the subject always (empty without a certificate); the first DNS or URI
-    /// name and the digest only when there is one.
-    fn certificate_property(&self, field: &[u8]) -> Result<Vec<u8>, Status> {
-        let tls = self.connection.tls.get().ok_or(Status::NotFound)?;
-        let local = &tls.local;
-        let peer = || tls.peer.as_deref().ok_or(Status::NotFound);
-        let first = |names: &[String]| names.first().cloned().ok_or(Status::NotFound);
-        let value = match field {
-            b"subject_local_certificate" => local.subject.clone(),
-            b"subject_peer_certificate" => tls.peer.as_ref().map(|c| c.subject.clone()).unwrap_or_default(),
-            b"dns_san_local_certificate" => first(&local.dns_sans)?,
-            b"dns_san_peer_certificate" => first(&peer()?.dns_sans)?,
-            b"uri_san_local_certificate" => first(&local.uri_sans)?,
-            b"uri_san_peer_certificate" => first(&peer()?.uri_sans)?,
-            b"sha256_peer_certificate_digest" => peer()?.sha256.clone(),
-            _ => return Err(Status::NotFound),
-        };
-        Ok(PropertyValue::from(value.as_str()).encode())
-    }
-
     /// Envoy's value for an attribute path, encoded; NOT_FOUND for what is not known.
     /// `data` is what the asking context holds now: the request headers are readable
     /// exactly when it holds them (the request-headers phase, a pause in it, the
@@ -209,7 +200,11 @@ impl StreamInfo {
                 Ok(PropertyValue::Bool(self.connection.tls.get().is_some_and(|t| t.peer.is_some())))
             }
             [b"connection", field] if field.ends_with(b"_certificate") || field.ends_with(b"_digest") => {
-                return self.certificate_property(field);
+                return certificate_property(self.connection.tls.get().ok_or(Status::NotFound)?, field);
+            }
+            [b"upstream", b"tls_version"] => text(self.upstream_tls.as_ref().ok_or(Status::NotFound)?.version),
+            [b"upstream", field] if field.ends_with(b"_certificate") || field.ends_with(b"_digest") => {
+                return certificate_property(self.upstream_tls.as_ref().ok_or(Status::NotFound)?, field);
             }
             // As in Envoy, only the TLS inspector (a listener filter) records it.
             [b"connection", b"requested_server_name"] => {

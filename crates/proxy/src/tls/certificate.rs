@@ -1,8 +1,9 @@
 //! What a certificate says, read with x509-parser: its subject alternative names (for
 //! Envoy's SAN matchers and the `*_san_*` properties), its subject as Envoy prints it, its
-//! digest.
+//! digest; and what a handshake settled, for the properties.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use regex::Regex;
 use sha2::Digest;
@@ -38,6 +39,18 @@ impl CertificateInfo {
             sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
         }
     }
+}
+
+/// What a TLS handshake settled: a downstream connection's (`connection.*`) or an upstream
+/// one's (`upstream.*`).
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    /// `TLSv1.2` or `TLSv1.3` (`*.tls_version`).
+    pub version: &'static str,
+    /// The peer's certificate, if it sent one (`*_peer_certificate`).
+    pub peer: Option<Box<CertificateInfo>>,
+    /// The proxy's own certificate, if it presented one (`*_local_certificate`).
+    pub local: Option<Arc<CertificateInfo>>,
 }
 
 /// A distinguished name as RFC 2253 prints it: the last RDN first, `,` between RDNs, `+`

@@ -14,7 +14,7 @@ use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureSch
 use tokio::net::TcpStream;
 use wasmproxy_config::model::{CertificateValidation, UpstreamTls};
 
-use crate::tls::certificate::SanMatchers;
+use crate::tls::certificate::{CertificateInfo, SanMatchers, TlsInfo};
 use crate::tls::pem;
 use crate::tls::session::{HandshakeError, TlsTransport};
 
@@ -27,6 +27,8 @@ pub struct UpstreamTlsConfig {
     raw: Arc<ClientConfig>,
     /// `sni`.
     sni: Option<ServerName<'static>>,
+    /// What the client certificate says (`upstream.*_local_certificate`).
+    client_certificate: Option<Arc<CertificateInfo>>,
 }
 
 impl UpstreamTlsConfig {
@@ -40,9 +42,11 @@ impl UpstreamTlsConfig {
             .map_err(|e| format!("tls_params: {e}"))?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let mut config = match &tls.certificate {
-            Some(certificate) => builder
-                .with_client_cert_resolver(Arc::new(ClientCertificate(pem::certified_key(certificate, &provider)?))),
+        let certified = tls.certificate.as_ref().map(|c| pem::certified_key(c, &provider)).transpose()?;
+        let client_certificate =
+            certified.as_ref().map(|c| Arc::new(c.cert.first().map(|c| CertificateInfo::new(c)).unwrap_or_default()));
+        let mut config = match certified {
+            Some(certified) => builder.with_client_cert_resolver(Arc::new(ClientCertificate(certified))),
             None => builder.with_no_client_auth(),
         };
         config.enable_sni = tls.sni.is_some();
@@ -59,7 +63,7 @@ impl UpstreamTlsConfig {
             ),
             None => None,
         };
-        Ok(UpstreamTlsConfig { http: Arc::new(http), raw: Arc::new(config), sni })
+        Ok(UpstreamTlsConfig { http: Arc::new(http), raw: Arc::new(config), sni, client_certificate })
     }
 
     /// The handshake on a new connection to `endpoint`, for HTTP or for the TCP proxy.
@@ -73,6 +77,18 @@ impl UpstreamTlsConfig {
         let name = self.sni.clone().unwrap_or_else(|| ServerName::IpAddress(endpoint.ip().into()));
         let config = if http { &self.http } else { &self.raw };
         TlsTransport::connect(tcp, config.clone(), name).await
+    }
+}
+
+impl UpstreamTlsConfig {
+    /// What a handshake made with these settings settled, for the `upstream.*` properties
+    /// (the local certificate is the configured one, as BoringSSL reports it).
+    pub fn info(&self, session: &TlsTransport) -> Arc<TlsInfo> {
+        Arc::new(TlsInfo {
+            version: session.version().unwrap_or("unknown"),
+            peer: session.peer_certificate().map(|c| Box::new(CertificateInfo::new(&c))),
+            local: self.client_certificate.clone(),
+        })
     }
 }
 

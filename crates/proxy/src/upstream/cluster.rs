@@ -237,7 +237,13 @@ impl Cluster {
         let tcp = endpoint.connect_tcp().await.map_err(failure)?;
         let stream = match &self.tls {
             None => RawUpstream::Plain(tcp),
-            Some(tls) => RawUpstream::Tls(Box::new(endpoint.handshake(tls, tcp, false).await.map_err(failure)?)),
+            Some(tls) => {
+                let session = endpoint.handshake(tls, tcp, false).await.map_err(failure)?;
+                if let Some(info) = info {
+                    info.borrow_mut().upstream_tls = Some(tls.info(&session));
+                }
+                RawUpstream::Tls(Box::new(session))
+            }
         };
         Ok((stream, OpenConnection::new(&self.stats, endpoint.host())))
     }
@@ -369,10 +375,11 @@ impl Cluster {
         } else {
             endpoint.host().rq_success.inc()
         }
-        let (response, local) = response?;
+        let (response, connected) = response?;
         if let Some(info) = info {
             let mut i = info.borrow_mut();
-            i.upstream_local = Some(local);
+            i.upstream_local = Some(connected.local);
+            i.upstream_tls = connected.tls;
             i.upstream_responded = Some(i.since_start());
         }
         let (parts, body) = response.into_parts();

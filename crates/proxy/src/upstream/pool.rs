@@ -19,6 +19,7 @@ use crate::http::exec::LocalExec;
 use crate::http::transport::TransportIo;
 use crate::limits::MAX_IDLE_UPSTREAM_CONNECTIONS;
 use crate::observe::stats::{ClusterStats, HostStats};
+use crate::stream_info::TlsInfo;
 use crate::tls::session::TlsTransport;
 use crate::tls::upstream::UpstreamTlsConfig;
 
@@ -40,10 +41,10 @@ pub struct EndpointPool {
     tls: Option<std::sync::Arc<UpstreamTlsConfig>>,
     stats: Rc<ClusterStats>,
     host: std::sync::Arc<HostStats>,
-    /// HTTP/1.1 connections with no request on them, with their local addresses.
-    idle: RefCell<Vec<(http1::SendRequest<ProxyBody>, SocketAddr)>>,
-    /// The HTTP/2 connection, shared by every request, with its local address.
-    shared: RefCell<Option<(http2::SendRequest<ProxyBody>, SocketAddr)>>,
+    /// HTTP/1.1 connections with no request on them, with what they are.
+    idle: RefCell<Vec<(http1::SendRequest<ProxyBody>, Connected)>>,
+    /// The HTTP/2 connection, shared by every request, with what it is.
+    shared: RefCell<Option<(http2::SendRequest<ProxyBody>, Connected)>>,
 }
 
 impl EndpointPool {
@@ -78,14 +79,14 @@ impl EndpointPool {
         self.addr
     }
 
-    /// Sends a request and returns its response once the headers are in, with the local
-    /// address of the connection it went on. HTTP/1.1 requests carry an origin-form target
+    /// Sends a request and returns its response once the headers are in, with the
+    /// connection it went on. HTTP/1.1 requests carry an origin-form target
     /// and a `host` header; HTTP/2 ones an absolute URI whose authority is the
     /// `:authority` to send.
     pub async fn send(
         self: &Rc<Self>,
         request: http::Request<ProxyBody>,
-    ) -> Result<(http::Response<Incoming>, SocketAddr), SendError> {
+    ) -> Result<(http::Response<Incoming>, Connected), SendError> {
         if self.http2 {
             return self.send_h2(request).await;
         }
@@ -96,7 +97,7 @@ impl EndpointPool {
             self.count_request();
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    self.keep_when_ready(sender, local);
+                    self.keep_when_ready(sender, local.clone());
                     return Ok((response, local));
                 }
                 Err(mut e) => match e.take_message() {
@@ -109,7 +110,7 @@ impl EndpointPool {
         let (mut sender, local) = self.connect_h1().await.inspect_err(|_| self.stats.rq_pending_failure_eject.inc())?;
         self.count_request();
         let response = sender.send_request(request).await.map_err(|e| SendError::Request(e.to_string()))?;
-        self.keep_when_ready(sender, local);
+        self.keep_when_ready(sender, local.clone());
         Ok((response, local))
     }
 
@@ -119,7 +120,7 @@ impl EndpointPool {
         self.host.rq_total.inc();
     }
 
-    fn take_idle(&self) -> Option<(http1::SendRequest<ProxyBody>, SocketAddr)> {
+    fn take_idle(&self) -> Option<(http1::SendRequest<ProxyBody>, Connected)> {
         let mut idle = self.idle.borrow_mut();
         while let Some((sender, local)) = idle.pop() {
             if !sender.is_closed() && sender.is_ready() {
@@ -130,7 +131,7 @@ impl EndpointPool {
     }
 
     /// Returns the connection to the idle list once its response has been read.
-    fn keep_when_ready(self: &Rc<Self>, mut sender: http1::SendRequest<ProxyBody>, local: SocketAddr) {
+    fn keep_when_ready(self: &Rc<Self>, mut sender: http1::SendRequest<ProxyBody>, local: Connected) {
         let pool: Weak<EndpointPool> = Rc::downgrade(self);
         tokio::task::spawn_local(async move {
             if sender.ready().await.is_ok()
@@ -144,7 +145,7 @@ impl EndpointPool {
         });
     }
 
-    async fn connect_h1(&self) -> Result<(http1::SendRequest<ProxyBody>, SocketAddr), SendError> {
+    async fn connect_h1(&self) -> Result<(http1::SendRequest<ProxyBody>, Connected), SendError> {
         let (io, local) = self.connect().await?;
         let (sender, connection) = http1::handshake(io).await.map_err(|e| SendError::Connect(e.to_string()))?;
         self.stats.cx_http1_total.inc();
@@ -161,7 +162,7 @@ impl EndpointPool {
     async fn send_h2(
         &self,
         request: http::Request<ProxyBody>,
-    ) -> Result<(http::Response<Incoming>, SocketAddr), SendError> {
+    ) -> Result<(http::Response<Incoming>, Connected), SendError> {
         let current = self.shared.borrow().clone().filter(|(s, _)| !s.is_closed());
         let (mut sender, local) = match current {
             Some(s) => s,
@@ -180,7 +181,7 @@ impl EndpointPool {
                     }
                     drop(open);
                 });
-                *self.shared.borrow_mut() = Some((sender.clone(), local));
+                *self.shared.borrow_mut() = Some((sender.clone(), local.clone()));
                 (sender, local)
             }
         };
@@ -190,15 +191,19 @@ impl EndpointPool {
         Ok((response, local))
     }
 
-    /// A new connection for HTTP (TLS, if the cluster has it), with its local address.
-    async fn connect(&self) -> Result<(TokioIo<UpstreamIo>, SocketAddr), SendError> {
+    /// A new connection for HTTP (TLS, if the cluster has it), with what it is.
+    async fn connect(&self) -> Result<(TokioIo<UpstreamIo>, Connected), SendError> {
         let tcp = self.connect_tcp().await?;
         let local = tcp.local_addr().map_err(|e| SendError::Connect(e.to_string()))?;
-        let io = match &self.tls {
-            None => UpstreamIo::Plain(tcp),
-            Some(tls) => UpstreamIo::Tls(TransportIo(Box::new(self.handshake(tls, tcp, true).await?))),
+        let (io, tls) = match &self.tls {
+            None => (UpstreamIo::Plain(tcp), None),
+            Some(tls) => {
+                let session = self.handshake(tls, tcp, true).await?;
+                let info = tls.info(&session);
+                (UpstreamIo::Tls(TransportIo(Box::new(session))), Some(info))
+            }
         };
-        Ok((TokioIo::new(io), local))
+        Ok((TokioIo::new(io), Connected { local, tls }))
     }
 
     /// The TLS handshake on a new connection (`http`: for HTTP, else for the TCP proxy),
@@ -247,6 +252,15 @@ impl EndpointPool {
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
+}
+
+/// What a request went out on: the connection's local address, and its TLS.
+#[derive(Clone)]
+pub struct Connected {
+    /// The local address (`upstream.local_address`).
+    pub local: SocketAddr,
+    /// What its TLS handshake settled (`upstream.tls_version`, ...).
+    pub tls: Option<std::sync::Arc<TlsInfo>>,
 }
 
 /// A connection's bytes for hyper: plain TCP, or TLS over it.
