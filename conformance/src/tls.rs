@@ -9,7 +9,7 @@ use crate::scenario::{Scenario, bootstrap, probe, probe_config};
 
 /// The stats a TLS listener adds.
 const TLS_STATS: &[&str] = &[
-    r"listener\..*\.ssl\.(handshake|connection_error|no_certificate|versions\..*)",
+    r"listener\..*\.ssl\.(handshake|connection_error|no_certificate|versions\..*|ciphers\..*|curves\..*)",
     r"http\.ingress\.downstream_cx_(total|ssl_total|destroy):",
 ];
 
@@ -66,6 +66,23 @@ pub fn scenarios() -> Vec<Scenario> {
                 Request::get("/over-http1").tls("http/1.1"),
                 Request::raw("GET /plain HTTP/1.1\r\nhost: x\r\n\r\n"),
             ],
+            deliberate: None,
+            known: None,
+            stats: TLS_STATS,
+            prometheus: &[],
+            files: Vec::new(),
+        },
+        Scenario {
+            name: "tls_params_ciphers_curves",
+            about: "TLS 1.2 only, one cipher suite and one curve (the client offers more): what is agreed, in the stats",
+            config: with_tls(&probe_config(json!({})), "h2, http/1.1").replacen(
+                "          common_tls_context:\n",
+                "          common_tls_context:\n            tls_params:\n              tls_maximum_protocol_version: TLSv1_2\n              \
+                 cipher_suites: ['[ECDHE-ECDSA-CHACHA20-POLY1305|ECDHE-RSA-CHACHA20-POLY1305]']\n              \
+                 ecdh_curves: [P-384]\n",
+                1,
+            ),
+            requests: vec![Request::get("/tls12").tls("http/1.1")],
             deliberate: None,
             known: None,
             stats: TLS_STATS,

@@ -404,6 +404,8 @@ pub struct DownstreamTls {
     /// `common_tls_context.tls_params`: the lowest and highest version (Envoy's server
     /// defaults: TLS 1.2 to TLS 1.3).
     pub versions: (TlsVersion, TlsVersion),
+    /// `common_tls_context.tls_params`' cipher suites and curves.
+    pub algorithms: TlsAlgorithms,
     /// `common_tls_context.validation_context`: client certificates are asked for and,
     /// when sent, checked against it.
     pub validation: Option<CertificateValidation>,
@@ -451,6 +453,17 @@ pub struct TlsCertificate {
     pub certificate_chain: DataSource,
     /// `private_key`.
     pub private_key: DataSource,
+}
+
+/// `tls_params.cipher_suites` and `ecdh_curves`, as far as rustls has them (OpenSSL names,
+/// in order of preference; empty: rustls' defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsAlgorithms {
+    /// TLS 1.2 cipher suites (`ECDHE-RSA-AES128-GCM-SHA256`, ...); TLS 1.3's are not
+    /// configurable, as in Envoy.
+    pub cipher_suites: Vec<String>,
+    /// Key exchange groups (`X25519`, `P-256`, ...).
+    pub ecdh_curves: Vec<String>,
 }
 
 /// A TLS version wasmproxy speaks.
@@ -853,6 +866,8 @@ pub struct UpstreamTls {
     pub alpn_protocols: Vec<String>,
     /// `common_tls_context.tls_params` (Envoy's client defaults: TLS 1.2 to TLS 1.2).
     pub versions: (TlsVersion, TlsVersion),
+    /// `common_tls_context.tls_params`' cipher suites and curves.
+    pub algorithms: TlsAlgorithms,
     /// `common_tls_context.tls_certificates`: the client certificate, if any.
     pub certificate: Option<TlsCertificate>,
     /// `common_tls_context.validation_context`: how the upstream's certificate is checked

@@ -8,7 +8,7 @@
 use crate::config_source::read_file_source;
 use crate::model::{
     CertificateSource, CertificateValidation, DataSource, DownstreamTls, SanMatcher, SanType, SdsSecret, Secret,
-    TlsCertificate, TlsVersion, UpstreamTls,
+    TlsAlgorithms, TlsCertificate, TlsVersion, UpstreamTls,
 };
 use crate::reader::{Ctx, Field, Msg, type_error};
 use crate::route::read_string_matcher;
@@ -137,14 +137,15 @@ pub(crate) fn read_upstream_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -
         sni,
         alpn_protocols: Vec::new(),
         versions: (TlsVersion::Tls12, TlsVersion::Tls12),
+        algorithms: TlsAlgorithms::default(),
         certificate: None,
         validation: None,
     };
     let Some(common) = common else { return Some(upstream) };
     let mut msg = common.message(ctx, COMMON_TLS_CONTEXT)?;
-    let versions = match msg.get(ctx, "tls_params") {
+    let params = match msg.get(ctx, "tls_params") {
         Some(f) => read_tls_params(ctx, &f, TlsVersion::Tls12),
-        None => Some(upstream.versions),
+        None => Some((upstream.versions, TlsAlgorithms::default())),
     };
     upstream.alpn_protocols = read_alpn(ctx, &mut msg);
     let certificates = msg.get(ctx, "tls_certificates").map(|f| f.list()).unwrap_or_default();
@@ -162,7 +163,7 @@ pub(crate) fn read_upstream_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -
         Some(v) => Some(v?),
         None => None,
     };
-    upstream.versions = versions?;
+    (upstream.versions, upstream.algorithms) = params?;
     Some(upstream)
 }
 
@@ -233,9 +234,9 @@ fn read_validation_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Certifica
 
 fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<DownstreamTls> {
     let mut msg = field.message(ctx, COMMON_TLS_CONTEXT)?;
-    let versions = match msg.get(ctx, "tls_params") {
+    let params = match msg.get(ctx, "tls_params") {
         Some(f) => read_tls_params(ctx, &f, TlsVersion::Tls13),
-        None => Some((TlsVersion::Tls12, TlsVersion::Tls13)),
+        None => Some(((TlsVersion::Tls12, TlsVersion::Tls13), TlsAlgorithms::default())),
     };
     let alpn_protocols = read_alpn(ctx, &mut msg);
     let certificates = msg.get(ctx, "tls_certificates").map(|f| f.list()).unwrap_or_default();
@@ -263,10 +264,12 @@ fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Downstrea
         Some(v) => Some(v?),
         None => None,
     };
+    let (versions, algorithms) = params?;
     Some(DownstreamTls {
         certificate: certificate?,
         alpn_protocols,
-        versions: versions?,
+        versions,
+        algorithms,
         validation,
         require_client_certificate: false,
         stateless_resumption: true,
@@ -307,9 +310,13 @@ pub(crate) fn read_secret(ctx: &mut Ctx, field: &Field<'_>) -> Option<Secret> {
     Some(Secret { name: name?, tls_certificate })
 }
 
-/// `tls_params`' versions; `max_auto` is the side's default highest version (Envoy's:
-/// TLS 1.3 for servers, TLS 1.2 for clients).
-fn read_tls_params(ctx: &mut Ctx, field: &Field<'_>, max_auto: TlsVersion) -> Option<(TlsVersion, TlsVersion)> {
+/// `tls_params`: the versions (`max_auto` is the side's default highest one, Envoy's:
+/// TLS 1.3 for servers, TLS 1.2 for clients), cipher suites and curves.
+fn read_tls_params(
+    ctx: &mut Ctx,
+    field: &Field<'_>,
+    max_auto: TlsVersion,
+) -> Option<((TlsVersion, TlsVersion), TlsAlgorithms)> {
     let mut msg = field.message(ctx, TLS_PARAMS)?;
     let mut version = |msg: &mut crate::reader::Msg<'_>, name: &str, auto: TlsVersion| {
         let Some(f) = msg.get(ctx, name) else { return Some(auto) };
@@ -330,6 +337,8 @@ fn read_tls_params(ctx: &mut Ctx, field: &Field<'_>, max_auto: TlsVersion) -> Op
     };
     let min = version(&mut msg, "tls_minimum_protocol_version", TlsVersion::Tls12);
     let max = version(&mut msg, "tls_maximum_protocol_version", max_auto);
+    let cipher_suites = msg.get(ctx, "cipher_suites").map(|f| read_names(ctx, &f, CIPHER_SUITES, "cipher suite"));
+    let ecdh_curves = msg.get(ctx, "ecdh_curves").map(|f| read_names(ctx, &f, ECDH_CURVES, "curve"));
     let origin = msg.origin().clone();
     msg.finish(ctx);
     let (min, max) = (min?, max?);
@@ -337,7 +346,72 @@ fn read_tls_params(ctx: &mut Ctx, field: &Field<'_>, max_auto: TlsVersion) -> Op
         ctx.error(&origin, "tls_minimum_protocol_version is above tls_maximum_protocol_version");
         return None;
     }
-    Some((min, max))
+    let algorithms = TlsAlgorithms {
+        cipher_suites: cipher_suites.unwrap_or(Some(Vec::new()))?,
+        ecdh_curves: ecdh_curves.unwrap_or(Some(Vec::new()))?,
+    };
+    Some(((min, max), algorithms))
+}
+
+/// Cipher suites by OpenSSL name: whether rustls has them (those it has not are left out
+/// with a warning, as long as one is left).
+const CIPHER_SUITES: &[(&str, bool)] = &[
+    ("ECDHE-ECDSA-AES128-GCM-SHA256", true),
+    ("ECDHE-RSA-AES128-GCM-SHA256", true),
+    ("ECDHE-ECDSA-AES256-GCM-SHA384", true),
+    ("ECDHE-RSA-AES256-GCM-SHA384", true),
+    ("ECDHE-ECDSA-CHACHA20-POLY1305", true),
+    ("ECDHE-RSA-CHACHA20-POLY1305", true),
+    ("ECDHE-ECDSA-AES128-SHA", false),
+    ("ECDHE-RSA-AES128-SHA", false),
+    ("ECDHE-ECDSA-AES256-SHA", false),
+    ("ECDHE-RSA-AES256-SHA", false),
+    ("AES128-GCM-SHA256", false),
+    ("AES256-GCM-SHA384", false),
+    ("AES128-SHA", false),
+    ("AES256-SHA", false),
+    ("DES-CBC3-SHA", false),
+    ("ECDHE-PSK-AES128-CBC-SHA", false),
+    ("ECDHE-PSK-AES256-CBC-SHA", false),
+    ("ECDHE-PSK-CHACHA20-POLY1305", false),
+    ("PSK-AES128-CBC-SHA", false),
+    ("PSK-AES256-CBC-SHA", false),
+];
+
+/// Curves by BoringSSL name: whether rustls (aws-lc-rs) has them.
+const ECDH_CURVES: &[(&str, bool)] = &[
+    ("X25519", true),
+    ("P-256", true),
+    ("P-384", true),
+    ("X25519MLKEM768", true),
+    ("P-521", false),
+    ("X25519Kyber768Draft00", false),
+];
+
+/// A list of names from `table` (BoringSSL's `[a|b]` equal-preference groups taken in
+/// order): an unknown name is an error, one rustls lacks is left out with a warning, and
+/// at least one must be left.
+fn read_names(ctx: &mut Ctx, field: &Field<'_>, table: &[(&str, bool)], what: &str) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    let mut bad = false;
+    for item in field.list() {
+        let Some(text) = item.string(ctx) else { continue };
+        for name in text.trim_start_matches('[').trim_end_matches(']').split('|') {
+            match table.iter().find(|(known, _)| *known == name) {
+                Some((_, true)) => names.push(name.to_string()),
+                Some((_, false)) => ctx.warn(&item.origin(), format!("{what} {name} is not in rustls: left out")),
+                None => {
+                    item.error(ctx, format!("unknown {what} {name:?}"));
+                    bad = true;
+                }
+            }
+        }
+    }
+    if names.is_empty() && !bad {
+        field.error(ctx, format!("no {what} left that rustls has"));
+        return None;
+    }
+    (!bad).then_some(names)
 }
 
 fn read_tls_certificate(ctx: &mut Ctx, field: &Field<'_>) -> Option<TlsCertificate> {

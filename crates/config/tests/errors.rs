@@ -151,9 +151,20 @@ fn tls_fields_wasmproxy_does_not_serve_are_refused_by_name() {
         )]
     );
     assert_eq!(
-        tls_errors(&[&params("cipher_suites: [ECDHE-RSA-AES128-GCM-SHA256]")]),
+        tls_errors(&[&params("cipher_suites: [ECDHE-RSA-AES128-GCM-SHA256, RC4-MD5], ecdh_curves: [P-256, P-999]")]),
+        vec![
+            format!(
+                "{CONTEXT}.common_tls_context.tls_params.cipher_suites[1]: unknown cipher suite \"RC4-MD5\" (line 11, column 92)"
+            ),
+            format!(
+                "{CONTEXT}.common_tls_context.tls_params.ecdh_curves[1]: unknown curve \"P-999\" (line 11, column 123)"
+            ),
+        ]
+    );
+    assert_eq!(
+        tls_errors(&[&params("cipher_suites: [AES128-SHA]")]),
         vec![format!(
-            "{CONTEXT}.common_tls_context.tls_params.cipher_suites: not supported by wasmproxy (line 11, column 47)"
+            "{CONTEXT}.common_tls_context.tls_params.cipher_suites: no cipher suite left that rustls has (line 11, column 62)"
         )]
     );
     assert_eq!(

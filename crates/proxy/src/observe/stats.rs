@@ -15,7 +15,7 @@ use wasmproxy_config::model::{StatsConfig, StatsTagValue};
 use wasmproxy_stats::store::Unit;
 use wasmproxy_stats::{Counter, Gauge, Histogram, Scope, StatName, Store, TagRule, TagRules, TagValue, TextReadout};
 
-use crate::tls::session::HandshakeFailure;
+use crate::tls::session::{HandshakeFailure, TlsTransport};
 
 /// A response code's class (1..=5), or `None` outside 100..=599.
 fn class(code: u16) -> Option<usize> {
@@ -340,17 +340,21 @@ impl SslStats {
         }
     }
 
-    /// A handshake succeeded, on `version` (`TLSv1.3`); `peer_certificate`: the peer sent
-    /// one; `resumed`: an earlier session was resumed.
-    pub fn handshake(&self, version: &str, peer_certificate: bool, resumed: bool) {
+    /// A handshake succeeded: on `session`'s version, cipher suite and curve;
+    /// `peer_certificate`: the peer sent one.
+    pub fn handshake(&self, session: &TlsTransport, peer_certificate: bool) {
         self.handshake.inc();
-        if resumed {
+        if session.resumed() {
             self.session_reused.inc();
         }
+        let counted = |kind: &str, name: &str| self.scope.counter(&format!("ssl.{kind}.{name}")).inc();
+        counted("ciphers", session.cipher());
+        counted("curves", session.curve());
+        let version = session.version().unwrap_or("unknown");
         if !peer_certificate {
             self.no_certificate.inc();
         }
-        self.scope.counter(&format!("ssl.versions.{version}")).inc();
+        counted("versions", version);
     }
 
     /// A handshake failed (the connection closes). As in Envoy, `connection_error` does

@@ -157,7 +157,7 @@ async fn handshake(
             let local = Some(tls.certificate.local());
             let info = TlsInfo { version: session.version().unwrap_or("unknown"), peer, local };
             if let Some(ssl) = stats.ssl() {
-                ssl.handshake(info.version, info.peer.is_some(), session.resumed());
+                ssl.handshake(&session, info.peer.is_some());
             }
             let _ = connection.tls.set(info);
             Some(session)

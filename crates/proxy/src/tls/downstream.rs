@@ -69,7 +69,7 @@ impl ResolvesServerCert for ServedCertificate {
 /// versions, ALPN protocols and client certificate checks. An error names the field at
 /// fault.
 pub fn server_config(tls: &DownstreamTls, certificate: Arc<ServedCertificate>) -> Result<ServerTls, String> {
-    let provider = pem::provider();
+    let provider = pem::provider_with(&tls.algorithms);
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&pem::versions(tls.versions))
         .map_err(|e| format!("tls_params: {e}"))?;

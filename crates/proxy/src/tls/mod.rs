@@ -7,6 +7,6 @@
 pub(crate) mod certificate;
 pub(crate) mod downstream;
 pub(crate) mod inspector;
-mod pem;
+pub(crate) mod pem;
 pub(crate) mod session;
 pub(crate) mod upstream;

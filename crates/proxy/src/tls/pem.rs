@@ -1,5 +1,6 @@
 //! What both sides' TLS settings read from the configuration: PEM certificates and keys
-//! from `DataSource`s, the TLS versions, the crypto provider. Errors name the field.
+//! from `DataSource`s, the TLS versions, the crypto provider with the cipher suites and
+//! curves asked for, and their names as Envoy (BoringSSL) names them. Errors name the field.
 
 use std::sync::Arc;
 
@@ -7,11 +8,63 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
-use wasmproxy_config::model::{DataSource, TlsCertificate, TlsVersion};
+use rustls::{CipherSuite, NamedGroup};
+use wasmproxy_config::model::{DataSource, TlsAlgorithms, TlsCertificate, TlsVersion};
 
 /// The crypto provider (aws-lc-rs).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The crypto provider with `tls_params`' cipher suites (TLS 1.2's, in that order; TLS
+/// 1.3's are all kept, as in Envoy) and curves (in that order); empty lists keep rustls'.
+pub fn provider_with(algorithms: &TlsAlgorithms) -> Arc<CryptoProvider> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if !algorithms.cipher_suites.is_empty() {
+        let all = std::mem::take(&mut provider.cipher_suites);
+        let tls13 = all.iter().filter(|s| s.tls13().is_some()).copied();
+        let tls12 =
+            algorithms.cipher_suites.iter().filter_map(|name| all.iter().find(|s| cipher_name(s.suite()) == name));
+        provider.cipher_suites = tls13.chain(tls12.copied()).collect();
+    }
+    if !algorithms.ecdh_curves.is_empty() {
+        let all = rustls::crypto::aws_lc_rs::ALL_KX_GROUPS;
+        provider.kx_groups = algorithms
+            .ecdh_curves
+            .iter()
+            .filter_map(|name| all.iter().find(|g| curve_name(g.name()) == name))
+            .copied()
+            .collect();
+    }
+    Arc::new(provider)
+}
+
+/// A cipher suite's name as BoringSSL gives it (and Envoy's `ssl.ciphers.*` stats).
+pub fn cipher_name(suite: CipherSuite) -> &'static str {
+    match suite {
+        CipherSuite::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        CipherSuite::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        _ => "unknown",
+    }
+}
+
+/// A key exchange group's name as BoringSSL gives it (and Envoy's `ssl.curves.*` stats).
+pub fn curve_name(group: NamedGroup) -> &'static str {
+    match group {
+        NamedGroup::X25519 => "X25519",
+        NamedGroup::secp256r1 => "P-256",
+        NamedGroup::secp384r1 => "P-384",
+        NamedGroup::secp521r1 => "P-521",
+        NamedGroup::X25519MLKEM768 => "X25519MLKEM768",
+        _ => "unknown",
+    }
 }
 
 /// The bytes of a `DataSource` (`field` names it in the error).

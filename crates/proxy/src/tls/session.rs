@@ -114,6 +114,19 @@ impl TlsTransport {
         Ok(TlsTransport { tcp, session: RefCell::new(session), peeked: RefCell::default() })
     }
 
+    /// The cipher suite agreed, as BoringSSL names it.
+    pub fn cipher(&self) -> &'static str {
+        self.session.borrow().negotiated_cipher_suite().map_or("unknown", |s| crate::tls::pem::cipher_name(s.suite()))
+    }
+
+    /// The key exchange group agreed (`X25519`, `P-256`), as BoringSSL names it.
+    pub fn curve(&self) -> &'static str {
+        self.session
+            .borrow()
+            .negotiated_key_exchange_group()
+            .map_or("unknown", |g| crate::tls::pem::curve_name(g.name()))
+    }
+
     /// Whether the handshake resumed an earlier session.
     pub fn resumed(&self) -> bool {
         self.session.borrow().handshake_kind() == Some(rustls::HandshakeKind::Resumed)

@@ -35,7 +35,7 @@ impl UpstreamTlsConfig {
     /// Reads and checks the settings (client certificate, CA); `http2` is the cluster's
     /// protocol, offered by ALPN when no protocol is configured. An error names the field.
     pub fn new(tls: &UpstreamTls, http2: bool) -> Result<UpstreamTlsConfig, String> {
-        let provider = pem::provider();
+        let provider = pem::provider_with(&tls.algorithms);
         let verifier = Arc::new(EnvoyVerifier::new(tls.validation.as_ref(), provider.clone())?);
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&pem::versions(tls.versions))

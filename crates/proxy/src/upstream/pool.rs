@@ -217,7 +217,7 @@ impl EndpointPool {
         match tls.connect(tcp, self.addr, http).await {
             Ok(session) => {
                 if let Some(ssl) = &self.stats.ssl {
-                    ssl.handshake(session.version().unwrap_or("unknown"), true, session.resumed());
+                    ssl.handshake(&session, true);
                 }
                 Ok(session)
             }
