@@ -253,7 +253,8 @@ async fn serve(
     // chain.
     let mut opened = None;
     let serving = async {
-        if let Some(picked) = pick_chain(stream, peer, &served).await {
+        // Boxed: the connection's task keeps no room for the picking once it is done.
+        if let Some(picked) = Box::pin(pick_chain(stream, peer, &served)).await {
             served.stats.connection_opened();
             opened = Some(std::time::Instant::now());
             serve_on_chain(picked, peer, &served, &drain).await;

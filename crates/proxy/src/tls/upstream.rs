@@ -78,9 +78,7 @@ impl UpstreamTlsConfig {
         let config = if http { &self.http } else { &self.raw };
         TlsTransport::connect(tcp, config.clone(), name).await
     }
-}
 
-impl UpstreamTlsConfig {
     /// What a handshake made with these settings settled, for the `upstream.*` properties
     /// (the local certificate is the configured one, as BoringSSL reports it).
     pub fn info(&self, session: &TlsTransport) -> Arc<TlsInfo> {
