@@ -14,6 +14,10 @@ use tokio::net::TcpStream;
 /// not parsed and the connection closes.
 pub const MAX_CLIENT_HELLO: usize = 64 * 1024;
 
+/// The first look's buffer: a ClientHello usually fits (post-quantum key shares included);
+/// a longer one doubles it, so a connection that sends little holds little.
+const FIRST_LOOK: usize = 4 * 1024;
+
 /// What the client's first bytes are.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Inspected {
@@ -39,9 +43,12 @@ pub struct ClientHello {
 /// Reads the client's ClientHello, waiting as long as it is incomplete; with the number of
 /// bytes it looked at.
 pub async fn inspect(tcp: &TcpStream) -> io::Result<(Inspected, usize)> {
-    let mut buf = vec![MaybeUninit::<u8>::uninit(); MAX_CLIENT_HELLO];
+    let mut buf = vec![MaybeUninit::<u8>::uninit(); FIRST_LOOK];
     let mut seen = 0;
     loop {
+        if seen == buf.len() && buf.len() < MAX_CLIENT_HELLO {
+            buf.resize((buf.len() * 2).min(MAX_CLIENT_HELLO), MaybeUninit::uninit());
+        }
         tcp.ready(Interest::READABLE).await?;
         // Nothing new since the last look: readiness is cleared, to wait for more.
         let peeked = tcp.try_io(Interest::READABLE, || match socket2::SockRef::from(tcp).peek(&mut buf)? {
@@ -164,6 +171,18 @@ mod tests {
             server.read_exact(&mut all).await.unwrap();
             assert_eq!(all, hello, "every byte still there to read");
             drop(client.await.unwrap());
+            // A ClientHello longer than the first look (7 KiB of ALPN protocols).
+            let long: Vec<String> = (0..150).map(|i| format!("protocol-number-{i:024}")).collect();
+            let long_refs: Vec<&str> = long.iter().map(String::as_str).collect();
+            let hello = client_hello("b.example", &long_refs);
+            assert!(hello.len() > FIRST_LOOK, "{} bytes", hello.len());
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            use tokio::io::AsyncWriteExt;
+            client.write_all(&hello).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let (Inspected::Tls(seen), n) = inspect(&server).await.unwrap() else { panic!("not TLS") };
+            assert_eq!((seen.alpn.len(), n), (150, hello.len()));
+            drop(client);
             // A client that closes without a word.
             let client = TcpStream::connect(addr).await.unwrap();
             let (server, _) = listener.accept().await.unwrap();
