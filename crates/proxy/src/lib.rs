@@ -42,8 +42,7 @@ pub fn check_tls(config: &wasmproxy_config::Bootstrap) -> Result<(), String> {
             let Some(tls) = &chain.tls else { continue };
             let fail =
                 |e: String| format!("listener {}: {}.transport_socket: {e}", listener.name, listener.chain_field(i));
-            let certificate = secrets.certificate(&tls.certificate).map_err(fail)?;
-            tls::downstream::server_config(tls, certificate).map_err(fail)?;
+            secrets.server_tls(tls).map_err(fail)?;
         }
     }
     for cluster in &config.clusters {

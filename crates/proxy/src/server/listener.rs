@@ -21,7 +21,6 @@ use crate::server::tunables::{ConnectionLimits, ListenerLimit, Overflow};
 use crate::stream_info::metadata::MetadataAttributes;
 use crate::stream_info::{ConnectionInfo, TlsInfo};
 use crate::tcp::TcpChain;
-use crate::tls::certificate::CertificateInfo;
 use crate::tls::downstream::ServerTls;
 use crate::tls::inspector::{ClientHello, Inspected, inspect};
 use crate::tls::session::TlsTransport;
@@ -153,9 +152,7 @@ async fn handshake(
     };
     match accepted {
         Ok(session) => {
-            let peer = session.peer_certificate().map(|c| Box::new(CertificateInfo::new(&c)));
-            let local = Some(tls.certificate.local());
-            let info = TlsInfo { version: session.version().unwrap_or("unknown"), peer, local };
+            let info = TlsInfo::new(&session, Some(tls.certificate.local()));
             if let Some(ssl) = stats.ssl() {
                 ssl.handshake(&session, info.peer.is_some());
             }

@@ -8,11 +8,13 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use wasmproxy_config::model::{CertificateSource, DataSource, FileSource, Node, SdsSecret, Secret, TlsCertificate};
+use wasmproxy_config::model::{
+    CertificateSource, DataSource, DownstreamTls, FileSource, Node, SdsSecret, Secret, TlsCertificate,
+};
 use wasmproxy_stats::Store;
 
 use crate::observe::stats::SdsStats;
-use crate::tls::downstream::ServedCertificate;
+use crate::tls::downstream::{ServedCertificate, ServerTls, server_config};
 
 /// The certificates of the configuration served now.
 pub struct Secrets {
@@ -46,7 +48,7 @@ impl Secrets {
     }
 
     /// The certificate a chain serves (an SDS file's is shared by every chain naming it).
-    pub fn certificate(&mut self, source: &CertificateSource) -> Result<Arc<ServedCertificate>, String> {
+    fn certificate(&mut self, source: &CertificateSource) -> Result<Arc<ServedCertificate>, String> {
         let sds = match source {
             CertificateSource::Inline(certificate) => return ServedCertificate::load(certificate).map(Arc::new),
             CertificateSource::Sds(sds) => sds,
@@ -75,6 +77,12 @@ impl Secrets {
         stats.accepted(&version, started.elapsed());
         self.files.push(SdsFile { secret: sds.clone(), served: served.clone(), certificate, read, stats });
         Ok(served)
+    }
+
+    /// A chain's TLS settings, with the certificate its source gives.
+    pub fn server_tls(&mut self, tls: &DownstreamTls) -> Result<ServerTls, String> {
+        let certificate = self.certificate(&tls.certificate)?;
+        server_config(tls, certificate)
     }
 
     /// Forgets the SDS secrets no chain serves any more.

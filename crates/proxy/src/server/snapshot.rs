@@ -17,7 +17,7 @@ use crate::observe::access_log::{AccessLogger, Sinks};
 use crate::server::ServerError;
 use crate::server::canary;
 use crate::server::secrets::Secrets;
-use crate::tls::downstream::{ServerTls, server_config};
+use crate::tls::downstream::ServerTls;
 use crate::upstream::cluster::ClusterSnapshot;
 use crate::wasm::plugin::LoadedPlugin;
 
@@ -278,8 +278,7 @@ impl Builder {
                 let fail = |e: String| {
                     ServerError::Config(format!("listener {}: {which}.transport_socket: {e}", listener.name))
                 };
-                let certificate = self.secrets.certificate(&tls.certificate).map_err(fail)?;
-                Some(Arc::new(server_config(tls, certificate).map_err(fail)?))
+                Some(Arc::new(self.secrets.server_tls(tls).map_err(fail)?))
             }
         };
         Ok(ChainSnapshot { terminal, tls })

@@ -11,6 +11,7 @@ use wasmproxy_config::model::{SanMatcher, SanType, ValueMatch};
 use x509_parser::extensions::GeneralName;
 
 use crate::matcher::{value_matches, value_regex};
+use crate::tls::session::TlsTransport;
 
 /// What plugins read of a certificate (`connection.subject_peer_certificate`, ...).
 #[derive(Debug, Clone, Default)]
@@ -39,6 +40,11 @@ impl CertificateInfo {
             sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
         }
     }
+
+    /// What the leaf of a certificate chain says (empty for an empty chain).
+    pub fn leaf(certified: &rustls::sign::CertifiedKey) -> CertificateInfo {
+        certified.cert.first().map(|c| CertificateInfo::new(c)).unwrap_or_default()
+    }
 }
 
 /// What a TLS handshake settled: a downstream connection's (`connection.*`) or an upstream
@@ -51,6 +57,17 @@ pub struct TlsInfo {
     pub peer: Option<Box<CertificateInfo>>,
     /// The proxy's own certificate, if it presented one (`*_local_certificate`).
     pub local: Option<Arc<CertificateInfo>>,
+}
+
+impl TlsInfo {
+    /// What `session`'s handshake settled, the proxy having presented `local`.
+    pub fn new(session: &TlsTransport, local: Option<Arc<CertificateInfo>>) -> TlsInfo {
+        TlsInfo {
+            version: session.version().unwrap_or("unknown"),
+            peer: session.peer_certificate().map(|c| Box::new(CertificateInfo::new(&c))),
+            local,
+        }
+    }
 }
 
 /// A distinguished name as RFC 2253 prints it: the last RDN first, `,` between RDNs, `+`
@@ -128,8 +145,17 @@ impl SanMatchers {
         Ok(SanMatchers(compiled))
     }
 
+    /// Passes a DER certificate, or refuses it as rustls refuses a certificate for another
+    /// name (any certificate passes when there is no matcher).
+    pub fn check(&self, der: &[u8]) -> Result<(), rustls::Error> {
+        match self.accept(der) {
+            true => Ok(()),
+            false => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)),
+        }
+    }
+
     /// Whether a DER certificate passes (any certificate does when there is no matcher).
-    pub fn accept(&self, der: &[u8]) -> bool {
+    fn accept(&self, der: &[u8]) -> bool {
         if self.0.is_empty() {
             return true;
         }

@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::ResolvesServerCert;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use wasmproxy_config::model::{CertificateValidation, DownstreamTls, TlsCertificate};
 
 use crate::tls::certificate::{CertificateInfo, SanMatchers};
@@ -54,7 +54,7 @@ impl ServedCertificate {
 
     fn read(certificate: &TlsCertificate) -> Result<(Arc<CertifiedKey>, Arc<CertificateInfo>), String> {
         let certified = pem::certified_key(certificate, &pem::provider())?;
-        let info = Arc::new(certified.cert.first().map(|c| CertificateInfo::new(c)).unwrap_or_default());
+        let info = Arc::new(CertificateInfo::leaf(&certified));
         Ok((certified, info))
     }
 }
@@ -136,9 +136,7 @@ impl ClientCertVerifier for ClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         self.chain.verify_client_cert(end_entity, intermediates, now)?;
-        if !self.san_matchers.accept(end_entity) {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName));
-        }
+        self.san_matchers.check(end_entity)?;
         Ok(ClientCertVerified::assertion())
     }
 

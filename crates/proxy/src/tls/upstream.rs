@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpStream;
 use wasmproxy_config::model::{CertificateValidation, UpstreamTls};
 
@@ -43,8 +43,7 @@ impl UpstreamTlsConfig {
             .dangerous()
             .with_custom_certificate_verifier(verifier);
         let certified = tls.certificate.as_ref().map(|c| pem::certified_key(c, &provider)).transpose()?;
-        let client_certificate =
-            certified.as_ref().map(|c| Arc::new(c.cert.first().map(|c| CertificateInfo::new(c)).unwrap_or_default()));
+        let client_certificate = certified.as_ref().map(|c| Arc::new(CertificateInfo::leaf(c)));
         let mut config = match certified {
             Some(certified) => builder.with_client_cert_resolver(Arc::new(ClientCertificate(certified))),
             None => builder.with_no_client_auth(),
@@ -82,11 +81,7 @@ impl UpstreamTlsConfig {
     /// What a handshake made with these settings settled, for the `upstream.*` properties
     /// (the local certificate is the configured one, as BoringSSL reports it).
     pub fn info(&self, session: &TlsTransport) -> Arc<TlsInfo> {
-        Arc::new(TlsInfo {
-            version: session.version().unwrap_or("unknown"),
-            peer: session.peer_certificate().map(|c| Box::new(CertificateInfo::new(&c))),
-            local: self.client_certificate.clone(),
-        })
+        Arc::new(TlsInfo::new(session, self.client_certificate.clone()))
     }
 }
 
@@ -142,9 +137,7 @@ impl ServerCertVerifier for EnvoyVerifier {
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
-        if !self.san_matchers.accept(end_entity) {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName));
-        }
+        self.san_matchers.check(end_entity)?;
         Ok(ServerCertVerified::assertion())
     }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use crate::http::body::ProxyBody;
 use crate::http::exec::LocalExec;
@@ -196,11 +196,11 @@ impl EndpointPool {
         let tcp = self.connect_tcp().await?;
         let local = tcp.local_addr().map_err(|e| SendError::Connect(e.to_string()))?;
         let (io, tls) = match &self.tls {
-            None => (UpstreamIo::Plain(tcp), None),
+            None => (Either::Left(tcp), None),
             Some(tls) => {
                 let session = self.handshake(tls, tcp, true).await?;
                 let info = tls.info(&session);
-                (UpstreamIo::Tls(TransportIo(Box::new(session))), Some(info))
+                (Either::Right(TransportIo(Box::new(session))), Some(info))
             }
         };
         Ok((TokioIo::new(io), Connected { local, tls }))
@@ -264,71 +264,7 @@ pub struct Connected {
 }
 
 /// A connection's bytes for hyper: plain TCP, or TLS over it.
-enum UpstreamIo {
-    Plain(TcpStream),
-    Tls(TransportIo<TlsTransport>),
-}
-
-impl AsyncRead for UpstreamIo {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(io) => std::pin::Pin::new(io).poll_read(cx, buf),
-            UpstreamIo::Tls(io) => std::pin::Pin::new(io).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamIo {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(io) => std::pin::Pin::new(io).poll_write(cx, data),
-            UpstreamIo::Tls(io) => std::pin::Pin::new(io).poll_write(cx, data),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
-            UpstreamIo::Tls(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(io) => std::pin::Pin::new(io).poll_flush(cx),
-            UpstreamIo::Tls(io) => std::pin::Pin::new(io).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(io) => std::pin::Pin::new(io).poll_shutdown(cx),
-            UpstreamIo::Tls(io) => std::pin::Pin::new(io).poll_shutdown(cx),
-        }
-    }
-}
+type UpstreamIo = Either<TcpStream, TransportIo<TlsTransport>>;
 
 /// An open upstream connection, counted in `upstream_cx_active` until dropped.
 pub struct OpenConnection {
