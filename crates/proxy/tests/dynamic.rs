@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -11,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use wasmproxy_host::{Compiler, EngineConfig};
 use wasmproxy_proxy::{RunningServer, Server, ServerOptions};
+
+use common::replace;
 
 fn plugin(file: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/out").join(file);
@@ -76,13 +80,6 @@ fn until(ask: impl Fn() -> String, ready: impl Fn(&str) -> bool) -> String {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Replaces a file as Envoy wants it replaced: written beside it, then moved into place.
-fn replace(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 fn cds(version: &str, upstream: SocketAddr) -> String {
@@ -193,8 +190,8 @@ fn clusters_routes_plugins_and_listeners_change_while_serving() {
     let (a, b) = (upstream("a"), upstream("b"));
     let dir = work_dir("changes");
     let demo = plugin("talk_demo.wasm");
-    replace(&dir.join("cds.yaml"), &cds("c1", a));
-    replace(&dir.join("lds.yaml"), &lds("l1", &[listener("main", "v1", &demo, "x-demo=one")]));
+    replace(&dir.join("cds.yaml"), cds("c1", a));
+    replace(&dir.join("lds.yaml"), lds("l1", &[listener("main", "v1", &demo, "x-demo=one")]));
     let server = start(&dir);
     let main = server.listeners.iter().find(|(n, _)| n == "main").expect("the LDS listener is bound").1;
     let first = get(main, "/x");
@@ -207,7 +204,7 @@ fn clusters_routes_plugins_and_listeners_change_while_serving() {
     );
 
     // A cluster change: the same name, another endpoint.
-    replace(&dir.join("cds.yaml"), &cds("c2", b));
+    replace(&dir.join("cds.yaml"), cds("c2", b));
     assert_eq!(body(&until(|| get(main, "/x"), |r| body(r) == "b /x")), "b /x");
     assert_eq!(stat(&server, "cluster_manager.cluster_modified"), 1);
 
@@ -215,7 +212,7 @@ fn clusters_routes_plugins_and_listeners_change_while_serving() {
     // version: it finishes on what it started with.
     let slow = std::thread::spawn(move || get(main, "/slow"));
     std::thread::sleep(Duration::from_millis(100));
-    replace(&dir.join("lds.yaml"), &lds("l2", &[listener("main", "v2", &demo, "x-demo=two")]));
+    replace(&dir.join("lds.yaml"), lds("l2", &[listener("main", "v2", &demo, "x-demo=two")]));
     let changed = until(|| get(main, "/direct"), |r| body(r) == "v2");
     assert_eq!(body(&changed), "v2");
     assert!(get(main, "/x").contains("x-demo: two"));
@@ -227,22 +224,22 @@ fn clusters_routes_plugins_and_listeners_change_while_serving() {
     // A new module at the same path: the plugin gets a new VM once its listener changes.
     let module = dir.join("filter.wasm");
     std::fs::copy(&demo, &module).unwrap();
-    replace(&dir.join("lds.yaml"), &lds("l3", &[listener("main", "v3", &module, "x-demo=three")]));
+    replace(&dir.join("lds.yaml"), lds("l3", &[listener("main", "v3", &module, "x-demo=three")]));
     until(|| get(main, "/direct"), |r| body(r) == "v3");
     let created = stat(&server, "wasm.envoy.wasm.runtime.v8.created");
     std::fs::copy(plugin("header_filter.wasm"), &module).unwrap();
-    replace(&dir.join("lds.yaml"), &lds("l4", &[listener("main", "v4", &module, "")]));
+    replace(&dir.join("lds.yaml"), lds("l4", &[listener("main", "v4", &module, "")]));
     let header_filter = until(|| get(main, "/x"), |r| r.contains("x-wasm-filter: rust"));
     assert!(header_filter.contains("x-wasm-filter: rust") && !header_filter.contains("x-demo"), "{header_filter}");
     assert_eq!(stat(&server, "wasm.envoy.wasm.runtime.v8.created"), created + 2, "one new VM per worker");
 
     // A listener added, then removed.
     let two = [listener("main", "v4", &module, ""), listener("extra", "extra", &demo, "x-demo=extra")];
-    replace(&dir.join("lds.yaml"), &lds("l5", &two));
+    replace(&dir.join("lds.yaml"), lds("l5", &two));
     let bound = until(|| format!("{:?}", listeners(&server)), |l| l.contains("extra"));
     let extra = listeners(&server).into_iter().find(|(n, _)| n == "extra").unwrap_or_else(|| panic!("{bound}")).1;
     assert_eq!(body(&get(extra, "/direct")), "extra");
-    replace(&dir.join("lds.yaml"), &lds("l6", &two[..1]));
+    replace(&dir.join("lds.yaml"), lds("l6", &two[..1]));
     until(|| format!("{:?}", listeners(&server)), |l| !l.contains("extra"));
     assert_eq!(until(|| get(extra, "/direct"), |r| r == "refused"), "refused", "the removed listener's socket closed");
     assert_eq!(body(&get(main, "/direct")), "v4");
@@ -264,8 +261,8 @@ fn plugins_started_on_baseline_code_move_to_optimized_code_while_serving() {
     let a = upstream("a");
     let dir = work_dir("tiered");
     let demo = plugin("talk_demo.wasm");
-    replace(&dir.join("cds.yaml"), &cds("c1", a));
-    replace(&dir.join("lds.yaml"), &lds("l1", &[listener("main", "v1", &demo, "x-demo=one")]));
+    replace(&dir.join("cds.yaml"), cds("c1", a));
+    replace(&dir.join("lds.yaml"), lds("l1", &[listener("main", "v1", &demo, "x-demo=one")]));
     // An empty cache: the plugin starts on baseline code.
     let cache = dir.join("cache");
     let engine = EngineConfig { compiler: Compiler::Tiered, cache_dir: Some(cache.clone()), ..Default::default() };
@@ -287,7 +284,7 @@ fn plugins_started_on_baseline_code_move_to_optimized_code_while_serving() {
     assert_eq!(until(|| stat(&server, "wasm.envoy.wasm.runtime.v8.active").to_string(), |n| n == "2"), "2");
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
     // A new plugin configuration is a new root context in the moved VMs, as before.
-    replace(&dir.join("lds.yaml"), &lds("l2", &[listener("main", "v2", &demo, "x-demo=two")]));
+    replace(&dir.join("lds.yaml"), lds("l2", &[listener("main", "v2", &demo, "x-demo=two")]));
     assert!(until(|| get(main, "/x"), |r| r.contains("x-demo: two")).contains("x-demo: two"));
     assert_eq!(created(), 4);
     server.stop();
@@ -307,8 +304,8 @@ fn a_bad_update_is_rejected_and_the_last_good_configuration_keeps_serving() {
     let a = upstream("a");
     let dir = work_dir("rejected");
     let demo = plugin("talk_demo.wasm");
-    replace(&dir.join("cds.yaml"), &cds("c1", a));
-    replace(&dir.join("lds.yaml"), &lds("l1", &[listener("main", "good", &demo, "x-demo=one")]));
+    replace(&dir.join("cds.yaml"), cds("c1", a));
+    replace(&dir.join("lds.yaml"), lds("l1", &[listener("main", "good", &demo, "x-demo=one")]));
     let server = start(&dir);
     let main = server.listeners[0].1;
 
@@ -335,14 +332,14 @@ fn a_bad_update_is_rejected_and_the_last_good_configuration_keeps_serving() {
     );
     assert_eq!(body(&get(main, "/direct")), "good");
     // A bad cluster file: the cluster keeps its endpoint.
-    replace(&dir.join("cds.yaml"), &cds("c2", a).replace("type: STATIC", "type: NOT_A_TYPE"));
+    replace(&dir.join("cds.yaml"), cds("c2", a).replace("type: STATIC", "type: NOT_A_TYPE"));
     until(|| stat(&server, "cluster_manager.cds.update_rejected").to_string(), |n| n == "1");
     assert_eq!(stat(&server, "cluster_manager.cds.update_rejected"), 1);
     assert_eq!(body(&get(main, "/x")), "a /x");
     assert_eq!(stat(&server, "listener_manager.lds.update_success"), 1);
 
     // A good update after the bad ones is taken.
-    replace(&dir.join("lds.yaml"), &lds("l5", &[listener("main", "fixed", &demo, "x-demo=one")]));
+    replace(&dir.join("lds.yaml"), lds("l5", &[listener("main", "fixed", &demo, "x-demo=one")]));
     assert_eq!(body(&until(|| get(main, "/direct"), |r| body(r) == "fixed")), "fixed");
     server.stop();
 }
@@ -412,8 +409,8 @@ fn two_on_one_connection(addr: SocketAddr, path: &str, between: impl FnOnce()) -
 fn routes_and_endpoints_from_files_change_without_closing_connections() {
     let (a, b) = (upstream("a"), upstream("b"));
     let dir = work_dir("rds-eds");
-    replace(&dir.join("rds.yaml"), &rds("r1", "one"));
-    replace(&dir.join("eds.yaml"), &eds("e1", a));
+    replace(&dir.join("rds.yaml"), rds("r1", "one"));
+    replace(&dir.join("eds.yaml"), eds("e1", a));
     let yaml = format!(
         r#"
 admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
@@ -452,13 +449,13 @@ static_resources:
     // A route change applies to the next stream of an open connection, which stays open
     // (Envoy does not drain connections for RDS).
     let (before, after) = two_on_one_connection(main, "/direct", || {
-        replace(&dir.join("rds.yaml"), &rds("r2", "two"));
+        replace(&dir.join("rds.yaml"), rds("r2", "two"));
         until(|| get(main, "/direct"), |r| body(r) == "two");
     });
     assert!(before.ends_with("one") && after.ends_with("two"), "{before}\n{after}");
 
     // An endpoint change: the cluster moves to the other upstream.
-    replace(&dir.join("eds.yaml"), &eds("e2", b));
+    replace(&dir.join("eds.yaml"), eds("e2", b));
     assert_eq!(body(&until(|| get(main, "/x"), |r| body(r) == "b /x")), "b /x");
 
     // A route file that does not parse keeps the routes it had.

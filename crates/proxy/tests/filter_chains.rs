@@ -5,41 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use wasmproxy_proxy::{RunningServer, Server, ServerOptions};
 
-/// Echoes what it reads on each connection until the client half-closes.
-fn echo(mut stream: impl Read + Write) {
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 || stream.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-}
-
-/// A plain echo upstream.
-fn plain_upstream() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                let copy = stream.try_clone().unwrap();
-                echo(stream);
-                let _ = copy.shutdown(Shutdown::Write);
-            });
-        }
-    });
-    addr
-}
+use common::{echo, echo_upstream, start, stat};
 
 /// An echo upstream speaking TLS as `name` (its own certificate, which the client trusts).
 fn tls_upstream(name: &str) -> (SocketAddr, CertificateDer<'static>) {
@@ -104,21 +80,6 @@ static_resources:
     )
 }
 
-fn start(yaml: &str) -> RunningServer {
-    let config = wasmproxy_config::load_str(yaml, std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
-    Server::start(config, ServerOptions { concurrency: 1, ..Default::default() }).unwrap()
-}
-
-/// A counter or gauge from the admin `/stats`.
-fn stat(server: &RunningServer, name: &str) -> u64 {
-    let mut stream = TcpStream::connect(server.admin.unwrap()).unwrap();
-    stream.write_all(b"GET /stats HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    let prefix = format!("{name}: ");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0)
-}
-
 /// Sends `data` and reads as many bytes back.
 fn round_trip(stream: &mut (impl Read + Write), data: &[u8]) -> Vec<u8> {
     stream.write_all(data).unwrap();
@@ -131,8 +92,8 @@ fn round_trip(stream: &mut (impl Read + Write), data: &[u8]) -> Vec<u8> {
 #[test]
 fn tls_passes_through_by_server_name_and_plain_text_takes_the_default_chain() {
     let (secure, cert) = tls_upstream("pass.example");
-    let plain = plain_upstream();
-    let server = start(&config(secure, plain, ""));
+    let plain = echo_upstream();
+    let server = start(&config(secure, plain, ""), 1);
     let addr = server.listeners[0].1;
 
     // TLS for pass.example: the handshake is the upstream's, through the proxy.
@@ -163,8 +124,8 @@ fn tls_passes_through_by_server_name_and_plain_text_takes_the_default_chain() {
 #[test]
 fn a_client_stalling_before_its_first_bytes_are_whole_is_closed_at_the_timeout() {
     let (secure, _) = tls_upstream("pass.example");
-    let plain = plain_upstream();
-    let server = start(&config(secure, plain, "    listener_filters_timeout: 0.2s\n"));
+    let plain = echo_upstream();
+    let server = start(&config(secure, plain, "    listener_filters_timeout: 0.2s\n"), 1);
     let addr = server.listeners[0].1;
     // The start of a TLS record, then nothing.
     let mut tcp = TcpStream::connect(addr).unwrap();
@@ -185,7 +146,7 @@ fn a_client_stalling_before_its_first_bytes_are_whole_is_closed_at_the_timeout()
 
     // With continue_on_listener_filters_timeout, the connection goes on as plain text.
     let timeout = "    listener_filters_timeout: 0.2s\n    continue_on_listener_filters_timeout: true\n";
-    let server = start(&config(secure, plain, timeout));
+    let server = start(&config(secure, plain, timeout), 1);
     let mut tcp = TcpStream::connect(server.listeners[0].1).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     assert_eq!(round_trip(&mut tcp, b"\x16\x03\x01"), b"\x16\x03\x01", "echoed by the default chain");

@@ -3,33 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use wasmproxy_proxy::{RunningServer, Server, ServerOptions};
+use wasmproxy_proxy::RunningServer;
 
-/// An upstream that echoes what it reads until the client half-closes.
-fn echo_upstream() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                let _ = stream.shutdown(Shutdown::Write);
-            });
-        }
-    });
-    addr
-}
+use common::{echo_upstream, start, stat};
 
 fn config(upstream: SocketAddr, probe: &serde_json::Value) -> String {
     config_with(upstream, probe, "")
@@ -77,11 +60,6 @@ static_resources:
     )
 }
 
-fn start(yaml: &str) -> RunningServer {
-    let config = wasmproxy_config::load_str(yaml, std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
-    Server::start(config, ServerOptions { concurrency: 2, ..Default::default() }).unwrap()
-}
-
 /// Sends `data`, reads `first` bytes back, half-closes, and reads the rest.
 fn exchange(addr: SocketAddr, data: &[u8], first: usize) -> (Vec<u8>, Vec<u8>) {
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -97,12 +75,7 @@ fn exchange(addr: SocketAddr, data: &[u8], first: usize) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn counter(server: &RunningServer, name: &str) -> u64 {
-    let mut stream = TcpStream::connect(server.admin.unwrap()).unwrap();
-    stream.write_all(b"GET /stats HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    let prefix = format!("wasmcustom.{name}: ");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0)
+    stat(server, &format!("wasmcustom.{name}"))
 }
 
 #[test]
@@ -119,7 +92,7 @@ fn a_network_filter_rewrites_bytes_both_ways_and_sees_both_closes() {
             "upstream_close": [["increment_metric", "closes", "1"]],
         },
     });
-    let server = start(&config(up, &probe));
+    let server = start(&config(up, &probe), 2);
     let addr = server.listeners[0].1;
     // The client's bytes get "<" in front on the way up, the echo ">" on the way down.
     let (head, rest) = exchange(addr, b"hello", 7);
@@ -142,7 +115,7 @@ fn a_network_filter_rewrites_bytes_both_ways_and_sees_both_closes() {
 fn a_network_filter_can_close_the_connection() {
     let up = echo_upstream();
     let probe = serde_json::json!({"kind": "stream", "phases": {"downstream_data": [["close", "2"]]}});
-    let server = start(&config(up, &probe));
+    let server = start(&config(up, &probe), 2);
     let (head, rest) = exchange(server.listeners[0].1, b"never sent on", 1);
     assert!(head.is_empty() && rest.is_empty(), "closed without an answer");
     server.stop();
@@ -153,12 +126,12 @@ fn a_network_filter_that_traps_is_skipped_or_closes_by_its_failure_policy() {
     let up = echo_upstream();
     let probe = serde_json::json!({"kind": "stream", "phases": {"downstream_data": [["panic", "boom"]]}});
     // FAIL_OPEN: the bytes go on without the filter.
-    let server = start(&config_with(up, &probe, "failure_policy: FAIL_OPEN"));
+    let server = start(&config_with(up, &probe, "failure_policy: FAIL_OPEN"), 2);
     let (head, _) = exchange(server.listeners[0].1, b"hello", 5);
     assert_eq!(head, b"hello");
     server.stop();
     // FAIL_CLOSED (the default): the connection is closed.
-    let server = start(&config(up, &probe));
+    let server = start(&config(up, &probe), 2);
     let (head, rest) = exchange(server.listeners[0].1, b"hello", 5);
     assert!(head.is_empty() && rest.is_empty(), "{head:?} {rest:?}");
     server.stop();

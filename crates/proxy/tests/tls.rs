@@ -6,9 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +19,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use wasmproxy_proxy::{RunningServer, Server, ServerOptions};
+
+use common::{echo_upstream, replace, start, stat};
 
 /// A CA, and certificates it issues, written as PEM files in a directory of their own.
 struct Pki {
@@ -161,11 +164,6 @@ static_resources:
     )
 }
 
-fn start(yaml: &str) -> RunningServer {
-    let config = wasmproxy_config::load_str(yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
-    Server::start(config, ServerOptions { concurrency: 1, ..Default::default() }).unwrap()
-}
-
 /// `GET path` over plain HTTP/1.1: the status and the body.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut tcp = TcpStream::connect(addr).unwrap();
@@ -176,16 +174,6 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let status = answer[9..12].parse().unwrap();
     let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
-}
-
-/// A counter from the admin `/stats`.
-fn stat(server: &RunningServer, name: &str) -> u64 {
-    let mut stream = TcpStream::connect(server.admin.unwrap()).unwrap();
-    stream.write_all(b"GET /stats HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    let prefix = format!("{name}: ");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0)
 }
 
 #[test]
@@ -226,7 +214,7 @@ fn requests_go_to_tls_upstreams_checked_as_envoy_checks_them() {
         cluster("unchecked", upstream, "", true),
     ];
     let routes = [route("/checked", "checked"), route("/wrong", "wrong_name"), route("/unchecked", "unchecked")];
-    let server = start(&bootstrap(&routes.concat(), &clusters.concat()));
+    let server = start(&bootstrap(&routes.concat(), &clusters.concat()), 1);
     let addr = server.listeners[0].1;
 
     // SNI and the client certificate as configured; ALPN http/1.1 for an HTTP/1.1 cluster.
@@ -255,7 +243,7 @@ fn a_certificate_from_another_ca_is_refused() {
         "        common_tls_context:\n          validation_context:\n            trusted_ca: {{ filename: \"{}\" }}\n",
         pki.path("ca.pem")
     );
-    let server = start(&bootstrap(&route("/", "strict"), &cluster("strict", upstream, &tls, false)));
+    let server = start(&bootstrap(&route("/", "strict"), &cluster("strict", upstream, &tls, false)), 1);
     assert_eq!(get(server.listeners[0].1, "/").0, 503);
     assert_eq!(stat(&server, "cluster.strict.ssl.fail_verify_error"), 1);
     server.stop();
@@ -317,7 +305,7 @@ fn the_tcp_proxy_terminates_tls_and_originates_it() {
             false
         )
     );
-    let server = start(&yaml);
+    let server = start(&yaml, 1);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca.der().clone()).unwrap();
     let client = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
@@ -378,25 +366,6 @@ static_resources:
     )
 }
 
-/// An echo upstream over plain TCP.
-fn echo_upstream() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for mut tcp in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = tcp.read(&mut buf) {
-                    if n == 0 || tcp.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// Connects over TLS trusting the CA, with `client` as the client certificate if given;
 /// sends `ping` and returns what came back, or the error.
 fn ping(pki: &Pki, addr: SocketAddr, client: Option<&(PathBuf, PathBuf)>) -> Result<Vec<u8>, std::io::Error> {
@@ -426,7 +395,7 @@ fn a_listener_requires_client_certificates_from_its_ca_with_the_right_name() {
     let front = pki.issue("front", &["front.example"]);
     let good = pki.issue("client", &["client.example"]);
     let misnamed = pki.issue("misnamed", &["intruder.example"]);
-    let server = start(&mtls_listener(&pki, &front, echo_upstream()));
+    let server = start(&mtls_listener(&pki, &front, echo_upstream()), 1);
     let addr = server.listeners[0].1;
     assert_eq!(ping(&pki, addr, Some(&good)).unwrap(), b"ping");
     assert!(ping(&pki, addr, None).is_err(), "no client certificate: refused");
@@ -468,7 +437,7 @@ fn a_returning_client_resumes_its_session_unless_resumption_is_disabled() {
             0,
         ),
     ] {
-        let server = start(&plain_tls(extra));
+        let server = start(&plain_tls(extra), 1);
         // One client configuration (and so one session cache) for both connections.
         let client =
             Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots.clone()).with_no_client_auth());
@@ -502,13 +471,6 @@ fn connect(pki: &Pki, addr: SocketAddr) -> (rustls::StreamOwned<rustls::ClientCo
     tls.read_exact(&mut back).unwrap();
     let presented = tls.conn.peer_certificates().unwrap()[0].to_vec();
     (tls, presented)
-}
-
-/// Replaces `path` as a rotation does: written beside it, then moved into place.
-fn replace(path: &Path, bytes: &[u8]) {
-    let next = path.with_extension("next");
-    std::fs::write(&next, bytes).unwrap();
-    std::fs::rename(&next, path).unwrap();
 }
 
 #[test]
@@ -547,7 +509,7 @@ fn a_certificate_from_an_sds_file_rotates_without_a_restart_or_a_dropped_connect
     assert!(yaml.contains("tls_certificate_sds_secret_configs"), "{yaml}");
     // Envoy requires a named node for SDS.
     let yaml = format!("node: {{ id: edge-1, cluster: edge }}\n{yaml}");
-    let server = start(&yaml);
+    let server = start(&yaml, 1);
     let addr = server.listeners[0].1;
     let (mut open, first) = connect(&pki, addr);
     assert_eq!(first, CertificateDer::pem_file_iter(&chain).unwrap().next().unwrap().unwrap().to_vec());
@@ -555,8 +517,8 @@ fn a_certificate_from_an_sds_file_rotates_without_a_restart_or_a_dropped_connect
     // A new certificate and key for the same name, moved into place as cert-manager does.
     let renewed = pki.issue("renewed", &["front.example"]);
     let renewed_der = CertificateDer::pem_file_iter(&renewed.0).unwrap().next().unwrap().unwrap().to_vec();
-    replace(&key, &std::fs::read(&renewed.1).unwrap());
-    replace(&chain, &std::fs::read(&renewed.0).unwrap());
+    replace(&key, std::fs::read(&renewed.1).unwrap());
+    replace(&chain, std::fs::read(&renewed.0).unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while connect(&pki, addr).1 != renewed_der {
         assert!(std::time::Instant::now() < deadline, "the renewed certificate was never served");
@@ -593,7 +555,7 @@ fn a_client_that_stalls_in_the_handshake_is_closed_at_the_chains_timeout() {
         "      transport_socket_connect_timeout: 0.2s\n      filters:\n",
         1,
     );
-    let server = start(&yaml);
+    let server = start(&yaml, 1);
     let mut tcp = TcpStream::connect(server.listeners[0].1).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // The start of a ClientHello, then nothing.
