@@ -61,7 +61,8 @@ impl HandshakeError {
 /// connection, or the client side of an upstream one.
 pub struct TlsTransport {
     tcp: TcpStream,
-    session: RefCell<Connection>,
+    /// Boxed: it is large, and the futures that make and move a transport stay small.
+    session: RefCell<Box<Connection>>,
     /// Plaintext read ahead by [`Transport::peek`], handed out before anything else.
     peeked: RefCell<Vec<u8>>,
 }
@@ -69,7 +70,7 @@ pub struct TlsTransport {
 impl TlsTransport {
     /// Runs the server side of the handshake on `tcp`.
     pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> Result<TlsTransport, HandshakeError> {
-        TlsTransport::handshake(tcp, ServerConnection::new(config)?.into()).await
+        TlsTransport::handshake(tcp, Box::new(ServerConnection::new(config)?.into())).await
     }
 
     /// Runs the client side of the handshake on `tcp`, to `name` (sent as SNI if it is a
@@ -79,10 +80,10 @@ impl TlsTransport {
         config: Arc<ClientConfig>,
         name: ServerName<'static>,
     ) -> Result<TlsTransport, HandshakeError> {
-        TlsTransport::handshake(tcp, ClientConnection::new(config, name)?.into()).await
+        TlsTransport::handshake(tcp, Box::new(ClientConnection::new(config, name)?.into())).await
     }
 
-    async fn handshake(tcp: TcpStream, mut session: Connection) -> Result<TlsTransport, HandshakeError> {
+    async fn handshake(tcp: TcpStream, mut session: Box<Connection>) -> Result<TlsTransport, HandshakeError> {
         loop {
             while session.wants_write() {
                 tcp.writable().await?;

@@ -107,7 +107,10 @@ impl EndpointPool {
             }
         }
         self.stats.rq_pending_total.inc();
-        let (mut sender, local) = self.connect_h1().await.inspect_err(|_| self.stats.rq_pending_failure_eject.inc())?;
+        // Boxed: a new connection's handshakes are large and rare; a request that reuses one
+        // (and the client connection waiting on it) should not carry their size.
+        let (mut sender, local) =
+            Box::pin(self.connect_h1()).await.inspect_err(|_| self.stats.rq_pending_failure_eject.inc())?;
         self.count_request();
         let response = sender.send_request(request).await.map_err(|e| SendError::Request(e.to_string()))?;
         self.keep_when_ready(sender, local.clone());
@@ -168,19 +171,9 @@ impl EndpointPool {
             Some(s) => s,
             None => {
                 self.stats.rq_pending_total.inc();
-                let (io, local) = self.connect().await.inspect_err(|_| self.stats.rq_pending_failure_eject.inc())?;
-                let (sender, connection) = http2::Builder::new(LocalExec)
-                    .handshake(io)
-                    .await
-                    .map_err(|e| SendError::Connect(e.to_string()))?;
-                self.stats.cx_http2_total.inc();
-                let open = OpenConnection::new(&self.stats, &self.host);
-                tokio::task::spawn_local(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!("upstream HTTP/2 connection ended: {e}");
-                    }
-                    drop(open);
-                });
+                // Boxed, as for HTTP/1.1.
+                let connected = Box::pin(self.connect_h2()).await;
+                let (sender, local) = connected.inspect_err(|_| self.stats.rq_pending_failure_eject.inc())?;
                 *self.shared.borrow_mut() = Some((sender.clone(), local.clone()));
                 (sender, local)
             }
@@ -189,6 +182,22 @@ impl EndpointPool {
         self.count_request();
         let response = sender.send_request(request).await.map_err(|e| SendError::Request(e.to_string()))?;
         Ok((response, local))
+    }
+
+    /// A new HTTP/2 connection, its task running.
+    async fn connect_h2(&self) -> Result<(http2::SendRequest<ProxyBody>, Connected), SendError> {
+        let (io, local) = self.connect().await?;
+        let (sender, connection) =
+            http2::Builder::new(LocalExec).handshake(io).await.map_err(|e| SendError::Connect(e.to_string()))?;
+        self.stats.cx_http2_total.inc();
+        let open = OpenConnection::new(&self.stats, &self.host);
+        tokio::task::spawn_local(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("upstream HTTP/2 connection ended: {e}");
+            }
+            drop(open);
+        });
+        Ok((sender, local))
     }
 
     /// A new connection for HTTP (TLS, if the cluster has it), with what it is.
