@@ -42,6 +42,8 @@ pub struct Request {
     pub server_name: Option<&'static str>,
     /// Over TLS, the client presents the run's client certificate.
     pub client_cert: bool,
+    /// A GET of an admin page instead (JSON, compared with keys and TLS contexts sorted).
+    pub admin: bool,
 }
 
 impl Request {
@@ -60,6 +62,7 @@ impl Request {
             tls: None,
             server_name: None,
             client_cert: false,
+            admin: false,
         }
     }
 
@@ -112,6 +115,11 @@ impl Request {
     pub fn sni(mut self, name: &'static str) -> Request {
         self.server_name = Some(name);
         self
+    }
+
+    /// A GET of the admin page `path`.
+    pub fn admin(path: &str) -> Request {
+        Request { admin: true, ..Request::get(path) }
     }
 
     /// The same, over HTTP/2.

@@ -209,6 +209,12 @@ fn observe(
             out.push_str(&format!("-- {} replaced\n", name));
         }
         out.push_str(&format!("-- {} {} {}{}\n", i + 1, r.method, r.path, if r.http2 { " (HTTP/2)" } else { "" }));
+        if r.admin {
+            out.push_str(&normalize::admin_json(
+                &proxy::admin_get(running.admin, &r.path).unwrap_or_else(|e| e.to_string()),
+            ));
+            continue;
+        }
         out.push_str(&runtime.block_on(client::send(running.listener, r)));
     }
     running.settle();

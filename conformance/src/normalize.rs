@@ -95,3 +95,14 @@ pub fn reasons() -> Vec<(String, &'static str)> {
     ));
     out
 }
+
+/// An admin page's JSON, pretty and with keys sorted (Envoy writes them in its protobuf
+/// field order, wasmproxy in name order), TLS contexts (`/certs`) sorted too (Envoy lists
+/// them in hash order); a page that is not JSON as it is.
+pub fn admin_json(page: &str) -> String {
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(page) else { return format!("{page}\n") };
+    if let Some(contexts) = value.get_mut("certificates").and_then(|c| c.as_array_mut()) {
+        contexts.sort_by_key(|c| c.to_string());
+    }
+    format!("{}\n", serde_json::to_string_pretty(&value).unwrap_or_default())
+}

@@ -132,6 +132,28 @@ pub fn scenarios() -> Vec<Scenario> {
             files: Vec::new(),
         },
         Scenario {
+            name: "admin_certs",
+            about: "admin's /certs: a listener checking client certificates against the CA, a cluster presenting \
+                    a client certificate and checking the upstream's against the CA, another with no certificate",
+            config: with_upstream_tls(
+                &with_upstream_tls(
+                    &with_mtls(&probe_config(json!({})), "h2"),
+                    "upstream",
+                    "        common_tls_context:\n          tls_certificates:\n          - certificate_chain: { filename: \"@TLS_CLIENT_CERT@\" }\n            \
+                     private_key: { filename: \"@TLS_CLIENT_KEY@\" }\n          validation_context:\n            \
+                     trusted_ca: { filename: \"@TLS_CA@\" }\n",
+                ),
+                "grpc",
+                "",
+            ),
+            requests: vec![Request::get("/with-cert").tls("h2").client_cert(), Request::admin("/certs")],
+            deliberate: None,
+            known: None,
+            stats: &[],
+            prometheus: &[],
+            files: Vec::new(),
+        },
+        Scenario {
             name: "upstream_tls",
             about: "clusters over TLS: SNI and the CA and SAN checked (HTTP/1.1), nothing checked and no SNI \
                     (HTTP/2, ALPN h2 offered by default); the upstream tells what it was offered",

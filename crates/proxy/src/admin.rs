@@ -1,6 +1,6 @@
 //! The admin listener (`admin.address`), on its own thread, answering as Envoy 1.40's admin
 //! does: `/stats` (text, JSON, Prometheus; `filter`, `usedonly`, `type`,
-//! `histogram_buckets`), `/server_info`, `/config_dump`, `/clusters`, `/listeners`,
+//! `histogram_buckets`), `/server_info`, `/config_dump`, `/certs`, `/clusters`, `/listeners`,
 //! `/logging`, `/ready`, `/quitquitquit`, `/reset_counters`, `/help`. Paths that change
 //! state want POST (405 otherwise); an unknown path gets 404 and the list of paths. The
 //! same thread flushes the stats every `stats_flush_interval`.
@@ -23,6 +23,7 @@ use wasmproxy_stats::render::{self, BucketMode, Kind, Selection};
 use wasmproxy_stats::{Gauge, StatName, Store};
 
 use crate::observe::stats::Upstreams;
+use crate::tls::certificate::{CertificateDetails, ContextCertificates};
 
 /// Process log levels, changed at run time through `/logging` (the binary owns the logger).
 pub trait LogControl: Send + Sync {
@@ -51,6 +52,8 @@ pub struct LiveView {
     pub dynamic_listeners: Option<Accepted>,
     /// The clusters from the CDS file.
     pub dynamic_clusters: Option<Accepted>,
+    /// Every TLS context served: each filter chain's, then each cluster's (`/certs`).
+    pub tls_contexts: Vec<Arc<dyn ContextCertificates>>,
 }
 
 /// A dynamic resource file as last accepted.
@@ -204,6 +207,7 @@ struct Endpoint {
 
 const ENDPOINTS: &[Endpoint] = &[
     Endpoint { path: "/", mutates: false, help: "Admin home page", params: &[] },
+    Endpoint { path: "/certs", mutates: false, help: "print certs on machine", params: &[] },
     Endpoint {
         path: "/clusters",
         mutates: false,
@@ -315,6 +319,7 @@ fn route(path: &str, query: &[(String, String)], state: &AdminState) -> Answer {
         "/stats/prometheus" => stats(query, state, true),
         "/server_info" => Answer(StatusCode::OK, JSON, pretty(&server_info(state))),
         "/config_dump" => Answer(StatusCode::OK, JSON, pretty(&config_dump(state))),
+        "/certs" => Answer(StatusCode::OK, JSON, pretty(&certs(state))),
         "/clusters" if param(query, "format") == Some("json") => {
             Answer(StatusCode::OK, JSON, pretty(&clusters_json(state)))
         }
@@ -522,6 +527,20 @@ fn config_dump(state: &AdminState) -> Value {
 fn rfc3339(t: std::time::SystemTime) -> String {
     let u = crate::clock::Utc::at(t);
     format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", u.year, u.month, u.day, u.hour, u.minute, u.second, u.millis)
+}
+
+/// Envoy's `/certs`: per TLS context, its CA and its certificate (an empty list for
+/// what it has none of).
+fn certs(state: &AdminState) -> Value {
+    let now = crate::clock::Utc::now().unix;
+    let shown = |d: Option<CertificateDetails>| d.map(|d| d.json(now)).into_iter().collect::<Vec<_>>();
+    let certificates: Vec<Value> = state
+        .live()
+        .tls_contexts
+        .iter()
+        .map(|c| json!({"ca_cert": shown(c.ca_certificate()), "cert_chain": shown(c.certificate_chain())}))
+        .collect();
+    json!({ "certificates": certificates })
 }
 
 fn clusters_text(state: &AdminState) -> String {

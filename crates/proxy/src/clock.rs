@@ -54,6 +54,19 @@ impl Utc {
         }
     }
 
+    /// As protobuf's JSON writes a `Timestamp`: `2026-12-04T15:04:05Z`, with 3, 6 or 9
+    /// digits of fraction only when there is one.
+    pub fn protobuf_timestamp(&self) -> String {
+        let fraction = match self.nanos {
+            0 => String::new(),
+            n if n % 1_000_000 == 0 => format!(".{:03}", n / 1_000_000),
+            n if n % 1_000 == 0 => format!(".{:06}", n / 1_000),
+            n => format!(".{n:09}"),
+        };
+        let (y, mo, d, h, mi, s) = (self.year, self.month, self.day, self.hour, self.minute, self.second);
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{fraction}Z")
+    }
+
     /// As an HTTP date (`Thu, 26 Nov 2026 12:00:43 GMT`).
     pub fn http_date(&self) -> String {
         const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
@@ -117,5 +130,8 @@ mod tests {
         assert_eq!((Utc::at(leap).month, Utc::at(leap).day), (2, 29));
         assert_eq!(Utc::at(t).http_date(), "Thu, 26 Nov 2026 11:19:28 GMT");
         assert_eq!(Utc::at(leap).http_date(), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(Utc::at(t).protobuf_timestamp(), "2026-11-26T11:19:28.506Z");
+        assert_eq!(Utc::at(leap).protobuf_timestamp(), "2000-02-29T00:00:00Z");
+        assert_eq!(Utc::at(leap + Duration::from_micros(5)).protobuf_timestamp(), "2000-02-29T00:00:00.000005Z");
     }
 }

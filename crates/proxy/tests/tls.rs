@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use common::{echo_upstream, replace, start, stat};
+use common::{admin_get, echo_upstream, replace, start, stat};
 
 /// A CA, and certificates it issues, written as PEM files in a directory of their own.
 struct Pki {
@@ -230,6 +230,23 @@ fn requests_go_to_tls_upstreams_checked_as_envoy_checks_them() {
     assert_eq!(stat(&server, "cluster.wrong_name.ssl.fail_verify_san"), 1);
     assert_eq!(stat(&server, "cluster.wrong_name.ssl.connection_error"), 0);
     assert_eq!(stat(&server, "cluster.wrong_name.upstream_cx_connect_fail"), 1);
+
+    // Admin's /certs: each cluster's CA and client certificate, in order, as Envoy shows them.
+    let certs: serde_json::Value = serde_json::from_str(&admin_get(&server, "/certs")).unwrap();
+    let contexts = certs["certificates"].as_array().unwrap();
+    assert_eq!(contexts.len(), 3, "{certs}");
+    let ca = &contexts[0]["ca_cert"][0];
+    assert_eq!(ca["path"], pki.path("ca.pem"));
+    assert_eq!(ca["subject_alt_names"], serde_json::json!([]));
+    let days: u64 = ca["days_until_expiration"].as_str().unwrap().parse().unwrap();
+    assert!(days > 300, "rcgen's certificates are valid for years: {ca}");
+    let shown = &contexts[0]["cert_chain"][0];
+    assert_eq!(shown["path"], client.0.display().to_string());
+    assert_eq!(shown["subject_alt_names"], serde_json::json!([{ "dns": "proxy.example" }]));
+    assert!(shown["valid_from"].as_str().unwrap().ends_with('Z'), "{shown}");
+    assert_eq!(contexts[1]["ca_cert"][0]["path"], pki.path("ca.pem"));
+    assert_eq!(contexts[1]["cert_chain"], serde_json::json!([]));
+    assert_eq!(contexts[2], serde_json::json!({ "ca_cert": [], "cert_chain": [] }));
     server.stop();
 }
 
@@ -524,6 +541,17 @@ fn a_certificate_from_an_sds_file_rotates_without_a_restart_or_a_dropped_connect
         assert!(std::time::Instant::now() < deadline, "the renewed certificate was never served");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Admin's /certs shows the certificate served now.
+    let serial = |der: &[u8]| {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+        cert.raw_serial().iter().skip_while(|b| **b == 0).map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let certs: serde_json::Value = serde_json::from_str(&admin_get(&server, "/certs")).unwrap();
+    let shown = &certs["certificates"][0]["cert_chain"][0];
+    assert_eq!(shown["serial_number"], serial(&renewed_der), "{certs}");
+    assert_eq!(shown["path"], chain.display().to_string(), "{certs}");
+    assert_eq!(shown["subject_alt_names"], serde_json::json!([{ "dns": "front.example" }]), "{certs}");
+    assert_eq!(certs["certificates"][0]["ca_cert"], serde_json::json!([]), "{certs}");
     // The connection opened before the rotation goes on.
     open.write_all(b"more").unwrap();
     let mut back = [0u8; 4];

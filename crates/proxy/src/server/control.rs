@@ -22,6 +22,7 @@ use crate::server::listener::bind_reuseport;
 use crate::server::referenced::ReferencedFiles;
 use crate::server::snapshot::{Builder, Snapshot};
 use crate::server::worker::WorkerMessage;
+use crate::tls::certificate::ContextCertificates;
 
 /// How long a worker may take to take a new configuration before the update is reported
 /// as failed (it still takes it when it can).
@@ -185,7 +186,10 @@ impl Control {
         let mut files = self.files.clone();
         if files.refresh(&self.all_listeners(), &self.all_clusters()) {
             match self.apply_with(self.all_listeners(), self.all_clusters(), &files) {
-                Ok(()) => self.files = files,
+                Ok(()) => {
+                    self.files = files;
+                    self.publish();
+                }
                 Err(e) => tracing::warn!("rds/eds: update rejected: {e}"),
             }
         }
@@ -380,7 +384,18 @@ impl Control {
         view.listeners = self.bound();
         show(&mut view.dynamic_listeners, &self.listeners);
         show(&mut view.dynamic_clusters, &self.clusters);
+        view.tls_contexts = self.served.iter().flat_map(|s| tls_contexts(s)).collect();
     }
+}
+
+/// Every TLS context of a snapshot: each filter chain's, then each cluster's.
+fn tls_contexts(snapshot: &Snapshot) -> Vec<Arc<dyn ContextCertificates>> {
+    let chains = snapshot.listeners.iter().flat_map(|l| l.chains.iter().filter_map(|c| c.tls.clone()));
+    let clusters = snapshot.clusters.iter().filter_map(|c| c.tls.clone());
+    chains
+        .map(|t| t as Arc<dyn ContextCertificates>)
+        .chain(clusters.map(|t| t as Arc<dyn ContextCertificates>))
+        .collect()
 }
 
 /// What the LDS and CDS files hold, and where [`Control`] keeps each.

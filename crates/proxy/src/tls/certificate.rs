@@ -47,6 +47,76 @@ impl CertificateInfo {
     }
 }
 
+/// What admin's `/certs` shows of a certificate (Envoy's `CertificateDetails`).
+#[derive(Debug, Clone)]
+pub struct CertificateDetails {
+    /// The file it was read from, or `<inline>`.
+    pub path: String,
+    /// Its serial number, lowercase hex, two digits a byte.
+    pub serial: String,
+    /// Its DNS, URI and IP address subject alternative names, in order.
+    pub names: Vec<(SanType, String)>,
+    /// When it starts and stops being valid, in seconds since the Unix epoch.
+    pub valid: (i64, i64),
+}
+
+impl CertificateDetails {
+    /// What a DER certificate read from `path` says (`None` if it does not parse).
+    pub fn new(der: &[u8], path: String) -> Option<CertificateDetails> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let validity = cert.validity();
+        let names = subject_alt_names(der)
+            .into_iter()
+            .filter(|(kind, _)| matches!(kind, SanType::Dns | SanType::Uri | SanType::IpAddress))
+            .collect();
+        Some(CertificateDetails {
+            path,
+            // As BoringSSL prints it: whole bytes, no leading zero byte.
+            serial: cert.raw_serial().iter().skip_while(|b| **b == 0).map(|b| format!("{b:02x}")).collect(),
+            names,
+            valid: (validity.not_before.timestamp(), validity.not_after.timestamp()),
+        })
+    }
+
+    /// As Envoy's `/certs` writes it, `now` being the time in seconds since the Unix epoch.
+    pub fn json(&self, now: i64) -> serde_json::Value {
+        let names: Vec<serde_json::Value> = self
+            .names
+            .iter()
+            .map(|(kind, name)| {
+                let key = match kind {
+                    SanType::Dns => "dns",
+                    SanType::Uri => "uri",
+                    _ => "ip_address",
+                };
+                serde_json::json!({ key: name })
+            })
+            .collect();
+        let at = |unix: i64| {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
+            crate::clock::Utc::at(t).protobuf_timestamp()
+        };
+        serde_json::json!({
+            "path": self.path,
+            "serial_number": self.serial,
+            "subject_alt_names": names,
+            // Whole days left, none once expired; a uint64, which protobuf's JSON quotes.
+            "days_until_expiration": ((self.valid.1 - now).max(0) / 86_400).to_string(),
+            "valid_from": at(self.valid.0),
+            "expiration_time": at(self.valid.1),
+        })
+    }
+}
+
+/// The certificates a TLS context holds, as admin's `/certs` lists them: a listener's
+/// filter chain's or a cluster's.
+pub trait ContextCertificates: Send + Sync {
+    /// The CA it checks peers against (`validation_context.trusted_ca`), if any.
+    fn ca_certificate(&self) -> Option<CertificateDetails>;
+    /// The certificate it presents, if any (a rotated one as it is now).
+    fn certificate_chain(&self) -> Option<CertificateDetails>;
+}
+
 /// What a TLS handshake settled: a downstream connection's (`connection.*`) or an upstream
 /// one's (`upstream.*`).
 #[derive(Debug, Clone)]
@@ -246,6 +316,32 @@ mod tests {
         assert_eq!(info.subject, "CN=client,O=Example\\, Inc.,C=US");
         assert_eq!(info.dns_sans, vec!["a.example".to_string()]);
         assert_eq!(info.sha256.len(), 64);
+    }
+
+    #[test]
+    fn admin_shows_a_certificate_as_envoy_does() {
+        let mut params = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::IpAddress("::1".parse().unwrap()));
+        params.subject_alt_names.push(rcgen::SanType::Rfc822Name("ops@example.com".try_into().unwrap()));
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x0c, 0x04, 0x6e]));
+        params.not_before = rcgen::date_time_ymd(2026, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2026, 1, 31);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let details = CertificateDetails::new(cert.der(), "<inline>".into()).unwrap();
+        let jan_10 = 1_767_225_600 + 9 * 86_400 + 3600;
+        assert_eq!(
+            details.json(jan_10),
+            serde_json::json!({
+                "path": "<inline>",
+                "serial_number": "0c046e",
+                "subject_alt_names": [{ "dns": "a.example" }, { "ip_address": "::1" }],
+                "days_until_expiration": "20",
+                "valid_from": "2026-01-01T00:00:00Z",
+                "expiration_time": "2026-01-31T00:00:00Z",
+            })
+        );
+        assert_eq!(details.json(jan_10 + 100 * 86_400)["days_until_expiration"], "0");
     }
 
     #[test]

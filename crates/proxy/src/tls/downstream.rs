@@ -14,7 +14,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use wasmproxy_config::model::{CertificateValidation, DownstreamTls, TlsCertificate};
 
-use crate::tls::certificate::{CertificateInfo, SanMatchers};
+use crate::tls::certificate::{CertificateDetails, CertificateInfo, ContextCertificates, SanMatchers};
 use crate::tls::pem;
 
 /// The most sessions a chain's cache keeps (BoringSSL's default).
@@ -27,12 +27,34 @@ pub struct ServerTls {
     pub config: Arc<ServerConfig>,
     /// The certificate served (and what it says, for `connection.*_local_certificate`).
     pub certificate: Arc<ServedCertificate>,
+    /// What `/certs` shows of the CA client certificates are checked against.
+    ca: Option<CertificateDetails>,
+}
+
+impl ContextCertificates for ServerTls {
+    fn ca_certificate(&self) -> Option<CertificateDetails> {
+        self.ca.clone()
+    }
+
+    fn certificate_chain(&self) -> Option<CertificateDetails> {
+        self.certificate.details()
+    }
 }
 
 /// A chain's certificate and key, replaced in place when its secret changes: handshakes
 /// from then on get the new one, connections already open keep theirs.
 #[derive(Debug)]
-pub struct ServedCertificate(RwLock<(Arc<CertifiedKey>, Arc<CertificateInfo>)>);
+pub struct ServedCertificate(RwLock<Served>);
+
+/// A certificate and key as served, and what they say.
+#[derive(Debug)]
+struct Served {
+    key: Arc<CertifiedKey>,
+    /// For `connection.*_local_certificate`.
+    info: Arc<CertificateInfo>,
+    /// For `/certs`.
+    details: Option<CertificateDetails>,
+}
 
 impl ServedCertificate {
     /// Reads and checks a certificate and its key.
@@ -49,19 +71,29 @@ impl ServedCertificate {
 
     /// What the certificate served now says.
     pub fn local(&self) -> Arc<CertificateInfo> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).1.clone()
+        self.served().info.clone()
     }
 
-    fn read(certificate: &TlsCertificate) -> Result<(Arc<CertifiedKey>, Arc<CertificateInfo>), String> {
-        let certified = pem::certified_key(certificate, &pem::provider())?;
-        let info = Arc::new(CertificateInfo::leaf(&certified));
-        Ok((certified, info))
+    /// What `/certs` shows of the certificate served now.
+    pub fn details(&self) -> Option<CertificateDetails> {
+        self.served().details.clone()
+    }
+
+    fn served(&self) -> std::sync::RwLockReadGuard<'_, Served> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(certificate: &TlsCertificate) -> Result<Served, String> {
+        let key = pem::certified_key(certificate, &pem::provider())?;
+        let info = Arc::new(CertificateInfo::leaf(&key));
+        let details = key.cert.first().and_then(|leaf| pem::details(&certificate.certificate_chain, leaf));
+        Ok(Served { key, info, details })
     }
 }
 
 impl ResolvesServerCert for ServedCertificate {
     fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).0.clone())
+        Some(self.served().key.clone())
     }
 }
 
@@ -73,13 +105,12 @@ pub fn server_config(tls: &DownstreamTls, certificate: Arc<ServedCertificate>) -
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&pem::versions(tls.versions))
         .map_err(|e| format!("tls_params: {e}"))?;
-    let builder = match &tls.validation {
-        None => builder.with_no_client_auth(),
-        Some(validation) => builder.with_client_cert_verifier(Arc::new(ClientVerifier::new(
-            validation,
-            tls.require_client_certificate,
-            provider,
-        )?)),
+    let (builder, ca) = match &tls.validation {
+        None => (builder.with_no_client_auth(), None),
+        Some(validation) => {
+            let (verifier, ca) = ClientVerifier::new(validation, tls.require_client_certificate, provider)?;
+            (builder.with_client_cert_verifier(Arc::new(verifier)), ca)
+        }
     };
     let mut config = builder.with_cert_resolver(certificate.clone());
     config.alpn_protocols = tls.alpn_protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
@@ -92,7 +123,7 @@ pub fn server_config(tls: &DownstreamTls, certificate: Arc<ServedCertificate>) -
         true => rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES),
         false => Arc::new(rustls::server::NoServerSessionStorage {}),
     };
-    Ok(ServerTls { config: Arc::new(config), certificate })
+    Ok(ServerTls { config: Arc::new(config), certificate, ca })
 }
 
 /// rustls' check of the chain (webpki), then Envoy's subject alternative name matchers.
@@ -107,12 +138,13 @@ impl ClientVerifier {
         validation: &CertificateValidation,
         required: bool,
         provider: Arc<rustls::crypto::CryptoProvider>,
-    ) -> Result<ClientVerifier, String> {
-        let roots = Arc::new(pem::trust_anchors(&validation.trusted_ca)?);
+    ) -> Result<(ClientVerifier, Option<CertificateDetails>), String> {
+        let (roots, ca) = pem::trust_anchors(&validation.trusted_ca)?;
+        let roots = Arc::new(roots);
         let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider);
         let builder = if required { builder } else { builder.allow_unauthenticated() };
         let chain = builder.build().map_err(|e| format!("validation_context: {e}"))?;
-        Ok(ClientVerifier { chain, san_matchers: SanMatchers::new(&validation.subject_alt_names)? })
+        Ok((ClientVerifier { chain, san_matchers: SanMatchers::new(&validation.subject_alt_names)? }, ca))
     }
 }
 

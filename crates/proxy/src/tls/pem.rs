@@ -11,6 +11,8 @@ use rustls::sign::CertifiedKey;
 use rustls::{CipherSuite, NamedGroup};
 use wasmproxy_config::model::{DataSource, TlsAlgorithms, TlsCertificate, TlsVersion};
 
+use crate::tls::certificate::CertificateDetails;
+
 /// The crypto provider (aws-lc-rs).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -111,14 +113,27 @@ pub fn certified_key(certificate: &TlsCertificate, provider: &CryptoProvider) ->
     Ok(Arc::new(certified))
 }
 
-/// The CA certificates of a `trusted_ca`, as trust anchors.
-pub fn trust_anchors(source: &DataSource) -> Result<rustls::RootCertStore, String> {
+/// The CA certificates of a `trusted_ca`, as trust anchors, and what `/certs` shows of
+/// the first.
+pub fn trust_anchors(source: &DataSource) -> Result<(rustls::RootCertStore, Option<CertificateDetails>), String> {
     let field = "validation_context.trusted_ca";
     let mut roots = rustls::RootCertStore::empty();
-    for cert in certificates(source, field)? {
+    let cas = certificates(source, field)?;
+    let shown = details(source, &cas[0]);
+    for cert in cas {
         roots.add(cert).map_err(|e| format!("{field}: not a usable CA certificate: {e}"))?;
     }
-    Ok(roots)
+    Ok((roots, shown))
+}
+
+/// What admin's `/certs` shows of the first certificate of `source`, which was read as
+/// `first` (its file's name, or `<inline>`).
+pub fn details(source: &DataSource, first: &CertificateDer<'_>) -> Option<CertificateDetails> {
+    let path = match source {
+        DataSource::File(path) => path.display().to_string(),
+        DataSource::Inline(_) => "<inline>".to_string(),
+    };
+    CertificateDetails::new(first, path)
 }
 
 /// rustls' versions from `min` to `max`.

@@ -386,7 +386,7 @@ mod tests {
             let tls = TlsTransport::accept(tcp, config).await.unwrap();
             assert_eq!(tls.version(), Some("TLSv1.3"));
             assert_eq!(tls.negotiated_http2(), Some(true));
-            let name = match &*tls.session.borrow() {
+            let name = match &**tls.session.borrow() {
                 Connection::Server(server) => server.server_name().map(str::to_string),
                 Connection::Client(_) => panic!("a client session"),
             };

@@ -14,7 +14,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpStream;
 use wasmproxy_config::model::{CertificateValidation, UpstreamTls};
 
-use crate::tls::certificate::{CertificateInfo, SanMatchers, TlsInfo};
+use crate::tls::certificate::{CertificateDetails, CertificateInfo, ContextCertificates, SanMatchers, TlsInfo};
 use crate::tls::pem;
 use crate::tls::session::{HandshakeError, TlsTransport};
 
@@ -29,6 +29,18 @@ pub struct UpstreamTlsConfig {
     sni: Option<ServerName<'static>>,
     /// What the client certificate says (`upstream.*_local_certificate`).
     client_certificate: Option<Arc<CertificateInfo>>,
+    /// What `/certs` shows of the CA and of the client certificate.
+    shown: (Option<CertificateDetails>, Option<CertificateDetails>),
+}
+
+impl ContextCertificates for UpstreamTlsConfig {
+    fn ca_certificate(&self) -> Option<CertificateDetails> {
+        self.shown.0.clone()
+    }
+
+    fn certificate_chain(&self) -> Option<CertificateDetails> {
+        self.shown.1.clone()
+    }
 }
 
 impl UpstreamTlsConfig {
@@ -36,7 +48,8 @@ impl UpstreamTlsConfig {
     /// protocol, offered by ALPN when no protocol is configured. An error names the field.
     pub fn new(tls: &UpstreamTls, http2: bool) -> Result<UpstreamTlsConfig, String> {
         let provider = pem::provider_with(&tls.algorithms);
-        let verifier = Arc::new(EnvoyVerifier::new(tls.validation.as_ref(), provider.clone())?);
+        let (verifier, ca) = EnvoyVerifier::new(tls.validation.as_ref(), provider.clone())?;
+        let verifier = Arc::new(verifier);
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&pem::versions(tls.versions))
             .map_err(|e| format!("tls_params: {e}"))?
@@ -44,6 +57,11 @@ impl UpstreamTlsConfig {
             .with_custom_certificate_verifier(verifier);
         let certified = tls.certificate.as_ref().map(|c| pem::certified_key(c, &provider)).transpose()?;
         let client_certificate = certified.as_ref().map(|c| Arc::new(CertificateInfo::leaf(c)));
+        let shown_client = tls
+            .certificate
+            .as_ref()
+            .zip(certified.as_ref().and_then(|c| c.cert.first()))
+            .and_then(|(configured, leaf)| pem::details(&configured.certificate_chain, leaf));
         let mut config = match certified {
             Some(certified) => builder.with_client_cert_resolver(Arc::new(ClientCertificate(certified))),
             None => builder.with_no_client_auth(),
@@ -62,7 +80,13 @@ impl UpstreamTlsConfig {
             ),
             None => None,
         };
-        Ok(UpstreamTlsConfig { http: Arc::new(http), raw: Arc::new(config), sni, client_certificate })
+        Ok(UpstreamTlsConfig {
+            http: Arc::new(http),
+            raw: Arc::new(config),
+            sni,
+            client_certificate,
+            shown: (ca, shown_client),
+        })
     }
 
     /// The handshake on a new connection to `endpoint`, for HTTP or for the TCP proxy.
@@ -110,12 +134,17 @@ struct EnvoyVerifier {
 }
 
 impl EnvoyVerifier {
-    fn new(validation: Option<&CertificateValidation>, provider: Arc<CryptoProvider>) -> Result<EnvoyVerifier, String> {
+    /// The verifier, and what `/certs` shows of its CA.
+    fn new(
+        validation: Option<&CertificateValidation>,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<(EnvoyVerifier, Option<CertificateDetails>), String> {
         let Some(validation) = validation else {
-            return Ok(EnvoyVerifier { roots: None, san_matchers: SanMatchers::new(&[])?, provider });
+            return Ok((EnvoyVerifier { roots: None, san_matchers: SanMatchers::new(&[])?, provider }, None));
         };
         let san_matchers = SanMatchers::new(&validation.subject_alt_names)?;
-        Ok(EnvoyVerifier { roots: Some(pem::trust_anchors(&validation.trusted_ca)?), san_matchers, provider })
+        let (roots, ca) = pem::trust_anchors(&validation.trusted_ca)?;
+        Ok((EnvoyVerifier { roots: Some(roots), san_matchers, provider }, ca))
     }
 }
 

@@ -15,12 +15,18 @@ pub fn start(yaml: &str, workers: usize) -> RunningServer {
     Server::start(config, ServerOptions { concurrency: workers, ..Default::default() }).unwrap()
 }
 
-/// A counter or gauge from the admin `/stats` (0 if absent).
-pub fn stat(server: &RunningServer, name: &str) -> u64 {
+/// The body of an admin page (the whole answer's text after its head).
+pub fn admin_get(server: &RunningServer, path: &str) -> String {
     let mut stream = TcpStream::connect(server.admin.unwrap()).unwrap();
-    stream.write_all(b"GET /stats HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text);
+    text.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+}
+
+/// A counter or gauge from the admin `/stats` (0 if absent).
+pub fn stat(server: &RunningServer, name: &str) -> u64 {
+    let text = admin_get(server, "/stats");
     let prefix = format!("{name}: ");
     text.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0)
 }
