@@ -82,6 +82,11 @@ impl Request {
         Request { method: "TCP", raw: Some(bytes.as_bytes().to_vec()), ..Request::get("") }
     }
 
+    /// Bytes that are not text (a broken TLS record, say), sent as [`Request::raw`] sends.
+    pub fn raw_bytes(bytes: &[u8]) -> Request {
+        Request { method: "TCP", raw: Some(bytes.to_vec()), ..Request::get("") }
+    }
+
     /// Raw HTTP/2 frames (after the preface and an empty SETTINGS).
     pub fn h2_frames(about: &str, frames: Vec<u8>) -> Request {
         Request { method: "H2", h2_frames: Some(frames), ..Request::get(about) }

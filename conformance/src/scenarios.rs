@@ -1444,7 +1444,7 @@ fn routing() -> Vec<Scenario> {
 }
 
 /// A listener with the probe as a Wasm network filter before `tcp_proxy` to the upstream.
-fn tcp_proxy(probe: serde_json::Value) -> String {
+pub(crate) fn tcp_proxy(probe: serde_json::Value) -> String {
     bootstrap("", "").replacen(
         "    filter_chains:\n    - filters:\n",
         &format!(

@@ -6,6 +6,7 @@ use wasmproxy_conformance::client::Request;
 use wasmproxy_conformance::config::{with_chains, with_mtls, with_tls, with_upstream_tls};
 
 use crate::scenario::{Scenario, bootstrap, probe, probe_config};
+use crate::scenarios::tcp_proxy;
 
 /// The stats a TLS listener adds.
 const TLS_STATS: &[&str] = &[
@@ -150,6 +151,66 @@ pub fn scenarios() -> Vec<Scenario> {
             deliberate: None,
             known: None,
             stats: &[],
+            prometheus: &[],
+            files: Vec::new(),
+        },
+        Scenario {
+            name: "tcp_proxy_tls",
+            about: "TLS terminated in front of the TCP proxy (its Wasm network filter reads the TLS properties) \
+                    and originated from it to the upstream with SNI and the CA checked",
+            config: with_upstream_tls(
+                &with_tls(
+                    &tcp_proxy(json!({
+                        "kind": "stream",
+                        "phases": {
+                            "downstream_data": read(&["connection.tls_version", "connection.requested_server_name"]),
+                            "upstream_data": read(&["upstream.tls_version", "upstream.dns_san_peer_certificate"]),
+                        },
+                    })),
+                    "http/1.1",
+                ),
+                "upstream",
+                "        sni: backend.example.com\n        common_tls_context:\n          validation_context:\n            \
+                 trusted_ca: { filename: \"@TLS_CA@\" }\n",
+            ),
+            requests: vec![Request::get("/through-tls-tcp").tls("http/1.1").sni("tcp.example.com")],
+            deliberate: None,
+            known: None,
+            stats: &[
+                r"listener\..*\.ssl\.(handshake|connection_error|versions\..*):",
+                r"cluster\.upstream\.ssl\.(handshake|connection_error|versions\..*):",
+            ],
+            prometheus: &[],
+            files: Vec::new(),
+        },
+        Scenario {
+            name: "tls_bad_client_hellos",
+            about: "a TLS listener gets a handshake record of garbage, application data before any handshake, a \
+                    record longer than TLS allows, and a ClientHello cut short and never finished (closed at the \
+                    chain's transport_socket_connect_timeout); a good client is served after them",
+            config: with_tls(&probe_config(json!({})), "h2, http/1.1").replacen(
+                "    - transport_socket:\n",
+                "    - transport_socket_connect_timeout: 0.5s\n      transport_socket:\n",
+                1,
+            ),
+            requests: vec![
+                Request::raw_bytes(&[&[0x16, 0x03, 0x01, 0x00, 0x10][..], &[0xff; 16]].concat()),
+                Request::raw_bytes(b"\x17\x03\x03\x00\x05hello"),
+                Request::raw_bytes(&[&[0x16, 0x03, 0x01, 0x7f, 0xff][..], &[0x01; 64]].concat()),
+                Request::raw_bytes(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]).give_up_after(2000),
+                Request::get("/after-them").tls("h2"),
+            ],
+            deliberate: Some(
+                "every broken ClientHello closes the connection unanswered on both, and the good client after them is \
+                 served; only the TLS alerts differ: BoringSSL writes alert records as version 0x0301 where rustls \
+                 writes 0x0303 (RFC 8446 5.1), names an oversized record record_overflow where rustls says \
+                 decode_error, and refuses a handshake message that announces 16 MB at once (illegal_parameter) \
+                 where rustls waits for more bytes, so that connection closes at the handshake timeout",
+            ),
+            known: None,
+            stats: &[
+                r"listener\.[0-9.]*_0\.(ssl\.(handshake|connection_error)|downstream_cx_(total|transport_socket_connect_timeout)):",
+            ],
             prometheus: &[],
             files: Vec::new(),
         },

@@ -167,6 +167,11 @@ impl TcpChain {
                     write(downstream, &out, eos).await
                 }
             };
+            // The upstream's end was read: it closed, whether or not the client still
+            // takes its last bytes.
+            if eos && direction == StreamType::Upstream {
+                upstream_closed(filters);
+            }
             if written.is_err() {
                 return PeerType::Local;
             }
@@ -176,7 +181,6 @@ impl TcpChain {
             } else if eos {
                 up_done = true;
                 last_done = PeerType::Local;
-                upstream_closed(filters);
             }
         }
         last_done
