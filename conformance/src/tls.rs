@@ -215,6 +215,42 @@ pub fn scenarios() -> Vec<Scenario> {
             files: Vec::new(),
         },
         Scenario {
+            name: "upstream_auto_sni",
+            about: "auto_sni and auto_san_validation: each new upstream connection named after its request's host \
+                    (or override_auto_sni_header), its certificate checked against that name, connections reused \
+                    per host",
+            config: with_upstream_tls(
+                &probe_config(json!({"response_headers": read(&["upstream.tls_version"])})),
+                "upstream",
+                "        common_tls_context:\n          validation_context:\n            \
+                 trusted_ca: { filename: \"@TLS_CA@\" }\n",
+            )
+            .replacen(
+                "    load_assignment:\n      cluster_name: upstream\n",
+                "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \
+                 \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        \
+                 upstream_http_protocol_options: { auto_sni: true, auto_san_validation: true, override_auto_sni_header: x-sni }\n        \
+                 explicit_http_config: { http_protocol_options: {} }\n    load_assignment:\n      cluster_name: upstream\n",
+                1,
+            )
+,
+            requests: vec![
+                Request::get("/first").header("host", "backend.example.com"),
+                Request::get("/port-stripped").header("host", "api.example.com:8443"),
+                Request::get("/again").header("host", "backend.example.com"),
+                Request::get("/overridden").header("host", "backend.example.com").header("x-sni", "x.example.com"),
+                Request::get("/not-named").header("host", "other.test"),
+            ],
+            deliberate: None,
+            known: None,
+            stats: &[
+                r"cluster\.upstream\.ssl\.(handshake|connection_error|fail_verify_san|fail_verify_error):",
+                r"cluster\.upstream\.upstream_cx_(total|connect_fail):",
+            ],
+            prometheus: &[],
+            files: Vec::new(),
+        },
+        Scenario {
             name: "upstream_tls",
             about: "clusters over TLS: SNI and the CA and SAN checked (HTTP/1.1), nothing checked and no SNI \
                     (HTTP/2, ALPN h2 offered by default); the upstream tells what it was offered",

@@ -5,7 +5,9 @@ use std::time::Duration;
 use crate::address::{Host, read_address};
 use crate::config_source::read_file_source;
 use crate::metadata::read_metadata;
-use crate::model::{Cluster, Discovery, DnsLookupFamily, EdsSource, LbPolicy, LoadAssignment, SocketAddress};
+use crate::model::{
+    Cluster, Discovery, DnsLookupFamily, EdsSource, LbPolicy, LoadAssignment, SocketAddress, UpstreamHttpOptions,
+};
 use crate::reader::{Ctx, Field, type_error};
 use crate::tls::read_upstream_transport_socket;
 
@@ -197,10 +199,10 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
         None => Some(DEFAULT_DNS_REFRESH_RATE),
     };
 
-    let mut http2 = false;
+    let (mut http2, mut upstream_http) = (false, UpstreamHttpOptions::default());
     let typed_options = msg.get(ctx, "typed_extension_protocol_options");
     if let Some(f) = &typed_options {
-        http2 = read_typed_protocol_options(ctx, f);
+        (http2, upstream_http) = read_typed_protocol_options(ctx, f);
     }
     if let Some(f) = msg.get(ctx, "http2_protocol_options") {
         if typed_options.is_some() {
@@ -226,6 +228,7 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
         http2,
         metadata,
         tls: tls.map_or(Some(None), |t| t.map(Some))?,
+        upstream_http,
     })
 }
 
@@ -297,9 +300,10 @@ fn read_load_assignment(ctx: &mut Ctx, field: &Field<'_>, host: Host) -> Vec<Soc
     addresses
 }
 
-/// `typed_extension_protocol_options`: whether the upstream speaks HTTP/2.
-fn read_typed_protocol_options(ctx: &mut Ctx, field: &Field<'_>) -> bool {
-    let mut http2 = false;
+/// `typed_extension_protocol_options`: whether the upstream speaks HTTP/2, and its
+/// `upstream_http_protocol_options`.
+fn read_typed_protocol_options(ctx: &mut Ctx, field: &Field<'_>) -> (bool, UpstreamHttpOptions) {
+    let (mut http2, mut upstream_http) = (false, UpstreamHttpOptions::default());
     for (_, value) in field.map_entries(ctx) {
         let Some(any) = value.any(ctx) else { continue };
         if any.type_name != HTTP_PROTOCOL_OPTIONS_TYPE {
@@ -319,9 +323,39 @@ fn read_typed_protocol_options(ctx: &mut Ctx, field: &Field<'_>) -> bool {
             }
             explicit_msg.finish(ctx);
         }
+        if let Some(f) = msg.get(ctx, "upstream_http_protocol_options") {
+            upstream_http = read_upstream_http_options(ctx, &f);
+        }
         msg.finish(ctx);
     }
-    http2
+    (http2, upstream_http)
+}
+
+const UPSTREAM_HTTP_OPTIONS: &[&str] = &["auto_sni", "auto_san_validation", "override_auto_sni_header"];
+
+/// `upstream_http_protocol_options`.
+fn read_upstream_http_options(ctx: &mut Ctx, field: &Field<'_>) -> UpstreamHttpOptions {
+    let mut options = UpstreamHttpOptions::default();
+    let Some(mut msg) = field.message(ctx, UPSTREAM_HTTP_OPTIONS) else { return options };
+    options.auto_sni = msg.get(ctx, "auto_sni").and_then(|f| f.bool(ctx)).unwrap_or(false);
+    options.auto_san_validation = msg.get(ctx, "auto_san_validation").and_then(|f| f.bool(ctx)).unwrap_or(false);
+    if let Some(f) = msg.get(ctx, "override_auto_sni_header")
+        && let Some(name) = f.string(ctx).filter(|n| !n.is_empty())
+    {
+        // Envoy: a valid header name (lowercase, as HTTP/2 sends it; a pseudo-header too).
+        let valid = name
+            .strip_prefix(':')
+            .unwrap_or(&name)
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+        if !valid || name == ":" {
+            f.error(ctx, "must be a lowercase header name");
+        } else {
+            options.override_auto_sni_header = Some(name);
+        }
+    }
+    msg.finish(ctx);
+    options
 }
 
 /// A message of which wasmproxy supports no field: only `{}` is accepted.

@@ -854,6 +854,22 @@ pub struct Cluster {
     pub metadata: Metadata,
     /// `transport_socket` `envoy.transport_sockets.tls`: TLS to the endpoints.
     pub tls: Option<UpstreamTls>,
+    /// `typed_extension_protocol_options`' `upstream_http_protocol_options`.
+    pub upstream_http: UpstreamHttpOptions,
+}
+
+/// Envoy's `UpstreamHttpProtocolOptions`: the server name of new TLS connections taken
+/// from each request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpstreamHttpOptions {
+    /// `auto_sni`: a new connection's SNI is the request's host (`:authority` without its
+    /// port), or `override_auto_sni_header`'s value when the request has it.
+    pub auto_sni: bool,
+    /// `auto_san_validation`: the upstream's certificate must name that host (in place of
+    /// the validation context's SAN matchers).
+    pub auto_san_validation: bool,
+    /// `override_auto_sni_header`.
+    pub override_auto_sni_header: Option<String>,
 }
 
 /// Envoy's `UpstreamTlsContext`, as far as wasmproxy serves it.

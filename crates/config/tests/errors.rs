@@ -517,3 +517,19 @@ fn filter_chain_match_and_listener_filter_mistakes_are_named() {
         ]
     );
 }
+
+#[test]
+fn an_auto_sni_header_must_be_a_header_name() {
+    let options = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \
+                   \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        \
+                   upstream_http_protocol_options: { auto_sni: true, override_auto_sni_header: \"X Sni\" }\n        \
+                   explicit_http_config: { http_protocol_options: {} }\n    connect_timeout: 1s\n";
+    let errors = errors(&[("    connect_timeout: 1s\n", options)]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with(
+            "static_resources.clusters[0].typed_extension_protocol_options.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.upstream_http_protocol_options.override_auto_sni_header: must be a lowercase header name"
+        ),
+        "{errors:?}"
+    );
+}

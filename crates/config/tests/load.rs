@@ -123,6 +123,7 @@ fn rust_sdk_example_shape() {
             http2: false,
             metadata: Metadata::default(),
             tls: None,
+            upstream_http: UpstreamHttpOptions::default(),
         }]
     );
     assert_eq!(bootstrap.wasm_services, vec![]);
@@ -277,6 +278,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 http2: true,
                 metadata: Metadata::default(),
                 tls: None,
+                upstream_http: UpstreamHttpOptions::default(),
             },
             Cluster {
                 name: "legacy_h2".into(),
@@ -290,6 +292,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 http2: true,
                 metadata: Metadata::default(),
                 tls: None,
+                upstream_http: UpstreamHttpOptions::default(),
             },
         ]
     );
@@ -531,6 +534,14 @@ static_resources:
               matcher: { exact: api.example.com }
             match_subject_alt_names: [{ prefix: "spiffe://" }]
   - name: plain_tls
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        upstream_http_protocol_options:
+          auto_sni: true
+          auto_san_validation: true
+          override_auto_sni_header: x-sni
+        explicit_http_config: { http_protocol_options: {} }
     load_assignment:
       endpoints:
       - lb_endpoints:
@@ -561,4 +572,13 @@ static_resources:
     );
     let plain = bootstrap.clusters[1].tls.clone().unwrap();
     assert_eq!((plain.sni, plain.validation, plain.certificate), (None, None, None), "nothing checked, as in Envoy");
+    assert_eq!(bootstrap.clusters[0].upstream_http, UpstreamHttpOptions::default());
+    assert_eq!(
+        bootstrap.clusters[1].upstream_http,
+        UpstreamHttpOptions {
+            auto_sni: true,
+            auto_san_validation: true,
+            override_auto_sni_header: Some("x-sni".into())
+        }
+    );
 }

@@ -166,9 +166,14 @@ static_resources:
 
 /// `GET path` over plain HTTP/1.1: the status and the body.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    get_from(addr, path, "x")
+}
+
+/// `GET path` for `host` over plain HTTP/1.1: the status and the body.
+fn get_from(addr: SocketAddr, path: &str, host: &str) -> (u16, String) {
     let mut tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(tcp, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    write!(tcp, "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").unwrap();
     let mut answer = String::new();
     tcp.read_to_string(&mut answer).unwrap();
     let status = answer[9..12].parse().unwrap();
@@ -247,6 +252,31 @@ fn requests_go_to_tls_upstreams_checked_as_envoy_checks_them() {
     assert_eq!(contexts[1]["ca_cert"][0]["path"], pki.path("ca.pem"));
     assert_eq!(contexts[1]["cert_chain"], serde_json::json!([]));
     assert_eq!(contexts[2], serde_json::json!({ "ca_cert": [], "cert_chain": [] }));
+    server.stop();
+}
+
+#[test]
+fn auto_sni_names_each_http2_connection_after_its_host_and_checks_the_name_even_without_a_ca() {
+    let pki = Pki::new("auto-sni");
+    let upstream = https_upstream(upstream_config(&pki, &pki.issue("backend", &["backend.example", "*.w.example"])));
+    let auto = cluster("auto", upstream, "", true).replace(
+        "        explicit_http_config:",
+        "        upstream_http_protocol_options: { auto_sni: true, auto_san_validation: true }\n        explicit_http_config:",
+    );
+    assert!(auto.contains("auto_sni"), "{auto}");
+    let server = start(&bootstrap(&route("/", "auto"), &auto), 1);
+    let addr = server.listeners[0].1;
+
+    assert_eq!(get_from(addr, "/", "backend.example:8443"), (200, "sni=backend.example alpn=h2 client_cert=no".into()));
+    assert_eq!(get_from(addr, "/", "api.w.example"), (200, "sni=api.w.example alpn=h2 client_cert=no".into()));
+    // A host the certificate does not name: refused, though no CA is configured.
+    assert_eq!(get_from(addr, "/", "other.example").0, 503);
+    assert_eq!(stat(&server, "cluster.auto.ssl.fail_verify_san"), 1);
+    // One HTTP/2 connection per host, each reused for its host only.
+    assert_eq!(get_from(addr, "/", "backend.example"), (200, "sni=backend.example alpn=h2 client_cert=no".into()));
+    assert_eq!(get_from(addr, "/", "api.w.example").0, 200);
+    assert_eq!(stat(&server, "cluster.auto.upstream_cx_total"), 3);
+    assert_eq!(stat(&server, "cluster.auto.ssl.handshake"), 2);
     server.stop();
 }
 

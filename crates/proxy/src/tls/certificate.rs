@@ -215,6 +215,12 @@ impl SanMatchers {
         Ok(SanMatchers(compiled))
     }
 
+    /// One matcher: a DNS name equal to `host` (or a wildcard covering it).
+    pub fn host(host: &str) -> SanMatchers {
+        let exact = ValueMatch::Exact { value: host.to_string(), ignore_case: false };
+        SanMatchers(vec![(Some(SanType::Dns), exact, None)])
+    }
+
     /// Passes a DER certificate, or refuses it as rustls refuses a certificate for another
     /// name (any certificate passes when there is no matcher).
     pub fn check(&self, der: &[u8]) -> Result<(), rustls::Error> {

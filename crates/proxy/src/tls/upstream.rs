@@ -12,7 +12,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpStream;
-use wasmproxy_config::model::{CertificateValidation, UpstreamTls};
+use wasmproxy_config::model::{CertificateValidation, UpstreamHttpOptions, UpstreamTls};
 
 use crate::tls::certificate::{CertificateDetails, CertificateInfo, ContextCertificates, SanMatchers, TlsInfo};
 use crate::tls::pem;
@@ -27,6 +27,10 @@ pub struct UpstreamTlsConfig {
     raw: Arc<ClientConfig>,
     /// `sni`.
     sni: Option<ServerName<'static>>,
+    /// `auto_sni` and `auto_san_validation`.
+    auto: (bool, bool),
+    /// The check of the upstream's certificate, for connections whose host it checks.
+    verifier: Arc<EnvoyVerifier>,
     /// What the client certificate says (`upstream.*_local_certificate`).
     client_certificate: Option<Arc<CertificateInfo>>,
     /// What `/certs` shows of the CA and of the client certificate.
@@ -45,8 +49,9 @@ impl ContextCertificates for UpstreamTlsConfig {
 
 impl UpstreamTlsConfig {
     /// Reads and checks the settings (client certificate, CA); `http2` is the cluster's
-    /// protocol, offered by ALPN when no protocol is configured. An error names the field.
-    pub fn new(tls: &UpstreamTls, http2: bool) -> Result<UpstreamTlsConfig, String> {
+    /// protocol, offered by ALPN when no protocol is configured; `options` may take each
+    /// connection's server name from its first request. An error names the field.
+    pub fn new(tls: &UpstreamTls, http2: bool, options: &UpstreamHttpOptions) -> Result<UpstreamTlsConfig, String> {
         let provider = pem::provider_with(&tls.algorithms);
         let (verifier, ca) = EnvoyVerifier::new(tls.validation.as_ref(), provider.clone())?;
         let verifier = Arc::new(verifier);
@@ -54,7 +59,7 @@ impl UpstreamTlsConfig {
             .with_protocol_versions(&pem::versions(tls.versions))
             .map_err(|e| format!("tls_params: {e}"))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier);
+            .with_custom_certificate_verifier(verifier.clone());
         let certified = tls.certificate.as_ref().map(|c| pem::certified_key(c, &provider)).transpose()?;
         let client_certificate = certified.as_ref().map(|c| Arc::new(CertificateInfo::leaf(c)));
         let shown_client = tls
@@ -66,7 +71,8 @@ impl UpstreamTlsConfig {
             Some(certified) => builder.with_client_cert_resolver(Arc::new(ClientCertificate(certified))),
             None => builder.with_no_client_auth(),
         };
-        config.enable_sni = tls.sni.is_some();
+        // SNI goes with a DNS name (`sni`, or a request's host), never with an address.
+        config.enable_sni = true;
         let configured: Vec<Vec<u8>> = tls.alpn_protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
         let mut http = config.clone();
         config.alpn_protocols = configured.clone();
@@ -84,22 +90,41 @@ impl UpstreamTlsConfig {
             http: Arc::new(http),
             raw: Arc::new(config),
             sni,
+            auto: (options.auto_sni, options.auto_san_validation),
+            verifier,
             client_certificate,
             shown: (ca, shown_client),
         })
     }
 
-    /// The handshake on a new connection to `endpoint`, for HTTP or for the TCP proxy.
+    /// Whether a connection's server name comes from its first request's host
+    /// (`auto_sni` or `auto_san_validation`): connections are then kept per host.
+    pub fn per_host(&self) -> bool {
+        self.auto.0 || self.auto.1
+    }
+
+    /// The handshake on a new connection to `endpoint`, for HTTP (for a request to `host`,
+    /// when [`UpstreamTlsConfig::per_host`]) or for the TCP proxy.
     pub async fn connect(
         &self,
         tcp: TcpStream,
         endpoint: SocketAddr,
         http: bool,
+        host: Option<&str>,
     ) -> Result<TlsTransport, HandshakeError> {
+        let host = host.and_then(|h| ServerName::try_from(h.to_string()).ok());
+        let auto_sni = host.clone().filter(|_| self.auto.0);
         // Without `sni`, the endpoint's address names it: rustls sends no SNI for an address.
-        let name = self.sni.clone().unwrap_or_else(|| ServerName::IpAddress(endpoint.ip().into()));
-        let config = if http { &self.http } else { &self.raw };
-        TlsTransport::connect(tcp, config.clone(), name).await
+        let name = auto_sni.or_else(|| self.sni.clone()).unwrap_or_else(|| ServerName::IpAddress(endpoint.ip().into()));
+        let mut config = if http { self.http.clone() } else { self.raw.clone() };
+        if let Some(host) = host.filter(|_| self.auto.1) {
+            // The host's name replaces the SAN matchers, as Envoy's override list does.
+            let mut checking = (*config).clone();
+            let verifier = HostVerifier { chain: self.verifier.clone(), host: host.to_str().into_owned() };
+            checking.dangerous().set_certificate_verifier(Arc::new(verifier));
+            config = Arc::new(checking);
+        }
+        TlsTransport::connect(tcp, config, name).await
     }
 
     /// What a handshake made with these settings settled, for the `upstream.*` properties
@@ -148,6 +173,26 @@ impl EnvoyVerifier {
     }
 }
 
+impl EnvoyVerifier {
+    /// The chain must lead to `trusted_ca` (anything passes without one).
+    fn check_chain(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let Some(roots) = &self.roots else { return Ok(()) };
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )
+    }
+}
+
 impl ServerCertVerifier for EnvoyVerifier {
     fn verify_server_cert(
         &self,
@@ -157,15 +202,10 @@ impl ServerCertVerifier for EnvoyVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(roots) = &self.roots else { return Ok(ServerCertVerified::assertion()) };
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if self.roots.is_none() {
+            return Ok(ServerCertVerified::assertion());
+        }
+        self.check_chain(end_entity, intermediates, now)?;
         self.san_matchers.check(end_entity)?;
         Ok(ServerCertVerified::assertion())
     }
@@ -190,5 +230,50 @@ impl ServerCertVerifier for EnvoyVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `auto_san_validation`: the chain as [`EnvoyVerifier`] checks it, then the certificate
+/// must name the request's host (a DNS name, or a wildcard covering it).
+#[derive(Debug)]
+struct HostVerifier {
+    chain: Arc<EnvoyVerifier>,
+    host: String,
+}
+
+impl ServerCertVerifier for HostVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.chain.check_chain(end_entity, intermediates, now)?;
+        SanMatchers::host(&self.host).check(end_entity)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
     }
 }

@@ -49,7 +49,7 @@ impl ClusterSnapshot {
     pub fn new(config: &model::Cluster) -> Result<ClusterSnapshot, String> {
         let tls = match &config.tls {
             Some(tls) => Some(Arc::new(
-                UpstreamTlsConfig::new(tls, config.http2)
+                UpstreamTlsConfig::new(tls, config.http2, &config.upstream_http)
                     .map_err(|e| format!("cluster {}: transport_socket: {e}", config.name))?,
             )),
             None => None,
@@ -238,7 +238,7 @@ impl Cluster {
         let stream = match &self.tls {
             None => RawUpstream::Plain(tcp),
             Some(tls) => {
-                let session = endpoint.handshake(tls, tcp, false).await.map_err(failure)?;
+                let session = endpoint.handshake(tls, tcp, None).await.map_err(failure)?;
                 if let Some(info) = info {
                     info.borrow_mut().upstream_tls = Some(tls.info(&session));
                 }
@@ -315,6 +315,24 @@ impl Cluster {
         result
     }
 
+    /// The host a request's new connection is named after (`auto_sni`,
+    /// `auto_san_validation`): `override_auto_sni_header`'s value if the request has one,
+    /// else its `:authority` without the port; none for other clusters.
+    fn connection_host(&self, headers: &Headers) -> Option<Rc<str>> {
+        if !self.tls.as_ref().is_some_and(|t| t.per_host()) {
+            return None;
+        }
+        let overridden = self.config.upstream_http.override_auto_sni_header.as_ref();
+        let value = overridden.and_then(|h| headers.get(h.as_bytes())).filter(|v| !v.is_empty());
+        let value = value.or_else(|| headers.get(b":authority"))?;
+        let text = std::str::from_utf8(value).ok()?;
+        let host = match text.parse::<http::uri::Authority>() {
+            Ok(authority) => authority.host().trim_start_matches('[').trim_end_matches(']').to_string(),
+            Err(_) => text.to_string(),
+        };
+        (!host.is_empty()).then(|| Rc::from(host))
+    }
+
     /// Sends a request to one endpoint (noting it in the stream's info) and returns once the
     /// response headers are in; the body streams. `whole_body` sets `content-length` from
     /// the body (a body the proxy holds whole is always sent with its true length).
@@ -364,7 +382,7 @@ impl Cluster {
         *request.headers_mut() = map;
         // The router charges the response code: the upstream's, or 503 when it failed.
         let external = is_external(headers);
-        let response = endpoint.send(request).await.map_err(|e| match e {
+        let response = endpoint.send(request, self.connection_host(headers)).await.map_err(|e| match e {
             SendError::Connect(e) => UpstreamError::ConnectionFailure(e),
             SendError::Request(e) => UpstreamError::Disconnected(e),
         });

@@ -43,8 +43,9 @@ pub struct EndpointPool {
     host: std::sync::Arc<HostStats>,
     /// HTTP/1.1 connections with no request on them, with what they are.
     idle: RefCell<Vec<(http1::SendRequest<ProxyBody>, Connected)>>,
-    /// The HTTP/2 connection, shared by every request, with what it is.
-    shared: RefCell<Option<(http2::SendRequest<ProxyBody>, Connected)>>,
+    /// The HTTP/2 connection shared by every request (one per host, for a cluster that
+    /// names its connections after their requests' hosts), with what it is.
+    shared: RefCell<Vec<(http2::SendRequest<ProxyBody>, Connected)>>,
 }
 
 impl EndpointPool {
@@ -65,7 +66,7 @@ impl EndpointPool {
             stats,
             host,
             idle: RefCell::new(Vec::new()),
-            shared: RefCell::new(None),
+            shared: RefCell::new(Vec::new()),
         })
     }
 
@@ -82,18 +83,20 @@ impl EndpointPool {
     /// Sends a request and returns its response once the headers are in, with the
     /// connection it went on. HTTP/1.1 requests carry an origin-form target
     /// and a `host` header; HTTP/2 ones an absolute URI whose authority is the
-    /// `:authority` to send.
+    /// `:authority` to send. `host` names a new connection's TLS server (see
+    /// [`UpstreamTlsConfig::per_host`]); only connections made for it are reused for it.
     pub async fn send(
         self: &Rc<Self>,
         request: http::Request<ProxyBody>,
+        host: Option<Rc<str>>,
     ) -> Result<(http::Response<Incoming>, Connected), SendError> {
         if self.http2 {
-            return self.send_h2(request).await;
+            return self.send_h2(request, host).await;
         }
         let mut request = request;
         // An idle connection first; a request it could not start (the peer closed it
         // meanwhile) comes back and goes to the next one, or to a new connection.
-        while let Some((mut sender, local)) = self.take_idle() {
+        while let Some((mut sender, local)) = self.take_idle(host.as_deref()) {
             self.count_request();
             match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -110,7 +113,7 @@ impl EndpointPool {
         // Boxed: a new connection's handshakes are large and rare; a request that reuses one
         // (and the client connection waiting on it) should not carry their size.
         let (mut sender, local) =
-            Box::pin(self.connect_h1()).await.inspect_err(|_| self.stats.rq_pending_failure_eject.inc())?;
+            Box::pin(self.connect_h1(host)).await.inspect_err(|_| self.stats.rq_pending_failure_eject.inc())?;
         self.count_request();
         let response = sender.send_request(request).await.map_err(|e| SendError::Request(e.to_string()))?;
         self.keep_when_ready(sender, local.clone());
@@ -123,14 +126,16 @@ impl EndpointPool {
         self.host.rq_total.inc();
     }
 
-    fn take_idle(&self) -> Option<(http1::SendRequest<ProxyBody>, Connected)> {
+    /// The idle connection for `host` used last (closed ones met on the way are dropped).
+    fn take_idle(&self, host: Option<&str>) -> Option<(http1::SendRequest<ProxyBody>, Connected)> {
         let mut idle = self.idle.borrow_mut();
-        while let Some((sender, local)) = idle.pop() {
+        loop {
+            let i = idle.iter().rposition(|(_, c)| c.host.as_deref() == host)?;
+            let (sender, local) = idle.remove(i);
             if !sender.is_closed() && sender.is_ready() {
                 return Some((sender, local));
             }
         }
-        None
     }
 
     /// Returns the connection to the idle list once its response has been read.
@@ -148,8 +153,8 @@ impl EndpointPool {
         });
     }
 
-    async fn connect_h1(&self) -> Result<(http1::SendRequest<ProxyBody>, Connected), SendError> {
-        let (io, local) = self.connect().await?;
+    async fn connect_h1(&self, host: Option<Rc<str>>) -> Result<(http1::SendRequest<ProxyBody>, Connected), SendError> {
+        let (io, local) = self.connect(host).await?;
         let (sender, connection) = http1::handshake(io).await.map_err(|e| SendError::Connect(e.to_string()))?;
         self.stats.cx_http1_total.inc();
         let open = OpenConnection::new(&self.stats, &self.host);
@@ -165,16 +170,21 @@ impl EndpointPool {
     async fn send_h2(
         &self,
         request: http::Request<ProxyBody>,
+        host: Option<Rc<str>>,
     ) -> Result<(http::Response<Incoming>, Connected), SendError> {
-        let current = self.shared.borrow().clone().filter(|(s, _)| !s.is_closed());
+        let current = {
+            let mut shared = self.shared.borrow_mut();
+            shared.retain(|(s, _)| !s.is_closed());
+            shared.iter().find(|(_, c)| c.host == host).cloned()
+        };
         let (mut sender, local) = match current {
             Some(s) => s,
             None => {
                 self.stats.rq_pending_total.inc();
                 // Boxed, as for HTTP/1.1.
-                let connected = Box::pin(self.connect_h2()).await;
+                let connected = Box::pin(self.connect_h2(host)).await;
                 let (sender, local) = connected.inspect_err(|_| self.stats.rq_pending_failure_eject.inc())?;
-                *self.shared.borrow_mut() = Some((sender.clone(), local.clone()));
+                self.shared.borrow_mut().push((sender.clone(), local.clone()));
                 (sender, local)
             }
         };
@@ -185,8 +195,8 @@ impl EndpointPool {
     }
 
     /// A new HTTP/2 connection, its task running.
-    async fn connect_h2(&self) -> Result<(http2::SendRequest<ProxyBody>, Connected), SendError> {
-        let (io, local) = self.connect().await?;
+    async fn connect_h2(&self, host: Option<Rc<str>>) -> Result<(http2::SendRequest<ProxyBody>, Connected), SendError> {
+        let (io, local) = self.connect(host).await?;
         let (sender, connection) =
             http2::Builder::new(LocalExec).handshake(io).await.map_err(|e| SendError::Connect(e.to_string()))?;
         self.stats.cx_http2_total.inc();
@@ -200,30 +210,31 @@ impl EndpointPool {
         Ok((sender, local))
     }
 
-    /// A new connection for HTTP (TLS, if the cluster has it), with what it is.
-    async fn connect(&self) -> Result<(TokioIo<UpstreamIo>, Connected), SendError> {
+    /// A new connection for HTTP (TLS, if the cluster has it, for `host`), with what it is.
+    async fn connect(&self, host: Option<Rc<str>>) -> Result<(TokioIo<UpstreamIo>, Connected), SendError> {
         let tcp = self.connect_tcp().await?;
         let local = tcp.local_addr().map_err(|e| SendError::Connect(e.to_string()))?;
         let (io, tls) = match &self.tls {
             None => (Either::Left(tcp), None),
             Some(tls) => {
-                let session = self.handshake(tls, tcp, true).await?;
+                let session = self.handshake(tls, tcp, Some(host.as_deref())).await?;
                 let info = tls.info(&session);
                 (Either::Right(TransportIo(Box::new(session))), Some(info))
             }
         };
-        Ok((TokioIo::new(io), Connected { local, tls }))
+        Ok((TokioIo::new(io), Connected { local, tls, host }))
     }
 
-    /// The TLS handshake on a new connection (`http`: for HTTP, else for the TCP proxy),
-    /// counted in the cluster's `ssl.*`; a failure is a connection failure.
+    /// The TLS handshake on a new connection (`http`: for HTTP, with the host of its
+    /// first request if the cluster names connections after it; `None` for the TCP
+    /// proxy), counted in the cluster's `ssl.*`; a failure is a connection failure.
     pub async fn handshake(
         &self,
         tls: &UpstreamTlsConfig,
         tcp: TcpStream,
-        http: bool,
+        http: Option<Option<&str>>,
     ) -> Result<TlsTransport, SendError> {
-        match tls.connect(tcp, self.addr, http).await {
+        match tls.connect(tcp, self.addr, http.is_some(), http.flatten()).await {
             Ok(session) => {
                 if let Some(ssl) = &self.stats.ssl {
                     ssl.handshake(&session, true);
@@ -270,6 +281,8 @@ pub struct Connected {
     pub local: SocketAddr,
     /// What its TLS handshake settled (`upstream.tls_version`, ...).
     pub tls: Option<std::sync::Arc<TlsInfo>>,
+    /// The host it was made for, when its cluster names connections after their hosts.
+    pub host: Option<Rc<str>>,
 }
 
 /// A connection's bytes for hyper: plain TCP, or TLS over it.
