@@ -120,7 +120,7 @@ impl UpstreamTlsConfig {
         if let Some(host) = host.filter(|_| self.auto.1) {
             // The host's name replaces the SAN matchers, as Envoy's override list does.
             let mut checking = (*config).clone();
-            let verifier = HostVerifier { chain: self.verifier.clone(), host: host.to_str().into_owned() };
+            let verifier = self.verifier.for_host(&host.to_str());
             checking.dangerous().set_certificate_verifier(Arc::new(verifier));
             config = Arc::new(checking);
         }
@@ -151,10 +151,12 @@ impl rustls::client::ResolvesClientCert for ClientCertificate {
 /// Checks an upstream's certificate as Envoy's default validator does.
 #[derive(Debug)]
 struct EnvoyVerifier {
-    /// `trusted_ca` (none: nothing is checked).
-    roots: Option<rustls::RootCertStore>,
+    /// `trusted_ca` (none: the chain is not checked).
+    roots: Option<Arc<rustls::RootCertStore>>,
     /// The subject alternative names one of which it must have.
     san_matchers: SanMatchers,
+    /// Whether the names are checked without `trusted_ca` too (`auto_san_validation`).
+    names_always: bool,
     provider: Arc<CryptoProvider>,
 }
 
@@ -165,31 +167,25 @@ impl EnvoyVerifier {
         provider: Arc<CryptoProvider>,
     ) -> Result<(EnvoyVerifier, Option<CertificateDetails>), String> {
         let Some(validation) = validation else {
-            return Ok((EnvoyVerifier { roots: None, san_matchers: SanMatchers::new(&[])?, provider }, None));
+            let unchecked =
+                EnvoyVerifier { roots: None, san_matchers: SanMatchers::new(&[])?, names_always: false, provider };
+            return Ok((unchecked, None));
         };
         let san_matchers = SanMatchers::new(&validation.subject_alt_names)?;
         let (roots, ca) = pem::trust_anchors(&validation.trusted_ca)?;
-        Ok((EnvoyVerifier { roots: Some(roots), san_matchers, provider }, ca))
+        Ok((EnvoyVerifier { roots: Some(Arc::new(roots)), san_matchers, names_always: false, provider }, ca))
     }
-}
 
-impl EnvoyVerifier {
-    /// The chain must lead to `trusted_ca` (anything passes without one).
-    fn check_chain(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<(), rustls::Error> {
-        let Some(roots) = &self.roots else { return Ok(()) };
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )
+    /// `auto_san_validation`: the same chain check, then the certificate must name `host`
+    /// (a DNS name, or a wildcard covering it) in place of the SAN matchers, even without
+    /// `trusted_ca`.
+    fn for_host(&self, host: &str) -> EnvoyVerifier {
+        EnvoyVerifier {
+            roots: self.roots.clone(),
+            san_matchers: SanMatchers::host(host),
+            names_always: true,
+            provider: self.provider.clone(),
+        }
     }
 }
 
@@ -202,10 +198,20 @@ impl ServerCertVerifier for EnvoyVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.roots.is_none() {
-            return Ok(ServerCertVerified::assertion());
+        match &self.roots {
+            Some(roots) => {
+                let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_cert_signed_by_trust_anchor(
+                    &cert,
+                    roots,
+                    intermediates,
+                    now,
+                    self.provider.signature_verification_algorithms.all,
+                )?;
+            }
+            None if !self.names_always => return Ok(ServerCertVerified::assertion()),
+            None => {}
         }
-        self.check_chain(end_entity, intermediates, now)?;
         self.san_matchers.check(end_entity)?;
         Ok(ServerCertVerified::assertion())
     }
@@ -230,50 +236,5 @@ impl ServerCertVerifier for EnvoyVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `auto_san_validation`: the chain as [`EnvoyVerifier`] checks it, then the certificate
-/// must name the request's host (a DNS name, or a wildcard covering it).
-#[derive(Debug)]
-struct HostVerifier {
-    chain: Arc<EnvoyVerifier>,
-    host: String,
-}
-
-impl ServerCertVerifier for HostVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.chain.check_chain(end_entity, intermediates, now)?;
-        SanMatchers::host(&self.host).check(end_entity)?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
     }
 }
