@@ -900,6 +900,11 @@ pub struct CertificateValidation {
     /// `match_typed_subject_alt_names` (and the older `match_subject_alt_names`, any type):
     /// one must match (none: any name).
     pub subject_alt_names: Vec<SanMatcher>,
+    /// `crl`: PEM certificate revocation lists; a certificate one of them revokes is refused.
+    pub crl: Option<DataSource>,
+    /// `only_verify_leaf_cert_crl`: only the peer's own certificate is looked up in them
+    /// (else every certificate of its chain).
+    pub only_verify_leaf_cert_crl: bool,
 }
 
 /// One `SubjectAltNameMatcher`.

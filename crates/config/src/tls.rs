@@ -197,7 +197,7 @@ fn read_alpn(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Vec<String> {
     list.iter().filter_map(|p| p.string(ctx)).collect()
 }
 
-/// A `validation_context`: `trusted_ca` and the subject alternative names to match.
+/// A `validation_context`: `trusted_ca`, the subject alternative names to match, the CRLs.
 fn read_validation_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<CertificateValidation> {
     let mut msg = field.message(ctx, VALIDATION_CONTEXT)?;
     let trusted_ca = msg.get(ctx, "trusted_ca").map(|f| data_source(ctx, &f));
@@ -216,10 +216,18 @@ fn read_validation_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Certifica
             subject_alt_names.push(SanMatcher { san_type: None, matcher });
         }
     }
+    let crl = msg.get(ctx, "crl").map(|f| data_source(ctx, &f));
+    let only_verify_leaf_cert_crl =
+        msg.get(ctx, "only_verify_leaf_cert_crl").and_then(|f| f.bool(ctx)).unwrap_or(false);
     let origin = msg.origin().clone();
     msg.finish(ctx);
     match trusted_ca {
-        Some(ca) => Some(CertificateValidation { trusted_ca: ca?, subject_alt_names }),
+        Some(ca) => Some(CertificateValidation {
+            trusted_ca: ca?,
+            subject_alt_names,
+            crl: crl.map_or(Some(None), |c| c.map(Some))?,
+            only_verify_leaf_cert_crl,
+        }),
         None => {
             // Envoy's own words for it.
             ctx.error(

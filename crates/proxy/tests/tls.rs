@@ -55,6 +55,35 @@ impl Pki {
         (chain, key_file)
     }
 
+    /// A CRL from the CA revoking the certificates in these PEM files, written to `file`.
+    fn revoke(&self, file: &str, certificates: &[&PathBuf]) -> PathBuf {
+        let revoked_certs = certificates
+            .iter()
+            .map(|path| {
+                let der = CertificateDer::pem_file_iter(path).unwrap().next().unwrap().unwrap();
+                let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+                rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(cert.raw_serial()),
+                    revocation_time: rcgen::date_time_ymd(2025, 1, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                }
+            })
+            .collect();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2025, 1, 1),
+            next_update: rcgen::date_time_ymd(2100, 1, 1),
+            crl_number: rcgen::SerialNumber::from_slice(&[1]),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&rcgen::Issuer::new(self.ca_params.clone(), &self.ca_key)).unwrap();
+        let path = self.dir.join(file);
+        std::fs::write(&path, crl.pem().unwrap()).unwrap();
+        path
+    }
+
     fn path(&self, file: &str) -> String {
         self.dir.join(file).display().to_string()
     }
@@ -456,6 +485,54 @@ fn a_listener_requires_client_certificates_from_its_ca_with_the_right_name() {
     assert_eq!(ssl("fail_verify_san"), 1);
     assert_eq!(ssl("fail_verify_error"), 1);
     assert_eq!(ssl("connection_error"), 0, "failed checks are not connection errors, as in Envoy");
+    server.stop();
+}
+
+#[test]
+fn certificates_a_crl_revokes_are_refused_on_both_sides() {
+    let pki = Pki::new("crl");
+    let front = pki.issue("front", &["front.example"]);
+    let good = pki.issue("client", &["client.example"]);
+    let revoked = pki.issue("revoked", &["client.example"]);
+    let crl = pki.revoke("clients.crl", &[&revoked.0]);
+    let crl_line = |indent: &str| format!("{indent}crl: {{ filename: \"{}\" }}\n", crl.display());
+    let yaml = mtls_listener(&pki, &front, echo_upstream()).replace(
+        "              match_typed_subject_alt_names:",
+        &format!("{}              match_typed_subject_alt_names:", crl_line("              ")),
+    );
+    assert!(yaml.contains("crl:"), "{yaml}");
+    let server = start(&yaml, 1);
+    let addr = server.listeners[0].1;
+    assert_eq!(ping(&pki, addr, Some(&good)).unwrap(), b"ping");
+    assert!(ping(&pki, addr, Some(&revoked)).is_err(), "a revoked client certificate: refused");
+    assert_eq!(stat(&server, "listener.127.0.0.1_0.ssl.fail_verify_error"), 1);
+    server.stop();
+
+    // An upstream whose certificate the cluster's CRL revokes: a connection failure.
+    let backend = pki.issue("backend", &["backend.example"]);
+    let upstream = https_upstream(upstream_config(&pki, &backend));
+    let validation = format!(
+        "        common_tls_context:\n          validation_context:\n            trusted_ca: {{ filename: \"{}\" }}\n{}",
+        pki.path("ca.pem"),
+        crl_line("            ")
+    );
+    let upstream_crl = pki.revoke("upstreams.crl", &[&backend.0]);
+    let clusters = [
+        cluster("clean", upstream, &validation, false),
+        cluster(
+            "revoked",
+            upstream,
+            &validation.replace(&crl.display().to_string(), &upstream_crl.display().to_string()),
+            false,
+        ),
+    ];
+    let server =
+        start(&bootstrap(&[route("/clean", "clean"), route("/revoked", "revoked")].concat(), &clusters.concat()), 1);
+    let addr = server.listeners[0].1;
+    assert_eq!(get(addr, "/clean").0, 200);
+    assert_eq!(get(addr, "/revoked").0, 503);
+    assert_eq!(stat(&server, "cluster.revoked.ssl.fail_verify_error"), 1);
+    assert_eq!(stat(&server, "cluster.clean.ssl.handshake"), 1);
     server.stop();
 }
 

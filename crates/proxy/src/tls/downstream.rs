@@ -143,6 +143,14 @@ impl ClientVerifier {
         let roots = Arc::new(roots);
         let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider);
         let builder = if required { builder } else { builder.allow_unauthenticated() };
+        let builder = match &validation.crl {
+            None => builder,
+            Some(crl) => {
+                // A certificate whose issuer has no CRL here passes (see docs/CONFIG.md).
+                let builder = builder.with_crls(pem::crls(crl)?).allow_unknown_revocation_status();
+                if validation.only_verify_leaf_cert_crl { builder.only_check_end_entity_revocation() } else { builder }
+            }
+        };
         let chain = builder.build().map_err(|e| format!("validation_context: {e}"))?;
         Ok((ClientVerifier { chain, san_matchers: SanMatchers::new(&validation.subject_alt_names)? }, ca))
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::{CipherSuite, NamedGroup};
 use wasmproxy_config::model::{DataSource, TlsAlgorithms, TlsCertificate, TlsVersion};
@@ -134,6 +134,19 @@ pub fn details(source: &DataSource, first: &CertificateDer<'_>) -> Option<Certif
         DataSource::Inline(_) => "<inline>".to_string(),
     };
     CertificateDetails::new(first, path)
+}
+
+/// The PEM certificate revocation lists of a `validation_context.crl` (at least one).
+pub fn crls(source: &DataSource) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let field = "validation_context.crl";
+    let crls: Vec<CertificateRevocationListDer<'static>> =
+        CertificateRevocationListDer::pem_slice_iter(&read(source, field)?)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{field}: not PEM certificate revocation lists: {e}"))?;
+    if crls.is_empty() {
+        return Err(format!("{field}: no PEM certificate revocation list in it"));
+    }
+    Ok(crls)
 }
 
 /// rustls' versions from `min` to `max`.

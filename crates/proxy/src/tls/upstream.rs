@@ -151,8 +151,9 @@ impl rustls::client::ResolvesClientCert for ClientCertificate {
 /// Checks an upstream's certificate as Envoy's default validator does.
 #[derive(Debug)]
 struct EnvoyVerifier {
-    /// `trusted_ca` (none: the chain is not checked).
-    roots: Option<Arc<rustls::RootCertStore>>,
+    /// webpki's check of the chain against `trusted_ca` and the CRLs (none: the chain is
+    /// not checked). Its check of the name connected to is not Envoy's and is left out.
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     /// The subject alternative names one of which it must have.
     san_matchers: SanMatchers,
     /// Whether the names are checked without `trusted_ca` too (`auto_san_validation`).
@@ -168,12 +169,22 @@ impl EnvoyVerifier {
     ) -> Result<(EnvoyVerifier, Option<CertificateDetails>), String> {
         let Some(validation) = validation else {
             let unchecked =
-                EnvoyVerifier { roots: None, san_matchers: SanMatchers::new(&[])?, names_always: false, provider };
+                EnvoyVerifier { chain: None, san_matchers: SanMatchers::new(&[])?, names_always: false, provider };
             return Ok((unchecked, None));
         };
         let san_matchers = SanMatchers::new(&validation.subject_alt_names)?;
         let (roots, ca) = pem::trust_anchors(&validation.trusted_ca)?;
-        Ok((EnvoyVerifier { roots: Some(Arc::new(roots)), san_matchers, names_always: false, provider }, ca))
+        let builder = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        let builder = match &validation.crl {
+            None => builder,
+            Some(crl) => {
+                // A certificate whose issuer has no CRL here passes (see docs/CONFIG.md).
+                let builder = builder.with_crls(pem::crls(crl)?).allow_unknown_revocation_status();
+                if validation.only_verify_leaf_cert_crl { builder.only_check_end_entity_revocation() } else { builder }
+            }
+        };
+        let chain = builder.build().map_err(|e| format!("validation_context: {e}"))?;
+        Ok((EnvoyVerifier { chain: Some(chain), san_matchers, names_always: false, provider }, ca))
     }
 
     /// `auto_san_validation`: the same chain check, then the certificate must name `host`
@@ -181,7 +192,7 @@ impl EnvoyVerifier {
     /// `trusted_ca`.
     fn for_host(&self, host: &str) -> EnvoyVerifier {
         EnvoyVerifier {
-            roots: self.roots.clone(),
+            chain: self.chain.clone(),
             san_matchers: SanMatchers::host(host),
             names_always: true,
             provider: self.provider.clone(),
@@ -194,21 +205,19 @@ impl ServerCertVerifier for EnvoyVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match &self.roots {
-            Some(roots) => {
-                let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-                rustls::client::verify_server_cert_signed_by_trust_anchor(
-                    &cert,
-                    roots,
-                    intermediates,
-                    now,
-                    self.provider.signature_verification_algorithms.all,
-                )?;
-            }
+        match &self.chain {
+            // webpki checks the name last: a name it finds wrong means the chain passed.
+            Some(chain) => match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+                Ok(_)
+                | Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. },
+                )) => {}
+                Err(e) => return Err(e),
+            },
             None if !self.names_always => return Ok(ServerCertVerified::assertion()),
             None => {}
         }
