@@ -215,6 +215,32 @@ pub fn scenarios() -> Vec<Scenario> {
             files: Vec::new(),
         },
         Scenario {
+            name: "several_certificates_by_sni",
+            about: "one chain with two certificates: the client's SNI picks the one that names it (exactly, else \
+                    by a wildcard), the first without a match; the plugin reads which it got",
+            config: with_tls(
+                &probe_config(json!({"request_headers": read(&["connection.dns_san_local_certificate", "connection.subject_local_certificate"])})),
+                "h2, http/1.1",
+            )
+            .replacen(
+                "              private_key: { filename: \"@TLS_KEY@\" }\n",
+                "              private_key: { filename: \"@TLS_KEY@\" }\n            \
+                 - certificate_chain: { filename: \"@TLS_CLIENT_CERT@\" }\n              \
+                 private_key: { filename: \"@TLS_CLIENT_KEY@\" }\n",
+                1,
+            ),
+            requests: vec![
+                Request::get("/exact").tls("h2").sni("client.example.com"),
+                Request::get("/wildcard").tls("h2").sni("api.example.com"),
+                Request::get("/localhost").tls("http/1.1"),
+            ],
+            deliberate: None,
+            known: None,
+            stats: &[r"listener\..*\.ssl\.(handshake|connection_error):"],
+            prometheus: &[],
+            files: Vec::new(),
+        },
+        Scenario {
             name: "upstream_auto_sni",
             about: "auto_sni and auto_san_validation: each new upstream connection named after its request's host \
                     (or override_auto_sni_header), its certificate checked against that name, connections reused \

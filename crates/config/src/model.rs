@@ -396,9 +396,9 @@ pub enum SourceType {
 /// Envoy's `DownstreamTlsContext`, as far as wasmproxy serves it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DownstreamTls {
-    /// `common_tls_context.tls_certificates` (one), or the secret
-    /// `tls_certificate_sds_secret_configs` names.
-    pub certificate: CertificateSource,
+    /// `common_tls_context.tls_certificates`, or the secrets
+    /// `tls_certificate_sds_secret_configs` names: one or more, the first being the default.
+    pub certificates: Vec<CertificateSource>,
     /// `common_tls_context.alpn_protocols`, in the listener's order of preference.
     pub alpn_protocols: Vec<String>,
     /// `common_tls_context.tls_params`: the lowest and highest version (Envoy's server
@@ -420,9 +420,9 @@ pub struct DownstreamTls {
 /// Where a chain's certificate comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CertificateSource {
-    /// `tls_certificates[0]`.
+    /// One of `tls_certificates`.
     Inline(TlsCertificate),
-    /// `tls_certificate_sds_secret_configs[0]`: a secret, by name.
+    /// One of `tls_certificate_sds_secret_configs`: a secret, by name.
     Sds(SdsSecret),
 }
 

@@ -252,19 +252,23 @@ fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Downstrea
     let validation = msg.get(ctx, "validation_context").map(|f| read_validation_context(ctx, &f));
     let origin = msg.origin().clone();
     msg.finish(ctx);
-    let certificate = match (certificates.as_slice(), sds.as_slice()) {
+    let certificates: Option<Vec<CertificateSource>> = match (certificates.as_slice(), sds.as_slice()) {
         ([], []) => {
             ctx.error(&origin.with_child("tls_certificates"), "a certificate is required");
             None
         }
-        ([one], []) => read_tls_certificate(ctx, one).map(CertificateSource::Inline),
-        ([], [one]) => read_sds_secret_config(ctx, one).map(CertificateSource::Sds),
-        ([_, extra, ..], _) | (_, [_, extra, ..]) => {
-            extra.error(ctx, "more than one certificate is not supported by wasmproxy yet");
-            None
+        (inline, []) => {
+            let read: Vec<_> =
+                inline.iter().map(|c| read_tls_certificate(ctx, c).map(CertificateSource::Inline)).collect();
+            read.into_iter().collect()
         }
-        (_, [sds]) => {
-            sds.error(ctx, "a certificate from SDS beside tls_certificates is not supported by wasmproxy");
+        ([], secrets) => {
+            let read: Vec<_> =
+                secrets.iter().map(|c| read_sds_secret_config(ctx, c).map(CertificateSource::Sds)).collect();
+            read.into_iter().collect()
+        }
+        (_, [sds, ..]) => {
+            sds.error(ctx, "certificates from SDS beside tls_certificates are not supported by wasmproxy");
             None
         }
     };
@@ -274,7 +278,7 @@ fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Downstrea
     };
     let (versions, algorithms) = params?;
     Some(DownstreamTls {
-        certificate: certificate?,
+        certificates: certificates?,
         alpn_protocols,
         versions,
         algorithms,

@@ -168,9 +168,11 @@ fn tls_fields_wasmproxy_does_not_serve_are_refused_by_name() {
         )]
     );
     assert_eq!(
-        tls_errors(&[&format!("common_tls_context: {{ tls_certificates: [{cert}, {cert}] }}")]),
+        tls_errors(&[&format!(
+            "common_tls_context: {{ tls_certificates: [{cert}], tls_certificate_sds_secret_configs: [{{ name: s }}] }}"
+        )]),
         vec![format!(
-            "{CONTEXT}.common_tls_context.tls_certificates[1]: more than one certificate is not supported by wasmproxy yet (line 11, column 130)"
+            "{CONTEXT}.common_tls_context.tls_certificate_sds_secret_configs[0]: certificates from SDS beside tls_certificates are not supported by wasmproxy (line 11, column 168)"
         )]
     );
 }

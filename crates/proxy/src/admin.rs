@@ -538,7 +538,10 @@ fn certs(state: &AdminState) -> Value {
         .live()
         .tls_contexts
         .iter()
-        .map(|c| json!({"ca_cert": shown(c.ca_certificate()), "cert_chain": shown(c.certificate_chain())}))
+        .map(|c| {
+            let chain: Vec<Value> = c.certificate_chain().iter().map(|d| d.json(now)).collect();
+            json!({"ca_cert": shown(c.ca_certificate()), "cert_chain": chain})
+        })
         .collect();
     json!({ "certificates": certificates })
 }

@@ -138,7 +138,7 @@ async fn handshake(
     connection: Rc<ConnectionInfo>,
     stats: &ListenerStats,
 ) -> Option<TlsTransport> {
-    let accept = TlsTransport::accept(stream, tls.config.clone());
+    let accept = tls.accept(stream);
     let accepted = match chain.handshake_timeout {
         None => accept.await,
         Some(limit) => match tokio::time::timeout(limit, accept).await {
@@ -151,8 +151,8 @@ async fn handshake(
         },
     };
     match accepted {
-        Ok(session) => {
-            let info = TlsInfo::new(&session, Some(tls.certificate.local()));
+        Ok((session, local)) => {
+            let info = TlsInfo::new(&session, Some(local));
             if let Some(ssl) = stats.ssl() {
                 ssl.handshake(&session, info.peer.is_some());
             }

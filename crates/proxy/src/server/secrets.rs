@@ -47,17 +47,20 @@ impl Secrets {
         Secrets { static_secrets, files: Vec::new(), store, node_named }
     }
 
-    /// The certificate a chain serves (an SDS file's is shared by every chain naming it).
-    fn certificate(&mut self, source: &CertificateSource) -> Result<Arc<ServedCertificate>, String> {
+    /// A certificate a chain serves (`position` in its list; an SDS file's is shared by
+    /// every chain naming it).
+    fn certificate(&mut self, source: &CertificateSource, position: usize) -> Result<Arc<ServedCertificate>, String> {
         let sds = match source {
-            CertificateSource::Inline(certificate) => return ServedCertificate::load(certificate).map(Arc::new),
+            CertificateSource::Inline(certificate) => {
+                return ServedCertificate::load(certificate, position).map(Arc::new);
+            }
             CertificateSource::Sds(sds) => sds,
         };
         let Some(file) = &sds.source else {
             let secret = self.static_secrets.iter().find(|s| s.name == sds.name);
             let secret =
                 secret.ok_or_else(|| format!("unknown secret {:?} (not in static_resources.secrets)", sds.name))?;
-            return ServedCertificate::load(&secret.tls_certificate).map(Arc::new);
+            return ServedCertificate::load(&secret.tls_certificate, position).map(Arc::new);
         };
         if let Some(known) = self.files.iter().find(|f| f.secret == *sds) {
             return Ok(known.served.clone());
@@ -73,16 +76,17 @@ impl Secrets {
         let started = std::time::Instant::now();
         let (certificate, version, read) = read_secret(sds, file)?;
         let served =
-            Arc::new(ServedCertificate::load(&certificate).map_err(|e| format!("secret {:?}: {e}", sds.name))?);
+            Arc::new(ServedCertificate::load(&certificate, 0).map_err(|e| format!("secret {:?}: {e}", sds.name))?);
         stats.accepted(&version, started.elapsed());
         self.files.push(SdsFile { secret: sds.clone(), served: served.clone(), certificate, read, stats });
         Ok(served)
     }
 
-    /// A chain's TLS settings, with the certificate its source gives.
+    /// A chain's TLS settings, with the certificates their sources give.
     pub fn server_tls(&mut self, tls: &DownstreamTls) -> Result<ServerTls, String> {
-        let certificate = self.certificate(&tls.certificate)?;
-        server_config(tls, certificate)
+        let certificates: Result<Vec<_>, String> =
+            tls.certificates.iter().enumerate().map(|(i, source)| self.certificate(source, i)).collect();
+        server_config(tls, certificates?)
     }
 
     /// Forgets the SDS secrets no chain serves any more.

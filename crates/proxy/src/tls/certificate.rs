@@ -113,8 +113,8 @@ impl CertificateDetails {
 pub trait ContextCertificates: Send + Sync {
     /// The CA it checks peers against (`validation_context.trusted_ca`), if any.
     fn ca_certificate(&self) -> Option<CertificateDetails>;
-    /// The certificate it presents, if any (a rotated one as it is now).
-    fn certificate_chain(&self) -> Option<CertificateDetails>;
+    /// The certificates it presents (rotated ones as they are now).
+    fn certificate_chain(&self) -> Vec<CertificateDetails>;
 }
 
 /// What a TLS handshake settled: a downstream connection's (`connection.*`) or an upstream
@@ -245,6 +245,18 @@ impl SanMatchers {
     }
 }
 
+/// The names a server certificate serves, for picking it by SNI: its DNS names, else the
+/// common names of its subject.
+pub fn server_names(der: &[u8]) -> Vec<String> {
+    let dns: Vec<String> =
+        subject_alt_names(der).into_iter().filter(|(t, _)| *t == SanType::Dns).map(|(_, n)| n).collect();
+    if !dns.is_empty() {
+        return dns;
+    }
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
+    cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok().map(str::to_string)).collect()
+}
+
 /// The subject alternative names of a DER certificate, with their types (none if it does
 /// not parse).
 fn subject_alt_names(der: &[u8]) -> Vec<(SanType, String)> {
@@ -272,7 +284,7 @@ fn subject_alt_names(der: &[u8]) -> Vec<(SanType, String)> {
 /// Whether a certificate's DNS name `san` covers `name`: equal, or a wildcard of one label
 /// (`*.example.com` covers `a.example.com`, not `a.b.example.com`), as Envoy matches an
 /// exact DNS matcher.
-fn dns_name_covers(san: &str, name: &str) -> bool {
+pub fn dns_name_covers(san: &str, name: &str) -> bool {
     if san.eq_ignore_ascii_case(name) {
         return true;
     }

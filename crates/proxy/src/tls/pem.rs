@@ -90,13 +90,17 @@ pub fn certificates(source: &DataSource, field: &str) -> Result<Vec<CertificateD
     Ok(chain)
 }
 
-/// A certificate chain and its key (`tls_certificates[0]`), read and checked against each
-/// other.
-pub fn certified_key(certificate: &TlsCertificate, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, String> {
-    let chain_field = "tls_certificates[0].certificate_chain";
-    let chain = certificates(&certificate.certificate_chain, chain_field)?;
-    let key_field = "tls_certificates[0].private_key";
-    let key = PrivateKeyDer::from_pem_slice(&read(&certificate.private_key, key_field)?)
+/// A certificate chain and its key (`tls_certificates[position]`), read and checked
+/// against each other.
+pub fn certified_key(
+    certificate: &TlsCertificate,
+    provider: &CryptoProvider,
+    position: usize,
+) -> Result<Arc<CertifiedKey>, String> {
+    let chain_field = format!("tls_certificates[{position}].certificate_chain");
+    let chain = certificates(&certificate.certificate_chain, &chain_field)?;
+    let key_field = format!("tls_certificates[{position}].private_key");
+    let key = PrivateKeyDer::from_pem_slice(&read(&certificate.private_key, &key_field)?)
         .map_err(|e| format!("{key_field}: not a PEM private key: {e}"))?;
     let signing_key =
         provider.key_provider.load_private_key(key).map_err(|e| format!("{key_field}: not a usable key: {e}"))?;

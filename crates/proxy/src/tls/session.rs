@@ -57,6 +57,12 @@ impl HandshakeError {
     }
 }
 
+/// Whether a failed handshake tells the peer why: as BoringSSL in Envoy, not a peer that
+/// is not speaking TLS at all.
+fn sends_alert(error: &rustls::Error) -> bool {
+    !matches!(error, rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType))
+}
+
 /// A connection's TLS session over its socket: the server side of a downstream
 /// connection, or the client side of an upstream one.
 pub struct TlsTransport {
@@ -71,6 +77,40 @@ impl TlsTransport {
     /// Runs the server side of the handshake on `tcp`.
     pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> Result<TlsTransport, HandshakeError> {
         TlsTransport::handshake(tcp, Box::new(ServerConnection::new(config)?.into())).await
+    }
+
+    /// Runs the server side of the handshake on `tcp` with the settings `choose` picks
+    /// from the client's hello (with what it tells of them).
+    pub async fn accept_choosing<T>(
+        tcp: TcpStream,
+        choose: impl FnOnce(&rustls::server::ClientHello<'_>) -> (Arc<ServerConfig>, T),
+    ) -> Result<(TlsTransport, T), HandshakeError> {
+        let mut acceptor = rustls::server::Acceptor::default();
+        let accepted = loop {
+            tcp.readable().await?;
+            match acceptor.read_tls(&mut TryReader(&tcp)) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
+            }
+            match acceptor.accept() {
+                Ok(Some(accepted)) => break accepted,
+                Ok(None) => {}
+                Err((e, mut alert)) => {
+                    if sends_alert(&e) {
+                        let _ = alert.write(&mut TryWriter(&tcp));
+                    }
+                    return Err(e.into());
+                }
+            }
+        };
+        let (config, chosen) = choose(&accepted.client_hello());
+        let session = accepted.into_connection(config).map_err(|(e, mut alert)| {
+            let _ = alert.write(&mut TryWriter(&tcp));
+            e
+        })?;
+        Ok((TlsTransport::handshake(tcp, Box::new(session.into())).await?, chosen))
     }
 
     /// Runs the client side of the handshake on `tcp`, to `name` (sent as SNI if it is a
@@ -104,9 +144,8 @@ impl TlsTransport {
                 Err(e) => return Err(e.into()),
             }
             if let Err(e) = session.process_new_packets() {
-                // The alert rustls queued for the peer, sent if the socket takes it now;
-                // as BoringSSL in Envoy, none to a peer that is not speaking TLS at all.
-                if !matches!(e, rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) {
+                // The alert rustls queued for the peer, sent if the socket takes it now.
+                if sends_alert(&e) {
                     let _ = session.write_tls(&mut TryWriter(&tcp));
                 }
                 return Err(e.into());

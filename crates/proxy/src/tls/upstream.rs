@@ -42,8 +42,8 @@ impl ContextCertificates for UpstreamTlsConfig {
         self.shown.0.clone()
     }
 
-    fn certificate_chain(&self) -> Option<CertificateDetails> {
-        self.shown.1.clone()
+    fn certificate_chain(&self) -> Vec<CertificateDetails> {
+        self.shown.1.iter().cloned().collect()
     }
 }
 
@@ -60,7 +60,7 @@ impl UpstreamTlsConfig {
             .map_err(|e| format!("tls_params: {e}"))?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone());
-        let certified = tls.certificate.as_ref().map(|c| pem::certified_key(c, &provider)).transpose()?;
+        let certified = tls.certificate.as_ref().map(|c| pem::certified_key(c, &provider, 0)).transpose()?;
         let client_certificate = certified.as_ref().map(|c| Arc::new(CertificateInfo::leaf(c)));
         let shown_client = tls
             .certificate
