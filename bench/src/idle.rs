@@ -36,7 +36,7 @@ struct Held {
 }
 
 /// A client connection: plain, or TLS.
-trait Conn: Read + Write {}
+pub trait Conn: Read + Write {}
 
 impl<T: Read + Write> Conn for T {}
 
@@ -76,7 +76,7 @@ fn measure(args: &Args, kind: Kind, config: &Path, work: &Path, connections: usi
     let mut idle = Vec::with_capacity(connections);
     for _ in 0..connections {
         let mut c = connect(running.listener)?;
-        exchange(&mut c)?;
+        exchange_at(&mut c, "/")?;
         idle.push(c);
     }
     settle();
@@ -95,7 +95,7 @@ fn measure(args: &Args, kind: Kind, config: &Path, work: &Path, connections: usi
     while started.elapsed() < ACTIVE_FOR {
         for c in &mut busy {
             requests += 1;
-            if exchange(c).is_err() {
+            if exchange_at(c, "/").is_err() {
                 failed += 1;
             }
         }
@@ -120,7 +120,7 @@ fn idle_tls(args: &Args, kind: Kind, config: &Path, work: &Path, connections: us
     let mut warm = Vec::new();
     for _ in 0..32 {
         let mut c = connect_tls(running.listener, &client)?;
-        exchange(&mut c)?;
+        exchange_at(&mut c, "/")?;
         warm.push(c);
     }
     drop(warm);
@@ -129,7 +129,7 @@ fn idle_tls(args: &Args, kind: Kind, config: &Path, work: &Path, connections: us
     let mut idle = Vec::with_capacity(connections);
     for _ in 0..connections {
         let mut c = connect_tls(running.listener, &client)?;
-        exchange(&mut c)?;
+        exchange_at(&mut c, "/")?;
         idle.push(c);
     }
     settle();
@@ -137,7 +137,7 @@ fn idle_tls(args: &Args, kind: Kind, config: &Path, work: &Path, connections: us
 }
 
 /// A TLS client trusting the run's CA, offering HTTP/1.1.
-fn tls_client() -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn tls_client() -> Result<Arc<rustls::ClientConfig>, String> {
     let run = wasmproxy_conformance::certs::CLIENT.get().ok_or("no certificates made for the run")?;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(run.ca.clone()).map_err(|e| e.to_string())?;
@@ -158,7 +158,7 @@ fn warm_up(running: &wasmproxy_conformance::proxy::Running) -> Result<f64, Strin
     let mut warm = Vec::new();
     for _ in 0..32 {
         let mut c = connect(running.listener)?;
-        exchange(&mut c)?;
+        exchange_at(&mut c, "/")?;
         warm.push(c);
     }
     drop(warm);
@@ -184,9 +184,9 @@ fn connect_tcp(addr: SocketAddr) -> Result<TcpStream, String> {
     Ok(c)
 }
 
-/// One GET on a keep-alive connection, its whole answer read.
-fn exchange(c: &mut Box<dyn Conn>) -> Result<(), String> {
-    c.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n").map_err(|e| e.to_string())?;
+/// One GET of `path` on a keep-alive connection, its whole answer read.
+pub fn exchange_at(c: &mut impl Conn, path: &str) -> Result<(), String> {
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").as_bytes()).map_err(|e| e.to_string())?;
     let mut got = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     loop {

@@ -42,6 +42,37 @@ pub fn run(url: &str, s: &Scenario, connections: usize, duration: Duration) -> R
     parse(&text).ok_or_else(|| format!("cannot read wrk's output:\n{text}"))
 }
 
+/// One client (rustls, on this thread) making TLS 1.3 connections to `addr` one after
+/// another for `duration`, each resuming a session of an earlier one (a ticket), sending
+/// one GET of `path` and closing once the answer is in. No latencies: they are NaN.
+pub fn run_resumed(addr: SocketAddr, path: &str, duration: Duration) -> Result<LoadResult, String> {
+    let client = crate::idle::tls_client()?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let (mut connections, mut full) = (0u64, 0u64);
+    while started.elapsed() < duration {
+        let tcp = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let session = rustls::ClientConnection::new(client.clone(), name.clone()).map_err(|e| e.to_string())?;
+        let mut tls = rustls::StreamOwned::new(session, tcp);
+        crate::idle::exchange_at(&mut tls, path)?;
+        if tls.conn.handshake_kind() != Some(rustls::HandshakeKind::Resumed) {
+            full += 1;
+        }
+        connections += 1;
+    }
+    // The first connection gets the session the others resume.
+    if full > 1 {
+        return Err(format!("{full} of {connections} connections were not resumed"));
+    }
+    Ok(LoadResult {
+        requests: connections,
+        seconds: started.elapsed().as_secs_f64(),
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+    })
+}
+
 /// Runs `h2load` (one thread, `connections` HTTP/2 connections with `streams` concurrent
 /// streams each) against `url` for `duration`. h2load reports no percentiles: the
 /// latencies are NaN.

@@ -210,6 +210,8 @@ fn measure(args: &Args, kind: Kind, config: &Path, work: &Path, s: &scenarios::S
     let load = |seconds| {
         if s.http2 {
             load::run_h2(&url, H2_CONNECTIONS, H2_STREAMS, Duration::from_secs(seconds))
+        } else if s.resumed {
+            load::run_resumed(running.listener, s.path, Duration::from_secs(seconds))
         } else {
             load::run(&url, s, args.connections, Duration::from_secs(seconds))
         }

@@ -33,6 +33,7 @@ pub fn memory(args: &Args, work: &Path, fill: &dyn Fn(&str) -> String) -> Result
                     http2: false,
                     tls: false,
                     new_connections: false,
+                    resumed: false,
                 };
                 let url = format!("http://{}/", running.listener);
                 crate::load::run(&url, &load, args.connections, Duration::from_secs(2))?;

@@ -21,6 +21,9 @@ pub struct Scenario {
     pub tls: bool,
     /// Each request on a connection of its own (`connection: close`): a handshake each, over TLS.
     pub new_connections: bool,
+    /// Each request on a TLS connection of its own that resumes an earlier one's session
+    /// (a rustls client of the harness's own) instead of `wrk`.
+    pub resumed: bool,
 }
 
 /// The cluster every scenario sends to: the shared upstream.
@@ -131,6 +134,7 @@ pub fn all() -> Vec<Scenario> {
         http2: false,
         tls: false,
         new_connections: false,
+        resumed: false,
     };
     let hf = || header_filter("hf", "header_filter.wasm");
     let ten: String = (0..10).map(|i| header_filter(&format!("hf{i}"), "header_filter.wasm")).collect();
@@ -201,6 +205,18 @@ pub fn all() -> Vec<Scenario> {
             ..body(
                 "https_handshakes",
                 "a TLS 1.3 handshake for each request (`connection: close`), the Rust header filter, a direct response",
+                with_tls(&bootstrap(&hf()), "h2, http/1.1"),
+                "/direct",
+            )
+        },
+        Scenario {
+            tls: true,
+            new_connections: true,
+            resumed: true,
+            ..body(
+                "https_resumed_handshakes",
+                "as `https_handshakes`, each connection resuming an earlier one's session (a TLS 1.3 ticket): \
+                 one rustls client, one connection after another",
                 with_tls(&bootstrap(&hf()), "h2, http/1.1"),
                 "/direct",
             )

@@ -81,7 +81,33 @@ pub fn all(root: &Path) -> Vec<Scenario> {
 /// that reads their length differently from the upstream, each on a connection of its own.
 fn bad_requests() -> Vec<Scenario> {
     let raw = |head: &str| Request::raw(&format!("{head}\r\n"));
+    let http10 = |head: &str| Request::raw(&format!("{head}\r\n\r\n"));
     vec![
+        Scenario {
+            stats: &[r"http\.ingress\.downstream_rq_(total|http1_total|4xx|2xx):"],
+            deliberate: Some(
+                "hyper answers an HTTP/1.0 request in HTTP/1.0, so the 426's status line says HTTP/1.0 where \
+                 Envoy's says HTTP/1.1; the status, headers, body, stats and what the filters see are Envoy's",
+            ),
+            ..s(
+                "http10_refused",
+                "HTTP/1.0 requests on a connection manager that does not take them (Envoy's default): 426, \
+                 before any filter",
+                probe_config(json!({"request_headers": [["get_property", "request.protocol"]]})),
+                vec![http10("GET /direct HTTP/1.0"), http10("GET / HTTP/1.0\r\nhost: conformance.test"), raw("GET /direct HTTP/1.1\r\nhost: x\r\n")],
+            )
+        },
+        s(
+            "http10_accepted",
+            "HTTP/1.0 taken (http_protocol_options.accept_http_10), a request without a host getting \
+             default_host_for_http_10",
+            probe_config(json!({"request_headers": [["get_property", "request.protocol"], ["get_property", "request.host"]]})).replacen(
+                "          stat_prefix: ingress\n",
+                "          stat_prefix: ingress\n          http_protocol_options: { accept_http_10: true, default_host_for_http_10: default.test }\n",
+                1,
+            ),
+            vec![http10("GET /no-host HTTP/1.0"), http10("GET /with-host HTTP/1.0\r\nhost: conformance.test")],
+        ),
         s(
             "request_smuggling_shapes",
             "Content-Length with Transfer-Encoding, bad and conflicting lengths, other codings, bad chunks, \

@@ -90,7 +90,8 @@ const UPSTREAM_HTTP_PROTOCOL_OPTIONS: &[&str] = &[
     "header_validation_config",
 ];
 const EXPLICIT_HTTP_CONFIG: &[&str] = &["http_protocol_options", "http2_protocol_options", "http3_protocol_options"];
-const HTTP1_PROTOCOL_OPTIONS: &[&str] = &[
+/// `envoy.config.core.v3.Http1ProtocolOptions`.
+pub(crate) const HTTP1_PROTOCOL_OPTIONS: &[&str] = &[
     "allow_absolute_url",
     "accept_http_10",
     "default_host_for_http_10",

@@ -123,6 +123,8 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
         request_headers_timeout: None,
         stream_idle_timeout: Some(DEFAULT_STREAM_IDLE_TIMEOUT),
         idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+        accept_http_10: false,
+        default_host_for_http_10: None,
         access_logs: Vec::new(),
     };
     let Some(mut msg) = any.message(ctx, HTTP_CONNECTION_MANAGER) else { return hcm };
@@ -171,6 +173,15 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
     {
         if let Some(d) = options.get(ctx, "idle_timeout").and_then(|f| f.duration(ctx)) {
             hcm.idle_timeout = nonzero(d);
+        }
+        options.finish(ctx);
+    }
+    if let Some(f) = msg.get(ctx, "http_protocol_options")
+        && let Some(mut options) = f.message(ctx, crate::cluster::HTTP1_PROTOCOL_OPTIONS)
+    {
+        hcm.accept_http_10 = options.get(ctx, "accept_http_10").and_then(|f| f.bool(ctx)).unwrap_or(false);
+        if let Some(host) = options.get(ctx, "default_host_for_http_10").and_then(|f| f.string(ctx)) {
+            hcm.default_host_for_http_10 = (!host.is_empty()).then_some(host);
         }
         options.finish(ctx);
     }

@@ -539,6 +539,12 @@ pub struct HttpConnectionManager {
     pub stream_idle_timeout: Option<Duration>,
     /// `common_http_protocol_options.idle_timeout` (Envoy default: 1 hour).
     pub idle_timeout: Option<Duration>,
+    /// `http_protocol_options.accept_http_10`: HTTP/1.0 requests are served (Envoy's
+    /// default: answered 426).
+    pub accept_http_10: bool,
+    /// `http_protocol_options.default_host_for_http_10`: the host of an HTTP/1.0 request
+    /// that names none.
+    pub default_host_for_http_10: Option<String>,
     /// `access_log`.
     pub access_logs: Vec<AccessLog>,
 }

@@ -508,14 +508,17 @@ async fn a_keep_alive_connection_serves_after_waiting_pipelined_and_split_reques
         c.write_all(b"late").unwrap();
         let (_, body) = read_response(&mut c);
         assert!(body.contains("body: late"), "{body}");
-        // `connection: close`, and HTTP/1.0 without keep-alive: answered, then closed.
+        // `connection: close`, and HTTP/1.0 (refused, as Envoy refuses it by default): answered,
+        // then closed.
         c.write_all(b"GET /direct HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
         assert_eq!(read_response(&mut c).1, "direct hello");
         assert!(closed(&mut c), "closed after `connection: close`");
         let mut old = std::net::TcpStream::connect(addr).unwrap();
         old.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
         old.write_all(b"GET /direct HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        assert_eq!(read_response(&mut old).1, "direct hello");
+        let (head, body) = read_response(&mut old);
+        assert_eq!(body, "Upgrade Required");
+        assert!(head.contains(" 426 ") && head.to_ascii_lowercase().contains("connection: close"), "{head}");
         assert!(closed(&mut old), "closed after an HTTP/1.0 answer");
     })
     .await

@@ -171,7 +171,7 @@ impl Hcm {
         connection: Rc<ConnectionInfo>,
     ) -> Result<Response<ProxyBody>, StreamReset> {
         let (parts, mut incoming) = request.into_parts();
-        let http2 = parts.version == http::Version::HTTP_2;
+        let (http2, parts_version) = (parts.version == http::Version::HTTP_2, parts.version);
         let scheme = if connection.tls.get().is_some() { "https" } else { "http" };
         let info = self.open_stream(&parts, connection);
         let mut headers = convert::request_headers(&parts, scheme);
@@ -187,20 +187,24 @@ impl Hcm {
         stream.deciding = false;
         let unread = !http2 && !incoming.is_end_stream();
         stream.filters.info.borrow().connection.activity.request_unread.set(unread);
-        match processed {
+        let mut response = match processed {
             Processed::Whole(response_headers, body) | Processed::Reply { headers: response_headers, body, .. } => {
                 // Answered before the request's end, as Envoy does: the rest of the request
                 // is not read, so an HTTP/1 connection cannot serve another.
-                Ok(stream.respond_whole(response_headers, body, unread))
+                stream.respond_whole(response_headers, body, unread)
             }
-            Processed::Streaming(response_headers, upstream) => {
-                Ok(stream.respond_streaming(response_headers, upstream))
-            }
+            Processed::Streaming(response_headers, upstream) => stream.respond_streaming(response_headers, upstream),
             Processed::Reset => {
                 stream.end_now(None);
-                Err(StreamReset)
+                return Err(StreamReset);
             }
+        };
+        // An HTTP/1.0 connection closes after its response, which says so, as Envoy's codec
+        // writes it.
+        if parts_version == http::Version::HTTP_10 {
+            response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
+        Ok(response)
     }
 
     /// A new stream on `connection`: counted, and its info made.
@@ -324,6 +328,24 @@ impl ActiveStream {
         let request_ended = incoming.is_end_stream();
         // The stream keeps the route table it started with, whatever RDS brings meanwhile.
         let routes = hcm.routes.current();
+        if info.borrow().protocol == "HTTP/1.0" {
+            // As Envoy: refused before any filter, unless the connection manager takes it.
+            if !hcm.config.accept_http_10 {
+                info.borrow_mut().response_code_details = "low_version".into();
+                let reply = LocalReply {
+                    status: 426,
+                    body: b"Upgrade Required".to_vec(),
+                    headers: Headers::new(),
+                    grpc_status: None,
+                };
+                return Err(hcm.reply(reply, 0, Direction::Request));
+            }
+            if let Some(host) = &hcm.config.default_host_for_http_10
+                && self.request_headers.get(b":authority").is_none_or(|a| a.is_empty())
+            {
+                self.request_headers.replace(b":authority", host.as_bytes());
+            }
+        }
         if !hcm.filters.is_empty() {
             // Envoy picks the route as soon as a plugin asks for it (`xds.route_name`); the
             // router picks it again from the headers the filters leave.
