@@ -415,6 +415,10 @@ pub struct DownstreamTls {
     pub stateless_resumption: bool,
     /// A session cache (not `disable_stateful_session_resumption`).
     pub stateful_resumption: bool,
+    /// `session_ticket_keys.keys`: the keys session tickets are sealed with (the first)
+    /// and opened with (any), 80 bytes each, so that instances sharing them resume each
+    /// other's sessions; none: a key of the chain's own.
+    pub session_ticket_keys: Vec<DataSource>,
 }
 
 /// Where a chain's certificate comes from.

@@ -115,6 +115,10 @@ pub(crate) fn read_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -> Option<
     let mut disabled = |name: &str| tls.get(ctx, name).and_then(|f| f.bool_value(ctx)).unwrap_or(false);
     let stateless_resumption = !disabled("disable_stateless_session_resumption");
     let stateful_resumption = !disabled("disable_stateful_session_resumption");
+    let session_ticket_keys = match tls.get(ctx, "session_ticket_keys") {
+        Some(f) => Some(read_session_ticket_keys(ctx, &f)?),
+        None => None,
+    };
     let common = tls.required(ctx, "common_tls_context");
     tls.finish(ctx);
     let downstream = read_common_tls_context(ctx, &common?)?;
@@ -123,7 +127,29 @@ pub(crate) fn read_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -> Option<
         ctx.error(&at, "require_client_certificate without a validation_context is not supported by wasmproxy");
         return None;
     }
-    Some(DownstreamTls { require_client_certificate, stateless_resumption, stateful_resumption, ..downstream })
+    Some(DownstreamTls {
+        require_client_certificate,
+        stateless_resumption,
+        stateful_resumption,
+        session_ticket_keys: session_ticket_keys.unwrap_or_default(),
+        ..downstream
+    })
+}
+
+const TLS_SESSION_TICKET_KEYS: &[&str] = &["keys"];
+
+/// `session_ticket_keys.keys`: one at least (each 80 bytes, checked when it is read).
+fn read_session_ticket_keys(ctx: &mut Ctx, field: &Field<'_>) -> Option<Vec<DataSource>> {
+    let mut msg = field.message(ctx, TLS_SESSION_TICKET_KEYS)?;
+    let keys = msg.required(ctx, "keys").map(|f| (f.origin(), f.list()));
+    msg.finish(ctx);
+    let (origin, keys) = keys?;
+    if keys.is_empty() {
+        ctx.error(&origin, "at least one key is required");
+        return None;
+    }
+    let read: Vec<Option<DataSource>> = keys.iter().map(|k| data_source(ctx, k)).collect();
+    read.into_iter().collect()
 }
 
 /// Reads a cluster's `transport_socket`; `None` (with an error) for one wasmproxy does not
@@ -286,6 +312,7 @@ fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Downstrea
         require_client_certificate: false,
         stateless_resumption: true,
         stateful_resumption: true,
+        session_ticket_keys: Vec::new(),
     })
 }
 

@@ -566,16 +566,84 @@ fn a_returning_client_resumes_its_session_unless_resumption_is_disabled() {
         let client =
             Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots.clone()).with_no_client_auth());
         for _ in 0..2 {
-            let name = rustls::pki_types::ServerName::try_from("front.example").unwrap();
-            let tcp = TcpStream::connect(server.listeners[0].1).unwrap();
-            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(client.clone(), name).unwrap(), tcp);
-            tls.write_all(b"ping").unwrap();
-            let mut back = [0u8; 4];
-            tls.read_exact(&mut back).unwrap();
+            ping_front(&client, server.listeners[0].1);
         }
         assert_eq!(stat(&server, "listener.127.0.0.1_0.ssl.handshake"), 2);
         assert_eq!(stat(&server, "listener.127.0.0.1_0.ssl.session_reused"), reused, "{extra:?}");
+        server.stop();
+    }
+}
+
+/// A TLS connection to `front.example` at `addr` made with `client`, after one echoed `ping`.
+fn ping_front(
+    client: &Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let name = rustls::pki_types::ServerName::try_from("front.example").unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(client.clone(), name).unwrap(), tcp);
+    tls.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    tls.read_exact(&mut back).unwrap();
+    tls
+}
+
+#[test]
+fn instances_sharing_session_ticket_keys_resume_each_others_sessions() {
+    let pki = Pki::new("ticket-keys");
+    let front = pki.issue("front", &["front.example"]);
+    let echo = echo_upstream();
+    let key = |file: &str, byte: u8| {
+        let path = pki.dir.join(file);
+        std::fs::write(&path, [byte; 80]).unwrap();
+        path
+    };
+    let (shared, other, third) = (key("shared.key", 7), key("other.key", 9), key("third.key", 11));
+    let listener = |keys: &[&PathBuf]| {
+        let keys: Vec<String> = keys.iter().map(|k| format!("{{ filename: \"{}\" }}", k.display())).collect();
+        mtls_listener(&pki, &front, echo)
+            .replace(
+                "          require_client_certificate: true\n",
+                &format!("          session_ticket_keys: {{ keys: [{}] }}\n", keys.join(", ")),
+            )
+            .replace(
+                &format!(
+                    "            validation_context:\n              trusted_ca: {{ filename: \"{}\" }}\n              \
+                     match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: client.example }} }}]\n",
+                    pki.path("ca.pem")
+                ),
+                "",
+            )
+    };
+    let first = start(&listener(&[&shared]), 1);
+    // The second instance seals with a newer key, and still opens tickets of the shared one.
+    let second = start(&listener(&[&other, &shared]), 1);
+    let stranger = start(&listener(&[&third]), 1);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let mut client = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    // Only tickets: the proxies' session caches are their own.
+    client.resumption = rustls::client::Resumption::in_memory_sessions(8);
+    let client = Arc::new(client);
+    let resumed = |server: &wasmproxy_proxy::RunningServer| {
+        ping_front(&client, server.listeners[0].1).conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    };
+    assert!(!resumed(&first), "a first connection has no session to resume");
+    assert!(resumed(&second), "a ticket the first instance sealed opens on the second");
+    assert!(!resumed(&stranger), "an instance without the key makes a new session");
+    // The client offers the stranger's newest ticket first, then one of the first's own.
+    assert!(resumed(&first) || resumed(&first), "the first opens its own tickets");
+    // A key of the wrong length stops start-up, naming it.
+    let short = key("short.key", 1);
+    std::fs::write(&short, [1u8; 79]).unwrap();
+    let config = wasmproxy_config::load_str(&listener(&[&short]), std::path::Path::new(".")).unwrap();
+    let error = wasmproxy_proxy::Server::start(config, Default::default()).err().unwrap().to_string();
+    assert!(
+        error.contains("session_ticket_keys.keys[0]: Incorrect TLS session ticket key length. Length 79"),
+        "{error}"
+    );
+    for server in [first, second, stranger] {
         server.stop();
     }
 }

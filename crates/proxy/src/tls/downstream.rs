@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use crate::tls::certificate::{CertificateDetails, CertificateInfo, ContextCertificates, SanMatchers, server_names};
 use crate::tls::pem;
 use crate::tls::session::{HandshakeError, TlsTransport};
+use crate::tls::tickets::TicketKeys;
 
 /// The most sessions a chain's cache keeps (BoringSSL's default).
 const SESSION_CACHE_ENTRIES: usize = 20 * 1024;
@@ -178,8 +179,10 @@ pub fn server_config(tls: &DownstreamTls, certificates: Vec<Arc<ServedCertificat
     config.alpn_protocols = tls.alpn_protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
     // Resumption as Envoy (BoringSSL) has it by default: tickets under a key of the
     // chain's own (every worker shares it), and a session cache of BoringSSL's size.
-    if tls.stateless_resumption {
+    if tls.stateless_resumption && tls.session_ticket_keys.is_empty() {
         config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("session tickets: {e}"))?;
+    } else if tls.stateless_resumption {
+        config.ticketer = Arc::new(TicketKeys::new(&tls.session_ticket_keys, pem::read)?);
     }
     config.session_storage = match tls.stateful_resumption {
         true => rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES),
@@ -308,6 +311,7 @@ mod tests {
             require_client_certificate: false,
             stateless_resumption: true,
             stateful_resumption: true,
+            session_ticket_keys: Vec::new(),
         };
         server_config(&tls, certificates).unwrap()
     }

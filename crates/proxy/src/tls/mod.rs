@@ -2,11 +2,13 @@
 //! filter chain's server settings (`downstream.rs`); a cluster's client settings and how
 //! it checks the upstream's certificate (`upstream.rs`); PEM files and versions both read
 //! (`pem.rs`); what a certificate says (`certificate.rs`); the TLS inspector that reads a
-//! ClientHello before a filter chain is picked (`inspector.rs`).
+//! ClientHello before a filter chain is picked (`inspector.rs`); session tickets sealed
+//! with configured keys (`tickets.rs`).
 
 pub(crate) mod certificate;
 pub(crate) mod downstream;
 pub(crate) mod inspector;
 pub(crate) mod pem;
 pub(crate) mod session;
+pub(crate) mod tickets;
 pub(crate) mod upstream;

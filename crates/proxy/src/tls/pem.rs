@@ -70,7 +70,7 @@ pub fn curve_name(group: NamedGroup) -> &'static str {
 }
 
 /// The bytes of a `DataSource` (`field` names it in the error).
-fn read(source: &DataSource, field: &str) -> Result<Vec<u8>, String> {
+pub fn read(source: &DataSource, field: &str) -> Result<Vec<u8>, String> {
     match source {
         DataSource::File(path) => {
             std::fs::read(path).map_err(|e| format!("{field}: cannot read {}: {e}", path.display()))
