@@ -298,7 +298,9 @@ async fn serve_on_chain(picked: Picked<'_>, peer: SocketAddr, served: &Served, d
         (None, _) => return,
         (Some(Terminal::Tcp(tcp)), None) => Box::pin(tcp.serve(stream, connection)),
         (Some(Terminal::Tcp(tcp)), Some(tls)) => Box::pin(async move {
-            if let Some(session) = handshake(chain, tls, stream, connection.clone(), &served.stats).await {
+            // The handshake boxed: its room is given back once it is done.
+            let handshake = Box::pin(handshake(chain, tls, stream, connection.clone(), &served.stats));
+            if let Some(session) = handshake.await {
                 tcp.serve(session, connection).await;
             }
         }),
@@ -306,7 +308,8 @@ async fn serve_on_chain(picked: Picked<'_>, peer: SocketAddr, served: &Served, d
             Box::pin(serve_http(hcm.clone(), std::future::ready(Some(stream)), connection, false, stopping))
         }
         (Some(Terminal::Http(hcm)), Some(tls)) => {
-            let handshake = handshake(chain, tls, stream, connection.clone(), &served.stats);
+            // The handshake boxed: its room is given back once it is done.
+            let handshake = Box::pin(handshake(chain, tls, stream, connection.clone(), &served.stats));
             Box::pin(serve_http(hcm.clone(), handshake, connection, true, stopping))
         }
     };
