@@ -131,16 +131,21 @@ moves to the access-log phase instead of being cloned: about 1%.\n\n\
 log, done, delete) and moving the headers in and out of the plugin's context; per request, \
 about a dozen small allocations (hyper's request and response, header values as `Bytes`, \
 the stream's info) and the two header-map conversions. Reading the clock could be cached \
-per event-loop turn. Memory per connection got worse with the TLS work, measured A/B with \
-the `--idle 5000` run on each commit's release build (idle / busy / idle over TLS, KiB per \
-connection): 5.1 / 6.2 / 15.3 before it (11cbf1b), 5.5 / 6.6 / 16.0 with several filter \
-chains (0cf87c2), 5.5 / 7.7 / 18.2 with TLS to upstreams and client certificates (9eb0e3e); \
-the cause of the busy figure's rise is not found yet. An idle TLS connection costs 18.5 \
-KiB, 0.90x Envoy's, against a goal of 0.5x: rustls keeps each session's record buffers and \
-cipher state (about 13 KiB over a plain connection); its unbuffered API would let the proxy \
-give the buffers of an idle connection back, as it does for plain ones. TLS handshakes: \
-0.94x Envoy's rate with `wrk` on this 2-core machine (the client's own handshakes take a \
-core), at 13% less CPU per handshake.\n\n\
+per event-loop turn. Memory per connection, measured A/B with the `--idle 5000` run (each \
+commit's release build on one machine; idle / busy / idle over TLS, KiB per connection): the \
+TLS work had raised the busy and TLS figures (6.2 → 7.7 and 15.3 → 18.2 on the previous \
+round's machine). The cause was the size of futures: a request's future held room for a new \
+upstream connection's TLS handshake (8.5 KB, kept in hyper's slot for the request of every \
+live HTTP/1.1 connection), and a TLS connection's task room for its handshake and a copy of \
+the rustls session for the connection's whole life (8.6 KB). With the rare handshakes and \
+the session boxed they are 5.0 and 2.0 KB: on this round's machine, 6.1 / 9.5 / 18.7 at \
+227425b against 6.4 / 8.5 / 12.1 now (idle unchanged within this machine's noise). An idle \
+TLS connection costs 0.59x Envoy's, against a goal of 0.5x: rustls keeps a 4 KiB record \
+buffer per session once it has read, and its cipher state; its unbuffered API would let the \
+proxy give the buffer of an idle connection back, as it does for plain ones. New TLS \
+connections, full or resumed, are bound by the client on this 2-core machine (`wrk`'s own \
+handshakes, or the harness's rustls client, take a core): the CPU per 10k column is the \
+proxy's own cost of each.\n\n\
 **Start-up while compiling.** Cranelift compiles the 190 KB Rust plugin in about 0.1 s \
 on this machine (two threads); Winch, wasmtime's baseline compiler, in about 0.027 s. V8 in \
 Envoy compiles lazily with its baseline tier, function by function as they first run, and \
