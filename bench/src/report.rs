@@ -145,7 +145,7 @@ buffer per session once it has read, and its cipher state; its unbuffered API wo
 proxy give the buffer of an idle connection back, as it does for plain ones. New TLS \
 connections, full or resumed, are bound by the client on this 2-core machine (`wrk`'s own \
 handshakes, or the harness's rustls client, take a core): the CPU per 10k column is the \
-proxy's own cost of each.\n\n\
+proxy's own cost of each. Ratios against the last round's table: this round's machine gives Envoy 40–75% more requests per second than the last round's did, and wasmproxy 10–50% more; this round's binary against the last round's (227425b) on this machine, alternating, is the same within noise (`proxy_no_filter` 38.0k against 39.1k req/s, ranges overlapping; 0.256 against 0.253 s CPU per 10k).\n\n\
 **Start-up while compiling.** Cranelift compiles the 190 KB Rust plugin in about 0.1 s \
 on this machine (two threads); Winch, wasmtime's baseline compiler, in about 0.027 s. V8 in \
 Envoy compiles lazily with its baseline tier, function by function as they first run, and \

@@ -45,7 +45,19 @@ impl Pki {
 
     /// A certificate for `names`, issued by the CA: its chain and key files' paths.
     fn issue(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        self.issue_with(file, names, |_| {})
+    }
+
+    /// [`Pki::issue`], its parameters changed by `change` first.
+    fn issue_with(
+        &self,
+        file: &str,
+        names: &[&str],
+        change: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> (PathBuf, PathBuf) {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        change(&mut params);
         let key = rcgen::KeyPair::generate().unwrap();
         let issuer = rcgen::Issuer::new(self.ca_params.clone(), &self.ca_key);
         let cert = params.signed_by(&key, &issuer).unwrap();
@@ -310,7 +322,7 @@ fn auto_sni_names_each_http2_connection_after_its_host_and_checks_the_name_even_
 }
 
 #[test]
-fn a_certificate_from_another_ca_is_refused() {
+fn a_certificate_from_another_ca_or_expired_is_refused() {
     let pki = Pki::new("other-ca");
     let stranger = Pki::new("stranger");
     let backend = stranger.issue("backend", &["backend.example"]);
@@ -319,9 +331,21 @@ fn a_certificate_from_another_ca_is_refused() {
         "        common_tls_context:\n          validation_context:\n            trusted_ca: {{ filename: \"{}\" }}\n",
         pki.path("ca.pem")
     );
-    let server = start(&bootstrap(&route("/", "strict"), &cluster("strict", upstream, &tls, false)), 1);
-    assert_eq!(get(server.listeners[0].1, "/").0, 503);
+    // And an upstream whose certificate from the trusted CA has expired.
+    let expired = pki.issue_with("expired", &["backend.example"], |params| {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let stale = https_upstream(upstream_config(&pki, &expired));
+    let clusters = [cluster("strict", upstream, &tls, false), cluster("stale", stale, &tls, false)];
+    let server =
+        start(&bootstrap(&[route("/strict", "strict"), route("/stale", "stale")].concat(), &clusters.concat()), 1);
+    assert_eq!(get(server.listeners[0].1, "/strict").0, 503);
     assert_eq!(stat(&server, "cluster.strict.ssl.fail_verify_error"), 1);
+    let (status, body) = get(server.listeners[0].1, "/stale");
+    assert_eq!(status, 503);
+    assert!(body.contains("remote connection failure"), "{body}");
+    assert_eq!(stat(&server, "cluster.stale.ssl.fail_verify_error"), 1);
     server.stop();
 }
 
