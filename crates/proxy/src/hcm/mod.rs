@@ -171,7 +171,7 @@ impl Hcm {
         connection: Rc<ConnectionInfo>,
     ) -> Result<Response<ProxyBody>, StreamReset> {
         let (parts, mut incoming) = request.into_parts();
-        let (http2, parts_version) = (parts.version == http::Version::HTTP_2, parts.version);
+        let http2 = parts.version == http::Version::HTTP_2;
         let scheme = if connection.tls.get().is_some() { "https" } else { "http" };
         let info = self.open_stream(&parts, connection);
         let mut headers = convert::request_headers(&parts, scheme);
@@ -201,7 +201,7 @@ impl Hcm {
         };
         // An HTTP/1.0 connection closes after its response, which says so, as Envoy's codec
         // writes it.
-        if parts_version == http::Version::HTTP_10 {
+        if parts.version == http::Version::HTTP_10 {
             response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         Ok(response)

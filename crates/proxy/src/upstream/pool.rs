@@ -157,14 +157,19 @@ impl EndpointPool {
         let (io, local) = self.connect(host).await?;
         let (sender, connection) = http1::handshake(io).await.map_err(|e| SendError::Connect(e.to_string()))?;
         self.stats.cx_http1_total.inc();
+        self.run(connection, "HTTP/1.1");
+        Ok((sender, local))
+    }
+
+    /// Runs a new connection's task, counted open until it ends.
+    fn run(&self, connection: impl std::future::Future<Output = hyper::Result<()>> + 'static, protocol: &'static str) {
         let open = OpenConnection::new(&self.stats, &self.host);
         tokio::task::spawn_local(async move {
             if let Err(e) = connection.await {
-                tracing::debug!("upstream connection ended: {e}");
+                tracing::debug!("upstream {protocol} connection ended: {e}");
             }
             drop(open);
         });
-        Ok((sender, local))
     }
 
     async fn send_h2(
@@ -200,13 +205,7 @@ impl EndpointPool {
         let (sender, connection) =
             http2::Builder::new(LocalExec).handshake(io).await.map_err(|e| SendError::Connect(e.to_string()))?;
         self.stats.cx_http2_total.inc();
-        let open = OpenConnection::new(&self.stats, &self.host);
-        tokio::task::spawn_local(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("upstream HTTP/2 connection ended: {e}");
-            }
-            drop(open);
-        });
+        self.run(connection, "HTTP/2");
         Ok((sender, local))
     }
 
