@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the cargo fuzz targets (fuzz/): the pairs codec, the config loader, request heads,
-# and hostcalls with arbitrary arguments, each for a bounded time (FUZZ_SECONDS, 30 by
+# hostcalls with arbitrary arguments, and xDS resources in protobuf wire format, each for a bounded time (FUZZ_SECONDS, 30 by
 # default), from the seeds in fuzz/seeds/. Needs the nightly toolchain (rustup) and
 # cargo-fuzz (installed from crates.io when missing). Exits non-zero on the first crash;
 # the crashing input is left in fuzz/artifacts/<target>/.
@@ -19,7 +19,7 @@ cd fuzz
 # No sanitizer: the code under test is Rust (plus wasmtime); what is looked for is a
 # panic or abort, with libFuzzer's coverage guidance.
 cargo +nightly fuzz build -s none -O
-targets=(pairs config request_head hostcalls)
+targets=(pairs config request_head hostcalls xds_resource)
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
     seeds=()

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: install the plugin toolchain and Envoy,
-# build every test plugin from source, check the committed example plugin, run every test
-# (the benchmarks run once each as smoke tests), then the conformance scenarios against
-# Envoy 1.40, then each fuzz target for a bounded time (scripts/fuzz.sh). Ends with one
-# summary line.
+# build every test plugin and the test xDS control plane from source, check the committed
+# example plugin, run every test (the benchmarks run once each as smoke tests), then the
+# conformance scenarios against Envoy 1.40, then each fuzz target for a bounded time
+# (scripts/fuzz.sh). Ends with one summary line.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
 scripts/build-plugins.sh
+scripts/build-control-plane.sh
 scripts/check-example-plugin.sh
 
 log="$(mktemp)"

@@ -1,4 +1,5 @@
-//! Decoding of proto JSON `bytes` values: base64, standard or URL-safe alphabet, padding optional.
+//! Proto JSON `bytes` values: base64, standard or URL-safe alphabet, padding optional, when
+//! read; standard and padded when written.
 
 /// Decodes base64 as the proto JSON parser accepts it; `None` if it is not valid base64.
 pub(crate) fn decode(text: &str) -> Option<Vec<u8>> {
@@ -30,9 +31,35 @@ pub(crate) fn decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Encodes bytes as proto JSON writes them (standard alphabet, padded).
+pub(crate) fn encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            let c = if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' };
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::decode;
+    use super::{decode, encode};
+
+    #[test]
+    fn encoded_as_proto_json_writes_it() {
+        assert_eq!(encode(b"hello"), "aGVsbG8=");
+        assert_eq!(encode(b"\0asm"), "AGFzbQ==");
+        assert_eq!(encode(&[0xfb, 0xff, 0x01]), "+/8B");
+        assert_eq!(encode(b""), "");
+        for len in 0..20u8 {
+            let bytes: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37)).collect();
+            assert_eq!(decode(&encode(&bytes)), Some(bytes));
+        }
+    }
 
     #[test]
     fn standard_url_safe_and_unpadded() {

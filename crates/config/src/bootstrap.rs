@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::address::{Host, read_address};
 use crate::cluster::read_cluster;
-use crate::config_source::read_file_source;
+use crate::config_source::{read_ads_config, read_config_source};
 use crate::listener::read_listener;
 use crate::model::{Admin, Bootstrap, DynamicResources, Locality, Node, StatsConfig, StatsTag, StatsTagValue};
 use crate::reader::{Ctx, Field, Origin, child, type_error};
@@ -97,6 +97,7 @@ pub(crate) fn read_bootstrap(ctx: &mut Ctx, root: &Field<'_>) -> Bootstrap {
         bootstrap.dynamic_resources = read_dynamic_resources(ctx, &f);
         // Routes may name clusters that CDS brings later: they are checked when it does.
         ctx.refs.clusters_from_files = bootstrap.dynamic_resources.cds.is_some();
+        ctx.refs.ads_configured = bootstrap.dynamic_resources.ads.is_some();
     }
     if let Some(f) = msg.get(ctx, "static_resources")
         && let Some(mut resources) = f.message(ctx, STATIC_RESOURCES)
@@ -152,13 +153,14 @@ pub(crate) fn read_bootstrap(ctx: &mut Ctx, root: &Field<'_>) -> Bootstrap {
     bootstrap
 }
 
-/// `dynamic_resources`: LDS and CDS from files (`path_config_source`). xDS over gRPC
-/// (`ads_config`, `api_config_source`) is not supported yet, and says so.
+/// `dynamic_resources`: LDS and CDS from files (`path_config_source`) or the ADS stream
+/// (`ads_config`). Separate gRPC streams (`api_config_source`) are not supported yet.
 fn read_dynamic_resources(ctx: &mut Ctx, field: &Field<'_>) -> DynamicResources {
     let mut dynamic = DynamicResources::default();
     let Some(mut msg) = field.message(ctx, DYNAMIC_RESOURCES) else { return dynamic };
-    dynamic.lds = msg.get(ctx, "lds_config").and_then(|f| read_file_source(ctx, &f));
-    dynamic.cds = msg.get(ctx, "cds_config").and_then(|f| read_file_source(ctx, &f));
+    dynamic.lds = msg.get(ctx, "lds_config").and_then(|f| read_config_source(ctx, &f));
+    dynamic.cds = msg.get(ctx, "cds_config").and_then(|f| read_config_source(ctx, &f));
+    dynamic.ads = msg.get(ctx, "ads_config").and_then(|f| read_ads_config(ctx, &f));
     msg.finish(ctx);
     dynamic
 }

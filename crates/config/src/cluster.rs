@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::address::{Host, read_address};
-use crate::config_source::read_file_source;
+use crate::config_source::read_config_source;
 use crate::metadata::read_metadata;
 use crate::model::{
     Cluster, Discovery, DnsLookupFamily, EdsSource, LbPolicy, LoadAssignment, SocketAddress, UpstreamHttpOptions,
@@ -251,11 +251,11 @@ fn read_eds_of(ctx: &mut Ctx, msg: &mut crate::reader::Msg<'_>, discovery: Disco
     }
 }
 
-/// `eds_cluster_config`: the endpoints of `service_name` (else the cluster's name), from a file.
+/// `eds_cluster_config`: the endpoints of `service_name` (else the cluster's name), from a file or ADS.
 fn read_eds(ctx: &mut Ctx, field: &Field<'_>, cluster: &str) -> Option<EdsSource> {
     let mut msg = field.message(ctx, EDS_CLUSTER_CONFIG)?;
     let service_name = msg.get(ctx, "service_name").and_then(|f| f.string(ctx)).filter(|s| !s.is_empty());
-    let source = msg.required(ctx, "eds_config").and_then(|f| read_file_source(ctx, &f));
+    let source = msg.required(ctx, "eds_config").and_then(|f| read_config_source(ctx, &f));
     msg.finish(ctx);
     Some(EdsSource { service_name: service_name.unwrap_or_else(|| cluster.to_string()), source: source? })
 }

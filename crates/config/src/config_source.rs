@@ -1,7 +1,11 @@
-//! `ConfigSource`: where a dynamic resource comes from. Files (`path_config_source`) are
-//! read; xDS over gRPC is not supported yet, and says so.
+//! `ConfigSource`: where a dynamic resource comes from: a file (`path_config_source`) or
+//! the aggregated discovery stream (`ads`), and `dynamic_resources.ads_config`, the gRPC
+//! stream to the control plane. Separate gRPC streams per type (`api_config_source`) and
+//! REST are not supported yet, and say so.
 
-use crate::model::FileSource;
+use std::time::Duration;
+
+use crate::model::{AdsConfig, ConfigSource, FileSource};
 use crate::reader::{Ctx, Field};
 
 const CONFIG_SOURCE: &[&str] = &[
@@ -16,15 +20,64 @@ const CONFIG_SOURCE: &[&str] = &[
 ];
 const PATH_CONFIG_SOURCE: &[&str] = &["path", "watched_directory"];
 const WATCHED_DIRECTORY: &[&str] = &["path"];
-/// A `ConfigSource` that names a file: `path_config_source` (`path`, `watched_directory`) or
-/// the deprecated `path`. Relative paths are the process's working directory's, as in Envoy.
+const API_CONFIG_SOURCE: &[&str] = &[
+    "api_type",
+    "transport_api_version",
+    "cluster_names",
+    "grpc_services",
+    "refresh_delay",
+    "request_timeout",
+    "rate_limit_settings",
+    "set_node_on_first_message_only",
+    "config_validators",
+];
+const GRPC_SERVICE: &[&str] = &["envoy_grpc", "google_grpc", "timeout", "initial_metadata", "retry_policy"];
+const ENVOY_GRPC: &[&str] =
+    &["cluster_name", "authority", "retry_policy", "max_receive_message_length", "skip_envoy_headers"];
+
+/// Envoy's `initial_fetch_timeout` when none is given.
+const DEFAULT_INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A `ConfigSource` that names a file or the ADS stream.
+pub(crate) fn read_config_source(ctx: &mut Ctx, field: &Field<'_>) -> Option<ConfigSource> {
+    let mut msg = field.message(ctx, CONFIG_SOURCE)?;
+    msg.at_most_one(ctx, &["path", "path_config_source", "api_config_source", "ads", "self"]);
+    resource_api_version(ctx, &mut msg);
+    let initial_fetch_timeout =
+        msg.get(ctx, "initial_fetch_timeout").and_then(|f| f.duration(ctx)).unwrap_or(DEFAULT_INITIAL_FETCH_TIMEOUT);
+    let source = if let Some(f) = msg.get(ctx, "ads") {
+        if let Some(ads) = f.message(ctx, &[]) {
+            ads.finish(ctx);
+        }
+        ctx.refs.ads_users.push(f.origin());
+        Some(ConfigSource::Ads { initial_fetch_timeout })
+    } else {
+        file_source(ctx, &mut msg).map(ConfigSource::File)
+    };
+    msg.finish(ctx);
+    source
+}
+
+/// A `ConfigSource` that must name a file (SDS: secrets over xDS are not supported yet).
 pub(crate) fn read_file_source(ctx: &mut Ctx, field: &Field<'_>) -> Option<FileSource> {
     let mut msg = field.message(ctx, CONFIG_SOURCE)?;
     msg.at_most_one(ctx, &["path", "path_config_source", "api_config_source", "ads", "self"]);
-    // V2 is gone from Envoy 1.40 too: the enumeration refuses it.
+    resource_api_version(ctx, &mut msg);
+    let source = file_source(ctx, &mut msg);
+    msg.finish(ctx);
+    source
+}
+
+/// V2 is gone from Envoy 1.40 too: the enumeration refuses it.
+fn resource_api_version(ctx: &mut Ctx, msg: &mut crate::reader::Msg<'_>) {
     if let Some(f) = msg.get(ctx, "resource_api_version") {
         f.enumeration(ctx, &[("AUTO", 0, Some(())), ("V2", 1, None), ("V3", 2, Some(()))]);
     }
+}
+
+/// `path_config_source` (`path`, `watched_directory`) or the deprecated `path`. Relative
+/// paths are the process's working directory's, as in Envoy.
+fn file_source(ctx: &mut Ctx, msg: &mut crate::reader::Msg<'_>) -> Option<FileSource> {
     let mut source = None;
     if let Some(f) = msg.get(ctx, "path") {
         ctx.warn(&f.origin(), "deprecated: use path_config_source");
@@ -44,8 +97,59 @@ pub(crate) fn read_file_source(ctx: &mut Ctx, field: &Field<'_>) -> Option<FileS
         source = path.map(|path| FileSource { path: path.into(), watched_directory });
     }
     if source.is_none() && !msg.has("api_config_source") && !msg.has("ads") && !msg.has("self") {
-        ctx.error(&msg.origin().clone(), "a config source needs path_config_source");
+        ctx.error(&msg.origin().clone(), "a config source needs path_config_source or ads");
+    }
+    source
+}
+
+/// `ads_config`: an `ApiConfigSource` of `api_type` GRPC or DELTA_GRPC with one
+/// `grpc_services` entry naming a static cluster by `envoy_grpc`.
+pub(crate) fn read_ads_config(ctx: &mut Ctx, field: &Field<'_>) -> Option<AdsConfig> {
+    let mut msg = field.message(ctx, API_CONFIG_SOURCE)?;
+    let api_type = msg.required(ctx, "api_type").and_then(|f| {
+        f.enumeration(
+            ctx,
+            &[
+                ("DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE", 0, None),
+                ("REST", 1, None),
+                ("GRPC", 2, Some(false)),
+                ("DELTA_GRPC", 3, Some(true)),
+                ("AGGREGATED_GRPC", 5, None),
+                ("AGGREGATED_DELTA_GRPC", 6, None),
+            ],
+        )
+    });
+    if let Some(f) = msg.get(ctx, "transport_api_version") {
+        f.enumeration(ctx, &[("AUTO", 0, Some(())), ("V2", 1, None), ("V3", 2, Some(()))]);
+    }
+    let set_node_on_first_message_only =
+        msg.get(ctx, "set_node_on_first_message_only").and_then(|f| f.bool_value(ctx)).unwrap_or(false);
+    let services = msg.required(ctx, "grpc_services").map(|f| f.list()).unwrap_or_default();
+    let mut target = None;
+    match services.as_slice() {
+        [] => ctx.error(&msg.origin().with_child("grpc_services"), "one gRPC service is required"),
+        [service] => target = read_grpc_service(ctx, service),
+        [_, extra, ..] => extra.error(ctx, "only one gRPC service is supported (Envoy uses the first)"),
     }
     msg.finish(ctx);
-    source
+    let (cluster, authority) = target?;
+    Some(AdsConfig { delta: api_type?, cluster, authority, set_node_on_first_message_only })
+}
+
+/// A `GrpcService` with `envoy_grpc`: the cluster and the authority.
+fn read_grpc_service(ctx: &mut Ctx, field: &Field<'_>) -> Option<(String, String)> {
+    let mut msg = field.message(ctx, GRPC_SERVICE)?;
+    let target = msg.required(ctx, "envoy_grpc").and_then(|f| {
+        let mut grpc = f.message(ctx, ENVOY_GRPC)?;
+        let cluster = grpc.required(ctx, "cluster_name").and_then(|f| {
+            let name = f.string(ctx)?;
+            ctx.refs.static_cluster_refs.push((name.clone(), f.origin()));
+            Some(name)
+        });
+        let authority = grpc.get(ctx, "authority").and_then(|f| f.string(ctx)).unwrap_or_default();
+        grpc.finish(ctx);
+        Some((cluster?, authority))
+    });
+    msg.finish(ctx);
+    target
 }

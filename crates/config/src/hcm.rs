@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::access_log::read_access_logs;
-use crate::config_source::read_file_source;
+use crate::config_source::read_config_source;
 use crate::model::{CodecType, HttpConnectionManager, HttpFilter, RdsSource, RouteConfig};
 use crate::reader::{AnyValue, Ctx, Field, type_error};
 use crate::route::read_route_config;
@@ -240,11 +240,11 @@ fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (bool, Option<Htt
 
 const RDS: &[&str] = &["config_source", "route_config_name"];
 
-/// `rds`: a route configuration by name, from a file.
+/// `rds`: a route configuration by name, from a file or ADS.
 fn read_rds(ctx: &mut Ctx, field: &Field<'_>) -> Option<RdsSource> {
     let mut msg = field.message(ctx, RDS)?;
     let route_config_name = msg.required(ctx, "route_config_name").and_then(|f| f.string(ctx));
-    let source = msg.required(ctx, "config_source").and_then(|f| read_file_source(ctx, &f));
+    let source = msg.required(ctx, "config_source").and_then(|f| read_config_source(ctx, &f));
     msg.finish(ctx);
     Some(RdsSource { route_config_name: route_config_name?, source: source? })
 }

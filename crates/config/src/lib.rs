@@ -46,6 +46,7 @@ mod json;
 mod listener;
 mod metadata;
 pub mod model;
+mod protobuf;
 mod reader;
 mod resources;
 mod route;
@@ -60,8 +61,8 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 pub use resources::{
-    CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, ResourceFileError, SECRET_TYPE, load_cluster_file,
-    load_endpoint_file, load_listener_file, load_route_file, load_secret_file,
+    CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, ResourceFileError, ResourceSource, SECRET_TYPE,
+    WireResource, load_clusters, load_endpoints, load_listeners, load_routes, load_secret_file,
 };
 
 use reader::{Ctx, Field};

@@ -86,9 +86,47 @@ impl Listener {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DynamicResources {
     /// `lds_config`.
-    pub lds: Option<FileSource>,
+    pub lds: Option<ConfigSource>,
     /// `cds_config`.
-    pub cds: Option<FileSource>,
+    pub cds: Option<ConfigSource>,
+    /// `ads_config`: the aggregated discovery stream the `ads` sources use.
+    pub ads: Option<AdsConfig>,
+}
+
+/// `ads_config`: the gRPC stream to the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdsConfig {
+    /// `api_type: DELTA_GRPC` (the incremental protocol); else `GRPC` (state of the world).
+    pub delta: bool,
+    /// `grpc_services[0].envoy_grpc.cluster_name`: a static cluster.
+    pub cluster: String,
+    /// `envoy_grpc.authority` (the cluster's name when empty).
+    pub authority: String,
+    /// `set_node_on_first_message_only`.
+    pub set_node_on_first_message_only: bool,
+}
+
+/// A `ConfigSource`: a file, or the ADS stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// `path_config_source`.
+    File(FileSource),
+    /// `ads: {}`.
+    Ads {
+        /// `initial_fetch_timeout` (15 s unless set; zero: no limit): how long the first
+        /// answer is waited for before what depends on it goes on without it.
+        initial_fetch_timeout: std::time::Duration,
+    },
+}
+
+impl ConfigSource {
+    /// The file, if it is one.
+    pub fn file(&self) -> Option<&FileSource> {
+        match self {
+            ConfigSource::File(f) => Some(f),
+            ConfigSource::Ads { .. } => None,
+        }
+    }
 }
 
 /// A `ConfigSource` that is a file (`path_config_source`, or the deprecated `path`): read
@@ -102,23 +140,23 @@ pub struct FileSource {
     pub watched_directory: Option<std::path::PathBuf>,
 }
 
-/// `rds`: the route configuration named `route_config_name`, from an RDS file.
+/// `rds`: the route configuration named `route_config_name`, from an RDS file or ADS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RdsSource {
     /// `route_config_name`.
     pub route_config_name: String,
     /// `config_source`.
-    pub source: FileSource,
+    pub source: ConfigSource,
 }
 
 /// `eds_cluster_config`: the endpoints named `service_name` (the cluster's name if empty),
-/// from an EDS file.
+/// from an EDS file or ADS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdsSource {
     /// `service_name`, or the cluster's name.
     pub service_name: String,
     /// `eds_config`.
-    pub source: FileSource,
+    pub source: ConfigSource,
 }
 
 /// `ClusterLoadAssignment`, as an EDS file holds it.

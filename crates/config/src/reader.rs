@@ -499,6 +499,13 @@ pub(crate) struct Refs {
     pub secrets: Vec<(String, Origin)>,
     /// Static secret names used by TLS contexts.
     pub secret_refs: Vec<(String, Origin)>,
+    /// Cluster names that must be static clusters (the ADS stream's).
+    pub static_cluster_refs: Vec<(String, Origin)>,
+    /// Config sources that name the ADS stream.
+    pub ads_users: Vec<Origin>,
+    /// Whether the ADS stream exists (the bootstrap has `ads_config`; resources read from
+    /// it or from files are not checked).
+    pub ads_configured: bool,
 }
 
 /// "<what> type X is not supported by wasmproxy", at the `@type` (or the `TypedStruct`'s `type_url`).

@@ -1,6 +1,7 @@
-//! Dynamic resource files (`path_config_source`): a `DiscoveryResponse` holding
-//! `version_info` and `resources`, each an `Any` naming its type, read with the same
-//! readers and checks as the bootstrap's `static_resources`.
+//! Dynamic resources: from files (`path_config_source`, a `DiscoveryResponse` in YAML or
+//! JSON holding `version_info` and `resources`, each an `Any` naming its type) or from xDS
+//! (the same `Any`s in protobuf wire format, turned into the same tree by `protobuf`), read
+//! with the same readers and checks as the bootstrap's `static_resources`.
 
 use std::path::Path;
 
@@ -27,6 +28,29 @@ pub const ENDPOINT_TYPE: &str = "envoy.config.endpoint.v3.ClusterLoadAssignment"
 /// The type of secret resources.
 pub const SECRET_TYPE: &str = "envoy.extensions.transport_sockets.tls.v3.Secret";
 
+/// Where a set of resources comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum ResourceSource<'a> {
+    /// A file, in YAML or JSON.
+    File(&'a Path),
+    /// A `DiscoveryResponse` from xDS: its version and resources.
+    Wire {
+        /// `version_info`.
+        version_info: &'a str,
+        /// The resources, each an `Any`.
+        resources: &'a [WireResource],
+    },
+}
+
+/// A resource as xDS delivers it: an `Any`'s type URL and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireResource {
+    /// `type.googleapis.com/<full name>`.
+    pub type_url: String,
+    /// The message in protobuf wire format.
+    pub value: Vec<u8>,
+}
+
 /// Why a resource file was not taken, told apart as Envoy's stats tell them apart.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResourceFileError {
@@ -38,58 +62,86 @@ pub enum ResourceFileError {
     Refused(ConfigErrors),
 }
 
-/// Reads a listener (LDS) file. Routes may name the clusters in `clusters` (the static and
+/// Reads listeners (LDS). Routes may name the clusters in `clusters` (the static and
 /// dynamic clusters known now): a route to another cluster is an error, as Envoy's
 /// `validate_clusters` makes it for a route configuration inside a listener. Relative Wasm
 /// file names resolve against `base_dir`.
-pub fn load_listener_file(
-    path: &Path,
+pub fn load_listeners(
+    source: ResourceSource<'_>,
     base_dir: &Path,
     clusters: &[String],
 ) -> Result<ResourceFile<Listener>, ResourceFileError> {
     let known = clusters.iter().map(|c| (c.clone(), Origin { path: String::new(), pos: None }));
     let mut ctx = Ctx::new(base_dir.to_path_buf());
     ctx.refs.clusters.extend(known);
-    load_resource_file(path, ctx, LISTENER_TYPE, read_listener)
+    load_resources(source, ctx, LISTENER_TYPE, read_listener)
 }
 
-/// Reads a cluster (CDS) file.
-pub fn load_cluster_file(path: &Path, base_dir: &Path) -> Result<ResourceFile<Cluster>, ResourceFileError> {
+/// Reads clusters (CDS).
+pub fn load_clusters(source: ResourceSource<'_>, base_dir: &Path) -> Result<ResourceFile<Cluster>, ResourceFileError> {
     let ctx = Ctx::new(base_dir.to_path_buf());
-    load_resource_file(path, ctx, CLUSTER_TYPE, |ctx, field, _| read_cluster(ctx, field))
+    load_resources(source, ctx, CLUSTER_TYPE, |ctx, field, _| read_cluster(ctx, field))
 }
 
-/// Reads a route configuration (RDS) file. Routes may name clusters that do not exist yet
+/// Reads route configurations (RDS). Routes may name clusters that do not exist yet
 /// (Envoy's `validate_clusters` is off for RDS): a request to one gets 503.
-pub fn load_route_file(path: &Path) -> Result<ResourceFile<RouteConfig>, ResourceFileError> {
+pub fn load_routes(source: ResourceSource<'_>) -> Result<ResourceFile<RouteConfig>, ResourceFileError> {
     let mut ctx = Ctx::new(std::path::PathBuf::new());
     ctx.refs.clusters_from_files = true;
-    load_resource_file(path, ctx, ROUTE_TYPE, |ctx, field, _| Some(read_route_config(ctx, field)))
+    load_resources(source, ctx, ROUTE_TYPE, |ctx, field, _| Some(read_route_config(ctx, field)))
 }
 
-/// Reads an endpoint (EDS) file.
-pub fn load_endpoint_file(path: &Path) -> Result<ResourceFile<LoadAssignment>, ResourceFileError> {
+/// Reads endpoints (EDS).
+pub fn load_endpoints(source: ResourceSource<'_>) -> Result<ResourceFile<LoadAssignment>, ResourceFileError> {
     let ctx = Ctx::new(std::path::PathBuf::new());
-    load_resource_file(path, ctx, ENDPOINT_TYPE, |ctx, field, _| read_cluster_load_assignment(ctx, field))
+    load_resources(source, ctx, ENDPOINT_TYPE, |ctx, field, _| read_cluster_load_assignment(ctx, field))
 }
 
 /// Reads a secret (SDS) file. Relative file names in it are the process's working
 /// directory's, as in Envoy.
 pub fn load_secret_file(path: &Path) -> Result<ResourceFile<Secret>, ResourceFileError> {
     let ctx = Ctx::new(std::path::PathBuf::new());
-    load_resource_file(path, ctx, SECRET_TYPE, |ctx, field, _| read_secret(ctx, field))
+    load_resources(ResourceSource::File(path), ctx, SECRET_TYPE, |ctx, field, _| read_secret(ctx, field))
 }
 
-fn load_resource_file<T>(
-    path: &Path,
+/// The tree of a file, or of a `DiscoveryResponse` from xDS.
+fn resource_tree(source: ResourceSource<'_>) -> Result<Node, ResourceFileError> {
+    let unreadable = |e: ConfigError| ResourceFileError::Unreadable(e.into());
+    let (version_info, resources) = match source {
+        ResourceSource::File(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| unreadable(ConfigError::new("", format!("cannot read {}: {e}", path.display()))))?;
+            return crate::parse(&text, crate::Format::of(path)).map_err(unreadable);
+        }
+        ResourceSource::Wire { version_info, resources } => (version_info, resources),
+    };
+    let mut items = Vec::with_capacity(resources.len());
+    let mut errors = Vec::new();
+    for (i, r) in resources.iter().enumerate() {
+        match crate::protobuf::any_to_tree(&r.type_url, &r.value, &format!("resources[{i}]")) {
+            Ok(node) => items.push(node),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ResourceFileError::Refused(ConfigErrors { errors }));
+    }
+    let entry =
+        |key: &str, value: Value| tree::Entry { key: key.into(), key_pos: None, value: Node { value, pos: None } };
+    let version = Value::Scalar { text: version_info.to_string(), quoted: true };
+    Ok(Node {
+        value: Value::Map(vec![entry("version_info", version), entry("resources", Value::Seq(items))]),
+        pos: None,
+    })
+}
+
+fn load_resources<T>(
+    source: ResourceSource<'_>,
     mut ctx: Ctx,
     type_name: &str,
     read: impl Fn(&mut Ctx, &Field<'_>, usize) -> Option<T>,
 ) -> Result<ResourceFile<T>, ResourceFileError> {
-    let unreadable = |e: ConfigError| ResourceFileError::Unreadable(e.into());
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| unreadable(ConfigError::new("", format!("cannot read {}: {e}", path.display()))))?;
-    let root = crate::parse(&text, crate::Format::of(path)).map_err(unreadable)?;
+    let root = resource_tree(source)?;
     tree::duplicate_keys(&root, "", &mut ctx.errors);
     let mut file = ResourceFile { version_info: String::new(), resources: Vec::new(), documents: Vec::new() };
     let top = Field::new(&root, "");
@@ -119,8 +171,10 @@ fn load_resource_file<T>(
         }
         msg.finish(&mut ctx);
     }
-    // Static secrets are the bootstrap's: a name is looked up when the resource is served.
+    // Static secrets are the bootstrap's: a name is looked up when the resource is served;
+    // so is the ADS stream.
     ctx.refs.secret_refs.clear();
+    ctx.refs.ads_configured = true;
     crate::validate::check_references(&mut ctx);
     if ctx.errors.is_empty() { Ok(file) } else { Err(ResourceFileError::Refused(ConfigErrors { errors: ctx.errors })) }
 }

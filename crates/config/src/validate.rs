@@ -57,6 +57,16 @@ pub(crate) fn check_references(ctx: &mut Ctx) {
             ctx.error(origin, format!("unknown secret {name:?} (not in static_resources.secrets, and no sds_config)"));
         }
     }
+    for (name, origin) in &refs.static_cluster_refs {
+        if !refs.clusters.iter().any(|(n, _)| n == name) {
+            ctx.error(origin, format!("unknown cluster {name:?} (it must be in static_resources.clusters)"));
+        }
+    }
+    if !refs.ads_configured {
+        for origin in &refs.ads_users {
+            ctx.error(origin, "ads needs dynamic_resources.ads_config");
+        }
+    }
     for (name, origin) in &refs.cluster_refs {
         if !refs.clusters_from_files && !refs.clusters.iter().any(|(n, _)| n == name) {
             ctx.error(origin, format!("unknown cluster {name:?}"));

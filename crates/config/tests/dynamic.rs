@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use wasmproxy_config::{ResourceFileError, load_cluster_file, load_listener_file, load_str};
+use wasmproxy_config::{ConfigSource, ResourceFileError, ResourceSource, load_clusters, load_listeners, load_str};
 
 fn file(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wasmproxy-config-dynamic-{}", std::process::id()));
@@ -48,30 +48,90 @@ static_resources:
 "#;
     let bootstrap = load_str(yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
     let lds = bootstrap.dynamic_resources.lds.expect("lds");
-    assert_eq!((lds.path, lds.watched_directory), (PathBuf::from("/etc/lds.yaml"), Some(PathBuf::from("/etc"))));
-    assert_eq!(bootstrap.dynamic_resources.cds.expect("cds").path, PathBuf::from("cds.json"));
+    let lds = lds.file().expect("a file");
+    assert_eq!((&lds.path, &lds.watched_directory), (&PathBuf::from("/etc/lds.yaml"), &Some(PathBuf::from("/etc"))));
+    assert_eq!(bootstrap.dynamic_resources.cds.expect("cds").file().expect("a file").path, PathBuf::from("cds.json"));
 
     // Without CDS, the static listener's cluster must be static.
     let without_cds = yaml.replace("  cds_config: { path: cds.json }\n", "");
     let e = load_str(&without_cds, Path::new(".")).unwrap_err().to_string();
     assert!(e.contains("unknown cluster \"from_cds\""), "{e}");
+}
 
-    // xDS over gRPC is not there yet, and says so.
-    let ads = yaml.replace("cds_config: { path: cds.json }", "ads_config: { api_type: GRPC }");
-    let e = load_str(&ads, Path::new(".")).unwrap_err().to_string();
-    assert!(e.contains("dynamic_resources.ads_config") && e.contains("not supported by wasmproxy"), "{e}");
+const ADS: &str = r#"
+node: { id: n1, cluster: c1 }
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    set_node_on_first_message_only: true
+    grpc_services: [{ envoy_grpc: { cluster_name: xds_cluster, authority: cp.local } }]
+  lds_config: { ads: {}, resource_api_version: V3, initial_fetch_timeout: 2s }
+  cds_config: { ads: {} }
+static_resources:
+  clusters:
+  - name: xds_cluster
+    load_assignment:
+      cluster_name: xds_cluster
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 18000 } } } }] }]
+"#;
+
+#[test]
+fn ads_config_names_a_static_cluster_and_the_sources_that_use_it() {
+    let bootstrap = load_str(ADS, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    let dynamic = &bootstrap.dynamic_resources;
+    let ads = dynamic.ads.as_ref().expect("ads_config");
+    assert_eq!((ads.cluster.as_str(), ads.authority.as_str()), ("xds_cluster", "cp.local"));
+    assert!(ads.set_node_on_first_message_only && !ads.delta);
+    let timeout = |s: &Option<ConfigSource>| match s {
+        Some(ConfigSource::Ads { initial_fetch_timeout }) => *initial_fetch_timeout,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(timeout(&dynamic.lds), std::time::Duration::from_secs(2));
+    assert_eq!(timeout(&dynamic.cds), std::time::Duration::from_secs(15), "Envoy's default");
+
+    let cases = [
+        (
+            "cluster_name: xds_cluster",
+            "cluster_name: elsewhere",
+            "unknown cluster \"elsewhere\" (it must be in static_resources.clusters)",
+        ),
+        ("api_type: GRPC", "api_type: REST", "REST is not supported by wasmproxy"),
+        (
+            "envoy_grpc: { cluster_name: xds_cluster, authority: cp.local }",
+            "google_grpc: { target_uri: x, stat_prefix: y }",
+            "missing required field \"envoy_grpc\"",
+        ),
+        (
+            "cds_config: { ads: {} }",
+            "cds_config: { api_config_source: { api_type: GRPC } }",
+            "cds_config.api_config_source: not supported by wasmproxy",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        let e = load_str(&ADS.replace(from, to), Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains(expected), "{to}: {e}");
+    }
+    // `ads` sources need the stream.
+    let without = ADS.replace("  ads_config:", "  unused:").replace("    api_type: GRPC\n", "");
+    let without: String = without.lines().filter(|l| !l.starts_with("    ")).collect::<Vec<_>>().join("\n");
+    let e = load_str(&without, Path::new(".")).unwrap_err().to_string();
+    assert!(e.contains("ads needs dynamic_resources.ads_config"), "{e}");
 }
 
 #[test]
 fn a_listener_file_is_read_with_the_bootstraps_reader() {
     let path = file("lds.yaml", LISTENER);
-    let lds = load_listener_file(&path, Path::new("."), &["backend".to_string()]).unwrap_or_else(|e| panic!("{e}"));
+    let lds = load_listeners(ResourceSource::File(&path), Path::new("."), &["backend".to_string()])
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(lds.version_info, "7");
     assert_eq!(lds.resources[0].name, "dynamic");
     assert_eq!(lds.documents[0]["name"], "dynamic");
 
     // A route to a cluster nobody has is refused, at its field.
-    let Err(ResourceFileError::Refused(e)) = load_listener_file(&path, Path::new("."), &[]) else { panic!("accepted") };
+    let Err(ResourceFileError::Refused(e)) = load_listeners(ResourceSource::File(&path), Path::new("."), &[]) else {
+        panic!("accepted")
+    };
     assert!(
         e.to_string().contains("resources[0].filter_chains[0].filters[0].typed_config.cluster: unknown cluster"),
         "{e}"
@@ -79,15 +139,17 @@ fn a_listener_file_is_read_with_the_bootstraps_reader() {
 
     // A resource of another type, and a field Envoy does not have.
     let other = file("other.yaml", &LISTENER.replace("listener.v3.Listener", "cluster.v3.Cluster"));
-    let e = load_listener_file(&other, Path::new("."), &["backend".to_string()]).unwrap_err().to_string();
+    let e =
+        load_listeners(ResourceSource::File(&other), Path::new("."), &["backend".to_string()]).unwrap_err().to_string();
     assert!(e.contains("resources[0]: expected a envoy.config.listener.v3.Listener"), "{e}");
     let bogus = file("bogus.yaml", &LISTENER.replace("  name: dynamic", "  name: dynamic\n  bogus: 1"));
-    let e = load_listener_file(&bogus, Path::new("."), &["backend".to_string()]).unwrap_err().to_string();
+    let e =
+        load_listeners(ResourceSource::File(&bogus), Path::new("."), &["backend".to_string()]).unwrap_err().to_string();
     assert!(e.contains("resources[0].bogus: unknown field (line 5"), "{e}");
 
     // Not YAML at all: unreadable, not refused.
     let broken = file("broken.yaml", "resources: [");
-    let unreadable = load_listener_file(&broken, Path::new("."), &[]);
+    let unreadable = load_listeners(ResourceSource::File(&broken), Path::new("."), &[]);
     assert!(matches!(unreadable, Err(ResourceFileError::Unreadable(_))), "{unreadable:?}");
 }
 
@@ -96,12 +158,13 @@ fn a_cluster_file_is_read_with_the_bootstraps_reader() {
     let text = r#"{"version_info": "c9", "resources": [{"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
         "name": "backend", "type": "STATIC", "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints":
         [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 8080}}}}]}]}}]}"#;
-    let cds = load_cluster_file(&file("cds.json", text), Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    let cds =
+        load_clusters(ResourceSource::File(&file("cds.json", text)), Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((cds.version_info.as_str(), cds.resources[0].endpoints[0].port), ("c9", 8080));
     let twice = text.replace(
         r#"[{"@type""#,
         r#"[{"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "backend"}, {"@type""#,
     );
-    let e = load_cluster_file(&file("twice.json", &twice), Path::new(".")).unwrap_err().to_string();
+    let e = load_clusters(ResourceSource::File(&file("twice.json", &twice)), Path::new(".")).unwrap_err().to_string();
     assert!(e.contains(r#"resources[1].name: duplicate cluster name "backend" (first at resources[0].name)"#), "{e}");
 }

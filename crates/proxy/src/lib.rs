@@ -6,7 +6,7 @@
 //! every plugin VM: nothing is locked per request.
 //!
 //! Modules import downwards only, in this order (see `docs/ARCHITECTURE.md`):
-//! `server` → `admin` → `hcm`, `tcp` → `wasm` → `upstream` → `observe` → `stream_info` →
+//! `server` → `xds` → `admin` → `hcm`, `tcp` → `wasm` → `upstream` → `observe` → `stream_info` →
 //! `tls` → `http` → the leaves (`clock`, `limits`, `matcher`, `memory`, `proto`, `random`,
 //! `teardown`).
 
@@ -27,6 +27,7 @@ mod teardown;
 mod tls;
 mod upstream;
 mod wasm;
+mod xds;
 
 pub use admin::{LogControl, LogControlError};
 pub use server::{RunningServer, Server, ServerError, ServerOptions, Stopper};

@@ -7,80 +7,14 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use wasmproxy_host::{Compiler, EngineConfig};
 use wasmproxy_proxy::{RunningServer, Server, ServerOptions};
 
-use common::replace;
-
-fn plugin(file: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/out").join(file);
-    assert!(path.exists(), "{} is missing: run scripts/build-plugins.sh", path.display());
-    path
-}
-
-/// An upstream on its own thread answering every request with `name` and the path (and
-/// after 300 ms for `/slow`).
-fn upstream(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if stream.read(&mut byte).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&head).to_string();
-                let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                if path == "/slow" {
-                    std::thread::sleep(Duration::from_millis(300));
-                }
-                let body = format!("{name} {path}");
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    addr
-}
-
-/// `GET path` on a new connection: the status line, the headers and the body, as text.
-fn get(addr: SocketAddr, path: &str) -> String {
-    let Ok(mut stream) = TcpStream::connect(addr) else { return "refused".into() };
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let _ = write!(stream, "GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-}
-
-fn body(response: &str) -> &str {
-    response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-}
-
-/// Asks until `ready` holds (at most 10 s); returns the last answer.
-fn until(ask: impl Fn() -> String, ready: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let answer = ask();
-        if ready(&answer) || Instant::now() > deadline {
-            return answer;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::{body, get, plugin, replace, until, upstream};
 
 fn cds(version: &str, upstream: SocketAddr) -> String {
     format!(

@@ -110,6 +110,11 @@ impl SubscriptionStats {
         self.rejected.inc();
     }
 
+    /// The stream the updates come on failed (`update_failure`).
+    pub fn failed(&self) {
+        self.failure.inc();
+    }
+
     /// A file that was not taken: unreadable (`update_failure`) or refused (`update_rejected`).
     pub fn not_taken(&self, error: &ResourceFileError) {
         match error {

@@ -1,18 +1,21 @@
 //! The main thread's hold on the configuration: the static resources, the dynamic ones last
-//! accepted from the LDS and CDS files, the sockets bound for each listener and every
-//! worker's inbox. A new configuration is built and checked here once, then handed to
-//! every worker; one that fails is rejected whole, and the last good one keeps serving.
+//! accepted from the LDS and CDS files or from ADS (with the routes and endpoints ADS
+//! brought), the sockets bound for each listener and every worker's inbox. A new
+//! configuration is built and checked here once, then handed to every worker; one that
+//! fails is rejected whole, and the last good one keeps serving.
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use wasmproxy_config::ResourceFileError;
 use wasmproxy_config::model::{
-    Bootstrap, Cluster, DynamicResources, FileSource, Listener, ResourceFile, SocketAddress,
+    Bootstrap, Cluster, ConfigSource, DynamicResources, FileSource, Listener, LoadAssignment, NetworkFilter,
+    ResourceFile, RouteConfig, SocketAddress,
 };
+use wasmproxy_config::{ResourceFileError, ResourceSource};
 use wasmproxy_stats::{Counter, Gauge, StatName, Store};
 
 use crate::admin::{Accepted, LiveView};
@@ -23,6 +26,7 @@ use crate::server::referenced::ReferencedFiles;
 use crate::server::snapshot::{Builder, Snapshot};
 use crate::server::worker::WorkerMessage;
 use crate::tls::certificate::ContextCertificates;
+use crate::xds::{Kind, Reply, Update, Wanted};
 
 /// How long a worker may take to take a new configuration before the update is reported
 /// as failed (it still takes it when it can).
@@ -87,6 +91,17 @@ pub struct Control {
     bound: Vec<Bound>,
     /// The RDS and EDS files the listeners and clusters refer to.
     files: ReferencedFiles,
+    /// The route configurations and endpoints last accepted from ADS.
+    ads_routes: Vec<RouteConfig>,
+    ads_endpoints: Vec<LoadAssignment>,
+    /// Listeners waiting for their routes from ADS, since when.
+    warming: HashMap<String, Instant>,
+    /// Whether the first CDS and LDS answers from ADS came (or their wait ended).
+    first_clusters: bool,
+    first_listeners: bool,
+    started: Instant,
+    ready: Arc<Ready>,
+    store: Arc<Store>,
     /// The snapshot the workers serve.
     served: Option<Arc<Snapshot>>,
     inboxes: Vec<mpsc::UnboundedSender<WorkerMessage>>,
@@ -106,6 +121,9 @@ impl Control {
         store: &Arc<Store>,
     ) -> Control {
         let stats = ManagerStats::new(store, &bootstrap.dynamic_resources);
+        let by_ads = |source: &Option<ConfigSource>| matches!(source, Some(ConfigSource::Ads { .. }));
+        let first_clusters = !by_ads(&bootstrap.dynamic_resources.cds);
+        let first_listeners = !by_ads(&bootstrap.dynamic_resources.lds);
         Control {
             builder,
             bootstrap,
@@ -115,6 +133,14 @@ impl Control {
             last_cds_text: None,
             bound: Vec::new(),
             files: ReferencedFiles::new(store.clone()),
+            ads_routes: Vec::new(),
+            ads_endpoints: Vec::new(),
+            warming: HashMap::new(),
+            first_clusters,
+            first_listeners,
+            started: Instant::now(),
+            ready: Arc::default(),
+            store: store.clone(),
             served: None,
             inboxes,
             listener_threads,
@@ -137,12 +163,13 @@ impl Control {
     /// that is refused is left out (as Envoy leaves out a rejected update), so the static
     /// resources still start; a static resource that fails stops start-up.
     pub fn start(&mut self) -> Result<(), ServerError> {
-        if let Some(source) = self.bootstrap.dynamic_resources.cds.clone() {
+        if let Some(source) = self.file_source(false) {
             self.try_file::<Cluster>(&source, false);
         }
-        if let Some(source) = self.bootstrap.dynamic_resources.lds.clone() {
+        if let Some(source) = self.file_source(true) {
             self.try_file::<Listener>(&source, false);
         }
+        self.track_warming();
         match self.apply(self.all_listeners(), self.all_clusters()) {
             Ok(()) => {
                 if self.listeners.is_some() {
@@ -165,6 +192,7 @@ impl Control {
             Err(e) => return Err(e),
         }
         self.publish();
+        self.check_ready();
         Ok(())
     }
 
@@ -172,12 +200,12 @@ impl Control {
     /// and applied (clusters first, so that listeners may route to new ones; then the RDS
     /// and EDS files they refer to).
     pub fn reload(&mut self) {
-        if let Some(source) = self.bootstrap.dynamic_resources.cds.clone()
+        if let Some(source) = self.file_source(false)
             && self.try_file::<Cluster>(&source, true)
         {
             self.publish();
         }
-        if let Some(source) = self.bootstrap.dynamic_resources.lds.clone()
+        if let Some(source) = self.file_source(true)
             && self.try_file::<Listener>(&source, true)
         {
             self.publish();
@@ -195,10 +223,17 @@ impl Control {
         }
     }
 
+    /// The LDS (`listeners`) or CDS file, if it is one.
+    fn file_source(&self, listeners: bool) -> Option<FileSource> {
+        let dynamic = &self.bootstrap.dynamic_resources;
+        let source = if listeners { &dynamic.lds } else { &dynamic.cds };
+        source.as_ref()?.file().cloned()
+    }
+
     /// Every file the configuration is read from now, for the watcher.
     pub fn sources(&self) -> Vec<FileSource> {
-        let dynamic = &self.bootstrap.dynamic_resources;
-        let mut sources: Vec<FileSource> = [&dynamic.lds, &dynamic.cds].into_iter().flatten().cloned().collect();
+        let mut sources: Vec<FileSource> =
+            [self.file_source(true), self.file_source(false)].into_iter().flatten().collect();
         sources.extend(self.files.sources());
         sources.extend(self.builder.secret_sources());
         sources
@@ -207,42 +242,296 @@ impl Control {
     /// Reads an LDS or CDS file if it changed and, if `apply`, serves it (counting the
     /// success: at start, [`Control::start`] does); true if it was taken.
     fn try_file<R: DynamicResource>(&mut self, source: &FileSource, apply: bool) -> bool {
-        let path = source.path.display();
         let (_, last, stats) = R::parts(self);
         if !changed(&source.path, last) {
             return false;
         }
         stats.attempted();
         let clusters: Vec<String> = self.all_clusters().iter().map(|c| c.name.clone()).collect();
-        let file = match R::load(&source.path, &clusters) {
+        let read = R::load(ResourceSource::File(&source.path), &clusters);
+        self.take(read, &source.path.display().to_string(), apply).is_ok()
+    }
+
+    /// Takes LDS or CDS resources read from `from` and, if `apply`, serves them (the
+    /// last ones stay if they do not serve); `Err` says why they were not taken.
+    fn take<R: DynamicResource>(
+        &mut self,
+        read: Result<ResourceFile<R>, ResourceFileError>,
+        from: &str,
+        apply: bool,
+    ) -> Result<(), String> {
+        let file = match read {
             Ok(file) => file,
             Err(error) => {
                 R::parts(self).2.not_taken(&error);
-                tracing::warn!("{}: {path} rejected:\n{error}", R::API);
-                return false;
+                tracing::warn!("{}: {from} rejected:\n{error}", R::API);
+                return Err(error.to_string());
             }
         };
         if let Some(clash) = R::clash(self, &file) {
             R::parts(self).2.rejected();
-            tracing::warn!("{}: {path} rejected: {clash}", R::API);
-            return false;
+            tracing::warn!("{}: {from} rejected: {clash}", R::API);
+            return Err(clash);
         }
         let previous = R::parts(self).0.replace(file);
         if !apply {
-            return true;
+            return Ok(());
         }
+        self.track_warming();
         if let Err(e) = self.apply(self.all_listeners(), self.all_clusters()) {
             let (taken, _, stats) = R::parts(self);
             *taken = previous;
             stats.rejected();
-            tracing::warn!("{}: {path} rejected: {e}", R::API);
-            return false;
+            tracing::warn!("{}: {from} rejected: {e}", R::API);
+            self.track_warming();
+            return Err(e.to_string());
         }
         let (taken, _, stats) = R::parts(self);
         let version = taken.as_ref().map(|f| f.version_info.clone()).unwrap_or_default();
         stats.accepted(&version);
-        tracing::info!("{}: {path} accepted (version {version:?})", R::API);
-        true
+        tracing::info!("{}: {from} accepted (version {version:?})", R::API);
+        Ok(())
+    }
+
+    /// A response from ADS: read, checked and applied as a file's resources are; the
+    /// answer says whether it was taken and what routes and endpoints are wanted now.
+    pub fn xds_update(&mut self, update: Update) {
+        let source = ResourceSource::Wire { version_info: &update.version_info, resources: &update.resources };
+        let result = match update.kind {
+            Kind::Cluster => {
+                self.stats.cds.attempted();
+                let read = Cluster::load(source, &[]);
+                let taken = self.take(read, "ads", true);
+                self.first_clusters = true;
+                taken
+            }
+            Kind::Listener => {
+                self.stats.lds.attempted();
+                let clusters: Vec<String> = self.all_clusters().iter().map(|c| c.name.clone()).collect();
+                let read = Listener::load(source, &clusters);
+                let taken = self.take(read, "ads", true);
+                self.first_listeners = true;
+                taken
+            }
+            Kind::Route => self.xds_named::<RouteConfig>(source, &update.version_info),
+            Kind::Endpoint => self.xds_named::<LoadAssignment>(source, &update.version_info),
+        };
+        let wanted = self.wanted();
+        // What nothing refers to any more is forgotten.
+        self.ads_routes.retain(|r| wanted.routes.contains(&r.name));
+        self.ads_endpoints.retain(|e| wanted.endpoints.contains(&e.cluster_name));
+        self.publish();
+        let _ = update.reply.send(Reply { result, wanted });
+        self.check_ready();
+    }
+
+    /// Route configurations or endpoints from ADS: each replaces the one of its name.
+    fn xds_named<R: NamedResource>(&mut self, source: ResourceSource<'_>, version: &str) -> Result<(), String> {
+        let read = R::load(source);
+        let names: Vec<String> = match &read {
+            Ok(file) => file.resources.iter().map(|r| r.name().to_string()).collect(),
+            Err(_) => R::wanted(&self.wanted()).iter().cloned().collect(),
+        };
+        let stats: Vec<SubscriptionStats> = names.iter().flat_map(|n| R::stats(self, n)).collect();
+        stats.iter().for_each(SubscriptionStats::attempted);
+        let file = read.inspect_err(|e| stats.iter().for_each(|s| s.not_taken(e))).map_err(|e| e.to_string())?;
+        let mut taken = R::held(self).clone();
+        for resource in file.resources {
+            taken.retain(|r| r.name() != resource.name());
+            taken.push(resource);
+        }
+        let previous = std::mem::replace(R::held(self), taken);
+        self.track_warming();
+        if let Err(e) = self.apply(self.all_listeners(), self.all_clusters()) {
+            *R::held(self) = previous;
+            self.track_warming();
+            stats.iter().for_each(SubscriptionStats::rejected);
+            return Err(e.to_string());
+        }
+        stats.iter().for_each(|s| s.accepted(version));
+        Ok(())
+    }
+
+    /// The ADS stream failed: every subscription on it counts an update failure, as in Envoy.
+    pub fn xds_disconnected(&mut self) {
+        let dynamic = &self.bootstrap.dynamic_resources;
+        if matches!(dynamic.cds, Some(ConfigSource::Ads { .. })) {
+            self.stats.cds.failed();
+        }
+        if matches!(dynamic.lds, Some(ConfigSource::Ads { .. })) {
+            self.stats.lds.failed();
+        }
+        let wanted = self.wanted();
+        for name in &wanted.routes {
+            self.rds_stats(name).iter().for_each(SubscriptionStats::failed);
+        }
+        for name in &wanted.endpoints {
+            self.eds_stats(name).iter().for_each(SubscriptionStats::failed);
+        }
+    }
+
+    /// The update stats of an RDS subscription: `http.<stat_prefix>.rds.<name>.` of each
+    /// connection manager that names it.
+    fn rds_stats(&self, name: &str) -> Vec<SubscriptionStats> {
+        let listeners = self.configured_listeners();
+        let prefixes: BTreeSet<String> = listeners
+            .iter()
+            .flat_map(|l| l.chains().flat_map(|c| &c.filters))
+            .filter_map(|f| match f {
+                NetworkFilter::HttpConnectionManager(hcm) => hcm.rds.as_ref().and_then(|r| {
+                    let ads = matches!(r.source, ConfigSource::Ads { .. }) && r.route_config_name == name;
+                    ads.then(|| format!("http.{}.rds.{name}.", hcm.stat_prefix))
+                }),
+                _ => None,
+            })
+            .collect();
+        prefixes.iter().map(|p| SubscriptionStats::new(&self.store, p)).collect()
+    }
+
+    /// The update stats of an EDS subscription: `cluster.<name>.` of each cluster that names it.
+    fn eds_stats(&self, service: &str) -> Vec<SubscriptionStats> {
+        self.all_clusters()
+            .iter()
+            .filter(|c| {
+                c.eds
+                    .as_ref()
+                    .is_some_and(|e| matches!(e.source, ConfigSource::Ads { .. }) && e.service_name == service)
+            })
+            .map(|c| SubscriptionStats::new(&self.store, &format!("cluster.{}.", c.name)))
+            .collect()
+    }
+
+    /// The route configurations and endpoints the configuration wants from ADS.
+    pub fn wanted(&self) -> Wanted {
+        let mut wanted = Wanted::default();
+        for l in self.configured_listeners() {
+            for f in l.chains().flat_map(|c| &c.filters) {
+                if let NetworkFilter::HttpConnectionManager(hcm) = f
+                    && let Some(rds) = &hcm.rds
+                    && matches!(rds.source, ConfigSource::Ads { .. })
+                {
+                    wanted.routes.insert(rds.route_config_name.clone());
+                }
+            }
+        }
+        for c in self.all_clusters() {
+            if let Some(eds) = &c.eds
+                && matches!(eds.source, ConfigSource::Ads { .. })
+            {
+                wanted.endpoints.insert(eds.service_name.clone());
+            }
+        }
+        wanted
+    }
+
+    /// The routes from ADS a listener waits for, and how long it may wait (the shortest
+    /// `initial_fetch_timeout`; zero: for ever); `None` if it waits for none.
+    fn missing_routes(&self, listener: &Listener) -> Option<Duration> {
+        let mut wait: Option<Duration> = None;
+        for f in listener.chains().flat_map(|c| &c.filters) {
+            if let NetworkFilter::HttpConnectionManager(hcm) = f
+                && let Some(rds) = &hcm.rds
+                && let ConfigSource::Ads { initial_fetch_timeout } = rds.source
+                && !self.ads_routes.iter().any(|r| r.name == rds.route_config_name)
+            {
+                let shorter = match wait {
+                    Some(w) if w.is_zero() => initial_fetch_timeout,
+                    Some(w) if !initial_fetch_timeout.is_zero() => w.min(initial_fetch_timeout),
+                    Some(w) => w,
+                    None => initial_fetch_timeout,
+                };
+                wait = Some(shorter);
+            }
+        }
+        wait
+    }
+
+    /// Notes which listeners wait for routes now (and since when).
+    fn track_warming(&mut self) {
+        let waiting: Vec<String> = self
+            .configured_listeners()
+            .iter()
+            .filter(|l| self.missing_routes(l).is_some())
+            .map(|l| l.name.clone())
+            .collect();
+        self.warming.retain(|name, _| waiting.contains(name));
+        for name in waiting {
+            self.warming.entry(name).or_insert_with(Instant::now);
+        }
+    }
+
+    /// Whether a listener is served: it waits for no routes, or has waited long enough.
+    fn warmed(&self, listener: &Listener) -> bool {
+        match self.missing_routes(listener) {
+            None => true,
+            Some(limit) => {
+                !limit.is_zero() && self.warming.get(&listener.name).is_some_and(|since| since.elapsed() >= limit)
+            }
+        }
+    }
+
+    /// When something waited for next stops waiting: a warming listener, or the first
+    /// answers from ADS.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let listeners = self.configured_listeners();
+        let warming = listeners.iter().filter_map(|l| {
+            let limit = self.missing_routes(l)?;
+            let since = self.warming.get(&l.name)?;
+            (!limit.is_zero() && since.elapsed() < limit).then(|| *since + limit)
+        });
+        let first = self.initial_fetch_deadline().filter(|_| !self.ready.is_set());
+        warming.chain(first).min()
+    }
+
+    /// When the wait for the first LDS and CDS answers from ADS ends (`None`: no limit).
+    fn initial_fetch_deadline(&self) -> Option<Instant> {
+        let dynamic = &self.bootstrap.dynamic_resources;
+        let limits = [(&dynamic.cds, self.first_clusters), (&dynamic.lds, self.first_listeners)];
+        let waits = limits.iter().filter(|(_, came)| !came).filter_map(|(source, _)| match source {
+            Some(ConfigSource::Ads { initial_fetch_timeout }) => Some(*initial_fetch_timeout),
+            _ => None,
+        });
+        let longest = waits.max()?;
+        (!longest.is_zero()).then(|| self.started + longest)
+    }
+
+    /// Something waited for may have stopped waiting: the configuration is applied again if
+    /// a warming listener's wait is over.
+    pub fn tick(&mut self) {
+        let expired = self.configured_listeners().iter().any(|l| {
+            let served = self.served.as_ref().is_some_and(|s| s.listeners.iter().any(|o| o.config == *l));
+            !served && self.missing_routes(l).is_some() && self.warmed(l)
+        });
+        if expired {
+            tracing::warn!(
+                "rds: a listener's routes did not come within initial_fetch_timeout; it serves without them"
+            );
+            match self.apply(self.all_listeners(), self.all_clusters()) {
+                Ok(()) => self.publish(),
+                Err(e) => tracing::warn!("rds: {e}"),
+            }
+        }
+        if let Some(deadline) = self.initial_fetch_deadline()
+            && Instant::now() >= deadline
+        {
+            self.first_clusters = true;
+            self.first_listeners = true;
+        }
+        self.check_ready();
+    }
+
+    /// Tells the waiting start-up that the first configuration is complete: the first
+    /// answers from ADS came and no listener waits for its routes (or the waits ended).
+    fn check_ready(&self) {
+        let warming = self.configured_listeners().iter().any(|l| !self.warmed(l));
+        if self.first_clusters && self.first_listeners && !warming {
+            self.ready.set();
+        }
+    }
+
+    /// What start-up waits on.
+    pub fn ready(&self) -> Arc<Ready> {
+        self.ready.clone()
     }
 
     fn version(&self, listeners: bool) -> String {
@@ -254,9 +543,22 @@ impl Control {
         v.cloned().unwrap_or_default()
     }
 
-    fn all_listeners(&self) -> Vec<Listener> {
+    /// Every listener configured, served or still waiting for its routes.
+    fn configured_listeners(&self) -> Vec<Listener> {
         let dynamic = self.listeners.iter().flat_map(|f| f.resources.iter());
         self.bootstrap.listeners.iter().chain(dynamic).cloned().collect()
+    }
+
+    /// The listeners served: those not waiting for their routes; while a changed listener
+    /// waits, its last version keeps serving, as Envoy keeps a listener until the new one
+    /// warms.
+    fn all_listeners(&self) -> Vec<Listener> {
+        let served = |name: &str| {
+            let snapshot = self.served.as_ref()?;
+            snapshot.listeners.iter().find(|l| l.config.name == name).map(|l| l.config.clone())
+        };
+        let configured = self.configured_listeners().into_iter();
+        configured.filter_map(|l| if self.warmed(&l) { Some(l) } else { served(&l.name) }).collect()
     }
 
     fn all_clusters(&self) -> Vec<Cluster> {
@@ -285,8 +587,12 @@ impl Control {
         clusters: Vec<Cluster>,
         files: &ReferencedFiles,
     ) -> Result<(), ServerError> {
-        let clusters = files.with_endpoints(clusters);
-        let snapshot = Arc::new(self.builder.build(&listeners, &clusters, &files.route_configs())?);
+        let clusters = self.with_ads_endpoints(files.with_endpoints(clusters));
+        let mut routes = files.route_configs();
+        routes.extend(
+            self.ads_routes.iter().filter(|r| !routes.iter().any(|f| f.name == r.name)).cloned().collect::<Vec<_>>(),
+        );
+        let snapshot = Arc::new(self.builder.build(&listeners, &clusters, &routes)?);
         let (bound, mut sockets) = self.bind(&snapshot)?;
         let mut waiting = Vec::new();
         for (i, inbox) in self.inboxes.iter().enumerate() {
@@ -309,6 +615,19 @@ impl Control {
         self.bound = bound;
         self.served = Some(snapshot);
         Ok(())
+    }
+
+    /// `clusters` with each ADS EDS cluster's endpoints (none until they come).
+    fn with_ads_endpoints(&self, mut clusters: Vec<Cluster>) -> Vec<Cluster> {
+        for cluster in &mut clusters {
+            let Some(eds) = &cluster.eds else { continue };
+            if !matches!(eds.source, ConfigSource::Ads { .. }) {
+                continue;
+            }
+            let assignment = self.ads_endpoints.iter().find(|a| a.cluster_name == eds.service_name);
+            cluster.endpoints = assignment.map(|a| a.endpoints.clone()).unwrap_or_default();
+        }
+        clusters
     }
 
     /// Every listener's bound address, and for each listener thread the new sockets it
@@ -402,8 +721,8 @@ fn tls_contexts(snapshot: &Snapshot) -> Vec<Arc<dyn ContextCertificates>> {
 trait DynamicResource: Sized {
     /// "lds" or "cds", in logs.
     const API: &'static str;
-    /// Reads the file; a listener may route to the `clusters` named.
-    fn load(path: &Path, clusters: &[String]) -> Result<ResourceFile<Self>, ResourceFileError>;
+    /// Reads the resources; a listener may route to the `clusters` named.
+    fn load(source: ResourceSource<'_>, clusters: &[String]) -> Result<ResourceFile<Self>, ResourceFileError>;
     /// The file last taken, the text last tried, and the subscription's stats.
     fn parts(control: &mut Control) -> (&mut Option<ResourceFile<Self>>, &mut Option<String>, &SubscriptionStats);
     /// Why a file that reads well cannot be taken, if it cannot.
@@ -413,8 +732,8 @@ trait DynamicResource: Sized {
 impl DynamicResource for Listener {
     const API: &'static str = "lds";
 
-    fn load(path: &Path, clusters: &[String]) -> Result<ResourceFile<Self>, ResourceFileError> {
-        wasmproxy_config::load_listener_file(path, Path::new(""), clusters)
+    fn load(source: ResourceSource<'_>, clusters: &[String]) -> Result<ResourceFile<Self>, ResourceFileError> {
+        wasmproxy_config::load_listeners(source, Path::new(""), clusters)
     }
 
     fn parts(control: &mut Control) -> (&mut Option<ResourceFile<Self>>, &mut Option<String>, &SubscriptionStats) {
@@ -430,8 +749,8 @@ impl DynamicResource for Listener {
 impl DynamicResource for Cluster {
     const API: &'static str = "cds";
 
-    fn load(path: &Path, _clusters: &[String]) -> Result<ResourceFile<Self>, ResourceFileError> {
-        wasmproxy_config::load_cluster_file(path, Path::new(""))
+    fn load(source: ResourceSource<'_>, _clusters: &[String]) -> Result<ResourceFile<Self>, ResourceFileError> {
+        wasmproxy_config::load_clusters(source, Path::new(""))
     }
 
     fn parts(control: &mut Control) -> (&mut Option<ResourceFile<Self>>, &mut Option<String>, &SubscriptionStats) {
@@ -441,6 +760,64 @@ impl DynamicResource for Cluster {
     /// A dynamic cluster named as a static one is left out (see `all_clusters`), not refused.
     fn clash(_control: &Control, _file: &ResourceFile<Self>) -> Option<String> {
         None
+    }
+}
+
+/// What RDS and EDS bring from ADS, and where [`Control`] keeps each.
+trait NamedResource: Sized + Clone {
+    /// Reads the resources.
+    fn load(source: ResourceSource<'_>) -> Result<ResourceFile<Self>, ResourceFileError>;
+    /// The name it is asked for by.
+    fn name(&self) -> &str;
+    /// The names of this kind the configuration wants.
+    fn wanted(wanted: &Wanted) -> &BTreeSet<String>;
+    /// The update stats of the subscribers to that name.
+    fn stats(control: &Control, name: &str) -> Vec<SubscriptionStats>;
+    /// What was taken.
+    fn held(control: &mut Control) -> &mut Vec<Self>;
+}
+
+impl NamedResource for RouteConfig {
+    fn load(source: ResourceSource<'_>) -> Result<ResourceFile<Self>, ResourceFileError> {
+        wasmproxy_config::load_routes(source)
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn wanted(wanted: &Wanted) -> &BTreeSet<String> {
+        &wanted.routes
+    }
+
+    fn stats(control: &Control, name: &str) -> Vec<SubscriptionStats> {
+        control.rds_stats(name)
+    }
+
+    fn held(control: &mut Control) -> &mut Vec<Self> {
+        &mut control.ads_routes
+    }
+}
+
+impl NamedResource for LoadAssignment {
+    fn load(source: ResourceSource<'_>) -> Result<ResourceFile<Self>, ResourceFileError> {
+        wasmproxy_config::load_endpoints(source)
+    }
+
+    fn name(&self) -> &str {
+        &self.cluster_name
+    }
+
+    fn wanted(wanted: &Wanted) -> &BTreeSet<String> {
+        &wanted.endpoints
+    }
+
+    fn stats(control: &Control, name: &str) -> Vec<SubscriptionStats> {
+        control.eds_stats(name)
+    }
+
+    fn held(control: &mut Control) -> &mut Vec<Self> {
+        &mut control.ads_endpoints
     }
 }
 
@@ -466,4 +843,30 @@ fn changed(path: &Path, last: &mut Option<String>) -> bool {
     }
     *last = Some(text);
     true
+}
+
+/// Whether the first configuration is complete, for start-up to wait on.
+#[derive(Default)]
+pub struct Ready {
+    done: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Ready {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.changed.notify_all();
+    }
+
+    fn is_set(&self) -> bool {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until it is complete.
+    pub fn wait(&self) {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        while !*done {
+            done = self.changed.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }

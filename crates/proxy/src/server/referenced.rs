@@ -1,4 +1,4 @@
-//! The RDS and EDS files the listeners and clusters refer to: each read when first referred
+//! The RDS and EDS files (not ADS) the listeners and clusters refer to: each read when first referred
 //! to and again when its text changes, keeping what it last held that was readable; a file
 //! no listener or cluster refers to any more is forgotten.
 
@@ -10,7 +10,7 @@ use wasmproxy_stats::Store;
 use wasmproxy_config::model::{
     Cluster, FileSource, Listener, LoadAssignment, NetworkFilter, ResourceFile, RouteConfig,
 };
-use wasmproxy_config::{ResourceFileError, load_endpoint_file, load_route_file};
+use wasmproxy_config::{ResourceFileError, ResourceSource, load_endpoints, load_routes};
 
 use crate::observe::stats::SubscriptionStats;
 
@@ -52,9 +52,11 @@ impl ReferencedFiles {
             .iter()
             .flat_map(|l| l.chains().flat_map(|c| &c.filters))
             .filter_map(|f| match f {
-                NetworkFilter::HttpConnectionManager(hcm) => hcm.rds.as_ref().map(|r| Subscriber {
-                    source: &r.source,
-                    stats_prefix: format!("http.{}.rds.{}.", hcm.stat_prefix, r.route_config_name),
+                NetworkFilter::HttpConnectionManager(hcm) => hcm.rds.as_ref().and_then(|r| {
+                    Some(Subscriber {
+                        source: r.source.file()?,
+                        stats_prefix: format!("http.{}.rds.{}.", hcm.stat_prefix, r.route_config_name),
+                    })
                 }),
                 _ => None,
             })
@@ -62,11 +64,12 @@ impl ReferencedFiles {
         let eds: Vec<Subscriber<'_>> = clusters
             .iter()
             .filter_map(|c| {
-                c.eds.as_ref().map(|e| Subscriber { source: &e.source, stats_prefix: format!("cluster.{}.", c.name) })
+                let source = c.eds.as_ref()?.source.file()?;
+                Some(Subscriber { source, stats_prefix: format!("cluster.{}.", c.name) })
             })
             .collect();
-        let routes = refresh(&mut self.routes, &rds, &self.store, load_route_file);
-        let endpoints = refresh(&mut self.endpoints, &eds, &self.store, load_endpoint_file);
+        let routes = refresh(&mut self.routes, &rds, &self.store, |p| load_routes(ResourceSource::File(p)));
+        let endpoints = refresh(&mut self.endpoints, &eds, &self.store, |p| load_endpoints(ResourceSource::File(p)));
         routes || endpoints
     }
 
@@ -81,11 +84,13 @@ impl ReferencedFiles {
         configs
     }
 
-    /// `clusters` with each EDS cluster's endpoints from its file (none until it names them).
+    /// `clusters` with each file EDS cluster's endpoints from its file (none until it names
+    /// them).
     pub fn with_endpoints(&self, mut clusters: Vec<Cluster>) -> Vec<Cluster> {
         for cluster in &mut clusters {
             let Some(eds) = &cluster.eds else { continue };
-            let file = self.endpoints.iter().find(|f| f.source.path == eds.source.path);
+            let Some(source) = eds.source.file() else { continue };
+            let file = self.endpoints.iter().find(|f| f.source.path == source.path);
             let assignment = file
                 .and_then(|f| f.accepted.as_ref())
                 .and_then(|a| a.resources.iter().find(|l| l.cluster_name == eds.service_name));

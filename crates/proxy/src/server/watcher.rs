@@ -1,11 +1,15 @@
-//! Watching the dynamic resource files. Envoy reloads a `path_config_source` file when a
-//! new one is moved into place (or, with `watched_directory`, when something is moved into
-//! that directory); wasmproxy watches the same directories with inotify and reloads on a
-//! move, and also on a file written in place once its writer closes it (Envoy misses
-//! those). A reload applies only the files whose text changed.
+//! The configuration thread: it owns the [`Control`] and applies what changes, as it comes:
+//! the dynamic resource files, and the responses of the ADS stream.
+//!
+//! Envoy reloads a `path_config_source` file when a new one is moved into place (or, with
+//! `watched_directory`, when something is moved into that directory); wasmproxy watches the
+//! same directories with inotify and reloads on a move, and also on a file written in place
+//! once its writer closes it (Envoy misses those). A reload applies only the files whose
+//! text changed.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
@@ -21,18 +25,28 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 /// Events that come together (a move is two or three) are taken as one reload.
 const SETTLE: Duration = Duration::from_millis(5);
 
-/// Starts the thread that reloads `control`'s files whenever they change, until `shutdown`.
-/// The files an update brings (a new RDS or EDS file) are watched from then on.
+/// What the configuration thread is told.
+pub enum ControlEvent {
+    /// A watched file may have changed.
+    Files,
+    /// The ADS stream has news.
+    Xds(crate::xds::Event),
+}
+
+/// Starts the configuration thread, which serves `events` (the sender's clones go to the
+/// file watcher and the ADS stream) until `shutdown`. The files an update brings (a new
+/// RDS or EDS file) are watched from then on.
 pub fn spawn(
     mut control: Control,
     shutdown: watch::Receiver<bool>,
+    sender: Sender<ControlEvent>,
+    events: Receiver<ControlEvent>,
 ) -> Result<std::thread::JoinHandle<()>, ServerError> {
-    let (tx, rx) = std::sync::mpsc::channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
             && reloads(&event.kind)
         {
-            let _ = tx.send(());
+            let _ = sender.send(ControlEvent::Files);
         }
     })
     .map_err(|e| ServerError::Config(format!("cannot watch the dynamic resource files: {e}")))?;
@@ -42,21 +56,52 @@ pub fn spawn(
         .name("wasmproxy-config".into())
         .spawn(move || {
             while !*shutdown.borrow() {
-                match rx.recv_timeout(SHUTDOWN_POLL) {
-                    Ok(()) => {
-                        std::thread::sleep(SETTLE);
-                        while rx.try_recv().is_ok() {}
-                        control.reload();
-                        if let Err(e) = watch_new(&mut watcher, &mut watched, &control.sources()) {
-                            tracing::warn!("{e}");
-                        }
+                let wait = match control.next_deadline() {
+                    Some(deadline) => deadline.saturating_duration_since(Instant::now()).min(SHUTDOWN_POLL),
+                    None => SHUTDOWN_POLL,
+                };
+                let first = match events.recv_timeout(wait) {
+                    Ok(event) => event,
+                    Err(RecvTimeoutError::Timeout) => {
+                        control.tick();
+                        continue;
                     }
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                };
+                let mut files = false;
+                let mut xds = Vec::new();
+                sort(first, &mut files, &mut xds);
+                if files {
+                    std::thread::sleep(SETTLE);
                 }
+                while let Ok(event) = events.try_recv() {
+                    sort(event, &mut files, &mut xds);
+                }
+                for event in xds {
+                    match event {
+                        crate::xds::Event::Update(update) => control.xds_update(update),
+                        crate::xds::Event::Connected => {}
+                        crate::xds::Event::Disconnected => control.xds_disconnected(),
+                    }
+                }
+                if files {
+                    control.reload();
+                    if let Err(e) = watch_new(&mut watcher, &mut watched, &control.sources()) {
+                        tracing::warn!("{e}");
+                    }
+                }
+                control.tick();
             }
         })
         .map_err(|e| ServerError::Worker(format!("cannot start the configuration thread: {e}")))
+}
+
+/// Files events are taken as one; ADS events each in turn.
+fn sort(event: ControlEvent, files: &mut bool, xds: &mut Vec<crate::xds::Event>) {
+    match event {
+        ControlEvent::Files => *files = true,
+        ControlEvent::Xds(e) => xds.push(e),
+    }
 }
 
 /// Watches the directories of `sources` not watched yet.

@@ -51,7 +51,7 @@ impl NodeAttributes {
 
 /// `envoy.config.core.v3.Node` in protobuf wire format: id (1), cluster (2), metadata (3),
 /// locality (4), user_agent_name (6), user_agent_version (7).
-fn encode_node(node: &Node) -> Vec<u8> {
+pub(crate) fn encode_node(node: &Node) -> Vec<u8> {
     let mut out = Vec::new();
     string_field(&mut out, 1, &node.id);
     string_field(&mut out, 2, &node.cluster);

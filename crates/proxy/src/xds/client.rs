@@ -1,0 +1,391 @@
+//! The ADS stream, state of the world or delta, as Envoy speaks it: CDS first, LDS once the
+//! first clusters are in, EDS and RDS for the names the configuration wants; every response
+//! ACKed once applied, or NACKed with the reason (and, in the state of the world, the last
+//! good version); the node on the first request (or on each); on failure, a new stream
+//! after a jittered exponential back-off, asking again with the versions held.
+//!
+//! In the delta protocol the stream keeps every resource it took, by name, and hands the
+//! configuration thread the whole set after each change (added and changed ones in, removed
+//! ones out), so both protocols are applied the same way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message as _;
+use tokio::sync::{mpsc, oneshot, watch};
+use wasmproxy_config::WireResource;
+use wasmproxy_config::model::{AdsConfig, Cluster as ClusterConfig};
+use wasmproxy_host::Headers;
+use wasmproxy_stats::{Gauge, StatName, Store};
+
+use crate::observe::stats::Upstreams;
+use crate::upstream::cluster::{Cluster, ClusterSnapshot, Clusters};
+use crate::upstream::grpc;
+use crate::xds::wire::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Status};
+use crate::xds::{Event, Kind, Reply, Update, Wanted};
+
+/// The aggregated discovery service and its state-of-the-world method.
+const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+const SOTW_METHOD: &str = "StreamAggregatedResources";
+const DELTA_METHOD: &str = "DeltaAggregatedResources";
+
+/// Envoy's back-off between streams: from 500 ms, doubling, up to 30 s, each wait a random
+/// part of that.
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The gRPC status a NACK carries (Envoy's: INTERNAL).
+const NACK_CODE: i32 = 13;
+
+/// What the stream needs.
+pub struct AdsSetup {
+    /// `ads_config`.
+    pub config: AdsConfig,
+    /// The static cluster it names.
+    pub cluster: ClusterConfig,
+    /// The node, serialized.
+    pub node: Vec<u8>,
+    /// Whether CDS and LDS come from ADS (`ads: {}`).
+    pub clusters: bool,
+    /// See `clusters`.
+    pub listeners: bool,
+    /// The routes and endpoints the configuration wants now.
+    pub wanted: Wanted,
+    /// Stats.
+    pub store: Arc<Store>,
+    /// Endpoint figures for admin.
+    pub upstreams: Arc<Upstreams>,
+    /// Where updates go (the configuration thread).
+    pub events: Box<dyn Fn(Event) + Send>,
+    /// Set when the server stops.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Starts the stream's thread; it runs until the server stops.
+pub fn spawn(setup: AdsSetup) -> Result<std::thread::JoinHandle<()>, String> {
+    let snapshot = ClusterSnapshot::new(&setup.cluster)?;
+    std::thread::Builder::new()
+        .name("wasmproxy-xds".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("ads: cannot start: {e}");
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, run(setup, snapshot));
+        })
+        .map_err(|e| format!("cannot start the xDS thread: {e}"))
+}
+
+/// One type's subscription: what it asks for and what it last took.
+struct Subscription {
+    kind: Kind,
+    /// Whether it is asked for at all (LDS and CDS: configured with `ads`; EDS and RDS: when
+    /// names are wanted).
+    enabled: bool,
+    names: BTreeSet<String>,
+    /// The version last accepted.
+    version: String,
+    /// The nonce of the last response (on this stream).
+    nonce: String,
+    /// Whether it was asked for on this stream.
+    asked: bool,
+    /// Whether it was ever asked for on this stream (the first request of a delta stream
+    /// names the versions held).
+    opened: bool,
+    /// Delta: the names asked for on this stream (what a change subscribes or unsubscribes
+    /// is told from it).
+    asked_names: BTreeSet<String>,
+    /// Delta: every resource taken, by name, with its version.
+    held: BTreeMap<String, (String, WireResource)>,
+}
+
+/// The stream's state across reconnections.
+struct Streams {
+    setup: AdsSetup,
+    subscriptions: Vec<Subscription>,
+    /// Whether the first CDS response came (LDS waits for it, as in Envoy).
+    clusters_received: bool,
+    /// Whether this stream has sent its first request (the node goes on it).
+    sent_first: bool,
+    connected: Gauge,
+    out: Option<mpsc::UnboundedSender<Option<Vec<u8>>>>,
+}
+
+async fn run(setup: AdsSetup, snapshot: ClusterSnapshot) {
+    let clusters = Clusters::new(&setup.store, &setup.upstreams, false);
+    clusters.update(&[Arc::new(snapshot)]).await;
+    let Some(cluster) = clusters.get(&setup.cluster.name) else { return };
+    let subscription = |kind: Kind, enabled: bool, names: BTreeSet<String>| Subscription {
+        kind,
+        enabled,
+        names,
+        version: String::new(),
+        nonce: String::new(),
+        asked: false,
+        opened: false,
+        asked_names: BTreeSet::new(),
+        held: BTreeMap::new(),
+    };
+    let subscriptions = vec![
+        subscription(Kind::Cluster, setup.clusters, BTreeSet::new()),
+        subscription(Kind::Endpoint, true, setup.wanted.endpoints.clone()),
+        subscription(Kind::Listener, setup.listeners, BTreeSet::new()),
+        subscription(Kind::Route, true, setup.wanted.routes.clone()),
+    ];
+    let connected = setup.store.gauge(StatName::plain("control_plane.connected_state"));
+    let mut streams =
+        Streams { clusters_received: !setup.clusters, setup, subscriptions, sent_first: false, connected, out: None };
+    let mut shutdown = streams.setup.shutdown.clone();
+    let mut failures = 0u32;
+    loop {
+        let healthy = tokio::select! {
+            healthy = streams.one_stream(&cluster) => healthy,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        streams.connected.set(0);
+        (streams.setup.events)(Event::Disconnected);
+        failures = if healthy { 0 } else { failures.saturating_add(1) };
+        let ceiling = BACKOFF_BASE.saturating_mul(1 << failures.min(6)).min(BACKOFF_MAX);
+        let wait = ceiling.mul_f64(crate::random::unit()).max(Duration::from_millis(10));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+impl Streams {
+    /// Runs one stream until it ends; true if a response came on it (the back-off starts
+    /// over).
+    async fn one_stream(&mut self, cluster: &Rc<Cluster>) -> bool {
+        let (out, outgoing) = mpsc::unbounded_channel();
+        let (event_tx, mut events) = mpsc::unbounded_channel();
+        let sink: grpc::Sink = Rc::new(move |e| {
+            let _ = event_tx.send(e);
+        });
+        let authority = if self.setup.config.authority.is_empty() {
+            &self.setup.cluster.name
+        } else {
+            &self.setup.config.authority
+        };
+        let method = if self.setup.config.delta { DELTA_METHOD } else { SOTW_METHOD };
+        let headers = grpc::request_headers(authority, SERVICE, method, &Headers::new(), None);
+        tokio::task::spawn_local(grpc::stream(cluster.clone(), headers, outgoing, sink));
+        self.out = Some(out);
+        self.sent_first = false;
+        for s in &mut self.subscriptions {
+            s.asked = false;
+            s.opened = false;
+            s.nonce.clear();
+            s.asked_names.clear();
+        }
+        for kind in Kind::ALL {
+            self.ask_if_due(kind);
+        }
+        let mut responded = false;
+        while let Some(event) = events.recv().await {
+            match event {
+                grpc::Event::InitialMetadata(_) => {
+                    self.connected.set(1);
+                    (self.setup.events)(Event::Connected);
+                }
+                grpc::Event::Message(bytes) => {
+                    responded = true;
+                    let taken = if self.setup.config.delta {
+                        self.take_delta_response(&bytes).await
+                    } else {
+                        self.take_response(&bytes).await
+                    };
+                    if !taken {
+                        break;
+                    }
+                }
+                grpc::Event::TrailingMetadata(_) => {}
+                grpc::Event::Close(code, message) => {
+                    tracing::warn!("ads: stream to {} closed: {code}, {message}", self.setup.cluster.name);
+                    break;
+                }
+            }
+        }
+        self.out = None;
+        responded
+    }
+
+    /// Reads a response, hands it to the configuration thread and answers it; false if the
+    /// configuration thread is gone.
+    async fn take_response(&mut self, bytes: &[u8]) -> bool {
+        let Some(response) = decode::<DiscoveryResponse>(bytes) else { return true };
+        let Some(kind) = kind_of(&response.type_url) else { return true };
+        self.subscription(kind).nonce = response.nonce.clone();
+        let result = match crate::xds::wire::resources(response.resources) {
+            Ok(resources) => match self.hand_over(kind, &response.version_info, resources).await {
+                Some(result) => result,
+                None => return false,
+            },
+            Err(e) => Err(e),
+        };
+        if result.is_ok() {
+            self.subscription(kind).version = response.version_info;
+        }
+        self.answer(kind, result);
+        true
+    }
+
+    /// Reads a delta response: its changes to the resources held make the new set, which
+    /// the configuration thread takes or not, as a whole.
+    async fn take_delta_response(&mut self, bytes: &[u8]) -> bool {
+        let Some(response) = decode::<DeltaDiscoveryResponse>(bytes) else { return true };
+        let Some(kind) = kind_of(&response.type_url) else { return true };
+        let s = self.subscription(kind);
+        s.nonce = response.nonce.clone();
+        let mut held = s.held.clone();
+        for name in &response.removed_resources {
+            held.remove(name);
+        }
+        for r in response.resources {
+            // A resource without a body is a heartbeat: what is held stays.
+            let Some(any) = r.resource else { continue };
+            held.insert(r.name, (r.version, WireResource { type_url: any.type_url, value: any.value }));
+        }
+        let resources = held.values().map(|(_, r)| r.clone()).collect();
+        let Some(result) = self.hand_over(kind, &response.system_version_info, resources).await else { return false };
+        if result.is_ok() {
+            let s = self.subscription(kind);
+            s.held = held;
+            s.version = response.system_version_info;
+        }
+        self.answer(kind, result);
+        true
+    }
+
+    /// Hands resources to the configuration thread and waits for its answer; `None` if it
+    /// is gone.
+    async fn hand_over(
+        &mut self,
+        kind: Kind,
+        version: &str,
+        resources: Vec<WireResource>,
+    ) -> Option<Result<(), String>> {
+        let (reply, answer) = oneshot::channel();
+        let version_info = version.to_string();
+        (self.setup.events)(Event::Update(Update { kind, version_info, resources, reply }));
+        let Reply { result, wanted } = answer.await.ok()?;
+        self.want(&wanted);
+        Some(result)
+    }
+
+    /// ACKs or NACKs a response, then asks for what is due.
+    fn answer(&mut self, kind: Kind, result: Result<(), String>) {
+        if let Err(e) = &result {
+            tracing::warn!("ads: {} update rejected: {e}", kind.api());
+        }
+        self.send(kind, result.err());
+        if kind == Kind::Cluster {
+            self.clusters_received = true;
+        }
+        for kind in Kind::ALL {
+            self.ask_if_due(kind);
+        }
+    }
+
+    /// Takes the names the configuration wants; a changed set is asked for again.
+    fn want(&mut self, wanted: &Wanted) {
+        for s in &mut self.subscriptions {
+            if let Some(names) = wanted.names(s.kind)
+                && *names != s.names
+            {
+                s.names = names.clone();
+                s.asked = false;
+            }
+        }
+    }
+
+    /// Asks for a kind not asked for on this stream yet, once it may be.
+    fn ask_if_due(&mut self, kind: Kind) {
+        let clusters_received = self.clusters_received;
+        let s = self.subscription(kind);
+        let due = s.enabled
+            && !s.asked
+            && (kind.wildcard() || !s.names.is_empty())
+            && (kind != Kind::Listener || clusters_received);
+        if due {
+            self.send(kind, None);
+        }
+    }
+
+    /// Sends the kind's request: an ACK (or first request), or a NACK with `error`. In the
+    /// delta protocol it subscribes and unsubscribes what changed since the last, and the
+    /// first on a stream names the versions held.
+    fn send(&mut self, kind: Kind, error: Option<String>) {
+        let node = if !self.sent_first || !self.setup.config.set_node_on_first_message_only {
+            self.setup.node.clone()
+        } else {
+            Vec::new()
+        };
+        let delta = self.setup.config.delta;
+        let s = self.subscription(kind);
+        let first_on_stream = !s.opened;
+        s.asked = true;
+        s.opened = true;
+        let error_detail = error.map(|message| Status { code: NACK_CODE, message });
+        let request = if delta {
+            let subscribe: Vec<String> = s.names.difference(&s.asked_names).cloned().collect();
+            let unsubscribe: Vec<String> = s.asked_names.difference(&s.names).cloned().collect();
+            s.asked_names = s.names.clone();
+            let initial_resource_versions = if first_on_stream {
+                s.held.iter().map(|(name, (version, _))| (name.clone(), version.clone())).collect()
+            } else {
+                Default::default()
+            };
+            DeltaDiscoveryRequest {
+                node,
+                type_url: kind.type_url().to_string(),
+                resource_names_subscribe: subscribe,
+                resource_names_unsubscribe: unsubscribe,
+                initial_resource_versions,
+                response_nonce: s.nonce.clone(),
+                error_detail,
+            }
+            .encode_to_vec()
+        } else {
+            DiscoveryRequest {
+                version_info: s.version.clone(),
+                node,
+                resource_names: s.names.iter().cloned().collect(),
+                type_url: kind.type_url().to_string(),
+                response_nonce: s.nonce.clone(),
+                error_detail,
+            }
+            .encode_to_vec()
+        };
+        self.sent_first = true;
+        if let Some(out) = &self.out {
+            let _ = out.send(Some(request));
+        }
+    }
+
+    fn subscription(&mut self, kind: Kind) -> &mut Subscription {
+        let i = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        &mut self.subscriptions[i]
+    }
+}
+
+/// A response message; `None` (logged, and the stream goes on) if it does not decode.
+fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Option<M> {
+    M::decode(bytes).inspect_err(|e| tracing::warn!("ads: a response that does not decode: {e}")).ok()
+}
+
+/// The kind of a response's type; `None` (logged) for a type wasmproxy does not ask for.
+fn kind_of(type_url: &str) -> Option<Kind> {
+    let kind = Kind::of_url(type_url);
+    if kind.is_none() {
+        tracing::warn!("ads: a response of type {type_url:?}, which wasmproxy does not ask for");
+    }
+    kind
+}
