@@ -1,4 +1,4 @@
-//! Pieces of Envoy YAML both harnesses build their configs from.
+//! Pieces of Envoy YAML (and of xDS snapshots) the harnesses and tests build their configs from.
 
 /// A Wasm HTTP filter running `file` from the plugins directory, with a StringValue
 /// configuration and `extra` lines of `PluginConfig` (e.g. `failure_policy: FAIL_OPEN`).
@@ -112,4 +112,124 @@ pub fn with_chains(config: &str, chains: &[(&str, &str, Option<&str>)]) -> Strin
     }
     out.push_str(&config[end..]);
     out
+}
+
+/// A bootstrap for the node `node` whose listeners and clusters all come from ADS
+/// (`api_type` GRPC or DELTA_GRPC) through the static HTTP/2 cluster `xds_cluster` at
+/// `xds_port`, with an admin listener on port 0.
+pub fn ads_bootstrap(node: &str, api_type: &str, xds_port: &str) -> String {
+    format!(
+        r#"node: {{ id: {node}, cluster: test }}
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+dynamic_resources:
+  ads_config:
+    api_type: {api_type}
+    transport_api_version: V3
+    grpc_services: [{{ envoy_grpc: {{ cluster_name: xds_cluster }} }}]
+  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
+  lds_config: {{ ads: {{}}, resource_api_version: V3 }}
+static_resources:
+  clusters:
+  - name: xds_cluster
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: xds_cluster
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {xds_port} }} }} }}
+"#
+    )
+}
+
+/// Envoy's `dynamic-config-cp` example (its `envoy.yaml`), unchanged apart from addresses:
+/// the control plane at `xds_port`, the admin on port 0.
+pub fn dynamic_config_cp(xds_port: &str) -> String {
+    format!(
+        r#"node:
+  cluster: test-cluster
+  id: test-id
+
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    grpc_services:
+    - envoy_grpc:
+        cluster_name: xds_cluster
+  cds_config:
+    ads: {{}}
+  lds_config:
+    ads: {{}}
+
+static_resources:
+  clusters:
+  - type: STRICT_DNS
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {{}}
+    name: xds_cluster
+    load_assignment:
+      cluster_name: xds_cluster
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address:
+                address: 127.0.0.1
+                port_value: {xds_port}
+
+admin:
+  address:
+    socket_address:
+      address: 127.0.0.1
+      port_value: 0
+"#
+    )
+}
+
+/// What that example's control plane (go-control-plane's `internal/example`) serves, with
+/// an upstream at `localhost:<upstream_port>` for `www.envoyproxy.io:80` and the listener on
+/// port 0: a LOGICAL_DNS cluster, a listener whose routes come on an RDS stream of their own
+/// (`api_config_source`), and the routes (`route_prefix` to the cluster, rewriting the host).
+pub fn dynamic_config_cp_resources(upstream_port: serde_json::Value, route_prefix: &str) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let rds_source = json!({
+        "resource_api_version": "V3",
+        "api_config_source": {
+            "transport_api_version": "V3", "api_type": "GRPC", "set_node_on_first_message_only": true,
+            "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
+        },
+    });
+    vec![
+        json!({
+            "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            "name": "example_proxy_cluster", "connect_timeout": "5s", "type": "LOGICAL_DNS",
+            "lb_policy": "ROUND_ROBIN", "dns_lookup_family": "V4_ONLY",
+            "load_assignment": {"cluster_name": "example_proxy_cluster", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"protocol": "TCP", "address": "localhost", "port_value": upstream_port}}}}]}]},
+        }),
+        json!({
+            "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration", "name": "local_route",
+            "virtual_hosts": [{"name": "local_service", "domains": ["*"], "routes": [{"match": {"prefix": route_prefix},
+                "route": {"cluster": "example_proxy_cluster", "host_rewrite_literal": "www.envoyproxy.io"}}]}],
+        }),
+        json!({
+            "@type": "type.googleapis.com/envoy.config.listener.v3.Listener", "name": "listener_0",
+            "address": {"socket_address": {"protocol": "TCP", "address": "127.0.0.1", "port_value": 0}},
+            "filter_chains": [{"filters": [{"name": "http-connection-manager", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "codec_type": "AUTO", "stat_prefix": "http",
+                "rds": {"config_source": rds_source, "route_config_name": "local_route"},
+                "http_filters": [{"name": "http-router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            }}]}],
+        }),
+    ]
 }

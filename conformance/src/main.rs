@@ -12,6 +12,7 @@ mod report;
 mod scenario;
 mod scenarios;
 mod tls;
+mod xds;
 
 use wasmproxy_conformance::{client, normalize, proxy, upstream};
 
@@ -20,8 +21,9 @@ use std::path::{Path, PathBuf};
 
 use proxy::{Binaries, Kind};
 use report::Outcome;
-use scenario::Scenario;
+use scenario::{Scenario, XDS};
 use upstream::Upstream;
+use wasmproxy_conformance::control_plane::ControlPlane;
 
 fn main() {
     match run() {
@@ -163,18 +165,27 @@ fn observe(
 ) -> Result<String, String> {
     let (work, plugins, upstream) = (place.work, place.plugins, place.upstream);
     let file = work.join(format!("{}-{}.yaml", s.name, kind.name()));
-    // Each proxy gets its own copy of the dynamic resource files.
+    // Each proxy gets its own copy of the dynamic resource files, and its own control plane.
     let dynamic = work.join(format!("{}-{}-", s.name, kind.name())).to_string_lossy().into_owned();
+    let plane = match s.files.iter().any(|(name, _)| *name == XDS) {
+        true => Some(ControlPlane::start(0)?),
+        false => None,
+    };
+    let xds_port = plane.as_ref().map_or(0, |p| p.xds_port);
     let fill = |text: &str| {
         let text = text
             .replace("@DYNAMIC@", &dynamic)
             .replace("@UPSTREAM_PORT@", &upstream.addr.port().to_string())
+            .replace("@XDS_PORT@", &xds_port.to_string())
             .replace("@PLUGINS@", &plugins.to_string_lossy());
         wasmproxy_conformance::certs::fill(&text, place.certs)
     };
     std::fs::write(&file, fill(config)).map_err(|e| format!("{}: {e}", file.display()))?;
     for (name, text) in &s.files {
-        replace_file(&format!("{dynamic}{name}"), &fill(text))?;
+        match &plane {
+            Some(plane) if *name == XDS => set_snapshot(plane, &fill(text))?,
+            _ => replace_file(&format!("{dynamic}{name}"), &fill(text))?,
+        }
     }
     upstream.take();
     let running = match proxy::start(kind, bins, &file, work) {
@@ -199,7 +210,10 @@ fn observe(
     for (i, r) in s.requests.iter().enumerate() {
         if let Some((name, text)) = &r.update {
             let before = updates(&running);
-            replace_file(&format!("{dynamic}{name}"), &fill(text))?;
+            match &plane {
+                Some(plane) if *name == XDS => set_snapshot(plane, &fill(text))?,
+                _ => replace_file(&format!("{dynamic}{name}"), &fill(text))?,
+            }
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
             while updates(&running) == before && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(20));
@@ -242,7 +256,48 @@ fn observe(
     if !s.prometheus.is_empty() {
         section(&mut out, "admin prometheus stats", running.prometheus(&regexes(s.prometheus)));
     }
+    if let Some(plane) = &plane {
+        section(&mut out, "control plane received (as a set)", discovery_requests(plane));
+    }
     Ok(normalize::listener(&out, &running.listener.to_string()))
+}
+
+/// Serves a scenario's snapshot (`{"version", "resources"}`, and `"node"` if it is not
+/// `conformance`).
+fn set_snapshot(plane: &ControlPlane, text: &str) -> Result<(), String> {
+    let snapshot: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("snapshot: {e}"))?;
+    let resources = snapshot["resources"].as_array().cloned().unwrap_or_default();
+    let node = snapshot["node"].as_str().unwrap_or("conformance");
+    plane.set(node, snapshot["version"].as_str().unwrap_or_default(), &resources)
+}
+
+/// The discovery requests a control plane received, as a sorted set of lines: the type,
+/// the version held, the names, and whether it answered a response (ACK), refused one
+/// (NACK: the reason is each proxy's own words) or was a stream's first.
+fn discovery_requests(plane: &ControlPlane) -> Vec<String> {
+    let lines: BTreeSet<String> = plane
+        .requests()
+        .iter()
+        .map(|r| {
+            let kind = r["type_url"].as_str().unwrap_or_default().rsplit('.').next().unwrap_or_default().to_string();
+            let what = if r.get("error_detail").is_some() {
+                "NACK"
+            } else if r["response_nonce"].as_str().is_some_and(|n| !n.is_empty()) {
+                "ACK"
+            } else {
+                "first"
+            };
+            let names = r["resource_names"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|n| n.as_str()).collect::<Vec<_>>().join(","));
+            format!(
+                "{kind} {what} version={:?} names=[{}]",
+                r["version_info"].as_str().unwrap_or_default(),
+                names.unwrap_or_default()
+            )
+        })
+        .collect();
+    lines.into_iter().collect()
 }
 
 /// Appends `== <title>` and the lines.

@@ -24,9 +24,16 @@ pub struct Scenario {
     /// Admin `/stats/prometheus` lines (regular expressions) compared too.
     pub prometheus: &'static [&'static str],
     /// Dynamic resource files written before the proxy starts (name, text with the same
-    /// placeholders as the config); the config names them `@DYNAMIC@<name>`.
+    /// placeholders as the config); the config names them `@DYNAMIC@<name>`. One named
+    /// [`XDS`] is instead a snapshot (`{"version", "resources"}`, proto JSON) that a test
+    /// control plane, started for each proxy, serves to the node `conformance` (or the
+    /// snapshot's `"node"`); the config
+    /// names its port `@XDS_PORT@`, and a request's update of [`XDS`] sets a new snapshot.
     pub files: Vec<(&'static str, String)>,
 }
+
+/// The name of the control plane's snapshot among a scenario's files.
+pub const XDS: &str = "xds";
 
 /// The routes every config has, before the catch-all to the upstream.
 const ROUTES: &str = r#"              - match: { prefix: /direct }

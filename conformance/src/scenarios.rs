@@ -73,6 +73,7 @@ pub fn all(root: &Path) -> Vec<Scenario> {
     v.extend(admin_and_logs());
     v.extend(bad_requests());
     v.extend(crate::dynamic::scenarios());
+    v.extend(crate::xds::scenarios());
     v.extend(crate::tls::scenarios());
     v
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::address::{Host, read_address};
 use crate::cluster::read_cluster;
-use crate::config_source::{read_ads_config, read_config_source};
+use crate::config_source::{read_api_config_source, read_config_source};
 use crate::listener::read_listener;
 use crate::model::{Admin, Bootstrap, DynamicResources, Locality, Node, StatsConfig, StatsTag, StatsTagValue};
 use crate::reader::{Ctx, Field, Origin, child, type_error};
@@ -153,14 +153,14 @@ pub(crate) fn read_bootstrap(ctx: &mut Ctx, root: &Field<'_>) -> Bootstrap {
     bootstrap
 }
 
-/// `dynamic_resources`: LDS and CDS from files (`path_config_source`) or the ADS stream
-/// (`ads_config`). Separate gRPC streams (`api_config_source`) are not supported yet.
+/// `dynamic_resources`: LDS and CDS from files (`path_config_source`), the ADS stream
+/// (`ads_config`) or gRPC streams of their own (`api_config_source`).
 fn read_dynamic_resources(ctx: &mut Ctx, field: &Field<'_>) -> DynamicResources {
     let mut dynamic = DynamicResources::default();
     let Some(mut msg) = field.message(ctx, DYNAMIC_RESOURCES) else { return dynamic };
     dynamic.lds = msg.get(ctx, "lds_config").and_then(|f| read_config_source(ctx, &f));
     dynamic.cds = msg.get(ctx, "cds_config").and_then(|f| read_config_source(ctx, &f));
-    dynamic.ads = msg.get(ctx, "ads_config").and_then(|f| read_ads_config(ctx, &f));
+    dynamic.ads = msg.get(ctx, "ads_config").and_then(|f| read_api_config_source(ctx, &f));
     msg.finish(ctx);
     dynamic
 }

@@ -1,11 +1,10 @@
-//! `ConfigSource`: where a dynamic resource comes from: a file (`path_config_source`) or
-//! the aggregated discovery stream (`ads`), and `dynamic_resources.ads_config`, the gRPC
-//! stream to the control plane. Separate gRPC streams per type (`api_config_source`) and
-//! REST are not supported yet, and say so.
+//! `ConfigSource`: where a dynamic resource comes from: a file (`path_config_source`), the
+//! aggregated discovery stream (`ads`, whose gRPC stream is `dynamic_resources.ads_config`)
+//! or a gRPC stream of its own (`api_config_source`). REST is not supported, and says so.
 
 use std::time::Duration;
 
-use crate::model::{AdsConfig, ConfigSource, FileSource};
+use crate::model::{ApiConfigSource, ConfigSource, FileSource};
 use crate::reader::{Ctx, Field};
 
 const CONFIG_SOURCE: &[&str] = &[
@@ -38,7 +37,7 @@ const ENVOY_GRPC: &[&str] =
 /// Envoy's `initial_fetch_timeout` when none is given.
 const DEFAULT_INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A `ConfigSource` that names a file or the ADS stream.
+/// A `ConfigSource` that names a file, the ADS stream or a gRPC stream.
 pub(crate) fn read_config_source(ctx: &mut Ctx, field: &Field<'_>) -> Option<ConfigSource> {
     let mut msg = field.message(ctx, CONFIG_SOURCE)?;
     msg.at_most_one(ctx, &["path", "path_config_source", "api_config_source", "ads", "self"]);
@@ -51,6 +50,8 @@ pub(crate) fn read_config_source(ctx: &mut Ctx, field: &Field<'_>) -> Option<Con
         }
         ctx.refs.ads_users.push(f.origin());
         Some(ConfigSource::Ads { initial_fetch_timeout })
+    } else if let Some(f) = msg.get(ctx, "api_config_source") {
+        read_api_config_source(ctx, &f).map(|api| ConfigSource::Grpc { api, initial_fetch_timeout })
     } else {
         file_source(ctx, &mut msg).map(ConfigSource::File)
     };
@@ -97,14 +98,14 @@ fn file_source(ctx: &mut Ctx, msg: &mut crate::reader::Msg<'_>) -> Option<FileSo
         source = path.map(|path| FileSource { path: path.into(), watched_directory });
     }
     if source.is_none() && !msg.has("api_config_source") && !msg.has("ads") && !msg.has("self") {
-        ctx.error(&msg.origin().clone(), "a config source needs path_config_source or ads");
+        ctx.error(&msg.origin().clone(), "a config source needs path_config_source, ads or api_config_source");
     }
     source
 }
 
-/// `ads_config`: an `ApiConfigSource` of `api_type` GRPC or DELTA_GRPC with one
-/// `grpc_services` entry naming a static cluster by `envoy_grpc`.
-pub(crate) fn read_ads_config(ctx: &mut Ctx, field: &Field<'_>) -> Option<AdsConfig> {
+/// `ads_config` or `api_config_source`: an `ApiConfigSource` of `api_type` GRPC or
+/// DELTA_GRPC with one `grpc_services` entry naming a static cluster by `envoy_grpc`.
+pub(crate) fn read_api_config_source(ctx: &mut Ctx, field: &Field<'_>) -> Option<ApiConfigSource> {
     let mut msg = field.message(ctx, API_CONFIG_SOURCE)?;
     let api_type = msg.required(ctx, "api_type").and_then(|f| {
         f.enumeration(
@@ -124,16 +125,18 @@ pub(crate) fn read_ads_config(ctx: &mut Ctx, field: &Field<'_>) -> Option<AdsCon
     }
     let set_node_on_first_message_only =
         msg.get(ctx, "set_node_on_first_message_only").and_then(|f| f.bool_value(ctx)).unwrap_or(false);
+    let given = msg.has("grpc_services");
     let services = msg.required(ctx, "grpc_services").map(|f| f.list()).unwrap_or_default();
     let mut target = None;
     match services.as_slice() {
-        [] => ctx.error(&msg.origin().with_child("grpc_services"), "one gRPC service is required"),
+        [] if given => ctx.error(&msg.origin().with_child("grpc_services"), "one gRPC service is required"),
+        [] => {}
         [service] => target = read_grpc_service(ctx, service),
         [_, extra, ..] => extra.error(ctx, "only one gRPC service is supported (Envoy uses the first)"),
     }
     msg.finish(ctx);
     let (cluster, authority) = target?;
-    Some(AdsConfig { delta: api_type?, cluster, authority, set_node_on_first_message_only })
+    Some(ApiConfigSource { delta: api_type?, cluster, authority, set_node_on_first_message_only })
 }
 
 /// A `GrpcService` with `envoy_grpc`: the cluster and the authority.

@@ -90,12 +90,13 @@ pub struct DynamicResources {
     /// `cds_config`.
     pub cds: Option<ConfigSource>,
     /// `ads_config`: the aggregated discovery stream the `ads` sources use.
-    pub ads: Option<AdsConfig>,
+    pub ads: Option<ApiConfigSource>,
 }
 
-/// `ads_config`: the gRPC stream to the control plane.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdsConfig {
+/// An `ApiConfigSource` over gRPC: `ads_config`, or a source's `api_config_source` (a
+/// stream of its own for each type).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ApiConfigSource {
     /// `api_type: DELTA_GRPC` (the incremental protocol); else `GRPC` (state of the world).
     pub delta: bool,
     /// `grpc_services[0].envoy_grpc.cluster_name`: a static cluster.
@@ -106,7 +107,7 @@ pub struct AdsConfig {
     pub set_node_on_first_message_only: bool,
 }
 
-/// A `ConfigSource`: a file, or the ADS stream.
+/// A `ConfigSource`: a file, the ADS stream, or a gRPC stream of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigSource {
     /// `path_config_source`.
@@ -117,6 +118,13 @@ pub enum ConfigSource {
         /// answer is waited for before what depends on it goes on without it.
         initial_fetch_timeout: std::time::Duration,
     },
+    /// `api_config_source` with `api_type` GRPC or DELTA_GRPC.
+    Grpc {
+        /// The stream's settings.
+        api: ApiConfigSource,
+        /// As for `Ads`.
+        initial_fetch_timeout: std::time::Duration,
+    },
 }
 
 impl ConfigSource {
@@ -124,7 +132,17 @@ impl ConfigSource {
     pub fn file(&self) -> Option<&FileSource> {
         match self {
             ConfigSource::File(f) => Some(f),
-            ConfigSource::Ads { .. } => None,
+            ConfigSource::Ads { .. } | ConfigSource::Grpc { .. } => None,
+        }
+    }
+
+    /// How long the first answer is waited for, if it comes from xDS (ADS or gRPC).
+    pub fn initial_fetch_timeout(&self) -> Option<std::time::Duration> {
+        match self {
+            ConfigSource::File(_) => None,
+            ConfigSource::Ads { initial_fetch_timeout } | ConfigSource::Grpc { initial_fetch_timeout, .. } => {
+                Some(*initial_fetch_timeout)
+            }
         }
     }
 }

@@ -171,9 +171,10 @@ fn load_resources<T>(
         }
         msg.finish(&mut ctx);
     }
-    // Static secrets are the bootstrap's: a name is looked up when the resource is served;
-    // so is the ADS stream.
+    // Static secrets and clusters are the bootstrap's: a name is looked up when the
+    // resource is served; so is the ADS stream.
     ctx.refs.secret_refs.clear();
+    ctx.refs.static_cluster_refs.clear();
     ctx.refs.ads_configured = true;
     crate::validate::check_references(&mut ctx);
     if ctx.errors.is_empty() { Ok(file) } else { Err(ResourceFileError::Refused(ConfigErrors { errors: ctx.errors })) }

@@ -105,12 +105,30 @@ fn ads_config_names_a_static_cluster_and_the_sources_that_use_it() {
         (
             "cds_config: { ads: {} }",
             "cds_config: { api_config_source: { api_type: GRPC } }",
-            "cds_config.api_config_source: not supported by wasmproxy",
+            "cds_config.api_config_source: missing required field \"grpc_services\"",
+        ),
+        (
+            "cds_config: { ads: {} }",
+            "cds_config: { api_config_source: { api_type: REST, cluster_names: [xds_cluster] } }",
+            "api_type: REST is not supported by wasmproxy",
         ),
     ];
     for (from, to, expected) in cases {
         let e = load_str(&ADS.replace(from, to), Path::new(".")).unwrap_err().to_string();
         assert!(e.contains(expected), "{to}: {e}");
+    }
+    // A stream of its own: `api_config_source`.
+    let own = ADS.replace(
+        "cds_config: { ads: {} }",
+        "cds_config: { api_config_source: { api_type: DELTA_GRPC, grpc_services: [{ envoy_grpc: { cluster_name: xds_cluster } }] } }",
+    );
+    let bootstrap = load_str(&own, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    match bootstrap.dynamic_resources.cds {
+        Some(ConfigSource::Grpc { api, initial_fetch_timeout }) => {
+            assert!(api.delta && api.cluster == "xds_cluster" && !api.set_node_on_first_message_only);
+            assert_eq!(initial_fetch_timeout, std::time::Duration::from_secs(15));
+        }
+        other => panic!("{other:?}"),
     }
     // `ads` sources need the stream.
     let without = ADS.replace("  ads_config:", "  unused:").replace("    api_type: GRPC\n", "");

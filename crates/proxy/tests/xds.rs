@@ -8,110 +8,43 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wasmproxy_proxy::{RunningServer, Server, ServerOptions};
 
-use common::{body, get, plugin, stat, until, upstream};
+use common::{answering, body, get, plugin, stat, until, upstream};
 
 const NODE: &str = "proxy-1";
 const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 
-/// The control plane, a child process killed when dropped.
+/// The control plane, serving the node `NODE`.
 struct ControlPlane {
-    child: Child,
+    inner: wasmproxy_conformance::control_plane::ControlPlane,
     xds: u16,
-    api: SocketAddr,
 }
 
 impl ControlPlane {
-    /// Starts it with ADS on `xds_port` (0: any).
     fn start(xds_port: u16) -> ControlPlane {
-        let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/xds-control-plane");
-        assert!(binary.exists(), "{} is missing: run scripts/build-control-plane.sh", binary.display());
-        let mut child = Command::new(binary)
-            .arg(format!("--xds-port={xds_port}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = |key: &str| -> u16 {
-            let word = line.split_whitespace().find_map(|w| w.strip_prefix(key)).unwrap_or_else(|| panic!("{line}"));
-            word.parse().unwrap()
-        };
-        ControlPlane { xds: port("xds="), api: SocketAddr::from(([127, 0, 0, 1], port("api="))), child }
+        let inner = wasmproxy_conformance::control_plane::ControlPlane::start(xds_port).unwrap();
+        ControlPlane { xds: inner.xds_port, inner }
     }
 
-    fn http(&self, method: &str, path: &str, body: &str) -> String {
-        let mut stream = TcpStream::connect(self.api).unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.0\r\nhost: cp\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text
-    }
-
-    /// Serves this snapshot to the node.
     fn set(&self, version: &str, resources: &[Value]) {
-        let snapshot = json!({"version": version, "resources": resources}).to_string();
-        let answer = self.http("PUT", &format!("/snapshot?node={NODE}"), &snapshot);
-        assert!(answer.starts_with("HTTP/1.0 204"), "{answer}");
+        self.inner.set(NODE, version, resources).unwrap();
     }
 
-    /// Every discovery request received so far.
     fn requests(&self) -> Vec<Value> {
-        let text = self.http("GET", "/requests", "");
-        body(&text).lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect()
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.inner.requests()
     }
 }
 
 fn bootstrap(xds_port: u16, delta: bool) -> String {
     let api_type = if delta { "DELTA_GRPC" } else { "GRPC" };
-    format!(
-        r#"
-node: {{ id: {NODE}, cluster: test }}
-admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
-dynamic_resources:
-  ads_config:
-    api_type: {api_type}
-    transport_api_version: V3
-    grpc_services: [{{ envoy_grpc: {{ cluster_name: xds_cluster }} }}]
-  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
-  lds_config: {{ ads: {{}}, resource_api_version: V3 }}
-static_resources:
-  clusters:
-  - name: xds_cluster
-    type: STATIC
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-    load_assignment:
-      cluster_name: xds_cluster
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {xds_port} }} }} }}
-"#
-    )
+    wasmproxy_conformance::config::ads_bootstrap(NODE, api_type, &xds_port.to_string())
 }
 
 /// An EDS cluster `backend` from ADS.
@@ -327,8 +260,9 @@ fn a_changed_listener_warms_until_its_routes_come() {
         "config_source": {"ads": {}, "initial_fetch_timeout": "1.5s"},
     });
     plane.set("2", &[cluster(), endpoints(a), next.clone(), routes("v1")]);
+    // (The old version's routes stay subscribed while it serves.)
     eventually("the RDS request for the new routes", || {
-        plane.requests().iter().any(|r| r["resource_names"] == json!(["next"]))
+        plane.requests().iter().any(|r| r["resource_names"] == json!(["next", "routes"]))
     });
     let asked = Instant::now();
     while asked.elapsed() < Duration::from_millis(500) {
@@ -343,6 +277,40 @@ fn a_changed_listener_warms_until_its_routes_come() {
     plane.set("3", &[cluster(), endpoints(a), next, routes_named("next", "v3")]);
     let answer = until(|| get(http_of(&server), "/direct"), |a| body(a) == "v3");
     assert_eq!(body(&answer), "v3");
+    server.stop();
+}
+
+/// An upstream answering each request with the `host` it was sent.
+fn host_upstream() -> SocketAddr {
+    answering(|head| {
+        let head = head.to_lowercase();
+        head.lines().find_map(|l| l.strip_prefix("host: ")).unwrap_or("").trim().to_string()
+    })
+}
+
+#[test]
+fn envoys_dynamic_config_cp_example_runs_against_the_control_plane() {
+    let upstream = host_upstream();
+    let plane = ControlPlane::start(0);
+    // Envoy's `dynamic-config-cp` example, unchanged apart from addresses, and what its
+    // control plane serves.
+    let resources = wasmproxy_conformance::config::dynamic_config_cp_resources(json!(upstream.port()), "/");
+    plane.inner.set("test-id", "1", &resources).unwrap();
+    let yaml = wasmproxy_conformance::config::dynamic_config_cp(&plane.xds.to_string());
+    let config = wasmproxy_config::load_str(&yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    let server = Server::start(config, ServerOptions { concurrency: 2, ..Default::default() }).unwrap();
+    let listener = server.listeners.iter().find(|(n, _)| n == "listener_0").expect("listener_0 is served").1;
+    let answer = get(listener, "/");
+    assert!(answer.starts_with("HTTP/1.1 200") && body(&answer) == "www.envoyproxy.io", "{answer}");
+    // The routes came on a stream of their own (the control plane counts two streams: ADS
+    // and RDS) and were ACKed.
+    let requests = plane.requests();
+    let rds: Vec<&Value> =
+        requests.iter().filter(|r| r["type_url"].as_str().unwrap().ends_with("RouteConfiguration")).collect();
+    assert_eq!(rds[0]["resource_names"], json!(["local_route"]), "{requests:?}");
+    assert_eq!((rds[1]["version_info"].as_str(), rds[1]["response_nonce"].as_str()), (Some("1"), Some("1")));
+    assert_eq!(plane.inner.streams(), 2);
+    assert_eq!(stat(&server, "http.http.rds.local_route.update_success"), 1);
     server.stop();
 }
 

@@ -1,6 +1,7 @@
 // Command control-plane is the xDS control plane wasmproxy's tests (and conformance runs)
-// drive proxies with: go-control-plane's server and snapshot cache, serving ADS (state of
-// the world and delta) on a loopback port, with a small HTTP API for the tests:
+// drive proxies with: go-control-plane's server and snapshot cache, serving ADS and the
+// per-type discovery services (CDS, EDS, LDS, RDS; state of the world and delta) on a
+// loopback port, with a small HTTP API for the tests:
 //
 //	PUT  /snapshot?node=ID   body {"version": "v1", "resources": [Any as proto JSON, ...]}
 //	GET  /requests           every discovery request received so far, as JSON lines
@@ -27,7 +28,11 @@ import (
 	"sync/atomic"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -159,6 +164,10 @@ func main() {
 	srv := server.NewServer(context.Background(), parkingCache{snapshots}, rec.callbacks())
 	grpcServer := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
 	discovery.RegisterAggregatedDiscoveryServiceServer(grpcServer, srv)
+	clusterservice.RegisterClusterDiscoveryServiceServer(grpcServer, srv)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(grpcServer, srv)
+	listenerservice.RegisterListenerDiscoveryServiceServer(grpcServer, srv)
+	routeservice.RegisterRouteDiscoveryServiceServer(grpcServer, srv)
 	xdsListener, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *xdsPort))
 	if err != nil {
 		log.Fatal(err)

@@ -80,6 +80,11 @@ impl Hcm {
                     headers.replace(b"x-envoy-original-path", &original);
                 }
                 if let Some(host) = &f.host_rewrite_literal {
+                    // As Envoy's router, the host replaced is kept.
+                    let original = headers.get(b":authority").unwrap_or_default().to_vec();
+                    if !original.is_empty() {
+                        headers.replace(b"x-envoy-original-host", &original);
+                    }
                     headers.replace(b":authority", host.as_bytes());
                 }
                 // Envoy's router tells the upstream how long it will wait.

@@ -110,8 +110,10 @@ impl SubscriptionStats {
         self.rejected.inc();
     }
 
-    /// The stream the updates come on failed (`update_failure`).
+    /// The stream the updates come on failed (`update_failure`, and, as Envoy counts it,
+    /// an attempt).
     pub fn failed(&self) {
+        self.attempt.inc();
         self.failure.inc();
     }
 

@@ -26,7 +26,7 @@ use crate::server::referenced::ReferencedFiles;
 use crate::server::snapshot::{Builder, Snapshot};
 use crate::server::worker::WorkerMessage;
 use crate::tls::certificate::ContextCertificates;
-use crate::xds::{Kind, Reply, Update, Wanted};
+use crate::xds::{Kind, Reply, StreamKey, Subscriptions, Update, Wanted};
 
 /// How long a worker may take to take a new configuration before the update is reported
 /// as failed (it still takes it when it can).
@@ -94,6 +94,9 @@ pub struct Control {
     /// The route configurations and endpoints last accepted from ADS.
     ads_routes: Vec<RouteConfig>,
     ads_endpoints: Vec<LoadAssignment>,
+    /// The route configurations and endpoints asked for from ADS so far (Envoy counts an
+    /// update attempt when a subscription starts).
+    subscribed: Wanted,
     /// Listeners waiting for their routes from ADS, since when.
     warming: HashMap<String, Instant>,
     /// Whether the first CDS and LDS answers from ADS came (or their wait ended).
@@ -121,9 +124,17 @@ impl Control {
         store: &Arc<Store>,
     ) -> Control {
         let stats = ManagerStats::new(store, &bootstrap.dynamic_resources);
-        let by_ads = |source: &Option<ConfigSource>| matches!(source, Some(ConfigSource::Ads { .. }));
+        let by_ads =
+            |source: &Option<ConfigSource>| source.as_ref().is_some_and(|s| s.initial_fetch_timeout().is_some());
         let first_clusters = !by_ads(&bootstrap.dynamic_resources.cds);
         let first_listeners = !by_ads(&bootstrap.dynamic_resources.lds);
+        // As Envoy, a subscription to ADS counts an attempt when it starts.
+        if !first_clusters {
+            stats.cds.attempted();
+        }
+        if !first_listeners {
+            stats.lds.attempted();
+        }
         Control {
             builder,
             bootstrap,
@@ -135,6 +146,7 @@ impl Control {
             files: ReferencedFiles::new(store.clone()),
             ads_routes: Vec::new(),
             ads_endpoints: Vec::new(),
+            subscribed: Wanted::default(),
             warming: HashMap::new(),
             first_clusters,
             first_listeners,
@@ -192,8 +204,22 @@ impl Control {
             Err(e) => return Err(e),
         }
         self.publish();
+        self.count_new_subscriptions();
         self.check_ready();
         Ok(())
+    }
+
+    /// Counts the start of each RDS and EDS subscription to xDS that is new (an attempt,
+    /// as Envoy counts one).
+    fn count_new_subscriptions(&mut self) {
+        let wanted = all_names(&self.wanted());
+        for name in wanted.routes.difference(&self.subscribed.routes) {
+            self.rds_stats(name).iter().for_each(SubscriptionStats::attempted);
+        }
+        for name in wanted.endpoints.difference(&self.subscribed.endpoints) {
+            self.eds_stats(name).iter().for_each(SubscriptionStats::attempted);
+        }
+        self.subscribed = wanted;
     }
 
     /// A dynamic resource file may have changed: each whose text changed is read, checked
@@ -316,10 +342,12 @@ impl Control {
             Kind::Route => self.xds_named::<RouteConfig>(source, &update.version_info),
             Kind::Endpoint => self.xds_named::<LoadAssignment>(source, &update.version_info),
         };
+        self.count_new_subscriptions();
         let wanted = self.wanted();
         // What nothing refers to any more is forgotten.
-        self.ads_routes.retain(|r| wanted.routes.contains(&r.name));
-        self.ads_endpoints.retain(|e| wanted.endpoints.contains(&e.cluster_name));
+        let names = all_names(&wanted);
+        self.ads_routes.retain(|r| names.routes.contains(&r.name));
+        self.ads_endpoints.retain(|e| names.endpoints.contains(&e.cluster_name));
         self.publish();
         let _ = update.reply.send(Reply { result, wanted });
         self.check_ready();
@@ -330,7 +358,7 @@ impl Control {
         let read = R::load(source);
         let names: Vec<String> = match &read {
             Ok(file) => file.resources.iter().map(|r| r.name().to_string()).collect(),
-            Err(_) => R::wanted(&self.wanted()).iter().cloned().collect(),
+            Err(_) => R::wanted(&all_names(&self.wanted())).iter().cloned().collect(),
         };
         let stats: Vec<SubscriptionStats> = names.iter().flat_map(|n| R::stats(self, n)).collect();
         stats.iter().for_each(SubscriptionStats::attempted);
@@ -352,16 +380,16 @@ impl Control {
         Ok(())
     }
 
-    /// The ADS stream failed: every subscription on it counts an update failure, as in Envoy.
-    pub fn xds_disconnected(&mut self) {
-        let dynamic = &self.bootstrap.dynamic_resources;
-        if matches!(dynamic.cds, Some(ConfigSource::Ads { .. })) {
+    /// A stream to a control plane failed: every subscription on it counts an update
+    /// failure (and an attempt), as in Envoy.
+    pub fn xds_disconnected(&mut self, stream: &StreamKey) {
+        let wanted = self.wanted().remove(stream).unwrap_or_default();
+        if wanted.clusters {
             self.stats.cds.failed();
         }
-        if matches!(dynamic.lds, Some(ConfigSource::Ads { .. })) {
+        if wanted.listeners {
             self.stats.lds.failed();
         }
-        let wanted = self.wanted();
         for name in &wanted.routes {
             self.rds_stats(name).iter().for_each(SubscriptionStats::failed);
         }
@@ -379,8 +407,8 @@ impl Control {
             .flat_map(|l| l.chains().flat_map(|c| &c.filters))
             .filter_map(|f| match f {
                 NetworkFilter::HttpConnectionManager(hcm) => hcm.rds.as_ref().and_then(|r| {
-                    let ads = matches!(r.source, ConfigSource::Ads { .. }) && r.route_config_name == name;
-                    ads.then(|| format!("http.{}.rds.{name}.", hcm.stat_prefix))
+                    let xds = r.source.initial_fetch_timeout().is_some() && r.route_config_name == name;
+                    xds.then(|| format!("http.{}.rds.{name}.", hcm.stat_prefix))
                 }),
                 _ => None,
             })
@@ -393,32 +421,39 @@ impl Control {
         self.all_clusters()
             .iter()
             .filter(|c| {
-                c.eds
-                    .as_ref()
-                    .is_some_and(|e| matches!(e.source, ConfigSource::Ads { .. }) && e.service_name == service)
+                c.eds.as_ref().is_some_and(|e| e.source.initial_fetch_timeout().is_some() && e.service_name == service)
             })
             .map(|c| SubscriptionStats::new(&self.store, &format!("cluster.{}.", c.name)))
             .collect()
     }
 
-    /// The route configurations and endpoints the configuration wants from ADS.
-    pub fn wanted(&self) -> Wanted {
-        let mut wanted = Wanted::default();
-        for l in self.configured_listeners() {
+    /// What the configuration wants from each stream to a control plane.
+    pub fn wanted(&self) -> Subscriptions {
+        let mut wanted = Subscriptions::new();
+        let dynamic = &self.bootstrap.dynamic_resources;
+        if let Some(key) = dynamic.cds.as_ref().and_then(|s| StreamKey::of(s, Kind::Cluster)) {
+            wanted.entry(key).or_default().clusters = true;
+        }
+        if let Some(key) = dynamic.lds.as_ref().and_then(|s| StreamKey::of(s, Kind::Listener)) {
+            wanted.entry(key).or_default().listeners = true;
+        }
+        // The listeners configured, and the last versions of those still warming, which
+        // keep their routes until the new ones serve.
+        for l in self.configured_listeners().iter().chain(&self.all_listeners()) {
             for f in l.chains().flat_map(|c| &c.filters) {
                 if let NetworkFilter::HttpConnectionManager(hcm) = f
                     && let Some(rds) = &hcm.rds
-                    && matches!(rds.source, ConfigSource::Ads { .. })
+                    && let Some(key) = StreamKey::of(&rds.source, Kind::Route)
                 {
-                    wanted.routes.insert(rds.route_config_name.clone());
+                    wanted.entry(key).or_default().routes.insert(rds.route_config_name.clone());
                 }
             }
         }
         for c in self.all_clusters() {
             if let Some(eds) = &c.eds
-                && matches!(eds.source, ConfigSource::Ads { .. })
+                && let Some(key) = StreamKey::of(&eds.source, Kind::Endpoint)
             {
-                wanted.endpoints.insert(eds.service_name.clone());
+                wanted.entry(key).or_default().endpoints.insert(eds.service_name.clone());
             }
         }
         wanted
@@ -431,7 +466,7 @@ impl Control {
         for f in listener.chains().flat_map(|c| &c.filters) {
             if let NetworkFilter::HttpConnectionManager(hcm) = f
                 && let Some(rds) = &hcm.rds
-                && let ConfigSource::Ads { initial_fetch_timeout } = rds.source
+                && let Some(initial_fetch_timeout) = rds.source.initial_fetch_timeout()
                 && !self.ads_routes.iter().any(|r| r.name == rds.route_config_name)
             {
                 let shorter = match wait {
@@ -487,10 +522,8 @@ impl Control {
     fn initial_fetch_deadline(&self) -> Option<Instant> {
         let dynamic = &self.bootstrap.dynamic_resources;
         let limits = [(&dynamic.cds, self.first_clusters), (&dynamic.lds, self.first_listeners)];
-        let waits = limits.iter().filter(|(_, came)| !came).filter_map(|(source, _)| match source {
-            Some(ConfigSource::Ads { initial_fetch_timeout }) => Some(*initial_fetch_timeout),
-            _ => None,
-        });
+        let waits =
+            limits.iter().filter(|(_, came)| !came).filter_map(|(source, _)| source.as_ref()?.initial_fetch_timeout());
         let longest = waits.max()?;
         (!longest.is_zero()).then(|| self.started + longest)
     }
@@ -587,6 +620,7 @@ impl Control {
         clusters: Vec<Cluster>,
         files: &ReferencedFiles,
     ) -> Result<(), ServerError> {
+        self.check_grpc_sources(&listeners, &clusters)?;
         let clusters = self.with_ads_endpoints(files.with_endpoints(clusters));
         let mut routes = files.route_configs();
         routes.extend(
@@ -617,11 +651,31 @@ impl Control {
         Ok(())
     }
 
-    /// `clusters` with each ADS EDS cluster's endpoints (none until they come).
+    /// Every `api_config_source` must name a static cluster, as in Envoy.
+    fn check_grpc_sources(&self, listeners: &[Listener], clusters: &[Cluster]) -> Result<(), ServerError> {
+        let rds = listeners.iter().flat_map(|l| l.chains().flat_map(|c| &c.filters)).filter_map(|f| match f {
+            NetworkFilter::HttpConnectionManager(hcm) => hcm.rds.as_ref().map(|r| (&r.source, "rds.config_source")),
+            _ => None,
+        });
+        let eds = clusters.iter().filter_map(|c| c.eds.as_ref().map(|e| (&e.source, "eds_config")));
+        for (source, field) in rds.chain(eds) {
+            if let ConfigSource::Grpc { api, .. } = source
+                && !self.bootstrap.clusters.iter().any(|c| c.name == api.cluster)
+            {
+                return Err(ServerError::Config(format!(
+                    "{field}.api_config_source: unknown cluster {:?} (it must be in static_resources.clusters)",
+                    api.cluster
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `clusters` with each xDS EDS cluster's endpoints (none until they come).
     fn with_ads_endpoints(&self, mut clusters: Vec<Cluster>) -> Vec<Cluster> {
         for cluster in &mut clusters {
             let Some(eds) = &cluster.eds else { continue };
-            if !matches!(eds.source, ConfigSource::Ads { .. }) {
+            if eds.source.initial_fetch_timeout().is_none() {
                 continue;
             }
             let assignment = self.ads_endpoints.iter().find(|a| a.cluster_name == eds.service_name);
@@ -843,6 +897,16 @@ fn changed(path: &Path, last: &mut Option<String>) -> bool {
     }
     *last = Some(text);
     true
+}
+
+/// Every route configuration and endpoint name wanted, whichever stream brings it.
+fn all_names(wanted: &Subscriptions) -> Wanted {
+    let mut all = Wanted::default();
+    for w in wanted.values() {
+        all.routes.extend(w.routes.iter().cloned());
+        all.endpoints.extend(w.endpoints.iter().cloned());
+    }
+    all
 }
 
 /// Whether the first configuration is complete, for start-up to wait on.

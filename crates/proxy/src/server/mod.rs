@@ -195,7 +195,7 @@ impl Server {
         // As Envoy's initialization, start-up waits for the first clusters and listeners
         // from ADS and for the routes of the listeners (each up to its
         // `initial_fetch_timeout`; with no limit, it does not wait).
-        if waits_for_ads(&config) {
+        if waits_for_xds(&config) {
             ready.wait();
             server.listeners = view.read().unwrap_or_else(|e| e.into_inner()).listeners.clone();
         }
@@ -238,8 +238,8 @@ impl Stopper {
     }
 }
 
-/// Starts the ADS stream, if configured, and the configuration thread, if anything can
-/// change (files or ADS); their handles go to `threads`.
+/// Starts the xDS streams' thread and the configuration thread, if anything can change
+/// (files or xDS); their handles go to `threads`.
 fn configuration_threads(
     control: Control,
     config: &Bootstrap,
@@ -249,60 +249,38 @@ fn configuration_threads(
     threads: &mut Vec<std::thread::JoinHandle<()>>,
 ) -> Result<(), ServerError> {
     let (sender, events) = std::sync::mpsc::channel();
-    if let Some(ads) = &config.dynamic_resources.ads {
-        let setup = ads_setup(ads, config, &control, store, upstreams, sender.clone(), shutdown.clone());
-        let handle = setup.and_then(crate::xds::spawn).map_err(|e| ServerError::Config(format!("ads_config: {e}")))?;
-        threads.push(handle);
+    let dynamic = &config.dynamic_resources;
+    let wanted = control.wanted();
+    // Dynamic resources (files too: a listener from a file may take its routes from xDS)
+    // or a static resource that names a control plane.
+    if dynamic.ads.is_some() || dynamic.lds.is_some() || dynamic.cds.is_some() || !wanted.is_empty() {
+        let events = sender.clone();
+        let setup = crate::xds::XdsSetup {
+            ads: dynamic.ads.clone(),
+            clusters: config.clusters.clone(),
+            node: crate::stream_info::node::encode_node(&config.node),
+            wanted,
+            store: store.clone(),
+            upstreams: upstreams.clone(),
+            events: Box::new(move |event| {
+                let _ = events.send(watcher::ControlEvent::Xds(event));
+            }),
+            shutdown: shutdown.clone(),
+        };
+        threads.push(crate::xds::spawn(setup).map_err(ServerError::Config)?);
     }
-    if !control.sources().is_empty() || config.dynamic_resources.ads.is_some() {
+    if !control.sources().is_empty() || !control.wanted().is_empty() || dynamic.lds.is_some() || dynamic.cds.is_some() {
         threads.push(watcher::spawn(control, shutdown.clone(), sender, events)?);
     }
     Ok(())
 }
 
-/// What the ADS stream needs: its static cluster, the node, which types come from it.
-fn ads_setup(
-    ads: &wasmproxy_config::model::AdsConfig,
-    config: &Bootstrap,
-    control: &Control,
-    store: &Arc<wasmproxy_stats::Store>,
-    upstreams: &Arc<Upstreams>,
-    sender: std::sync::mpsc::Sender<watcher::ControlEvent>,
-    shutdown: watch::Receiver<bool>,
-) -> Result<crate::xds::AdsSetup, String> {
-    let by_ads = |s: &Option<ConfigSource>| matches!(s, Some(ConfigSource::Ads { .. }));
-    // The configuration reader checked that the cluster is a static one.
-    let cluster = config.clusters.iter().find(|c| c.name == ads.cluster).cloned();
-    let cluster = cluster.ok_or_else(|| format!("no static cluster {:?}", ads.cluster))?;
-    Ok(crate::xds::AdsSetup {
-        config: ads.clone(),
-        cluster,
-        node: crate::stream_info::node::encode_node(&config.node),
-        clusters: by_ads(&config.dynamic_resources.cds),
-        listeners: by_ads(&config.dynamic_resources.lds),
-        wanted: control.wanted(),
-        store: store.clone(),
-        upstreams: upstreams.clone(),
-        events: Box::new(move |event| {
-            let _ = sender.send(watcher::ControlEvent::Xds(event));
-        }),
-        shutdown,
-    })
-}
-
-/// Whether start-up waits for ADS: LDS or CDS come from it, or a static listener's routes
-/// do, and every wait has a limit.
-fn waits_for_ads(config: &Bootstrap) -> bool {
+/// Whether start-up waits for xDS: LDS or CDS come from it, and every wait has a limit.
+fn waits_for_xds(config: &Bootstrap) -> bool {
     let dynamic = &config.dynamic_resources;
-    let limits: Vec<std::time::Duration> = [&dynamic.lds, &dynamic.cds]
-        .into_iter()
-        .flatten()
-        .filter_map(|s| match s {
-            ConfigSource::Ads { initial_fetch_timeout } => Some(*initial_fetch_timeout),
-            ConfigSource::File(_) => None,
-        })
-        .collect();
-    dynamic.ads.is_some() && !limits.is_empty() && limits.iter().all(|l| !l.is_zero())
+    let limits: Vec<std::time::Duration> =
+        [&dynamic.lds, &dynamic.cds].into_iter().flatten().filter_map(ConfigSource::initial_fetch_timeout).collect();
+    !limits.is_empty() && limits.iter().all(|l| !l.is_zero())
 }
 
 /// The Wasm engine, with the runtime's tunables over the options' settings.

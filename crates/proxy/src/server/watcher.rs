@@ -1,5 +1,5 @@
 //! The configuration thread: it owns the [`Control`] and applies what changes, as it comes:
-//! the dynamic resource files, and the responses of the ADS stream.
+//! the dynamic resource files, and the responses of the streams to control planes.
 //!
 //! Envoy reloads a `path_config_source` file when a new one is moved into place (or, with
 //! `watched_directory`, when something is moved into that directory); wasmproxy watches the
@@ -29,12 +29,12 @@ const SETTLE: Duration = Duration::from_millis(5);
 pub enum ControlEvent {
     /// A watched file may have changed.
     Files,
-    /// The ADS stream has news.
+    /// A stream to a control plane has news.
     Xds(crate::xds::Event),
 }
 
 /// Starts the configuration thread, which serves `events` (the sender's clones go to the
-/// file watcher and the ADS stream) until `shutdown`. The files an update brings (a new
+/// file watcher and the xDS streams) until `shutdown`. The files an update brings (a new
 /// RDS or EDS file) are watched from then on.
 pub fn spawn(
     mut control: Control,
@@ -80,8 +80,7 @@ pub fn spawn(
                 for event in xds {
                     match event {
                         crate::xds::Event::Update(update) => control.xds_update(update),
-                        crate::xds::Event::Connected => {}
-                        crate::xds::Event::Disconnected => control.xds_disconnected(),
+                        crate::xds::Event::Disconnected(stream) => control.xds_disconnected(&stream),
                     }
                 }
                 if files {

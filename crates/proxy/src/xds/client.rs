@@ -1,8 +1,11 @@
-//! The ADS stream, state of the world or delta, as Envoy speaks it: CDS first, LDS once the
-//! first clusters are in, EDS and RDS for the names the configuration wants; every response
-//! ACKed once applied, or NACKed with the reason (and, in the state of the world, the last
-//! good version); the node on the first request (or on each); on failure, a new stream
-//! after a jittered exponential back-off, asking again with the versions held.
+//! The streams to control planes, state of the world or delta, as Envoy speaks them: the
+//! ADS stream (CDS first, LDS once the first clusters are in, EDS and RDS for the names the
+//! configuration wants) and a stream of its own for each type of each `api_config_source`;
+//! every response ACKed once applied, or NACKed with the reason (and, in the state of the
+//! world, the last good version); the node on the first request (or on each); on failure, a
+//! new stream after a jittered exponential back-off, asking again with the versions held.
+//! The thread starts a stream for each source the configuration names, and stops those it
+//! names no more.
 //!
 //! In the delta protocol the stream keeps every resource it took, by name, and hands the
 //! configuration thread the whole set after each change (added and changed ones in, removed
@@ -16,7 +19,7 @@ use std::time::Duration;
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 use wasmproxy_config::WireResource;
-use wasmproxy_config::model::{AdsConfig, Cluster as ClusterConfig};
+use wasmproxy_config::model::{ApiConfigSource, Cluster as ClusterConfig};
 use wasmproxy_host::Headers;
 use wasmproxy_stats::{Gauge, StatName, Store};
 
@@ -24,12 +27,10 @@ use crate::observe::stats::Upstreams;
 use crate::upstream::cluster::{Cluster, ClusterSnapshot, Clusters};
 use crate::upstream::grpc;
 use crate::xds::wire::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Status};
-use crate::xds::{Event, Kind, Reply, Update, Wanted};
+use crate::xds::{Event, Kind, Reply, StreamKey, Subscriptions, Update};
 
-/// The aggregated discovery service and its state-of-the-world method.
-const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
-const SOTW_METHOD: &str = "StreamAggregatedResources";
-const DELTA_METHOD: &str = "DeltaAggregatedResources";
+/// The aggregated discovery service.
+const ADS_SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 
 /// Envoy's back-off between streams: from 500 ms, doubling, up to 30 s, each wait a random
 /// part of that.
@@ -39,20 +40,16 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// The gRPC status a NACK carries (Envoy's: INTERNAL).
 const NACK_CODE: i32 = 13;
 
-/// What the stream needs.
-pub struct AdsSetup {
-    /// `ads_config`.
-    pub config: AdsConfig,
-    /// The static cluster it names.
-    pub cluster: ClusterConfig,
+/// What the streams need.
+pub struct XdsSetup {
+    /// `ads_config`, if any.
+    pub ads: Option<ApiConfigSource>,
+    /// The static clusters (the streams go through them).
+    pub clusters: Vec<ClusterConfig>,
     /// The node, serialized.
     pub node: Vec<u8>,
-    /// Whether CDS and LDS come from ADS (`ads: {}`).
-    pub clusters: bool,
-    /// See `clusters`.
-    pub listeners: bool,
-    /// The routes and endpoints the configuration wants now.
-    pub wanted: Wanted,
+    /// What the configuration wants from each stream now.
+    pub wanted: Subscriptions,
     /// Stats.
     pub store: Arc<Store>,
     /// Endpoint figures for admin.
@@ -63,23 +60,75 @@ pub struct AdsSetup {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// Starts the stream's thread; it runs until the server stops.
-pub fn spawn(setup: AdsSetup) -> Result<std::thread::JoinHandle<()>, String> {
-    let snapshot = ClusterSnapshot::new(&setup.cluster)?;
+/// Starts the streams' thread; it runs until the server stops.
+pub fn spawn(setup: XdsSetup) -> Result<std::thread::JoinHandle<()>, String> {
+    let snapshots =
+        setup.clusters.iter().map(|c| ClusterSnapshot::new(c).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
     std::thread::Builder::new()
         .name("wasmproxy-xds".into())
         .spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::error!("ads: cannot start: {e}");
+                    tracing::error!("xds: cannot start: {e}");
                     return;
                 }
             };
             let local = tokio::task::LocalSet::new();
-            local.block_on(&runtime, run(setup, snapshot));
+            local.block_on(&runtime, run(setup, snapshots));
         })
         .map_err(|e| format!("cannot start the xDS thread: {e}"))
+}
+
+/// What every stream of the thread shares.
+struct Shared {
+    node: Vec<u8>,
+    events: Box<dyn Fn(Event)>,
+    /// What the configuration wants from each stream (each reply sets it anew).
+    wanted: watch::Sender<Subscriptions>,
+    connected: Gauge,
+}
+
+/// Starts a stream for each source wanted, and stops each no longer wanted.
+async fn run(setup: XdsSetup, snapshots: Vec<Arc<ClusterSnapshot>>) {
+    let clusters = Clusters::new(&setup.store, &setup.upstreams, false);
+    clusters.update(&snapshots).await;
+    let (wanted, mut changes) = watch::channel(setup.wanted.clone());
+    let connected = setup.store.gauge(StatName::plain("control_plane.connected_state"));
+    let shared = Rc::new(Shared { node: setup.node, events: setup.events, wanted, connected });
+    let mut shutdown = setup.shutdown.clone();
+    let mut running: BTreeMap<StreamKey, tokio::task::AbortHandle> = BTreeMap::new();
+    loop {
+        let keys: BTreeSet<StreamKey> = changes.borrow_and_update().keys().cloned().collect();
+        running.retain(|key, task| {
+            let keep = keys.contains(key);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for key in keys {
+            if running.contains_key(&key) {
+                continue;
+            }
+            let api = match &key {
+                StreamKey::Ads => setup.ads.clone(),
+                StreamKey::Api(api, _) => Some(api.clone()),
+            };
+            let Some(api) = api else { continue };
+            let Some(cluster) = clusters.get(&api.cluster) else {
+                tracing::warn!("xds: no static cluster {:?} for a gRPC config source", api.cluster);
+                continue;
+            };
+            let streams = Streams::new(key.clone(), api, &shared);
+            let task = tokio::task::spawn_local(streams.run(cluster, setup.shutdown.clone()));
+            running.insert(key, task.abort_handle());
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
 }
 
 /// One type's subscription: what it asks for and what it last took.
@@ -105,62 +154,72 @@ struct Subscription {
     held: BTreeMap<String, (String, WireResource)>,
 }
 
-/// The stream's state across reconnections.
+/// One stream's state across reconnections.
 struct Streams {
-    setup: AdsSetup,
+    key: StreamKey,
+    api: ApiConfigSource,
+    shared: Rc<Shared>,
     subscriptions: Vec<Subscription>,
-    /// Whether the first CDS response came (LDS waits for it, as in Envoy).
+    /// Whether the first CDS response came (on ADS, LDS waits for it, as in Envoy).
     clusters_received: bool,
     /// Whether this stream has sent its first request (the node goes on it).
     sent_first: bool,
-    connected: Gauge,
     out: Option<mpsc::UnboundedSender<Option<Vec<u8>>>>,
 }
 
-async fn run(setup: AdsSetup, snapshot: ClusterSnapshot) {
-    let clusters = Clusters::new(&setup.store, &setup.upstreams, false);
-    clusters.update(&[Arc::new(snapshot)]).await;
-    let Some(cluster) = clusters.get(&setup.cluster.name) else { return };
-    let subscription = |kind: Kind, enabled: bool, names: BTreeSet<String>| Subscription {
-        kind,
-        enabled,
-        names,
-        version: String::new(),
-        nonce: String::new(),
-        asked: false,
-        opened: false,
-        asked_names: BTreeSet::new(),
-        held: BTreeMap::new(),
-    };
-    let subscriptions = vec![
-        subscription(Kind::Cluster, setup.clusters, BTreeSet::new()),
-        subscription(Kind::Endpoint, true, setup.wanted.endpoints.clone()),
-        subscription(Kind::Listener, setup.listeners, BTreeSet::new()),
-        subscription(Kind::Route, true, setup.wanted.routes.clone()),
-    ];
-    let connected = setup.store.gauge(StatName::plain("control_plane.connected_state"));
-    let mut streams =
-        Streams { clusters_received: !setup.clusters, setup, subscriptions, sent_first: false, connected, out: None };
-    let mut shutdown = streams.setup.shutdown.clone();
-    let mut failures = 0u32;
-    loop {
-        let healthy = tokio::select! {
-            healthy = streams.one_stream(&cluster) => healthy,
-            _ = shutdown.wait_for(|stop| *stop) => return,
+impl Streams {
+    fn new(key: StreamKey, api: ApiConfigSource, shared: &Rc<Shared>) -> Streams {
+        let subscription = |kind: Kind| Subscription {
+            kind,
+            enabled: false,
+            names: BTreeSet::new(),
+            version: String::new(),
+            nonce: String::new(),
+            asked: false,
+            opened: false,
+            asked_names: BTreeSet::new(),
+            held: BTreeMap::new(),
         };
-        streams.connected.set(0);
-        (streams.setup.events)(Event::Disconnected);
-        failures = if healthy { 0 } else { failures.saturating_add(1) };
-        let ceiling = BACKOFF_BASE.saturating_mul(1 << failures.min(6)).min(BACKOFF_MAX);
-        let wait = ceiling.mul_f64(crate::random::unit()).max(Duration::from_millis(10));
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+        let subscriptions = Kind::ALL.into_iter().map(subscription).collect();
+        let mut streams = Streams {
+            clusters_received: key != StreamKey::Ads,
+            key,
+            api,
+            shared: shared.clone(),
+            subscriptions,
+            sent_first: false,
+            out: None,
+        };
+        let wanted = shared.wanted.borrow().clone();
+        streams.want(&wanted);
+        if streams.key == StreamKey::Ads && !streams.subscription(Kind::Cluster).enabled {
+            streams.clusters_received = true;
+        }
+        streams
+    }
+
+    /// Keeps a stream open (a new one after a back-off when one ends) until shutdown.
+    async fn run(mut self, cluster: Rc<Cluster>, mut shutdown: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        loop {
+            let healthy = tokio::select! {
+                healthy = self.one_stream(&cluster) => healthy,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            if self.key == StreamKey::Ads {
+                self.shared.connected.set(0);
+            }
+            (self.shared.events)(Event::Disconnected(self.key.clone()));
+            failures = if healthy { 0 } else { failures.saturating_add(1) };
+            let ceiling = BACKOFF_BASE.saturating_mul(1 << failures.min(6)).min(BACKOFF_MAX);
+            let wait = ceiling.mul_f64(crate::random::unit()).max(Duration::from_millis(10));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
         }
     }
-}
 
-impl Streams {
     /// Runs one stream until it ends; true if a response came on it (the back-off starts
     /// over).
     async fn one_stream(&mut self, cluster: &Rc<Cluster>) -> bool {
@@ -169,13 +228,9 @@ impl Streams {
         let sink: grpc::Sink = Rc::new(move |e| {
             let _ = event_tx.send(e);
         });
-        let authority = if self.setup.config.authority.is_empty() {
-            &self.setup.cluster.name
-        } else {
-            &self.setup.config.authority
-        };
-        let method = if self.setup.config.delta { DELTA_METHOD } else { SOTW_METHOD };
-        let headers = grpc::request_headers(authority, SERVICE, method, &Headers::new(), None);
+        let authority = if self.api.authority.is_empty() { &self.api.cluster } else { &self.api.authority };
+        let (service, method) = self.method();
+        let headers = grpc::request_headers(authority, service, method, &Headers::new(), None);
         tokio::task::spawn_local(grpc::stream(cluster.clone(), headers, outgoing, sink));
         self.out = Some(out);
         self.sent_first = false;
@@ -185,19 +240,29 @@ impl Streams {
             s.nonce.clear();
             s.asked_names.clear();
         }
-        for kind in Kind::ALL {
-            self.ask_if_due(kind);
-        }
+        self.ask_all_due();
         let mut responded = false;
-        while let Some(event) = events.recv().await {
+        let mut wanted = self.shared.wanted.subscribe();
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                Ok(()) = wanted.changed() => {
+                    let now = wanted.borrow_and_update().clone();
+                    self.want(&now);
+                    self.ask_all_due();
+                    continue;
+                }
+            };
+            let Some(event) = event else { break };
             match event {
                 grpc::Event::InitialMetadata(_) => {
-                    self.connected.set(1);
-                    (self.setup.events)(Event::Connected);
+                    if self.key == StreamKey::Ads {
+                        self.shared.connected.set(1);
+                    }
                 }
                 grpc::Event::Message(bytes) => {
                     responded = true;
-                    let taken = if self.setup.config.delta {
+                    let taken = if self.api.delta {
                         self.take_delta_response(&bytes).await
                     } else {
                         self.take_response(&bytes).await
@@ -208,7 +273,7 @@ impl Streams {
                 }
                 grpc::Event::TrailingMetadata(_) => {}
                 grpc::Event::Close(code, message) => {
-                    tracing::warn!("ads: stream to {} closed: {code}, {message}", self.setup.cluster.name);
+                    tracing::warn!("xds: stream to {} closed: {code}, {message}", self.api.cluster);
                     break;
                 }
             }
@@ -274,35 +339,64 @@ impl Streams {
     ) -> Option<Result<(), String>> {
         let (reply, answer) = oneshot::channel();
         let version_info = version.to_string();
-        (self.setup.events)(Event::Update(Update { kind, version_info, resources, reply }));
+        (self.shared.events)(Event::Update(Update { kind, version_info, resources, reply }));
         let Reply { result, wanted } = answer.await.ok()?;
         self.want(&wanted);
+        // The other streams hear of it too.
+        self.shared.wanted.send_if_modified(|now| {
+            let changed = *now != wanted;
+            *now = wanted;
+            changed
+        });
         Some(result)
     }
 
     /// ACKs or NACKs a response, then asks for what is due.
     fn answer(&mut self, kind: Kind, result: Result<(), String>) {
         if let Err(e) = &result {
-            tracing::warn!("ads: {} update rejected: {e}", kind.api());
+            tracing::warn!("xds: {} update rejected: {e}", kind.api());
         }
         self.send(kind, result.err());
         if kind == Kind::Cluster {
             self.clusters_received = true;
         }
-        for kind in Kind::ALL {
-            self.ask_if_due(kind);
+        self.ask_all_due();
+    }
+
+    /// The service and method of this stream.
+    fn method(&self) -> (&'static str, &'static str) {
+        let delta = self.api.delta;
+        match &self.key {
+            StreamKey::Ads => {
+                (ADS_SERVICE, if delta { "DeltaAggregatedResources" } else { "StreamAggregatedResources" })
+            }
+            StreamKey::Api(_, kind) => kind.service(delta),
         }
     }
 
-    /// Takes the names the configuration wants; a changed set is asked for again.
-    fn want(&mut self, wanted: &Wanted) {
+    /// Takes what the configuration wants from this stream; a changed subscription is
+    /// asked for again.
+    fn want(&mut self, all: &Subscriptions) {
+        let wanted = all.get(&self.key).cloned().unwrap_or_default();
         for s in &mut self.subscriptions {
-            if let Some(names) = wanted.names(s.kind)
-                && *names != s.names
-            {
-                s.names = names.clone();
+            let (enabled, names) = match s.kind {
+                Kind::Cluster => (wanted.clusters, BTreeSet::new()),
+                Kind::Listener => (wanted.listeners, BTreeSet::new()),
+                Kind::Route => (true, wanted.routes.clone()),
+                Kind::Endpoint => (true, wanted.endpoints.clone()),
+            };
+            if enabled != s.enabled || names != s.names {
+                s.enabled = enabled;
+                s.names = names;
                 s.asked = false;
             }
+        }
+    }
+
+    /// Asks for every kind that is due.
+    fn ask_all_due(&mut self) {
+        for kind in Kind::ALL {
+            self.ask_if_due(kind);
         }
     }
 
@@ -323,12 +417,12 @@ impl Streams {
     /// delta protocol it subscribes and unsubscribes what changed since the last, and the
     /// first on a stream names the versions held.
     fn send(&mut self, kind: Kind, error: Option<String>) {
-        let node = if !self.sent_first || !self.setup.config.set_node_on_first_message_only {
-            self.setup.node.clone()
+        let node = if !self.sent_first || !self.api.set_node_on_first_message_only {
+            self.shared.node.clone()
         } else {
             Vec::new()
         };
-        let delta = self.setup.config.delta;
+        let delta = self.api.delta;
         let s = self.subscription(kind);
         let first_on_stream = !s.opened;
         s.asked = true;
@@ -378,14 +472,14 @@ impl Streams {
 
 /// A response message; `None` (logged, and the stream goes on) if it does not decode.
 fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Option<M> {
-    M::decode(bytes).inspect_err(|e| tracing::warn!("ads: a response that does not decode: {e}")).ok()
+    M::decode(bytes).inspect_err(|e| tracing::warn!("xds: a response that does not decode: {e}")).ok()
 }
 
 /// The kind of a response's type; `None` (logged) for a type wasmproxy does not ask for.
 fn kind_of(type_url: &str) -> Option<Kind> {
     let kind = Kind::of_url(type_url);
     if kind.is_none() {
-        tracing::warn!("ads: a response of type {type_url:?}, which wasmproxy does not ask for");
+        tracing::warn!("xds: a response of type {type_url:?}, which wasmproxy does not ask for");
     }
     kind
 }

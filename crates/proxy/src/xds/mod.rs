@@ -1,17 +1,19 @@
-//! xDS: the aggregated discovery stream (ADS) to a control plane over gRPC. The stream
-//! runs on a thread of its own (`client`), through a static cluster's connections; each
-//! response is handed to the configuration thread as an [`Update`], which reads it with
-//! the same reader as a file and answers whether it was taken, and which routes and
-//! endpoints the configuration now wants; the stream then ACKs or NACKs it.
+//! xDS: gRPC streams to control planes, the aggregated one (ADS) and one per type of each
+//! `api_config_source`. The streams run on a thread of their own (`client`), each through a
+//! static cluster's connections; each response is handed to the configuration thread as an
+//! [`Update`], which reads it with the same reader as a file and answers whether it was
+//! taken, and what the configuration now wants from each stream; the stream then ACKs or
+//! NACKs it.
 
 mod client;
 mod wire;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use wasmproxy_config::WireResource;
+use wasmproxy_config::model::ApiConfigSource;
 
-pub use client::{AdsSetup, spawn};
+pub use client::{XdsSetup, spawn};
 
 /// A type of resource the ADS stream carries, in the order Envoy asks for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,6 +53,21 @@ impl Kind {
         matches!(self, Kind::Cluster | Kind::Listener)
     }
 
+    /// The service and method of a stream of this kind alone (`api_config_source`).
+    pub fn service(self, delta: bool) -> (&'static str, &'static str) {
+        let (service, sotw, incremental) = match self {
+            Kind::Cluster => ("envoy.service.cluster.v3.ClusterDiscoveryService", "StreamClusters", "DeltaClusters"),
+            Kind::Endpoint => {
+                ("envoy.service.endpoint.v3.EndpointDiscoveryService", "StreamEndpoints", "DeltaEndpoints")
+            }
+            Kind::Listener => {
+                ("envoy.service.listener.v3.ListenerDiscoveryService", "StreamListeners", "DeltaListeners")
+            }
+            Kind::Route => ("envoy.service.route.v3.RouteDiscoveryService", "StreamRoutes", "DeltaRoutes"),
+        };
+        (service, if delta { incremental } else { sotw })
+    }
+
     /// "cds", "eds", "lds" or "rds", in logs.
     pub fn api(self) -> &'static str {
         match self {
@@ -62,14 +79,33 @@ impl Kind {
     }
 }
 
-/// What the stream tells the configuration thread.
+/// A stream to a control plane.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StreamKey {
+    /// The aggregated stream of `ads_config`.
+    Ads,
+    /// A stream of its own for one type, to an `api_config_source`.
+    Api(ApiConfigSource, Kind),
+}
+
+impl StreamKey {
+    /// The stream a source's resources of `kind` come on (none for a file).
+    pub fn of(source: &wasmproxy_config::model::ConfigSource, kind: Kind) -> Option<StreamKey> {
+        use wasmproxy_config::model::ConfigSource;
+        match source {
+            ConfigSource::Ads { .. } => Some(StreamKey::Ads),
+            ConfigSource::Grpc { api, .. } => Some(StreamKey::Api(api.clone(), kind)),
+            ConfigSource::File(_) => None,
+        }
+    }
+}
+
+/// What a stream tells the configuration thread.
 pub enum Event {
     /// A response to read and, if good, apply.
     Update(Update),
-    /// The stream is up (the control plane answered).
-    Connected,
     /// The stream failed or ended; it is tried again after a back-off.
-    Disconnected,
+    Disconnected(StreamKey),
 }
 
 /// A response's resources, and where to answer.
@@ -88,26 +124,22 @@ pub struct Update {
 pub struct Reply {
     /// `Ok`, or why the update was rejected (the NACK's message).
     pub result: Result<(), String>,
-    /// The route configurations and endpoints the configuration wants from ADS now.
-    pub wanted: Wanted,
+    /// What the configuration wants from each stream now.
+    pub wanted: Subscriptions,
 }
 
-/// The route configurations (RDS) and endpoints (EDS) wanted, by name.
+/// What the configuration wants from one stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Wanted {
-    /// Route configuration names.
+    /// Every cluster (CDS).
+    pub clusters: bool,
+    /// Every listener (LDS).
+    pub listeners: bool,
+    /// Route configurations, by name.
     pub routes: BTreeSet<String>,
-    /// Cluster (service) names.
+    /// Endpoints, by cluster (service) name.
     pub endpoints: BTreeSet<String>,
 }
 
-impl Wanted {
-    /// The names wanted of a kind that is asked for by name.
-    pub fn names(&self, kind: Kind) -> Option<&BTreeSet<String>> {
-        match kind {
-            Kind::Route => Some(&self.routes),
-            Kind::Endpoint => Some(&self.endpoints),
-            Kind::Cluster | Kind::Listener => None,
-        }
-    }
-}
+/// What the configuration wants from each stream.
+pub type Subscriptions = BTreeMap<StreamKey, Wanted>;

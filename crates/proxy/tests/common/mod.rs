@@ -78,11 +78,25 @@ pub fn plugin(file: &str) -> PathBuf {
 /// An upstream on its own thread answering every request with `name` and the path (and
 /// after 300 ms for `/slow`).
 pub fn upstream(name: &'static str) -> SocketAddr {
+    answering(move |head| {
+        let path = head.split(' ').nth(1).unwrap_or("").to_string();
+        if path == "/slow" {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        format!("{name} {path}")
+    })
+}
+
+/// An upstream on its own thread answering every request (one per connection) with the
+/// body `answer` makes of the request's head.
+pub fn answering(answer: impl Fn(&str) -> String + Send + Sync + 'static) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let answer = std::sync::Arc::new(answer);
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
+            let answer = answer.clone();
             std::thread::spawn(move || {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
@@ -92,12 +106,7 @@ pub fn upstream(name: &'static str) -> SocketAddr {
                     }
                     head.push(byte[0]);
                 }
-                let head = String::from_utf8_lossy(&head).to_string();
-                let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                if path == "/slow" {
-                    std::thread::sleep(Duration::from_millis(300));
-                }
-                let body = format!("{name} {path}");
+                let body = answer(&String::from_utf8_lossy(&head));
                 let _ = write!(
                     stream,
                     "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -1,0 +1,159 @@
+//! Configuration from a control plane: the same go-control-plane server drives Envoy and
+//! wasmproxy over ADS (state of the world and delta): the first snapshot, a route, a
+//! plugin's configuration and an endpoint changing, and a listener both must NACK; what the
+//! clients see, the update stats, and the discovery requests the control plane received.
+
+use serde_json::{Value, json};
+use wasmproxy_conformance::client::Request;
+use wasmproxy_conformance::config;
+
+use crate::scenario::{Scenario, XDS};
+
+/// The update stats both proxies keep for each subscription, and the stream's state.
+const STATS: &[&str] = &[
+    r"^listener_manager\.lds\.(update_(attempt|success|rejected|failure)|version|version_text): ",
+    r"^cluster_manager\.cds\.(update_(attempt|success|rejected|failure)|version|version_text): ",
+    r"^http\.ingress\.rds\.routes\.(update_(attempt|success|rejected|failure)|version|version_text): ",
+    r"^cluster\.upstream\.(update_(attempt|success|rejected|failure)|version|version_text): ",
+    r"^control_plane\.connected_state: ",
+    r"^listener_manager\.(listener_(added|modified|removed)|total_listeners_active): ",
+];
+
+/// A snapshot of the cluster `upstream` (EDS) at `port`, the listener `main` (its routes by
+/// RDS, through the header filter adding `x-version: <plugin>`), and its routes, `/changed`
+/// answering `direct`.
+fn snapshot(version: &str, port: &str, plugin: &str, direct: &str) -> String {
+    let ads = json!({"ads": {}, "resource_api_version": "V3"});
+    let configuration = format!(r#"{{"response_headers": [["x-version", "{plugin}"]]}}"#);
+    let resources: Vec<Value> = vec![
+        json!({
+            "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            "name": "upstream", "type": "EDS", "connect_timeout": "1s",
+            "eds_cluster_config": {"eds_config": ads},
+        }),
+        json!({
+            "@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+            "cluster_name": "upstream",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": "127.0.0.1", "port_value": port}}}}]}],
+        }),
+        json!({
+            "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+            "name": "main",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "ingress",
+                    "rds": {"route_config_name": "routes", "config_source": ads},
+                    "http_filters": [
+                        {"name": "envoy.filters.http.wasm", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                            "config": {
+                                "name": "versioned", "root_id": "versioned_root",
+                                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
+                                "vm_config": {"vm_id": "versioned_vm", "runtime": "envoy.wasm.runtime.v8",
+                                    "code": {"local": {"filename": "@PLUGINS@/header_filter.wasm"}}},
+                            },
+                        }},
+                        {"name": "envoy.filters.http.router", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+                    ],
+                },
+            }]}],
+        }),
+        json!({
+            "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            "name": "routes",
+            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/changed"}, "direct_response": {"status": 200, "body": {"inline_string": direct}}},
+                {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}},
+            ]}],
+        }),
+    ];
+    json!({"version": version, "resources": resources}).to_string()
+}
+
+/// A scenario on the ADS bootstrap, starting from the first snapshot.
+fn xds(name: &'static str, about: &'static str, api_type: &str, requests: Vec<Request>) -> Scenario {
+    Scenario {
+        name,
+        about,
+        config: config::ads_bootstrap("conformance", api_type, "@XDS_PORT@"),
+        requests,
+        deliberate: None,
+        known: None,
+        stats: STATS,
+        prometheus: &[],
+        files: vec![(XDS, snapshot("1", "@UPSTREAM_PORT@", "1", "first"))],
+    }
+}
+
+/// The first snapshot, then a route, the plugin's configuration and the endpoint changing.
+fn changes() -> Vec<Request> {
+    vec![
+        Request::get("/changed"),
+        Request::get("/w"),
+        Request::get("/changed").after_update(XDS, snapshot("2", "@UPSTREAM_PORT@", "2", "second")),
+        Request::get("/w"),
+        Request::get("/c").after_update(XDS, snapshot("3", "1", "2", "second")),
+    ]
+}
+
+/// A snapshot whose listener neither proxy takes (a port past 65535).
+fn refused() -> String {
+    snapshot("2", "@UPSTREAM_PORT@", "2", "second").replace(r#""port_value":0"#, r#""port_value":70000"#)
+}
+
+/// The `dynamic-config-cp` example's snapshot: version 1 routes `/`, version 2 only `/v2`.
+fn dynamic_config_cp_snapshot(version: &str) -> String {
+    let prefix = if version == "1" { "/" } else { "/v2" };
+    let resources = config::dynamic_config_cp_resources(json!("@UPSTREAM_PORT@"), prefix);
+    json!({"node": "test-id", "version": version, "resources": resources}).to_string()
+}
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        xds(
+            "xds_ads_changes",
+            "ADS (state of the world): the first snapshot, then routes, a plugin's configuration and endpoints \
+             changing while serving",
+            "GRPC",
+            changes(),
+        ),
+        xds(
+            "xds_delta_ads_changes",
+            "ADS (delta): the first snapshot, then routes, a plugin's configuration and endpoints changing while \
+             serving",
+            "DELTA_GRPC",
+            changes(),
+        ),
+        xds(
+            "xds_ads_nack",
+            "ADS: a listener the proxy cannot take is NACKed; the last good configuration keeps serving",
+            "GRPC",
+            vec![Request::get("/changed"), Request::get("/changed").after_update(XDS, refused())],
+        ),
+        Scenario {
+            name: "xds_dynamic_config_cp_example",
+            about: "Envoy's dynamic-config-cp example against its control plane's snapshot: clusters and listeners \
+                    by ADS, the listener's routes on an RDS stream of their own; then the routes change",
+            config: config::dynamic_config_cp("@XDS_PORT@"),
+            requests: vec![
+                Request::get("/x"),
+                Request::get("/x").after_update(XDS, dynamic_config_cp_snapshot("2")),
+                Request::get("/v2"),
+            ],
+            deliberate: None,
+            known: None,
+            stats: &[
+                r"^http\.http\.rds\.local_route\.(update_(attempt|success|rejected|failure)|version|version_text): ",
+                r"^cluster_manager\.cds\.(update_(attempt|success|rejected|failure)|version_text): ",
+                r"^listener_manager\.lds\.(update_(attempt|success|rejected|failure)|version_text): ",
+            ],
+            prometheus: &[],
+            files: vec![(XDS, dynamic_config_cp_snapshot("1"))],
+        },
+    ]
+}
