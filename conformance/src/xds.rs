@@ -101,6 +101,31 @@ fn changes() -> Vec<Request> {
     ]
 }
 
+/// The snapshot with the listener's Wasm filter configured by ECDS instead: the filter
+/// `versioned` asks for its configuration, which comes as a resource of its own (its
+/// module `module`).
+fn ecds_snapshot(version: &str, plugin: &str, module: &str) -> String {
+    let mut snapshot: Value =
+        serde_json::from_str(&snapshot(version, "@UPSTREAM_PORT@", plugin, "first")).unwrap_or_default();
+    let resources = snapshot["resources"].as_array_mut().expect("resources");
+    let filter = &mut resources[2]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0];
+    let mut typed_config = filter["typed_config"].take();
+    typed_config["config"]["vm_config"]["code"]["local"]["filename"] = json!(format!("@PLUGINS@/{module}"));
+    *filter = json!({
+        "name": "versioned",
+        "config_discovery": {
+            "config_source": {"ads": {}, "resource_api_version": "V3"},
+            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"],
+        },
+    });
+    resources.push(json!({
+        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        "name": "versioned",
+        "typed_config": typed_config,
+    }));
+    snapshot.to_string()
+}
+
 /// A snapshot whose listener neither proxy takes (a port past 65535).
 fn refused() -> String {
     snapshot("2", "@UPSTREAM_PORT@", "2", "second").replace(r#""port_value":0"#, r#""port_value":70000"#)
@@ -135,6 +160,25 @@ pub fn scenarios() -> Vec<Scenario> {
             "GRPC",
             vec![Request::get("/changed"), Request::get("/changed").after_update(XDS, refused())],
         ),
+        Scenario {
+            stats: &[
+                r"^extension_config_discovery\.http_filter\.versioned\.(update_(attempt|success|rejected|failure)|config_(reload|fail)|version_text): ",
+                r"^listener_manager\.lds\.(update_(attempt|success|rejected|failure)|version_text): ",
+                r"^listener_manager\.(listener_(added|modified|removed)|total_listeners_active): ",
+            ],
+            files: vec![(XDS, ecds_snapshot("1", "1", "header_filter.wasm"))],
+            ..xds(
+                "xds_ecds_wasm_filter",
+                "ECDS: a Wasm filter's configuration by ADS, changed while serving; one whose module is missing is \
+                 NACKed and the last good one serves",
+                "GRPC",
+                vec![
+                    Request::get("/w"),
+                    Request::get("/w").after_update(XDS, ecds_snapshot("2", "2", "header_filter.wasm")),
+                    Request::get("/w").after_update(XDS, ecds_snapshot("3", "3", "missing.wasm")),
+                ],
+            )
+        },
         Scenario {
             name: "xds_dynamic_config_cp_example",
             about: "Envoy's dynamic-config-cp example against its control plane's snapshot: clusters and listeners \

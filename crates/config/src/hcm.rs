@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use crate::access_log::read_access_logs;
 use crate::config_source::read_config_source;
-use crate::model::{CodecType, HttpConnectionManager, HttpFilter, RdsSource, RouteConfig};
+use crate::model::{
+    CodecType, DiscoveredFilter, ExtensionConfig, HttpConnectionManager, HttpFilter, RdsSource, RouteConfig,
+};
 use crate::reader::{AnyValue, Ctx, Field, type_error};
 use crate::route::read_route_config;
 use crate::validate::check_http_filter_order;
@@ -195,9 +197,14 @@ fn read_http_filter(ctx: &mut Ctx, field: &Field<'_>) -> (bool, Option<HttpFilte
     let Some(mut msg) = field.message(ctx, HTTP_FILTER) else { return (false, None) };
     // The name is informational: the type decides what the filter is.
     let name = msg.get(ctx, "name").and_then(|f| f.string(ctx)).unwrap_or_default();
+    msg.at_most_one(ctx, &["typed_config", "config_discovery"]);
     let result = match msg.get(ctx, "typed_config") {
         Some(typed) => read_typed_http_filter(ctx, &typed),
-        None if msg.has("config_discovery") => (false, None),
+        None if msg.has("config_discovery") => {
+            let discovery = msg.get(ctx, "config_discovery");
+            let filter = discovery.and_then(|f| read_config_discovery(ctx, &f, &name));
+            (false, filter.map(|d| HttpFilter::Discovered(Box::new(d))))
+        }
         None if ROUTER_NAMES.contains(&name.as_str()) => {
             ctx.warn(
                 msg.origin(),
@@ -215,6 +222,64 @@ fn read_http_filter(ctx: &mut Ctx, field: &Field<'_>) -> (bool, Option<HttpFilte
     };
     msg.finish(ctx);
     result
+}
+
+const EXTENSION_CONFIG_SOURCE: &[&str] =
+    &["config_source", "default_config", "apply_default_config_without_warming", "type_urls"];
+
+/// `config_discovery`: the filter's configuration by ECDS, a Wasm filter (`type_urls` must
+/// allow it, and allow nothing else wasmproxy lacks); `default_config` is a Wasm filter too.
+fn read_config_discovery(ctx: &mut Ctx, field: &Field<'_>, name: &str) -> Option<DiscoveredFilter> {
+    let mut msg = field.message(ctx, EXTENSION_CONFIG_SOURCE)?;
+    if name.is_empty() {
+        ctx.error(msg.origin(), "a filter with config_discovery needs a name (the resource asked for)");
+    }
+    let source = msg.required(ctx, "config_source").and_then(|f| {
+        let source = read_config_source(ctx, &f)?;
+        if source.file().is_some() {
+            f.error(ctx, "ECDS from a file is not supported by wasmproxy (use ads or api_config_source)");
+            return None;
+        }
+        Some(source)
+    });
+    let default = msg.get(ctx, "default_config").and_then(|typed| match read_typed_http_filter(ctx, &typed) {
+        (_, Some(HttpFilter::Wasm(plugin))) => Some(*plugin),
+        (_, Some(_)) => {
+            typed.error(ctx, format!("must be a {HTTP_WASM_TYPE} (the only filter wasmproxy discovers)"));
+            None
+        }
+        (_, None) => None,
+    });
+    let apply_default_without_warming =
+        msg.get(ctx, "apply_default_config_without_warming").and_then(|f| f.bool_value(ctx)).unwrap_or(false);
+    if apply_default_without_warming && default.is_none() {
+        ctx.error(msg.origin(), "apply_default_config_without_warming needs a default_config");
+    }
+    for url in msg.required(ctx, "type_urls").map(|f| f.list()).unwrap_or_default() {
+        if let Some(text) = url.string(ctx)
+            && text.rsplit('/').next() != Some(HTTP_WASM_TYPE)
+        {
+            url.error(ctx, format!("{text} is not supported by wasmproxy (only type.googleapis.com/{HTTP_WASM_TYPE})"));
+        }
+    }
+    msg.finish(ctx);
+    Some(DiscoveredFilter { name: name.to_string(), source: source?, default, apply_default_without_warming })
+}
+
+/// An ECDS resource (`TypedExtensionConfig`): its name and a Wasm HTTP filter.
+pub(crate) fn read_extension_config(ctx: &mut Ctx, field: &Field<'_>) -> Option<ExtensionConfig> {
+    let mut msg = field.message(ctx, &["name", "typed_config"])?;
+    let name = msg.required(ctx, "name").and_then(|f| f.string(ctx));
+    let plugin = msg.required(ctx, "typed_config").and_then(|typed| match read_typed_http_filter(ctx, &typed) {
+        (_, Some(HttpFilter::Wasm(plugin))) => Some(*plugin),
+        (_, Some(_)) => {
+            typed.error(ctx, format!("must be a {HTTP_WASM_TYPE} (the only filter wasmproxy discovers)"));
+            None
+        }
+        (_, None) => None,
+    });
+    msg.finish(ctx);
+    Some(ExtensionConfig { name: name?, plugin: plugin? })
 }
 
 fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (bool, Option<HttpFilter>) {

@@ -61,8 +61,9 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 pub use resources::{
-    CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, ResourceFileError, ResourceSource, SECRET_TYPE,
-    WireResource, load_clusters, load_endpoints, load_listeners, load_routes, load_secret_file,
+    CLUSTER_TYPE, ENDPOINT_TYPE, EXTENSION_CONFIG_TYPE, LISTENER_TYPE, ROUTE_TYPE, ResourceFileError, ResourceSource,
+    SECRET_TYPE, WireResource, load_clusters, load_endpoints, load_extension_configs, load_listeners, load_routes,
+    load_secret_file,
 };
 
 use reader::{Ctx, Field};

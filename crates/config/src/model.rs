@@ -57,7 +57,8 @@ impl Listener {
         }
     }
 
-    /// Every Wasm plugin the listener runs: network filters, HTTP filters, access loggers.
+    /// Every Wasm plugin the listener runs: network filters, HTTP filters (the default of
+    /// a discovered one), access loggers.
     pub fn wasm_plugins(&self) -> Vec<&WasmPlugin> {
         let mut plugins = Vec::new();
         let filters = self.chains().flat_map(|c| &c.filters);
@@ -67,6 +68,7 @@ impl Listener {
                 NetworkFilter::HttpConnectionManager(hcm) => {
                     plugins.extend(hcm.http_filters.iter().filter_map(|f| match f {
                         HttpFilter::Wasm(plugin) => Some(&**plugin),
+                        HttpFilter::Discovered(d) => d.default.as_ref(),
                         HttpFilter::Router => None,
                     }));
                     plugins.extend(hcm.access_logs.iter().filter_map(|log| match &log.sink {
@@ -651,8 +653,34 @@ pub enum AccessLogFormat {
 pub enum HttpFilter {
     /// `envoy.filters.http.wasm`.
     Wasm(Box<WasmPlugin>),
+    /// `config_discovery`: a Wasm filter whose configuration comes from ECDS.
+    Discovered(Box<DiscoveredFilter>),
     /// `envoy.filters.http.router` (with or without `typed_config`).
     Router,
+}
+
+/// An HTTP filter's `config_discovery`: its configuration is the ECDS resource named as
+/// the filter (`envoy.config.core.v3.TypedExtensionConfig`), a Wasm filter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoveredFilter {
+    /// The filter's `name`: the resource asked for.
+    pub name: String,
+    /// `config_source`: ADS or a gRPC stream.
+    pub source: ConfigSource,
+    /// `default_config`, used until the first one comes (with
+    /// `apply_default_config_without_warming`) or once the wait for it is over.
+    pub default: Option<WasmPlugin>,
+    /// `apply_default_config_without_warming`.
+    pub apply_default_without_warming: bool,
+}
+
+/// An ECDS resource: a filter configuration by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtensionConfig {
+    /// `name`.
+    pub name: String,
+    /// `typed_config`: a Wasm HTTP filter.
+    pub plugin: WasmPlugin,
 }
 
 /// `route_config`.

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use crate::cluster::{read_cluster, read_cluster_load_assignment};
 use crate::error::{ConfigError, ConfigErrors};
+use crate::hcm::read_extension_config;
 use crate::listener::read_listener;
-use crate::model::{Cluster, Listener, LoadAssignment, ResourceFile, RouteConfig, Secret};
+use crate::model::{Cluster, ExtensionConfig, Listener, LoadAssignment, ResourceFile, RouteConfig, Secret};
 use crate::reader::{Ctx, Field, Origin};
 use crate::route::read_route_config;
 use crate::tls::read_secret;
@@ -25,6 +26,8 @@ pub const CLUSTER_TYPE: &str = "envoy.config.cluster.v3.Cluster";
 pub const ROUTE_TYPE: &str = "envoy.config.route.v3.RouteConfiguration";
 /// The type of endpoint resources.
 pub const ENDPOINT_TYPE: &str = "envoy.config.endpoint.v3.ClusterLoadAssignment";
+/// The type of ECDS resources (filter configurations).
+pub const EXTENSION_CONFIG_TYPE: &str = "envoy.config.core.v3.TypedExtensionConfig";
 /// The type of secret resources.
 pub const SECRET_TYPE: &str = "envoy.extensions.transport_sockets.tls.v3.Secret";
 
@@ -95,6 +98,12 @@ pub fn load_routes(source: ResourceSource<'_>) -> Result<ResourceFile<RouteConfi
 pub fn load_endpoints(source: ResourceSource<'_>) -> Result<ResourceFile<LoadAssignment>, ResourceFileError> {
     let ctx = Ctx::new(std::path::PathBuf::new());
     load_resources(source, ctx, ENDPOINT_TYPE, |ctx, field, _| read_cluster_load_assignment(ctx, field))
+}
+
+/// Reads filter configurations (ECDS): each a Wasm HTTP filter.
+pub fn load_extension_configs(source: ResourceSource<'_>) -> Result<ResourceFile<ExtensionConfig>, ResourceFileError> {
+    let ctx = Ctx::new(std::path::PathBuf::new());
+    load_resources(source, ctx, EXTENSION_CONFIG_TYPE, |ctx, field, _| read_extension_config(ctx, field))
 }
 
 /// Reads a secret (SDS) file. Relative file names in it are the process's working

@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use wasmproxy_config::{ConfigSource, ResourceFileError, ResourceSource, load_clusters, load_listeners, load_str};
+use wasmproxy_config::{
+    ConfigSource, HttpFilter, NetworkFilter, ResourceFileError, ResourceSource, load_clusters, load_listeners, load_str,
+};
 
 fn file(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wasmproxy-config-dynamic-{}", std::process::id()));
@@ -185,4 +187,61 @@ fn a_cluster_file_is_read_with_the_bootstraps_reader() {
     );
     let e = load_clusters(ResourceSource::File(&file("twice.json", &twice)), Path::new(".")).unwrap_err().to_string();
     assert!(e.contains(r#"resources[1].name: duplicate cluster name "backend" (first at resources[0].name)"#), "{e}");
+}
+
+#[test]
+fn config_discovery_takes_a_wasm_filter_from_xds() {
+    let listener = |discovery: &str| {
+        format!(
+            r#"{ADS}  listeners:
+  - name: l
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: in
+          route_config: {{ virtual_hosts: [{{ name: v, domains: ["*"], routes: [{{ match: {{ prefix: / }}, direct_response: {{ status: 200 }} }}] }}] }}
+          http_filters:
+          - name: discovered
+            config_discovery: {discovery}
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+"#
+        )
+    };
+    let wasm = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+    let good = format!("{{ config_source: {{ ads: {{}}, initial_fetch_timeout: 3s }}, type_urls: [{wasm}] }}");
+    let bootstrap = load_str(&listener(&good), Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    let NetworkFilter::HttpConnectionManager(hcm) = &bootstrap.listeners[0].filter_chains[0].filters[0] else {
+        panic!("not a connection manager")
+    };
+    match &hcm.http_filters[0] {
+        HttpFilter::Discovered(d) => {
+            assert_eq!(d.name, "discovered");
+            assert_eq!(d.source.initial_fetch_timeout(), Some(std::time::Duration::from_secs(3)));
+            assert!(d.default.is_none() && !d.apply_default_without_warming);
+        }
+        other => panic!("{other:?}"),
+    }
+    let cases = [
+        (
+            "{ config_source: { ads: {} }, type_urls: [type.googleapis.com/envoy.extensions.filters.http.router.v3.Router] }",
+            "envoy.extensions.filters.http.router.v3.Router is not supported by wasmproxy",
+        ),
+        (
+            "{ config_source: { path_config_source: { path: /x.yaml } }, type_urls: [x] }",
+            "ECDS from a file is not supported by wasmproxy",
+        ),
+        (
+            "{ config_source: { ads: {} }, apply_default_config_without_warming: true, type_urls: [x] }",
+            "needs a default_config",
+        ),
+        ("{ config_source: { ads: {} } }", "missing required field \"type_urls\""),
+    ];
+    for (discovery, expected) in cases {
+        let e = load_str(&listener(discovery), Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains(expected), "{discovery}: {e}");
+    }
 }

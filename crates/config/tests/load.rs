@@ -35,7 +35,7 @@ fn hcm(listener: &Listener) -> &HttpConnectionManager {
 fn wasm(filter: &HttpFilter) -> &WasmPlugin {
     match filter {
         HttpFilter::Wasm(plugin) => plugin,
-        HttpFilter::Router => panic!("router, not wasm"),
+        other => panic!("not a Wasm filter: {other:?}"),
     }
 }
 

@@ -280,6 +280,86 @@ fn a_changed_listener_warms_until_its_routes_come() {
     server.stop();
 }
 
+/// A listener `name` whose first HTTP filter is `filter`, configured by ECDS (ADS) within
+/// `timeout`, then the router; its routes from ADS (`routes`).
+fn discovering_listener(name: &str, filter: &str, timeout: &str) -> Value {
+    let mut l = listener("unused", Path::new("/unused"));
+    l["name"] = json!(name);
+    l["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0] = json!({
+        "name": filter,
+        "config_discovery": {
+            "config_source": {"ads": {}, "initial_fetch_timeout": timeout},
+            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"],
+        },
+    });
+    l
+}
+
+/// An ECDS resource: the talk demo's plugin named `name`, configured with `headers`.
+fn extension(name: &str, headers: &str, module: &Path) -> Value {
+    json!({
+        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        "name": name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "demo",
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": headers},
+                "vm_config": {"code": {"local": {"filename": module.display().to_string()}}},
+            },
+        },
+    })
+}
+
+#[test]
+fn a_wasm_filters_configuration_comes_by_ecds() {
+    let a = upstream("a");
+    let demo = plugin("talk_demo.wasm");
+    let plane = ControlPlane::start(0);
+    let base = || vec![cluster(), endpoints(a), discovering_listener("http", "demo", "15s"), routes("v1")];
+    let with = |extra: Vec<Value>| base().into_iter().chain(extra).collect::<Vec<_>>();
+    plane.set("1", &with(vec![extension("demo", "x-demo=one", &demo)]));
+    // Start-up waits for the filter's configuration too.
+    let server = start(plane.xds, false);
+    let http = http_of(&server);
+    let answer = get(http, "/x");
+    assert!(body(&answer) == "a /x" && answer.contains("x-demo: one"), "{answer}");
+    assert_eq!(stat(&server, "extension_config_discovery.http_filter.demo.config_reload"), 1);
+    assert_eq!(stat(&server, "extension_config_discovery.http_filter.demo.update_success"), 1);
+
+    // A new configuration: new streams get it.
+    plane.set("2", &with(vec![extension("demo", "x-demo=two", &demo)]));
+    let answer = until(|| get(http_of(&server), "/y"), |a| a.contains("x-demo: two"));
+    assert!(answer.contains("x-demo: two"), "{answer}");
+
+    // One wasmproxy cannot take (a module that is not there) is NACKed; the last serves.
+    plane.set("3", &with(vec![extension("demo", "x-demo=three", Path::new("/nonexistent.wasm"))]));
+    eventually("the ECDS NACK", || {
+        plane.requests().iter().any(|r| {
+            r["type_url"].as_str().unwrap().ends_with("TypedExtensionConfig") && r.get("error_detail").is_some()
+        })
+    });
+    assert_eq!(stat(&server, "extension_config_discovery.http_filter.demo.config_fail"), 1);
+    assert!(get(http_of(&server), "/z").contains("x-demo: two"));
+
+    // A filter whose configuration never comes: past its initial_fetch_timeout, its
+    // listener serves, and every request gets 500 (no default configuration).
+    let mut four = with(vec![extension("demo", "x-demo=two", &demo)]);
+    four.push(discovering_listener("other", "absent", "1s"));
+    plane.set("4", &four);
+    let other = || {
+        let text = get(server.admin.unwrap(), "/listeners");
+        body(&text).lines().find_map(|l| l.strip_prefix("other::")).map(|a| a.parse::<SocketAddr>().unwrap())
+    };
+    let started = Instant::now();
+    eventually("the listener whose filter has no configuration", || other().is_some());
+    assert!(started.elapsed() >= Duration::from_millis(800), "it warmed for initial_fetch_timeout first");
+    let answer = get(other().unwrap(), "/x");
+    assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+    assert!(get(http_of(&server), "/z").contains("x-demo: two"));
+    server.stop();
+}
+
 /// An upstream answering each request with the `host` it was sent.
 fn host_upstream() -> SocketAddr {
     answering(|head| {

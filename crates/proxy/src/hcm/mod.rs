@@ -110,6 +110,9 @@ pub struct Hcm {
     pub stats: HttpStats,
     /// Its access loggers.
     pub logs: StreamLoggers,
+    /// A discovered filter has no configuration (none from ECDS, no default): every
+    /// request gets 500, as from Envoy's missing-configuration filter.
+    pub missing_filter_config: bool,
     /// The most body bytes the filters may hold back in one direction of a stream (the
     /// listener's `per_connection_buffer_limit_bytes`; `usize::MAX` for none); over it,
     /// 413 for requests, 500 for responses, as in Envoy.
@@ -345,6 +348,14 @@ impl ActiveStream {
             {
                 self.request_headers.replace(b":authority", host.as_bytes());
             }
+        }
+        if hcm.missing_filter_config {
+            let mut i = info.borrow_mut();
+            i.response_flags.push("NFCF");
+            i.response_code_details = "filter_config_not_found".into();
+            drop(i);
+            let reply = LocalReply { status: 500, body: Vec::new(), headers: Headers::new(), grpc_status: None };
+            return Err(hcm.reply(reply, 0, Direction::Request));
         }
         if !hcm.filters.is_empty() {
             // Envoy picks the route as soon as a plugin asks for it (`xds.route_name`); the

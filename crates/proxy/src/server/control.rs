@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use wasmproxy_config::model::{
-    Bootstrap, Cluster, ConfigSource, DynamicResources, FileSource, Listener, LoadAssignment, NetworkFilter,
-    ResourceFile, RouteConfig, SocketAddress,
+    Bootstrap, Cluster, ConfigSource, DynamicResources, ExtensionConfig, FileSource, HttpFilter, Listener,
+    LoadAssignment, NetworkFilter, ResourceFile, RouteConfig, SocketAddress,
 };
 use wasmproxy_config::{ResourceFileError, ResourceSource};
 use wasmproxy_stats::{Counter, Gauge, StatName, Store};
@@ -94,6 +94,10 @@ pub struct Control {
     /// The route configurations and endpoints last accepted from ADS.
     ads_routes: Vec<RouteConfig>,
     ads_endpoints: Vec<LoadAssignment>,
+    /// The filter configurations last accepted from ECDS.
+    ecds: Vec<ExtensionConfig>,
+    /// The listeners served, as configured (before ECDS configurations are put in).
+    applied: Vec<Listener>,
     /// The route configurations and endpoints asked for from ADS so far (Envoy counts an
     /// update attempt when a subscription starts).
     subscribed: Wanted,
@@ -146,6 +150,8 @@ impl Control {
             files: ReferencedFiles::new(store.clone()),
             ads_routes: Vec::new(),
             ads_endpoints: Vec::new(),
+            ecds: Vec::new(),
+            applied: Vec::new(),
             subscribed: Wanted::default(),
             warming: HashMap::new(),
             first_clusters,
@@ -218,6 +224,9 @@ impl Control {
         }
         for name in wanted.endpoints.difference(&self.subscribed.endpoints) {
             self.eds_stats(name).iter().for_each(SubscriptionStats::attempted);
+        }
+        for name in wanted.extensions.difference(&self.subscribed.extensions) {
+            ExtensionConfig::stats(self, name).iter().for_each(SubscriptionStats::attempted);
         }
         self.subscribed = wanted;
     }
@@ -341,6 +350,7 @@ impl Control {
             }
             Kind::Route => self.xds_named::<RouteConfig>(source, &update.version_info),
             Kind::Endpoint => self.xds_named::<LoadAssignment>(source, &update.version_info),
+            Kind::Extension => self.xds_named::<ExtensionConfig>(source, &update.version_info),
         };
         self.count_new_subscriptions();
         let wanted = self.wanted();
@@ -348,6 +358,7 @@ impl Control {
         let names = all_names(&wanted);
         self.ads_routes.retain(|r| names.routes.contains(&r.name));
         self.ads_endpoints.retain(|e| names.endpoints.contains(&e.cluster_name));
+        self.ecds.retain(|e| names.extensions.contains(&e.name));
         self.publish();
         let _ = update.reply.send(Reply { result, wanted });
         self.check_ready();
@@ -374,9 +385,11 @@ impl Control {
             *R::held(self) = previous;
             self.track_warming();
             stats.iter().for_each(SubscriptionStats::rejected);
+            names.iter().for_each(|n| R::counted(self, n, false));
             return Err(e.to_string());
         }
         stats.iter().for_each(|s| s.accepted(version));
+        names.iter().for_each(|n| R::counted(self, n, true));
         Ok(())
     }
 
@@ -395,6 +408,9 @@ impl Control {
         }
         for name in &wanted.endpoints {
             self.eds_stats(name).iter().for_each(SubscriptionStats::failed);
+        }
+        for name in &wanted.extensions {
+            ExtensionConfig::stats(self, name).iter().for_each(SubscriptionStats::failed);
         }
     }
 
@@ -441,11 +457,18 @@ impl Control {
         // keep their routes until the new ones serve.
         for l in self.configured_listeners().iter().chain(&self.all_listeners()) {
             for f in l.chains().flat_map(|c| &c.filters) {
-                if let NetworkFilter::HttpConnectionManager(hcm) = f
-                    && let Some(rds) = &hcm.rds
+                let NetworkFilter::HttpConnectionManager(hcm) = f else { continue };
+                if let Some(rds) = &hcm.rds
                     && let Some(key) = StreamKey::of(&rds.source, Kind::Route)
                 {
                     wanted.entry(key).or_default().routes.insert(rds.route_config_name.clone());
+                }
+                for filter in &hcm.http_filters {
+                    if let HttpFilter::Discovered(d) = filter
+                        && let Some(key) = StreamKey::of(&d.source, Kind::Extension)
+                    {
+                        wanted.entry(key).or_default().extensions.insert(d.name.clone());
+                    }
                 }
             }
         }
@@ -459,26 +482,51 @@ impl Control {
         wanted
     }
 
-    /// The routes from ADS a listener waits for, and how long it may wait (the shortest
-    /// `initial_fetch_timeout`; zero: for ever); `None` if it waits for none.
+    /// Whether a listener waits for xDS (its routes, or a discovered filter's configuration
+    /// without `apply_default_config_without_warming`), and how long it may wait (the
+    /// shortest `initial_fetch_timeout`; zero: for ever); `None` if it waits for nothing.
     fn missing_routes(&self, listener: &Listener) -> Option<Duration> {
-        let mut wait: Option<Duration> = None;
+        let mut waits: Vec<Duration> = Vec::new();
         for f in listener.chains().flat_map(|c| &c.filters) {
-            if let NetworkFilter::HttpConnectionManager(hcm) = f
-                && let Some(rds) = &hcm.rds
-                && let Some(initial_fetch_timeout) = rds.source.initial_fetch_timeout()
+            let NetworkFilter::HttpConnectionManager(hcm) = f else { continue };
+            if let Some(rds) = &hcm.rds
+                && let Some(limit) = rds.source.initial_fetch_timeout()
                 && !self.ads_routes.iter().any(|r| r.name == rds.route_config_name)
             {
-                let shorter = match wait {
-                    Some(w) if w.is_zero() => initial_fetch_timeout,
-                    Some(w) if !initial_fetch_timeout.is_zero() => w.min(initial_fetch_timeout),
-                    Some(w) => w,
-                    None => initial_fetch_timeout,
-                };
-                wait = Some(shorter);
+                waits.push(limit);
+            }
+            for filter in &hcm.http_filters {
+                if let HttpFilter::Discovered(d) = filter
+                    && !d.apply_default_without_warming
+                    && !self.ecds.iter().any(|e| e.name == d.name)
+                    && let Some(limit) = d.source.initial_fetch_timeout()
+                {
+                    waits.push(limit);
+                }
             }
         }
-        wait
+        // The shortest limit; zero (no limit) only if every one is zero.
+        let limited = waits.iter().filter(|w| !w.is_zero()).min().copied();
+        if waits.is_empty() { None } else { Some(limited.unwrap_or(Duration::ZERO)) }
+    }
+
+    /// A listener as it is served: each discovered filter given its configuration from
+    /// ECDS, else its default; one with neither stays discovered (its requests get 500, as
+    /// Envoy's missing-configuration filter answers them).
+    fn resolve(&self, listener: &Listener) -> Listener {
+        let mut listener = listener.clone();
+        let chains = listener.filter_chains.iter_mut().chain(listener.default_filter_chain.iter_mut());
+        for f in chains.flat_map(|c| c.filters.iter_mut()) {
+            let NetworkFilter::HttpConnectionManager(hcm) = f else { continue };
+            for filter in &mut hcm.http_filters {
+                let HttpFilter::Discovered(d) = filter else { continue };
+                let found = self.ecds.iter().find(|e| e.name == d.name).map(|e| e.plugin.clone());
+                if let Some(plugin) = found.or_else(|| d.default.clone()) {
+                    *filter = HttpFilter::Wasm(Box::new(plugin));
+                }
+            }
+        }
+        listener
     }
 
     /// Notes which listeners wait for routes now (and since when).
@@ -532,7 +580,8 @@ impl Control {
     /// a warming listener's wait is over.
     pub fn tick(&mut self) {
         let expired = self.configured_listeners().iter().any(|l| {
-            let served = self.served.as_ref().is_some_and(|s| s.listeners.iter().any(|o| o.config == *l));
+            let resolved = self.resolve(l);
+            let served = self.served.as_ref().is_some_and(|s| s.listeners.iter().any(|o| o.config == resolved));
             !served && self.missing_routes(l).is_some() && self.warmed(l)
         });
         if expired {
@@ -621,6 +670,8 @@ impl Control {
         files: &ReferencedFiles,
     ) -> Result<(), ServerError> {
         self.check_grpc_sources(&listeners, &clusters)?;
+        let configured = listeners;
+        let listeners: Vec<Listener> = configured.iter().map(|l| self.resolve(l)).collect();
         let clusters = self.with_ads_endpoints(files.with_endpoints(clusters));
         let mut routes = files.route_configs();
         routes.extend(
@@ -645,7 +696,8 @@ impl Control {
                 Err(_) => return Err(ServerError::Worker("a worker did not take the configuration in time".into())),
             }
         }
-        self.count_changes(&snapshot);
+        self.count_changes(&snapshot, &configured);
+        self.applied = configured;
         self.bound = bound;
         self.served = Some(snapshot);
         Ok(())
@@ -723,22 +775,24 @@ impl Control {
     }
 
     /// Envoy's listener and cluster manager counts for the change from what is served now.
-    fn count_changes(&self, next: &Snapshot) {
+    /// Listeners are compared as configured (a filter configuration from ECDS does not
+    /// modify its listener, as in Envoy).
+    fn count_changes(&self, next: &Snapshot, listeners: &[Listener]) {
         let s = &self.stats;
-        let (old_listeners, old_clusters) = match &self.served {
-            Some(old) => (old.listeners.as_slice(), old.clusters.as_slice()),
-            None => (&[][..], &[][..]),
+        let old_clusters = match &self.served {
+            Some(old) => old.clusters.as_slice(),
+            None => &[][..],
         };
-        for l in &next.listeners {
-            match old_listeners.iter().find(|o| o.config.name == l.config.name) {
+        for l in listeners {
+            match self.applied.iter().find(|o| o.name == l.name) {
                 None => s.listener_added.inc(),
-                Some(o) if o.config != l.config => s.listener_modified.inc(),
+                Some(o) if o != l => s.listener_modified.inc(),
                 Some(_) => {}
             }
         }
-        let gone = old_listeners.iter().filter(|o| !next.listeners.iter().any(|l| l.config.name == o.config.name));
+        let gone = self.applied.iter().filter(|o| !listeners.iter().any(|l| l.name == o.name));
         s.listener_removed.add(gone.count() as u64);
-        s.listeners_active.set(next.listeners.len() as u64);
+        s.listeners_active.set(listeners.len() as u64);
         for c in &next.clusters {
             match old_clusters.iter().find(|o| o.config.name == c.config.name) {
                 None => s.cluster_added.inc(),
@@ -829,6 +883,9 @@ trait NamedResource: Sized + Clone {
     fn stats(control: &Control, name: &str) -> Vec<SubscriptionStats>;
     /// What was taken.
     fn held(control: &mut Control) -> &mut Vec<Self>;
+    /// Counts a resource of that name applied (or refused by the configuration it made),
+    /// beyond the subscription stats.
+    fn counted(_control: &Control, _name: &str, _applied: bool) {}
 }
 
 impl NamedResource for RouteConfig {
@@ -875,6 +932,42 @@ impl NamedResource for LoadAssignment {
     }
 }
 
+impl NamedResource for ExtensionConfig {
+    fn load(source: ResourceSource<'_>) -> Result<ResourceFile<Self>, ResourceFileError> {
+        wasmproxy_config::load_extension_configs(source)
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn wanted(wanted: &Wanted) -> &BTreeSet<String> {
+        &wanted.extensions
+    }
+
+    /// Envoy's ECDS subscription stats: `extension_config_discovery.http_filter.<name>.`.
+    fn stats(control: &Control, name: &str) -> Vec<SubscriptionStats> {
+        vec![SubscriptionStats::new(&control.store, &format!("extension_config_discovery.http_filter.{name}."))]
+    }
+
+    fn held(control: &mut Control) -> &mut Vec<Self> {
+        &mut control.ecds
+    }
+
+    /// Envoy's `config_reload` (every configuration received, as Envoy 1.40 counts it) and
+    /// `config_fail` (those refused).
+    fn counted(control: &Control, name: &str, applied: bool) {
+        let count = |counter: &str| {
+            let stat = format!("extension_config_discovery.http_filter.{name}.{counter}");
+            control.store.counter(StatName::plain(stat)).inc();
+        };
+        count("config_reload");
+        if !applied {
+            count("config_fail");
+        }
+    }
+}
+
 /// What admin shows of an accepted file; it keeps its time until what the file holds changes.
 fn show<T>(shown: &mut Option<Accepted>, file: &Option<ResourceFile<T>>) {
     let Some(f) = file else { return };
@@ -905,6 +998,7 @@ fn all_names(wanted: &Subscriptions) -> Wanted {
     for w in wanted.values() {
         all.routes.extend(w.routes.iter().cloned());
         all.endpoints.extend(w.endpoints.iter().cloned());
+        all.extensions.extend(w.extensions.iter().cloned());
     }
     all
 }

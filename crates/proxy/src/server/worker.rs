@@ -352,6 +352,11 @@ impl Worker {
                     clusters: self.clusters.clone(),
                     stats: HttpStats::new(&self.stats, &http.config.stat_prefix, address),
                     logs: self.loggers(&http.logs).map_err(fail)?,
+                    missing_filter_config: http
+                        .config
+                        .http_filters
+                        .iter()
+                        .any(|f| matches!(f, wasmproxy_config::model::HttpFilter::Discovered(_))),
                     buffer_limit: match listener.buffer_limit_bytes {
                         0 => usize::MAX,
                         n => n as usize,

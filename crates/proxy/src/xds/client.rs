@@ -384,6 +384,7 @@ impl Streams {
                 Kind::Listener => (wanted.listeners, BTreeSet::new()),
                 Kind::Route => (true, wanted.routes.clone()),
                 Kind::Endpoint => (true, wanted.endpoints.clone()),
+                Kind::Extension => (true, wanted.extensions.clone()),
             };
             if enabled != s.enabled || names != s.names {
                 s.enabled = enabled;

@@ -26,11 +26,13 @@ pub enum Kind {
     Listener,
     /// RDS.
     Route,
+    /// ECDS: filter configurations.
+    Extension,
 }
 
 impl Kind {
     /// Every kind, in the order a new stream asks for them.
-    pub const ALL: [Kind; 4] = [Kind::Cluster, Kind::Endpoint, Kind::Listener, Kind::Route];
+    pub const ALL: [Kind; 5] = [Kind::Cluster, Kind::Endpoint, Kind::Listener, Kind::Route, Kind::Extension];
 
     /// Its type URL.
     pub fn type_url(self) -> &'static str {
@@ -39,6 +41,7 @@ impl Kind {
             Kind::Endpoint => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
             Kind::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
             Kind::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            Kind::Extension => "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
         }
     }
 
@@ -64,6 +67,11 @@ impl Kind {
                 ("envoy.service.listener.v3.ListenerDiscoveryService", "StreamListeners", "DeltaListeners")
             }
             Kind::Route => ("envoy.service.route.v3.RouteDiscoveryService", "StreamRoutes", "DeltaRoutes"),
+            Kind::Extension => (
+                "envoy.service.extension.v3.ExtensionConfigDiscoveryService",
+                "StreamExtensionConfigs",
+                "DeltaExtensionConfigs",
+            ),
         };
         (service, if delta { incremental } else { sotw })
     }
@@ -75,6 +83,7 @@ impl Kind {
             Kind::Endpoint => "eds",
             Kind::Listener => "lds",
             Kind::Route => "rds",
+            Kind::Extension => "ecds",
         }
     }
 }
@@ -139,6 +148,8 @@ pub struct Wanted {
     pub routes: BTreeSet<String>,
     /// Endpoints, by cluster (service) name.
     pub endpoints: BTreeSet<String>,
+    /// Filter configurations (ECDS), by name.
+    pub extensions: BTreeSet<String>,
 }
 
 /// What the configuration wants from each stream.
