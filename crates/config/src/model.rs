@@ -905,6 +905,27 @@ pub enum WasmCode {
     File(PathBuf),
     /// `inline_bytes` (base64 in JSON/YAML) or `inline_string`.
     Inline(Vec<u8>),
+    /// `remote`: fetched by URL through a cluster, checked against its sha256.
+    Remote(Box<RemoteCode>),
+}
+
+/// `vm_config.code.remote`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCode {
+    /// `http_uri.uri`.
+    pub uri: String,
+    /// `http_uri.cluster`: the cluster the request goes through.
+    pub cluster: String,
+    /// `http_uri.timeout`: for each attempt.
+    pub timeout: std::time::Duration,
+    /// `sha256`, lowercase hex.
+    pub sha256: String,
+    /// `retry_policy.num_retries` (Envoy's default: 1).
+    pub retries: u32,
+    /// `retry_policy.retry_back_off.base_interval` (Envoy's default: 1 s).
+    pub base_interval: std::time::Duration,
+    /// `retry_policy.retry_back_off.max_interval` (10 times the base if not set).
+    pub max_interval: std::time::Duration,
 }
 
 impl Default for WasmCode {

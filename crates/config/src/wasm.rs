@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::base64;
-use crate::model::{FailurePolicy, WasmCode, WasmPlugin, WasmService, WasmVm};
+use crate::model::{FailurePolicy, RemoteCode, WasmCode, WasmPlugin, WasmService, WasmVm};
 use crate::reader::{AnyValue, Ctx, Field};
 use crate::struct_value::{encode_struct, message_field, string_field, struct_fields};
 
@@ -164,28 +164,102 @@ fn read_vm_config(ctx: &mut Ctx, field: &Field<'_>) -> WasmVm {
     if let Some(environment) = msg.get(ctx, "environment_variables") {
         vm.environment = read_environment(ctx, &environment, &vm.runtime);
     }
-    // Precompiled code is a V8 feature and code caching is for remote code: neither changes what
-    // wasmproxy does with local code.
+    // Precompiled code is a V8 feature: it changes nothing wasmproxy does.
     msg.ignore(ctx, "allow_precompiled");
-    msg.ignore(ctx, "nack_on_code_cache_miss");
+    // Code caching is for remote code: false is what wasmproxy does (it fetches while the
+    // listener warms); true (NACK the update until the code is cached) is not supported yet.
+    if let Some(f) = msg.get(ctx, "nack_on_code_cache_miss")
+        && f.bool_value(ctx) == Some(true)
+        && matches!(vm.code, WasmCode::Remote(_))
+    {
+        f.error(ctx, "true is not supported by wasmproxy (a remote module is fetched while its listener warms)");
+    }
     msg.finish(ctx);
     vm
 }
 
-/// `vm_config.code`: only `local` (a `DataSource`).
+/// `vm_config.code`: `local` (a `DataSource`) or `remote`.
 fn read_code(ctx: &mut Ctx, field: &Field<'_>) -> WasmCode {
     let Some(mut msg) = field.message(ctx, ASYNC_DATA_SOURCE) else { return WasmCode::default() };
-    let code = if msg.has("remote") {
-        None // reported by finish as not supported
+    msg.at_most_one(ctx, &["local", "remote"]);
+    let code = if let Some(remote) = msg.get(ctx, "remote") {
+        read_remote(ctx, &remote).map(|r| WasmCode::Remote(Box::new(r)))
     } else {
-        msg.required(ctx, "local").and_then(|local| read_data_source(ctx, &local))
+        msg.required(ctx, "local").and_then(|local| read_data_source(ctx, &local)).map(|code| match code {
+            DataSource::File(name) => WasmCode::File(ctx.base_dir.join(name)),
+            DataSource::Inline(bytes) => WasmCode::Inline(bytes),
+        })
     };
     msg.finish(ctx);
-    match code {
-        Some(DataSource::File(name)) => WasmCode::File(ctx.base_dir.join(name)),
-        Some(DataSource::Inline(bytes)) => WasmCode::Inline(bytes),
-        None => WasmCode::default(),
+    code.unwrap_or_default()
+}
+
+const REMOTE_DATA_SOURCE: &[&str] = &["http_uri", "sha256", "retry_policy"];
+const HTTP_URI: &[&str] = &["uri", "cluster", "timeout"];
+const RETRY_POLICY: &[&str] = &[
+    "retry_back_off",
+    "num_retries",
+    "retry_on",
+    "retry_priority",
+    "retry_host_predicate",
+    "host_selection_retry_max_attempts",
+];
+
+/// `remote`: `http_uri` (`uri`, `cluster`, `timeout`), `sha256` (required: 64 hex digits)
+/// and `retry_policy` (`num_retries`, `retry_back_off`).
+fn read_remote(ctx: &mut Ctx, field: &Field<'_>) -> Option<RemoteCode> {
+    let mut msg = field.message(ctx, REMOTE_DATA_SOURCE)?;
+    let http_uri = msg.required(ctx, "http_uri").and_then(|f| {
+        let mut uri = f.message(ctx, HTTP_URI)?;
+        let text = uri.required(ctx, "uri").and_then(|f| {
+            let text = f.string(ctx)?;
+            match text.parse::<http::Uri>() {
+                Ok(parsed) if parsed.scheme().is_some() && parsed.authority().is_some() => Some(text),
+                _ => {
+                    f.error(ctx, format!("{text:?} is not an absolute http:// or https:// URI"));
+                    None
+                }
+            }
+        });
+        let cluster = uri.required(ctx, "cluster").and_then(|f| {
+            let name = f.string(ctx)?;
+            ctx.refs.cluster_refs.push((name.clone(), f.origin()));
+            Some(name)
+        });
+        let timeout = uri.required(ctx, "timeout").and_then(|f| f.duration(ctx));
+        uri.finish(ctx);
+        Some((text?, cluster?, timeout?))
+    });
+    let sha256 = msg.required(ctx, "sha256").and_then(|f| {
+        let text = f.string(ctx)?.to_ascii_lowercase();
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            f.error(ctx, "must be a sha256 in hex (64 digits)");
+            return None;
+        }
+        Some(text)
+    });
+    let (mut retries, mut base_interval, mut max_interval) = (1, std::time::Duration::from_secs(1), None);
+    if let Some(f) = msg.get(ctx, "retry_policy")
+        && let Some(mut policy) = f.message(ctx, RETRY_POLICY)
+    {
+        if let Some(n) = policy.get(ctx, "num_retries").and_then(|f| f.unsigned(ctx, u64::from(u32::MAX))) {
+            retries = n as u32;
+        }
+        if let Some(backoff) = policy.get(ctx, "retry_back_off")
+            && let Some(mut strategy) = backoff.message(ctx, BACKOFF_STRATEGY)
+        {
+            if let Some(d) = strategy.required(ctx, "base_interval").and_then(|f| f.duration(ctx)) {
+                base_interval = d;
+            }
+            max_interval = strategy.get(ctx, "max_interval").and_then(|f| f.duration(ctx));
+            strategy.finish(ctx);
+        }
+        policy.finish(ctx);
     }
+    msg.finish(ctx);
+    let (uri, cluster, timeout) = http_uri?;
+    let max_interval = max_interval.unwrap_or(base_interval * 10).max(base_interval);
+    Some(RemoteCode { uri, cluster, timeout, sha256: sha256?, retries, base_interval, max_interval })
 }
 
 /// What a `DataSource` holds.

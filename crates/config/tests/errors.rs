@@ -95,7 +95,11 @@ fn unsupported_fields() {
             "code: { local: { filename: plugin.wasm } }",
             "code: { remote: { http_uri: { uri: \"https://x/p.wasm\" }, sha256: abc } }"
         )]),
-        vec![format!("{PLUGIN}.vm_config.code.remote: not supported by wasmproxy (line 27, column 27)")]
+        vec![
+            format!("{PLUGIN}.vm_config.code.remote.http_uri: missing required field \"cluster\" (line 27, column 47)"),
+            format!("{PLUGIN}.vm_config.code.remote.http_uri: missing required field \"timeout\" (line 27, column 47)"),
+            format!("{PLUGIN}.vm_config.code.remote.sha256: must be a sha256 in hex (64 digits) (line 27, column 84)"),
+        ]
     );
     assert_eq!(
         errors(&[(

@@ -44,3 +44,9 @@ pub const MAX_IDLE_UPSTREAM_CONNECTIONS: usize = 128;
 
 /// The listen backlog of each worker's listener socket.
 pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// The largest Wasm module fetched by URL (`code.remote`).
+pub const MAX_REMOTE_MODULE_BYTES: usize = 256 << 20;
+
+/// The most bytes of fetched modules kept on disk; past it, the least recently used go.
+pub const MAX_REMOTE_CACHE_BYTES: u64 = 1 << 30;

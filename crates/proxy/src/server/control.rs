@@ -4,7 +4,7 @@
 //! configuration is built and checked here once, then handed to every worker; one that
 //! fails is rejected whole, and the last good one keeps serving.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use wasmproxy_config::model::{
     Bootstrap, Cluster, ConfigSource, DynamicResources, ExtensionConfig, FileSource, HttpFilter, Listener,
-    LoadAssignment, NetworkFilter, ResourceFile, RouteConfig, SocketAddress,
+    LoadAssignment, NetworkFilter, RemoteCode, ResourceFile, RouteConfig, SocketAddress, WasmCode,
 };
 use wasmproxy_config::{ResourceFileError, ResourceSource};
 use wasmproxy_stats::{Counter, Gauge, StatName, Store};
@@ -26,7 +26,8 @@ use crate::server::referenced::ReferencedFiles;
 use crate::server::snapshot::{Builder, Snapshot};
 use crate::server::worker::WorkerMessage;
 use crate::tls::certificate::ContextCertificates;
-use crate::xds::{Kind, Reply, StreamKey, Subscriptions, Update, Wanted};
+use crate::wasm::remote::RemoteModules;
+use crate::xds::{Fetch, Kind, Reply, StreamKey, Subscriptions, Update, Wanted};
 
 /// How long a worker may take to take a new configuration before the update is reported
 /// as failed (it still takes it when it can).
@@ -98,6 +99,12 @@ pub struct Control {
     ecds: Vec<ExtensionConfig>,
     /// The listeners served, as configured (before ECDS configurations are put in).
     applied: Vec<Listener>,
+    /// Modules by URL: those fetched, those being fetched, those that could not be.
+    modules: RemoteModules,
+    fetching: BTreeSet<String>,
+    failed: BTreeMap<String, String>,
+    /// Where fetches are asked for (the xDS thread).
+    fetcher: Option<mpsc::UnboundedSender<Fetch>>,
     /// The route configurations and endpoints asked for from ADS so far (Envoy counts an
     /// update attempt when a subscription starts).
     subscribed: Wanted,
@@ -119,13 +126,15 @@ pub struct Control {
 }
 
 impl Control {
-    /// Control over the workers behind `inboxes` (the first `listener_threads` serve listeners).
+    /// Control over the workers behind `inboxes` (the first `listener_threads` serve
+    /// listeners); modules fetched by URL are kept under `cache_dir`.
     pub fn new(
         builder: Builder,
         bootstrap: Arc<Bootstrap>,
         inboxes: Vec<mpsc::UnboundedSender<WorkerMessage>>,
         listener_threads: usize,
         store: &Arc<Store>,
+        cache_dir: Option<std::path::PathBuf>,
     ) -> Control {
         let stats = ManagerStats::new(store, &bootstrap.dynamic_resources);
         let by_ads =
@@ -152,6 +161,10 @@ impl Control {
             ads_endpoints: Vec::new(),
             ecds: Vec::new(),
             applied: Vec::new(),
+            modules: RemoteModules::new(cache_dir, store),
+            fetching: BTreeSet::new(),
+            failed: BTreeMap::new(),
+            fetcher: None,
             subscribed: Wanted::default(),
             warming: HashMap::new(),
             first_clusters,
@@ -511,9 +524,24 @@ impl Control {
     }
 
     /// A listener as it is served: each discovered filter given its configuration from
-    /// ECDS, else its default; one with neither stays discovered (its requests get 500, as
-    /// Envoy's missing-configuration filter answers them).
+    /// ECDS, else its default (one with neither stays discovered: its requests get 500, as
+    /// Envoy's missing-configuration filter answers them), and each module by URL its bytes.
     fn resolve(&self, listener: &Listener) -> Listener {
+        let mut listener = self.resolve_filters(listener);
+        let chains = listener.filter_chains.iter_mut().chain(listener.default_filter_chain.iter_mut());
+        for plugin in chains.flat_map(|c| c.filters.iter_mut()).flat_map(plugins_of) {
+            if let WasmCode::Remote(remote) = &plugin.vm.code
+                && let Some(bytes) = self.modules.peek(&remote.sha256)
+            {
+                plugin.vm.code = WasmCode::Inline(bytes.to_vec());
+            }
+        }
+        listener
+    }
+
+    /// A listener with each discovered filter given its configuration from ECDS, else its
+    /// default.
+    fn resolve_filters(&self, listener: &Listener) -> Listener {
         let mut listener = listener.clone();
         let chains = listener.filter_chains.iter_mut().chain(listener.default_filter_chain.iter_mut());
         for f in chains.flat_map(|c| c.filters.iter_mut()) {
@@ -531,10 +559,11 @@ impl Control {
 
     /// Notes which listeners wait for routes now (and since when).
     fn track_warming(&mut self) {
+        self.fetch_missing_modules();
         let waiting: Vec<String> = self
             .configured_listeners()
             .iter()
-            .filter(|l| self.missing_routes(l).is_some())
+            .filter(|l| self.missing_routes(l).is_some() || self.missing_code(l).is_some())
             .map(|l| l.name.clone())
             .collect();
         self.warming.retain(|name, _| waiting.contains(name));
@@ -543,14 +572,95 @@ impl Control {
         }
     }
 
-    /// Whether a listener is served: it waits for no routes, or has waited long enough.
+    /// Whether a listener is served: its modules are all here, and it waits for no routes
+    /// or has waited long enough.
     fn warmed(&self, listener: &Listener) -> bool {
+        if self.missing_code(listener).is_some() {
+            return false;
+        }
         match self.missing_routes(listener) {
             None => true,
             Some(limit) => {
                 !limit.is_zero() && self.warming.get(&listener.name).is_some_and(|since| since.elapsed() >= limit)
             }
         }
+    }
+
+    /// The modules by URL a listener's plugins need (once ECDS configurations are in).
+    fn remote_codes(&self, listener: &Listener) -> Vec<RemoteCode> {
+        let with_ecds = self.resolve_filters(listener);
+        let plugins = with_ecds.wasm_plugins().into_iter().map(|p| &p.vm.code);
+        plugins.filter_map(|c| if let WasmCode::Remote(r) = c { Some((**r).clone()) } else { None }).collect()
+    }
+
+    /// A module the listener waits for: `Some(false)` while it is fetched, `Some(true)` if
+    /// it could not be (the listener is not served: its last version, if any, is).
+    fn missing_code(&self, listener: &Listener) -> Option<bool> {
+        let codes = self.remote_codes(listener);
+        let missing = codes.iter().filter(|c| self.modules.peek(&c.sha256).is_none());
+        missing.map(|c| self.failed.contains_key(&c.sha256)).reduce(|a, b| a || b)
+    }
+
+    /// Asks for each module by URL that is needed and neither here, on disk, being fetched
+    /// nor failed.
+    fn fetch_missing_modules(&mut self) {
+        let codes: Vec<RemoteCode> = self.configured_listeners().iter().flat_map(|l| self.remote_codes(l)).collect();
+        for code in codes {
+            let sha = &code.sha256;
+            if self.fetching.contains(sha) || self.failed.contains_key(sha) || self.modules.get(sha).is_some() {
+                continue;
+            }
+            self.modules.missed();
+            let cluster = self
+                .served
+                .as_ref()
+                .and_then(|s| s.clusters.iter().find(|c| c.config.name == code.cluster).map(|c| c.config.clone()));
+            let cluster = cluster.or_else(|| self.all_clusters().into_iter().find(|c| c.name == code.cluster));
+            let (Some(cluster), Some(fetcher)) = (cluster, &self.fetcher) else {
+                let why = format!("no cluster {:?} to fetch it through", code.cluster);
+                tracing::error!("wasm: {}: {why}", code.uri);
+                self.failed.insert(sha.clone(), why);
+                continue;
+            };
+            tracing::info!("wasm: fetching {} through {}", code.uri, code.cluster);
+            self.fetching.insert(sha.clone());
+            let _ = fetcher.send(Fetch { code: code.clone(), cluster });
+        }
+        let used: Vec<String> =
+            self.configured_listeners().iter().flat_map(|l| self.remote_codes(l)).map(|c| c.sha256).collect();
+        self.modules.retain(&used.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    /// A module by URL came (or could not): the listeners that waited for it are served
+    /// (or, if it could not, are not, and say why).
+    pub fn fetched(&mut self, sha256: &str, result: Result<Vec<u8>, String>) {
+        self.fetching.remove(sha256);
+        match self.modules.fetched(sha256, result) {
+            Ok(()) => tracing::info!("wasm: module {sha256} fetched"),
+            Err(e) => {
+                tracing::error!(
+                    "wasm: module {sha256} could not be fetched: {e}; the listeners using it are not served"
+                );
+                self.failed.insert(sha256.to_string(), e);
+            }
+        }
+        self.track_warming();
+        match self.apply(self.all_listeners(), self.all_clusters()) {
+            Ok(()) => self.publish(),
+            Err(e) => tracing::warn!("wasm: {e}"),
+        }
+        self.check_ready();
+    }
+
+    /// Whether a listener's plugin has its module by URL.
+    pub fn uses_remote_code(&self) -> bool {
+        self.configured_listeners().iter().any(|l| !self.remote_codes(l).is_empty())
+    }
+
+    /// Where modules by URL are fetched (the xDS thread); the ones needed now are asked for.
+    pub fn fetch_with(&mut self, fetcher: mpsc::UnboundedSender<Fetch>) {
+        self.fetcher = Some(fetcher);
+        self.track_warming();
     }
 
     /// When something waited for next stops waiting: a warming listener, or the first
@@ -605,7 +715,8 @@ impl Control {
     /// Tells the waiting start-up that the first configuration is complete: the first
     /// answers from ADS came and no listener waits for its routes (or the waits ended).
     fn check_ready(&self) {
-        let warming = self.configured_listeners().iter().any(|l| !self.warmed(l));
+        // A listener whose module could not be fetched does not hold start-up.
+        let warming = self.configured_listeners().iter().any(|l| !self.warmed(l) && self.missing_code(l) != Some(true));
         if self.first_clusters && self.first_listeners && !warming {
             self.ready.set();
         }
@@ -990,6 +1101,34 @@ fn changed(path: &Path, last: &mut Option<String>) -> bool {
     }
     *last = Some(text);
     true
+}
+
+/// The Wasm plugins of a network filter (its HTTP filters' and access loggers' too).
+fn plugins_of(filter: &mut NetworkFilter) -> Vec<&mut wasmproxy_config::model::WasmPlugin> {
+    use wasmproxy_config::model::AccessLogSink;
+    match filter {
+        NetworkFilter::Wasm(plugin) => vec![plugin],
+        NetworkFilter::HttpConnectionManager(hcm) => {
+            let hcm = &mut **hcm;
+            let filters = hcm.http_filters.iter_mut().filter_map(|f| match f {
+                HttpFilter::Wasm(plugin) => Some(&mut **plugin),
+                _ => None,
+            });
+            let logs = hcm.access_logs.iter_mut().filter_map(|l| match &mut l.sink {
+                AccessLogSink::Wasm(plugin) => Some(&mut **plugin),
+                _ => None,
+            });
+            filters.chain(logs).collect()
+        }
+        NetworkFilter::TcpProxy(proxy) => proxy
+            .access_logs
+            .iter_mut()
+            .filter_map(|l| match &mut l.sink {
+                AccessLogSink::Wasm(plugin) => Some(&mut **plugin),
+                _ => None,
+            })
+            .collect(),
+    }
 }
 
 /// Every route configuration and endpoint name wanted, whichever stream brings it.

@@ -154,7 +154,10 @@ impl Server {
         }
         tell_of_optimized_code(&engine_handle, inboxes.clone());
         let mut server = RunningServer { listeners: Vec::new(), admin: None, shutdown, workers };
-        let mut control = Control::new(builder, config.clone(), inboxes, concurrency, &store);
+        let cache_dir = options.engine.cache_dir.clone();
+        let mut control = Control::new(builder, config.clone(), inboxes, concurrency, &store, cache_dir);
+        let (fetcher, fetches) = tokio::sync::mpsc::unbounded_channel();
+        control.fetch_with(fetcher);
         if let Err(e) = control.start() {
             server.stop();
             return Err(e);
@@ -188,14 +191,16 @@ impl Server {
         }
         let ready = control.ready();
         let view = control.view();
-        if let Err(e) = configuration_threads(control, &config, &store, &upstreams, &shutdown_rx, &mut server.workers) {
+        let fetches_code = control.uses_remote_code();
+        let threads = &mut server.workers;
+        if let Err(e) = configuration_threads(control, &config, &store, &upstreams, &shutdown_rx, fetches, threads) {
             server.stop();
             return Err(e);
         }
         // As Envoy's initialization, start-up waits for the first clusters and listeners
         // from ADS and for the routes of the listeners (each up to its
-        // `initial_fetch_timeout`; with no limit, it does not wait).
-        if waits_for_xds(&config) {
+        // `initial_fetch_timeout`; with no limit, it does not wait), and for modules by URL.
+        if waits_for_xds(&config) || fetches_code {
             ready.wait();
             server.listeners = view.read().unwrap_or_else(|e| e.into_inner()).listeners.clone();
         }
@@ -246,14 +251,17 @@ fn configuration_threads(
     store: &Arc<wasmproxy_stats::Store>,
     upstreams: &Arc<Upstreams>,
     shutdown: &watch::Receiver<bool>,
+    fetches: tokio::sync::mpsc::UnboundedReceiver<crate::xds::Fetch>,
     threads: &mut Vec<std::thread::JoinHandle<()>>,
 ) -> Result<(), ServerError> {
     let (sender, events) = std::sync::mpsc::channel();
     let dynamic = &config.dynamic_resources;
     let wanted = control.wanted();
-    // Dynamic resources (files too: a listener from a file may take its routes from xDS)
-    // or a static resource that names a control plane.
-    if dynamic.ads.is_some() || dynamic.lds.is_some() || dynamic.cds.is_some() || !wanted.is_empty() {
+    // Dynamic resources (files too: a listener from a file may take its routes from xDS),
+    // or a static resource that names a control plane or a module by URL.
+    let dynamic_at_all = dynamic.ads.is_some() || dynamic.lds.is_some() || dynamic.cds.is_some();
+    let fetches_code = control.uses_remote_code();
+    if dynamic_at_all || !wanted.is_empty() || fetches_code {
         let events = sender.clone();
         let setup = crate::xds::XdsSetup {
             ads: dynamic.ads.clone(),
@@ -265,11 +273,12 @@ fn configuration_threads(
             events: Box::new(move |event| {
                 let _ = events.send(watcher::ControlEvent::Xds(event));
             }),
+            fetches,
             shutdown: shutdown.clone(),
         };
         threads.push(crate::xds::spawn(setup).map_err(ServerError::Config)?);
     }
-    if !control.sources().is_empty() || !control.wanted().is_empty() || dynamic.lds.is_some() || dynamic.cds.is_some() {
+    if !control.sources().is_empty() || !control.wanted().is_empty() || dynamic_at_all || fetches_code {
         threads.push(watcher::spawn(control, shutdown.clone(), sender, events)?);
     }
     Ok(())

@@ -219,6 +219,12 @@ impl Builder {
 
     /// A Wasm service's plugin, loaded and checked.
     pub fn service(&mut self, service: &model::WasmService, clusters: &[String]) -> Result<LoadedPlugin, ServerError> {
+        if matches!(service.plugin.vm.code, WasmCode::Remote(_)) {
+            let name = &service.plugin.name;
+            return Err(ServerError::Plugin(format!(
+                "Wasm service {name:?}: code.remote is not supported for bootstrap extensions yet (use local code)"
+            )));
+        }
         let loaded = self.load(&service.plugin, clusters, "Wasm service")?;
         self.services.push(loaded.clone());
         Ok(loaded)
@@ -313,6 +319,8 @@ impl Builder {
             WasmCode::Inline(bytes) => {
                 ModuleSource::Bytes { name: format!("inline code of plugin {:?}", plugin.name), bytes: bytes.clone() }
             }
+            // The configuration thread puts a fetched module in place of its URL first.
+            WasmCode::Remote(remote) => return Err(fail(format!("{} has not been fetched", remote.uri))),
         };
         let module = PluginModule::load(&self.engine, source).map_err(|e| fail(e.to_string()))?;
         let loaded = LoadedPlugin { plugin: plugin.clone(), module };

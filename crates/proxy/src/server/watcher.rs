@@ -81,6 +81,7 @@ pub fn spawn(
                     match event {
                         crate::xds::Event::Update(update) => control.xds_update(update),
                         crate::xds::Event::Disconnected(stream) => control.xds_disconnected(&stream),
+                        crate::xds::Event::Fetched { sha256, result } => control.fetched(&sha256, result),
                     }
                 }
                 if files {

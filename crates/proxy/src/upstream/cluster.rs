@@ -280,6 +280,18 @@ impl Cluster {
         timeout: Option<Duration>,
         content_length: bool,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        self.send_with_limit(headers, body, timeout, content_length, MAX_CALLOUT_BODY_BYTES).await
+    }
+
+    /// [`Cluster::send`], with a response body of at most `limit` bytes.
+    pub async fn send_with_limit(
+        &self,
+        headers: &Headers,
+        body: Bytes,
+        timeout: Option<Duration>,
+        content_length: bool,
+        limit: usize,
+    ) -> Result<UpstreamResponse, UpstreamError> {
         // Without a length the body goes as a stream, or hyper would announce its size.
         let body = if content_length {
             whole(body)
@@ -290,14 +302,13 @@ impl Cluster {
         };
         let exchange = async {
             let (headers, body) = self.start(headers, body, content_length, None).await?;
-            let collected =
-                http_body_util::Limited::new(body, MAX_CALLOUT_BODY_BYTES).collect().await.map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        UpstreamError::ResponseTooLarge
-                    } else {
-                        UpstreamError::ConnectionFailure(e.to_string())
-                    }
-                })?;
+            let collected = http_body_util::Limited::new(body, limit).collect().await.map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    UpstreamError::ResponseTooLarge
+                } else {
+                    UpstreamError::ConnectionFailure(e.to_string())
+                }
+            })?;
             let trailers = collected.trailers().map(convert::plain_headers).unwrap_or_default();
             Ok(UpstreamResponse { headers, body: collected.to_bytes(), trailers })
         };

@@ -8,3 +8,4 @@ pub mod instance;
 pub mod network_filter;
 pub mod plugin;
 pub mod registry;
+pub mod remote;

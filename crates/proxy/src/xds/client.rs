@@ -5,7 +5,7 @@
 //! world, the last good version); the node on the first request (or on each); on failure, a
 //! new stream after a jittered exponential back-off, asking again with the versions held.
 //! The thread starts a stream for each source the configuration names, and stops those it
-//! names no more.
+//! names no more; it also fetches the modules the configuration asks for by URL.
 //!
 //! In the delta protocol the stream keeps every resource it took, by name, and hands the
 //! configuration thread the whole set after each change (added and changed ones in, removed
@@ -27,7 +27,7 @@ use crate::observe::stats::Upstreams;
 use crate::upstream::cluster::{Cluster, ClusterSnapshot, Clusters};
 use crate::upstream::grpc;
 use crate::xds::wire::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Status};
-use crate::xds::{Event, Kind, Reply, StreamKey, Subscriptions, Update};
+use crate::xds::{Event, Fetch, Kind, Reply, StreamKey, Subscriptions, Update};
 
 /// The aggregated discovery service.
 const ADS_SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
@@ -56,6 +56,8 @@ pub struct XdsSetup {
     pub upstreams: Arc<Upstreams>,
     /// Where updates go (the configuration thread).
     pub events: Box<dyn Fn(Event) + Send>,
+    /// Modules to fetch by URL.
+    pub fetches: mpsc::UnboundedReceiver<Fetch>,
     /// Set when the server stops.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -90,12 +92,13 @@ struct Shared {
 }
 
 /// Starts a stream for each source wanted, and stops each no longer wanted.
-async fn run(setup: XdsSetup, snapshots: Vec<Arc<ClusterSnapshot>>) {
+async fn run(mut setup: XdsSetup, snapshots: Vec<Arc<ClusterSnapshot>>) {
     let clusters = Clusters::new(&setup.store, &setup.upstreams, false);
     clusters.update(&snapshots).await;
     let (wanted, mut changes) = watch::channel(setup.wanted.clone());
     let connected = setup.store.gauge(StatName::plain("control_plane.connected_state"));
     let shared = Rc::new(Shared { node: setup.node, events: setup.events, wanted, connected });
+    let (store, upstreams) = (setup.store.clone(), setup.upstreams.clone());
     let mut shutdown = setup.shutdown.clone();
     let mut running: BTreeMap<StreamKey, tokio::task::AbortHandle> = BTreeMap::new();
     loop {
@@ -126,6 +129,13 @@ async fn run(setup: XdsSetup, snapshots: Vec<Arc<ClusterSnapshot>>) {
         }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return },
+            Some(fetch) = setup.fetches.recv() => {
+                let (shared, store, upstreams) = (shared.clone(), store.clone(), upstreams.clone());
+                tokio::task::spawn_local(async move {
+                    let result = crate::wasm::remote::fetch(&fetch.code, &fetch.cluster, &store, &upstreams).await;
+                    (shared.events)(Event::Fetched { sha256: fetch.code.sha256, result });
+                });
+            }
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }

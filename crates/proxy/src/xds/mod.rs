@@ -1,6 +1,6 @@
 //! xDS: gRPC streams to control planes, the aggregated one (ADS) and one per type of each
-//! `api_config_source`. The streams run on a thread of their own (`client`), each through a
-//! static cluster's connections; each response is handed to the configuration thread as an
+//! `api_config_source`, and the fetches of modules by URL. They run on a thread of their own
+//! (`client`), each stream through a static cluster's connections; each response is handed to the configuration thread as an
 //! [`Update`], which reads it with the same reader as a file and answers whether it was
 //! taken, and what the configuration now wants from each stream; the stream then ACKs or
 //! NACKs it.
@@ -109,12 +109,27 @@ impl StreamKey {
     }
 }
 
-/// What a stream tells the configuration thread.
+/// What the xDS thread tells the configuration thread.
 pub enum Event {
     /// A response to read and, if good, apply.
     Update(Update),
     /// The stream failed or ended; it is tried again after a back-off.
     Disconnected(StreamKey),
+    /// A module by URL was fetched (and its sha256 checked), or could not be.
+    Fetched {
+        /// The sha256 it was asked for by.
+        sha256: String,
+        /// The module, or why there is none.
+        result: Result<Vec<u8>, String>,
+    },
+}
+
+/// A module to fetch (`code.remote`), through that cluster.
+pub struct Fetch {
+    /// Where, and its sha256.
+    pub code: wasmproxy_config::model::RemoteCode,
+    /// The cluster `http_uri` names, as configured now.
+    pub cluster: wasmproxy_config::model::Cluster,
 }
 
 /// A response's resources, and where to answer.
