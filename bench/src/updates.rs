@@ -1,12 +1,13 @@
-//! Configuration updates under load, on both proxies: two workers serve a listener from an
-//! LDS file (the Rust header filter adding `x-version: N`) and a cluster from a CDS file,
-//! while clients send requests without pause and the files are replaced N times: every
-//! update changes the plugin's configuration and a route, every third moves the cluster
-//! to another upstream, every fifth adds or removes a second listener. Reported: requests
-//! that failed (no answer, or not 2xx, after one retry of a request a closing keep-alive
-//! connection never answered, as HTTP clients retry), the time from each file replacement
-//! to the first answer with the new `x-version` (p50, p99), and resident memory and live
-//! Wasm VMs before and after.
+//! Configuration updates under load, on both proxies: two workers serve a listener (the
+//! Rust header filter adding `x-version: N`) and a cluster, while clients send requests
+//! without pause and the configuration changes N times: every update changes the plugin's
+//! configuration and a route, every third moves the cluster to another upstream, every
+//! fifth adds or removes a second listener. The updates come from LDS and CDS files
+//! (replaced), then from a control plane over ADS (the same resources, pushed as
+//! snapshots). Reported: requests that failed (no answer, or not 2xx, after one retry of a
+//! request a closing keep-alive connection never answered, as HTTP clients retry), the time
+//! from each update to the first answer with the new `x-version` (p50, p99), and resident
+//! memory and live Wasm VMs before and after.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -15,6 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
+use wasmproxy_conformance::control_plane::ControlPlane;
 use wasmproxy_conformance::proxy::{Kind, Running, admin_get};
 
 use crate::Args;
@@ -41,43 +44,58 @@ struct UpdateRun {
     vms_after: u64,
 }
 
-/// Runs `updates` updates on each proxy; returns the markdown section.
+/// Where the updates come from.
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    /// LDS and CDS files, replaced.
+    Files,
+    /// A control plane's snapshots, over ADS.
+    Ads,
+}
+
+/// Runs `updates` updates on each proxy, from files then over ADS; returns the markdown
+/// section.
 pub fn run(args: &Args, updates: usize, work: &Path, plugins: &Path) -> Result<String, String> {
     let upstreams =
         [crate::upstream::start().map_err(|e| e.to_string())?, crate::upstream::start().map_err(|e| e.to_string())?];
     let mut rows = Vec::new();
-    for kind in [Kind::Envoy, Kind::Wasmproxy] {
-        let r = run_one(args, kind, updates, work, plugins, upstreams)?;
-        println!(
-            "updates {:<9} {:.1} s, {} requests, {} failed, delay p50 {:.1} ms p99 {:.1} ms, unseen {}, rss {:.1} -> {:.1} MB, vms {} -> {}",
-            kind.name(),
-            r.seconds,
-            r.requests,
-            r.failed,
-            percentile(&r.delays, 0.5) * 1000.0,
-            percentile(&r.delays, 0.99) * 1000.0,
-            r.unseen,
-            r.rss_before_mb,
-            r.rss_after_mb,
-            r.vms_before,
-            r.vms_after
-        );
-        rows.push((kind, r));
+    for source in [Source::Files, Source::Ads] {
+        for kind in [Kind::Envoy, Kind::Wasmproxy] {
+            let r = run_one(args, kind, source, updates, work, plugins, upstreams)?;
+            println!(
+                "updates {:<9} {:<5} {:.1} s, {} requests, {} failed, delay p50 {:.1} ms p99 {:.1} ms, unseen {}, rss {:.1} -> {:.1} MB, vms {} -> {}",
+                kind.name(),
+                source.name(),
+                r.seconds,
+                r.requests,
+                r.failed,
+                percentile(&r.delays, 0.5) * 1000.0,
+                percentile(&r.delays, 0.99) * 1000.0,
+                r.unseen,
+                r.rss_before_mb,
+                r.rss_after_mb,
+                r.vms_before,
+                r.vms_after
+            );
+            rows.push((kind, source, r));
+        }
     }
     let mut out = format!(
         "\n## Configuration updates under load\n\nTwo workers each; {CLIENTS} clients send requests without pause \
-         (HTTP/1.1 keep-alive) while {updates} updates are written (each a new file moved into place): every one changes \
-         the Wasm filter's configuration and a route, every third moves the cluster to another upstream, every fifth \
-         adds or removes a second listener. Failed: no answer or not 2xx (a request a closing keep-alive connection \
-         never answered is retried once, as HTTP clients do). Delay: from the file replacement to the first answer \
-         carrying the new configuration.\n\n\
-         | proxy | seconds | requests meanwhile (req/s) | failed | delay p50 / p99 (ms) | not seen in 5 s | RSS before / after (MB) | Wasm VMs before / after |\n\
-         |---|---|---|---|---|---|---|---|\n"
+         (HTTP/1.1 keep-alive) while {updates} updates are made: every one changes the Wasm filter's configuration \
+         and a route, every third moves the cluster to another upstream, every fifth adds or removes a second \
+         listener. From files: each update a new LDS (and CDS) file moved into place. Over ADS: the same resources \
+         pushed as a snapshot by the test control plane (go-control-plane). Failed: no answer or not 2xx (a request \
+         a closing keep-alive connection never answered is retried once, as HTTP clients do). Delay: from the file \
+         replacement or the push to the first answer carrying the new configuration.\n\n\
+         | proxy | from | seconds | requests meanwhile (req/s) | failed | delay p50 / p99 (ms) | not seen in 5 s | RSS before / after (MB) | Wasm VMs before / after |\n\
+         |---|---|---|---|---|---|---|---|---|\n"
     );
-    for (kind, r) in &rows {
+    for (kind, source, r) in &rows {
         out.push_str(&format!(
-            "| {} | {:.1} | {} ({:.0}) | {} | {:.1} / {:.1} | {} | {:.1} / {:.1} | {} / {} |\n",
+            "| {} | {} | {:.1} | {} ({:.0}) | {} | {:.1} / {:.1} | {} | {:.1} / {:.1} | {} / {} |\n",
             kind.name(),
+            source.name(),
             r.seconds,
             r.requests,
             r.requests as f64 / r.seconds.max(0.001),
@@ -94,27 +112,61 @@ pub fn run(args: &Args, updates: usize, work: &Path, plugins: &Path) -> Result<S
     Ok(out)
 }
 
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Files => "files",
+            Source::Ads => "ADS",
+        }
+    }
+}
+
 fn run_one(
     args: &Args,
     kind: Kind,
+    source: Source,
     updates: usize,
     work: &Path,
     plugins: &Path,
     upstreams: [SocketAddr; 2],
 ) -> Result<UpdateRun, String> {
-    let dir = work.join(format!("updates-{}", kind.name()));
+    let dir = work.join(format!("updates-{}-{}", kind.name(), source.name()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let (lds, cds) = (dir.join("lds.yaml"), dir.join("cds.yaml"));
+    let (lds, cds) = (dir.join("lds.json"), dir.join("cds.json"));
     let filter = plugins.join("header_filter.wasm");
-    replace(&cds, &cds_file(0, upstreams[0]))?;
-    replace(&lds, &lds_file(0, &filter, false))?;
+    let plane = match source {
+        Source::Ads => Some(ControlPlane::start(0)?),
+        Source::Files => None,
+    };
+    // Update `n`: its clusters (with `upstream`) and its listeners.
+    let update = |n: usize, upstream: SocketAddr| -> Result<(), String> {
+        let listeners = listeners(n, &filter, n / 5 % 2 == 1);
+        match &plane {
+            Some(plane) => {
+                let resources: Vec<Value> = std::iter::once(cluster(upstream)).chain(listeners).collect();
+                plane.set("bench", &n.to_string(), &resources)
+            }
+            None => {
+                // The CDS file is replaced when the cluster moves (every third update).
+                if n % 3 == 0 {
+                    let resources = json!({"version_info": n.to_string(), "resources": [cluster(upstream)]});
+                    replace(&cds, &resources.to_string())?;
+                }
+                replace(&lds, &json!({"version_info": n.to_string(), "resources": listeners}).to_string())
+            }
+        }
+    };
+    update(0, upstreams[0])?;
     let config = dir.join("envoy.yaml");
-    let bootstrap = format!(
-        "node: {{ id: bench, cluster: bench }}\nadmin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}\n\
-         dynamic_resources:\n  lds_config: {{ path_config_source: {{ path: \"{}\" }} }}\n  cds_config: {{ path_config_source: {{ path: \"{}\" }} }}\n",
-        lds.display(),
-        cds.display()
-    );
+    let bootstrap = match &plane {
+        Some(plane) => wasmproxy_conformance::config::ads_bootstrap("bench", "GRPC", &plane.xds_port.to_string()),
+        None => format!(
+            "node: {{ id: bench, cluster: bench }}\nadmin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}\n\
+             dynamic_resources:\n  lds_config: {{ path_config_source: {{ path: \"{}\" }} }}\n  cds_config: {{ path_config_source: {{ path: \"{}\" }} }}\n",
+            lds.display(),
+            cds.display()
+        ),
+    };
     std::fs::write(&config, bootstrap).map_err(|e| e.to_string())?;
     let running = crate::start(args, kind, &config, work, 2, &[])?;
     let clients = Clients::start(running.listener);
@@ -125,11 +177,10 @@ fn run_one(
     let started = Instant::now();
     let counted_before = clients.counts();
     for n in 1..=updates {
-        if n % 3 == 0 {
-            replace(&cds, &cds_file(n, upstreams[n / 3 % 2]))?;
-        }
+        // The cluster moves every third update.
+        let upstream = upstreams[n / 3 % 2];
         let written = Instant::now();
-        replace(&lds, &lds_file(n, &filter, n / 5 % 2 == 1))?;
+        update(n, upstream)?;
         match clients.wait_for(n as u64, SHOW_TIMEOUT) {
             Some(seen) => delays.push(seen.duration_since(written).as_secs_f64()),
             None => unseen += 1,
@@ -155,38 +206,52 @@ fn replace(path: &Path, text: &str) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| e.to_string())
 }
 
-fn cds_file(version: usize, upstream: SocketAddr) -> String {
-    format!(
-        "version_info: \"{version}\"\nresources:\n- \"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster\n  name: upstream\n  \
-         type: STATIC\n  load_assignment:\n    cluster_name: upstream\n    endpoints:\n    - lb_endpoints:\n      - endpoint: {{ address: \
-         {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}\n",
-        upstream.port()
-    )
+/// The cluster `upstream` at `upstream`.
+fn cluster(upstream: SocketAddr) -> Value {
+    json!({
+        "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "upstream", "type": "STATIC",
+        "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+            {"socket_address": {"address": "127.0.0.1", "port_value": upstream.port()}}}}]}]},
+    })
 }
 
-/// The LDS file of update `version`: the listener `main` (its plugin adding
-/// `x-version: <version>`, a route `/v<version>`), and with `extra` a second listener.
-fn lds_file(version: usize, filter: &Path, extra: bool) -> String {
+/// The listeners of update `version`: `main` (its plugin adding `x-version: <version>`, a
+/// route `/v<version>`), and with `extra` a second one.
+fn listeners(version: usize, filter: &Path, extra: bool) -> Vec<Value> {
     let listener = |name: &str| {
-        format!(
-            "- \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n  name: {name}\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\n  \
-             filter_chains:\n  - filters:\n    - name: envoy.filters.network.http_connection_manager\n      typed_config:\n        \
-             \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n        \
-             stat_prefix: {name}\n        route_config:\n          virtual_hosts:\n          - name: all\n            domains: [\"*\"]\n            \
-             routes:\n            - match: {{ prefix: /v{version} }}\n              direct_response: {{ status: 200, body: {{ inline_string: \"v{version}\" }} }}\n            \
-             - match: {{ prefix: / }}\n              route: {{ cluster: upstream }}\n        http_filters:\n        - name: envoy.filters.http.wasm\n          \
-             typed_config:\n            \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\n            config:\n              \
-             name: versioned\n              vm_config: {{ vm_id: bench, runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: \"{}\" }} }} }}\n              \
-             configuration: {{ \"@type\": type.googleapis.com/google.protobuf.StringValue, value: '{{\"response_headers\": [[\"x-version\", \"{version}\"]]}}' }}\n        \
-             - name: envoy.filters.http.router\n          typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}\n",
-            filter.display()
-        )
+        let configuration = format!(r#"{{"response_headers": [["x-version", "{version}"]]}}"#);
+        json!({
+            "@type": "type.googleapis.com/envoy.config.listener.v3.Listener", "name": name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                    {"match": {"prefix": format!("/v{version}")},
+                        "direct_response": {"status": 200, "body": {"inline_string": format!("v{version}")}}},
+                    {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}},
+                ]}]},
+                "http_filters": [
+                    {"name": "envoy.filters.http.wasm", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                        "config": {
+                            "name": "versioned",
+                            "vm_config": {"vm_id": "bench", "runtime": "envoy.wasm.runtime.v8",
+                                "code": {"local": {"filename": filter.display().to_string()}}},
+                            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
+                        },
+                    }},
+                    {"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+                ],
+            }}]}],
+        })
     };
-    let mut text = format!("version_info: \"{version}\"\nresources:\n{}", listener("main"));
+    let mut all = vec![listener("main")];
     if extra {
-        text.push_str(&listener("extra"));
+        all.push(listener("extra"));
     }
-    text
+    all
 }
 
 /// The clients: each keeps a connection, sends requests back to back, and notes the

@@ -212,5 +212,11 @@ fn a_listener_pushed_after_start_up_gets_its_module_by_url() {
     let answer = until(|| get(addr(), "/b"), |a| a.contains("x-demo: pushed") && body(a) == "from backend");
     assert!(answer.contains("x-demo: pushed"), "{answer}");
     assert_eq!(stat(&server, "listener_manager.lds.update_success"), 2);
+    // A module that cannot be had (another sha256): the listener's last version serves on.
+    let wrong = json!({"remote": {"http_uri": {"uri": "http://modules.test/module.wasm", "cluster": "modules", "timeout": "5s"}, "sha256": "1".repeat(64)}});
+    plane.set(node, "3", &[cluster("backend", backend), cluster("modules", modules), listener(wrong)]).unwrap();
+    until(|| stat(&server, "wasm.remote_load_fetch_failures").to_string(), |n| n == "1");
+    assert_eq!(stat(&server, "wasm.remote_load_fetch_failures"), 1);
+    assert!(get(addr(), "/c").contains("x-demo: pushed"));
     server.stop();
 }

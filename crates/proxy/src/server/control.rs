@@ -295,6 +295,8 @@ impl Control {
             return false;
         }
         stats.attempted();
+        // A module that could not be fetched is tried again when its plugin comes again.
+        self.failed.clear();
         let clusters: Vec<String> = self.all_clusters().iter().map(|c| c.name.clone()).collect();
         let read = R::load(ResourceSource::File(&source.path), &clusters);
         self.take(read, &source.path.display().to_string(), apply).is_ok()
@@ -345,6 +347,10 @@ impl Control {
     /// answer says whether it was taken and what routes and endpoints are wanted now.
     pub fn xds_update(&mut self, update: Update) {
         let source = ResourceSource::Wire { version_info: &update.version_info, resources: &update.resources };
+        if matches!(update.kind, Kind::Listener | Kind::Extension) {
+            // A module that could not be fetched is tried again when its plugin comes again.
+            self.failed.clear();
+        }
         let result = match update.kind {
             Kind::Cluster => {
                 self.stats.cds.attempted();
