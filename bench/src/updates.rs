@@ -148,7 +148,7 @@ fn run_one(
             }
             None => {
                 // The CDS file is replaced when the cluster moves (every third update).
-                if n % 3 == 0 {
+                if n.is_multiple_of(3) {
                     let resources = json!({"version_info": n.to_string(), "resources": [cluster(upstream)]});
                     replace(&cds, &resources.to_string())?;
                 }
