@@ -52,6 +52,10 @@ pub struct LiveView {
     pub dynamic_listeners: Option<Accepted>,
     /// The clusters from the CDS file.
     pub dynamic_clusters: Option<Accepted>,
+    /// The route configurations from xDS, each as it came (one document each).
+    pub dynamic_routes: Vec<Accepted>,
+    /// The filter configurations from ECDS, each as it came (one document each).
+    pub dynamic_filters: Vec<Accepted>,
     /// Every TLS context served: each filter chain's, then each cluster's (`/certs`).
     pub tls_contexts: Vec<Arc<dyn ContextCertificates>>,
 }
@@ -469,7 +473,8 @@ fn server_info(state: &AdminState) -> Value {
 }
 
 /// Envoy's `ConfigDump` envelope around the configuration as loaded: the bootstrap, then
-/// the static clusters, listeners and route configurations.
+/// the clusters, listeners and route configurations (static and dynamic), then the filter
+/// configurations from ECDS.
 fn config_dump(state: &AdminState) -> Value {
     let doc = &state.config.document;
     let statics = |kind: &str| doc["static_resources"][kind].as_array().cloned().unwrap_or_default();
@@ -515,12 +520,27 @@ fn config_dump(state: &AdminState) -> Value {
         listener_dump["version_info"] = json!(version);
         listener_dump["dynamic_listeners"] = json!(dynamic);
     }
-    json!({"configs": [
-        {"@type": format!("{PREFIX}BootstrapConfigDump"), "bootstrap": doc},
+    let each = |list: &[Accepted], key: &str| -> Vec<Value> {
+        let documents = list.iter().flat_map(|a| a.documents.iter().map(move |d| (a, d)));
+        documents
+            .map(|(a, d)| json!({"version_info": a.version_info, key: d, "last_updated": rfc3339(a.last_updated)}))
+            .collect()
+    };
+    let mut route_dump = json!({"@type": format!("{PREFIX}RoutesConfigDump"), "static_route_configs": routes});
+    if !live.dynamic_routes.is_empty() {
+        route_dump["dynamic_route_configs"] = json!(each(&live.dynamic_routes, "route_config"));
+    }
+    let mut configs = vec![
+        json!({"@type": format!("{PREFIX}BootstrapConfigDump"), "bootstrap": doc}),
         cluster_dump,
         listener_dump,
-        {"@type": format!("{PREFIX}RoutesConfigDump"), "static_route_configs": routes},
-    ]})
+        route_dump,
+    ];
+    if !live.dynamic_filters.is_empty() {
+        let filters = each(&live.dynamic_filters, "ecds_filter");
+        configs.push(json!({"@type": format!("{PREFIX}EcdsConfigDump"), "ecds_filters": filters}));
+    }
+    json!({ "configs": configs })
 }
 
 /// A time as protobuf's JSON writes a `Timestamp` (`2026-12-04T15:04:05.123Z`).

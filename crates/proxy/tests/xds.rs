@@ -158,6 +158,12 @@ fn drive(delta: bool) {
     assert_eq!(stat(&server, "cluster_manager.cds.update_success"), 1);
     assert_eq!(stat(&server, "http.ingress.rds.routes.update_success"), 1);
     assert_eq!(stat(&server, "cluster.backend.update_success"), 1);
+    // `/config_dump` shows what came, with its version.
+    let dump: Value = serde_json::from_str(&common::admin_get(&server, "/config_dump")).unwrap();
+    let dumped = &dump["configs"][3]["dynamic_route_configs"][0];
+    assert_eq!((dumped["version_info"].as_str(), dumped["route_config"]["name"].as_str()), (Some("1"), Some("routes")));
+    let dumped = &dump["configs"][2]["dynamic_listeners"][0];
+    assert_eq!(dumped["active_state"]["listener"]["name"], "http");
 
     // The node goes on the first request; every type is ACKed with its nonce (and, in the
     // state of the world, its version).
@@ -326,6 +332,10 @@ fn a_wasm_filters_configuration_comes_by_ecds() {
     assert!(body(&answer) == "a /x" && answer.contains("x-demo: one"), "{answer}");
     assert_eq!(stat(&server, "extension_config_discovery.http_filter.demo.config_reload"), 1);
     assert_eq!(stat(&server, "extension_config_discovery.http_filter.demo.update_success"), 1);
+    let dump: Value = serde_json::from_str(&common::admin_get(&server, "/config_dump")).unwrap();
+    let ecds =
+        dump["configs"].as_array().unwrap().iter().find(|c| c["@type"].as_str().unwrap().ends_with("EcdsConfigDump"));
+    assert_eq!(ecds.unwrap()["ecds_filters"][0]["ecds_filter"]["name"], "demo");
 
     // A new configuration: new streams get it.
     plane.set("2", &with(vec![extension("demo", "x-demo=two", &demo)]));

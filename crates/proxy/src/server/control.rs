@@ -97,6 +97,9 @@ pub struct Control {
     ads_endpoints: Vec<LoadAssignment>,
     /// The filter configurations last accepted from ECDS.
     ecds: Vec<ExtensionConfig>,
+    /// What admin shows of the route and filter configurations from xDS, by name.
+    shown_routes: BTreeMap<String, Accepted>,
+    shown_filters: BTreeMap<String, Accepted>,
     /// The listeners served, as configured (before ECDS configurations are put in).
     applied: Vec<Listener>,
     /// Modules by URL: those fetched, those being fetched, those that could not be.
@@ -160,6 +163,8 @@ impl Control {
             ads_routes: Vec::new(),
             ads_endpoints: Vec::new(),
             ecds: Vec::new(),
+            shown_routes: BTreeMap::new(),
+            shown_filters: BTreeMap::new(),
             applied: Vec::new(),
             modules: RemoteModules::new(cache_dir, store),
             fetching: BTreeSet::new(),
@@ -378,6 +383,8 @@ impl Control {
         self.ads_routes.retain(|r| names.routes.contains(&r.name));
         self.ads_endpoints.retain(|e| names.endpoints.contains(&e.cluster_name));
         self.ecds.retain(|e| names.extensions.contains(&e.name));
+        self.shown_routes.retain(|name, _| names.routes.contains(name));
+        self.shown_filters.retain(|name, _| names.extensions.contains(name));
         self.publish();
         let _ = update.reply.send(Reply { result, wanted });
         self.check_ready();
@@ -393,6 +400,7 @@ impl Control {
         let stats: Vec<SubscriptionStats> = names.iter().flat_map(|n| R::stats(self, n)).collect();
         stats.iter().for_each(SubscriptionStats::attempted);
         let file = read.inspect_err(|e| stats.iter().for_each(|s| s.not_taken(e))).map_err(|e| e.to_string())?;
+        let documents = file.documents.clone();
         let mut taken = R::held(self).clone();
         for resource in file.resources {
             taken.retain(|r| r.name() != resource.name());
@@ -409,6 +417,13 @@ impl Control {
         }
         stats.iter().for_each(|s| s.accepted(version));
         names.iter().for_each(|n| R::counted(self, n, true));
+        let now = std::time::SystemTime::now();
+        for (name, document) in names.iter().zip(documents) {
+            let accepted = Accepted { version_info: version.to_string(), last_updated: now, documents: vec![document] };
+            if let Some(shown) = R::shown(self) {
+                shown.insert(name.clone(), accepted);
+            }
+        }
         Ok(())
     }
 
@@ -928,6 +943,8 @@ impl Control {
         view.listeners = self.bound();
         show(&mut view.dynamic_listeners, &self.listeners);
         show(&mut view.dynamic_clusters, &self.clusters);
+        view.dynamic_routes = self.shown_routes.values().cloned().collect();
+        view.dynamic_filters = self.shown_filters.values().cloned().collect();
         view.tls_contexts = self.served.iter().flat_map(|s| tls_contexts(s)).collect();
     }
 }
@@ -1003,6 +1020,10 @@ trait NamedResource: Sized + Clone {
     /// Counts a resource of that name applied (or refused by the configuration it made),
     /// beyond the subscription stats.
     fn counted(_control: &Control, _name: &str, _applied: bool) {}
+    /// What admin shows of them, if it shows them (`/config_dump`).
+    fn shown(_control: &mut Control) -> Option<&mut BTreeMap<String, Accepted>> {
+        None
+    }
 }
 
 impl NamedResource for RouteConfig {
@@ -1024,6 +1045,10 @@ impl NamedResource for RouteConfig {
 
     fn held(control: &mut Control) -> &mut Vec<Self> {
         &mut control.ads_routes
+    }
+
+    fn shown(control: &mut Control) -> Option<&mut BTreeMap<String, Accepted>> {
+        Some(&mut control.shown_routes)
     }
 }
 
@@ -1069,6 +1094,10 @@ impl NamedResource for ExtensionConfig {
 
     fn held(control: &mut Control) -> &mut Vec<Self> {
         &mut control.ecds
+    }
+
+    fn shown(control: &mut Control) -> Option<&mut BTreeMap<String, Accepted>> {
+        Some(&mut control.shown_filters)
     }
 
     /// Envoy's `config_reload` (every configuration received, as Envoy 1.40 counts it) and
