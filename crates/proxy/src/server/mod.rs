@@ -164,22 +164,18 @@ impl Server {
         }
         server.listeners = control.bound();
         if let Some(a) = &config.admin {
-            let started = resolve("admin", &a.address).and_then(|(addr, bind_error)| {
-                let state = AdminState::new(
-                    store.clone(),
-                    upstreams.clone(),
-                    config.clone(),
-                    control.view(),
-                    options.command_line.clone(),
-                    concurrency,
-                    options.logging.clone(),
-                    server.shutdown.clone(),
-                );
-                crate::admin::start(addr, Arc::new(state), shutdown_rx.clone()).map_err(bind_error)
-            });
-            match started {
+            let state = AdminState::new(
+                store.clone(),
+                upstreams.clone(),
+                config.clone(),
+                control.view(),
+                options.command_line.clone(),
+                concurrency,
+                options.logging.clone(),
+                server.shutdown.clone(),
+            );
+            match start_admin(&a.address, state, &shutdown_rx) {
                 Ok((bound, handle)) => {
-                    tracing::info!("admin on {bound}");
                     server.admin = Some(bound);
                     server.workers.push(handle);
                 }
@@ -241,6 +237,18 @@ impl Stopper {
     pub fn stop(&self) {
         let _ = self.0.send(true);
     }
+}
+
+/// Binds and starts the admin listener: its address and thread.
+fn start_admin(
+    address: &SocketAddress,
+    state: AdminState,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(SocketAddr, std::thread::JoinHandle<()>), ServerError> {
+    let (addr, bind_error) = resolve("admin", address)?;
+    let (bound, handle) = crate::admin::start(addr, Arc::new(state), shutdown.clone()).map_err(bind_error)?;
+    tracing::info!("admin on {bound}");
+    Ok((bound, handle))
 }
 
 /// Starts the xDS streams' thread and the configuration thread, if anything can change
