@@ -59,6 +59,7 @@ mod wasm;
 use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use protobuf::release_descriptors;
 pub use model::*;
 pub use resources::{
     CLUSTER_TYPE, ENDPOINT_TYPE, EXTENSION_CONFIG_TYPE, LISTENER_TYPE, ROUTE_TYPE, ResourceFileError, ResourceSource,

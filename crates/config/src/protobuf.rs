@@ -8,9 +8,9 @@
 //! is an error, never dropped; an `Any` of a type they do not know keeps only its `"@type"`,
 //! which every reader refuses as it refuses that type in a file.
 
-use std::sync::LazyLock;
+use std::sync::Mutex;
 
-use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MapKey, MessageDescriptor, ReflectMessage, Value as Proto};
+use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MapKey, ReflectMessage, Value as Proto};
 
 use crate::error::ConfigError;
 use crate::tree::{Entry, Node, Value};
@@ -23,31 +23,52 @@ const DESCRIPTORS: &[u8] = include_bytes!("../descriptors/envoy-api.bin.gz");
 /// decoder's own limit does not bound the whole).
 const MAX_ANY_DEPTH: usize = 32;
 
-static POOL: LazyLock<Result<DescriptorPool, String>> = LazyLock::new(|| {
+/// The descriptors, loaded when a resource comes and released when asked (they take some
+/// 6 MiB, and take some 7 ms to load).
+static POOL: Mutex<Option<DescriptorPool>> = Mutex::new(None);
+
+fn load_pool() -> Result<DescriptorPool, String> {
     use std::io::Read;
     let mut bytes = Vec::new();
     flate2::read::GzDecoder::new(DESCRIPTORS)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("the built-in Envoy API descriptors do not unpack: {e}"))?;
     DescriptorPool::decode(bytes.as_slice()).map_err(|e| format!("the built-in Envoy API descriptors do not load: {e}"))
-});
+}
+
+/// The descriptors (a cheap handle), loaded if they are not.
+fn pool() -> Result<DescriptorPool, String> {
+    let mut held = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(pool) = held.as_ref() {
+        return Ok(pool.clone());
+    }
+    let pool = load_pool()?;
+    *held = Some(pool.clone());
+    Ok(pool)
+}
+
+/// Lets the descriptors go (once no resource is being read); the next resource loads them
+/// again. True if they were loaded.
+pub fn release_descriptors() -> bool {
+    POOL.lock().unwrap_or_else(|e| e.into_inner()).take().is_some()
+}
 
 /// The message type of that full name, if Envoy 1.40's API (as wasmproxy carries it) has it.
-pub(crate) fn message_type(name: &str) -> Option<MessageDescriptor> {
-    POOL.as_ref().ok()?.get_message_by_name(name)
+#[cfg(test)]
+fn message_type(name: &str) -> Option<prost_reflect::MessageDescriptor> {
+    pool().ok()?.get_message_by_name(name)
 }
 
 /// An `Any` (its type URL and its value's bytes) as a tree: a mapping with `"@type"` and the
 /// message's fields. `path` names it in errors.
 pub(crate) fn any_to_tree(type_url: &str, value: &[u8], path: &str) -> Result<Node, ConfigError> {
-    if let Err(e) = POOL.as_ref() {
-        return Err(ConfigError::new(path, e.clone()));
-    }
-    Converter { depth: 0 }.any(type_url, value, path)
+    let pool = pool().map_err(|e| ConfigError::new(path, e))?;
+    Converter { depth: 0, pool }.any(type_url, value, path)
 }
 
 struct Converter {
     depth: usize,
+    pool: DescriptorPool,
 }
 
 impl Converter {
@@ -58,7 +79,7 @@ impl Converter {
         }
         let mut entries = vec![entry("@type", quoted(type_url))];
         let name = type_url.rsplit('/').next().unwrap_or_default();
-        if let Some(descriptor) = message_type(name) {
+        if let Some(descriptor) = self.pool.get_message_by_name(name) {
             let message = DynamicMessage::decode(descriptor, value)
                 .map_err(|e| ConfigError::new(path, format!("not a valid {name}: {e}")))?;
             match self.well_known(&message, path)? {

@@ -30,13 +30,15 @@ pub async fn give_back_periodically() {
     }
 }
 
+/// Returns the allocator's free pages to the system now.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn give_back() {
+pub fn give_back() {
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {
         libc::malloc_trim(0);
     }
 }
 
+/// Returns the allocator's free pages to the system now (nothing to do here).
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn give_back() {}
+pub fn give_back() {}

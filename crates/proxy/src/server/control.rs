@@ -19,6 +19,7 @@ use wasmproxy_config::{ResourceFileError, ResourceSource};
 use wasmproxy_stats::{Counter, Gauge, StatName, Store};
 
 use crate::admin::{Accepted, LiveView};
+use crate::limits::DESCRIPTORS_IDLE;
 use crate::observe::stats::SubscriptionStats;
 use crate::server::ServerError;
 use crate::server::listener::bind_reuseport;
@@ -108,6 +109,8 @@ pub struct Control {
     failed: BTreeMap<String, String>,
     /// Where fetches are asked for (the xDS thread).
     fetcher: Option<mpsc::UnboundedSender<Fetch>>,
+    /// When the last xDS resources were read (their descriptors are let go a while after).
+    decoded_at: Option<Instant>,
     /// The route configurations and endpoints asked for from ADS so far (Envoy counts an
     /// update attempt when a subscription starts).
     subscribed: Wanted,
@@ -170,6 +173,7 @@ impl Control {
             fetching: BTreeSet::new(),
             failed: BTreeMap::new(),
             fetcher: None,
+            decoded_at: None,
             subscribed: Wanted::default(),
             warming: HashMap::new(),
             first_clusters,
@@ -356,6 +360,7 @@ impl Control {
             // A module that could not be fetched is tried again when its plugin comes again.
             self.failed.clear();
         }
+        self.decoded_at = Some(Instant::now());
         let result = match update.kind {
             Kind::Cluster => {
                 self.stats.cds.attempted();
@@ -710,6 +715,14 @@ impl Control {
     /// Something waited for may have stopped waiting: the configuration is applied again if
     /// a warming listener's wait is over.
     pub fn tick(&mut self) {
+        if let Some(at) = self.decoded_at
+            && at.elapsed() >= DESCRIPTORS_IDLE
+        {
+            self.decoded_at = None;
+            if wasmproxy_config::release_descriptors() {
+                crate::memory::give_back();
+            }
+        }
         let expired = self.configured_listeners().iter().any(|l| {
             let resolved = self.resolve(l);
             let served = self.served.as_ref().is_some_and(|s| s.listeners.iter().any(|o| o.config == resolved));
