@@ -59,8 +59,8 @@ mod wasm;
 use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use protobuf::release_descriptors;
 pub use model::*;
+pub use protobuf::release_descriptors;
 pub use resources::{
     CLUSTER_TYPE, ENDPOINT_TYPE, EXTENSION_CONFIG_TYPE, LISTENER_TYPE, ROUTE_TYPE, ResourceFileError, ResourceSource,
     SECRET_TYPE, WireResource, load_clusters, load_endpoints, load_extension_configs, load_listeners, load_routes,

@@ -382,6 +382,17 @@ mod tests {
     }
 
     #[test]
+    fn the_descriptors_are_let_go_and_loaded_again() {
+        assert!(message_type("envoy.config.cluster.v3.Cluster").is_some());
+        release_descriptors();
+        let cluster =
+            encode("envoy.config.cluster.v3.Cluster", |m| m.set_field_by_name("name", Proto::String("c".into())));
+        release_descriptors();
+        let node = any_to_tree("type.googleapis.com/envoy.config.cluster.v3.Cluster", &cluster, "").unwrap();
+        assert_eq!(node.to_json()["name"], "c");
+    }
+
+    #[test]
     fn durations_as_proto_json() {
         assert_eq!(duration(5, 0), "5s");
         assert_eq!(duration(0, 250_000_000), "0.25s");
