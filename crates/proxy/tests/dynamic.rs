@@ -250,7 +250,17 @@ fn a_bad_update_is_rejected_and_the_last_good_configuration_keeps_serving() {
     let unknown_cluster =
         lds("l3", &[listener("main", "bad", &demo, "").replace("cluster: backend", "cluster: nowhere")]);
     let no_module = lds("l4", &[listener("main", "bad", &dir.join("missing.wasm"), "")]);
-    for (i, bad) in [unknown_field, unknown_cluster, no_module].iter().enumerate() {
+    // Routes from a control plane: by ADS without `ads_config`, or through a cluster that
+    // is not a static one.
+    let with_rds = |source: &str| {
+        let l = listener("main", "bad", &demo, "");
+        let (start, end) = (l.find("        route_config:").unwrap(), l.find("        http_filters:").unwrap());
+        format!("{}        rds: {{ route_config_name: r, config_source: {source} }}\n{}", &l[..start], &l[end..])
+    };
+    let no_ads = lds("l5", &[with_rds("{ ads: {} }")]);
+    let grpc = "{ api_config_source: { api_type: GRPC, grpc_services: [{ envoy_grpc: { cluster_name: backend } }] } }";
+    let not_static = lds("l6", &[with_rds(grpc)]);
+    for (i, bad) in [unknown_field, unknown_cluster, no_module, no_ads, not_static].iter().enumerate() {
         replace(&dir.join("lds.yaml"), bad);
         let rejected =
             until(|| stat(&server, "listener_manager.lds.update_rejected").to_string(), |n| n == (i + 1).to_string());
@@ -262,7 +272,7 @@ fn a_bad_update_is_rejected_and_the_last_good_configuration_keeps_serving() {
     until(|| stat(&server, "listener_manager.lds.update_failure").to_string(), |n| n == "1");
     assert_eq!(
         (stat(&server, "listener_manager.lds.update_failure"), stat(&server, "listener_manager.lds.update_rejected")),
-        (1, 3)
+        (1, 5)
     );
     assert_eq!(body(&get(main, "/direct")), "good");
     // A bad cluster file: the cluster keeps its endpoint.
@@ -273,7 +283,7 @@ fn a_bad_update_is_rejected_and_the_last_good_configuration_keeps_serving() {
     assert_eq!(stat(&server, "listener_manager.lds.update_success"), 1);
 
     // A good update after the bad ones is taken.
-    replace(&dir.join("lds.yaml"), lds("l5", &[listener("main", "fixed", &demo, "x-demo=one")]));
+    replace(&dir.join("lds.yaml"), lds("l7", &[listener("main", "fixed", &demo, "x-demo=one")]));
     assert_eq!(body(&until(|| get(main, "/direct"), |r| body(r) == "fixed")), "fixed");
     server.stop();
 }

@@ -814,7 +814,8 @@ impl Control {
         clusters: Vec<Cluster>,
         files: &ReferencedFiles,
     ) -> Result<(), ServerError> {
-        self.check_grpc_sources(&listeners, &clusters)?;
+        // Every listener configured, warming ones too.
+        self.check_grpc_sources(&self.configured_listeners(), &clusters)?;
         let configured = listeners;
         let listeners: Vec<Listener> = configured.iter().map(|l| self.resolve(l)).collect();
         let clusters = self.with_ads_endpoints(files.with_endpoints(clusters));
@@ -848,7 +849,8 @@ impl Control {
         Ok(())
     }
 
-    /// Every `api_config_source` must name a static cluster, as in Envoy.
+    /// Every `api_config_source` must name a static cluster, as in Envoy, and `ads` needs
+    /// the ADS stream (a resource from a file may name it without one).
     fn check_grpc_sources(&self, listeners: &[Listener], clusters: &[Cluster]) -> Result<(), ServerError> {
         let rds = listeners.iter().flat_map(|l| l.chains().flat_map(|c| &c.filters)).filter_map(|f| match f {
             NetworkFilter::HttpConnectionManager(hcm) => hcm.rds.as_ref().map(|r| (&r.source, "rds.config_source")),
@@ -856,6 +858,9 @@ impl Control {
         });
         let eds = clusters.iter().filter_map(|c| c.eds.as_ref().map(|e| (&e.source, "eds_config")));
         for (source, field) in rds.chain(eds) {
+            if matches!(source, ConfigSource::Ads { .. }) && self.bootstrap.dynamic_resources.ads.is_none() {
+                return Err(ServerError::Config(format!("{field}.ads: needs dynamic_resources.ads_config")));
+            }
             if let ConfigSource::Grpc { api, .. } = source
                 && !self.bootstrap.clusters.iter().any(|c| c.name == api.cluster)
             {
