@@ -182,10 +182,7 @@ fn observe(
     };
     std::fs::write(&file, fill(config)).map_err(|e| format!("{}: {e}", file.display()))?;
     for (name, text) in &s.files {
-        match &plane {
-            Some(plane) if *name == XDS => set_snapshot(plane, &fill(text))?,
-            _ => replace_file(&format!("{dynamic}{name}"), &fill(text))?,
-        }
+        put(plane.as_ref(), &dynamic, name, &fill(text))?;
     }
     upstream.take();
     let running = match proxy::start(kind, bins, &file, work) {
@@ -210,10 +207,7 @@ fn observe(
     for (i, r) in s.requests.iter().enumerate() {
         if let Some((name, text)) = &r.update {
             let before = updates(&running);
-            match &plane {
-                Some(plane) if *name == XDS => set_snapshot(plane, &fill(text))?,
-                _ => replace_file(&format!("{dynamic}{name}"), &fill(text))?,
-            }
+            put(plane.as_ref(), &dynamic, name, &fill(text))?;
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
             while updates(&running) == before && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(20));
@@ -260,6 +254,15 @@ fn observe(
         section(&mut out, "control plane received (as a set)", discovery_requests(plane));
     }
     Ok(normalize::listener(&out, &running.listener.to_string()))
+}
+
+/// Puts a scenario's dynamic resource in place: the control plane's snapshot ([`XDS`]) is
+/// served, a file is replaced.
+fn put(plane: Option<&ControlPlane>, dynamic: &str, name: &str, text: &str) -> Result<(), String> {
+    match plane {
+        Some(plane) if name == XDS => set_snapshot(plane, text),
+        _ => replace_file(&format!("{dynamic}{name}"), text),
+    }
 }
 
 /// Serves a scenario's snapshot (`{"version", "resources"}`, and `"node"` if it is not

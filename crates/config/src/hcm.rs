@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::access_log::read_access_logs;
 use crate::config_source::read_config_source;
 use crate::model::{
-    CodecType, DiscoveredFilter, ExtensionConfig, HttpConnectionManager, HttpFilter, RdsSource, RouteConfig,
+    CodecType, DiscoveredFilter, ExtensionConfig, HttpConnectionManager, HttpFilter, RdsSource, RouteConfig, WasmPlugin,
 };
 use crate::reader::{AnyValue, Ctx, Field, type_error};
 use crate::route::read_route_config;
@@ -242,14 +242,7 @@ fn read_config_discovery(ctx: &mut Ctx, field: &Field<'_>, name: &str) -> Option
         }
         Some(source)
     });
-    let default = msg.get(ctx, "default_config").and_then(|typed| match read_typed_http_filter(ctx, &typed) {
-        (_, Some(HttpFilter::Wasm(plugin))) => Some(*plugin),
-        (_, Some(_)) => {
-            typed.error(ctx, format!("must be a {HTTP_WASM_TYPE} (the only filter wasmproxy discovers)"));
-            None
-        }
-        (_, None) => None,
-    });
+    let default = msg.get(ctx, "default_config").and_then(|typed| read_discoverable(ctx, &typed));
     let apply_default_without_warming =
         msg.get(ctx, "apply_default_config_without_warming").and_then(|f| f.bool_value(ctx)).unwrap_or(false);
     if apply_default_without_warming && default.is_none() {
@@ -270,16 +263,21 @@ fn read_config_discovery(ctx: &mut Ctx, field: &Field<'_>, name: &str) -> Option
 pub(crate) fn read_extension_config(ctx: &mut Ctx, field: &Field<'_>) -> Option<ExtensionConfig> {
     let mut msg = field.message(ctx, &["name", "typed_config"])?;
     let name = msg.required(ctx, "name").and_then(|f| f.string(ctx));
-    let plugin = msg.required(ctx, "typed_config").and_then(|typed| match read_typed_http_filter(ctx, &typed) {
+    let plugin = msg.required(ctx, "typed_config").and_then(|typed| read_discoverable(ctx, &typed));
+    msg.finish(ctx);
+    Some(ExtensionConfig { name: name?, plugin: plugin? })
+}
+
+/// A filter configuration ECDS may give: a Wasm HTTP filter, and nothing else.
+fn read_discoverable(ctx: &mut Ctx, typed: &Field<'_>) -> Option<WasmPlugin> {
+    match read_typed_http_filter(ctx, typed) {
         (_, Some(HttpFilter::Wasm(plugin))) => Some(*plugin),
         (_, Some(_)) => {
             typed.error(ctx, format!("must be a {HTTP_WASM_TYPE} (the only filter wasmproxy discovers)"));
             None
         }
         (_, None) => None,
-    });
-    msg.finish(ctx);
-    Some(ExtensionConfig { name: name?, plugin: plugin? })
+    }
 }
 
 fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (bool, Option<HttpFilter>) {
