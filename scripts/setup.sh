@@ -22,7 +22,8 @@ else
 fi
 
 # iproute2: `ss`, with which a test finds a listener whose address it cannot be told.
-packages=(rustc-web cargo-web rust-web-src lld-19 wasi-libc iproute2)
+# docker-registry: the OCI registry the tests pull modules from.
+packages=(rustc-web cargo-web rust-web-src lld-19 wasi-libc iproute2 docker-registry)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

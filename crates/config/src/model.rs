@@ -905,17 +905,22 @@ pub enum WasmCode {
     File(PathBuf),
     /// `inline_bytes` (base64 in JSON/YAML) or `inline_string`.
     Inline(Vec<u8>),
-    /// `remote`: fetched by URL through a cluster, checked against its sha256.
+    /// `remote`: fetched by URL through a cluster or from an OCI registry, checked against
+    /// its sha256.
     Remote(Box<RemoteCode>),
 }
+
+/// The scheme of a module in an OCI registry (wasmproxy's; Envoy fetches only by HTTP).
+pub const OCI_SCHEME: &str = "oci://";
 
 /// `vm_config.code.remote`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteCode {
-    /// `http_uri.uri`.
+    /// `http_uri.uri`: `http://` or `https://`, or `oci://registry/repository[:tag][@digest]`.
     pub uri: String,
-    /// `http_uri.cluster`: the cluster the request goes through.
-    pub cluster: String,
+    /// `http_uri.cluster`: the cluster the request goes through; `None` for `oci://`, which
+    /// is pulled from the registry the reference names.
+    pub cluster: Option<String>,
     /// `http_uri.timeout`: for each attempt.
     pub timeout: std::time::Duration,
     /// `sha256`, lowercase hex.

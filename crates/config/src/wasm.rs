@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::base64;
-use crate::model::{FailurePolicy, RemoteCode, WasmCode, WasmPlugin, WasmService, WasmVm};
+use crate::model::{FailurePolicy, OCI_SCHEME, RemoteCode, WasmCode, WasmPlugin, WasmService, WasmVm};
 use crate::reader::{AnyValue, Ctx, Field};
 use crate::struct_value::{encode_struct, message_field, string_field, struct_fields};
 
@@ -211,21 +211,42 @@ fn read_remote(ctx: &mut Ctx, field: &Field<'_>) -> Option<RemoteCode> {
     let mut msg = field.message(ctx, REMOTE_DATA_SOURCE)?;
     let http_uri = msg.required(ctx, "http_uri").and_then(|f| {
         let mut uri = f.message(ctx, HTTP_URI)?;
+        // The URI if valid, and whether it names a registry.
         let text = uri.required(ctx, "uri").and_then(|f| {
             let text = f.string(ctx)?;
+            if let Some(reference) = text.strip_prefix(OCI_SCHEME) {
+                if let Err(why) = check_oci_reference(reference) {
+                    f.error(ctx, format!("{text:?} is not an OCI image reference: {why}"));
+                    return Some((None, true));
+                }
+                return Some((Some(text), true));
+            }
             match text.parse::<http::Uri>() {
-                Ok(parsed) if parsed.scheme().is_some() && parsed.authority().is_some() => Some(text),
+                Ok(parsed) if matches!(parsed.scheme_str(), Some("http" | "https")) && parsed.authority().is_some() => {
+                    Some((Some(text), false))
+                }
                 _ => {
-                    f.error(ctx, format!("{text:?} is not an absolute http:// or https:// URI"));
-                    None
+                    f.error(ctx, format!("{text:?} is not an absolute http://, https:// or oci:// URI"));
+                    Some((None, false))
                 }
             }
         });
-        let cluster = uri.required(ctx, "cluster").and_then(|f| {
-            let name = f.string(ctx)?;
-            ctx.refs.cluster_refs.push((name.clone(), f.origin()));
-            Some(name)
-        });
+        let from_registry = text.as_ref().is_some_and(|(_, oci)| *oci);
+        let text = text.and_then(|(text, _)| text);
+        // A registry is reached by the name in the reference (and any host it sends the
+        // client on to): no cluster stands for it.
+        let cluster = match uri.get(ctx, "cluster") {
+            Some(f) if from_registry => {
+                f.error(ctx, "an oci:// module is pulled from the registry its reference names: remove the cluster");
+                None
+            }
+            None if from_registry => Some(None),
+            _ => uri.required(ctx, "cluster").and_then(|f| {
+                let name = f.string(ctx)?;
+                ctx.refs.cluster_refs.push((name.clone(), f.origin()));
+                Some(Some(name))
+            }),
+        };
         let timeout = uri.required(ctx, "timeout").and_then(|f| f.duration(ctx));
         uri.finish(ctx);
         Some((text?, cluster?, timeout?))
@@ -260,6 +281,48 @@ fn read_remote(ctx: &mut Ctx, field: &Field<'_>) -> Option<RemoteCode> {
     let (uri, cluster, timeout) = http_uri?;
     let max_interval = max_interval.unwrap_or(base_interval * 10).max(base_interval);
     Some(RemoteCode { uri, cluster, timeout, sha256: sha256?, retries, base_interval, max_interval })
+}
+
+/// Checks `registry/repository[:tag][@sha256:digest]`, as the distribution spec names an
+/// image (the registry is not optional: there is no default one).
+fn check_oci_reference(reference: &str) -> Result<(), String> {
+    let (name, digest) = match reference.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (reference, None),
+    };
+    if let Some(digest) = digest {
+        let hex = digest.strip_prefix("sha256:").ok_or("the digest is not a sha256:")?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+            return Err("the digest is not 64 lowercase hex digits".into());
+        }
+    }
+    let (registry, path) = name.split_once('/').ok_or("no registry/repository")?;
+    // Docker's rule, which oci-client follows: a first component without a dot or a port
+    // (and not `localhost`) is a Docker Hub namespace, not a registry.
+    let named = registry.contains(['.', ':']) || registry == "localhost";
+    if !named || registry.parse::<http::uri::Authority>().is_err() {
+        return Err(format!("{registry:?} is not a registry's host[:port] (a name with a dot or a port)"));
+    }
+    let (repository, tag) = match path.rsplit_once(':') {
+        Some((repository, tag)) => (repository, Some(tag)),
+        None => (path, None),
+    };
+    if let Some(tag) = tag {
+        let valid = |b: u8| b.is_ascii_alphanumeric() || b"._-".contains(&b);
+        if tag.is_empty() || tag.len() > 128 || !tag.bytes().all(valid) || tag.starts_with(['.', '-']) {
+            return Err(format!("{tag:?} is not a tag"));
+        }
+    }
+    let component = |c: &str| {
+        !c.is_empty()
+            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && c.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    if !repository.split('/').all(component) {
+        return Err(format!("{repository:?} is not a repository (lowercase letters, digits, . _ - and /)"));
+    }
+    Ok(())
 }
 
 /// What a `DataSource` holds.

@@ -101,6 +101,49 @@ fn unsupported_fields() {
             format!("{PLUGIN}.vm_config.code.remote.sha256: must be a sha256 in hex (64 digits) (line 27, column 84)"),
         ]
     );
+    let sha = "a".repeat(64);
+    let oci = |uri: &str, cluster: &str| {
+        let code =
+            format!("code: {{ remote: {{ http_uri: {{ uri: \"{uri}\", {cluster}timeout: 1s }}, sha256: {sha} }} }}");
+        let text = config(&[("code: { local: { filename: plugin.wasm } }", &code)]);
+        match load_str(&text, Path::new("/etc/wasmproxy")) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.to_string().lines().map(str::to_owned).collect(),
+        }
+    };
+    assert_eq!(oci("oci://registry.test:5000/plugins/a:v1", ""), Vec::<String>::new());
+    assert_eq!(oci(&format!("oci://localhost/a@sha256:{sha}"), ""), Vec::<String>::new());
+    let at = format!("{PLUGIN}.vm_config.code.remote.http_uri");
+    assert_eq!(
+        oci("oci://registry.test/a:v1", "cluster: modules, "),
+        vec![format!(
+            "{at}.cluster: an oci:// module is pulled from the registry its reference names: remove the cluster (line 27, column 91)"
+        )]
+    );
+    assert_eq!(
+        oci("oci://plugins/a:v1", ""),
+        vec![format!(
+            "{at}.uri: \"oci://plugins/a:v1\" is not an OCI image reference: \"plugins\" is not a registry's host[:port] (a name with a dot or a port) (line 27, column 54)"
+        )]
+    );
+    assert_eq!(
+        oci("oci://r.test/Plugins/a", ""),
+        vec![format!(
+            "{at}.uri: \"oci://r.test/Plugins/a\" is not an OCI image reference: \"Plugins/a\" is not a repository (lowercase letters, digits, . _ - and /) (line 27, column 54)"
+        )]
+    );
+    assert_eq!(
+        oci("oci://r.test/a@sha256:12", ""),
+        vec![format!(
+            "{at}.uri: \"oci://r.test/a@sha256:12\" is not an OCI image reference: the digest is not 64 lowercase hex digits (line 27, column 54)"
+        )]
+    );
+    assert_eq!(
+        oci("ftp://r.test/a", "cluster: backend, "),
+        vec![format!(
+            "{at}.uri: \"ftp://r.test/a\" is not an absolute http://, https:// or oci:// URI (line 27, column 54)"
+        )]
+    );
     assert_eq!(
         errors(&[(
             "    - filters:\n",

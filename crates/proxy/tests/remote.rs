@@ -8,16 +8,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use wasmproxy_host::EngineConfig;
-use wasmproxy_proxy::{RunningServer, Server, ServerOptions};
 
-use common::{answering, body, get, plugin, stat, until, upstream};
+use common::{
+    answering, body, fresh_dir, get, hex_sha256, http_listener, plugin, remote_module_config, start_cached, stat,
+    until, upstream,
+};
 
 /// A server of one module at `/module.wasm` that answers 503 to its first `failures`
 /// requests; the number of requests it got.
@@ -51,73 +51,19 @@ fn module_server(module: Vec<u8>, failures: usize) -> (SocketAddr, Arc<AtomicUsi
     (addr, count)
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A listener on port 0 whose plugin (the talk demo's, adding `x-demo: remote`) comes from
-/// `http://modules.test/module.wasm` through the cluster `modules`, then `backend`.
+/// The listener with its module from `http://modules.test/module.wasm` through the cluster
+/// `modules` (at `modules`).
 fn config(modules: SocketAddr, backend: SocketAddr, sha256: &str) -> String {
-    format!(
-        r#"
-admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
-static_resources:
-  listeners:
-  - name: http
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: in
-          route_config:
-            virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: / }}, route: {{ cluster: backend }} }}] }}]
-          http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: demo
-                configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: "x-demo=remote" }}
-                vm_config:
-                  code:
-                    remote:
-                      http_uri: {{ uri: "http://modules.test/module.wasm", cluster: modules, timeout: 5s }}
-                      sha256: {sha256}
-                      retry_policy: {{ num_retries: 3, retry_back_off: {{ base_interval: 0.02s }} }}
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-  - name: modules
-    load_assignment:
-      cluster_name: modules
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }}] }}]
-  - name: backend
-    load_assignment:
-      cluster_name: backend
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }}] }}]
-"#,
-        modules.port(),
-        backend.port()
-    )
-}
-
-fn start(yaml: &str, cache: &Path) -> RunningServer {
-    let config = wasmproxy_config::load_str(yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
-    let engine = EngineConfig { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
-    Server::start(config, ServerOptions { concurrency: 2, engine, ..Default::default() }).unwrap()
+    let cluster = format!(
+        "  - name: modules\n    load_assignment:\n      cluster_name: modules\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }}] }}]\n",
+        modules.port()
+    );
+    let http_uri = r#"{ uri: "http://modules.test/module.wasm", cluster: modules, timeout: 5s }"#;
+    remote_module_config(http_uri, sha256, "remote", backend, &cluster)
 }
 
 fn cache_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wasmproxy-remote-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn listener(server: &RunningServer) -> Option<SocketAddr> {
-    server.listeners.iter().find(|(n, _)| n == "http").map(|(_, a)| *a)
+    fresh_dir(&format!("remote-{name}"))
 }
 
 #[test]
@@ -129,8 +75,8 @@ fn a_module_by_url_is_fetched_checked_cached_and_found_after_a_restart() {
     let cache = cache_dir("cached");
 
     // Start-up waits for the module, fetched on the third try.
-    let server = start(&config(modules, backend, &sha), &cache);
-    let answer = get(listener(&server).expect("served once fetched"), "/x");
+    let server = start_cached(&config(modules, backend, &sha), &cache);
+    let answer = get(http_listener(&server).expect("served once fetched"), "/x");
     assert!(body(&answer) == "b /x" && answer.contains("x-demo: remote"), "{answer}");
     assert_eq!(requests.load(Ordering::SeqCst), 3, "two 503s, then the module");
     assert_eq!(stat(&server, "wasm.remote_load_fetch_successes"), 1);
@@ -140,8 +86,8 @@ fn a_module_by_url_is_fetched_checked_cached_and_found_after_a_restart() {
 
     // After a restart, with the module server gone, the disk cache has it.
     let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let server = start(&config(nowhere, backend, &sha), &cache);
-    let answer = get(listener(&server).expect("served from the cache"), "/y");
+    let server = start_cached(&config(nowhere, backend, &sha), &cache);
+    let answer = get(http_listener(&server).expect("served from the cache"), "/y");
     assert!(answer.contains("x-demo: remote"), "{answer}");
     assert_eq!(stat(&server, "wasm.remote_load_cache_hits"), 1);
     assert_eq!(stat(&server, "wasm.remote_load_fetch_successes"), 0);
@@ -154,8 +100,8 @@ fn a_module_whose_sha256_differs_is_refused_and_its_listener_not_served() {
     let (modules, requests) = module_server(module, 0);
     let cache = cache_dir("mismatch");
     let wrong = "0".repeat(64);
-    let server = start(&config(modules, upstream("b"), &wrong), &cache);
-    assert!(listener(&server).is_none(), "no listener serves a module that is not the one named");
+    let server = start_cached(&config(modules, upstream("b"), &wrong), &cache);
+    assert!(http_listener(&server).is_none(), "no listener serves a module that is not the one named");
     assert_eq!(stat(&server, "wasm.remote_load_fetch_failures"), 1);
     assert_eq!(requests.load(Ordering::SeqCst), 1, "a wrong module is not fetched again");
     assert!(!cache.join("remote").join(format!("{wrong}.wasm")).exists());
@@ -199,7 +145,7 @@ fn a_listener_pushed_after_start_up_gets_its_module_by_url() {
     let node = "proxy-remote";
     plane.set(node, "1", &[cluster("backend", backend), cluster("modules", modules), listener(local)]).unwrap();
     let yaml = wasmproxy_conformance::config::ads_bootstrap(node, "GRPC", &plane.xds_port.to_string());
-    let server = start(&yaml, &cache_dir("pushed"));
+    let server = start_cached(&yaml, &cache_dir("pushed"));
     let addr = || {
         let text = get(server.admin.unwrap(), "/listeners");
         body(&text).lines().find_map(|l| l.strip_prefix("http::")).map(|a| a.parse::<SocketAddr>().unwrap()).unwrap()

@@ -637,24 +637,27 @@ impl Control {
                 continue;
             }
             self.modules.missed();
-            let cluster = self
-                .served
-                .as_ref()
-                .and_then(|s| s.clusters.iter().find(|c| c.config.name == code.cluster).map(|c| c.config.clone()));
-            let cluster = cluster.or_else(|| self.all_clusters().into_iter().find(|c| c.name == code.cluster));
-            let (Some(cluster), Some(fetcher)) = (cluster, &self.fetcher) else {
-                let why = format!("no cluster {:?} to fetch it through", code.cluster);
+            let cluster = code.cluster.as_ref().map(|name| (name, self.cluster_config(name)));
+            let (Some(fetcher), None | Some((_, Some(_)))) = (&self.fetcher, &cluster) else {
+                let why = format!("no cluster {:?} to fetch it through", code.cluster.unwrap_or_default());
                 tracing::error!("wasm: {}: {why}", code.uri);
                 self.failed.insert(sha.clone(), why);
                 continue;
             };
-            tracing::info!("wasm: fetching {} through {}", code.uri, code.cluster);
+            let through = cluster.as_ref().map_or(String::new(), |(name, _)| format!(" through {name}"));
+            tracing::info!("wasm: fetching {}{through}", code.uri);
             self.fetching.insert(sha.clone());
-            let _ = fetcher.send(Fetch { code: code.clone(), cluster });
+            let _ = fetcher.send(Fetch { code: code.clone(), cluster: cluster.and_then(|(_, c)| c) });
         }
         let used: Vec<String> =
             self.configured_listeners().iter().flat_map(|l| self.remote_codes(l)).map(|c| c.sha256).collect();
         self.modules.retain(&used.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    /// The configuration of the cluster of that name: as served, else as configured.
+    fn cluster_config(&self, name: &str) -> Option<wasmproxy_config::model::Cluster> {
+        let served = self.served.as_ref().and_then(|s| s.clusters.iter().find(|c| c.config.name == name));
+        served.map(|c| c.config.clone()).or_else(|| self.all_clusters().into_iter().find(|c| c.name == name))
     }
 
     /// A module by URL came (or could not): the listeners that waited for it are served

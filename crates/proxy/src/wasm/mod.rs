@@ -6,6 +6,7 @@ pub mod embedder;
 pub mod http_filter;
 pub mod instance;
 pub mod network_filter;
+pub mod oci;
 pub mod plugin;
 pub mod registry;
 pub mod remote;

@@ -1,4 +1,5 @@
-//! Modules by URL (`vm_config.code.remote`): fetched through a cluster with Envoy's retries,
+//! Modules by URL (`vm_config.code.remote`): fetched through a cluster (or pulled from an
+//! OCI registry, `oci`) with Envoy's retries,
 //! checked against their sha256, and kept by sha256 in memory and on disk (under the
 //! compile cache's directory, `remote/`, bounded in size), so a restart finds them there.
 
@@ -15,6 +16,7 @@ use wasmproxy_stats::{Counter, Gauge, StatName, Store};
 use crate::limits::{MAX_REMOTE_CACHE_BYTES, MAX_REMOTE_MODULE_BYTES};
 use crate::observe::stats::Upstreams;
 use crate::upstream::cluster::{ClusterSnapshot, Clusters};
+use crate::wasm::oci::{Image, PullError};
 
 /// Envoy's `wasm.remote_load_*` stats.
 struct RemoteStats {
@@ -141,24 +143,20 @@ pub fn hex_sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Fetches a module: a GET of the URI through `cluster`, each attempt within the
-/// timeout, retried with Envoy's back-off; the body must be a 200's and have the sha256.
+/// Fetches a module: a GET of the URI through `cluster`, or a pull from the OCI registry
+/// (`cluster` is `None`); each attempt within the timeout, retried with Envoy's back-off.
+/// The module must have the sha256: a wrong one is not fetched again (Envoy gives up at
+/// once too).
 pub async fn fetch(
     code: &RemoteCode,
-    cluster: &ClusterConfig,
+    cluster: Option<&ClusterConfig>,
     store: &Arc<Store>,
     upstreams: &Arc<Upstreams>,
 ) -> Result<Vec<u8>, String> {
-    let snapshot = ClusterSnapshot::new(cluster)?;
-    let clusters = Clusters::new(store, upstreams, false);
-    clusters.update(&[Arc::new(snapshot)]).await;
-    let cluster = clusters.get(&cluster.name).ok_or("the cluster is gone")?;
-    let uri: http::Uri = code.uri.parse().map_err(|e| format!("{}: {e}", code.uri))?;
-    let mut headers = Headers::new();
-    headers.add(b":method", b"GET");
-    headers.add(b":path", uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
-    headers.add(b":authority", uri.authority().map_or("", |a| a.as_str()).as_bytes());
-    headers.add(b":scheme", uri.scheme_str().unwrap_or("http").as_bytes());
+    let source = match cluster {
+        Some(cluster) => Source::Cluster(ClusterSource::new(code, cluster, store, upstreams).await?),
+        None => Source::Registry(Image::new(&code.uri)?),
+    };
     let mut wait = code.base_interval;
     let mut last = String::new();
     for attempt in 0..=code.retries {
@@ -167,26 +165,81 @@ pub async fn fetch(
             tokio::time::sleep(wait.mul_f64(crate::random::unit()).max(Duration::from_millis(1))).await;
             wait = (wait * 2).min(code.max_interval);
         }
-        let response = cluster
-            .send_with_limit(&headers, bytes::Bytes::new(), Some(code.timeout), true, MAX_REMOTE_MODULE_BYTES)
-            .await;
-        match response {
-            Ok(r) if r.headers.get(b":status") == Some(b"200") => {
-                let got = hex_sha256(&r.body);
+        let module = match &source {
+            Source::Cluster(cluster) => cluster.get(code.timeout).await,
+            Source::Registry(image) => match tokio::time::timeout(code.timeout, image.pull()).await {
+                Ok(pulled) => pulled,
+                Err(_) => Err(PullError::Retry("timed out".into())),
+            },
+        };
+        match module {
+            Ok(bytes) => {
+                let got = hex_sha256(&bytes);
                 if got == code.sha256 {
-                    return Ok(r.body.to_vec());
+                    return Ok(bytes);
                 }
-                // The wrong module is not fetched again: Envoy gives up at once too.
                 return Err(format!("{}: the module's sha256 is {got}, not {}", code.uri, code.sha256));
             }
-            Ok(r) => {
-                let status = String::from_utf8_lossy(r.headers.get(b":status").unwrap_or_default()).into_owned();
-                last = format!("{}: HTTP {status}", code.uri);
-            }
-            Err(e) => last = format!("{}: {}", code.uri, describe(&e)),
+            Err(PullError::Final(why)) => return Err(format!("{}: {why}", code.uri)),
+            Err(PullError::Retry(why)) => last = format!("{}: {why}", code.uri),
         }
     }
     Err(format!("{last} (after {} retries)", code.retries))
+}
+
+/// Where a module comes from.
+enum Source {
+    Cluster(ClusterSource),
+    Registry(Image),
+}
+
+/// A module's URL on a cluster.
+struct ClusterSource {
+    /// Holds the cluster's connections while the fetch lasts.
+    _clusters: Clusters,
+    cluster: std::rc::Rc<crate::upstream::cluster::Cluster>,
+    headers: Headers,
+}
+
+impl ClusterSource {
+    /// The GET of the URI, through a cluster of its own (the configuration's may change).
+    async fn new(
+        code: &RemoteCode,
+        cluster: &ClusterConfig,
+        store: &Arc<Store>,
+        upstreams: &Arc<Upstreams>,
+    ) -> Result<ClusterSource, String> {
+        let snapshot = ClusterSnapshot::new(cluster)?;
+        let clusters = Clusters::new(store, upstreams, false);
+        clusters.update(&[Arc::new(snapshot)]).await;
+        let cluster = clusters.get(&cluster.name).ok_or("the cluster is gone")?;
+        let uri: http::Uri = code.uri.parse().map_err(|e| format!("{}: {e}", code.uri))?;
+        let mut headers = Headers::new();
+        headers.add(b":method", b"GET");
+        headers.add(b":path", uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+        headers.add(b":authority", uri.authority().map_or("", |a| a.as_str()).as_bytes());
+        headers.add(b":scheme", uri.scheme_str().unwrap_or("http").as_bytes());
+        Ok(ClusterSource { _clusters: clusters, cluster, headers })
+    }
+
+    /// One attempt: the body of a 200.
+    async fn get(&self, timeout: Duration) -> Result<Vec<u8>, PullError> {
+        let response = self.cluster.send_with_limit(
+            &self.headers,
+            bytes::Bytes::new(),
+            Some(timeout),
+            true,
+            MAX_REMOTE_MODULE_BYTES,
+        );
+        match response.await {
+            Ok(r) if r.headers.get(b":status") == Some(b"200") => Ok(r.body.to_vec()),
+            Ok(r) => {
+                let status = String::from_utf8_lossy(r.headers.get(b":status").unwrap_or_default()).into_owned();
+                Err(PullError::Retry(format!("HTTP {status}")))
+            }
+            Err(e) => Err(PullError::Retry(describe(&e))),
+        }
+    }
 }
 
 /// Why a request got no response, in words.

@@ -132,7 +132,7 @@ async fn run(mut setup: XdsSetup, snapshots: Vec<Arc<ClusterSnapshot>>) {
             Some(fetch) = setup.fetches.recv() => {
                 let (shared, store, upstreams) = (shared.clone(), store.clone(), upstreams.clone());
                 tokio::task::spawn_local(async move {
-                    let result = crate::wasm::remote::fetch(&fetch.code, &fetch.cluster, &store, &upstreams).await;
+                    let result = crate::wasm::remote::fetch(&fetch.code, fetch.cluster.as_ref(), &store, &upstreams).await;
                     (shared.events)(Event::Fetched { sha256: fetch.code.sha256, result });
                 });
             }

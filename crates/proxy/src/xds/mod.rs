@@ -124,12 +124,12 @@ pub enum Event {
     },
 }
 
-/// A module to fetch (`code.remote`), through that cluster.
+/// A module to fetch (`code.remote`), through that cluster or from its OCI registry.
 pub struct Fetch {
     /// Where, and its sha256.
     pub code: wasmproxy_config::model::RemoteCode,
-    /// The cluster `http_uri` names, as configured now.
-    pub cluster: wasmproxy_config::model::Cluster,
+    /// The cluster `http_uri` names, as configured now (`None` for an `oci://` module).
+    pub cluster: Option<wasmproxy_config::model::Cluster>,
 }
 
 /// A response's resources, and where to answer.

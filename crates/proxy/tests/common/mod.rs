@@ -144,3 +144,73 @@ pub fn until(ask: impl Fn() -> String, ready: impl Fn(&str) -> bool) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The sha256 of bytes, in lowercase hex.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A listener `http` on port 0 whose plugin (the talk demo's, adding `x-demo: <value>`) has
+/// its module by URL (`http_uri` given as YAML, with `sha256`, retried three times 20 ms
+/// apart), then the cluster `backend`; `clusters` are more clusters' YAML.
+pub fn remote_module_config(http_uri: &str, sha256: &str, value: &str, backend: SocketAddr, clusters: &str) -> String {
+    format!(
+        r#"
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
+static_resources:
+  listeners:
+  - name: http
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: in
+          route_config:
+            virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: / }}, route: {{ cluster: backend }} }}] }}]
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: demo
+                configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: "x-demo={value}" }}
+                vm_config:
+                  code:
+                    remote:
+                      http_uri: {http_uri}
+                      sha256: {sha256}
+                      retry_policy: {{ num_retries: 3, retry_back_off: {{ base_interval: 0.02s }} }}
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: backend
+    load_assignment:
+      cluster_name: backend
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }}] }}]
+{clusters}"#,
+        backend.port()
+    )
+}
+
+/// Starts a server with two workers, its compile (and module) cache in `cache`.
+pub fn start_cached(yaml: &str, cache: &Path) -> RunningServer {
+    let config = wasmproxy_config::load_str(yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    let engine = wasmproxy_host::EngineConfig { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
+    Server::start(config, ServerOptions { concurrency: 2, engine, ..Default::default() }).unwrap()
+}
+
+/// A new, empty directory of this test process's, named `name`.
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasmproxy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Where the listener `http` serves, if it does.
+pub fn http_listener(server: &RunningServer) -> Option<SocketAddr> {
+    server.listeners.iter().find(|(n, _)| n == "http").map(|(_, a)| *a)
+}
