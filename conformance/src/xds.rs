@@ -126,6 +126,22 @@ fn ecds_snapshot(version: &str, plugin: &str, module: &str) -> String {
     snapshot.to_string()
 }
 
+/// The first snapshot with the cluster's endpoints under another name (`other`, at `port`
+/// if given, else not in the snapshot yet): the changed cluster warms until they come.
+fn renamed_endpoints(version: &str, port: Option<&str>) -> String {
+    let mut snapshot: Value =
+        serde_json::from_str(&snapshot(version, "@UPSTREAM_PORT@", "1", "first")).unwrap_or_default();
+    let resources = snapshot["resources"].as_array_mut().expect("resources");
+    resources[0]["eds_cluster_config"]["service_name"] = json!("other");
+    if let Some(port) = port {
+        let mut other = resources[1].clone();
+        other["cluster_name"] = json!("other");
+        other["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] = json!(port);
+        resources.push(other);
+    }
+    snapshot.to_string()
+}
+
 /// A snapshot whose listener neither proxy takes (a port past 65535).
 fn refused() -> String {
     snapshot("2", "@UPSTREAM_PORT@", "2", "second").replace(r#""port_value":0"#, r#""port_value":70000"#)
@@ -160,6 +176,24 @@ pub fn scenarios() -> Vec<Scenario> {
             "GRPC",
             vec![Request::get("/changed"), Request::get("/changed").after_update(XDS, refused())],
         ),
+        Scenario {
+            stats: &[
+                r"^cluster\.upstream\.(update_(attempt|success|rejected|failure)|version_text): ",
+                r"^cluster_manager\.cds\.(update_(attempt|success|rejected|failure)|version_text): ",
+                r"^cluster_manager\.(cluster_(added|removed)|active_clusters|warming_clusters): ",
+            ],
+            ..xds(
+                "xds_eds_cluster_warming",
+                "EDS warming: a cluster changed to endpoints not sent yet keeps serving its last version until they \
+                 come, then serves them",
+                "GRPC",
+                vec![
+                    Request::get("/w"),
+                    Request::get("/w").after_update(XDS, renamed_endpoints("2", None)),
+                    Request::get("/w").after_update(XDS, renamed_endpoints("3", Some("1"))),
+                ],
+            )
+        },
         Scenario {
             stats: &[
                 r"^extension_config_discovery\.http_filter\.versioned\.(update_(attempt|success|rejected|failure)|config_(reload|fail)|version_text): ",

@@ -53,6 +53,8 @@ struct ManagerStats {
     cluster_modified: Counter,
     cluster_removed: Counter,
     clusters_active: Gauge,
+    listeners_warming: Gauge,
+    clusters_warming: Gauge,
     lds: SubscriptionStats,
     cds: SubscriptionStats,
 }
@@ -74,6 +76,8 @@ impl ManagerStats {
             cluster_modified: c("cluster_manager.cluster_modified"),
             cluster_removed: c("cluster_manager.cluster_removed"),
             clusters_active: g("cluster_manager.active_clusters"),
+            listeners_warming: g("listener_manager.total_listeners_warming"),
+            clusters_warming: g("cluster_manager.warming_clusters"),
             lds: subscription(dynamic.lds.is_some(), "listener_manager.lds."),
             cds: subscription(dynamic.cds.is_some(), "cluster_manager.cds."),
         }
@@ -116,6 +120,8 @@ pub struct Control {
     subscribed: Wanted,
     /// Listeners waiting for their routes from ADS, since when.
     warming: HashMap<String, Instant>,
+    /// Clusters waiting for their endpoints from xDS, since when.
+    warming_clusters: HashMap<String, Instant>,
     /// Whether the first CDS and LDS answers from ADS came (or their wait ended).
     first_clusters: bool,
     first_listeners: bool,
@@ -176,6 +182,7 @@ impl Control {
             decoded_at: None,
             subscribed: Wanted::default(),
             warming: HashMap::new(),
+            warming_clusters: HashMap::new(),
             first_clusters,
             first_listeners,
             started: Instant::now(),
@@ -245,10 +252,10 @@ impl Control {
             self.rds_stats(name).iter().for_each(SubscriptionStats::attempted);
         }
         for name in wanted.endpoints.difference(&self.subscribed.endpoints) {
-            self.eds_stats(name).iter().for_each(SubscriptionStats::attempted);
+            self.eds_stats(std::slice::from_ref(name)).iter().for_each(SubscriptionStats::attempted);
         }
         for name in wanted.extensions.difference(&self.subscribed.extensions) {
-            ExtensionConfig::stats(self, name).iter().for_each(SubscriptionStats::attempted);
+            ExtensionConfig::stats(self, std::slice::from_ref(name)).iter().for_each(SubscriptionStats::attempted);
         }
         self.subscribed = wanted;
     }
@@ -306,7 +313,8 @@ impl Control {
         stats.attempted();
         // A module that could not be fetched is tried again when its plugin comes again.
         self.failed.clear();
-        let clusters: Vec<String> = self.all_clusters().iter().map(|c| c.name.clone()).collect();
+        // Warming clusters count, as Envoy checks routes against active and warming ones.
+        let clusters: Vec<String> = self.configured_clusters().iter().map(|c| c.name.clone()).collect();
         let read = R::load(ResourceSource::File(&source.path), &clusters);
         self.take(read, &source.path.display().to_string(), apply).is_ok()
     }
@@ -371,7 +379,7 @@ impl Control {
             }
             Kind::Listener => {
                 self.stats.lds.attempted();
-                let clusters: Vec<String> = self.all_clusters().iter().map(|c| c.name.clone()).collect();
+                let clusters: Vec<String> = self.configured_clusters().iter().map(|c| c.name.clone()).collect();
                 let read = Listener::load(source, &clusters);
                 let taken = self.take(read, "ads", true);
                 self.first_listeners = true;
@@ -402,7 +410,7 @@ impl Control {
             Ok(file) => file.resources.iter().map(|r| r.name().to_string()).collect(),
             Err(_) => R::wanted(&all_names(&self.wanted())).iter().cloned().collect(),
         };
-        let stats: Vec<SubscriptionStats> = names.iter().flat_map(|n| R::stats(self, n)).collect();
+        let stats = R::stats(self, &names);
         stats.iter().for_each(SubscriptionStats::attempted);
         let file = read.inspect_err(|e| stats.iter().for_each(|s| s.not_taken(e))).map_err(|e| e.to_string())?;
         let documents = file.documents.clone();
@@ -446,10 +454,10 @@ impl Control {
             self.rds_stats(name).iter().for_each(SubscriptionStats::failed);
         }
         for name in &wanted.endpoints {
-            self.eds_stats(name).iter().for_each(SubscriptionStats::failed);
+            self.eds_stats(std::slice::from_ref(name)).iter().for_each(SubscriptionStats::failed);
         }
         for name in &wanted.extensions {
-            ExtensionConfig::stats(self, name).iter().for_each(SubscriptionStats::failed);
+            ExtensionConfig::stats(self, std::slice::from_ref(name)).iter().for_each(SubscriptionStats::failed);
         }
     }
 
@@ -472,14 +480,23 @@ impl Control {
     }
 
     /// The update stats of an EDS subscription: `cluster.<name>.` of each cluster that names it.
-    fn eds_stats(&self, service: &str) -> Vec<SubscriptionStats> {
-        self.all_clusters()
+    fn eds_stats(&self, services: &[String]) -> Vec<SubscriptionStats> {
+        // The clusters configured and the last versions of those warming: each version
+        // subscribes on its own, as Envoy's warming cluster does beside the active one.
+        let subscribed: BTreeSet<String> = self
+            .configured_clusters()
             .iter()
+            .chain(&self.all_clusters())
             .filter(|c| {
-                c.eds.as_ref().is_some_and(|e| e.source.initial_fetch_timeout().is_some() && e.service_name == service)
+                c.eds
+                    .as_ref()
+                    .is_some_and(|e| e.source.initial_fetch_timeout().is_some() && services.contains(&e.service_name))
             })
-            .map(|c| SubscriptionStats::new(&self.store, &format!("cluster.{}.", c.name)))
-            .collect()
+            .map(|c| c.name.clone())
+            .collect();
+        // A cluster counts once a response, though it holds its last version's endpoints
+        // and its new one's: by then the new one replaced the last, as in Envoy.
+        subscribed.iter().map(|name| SubscriptionStats::new(&self.store, &format!("cluster.{name}."))).collect()
     }
 
     /// What the configuration wants from each stream to a control plane.
@@ -511,7 +528,8 @@ impl Control {
                 }
             }
         }
-        for c in self.all_clusters() {
+        // The clusters configured, and the last versions of those still warming.
+        for c in self.configured_clusters().iter().chain(&self.all_clusters()) {
             if let Some(eds) = &c.eds
                 && let Some(key) = StreamKey::of(&eds.source, Kind::Endpoint)
             {
@@ -549,6 +567,26 @@ impl Control {
         if waits.is_empty() { None } else { Some(limited.unwrap_or(Duration::ZERO)) }
     }
 
+    /// Whether a cluster waits for its endpoints from xDS (EDS), and how long it may (zero:
+    /// for ever); `None` if it waits for nothing.
+    fn missing_endpoints(&self, cluster: &Cluster) -> Option<Duration> {
+        let eds = cluster.eds.as_ref()?;
+        let limit = eds.source.initial_fetch_timeout()?;
+        (!self.ads_endpoints.iter().any(|a| a.cluster_name == eds.service_name)).then_some(limit)
+    }
+
+    /// Whether a cluster is served: it waits for no endpoints or has waited long enough
+    /// (then it serves without, as Envoy's does).
+    fn cluster_warmed(&self, cluster: &Cluster) -> bool {
+        match self.missing_endpoints(cluster) {
+            None => true,
+            Some(limit) => {
+                !limit.is_zero()
+                    && self.warming_clusters.get(&cluster.name).is_some_and(|since| since.elapsed() >= limit)
+            }
+        }
+    }
+
     /// A listener as it is served: each discovered filter given its configuration from
     /// ECDS, else its default (one with neither stays discovered: its requests get 500, as
     /// Envoy's missing-configuration filter answers them), and each module by URL its bytes.
@@ -583,7 +621,8 @@ impl Control {
         listener
     }
 
-    /// Notes which listeners wait for routes now (and since when).
+    /// Notes which listeners wait for routes or modules, and which clusters for endpoints,
+    /// now (and since when).
     fn track_warming(&mut self) {
         self.fetch_missing_modules();
         let waiting: Vec<String> = self
@@ -596,6 +635,25 @@ impl Control {
         for name in waiting {
             self.warming.entry(name).or_insert_with(Instant::now);
         }
+        let waiting: Vec<String> = self
+            .configured_clusters()
+            .iter()
+            .filter(|c| self.missing_endpoints(c).is_some())
+            .map(|c| c.name.clone())
+            .collect();
+        self.warming_clusters.retain(|name, _| waiting.contains(name));
+        for name in waiting {
+            self.warming_clusters.entry(name).or_insert_with(Instant::now);
+        }
+        self.count_warming();
+    }
+
+    /// Envoy's gauges of the listeners and clusters that wait.
+    fn count_warming(&self) {
+        let listeners = self.configured_listeners().iter().filter(|l| !self.warmed(l)).count();
+        let clusters = self.configured_clusters().iter().filter(|c| !self.cluster_warmed(c)).count();
+        self.stats.listeners_warming.set(listeners as u64);
+        self.stats.clusters_warming.set(clusters as u64);
     }
 
     /// Whether a listener is served: its modules are all here, and it waits for no routes
@@ -692,17 +750,20 @@ impl Control {
         self.track_warming();
     }
 
-    /// When something waited for next stops waiting: a warming listener, or the first
-    /// answers from ADS.
+    /// When something waited for next stops waiting: a warming listener or cluster, or the
+    /// first answers from ADS.
     pub fn next_deadline(&self) -> Option<Instant> {
         let listeners = self.configured_listeners();
-        let warming = listeners.iter().filter_map(|l| {
-            let limit = self.missing_routes(l)?;
-            let since = self.warming.get(&l.name)?;
-            (!limit.is_zero() && since.elapsed() < limit).then(|| *since + limit)
-        });
+        let warming = listeners.iter().filter_map(|l| Some((self.missing_routes(l)?, self.warming.get(&l.name)?)));
+        let clusters = self.configured_clusters();
+        let warming_clusters =
+            clusters.iter().filter_map(|c| Some((self.missing_endpoints(c)?, self.warming_clusters.get(&c.name)?)));
+        let ends = warming
+            .chain(warming_clusters)
+            .filter(|(limit, since)| !limit.is_zero() && since.elapsed() < *limit)
+            .map(|(limit, since)| *since + limit);
         let first = self.initial_fetch_deadline().filter(|_| !self.ready.is_set());
-        warming.chain(first).min()
+        ends.chain(first).min()
     }
 
     /// When the wait for the first LDS and CDS answers from ADS ends (`None`: no limit).
@@ -731,10 +792,24 @@ impl Control {
             let served = self.served.as_ref().is_some_and(|s| s.listeners.iter().any(|o| o.config == resolved));
             !served && self.missing_routes(l).is_some() && self.warmed(l)
         });
+        let expired_clusters = self.configured_clusters().into_iter().any(|c| {
+            let waited = self.missing_endpoints(&c).is_some() && self.cluster_warmed(&c);
+            let resolved = self.with_ads_endpoints(vec![c]);
+            let served = self.served.as_ref().is_some_and(|s| s.clusters.iter().any(|o| o.config == resolved[0]));
+            waited && !served
+        });
+        if expired_clusters {
+            tracing::warn!(
+                "eds: a cluster's endpoints did not come within initial_fetch_timeout; it serves without them"
+            );
+        }
         if expired {
             tracing::warn!(
                 "rds: a listener's routes did not come within initial_fetch_timeout; it serves without them"
             );
+        }
+        if expired || expired_clusters {
+            self.count_warming();
             match self.apply(self.all_listeners(), self.all_clusters()) {
                 Ok(()) => self.publish(),
                 Err(e) => tracing::warn!("rds: {e}"),
@@ -750,11 +825,13 @@ impl Control {
     }
 
     /// Tells the waiting start-up that the first configuration is complete: the first
-    /// answers from ADS came and no listener waits for its routes (or the waits ended).
+    /// answers from ADS came, no listener waits for its routes and no cluster for its
+    /// endpoints (or the waits ended).
     fn check_ready(&self) {
         // A listener whose module could not be fetched does not hold start-up.
         let warming = self.configured_listeners().iter().any(|l| !self.warmed(l) && self.missing_code(l) != Some(true));
-        if self.first_clusters && self.first_listeners && !warming {
+        let warming_clusters = self.configured_clusters().iter().any(|c| !self.cluster_warmed(c));
+        if self.first_clusters && self.first_listeners && !warming && !warming_clusters {
             self.ready.set();
         }
     }
@@ -791,12 +868,28 @@ impl Control {
         configured.filter_map(|l| if self.warmed(&l) { Some(l) } else { served(&l.name) }).collect()
     }
 
-    fn all_clusters(&self) -> Vec<Cluster> {
+    /// Every cluster configured, served or still waiting for its endpoints.
+    fn configured_clusters(&self) -> Vec<Cluster> {
         let dynamic = self.clusters.iter().flat_map(|f| f.resources.iter());
         let mut all: Vec<Cluster> = self.bootstrap.clusters.clone();
         // A dynamic cluster never replaces a static one of the same name (Envoy refuses it).
         all.extend(dynamic.filter(|c| !self.bootstrap.clusters.iter().any(|s| s.name == c.name)).cloned());
         all
+    }
+
+    /// The clusters served: static ones (start-up waits for their endpoints), and dynamic
+    /// ones not waiting for theirs; while a changed cluster waits, its last version keeps
+    /// serving, and a new one is not there yet (its requests get 503, as in Envoy).
+    fn all_clusters(&self) -> Vec<Cluster> {
+        let served = |name: &str| {
+            let snapshot = self.served.as_ref()?;
+            snapshot.clusters.iter().find(|c| c.config.name == name).map(|c| c.config.clone())
+        };
+        let is_static = |c: &Cluster| self.bootstrap.clusters.iter().any(|s| s.name == c.name);
+        let configured = self.configured_clusters().into_iter();
+        configured
+            .filter_map(|c| if is_static(&c) || self.cluster_warmed(&c) { Some(c) } else { served(&c.name) })
+            .collect()
     }
 
     /// Builds a snapshot of `listeners` and `clusters` with what the RDS and EDS files they
@@ -1034,8 +1127,8 @@ trait NamedResource: Sized + Clone {
     fn name(&self) -> &str;
     /// The names of this kind the configuration wants.
     fn wanted(wanted: &Wanted) -> &BTreeSet<String>;
-    /// The update stats of the subscribers to that name.
-    fn stats(control: &Control, name: &str) -> Vec<SubscriptionStats>;
+    /// The update stats of the subscribers to those names (in one response).
+    fn stats(control: &Control, names: &[String]) -> Vec<SubscriptionStats>;
     /// What was taken.
     fn held(control: &mut Control) -> &mut Vec<Self>;
     /// Counts a resource of that name applied (or refused by the configuration it made),
@@ -1060,8 +1153,8 @@ impl NamedResource for RouteConfig {
         &wanted.routes
     }
 
-    fn stats(control: &Control, name: &str) -> Vec<SubscriptionStats> {
-        control.rds_stats(name)
+    fn stats(control: &Control, names: &[String]) -> Vec<SubscriptionStats> {
+        names.iter().flat_map(|n| control.rds_stats(n)).collect()
     }
 
     fn held(control: &mut Control) -> &mut Vec<Self> {
@@ -1086,8 +1179,8 @@ impl NamedResource for LoadAssignment {
         &wanted.endpoints
     }
 
-    fn stats(control: &Control, name: &str) -> Vec<SubscriptionStats> {
-        control.eds_stats(name)
+    fn stats(control: &Control, names: &[String]) -> Vec<SubscriptionStats> {
+        control.eds_stats(names)
     }
 
     fn held(control: &mut Control) -> &mut Vec<Self> {
@@ -1109,8 +1202,9 @@ impl NamedResource for ExtensionConfig {
     }
 
     /// Envoy's ECDS subscription stats: `extension_config_discovery.http_filter.<name>.`.
-    fn stats(control: &Control, name: &str) -> Vec<SubscriptionStats> {
-        vec![SubscriptionStats::new(&control.store, &format!("extension_config_discovery.http_filter.{name}."))]
+    fn stats(control: &Control, names: &[String]) -> Vec<SubscriptionStats> {
+        let prefix = |name: &String| format!("extension_config_discovery.http_filter.{name}.");
+        names.iter().map(|n| SubscriptionStats::new(&control.store, &prefix(n))).collect()
     }
 
     fn held(control: &mut Control) -> &mut Vec<Self> {

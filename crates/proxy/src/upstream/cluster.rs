@@ -108,11 +108,13 @@ impl Clusters {
             let c = &snapshot.config;
             let old = self.by_name.borrow().get(&c.name).cloned();
             let cluster = match old {
-                Some(old) if old.config == *c => old,
+                // Its `config` keeps the endpoints it started with: the live ones are
+                // compared by `set_endpoints`, which changes nothing if they are the same.
                 Some(old) if old.same_but_endpoints(c) => {
                     old.set_endpoints(&resolve(c).await);
                     old
                 }
+                Some(old) if old.config == *c => old,
                 _ => {
                     let stats = Rc::new(ClusterStats::new(&self.store, &c.name, c.tls.is_some()));
                     Cluster::start_cluster(snapshot, stats, self.upstreams.clone(), self.primary).await
