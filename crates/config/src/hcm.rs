@@ -5,7 +5,8 @@ use std::time::Duration;
 use crate::access_log::read_access_logs;
 use crate::config_source::read_config_source;
 use crate::model::{
-    CodecType, DiscoveredFilter, ExtensionConfig, HttpConnectionManager, HttpFilter, RdsSource, RouteConfig, WasmPlugin,
+    CodecType, DiscoveredFilter, ExtensionConfig, FilterKind, HttpConnectionManager, HttpFilter, RdsSource,
+    RouteConfig, WasmPlugin,
 };
 use crate::reader::{AnyValue, Ctx, Field, type_error};
 use crate::route::read_route_config;
@@ -202,7 +203,7 @@ fn read_http_filter(ctx: &mut Ctx, field: &Field<'_>) -> (bool, Option<HttpFilte
         Some(typed) => read_typed_http_filter(ctx, &typed),
         None if msg.has("config_discovery") => {
             let discovery = msg.get(ctx, "config_discovery");
-            let filter = discovery.and_then(|f| read_config_discovery(ctx, &f, &name));
+            let filter = discovery.and_then(|f| read_config_discovery(ctx, &f, &name, FilterKind::Http));
             (false, filter.map(|d| HttpFilter::Discovered(Box::new(d))))
         }
         None if ROUTER_NAMES.contains(&name.as_str()) => {
@@ -227,9 +228,15 @@ fn read_http_filter(ctx: &mut Ctx, field: &Field<'_>) -> (bool, Option<HttpFilte
 const EXTENSION_CONFIG_SOURCE: &[&str] =
     &["config_source", "default_config", "apply_default_config_without_warming", "type_urls"];
 
-/// `config_discovery`: the filter's configuration by ECDS, a Wasm filter (`type_urls` must
-/// allow it, and allow nothing else wasmproxy lacks); `default_config` is a Wasm filter too.
-fn read_config_discovery(ctx: &mut Ctx, field: &Field<'_>, name: &str) -> Option<DiscoveredFilter> {
+/// `config_discovery`: the filter's configuration by ECDS, a Wasm filter of that kind
+/// (`type_urls` must allow it, and allow nothing else wasmproxy lacks); `default_config` is
+/// one too.
+pub(crate) fn read_config_discovery(
+    ctx: &mut Ctx,
+    field: &Field<'_>,
+    name: &str,
+    kind: FilterKind,
+) -> Option<DiscoveredFilter> {
     let mut msg = field.message(ctx, EXTENSION_CONFIG_SOURCE)?;
     if name.is_empty() {
         ctx.error(msg.origin(), "a filter with config_discovery needs a name (the resource asked for)");
@@ -242,41 +249,55 @@ fn read_config_discovery(ctx: &mut Ctx, field: &Field<'_>, name: &str) -> Option
         }
         Some(source)
     });
-    let default = msg.get(ctx, "default_config").and_then(|typed| read_discoverable(ctx, &typed));
+    let default =
+        msg.get(ctx, "default_config").and_then(|typed| read_discoverable(ctx, &typed, Some(kind))).map(|(_, p)| p);
     let apply_default_without_warming =
         msg.get(ctx, "apply_default_config_without_warming").and_then(|f| f.bool_value(ctx)).unwrap_or(false);
     if apply_default_without_warming && default.is_none() {
         ctx.error(msg.origin(), "apply_default_config_without_warming needs a default_config");
     }
+    let wasm_type = kind.wasm_type();
     for url in msg.required(ctx, "type_urls").map(|f| f.list()).unwrap_or_default() {
         if let Some(text) = url.string(ctx)
-            && text.rsplit('/').next() != Some(HTTP_WASM_TYPE)
+            && text.rsplit('/').next() != Some(wasm_type)
         {
-            url.error(ctx, format!("{text} is not supported by wasmproxy (only type.googleapis.com/{HTTP_WASM_TYPE})"));
+            url.error(ctx, format!("{text} is not supported by wasmproxy (only type.googleapis.com/{wasm_type})"));
         }
     }
     msg.finish(ctx);
     Some(DiscoveredFilter { name: name.to_string(), source: source?, default, apply_default_without_warming })
 }
 
-/// An ECDS resource (`TypedExtensionConfig`): its name and a Wasm HTTP filter.
+/// An ECDS resource (`TypedExtensionConfig`): its name and a Wasm HTTP or network filter.
 pub(crate) fn read_extension_config(ctx: &mut Ctx, field: &Field<'_>) -> Option<ExtensionConfig> {
     let mut msg = field.message(ctx, &["name", "typed_config"])?;
     let name = msg.required(ctx, "name").and_then(|f| f.string(ctx));
-    let plugin = msg.required(ctx, "typed_config").and_then(|typed| read_discoverable(ctx, &typed));
+    let plugin = msg.required(ctx, "typed_config").and_then(|typed| read_discoverable(ctx, &typed, None));
     msg.finish(ctx);
-    Some(ExtensionConfig { name: name?, plugin: plugin? })
+    let (kind, plugin) = plugin?;
+    Some(ExtensionConfig { name: name?, kind, plugin })
 }
 
-/// A filter configuration ECDS may give: a Wasm HTTP filter, and nothing else.
-fn read_discoverable(ctx: &mut Ctx, typed: &Field<'_>) -> Option<WasmPlugin> {
-    match read_typed_http_filter(ctx, typed) {
-        (_, Some(HttpFilter::Wasm(plugin))) => Some(*plugin),
-        (_, Some(_)) => {
-            typed.error(ctx, format!("must be a {HTTP_WASM_TYPE} (the only filter wasmproxy discovers)"));
+/// A filter configuration ECDS may give: a Wasm filter (of that kind, if given), and
+/// nothing else.
+fn read_discoverable(ctx: &mut Ctx, typed: &Field<'_>, kind: Option<FilterKind>) -> Option<(FilterKind, WasmPlugin)> {
+    let any = typed.any(ctx)?;
+    let found = [FilterKind::Http, FilterKind::Network].into_iter().find(|k| any.type_name == k.wasm_type());
+    match (found, kind) {
+        (Some(found), None) => Some((found, read_wasm_filter(ctx, &any))),
+        (Some(found), Some(wanted)) if found == wanted => Some((found, read_wasm_filter(ctx, &any))),
+        _ if any.type_name.is_empty() => {
+            typed.error(ctx, "missing \"@type\"");
             None
         }
-        (_, None) => None,
+        _ => {
+            let expected = match kind {
+                Some(kind) => kind.wasm_type().to_string(),
+                None => format!("{} or {}", FilterKind::Http.wasm_type(), FilterKind::Network.wasm_type()),
+            };
+            typed.error(ctx, format!("must be a {expected} (the only filters wasmproxy discovers)"));
+            None
+        }
     }
 }
 

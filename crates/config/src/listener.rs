@@ -4,9 +4,9 @@
 use crate::access_log::read_access_logs;
 use crate::address::{Host, read_address};
 use crate::chain_match::{check_distinct, read_filter_chain_match, read_listener_filters};
-use crate::hcm::{HCM_TYPE, read_hcm};
+use crate::hcm::{HCM_TYPE, read_config_discovery, read_hcm};
 use crate::metadata::read_metadata;
-use crate::model::{DEFAULT_BUFFER_LIMIT_BYTES, FilterChain, Listener, NetworkFilter, TcpProxy};
+use crate::model::{DEFAULT_BUFFER_LIMIT_BYTES, FilterChain, FilterKind, Listener, NetworkFilter, TcpProxy};
 use crate::reader::{Ctx, Field, Msg, type_error};
 use crate::tls::read_transport_socket;
 use crate::validate::{Terminal, check_network_filter_order};
@@ -131,10 +131,19 @@ fn read_filter_chain(ctx: &mut Ctx, field: &Field<'_>) -> Option<FilterChain> {
     let filters_field = msg.get(ctx, "filters");
     let mut filters = Vec::new();
     let mut order = Vec::new();
+    let mut wasm_origins = Vec::new();
     for item in filters_field.as_ref().map(|f| f.list()).unwrap_or_default() {
         let (terminal, filter) = read_network_filter(ctx, &item);
         order.push((terminal, item.origin()));
+        if matches!(filter, Some(NetworkFilter::Wasm(_) | NetworkFilter::Discovered(_))) {
+            wasm_origins.push(item.origin());
+        }
         filters.extend(filter);
+    }
+    if matches!(filters.last(), Some(NetworkFilter::HttpConnectionManager(_))) {
+        for origin in wasm_origins {
+            ctx.error(&origin, "a Wasm network filter before http_connection_manager is not supported by wasmproxy (it runs before tcp_proxy)");
+        }
     }
     let list_origin = filters_field.map_or_else(|| msg.origin().with_child("filters"), |f| f.origin());
     check_network_filter_order(ctx, &list_origin, &order);
@@ -149,10 +158,11 @@ fn read_filter_chain(ctx: &mut Ctx, field: &Field<'_>) -> Option<FilterChain> {
 }
 
 /// Reads one network filter: whether it is terminal (known even when its config has errors) and
-/// the filter. The `@type` decides the kind; the name is informational.
+/// the filter. The `@type` decides the kind; the name is informational, but for a filter
+/// configured by ECDS, whose name is the resource asked for.
 fn read_network_filter(ctx: &mut Ctx, field: &Field<'_>) -> (Terminal, Option<NetworkFilter>) {
     let Some(mut msg) = field.message(ctx, FILTER) else { return (Terminal::Unknown, None) };
-    msg.ignore(ctx, "name");
+    let name = msg.get(ctx, "name").and_then(|f| f.string(ctx)).unwrap_or_default();
     let result = match msg.get(ctx, "typed_config") {
         Some(typed) => match typed.any(ctx) {
             Some(any) if any.type_name == HCM_TYPE => {
@@ -175,7 +185,11 @@ fn read_network_filter(ctx: &mut Ctx, field: &Field<'_>) -> (Terminal, Option<Ne
             }
             None => (Terminal::Unknown, None),
         },
-        None if msg.has("config_discovery") => (Terminal::Unknown, None),
+        None if msg.has("config_discovery") => {
+            let discovery = msg.get(ctx, "config_discovery");
+            let filter = discovery.and_then(|f| read_config_discovery(ctx, &f, &name, FilterKind::Network));
+            (Terminal::No, filter.map(|d| NetworkFilter::Discovered(Box::new(d))))
+        }
         None => {
             ctx.error(msg.origin(), "missing required field \"typed_config\"");
             (Terminal::Unknown, None)

@@ -58,13 +58,14 @@ impl Listener {
     }
 
     /// Every Wasm plugin the listener runs: network filters, HTTP filters (the default of
-    /// a discovered one), access loggers.
+    /// a discovered one), access loggers (of connection managers and TCP proxies).
     pub fn wasm_plugins(&self) -> Vec<&WasmPlugin> {
         let mut plugins = Vec::new();
         let filters = self.chains().flat_map(|c| &c.filters);
         for filter in filters {
             match filter {
                 NetworkFilter::Wasm(plugin) => plugins.push(plugin),
+                NetworkFilter::Discovered(d) => plugins.extend(d.default.as_ref()),
                 NetworkFilter::HttpConnectionManager(hcm) => {
                     plugins.extend(hcm.http_filters.iter().filter_map(|f| match f {
                         HttpFilter::Wasm(plugin) => Some(&**plugin),
@@ -76,7 +77,12 @@ impl Listener {
                         _ => None,
                     }));
                 }
-                NetworkFilter::TcpProxy(_) => {}
+                NetworkFilter::TcpProxy(proxy) => {
+                    plugins.extend(proxy.access_logs.iter().filter_map(|log| match &log.sink {
+                        AccessLogSink::Wasm(plugin) => Some(&**plugin),
+                        _ => None,
+                    }));
+                }
             }
         }
         plugins
@@ -555,6 +561,8 @@ pub enum NetworkFilter {
     Wasm(WasmPlugin),
     /// `envoy.filters.network.tcp_proxy`.
     TcpProxy(TcpProxy),
+    /// A Wasm network filter configured by ECDS (`config_discovery`).
+    Discovered(Box<DiscoveredFilter>),
 }
 
 /// `envoy.filters.network.tcp_proxy`.
@@ -679,8 +687,37 @@ pub struct DiscoveredFilter {
 pub struct ExtensionConfig {
     /// `name`.
     pub name: String,
-    /// `typed_config`: a Wasm HTTP filter.
+    /// Whether `typed_config` is a Wasm HTTP filter or a Wasm network filter.
+    pub kind: FilterKind,
+    /// `typed_config`.
     pub plugin: WasmPlugin,
+}
+
+/// The chain a Wasm filter runs in, which its `@type` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FilterKind {
+    /// `envoy.extensions.filters.http.wasm.v3.Wasm`, in a connection manager's chain.
+    Http,
+    /// `envoy.extensions.filters.network.wasm.v3.Wasm`, in a filter chain's.
+    Network,
+}
+
+impl FilterKind {
+    /// The Wasm filter's type (after `type.googleapis.com/`).
+    pub fn wasm_type(self) -> &'static str {
+        match self {
+            FilterKind::Http => "envoy.extensions.filters.http.wasm.v3.Wasm",
+            FilterKind::Network => "envoy.extensions.filters.network.wasm.v3.Wasm",
+        }
+    }
+
+    /// The word Envoy's ECDS stats use for it: `extension_config_discovery.<word>.<name>.`.
+    pub fn stats_word(self) -> &'static str {
+        match self {
+            FilterKind::Http => "http_filter",
+            FilterKind::Network => "network_filter",
+        }
+    }
 }
 
 /// `route_config`.

@@ -155,6 +155,18 @@ fn unsupported_fields() {
     );
 }
 
+#[test]
+fn a_wasm_network_filter_before_a_connection_manager_is_refused() {
+    let network = "    - filters:\n      - name: net\n        config_discovery: { config_source: { ads: {} }, type_urls: [type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm] }\n";
+    assert_eq!(
+        errors(&[("    - filters:\n", network)]),
+        vec![
+            "static_resources.listeners[0].filter_chains[0].filters[0]: a Wasm network filter before http_connection_manager is not supported by wasmproxy (it runs before tcp_proxy) (line 8, column 9)",
+            "static_resources.listeners[0].filter_chains[0].filters[0].config_discovery.config_source.ads: ads needs dynamic_resources.ads_config (line 9, column 51)",
+        ]
+    );
+}
+
 /// A filter chain terminating TLS with these fields of its `DownstreamTlsContext`, one a line.
 fn tls_errors(fields: &[&str]) -> Vec<String> {
     let fields: String = fields.iter().map(|f| format!("          {f}\n")).collect();

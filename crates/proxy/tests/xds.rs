@@ -408,6 +408,98 @@ fn a_wasm_filters_configuration_comes_by_ecds() {
     server.stop();
 }
 
+/// A TCP listener `tcp` whose network filter `rewriter` is configured by ECDS (ADS, within
+/// `timeout`), then a TCP proxy to the cluster `backend`.
+fn discovering_tcp_listener(timeout: &str) -> Value {
+    json!({
+        "@type": LISTENER,
+        "name": "tcp",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+        "filter_chains": [{"filters": [
+            {"name": "rewriter", "config_discovery": {
+                "config_source": {"ads": {}, "initial_fetch_timeout": timeout},
+                "type_urls": ["type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm"],
+            }},
+            {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                "stat_prefix": "tcp", "cluster": "backend"}},
+        ]}],
+    })
+}
+
+/// An ECDS resource `rewriter`: the probe plugin as a network filter putting `prefix` in
+/// front of what the client sends.
+fn network_extension(prefix: &str) -> Value {
+    let probe = json!({"kind": "stream", "phases": {"downstream_data": [["set_buffer", "2", "0", "0", prefix]]}});
+    json!({
+        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        "name": "rewriter",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
+            "config": {
+                "name": "rewriter",
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": probe.to_string()},
+                "vm_config": {"code": {"local": {"filename": plugin("probe.wasm").display().to_string()}}},
+            },
+        },
+    })
+}
+
+/// Sends `hello` through the TCP listener and answers what the echo sent back.
+fn echoed(server: &RunningServer) -> String {
+    use std::io::{Read, Write};
+    let text = get(server.admin.unwrap(), "/listeners");
+    let Some(addr) = body(&text).lines().find_map(|l| l.strip_prefix("tcp::")) else { return String::new() };
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return String::new() };
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = stream.write_all(b"hello");
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut echoed = Vec::new();
+    let _ = stream.read_to_end(&mut echoed);
+    String::from_utf8_lossy(&echoed).into_owned()
+}
+
+#[test]
+fn a_wasm_network_filters_configuration_comes_by_ecds() {
+    let echo = common::echo_upstream();
+    let plane = ControlPlane::start(0);
+    let with = |extra: Vec<Value>| {
+        let mut all = vec![cluster(), endpoints(echo), discovering_tcp_listener("15s")];
+        all.extend(extra);
+        all
+    };
+    plane.set("1", &with(vec![network_extension("<")]));
+    let server = start(plane.xds, false);
+    assert_eq!(echoed(&server), "<hello");
+    assert_eq!(stat(&server, "extension_config_discovery.network_filter.rewriter.update_success"), 1);
+
+    // A new configuration: new connections get it.
+    plane.set("2", &with(vec![network_extension("[")]));
+    assert_eq!(until(|| echoed(&server), |e| e == "[hello"), "[hello");
+
+    // An HTTP filter's configuration for it is refused (NACKed); the last one serves.
+    let mut http = network_extension("(");
+    http["typed_config"]["@type"] = json!("type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm");
+    plane.set("3", &with(vec![http]));
+    eventually("the ECDS NACK", || {
+        plane.requests().iter().any(|r| {
+            r["type_url"].as_str().unwrap().ends_with("TypedExtensionConfig")
+                && r["error_detail"].as_str().is_some_and(|m| m.contains("network.wasm.v3.Wasm"))
+        })
+    });
+    assert_eq!(stat(&server, "extension_config_discovery.network_filter.rewriter.update_rejected"), 1);
+    assert_eq!(echoed(&server), "[hello");
+    server.stop();
+
+    // A filter whose configuration never comes: past its initial_fetch_timeout the
+    // listener serves, and closes every connection (Envoy's missing-configuration filter).
+    plane.set("4", &[cluster(), endpoints(echo), discovering_tcp_listener("0.5s")]);
+    let server = start(plane.xds, false);
+    assert!(body(&get(server.admin.unwrap(), "/listeners")).contains("tcp::"), "the listener serves");
+    assert_eq!(echoed(&server), "", "closed at once");
+    server.stop();
+}
+
 /// An upstream answering each request with the `host` it was sent.
 fn host_upstream() -> SocketAddr {
     answering(|head| {

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use wasmproxy_config::model::{
-    Bootstrap, Cluster, ConfigSource, DynamicResources, ExtensionConfig, FileSource, HttpFilter, Listener,
-    LoadAssignment, NetworkFilter, RemoteCode, ResourceFile, RouteConfig, SocketAddress, WasmCode,
+    Bootstrap, Cluster, ConfigSource, DiscoveredFilter, DynamicResources, ExtensionConfig, FileSource, FilterKind,
+    HttpFilter, Listener, LoadAssignment, NetworkFilter, RemoteCode, ResourceFile, RouteConfig, SocketAddress,
+    WasmCode, WasmPlugin,
 };
 use wasmproxy_config::{ResourceFileError, ResourceSource};
 use wasmproxy_stats::{Counter, Gauge, StatName, Store};
@@ -413,6 +414,11 @@ impl Control {
         let stats = R::stats(self, &names);
         stats.iter().for_each(SubscriptionStats::attempted);
         let file = read.inspect_err(|e| stats.iter().for_each(|s| s.not_taken(e))).map_err(|e| e.to_string())?;
+        if let Some(why) = file.resources.iter().find_map(|r| R::refused(self, r)) {
+            stats.iter().for_each(SubscriptionStats::rejected);
+            names.iter().for_each(|n| R::counted(self, n, Outcome::Refused));
+            return Err(why);
+        }
         let documents = file.documents.clone();
         let mut taken = R::held(self).clone();
         for resource in file.resources {
@@ -425,11 +431,11 @@ impl Control {
             *R::held(self) = previous;
             self.track_warming();
             stats.iter().for_each(SubscriptionStats::rejected);
-            names.iter().for_each(|n| R::counted(self, n, false));
+            names.iter().for_each(|n| R::counted(self, n, Outcome::NotApplied));
             return Err(e.to_string());
         }
         stats.iter().for_each(|s| s.accepted(version));
-        names.iter().for_each(|n| R::counted(self, n, true));
+        names.iter().for_each(|n| R::counted(self, n, Outcome::Applied));
         let now = std::time::SystemTime::now();
         for (name, document) in names.iter().zip(documents) {
             let accepted = Accepted { version_info: version.to_string(), last_updated: now, documents: vec![document] };
@@ -519,12 +525,10 @@ impl Control {
                 {
                     wanted.entry(key).or_default().routes.insert(rds.route_config_name.clone());
                 }
-                for filter in &hcm.http_filters {
-                    if let HttpFilter::Discovered(d) = filter
-                        && let Some(key) = StreamKey::of(&d.source, Kind::Extension)
-                    {
-                        wanted.entry(key).or_default().extensions.insert(d.name.clone());
-                    }
+            }
+            for (d, _) in discovered_filters(l) {
+                if let Some(key) = StreamKey::of(&d.source, Kind::Extension) {
+                    wanted.entry(key).or_default().extensions.insert(d.name.clone());
                 }
             }
         }
@@ -552,14 +556,13 @@ impl Control {
             {
                 waits.push(limit);
             }
-            for filter in &hcm.http_filters {
-                if let HttpFilter::Discovered(d) = filter
-                    && !d.apply_default_without_warming
-                    && !self.ecds.iter().any(|e| e.name == d.name)
-                    && let Some(limit) = d.source.initial_fetch_timeout()
-                {
-                    waits.push(limit);
-                }
+        }
+        for (d, kind) in discovered_filters(listener) {
+            if !d.apply_default_without_warming
+                && !self.ecds.iter().any(|e| e.name == d.name && e.kind == kind)
+                && let Some(limit) = d.source.initial_fetch_timeout()
+            {
+                waits.push(limit);
             }
         }
         // The shortest limit; zero (no limit) only if every one is zero.
@@ -609,16 +612,41 @@ impl Control {
         let mut listener = listener.clone();
         let chains = listener.filter_chains.iter_mut().chain(listener.default_filter_chain.iter_mut());
         for f in chains.flat_map(|c| c.filters.iter_mut()) {
-            let NetworkFilter::HttpConnectionManager(hcm) = f else { continue };
-            for filter in &mut hcm.http_filters {
-                let HttpFilter::Discovered(d) = filter else { continue };
-                let found = self.ecds.iter().find(|e| e.name == d.name).map(|e| e.plugin.clone());
-                if let Some(plugin) = found.or_else(|| d.default.clone()) {
-                    *filter = HttpFilter::Wasm(Box::new(plugin));
+            match f {
+                NetworkFilter::Discovered(d) => {
+                    if let Some(plugin) = self.discovered_config(d, FilterKind::Network) {
+                        *f = NetworkFilter::Wasm(plugin);
+                    }
                 }
+                NetworkFilter::HttpConnectionManager(hcm) => {
+                    for filter in &mut hcm.http_filters {
+                        if let HttpFilter::Discovered(d) = filter
+                            && let Some(plugin) = self.discovered_config(d, FilterKind::Http)
+                        {
+                            *filter = HttpFilter::Wasm(Box::new(plugin));
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         listener
+    }
+
+    /// A discovered filter's configuration: from ECDS, else its default.
+    fn discovered_config(&self, filter: &DiscoveredFilter, kind: FilterKind) -> Option<WasmPlugin> {
+        let found = self.ecds.iter().find(|e| e.name == filter.name && e.kind == kind);
+        found.map(|e| e.plugin.clone()).or_else(|| filter.default.clone())
+    }
+
+    /// The kinds of the filters that take the ECDS resource of that name (those
+    /// configured, and the last versions of warming listeners).
+    fn discovering_kinds(&self, name: &str) -> BTreeSet<FilterKind> {
+        let listeners = self.configured_listeners().into_iter().chain(self.all_listeners());
+        let filters: Vec<(String, FilterKind)> = listeners
+            .flat_map(|l| discovered_filters(&l).into_iter().map(|(d, k)| (d.name.clone(), k)).collect::<Vec<_>>())
+            .collect();
+        filters.into_iter().filter(|(n, _)| n == name).map(|(_, k)| k).collect()
     }
 
     /// Notes which listeners wait for routes or modules, and which clusters for endpoints,
@@ -1129,11 +1157,15 @@ trait NamedResource: Sized + Clone {
     fn wanted(wanted: &Wanted) -> &BTreeSet<String>;
     /// The update stats of the subscribers to those names (in one response).
     fn stats(control: &Control, names: &[String]) -> Vec<SubscriptionStats>;
+    /// Why the configuration cannot take this resource, if it cannot (checked before it is
+    /// applied).
+    fn refused(_control: &Control, _resource: &Self) -> Option<String> {
+        None
+    }
     /// What was taken.
     fn held(control: &mut Control) -> &mut Vec<Self>;
-    /// Counts a resource of that name applied (or refused by the configuration it made),
-    /// beyond the subscription stats.
-    fn counted(_control: &Control, _name: &str, _applied: bool) {}
+    /// Counts what became of a resource of that name, beyond the subscription stats.
+    fn counted(_control: &Control, _name: &str, _outcome: Outcome) {}
     /// What admin shows of them, if it shows them (`/config_dump`).
     fn shown(_control: &mut Control) -> Option<&mut BTreeMap<String, Accepted>> {
         None
@@ -1201,10 +1233,27 @@ impl NamedResource for ExtensionConfig {
         &wanted.extensions
     }
 
-    /// Envoy's ECDS subscription stats: `extension_config_discovery.http_filter.<name>.`.
+    /// Envoy's ECDS subscription stats: `extension_config_discovery.<http_filter or
+    /// network_filter>.<name>.`, of each kind of filter that takes it.
     fn stats(control: &Control, names: &[String]) -> Vec<SubscriptionStats> {
-        let prefix = |name: &String| format!("extension_config_discovery.http_filter.{name}.");
-        names.iter().map(|n| SubscriptionStats::new(&control.store, &prefix(n))).collect()
+        let prefixes = names.iter().flat_map(|name| {
+            let kinds = control.discovering_kinds(name);
+            kinds.into_iter().map(move |k| format!("extension_config_discovery.{}.{name}.", k.stats_word()))
+        });
+        prefixes.map(|p| SubscriptionStats::new(&control.store, &p)).collect()
+    }
+
+    /// A configuration of one kind for a filter of another is refused, as Envoy refuses a
+    /// type its `type_urls` do not name.
+    fn refused(control: &Control, resource: &Self) -> Option<String> {
+        let kinds = control.discovering_kinds(&resource.name);
+        let wanted = kinds.iter().find(|k| **k != resource.kind)?;
+        Some(format!(
+            "{}: the filter that takes it wants a {}, not a {}",
+            resource.name,
+            wanted.wasm_type(),
+            resource.kind.wasm_type()
+        ))
     }
 
     fn held(control: &mut Control) -> &mut Vec<Self> {
@@ -1215,16 +1264,20 @@ impl NamedResource for ExtensionConfig {
         Some(&mut control.shown_filters)
     }
 
-    /// Envoy's `config_reload` (every configuration received, as Envoy 1.40 counts it) and
-    /// `config_fail` (those refused).
-    fn counted(control: &Control, name: &str, applied: bool) {
-        let count = |counter: &str| {
-            let stat = format!("extension_config_discovery.http_filter.{name}.{counter}");
-            control.store.counter(StatName::plain(stat)).inc();
-        };
-        count("config_reload");
-        if !applied {
-            count("config_fail");
+    /// Envoy's `config_reload` (every configuration tried, as Envoy 1.40 counts it, so
+    /// those the configuration refused too) and `config_fail` (those not taken).
+    fn counted(control: &Control, name: &str, outcome: Outcome) {
+        for kind in control.discovering_kinds(name) {
+            let count = |counter: &str| {
+                let stat = format!("extension_config_discovery.{}.{name}.{counter}", kind.stats_word());
+                control.store.counter(StatName::plain(stat)).inc();
+            };
+            if outcome != Outcome::Refused {
+                count("config_reload");
+            }
+            if outcome != Outcome::Applied {
+                count("config_fail");
+            }
         }
     }
 }
@@ -1270,6 +1323,8 @@ fn plugins_of(filter: &mut NetworkFilter) -> Vec<&mut wasmproxy_config::model::W
             });
             filters.chain(logs).collect()
         }
+        // Resolved before this: one left has no configuration.
+        NetworkFilter::Discovered(_) => Vec::new(),
         NetworkFilter::TcpProxy(proxy) => proxy
             .access_logs
             .iter_mut()
@@ -1279,6 +1334,36 @@ fn plugins_of(filter: &mut NetworkFilter) -> Vec<&mut wasmproxy_config::model::W
             })
             .collect(),
     }
+}
+
+/// What became of a resource received by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Served.
+    Applied,
+    /// The configuration it made could not be served.
+    NotApplied,
+    /// Refused before it was tried (of the wrong kind).
+    Refused,
+}
+
+/// The filters a listener takes by ECDS, with the kind of each.
+fn discovered_filters(listener: &Listener) -> Vec<(&DiscoveredFilter, FilterKind)> {
+    let mut found = Vec::new();
+    for filter in listener.chains().flat_map(|c| &c.filters) {
+        match filter {
+            NetworkFilter::Discovered(d) => found.push((&**d, FilterKind::Network)),
+            NetworkFilter::HttpConnectionManager(hcm) => {
+                let http = hcm.http_filters.iter().filter_map(|f| match f {
+                    HttpFilter::Discovered(d) => Some((&**d, FilterKind::Http)),
+                    _ => None,
+                });
+                found.extend(http);
+            }
+            _ => {}
+        }
+    }
+    found
 }
 
 /// Every route configuration and endpoint name wanted, whichever stream brings it.

@@ -88,6 +88,10 @@ pub struct TcpSnapshot {
     pub cluster: String,
     /// The Wasm network filters, in order.
     pub filters: Vec<LoadedPlugin>,
+    /// Where a discovered filter without a configuration (none from ECDS, no default)
+    /// stands: after that many of `filters`. Connections are closed there, as by Envoy's
+    /// missing-configuration filter.
+    pub missing_filter_config: Option<usize>,
     /// Its access loggers.
     pub logs: AccessLogs,
 }
@@ -251,13 +255,19 @@ impl Builder {
         let filters = &chain.filters;
         let terminal = if let Some(NetworkFilter::TcpProxy(proxy)) = filters.last() {
             let mut wasm = Vec::new();
+            let mut missing_filter_config = None;
             for filter in filters {
-                if let NetworkFilter::Wasm(plugin) = filter {
-                    wasm.push(self.load(plugin, clusters, "Wasm plugin")?);
+                match filter {
+                    NetworkFilter::Wasm(plugin) => wasm.push(self.load(plugin, clusters, "Wasm plugin")?),
+                    NetworkFilter::Discovered(_) => {
+                        missing_filter_config = missing_filter_config.or(Some(wasm.len()));
+                    }
+                    _ => {}
                 }
             }
             let logs = self.access_logs(&proxy.access_logs, &listener.name, clusters)?;
-            TerminalSnapshot::Tcp(Box::new(TcpSnapshot { cluster: proxy.cluster.clone(), filters: wasm, logs }))
+            let cluster = proxy.cluster.clone();
+            TerminalSnapshot::Tcp(Box::new(TcpSnapshot { cluster, filters: wasm, missing_filter_config, logs }))
         } else if let Some(NetworkFilter::HttpConnectionManager(hcm)) =
             filters.iter().find(|f| matches!(f, NetworkFilter::HttpConnectionManager(_)))
         {

@@ -334,6 +334,7 @@ impl Worker {
             TerminalSnapshot::None => return Ok(None),
             TerminalSnapshot::Tcp(tcp) => Terminal::Tcp(Rc::new(TcpChain {
                 filters: self.slots(&tcp.filters).map_err(fail)?,
+                missing_filter_config: tcp.missing_filter_config,
                 cluster: tcp.cluster.clone(),
                 clusters: self.clusters.clone(),
                 logs: self.loggers(&tcp.logs).map_err(fail)?,

@@ -27,6 +27,8 @@ use crate::wasm::network_filter::{ConnectionFilter, Opened, TcpVerdict};
 pub struct TcpChain {
     /// The Wasm network filters, in order.
     pub filters: Vec<Rc<FilterSlot>>,
+    /// After how many of `filters` a discovered filter without a configuration stands.
+    pub missing_filter_config: Option<usize>,
     /// `tcp_proxy.cluster`, looked up for each connection.
     pub cluster: String,
     /// This worker's clusters.
@@ -47,7 +49,8 @@ impl TcpChain {
     pub async fn serve<D: Transport>(&self, downstream: D, connection: Rc<ConnectionInfo>) {
         let info: StreamRef = Rc::new(RefCell::new(StreamInfo::new(connection, "")));
         let mut filters: Vec<Option<ConnectionFilter>> = Vec::new();
-        for slot in &self.filters {
+        let before_missing = self.missing_filter_config.unwrap_or(usize::MAX);
+        for slot in self.filters.iter().take(before_missing) {
             match slot.start_connection(&info) {
                 Ok(mut f) => match f.new_connection() {
                     Opened::Yes => filters.push(Some(f)),
@@ -64,6 +67,12 @@ impl TcpChain {
                 }
                 Err(_) => filters.push(None),
             }
+        }
+        if self.missing_filter_config.is_some() {
+            // Envoy's missing-configuration filter: `NFCF`, and the connection closes.
+            info.borrow_mut().response_flags.push("NFCF");
+            let _ = downstream.shutdown(Shutdown::Write);
+            return self.finish(filters, PeerType::Local, &info);
         }
         // A plugin may have picked the cluster (`envoy.tcp_proxy.cluster`, as Envoy's
         // per-connection cluster). Plugins see it (and the endpoint) once the upstream is
