@@ -968,6 +968,9 @@ pub struct RemoteCode {
     pub base_interval: std::time::Duration,
     /// `retry_policy.retry_back_off.max_interval` (10 times the base if not set).
     pub max_interval: std::time::Duration,
+    /// `vm_config.nack_on_code_cache_miss`: an update whose module is not cached yet is
+    /// refused (NACKed) while the module is fetched, rather than warmed until it is.
+    pub nack_on_cache_miss: bool,
 }
 
 impl Default for WasmCode {

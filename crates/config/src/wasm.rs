@@ -166,13 +166,12 @@ fn read_vm_config(ctx: &mut Ctx, field: &Field<'_>) -> WasmVm {
     }
     // Precompiled code is a V8 feature: it changes nothing wasmproxy does.
     msg.ignore(ctx, "allow_precompiled");
-    // Code caching is for remote code: false is what wasmproxy does (it fetches while the
-    // listener warms); true (NACK the update until the code is cached) is not supported yet.
-    if let Some(f) = msg.get(ctx, "nack_on_code_cache_miss")
-        && f.bool_value(ctx) == Some(true)
-        && matches!(vm.code, WasmCode::Remote(_))
+    // For remote code: refuse an update whose module is not cached yet (it is fetched
+    // meanwhile), rather than warm the listener until it is.
+    if let Some(nack) = msg.get(ctx, "nack_on_code_cache_miss").and_then(|f| f.bool_value(ctx))
+        && let WasmCode::Remote(remote) = &mut vm.code
     {
-        f.error(ctx, "true is not supported by wasmproxy (a remote module is fetched while its listener warms)");
+        remote.nack_on_cache_miss = nack;
     }
     msg.finish(ctx);
     vm
@@ -280,7 +279,16 @@ fn read_remote(ctx: &mut Ctx, field: &Field<'_>) -> Option<RemoteCode> {
     msg.finish(ctx);
     let (uri, cluster, timeout) = http_uri?;
     let max_interval = max_interval.unwrap_or(base_interval * 10).max(base_interval);
-    Some(RemoteCode { uri, cluster, timeout, sha256: sha256?, retries, base_interval, max_interval })
+    Some(RemoteCode {
+        uri,
+        cluster,
+        timeout,
+        sha256: sha256?,
+        retries,
+        base_interval,
+        max_interval,
+        nack_on_cache_miss: false,
+    })
 }
 
 /// Checks `registry/repository[:tag][@sha256:digest]`, as the distribution spec names an

@@ -51,6 +51,10 @@ pub const MAX_REMOTE_MODULE_BYTES: usize = 256 << 20;
 /// The most bytes of fetched modules kept on disk; past it, the least recently used go.
 pub const MAX_REMOTE_CACHE_BYTES: u64 = 1 << 30;
 
+/// Modules fetched for updates refused until they are cached (`nack_on_code_cache_miss`),
+/// kept in memory until an update takes them: at most this many.
+pub const MAX_PREFETCHED_MODULES: usize = 4;
+
 /// How long after the last xDS resource the API descriptors used to read them are let go
 /// (they take some 6 MiB; loading them again takes some 7 ms).
 pub const DESCRIPTORS_IDLE: std::time::Duration = std::time::Duration::from_secs(10);

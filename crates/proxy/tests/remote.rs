@@ -164,5 +164,34 @@ fn a_listener_pushed_after_start_up_gets_its_module_by_url() {
     until(|| stat(&server, "wasm.remote_load_fetch_failures").to_string(), |n| n == "1");
     assert_eq!(stat(&server, "wasm.remote_load_fetch_failures"), 1);
     assert!(get(addr(), "/c").contains("x-demo: pushed"));
+
+    // With nack_on_code_cache_miss, a listener whose module is not cached is NACKed while
+    // the module is fetched; pushed again, it is taken. (The same plugin with a custom
+    // section more: another module, another sha256.)
+    let mut other = std::fs::read(plugin("talk_demo.wasm")).unwrap();
+    other.extend_from_slice(b"\x00\x05\x04test");
+    let other_sha = hex_sha256(&other);
+    let (others, _) = module_server(other, 0);
+    let mut nacking = json!({"remote": {"http_uri": {"uri": "http://modules.test/module.wasm", "cluster": "others", "timeout": "5s"}, "sha256": other_sha}});
+    let mut uncached = listener(nacking.take());
+    uncached["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]["typed_config"]["config"]["vm_config"]
+        ["nack_on_code_cache_miss"] = json!(true);
+    let resources = [cluster("backend", backend), cluster("modules", modules), cluster("others", others), uncached];
+    plane.set(node, "4", &resources).unwrap();
+    until(|| stat(&server, "wasm.remote_load_fetch_successes").to_string(), |n| n == "2");
+    let nack = plane.requests().into_iter().find(|r| {
+        r["type_url"].as_str().unwrap().ends_with("Listener")
+            && r["error_detail"].as_str().is_some_and(|e| e.contains("nack_on_code_cache_miss"))
+    });
+    assert!(nack.is_some(), "the listener was NACKed while its module was fetched");
+    assert!(get(addr(), "/d").contains("x-demo: pushed"), "the last good listener serves");
+    let rejected = stat(&server, "listener_manager.lds.update_rejected");
+    assert!(rejected >= 1);
+    plane.set(node, "5", &resources).unwrap();
+    let version = || common::admin_get(&server, "/stats");
+    let stats = until(version, |s| s.contains("listener_manager.lds.version_text: \"5\""));
+    assert!(stats.contains("listener_manager.lds.version_text: \"5\""), "taken once its module is here");
+    assert_eq!(stat(&server, "listener_manager.lds.update_rejected"), rejected);
+    assert!(get(addr(), "/e").contains("x-demo: pushed"));
     server.stop();
 }

@@ -20,7 +20,7 @@ use wasmproxy_config::{ResourceFileError, ResourceSource};
 use wasmproxy_stats::{Counter, Gauge, StatName, Store};
 
 use crate::admin::{Accepted, LiveView};
-use crate::limits::DESCRIPTORS_IDLE;
+use crate::limits::{DESCRIPTORS_IDLE, MAX_PREFETCHED_MODULES};
 use crate::observe::stats::SubscriptionStats;
 use crate::server::ServerError;
 use crate::server::listener::bind_reuseport;
@@ -112,6 +112,8 @@ pub struct Control {
     modules: RemoteModules,
     fetching: BTreeSet<String>,
     failed: BTreeMap<String, String>,
+    /// Modules fetched for updates refused until they are here (`nack_on_code_cache_miss`).
+    prefetched: BTreeSet<String>,
     /// Where fetches are asked for (the xDS thread).
     fetcher: Option<mpsc::UnboundedSender<Fetch>>,
     /// When the last xDS resources were read (their descriptors are let go a while after).
@@ -178,6 +180,7 @@ impl Control {
             applied: Vec::new(),
             modules: RemoteModules::new(cache_dir, store),
             fetching: BTreeSet::new(),
+            prefetched: BTreeSet::new(),
             failed: BTreeMap::new(),
             fetcher: None,
             decoded_at: None,
@@ -345,6 +348,13 @@ impl Control {
         if !apply {
             return Ok(());
         }
+        if let Some(why) = self.uncached_code() {
+            let (taken, _, stats) = R::parts(self);
+            *taken = previous;
+            stats.rejected();
+            tracing::warn!("{}: {from} rejected: {why}", R::API);
+            return Err(why);
+        }
         self.track_warming();
         if let Err(e) = self.apply(self.all_listeners(), self.all_clusters()) {
             let (taken, _, stats) = R::parts(self);
@@ -426,6 +436,12 @@ impl Control {
             taken.push(resource);
         }
         let previous = std::mem::replace(R::held(self), taken);
+        if let Some(why) = self.uncached_code() {
+            *R::held(self) = previous;
+            stats.iter().for_each(SubscriptionStats::rejected);
+            names.iter().for_each(|n| R::counted(self, n, Outcome::NotApplied));
+            return Err(why);
+        }
         self.track_warming();
         if let Err(e) = self.apply(self.all_listeners(), self.all_clusters()) {
             *R::held(self) = previous;
@@ -718,26 +734,52 @@ impl Control {
     fn fetch_missing_modules(&mut self) {
         let codes: Vec<RemoteCode> = self.configured_listeners().iter().flat_map(|l| self.remote_codes(l)).collect();
         for code in codes {
-            let sha = &code.sha256;
-            if self.fetching.contains(sha) || self.failed.contains_key(sha) || self.modules.get(sha).is_some() {
-                continue;
-            }
-            self.modules.missed();
-            let cluster = code.cluster.as_ref().map(|name| (name, self.cluster_config(name)));
-            let (Some(fetcher), None | Some((_, Some(_)))) = (&self.fetcher, &cluster) else {
-                let why = format!("no cluster {:?} to fetch it through", code.cluster.unwrap_or_default());
-                tracing::error!("wasm: {}: {why}", code.uri);
-                self.failed.insert(sha.clone(), why);
-                continue;
-            };
-            let through = cluster.as_ref().map_or(String::new(), |(name, _)| format!(" through {name}"));
-            tracing::info!("wasm: fetching {}{through}", code.uri);
-            self.fetching.insert(sha.clone());
-            let _ = fetcher.send(Fetch { code: code.clone(), cluster: cluster.and_then(|(_, c)| c) });
+            self.fetch_code(code);
         }
         let used: Vec<String> =
             self.configured_listeners().iter().flat_map(|l| self.remote_codes(l)).map(|c| c.sha256).collect();
-        self.modules.retain(&used.iter().map(String::as_str).collect::<Vec<_>>());
+        // A module fetched for an update that was refused stays until one takes it.
+        self.prefetched.retain(|sha| !used.contains(sha));
+        let kept: Vec<&str> = used.iter().chain(&self.prefetched).map(String::as_str).collect();
+        self.modules.retain(&kept);
+    }
+
+    /// Asks for a module unless it is here, on disk, being fetched or failed.
+    fn fetch_code(&mut self, code: RemoteCode) {
+        let sha = &code.sha256;
+        if self.fetching.contains(sha) || self.failed.contains_key(sha) || self.modules.get(sha).is_some() {
+            return;
+        }
+        self.modules.missed();
+        let cluster = code.cluster.as_ref().map(|name| (name, self.cluster_config(name)));
+        let (Some(fetcher), None | Some((_, Some(_)))) = (&self.fetcher, &cluster) else {
+            let why = format!("no cluster {:?} to fetch it through", code.cluster.clone().unwrap_or_default());
+            tracing::error!("wasm: {}: {why}", code.uri);
+            self.failed.insert(sha.clone(), why);
+            return;
+        };
+        let through = cluster.as_ref().map_or(String::new(), |(name, _)| format!(" through {name}"));
+        tracing::info!("wasm: fetching {}{through}", code.uri);
+        self.fetching.insert(sha.clone());
+        let _ = fetcher.send(Fetch { code: code.clone(), cluster: cluster.and_then(|(_, c)| c) });
+    }
+
+    /// Why the configuration taken must be refused: a plugin with
+    /// `nack_on_code_cache_miss` whose module is not here yet. Each such module is fetched
+    /// (and kept, so that the update pushed again is taken).
+    fn uncached_code(&mut self) -> Option<String> {
+        let codes: Vec<RemoteCode> = self.configured_listeners().iter().flat_map(|l| self.remote_codes(l)).collect();
+        let missing: Vec<RemoteCode> =
+            codes.into_iter().filter(|c| c.nack_on_cache_miss && self.modules.get(&c.sha256).is_none()).collect();
+        let first = missing.first().map(|c| c.uri.clone())?;
+        for code in missing {
+            if self.prefetched.len() >= MAX_PREFETCHED_MODULES {
+                self.prefetched.pop_first();
+            }
+            self.prefetched.insert(code.sha256.clone());
+            self.fetch_code(code);
+        }
+        Some(format!("{first}: the module is not cached yet (nack_on_code_cache_miss); it is being fetched"))
     }
 
     /// The configuration of the cluster of that name: as served, else as configured.
