@@ -1,10 +1,12 @@
 //! Configuration updates under load, on both proxies: two workers serve a listener (the
 //! Rust header filter adding `x-version: N`) and a cluster, while clients send requests
 //! without pause and the configuration changes N times: every update changes the plugin's
-//! configuration and a route, every third moves the cluster to another upstream, every
-//! fifth adds or removes a second listener. The updates come from LDS and CDS files
-//! (replaced), then from a control plane over ADS (the same resources, pushed as
-//! snapshots). Reported: requests that failed (no answer, or not 2xx, after one retry of a
+//! configuration and a route, every third moves the upstream (over ADS: the cluster's EDS
+//! endpoints; from files: the cluster), every fifth adds or removes a second listener,
+//! every seventh changes the cluster itself, and every tenth gives the plugin a new module
+//! by URL (`code.remote`, two builds of the filter in turn, each with its sha256). The
+//! updates come from LDS and CDS files (replaced), then from a control plane over ADS (the
+//! same resources, pushed as snapshots). Reported: requests that failed (no answer, or not 2xx, after one retry of a
 //! request a closing keep-alive connection never answered, as HTTP clients retry), the time
 //! from each update to the first answer with the new `x-version` (p50, p99), and resident
 //! memory and live Wasm VMs before and after.
@@ -27,6 +29,9 @@ const CLIENTS: usize = 8;
 
 /// How long an update may take to show before it counts as never seen.
 const SHOW_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Every how many updates the plugin's module changes (by URL).
+const MODULE_EVERY: usize = 10;
 
 /// One proxy's figures.
 struct UpdateRun {
@@ -83,8 +88,10 @@ pub fn run(args: &Args, updates: usize, work: &Path, plugins: &Path) -> Result<S
     let mut out = format!(
         "\n## Configuration updates under load\n\nTwo workers each; {CLIENTS} clients send requests without pause \
          (HTTP/1.1 keep-alive) while {updates} updates are made: every one changes the Wasm filter's configuration \
-         and a route, every third moves the cluster to another upstream, every fifth adds or removes a second \
-         listener. From files: each update a new LDS (and CDS) file moved into place. Over ADS: the same resources \
+         and a route, every third moves the upstream (over ADS its EDS endpoints, from files the cluster), every \
+         fifth adds or removes a second listener, every seventh changes the cluster itself (its connect timeout), \
+         and every tenth gives the filter a new module by URL (`code.remote` with its sha256, through a cluster; \
+         two builds of the filter in turn; the next update goes back to the local file). From files: each update a new LDS (and CDS) file moved into place. Over ADS: the same resources \
          pushed as a snapshot by the test control plane (go-control-plane). Failed: no answer or not 2xx (a request \
          a closing keep-alive connection never answered is retried once, as HTTP clients do). Delay: from the file \
          replacement or the push to the first answer carrying the new configuration.\n\n\
@@ -134,22 +141,33 @@ fn run_one(
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (lds, cds) = (dir.join("lds.json"), dir.join("cds.json"));
     let filter = plugins.join("header_filter.wasm");
+    let modules = ModuleServer::start(&filter)?;
     let plane = match source {
         Source::Ads => Some(ControlPlane::start(0)?),
         Source::Files => None,
     };
     // Update `n`: its clusters (with `upstream`) and its listeners.
     let update = |n: usize, upstream: SocketAddr| -> Result<(), String> {
-        let listeners = listeners(n, &filter, n / 5 % 2 == 1);
+        let code = if n > 0 && n.is_multiple_of(MODULE_EVERY) {
+            modules.code(n / MODULE_EVERY % 2)
+        } else {
+            json!({"local": {"filename": filter.display().to_string()}})
+        };
+        let listeners = listeners(n, &code, n / 5 % 2 == 1);
+        // The cluster changes every seventh update.
+        let timeout = if n / 7 % 2 == 0 { "1s" } else { "2s" };
         match &plane {
             Some(plane) => {
-                let resources: Vec<Value> = std::iter::once(cluster(upstream)).chain(listeners).collect();
+                let clusters = [eds_cluster(timeout), endpoints(upstream), modules.cluster()];
+                let resources: Vec<Value> = clusters.into_iter().chain(listeners).collect();
                 plane.set("bench", &n.to_string(), &resources)
             }
             None => {
-                // The CDS file is replaced when the cluster moves (every third update).
-                if n.is_multiple_of(3) {
-                    let resources = json!({"version_info": n.to_string(), "resources": [cluster(upstream)]});
+                // The CDS file is replaced when the cluster moves (every third update) or
+                // changes (every seventh).
+                if n.is_multiple_of(3) || n.is_multiple_of(7) {
+                    let clusters = [cluster(upstream, timeout), modules.cluster()];
+                    let resources = json!({"version_info": n.to_string(), "resources": clusters});
                     replace(&cds, &resources.to_string())?;
                 }
                 replace(&lds, &json!({"version_info": n.to_string(), "resources": listeners}).to_string())
@@ -206,18 +224,93 @@ fn replace(path: &Path, text: &str) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| e.to_string())
 }
 
-/// The cluster `upstream` at `upstream`.
-fn cluster(upstream: SocketAddr) -> Value {
+/// The cluster `upstream` at `upstream`, connecting within `timeout`.
+fn cluster(upstream: SocketAddr, timeout: &str) -> Value {
     json!({
         "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "upstream", "type": "STATIC",
-        "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
-            {"socket_address": {"address": "127.0.0.1", "port_value": upstream.port()}}}}]}]},
+        "connect_timeout": timeout, "load_assignment": endpoints(upstream),
     })
 }
 
-/// The listeners of update `version`: `main` (its plugin adding `x-version: <version>`, a
-/// route `/v<version>`), and with `extra` a second one.
-fn listeners(version: usize, filter: &Path, extra: bool) -> Vec<Value> {
+/// The cluster `upstream` taking its endpoints by EDS (ADS), connecting within `timeout`.
+fn eds_cluster(timeout: &str) -> Value {
+    json!({
+        "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "upstream", "type": "EDS",
+        "connect_timeout": timeout, "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}},
+    })
+}
+
+/// The endpoints of `upstream`: the one at `upstream`.
+fn endpoints(upstream: SocketAddr) -> Value {
+    json!({
+        "@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+        "cluster_name": "upstream",
+        "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+            {"socket_address": {"address": "127.0.0.1", "port_value": upstream.port()}}}}]}],
+    })
+}
+
+/// Serves two builds of the header filter (`/0.wasm`: the file; `/1.wasm`: the file with a
+/// custom section more), for `code.remote`.
+struct ModuleServer {
+    addr: SocketAddr,
+    sha256: [String; 2],
+}
+
+impl ModuleServer {
+    fn start(filter: &Path) -> Result<ModuleServer, String> {
+        let first = std::fs::read(filter).map_err(|e| format!("{}: {e}", filter.display()))?;
+        let mut second = first.clone();
+        // A custom section (id 0): 5 bytes, the name "http" and nothing.
+        second.extend_from_slice(b"\x00\x05\x04http");
+        let sha256 = [hex_sha256(&first), hex_sha256(&second)];
+        let modules = [first, second];
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let module = &modules[usize::from(head.starts_with(b"GET /1.wasm"))];
+                let _ =
+                    write!(stream, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", module.len());
+                let _ = stream.write_all(module);
+            }
+        });
+        Ok(ModuleServer { addr, sha256 })
+    }
+
+    /// The cluster `modules` the modules are fetched through.
+    fn cluster(&self) -> Value {
+        json!({
+            "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "modules", "type": "STATIC",
+            "load_assignment": {"cluster_name": "modules", "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+                {"socket_address": {"address": "127.0.0.1", "port_value": self.addr.port()}}}}]}]},
+        })
+    }
+
+    /// `code.remote` for build `which` (0 or 1).
+    fn code(&self, which: usize) -> Value {
+        json!({"remote": {
+            "http_uri": {"uri": format!("http://modules.bench/{which}.wasm"), "cluster": "modules", "timeout": "5s"},
+            "sha256": self.sha256[which],
+        }})
+    }
+}
+
+/// The sha256 of bytes, in lowercase hex.
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The listeners of update `version`: `main` (its plugin adding `x-version: <version>`,
+/// with its module from `code`; a route `/v<version>`), and with `extra` a second one.
+fn listeners(version: usize, code: &Value, extra: bool) -> Vec<Value> {
     let listener = |name: &str| {
         let configuration = format!(r#"{{"response_headers": [["x-version", "{version}"]]}}"#);
         json!({
@@ -236,8 +329,7 @@ fn listeners(version: usize, filter: &Path, extra: bool) -> Vec<Value> {
                         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
                         "config": {
                             "name": "versioned",
-                            "vm_config": {"vm_id": "bench", "runtime": "envoy.wasm.runtime.v8",
-                                "code": {"local": {"filename": filter.display().to_string()}}},
+                            "vm_config": {"vm_id": "bench", "runtime": "envoy.wasm.runtime.v8", "code": code},
                             "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
                         },
                     }},

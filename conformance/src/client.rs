@@ -34,6 +34,9 @@ pub struct Request {
     /// operator replaces it (written beside it, then moved into place), and the proxy is
     /// given the time to take it.
     pub update: Option<(&'static str, String)>,
+    /// Before the update, the control plane is stopped and, once the proxy has seen it go,
+    /// started again on the same port (with nothing but the update's snapshot).
+    pub restart_control_plane: bool,
     /// Over TLS (server name `localhost`, trusting the run's certificate), offering this
     /// ALPN protocol (`h2` or `http/1.1`).
     pub tls: Option<&'static str>,
@@ -59,6 +62,7 @@ impl Request {
             h2_frames: None,
             give_up_ms: None,
             update: None,
+            restart_control_plane: false,
             tls: None,
             server_name: None,
             client_cert: false,
@@ -102,6 +106,13 @@ impl Request {
     pub fn after_update(mut self, name: &'static str, text: String) -> Request {
         self.update = Some((name, text));
         self
+    }
+
+    /// Sent once the control plane has gone, come back on the same port, and served
+    /// `snapshot` (under the name `XDS`).
+    pub fn after_control_plane_restart(mut self, name: &'static str, snapshot: String) -> Request {
+        self.restart_control_plane = true;
+        self.after_update(name, snapshot)
     }
 
     /// The same, over TLS, offering `alpn` (`h2` or `http/1.1`).

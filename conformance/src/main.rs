@@ -167,7 +167,7 @@ fn observe(
     let file = work.join(format!("{}-{}.yaml", s.name, kind.name()));
     // Each proxy gets its own copy of the dynamic resource files, and its own control plane.
     let dynamic = work.join(format!("{}-{}-", s.name, kind.name())).to_string_lossy().into_owned();
-    let plane = match s.files.iter().any(|(name, _)| *name == XDS) {
+    let mut plane = match s.files.iter().any(|(name, _)| *name == XDS) {
         true => Some(ControlPlane::start(0)?),
         false => None,
     };
@@ -207,6 +207,11 @@ fn observe(
     for (i, r) in s.requests.iter().enumerate() {
         if let Some((name, text)) = &r.update {
             let before = updates(&running);
+            if r.restart_control_plane {
+                plane = None;
+                out.push_str(&restart_wait(&running));
+                plane = Some(ControlPlane::start(xds_port)?);
+            }
             put(plane.as_ref(), &dynamic, name, &fill(text))?;
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
             while updates(&running) == before && std::time::Instant::now() < deadline {
@@ -262,6 +267,22 @@ fn put(plane: Option<&ControlPlane>, dynamic: &str, name: &str, text: &str) -> R
     match plane {
         Some(plane) if name == XDS => set_snapshot(plane, text),
         _ => replace_file(&format!("{dynamic}{name}"), text),
+    }
+}
+
+/// Waits (up to 15 s) for the proxy to see its control plane gone; says whether it did.
+fn restart_wait(running: &proxy::Running) -> String {
+    let connected = regex::Regex::new(r"^control_plane\.connected_state: ").expect("a valid pattern");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let state = running.stats(std::slice::from_ref(&connected));
+        if state.iter().any(|l| l.ends_with(": 0")) {
+            return "-- control plane gone, seen\n".into();
+        }
+        if std::time::Instant::now() > deadline {
+            return "-- control plane gone, not seen\n".into();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

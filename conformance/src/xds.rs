@@ -210,6 +210,18 @@ pub fn scenarios() -> Vec<Scenario> {
             changes(),
         ),
         xds(
+            "xds_control_plane_restart",
+            "ADS: the control plane goes away (the configuration keeps serving) and comes back on its port with a \
+             new snapshot; the proxy reconnects, names the versions it holds, and takes it",
+            "GRPC",
+            vec![
+                Request::get("/changed"),
+                Request::get("/changed")
+                    .after_control_plane_restart(XDS, snapshot("2", "@UPSTREAM_PORT@", "2", "second")),
+                Request::get("/w"),
+            ],
+        ),
+        xds(
             "xds_ads_nack",
             "ADS: a listener the proxy cannot take is NACKed; the last good configuration keeps serving",
             "GRPC",
