@@ -155,7 +155,7 @@ fn run_one(
         };
         let listeners = listeners(n, &code, n / 5 % 2 == 1);
         // The cluster changes every seventh update.
-        let timeout = if n / 7 % 2 == 0 { "1s" } else { "2s" };
+        let timeout = if (n / 7).is_multiple_of(2) { "1s" } else { "2s" };
         match &plane {
             Some(plane) => {
                 let clusters = [eds_cluster(timeout), endpoints(upstream), modules.cluster()];

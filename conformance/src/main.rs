@@ -208,7 +208,7 @@ fn observe(
         if let Some((name, text)) = &r.update {
             let before = updates(&running);
             if r.restart_control_plane {
-                plane = None;
+                drop(plane.take());
                 out.push_str(&restart_wait(&running));
                 plane = Some(ControlPlane::start(xds_port)?);
             }
