@@ -228,7 +228,7 @@ fn replace(path: &Path, text: &str) -> Result<(), String> {
 fn cluster(upstream: SocketAddr, timeout: &str) -> Value {
     json!({
         "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "upstream", "type": "STATIC",
-        "connect_timeout": timeout, "load_assignment": endpoints(upstream),
+        "connect_timeout": timeout, "load_assignment": assignment(upstream),
     })
 }
 
@@ -240,10 +240,16 @@ fn eds_cluster(timeout: &str) -> Value {
     })
 }
 
-/// The endpoints of `upstream`: the one at `upstream`.
+/// The endpoints of `upstream`, as an EDS resource: the one at `upstream`.
 fn endpoints(upstream: SocketAddr) -> Value {
+    let mut resource = assignment(upstream);
+    resource["@type"] = json!("type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment");
+    resource
+}
+
+/// The load assignment of `upstream`: the endpoint at `upstream`.
+fn assignment(upstream: SocketAddr) -> Value {
     json!({
-        "@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
         "cluster_name": "upstream",
         "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
             {"socket_address": {"address": "127.0.0.1", "port_value": upstream.port()}}}}]}],
