@@ -117,7 +117,8 @@ async fn answer(
 
 /// Answers by path: `/status/N` with status N, `/chunks` in three chunks 50 ms apart,
 /// `/trailers` with response trailers, `/sleep` after 300 ms, `/big` with 64 KiB, `/echo`
-/// with the request body; anything else with a small fixed body.
+/// with the request body, `/modules/<build>/<file>` with a test plugin (see [`module`]);
+/// anything else with a small fixed body.
 async fn respond(path: &str, request_body: &Bytes) -> http::Response<Body> {
     let builder = http::Response::builder().header("x-upstream", "yes").header("content-type", "text/plain");
     let full = |b: Bytes| Full::new(b).boxed();
@@ -148,6 +149,13 @@ async fn respond(path: &str, request_body: &Bytes) -> http::Response<Body> {
         }
         "/big" => builder.body(full(Bytes::from(vec![b'b'; 64 * 1024]))),
         "/echo" => builder.body(full(request_body.clone())),
+        p if p.starts_with("/modules/") => match p["/modules/".len()..].split_once('/') {
+            Some((build, file)) if build.parse::<u8>().is_ok() => match module(file, build.parse().unwrap_or(0)) {
+                Some(bytes) => builder.header("content-type", "application/wasm").body(full(Bytes::from(bytes))),
+                None => builder.status(404).body(full(Bytes::from("no such module"))),
+            },
+            _ => builder.status(404).body(full(Bytes::from("no such module"))),
+        },
         p if p.starts_with("/status/") => {
             let status: u16 = p["/status/".len()..].parse().unwrap_or(200);
             builder.status(status).body(full(Bytes::from(format!("status {status}"))))
@@ -155,6 +163,27 @@ async fn respond(path: &str, request_body: &Bytes) -> http::Response<Body> {
         _ => builder.body(full(Bytes::from("upstream body"))),
     };
     response.unwrap_or_else(|_| http::Response::new(full(Bytes::new())))
+}
+
+/// Build `build` of the test plugin `file` (from `plugins/out`): the file with a custom
+/// section more, naming the build and this run (so another sha256 for each, and none a
+/// proxy has cached from an earlier run), the same plugin.
+pub fn module(file: &str, build: u8) -> Option<Vec<u8>> {
+    if file.contains('/') || file.starts_with('.') {
+        return None;
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/out").join(file);
+    let mut bytes = std::fs::read(path).ok()?;
+    // A custom section (id 0) of 6 bytes: an empty name, the build, the process id.
+    bytes.extend_from_slice(&[0, 6, 0, build]);
+    bytes.extend_from_slice(&std::process::id().to_le_bytes());
+    Some(bytes)
+}
+
+/// The sha256 of bytes, in lowercase hex.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A gRPC answer: `/pkg.Echo/Say` and `/pkg.Echo/Stream` answer each message of the

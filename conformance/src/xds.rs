@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 use wasmproxy_conformance::client::Request;
-use wasmproxy_conformance::config;
+use wasmproxy_conformance::{config, upstream};
 
 use crate::scenario::{Scenario, XDS};
 
@@ -181,6 +181,20 @@ fn ecds_network_snapshot(version: &str, word: &str, wasm_type: &str) -> String {
     snapshot.to_string()
 }
 
+/// The first snapshot with the listener's plugin fetched by URL (`code.remote`, with its
+/// sha256) through the cluster `upstream`, which serves build `build` of the header filter.
+fn remote_module_snapshot(version: &str, plugin: &str, build: u8) -> String {
+    let mut snapshot: Value =
+        serde_json::from_str(&snapshot(version, "@UPSTREAM_PORT@", plugin, "first")).unwrap_or_default();
+    let module = upstream::module("header_filter.wasm", build).unwrap_or_default();
+    let filter = &mut snapshot["resources"][2]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0];
+    filter["typed_config"]["config"]["vm_config"]["code"] = json!({"remote": {
+        "http_uri": {"uri": format!("http://modules.test/modules/{build}/header_filter.wasm"), "cluster": "upstream", "timeout": "5s"},
+        "sha256": upstream::hex_sha256(&module),
+    }});
+    snapshot.to_string()
+}
+
 /// A snapshot whose listener neither proxy takes (a port past 65535).
 fn refused() -> String {
     snapshot("2", "@UPSTREAM_PORT@", "2", "second").replace(r#""port_value":0"#, r#""port_value":70000"#)
@@ -209,6 +223,21 @@ pub fn scenarios() -> Vec<Scenario> {
             "DELTA_GRPC",
             changes(),
         ),
+        Scenario {
+            files: vec![(XDS, remote_module_snapshot("1", "1", 0))],
+            ..xds(
+                "xds_remote_module",
+                "code.remote: the listener's plugin fetched by URL through a cluster (checked against its sha256) \
+                 before the listener serves; then a new build of the module pushed with its sha256 and fetched",
+                "GRPC",
+                vec![
+                    Request::get("/w"),
+                    Request::get("/sleep").after_update(XDS, remote_module_snapshot("2", "2", 1)),
+                    Request::get("/sleep"),
+                    Request::get("/w"),
+                ],
+            )
+        },
         xds(
             "xds_control_plane_restart",
             "ADS: the control plane goes away (the configuration keeps serving) and comes back on its port with a \

@@ -219,6 +219,11 @@ impl ClusterSource {
         headers.add(b":path", uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
         headers.add(b":authority", uri.authority().map_or("", |a| a.as_str()).as_bytes());
         headers.add(b":scheme", uri.scheme_str().unwrap_or("http").as_bytes());
+        // As Envoy's remote data fetcher sends it, through its router: internal, with its
+        // timeout, and forwarded for the node's own address.
+        headers.add(b"x-envoy-internal", b"true");
+        headers.add(b"x-envoy-expected-rq-timeout-ms", code.timeout.as_millis().to_string().as_bytes());
+        headers.add(b"x-forwarded-for", crate::stream_info::node::local_address().to_string().as_bytes());
         Ok(ClusterSource { _clusters: clusters, cluster, headers })
     }
 

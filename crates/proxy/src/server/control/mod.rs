@@ -585,10 +585,9 @@ impl Control {
     /// waits, its last version keeps serving, as Envoy keeps a listener until the new one
     /// warms.
     fn all_listeners(&self) -> Vec<Listener> {
-        let served = |name: &str| {
-            let snapshot = self.served.as_ref()?;
-            snapshot.listeners.iter().find(|l| l.config.name == name).map(|l| l.config.clone())
-        };
+        // As configured (ECDS configurations and modules not put in yet), so that the last
+        // version is resolved, compared and counted as it was.
+        let served = |name: &str| self.applied.iter().find(|l| l.name == name).cloned();
         let configured = self.configured_listeners().into_iter();
         configured.filter_map(|l| if self.warmed(&l) { Some(l) } else { served(&l.name) }).collect()
     }

@@ -31,8 +31,9 @@ impl Control {
         for code in codes {
             self.fetch_code(code);
         }
-        let used: Vec<String> =
-            self.configured_listeners().iter().flat_map(|l| self.remote_codes(l)).map(|c| c.sha256).collect();
+        // Those of the listeners configured, and of the last versions still serving.
+        let listeners = self.configured_listeners().into_iter().chain(self.applied.iter().cloned());
+        let used: Vec<String> = listeners.flat_map(|l| self.remote_codes(&l)).map(|c| c.sha256).collect();
         // A module fetched for an update that was refused stays until one takes it.
         self.prefetched.retain(|sha| !used.contains(sha));
         let kept: Vec<&str> = used.iter().chain(&self.prefetched).map(String::as_str).collect();
