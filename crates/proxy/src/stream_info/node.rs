@@ -76,6 +76,38 @@ fn encode_locality(locality: &Locality) -> Vec<u8> {
     out
 }
 
+/// The node's local address, as Envoy's local info finds it: the first IPv4 address of an
+/// interface that is up and not loopback, else the loopback address.
+pub fn local_address() -> std::net::IpAddr {
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a list freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return loopback;
+    }
+    let mut found = None;
+    let mut next = list;
+    while !next.is_null() && found.is_none() {
+        // SAFETY: `next` is an element of the list getifaddrs gave, not freed yet.
+        let ifa = unsafe { &*next };
+        next = ifa.ifa_next;
+        let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
+        // SAFETY: a non-null ifa_addr points to a sockaddr whose family says its type.
+        if ifa.ifa_addr.is_null() || !up || i32::from(unsafe { (*ifa.ifa_addr).sa_family }) != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: an AF_INET address is a sockaddr_in.
+        let addr = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+        let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+        if !ip.is_loopback() {
+            found = Some(std::net::IpAddr::V4(ip));
+        }
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    found.unwrap_or(loopback)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,36 +151,4 @@ mod tests {
         assert_eq!(hex(&attrs.property(&[b"metadata", b"n"]).unwrap()), "0000000000000840");
         assert_eq!(attrs.property(&[b"metadata", b"missing"]), Err(Status::NotFound));
     }
-}
-
-/// The node's local address, as Envoy's local info finds it: the first IPv4 address of an
-/// interface that is up and not loopback, else the loopback address.
-pub fn local_address() -> std::net::IpAddr {
-    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list` with a list freed below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return loopback;
-    }
-    let mut found = None;
-    let mut next = list;
-    while !next.is_null() && found.is_none() {
-        // SAFETY: `next` is an element of the list getifaddrs gave, not freed yet.
-        let ifa = unsafe { &*next };
-        next = ifa.ifa_next;
-        let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
-        // SAFETY: a non-null ifa_addr points to a sockaddr whose family says its type.
-        if ifa.ifa_addr.is_null() || !up || i32::from(unsafe { (*ifa.ifa_addr).sa_family }) != libc::AF_INET {
-            continue;
-        }
-        // SAFETY: an AF_INET address is a sockaddr_in.
-        let addr = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-        let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
-        if !ip.is_loopback() {
-            found = Some(std::net::IpAddr::V4(ip));
-        }
-    }
-    // SAFETY: `list` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(list) };
-    found.unwrap_or(loopback)
 }
