@@ -7,84 +7,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-
-use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
-use oci_client::manifest::OciImageManifest;
+use oci_client::client::{Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
 
+use common::registry::Registry;
 use common::{
     body, fresh_dir, get, hex_sha256, http_listener, plugin, remote_module_config, start_cached, stat, upstream,
 };
-
-/// A registry on a port of its own, its storage in a directory of its own; stopped on drop.
-struct Registry {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Registry {
-    fn start(name: &str) -> Registry {
-        let dir = fresh_dir(&format!("registry-{name}"));
-        let config = format!(
-            "version: 0.1\nlog: {{ level: info }}\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\n\
-             http: {{ addr: 127.0.0.1:0, secret: wasmproxy-test }}\n",
-            dir.join("data").display()
-        );
-        std::fs::write(dir.join("config.yml"), config).unwrap();
-        let mut child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("docker-registry (Debian's package, installed by scripts/setup.sh)");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|l| l.split("listening on ").nth(1).and_then(|rest| rest.split('"').next()?.parse().ok()))
-            .expect("the registry says where it listens");
-        // Keep reading its log, so that it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Registry { child, addr, dir }
-    }
-
-    fn reference(&self, repository: &str) -> String {
-        format!("{}/{repository}", self.addr)
-    }
-
-    /// Pushes an image and answers its manifest's digest.
-    fn push(&self, repository: &str, layers: Vec<ImageLayer>, config: Config, docker: bool) -> String {
-        let reference: Reference = self.reference(repository).parse().unwrap();
-        let client = Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() });
-        let mut manifest = OciImageManifest::build(&layers, &config, None);
-        if docker {
-            // Docker's own format, as `docker push` of a `FROM scratch` image writes it.
-            manifest.media_type = Some("application/vnd.docker.distribution.manifest.v2+json".into());
-            manifest.config.media_type = "application/vnd.docker.container.image.v1+json".into();
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async {
-            let auth = RegistryAuth::Anonymous;
-            client.push(&reference, &layers, config, &auth, Some(manifest)).await.unwrap();
-            client.fetch_manifest_digest(&reference, &auth).await.unwrap()
-        })
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// The module as Istio's Wasm artifact: a config and one layer that is the module.
 fn artifact(module: &[u8]) -> (Vec<ImageLayer>, Config) {
@@ -134,11 +63,11 @@ fn served_by(uri: &str, sha256: &str, name: &str) -> (Option<String>, u64, u64) 
 
 #[test]
 fn a_wasm_artifact_is_pulled_by_tag_and_by_digest() {
-    let registry = Registry::start("artifact");
+    let registry = Registry::start("artifact", "");
     let module = std::fs::read(plugin("talk_demo.wasm")).unwrap();
     let sha = hex_sha256(&module);
     let (layers, config) = artifact(&module);
-    let digest = registry.push("plugins/demo:v1", layers, config, false);
+    let digest = registry.push("plugins/demo:v1", layers, config, false, &RegistryAuth::Anonymous);
 
     let (answer, fetched, failed) = served_by(&format!("oci://{}", registry.reference("plugins/demo:v1")), &sha, "tag");
     let answer = answer.expect("served once pulled");
@@ -152,13 +81,13 @@ fn a_wasm_artifact_is_pulled_by_tag_and_by_digest() {
 
 #[test]
 fn an_image_holding_plugin_wasm_is_pulled_in_docker_and_oci_formats() {
-    let registry = Registry::start("image");
+    let registry = Registry::start("image", "");
     let module = std::fs::read(plugin("talk_demo.wasm")).unwrap();
     let sha = hex_sha256(&module);
     for docker in [true, false] {
         let (layers, config) = image(&[("runtime-config.json", b"{}"), ("plugin.wasm", &module)], docker);
         let repository = format!("plugins/image:{}", if docker { "docker" } else { "oci" });
-        registry.push(&repository, layers, config, docker);
+        registry.push(&repository, layers, config, docker, &RegistryAuth::Anonymous);
         let uri = format!("oci://{}", registry.reference(&repository));
         let (answer, fetched, _) = served_by(&uri, &sha, if docker { "docker" } else { "oci" });
         assert!(answer.expect("served once pulled").contains("x-demo: oci"), "docker format: {docker}");
@@ -168,13 +97,13 @@ fn an_image_holding_plugin_wasm_is_pulled_in_docker_and_oci_formats() {
 
 #[test]
 fn what_the_registry_lacks_or_does_not_match_is_not_served() {
-    let registry = Registry::start("bad");
+    let registry = Registry::start("bad", "");
     let module = std::fs::read(plugin("talk_demo.wasm")).unwrap();
     let sha = hex_sha256(&module);
     let (layers, config) = image(&[("other.wasm", &module)], false);
-    registry.push("plugins/empty:v1", layers, config, false);
+    registry.push("plugins/empty:v1", layers, config, false, &RegistryAuth::Anonymous);
     let (layers, config) = artifact(&module);
-    registry.push("plugins/demo:v1", layers, config, false);
+    registry.push("plugins/demo:v1", layers, config, false, &RegistryAuth::Anonymous);
 
     let cases = [
         ("plugins/missing:v1", sha.clone(), "a tag the registry lacks"),

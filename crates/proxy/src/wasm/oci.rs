@@ -1,7 +1,8 @@
 //! Modules in OCI registries (`oci://registry/repository[:tag][@sha256:digest]`), in the
 //! image formats Istio's WasmPlugin takes: a Wasm artifact (a layer of a Wasm media type) or
 //! an image of one layer, a tar (gzipped or not) holding `plugin.wasm`. The registry
-//! protocol, its token dance and its digest checks are oci-client's.
+//! protocol, its token dance and its digest checks are oci-client's; credentials are
+//! Docker's (`config.json`).
 
 use std::io::Read;
 use std::pin::Pin;
@@ -63,7 +64,7 @@ impl Image {
 
     /// Pulls the module: the manifest (the platform's, from an index), then its layer.
     pub async fn pull(&self) -> Result<Vec<u8>, PullError> {
-        let auth = RegistryAuth::Anonymous;
+        let auth = credentials(self.reference.registry()).map_err(PullError::Final)?;
         let (manifest, _) = self.client.pull_manifest(&self.reference, &auth).await.map_err(retry)?;
         let manifest = match manifest {
             OciManifest::Image(manifest) => manifest,
@@ -86,6 +87,47 @@ impl Image {
             Layer::Module => Ok(blob.bytes),
             Layer::Tar { gzip } => plugin_file(&blob.bytes, gzip).map_err(PullError::Final),
         }
+    }
+}
+
+/// The credentials Docker keeps for a registry: `auths.<registry>` (or with `https://` or
+/// `http://` before it) of `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`, as
+/// `auth` (base64 of `user:password`) or `username` and `password` (an `identitytoken` is
+/// refused); anonymous if there is no file or no entry. Read at each pull, so new ones are
+/// used.
+fn credentials(registry: &str) -> Result<RegistryAuth, String> {
+    let dir = match (std::env::var_os("DOCKER_CONFIG"), std::env::var_os("HOME")) {
+        (Some(dir), _) => std::path::PathBuf::from(dir),
+        (None, Some(home)) => std::path::Path::new(&home).join(".docker"),
+        (None, None) => return Ok(RegistryAuth::Anonymous),
+    };
+    let path = dir.join("config.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => docker_credentials(&text, registry).map_err(|why| format!("{}: {why}", path.display())),
+        Err(_) => Ok(RegistryAuth::Anonymous),
+    }
+}
+
+/// A registry's credentials in the text of Docker's `config.json`.
+fn docker_credentials(text: &str, registry: &str) -> Result<RegistryAuth, String> {
+    use base64::Engine;
+    let config: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let keys = [registry.to_string(), format!("https://{registry}"), format!("http://{registry}")];
+    let Some(entry) = keys.iter().find_map(|k| config["auths"].get(k)) else { return Ok(RegistryAuth::Anonymous) };
+    if entry["identitytoken"].as_str().is_some_and(|t| !t.is_empty()) {
+        return Err(format!(
+            "the identity token for {registry} is not supported (only auth, or username and password)"
+        ));
+    }
+    if let Some(auth) = entry["auth"].as_str().filter(|a| !a.is_empty()) {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(auth).map_err(|e| format!("auth: {e}"))?;
+        let text = String::from_utf8(decoded).map_err(|_| "auth is not text")?;
+        let (user, password) = text.split_once(':').ok_or("auth is not user:password")?;
+        return Ok(RegistryAuth::Basic(user.to_string(), password.to_string()));
+    }
+    match (entry["username"].as_str(), entry["password"].as_str()) {
+        (Some(user), Some(password)) => Ok(RegistryAuth::Basic(user.to_string(), password.to_string())),
+        _ => Ok(RegistryAuth::Anonymous),
     }
 }
 
@@ -254,6 +296,25 @@ mod tests {
             module_layer(&manifest).err().unwrap(),
             "its layer is of type \"application/json\", neither Wasm nor a tar"
         );
+    }
+
+    #[test]
+    fn dockers_credentials_are_read() {
+        let basic = |auth: Result<RegistryAuth, String>| match auth {
+            Ok(RegistryAuth::Basic(user, password)) => format!("{user}:{password}"),
+            Ok(RegistryAuth::Anonymous) => "anonymous".into(),
+            Ok(_) => "other".into(),
+            Err(e) => e,
+        };
+        let config = r#"{"auths": {"r.test:5000": {"auth": "cHVsbGVyOnNlY3JldA=="},
+            "https://s.test": {"username": "u", "password": "p"}, "t.test": {"identitytoken": "x"},
+            "bad.test": {"auth": "bm8gY29sb24="}}}"#;
+        assert_eq!(basic(docker_credentials(config, "r.test:5000")), "puller:secret");
+        assert_eq!(basic(docker_credentials(config, "s.test")), "u:p");
+        assert_eq!(basic(docker_credentials(config, "other.test")), "anonymous");
+        assert_eq!(basic(docker_credentials(config, "bad.test")), "auth is not user:password");
+        assert!(basic(docker_credentials(config, "t.test")).contains("identity token"));
+        assert!(docker_credentials("{", "r.test").is_err());
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use wasmproxy_proxy::{RunningServer, Server, ServerOptions};
 
+pub mod registry;
+
 /// Starts a server with `workers` worker threads on a configuration given as YAML.
 pub fn start(yaml: &str, workers: usize) -> RunningServer {
     let config = wasmproxy_config::load_str(yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
