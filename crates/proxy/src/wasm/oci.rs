@@ -81,7 +81,9 @@ impl Image {
         if layer.size < 0 || layer.size as u64 > MAX_REMOTE_MODULE_BYTES as u64 {
             return Err(final_(format!("its layer is {} bytes, over {MAX_REMOTE_MODULE_BYTES}", layer.size)));
         }
-        let mut blob = Bounded { bytes: Vec::with_capacity(layer.size as usize), limit: layer.size as usize };
+        // Room for what the descriptor says, up to 16 MiB at first: the bytes must come.
+        let room = (layer.size as usize).min(16 << 20);
+        let mut blob = Bounded { bytes: Vec::with_capacity(room), limit: layer.size as usize };
         self.client.pull_blob(&self.reference, layer, &mut blob).await.map_err(retry)?;
         match format {
             Layer::Module => Ok(blob.bytes),
