@@ -71,7 +71,7 @@ impl Control {
 }
 
 /// The Wasm plugins of a network filter (its HTTP filters' and access loggers' too).
-pub(super) fn plugins_of(filter: &mut NetworkFilter) -> Vec<&mut wasmproxy_config::model::WasmPlugin> {
+fn plugins_of(filter: &mut NetworkFilter) -> Vec<&mut WasmPlugin> {
     use wasmproxy_config::model::AccessLogSink;
     match filter {
         NetworkFilter::Wasm(plugin) => vec![plugin],

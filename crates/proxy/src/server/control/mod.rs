@@ -29,8 +29,6 @@ use crate::tls::certificate::ContextCertificates;
 use crate::wasm::remote::RemoteModules;
 use crate::xds::{Fetch, Kind, Reply, StreamKey, Subscriptions, Update, Wanted};
 
-/// How long a worker may take to take a new configuration before the update is reported
-/// as failed (it still takes it when it can).
 mod filters;
 mod modules;
 mod resources;
@@ -40,6 +38,8 @@ use filters::discovered_filters;
 use resources::{DynamicResource, NamedResource, Outcome};
 pub use warming::Ready;
 
+/// How long a worker may take to take a new configuration before the update is reported
+/// as failed (it still takes it when it can).
 const WORKER_APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A listener's sockets on the workers.
