@@ -211,12 +211,23 @@ fn observe(
                 drop(plane.take());
                 out.push_str(&restart_wait(&running));
                 plane = Some(ControlPlane::start(xds_port)?);
+                put(plane.as_ref(), &dynamic, name, &fill(text))?;
+                // The stream's failures count as updates too: wait for every subscription
+                // to hold the new snapshot's version instead.
+                let version = serde_json::from_str::<serde_json::Value>(text)
+                    .ok()
+                    .and_then(|v| v["version"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                wait_for_version(&running, &version);
+            } else {
+                put(plane.as_ref(), &dynamic, name, &fill(text))?;
             }
-            put(plane.as_ref(), &dynamic, name, &fill(text))?;
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
             while updates(&running) == before && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
+            // A listener waiting for a module by URL is not ready yet (on both).
+            wait_for_listeners_warm(&running);
             // Envoy's workers take a new configuration shortly after its main thread counts it.
             std::thread::sleep(std::time::Duration::from_millis(300));
             out.push_str(&format!("-- {} replaced\n", name));
@@ -281,6 +292,36 @@ fn restart_wait(running: &proxy::Running) -> String {
         }
         if std::time::Instant::now() > deadline {
             return "-- control plane gone, not seen\n".into();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Waits (up to 10 s) until no listener warms (`listener_manager.total_listeners_warming`
+/// is 0, or not kept).
+fn wait_for_listeners_warm(running: &proxy::Running) {
+    let warming = regex::Regex::new(r"^listener_manager\.total_listeners_warming: ").expect("a valid regex");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if running.stats(std::slice::from_ref(&warming)).iter().all(|l| l.ends_with(": 0")) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Waits (up to 15 s) until every xDS subscription's `version_text` is `version`.
+fn wait_for_version(running: &proxy::Running, version: &str) {
+    let versions = regex::Regex::new(
+        r"^(listener_manager\.lds|cluster_manager\.cds|http\..+\.rds\..+|cluster\.[^.]+)\.version_text: ",
+    )
+    .expect("a valid regex");
+    let wanted = format!(": \"{version}\"");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        let lines = running.stats(std::slice::from_ref(&versions));
+        if !lines.is_empty() && lines.iter().all(|l| l.ends_with(&wanted)) {
+            return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
