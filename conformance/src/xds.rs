@@ -238,18 +238,30 @@ pub fn scenarios() -> Vec<Scenario> {
                 ],
             )
         },
-        xds(
-            "xds_control_plane_restart",
-            "ADS: the control plane goes away (the configuration keeps serving) and comes back on its port with a \
-             new snapshot; the proxy reconnects, names the versions it holds, and takes it",
-            "GRPC",
-            vec![
-                Request::get("/changed"),
-                Request::get("/changed")
-                    .after_control_plane_restart(XDS, snapshot("2", "@UPSTREAM_PORT@", "2", "second")),
-                Request::get("/w"),
+        Scenario {
+            // Not the attempts and failures: how many reconnections fail before the control
+            // plane is back depends on when each proxy's back-off ends.
+            stats: &[
+                r"^listener_manager\.lds\.(update_(success|rejected)|version|version_text): ",
+                r"^cluster_manager\.cds\.(update_(success|rejected)|version|version_text): ",
+                r"^http\.ingress\.rds\.routes\.(update_(success|rejected)|version|version_text): ",
+                r"^cluster\.upstream\.(update_(success|rejected)|version|version_text): ",
+                r"^control_plane\.connected_state: ",
+                r"^listener_manager\.(listener_(added|modified|removed)|total_listeners_active): ",
             ],
-        ),
+            ..xds(
+                "xds_control_plane_restart",
+                "ADS: the control plane goes away (the configuration keeps serving) and comes back on its port with \
+                 a new snapshot; the proxy reconnects, names the versions it holds, and takes it",
+                "GRPC",
+                vec![
+                    Request::get("/changed"),
+                    Request::get("/changed")
+                        .after_control_plane_restart(XDS, snapshot("2", "@UPSTREAM_PORT@", "2", "second")),
+                    Request::get("/w"),
+                ],
+            )
+        },
         xds(
             "xds_ads_nack",
             "ADS: a listener the proxy cannot take is NACKed; the last good configuration keeps serving",
