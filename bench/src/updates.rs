@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use wasmproxy_conformance::control_plane::ControlPlane;
 use wasmproxy_conformance::proxy::{Kind, Running, admin_get};
+use wasmproxy_conformance::upstream::hex_sha256;
 
 use crate::Args;
 
@@ -306,12 +307,6 @@ impl ModuleServer {
             "sha256": self.sha256[which],
         }})
     }
-}
-
-/// The sha256 of bytes, in lowercase hex.
-fn hex_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The listeners of update `version`: `main` (its plugin adding `x-version: <version>`,

@@ -283,45 +283,38 @@ fn put(plane: Option<&ControlPlane>, dynamic: &str, name: &str, text: &str) -> R
 
 /// Waits (up to 15 s) for the proxy to see its control plane gone; says whether it did.
 fn restart_wait(running: &proxy::Running) -> String {
-    let connected = regex::Regex::new(r"^control_plane\.connected_state: ").expect("a valid pattern");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let state = running.stats(std::slice::from_ref(&connected));
-        if state.iter().any(|l| l.ends_with(": 0")) {
-            return "-- control plane gone, seen\n".into();
-        }
-        if std::time::Instant::now() > deadline {
-            return "-- control plane gone, not seen\n".into();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let gone = stats_until(running, r"^control_plane\.connected_state: ", 15, |lines| {
+        lines.iter().any(|l| l.ends_with(": 0"))
+    });
+    format!("-- control plane gone, {}\n", if gone { "seen" } else { "not seen" })
 }
 
 /// Waits (up to 10 s) until no listener warms (`listener_manager.total_listeners_warming`
 /// is 0, or not kept).
 fn wait_for_listeners_warm(running: &proxy::Running) {
-    let warming = regex::Regex::new(r"^listener_manager\.total_listeners_warming: ").expect("a valid regex");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        if running.stats(std::slice::from_ref(&warming)).iter().all(|l| l.ends_with(": 0")) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    stats_until(running, r"^listener_manager\.total_listeners_warming: ", 10, |lines| {
+        lines.iter().all(|l| l.ends_with(": 0"))
+    });
 }
 
 /// Waits (up to 15 s) until every xDS subscription's `version_text` is `version`.
 fn wait_for_version(running: &proxy::Running, version: &str) {
-    let versions = regex::Regex::new(
-        r"^(listener_manager\.lds|cluster_manager\.cds|http\..+\.rds\..+|cluster\.[^.]+)\.version_text: ",
-    )
-    .expect("a valid regex");
     let wanted = format!(": \"{version}\"");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while std::time::Instant::now() < deadline {
-        let lines = running.stats(std::slice::from_ref(&versions));
-        if !lines.is_empty() && lines.iter().all(|l| l.ends_with(&wanted)) {
-            return;
+    let versions = r"^(listener_manager\.lds|cluster_manager\.cds|http\..+\.rds\..+|cluster\.[^.]+)\.version_text: ";
+    stats_until(running, versions, 15, |lines| !lines.is_empty() && lines.iter().all(|l| l.ends_with(&wanted)));
+}
+
+/// Polls the proxy's stats matching `pattern` until `done` holds of them, for at most
+/// `seconds`; whether it did.
+fn stats_until(running: &proxy::Running, pattern: &str, seconds: u64, done: impl Fn(&[String]) -> bool) -> bool {
+    let pattern = regex::Regex::new(pattern).expect("a valid regex");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if done(&running.stats(std::slice::from_ref(&pattern))) {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

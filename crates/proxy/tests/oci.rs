@@ -10,10 +10,10 @@ mod common;
 use oci_client::client::{Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
 
+use wasmproxy_conformance::upstream::hex_sha256;
+
 use common::registry::Registry;
-use common::{
-    body, fresh_dir, get, hex_sha256, http_listener, plugin, remote_module_config, start_cached, stat, upstream,
-};
+use common::{body, fresh_dir, get, http_listener, plugin, remote_module_config, start_cached, stat, upstream};
 
 /// The module as Istio's Wasm artifact: a config and one layer that is the module.
 fn artifact(module: &[u8]) -> (Vec<ImageLayer>, Config) {

@@ -9,8 +9,10 @@ mod common;
 use oci_client::client::{Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
 
+use wasmproxy_conformance::upstream::hex_sha256;
+
 use common::registry::Registry;
-use common::{fresh_dir, get, hex_sha256, http_listener, plugin, remote_module_config, start_cached, stat, upstream};
+use common::{fresh_dir, get, http_listener, plugin, remote_module_config, start_cached, stat, upstream};
 
 /// `puller`'s password, `secret`, hashed with bcrypt as htpasswd keeps it.
 const HTPASSWD: &str = "puller:$2b$05$DSe1fcOI/5CSvbB5r72vuu8/B.1n4LPhg8kYCby07f7DRTsD1XE3u";

@@ -14,8 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::json;
 
+use wasmproxy_conformance::upstream::hex_sha256;
+
 use common::{
-    answering, body, fresh_dir, get, hex_sha256, http_listener, plugin, remote_module_config, start_cached, stat,
+    answering, body, fresh_dir, get, http_listener, listener_addr, plugin, remote_module_config, start_cached, stat,
     until, upstream,
 };
 
@@ -146,10 +148,7 @@ fn a_listener_pushed_after_start_up_gets_its_module_by_url() {
     plane.set(node, "1", &[cluster("backend", backend), cluster("modules", modules), listener(local)]).unwrap();
     let yaml = wasmproxy_conformance::config::ads_bootstrap(node, "GRPC", &plane.xds_port.to_string());
     let server = start_cached(&yaml, &cache_dir("pushed"));
-    let addr = || {
-        let text = get(server.admin.unwrap(), "/listeners");
-        body(&text).lines().find_map(|l| l.strip_prefix("http::")).map(|a| a.parse::<SocketAddr>().unwrap()).unwrap()
-    };
+    let addr = || listener_addr(&server, "http").unwrap();
     assert!(get(addr(), "/a").contains("x-demo: pushed"));
     // The same plugin, its module now by URL: fetched, checked and served (Envoy 1.40
     // leaves such a module unfetched).

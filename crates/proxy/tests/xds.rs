@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use wasmproxy_proxy::{RunningServer, Server, ServerOptions};
 
-use common::{answering, body, get, plugin, stat, until, upstream};
+use common::{answering, body, get, listener_addr, plugin, stat, until, upstream};
 
 const NODE: &str = "proxy-1";
 const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -395,10 +395,7 @@ fn a_wasm_filters_configuration_comes_by_ecds() {
     let mut four = with(vec![extension("demo", "x-demo=two", &demo)]);
     four.push(discovering_listener("other", "absent", "1s"));
     plane.set("4", &four);
-    let other = || {
-        let text = get(server.admin.unwrap(), "/listeners");
-        body(&text).lines().find_map(|l| l.strip_prefix("other::")).map(|a| a.parse::<SocketAddr>().unwrap())
-    };
+    let other = || listener_addr(&server, "other");
     let started = Instant::now();
     eventually("the listener whose filter has no configuration", || other().is_some());
     assert!(started.elapsed() >= Duration::from_millis(800), "it warmed for initial_fetch_timeout first");
@@ -448,8 +445,7 @@ fn network_extension(prefix: &str) -> Value {
 /// Sends `hello` through the TCP listener and answers what the echo sent back.
 fn echoed(server: &RunningServer) -> String {
     use std::io::{Read, Write};
-    let text = get(server.admin.unwrap(), "/listeners");
-    let Some(addr) = body(&text).lines().find_map(|l| l.strip_prefix("tcp::")) else { return String::new() };
+    let Some(addr) = listener_addr(server, "tcp") else { return String::new() };
     let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return String::new() };
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = stream.write_all(b"hello");
@@ -495,7 +491,7 @@ fn a_wasm_network_filters_configuration_comes_by_ecds() {
     // listener serves, and closes every connection (Envoy's missing-configuration filter).
     plane.set("4", &[cluster(), endpoints(echo), discovering_tcp_listener("0.5s")]);
     let server = start(plane.xds, false);
-    assert!(body(&get(server.admin.unwrap(), "/listeners")).contains("tcp::"), "the listener serves");
+    assert!(listener_addr(&server, "tcp").is_some(), "the listener serves");
     assert_eq!(echoed(&server), "", "closed at once");
     server.stop();
 }
@@ -536,10 +532,5 @@ fn envoys_dynamic_config_cp_example_runs_against_the_control_plane() {
 
 /// The `http` listener's address now (a changed listener may be bound anew).
 fn http_of(server: &RunningServer) -> SocketAddr {
-    let text = get(server.admin.unwrap(), "/listeners");
-    body(&text)
-        .lines()
-        .find_map(|l| l.strip_prefix("http::"))
-        .map(|a| a.parse().unwrap())
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1)))
+    listener_addr(server, "http").unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1)))
 }

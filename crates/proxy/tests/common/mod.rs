@@ -147,12 +147,6 @@ pub fn until(ask: impl Fn() -> String, ready: impl Fn(&str) -> bool) -> String {
     }
 }
 
-/// The sha256 of bytes, in lowercase hex.
-pub fn hex_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A listener `http` on port 0 whose plugin (the talk demo's, adding `x-demo: <value>`) has
 /// its module by URL (`http_uri` given as YAML, with `sha256`, retried three times 20 ms
 /// apart), then the cluster `backend`; `clusters` are more clusters' YAML.
@@ -210,6 +204,14 @@ pub fn fresh_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Where the listener `name` is bound now, from admin `/listeners` (a changed listener may
+/// be bound anew).
+pub fn listener_addr(server: &RunningServer, name: &str) -> Option<SocketAddr> {
+    let text = get(server.admin.unwrap(), "/listeners");
+    let prefix = format!("{name}::");
+    body(&text).lines().find_map(|l| l.strip_prefix(&prefix)).map(|a| a.parse().unwrap())
 }
 
 /// Where the listener `http` serves, if it does.

@@ -1,6 +1,7 @@
 //! Warming: what a listener waits for (routes, filter configurations, modules) and a
 //! cluster (endpoints), how long, and the start-up wait for the first configuration.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,26 +63,14 @@ impl Control {
     /// now (and since when).
     pub(super) fn track_warming(&mut self) {
         self.fetch_missing_modules();
-        let waiting: Vec<String> = self
-            .configured_listeners()
-            .iter()
-            .filter(|l| self.missing_routes(l).is_some() || self.missing_code(l).is_some())
-            .map(|l| l.name.clone())
-            .collect();
-        self.warming.retain(|name, _| waiting.contains(name));
-        for name in waiting {
-            self.warming.entry(name).or_insert_with(Instant::now);
-        }
-        let waiting: Vec<String> = self
-            .configured_clusters()
-            .iter()
-            .filter(|c| self.missing_endpoints(c).is_some())
-            .map(|c| c.name.clone())
-            .collect();
-        self.warming_clusters.retain(|name, _| waiting.contains(name));
-        for name in waiting {
-            self.warming_clusters.entry(name).or_insert_with(Instant::now);
-        }
+        let listeners = self.configured_listeners();
+        let waiting = listeners.iter().filter(|l| self.missing_routes(l).is_some() || self.missing_code(l).is_some());
+        let waiting: Vec<String> = waiting.map(|l| l.name.clone()).collect();
+        waiting_since(&mut self.warming, waiting);
+        let clusters = self.configured_clusters();
+        let waiting = clusters.iter().filter(|c| self.missing_endpoints(c).is_some()).map(|c| c.name.clone());
+        let waiting: Vec<String> = waiting.collect();
+        waiting_since(&mut self.warming_clusters, waiting);
         self.count_warming();
     }
 
@@ -200,6 +189,15 @@ impl Control {
 }
 
 /// Whether the first configuration is complete, for start-up to wait on.
+/// Keeps, for each name in `waiting`, since when it waits (now, for a new one), and
+/// forgets the others.
+fn waiting_since(since: &mut HashMap<String, Instant>, waiting: Vec<String>) {
+    since.retain(|name, _| waiting.contains(name));
+    for name in waiting {
+        since.entry(name).or_insert_with(Instant::now);
+    }
+}
+
 #[derive(Default)]
 pub struct Ready {
     done: Mutex<bool>,
