@@ -7,6 +7,7 @@
 //! ```
 //! Exits 1 if a scenario differs without a written, deliberate reason.
 
+mod corpus;
 mod dynamic;
 mod report;
 mod scenario;
@@ -111,7 +112,14 @@ fn run() -> Result<bool, String> {
         outcomes.push(outcome);
     }
     let _ = std::fs::remove_dir_all(&work);
-    let report = report::markdown(&outcomes, args.only.is_some());
+    let corpus = match args.only.as_deref() {
+        None | Some(corpus::ONLY) => corpus::validate_all(&corpus::root(&root), &args.bins),
+        Some(_) => Vec::new(),
+    };
+    let mut report = report::markdown(&outcomes, args.only.is_some());
+    if !corpus.is_empty() {
+        report.push_str(&corpus::markdown(&corpus));
+    }
     if let Some(path) = &args.write {
         std::fs::write(path, &report).map_err(|e| format!("{}: {e}", path.display()))?;
     }
@@ -127,7 +135,13 @@ fn run() -> Result<bool, String> {
         outcomes.iter().filter(|o| o.known()).count(),
         unexplained.len()
     );
-    Ok(unexplained.is_empty())
+    if !corpus.is_empty() {
+        for r in corpus.iter().filter(|r| r.unexplained()) {
+            println!("\n## {}: Envoy {}, wasmproxy {}: {:?}", r.file, r.envoy, r.ours, r.reasons);
+        }
+        println!("{}", corpus::summary(&corpus));
+    }
+    Ok(unexplained.is_empty() && !corpus.iter().any(corpus::Validated::unexplained))
 }
 
 /// `path` relative to the working directory, where both proxies run (for the scenarios that

@@ -884,6 +884,16 @@ fn properties() -> Vec<Scenario> {
             vec![Request::post("/sizes", "0123456789")],
         ),
         s(
+            "properties_response_flags",
+            "response.flags in the log phase, Envoy's bits: none, UT, UF, NR",
+            probe_config(json!({"log": get(&["response.flags", "response.code_details"])})).replacen(
+                "              - match: { prefix: / }\n",
+                "              - match: { prefix: /u }\n",
+                1,
+            ),
+            vec![Request::get("/direct"), Request::get("/timeout"), Request::get("/closed"), Request::get("/nowhere")],
+        ),
+        s(
             "properties_connection_and_upstream",
             "connection.*, upstream.* attributes",
             probe_config(json!({

@@ -82,12 +82,12 @@ fn file_source(ctx: &mut Ctx, msg: &mut crate::reader::Msg<'_>) -> Option<FileSo
     let mut source = None;
     if let Some(f) = msg.get(ctx, "path") {
         ctx.warn(&f.origin(), "deprecated: use path_config_source");
-        source = f.string(ctx).map(|path| FileSource { path: path.into(), watched_directory: None });
+        source = existing_path(ctx, &f).map(|path| FileSource { path: path.into(), watched_directory: None });
     }
     if let Some(f) = msg.get(ctx, "path_config_source")
         && let Some(mut path_source) = f.message(ctx, PATH_CONFIG_SOURCE)
     {
-        let path = path_source.required(ctx, "path").and_then(|f| f.string(ctx));
+        let path = path_source.required(ctx, "path").and_then(|f| existing_path(ctx, &f));
         let watched_directory = path_source.get(ctx, "watched_directory").and_then(|f| {
             let mut dir = f.message(ctx, WATCHED_DIRECTORY)?;
             let path = dir.required(ctx, "path").and_then(|f| f.string(ctx));
@@ -101,6 +101,17 @@ fn file_source(ctx: &mut Ctx, msg: &mut crate::reader::Msg<'_>) -> Option<FileSo
         ctx.error(&msg.origin().clone(), "a config source needs path_config_source, ads or api_config_source");
     }
     source
+}
+
+/// A file the configuration names, which must exist when it is read, as in Envoy (a file
+/// that does not exist yet is not waited for).
+fn existing_path(ctx: &mut Ctx, field: &Field<'_>) -> Option<String> {
+    let path = field.string(ctx)?;
+    if !ctx.base_dir.join(&path).exists() {
+        field.error(ctx, format!("paths must refer to an existing path in the system: '{path}' does not exist"));
+        return None;
+    }
+    Some(path)
 }
 
 /// `ads_config` or `api_config_source`: an `ApiConfigSource` of `api_type` GRPC or

@@ -33,9 +33,13 @@ resources:
 
 #[test]
 fn dynamic_resources_name_their_files() {
+    let dir = TempDir::new("names");
+    for name in ["lds.yaml", "cds.json"] {
+        std::fs::write(dir.path().join(name), "resources: []").expect("write");
+    }
     let yaml = r#"
 dynamic_resources:
-  lds_config: { path_config_source: { path: /etc/lds.yaml, watched_directory: { path: /etc } }, resource_api_version: V3 }
+  lds_config: { path_config_source: { path: DIR/lds.yaml, watched_directory: { path: DIR } }, resource_api_version: V3 }
   cds_config: { path: cds.json }
 static_resources:
   listeners:
@@ -47,16 +51,22 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
           stat_prefix: tcp
           cluster: from_cds
-"#;
-    let bootstrap = load_str(yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+"#
+    .replace("DIR", &dir.path().display().to_string());
+    let bootstrap = load_str(&yaml, dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let lds = bootstrap.dynamic_resources.lds.expect("lds");
     let lds = lds.file().expect("a file");
-    assert_eq!((&lds.path, &lds.watched_directory), (&PathBuf::from("/etc/lds.yaml"), &Some(PathBuf::from("/etc"))));
+    let (lds_path, watched) = (dir.path().join("lds.yaml"), Some(dir.path().to_path_buf()));
+    assert_eq!((&lds.path, &lds.watched_directory), (&lds_path, &watched));
     assert_eq!(bootstrap.dynamic_resources.cds.expect("cds").file().expect("a file").path, PathBuf::from("cds.json"));
+
+    // As in Envoy, a file that does not exist is refused, not waited for.
+    let e = load_str(&yaml, Path::new("/nonexistent")).unwrap_err().to_string();
+    assert!(e.contains("dynamic_resources.cds_config.path: paths must refer to an existing path in the system: 'cds.json' does not exist"), "{e}");
 
     // Without CDS, the static listener's cluster must be static.
     let without_cds = yaml.replace("  cds_config: { path: cds.json }\n", "");
-    let e = load_str(&without_cds, Path::new(".")).unwrap_err().to_string();
+    let e = load_str(&without_cds, dir.path()).unwrap_err().to_string();
     assert!(e.contains("unknown cluster \"from_cds\""), "{e}");
 }
 
@@ -231,7 +241,7 @@ fn config_discovery_takes_a_wasm_filter_from_xds() {
             "envoy.extensions.filters.http.router.v3.Router is not supported by wasmproxy",
         ),
         (
-            "{ config_source: { path_config_source: { path: /x.yaml } }, type_urls: [x] }",
+            "{ config_source: { path_config_source: { path: . } }, type_urls: [x] }",
             "ECDS from a file is not supported by wasmproxy",
         ),
         (
@@ -243,5 +253,26 @@ fn config_discovery_takes_a_wasm_filter_from_xds() {
     for (discovery, expected) in cases {
         let e = load_str(&listener(discovery), Path::new(".")).unwrap_err().to_string();
         assert!(e.contains(expected), "{discovery}: {e}");
+    }
+}
+
+/// A directory of this test's own, removed at the end.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("wasmproxy-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create dir");
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -26,6 +26,7 @@ use crate::http::direction::Direction;
 use crate::http::reply::{LocalReply, StreamReset, Verdict, is_grpc_request, local_reply_headers, make_grpc_reply};
 use crate::observe::stats::HttpStats;
 use crate::random::request_id;
+use crate::stream_info::response_flags::ResponseFlag;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
 use crate::upstream::cluster::Clusters;
 use crate::wasm::access_logger::StreamLoggers;
@@ -234,11 +235,11 @@ impl Hcm {
     /// decided: Envoy's `DC` flag and its reset counts.
     fn client_gone(&self, info: &StreamRef) {
         let mut i = info.borrow_mut();
-        if i.response_flags.contains(&"DC") {
+        if i.response_flags.has(ResponseFlag::DownstreamConnectionTermination) {
             // Seen already (a body that broke, then the stream dropped).
             return;
         }
-        i.response_flags.push("DC");
+        i.response_flags.set(ResponseFlag::DownstreamConnectionTermination);
         i.response_code_details = "downstream_remote_disconnect".into();
         self.stats.client_gone(i.connection.http2.get());
     }
@@ -351,7 +352,7 @@ impl ActiveStream {
         }
         if hcm.missing_filter_config {
             let mut i = info.borrow_mut();
-            i.response_flags.push("NFCF");
+            i.response_flags.set(ResponseFlag::NoFilterConfigFound);
             i.response_code_details = "filter_config_not_found".into();
             drop(i);
             let reply = LocalReply { status: 500, body: Vec::new(), headers: Headers::new(), grpc_status: None };

@@ -13,6 +13,7 @@ use crate::http::convert;
 use crate::http::direction::Direction;
 use crate::http::reply::{DataVerdict, LocalReply};
 use crate::limits::MAX_GATHER_BYTES;
+use crate::stream_info::response_flags::ResponseFlag;
 
 /// One piece of a body as the filters get it: a chunk (maybe empty), whether it ends the
 /// body, and the trailers that end it, if any.
@@ -201,7 +202,7 @@ impl StreamFilters {
     fn stream_idle(&self, direction: Direction) -> Processed {
         self.hcm.stats.rq_idle_timeout.inc();
         let mut i = self.info.borrow_mut();
-        i.response_flags.push("SI");
+        i.response_flags.set(ResponseFlag::StreamIdleTimeout);
         i.response_code_details = "stream_idle_timeout".into();
         if direction == Direction::Response {
             return Processed::Reset;

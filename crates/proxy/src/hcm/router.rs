@@ -19,6 +19,7 @@ use crate::http::convert;
 use crate::http::direction::Direction;
 use crate::http::reply::{reply_headers, status_headers};
 use crate::stream_info::StreamRef;
+use crate::stream_info::response_flags::ResponseFlag;
 use crate::upstream::cluster::{Cluster, Clusters};
 use crate::upstream::error::{UpstreamError, connect_failure_reason, upstream_error_reply};
 
@@ -49,7 +50,7 @@ impl Hcm {
             self.stats.no_route.inc();
             let mut i = info.borrow_mut();
             i.response_code_details = "route_not_found".into();
-            i.response_flags.push("NR");
+            i.response_flags.set(ResponseFlag::NoRouteFound);
             drop(i);
             return Target::Local(status_headers(404), Bytes::new());
         };
@@ -69,7 +70,7 @@ impl Hcm {
                 let Some(cluster) = self.clusters.get(&f.cluster) else {
                     self.stats.no_cluster.inc();
                     let mut i = info.borrow_mut();
-                    i.response_flags.push("NC");
+                    i.response_flags.set(ResponseFlag::NoClusterFound);
                     i.response_code_details = "cluster_not_found".into();
                     return Target::Local(status_headers(503), Bytes::new());
                 };
@@ -168,21 +169,21 @@ impl ActiveStream {
 fn note_upstream_error(info: &StreamRef, e: &UpstreamError) {
     let mut i = info.borrow_mut();
     let (flag, details) = match e {
-        UpstreamError::NoHealthyUpstream => ("UH", "no_healthy_upstream".to_string()),
-        UpstreamError::Timeout => ("UT", "response_timeout".to_string()),
+        UpstreamError::NoHealthyUpstream => (Some(ResponseFlag::NoHealthyUpstream), "no_healthy_upstream".to_string()),
+        UpstreamError::Timeout => (Some(ResponseFlag::UpstreamRequestTimeout), "response_timeout".to_string()),
         UpstreamError::ConnectionFailure(error) => {
             let reason = connect_failure_reason(error);
             let details = format!("upstream_reset_before_response_started{{remote_connection_failure|{reason}}}");
             i.upstream_failure = Some(reason);
-            ("UF", details)
+            (Some(ResponseFlag::UpstreamConnectionFailure), details)
         }
         UpstreamError::Disconnected(_) => {
-            ("UC", "upstream_reset_before_response_started{connection_termination}".to_string())
+            (Some(ResponseFlag::UpstreamConnectionTermination), "upstream_reset_before_response_started{connection_termination}".to_string())
         }
-        UpstreamError::ResponseTooLarge => ("", "response_payload_too_large".to_string()),
+        UpstreamError::ResponseTooLarge => (None, "response_payload_too_large".to_string()),
     };
-    if !flag.is_empty() {
-        i.response_flags.push(flag);
+    if let Some(flag) = flag {
+        i.response_flags.set(flag);
     }
     i.response_code_details = details;
 }

@@ -217,7 +217,7 @@ fn evaluate(op: &Op, r: &Record<'_>) -> Out {
             Out::Number(code.unwrap_or(0))
         }
         Op::ResponseFlags => {
-            Out::Text(if info.response_flags.is_empty() { "-".into() } else { info.response_flags.join(",") })
+            Out::Text(info.response_flags.short_string())
         }
         Op::ResponseCodeDetails => text(&info.response_code_details),
         Op::BytesReceived => Out::Number(info.request_body_size),

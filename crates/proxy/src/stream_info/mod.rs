@@ -5,6 +5,7 @@
 pub mod filter_state;
 pub mod metadata;
 pub mod node;
+pub mod response_flags;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use wasmproxy_host::{Headers, StreamData};
 
 use crate::http::direction::Direction;
 use crate::stream_info::metadata::{MetadataAttributes, RouteAttributes};
+use crate::stream_info::response_flags::ResponseFlags;
 pub use crate::tls::certificate::TlsInfo;
 
 /// The connection a stream arrived on.
@@ -96,8 +98,8 @@ pub struct StreamInfo {
     pub upstream_tls: Option<Arc<TlsInfo>>,
     /// Why the upstream connection failed (Envoy's transport failure reason).
     pub upstream_failure: Option<String>,
-    /// Envoy's response flags (`NR`, `UF`, `UT`, ...), in the order they were set.
-    pub response_flags: Vec<&'static str>,
+    /// Envoy's response flags (`NR`, `UF`, `UT`, ...).
+    pub response_flags: ResponseFlags,
     /// When the request's last byte came in, from the start.
     pub request_done: Option<std::time::Duration>,
     /// When the upstream's response headers came in, from the start.
@@ -137,7 +139,7 @@ impl StreamInfo {
             upstream_local: None,
             upstream_tls: None,
             upstream_failure: None,
-            response_flags: Vec::new(),
+            response_flags: ResponseFlags::default(),
             request_done: None,
             upstream_responded: None,
             route: None,
@@ -289,7 +291,7 @@ impl StreamInfo {
             }
             (b"code_details", []) => PropertyValue::from(self.response_code_details.as_str()),
             (b"grpc_status", []) => PropertyValue::Int(grpc_status(h)),
-            (b"flags", []) => PropertyValue::Int(0),
+            (b"flags", []) => PropertyValue::Int(self.response_flags.bits() as i64),
             (b"headers", []) => PropertyValue::Map(header_map(h)),
             (b"headers", [name]) => return joined_header(h, name),
             (b"size", []) => PropertyValue::Int(self.response_body_size as i64),

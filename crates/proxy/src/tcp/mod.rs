@@ -16,6 +16,7 @@ use wasmproxy_host::StreamAction;
 use crate::http::transport::Transport;
 use crate::limits::{BUFFER_LIMIT_BYTES, TCP_READ_BYTES};
 use crate::stream_info::filter_state::TCP_PROXY_CLUSTER;
+use crate::stream_info::response_flags::ResponseFlag;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
 use crate::upstream::cluster::{Clusters, RawUpstream};
 use crate::upstream::error::{UpstreamError, connect_failure_reason};
@@ -70,7 +71,7 @@ impl TcpChain {
         }
         if self.missing_filter_config.is_some() {
             // Envoy's missing-configuration filter: `NFCF`, and the connection closes.
-            info.borrow_mut().response_flags.push("NFCF");
+            info.borrow_mut().response_flags.set(ResponseFlag::NoFilterConfigFound);
             let _ = downstream.shutdown(Shutdown::Write);
             return self.finish(filters, PeerType::Local, &info);
         }
@@ -82,7 +83,7 @@ impl TcpChain {
         info.borrow_mut().cluster_name = cluster.clone();
         let Some(target) = self.clusters.get(&cluster) else {
             // Envoy: no such cluster (`NC`), the connection closes.
-            info.borrow_mut().response_flags.push("NC");
+            info.borrow_mut().response_flags.set(ResponseFlag::NoClusterFound);
             let _ = downstream.shutdown(Shutdown::Write);
             return self.finish(filters, PeerType::Local, &info);
         };
@@ -313,9 +314,10 @@ fn note_connect_error(info: &StreamRef, e: &UpstreamError) {
     match e {
         UpstreamError::ConnectionFailure(error) => {
             i.upstream_failure = Some(connect_failure_reason(error));
-            i.response_flags.extend(["UF", "URX"]);
+            i.response_flags.set(ResponseFlag::UpstreamConnectionFailure);
+            i.response_flags.set(ResponseFlag::UpstreamRetryLimitExceeded);
         }
-        UpstreamError::NoHealthyUpstream => i.response_flags.push("UH"),
+        UpstreamError::NoHealthyUpstream => i.response_flags.set(ResponseFlag::NoHealthyUpstream),
         _ => {}
     }
 }
