@@ -10,6 +10,7 @@
 mod corpus;
 mod dynamic;
 mod report;
+mod routes;
 mod scenario;
 mod scenarios;
 mod tls;

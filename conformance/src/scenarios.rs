@@ -13,7 +13,7 @@ use wasmproxy_conformance::h2_frames::{
     literal,
 };
 
-fn s(name: &'static str, about: &'static str, config: String, requests: Vec<Request>) -> Scenario {
+pub(crate) fn s(name: &'static str, about: &'static str, config: String, requests: Vec<Request>) -> Scenario {
     Scenario {
         name,
         about,
@@ -68,6 +68,7 @@ pub fn all(root: &Path) -> Vec<Scenario> {
     v.extend(failures());
     v.extend(chains_and_sdks());
     v.extend(routing());
+    v.extend(crate::routes::scenarios());
     v.extend(tcp());
     v.extend(examples(root));
     v.extend(admin_and_logs());

@@ -81,17 +81,42 @@ fn read_file(ctx: &mut Ctx, any: &AnyValue<'_>) -> Option<AccessLog> {
         Some(p)
     });
     let (mut format, mut omit_empty_values) = (AccessLogFormat::Default, false);
-    if let Some(f) = m.get(ctx, "format").and_then(|f| f.string(ctx)) {
-        format = AccessLogFormat::Text(f);
+    if let Some(f) = m.get(ctx, "format") {
+        format = f.string(ctx).map_or(format, AccessLogFormat::Text);
+        check_format(ctx, &f.origin(), &format);
     }
     if let Some(f) = m.get(ctx, "json_format") {
         format = AccessLogFormat::Json(f.node.to_json());
+        check_format(ctx, &f.origin(), &format);
     }
     if let Some(f) = m.get(ctx, "log_format") {
         (format, omit_empty_values) = read_format(ctx, &f);
     }
     m.finish(ctx);
     Some(AccessLog { sink: AccessLogSink::File(PathBuf::from(path?)), format, omit_empty_values })
+}
+
+/// A format's command operators must be ones wasmproxy knows, as Envoy refuses the ones
+/// it does not.
+fn check_format(ctx: &mut Ctx, at: &crate::reader::Origin, format: &AccessLogFormat) {
+    fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s),
+            serde_json::Value::Object(m) => m.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let mut formats = Vec::new();
+    match format {
+        AccessLogFormat::Default => {}
+        AccessLogFormat::Text(t) => formats.push(t.as_str()),
+        AccessLogFormat::Json(v) => strings(v, &mut formats),
+    }
+    for f in formats {
+        if let Err(e) = crate::format::parse(f) {
+            ctx.error(at, format!("log format {f:?}: {e}"));
+        }
+    }
 }
 
 /// A `SubstitutionFormatString`, and its `omit_empty_values`.
@@ -119,6 +144,7 @@ fn read_format(ctx: &mut Ctx, field: &Field<'_>) -> (AccessLogFormat, bool) {
         }
         source.finish(ctx);
     }
+    check_format(ctx, &field.origin(), &format);
     let omit = m.get(ctx, "omit_empty_values").and_then(|f| f.bool(ctx)).unwrap_or(false);
     // `content_type` only matters to local replies formatted with this string.
     m.ignore(ctx, "content_type");

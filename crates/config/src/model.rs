@@ -727,6 +727,61 @@ pub struct RouteConfig {
     pub name: String,
     /// `virtual_hosts`, in order.
     pub virtual_hosts: Vec<VirtualHost>,
+    /// The headers added and removed for every route.
+    pub headers: HeaderMutations,
+    /// `most_specific_header_mutations_wins`: the route's mutations are applied last (by
+    /// default the route configuration's are).
+    pub most_specific_header_mutations_wins: bool,
+}
+
+/// `request_headers_to_add`, `request_headers_to_remove`, `response_headers_to_add` and
+/// `response_headers_to_remove` of a route configuration, a virtual host or a route.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeaderMutations {
+    /// `request_headers_to_add`.
+    pub request_add: Vec<HeaderToAdd>,
+    /// `request_headers_to_remove` (lower-cased).
+    pub request_remove: Vec<String>,
+    /// `response_headers_to_add`.
+    pub response_add: Vec<HeaderToAdd>,
+    /// `response_headers_to_remove` (lower-cased).
+    pub response_remove: Vec<String>,
+}
+
+impl HeaderMutations {
+    /// Nothing to add or remove.
+    pub fn is_empty(&self) -> bool {
+        self.request_add.is_empty()
+            && self.request_remove.is_empty()
+            && self.response_add.is_empty()
+            && self.response_remove.is_empty()
+    }
+}
+
+/// A `HeaderValueOption`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderToAdd {
+    /// `header.key` (lower-cased).
+    pub name: String,
+    /// `header.value`, a substitution format (or `raw_value`, as text).
+    pub value: Vec<crate::format::Piece>,
+    /// `append_action` (or the deprecated `append`).
+    pub action: AppendAction,
+    /// `keep_empty_value`: a value that formats empty is still added.
+    pub keep_empty_value: bool,
+}
+
+/// `HeaderValueOption.append_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendAction {
+    /// `APPEND_IF_EXISTS_OR_ADD` (the default): another value.
+    AppendIfExistsOrAdd,
+    /// `ADD_IF_ABSENT`: only if the header is not there.
+    AddIfAbsent,
+    /// `OVERWRITE_IF_EXISTS_OR_ADD`: this value only.
+    OverwriteIfExistsOrAdd,
+    /// `OVERWRITE_IF_EXISTS`: replaced if there, else nothing.
+    OverwriteIfExists,
 }
 
 /// A virtual host.
@@ -741,6 +796,8 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// `metadata`, for `xds.virtual_host_metadata`.
     pub metadata: Metadata,
+    /// The headers added and removed for its routes.
+    pub headers: HeaderMutations,
 }
 
 /// A route.
@@ -754,6 +811,8 @@ pub struct Route {
     pub action: RouteAction,
     /// `metadata`, for `xds.route_metadata`.
     pub metadata: Metadata,
+    /// The headers added and removed.
+    pub headers: HeaderMutations,
 }
 
 /// `match`.

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::header_mutation::read_header_mutations;
 use crate::metadata::read_metadata;
 use crate::model::{
     ForwardAction, HeaderMatcher, PathMatch, QueryParameterMatcher, RedirectAction, Route, RouteAction, RouteConfig,
@@ -184,8 +185,11 @@ pub(crate) fn read_route_config(ctx: &mut Ctx, field: &Field<'_>) -> RouteConfig
         }
         virtual_hosts.push(vhost);
     }
+    let headers = read_header_mutations(ctx, &mut msg);
+    let most_specific_header_mutations_wins =
+        msg.get(ctx, "most_specific_header_mutations_wins").and_then(|f| f.bool(ctx)).unwrap_or(false);
     msg.finish(ctx);
-    RouteConfig { name, virtual_hosts }
+    RouteConfig { name, virtual_hosts, headers, most_specific_header_mutations_wins }
 }
 
 fn read_virtual_host(ctx: &mut Ctx, field: &Field<'_>) -> Option<VirtualHost> {
@@ -199,8 +203,9 @@ fn read_virtual_host(ctx: &mut Ctx, field: &Field<'_>) -> Option<VirtualHost> {
     let routes = msg.get(ctx, "routes").map(|f| f.list()).unwrap_or_default();
     let routes = routes.iter().filter_map(|r| read_route(ctx, r)).collect();
     let metadata = msg.get(ctx, "metadata").map(|f| read_metadata(ctx, &f)).unwrap_or_default();
+    let headers = read_header_mutations(ctx, &mut msg);
     msg.finish(ctx);
-    Some(VirtualHost { name, domains, routes, metadata })
+    Some(VirtualHost { name, domains, routes, metadata, headers })
 }
 
 fn read_route(ctx: &mut Ctx, field: &Field<'_>) -> Option<Route> {
@@ -221,8 +226,9 @@ fn read_route(ctx: &mut Ctx, field: &Field<'_>) -> Option<Route> {
         None
     };
     let metadata = msg.get(ctx, "metadata").map(|f| read_metadata(ctx, &f)).unwrap_or_default();
+    let headers = read_header_mutations(ctx, &mut msg);
     msg.finish(ctx);
-    Some(Route { name, matcher: matcher?, action: action?, metadata })
+    Some(Route { name, matcher: matcher?, action: action?, metadata, headers })
 }
 
 fn read_route_match(ctx: &mut Ctx, field: &Field<'_>) -> Option<RouteMatch> {

@@ -594,3 +594,47 @@ fn an_auto_sni_header_must_be_a_header_name() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn route_header_mutations_are_checked() {
+    let vhost = "              domains: [\"*\"]\n";
+    let at = format!("{HCM}.route_config.virtual_hosts[0].");
+    // The one error for `fields` added to the virtual host: its path (after the virtual
+    // host's), its message, on the line the fields are.
+    let check = |fields: &str, path: &str, message: &str| {
+        let e = errors(&[(vhost, &format!("{vhost}              {fields}\n"))]);
+        assert_eq!(e.len(), 1, "{e:?}");
+        let expected = format!("{at}{path}: {message} (line 16, column");
+        assert!(e[0].starts_with(&expected), "{}\nexpected {expected}", e[0]);
+    };
+    check(
+        "request_headers_to_add: [{ header: { key: Host, value: x } }]",
+        "request_headers_to_add[0].header.key",
+        ":-prefixed or host headers may not be modified",
+    );
+    check(
+        "response_headers_to_remove: [\":status\"]",
+        "response_headers_to_remove[0]",
+        ":-prefixed or host headers may not be removed",
+    );
+    check(
+        "response_headers_to_add: [{ header: { key: x, value: \"50% off\" } }]",
+        "response_headers_to_add[0].header.value",
+        "\"50% off\": no command operator at byte 2 (a literal % is written %%)",
+    );
+    check(
+        "response_headers_to_add: [{ header: { key: x, value: \"%NOPE%\" } }]",
+        "response_headers_to_add[0].header.value",
+        "\"%NOPE%\": the command operator %NOPE% is not supported by wasmproxy",
+    );
+    check(
+        "request_headers_to_add: [{ header: { key: x, value: y }, append: true, append_action: ADD_IF_ABSENT }]",
+        "request_headers_to_add[0].append_action",
+        "Both append and append_action are set and it's not allowed",
+    );
+    check(
+        "request_headers_to_add: [{ header: { key: x, raw_value: eA== } }]",
+        "request_headers_to_add[0].header.raw_value",
+        "not used by route header mutations (Envoy adds nothing for it); use value",
+    );
+}

@@ -82,9 +82,12 @@ fn rust_sdk_example_shape() {
                     },
                     action: forward("httpbin", Some(Duration::from_secs(15))),
                     metadata: Metadata::default(),
+                    headers: Default::default(),
                 }],
                 metadata: Metadata::default(),
+                headers: Default::default(),
             }],
+            ..Default::default()
         }
     );
     assert_eq!(hcm.http_filters.len(), 2);
@@ -195,6 +198,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 timeout: Some(Duration::from_millis(250)),
             }),
             metadata: Metadata::default(),
+            headers: Default::default(),
         }
     );
     assert_eq!(api.routes[1].matcher.path, PathMatch::Regex("/items/[0-9]+".into()));

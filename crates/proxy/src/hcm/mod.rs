@@ -2,6 +2,7 @@
 //! upstream (or a direct response), and back through the filters in reverse order.
 
 pub mod connection;
+mod header_mutation;
 mod pump;
 pub mod route_table;
 mod router;
@@ -377,10 +378,10 @@ impl ActiveStream {
                 }
                 Ok((h, ResponseBody::Whole(body)))
             }
-            Target::Upstream { cluster, timeout } => {
+            Target::Upstream { cluster, timeout, mutations } => {
                 let http1 = info.borrow().protocol != "HTTP/2";
                 let downstream = Downstream { incoming, http1, ended: request_ended };
-                self.forward(downstream, cluster, timeout).await
+                self.forward(downstream, cluster, timeout, mutations).await
             }
         }
     }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use crate::matcher::{value_matches, whole_regex};
 use regex::Regex;
-use wasmproxy_config::model::{HeaderMatcher, PathMatch, QueryParameterMatcher, RouteAction, RouteConfig, ValueMatch};
+use wasmproxy_config::model::{
+    HeaderMatcher, HeaderMutations, PathMatch, QueryParameterMatcher, RouteAction, RouteConfig, ValueMatch,
+};
 use wasmproxy_host::Headers;
 
 use crate::stream_info::metadata::{MetadataAttributes, RouteAttributes};
@@ -19,7 +21,14 @@ pub struct Matched<'a> {
     pub matched_len: usize,
     /// The route's name, metadata and virtual host, as plugins read them.
     pub attributes: &'a Arc<RouteAttributes>,
+    /// The headers it adds and removes, level by level in the order they apply.
+    pub headers: &'a HeaderLevels,
 }
+
+/// The header mutations of a route, its virtual host and its route configuration, in the
+/// order Envoy applies them: the most specific first (so the route configuration's win),
+/// or last with `most_specific_header_mutations_wins`. Levels without any are left out.
+pub type HeaderLevels = Arc<[Arc<HeaderMutations>]>;
 
 /// A compiled `route_config`.
 pub struct RouteTable {
@@ -41,6 +50,7 @@ struct Route {
     headers: Vec<(HeaderMatcher, Option<Regex>)>,
     query: Vec<(QueryParameterMatcher, Option<Regex>)>,
     action: RouteAction,
+    mutations: HeaderLevels,
 }
 
 enum CompiledPath {
@@ -78,7 +88,9 @@ impl RouteTable {
     /// Compiles the regexes and sorts the domains.
     pub fn new(config: &RouteConfig) -> Result<Self, RouteError> {
         let mut vhosts = Vec::new();
+        let global = Arc::new(config.headers.clone());
         for vh in &config.virtual_hosts {
+            let vhost_headers = Arc::new(vh.headers.clone());
             let mut v = VirtualHost { exact: vec![], suffixes: vec![], prefixes: vec![], any: false, routes: vec![] };
             let vhost_metadata = Arc::new(MetadataAttributes::new(&vh.metadata));
             for d in &vh.domains {
@@ -118,7 +130,13 @@ impl RouteTable {
                     virtual_host_name: vh.name.clone(),
                     virtual_host_metadata: vhost_metadata.clone(),
                 };
+                let mut levels = [Arc::new(r.headers.clone()), vhost_headers.clone(), global.clone()];
+                if config.most_specific_header_mutations_wins {
+                    levels.reverse();
+                }
+                let mutations = levels.into_iter().filter(|l| !l.is_empty()).collect();
                 v.routes.push(Route {
+                    mutations,
                     attributes: Arc::new(attributes),
                     path,
                     case_sensitive: r.matcher.case_sensitive,
@@ -147,7 +165,7 @@ impl RouteTable {
             CompiledPath::Prefix(p) | CompiledPath::Exact(p) => p.len(),
             CompiledPath::Regex(_) => 0,
         };
-        Some(Matched { action: &route.action, matched_len, attributes: &route.attributes })
+        Some(Matched { action: &route.action, matched_len, attributes: &route.attributes, headers: &route.mutations })
     }
 
     fn vhost(&self, host: &str) -> Option<&VirtualHost> {
@@ -213,6 +231,7 @@ mod tests {
             matcher: RouteMatch { path, case_sensitive: true, headers: vec![], query_parameters: vec![] },
             action: direct(status),
             metadata: Default::default(),
+            headers: Default::default(),
         }
     }
 
@@ -222,6 +241,7 @@ mod tests {
             domains: domains.iter().map(|d| d.to_string()).collect(),
             routes,
             metadata: Default::default(),
+            headers: Default::default(),
         };
         let mut with_header = route(PathMatch::Prefix("/".into()), 201);
         with_header.matcher.headers.push(HeaderMatcher {
@@ -246,6 +266,7 @@ mod tests {
                 vh("prefix", &["shop.*"], vec![route(PathMatch::Prefix("/".into()), 204)]),
                 vh("any", &["*"], vec![route(PathMatch::Prefix("/".into()), 404)]),
             ],
+            ..Default::default()
         })
         .unwrap()
     }

@@ -12,7 +12,8 @@ use tokio::time::Instant as TokioInstant;
 use wasmproxy_config::model::{RedirectAction, RouteAction};
 use wasmproxy_host::Headers;
 
-use crate::hcm::route_table::{Matched, RouteTable};
+use crate::hcm::header_mutation::{mutate_local_reply, mutate_request, mutate_response};
+use crate::hcm::route_table::{HeaderLevels, Matched, RouteTable};
 use crate::hcm::{ActiveStream, Hcm, Processed, ResponseBody, UpstreamBody};
 use crate::http::body::whole;
 use crate::http::convert;
@@ -26,7 +27,7 @@ use crate::upstream::error::{UpstreamError, connect_failure_reason, upstream_err
 /// Where the router sends a request.
 pub(super) enum Target {
     Local(Headers, Bytes),
-    Upstream { cluster: Rc<Cluster>, timeout: Option<Duration> },
+    Upstream { cluster: Rc<Cluster>, timeout: Option<Duration>, mutations: HeaderLevels },
 }
 
 /// The downstream side of a request being forwarded: its body still to read, whether the
@@ -59,12 +60,16 @@ impl Hcm {
                 self.stats.rq_direct_response.inc();
                 info.borrow_mut().response_code_details = "direct_response".into();
                 let body = Bytes::from(body.clone().unwrap_or_default());
-                Target::Local(reply_headers(*status, &body), body)
+                let mut response = reply_headers(*status, &body);
+                mutate_local_reply(m.headers, &mut response, &body, headers, &info.borrow());
+                Target::Local(response, body)
             }
             RouteAction::Redirect(r) => {
                 self.stats.rq_direct_response.inc();
                 info.borrow_mut().response_code_details = "direct_response".into();
-                Target::Local(redirect(r, headers), Bytes::new())
+                let mut response = redirect(r, headers);
+                mutate_local_reply(m.headers, &mut response, &[], headers, &info.borrow());
+                Target::Local(response, Bytes::new())
             }
             RouteAction::Forward(f) => {
                 let Some(cluster) = self.clusters.get(&f.cluster) else {
@@ -75,6 +80,8 @@ impl Hcm {
                     return Target::Local(status_headers(503), Bytes::new());
                 };
                 let (matched_len, timeout) = (m.matched_len, f.timeout);
+                // As Envoy's route entry: the headers first, then the rewrites.
+                mutate_request(m.headers, headers, &info.borrow());
                 if let Some(prefix) = &f.prefix_rewrite {
                     let original = headers.get(b":path").unwrap_or_default().to_vec();
                     rewrite_prefix(headers, matched_len, prefix);
@@ -92,7 +99,7 @@ impl Hcm {
                 if let Some(t) = timeout {
                     headers.replace(b"x-envoy-expected-rq-timeout-ms", t.as_millis().to_string().as_bytes());
                 }
-                Target::Upstream { cluster, timeout }
+                Target::Upstream { cluster, timeout, mutations: m.headers.clone() }
             }
         }
     }
@@ -108,6 +115,7 @@ impl ActiveStream {
         request: Downstream<'_>,
         cluster: Rc<Cluster>,
         timeout: Option<Duration>,
+        mutations: HeaderLevels,
     ) -> Result<(Headers, ResponseBody), Processed> {
         let started = Instant::now();
         let (tx, body) = if request.ended && cluster.http2() {
@@ -146,18 +154,22 @@ impl ActiveStream {
         if matches!(sent, Err(UpstreamError::Timeout)) {
             cluster.timed_out(external, info.borrow().upstream);
         }
+        // The route's response headers go on the upstream's answer and on the router's own
+        // (a failure, a timeout), as in Envoy.
         Ok(match sent {
             Ok((mut h, body)) => {
                 info.borrow_mut().response_code_details = "via_upstream".into();
                 let ms = started.elapsed().as_millis().to_string();
                 h.replace(b"x-envoy-upstream-service-time", ms.as_bytes());
+                mutate_response(&mutations, &mut h, headers, &info.borrow());
                 let http1 = !cluster.http2();
                 let sent = started;
                 (h, ResponseBody::Streaming(UpstreamBody { body, deadline, http1, cluster, sent, external }))
             }
             Err(e) => {
                 note_upstream_error(&info, &e);
-                let (h, text) = upstream_error_reply(&e);
+                let (mut h, text) = upstream_error_reply(&e);
+                mutate_local_reply(&mutations, &mut h, &text, headers, &info.borrow());
                 (h, ResponseBody::Whole(text))
             }
         })

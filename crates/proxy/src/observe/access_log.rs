@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
+use wasmproxy_config::format::{Op, Piece};
 use wasmproxy_config::model::{AccessLog, AccessLogFormat, AccessLogSink};
 use wasmproxy_host::Headers;
 
@@ -30,6 +31,9 @@ pub struct Record<'a> {
     pub response: Option<&'a Headers>,
     /// The stream.
     pub info: &'a StreamInfo,
+    /// The response code is settled (it is not while the router adds a route's response
+    /// headers: Envoy's `%RESPONSE_CODE%` is 0 there).
+    pub response_code_set: bool,
 }
 
 /// A command operator's value.
@@ -37,40 +41,6 @@ enum Out {
     Missing,
     Text(String),
     Number(u64),
-}
-
-/// A command operator.
-#[derive(Debug, Clone, PartialEq)]
-enum Op {
-    RequestHeader(String, Option<String>),
-    ResponseHeader(String, Option<String>),
-    StartTime(Option<String>),
-    ResponseCode,
-    ResponseFlags,
-    ResponseCodeDetails,
-    BytesReceived,
-    BytesSent,
-    Duration,
-    RequestDuration,
-    ResponseDuration,
-    Protocol,
-    UpstreamHost,
-    UpstreamCluster,
-    UpstreamLocalAddress,
-    UpstreamTransportFailureReason,
-    DownstreamRemoteAddress { port: bool },
-    DownstreamLocalAddress { port: bool },
-    RouteName,
-    ConnectionId,
-    Hostname,
-    RequestedServerName,
-}
-
-/// A part of a text format.
-#[derive(Debug, Clone, PartialEq)]
-enum Piece {
-    Text(String),
-    Op(Op, Option<usize>),
 }
 
 /// A format that could not be compiled.
@@ -82,113 +52,14 @@ pub struct FormatError {
 }
 
 fn parse(format: &str) -> Result<Vec<Piece>, FormatError> {
-    let fail = |message: String| FormatError { format: format.to_string(), message };
-    let bytes = format.as_bytes();
-    let mut pieces = Vec::new();
-    let mut text = String::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'%' {
-            let next = format[i..].find('%').map_or(format.len(), |n| i + n);
-            text.push_str(&format[i..next]);
-            i = next;
-            continue;
-        }
-        // `%NAME%`, `%NAME(ARG)%`, `%NAME(ARG):N%`; `%%` is nothing special in Envoy's
-        // formats, but an empty name is refused.
-        let start = i + 1;
-        let mut j = start;
-        while j < bytes.len() && (bytes[j].is_ascii_uppercase() || bytes[j].is_ascii_digit() || bytes[j] == b'_') {
-            j += 1;
-        }
-        let name = &format[start..j];
-        if name.is_empty() {
-            return Err(fail(format!("a command operator is empty at byte {i}")));
-        }
-        let mut arg = None;
-        if bytes.get(j) == Some(&b'(') {
-            let close = format[j..].find(')').ok_or_else(|| fail(format!("%{name}( has no closing parenthesis")))?;
-            arg = Some(format[j + 1..j + close].to_string());
-            j += close + 1;
-        }
-        let mut max_len = None;
-        if bytes.get(j) == Some(&b':') {
-            let digits_end = format[j + 1..].find(|c: char| !c.is_ascii_digit()).map_or(format.len(), |n| j + 1 + n);
-            max_len = Some(format[j + 1..digits_end].parse().map_err(|_| fail(format!("%{name}: bad length")))?);
-            j = digits_end;
-        }
-        if bytes.get(j) != Some(&b'%') {
-            return Err(fail(format!("%{name} is not closed by %")));
-        }
-        if !text.is_empty() {
-            pieces.push(Piece::Text(std::mem::take(&mut text)));
-        }
-        pieces.push(Piece::Op(operator(name, arg).map_err(fail)?, max_len));
-        i = j + 1;
-    }
-    if !text.is_empty() {
-        pieces.push(Piece::Text(text));
-    }
-    Ok(pieces)
+    wasmproxy_config::format::parse(format).map_err(|message| FormatError { format: format.to_string(), message })
 }
 
-fn operator(name: &str, arg: Option<String>) -> Result<Op, String> {
-    let header = |arg: Option<String>| -> Result<(String, Option<String>), String> {
-        let arg = arg.ok_or(format!("%{name}% needs a header name: %{name}(X)%"))?;
-        let (main, alt) = match arg.split_once('?') {
-            Some((a, b)) => (a.to_ascii_lowercase(), Some(b.to_ascii_lowercase())),
-            None => (arg.to_ascii_lowercase(), None),
-        };
-        Ok((main, alt))
-    };
-    Ok(match name {
-        "REQ" | "REQUEST_HEADER" => {
-            let (a, b) = header(arg)?;
-            Op::RequestHeader(a, b)
-        }
-        "RESP" | "RESPONSE_HEADER" => {
-            let (a, b) = header(arg)?;
-            Op::ResponseHeader(a, b)
-        }
-        "START_TIME" => Op::StartTime(arg.filter(|a| !a.is_empty())),
-        "RESPONSE_CODE" => Op::ResponseCode,
-        "RESPONSE_FLAGS" => Op::ResponseFlags,
-        "RESPONSE_CODE_DETAILS" => Op::ResponseCodeDetails,
-        "BYTES_RECEIVED" => Op::BytesReceived,
-        "BYTES_SENT" => Op::BytesSent,
-        "DURATION" => Op::Duration,
-        "REQUEST_DURATION" => Op::RequestDuration,
-        "RESPONSE_DURATION" => Op::ResponseDuration,
-        "PROTOCOL" => Op::Protocol,
-        "UPSTREAM_HOST" => Op::UpstreamHost,
-        "UPSTREAM_CLUSTER" => Op::UpstreamCluster,
-        "UPSTREAM_LOCAL_ADDRESS" => Op::UpstreamLocalAddress,
-        "UPSTREAM_TRANSPORT_FAILURE_REASON" => Op::UpstreamTransportFailureReason,
-        "DOWNSTREAM_REMOTE_ADDRESS" | "DOWNSTREAM_DIRECT_REMOTE_ADDRESS" => Op::DownstreamRemoteAddress { port: true },
-        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" | "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => {
-            Op::DownstreamRemoteAddress { port: false }
-        }
-        "DOWNSTREAM_LOCAL_ADDRESS" => Op::DownstreamLocalAddress { port: true },
-        "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => Op::DownstreamLocalAddress { port: false },
-        "ROUTE_NAME" => Op::RouteName,
-        "CONNECTION_ID" => Op::ConnectionId,
-        "HOSTNAME" => Op::Hostname,
-        "REQUESTED_SERVER_NAME" => Op::RequestedServerName,
-        other => return Err(format!("the command operator %{other}% is not supported by wasmproxy")),
-    })
-}
-
+/// `%REQ(A?B)%`: the first value of A, else of B, as Envoy's formatter takes it.
 fn header_value(headers: Option<&Headers>, main: &str, alt: &Option<String>) -> Out {
     let Some(h) = headers else { return Out::Missing };
-    let all = |name: &str| {
-        let values: Vec<String> = h
-            .iter()
-            .filter(|(k, _)| *k == name.as_bytes())
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            .collect();
-        (!values.is_empty()).then(|| values.join(","))
-    };
-    match all(main).or_else(|| alt.as_deref().and_then(all)) {
+    let first = |name: &str| h.get(name.as_bytes()).map(|v| String::from_utf8_lossy(v).into_owned());
+    match first(main).or_else(|| alt.as_deref().and_then(first)) {
         Some(v) => Out::Text(v),
         None => Out::Missing,
     }
@@ -211,6 +82,7 @@ fn evaluate(op: &Op, r: &Record<'_>) -> Out {
                 Some(f) => strftime(&t, f),
             })
         }
+        Op::ResponseCode if !r.response_code_set => Out::Number(0),
         Op::ResponseCode => {
             let code =
                 r.response.and_then(|h| h.get(b":status")).and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
@@ -363,6 +235,12 @@ fn truncate(mut s: String, max: Option<usize>) -> String {
     s
 }
 
+/// A header value's format, evaluated: a missing value is empty, as Envoy's header
+/// formatter makes it.
+pub fn header_value_text(pieces: &[Piece], r: &Record<'_>) -> String {
+    render_text(pieces, r, true)
+}
+
 fn render_text(pieces: &[Piece], r: &Record<'_>, omit_empty: bool) -> String {
     let mut out = String::new();
     for piece in pieces {
@@ -506,22 +384,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn operators_parse_with_arguments_and_lengths() {
-        let p = parse("a %REQ(X-A?Y):3% %START_TIME(%s)% b").expect("parses");
-        assert_eq!(
-            p,
-            [
-                Piece::Text("a ".into()),
-                Piece::Op(Op::RequestHeader("x-a".into(), Some("y".into())), Some(3)),
-                Piece::Text(" ".into()),
-                Piece::Op(Op::StartTime(Some("%s".into())), None),
-                Piece::Text(" b".into()),
-            ]
-        );
+    fn the_default_format_parses() {
         assert!(parse(DEFAULT_FORMAT).is_ok());
-        let e = parse("%NOPE%").expect_err("unknown");
-        assert!(e.to_string().contains("%NOPE% is not supported"), "{e}");
-        assert!(parse("%REQ(X%").is_err());
     }
 
     #[test]

@@ -29,7 +29,8 @@ impl StreamLoggers {
         }
         if !self.writers.is_empty() {
             let info = info.borrow();
-            let record = Record { request: request.as_ref(), response: response.as_ref(), info: &info };
+            let record =
+                Record { request: request.as_ref(), response: response.as_ref(), info: &info, response_code_set: true };
             for logger in &self.writers {
                 logger.log(&record);
             }

@@ -1,0 +1,88 @@
+//! Routing scenarios: what a route configuration, its virtual hosts and routes do to
+//! requests and responses besides choosing the upstream.
+
+use serde_json::json;
+use wasmproxy_conformance::client::Request;
+
+use crate::scenario::{Scenario, probe_config};
+
+/// Every routing scenario.
+pub fn scenarios() -> Vec<Scenario> {
+    vec![header_mutations()]
+}
+
+/// Headers added and removed at the three levels, with each append action, formats and
+/// `%%`, on an upstream answer, a direct response and an upstream failure; the probe shows
+/// that the filters see the response's additions and not the request's (the router makes
+/// those after them).
+fn header_mutations() -> Scenario {
+    let global = r#"            request_headers_to_add:
+            - header: { key: x-global, value: "global sees %REQ(x-client)%" }
+            - header: { key: x-level, value: global }
+              append_action: OVERWRITE_IF_EXISTS_OR_ADD
+            response_headers_to_add:
+            - header: { key: x-resp-level, value: global }
+              append_action: OVERWRITE_IF_EXISTS_OR_ADD
+            - header: { key: x-downstream, value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %PROTOCOL% %RESPONSE_CODE% %RESP(x-resp-level)%" }
+            response_headers_to_remove: [x-remove-globally]
+            virtual_hosts:
+"#;
+    let vhost = r#"              domains: ["*"]
+              request_headers_to_add:
+              - header: { key: x-level, value: vhost }
+                append_action: OVERWRITE_IF_EXISTS_OR_ADD
+              - header: { key: x-client, value: added-if-absent }
+                append_action: ADD_IF_ABSENT
+              - header: { key: x-empty, value: "%REQ(x-nothing)%" }
+              - header: { key: x-kept-empty, value: "%REQ(x-nothing)%" }
+                keep_empty_value: true
+              request_headers_to_remove: [x-secret]
+              response_headers_to_add:
+              - header: { key: x-resp-level, value: vhost }
+                append_action: OVERWRITE_IF_EXISTS_OR_ADD
+              - header: { key: x-percent, value: "100%%" }
+              - header: { key: x-upstream, value: from-vhost }
+                append: false
+              response_headers_to_remove: [x-upstream]
+"#;
+    let route = r#"              - match: { prefix: / }
+                name: upstream_route
+                request_headers_to_add:
+                - header: { key: x-level, value: route }
+                - header: { key: x-only-if-there, value: overwritten }
+                  append_action: OVERWRITE_IF_EXISTS
+                - header: { key: x-absent-stays-absent, value: overwritten }
+                  append_action: OVERWRITE_IF_EXISTS
+                - header: { key: x-client, value: appended }
+                response_headers_to_add:
+                - header: { key: x-route, value: "%ROUTE_NAME% %UPSTREAM_CLUSTER%" }
+                - header: { key: x-upstream, value: from-route }
+"#;
+    let config = probe_config(json!({
+        "request_headers": [["get_header", "0", "x-level"], ["get_header", "0", "x-client"]],
+        "response_headers": [["get_headers", "2"]],
+    }))
+    .replacen("            virtual_hosts:\n", global, 1)
+    .replacen("              domains: [\"*\"]\n", vhost, 1)
+    .replacen("              - match: { prefix: / }\n                name: upstream_route\n", route, 1);
+    Scenario {
+        stats: &[],
+        ..crate::scenarios::s(
+            "route_header_mutations",
+            "request and response headers added and removed by the route configuration, virtual host and route: \
+             order, append actions, formats, on upstream answers, direct responses and failures",
+            config,
+            vec![
+                Request::get("/u")
+                    .header("x-client", "c1")
+                    .header("x-secret", "s")
+                    .header("x-only-if-there", "original")
+                    .header("x-remove-globally", "kept on the request"),
+                Request::get("/u2"),
+                Request::get("/direct"),
+                Request::get("/closed"),
+                Request::get("/redirect"),
+            ],
+        )
+    }
+}
