@@ -7,6 +7,7 @@
 //! ```
 //! Exits 1 if a scenario differs without a written, deliberate reason.
 
+mod connection_manager;
 mod corpus;
 mod dynamic;
 mod report;

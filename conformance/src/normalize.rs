@@ -6,18 +6,25 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 /// Response headers the client sees whose values are replaced by `<varies>`, with the reason.
-pub const RESPONSE: &[(&str, &str)] =
-    &[("date", "the time of the response"), ("x-envoy-upstream-service-time", "a duration in milliseconds")];
+pub const RESPONSE: &[(&str, &str)] = &[
+    ("date", "the time of the response"),
+    ("x-envoy-upstream-service-time", "a duration in milliseconds"),
+    ("x-request-id", "a random UUID, when the proxy made the request's id"),
+];
 
 /// Request headers the upstream receives whose values are replaced by `<varies>`, with the reason.
-pub const UPSTREAM: &[(&str, &str)] = &[("x-request-id", "a random UUID, made per request when the client sends none")];
+pub const UPSTREAM: &[(&str, &str)] =
+    &[("x-request-id", "a random UUID, made per request when the client sends none (a client's own id is kept)")];
 
-/// `name: value` for a header, the value replaced if `list` names the header.
+/// `name: value` for a header, the value replaced if `list` names the header (a request id
+/// only if it is a UUID).
 pub fn header_line(list: &[(&str, &str)], name: &str, value: &[u8]) -> String {
-    if list.iter().any(|(n, _)| *n == name) {
+    let value = String::from_utf8_lossy(value);
+    let made = name != "x-request-id" || UUID.is_match(&value);
+    if list.iter().any(|(n, _)| *n == name) && made {
         format!("{name}: <varies>")
     } else {
-        format!("{name}: {}", String::from_utf8_lossy(value))
+        format!("{name}: {value}")
     }
 }
 

@@ -81,7 +81,7 @@ fn port_of_a_match(ctx: &mut Ctx, field: &Field<'_>) -> Option<u16> {
     }
 }
 
-fn read_cidr_range(ctx: &mut Ctx, field: &Field<'_>) -> Option<CidrRange> {
+pub(crate) fn read_cidr_range(ctx: &mut Ctx, field: &Field<'_>) -> Option<CidrRange> {
     let mut msg = field.message(ctx, CIDR_RANGE)?;
     let address = msg.required(ctx, "address_prefix").and_then(|f| {
         let text = f.string(ctx)?;

@@ -36,8 +36,14 @@ pub enum Op {
     UpstreamLocalAddress,
     /// `%UPSTREAM_TRANSPORT_FAILURE_REASON%`.
     UpstreamTransportFailureReason,
-    /// `%DOWNSTREAM_REMOTE_ADDRESS%` (and `_WITHOUT_PORT`).
+    /// `%DOWNSTREAM_REMOTE_ADDRESS%` (and `_WITHOUT_PORT`): the client as the connection
+    /// manager found it (from `x-forwarded-for`, or the peer).
     DownstreamRemoteAddress {
+        /// With the port.
+        port: bool,
+    },
+    /// `%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%` (and `_WITHOUT_PORT`): the peer.
+    DownstreamDirectRemoteAddress {
         /// With the port.
         port: bool,
     },
@@ -153,10 +159,10 @@ fn operator(name: &str, arg: Option<String>) -> Result<Op, String> {
         "UPSTREAM_CLUSTER" => Op::UpstreamCluster,
         "UPSTREAM_LOCAL_ADDRESS" => Op::UpstreamLocalAddress,
         "UPSTREAM_TRANSPORT_FAILURE_REASON" => Op::UpstreamTransportFailureReason,
-        "DOWNSTREAM_REMOTE_ADDRESS" | "DOWNSTREAM_DIRECT_REMOTE_ADDRESS" => Op::DownstreamRemoteAddress { port: true },
-        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" | "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => {
-            Op::DownstreamRemoteAddress { port: false }
-        }
+        "DOWNSTREAM_REMOTE_ADDRESS" => Op::DownstreamRemoteAddress { port: true },
+        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => Op::DownstreamRemoteAddress { port: false },
+        "DOWNSTREAM_DIRECT_REMOTE_ADDRESS" => Op::DownstreamDirectRemoteAddress { port: true },
+        "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => Op::DownstreamDirectRemoteAddress { port: false },
         "DOWNSTREAM_LOCAL_ADDRESS" => Op::DownstreamLocalAddress { port: true },
         "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => Op::DownstreamLocalAddress { port: false },
         "ROUTE_NAME" => Op::RouteName,

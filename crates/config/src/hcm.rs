@@ -5,10 +5,10 @@ use std::time::Duration;
 use crate::access_log::read_access_logs;
 use crate::config_source::read_config_source;
 use crate::model::{
-    CodecType, DiscoveredFilter, ExtensionConfig, FilterKind, HttpConnectionManager, HttpFilter, RdsSource,
-    RouteConfig, WasmPlugin,
+    CodecType, DiscoveredFilter, ExtensionConfig, FilterKind, Forwarding, HttpConnectionManager, HttpFilter,
+    RdsSource, RouteConfig, ServerHeader, WasmPlugin,
 };
-use crate::reader::{AnyValue, Ctx, Field, type_error};
+use crate::reader::{AnyValue, Ctx, Field, Msg, type_error};
 use crate::route::read_route_config;
 use crate::validate::check_http_filter_order;
 use crate::wasm::read_wasm_filter;
@@ -93,6 +93,12 @@ const ROUTER: &[&str] = &[
     "suppress_grpc_request_failure_code_stats",
     "upstream_http_filters",
 ];
+const INTERNAL_ADDRESS_CONFIG: &[&str] = &["unix_sockets", "cidr_ranges"];
+const SERVER_HEADER: &[(&str, i64, Option<ServerHeader>)] = &[
+    ("OVERWRITE", 0, Some(ServerHeader::Overwrite)),
+    ("APPEND_IF_ABSENT", 1, Some(ServerHeader::AppendIfAbsent)),
+    ("PASS_THROUGH", 2, Some(ServerHeader::PassThrough)),
+];
 const CODEC_TYPE: &[(&str, i64, Option<CodecType>)] = &[
     ("AUTO", 0, Some(CodecType::Auto)),
     ("HTTP1", 1, Some(CodecType::Http1)),
@@ -129,6 +135,7 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
         accept_http_10: false,
         default_host_for_http_10: None,
         access_logs: Vec::new(),
+        forwarding: Forwarding::default(),
     };
     let Some(mut msg) = any.message(ctx, HTTP_CONNECTION_MANAGER) else { return hcm };
     if let Some(f) = msg.required(ctx, "stat_prefix") {
@@ -179,6 +186,7 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
         }
         options.finish(ctx);
     }
+    hcm.forwarding = read_forwarding(ctx, &mut msg);
     if let Some(f) = msg.get(ctx, "http_protocol_options")
         && let Some(mut options) = f.message(ctx, crate::cluster::HTTP1_PROTOCOL_OPTIONS)
     {
@@ -190,6 +198,39 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
     }
     msg.finish(ctx);
     hcm
+}
+
+/// The fields about the client's address and Envoy's request headers.
+fn read_forwarding(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Forwarding {
+    let mut f = Forwarding::default();
+    let flag = |ctx: &mut Ctx, msg: &mut Msg<'_>, name: &str, wrapped: bool| {
+        msg.get(ctx, name).and_then(|v| if wrapped { v.bool_value(ctx) } else { v.bool(ctx) })
+    };
+    f.use_remote_address = flag(ctx, msg, "use_remote_address", true).unwrap_or(false);
+    f.skip_xff_append = flag(ctx, msg, "skip_xff_append", false).unwrap_or(false);
+    f.generate_request_id = flag(ctx, msg, "generate_request_id", true).unwrap_or(true);
+    f.preserve_external_request_id = flag(ctx, msg, "preserve_external_request_id", false).unwrap_or(false);
+    f.always_set_request_id_in_response = flag(ctx, msg, "always_set_request_id_in_response", false).unwrap_or(false);
+    f.add_user_agent = flag(ctx, msg, "add_user_agent", true).unwrap_or(false);
+    if let Some(hops) = msg.get(ctx, "xff_num_trusted_hops").and_then(|v| v.unsigned(ctx, u64::from(u32::MAX))) {
+        f.xff_num_trusted_hops = hops as u32;
+    }
+    if let Some(via) = msg.get(ctx, "via").and_then(|v| v.string(ctx)) {
+        f.via = via;
+    }
+    if let Some(v) = msg.get(ctx, "internal_address_config")
+        && let Some(mut config) = v.message(ctx, INTERNAL_ADDRESS_CONFIG)
+    {
+        // Unix sockets are never internal to wasmproxy: it listens on none.
+        config.get(ctx, "unix_sockets").and_then(|v| v.bool(ctx));
+        let ranges = config.get(ctx, "cidr_ranges").map(|v| v.list()).unwrap_or_default();
+        f.internal_ranges = ranges.iter().filter_map(|r| crate::chain_match::read_cidr_range(ctx, r)).collect();
+        config.finish(ctx);
+    }
+    if let Some(t) = msg.get(ctx, "server_header_transformation").and_then(|v| v.enumeration(ctx, SERVER_HEADER)) {
+        f.server_header = t;
+    }
+    f
 }
 
 /// Reads one entry of `http_filters`: whether it is the router (known even when its config has

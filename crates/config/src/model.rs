@@ -617,6 +617,65 @@ pub struct HttpConnectionManager {
     pub default_host_for_http_10: Option<String>,
     /// `access_log`.
     pub access_logs: Vec<AccessLog>,
+    /// How the client's address is found, and what is added for the upstream.
+    pub forwarding: Forwarding,
+}
+
+/// What an HTTP connection manager does with the client's address and Envoy's own
+/// request headers (`use_remote_address`, `xff_num_trusted_hops`, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forwarding {
+    /// `use_remote_address`: the peer is the client (appended to `x-forwarded-for`), not
+    /// the last address of `x-forwarded-for`.
+    pub use_remote_address: bool,
+    /// `xff_num_trusted_hops`.
+    pub xff_num_trusted_hops: u32,
+    /// `skip_xff_append`.
+    pub skip_xff_append: bool,
+    /// `via` (empty: none).
+    pub via: String,
+    /// `generate_request_id` (default true).
+    pub generate_request_id: bool,
+    /// `preserve_external_request_id`.
+    pub preserve_external_request_id: bool,
+    /// `always_set_request_id_in_response`.
+    pub always_set_request_id_in_response: bool,
+    /// `add_user_agent`: `user-agent` (if none) and `x-envoy-downstream-service-cluster`
+    /// from the node's cluster, `x-envoy-downstream-service-node` from its id.
+    pub add_user_agent: bool,
+    /// `internal_address_config.cidr_ranges`: the client addresses whose requests are
+    /// internal (none, by Envoy 1.40's default).
+    pub internal_ranges: Vec<CidrRange>,
+    /// `server_header_transformation`.
+    pub server_header: ServerHeader,
+}
+
+impl Default for Forwarding {
+    fn default() -> Self {
+        Forwarding {
+            use_remote_address: false,
+            xff_num_trusted_hops: 0,
+            skip_xff_append: false,
+            via: String::new(),
+            generate_request_id: true,
+            preserve_external_request_id: false,
+            always_set_request_id_in_response: false,
+            add_user_agent: false,
+            internal_ranges: Vec::new(),
+            server_header: ServerHeader::Overwrite,
+        }
+    }
+}
+
+/// `server_header_transformation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerHeader {
+    /// `OVERWRITE`: `server_name`, always.
+    Overwrite,
+    /// `APPEND_IF_ABSENT`: `server_name` unless the response has one.
+    AppendIfAbsent,
+    /// `PASS_THROUGH`: the upstream's, or none.
+    PassThrough,
 }
 
 /// One `access_log` entry.
@@ -732,6 +791,8 @@ pub struct RouteConfig {
     /// `most_specific_header_mutations_wins`: the route's mutations are applied last (by
     /// default the route configuration's are).
     pub most_specific_header_mutations_wins: bool,
+    /// `internal_only_headers`: removed from requests that are not internal.
+    pub internal_only_headers: Vec<String>,
 }
 
 /// `request_headers_to_add`, `request_headers_to_remove`, `response_headers_to_add` and

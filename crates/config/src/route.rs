@@ -188,8 +188,11 @@ pub(crate) fn read_route_config(ctx: &mut Ctx, field: &Field<'_>) -> RouteConfig
     let headers = read_header_mutations(ctx, &mut msg);
     let most_specific_header_mutations_wins =
         msg.get(ctx, "most_specific_header_mutations_wins").and_then(|f| f.bool(ctx)).unwrap_or(false);
+    let internal_only = msg.get(ctx, "internal_only_headers").map(|f| f.list()).unwrap_or_default();
+    let internal_only_headers =
+        internal_only.iter().filter_map(|h| h.string(ctx)).map(|h| h.to_ascii_lowercase()).collect();
     msg.finish(ctx);
-    RouteConfig { name, virtual_hosts, headers, most_specific_header_mutations_wins }
+    RouteConfig { name, virtual_hosts, headers, most_specific_header_mutations_wins, internal_only_headers }
 }
 
 fn read_virtual_host(ctx: &mut Ctx, field: &Field<'_>) -> Option<VirtualHost> {

@@ -2,6 +2,7 @@
 //! upstream (or a direct response), and back through the filters in reverse order.
 
 pub mod connection;
+pub mod forwarding;
 mod header_mutation;
 mod pump;
 pub mod route_table;
@@ -19,6 +20,7 @@ use tokio::time::Instant as TokioInstant;
 use wasmproxy_config::model::{FailurePolicy, HttpConnectionManager};
 use wasmproxy_host::Headers;
 
+use crate::hcm::forwarding::{LocalNode, Peer, finish_response, prepare_request};
 use crate::hcm::route_table::RouteTable;
 use crate::hcm::router::{Downstream, Target, note_route};
 use crate::http::body::{Aborted, ProxyBody, ended_on_headers, whole, whole_without_length};
@@ -26,7 +28,6 @@ use crate::http::convert;
 use crate::http::direction::Direction;
 use crate::http::reply::{LocalReply, StreamReset, Verdict, is_grpc_request, local_reply_headers, make_grpc_reply};
 use crate::observe::stats::HttpStats;
-use crate::random::request_id;
 use crate::stream_info::response_flags::ResponseFlag;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
 use crate::upstream::cluster::Clusters;
@@ -43,6 +44,8 @@ use crate::wasm::http_filter::{FilterSlot, FilterStream};
 struct ActiveStream {
     filters: StreamFilters,
     request_headers: Headers,
+    /// The route table the stream started with, whatever RDS brings meanwhile.
+    routes: Arc<RouteTable>,
     /// The response is not decided yet (dropped now, the client went away).
     deciding: bool,
 }
@@ -119,6 +122,8 @@ pub struct Hcm {
     /// listener's `per_connection_buffer_limit_bytes`; `usize::MAX` for none); over it,
     /// 413 for requests, 500 for responses, as in Envoy.
     pub buffer_limit: usize,
+    /// The node's names, for `add_user_agent`.
+    pub node: Rc<LocalNode>,
 }
 
 /// How a request ended up, once the response headers are known.
@@ -178,16 +183,15 @@ impl Hcm {
         let (parts, mut incoming) = request.into_parts();
         let http2 = parts.version == http::Version::HTTP_2;
         let scheme = if connection.tls.get().is_some() { "https" } else { "http" };
+        let peer = Peer { address: connection.peer, scheme };
         let info = self.open_stream(&parts, connection);
         let mut headers = convert::request_headers(&parts, scheme);
-        if headers.get(b"x-forwarded-proto").is_none() {
-            headers.add(b"x-forwarded-proto", scheme.as_bytes());
-        }
-        if headers.get(b"x-request-id").is_none() {
-            headers.add(b"x-request-id", request_id().as_bytes());
-        }
+        let routes = self.routes.current();
+        let forwarding = &self.config.forwarding;
+        let remote = prepare_request(forwarding, routes.internal_only_headers(), &self.node, &mut headers, &peer);
+        info.borrow_mut().downstream_remote = remote;
         let filters = StreamFilters { hcm: self, info, contexts: Vec::new() };
-        let mut stream = ActiveStream { filters, request_headers: headers, deciding: true };
+        let mut stream = ActiveStream { filters, request_headers: headers, routes, deciding: true };
         let processed = stream.process(&mut incoming).await;
         stream.deciding = false;
         let unread = !http2 && !incoming.is_end_stream();
@@ -254,11 +258,11 @@ impl Hcm {
         Processed::Reply { headers, body, encoders, grpc_status: reply.grpc_status }
     }
 
-    /// Envoy sets `server` in the response headers after the filters ran: the
-    /// access-log phase (and `response.total_size` there, from the headers `finish` lends
-    /// it) sees it, the filters do not.
-    fn set_server(&self, headers: &mut Headers) {
-        headers.replace(b"server", self.config.server_name.as_bytes());
+    /// Envoy sets `server` (and `via`, and `x-request-id` if asked to) in the response
+    /// headers after the filters ran: the access-log phase (and `response.total_size`
+    /// there, from the headers `finish` lends it) sees them, the filters do not.
+    fn finish_response(&self, request: &Headers, headers: &mut Headers) {
+        finish_response(&self.config.forwarding, &self.config.server_name, request, headers);
     }
 
     /// The response for hyper. `local`: the proxy made it (a direct response, a local
@@ -331,8 +335,7 @@ impl ActiveStream {
     async fn decode(&mut self, incoming: &mut Incoming) -> Result<(Headers, ResponseBody), Processed> {
         let (hcm, info) = (self.filters.hcm.clone(), self.filters.info.clone());
         let request_ended = incoming.is_end_stream();
-        // The stream keeps the route table it started with, whatever RDS brings meanwhile.
-        let routes = hcm.routes.current();
+        let routes = self.routes.clone();
         if info.borrow().protocol == "HTTP/1.0" {
             // As Envoy: refused before any filter, unless the connection manager takes it.
             if !hcm.config.accept_http_10 {
@@ -390,7 +393,7 @@ impl ActiveStream {
     /// `unread`: the request body was not read, so the connection closes after it.
     fn respond_whole(&mut self, mut response_headers: Headers, body: Bytes, unread: bool) -> Response<ProxyBody> {
         let hcm = self.filters.hcm.clone();
-        hcm.set_server(&mut response_headers);
+        hcm.finish_response(&self.request_headers, &mut response_headers);
         self.filters.info.borrow_mut().response_body_size = body.len() as u64;
         let http2 = self.filters.info.borrow().protocol == "HTTP/2";
         // A plugin that removed the length gets none (chunked on HTTP/1.1), as in Envoy; a
@@ -418,7 +421,7 @@ impl ActiveStream {
     /// the stream ends with the body (or the route's deadline, or a reset).
     fn respond_streaming(self, mut response_headers: Headers, upstream: UpstreamBody) -> Response<ProxyBody> {
         let hcm = self.filters.hcm.clone();
-        hcm.set_server(&mut response_headers);
+        hcm.finish_response(&self.request_headers, &mut response_headers);
         let (tx, mut body) = crate::http::body::channel();
         if upstream.body.is_end_stream() && self.filters.info.borrow().protocol == "HTTP/2" {
             body = body.ended_on_headers();

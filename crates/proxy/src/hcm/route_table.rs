@@ -33,6 +33,7 @@ pub type HeaderLevels = Arc<[Arc<HeaderMutations>]>;
 /// A compiled `route_config`.
 pub struct RouteTable {
     vhosts: Vec<VirtualHost>,
+    internal_only_headers: Vec<String>,
 }
 
 struct VirtualHost {
@@ -82,7 +83,7 @@ fn value_regex(v: &ValueMatch, route: &str) -> Result<Option<Regex>, RouteError>
 impl RouteTable {
     /// A table with no route.
     pub fn empty() -> Self {
-        RouteTable { vhosts: Vec::new() }
+        RouteTable { vhosts: Vec::new(), internal_only_headers: Vec::new() }
     }
 
     /// Compiles the regexes and sorts the domains.
@@ -147,7 +148,12 @@ impl RouteTable {
             }
             vhosts.push(v);
         }
-        Ok(RouteTable { vhosts })
+        Ok(RouteTable { vhosts, internal_only_headers: config.internal_only_headers.clone() })
+    }
+
+    /// `internal_only_headers`: removed from requests that are not internal.
+    pub fn internal_only_headers(&self) -> &[String] {
+        &self.internal_only_headers
     }
 
     /// The route for these request headers, if any matches.

@@ -79,7 +79,8 @@ impl Hcm {
                     i.response_code_details = "cluster_not_found".into();
                     return Target::Local(status_headers(503), Bytes::new());
                 };
-                let (matched_len, timeout) = (m.matched_len, f.timeout);
+                let matched_len = m.matched_len;
+                let timeout = timeout_from_headers(f.timeout, headers);
                 // As Envoy's route entry: the headers first, then the rewrites.
                 mutate_request(m.headers, headers, &info.borrow());
                 if let Some(prefix) = &f.prefix_rewrite {
@@ -199,6 +200,36 @@ fn note_upstream_error(info: &StreamRef, e: &UpstreamError) {
     }
     i.response_code_details = details;
 }
+
+/// Envoy's router headers of a request (only an internal one still has them): the route's
+/// timeout replaced by `x-envoy-upstream-rq-timeout-ms` (0: none); it and the retry
+/// headers are taken off the request, as Envoy's router takes them.
+fn timeout_from_headers(route: Option<Duration>, headers: &mut Headers) -> Option<Duration> {
+    let mut timeout = route;
+    if let Some(value) = headers.get(b"x-envoy-upstream-rq-timeout-ms") {
+        if let Some(ms) = std::str::from_utf8(value).ok().and_then(|v| v.parse::<u64>().ok()) {
+            timeout = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        headers.remove(b"x-envoy-upstream-rq-timeout-ms");
+    }
+    for name in CONSUMED_BY_ROUTER {
+        headers.remove(name.as_bytes());
+    }
+    timeout
+}
+
+/// The request headers Envoy's router reads and removes.
+const CONSUMED_BY_ROUTER: &[&str] = &[
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-hedge-on-per-try-timeout",
+];
 
 /// `prefix_rewrite`: the part of the path the route matched is replaced.
 fn rewrite_prefix(headers: &mut Headers, matched: usize, prefix: &str) {

@@ -105,6 +105,10 @@ fn evaluate(op: &Op, r: &Record<'_>) -> Out {
         Op::UpstreamLocalAddress => info.upstream_local.map_or(Out::Missing, |a| Out::Text(a.to_string())),
         Op::UpstreamTransportFailureReason => info.upstream_failure.as_deref().map_or(Out::Missing, text),
         Op::DownstreamRemoteAddress { port } => {
+            let a = info.downstream_remote;
+            Out::Text(if *port { a.to_string() } else { a.ip().to_string() })
+        }
+        Op::DownstreamDirectRemoteAddress { port } => {
             let a = info.connection.peer;
             Out::Text(if *port { a.to_string() } else { a.ip().to_string() })
         }

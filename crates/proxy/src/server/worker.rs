@@ -17,6 +17,7 @@ use crate::server::listener::{Current, Served, ServedChain, Terminal, accept_loo
 use crate::server::snapshot::{AccessLogs, ListenerSnapshot, RouteSnapshot, Snapshot, TerminalSnapshot};
 use crate::server::tunables::ConnectionLimits;
 use crate::stream_info::metadata::MetadataAttributes;
+use crate::hcm::forwarding::LocalNode;
 use crate::stream_info::node::NodeAttributes;
 use crate::tcp::TcpChain;
 use crate::upstream::cluster::Clusters;
@@ -179,6 +180,8 @@ struct Worker {
     limits: Arc<ConnectionLimits>,
     drain: Drain,
     drain_time: std::time::Duration,
+    /// The node's names, for the connection managers' `add_user_agent`.
+    node: Rc<LocalNode>,
 }
 
 impl Worker {
@@ -198,6 +201,7 @@ impl Worker {
             limits: setup.limits.clone(),
             drain,
             drain_time: setup.drain_time,
+            node: Rc::new(LocalNode { cluster: setup.node.cluster.clone(), id: setup.node.id.clone() }),
         }
     }
 
@@ -362,6 +366,7 @@ impl Worker {
                         0 => usize::MAX,
                         n => n as usize,
                     },
+                    node: self.node.clone(),
                 }))
             }
         }))

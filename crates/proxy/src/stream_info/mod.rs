@@ -98,6 +98,9 @@ pub struct StreamInfo {
     pub upstream_tls: Option<Arc<TlsInfo>>,
     /// Why the upstream connection failed (Envoy's transport failure reason).
     pub upstream_failure: Option<String>,
+    /// The client, as the connection manager found it (`x-forwarded-for` or the peer):
+    /// `source.address`.
+    pub downstream_remote: SocketAddr,
     /// Envoy's response flags (`NR`, `UF`, `UT`, ...).
     pub response_flags: ResponseFlags,
     /// When the request's last byte came in, from the start.
@@ -126,7 +129,9 @@ pub type StreamRef = Rc<RefCell<StreamInfo>>;
 impl StreamInfo {
     /// A new stream on a connection.
     pub fn new(connection: Rc<ConnectionInfo>, protocol: &'static str) -> StreamInfo {
+        let downstream_remote = connection.peer;
         StreamInfo {
+            downstream_remote,
             connection,
             protocol,
             start: SystemTime::now(),
@@ -193,8 +198,8 @@ impl StreamInfo {
                 let held = data.and_then(|d| d.response_headers.as_ref());
                 return self.response(field, rest, held.or(self.response_headers.as_ref()));
             }
-            [b"source", b"address"] => text(&self.connection.peer.to_string()),
-            [b"source", b"port"] => Ok(PropertyValue::Int(self.connection.peer.port().into())),
+            [b"source", b"address"] => text(&self.downstream_remote.to_string()),
+            [b"source", b"port"] => Ok(PropertyValue::Int(self.downstream_remote.port().into())),
             [b"destination", b"address"] => text(&self.connection.local.to_string()),
             [b"destination", b"port"] => Ok(PropertyValue::Int(self.connection.local.port().into())),
             [b"connection", b"id"] => Ok(PropertyValue::Uint(self.connection.id)),

@@ -1,0 +1,115 @@
+//! What the HTTP connection manager does to every request before the filters, and to
+//! every response after them: `x-forwarded-for` and the client address it trusts, internal
+//! and edge requests, Envoy's own headers cleaned from untrusted ones, `x-forwarded-proto`,
+//! `x-request-id`, the user agent, `via`, `server`.
+
+use serde_json::json;
+use wasmproxy_conformance::client::Request;
+
+use crate::scenario::{Scenario, bootstrap_hcm, probe};
+
+/// The client's address as the connection manager found it, and the peer's, for the
+/// client to see (the peer's port varies, so it is left out); a header only internal
+/// requests may bring.
+const CLIENT_HEADERS: &str = r#"            internal_only_headers: [x-internal-only]
+            response_headers_to_add:
+            - header: { key: x-client, value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%" }
+            - header: { key: x-peer, value: "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%" }
+            virtual_hosts:
+"#;
+
+/// Every connection-manager scenario.
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        source_address_from_forwarded_for(),
+        forwarding("hcm_forwarding_defaults", "the defaults: x-forwarded-for read, not appended", ""),
+        forwarding(
+            "hcm_use_remote_address",
+            "use_remote_address: the peer appended and trusted; edge requests cleaned; via, user agent, \
+             request id in the response, server header kept if the upstream sent one",
+            r#"          use_remote_address: true
+          via: 1.1 wasmproxy-conformance
+          add_user_agent: true
+          always_set_request_id_in_response: true
+          server_header_transformation: APPEND_IF_ABSENT
+"#,
+        ),
+        forwarding(
+            "hcm_trusted_hops",
+            "use_remote_address with xff_num_trusted_hops 1, skip_xff_append, internal_address_config, \
+             preserve_external_request_id, generate_request_id false, server header passed through",
+            r#"          use_remote_address: true
+          xff_num_trusted_hops: 1
+          skip_xff_append: true
+          internal_address_config: { cidr_ranges: [{ address_prefix: 203.0.113.0, prefix_len: 24 }, { address_prefix: 127.0.0.1, prefix_len: 32 }] }
+          preserve_external_request_id: true
+          generate_request_id: false
+          server_header_transformation: PASS_THROUGH
+"#,
+        ),
+    ]
+}
+
+/// Requests from clients that claim addresses (internal, external, chains of them) and
+/// carry Envoy's internal headers, seen by a plugin (`source.address`) and by the upstream.
+fn forwarding(name: &'static str, about: &'static str, hcm: &str) -> Scenario {
+    // `source.address` only where it is not the peer, whose port varies.
+    let plugin = probe(
+        "probe",
+        json!({"phases": {"request_headers": [
+            ["get_header", "0", "x-forwarded-for"],
+            ["get_header", "0", "x-envoy-internal"],
+            ["get_header", "0", "x-forwarded-proto"],
+        ]}}),
+    );
+    let internal_headers = |r: Request| {
+        r.header("x-envoy-retry-on", "5xx")
+            .header("x-envoy-retry-grpc-on", "cancelled")
+            .header("x-envoy-max-retries", "2")
+            .header("x-envoy-retriable-status-codes", "500")
+            .header("x-envoy-retriable-header-names", "x-a")
+            .header("x-envoy-upstream-alt-stat-name", "alt")
+            .header("x-envoy-upstream-rq-timeout-ms", "5000")
+            .header("x-envoy-upstream-rq-per-try-timeout-ms", "4000")
+            .header("x-envoy-upstream-rq-timeout-alt-response", "204")
+            .header("x-envoy-force-trace", "true")
+            .header("x-envoy-ip-tags", "tag")
+            .header("x-envoy-original-url", "http://x/")
+            .header("x-envoy-hedge-on-per-try-timeout", "true")
+            .header("x-envoy-downstream-service-node", "claimed-node")
+            .header("x-envoy-internal", "true")
+            .header("x-internal-only", "secret")
+            .header("x-envoy-decorator-operation", "op")
+            .header("x-envoy-downstream-service-cluster", "claimed")
+            .header("x-envoy-expected-rq-timeout-ms", "1")
+            .header("x-request-id", "client-id")
+            .header("x-forwarded-proto", "https")
+    };
+    let requests = vec![
+        Request::get("/plain"),
+        internal_headers(Request::get("/no-xff")),
+        internal_headers(Request::get("/xff-internal").header("x-forwarded-for", "10.0.0.1")),
+        internal_headers(Request::get("/xff-external").header("x-forwarded-for", "203.0.113.9")),
+        internal_headers(Request::get("/xff-chain").header("x-forwarded-for", "198.51.100.7, 10.0.0.1")),
+        Request::get("/xff-garbage").header("x-forwarded-for", "not an address").header("user-agent", "curl"),
+        Request::get("/direct"),
+    ];
+    let config = bootstrap_hcm("", hcm, &plugin).replacen("            virtual_hosts:\n", CLIENT_HEADERS, 1);
+    crate::scenarios::s(name, about, config, requests)
+}
+
+/// `source.address` as plugins read it when the client's address comes from
+/// `x-forwarded-for`: the address, port 0.
+fn source_address_from_forwarded_for() -> Scenario {
+    let plugin = probe("probe", json!({"phases": {"request_headers": [["get_property", "source.address"]]}}));
+    let requests = ["10.0.0.1", "203.0.113.9", "198.51.100.7, 10.0.0.1", "2001:db8::7"]
+        .iter()
+        .map(|xff| Request::get("/xff").header("x-forwarded-for", xff))
+        .collect();
+    crate::scenarios::s(
+        "hcm_source_address",
+        "source.address from the last address of x-forwarded-for, as plugins read it",
+        bootstrap_hcm("", "", &plugin),
+        requests,
+    )
+}
