@@ -47,6 +47,9 @@ pub struct Request {
     pub client_cert: bool,
     /// A GET of an admin page instead (JSON, compared with keys and TLS contexts sorted).
     pub admin: bool,
+    /// An HTTP/1.1 upgrade (`upgrade: <type>`) instead, then, once switched, these
+    /// messages one at a time, each waiting for the upstream's echo, then a close.
+    pub upgrade: Option<(&'static str, Vec<&'static str>)>,
 }
 
 impl Request {
@@ -67,6 +70,7 @@ impl Request {
             server_name: None,
             client_cert: false,
             admin: false,
+            upgrade: None,
         }
     }
 
@@ -138,6 +142,12 @@ impl Request {
         Request { admin: true, ..Request::get(path) }
     }
 
+    /// An HTTP/1.1 GET of `path` asking to upgrade to `kind`, then `messages` through the
+    /// upgraded connection (see [`Request::upgrade`]).
+    pub fn upgrade(path: &str, kind: &'static str, messages: &[&'static str]) -> Request {
+        Request { method: "UPGRADE", upgrade: Some((kind, messages.to_vec())), ..Request::get(path) }
+    }
+
     /// The same, over HTTP/2.
     pub fn h2(mut self) -> Request {
         self.http2 = true;
@@ -154,6 +164,9 @@ const FRAMING: &[&str] = &["transfer-encoding", "connection", "keep-alive"];
 pub async fn send(addr: SocketAddr, request: &Request) -> String {
     if let Some(bytes) = &request.raw {
         return raw(addr, bytes, request.give_up_ms).await;
+    }
+    if let Some((kind, messages)) = &request.upgrade {
+        return upgrade(addr, request, kind, messages).await;
     }
     if let Some(frames) = request.h2_frames.clone() {
         let seen = tokio::task::spawn_blocking(move || crate::h2_frames::exchange(&addr.to_string(), &frames, ""));
@@ -353,6 +366,57 @@ async fn raw(addr: SocketAddr, bytes: &[u8], give_up_ms: Option<u64>) -> String 
             tokio::time::sleep(Duration::from_millis(500)).await;
             format!("the client gave up after {} ms\n", wait.as_millis())
         }
+        Err(_) => "no answer in 10 s\n".into(),
+    }
+}
+
+/// An upgrade: the request head, the response head; if it switched protocols, each message
+/// and the echo it waits for, then its side closed and what else comes until the other
+/// side closes. Described as the bytes received, normalised.
+async fn upgrade(addr: SocketAddr, request: &Request, kind: &str, messages: &[&str]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let mut head = format!("GET {} HTTP/1.1\r\nhost: conformance.test\r\nconnection: upgrade\r\nupgrade: {kind}\r\n", request.path);
+        for (k, v) in &request.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await?;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !complete_response(&out) {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        if !out.starts_with(b"HTTP/1.1 101") {
+            stream.shutdown().await?;
+            stream.read_to_end(&mut out).await?;
+            return Ok(out);
+        }
+        for message in messages {
+            stream.write_all(message.as_bytes()).await?;
+            let expected = [&b"echo: "[..], message.as_bytes()].concat();
+            let start = out.len();
+            while !out[start..].ends_with(&expected) {
+                let n = stream.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok(out);
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            out.extend_from_slice(b" | ");
+        }
+        stream.shutdown().await?;
+        stream.read_to_end(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+        Ok(Ok(out)) => format!("received: {}\n", crate::normalize::text(&String::from_utf8_lossy(&out))),
+        Ok(Err(e)) => format!("connection failed: {}\n", e.kind()),
         Err(_) => "no answer in 10 s\n".into(),
     }
 }

@@ -8,7 +8,51 @@ use crate::scenario::{Scenario, probe_config};
 
 /// Every routing scenario.
 pub fn scenarios() -> Vec<Scenario> {
-    vec![header_mutations()]
+    vec![header_mutations(), websocket()]
+}
+
+/// WebSocket over HTTP/1.1: enabled on the connection manager, disabled on one route and
+/// enabled on another for a type the connection manager does not allow; a plugin sees the
+/// request, the `101` and the bytes through its body callbacks, which pass both ways;
+/// refused upgrades; a plain request on the same listener. (An upstream that answers an
+/// upgrade with anything but `101` is left out: Envoy then drops the body and its headers.)
+fn websocket() -> Scenario {
+    let hcm = r#"          upgrade_configs:
+          - upgrade_type: websocket
+          - upgrade_type: spdy/3.1
+            enabled: false
+"#;
+    let routes = r#"              - match: { prefix: /no-ws }
+                route: { cluster: upstream, upgrade_configs: [{ upgrade_type: WebSocket, enabled: false }] }
+              - match: { prefix: /custom }
+                route: { cluster: upstream, upgrade_configs: [{ upgrade_type: custom-proto }] }
+              - match: { prefix: / }
+                name: upstream_route
+"#;
+    let filters = crate::scenario::probe(
+        "probe",
+        json!({"phases": {
+            "request_headers": [["get_header", "0", "upgrade"], ["get_header", "0", "connection"]],
+            "response_headers": [["get_headers", "2"]],
+            "log": [["get_property", "response.code"]],
+        }}),
+    );
+    let config = crate::scenario::bootstrap_hcm("", hcm, &filters)
+        .replacen("              - match: { prefix: / }\n                name: upstream_route\n", routes, 1);
+    let scenario = crate::scenarios::s(
+        "websocket_upgrades",
+        "HTTP/1.1 upgrades: upgrade_configs on the connection manager and on routes, bytes both ways",
+        config,
+        vec![
+            Request::upgrade("/ws", "websocket", &["hello", "second message"]),
+            Request::upgrade("/no-ws", "websocket", &["never"]),
+            Request::upgrade("/custom", "custom-proto", &["custom"]),
+            Request::upgrade("/ws", "custom-proto", &["refused"]),
+            Request::upgrade("/ws", "spdy/3.1", &["refused"]),
+            Request::get("/plain"),
+        ],
+    );
+    Scenario { stats: &[r"http\.ingress\.downstream_cx_upgrades_(total|active):"], ..scenario }
 }
 
 /// Headers added and removed at the three levels, with each append action, formats and

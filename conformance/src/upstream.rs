@@ -72,7 +72,9 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| answer(req, seen.clone(), note.clone()));
-    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(io, service).await;
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(io, service)
+        .await;
 }
 
 async fn answer(
@@ -80,8 +82,9 @@ async fn answer(
     seen: Arc<Mutex<Vec<String>>>,
     note: String,
 ) -> Result<http::Response<Body>, Infallible> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let collected = body.collect().await.ok();
     let trailers = collected.as_ref().and_then(|c| c.trailers().cloned());
     let body = collected.map(|c| c.to_bytes()).unwrap_or_default();
@@ -109,10 +112,38 @@ async fn answer(
         record.push_str(&format!("trailer {k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
     }
     seen.lock().unwrap_or_else(|e| e.into_inner()).push(record);
+    if let Some(kind) = parts.headers.get(http::header::UPGRADE)
+        && let Some(upgrade) = upgrade
+    {
+        return Ok(accept_upgrade(kind.clone(), upgrade));
+    }
     if parts.headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")) {
         return Ok(grpc_respond(&path, &body));
     }
     Ok(respond(&path, &body).await)
+}
+
+/// Switches protocols (`101`, the client's `upgrade`), then echoes each chunk the client
+/// sends back as `echo: <chunk>`, and closes once the client has closed its side.
+fn accept_upgrade(kind: http::HeaderValue, upgrade: hyper::upgrade::OnUpgrade) -> http::Response<Body> {
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut io = TokioIo::new(upgraded);
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = io.read(&mut buf).await {
+            if n == 0 || io.write_all(&[b"echo: ", &buf[..n]].concat()).await.is_err() {
+                break;
+            }
+        }
+        let _ = io.shutdown().await;
+    });
+    http::Response::builder()
+        .status(http::StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::CONNECTION, "upgrade")
+        .header(http::header::UPGRADE, kind)
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap_or_default()
 }
 
 /// Answers by path: `/status/N` with status N, `/chunks` in three chunks 50 ms apart,

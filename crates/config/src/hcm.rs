@@ -6,7 +6,7 @@ use crate::access_log::read_access_logs;
 use crate::config_source::read_config_source;
 use crate::model::{
     CodecType, DiscoveredFilter, ExtensionConfig, FilterKind, Forwarding, HttpConnectionManager, HttpFilter,
-    RdsSource, RouteConfig, ServerHeader, WasmPlugin,
+    RdsSource, RouteConfig, ServerHeader, Upgrade, WasmPlugin,
 };
 use crate::reader::{AnyValue, Ctx, Field, Msg, type_error};
 use crate::route::read_route_config;
@@ -93,6 +93,7 @@ const ROUTER: &[&str] = &[
     "suppress_grpc_request_failure_code_stats",
     "upstream_http_filters",
 ];
+const HCM_UPGRADE_CONFIG: &[&str] = &["upgrade_type", "filters", "enabled"];
 const INTERNAL_ADDRESS_CONFIG: &[&str] = &["unix_sockets", "cidr_ranges"];
 const SERVER_HEADER: &[(&str, i64, Option<ServerHeader>)] = &[
     ("OVERWRITE", 0, Some(ServerHeader::Overwrite)),
@@ -136,6 +137,7 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
         default_host_for_http_10: None,
         access_logs: Vec::new(),
         forwarding: Forwarding::default(),
+        upgrades: Vec::new(),
     };
     let Some(mut msg) = any.message(ctx, HTTP_CONNECTION_MANAGER) else { return hcm };
     if let Some(f) = msg.required(ctx, "stat_prefix") {
@@ -187,6 +189,7 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
         options.finish(ctx);
     }
     hcm.forwarding = read_forwarding(ctx, &mut msg);
+    hcm.upgrades = read_upgrades(ctx, &mut msg, HCM_UPGRADE_CONFIG);
     if let Some(f) = msg.get(ctx, "http_protocol_options")
         && let Some(mut options) = f.message(ctx, crate::cluster::HTTP1_PROTOCOL_OPTIONS)
     {
@@ -198,6 +201,28 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
     }
     msg.finish(ctx);
     hcm
+}
+
+/// `upgrade_configs` of a connection manager or a route (`fields`: its message's fields):
+/// the type and `enabled`; any other field (`filters`, `connect_config`) is refused.
+pub(crate) fn read_upgrades(ctx: &mut Ctx, msg: &mut Msg<'_>, fields: &'static [&'static str]) -> Vec<Upgrade> {
+    let items = msg.get(ctx, "upgrade_configs").map(|f| f.list()).unwrap_or_default();
+    let mut upgrades: Vec<Upgrade> = Vec::new();
+    for item in items {
+        let Some(mut config) = item.message(ctx, fields) else { continue };
+        let kind = config.required(ctx, "upgrade_type").and_then(|f| f.string(ctx)).map(|k| k.to_ascii_lowercase());
+        let enabled = config.get(ctx, "enabled").and_then(|f| f.bool_value(ctx)).unwrap_or(true);
+        config.finish(ctx);
+        let Some(kind) = kind else { continue };
+        if kind.eq_ignore_ascii_case("connect") {
+            item.error(ctx, "CONNECT is not supported by wasmproxy");
+        } else if upgrades.iter().any(|u| u.kind == kind) {
+            item.error(ctx, format!("upgrade type {kind:?} is configured twice"));
+        } else {
+            upgrades.push(Upgrade { kind, enabled });
+        }
+    }
+    upgrades
 }
 
 /// The fields about the client's address and Envoy's request headers.

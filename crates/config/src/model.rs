@@ -619,6 +619,17 @@ pub struct HttpConnectionManager {
     pub access_logs: Vec<AccessLog>,
     /// How the client's address is found, and what is added for the upstream.
     pub forwarding: Forwarding,
+    /// `upgrade_configs`: the upgrade types (lower-cased) and whether each is allowed.
+    pub upgrades: Vec<Upgrade>,
+}
+
+/// An `upgrade_configs` entry (of the connection manager or of a route).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgrade {
+    /// `upgrade_type`, lower-cased (`websocket`, ...).
+    pub kind: String,
+    /// `enabled` (default true).
+    pub enabled: bool,
 }
 
 /// What an HTTP connection manager does with the client's address and Envoy's own
@@ -985,6 +996,9 @@ pub struct ForwardAction {
     pub host_rewrite_literal: Option<String>,
     /// `timeout` (Envoy default 15 s; `0s` = none, given as `None`).
     pub timeout: Option<Duration>,
+    /// `upgrade_configs`: per upgrade type, allowed or not on this route (overriding the
+    /// connection manager's).
+    pub upgrades: Vec<Upgrade>,
 }
 
 /// `redirect`.

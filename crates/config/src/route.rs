@@ -142,6 +142,7 @@ const ROUTE_ACTION: &[&str] = &[
     "hedge_policy",
     "max_stream_duration",
 ];
+const ROUTE_UPGRADE_CONFIG: &[&str] = &["upgrade_type", "enabled", "connect_config"];
 const DIRECT_RESPONSE: &[&str] = &["status", "body"];
 const REDIRECT: &[&str] = &[
     "https_redirect",
@@ -386,8 +387,13 @@ pub(crate) fn read_string_matcher(ctx: &mut Ctx, field: &Field<'_>) -> Option<Va
 }
 
 fn read_forward(ctx: &mut Ctx, field: &Field<'_>) -> ForwardAction {
-    let mut action =
-        ForwardAction { cluster: String::new(), prefix_rewrite: None, host_rewrite_literal: None, timeout: None };
+    let mut action = ForwardAction {
+        cluster: String::new(),
+        prefix_rewrite: None,
+        host_rewrite_literal: None,
+        timeout: None,
+        upgrades: Vec::new(),
+    };
     let Some(mut msg) = field.message(ctx, ROUTE_ACTION) else { return action };
     let specifiers = [
         "cluster",
@@ -409,6 +415,7 @@ fn read_forward(ctx: &mut Ctx, field: &Field<'_>) -> ForwardAction {
     action.host_rewrite_literal = msg.get(ctx, "host_rewrite_literal").and_then(|f| f.string(ctx));
     let timeout = msg.get(ctx, "timeout").and_then(|f| f.duration(ctx)).unwrap_or(DEFAULT_ROUTE_TIMEOUT);
     action.timeout = (!timeout.is_zero()).then_some(timeout);
+    action.upgrades = crate::hcm::read_upgrades(ctx, &mut msg, ROUTE_UPGRADE_CONFIG);
     msg.finish(ctx);
     action
 }

@@ -268,6 +268,17 @@ async fn serve_until_idle<T: Transport>(
     };
     let parked = activity.parking.replace(false);
     result?;
+    // A stream switched protocols: hyper stopped after the `101`, and the connection (with
+    // any bytes hyper read past the request) goes to the stream's tunnel.
+    let handoff = activity.tunnel.take();
+    if let Some(handoff) = handoff {
+        let parts = conn.into_parts();
+        let mut io = parts.io.into_inner();
+        io.resume(&parts.read_buf);
+        let _ = handoff.io.send(Box::new(io));
+        let _ = handoff.closed.await;
+        return Ok(None);
+    }
     if !parked || !activity.between_requests() {
         // Done for good: hyper shut the socket (stopped for parking but not idle after
         // all, it left it open; it closes with the connection).

@@ -11,6 +11,9 @@ use wasmproxy_host::Headers;
 
 use crate::random::request_id;
 
+/// The connection's own headers, not passed on (the first two are, for an upgrade).
+const HOP_BY_HOP: &[&str] = &["connection", "upgrade", "keep-alive", "proxy-connection"];
+
 /// Envoy's headers an untrusted request may not bring (Envoy's `cleanInternalHeaders`).
 const UNTRUSTED: &[&str] = &[
     "x-envoy-internal",
@@ -51,14 +54,19 @@ pub struct Peer<'a> {
 }
 
 /// Prepares a request's headers as Envoy's connection manager does, and returns the
-/// client's address as it trusts it (`source.address`).
+/// client's address as it trusts it (`source.address`). `upgrade`: the request asks to
+/// upgrade, so its `connection` and `upgrade` go on to the upstream.
 pub fn prepare_request(
     config: &Forwarding,
     internal_only: &[String],
     node: &LocalNode,
     headers: &mut Headers,
     peer: &Peer<'_>,
+    upgrade: bool,
 ) -> SocketAddr {
+    for name in HOP_BY_HOP.iter().skip(if upgrade { 2 } else { 0 }) {
+        headers.remove(name.as_bytes());
+    }
     join_forwarded_for(headers);
     let hops = config.xff_num_trusted_hops;
     let (remote, allow_trusted) = if config.use_remote_address {

@@ -7,6 +7,7 @@ mod header_mutation;
 mod pump;
 pub mod route_table;
 mod router;
+pub mod upgrade;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -16,16 +17,19 @@ use bytes::Bytes;
 use http::{HeaderValue, Response};
 use http_body_util::Either;
 use hyper::body::{Body as _, Incoming};
+use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant as TokioInstant;
 use wasmproxy_config::model::{FailurePolicy, HttpConnectionManager};
 use wasmproxy_host::Headers;
 
 use crate::hcm::forwarding::{LocalNode, Peer, finish_response, prepare_request};
 use crate::hcm::route_table::RouteTable;
+use crate::hcm::upgrade::UpgradeRequest;
 use crate::hcm::router::{Downstream, Target, note_route};
 use crate::http::body::{Aborted, ProxyBody, ended_on_headers, whole, whole_without_length};
 use crate::http::convert;
 use crate::http::direction::Direction;
+use crate::http::downstream::TunnelHandoff;
 use crate::http::reply::{LocalReply, StreamReset, Verdict, is_grpc_request, local_reply_headers, make_grpc_reply};
 use crate::observe::stats::HttpStats;
 use crate::stream_info::response_flags::ResponseFlag;
@@ -46,6 +50,8 @@ struct ActiveStream {
     request_headers: Headers,
     /// The route table the stream started with, whatever RDS brings meanwhile.
     routes: Arc<RouteTable>,
+    /// The upgrade the client asked for, if any.
+    upgrade: Option<UpgradeRequest>,
     /// The response is not decided yet (dropped now, the client went away).
     deciding: bool,
 }
@@ -137,6 +143,8 @@ enum Processed {
     /// was decoded, it goes back through the response callbacks of the first `encoders`
     /// filters, as in Envoy; made in the response phase, through none.
     Reply { headers: Headers, body: Bytes, encoders: usize, grpc_status: Option<u32> },
+    /// The upstream switched protocols: the tunnel starts once the `101` is sent.
+    Upgraded(Headers, OnUpgrade),
     /// Reset the stream.
     Reset,
 }
@@ -157,6 +165,8 @@ fn as_grpc(request: &Headers, processed: Processed) -> Processed {
 enum ResponseBody {
     Whole(Bytes),
     Streaming(UpstreamBody),
+    /// None: the upstream switched protocols.
+    Upgraded(OnUpgrade),
 }
 
 /// An upstream response body still to stream.
@@ -180,7 +190,8 @@ impl Hcm {
         request: http::Request<Incoming>,
         connection: Rc<ConnectionInfo>,
     ) -> Result<Response<ProxyBody>, StreamReset> {
-        let (parts, mut incoming) = request.into_parts();
+        let (mut parts, mut incoming) = request.into_parts();
+        let upgrade = upgrade::requested(&mut parts);
         let http2 = parts.version == http::Version::HTTP_2;
         let scheme = if connection.tls.get().is_some() { "https" } else { "http" };
         let peer = Peer { address: connection.peer, scheme };
@@ -188,10 +199,11 @@ impl Hcm {
         let mut headers = convert::request_headers(&parts, scheme);
         let routes = self.routes.current();
         let forwarding = &self.config.forwarding;
-        let remote = prepare_request(forwarding, routes.internal_only_headers(), &self.node, &mut headers, &peer);
+        let internal_only = routes.internal_only_headers();
+        let remote = prepare_request(forwarding, internal_only, &self.node, &mut headers, &peer, upgrade.is_some());
         info.borrow_mut().downstream_remote = remote;
         let filters = StreamFilters { hcm: self, info, contexts: Vec::new() };
-        let mut stream = ActiveStream { filters, request_headers: headers, routes, deciding: true };
+        let mut stream = ActiveStream { filters, request_headers: headers, routes, upgrade, deciding: true };
         let processed = stream.process(&mut incoming).await;
         stream.deciding = false;
         let unread = !http2 && !incoming.is_end_stream();
@@ -203,6 +215,7 @@ impl Hcm {
                 stream.respond_whole(response_headers, body, unread)
             }
             Processed::Streaming(response_headers, upstream) => stream.respond_streaming(response_headers, upstream),
+            Processed::Upgraded(response_headers, upstream) => stream.respond_upgraded(response_headers, upstream),
             Processed::Reset => {
                 stream.end_now(None);
                 return Err(StreamReset);
@@ -311,6 +324,7 @@ impl ActiveStream {
         let response_ended = match &response {
             ResponseBody::Whole(body) => body.is_empty(),
             ResponseBody::Streaming(upstream) => upstream.body.is_end_stream(),
+            ResponseBody::Upgraded(_) => false,
         };
         if let Some(end) = self.filters.encode_headers(&mut response_headers, response_ended, encoders).await {
             return as_grpc(&self.request_headers, end);
@@ -319,6 +333,13 @@ impl ActiveStream {
         self.filters.info.borrow_mut().response_headers = Some(response_headers.clone());
         match response {
             ResponseBody::Streaming(upstream) => Processed::Streaming(response_headers, upstream),
+            // As Envoy's codec, an empty body chunk before the tunnel's bytes.
+            ResponseBody::Upgraded(upstream) => {
+                match self.filters.filter_chunk(Direction::Response, encoders, Bytes::new(), false).await {
+                    Ok(_) => Processed::Upgraded(response_headers, upstream),
+                    Err(end) => end,
+                }
+            }
             // A body held whole goes through the body callbacks once.
             ResponseBody::Whole(body) if body.is_empty() => Processed::Whole(response_headers, body),
             ResponseBody::Whole(body) => {
@@ -362,12 +383,27 @@ impl ActiveStream {
             let reply = LocalReply { status: 500, body: Vec::new(), headers: Headers::new(), grpc_status: None };
             return Err(hcm.reply(reply, 0, Direction::Request));
         }
+        if let Some(kind) = self.upgrade.as_ref().map(|u| u.kind.as_str())
+            && !upgrade::allowed(&hcm.config, routes.find(&self.request_headers).as_ref(), kind)
+        {
+            // As Envoy: refused before any filter, and the connection closes.
+            info.borrow_mut().response_code_details = "upgrade_failed".into();
+            let headers = Headers::from_pairs([("connection", "close")]);
+            let reply = LocalReply { status: 403, body: Vec::new(), headers, grpc_status: None };
+            return Err(hcm.reply(reply, 0, Direction::Request));
+        }
         if !hcm.filters.is_empty() {
             // Envoy picks the route as soon as a plugin asks for it (`xds.route_name`); the
             // router picks it again from the headers the filters leave.
             note_route(routes.find(&self.request_headers).as_ref(), &hcm.clusters, &info);
         }
-        if let Some(end) = self.filters.decode_headers(&mut self.request_headers, request_ended).await {
+        // An upgrading request goes on after its headers (its bytes come once the upstream
+        // switched), and, as from Envoy's codec, the filters get an empty body chunk.
+        let upgrading = self.upgrade.is_some();
+        if let Some(end) = self.filters.decode_headers(&mut self.request_headers, request_ended && !upgrading).await {
+            return Err(end);
+        }
+        if upgrading && let Err(end) = self.filters.filter_chunk(Direction::Request, hcm.filters.len(), Bytes::new(), false).await {
             return Err(end);
         }
         // The router picks the target; the request body then streams through the filters
@@ -449,6 +485,28 @@ impl ActiveStream {
                 cluster.stats().response_time(sent.elapsed(), external);
             }
             stream.end_now(Some(response_headers));
+        });
+        response
+    }
+
+    /// The upstream switched protocols: the `101` goes to the client (with its
+    /// `connection` and `upgrade`), and the tunnel runs on a task of its own once the
+    /// client's connection is handed over; the connection waits for it before it closes.
+    fn respond_upgraded(self, mut response_headers: Headers, upstream: OnUpgrade) -> Response<ProxyBody> {
+        let hcm = self.filters.hcm.clone();
+        hcm.finish_response(&self.request_headers, &mut response_headers);
+        let mut response = Response::new(whole(Bytes::new()));
+        *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+        *response.headers_mut() = convert::upgrade_response_header_map(&response_headers);
+        // hyper stops after the `101` (this connection does not serve upgrades itself) and
+        // the connection code hands the connection over.
+        let connection = self.filters.info.borrow().connection.clone();
+        let (io, downstream) = tokio::sync::oneshot::channel();
+        let (done, closed) = tokio::sync::oneshot::channel::<()>();
+        connection.activity.tunnel.replace(Some(TunnelHandoff { io, closed }));
+        tokio::task::spawn_local(async move {
+            self.tunnel(downstream, upstream, response_headers).await;
+            drop(done);
         });
         response
     }

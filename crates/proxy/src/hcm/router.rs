@@ -21,7 +21,7 @@ use crate::http::direction::Direction;
 use crate::http::reply::{reply_headers, status_headers};
 use crate::stream_info::StreamRef;
 use crate::stream_info::response_flags::ResponseFlag;
-use crate::upstream::cluster::{Cluster, Clusters};
+use crate::upstream::cluster::{Cluster, Clusters, Started};
 use crate::upstream::error::{UpstreamError, connect_failure_reason, upstream_error_reply};
 
 /// Where the router sends a request.
@@ -158,8 +158,14 @@ impl ActiveStream {
         // The route's response headers go on the upstream's answer and on the router's own
         // (a failure, a timeout), as in Envoy.
         Ok(match sent {
-            Ok((mut h, body)) => {
+            Ok(Started { headers: mut h, body, upgrade }) => {
                 info.borrow_mut().response_code_details = "via_upstream".into();
+                if let Some(switched) = upgrade.filter(|_| self.upgrade.is_some()) {
+                    // Envoy's router gives an upgraded stream, whose request has not ended,
+                    // no `x-envoy-upstream-service-time`.
+                    mutate_response(&mutations, &mut h, headers, &info.borrow());
+                    return Ok((h, ResponseBody::Upgraded(switched)));
+                }
                 let ms = started.elapsed().as_millis().to_string();
                 h.replace(b"x-envoy-upstream-service-time", ms.as_bytes());
                 mutate_response(&mutations, &mut h, headers, &info.borrow());

@@ -117,6 +117,18 @@ pub fn response_header_map(headers: &Headers, local: bool) -> http::HeaderMap {
     map
 }
 
+/// The headers of a `101` for hyper, in order, `connection` and `upgrade` kept (the
+/// client needs them); nothing about a body.
+pub fn upgrade_response_header_map(headers: &Headers) -> http::HeaderMap {
+    let mut map = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in valid_headers(headers) {
+        if name != http::header::TRANSFER_ENCODING && name != http::header::CONTENT_LENGTH {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
 /// Whether an HTTP/1 message's `connection` header names `close`.
 pub fn asks_to_close(headers: &http::HeaderMap) -> bool {
     headers

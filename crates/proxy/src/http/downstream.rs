@@ -46,6 +46,27 @@ pub struct Activity {
     /// hyper is giving the socket back (the connection parks): its shutdown leaves the
     /// socket open.
     pub parking: Cell<bool>,
+    /// A stream switched protocols: the connection goes to its tunnel once hyper is done.
+    pub tunnel: std::cell::RefCell<Option<TunnelHandoff>>,
+}
+
+/// A client connection as an upgraded stream's tunnel takes it over.
+pub trait TunnelIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> TunnelIo for T {}
+
+/// How a connection is handed to a tunnel, and how it learns the tunnel is over.
+pub struct TunnelHandoff {
+    /// Where the connection goes.
+    pub io: tokio::sync::oneshot::Sender<Box<dyn TunnelIo>>,
+    /// Closed when the tunnel ends.
+    pub closed: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl std::fmt::Debug for TunnelHandoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TunnelHandoff")
+    }
 }
 
 impl Activity {

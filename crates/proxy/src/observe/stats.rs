@@ -188,6 +188,10 @@ pub struct HttpStats {
     pub rq_direct_response: Counter,
     /// The router's: requests that reached it.
     pub router_rq_total: Counter,
+    /// Connections upgraded (WebSocket, ...).
+    pub cx_upgrades_total: Counter,
+    /// Upgraded connections open.
+    pub cx_upgrades_active: Gauge,
 }
 
 impl HttpStats {
@@ -203,6 +207,8 @@ impl HttpStats {
             &[("envoy_http_conn_manager_prefix", stat_prefix), ("envoy_listener_address", address)],
         );
         HttpStats {
+            cx_upgrades_total: http.counter("downstream_cx_upgrades_total"),
+            cx_upgrades_active: http.gauge("downstream_cx_upgrades_active"),
             cx_total: http.counter("downstream_cx_total"),
             cx_ssl_total: http.counter("downstream_cx_ssl_total"),
             cx_active: http.gauge("downstream_cx_active"),

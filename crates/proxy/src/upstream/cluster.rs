@@ -303,7 +303,7 @@ impl Cluster {
             http_body_util::Either::Right(streamed)
         };
         let exchange = async {
-            let (headers, body) = self.start(headers, body, content_length, None).await?;
+            let Started { headers, body, .. } = self.start(headers, body, content_length, None).await?;
             let collected = http_body_util::Limited::new(body, limit).collect().await.map_err(|e| {
                 if e.is::<http_body_util::LengthLimitError>() {
                     UpstreamError::ResponseTooLarge
@@ -355,7 +355,7 @@ impl Cluster {
         body: ProxyBody,
         whole_body: bool,
         info: Option<&StreamRef>,
-    ) -> Result<(Headers, Incoming), UpstreamError> {
+    ) -> Result<Started, UpstreamError> {
         let endpoint = self.pick()?;
         if let Some(info) = info {
             info.borrow_mut().upstream = Some(endpoint.addr());
@@ -413,9 +413,23 @@ impl Cluster {
             i.upstream_tls = connected.tls;
             i.upstream_responded = Some(i.since_start());
         }
-        let (parts, body) = response.into_parts();
-        Ok((convert::response_headers(parts.status, &parts.headers), body))
+        let (mut parts, body) = response.into_parts();
+        let upgrade = (parts.status == http::StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+            .flatten();
+        Ok(Started { headers: convert::response_headers(parts.status, &parts.headers), body, upgrade })
     }
+}
+
+/// An upstream's answer as it starts: its headers, its body to stream and, when it
+/// switched protocols (`101`), its connection to take over.
+pub struct Started {
+    /// The response headers.
+    pub headers: Headers,
+    /// The response body.
+    pub body: Incoming,
+    /// The upgraded connection, once hyper hands it over.
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 /// Whether the router counts a request as external (Envoy: not `x-envoy-internal: true`;

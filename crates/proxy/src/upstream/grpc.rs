@@ -266,7 +266,7 @@ pub async fn stream(
         let started = std::time::Instant::now();
         let (mut response_headers, mut body) =
             match cluster.start(&headers, http_body_util::Either::Right(body), false, None).await {
-                Ok(r) => r,
+                Ok(started) => (started.headers, started.body),
                 Err(e) => {
                     let (code, text) = failure_status(&e);
                     sink(Event::Close(code, text));

@@ -157,7 +157,8 @@ impl EndpointPool {
         let (io, local) = self.connect(host).await?;
         let (sender, connection) = http1::handshake(io).await.map_err(|e| SendError::Connect(e.to_string()))?;
         self.stats.cx_http1_total.inc();
-        self.run(connection, "HTTP/1.1");
+        // A `101` hands the connection over to the stream that asked for it.
+        self.run(connection.with_upgrades(), "HTTP/1.1");
         Ok((sender, local))
     }
 
