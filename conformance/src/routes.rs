@@ -8,7 +8,33 @@ use crate::scenario::{Scenario, probe_config};
 
 /// Every routing scenario.
 pub fn scenarios() -> Vec<Scenario> {
-    vec![header_mutations(), websocket()]
+    vec![header_mutations(), websocket(), grpc_match()]
+}
+
+/// `match.grpc`: a route only gRPC requests take (`content-type: application/grpc`, or
+/// `application/grpc+proto`); others fall to the next route.
+fn grpc_match() -> Scenario {
+    let routes = r#"              - match: { prefix: /pkg.Echo/, grpc: {} }
+                route: { cluster: grpc }
+              - match: { prefix: /pkg.Echo/ }
+                direct_response: { status: 200, body: { inline_string: "not grpc" } }
+              - match: { prefix: / }
+                name: upstream_route
+"#;
+    let config = crate::scenario::bootstrap("", "")
+        .replacen("              - match: { prefix: / }\n                name: upstream_route\n", routes, 1);
+    crate::scenarios::s(
+        "route_match_grpc",
+        "match.grpc: gRPC requests (over HTTP/1.1 and HTTP/2, application/grpc+proto) take the route, others not",
+        config,
+        vec![
+            crate::scenarios::grpc("/pkg.Echo/Say").h2(),
+            crate::scenarios::grpc("/pkg.Echo/Say"),
+            Request::post("/pkg.Echo/Say", "\0\0\0\0\0").header("content-type", "application/grpc+proto").h2(),
+            Request::post("/pkg.Echo/Say", "\0\0\0\0\0").header("content-type", "application/grpc-web").h2(),
+            Request::get("/pkg.Echo/Say"),
+        ],
+    )
 }
 
 /// WebSocket over HTTP/1.1: enabled on the connection manager, disabled on one route and

@@ -428,7 +428,7 @@ fn bodies() -> Vec<Scenario> {
 
 /// A unary gRPC request (over HTTP/1.1 unless made `.h2()`): POST, `application/grpc`, an
 /// empty message.
-fn grpc(path: &str) -> Request {
+pub(crate) fn grpc(path: &str) -> Request {
     Request::post(path, "\0\0\0\0\0").header("content-type", "application/grpc").header("te", "trailers")
 }
 

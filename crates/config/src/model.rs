@@ -898,6 +898,8 @@ pub struct RouteMatch {
     pub headers: Vec<HeaderMatcher>,
     /// `query_parameters`.
     pub query_parameters: Vec<QueryParameterMatcher>,
+    /// `grpc`: only gRPC requests (`content-type: application/grpc[+...]`).
+    pub grpc: bool,
 }
 
 /// How a route matches the path (without the query string).

@@ -256,8 +256,10 @@ fn read_route_match(ctx: &mut Ctx, field: &Field<'_>) -> Option<RouteMatch> {
     let headers = headers.iter().filter_map(|h| read_header_matcher(ctx, h)).collect();
     let params = msg.get(ctx, "query_parameters").map(|f| f.list()).unwrap_or_default();
     let query_parameters = params.iter().filter_map(|q| read_query_parameter_matcher(ctx, q)).collect();
+    // `GrpcRouteMatchOptions` has no field.
+    let grpc = msg.get(ctx, "grpc").and_then(|f| f.message(ctx, &[])).map(|m| m.finish(ctx)).is_some();
     msg.finish(ctx);
-    Some(RouteMatch { path: path?, case_sensitive, headers, query_parameters })
+    Some(RouteMatch { path: path?, case_sensitive, headers, query_parameters, grpc })
 }
 
 /// A `RegexMatcher`: its `regex`, checked. The deprecated `google_re2` (RE2 is the only engine)

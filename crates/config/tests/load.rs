@@ -80,6 +80,7 @@ fn rust_sdk_example_shape() {
                         case_sensitive: true,
                         headers: vec![],
                         query_parameters: vec![],
+                        grpc: false,
                     },
                     action: forward("httpbin", Some(Duration::from_secs(15))),
                     metadata: Metadata::default(),
@@ -191,6 +192,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                     },
                     QueryParameterMatcher { name: "verbose".into(), value: ValueMatch::Present },
                 ],
+                grpc: false,
             },
             action: RouteAction::Forward(ForwardAction {
                 cluster: "users".into(),

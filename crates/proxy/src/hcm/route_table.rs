@@ -11,6 +11,7 @@ use wasmproxy_config::model::{
 };
 use wasmproxy_host::Headers;
 
+use crate::http::reply::is_grpc_request;
 use crate::stream_info::metadata::{MetadataAttributes, RouteAttributes};
 
 /// A route that matched a request.
@@ -50,6 +51,7 @@ struct Route {
     case_sensitive: bool,
     headers: Vec<(HeaderMatcher, Option<Regex>)>,
     query: Vec<(QueryParameterMatcher, Option<Regex>)>,
+    grpc: bool,
     action: RouteAction,
     mutations: HeaderLevels,
 }
@@ -143,6 +145,7 @@ impl RouteTable {
                     case_sensitive: r.matcher.case_sensitive,
                     headers,
                     query,
+                    grpc: r.matcher.grpc,
                     action: r.action.clone(),
                 });
             }
@@ -204,6 +207,7 @@ impl Route {
             CompiledPath::Regex(re) => re.is_match(path),
         };
         path_ok
+            && (!self.grpc || is_grpc_request(headers))
             && self.headers.iter().all(|(m, re)| {
                 let value = headers.get(m.name.as_bytes()).map(|v| String::from_utf8_lossy(v).into_owned());
                 value_matches(&m.value, re.as_ref(), value.as_deref()) != m.invert
@@ -234,7 +238,7 @@ mod tests {
     fn route(path: PathMatch, status: u16) -> RouteCfg {
         RouteCfg {
             name: String::new(),
-            matcher: RouteMatch { path, case_sensitive: true, headers: vec![], query_parameters: vec![] },
+            matcher: RouteMatch { path, case_sensitive: true, headers: vec![], query_parameters: vec![], grpc: false },
             action: direct(status),
             metadata: Default::default(),
             headers: Default::default(),
