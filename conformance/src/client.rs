@@ -377,7 +377,10 @@ async fn upgrade(addr: SocketAddr, request: &Request, kind: &str, messages: &[&s
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let mut head = format!("GET {} HTTP/1.1\r\nhost: conformance.test\r\nconnection: upgrade\r\nupgrade: {kind}\r\n", request.path);
+        let mut head = format!(
+            "GET {} HTTP/1.1\r\nhost: conformance.test\r\nconnection: upgrade\r\nupgrade: {kind}\r\n",
+            request.path
+        );
         for (k, v) in &request.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }

@@ -20,12 +20,15 @@ pub const UPSTREAM: &[(&str, &str)] =
 /// only if it is a UUID).
 pub fn header_line(list: &[(&str, &str)], name: &str, value: &[u8]) -> String {
     let value = String::from_utf8_lossy(value);
-    let made = name != "x-request-id" || UUID.is_match(&value);
-    if list.iter().any(|(n, _)| *n == name) && made {
-        format!("{name}: <varies>")
-    } else {
-        format!("{name}: {value}")
+    if name == "x-envoy-expected-rq-timeout-ms"
+        && let Ok(ms) = value.parse::<u64>()
+        && ms >= 1000
+    {
+        // A retry is told the time left: to the nearest 100 ms.
+        return format!("{name}: {}", (ms + 50) / 100 * 100);
     }
+    let made = name != "x-request-id" || UUID.is_match(&value);
+    if list.iter().any(|(n, _)| *n == name) && made { format!("{name}: <varies>") } else { format!("{name}: {value}") }
 }
 
 static UUID: LazyLock<Regex> = LazyLock::new(|| {
@@ -85,6 +88,10 @@ pub fn reasons() -> Vec<(String, &'static str)> {
     for (name, why) in UPSTREAM {
         out.push((format!("upstream request header `{name}`"), *why));
     }
+    out.push((
+        "upstream request header `x-envoy-expected-rq-timeout-ms` of 1 s or more, to the nearest 100 ms".into(),
+        "a retry is told the time left, which depends on how long the tries before it took".into(),
+    ));
     out.push(("UUIDs in plugin log lines".into(), "request ids a plugin logs are random"));
     out.push(("HTTP dates and `x-envoy-upstream-service-time` values in plugin log lines".into(), "times"));
     out.push((

@@ -8,7 +8,69 @@ use crate::scenario::{Scenario, probe_config};
 
 /// Every routing scenario.
 pub fn scenarios() -> Vec<Scenario> {
-    vec![header_mutations(), websocket(), grpc_match()]
+    vec![header_mutations(), websocket(), grpc_match(), retries()]
+}
+
+/// `retry_policy` on a virtual host and on routes: an upstream that fails twice then
+/// answers, one that keeps failing, a status the policy does not retry, a connection
+/// refused, retriable status codes, per-try timeouts, a body sent again; what the client,
+/// the upstream (every try) and a plugin (`response.flags`, details) see, and the
+/// cluster's retry stats.
+fn retries() -> Scenario {
+    let vhost = r#"              domains: ["*"]
+              retry_policy: { retry_on: gateway-error, num_retries: 2, retry_back_off: { base_interval: 0.005s } }
+"#;
+    let routes = r#"              - match: { prefix: /flaky/2/ }
+                route:
+                  cluster: upstream
+                  retry_policy: { retry_on: "5xx,reset", num_retries: 3, retry_back_off: { base_interval: 0.005s } }
+              - match: { prefix: /codes/ }
+                route:
+                  cluster: upstream
+                  prefix_rewrite: /status/
+                  retry_policy: { retry_on: retriable-status-codes, retriable_status_codes: [418] }
+              - match: { prefix: /slow }
+                route:
+                  cluster: upstream
+                  prefix_rewrite: /sleep
+                  timeout: 2s
+                  retry_policy: { retry_on: 5xx, num_retries: 1, per_try_timeout: 0.1s }
+              - match: { prefix: /refused }
+                route:
+                  cluster: closed
+                  retry_policy: { retry_on: connect-failure, num_retries: 1 }
+              - match: { prefix: / }
+                name: upstream_route
+"#;
+    let probe = crate::scenario::probe(
+        "probe",
+        json!({"phases": {"log": [["get_property", "response.flags"], ["get_property", "response.code_details"]]}}),
+    );
+    let config = crate::scenario::bootstrap("", &probe)
+        .replacen("              domains: [\"*\"]\n", vhost, 1)
+        .replacen("              - match: { prefix: / }\n                name: upstream_route\n", routes, 1);
+    let scenario = crate::scenarios::s(
+        "route_retries",
+        "retry_policy: retries on 5xx, gateway errors, connection failures, retriable status codes and per-try \
+         timeouts; the retry limit (URX), the body sent again, the cluster's retry stats",
+        config,
+        vec![
+            Request::get("/flaky/2/a"),
+            Request::get("/flaky/5/b"),
+            Request::get("/status/500"),
+            Request::post("/flaky/1/with-body", "the body, twice"),
+            Request::get("/codes/418"),
+            Request::get("/slow"),
+            Request::get("/refused"),
+        ],
+    );
+    Scenario {
+        stats: &[
+            r"cluster\.(upstream|closed)\.upstream_rq_(retry|retry_success|retry_limit_exceeded|retry_overflow|per_try_timeout|timeout|total):",
+            r"cluster\.(upstream|closed)\.upstream_rq_(200|503|504|418|500):",
+        ],
+        ..scenario
+    }
 }
 
 /// `match.grpc`: a route only gRPC requests take (`content-type: application/grpc`, or
@@ -21,8 +83,11 @@ fn grpc_match() -> Scenario {
               - match: { prefix: / }
                 name: upstream_route
 "#;
-    let config = crate::scenario::bootstrap("", "")
-        .replacen("              - match: { prefix: / }\n                name: upstream_route\n", routes, 1);
+    let config = crate::scenario::bootstrap("", "").replacen(
+        "              - match: { prefix: / }\n                name: upstream_route\n",
+        routes,
+        1,
+    );
     crate::scenarios::s(
         "route_match_grpc",
         "match.grpc: gRPC requests (over HTTP/1.1 and HTTP/2, application/grpc+proto) take the route, others not",
@@ -63,8 +128,11 @@ fn websocket() -> Scenario {
             "log": [["get_property", "response.code"]],
         }}),
     );
-    let config = crate::scenario::bootstrap_hcm("", hcm, &filters)
-        .replacen("              - match: { prefix: / }\n                name: upstream_route\n", routes, 1);
+    let config = crate::scenario::bootstrap_hcm("", hcm, &filters).replacen(
+        "              - match: { prefix: / }\n                name: upstream_route\n",
+        routes,
+        1,
+    );
     let scenario = crate::scenarios::s(
         "websocket_upgrades",
         "HTTP/1.1 upgrades: upgrade_configs on the connection manager and on routes, bytes both ways",

@@ -61,6 +61,7 @@ impl Upstream {
 
     /// What it received since the last call, one text block per request.
     pub fn take(&self) -> Vec<String> {
+        FLAKY_SEEN.lock().unwrap_or_else(|e| e.into_inner()).clear();
         std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
@@ -146,7 +147,12 @@ fn accept_upgrade(kind: http::HeaderValue, upgrade: hyper::upgrade::OnUpgrade) -
         .unwrap_or_default()
 }
 
-/// Answers by path: `/status/N` with status N, `/chunks` in three chunks 50 ms apart,
+/// Requests seen per `/flaky/` path since the last [`Upstream::take`].
+static FLAKY_SEEN: std::sync::LazyLock<Mutex<std::collections::HashMap<String, u32>>> =
+    std::sync::LazyLock::new(Mutex::default);
+
+/// Answers by path: `/status/N` with status N, `/flaky/<n>/...` with 503 for its first n
+/// requests then 200, `/chunks` in three chunks 50 ms apart,
 /// `/trailers` with response trailers, `/sleep` after 300 ms, `/big` with 64 KiB, `/echo`
 /// with the request body, `/modules/<build>/<file>` with a test plugin (see [`module`]);
 /// anything else with a small fixed body.
@@ -187,6 +193,18 @@ async fn respond(path: &str, request_body: &Bytes) -> http::Response<Body> {
             },
             _ => builder.status(404).body(full(Bytes::from("no such module"))),
         },
+        p if p.starts_with("/flaky/") => {
+            // `/flaky/<n>/...`: 503 for the first n requests to the path, then 200.
+            let failures: u32 = p["/flaky/".len()..].split('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let seen = {
+                let mut counts = FLAKY_SEEN.lock().unwrap_or_else(|e| e.into_inner());
+                let count = counts.entry(p.to_string()).or_insert(0);
+                *count += 1;
+                *count
+            };
+            let status = if seen <= failures { 503 } else { 200 };
+            builder.status(status).body(full(Bytes::from(format!("try {seen}: {status}"))))
+        }
         p if p.starts_with("/status/") => {
             let status: u16 = p["/status/".len()..].parse().unwrap_or(200);
             builder.status(status).body(full(Bytes::from(format!("status {status}"))))

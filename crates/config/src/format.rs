@@ -190,7 +190,7 @@ mod tests {
                 Piece::Text(" b".into()),
             ]
         );
-                let e = parse("%NOPE%").expect_err("unknown");
+        let e = parse("%NOPE%").expect_err("unknown");
         assert!(e.contains("%NOPE% is not supported"), "{e}");
         assert!(parse("%REQ(X%").is_err());
         assert_eq!(parse("50%% off"), Ok(vec![Piece::Text("50% off".into())]));

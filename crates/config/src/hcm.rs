@@ -5,8 +5,8 @@ use std::time::Duration;
 use crate::access_log::read_access_logs;
 use crate::config_source::read_config_source;
 use crate::model::{
-    CodecType, DiscoveredFilter, ExtensionConfig, FilterKind, Forwarding, HttpConnectionManager, HttpFilter,
-    RdsSource, RouteConfig, ServerHeader, Upgrade, WasmPlugin,
+    CodecType, DiscoveredFilter, ExtensionConfig, FilterKind, Forwarding, HttpConnectionManager, HttpFilter, RdsSource,
+    RouteConfig, ServerHeader, Upgrade, WasmPlugin,
 };
 use crate::reader::{AnyValue, Ctx, Field, Msg, type_error};
 use crate::route::read_route_config;

@@ -76,7 +76,8 @@ fn read_header_value_option(ctx: &mut Ctx, field: &Field<'_>) -> Option<HeaderTo
     if let (Some(_), Some(a)) = (&append, &action) {
         a.error(ctx, "Both append and append_action are set and it's not allowed");
     }
-    let action = match (append.and_then(|f| f.bool_value(ctx)), action.and_then(|f| f.enumeration(ctx, APPEND_ACTION))) {
+    let action = match (append.and_then(|f| f.bool_value(ctx)), action.and_then(|f| f.enumeration(ctx, APPEND_ACTION)))
+    {
         (_, Some(a)) => a,
         (Some(false), None) => AppendAction::OverwriteIfExistsOrAdd,
         _ => AppendAction::AppendIfExistsOrAdd,

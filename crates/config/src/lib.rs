@@ -51,6 +51,7 @@ pub mod model;
 mod protobuf;
 mod reader;
 mod resources;
+mod retry;
 mod route;
 pub mod struct_value;
 mod tls;

@@ -870,6 +870,8 @@ pub struct VirtualHost {
     pub metadata: Metadata,
     /// The headers added and removed for its routes.
     pub headers: HeaderMutations,
+    /// `retry_policy`, for routes without one.
+    pub retry_policy: Option<RetryPolicy>,
 }
 
 /// A route.
@@ -1001,6 +1003,80 @@ pub struct ForwardAction {
     /// `upgrade_configs`: per upgrade type, allowed or not on this route (overriding the
     /// connection manager's).
     pub upgrades: Vec<Upgrade>,
+    /// `retry_policy` (else the virtual host's).
+    pub retry_policy: Option<RetryPolicy>,
+}
+
+/// `retry_policy`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// `retry_on`.
+    pub retry_on: RetryOn,
+    /// `num_retries` (default 1).
+    pub num_retries: u32,
+    /// `per_try_timeout` (none: each try may take the route's whole timeout).
+    pub per_try_timeout: Option<Duration>,
+    /// `retriable_status_codes`, for `retriable-status-codes`.
+    pub retriable_status_codes: Vec<u16>,
+    /// `retry_back_off`: base and maximum interval (default 25 ms and ten times the base).
+    pub back_off: (Duration, Duration),
+    /// `retry_host_predicate` with `previous_hosts`: a try goes to an endpoint not tried yet.
+    pub previous_hosts: bool,
+    /// `host_selection_retry_max_attempts`: how many times the endpoint is picked again
+    /// to find one not tried (default 1).
+    pub host_selection_retry_max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retry_on: RetryOn::default(),
+            num_retries: 1,
+            per_try_timeout: None,
+            retriable_status_codes: Vec::new(),
+            back_off: (Duration::from_millis(25), Duration::from_millis(250)),
+            previous_hosts: false,
+            host_selection_retry_max_attempts: 1,
+        }
+    }
+}
+
+/// The conditions of `retry_on`, as bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryOn(pub u32);
+
+impl RetryOn {
+    /// `5xx`: a 5xx answer, or none (a reset, a connection failure, a per-try timeout).
+    pub const FIVE_XX: u32 = 1;
+    /// `gateway-error`: 502, 503, 504, or no answer.
+    pub const GATEWAY_ERROR: u32 = 1 << 1;
+    /// `reset`: no answer.
+    pub const RESET: u32 = 1 << 2;
+    /// `connect-failure`: no connection.
+    pub const CONNECT_FAILURE: u32 = 1 << 3;
+    /// `retriable-4xx`: 409.
+    pub const RETRIABLE_4XX: u32 = 1 << 4;
+    /// `refused-stream`: an HTTP/2 `REFUSED_STREAM`.
+    pub const REFUSED_STREAM: u32 = 1 << 5;
+    /// `retriable-status-codes`: the policy's (and `x-envoy-retriable-status-codes`).
+    pub const RETRIABLE_STATUS_CODES: u32 = 1 << 6;
+    /// `envoy-ratelimited`: an answer with `x-envoy-ratelimited`.
+    pub const ENVOY_RATELIMITED: u32 = 1 << 7;
+    /// gRPC `cancelled` (1) in the response headers.
+    pub const GRPC_CANCELLED: u32 = 1 << 8;
+    /// gRPC `deadline-exceeded` (4).
+    pub const GRPC_DEADLINE_EXCEEDED: u32 = 1 << 9;
+    /// gRPC `internal` (13).
+    pub const GRPC_INTERNAL: u32 = 1 << 10;
+    /// gRPC `resource-exhausted` (8).
+    pub const GRPC_RESOURCE_EXHAUSTED: u32 = 1 << 11;
+    /// gRPC `unavailable` (14).
+    pub const GRPC_UNAVAILABLE: u32 = 1 << 12;
+
+    /// Whether any of `bits` is set.
+    pub fn any(self, bits: u32) -> bool {
+        self.0 & bits != 0
+    }
 }
 
 /// `redirect`.

@@ -10,6 +10,7 @@ use crate::model::{
     RouteMatch, ValueMatch, VirtualHost,
 };
 use crate::reader::{Ctx, Field, Msg};
+use crate::retry::read_retry_policy;
 use crate::wasm::{DataSource, read_data_source};
 
 const ROUTE_CONFIGURATION: &[&str] = &[
@@ -208,8 +209,9 @@ fn read_virtual_host(ctx: &mut Ctx, field: &Field<'_>) -> Option<VirtualHost> {
     let routes = routes.iter().filter_map(|r| read_route(ctx, r)).collect();
     let metadata = msg.get(ctx, "metadata").map(|f| read_metadata(ctx, &f)).unwrap_or_default();
     let headers = read_header_mutations(ctx, &mut msg);
+    let retry_policy = msg.get(ctx, "retry_policy").and_then(|f| read_retry_policy(ctx, &f));
     msg.finish(ctx);
-    Some(VirtualHost { name, domains, routes, metadata, headers })
+    Some(VirtualHost { name, domains, routes, metadata, headers, retry_policy })
 }
 
 fn read_route(ctx: &mut Ctx, field: &Field<'_>) -> Option<Route> {
@@ -395,6 +397,7 @@ fn read_forward(ctx: &mut Ctx, field: &Field<'_>) -> ForwardAction {
         host_rewrite_literal: None,
         timeout: None,
         upgrades: Vec::new(),
+        retry_policy: None,
     };
     let Some(mut msg) = field.message(ctx, ROUTE_ACTION) else { return action };
     let specifiers = [
@@ -418,6 +421,7 @@ fn read_forward(ctx: &mut Ctx, field: &Field<'_>) -> ForwardAction {
     let timeout = msg.get(ctx, "timeout").and_then(|f| f.duration(ctx)).unwrap_or(DEFAULT_ROUTE_TIMEOUT);
     action.timeout = (!timeout.is_zero()).then_some(timeout);
     action.upgrades = crate::hcm::read_upgrades(ctx, &mut msg, ROUTE_UPGRADE_CONFIG);
+    action.retry_policy = msg.get(ctx, "retry_policy").and_then(|f| read_retry_policy(ctx, &f));
     msg.finish(ctx);
     action
 }

@@ -638,3 +638,31 @@ fn route_header_mutations_are_checked() {
         "not used by route header mutations (Envoy adds nothing for it); use value",
     );
 }
+
+#[test]
+fn retry_policies_are_checked() {
+    let route = "route: { cluster: backend }";
+    let with = |policy: &str| errors(&[(route, &format!("route: {{ cluster: backend, retry_policy: {policy} }}"))]);
+    let at = format!("{HCM}.route_config.virtual_hosts[0].routes[0].route.retry_policy");
+    let e = with("{ retry_on: \"5xx,sometimes\" }");
+    assert!(
+        e[0].starts_with(&format!("{at}.retry_on: \"sometimes\" is not a retry condition wasmproxy knows")),
+        "{e:?}"
+    );
+    let e = with("{ retry_on: 5xx, retry_back_off: { base_interval: 1s, max_interval: 0.5s } }");
+    assert!(
+        e[0].starts_with(&format!("{at}.retry_back_off.max_interval: must not be less than base_interval")),
+        "{e:?}"
+    );
+    let e = with(
+        "{ retry_on: 5xx, retry_host_predicate: [{ name: x, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.retry.host.omit_canary_hosts.v3.OmitCanaryHostsPredicate } }] }",
+    );
+    assert!(e[0].contains("retry host predicate envoy.extensions.retry.host.omit_canary_hosts.v3.OmitCanaryHostsPredicate is not supported by wasmproxy"), "{e:?}");
+    let e = with("{ retry_on: 5xx, retriable_headers: [{ name: x }] }");
+    assert!(e[0].starts_with(&format!("{at}.retriable_headers: not supported by wasmproxy")), "{e:?}");
+    let good = config(&[(
+        route,
+        "route: { cluster: backend, retry_policy: { retry_on: \"connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes\", num_retries: 2, retriable_status_codes: [503], per_try_timeout: 1s, retry_host_predicate: [{ name: envoy.retry_host_predicates.previous_hosts, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate } }], host_selection_retry_max_attempts: 3 } }",
+    )]);
+    load_str(&good, Path::new("/etc/wasmproxy")).unwrap_or_else(|e| panic!("{e}"));
+}

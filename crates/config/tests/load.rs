@@ -46,6 +46,7 @@ fn forward(cluster: &str, timeout: Option<Duration>) -> RouteAction {
         host_rewrite_literal: None,
         timeout,
         upgrades: vec![],
+        retry_policy: None,
     })
 }
 
@@ -88,6 +89,7 @@ fn rust_sdk_example_shape() {
                 }],
                 metadata: Metadata::default(),
                 headers: Default::default(),
+                retry_policy: None,
             }],
             ..Default::default()
         }
@@ -200,6 +202,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 host_rewrite_literal: Some("users.internal".into()),
                 timeout: Some(Duration::from_millis(250)),
                 upgrades: vec![],
+                retry_policy: None,
             }),
             metadata: Metadata::default(),
             headers: Default::default(),
@@ -332,6 +335,7 @@ fn json_with_camel_case_names() {
             host_rewrite_literal: Some("json.internal".into()),
             timeout: Some(Duration::from_secs(15)),
             upgrades: vec![],
+            retry_policy: None,
         })
     );
     assert_eq!(routes[1].action, RouteAction::DirectResponse { status: 418, body: Some(b"short and stout".to_vec()) });

@@ -5,6 +5,7 @@ pub mod connection;
 pub mod forwarding;
 mod header_mutation;
 mod pump;
+mod retry;
 pub mod route_table;
 mod router;
 pub mod upgrade;
@@ -24,8 +25,8 @@ use wasmproxy_host::Headers;
 
 use crate::hcm::forwarding::{LocalNode, Peer, finish_response, prepare_request};
 use crate::hcm::route_table::RouteTable;
-use crate::hcm::upgrade::UpgradeRequest;
 use crate::hcm::router::{Downstream, Target, note_route};
+use crate::hcm::upgrade::UpgradeRequest;
 use crate::http::body::{Aborted, ProxyBody, ended_on_headers, whole, whole_without_length};
 use crate::http::convert;
 use crate::http::direction::Direction;
@@ -403,7 +404,10 @@ impl ActiveStream {
         if let Some(end) = self.filters.decode_headers(&mut self.request_headers, request_ended && !upgrading).await {
             return Err(end);
         }
-        if upgrading && let Err(end) = self.filters.filter_chunk(Direction::Request, hcm.filters.len(), Bytes::new(), false).await {
+        if upgrading
+            && let Err(end) =
+                self.filters.filter_chunk(Direction::Request, hcm.filters.len(), Bytes::new(), false).await
+        {
             return Err(end);
         }
         // The router picks the target; the request body then streams through the filters
@@ -417,10 +421,10 @@ impl ActiveStream {
                 }
                 Ok((h, ResponseBody::Whole(body)))
             }
-            Target::Upstream { cluster, timeout, mutations } => {
+            Target::Upstream { cluster, timeout, mutations, retries } => {
                 let http1 = info.borrow().protocol != "HTTP/2";
                 let downstream = Downstream { incoming, http1, ended: request_ended };
-                self.forward(downstream, cluster, timeout, mutations).await
+                self.forward(downstream, cluster, timeout, mutations, retries).await
             }
         }
     }

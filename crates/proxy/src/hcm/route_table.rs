@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::matcher::{value_matches, whole_regex};
 use regex::Regex;
 use wasmproxy_config::model::{
-    HeaderMatcher, HeaderMutations, PathMatch, QueryParameterMatcher, RouteAction, RouteConfig, ValueMatch,
+    HeaderMatcher, HeaderMutations, PathMatch, QueryParameterMatcher, RetryPolicy, RouteAction, RouteConfig, ValueMatch,
 };
 use wasmproxy_host::Headers;
 
@@ -24,6 +24,8 @@ pub struct Matched<'a> {
     pub attributes: &'a Arc<RouteAttributes>,
     /// The headers it adds and removes, level by level in the order they apply.
     pub headers: &'a HeaderLevels,
+    /// Its retry policy (else its virtual host's).
+    pub retry_policy: Option<&'a RetryPolicy>,
 }
 
 /// The header mutations of a route, its virtual host and its route configuration, in the
@@ -54,6 +56,7 @@ struct Route {
     grpc: bool,
     action: RouteAction,
     mutations: HeaderLevels,
+    retry_policy: Option<Arc<RetryPolicy>>,
 }
 
 enum CompiledPath {
@@ -138,7 +141,12 @@ impl RouteTable {
                     levels.reverse();
                 }
                 let mutations = levels.into_iter().filter(|l| !l.is_empty()).collect();
+                let retry_policy = match &r.action {
+                    RouteAction::Forward(f) => f.retry_policy.as_ref().or(vh.retry_policy.as_ref()),
+                    _ => None,
+                };
                 v.routes.push(Route {
+                    retry_policy: retry_policy.cloned().map(Arc::new),
                     mutations,
                     attributes: Arc::new(attributes),
                     path,
@@ -174,7 +182,13 @@ impl RouteTable {
             CompiledPath::Prefix(p) | CompiledPath::Exact(p) => p.len(),
             CompiledPath::Regex(_) => 0,
         };
-        Some(Matched { action: &route.action, matched_len, attributes: &route.attributes, headers: &route.mutations })
+        Some(Matched {
+            action: &route.action,
+            matched_len,
+            attributes: &route.attributes,
+            headers: &route.mutations,
+            retry_policy: route.retry_policy.as_deref(),
+        })
     }
 
     fn vhost(&self, host: &str) -> Option<&VirtualHost> {
@@ -252,6 +266,7 @@ mod tests {
             routes,
             metadata: Default::default(),
             headers: Default::default(),
+            retry_policy: None,
         };
         let mut with_header = route(PathMatch::Prefix("/".into()), 201);
         with_header.matcher.headers.push(HeaderMatcher {

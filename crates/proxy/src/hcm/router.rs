@@ -2,6 +2,7 @@
 //! direct response, a redirect), the rewrites Envoy's router makes, and the exchange with
 //! the upstream while the request body streams through the filters.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -13,12 +14,13 @@ use wasmproxy_config::model::{RedirectAction, RouteAction};
 use wasmproxy_host::Headers;
 
 use crate::hcm::header_mutation::{mutate_local_reply, mutate_request, mutate_response};
+use crate::hcm::retry::{self, Deadline, Replay, Retries, TryContext, keep_for_retries};
 use crate::hcm::route_table::{HeaderLevels, Matched, RouteTable};
 use crate::hcm::{ActiveStream, Hcm, Processed, ResponseBody, UpstreamBody};
-use crate::http::body::whole;
 use crate::http::convert;
 use crate::http::direction::Direction;
 use crate::http::reply::{reply_headers, status_headers};
+use crate::limits::BUFFER_LIMIT_BYTES;
 use crate::stream_info::StreamRef;
 use crate::stream_info::response_flags::ResponseFlag;
 use crate::upstream::cluster::{Cluster, Clusters, Started};
@@ -27,7 +29,7 @@ use crate::upstream::error::{UpstreamError, connect_failure_reason, upstream_err
 /// Where the router sends a request.
 pub(super) enum Target {
     Local(Headers, Bytes),
-    Upstream { cluster: Rc<Cluster>, timeout: Option<Duration>, mutations: HeaderLevels },
+    Upstream { cluster: Rc<Cluster>, timeout: Option<Duration>, mutations: HeaderLevels, retries: Option<Retries> },
 }
 
 /// The downstream side of a request being forwarded: its body still to read, whether the
@@ -80,6 +82,7 @@ impl Hcm {
                     return Target::Local(status_headers(503), Bytes::new());
                 };
                 let matched_len = m.matched_len;
+                let retries = Retries::new(m.retry_policy, headers);
                 let timeout = timeout_from_headers(f.timeout, headers);
                 // As Envoy's route entry: the headers first, then the rewrites.
                 mutate_request(m.headers, headers, &info.borrow());
@@ -96,11 +99,16 @@ impl Hcm {
                     }
                     headers.replace(b":authority", host.as_bytes());
                 }
-                // Envoy's router tells the upstream how long it will wait.
-                if let Some(t) = timeout {
+                // Envoy's router tells the upstream how long it will wait (for one try).
+                let per_try = m.retry_policy.and_then(|p| p.per_try_timeout);
+                let expected = match (per_try, timeout) {
+                    (Some(p), Some(t)) => Some(p.min(t)),
+                    (p, t) => p.or(t),
+                };
+                if let Some(t) = expected {
                     headers.replace(b"x-envoy-expected-rq-timeout-ms", t.as_millis().to_string().as_bytes());
                 }
-                Target::Upstream { cluster, timeout, mutations: m.headers.clone() }
+                Target::Upstream { cluster, timeout, mutations: m.headers.clone(), retries }
             }
         }
     }
@@ -117,13 +125,25 @@ impl ActiveStream {
         cluster: Rc<Cluster>,
         timeout: Option<Duration>,
         mutations: HeaderLevels,
+        retries: Option<Retries>,
     ) -> Result<(Headers, ResponseBody), Processed> {
         let started = Instant::now();
-        let (tx, body) = if request.ended && cluster.http2() {
-            // As Envoy: the HTTP/2 request ends on its headers, without a length.
-            (None, crate::http::body::ended_on_headers(true))
-        } else if request.ended {
-            (None, whole(Bytes::new()))
+        // A request that may be retried keeps its body (up to the buffer limit) as the
+        // first try sends it.
+        let replay = Rc::new(RefCell::new(Replay::default()));
+        let (tx, body) = if request.ended {
+            // As Envoy: an HTTP/2 request ends on its headers, without a length.
+            (None, crate::http::body::ended_on_headers(cluster.http2()))
+        } else if retries.is_some() {
+            let (filtered, kept) = crate::http::body::channel();
+            let (to_upstream, body) = crate::http::body::channel();
+            // The connection's buffer limit (Envoy's default where it has none).
+            let limit = match self.filters.hcm.buffer_limit {
+                usize::MAX => BUFFER_LIMIT_BYTES,
+                n => n,
+            };
+            keep_for_retries(kept, to_upstream, replay.clone(), limit);
+            (Some(filtered), Either::Right(body))
         } else {
             let (tx, body) = crate::http::body::channel();
             (Some(tx), Either::Right(body))
@@ -132,16 +152,10 @@ impl ActiveStream {
         let (headers, filters) = (&self.request_headers, &mut self.filters);
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<TokioInstant>();
         let send = async {
-            let start = cluster.start(headers, body, request.ended, Some(&info));
-            tokio::pin!(start);
-            let Some(t) = timeout else { return (start.await, None) };
-            let ended = tokio::select! {
-                r = &mut start => return (r, None),
-                ended = ended_rx => ended.unwrap_or_else(|_| TokioInstant::now()),
-            };
-            let deadline = ended + t;
-            let r = tokio::time::timeout_at(deadline, start).await.unwrap_or(Err(UpstreamError::Timeout));
-            (r, Some(deadline))
+            let cx = TryContext { cluster: &cluster, headers, info: &info, whole_body: request.ended };
+            let mut deadline = Deadline::new(timeout, ended_rx);
+            let (r, retried) = retry::send(&cx, body, &mut deadline, retries, &replay).await;
+            (r, retried, deadline.at())
         };
         let pump = async {
             let pumped = filters.pump(Direction::Request, request.incoming, request.http1, tx).await;
@@ -149,11 +163,13 @@ impl ActiveStream {
             let _ = ended_tx.send(TokioInstant::now());
             pumped
         };
-        let ((sent, deadline), pumped) = tokio::join!(send, pump);
+        let ((sent, retried, deadline), pumped) = tokio::join!(send, pump);
         pumped?;
         let external = crate::upstream::cluster::is_external(headers);
-        if matches!(sent, Err(UpstreamError::Timeout)) {
-            cluster.timed_out(external, info.borrow().upstream);
+        match &sent {
+            Err(UpstreamError::Timeout) => cluster.timed_out(external, info.borrow().upstream, false),
+            Err(UpstreamError::PerTryTimeout) => cluster.timed_out(external, info.borrow().upstream, true),
+            other => cluster.charge(other, external),
         }
         // The route's response headers go on the upstream's answer and on the router's own
         // (a failure, a timeout), as in Envoy.
@@ -175,7 +191,7 @@ impl ActiveStream {
             }
             Err(e) => {
                 note_upstream_error(&info, &e);
-                let (mut h, text) = upstream_error_reply(&e);
+                let (mut h, text) = upstream_error_reply(&e, retried);
                 mutate_local_reply(&mutations, &mut h, &text, headers, &info.borrow());
                 (h, ResponseBody::Whole(text))
             }
@@ -190,15 +206,23 @@ fn note_upstream_error(info: &StreamRef, e: &UpstreamError) {
     let (flag, details) = match e {
         UpstreamError::NoHealthyUpstream => (Some(ResponseFlag::NoHealthyUpstream), "no_healthy_upstream".to_string()),
         UpstreamError::Timeout => (Some(ResponseFlag::UpstreamRequestTimeout), "response_timeout".to_string()),
+        UpstreamError::PerTryTimeout => {
+            (Some(ResponseFlag::UpstreamRequestTimeout), "upstream_per_try_timeout".to_string())
+        }
+        UpstreamError::Refused(_) => (
+            Some(ResponseFlag::UpstreamRemoteReset),
+            "upstream_reset_before_response_started{remote_refused_stream_reset}".to_string(),
+        ),
         UpstreamError::ConnectionFailure(error) => {
             let reason = connect_failure_reason(error);
             let details = format!("upstream_reset_before_response_started{{remote_connection_failure|{reason}}}");
             i.upstream_failure = Some(reason);
             (Some(ResponseFlag::UpstreamConnectionFailure), details)
         }
-        UpstreamError::Disconnected(_) => {
-            (Some(ResponseFlag::UpstreamConnectionTermination), "upstream_reset_before_response_started{connection_termination}".to_string())
-        }
+        UpstreamError::Disconnected(_) => (
+            Some(ResponseFlag::UpstreamConnectionTermination),
+            "upstream_reset_before_response_started{connection_termination}".to_string(),
+        ),
         UpstreamError::ResponseTooLarge => (None, "response_payload_too_large".to_string()),
     };
     if let Some(flag) = flag {

@@ -5,9 +5,9 @@
 
 use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
-use tokio::sync::oneshot;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
 use wasmproxy_config::model::{HttpConnectionManager, RouteAction, Upgrade};
 use wasmproxy_host::Headers;
 
@@ -75,12 +75,7 @@ impl ActiveStream {
 
 /// Moves bytes both ways through the filters; returns the bytes received from the client
 /// and those sent to it.
-async fn relay<D, U>(
-    filters: &mut StreamFilters,
-    down: D,
-    up: U,
-    idle: Option<std::time::Duration>,
-) -> (u64, u64)
+async fn relay<D, U>(filters: &mut StreamFilters, down: D, up: U, idle: Option<std::time::Duration>) -> (u64, u64)
 where
     D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

@@ -88,9 +88,7 @@ fn evaluate(op: &Op, r: &Record<'_>) -> Out {
                 r.response.and_then(|h| h.get(b":status")).and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
             Out::Number(code.unwrap_or(0))
         }
-        Op::ResponseFlags => {
-            Out::Text(info.response_flags.short_string())
-        }
+        Op::ResponseFlags => Out::Text(info.response_flags.short_string()),
         Op::ResponseCodeDetails => text(&info.response_code_details),
         Op::BytesReceived => Out::Number(info.request_body_size),
         Op::BytesSent => Out::Number(info.response_body_size),

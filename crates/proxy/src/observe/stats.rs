@@ -542,6 +542,20 @@ pub struct ClusterStats {
     pub rq_pending_failure_eject: Counter,
     /// Requests past the route's timeout.
     pub rq_timeout: Counter,
+    /// Tries past the retry policy's per-try timeout.
+    pub rq_per_try_timeout: Counter,
+    /// Retries made.
+    pub rq_retry: Counter,
+    /// Requests retried whose last answer was not one to retry.
+    pub rq_retry_success: Counter,
+    /// Requests that would have been retried again but had no retry left.
+    pub rq_retry_limit_exceeded: Counter,
+    /// Retries not made: the cluster's retry budget was used up.
+    pub rq_retry_overflow: Counter,
+    /// Back-offs waited before retries.
+    pub rq_retry_backoff_exponential: Counter,
+    /// Retries given up because the request body was too large to keep.
+    pub retry_or_shadow_abandoned: Counter,
     /// Per (code, external): the code's, class's and completed counters, in the cluster's
     /// scope and in `external.` or `internal.`.
     codes: RefCell<HashMap<(u16, bool), [Counter; 6]>>,
@@ -578,6 +592,13 @@ impl ClusterStats {
             rq_pending_total: scope.counter("upstream_rq_pending_total"),
             rq_pending_failure_eject: scope.counter("upstream_rq_pending_failure_eject"),
             rq_timeout: scope.counter("upstream_rq_timeout"),
+            rq_per_try_timeout: scope.counter("upstream_rq_per_try_timeout"),
+            rq_retry: scope.counter("upstream_rq_retry"),
+            rq_retry_success: scope.counter("upstream_rq_retry_success"),
+            rq_retry_limit_exceeded: scope.counter("upstream_rq_retry_limit_exceeded"),
+            rq_retry_overflow: scope.counter("upstream_rq_retry_overflow"),
+            rq_retry_backoff_exponential: scope.counter("upstream_rq_retry_backoff_exponential"),
+            retry_or_shadow_abandoned: scope.counter("retry_or_shadow_abandoned"),
             codes: RefCell::default(),
             times: Default::default(),
             membership_total: scope.gauge("membership_total"),

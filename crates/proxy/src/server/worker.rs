@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use wasmproxy_config::model::{Listener, Node};
 use wasmproxy_stats::Store;
 
+use crate::hcm::forwarding::LocalNode;
 use crate::hcm::{Hcm, RouteTables, Routes};
 use crate::observe::stats::{HttpStats, InspectorStats, ListenerStats, Upstreams, address_stat_name};
 use crate::server::drain::Drain;
@@ -17,7 +18,6 @@ use crate::server::listener::{Current, Served, ServedChain, Terminal, accept_loo
 use crate::server::snapshot::{AccessLogs, ListenerSnapshot, RouteSnapshot, Snapshot, TerminalSnapshot};
 use crate::server::tunables::ConnectionLimits;
 use crate::stream_info::metadata::MetadataAttributes;
-use crate::hcm::forwarding::LocalNode;
 use crate::stream_info::node::NodeAttributes;
 use crate::tcp::TcpChain;
 use crate::upstream::cluster::Clusters;

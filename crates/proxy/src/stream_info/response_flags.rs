@@ -9,6 +9,8 @@ pub enum ResponseFlag {
     NoHealthyUpstream = 1,
     /// `UT`: the route's timeout passed.
     UpstreamRequestTimeout = 2,
+    /// `UR`: the upstream reset the stream.
+    UpstreamRemoteReset = 4,
     /// `UF`: the upstream connection failed.
     UpstreamConnectionFailure = 5,
     /// `UC`: the upstream connection closed before the response.
@@ -33,6 +35,7 @@ impl ResponseFlag {
         match self {
             ResponseFlag::NoHealthyUpstream => "UH",
             ResponseFlag::UpstreamRequestTimeout => "UT",
+            ResponseFlag::UpstreamRemoteReset => "UR",
             ResponseFlag::UpstreamConnectionFailure => "UF",
             ResponseFlag::UpstreamConnectionTermination => "UC",
             ResponseFlag::NoRouteFound => "NR",

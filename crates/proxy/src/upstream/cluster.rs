@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,6 +43,8 @@ pub struct ClusterSnapshot {
     pub config: model::Cluster,
     /// `transport_socket`, ready for handshakes.
     pub tls: Option<Arc<UpstreamTlsConfig>>,
+    /// Retries in progress on every worker (Envoy's `max_retries` circuit breaker).
+    pub retries: Arc<AtomicUsize>,
 }
 
 impl ClusterSnapshot {
@@ -54,7 +57,7 @@ impl ClusterSnapshot {
             )),
             None => None,
         };
-        Ok(ClusterSnapshot { config: config.clone(), tls })
+        Ok(ClusterSnapshot { config: config.clone(), tls, retries: Arc::default() })
     }
 }
 
@@ -70,6 +73,8 @@ pub enum RawUpstream {
 pub struct Cluster {
     config: model::Cluster,
     tls: Option<Arc<UpstreamTlsConfig>>,
+    /// Retries in progress in the cluster, on every worker.
+    retries: Arc<AtomicUsize>,
     metadata: Arc<MetadataAttributes>,
     /// The endpoints, replaced as a whole when DNS answers differently.
     endpoints: RefCell<Rc<[Rc<EndpointPool>]>>,
@@ -78,6 +83,20 @@ pub struct Cluster {
     /// Whether this copy counts `membership_change` (one copy per process does).
     primary: bool,
     upstreams: Arc<Upstreams>,
+}
+
+/// Envoy's default `circuit_breakers` `max_retries`.
+const MAX_RETRIES: usize = 3;
+/// Picks a retry makes to find an endpoint not tried yet.
+const PREVIOUS_HOST_PICKS: u32 = 3;
+
+/// A retry's place in its cluster's budget, given back when dropped.
+pub struct RetryGuard(Arc<AtomicUsize>);
+
+impl Drop for RetryGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A response from an upstream, read whole.
@@ -153,6 +172,7 @@ impl Cluster {
         let cluster = Rc::new(Cluster {
             config: c.clone(),
             tls: snapshot.tls.clone(),
+            retries: snapshot.retries.clone(),
             metadata,
             endpoints,
             next: Cell::new(0),
@@ -210,10 +230,13 @@ impl Cluster {
         *self.endpoints.borrow_mut() = Rc::from(pools);
     }
 
-    /// A request passed the route's timeout before its response headers: Envoy's router
-    /// counts `upstream_rq_timeout` and charges 504.
-    pub fn timed_out(&self, external: bool, endpoint: Option<SocketAddr>) {
-        self.stats.rq_timeout.inc();
+    /// A request passed the route's timeout (or, `per_try`, its last try's) before its
+    /// response headers: Envoy's router counts `upstream_rq_timeout` (for the route's) and
+    /// charges 504.
+    pub fn timed_out(&self, external: bool, endpoint: Option<SocketAddr>, per_try: bool) {
+        if !per_try {
+            self.stats.rq_timeout.inc();
+        }
         self.stats.charge(504, external);
         if let Some(e) = endpoint.and_then(|a| self.endpoints.borrow().iter().find(|p| p.addr() == a).cloned()) {
             e.host().rq_timeout.inc();
@@ -234,7 +257,9 @@ impl Cluster {
             info.borrow_mut().upstream = Some(endpoint.addr());
         }
         let failure = |e: SendError| match e {
-            SendError::Connect(e) | SendError::Request(e) => UpstreamError::ConnectionFailure(e),
+            SendError::Connect(e) | SendError::Request(e) | SendError::Refused(e) => {
+                UpstreamError::ConnectionFailure(e)
+            }
         };
         let tcp = endpoint.connect_tcp().await.map_err(failure)?;
         let stream = match &self.tls {
@@ -253,6 +278,26 @@ impl Cluster {
     /// Whether the cluster speaks HTTP/2 to its endpoints.
     pub fn http2(&self) -> bool {
         self.config.http2
+    }
+
+    /// A retry may start if fewer than Envoy's default `max_retries` (3) are in progress
+    /// in the cluster across workers; it holds its place until the guard goes.
+    pub fn retry_budget(&self) -> Option<RetryGuard> {
+        let taken = self.retries.fetch_add(1, Ordering::Relaxed);
+        let guard = RetryGuard(self.retries.clone());
+        (taken < MAX_RETRIES).then_some(guard)
+    }
+
+    /// The next endpoint, one not in `avoid` if one of `attempts` more picks finds it.
+    fn pick_avoiding(&self, avoid: &[SocketAddr], attempts: u32) -> Result<Rc<EndpointPool>, UpstreamError> {
+        let mut endpoint = self.pick()?;
+        for _ in 0..attempts {
+            if !avoid.contains(&endpoint.addr()) {
+                break;
+            }
+            endpoint = self.pick()?;
+        }
+        Ok(endpoint)
     }
 
     /// The next endpoint (`upstream_cx_none_healthy` counts a cluster without any).
@@ -317,7 +362,7 @@ impl Cluster {
         let (sent, external) = (std::time::Instant::now(), is_external(headers));
         let result = match timeout {
             Some(t) => tokio::time::timeout(t, exchange).await.unwrap_or_else(|_| {
-                self.timed_out(external, None);
+                self.timed_out(external, None, false);
                 Err(UpstreamError::Timeout)
             }),
             None => exchange.await,
@@ -356,7 +401,35 @@ impl Cluster {
         whole_body: bool,
         info: Option<&StreamRef>,
     ) -> Result<Started, UpstreamError> {
-        let endpoint = self.pick()?;
+        let started = self.start_avoiding(headers, body, whole_body, info, &[]).await;
+        self.charge(&started, is_external(headers));
+        started
+    }
+
+    /// The router charges the answer it passes on: its code, or 503 when the upstream
+    /// failed (a timeout is charged by [`Cluster::timed_out`]).
+    pub fn charge(&self, started: &Result<Started, UpstreamError>, external: bool) {
+        match started {
+            Ok(s) => self.stats.charge(convert::status(&s.headers).as_u16(), external),
+            Err(UpstreamError::ConnectionFailure(_) | UpstreamError::Disconnected(_) | UpstreamError::Refused(_)) => {
+                self.stats.charge(503, external)
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// [`Cluster::start`] on an endpoint not in `avoid`, if the load balancer finds one
+    /// in a few picks (a retry's `previous_hosts`); the answer is not charged (the router
+    /// charges the one it passes on).
+    pub async fn start_avoiding(
+        &self,
+        headers: &Headers,
+        body: ProxyBody,
+        whole_body: bool,
+        info: Option<&StreamRef>,
+        avoid: &[SocketAddr],
+    ) -> Result<Started, UpstreamError> {
+        let endpoint = if avoid.is_empty() { self.pick()? } else { self.pick_avoiding(avoid, PREVIOUS_HOST_PICKS)? };
         if let Some(info) = info {
             info.borrow_mut().upstream = Some(endpoint.addr());
         }
@@ -393,14 +466,12 @@ impl Cluster {
             .body(body)
             .map_err(|e| UpstreamError::ConnectionFailure(e.to_string()))?;
         *request.headers_mut() = map;
-        // The router charges the response code: the upstream's, or 503 when it failed.
-        let external = is_external(headers);
         let response = endpoint.send(request, self.connection_host(headers)).await.map_err(|e| match e {
             SendError::Connect(e) => UpstreamError::ConnectionFailure(e),
             SendError::Request(e) => UpstreamError::Disconnected(e),
+            SendError::Refused(e) => UpstreamError::Refused(e),
         });
         let code = response.as_ref().map_or(503, |(r, _)| r.status().as_u16());
-        self.stats.charge(code, external);
         if code >= 500 {
             endpoint.host().rq_error.inc()
         } else {

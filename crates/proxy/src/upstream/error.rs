@@ -14,8 +14,12 @@ pub enum UpstreamError {
     ConnectionFailure(String),
     /// The connection ended before the response headers.
     Disconnected(String),
+    /// The upstream refused the stream (HTTP/2 `REFUSED_STREAM`).
+    Refused(String),
     /// The route's timeout passed.
     Timeout,
+    /// The retry policy's `per_try_timeout` passed on the last try.
+    PerTryTimeout,
     /// The response body is over the limit of what is read into memory.
     ResponseTooLarge,
 }
@@ -27,8 +31,12 @@ pub fn connect_failure_reason(error: &str) -> String {
     format!("delayed_connect_error:_{}", error.replace(' ', "_"))
 }
 
-/// Envoy's local replies for upstream failures: the headers and the body.
-pub fn upstream_error_reply(e: &UpstreamError) -> (Headers, Bytes) {
+/// How Envoy's reply to a stream reset before the response starts begins.
+const RESET_TEXT: &str = "upstream connect error or disconnect/reset before headers. ";
+
+/// Envoy's local replies for upstream failures: the headers and the body (`retried`: the
+/// failure was a retry's, which the text says, as Envoy's does).
+pub fn upstream_error_reply(e: &UpstreamError, retried: bool) -> (Headers, Bytes) {
     let (status, text) = match e {
         UpstreamError::NoHealthyUpstream => (503, "no healthy upstream"),
         UpstreamError::ConnectionFailure(reason) => {
@@ -39,8 +47,19 @@ pub fn upstream_error_reply(e: &UpstreamError) -> (Headers, Bytes) {
             tracing::debug!("upstream connection ended before the response: {reason}");
             (503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination")
         }
-        UpstreamError::Timeout => (504, "upstream request timeout"),
+        UpstreamError::Refused(reason) => {
+            tracing::debug!("upstream refused the stream: {reason}");
+            (
+                503,
+                "upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset",
+            )
+        }
+        UpstreamError::Timeout | UpstreamError::PerTryTimeout => (504, "upstream request timeout"),
         UpstreamError::ResponseTooLarge => (500, "Internal Server Error"),
     };
-    (reply_headers(status, text.as_bytes()), Bytes::from_static(text.as_bytes()))
+    let text = match text.strip_prefix(RESET_TEXT) {
+        Some(reason) if retried => format!("{RESET_TEXT}retried and the latest {reason}"),
+        _ => text.to_string(),
+    };
+    (reply_headers(status, text.as_bytes()), Bytes::from(text))
 }

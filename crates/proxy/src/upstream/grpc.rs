@@ -155,9 +155,11 @@ pub fn status(headers: &Headers, trailers: Option<&Headers>) -> (u32, String) {
 /// The status for a call that got no response.
 pub fn failure_status(e: &UpstreamError) -> (u32, String) {
     match e {
-        UpstreamError::Timeout => (code::DEADLINE_EXCEEDED, "upstream request timeout".into()),
+        UpstreamError::Timeout | UpstreamError::PerTryTimeout => {
+            (code::DEADLINE_EXCEEDED, "upstream request timeout".into())
+        }
         UpstreamError::NoHealthyUpstream => (code::UNAVAILABLE, "no healthy upstream".into()),
-        UpstreamError::ConnectionFailure(_) | UpstreamError::Disconnected(_) => {
+        UpstreamError::ConnectionFailure(_) | UpstreamError::Disconnected(_) | UpstreamError::Refused(_) => {
             (code::UNAVAILABLE, "upstream connect error".into())
         }
         UpstreamError::ResponseTooLarge => (code::INTERNAL, "response too large".into()),

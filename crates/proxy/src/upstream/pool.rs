@@ -30,6 +30,8 @@ pub enum SendError {
     Connect(String),
     /// The connection failed before the response headers.
     Request(String),
+    /// The upstream refused the stream (HTTP/2 `REFUSED_STREAM`): it did not start it.
+    Refused(String),
 }
 
 /// One endpoint's connections.
@@ -196,7 +198,12 @@ impl EndpointPool {
         };
         sender.ready().await.map_err(|e| SendError::Request(e.to_string()))?;
         self.count_request();
-        let response = sender.send_request(request).await.map_err(|e| SendError::Request(e.to_string()))?;
+        let response = sender.send_request(request).await.map_err(|e| {
+            let refused = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<h2::Error>())
+                .is_some_and(|h2| h2.reason() == Some(h2::Reason::REFUSED_STREAM));
+            if refused { SendError::Refused(e.to_string()) } else { SendError::Request(e.to_string()) }
+        })?;
         Ok((response, local))
     }
 

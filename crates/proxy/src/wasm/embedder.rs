@@ -166,7 +166,7 @@ impl Embedder for WorkerEmbedder {
                 }
                 Err(e) => {
                     tracing::debug!("http_call to {} failed: {e:?}", request.cluster);
-                    let (headers, body) = crate::upstream::error::upstream_error_reply(&e);
+                    let (headers, body) = crate::upstream::error::upstream_error_reply(&e, false);
                     Some(HttpCallResponse { headers, body: body.to_vec(), trailers: wasmproxy_host::Headers::new() })
                 }
             };

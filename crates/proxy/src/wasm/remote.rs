@@ -251,10 +251,10 @@ impl ClusterSource {
 fn describe(e: &crate::upstream::error::UpstreamError) -> String {
     use crate::upstream::error::UpstreamError;
     match e {
-        UpstreamError::Timeout => "timed out".into(),
+        UpstreamError::Timeout | UpstreamError::PerTryTimeout => "timed out".into(),
         UpstreamError::NoHealthyUpstream => "no healthy upstream".into(),
         UpstreamError::ConnectionFailure(why) => format!("cannot connect: {why}"),
-        UpstreamError::Disconnected(why) => format!("the connection failed: {why}"),
+        UpstreamError::Disconnected(why) | UpstreamError::Refused(why) => format!("the connection failed: {why}"),
         UpstreamError::ResponseTooLarge => format!("the module is over {MAX_REMOTE_MODULE_BYTES} bytes"),
     }
 }
