@@ -8,7 +8,52 @@ use crate::scenario::{Scenario, probe_config};
 
 /// Every routing scenario.
 pub fn scenarios() -> Vec<Scenario> {
-    vec![header_mutations(), websocket(), grpc_match(), retries()]
+    vec![header_mutations(), websocket(), grpc_match(), retries(), filters_per_route()]
+}
+
+/// `typed_per_filter_config` with `envoy.config.route.v3.FilterConfig`: a Wasm filter off
+/// for one route, another off for the virtual host, a third `disabled` in `http_filters`
+/// (nothing can turn a Wasm filter back on in Envoy 1.40: it has no per-route
+/// configuration). A filter that is off gets no context at all.
+fn filters_per_route() -> Scenario {
+    let probe = |name: &str, filter: &str, extra: &str| {
+        crate::scenario::wasm_filter(name, "probe.wasm", &json!({"phases": {}}).to_string(), "").replacen(
+            "          - name: envoy.filters.http.wasm\n",
+            &format!("          - name: {filter}\n{extra}"),
+            1,
+        )
+    };
+    let filters = [
+        probe("first", "filter_a", ""),
+        probe("second", "filter_b", ""),
+        probe("third", "filter_c", "            disabled: true\n"),
+    ]
+    .concat();
+    let off = |name: &str, disabled: bool| {
+        format!(
+            "{{ {name}: {{ \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig, disabled: {disabled} }} }}"
+        )
+    };
+    let vhost =
+        format!("              domains: [\"*\"]\n              typed_per_filter_config: {}\n", off("filter_b", true));
+    let routes = format!(
+        r#"              - match: {{ prefix: /off-a }}
+                route: {{ cluster: upstream }}
+                typed_per_filter_config: {}
+              - match: {{ prefix: / }}
+                name: upstream_route
+"#,
+        off("filter_a", true),
+    );
+    let config = crate::scenario::bootstrap("", &filters)
+        .replacen("              domains: [\"*\"]\n", &vhost, 1)
+        .replacen("              - match: { prefix: / }\n                name: upstream_route\n", &routes, 1);
+    crate::scenarios::s(
+        "filters_per_route",
+        "typed_per_filter_config FilterConfig disabled on routes and virtual hosts, http_filters disabled",
+        config,
+        vec![Request::get("/off-a"), Request::get("/other"), Request::get("/direct")],
+    )
 }
 
 /// `retry_policy` on a virtual host and on routes: an upstream that fails twice then

@@ -5,8 +5,8 @@ use std::time::Duration;
 use crate::access_log::read_access_logs;
 use crate::config_source::read_config_source;
 use crate::model::{
-    CodecType, DiscoveredFilter, ExtensionConfig, FilterKind, Forwarding, HttpConnectionManager, HttpFilter, RdsSource,
-    RouteConfig, ServerHeader, Upgrade, WasmPlugin,
+    CodecType, DiscoveredFilter, ExtensionConfig, FilterKind, FilterOptions, Forwarding, HttpConnectionManager,
+    HttpFilter, RdsSource, RouteConfig, ServerHeader, Upgrade, WasmPlugin,
 };
 use crate::reader::{AnyValue, Ctx, Field, Msg, type_error};
 use crate::route::read_route_config;
@@ -130,6 +130,7 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
         route_config: RouteConfig::default(),
         rds: None,
         http_filters: Vec::new(),
+        filter_options: Vec::new(),
         request_headers_timeout: None,
         stream_idle_timeout: Some(DEFAULT_STREAM_IDLE_TIMEOUT),
         idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
@@ -166,7 +167,10 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
     for item in filters_field.as_ref().map(|f| f.list()).unwrap_or_default() {
         let (is_router, filter) = read_http_filter(ctx, &item);
         order.push((is_router, item.origin()));
-        hcm.http_filters.extend(filter);
+        if let Some((filter, options)) = filter {
+            hcm.http_filters.push(filter);
+            hcm.filter_options.push(options);
+        }
     }
     let list_origin = filters_field.map_or_else(|| msg.origin().with_child("http_filters"), |f| f.origin());
     check_http_filter_order(ctx, &list_origin, &order);
@@ -260,12 +264,19 @@ fn read_forwarding(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Forwarding {
 
 /// Reads one entry of `http_filters`: whether it is the router (known even when its config has
 /// errors, for the order check) and the filter.
-fn read_http_filter(ctx: &mut Ctx, field: &Field<'_>) -> (bool, Option<HttpFilter>) {
+fn read_http_filter(ctx: &mut Ctx, field: &Field<'_>) -> (bool, Option<(HttpFilter, FilterOptions)>) {
     let Some(mut msg) = field.message(ctx, HTTP_FILTER) else { return (false, None) };
-    // The name is informational: the type decides what the filter is.
+    // The type decides what the filter is; routes name it by its name.
     let name = msg.get(ctx, "name").and_then(|f| f.string(ctx)).unwrap_or_default();
+    let disabled = msg.get(ctx, "disabled").and_then(|f| f.bool(ctx)).unwrap_or(false);
+    let optional = msg.get(ctx, "is_optional").and_then(|f| f.bool(ctx)).unwrap_or(false);
     msg.at_most_one(ctx, &["typed_config", "config_discovery"]);
     let result = match msg.get(ctx, "typed_config") {
+        Some(typed) if optional && !supported_http_filter(ctx, &typed) => {
+            // As a client of Envoy's API that lacks the filter may: skipped, with a warning.
+            ctx.warn(&typed.origin(), format!("optional filter {name:?} is not supported by wasmproxy: skipped"));
+            (false, None)
+        }
         Some(typed) => read_typed_http_filter(ctx, &typed),
         None if msg.has("config_discovery") => {
             let discovery = msg.get(ctx, "config_discovery");
@@ -288,7 +299,17 @@ fn read_http_filter(ctx: &mut Ctx, field: &Field<'_>) -> (bool, Option<HttpFilte
         }
     };
     msg.finish(ctx);
-    result
+    if disabled && result.0 {
+        ctx.error(&field.origin().with_child("disabled"), "the router cannot be disabled");
+    }
+    let (is_router, filter) = result;
+    (is_router, filter.map(|f| (f, FilterOptions { name, disabled })))
+}
+
+/// Whether a filter's `typed_config` is of a type wasmproxy runs.
+fn supported_http_filter(ctx: &Ctx, typed: &Field<'_>) -> bool {
+    let mut scratch = Ctx::new(ctx.base_dir.clone());
+    typed.any(&mut scratch).is_some_and(|any| [ROUTER_TYPE, HTTP_WASM_TYPE].contains(&any.type_name.as_str()))
 }
 
 const EXTENSION_CONFIG_SOURCE: &[&str] =

@@ -41,6 +41,7 @@ mod chain_match;
 mod cluster;
 mod config_source;
 mod error;
+mod filter_override;
 pub mod format;
 mod hcm;
 mod header_mutation;

@@ -603,6 +603,8 @@ pub struct HttpConnectionManager {
     pub rds: Option<RdsSource>,
     /// `http_filters`, in order; the last is the router.
     pub http_filters: Vec<HttpFilter>,
+    /// Each filter's `name` and `disabled`, one per entry of `http_filters`.
+    pub filter_options: Vec<FilterOptions>,
     /// `request_headers_timeout` (Envoy default: none).
     pub request_headers_timeout: Option<Duration>,
     /// `stream_idle_timeout` (Envoy default: 5 minutes).
@@ -726,6 +728,25 @@ pub enum AccessLogFormat {
     Json(serde_json::Value),
 }
 
+/// What an `http_filters` entry says besides its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FilterOptions {
+    /// `name`: what routes' `typed_per_filter_config` call it.
+    pub name: String,
+    /// `disabled`: off unless a route turns it on.
+    pub disabled: bool,
+}
+
+/// A route's (virtual host's, route configuration's) `typed_per_filter_config` entry for
+/// one filter: an `envoy.config.route.v3.FilterConfig` that turns it off or on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterOverride {
+    /// The filter's name.
+    pub name: String,
+    /// `disabled`.
+    pub disabled: bool,
+}
+
 /// An HTTP filter.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HttpFilter {
@@ -804,6 +825,8 @@ pub struct RouteConfig {
     pub most_specific_header_mutations_wins: bool,
     /// `internal_only_headers`: removed from requests that are not internal.
     pub internal_only_headers: Vec<String>,
+    /// `typed_per_filter_config`, for every route.
+    pub filter_overrides: Vec<FilterOverride>,
 }
 
 /// `request_headers_to_add`, `request_headers_to_remove`, `response_headers_to_add` and
@@ -872,6 +895,8 @@ pub struct VirtualHost {
     pub headers: HeaderMutations,
     /// `retry_policy`, for routes without one.
     pub retry_policy: Option<RetryPolicy>,
+    /// `typed_per_filter_config`, for its routes.
+    pub filter_overrides: Vec<FilterOverride>,
 }
 
 /// A route.
@@ -887,6 +912,8 @@ pub struct Route {
     pub metadata: Metadata,
     /// The headers added and removed.
     pub headers: HeaderMutations,
+    /// `typed_per_filter_config`.
+    pub filter_overrides: Vec<FilterOverride>,
 }
 
 /// `match`.

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::filter_override::read_filter_overrides;
 use crate::header_mutation::read_header_mutations;
 use crate::metadata::read_metadata;
 use crate::model::{
@@ -193,8 +194,16 @@ pub(crate) fn read_route_config(ctx: &mut Ctx, field: &Field<'_>) -> RouteConfig
     let internal_only = msg.get(ctx, "internal_only_headers").map(|f| f.list()).unwrap_or_default();
     let internal_only_headers =
         internal_only.iter().filter_map(|h| h.string(ctx)).map(|h| h.to_ascii_lowercase()).collect();
+    let filter_overrides = read_filter_overrides(ctx, &mut msg);
     msg.finish(ctx);
-    RouteConfig { name, virtual_hosts, headers, most_specific_header_mutations_wins, internal_only_headers }
+    RouteConfig {
+        name,
+        virtual_hosts,
+        headers,
+        most_specific_header_mutations_wins,
+        internal_only_headers,
+        filter_overrides,
+    }
 }
 
 fn read_virtual_host(ctx: &mut Ctx, field: &Field<'_>) -> Option<VirtualHost> {
@@ -210,8 +219,9 @@ fn read_virtual_host(ctx: &mut Ctx, field: &Field<'_>) -> Option<VirtualHost> {
     let metadata = msg.get(ctx, "metadata").map(|f| read_metadata(ctx, &f)).unwrap_or_default();
     let headers = read_header_mutations(ctx, &mut msg);
     let retry_policy = msg.get(ctx, "retry_policy").and_then(|f| read_retry_policy(ctx, &f));
+    let filter_overrides = read_filter_overrides(ctx, &mut msg);
     msg.finish(ctx);
-    Some(VirtualHost { name, domains, routes, metadata, headers, retry_policy })
+    Some(VirtualHost { name, domains, routes, metadata, headers, retry_policy, filter_overrides })
 }
 
 fn read_route(ctx: &mut Ctx, field: &Field<'_>) -> Option<Route> {
@@ -233,8 +243,9 @@ fn read_route(ctx: &mut Ctx, field: &Field<'_>) -> Option<Route> {
     };
     let metadata = msg.get(ctx, "metadata").map(|f| read_metadata(ctx, &f)).unwrap_or_default();
     let headers = read_header_mutations(ctx, &mut msg);
+    let filter_overrides = read_filter_overrides(ctx, &mut msg);
     msg.finish(ctx);
-    Some(Route { name, matcher: matcher?, action: action?, metadata, headers })
+    Some(Route { name, matcher: matcher?, action: action?, metadata, headers, filter_overrides })
 }
 
 fn read_route_match(ctx: &mut Ctx, field: &Field<'_>) -> Option<RouteMatch> {

@@ -666,3 +666,51 @@ fn retry_policies_are_checked() {
     )]);
     load_str(&good, Path::new("/etc/wasmproxy")).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn filters_turned_off_per_route() {
+    let route = "route: { cluster: backend }";
+    let with = |entry: &str| {
+        errors(&[(route, &format!("{route}\n                typed_per_filter_config: {{ plugin: {entry} }}"))])
+    };
+    let at = format!("{HCM}.route_config.virtual_hosts[0].routes[0].typed_per_filter_config.plugin");
+    let filter_config = "\"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig";
+    let e = with(&format!("{{ {filter_config} }}"));
+    assert!(
+        e[0].starts_with(&format!("{at}: Empty route/virtual host per filter configuration for plugin filter")),
+        "{e:?}"
+    );
+    let e = with(&format!(
+        "{{ {filter_config}, disabled: true, config: {{ \"@type\": type.googleapis.com/google.protobuf.Empty }} }}"
+    ));
+    assert!(e[0].contains("the filter plugin doesn't support virtual host or route specific configurations"), "{e:?}");
+    let e = with("{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute, disabled: true }");
+    assert!(
+        e[0].contains("per-route configuration envoy.extensions.filters.http.lua.v3.LuaPerRoute is not supported"),
+        "{e:?}"
+    );
+    let good = config(&[(
+        route,
+        &format!(
+            "{route}\n                typed_per_filter_config: {{ plugin: {{ {filter_config}, disabled: true }} }}"
+        ),
+    )]);
+    load_str(&good, Path::new("/etc/wasmproxy")).unwrap_or_else(|e| panic!("{e}"));
+
+    // An optional filter wasmproxy lacks is skipped with a warning; one not optional is refused.
+    let compressor = "          - name: gzip\n            is_optional: true\n            typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor }\n          - name: envoy.filters.http.router\n";
+    let optional = config(&[("          - name: envoy.filters.http.router\n", compressor)]);
+    let (_, warnings) = wasmproxy_config::load_str_with_warnings(&optional, Path::new("/etc/wasmproxy"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.to_string().contains("optional filter \"gzip\" is not supported by wasmproxy: skipped")),
+        "{warnings:?}"
+    );
+    let required = errors(&[(
+        "          - name: envoy.filters.http.router\n",
+        &compressor.replace("            is_optional: true\n", ""),
+    )]);
+    assert!(required[0].contains("Compressor is not supported by wasmproxy"), "{required:?}");
+}

@@ -86,10 +86,12 @@ fn rust_sdk_example_shape() {
                     action: forward("httpbin", Some(Duration::from_secs(15))),
                     metadata: Metadata::default(),
                     headers: Default::default(),
+                    filter_overrides: vec![],
                 }],
                 metadata: Metadata::default(),
                 headers: Default::default(),
                 retry_policy: None,
+                filter_overrides: vec![],
             }],
             ..Default::default()
         }
@@ -206,6 +208,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
             }),
             metadata: Metadata::default(),
             headers: Default::default(),
+            filter_overrides: vec![],
         }
     );
     assert_eq!(api.routes[1].matcher.path, PathMatch::Regex("/items/[0-9]+".into()));

@@ -20,11 +20,11 @@ use http_body_util::Either;
 use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant as TokioInstant;
-use wasmproxy_config::model::{FailurePolicy, HttpConnectionManager};
+use wasmproxy_config::model::{FailurePolicy, FilterOptions, HttpConnectionManager};
 use wasmproxy_host::Headers;
 
 use crate::hcm::forwarding::{LocalNode, Peer, finish_response, prepare_request};
-use crate::hcm::route_table::RouteTable;
+use crate::hcm::route_table::{Matched, RouteTable};
 use crate::hcm::router::{Downstream, Target, note_route};
 use crate::hcm::upgrade::UpgradeRequest;
 use crate::http::body::{Aborted, ProxyBody, ended_on_headers, whole, whole_without_length};
@@ -63,6 +63,8 @@ struct StreamFilters {
     hcm: Rc<Hcm>,
     info: StreamRef,
     contexts: Vec<Option<FilterStream>>,
+    /// The filters the stream's route turned off (none if empty): never called.
+    disabled: Vec<bool>,
 }
 
 impl Drop for ActiveStream {
@@ -131,6 +133,8 @@ pub struct Hcm {
     pub buffer_limit: usize,
     /// The node's names, for `add_user_agent`.
     pub node: Rc<LocalNode>,
+    /// Each filter's name and whether it is off unless a route turns it on.
+    pub filter_options: Vec<FilterOptions>,
 }
 
 /// How a request ended up, once the response headers are known.
@@ -160,6 +164,16 @@ fn as_grpc(request: &Headers, processed: Processed) -> Processed {
         }
         other => other,
     }
+}
+
+/// Which filters a stream's route turns off (by `typed_per_filter_config`, else the
+/// filter's own `disabled`); empty when none is.
+fn disabled_filters(options: &[FilterOptions], route: Option<&Matched<'_>>) -> Vec<bool> {
+    let overrides = route.map_or(&[][..], |m| m.filter_overrides);
+    if overrides.is_empty() && !options.iter().any(|o| o.disabled) {
+        return Vec::new();
+    }
+    options.iter().map(|o| overrides.iter().find(|f| f.name == o.name).map_or(o.disabled, |f| f.disabled)).collect()
 }
 
 /// The body of the response being built, before the response callbacks run.
@@ -203,7 +217,7 @@ impl Hcm {
         let internal_only = routes.internal_only_headers();
         let remote = prepare_request(forwarding, internal_only, &self.node, &mut headers, &peer, upgrade.is_some());
         info.borrow_mut().downstream_remote = remote;
-        let filters = StreamFilters { hcm: self, info, contexts: Vec::new() };
+        let filters = StreamFilters { hcm: self, info, contexts: Vec::new(), disabled: Vec::new() };
         let mut stream = ActiveStream { filters, request_headers: headers, routes, upgrade, deciding: true };
         let processed = stream.process(&mut incoming).await;
         stream.deciding = false;
@@ -395,8 +409,11 @@ impl ActiveStream {
         }
         if !hcm.filters.is_empty() {
             // Envoy picks the route as soon as a plugin asks for it (`xds.route_name`); the
-            // router picks it again from the headers the filters leave.
-            note_route(routes.find(&self.request_headers).as_ref(), &hcm.clusters, &info);
+            // router picks it again from the headers the filters leave. The filters the
+            // route turns off are decided here, once, as Envoy builds the stream's chain.
+            let matched = routes.find(&self.request_headers);
+            note_route(matched.as_ref(), &hcm.clusters, &info);
+            self.filters.disabled = disabled_filters(&hcm.filter_options, matched.as_ref());
         }
         // An upgrading request goes on after its headers (its bytes come once the upstream
         // switched), and, as from Envoy's codec, the filters get an empty body chunk.
@@ -533,6 +550,10 @@ impl StreamFilters {
     async fn decode_headers(&mut self, headers: &mut Headers, ended: bool) -> Option<Processed> {
         let hcm = self.hcm.clone();
         for (i, filter) in hcm.filters.iter().enumerate() {
+            if self.disabled.get(i) == Some(&true) {
+                self.contexts.push(None);
+                continue;
+            }
             let Ok(stream) = filter.start_stream(&self.info) else {
                 // The VM failed before this stream (and, under FAIL_RELOAD, could not be
                 // reloaded yet): FAIL_OPEN skips the filter, the others answer 503.
@@ -604,10 +625,12 @@ impl StreamFilters {
         for (i, stream) in contexts.into_iter().enumerate().chain((reached..hcm.filters.len()).map(|i| (i, None))) {
             let stream = match stream {
                 Some(s) => s,
-                None if i >= reached => match hcm.filters[i].start_stream(&self.info) {
-                    Ok(s) => s,
-                    Err(_) => continue,
-                },
+                None if i >= reached && self.disabled.get(i) != Some(&true) => {
+                    match hcm.filters[i].start_stream(&self.info) {
+                        Ok(s) => s,
+                        Err(_) => continue,
+                    }
+                }
                 None => continue,
             };
             stream.log(&mut request, &mut response);

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crate::matcher::{value_matches, whole_regex};
 use regex::Regex;
 use wasmproxy_config::model::{
-    HeaderMatcher, HeaderMutations, PathMatch, QueryParameterMatcher, RetryPolicy, RouteAction, RouteConfig, ValueMatch,
+    FilterOverride, HeaderMatcher, HeaderMutations, PathMatch, QueryParameterMatcher, RetryPolicy, RouteAction,
+    RouteConfig, ValueMatch,
 };
 use wasmproxy_host::Headers;
 
@@ -26,6 +27,9 @@ pub struct Matched<'a> {
     pub headers: &'a HeaderLevels,
     /// Its retry policy (else its virtual host's).
     pub retry_policy: Option<&'a RetryPolicy>,
+    /// The filters it turns off or on (its own, else its virtual host's, else the route
+    /// configuration's, by filter name).
+    pub filter_overrides: &'a [FilterOverride],
 }
 
 /// The header mutations of a route, its virtual host and its route configuration, in the
@@ -57,6 +61,7 @@ struct Route {
     action: RouteAction,
     mutations: HeaderLevels,
     retry_policy: Option<Arc<RetryPolicy>>,
+    filter_overrides: Arc<[FilterOverride]>,
 }
 
 enum CompiledPath {
@@ -145,7 +150,15 @@ impl RouteTable {
                     RouteAction::Forward(f) => f.retry_policy.as_ref().or(vh.retry_policy.as_ref()),
                     _ => None,
                 };
+                // The most specific entry for each filter name.
+                let mut filter_overrides: Vec<FilterOverride> = r.filter_overrides.clone();
+                for o in vh.filter_overrides.iter().chain(&config.filter_overrides) {
+                    if !filter_overrides.iter().any(|f| f.name == o.name) {
+                        filter_overrides.push(o.clone());
+                    }
+                }
                 v.routes.push(Route {
+                    filter_overrides: filter_overrides.into(),
                     retry_policy: retry_policy.cloned().map(Arc::new),
                     mutations,
                     attributes: Arc::new(attributes),
@@ -188,6 +201,7 @@ impl RouteTable {
             attributes: &route.attributes,
             headers: &route.mutations,
             retry_policy: route.retry_policy.as_deref(),
+            filter_overrides: &route.filter_overrides,
         })
     }
 
@@ -256,6 +270,7 @@ mod tests {
             action: direct(status),
             metadata: Default::default(),
             headers: Default::default(),
+            filter_overrides: vec![],
         }
     }
 
@@ -267,6 +282,7 @@ mod tests {
             metadata: Default::default(),
             headers: Default::default(),
             retry_policy: None,
+            filter_overrides: vec![],
         };
         let mut with_header = route(PathMatch::Prefix("/".into()), 201);
         with_header.matcher.headers.push(HeaderMatcher {

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use wasmproxy_config::model::{
-    self, AccessLog, AccessLogSink, FilterChain, HttpConnectionManager, HttpFilter, Listener, NetworkFilter, Node,
-    WasmCode, WasmPlugin,
+    self, AccessLog, AccessLogSink, FilterChain, FilterOptions, HttpConnectionManager, HttpFilter, Listener,
+    NetworkFilter, Node, WasmCode, WasmPlugin,
 };
 use wasmproxy_host::{ModuleSource, PluginModule, WasmEngine};
 
@@ -113,6 +113,8 @@ pub struct HttpSnapshot {
     pub routes: RouteSnapshot,
     /// The Wasm HTTP filters, in order (the router is implicit, last).
     pub filters: Vec<LoadedPlugin>,
+    /// Their names and whether each is off unless a route turns it on.
+    pub filter_options: Vec<FilterOptions>,
     /// Its access loggers.
     pub logs: AccessLogs,
 }
@@ -277,14 +279,16 @@ impl Builder {
                     RouteTable::new(&hcm.route_config).map_err(|e| fail(e.to_string()))?,
                 )),
             };
-            let mut filters = Vec::new();
-            for filter in &hcm.http_filters {
+            let (mut filters, mut filter_options) = (Vec::new(), Vec::new());
+            for (filter, options) in hcm.http_filters.iter().zip(&hcm.filter_options) {
                 if let HttpFilter::Wasm(plugin) = filter {
                     filters.push(self.load(plugin, clusters, "Wasm plugin")?);
+                    filter_options.push(options.clone());
                 }
             }
             let logs = self.access_logs(&hcm.access_logs, &listener.name, clusters)?;
-            TerminalSnapshot::Http(Box::new(HttpSnapshot { config: (**hcm).clone(), routes, filters, logs }))
+            let config = (**hcm).clone();
+            TerminalSnapshot::Http(Box::new(HttpSnapshot { config, routes, filters, filter_options, logs }))
         } else {
             TerminalSnapshot::None
         };

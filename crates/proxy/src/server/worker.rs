@@ -367,6 +367,7 @@ impl Worker {
                         n => n as usize,
                     },
                     node: self.node.clone(),
+                    filter_options: http.filter_options.clone(),
                 }))
             }
         }))
