@@ -8,7 +8,93 @@ use crate::scenario::{Scenario, probe_config};
 
 /// Every routing scenario.
 pub fn scenarios() -> Vec<Scenario> {
-    vec![header_mutations(), websocket(), grpc_match(), retries(), filters_per_route()]
+    vec![
+        header_mutations(),
+        websocket(),
+        grpc_match(),
+        retries(),
+        filters_per_route(),
+        cluster_specifiers(),
+        rewrites(),
+    ]
+}
+
+/// `regex_rewrite` (capture groups, the query kept), `host_rewrite_header` (present,
+/// absent), `host_rewrite_path_regex`: what the upstream receives.
+fn rewrites() -> Scenario {
+    let routes = r#"              - match: { prefix: /regex/ }
+                route:
+                  cluster: upstream
+                  regex_rewrite: { pattern: { regex: "^/regex/([a-z]+)/([a-z]+)$" }, substitution: '/\2/\1/$' }
+              - match: { prefix: /by-host-header }
+                route: { cluster: upstream, host_rewrite_header: X-Host }
+              - match: { prefix: /host/ }
+                route:
+                  cluster: upstream
+                  host_rewrite_path_regex: { pattern: { regex: "^/host/([a-z.]+)/.*$" }, substitution: '\1' }
+              - match: { prefix: / }
+                name: upstream_route
+"#;
+    let config = crate::scenario::bootstrap("", "").replacen(
+        "              - match: { prefix: / }\n                name: upstream_route\n",
+        routes,
+        1,
+    );
+    crate::scenarios::s(
+        "route_rewrites",
+        "regex_rewrite, host_rewrite_header, host_rewrite_path_regex",
+        config,
+        vec![
+            Request::get("/regex/abc/def?x=1"),
+            Request::get("/regex/abc/123"),
+            Request::get("/by-host-header").header("x-host", "from-header.test"),
+            Request::get("/by-host-header"),
+            Request::get("/host/path.test/rest?q"),
+        ],
+    )
+}
+
+/// The cluster named by `weighted_clusters` (one weight 0, with its own headers and host
+/// rewrite applied before the route's), by `cluster_header` (present, absent, naming no
+/// cluster), with `cluster_not_found_response_code`; plugins read `xds.cluster_name`.
+fn cluster_specifiers() -> Scenario {
+    let routes = r#"              - match: { prefix: /weighted }
+                request_headers_to_add: [{ header: { key: x-level, value: route }, append_action: OVERWRITE_IF_EXISTS_OR_ADD }]
+                route:
+                  weighted_clusters:
+                    clusters:
+                    - name: upstream
+                      weight: 3
+                      host_rewrite_literal: weighted.test
+                      request_headers_to_add: [{ header: { key: x-level, value: weighted }, append_action: OVERWRITE_IF_EXISTS_OR_ADD }, { header: { key: x-weighted, value: "%UPSTREAM_CLUSTER%" } }]
+                    - name: closed
+                      weight: 0
+              - match: { prefix: /by-header-404 }
+                route: { cluster_header: x-cluster, cluster_not_found_response_code: NOT_FOUND }
+              - match: { prefix: /by-header }
+                route: { cluster_header: X-Cluster }
+              - match: { prefix: / }
+                name: upstream_route
+"#;
+    let probe =
+        crate::scenario::probe("probe", json!({"phases": {"request_headers": [["get_property", "xds.cluster_name"]]}}));
+    let config = crate::scenario::bootstrap("", &probe).replacen(
+        "              - match: { prefix: / }\n                name: upstream_route\n",
+        routes,
+        1,
+    );
+    crate::scenarios::s(
+        "route_cluster_specifiers",
+        "weighted_clusters (weights, per-cluster headers and host rewrite), cluster_header, cluster_not_found_response_code",
+        config,
+        vec![
+            Request::get("/weighted"),
+            Request::get("/by-header").header("x-cluster", "upstream"),
+            Request::get("/by-header"),
+            Request::get("/by-header").header("x-cluster", "nowhere"),
+            Request::get("/by-header-404").header("x-cluster", "nowhere"),
+        ],
+    )
 }
 
 /// `typed_per_filter_config` with `envoy.config.route.v3.FilterConfig`: a Wasm filter off

@@ -1019,12 +1019,24 @@ pub enum RouteAction {
 /// `route`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForwardAction {
-    /// `cluster`.
+    /// `cluster` (empty with `cluster_header` or `weighted_clusters`).
     pub cluster: String,
+    /// `cluster_header`: the cluster is named by this request header.
+    pub cluster_header: Option<String>,
+    /// `weighted_clusters.clusters`: the cluster is drawn by weight for each stream.
+    pub weighted_clusters: Vec<WeightedCluster>,
+    /// `cluster_not_found_response_code`: 503 (default), 404 or 500.
+    pub cluster_not_found_status: u16,
     /// `prefix_rewrite`.
     pub prefix_rewrite: Option<String>,
+    /// `regex_rewrite`: the path (not the query) rewritten.
+    pub regex_rewrite: Option<RegexRewrite>,
     /// `host_rewrite_literal`.
     pub host_rewrite_literal: Option<String>,
+    /// `host_rewrite_header`: the host becomes this request header's value, if not empty.
+    pub host_rewrite_header: Option<String>,
+    /// `host_rewrite_path_regex`: the host becomes the path rewritten.
+    pub host_rewrite_path_regex: Option<RegexRewrite>,
     /// `timeout` (Envoy default 15 s; `0s` = none, given as `None`).
     pub timeout: Option<Duration>,
     /// `upgrade_configs`: per upgrade type, allowed or not on this route (overriding the
@@ -1032,6 +1044,50 @@ pub struct ForwardAction {
     pub upgrades: Vec<Upgrade>,
     /// `retry_policy` (else the virtual host's).
     pub retry_policy: Option<RetryPolicy>,
+}
+
+/// A `RegexMatchAndSubstitute`: every match of `pattern` replaced by `substitution`
+/// (RE2's `\1` references written as the regex crate's `${1}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegexRewrite {
+    /// `pattern.regex`.
+    pub pattern: String,
+    /// `substitution`, in the regex crate's syntax.
+    pub substitution: String,
+}
+
+impl Default for ForwardAction {
+    /// A route to no cluster yet, with Envoy's defaults (15 s timeout, 503 for a missing
+    /// cluster).
+    fn default() -> Self {
+        ForwardAction {
+            cluster: String::new(),
+            cluster_header: None,
+            weighted_clusters: Vec::new(),
+            cluster_not_found_status: 503,
+            prefix_rewrite: None,
+            regex_rewrite: None,
+            host_rewrite_literal: None,
+            host_rewrite_header: None,
+            host_rewrite_path_regex: None,
+            timeout: Some(Duration::from_secs(15)),
+            upgrades: Vec::new(),
+            retry_policy: None,
+        }
+    }
+}
+
+/// One of `weighted_clusters.clusters`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightedCluster {
+    /// `name`.
+    pub name: String,
+    /// `weight`.
+    pub weight: u32,
+    /// Its header mutations, applied before the route's.
+    pub headers: HeaderMutations,
+    /// `host_rewrite_literal`.
+    pub host_rewrite_literal: Option<String>,
 }
 
 /// `retry_policy`.

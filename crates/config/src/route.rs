@@ -7,8 +7,8 @@ use crate::filter_override::read_filter_overrides;
 use crate::header_mutation::read_header_mutations;
 use crate::metadata::read_metadata;
 use crate::model::{
-    ForwardAction, HeaderMatcher, PathMatch, QueryParameterMatcher, RedirectAction, Route, RouteAction, RouteConfig,
-    RouteMatch, ValueMatch, VirtualHost,
+    ForwardAction, HeaderMatcher, PathMatch, QueryParameterMatcher, RedirectAction, RegexRewrite, Route, RouteAction,
+    RouteConfig, RouteMatch, ValueMatch, VirtualHost, WeightedCluster,
 };
 use crate::reader::{Ctx, Field, Msg};
 use crate::retry::read_retry_policy;
@@ -145,6 +145,21 @@ const ROUTE_ACTION: &[&str] = &[
     "max_stream_duration",
 ];
 const ROUTE_UPGRADE_CONFIG: &[&str] = &["upgrade_type", "enabled", "connect_config"];
+const REGEX_MATCH_AND_SUBSTITUTE: &[&str] = &["pattern", "substitution"];
+const WEIGHTED_CLUSTERS: &[&str] =
+    &["clusters", "total_weight", "runtime_key_prefix", "header_name", "random_value_specifier"];
+const CLUSTER_WEIGHT: &[&str] = &[
+    "name",
+    "cluster_header",
+    "weight",
+    "metadata_match",
+    "request_headers_to_add",
+    "request_headers_to_remove",
+    "response_headers_to_add",
+    "response_headers_to_remove",
+    "typed_per_filter_config",
+    "host_rewrite_literal",
+];
 const DIRECT_RESPONSE: &[&str] = &["status", "body"];
 const REDIRECT: &[&str] = &[
     "https_redirect",
@@ -402,14 +417,7 @@ pub(crate) fn read_string_matcher(ctx: &mut Ctx, field: &Field<'_>) -> Option<Va
 }
 
 fn read_forward(ctx: &mut Ctx, field: &Field<'_>) -> ForwardAction {
-    let mut action = ForwardAction {
-        cluster: String::new(),
-        prefix_rewrite: None,
-        host_rewrite_literal: None,
-        timeout: None,
-        upgrades: Vec::new(),
-        retry_policy: None,
-    };
+    let mut action = ForwardAction { timeout: None, ..ForwardAction::default() };
     let Some(mut msg) = field.message(ctx, ROUTE_ACTION) else { return action };
     let specifiers = [
         "cluster",
@@ -424,17 +432,112 @@ fn read_forward(ctx: &mut Ctx, field: &Field<'_>) -> ForwardAction {
             ctx.refs.cluster_refs.push((cluster.clone(), f.origin()));
             action.cluster = cluster;
         }
+    } else if let Some(f) = msg.get(ctx, "cluster_header") {
+        action.cluster_header = f.string(ctx).map(|h| h.to_ascii_lowercase()).filter(|h| {
+            let ok = !h.is_empty() && !h.starts_with(':');
+            if !ok {
+                f.error(ctx, "must name a header (not a pseudo-header)");
+            }
+            ok
+        });
+    } else if let Some(f) = msg.get(ctx, "weighted_clusters") {
+        action.weighted_clusters = read_weighted_clusters(ctx, &f);
     } else if !specifiers.iter().any(|s| msg.has(s)) {
         ctx.error(msg.origin(), "missing required field \"cluster\"");
     }
+    if let Some(status) = msg.get(ctx, "cluster_not_found_response_code").and_then(|f| {
+        f.enumeration(
+            ctx,
+            &[
+                ("SERVICE_UNAVAILABLE", 0, Some(503)),
+                ("NOT_FOUND", 1, Some(404)),
+                ("INTERNAL_SERVER_ERROR", 2, Some(500)),
+            ],
+        )
+    }) {
+        action.cluster_not_found_status = status;
+    }
+    msg.at_most_one(ctx, &["prefix_rewrite", "regex_rewrite", "path_rewrite_policy"]);
+    msg.at_most_one(
+        ctx,
+        &["host_rewrite_literal", "auto_host_rewrite", "host_rewrite_header", "host_rewrite_path_regex"],
+    );
     action.prefix_rewrite = msg.get(ctx, "prefix_rewrite").and_then(|f| f.string(ctx));
+    action.regex_rewrite = msg.get(ctx, "regex_rewrite").and_then(|f| read_regex_rewrite(ctx, &f));
     action.host_rewrite_literal = msg.get(ctx, "host_rewrite_literal").and_then(|f| f.string(ctx));
+    action.host_rewrite_header =
+        msg.get(ctx, "host_rewrite_header").and_then(|f| f.string(ctx)).map(|h| h.to_ascii_lowercase());
+    action.host_rewrite_path_regex = msg.get(ctx, "host_rewrite_path_regex").and_then(|f| read_regex_rewrite(ctx, &f));
     let timeout = msg.get(ctx, "timeout").and_then(|f| f.duration(ctx)).unwrap_or(DEFAULT_ROUTE_TIMEOUT);
     action.timeout = (!timeout.is_zero()).then_some(timeout);
     action.upgrades = crate::hcm::read_upgrades(ctx, &mut msg, ROUTE_UPGRADE_CONFIG);
     action.retry_policy = msg.get(ctx, "retry_policy").and_then(|f| read_retry_policy(ctx, &f));
     msg.finish(ctx);
     action
+}
+
+/// A `RegexMatchAndSubstitute`, its regex checked and its substitution made the regex
+/// crate's (`\N` → `${N}`, `$` escaped).
+fn read_regex_rewrite(ctx: &mut Ctx, field: &Field<'_>) -> Option<RegexRewrite> {
+    let mut msg = field.message(ctx, REGEX_MATCH_AND_SUBSTITUTE)?;
+    let pattern = msg.required(ctx, "pattern").and_then(|f| read_regex(ctx, &f));
+    let substitution = msg.required(ctx, "substitution").and_then(|f| f.string(ctx));
+    msg.finish(ctx);
+    let (substitution, mut rust) = (substitution?, String::new());
+    let mut chars = substitution.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' => rust.push_str("$$"),
+            '\\' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let n = chars.next().unwrap_or('0');
+                rust.push_str(&format!("${{{n}}}"));
+            }
+            '\\' if chars.peek() == Some(&'\\') => {
+                chars.next();
+                rust.push('\\');
+            }
+            other => rust.push(other),
+        }
+    }
+    Some(RegexRewrite { pattern: pattern?, substitution: rust })
+}
+
+/// `weighted_clusters`: at least one cluster, weights adding up to more than 0.
+fn read_weighted_clusters(ctx: &mut Ctx, field: &Field<'_>) -> Vec<WeightedCluster> {
+    let Some(mut msg) = field.message(ctx, WEIGHTED_CLUSTERS) else { return Vec::new() };
+    let mut clusters = Vec::new();
+    for item in msg.required(ctx, "clusters").map(|f| f.list()).unwrap_or_default() {
+        let Some(mut c) = item.message(ctx, CLUSTER_WEIGHT) else { continue };
+        let name = c.required(ctx, "name").and_then(|f| {
+            let name = f.string(ctx)?;
+            ctx.refs.cluster_refs.push((name.clone(), f.origin()));
+            Some(name)
+        });
+        let weight = c.get(ctx, "weight").and_then(|f| f.unsigned(ctx, u64::from(u32::MAX))).unwrap_or(0) as u32;
+        let headers = read_header_mutations(ctx, &mut c);
+        let host_rewrite_literal = c.get(ctx, "host_rewrite_literal").and_then(|f| f.string(ctx));
+        c.finish(ctx);
+        if let Some(name) = name {
+            clusters.push(WeightedCluster { name, weight, headers, host_rewrite_literal });
+        }
+    }
+    // `total_weight` is deprecated; Envoy checks it against the sum when given.
+    if let Some(f) = msg.get(ctx, "total_weight")
+        && let Some(total) = f.unsigned(ctx, u64::from(u32::MAX))
+    {
+        let sum: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
+        if total != sum {
+            f.error(ctx, format!("the sum of the weights ({sum}) is not {total}"));
+        }
+    }
+    let origin = msg.origin().clone();
+    msg.finish(ctx);
+    if clusters.is_empty() {
+        ctx.error(&origin.with_child("clusters"), "at least one cluster is required");
+    } else if clusters.iter().all(|c| c.weight == 0) {
+        ctx.error(&origin.with_child("clusters"), "the weights add up to 0");
+    }
+    clusters
 }
 
 fn read_direct_response(ctx: &mut Ctx, field: &Field<'_>) -> Option<RouteAction> {

@@ -45,8 +45,7 @@ fn forward(cluster: &str, timeout: Option<Duration>) -> RouteAction {
         prefix_rewrite: None,
         host_rewrite_literal: None,
         timeout,
-        upgrades: vec![],
-        retry_policy: None,
+        ..Default::default()
     })
 }
 
@@ -203,8 +202,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 prefix_rewrite: Some("/v2/users".into()),
                 host_rewrite_literal: Some("users.internal".into()),
                 timeout: Some(Duration::from_millis(250)),
-                upgrades: vec![],
-                retry_policy: None,
+                ..Default::default()
             }),
             metadata: Metadata::default(),
             headers: Default::default(),
@@ -337,8 +335,7 @@ fn json_with_camel_case_names() {
             prefix_rewrite: None,
             host_rewrite_literal: Some("json.internal".into()),
             timeout: Some(Duration::from_secs(15)),
-            upgrades: vec![],
-            retry_policy: None,
+            ..Default::default()
         })
     );
     assert_eq!(routes[1].action, RouteAction::DirectResponse { status: 418, body: Some(b"short and stout".to_vec()) });

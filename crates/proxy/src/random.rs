@@ -9,7 +9,7 @@ thread_local! {
 }
 
 /// The next 64 random bits of this thread's generator.
-fn next_u64() -> u64 {
+pub fn next_u64() -> u64 {
     STATE.with(|s| {
         let x = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
         s.set(x);

@@ -412,7 +412,7 @@ impl ActiveStream {
             // router picks it again from the headers the filters leave. The filters the
             // route turns off are decided here, once, as Envoy builds the stream's chain.
             let matched = routes.find(&self.request_headers);
-            note_route(matched.as_ref(), &hcm.clusters, &info);
+            note_route(matched.as_ref(), &self.request_headers, &hcm.clusters, &info);
             self.filters.disabled = disabled_filters(&hcm.filter_options, matched.as_ref());
         }
         // An upgrading request goes on after its headers (its bytes come once the upstream

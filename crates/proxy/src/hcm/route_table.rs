@@ -30,6 +30,84 @@ pub struct Matched<'a> {
     /// The filters it turns off or on (its own, else its virtual host's, else the route
     /// configuration's, by filter name).
     pub filter_overrides: &'a [FilterOverride],
+    /// `weighted_clusters`, each with the header mutations that apply with it.
+    pub weighted: &'a [Weighted],
+    /// `regex_rewrite` and `host_rewrite_path_regex`, compiled.
+    pub rewrites: &'a Rewrites,
+}
+
+/// A route's regex rewrites, compiled: the regex and the substitution.
+#[derive(Default)]
+pub struct Rewrites {
+    /// `regex_rewrite`, on the path without its query.
+    pub path: Option<(Regex, String)>,
+    /// `host_rewrite_path_regex`: the path without its query, rewritten, is the host.
+    pub host: Option<(Regex, String)>,
+}
+
+/// One of a route's weighted clusters.
+pub struct Weighted {
+    /// The cluster.
+    pub name: String,
+    /// Its weight.
+    pub weight: u32,
+    /// Its header mutations and the route's, in the order they apply.
+    pub headers: HeaderLevels,
+    /// `host_rewrite_literal`.
+    pub host_rewrite_literal: Option<String>,
+}
+
+impl Matched<'_> {
+    /// The cluster the stream goes to (`random` is the stream's draw), with the header
+    /// mutations and the host rewrite that go with it; `None` when no cluster is named
+    /// (no `cluster_header` in the request).
+    pub fn cluster<'m>(&'m self, headers: &Headers, random: u64) -> Option<ClusterChoice<'m>> {
+        let RouteAction::Forward(f) = self.action else { return None };
+        if !self.weighted.is_empty() {
+            let total: u64 = self.weighted.iter().map(|w| u64::from(w.weight)).sum();
+            let mut point = random % total.max(1);
+            let chosen = self.weighted.iter().find(|w| {
+                let inside = point < u64::from(w.weight);
+                point = point.saturating_sub(u64::from(w.weight));
+                inside
+            })?;
+            let (host_rewrite_literal, keeps_original_host) = match &chosen.host_rewrite_literal {
+                Some(host) => (Some(host.as_str()), false),
+                None => (f.host_rewrite_literal.as_deref(), true),
+            };
+            return Some(ClusterChoice {
+                name: std::borrow::Cow::Borrowed(&chosen.name),
+                headers: &chosen.headers,
+                host_rewrite_literal,
+                keeps_original_host,
+            });
+        }
+        let name = match &f.cluster_header {
+            Some(header) => {
+                std::borrow::Cow::Owned(String::from_utf8_lossy(headers.get(header.as_bytes())?).into_owned())
+            }
+            None => std::borrow::Cow::Borrowed(f.cluster.as_str()),
+        };
+        Some(ClusterChoice {
+            name,
+            headers: self.headers,
+            host_rewrite_literal: f.host_rewrite_literal.as_deref(),
+            keeps_original_host: true,
+        })
+    }
+}
+
+/// The cluster a stream goes to, and what goes with it.
+pub struct ClusterChoice<'a> {
+    /// The cluster's name.
+    pub name: std::borrow::Cow<'a, str>,
+    /// The header mutations that apply.
+    pub headers: &'a HeaderLevels,
+    /// The host rewrite that applies.
+    pub host_rewrite_literal: Option<&'a str>,
+    /// The host replaced is kept in `x-envoy-original-host` (the route's rewrite does
+    /// that, a weighted cluster's does not, as in Envoy).
+    pub keeps_original_host: bool,
 }
 
 /// The header mutations of a route, its virtual host and its route configuration, in the
@@ -62,6 +140,8 @@ struct Route {
     mutations: HeaderLevels,
     retry_policy: Option<Arc<RetryPolicy>>,
     filter_overrides: Arc<[FilterOverride]>,
+    weighted: Vec<Weighted>,
+    rewrites: Rewrites,
 }
 
 enum CompiledPath {
@@ -141,11 +221,27 @@ impl RouteTable {
                     virtual_host_name: vh.name.clone(),
                     virtual_host_metadata: vhost_metadata.clone(),
                 };
-                let mut levels = [Arc::new(r.headers.clone()), vhost_headers.clone(), global.clone()];
-                if config.most_specific_header_mutations_wins {
-                    levels.reverse();
-                }
-                let mutations = levels.into_iter().filter(|l| !l.is_empty()).collect();
+                let ordered = |mut levels: Vec<Arc<HeaderMutations>>| -> HeaderLevels {
+                    if config.most_specific_header_mutations_wins {
+                        levels.reverse();
+                    }
+                    levels.into_iter().filter(|l| !l.is_empty()).collect()
+                };
+                let route_levels = vec![Arc::new(r.headers.clone()), vhost_headers.clone(), global.clone()];
+                let weighted = match &r.action {
+                    RouteAction::Forward(f) => f
+                        .weighted_clusters
+                        .iter()
+                        .map(|w| Weighted {
+                            name: w.name.clone(),
+                            weight: w.weight,
+                            headers: ordered([vec![Arc::new(w.headers.clone())], route_levels.clone()].concat()),
+                            host_rewrite_literal: w.host_rewrite_literal.clone(),
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let mutations = ordered(route_levels);
                 let retry_policy = match &r.action {
                     RouteAction::Forward(f) => f.retry_policy.as_ref().or(vh.retry_policy.as_ref()),
                     _ => None,
@@ -157,7 +253,29 @@ impl RouteTable {
                         filter_overrides.push(o.clone());
                     }
                 }
+                let rewrites = match &r.action {
+                    RouteAction::Forward(f) => {
+                        let compile = |r: &Option<wasmproxy_config::model::RegexRewrite>| {
+                            r.as_ref()
+                                .map(|r| {
+                                    Ok((
+                                        Regex::new(&r.pattern).map_err(|e| RouteError {
+                                            route: name.clone(),
+                                            regex: r.pattern.clone(),
+                                            message: e.to_string(),
+                                        })?,
+                                        r.substitution.clone(),
+                                    ))
+                                })
+                                .transpose()
+                        };
+                        Rewrites { path: compile(&f.regex_rewrite)?, host: compile(&f.host_rewrite_path_regex)? }
+                    }
+                    _ => Rewrites::default(),
+                };
                 v.routes.push(Route {
+                    rewrites,
+                    weighted,
                     filter_overrides: filter_overrides.into(),
                     retry_policy: retry_policy.cloned().map(Arc::new),
                     mutations,
@@ -202,6 +320,8 @@ impl RouteTable {
             headers: &route.mutations,
             retry_policy: route.retry_policy.as_deref(),
             filter_overrides: &route.filter_overrides,
+            weighted: &route.weighted,
+            rewrites: &route.rewrites,
         })
     }
 

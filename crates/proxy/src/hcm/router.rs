@@ -47,7 +47,7 @@ impl Hcm {
     /// `x-envoy-*` headers), as Envoy's router does: the access-log phase sees them.
     pub(super) fn route(&self, routes: &RouteTable, headers: &mut Headers, info: &StreamRef) -> Target {
         let matched = routes.find(headers);
-        note_route(matched.as_ref(), &self.clusters, info);
+        note_route(matched.as_ref(), headers, &self.clusters, info);
         self.stats.router_rq_total.inc();
         let Some(m) = matched else {
             self.stats.no_route.inc();
@@ -74,27 +74,51 @@ impl Hcm {
                 Target::Local(response, Bytes::new())
             }
             RouteAction::Forward(f) => {
-                let Some(cluster) = self.clusters.get(&f.cluster) else {
+                let random = info.borrow().random;
+                let choice = m.cluster(headers, random);
+                let Some((cluster, choice)) = choice.and_then(|c| Some((self.clusters.get(&c.name)?, c))) else {
                     self.stats.no_cluster.inc();
                     let mut i = info.borrow_mut();
                     i.response_flags.set(ResponseFlag::NoClusterFound);
                     i.response_code_details = "cluster_not_found".into();
-                    return Target::Local(status_headers(503), Bytes::new());
+                    return Target::Local(status_headers(f.cluster_not_found_status), Bytes::new());
                 };
                 let matched_len = m.matched_len;
                 let retries = Retries::new(m.retry_policy, headers);
                 let timeout = timeout_from_headers(f.timeout, headers);
                 // As Envoy's route entry: the headers first, then the rewrites.
-                mutate_request(m.headers, headers, &info.borrow());
+                mutate_request(choice.headers, headers, &info.borrow());
+                let original_path = headers.get(b":path").unwrap_or_default().to_vec();
+                let new_host = match (choice.host_rewrite_literal, &f.host_rewrite_header, &m.rewrites.host) {
+                    (Some(host), _, _) => Some(host.to_string()),
+                    (None, Some(header), _) => headers
+                        .get(header.as_bytes())
+                        .filter(|v| !v.is_empty())
+                        .map(|v| String::from_utf8_lossy(v).into_owned()),
+                    (None, None, Some((re, substitution))) => {
+                        let path = String::from_utf8_lossy(&original_path);
+                        let just_path = path.split(['?', '#']).next().unwrap_or_default();
+                        Some(re.replace_all(just_path, substitution.as_str()).into_owned())
+                    }
+                    _ => None,
+                };
                 if let Some(prefix) = &f.prefix_rewrite {
-                    let original = headers.get(b":path").unwrap_or_default().to_vec();
                     rewrite_prefix(headers, matched_len, prefix);
-                    headers.replace(b"x-envoy-original-path", &original);
+                    headers.replace(b"x-envoy-original-path", &original_path);
+                } else if let Some((re, substitution)) = &m.rewrites.path {
+                    let path = String::from_utf8_lossy(&original_path).into_owned();
+                    let (just_path, query) = path.split_once('?').map_or((path.as_str(), None), |(p, q)| (p, Some(q)));
+                    let mut rewritten = re.replace_all(just_path, substitution.as_str()).into_owned();
+                    if let Some(q) = query {
+                        rewritten = format!("{rewritten}?{q}");
+                    }
+                    headers.replace(b":path", rewritten.as_bytes());
+                    headers.replace(b"x-envoy-original-path", &original_path);
                 }
-                if let Some(host) = &f.host_rewrite_literal {
+                if let Some(host) = new_host {
                     // As Envoy's router, the host replaced is kept.
                     let original = headers.get(b":authority").unwrap_or_default().to_vec();
-                    if !original.is_empty() {
+                    if !original.is_empty() && choice.keeps_original_host {
                         headers.replace(b"x-envoy-original-host", &original);
                     }
                     headers.replace(b":authority", host.as_bytes());
@@ -108,7 +132,7 @@ impl Hcm {
                 if let Some(t) = expected {
                     headers.replace(b"x-envoy-expected-rq-timeout-ms", t.as_millis().to_string().as_bytes());
                 }
-                Target::Upstream { cluster, timeout, mutations: m.headers.clone(), retries }
+                Target::Upstream { cluster, timeout, mutations: choice.headers.clone(), retries }
             }
         }
     }
@@ -296,12 +320,12 @@ fn redirect(r: &RedirectAction, request: &Headers) -> Headers {
 
 /// Records the matched route (or none) in the stream info, for `xds.route_*`,
 /// `xds.virtual_host_*` and `xds.cluster_*`.
-pub(super) fn note_route(matched: Option<&Matched<'_>>, clusters: &Clusters, info: &StreamRef) {
+pub(super) fn note_route(matched: Option<&Matched<'_>>, headers: &Headers, clusters: &Clusters, info: &StreamRef) {
     let mut i = info.borrow_mut();
     i.route = matched.map(|m| m.attributes.clone());
-    i.cluster_name = match matched.map(|m| m.action) {
-        Some(RouteAction::Forward(f)) => f.cluster.clone(),
-        _ => String::new(),
-    };
-    i.cluster_metadata = clusters.get(&i.cluster_name).map(|c| c.metadata().clone());
+    let random = i.random;
+    // Known only for a cluster that exists, as Envoy's (its cluster info).
+    let cluster = matched.and_then(|m| m.cluster(headers, random)).and_then(|c| Some((clusters.get(&c.name)?, c.name)));
+    i.cluster_name = cluster.as_ref().map(|(_, name)| name.to_string()).unwrap_or_default();
+    i.cluster_metadata = cluster.map(|(c, _)| c.metadata().clone());
 }

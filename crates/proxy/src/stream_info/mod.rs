@@ -103,6 +103,9 @@ pub struct StreamInfo {
     pub downstream_remote: SocketAddr,
     /// Envoy's response flags (`NR`, `UF`, `UT`, ...).
     pub response_flags: ResponseFlags,
+    /// Drawn when the stream starts: which of a route's weighted clusters it takes (the
+    /// same each time the route is picked, as Envoy's stream id).
+    pub random: u64,
     /// When the request's last byte came in, from the start.
     pub request_done: Option<std::time::Duration>,
     /// When the upstream's response headers came in, from the start.
@@ -145,6 +148,7 @@ impl StreamInfo {
             upstream_tls: None,
             upstream_failure: None,
             response_flags: ResponseFlags::default(),
+            random: crate::random::next_u64(),
             request_done: None,
             upstream_responded: None,
             route: None,
