@@ -207,7 +207,7 @@ fn observe(
             if std::env::var_os("CONFORMANCE_VERBOSE").is_some() {
                 eprintln!("{} refused {}:\n{text}", kind.name(), s.name);
             }
-            return Ok("== start-up\nrefused\n".into());
+            return Ok(report::REFUSED.into());
         }
     };
     running.settle();

@@ -3,6 +3,9 @@
 
 use crate::scenario::Scenario;
 
+/// What a proxy that refused a scenario's configuration showed.
+pub const REFUSED: &str = "== start-up\nrefused\n";
+
 /// One scenario's result.
 pub struct Outcome {
     /// The scenario's name.
@@ -15,9 +18,17 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Compares Envoy's observation with wasmproxy's.
+    /// Compares Envoy's observation with wasmproxy's. Both refusing the configuration is
+    /// a failure of the scenario itself (it checks nothing), never "the same".
     pub fn new(s: &Scenario, envoy: &str, ours: &str) -> Outcome {
-        Outcome { name: s.name, about: s.about, deliberate: s.deliberate, known: s.known, diff: diff(envoy, ours) }
+        let diff = if envoy == REFUSED && ours == REFUSED {
+            "both proxies refused the configuration (CONFORMANCE_VERBOSE=1 shows why): the scenario checks nothing\n"
+                .to_string()
+        } else {
+            diff(envoy, ours)
+        };
+        let (deliberate, known) = if envoy == REFUSED && ours == REFUSED { (None, None) } else { (s.deliberate, s.known) };
+        Outcome { name: s.name, about: s.about, deliberate, known, diff }
     }
 
     /// Both proxies showed the same.
