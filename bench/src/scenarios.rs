@@ -249,6 +249,21 @@ pub fn all() -> Vec<Scenario> {
             )
         },
         body(
+            "retries_one_in_ten_fails",
+            "the Rust header filter to an upstream that answers 503 to one first try in ten; the route retries \
+             (`retry_on: 5xx`, 2 retries, 1 ms back-off base, `x-envoy-attempt-count` to the upstream, room for \
+             10000 retries at once): every answer the client gets is a 200",
+            bootstrap(&hf())
+                .replacen(
+                    "              - match: { prefix: / }\n                route: { cluster: upstream }\n",
+                    "              - match: { prefix: / }\n                route: { cluster: upstream, retry_policy: { retry_on: 5xx, num_retries: 2, retry_back_off: { base_interval: 0.001s } } }\n",
+                    1,
+                )
+                .replacen("              domains: [\"*\"]\n", "              domains: [\"*\"]\n              include_request_attempt_count: true\n", 1)
+                .replacen("    type: STATIC\n", "    type: STATIC\n    circuit_breakers: { thresholds: [{ max_retries: 10000 }] }\n", 1),
+            crate::upstream::FAILING_PATH,
+        ),
+        body(
             "upstream_https",
             "the Rust header filter, keep-alive HTTP/1.1 in, to the upstream over TLS (SNI, no certificate check, \
              Envoy's client defaults)",

@@ -1,5 +1,6 @@
 //! The upstream both proxies share: a small hyper server answering every request with
-//! the same 128-byte body (and echoing request bodies of POSTs, for the body scenario),
+//! the same 128-byte body (and echoing request bodies of POSTs, for the body scenario;
+//! 503 for one request in ten on [`FAILING_PATH`], for the retry scenario),
 //! over TLS with the run's certificate when the proxy starts a handshake.
 
 use std::convert::Infallible;
@@ -9,6 +10,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// The path one first try in ten of which is answered 503.
+pub const FAILING_PATH: &str = "/one-in-ten-fails";
+
+/// Requests to [`FAILING_PATH`] so far.
+static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Starts the upstream on its own runtime thread; returns its address.
 pub fn start() -> std::io::Result<SocketAddr> {
@@ -47,9 +54,16 @@ where
 {
     let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
         let post = req.method() == http::Method::POST;
+        // One first try in ten fails; a retry (a later try) never does.
+        let first_try = req.headers().get("x-envoy-attempt-count").is_none_or(|n| n == "1");
+        let failing = req.uri().path() == FAILING_PATH && first_try;
         let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let answer = if post { body } else { Bytes::from_static(&[b'x'; 128]) };
-        Ok::<_, Infallible>(http::Response::new(Full::new(answer)))
+        let mut response = http::Response::new(Full::new(answer));
+        if failing && SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10 == 0 {
+            *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        }
+        Ok::<_, Infallible>(response)
     });
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(io, service).await;
 }

@@ -16,7 +16,61 @@ pub fn scenarios() -> Vec<Scenario> {
         filters_per_route(),
         cluster_specifiers(),
         rewrites(),
+        circuit_breakers(),
     ]
+}
+
+/// Clusters whose circuit breakers are open from the start (`max_requests: 0`,
+/// `max_pending_requests: 0`): 503 `overflow`, flag `UO`, the overflow stats; and a
+/// virtual host that numbers the tries both ways (`include_request_attempt_count`,
+/// `include_attempt_count_in_response`) with a retry.
+fn circuit_breakers() -> Scenario {
+    let routes = r#"              - match: { prefix: /no-requests }
+                route: { cluster: no_requests }
+              - match: { prefix: /no-pending }
+                route: { cluster: no_pending }
+              - match: { prefix: /flaky/ }
+                route: { cluster: upstream, retry_policy: { retry_on: 5xx } }
+              - match: { prefix: / }
+                name: upstream_route
+"#;
+    let cluster = |name: &str, threshold: &str| {
+        format!(
+            r#"  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    circuit_breakers: {{ thresholds: [{{ priority: DEFAULT, {threshold}: 0 }}, {{ priority: HIGH, max_requests: 5 }}] }}
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: @UPSTREAM_PORT@ }} }} }}
+"#
+        )
+    };
+    let probe = crate::scenario::probe(
+        "probe",
+        json!({"phases": {"log": [["get_property", "response.flags"], ["get_property", "response.code_details"]]}}),
+    );
+    let counted = "              domains: [\"*\"]\n              include_request_attempt_count: true\n              include_attempt_count_in_response: true\n";
+    let config = crate::scenario::bootstrap("", &probe)
+        .replacen("              domains: [\"*\"]\n", counted, 1)
+        .replacen("              - match: { prefix: / }\n                name: upstream_route\n", routes, 1)
+        + &cluster("no_requests", "max_requests")
+        + &cluster("no_pending", "max_pending_requests");
+    let scenario = crate::scenarios::s(
+        "circuit_breakers",
+        "circuit_breakers max_requests and max_pending_requests at 0: 503 overflow (UO) and the overflow stats; \
+         x-envoy-attempt-count to the upstream and in the response",
+        config,
+        vec![Request::get("/no-requests"), Request::get("/no-pending"), Request::get("/flaky/1/x"), Request::get("/u")],
+    );
+    Scenario {
+        stats: &[
+            r"cluster\.(no_requests|no_pending)\.upstream_(rq_pending_overflow|rq_active_overflow|cx_overflow|rq_503):",
+        ],
+        ..scenario
+    }
 }
 
 /// `regex_rewrite` (capture groups, the query kept), `host_rewrite_header` (present,

@@ -6,11 +6,24 @@ use crate::address::{Host, read_address};
 use crate::config_source::read_config_source;
 use crate::metadata::read_metadata;
 use crate::model::{
-    Cluster, Discovery, DnsLookupFamily, EdsSource, LbPolicy, LoadAssignment, SocketAddress, UpstreamHttpOptions,
+    CircuitBreakers, Cluster, Discovery, DnsLookupFamily, EdsSource, LbPolicy, LoadAssignment, SocketAddress,
+    UpstreamHttpOptions,
 };
 use crate::reader::{Ctx, Field, type_error};
 use crate::tls::read_upstream_transport_socket;
 
+const CIRCUIT_BREAKERS: &[&str] = &["thresholds", "per_host_thresholds"];
+const THRESHOLDS: &[&str] = &[
+    "priority",
+    "max_connections",
+    "max_pending_requests",
+    "max_requests",
+    "max_retries",
+    "retry_budget",
+    "track_remaining",
+    "max_connection_pools",
+];
+const PRIORITY: &[(&str, i64, Option<u8>)] = &[("DEFAULT", 0, Some(0)), ("HIGH", 1, Some(1))];
 const CLUSTER: &[&str] = &[
     "transport_socket_matches",
     "name",
@@ -154,6 +167,38 @@ const HTTP_PROTOCOL_OPTIONS_TYPE: &str = "envoy.extensions.upstreams.http.v3.Htt
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads `static_resources.clusters[i]`.
+/// `circuit_breakers`: the `DEFAULT` priority's thresholds (a `HIGH` one is read and checked,
+/// and never applies: every route is `DEFAULT`, since route `priority` is refused).
+fn read_circuit_breakers(ctx: &mut Ctx, field: &Field<'_>) -> CircuitBreakers {
+    let mut breakers = CircuitBreakers::default();
+    let Some(mut msg) = field.message(ctx, CIRCUIT_BREAKERS) else { return breakers };
+    let mut seen = Vec::new();
+    for item in msg.get(ctx, "thresholds").map(|f| f.list()).unwrap_or_default() {
+        let Some(mut t) = item.message(ctx, THRESHOLDS) else { continue };
+        let priority = t.get(ctx, "priority").and_then(|f| f.enumeration(ctx, PRIORITY)).unwrap_or(0);
+        if seen.contains(&priority) {
+            item.error(ctx, "a priority has one thresholds entry");
+        }
+        seen.push(priority);
+        let mut read = |t: &mut crate::reader::Msg<'_>, name: &str, into: &mut u32| {
+            if let Some(v) = t.get(ctx, name).and_then(|f| f.unsigned(ctx, u64::from(u32::MAX))) {
+                *into = v as u32;
+            }
+        };
+        let mut these = CircuitBreakers::default();
+        read(&mut t, "max_connections", &mut these.max_connections);
+        read(&mut t, "max_pending_requests", &mut these.max_pending_requests);
+        read(&mut t, "max_requests", &mut these.max_requests);
+        read(&mut t, "max_retries", &mut these.max_retries);
+        t.finish(ctx);
+        if priority == 0 {
+            breakers = these;
+        }
+    }
+    msg.finish(ctx);
+    breakers
+}
+
 pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> {
     let mut msg = field.message(ctx, CLUSTER)?;
     let name = msg.required(ctx, "name").and_then(|f| {
@@ -216,6 +261,7 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
     }
     let metadata = msg.get(ctx, "metadata").map(|f| read_metadata(ctx, &f)).unwrap_or_default();
     let tls = msg.get(ctx, "transport_socket").map(|f| read_upstream_transport_socket(ctx, &f));
+    let circuit_breakers = msg.get(ctx, "circuit_breakers").map(|f| read_circuit_breakers(ctx, &f)).unwrap_or_default();
     msg.finish(ctx);
     Some(Cluster {
         name: name?,
@@ -230,6 +276,7 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
         metadata,
         tls: tls.map_or(Some(None), |t| t.map(Some))?,
         upstream_http,
+        circuit_breakers,
     })
 }
 

@@ -897,6 +897,10 @@ pub struct VirtualHost {
     pub retry_policy: Option<RetryPolicy>,
     /// `typed_per_filter_config`, for its routes.
     pub filter_overrides: Vec<FilterOverride>,
+    /// `include_request_attempt_count`: upstream requests carry `x-envoy-attempt-count`.
+    pub include_request_attempt_count: bool,
+    /// `include_attempt_count_in_response`: responses carry `x-envoy-attempt-count`.
+    pub include_attempt_count_in_response: bool,
 }
 
 /// A route.
@@ -1311,6 +1315,28 @@ pub struct Cluster {
     pub tls: Option<UpstreamTls>,
     /// `typed_extension_protocol_options`' `upstream_http_protocol_options`.
     pub upstream_http: UpstreamHttpOptions,
+    /// `circuit_breakers.thresholds` of the `DEFAULT` priority (every route's), or
+    /// Envoy's defaults.
+    pub circuit_breakers: CircuitBreakers,
+}
+
+/// `circuit_breakers` thresholds of one priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreakers {
+    /// `max_connections` (1024).
+    pub max_connections: u32,
+    /// `max_pending_requests` (1024).
+    pub max_pending_requests: u32,
+    /// `max_requests` (1024).
+    pub max_requests: u32,
+    /// `max_retries` (3).
+    pub max_retries: u32,
+}
+
+impl Default for CircuitBreakers {
+    fn default() -> Self {
+        CircuitBreakers { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 3 }
+    }
 }
 
 /// Envoy's `UpstreamHttpProtocolOptions`: the server name of new TLS connections taken

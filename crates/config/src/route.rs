@@ -235,8 +235,21 @@ fn read_virtual_host(ctx: &mut Ctx, field: &Field<'_>) -> Option<VirtualHost> {
     let headers = read_header_mutations(ctx, &mut msg);
     let retry_policy = msg.get(ctx, "retry_policy").and_then(|f| read_retry_policy(ctx, &f));
     let filter_overrides = read_filter_overrides(ctx, &mut msg);
+    let mut flag = |name: &str| msg.get(ctx, name).and_then(|f| f.bool(ctx)).unwrap_or(false);
+    let include_request_attempt_count = flag("include_request_attempt_count");
+    let include_attempt_count_in_response = flag("include_attempt_count_in_response");
     msg.finish(ctx);
-    Some(VirtualHost { name, domains, routes, metadata, headers, retry_policy, filter_overrides })
+    Some(VirtualHost {
+        name,
+        domains,
+        routes,
+        metadata,
+        headers,
+        retry_policy,
+        filter_overrides,
+        include_request_attempt_count,
+        include_attempt_count_in_response,
+    })
 }
 
 fn read_route(ctx: &mut Ctx, field: &Field<'_>) -> Option<Route> {

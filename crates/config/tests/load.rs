@@ -91,6 +91,8 @@ fn rust_sdk_example_shape() {
                 headers: Default::default(),
                 retry_policy: None,
                 filter_overrides: vec![],
+                include_request_attempt_count: false,
+                include_attempt_count_in_response: false,
             }],
             ..Default::default()
         }
@@ -132,6 +134,7 @@ fn rust_sdk_example_shape() {
             metadata: Metadata::default(),
             tls: None,
             upstream_http: UpstreamHttpOptions::default(),
+            circuit_breakers: Default::default(),
         }]
     );
     assert_eq!(bootstrap.wasm_services, vec![]);
@@ -291,6 +294,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 metadata: Metadata::default(),
                 tls: None,
                 upstream_http: UpstreamHttpOptions::default(),
+                circuit_breakers: Default::default(),
             },
             Cluster {
                 name: "legacy_h2".into(),
@@ -305,6 +309,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 metadata: Metadata::default(),
                 tls: None,
                 upstream_http: UpstreamHttpOptions::default(),
+                circuit_breakers: Default::default(),
             },
         ]
     );

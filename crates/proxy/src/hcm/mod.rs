@@ -196,6 +196,8 @@ struct UpstreamBody {
     deadline: Option<TokioInstant>,
     /// From an HTTP/1.1 upstream (see [`Hcm::pump`]).
     http1: bool,
+    /// Its place in the cluster's `max_requests`, until the body is done.
+    place: Option<crate::upstream::breakers::Taken>,
 }
 
 impl Hcm {
@@ -438,10 +440,10 @@ impl ActiveStream {
                 }
                 Ok((h, ResponseBody::Whole(body)))
             }
-            Target::Upstream { cluster, timeout, mutations, retries } => {
+            Target::Upstream(target) => {
                 let http1 = info.borrow().protocol != "HTTP/2";
                 let downstream = Downstream { incoming, http1, ended: request_ended };
-                self.forward(downstream, cluster, timeout, mutations, retries).await
+                self.forward(downstream, target).await
             }
         }
     }
@@ -486,7 +488,7 @@ impl ActiveStream {
         let response = hcm.build_response(&response_headers, None, Either::Right(body), false);
         let mut stream = self;
         tokio::task::spawn_local(async move {
-            let UpstreamBody { body: mut upstream_body, deadline, http1, cluster, sent, external } = upstream;
+            let UpstreamBody { body: mut upstream_body, deadline, http1, cluster, sent, external, place } = upstream;
             // The response headers are gone already: a failure here can only reset the
             // stream, by aborting the body.
             let abort = tx.clone();
@@ -505,6 +507,7 @@ impl ActiveStream {
             } else {
                 cluster.stats().response_time(sent.elapsed(), external);
             }
+            drop(place);
             stream.end_now(Some(response_headers));
         });
         response

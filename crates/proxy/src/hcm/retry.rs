@@ -25,6 +25,8 @@ use crate::upstream::error::UpstreamError;
 
 /// The header that tells the upstream how long the router waits.
 const EXPECTED_TIMEOUT: &[u8] = b"x-envoy-expected-rq-timeout-ms";
+/// The header that numbers the tries (`include_request_attempt_count`).
+pub(super) const ATTEMPT_COUNT: &[u8] = b"x-envoy-attempt-count";
 
 /// The route's timeout, which runs from the end of the request.
 pub(super) struct Deadline {
@@ -118,7 +120,10 @@ impl Retries {
         let on = self.policy.retry_on;
         let no_answer = RetryOn::FIVE_XX | RetryOn::GATEWAY_ERROR | RetryOn::RESET;
         match e {
-            UpstreamError::Timeout | UpstreamError::ResponseTooLarge | UpstreamError::NoHealthyUpstream => false,
+            UpstreamError::Timeout
+            | UpstreamError::ResponseTooLarge
+            | UpstreamError::NoHealthyUpstream
+            | UpstreamError::Overflow => false,
             UpstreamError::ConnectionFailure(_) => on.any(no_answer | RetryOn::CONNECT_FAILURE),
             UpstreamError::Refused(_) => on.any(no_answer | RetryOn::REFUSED_STREAM),
             UpstreamError::Disconnected(_) | UpstreamError::PerTryTimeout => on.any(no_answer),
@@ -214,7 +219,7 @@ pub(super) struct TryContext<'a> {
 }
 
 /// The first try and the retries the policy allows: the last answer or failure, and
-/// whether it came from a retry. A retry waits for the request's end (its body is sent
+/// how many tries were made. A retry waits for the request's end (its body is sent
 /// again whole) and its back-off.
 pub(super) async fn send(
     cx: &TryContext<'_>,
@@ -222,12 +227,12 @@ pub(super) async fn send(
     deadline: &mut Deadline,
     mut retries: Option<Retries>,
     replay: &RefCell<Replay>,
-) -> (Result<Started, UpstreamError>, bool) {
+) -> (Result<Started, UpstreamError>, u32) {
     let per_try = retries.as_ref().and_then(|r| r.policy.per_try_timeout);
     let first = one_try(cx, cx.headers, first_body, cx.whole_body, per_try, deadline, &[]).await;
     match retries.as_mut() {
         Some(r) => retry(cx, first, deadline, r, replay).await,
-        None => (first, false),
+        None => (first, 1),
     }
 }
 
@@ -238,7 +243,7 @@ async fn retry(
     deadline: &mut Deadline,
     r: &mut Retries,
     replay: &RefCell<Replay>,
-) -> (Result<Started, UpstreamError>, bool) {
+) -> (Result<Started, UpstreamError>, u32) {
     let per_try = r.policy.per_try_timeout;
     let stats = cx.cluster.stats();
     loop {
@@ -246,28 +251,28 @@ async fn retry(
             Ok(answer) => r.retriable_answer(&answer.headers),
             Err(e) => r.retriable_failure(e),
         };
-        let retried = r.made > 0;
+        let tries = r.made + 1;
         if !retriable {
-            if retried && result.is_ok() {
+            if r.made > 0 && result.is_ok() {
                 stats.rq_retry_success.inc();
             }
-            return (result, retried);
+            return (result, tries);
         }
         if r.remaining == 0 {
             stats.rq_retry_limit_exceeded.inc();
             cx.info.borrow_mut().response_flags.set(ResponseFlag::UpstreamRetryLimitExceeded);
-            return (result, retried);
+            return (result, tries);
         }
         let Some(budget) = cx.cluster.retry_budget() else {
             stats.rq_retry_overflow.inc();
-            return (result, retried);
+            return (result, tries);
         };
         // A retry sends the request again whole: it waits for its end, and there is none
         // if the body was not kept (over the buffer limit).
         deadline.request_ended().await;
         let Some(body) = replay.borrow().body(cx.cluster.http2()) else {
             stats.retry_or_shadow_abandoned.inc();
-            return (result, retried);
+            return (result, tries);
         };
         r.remaining -= 1;
         r.made += 1;
@@ -283,7 +288,7 @@ async fn retry(
         match deadline.at() {
             Some(at) if TokioInstant::now() + wait >= at => {
                 tokio::time::sleep_until(at).await;
-                return (Err(UpstreamError::Timeout), true);
+                return (Err(UpstreamError::Timeout), r.made + 1);
             }
             _ => tokio::time::sleep(wait).await,
         }
@@ -293,6 +298,9 @@ async fn retry(
         let left = deadline.at().map(|at| at.saturating_duration_since(TokioInstant::now()));
         if let Some(expected) = per_try.or(left).filter(|_| headers.get(EXPECTED_TIMEOUT).is_some()) {
             headers.replace(EXPECTED_TIMEOUT, expected.as_millis().to_string().as_bytes());
+        }
+        if headers.get(ATTEMPT_COUNT).is_some() {
+            headers.replace(ATTEMPT_COUNT, (r.made + 1).to_string().as_bytes());
         }
         result = one_try(cx, &headers, body, true, per_try, deadline, &avoid).await;
         drop(budget);

@@ -34,6 +34,9 @@ pub struct Matched<'a> {
     pub weighted: &'a [Weighted],
     /// `regex_rewrite` and `host_rewrite_path_regex`, compiled.
     pub rewrites: &'a Rewrites,
+    /// Its virtual host's `include_request_attempt_count` and
+    /// `include_attempt_count_in_response`.
+    pub attempt_count: (bool, bool),
 }
 
 /// A route's regex rewrites, compiled: the regex and the substitution.
@@ -142,6 +145,7 @@ struct Route {
     filter_overrides: Arc<[FilterOverride]>,
     weighted: Vec<Weighted>,
     rewrites: Rewrites,
+    attempt_count: (bool, bool),
 }
 
 enum CompiledPath {
@@ -274,6 +278,7 @@ impl RouteTable {
                     _ => Rewrites::default(),
                 };
                 v.routes.push(Route {
+                    attempt_count: (vh.include_request_attempt_count, vh.include_attempt_count_in_response),
                     rewrites,
                     weighted,
                     filter_overrides: filter_overrides.into(),
@@ -322,6 +327,7 @@ impl RouteTable {
             filter_overrides: &route.filter_overrides,
             weighted: &route.weighted,
             rewrites: &route.rewrites,
+            attempt_count: route.attempt_count,
         })
     }
 
@@ -403,6 +409,8 @@ mod tests {
             headers: Default::default(),
             retry_policy: None,
             filter_overrides: vec![],
+            include_request_attempt_count: false,
+            include_attempt_count_in_response: false,
         };
         let mut with_header = route(PathMatch::Prefix("/".into()), 201);
         with_header.matcher.headers.push(HeaderMatcher {

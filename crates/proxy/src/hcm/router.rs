@@ -14,7 +14,7 @@ use wasmproxy_config::model::{RedirectAction, RouteAction};
 use wasmproxy_host::Headers;
 
 use crate::hcm::header_mutation::{mutate_local_reply, mutate_request, mutate_response};
-use crate::hcm::retry::{self, Deadline, Replay, Retries, TryContext, keep_for_retries};
+use crate::hcm::retry::{self, ATTEMPT_COUNT, Deadline, Replay, Retries, TryContext, keep_for_retries};
 use crate::hcm::route_table::{HeaderLevels, Matched, RouteTable};
 use crate::hcm::{ActiveStream, Hcm, Processed, ResponseBody, UpstreamBody};
 use crate::http::convert;
@@ -29,7 +29,20 @@ use crate::upstream::error::{UpstreamError, connect_failure_reason, upstream_err
 /// Where the router sends a request.
 pub(super) enum Target {
     Local(Headers, Bytes),
-    Upstream { cluster: Rc<Cluster>, timeout: Option<Duration>, mutations: HeaderLevels, retries: Option<Retries> },
+    Upstream(UpstreamTarget),
+}
+
+/// Where and how a request goes upstream.
+pub(super) struct UpstreamTarget {
+    cluster: Rc<Cluster>,
+    /// The route's timeout.
+    timeout: Option<Duration>,
+    /// The header mutations that apply.
+    mutations: HeaderLevels,
+    /// The retries it may make.
+    retries: Option<Retries>,
+    /// The response says how many tries were made (`include_attempt_count_in_response`).
+    attempt_count_in_response: bool,
 }
 
 /// The downstream side of a request being forwarded: its body still to read, whether the
@@ -132,7 +145,12 @@ impl Hcm {
                 if let Some(t) = expected {
                     headers.replace(b"x-envoy-expected-rq-timeout-ms", t.as_millis().to_string().as_bytes());
                 }
-                Target::Upstream { cluster, timeout, mutations: choice.headers.clone(), retries }
+                if m.attempt_count.0 {
+                    headers.replace(ATTEMPT_COUNT, b"1");
+                }
+                let attempt_count_in_response = m.attempt_count.1;
+                let mutations = choice.headers.clone();
+                Target::Upstream(UpstreamTarget { cluster, timeout, mutations, retries, attempt_count_in_response })
             }
         }
     }
@@ -146,11 +164,9 @@ impl ActiveStream {
     pub(super) async fn forward(
         &mut self,
         request: Downstream<'_>,
-        cluster: Rc<Cluster>,
-        timeout: Option<Duration>,
-        mutations: HeaderLevels,
-        retries: Option<Retries>,
+        target: UpstreamTarget,
     ) -> Result<(Headers, ResponseBody), Processed> {
+        let UpstreamTarget { cluster, timeout, mutations, retries, attempt_count_in_response } = target;
         let started = Instant::now();
         // A request that may be retried keeps its body (up to the buffer limit) as the
         // first try sends it.
@@ -178,8 +194,8 @@ impl ActiveStream {
         let send = async {
             let cx = TryContext { cluster: &cluster, headers, info: &info, whole_body: request.ended };
             let mut deadline = Deadline::new(timeout, ended_rx);
-            let (r, retried) = retry::send(&cx, body, &mut deadline, retries, &replay).await;
-            (r, retried, deadline.at())
+            let (r, tries) = retry::send(&cx, body, &mut deadline, retries, &replay).await;
+            (r, tries, deadline.at())
         };
         let pump = async {
             let pumped = filters.pump(Direction::Request, request.incoming, request.http1, tx).await;
@@ -187,7 +203,7 @@ impl ActiveStream {
             let _ = ended_tx.send(TokioInstant::now());
             pumped
         };
-        let ((sent, retried, deadline), pumped) = tokio::join!(send, pump);
+        let ((sent, tries, deadline), pumped) = tokio::join!(send, pump);
         pumped?;
         let external = crate::upstream::cluster::is_external(headers);
         match &sent {
@@ -198,25 +214,29 @@ impl ActiveStream {
         // The route's response headers go on the upstream's answer and on the router's own
         // (a failure, a timeout), as in Envoy.
         Ok(match sent {
-            Ok(Started { headers: mut h, body, upgrade }) => {
+            Ok(Started { headers: mut h, body, upgrade, request: place }) => {
                 info.borrow_mut().response_code_details = "via_upstream".into();
                 if let Some(switched) = upgrade.filter(|_| self.upgrade.is_some()) {
                     // Envoy's router gives an upgraded stream, whose request has not ended,
                     // no `x-envoy-upstream-service-time`.
                     mutate_response(&mutations, &mut h, headers, &info.borrow());
+                    count_tries(&mut h, tries, attempt_count_in_response);
                     return Ok((h, ResponseBody::Upgraded(switched)));
                 }
                 let ms = started.elapsed().as_millis().to_string();
                 h.replace(b"x-envoy-upstream-service-time", ms.as_bytes());
                 mutate_response(&mutations, &mut h, headers, &info.borrow());
+                count_tries(&mut h, tries, attempt_count_in_response);
                 let http1 = !cluster.http2();
                 let sent = started;
-                (h, ResponseBody::Streaming(UpstreamBody { body, deadline, http1, cluster, sent, external }))
+                let place = Some(place);
+                (h, ResponseBody::Streaming(UpstreamBody { body, deadline, http1, cluster, sent, external, place }))
             }
             Err(e) => {
                 note_upstream_error(&info, &e);
-                let (mut h, text) = upstream_error_reply(&e, retried);
+                let (mut h, text) = upstream_error_reply(&e, tries > 1);
                 mutate_local_reply(&mutations, &mut h, &text, headers, &info.borrow());
+                count_tries(&mut h, tries, attempt_count_in_response);
                 (h, ResponseBody::Whole(text))
             }
         })
@@ -232,6 +252,9 @@ fn note_upstream_error(info: &StreamRef, e: &UpstreamError) {
         UpstreamError::Timeout => (Some(ResponseFlag::UpstreamRequestTimeout), "response_timeout".to_string()),
         UpstreamError::PerTryTimeout => {
             (Some(ResponseFlag::UpstreamRequestTimeout), "upstream_per_try_timeout".to_string())
+        }
+        UpstreamError::Overflow => {
+            (Some(ResponseFlag::UpstreamOverflow), "upstream_reset_before_response_started{overflow}".to_string())
         }
         UpstreamError::Refused(_) => (
             Some(ResponseFlag::UpstreamRemoteReset),
@@ -284,6 +307,13 @@ const CONSUMED_BY_ROUTER: &[&str] = &[
     "x-envoy-upstream-rq-timeout-alt-response",
     "x-envoy-hedge-on-per-try-timeout",
 ];
+
+/// `include_attempt_count_in_response`: the tries made, as Envoy's router says them.
+fn count_tries(response: &mut Headers, tries: u32, wanted: bool) {
+    if wanted {
+        response.replace(ATTEMPT_COUNT, tries.to_string().as_bytes());
+    }
+}
 
 /// `prefix_rewrite`: the part of the path the route matched is replaced.
 fn rewrite_prefix(headers: &mut Headers, matched: usize, prefix: &str) {

@@ -540,6 +540,12 @@ pub struct ClusterStats {
     pub rq_pending_total: Counter,
     /// Requests that waited for a connection that then failed.
     pub rq_pending_failure_eject: Counter,
+    /// Requests refused by the `max_pending_requests` circuit breaker.
+    pub rq_pending_overflow: Counter,
+    /// Requests refused by the `max_requests` circuit breaker.
+    pub rq_active_overflow: Counter,
+    /// Connections not made: the `max_connections` circuit breaker was open.
+    pub cx_overflow: Counter,
     /// Requests past the route's timeout.
     pub rq_timeout: Counter,
     /// Tries past the retry policy's per-try timeout.
@@ -591,6 +597,9 @@ impl ClusterStats {
             rq_total: scope.counter("upstream_rq_total"),
             rq_pending_total: scope.counter("upstream_rq_pending_total"),
             rq_pending_failure_eject: scope.counter("upstream_rq_pending_failure_eject"),
+            rq_pending_overflow: scope.counter("upstream_rq_pending_overflow"),
+            rq_active_overflow: scope.counter("upstream_rq_active_overflow"),
+            cx_overflow: scope.counter("upstream_cx_overflow"),
             rq_timeout: scope.counter("upstream_rq_timeout"),
             rq_per_try_timeout: scope.counter("upstream_rq_per_try_timeout"),
             rq_retry: scope.counter("upstream_rq_retry"),

@@ -15,6 +15,8 @@ pub enum ResponseFlag {
     UpstreamConnectionFailure = 5,
     /// `UC`: the upstream connection closed before the response.
     UpstreamConnectionTermination = 6,
+    /// `UO`: a circuit breaker of the cluster was open.
+    UpstreamOverflow = 7,
     /// `NR`: no route matched.
     NoRouteFound = 8,
     /// `DC`: the client went away.
@@ -38,6 +40,7 @@ impl ResponseFlag {
             ResponseFlag::UpstreamRemoteReset => "UR",
             ResponseFlag::UpstreamConnectionFailure => "UF",
             ResponseFlag::UpstreamConnectionTermination => "UC",
+            ResponseFlag::UpstreamOverflow => "UO",
             ResponseFlag::NoRouteFound => "NR",
             ResponseFlag::DownstreamConnectionTermination => "DC",
             ResponseFlag::UpstreamRetryLimitExceeded => "URX",

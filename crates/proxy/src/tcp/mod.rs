@@ -318,6 +318,7 @@ fn note_connect_error(info: &StreamRef, e: &UpstreamError) {
             i.response_flags.set(ResponseFlag::UpstreamRetryLimitExceeded);
         }
         UpstreamError::NoHealthyUpstream => i.response_flags.set(ResponseFlag::NoHealthyUpstream),
+        UpstreamError::Overflow => i.response_flags.set(ResponseFlag::UpstreamOverflow),
         _ => {}
     }
 }

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +22,7 @@ use crate::observe::stats::{ClusterStats, Upstreams};
 use crate::stream_info::StreamRef;
 use crate::stream_info::metadata::MetadataAttributes;
 use crate::tls::upstream::UpstreamTlsConfig;
+use crate::upstream::breakers::{Breakers, Resource, Taken};
 use crate::upstream::error::UpstreamError;
 use crate::upstream::pool::{EndpointPool, OpenConnection, SendError};
 
@@ -43,8 +43,8 @@ pub struct ClusterSnapshot {
     pub config: model::Cluster,
     /// `transport_socket`, ready for handshakes.
     pub tls: Option<Arc<UpstreamTlsConfig>>,
-    /// Retries in progress on every worker (Envoy's `max_retries` circuit breaker).
-    pub retries: Arc<AtomicUsize>,
+    /// Its circuit breakers, shared by every worker.
+    pub breakers: Arc<Breakers>,
 }
 
 impl ClusterSnapshot {
@@ -57,7 +57,7 @@ impl ClusterSnapshot {
             )),
             None => None,
         };
-        Ok(ClusterSnapshot { config: config.clone(), tls, retries: Arc::default() })
+        Ok(ClusterSnapshot { config: config.clone(), tls, breakers: Breakers::new(config.circuit_breakers) })
     }
 }
 
@@ -73,8 +73,8 @@ pub enum RawUpstream {
 pub struct Cluster {
     config: model::Cluster,
     tls: Option<Arc<UpstreamTlsConfig>>,
-    /// Retries in progress in the cluster, on every worker.
-    retries: Arc<AtomicUsize>,
+    /// Its circuit breakers, shared by every worker.
+    breakers: Arc<Breakers>,
     metadata: Arc<MetadataAttributes>,
     /// The endpoints, replaced as a whole when DNS answers differently.
     endpoints: RefCell<Rc<[Rc<EndpointPool>]>>,
@@ -85,19 +85,8 @@ pub struct Cluster {
     upstreams: Arc<Upstreams>,
 }
 
-/// Envoy's default `circuit_breakers` `max_retries`.
-const MAX_RETRIES: usize = 3;
 /// Picks a retry makes to find an endpoint not tried yet.
 const PREVIOUS_HOST_PICKS: u32 = 3;
-
-/// A retry's place in its cluster's budget, given back when dropped.
-pub struct RetryGuard(Arc<AtomicUsize>);
-
-impl Drop for RetryGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// A response from an upstream, read whole.
 pub struct UpstreamResponse {
@@ -172,7 +161,7 @@ impl Cluster {
         let cluster = Rc::new(Cluster {
             config: c.clone(),
             tls: snapshot.tls.clone(),
-            retries: snapshot.retries.clone(),
+            breakers: snapshot.breakers.clone(),
             metadata,
             endpoints,
             next: Cell::new(0),
@@ -212,6 +201,7 @@ impl Cluster {
                     self.config.http2,
                     self.config.connect_timeout,
                     self.tls.clone(),
+                    self.breakers.clone(),
                     self.stats.clone(),
                     self.upstreams.host(&self.config.name, *addr),
                 ),
@@ -260,7 +250,9 @@ impl Cluster {
             SendError::Connect(e) | SendError::Request(e) | SendError::Refused(e) => {
                 UpstreamError::ConnectionFailure(e)
             }
+            SendError::Overflow => UpstreamError::Overflow,
         };
+        let place = endpoint.connection_place().map_err(failure)?;
         let tcp = endpoint.connect_tcp().await.map_err(failure)?;
         let stream = match &self.tls {
             None => RawUpstream::Plain(tcp),
@@ -272,7 +264,7 @@ impl Cluster {
                 RawUpstream::Tls(Box::new(session))
             }
         };
-        Ok((stream, OpenConnection::new(&self.stats, endpoint.host())))
+        Ok((stream, OpenConnection::new(&self.stats, endpoint.host()).holding(place)))
     }
 
     /// Whether the cluster speaks HTTP/2 to its endpoints.
@@ -280,12 +272,10 @@ impl Cluster {
         self.config.http2
     }
 
-    /// A retry may start if fewer than Envoy's default `max_retries` (3) are in progress
-    /// in the cluster across workers; it holds its place until the guard goes.
-    pub fn retry_budget(&self) -> Option<RetryGuard> {
-        let taken = self.retries.fetch_add(1, Ordering::Relaxed);
-        let guard = RetryGuard(self.retries.clone());
-        (taken < MAX_RETRIES).then_some(guard)
+    /// A retry may start if fewer than `max_retries` are in progress in the cluster
+    /// across workers; it holds its place until the guard goes.
+    pub fn retry_budget(&self) -> Option<Taken> {
+        self.breakers.take(Resource::Retries)
     }
 
     /// The next endpoint, one not in `avoid` if one of `attempts` more picks finds it.
@@ -411,9 +401,12 @@ impl Cluster {
     pub fn charge(&self, started: &Result<Started, UpstreamError>, external: bool) {
         match started {
             Ok(s) => self.stats.charge(convert::status(&s.headers).as_u16(), external),
-            Err(UpstreamError::ConnectionFailure(_) | UpstreamError::Disconnected(_) | UpstreamError::Refused(_)) => {
-                self.stats.charge(503, external)
-            }
+            Err(
+                UpstreamError::ConnectionFailure(_)
+                | UpstreamError::Disconnected(_)
+                | UpstreamError::Refused(_)
+                | UpstreamError::Overflow,
+            ) => self.stats.charge(503, external),
             Err(_) => {}
         }
     }
@@ -430,6 +423,11 @@ impl Cluster {
         avoid: &[SocketAddr],
     ) -> Result<Started, UpstreamError> {
         let endpoint = if avoid.is_empty() { self.pick()? } else { self.pick_avoiding(avoid, PREVIOUS_HOST_PICKS)? };
+        // Over `max_requests`: Envoy's overflow, before anything is sent.
+        let Some(place) = self.breakers.take(Resource::Requests) else {
+            self.stats.rq_active_overflow.inc();
+            return Err(UpstreamError::Overflow);
+        };
         if let Some(info) = info {
             info.borrow_mut().upstream = Some(endpoint.addr());
         }
@@ -470,6 +468,7 @@ impl Cluster {
             SendError::Connect(e) => UpstreamError::ConnectionFailure(e),
             SendError::Request(e) => UpstreamError::Disconnected(e),
             SendError::Refused(e) => UpstreamError::Refused(e),
+            SendError::Overflow => UpstreamError::Overflow,
         });
         let code = response.as_ref().map_or(503, |(r, _)| r.status().as_u16());
         if code >= 500 {
@@ -488,7 +487,7 @@ impl Cluster {
         let upgrade = (parts.status == http::StatusCode::SWITCHING_PROTOCOLS)
             .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
             .flatten();
-        Ok(Started { headers: convert::response_headers(parts.status, &parts.headers), body, upgrade })
+        Ok(Started { headers: convert::response_headers(parts.status, &parts.headers), body, upgrade, request: place })
     }
 }
 
@@ -501,6 +500,8 @@ pub struct Started {
     pub body: Incoming,
     /// The upgraded connection, once hyper hands it over.
     pub upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// Its place in the cluster's `max_requests`, held until the response is done.
+    pub request: Taken,
 }
 
 /// Whether the router counts a request as external (Envoy: not `x-envoy-internal: true`;

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use wasmproxy_host::Headers;
 
-use crate::http::reply::reply_headers;
+use crate::http::reply::{local_reply_headers, reply_headers};
 
 /// Why an upstream request got no response; each maps to Envoy's local reply.
 #[derive(Debug)]
@@ -16,6 +16,8 @@ pub enum UpstreamError {
     Disconnected(String),
     /// The upstream refused the stream (HTTP/2 `REFUSED_STREAM`).
     Refused(String),
+    /// A circuit breaker of the cluster was open.
+    Overflow,
     /// The route's timeout passed.
     Timeout,
     /// The retry policy's `per_try_timeout` passed on the last try.
@@ -54,6 +56,9 @@ pub fn upstream_error_reply(e: &UpstreamError, retried: bool) -> (Headers, Bytes
                 "upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset",
             )
         }
+        UpstreamError::Overflow => {
+            (503, "upstream connect error or disconnect/reset before headers. reset reason: overflow")
+        }
         UpstreamError::Timeout | UpstreamError::PerTryTimeout => (504, "upstream request timeout"),
         UpstreamError::ResponseTooLarge => (500, "Internal Server Error"),
     };
@@ -61,5 +66,10 @@ pub fn upstream_error_reply(e: &UpstreamError, retried: bool) -> (Headers, Bytes
         Some(reason) if retried => format!("{RESET_TEXT}retried and the latest {reason}"),
         _ => text.to_string(),
     };
+    if matches!(e, UpstreamError::Overflow) {
+        // As Envoy's router says of a request its circuit breakers dropped.
+        let overloaded = Headers::from_pairs([("x-envoy-overloaded", "true")]);
+        return (local_reply_headers(status, &overloaded, text.as_bytes()), Bytes::from(text));
+    }
     (reply_headers(status, text.as_bytes()), Bytes::from(text))
 }

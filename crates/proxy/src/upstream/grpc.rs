@@ -159,9 +159,10 @@ pub fn failure_status(e: &UpstreamError) -> (u32, String) {
             (code::DEADLINE_EXCEEDED, "upstream request timeout".into())
         }
         UpstreamError::NoHealthyUpstream => (code::UNAVAILABLE, "no healthy upstream".into()),
-        UpstreamError::ConnectionFailure(_) | UpstreamError::Disconnected(_) | UpstreamError::Refused(_) => {
-            (code::UNAVAILABLE, "upstream connect error".into())
-        }
+        UpstreamError::ConnectionFailure(_)
+        | UpstreamError::Disconnected(_)
+        | UpstreamError::Refused(_)
+        | UpstreamError::Overflow => (code::UNAVAILABLE, "upstream connect error".into()),
         UpstreamError::ResponseTooLarge => (code::INTERNAL, "response too large".into()),
     }
 }

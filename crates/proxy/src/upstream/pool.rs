@@ -22,6 +22,7 @@ use crate::observe::stats::{ClusterStats, HostStats};
 use crate::stream_info::TlsInfo;
 use crate::tls::session::TlsTransport;
 use crate::tls::upstream::UpstreamTlsConfig;
+use crate::upstream::breakers::{Breakers, Resource, Taken};
 
 /// Why a request to an endpoint got no response.
 #[derive(Debug)]
@@ -32,6 +33,8 @@ pub enum SendError {
     Request(String),
     /// The upstream refused the stream (HTTP/2 `REFUSED_STREAM`): it did not start it.
     Refused(String),
+    /// A circuit breaker was open (`max_pending_requests`, `max_connections`).
+    Overflow,
 }
 
 /// One endpoint's connections.
@@ -41,6 +44,8 @@ pub struct EndpointPool {
     connect_timeout: Duration,
     /// The cluster's TLS.
     tls: Option<std::sync::Arc<UpstreamTlsConfig>>,
+    /// The cluster's circuit breakers.
+    breakers: std::sync::Arc<Breakers>,
     stats: Rc<ClusterStats>,
     host: std::sync::Arc<HostStats>,
     /// HTTP/1.1 connections with no request on them, with what they are.
@@ -57,6 +62,7 @@ impl EndpointPool {
         http2: bool,
         connect_timeout: Duration,
         tls: Option<std::sync::Arc<UpstreamTlsConfig>>,
+        breakers: std::sync::Arc<Breakers>,
         stats: Rc<ClusterStats>,
         host: std::sync::Arc<HostStats>,
     ) -> Rc<EndpointPool> {
@@ -65,6 +71,7 @@ impl EndpointPool {
             http2,
             connect_timeout,
             tls,
+            breakers,
             stats,
             host,
             idle: RefCell::new(Vec::new()),
@@ -111,7 +118,7 @@ impl EndpointPool {
                 },
             }
         }
-        self.stats.rq_pending_total.inc();
+        let _pending = self.pending()?;
         // Boxed: a new connection's handshakes are large and rare; a request that reuses one
         // (and the client connection waiting on it) should not carry their size.
         let (mut sender, local) =
@@ -120,6 +127,16 @@ impl EndpointPool {
         let response = sender.send_request(request).await.map_err(|e| SendError::Request(e.to_string()))?;
         self.keep_when_ready(sender, local.clone());
         Ok((response, local))
+    }
+
+    /// A request waits for a new connection: counted, within `max_pending_requests`.
+    fn pending(&self) -> Result<Taken, SendError> {
+        let Some(place) = self.breakers.take(Resource::Pending) else {
+            self.stats.rq_pending_overflow.inc();
+            return Err(SendError::Overflow);
+        };
+        self.stats.rq_pending_total.inc();
+        Ok(place)
     }
 
     /// A request goes out on a connection.
@@ -156,17 +173,24 @@ impl EndpointPool {
     }
 
     async fn connect_h1(&self, host: Option<Rc<str>>) -> Result<(http1::SendRequest<ProxyBody>, Connected), SendError> {
+        let place = self.connection_place()?;
         let (io, local) = self.connect(host).await?;
         let (sender, connection) = http1::handshake(io).await.map_err(|e| SendError::Connect(e.to_string()))?;
         self.stats.cx_http1_total.inc();
         // A `101` hands the connection over to the stream that asked for it.
-        self.run(connection.with_upgrades(), "HTTP/1.1");
+        self.run(connection.with_upgrades(), "HTTP/1.1", place);
         Ok((sender, local))
     }
 
-    /// Runs a new connection's task, counted open until it ends.
-    fn run(&self, connection: impl std::future::Future<Output = hyper::Result<()>> + 'static, protocol: &'static str) {
-        let open = OpenConnection::new(&self.stats, &self.host);
+    /// Runs a new connection's task, counted open (and holding its place in
+    /// `max_connections`) until it ends.
+    fn run(
+        &self,
+        connection: impl std::future::Future<Output = hyper::Result<()>> + 'static,
+        protocol: &'static str,
+        place: Taken,
+    ) {
+        let open = OpenConnection::new(&self.stats, &self.host).holding(place);
         tokio::task::spawn_local(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("upstream {protocol} connection ended: {e}");
@@ -188,7 +212,7 @@ impl EndpointPool {
         let (mut sender, local) = match current {
             Some(s) => s,
             None => {
-                self.stats.rq_pending_total.inc();
+                let _pending = self.pending()?;
                 // Boxed, as for HTTP/1.1.
                 let connected = Box::pin(self.connect_h2(host)).await;
                 let (sender, local) = connected.inspect_err(|_| self.stats.rq_pending_failure_eject.inc())?;
@@ -209,12 +233,22 @@ impl EndpointPool {
 
     /// A new HTTP/2 connection, its task running.
     async fn connect_h2(&self, host: Option<Rc<str>>) -> Result<(http2::SendRequest<ProxyBody>, Connected), SendError> {
+        let place = self.connection_place()?;
         let (io, local) = self.connect(host).await?;
         let (sender, connection) =
             http2::Builder::new(LocalExec).handshake(io).await.map_err(|e| SendError::Connect(e.to_string()))?;
         self.stats.cx_http2_total.inc();
-        self.run(connection, "HTTP/2");
+        self.run(connection, "HTTP/2", place);
         Ok((sender, local))
+    }
+
+    /// A place for one more connection in `max_connections`. Over it, the request fails
+    /// (`upstream_cx_overflow`), where Envoy would queue it until a connection frees.
+    pub fn connection_place(&self) -> Result<Taken, SendError> {
+        self.breakers.take(Resource::Connections).ok_or_else(|| {
+            self.stats.cx_overflow.inc();
+            SendError::Overflow
+        })
     }
 
     /// A new connection for HTTP (TLS, if the cluster has it, for `host`), with what it is.
@@ -300,6 +334,8 @@ pub struct OpenConnection {
     stats: Rc<ClusterStats>,
     host: std::sync::Arc<HostStats>,
     opened: Instant,
+    /// Its place in the cluster's `max_connections`.
+    place: Option<Taken>,
 }
 
 impl OpenConnection {
@@ -307,7 +343,13 @@ impl OpenConnection {
     pub fn new(stats: &Rc<ClusterStats>, host: &std::sync::Arc<HostStats>) -> OpenConnection {
         stats.cx_active.inc();
         host.cx_active.inc();
-        OpenConnection { stats: stats.clone(), host: host.clone(), opened: Instant::now() }
+        OpenConnection { stats: stats.clone(), host: host.clone(), opened: Instant::now(), place: None }
+    }
+
+    /// The same, holding its place in `max_connections` until it closes.
+    pub fn holding(mut self, place: Taken) -> OpenConnection {
+        self.place = Some(place);
+        self
     }
 }
 

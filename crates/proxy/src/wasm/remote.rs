@@ -253,6 +253,7 @@ fn describe(e: &crate::upstream::error::UpstreamError) -> String {
     match e {
         UpstreamError::Timeout | UpstreamError::PerTryTimeout => "timed out".into(),
         UpstreamError::NoHealthyUpstream => "no healthy upstream".into(),
+        UpstreamError::Overflow => "the cluster's circuit breakers are open".into(),
         UpstreamError::ConnectionFailure(why) => format!("cannot connect: {why}"),
         UpstreamError::Disconnected(why) | UpstreamError::Refused(why) => format!("the connection failed: {why}"),
         UpstreamError::ResponseTooLarge => format!("the module is over {MAX_REMOTE_MODULE_BYTES} bytes"),
