@@ -126,6 +126,13 @@ impl Headers {
         self.retain(|_, n| n != name.as_ref());
     }
 
+    /// Removes every entry whose (lower-case) name `unwanted` picks, in one pass.
+    pub fn remove_if(&mut self, mut unwanted: impl FnMut(&[u8]) -> bool) {
+        if self.iter().any(|(name, _)| unwanted(name)) {
+            self.retain(|_, name| !unwanted(name));
+        }
+    }
+
     /// Keeps the entries for which `keep(index, name)` holds; compacts the buffer once
     /// most of it is dead.
     fn retain(&mut self, mut keep: impl FnMut(usize, &[u8]) -> bool) {

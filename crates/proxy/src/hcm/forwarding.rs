@@ -64,9 +64,8 @@ pub fn prepare_request(
     peer: &Peer<'_>,
     upgrade: bool,
 ) -> SocketAddr {
-    for name in HOP_BY_HOP.iter().skip(if upgrade { 2 } else { 0 }) {
-        headers.remove(name.as_bytes());
-    }
+    let hop_by_hop = &HOP_BY_HOP[if upgrade { 2 } else { 0 }..];
+    headers.remove_if(|name| hop_by_hop.iter().any(|h| h.as_bytes() == name));
     join_forwarded_for(headers);
     let hops = config.xff_num_trusted_hops;
     let (remote, allow_trusted) = if config.use_remote_address {
@@ -94,12 +93,11 @@ pub fn prepare_request(
         headers.replace(b"x-envoy-internal", b"true");
     } else {
         let edge_only = if edge { EDGE_UNTRUSTED } else { &[] };
-        for name in UNTRUSTED.iter().chain(edge_only) {
-            headers.remove(name.as_bytes());
-        }
-        for name in internal_only {
-            headers.remove(name.as_bytes());
-        }
+        headers.remove_if(|name| {
+            let envoys =
+                name.starts_with(b"x-envoy-") && UNTRUSTED.iter().chain(edge_only).any(|h| h.as_bytes() == name);
+            envoys || internal_only.iter().any(|h| h.as_bytes() == name)
+        });
     }
     if config.add_user_agent {
         headers.replace(b"x-envoy-downstream-service-cluster", node.cluster.as_bytes());

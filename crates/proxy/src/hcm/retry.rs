@@ -73,6 +73,10 @@ impl Retries {
     /// sets the number, `x-envoy-retriable-status-codes` adds codes); none if no condition
     /// is set. Only internal requests still carry those headers here.
     pub(super) fn new(policy: Option<&RetryPolicy>, request: &Headers) -> Option<Retries> {
+        // Most requests have neither a policy nor Envoy's retry headers.
+        if policy.is_none() && !request.iter().any(|(name, _)| name.starts_with(b"x-envoy-retr")) {
+            return None;
+        }
         let text = |name: &[u8]| request.get(name).and_then(|v| std::str::from_utf8(v).ok());
         let mut policy = policy.cloned().unwrap_or_default();
         for name in [&b"x-envoy-retry-on"[..], b"x-envoy-retry-grpc-on"] {
@@ -281,15 +285,20 @@ async fn retry(
         if let Some(host) = cx.info.borrow().upstream {
             r.tried.push(host);
         }
-        // The answer (and its body) is let go before the wait; past the route's deadline
-        // the stream times out.
-        drop(result);
+        // The answer is let go before the wait (its body read, if short, so that its
+        // connection serves again, as Envoy's does); past the route's deadline the stream
+        // times out.
+        if let Ok(answer) = result {
+            drain(answer);
+        }
         let wait = r.back_off();
         match deadline.at() {
             Some(at) if TokioInstant::now() + wait >= at => {
                 tokio::time::sleep_until(at).await;
                 return (Err(UpstreamError::Timeout), r.made + 1);
             }
+            // No wait at all is no timer (tokio's would wait for its next millisecond).
+            _ if wait.is_zero() => {}
             _ => tokio::time::sleep(wait).await,
         }
         let avoid = if r.policy.previous_hosts { r.tried.clone() } else { Vec::new() };
@@ -306,6 +315,19 @@ async fn retry(
         drop(budget);
     }
 }
+
+/// Reads a retried answer's body (up to [`DRAIN_LIMIT`]) on a task of its own, so that an
+/// HTTP/1.1 connection goes back to its pool instead of closing.
+fn drain(answer: Started) {
+    tokio::task::spawn_local(async move {
+        let Started { body, request, .. } = answer;
+        let _ = http_body_util::Limited::new(body, DRAIN_LIMIT).collect().await;
+        drop(request);
+    });
+}
+
+/// The most of a retried answer's body read to keep its connection.
+const DRAIN_LIMIT: usize = 64 * 1024;
 
 /// One try: the request to an endpoint (one not in `avoid`, if there is one) until its
 /// answer's headers, within the route's deadline (once the request has ended) and the

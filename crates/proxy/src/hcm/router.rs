@@ -289,9 +289,7 @@ fn timeout_from_headers(route: Option<Duration>, headers: &mut Headers) -> Optio
         }
         headers.remove(b"x-envoy-upstream-rq-timeout-ms");
     }
-    for name in CONSUMED_BY_ROUTER {
-        headers.remove(name.as_bytes());
-    }
+    headers.remove_if(|name| name.starts_with(b"x-envoy-") && CONSUMED_BY_ROUTER.iter().any(|h| h.as_bytes() == name));
     timeout
 }
 

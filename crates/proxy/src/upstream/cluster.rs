@@ -22,7 +22,7 @@ use crate::observe::stats::{ClusterStats, Upstreams};
 use crate::stream_info::StreamRef;
 use crate::stream_info::metadata::MetadataAttributes;
 use crate::tls::upstream::UpstreamTlsConfig;
-use crate::upstream::breakers::{Breakers, Resource, Taken};
+use crate::upstream::breakers::{Breakers, Resource, Taken, WorkerBreakers, take};
 use crate::upstream::error::UpstreamError;
 use crate::upstream::pool::{EndpointPool, OpenConnection, SendError};
 
@@ -74,7 +74,7 @@ pub struct Cluster {
     config: model::Cluster,
     tls: Option<Arc<UpstreamTlsConfig>>,
     /// Its circuit breakers, shared by every worker.
-    breakers: Arc<Breakers>,
+    breakers: WorkerBreakers,
     metadata: Arc<MetadataAttributes>,
     /// The endpoints, replaced as a whole when DNS answers differently.
     endpoints: RefCell<Rc<[Rc<EndpointPool>]>>,
@@ -161,7 +161,7 @@ impl Cluster {
         let cluster = Rc::new(Cluster {
             config: c.clone(),
             tls: snapshot.tls.clone(),
-            breakers: snapshot.breakers.clone(),
+            breakers: snapshot.breakers.on_worker(),
             metadata,
             endpoints,
             next: Cell::new(0),
@@ -275,7 +275,7 @@ impl Cluster {
     /// A retry may start if fewer than `max_retries` are in progress in the cluster
     /// across workers; it holds its place until the guard goes.
     pub fn retry_budget(&self) -> Option<Taken> {
-        self.breakers.take(Resource::Retries)
+        take(&self.breakers, Resource::Retries)
     }
 
     /// The next endpoint, one not in `avoid` if one of `attempts` more picks finds it.
@@ -424,7 +424,7 @@ impl Cluster {
     ) -> Result<Started, UpstreamError> {
         let endpoint = if avoid.is_empty() { self.pick()? } else { self.pick_avoiding(avoid, PREVIOUS_HOST_PICKS)? };
         // Over `max_requests`: Envoy's overflow, before anything is sent.
-        let Some(place) = self.breakers.take(Resource::Requests) else {
+        let Some(place) = take(&self.breakers, Resource::Requests) else {
             self.stats.rq_active_overflow.inc();
             return Err(UpstreamError::Overflow);
         };

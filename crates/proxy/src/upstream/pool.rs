@@ -22,7 +22,7 @@ use crate::observe::stats::{ClusterStats, HostStats};
 use crate::stream_info::TlsInfo;
 use crate::tls::session::TlsTransport;
 use crate::tls::upstream::UpstreamTlsConfig;
-use crate::upstream::breakers::{Breakers, Resource, Taken};
+use crate::upstream::breakers::{Resource, Taken, WorkerBreakers, take};
 
 /// Why a request to an endpoint got no response.
 #[derive(Debug)]
@@ -45,7 +45,7 @@ pub struct EndpointPool {
     /// The cluster's TLS.
     tls: Option<std::sync::Arc<UpstreamTlsConfig>>,
     /// The cluster's circuit breakers.
-    breakers: std::sync::Arc<Breakers>,
+    breakers: WorkerBreakers,
     stats: Rc<ClusterStats>,
     host: std::sync::Arc<HostStats>,
     /// HTTP/1.1 connections with no request on them, with what they are.
@@ -62,7 +62,7 @@ impl EndpointPool {
         http2: bool,
         connect_timeout: Duration,
         tls: Option<std::sync::Arc<UpstreamTlsConfig>>,
-        breakers: std::sync::Arc<Breakers>,
+        breakers: WorkerBreakers,
         stats: Rc<ClusterStats>,
         host: std::sync::Arc<HostStats>,
     ) -> Rc<EndpointPool> {
@@ -131,7 +131,7 @@ impl EndpointPool {
 
     /// A request waits for a new connection: counted, within `max_pending_requests`.
     fn pending(&self) -> Result<Taken, SendError> {
-        let Some(place) = self.breakers.take(Resource::Pending) else {
+        let Some(place) = take(&self.breakers, Resource::Pending) else {
             self.stats.rq_pending_overflow.inc();
             return Err(SendError::Overflow);
         };
@@ -245,7 +245,7 @@ impl EndpointPool {
     /// A place for one more connection in `max_connections`. Over it, the request fails
     /// (`upstream_cx_overflow`), where Envoy would queue it until a connection frees.
     pub fn connection_place(&self) -> Result<Taken, SendError> {
-        self.breakers.take(Resource::Connections).ok_or_else(|| {
+        take(&self.breakers, Resource::Connections).ok_or_else(|| {
             self.stats.cx_overflow.inc();
             SendError::Overflow
         })
