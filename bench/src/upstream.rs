@@ -60,7 +60,7 @@ where
         let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let answer = if post { body } else { Bytes::from_static(&[b'x'; 128]) };
         let mut response = http::Response::new(Full::new(answer));
-        if failing && SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10 == 0 {
+        if failing && SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(10) {
             *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
         }
         Ok::<_, Infallible>(response)

@@ -90,7 +90,7 @@ pub fn reasons() -> Vec<(String, &'static str)> {
     }
     out.push((
         "upstream request header `x-envoy-expected-rq-timeout-ms` of 1 s or more, to the nearest 100 ms".into(),
-        "a retry is told the time left, which depends on how long the tries before it took".into(),
+        "a retry is told the time left, which depends on how long the tries before it took",
     ));
     out.push(("UUIDs in plugin log lines".into(), "request ids a plugin logs are random"));
     out.push(("HTTP dates and `x-envoy-upstream-service-time` values in plugin log lines".into(), "times"));

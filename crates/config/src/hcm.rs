@@ -6,7 +6,7 @@ use crate::access_log::read_access_logs;
 use crate::config_source::read_config_source;
 use crate::model::{
     CodecType, DiscoveredFilter, ExtensionConfig, FilterKind, FilterOptions, Forwarding, HttpConnectionManager,
-    HttpFilter, RdsSource, RouteConfig, ServerHeader, Upgrade, WasmPlugin,
+    HttpFilter, RdsSource, RouteConfig, ServerHeader, WasmPlugin,
 };
 use crate::reader::{AnyValue, Ctx, Field, Msg, type_error};
 use crate::route::read_route_config;
@@ -193,7 +193,7 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
         options.finish(ctx);
     }
     hcm.forwarding = read_forwarding(ctx, &mut msg);
-    hcm.upgrades = read_upgrades(ctx, &mut msg, HCM_UPGRADE_CONFIG);
+    hcm.upgrades = crate::upgrade::read_upgrades(ctx, &mut msg, HCM_UPGRADE_CONFIG);
     if let Some(f) = msg.get(ctx, "http_protocol_options")
         && let Some(mut options) = f.message(ctx, crate::cluster::HTTP1_PROTOCOL_OPTIONS)
     {
@@ -205,28 +205,6 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
     }
     msg.finish(ctx);
     hcm
-}
-
-/// `upgrade_configs` of a connection manager or a route (`fields`: its message's fields):
-/// the type and `enabled`; any other field (`filters`, `connect_config`) is refused.
-pub(crate) fn read_upgrades(ctx: &mut Ctx, msg: &mut Msg<'_>, fields: &'static [&'static str]) -> Vec<Upgrade> {
-    let items = msg.get(ctx, "upgrade_configs").map(|f| f.list()).unwrap_or_default();
-    let mut upgrades: Vec<Upgrade> = Vec::new();
-    for item in items {
-        let Some(mut config) = item.message(ctx, fields) else { continue };
-        let kind = config.required(ctx, "upgrade_type").and_then(|f| f.string(ctx)).map(|k| k.to_ascii_lowercase());
-        let enabled = config.get(ctx, "enabled").and_then(|f| f.bool_value(ctx)).unwrap_or(true);
-        config.finish(ctx);
-        let Some(kind) = kind else { continue };
-        if kind.eq_ignore_ascii_case("connect") {
-            item.error(ctx, "CONNECT is not supported by wasmproxy");
-        } else if upgrades.iter().any(|u| u.kind == kind) {
-            item.error(ctx, format!("upgrade type {kind:?} is configured twice"));
-        } else {
-            upgrades.push(Upgrade { kind, enabled });
-        }
-    }
-    upgrades
 }
 
 /// The fields about the client's address and Envoy's request headers.

@@ -57,6 +57,7 @@ mod route;
 pub mod struct_value;
 mod tls;
 mod tree;
+mod upgrade;
 mod validate;
 mod wasm;
 

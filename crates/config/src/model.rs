@@ -1005,6 +1005,9 @@ pub enum ValueMatch {
 }
 
 /// What a matched route does.
+// Route actions are made once per configuration and read in place: their size is not
+// worth a box on the request path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouteAction {
     /// `route`: forward to a cluster.

@@ -483,7 +483,7 @@ fn read_forward(ctx: &mut Ctx, field: &Field<'_>) -> ForwardAction {
     action.host_rewrite_path_regex = msg.get(ctx, "host_rewrite_path_regex").and_then(|f| read_regex_rewrite(ctx, &f));
     let timeout = msg.get(ctx, "timeout").and_then(|f| f.duration(ctx)).unwrap_or(DEFAULT_ROUTE_TIMEOUT);
     action.timeout = (!timeout.is_zero()).then_some(timeout);
-    action.upgrades = crate::hcm::read_upgrades(ctx, &mut msg, ROUTE_UPGRADE_CONFIG);
+    action.upgrades = crate::upgrade::read_upgrades(ctx, &mut msg, ROUTE_UPGRADE_CONFIG);
     action.retry_policy = msg.get(ctx, "retry_policy").and_then(|f| read_retry_policy(ctx, &f));
     msg.finish(ctx);
     action

@@ -182,116 +182,19 @@ impl RouteTable {
 
     /// Compiles the regexes and sorts the domains.
     pub fn new(config: &RouteConfig) -> Result<Self, RouteError> {
-        let mut vhosts = Vec::new();
         let global = Arc::new(config.headers.clone());
+        let mut vhosts = Vec::new();
         for vh in &config.virtual_hosts {
-            let vhost_headers = Arc::new(vh.headers.clone());
-            let mut v = VirtualHost { exact: vec![], suffixes: vec![], prefixes: vec![], any: false, routes: vec![] };
-            let vhost_metadata = Arc::new(MetadataAttributes::new(&vh.metadata));
-            for d in &vh.domains {
-                let d = d.to_ascii_lowercase();
-                if d == "*" {
-                    v.any = true;
-                } else if let Some(suffix) = d.strip_prefix('*') {
-                    v.suffixes.push(suffix.to_string());
-                } else if let Some(prefix) = d.strip_suffix('*') {
-                    v.prefixes.push(prefix.to_string());
-                } else {
-                    v.exact.push(d);
-                }
-            }
+            let mut v = VirtualHost::with_domains(&vh.domains);
+            let scope = VhostScope {
+                config,
+                vhost: vh,
+                global: &global,
+                headers: Arc::new(vh.headers.clone()),
+                metadata: Arc::new(MetadataAttributes::new(&vh.metadata)),
+            };
             for r in &vh.routes {
-                let name = if r.name.is_empty() { vh.name.clone() } else { r.name.clone() };
-                let path = match &r.matcher.path {
-                    PathMatch::Prefix(p) => CompiledPath::Prefix(p.clone()),
-                    PathMatch::Exact(p) => CompiledPath::Exact(p.clone()),
-                    PathMatch::Regex(re) => CompiledPath::Regex(whole(re, &name)?),
-                };
-                let headers = r
-                    .matcher
-                    .headers
-                    .iter()
-                    .map(|h| Ok((h.clone(), value_regex(&h.value, &name)?)))
-                    .collect::<Result<_, RouteError>>()?;
-                let query = r
-                    .matcher
-                    .query_parameters
-                    .iter()
-                    .map(|q| Ok((q.clone(), value_regex(&q.value, &name)?)))
-                    .collect::<Result<_, RouteError>>()?;
-                let attributes = RouteAttributes {
-                    name: r.name.clone(),
-                    metadata: MetadataAttributes::new(&r.metadata),
-                    virtual_host_name: vh.name.clone(),
-                    virtual_host_metadata: vhost_metadata.clone(),
-                };
-                let ordered = |mut levels: Vec<Arc<HeaderMutations>>| -> HeaderLevels {
-                    if config.most_specific_header_mutations_wins {
-                        levels.reverse();
-                    }
-                    levels.into_iter().filter(|l| !l.is_empty()).collect()
-                };
-                let route_levels = vec![Arc::new(r.headers.clone()), vhost_headers.clone(), global.clone()];
-                let weighted = match &r.action {
-                    RouteAction::Forward(f) => f
-                        .weighted_clusters
-                        .iter()
-                        .map(|w| Weighted {
-                            name: w.name.clone(),
-                            weight: w.weight,
-                            headers: ordered([vec![Arc::new(w.headers.clone())], route_levels.clone()].concat()),
-                            host_rewrite_literal: w.host_rewrite_literal.clone(),
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                let mutations = ordered(route_levels);
-                let retry_policy = match &r.action {
-                    RouteAction::Forward(f) => f.retry_policy.as_ref().or(vh.retry_policy.as_ref()),
-                    _ => None,
-                };
-                // The most specific entry for each filter name.
-                let mut filter_overrides: Vec<FilterOverride> = r.filter_overrides.clone();
-                for o in vh.filter_overrides.iter().chain(&config.filter_overrides) {
-                    if !filter_overrides.iter().any(|f| f.name == o.name) {
-                        filter_overrides.push(o.clone());
-                    }
-                }
-                let rewrites = match &r.action {
-                    RouteAction::Forward(f) => {
-                        let compile = |r: &Option<wasmproxy_config::model::RegexRewrite>| {
-                            r.as_ref()
-                                .map(|r| {
-                                    Ok((
-                                        Regex::new(&r.pattern).map_err(|e| RouteError {
-                                            route: name.clone(),
-                                            regex: r.pattern.clone(),
-                                            message: e.to_string(),
-                                        })?,
-                                        r.substitution.clone(),
-                                    ))
-                                })
-                                .transpose()
-                        };
-                        Rewrites { path: compile(&f.regex_rewrite)?, host: compile(&f.host_rewrite_path_regex)? }
-                    }
-                    _ => Rewrites::default(),
-                };
-                v.routes.push(Route {
-                    attempt_count: (vh.include_request_attempt_count, vh.include_attempt_count_in_response),
-                    rewrites,
-                    weighted,
-                    filter_overrides: filter_overrides.into(),
-                    retry_policy: retry_policy.cloned().map(Arc::new),
-                    mutations,
-                    attributes: Arc::new(attributes),
-                    path,
-                    case_sensitive: r.matcher.case_sensitive,
-                    headers,
-                    query,
-                    grpc: r.matcher.grpc,
-                    action: r.action.clone(),
-                });
+                v.routes.push(Route::compile(r, &scope)?);
             }
             vhosts.push(v);
         }
@@ -351,7 +254,118 @@ impl RouteTable {
     }
 }
 
+/// What a virtual host's routes share while they are compiled.
+struct VhostScope<'a> {
+    config: &'a RouteConfig,
+    vhost: &'a wasmproxy_config::model::VirtualHost,
+    global: &'a Arc<HeaderMutations>,
+    headers: Arc<HeaderMutations>,
+    metadata: Arc<MetadataAttributes>,
+}
+
+impl VhostScope<'_> {
+    /// Header mutation levels in the order they apply (most specific first, unless
+    /// `most_specific_header_mutations_wins`), the empty ones left out.
+    fn ordered(&self, mut levels: Vec<Arc<HeaderMutations>>) -> HeaderLevels {
+        if self.config.most_specific_header_mutations_wins {
+            levels.reverse();
+        }
+        levels.into_iter().filter(|l| !l.is_empty()).collect()
+    }
+}
+
+impl VirtualHost {
+    /// A virtual host with no route yet, its domains sorted by kind.
+    fn with_domains(domains: &[String]) -> VirtualHost {
+        let mut v = VirtualHost { exact: vec![], suffixes: vec![], prefixes: vec![], any: false, routes: vec![] };
+        for d in domains {
+            let d = d.to_ascii_lowercase();
+            if d == "*" {
+                v.any = true;
+            } else if let Some(suffix) = d.strip_prefix('*') {
+                v.suffixes.push(suffix.to_string());
+            } else if let Some(prefix) = d.strip_suffix('*') {
+                v.prefixes.push(prefix.to_string());
+            } else {
+                v.exact.push(d);
+            }
+        }
+        v
+    }
+}
+
 impl Route {
+    /// A route, its regexes compiled and what it inherits from its virtual host and route
+    /// configuration resolved.
+    fn compile(r: &wasmproxy_config::model::Route, scope: &VhostScope<'_>) -> Result<Route, RouteError> {
+        let vh = scope.vhost;
+        let name = if r.name.is_empty() { vh.name.clone() } else { r.name.clone() };
+        let path = match &r.matcher.path {
+            PathMatch::Prefix(p) => CompiledPath::Prefix(p.clone()),
+            PathMatch::Exact(p) => CompiledPath::Exact(p.clone()),
+            PathMatch::Regex(re) => CompiledPath::Regex(whole(re, &name)?),
+        };
+        let headers = r.matcher.headers.iter().map(|h| Ok((h.clone(), value_regex(&h.value, &name)?)));
+        let query = r.matcher.query_parameters.iter().map(|q| Ok((q.clone(), value_regex(&q.value, &name)?)));
+        let attributes = RouteAttributes {
+            name: r.name.clone(),
+            metadata: MetadataAttributes::new(&r.metadata),
+            virtual_host_name: vh.name.clone(),
+            virtual_host_metadata: scope.metadata.clone(),
+        };
+        let route_levels = vec![Arc::new(r.headers.clone()), scope.headers.clone(), scope.global.clone()];
+        let forward = match &r.action {
+            RouteAction::Forward(f) => Some(f),
+            _ => None,
+        };
+        let weighted = forward.map_or(&[][..], |f| &f.weighted_clusters).iter().map(|w| Weighted {
+            name: w.name.clone(),
+            weight: w.weight,
+            headers: scope.ordered([vec![Arc::new(w.headers.clone())], route_levels.clone()].concat()),
+            host_rewrite_literal: w.host_rewrite_literal.clone(),
+        });
+        let retry_policy = forward.and_then(|f| f.retry_policy.as_ref()).or(vh.retry_policy.as_ref());
+        // The most specific entry for each filter name.
+        let mut filter_overrides: Vec<FilterOverride> = r.filter_overrides.clone();
+        for o in vh.filter_overrides.iter().chain(&scope.config.filter_overrides) {
+            if !filter_overrides.iter().any(|f| f.name == o.name) {
+                filter_overrides.push(o.clone());
+            }
+        }
+        let compile = |rewrite: &Option<wasmproxy_config::model::RegexRewrite>| {
+            rewrite
+                .as_ref()
+                .map(|rw| {
+                    let error = |e: regex::Error| RouteError {
+                        route: name.clone(),
+                        regex: rw.pattern.clone(),
+                        message: e.to_string(),
+                    };
+                    Ok((Regex::new(&rw.pattern).map_err(error)?, rw.substitution.clone()))
+                })
+                .transpose()
+        };
+        let rewrites = match forward {
+            Some(f) => Rewrites { path: compile(&f.regex_rewrite)?, host: compile(&f.host_rewrite_path_regex)? },
+            None => Rewrites::default(),
+        };
+        Ok(Route {
+            attempt_count: (vh.include_request_attempt_count, vh.include_attempt_count_in_response),
+            rewrites,
+            weighted: weighted.collect(),
+            filter_overrides: filter_overrides.into(),
+            retry_policy: retry_policy.cloned().map(Arc::new),
+            mutations: scope.ordered(route_levels),
+            attributes: Arc::new(attributes),
+            path,
+            case_sensitive: r.matcher.case_sensitive,
+            headers: headers.collect::<Result<_, RouteError>>()?,
+            query: query.collect::<Result<_, RouteError>>()?,
+            grpc: r.matcher.grpc,
+            action: r.action.clone(),
+        })
+    }
+
     fn matches(&self, path: &str, query: &str, headers: &Headers) -> bool {
         let path_ok = match &self.path {
             CompiledPath::Prefix(p) if self.case_sensitive => path.starts_with(p.as_str()),

@@ -10,12 +10,12 @@ use bytes::Bytes;
 use http_body_util::Either;
 use hyper::body::Incoming;
 use tokio::time::Instant as TokioInstant;
-use wasmproxy_config::model::{RedirectAction, RouteAction};
+use wasmproxy_config::model::{ForwardAction, RedirectAction, RouteAction};
 use wasmproxy_host::Headers;
 
 use crate::hcm::header_mutation::{mutate_local_reply, mutate_request, mutate_response};
 use crate::hcm::retry::{self, ATTEMPT_COUNT, Deadline, Replay, Retries, TryContext, keep_for_retries};
-use crate::hcm::route_table::{HeaderLevels, Matched, RouteTable};
+use crate::hcm::route_table::{ClusterChoice, HeaderLevels, Matched, RouteTable};
 use crate::hcm::{ActiveStream, Hcm, Processed, ResponseBody, UpstreamBody};
 use crate::http::convert;
 use crate::http::direction::Direction;
@@ -96,46 +96,11 @@ impl Hcm {
                     i.response_code_details = "cluster_not_found".into();
                     return Target::Local(status_headers(f.cluster_not_found_status), Bytes::new());
                 };
-                let matched_len = m.matched_len;
                 let retries = Retries::new(m.retry_policy, headers);
                 let timeout = timeout_from_headers(f.timeout, headers);
                 // As Envoy's route entry: the headers first, then the rewrites.
                 mutate_request(choice.headers, headers, &info.borrow());
-                let original_path = headers.get(b":path").unwrap_or_default().to_vec();
-                let new_host = match (choice.host_rewrite_literal, &f.host_rewrite_header, &m.rewrites.host) {
-                    (Some(host), _, _) => Some(host.to_string()),
-                    (None, Some(header), _) => headers
-                        .get(header.as_bytes())
-                        .filter(|v| !v.is_empty())
-                        .map(|v| String::from_utf8_lossy(v).into_owned()),
-                    (None, None, Some((re, substitution))) => {
-                        let path = String::from_utf8_lossy(&original_path);
-                        let just_path = path.split(['?', '#']).next().unwrap_or_default();
-                        Some(re.replace_all(just_path, substitution.as_str()).into_owned())
-                    }
-                    _ => None,
-                };
-                if let Some(prefix) = &f.prefix_rewrite {
-                    rewrite_prefix(headers, matched_len, prefix);
-                    headers.replace(b"x-envoy-original-path", &original_path);
-                } else if let Some((re, substitution)) = &m.rewrites.path {
-                    let path = String::from_utf8_lossy(&original_path).into_owned();
-                    let (just_path, query) = path.split_once('?').map_or((path.as_str(), None), |(p, q)| (p, Some(q)));
-                    let mut rewritten = re.replace_all(just_path, substitution.as_str()).into_owned();
-                    if let Some(q) = query {
-                        rewritten = format!("{rewritten}?{q}");
-                    }
-                    headers.replace(b":path", rewritten.as_bytes());
-                    headers.replace(b"x-envoy-original-path", &original_path);
-                }
-                if let Some(host) = new_host {
-                    // As Envoy's router, the host replaced is kept.
-                    let original = headers.get(b":authority").unwrap_or_default().to_vec();
-                    if !original.is_empty() && choice.keeps_original_host {
-                        headers.replace(b"x-envoy-original-host", &original);
-                    }
-                    headers.replace(b":authority", host.as_bytes());
-                }
+                rewrite(&m, f, &choice, headers);
                 // Envoy's router tells the upstream how long it will wait (for one try).
                 let per_try = m.retry_policy.and_then(|p| p.per_try_timeout);
                 let expected = match (per_try, timeout) {
@@ -310,6 +275,48 @@ const CONSUMED_BY_ROUTER: &[&str] = &[
 fn count_tries(response: &mut Headers, tries: u32, wanted: bool) {
     if wanted {
         response.replace(ATTEMPT_COUNT, tries.to_string().as_bytes());
+    }
+}
+
+/// The route's rewrites, as Envoy's route entry makes them after its header mutations:
+/// the host (literal, from a header, or from the path) as the path was, then the path
+/// (`prefix_rewrite` or `regex_rewrite`); what they replace is kept in
+/// `x-envoy-original-path` and `x-envoy-original-host`.
+fn rewrite(m: &Matched<'_>, f: &ForwardAction, choice: &ClusterChoice<'_>, headers: &mut Headers) {
+    let matched_len = m.matched_len;
+    let original_path = headers.get(b":path").unwrap_or_default().to_vec();
+    let new_host = match (choice.host_rewrite_literal, &f.host_rewrite_header, &m.rewrites.host) {
+        (Some(host), _, _) => Some(host.to_string()),
+        (None, Some(header), _) => {
+            headers.get(header.as_bytes()).filter(|v| !v.is_empty()).map(|v| String::from_utf8_lossy(v).into_owned())
+        }
+        (None, None, Some((re, substitution))) => {
+            let path = String::from_utf8_lossy(&original_path);
+            let just_path = path.split(['?', '#']).next().unwrap_or_default();
+            Some(re.replace_all(just_path, substitution.as_str()).into_owned())
+        }
+        _ => None,
+    };
+    if let Some(prefix) = &f.prefix_rewrite {
+        rewrite_prefix(headers, matched_len, prefix);
+        headers.replace(b"x-envoy-original-path", &original_path);
+    } else if let Some((re, substitution)) = &m.rewrites.path {
+        let path = String::from_utf8_lossy(&original_path).into_owned();
+        let (just_path, query) = path.split_once('?').map_or((path.as_str(), None), |(p, q)| (p, Some(q)));
+        let mut rewritten = re.replace_all(just_path, substitution.as_str()).into_owned();
+        if let Some(q) = query {
+            rewritten = format!("{rewritten}?{q}");
+        }
+        headers.replace(b":path", rewritten.as_bytes());
+        headers.replace(b"x-envoy-original-path", &original_path);
+    }
+    if let Some(host) = new_host {
+        // As Envoy's router, the host replaced is kept.
+        let original = headers.get(b":authority").unwrap_or_default().to_vec();
+        if !original.is_empty() && choice.keeps_original_host {
+            headers.replace(b"x-envoy-original-host", &original);
+        }
+        headers.replace(b":authority", host.as_bytes());
     }
 }
 
