@@ -344,13 +344,8 @@ async fn raw(addr: SocketAddr, bytes: &[u8], give_up_ms: Option<u64>) -> String 
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         stream.write_all(bytes).await?;
         let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !complete_response(&out) {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(out);
-            }
-            out.extend_from_slice(&buf[..n]);
+        if !read_response(&mut stream, &mut out).await? {
+            return Ok(out);
         }
         stream.shutdown().await?;
         stream.read_to_end(&mut out).await?;
@@ -387,19 +382,15 @@ async fn upgrade(addr: SocketAddr, request: &Request, kind: &str, messages: &[&s
         head.push_str("\r\n");
         stream.write_all(head.as_bytes()).await?;
         let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !complete_response(&out) {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(out);
-            }
-            out.extend_from_slice(&buf[..n]);
+        if !read_response(&mut stream, &mut out).await? {
+            return Ok(out);
         }
         if !out.starts_with(b"HTTP/1.1 101") {
             stream.shutdown().await?;
             stream.read_to_end(&mut out).await?;
             return Ok(out);
         }
+        let mut buf = [0u8; 4096];
         for message in messages {
             stream.write_all(message.as_bytes()).await?;
             let expected = [&b"echo: "[..], message.as_bytes()].concat();
@@ -422,6 +413,21 @@ async fn upgrade(addr: SocketAddr, request: &Request, kind: &str, messages: &[&s
         Ok(Err(e)) => format!("connection failed: {}\n", e.kind()),
         Err(_) => "no answer in 10 s\n".into(),
     }
+}
+
+/// Reads into `out` until it holds a whole HTTP/1.1 response (see [`complete_response`]);
+/// false if the other side closed first.
+async fn read_response(stream: &mut tokio::net::TcpStream, out: &mut Vec<u8>) -> std::io::Result<bool> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    while !complete_response(out) {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    Ok(true)
 }
 
 /// Whether `data` holds an HTTP/1.1 response's head and its `content-length` bytes of body.

@@ -6,6 +6,10 @@ use wasmproxy_conformance::client::Request;
 
 use crate::scenario::{Scenario, probe_config};
 
+/// The catch-all route every scenario's bootstrap ends its routes with (its `route:`
+/// follows): a scenario puts its own routes in front of it, or changes it.
+const CATCH_ALL: &str = "              - match: { prefix: / }\n                name: upstream_route\n";
+
 /// Every routing scenario.
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -55,7 +59,7 @@ fn circuit_breakers() -> Scenario {
     let counted = "              domains: [\"*\"]\n              include_request_attempt_count: true\n              include_attempt_count_in_response: true\n";
     let config = crate::scenario::bootstrap("", &probe)
         .replacen("              domains: [\"*\"]\n", counted, 1)
-        .replacen("              - match: { prefix: / }\n                name: upstream_route\n", routes, 1)
+        .replacen(CATCH_ALL, routes, 1)
         + &cluster("no_requests", "max_requests")
         + &cluster("no_pending", "max_pending_requests");
     let scenario = crate::scenarios::s(
@@ -89,11 +93,7 @@ fn rewrites() -> Scenario {
               - match: { prefix: / }
                 name: upstream_route
 "#;
-    let config = crate::scenario::bootstrap("", "").replacen(
-        "              - match: { prefix: / }\n                name: upstream_route\n",
-        routes,
-        1,
-    );
+    let config = crate::scenario::bootstrap("", "").replacen(CATCH_ALL, routes, 1);
     crate::scenarios::s(
         "route_rewrites",
         "regex_rewrite, host_rewrite_header, host_rewrite_path_regex",
@@ -132,11 +132,7 @@ fn cluster_specifiers() -> Scenario {
 "#;
     let probe =
         crate::scenario::probe("probe", json!({"phases": {"request_headers": [["get_property", "xds.cluster_name"]]}}));
-    let config = crate::scenario::bootstrap("", &probe).replacen(
-        "              - match: { prefix: / }\n                name: upstream_route\n",
-        routes,
-        1,
-    );
+    let config = crate::scenario::bootstrap("", &probe).replacen(CATCH_ALL, routes, 1);
     crate::scenarios::s(
         "route_cluster_specifiers",
         "weighted_clusters (weights, per-cluster headers and host rewrite), cluster_header, cluster_not_found_response_code",
@@ -187,7 +183,7 @@ fn filters_per_route() -> Scenario {
     );
     let config = crate::scenario::bootstrap("", &filters)
         .replacen("              domains: [\"*\"]\n", &vhost, 1)
-        .replacen("              - match: { prefix: / }\n                name: upstream_route\n", &routes, 1);
+        .replacen(CATCH_ALL, &routes, 1);
     crate::scenarios::s(
         "filters_per_route",
         "typed_per_filter_config FilterConfig disabled on routes and virtual hosts, http_filters disabled",
@@ -233,7 +229,7 @@ fn retries() -> Scenario {
     );
     let config = crate::scenario::bootstrap("", &probe)
         .replacen("              domains: [\"*\"]\n", vhost, 1)
-        .replacen("              - match: { prefix: / }\n                name: upstream_route\n", routes, 1);
+        .replacen(CATCH_ALL, routes, 1);
     let scenario = crate::scenarios::s(
         "route_retries",
         "retry_policy: retries on 5xx, gateway errors, connection failures, retriable status codes and per-try \
@@ -268,11 +264,7 @@ fn grpc_match() -> Scenario {
               - match: { prefix: / }
                 name: upstream_route
 "#;
-    let config = crate::scenario::bootstrap("", "").replacen(
-        "              - match: { prefix: / }\n                name: upstream_route\n",
-        routes,
-        1,
-    );
+    let config = crate::scenario::bootstrap("", "").replacen(CATCH_ALL, routes, 1);
     crate::scenarios::s(
         "route_match_grpc",
         "match.grpc: gRPC requests (over HTTP/1.1 and HTTP/2, application/grpc+proto) take the route, others not",
@@ -313,11 +305,7 @@ fn websocket() -> Scenario {
             "log": [["get_property", "response.code"]],
         }}),
     );
-    let config = crate::scenario::bootstrap_hcm("", hcm, &filters).replacen(
-        "              - match: { prefix: / }\n                name: upstream_route\n",
-        routes,
-        1,
-    );
+    let config = crate::scenario::bootstrap_hcm("", hcm, &filters).replacen(CATCH_ALL, routes, 1);
     let scenario = crate::scenarios::s(
         "websocket_upgrades",
         "HTTP/1.1 upgrades: upgrade_configs on the connection manager and on routes, bytes both ways",
@@ -387,7 +375,7 @@ fn header_mutations() -> Scenario {
     }))
     .replacen("            virtual_hosts:\n", global, 1)
     .replacen("              domains: [\"*\"]\n", vhost, 1)
-    .replacen("              - match: { prefix: / }\n                name: upstream_route\n", route, 1);
+    .replacen(CATCH_ALL, route, 1);
     Scenario {
         stats: &[],
         ..crate::scenarios::s(

@@ -65,6 +65,8 @@ pub(super) struct Retries {
     tried: Vec<SocketAddr>,
     /// Retries made.
     made: u32,
+    /// The request body as the first try sent it.
+    pub(super) replay: Rc<RefCell<Replay>>,
 }
 
 impl Retries {
@@ -94,7 +96,8 @@ impl Retries {
             return None;
         }
         let (remaining, next_interval) = (policy.num_retries, policy.back_off.0);
-        Some(Retries { policy, remaining, next_interval, tried: Vec::new(), made: 0 })
+        let replay = Rc::default();
+        Some(Retries { policy, remaining, next_interval, tried: Vec::new(), made: 0, replay })
     }
 
     /// Whether an answer is one to try again (Envoy's `wouldRetryFromHeaders`).
@@ -230,12 +233,11 @@ pub(super) async fn send(
     first_body: ProxyBody,
     deadline: &mut Deadline,
     mut retries: Option<Retries>,
-    replay: &RefCell<Replay>,
 ) -> (Result<Started, UpstreamError>, u32) {
     let per_try = retries.as_ref().and_then(|r| r.policy.per_try_timeout);
     let first = one_try(cx, cx.headers, first_body, cx.whole_body, per_try, deadline, &[]).await;
     match retries.as_mut() {
-        Some(r) => retry(cx, first, deadline, r, replay).await,
+        Some(r) => retry(cx, first, deadline, r).await,
         None => (first, 1),
     }
 }
@@ -246,7 +248,6 @@ async fn retry(
     mut result: Result<Started, UpstreamError>,
     deadline: &mut Deadline,
     r: &mut Retries,
-    replay: &RefCell<Replay>,
 ) -> (Result<Started, UpstreamError>, u32) {
     let per_try = r.policy.per_try_timeout;
     let stats = cx.cluster.stats();
@@ -274,7 +275,8 @@ async fn retry(
         // A retry sends the request again whole: it waits for its end, and there is none
         // if the body was not kept (over the buffer limit).
         deadline.request_ended().await;
-        let Some(body) = replay.borrow().body(cx.cluster.http2()) else {
+        let kept = r.replay.borrow().body(cx.cluster.http2());
+        let Some(body) = kept else {
             stats.retry_or_shadow_abandoned.inc();
             return (result, tries);
         };

@@ -2,7 +2,6 @@
 //! direct response, a redirect), the rewrites Envoy's router makes, and the exchange with
 //! the upstream while the request body streams through the filters.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use wasmproxy_config::model::{ForwardAction, RedirectAction, RouteAction};
 use wasmproxy_host::Headers;
 
 use crate::hcm::header_mutation::{mutate_local_reply, mutate_request, mutate_response};
-use crate::hcm::retry::{self, ATTEMPT_COUNT, Deadline, Replay, Retries, TryContext, keep_for_retries};
+use crate::hcm::retry::{self, ATTEMPT_COUNT, Deadline, Retries, TryContext, keep_for_retries};
 use crate::hcm::route_table::{ClusterChoice, HeaderLevels, Matched, RouteTable};
 use crate::hcm::{ActiveStream, Hcm, Processed, ResponseBody, UpstreamBody};
 use crate::http::convert;
@@ -135,11 +134,10 @@ impl ActiveStream {
         let started = Instant::now();
         // A request that may be retried keeps its body (up to the buffer limit) as the
         // first try sends it.
-        let replay = Rc::new(RefCell::new(Replay::default()));
         let (tx, body) = if request.ended {
             // As Envoy: an HTTP/2 request ends on its headers, without a length.
             (None, crate::http::body::ended_on_headers(cluster.http2()))
-        } else if retries.is_some() {
+        } else if let Some(replay) = retries.as_ref().map(|r| r.replay.clone()) {
             let (filtered, kept) = crate::http::body::channel();
             let (to_upstream, body) = crate::http::body::channel();
             // The connection's buffer limit (Envoy's default where it has none).
@@ -147,7 +145,7 @@ impl ActiveStream {
                 usize::MAX => BUFFER_LIMIT_BYTES,
                 n => n,
             };
-            keep_for_retries(kept, to_upstream, replay.clone(), limit);
+            keep_for_retries(kept, to_upstream, replay, limit);
             (Some(filtered), Either::Right(body))
         } else {
             let (tx, body) = crate::http::body::channel();
@@ -159,7 +157,7 @@ impl ActiveStream {
         let send = async {
             let cx = TryContext { cluster: &cluster, headers, info: &info, whole_body: request.ended };
             let mut deadline = Deadline::new(timeout, ended_rx);
-            let (r, tries) = retry::send(&cx, body, &mut deadline, retries, &replay).await;
+            let (r, tries) = retry::send(&cx, body, &mut deadline, retries).await;
             (r, tries, deadline.at())
         };
         let pump = async {
