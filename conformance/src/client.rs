@@ -50,6 +50,9 @@ pub struct Request {
     /// An HTTP/1.1 upgrade (`upgrade: <type>`) instead, then, once switched, these
     /// messages one at a time, each waiting for the upstream's echo, then a close.
     pub upgrade: Option<(&'static str, Vec<&'static str>)>,
+    /// Sent after this pause, for a change the proxy makes on another thread to land (as
+    /// Envoy's main thread ejects a host after the answer that passed the threshold).
+    pub pause_ms: u64,
 }
 
 impl Request {
@@ -71,6 +74,7 @@ impl Request {
             client_cert: false,
             admin: false,
             upgrade: None,
+            pause_ms: 0,
         }
     }
 
@@ -98,6 +102,12 @@ impl Request {
     /// Raw HTTP/2 frames (after the preface and an empty SETTINGS).
     pub fn h2_frames(about: &str, frames: Vec<u8>) -> Request {
         Request { method: "H2", h2_frames: Some(frames), ..Request::get(about) }
+    }
+
+    /// Sent `ms` milliseconds after the answer before it.
+    pub fn after_pause(mut self, ms: u64) -> Request {
+        self.pause_ms = ms;
+        self
     }
 
     /// The client closes the connection if no whole answer came in `ms` milliseconds.

@@ -7,6 +7,7 @@
 //! ```
 //! Exits 1 if a scenario differs without a written, deliberate reason.
 
+mod balancing;
 mod connection_manager;
 mod corpus;
 mod dynamic;
@@ -221,6 +222,9 @@ fn observe(
     }
     out.push_str("== responses\n");
     for (i, r) in s.requests.iter().enumerate() {
+        if r.pause_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(r.pause_ms));
+        }
         if let Some((name, text)) = &r.update {
             let before = updates(&running);
             if r.restart_control_plane {

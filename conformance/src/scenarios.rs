@@ -69,6 +69,7 @@ pub fn all(root: &Path) -> Vec<Scenario> {
     v.extend(chains_and_sdks());
     v.extend(routing());
     v.extend(crate::routes::scenarios());
+    v.extend(crate::balancing::scenarios());
     v.extend(crate::connection_manager::scenarios());
     v.extend(tcp());
     v.extend(examples(root));

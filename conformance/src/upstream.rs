@@ -23,40 +23,34 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Starts it on a free loopback port (HTTP/1.1, and HTTP/2 by prior knowledge; over TLS
-    /// with the run's server certificate when the client starts a handshake).
+    /// Starts it on a free loopback port of 127.0.0.1, and on the same port of 127.0.0.2
+    /// to 127.0.0.4 (a cluster's other endpoints); HTTP/1.1, and HTTP/2 by prior
+    /// knowledge; over TLS with the run's server certificate when the client starts a
+    /// handshake.
     pub async fn start() -> std::io::Result<Upstream> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let upstream = Upstream { addr: listener.local_addr()?, seen: Arc::default() };
-        let seen = upstream.seen.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let seen = seen.clone();
-                tokio::spawn(async move {
-                    // A TLS client (its first byte a handshake record) gets the run's server
-                    // certificate; its requests are written down with what it offered.
-                    let mut first = [0u8; 1];
-                    let tls = matches!(stream.peek(&mut first).await, Ok(1) if first[0] == 0x16);
-                    match crate::certs::UPSTREAM.get().filter(|_| tls) {
-                        Some(config) => {
-                            let Ok(tls) = tokio_rustls::TlsAcceptor::from(config.clone()).accept(stream).await else {
-                                return;
-                            };
-                            let (_, session) = tls.get_ref();
-                            let alpn = session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
-                            let note = format!(
-                                "tls: sni {} alpn {}\n",
-                                session.server_name().unwrap_or("none"),
-                                alpn.as_deref().unwrap_or("none")
-                            );
-                            serve(TokioIo::new(tls), seen, note).await;
-                        }
-                        None => serve(TokioIo::new(stream), seen, String::new()).await,
-                    }
-                });
+        // Another process may hold the port on one of the other addresses: try again.
+        let mut tries = 0;
+        loop {
+            let first = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = first.local_addr()?;
+            let mut listeners = vec![first];
+            for ip in OTHER_ENDPOINTS {
+                match tokio::net::TcpListener::bind((ip, addr.port())).await {
+                    Ok(l) => listeners.push(l),
+                    Err(_) if tries < 10 => break,
+                    Err(e) => return Err(e),
+                }
             }
-        });
-        Ok(upstream)
+            tries += 1;
+            if listeners.len() < 1 + OTHER_ENDPOINTS.len() {
+                continue;
+            }
+            let upstream = Upstream { addr, seen: Arc::default() };
+            for listener in listeners {
+                tokio::spawn(accept(listener, upstream.seen.clone()));
+            }
+            return Ok(upstream);
+        }
     }
 
     /// What it received since the last call, one text block per request.
@@ -66,13 +60,46 @@ impl Upstream {
     }
 }
 
-/// Serves one connection (HTTP/1.1, or HTTP/2 by its preface); `note` starts the record
-/// of each of its requests.
-async fn serve<I>(io: I, seen: Arc<Mutex<Vec<String>>>, note: String)
+/// The upstream's other addresses (on its port), each an endpoint of its own.
+pub const OTHER_ENDPOINTS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+
+/// Accepts connections on one of the upstream's addresses.
+async fn accept(listener: tokio::net::TcpListener, seen: Arc<Mutex<Vec<String>>>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let seen = seen.clone();
+        let at = stream.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        tokio::spawn(async move {
+            // A TLS client (its first byte a handshake record) gets the run's server
+            // certificate; its requests are written down with what it offered.
+            let mut first = [0u8; 1];
+            let tls = matches!(stream.peek(&mut first).await, Ok(1) if first[0] == 0x16);
+            match crate::certs::UPSTREAM.get().filter(|_| tls) {
+                Some(config) => {
+                    let Ok(tls) = tokio_rustls::TlsAcceptor::from(config.clone()).accept(stream).await else {
+                        return;
+                    };
+                    let (_, session) = tls.get_ref();
+                    let alpn = session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+                    let note = format!(
+                        "tls: sni {} alpn {}\n",
+                        session.server_name().unwrap_or("none"),
+                        alpn.as_deref().unwrap_or("none")
+                    );
+                    serve(TokioIo::new(tls), seen, note, at).await;
+                }
+                None => serve(TokioIo::new(stream), seen, String::new(), at).await,
+            }
+        });
+    }
+}
+
+/// Serves one connection (HTTP/1.1, or HTTP/2 by its preface) reached at the address
+/// `at`; `note` starts the record of each of its requests.
+async fn serve<I>(io: I, seen: Arc<Mutex<Vec<String>>>, note: String, at: String)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| answer(req, seen.clone(), note.clone()));
+    let service = service_fn(move |req| answer(req, seen.clone(), note.clone(), at.clone()));
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection_with_upgrades(io, service)
         .await;
@@ -82,9 +109,16 @@ async fn answer(
     req: http::Request<Incoming>,
     seen: Arc<Mutex<Vec<String>>>,
     note: String,
+    at: String,
 ) -> Result<http::Response<Body>, Infallible> {
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
+    // Health checks come when their timers say: answered, never written down.
+    if let Some(check) = health_answer(&path, &at) {
+        return Ok(check);
+    }
+    // Requests to the other endpoints are written down with where they went.
+    let note = if at == "127.0.0.1" { note } else { format!("{note}at {at}\n") };
     let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let collected = body.collect().await.ok();
     let trailers = collected.as_ref().and_then(|c| c.trailers().cloned());
@@ -121,6 +155,9 @@ async fn answer(
     if parts.headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")) {
         return Ok(grpc_respond(&path, &body));
     }
+    if path.starts_with("/fail-on-3/") && at == "127.0.0.3" {
+        return Ok(respond("/status/503", &body).await);
+    }
     Ok(respond(&path, &body).await)
 }
 
@@ -145,6 +182,32 @@ fn accept_upgrade(kind: http::HeaderValue, upgrade: hyper::upgrade::OnUpgrade) -
         .header(http::header::UPGRADE, kind)
         .body(Full::new(Bytes::new()).boxed())
         .unwrap_or_default()
+}
+
+/// The answer to a health check: `/health/ok` is 200 everywhere, `/health/bad-on-3`
+/// 503 at 127.0.0.3, and `grpc.health.v1.Health/Check` is `SERVING` except at
+/// 127.0.0.3 (`NOT_SERVING`).
+fn health_answer(path: &str, at: &str) -> Option<http::Response<Body>> {
+    let bad = at == "127.0.0.3";
+    let full = |b: Bytes| Full::new(b).boxed();
+    let response = match path {
+        "/health/ok" => http::Response::builder().status(200).body(full(Bytes::from("ok"))),
+        "/health/bad-on-3" => http::Response::builder().status(if bad { 503 } else { 200 }).body(full(Bytes::new())),
+        "/grpc.health.v1.Health/Check" => {
+            // HealthCheckResponse { status: SERVING (1) or NOT_SERVING (2) }, framed.
+            let message = Bytes::from(vec![0, 0, 0, 0, 2, 0x08, if bad { 2 } else { 1 }]);
+            let (tx, frames) = FrameBody::channel();
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            tokio::spawn(async move {
+                let _ = tx.send(Frame::data(message)).await;
+                let _ = tx.send(Frame::trailers(trailers)).await;
+            });
+            http::Response::builder().header("content-type", "application/grpc").body(frames.boxed())
+        }
+        _ => return None,
+    };
+    Some(response.unwrap_or_else(|_| http::Response::new(full(Bytes::new()))))
 }
 
 /// Requests seen per `/flaky/` path since the last [`Upstream::take`].

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use crate::address::{Host, read_address};
+use crate::address::Host;
 use crate::config_source::read_config_source;
+use crate::endpoint::read_load_assignment;
+use crate::health::{read_health_checks, read_outlier_detection};
+use crate::load_balancing::read_lb_settings;
 use crate::metadata::read_metadata;
-use crate::model::{
-    CircuitBreakers, Cluster, Discovery, DnsLookupFamily, EdsSource, LbPolicy, LoadAssignment, SocketAddress,
-    UpstreamHttpOptions,
-};
+use crate::model::{CircuitBreakers, Cluster, Discovery, DnsLookupFamily, EdsSource, LbPolicy, UpstreamHttpOptions};
 use crate::reader::{Ctx, Field, type_error};
 use crate::tls::read_upstream_transport_socket;
 
@@ -79,19 +79,6 @@ const CLUSTER: &[&str] = &[
     "preconnect_policy",
     "connection_pool_per_downstream_connection",
 ];
-const CLUSTER_LOAD_ASSIGNMENT: &[&str] = &["cluster_name", "endpoints", "named_endpoints", "policy"];
-const LOCALITY_LB_ENDPOINTS: &[&str] = &[
-    "locality",
-    "metadata",
-    "lb_endpoints",
-    "load_balancer_endpoints",
-    "leds_cluster_locality_config",
-    "load_balancing_weight",
-    "priority",
-    "proximity",
-];
-const LB_ENDPOINT: &[&str] = &["endpoint", "endpoint_name", "health_status", "metadata", "load_balancing_weight"];
-const ENDPOINT: &[&str] = &["address", "health_check_config", "hostname", "additional_addresses"];
 /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`.
 const UPSTREAM_HTTP_PROTOCOL_OPTIONS: &[&str] = &[
     "common_http_protocol_options",
@@ -146,9 +133,9 @@ const DISCOVERY: &[(&str, i64, Option<Discovery>)] = &[
 const LB_POLICY: &[(&str, i64, Option<LbPolicy>)] = &[
     ("ROUND_ROBIN", 0, Some(LbPolicy::RoundRobin)),
     ("LEAST_REQUEST", 1, Some(LbPolicy::LeastRequest)),
-    ("RING_HASH", 2, None),
+    ("RING_HASH", 2, Some(LbPolicy::RingHash)),
     ("RANDOM", 3, Some(LbPolicy::Random)),
-    ("MAGLEV", 5, None),
+    ("MAGLEV", 5, Some(LbPolicy::Maglev)),
     ("CLUSTER_PROVIDED", 6, None),
     ("LOAD_BALANCING_POLICY_CONFIG", 7, None),
 ];
@@ -262,6 +249,9 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
     let metadata = msg.get(ctx, "metadata").map(|f| read_metadata(ctx, &f)).unwrap_or_default();
     let tls = msg.get(ctx, "transport_socket").map(|f| read_upstream_transport_socket(ctx, &f));
     let circuit_breakers = msg.get(ctx, "circuit_breakers").map(|f| read_circuit_breakers(ctx, &f)).unwrap_or_default();
+    let common_lb = read_lb_settings(ctx, &mut msg);
+    let health_checks = msg.get(ctx, "health_checks").map(|f| read_health_checks(ctx, &f)).unwrap_or_default();
+    let outlier_detection = msg.get(ctx, "outlier_detection").and_then(|f| read_outlier_detection(ctx, &f));
     msg.finish(ctx);
     Some(Cluster {
         name: name?,
@@ -277,6 +267,9 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
         tls: tls.map_or(Some(None), |t| t.map(Some))?,
         upstream_http,
         circuit_breakers,
+        common_lb,
+        health_checks,
+        outlier_detection,
     })
 }
 
@@ -305,47 +298,6 @@ fn read_eds(ctx: &mut Ctx, field: &Field<'_>, cluster: &str) -> Option<EdsSource
     let source = msg.required(ctx, "eds_config").and_then(|f| read_config_source(ctx, &f));
     msg.finish(ctx);
     Some(EdsSource { service_name: service_name.unwrap_or_else(|| cluster.to_string()), source: source? })
-}
-
-/// A `ClusterLoadAssignment` of an EDS file.
-pub(crate) fn read_cluster_load_assignment(ctx: &mut Ctx, field: &Field<'_>) -> Option<LoadAssignment> {
-    let cluster_name = field.node.as_map().and_then(|entries| {
-        let entry = entries.iter().find(|e| e.key == "cluster_name" || e.key == "clusterName")?;
-        Field::new(&entry.value, crate::reader::child(&field.path, &entry.key)).string(ctx)
-    });
-    let Some(cluster_name) = cluster_name.filter(|n| !n.is_empty()) else {
-        field.error(ctx, "missing required field \"cluster_name\"");
-        return None;
-    };
-    Some(LoadAssignment { cluster_name, endpoints: read_load_assignment(ctx, field, Host::Ip) })
-}
-
-/// `load_assignment`: every `endpoints[].lb_endpoints[].endpoint.address`, in order.
-fn read_load_assignment(ctx: &mut Ctx, field: &Field<'_>, host: Host) -> Vec<SocketAddress> {
-    let mut addresses = Vec::new();
-    let Some(mut msg) = field.message(ctx, CLUSTER_LOAD_ASSIGNMENT) else { return addresses };
-    // Informational: the cluster's own name is what counts.
-    msg.ignore(ctx, "cluster_name");
-    for locality in msg.get(ctx, "endpoints").map(|f| f.list()).unwrap_or_default() {
-        let Some(mut locality_msg) = locality.message(ctx, LOCALITY_LB_ENDPOINTS) else { continue };
-        for lb_endpoint in locality_msg.get(ctx, "lb_endpoints").map(|f| f.list()).unwrap_or_default() {
-            let Some(mut lb_msg) = lb_endpoint.message(ctx, LB_ENDPOINT) else { continue };
-            if let Some(endpoint) = lb_msg.required(ctx, "endpoint")
-                && let Some(mut endpoint_msg) = endpoint.message(ctx, ENDPOINT)
-            {
-                if let Some(address) = endpoint_msg.required(ctx, "address") {
-                    addresses.extend(read_address(ctx, &address, host));
-                }
-                // Only used by features wasmproxy does not have (auto_host_rewrite, health checks).
-                endpoint_msg.ignore(ctx, "hostname");
-                endpoint_msg.finish(ctx);
-            }
-            lb_msg.finish(ctx);
-        }
-        locality_msg.finish(ctx);
-    }
-    msg.finish(ctx);
-    addresses
 }
 
 /// `typed_extension_protocol_options`: whether the upstream speaks HTTP/2, and its

@@ -48,7 +48,7 @@ fn modifiable(ctx: &mut Ctx, field: &Field<'_>, verb: &str) -> Option<String> {
     Some(name)
 }
 
-fn read_header_value_option(ctx: &mut Ctx, field: &Field<'_>) -> Option<HeaderToAdd> {
+pub(crate) fn read_header_value_option(ctx: &mut Ctx, field: &Field<'_>) -> Option<HeaderToAdd> {
     let mut msg = field.message(ctx, HEADER_VALUE_OPTION)?;
     let header = msg.required(ctx, "header").and_then(|f| {
         let mut h = f.message(ctx, HEADER_VALUE)?;

@@ -28,7 +28,7 @@
 //! "#;
 //! let bootstrap = wasmproxy_config::load_str(yaml, std::path::Path::new(".")).unwrap();
 //! assert_eq!(bootstrap.listeners[0].name, "listener_0");
-//! assert_eq!(bootstrap.clusters[0].endpoints[0].port, 9000);
+//! assert_eq!(bootstrap.clusters[0].endpoints[0].address.port, 9000);
 //! ```
 //!
 //! `docs/CONFIG.md` lists every supported field, the fields accepted and ignored, and the warnings.
@@ -40,13 +40,16 @@ mod bootstrap;
 mod chain_match;
 mod cluster;
 mod config_source;
+mod endpoint;
 mod error;
 mod filter_override;
 pub mod format;
 mod hcm;
 mod header_mutation;
+mod health;
 mod json;
 mod listener;
+mod load_balancing;
 mod metadata;
 pub mod model;
 mod protobuf;

@@ -190,8 +190,8 @@ pub struct EdsSource {
 pub struct LoadAssignment {
     /// `cluster_name`: the EDS service name it is for.
     pub cluster_name: String,
-    /// Every `endpoints[].lb_endpoints[].endpoint.address`, in order.
-    pub endpoints: Vec<SocketAddress>,
+    /// Every `endpoints[].lb_endpoints[]`, in order.
+    pub endpoints: Vec<Endpoint>,
 }
 
 /// The resources of one dynamic resource file, as a `DiscoveryResponse` holds them.
@@ -1051,6 +1051,35 @@ pub struct ForwardAction {
     pub upgrades: Vec<Upgrade>,
     /// `retry_policy` (else the virtual host's).
     pub retry_policy: Option<RetryPolicy>,
+    /// `hash_policy`: what a hashing load balancer (`RING_HASH`, `MAGLEV`) hashes.
+    pub hash_policy: Vec<HashPolicy>,
+}
+
+/// One `hash_policy` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HashPolicy {
+    /// What is hashed.
+    pub key: HashKey,
+    /// `terminal`: when it yields a hash, the later entries are skipped.
+    pub terminal: bool,
+}
+
+/// What a `hash_policy` entry hashes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HashKey {
+    /// `header.header_name` (every value), rewritten by `header.regex_rewrite`.
+    Header {
+        /// The header's name, lowercase.
+        name: String,
+        /// `regex_rewrite`.
+        rewrite: Option<RegexRewrite>,
+    },
+    /// `cookie.name` (without `ttl`: only a cookie the request has).
+    Cookie(String),
+    /// `connection_properties.source_ip`.
+    SourceIp,
+    /// `query_parameter.name`.
+    QueryParameter(String),
 }
 
 /// A `RegexMatchAndSubstitute`: every match of `pattern` replaced by `substitution`
@@ -1080,6 +1109,7 @@ impl Default for ForwardAction {
             timeout: Some(Duration::from_secs(15)),
             upgrades: Vec::new(),
             retry_policy: None,
+            hash_policy: Vec::new(),
         }
     }
 }
@@ -1301,8 +1331,8 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     /// `lb_policy`.
     pub lb_policy: LbPolicy,
-    /// `load_assignment.endpoints[].lb_endpoints[].endpoint.address.socket_address`, in order.
-    pub endpoints: Vec<SocketAddress>,
+    /// `load_assignment.endpoints[].lb_endpoints[]`, in order.
+    pub endpoints: Vec<Endpoint>,
     /// `dns_refresh_rate`: how often DNS clusters resolve their hosts again (Envoy: 5 s).
     pub dns_refresh_rate: Duration,
     /// `dns_lookup_family`: which resolved addresses DNS clusters use.
@@ -1321,6 +1351,268 @@ pub struct Cluster {
     /// `circuit_breakers.thresholds` of the `DEFAULT` priority (every route's), or
     /// Envoy's defaults.
     pub circuit_breakers: CircuitBreakers,
+    /// `common_lb_config`.
+    pub common_lb: CommonLb,
+    /// `health_checks` (at most one, as Envoy runs them).
+    pub health_checks: Vec<HealthCheck>,
+    /// `outlier_detection`.
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// One `lb_endpoints[]` entry with its locality's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `endpoint.address.socket_address`.
+    pub address: SocketAddress,
+    /// `endpoint.hostname` (the health checks' host and `use_hostname_for_hashing`).
+    pub hostname: String,
+    /// `load_balancing_weight` (1 if unset).
+    pub weight: u32,
+    /// `health_status` as the control plane reports it.
+    pub health_status: EdsHealth,
+    /// `endpoint.health_check_config`: where and as what host the health checks go.
+    pub health_check_port: Option<u16>,
+    /// `endpoint.health_check_config.hostname`.
+    pub health_check_hostname: String,
+    /// The locality's `locality`.
+    pub locality: Locality,
+    /// The locality's `load_balancing_weight` (0 if unset).
+    pub locality_weight: u32,
+    /// The locality's `priority` (0 is the highest).
+    pub priority: u32,
+}
+
+impl Endpoint {
+    /// An endpoint at `address` with every setting at its default.
+    pub fn at(address: SocketAddress) -> Endpoint {
+        Endpoint {
+            address,
+            hostname: String::new(),
+            weight: 1,
+            health_status: EdsHealth::Unknown,
+            health_check_port: None,
+            health_check_hostname: String::new(),
+            locality: Locality::default(),
+            locality_weight: 0,
+            priority: 0,
+        }
+    }
+}
+
+/// `health_status` of an endpoint from the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EdsHealth {
+    /// `UNKNOWN` (healthy unless health checks say otherwise).
+    #[default]
+    Unknown,
+    /// `HEALTHY`.
+    Healthy,
+    /// `UNHEALTHY`, `DRAINING` or `TIMEOUT`: not used.
+    Unhealthy,
+    /// `DEGRADED`: used when too few hosts are healthy.
+    Degraded,
+}
+
+/// `common_lb_config` and the policy's own settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommonLb {
+    /// `healthy_panic_threshold` in percent (Envoy: 50): below it, every host is used.
+    pub panic_threshold: f64,
+    /// `locality_weighted_lb_config`: localities are chosen by weight first.
+    pub locality_weighted: bool,
+    /// `consistent_hashing_lb_config.use_hostname_for_hashing`.
+    pub hash_by_hostname: bool,
+    /// `least_request_lb_config.choice_count` (2).
+    pub choice_count: u32,
+    /// `least_request_lb_config.active_request_bias` (1.0 if unset; when set, least
+    /// request is weighted even when the weights are equal, as in Envoy 1.40).
+    pub active_request_bias: Option<f64>,
+    /// `ring_hash_lb_config.minimum_ring_size` (1024).
+    pub minimum_ring_size: u64,
+    /// `ring_hash_lb_config.maximum_ring_size` (8M).
+    pub maximum_ring_size: u64,
+    /// `maglev_lb_config.table_size` (65537).
+    pub maglev_table_size: u64,
+}
+
+impl Default for CommonLb {
+    fn default() -> Self {
+        CommonLb {
+            panic_threshold: 50.0,
+            locality_weighted: false,
+            hash_by_hostname: false,
+            choice_count: 2,
+            active_request_bias: None,
+            minimum_ring_size: 1024,
+            maximum_ring_size: 8 * 1024 * 1024,
+            maglev_table_size: 65537,
+        }
+    }
+}
+
+/// One entry of `health_checks`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    /// `timeout`.
+    pub timeout: Duration,
+    /// `interval`.
+    pub interval: Duration,
+    /// `initial_jitter`.
+    pub initial_jitter: Duration,
+    /// `interval_jitter`.
+    pub interval_jitter: Duration,
+    /// `interval_jitter_percent`.
+    pub interval_jitter_percent: u32,
+    /// `unhealthy_threshold`.
+    pub unhealthy_threshold: u32,
+    /// `healthy_threshold`.
+    pub healthy_threshold: u32,
+    /// `reuse_connection` (true).
+    pub reuse_connection: bool,
+    /// `no_traffic_interval` (60 s): the interval while the cluster has had no traffic.
+    pub no_traffic_interval: Duration,
+    /// `no_traffic_healthy_interval` (else `no_traffic_interval`).
+    pub no_traffic_healthy_interval: Option<Duration>,
+    /// `unhealthy_interval` (else `interval`).
+    pub unhealthy_interval: Option<Duration>,
+    /// `unhealthy_edge_interval` (else `unhealthy_interval`).
+    pub unhealthy_edge_interval: Option<Duration>,
+    /// `healthy_edge_interval` (else `interval`).
+    pub healthy_edge_interval: Option<Duration>,
+    /// `always_log_health_check_failures`.
+    pub always_log_failures: bool,
+    /// What is checked.
+    pub kind: HealthCheckKind,
+}
+
+/// The health checker of a `health_checks` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealthCheckKind {
+    /// `http_health_check`.
+    Http(HttpHealthCheck),
+    /// `tcp_health_check`: `send` bytes, then every `receive` payload in the answer (an
+    /// empty `send` checks only that a connection opens).
+    Tcp {
+        /// `send`.
+        send: Vec<u8>,
+        /// `receive`, each found in order in what the endpoint sends back.
+        receive: Vec<Vec<u8>>,
+    },
+    /// `grpc_health_check`: `grpc.health.v1.Health/Check` answered `SERVING`.
+    Grpc {
+        /// `service_name`.
+        service_name: String,
+        /// `authority` (else the cluster's name).
+        authority: String,
+        /// `initial_metadata`.
+        metadata: Vec<(String, String)>,
+    },
+}
+
+/// `http_health_check`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpHealthCheck {
+    /// `host` (the endpoint's `health_check_config.hostname` first; else the cluster's name).
+    pub host: String,
+    /// `path`.
+    pub path: String,
+    /// `method` (GET).
+    pub method: String,
+    /// `request_headers_to_add`.
+    pub headers_to_add: Vec<HeaderToAdd>,
+    /// `request_headers_to_remove`.
+    pub headers_to_remove: Vec<String>,
+    /// `expected_statuses` as `[start, end)` ranges (200 only if unset).
+    pub expected_statuses: Vec<(u16, u16)>,
+    /// `retriable_statuses`: failures that count toward `unhealthy_threshold` rather than
+    /// making the host unhealthy at once.
+    pub retriable_statuses: Vec<(u16, u16)>,
+    /// `codec_client_type` HTTP2.
+    pub http2: bool,
+}
+
+/// `outlier_detection`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierDetection {
+    /// `consecutive_5xx` (5).
+    pub consecutive_5xx: u32,
+    /// `consecutive_gateway_failure` (5).
+    pub consecutive_gateway_failure: u32,
+    /// `consecutive_local_origin_failure` (5).
+    pub consecutive_local_origin_failure: u32,
+    /// `interval` (10 s).
+    pub interval: Duration,
+    /// `base_ejection_time` (30 s).
+    pub base_ejection_time: Duration,
+    /// `max_ejection_time` (300 s).
+    pub max_ejection_time: Duration,
+    /// `max_ejection_time_jitter` (0).
+    pub max_ejection_time_jitter: Duration,
+    /// `max_ejection_percent` (10).
+    pub max_ejection_percent: u32,
+    /// `enforcing_consecutive_5xx` (100).
+    pub enforcing_consecutive_5xx: u32,
+    /// `enforcing_consecutive_gateway_failure` (0).
+    pub enforcing_consecutive_gateway_failure: u32,
+    /// `enforcing_consecutive_local_origin_failure` (100).
+    pub enforcing_consecutive_local_origin_failure: u32,
+    /// `enforcing_success_rate` (100).
+    pub enforcing_success_rate: u32,
+    /// `enforcing_local_origin_success_rate` (100).
+    pub enforcing_local_origin_success_rate: u32,
+    /// `success_rate_minimum_hosts` (5).
+    pub success_rate_minimum_hosts: u32,
+    /// `success_rate_request_volume` (100).
+    pub success_rate_request_volume: u32,
+    /// `success_rate_stdev_factor` (1900, in thousandths).
+    pub success_rate_stdev_factor: u32,
+    /// `failure_percentage_threshold` (85).
+    pub failure_percentage_threshold: u32,
+    /// `enforcing_failure_percentage` (0).
+    pub enforcing_failure_percentage: u32,
+    /// `enforcing_failure_percentage_local_origin` (0).
+    pub enforcing_failure_percentage_local_origin: u32,
+    /// `failure_percentage_minimum_hosts` (5).
+    pub failure_percentage_minimum_hosts: u32,
+    /// `failure_percentage_request_volume` (50).
+    pub failure_percentage_request_volume: u32,
+    /// `split_external_local_origin_errors`.
+    pub split_external_local_origin_errors: bool,
+    /// `successful_active_health_check_uneject_host` (true).
+    pub uneject_on_health_check_success: bool,
+    /// `always_eject_one_host`.
+    pub always_eject_one_host: bool,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_5xx: 5,
+            consecutive_gateway_failure: 5,
+            consecutive_local_origin_failure: 5,
+            interval: Duration::from_secs(10),
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_time_jitter: Duration::ZERO,
+            max_ejection_percent: 10,
+            enforcing_consecutive_5xx: 100,
+            enforcing_consecutive_gateway_failure: 0,
+            enforcing_consecutive_local_origin_failure: 100,
+            enforcing_success_rate: 100,
+            enforcing_local_origin_success_rate: 100,
+            success_rate_minimum_hosts: 5,
+            success_rate_request_volume: 100,
+            success_rate_stdev_factor: 1900,
+            failure_percentage_threshold: 85,
+            enforcing_failure_percentage: 0,
+            enforcing_failure_percentage_local_origin: 0,
+            failure_percentage_minimum_hosts: 5,
+            failure_percentage_request_volume: 50,
+            split_external_local_origin_errors: false,
+            uneject_on_health_check_success: true,
+            always_eject_one_host: false,
+        }
+    }
 }
 
 /// `circuit_breakers` thresholds of one priority.
@@ -1453,4 +1745,8 @@ pub enum LbPolicy {
     Random,
     /// `LEAST_REQUEST`.
     LeastRequest,
+    /// `RING_HASH`.
+    RingHash,
+    /// `MAGLEV`.
+    Maglev,
 }

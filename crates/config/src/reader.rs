@@ -156,6 +156,18 @@ impl<'a> Field<'a> {
         }
     }
 
+    /// A number (a double): a number or a numeric string.
+    pub fn number(&self, ctx: &mut Ctx) -> Option<f64> {
+        let (text, _) = self.scalar(ctx, "a number")?;
+        match text.parse::<f64>() {
+            Ok(v) if v.is_finite() => Some(v),
+            _ => {
+                self.error(ctx, format!("expected a number, found {text:?}"));
+                None
+            }
+        }
+    }
+
     /// A port: 0 to 65535.
     pub fn port(&self, ctx: &mut Ctx) -> Option<u16> {
         self.unsigned(ctx, u16::MAX.into()).and_then(|v| u16::try_from(v).ok())

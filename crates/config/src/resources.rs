@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-use crate::cluster::{read_cluster, read_cluster_load_assignment};
+use crate::cluster::read_cluster;
+use crate::endpoint::read_cluster_load_assignment;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::hcm::read_extension_config;
 use crate::listener::read_listener;

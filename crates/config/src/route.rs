@@ -7,8 +7,8 @@ use crate::filter_override::read_filter_overrides;
 use crate::header_mutation::read_header_mutations;
 use crate::metadata::read_metadata;
 use crate::model::{
-    ForwardAction, HeaderMatcher, PathMatch, QueryParameterMatcher, RedirectAction, RegexRewrite, Route, RouteAction,
-    RouteConfig, RouteMatch, ValueMatch, VirtualHost, WeightedCluster,
+    ForwardAction, HashKey, HashPolicy, HeaderMatcher, PathMatch, QueryParameterMatcher, RedirectAction, RegexRewrite,
+    Route, RouteAction, RouteConfig, RouteMatch, ValueMatch, VirtualHost, WeightedCluster,
 };
 use crate::reader::{Ctx, Field, Msg};
 use crate::retry::read_retry_policy;
@@ -485,8 +485,75 @@ fn read_forward(ctx: &mut Ctx, field: &Field<'_>) -> ForwardAction {
     action.timeout = (!timeout.is_zero()).then_some(timeout);
     action.upgrades = crate::upgrade::read_upgrades(ctx, &mut msg, ROUTE_UPGRADE_CONFIG);
     action.retry_policy = msg.get(ctx, "retry_policy").and_then(|f| read_retry_policy(ctx, &f));
+    action.hash_policy = msg.get(ctx, "hash_policy").map(|f| read_hash_policy(ctx, &f)).unwrap_or_default();
     msg.finish(ctx);
     action
+}
+
+const HASH_POLICY: &[&str] =
+    &["header", "cookie", "connection_properties", "query_parameter", "filter_state", "terminal"];
+const HASH_HEADER: &[&str] = &["header_name", "regex_rewrite"];
+const HASH_COOKIE: &[&str] = &["name", "ttl", "path", "attributes"];
+const HASH_CONNECTION: &[&str] = &["source_ip"];
+const HASH_QUERY: &[&str] = &["name"];
+
+/// `hash_policy`: each entry one of `header`, `cookie` (without `ttl`),
+/// `connection_properties` or `query_parameter`.
+fn read_hash_policy(ctx: &mut Ctx, field: &Field<'_>) -> Vec<HashPolicy> {
+    let mut policies = Vec::new();
+    for item in field.list() {
+        let Some(mut msg) = item.message(ctx, HASH_POLICY) else { continue };
+        msg.at_most_one(ctx, &["header", "cookie", "connection_properties", "query_parameter", "filter_state"]);
+        let terminal = msg.get(ctx, "terminal").and_then(|f| f.bool(ctx)).unwrap_or(false);
+        let key = if let Some(f) = msg.get(ctx, "header") {
+            f.message(ctx, HASH_HEADER).and_then(|mut m| {
+                let name = m.required(ctx, "header_name").and_then(|f| header_name(ctx, &f));
+                let rewrite = m.get(ctx, "regex_rewrite").and_then(|f| read_regex_rewrite(ctx, &f));
+                m.finish(ctx);
+                Some(HashKey::Header { name: name?, rewrite })
+            })
+        } else if let Some(f) = msg.get(ctx, "cookie") {
+            f.message(ctx, HASH_COOKIE).and_then(|mut m| {
+                let name = m.required(ctx, "name").and_then(|f| f.string(ctx)).filter(|n| !n.is_empty());
+                m.finish(ctx);
+                Some(HashKey::Cookie(name?))
+            })
+        } else if let Some(f) = msg.get(ctx, "connection_properties") {
+            f.message(ctx, HASH_CONNECTION).and_then(|mut m| {
+                let source_ip = m.get(ctx, "source_ip").and_then(|f| f.bool(ctx)).unwrap_or(false);
+                m.finish(ctx);
+                // Envoy: without `source_ip` the entry never yields a hash.
+                source_ip.then_some(HashKey::SourceIp)
+            })
+        } else if let Some(f) = msg.get(ctx, "query_parameter") {
+            f.message(ctx, HASH_QUERY).and_then(|mut m| {
+                let name = m.required(ctx, "name").and_then(|f| f.string(ctx)).filter(|n| !n.is_empty());
+                m.finish(ctx);
+                Some(HashKey::QueryParameter(name?))
+            })
+        } else {
+            if !msg.has("filter_state") {
+                ctx.error(
+                    msg.origin(),
+                    "a hash policy needs one of header, cookie, connection_properties, query_parameter",
+                );
+            }
+            None
+        };
+        msg.finish(ctx);
+        policies.extend(key.map(|key| HashPolicy { key, terminal }));
+    }
+    policies
+}
+
+/// A header name, lowercased; it must not be empty.
+fn header_name(ctx: &mut Ctx, field: &Field<'_>) -> Option<String> {
+    let name = field.string(ctx)?;
+    if name.is_empty() {
+        field.error(ctx, "must not be empty");
+        return None;
+    }
+    Some(name.to_ascii_lowercase())
 }
 
 /// A `RegexMatchAndSubstitute`, its regex checked and its substitution made the regex

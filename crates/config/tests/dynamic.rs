@@ -190,7 +190,7 @@ fn a_cluster_file_is_read_with_the_bootstraps_reader() {
         [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 8080}}}}]}]}}]}"#;
     let cds =
         load_clusters(ResourceSource::File(&file("cds.json", text)), Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((cds.version_info.as_str(), cds.resources[0].endpoints[0].port), ("c9", 8080));
+    assert_eq!((cds.version_info.as_str(), cds.resources[0].endpoints[0].address.port), ("c9", 8080));
     let twice = text.replace(
         r#"[{"@type""#,
         r#"[{"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "backend"}, {"@type""#,

@@ -278,13 +278,13 @@ fn bad_enum_values() {
     assert_eq!(
         errors(&[("connect_timeout: 1s", "lb_policy: ROUND_ROBINN")]),
         vec![
-            "static_resources.clusters[0].lb_policy: unknown value \"ROUND_ROBINN\" (expected one of: ROUND_ROBIN, LEAST_REQUEST, RANDOM) (line 32, column 16)"
+            "static_resources.clusters[0].lb_policy: unknown value \"ROUND_ROBINN\" (expected one of: ROUND_ROBIN, LEAST_REQUEST, RING_HASH, RANDOM, MAGLEV) (line 32, column 16)"
         ]
     );
     assert_eq!(
-        errors(&[("connect_timeout: 1s", "lb_policy: maglev")]),
+        errors(&[("connect_timeout: 1s", "lb_policy: cluster_provided")]),
         vec![
-            "static_resources.clusters[0].lb_policy: MAGLEV is not supported by wasmproxy (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM) (line 32, column 16)"
+            "static_resources.clusters[0].lb_policy: CLUSTER_PROVIDED is not supported by wasmproxy (supported: ROUND_ROBIN, LEAST_REQUEST, RING_HASH, RANDOM, MAGLEV) (line 32, column 16)"
         ]
     );
     assert_eq!(
@@ -713,4 +713,46 @@ fn filters_turned_off_per_route() {
         &compressor.replace("            is_optional: true\n", ""),
     )]);
     assert!(required[0].contains("Compressor is not supported by wasmproxy"), "{required:?}");
+}
+
+#[test]
+fn load_balancing_and_health_errors() {
+    let cluster = |extra: &str| errors(&[("    connect_timeout: 1s\n", &format!("    connect_timeout: 1s\n{extra}"))]);
+    assert_eq!(
+        cluster(
+            "    health_checks: [{ interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {} }]\n"
+        ),
+        vec!["static_resources.clusters[0].health_checks[0]: missing required field \"timeout\" (line 33, column 21)"]
+    );
+    assert_eq!(
+        cluster(
+            "    health_checks: [{ timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1,\n      \
+             http_health_check: { path: /h, expected_statuses: [{ start: 300, end: 200 }] } }]\n"
+        ),
+        vec![
+            "static_resources.clusters[0].health_checks[0].http_health_check.expected_statuses[0]: [300, 200) is not a range of HTTP status codes (line 34, column 58)"
+        ]
+    );
+    assert_eq!(
+        cluster("    outlier_detection: { base_ejection_time: 60s, max_ejection_time: 30s }\n"),
+        vec![
+            "static_resources.clusters[0].outlier_detection: base_ejection_time must not be larger than max_ejection_time (line 33, column 24)"
+        ]
+    );
+    assert_eq!(
+        cluster("    lb_policy: MAGLEV\n    maglev_lb_config: { table_size: 65536 }\n"),
+        vec!["static_resources.clusters[0].maglev_lb_config.table_size: must be a prime number (line 34, column 37)"]
+    );
+    assert_eq!(
+        cluster("    outlier_detection: { monitors: [] }\n"),
+        vec![
+            "static_resources.clusters[0].outlier_detection.monitors: not supported by wasmproxy (line 33, column 26)"
+        ]
+    );
+    assert_eq!(
+        errors(&[("endpoint: { address", "load_balancing_weight: 0\n          endpoint: { address")]),
+        vec![
+            "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].load_balancing_weight: must be at least 1 (line 36, column 34)"
+        ]
+    );
 }

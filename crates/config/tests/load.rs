@@ -25,6 +25,10 @@ fn addr(address: &str, port: u16) -> SocketAddress {
     SocketAddress { address: address.into(), port }
 }
 
+fn endpoint(address: &str, port: u16) -> Endpoint {
+    Endpoint::at(addr(address, port))
+}
+
 fn hcm(listener: &Listener) -> &HttpConnectionManager {
     match &listener.filter_chains[0].filters[..] {
         [NetworkFilter::HttpConnectionManager(hcm)] => hcm,
@@ -126,7 +130,7 @@ fn rust_sdk_example_shape() {
             discovery: Discovery::StrictDns,
             connect_timeout: Duration::from_secs(5000),
             lb_policy: LbPolicy::RoundRobin,
-            endpoints: vec![addr("httpbin.org", 80)],
+            endpoints: vec![Endpoint { hostname: "httpbin.org".into(), ..endpoint("httpbin.org", 80) }],
             dns_refresh_rate: Duration::from_secs(5),
             dns_lookup_family: DnsLookupFamily::Auto,
             eds: None,
@@ -135,6 +139,9 @@ fn rust_sdk_example_shape() {
             tls: None,
             upstream_http: UpstreamHttpOptions::default(),
             circuit_breakers: Default::default(),
+            common_lb: Default::default(),
+            health_checks: Vec::new(),
+            outlier_detection: None,
         }]
     );
     assert_eq!(bootstrap.wasm_services, vec![]);
@@ -286,7 +293,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 discovery: Discovery::Static,
                 connect_timeout: Duration::from_secs(5),
                 lb_policy: LbPolicy::Random,
-                endpoints: vec![addr("10.0.0.1", 8001), addr("10.0.0.2", 8002)],
+                endpoints: vec![endpoint("10.0.0.1", 8001), endpoint("10.0.0.2", 8002)],
                 dns_refresh_rate: Duration::from_secs(5),
                 dns_lookup_family: DnsLookupFamily::Auto,
                 eds: None,
@@ -295,13 +302,16 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 tls: None,
                 upstream_http: UpstreamHttpOptions::default(),
                 circuit_breakers: Default::default(),
+                common_lb: Default::default(),
+                health_checks: Vec::new(),
+                outlier_detection: None,
             },
             Cluster {
                 name: "legacy_h2".into(),
                 discovery: Discovery::LogicalDns,
                 connect_timeout: Duration::from_millis(2500),
                 lb_policy: LbPolicy::LeastRequest,
-                endpoints: vec![addr("backend.local", 443)],
+                endpoints: vec![endpoint("backend.local", 443)],
                 dns_refresh_rate: Duration::from_secs(5),
                 dns_lookup_family: DnsLookupFamily::Auto,
                 eds: None,
@@ -310,6 +320,9 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
                 tls: None,
                 upstream_http: UpstreamHttpOptions::default(),
                 circuit_breakers: Default::default(),
+                common_lb: Default::default(),
+                health_checks: Vec::new(),
+                outlier_detection: None,
             },
         ]
     );
@@ -370,7 +383,7 @@ fn json_with_camel_case_names() {
     );
     assert_eq!(hcm.http_filters[1], HttpFilter::Router);
     assert_eq!(bootstrap.clusters[0].connect_timeout, Duration::from_millis(250));
-    assert_eq!(bootstrap.clusters[0].endpoints, vec![addr("127.0.0.1", 18080)]);
+    assert_eq!(bootstrap.clusters[0].endpoints, vec![endpoint("127.0.0.1", 18080)]);
 }
 
 #[test]
@@ -467,7 +480,7 @@ fn network_wasm_filter_before_tcp_proxy() {
     assert_eq!(bootstrap.clusters.len(), 2);
     assert_eq!(bootstrap.clusters[0].discovery, Discovery::LogicalDns);
     assert_eq!(bootstrap.clusters[0].connect_timeout, Duration::from_secs(30));
-    assert_eq!(bootstrap.clusters[1].endpoints, vec![addr("httpbin", 8081)]);
+    assert_eq!(bootstrap.clusters[1].endpoints, vec![endpoint("httpbin", 8081)]);
 }
 
 #[test]

@@ -22,8 +22,8 @@ use wasmproxy_config::model::Bootstrap;
 use wasmproxy_stats::render::{self, BucketMode, Kind, Selection};
 use wasmproxy_stats::{Gauge, StatName, Store};
 
-use crate::observe::stats::Upstreams;
 use crate::tls::certificate::{CertificateDetails, ContextCertificates};
+use crate::upstream::registry::Upstreams;
 
 /// Process log levels, changed at run time through `/logging` (the binary owns the logger).
 pub trait LogControl: Send + Sync {
@@ -568,14 +568,41 @@ fn certs(state: &AdminState) -> Value {
 
 fn clusters_text(state: &AdminState) -> String {
     let mut out = String::new();
-    for (name, hosts) in state.upstreams.members() {
+    for (name, health, hosts) in state.upstreams.members() {
         let _ = writeln!(out, "{name}::observability_name::{name}");
+        if let Some(detector) = health.as_ref().and_then(|h| h.detector()) {
+            let [external, local] = detector.averages();
+            for (what, figures) in [("success_rate", external), ("local_origin_success_rate", local)] {
+                let (average, threshold) = figures.unwrap_or((-1.0, -1.0));
+                let _ = writeln!(out, "{name}::outlier::{what}_average::{average}");
+                let _ = writeln!(out, "{name}::outlier::{what}_ejection_threshold::{threshold}");
+            }
+        }
         let _ = writeln!(out, "{name}::added_via_api::false");
-        for (addr, host) in hosts {
-            for (stat, value) in host.figures() {
+        for (member, host) in hosts {
+            let addr = member.addr;
+            let active = member.health.active_requests.load(std::sync::atomic::Ordering::Relaxed);
+            let mut figures: Vec<(&str, u64)> = host.figures().to_vec();
+            figures.push(("rq_active", u64::from(active)));
+            figures.sort();
+            for (stat, value) in figures {
                 let _ = writeln!(out, "{name}::{addr}::{stat}::{value}");
             }
-            for (field, value) in [("hostname", ""), ("health_flags", "healthy"), ("weight", "1"), ("priority", "0")] {
+            let spec = &member.spec;
+            let (success, local) = member.health.outlier.success_rates();
+            let fields = [
+                ("hostname", spec.hostname.clone()),
+                ("health_flags", member.health.flags_text()),
+                ("weight", spec.weight.to_string()),
+                ("region", spec.locality.region.clone()),
+                ("zone", spec.locality.zone.clone()),
+                ("sub_zone", spec.locality.sub_zone.clone()),
+                ("canary", "false".into()),
+                ("priority", spec.priority.to_string()),
+                ("success_rate", success.unwrap_or(-1.0).to_string()),
+                ("local_origin_success_rate", local.unwrap_or(-1.0).to_string()),
+            ];
+            for (field, value) in fields {
                 let _ = writeln!(out, "{name}::{addr}::{field}::{value}");
             }
         }
@@ -588,12 +615,15 @@ fn clusters_json(state: &AdminState) -> Value {
         .upstreams
         .members()
         .into_iter()
-        .map(|(name, hosts)| {
+        .map(|(name, _, hosts)| {
             let hosts: Vec<Value> = hosts
                 .into_iter()
-                .map(|(addr, host)| {
-                    let stats: Vec<Value> = host
-                        .figures()
+                .map(|(member, host)| {
+                    let active = member.health.active_requests.load(std::sync::atomic::Ordering::Relaxed);
+                    let mut figures: Vec<(&str, u64)> = host.figures().to_vec();
+                    figures.push(("rq_active", u64::from(active)));
+                    figures.sort();
+                    let stats: Vec<Value> = figures
                         .into_iter()
                         .map(|(stat, value)| {
                             if stat.ends_with("_active") {
@@ -604,10 +634,17 @@ fn clusters_json(state: &AdminState) -> Value {
                         })
                         .collect();
                     json!({
-                        "address": socket_address(&addr),
+                        "address": socket_address(&member.addr),
                         "stats": stats,
-                        "health_status": {"eds_health_status": "HEALTHY"},
-                        "weight": 1,
+                        "health_status": health_status_json(&member),
+                        "weight": member.spec.weight,
+                        "priority": member.spec.priority,
+                        "hostname": member.spec.hostname,
+                        "locality": {
+                            "region": member.spec.locality.region,
+                            "zone": member.spec.locality.zone,
+                            "sub_zone": member.spec.locality.sub_zone,
+                        },
                     })
                 })
                 .collect();
@@ -615,6 +652,33 @@ fn clusters_json(state: &AdminState) -> Value {
         })
         .collect();
     json!({ "cluster_statuses": statuses })
+}
+
+/// A host's `health_status` as Envoy's JSON `/clusters` shows it.
+fn health_status_json(member: &crate::upstream::registry::MemberInfo) -> Value {
+    use crate::upstream::health::flag;
+    use wasmproxy_config::model::EdsHealth;
+    let h = &member.health;
+    let eds = match member.spec.health_status {
+        EdsHealth::Unhealthy => "UNHEALTHY",
+        EdsHealth::Degraded => "DEGRADED",
+        EdsHealth::Unknown | EdsHealth::Healthy => "HEALTHY",
+    };
+    let mut status = serde_json::Map::new();
+    status.insert("eds_health_status".into(), json!(eds));
+    for (f, key) in [
+        (flag::FAILED_ACTIVE_HC, "failed_active_health_check"),
+        (flag::FAILED_OUTLIER_CHECK, "failed_outlier_check"),
+        (flag::DEGRADED_ACTIVE_HC, "failed_active_degraded_check"),
+        (flag::PENDING_ACTIVE_HC, "pending_active_hc"),
+        (flag::EXCLUDED_VIA_IMMEDIATE_HC_FAIL, "excluded_via_immediate_hc_fail"),
+        (flag::ACTIVE_HC_TIMEOUT, "active_hc_timeout"),
+    ] {
+        if h.has(f) {
+            status.insert(key.into(), json!(true));
+        }
+    }
+    Value::Object(status)
 }
 
 fn socket_address(a: &SocketAddr) -> Value {

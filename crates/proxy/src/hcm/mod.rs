@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod forwarding;
+mod hash_policy;
 mod header_mutation;
 mod pump;
 mod retry;
@@ -197,7 +198,7 @@ struct UpstreamBody {
     /// From an HTTP/1.1 upstream (see [`Hcm::pump`]).
     http1: bool,
     /// Its place in the cluster's `max_requests`, until the body is done.
-    place: Option<crate::upstream::breakers::Taken>,
+    place: Option<crate::upstream::cluster::InFlight>,
 }
 
 impl Hcm {

@@ -12,6 +12,7 @@ use wasmproxy_config::model::{
 };
 use wasmproxy_host::Headers;
 
+use crate::hcm::hash_policy::HashPolicies;
 use crate::http::reply::is_grpc_request;
 use crate::stream_info::metadata::{MetadataAttributes, RouteAttributes};
 
@@ -37,6 +38,8 @@ pub struct Matched<'a> {
     /// Its virtual host's `include_request_attempt_count` and
     /// `include_attempt_count_in_response`.
     pub attempt_count: (bool, bool),
+    /// `hash_policy`, compiled.
+    pub hash_policy: &'a HashPolicies,
 }
 
 /// A route's regex rewrites, compiled: the regex and the substitution.
@@ -146,6 +149,7 @@ struct Route {
     weighted: Vec<Weighted>,
     rewrites: Rewrites,
     attempt_count: (bool, bool),
+    hash_policy: HashPolicies,
 }
 
 enum CompiledPath {
@@ -231,6 +235,7 @@ impl RouteTable {
             weighted: &route.weighted,
             rewrites: &route.rewrites,
             attempt_count: route.attempt_count,
+            hash_policy: &route.hash_policy,
         })
     }
 
@@ -349,7 +354,10 @@ impl Route {
             Some(f) => Rewrites { path: compile(&f.regex_rewrite)?, host: compile(&f.host_rewrite_path_regex)? },
             None => Rewrites::default(),
         };
+        let hash_policy = HashPolicies::new(forward.map_or(&[][..], |f| &f.hash_policy))
+            .map_err(|(regex, e)| RouteError { route: name.clone(), regex, message: e.to_string() })?;
         Ok(Route {
+            hash_policy,
             attempt_count: (vh.include_request_attempt_count, vh.include_attempt_count_in_response),
             rewrites,
             weighted: weighted.collect(),

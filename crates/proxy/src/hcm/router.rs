@@ -100,6 +100,10 @@ impl Hcm {
                 // As Envoy's route entry: the headers first, then the rewrites.
                 mutate_request(choice.headers, headers, &info.borrow());
                 rewrite(&m, f, &choice, headers);
+                if !m.hash_policy.is_empty() {
+                    let client = info.borrow().downstream_remote;
+                    info.borrow_mut().lb_hash = m.hash_policy.hash(headers, client);
+                }
                 // Envoy's router tells the upstream how long it will wait (for one try).
                 let per_try = m.retry_policy.and_then(|p| p.per_try_timeout);
                 let expected = match (per_try, timeout) {

@@ -5,9 +5,8 @@
 //! Each worker takes handles once; recording is a relaxed add on the thread's own cell.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmproxy_config::ResourceFileError;
@@ -571,13 +570,24 @@ pub struct ClusterStats {
     pub membership_total: Gauge,
     /// Healthy endpoints (all: wasmproxy has no health checking).
     pub membership_healthy: Gauge,
+    /// Degraded endpoints.
+    pub membership_degraded: Gauge,
+    /// Endpoints left out of load balancing (waiting for their first health check, ...).
+    pub membership_excluded: Gauge,
     /// Changes to the endpoint set.
     pub membership_change: Counter,
+    /// Hosts picked from a priority in panic (too few healthy hosts).
+    pub lb_healthy_panic: Counter,
     /// `ssl.*`, for a cluster with TLS.
     pub ssl: Option<SslStats>,
 }
 
 impl ClusterStats {
+    /// `cluster.<name>.`.
+    pub fn scope(&self) -> &Scope {
+        &self.scopes[0]
+    }
+
     /// The stats of the cluster `name` (with `ssl.*` if it has `tls`).
     pub fn new(store: &Arc<Store>, name: &str, tls: bool) -> ClusterStats {
         let tags = [("envoy_cluster_name", name)];
@@ -612,7 +622,10 @@ impl ClusterStats {
             times: Default::default(),
             membership_total: scope.gauge("membership_total"),
             membership_healthy: scope.gauge("membership_healthy"),
+            membership_degraded: scope.gauge("membership_degraded"),
+            membership_excluded: scope.gauge("membership_excluded"),
             membership_change: scope.counter("membership_change"),
+            lb_healthy_panic: scope.counter("lb_healthy_panic"),
             ssl: tls.then(|| SslStats::new(scope.clone())),
             scopes: [scope, external, internal],
         }
@@ -666,114 +679,5 @@ impl ClusterStats {
         if external {
             histogram(1).record(millis(took));
         }
-    }
-}
-
-/// One endpoint's figures for admin `/clusters`, shared by every worker (Envoy keeps these
-/// per host, outside `/stats`).
-pub struct HostStats {
-    /// Connections made.
-    pub cx_total: Counter,
-    /// Connections open.
-    pub cx_active: Gauge,
-    /// Connections that could not be made.
-    pub cx_connect_fail: Counter,
-    /// Requests sent.
-    pub rq_total: Counter,
-    /// Requests answered below 500.
-    pub rq_success: Counter,
-    /// Requests that failed or were answered 5xx.
-    pub rq_error: Counter,
-    /// Requests past their route's timeout.
-    pub rq_timeout: Counter,
-}
-
-impl HostStats {
-    fn new() -> HostStats {
-        HostStats {
-            cx_total: Counter::detached("cx_total"),
-            cx_active: Gauge::detached("cx_active"),
-            cx_connect_fail: Counter::detached("cx_connect_fail"),
-            rq_total: Counter::detached("rq_total"),
-            rq_success: Counter::detached("rq_success"),
-            rq_error: Counter::detached("rq_error"),
-            rq_timeout: Counter::detached("rq_timeout"),
-        }
-    }
-
-    /// The figures in `/clusters` order.
-    pub fn figures(&self) -> [(&'static str, u64); 7] {
-        [
-            ("cx_active", self.cx_active.value()),
-            ("cx_connect_fail", self.cx_connect_fail.value()),
-            ("cx_total", self.cx_total.value()),
-            ("rq_error", self.rq_error.value()),
-            ("rq_success", self.rq_success.value()),
-            ("rq_timeout", self.rq_timeout.value()),
-            ("rq_total", self.rq_total.value()),
-        ]
-    }
-}
-
-/// An endpoint and its figures.
-pub type Member = (SocketAddr, Arc<HostStats>);
-
-/// Every cluster's current endpoints and their figures, for admin `/clusters`.
-#[derive(Default)]
-pub struct Upstreams {
-    clusters: Mutex<BTreeMap<String, ClusterMembers>>,
-}
-
-/// One cluster's endpoints, in order, and the figures of every endpoint it ever had.
-#[derive(Default)]
-struct ClusterMembers {
-    current: Vec<SocketAddr>,
-    hosts: HashMap<SocketAddr, Arc<HostStats>>,
-}
-
-impl Upstreams {
-    /// An empty registry.
-    pub fn new() -> Arc<Upstreams> {
-        Arc::new(Upstreams::default())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ClusterMembers>> {
-        self.clusters.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The figures of `cluster`'s endpoint `addr`.
-    pub fn host(&self, cluster: &str, addr: SocketAddr) -> Arc<HostStats> {
-        self.lock()
-            .entry(cluster.to_string())
-            .or_default()
-            .hosts
-            .entry(addr)
-            .or_insert_with(|| Arc::new(HostStats::new()))
-            .clone()
-    }
-
-    /// `cluster`'s endpoints are now `addrs`.
-    pub fn set_members(&self, cluster: &str, addrs: &[SocketAddr]) {
-        self.lock().entry(cluster.to_string()).or_default().current = addrs.to_vec();
-    }
-
-    /// `cluster` is gone (its figures with it).
-    pub fn remove(&self, cluster: &str) {
-        self.lock().remove(cluster);
-    }
-
-    /// Every cluster (by name) with its current endpoints and their figures.
-    pub fn members(&self) -> Vec<(String, Vec<Member>)> {
-        self.lock()
-            .iter()
-            .map(|(name, m)| {
-                let hosts = m
-                    .current
-                    .iter()
-                    .map(|a| (*a, m.hosts.get(a).cloned().unwrap_or_else(|| Arc::new(HostStats::new()))))
-                    .collect();
-                (name.clone(), hosts)
-            })
-            .collect()
     }
 }

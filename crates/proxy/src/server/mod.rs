@@ -22,12 +22,13 @@ use wasmproxy_config::model::{Bootstrap, ConfigSource, SocketAddress};
 use wasmproxy_host::{EngineConfig, WasmEngine};
 
 use crate::admin::{AdminState, LogControl};
-use crate::observe::stats::{Upstreams, tag_rules};
+use crate::observe::stats::tag_rules;
 use crate::server::control::Control;
 use crate::server::secrets::Secrets;
 use crate::server::snapshot::Builder;
 use crate::server::tunables::{ConnectionLimits, Tunables};
 use crate::server::worker::{WorkerMessage, WorkerSetup};
+use crate::upstream::registry::Upstreams;
 
 /// How to run.
 #[derive(Clone)]

@@ -12,7 +12,7 @@ use wasmproxy_stats::Store;
 
 use crate::hcm::forwarding::LocalNode;
 use crate::hcm::{Hcm, RouteTables, Routes};
-use crate::observe::stats::{HttpStats, InspectorStats, ListenerStats, Upstreams, address_stat_name};
+use crate::observe::stats::{HttpStats, InspectorStats, ListenerStats, address_stat_name};
 use crate::server::drain::Drain;
 use crate::server::listener::{Current, Served, ServedChain, Terminal, accept_loop};
 use crate::server::snapshot::{AccessLogs, ListenerSnapshot, RouteSnapshot, Snapshot, TerminalSnapshot};
@@ -21,6 +21,7 @@ use crate::stream_info::metadata::MetadataAttributes;
 use crate::stream_info::node::NodeAttributes;
 use crate::tcp::TcpChain;
 use crate::upstream::cluster::Clusters;
+use crate::upstream::registry::Upstreams;
 use crate::wasm::access_logger::StreamLoggers;
 use crate::wasm::http_filter::FilterSlot;
 use crate::wasm::plugin::LoadedPlugin;

@@ -106,6 +106,9 @@ pub struct StreamInfo {
     /// Drawn when the stream starts: which of a route's weighted clusters it takes (the
     /// same each time the route is picked, as Envoy's stream id).
     pub random: u64,
+    /// The hash of the route's `hash_policy` for this request, for a hashing load
+    /// balancer (none: a random host).
+    pub lb_hash: Option<u64>,
     /// When the request's last byte came in, from the start.
     pub request_done: Option<std::time::Duration>,
     /// When the upstream's response headers came in, from the start.
@@ -149,6 +152,7 @@ impl StreamInfo {
             upstream_failure: None,
             response_flags: ResponseFlags::default(),
             random: crate::random::next_u64(),
+            lb_hash: None,
             request_done: None,
             upstream_responded: None,
             route: None,

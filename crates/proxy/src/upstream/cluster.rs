@@ -1,7 +1,7 @@
 //! Clusters, per worker: endpoints (resolved again on `dns_refresh_rate` for DNS
 //! clusters), load balancing, and each endpoint's connections.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
@@ -11,20 +11,24 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use wasmproxy_config::model::{self, Discovery, DnsLookupFamily, LbPolicy};
+use wasmproxy_config::model::{self, Discovery, DnsLookupFamily};
 use wasmproxy_host::Headers;
 use wasmproxy_stats::Store;
 
 use crate::http::body::{ProxyBody, whole};
 use crate::http::convert;
 use crate::limits::MAX_CALLOUT_BODY_BYTES;
-use crate::observe::stats::{ClusterStats, Upstreams};
+use crate::observe::stats::ClusterStats;
 use crate::stream_info::StreamRef;
 use crate::stream_info::metadata::MetadataAttributes;
 use crate::tls::upstream::UpstreamTlsConfig;
+use crate::upstream::balancer::{Balancer, HostView};
 use crate::upstream::breakers::{Breakers, Resource, Taken, WorkerBreakers, take};
 use crate::upstream::error::UpstreamError;
+use crate::upstream::health::{ActiveRequest, ClusterHealth, Health, HostHealth, flag};
+use crate::upstream::outlier::Outcome;
 use crate::upstream::pool::{EndpointPool, OpenConnection, SendError};
+use crate::upstream::registry::{MemberInfo, Upstreams};
 
 /// Every cluster of one worker, by name: replaced as a whole when the configuration
 /// changes, while requests already sent keep the cluster they started on.
@@ -45,6 +49,8 @@ pub struct ClusterSnapshot {
     pub tls: Option<Arc<UpstreamTlsConfig>>,
     /// Its circuit breakers, shared by every worker.
     pub breakers: Arc<Breakers>,
+    /// Its hosts' health, shared by every worker.
+    pub health: Arc<ClusterHealth>,
 }
 
 impl ClusterSnapshot {
@@ -57,7 +63,12 @@ impl ClusterSnapshot {
             )),
             None => None,
         };
-        Ok(ClusterSnapshot { config: config.clone(), tls, breakers: Breakers::new(config.circuit_breakers) })
+        Ok(ClusterSnapshot {
+            config: config.clone(),
+            tls,
+            breakers: Breakers::new(config.circuit_breakers),
+            health: ClusterHealth::new(config),
+        })
     }
 }
 
@@ -77,12 +88,25 @@ pub struct Cluster {
     breakers: WorkerBreakers,
     metadata: Arc<MetadataAttributes>,
     /// The endpoints, replaced as a whole when DNS answers differently.
-    endpoints: RefCell<Rc<[Rc<EndpointPool>]>>,
-    next: Cell<usize>,
+    endpoints: RefCell<Rc<[Member]>>,
+    /// Its hosts' health, shared by every worker.
+    health: Arc<ClusterHealth>,
+    /// The load balancer, with the health generation it was built for (none: to build).
+    balancer: RefCell<Option<(u64, Balancer)>>,
+    /// Itself, for the health checks' task.
+    me: Weak<Cluster>,
     stats: Rc<ClusterStats>,
     /// Whether this copy counts `membership_change` (one copy per process does).
     primary: bool,
     upstreams: Arc<Upstreams>,
+}
+
+/// One endpoint of a cluster on a worker: its connections, its health, its settings.
+#[derive(Clone)]
+struct Member {
+    pool: Rc<EndpointPool>,
+    health: Arc<HostHealth>,
+    spec: Rc<model::Endpoint>,
 }
 
 /// Picks a retry makes to find an endpoint not tried yet.
@@ -158,13 +182,16 @@ impl Cluster {
         let addrs = resolve(c).await;
         let endpoints = RefCell::new(Rc::from([]));
         let metadata = Arc::new(MetadataAttributes::new(&c.metadata));
-        let cluster = Rc::new(Cluster {
+        snapshot.health.start_detector(stats.scope());
+        let cluster = Rc::new_cyclic(|me| Cluster {
             config: c.clone(),
             tls: snapshot.tls.clone(),
             breakers: snapshot.breakers.on_worker(),
             metadata,
             endpoints,
-            next: Cell::new(0),
+            health: snapshot.health.clone(),
+            balancer: RefCell::new(None),
+            me: me.clone(),
             stats,
             primary,
             upstreams,
@@ -174,7 +201,54 @@ impl Cluster {
             let weak = Rc::downgrade(&cluster);
             tokio::task::spawn_local(refresh_dns(weak, c.dns_refresh_rate));
         }
+        cluster.keep_runner();
+        // As Envoy's initialization, the cluster is ready once every host had a check.
+        if let Some(check) = c.health_checks.first() {
+            let limit = check.initial_jitter + check.timeout + c.connect_timeout;
+            let _ = tokio::time::timeout(limit, cluster.health.warmed()).await;
+        }
         cluster
+    }
+
+    /// Runs the health checks and outlier detection's timer here if no copy of the
+    /// cluster runs them (the copy that did may have gone).
+    fn keep_runner(&self) {
+        let needed = !self.config.health_checks.is_empty() || self.config.outlier_detection.is_some();
+        if !needed || self.health.has_runner() {
+            return;
+        }
+        if let Some(guard) = self.health.claim_runner() {
+            tokio::task::spawn_local(crate::upstream::runner::run(self.me.clone(), guard));
+        }
+    }
+
+    /// What the health checks' task needs of the cluster.
+    pub(crate) fn runner_parts(&self) -> crate::upstream::runner::Parts {
+        crate::upstream::runner::Parts {
+            config: self.config.clone(),
+            tls: self.tls.clone(),
+            health: self.health.clone(),
+            traffic: self.stats.cx_total.clone(),
+            scope: self.stats.scope().clone(),
+        }
+    }
+
+    /// The endpoints the health checks go to.
+    pub(crate) fn check_targets(&self) -> Vec<crate::upstream::health_check::Target> {
+        self.endpoints
+            .borrow()
+            .iter()
+            .map(|m| {
+                let addr = m.pool.addr();
+                let port = m.spec.health_check_port.unwrap_or(addr.port());
+                crate::upstream::health_check::Target {
+                    addr,
+                    check_addr: SocketAddr::new(addr.ip(), port),
+                    hostname: m.spec.health_check_hostname.clone(),
+                    health: m.health.clone(),
+                }
+            })
+            .collect()
     }
 
     /// The cluster's `metadata` (`xds.cluster_metadata`).
@@ -189,35 +263,49 @@ impl Cluster {
                 == model::Cluster { endpoints: Vec::new(), ..other.clone() }
     }
 
-    /// Takes a new address list, keeping the connections of addresses still in it.
-    fn set_endpoints(&self, addrs: &[SocketAddr]) {
+    /// Takes a new endpoint list, keeping the connections of addresses still in it.
+    fn set_endpoints(&self, resolved: &[(SocketAddr, model::Endpoint)]) {
         let old = self.endpoints.borrow().clone();
-        let pools: Vec<Rc<EndpointPool>> = addrs
+        let members: Vec<Member> = resolved
             .iter()
-            .map(|addr| match old.iter().find(|p| p.addr() == *addr) {
-                Some(p) => p.clone(),
-                None => EndpointPool::new(
-                    *addr,
-                    self.config.http2,
-                    self.config.connect_timeout,
-                    self.tls.clone(),
-                    self.breakers.clone(),
-                    self.stats.clone(),
-                    self.upstreams.host(&self.config.name, *addr),
-                ),
+            .map(|(addr, spec)| {
+                let pool = match old.iter().find(|m| m.pool.addr() == *addr) {
+                    Some(m) => m.pool.clone(),
+                    None => EndpointPool::new(
+                        *addr,
+                        self.config.http2,
+                        self.config.connect_timeout,
+                        self.tls.clone(),
+                        self.breakers.clone(),
+                        self.stats.clone(),
+                        self.upstreams.host(&self.config.name, *addr),
+                    ),
+                };
+                Member { pool, health: self.health.host(*addr, spec.health_status), spec: Rc::new(spec.clone()) }
             })
             .collect();
-        let changed = pools.len() != old.len() || pools.iter().zip(old.iter()).any(|(a, b)| !Rc::ptr_eq(a, b));
+        let changed =
+            members.len() != old.len() || members.iter().zip(old.iter()).any(|(a, b)| !Rc::ptr_eq(&a.pool, &b.pool));
         // The gauges are process-wide: every worker sets the same figure.
-        self.stats.membership_total.set(pools.len() as u64);
-        self.stats.membership_healthy.set(pools.len() as u64);
+        self.stats.membership_total.set(members.len() as u64);
         if self.primary {
             if changed {
                 self.stats.membership_change.inc();
             }
-            self.upstreams.set_members(&self.config.name, addrs);
+            let addrs: Vec<SocketAddr> = resolved.iter().map(|(a, _)| *a).collect();
+            self.health.retain(&addrs);
+            let shown = members
+                .iter()
+                .map(|m| MemberInfo {
+                    addr: m.pool.addr(),
+                    health: m.health.clone(),
+                    spec: m.spec.clone().as_ref().clone(),
+                })
+                .collect();
+            self.upstreams.set_members(&self.config.name, &self.health, shown);
         }
-        *self.endpoints.borrow_mut() = Rc::from(pools);
+        *self.endpoints.borrow_mut() = Rc::from(members);
+        *self.balancer.borrow_mut() = None;
     }
 
     /// A request passed the route's timeout (or, `per_try`, its last try's) before its
@@ -228,9 +316,10 @@ impl Cluster {
             self.stats.rq_timeout.inc();
         }
         self.stats.charge(504, external);
-        if let Some(e) = endpoint.and_then(|a| self.endpoints.borrow().iter().find(|p| p.addr() == a).cloned()) {
-            e.host().rq_timeout.inc();
-            e.host().rq_error.inc();
+        if let Some(m) = endpoint.and_then(|a| self.endpoints.borrow().iter().find(|m| m.pool.addr() == a).cloned()) {
+            m.pool.host().rq_timeout.inc();
+            m.pool.host().rq_error.inc();
+            self.health.report(&m.health, Outcome::Timeout);
         }
     }
 
@@ -242,7 +331,7 @@ impl Cluster {
     /// A connection to one endpoint for `tcp_proxy` (TLS if the cluster has it), noted in
     /// the stream's info.
     pub async fn connect_tcp(&self, info: Option<&StreamRef>) -> Result<(RawUpstream, OpenConnection), UpstreamError> {
-        let endpoint = self.pick()?;
+        let endpoint = self.pick(None)?.pool;
         if let Some(info) = info {
             info.borrow_mut().upstream = Some(endpoint.addr());
         }
@@ -279,33 +368,63 @@ impl Cluster {
     }
 
     /// The next endpoint, one not in `avoid` if one of `attempts` more picks finds it.
-    fn pick_avoiding(&self, avoid: &[SocketAddr], attempts: u32) -> Result<Rc<EndpointPool>, UpstreamError> {
-        let mut endpoint = self.pick()?;
-        for _ in 0..attempts {
-            if !avoid.contains(&endpoint.addr()) {
+    fn pick_avoiding(&self, hash: Option<u64>, avoid: &[SocketAddr], attempts: u32) -> Result<Member, UpstreamError> {
+        let mut endpoint = self.pick(hash)?;
+        for attempt in 0..attempts {
+            if !avoid.contains(&endpoint.pool.addr()) {
                 break;
             }
-            endpoint = self.pick()?;
+            // A hashing balancer moves on from the same hash, as Envoy's does on a retry.
+            endpoint = self.pick(hash.map(|h| h ^ u64::from(attempt + 1).wrapping_neg()))?;
         }
         Ok(endpoint)
     }
 
-    /// The next endpoint (`upstream_cx_none_healthy` counts a cluster without any).
-    fn pick(&self) -> Result<Rc<EndpointPool>, UpstreamError> {
+    /// The next endpoint by the load balancer (`upstream_cx_none_healthy` counts a
+    /// cluster without any); `hash` is the request's for a hashing balancer.
+    fn pick(&self, hash: Option<u64>) -> Result<Member, UpstreamError> {
+        self.keep_runner();
         let endpoints = self.endpoints.borrow();
-        if endpoints.is_empty() {
+        let generation = self.health.generation();
+        let mut balancer = self.balancer.borrow_mut();
+        if balancer.as_ref().is_none_or(|(g, _)| *g != generation) {
+            *balancer = Some((generation, self.build_balancer(&endpoints)));
+        }
+        let Some((_, balancer)) = balancer.as_mut() else { return Err(UpstreamError::NoHealthyUpstream) };
+        let active = |i: usize| endpoints[i].health.active_requests.load(std::sync::atomic::Ordering::Relaxed);
+        let Some(picked) = balancer.pick(hash, &active) else {
             self.stats.cx_none_healthy.inc();
             return Err(UpstreamError::NoHealthyUpstream);
-        }
-        let i = match self.config.lb_policy {
-            LbPolicy::Random => crate::random::index(endpoints.len()),
-            LbPolicy::RoundRobin | LbPolicy::LeastRequest => {
-                let i = self.next.get();
-                self.next.set(i.wrapping_add(1));
-                i
-            }
         };
-        Ok(endpoints[i % endpoints.len()].clone())
+        if picked.panic {
+            self.stats.lb_healthy_panic.inc();
+        }
+        Ok(endpoints[picked.index].clone())
+    }
+
+    /// A load balancer over the endpoints as their health is now; the membership gauges.
+    fn build_balancer(&self, endpoints: &[Member]) -> Balancer {
+        let views: Vec<HostView<'_>> = endpoints
+            .iter()
+            .map(|m| HostView {
+                weight: m.spec.weight,
+                priority: m.spec.priority,
+                locality: &m.spec.locality,
+                locality_weight: m.spec.locality_weight,
+                health: m.health.health(),
+                excluded: m.health.has(flag::PENDING_ACTIVE_HC | flag::EXCLUDED_VIA_IMMEDIATE_HC_FAIL),
+                hash_key: if self.config.common_lb.hash_by_hostname {
+                    m.spec.hostname.clone()
+                } else {
+                    m.pool.addr().to_string()
+                },
+            })
+            .collect();
+        let count = |h: Health| views.iter().filter(|v| v.health == h && !v.excluded).count() as u64;
+        self.stats.membership_healthy.set(count(Health::Healthy));
+        self.stats.membership_degraded.set(count(Health::Degraded));
+        self.stats.membership_excluded.set(views.iter().filter(|v| v.excluded).count() as u64);
+        Balancer::new(self.config.lb_policy, &self.config.common_lb, &views)
     }
 
     /// Sends a request (headers with pseudo-headers) with a whole body, with
@@ -422,7 +541,10 @@ impl Cluster {
         info: Option<&StreamRef>,
         avoid: &[SocketAddr],
     ) -> Result<Started, UpstreamError> {
-        let endpoint = if avoid.is_empty() { self.pick()? } else { self.pick_avoiding(avoid, PREVIOUS_HOST_PICKS)? };
+        let hash = info.and_then(|i| i.borrow().lb_hash);
+        let member =
+            if avoid.is_empty() { self.pick(hash)? } else { self.pick_avoiding(hash, avoid, PREVIOUS_HOST_PICKS)? };
+        let endpoint = &member.pool;
         // Over `max_requests`: Envoy's overflow, before anything is sent.
         let Some(place) = take(&self.breakers, Resource::Requests) else {
             self.stats.rq_active_overflow.inc();
@@ -464,18 +586,15 @@ impl Cluster {
             .body(body)
             .map_err(|e| UpstreamError::ConnectionFailure(e.to_string()))?;
         *request.headers_mut() = map;
+        let load = ActiveRequest::start(&member.health);
         let response = endpoint.send(request, self.connection_host(headers)).await.map_err(|e| match e {
             SendError::Connect(e) => UpstreamError::ConnectionFailure(e),
             SendError::Request(e) => UpstreamError::Disconnected(e),
             SendError::Refused(e) => UpstreamError::Refused(e),
             SendError::Overflow => UpstreamError::Overflow,
         });
-        let code = response.as_ref().map_or(503, |(r, _)| r.status().as_u16());
-        if code >= 500 {
-            endpoint.host().rq_error.inc()
-        } else {
-            endpoint.host().rq_success.inc()
-        }
+        let status = response.as_ref().ok().map(|(r, _)| r.status().as_u16());
+        self.account(&member, status, response.as_ref().err());
         let (response, connected) = response?;
         if let Some(info) = info {
             let mut i = info.borrow_mut();
@@ -487,7 +606,29 @@ impl Cluster {
         let upgrade = (parts.status == http::StatusCode::SWITCHING_PROTOCOLS)
             .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
             .flatten();
-        Ok(Started { headers: convert::response_headers(parts.status, &parts.headers), body, upgrade, request: place })
+        Ok(Started {
+            headers: convert::response_headers(parts.status, &parts.headers),
+            body,
+            upgrade,
+            request: InFlight { _place: place, _load: load },
+        })
+    }
+}
+
+impl Cluster {
+    /// Counts an endpoint's answer (`status`) or failure in its figures and toward
+    /// outlier detection.
+    fn account(&self, member: &Member, status: Option<u16>, failure: Option<&UpstreamError>) {
+        if status.is_some_and(|s| s < 500) {
+            member.pool.host().rq_success.inc()
+        } else {
+            member.pool.host().rq_error.inc()
+        }
+        match (status, failure) {
+            (Some(code), _) => self.health.report(&member.health, Outcome::Code(code)),
+            (None, Some(UpstreamError::Overflow) | None) => {}
+            (None, Some(_)) => self.health.report(&member.health, Outcome::ConnectFailed),
+        }
     }
 }
 
@@ -500,8 +641,16 @@ pub struct Started {
     pub body: Incoming,
     /// The upgraded connection, once hyper hands it over.
     pub upgrade: Option<hyper::upgrade::OnUpgrade>,
-    /// Its place in the cluster's `max_requests`, held until the response is done.
-    pub request: Taken,
+    /// Its place in the cluster's `max_requests` and among its endpoint's requests in
+    /// flight, held until the response is done.
+    pub request: InFlight,
+}
+
+/// A request in flight: it holds a place in its cluster's `max_requests` and counts
+/// toward its endpoint's requests (least request, `rq_active`) until dropped.
+pub struct InFlight {
+    _place: Taken,
+    _load: ActiveRequest,
 }
 
 /// Whether the router counts a request as external (Envoy: not `x-envoy-internal: true`;
@@ -510,15 +659,17 @@ pub fn is_external(headers: &Headers) -> bool {
     headers.get(b"x-envoy-internal") != Some(b"true")
 }
 
-/// The cluster's addresses now: each host resolved, filtered by `dns_lookup_family`; a
-/// LOGICAL_DNS cluster uses the first. A host that does not resolve is logged and left out.
-async fn resolve(c: &model::Cluster) -> Vec<SocketAddr> {
+/// The cluster's endpoints now: each host resolved (each address with its endpoint's
+/// settings), filtered by `dns_lookup_family`; a LOGICAL_DNS cluster uses the first. A host
+/// that does not resolve is logged and left out.
+async fn resolve(c: &model::Cluster) -> Vec<(SocketAddr, model::Endpoint)> {
     let mut addrs = Vec::new();
     for e in &c.endpoints {
-        let found: Vec<SocketAddr> = match tokio::net::lookup_host((e.address.as_str(), e.port)).await {
+        let a = &e.address;
+        let found: Vec<SocketAddr> = match tokio::net::lookup_host((a.address.as_str(), a.port)).await {
             Ok(found) => found.collect(),
             Err(err) => {
-                tracing::warn!("cluster {}: cannot resolve {}:{}: {err}", c.name, e.address, e.port);
+                tracing::warn!("cluster {}: cannot resolve {}:{}: {err}", c.name, a.address, a.port);
                 continue;
             }
         };
@@ -532,10 +683,8 @@ async fn resolve(c: &model::Cluster) -> Vec<SocketAddr> {
             DnsLookupFamily::V4Preferred => preferred(false),
             DnsLookupFamily::All => found.clone(),
         };
-        match c.discovery {
-            Discovery::LogicalDns => addrs.extend(chosen.into_iter().take(1)),
-            _ => addrs.extend(chosen),
-        }
+        let take = if c.discovery == Discovery::LogicalDns { 1 } else { usize::MAX };
+        addrs.extend(chosen.into_iter().take(take).map(|addr| (addr, e.clone())));
     }
     addrs
 }

@@ -18,11 +18,12 @@ use crate::http::body::ProxyBody;
 use crate::http::exec::LocalExec;
 use crate::http::transport::TransportIo;
 use crate::limits::MAX_IDLE_UPSTREAM_CONNECTIONS;
-use crate::observe::stats::{ClusterStats, HostStats};
+use crate::observe::stats::ClusterStats;
 use crate::stream_info::TlsInfo;
 use crate::tls::session::TlsTransport;
 use crate::tls::upstream::UpstreamTlsConfig;
 use crate::upstream::breakers::{Resource, Taken, WorkerBreakers, take};
+use crate::upstream::registry::HostStats;
 
 /// Why a request to an endpoint got no response.
 #[derive(Debug)]

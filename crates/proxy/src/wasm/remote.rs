@@ -14,8 +14,8 @@ use wasmproxy_host::Headers;
 use wasmproxy_stats::{Counter, Gauge, StatName, Store};
 
 use crate::limits::{MAX_REMOTE_CACHE_BYTES, MAX_REMOTE_MODULE_BYTES};
-use crate::observe::stats::Upstreams;
 use crate::upstream::cluster::{ClusterSnapshot, Clusters};
+use crate::upstream::registry::Upstreams;
 use crate::wasm::oci::{Image, PullError};
 
 /// Envoy's `wasm.remote_load_*` stats.

@@ -23,9 +23,9 @@ use wasmproxy_config::model::{ApiConfigSource, Cluster as ClusterConfig};
 use wasmproxy_host::Headers;
 use wasmproxy_stats::{Gauge, StatName, Store};
 
-use crate::observe::stats::Upstreams;
 use crate::upstream::cluster::{Cluster, ClusterSnapshot, Clusters};
 use crate::upstream::grpc;
+use crate::upstream::registry::Upstreams;
 use crate::xds::wire::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Status};
 use crate::xds::{Event, Fetch, Kind, Reply, StreamKey, Subscriptions, Update};
 
