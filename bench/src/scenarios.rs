@@ -264,6 +264,24 @@ pub fn all() -> Vec<Scenario> {
             crate::upstream::FAILING_PATH,
         ),
         body(
+            "retries_outlier_detection",
+            "retries_one_in_ten_fails with outlier detection on the cluster (consecutive 5xx, success rate \
+             and failure percentage counted for every answer, a 1 s interval): every answer is still a 200",
+            bootstrap(&hf())
+                .replacen(
+                    "              - match: { prefix: / }\n                route: { cluster: upstream }\n",
+                    "              - match: { prefix: / }\n                route: { cluster: upstream, retry_policy: { retry_on: 5xx, num_retries: 2, retry_back_off: { base_interval: 0.001s } } }\n",
+                    1,
+                )
+                .replacen("              domains: [\"*\"]\n", "              domains: [\"*\"]\n              include_request_attempt_count: true\n", 1)
+                .replacen(
+                    "    type: STATIC\n",
+                    "    type: STATIC\n    circuit_breakers: { thresholds: [{ max_retries: 10000 }] }\n    outlier_detection: { interval: 1s, enforcing_failure_percentage: 100 }\n",
+                    1,
+                ),
+            crate::upstream::FAILING_PATH,
+        ),
+        body(
             "upstream_https",
             "the Rust header filter, keep-alive HTTP/1.1 in, to the upstream over TLS (SNI, no certificate check, \
              Envoy's client defaults)",

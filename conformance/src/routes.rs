@@ -21,7 +21,51 @@ pub fn scenarios() -> Vec<Scenario> {
         cluster_specifiers(),
         rewrites(),
         circuit_breakers(),
+        mirrors(),
     ]
+}
+
+/// `request_mirror_policies`: a copy of each request (and its body) to the mirror cluster
+/// (named, or by a request header; an unknown one skipped; a 0% fraction never), its
+/// host suffixed `-shadow` unless turned off; the client sees only the main answer.
+fn mirrors() -> Scenario {
+    let routes = r#"              - match: { prefix: /mirrored }
+                route:
+                  cluster: upstream
+                  request_mirror_policies: [{ cluster: mirror }, { cluster: mirror, disable_shadow_host_suffix_append: true, runtime_fraction: { default_value: { numerator: 100 } } }]
+              - match: { prefix: /by-header }
+                route:
+                  cluster: upstream
+                  request_mirror_policies: [{ cluster_header: x-mirror-cluster }]
+              - match: { prefix: /never }
+                route:
+                  cluster: upstream
+                  request_mirror_policies: [{ cluster: mirror, runtime_fraction: { default_value: { numerator: 0 } } }]
+"#;
+    let mirror = r#"  - name: mirror
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: mirror
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.2, port_value: @UPSTREAM_PORT@ } } }
+"#;
+    let config = crate::scenario::bootstrap("", "").replacen(CATCH_ALL, &format!("{routes}{CATCH_ALL}"), 1) + mirror;
+    let scenario = crate::scenarios::s(
+        "request_mirror",
+        "request_mirror_policies: copies (with the body) to a named cluster and one named by a header, -shadow hosts",
+        config,
+        vec![
+            Request::get("/mirrored/get"),
+            Request::post("/mirrored/post", "the body").after_pause(100),
+            Request::get("/by-header/named").header("x-mirror-cluster", "mirror").after_pause(100),
+            Request::get("/by-header/unknown").header("x-mirror-cluster", "nosuch").after_pause(100),
+            Request::get("/never").after_pause(100),
+            Request::get("/u").after_pause(300),
+        ],
+    );
+    Scenario { stats: &[r"^cluster\.mirror\.upstream_rq_(total|completed|2xx)"], ..scenario }
 }
 
 /// Clusters whose circuit breakers are open from the start (`max_requests: 0`,

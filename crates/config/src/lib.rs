@@ -51,6 +51,7 @@ mod json;
 mod listener;
 mod load_balancing;
 mod metadata;
+mod mirror;
 pub mod model;
 mod protobuf;
 mod reader;

@@ -918,6 +918,18 @@ pub struct Route {
     pub headers: HeaderMutations,
     /// `typed_per_filter_config`.
     pub filter_overrides: Vec<FilterOverride>,
+    /// `decorator`: what tracing names the route's spans (without `tracing`, which
+    /// wasmproxy refuses for now, it changes nothing, as in Envoy).
+    pub decorator: Option<Decorator>,
+}
+
+/// A route's `decorator`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decorator {
+    /// `operation`.
+    pub operation: String,
+    /// `propagate` (true): the operation goes upstream in `x-envoy-decorator-operation`.
+    pub propagate: bool,
 }
 
 /// `match`.
@@ -1053,6 +1065,22 @@ pub struct ForwardAction {
     pub retry_policy: Option<RetryPolicy>,
     /// `hash_policy`: what a hashing load balancer (`RING_HASH`, `MAGLEV`) hashes.
     pub hash_policy: Vec<HashPolicy>,
+    /// `request_mirror_policies`: where copies of the request go.
+    pub mirrors: Vec<MirrorPolicy>,
+}
+
+/// One of `request_mirror_policies`: a copy of each request (its answer ignored) to a
+/// cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorPolicy {
+    /// `cluster` (empty with `cluster_header`).
+    pub cluster: String,
+    /// `cluster_header`: the request header naming the cluster.
+    pub cluster_header: Option<String>,
+    /// `runtime_fraction.default_value`, in millionths of requests (all if unset).
+    pub per_million: u32,
+    /// `-shadow` appended to the copy's host (not with `disable_shadow_host_suffix_append`).
+    pub host_suffix: bool,
 }
 
 /// One `hash_policy` entry.
@@ -1110,6 +1138,7 @@ impl Default for ForwardAction {
             upgrades: Vec::new(),
             retry_policy: None,
             hash_policy: Vec::new(),
+            mirrors: Vec::new(),
         }
     }
 }

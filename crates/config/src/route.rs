@@ -6,9 +6,10 @@ use std::time::Duration;
 use crate::filter_override::read_filter_overrides;
 use crate::header_mutation::read_header_mutations;
 use crate::metadata::read_metadata;
+use crate::mirror::read_mirror_policies;
 use crate::model::{
-    ForwardAction, HashKey, HashPolicy, HeaderMatcher, PathMatch, QueryParameterMatcher, RedirectAction, RegexRewrite,
-    Route, RouteAction, RouteConfig, RouteMatch, ValueMatch, VirtualHost, WeightedCluster,
+    Decorator, ForwardAction, HashKey, HashPolicy, HeaderMatcher, PathMatch, QueryParameterMatcher, RedirectAction,
+    RegexRewrite, Route, RouteAction, RouteConfig, RouteMatch, ValueMatch, VirtualHost, WeightedCluster,
 };
 use crate::reader::{Ctx, Field, Msg};
 use crate::retry::read_retry_policy;
@@ -272,8 +273,9 @@ fn read_route(ctx: &mut Ctx, field: &Field<'_>) -> Option<Route> {
     let metadata = msg.get(ctx, "metadata").map(|f| read_metadata(ctx, &f)).unwrap_or_default();
     let headers = read_header_mutations(ctx, &mut msg);
     let filter_overrides = read_filter_overrides(ctx, &mut msg);
+    let decorator = msg.get(ctx, "decorator").and_then(|f| read_decorator(ctx, &f));
     msg.finish(ctx);
-    Some(Route { name, matcher: matcher?, action: action?, metadata, headers, filter_overrides })
+    Some(Route { name, matcher: matcher?, action: action?, metadata, headers, filter_overrides, decorator })
 }
 
 fn read_route_match(ctx: &mut Ctx, field: &Field<'_>) -> Option<RouteMatch> {
@@ -486,6 +488,7 @@ fn read_forward(ctx: &mut Ctx, field: &Field<'_>) -> ForwardAction {
     action.upgrades = crate::upgrade::read_upgrades(ctx, &mut msg, ROUTE_UPGRADE_CONFIG);
     action.retry_policy = msg.get(ctx, "retry_policy").and_then(|f| read_retry_policy(ctx, &f));
     action.hash_policy = msg.get(ctx, "hash_policy").map(|f| read_hash_policy(ctx, &f)).unwrap_or_default();
+    action.mirrors = msg.get(ctx, "request_mirror_policies").map(|f| read_mirror_policies(ctx, &f)).unwrap_or_default();
     msg.finish(ctx);
     action
 }
@@ -669,4 +672,22 @@ fn read_redirect(ctx: &mut Ctx, field: &Field<'_>) -> RedirectAction {
     redirect.strip_query = msg.get(ctx, "strip_query").and_then(|f| f.bool(ctx)).unwrap_or(false);
     msg.finish(ctx);
     redirect
+}
+
+const DECORATOR: &[&str] = &["operation", "propagate"];
+
+/// A route's `decorator`: the operation its trace spans are named after.
+fn read_decorator(ctx: &mut Ctx, field: &Field<'_>) -> Option<Decorator> {
+    let mut msg = field.message(ctx, DECORATOR)?;
+    let operation = msg.required(ctx, "operation").and_then(|f| {
+        let op = f.string(ctx)?;
+        if op.is_empty() {
+            f.error(ctx, "must not be empty");
+            return None;
+        }
+        Some(op)
+    });
+    let propagate = msg.get(ctx, "propagate").and_then(|f| f.bool_value(ctx)).unwrap_or(true);
+    msg.finish(ctx);
+    Some(Decorator { operation: operation?, propagate })
 }

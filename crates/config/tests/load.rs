@@ -90,6 +90,7 @@ fn rust_sdk_example_shape() {
                     metadata: Metadata::default(),
                     headers: Default::default(),
                     filter_overrides: vec![],
+                    decorator: None,
                 }],
                 metadata: Metadata::default(),
                 headers: Default::default(),
@@ -217,6 +218,7 @@ fn envoy_docs_shape_with_struct_configuration_and_routes() {
             metadata: Metadata::default(),
             headers: Default::default(),
             filter_overrides: vec![],
+            decorator: None,
         }
     );
     assert_eq!(api.routes[1].matcher.path, PathMatch::Regex("/items/[0-9]+".into()));

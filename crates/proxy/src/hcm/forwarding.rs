@@ -176,7 +176,7 @@ fn last_forwarded_for(headers: &Headers, skip: u32) -> (Option<SocketAddr>, bool
 }
 
 /// `value` after the header's value (joined by `separator`), or as a new header.
-fn append(headers: &mut Headers, name: &[u8], value: &str, separator: &str) {
+pub(super) fn append(headers: &mut Headers, name: &[u8], value: &str, separator: &str) {
     match headers.get(name) {
         Some(old) if !old.is_empty() => {
             let mut joined = old.to_vec();

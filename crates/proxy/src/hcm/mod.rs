@@ -5,6 +5,7 @@ pub mod connection;
 pub mod forwarding;
 mod hash_policy;
 mod header_mutation;
+mod mirror;
 mod pump;
 mod retry;
 pub mod route_table;

@@ -419,6 +419,7 @@ mod tests {
             metadata: Default::default(),
             headers: Default::default(),
             filter_overrides: vec![],
+            decorator: None,
         }
     }
 

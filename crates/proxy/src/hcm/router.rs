@@ -13,6 +13,7 @@ use wasmproxy_config::model::{ForwardAction, RedirectAction, RouteAction};
 use wasmproxy_host::Headers;
 
 use crate::hcm::header_mutation::{mutate_local_reply, mutate_request, mutate_response};
+use crate::hcm::mirror::{self, Shadow};
 use crate::hcm::retry::{self, ATTEMPT_COUNT, Deadline, Retries, TryContext, keep_for_retries};
 use crate::hcm::route_table::{ClusterChoice, HeaderLevels, Matched, RouteTable};
 use crate::hcm::{ActiveStream, Hcm, Processed, ResponseBody, UpstreamBody};
@@ -42,6 +43,8 @@ pub(super) struct UpstreamTarget {
     retries: Option<Retries>,
     /// The response says how many tries were made (`include_attempt_count_in_response`).
     attempt_count_in_response: bool,
+    /// Where copies of the request go (`request_mirror_policies`).
+    shadows: Vec<Shadow>,
 }
 
 /// The downstream side of a request being forwarded: its body still to read, whether the
@@ -118,7 +121,15 @@ impl Hcm {
                 }
                 let attempt_count_in_response = m.attempt_count.1;
                 let mutations = choice.headers.clone();
-                Target::Upstream(UpstreamTarget { cluster, timeout, mutations, retries, attempt_count_in_response })
+                let shadows = mirror::shadows(&f.mirrors, headers, &self.clusters);
+                Target::Upstream(UpstreamTarget {
+                    cluster,
+                    timeout,
+                    mutations,
+                    retries,
+                    attempt_count_in_response,
+                    shadows,
+                })
             }
         }
     }
@@ -134,8 +145,13 @@ impl ActiveStream {
         request: Downstream<'_>,
         target: UpstreamTarget,
     ) -> Result<(Headers, ResponseBody), Processed> {
-        let UpstreamTarget { cluster, timeout, mutations, retries, attempt_count_in_response } = target;
+        let UpstreamTarget { cluster, timeout, mutations, retries, attempt_count_in_response, shadows } = target;
         let started = Instant::now();
+        // The connection's buffer limit (Envoy's default where it has none).
+        let limit = match self.filters.hcm.buffer_limit {
+            usize::MAX => BUFFER_LIMIT_BYTES,
+            n => n,
+        };
         // A request that may be retried keeps its body (up to the buffer limit) as the
         // first try sends it.
         let (tx, body) = if request.ended {
@@ -144,16 +160,25 @@ impl ActiveStream {
         } else if let Some(replay) = retries.as_ref().map(|r| r.replay.clone()) {
             let (filtered, kept) = crate::http::body::channel();
             let (to_upstream, body) = crate::http::body::channel();
-            // The connection's buffer limit (Envoy's default where it has none).
-            let limit = match self.filters.hcm.buffer_limit {
-                usize::MAX => BUFFER_LIMIT_BYTES,
-                n => n,
-            };
             keep_for_retries(kept, to_upstream, replay, limit);
             (Some(filtered), Either::Right(body))
         } else {
             let (tx, body) = crate::http::body::channel();
             (Some(tx), Either::Right(body))
+        };
+        // Mirrors get the request once its body is whole (at once without one).
+        let tx = match (tx, shadows.is_empty()) {
+            (tx, true) => tx,
+            (None, false) => {
+                mirror::send(shadows, &self.request_headers, Bytes::new(), timeout);
+                None
+            }
+            (Some(tx), false) => {
+                let (filtered, copied) = crate::http::body::channel();
+                let headers = self.request_headers.clone();
+                mirror::tee(copied, tx, limit, move |body| mirror::send(shadows, &headers, body, timeout));
+                Some(filtered)
+            }
         };
         let info = self.filters.info.clone();
         let (headers, filters) = (&self.request_headers, &mut self.filters);
