@@ -47,7 +47,54 @@ pub fn scenarios() -> Vec<Scenario> {
           server_header_transformation: PASS_THROUGH
 "#,
         ),
+        paths(
+            "hcm_path_normalization",
+            "normalize_path, merge_slashes, path_with_escaped_slashes_action UNESCAPE_AND_FORWARD, strip_any_host_port",
+            "          normalize_path: true\n          merge_slashes: true\n          path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD\n          strip_any_host_port: true\n",
+            &[
+                "/a/./b/../c",
+                "/a/%2e%2E/b",
+                "/%41%7e%2f%3a%3A%5c",
+                "/a\\b",
+                "/a//b///c?x=//y/../z",
+                "/../../x",
+                "/a/b/..",
+                "/sp%20ace/%7Bq%7d",
+                "/a/%2F/b",
+            ],
+        ),
+        paths(
+            "hcm_escaped_slashes_rejected",
+            "path_with_escaped_slashes_action REJECT_REQUEST, strip_matching_host_port",
+            "          path_with_escaped_slashes_action: REJECT_REQUEST\n          strip_matching_host_port: true\n",
+            &["/a%2Fb", "/a%5cb", "/plain/%41"],
+        ),
+        paths(
+            "hcm_escaped_slashes_redirected",
+            "path_with_escaped_slashes_action UNESCAPE_AND_REDIRECT with normalize_path",
+            "          normalize_path: true\n          path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT\n",
+            &["/a%2fb/../c?q=%2F", "/plain/./x"],
+        ),
     ]
+}
+
+/// Raw HTTP/1.1 GETs of `paths` (the host with a port) through a connection manager with
+/// `hcm`: what the upstream and a plugin see, and the answers.
+fn paths(name: &'static str, about: &'static str, hcm: &str, paths: &[&str]) -> Scenario {
+    let plugin = probe(
+        "probe",
+        json!({"phases": {
+            "request_headers": [["get_header", "0", ":path"], ["get_header", "0", ":authority"]],
+            "log": [["get_property", "response.code_details"]]
+        }}),
+    );
+    let requests = paths
+        .iter()
+        .map(|p| {
+            Request::raw(&format!("GET {p} HTTP/1.1\r\nhost: conformance.test:10000\r\nconnection: close\r\n\r\n"))
+        })
+        .collect();
+    crate::scenarios::s(name, about, bootstrap_hcm("", hcm, &plugin), requests)
 }
 
 /// Requests from clients that claim addresses (internal, external, chains of them) and

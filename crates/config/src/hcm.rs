@@ -5,8 +5,8 @@ use std::time::Duration;
 use crate::access_log::read_access_logs;
 use crate::config_source::read_config_source;
 use crate::model::{
-    CodecType, DiscoveredFilter, ExtensionConfig, FilterKind, FilterOptions, Forwarding, HttpConnectionManager,
-    HttpFilter, RdsSource, RouteConfig, ServerHeader, WasmPlugin,
+    CodecType, DiscoveredFilter, EscapedSlashes, ExtensionConfig, FilterKind, FilterOptions, Forwarding,
+    HttpConnectionManager, HttpFilter, PathHandling, RdsSource, RouteConfig, ServerHeader, StripPort, WasmPlugin,
 };
 use crate::reader::{AnyValue, Ctx, Field, Msg, type_error};
 use crate::route::read_route_config;
@@ -138,6 +138,7 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
         default_host_for_http_10: None,
         access_logs: Vec::new(),
         forwarding: Forwarding::default(),
+        paths: PathHandling::default(),
         upgrades: Vec::new(),
     };
     let Some(mut msg) = any.message(ctx, HTTP_CONNECTION_MANAGER) else { return hcm };
@@ -193,6 +194,7 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
         options.finish(ctx);
     }
     hcm.forwarding = read_forwarding(ctx, &mut msg);
+    hcm.paths = read_path_handling(ctx, &mut msg);
     hcm.upgrades = crate::upgrade::read_upgrades(ctx, &mut msg, HCM_UPGRADE_CONFIG);
     if let Some(f) = msg.get(ctx, "http_protocol_options")
         && let Some(mut options) = f.message(ctx, crate::cluster::HTTP1_PROTOCOL_OPTIONS)
@@ -205,6 +207,32 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
     }
     msg.finish(ctx);
     hcm
+}
+
+const ESCAPED_SLASHES: &[(&str, i64, Option<EscapedSlashes>)] = &[
+    ("IMPLEMENTATION_SPECIFIC_DEFAULT", 0, Some(EscapedSlashes::Keep)),
+    ("KEEP_UNCHANGED", 1, Some(EscapedSlashes::Keep)),
+    ("REJECT_REQUEST", 2, Some(EscapedSlashes::Reject)),
+    ("UNESCAPE_AND_REDIRECT", 3, Some(EscapedSlashes::Redirect)),
+    ("UNESCAPE_AND_FORWARD", 4, Some(EscapedSlashes::Unescape)),
+];
+
+/// `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`,
+/// `strip_matching_host_port`, `strip_any_host_port`.
+fn read_path_handling(ctx: &mut Ctx, msg: &mut Msg<'_>) -> PathHandling {
+    let normalize = msg.get(ctx, "normalize_path").and_then(|f| f.bool_value(ctx)).unwrap_or(false);
+    let merge_slashes = msg.get(ctx, "merge_slashes").and_then(|f| f.bool(ctx)).unwrap_or(false);
+    let escaped_slashes =
+        msg.get(ctx, "path_with_escaped_slashes_action").and_then(|f| f.enumeration(ctx, ESCAPED_SLASHES));
+    msg.at_most_one(ctx, &["strip_matching_host_port", "strip_any_host_port"]);
+    let matching = msg.get(ctx, "strip_matching_host_port").and_then(|f| f.bool(ctx)).unwrap_or(false);
+    let any = msg.get(ctx, "strip_any_host_port").and_then(|f| f.bool(ctx)).unwrap_or(false);
+    let strip_port = match (matching, any) {
+        (_, true) => StripPort::Any,
+        (true, false) => StripPort::Matching,
+        _ => StripPort::None,
+    };
+    PathHandling { normalize, merge_slashes, escaped_slashes: escaped_slashes.unwrap_or_default(), strip_port }
 }
 
 /// The fields about the client's address and Envoy's request headers.

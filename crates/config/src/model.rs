@@ -623,6 +623,48 @@ pub struct HttpConnectionManager {
     pub forwarding: Forwarding,
     /// `upgrade_configs`: the upgrade types (lower-cased) and whether each is allowed.
     pub upgrades: Vec<Upgrade>,
+    /// What is done to request paths and hosts before routing.
+    pub paths: PathHandling,
+}
+
+/// The connection manager's path and host handling before any filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PathHandling {
+    /// `normalize_path`: dot segments removed, escapes of unreserved characters decoded,
+    /// backslashes made slashes (RFC 3986, as Envoy's canonicalizer).
+    pub normalize: bool,
+    /// `merge_slashes`.
+    pub merge_slashes: bool,
+    /// `path_with_escaped_slashes_action`.
+    pub escaped_slashes: EscapedSlashes,
+    /// `strip_matching_host_port` / `strip_any_host_port`.
+    pub strip_port: StripPort,
+}
+
+/// `path_with_escaped_slashes_action`: what a path with `%2F` or `%5C` gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EscapedSlashes {
+    /// `KEEP_UNCHANGED` (and Envoy's default).
+    #[default]
+    Keep,
+    /// `REJECT_REQUEST`: 400.
+    Reject,
+    /// `UNESCAPE_AND_REDIRECT`: a redirect to the path unescaped.
+    Redirect,
+    /// `UNESCAPE_AND_FORWARD`.
+    Unescape,
+}
+
+/// Which port is taken off the request's host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StripPort {
+    /// None.
+    #[default]
+    None,
+    /// `strip_matching_host_port`: the listener's port.
+    Matching,
+    /// `strip_any_host_port`: any.
+    Any,
 }
 
 /// An `upgrade_configs` entry (of the connection manager or of a route).

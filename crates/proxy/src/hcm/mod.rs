@@ -6,6 +6,7 @@ pub mod forwarding;
 mod hash_policy;
 mod header_mutation;
 mod mirror;
+mod path;
 mod pump;
 mod retry;
 pub mod route_table;
@@ -26,6 +27,7 @@ use wasmproxy_config::model::{FailurePolicy, FilterOptions, HttpConnectionManage
 use wasmproxy_host::Headers;
 
 use crate::hcm::forwarding::{LocalNode, Peer, finish_response, prepare_request};
+use crate::hcm::path::PathVerdict;
 use crate::hcm::route_table::{Matched, RouteTable};
 use crate::hcm::router::{Downstream, Target, note_route};
 use crate::hcm::upgrade::UpgradeRequest;
@@ -392,6 +394,23 @@ impl ActiveStream {
                 && self.request_headers.get(b":authority").is_none_or(|a| a.is_empty())
             {
                 self.request_headers.replace(b":authority", host.as_bytes());
+            }
+        }
+        let port = info.borrow().connection.local.port();
+        match path::handle(&hcm.config.paths, port, &mut self.request_headers) {
+            PathVerdict::Go => {}
+            PathVerdict::Reject => {
+                info.borrow_mut().response_code_details = "path_normalization_failed".into();
+                let reply = LocalReply { status: 400, body: Vec::new(), headers: Headers::new(), grpc_status: None };
+                return Err(hcm.reply(reply, 0, Direction::Request));
+            }
+            PathVerdict::Redirect(location) => {
+                // Envoy's details for the redirect too.
+                info.borrow_mut().response_code_details = "path_normalization_failed".into();
+                let mut headers = Headers::new();
+                headers.add(b"location", &location);
+                let reply = LocalReply { status: 307, body: Vec::new(), headers, grpc_status: None };
+                return Err(hcm.reply(reply, 0, Direction::Request));
             }
         }
         if hcm.missing_filter_config {
