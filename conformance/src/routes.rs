@@ -22,7 +22,43 @@ pub fn scenarios() -> Vec<Scenario> {
         rewrites(),
         circuit_breakers(),
         mirrors(),
+        auto_host_rewrite(),
     ]
+}
+
+/// `auto_host_rewrite`: the host becomes the endpoint's `hostname`, or the name a
+/// `STRICT_DNS` cluster resolved; an endpoint without either leaves it.
+fn auto_host_rewrite() -> Scenario {
+    let routes = r#"              - match: { prefix: /named }
+                route: { cluster: named, auto_host_rewrite: true }
+              - match: { prefix: /dns }
+                route: { cluster: dns, auto_host_rewrite: true }
+              - match: { prefix: /plain }
+                route: { cluster: upstream, auto_host_rewrite: true }
+"#;
+    let clusters = r#"  - name: named
+    type: STATIC
+    load_assignment:
+      cluster_name: named
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: @UPSTREAM_PORT@ } }, hostname: backend.named.test }
+  - name: dns
+    type: STRICT_DNS
+    dns_lookup_family: V4_ONLY
+    load_assignment:
+      cluster_name: dns
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: localhost, port_value: @UPSTREAM_PORT@ } } }
+"#;
+    let config = crate::scenario::bootstrap("", "").replacen(CATCH_ALL, &format!("{routes}{CATCH_ALL}"), 1) + clusters;
+    crate::scenarios::s(
+        "auto_host_rewrite",
+        "auto_host_rewrite: the endpoint's hostname, a STRICT_DNS cluster's resolved name, or no change",
+        config,
+        vec![Request::get("/named"), Request::get("/dns"), Request::get("/plain")],
+    )
 }
 
 /// `request_mirror_policies`: a copy of each request (and its body) to the mirror cluster

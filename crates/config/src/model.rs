@@ -1094,6 +1094,9 @@ pub struct ForwardAction {
     pub regex_rewrite: Option<RegexRewrite>,
     /// `host_rewrite_literal`.
     pub host_rewrite_literal: Option<String>,
+    /// `auto_host_rewrite`: the host becomes the chosen endpoint's hostname (its
+    /// `hostname`, or the name a DNS cluster resolved), if it has one.
+    pub auto_host_rewrite: bool,
     /// `host_rewrite_header`: the host becomes this request header's value, if not empty.
     pub host_rewrite_header: Option<String>,
     /// `host_rewrite_path_regex`: the host becomes the path rewritten.
@@ -1174,6 +1177,7 @@ impl Default for ForwardAction {
             prefix_rewrite: None,
             regex_rewrite: None,
             host_rewrite_literal: None,
+            auto_host_rewrite: false,
             host_rewrite_header: None,
             host_rewrite_path_regex: None,
             timeout: Some(Duration::from_secs(15)),

@@ -480,6 +480,7 @@ fn read_forward(ctx: &mut Ctx, field: &Field<'_>) -> ForwardAction {
     action.prefix_rewrite = msg.get(ctx, "prefix_rewrite").and_then(|f| f.string(ctx));
     action.regex_rewrite = msg.get(ctx, "regex_rewrite").and_then(|f| read_regex_rewrite(ctx, &f));
     action.host_rewrite_literal = msg.get(ctx, "host_rewrite_literal").and_then(|f| f.string(ctx));
+    action.auto_host_rewrite = msg.get(ctx, "auto_host_rewrite").and_then(|f| f.bool_value(ctx)).unwrap_or(false);
     action.host_rewrite_header =
         msg.get(ctx, "host_rewrite_header").and_then(|f| f.string(ctx)).map(|h| h.to_ascii_lowercase());
     action.host_rewrite_path_regex = msg.get(ctx, "host_rewrite_path_regex").and_then(|f| read_regex_rewrite(ctx, &f));

@@ -109,6 +109,9 @@ pub struct StreamInfo {
     /// The hash of the route's `hash_policy` for this request, for a hashing load
     /// balancer (none: a random host).
     pub lb_hash: Option<u64>,
+    /// The route's `auto_host_rewrite`: the upstream request's host is the endpoint's
+    /// hostname.
+    pub auto_host_rewrite: bool,
     /// When the request's last byte came in, from the start.
     pub request_done: Option<std::time::Duration>,
     /// When the upstream's response headers came in, from the start.
@@ -153,6 +156,7 @@ impl StreamInfo {
             response_flags: ResponseFlags::default(),
             random: crate::random::next_u64(),
             lb_hash: None,
+            auto_host_rewrite: false,
             request_done: None,
             upstream_responded: None,
             route: None,

@@ -555,9 +555,17 @@ impl Cluster {
         }
         let path = convert::text(headers, b":path");
         let path = if path.is_empty() { "/".to_string() } else { path };
-        let authority = headers.get(b":authority").unwrap_or_default();
+        let rewritten = info.filter(|i| i.borrow().auto_host_rewrite).and_then(|_| self.hostname(&member));
+        let authority =
+            rewritten.as_deref().map_or_else(|| headers.get(b":authority").unwrap_or_default(), str::as_bytes);
         let mut map = convert::header_map(headers);
         map.remove(http::header::TRANSFER_ENCODING);
+        // As Envoy's rewrites: the old host goes along.
+        if rewritten.is_some()
+            && let Some(old) = headers.get(b":authority").and_then(|h| http::HeaderValue::from_bytes(h).ok())
+        {
+            map.insert("x-envoy-original-host", old);
+        }
         // HTTP/1.1: an origin-form target and `host`; HTTP/2: the authority in the URI, which
         // becomes `:authority` (the endpoint's address if the request has none usable).
         let uri = if self.config.http2 {
@@ -616,6 +624,15 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// An endpoint's hostname for `auto_host_rewrite`: its `hostname`, else the name a DNS
+    /// cluster resolved (none for an address).
+    fn hostname(&self, member: &Member) -> Option<String> {
+        let spec = &member.spec;
+        let dns = matches!(self.config.discovery, Discovery::StrictDns | Discovery::LogicalDns);
+        let name = if spec.hostname.is_empty() && dns { &spec.address.address } else { &spec.hostname };
+        (!name.is_empty()).then(|| name.clone())
+    }
+
     /// Counts an endpoint's answer (`status`) or failure in its figures and toward
     /// outlier detection.
     fn account(&self, member: &Member, status: Option<u16>, failure: Option<&UpstreamError>) {
