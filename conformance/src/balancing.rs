@@ -12,7 +12,7 @@ const CATCH_ALL: &str = "              - match: { prefix: / }\n                n
 
 /// Every load balancing scenario.
 pub fn scenarios() -> Vec<Scenario> {
-    vec![health_checks(), outlier_detection(), hashing(), weights()]
+    vec![health_checks(), outlier_detection(), hashing(), weights(), protocol_options()]
 }
 
 /// A cluster `name` with `settings` (YAML at the cluster's indentation) and endpoints,
@@ -204,4 +204,58 @@ fn weights() -> Scenario {
         config,
         requests,
     )
+}
+
+/// `HttpProtocolOptions`: `use_downstream_protocol_config` (HTTP/1.1 in, HTTP/1.1 out; HTTP/2
+/// in, HTTP/2 out), `auto_config` over TLS (the upstream picks HTTP/2 by ALPN),
+/// `common_http_protocol_options.max_requests_per_connection` (a connection per request)
+/// and `idle_timeout` (an idle connection closed).
+fn protocol_options() -> Scenario {
+    let options = |body: &str| {
+        format!(
+            "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \
+             \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n{body}"
+        )
+    };
+    let downstream =
+        options("        use_downstream_protocol_config: { http_protocol_options: {}, http2_protocol_options: {} }\n");
+    let auto = options("        auto_config: { http_protocol_options: {}, http2_protocol_options: {} }\n")
+        + "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \
+           \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        sni: localhost\n";
+    let one_each = options(
+        "        common_http_protocol_options: { max_requests_per_connection: 1 }\n        explicit_http_config: { http_protocol_options: {} }\n",
+    );
+    let idle = options(
+        "        common_http_protocol_options: { idle_timeout: 0.2s }\n        explicit_http_config: { http_protocol_options: {} }\n",
+    );
+    let config =
+        crate::scenario::bootstrap("", "").replacen(CATCH_ALL, &routes(&["downstream", "auto", "one_each", "idle"]), 1)
+            + &cluster("downstream", &downstream, &[("127.0.0.2", 0)])
+            + &cluster("auto", &auto, &[("127.0.0.2", 0)])
+            + &cluster("one_each", &one_each, &[("127.0.0.2", 0)])
+            + &cluster("idle", &idle, &[("127.0.0.2", 0)]);
+    let scenario = crate::scenarios::s(
+        "upstream_protocol_options",
+        "use_downstream_protocol_config, auto_config by ALPN, max_requests_per_connection, idle_timeout",
+        config,
+        vec![
+            Request::get("/downstream/one"),
+            Request::get("/downstream/two").h2(),
+            Request::get("/auto/a"),
+            Request::get("/one_each/a"),
+            Request::get("/one_each/b"),
+            Request::get("/one_each/c"),
+            Request::get("/idle/a"),
+            Request::get("/downstream/after-idle").after_pause(1000),
+        ],
+    );
+    // Envoy counts an `auto_config` connection twice in `upstream_cx_total` (its mixed
+    // pool's connection, then its HTTP/2 client's); wasmproxy once: not compared there.
+    Scenario {
+        stats: &[
+            r"^cluster\.(one_each|idle|downstream)\.upstream_cx_total:",
+            r"^cluster\.(one_each|idle|downstream|auto)\.upstream_cx_(http1_total|http2_total|max_requests|idle_timeout|destroy):",
+        ],
+        ..scenario
+    }
 }

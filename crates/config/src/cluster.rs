@@ -8,7 +8,10 @@ use crate::endpoint::read_load_assignment;
 use crate::health::{read_health_checks, read_outlier_detection};
 use crate::load_balancing::read_lb_settings;
 use crate::metadata::read_metadata;
-use crate::model::{CircuitBreakers, Cluster, Discovery, DnsLookupFamily, EdsSource, LbPolicy, UpstreamHttpOptions};
+use crate::model::{
+    CircuitBreakers, Cluster, ConnectionOptions, Discovery, DnsLookupFamily, EdsSource, LbPolicy, ProtocolChoice,
+    UpstreamHttpOptions,
+};
 use crate::reader::{Ctx, Field, type_error};
 use crate::tls::read_upstream_transport_socket;
 
@@ -232,10 +235,16 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
         None => Some(DEFAULT_DNS_REFRESH_RATE),
     };
 
-    let (mut http2, mut upstream_http) = (false, UpstreamHttpOptions::default());
     let typed_options = msg.get(ctx, "typed_extension_protocol_options");
-    if let Some(f) = &typed_options {
-        (http2, upstream_http) = read_typed_protocol_options(ctx, f);
+    let ProtocolOptions { mut http2, choice: protocol_choice, upstream_http, connections } =
+        typed_options.as_ref().map(|f| read_typed_protocol_options(ctx, f)).unwrap_or_default();
+    let mut connections = connections.unwrap_or_default();
+    // The older field, which Envoy still reads (deprecated).
+    if let Some(f) = msg.get(ctx, "max_requests_per_connection") {
+        ctx.warn(&f.origin(), "deprecated: use common_http_protocol_options.max_requests_per_connection");
+        if let Some(n) = f.unsigned(ctx, u64::from(u32::MAX)) {
+            connections.max_requests = (n > 0).then_some(n as u32);
+        }
     }
     if let Some(f) = msg.get(ctx, "http2_protocol_options") {
         if typed_options.is_some() {
@@ -248,6 +257,11 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
     }
     let metadata = msg.get(ctx, "metadata").map(|f| read_metadata(ctx, &f)).unwrap_or_default();
     let tls = msg.get(ctx, "transport_socket").map(|f| read_upstream_transport_socket(ctx, &f));
+    if protocol_choice == ProtocolChoice::Alpn && tls.is_none() {
+        // As Envoy: the protocol is agreed by ALPN, which only TLS has.
+        let at = typed_options.as_ref().map_or_else(|| msg.origin().clone(), |f| f.origin());
+        ctx.error(&at, "ALPN (auto_config) configured for a cluster without a TLS transport_socket");
+    }
     let circuit_breakers = msg.get(ctx, "circuit_breakers").map(|f| read_circuit_breakers(ctx, &f)).unwrap_or_default();
     let common_lb = read_lb_settings(ctx, &mut msg);
     let health_checks = msg.get(ctx, "health_checks").map(|f| read_health_checks(ctx, &f)).unwrap_or_default();
@@ -267,6 +281,8 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
         tls: tls.map_or(Some(None), |t| t.map(Some))?,
         upstream_http,
         circuit_breakers,
+        protocol_choice,
+        connections,
         common_lb,
         health_checks,
         outlier_detection,
@@ -300,10 +316,32 @@ fn read_eds(ctx: &mut Ctx, field: &Field<'_>, cluster: &str) -> Option<EdsSource
     Some(EdsSource { service_name: service_name.unwrap_or_else(|| cluster.to_string()), source: source? })
 }
 
-/// `typed_extension_protocol_options`: whether the upstream speaks HTTP/2, and its
-/// `upstream_http_protocol_options`.
-fn read_typed_protocol_options(ctx: &mut Ctx, field: &Field<'_>) -> (bool, UpstreamHttpOptions) {
-    let (mut http2, mut upstream_http) = (false, UpstreamHttpOptions::default());
+/// What `typed_extension_protocol_options` says of the upstream HTTP protocol.
+#[derive(Default)]
+struct ProtocolOptions {
+    http2: bool,
+    choice: ProtocolChoice,
+    upstream_http: UpstreamHttpOptions,
+    connections: Option<ConnectionOptions>,
+}
+
+const AUTO_CONFIG: &[&str] =
+    &["http_protocol_options", "http2_protocol_options", "http3_protocol_options", "alternate_protocols_cache_options"];
+const USE_DOWNSTREAM: &[&str] = &["http_protocol_options", "http2_protocol_options", "http3_protocol_options"];
+const COMMON_HTTP_PROTOCOL_OPTIONS: &[&str] = &[
+    "idle_timeout",
+    "max_connection_duration",
+    "max_headers_count",
+    "max_response_headers_kb",
+    "max_stream_duration",
+    "headers_with_underscores_action",
+    "max_requests_per_connection",
+];
+
+/// `typed_extension_protocol_options`: the upstream's protocol (explicit, by ALPN or as the
+/// client's), `upstream_http_protocol_options` and `common_http_protocol_options`.
+fn read_typed_protocol_options(ctx: &mut Ctx, field: &Field<'_>) -> ProtocolOptions {
+    let mut options = ProtocolOptions::default();
     for (_, value) in field.map_entries(ctx) {
         let Some(any) = value.any(ctx) else { continue };
         if any.type_name != HTTP_PROTOCOL_OPTIONS_TYPE {
@@ -311,24 +349,59 @@ fn read_typed_protocol_options(ctx: &mut Ctx, field: &Field<'_>) -> (bool, Upstr
             continue;
         }
         let Some(mut msg) = any.message(ctx, UPSTREAM_HTTP_PROTOCOL_OPTIONS) else { continue };
+        msg.at_most_one(ctx, &["explicit_http_config", "use_downstream_protocol_config", "auto_config"]);
         if let Some(explicit) = msg.get(ctx, "explicit_http_config")
             && let Some(mut explicit_msg) = explicit.message(ctx, EXPLICIT_HTTP_CONFIG)
         {
             explicit_msg.at_most_one(ctx, EXPLICIT_HTTP_CONFIG);
             if let Some(f) = explicit_msg.get(ctx, "http2_protocol_options") {
                 empty_message(ctx, &f, HTTP2_PROTOCOL_OPTIONS);
-                http2 = true;
+                options.http2 = true;
             } else if let Some(f) = explicit_msg.get(ctx, "http_protocol_options") {
                 empty_message(ctx, &f, HTTP1_PROTOCOL_OPTIONS);
             }
             explicit_msg.finish(ctx);
         }
+        for (name, fields, choice) in [
+            ("auto_config", AUTO_CONFIG, ProtocolChoice::Alpn),
+            ("use_downstream_protocol_config", USE_DOWNSTREAM, ProtocolChoice::Downstream),
+        ] {
+            if let Some(f) = msg.get(ctx, name)
+                && let Some(mut m) = f.message(ctx, fields)
+            {
+                if let Some(f) = m.get(ctx, "http_protocol_options") {
+                    empty_message(ctx, &f, HTTP1_PROTOCOL_OPTIONS);
+                }
+                if let Some(f) = m.get(ctx, "http2_protocol_options") {
+                    empty_message(ctx, &f, HTTP2_PROTOCOL_OPTIONS);
+                }
+                m.finish(ctx);
+                options.choice = choice;
+            }
+        }
         if let Some(f) = msg.get(ctx, "upstream_http_protocol_options") {
-            upstream_http = read_upstream_http_options(ctx, &f);
+            options.upstream_http = read_upstream_http_options(ctx, &f);
+        }
+        if let Some(f) = msg.get(ctx, "common_http_protocol_options") {
+            options.connections = Some(read_connection_options(ctx, &f));
         }
         msg.finish(ctx);
     }
-    (http2, upstream_http)
+    options
+}
+
+/// `common_http_protocol_options`: `idle_timeout` and `max_requests_per_connection`.
+fn read_connection_options(ctx: &mut Ctx, field: &Field<'_>) -> ConnectionOptions {
+    let mut options = ConnectionOptions::default();
+    let Some(mut msg) = field.message(ctx, COMMON_HTTP_PROTOCOL_OPTIONS) else { return options };
+    if let Some(d) = msg.get(ctx, "idle_timeout").and_then(|f| f.duration(ctx)) {
+        options.idle_timeout = (!d.is_zero()).then_some(d);
+    }
+    if let Some(n) = msg.get(ctx, "max_requests_per_connection").and_then(|f| f.unsigned(ctx, u64::from(u32::MAX))) {
+        options.max_requests = (n > 0).then_some(n as u32);
+    }
+    msg.finish(ctx);
+    options
 }
 
 const UPSTREAM_HTTP_OPTIONS: &[&str] = &["auto_sni", "auto_san_validation", "override_auto_sni_header"];

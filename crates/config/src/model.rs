@@ -1426,6 +1426,10 @@ pub struct Cluster {
     /// `circuit_breakers.thresholds` of the `DEFAULT` priority (every route's), or
     /// Envoy's defaults.
     pub circuit_breakers: CircuitBreakers,
+    /// How each request's protocol is chosen (else `http2` says).
+    pub protocol_choice: ProtocolChoice,
+    /// `common_http_protocol_options` (and the older `max_requests_per_connection`).
+    pub connections: ConnectionOptions,
     /// `common_lb_config`.
     pub common_lb: CommonLb,
     /// `health_checks` (at most one, as Envoy runs them).
@@ -1687,6 +1691,33 @@ impl Default for OutlierDetection {
             uneject_on_health_check_success: true,
             always_eject_one_host: false,
         }
+    }
+}
+
+/// How an HTTP cluster picks each request's protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProtocolChoice {
+    /// `explicit_http_config` (or nothing): the cluster's `http2`.
+    #[default]
+    Explicit,
+    /// `auto_config`: HTTP/2 if the upstream's TLS agrees to it (ALPN), else HTTP/1.1.
+    Alpn,
+    /// `use_downstream_protocol_config`: the protocol the client's request came in.
+    Downstream,
+}
+
+/// `common_http_protocol_options` of a cluster's upstream connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionOptions {
+    /// `idle_timeout` (Envoy: 1 h; 0: none): a connection without requests that long closes.
+    pub idle_timeout: Option<Duration>,
+    /// `max_requests_per_connection`: a connection that carried this many takes no more.
+    pub max_requests: Option<u32>,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions { idle_timeout: Some(Duration::from_secs(3600)), max_requests: None }
     }
 }
 

@@ -275,7 +275,7 @@ async fn retry(
         // A retry sends the request again whole: it waits for its end, and there is none
         // if the body was not kept (over the buffer limit).
         deadline.request_ended().await;
-        let kept = r.replay.borrow().body(cx.cluster.http2());
+        let kept = r.replay.borrow().body(cx.cluster.http2(cx.info.borrow().protocol == "HTTP/2"));
         let Some(body) = kept else {
             stats.retry_or_shadow_abandoned.inc();
             return (result, tries);

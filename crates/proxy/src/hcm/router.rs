@@ -157,7 +157,7 @@ impl ActiveStream {
         // first try sends it.
         let (tx, body) = if request.ended {
             // As Envoy: an HTTP/2 request ends on its headers, without a length.
-            (None, crate::http::body::ended_on_headers(cluster.http2()))
+            (None, crate::http::body::ended_on_headers(cluster.http2(self.filters.info.borrow().protocol == "HTTP/2")))
         } else if let Some(replay) = retries.as_ref().map(|r| r.replay.clone()) {
             let (filtered, kept) = crate::http::body::channel();
             let (to_upstream, body) = crate::http::body::channel();
@@ -207,7 +207,7 @@ impl ActiveStream {
         // The route's response headers go on the upstream's answer and on the router's own
         // (a failure, a timeout), as in Envoy.
         Ok(match sent {
-            Ok(Started { headers: mut h, body, upgrade, request: place }) => {
+            Ok(Started { headers: mut h, http2, body, upgrade, request: place }) => {
                 info.borrow_mut().response_code_details = "via_upstream".into();
                 if let Some(switched) = upgrade.filter(|_| self.upgrade.is_some()) {
                     // Envoy's router gives an upgraded stream, whose request has not ended,
@@ -220,7 +220,7 @@ impl ActiveStream {
                 h.replace(b"x-envoy-upstream-service-time", ms.as_bytes());
                 mutate_response(&mutations, &mut h, headers, &info.borrow());
                 count_tries(&mut h, tries, attempt_count_in_response);
-                let http1 = !cluster.http2();
+                let http1 = !http2;
                 let sent = started;
                 let place = Some(place);
                 (h, ResponseBody::Streaming(UpstreamBody { body, deadline, http1, cluster, sent, external, place }))

@@ -578,6 +578,10 @@ pub struct ClusterStats {
     pub membership_change: Counter,
     /// Hosts picked from a priority in panic (too few healthy hosts).
     pub lb_healthy_panic: Counter,
+    /// Connections closed for `idle_timeout`.
+    pub cx_idle_timeout: Counter,
+    /// Connections that carried `max_requests_per_connection`.
+    pub cx_max_requests: Counter,
     /// `ssl.*`, for a cluster with TLS.
     pub ssl: Option<SslStats>,
 }
@@ -626,6 +630,8 @@ impl ClusterStats {
             membership_excluded: scope.gauge("membership_excluded"),
             membership_change: scope.counter("membership_change"),
             lb_healthy_panic: scope.counter("lb_healthy_panic"),
+            cx_idle_timeout: scope.counter("upstream_cx_idle_timeout"),
+            cx_max_requests: scope.counter("upstream_cx_max_requests"),
             ssl: tls.then(|| SslStats::new(scope.clone())),
             scopes: [scope, external, internal],
         }

@@ -22,7 +22,8 @@ use crate::tls::session::{HandshakeError, TlsTransport};
 #[derive(Debug)]
 pub struct UpstreamTlsConfig {
     /// For HTTP: the configured ALPN protocols, else the cluster's protocol.
-    http: Arc<ClientConfig>,
+    /// For HTTP, by what ALPN offers: HTTP/1.1, HTTP/2, both.
+    http: [Arc<ClientConfig>; 3],
     /// For the TCP proxy: the configured ALPN protocols only.
     raw: Arc<ClientConfig>,
     /// `sni`.
@@ -47,11 +48,22 @@ impl ContextCertificates for UpstreamTlsConfig {
     }
 }
 
+/// What ALPN offers on an HTTP connection (unless `alpn_protocols` says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    /// `http/1.1`.
+    Http1,
+    /// `h2`.
+    Http2,
+    /// `h2`, `http/1.1`: the upstream chooses.
+    Either,
+}
+
 impl UpstreamTlsConfig {
-    /// Reads and checks the settings (client certificate, CA); `http2` is the cluster's
-    /// protocol, offered by ALPN when no protocol is configured; `options` may take each
-    /// connection's server name from its first request. An error names the field.
-    pub fn new(tls: &UpstreamTls, http2: bool, options: &UpstreamHttpOptions) -> Result<UpstreamTlsConfig, String> {
+    /// Reads and checks the settings (client certificate, CA); HTTP connections offer by
+    /// ALPN the protocol they want (when `alpn_protocols` names none); `options` may take
+    /// each connection's server name from its first request. An error names the field.
+    pub fn new(tls: &UpstreamTls, options: &UpstreamHttpOptions) -> Result<UpstreamTlsConfig, String> {
         let provider = pem::provider_with(&tls.algorithms);
         let (verifier, ca) = EnvoyVerifier::new(tls.validation.as_ref(), provider.clone())?;
         let verifier = Arc::new(verifier);
@@ -74,12 +86,17 @@ impl UpstreamTlsConfig {
         // SNI goes with a DNS name (`sni`, or a request's host), never with an address.
         config.enable_sni = true;
         let configured: Vec<Vec<u8>> = tls.alpn_protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
-        let mut http = config.clone();
-        config.alpn_protocols = configured.clone();
-        http.alpn_protocols = match configured.is_empty() {
-            true => vec![if http2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }],
-            false => configured,
+        let offering = |protocols: Vec<Vec<u8>>| {
+            let mut http = config.clone();
+            http.alpn_protocols = if configured.is_empty() { protocols } else { configured.clone() };
+            Arc::new(http)
         };
+        let http = [
+            offering(vec![b"http/1.1".to_vec()]),
+            offering(vec![b"h2".to_vec()]),
+            offering(vec![b"h2".to_vec(), b"http/1.1".to_vec()]),
+        ];
+        config.alpn_protocols = configured.clone();
         let sni = match &tls.sni {
             Some(name) => Some(
                 ServerName::try_from(name.clone()).map_err(|e| format!("sni: {name:?} is not a server name: {e}"))?,
@@ -87,7 +104,7 @@ impl UpstreamTlsConfig {
             None => None,
         };
         Ok(UpstreamTlsConfig {
-            http: Arc::new(http),
+            http,
             raw: Arc::new(config),
             sni,
             auto: (options.auto_sni, options.auto_san_validation),
@@ -109,14 +126,17 @@ impl UpstreamTlsConfig {
         &self,
         tcp: TcpStream,
         endpoint: SocketAddr,
-        http: bool,
+        http: Option<Alpn>,
         host: Option<&str>,
     ) -> Result<TlsTransport, HandshakeError> {
         let host = host.and_then(|h| ServerName::try_from(h.to_string()).ok());
         let auto_sni = host.clone().filter(|_| self.auto.0);
         // Without `sni`, the endpoint's address names it: rustls sends no SNI for an address.
         let name = auto_sni.or_else(|| self.sni.clone()).unwrap_or_else(|| ServerName::IpAddress(endpoint.ip().into()));
-        let mut config = if http { self.http.clone() } else { self.raw.clone() };
+        let mut config = match http {
+            Some(alpn) => self.http[alpn as usize].clone(),
+            None => self.raw.clone(),
+        };
         if let Some(host) = host.filter(|_| self.auto.1) {
             // The host's name replaces the SAN matchers, as Envoy's override list does.
             let mut checking = (*config).clone();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use wasmproxy_config::model::{self, Discovery, DnsLookupFamily};
+use wasmproxy_config::model::{self, Discovery, DnsLookupFamily, ProtocolChoice};
 use wasmproxy_host::Headers;
 use wasmproxy_stats::Store;
 
@@ -27,7 +27,7 @@ use crate::upstream::breakers::{Breakers, Resource, Taken, WorkerBreakers, take}
 use crate::upstream::error::UpstreamError;
 use crate::upstream::health::{ActiveRequest, ClusterHealth, Health, HostHealth, flag};
 use crate::upstream::outlier::Outcome;
-use crate::upstream::pool::{EndpointPool, OpenConnection, SendError};
+use crate::upstream::pool::{EndpointPool, OpenConnection, Protocol, SendError};
 use crate::upstream::registry::{MemberInfo, Upstreams};
 
 /// Every cluster of one worker, by name: replaced as a whole when the configuration
@@ -58,7 +58,7 @@ impl ClusterSnapshot {
     pub fn new(config: &model::Cluster) -> Result<ClusterSnapshot, String> {
         let tls = match &config.tls {
             Some(tls) => Some(Arc::new(
-                UpstreamTlsConfig::new(tls, config.http2, &config.upstream_http)
+                UpstreamTlsConfig::new(tls, &config.upstream_http)
                     .map_err(|e| format!("cluster {}: transport_socket: {e}", config.name))?,
             )),
             None => None,
@@ -273,7 +273,11 @@ impl Cluster {
                     Some(m) => m.pool.clone(),
                     None => EndpointPool::new(
                         *addr,
-                        self.config.http2,
+                        Protocol {
+                            http2: self.config.http2,
+                            choice: self.config.protocol_choice,
+                            connections: self.config.connections,
+                        },
                         self.config.connect_timeout,
                         self.tls.clone(),
                         self.breakers.clone(),
@@ -356,9 +360,14 @@ impl Cluster {
         Ok((stream, OpenConnection::new(&self.stats, endpoint.host()).holding(place)))
     }
 
-    /// Whether the cluster speaks HTTP/2 to its endpoints.
-    pub fn http2(&self) -> bool {
-        self.config.http2
+    /// Whether a request (that came in over HTTP/2 or not) goes to the endpoints over
+    /// HTTP/2, as far as the cluster knows before a connection's ALPN says.
+    pub fn http2(&self, downstream_http2: bool) -> bool {
+        match self.config.protocol_choice {
+            ProtocolChoice::Explicit => self.config.http2,
+            ProtocolChoice::Downstream => downstream_http2,
+            ProtocolChoice::Alpn => false,
+        }
     }
 
     /// A retry may start if fewer than `max_retries` are in progress in the cluster
@@ -568,7 +577,11 @@ impl Cluster {
         }
         // HTTP/1.1: an origin-form target and `host`; HTTP/2: the authority in the URI, which
         // becomes `:authority` (the endpoint's address if the request has none usable).
-        let uri = if self.config.http2 {
+        // The request in HTTP/2's form (an absolute URI) when it may go over HTTP/2: the
+        // pool makes it HTTP/1.1's if its connection is.
+        let downstream_http2 = info.is_some_and(|i| i.borrow().protocol == "HTTP/2");
+        let http2 = self.http2(downstream_http2) || self.config.protocol_choice == ProtocolChoice::Alpn;
+        let uri = if http2 {
             map.remove(http::header::HOST);
             let authority = std::str::from_utf8(authority)
                 .ok()
@@ -588,8 +601,10 @@ impl Cluster {
                 map.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
             }
         }
+        let version = if http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
         let mut request = http::Request::builder()
             .method(convert::method(headers))
+            .version(version)
             .uri(uri)
             .body(body)
             .map_err(|e| UpstreamError::ConnectionFailure(e.to_string()))?;
@@ -616,6 +631,7 @@ impl Cluster {
             .flatten();
         Ok(Started {
             headers: convert::response_headers(parts.status, &parts.headers),
+            http2: parts.version == http::Version::HTTP_2,
             body,
             upgrade,
             request: InFlight { _place: place, _load: load },
@@ -654,6 +670,8 @@ impl Cluster {
 pub struct Started {
     /// The response headers.
     pub headers: Headers,
+    /// Whether it came over HTTP/2.
+    pub http2: bool,
     /// The response body.
     pub body: Incoming,
     /// The upgraded connection, once hyper hands it over.

@@ -21,7 +21,7 @@ use wasmproxy_stats::{Counter, Gauge, Scope};
 use crate::http::exec::LocalExec;
 use crate::http::transport::TransportIo;
 use crate::tls::session::TlsTransport;
-use crate::tls::upstream::UpstreamTlsConfig;
+use crate::tls::upstream::{Alpn, UpstreamTlsConfig};
 use crate::upstream::health::{ClusterHealth, HostHealth, flag};
 
 /// `cluster.<name>.health_check.*`.
@@ -287,9 +287,19 @@ impl Checker {
         match &self.tls {
             None => Some(Either::Left(tcp)),
             Some(tls) => {
-                let session = tls.connect(tcp, target.addr, true, None).await.ok()?;
+                let alpn = if self.http2() { Alpn::Http2 } else { Alpn::Http1 };
+                let session = tls.connect(tcp, target.addr, Some(alpn), None).await.ok()?;
                 Some(Either::Right(TransportIo(Box::new(session))))
             }
+        }
+    }
+
+    /// Whether the check speaks HTTP/2 (gRPC always does).
+    fn http2(&self) -> bool {
+        match &self.check.kind {
+            HealthCheckKind::Http(http) => http.http2,
+            HealthCheckKind::Grpc { .. } => true,
+            HealthCheckKind::Tcp { .. } => false,
         }
     }
 

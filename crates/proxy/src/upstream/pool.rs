@@ -13,15 +13,16 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_util::either::Either;
+use wasmproxy_config::model::{ConnectionOptions, ProtocolChoice};
 
 use crate::http::body::ProxyBody;
 use crate::http::exec::LocalExec;
-use crate::http::transport::TransportIo;
+use crate::http::transport::{Transport, TransportIo};
 use crate::limits::MAX_IDLE_UPSTREAM_CONNECTIONS;
 use crate::observe::stats::ClusterStats;
 use crate::stream_info::TlsInfo;
 use crate::tls::session::TlsTransport;
-use crate::tls::upstream::UpstreamTlsConfig;
+use crate::tls::upstream::{Alpn, UpstreamTlsConfig};
 use crate::upstream::breakers::{Resource, Taken, WorkerBreakers, take};
 use crate::upstream::registry::HostStats;
 
@@ -41,7 +42,8 @@ pub enum SendError {
 /// One endpoint's connections.
 pub struct EndpointPool {
     addr: SocketAddr,
-    http2: bool,
+    /// The cluster's protocol settings and connection limits.
+    protocol: Protocol,
     connect_timeout: Duration,
     /// The cluster's TLS.
     tls: Option<std::sync::Arc<UpstreamTlsConfig>>,
@@ -54,13 +56,26 @@ pub struct EndpointPool {
     /// The HTTP/2 connection shared by every request (one per host, for a cluster that
     /// names its connections after their requests' hosts), with what it is.
     shared: RefCell<Vec<(http2::SendRequest<ProxyBody>, Connected)>>,
+    /// Whether the task closing idle connections runs.
+    sweeping: std::cell::Cell<bool>,
+}
+
+/// A cluster's HTTP protocol settings, as its pools use them.
+#[derive(Clone, Copy)]
+pub struct Protocol {
+    /// HTTP/2 (`explicit_http_config`).
+    pub http2: bool,
+    /// How each request's protocol is chosen.
+    pub choice: ProtocolChoice,
+    /// `idle_timeout`, `max_requests_per_connection`.
+    pub connections: ConnectionOptions,
 }
 
 impl EndpointPool {
     /// An endpoint with no connection yet.
     pub fn new(
         addr: SocketAddr,
-        http2: bool,
+        protocol: Protocol,
         connect_timeout: Duration,
         tls: Option<std::sync::Arc<UpstreamTlsConfig>>,
         breakers: WorkerBreakers,
@@ -69,7 +84,7 @@ impl EndpointPool {
     ) -> Rc<EndpointPool> {
         Rc::new(EndpointPool {
             addr,
-            http2,
+            protocol,
             connect_timeout,
             tls,
             breakers,
@@ -77,6 +92,7 @@ impl EndpointPool {
             host,
             idle: RefCell::new(Vec::new()),
             shared: RefCell::new(Vec::new()),
+            sweeping: std::cell::Cell::new(false),
         })
     }
 
@@ -100,14 +116,64 @@ impl EndpointPool {
         request: http::Request<ProxyBody>,
         host: Option<Rc<str>>,
     ) -> Result<(http::Response<Incoming>, Connected), SendError> {
-        if self.http2 {
+        let http2 = match self.protocol.choice {
+            ProtocolChoice::Explicit => self.protocol.http2,
+            ProtocolChoice::Downstream => request.version() == http::Version::HTTP_2,
+            // By ALPN: a connection open already, else a new one says.
+            ProtocolChoice::Alpn => {
+                let open_h2 = self.shared.borrow().iter().any(|(s, c)| c.host == host && !s.is_closed());
+                let open_h1 = self.idle.borrow().iter().any(|(_, c)| c.host == host);
+                match (open_h2, open_h1) {
+                    (true, _) => true,
+                    (false, true) => false,
+                    (false, false) => return Box::pin(self.send_new_by_alpn(request, host)).await,
+                }
+            }
+        };
+        if http2 {
             return self.send_h2(request, host).await;
         }
+        self.send_h1(origin_form(request), host).await
+    }
+
+    /// A request on a new connection whose protocol ALPN decides.
+    async fn send_new_by_alpn(
+        self: &Rc<Self>,
+        request: http::Request<ProxyBody>,
+        host: Option<Rc<str>>,
+    ) -> Result<(http::Response<Incoming>, Connected), SendError> {
+        let _pending = self.pending()?;
+        let place = self.connection_place()?;
+        let connected = self.connect(host.clone(), Alpn::Either).await;
+        let (io, local) = connected.inspect_err(|_| self.stats.rq_pending_failure_eject.inc())?;
+        let negotiated = match io.inner() {
+            Either::Right(tls) => tls.0.negotiated_http2(),
+            Either::Left(_) => None,
+        };
+        if negotiated == Some(true) {
+            let (sender, local) = self.handshake_h2(io, local, place).await?;
+            self.shared.borrow_mut().push((sender, local));
+            return self.send_h2(request, host).await;
+        }
+        let (mut sender, local) = self.handshake_h1(io, local, place).await?;
+        self.count_request(&local);
+        let response =
+            sender.send_request(origin_form(request)).await.map_err(|e| SendError::Request(e.to_string()))?;
+        self.keep_when_ready(sender, local.clone());
+        Ok((response, local))
+    }
+
+    /// A request over HTTP/1.1: on an idle connection, else a new one.
+    async fn send_h1(
+        self: &Rc<Self>,
+        request: http::Request<ProxyBody>,
+        host: Option<Rc<str>>,
+    ) -> Result<(http::Response<Incoming>, Connected), SendError> {
         let mut request = request;
         // An idle connection first; a request it could not start (the peer closed it
         // meanwhile) comes back and goes to the next one, or to a new connection.
         while let Some((mut sender, local)) = self.take_idle(host.as_deref()) {
-            self.count_request();
+            self.count_request(&local);
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     self.keep_when_ready(sender, local.clone());
@@ -124,7 +190,7 @@ impl EndpointPool {
         // (and the client connection waiting on it) should not carry their size.
         let (mut sender, local) =
             Box::pin(self.connect_h1(host)).await.inspect_err(|_| self.stats.rq_pending_failure_eject.inc())?;
-        self.count_request();
+        self.count_request(&local);
         let response = sender.send_request(request).await.map_err(|e| SendError::Request(e.to_string()))?;
         self.keep_when_ready(sender, local.clone());
         Ok((response, local))
@@ -141,9 +207,51 @@ impl EndpointPool {
     }
 
     /// A request goes out on a connection.
-    fn count_request(&self) {
+    fn count_request(&self, on: &Connected) {
         self.stats.rq_total.inc();
         self.host.rq_total.inc();
+        on.requests.set(on.requests.get() + 1);
+        on.last_used.set(Instant::now());
+    }
+
+    /// Whether a connection carried its `max_requests_per_connection` and takes no more
+    /// (`upstream_cx_max_requests`).
+    fn spent(&self, on: &Connected) -> bool {
+        let spent = self.protocol.connections.max_requests.is_some_and(|max| on.requests.get() >= max);
+        if spent {
+            self.stats.cx_max_requests.inc();
+        }
+        spent
+    }
+
+    /// Starts closing connections idle for `idle_timeout` (checked every quarter of it),
+    /// once, while the pool lives.
+    fn sweep_idle(self: &Rc<Self>) {
+        let Some(timeout) = self.protocol.connections.idle_timeout else { return };
+        if self.sweeping.replace(true) {
+            return;
+        }
+        let pool = Rc::downgrade(self);
+        tokio::task::spawn_local(async move {
+            let every = (timeout / 4).max(Duration::from_millis(10));
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(pool) = pool.upgrade() else { return };
+                let stale = |c: &Connected| c.last_used.get().elapsed() >= timeout;
+                let mut closed = 0;
+                pool.idle.borrow_mut().retain(|(_, c)| {
+                    closed += usize::from(stale(c));
+                    !stale(c)
+                });
+                // An HTTP/2 connection dropped here still finishes the streams it carries.
+                pool.shared.borrow_mut().retain(|(s, c)| {
+                    let going = stale(c) && !s.is_closed();
+                    closed += usize::from(going);
+                    !going
+                });
+                pool.stats.cx_idle_timeout.add(closed as u64);
+            }
+        });
     }
 
     /// The idle connection for `host` used last (closed ones met on the way are dropped).
@@ -161,10 +269,16 @@ impl EndpointPool {
     /// Returns the connection to the idle list once its response has been read.
     fn keep_when_ready(self: &Rc<Self>, mut sender: http1::SendRequest<ProxyBody>, local: Connected) {
         let pool: Weak<EndpointPool> = Rc::downgrade(self);
+        if self.spent(&local) {
+            // Closes once its response is read.
+            return;
+        }
+        self.sweep_idle();
         tokio::task::spawn_local(async move {
             if sender.ready().await.is_ok()
                 && let Some(pool) = pool.upgrade()
             {
+                local.last_used.set(Instant::now());
                 let mut idle = pool.idle.borrow_mut();
                 if idle.len() < MAX_IDLE_UPSTREAM_CONNECTIONS {
                     idle.push((sender, local));
@@ -175,7 +289,17 @@ impl EndpointPool {
 
     async fn connect_h1(&self, host: Option<Rc<str>>) -> Result<(http1::SendRequest<ProxyBody>, Connected), SendError> {
         let place = self.connection_place()?;
-        let (io, local) = self.connect(host).await?;
+        let (io, local) = self.connect(host, Alpn::Http1).await?;
+        self.handshake_h1(io, local, place).await
+    }
+
+    /// HTTP/1.1 on a new connection, its task running.
+    async fn handshake_h1(
+        &self,
+        io: TokioIo<UpstreamIo>,
+        local: Connected,
+        place: Taken,
+    ) -> Result<(http1::SendRequest<ProxyBody>, Connected), SendError> {
         let (sender, connection) = http1::handshake(io).await.map_err(|e| SendError::Connect(e.to_string()))?;
         self.stats.cx_http1_total.inc();
         // A `101` hands the connection over to the stream that asked for it.
@@ -201,7 +325,7 @@ impl EndpointPool {
     }
 
     async fn send_h2(
-        &self,
+        self: &Rc<Self>,
         request: http::Request<ProxyBody>,
         host: Option<Rc<str>>,
     ) -> Result<(http::Response<Incoming>, Connected), SendError> {
@@ -210,6 +334,7 @@ impl EndpointPool {
             shared.retain(|(s, _)| !s.is_closed());
             shared.iter().find(|(_, c)| c.host == host).cloned()
         };
+        self.sweep_idle();
         let (mut sender, local) = match current {
             Some(s) => s,
             None => {
@@ -222,7 +347,11 @@ impl EndpointPool {
             }
         };
         sender.ready().await.map_err(|e| SendError::Request(e.to_string()))?;
-        self.count_request();
+        self.count_request(&local);
+        if self.spent(&local) {
+            // No new stream goes on it; the ones it carries finish.
+            self.shared.borrow_mut().retain(|(_, c)| !Rc::ptr_eq(&c.requests, &local.requests));
+        }
         let response = sender.send_request(request).await.map_err(|e| {
             let refused = std::error::Error::source(&e)
                 .and_then(|s| s.downcast_ref::<h2::Error>())
@@ -235,7 +364,17 @@ impl EndpointPool {
     /// A new HTTP/2 connection, its task running.
     async fn connect_h2(&self, host: Option<Rc<str>>) -> Result<(http2::SendRequest<ProxyBody>, Connected), SendError> {
         let place = self.connection_place()?;
-        let (io, local) = self.connect(host).await?;
+        let (io, local) = self.connect(host, Alpn::Http2).await?;
+        self.handshake_h2(io, local, place).await
+    }
+
+    /// HTTP/2 on a new connection, its task running.
+    async fn handshake_h2(
+        &self,
+        io: TokioIo<UpstreamIo>,
+        local: Connected,
+        place: Taken,
+    ) -> Result<(http2::SendRequest<ProxyBody>, Connected), SendError> {
         let (sender, connection) =
             http2::Builder::new(LocalExec).handshake(io).await.map_err(|e| SendError::Connect(e.to_string()))?;
         self.stats.cx_http2_total.inc();
@@ -253,18 +392,19 @@ impl EndpointPool {
     }
 
     /// A new connection for HTTP (TLS, if the cluster has it, for `host`), with what it is.
-    async fn connect(&self, host: Option<Rc<str>>) -> Result<(TokioIo<UpstreamIo>, Connected), SendError> {
+    async fn connect(&self, host: Option<Rc<str>>, alpn: Alpn) -> Result<(TokioIo<UpstreamIo>, Connected), SendError> {
         let tcp = self.connect_tcp().await?;
         let local = tcp.local_addr().map_err(|e| SendError::Connect(e.to_string()))?;
         let (io, tls) = match &self.tls {
             None => (Either::Left(tcp), None),
             Some(tls) => {
-                let session = self.handshake(tls, tcp, Some(host.as_deref())).await?;
+                let session = self.handshake(tls, tcp, Some((alpn, host.as_deref()))).await?;
                 let info = tls.info(&session);
                 (Either::Right(TransportIo(Box::new(session))), Some(info))
             }
         };
-        Ok((TokioIo::new(io), Connected { local, tls, host }))
+        let (requests, last_used) = (Rc::new(std::cell::Cell::new(0)), Rc::new(std::cell::Cell::new(Instant::now())));
+        Ok((TokioIo::new(io), Connected { local, tls, host, requests, last_used }))
     }
 
     /// The TLS handshake on a new connection (`http`: for HTTP, with the host of its
@@ -274,9 +414,9 @@ impl EndpointPool {
         &self,
         tls: &UpstreamTlsConfig,
         tcp: TcpStream,
-        http: Option<Option<&str>>,
+        http: Option<(Alpn, Option<&str>)>,
     ) -> Result<TlsTransport, SendError> {
-        match tls.connect(tcp, self.addr, http.is_some(), http.flatten()).await {
+        match tls.connect(tcp, self.addr, http.map(|(alpn, _)| alpn), http.and_then(|(_, host)| host)).await {
             Ok(session) => {
                 if let Some(ssl) = &self.stats.ssl {
                     ssl.handshake(&session, true);
@@ -325,6 +465,29 @@ pub struct Connected {
     pub tls: Option<std::sync::Arc<TlsInfo>>,
     /// The host it was made for, when its cluster names connections after their hosts.
     pub host: Option<Rc<str>>,
+    /// The requests it carried.
+    requests: Rc<std::cell::Cell<u32>>,
+    /// When it last took or finished a request (for `idle_timeout`).
+    last_used: Rc<std::cell::Cell<Instant>>,
+}
+
+/// A request for an absolute URI made an HTTP/1.1 request: its path as the target, its
+/// authority as `host`.
+fn origin_form(request: http::Request<ProxyBody>) -> http::Request<ProxyBody> {
+    let (mut parts, body) = request.into_parts();
+    if let Some(authority) = parts.uri.authority().cloned() {
+        if !parts.headers.contains_key(http::header::HOST)
+            && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(http::header::HOST, host);
+        }
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(uri) = target.parse() {
+            parts.uri = uri;
+        }
+    }
+    parts.version = http::Version::HTTP_11;
+    http::Request::from_parts(parts, body)
 }
 
 /// A connection's bytes for hyper: plain TCP, or TLS over it.
