@@ -23,7 +23,35 @@ pub fn scenarios() -> Vec<Scenario> {
         circuit_breakers(),
         mirrors(),
         auto_host_rewrite(),
+        retriable_headers(),
     ]
+}
+
+/// `retry_on: retriable-headers` with `retriable_headers` (an answer with `x-upstream: yes`
+/// is tried again) and `retriable_request_headers` (only requests with `x-retry-me`).
+fn retriable_headers() -> Scenario {
+    let routes = r#"              - match: { prefix: /by-header }
+                route:
+                  cluster: upstream
+                  retry_policy:
+                    retry_on: retriable-headers
+                    num_retries: 2
+                    retriable_headers: [{ name: x-upstream, string_match: { exact: "yes" } }]
+                    retriable_request_headers: [{ name: x-retry-me, present_match: true }]
+"#;
+    let counted = "              domains: [\"*\"]\n              include_attempt_count_in_response: true\n";
+    let config = crate::scenario::bootstrap("", "").replacen("              domains: [\"*\"]\n", counted, 1).replacen(
+        CATCH_ALL,
+        &format!("{routes}{CATCH_ALL}"),
+        1,
+    );
+    let scenario = crate::scenarios::s(
+        "retriable_headers",
+        "retry_on retriable-headers: answers with a matching header tried again, only for matching requests",
+        config,
+        vec![Request::get("/by-header/retried").header("x-retry-me", "1"), Request::get("/by-header/not-retried")],
+    );
+    Scenario { stats: &[r"^cluster\.upstream\.upstream_rq_retry(_success|_limit_exceeded)?:"], ..scenario }
 }
 
 /// `auto_host_rewrite`: the host becomes the endpoint's `hostname`, or the name a

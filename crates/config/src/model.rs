@@ -1220,6 +1220,11 @@ pub struct RetryPolicy {
     /// `host_selection_retry_max_attempts`: how many times the endpoint is picked again
     /// to find one not tried (default 1).
     pub host_selection_retry_max_attempts: u32,
+    /// `retriable_headers`, for `retriable-headers`: an answer with a header one of them
+    /// matches is tried again.
+    pub retriable_headers: Vec<HeaderMatcher>,
+    /// `retriable_request_headers`: only a request one of them matches is tried again.
+    pub retriable_request_headers: Vec<HeaderMatcher>,
 }
 
 impl Default for RetryPolicy {
@@ -1232,6 +1237,8 @@ impl Default for RetryPolicy {
             back_off: (Duration::from_millis(25), Duration::from_millis(250)),
             previous_hosts: false,
             host_selection_retry_max_attempts: 1,
+            retriable_headers: Vec::new(),
+            retriable_request_headers: Vec::new(),
         }
     }
 }
@@ -1267,6 +1274,8 @@ impl RetryOn {
     pub const GRPC_RESOURCE_EXHAUSTED: u32 = 1 << 11;
     /// gRPC `unavailable` (14).
     pub const GRPC_UNAVAILABLE: u32 = 1 << 12;
+    /// `retriable-headers`.
+    pub const RETRIABLE_HEADERS: u32 = 1 << 13;
 
     /// Whether any of `bits` is set.
     pub fn any(self, bits: u32) -> bool {

@@ -76,6 +76,12 @@ pub(crate) fn read_retry_policy(ctx: &mut Ctx, field: &Field<'_>) -> Option<Retr
     {
         policy.host_selection_retry_max_attempts = n as u32;
     }
+    let matchers = |ctx: &mut Ctx, msg: &mut crate::reader::Msg<'_>, name: &str| {
+        let items = msg.get(ctx, name).map(|f| f.list()).unwrap_or_default();
+        items.iter().filter_map(|item| crate::route::read_header_matcher(ctx, item)).collect::<Vec<_>>()
+    };
+    policy.retriable_headers = matchers(ctx, &mut msg, "retriable_headers");
+    policy.retriable_request_headers = matchers(ctx, &mut msg, "retriable_request_headers");
     msg.finish(ctx);
     Some(policy)
 }
@@ -118,6 +124,7 @@ impl RetryOn {
                 "deadline-exceeded" => RetryOn::GRPC_DEADLINE_EXCEEDED,
                 "internal" => RetryOn::GRPC_INTERNAL,
                 "resource-exhausted" => RetryOn::GRPC_RESOURCE_EXHAUSTED,
+                "retriable-headers" => RetryOn::RETRIABLE_HEADERS,
                 "unavailable" => RetryOn::GRPC_UNAVAILABLE,
                 other => return Err(other.to_string()),
             };

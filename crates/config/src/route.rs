@@ -337,7 +337,7 @@ pub(crate) fn compile_regex(ctx: &mut Ctx, field: &Field<'_>, regex: &str) -> Op
     }
 }
 
-fn read_header_matcher(ctx: &mut Ctx, field: &Field<'_>) -> Option<HeaderMatcher> {
+pub(crate) fn read_header_matcher(ctx: &mut Ctx, field: &Field<'_>) -> Option<HeaderMatcher> {
     let mut msg = field.message(ctx, HEADER_MATCHER)?;
     let name = msg.required(ctx, "name").and_then(|f| f.string(ctx)).map(|n| n.to_ascii_lowercase());
     let specifiers = [

@@ -1,8 +1,11 @@
 //! Envoy's `StringMatcher` applied to a value (header and query matchers in routes,
 //! subject alternative names in certificates).
 
+use std::sync::Arc;
+
 use regex::Regex;
-use wasmproxy_config::model::ValueMatch;
+use wasmproxy_config::model::{HeaderMatcher, ValueMatch};
+use wasmproxy_host::Headers;
 
 /// A regex matching the whole value (Envoy's `safe_regex` is anchored at both ends).
 pub fn whole_regex(re: &str) -> Result<Regex, regex::Error> {
@@ -31,4 +34,46 @@ pub fn value_matches(m: &ValueMatch, re: Option<&Regex>, value: Option<&str>) ->
         ValueMatch::Contains { value: want, ignore_case } => cmp(want, *ignore_case, |a, b| a.contains(b)),
         ValueMatch::Regex(_) => re.is_some_and(|re| re.is_match(value)),
     }
+}
+
+/// Header matchers with their regexes compiled.
+#[derive(Clone, Default)]
+pub struct HeaderMatchers(Arc<[(HeaderMatcher, Option<Regex>)]>);
+
+impl HeaderMatchers {
+    /// Compiles `matchers`; the error names the regex that does not compile.
+    pub fn new(matchers: &[HeaderMatcher]) -> Result<HeaderMatchers, (String, regex::Error)> {
+        let compiled: Result<Vec<_>, _> = matchers
+            .iter()
+            .map(|m| {
+                let re = value_regex(&m.value).map_err(|e| {
+                    let ValueMatch::Regex(text) = &m.value else { return (String::new(), e) };
+                    (text.clone(), e)
+                })?;
+                Ok((m.clone(), re))
+            })
+            .collect();
+        Ok(HeaderMatchers(compiled?.into()))
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether every matcher matches `headers` (a route's match).
+    pub fn all(&self, headers: &Headers) -> bool {
+        self.0.iter().all(|(m, re)| matches(m, re.as_ref(), headers))
+    }
+
+    /// Whether one of them matches `headers`.
+    pub fn any(&self, headers: &Headers) -> bool {
+        self.0.iter().any(|(m, re)| matches(m, re.as_ref(), headers))
+    }
+}
+
+/// Whether one header matcher matches (its first value), inverted if it says so.
+fn matches(m: &HeaderMatcher, re: Option<&Regex>, headers: &Headers) -> bool {
+    let value = headers.get(m.name.as_bytes()).map(String::from_utf8_lossy);
+    value_matches(&m.value, re, value.as_deref()) != m.invert
 }

@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +18,9 @@ use tokio::time::Instant as TokioInstant;
 use wasmproxy_config::model::{RetryOn, RetryPolicy};
 use wasmproxy_host::Headers;
 
+use crate::hcm::route_table::RetrySetting;
 use crate::http::body::{BodySender, ChannelBody, ProxyBody, whole};
+use crate::matcher::HeaderMatchers;
 use crate::stream_info::StreamRef;
 use crate::stream_info::response_flags::ResponseFlag;
 use crate::upstream::cluster::{Cluster, Started};
@@ -58,6 +61,8 @@ impl Deadline {
 /// The retries one request may still make.
 pub(super) struct Retries {
     policy: RetryPolicy,
+    /// `retriable_headers`, and the header names `x-envoy-retriable-header-names` adds.
+    answers: (HeaderMatchers, Vec<String>),
     remaining: u32,
     /// The next back-off's ceiling (Envoy's jittered exponential back-off).
     next_interval: Duration,
@@ -74,13 +79,20 @@ impl Retries {
     /// (`x-envoy-retry-on`, `x-envoy-retry-grpc-on` add conditions, `x-envoy-max-retries`
     /// sets the number, `x-envoy-retriable-status-codes` adds codes); none if no condition
     /// is set. Only internal requests still carry those headers here.
-    pub(super) fn new(policy: Option<&RetryPolicy>, request: &Headers) -> Option<Retries> {
+    pub(super) fn new(setting: Option<&Arc<RetrySetting>>, request: &Headers) -> Option<Retries> {
         // Most requests have neither a policy nor Envoy's retry headers.
-        if policy.is_none() && !request.iter().any(|(name, _)| name.starts_with(b"x-envoy-retr")) {
+        if setting.is_none() && !request.iter().any(|(name, _)| name.starts_with(b"x-envoy-retr")) {
+            return None;
+        }
+        // Only a request `retriable_request_headers` matches may be tried again.
+        if setting.is_some_and(|s| !s.requests.is_empty() && !s.requests.any(request)) {
             return None;
         }
         let text = |name: &[u8]| request.get(name).and_then(|v| std::str::from_utf8(v).ok());
-        let mut policy = policy.cloned().unwrap_or_default();
+        let mut policy = setting.map(|s| s.policy.clone()).unwrap_or_default();
+        let names = text(b"x-envoy-retriable-header-names").unwrap_or_default().split(',');
+        let names = names.map(|n| n.trim().to_ascii_lowercase()).filter(|n| !n.is_empty()).collect();
+        let answers = (setting.map(|s| s.answers.clone()).unwrap_or_default(), names);
         for name in [&b"x-envoy-retry-on"[..], b"x-envoy-retry-grpc-on"] {
             // As Envoy, a condition it does not know is skipped.
             for word in text(name).unwrap_or_default().split(',') {
@@ -97,7 +109,7 @@ impl Retries {
         }
         let (remaining, next_interval) = (policy.num_retries, policy.back_off.0);
         let replay = Rc::default();
-        Some(Retries { policy, remaining, next_interval, tried: Vec::new(), made: 0, replay })
+        Some(Retries { policy, answers, remaining, next_interval, tried: Vec::new(), made: 0, replay })
     }
 
     /// Whether an answer is one to try again (Envoy's `wouldRetryFromHeaders`).
@@ -119,6 +131,8 @@ impl Retries {
             || grpc_retriable(8, RetryOn::GRPC_RESOURCE_EXHAUSTED)
             || grpc_retriable(13, RetryOn::GRPC_INTERNAL)
             || grpc_retriable(14, RetryOn::GRPC_UNAVAILABLE)
+            || (on.any(RetryOn::RETRIABLE_HEADERS)
+                && (self.answers.0.any(h) || self.answers.1.iter().any(|n| h.get(n.as_bytes()).is_some())))
     }
 
     /// Whether a try that got no answer is tried again (Envoy's `wouldRetryFromReset`):

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use crate::matcher::{value_matches, whole_regex};
+use crate::matcher::{HeaderMatchers, value_matches, whole_regex};
 use regex::Regex;
 use wasmproxy_config::model::{
-    FilterOverride, HeaderMatcher, HeaderMutations, PathMatch, QueryParameterMatcher, RetryPolicy, RouteAction,
-    RouteConfig, ValueMatch,
+    FilterOverride, HeaderMutations, PathMatch, QueryParameterMatcher, RetryPolicy, RouteAction, RouteConfig,
+    ValueMatch,
 };
 use wasmproxy_host::Headers;
 
@@ -27,7 +27,7 @@ pub struct Matched<'a> {
     /// The headers it adds and removes, level by level in the order they apply.
     pub headers: &'a HeaderLevels,
     /// Its retry policy (else its virtual host's).
-    pub retry_policy: Option<&'a RetryPolicy>,
+    pub retry_policy: Option<&'a Arc<RetrySetting>>,
     /// The filters it turns off or on (its own, else its virtual host's, else the route
     /// configuration's, by filter name).
     pub filter_overrides: &'a [FilterOverride],
@@ -40,6 +40,16 @@ pub struct Matched<'a> {
     pub attempt_count: (bool, bool),
     /// `hash_policy`, compiled.
     pub hash_policy: &'a HashPolicies,
+}
+
+/// A retry policy with its header matchers compiled.
+pub struct RetrySetting {
+    /// The policy.
+    pub policy: RetryPolicy,
+    /// `retriable_headers`.
+    pub answers: HeaderMatchers,
+    /// `retriable_request_headers`.
+    pub requests: HeaderMatchers,
 }
 
 /// A route's regex rewrites, compiled: the regex and the substitution.
@@ -139,12 +149,12 @@ struct Route {
     attributes: Arc<RouteAttributes>,
     path: CompiledPath,
     case_sensitive: bool,
-    headers: Vec<(HeaderMatcher, Option<Regex>)>,
+    headers: HeaderMatchers,
     query: Vec<(QueryParameterMatcher, Option<Regex>)>,
     grpc: bool,
     action: RouteAction,
     mutations: HeaderLevels,
-    retry_policy: Option<Arc<RetryPolicy>>,
+    retry_policy: Option<Arc<RetrySetting>>,
     filter_overrides: Arc<[FilterOverride]>,
     weighted: Vec<Weighted>,
     rewrites: Rewrites,
@@ -230,7 +240,7 @@ impl RouteTable {
             matched_len,
             attributes: &route.attributes,
             headers: &route.mutations,
-            retry_policy: route.retry_policy.as_deref(),
+            retry_policy: route.retry_policy.as_ref(),
             filter_overrides: &route.filter_overrides,
             weighted: &route.weighted,
             rewrites: &route.rewrites,
@@ -310,7 +320,14 @@ impl Route {
             PathMatch::Exact(p) => CompiledPath::Exact(p.clone()),
             PathMatch::Regex(re) => CompiledPath::Regex(whole(re, &name)?),
         };
-        let headers = r.matcher.headers.iter().map(|h| Ok((h.clone(), value_regex(&h.value, &name)?)));
+        let matchers_of = |list: &[wasmproxy_config::model::HeaderMatcher]| {
+            HeaderMatchers::new(list).map_err(|(regex, e)| RouteError {
+                route: name.clone(),
+                regex,
+                message: e.to_string(),
+            })
+        };
+        let headers = matchers_of(&r.matcher.headers)?;
         let query = r.matcher.query_parameters.iter().map(|q| Ok((q.clone(), value_regex(&q.value, &name)?)));
         let attributes = RouteAttributes {
             name: r.name.clone(),
@@ -362,12 +379,20 @@ impl Route {
             rewrites,
             weighted: weighted.collect(),
             filter_overrides: filter_overrides.into(),
-            retry_policy: retry_policy.cloned().map(Arc::new),
+            retry_policy: retry_policy
+                .map(|p| {
+                    Ok::<_, RouteError>(Arc::new(RetrySetting {
+                        policy: p.clone(),
+                        answers: matchers_of(&p.retriable_headers)?,
+                        requests: matchers_of(&p.retriable_request_headers)?,
+                    }))
+                })
+                .transpose()?,
             mutations: scope.ordered(route_levels),
             attributes: Arc::new(attributes),
             path,
             case_sensitive: r.matcher.case_sensitive,
-            headers: headers.collect::<Result<_, RouteError>>()?,
+            headers,
             query: query.collect::<Result<_, RouteError>>()?,
             grpc: r.matcher.grpc,
             action: r.action.clone(),
@@ -384,10 +409,7 @@ impl Route {
         };
         path_ok
             && (!self.grpc || is_grpc_request(headers))
-            && self.headers.iter().all(|(m, re)| {
-                let value = headers.get(m.name.as_bytes()).map(|v| String::from_utf8_lossy(v).into_owned());
-                value_matches(&m.value, re.as_ref(), value.as_deref()) != m.invert
-            })
+            && self.headers.all(headers)
             && self.query.iter().all(|(m, re)| {
                 let value = query_value(query, &m.name);
                 value_matches(&m.value, re.as_ref(), value.as_deref())

@@ -109,7 +109,7 @@ impl Hcm {
                     info.borrow_mut().lb_hash = m.hash_policy.hash(headers, client);
                 }
                 // Envoy's router tells the upstream how long it will wait (for one try).
-                let per_try = m.retry_policy.and_then(|p| p.per_try_timeout);
+                let per_try = m.retry_policy.and_then(|p| p.policy.per_try_timeout);
                 let expected = match (per_try, timeout) {
                     (Some(p), Some(t)) => Some(p.min(t)),
                     (p, t) => p.or(t),
