@@ -427,7 +427,7 @@ fn query_value(query: &str, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasmproxy_config::model::{Route as RouteCfg, RouteMatch, VirtualHost as VhCfg};
+    use wasmproxy_config::model::{HeaderMatcher, Route as RouteCfg, RouteMatch, VirtualHost as VhCfg};
 
     fn direct(status: u16) -> RouteAction {
         RouteAction::DirectResponse { status, body: None }
