@@ -79,7 +79,7 @@ impl Retries {
     /// (`x-envoy-retry-on`, `x-envoy-retry-grpc-on` add conditions, `x-envoy-max-retries`
     /// sets the number, `x-envoy-retriable-status-codes` adds codes); none if no condition
     /// is set. Only internal requests still carry those headers here.
-    pub(super) fn new(setting: Option<&Arc<RetrySetting>>, request: &Headers) -> Option<Retries> {
+    pub(super) fn new(setting: Option<&Arc<RetrySetting>>, request: &Headers) -> Option<Box<Retries>> {
         // Most requests have neither a policy nor Envoy's retry headers.
         if setting.is_none() && !request.iter().any(|(name, _)| name.starts_with(b"x-envoy-retr")) {
             return None;
@@ -109,7 +109,7 @@ impl Retries {
         }
         let (remaining, next_interval) = (policy.num_retries, policy.back_off.0);
         let replay = Rc::default();
-        Some(Retries { policy, answers, remaining, next_interval, tried: Vec::new(), made: 0, replay })
+        Some(Box::new(Retries { policy, answers, remaining, next_interval, tried: Vec::new(), made: 0, replay }))
     }
 
     /// Whether an answer is one to try again (Envoy's `wouldRetryFromHeaders`).
@@ -246,7 +246,7 @@ pub(super) async fn send(
     cx: &TryContext<'_>,
     first_body: ProxyBody,
     deadline: &mut Deadline,
-    mut retries: Option<Retries>,
+    mut retries: Option<Box<Retries>>,
 ) -> (Result<Started, UpstreamError>, u32) {
     let per_try = retries.as_ref().and_then(|r| r.policy.per_try_timeout);
     let first = one_try(cx, cx.headers, first_body, cx.whole_body, per_try, deadline, &[]).await;

@@ -40,7 +40,7 @@ pub(super) struct UpstreamTarget {
     /// The header mutations that apply.
     mutations: HeaderLevels,
     /// The retries it may make.
-    retries: Option<Retries>,
+    retries: Option<Box<Retries>>,
     /// The response says how many tries were made (`include_attempt_count_in_response`).
     attempt_count_in_response: bool,
     /// Where copies of the request go (`request_mirror_policies`).
