@@ -24,8 +24,9 @@ pub fn header_line(list: &[(&str, &str)], name: &str, value: &[u8]) -> String {
         && let Ok(ms) = value.parse::<u64>()
         && ms >= 1000
     {
-        // A retry is told the time left: to the nearest 100 ms.
-        return format!("{name}: {}", (ms + 50) / 100 * 100);
+        // A retry is told the time left (after back-offs of tens of milliseconds): to the
+        // nearest second.
+        return format!("{name}: {}", (ms + 500) / 1000 * 1000);
     }
     let made = name != "x-request-id" || UUID.is_match(&value);
     if list.iter().any(|(n, _)| *n == name) && made { format!("{name}: <varies>") } else { format!("{name}: {value}") }
@@ -89,7 +90,7 @@ pub fn reasons() -> Vec<(String, &'static str)> {
         out.push((format!("upstream request header `{name}`"), *why));
     }
     out.push((
-        "upstream request header `x-envoy-expected-rq-timeout-ms` of 1 s or more, to the nearest 100 ms".into(),
+        "upstream request header `x-envoy-expected-rq-timeout-ms` of 1 s or more, to the nearest second".into(),
         "a retry is told the time left, which depends on how long the tries before it took",
     ));
     out.push(("UUIDs in plugin log lines".into(), "request ids a plugin logs are random"));
