@@ -176,6 +176,9 @@ pub async fn send(addr: SocketAddr, request: &Request) -> String {
         return raw(addr, bytes, request.give_up_ms).await;
     }
     if let Some((kind, messages)) = &request.upgrade {
+        if request.http2 {
+            return extended_connect(addr, request, kind, messages).await;
+        }
         return upgrade(addr, request, kind, messages).await;
     }
     if let Some(frames) = request.h2_frames.clone() {
@@ -421,6 +424,74 @@ async fn upgrade(addr: SocketAddr, request: &Request, kind: &str, messages: &[&s
     match tokio::time::timeout(Duration::from_secs(10), exchange).await {
         Ok(Ok(out)) => format!("received: {}\n", crate::normalize::text(&String::from_utf8_lossy(&out))),
         Ok(Err(e)) => format!("connection failed: {}\n", e.kind()),
+        Err(_) => "no answer in 10 s\n".into(),
+    }
+}
+
+/// An HTTP/2 extended CONNECT (`:protocol` `kind`, RFC 8441): the response's status and
+/// headers; if it succeeded, each message and the echo it waits for over the stream, then
+/// its side ended and what comes in the next 300 ms.
+async fn extended_connect(addr: SocketAddr, request: &Request, kind: &'static str, messages: &[&str]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let io = hyper_util::rt::TokioIo::new(tcp);
+        let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake::<_, http_body_util::Empty<Bytes>>(io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let mut builder = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .version(http::Version::HTTP_2)
+            .uri(format!("http://conformance.test{}", request.path));
+        for (k, v) in &request.headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let mut connect = builder.body(http_body_util::Empty::new()).map_err(|e| e.to_string())?;
+        connect.extensions_mut().insert(hyper::ext::Protocol::from_static(kind));
+        // The proxy must have said it takes extended CONNECT (SETTINGS) first.
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let mut response = sender.send_request(connect).await.map_err(|_| "refused".to_string())?;
+        let mut out = format!("status {}\n", response.status().as_u16());
+        let mut headers: Vec<String> = response
+            .headers()
+            .iter()
+            .map(|(k, v)| crate::normalize::header_line(crate::normalize::RESPONSE, k.as_str(), v.as_bytes()))
+            .collect();
+        headers.sort();
+        out.push_str(&headers.join("\n"));
+        out.push('\n');
+        if !response.status().is_success() {
+            return Ok(out);
+        }
+        let upgraded = hyper::upgrade::on(&mut response).await.map_err(|e| e.to_string())?;
+        let mut stream = hyper_util::rt::TokioIo::new(upgraded);
+        let mut received = Vec::new();
+        let mut buf = [0u8; 4096];
+        for message in messages {
+            stream.write_all(message.as_bytes()).await.map_err(|e| e.to_string())?;
+            let expected = [&b"echo: "[..], message.as_bytes()].concat();
+            let start = received.len();
+            while !received[start..].ends_with(&expected) {
+                let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                received.extend_from_slice(&buf[..n]);
+            }
+            received.extend_from_slice(b" | ");
+        }
+        // The client's side ends; then what comes for a while (not waiting for the close:
+        // Envoy 1.40 leaves the stream open after both sides of the tunnel closed).
+        let _ = stream.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_millis(300), stream.read_to_end(&mut received)).await;
+        out.push_str(&format!("received: {}\n", String::from_utf8_lossy(&received)));
+        Ok::<_, String>(out)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => format!("failed: {e}\n"),
         Err(_) => "no answer in 10 s\n".into(),
     }
 }

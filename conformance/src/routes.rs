@@ -15,6 +15,7 @@ pub fn scenarios() -> Vec<Scenario> {
     vec![
         header_mutations(),
         websocket(),
+        websocket_over_http2(),
         grpc_match(),
         retries(),
         filters_per_route(),
@@ -425,6 +426,38 @@ fn websocket() -> Scenario {
             Request::upgrade("/ws", "custom-proto", &["refused"]),
             Request::upgrade("/ws", "spdy/3.1", &["refused"]),
             Request::get("/plain"),
+        ],
+    );
+    Scenario { stats: &[r"http\.ingress\.downstream_cx_upgrades_(total|active):"], ..scenario }
+}
+
+/// WebSocket over HTTP/2 (extended CONNECT, `allow_connect`) to an HTTP/1.1 upstream: the
+/// plugin sees the CONNECT with `:protocol`, the upstream an upgrade, the client a `200`
+/// and the bytes both ways; a route that turns WebSocket off refuses it.
+fn websocket_over_http2() -> Scenario {
+    let hcm = "          upgrade_configs: [{ upgrade_type: websocket }]\n          http2_protocol_options: { allow_connect: true }\n";
+    let routes = r#"              - match: { prefix: /no-ws }
+                route: { cluster: upstream, upgrade_configs: [{ upgrade_type: websocket, enabled: false }] }
+              - match: { prefix: / }
+                name: upstream_route
+"#;
+    let filters = crate::scenario::probe(
+        "probe",
+        json!({"phases": {
+            "request_headers": [["get_headers", "0"]],
+            "response_headers": [["get_headers", "2"]],
+            "log": [["get_property", "response.code"]],
+        }}),
+    );
+    let config = crate::scenario::bootstrap_hcm("", hcm, &filters).replacen(CATCH_ALL, routes, 1);
+    let scenario = crate::scenarios::s(
+        "websocket_over_http2",
+        "extended CONNECT (RFC 8441) with allow_connect to an HTTP/1.1 upstream: upgrade there, 200 here, bytes both ways",
+        config,
+        vec![
+            Request::upgrade("/ws", "websocket", &["hello", "second message"]).h2(),
+            Request::upgrade("/no-ws", "websocket", &["never"]).h2(),
+            Request::get("/plain").h2(),
         ],
     );
     Scenario { stats: &[r"http\.ingress\.downstream_cx_upgrades_(total|active):"], ..scenario }

@@ -106,7 +106,7 @@ pub(crate) const HTTP1_PROTOCOL_OPTIONS: &[&str] = &[
     "use_balsa_parser",
     "allow_custom_methods",
 ];
-const HTTP2_PROTOCOL_OPTIONS: &[&str] = &[
+pub(crate) const HTTP2_PROTOCOL_OPTIONS: &[&str] = &[
     "hpack_table_size",
     "max_concurrent_streams",
     "initial_stream_window_size",

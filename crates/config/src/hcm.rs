@@ -135,6 +135,7 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
         stream_idle_timeout: Some(DEFAULT_STREAM_IDLE_TIMEOUT),
         idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         accept_http_10: false,
+        allow_connect: false,
         default_host_for_http_10: None,
         access_logs: Vec::new(),
         forwarding: Forwarding::default(),
@@ -196,6 +197,12 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
     hcm.forwarding = read_forwarding(ctx, &mut msg);
     hcm.paths = read_path_handling(ctx, &mut msg);
     hcm.upgrades = crate::upgrade::read_upgrades(ctx, &mut msg, HCM_UPGRADE_CONFIG);
+    if let Some(f) = msg.get(ctx, "http2_protocol_options")
+        && let Some(mut options) = f.message(ctx, crate::cluster::HTTP2_PROTOCOL_OPTIONS)
+    {
+        hcm.allow_connect = options.get(ctx, "allow_connect").and_then(|f| f.bool(ctx)).unwrap_or(false);
+        options.finish(ctx);
+    }
     if let Some(f) = msg.get(ctx, "http_protocol_options")
         && let Some(mut options) = f.message(ctx, crate::cluster::HTTP1_PROTOCOL_OPTIONS)
     {

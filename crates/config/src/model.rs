@@ -614,6 +614,9 @@ pub struct HttpConnectionManager {
     /// `http_protocol_options.accept_http_10`: HTTP/1.0 requests are served (Envoy's
     /// default: answered 426).
     pub accept_http_10: bool,
+    /// `http2_protocol_options.allow_connect`: HTTP/2 clients may use extended CONNECT
+    /// (RFC 8441: WebSocket over HTTP/2).
+    pub allow_connect: bool,
     /// `http_protocol_options.default_host_for_http_10`: the host of an HTTP/1.0 request
     /// that names none.
     pub default_host_for_http_10: Option<String>,

@@ -153,6 +153,9 @@ async fn serve_hyper_auto<T: Transport>(
     // Envoy's defaults: request headers up to 60 KiB (else 431), at most 100 of them.
     builder.http1().max_buf_size(MAX_REQUEST_HEADERS_BYTES).max_headers(MAX_REQUEST_HEADERS_COUNT);
     builder.http2().max_header_list_size(MAX_REQUEST_HEADERS_BYTES as u32);
+    if hcm.config.allow_connect {
+        builder.http2().enable_connect_protocol();
+    }
     if http2_only {
         builder = builder.http2_only();
     }

@@ -218,6 +218,9 @@ impl Hcm {
         let peer = Peer { address: connection.peer, scheme };
         let info = self.open_stream(&parts, connection);
         let mut headers = convert::request_headers(&parts, scheme);
+        if upgrade.as_ref().is_some_and(|u| u.h2_stream.is_some()) {
+            upgrade::as_http1_upgrade(&mut headers);
+        }
         let routes = self.routes.current();
         let forwarding = &self.config.forwarding;
         let internal_only = routes.internal_only_headers();
@@ -372,12 +375,10 @@ impl ActiveStream {
         }
     }
 
-    /// The request side: request headers through the filters, the route, the request body
-    /// through the filters to the upstream; done once the response headers are known.
-    async fn decode(&mut self, incoming: &mut Incoming) -> Result<(Headers, ResponseBody), Processed> {
-        let (hcm, info) = (self.filters.hcm.clone(), self.filters.info.clone());
-        let request_ended = incoming.is_end_stream();
-        let routes = self.routes.clone();
+    /// What the connection manager answers before any filter, as Envoy does: HTTP/1.0
+    /// it does not take, a path it rejects or redirects, a filter without its
+    /// configuration, an upgrade not allowed.
+    fn refuse_early(&mut self, hcm: &Rc<Hcm>, info: &StreamRef, routes: &RouteTable) -> Option<Processed> {
         if info.borrow().protocol == "HTTP/1.0" {
             // As Envoy: refused before any filter, unless the connection manager takes it.
             if !hcm.config.accept_http_10 {
@@ -388,7 +389,7 @@ impl ActiveStream {
                     headers: Headers::new(),
                     grpc_status: None,
                 };
-                return Err(hcm.reply(reply, 0, Direction::Request));
+                return Some(hcm.reply(reply, 0, Direction::Request));
             }
             if let Some(host) = &hcm.config.default_host_for_http_10
                 && self.request_headers.get(b":authority").is_none_or(|a| a.is_empty())
@@ -402,7 +403,7 @@ impl ActiveStream {
             PathVerdict::Reject => {
                 info.borrow_mut().response_code_details = "path_normalization_failed".into();
                 let reply = LocalReply { status: 400, body: Vec::new(), headers: Headers::new(), grpc_status: None };
-                return Err(hcm.reply(reply, 0, Direction::Request));
+                return Some(hcm.reply(reply, 0, Direction::Request));
             }
             PathVerdict::Redirect(location) => {
                 // Envoy's details for the redirect too.
@@ -410,7 +411,7 @@ impl ActiveStream {
                 let mut headers = Headers::new();
                 headers.add(b"location", &location);
                 let reply = LocalReply { status: 307, body: Vec::new(), headers, grpc_status: None };
-                return Err(hcm.reply(reply, 0, Direction::Request));
+                return Some(hcm.reply(reply, 0, Direction::Request));
             }
         }
         if hcm.missing_filter_config {
@@ -419,16 +420,34 @@ impl ActiveStream {
             i.response_code_details = "filter_config_not_found".into();
             drop(i);
             let reply = LocalReply { status: 500, body: Vec::new(), headers: Headers::new(), grpc_status: None };
-            return Err(hcm.reply(reply, 0, Direction::Request));
+            return Some(hcm.reply(reply, 0, Direction::Request));
         }
         if let Some(kind) = self.upgrade.as_ref().map(|u| u.kind.as_str())
             && !upgrade::allowed(&hcm.config, routes.find(&self.request_headers).as_ref(), kind)
         {
             // As Envoy: refused before any filter, and the connection closes.
             info.borrow_mut().response_code_details = "upgrade_failed".into();
-            let headers = Headers::from_pairs([("connection", "close")]);
+            let h2 = self.upgrade.as_ref().is_some_and(|u| u.h2_stream.is_some());
+            let headers = if h2 { Headers::new() } else { Headers::from_pairs([("connection", "close")]) };
             let reply = LocalReply { status: 403, body: Vec::new(), headers, grpc_status: None };
-            return Err(hcm.reply(reply, 0, Direction::Request));
+            let mut refused = hcm.reply(reply, 0, Direction::Request);
+            // Envoy's HTTP/2 codec sends the empty answer without a length.
+            if let (true, Processed::Reply { headers, .. }) = (h2, &mut refused) {
+                headers.remove(b"content-length");
+            }
+            return Some(refused);
+        }
+        None
+    }
+
+    /// The request side: request headers through the filters, the route, the request body
+    /// through the filters to the upstream; done once the response headers are known.
+    async fn decode(&mut self, incoming: &mut Incoming) -> Result<(Headers, ResponseBody), Processed> {
+        let (hcm, info) = (self.filters.hcm.clone(), self.filters.info.clone());
+        let request_ended = incoming.is_end_stream();
+        let routes = self.routes.clone();
+        if let Some(end) = self.refuse_early(&hcm, &info, &routes) {
+            return Err(end);
         }
         if !hcm.filters.is_empty() {
             // Envoy picks the route as soon as a plugin asks for it (`xds.route_name`); the
@@ -439,12 +458,13 @@ impl ActiveStream {
             self.filters.disabled = disabled_filters(&hcm.filter_options, matched.as_ref());
         }
         // An upgrading request goes on after its headers (its bytes come once the upstream
-        // switched), and, as from Envoy's codec, the filters get an empty body chunk.
+        // switched), and, as from Envoy's HTTP/1 codec, the filters get an empty body chunk.
         let upgrading = self.upgrade.is_some();
         if let Some(end) = self.filters.decode_headers(&mut self.request_headers, request_ended && !upgrading).await {
             return Err(end);
         }
         if upgrading
+            && self.upgrade.as_ref().is_some_and(|u| u.h2_stream.is_none())
             && let Err(end) =
                 self.filters.filter_chunk(Direction::Request, hcm.filters.len(), Bytes::new(), false).await
         {
@@ -477,15 +497,18 @@ impl ActiveStream {
         self.filters.info.borrow_mut().response_body_size = body.len() as u64;
         let http2 = self.filters.info.borrow().protocol == "HTTP/2";
         // A plugin that removed the length gets none (chunked on HTTP/1.1), as in Envoy; a
-        // gRPC answer without a body ends on its headers (trailers-only).
+        // gRPC answer without a body ends on its headers (trailers-only), and so does an
+        // empty HTTP/2 answer without a length.
         let has_length = response_headers.get(b"content-length").is_some();
-        let mut response = if body.is_empty() && !has_length && response_headers.get(b"grpc-status").is_some() {
-            hcm.build_response(&response_headers, None, ended_on_headers(http2), true)
-        } else if has_length || body.is_empty() {
-            hcm.build_response(&response_headers, Some(body.len()), whole(body), true)
-        } else {
-            hcm.build_response(&response_headers, None, whole_without_length(body), true)
-        };
+        let unsized_h2 = http2 && body.is_empty() && !has_length;
+        let mut response =
+            if unsized_h2 || (body.is_empty() && !has_length && response_headers.get(b"grpc-status").is_some()) {
+                hcm.build_response(&response_headers, None, ended_on_headers(http2), true)
+            } else if has_length || body.is_empty() {
+                hcm.build_response(&response_headers, Some(body.len()), whole(body), true)
+            } else {
+                hcm.build_response(&response_headers, None, whole_without_length(body), true)
+            };
         let connection = self.filters.info.borrow().connection.clone();
         self.end_now(Some(response_headers));
         if unread {
@@ -537,9 +560,12 @@ impl ActiveStream {
     /// The upstream switched protocols: the `101` goes to the client (with its
     /// `connection` and `upgrade`), and the tunnel runs on a task of its own once the
     /// client's connection is handed over; the connection waits for it before it closes.
-    fn respond_upgraded(self, mut response_headers: Headers, upstream: OnUpgrade) -> Response<ProxyBody> {
+    fn respond_upgraded(mut self, mut response_headers: Headers, upstream: OnUpgrade) -> Response<ProxyBody> {
         let hcm = self.filters.hcm.clone();
         hcm.finish_response(&self.request_headers, &mut response_headers);
+        if let Some(stream) = self.upgrade.as_mut().and_then(|u| u.h2_stream.take()) {
+            return self.respond_connected(response_headers, upstream, stream);
+        }
         let mut response = Response::new(whole(Bytes::new()));
         *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
         *response.headers_mut() = convert::upgrade_response_header_map(&response_headers);
@@ -553,6 +579,31 @@ impl ActiveStream {
             self.tunnel(downstream, upstream, response_headers).await;
             drop(done);
         });
+        response
+    }
+
+    /// An HTTP/2 extended CONNECT the upstream switched protocols for: the client gets
+    /// `200` (without `connection` and `upgrade`, as Envoy's codec answers it; the filters
+    /// saw the `101`), and the tunnel runs over the stream once hyper hands it over.
+    fn respond_connected(
+        self,
+        response_headers: Headers,
+        upstream: OnUpgrade,
+        stream: OnUpgrade,
+    ) -> Response<ProxyBody> {
+        // The filters and the access log saw the upstream's `101`.
+        let mut sent = response_headers.clone();
+        sent.remove(b"connection");
+        sent.remove(b"upgrade");
+        let mut response = Response::new(whole(Bytes::new()));
+        *response.headers_mut() = convert::upgrade_response_header_map(&sent);
+        let (io, downstream) = tokio::sync::oneshot::channel::<Box<dyn crate::http::downstream::TunnelIo>>();
+        tokio::task::spawn_local(async move {
+            if let Ok(upgraded) = stream.await {
+                let _ = io.send(Box::new(hyper_util::rt::TokioIo::new(upgraded)));
+            }
+        });
+        tokio::task::spawn_local(self.tunnel(downstream, upstream, response_headers));
         response
     }
 

@@ -17,6 +17,7 @@ use crate::hcm::mirror::{self, Shadow};
 use crate::hcm::retry::{self, ATTEMPT_COUNT, Deadline, Retries, TryContext, keep_for_retries};
 use crate::hcm::route_table::{ClusterChoice, HeaderLevels, Matched, RouteTable};
 use crate::hcm::{ActiveStream, Hcm, Processed, ResponseBody, UpstreamBody};
+use crate::http::body::{BodySender, ProxyBody};
 use crate::http::convert;
 use crate::http::direction::Direction;
 use crate::http::reply::{reply_headers, status_headers};
@@ -137,17 +138,17 @@ impl Hcm {
 }
 
 impl ActiveStream {
-    /// Sends the request to `cluster` while its body streams through the filters, until
-    /// the response headers are in (or the upstream failed: Envoy's local reply). Envoy's
-    /// route timeout runs from the end of the request to the end of the response: the
-    /// deadline is set once the request body is through.
-    pub(super) async fn forward(
-        &mut self,
-        request: Downstream<'_>,
-        target: UpstreamTarget,
-    ) -> Result<(Headers, ResponseBody), Processed> {
-        let UpstreamTarget { cluster, timeout, mutations, retries, attempt_count_in_response, shadows } = target;
-        let started = Instant::now();
+    /// Where the filtered request body goes (none if the request ended with its headers)
+    /// and the body the first try sends: a copy kept for retries (up to the buffer limit),
+    /// and one for mirrors, which go once it is whole (at once without a body).
+    fn body_paths(
+        &self,
+        request: &Downstream<'_>,
+        cluster: &Cluster,
+        retries: Option<&Retries>,
+        shadows: Vec<Shadow>,
+        timeout: Option<Duration>,
+    ) -> (Option<BodySender>, ProxyBody) {
         // The connection's buffer limit (Envoy's default where it has none).
         let limit = match self.filters.hcm.buffer_limit {
             usize::MAX => BUFFER_LIMIT_BYTES,
@@ -158,7 +159,7 @@ impl ActiveStream {
         let (tx, body) = if request.ended {
             // As Envoy: an HTTP/2 request ends on its headers, without a length.
             (None, crate::http::body::ended_on_headers(cluster.http2(self.filters.info.borrow().protocol == "HTTP/2")))
-        } else if let Some(replay) = retries.as_ref().map(|r| r.replay.clone()) {
+        } else if let Some(replay) = retries.map(|r| r.replay.clone()) {
             let (filtered, kept) = crate::http::body::channel();
             let (to_upstream, body) = crate::http::body::channel();
             keep_for_retries(kept, to_upstream, replay, limit);
@@ -167,7 +168,6 @@ impl ActiveStream {
             let (tx, body) = crate::http::body::channel();
             (Some(tx), Either::Right(body))
         };
-        // Mirrors get the request once its body is whole (at once without one).
         let tx = match (tx, shadows.is_empty()) {
             (tx, true) => tx,
             (None, false) => {
@@ -181,6 +181,21 @@ impl ActiveStream {
                 Some(filtered)
             }
         };
+        (tx, body)
+    }
+
+    /// Sends the request to `cluster` while its body streams through the filters, until
+    /// the response headers are in (or the upstream failed: Envoy's local reply). Envoy's
+    /// route timeout runs from the end of the request to the end of the response: the
+    /// deadline is set once the request body is through.
+    pub(super) async fn forward(
+        &mut self,
+        request: Downstream<'_>,
+        target: UpstreamTarget,
+    ) -> Result<(Headers, ResponseBody), Processed> {
+        let UpstreamTarget { cluster, timeout, mutations, retries, attempt_count_in_response, shadows } = target;
+        let started = Instant::now();
+        let (tx, body) = self.body_paths(&request, &cluster, retries.as_deref(), shadows, timeout);
         let info = self.filters.info.clone();
         let (headers, filters) = (&self.request_headers, &mut self.filters);
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<TokioInstant>();

@@ -1,4 +1,5 @@
-//! HTTP/1.1 upgrades (WebSocket and the like): whether a stream may upgrade (the route's
+//! HTTP/1.1 upgrades (WebSocket and the like) and HTTP/2's extended CONNECT (RFC 8441),
+//! made an HTTP/1.1 upgrade upstream: whether a stream may upgrade (the route's
 //! `upgrade_configs`, else the connection manager's), and the tunnel once the upstream
 //! switched protocols, its bytes through the filters' body callbacks both ways, as in
 //! Envoy.
@@ -20,11 +21,21 @@ use crate::limits::TCP_READ_BYTES;
 /// An upgrade a client asked for: its type (lower-cased).
 pub(super) struct UpgradeRequest {
     pub(super) kind: String,
+    /// For HTTP/2's extended CONNECT, the client's stream once the answer is sent.
+    pub(super) h2_stream: Option<OnUpgrade>,
+    /// Over HTTP/2 (extended CONNECT).
+    pub(super) h2: bool,
 }
 
 /// The upgrade an HTTP/1.1 request asks for (`connection: upgrade` and `upgrade: <type>`),
-/// as Envoy recognises one.
+/// or an HTTP/2 extended CONNECT (`:protocol`, when the connection manager allows it), as
+/// Envoy recognises one.
 pub(super) fn requested(parts: &mut http::request::Parts) -> Option<UpgradeRequest> {
+    if parts.version == http::Version::HTTP_2 && parts.method == http::Method::CONNECT {
+        let kind = parts.extensions.get::<hyper::ext::Protocol>()?.as_str().to_ascii_lowercase();
+        let h2_stream = parts.extensions.remove::<OnUpgrade>();
+        return Some(UpgradeRequest { kind, h2_stream, h2: true });
+    }
     if parts.version != http::Version::HTTP_11 {
         return None;
     }
@@ -33,7 +44,17 @@ pub(super) fn requested(parts: &mut http::request::Parts) -> Option<UpgradeReque
         return None;
     }
     let kind = parts.headers.get(http::header::UPGRADE)?.to_str().ok()?.to_ascii_lowercase();
-    Some(UpgradeRequest { kind })
+    Some(UpgradeRequest { kind, h2_stream: None, h2: false })
+}
+
+/// An extended CONNECT's headers as an HTTP/1.1 upgrade's, as Envoy's codec gives them to
+/// the filters and the upstream: `GET`, `upgrade: <protocol>`, `connection: upgrade`.
+pub(super) fn as_http1_upgrade(headers: &mut Headers) {
+    let Some(protocol) = headers.get(b":protocol").map(<[u8]>::to_vec) else { return };
+    headers.replace(b":method", b"GET");
+    headers.remove(b":protocol");
+    headers.add(b"upgrade", &protocol);
+    headers.add(b"connection", b"upgrade");
 }
 
 /// Whether the stream may upgrade to `kind`: the route's `upgrade_configs` decide if they
@@ -63,7 +84,9 @@ impl ActiveStream {
         hcm.stats.cx_upgrades_active.inc();
         if let (Ok(down), Ok(up)) = (downstream.await, upstream.await) {
             let idle = hcm.config.stream_idle_timeout;
-            let (received, sent) = relay(&mut self.filters, down, TokioIo::new(up), idle).await;
+            // Envoy's HTTP/2 codec hands the client's end of stream to the filters.
+            let h2 = self.upgrade.as_ref().is_some_and(|u| u.h2);
+            let (received, sent) = relay(&mut self.filters, down, TokioIo::new(up), idle, h2).await;
             let mut info = self.filters.info.borrow_mut();
             info.request_body_size += received;
             info.response_body_size += sent;
@@ -73,9 +96,16 @@ impl ActiveStream {
     }
 }
 
-/// Moves bytes both ways through the filters; returns the bytes received from the client
-/// and those sent to it.
-async fn relay<D, U>(filters: &mut StreamFilters, down: D, up: U, idle: Option<std::time::Duration>) -> (u64, u64)
+/// Moves bytes both ways through the filters (`client_end`: the client's close goes to
+/// them as the request's end); returns the bytes received from the client and those sent
+/// to it.
+async fn relay<D, U>(
+    filters: &mut StreamFilters,
+    down: D,
+    up: U,
+    idle: Option<std::time::Duration>,
+    client_end: bool,
+) -> (u64, u64)
 where
     D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -109,6 +139,9 @@ where
                 match direction {
                     Direction::Request => client_open = false,
                     Direction::Response => upstream_open = false,
+                }
+                if client_end && direction == Direction::Request {
+                    let _ = filters.filter_chunk(direction, filters_count, Bytes::new(), true).await;
                 }
                 let _ = writer.shutdown().await;
                 continue;

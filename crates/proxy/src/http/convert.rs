@@ -25,13 +25,18 @@ pub fn request_headers(parts: &http::request::Parts, scheme: &str) -> Headers {
         ":scheme" => h.add(b":scheme", scheme.as_bytes()),
         ":authority" => h.add(b":authority", &authority),
         ":path" => h.add(b":path", path.as_bytes()),
+        ":protocol" => {
+            if let Some(protocol) = parts.extensions.get::<hyper::ext::Protocol>() {
+                h.add(b":protocol", protocol.as_str().as_bytes());
+            }
+        }
         _ => {}
     };
     match parts.extensions.get::<h2::ext::PseudoOrder>() {
         Some(order) if parts.version == http::Version::HTTP_2 => {
             order.names().for_each(|name| pseudo(&mut h, name));
             // A pseudo-header hyper made up (`:scheme` or `:authority` the client left out).
-            for name in [":method", ":scheme", ":authority", ":path"] {
+            for name in [":method", ":scheme", ":authority", ":path", ":protocol"] {
                 if !order.names().any(|n| n == name) {
                     pseudo(&mut h, name);
                 }

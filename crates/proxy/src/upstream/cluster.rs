@@ -562,53 +562,7 @@ impl Cluster {
         if let Some(info) = info {
             info.borrow_mut().upstream = Some(endpoint.addr());
         }
-        let path = convert::text(headers, b":path");
-        let path = if path.is_empty() { "/".to_string() } else { path };
-        let rewritten = info.filter(|i| i.borrow().auto_host_rewrite).and_then(|_| self.hostname(&member));
-        let authority =
-            rewritten.as_deref().map_or_else(|| headers.get(b":authority").unwrap_or_default(), str::as_bytes);
-        let mut map = convert::header_map(headers);
-        map.remove(http::header::TRANSFER_ENCODING);
-        // As Envoy's rewrites: the old host goes along.
-        if rewritten.is_some()
-            && let Some(old) = headers.get(b":authority").and_then(|h| http::HeaderValue::from_bytes(h).ok())
-        {
-            map.insert("x-envoy-original-host", old);
-        }
-        // HTTP/1.1: an origin-form target and `host`; HTTP/2: the authority in the URI, which
-        // becomes `:authority` (the endpoint's address if the request has none usable).
-        // The request in HTTP/2's form (an absolute URI) when it may go over HTTP/2: the
-        // pool makes it HTTP/1.1's if its connection is.
-        let downstream_http2 = info.is_some_and(|i| i.borrow().protocol == "HTTP/2");
-        let http2 = self.http2(downstream_http2) || self.config.protocol_choice == ProtocolChoice::Alpn;
-        let uri = if http2 {
-            map.remove(http::header::HOST);
-            let authority = std::str::from_utf8(authority)
-                .ok()
-                .filter(|a| !a.is_empty() && a.parse::<http::uri::Authority>().is_ok())
-                .map_or_else(|| endpoint.addr().to_string(), str::to_string);
-            format!("http://{authority}{path}")
-        } else {
-            if let Ok(host) = http::HeaderValue::from_bytes(authority) {
-                map.insert(http::header::HOST, host);
-            }
-            path
-        };
-        let uri: http::Uri = uri.parse().map_err(|e| UpstreamError::ConnectionFailure(format!("bad path: {e}")))?;
-        if whole_body {
-            let len = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);
-            if len > 0 || map.contains_key(http::header::CONTENT_LENGTH) {
-                map.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
-            }
-        }
-        let version = if http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
-        let mut request = http::Request::builder()
-            .method(convert::method(headers))
-            .version(version)
-            .uri(uri)
-            .body(body)
-            .map_err(|e| UpstreamError::ConnectionFailure(e.to_string()))?;
-        *request.headers_mut() = map;
+        let request = self.upstream_request(headers, body, whole_body, info, &member)?;
         let load = ActiveRequest::start(&member.health);
         let response = endpoint.send(request, self.connection_host(headers)).await.map_err(|e| match e {
             SendError::Connect(e) => UpstreamError::ConnectionFailure(e),
@@ -640,6 +594,68 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// The request as it goes to `member`: HTTP/1.1's form (an origin-form target and
+    /// `host`) or HTTP/2's (the authority in the URI, which becomes `:authority`: the
+    /// endpoint's address if the request has none usable); the host rewritten for
+    /// `auto_host_rewrite`; `content-length` from a whole body.
+    fn upstream_request(
+        &self,
+        headers: &Headers,
+        body: ProxyBody,
+        whole_body: bool,
+        info: Option<&StreamRef>,
+        member: &Member,
+    ) -> Result<http::Request<ProxyBody>, UpstreamError> {
+        let endpoint = &member.pool;
+        let path = convert::text(headers, b":path");
+        let path = if path.is_empty() { "/".to_string() } else { path };
+        let rewritten = info.filter(|i| i.borrow().auto_host_rewrite).and_then(|_| self.hostname(member));
+        let authority =
+            rewritten.as_deref().map_or_else(|| headers.get(b":authority").unwrap_or_default(), str::as_bytes);
+        let mut map = convert::header_map(headers);
+        map.remove(http::header::TRANSFER_ENCODING);
+        // As Envoy's rewrites: the old host goes along.
+        if rewritten.is_some()
+            && let Some(old) = headers.get(b":authority").and_then(|h| http::HeaderValue::from_bytes(h).ok())
+        {
+            map.insert("x-envoy-original-host", old);
+        }
+        // The request in HTTP/2's form (an absolute URI) when it may go over HTTP/2: the
+        // pool makes it HTTP/1.1's if its connection is.
+        let downstream_http2 = info.is_some_and(|i| i.borrow().protocol == "HTTP/2");
+        let http2 = self.http2(downstream_http2) || self.config.protocol_choice == ProtocolChoice::Alpn;
+        let uri = if http2 {
+            map.remove(http::header::HOST);
+            let authority = std::str::from_utf8(authority)
+                .ok()
+                .filter(|a| !a.is_empty() && a.parse::<http::uri::Authority>().is_ok())
+                .map_or_else(|| endpoint.addr().to_string(), str::to_string);
+            format!("http://{authority}{path}")
+        } else {
+            if let Ok(host) = http::HeaderValue::from_bytes(authority) {
+                map.insert(http::header::HOST, host);
+            }
+            path
+        };
+        let uri: http::Uri = uri.parse().map_err(|e| UpstreamError::ConnectionFailure(format!("bad path: {e}")))?;
+        if whole_body {
+            let len = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);
+            if len > 0 || map.contains_key(http::header::CONTENT_LENGTH) {
+                map.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+            }
+        }
+        let method = convert::method(headers);
+        let version = if http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
+        let mut request = http::Request::builder()
+            .method(method)
+            .version(version)
+            .uri(uri)
+            .body(body)
+            .map_err(|e| UpstreamError::ConnectionFailure(e.to_string()))?;
+        *request.headers_mut() = map;
+        Ok(request)
+    }
+
     /// An endpoint's hostname for `auto_host_rewrite`: its `hostname`, else the name a DNS
     /// cluster resolved (none for an address).
     fn hostname(&self, member: &Member) -> Option<String> {
