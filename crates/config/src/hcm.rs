@@ -6,7 +6,8 @@ use crate::access_log::read_access_logs;
 use crate::config_source::read_config_source;
 use crate::model::{
     CodecType, DiscoveredFilter, EscapedSlashes, ExtensionConfig, FilterKind, FilterOptions, Forwarding,
-    HttpConnectionManager, HttpFilter, PathHandling, RdsSource, RouteConfig, ServerHeader, StripPort, WasmPlugin,
+    HttpConnectionManager, HttpFilter, PathHandling, RdsSource, RouteConfig, ServerHeader, StripPort, UuidRequestId,
+    WasmPlugin,
 };
 use crate::reader::{AnyValue, Ctx, Field, Msg, type_error};
 use crate::route::read_route_config;
@@ -140,6 +141,7 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
         access_logs: Vec::new(),
         forwarding: Forwarding::default(),
         paths: PathHandling::default(),
+        request_id: UuidRequestId::default(),
         upgrades: Vec::new(),
     };
     let Some(mut msg) = any.message(ctx, HTTP_CONNECTION_MANAGER) else { return hcm };
@@ -196,6 +198,9 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
     }
     hcm.forwarding = read_forwarding(ctx, &mut msg);
     hcm.paths = read_path_handling(ctx, &mut msg);
+    if let Some(f) = msg.get(ctx, "request_id_extension") {
+        hcm.request_id = read_request_id(ctx, &f);
+    }
     hcm.upgrades = crate::upgrade::read_upgrades(ctx, &mut msg, HCM_UPGRADE_CONFIG);
     if let Some(f) = msg.get(ctx, "http2_protocol_options")
         && let Some(mut options) = f.message(ctx, crate::cluster::HTTP2_PROTOCOL_OPTIONS)
@@ -214,6 +219,30 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
     }
     msg.finish(ctx);
     hcm
+}
+
+const REQUEST_ID_EXTENSION: &[&str] = &["typed_config"];
+const UUID_REQUEST_ID: &[&str] = &["pack_trace_reason", "use_request_id_for_trace_sampling"];
+const UUID_REQUEST_ID_TYPE: &str = "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig";
+
+/// `request_id_extension`: the UUID one (Envoy's only), its settings kept for tracing.
+fn read_request_id(ctx: &mut Ctx, field: &Field<'_>) -> UuidRequestId {
+    let mut config = UuidRequestId::default();
+    let Some(mut msg) = field.message(ctx, REQUEST_ID_EXTENSION) else { return config };
+    if let Some(f) = msg.required(ctx, "typed_config")
+        && let Some(any) = f.any(ctx)
+    {
+        if any.type_name != UUID_REQUEST_ID_TYPE {
+            type_error(ctx, &f, &any, "request id extension");
+        } else if let Some(mut m) = any.message(ctx, UUID_REQUEST_ID) {
+            let flag = |ctx: &mut Ctx, m: &mut Msg<'_>, name: &str| m.get(ctx, name).and_then(|f| f.bool_value(ctx));
+            config.pack_trace_reason = flag(ctx, &mut m, "pack_trace_reason").unwrap_or(true);
+            config.use_for_trace_sampling = flag(ctx, &mut m, "use_request_id_for_trace_sampling").unwrap_or(true);
+            m.finish(ctx);
+        }
+    }
+    msg.finish(ctx);
+    config
 }
 
 const ESCAPED_SLASHES: &[(&str, i64, Option<EscapedSlashes>)] = &[

@@ -628,6 +628,25 @@ pub struct HttpConnectionManager {
     pub upgrades: Vec<Upgrade>,
     /// What is done to request paths and hosts before routing.
     pub paths: PathHandling,
+    /// `request_id_extension` (`UuidRequestIdConfig`): how tracing would pack its decision
+    /// into `x-request-id` (without `tracing`, which wasmproxy refuses for now, it changes
+    /// nothing, as in Envoy).
+    pub request_id: UuidRequestId,
+}
+
+/// `envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UuidRequestId {
+    /// `pack_trace_reason` (true).
+    pub pack_trace_reason: bool,
+    /// `use_request_id_for_trace_sampling` (true).
+    pub use_for_trace_sampling: bool,
+}
+
+impl Default for UuidRequestId {
+    fn default() -> Self {
+        UuidRequestId { pack_trace_reason: true, use_for_trace_sampling: true }
+    }
 }
 
 /// The connection manager's path and host handling before any filter.

@@ -621,3 +621,76 @@ static_resources:
         }
     );
 }
+
+#[test]
+fn endpoints_load_balancing_health_and_tracing_leftovers_are_read() {
+    let yaml = r#"
+static_resources:
+  listeners:
+  - name: web
+    address: { socket_address: { address: 127.0.0.1, port_value: 8080 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+          request_id_extension:
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig
+              pack_trace_reason: false
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: / }
+                decorator: { operation: checkout }
+                route:
+                  cluster: backend
+                  hash_policy: [{ header: { header_name: X-User }, terminal: true }, { connection_properties: { source_ip: true } }]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: backend
+    lb_policy: RING_HASH
+    ring_hash_lb_config: { minimum_ring_size: 128 }
+    common_lb_config: { healthy_panic_threshold: { value: 25 }, locality_weighted_lb_config: {} }
+    health_checks:
+    - { timeout: 1s, interval: 5s, unhealthy_threshold: 2, healthy_threshold: 1, http_health_check: { path: /healthz, expected_statuses: [{ start: 200, end: 300 }] } }
+    outlier_detection: { consecutive_5xx: 3, base_ejection_time: 60s }
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - locality: { region: eu, zone: a }
+        load_balancing_weight: 2
+        priority: 1
+        lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 10.0.0.1, port_value: 80 } }, hostname: one, health_check_config: { port_value: 8081 } }
+          load_balancing_weight: 3
+          health_status: DEGRADED
+"#;
+    let bootstrap = wasmproxy_config::load_str(yaml, Path::new("/")).unwrap_or_else(|e| panic!("{e}"));
+    let hcm = hcm(&bootstrap.listeners[0]);
+    assert!(!hcm.request_id.pack_trace_reason && hcm.request_id.use_for_trace_sampling);
+    let route = &hcm.route_config.virtual_hosts[0].routes[0];
+    assert_eq!(route.decorator.as_ref().map(|d| d.operation.as_str()), Some("checkout"));
+    let RouteAction::Forward(f) = &route.action else { panic!("a forward") };
+    assert_eq!(f.hash_policy.len(), 2);
+    assert_eq!(f.hash_policy[0].key, HashKey::Header { name: "x-user".into(), rewrite: None });
+    let c = &bootstrap.clusters[0];
+    assert_eq!(
+        (c.lb_policy, c.common_lb.minimum_ring_size, c.common_lb.panic_threshold),
+        (LbPolicy::RingHash, 128, 25.0)
+    );
+    assert!(c.common_lb.locality_weighted);
+    let e = &c.endpoints[0];
+    assert_eq!((e.weight, e.locality_weight, e.priority, e.health_status), (3, 2, 1, EdsHealth::Degraded));
+    assert_eq!((e.hostname.as_str(), e.health_check_port, e.locality.zone.as_str()), ("one", Some(8081), "a"));
+    let HealthCheckKind::Http(http) = &c.health_checks[0].kind else { panic!("an HTTP check") };
+    assert_eq!(http.expected_statuses, vec![(200, 300)]);
+    let od = c.outlier_detection.as_ref().expect("outlier detection");
+    // max_ejection_time keeps its default above a longer base_ejection_time.
+    assert_eq!((od.consecutive_5xx, od.max_ejection_time), (3, Duration::from_secs(300)));
+}
