@@ -134,11 +134,14 @@ fn mirrors() -> Scenario {
 }
 
 /// Clusters whose circuit breakers are open from the start (`max_requests: 0`,
-/// `max_pending_requests: 0`): 503 `overflow`, flag `UO`, the overflow stats; and a
+/// `max_pending_requests: 0`): 503 `overflow`, flag `UO`, the overflow stats, except for a
+/// `priority: HIGH` route, whose own thresholds allow it; and a
 /// virtual host that numbers the tries both ways (`include_request_attempt_count`,
 /// `include_attempt_count_in_response`) with a retry.
 fn circuit_breakers() -> Scenario {
-    let routes = r#"              - match: { prefix: /no-requests }
+    let routes = r#"              - match: { prefix: /high }
+                route: { cluster: no_requests, priority: HIGH }
+              - match: { prefix: /no-requests }
                 route: { cluster: no_requests }
               - match: { prefix: /no-pending }
                 route: { cluster: no_pending }
@@ -176,7 +179,13 @@ fn circuit_breakers() -> Scenario {
         "circuit_breakers max_requests and max_pending_requests at 0: 503 overflow (UO) and the overflow stats; \
          x-envoy-attempt-count to the upstream and in the response",
         config,
-        vec![Request::get("/no-requests"), Request::get("/no-pending"), Request::get("/flaky/1/x"), Request::get("/u")],
+        vec![
+            Request::get("/no-requests"),
+            Request::get("/no-pending"),
+            Request::get("/flaky/1/x"),
+            Request::get("/u"),
+            Request::get("/high"),
+        ],
     );
     Scenario {
         stats: &[

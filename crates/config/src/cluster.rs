@@ -157,10 +157,9 @@ const HTTP_PROTOCOL_OPTIONS_TYPE: &str = "envoy.extensions.upstreams.http.v3.Htt
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads `static_resources.clusters[i]`.
-/// `circuit_breakers`: the `DEFAULT` priority's thresholds (a `HIGH` one is read and checked,
-/// and never applies: every route is `DEFAULT`, since route `priority` is refused).
-fn read_circuit_breakers(ctx: &mut Ctx, field: &Field<'_>) -> CircuitBreakers {
-    let mut breakers = CircuitBreakers::default();
+/// `circuit_breakers`: the thresholds of the `DEFAULT` and `HIGH` priorities.
+fn read_circuit_breakers(ctx: &mut Ctx, field: &Field<'_>) -> [CircuitBreakers; 2] {
+    let mut breakers = [CircuitBreakers::default(); 2];
     let Some(mut msg) = field.message(ctx, CIRCUIT_BREAKERS) else { return breakers };
     let mut seen = Vec::new();
     for item in msg.get(ctx, "thresholds").map(|f| f.list()).unwrap_or_default() {
@@ -175,15 +174,12 @@ fn read_circuit_breakers(ctx: &mut Ctx, field: &Field<'_>) -> CircuitBreakers {
                 *into = v as u32;
             }
         };
-        let mut these = CircuitBreakers::default();
+        let these = &mut breakers[usize::from(priority)];
         read(&mut t, "max_connections", &mut these.max_connections);
         read(&mut t, "max_pending_requests", &mut these.max_pending_requests);
         read(&mut t, "max_requests", &mut these.max_requests);
         read(&mut t, "max_retries", &mut these.max_retries);
         t.finish(ctx);
-        if priority == 0 {
-            breakers = these;
-        }
     }
     msg.finish(ctx);
     breakers
@@ -262,7 +258,8 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
         let at = typed_options.as_ref().map_or_else(|| msg.origin().clone(), |f| f.origin());
         ctx.error(&at, "ALPN (auto_config) configured for a cluster without a TLS transport_socket");
     }
-    let circuit_breakers = msg.get(ctx, "circuit_breakers").map(|f| read_circuit_breakers(ctx, &f)).unwrap_or_default();
+    let [circuit_breakers, high_circuit_breakers] =
+        msg.get(ctx, "circuit_breakers").map(|f| read_circuit_breakers(ctx, &f)).unwrap_or_default();
     let common_lb = read_lb_settings(ctx, &mut msg);
     let health_checks = msg.get(ctx, "health_checks").map(|f| read_health_checks(ctx, &f)).unwrap_or_default();
     let outlier_detection = msg.get(ctx, "outlier_detection").and_then(|f| read_outlier_detection(ctx, &f));
@@ -281,6 +278,7 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
         tls: tls.map_or(Some(None), |t| t.map(Some))?,
         upstream_http,
         circuit_breakers,
+        high_circuit_breakers,
         protocol_choice,
         connections,
         common_lb,

@@ -1132,6 +1132,8 @@ pub struct ForwardAction {
     pub retry_policy: Option<RetryPolicy>,
     /// `hash_policy`: what a hashing load balancer (`RING_HASH`, `MAGLEV`) hashes.
     pub hash_policy: Vec<HashPolicy>,
+    /// `priority: HIGH`: the cluster's `HIGH` circuit breakers and connections apply.
+    pub high_priority: bool,
     /// `request_mirror_policies`: where copies of the request go.
     pub mirrors: Vec<MirrorPolicy>,
 }
@@ -1206,6 +1208,7 @@ impl Default for ForwardAction {
             upgrades: Vec::new(),
             retry_policy: None,
             hash_policy: Vec::new(),
+            high_priority: false,
             mirrors: Vec::new(),
         }
     }
@@ -1454,9 +1457,10 @@ pub struct Cluster {
     pub tls: Option<UpstreamTls>,
     /// `typed_extension_protocol_options`' `upstream_http_protocol_options`.
     pub upstream_http: UpstreamHttpOptions,
-    /// `circuit_breakers.thresholds` of the `DEFAULT` priority (every route's), or
-    /// Envoy's defaults.
+    /// `circuit_breakers.thresholds` of the `DEFAULT` priority, or Envoy's defaults.
     pub circuit_breakers: CircuitBreakers,
+    /// `circuit_breakers.thresholds` of the `HIGH` priority (routes with `priority: HIGH`).
+    pub high_circuit_breakers: CircuitBreakers,
     /// How each request's protocol is chosen (else `http2` says).
     pub protocol_choice: ProtocolChoice,
     /// `common_http_protocol_options` (and the older `max_requests_per_connection`).

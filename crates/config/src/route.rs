@@ -489,6 +489,10 @@ fn read_forward(ctx: &mut Ctx, field: &Field<'_>) -> ForwardAction {
     action.upgrades = crate::upgrade::read_upgrades(ctx, &mut msg, ROUTE_UPGRADE_CONFIG);
     action.retry_policy = msg.get(ctx, "retry_policy").and_then(|f| read_retry_policy(ctx, &f));
     action.hash_policy = msg.get(ctx, "hash_policy").map(|f| read_hash_policy(ctx, &f)).unwrap_or_default();
+    action.high_priority = msg
+        .get(ctx, "priority")
+        .and_then(|f| f.enumeration(ctx, &[("DEFAULT", 0, Some(false)), ("HIGH", 1, Some(true))]))
+        .unwrap_or(false);
     action.mirrors = msg.get(ctx, "request_mirror_policies").map(|f| read_mirror_policies(ctx, &f)).unwrap_or_default();
     msg.finish(ctx);
     action

@@ -658,8 +658,8 @@ fn retry_policies_are_checked() {
         "{ retry_on: 5xx, retry_host_predicate: [{ name: x, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.retry.host.omit_canary_hosts.v3.OmitCanaryHostsPredicate } }] }",
     );
     assert!(e[0].contains("retry host predicate envoy.extensions.retry.host.omit_canary_hosts.v3.OmitCanaryHostsPredicate is not supported by wasmproxy"), "{e:?}");
-    let e = with("{ retry_on: 5xx, retriable_headers: [{ name: x }] }");
-    assert!(e[0].starts_with(&format!("{at}.retriable_headers: not supported by wasmproxy")), "{e:?}");
+    let e = with("{ retry_on: 5xx, rate_limited_retry_back_off: { reset_headers: [{ name: x }] } }");
+    assert!(e[0].starts_with(&format!("{at}.rate_limited_retry_back_off: not supported by wasmproxy")), "{e:?}");
     let good = config(&[(
         route,
         "route: { cluster: backend, retry_policy: { retry_on: \"connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes\", num_retries: 2, retriable_status_codes: [503], per_try_timeout: 1s, retry_host_predicate: [{ name: envoy.retry_host_predicates.previous_hosts, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate } }], host_selection_retry_max_attempts: 3 } }",

@@ -282,7 +282,7 @@ async fn retry(
             cx.info.borrow_mut().response_flags.set(ResponseFlag::UpstreamRetryLimitExceeded);
             return (result, tries);
         }
-        let Some(budget) = cx.cluster.retry_budget() else {
+        let Some(budget) = cx.cluster.retry_budget(cx.info.borrow().high_priority) else {
             stats.rq_retry_overflow.inc();
             return (result, tries);
         };

@@ -104,7 +104,11 @@ impl Hcm {
                 // As Envoy's route entry: the headers first, then the rewrites.
                 mutate_request(choice.headers, headers, &info.borrow());
                 rewrite(&m, f, &choice, headers);
-                info.borrow_mut().auto_host_rewrite = f.auto_host_rewrite;
+                {
+                    let mut i = info.borrow_mut();
+                    i.auto_host_rewrite = f.auto_host_rewrite;
+                    i.high_priority = f.high_priority;
+                }
                 if !m.hash_policy.is_empty() {
                     let client = info.borrow().downstream_remote;
                     info.borrow_mut().lb_hash = m.hash_policy.hash(headers, client);

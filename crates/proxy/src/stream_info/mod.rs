@@ -112,6 +112,8 @@ pub struct StreamInfo {
     /// The route's `auto_host_rewrite`: the upstream request's host is the endpoint's
     /// hostname.
     pub auto_host_rewrite: bool,
+    /// The route's `priority: HIGH`: its cluster's `HIGH` circuit breakers apply.
+    pub high_priority: bool,
     /// When the request's last byte came in, from the start.
     pub request_done: Option<std::time::Duration>,
     /// When the upstream's response headers came in, from the start.
@@ -157,6 +159,7 @@ impl StreamInfo {
             random: crate::random::next_u64(),
             lb_hash: None,
             auto_host_rewrite: false,
+            high_priority: false,
             request_done: None,
             upstream_responded: None,
             route: None,

@@ -1,6 +1,6 @@
 //! A cluster's circuit breakers, shared by every worker: how many connections, requests
 //! waiting for a connection, requests and retries it may have at once (Envoy's
-//! `circuit_breakers` thresholds of the `DEFAULT` priority).
+//! `circuit_breakers` thresholds of one priority).
 
 use std::rc::Rc;
 use std::sync::Arc;

@@ -47,8 +47,8 @@ pub struct ClusterSnapshot {
     pub config: model::Cluster,
     /// `transport_socket`, ready for handshakes.
     pub tls: Option<Arc<UpstreamTlsConfig>>,
-    /// Its circuit breakers, shared by every worker.
-    pub breakers: Arc<Breakers>,
+    /// Its circuit breakers (`DEFAULT`, `HIGH`), shared by every worker.
+    pub breakers: [Arc<Breakers>; 2],
     /// Its hosts' health, shared by every worker.
     pub health: Arc<ClusterHealth>,
 }
@@ -66,7 +66,7 @@ impl ClusterSnapshot {
         Ok(ClusterSnapshot {
             config: config.clone(),
             tls,
-            breakers: Breakers::new(config.circuit_breakers),
+            breakers: [Breakers::new(config.circuit_breakers), Breakers::new(config.high_circuit_breakers)],
             health: ClusterHealth::new(config),
         })
     }
@@ -84,8 +84,8 @@ pub enum RawUpstream {
 pub struct Cluster {
     config: model::Cluster,
     tls: Option<Arc<UpstreamTlsConfig>>,
-    /// Its circuit breakers, shared by every worker.
-    breakers: WorkerBreakers,
+    /// Its circuit breakers (`DEFAULT`, `HIGH`), shared by every worker.
+    breakers: [WorkerBreakers; 2],
     metadata: Arc<MetadataAttributes>,
     /// The endpoints, replaced as a whole when DNS answers differently.
     endpoints: RefCell<Rc<[Member]>>,
@@ -104,7 +104,10 @@ pub struct Cluster {
 /// One endpoint of a cluster on a worker: its connections, its health, its settings.
 #[derive(Clone)]
 struct Member {
+    /// Connections of `DEFAULT` priority routes.
     pool: Rc<EndpointPool>,
+    /// Connections of `HIGH` priority routes.
+    high: Rc<EndpointPool>,
     health: Arc<HostHealth>,
     spec: Rc<model::Endpoint>,
 }
@@ -186,7 +189,7 @@ impl Cluster {
         let cluster = Rc::new_cyclic(|me| Cluster {
             config: c.clone(),
             tls: snapshot.tls.clone(),
-            breakers: snapshot.breakers.on_worker(),
+            breakers: snapshot.breakers.each_ref().map(|b| b.on_worker()),
             metadata,
             endpoints,
             health: snapshot.health.clone(),
@@ -263,29 +266,33 @@ impl Cluster {
                 == model::Cluster { endpoints: Vec::new(), ..other.clone() }
     }
 
+    /// A pool of connections to `addr` for the priority `priority` (0 `DEFAULT`, 1 `HIGH`).
+    fn new_pool(&self, addr: SocketAddr, priority: usize) -> Rc<EndpointPool> {
+        let c = &self.config;
+        EndpointPool::new(
+            addr,
+            Protocol { http2: c.http2, choice: c.protocol_choice, connections: c.connections },
+            c.connect_timeout,
+            self.tls.clone(),
+            self.breakers[priority].clone(),
+            self.stats.clone(),
+            self.upstreams.host(&c.name, addr),
+        )
+    }
+
     /// Takes a new endpoint list, keeping the connections of addresses still in it.
     fn set_endpoints(&self, resolved: &[(SocketAddr, model::Endpoint)]) {
         let old = self.endpoints.borrow().clone();
         let members: Vec<Member> = resolved
             .iter()
             .map(|(addr, spec)| {
-                let pool = match old.iter().find(|m| m.pool.addr() == *addr) {
-                    Some(m) => m.pool.clone(),
-                    None => EndpointPool::new(
-                        *addr,
-                        Protocol {
-                            http2: self.config.http2,
-                            choice: self.config.protocol_choice,
-                            connections: self.config.connections,
-                        },
-                        self.config.connect_timeout,
-                        self.tls.clone(),
-                        self.breakers.clone(),
-                        self.stats.clone(),
-                        self.upstreams.host(&self.config.name, *addr),
-                    ),
+                // A pool per priority, as Envoy's: each counts in its priority's breakers.
+                let pools = match old.iter().find(|m| m.pool.addr() == *addr) {
+                    Some(m) => (m.pool.clone(), m.high.clone()),
+                    None => (self.new_pool(*addr, 0), self.new_pool(*addr, 1)),
                 };
-                Member { pool, health: self.health.host(*addr, spec.health_status), spec: Rc::new(spec.clone()) }
+                let health = self.health.host(*addr, spec.health_status);
+                Member { pool: pools.0, high: pools.1, health, spec: Rc::new(spec.clone()) }
             })
             .collect();
         let changed =
@@ -370,10 +377,10 @@ impl Cluster {
         }
     }
 
-    /// A retry may start if fewer than `max_retries` are in progress in the cluster
-    /// across workers; it holds its place until the guard goes.
-    pub fn retry_budget(&self) -> Option<Taken> {
-        take(&self.breakers, Resource::Retries)
+    /// A retry may start if fewer than `max_retries` (of its route's priority) are in
+    /// progress in the cluster across workers; it holds its place until the guard goes.
+    pub fn retry_budget(&self, high_priority: bool) -> Option<Taken> {
+        take(&self.breakers[usize::from(high_priority)], Resource::Retries)
     }
 
     /// The next endpoint, one not in `avoid` if one of `attempts` more picks finds it.
@@ -553,9 +560,10 @@ impl Cluster {
         let hash = info.and_then(|i| i.borrow().lb_hash);
         let member =
             if avoid.is_empty() { self.pick(hash)? } else { self.pick_avoiding(hash, avoid, PREVIOUS_HOST_PICKS)? };
-        let endpoint = &member.pool;
+        let high = info.is_some_and(|i| i.borrow().high_priority);
+        let endpoint = if high { &member.high } else { &member.pool };
         // Over `max_requests`: Envoy's overflow, before anything is sent.
-        let Some(place) = take(&self.breakers, Resource::Requests) else {
+        let Some(place) = take(&self.breakers[usize::from(high)], Resource::Requests) else {
             self.stats.rq_active_overflow.inc();
             return Err(UpstreamError::Overflow);
         };

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wasmproxy_config::model::{self, EdsHealth};
@@ -105,6 +105,8 @@ impl HostHealth {
 /// One cluster's hosts' health, shared by every worker's copy of the cluster.
 pub struct ClusterHealth {
     hosts: Mutex<HashMap<SocketAddr, Arc<HostHealth>>>,
+    /// How many hosts there are (read on every answer by outlier detection, lock-free).
+    count: AtomicUsize,
     /// Changes whenever a host's health does: workers rebuild their load balancers.
     generation: AtomicU64,
     /// Whether active health checks run (new hosts wait for their first check).
@@ -124,6 +126,7 @@ impl ClusterHealth {
         let checked = !config.health_checks.is_empty();
         Arc::new(ClusterHealth {
             hosts: Mutex::default(),
+            count: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             checked,
             runner: AtomicBool::new(false),
@@ -141,7 +144,12 @@ impl ClusterHealth {
     /// plane's `reported` health.
     pub fn host(&self, addr: SocketAddr, reported: EdsHealth) -> Arc<HostHealth> {
         let initial = if self.checked { flag::FAILED_ACTIVE_HC | flag::PENDING_ACTIVE_HC } else { 0 };
-        let host = self.lock().entry(addr).or_insert_with(|| Arc::new(HostHealth::new(initial))).clone();
+        let host = {
+            let mut hosts = self.lock();
+            let host = hosts.entry(addr).or_insert_with(|| Arc::new(HostHealth::new(initial))).clone();
+            self.count.store(hosts.len(), Ordering::Relaxed);
+            host
+        };
         self.set(&host, flag::FAILED_EDS_HEALTH, reported == EdsHealth::Unhealthy);
         self.set(&host, flag::DEGRADED_EDS_HEALTH, reported == EdsHealth::Degraded);
         host
@@ -160,8 +168,7 @@ impl ClusterHealth {
     /// Counts what became of a request to `host` toward outlier detection.
     pub fn report(&self, host: &HostHealth, outcome: Outcome) {
         if let Some(d) = self.detector() {
-            let hosts = self.lock().len();
-            d.report(&Watched(self, host), outcome, hosts);
+            d.report(&Watched(self, host), outcome, self.count.load(Ordering::Relaxed));
         }
     }
 
@@ -185,7 +192,9 @@ impl ClusterHealth {
 
     /// Forgets the hosts not in `current`.
     pub fn retain(&self, current: &[SocketAddr]) {
-        self.lock().retain(|addr, _| current.contains(addr));
+        let mut hosts = self.lock();
+        hosts.retain(|addr, _| current.contains(addr));
+        self.count.store(hosts.len(), Ordering::Relaxed);
     }
 
     /// Sets or clears `flag` on `host`; whether that changed it.
