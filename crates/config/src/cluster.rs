@@ -12,7 +12,7 @@ use crate::model::{
     CircuitBreakers, Cluster, ConnectionOptions, Discovery, DnsLookupFamily, EdsSource, LbPolicy, ProtocolChoice,
     UpstreamHttpOptions,
 };
-use crate::reader::{Ctx, Field, type_error};
+use crate::reader::{Ctx, Field, Msg, type_error};
 use crate::tls::read_upstream_transport_socket;
 
 const CIRCUIT_BREAKERS: &[&str] = &["thresholds", "per_host_thresholds"];
@@ -232,25 +232,8 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
     };
 
     let typed_options = msg.get(ctx, "typed_extension_protocol_options");
-    let ProtocolOptions { mut http2, choice: protocol_choice, upstream_http, connections } =
-        typed_options.as_ref().map(|f| read_typed_protocol_options(ctx, f)).unwrap_or_default();
-    let mut connections = connections.unwrap_or_default();
-    // The older field, which Envoy still reads (deprecated).
-    if let Some(f) = msg.get(ctx, "max_requests_per_connection") {
-        ctx.warn(&f.origin(), "deprecated: use common_http_protocol_options.max_requests_per_connection");
-        if let Some(n) = f.unsigned(ctx, u64::from(u32::MAX)) {
-            connections.max_requests = (n > 0).then_some(n as u32);
-        }
-    }
-    if let Some(f) = msg.get(ctx, "http2_protocol_options") {
-        if typed_options.is_some() {
-            f.error(ctx, "cannot be used together with typed_extension_protocol_options");
-        } else {
-            ctx.warn(&f.origin(), "deprecated: use typed_extension_protocol_options");
-        }
-        empty_message(ctx, &f, HTTP2_PROTOCOL_OPTIONS);
-        http2 = true;
-    }
+    let ProtocolOptions { http2, choice: protocol_choice, upstream_http, connections } =
+        read_protocol_options(ctx, &mut msg, typed_options.as_ref());
     let metadata = msg.get(ctx, "metadata").map(|f| read_metadata(ctx, &f)).unwrap_or_default();
     let tls = msg.get(ctx, "transport_socket").map(|f| read_upstream_transport_socket(ctx, &f));
     if protocol_choice == ProtocolChoice::Alpn && tls.is_none() {
@@ -280,7 +263,7 @@ pub(crate) fn read_cluster(ctx: &mut Ctx, field: &Field<'_>) -> Option<Cluster> 
         circuit_breakers,
         high_circuit_breakers,
         protocol_choice,
-        connections,
+        connections: connections.unwrap_or_default(),
         common_lb,
         health_checks,
         outlier_detection,
@@ -312,6 +295,30 @@ fn read_eds(ctx: &mut Ctx, field: &Field<'_>, cluster: &str) -> Option<EdsSource
     let source = msg.required(ctx, "eds_config").and_then(|f| read_config_source(ctx, &f));
     msg.finish(ctx);
     Some(EdsSource { service_name: service_name.unwrap_or_else(|| cluster.to_string()), source: source? })
+}
+
+/// The upstream protocol: `typed_extension_protocol_options`, and the older
+/// `http2_protocol_options` and `max_requests_per_connection` (deprecated: warnings).
+fn read_protocol_options(ctx: &mut Ctx, msg: &mut Msg<'_>, typed: Option<&Field<'_>>) -> ProtocolOptions {
+    let mut options = typed.map(|f| read_typed_protocol_options(ctx, f)).unwrap_or_default();
+    let mut connections = options.connections.unwrap_or_default();
+    if let Some(f) = msg.get(ctx, "max_requests_per_connection") {
+        ctx.warn(&f.origin(), "deprecated: use common_http_protocol_options.max_requests_per_connection");
+        if let Some(n) = f.unsigned(ctx, u64::from(u32::MAX)) {
+            connections.max_requests = (n > 0).then_some(n as u32);
+        }
+    }
+    options.connections = Some(connections);
+    if let Some(f) = msg.get(ctx, "http2_protocol_options") {
+        if typed.is_some() {
+            f.error(ctx, "cannot be used together with typed_extension_protocol_options");
+        } else {
+            ctx.warn(&f.origin(), "deprecated: use typed_extension_protocol_options");
+        }
+        empty_message(ctx, &f, HTTP2_PROTOCOL_OPTIONS);
+        options.http2 = true;
+    }
+    options
 }
 
 /// What `typed_extension_protocol_options` says of the upstream HTTP protocol.

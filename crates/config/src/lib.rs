@@ -50,6 +50,7 @@ mod health;
 mod json;
 mod listener;
 mod load_balancing;
+mod matcher;
 mod metadata;
 mod mirror;
 pub mod model;

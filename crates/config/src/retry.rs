@@ -78,7 +78,7 @@ pub(crate) fn read_retry_policy(ctx: &mut Ctx, field: &Field<'_>) -> Option<Retr
     }
     let matchers = |ctx: &mut Ctx, msg: &mut crate::reader::Msg<'_>, name: &str| {
         let items = msg.get(ctx, name).map(|f| f.list()).unwrap_or_default();
-        items.iter().filter_map(|item| crate::route::read_header_matcher(ctx, item)).collect::<Vec<_>>()
+        items.iter().filter_map(|item| crate::matcher::read_header_matcher(ctx, item)).collect::<Vec<_>>()
     };
     policy.retriable_headers = matchers(ctx, &mut msg, "retriable_headers");
     policy.retriable_request_headers = matchers(ctx, &mut msg, "retriable_request_headers");

@@ -6,12 +6,12 @@
 //! is refused by name.
 
 use crate::config_source::read_file_source;
+use crate::matcher::read_string_matcher;
 use crate::model::{
     CertificateSource, CertificateValidation, DataSource, DownstreamTls, SanMatcher, SanType, SdsSecret, Secret,
     TlsAlgorithms, TlsCertificate, TlsVersion, UpstreamTls,
 };
 use crate::reader::{Ctx, Field, Msg, type_error};
-use crate::route::read_string_matcher;
 use crate::wasm::{self, read_data_source};
 
 const TRANSPORT_SOCKET: &[&str] = &["name", "typed_config"];
