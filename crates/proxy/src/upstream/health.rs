@@ -25,7 +25,8 @@ pub mod flag {
     pub const DEGRADED_ACTIVE_HC: u32 = 0x8;
     /// The control plane reports it `DEGRADED`.
     pub const DEGRADED_EDS_HEALTH: u32 = 0x10;
-    /// Not checked yet.
+    /// Not checked yet (with `ignore_new_hosts_until_first_hc`, which wasmproxy refuses:
+    /// never set here, cleared as Envoy clears it).
     pub const PENDING_ACTIVE_HC: u32 = 0x40;
     /// Its health check answered `x-envoy-immediate-health-check-fail`.
     pub const EXCLUDED_VIA_IMMEDIATE_HC_FAIL: u32 = 0x80;
@@ -140,10 +141,12 @@ impl ClusterHealth {
         self.hosts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The host at `addr` (a new one unchecked, if health checks run), with the control
-    /// plane's `reported` health.
+    /// The host at `addr` (a new one failed until checked, if health checks run), with the
+    /// control plane's `reported` health.
     pub fn host(&self, addr: SocketAddr, reported: EdsHealth) -> Arc<HostHealth> {
-        let initial = if self.checked { flag::FAILED_ACTIVE_HC | flag::PENDING_ACTIVE_HC } else { 0 };
+        // As Envoy's (without `ignore_new_hosts_until_first_hc`): unhealthy until its first
+        // check, and counted meanwhile.
+        let initial = if self.checked { flag::FAILED_ACTIVE_HC } else { 0 };
         let host = {
             let mut hosts = self.lock();
             let host = hosts.entry(addr).or_insert_with(|| Arc::new(HostHealth::new(initial))).clone();
