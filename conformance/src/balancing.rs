@@ -5,10 +5,7 @@
 use serde_json::json;
 use wasmproxy_conformance::client::Request;
 
-use crate::scenario::Scenario;
-
-/// The catch-all route of the bootstrap, which each scenario's routes go before.
-const CATCH_ALL: &str = "              - match: { prefix: / }\n                name: upstream_route\n";
+use crate::scenario::{CATCH_ALL, Scenario};
 
 /// Every load balancing scenario.
 pub fn scenarios() -> Vec<Scenario> {

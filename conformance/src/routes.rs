@@ -4,11 +4,7 @@
 use serde_json::json;
 use wasmproxy_conformance::client::Request;
 
-use crate::scenario::{Scenario, probe_config};
-
-/// The catch-all route every scenario's bootstrap ends its routes with (its `route:`
-/// follows): a scenario puts its own routes in front of it, or changes it.
-const CATCH_ALL: &str = "              - match: { prefix: / }\n                name: upstream_route\n";
+use crate::scenario::{CATCH_ALL, Scenario, probe_config};
 
 /// Every routing scenario.
 pub fn scenarios() -> Vec<Scenario> {

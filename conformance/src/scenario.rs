@@ -35,6 +35,10 @@ pub struct Scenario {
 /// The name of the control plane's snapshot among a scenario's files.
 pub const XDS: &str = "xds";
 
+/// The catch-all route every scenario's bootstrap ends its routes with (its `route:`
+/// follows): a scenario puts its own routes in front of it, or changes it.
+pub const CATCH_ALL: &str = "              - match: { prefix: / }\n                name: upstream_route\n";
+
 /// The routes every config has, before the catch-all to the upstream.
 const ROUTES: &str = r#"              - match: { prefix: /direct }
                 name: direct_route

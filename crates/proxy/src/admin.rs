@@ -581,11 +581,7 @@ fn clusters_text(state: &AdminState) -> String {
         let _ = writeln!(out, "{name}::added_via_api::false");
         for (member, host) in hosts {
             let addr = member.addr;
-            let active = member.health.active_requests.load(std::sync::atomic::Ordering::Relaxed);
-            let mut figures: Vec<(&str, u64)> = host.figures().to_vec();
-            figures.push(("rq_active", u64::from(active)));
-            figures.sort();
-            for (stat, value) in figures {
+            for (stat, value) in host_figures(&member, &host) {
                 let _ = writeln!(out, "{name}::{addr}::{stat}::{value}");
             }
             let spec = &member.spec;
@@ -619,11 +615,7 @@ fn clusters_json(state: &AdminState) -> Value {
             let hosts: Vec<Value> = hosts
                 .into_iter()
                 .map(|(member, host)| {
-                    let active = member.health.active_requests.load(std::sync::atomic::Ordering::Relaxed);
-                    let mut figures: Vec<(&str, u64)> = host.figures().to_vec();
-                    figures.push(("rq_active", u64::from(active)));
-                    figures.sort();
-                    let stats: Vec<Value> = figures
+                    let stats: Vec<Value> = host_figures(&member, &host)
                         .into_iter()
                         .map(|(stat, value)| {
                             if stat.ends_with("_active") {
@@ -652,6 +644,18 @@ fn clusters_json(state: &AdminState) -> Value {
         })
         .collect();
     json!({ "cluster_statuses": statuses })
+}
+
+/// A host's figures in `/clusters` order (by name), its requests in flight among them.
+fn host_figures(
+    member: &crate::upstream::registry::MemberInfo,
+    host: &crate::upstream::registry::HostStats,
+) -> Vec<(&'static str, u64)> {
+    let active = member.health.active_requests.load(std::sync::atomic::Ordering::Relaxed);
+    let mut figures = host.figures().to_vec();
+    figures.push(("rq_active", u64::from(active)));
+    figures.sort();
+    figures
 }
 
 /// A host's `health_status` as Envoy's JSON `/clusters` shows it.

@@ -89,12 +89,10 @@ pub(super) fn tee(mut from: ChannelBody, to: BodySender, limit: usize, then: imp
 
 /// Envoy's shadow host: `-shadow` after the host, before its port.
 fn shadow_host(host: &[u8]) -> Vec<u8> {
-    let port_at = host.iter().rposition(|b| *b == b':').filter(|&at| {
-        let (before, port) = (&host[..at], &host[at + 1..]);
-        !port.is_empty() && port.iter().all(u8::is_ascii_digit) && (!host.starts_with(b"[") || before.ends_with(b"]"))
-    });
-    let (name, port) = port_at.map_or((host, &b""[..]), |at| host.split_at(at));
-    [name, b"-shadow", port].concat()
+    match crate::hcm::path::split_port(host) {
+        (name, Some(port)) => [name, b"-shadow:", port].concat(),
+        (name, None) => [name, b"-shadow"].concat(),
+    }
 }
 
 #[cfg(test)]

@@ -62,16 +62,24 @@ fn strip_port(strip: StripPort, listener: u16, headers: &mut Headers) {
         return;
     }
     let Some(host) = headers.get(b":authority") else { return };
-    let Some(at) = host.iter().rposition(|b| *b == b':') else { return };
-    let (name, port) = (&host[..at], &host[at + 1..]);
-    // An IPv6 address without a port has colons too: only `]:port` or a name's `:port`.
-    if port.is_empty() || !port.iter().all(u8::is_ascii_digit) || (host.starts_with(b"[") && !name.ends_with(b"]")) {
-        return;
-    }
+    let (name, Some(port)) = split_port(host) else { return };
     let matches = std::str::from_utf8(port).ok().and_then(|p| p.parse::<u16>().ok()) == Some(listener);
     if strip == StripPort::Any || matches {
         let name = name.to_vec();
         headers.replace(b":authority", &name);
+    }
+}
+
+/// A host and its port (the digits after its last colon; an IPv6 address has colons of
+/// its own: only `]:port` counts there).
+pub(super) fn split_port(host: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let at = host.iter().rposition(|b| *b == b':').filter(|&at| {
+        let (name, port) = (&host[..at], &host[at + 1..]);
+        !port.is_empty() && port.iter().all(u8::is_ascii_digit) && (!host.starts_with(b"[") || name.ends_with(b"]"))
+    });
+    match at {
+        Some(at) => (&host[..at], Some(&host[at + 1..])),
+        None => (host, None),
     }
 }
 

@@ -289,7 +289,7 @@ async fn retry(
         // A retry sends the request again whole: it waits for its end, and there is none
         // if the body was not kept (over the buffer limit).
         deadline.request_ended().await;
-        let kept = r.replay.borrow().body(cx.cluster.http2(cx.info.borrow().protocol == "HTTP/2"));
+        let kept = r.replay.borrow().body(cx.cluster.http2(Some(cx.info)));
         let Some(body) = kept else {
             stats.retry_or_shadow_abandoned.inc();
             return (result, tries);

@@ -162,7 +162,7 @@ impl ActiveStream {
         // first try sends it.
         let (tx, body) = if request.ended {
             // As Envoy: an HTTP/2 request ends on its headers, without a length.
-            (None, crate::http::body::ended_on_headers(cluster.http2(self.filters.info.borrow().protocol == "HTTP/2")))
+            (None, crate::http::body::ended_on_headers(cluster.http2(Some(&self.filters.info))))
         } else if let Some(replay) = retries.map(|r| r.replay.clone()) {
             let (filtered, kept) = crate::http::body::channel();
             let (to_upstream, body) = crate::http::body::channel();

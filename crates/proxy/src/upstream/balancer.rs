@@ -132,7 +132,7 @@ impl Balancer {
                 if by_locality {
                     Source::new(policy, lb, hosts, members, &at)
                 } else {
-                    Source { groups: vec![Group::new(policy, lb, hosts, members)], localities: None }
+                    Source::single(policy, lb, hosts, members)
                 }
             };
             // In panic every host of the level is used, excluded ones too, without localities.
@@ -251,6 +251,11 @@ impl Balancer {
 }
 
 impl Source {
+    /// The hosts `members` as one group, localities not weighted.
+    fn single(policy: LbPolicy, lb: &CommonLb, hosts: &[HostView<'_>], members: Vec<usize>) -> Source {
+        Source { groups: vec![Group::new(policy, lb, hosts, members)], localities: None }
+    }
+
     /// The hosts `members` (of a level whose hosts are `level`), by locality when
     /// localities are weighted: each locality's weight counts as far as its share of
     /// usable hosts allows (Envoy's effective locality weight); without any locality to
@@ -258,7 +263,7 @@ impl Source {
     fn new(policy: LbPolicy, lb: &CommonLb, hosts: &[HostView<'_>], members: Vec<usize>, level: &[usize]) -> Source {
         let hashing = matches!(policy, LbPolicy::RingHash | LbPolicy::Maglev);
         if !lb.locality_weighted || hashing {
-            return Source { groups: vec![Group::new(policy, lb, hosts, members)], localities: None };
+            return Source::single(policy, lb, hosts, members);
         }
         let mut places: Vec<&Locality> = level.iter().map(|&i| hosts[i].locality).collect();
         places.sort_by(|a, b| (&a.region, &a.zone, &a.sub_zone).cmp(&(&b.region, &b.zone, &b.sub_zone)));
@@ -276,7 +281,7 @@ impl Source {
             }
         }
         if groups.is_empty() {
-            return Source { groups: vec![Group::new(policy, lb, hosts, members)], localities: None };
+            return Source::single(policy, lb, hosts, members);
         }
         Source { groups, localities: Some(Edf::new(&weights)) }
     }

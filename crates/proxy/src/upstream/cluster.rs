@@ -367,12 +367,12 @@ impl Cluster {
         Ok((stream, OpenConnection::new(&self.stats, endpoint.host()).holding(place)))
     }
 
-    /// Whether a request (that came in over HTTP/2 or not) goes to the endpoints over
-    /// HTTP/2, as far as the cluster knows before a connection's ALPN says.
-    pub fn http2(&self, downstream_http2: bool) -> bool {
+    /// Whether a request (of the stream `info`, if any) goes to the endpoints over HTTP/2,
+    /// as far as the cluster knows before a connection's ALPN says.
+    pub fn http2(&self, info: Option<&StreamRef>) -> bool {
         match self.config.protocol_choice {
             ProtocolChoice::Explicit => self.config.http2,
-            ProtocolChoice::Downstream => downstream_http2,
+            ProtocolChoice::Downstream => info.is_some_and(|i| i.borrow().protocol == "HTTP/2"),
             ProtocolChoice::Alpn => false,
         }
     }
@@ -630,8 +630,7 @@ impl Cluster {
         }
         // The request in HTTP/2's form (an absolute URI) when it may go over HTTP/2: the
         // pool makes it HTTP/1.1's if its connection is.
-        let downstream_http2 = info.is_some_and(|i| i.borrow().protocol == "HTTP/2");
-        let http2 = self.http2(downstream_http2) || self.config.protocol_choice == ProtocolChoice::Alpn;
+        let http2 = self.http2(info) || self.config.protocol_choice == ProtocolChoice::Alpn;
         let uri = if http2 {
             map.remove(http::header::HOST);
             let authority = std::str::from_utf8(authority)

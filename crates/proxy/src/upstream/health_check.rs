@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
@@ -421,15 +421,7 @@ impl Checker {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let authority = self.authority(target, authority);
         // HealthCheckRequest { service = 1 }, framed.
-        let mut message = Vec::new();
-        if !service.is_empty() {
-            message.push(0x0a);
-            push_varint(&mut message, service.len() as u64);
-            message.extend_from_slice(service.as_bytes());
-        }
-        let mut body = vec![0u8];
-        body.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        body.extend_from_slice(&message);
+        let body = crate::upstream::grpc::frame(&crate::proto::string_field(1, service));
         let mut request = http::Request::builder()
             .method("POST")
             .uri(format!("{scheme}://{authority}/grpc.health.v1.Health/Check"))
@@ -440,7 +432,7 @@ impl Checker {
         for (name, value) in metadata {
             request = request.header(name.as_str(), value.as_str());
         }
-        let Ok(request) = request.body(Full::new(Bytes::from(body))) else {
+        let Ok(request) = request.body(Full::new(body)) else {
             return Verdict::Failed { retriable: false, immediate: false };
         };
         let Some(response) = self.send(target, request, true, connection).await else {
@@ -456,13 +448,8 @@ impl Checker {
         if status.as_ref().map(|s| s.as_bytes()) != Some(b"0") {
             return fail;
         }
-        let mut bytes = collected.to_bytes();
-        if bytes.len() < 5 {
-            return fail;
-        }
-        bytes.advance(5);
-        // HealthCheckResponse { status = 1 }: SERVING is 1.
-        if serving(&bytes) { Verdict::Healthy { degraded: false } } else { fail }
+        let messages = crate::upstream::grpc::Deframer::default().push(&collected.to_bytes()).unwrap_or_default();
+        if messages.first().is_some_and(|m| serving(m)) { Verdict::Healthy { degraded: false } } else { fail }
     }
 
     async fn check_tcp(
@@ -513,40 +500,9 @@ fn matches_in_order(data: &[u8], segments: &[Vec<u8>]) -> bool {
     true
 }
 
-/// Whether a `HealthCheckResponse` says `SERVING`.
+/// Whether a `HealthCheckResponse` says `SERVING` (`status`, field 1, is 1).
 fn serving(message: &[u8]) -> bool {
-    let mut i = 0;
-    while i < message.len() {
-        let key = message[i];
-        i += 1;
-        let Some((value, used)) = read_varint(&message[i..]) else { return false };
-        i += used;
-        match key {
-            0x08 => return value == 1,
-            k if k & 7 == 0 => {}
-            _ => return false,
-        }
-    }
-    false
-}
-
-fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, b) in bytes.iter().enumerate().take(10) {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
-}
-
-fn push_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+    crate::proto::varint_field(message, 1) == Some(1)
 }
 
 /// `base` plus a random share of `jitter` and of `percent` of `base`.
