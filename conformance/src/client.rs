@@ -330,10 +330,12 @@ async fn describe(response: http::Response<hyper::body::Incoming>) -> String {
         out.push_str(&h);
         out.push('\n');
     }
+    let encoding = response.headers().get("content-encoding").map(|v| v.as_bytes().to_vec());
     match response.into_body().collect().await {
         Ok(body) => {
             let trailers = body.trailers().cloned();
-            out.push_str(&format!("body: {}\n", String::from_utf8_lossy(&body.to_bytes())));
+            let text = crate::normalize::body_text(encoding.as_deref(), &body.to_bytes());
+            out.push_str(&format!("body: {text}\n"));
             for (k, v) in trailers.iter().flatten() {
                 out.push_str(&format!("trailer {k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
             }

@@ -11,6 +11,7 @@ mod balancing;
 mod connection_manager;
 mod corpus;
 mod dynamic;
+mod native_filters;
 mod report;
 mod routes;
 mod scenario;

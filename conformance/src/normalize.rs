@@ -16,6 +16,26 @@ pub const RESPONSE: &[(&str, &str)] = &[
 pub const UPSTREAM: &[(&str, &str)] =
     &[("x-request-id", "a random UUID, made per request when the client sends none (a client's own id is kept)")];
 
+/// A body as text; one with a `content-encoding` of gzip, br or zstd decoded first (the
+/// two proxies' compressors need not make the same bytes, only the same content), and
+/// said so.
+pub fn body_text(content_encoding: Option<&[u8]>, body: &[u8]) -> String {
+    use std::io::Read;
+    let mut decoded = Vec::new();
+    let outcome = match content_encoding {
+        Some(b"gzip") => flate2::read::MultiGzDecoder::new(body).read_to_end(&mut decoded).map(|_| "gzip"),
+        Some(b"br") => brotli::Decompressor::new(body, 4096).read_to_end(&mut decoded).map(|_| "br"),
+        Some(b"zstd") => {
+            zstd::stream::read::Decoder::new(body).and_then(|mut d| d.read_to_end(&mut decoded)).map(|_| "zstd")
+        }
+        _ => return String::from_utf8_lossy(body).into_owned(),
+    };
+    match outcome {
+        Ok(encoding) => format!("({encoding}, decoded) {}", String::from_utf8_lossy(&decoded)),
+        Err(e) => format!("(not decodable: {e}) {} bytes", body.len()),
+    }
+}
+
 /// `name: value` for a header, the value replaced if `list` names the header (a request id
 /// only if it is a UUID).
 pub fn header_line(list: &[(&str, &str)], name: &str, value: &[u8]) -> String {

@@ -142,7 +142,8 @@ async fn answer(
         record.push_str(&h);
         record.push('\n');
     }
-    record.push_str(&format!("body: {}\n", String::from_utf8_lossy(&body)));
+    let encoding = parts.headers.get("content-encoding").map(|v| v.as_bytes());
+    record.push_str(&format!("body: {}\n", crate::normalize::body_text(encoding, &body)));
     for (k, v) in trailers.iter().flatten() {
         record.push_str(&format!("trailer {k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
     }
@@ -158,7 +159,17 @@ async fn answer(
     if path.starts_with("/fail-on-3/") && at == "127.0.0.3" {
         return Ok(respond("/status/503", &body).await);
     }
-    Ok(respond(&path, &body).await)
+    let mut response = respond(&path, &body).await;
+    // `x-respond-header: name=value` (repeatable): a header the answer carries (replacing).
+    for wanted in parts.headers.get_all("x-respond-header") {
+        if let Some((name, value)) = wanted.to_str().ok().and_then(|w| w.split_once('='))
+            && let (Ok(name), Ok(value)) =
+                (http::HeaderName::try_from(name.trim()), http::HeaderValue::try_from(value.trim()))
+        {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    Ok(response)
 }
 
 /// Switches protocols (`101`, the client's `upgrade`), then echoes each chunk the client
@@ -216,8 +227,8 @@ static FLAKY_SEEN: std::sync::LazyLock<Mutex<std::collections::HashMap<String, u
 
 /// Answers by path: `/status/N` with status N, `/flaky/<n>/...` with 503 for its first n
 /// requests then 200, `/chunks` in three chunks 50 ms apart,
-/// `/trailers` with response trailers, `/sleep` after 300 ms, `/big` with 64 KiB, `/echo`
-/// with the request body, `/modules/<build>/<file>` with a test plugin (see [`module`]);
+/// `/trailers` with response trailers, `/sleep` after 300 ms, `/big` with 64 KiB, `/text/<n>`
+/// with n bytes of text, `/echo` with the request body, `/modules/<build>/<file>` with a test plugin (see [`module`]);
 /// anything else with a small fixed body.
 async fn respond(path: &str, request_body: &Bytes) -> http::Response<Body> {
     let builder = http::Response::builder().header("x-upstream", "yes").header("content-type", "text/plain");
@@ -248,6 +259,12 @@ async fn respond(path: &str, request_body: &Bytes) -> http::Response<Body> {
             builder.body(full(Bytes::from("slept")))
         }
         "/big" => builder.body(full(Bytes::from(vec![b'b'; 64 * 1024]))),
+        // `/text/<n>`: n bytes of text that compresses well.
+        p if p.starts_with("/text/") => {
+            let n: usize = p["/text/".len()..].split('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let text: Vec<u8> = b"wasmproxy and envoy compress alike. ".iter().copied().cycle().take(n).collect();
+            builder.body(full(Bytes::from(text)))
+        }
         "/echo" => builder.body(full(request_body.clone())),
         p if p.starts_with("/modules/") => match p["/modules/".len()..].split_once('/') {
             Some((build, file)) if build.parse::<u8>().is_ok() => match module(file, build.parse().unwrap_or(0)) {

@@ -1,10 +1,16 @@
 //! `typed_per_filter_config` of a route configuration, a virtual host or a route: per
-//! filter name, an `envoy.config.route.v3.FilterConfig` that turns the filter off there.
-//! A filter's own per-route configuration is refused: Envoy's Wasm filter has none (so,
-//! as in Envoy, nothing turns a filter `disabled` in `http_filters` back on).
+//! filter name, an `envoy.config.route.v3.FilterConfig` that turns the filter off there, or
+//! a native filter's own per-route configuration (CORS, local rate limit, compressor). Envoy's
+//! Wasm filter has none (so, as in Envoy, nothing turns a Wasm filter `disabled` in
+//! `http_filters` back on).
 
-use crate::model::FilterOverride;
+use crate::compressor::{COMPRESSOR_PER_ROUTE, COMPRESSOR_PER_ROUTE_TYPE, read_compressor_per_route};
+use crate::cors::{CORS_POLICY, read_cors_policy};
+use crate::local_ratelimit::{LOCAL_RATE_LIMIT, LOCAL_RATE_LIMIT_TYPE, read_local_rate_limit};
+use crate::model::{FilterOverride, PerFilterConfig};
 use crate::reader::{Ctx, Msg};
+
+const CORS_POLICY_TYPE: &str = "envoy.extensions.filters.http.cors.v3.CorsPolicy";
 
 const FILTER_CONFIG_TYPE: &str = "envoy.config.route.v3.FilterConfig";
 const FILTER_CONFIG: &[&str] = &["config", "is_optional", "disabled"];
@@ -15,14 +21,37 @@ pub(crate) fn read_filter_overrides(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Vec<Fil
     let mut overrides = Vec::new();
     for (name, value) in field.map_entries(ctx) {
         let Some(any) = value.any(ctx) else { continue };
-        if any.type_name != FILTER_CONFIG_TYPE {
-            value.error(
-                ctx,
-                format!(
-                    "per-route configuration {} is not supported by wasmproxy (only {FILTER_CONFIG_TYPE}, to turn a filter off or on)",
-                    any.type_name
-                ),
-            );
+        let config = match any.type_name.as_str() {
+            FILTER_CONFIG_TYPE => None,
+            CORS_POLICY_TYPE => {
+                Some(any.message(ctx, CORS_POLICY).map(|m| PerFilterConfig::Cors(Box::new(read_cors_policy(ctx, m)))))
+            }
+            LOCAL_RATE_LIMIT_TYPE => Some(
+                any.message(ctx, LOCAL_RATE_LIMIT)
+                    .and_then(|m| read_local_rate_limit(ctx, m, true))
+                    .map(|l| PerFilterConfig::LocalRateLimit(Box::new(l))),
+            ),
+            COMPRESSOR_PER_ROUTE_TYPE => Some(
+                any.message(ctx, COMPRESSOR_PER_ROUTE)
+                    .and_then(|m| read_compressor_per_route(ctx, m))
+                    .map(|c| PerFilterConfig::Compressor(Box::new(c))),
+            ),
+            other => {
+                value.error(
+                    ctx,
+                    format!(
+                        "per-route configuration {other} is not supported by wasmproxy (only {FILTER_CONFIG_TYPE}, \
+                         {CORS_POLICY_TYPE}, {LOCAL_RATE_LIMIT_TYPE} and {COMPRESSOR_PER_ROUTE_TYPE})"
+                    ),
+                );
+                continue;
+            }
+        };
+        if let Some(config) = config {
+            // A filter's own configuration turns it on for these routes, as in Envoy.
+            if let Some(config) = config {
+                overrides.push(FilterOverride { name, disabled: false, config: Some(config) });
+            }
             continue;
         }
         let Some(mut config) = any.message(ctx, FILTER_CONFIG) else { continue };
@@ -36,7 +65,7 @@ pub(crate) fn read_filter_overrides(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Vec<Fil
             value.error(ctx, format!("Empty route/virtual host per filter configuration for {name} filter"));
         }
         config.finish(ctx);
-        overrides.push(FilterOverride { name, disabled });
+        overrides.push(FilterOverride { name, disabled, config: None });
     }
     overrides
 }

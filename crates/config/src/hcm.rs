@@ -1,13 +1,18 @@
-//! The HTTP connection manager network filter and its HTTP filters (Wasm and the router).
+//! The HTTP connection manager network filter and its HTTP filters (Wasm, the native
+//! ones and the router).
 
 use std::time::Duration;
 
 use crate::access_log::read_access_logs;
+use crate::compressor::{
+    COMPRESSOR, COMPRESSOR_TYPE, DECOMPRESSOR, DECOMPRESSOR_TYPE, read_compressor, read_decompressor,
+};
 use crate::config_source::read_config_source;
+use crate::local_ratelimit::{LOCAL_RATE_LIMIT, LOCAL_RATE_LIMIT_TYPE, read_local_rate_limit};
 use crate::model::{
     CodecType, DiscoveredFilter, EscapedSlashes, ExtensionConfig, FilterKind, FilterOptions, Forwarding,
-    HttpConnectionManager, HttpFilter, PathHandling, RdsSource, RouteConfig, ServerHeader, StripPort, UuidRequestId,
-    WasmPlugin,
+    HttpConnectionManager, HttpFilter, NativeFilter, PathHandling, RdsSource, RouteConfig, ServerHeader, StripPort,
+    UuidRequestId, WasmPlugin,
 };
 use crate::reader::{AnyValue, Ctx, Field, Msg, type_error};
 use crate::route::read_route_config;
@@ -111,6 +116,7 @@ const CODEC_TYPE: &[(&str, i64, Option<CodecType>)] = &[
 pub(crate) const HCM_TYPE: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
 const HTTP_WASM_TYPE: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
+const CORS_TYPE: &str = "envoy.extensions.filters.http.cors.v3.Cors";
 /// Router names accepted without a `typed_config` (older configs; Envoy 1.40 refuses them).
 const ROUTER_NAMES: &[&str] = &["envoy.filters.http.router", "envoy.router"];
 
@@ -351,7 +357,10 @@ fn read_http_filter(ctx: &mut Ctx, field: &Field<'_>) -> (bool, Option<(HttpFilt
 /// Whether a filter's `typed_config` is of a type wasmproxy runs.
 fn supported_http_filter(ctx: &Ctx, typed: &Field<'_>) -> bool {
     let mut scratch = Ctx::new(ctx.base_dir.clone());
-    typed.any(&mut scratch).is_some_and(|any| [ROUTER_TYPE, HTTP_WASM_TYPE].contains(&any.type_name.as_str()))
+    typed.any(&mut scratch).is_some_and(|any| {
+        [ROUTER_TYPE, HTTP_WASM_TYPE, CORS_TYPE, LOCAL_RATE_LIMIT_TYPE, COMPRESSOR_TYPE, DECOMPRESSOR_TYPE]
+            .contains(&any.type_name.as_str())
+    })
 }
 
 const EXTENSION_CONFIG_SOURCE: &[&str] =
@@ -440,6 +449,24 @@ fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (bool, Option<Htt
             (true, Some(HttpFilter::Router))
         }
         HTTP_WASM_TYPE => (false, Some(HttpFilter::Wasm(Box::new(read_wasm_filter(ctx, &any))))),
+        CORS_TYPE => {
+            if let Some(cors) = any.message(ctx, &[]) {
+                cors.finish(ctx);
+            }
+            (false, Some(HttpFilter::Native(NativeFilter::Cors)))
+        }
+        LOCAL_RATE_LIMIT_TYPE => {
+            let limit = any.message(ctx, LOCAL_RATE_LIMIT).and_then(|m| read_local_rate_limit(ctx, m, false));
+            (false, limit.map(|l| HttpFilter::Native(NativeFilter::LocalRateLimit(Box::new(l)))))
+        }
+        COMPRESSOR_TYPE => {
+            let compressor = any.message(ctx, COMPRESSOR).and_then(|m| read_compressor(ctx, m));
+            (false, compressor.map(|c| HttpFilter::Native(NativeFilter::Compressor(Box::new(c)))))
+        }
+        DECOMPRESSOR_TYPE => {
+            let decompressor = any.message(ctx, DECOMPRESSOR).and_then(|m| read_decompressor(ctx, m));
+            (false, decompressor.map(|d| HttpFilter::Native(NativeFilter::Decompressor(Box::new(d)))))
+        }
         "" => {
             typed.error(ctx, "missing \"@type\"");
             (false, None)

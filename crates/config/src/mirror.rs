@@ -2,6 +2,7 @@
 
 use crate::model::MirrorPolicy;
 use crate::reader::{Ctx, Field};
+use crate::runtime::read_runtime_fraction;
 
 const MIRROR_POLICY: &[&str] = &[
     "cluster",
@@ -12,10 +13,6 @@ const MIRROR_POLICY: &[&str] = &[
     "request_headers_mutations",
     "host_rewrite_literal",
 ];
-const RUNTIME_FRACTIONAL_PERCENT: &[&str] = &["default_value", "runtime_key"];
-const FRACTIONAL_PERCENT: &[&str] = &["numerator", "denominator"];
-const DENOMINATOR: &[(&str, i64, Option<u32>)] =
-    &[("HUNDRED", 0, Some(100)), ("TEN_THOUSAND", 1, Some(10_000)), ("MILLION", 2, Some(1_000_000))];
 
 /// `request_mirror_policies`: each names its cluster (or the header that does).
 pub(crate) fn read_mirror_policies(ctx: &mut Ctx, field: &Field<'_>) -> Vec<MirrorPolicy> {
@@ -44,22 +41,4 @@ pub(crate) fn read_mirror_policies(ctx: &mut Ctx, field: &Field<'_>) -> Vec<Mirr
         policies.push(policy);
     }
     policies
-}
-
-/// A `RuntimeFractionalPercent`'s default, in millionths (its runtime key is not looked
-/// up, with a warning).
-fn read_runtime_fraction(ctx: &mut Ctx, field: &Field<'_>) -> u32 {
-    let Some(mut msg) = field.message(ctx, RUNTIME_FRACTIONAL_PERCENT) else { return 1_000_000 };
-    msg.ignore_with_warning(ctx, "runtime_key", "wasmproxy does not look runtime keys up here: default_value applies");
-    let mut per_million = 0;
-    if let Some(f) = msg.required(ctx, "default_value")
-        && let Some(mut m) = f.message(ctx, FRACTIONAL_PERCENT)
-    {
-        let numerator = m.get(ctx, "numerator").and_then(|f| f.unsigned(ctx, u64::from(u32::MAX))).unwrap_or(0);
-        let denominator = m.get(ctx, "denominator").and_then(|f| f.enumeration(ctx, DENOMINATOR)).unwrap_or(100);
-        m.finish(ctx);
-        per_million = (numerator.min(u64::from(denominator)) * (1_000_000 / u64::from(denominator))) as u32;
-    }
-    msg.finish(ctx);
-    per_million
 }

@@ -70,7 +70,7 @@ impl Listener {
                     plugins.extend(hcm.http_filters.iter().filter_map(|f| match f {
                         HttpFilter::Wasm(plugin) => Some(&**plugin),
                         HttpFilter::Discovered(d) => d.default.as_ref(),
-                        HttpFilter::Router => None,
+                        HttpFilter::Router | HttpFilter::Native(_) => None,
                     }));
                     plugins.extend(hcm.access_logs.iter().filter_map(|log| match &log.sink {
                         AccessLogSink::Wasm(plugin) => Some(&**plugin),
@@ -802,13 +802,221 @@ pub struct FilterOptions {
 }
 
 /// A route's (virtual host's, route configuration's) `typed_per_filter_config` entry for
-/// one filter: an `envoy.config.route.v3.FilterConfig` that turns it off or on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// one filter: an `envoy.config.route.v3.FilterConfig` that turns it off or on, or a native
+/// filter's own per-route configuration (which turns it on).
+#[derive(Debug, Clone, PartialEq)]
 pub struct FilterOverride {
     /// The filter's name.
     pub name: String,
     /// `disabled`.
     pub disabled: bool,
+    /// The filter's own configuration for these routes.
+    pub config: Option<PerFilterConfig>,
+}
+
+/// A native filter's configuration for some routes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PerFilterConfig {
+    /// `envoy.extensions.filters.http.cors.v3.CorsPolicy`.
+    Cors(Box<CorsPolicy>),
+    /// `envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`: replaces the
+    /// filter's own, with buckets of its own.
+    LocalRateLimit(Box<LocalRateLimit>),
+    /// `envoy.extensions.filters.http.compressor.v3.CompressorPerRoute`.
+    Compressor(Box<CompressorPerRoute>),
+}
+
+/// A native HTTP filter: one Envoy builds in, which wasmproxy runs as Envoy does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NativeFilter {
+    /// `envoy.filters.http.cors`: its policies come from the routes.
+    Cors,
+    /// `envoy.filters.http.local_ratelimit`.
+    LocalRateLimit(Box<LocalRateLimit>),
+    /// `envoy.filters.http.compressor`.
+    Compressor(Box<Compressor>),
+    /// `envoy.filters.http.decompressor`.
+    Decompressor(Box<Decompressor>),
+}
+
+/// A CORS policy (`CorsPolicy`, typed per route or the deprecated `cors` of virtual hosts
+/// and routes). Empty strings and lists are unset: the next, less specific, policy's apply.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CorsPolicy {
+    /// `allow_origin_string_match`.
+    pub allow_origin: Vec<ValueMatch>,
+    /// `allow_methods`.
+    pub allow_methods: String,
+    /// `allow_headers`.
+    pub allow_headers: String,
+    /// `expose_headers`.
+    pub expose_headers: String,
+    /// `max_age`, sent as written.
+    pub max_age: String,
+    /// `allow_credentials`.
+    pub allow_credentials: Option<bool>,
+    /// `allow_private_network_access`.
+    pub allow_private_network_access: Option<bool>,
+    /// `forward_not_matching_preflights` (unset: true).
+    pub forward_not_matching_preflights: Option<bool>,
+    /// `filter_enabled`, in millionths (unset: on).
+    pub filter_enabled: Option<u32>,
+    /// `shadow_enabled`, in millionths (unset: off).
+    pub shadow_enabled: Option<u32>,
+}
+
+/// `envoy.filters.http.local_ratelimit`'s configuration (the filter's, or a route's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalRateLimit {
+    /// `stat_prefix`: its stats are `<stat_prefix>.http_local_rate_limit.*`.
+    pub stat_prefix: String,
+    /// `status.code` (429 unless 400 or more).
+    pub status: u16,
+    /// `token_bucket` (none: every request is allowed).
+    pub token_bucket: Option<TokenBucket>,
+    /// `filter_enabled`, in millionths (unset: 0, the filter does nothing).
+    pub filter_enabled: u32,
+    /// `filter_enforced`, in millionths (unset: 0, nothing is refused).
+    pub filter_enforced: u32,
+    /// `response_headers_to_add`, on the refusal.
+    pub response_headers_to_add: Vec<HeaderToAdd>,
+    /// `request_headers_to_add_when_not_enforced`.
+    pub request_headers_when_not_enforced: Vec<HeaderToAdd>,
+    /// `enable_x_ratelimit_headers: DRAFT_VERSION_03`.
+    pub x_ratelimit_headers: bool,
+    /// `rate_limited_as_resource_exhausted`: gRPC refusals carry RESOURCE_EXHAUSTED.
+    pub grpc_resource_exhausted: bool,
+}
+
+/// A `TokenBucket`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenBucket {
+    /// `max_tokens`: what it holds, and holds at first.
+    pub max_tokens: u32,
+    /// `tokens_per_fill` (default 1).
+    pub tokens_per_fill: u32,
+    /// `fill_interval`.
+    pub fill_interval: Duration,
+}
+
+/// `envoy.filters.http.compressor`'s configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compressor {
+    /// `compressor_library`: its name (in stats) and the algorithm.
+    pub library: CompressionLibrary,
+    /// `response_direction_config` (or the deprecated top-level fields).
+    pub response: CompressionDirection,
+    /// Whether `response_direction_config` was given: response stats then have a
+    /// `response.` segment.
+    pub response_config_given: bool,
+    /// `response_direction_config.disable_on_etag_header`.
+    pub disable_on_etag_header: bool,
+    /// `response_direction_config.remove_accept_encoding_header`.
+    pub remove_accept_encoding_header: bool,
+    /// `response_direction_config.uncompressible_response_codes`.
+    pub uncompressible_response_codes: Vec<u16>,
+    /// `response_direction_config.weaken_etag_on_compress`.
+    pub weaken_etag_on_compress: bool,
+    /// `request_direction_config` (none: requests are not compressed).
+    pub request: Option<CompressionDirection>,
+    /// `choose_first`.
+    pub choose_first: bool,
+}
+
+/// A compressor's `CommonDirectionConfig`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompressionDirection {
+    /// `enabled.default_value` (unset: on).
+    pub enabled: bool,
+    /// `min_content_length` (default 30).
+    pub min_content_length: u64,
+    /// `content_type`, lower-cased (empty: Envoy's default list).
+    pub content_types: Vec<String>,
+}
+
+/// A `compressor_library` or `decompressor_library`: its name and its algorithm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompressionLibrary {
+    /// `name`.
+    pub name: String,
+    /// The algorithm and its settings.
+    pub algorithm: Algorithm,
+}
+
+/// A compression algorithm with its settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// gzip: level (0-9, 0 for zlib's default), window bits, memory level.
+    Gzip {
+        /// `compression_level`.
+        level: u32,
+        /// `window_bits`.
+        window_bits: u8,
+        /// `memory_level`.
+        memory_level: u8,
+    },
+    /// brotli: quality and window bits.
+    Brotli {
+        /// `quality`.
+        quality: u32,
+        /// `window_bits`.
+        window_bits: u32,
+    },
+    /// zstd: the level.
+    Zstd {
+        /// `compression_level`.
+        level: i32,
+    },
+}
+
+impl Algorithm {
+    /// Its `content-encoding` token.
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            Algorithm::Gzip { .. } => "gzip",
+            Algorithm::Brotli { .. } => "br",
+            Algorithm::Zstd { .. } => "zstd",
+        }
+    }
+
+    /// Its segment in stat names.
+    pub fn stat_name(&self) -> &'static str {
+        match self {
+            Algorithm::Gzip { .. } => "gzip",
+            Algorithm::Brotli { .. } => "brotli",
+            Algorithm::Zstd { .. } => "zstd",
+        }
+    }
+}
+
+/// `CompressorPerRoute`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompressorPerRoute {
+    /// `disabled: true`: responses on these routes are not compressed.
+    Disabled,
+    /// `overrides.response_direction_config`: compression on, with
+    /// `remove_accept_encoding_header` if given.
+    Enabled {
+        /// `remove_accept_encoding_header`.
+        remove_accept_encoding_header: Option<bool>,
+    },
+}
+
+/// `envoy.filters.http.decompressor`'s configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decompressor {
+    /// `decompressor_library`.
+    pub library: CompressionLibrary,
+    /// `request_direction_config.common_config.enabled` (default on).
+    pub request_enabled: bool,
+    /// `request_direction_config.advertise_accept_encoding` (default on).
+    pub advertise_accept_encoding: bool,
+    /// `response_direction_config.common_config.enabled` (default on).
+    pub response_enabled: bool,
+    /// `ignore_no_transform_header`, per direction ([request, response]).
+    pub ignore_no_transform: [bool; 2],
+    /// gzip's `max_inflate_ratio` (100 for the others).
+    pub max_inflate_ratio: u32,
 }
 
 /// An HTTP filter.
@@ -816,6 +1024,8 @@ pub struct FilterOverride {
 pub enum HttpFilter {
     /// `envoy.filters.http.wasm`.
     Wasm(Box<WasmPlugin>),
+    /// One of Envoy's own filters that wasmproxy runs.
+    Native(NativeFilter),
     /// `config_discovery`: a Wasm filter whose configuration comes from ECDS.
     Discovered(Box<DiscoveredFilter>),
     /// `envoy.filters.http.router` (with or without `typed_config`).
@@ -961,6 +1171,8 @@ pub struct VirtualHost {
     pub retry_policy: Option<RetryPolicy>,
     /// `typed_per_filter_config`, for its routes.
     pub filter_overrides: Vec<FilterOverride>,
+    /// `cors` (deprecated), for its routes, if no route has a typed CORS policy.
+    pub cors: Option<Box<CorsPolicy>>,
     /// `include_request_attempt_count`: upstream requests carry `x-envoy-attempt-count`.
     pub include_request_attempt_count: bool,
     /// `include_attempt_count_in_response`: responses carry `x-envoy-attempt-count`.
@@ -1136,6 +1348,8 @@ pub struct ForwardAction {
     pub high_priority: bool,
     /// `request_mirror_policies`: where copies of the request go.
     pub mirrors: Vec<MirrorPolicy>,
+    /// `cors` (deprecated), if no typed CORS policy applies to the route.
+    pub cors: Option<Box<CorsPolicy>>,
 }
 
 /// One of `request_mirror_policies`: a copy of each request (its answer ignored) to a
@@ -1210,6 +1424,7 @@ impl Default for ForwardAction {
             hash_policy: Vec::new(),
             high_priority: false,
             mirrors: Vec::new(),
+            cors: None,
         }
     }
 }

@@ -3,16 +3,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::cors::{CORS_POLICY, read_cors_policy};
 use crate::filter_override::read_filter_overrides;
 use crate::header_mutation::read_header_mutations;
 use crate::matcher::{read_header_matcher, read_query_parameter_matcher, read_regex};
 use crate::metadata::read_metadata;
 use crate::mirror::read_mirror_policies;
 use crate::model::{
-    Decorator, ForwardAction, HashKey, HashPolicy, PathMatch, RedirectAction, RegexRewrite, Route, RouteAction,
-    RouteConfig, RouteMatch, VirtualHost, WeightedCluster,
+    CorsPolicy, Decorator, ForwardAction, HashKey, HashPolicy, PathMatch, RedirectAction, RegexRewrite, Route,
+    RouteAction, RouteConfig, RouteMatch, VirtualHost, WeightedCluster,
 };
-use crate::reader::{Ctx, Field};
+use crate::reader::{Ctx, Field, Msg};
 use crate::retry::read_retry_policy;
 use crate::wasm::{DataSource, read_data_source};
 
@@ -220,6 +221,7 @@ fn read_virtual_host(ctx: &mut Ctx, field: &Field<'_>) -> Option<VirtualHost> {
     let headers = read_header_mutations(ctx, &mut msg);
     let retry_policy = msg.get(ctx, "retry_policy").and_then(|f| read_retry_policy(ctx, &f));
     let filter_overrides = read_filter_overrides(ctx, &mut msg);
+    let cors = read_legacy_cors(ctx, &mut msg);
     let mut flag = |name: &str| msg.get(ctx, name).and_then(|f| f.bool(ctx)).unwrap_or(false);
     let include_request_attempt_count = flag("include_request_attempt_count");
     let include_attempt_count_in_response = flag("include_attempt_count_in_response");
@@ -232,6 +234,7 @@ fn read_virtual_host(ctx: &mut Ctx, field: &Field<'_>) -> Option<VirtualHost> {
         headers,
         retry_policy,
         filter_overrides,
+        cors,
         include_request_attempt_count,
         include_attempt_count_in_response,
     })
@@ -260,6 +263,12 @@ fn read_route(ctx: &mut Ctx, field: &Field<'_>) -> Option<Route> {
     let decorator = msg.get(ctx, "decorator").and_then(|f| read_decorator(ctx, &f));
     msg.finish(ctx);
     Some(Route { name, matcher: matcher?, action: action?, metadata, headers, filter_overrides, decorator })
+}
+
+/// The deprecated `cors` of a virtual host or a route action.
+fn read_legacy_cors(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Option<Box<CorsPolicy>> {
+    let policy = msg.get(ctx, "cors")?.message(ctx, CORS_POLICY)?;
+    Some(Box::new(read_cors_policy(ctx, policy)))
 }
 
 fn read_route_match(ctx: &mut Ctx, field: &Field<'_>) -> Option<RouteMatch> {
@@ -352,6 +361,7 @@ fn read_forward(ctx: &mut Ctx, field: &Field<'_>) -> ForwardAction {
         .and_then(|f| f.enumeration(ctx, &[("DEFAULT", 0, Some(false)), ("HIGH", 1, Some(true))]))
         .unwrap_or(false);
     action.mirrors = msg.get(ctx, "request_mirror_policies").map(|f| read_mirror_policies(ctx, &f)).unwrap_or_default();
+    action.cors = read_legacy_cors(ctx, &mut msg);
     msg.finish(ctx);
     action
 }

@@ -386,10 +386,10 @@ fn unsupported_filter_types() {
     assert_eq!(
         errors(&[(
             "\"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "\"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
+            "\"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
         )]),
         vec![format!(
-            "{HCM}.http_filters[0].typed_config.@type: HTTP filter type envoy.extensions.filters.http.cors.v3.Cors is not supported by wasmproxy (line 22, column 24)"
+            "{HCM}.http_filters[0].typed_config.@type: HTTP filter type envoy.extensions.filters.http.ext_authz.v3.ExtAuthz is not supported by wasmproxy (line 22, column 24)"
         )]
     );
 }
@@ -698,21 +698,95 @@ fn filters_turned_off_per_route() {
     load_str(&good, Path::new("/etc/wasmproxy")).unwrap_or_else(|e| panic!("{e}"));
 
     // An optional filter wasmproxy lacks is skipped with a warning; one not optional is refused.
-    let compressor = "          - name: gzip\n            is_optional: true\n            typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor }\n          - name: envoy.filters.http.router\n";
+    let compressor = "          - name: authz\n            is_optional: true\n            typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz }\n          - name: envoy.filters.http.router\n";
     let optional = config(&[("          - name: envoy.filters.http.router\n", compressor)]);
     let (_, warnings) = wasmproxy_config::load_str_with_warnings(&optional, Path::new("/etc/wasmproxy"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         warnings
             .iter()
-            .any(|w| w.to_string().contains("optional filter \"gzip\" is not supported by wasmproxy: skipped")),
+            .any(|w| w.to_string().contains("optional filter \"authz\" is not supported by wasmproxy: skipped")),
         "{warnings:?}"
     );
     let required = errors(&[(
         "          - name: envoy.filters.http.router\n",
         &compressor.replace("            is_optional: true\n", ""),
     )]);
-    assert!(required[0].contains("Compressor is not supported by wasmproxy"), "{required:?}");
+    assert!(required[0].contains("ExtAuthz is not supported by wasmproxy"), "{required:?}");
+}
+
+#[test]
+fn native_filter_errors() {
+    let router = "          - name: envoy.filters.http.router\n";
+    let filter = |type_name: &str, body: &str| {
+        errors(&[(
+            router,
+            &format!(
+                "          - name: native\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.{type_name}\n{body}{router}"
+            ),
+        )])
+    };
+    let at = format!("{HCM}.http_filters[1].typed_config");
+    let limit = "local_ratelimit.v3.LocalRateLimit";
+    let e = filter(
+        limit,
+        "              stat_prefix: rl\n              token_bucket: { max_tokens: 1, fill_interval: 0.01s }\n",
+    );
+    assert_eq!(
+        e,
+        vec![format!(
+            "{at}.token_bucket.fill_interval: local rate limit token bucket fill timer must be >= 50ms (line 32, column 29)"
+        )]
+    );
+    let e = filter(
+        limit,
+        "              stat_prefix: rl\n              local_rate_limit_per_downstream_connection: true\n",
+    );
+    assert!(e[0].contains("local_rate_limit_per_downstream_connection: not supported by wasmproxy"), "{e:?}");
+    let e = filter(limit, "              stat_prefix: rl\n              descriptors: []\n");
+    assert!(e[0].starts_with(&format!("{at}.descriptors: not supported by wasmproxy")), "{e:?}");
+    let e = filter(limit, "              token_bucket: { max_tokens: 0, fill_interval: 1s }\n");
+    assert!(e.iter().any(|l| l.contains("missing required field \"stat_prefix\"")), "{e:?}");
+    assert!(e.iter().any(|l| l.contains("max_tokens: must be greater than 0")), "{e:?}");
+
+    let compressor = "compressor.v3.Compressor";
+    let library = |type_name: &str, settings: &str| {
+        format!(
+            "              compressor_library:\n                name: text\n                typed_config:\n                  \"@type\": type.googleapis.com/envoy.extensions.compression.{type_name}\n{settings}"
+        )
+    };
+    let e = filter(compressor, &library("lz4.compressor.v3.Lz4", ""));
+    assert!(
+        e[0].contains("compressor library type envoy.extensions.compression.lz4.compressor.v3.Lz4 is not supported"),
+        "{e:?}"
+    );
+    let e = filter(compressor, &library("gzip.compressor.v3.Gzip", "                  window_bits: 20\n"));
+    assert!(e[0].contains("window_bits: must be between 9 and 15"), "{e:?}");
+    let e = filter(
+        compressor,
+        &(library("gzip.compressor.v3.Gzip", "")
+            + "              response_direction_config: { status_header_enabled: true }\n"),
+    );
+    assert!(e[0].contains("status_header_enabled: not supported by wasmproxy"), "{e:?}");
+    let e = filter(compressor, "              choose_first: true\n");
+    assert!(e[0].contains("missing required field \"compressor_library\""), "{e:?}");
+
+    let route = "route: { cluster: backend }";
+    let per_route = |entry: &str| {
+        errors(&[(route, &format!("{route}\n                typed_per_filter_config: {{ native: {entry} }}"))])
+    };
+    let e = per_route(
+        "{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, stat_prefix: r }",
+    );
+    assert!(e[0].contains("local rate limit token bucket must be set for per filter configs"), "{e:?}");
+    let e = per_route(
+        "{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute, disabled: false }",
+    );
+    assert!(e[0].contains("disabled: must be true"), "{e:?}");
+    let e = per_route(
+        "{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy, allow_origin_string_match: [{ safe_regex: { regex: \"(\" } }] }",
+    );
+    assert!(e[0].contains("allow_origin_string_match[0].safe_regex"), "{e:?}");
 }
 
 #[test]

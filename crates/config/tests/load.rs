@@ -96,6 +96,7 @@ fn rust_sdk_example_shape() {
                 headers: Default::default(),
                 retry_policy: None,
                 filter_overrides: vec![],
+                cors: None,
                 include_request_attempt_count: false,
                 include_attempt_count_in_response: false,
             }],

@@ -6,12 +6,13 @@
 //! every plugin VM: nothing is locked per request.
 //!
 //! Modules import downwards only, in this order (see `docs/ARCHITECTURE.md`):
-//! `server` → `xds` → `admin` → `hcm`, `tcp` → `wasm` → `upstream` → `observe` → `stream_info` →
+//! `server` → `xds` → `admin` → `hcm`, `tcp` → `filters` → `wasm` → `upstream` → `observe` → `stream_info` →
 //! `tls` → `http` → the leaves (`clock`, `limits`, `matcher`, `memory`, `proto`, `random`,
 //! `teardown`).
 
 mod admin;
 pub mod clock;
+mod filters;
 mod hcm;
 pub mod http;
 pub mod limits;

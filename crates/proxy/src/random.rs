@@ -1,4 +1,5 @@
-//! Random numbers the data plane draws: request ids, load-balancer picks, reload backoff.
+//! Random numbers the data plane draws: request ids, load-balancer picks, reload backoff,
+//! runtime fractions.
 
 use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
@@ -22,6 +23,12 @@ pub fn next_u64() -> u64 {
 /// A number in [0, 1).
 pub fn unit() -> f64 {
     (next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A draw that comes out true `per_million` times in a million (always from a million up),
+/// as a runtime fractional percent.
+pub fn per_million(per_million: u32) -> bool {
+    per_million >= 1_000_000 || (per_million > 0 && next_u64() % 1_000_000 < u64::from(per_million))
 }
 
 /// An index in [0, n) (0 when `n` is 0).

@@ -25,7 +25,7 @@ pub(super) struct Shadow {
 pub(super) fn shadows(policies: &[MirrorPolicy], headers: &Headers, clusters: &Clusters) -> Vec<Shadow> {
     policies
         .iter()
-        .filter(|p| p.per_million >= 1_000_000 || (crate::random::next_u64() % 1_000_000) < u64::from(p.per_million))
+        .filter(|p| crate::random::per_million(p.per_million))
         .filter_map(|p| {
             let name = match &p.cluster_header {
                 Some(h) => std::str::from_utf8(headers.get(h.as_bytes())?).ok()?.to_string(),

@@ -23,9 +23,10 @@ use http_body_util::Either;
 use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant as TokioInstant;
-use wasmproxy_config::model::{FailurePolicy, FilterOptions, HttpConnectionManager};
+use wasmproxy_config::model::{FilterOptions, HttpConnectionManager};
 use wasmproxy_host::Headers;
 
+use crate::filters::{ChainFilter, RouteFilters, StreamFilter, StreamRoute};
 use crate::hcm::forwarding::{LocalNode, Peer, finish_response, prepare_request};
 use crate::hcm::path::PathVerdict;
 use crate::hcm::route_table::{Matched, RouteTable};
@@ -41,7 +42,6 @@ use crate::stream_info::response_flags::ResponseFlag;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
 use crate::upstream::cluster::Clusters;
 use crate::wasm::access_logger::StreamLoggers;
-use crate::wasm::http_filter::{FilterSlot, FilterStream};
 
 /// One HTTP stream through the connection manager, from its request head to its end:
 /// the request headers, the filters' contexts, and the steps it goes through (decode: the
@@ -66,9 +66,15 @@ struct ActiveStream {
 struct StreamFilters {
     hcm: Rc<Hcm>,
     info: StreamRef,
-    contexts: Vec<Option<FilterStream>>,
+    contexts: Vec<Option<StreamFilter>>,
     /// The filters the stream's route turned off (none if empty): never called.
     disabled: Vec<bool>,
+    /// The route the native filters read their configuration from (what it configures for
+    /// filters, and whether it forwards); none if no route matched.
+    route: Option<(Arc<RouteFilters>, bool)>,
+    /// The filter that turned the end of a body into trailers of its own, until the
+    /// trailers go.
+    opened: Option<usize>,
 }
 
 impl Drop for ActiveStream {
@@ -120,8 +126,8 @@ pub struct Hcm {
     pub config: HttpConnectionManager,
     /// Its routes.
     pub routes: Routes,
-    /// The Wasm filters, in order (the router is implicit, last).
-    pub filters: Vec<Rc<FilterSlot>>,
+    /// The filters, in order (the router is implicit, last).
+    pub filters: Vec<ChainFilter>,
     /// This worker's clusters.
     pub clusters: Rc<Clusters>,
     /// Its stats (`http.<stat_prefix>.*`).
@@ -170,14 +176,19 @@ fn as_grpc(request: &Headers, processed: Processed) -> Processed {
     }
 }
 
-/// Which filters a stream's route turns off (by `typed_per_filter_config`, else the
-/// filter's own `disabled`); empty when none is.
+/// Which filters a stream's route turns off (by its most specific `typed_per_filter_config`
+/// entry for the filter, else the filter's own `disabled`); empty when none is.
 fn disabled_filters(options: &[FilterOptions], route: Option<&Matched<'_>>) -> Vec<bool> {
-    let overrides = route.map_or(&[][..], |m| m.filter_overrides);
-    if overrides.is_empty() && !options.iter().any(|o| o.disabled) {
+    let entries = route.map_or(&[][..], |m| &m.filters.entries[..]);
+    if entries.is_empty() && !options.iter().any(|o| o.disabled) {
         return Vec::new();
     }
-    options.iter().map(|o| overrides.iter().find(|f| f.name == o.name).map_or(o.disabled, |f| f.disabled)).collect()
+    options.iter().map(|o| entries.iter().find(|f| f.name == o.name).map_or(o.disabled, |f| f.disabled)).collect()
+}
+
+/// What a matched route configures for the filters, and whether it forwards.
+fn filter_route(matched: Option<&Matched<'_>>) -> Option<(Arc<RouteFilters>, bool)> {
+    matched.map(|m| (m.filters.clone(), matches!(m.action, wasmproxy_config::model::RouteAction::Forward(_))))
 }
 
 /// The body of the response being built, before the response callbacks run.
@@ -226,7 +237,8 @@ impl Hcm {
         let internal_only = routes.internal_only_headers();
         let remote = prepare_request(forwarding, internal_only, &self.node, &mut headers, &peer, upgrade.is_some());
         info.borrow_mut().downstream_remote = remote;
-        let filters = StreamFilters { hcm: self, info, contexts: Vec::new(), disabled: Vec::new() };
+        let filters =
+            StreamFilters { hcm: self, info, contexts: Vec::new(), disabled: Vec::new(), route: None, opened: None };
         let mut stream = ActiveStream { filters, request_headers: headers, routes, upgrade, deciding: true };
         let processed = stream.process(&mut incoming).await;
         stream.deciding = false;
@@ -456,11 +468,14 @@ impl ActiveStream {
             let matched = routes.find(&self.request_headers);
             note_route(matched.as_ref(), &self.request_headers, &hcm.clusters, &info);
             self.filters.disabled = disabled_filters(&hcm.filter_options, matched.as_ref());
+            self.filters.route = filter_route(matched.as_ref());
         }
         // An upgrading request goes on after its headers (its bytes come once the upstream
         // switched), and, as from Envoy's HTTP/1 codec, the filters get an empty body chunk.
         let upgrading = self.upgrade.is_some();
-        if let Some(end) = self.filters.decode_headers(&mut self.request_headers, request_ended && !upgrading).await {
+        if let Some(end) =
+            self.filters.decode_headers(&mut self.request_headers, request_ended && !upgrading, &routes).await
+        {
             return Err(end);
         }
         if upgrading
@@ -622,18 +637,26 @@ impl ActiveStream {
 impl StreamFilters {
     /// Request headers, filter by filter; each sees the headers the previous one left.
     /// `Some` ends the stream.
-    async fn decode_headers(&mut self, headers: &mut Headers, ended: bool) -> Option<Processed> {
+    async fn decode_headers(&mut self, headers: &mut Headers, ended: bool, routes: &RouteTable) -> Option<Processed> {
         let hcm = self.hcm.clone();
+        // As in Envoy, where a Wasm filter that changes the request headers clears the route
+        // cache: a native filter after one reads the route found again.
+        let mut wasm_ran = false;
         for (i, filter) in hcm.filters.iter().enumerate() {
             if self.disabled.get(i) == Some(&true) {
                 self.contexts.push(None);
                 continue;
             }
-            let Ok(stream) = filter.start_stream(&self.info) else {
+            if wasm_ran && filter.reads_route() {
+                self.route = filter_route(routes.find(headers).as_ref());
+                wasm_ran = false;
+            }
+            wasm_ran |= filter.is_wasm();
+            let Ok(stream) = filter.start_stream(&self.info, self.stream_route()) else {
                 // The VM failed before this stream (and, under FAIL_RELOAD, could not be
                 // reloaded yet): FAIL_OPEN skips the filter, the others answer 503.
                 self.contexts.push(None);
-                if filter.failure_policy != FailurePolicy::FailOpen {
+                if !filter.fails_open() {
                     return Some(hcm.reply(LocalReply::failure(), i, Direction::Request));
                 }
                 continue;
@@ -648,6 +671,11 @@ impl StreamFilters {
             }
         }
         None
+    }
+
+    /// The route as the filters starting now read it.
+    fn stream_route(&self) -> Option<StreamRoute<'_>> {
+        self.route.as_ref().map(|(filters, forwards)| StreamRoute { filters, forwards: *forwards })
     }
 
     /// Response headers through the first `encoders` filters, in reverse order; each
@@ -672,12 +700,16 @@ impl StreamFilters {
             Verdict::Continue => None,
             Verdict::Reset => Some(Processed::Reset),
             Verdict::LocalReply(r) => Some(self.hcm.reply(r, i + 1, direction)),
+            Verdict::Respond(headers) => {
+                let encoders = if direction == Direction::Request { i + 1 } else { 0 };
+                Some(Processed::Reply { headers, body: Bytes::new(), encoders, grpc_status: None })
+            }
             // The VM failed in this stream's callback: Envoy answers the stream 503 (details
             // `wasm_fail_stream`) whatever the policy, except the deprecated `fail_open`,
             // which goes on without the filter; the policy decides for later streams.
             Verdict::Failed => {
                 self.contexts[i] = None;
-                if self.hcm.filters.get(i).is_some_and(|f| f.reload.0.legacy_fail_open) {
+                if self.hcm.filters.get(i).is_some_and(ChainFilter::fails_open_in_stream) {
                     return None;
                 }
                 Some(self.hcm.reply(LocalReply::failure(), i, direction))
@@ -700,8 +732,8 @@ impl StreamFilters {
         for (i, stream) in contexts.into_iter().enumerate().chain((reached..hcm.filters.len()).map(|i| (i, None))) {
             let stream = match stream {
                 Some(s) => s,
-                None if i >= reached && self.disabled.get(i) != Some(&true) => {
-                    match hcm.filters[i].start_stream(&self.info) {
+                None if i >= reached && self.disabled.get(i) != Some(&true) && hcm.filters[i].is_wasm() => {
+                    match hcm.filters[i].start_stream(&self.info, None) {
                         Ok(s) => s,
                         Err(_) => continue,
                     }

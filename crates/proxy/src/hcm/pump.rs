@@ -70,6 +70,7 @@ impl StreamFilters {
             let Some(piece) = self.next_piece(&mut source, direction).await? else { continue };
             self.info.borrow_mut().count_body(direction, piece.chunk.len());
             let out = self.filter_chunk(direction, filters, piece.chunk, piece.eos).await?;
+            let opened = self.opened.take();
             if let Some(bytes) = out.filter(|b| !b.is_empty())
                 && let Some(sender) = &tx
                 && sender.send(Ok(Frame::data(bytes))).await.is_err()
@@ -77,11 +78,17 @@ impl StreamFilters {
                 // The other side went away; keep reading so the filters see the end.
                 tx = None;
             }
-            if let Some(trailers) = piece.trailers {
-                let trailers = self.filter_trailers(direction, &trailers).await?;
-                if let Some(sender) = &tx {
-                    let _ = sender.send(Ok(Frame::trailers(convert::header_map(&trailers)))).await;
+            // The body's trailers through every filter; or, if a filter ended the body with
+            // trailers of its own, those through it and the filters after it.
+            let trailers = match (piece.trailers, opened) {
+                (Some(trailers), _) => {
+                    Some(self.filter_trailers(direction, convert::plain_headers(&trailers), None).await?)
                 }
+                (None, Some(at)) => Some(self.filter_trailers(direction, Headers::new(), Some(at)).await?),
+                (None, None) => None,
+            };
+            if let (Some(trailers), Some(sender)) = (trailers, &tx) {
+                let _ = sender.send(Ok(Frame::trailers(convert::header_map(&trailers)))).await;
             }
             if piece.eos {
                 return Ok(());
@@ -160,6 +167,7 @@ impl StreamFilters {
         eos: bool,
     ) -> Result<Option<Bytes>, Processed> {
         let mut out = Some(chunk);
+        let mut eos = eos;
         for i in direction.order(filters) {
             let Some(chunk) = out.take() else { break };
             let Some(stream) = self.contexts[i].as_mut() else {
@@ -168,6 +176,11 @@ impl StreamFilters {
             };
             match stream.data(direction, chunk, eos, self.hcm.buffer_limit).await {
                 DataVerdict::Pass(bytes) => out = Some(bytes),
+                DataVerdict::PassOpen(bytes) => {
+                    out = Some(bytes);
+                    eos = false;
+                    self.opened = Some(i);
+                }
                 DataVerdict::Held => {}
                 DataVerdict::Done(verdict) => {
                     if let Some(end) = self.apply(verdict, i, direction) {
@@ -180,14 +193,17 @@ impl StreamFilters {
         Ok(out)
     }
 
-    /// Trailers through every filter in the direction's order.
+    /// Trailers through every filter in the direction's order (from the filter `from`, if
+    /// given).
     async fn filter_trailers(
         &mut self,
         direction: Direction,
-        trailers: &http::HeaderMap,
+        mut t: Headers,
+        from: Option<usize>,
     ) -> Result<Headers, Processed> {
-        let mut t = convert::plain_headers(trailers);
-        for i in direction.order(self.contexts.len()) {
+        let order: Vec<usize> = direction.order(self.contexts.len()).collect();
+        let start = from.and_then(|f| order.iter().position(|i| *i == f)).unwrap_or(0);
+        for &i in &order[start..] {
             let Some(stream) = self.contexts[i].as_mut() else { continue };
             let verdict = stream.trailers(direction, &mut t).await;
             if let Some(end) = self.apply(verdict, i, direction) {

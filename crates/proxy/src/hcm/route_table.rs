@@ -7,11 +7,13 @@ use std::sync::Arc;
 use crate::matcher::{HeaderMatchers, value_matches, whole_regex};
 use regex::Regex;
 use wasmproxy_config::model::{
-    FilterOverride, HeaderMutations, PathMatch, QueryParameterMatcher, RetryPolicy, RouteAction, RouteConfig,
-    ValueMatch,
+    CorsPolicy, FilterOverride, HeaderMutations, PathMatch, QueryParameterMatcher, RetryPolicy, RouteAction,
+    RouteConfig, ValueMatch,
 };
 use wasmproxy_host::Headers;
 
+use crate::filters::cors::Policy;
+use crate::filters::{RouteFilter, RouteFilters};
 use crate::hcm::hash_policy::HashPolicies;
 use crate::http::reply::is_grpc_request;
 use crate::stream_info::metadata::{MetadataAttributes, RouteAttributes};
@@ -28,9 +30,9 @@ pub struct Matched<'a> {
     pub headers: &'a HeaderLevels,
     /// Its retry policy (else its virtual host's).
     pub retry_policy: Option<&'a Arc<RetrySetting>>,
-    /// The filters it turns off or on (its own, else its virtual host's, else the route
-    /// configuration's, by filter name).
-    pub filter_overrides: &'a [FilterOverride],
+    /// What it configures for the filters: `typed_per_filter_config` entries (its own,
+    /// its virtual host's, its route configuration's) and the deprecated CORS policies.
+    pub filters: &'a Arc<RouteFilters>,
     /// `weighted_clusters`, each with the header mutations that apply with it.
     pub weighted: &'a [Weighted],
     /// `regex_rewrite` and `host_rewrite_path_regex`, compiled.
@@ -155,7 +157,7 @@ struct Route {
     action: RouteAction,
     mutations: HeaderLevels,
     retry_policy: Option<Arc<RetrySetting>>,
-    filter_overrides: Arc<[FilterOverride]>,
+    filters: Arc<RouteFilters>,
     weighted: Vec<Weighted>,
     rewrites: Rewrites,
     attempt_count: (bool, bool),
@@ -197,15 +199,24 @@ impl RouteTable {
     /// Compiles the regexes and sorts the domains.
     pub fn new(config: &RouteConfig) -> Result<Self, RouteError> {
         let global = Arc::new(config.headers.clone());
+        let level_error = |level: &str| {
+            let level = level.to_string();
+            move |(regex, e): (String, regex::Error)| RouteError { route: level.clone(), regex, message: e.to_string() }
+        };
+        let config_filters = compile_filters(&config.filter_overrides).map_err(level_error(&config.name))?;
         let mut vhosts = Vec::new();
         for vh in &config.virtual_hosts {
             let mut v = VirtualHost::with_domains(&vh.domains);
+            let mut shared_filters = compile_filters(&vh.filter_overrides).map_err(level_error(&vh.name))?;
+            shared_filters.extend(config_filters.iter().cloned());
             let scope = VhostScope {
                 config,
                 vhost: vh,
                 global: &global,
                 headers: Arc::new(vh.headers.clone()),
                 metadata: Arc::new(MetadataAttributes::new(&vh.metadata)),
+                shared_filters,
+                cors: compile_cors(vh.cors.as_deref()).map_err(level_error(&vh.name))?,
             };
             for r in &vh.routes {
                 v.routes.push(Route::compile(r, &scope)?);
@@ -241,7 +252,7 @@ impl RouteTable {
             attributes: &route.attributes,
             headers: &route.mutations,
             retry_policy: route.retry_policy.as_ref(),
-            filter_overrides: &route.filter_overrides,
+            filters: &route.filters,
             weighted: &route.weighted,
             rewrites: &route.rewrites,
             attempt_count: route.attempt_count,
@@ -276,9 +287,36 @@ struct VhostScope<'a> {
     global: &'a Arc<HeaderMutations>,
     headers: Arc<HeaderMutations>,
     metadata: Arc<MetadataAttributes>,
+    /// The virtual host's filter configurations, then the route configuration's, compiled
+    /// once (a rate limiter's bucket is shared by the routes of its level).
+    shared_filters: Vec<Arc<RouteFilter>>,
+    /// The virtual host's deprecated CORS policy.
+    cors: Option<Arc<Policy>>,
+}
+
+/// Compiles `typed_per_filter_config` entries.
+fn compile_filters(overrides: &[FilterOverride]) -> Result<Vec<Arc<RouteFilter>>, (String, regex::Error)> {
+    overrides.iter().map(|o| RouteFilter::compile(o).map(Arc::new)).collect()
+}
+
+fn compile_cors(policy: Option<&CorsPolicy>) -> Result<Option<Arc<Policy>>, (String, regex::Error)> {
+    policy.map(|p| Policy::new(p).map(Arc::new)).transpose()
 }
 
 impl VhostScope<'_> {
+    /// What route `r` (with its deprecated `cors`) configures for the filters, with what
+    /// it inherits.
+    fn filters(
+        &self,
+        r: &wasmproxy_config::model::Route,
+        cors: Option<&CorsPolicy>,
+    ) -> Result<Arc<RouteFilters>, (String, regex::Error)> {
+        let mut entries = compile_filters(&r.filter_overrides)?;
+        entries.extend(self.shared_filters.iter().cloned());
+        let legacy_cors = compile_cors(cors)?.into_iter().chain(self.cors.clone()).collect();
+        Ok(Arc::new(RouteFilters { entries, legacy_cors }))
+    }
+
     /// Header mutation levels in the order they apply (most specific first, unless
     /// `most_specific_header_mutations_wins`), the empty ones left out.
     fn ordered(&self, mut levels: Vec<Arc<HeaderMutations>>) -> HeaderLevels {
@@ -347,13 +385,11 @@ impl Route {
             host_rewrite_literal: w.host_rewrite_literal.clone(),
         });
         let retry_policy = forward.and_then(|f| f.retry_policy.as_ref()).or(vh.retry_policy.as_ref());
-        // The most specific entry for each filter name.
-        let mut filter_overrides: Vec<FilterOverride> = r.filter_overrides.clone();
-        for o in vh.filter_overrides.iter().chain(&scope.config.filter_overrides) {
-            if !filter_overrides.iter().any(|f| f.name == o.name) {
-                filter_overrides.push(o.clone());
-            }
-        }
+        let filters = scope.filters(r, forward.and_then(|f| f.cors.as_deref())).map_err(|(regex, e)| RouteError {
+            route: name.clone(),
+            regex,
+            message: e.to_string(),
+        })?;
         let compile = |rewrite: &Option<wasmproxy_config::model::RegexRewrite>| {
             rewrite
                 .as_ref()
@@ -378,7 +414,7 @@ impl Route {
             attempt_count: (vh.include_request_attempt_count, vh.include_attempt_count_in_response),
             rewrites,
             weighted: weighted.collect(),
-            filter_overrides: filter_overrides.into(),
+            filters,
             retry_policy: retry_policy
                 .map(|p| {
                     Ok::<_, RouteError>(Arc::new(RetrySetting {
@@ -454,6 +490,7 @@ mod tests {
             headers: Default::default(),
             retry_policy: None,
             filter_overrides: vec![],
+            cors: None,
             include_request_attempt_count: false,
             include_attempt_count_in_response: false,
         };

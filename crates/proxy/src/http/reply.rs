@@ -31,6 +31,9 @@ pub enum Verdict {
     Continue,
     /// Answer the client with this reply.
     LocalReply(LocalReply),
+    /// Answer the client with these headers and no body, as they are (a native filter's
+    /// answer: no length or type added, not made a gRPC one).
+    Respond(Headers),
     /// Reset the stream.
     Reset,
     /// The VM failed: apply the plugin's failure policy.
@@ -41,6 +44,9 @@ pub enum Verdict {
 pub enum DataVerdict {
     /// Pass these bytes on (what the filter held back so far, with the chunk, as it left them).
     Pass(bytes::Bytes),
+    /// Pass these bytes on; the body does not end with them after all: the filter ends it
+    /// with trailers of its own (its trailers callback adds them).
+    PassOpen(bytes::Bytes),
     /// The filter holds the data for now.
     Held,
     /// Anything else (local reply, reset, failure).

@@ -12,6 +12,7 @@ use wasmproxy_config::model::{
 };
 use wasmproxy_host::{ModuleSource, PluginModule, WasmEngine};
 
+use crate::filters::SharedNative;
 use crate::hcm::route_table::RouteTable;
 use crate::observe::access_log::{AccessLogger, Sinks};
 use crate::server::ServerError;
@@ -73,12 +74,16 @@ pub enum TerminalSnapshot {
 impl TerminalSnapshot {
     /// Every plugin it runs: filters and Wasm access loggers.
     pub fn plugins(&self) -> impl Iterator<Item = &LoadedPlugin> {
-        let (filters, loggers): (&[LoadedPlugin], &[LoadedPlugin]) = match self {
-            TerminalSnapshot::Http(http) => (&http.filters, &http.logs.wasm),
-            TerminalSnapshot::Tcp(tcp) => (&tcp.filters, &tcp.logs.wasm),
-            TerminalSnapshot::None => (&[], &[]),
+        let (http, tcp, loggers): (&[HttpFilterSnapshot], &[LoadedPlugin], &[LoadedPlugin]) = match self {
+            TerminalSnapshot::Http(http) => (&http.filters, &[], &http.logs.wasm),
+            TerminalSnapshot::Tcp(tcp) => (&[], &tcp.filters, &tcp.logs.wasm),
+            TerminalSnapshot::None => (&[], &[], &[]),
         };
-        filters.iter().chain(loggers)
+        let http = http.iter().filter_map(|f| match f {
+            HttpFilterSnapshot::Wasm(plugin) => Some(plugin),
+            HttpFilterSnapshot::Native(_) => None,
+        });
+        http.chain(tcp).chain(loggers)
     }
 }
 
@@ -111,12 +116,20 @@ pub struct HttpSnapshot {
     pub config: HttpConnectionManager,
     /// Its routes.
     pub routes: RouteSnapshot,
-    /// The Wasm HTTP filters, in order (the router is implicit, last).
-    pub filters: Vec<LoadedPlugin>,
+    /// The HTTP filters, in order (the router is implicit, last).
+    pub filters: Vec<HttpFilterSnapshot>,
     /// Their names and whether each is off unless a route turns it on.
     pub filter_options: Vec<FilterOptions>,
     /// Its access loggers.
     pub logs: AccessLogs,
+}
+
+/// An HTTP filter ready to serve.
+pub enum HttpFilterSnapshot {
+    /// A Wasm plugin, loaded and checked.
+    Wasm(LoadedPlugin),
+    /// A native filter, with what the workers share.
+    Native(SharedNative),
 }
 
 /// Where a connection manager's routes come from.
@@ -281,10 +294,16 @@ impl Builder {
             };
             let (mut filters, mut filter_options) = (Vec::new(), Vec::new());
             for (filter, options) in hcm.http_filters.iter().zip(&hcm.filter_options) {
-                if let HttpFilter::Wasm(plugin) = filter {
-                    filters.push(self.load(plugin, clusters, "Wasm plugin")?);
-                    filter_options.push(options.clone());
+                match filter {
+                    HttpFilter::Wasm(plugin) => {
+                        filters.push(HttpFilterSnapshot::Wasm(self.load(plugin, clusters, "Wasm plugin")?));
+                    }
+                    HttpFilter::Native(native) => {
+                        filters.push(HttpFilterSnapshot::Native(SharedNative::new(&options.name, native)));
+                    }
+                    HttpFilter::Discovered(_) | HttpFilter::Router => continue,
                 }
+                filter_options.push(options.clone());
             }
             let logs = self.access_logs(&hcm.access_logs, &listener.name, clusters)?;
             let config = (**hcm).clone();

@@ -7,15 +7,19 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
-use wasmproxy_config::model::{Listener, Node};
+use wasmproxy_config::model::{Listener, NativeFilter, Node};
 use wasmproxy_stats::Store;
 
+use crate::filters::compressor::Sibling;
+use crate::filters::{ChainFilter, SharedNative};
 use crate::hcm::forwarding::LocalNode;
 use crate::hcm::{Hcm, RouteTables, Routes};
 use crate::observe::stats::{HttpStats, InspectorStats, ListenerStats, address_stat_name};
 use crate::server::drain::Drain;
 use crate::server::listener::{Current, Served, ServedChain, Terminal, accept_loop};
-use crate::server::snapshot::{AccessLogs, ListenerSnapshot, RouteSnapshot, Snapshot, TerminalSnapshot};
+use crate::server::snapshot::{
+    AccessLogs, HttpFilterSnapshot, ListenerSnapshot, RouteSnapshot, Snapshot, TerminalSnapshot,
+};
 use crate::server::tunables::ConnectionLimits;
 use crate::stream_info::metadata::MetadataAttributes;
 use crate::stream_info::node::NodeAttributes;
@@ -345,7 +349,7 @@ impl Worker {
                 logs: self.loggers(&tcp.logs).map_err(fail)?,
             })),
             TerminalSnapshot::Http(http) => {
-                let filters = self.slots(&http.filters);
+                let filters = self.http_filters(&http.filters, &http.config.stat_prefix);
                 Terminal::Http(Rc::new(Hcm {
                     config: http.config.clone(),
                     routes: match &http.routes {
@@ -372,6 +376,27 @@ impl Worker {
                 }))
             }
         }))
+    }
+
+    /// This worker's HTTP filters for a snapshot's (`stat_prefix`: the connection manager's).
+    fn http_filters(&mut self, filters: &[HttpFilterSnapshot], stat_prefix: &str) -> Result<Vec<ChainFilter>, String> {
+        let http_prefix = format!("http.{stat_prefix}.");
+        let compressors: Vec<Sibling> = filters
+            .iter()
+            .filter_map(|f| match f {
+                HttpFilterSnapshot::Native(SharedNative { config: NativeFilter::Compressor(c), .. }) => {
+                    Some(Sibling::of(c))
+                }
+                _ => None,
+            })
+            .collect();
+        filters
+            .iter()
+            .map(|f| match f {
+                HttpFilterSnapshot::Wasm(plugin) => self.plugins.plugin(plugin).map(ChainFilter::Wasm),
+                HttpFilterSnapshot::Native(native) => Ok(native.on_worker(&self.stats, &http_prefix, &compressors)),
+            })
+            .collect()
     }
 
     /// This worker's slots for these plugins.

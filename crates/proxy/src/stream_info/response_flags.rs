@@ -19,6 +19,8 @@ pub enum ResponseFlag {
     UpstreamOverflow = 7,
     /// `NR`: no route matched.
     NoRouteFound = 8,
+    /// `RL`: a rate limit refused the request.
+    RateLimited = 11,
     /// `DC`: the client went away.
     DownstreamConnectionTermination = 14,
     /// `URX`: the retries (or the TCP proxy's connect attempts) are used up.
@@ -42,6 +44,7 @@ impl ResponseFlag {
             ResponseFlag::UpstreamConnectionTermination => "UC",
             ResponseFlag::UpstreamOverflow => "UO",
             ResponseFlag::NoRouteFound => "NR",
+            ResponseFlag::RateLimited => "RL",
             ResponseFlag::DownstreamConnectionTermination => "DC",
             ResponseFlag::UpstreamRetryLimitExceeded => "URX",
             ResponseFlag::StreamIdleTimeout => "SI",

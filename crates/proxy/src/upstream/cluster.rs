@@ -652,6 +652,16 @@ impl Cluster {
             }
         }
         let method = convert::method(headers);
+        // As Envoy's HTTP/1 codec: a request without a body says so, unless its method
+        // never has one.
+        if !http2
+            && hyper::body::Body::is_end_stream(&body)
+            && method != http::Method::GET
+            && method != http::Method::HEAD
+            && !map.contains_key(http::header::CONTENT_LENGTH)
+        {
+            map.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("0"));
+        }
         let version = if http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
         let mut request = http::Request::builder()
             .method(method)

@@ -1,0 +1,377 @@
+//! Envoy's own HTTP filters beside Wasm plugins: CORS, local rate limit, compressor and
+//! decompressor, each in a chain with a probe plugin before and after it (what the plugins
+//! see, what the client and the upstream see, the stats).
+
+use std::io::Write;
+
+use serde_json::json;
+use wasmproxy_conformance::client::Request;
+
+use crate::scenario::{CATCH_ALL, Scenario};
+
+/// Every native filter scenario.
+pub fn scenarios() -> Vec<Scenario> {
+    vec![cors(), local_ratelimit(), local_ratelimit_per_route(), compressor(), compressor_brotli_zstd(), decompressor()]
+}
+
+/// A probe named `name` that logs the request and response headers it sees.
+fn header_probe(name: &str) -> String {
+    let config =
+        json!({"phases": {"request_headers": [["get_headers", "0"]], "response_headers": [["get_headers", "2"]]}});
+    crate::scenario::wasm_filter(name, "probe.wasm", &config.to_string(), "")
+}
+
+/// An `http_filters` entry of a native filter, its `typed_config` body at its indentation.
+fn native(name: &str, type_name: &str, body: &str) -> String {
+    format!(
+        "          - name: {name}\n            typed_config:\n              \"@type\": type.googleapis.com/{type_name}\n{body}"
+    )
+}
+
+/// A request with `origin`.
+fn from(path: &str, origin: &str) -> Request {
+    Request::get(path).header("origin", origin)
+}
+
+/// A CORS preflight from `origin` for `method`.
+fn preflight(path: &str, origin: &str, method: &str) -> Request {
+    Request { method: "OPTIONS", ..from(path, origin).header("access-control-request-method", method) }
+}
+
+/// `envoy.filters.http.cors` between two probes: a virtual host's typed policy, routes with
+/// their own (off, any origin with `*` echoed, `forward_not_matching_preflights: false`), a
+/// direct response (no policy applies), and a virtual host with the deprecated `cors` on it
+/// and on a route; simple requests and preflights from allowed and other origins.
+fn cors() -> Scenario {
+    let policy = "\"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
+    let vhost = format!(
+        r#"              domains: ["*"]
+              typed_per_filter_config:
+                envoy.filters.http.cors:
+                  {policy}
+                  allow_origin_string_match: [{{ exact: "https://allowed.test" }}]
+                  allow_methods: "GET, POST"
+                  allow_headers: x-custom
+                  expose_headers: x-exposed
+                  max_age: "600"
+                  allow_credentials: true
+"#
+    );
+    let routes = format!(
+        r#"              - match: {{ prefix: /cors/disabled }}
+                route: {{ cluster: upstream }}
+                typed_per_filter_config:
+                  envoy.filters.http.cors: {{ {policy}, filter_enabled: {{ default_value: {{ numerator: 0 }} }} }}
+              - match: {{ prefix: /cors/any }}
+                route: {{ cluster: upstream }}
+                typed_per_filter_config:
+                  envoy.filters.http.cors: {{ {policy}, allow_origin_string_match: [{{ safe_regex: {{ regex: ".*" }} }}], allow_methods: "*", allow_headers: "*", allow_credentials: false }}
+              - match: {{ prefix: /cors/strict }}
+                route: {{ cluster: upstream }}
+                typed_per_filter_config:
+                  envoy.filters.http.cors: {{ {policy}, forward_not_matching_preflights: false }}
+              - match: {{ prefix: /cors/direct }}
+                direct_response: {{ status: 204 }}
+{CATCH_ALL}"#
+    );
+    let legacy = r#"            - name: legacy
+              domains: ["legacy.test"]
+              cors: { allow_origin_string_match: [{ prefix: "https://" }], allow_methods: PUT, expose_headers: x-legacy }
+              routes:
+              - match: { prefix: /route-cors }
+                route: { cluster: upstream, cors: { allow_origin_string_match: [{ exact: "https://route.test" }], max_age: "30" } }
+              - match: { prefix: / }
+                route: { cluster: upstream }
+"#;
+    let filters = [
+        header_probe("before"),
+        native("envoy.filters.http.cors", "envoy.extensions.filters.http.cors.v3.Cors", ""),
+        header_probe("after"),
+    ]
+    .concat();
+    let config = crate::scenario::bootstrap("", &filters)
+        .replacen("              domains: [\"*\"]\n", &vhost, 1)
+        .replacen(CATCH_ALL, &routes, 1)
+        .replacen("          http_filters:\n", &format!("{legacy}          http_filters:\n"), 1);
+    let legacy_host = |r: Request| r.header("host", "legacy.test");
+    let scenario = crate::scenarios::s(
+        "cors",
+        "envoy.filters.http.cors between two plugins: typed policies per virtual host and route, the deprecated cors, preflights",
+        config,
+        vec![
+            from("/cors/simple", "https://allowed.test"),
+            from("/cors/simple", "https://other.test"),
+            Request::get("/cors/simple"),
+            preflight("/cors/simple", "https://allowed.test", "POST"),
+            preflight("/cors/simple", "https://other.test", "POST"),
+            preflight("/cors/strict", "https://other.test", "POST"),
+            preflight("/cors/any", "https://any.test", "PATCH").header("access-control-request-headers", "x-a, x-b"),
+            from("/cors/disabled", "https://allowed.test"),
+            from("/cors/direct", "https://allowed.test"),
+            legacy_host(from("/page", "https://legacy.test")),
+            legacy_host(preflight("/route-cors", "https://route.test", "PUT")),
+            legacy_host(from("/route-cors", "https://legacy.test")),
+        ],
+    );
+    Scenario { stats: &[r"^http\.ingress\.cors\."], ..scenario }
+}
+
+/// `envoy.filters.http.local_ratelimit` between two probes: a bucket of two tokens (one an
+/// hour after), the third request refused with the configured status, headers and the
+/// `x-ratelimit-*` headers; a gRPC request refused with RESOURCE_EXHAUSTED.
+fn local_ratelimit() -> Scenario {
+    let body = r#"              stat_prefix: limited
+              token_bucket: { max_tokens: 2, tokens_per_fill: 1, fill_interval: 3600s }
+              filter_enabled: { runtime_key: rl_enabled, default_value: { numerator: 100, denominator: HUNDRED } }
+              filter_enforced: { runtime_key: rl_enforced, default_value: { numerator: 100, denominator: HUNDRED } }
+              response_headers_to_add:
+              - append_action: OVERWRITE_IF_EXISTS_OR_ADD
+                header: { key: x-local-rate-limit, value: "true" }
+              enable_x_ratelimit_headers: DRAFT_VERSION_03
+              rate_limited_as_resource_exhausted: true
+"#;
+    let filters = [header_probe("before"), local_ratelimit_filter(body), header_probe("after")].concat();
+    let log = r#"          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format: { text_format_source: { inline_string: "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n" } }
+"#;
+    let config = crate::scenario::bootstrap_hcm("", log, &filters);
+    let grpc = Request::post("/pkg.Echo/Say", "").header("content-type", "application/grpc").header("te", "trailers");
+    let scenario = crate::scenarios::s(
+        "local_ratelimit",
+        "envoy.filters.http.local_ratelimit between two plugins: a shared bucket, 429 with its headers, gRPC refusals",
+        config,
+        vec![Request::get("/one"), Request::get("/two"), Request::get("/three"), grpc],
+    );
+    Scenario { stats: &[r"^limited\.http_local_rate_limit\."], ..scenario }
+}
+
+/// `local_ratelimit` configured per route: the filter's own configuration (no bucket)
+/// allows everything; a virtual host's bucket, shared by its routes; a route's own, which
+/// replaces it; a route where it is not enforced (a request header added instead).
+fn local_ratelimit_per_route() -> Scenario {
+    let body = r#"              stat_prefix: filter_level
+              filter_enabled: { default_value: { numerator: 100 } }
+"#;
+    let limit = |prefix: &str, tokens: u32, enforced: u32| {
+        format!(
+            "{{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, stat_prefix: {prefix}, \
+             token_bucket: {{ max_tokens: {tokens}, fill_interval: 3600s }}, filter_enabled: {{ default_value: {{ numerator: 100 }} }}, \
+             filter_enforced: {{ default_value: {{ numerator: {enforced} }} }}, status: {{ code: 503 }}, \
+             request_headers_to_add_when_not_enforced: [{{ header: {{ key: x-would-limit, value: \"%REQ(:path)%\" }} }}] }}"
+        )
+    };
+    let vhost = format!(
+        "              domains: [\"*\"]\n              typed_per_filter_config:\n                envoy.filters.http.local_ratelimit: {}\n",
+        limit("vhost_level", 2, 100)
+    );
+    let routes = format!(
+        r#"              - match: {{ prefix: /route-a }}
+                route: {{ cluster: upstream }}
+              - match: {{ prefix: /route-b }}
+                route: {{ cluster: upstream }}
+              - match: {{ prefix: /own }}
+                route: {{ cluster: upstream }}
+                typed_per_filter_config:
+                  envoy.filters.http.local_ratelimit: {}
+              - match: {{ prefix: /shadow }}
+                route: {{ cluster: upstream }}
+                typed_per_filter_config:
+                  envoy.filters.http.local_ratelimit: {}
+{CATCH_ALL}"#,
+        limit("route_level", 1, 100),
+        limit("shadow_level", 1, 0),
+    );
+    let filters = [local_ratelimit_filter(body), header_probe("after")].concat();
+    let config = crate::scenario::bootstrap("", &filters)
+        .replacen("              domains: [\"*\"]\n", &vhost, 1)
+        .replacen(CATCH_ALL, &routes, 1);
+    let scenario = crate::scenarios::s(
+        "local_ratelimit_per_route",
+        "local_ratelimit per route: a virtual host's bucket shared by its routes, a route's own, one not enforced",
+        config,
+        vec![
+            Request::get("/route-a/1"),
+            Request::get("/route-b/1"),
+            Request::get("/route-a/2"),
+            Request::get("/own/1"),
+            Request::get("/own/2"),
+            Request::get("/shadow/1"),
+            Request::get("/shadow/2"),
+        ],
+    );
+    Scenario { stats: &[r"^(filter|vhost|route|shadow)_level\.http_local_rate_limit\."], ..scenario }
+}
+
+/// The local rate limit filter with this `typed_config` body.
+fn local_ratelimit_filter(body: &str) -> String {
+    native(
+        "envoy.filters.http.local_ratelimit",
+        "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        body,
+    )
+}
+
+/// The compressor's `typed_config` body for a library.
+fn compressor_body(library: &str, library_type: &str, settings: &str, response: &str) -> String {
+    format!(
+        r#"              compressor_library:
+                name: {library}
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.compression.{library_type}
+{settings}              response_direction_config:
+{response}"#
+    )
+}
+
+/// `envoy.filters.http.compressor` (gzip) before a probe that logs the uncompressed body:
+/// `Accept-Encoding` with q-values, `identity`, `*`; too short, the wrong type, an etag,
+/// `no-transform`, an encoding already there, a streamed body, a route that turns it off;
+/// the `vary`, length and etag changes and the stats.
+fn compressor() -> Scenario {
+    let body = compressor_body(
+        "text",
+        "gzip.compressor.v3.Gzip",
+        "                  memory_level: 3\n                  window_bits: 10\n",
+        "                common_config: { min_content_length: 100, content_type: [text/plain, application/json] }\n                disable_on_etag_header: true\n                remove_accept_encoding_header: true\n",
+    );
+    let filters = [
+        native("envoy.filters.http.compressor", "envoy.extensions.filters.http.compressor.v3.Compressor", &body),
+        crate::scenario::wasm_filter(
+            "after",
+            "probe.wasm",
+            &json!({"phases": {"request_headers": [["get_headers", "0"]], "response_body": [["get_buffer", "1", "0", "100000"]]}})
+                .to_string(),
+            "",
+        ),
+    ]
+    .concat();
+    let routes = format!(
+        r#"              - match: {{ prefix: /off }}
+                route: {{ cluster: upstream }}
+                typed_per_filter_config:
+                  envoy.filters.http.compressor: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute, disabled: true }}
+{CATCH_ALL}"#
+    );
+    let config = crate::scenario::bootstrap("", &filters).replacen(CATCH_ALL, &routes, 1);
+    let gzip = |path: &str, accept: &str| Request::get(path).header("accept-encoding", accept);
+    let scenario = crate::scenarios::s(
+        "compressor_gzip",
+        "envoy.filters.http.compressor with gzip before a plugin: accept-encoding, length, type, etag, vary, per route",
+        config,
+        vec![
+            gzip("/text/2000", "gzip"),
+            gzip("/text/2000", "br;q=1, gzip;q=0.5"),
+            gzip("/text/2000", "gzip;q=0"),
+            gzip("/text/2000", "identity"),
+            gzip("/text/2000", "*"),
+            Request::get("/text/2000"),
+            gzip("/text/50", "gzip"),
+            gzip("/text/2000", "gzip").header("x-respond-header", "content-type=image/png"),
+            gzip("/text/2000", "gzip").header("x-respond-header", "etag=\"v1\""),
+            gzip("/text/2000", "gzip").header("x-respond-header", "cache-control=no-transform"),
+            gzip("/text/2000", "gzip").header("x-respond-header", "content-encoding=br"),
+            gzip("/text/2000", "gzip").header("x-respond-header", "vary=Cookie"),
+            gzip("/chunks", "gzip"),
+            gzip("/off/text/2000", "gzip"),
+            gzip("/status/304", "gzip"),
+        ],
+    );
+    Scenario { stats: &[r"^http\.ingress\.compressor\."], ..scenario }
+}
+
+/// Two compressors (brotli, then zstd with `choose_first`) in one chain: the client's
+/// preference decides between them, a tie goes to `choose_first`; the legacy top-level
+/// fields without `response_direction_config`.
+fn compressor_brotli_zstd() -> Scenario {
+    let brotli = compressor_body(
+        "web",
+        "brotli.compressor.v3.Brotli",
+        "                  quality: 4\n",
+        "                common_config: { min_content_length: 10 }\n",
+    );
+    let zstd = format!(
+        "{}              choose_first: true\n",
+        compressor_body(
+            "web",
+            "zstd.compressor.v3.Zstd",
+            "                  compression_level: 5\n",
+            "                common_config: { min_content_length: 10 }\n"
+        )
+    );
+    let filters = [
+        native("brotli", "envoy.extensions.filters.http.compressor.v3.Compressor", &brotli),
+        native("zstd", "envoy.extensions.filters.http.compressor.v3.Compressor", &zstd),
+        header_probe("after"),
+    ]
+    .concat();
+    let config = crate::scenario::bootstrap("", &filters);
+    let accept = |value: &str| Request::get("/text/3000").header("accept-encoding", value);
+    let scenario = crate::scenarios::s(
+        "compressor_brotli_zstd",
+        "two compressors (brotli, zstd with choose_first): the client's preference, a tie, a wildcard",
+        config,
+        vec![
+            accept("br"),
+            accept("zstd"),
+            accept("br;q=0.5, zstd;q=0.9"),
+            accept("br, zstd"),
+            accept("*"),
+            accept("gzip"),
+        ],
+    );
+    Scenario { stats: &[r"^http\.ingress\.compressor\."], ..scenario }
+}
+
+/// gzip bytes of `text`.
+fn gzipped(text: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let _ = encoder.write_all(text);
+    encoder.finish().unwrap_or_default()
+}
+
+/// `envoy.filters.http.decompressor` (gzip) between two probes: a gzip request body
+/// decompressed for the upstream, `accept-encoding` advertised, a body with two codings,
+/// one of another coding, corrupt input; a gzip answer decompressed for the client.
+fn decompressor() -> Scenario {
+    let body = r#"              decompressor_library:
+                name: upload
+                typed_config:
+                  "@type": "type.googleapis.com/envoy.extensions.compression.gzip.decompressor.v3.Gzip"
+                  window_bits: 15
+                  max_inflate_ratio: 1000
+"#;
+    let probe = |name: &str| {
+        let config = json!({"phases": {"request_headers": [["get_headers", "0"]], "request_body": [["get_buffer", "0", "0", "100000"]], "response_headers": [["get_headers", "2"]]}});
+        crate::scenario::wasm_filter(name, "probe.wasm", &config.to_string(), "")
+    };
+    let filters = [
+        probe("before"),
+        native("envoy.filters.http.decompressor", "envoy.extensions.filters.http.decompressor.v3.Decompressor", body),
+        probe("after"),
+    ]
+    .concat();
+    let config = crate::scenario::bootstrap("", &filters);
+    let upload = |path: &str, encoding: &str, body: Vec<u8>| Request {
+        body,
+        ..Request::post(path, "").header("content-encoding", encoding).header("accept-encoding", "br;q=0.5, gzip")
+    };
+    let text = b"a request body, compressed by the client, decompressed by the proxy. ".repeat(20);
+    let scenario = crate::scenarios::s(
+        "decompressor_gzip",
+        "envoy.filters.http.decompressor with gzip between two plugins: request bodies, codings, corrupt input, advertising",
+        config,
+        vec![
+            upload("/echo", "gzip", gzipped(&text)),
+            upload("/echo", "gzip, identity", gzipped(b"two codings")),
+            upload("/echo", "br", b"not decompressed".to_vec()),
+            upload("/echo", "gzip", b"this is not gzip at all".to_vec()),
+            upload("/echo", "br", gzipped(b"a gzip answer, decompressed for the client"))
+                .header("x-respond-header", "content-encoding=gzip"),
+            Request::get("/text/10").header("accept-encoding", "deflate"),
+        ],
+    );
+    Scenario { stats: &[r"^http\.ingress\.decompressor\."], ..scenario }
+}

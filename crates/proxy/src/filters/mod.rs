@@ -1,0 +1,263 @@
+//! The HTTP filters a connection manager runs, behind one interface: Wasm plugins and the
+//! native filters (CORS, local rate limit, compressor, decompressor), a context per stream in
+//! each, and what routes configure for them.
+
+pub mod codec;
+pub mod compressor;
+pub mod cors;
+pub mod decompressor;
+pub mod header_options;
+pub mod local_ratelimit;
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use wasmproxy_config::model::{CompressorPerRoute, FailurePolicy, NativeFilter, PerFilterConfig};
+use wasmproxy_host::{Headers, VmError};
+use wasmproxy_stats::Store;
+
+use crate::http::direction::Direction;
+use crate::http::reply::{DataVerdict, Verdict};
+use crate::stream_info::StreamRef;
+use crate::wasm::http_filter::{FilterSlot, FilterStream};
+
+/// One filter of a connection manager's chain on one worker.
+pub enum ChainFilter {
+    /// `envoy.filters.http.wasm`: a plugin's root context.
+    Wasm(Rc<FilterSlot>),
+    /// CORS: its policies come from the routes.
+    Cors(Rc<cors::CorsFilter>),
+    /// `envoy.filters.http.local_ratelimit`.
+    LocalRateLimit(Rc<local_ratelimit::RateLimitFilter>),
+    /// `envoy.filters.http.compressor`.
+    Compressor(Rc<compressor::CompressorFilter>),
+    /// `envoy.filters.http.decompressor`.
+    Decompressor(Rc<decompressor::DecompressorFilter>),
+}
+
+/// A native filter as a snapshot holds it: its name and what the workers share (a rate
+/// limiter's bucket).
+#[derive(Clone)]
+pub struct SharedNative {
+    /// The filter's `name` (what routes' `typed_per_filter_config` call it).
+    pub name: String,
+    /// Its configuration.
+    pub config: NativeFilter,
+    /// The local rate limiter's bucket, shared by the workers.
+    pub limiter: Option<Arc<local_ratelimit::Limiter>>,
+}
+
+impl SharedNative {
+    /// The filter `name` configured so.
+    pub fn new(name: &str, config: &NativeFilter) -> SharedNative {
+        let limiter = match config {
+            NativeFilter::LocalRateLimit(l) => Some(Arc::new(local_ratelimit::Limiter::new(l))),
+            _ => None,
+        };
+        SharedNative { name: name.to_string(), config: config.clone(), limiter }
+    }
+
+    /// The filter on a worker, its stats in `store` (`http_prefix`: the connection
+    /// manager's `http.<stat_prefix>.`); `compressors`: every compressor of the chain.
+    pub fn on_worker(&self, store: &Arc<Store>, http_prefix: &str, compressors: &[compressor::Sibling]) -> ChainFilter {
+        let name = self.name.clone();
+        match &self.config {
+            NativeFilter::Cors => ChainFilter::Cors(Rc::new(cors::CorsFilter::new(name, store, http_prefix))),
+            NativeFilter::LocalRateLimit(l) => {
+                let limiter = self.limiter.clone().unwrap_or_else(|| Arc::new(local_ratelimit::Limiter::new(l)));
+                ChainFilter::LocalRateLimit(Rc::new(local_ratelimit::RateLimitFilter::new(name, limiter, store)))
+            }
+            NativeFilter::Compressor(c) => ChainFilter::Compressor(Rc::new(compressor::CompressorFilter::new(
+                name,
+                c,
+                compressors.to_vec(),
+                store,
+                http_prefix,
+            ))),
+            NativeFilter::Decompressor(d) => {
+                ChainFilter::Decompressor(Rc::new(decompressor::DecompressorFilter::new(d, store, http_prefix)))
+            }
+        }
+    }
+}
+
+/// What a stream's route configures for the filters.
+#[derive(Default)]
+pub struct RouteFilters {
+    /// `typed_per_filter_config` entries, most specific first (the route's, its virtual
+    /// host's, its route configuration's).
+    pub entries: Vec<Arc<RouteFilter>>,
+    /// The deprecated `cors` policies: the route's, then its virtual host's.
+    pub legacy_cors: Vec<Arc<cors::Policy>>,
+}
+
+/// One `typed_per_filter_config` entry, compiled.
+pub struct RouteFilter {
+    /// The filter's name.
+    pub name: String,
+    /// Whether it turns the filter off.
+    pub disabled: bool,
+    /// The filter's own configuration there.
+    pub config: Option<RouteConfig>,
+}
+
+/// A native filter's configuration for some routes, compiled (a rate limiter's bucket
+/// made once per route configuration level, shared by the workers).
+pub enum RouteConfig {
+    /// A CORS policy.
+    Cors(Arc<cors::Policy>),
+    /// A local rate limit, replacing the filter's own.
+    LocalRateLimit(Arc<local_ratelimit::Limiter>),
+    /// The compressor's per-route setting.
+    Compressor(CompressorPerRoute),
+}
+
+impl RouteFilter {
+    /// A `typed_per_filter_config` entry; `Err` for a CORS regex that does not compile.
+    pub fn compile(o: &wasmproxy_config::model::FilterOverride) -> Result<RouteFilter, (String, regex::Error)> {
+        let config = match &o.config {
+            None => None,
+            Some(PerFilterConfig::Cors(p)) => Some(RouteConfig::Cors(Arc::new(cors::Policy::new(p)?))),
+            Some(PerFilterConfig::LocalRateLimit(l)) => {
+                Some(RouteConfig::LocalRateLimit(Arc::new(local_ratelimit::Limiter::new(l))))
+            }
+            Some(PerFilterConfig::Compressor(c)) => Some(RouteConfig::Compressor((**c).clone())),
+        };
+        Ok(RouteFilter { name: o.name.clone(), disabled: o.disabled, config })
+    }
+}
+
+impl RouteFilters {
+    /// The configurations of the filter `name`, most specific first.
+    pub fn configs<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a RouteConfig> + 'a {
+        self.entries.iter().filter(move |e| e.name == name).filter_map(|e| e.config.as_ref())
+    }
+}
+
+/// The route a filter starts a stream on, as far as filters care: its per-filter
+/// configurations, and whether it forwards (a direct response or a redirect does not).
+#[derive(Clone, Copy)]
+pub struct StreamRoute<'a> {
+    /// Its filters' configurations.
+    pub filters: &'a RouteFilters,
+    /// Whether it is a `route` (not a `redirect` or `direct_response`).
+    pub forwards: bool,
+}
+
+impl ChainFilter {
+    /// A new stream through this filter, on `route` (none matched).
+    pub fn start_stream(&self, info: &StreamRef, route: Option<StreamRoute<'_>>) -> Result<StreamFilter, VmError> {
+        Ok(match self {
+            ChainFilter::Wasm(slot) => StreamFilter::Wasm(slot.start_stream(info)?),
+            ChainFilter::Cors(f) => StreamFilter::Cors(cors::CorsStream::new(f, info, route)),
+            ChainFilter::LocalRateLimit(f) => {
+                StreamFilter::LocalRateLimit(local_ratelimit::RateLimitStream::new(f, info, route))
+            }
+            ChainFilter::Compressor(f) => StreamFilter::Compressor(compressor::CompressorStream::new(f, route)),
+            ChainFilter::Decompressor(f) => StreamFilter::Decompressor(decompressor::DecompressorStream::new(f)),
+        })
+    }
+
+    /// Whether a stream goes on without this filter when it cannot start (a Wasm filter
+    /// whose VM failed, under `FAIL_OPEN`).
+    pub fn fails_open(&self) -> bool {
+        match self {
+            ChainFilter::Wasm(slot) => slot.failure_policy == FailurePolicy::FailOpen,
+            _ => true,
+        }
+    }
+
+    /// Whether a stream goes on without this filter when it fails in a callback (the Wasm
+    /// filter's deprecated `fail_open`).
+    pub fn fails_open_in_stream(&self) -> bool {
+        match self {
+            ChainFilter::Wasm(slot) => slot.reload.0.legacy_fail_open,
+            _ => false,
+        }
+    }
+
+    /// Whether this is a Wasm filter: a stream it was not reached by still gets a context
+    /// for the access-log phase (`on_log`, as in Envoy), and a plugin that changes the
+    /// request headers makes the route be found again for the filters after it.
+    pub fn is_wasm(&self) -> bool {
+        matches!(self, ChainFilter::Wasm(_))
+    }
+
+    /// Whether the filter reads its route's configuration when a stream starts.
+    pub fn reads_route(&self) -> bool {
+        !self.is_wasm()
+    }
+}
+
+/// One stream's context in one filter.
+pub enum StreamFilter {
+    /// A Wasm plugin's stream context.
+    Wasm(FilterStream),
+    /// CORS.
+    Cors(cors::CorsStream),
+    /// Local rate limit.
+    LocalRateLimit(local_ratelimit::RateLimitStream),
+    /// Compressor.
+    Compressor(compressor::CompressorStream),
+    /// Decompressor.
+    Decompressor(decompressor::DecompressorStream),
+}
+
+impl StreamFilter {
+    /// The request headers; each filter sees the headers the previous one left.
+    pub async fn request_headers(&mut self, headers: &mut Headers, eos: bool) -> Verdict {
+        match self {
+            StreamFilter::Wasm(s) => s.request_headers(headers, eos).await,
+            StreamFilter::Cors(s) => s.request_headers(headers),
+            StreamFilter::LocalRateLimit(s) => s.request_headers(headers),
+            StreamFilter::Compressor(s) => s.request_headers(headers, eos),
+            StreamFilter::Decompressor(s) => s.request_headers(headers, eos),
+        }
+    }
+
+    /// The response headers.
+    pub async fn response_headers(&mut self, headers: &mut Headers, eos: bool) -> Verdict {
+        match self {
+            StreamFilter::Wasm(s) => s.response_headers(headers, eos).await,
+            StreamFilter::Cors(s) => s.response_headers(headers),
+            StreamFilter::LocalRateLimit(s) => s.response_headers(headers),
+            StreamFilter::Compressor(s) => s.response_headers(headers, eos),
+            StreamFilter::Decompressor(s) => s.response_headers(headers, eos),
+        }
+    }
+
+    /// One chunk of a body (see [`FilterStream::data`]): what passes on, held back up to
+    /// `limit` bytes.
+    pub async fn data(&mut self, direction: Direction, chunk: Bytes, eos: bool, limit: usize) -> DataVerdict {
+        match self {
+            StreamFilter::Wasm(s) => s.data(direction, chunk, eos, limit).await,
+            StreamFilter::Compressor(s) => DataVerdict::Pass(s.data(direction, chunk, eos)),
+            StreamFilter::Decompressor(s) => s.data(direction, chunk, eos),
+            StreamFilter::Cors(_) | StreamFilter::LocalRateLimit(_) => DataVerdict::Pass(chunk),
+        }
+    }
+
+    /// The trailers of a body.
+    pub async fn trailers(&mut self, direction: Direction, trailers: &mut Headers) -> Verdict {
+        match self {
+            StreamFilter::Wasm(s) => s.trailers(direction, trailers).await,
+            StreamFilter::Decompressor(s) => s.trailers(direction, trailers),
+            _ => Verdict::Continue,
+        }
+    }
+
+    /// The access-log phase, with the final headers lent.
+    pub fn log(&self, request: &mut Option<Headers>, response: &mut Option<Headers>) {
+        if let StreamFilter::Wasm(s) = self {
+            s.log(request, response);
+        }
+    }
+
+    /// The end of the stream, once every filter has logged.
+    pub fn end(self) {
+        if let StreamFilter::Wasm(s) = self {
+            s.end();
+        }
+    }
+}
