@@ -41,6 +41,9 @@ pub fn run(addr: SocketAddr, s: &Scenario, rate: u64, duration: Duration) -> Res
             let at = start + interval.mul_f64(i as f64);
             tokio::time::sleep_until(at).await;
             let mut request = http::Request::builder().uri(format!("http://{addr}{}", s.path)).header("host", "bench");
+            for (name, value) in s.headers.iter().filter_map(|h| h.split_once(':')) {
+                request = request.header(name.trim(), value.trim());
+            }
             let body = match &s.body {
                 Some(b) => {
                     request = request.method("POST");

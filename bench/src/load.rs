@@ -27,6 +27,9 @@ pub fn run(url: &str, s: &Scenario, connections: usize, duration: Duration) -> R
     if s.new_connections {
         wrk.args(["-H", "Connection: close"]);
     }
+    for header in s.headers {
+        wrk.args(["-H", header]);
+    }
     let script;
     if let Some(body) = &s.body {
         script = std::env::temp_dir().join(format!("wasmproxy-bench-{}.lua", std::process::id()));

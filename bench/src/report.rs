@@ -34,6 +34,7 @@ pub fn memory(args: &Args, work: &Path, fill: &dyn Fn(&str) -> String) -> Result
                     tls: false,
                     new_connections: false,
                     resumed: false,
+                    headers: &[],
                 };
                 let url = format!("http://{}/", running.listener);
                 crate::load::run(&url, &load, args.connections, Duration::from_secs(2))?;

@@ -24,6 +24,8 @@ pub struct Scenario {
     /// Each request on a TLS connection of its own that resumes an earlier one's session
     /// (a rustls client of the harness's own) instead of `wrk`.
     pub resumed: bool,
+    /// Request headers every request carries (`name: value`).
+    pub headers: &'static [&'static str],
 }
 
 /// The cluster every scenario sends to: the shared upstream.
@@ -123,6 +125,30 @@ pub fn header_filter(name: &str, file: &str) -> String {
     )
 }
 
+/// A compressor filter with this library (type under `envoy.extensions.compression.`) and
+/// Envoy's defaults otherwise.
+fn compressor(library: &str) -> String {
+    format!(
+        r#"          - name: envoy.filters.http.compressor
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor
+              compressor_library: {{ name: text, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.compression.{library} }} }}
+"#
+    )
+}
+
+/// The CORS filter and a local rate limit whose bucket never runs out.
+const CORS_AND_RATE_LIMIT: &str = r#"          - name: envoy.filters.http.cors
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors }
+          - name: envoy.filters.http.local_ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+              stat_prefix: bench
+              token_bucket: { max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }
+              filter_enabled: { default_value: { numerator: 100 } }
+              filter_enforced: { default_value: { numerator: 100 } }
+"#;
+
 /// Every scenario, in report order.
 pub fn all() -> Vec<Scenario> {
     let body = |name, about, config, path| Scenario {
@@ -135,6 +161,7 @@ pub fn all() -> Vec<Scenario> {
         tls: false,
         new_connections: false,
         resumed: false,
+        headers: &[],
     };
     let hf = || header_filter("hf", "header_filter.wasm");
     let ten: String = (0..10).map(|i| header_filter(&format!("hf{i}"), "header_filter.wasm")).collect();
@@ -281,6 +308,39 @@ pub fn all() -> Vec<Scenario> {
                 ),
             crate::upstream::FAILING_PATH,
         ),
+        Scenario {
+            headers: &["Accept-Encoding: gzip"],
+            ..body(
+                "compress_gzip_16k",
+                "envoy.filters.http.compressor with gzip (Envoy's defaults: level 6, 4 KiB window) on 16 KiB text \
+                 answers, and the Rust header filter",
+                bootstrap(&format!("{}{}", compressor("gzip.compressor.v3.Gzip"), hf())),
+                crate::upstream::TEXT_PATH,
+            )
+        },
+        Scenario {
+            headers: &["Accept-Encoding: zstd"],
+            ..body(
+                "compress_zstd_16k",
+                "envoy.filters.http.compressor with zstd (level 3) on 16 KiB text answers, and the Rust header filter",
+                bootstrap(&format!("{}{}", compressor("zstd.compressor.v3.Zstd"), hf())),
+                crate::upstream::TEXT_PATH,
+            )
+        },
+        Scenario {
+            headers: &["Origin: https://app.example.com"],
+            ..body(
+                "cors_ratelimit_wasm_chain",
+                "envoy.filters.http.cors (a virtual host policy; the answers get its headers), \
+                 envoy.filters.http.local_ratelimit (a bucket never empty) and the Rust header filter, to the upstream",
+                bootstrap(&format!("{CORS_AND_RATE_LIMIT}{}", hf())).replacen(
+                    "              domains: [\"*\"]\n",
+                    "              domains: [\"*\"]\n              typed_per_filter_config:\n                envoy.filters.http.cors: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy, allow_origin_string_match: [{ exact: \"https://app.example.com\" }], expose_headers: x-greeting }\n",
+                    1,
+                ),
+                "/",
+            )
+        },
         body(
             "upstream_https",
             "the Rust header filter, keep-alive HTTP/1.1 in, to the upstream over TLS (SNI, no certificate check, \

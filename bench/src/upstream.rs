@@ -1,5 +1,6 @@
 //! The upstream both proxies share: a small hyper server answering every request with
 //! the same 128-byte body (and echoing request bodies of POSTs, for the body scenario;
+//! 16 KiB of text on [`TEXT_PATH`], for compression;
 //! 503 for one request in ten on [`FAILING_PATH`], for the retry scenario),
 //! over TLS with the run's certificate when the proxy starts a handshake.
 
@@ -13,6 +14,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// The path one first try in ten of which is answered 503.
 pub const FAILING_PATH: &str = "/one-in-ten-fails";
+
+/// The path answered with 16 KiB of text (`content-type: text/plain`), for compression.
+pub const TEXT_PATH: &str = "/text-16k";
 
 /// Requests to [`FAILING_PATH`] so far.
 static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -47,6 +51,20 @@ pub fn start() -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// 16 KiB of text that compresses as prose does (not as one repeated byte).
+static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let words = ["proxy", "wasm", "filter", "stream", "header", "body", "route", "cluster", "envoy", "plugin"];
+    let mut text = String::with_capacity(16 * 1024);
+    let mut seed = 7u32;
+    while text.len() < 16 * 1024 {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        text.push_str(words[(seed >> 16) as usize % words.len()]);
+        text.push(if seed % 7 == 0 { '\n' } else { ' ' });
+    }
+    text.truncate(16 * 1024);
+    text
+});
+
 /// Serves one connection (HTTP/1.1, or HTTP/2 by its preface).
 async fn serve<I>(io: I)
 where
@@ -56,10 +74,21 @@ where
         let post = req.method() == http::Method::POST;
         // One first try in ten fails; a retry (a later try) never does.
         let first_try = req.headers().get("x-envoy-attempt-count").is_none_or(|n| n == "1");
-        let failing = req.uri().path() == FAILING_PATH && first_try;
+        let req_path = req.uri().path().to_string();
+        let failing = req_path == FAILING_PATH && first_try;
         let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        let answer = if post { body } else { Bytes::from_static(&[b'x'; 128]) };
+        let text = req_path == TEXT_PATH;
+        let answer = if post {
+            body
+        } else if text {
+            Bytes::from_static(TEXT.as_bytes())
+        } else {
+            Bytes::from_static(&[b'x'; 128])
+        };
         let mut response = http::Response::new(Full::new(answer));
+        if text {
+            response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+        }
         if failing && SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(10) {
             *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
         }
