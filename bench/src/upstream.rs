@@ -59,7 +59,7 @@ static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     while text.len() < 16 * 1024 {
         seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
         text.push_str(words[(seed >> 16) as usize % words.len()]);
-        text.push(if seed % 7 == 0 { '\n' } else { ' ' });
+        text.push(if seed.is_multiple_of(7) { '\n' } else { ' ' });
     }
     text.truncate(16 * 1024);
     text
