@@ -342,6 +342,18 @@ pub fn all() -> Vec<Scenario> {
             )
         },
         body(
+            "tracing_zipkin_all_sampled",
+            "tracing with the Zipkin provider, every request sampled (a span each, B3 headers to the upstream, \
+             JSON v2 reports of 5 spans to the upstream as collector), and the Rust header filter",
+            bootstrap(&hf())
+                .replacen(
+                    "          stat_prefix: bench\n",
+                    "          stat_prefix: bench\n          tracing:\n            provider:\n              name: envoy.tracers.zipkin\n              typed_config:\n                \"@type\": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig\n                collector_cluster: upstream\n                collector_endpoint: /api/v2/spans\n                collector_endpoint_version: HTTP_JSON\n",
+                    1,
+                ),
+            "/",
+        ),
+        body(
             "upstream_https",
             "the Rust header filter, keep-alive HTTP/1.1 in, to the upstream over TLS (SNI, no certificate check, \
              Envoy's client defaults)",

@@ -13,4 +13,5 @@ pub mod control_plane;
 pub mod h2_frames;
 pub mod normalize;
 pub mod proxy;
+pub mod spans;
 pub mod upstream;

@@ -17,6 +17,7 @@ mod routes;
 mod scenario;
 mod scenarios;
 mod tls;
+mod tracing;
 mod xds;
 
 use wasmproxy_conformance::{client, normalize, proxy, upstream};

@@ -13,8 +13,16 @@ pub const RESPONSE: &[(&str, &str)] = &[
 ];
 
 /// Request headers the upstream receives whose values are replaced by `<varies>`, with the reason.
-pub const UPSTREAM: &[(&str, &str)] =
-    &[("x-request-id", "a random UUID, made per request when the client sends none (a client's own id is kept)")];
+pub const UPSTREAM: &[(&str, &str)] = &[
+    (
+        "x-request-id",
+        "a random UUID, made per request when the client sends none (a client's own id is kept); its trace digit is kept",
+    ),
+    ("x-b3-traceid", "a random trace id, when the proxy starts the trace"),
+    ("x-b3-spanid", "a random span id"),
+    ("x-b3-parentspanid", "a random span id, when the proxy made the parent"),
+    ("traceparent", "random trace and span ids (the version and the sampled flag are kept)"),
+];
 
 /// A body as text; one with a `content-encoding` of gzip, br or zstd decoded first (the
 /// two proxies' compressors need not make the same bytes, only the same content), and
@@ -49,7 +57,15 @@ pub fn header_line(list: &[(&str, &str)], name: &str, value: &[u8]) -> String {
         return format!("{name}: {}", (ms + 500) / 1000 * 1000);
     }
     let made = name != "x-request-id" || UUID.is_match(&value);
-    if list.iter().any(|(n, _)| *n == name) && made { format!("{name}: <varies>") } else { format!("{name}: {value}") }
+    if !list.iter().any(|(n, _)| *n == name) || !made {
+        return format!("{name}: {value}");
+    }
+    match name {
+        // Tracing packs its decision into the id's version digit.
+        "x-request-id" if value.len() == 36 => format!("{name}: <varies, trace digit {}>", &value[14..15]),
+        "traceparent" if value.len() == 55 => format!("{name}: {}-<varies>-<varies>-{}", &value[..2], &value[53..]),
+        _ => format!("{name}: <varies>"),
+    }
 }
 
 static UUID: LazyLock<Regex> = LazyLock::new(|| {

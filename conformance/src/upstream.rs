@@ -123,6 +123,12 @@ async fn answer(
     let collected = body.collect().await.ok();
     let trailers = collected.as_ref().and_then(|c| c.trailers().cloned());
     let body = collected.map(|c| c.to_bytes()).unwrap_or_default();
+    // Spans reported to the collector: each written down on its own (reports batch them as
+    // each proxy's timers say).
+    if let Some(spans) = crate::spans::collected(&path, &body) {
+        seen.lock().unwrap_or_else(|e| e.into_inner()).extend(spans.into_iter().map(|s| s + "\n"));
+        return Ok(collector_answer(&path));
+    }
     let mut record = format!(
         "{note}{} {} {:?}\n",
         parts.method,
@@ -170,6 +176,27 @@ async fn answer(
         }
     }
     Ok(response)
+}
+
+/// What a trace collector answers: Zipkin's 202, OTLP's empty success (over gRPC, a
+/// gRPC OK).
+fn collector_answer(path: &str) -> http::Response<Body> {
+    let builder = http::Response::builder();
+    let response = match path {
+        crate::spans::ZIPKIN_PATH => builder.status(202).body(Full::new(Bytes::new()).boxed()),
+        crate::spans::OTLP_GRPC_PATH => {
+            let (tx, body) = FrameBody::channel();
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            tokio::spawn(async move {
+                let _ = tx.send(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))).await;
+                let _ = tx.send(Frame::trailers(trailers)).await;
+            });
+            builder.header("content-type", "application/grpc").body(body.boxed())
+        }
+        _ => builder.header("content-type", "application/x-protobuf").body(Full::new(Bytes::new()).boxed()),
+    };
+    response.unwrap_or_else(|_| http::Response::new(Full::new(Bytes::new()).boxed()))
 }
 
 /// Switches protocols (`101`, the client's `upgrade`), then echoes each chunk the client

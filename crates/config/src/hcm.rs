@@ -16,6 +16,7 @@ use crate::model::{
 };
 use crate::reader::{AnyValue, Ctx, Field, Msg, type_error};
 use crate::route::read_route_config;
+use crate::tracing::read_tracing;
 use crate::validate::check_http_filter_order;
 use crate::wasm::read_wasm_filter;
 
@@ -148,6 +149,8 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
         forwarding: Forwarding::default(),
         paths: PathHandling::default(),
         request_id: UuidRequestId::default(),
+        tracing: None,
+        start_child_span: false,
         upgrades: Vec::new(),
     };
     let Some(mut msg) = any.message(ctx, HTTP_CONNECTION_MANAGER) else { return hcm };
@@ -175,8 +178,9 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
     let filters_field = msg.get(ctx, "http_filters");
     let mut order = Vec::new();
     for item in filters_field.as_ref().map(|f| f.list()).unwrap_or_default() {
-        let (is_router, filter) = read_http_filter(ctx, &item);
-        order.push((is_router, item.origin()));
+        let (router, filter) = read_http_filter(ctx, &item);
+        order.push((router.is_some(), item.origin()));
+        hcm.start_child_span |= router == Some(true);
         if let Some((filter, options)) = filter {
             hcm.http_filters.push(filter);
             hcm.filter_options.push(options);
@@ -188,6 +192,7 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
     if let Some(f) = msg.get(ctx, "access_log") {
         hcm.access_logs = read_access_logs(ctx, &f);
     }
+    hcm.tracing = msg.get(ctx, "tracing").and_then(|f| read_tracing(ctx, &f));
     if let Some(d) = msg.get(ctx, "request_headers_timeout").and_then(|f| f.duration(ctx)) {
         hcm.request_headers_timeout = nonzero(d);
     }
@@ -310,10 +315,11 @@ fn read_forwarding(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Forwarding {
     f
 }
 
-/// Reads one entry of `http_filters`: whether it is the router (known even when its config has
-/// errors, for the order check) and the filter.
-fn read_http_filter(ctx: &mut Ctx, field: &Field<'_>) -> (bool, Option<(HttpFilter, FilterOptions)>) {
-    let Some(mut msg) = field.message(ctx, HTTP_FILTER) else { return (false, None) };
+/// Reads one entry of `http_filters`: whether it is the router, and then its
+/// `start_child_span` (known even when its config has errors, for the order check), and the
+/// filter.
+fn read_http_filter(ctx: &mut Ctx, field: &Field<'_>) -> (Option<bool>, Option<(HttpFilter, FilterOptions)>) {
+    let Some(mut msg) = field.message(ctx, HTTP_FILTER) else { return (None, None) };
     // The type decides what the filter is; routes name it by its name.
     let name = msg.get(ctx, "name").and_then(|f| f.string(ctx)).unwrap_or_default();
     let disabled = msg.get(ctx, "disabled").and_then(|f| f.bool(ctx)).unwrap_or(false);
@@ -323,13 +329,13 @@ fn read_http_filter(ctx: &mut Ctx, field: &Field<'_>) -> (bool, Option<(HttpFilt
         Some(typed) if optional && !supported_http_filter(ctx, &typed) => {
             // As a client of Envoy's API that lacks the filter may: skipped, with a warning.
             ctx.warn(&typed.origin(), format!("optional filter {name:?} is not supported by wasmproxy: skipped"));
-            (false, None)
+            (None, None)
         }
         Some(typed) => read_typed_http_filter(ctx, &typed),
         None if msg.has("config_discovery") => {
             let discovery = msg.get(ctx, "config_discovery");
             let filter = discovery.and_then(|f| read_config_discovery(ctx, &f, &name, FilterKind::Http));
-            (false, filter.map(|d| HttpFilter::Discovered(Box::new(d))))
+            (None, filter.map(|d| HttpFilter::Discovered(Box::new(d))))
         }
         None if ROUTER_NAMES.contains(&name.as_str()) => {
             ctx.warn(
@@ -339,15 +345,15 @@ fn read_http_filter(ctx: &mut Ctx, field: &Field<'_>) -> (bool, Option<(HttpFilt
                      add typed_config with \"@type\": type.googleapis.com/{ROUTER_TYPE}"
                 ),
             );
-            (true, Some(HttpFilter::Router))
+            (Some(false), Some(HttpFilter::Router))
         }
         None => {
             ctx.error(msg.origin(), "missing required field \"typed_config\"");
-            (false, None)
+            (None, None)
         }
     };
     msg.finish(ctx);
-    if disabled && result.0 {
+    if disabled && result.0.is_some() {
         ctx.error(&field.origin().with_child("disabled"), "the router cannot be disabled");
     }
     let (is_router, filter) = result;
@@ -439,41 +445,45 @@ fn read_discoverable(ctx: &mut Ctx, typed: &Field<'_>, kind: Option<FilterKind>)
     }
 }
 
-fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (bool, Option<HttpFilter>) {
-    let Some(any) = typed.any(ctx) else { return (false, None) };
+/// A filter's `typed_config`: whether it is the router, and then its `start_child_span`;
+/// the filter.
+fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (Option<bool>, Option<HttpFilter>) {
+    let Some(any) = typed.any(ctx) else { return (None, None) };
     match any.type_name.as_str() {
         ROUTER_TYPE => {
-            if let Some(router) = any.message(ctx, ROUTER) {
+            let mut child_span = false;
+            if let Some(mut router) = any.message(ctx, ROUTER) {
+                child_span = router.get(ctx, "start_child_span").and_then(|f| f.bool(ctx)).unwrap_or(false);
                 router.finish(ctx);
             }
-            (true, Some(HttpFilter::Router))
+            (Some(child_span), Some(HttpFilter::Router))
         }
-        HTTP_WASM_TYPE => (false, Some(HttpFilter::Wasm(Box::new(read_wasm_filter(ctx, &any))))),
+        HTTP_WASM_TYPE => (None, Some(HttpFilter::Wasm(Box::new(read_wasm_filter(ctx, &any))))),
         CORS_TYPE => {
             if let Some(cors) = any.message(ctx, &[]) {
                 cors.finish(ctx);
             }
-            (false, Some(HttpFilter::Native(NativeFilter::Cors)))
+            (None, Some(HttpFilter::Native(NativeFilter::Cors)))
         }
         LOCAL_RATE_LIMIT_TYPE => {
             let limit = any.message(ctx, LOCAL_RATE_LIMIT).and_then(|m| read_local_rate_limit(ctx, m, false));
-            (false, limit.map(|l| HttpFilter::Native(NativeFilter::LocalRateLimit(Box::new(l)))))
+            (None, limit.map(|l| HttpFilter::Native(NativeFilter::LocalRateLimit(Box::new(l)))))
         }
         COMPRESSOR_TYPE => {
             let compressor = any.message(ctx, COMPRESSOR).and_then(|m| read_compressor(ctx, m));
-            (false, compressor.map(|c| HttpFilter::Native(NativeFilter::Compressor(Box::new(c)))))
+            (None, compressor.map(|c| HttpFilter::Native(NativeFilter::Compressor(Box::new(c)))))
         }
         DECOMPRESSOR_TYPE => {
             let decompressor = any.message(ctx, DECOMPRESSOR).and_then(|m| read_decompressor(ctx, m));
-            (false, decompressor.map(|d| HttpFilter::Native(NativeFilter::Decompressor(Box::new(d)))))
+            (None, decompressor.map(|d| HttpFilter::Native(NativeFilter::Decompressor(Box::new(d)))))
         }
         "" => {
             typed.error(ctx, "missing \"@type\"");
-            (false, None)
+            (None, None)
         }
         _ => {
             type_error(ctx, typed, &any, "HTTP filter");
-            (false, None)
+            (None, None)
         }
     }
 }

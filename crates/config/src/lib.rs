@@ -65,6 +65,7 @@ mod route;
 mod runtime;
 pub mod struct_value;
 mod tls;
+mod tracing;
 mod tree;
 mod upgrade;
 mod validate;

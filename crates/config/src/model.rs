@@ -628,10 +628,13 @@ pub struct HttpConnectionManager {
     pub upgrades: Vec<Upgrade>,
     /// What is done to request paths and hosts before routing.
     pub paths: PathHandling,
-    /// `request_id_extension` (`UuidRequestIdConfig`): how tracing would pack its decision
-    /// into `x-request-id` (without `tracing`, which wasmproxy refuses for now, it changes
-    /// nothing, as in Envoy).
+    /// `request_id_extension` (`UuidRequestIdConfig`): how tracing packs its decision into
+    /// `x-request-id` (without `tracing` it changes nothing, as in Envoy).
     pub request_id: UuidRequestId,
+    /// `tracing`.
+    pub tracing: Option<Tracing>,
+    /// The router's `start_child_span`: a span of its own for the upstream request.
+    pub start_child_span: bool,
 }
 
 /// `envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig`.
@@ -790,6 +793,120 @@ pub enum AccessLogFormat {
     Text(String),
     /// `json_format`: an object whose string values are formats.
     Json(serde_json::Value),
+}
+
+/// The connection manager's `tracing`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    /// `client_sampling`, in ten-thousandths (default all).
+    pub client_sampling: u32,
+    /// `random_sampling`, in ten-thousandths (default all).
+    pub random_sampling: u32,
+    /// `overall_sampling`, in ten-thousandths (default all).
+    pub overall_sampling: u32,
+    /// `max_path_tag_length` (default 256).
+    pub max_path_tag_length: usize,
+    /// `custom_tags`.
+    pub custom_tags: Vec<CustomTag>,
+    /// `provider` (none: requests are sampled and counted, no span is reported).
+    pub provider: Option<TracingProvider>,
+    /// `spawn_upstream_span`: a span of its own for the upstream request.
+    pub spawn_upstream_span: bool,
+    /// `no_context_propagation`: spans are reported, nothing is told to the upstream.
+    pub no_context_propagation: bool,
+}
+
+/// A `CustomTag`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CustomTag {
+    /// `literal`, or `environment` (read when the configuration was).
+    Literal {
+        /// `tag`.
+        tag: String,
+        /// The value.
+        value: String,
+    },
+    /// `request_header`.
+    RequestHeader {
+        /// `tag`.
+        tag: String,
+        /// `name` (lower-cased).
+        name: String,
+        /// `default_value`.
+        default: String,
+    },
+}
+
+/// A tracing provider.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TracingProvider {
+    /// `envoy.tracers.zipkin`.
+    Zipkin(ZipkinProvider),
+    /// `envoy.tracers.opentelemetry`.
+    OpenTelemetry(Box<OtelProvider>),
+}
+
+/// `envoy.config.trace.v3.ZipkinConfig` (JSON v2 over HTTP).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZipkinProvider {
+    /// `collector_cluster`.
+    pub cluster: String,
+    /// `collector_endpoint`: the path spans are posted to.
+    pub endpoint: String,
+    /// `trace_id_128bit`.
+    pub trace_id_128bit: bool,
+    /// `shared_span_context` (default true).
+    pub shared_span_context: bool,
+    /// `collector_hostname` (default: the cluster's name).
+    pub collector_hostname: Option<String>,
+    /// `split_spans_for_request`.
+    pub split_spans_for_request: bool,
+    /// `trace_context_option: USE_B3_WITH_W3C_PROPAGATION`.
+    pub w3c: bool,
+}
+
+/// `envoy.config.trace.v3.OpenTelemetryConfig`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtelProvider {
+    /// Where spans go.
+    pub export: OtelExport,
+    /// `service_name` (default `unknown_service:envoy`).
+    pub service_name: String,
+    /// `max_cache_size`: the most spans a worker keeps waiting (default 1024).
+    pub max_cache_size: usize,
+    /// `set_telemetry_sdk_resource_attributes` (default true).
+    pub sdk_attributes: bool,
+    /// `set_service_name_resource_attribute` (default true).
+    pub service_name_attribute: bool,
+    /// `set_instrumentation_scope` (default true).
+    pub scope: bool,
+}
+
+/// Where OpenTelemetry spans are exported.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OtelExport {
+    /// `grpc_service.envoy_grpc`: OTLP over gRPC.
+    Grpc {
+        /// `cluster_name`.
+        cluster: String,
+        /// `authority` (default: the cluster's name).
+        authority: String,
+        /// `timeout`.
+        timeout: Option<Duration>,
+    },
+    /// `http_service`: OTLP over HTTP (protobuf).
+    Http {
+        /// `http_uri.cluster`.
+        cluster: String,
+        /// The host of `http_uri.uri`.
+        host: String,
+        /// The path of `http_uri.uri`.
+        path: String,
+        /// `http_uri.timeout`.
+        timeout: Duration,
+        /// `request_headers_to_add`.
+        headers: Vec<HeaderToAdd>,
+    },
 }
 
 /// What an `http_filters` entry says besides its configuration.

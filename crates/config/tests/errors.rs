@@ -830,3 +830,45 @@ fn load_balancing_and_health_errors() {
         ]
     );
 }
+
+#[test]
+fn tracing_errors() {
+    let with = |tracing: &str| {
+        let changed = config(&[("          stat_prefix: web\n", &format!("          stat_prefix: web\n{tracing}"))]);
+        match load_str(&changed, Path::new("/etc/wasmproxy")) {
+            Ok(bootstrap) => Ok(bootstrap),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let zipkin = |fields: &str| {
+        format!(
+            "          tracing:\n            provider:\n              name: envoy.tracers.zipkin\n              typed_config:\n                \"@type\": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig\n{fields}"
+        )
+    };
+    let e = with(&zipkin("                collector_cluster: backend\n                collector_endpoint: /api/v2/spans\n")).unwrap_err();
+    assert!(e.contains("collector_endpoint_version: required: HTTP_JSON"), "{e}");
+    let e = with(&zipkin(
+        "                collector_cluster: nosuch\n                collector_endpoint: /s\n                collector_endpoint_version: GRPC\n",
+    ))
+    .unwrap_err();
+    assert!(e.contains("collector_endpoint_version: must be HTTP_JSON"), "{e}");
+    assert!(e.contains("nosuch"), "{e}");
+    let e = with("          tracing: { verbose: true, random_sampling: { value: 101 } }\n").unwrap_err();
+    assert!(e.contains("tracing.verbose: not supported by wasmproxy"), "{e}");
+    assert!(e.contains("random_sampling.value: must be between 0 and 100"), "{e}");
+    let e = with("          tracing: { provider: { name: x, typed_config: { \"@type\": type.googleapis.com/envoy.config.trace.v3.DatadogConfig } } }\n").unwrap_err();
+    assert!(e.contains("tracer type envoy.config.trace.v3.DatadogConfig is not supported by wasmproxy"), "{e}");
+    let otel = "          tracing:\n            provider:\n              name: envoy.tracers.opentelemetry\n              typed_config:\n                \"@type\": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig\n                grpc_service: { envoy_grpc: { cluster_name: backend } }\n                http_service: { http_uri: { uri: \"http://c/v1/traces\", cluster: backend, timeout: 1s } }\n";
+    let e = with(otel).unwrap_err();
+    assert!(e.contains("only one of grpc_service, http_service may be given"), "{e}");
+
+    let good = with(&zipkin(
+        "                collector_cluster: backend\n                collector_endpoint: /api/v2/spans\n                collector_endpoint_version: HTTP_JSON\n            random_sampling: { value: 12.5 }\n",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let wasmproxy_config::NetworkFilter::HttpConnectionManager(hcm) = &good.listeners[0].filter_chains[0].filters[0] else {
+        panic!("not a connection manager")
+    };
+    let tracing = hcm.tracing.as_ref().unwrap();
+    assert_eq!((tracing.random_sampling, tracing.client_sampling, tracing.max_path_tag_length), (1250, 10_000, 256));
+}

@@ -6,7 +6,7 @@
 //! every plugin VM: nothing is locked per request.
 //!
 //! Modules import downwards only, in this order (see `docs/ARCHITECTURE.md`):
-//! `server` → `xds` → `admin` → `hcm`, `tcp` → `filters` → `wasm` → `upstream` → `observe` → `stream_info` →
+//! `server` → `xds` → `admin` → `hcm`, `tcp` → `filters` → `tracer` → `wasm` → `upstream` → `observe` → `stream_info` →
 //! `tls` → `http` → the leaves (`clock`, `limits`, `matcher`, `memory`, `proto`, `random`,
 //! `teardown`).
 
@@ -26,6 +26,7 @@ mod stream_info;
 mod tcp;
 mod teardown;
 mod tls;
+mod tracer;
 mod upstream;
 mod wasm;
 mod xds;

@@ -43,6 +43,8 @@ pub struct LocalNode {
     pub cluster: String,
     /// `node.id` (or `--service-node`).
     pub id: String,
+    /// `node.locality.zone`.
+    pub zone: String,
 }
 
 /// The connection a request came on, as far as its headers are concerned.

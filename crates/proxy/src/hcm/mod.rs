@@ -40,6 +40,7 @@ use crate::http::reply::{LocalReply, StreamReset, Verdict, is_grpc_request, loca
 use crate::observe::stats::HttpStats;
 use crate::stream_info::response_flags::ResponseFlag;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
+use crate::tracer::{StreamTrace, Tracer};
 use crate::upstream::cluster::Clusters;
 use crate::wasm::access_logger::StreamLoggers;
 
@@ -75,6 +76,8 @@ struct StreamFilters {
     /// The filter that turned the end of a body into trailers of its own, until the
     /// trailers go.
     opened: Option<usize>,
+    /// The stream's tracing, if its connection manager traces and the stream has a span.
+    trace: Option<StreamTrace>,
 }
 
 impl Drop for ActiveStream {
@@ -143,6 +146,8 @@ pub struct Hcm {
     pub buffer_limit: usize,
     /// The node's names, for `add_user_agent`.
     pub node: Rc<LocalNode>,
+    /// Its tracing (`tracing`), if any.
+    pub tracer: Option<Tracer>,
     /// Each filter's name and whether it is off unless a route turns it on.
     pub filter_options: Vec<FilterOptions>,
 }
@@ -237,8 +242,15 @@ impl Hcm {
         let internal_only = routes.internal_only_headers();
         let remote = prepare_request(forwarding, internal_only, &self.node, &mut headers, &peer, upgrade.is_some());
         info.borrow_mut().downstream_remote = remote;
-        let filters =
-            StreamFilters { hcm: self, info, contexts: Vec::new(), disabled: Vec::new(), route: None, opened: None };
+        let filters = StreamFilters {
+            hcm: self,
+            info,
+            contexts: Vec::new(),
+            disabled: Vec::new(),
+            route: None,
+            opened: None,
+            trace: None,
+        };
         let mut stream = ActiveStream { filters, request_headers: headers, routes, upgrade, deciding: true };
         let processed = stream.process(&mut incoming).await;
         stream.deciding = false;
@@ -461,6 +473,11 @@ impl ActiveStream {
         if let Some(end) = self.refuse_early(&hcm, &info, &routes) {
             return Err(end);
         }
+        if let Some(tracer) = &hcm.tracer {
+            // As Envoy: the stream's span starts once the route is known, before any filter.
+            let decorator = routes.find(&self.request_headers).and_then(|m| m.decorator.cloned());
+            self.filters.trace = tracer.start(&mut self.request_headers, decorator.as_ref());
+        }
         if !hcm.filters.is_empty() {
             // Envoy picks the route as soon as a plugin asks for it (`xds.route_name`); the
             // router picks it again from the headers the filters leave. The filters the
@@ -508,7 +525,7 @@ impl ActiveStream {
     /// `unread`: the request body was not read, so the connection closes after it.
     fn respond_whole(&mut self, mut response_headers: Headers, body: Bytes, unread: bool) -> Response<ProxyBody> {
         let hcm = self.filters.hcm.clone();
-        hcm.finish_response(&self.request_headers, &mut response_headers);
+        self.finish_response(&hcm, &mut response_headers);
         self.filters.info.borrow_mut().response_body_size = body.len() as u64;
         let http2 = self.filters.info.borrow().protocol == "HTTP/2";
         // A plugin that removed the length gets none (chunked on HTTP/1.1), as in Envoy; a
@@ -537,9 +554,9 @@ impl ActiveStream {
 
     /// An upstream response whose body streams through the filters on a task of its own;
     /// the stream ends with the body (or the route's deadline, or a reset).
-    fn respond_streaming(self, mut response_headers: Headers, upstream: UpstreamBody) -> Response<ProxyBody> {
+    fn respond_streaming(mut self, mut response_headers: Headers, upstream: UpstreamBody) -> Response<ProxyBody> {
         let hcm = self.filters.hcm.clone();
-        hcm.finish_response(&self.request_headers, &mut response_headers);
+        self.finish_response(&hcm, &mut response_headers);
         let (tx, mut body) = crate::http::body::channel();
         if upstream.body.is_end_stream() && self.filters.info.borrow().protocol == "HTTP/2" {
             body = body.ended_on_headers();
@@ -577,7 +594,7 @@ impl ActiveStream {
     /// client's connection is handed over; the connection waits for it before it closes.
     fn respond_upgraded(mut self, mut response_headers: Headers, upstream: OnUpgrade) -> Response<ProxyBody> {
         let hcm = self.filters.hcm.clone();
-        hcm.finish_response(&self.request_headers, &mut response_headers);
+        self.finish_response(&hcm, &mut response_headers);
         if let Some(stream) = self.upgrade.as_mut().and_then(|u| u.h2_stream.take()) {
             return self.respond_connected(response_headers, upstream, stream);
         }
@@ -620,6 +637,15 @@ impl ActiveStream {
         });
         tokio::task::spawn_local(self.tunnel(downstream, upstream, response_headers));
         response
+    }
+
+    /// The headers Envoy's connection manager sets on a response once the filters ran
+    /// (see [`Hcm::finish_response`]), and the span's decorator.
+    fn finish_response(&mut self, hcm: &Hcm, headers: &mut Headers) {
+        hcm.finish_response(&self.request_headers, headers);
+        if let (Some(tracer), Some(trace)) = (&hcm.tracer, self.filters.trace.as_mut()) {
+            tracer.respond(trace, headers);
+        }
     }
 
     /// The stream is complete: the access-log phase with the request headers and these
@@ -746,6 +772,9 @@ impl StreamFilters {
         hcm.logs.log(&self.info, &mut request, &mut response);
         for stream in ended {
             stream.end();
+        }
+        if let (Some(tracer), Some(trace)) = (&hcm.tracer, self.trace.take()) {
+            tracer.finish(trace, &self.info.borrow(), request.as_ref(), response.as_ref());
         }
     }
 }

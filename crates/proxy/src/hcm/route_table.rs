@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::matcher::{HeaderMatchers, value_matches, whole_regex};
 use regex::Regex;
 use wasmproxy_config::model::{
-    CorsPolicy, FilterOverride, HeaderMutations, PathMatch, QueryParameterMatcher, RetryPolicy, RouteAction,
+    CorsPolicy, Decorator, FilterOverride, HeaderMutations, PathMatch, QueryParameterMatcher, RetryPolicy, RouteAction,
     RouteConfig, ValueMatch,
 };
 use wasmproxy_host::Headers;
@@ -42,6 +42,8 @@ pub struct Matched<'a> {
     pub attempt_count: (bool, bool),
     /// `hash_policy`, compiled.
     pub hash_policy: &'a HashPolicies,
+    /// `decorator`: the name of the stream's span.
+    pub decorator: Option<&'a Decorator>,
 }
 
 /// A retry policy with its header matchers compiled.
@@ -162,6 +164,7 @@ struct Route {
     rewrites: Rewrites,
     attempt_count: (bool, bool),
     hash_policy: HashPolicies,
+    decorator: Option<Decorator>,
 }
 
 enum CompiledPath {
@@ -257,6 +260,7 @@ impl RouteTable {
             rewrites: &route.rewrites,
             attempt_count: route.attempt_count,
             hash_policy: &route.hash_policy,
+            decorator: route.decorator.as_ref(),
         })
     }
 
@@ -411,6 +415,7 @@ impl Route {
             .map_err(|(regex, e)| RouteError { route: name.clone(), regex, message: e.to_string() })?;
         Ok(Route {
             hash_policy,
+            decorator: r.decorator.clone(),
             attempt_count: (vh.include_request_attempt_count, vh.include_attempt_count_in_response),
             rewrites,
             weighted: weighted.collect(),

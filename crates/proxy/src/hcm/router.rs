@@ -198,6 +198,10 @@ impl ActiveStream {
         target: UpstreamTarget,
     ) -> Result<(Headers, ResponseBody), Processed> {
         let UpstreamTarget { cluster, timeout, mutations, retries, attempt_count_in_response, shadows } = target;
+        if let (Some(tracer), Some(trace)) = (&self.filters.hcm.tracer, self.filters.trace.as_mut()) {
+            let cluster_name = self.filters.info.borrow().cluster_name.clone();
+            tracer.inject(trace, &mut self.request_headers, &cluster_name);
+        }
         let started = Instant::now();
         let (tx, body) = self.body_paths(&request, &cluster, retries.as_deref(), shadows, timeout);
         let info = self.filters.info.clone();

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
-use wasmproxy_config::model::{Listener, NativeFilter, Node};
+use wasmproxy_config::model::{HttpConnectionManager, Listener, NativeFilter, Node, TracingProvider};
 use wasmproxy_stats::Store;
 
 use crate::filters::compressor::Sibling;
@@ -24,6 +24,7 @@ use crate::server::tunables::ConnectionLimits;
 use crate::stream_info::metadata::MetadataAttributes;
 use crate::stream_info::node::NodeAttributes;
 use crate::tcp::TcpChain;
+use crate::tracer::{Driver, Tracer};
 use crate::upstream::cluster::Clusters;
 use crate::upstream::registry::Upstreams;
 use crate::wasm::access_logger::StreamLoggers;
@@ -185,8 +186,11 @@ struct Worker {
     limits: Arc<ConnectionLimits>,
     drain: Drain,
     drain_time: std::time::Duration,
-    /// The node's names, for the connection managers' `add_user_agent`.
+    /// The node's names, for the connection managers' `add_user_agent` and spans.
     node: Rc<LocalNode>,
+    /// The tracing providers' drivers, one per configuration, shared by the connection
+    /// managers that configure the same one.
+    tracing_drivers: Vec<(TracingProvider, Rc<Driver>)>,
 }
 
 impl Worker {
@@ -206,7 +210,12 @@ impl Worker {
             limits: setup.limits.clone(),
             drain,
             drain_time: setup.drain_time,
-            node: Rc::new(LocalNode { cluster: setup.node.cluster.clone(), id: setup.node.id.clone() }),
+            node: Rc::new(LocalNode {
+                cluster: setup.node.cluster.clone(),
+                id: setup.node.id.clone(),
+                zone: setup.node.locality.zone.clone(),
+            }),
+            tracing_drivers: Vec::new(),
         }
     }
 
@@ -373,9 +382,26 @@ impl Worker {
                     },
                     node: self.node.clone(),
                     filter_options: http.filter_options.clone(),
+                    tracer: self.tracer(&http.config, listener),
                 }))
             }
         }))
+    }
+
+    /// A connection manager's tracing on this worker, its provider's driver shared with the
+    /// others that configure the same provider.
+    fn tracer(&mut self, hcm: &HttpConnectionManager, listener: &Listener) -> Option<Tracer> {
+        let driver = hcm.tracing.as_ref()?.provider.as_ref().map(|provider| {
+            if let Some((_, driver)) = self.tracing_drivers.iter().find(|(p, _)| p == provider) {
+                return driver.clone();
+            }
+            let driver = Rc::new(Driver::new(provider, self.clusters.clone(), &self.node.cluster, &self.stats));
+            self.tracing_drivers.push((provider.clone(), driver.clone()));
+            driver
+        });
+        // OUTBOUND listeners are egress; INBOUND and UNSPECIFIED ones ingress, as in Envoy.
+        let egress = listener.traffic_direction == 2;
+        Tracer::new(hcm, egress, (self.node.id.clone(), self.node.zone.clone()), driver, &self.stats)
     }
 
     /// This worker's HTTP filters for a snapshot's (`stat_prefix`: the connection manager's).
