@@ -11,7 +11,15 @@ use crate::scenario::{CATCH_ALL, Scenario};
 
 /// Every native filter scenario.
 pub fn scenarios() -> Vec<Scenario> {
-    vec![cors(), local_ratelimit(), local_ratelimit_per_route(), compressor(), compressor_brotli_zstd(), decompressor()]
+    vec![
+        cors(),
+        csrf(),
+        local_ratelimit(),
+        local_ratelimit_per_route(),
+        compressor(),
+        compressor_brotli_zstd(),
+        decompressor(),
+    ]
 }
 
 /// A probe named `name` that logs the request and response headers it sees.
@@ -114,6 +122,54 @@ fn cors() -> Scenario {
         ],
     );
     Scenario { stats: &[r"^http\.ingress\.cors\."], ..scenario }
+}
+
+/// `envoy.filters.http.csrf` between two probes: state-changing requests from the host's
+/// own origin, another, none, a `referer`; a route in shadow mode, one turned off, one with
+/// additional origins; a safe method never checked.
+fn csrf() -> Scenario {
+    let policy = "\"@type\": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy";
+    let body = "              filter_enabled: { default_value: { numerator: 100 } }\n";
+    let routes = format!(
+        r#"              - match: {{ prefix: /shadow }}
+                route: {{ cluster: upstream }}
+                typed_per_filter_config:
+                  envoy.filters.http.csrf: {{ {policy}, filter_enabled: {{ default_value: {{ numerator: 0 }} }}, shadow_enabled: {{ default_value: {{ numerator: 100 }} }} }}
+              - match: {{ prefix: /off }}
+                route: {{ cluster: upstream }}
+                typed_per_filter_config:
+                  envoy.filters.http.csrf: {{ {policy}, filter_enabled: {{ default_value: {{ numerator: 0 }} }} }}
+              - match: {{ prefix: /partners }}
+                route: {{ cluster: upstream }}
+                typed_per_filter_config:
+                  envoy.filters.http.csrf: {{ {policy}, filter_enabled: {{ default_value: {{ numerator: 100 }} }}, additional_origins: [{{ suffix: .partner.test }}] }}
+{CATCH_ALL}"#
+    );
+    let filters = [
+        header_probe("before"),
+        native("envoy.filters.http.csrf", "envoy.extensions.filters.http.csrf.v3.CsrfPolicy", body),
+        header_probe("after"),
+    ]
+    .concat();
+    let config = crate::scenario::bootstrap("", &filters).replacen(CATCH_ALL, &routes, 1);
+    let post = |path: &str| Request::post(path, "form");
+    let scenario = crate::scenarios::s(
+        "csrf",
+        "envoy.filters.http.csrf between two plugins: same origin, other origins, referer, shadow mode, additional origins",
+        config,
+        vec![
+            post("/form").header("origin", "http://conformance.test"),
+            post("/form").header("origin", "https://evil.test"),
+            post("/form"),
+            post("/form").header("referer", "http://conformance.test/page"),
+            Request::get("/form").header("origin", "https://evil.test"),
+            post("/shadow").header("origin", "https://evil.test"),
+            post("/off").header("origin", "https://evil.test"),
+            post("/partners").header("origin", "https://shop.partner.test"),
+            Request { method: "DELETE", ..Request::get("/form").header("origin", "https://evil.test") },
+        ],
+    );
+    Scenario { stats: &[r"^http\.ingress\.csrf\."], ..scenario }
 }
 
 /// `envoy.filters.http.local_ratelimit` between two probes: a bucket of two tokens (one an

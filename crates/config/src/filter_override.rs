@@ -6,6 +6,7 @@
 
 use crate::compressor::{COMPRESSOR_PER_ROUTE, COMPRESSOR_PER_ROUTE_TYPE, read_compressor_per_route};
 use crate::cors::{CORS_POLICY, read_cors_policy};
+use crate::csrf::{CSRF_POLICY, CSRF_TYPE, read_csrf_policy};
 use crate::local_ratelimit::{LOCAL_RATE_LIMIT, LOCAL_RATE_LIMIT_TYPE, read_local_rate_limit};
 use crate::model::{FilterOverride, PerFilterConfig};
 use crate::reader::{Ctx, Msg};
@@ -31,6 +32,11 @@ pub(crate) fn read_filter_overrides(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Vec<Fil
                     .and_then(|m| read_local_rate_limit(ctx, m, true))
                     .map(|l| PerFilterConfig::LocalRateLimit(Box::new(l))),
             ),
+            CSRF_TYPE => Some(
+                any.message(ctx, CSRF_POLICY)
+                    .and_then(|m| read_csrf_policy(ctx, m))
+                    .map(|c| PerFilterConfig::Csrf(Box::new(c))),
+            ),
             COMPRESSOR_PER_ROUTE_TYPE => Some(
                 any.message(ctx, COMPRESSOR_PER_ROUTE)
                     .and_then(|m| read_compressor_per_route(ctx, m))
@@ -41,7 +47,7 @@ pub(crate) fn read_filter_overrides(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Vec<Fil
                     ctx,
                     format!(
                         "per-route configuration {other} is not supported by wasmproxy (only {FILTER_CONFIG_TYPE}, \
-                         {CORS_POLICY_TYPE}, {LOCAL_RATE_LIMIT_TYPE} and {COMPRESSOR_PER_ROUTE_TYPE})"
+                         {CORS_POLICY_TYPE}, {LOCAL_RATE_LIMIT_TYPE}, {COMPRESSOR_PER_ROUTE_TYPE} and {CSRF_TYPE})"
                     ),
                 );
                 continue;

@@ -8,6 +8,7 @@ use crate::compressor::{
     COMPRESSOR, COMPRESSOR_TYPE, DECOMPRESSOR, DECOMPRESSOR_TYPE, read_compressor, read_decompressor,
 };
 use crate::config_source::read_config_source;
+use crate::csrf::{CSRF_POLICY, CSRF_TYPE, read_csrf_policy};
 use crate::local_ratelimit::{LOCAL_RATE_LIMIT, LOCAL_RATE_LIMIT_TYPE, read_local_rate_limit};
 use crate::model::{
     CodecType, DiscoveredFilter, EscapedSlashes, ExtensionConfig, FilterKind, FilterOptions, Forwarding,
@@ -175,19 +176,7 @@ pub(crate) fn read_hcm(ctx: &mut Ctx, any: &AnyValue<'_>) -> HttpConnectionManag
         ctx.error(msg.origin(), "missing required field \"route_config\"");
     }
 
-    let filters_field = msg.get(ctx, "http_filters");
-    let mut order = Vec::new();
-    for item in filters_field.as_ref().map(|f| f.list()).unwrap_or_default() {
-        let (router, filter) = read_http_filter(ctx, &item);
-        order.push((router.is_some(), item.origin()));
-        hcm.start_child_span |= router == Some(true);
-        if let Some((filter, options)) = filter {
-            hcm.http_filters.push(filter);
-            hcm.filter_options.push(options);
-        }
-    }
-    let list_origin = filters_field.map_or_else(|| msg.origin().with_child("http_filters"), |f| f.origin());
-    check_http_filter_order(ctx, &list_origin, &order);
+    read_http_filters(ctx, &mut msg, &mut hcm);
 
     if let Some(f) = msg.get(ctx, "access_log") {
         hcm.access_logs = read_access_logs(ctx, &f);
@@ -315,6 +304,23 @@ fn read_forwarding(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Forwarding {
     f
 }
 
+/// `http_filters`, in order, the router last (and its `start_child_span`).
+fn read_http_filters(ctx: &mut Ctx, msg: &mut Msg<'_>, hcm: &mut HttpConnectionManager) {
+    let filters_field = msg.get(ctx, "http_filters");
+    let mut order = Vec::new();
+    for item in filters_field.as_ref().map(|f| f.list()).unwrap_or_default() {
+        let (router, filter) = read_http_filter(ctx, &item);
+        order.push((router.is_some(), item.origin()));
+        hcm.start_child_span |= router == Some(true);
+        if let Some((filter, options)) = filter {
+            hcm.http_filters.push(filter);
+            hcm.filter_options.push(options);
+        }
+    }
+    let list_origin = filters_field.map_or_else(|| msg.origin().with_child("http_filters"), |f| f.origin());
+    check_http_filter_order(ctx, &list_origin, &order);
+}
+
 /// Reads one entry of `http_filters`: whether it is the router, and then its
 /// `start_child_span` (known even when its config has errors, for the order check), and the
 /// filter.
@@ -364,7 +370,7 @@ fn read_http_filter(ctx: &mut Ctx, field: &Field<'_>) -> (Option<bool>, Option<(
 fn supported_http_filter(ctx: &Ctx, typed: &Field<'_>) -> bool {
     let mut scratch = Ctx::new(ctx.base_dir.clone());
     typed.any(&mut scratch).is_some_and(|any| {
-        [ROUTER_TYPE, HTTP_WASM_TYPE, CORS_TYPE, LOCAL_RATE_LIMIT_TYPE, COMPRESSOR_TYPE, DECOMPRESSOR_TYPE]
+        [ROUTER_TYPE, HTTP_WASM_TYPE, CORS_TYPE, LOCAL_RATE_LIMIT_TYPE, COMPRESSOR_TYPE, DECOMPRESSOR_TYPE, CSRF_TYPE]
             .contains(&any.type_name.as_str())
     })
 }
@@ -472,6 +478,10 @@ fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (Option<bool>, Op
         COMPRESSOR_TYPE => {
             let compressor = any.message(ctx, COMPRESSOR).and_then(|m| read_compressor(ctx, m));
             (None, compressor.map(|c| HttpFilter::Native(NativeFilter::Compressor(Box::new(c)))))
+        }
+        CSRF_TYPE => {
+            let policy = any.message(ctx, CSRF_POLICY).and_then(|m| read_csrf_policy(ctx, m));
+            (None, policy.map(|p| HttpFilter::Native(NativeFilter::Csrf(Box::new(p)))))
         }
         DECOMPRESSOR_TYPE => {
             let decompressor = any.message(ctx, DECOMPRESSOR).and_then(|m| read_decompressor(ctx, m));

@@ -42,6 +42,7 @@ mod cluster;
 mod compressor;
 mod config_source;
 mod cors;
+mod csrf;
 mod endpoint;
 mod error;
 mod filter_override;

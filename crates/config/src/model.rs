@@ -941,6 +941,8 @@ pub enum PerFilterConfig {
     LocalRateLimit(Box<LocalRateLimit>),
     /// `envoy.extensions.filters.http.compressor.v3.CompressorPerRoute`.
     Compressor(Box<CompressorPerRoute>),
+    /// `envoy.extensions.filters.http.csrf.v3.CsrfPolicy`: replaces the filter's.
+    Csrf(Box<CsrfPolicy>),
 }
 
 /// A native HTTP filter: one Envoy builds in, which wasmproxy runs as Envoy does.
@@ -954,6 +956,19 @@ pub enum NativeFilter {
     Compressor(Box<Compressor>),
     /// `envoy.filters.http.decompressor`.
     Decompressor(Box<Decompressor>),
+    /// `envoy.filters.http.csrf`.
+    Csrf(Box<CsrfPolicy>),
+}
+
+/// A `CsrfPolicy` (the CSRF filter's, or a route's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsrfPolicy {
+    /// `filter_enabled`, in millionths.
+    pub filter_enabled: u32,
+    /// `shadow_enabled`, in millionths (unset: 0).
+    pub shadow_enabled: u32,
+    /// `additional_origins`.
+    pub additional_origins: Vec<ValueMatch>,
 }
 
 /// A CORS policy (`CorsPolicy`, typed per route or the deprecated `cors` of virtual hosts

@@ -845,7 +845,10 @@ fn tracing_errors() {
             "          tracing:\n            provider:\n              name: envoy.tracers.zipkin\n              typed_config:\n                \"@type\": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig\n{fields}"
         )
     };
-    let e = with(&zipkin("                collector_cluster: backend\n                collector_endpoint: /api/v2/spans\n")).unwrap_err();
+    let e = with(&zipkin(
+        "                collector_cluster: backend\n                collector_endpoint: /api/v2/spans\n",
+    ))
+    .unwrap_err();
     assert!(e.contains("collector_endpoint_version: required: HTTP_JSON"), "{e}");
     let e = with(&zipkin(
         "                collector_cluster: nosuch\n                collector_endpoint: /s\n                collector_endpoint_version: GRPC\n",
@@ -866,7 +869,8 @@ fn tracing_errors() {
         "                collector_cluster: backend\n                collector_endpoint: /api/v2/spans\n                collector_endpoint_version: HTTP_JSON\n            random_sampling: { value: 12.5 }\n",
     ))
     .unwrap_or_else(|e| panic!("{e}"));
-    let wasmproxy_config::NetworkFilter::HttpConnectionManager(hcm) = &good.listeners[0].filter_chains[0].filters[0] else {
+    let wasmproxy_config::NetworkFilter::HttpConnectionManager(hcm) = &good.listeners[0].filter_chains[0].filters[0]
+    else {
         panic!("not a connection manager")
     };
     let tracing = hcm.tracing.as_ref().unwrap();

@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod compressor;
 pub mod cors;
+pub mod csrf;
 pub mod decompressor;
 pub mod header_options;
 pub mod local_ratelimit;
@@ -34,49 +35,69 @@ pub enum ChainFilter {
     Compressor(Rc<compressor::CompressorFilter>),
     /// `envoy.filters.http.decompressor`.
     Decompressor(Rc<decompressor::DecompressorFilter>),
+    /// `envoy.filters.http.csrf`.
+    Csrf(Rc<csrf::CsrfFilter>),
 }
 
-/// A native filter as a snapshot holds it: its name and what the workers share (a rate
-/// limiter's bucket).
+/// A native filter as a snapshot holds it: its name and what the workers share (its
+/// configuration, a rate limiter's bucket, compiled regexes).
 #[derive(Clone)]
 pub struct SharedNative {
     /// The filter's `name` (what routes' `typed_per_filter_config` call it).
     pub name: String,
-    /// Its configuration.
-    pub config: NativeFilter,
-    /// The local rate limiter's bucket, shared by the workers.
-    pub limiter: Option<Arc<local_ratelimit::Limiter>>,
+    /// What it is.
+    pub kind: SharedKind,
+}
+
+/// A native filter's configuration, ready for the workers.
+#[derive(Clone)]
+pub enum SharedKind {
+    /// CORS.
+    Cors,
+    /// A local rate limit and its bucket.
+    LocalRateLimit(Arc<local_ratelimit::Limiter>),
+    /// A compressor.
+    Compressor(Box<wasmproxy_config::model::Compressor>),
+    /// A decompressor.
+    Decompressor(Box<wasmproxy_config::model::Decompressor>),
+    /// CSRF, with its policy.
+    Csrf(Arc<csrf::Policy>),
 }
 
 impl SharedNative {
-    /// The filter `name` configured so.
-    pub fn new(name: &str, config: &NativeFilter) -> SharedNative {
-        let limiter = match config {
-            NativeFilter::LocalRateLimit(l) => Some(Arc::new(local_ratelimit::Limiter::new(l))),
-            _ => None,
+    /// The filter `name` configured so; `Err` for a regex that does not compile.
+    pub fn new(name: &str, config: &NativeFilter) -> Result<SharedNative, (String, regex::Error)> {
+        let kind = match config {
+            NativeFilter::Cors => SharedKind::Cors,
+            NativeFilter::LocalRateLimit(l) => SharedKind::LocalRateLimit(Arc::new(local_ratelimit::Limiter::new(l))),
+            NativeFilter::Compressor(c) => SharedKind::Compressor(c.clone()),
+            NativeFilter::Decompressor(d) => SharedKind::Decompressor(d.clone()),
+            NativeFilter::Csrf(p) => SharedKind::Csrf(Arc::new(csrf::Policy::new(p)?)),
         };
-        SharedNative { name: name.to_string(), config: config.clone(), limiter }
+        Ok(SharedNative { name: name.to_string(), kind })
     }
 
     /// The filter on a worker, its stats in `store` (`http_prefix`: the connection
     /// manager's `http.<stat_prefix>.`); `compressors`: every compressor of the chain.
     pub fn on_worker(&self, store: &Arc<Store>, http_prefix: &str, compressors: &[compressor::Sibling]) -> ChainFilter {
         let name = self.name.clone();
-        match &self.config {
-            NativeFilter::Cors => ChainFilter::Cors(Rc::new(cors::CorsFilter::new(name, store, http_prefix))),
-            NativeFilter::LocalRateLimit(l) => {
-                let limiter = self.limiter.clone().unwrap_or_else(|| Arc::new(local_ratelimit::Limiter::new(l)));
-                ChainFilter::LocalRateLimit(Rc::new(local_ratelimit::RateLimitFilter::new(name, limiter, store)))
-            }
-            NativeFilter::Compressor(c) => ChainFilter::Compressor(Rc::new(compressor::CompressorFilter::new(
+        match &self.kind {
+            SharedKind::Cors => ChainFilter::Cors(Rc::new(cors::CorsFilter::new(name, store, http_prefix))),
+            SharedKind::LocalRateLimit(limiter) => ChainFilter::LocalRateLimit(Rc::new(
+                local_ratelimit::RateLimitFilter::new(name, limiter.clone(), store),
+            )),
+            SharedKind::Compressor(c) => ChainFilter::Compressor(Rc::new(compressor::CompressorFilter::new(
                 name,
                 c,
                 compressors.to_vec(),
                 store,
                 http_prefix,
             ))),
-            NativeFilter::Decompressor(d) => {
+            SharedKind::Decompressor(d) => {
                 ChainFilter::Decompressor(Rc::new(decompressor::DecompressorFilter::new(d, store, http_prefix)))
+            }
+            SharedKind::Csrf(policy) => {
+                ChainFilter::Csrf(Rc::new(csrf::CsrfFilter::new(name, policy.clone(), store, http_prefix)))
             }
         }
     }
@@ -111,6 +132,8 @@ pub enum RouteConfig {
     LocalRateLimit(Arc<local_ratelimit::Limiter>),
     /// The compressor's per-route setting.
     Compressor(CompressorPerRoute),
+    /// A CSRF policy, replacing the filter's.
+    Csrf(Arc<csrf::Policy>),
 }
 
 impl RouteFilter {
@@ -123,6 +146,7 @@ impl RouteFilter {
                 Some(RouteConfig::LocalRateLimit(Arc::new(local_ratelimit::Limiter::new(l))))
             }
             Some(PerFilterConfig::Compressor(c)) => Some(RouteConfig::Compressor((**c).clone())),
+            Some(PerFilterConfig::Csrf(p)) => Some(RouteConfig::Csrf(Arc::new(csrf::Policy::new(p)?))),
         };
         Ok(RouteFilter { name: o.name.clone(), disabled: o.disabled, config })
     }
@@ -156,6 +180,7 @@ impl ChainFilter {
             }
             ChainFilter::Compressor(f) => StreamFilter::Compressor(compressor::CompressorStream::new(f, route)),
             ChainFilter::Decompressor(f) => StreamFilter::Decompressor(decompressor::DecompressorStream::new(f)),
+            ChainFilter::Csrf(f) => StreamFilter::Csrf(csrf::CsrfStream::new(f, info, route)),
         })
     }
 
@@ -202,6 +227,8 @@ pub enum StreamFilter {
     Compressor(compressor::CompressorStream),
     /// Decompressor.
     Decompressor(decompressor::DecompressorStream),
+    /// CSRF.
+    Csrf(csrf::CsrfStream),
 }
 
 impl StreamFilter {
@@ -213,6 +240,7 @@ impl StreamFilter {
             StreamFilter::LocalRateLimit(s) => s.request_headers(headers),
             StreamFilter::Compressor(s) => s.request_headers(headers, eos),
             StreamFilter::Decompressor(s) => s.request_headers(headers, eos),
+            StreamFilter::Csrf(s) => s.request_headers(headers),
         }
     }
 
@@ -224,6 +252,7 @@ impl StreamFilter {
             StreamFilter::LocalRateLimit(s) => s.response_headers(headers),
             StreamFilter::Compressor(s) => s.response_headers(headers, eos),
             StreamFilter::Decompressor(s) => s.response_headers(headers, eos),
+            StreamFilter::Csrf(_) => Verdict::Continue,
         }
     }
 
@@ -234,7 +263,7 @@ impl StreamFilter {
             StreamFilter::Wasm(s) => s.data(direction, chunk, eos, limit).await,
             StreamFilter::Compressor(s) => DataVerdict::Pass(s.data(direction, chunk, eos)),
             StreamFilter::Decompressor(s) => s.data(direction, chunk, eos),
-            StreamFilter::Cors(_) | StreamFilter::LocalRateLimit(_) => DataVerdict::Pass(chunk),
+            StreamFilter::Cors(_) | StreamFilter::LocalRateLimit(_) | StreamFilter::Csrf(_) => DataVerdict::Pass(chunk),
         }
     }
 

@@ -80,7 +80,7 @@ impl TerminalSnapshot {
             TerminalSnapshot::None => (&[], &[], &[]),
         };
         let http = http.iter().filter_map(|f| match f {
-            HttpFilterSnapshot::Wasm(plugin) => Some(plugin),
+            HttpFilterSnapshot::Wasm(plugin) => Some(&**plugin),
             HttpFilterSnapshot::Native(_) => None,
         });
         http.chain(tcp).chain(loggers)
@@ -127,7 +127,7 @@ pub struct HttpSnapshot {
 /// An HTTP filter ready to serve.
 pub enum HttpFilterSnapshot {
     /// A Wasm plugin, loaded and checked.
-    Wasm(LoadedPlugin),
+    Wasm(Box<LoadedPlugin>),
     /// A native filter, with what the workers share.
     Native(SharedNative),
 }
@@ -296,10 +296,13 @@ impl Builder {
             for (filter, options) in hcm.http_filters.iter().zip(&hcm.filter_options) {
                 match filter {
                     HttpFilter::Wasm(plugin) => {
-                        filters.push(HttpFilterSnapshot::Wasm(self.load(plugin, clusters, "Wasm plugin")?));
+                        filters.push(HttpFilterSnapshot::Wasm(Box::new(self.load(plugin, clusters, "Wasm plugin")?)));
                     }
                     HttpFilter::Native(native) => {
-                        filters.push(HttpFilterSnapshot::Native(SharedNative::new(&options.name, native)));
+                        let shared = SharedNative::new(&options.name, native).map_err(|(regex, e)| {
+                            fail(format!("filter {:?}: invalid regex {regex}: {e}", options.name))
+                        })?;
+                        filters.push(HttpFilterSnapshot::Native(shared));
                     }
                     HttpFilter::Discovered(_) | HttpFilter::Router => continue,
                 }

@@ -7,11 +7,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
-use wasmproxy_config::model::{HttpConnectionManager, Listener, NativeFilter, Node, TracingProvider};
+use wasmproxy_config::model::{HttpConnectionManager, Listener, Node, TracingProvider};
 use wasmproxy_stats::Store;
 
 use crate::filters::compressor::Sibling;
-use crate::filters::{ChainFilter, SharedNative};
+use crate::filters::{ChainFilter, SharedKind, SharedNative};
 use crate::hcm::forwarding::LocalNode;
 use crate::hcm::{Hcm, RouteTables, Routes};
 use crate::observe::stats::{HttpStats, InspectorStats, ListenerStats, address_stat_name};
@@ -410,7 +410,7 @@ impl Worker {
         let compressors: Vec<Sibling> = filters
             .iter()
             .filter_map(|f| match f {
-                HttpFilterSnapshot::Native(SharedNative { config: NativeFilter::Compressor(c), .. }) => {
+                HttpFilterSnapshot::Native(SharedNative { kind: SharedKind::Compressor(c), .. }) => {
                     Some(Sibling::of(c))
                 }
                 _ => None,
