@@ -485,7 +485,9 @@ impl ActiveStream {
             let matched = routes.find(&self.request_headers);
             note_route(matched.as_ref(), &self.request_headers, &hcm.clusters, &info);
             self.filters.disabled = disabled_filters(&hcm.filter_options, matched.as_ref());
-            self.filters.route = filter_route(matched.as_ref());
+            if hcm.filters.iter().any(ChainFilter::reads_route) {
+                self.filters.route = filter_route(matched.as_ref());
+            }
         }
         // An upgrading request goes on after its headers (its bytes come once the upstream
         // switched), and, as from Envoy's HTTP/1 codec, the filters get an empty body chunk.
