@@ -171,6 +171,7 @@ pub struct StreamRoute<'a> {
 
 impl ChainFilter {
     /// A new stream through this filter, on `route` (none matched).
+    #[inline]
     pub fn start_stream(&self, info: &StreamRef, route: Option<StreamRoute<'_>>) -> Result<StreamFilter, VmError> {
         Ok(match self {
             ChainFilter::Wasm(slot) => StreamFilter::Wasm(slot.start_stream(info)?),
@@ -233,6 +234,7 @@ pub enum StreamFilter {
 
 impl StreamFilter {
     /// The request headers; each filter sees the headers the previous one left.
+    #[inline]
     pub async fn request_headers(&mut self, headers: &mut Headers, eos: bool) -> Verdict {
         match self {
             StreamFilter::Wasm(s) => s.request_headers(headers, eos).await,
@@ -245,6 +247,7 @@ impl StreamFilter {
     }
 
     /// The response headers.
+    #[inline]
     pub async fn response_headers(&mut self, headers: &mut Headers, eos: bool) -> Verdict {
         match self {
             StreamFilter::Wasm(s) => s.response_headers(headers, eos).await,
@@ -258,6 +261,7 @@ impl StreamFilter {
 
     /// One chunk of a body (see [`FilterStream::data`]): what passes on, held back up to
     /// `limit` bytes.
+    #[inline]
     pub async fn data(&mut self, direction: Direction, chunk: Bytes, eos: bool, limit: usize) -> DataVerdict {
         match self {
             StreamFilter::Wasm(s) => s.data(direction, chunk, eos, limit).await,
@@ -268,6 +272,7 @@ impl StreamFilter {
     }
 
     /// The trailers of a body.
+    #[inline]
     pub async fn trailers(&mut self, direction: Direction, trailers: &mut Headers) -> Verdict {
         match self {
             StreamFilter::Wasm(s) => s.trailers(direction, trailers).await,
@@ -277,6 +282,7 @@ impl StreamFilter {
     }
 
     /// The access-log phase, with the final headers lent.
+    #[inline]
     pub fn log(&self, request: &mut Option<Headers>, response: &mut Option<Headers>) {
         if let StreamFilter::Wasm(s) = self {
             s.log(request, response);
@@ -284,6 +290,7 @@ impl StreamFilter {
     }
 
     /// The end of the stream, once every filter has logged.
+    #[inline]
     pub fn end(self) {
         if let StreamFilter::Wasm(s) = self {
             s.end();
