@@ -1,5 +1,6 @@
 //! The data plane: worker threads, listeners, the HTTP connection manager, routes,
-//! clusters and the Wasm HTTP filter, driven by a [`wasmproxy_config::Bootstrap`].
+//! clusters, the Wasm HTTP filter and Envoy's own HTTP filters, tracing, driven by a
+//! [`wasmproxy_config::Bootstrap`].
 //!
 //! Each worker is a thread with its own single-threaded tokio runtime, its own
 //! `SO_REUSEPORT` listener sockets, its own upstream clients and its own instance of

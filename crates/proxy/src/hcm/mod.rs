@@ -1,5 +1,6 @@
-//! The HTTP connection manager: one request through the Wasm filters, the route, the
-//! upstream (or a direct response), and back through the filters in reverse order.
+//! The HTTP connection manager: one request through the filters (Wasm and native), the
+//! route, the upstream (or a direct response), and back through the filters in reverse
+//! order; its span, when it traces.
 
 pub mod connection;
 pub mod forwarding;
