@@ -1,5 +1,5 @@
 //! Envoy's `StringMatcher` applied to a value (header and query matchers in routes,
-//! subject alternative names in certificates).
+//! subject alternative names in certificates, CORS and CSRF origins).
 
 use std::sync::Arc;
 
@@ -36,6 +36,36 @@ pub fn value_matches(m: &ValueMatch, re: Option<&Regex>, value: Option<&str>) ->
     }
 }
 
+/// The compiled regex of a matcher, the error naming the regex that does not compile.
+fn compiled(m: &ValueMatch) -> Result<Option<Regex>, (String, regex::Error)> {
+    value_regex(m).map_err(|e| {
+        let ValueMatch::Regex(text) = m else { return (String::new(), e) };
+        (text.clone(), e)
+    })
+}
+
+/// String matchers with their regexes compiled (CORS origins, CSRF origins).
+#[derive(Clone, Default)]
+pub struct ValueMatchers(Arc<[(ValueMatch, Option<Regex>)]>);
+
+impl ValueMatchers {
+    /// Compiles `matchers`; the error names the regex that does not compile.
+    pub fn new(matchers: &[ValueMatch]) -> Result<ValueMatchers, (String, regex::Error)> {
+        let compiled: Result<Vec<_>, _> = matchers.iter().map(|m| Ok((m.clone(), compiled(m)?))).collect();
+        Ok(ValueMatchers(compiled?.into()))
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether one of them matches `value`.
+    pub fn any(&self, value: &str) -> bool {
+        self.0.iter().any(|(m, re)| value_matches(m, re.as_ref(), Some(value)))
+    }
+}
+
 /// Header matchers with their regexes compiled.
 #[derive(Clone, Default)]
 pub struct HeaderMatchers(Arc<[(HeaderMatcher, Option<Regex>)]>);
@@ -43,16 +73,7 @@ pub struct HeaderMatchers(Arc<[(HeaderMatcher, Option<Regex>)]>);
 impl HeaderMatchers {
     /// Compiles `matchers`; the error names the regex that does not compile.
     pub fn new(matchers: &[HeaderMatcher]) -> Result<HeaderMatchers, (String, regex::Error)> {
-        let compiled: Result<Vec<_>, _> = matchers
-            .iter()
-            .map(|m| {
-                let re = value_regex(&m.value).map_err(|e| {
-                    let ValueMatch::Regex(text) = &m.value else { return (String::new(), e) };
-                    (text.clone(), e)
-                })?;
-                Ok((m.clone(), re))
-            })
-            .collect();
+        let compiled: Result<Vec<_>, _> = matchers.iter().map(|m| Ok((m.clone(), compiled(&m.value)?))).collect();
         Ok(HeaderMatchers(compiled?.into()))
     }
 

@@ -13,6 +13,7 @@ use wasmproxy_stats::{Counter, Scope, Store};
 
 use crate::filters::codec::Encoder;
 use crate::filters::{RouteConfig, StreamRoute};
+use crate::http::convert::has_token;
 use crate::http::direction::Direction;
 use crate::http::reply::Verdict;
 
@@ -393,15 +394,6 @@ fn choose(accept: &str, mut allowed: Vec<(&str, bool)>) -> Choice {
 
 fn is_upgrade(headers: &Headers) -> bool {
     headers.get(b"upgrade").is_some() && has_token(headers.get(b"connection"), "upgrade", false)
-}
-
-/// Whether a comma-separated header value has `token` (case-insensitive unless `exact`).
-fn has_token(value: Option<&[u8]>, token: &str, exact: bool) -> bool {
-    let Some(value) = value else { return false };
-    String::from_utf8_lossy(value)
-        .split(',')
-        .map(str::trim)
-        .any(|t| if exact { t == token } else { t.eq_ignore_ascii_case(token) })
 }
 
 /// `min_content_length`: a body without a length is long enough; a length that does not

@@ -6,14 +6,13 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use regex::Regex;
 use wasmproxy_config::model::CorsPolicy;
 use wasmproxy_host::Headers;
 use wasmproxy_stats::{Counter, Scope, Store};
 
 use crate::filters::{RouteConfig, StreamRoute};
 use crate::http::reply::Verdict;
-use crate::matcher::{value_matches, value_regex};
+use crate::matcher::ValueMatchers;
 use crate::stream_info::StreamRef;
 
 /// The filter's name in Envoy: per-route policies under another name fall back to it.
@@ -38,21 +37,16 @@ impl CorsFilter {
     }
 }
 
-/// A CORS policy with its origin regexes compiled.
+/// A CORS policy with its origin matchers compiled.
 pub struct Policy {
     config: CorsPolicy,
-    origin_regexes: Vec<Option<Regex>>,
+    origins: ValueMatchers,
 }
 
 impl Policy {
     /// Compiles `config`; `Err` names a regex that does not compile.
     pub fn new(config: &CorsPolicy) -> Result<Policy, (String, regex::Error)> {
-        let origin_regexes = config
-            .allow_origin
-            .iter()
-            .map(|m| value_regex(m).map_err(|e| (format!("{m:?}"), e)))
-            .collect::<Result<_, _>>()?;
-        Ok(Policy { config: config.clone(), origin_regexes })
+        Ok(Policy { config: config.clone(), origins: ValueMatchers::new(&config.allow_origin)? })
     }
 
     /// `filter_enabled` drawn for this call (unset: on).
@@ -67,11 +61,7 @@ impl Policy {
 
     /// Whether one of its origin matchers takes `origin` (or `*`, which takes any).
     fn allows(&self, origin: &str) -> bool {
-        self.config
-            .allow_origin
-            .iter()
-            .zip(&self.origin_regexes)
-            .any(|(m, re)| value_matches(m, re.as_ref(), Some("*")) || value_matches(m, re.as_ref(), Some(origin)))
+        self.origins.any("*") || self.origins.any(origin)
     }
 }
 
@@ -129,7 +119,7 @@ impl CorsStream {
 
     /// Whether the first policy with origin matchers allows `origin`.
     fn origin_allowed(&self, origin: &str) -> bool {
-        self.policies.iter().find(|p| !p.config.allow_origin.is_empty()).is_some_and(|p| p.allows(origin))
+        self.policies.iter().find(|p| !p.origins.is_empty()).is_some_and(|p| p.allows(origin))
     }
 
     /// The request headers: the origin checked and counted; a preflight answered (or, from

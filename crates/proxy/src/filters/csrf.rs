@@ -6,39 +6,25 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use regex::Regex;
 use wasmproxy_config::model::CsrfPolicy;
 use wasmproxy_host::Headers;
 use wasmproxy_stats::{Counter, Scope, Store};
 
 use crate::filters::{RouteConfig, StreamRoute};
 use crate::http::reply::{LocalReply, Verdict};
-use crate::matcher::{value_matches, value_regex};
+use crate::matcher::ValueMatchers;
 use crate::stream_info::StreamRef;
 
-/// A CSRF policy with its origin regexes compiled.
+/// A CSRF policy with its additional origins compiled.
 pub struct Policy {
     config: CsrfPolicy,
-    origin_regexes: Vec<Option<Regex>>,
+    additional_origins: ValueMatchers,
 }
 
 impl Policy {
     /// Compiles `config`; `Err` names a regex that does not compile.
     pub fn new(config: &CsrfPolicy) -> Result<Policy, (String, regex::Error)> {
-        let origin_regexes = config
-            .additional_origins
-            .iter()
-            .map(|m| value_regex(m).map_err(|e| (format!("{m:?}"), e)))
-            .collect::<Result<_, _>>()?;
-        Ok(Policy { config: config.clone(), origin_regexes })
-    }
-
-    fn additional(&self, origin: &str) -> bool {
-        self.config
-            .additional_origins
-            .iter()
-            .zip(&self.origin_regexes)
-            .any(|(m, re)| value_matches(m, re.as_ref(), Some(origin)))
+        Ok(Policy { config: config.clone(), additional_origins: ValueMatchers::new(&config.additional_origins)? })
     }
 }
 
@@ -95,7 +81,7 @@ impl CsrfFilter {
         if source.is_empty() {
             valid = false;
             self.missing_source_origin.inc();
-        } else if source != target && !policy.additional(&source) {
+        } else if source != target && !policy.additional_origins.any(&source) {
             valid = false;
             self.request_invalid.inc();
         }

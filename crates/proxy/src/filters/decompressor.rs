@@ -11,6 +11,7 @@ use wasmproxy_host::Headers;
 use wasmproxy_stats::{Counter, Scope, Store};
 
 use crate::filters::codec::{DecodeError, Decoder};
+use crate::http::convert::has_token;
 use crate::http::direction::Direction;
 use crate::http::reply::{DataVerdict, Verdict};
 
@@ -122,9 +123,7 @@ impl DecompressorStream {
         let stats = &filter.stats[direction.index()];
         let encoding = filter.config.library.algorithm.encoding();
         let transform_ok = filter.config.ignore_no_transform[direction.index()]
-            || !headers.get(b"cache-control").is_some_and(|v| {
-                String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case("no-transform"))
-            });
+            || !has_token(headers.get(b"cache-control"), "no-transform", false);
         let codings = headers.get(b"content-encoding").map(|v| String::from_utf8_lossy(v).into_owned());
         let first = codings.as_deref().map(|c| c.split(',').next().unwrap_or_default().trim());
         if !(filter.enabled(direction) && transform_ok && first.is_some_and(|f| f.eq_ignore_ascii_case(encoding))) {

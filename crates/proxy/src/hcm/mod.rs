@@ -474,16 +474,18 @@ impl ActiveStream {
         if let Some(end) = self.refuse_early(&hcm, &info, &routes) {
             return Err(end);
         }
+        // Envoy picks the route as soon as tracing or a plugin asks for it (`xds.route_name`);
+        // the router picks it again from the headers the filters leave.
+        let wanted = hcm.tracer.is_some() || !hcm.filters.is_empty();
+        let matched = if wanted { routes.find(&self.request_headers) } else { None };
         if let Some(tracer) = &hcm.tracer {
             // As Envoy: the stream's span starts once the route is known, before any filter.
-            let decorator = routes.find(&self.request_headers).and_then(|m| m.decorator.cloned());
-            self.filters.trace = tracer.start(&mut self.request_headers, decorator.as_ref());
+            let decorator = matched.as_ref().and_then(|m| m.decorator);
+            self.filters.trace = tracer.start(&mut self.request_headers, decorator);
         }
         if !hcm.filters.is_empty() {
-            // Envoy picks the route as soon as a plugin asks for it (`xds.route_name`); the
-            // router picks it again from the headers the filters leave. The filters the
-            // route turns off are decided here, once, as Envoy builds the stream's chain.
-            let matched = routes.find(&self.request_headers);
+            // The filters the route turns off are decided here, once, as Envoy builds the
+            // stream's chain.
             note_route(matched.as_ref(), &self.request_headers, &hcm.clusters, &info);
             self.filters.disabled = disabled_filters(&hcm.filter_options, matched.as_ref());
             if hcm.filters.iter().any(ChainFilter::reads_route) {

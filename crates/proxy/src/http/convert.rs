@@ -141,6 +141,15 @@ pub fn asks_to_close(headers: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.to_str().is_ok_and(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case("close"))))
 }
 
+/// Whether a comma-separated header value has `token` (case-insensitive unless `exact`).
+pub fn has_token(value: Option<&[u8]>, token: &str, exact: bool) -> bool {
+    let Some(value) = value else { return false };
+    String::from_utf8_lossy(value)
+        .split(',')
+        .map(str::trim)
+        .any(|t| if exact { t == token } else { t.eq_ignore_ascii_case(token) })
+}
+
 /// `:method` as a `Method` (GET if missing or invalid).
 pub fn method(headers: &Headers) -> Method {
     headers.get(b":method").and_then(|m| Method::from_bytes(m).ok()).unwrap_or(Method::GET)

@@ -7,7 +7,8 @@ pub mod otel;
 pub mod span;
 pub mod zipkin;
 
-use std::rc::Rc;
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use wasmproxy_config::format::Piece;
@@ -50,7 +51,11 @@ impl Driver {
         }
     }
 
+    /// Takes a finished span: sent only if sampled.
     fn report(&self, span: &Span) {
+        if !span.sampled {
+            return;
+        }
         match self {
             Driver::Zipkin(r) => r.report(span),
             Driver::Otel(e) => e.report(span),
@@ -386,16 +391,59 @@ impl Tracer {
     }
 }
 
-/// Runs `tick` every `interval` on this worker until it returns `None` (its owner gone).
-pub fn start_flush_timer(interval: Duration, tick: impl Fn() -> Option<()> + 'static) {
-    tokio::task::spawn_local(async move {
-        loop {
-            tokio::time::sleep(interval).await;
-            if tick().is_none() {
-                return;
-            }
+/// What sends a worker's spans to its provider's collector.
+pub trait Sender: 'static {
+    /// Sends what is waiting, in one report.
+    fn flush(self: &Rc<Self>);
+    /// Counts a flush of the timer's.
+    fn timer_flushed(&self);
+}
+
+/// The spans a worker keeps until it sends them: every [`MIN_FLUSH_SPANS`], and what is
+/// waiting every [`FLUSH_INTERVAL`] (the timer starts with the first span).
+pub struct Batch<T> {
+    waiting: RefCell<Vec<T>>,
+    timer: Cell<bool>,
+}
+
+impl<T> Batch<T> {
+    /// An empty batch, its timer not started.
+    pub fn new() -> Batch<T> {
+        Batch { waiting: RefCell::new(Vec::new()), timer: Cell::new(false) }
+    }
+
+    /// Starts the timer that flushes `sender` while it lives, the first time.
+    pub fn start_timer<S: Sender>(&self, sender: &Rc<S>) {
+        if self.timer.replace(true) {
+            return;
         }
-    });
+        let weak: Weak<S> = Rc::downgrade(sender);
+        tokio::task::spawn_local(async move {
+            loop {
+                tokio::time::sleep(FLUSH_INTERVAL).await;
+                let Some(sender) = weak.upgrade() else { return };
+                sender.timer_flushed();
+                sender.flush();
+            }
+        });
+    }
+
+    /// How many wait.
+    pub fn len(&self) -> usize {
+        self.waiting.borrow().len()
+    }
+
+    /// Keeps `item`; true when a batch is full.
+    pub fn push(&self, item: T) -> bool {
+        let mut waiting = self.waiting.borrow_mut();
+        waiting.push(item);
+        waiting.len() >= MIN_FLUSH_SPANS
+    }
+
+    /// Takes what waits.
+    pub fn take(&self) -> Vec<T> {
+        std::mem::take(&mut *self.waiting.borrow_mut())
+    }
 }
 
 /// A report sent as Envoy's async client sends it: an internal request from this machine.

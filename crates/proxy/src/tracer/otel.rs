@@ -2,8 +2,7 @@
 //! written, spans named `ingress` or `egress <host>`, exported as OTLP over gRPC or HTTP
 //! every 5 spans or 5 seconds by each worker.
 
-use std::cell::{Cell, RefCell};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -16,7 +15,7 @@ use wasmproxy_host::Headers;
 use wasmproxy_stats::{Counter, Scope, Store};
 
 use crate::tracer::span::{Span, parse_id};
-use crate::tracer::{FLUSH_INTERVAL, MIN_FLUSH_SPANS, SpanRole, start_flush_timer};
+use crate::tracer::{Batch, Sender, SpanRole};
 use crate::upstream::cluster::Clusters;
 
 /// The OTLP trace service's export method.
@@ -114,8 +113,7 @@ struct ExportStats {
 pub struct Exporter {
     config: OtelProvider,
     clusters: Rc<Clusters>,
-    waiting: RefCell<Vec<opentelemetry_proto::tonic::trace::v1::Span>>,
-    timer: Cell<bool>,
+    waiting: Batch<opentelemetry_proto::tonic::trace::v1::Span>,
     stats: ExportStats,
 }
 
@@ -126,8 +124,7 @@ impl Exporter {
         Exporter {
             config: config.clone(),
             clusters,
-            waiting: RefCell::new(Vec::new()),
-            timer: Cell::new(false),
+            waiting: Batch::new(),
             stats: ExportStats {
                 spans_sent: scope.counter("spans_sent"),
                 timer_flushed: scope.counter("timer_flushed"),
@@ -136,32 +133,16 @@ impl Exporter {
         }
     }
 
-    /// Takes a finished span (exported only if sampled); past `max_cache_size` waiting, the
-    /// span is dropped, as in Envoy.
+    /// Takes a finished, sampled span; past `max_cache_size` waiting, the span is
+    /// dropped, as in Envoy.
     pub fn report(self: &Rc<Self>, span: &Span) {
-        if !span.sampled {
-            return;
-        }
-        if !self.timer.replace(true) {
-            let weak: Weak<Exporter> = Rc::downgrade(self);
-            start_flush_timer(FLUSH_INTERVAL, move || {
-                let exporter = weak.upgrade()?;
-                exporter.stats.timer_flushed.inc();
-                exporter.flush();
-                Some(())
-            });
-        }
-        if self.waiting.borrow().len() >= self.config.max_cache_size {
+        self.waiting.start_timer(self);
+        if self.waiting.len() >= self.config.max_cache_size {
             self.stats.spans_dropped.inc();
             self.flush();
             return;
         }
-        let full = {
-            let mut waiting = self.waiting.borrow_mut();
-            waiting.push(otlp_span(span));
-            waiting.len() >= MIN_FLUSH_SPANS
-        };
-        if full {
+        if self.waiting.push(otlp_span(span)) {
             self.flush();
         }
     }
@@ -179,10 +160,16 @@ impl Exporter {
         }
         Resource { attributes, ..Default::default() }
     }
+}
+
+impl Sender for Exporter {
+    fn timer_flushed(&self) {
+        self.stats.timer_flushed.inc();
+    }
 
     /// Sends what is waiting, in one export.
     fn flush(self: &Rc<Self>) {
-        let spans = std::mem::take(&mut *self.waiting.borrow_mut());
+        let spans = self.waiting.take();
         if spans.is_empty() {
             return;
         }

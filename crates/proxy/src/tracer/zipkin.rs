@@ -2,8 +2,7 @@
 //! written, spans named after the host and shared with the caller's, reported as JSON v2 to
 //! the collector every 5 spans or 5 seconds by each worker.
 
-use std::cell::{Cell, RefCell};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +12,7 @@ use wasmproxy_host::Headers;
 use wasmproxy_stats::{Counter, Scope, Store};
 
 use crate::tracer::span::{Span, parse_id, parse_trace_id};
-use crate::tracer::{FLUSH_INTERVAL, MIN_FLUSH_SPANS, SpanRole, start_flush_timer};
+use crate::tracer::{Batch, Sender, SpanRole};
 use crate::upstream::cluster::Clusters;
 
 /// How long a report may take.
@@ -150,8 +149,7 @@ pub struct Reporter {
     service: String,
     /// This machine's address, the spans' local endpoint.
     local: std::net::IpAddr,
-    waiting: RefCell<Vec<Value>>,
-    timer: Cell<bool>,
+    waiting: Batch<Value>,
     stats: ReportStats,
 }
 
@@ -169,8 +167,7 @@ impl Reporter {
             clusters,
             service: service.to_string(),
             local: crate::stream_info::node::local_address(),
-            waiting: RefCell::new(Vec::new()),
-            timer: Cell::new(false),
+            waiting: Batch::new(),
             stats: ReportStats {
                 spans_sent: scope.counter("spans_sent"),
                 timer_flushed: scope.counter("timer_flushed"),
@@ -182,26 +179,10 @@ impl Reporter {
         }
     }
 
-    /// Takes a finished span (reported only if sampled).
+    /// Takes a finished, sampled span.
     pub fn report(self: &Rc<Self>, span: &Span) {
-        if !span.sampled {
-            return;
-        }
-        if !self.timer.replace(true) {
-            let weak: Weak<Reporter> = Rc::downgrade(self);
-            start_flush_timer(FLUSH_INTERVAL, move || {
-                let reporter = weak.upgrade()?;
-                reporter.stats.timer_flushed.inc();
-                reporter.flush();
-                Some(())
-            });
-        }
-        let full = {
-            let mut waiting = self.waiting.borrow_mut();
-            waiting.push(self.json(span));
-            waiting.len() >= MIN_FLUSH_SPANS
-        };
-        if full {
+        self.waiting.start_timer(self);
+        if self.waiting.push(self.json(span)) {
             self.flush();
         }
     }
@@ -247,10 +228,16 @@ impl Reporter {
         }
         Value::Object(object)
     }
+}
+
+impl Sender for Reporter {
+    fn timer_flushed(&self) {
+        self.stats.timer_flushed.inc();
+    }
 
     /// Sends what is waiting, in one report.
     fn flush(self: &Rc<Self>) {
-        let spans = std::mem::take(&mut *self.waiting.borrow_mut());
+        let spans = self.waiting.take();
         if spans.is_empty() {
             return;
         }
