@@ -288,8 +288,16 @@ fn read_http_export(ctx: &mut Ctx, field: &Field<'_>) -> Option<OtelExport> {
         let (host, path) = text?;
         Some((host, path, cluster?, timeout.unwrap_or(Duration::from_secs(1))))
     });
-    let headers = msg.get(ctx, "request_headers_to_add").map(|f| f.list()).unwrap_or_default();
-    let headers = headers.iter().filter_map(|h| crate::header_mutation::read_header_value_option(ctx, h)).collect();
+    let mut headers = Vec::new();
+    for field in msg.get(ctx, "request_headers_to_add").map(|f| f.list()).unwrap_or_default() {
+        let Some(header) = crate::header_mutation::read_header_value_option(ctx, &field) else { continue };
+        // Reports belong to no request: only text can be sent.
+        if header.value.iter().any(|p| !matches!(p, crate::format::Piece::Text(_))) {
+            field.error(ctx, "only literal values are supported by wasmproxy here (no request to format from)");
+            continue;
+        }
+        headers.push(header);
+    }
     msg.finish(ctx);
     let (host, path, cluster, timeout) = target?;
     Some(OtelExport::Http { cluster, host, path, timeout, headers })

@@ -864,6 +864,13 @@ fn tracing_errors() {
     let otel = "          tracing:\n            provider:\n              name: envoy.tracers.opentelemetry\n              typed_config:\n                \"@type\": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig\n                grpc_service: { envoy_grpc: { cluster_name: backend } }\n                http_service: { http_uri: { uri: \"http://c/v1/traces\", cluster: backend, timeout: 1s } }\n";
     let e = with(otel).unwrap_err();
     assert!(e.contains("only one of grpc_service, http_service may be given"), "{e}");
+    let formatted =
+        otel.replace("                grpc_service: { envoy_grpc: { cluster_name: backend } }\n", "").replace(
+            "timeout: 1s } }",
+            "timeout: 1s }, request_headers_to_add: [{ header: { key: x-k, value: \"%REQ(x)%\" } }] }",
+        );
+    let e = with(&formatted).unwrap_err();
+    assert!(e.contains("request_headers_to_add[0]: only literal values are supported by wasmproxy here"), "{e}");
 
     let good = with(&zipkin(
         "                collector_cluster: backend\n                collector_endpoint: /api/v2/spans\n                collector_endpoint_version: HTTP_JSON\n            random_sampling: { value: 12.5 }\n",
