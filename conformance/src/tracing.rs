@@ -60,6 +60,22 @@ fn traced(tracing: &str, collector_cluster: &str) -> String {
     crate::scenario::bootstrap_hcm(NODE, tracing, &probe()).replacen(CATCH_ALL, &routes(), 1) + collector_cluster
 }
 
+/// `tracing` with the Zipkin provider reporting to the cluster `zipkin`: `before` and
+/// `after` the provider at `tracing`'s indentation, `provider_fields` at the provider's.
+fn zipkin_tracing(before: &str, provider_fields: &str, after: &str) -> String {
+    format!(
+        r#"          tracing:
+{before}            provider:
+              name: envoy.tracers.zipkin
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
+                collector_cluster: zipkin
+                collector_endpoint: /api/v2/spans
+                collector_endpoint_version: HTTP_JSON
+{provider_fields}{after}"#
+    )
+}
+
 /// The requests every provider's scenario sends, then a wait for the workers' 5 s flush.
 fn requests() -> Vec<Request> {
     vec![
@@ -77,16 +93,11 @@ fn requests() -> Vec<Request> {
 /// decorator or the caller's; B3 headers to the upstream; a caller's B3 context shared (its
 /// span id kept), a caller's `x-b3-sampled: 0` obeyed, malformed B3 turning tracing off.
 fn zipkin() -> Scenario {
-    let tracing = r#"          tracing:
-            provider:
-              name: envoy.tracers.zipkin
-              typed_config:
-                "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
-                collector_cluster: zipkin
-                collector_endpoint: /api/v2/spans
-                collector_endpoint_version: HTTP_JSON
-            custom_tags: [{ tag: team, literal: { value: edge } }, { tag: client, request_header: { name: x-client, default_value: none } }]
-"#;
+    let tracing = zipkin_tracing(
+        "",
+        "",
+        "            custom_tags: [{ tag: team, literal: { value: edge } }, { tag: client, request_header: { name: x-client, default_value: none } }]\n",
+    );
     let mut requests = requests();
     requests.splice(
         5..5,
@@ -103,7 +114,7 @@ fn zipkin() -> Scenario {
     let scenario = crate::scenarios::s(
         "tracing_zipkin",
         "tracing with the Zipkin provider: spans, names, tags, B3 to the upstream, callers' contexts",
-        traced(tracing, &collector("zipkin", false)),
+        traced(&tracing, &collector("zipkin", false)),
         requests,
     );
     Scenario {
@@ -116,18 +127,9 @@ fn zipkin() -> Scenario {
 /// shared context, 128-bit trace ids, on an egress (`OUTBOUND`) listener: client spans,
 /// the decorator sent upstream.
 fn zipkin_upstream_spans() -> Scenario {
-    let tracing = r#"          tracing:
-            provider:
-              name: envoy.tracers.zipkin
-              typed_config:
-                "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
-                collector_cluster: zipkin
-                collector_endpoint: /api/v2/spans
-                collector_endpoint_version: HTTP_JSON
-                shared_span_context: false
-                trace_id_128bit: true
-"#;
-    let config = traced(tracing, &collector("zipkin", false))
+    let tracing =
+        zipkin_tracing("", "                shared_span_context: false\n                trace_id_128bit: true\n", "");
+    let config = traced(&tracing, &collector("zipkin", false))
         .replacen(
             "              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n",
             "              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n              start_child_span: true\n",
@@ -217,17 +219,8 @@ fn opentelemetry_http() -> Scenario {
 /// forces a trace, `x-envoy-force-trace` from outside is taken off, a caller's id that
 /// says "sampled" is kept (trusted), `overall_sampling` caps everything.
 fn sampling() -> Scenario {
-    let tracing = r#"          tracing:
-            random_sampling: { value: 0 }
-            provider:
-              name: envoy.tracers.zipkin
-              typed_config:
-                "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
-                collector_cluster: zipkin
-                collector_endpoint: /api/v2/spans
-                collector_endpoint_version: HTTP_JSON
-"#;
-    let config = traced(tracing, &collector("zipkin", false));
+    let tracing = zipkin_tracing("            random_sampling: { value: 0 }\n", "", "");
+    let config = traced(&tracing, &collector("zipkin", false));
     let scenario = crate::scenarios::s(
         "tracing_sampling",
         "random_sampling 0: x-client-trace-id forces a trace, x-envoy-force-trace from outside does not, a sampled id is kept",
