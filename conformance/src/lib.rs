@@ -6,6 +6,7 @@
 //! `wasmproxy-conformance` binary; the benchmark harness (`bench/`) and the proxy's xDS
 //! tests use parts of it too.
 
+pub mod authz;
 pub mod certs;
 pub mod client;
 pub mod config;

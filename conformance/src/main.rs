@@ -11,6 +11,7 @@ mod balancing;
 mod connection_manager;
 mod corpus;
 mod dynamic;
+mod ext_authz;
 mod native_filters;
 mod report;
 mod routes;

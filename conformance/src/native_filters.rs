@@ -23,14 +23,14 @@ pub fn scenarios() -> Vec<Scenario> {
 }
 
 /// A probe named `name` that logs the request and response headers it sees.
-fn header_probe(name: &str) -> String {
+pub(crate) fn header_probe(name: &str) -> String {
     let config =
         json!({"phases": {"request_headers": [["get_headers", "0"]], "response_headers": [["get_headers", "2"]]}});
     crate::scenario::wasm_filter(name, "probe.wasm", &config.to_string(), "")
 }
 
 /// An `http_filters` entry of a native filter, its `typed_config` body at its indentation.
-fn native(name: &str, type_name: &str, body: &str) -> String {
+pub(crate) fn native(name: &str, type_name: &str, body: &str) -> String {
     format!(
         "          - name: {name}\n            typed_config:\n              \"@type\": type.googleapis.com/{type_name}\n{body}"
     )

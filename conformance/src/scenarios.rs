@@ -71,6 +71,7 @@ pub fn all(root: &Path) -> Vec<Scenario> {
     v.extend(crate::routes::scenarios());
     v.extend(crate::balancing::scenarios());
     v.extend(crate::native_filters::scenarios());
+    v.extend(crate::ext_authz::scenarios());
     v.extend(crate::tracing::scenarios());
     v.extend(crate::connection_manager::scenarios());
     v.extend(tcp());

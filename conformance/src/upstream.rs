@@ -14,6 +14,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
+/// A body of these bytes.
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).boxed()
+}
+
 /// The upstream and what it has received.
 #[derive(Clone)]
 pub struct Upstream {
@@ -149,11 +154,29 @@ async fn answer(
         record.push('\n');
     }
     let encoding = parts.headers.get("content-encoding").map(|v| v.as_bytes());
-    record.push_str(&format!("body: {}\n", crate::normalize::body_text(encoding, &body)));
+    // A check's body is written down decoded, below.
+    if path != crate::authz::CHECK_PATH {
+        record.push_str(&format!("body: {}\n", crate::normalize::body_text(encoding, &body)));
+    }
     for (k, v) in trailers.iter().flatten() {
         record.push_str(&format!("trailer {k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
     }
+    // A gRPC authorization check: written down decoded, answered as its path says.
+    let check = if path == crate::authz::CHECK_PATH {
+        let (text, answer) = crate::authz::grpc_check(&body).await;
+        record.push_str(&text);
+        Some(answer)
+    } else {
+        None
+    };
     seen.lock().unwrap_or_else(|e| e.into_inner()).push(record);
+    if let Some(answer) = check {
+        return Ok(grpc_unary_answer(answer));
+    }
+    if path.starts_with(&format!("{}/", crate::authz::HTTP_PREFIX)) {
+        let (parts, body) = crate::authz::http_answer(&path).await.into_parts();
+        return Ok(http::Response::from_parts(parts, full(body)));
+    }
     if let Some(kind) = parts.headers.get(http::header::UPGRADE)
         && let Some(upgrade) = upgrade
     {
@@ -227,7 +250,6 @@ fn accept_upgrade(kind: http::HeaderValue, upgrade: hyper::upgrade::OnUpgrade) -
 /// 127.0.0.3 (`NOT_SERVING`).
 fn health_answer(path: &str, at: &str) -> Option<http::Response<Body>> {
     let bad = at == "127.0.0.3";
-    let full = |b: Bytes| Full::new(b).boxed();
     let response = match path {
         "/health/ok" => http::Response::builder().status(200).body(full(Bytes::from("ok"))),
         "/health/bad-on-3" => http::Response::builder().status(if bad { 503 } else { 200 }).body(full(Bytes::new())),
@@ -259,7 +281,6 @@ static FLAKY_SEEN: std::sync::LazyLock<Mutex<std::collections::HashMap<String, u
 /// anything else with a small fixed body.
 async fn respond(path: &str, request_body: &Bytes) -> http::Response<Body> {
     let builder = http::Response::builder().header("x-upstream", "yes").header("content-type", "text/plain");
-    let full = |b: Bytes| Full::new(b).boxed();
     let response = match path {
         "/chunks" => {
             let (tx, body) = FrameBody::channel();
@@ -373,6 +394,28 @@ fn grpc_respond(path: &str, body: &Bytes) -> http::Response<Body> {
         let _ = tx.send(Frame::trailers(trailers)).await;
     });
     builder.body(frames.boxed()).unwrap_or_else(|_| http::Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+/// A unary gRPC answer: the message then status 0, or a trailers-only failure.
+fn grpc_unary_answer(answer: Result<Vec<u8>, u32>) -> http::Response<Body> {
+    let builder = http::Response::builder().header("content-type", "application/grpc");
+    let response = match answer {
+        Err(code) => builder.header("grpc-status", code.to_string()).body(full(Bytes::new())),
+        Ok(message) => {
+            let mut framed = vec![0];
+            framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&message);
+            let (tx, frames) = FrameBody::channel();
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            tokio::spawn(async move {
+                let _ = tx.send(Frame::data(Bytes::from(framed))).await;
+                let _ = tx.send(Frame::trailers(trailers)).await;
+            });
+            builder.body(frames.boxed())
+        }
+    };
+    response.unwrap_or_else(|_| http::Response::new(full(Bytes::new())))
 }
 
 /// A body whose frames come through a channel.

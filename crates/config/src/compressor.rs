@@ -3,6 +3,7 @@
 
 use crate::model::{Algorithm, CompressionDirection, CompressionLibrary, Compressor, CompressorPerRoute, Decompressor};
 use crate::reader::{Ctx, Field, Msg, type_error};
+use crate::runtime::read_feature_flag;
 
 pub(crate) const COMPRESSOR_TYPE: &str = "envoy.extensions.filters.http.compressor.v3.Compressor";
 pub(crate) const DECOMPRESSOR_TYPE: &str = "envoy.extensions.filters.http.decompressor.v3.Decompressor";
@@ -29,7 +30,6 @@ const RESPONSE_DIRECTION: &[&str] = &[
     "weaken_etag_on_compress",
 ];
 const COMMON_DIRECTION: &[&str] = &["enabled", "min_content_length", "content_type"];
-const FEATURE_FLAG: &[&str] = &["default_value", "runtime_key"];
 const LIBRARY: &[&str] = &["name", "typed_config"];
 const GZIP: &[&str] = &["memory_level", "compression_level", "compression_strategy", "window_bits", "chunk_size"];
 const BROTLI: &[&str] =
@@ -188,15 +188,6 @@ fn read_common(ctx: &mut Ctx, field: &Field<'_>) -> Option<CompressionDirection>
 fn content_types(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Vec<String> {
     let list = msg.get(ctx, "content_type").map(|f| f.list()).unwrap_or_default();
     list.iter().filter_map(|t| t.string(ctx)).map(|t| t.to_ascii_lowercase()).collect()
-}
-
-/// A `RuntimeFeatureFlag`'s default (its runtime key is not looked up, with a warning).
-fn read_feature_flag(ctx: &mut Ctx, field: &Field<'_>) -> Option<bool> {
-    let mut m = field.message(ctx, FEATURE_FLAG)?;
-    m.ignore_with_warning(ctx, "runtime_key", "wasmproxy does not look runtime keys up here: default_value applies");
-    let value = m.required(ctx, "default_value").and_then(|f| f.bool_value(ctx));
-    m.finish(ctx);
-    value
 }
 
 /// A `compressor_library` (`compress`) or `decompressor_library`, and its most inflated

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use crate::model::{ApiConfigSource, ConfigSource, FileSource};
+use crate::model::{ApiConfigSource, ConfigSource, FileSource, GrpcService};
 use crate::reader::{Ctx, Field};
+use crate::services::read_grpc_service;
 
 const CONFIG_SOURCE: &[&str] = &[
     "authorities",
@@ -30,9 +31,6 @@ const API_CONFIG_SOURCE: &[&str] = &[
     "set_node_on_first_message_only",
     "config_validators",
 ];
-const GRPC_SERVICE: &[&str] = &["envoy_grpc", "google_grpc", "timeout", "initial_metadata", "retry_policy"];
-const ENVOY_GRPC: &[&str] =
-    &["cluster_name", "authority", "retry_policy", "max_receive_message_length", "skip_envoy_headers"];
 
 /// Envoy's `initial_fetch_timeout` when none is given.
 const DEFAULT_INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -142,28 +140,11 @@ pub(crate) fn read_api_config_source(ctx: &mut Ctx, field: &Field<'_>) -> Option
     match services.as_slice() {
         [] if given => ctx.error(&msg.origin().with_child("grpc_services"), "one gRPC service is required"),
         [] => {}
-        [service] => target = read_grpc_service(ctx, service),
+        [service] => target = read_grpc_service(ctx, service, false),
         [_, extra, ..] => extra.error(ctx, "only one gRPC service is supported (Envoy uses the first)"),
     }
     msg.finish(ctx);
-    let (cluster, authority) = target?;
+    let GrpcService { cluster, authority, .. } = target?;
+    let authority = authority.unwrap_or_default();
     Some(ApiConfigSource { delta: api_type?, cluster, authority, set_node_on_first_message_only })
-}
-
-/// A `GrpcService` with `envoy_grpc`: the cluster and the authority.
-fn read_grpc_service(ctx: &mut Ctx, field: &Field<'_>) -> Option<(String, String)> {
-    let mut msg = field.message(ctx, GRPC_SERVICE)?;
-    let target = msg.required(ctx, "envoy_grpc").and_then(|f| {
-        let mut grpc = f.message(ctx, ENVOY_GRPC)?;
-        let cluster = grpc.required(ctx, "cluster_name").and_then(|f| {
-            let name = f.string(ctx)?;
-            ctx.refs.static_cluster_refs.push((name.clone(), f.origin()));
-            Some(name)
-        });
-        let authority = grpc.get(ctx, "authority").and_then(|f| f.string(ctx)).unwrap_or_default();
-        grpc.finish(ctx);
-        Some((cluster?, authority))
-    });
-    msg.finish(ctx);
-    target
 }

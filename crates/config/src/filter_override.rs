@@ -7,6 +7,7 @@
 use crate::compressor::{COMPRESSOR_PER_ROUTE, COMPRESSOR_PER_ROUTE_TYPE, read_compressor_per_route};
 use crate::cors::{CORS_POLICY, read_cors_policy};
 use crate::csrf::{CSRF_POLICY, CSRF_TYPE, read_csrf_policy};
+use crate::ext_authz::{EXT_AUTHZ_PER_ROUTE, EXT_AUTHZ_PER_ROUTE_TYPE, read_ext_authz_per_route};
 use crate::local_ratelimit::{LOCAL_RATE_LIMIT, LOCAL_RATE_LIMIT_TYPE, read_local_rate_limit};
 use crate::model::{FilterOverride, PerFilterConfig};
 use crate::reader::{Ctx, Msg};
@@ -37,6 +38,11 @@ pub(crate) fn read_filter_overrides(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Vec<Fil
                     .and_then(|m| read_csrf_policy(ctx, m))
                     .map(|c| PerFilterConfig::Csrf(Box::new(c))),
             ),
+            EXT_AUTHZ_PER_ROUTE_TYPE => Some(
+                any.message(ctx, EXT_AUTHZ_PER_ROUTE)
+                    .and_then(|m| read_ext_authz_per_route(ctx, m))
+                    .map(|c| PerFilterConfig::ExtAuthz(Box::new(c))),
+            ),
             COMPRESSOR_PER_ROUTE_TYPE => Some(
                 any.message(ctx, COMPRESSOR_PER_ROUTE)
                     .and_then(|m| read_compressor_per_route(ctx, m))
@@ -47,7 +53,7 @@ pub(crate) fn read_filter_overrides(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Vec<Fil
                     ctx,
                     format!(
                         "per-route configuration {other} is not supported by wasmproxy (only {FILTER_CONFIG_TYPE}, \
-                         {CORS_POLICY_TYPE}, {LOCAL_RATE_LIMIT_TYPE}, {COMPRESSOR_PER_ROUTE_TYPE} and {CSRF_TYPE})"
+                         {CORS_POLICY_TYPE}, {LOCAL_RATE_LIMIT_TYPE}, {COMPRESSOR_PER_ROUTE_TYPE}, {CSRF_TYPE} and {EXT_AUTHZ_PER_ROUTE_TYPE})"
                     ),
                 );
                 continue;

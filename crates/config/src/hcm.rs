@@ -9,6 +9,7 @@ use crate::compressor::{
 };
 use crate::config_source::read_config_source;
 use crate::csrf::{CSRF_POLICY, CSRF_TYPE, read_csrf_policy};
+use crate::ext_authz::{EXT_AUTHZ, EXT_AUTHZ_TYPE, read_ext_authz};
 use crate::local_ratelimit::{LOCAL_RATE_LIMIT, LOCAL_RATE_LIMIT_TYPE, read_local_rate_limit};
 use crate::model::{
     CodecType, DiscoveredFilter, EscapedSlashes, ExtensionConfig, FilterKind, FilterOptions, Forwarding,
@@ -482,6 +483,10 @@ fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (Option<bool>, Op
         CSRF_TYPE => {
             let policy = any.message(ctx, CSRF_POLICY).and_then(|m| read_csrf_policy(ctx, m));
             (None, policy.map(|p| HttpFilter::Native(NativeFilter::Csrf(Box::new(p)))))
+        }
+        EXT_AUTHZ_TYPE => {
+            let authz = any.message(ctx, EXT_AUTHZ).and_then(|m| read_ext_authz(ctx, m));
+            (None, authz.map(|a| HttpFilter::Native(NativeFilter::ExtAuthz(Box::new(a)))))
         }
         DECOMPRESSOR_TYPE => {
             let decompressor = any.message(ctx, DECOMPRESSOR).and_then(|m| read_decompressor(ctx, m));

@@ -886,27 +886,44 @@ pub struct OtelProvider {
 #[derive(Debug, Clone, PartialEq)]
 pub enum OtelExport {
     /// `grpc_service.envoy_grpc`: OTLP over gRPC.
-    Grpc {
-        /// `cluster_name`.
-        cluster: String,
-        /// `authority` (default: the cluster's name).
-        authority: String,
-        /// `timeout`.
-        timeout: Option<Duration>,
-    },
-    /// `http_service`: OTLP over HTTP (protobuf).
+    Grpc(GrpcService),
+    /// `http_service`: OTLP over HTTP (protobuf) to `http_uri` (an absolute URI: its host
+    /// and path), with `request_headers_to_add`.
     Http {
-        /// `http_uri.cluster`.
-        cluster: String,
-        /// The host of `http_uri.uri`.
-        host: String,
-        /// The path of `http_uri.uri`.
-        path: String,
-        /// `http_uri.timeout`.
-        timeout: Duration,
+        /// `http_uri`.
+        uri: HttpUri,
         /// `request_headers_to_add`.
         headers: Vec<HeaderToAdd>,
     },
+}
+
+/// A `GrpcService` with `envoy_grpc`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpcService {
+    /// `envoy_grpc.cluster_name`: a static cluster.
+    pub cluster: String,
+    /// `envoy_grpc.authority`, if set (else the cluster's name is the `:authority`).
+    pub authority: Option<String>,
+    /// `timeout`, if set and not zero (where the caller reads it).
+    pub timeout: Option<Duration>,
+}
+
+impl GrpcService {
+    /// The `:authority` of its calls.
+    pub fn authority(&self) -> &str {
+        self.authority.as_deref().unwrap_or(&self.cluster)
+    }
+}
+
+/// An `HttpUri`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpUri {
+    /// `uri`, as written.
+    pub uri: String,
+    /// `cluster`: a static cluster.
+    pub cluster: String,
+    /// `timeout`.
+    pub timeout: Duration,
 }
 
 /// What an `http_filters` entry says besides its configuration.
@@ -943,6 +960,8 @@ pub enum PerFilterConfig {
     Compressor(Box<CompressorPerRoute>),
     /// `envoy.extensions.filters.http.csrf.v3.CsrfPolicy`: replaces the filter's.
     Csrf(Box<CsrfPolicy>),
+    /// `envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute`.
+    ExtAuthz(Box<ExtAuthzPerRoute>),
 }
 
 /// A native HTTP filter: one Envoy builds in, which wasmproxy runs as Envoy does.
@@ -958,6 +977,80 @@ pub enum NativeFilter {
     Decompressor(Box<Decompressor>),
     /// `envoy.filters.http.csrf`.
     Csrf(Box<CsrfPolicy>),
+    /// `envoy.filters.http.ext_authz`.
+    ExtAuthz(Box<ExtAuthz>),
+}
+
+/// `envoy.filters.http.ext_authz`'s configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtAuthz {
+    /// The authorization service.
+    pub service: AuthzService,
+    /// `failure_mode_allow`: a failed check lets the request go on.
+    pub failure_mode_allow: bool,
+    /// `failure_mode_allow_header_add`: such a request carries
+    /// `x-envoy-auth-failure-mode-allowed: true`.
+    pub failure_mode_allow_header_add: bool,
+    /// `clear_route_cache` (the route is always found again from the headers the service
+    /// leaves, in wasmproxy).
+    pub clear_route_cache: bool,
+    /// `status_on_error` (403 unless a status in 100..=511).
+    pub status_on_error: u16,
+    /// `filter_enabled`, in millionths (all when unset).
+    pub filter_enabled: u32,
+    /// `deny_at_disable`: a request the filter is not enabled for is refused.
+    pub deny_at_disable: bool,
+    /// `stat_prefix` (stats under `ext_authz.<stat_prefix>.` when set).
+    pub stat_prefix: String,
+    /// `allowed_headers` (or the HTTP service's deprecated
+    /// `authorization_request.allowed_headers`): the request headers sent, if set.
+    pub allowed_headers: Option<Vec<ValueMatch>>,
+    /// `disallowed_headers`: never sent.
+    pub disallowed_headers: Vec<ValueMatch>,
+    /// `charge_cluster_response_stats`: a denial counts in the route's cluster's
+    /// `upstream_rq_<code>`.
+    pub charge_cluster_response_stats: bool,
+    /// `max_denied_response_body_bytes` (0: no limit).
+    pub max_denied_response_body_bytes: usize,
+}
+
+/// The service `ext_authz` asks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthzService {
+    /// `grpc_service`: `envoy.service.auth.v3.Authorization/Check` (timeout 200 ms unless set).
+    Grpc(GrpcService),
+    /// `http_service`.
+    Http(Box<HttpAuthzService>),
+}
+
+/// `ext_authz`'s `http_service`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpAuthzService {
+    /// `server_uri`: its cluster and timeout (the URI itself is not used, as in Envoy).
+    pub server: HttpUri,
+    /// `path_prefix`.
+    pub path_prefix: String,
+    /// `authorization_request.headers_to_add`: literal headers set on each check.
+    pub headers_to_add: Vec<(String, String)>,
+    /// `authorization_request.allowed_headers`, until merged into the filter's.
+    pub legacy_allowed_headers: Option<Vec<ValueMatch>>,
+    /// `authorization_response.allowed_upstream_headers`: set on the request.
+    pub allowed_upstream_headers: Vec<ValueMatch>,
+    /// `authorization_response.allowed_upstream_headers_to_append`: added to the request.
+    pub allowed_upstream_headers_to_append: Vec<ValueMatch>,
+    /// `authorization_response.allowed_client_headers`: sent back with a denial.
+    pub allowed_client_headers: Vec<ValueMatch>,
+    /// `authorization_response.allowed_client_headers_on_success`: added to the response.
+    pub allowed_client_headers_on_success: Vec<ValueMatch>,
+}
+
+/// An `ExtAuthzPerRoute`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtAuthzPerRoute {
+    /// `disabled`.
+    pub disabled: bool,
+    /// `check_settings.context_extensions` (sent to a gRPC service).
+    pub context_extensions: Vec<(String, String)>,
 }
 
 /// A `CsrfPolicy` (the CSRF filter's, or a route's).

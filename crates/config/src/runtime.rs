@@ -1,9 +1,10 @@
-//! Runtime settings in configurations: a `RuntimeFractionalPercent`'s default (wasmproxy
-//! has no runtime layer to look its key up in).
+//! Runtime settings in configurations: a `RuntimeFractionalPercent`'s or a
+//! `RuntimeFeatureFlag`'s default (wasmproxy has no runtime layer to look keys up in).
 
 use crate::reader::{Ctx, Field};
 
 const RUNTIME_FRACTIONAL_PERCENT: &[&str] = &["default_value", "runtime_key"];
+const FEATURE_FLAG: &[&str] = &["default_value", "runtime_key"];
 const FRACTIONAL_PERCENT: &[&str] = &["numerator", "denominator"];
 const DENOMINATOR: &[(&str, i64, Option<u32>)] =
     &[("HUNDRED", 0, Some(100)), ("TEN_THOUSAND", 1, Some(10_000)), ("MILLION", 2, Some(1_000_000))];
@@ -24,4 +25,13 @@ pub(crate) fn read_runtime_fraction(ctx: &mut Ctx, field: &Field<'_>) -> u32 {
     }
     msg.finish(ctx);
     per_million
+}
+
+/// A `RuntimeFeatureFlag`'s default (its runtime key is not looked up, with a warning).
+pub(crate) fn read_feature_flag(ctx: &mut Ctx, field: &Field<'_>) -> Option<bool> {
+    let mut m = field.message(ctx, FEATURE_FLAG)?;
+    m.ignore_with_warning(ctx, "runtime_key", "wasmproxy does not look runtime keys up here: default_value applies");
+    let value = m.required(ctx, "default_value").and_then(|f| f.bool_value(ctx));
+    m.finish(ctx);
+    value
 }

@@ -1,10 +1,9 @@
 //! The connection manager's `tracing`: sampling, custom tags, and the Zipkin or
 //! OpenTelemetry provider spans are reported to.
 
-use std::time::Duration;
-
 use crate::model::{CustomTag, OtelExport, OtelProvider, Tracing, TracingProvider, ZipkinProvider};
 use crate::reader::{Ctx, Field, Msg, type_error};
+use crate::services::{cluster_ref, read_grpc_service, read_http_uri};
 
 const TRACING: &[&str] = &[
     "client_sampling",
@@ -47,11 +46,7 @@ const OPENTELEMETRY: &[&str] = &[
     "set_service_name_resource_attribute",
     "set_instrumentation_scope",
 ];
-const GRPC_SERVICE: &[&str] = &["envoy_grpc", "google_grpc", "timeout", "initial_metadata", "retry_policy"];
-const ENVOY_GRPC: &[&str] =
-    &["cluster_name", "authority", "retry_policy", "max_receive_message_length", "skip_envoy_headers"];
 const HTTP_SERVICE: &[&str] = &["http_uri", "request_headers_to_add", "retry_policy"];
-const HTTP_URI: &[&str] = &["uri", "cluster", "timeout"];
 
 const ZIPKIN_TYPE: &str = "envoy.config.trace.v3.ZipkinConfig";
 const OPENTELEMETRY_TYPE: &str = "envoy.config.trace.v3.OpenTelemetryConfig";
@@ -178,17 +173,6 @@ fn read_provider(ctx: &mut Ctx, field: &Field<'_>) -> Option<TracingProvider> {
     provider
 }
 
-/// A cluster a provider reports to, noted for the check that it exists.
-fn cluster_ref(ctx: &mut Ctx, field: &Field<'_>) -> Option<String> {
-    let name = field.string(ctx)?;
-    if name.is_empty() {
-        field.error(ctx, "must not be empty");
-        return None;
-    }
-    ctx.refs.static_cluster_refs.push((name.clone(), field.origin()));
-    Some(name)
-}
-
 fn read_zipkin(ctx: &mut Ctx, mut msg: Msg<'_>) -> Option<ZipkinProvider> {
     let cluster = msg.required(ctx, "collector_cluster").and_then(|f| cluster_ref(ctx, &f));
     let endpoint = msg.required(ctx, "collector_endpoint").and_then(|f| f.string(ctx));
@@ -223,7 +207,7 @@ fn read_zipkin(ctx: &mut Ctx, mut msg: Msg<'_>) -> Option<ZipkinProvider> {
 fn read_opentelemetry(ctx: &mut Ctx, mut msg: Msg<'_>) -> Option<OtelProvider> {
     msg.at_most_one(ctx, &["grpc_service", "http_service"]);
     let export = if let Some(f) = msg.get(ctx, "grpc_service") {
-        read_grpc_export(ctx, &f)
+        read_grpc_service(ctx, &f, true).map(OtelExport::Grpc)
     } else if let Some(f) = msg.get(ctx, "http_service") {
         read_http_export(ctx, &f)
     } else {
@@ -247,46 +231,18 @@ fn read_opentelemetry(ctx: &mut Ctx, mut msg: Msg<'_>) -> Option<OtelProvider> {
     Some(OtelProvider { export: export?, service_name, max_cache_size, sdk_attributes, service_name_attribute, scope })
 }
 
-/// `grpc_service` with `envoy_grpc`.
-fn read_grpc_export(ctx: &mut Ctx, field: &Field<'_>) -> Option<OtelExport> {
-    let mut msg = field.message(ctx, GRPC_SERVICE)?;
-    let target = msg.required(ctx, "envoy_grpc").and_then(|f| {
-        let mut grpc = f.message(ctx, ENVOY_GRPC)?;
-        let cluster = grpc.required(ctx, "cluster_name").and_then(|f| cluster_ref(ctx, &f));
-        let authority = grpc.get(ctx, "authority").and_then(|f| f.string(ctx)).filter(|a| !a.is_empty());
-        grpc.finish(ctx);
-        Some((cluster?, authority))
-    });
-    let timeout = msg.get(ctx, "timeout").and_then(|f| f.duration(ctx)).filter(|t| !t.is_zero());
-    msg.finish(ctx);
-    let (cluster, authority) = target?;
-    Some(OtelExport::Grpc { authority: authority.unwrap_or_else(|| cluster.clone()), cluster, timeout })
-}
-
 /// `http_service`: the URI gives the host and the path.
 fn read_http_export(ctx: &mut Ctx, field: &Field<'_>) -> Option<OtelExport> {
     let mut msg = field.message(ctx, HTTP_SERVICE)?;
-    let target = msg.required(ctx, "http_uri").and_then(|f| {
-        let mut uri = f.message(ctx, HTTP_URI)?;
-        let text = uri.required(ctx, "uri").and_then(|f| {
-            let text = f.string(ctx)?;
-            match text.parse::<http::Uri>() {
-                Ok(parsed) if parsed.authority().is_some() => {
-                    let host = parsed.authority().map(|a| a.to_string()).unwrap_or_default();
-                    let path = parsed.path_and_query().map_or_else(|| "/".to_string(), |p| p.to_string());
-                    Some((host, path))
-                }
-                _ => {
-                    f.error(ctx, format!("{text:?} is not an absolute URI"));
-                    None
-                }
+    let uri = msg.required(ctx, "http_uri").and_then(|f| {
+        let uri = read_http_uri(ctx, &f)?;
+        match uri.uri.parse::<http::Uri>() {
+            Ok(parsed) if parsed.authority().is_some() => Some(uri),
+            _ => {
+                ctx.error(&f.origin().with_child("uri"), format!("{:?} is not an absolute URI", uri.uri));
+                None
             }
-        });
-        let cluster = uri.required(ctx, "cluster").and_then(|f| cluster_ref(ctx, &f));
-        let timeout = uri.required(ctx, "timeout").and_then(|f| f.duration(ctx));
-        uri.finish(ctx);
-        let (host, path) = text?;
-        Some((host, path, cluster?, timeout.unwrap_or(Duration::from_secs(1))))
+        }
     });
     let mut headers = Vec::new();
     for field in msg.get(ctx, "request_headers_to_add").map(|f| f.list()).unwrap_or_default() {
@@ -299,6 +255,5 @@ fn read_http_export(ctx: &mut Ctx, field: &Field<'_>) -> Option<OtelExport> {
         headers.push(header);
     }
     msg.finish(ctx);
-    let (host, path, cluster, timeout) = target?;
-    Some(OtelExport::Http { cluster, host, path, timeout, headers })
+    Some(OtelExport::Http { uri: uri?, headers })
 }

@@ -386,10 +386,10 @@ fn unsupported_filter_types() {
     assert_eq!(
         errors(&[(
             "\"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "\"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+            "\"@type\": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
         )]),
         vec![format!(
-            "{HCM}.http_filters[0].typed_config.@type: HTTP filter type envoy.extensions.filters.http.ext_authz.v3.ExtAuthz is not supported by wasmproxy (line 22, column 24)"
+            "{HCM}.http_filters[0].typed_config.@type: HTTP filter type envoy.extensions.filters.http.lua.v3.Lua is not supported by wasmproxy (line 22, column 24)"
         )]
     );
 }
@@ -698,7 +698,7 @@ fn filters_turned_off_per_route() {
     load_str(&good, Path::new("/etc/wasmproxy")).unwrap_or_else(|e| panic!("{e}"));
 
     // An optional filter wasmproxy lacks is skipped with a warning; one not optional is refused.
-    let compressor = "          - name: authz\n            is_optional: true\n            typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz }\n          - name: envoy.filters.http.router\n";
+    let compressor = "          - name: authz\n            is_optional: true\n            typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua }\n          - name: envoy.filters.http.router\n";
     let optional = config(&[("          - name: envoy.filters.http.router\n", compressor)]);
     let (_, warnings) = wasmproxy_config::load_str_with_warnings(&optional, Path::new("/etc/wasmproxy"))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -712,7 +712,7 @@ fn filters_turned_off_per_route() {
         "          - name: envoy.filters.http.router\n",
         &compressor.replace("            is_optional: true\n", ""),
     )]);
-    assert!(required[0].contains("ExtAuthz is not supported by wasmproxy"), "{required:?}");
+    assert!(required[0].contains("Lua is not supported by wasmproxy"), "{required:?}");
 }
 
 #[test]
@@ -771,6 +771,35 @@ fn native_filter_errors() {
     let e = filter(compressor, "              choose_first: true\n");
     assert!(e[0].contains("missing required field \"compressor_library\""), "{e:?}");
 
+    let authz = "ext_authz.v3.ExtAuthz";
+    let e = filter(authz, "              failure_mode_allow: true\n");
+    assert!(e[0].contains("one of grpc_service or http_service is required"), "{e:?}");
+    let grpc = "              grpc_service: { envoy_grpc: { cluster_name: authz } }\n";
+    let e = filter(authz, grpc);
+    assert!(e[0].contains("grpc_service.envoy_grpc.cluster_name: unknown cluster \"authz\""), "{e:?}");
+    let grpc = "              grpc_service: { envoy_grpc: { cluster_name: backend } }\n";
+    let e = filter(authz, &format!("{grpc}              with_request_body: {{ max_request_bytes: 10 }}\n"));
+    assert!(e[0].starts_with(&format!("{at}.with_request_body: not supported by wasmproxy")), "{e:?}");
+    let e = filter(authz, &format!("{grpc}              transport_api_version: V2\n"));
+    assert!(e[0].contains("transport_api_version: V2 is not supported (use V3)"), "{e:?}");
+    let e = filter(authz, &format!("{grpc}              include_peer_certificate: true\n"));
+    assert!(e[0].contains("include_peer_certificate: not supported by wasmproxy (only false)"), "{e:?}");
+    let http = "              http_service:\n                server_uri: { uri: x, cluster: backend, timeout: 1s }\n";
+    let e = filter(
+        authz,
+        &format!(
+            "{http}                authorization_request: {{ allowed_headers: {{ patterns: [{{ exact: a }}] }} }}\n              allowed_headers: {{ patterns: [{{ exact: b }}] }}\n"
+        ),
+    );
+    assert!(e[0].contains("Invalid duplicate configuration for allowed_headers."), "{e:?}");
+    let e = filter(
+        authz,
+        &format!(
+            "{http}                authorization_request: {{ headers_to_add: [{{ key: x, value: \"%START_TIME%\" }}] }}\n"
+        ),
+    );
+    assert!(e[0].contains("substitution formats are not supported by wasmproxy here"), "{e:?}");
+
     let route = "route: { cluster: backend }";
     let per_route = |entry: &str| {
         errors(&[(route, &format!("{route}\n                typed_per_filter_config: {{ native: {entry} }}"))])
@@ -787,6 +816,12 @@ fn native_filter_errors() {
         "{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy, allow_origin_string_match: [{ safe_regex: { regex: \"(\" } }] }",
     );
     assert!(e[0].contains("allow_origin_string_match[0].safe_regex"), "{e:?}");
+    let authz_route = "\"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute";
+    let e = per_route(&format!("{{ {authz_route}, disabled: false }}"));
+    assert!(e[0].contains("disabled: must be true (or give check_settings)"), "{e:?}");
+    let e =
+        per_route(&format!("{{ {authz_route}, check_settings: {{ with_request_body: {{ max_request_bytes: 1 }} }} }}"));
+    assert!(e[0].contains("check_settings.with_request_body: not supported by wasmproxy"), "{e:?}");
 }
 
 #[test]

@@ -1,12 +1,13 @@
 //! The HTTP filters a connection manager runs, behind one interface: Wasm plugins and the
-//! native filters (CORS, local rate limit, compressor, decompressor), a context per stream in
-//! each, and what routes configure for them.
+//! native filters (CORS, CSRF, local rate limit, compressor, decompressor, external
+//! authorization), a context per stream in each, and what routes configure for them.
 
 pub mod codec;
 pub mod compressor;
 pub mod cors;
 pub mod csrf;
 pub mod decompressor;
+pub mod ext_authz;
 pub mod header_options;
 pub mod local_ratelimit;
 
@@ -14,13 +15,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use wasmproxy_config::model::{CompressorPerRoute, FailurePolicy, NativeFilter, PerFilterConfig};
+use wasmproxy_config::model::{CompressorPerRoute, ExtAuthzPerRoute, FailurePolicy, NativeFilter, PerFilterConfig};
 use wasmproxy_host::{Headers, VmError};
 use wasmproxy_stats::Store;
 
 use crate::http::direction::Direction;
 use crate::http::reply::{DataVerdict, Verdict};
 use crate::stream_info::StreamRef;
+use crate::upstream::cluster::Clusters;
 use crate::wasm::http_filter::{FilterSlot, FilterStream};
 
 /// One filter of a connection manager's chain on one worker.
@@ -37,6 +39,8 @@ pub enum ChainFilter {
     Decompressor(Rc<decompressor::DecompressorFilter>),
     /// `envoy.filters.http.csrf`.
     Csrf(Rc<csrf::CsrfFilter>),
+    /// `envoy.filters.http.ext_authz`.
+    ExtAuthz(Rc<ext_authz::ExtAuthzFilter>),
 }
 
 /// A native filter as a snapshot holds it: its name and what the workers share (its
@@ -62,6 +66,8 @@ pub enum SharedKind {
     Decompressor(Box<wasmproxy_config::model::Decompressor>),
     /// CSRF, with its policy.
     Csrf(Arc<csrf::Policy>),
+    /// External authorization.
+    ExtAuthz(Arc<ext_authz::Config>),
 }
 
 impl SharedNative {
@@ -73,13 +79,21 @@ impl SharedNative {
             NativeFilter::Compressor(c) => SharedKind::Compressor(c.clone()),
             NativeFilter::Decompressor(d) => SharedKind::Decompressor(d.clone()),
             NativeFilter::Csrf(p) => SharedKind::Csrf(Arc::new(csrf::Policy::new(p)?)),
+            NativeFilter::ExtAuthz(a) => SharedKind::ExtAuthz(Arc::new(ext_authz::Config::new(a)?)),
         };
         Ok(SharedNative { name: name.to_string(), kind })
     }
 
     /// The filter on a worker, its stats in `store` (`http_prefix`: the connection
-    /// manager's `http.<stat_prefix>.`); `compressors`: every compressor of the chain.
-    pub fn on_worker(&self, store: &Arc<Store>, http_prefix: &str, compressors: &[compressor::Sibling]) -> ChainFilter {
+    /// manager's `http.<stat_prefix>.`); `compressors`: every compressor of the chain;
+    /// `clusters`: the worker's, for the services filters call.
+    pub fn on_worker(
+        &self,
+        store: &Arc<Store>,
+        http_prefix: &str,
+        compressors: &[compressor::Sibling],
+        clusters: &Rc<Clusters>,
+    ) -> ChainFilter {
         let name = self.name.clone();
         match &self.kind {
             SharedKind::Cors => ChainFilter::Cors(Rc::new(cors::CorsFilter::new(name, store, http_prefix))),
@@ -99,6 +113,13 @@ impl SharedNative {
             SharedKind::Csrf(policy) => {
                 ChainFilter::Csrf(Rc::new(csrf::CsrfFilter::new(name, policy.clone(), store, http_prefix)))
             }
+            SharedKind::ExtAuthz(config) => ChainFilter::ExtAuthz(Rc::new(ext_authz::ExtAuthzFilter::new(
+                name,
+                config.clone(),
+                clusters.clone(),
+                store,
+                http_prefix,
+            ))),
         }
     }
 }
@@ -134,6 +155,8 @@ pub enum RouteConfig {
     Compressor(CompressorPerRoute),
     /// A CSRF policy, replacing the filter's.
     Csrf(Arc<csrf::Policy>),
+    /// External authorization's settings for these routes.
+    ExtAuthz(Box<ExtAuthzPerRoute>),
 }
 
 impl RouteFilter {
@@ -147,6 +170,7 @@ impl RouteFilter {
             }
             Some(PerFilterConfig::Compressor(c)) => Some(RouteConfig::Compressor((**c).clone())),
             Some(PerFilterConfig::Csrf(p)) => Some(RouteConfig::Csrf(Arc::new(csrf::Policy::new(p)?))),
+            Some(PerFilterConfig::ExtAuthz(a)) => Some(RouteConfig::ExtAuthz(a.clone())),
         };
         Ok(RouteFilter { name: o.name.clone(), disabled: o.disabled, config })
     }
@@ -182,6 +206,7 @@ impl ChainFilter {
             ChainFilter::Compressor(f) => StreamFilter::Compressor(compressor::CompressorStream::new(f, route)),
             ChainFilter::Decompressor(f) => StreamFilter::Decompressor(decompressor::DecompressorStream::new(f)),
             ChainFilter::Csrf(f) => StreamFilter::Csrf(csrf::CsrfStream::new(f, info, route)),
+            ChainFilter::ExtAuthz(f) => StreamFilter::ExtAuthz(ext_authz::ExtAuthzStream::new(f, info, route)),
         })
     }
 
@@ -230,6 +255,8 @@ pub enum StreamFilter {
     Decompressor(decompressor::DecompressorStream),
     /// CSRF.
     Csrf(csrf::CsrfStream),
+    /// External authorization.
+    ExtAuthz(ext_authz::ExtAuthzStream),
 }
 
 impl StreamFilter {
@@ -243,6 +270,7 @@ impl StreamFilter {
             StreamFilter::Compressor(s) => s.request_headers(headers, eos),
             StreamFilter::Decompressor(s) => s.request_headers(headers, eos),
             StreamFilter::Csrf(s) => s.request_headers(headers),
+            StreamFilter::ExtAuthz(s) => s.request_headers(headers).await,
         }
     }
 
@@ -255,6 +283,7 @@ impl StreamFilter {
             StreamFilter::LocalRateLimit(s) => s.response_headers(headers),
             StreamFilter::Compressor(s) => s.response_headers(headers, eos),
             StreamFilter::Decompressor(s) => s.response_headers(headers, eos),
+            StreamFilter::ExtAuthz(s) => s.response_headers(headers),
             StreamFilter::Csrf(_) => Verdict::Continue,
         }
     }
@@ -267,7 +296,10 @@ impl StreamFilter {
             StreamFilter::Wasm(s) => s.data(direction, chunk, eos, limit).await,
             StreamFilter::Compressor(s) => DataVerdict::Pass(s.data(direction, chunk, eos)),
             StreamFilter::Decompressor(s) => s.data(direction, chunk, eos),
-            StreamFilter::Cors(_) | StreamFilter::LocalRateLimit(_) | StreamFilter::Csrf(_) => DataVerdict::Pass(chunk),
+            StreamFilter::Cors(_)
+            | StreamFilter::LocalRateLimit(_)
+            | StreamFilter::Csrf(_)
+            | StreamFilter::ExtAuthz(_) => DataVerdict::Pass(chunk),
         }
     }
 

@@ -420,7 +420,9 @@ impl Worker {
             .iter()
             .map(|f| match f {
                 HttpFilterSnapshot::Wasm(plugin) => self.plugins.plugin(plugin).map(ChainFilter::Wasm),
-                HttpFilterSnapshot::Native(native) => Ok(native.on_worker(&self.stats, &http_prefix, &compressors)),
+                HttpFilterSnapshot::Native(native) => {
+                    Ok(native.on_worker(&self.stats, &http_prefix, &compressors, &self.clusters))
+                }
             })
             .collect()
     }

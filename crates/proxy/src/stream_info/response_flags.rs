@@ -21,6 +21,8 @@ pub enum ResponseFlag {
     NoRouteFound = 8,
     /// `RL`: a rate limit refused the request.
     RateLimited = 11,
+    /// `UAEX`: the external authorization service refused the request (or failed).
+    UnauthorizedExternalService = 12,
     /// `DC`: the client went away.
     DownstreamConnectionTermination = 14,
     /// `URX`: the retries (or the TCP proxy's connect attempts) are used up.
@@ -45,6 +47,7 @@ impl ResponseFlag {
             ResponseFlag::UpstreamOverflow => "UO",
             ResponseFlag::NoRouteFound => "NR",
             ResponseFlag::RateLimited => "RL",
+            ResponseFlag::UnauthorizedExternalService => "UAEX",
             ResponseFlag::DownstreamConnectionTermination => "DC",
             ResponseFlag::UpstreamRetryLimitExceeded => "URX",
             ResponseFlag::StreamIdleTimeout => "SI",

@@ -174,29 +174,33 @@ impl Sender for Exporter {
             return;
         }
         let (cluster_name, mut headers, timeout, grpc) = match &self.config.export {
-            OtelExport::Grpc { cluster, authority, timeout } => {
+            OtelExport::Grpc(service) => {
                 let headers = Headers::from_pairs([
                     (":method", "POST"),
                     (":path", EXPORT_PATH),
-                    (":authority", authority.as_str()),
+                    (":authority", service.authority()),
                     (":scheme", "http"),
                     ("content-type", "application/grpc"),
                     ("te", "trailers"),
                 ]);
-                (cluster, headers, *timeout, true)
+                (&service.cluster, headers, service.timeout, true)
             }
-            OtelExport::Http { cluster, host, path, timeout, headers: extra } => {
+            OtelExport::Http { uri, headers: extra } => {
+                // Checked absolute when read.
+                let parsed = uri.uri.parse::<http::Uri>().unwrap_or_default();
+                let host = parsed.authority().map_or("", |a| a.as_str());
+                let path = parsed.path_and_query().map_or("/", |p| p.as_str());
                 let mut headers = Headers::from_pairs([
                     (":method", "POST"),
-                    (":path", path.as_str()),
-                    (":authority", host.as_str()),
+                    (":path", path),
+                    (":authority", host),
                     (":scheme", "http"),
                     ("content-type", "application/x-protobuf"),
                 ]);
                 for h in extra {
                     headers.replace(h.name.as_bytes(), crate::tracer::literal(&h.value).as_bytes());
                 }
-                (cluster, headers, Some(*timeout), false)
+                (&uri.cluster, headers, Some(uri.timeout), false)
             }
         };
         let Some(cluster) = self.clusters.get(cluster_name) else {

@@ -531,6 +531,12 @@ impl Cluster {
         started
     }
 
+    /// Charges a response code the proxy answered with for this cluster (an authorization
+    /// service's denial, as Envoy charges it).
+    pub fn charge_code(&self, code: u16, external: bool) {
+        self.stats.charge(code, external);
+    }
+
     /// The router charges the answer it passes on: its code, or 503 when the upstream
     /// failed (a timeout is charged by [`Cluster::timed_out`]).
     pub fn charge(&self, started: &Result<Started, UpstreamError>, external: bool) {

@@ -223,28 +223,31 @@ pub async fn unary(
     timeout: Option<Duration>,
     sink: Sink,
 ) {
+    match call(cluster, headers, message, timeout).await {
+        Ok(message) => sink(Event::Message(message)),
+        Err((code, text)) => sink(Event::Close(code, text)),
+    }
+}
+
+/// A unary call: the answer's one message, or the call's status code and message.
+pub async fn call(
+    cluster: std::rc::Rc<Cluster>,
+    headers: Headers,
+    message: Vec<u8>,
+    timeout: Option<Duration>,
+) -> Result<Vec<u8>, (u32, String)> {
     // Envoy's gRPC client sends no `content-length`.
-    let response = match cluster.send(&headers, frame(&message), timeout, false).await {
-        Ok(r) => r,
-        Err(e) => {
-            let (code, text) = failure_status(&e);
-            sink(Event::Close(code, text));
-            return;
-        }
-    };
+    let response = cluster.send(&headers, frame(&message), timeout, false).await.map_err(|e| failure_status(&e))?;
     let trailers = (!response.trailers.is_empty()).then_some(&response.trailers);
     let (code, text) = status(&response.headers, trailers);
     if code != code::OK {
-        sink(Event::Close(code, text));
-        return;
+        return Err((code, text));
     }
     let mut deframer = Deframer::default();
     match deframer.push(&response.body) {
-        Ok(mut messages) if messages.len() == 1 && deframer.is_empty() => {
-            sink(Event::Message(messages.remove(0)));
-        }
-        Ok(messages) => sink(Event::Close(code::INTERNAL, format!("{} messages in a unary response", messages.len()))),
-        Err(e) => sink(Event::Close(code::INTERNAL, e)),
+        Ok(mut messages) if messages.len() == 1 && deframer.is_empty() => Ok(messages.remove(0)),
+        Ok(messages) => Err((code::INTERNAL, format!("{} messages in a unary response", messages.len()))),
+        Err(e) => Err((code::INTERNAL, e)),
     }
 }
 

@@ -1,0 +1,134 @@
+//! The gRPC authorization service (`envoy.service.auth.v3.Authorization/Check`): the
+//! request's attributes sent, the `CheckResponse` read into a decision.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::UNIX_EPOCH;
+
+use prost::Message;
+use wasmproxy_config::model::GrpcService;
+use wasmproxy_host::Headers;
+
+use super::wire::{
+    Address, AttributeContext, CheckRequest, CheckResponse, HeaderValueOption, HttpRequest, Metadata, Peer, Request,
+    SocketAddress, Timestamp,
+};
+use super::{Action, Changes, Config, Decision, Mutation};
+use crate::http::reply::LocalReply;
+use crate::stream_info::StreamRef;
+use crate::upstream::cluster::Clusters;
+
+/// The `CheckRequest` for a stream whose request `headers` are these.
+pub(super) fn check_request(
+    config: &Config,
+    headers: &Headers,
+    info: &StreamRef,
+    context_extensions: &BTreeMap<String, String>,
+) -> CheckRequest {
+    let i = info.borrow();
+    let text = |name: &[u8]| String::from_utf8_lossy(headers.get(name).unwrap_or_default()).into_owned();
+    let since = i.start.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let http = HttpRequest {
+        id: i.random.to_string(),
+        method: text(b":method"),
+        headers: super::joined(headers).into_iter().filter(|(n, _)| config.sends(n, &[])).collect(),
+        path: text(b":path"),
+        host: text(b":authority"),
+        scheme: text(b":scheme"),
+        size: 0,
+        protocol: i.protocol.to_string(),
+    };
+    let peer = |address: SocketAddr, service: String| Peer {
+        address: Some(Address {
+            socket_address: Some(SocketAddress {
+                address: address.ip().to_string(),
+                port_value: u32::from(address.port()),
+            }),
+        }),
+        service,
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(peer(i.connection.peer, text(b"x-envoy-downstream-service-cluster"))),
+            destination: Some(peer(i.connection.local, String::new())),
+            request: Some(Request {
+                time: Some(Timestamp { seconds: since.as_secs() as i64, nanos: since.subsec_nanos() as i32 }),
+                http: Some(http),
+            }),
+            context_extensions: context_extensions.clone(),
+            metadata_context: Some(Metadata {}),
+        }),
+    }
+}
+
+/// Sends `request` to `service` and reads its answer.
+pub(super) async fn check(service: &GrpcService, request: CheckRequest, clusters: &Clusters) -> Decision {
+    let Some(cluster) = clusters.get(&service.cluster) else { return Decision::Error };
+    let mut headers = crate::upstream::grpc::request_headers(
+        service.authority(),
+        "envoy.service.auth.v3.Authorization",
+        "Check",
+        &Headers::new(),
+        service.timeout,
+    );
+    // Envoy's filter has its client say where the call comes from.
+    headers.add(b"x-forwarded-for", crate::stream_info::node::local_address().to_string().as_bytes());
+    let answer = match crate::upstream::grpc::call(cluster, headers, request.encode_to_vec(), service.timeout).await {
+        Ok(bytes) => bytes,
+        Err((code, message)) => {
+            tracing::debug!("ext_authz: the gRPC service failed: {code} {message}");
+            return Decision::Error;
+        }
+    };
+    match CheckResponse::decode(answer.as_slice()) {
+        Ok(response) => decide(response),
+        Err(e) => {
+            tracing::debug!("ext_authz: the gRPC service's answer does not decode: {e}");
+            Decision::Error
+        }
+    }
+}
+
+/// A `CheckResponse` as a decision: OK allows with `ok_response`'s changes; any other
+/// status denies with `denied_response` (403 unless it says).
+fn decide(response: CheckResponse) -> Decision {
+    if response.status.as_ref().is_none_or(|s| s.code == 0) {
+        let ok = response.ok_response.unwrap_or_default();
+        return Decision::Ok(Changes {
+            request: ok.headers.iter().filter_map(|o| mutation(o, true)).collect(),
+            remove: ok.headers_to_remove.iter().map(|n| n.to_ascii_lowercase()).collect(),
+            response: ok.response_headers_to_add.iter().filter_map(|o| mutation(o, false)).collect(),
+            query_set: ok.query_parameters_to_set.into_iter().map(|p| (p.key, p.value)).collect(),
+            query_remove: ok.query_parameters_to_remove,
+        });
+    }
+    let denied = response.denied_response.unwrap_or_default();
+    let status = denied.status.map_or(0, |s| s.code);
+    let status = if (100..=999).contains(&status) { status as u16 } else { 403 };
+    // The service's headers replace any of the same name, then repeat as given.
+    let mut headers = Headers::new();
+    for m in denied.headers.iter().filter_map(|o| mutation(o, false)) {
+        headers.add(&m.name, &m.value);
+    }
+    Decision::Denied(LocalReply { status, body: denied.body.into_bytes(), headers, grpc_status: None })
+}
+
+/// A `HeaderValueOption` as a change (`request`: of the request headers, where the
+/// deprecated `append: true` joins values).
+fn mutation(option: &HeaderValueOption, request: bool) -> Option<Mutation> {
+    let header = option.header.as_ref()?;
+    if header.key.is_empty() {
+        return None;
+    }
+    let value = if header.raw_value.is_empty() { header.value.as_bytes().to_vec() } else { header.raw_value.clone() };
+    let action = match (&option.append, option.append_action) {
+        (Some(append), _) if append.value && request => Action::Join,
+        (Some(append), _) if append.value => Action::Add,
+        (Some(_), _) => Action::Set,
+        (None, 1) => Action::AddIfAbsent,
+        (None, 2) => Action::Set,
+        (None, 3) => Action::SetIfPresent,
+        (None, _) => Action::Add,
+    };
+    Some(Mutation { name: header.key.to_ascii_lowercase().into_bytes(), value, action })
+}
