@@ -13,6 +13,7 @@ mod corpus;
 mod dynamic;
 mod ext_authz;
 mod native_filters;
+mod rbac;
 mod report;
 mod routes;
 mod scenario;

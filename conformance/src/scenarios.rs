@@ -72,6 +72,7 @@ pub fn all(root: &Path) -> Vec<Scenario> {
     v.extend(crate::balancing::scenarios());
     v.extend(crate::native_filters::scenarios());
     v.extend(crate::ext_authz::scenarios());
+    v.extend(crate::rbac::scenarios());
     v.extend(crate::tracing::scenarios());
     v.extend(crate::connection_manager::scenarios());
     v.extend(tcp());

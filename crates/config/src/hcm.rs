@@ -16,6 +16,7 @@ use crate::model::{
     HttpConnectionManager, HttpFilter, NativeFilter, PathHandling, RdsSource, RouteConfig, ServerHeader, StripPort,
     UuidRequestId, WasmPlugin,
 };
+use crate::rbac::{RBAC, RBAC_TYPE, read_rbac};
 use crate::reader::{AnyValue, Ctx, Field, Msg, type_error};
 use crate::route::read_route_config;
 use crate::tracing::read_tracing;
@@ -487,6 +488,10 @@ fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (Option<bool>, Op
         EXT_AUTHZ_TYPE => {
             let authz = any.message(ctx, EXT_AUTHZ).and_then(|m| read_ext_authz(ctx, m));
             (None, authz.map(|a| HttpFilter::Native(NativeFilter::ExtAuthz(Box::new(a)))))
+        }
+        RBAC_TYPE => {
+            let rbac = any.message(ctx, RBAC).map(|m| read_rbac(ctx, m));
+            (None, rbac.map(|r| HttpFilter::Native(NativeFilter::Rbac(Box::new(r)))))
         }
         DECOMPRESSOR_TYPE => {
             let decompressor = any.message(ctx, DECOMPRESSOR).and_then(|m| read_decompressor(ctx, m));

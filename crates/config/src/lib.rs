@@ -60,6 +60,7 @@ mod metadata;
 mod mirror;
 pub mod model;
 mod protobuf;
+mod rbac;
 mod reader;
 mod resources;
 mod retry;

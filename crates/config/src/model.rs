@@ -962,6 +962,8 @@ pub enum PerFilterConfig {
     Csrf(Box<CsrfPolicy>),
     /// `envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute`.
     ExtAuthz(Box<ExtAuthzPerRoute>),
+    /// `envoy.extensions.filters.http.rbac.v3.RBACPerRoute` (none: no checks there).
+    Rbac(Option<Box<Rbac>>),
 }
 
 /// A native HTTP filter: one Envoy builds in, which wasmproxy runs as Envoy does.
@@ -979,6 +981,8 @@ pub enum NativeFilter {
     Csrf(Box<CsrfPolicy>),
     /// `envoy.filters.http.ext_authz`.
     ExtAuthz(Box<ExtAuthz>),
+    /// `envoy.filters.http.rbac`.
+    Rbac(Box<Rbac>),
 }
 
 /// `envoy.filters.http.ext_authz`'s configuration.
@@ -1051,6 +1055,166 @@ pub struct ExtAuthzPerRoute {
     pub disabled: bool,
     /// `check_settings.context_extensions` (sent to a gRPC service).
     pub context_extensions: Vec<(String, String)>,
+}
+
+/// `envoy.filters.http.rbac`'s configuration (or a route's `RBACPerRoute.rbac`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rbac {
+    /// `matcher` or `rules`: enforced.
+    pub enforced: Option<RbacEngine>,
+    /// `shadow_matcher` or `shadow_rules`: only counted.
+    pub shadow: Option<RbacEngine>,
+    /// `rules_stat_prefix`.
+    pub rules_stat_prefix: String,
+    /// `shadow_rules_stat_prefix`.
+    pub shadow_rules_stat_prefix: String,
+    /// `track_per_rule_stats`.
+    pub track_per_rule_stats: bool,
+}
+
+/// What decides a request: policies, or a matcher.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RbacEngine {
+    /// `config.rbac.v3.RBAC`.
+    Rules(RbacRules),
+    /// An `xds.type.matcher.v3.Matcher` of RBAC actions.
+    Matcher(RbacMatcher),
+}
+
+/// `config.rbac.v3.RBAC`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RbacRules {
+    /// `action`: what a matching policy means.
+    pub action: RbacAction,
+    /// `policies`, sorted by name (the first that matches is the effective one).
+    pub policies: Vec<(String, RbacPolicy)>,
+}
+
+/// `config.rbac.v3.RBAC.Action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RbacAction {
+    /// `ALLOW`.
+    Allow,
+    /// `DENY`.
+    Deny,
+    /// `LOG`: allowed either way.
+    Log,
+}
+
+/// A `Policy`: it matches when a permission and a principal do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RbacPolicy {
+    /// `permissions` (any).
+    pub permissions: Vec<Permission>,
+    /// `principals` (any).
+    pub principals: Vec<Principal>,
+}
+
+/// A `Permission`: what the request does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Permission {
+    /// `any`.
+    Any,
+    /// `and_rules`.
+    And(Vec<Permission>),
+    /// `or_rules`.
+    Or(Vec<Permission>),
+    /// `not_rule`.
+    Not(Box<Permission>),
+    /// `header`.
+    Header(HeaderMatcher),
+    /// `url_path`: the path without its query.
+    UrlPath(ValueMatch),
+    /// `destination_ip`: the connection's local address.
+    DestinationIp(CidrRange),
+    /// `destination_port`.
+    DestinationPort(u16),
+    /// `destination_port_range`: `start <= port < end`.
+    DestinationPortRange(u32, u32),
+    /// `requested_server_name`: SNI (empty without).
+    RequestedServerName(ValueMatch),
+}
+
+/// A `Principal`: who sends the request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Principal {
+    /// `any`.
+    Any,
+    /// `and_ids`.
+    And(Vec<Principal>),
+    /// `or_ids`.
+    Or(Vec<Principal>),
+    /// `not_id`.
+    Not(Box<Principal>),
+    /// `authenticated`: a TLS peer (with a certificate whose URI SAN, DNS SAN or subject
+    /// matches `principal_name`, if given).
+    Authenticated(Option<ValueMatch>),
+    /// `source_ip`: the connection's peer.
+    SourceIp(CidrRange),
+    /// `direct_remote_ip`: the connection's peer.
+    DirectRemoteIp(CidrRange),
+    /// `remote_ip`: the client's address (from `x-forwarded-for` if trusted).
+    RemoteIp(CidrRange),
+    /// `header`.
+    Header(HeaderMatcher),
+    /// `url_path`.
+    UrlPath(ValueMatch),
+}
+
+/// An RBAC matcher: the first predicate that matches gives the action, else `on_no_match`
+/// (none: denied).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RbacMatcher {
+    /// `matcher_list.matchers`.
+    pub matchers: Vec<(MatchPredicate, RbacMatchAction)>,
+    /// `on_no_match`.
+    pub on_no_match: Option<RbacMatchAction>,
+}
+
+/// An `envoy.config.rbac.v3.Action`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RbacMatchAction {
+    /// `name`: the effective policy's.
+    pub name: String,
+    /// `action`.
+    pub action: RbacAction,
+}
+
+/// A matcher's `Predicate`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MatchPredicate {
+    /// `single_predicate`: the input's value matches (no value: no match).
+    Single {
+        /// `input`.
+        input: MatchInput,
+        /// `value_match`.
+        value: ValueMatch,
+    },
+    /// `or_matcher`.
+    Or(Vec<MatchPredicate>),
+    /// `and_matcher`.
+    And(Vec<MatchPredicate>),
+    /// `not_matcher`.
+    Not(Box<MatchPredicate>),
+}
+
+/// A matcher's input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MatchInput {
+    /// `HttpRequestHeaderMatchInput`: the header's values joined by commas.
+    RequestHeader(String),
+    /// `DestinationIPInput`.
+    DestinationIp,
+    /// `DestinationPortInput`.
+    DestinationPort,
+    /// `SourceIPInput`.
+    SourceIp,
+    /// `SourcePortInput`.
+    SourcePort,
+    /// `DirectSourceIPInput`.
+    DirectSourceIp,
+    /// `ServerNameInput`.
+    ServerName,
 }
 
 /// A `CsrfPolicy` (the CSRF filter's, or a route's).

@@ -800,6 +800,29 @@ fn native_filter_errors() {
     );
     assert!(e[0].contains("substitution formats are not supported by wasmproxy here"), "{e:?}");
 
+    let rbac = "rbac.v3.RBAC";
+    let e = filter(
+        rbac,
+        "              rules: { policies: { p: { permissions: [{ destination_port_range: { start: 10, end: 5 } }], principals: [{ any: true }] } } }\n",
+    );
+    assert!(e[0].contains("range start 10 cannot be greater or equal than range end 5"), "{e:?}");
+    let e =
+        filter(rbac, "              rules: { policies: { p: { permissions: [{ any: true }], principals: [] } } }\n");
+    assert!(e[0].contains("a policy needs at least one permission and one principal"), "{e:?}");
+    let e = filter(
+        rbac,
+        "              rules: { policies: { p: { permissions: [{ metadata: {} }], principals: [{ any: true }] } } }\n",
+    );
+    assert!(e.iter().any(|l| l.contains("permissions[0].metadata: not supported by wasmproxy")), "{e:?}");
+    let e = filter(
+        rbac,
+        "              matcher: { matcher_list: { matchers: [{ predicate: { single_predicate: { input: { name: i, typed_config: { \"@type\": type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput, header_name: a } }, value_match: { exact: b } } }, on_match: { action: { name: a, typed_config: { \"@type\": type.googleapis.com/envoy.config.rbac.v3.Action, name: n } } } }] } }\n",
+    );
+    assert!(
+        e[0].contains("RBAC HTTP filter cannot match on 'envoy.type.matcher.v3.HttpResponseHeaderMatchInput'"),
+        "{e:?}"
+    );
+
     let route = "route: { cluster: backend }";
     let per_route = |entry: &str| {
         errors(&[(route, &format!("{route}\n                typed_per_filter_config: {{ native: {entry} }}"))])

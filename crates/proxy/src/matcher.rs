@@ -37,7 +37,7 @@ pub fn value_matches(m: &ValueMatch, re: Option<&Regex>, value: Option<&str>) ->
 }
 
 /// The compiled regex of a matcher, the error naming the regex that does not compile.
-fn compiled(m: &ValueMatch) -> Result<Option<Regex>, (String, regex::Error)> {
+pub fn compiled(m: &ValueMatch) -> Result<Option<Regex>, (String, regex::Error)> {
     value_regex(m).map_err(|e| {
         let ValueMatch::Regex(text) = m else { return (String::new(), e) };
         (text.clone(), e)
@@ -93,8 +93,25 @@ impl HeaderMatchers {
     }
 }
 
-/// Whether one header matcher matches (its first value), inverted if it says so.
+/// Whether one header matcher matches, as Envoy 1.40's: one of the header's values matches
+/// (each on its own), inverted if it says so; a header that is absent matches only an
+/// inverted `present_match`.
 fn matches(m: &HeaderMatcher, re: Option<&Regex>, headers: &Headers) -> bool {
-    let value = headers.get(m.name.as_bytes()).map(String::from_utf8_lossy);
-    value_matches(&m.value, re, value.as_deref()) != m.invert
+    let name = m.name.as_bytes();
+    let mut values = headers.iter().filter(|(n, _)| *n == name).peekable();
+    if values.peek().is_none() {
+        return m.invert && matches!(m.value, ValueMatch::Present);
+    }
+    values.any(|(_, v)| value_matches(&m.value, re, Some(&String::from_utf8_lossy(v)))) != m.invert
+}
+
+/// Every value of the header `name`, joined by commas (`None` if it is absent).
+pub fn joined_value(headers: &Headers, name: &[u8]) -> Option<String> {
+    let mut values = headers.iter().filter(|(n, _)| *n == name).map(|(_, v)| String::from_utf8_lossy(v));
+    let mut joined = values.next()?.into_owned();
+    for v in values {
+        joined.push(',');
+        joined.push_str(&v);
+    }
+    Some(joined)
 }

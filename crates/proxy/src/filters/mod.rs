@@ -1,6 +1,6 @@
 //! The HTTP filters a connection manager runs, behind one interface: Wasm plugins and the
 //! native filters (CORS, CSRF, local rate limit, compressor, decompressor, external
-//! authorization), a context per stream in each, and what routes configure for them.
+//! authorization, RBAC), a context per stream in each, and what routes configure for them.
 
 pub mod codec;
 pub mod compressor;
@@ -10,6 +10,7 @@ pub mod decompressor;
 pub mod ext_authz;
 pub mod header_options;
 pub mod local_ratelimit;
+pub mod rbac;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub enum ChainFilter {
     Csrf(Rc<csrf::CsrfFilter>),
     /// `envoy.filters.http.ext_authz`.
     ExtAuthz(Rc<ext_authz::ExtAuthzFilter>),
+    /// `envoy.filters.http.rbac`.
+    Rbac(Rc<rbac::RbacFilter>),
 }
 
 /// A native filter as a snapshot holds it: its name and what the workers share (its
@@ -68,6 +71,8 @@ pub enum SharedKind {
     Csrf(Arc<csrf::Policy>),
     /// External authorization.
     ExtAuthz(Arc<ext_authz::Config>),
+    /// RBAC, its engines compiled.
+    Rbac(Arc<rbac::Config>),
 }
 
 impl SharedNative {
@@ -80,6 +85,7 @@ impl SharedNative {
             NativeFilter::Decompressor(d) => SharedKind::Decompressor(d.clone()),
             NativeFilter::Csrf(p) => SharedKind::Csrf(Arc::new(csrf::Policy::new(p)?)),
             NativeFilter::ExtAuthz(a) => SharedKind::ExtAuthz(Arc::new(ext_authz::Config::new(a)?)),
+            NativeFilter::Rbac(r) => SharedKind::Rbac(Arc::new(rbac::Config::new(r)?)),
         };
         Ok(SharedNative { name: name.to_string(), kind })
     }
@@ -120,6 +126,9 @@ impl SharedNative {
                 store,
                 http_prefix,
             ))),
+            SharedKind::Rbac(config) => {
+                ChainFilter::Rbac(Rc::new(rbac::RbacFilter::new(name, config.clone(), store, http_prefix)))
+            }
         }
     }
 }
@@ -157,6 +166,8 @@ pub enum RouteConfig {
     Csrf(Arc<csrf::Policy>),
     /// External authorization's settings for these routes.
     ExtAuthz(Box<ExtAuthzPerRoute>),
+    /// RBAC engines replacing the filter's (none: no checks).
+    Rbac(Option<Arc<rbac::Config>>),
 }
 
 impl RouteFilter {
@@ -171,6 +182,9 @@ impl RouteFilter {
             Some(PerFilterConfig::Compressor(c)) => Some(RouteConfig::Compressor((**c).clone())),
             Some(PerFilterConfig::Csrf(p)) => Some(RouteConfig::Csrf(Arc::new(csrf::Policy::new(p)?))),
             Some(PerFilterConfig::ExtAuthz(a)) => Some(RouteConfig::ExtAuthz(a.clone())),
+            Some(PerFilterConfig::Rbac(r)) => {
+                Some(RouteConfig::Rbac(r.as_deref().map(rbac::Config::new).transpose()?.map(Arc::new)))
+            }
         };
         Ok(RouteFilter { name: o.name.clone(), disabled: o.disabled, config })
     }
@@ -207,6 +221,7 @@ impl ChainFilter {
             ChainFilter::Decompressor(f) => StreamFilter::Decompressor(decompressor::DecompressorStream::new(f)),
             ChainFilter::Csrf(f) => StreamFilter::Csrf(csrf::CsrfStream::new(f, info, route)),
             ChainFilter::ExtAuthz(f) => StreamFilter::ExtAuthz(ext_authz::ExtAuthzStream::new(f, info, route)),
+            ChainFilter::Rbac(f) => StreamFilter::Rbac(rbac::RbacStream::new(f, info, route)),
         })
     }
 
@@ -257,6 +272,8 @@ pub enum StreamFilter {
     Csrf(csrf::CsrfStream),
     /// External authorization.
     ExtAuthz(ext_authz::ExtAuthzStream),
+    /// RBAC.
+    Rbac(rbac::RbacStream),
 }
 
 impl StreamFilter {
@@ -271,6 +288,7 @@ impl StreamFilter {
             StreamFilter::Decompressor(s) => s.request_headers(headers, eos),
             StreamFilter::Csrf(s) => s.request_headers(headers),
             StreamFilter::ExtAuthz(s) => s.request_headers(headers).await,
+            StreamFilter::Rbac(s) => s.request_headers(headers),
         }
     }
 
@@ -284,7 +302,7 @@ impl StreamFilter {
             StreamFilter::Compressor(s) => s.response_headers(headers, eos),
             StreamFilter::Decompressor(s) => s.response_headers(headers, eos),
             StreamFilter::ExtAuthz(s) => s.response_headers(headers),
-            StreamFilter::Csrf(_) => Verdict::Continue,
+            StreamFilter::Csrf(_) | StreamFilter::Rbac(_) => Verdict::Continue,
         }
     }
 
@@ -299,7 +317,8 @@ impl StreamFilter {
             StreamFilter::Cors(_)
             | StreamFilter::LocalRateLimit(_)
             | StreamFilter::Csrf(_)
-            | StreamFilter::ExtAuthz(_) => DataVerdict::Pass(chunk),
+            | StreamFilter::ExtAuthz(_)
+            | StreamFilter::Rbac(_) => DataVerdict::Pass(chunk),
         }
     }
 
