@@ -12,6 +12,7 @@ mod connection_manager;
 mod corpus;
 mod dynamic;
 mod ext_authz;
+mod fault;
 mod native_filters;
 mod rbac;
 mod report;

@@ -8,6 +8,7 @@ use crate::compressor::{COMPRESSOR_PER_ROUTE, COMPRESSOR_PER_ROUTE_TYPE, read_co
 use crate::cors::{CORS_POLICY, read_cors_policy};
 use crate::csrf::{CSRF_POLICY, CSRF_TYPE, read_csrf_policy};
 use crate::ext_authz::{EXT_AUTHZ_PER_ROUTE, EXT_AUTHZ_PER_ROUTE_TYPE, read_ext_authz_per_route};
+use crate::fault::{FAULT, FAULT_TYPE, read_fault};
 use crate::local_ratelimit::{LOCAL_RATE_LIMIT, LOCAL_RATE_LIMIT_TYPE, read_local_rate_limit};
 use crate::model::{FilterOverride, PerFilterConfig};
 use crate::rbac::{RBAC_PER_ROUTE, RBAC_PER_ROUTE_TYPE, read_rbac_per_route};
@@ -44,6 +45,9 @@ pub(crate) fn read_filter_overrides(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Vec<Fil
                     .and_then(|m| read_ext_authz_per_route(ctx, m))
                     .map(|c| PerFilterConfig::ExtAuthz(Box::new(c))),
             ),
+            FAULT_TYPE => Some(
+                any.message(ctx, FAULT).and_then(|m| read_fault(ctx, m)).map(|f| PerFilterConfig::Fault(Box::new(f))),
+            ),
             RBAC_PER_ROUTE_TYPE => Some(
                 any.message(ctx, RBAC_PER_ROUTE)
                     .map(|m| PerFilterConfig::Rbac(read_rbac_per_route(ctx, m).map(Box::new))),
@@ -58,7 +62,7 @@ pub(crate) fn read_filter_overrides(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Vec<Fil
                     ctx,
                     format!(
                         "per-route configuration {other} is not supported by wasmproxy (only {FILTER_CONFIG_TYPE}, \
-                         {CORS_POLICY_TYPE}, {LOCAL_RATE_LIMIT_TYPE}, {COMPRESSOR_PER_ROUTE_TYPE}, {CSRF_TYPE}, {EXT_AUTHZ_PER_ROUTE_TYPE} and {RBAC_PER_ROUTE_TYPE})"
+                         {CORS_POLICY_TYPE}, {LOCAL_RATE_LIMIT_TYPE}, {COMPRESSOR_PER_ROUTE_TYPE}, {CSRF_TYPE}, {EXT_AUTHZ_PER_ROUTE_TYPE}, {RBAC_PER_ROUTE_TYPE} and {FAULT_TYPE})"
                     ),
                 );
                 continue;

@@ -10,6 +10,7 @@ use crate::compressor::{
 use crate::config_source::read_config_source;
 use crate::csrf::{CSRF_POLICY, CSRF_TYPE, read_csrf_policy};
 use crate::ext_authz::{EXT_AUTHZ, EXT_AUTHZ_TYPE, read_ext_authz};
+use crate::fault::{FAULT, FAULT_TYPE, read_fault};
 use crate::local_ratelimit::{LOCAL_RATE_LIMIT, LOCAL_RATE_LIMIT_TYPE, read_local_rate_limit};
 use crate::model::{
     CodecType, DiscoveredFilter, EscapedSlashes, ExtensionConfig, FilterKind, FilterOptions, Forwarding,
@@ -488,6 +489,10 @@ fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (Option<bool>, Op
         EXT_AUTHZ_TYPE => {
             let authz = any.message(ctx, EXT_AUTHZ).and_then(|m| read_ext_authz(ctx, m));
             (None, authz.map(|a| HttpFilter::Native(NativeFilter::ExtAuthz(Box::new(a)))))
+        }
+        FAULT_TYPE => {
+            let fault = any.message(ctx, FAULT).and_then(|m| read_fault(ctx, m));
+            (None, fault.map(|f| HttpFilter::Native(NativeFilter::Fault(Box::new(f)))))
         }
         RBAC_TYPE => {
             let rbac = any.message(ctx, RBAC).map(|m| read_rbac(ctx, m));

@@ -46,6 +46,7 @@ mod csrf;
 mod endpoint;
 mod error;
 mod ext_authz;
+mod fault;
 mod filter_override;
 pub mod format;
 mod hcm;

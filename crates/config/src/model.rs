@@ -964,6 +964,8 @@ pub enum PerFilterConfig {
     ExtAuthz(Box<ExtAuthzPerRoute>),
     /// `envoy.extensions.filters.http.rbac.v3.RBACPerRoute` (none: no checks there).
     Rbac(Option<Box<Rbac>>),
+    /// `envoy.extensions.filters.http.fault.v3.HTTPFault`: replaces the filter's.
+    Fault(Box<Fault>),
 }
 
 /// A native HTTP filter: one Envoy builds in, which wasmproxy runs as Envoy does.
@@ -983,6 +985,8 @@ pub enum NativeFilter {
     ExtAuthz(Box<ExtAuthz>),
     /// `envoy.filters.http.rbac`.
     Rbac(Box<Rbac>),
+    /// `envoy.filters.http.fault`.
+    Fault(Box<Fault>),
 }
 
 /// `envoy.filters.http.ext_authz`'s configuration.
@@ -1215,6 +1219,71 @@ pub enum MatchInput {
     DirectSourceIp,
     /// `ServerNameInput`.
     ServerName,
+}
+
+/// A `FractionalPercent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Percent {
+    /// `numerator`.
+    pub numerator: u32,
+    /// `denominator`: 100, 10 000 or 1 000 000.
+    pub denominator: u32,
+}
+
+impl Percent {
+    /// The share in millionths (a numerator over its denominator counts as all).
+    pub fn per_million(self) -> u32 {
+        (u64::from(self.numerator.min(self.denominator)) * (1_000_000 / u64::from(self.denominator))) as u32
+    }
+}
+
+/// `envoy.filters.http.fault`'s configuration (or a route's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// `delay`.
+    pub delay: Option<FaultDelay>,
+    /// `abort`.
+    pub abort: Option<FaultAbort>,
+    /// `upstream_cluster`: faults only for requests routed there (empty: any).
+    pub upstream_cluster: String,
+    /// `headers`: faults only for requests they all match.
+    pub headers: Vec<HeaderMatcher>,
+    /// `downstream_nodes`: faults only for requests whose
+    /// `x-envoy-downstream-service-node` is one of them (empty: any).
+    pub downstream_nodes: Vec<String>,
+    /// `max_active_faults` (none: no limit).
+    pub max_active_faults: Option<u64>,
+    /// `disable_downstream_cluster_stats`.
+    pub disable_downstream_cluster_stats: bool,
+}
+
+/// A fault's `delay`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultDelay {
+    /// `fixed_delay`; none for `header_delay` (`x-envoy-fault-delay-request`, in ms).
+    pub fixed: Option<Duration>,
+    /// `percentage` (0% when unset).
+    pub percentage: Percent,
+}
+
+/// A fault's `abort`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultAbort {
+    /// What the request is aborted with.
+    pub kind: AbortKind,
+    /// `percentage` (0% when unset).
+    pub percentage: Percent,
+}
+
+/// What an abort answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortKind {
+    /// `http_status`.
+    Http(u16),
+    /// `grpc_status` (HTTP 200).
+    Grpc(u32),
+    /// `header_abort`: `x-envoy-fault-abort-request` or `x-envoy-fault-abort-grpc-request`.
+    Header,
 }
 
 /// A `CsrfPolicy` (the CSRF filter's, or a route's).

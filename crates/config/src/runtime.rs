@@ -1,6 +1,7 @@
 //! Runtime settings in configurations: a `RuntimeFractionalPercent`'s or a
 //! `RuntimeFeatureFlag`'s default (wasmproxy has no runtime layer to look keys up in).
 
+use crate::model::Percent;
 use crate::reader::{Ctx, Field};
 
 const RUNTIME_FRACTIONAL_PERCENT: &[&str] = &["default_value", "runtime_key"];
@@ -14,17 +15,18 @@ const DENOMINATOR: &[(&str, i64, Option<u32>)] =
 pub(crate) fn read_runtime_fraction(ctx: &mut Ctx, field: &Field<'_>) -> u32 {
     let Some(mut msg) = field.message(ctx, RUNTIME_FRACTIONAL_PERCENT) else { return 1_000_000 };
     msg.ignore_with_warning(ctx, "runtime_key", "wasmproxy does not look runtime keys up here: default_value applies");
-    let mut per_million = 0;
-    if let Some(f) = msg.required(ctx, "default_value")
-        && let Some(mut m) = f.message(ctx, FRACTIONAL_PERCENT)
-    {
-        let numerator = m.get(ctx, "numerator").and_then(|f| f.unsigned(ctx, u64::from(u32::MAX))).unwrap_or(0);
-        let denominator = m.get(ctx, "denominator").and_then(|f| f.enumeration(ctx, DENOMINATOR)).unwrap_or(100);
-        m.finish(ctx);
-        per_million = (numerator.min(u64::from(denominator)) * (1_000_000 / u64::from(denominator))) as u32;
-    }
+    let per_million = msg.required(ctx, "default_value").and_then(|f| read_fractional_percent(ctx, &f));
     msg.finish(ctx);
-    per_million
+    per_million.map_or(0, |p| p.per_million())
+}
+
+/// A `FractionalPercent`.
+pub(crate) fn read_fractional_percent(ctx: &mut Ctx, field: &Field<'_>) -> Option<Percent> {
+    let mut m = field.message(ctx, FRACTIONAL_PERCENT)?;
+    let numerator = m.get(ctx, "numerator").and_then(|f| f.unsigned(ctx, u64::from(u32::MAX))).unwrap_or(0);
+    let denominator = m.get(ctx, "denominator").and_then(|f| f.enumeration(ctx, DENOMINATOR)).unwrap_or(100);
+    m.finish(ctx);
+    Some(Percent { numerator: numerator as u32, denominator })
 }
 
 /// A `RuntimeFeatureFlag`'s default (its runtime key is not looked up, with a warning).

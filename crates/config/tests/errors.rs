@@ -823,6 +823,14 @@ fn native_filter_errors() {
         "{e:?}"
     );
 
+    let fault = "fault.v3.HTTPFault";
+    let e = filter(fault, "              abort: { http_status: 700 }\n");
+    assert!(e[0].contains("abort.http_status: must be at least 200 and below 600"), "{e:?}");
+    let e = filter(fault, "              delay: { percentage: { numerator: 5 } }\n");
+    assert!(e[0].contains("one of fixed_delay or header_delay is required"), "{e:?}");
+    let e = filter(fault, "              response_rate_limit: { fixed_limit: { limit_kbps: 1 } }\n");
+    assert!(e[0].contains("response_rate_limit: not supported by wasmproxy"), "{e:?}");
+
     let route = "route: { cluster: backend }";
     let per_route = |entry: &str| {
         errors(&[(route, &format!("{route}\n                typed_per_filter_config: {{ native: {entry} }}"))])

@@ -1,6 +1,6 @@
 //! The HTTP filters a connection manager runs, behind one interface: Wasm plugins and the
 //! native filters (CORS, CSRF, local rate limit, compressor, decompressor, external
-//! authorization, RBAC), a context per stream in each, and what routes configure for them.
+//! authorization, RBAC, fault injection), a context per stream in each, and what routes configure for them.
 
 pub mod codec;
 pub mod compressor;
@@ -8,6 +8,7 @@ pub mod cors;
 pub mod csrf;
 pub mod decompressor;
 pub mod ext_authz;
+pub mod fault;
 pub mod header_options;
 pub mod local_ratelimit;
 pub mod rbac;
@@ -44,6 +45,8 @@ pub enum ChainFilter {
     ExtAuthz(Rc<ext_authz::ExtAuthzFilter>),
     /// `envoy.filters.http.rbac`.
     Rbac(Rc<rbac::RbacFilter>),
+    /// `envoy.filters.http.fault`.
+    Fault(Rc<fault::FaultFilter>),
 }
 
 /// A native filter as a snapshot holds it: its name and what the workers share (its
@@ -73,6 +76,8 @@ pub enum SharedKind {
     ExtAuthz(Arc<ext_authz::Config>),
     /// RBAC, its engines compiled.
     Rbac(Arc<rbac::Config>),
+    /// Fault injection.
+    Fault(Arc<fault::Config>),
 }
 
 impl SharedNative {
@@ -86,6 +91,7 @@ impl SharedNative {
             NativeFilter::Csrf(p) => SharedKind::Csrf(Arc::new(csrf::Policy::new(p)?)),
             NativeFilter::ExtAuthz(a) => SharedKind::ExtAuthz(Arc::new(ext_authz::Config::new(a)?)),
             NativeFilter::Rbac(r) => SharedKind::Rbac(Arc::new(rbac::Config::new(r)?)),
+            NativeFilter::Fault(f) => SharedKind::Fault(Arc::new(fault::Config::new(f)?)),
         };
         Ok(SharedNative { name: name.to_string(), kind })
     }
@@ -129,6 +135,9 @@ impl SharedNative {
             SharedKind::Rbac(config) => {
                 ChainFilter::Rbac(Rc::new(rbac::RbacFilter::new(name, config.clone(), store, http_prefix)))
             }
+            SharedKind::Fault(config) => {
+                ChainFilter::Fault(Rc::new(fault::FaultFilter::new(name, config.clone(), store, http_prefix)))
+            }
         }
     }
 }
@@ -168,6 +177,8 @@ pub enum RouteConfig {
     ExtAuthz(Box<ExtAuthzPerRoute>),
     /// RBAC engines replacing the filter's (none: no checks).
     Rbac(Option<Arc<rbac::Config>>),
+    /// Faults replacing the filter's.
+    Fault(Arc<fault::Config>),
 }
 
 impl RouteFilter {
@@ -182,6 +193,7 @@ impl RouteFilter {
             Some(PerFilterConfig::Compressor(c)) => Some(RouteConfig::Compressor((**c).clone())),
             Some(PerFilterConfig::Csrf(p)) => Some(RouteConfig::Csrf(Arc::new(csrf::Policy::new(p)?))),
             Some(PerFilterConfig::ExtAuthz(a)) => Some(RouteConfig::ExtAuthz(a.clone())),
+            Some(PerFilterConfig::Fault(f)) => Some(RouteConfig::Fault(Arc::new(fault::Config::new(f)?))),
             Some(PerFilterConfig::Rbac(r)) => {
                 Some(RouteConfig::Rbac(r.as_deref().map(rbac::Config::new).transpose()?.map(Arc::new)))
             }
@@ -222,6 +234,7 @@ impl ChainFilter {
             ChainFilter::Csrf(f) => StreamFilter::Csrf(csrf::CsrfStream::new(f, info, route)),
             ChainFilter::ExtAuthz(f) => StreamFilter::ExtAuthz(ext_authz::ExtAuthzStream::new(f, info, route)),
             ChainFilter::Rbac(f) => StreamFilter::Rbac(rbac::RbacStream::new(f, info, route)),
+            ChainFilter::Fault(f) => StreamFilter::Fault(fault::FaultStream::new(f, info, route)),
         })
     }
 
@@ -274,6 +287,8 @@ pub enum StreamFilter {
     ExtAuthz(ext_authz::ExtAuthzStream),
     /// RBAC.
     Rbac(rbac::RbacStream),
+    /// Fault injection.
+    Fault(fault::FaultStream),
 }
 
 impl StreamFilter {
@@ -289,6 +304,7 @@ impl StreamFilter {
             StreamFilter::Csrf(s) => s.request_headers(headers),
             StreamFilter::ExtAuthz(s) => s.request_headers(headers).await,
             StreamFilter::Rbac(s) => s.request_headers(headers),
+            StreamFilter::Fault(s) => s.request_headers(headers).await,
         }
     }
 
@@ -302,7 +318,7 @@ impl StreamFilter {
             StreamFilter::Compressor(s) => s.response_headers(headers, eos),
             StreamFilter::Decompressor(s) => s.response_headers(headers, eos),
             StreamFilter::ExtAuthz(s) => s.response_headers(headers),
-            StreamFilter::Csrf(_) | StreamFilter::Rbac(_) => Verdict::Continue,
+            StreamFilter::Csrf(_) | StreamFilter::Rbac(_) | StreamFilter::Fault(_) => Verdict::Continue,
         }
     }
 
@@ -318,7 +334,8 @@ impl StreamFilter {
             | StreamFilter::LocalRateLimit(_)
             | StreamFilter::Csrf(_)
             | StreamFilter::ExtAuthz(_)
-            | StreamFilter::Rbac(_) => DataVerdict::Pass(chunk),
+            | StreamFilter::Rbac(_)
+            | StreamFilter::Fault(_) => DataVerdict::Pass(chunk),
         }
     }
 

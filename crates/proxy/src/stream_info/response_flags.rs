@@ -19,6 +19,10 @@ pub enum ResponseFlag {
     UpstreamOverflow = 7,
     /// `NR`: no route matched.
     NoRouteFound = 8,
+    /// `DI`: the fault filter delayed the request.
+    DelayInjected = 9,
+    /// `FI`: the fault filter aborted the request.
+    FaultInjected = 10,
     /// `RL`: a rate limit refused the request.
     RateLimited = 11,
     /// `UAEX`: the external authorization service refused the request (or failed).
@@ -46,6 +50,8 @@ impl ResponseFlag {
             ResponseFlag::UpstreamConnectionTermination => "UC",
             ResponseFlag::UpstreamOverflow => "UO",
             ResponseFlag::NoRouteFound => "NR",
+            ResponseFlag::DelayInjected => "DI",
+            ResponseFlag::FaultInjected => "FI",
             ResponseFlag::RateLimited => "RL",
             ResponseFlag::UnauthorizedExternalService => "UAEX",
             ResponseFlag::DownstreamConnectionTermination => "DC",
