@@ -129,6 +129,9 @@ fn describe(attributes: &AttributeContext, http: &HttpRequest) -> String {
         let line = crate::normalize::header_line(crate::normalize::UPSTREAM, name, value.as_bytes());
         out.push_str(&format!("authz header {line}\n"));
     }
+    if !http.body.is_empty() || !http.raw_body.is_empty() {
+        out.push_str(&format!("authz body {:?} raw body {:?}\n", http.body, String::from_utf8_lossy(&http.raw_body)));
+    }
     for (key, value) in &attributes.context_extensions {
         out.push_str(&format!("authz context {key}={value}\n"));
     }
@@ -245,6 +248,10 @@ struct HttpRequest {
     size: i64,
     #[prost(string, tag = "10")]
     protocol: String,
+    #[prost(string, tag = "11")]
+    body: String,
+    #[prost(bytes = "vec", tag = "12")]
+    raw_body: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -77,6 +77,8 @@ fn requests() -> Vec<Request> {
             .header("x-legacy-append", "first")
             .header("x-other", "not sent"),
         Request::post("/allow/post", ""),
+        Request::post("/allow/body", "small body"),
+        Request::post("/allow/big", "a body longer than the service takes"),
         Request::get("/deny/1").header("x-user", "mallory"),
         Request::get("/bare-deny/1"),
         Request::get("/redirect/1"),
@@ -106,6 +108,7 @@ fn http_service() -> Scenario {
                   allowed_client_headers: { patterns: [{ exact: x-authz-reason }] }
                   allowed_client_headers_on_success: { patterns: [{ exact: x-client-ok }] }
               allowed_headers: { patterns: [{ exact: x-user }, { prefix: x-remove }] }
+              with_request_body: { max_request_bytes: 20 }
 "#;
     let filter = native("envoy.filters.http.ext_authz", EXT_AUTHZ, body);
     let scenario = crate::scenarios::s(
@@ -124,6 +127,7 @@ fn http_service() -> Scenario {
 fn grpc_service() -> Scenario {
     let body = r#"              transport_api_version: V3
               grpc_service: { envoy_grpc: { cluster_name: grpc }, timeout: 0.25s }
+              with_request_body: { max_request_bytes: 20, pack_as_bytes: true }
 "#;
     let filter = native("envoy.filters.http.ext_authz", EXT_AUTHZ, body);
     let scenario = crate::scenarios::s(

@@ -8,6 +8,7 @@
 //! Exits 1 if a scenario differs without a written, deliberate reason.
 
 mod balancing;
+mod buffer;
 mod connection_manager;
 mod corpus;
 mod dynamic;

@@ -1,9 +1,9 @@
 //! `envoy.filters.http.ext_authz`: an authorization service (HTTP or gRPC) asked about each
-//! request before it goes on, and `ExtAuthzPerRoute`. Request bodies sent to the service,
-//! metadata contexts and header mutation rules are refused.
+//! request (and its body, if asked) before it goes on, and `ExtAuthzPerRoute`. Metadata
+//! contexts and header mutation rules are refused.
 
 use crate::matcher::read_string_matcher;
-use crate::model::{AuthzService, ExtAuthz, ExtAuthzPerRoute, HttpAuthzService, ValueMatch};
+use crate::model::{AuthzService, BodySettings, ExtAuthz, ExtAuthzPerRoute, HttpAuthzService, ValueMatch};
 use crate::reader::{Ctx, Field, Msg};
 use crate::runtime::{read_feature_flag, read_runtime_fraction};
 use crate::services::{read_grpc_service, read_http_uri};
@@ -65,6 +65,7 @@ const AUTHORIZATION_RESPONSE: &[&str] = &[
     "dynamic_metadata_from_headers",
 ];
 const LIST_STRING_MATCHER: &[&str] = &["patterns"];
+const BUFFER_SETTINGS: &[&str] = &["max_request_bytes", "allow_partial_message", "pack_as_bytes"];
 const HEADER_VALUE: &[&str] = &["key", "value", "raw_value"];
 const HTTP_STATUS: &[&str] = &["code"];
 const API_VERSION: &[(&str, i64, Option<bool>)] =
@@ -111,6 +112,7 @@ pub(crate) fn read_ext_authz(ctx: &mut Ctx, mut msg: Msg<'_>) -> Option<ExtAuthz
     let disallowed_headers = msg.get(ctx, "disallowed_headers").map(|f| read_list_string_matcher(ctx, &f));
     let charge_cluster_response_stats =
         msg.get(ctx, "charge_cluster_response_stats").and_then(|f| f.bool_value(ctx)).unwrap_or(true);
+    let with_request_body = msg.get(ctx, "with_request_body").and_then(|f| read_buffer_settings(ctx, &f));
     let max_denied_response_body_bytes =
         msg.get(ctx, "max_denied_response_body_bytes").and_then(|f| f.unsigned(ctx, u64::from(u32::MAX))).unwrap_or(0);
     for name in ["include_peer_certificate", "include_tls_session", "encode_raw_headers", "validate_mutations"] {
@@ -151,7 +153,29 @@ pub(crate) fn read_ext_authz(ctx: &mut Ctx, mut msg: Msg<'_>) -> Option<ExtAuthz
         disallowed_headers: disallowed_headers.unwrap_or_default(),
         charge_cluster_response_stats,
         max_denied_response_body_bytes: max_denied_response_body_bytes as usize,
+        with_request_body,
     })
+}
+
+/// `with_request_body`: the most body bytes sent, and whether as bytes (gRPC).
+fn read_buffer_settings(ctx: &mut Ctx, field: &Field<'_>) -> Option<BodySettings> {
+    let mut msg = field.message(ctx, BUFFER_SETTINGS)?;
+    let max = msg.required(ctx, "max_request_bytes").and_then(|f| {
+        let max = f.unsigned(ctx, u64::from(u32::MAX))?;
+        if max == 0 {
+            f.error(ctx, "must be greater than 0");
+            return None;
+        }
+        Some(max as u32)
+    });
+    if let Some(f) = msg.get(ctx, "allow_partial_message")
+        && f.bool(ctx) == Some(true)
+    {
+        f.error(ctx, "not supported by wasmproxy (only false: the whole body, or 413)");
+    }
+    let pack_as_bytes = msg.get(ctx, "pack_as_bytes").and_then(|f| f.bool(ctx)).unwrap_or(false);
+    msg.finish(ctx);
+    Some(BodySettings { max_request_bytes: max?, pack_as_bytes })
 }
 
 /// An `ExtAuthzPerRoute` (opened with [`EXT_AUTHZ_PER_ROUTE`]): `disabled`, or
@@ -167,6 +191,7 @@ pub(crate) fn read_ext_authz_per_route(ctx: &mut Ctx, mut msg: Msg<'_>) -> Optio
         ctx.error(&msg.origin().with_child("disabled"), "must be true (or give check_settings)");
     }
     let mut context_extensions = Vec::new();
+    let (mut with_request_body, mut disable_request_body_buffering) = (None, false);
     if let Some(f) = settings
         && let Some(mut s) = f.message(ctx, CHECK_SETTINGS)
     {
@@ -175,12 +200,20 @@ pub(crate) fn read_ext_authz_per_route(ctx: &mut Ctx, mut msg: Msg<'_>) -> Optio
                 context_extensions.push((key, value));
             }
         }
-        // Bodies are never buffered for the service in wasmproxy.
-        s.get(ctx, "disable_request_body_buffering").and_then(|f| f.bool(ctx));
+        s.at_most_one(ctx, &["disable_request_body_buffering", "with_request_body"]);
+        disable_request_body_buffering =
+            s.get(ctx, "disable_request_body_buffering").and_then(|f| f.bool(ctx)).unwrap_or(false);
+        with_request_body =
+            s.get(ctx, "with_request_body").and_then(|f| read_buffer_settings(ctx, &f)).map(|b| b.max_request_bytes);
         s.finish(ctx);
     }
     msg.finish(ctx);
-    Some(ExtAuthzPerRoute { disabled: disabled.unwrap_or(false), context_extensions })
+    Some(ExtAuthzPerRoute {
+        disabled: disabled.unwrap_or(false),
+        context_extensions,
+        with_request_body,
+        disable_request_body_buffering,
+    })
 }
 
 /// `http_service`: the server, the path prefix, the headers sent and taken back.

@@ -4,6 +4,7 @@
 //! Wasm filter has none (so, as in Envoy, nothing turns a Wasm filter `disabled` in
 //! `http_filters` back on).
 
+use crate::buffer::{BUFFER_PER_ROUTE, BUFFER_PER_ROUTE_TYPE, read_buffer_per_route};
 use crate::compressor::{COMPRESSOR_PER_ROUTE, COMPRESSOR_PER_ROUTE_TYPE, read_compressor_per_route};
 use crate::cors::{CORS_POLICY, read_cors_policy};
 use crate::csrf::{CSRF_POLICY, CSRF_TYPE, read_csrf_policy};
@@ -45,6 +46,11 @@ pub(crate) fn read_filter_overrides(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Vec<Fil
                     .and_then(|m| read_ext_authz_per_route(ctx, m))
                     .map(|c| PerFilterConfig::ExtAuthz(Box::new(c))),
             ),
+            BUFFER_PER_ROUTE_TYPE => Some(
+                any.message(ctx, BUFFER_PER_ROUTE)
+                    .and_then(|m| read_buffer_per_route(ctx, m))
+                    .map(PerFilterConfig::Buffer),
+            ),
             FAULT_TYPE => Some(
                 any.message(ctx, FAULT).and_then(|m| read_fault(ctx, m)).map(|f| PerFilterConfig::Fault(Box::new(f))),
             ),
@@ -62,7 +68,7 @@ pub(crate) fn read_filter_overrides(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Vec<Fil
                     ctx,
                     format!(
                         "per-route configuration {other} is not supported by wasmproxy (only {FILTER_CONFIG_TYPE}, \
-                         {CORS_POLICY_TYPE}, {LOCAL_RATE_LIMIT_TYPE}, {COMPRESSOR_PER_ROUTE_TYPE}, {CSRF_TYPE}, {EXT_AUTHZ_PER_ROUTE_TYPE}, {RBAC_PER_ROUTE_TYPE} and {FAULT_TYPE})"
+                         {CORS_POLICY_TYPE}, {LOCAL_RATE_LIMIT_TYPE}, {COMPRESSOR_PER_ROUTE_TYPE}, {CSRF_TYPE}, {EXT_AUTHZ_PER_ROUTE_TYPE}, {RBAC_PER_ROUTE_TYPE}, {FAULT_TYPE} and {BUFFER_PER_ROUTE_TYPE})"
                     ),
                 );
                 continue;

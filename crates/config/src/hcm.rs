@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::access_log::read_access_logs;
+use crate::buffer::{BUFFER, BUFFER_TYPE, read_buffer};
 use crate::compressor::{
     COMPRESSOR, COMPRESSOR_TYPE, DECOMPRESSOR, DECOMPRESSOR_TYPE, read_compressor, read_decompressor,
 };
@@ -489,6 +490,10 @@ fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (Option<bool>, Op
         EXT_AUTHZ_TYPE => {
             let authz = any.message(ctx, EXT_AUTHZ).and_then(|m| read_ext_authz(ctx, m));
             (None, authz.map(|a| HttpFilter::Native(NativeFilter::ExtAuthz(Box::new(a)))))
+        }
+        BUFFER_TYPE => {
+            let max = any.message(ctx, BUFFER).and_then(|m| read_buffer(ctx, m));
+            (None, max.map(|m| HttpFilter::Native(NativeFilter::Buffer(m))))
         }
         FAULT_TYPE => {
             let fault = any.message(ctx, FAULT).and_then(|m| read_fault(ctx, m));

@@ -37,6 +37,7 @@ mod access_log;
 mod address;
 mod base64;
 mod bootstrap;
+mod buffer;
 mod chain_match;
 mod cluster;
 mod compressor;

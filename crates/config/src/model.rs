@@ -966,6 +966,9 @@ pub enum PerFilterConfig {
     Rbac(Option<Box<Rbac>>),
     /// `envoy.extensions.filters.http.fault.v3.HTTPFault`: replaces the filter's.
     Fault(Box<Fault>),
+    /// `envoy.extensions.filters.http.buffer.v3.BufferPerRoute`: the route's own
+    /// `max_request_bytes`, or none (`disabled`).
+    Buffer(Option<u32>),
 }
 
 /// A native HTTP filter: one Envoy builds in, which wasmproxy runs as Envoy does.
@@ -987,6 +990,8 @@ pub enum NativeFilter {
     Rbac(Box<Rbac>),
     /// `envoy.filters.http.fault`.
     Fault(Box<Fault>),
+    /// `envoy.filters.http.buffer`: its `max_request_bytes`.
+    Buffer(u32),
 }
 
 /// `envoy.filters.http.ext_authz`'s configuration.
@@ -1020,6 +1025,17 @@ pub struct ExtAuthz {
     pub charge_cluster_response_stats: bool,
     /// `max_denied_response_body_bytes` (0: no limit).
     pub max_denied_response_body_bytes: usize,
+    /// `with_request_body`: the request body is sent too.
+    pub with_request_body: Option<BodySettings>,
+}
+
+/// `ext_authz`'s `with_request_body`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodySettings {
+    /// `max_request_bytes`: a longer body is answered 413.
+    pub max_request_bytes: u32,
+    /// `pack_as_bytes`: a gRPC check carries it as `raw_body`.
+    pub pack_as_bytes: bool,
 }
 
 /// The service `ext_authz` asks.
@@ -1059,6 +1075,11 @@ pub struct ExtAuthzPerRoute {
     pub disabled: bool,
     /// `check_settings.context_extensions` (sent to a gRPC service).
     pub context_extensions: Vec<(String, String)>,
+    /// `check_settings.with_request_body.max_request_bytes`: the body is sent for these
+    /// routes, at most this long.
+    pub with_request_body: Option<u32>,
+    /// `check_settings.disable_request_body_buffering`.
+    pub disable_request_body_buffering: bool,
 }
 
 /// `envoy.filters.http.rbac`'s configuration (or a route's `RBACPerRoute.rbac`).

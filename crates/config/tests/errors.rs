@@ -778,8 +778,6 @@ fn native_filter_errors() {
     let e = filter(authz, grpc);
     assert!(e[0].contains("grpc_service.envoy_grpc.cluster_name: unknown cluster \"authz\""), "{e:?}");
     let grpc = "              grpc_service: { envoy_grpc: { cluster_name: backend } }\n";
-    let e = filter(authz, &format!("{grpc}              with_request_body: {{ max_request_bytes: 10 }}\n"));
-    assert!(e[0].starts_with(&format!("{at}.with_request_body: not supported by wasmproxy")), "{e:?}");
     let e = filter(authz, &format!("{grpc}              transport_api_version: V2\n"));
     assert!(e[0].contains("transport_api_version: V2 is not supported (use V3)"), "{e:?}");
     let e = filter(authz, &format!("{grpc}              include_peer_certificate: true\n"));
@@ -831,6 +829,14 @@ fn native_filter_errors() {
     let e = filter(fault, "              response_rate_limit: { fixed_limit: { limit_kbps: 1 } }\n");
     assert!(e[0].contains("response_rate_limit: not supported by wasmproxy"), "{e:?}");
 
+    let e = filter("buffer.v3.Buffer", "              max_request_bytes: 0\n");
+    assert!(e[0].contains("max_request_bytes: must be greater than 0"), "{e:?}");
+    let e = filter(
+        authz,
+        &format!("{grpc}              with_request_body: {{ max_request_bytes: 10, allow_partial_message: true }}\n"),
+    );
+    assert!(e[0].contains("allow_partial_message: not supported by wasmproxy"), "{e:?}");
+
     let route = "route: { cluster: backend }";
     let per_route = |entry: &str| {
         errors(&[(route, &format!("{route}\n                typed_per_filter_config: {{ native: {entry} }}"))])
@@ -850,9 +856,10 @@ fn native_filter_errors() {
     let authz_route = "\"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute";
     let e = per_route(&format!("{{ {authz_route}, disabled: false }}"));
     assert!(e[0].contains("disabled: must be true (or give check_settings)"), "{e:?}");
-    let e =
-        per_route(&format!("{{ {authz_route}, check_settings: {{ with_request_body: {{ max_request_bytes: 1 }} }} }}"));
-    assert!(e[0].contains("check_settings.with_request_body: not supported by wasmproxy"), "{e:?}");
+    let e = per_route(&format!("{{ {authz_route}, check_settings: {{ grpc_service: {{}} }} }}"));
+    assert!(e[0].contains("check_settings.grpc_service: not supported by wasmproxy"), "{e:?}");
+    let e = per_route("{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute }");
+    assert!(e[0].contains("one of disabled or buffer is required"), "{e:?}");
 }
 
 #[test]

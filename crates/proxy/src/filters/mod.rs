@@ -1,7 +1,8 @@
 //! The HTTP filters a connection manager runs, behind one interface: Wasm plugins and the
 //! native filters (CORS, CSRF, local rate limit, compressor, decompressor, external
-//! authorization, RBAC, fault injection), a context per stream in each, and what routes configure for them.
+//! authorization, RBAC, fault injection, buffer), a context per stream in each, and what routes configure for them.
 
+pub mod buffer;
 pub mod codec;
 pub mod compressor;
 pub mod cors;
@@ -47,6 +48,8 @@ pub enum ChainFilter {
     Rbac(Rc<rbac::RbacFilter>),
     /// `envoy.filters.http.fault`.
     Fault(Rc<fault::FaultFilter>),
+    /// `envoy.filters.http.buffer`: its name and `max_request_bytes`.
+    Buffer(Rc<str>, u32),
 }
 
 /// A native filter as a snapshot holds it: its name and what the workers share (its
@@ -78,6 +81,8 @@ pub enum SharedKind {
     Rbac(Arc<rbac::Config>),
     /// Fault injection.
     Fault(Arc<fault::Config>),
+    /// Buffer, with its `max_request_bytes`.
+    Buffer(u32),
 }
 
 impl SharedNative {
@@ -92,6 +97,7 @@ impl SharedNative {
             NativeFilter::ExtAuthz(a) => SharedKind::ExtAuthz(Arc::new(ext_authz::Config::new(a)?)),
             NativeFilter::Rbac(r) => SharedKind::Rbac(Arc::new(rbac::Config::new(r)?)),
             NativeFilter::Fault(f) => SharedKind::Fault(Arc::new(fault::Config::new(f)?)),
+            NativeFilter::Buffer(max) => SharedKind::Buffer(*max),
         };
         Ok(SharedNative { name: name.to_string(), kind })
     }
@@ -138,6 +144,7 @@ impl SharedNative {
             SharedKind::Fault(config) => {
                 ChainFilter::Fault(Rc::new(fault::FaultFilter::new(name, config.clone(), store, http_prefix)))
             }
+            SharedKind::Buffer(max) => ChainFilter::Buffer(name.into(), *max),
         }
     }
 }
@@ -179,6 +186,8 @@ pub enum RouteConfig {
     Rbac(Option<Arc<rbac::Config>>),
     /// Faults replacing the filter's.
     Fault(Arc<fault::Config>),
+    /// The buffer's own limit for these routes, or none (off).
+    Buffer(Option<u32>),
 }
 
 impl RouteFilter {
@@ -193,6 +202,7 @@ impl RouteFilter {
             Some(PerFilterConfig::Compressor(c)) => Some(RouteConfig::Compressor((**c).clone())),
             Some(PerFilterConfig::Csrf(p)) => Some(RouteConfig::Csrf(Arc::new(csrf::Policy::new(p)?))),
             Some(PerFilterConfig::ExtAuthz(a)) => Some(RouteConfig::ExtAuthz(a.clone())),
+            Some(PerFilterConfig::Buffer(limit)) => Some(RouteConfig::Buffer(*limit)),
             Some(PerFilterConfig::Fault(f)) => Some(RouteConfig::Fault(Arc::new(fault::Config::new(f)?))),
             Some(PerFilterConfig::Rbac(r)) => {
                 Some(RouteConfig::Rbac(r.as_deref().map(rbac::Config::new).transpose()?.map(Arc::new)))
@@ -235,6 +245,7 @@ impl ChainFilter {
             ChainFilter::ExtAuthz(f) => StreamFilter::ExtAuthz(ext_authz::ExtAuthzStream::new(f, info, route)),
             ChainFilter::Rbac(f) => StreamFilter::Rbac(rbac::RbacStream::new(f, info, route)),
             ChainFilter::Fault(f) => StreamFilter::Fault(fault::FaultStream::new(f, info, route)),
+            ChainFilter::Buffer(name, max) => StreamFilter::Buffer(buffer::BufferStream::new(name, *max, route)),
         })
     }
 
@@ -289,6 +300,8 @@ pub enum StreamFilter {
     Rbac(rbac::RbacStream),
     /// Fault injection.
     Fault(fault::FaultStream),
+    /// Buffer.
+    Buffer(buffer::BufferStream),
 }
 
 impl StreamFilter {
@@ -302,9 +315,20 @@ impl StreamFilter {
             StreamFilter::Compressor(s) => s.request_headers(headers, eos),
             StreamFilter::Decompressor(s) => s.request_headers(headers, eos),
             StreamFilter::Csrf(s) => s.request_headers(headers),
-            StreamFilter::ExtAuthz(s) => s.request_headers(headers).await,
+            StreamFilter::ExtAuthz(s) => s.request_headers(headers, eos).await,
             StreamFilter::Rbac(s) => s.request_headers(headers),
             StreamFilter::Fault(s) => s.request_headers(headers).await,
+            StreamFilter::Buffer(s) => s.request_headers(eos),
+        }
+    }
+
+    /// The whole request body, for a filter whose request headers waited for it
+    /// ([`Verdict::WaitForBody`]); the headers have not gone past it yet.
+    pub async fn request_body(&mut self, headers: &mut Headers, body: &Bytes) -> Verdict {
+        match self {
+            StreamFilter::Buffer(s) => s.request_body(headers, body),
+            StreamFilter::ExtAuthz(s) => s.request_body(headers, body).await,
+            _ => Verdict::Continue,
         }
     }
 
@@ -318,7 +342,9 @@ impl StreamFilter {
             StreamFilter::Compressor(s) => s.response_headers(headers, eos),
             StreamFilter::Decompressor(s) => s.response_headers(headers, eos),
             StreamFilter::ExtAuthz(s) => s.response_headers(headers),
-            StreamFilter::Csrf(_) | StreamFilter::Rbac(_) | StreamFilter::Fault(_) => Verdict::Continue,
+            StreamFilter::Csrf(_) | StreamFilter::Rbac(_) | StreamFilter::Fault(_) | StreamFilter::Buffer(_) => {
+                Verdict::Continue
+            }
         }
     }
 
@@ -335,7 +361,8 @@ impl StreamFilter {
             | StreamFilter::Csrf(_)
             | StreamFilter::ExtAuthz(_)
             | StreamFilter::Rbac(_)
-            | StreamFilter::Fault(_) => DataVerdict::Pass(chunk),
+            | StreamFilter::Fault(_)
+            | StreamFilter::Buffer(_) => DataVerdict::Pass(chunk),
         }
     }
 

@@ -221,6 +221,17 @@ struct UpstreamBody {
     place: Option<crate::upstream::cluster::InFlight>,
 }
 
+/// A request body read before its headers went through every filter (a filter waited for
+/// it): the bytes the filters up to `through` passed on, whether it ended, its trailers.
+#[derive(Default)]
+struct HeldBody {
+    body: Bytes,
+    /// The filters before this one have seen it.
+    through: usize,
+    ended: bool,
+    trailers: Option<Headers>,
+}
+
 impl Hcm {
     /// Handles one request.
     pub async fn handle(
@@ -495,11 +506,7 @@ impl ActiveStream {
         // An upgrading request goes on after its headers (its bytes come once the upstream
         // switched), and, as from Envoy's HTTP/1 codec, the filters get an empty body chunk.
         let upgrading = self.upgrade.is_some();
-        if let Some(end) =
-            self.filters.decode_headers(&mut self.request_headers, request_ended && !upgrading, &routes).await
-        {
-            return Err(end);
-        }
+        let held = self.decode_headers_and_held_body(incoming, request_ended && !upgrading, &routes).await?;
         if upgrading
             && self.upgrade.as_ref().is_some_and(|u| u.h2_stream.is_none())
             && let Err(end) =
@@ -513,17 +520,47 @@ impl ActiveStream {
             // As in Envoy, the local answer goes at once: the filters never see a request
             // body still to come (an HTTP/1.1 connection then closes, see `handle`).
             Target::Local(h, body) => {
-                if request_ended {
+                if request_ended || held.as_ref().is_some_and(|h| h.ended) {
                     info.borrow_mut().note_request_done();
                 }
                 Ok((h, ResponseBody::Whole(body)))
             }
             Target::Upstream(target) => {
                 let http1 = info.borrow().protocol != "HTTP/2";
-                let downstream = Downstream { incoming, http1, ended: request_ended };
+                let downstream = Downstream { incoming, http1, ended: request_ended, held };
                 self.forward(downstream, target).await
             }
         }
+    }
+
+    /// The request headers through the filters; a filter that waits for the request body
+    /// gets it (read through the filters before it), then the headers go on. The body so
+    /// read, through every filter, is what this returns (none if no filter waited).
+    async fn decode_headers_and_held_body(
+        &mut self,
+        incoming: &mut Incoming,
+        ended: bool,
+        routes: &RouteTable,
+    ) -> Result<Option<HeldBody>, Processed> {
+        let http1 = self.filters.info.borrow().protocol != "HTTP/2";
+        let mut held: Option<HeldBody> = None;
+        let mut from = 0;
+        while let Some((i, limit)) = self.filters.decode_headers(from, &mut self.request_headers, ended, routes).await?
+        {
+            let body = held.get_or_insert_with(|| HeldBody { ended: incoming.is_end_stream(), ..HeldBody::default() });
+            self.filters.gather_request_body(body, i, incoming, http1, limit).await?;
+            let Some(stream) = self.filters.contexts[i].as_mut() else { continue };
+            let verdict = stream.request_body(&mut self.request_headers, &body.body).await;
+            if let Some(end) = self.filters.apply(verdict, i, Direction::Request) {
+                return Err(end);
+            }
+            body.through = i + 1;
+            from = i + 1;
+        }
+        if let Some(body) = held.as_mut() {
+            self.filters.release_held_body(body).await?;
+        }
+        Ok(held)
     }
 
     /// A response held whole: the stream ends as the response is handed to hyper.
@@ -668,12 +705,20 @@ impl ActiveStream {
 impl StreamFilters {
     /// Request headers, filter by filter; each sees the headers the previous one left.
     /// `Some` ends the stream.
-    async fn decode_headers(&mut self, headers: &mut Headers, ended: bool, routes: &RouteTable) -> Option<Processed> {
+    /// Request headers through the filters from the `from`th: `Ok(Some((i, limit)))` when
+    /// filter `i` waits for the request body (at most `limit` bytes), `Err` ends the stream.
+    async fn decode_headers(
+        &mut self,
+        from: usize,
+        headers: &mut Headers,
+        ended: bool,
+        routes: &RouteTable,
+    ) -> Result<Option<(usize, usize)>, Processed> {
         let hcm = self.hcm.clone();
         // As in Envoy, where a Wasm filter that changes the request headers clears the route
         // cache: a native filter after one reads the route found again.
         let mut wasm_ran = false;
-        for (i, filter) in hcm.filters.iter().enumerate() {
+        for (i, filter) in hcm.filters.iter().enumerate().skip(from) {
             if self.disabled.get(i) == Some(&true) {
                 self.contexts.push(None);
                 continue;
@@ -688,7 +733,7 @@ impl StreamFilters {
                 // reloaded yet): FAIL_OPEN skips the filter, the others answer 503.
                 self.contexts.push(None);
                 if !filter.fails_open() {
-                    return Some(hcm.reply(LocalReply::failure(), i, Direction::Request));
+                    return Err(hcm.reply(LocalReply::failure(), i, Direction::Request));
                 }
                 continue;
             };
@@ -697,11 +742,14 @@ impl StreamFilters {
             self.contexts.push(Some(stream));
             let Some(stream) = self.contexts[i].as_mut() else { continue };
             let verdict = stream.request_headers(headers, ended).await;
+            if let Verdict::WaitForBody(limit) = verdict {
+                return Ok(Some((i, limit)));
+            }
             if let Some(end) = self.apply(verdict, i, Direction::Request) {
-                return Some(end);
+                return Err(end);
             }
         }
-        None
+        Ok(None)
     }
 
     /// The route as the filters starting now read it.
@@ -728,7 +776,8 @@ impl StreamFilters {
     /// straight to the client, as in Envoy.
     fn apply(&mut self, verdict: Verdict, i: usize, direction: Direction) -> Option<Processed> {
         match verdict {
-            Verdict::Continue => None,
+            // Only request headers may wait for the body (see `decode_headers`).
+            Verdict::Continue | Verdict::WaitForBody(_) => None,
             Verdict::Reset => Some(Processed::Reset),
             Verdict::LocalReply(r) => Some(self.hcm.reply(r, i + 1, direction)),
             Verdict::Respond(headers) => {

@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming};
 use wasmproxy_host::Headers;
 
-use crate::hcm::{Processed, StreamFilters};
+use crate::hcm::{HeldBody, Processed, StreamFilters};
 use crate::http::body::{Aborted, BodySender};
 use crate::http::convert;
 use crate::http::direction::Direction;
@@ -166,9 +166,20 @@ impl StreamFilters {
         chunk: Bytes,
         eos: bool,
     ) -> Result<Option<Bytes>, Processed> {
+        self.filter_chunk_through(direction, direction.order(filters), chunk, eos).await
+    }
+
+    /// A chunk through the filters `order` lists, in that order.
+    async fn filter_chunk_through(
+        &mut self,
+        direction: Direction,
+        order: impl Iterator<Item = usize>,
+        chunk: Bytes,
+        eos: bool,
+    ) -> Result<Option<Bytes>, Processed> {
         let mut out = Some(chunk);
         let mut eos = eos;
-        for i in direction.order(filters) {
+        for i in order {
             let Some(chunk) = out.take() else { break };
             let Some(stream) = self.contexts[i].as_mut() else {
                 out = Some(chunk);
@@ -191,6 +202,69 @@ impl StreamFilters {
             }
         }
         Ok(out)
+    }
+
+    /// Reads the request body for the filter `waiting`, which waits for it: what the filters
+    /// before it pass on is added to `held` (which first goes through those it has not been
+    /// through), until the body ends; past `limit` bytes the client gets 413.
+    pub(super) async fn gather_request_body(
+        &mut self,
+        held: &mut HeldBody,
+        waiting: usize,
+        incoming: &mut Incoming,
+        http1: bool,
+        limit: usize,
+    ) -> Result<(), Processed> {
+        if held.through < waiting && (held.ended || !held.body.is_empty()) {
+            let eos = held.ended && held.trailers.is_none();
+            let body = std::mem::take(&mut held.body);
+            held.body = self
+                .filter_chunk_through(Direction::Request, held.through..waiting, body, eos)
+                .await?
+                .unwrap_or_default();
+        }
+        held.through = waiting;
+        let mut gathered = bytes::BytesMut::from(std::mem::take(&mut held.body));
+        let mut source = BodySource { incoming, http1, pending: None };
+        while !held.ended {
+            let Some(piece) = self.next_piece(&mut source, Direction::Request).await? else { continue };
+            self.info.borrow_mut().count_body(Direction::Request, piece.chunk.len());
+            let out = self.filter_chunk_through(Direction::Request, 0..waiting, piece.chunk, piece.eos).await?;
+            gathered.extend_from_slice(&out.unwrap_or_default());
+            if let Some(t) = piece.trailers {
+                held.trailers = Some(convert::plain_headers(&t));
+            }
+            held.ended = piece.eos;
+            if gathered.len() > limit {
+                // Envoy's filter manager, over the buffer limit the waiting filter set.
+                self.info.borrow_mut().response_code_details = "request_payload_too_large".into();
+                let (status, body) = Direction::Request.over_limit();
+                let reply =
+                    LocalReply { status, body: body.as_bytes().to_vec(), headers: Headers::new(), grpc_status: None };
+                return Err(self.hcm.reply(reply, waiting + 1, Direction::Request));
+            }
+        }
+        held.body = gathered.freeze();
+        Ok(())
+    }
+
+    /// A held request body through the filters it has not been through (as one chunk), and
+    /// its trailers through every filter.
+    pub(super) async fn release_held_body(&mut self, held: &mut HeldBody) -> Result<(), Processed> {
+        let filters = self.contexts.len();
+        if held.through < filters {
+            let eos = held.ended && held.trailers.is_none();
+            let body = std::mem::take(&mut held.body);
+            held.body = self
+                .filter_chunk_through(Direction::Request, held.through..filters, body, eos)
+                .await?
+                .unwrap_or_default();
+            held.through = filters;
+        }
+        if let Some(t) = held.trailers.take() {
+            held.trailers = Some(self.filter_trailers(Direction::Request, t, None).await?);
+        }
+        Ok(())
     }
 
     /// Trailers through every filter in the direction's order (from the filter `from`, if

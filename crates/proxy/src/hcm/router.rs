@@ -16,7 +16,7 @@ use crate::hcm::header_mutation::{mutate_local_reply, mutate_request, mutate_res
 use crate::hcm::mirror::{self, Shadow};
 use crate::hcm::retry::{self, ATTEMPT_COUNT, Deadline, Retries, TryContext, keep_for_retries};
 use crate::hcm::route_table::{ClusterChoice, HeaderLevels, Matched, RouteTable};
-use crate::hcm::{ActiveStream, Hcm, Processed, ResponseBody, UpstreamBody};
+use crate::hcm::{ActiveStream, Hcm, HeldBody, Processed, ResponseBody, UpstreamBody};
 use crate::http::body::{BodySender, ProxyBody};
 use crate::http::convert;
 use crate::http::direction::Direction;
@@ -55,6 +55,8 @@ pub(super) struct Downstream<'a> {
     pub(super) incoming: &'a mut Incoming,
     pub(super) http1: bool,
     pub(super) ended: bool,
+    /// The body a filter waited for, read already (what is left comes from `incoming`).
+    pub(super) held: Option<HeldBody>,
 }
 
 impl Hcm {
@@ -213,8 +215,12 @@ impl ActiveStream {
             let (r, tries) = retry::send(&cx, body, &mut deadline, retries).await;
             (r, tries, deadline.at())
         };
+        let held = request.held;
         let pump = async {
-            let pumped = filters.pump(Direction::Request, request.incoming, request.http1, tx).await;
+            let pumped = match held {
+                Some(held) => send_held(held, tx).await,
+                None => filters.pump(Direction::Request, request.incoming, request.http1, tx).await,
+            };
             info.borrow_mut().note_request_done();
             let _ = ended_tx.send(TokioInstant::now());
             pumped
@@ -405,6 +411,19 @@ fn redirect(r: &RedirectAction, request: &Headers) -> Headers {
 }
 
 /// Records the matched route (or none) in the stream info, for `xds.route_*`,
+/// Sends a request body a filter waited for (and its trailers) upstream: all of it, read
+/// already.
+async fn send_held(held: HeldBody, tx: Option<BodySender>) -> Result<(), Processed> {
+    let Some(tx) = tx else { return Ok(()) };
+    if !held.body.is_empty() {
+        let _ = tx.send(Ok(hyper::body::Frame::data(held.body))).await;
+    }
+    if let Some(t) = held.trailers {
+        let _ = tx.send(Ok(hyper::body::Frame::trailers(convert::header_map(&t)))).await;
+    }
+    Ok(())
+}
+
 /// `xds.virtual_host_*` and `xds.cluster_*`.
 pub(super) fn note_route(matched: Option<&Matched<'_>>, headers: &Headers, clusters: &Clusters, info: &StreamRef) {
     let mut i = info.borrow_mut();

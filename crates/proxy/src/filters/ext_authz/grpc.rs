@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::UNIX_EPOCH;
 
+use bytes::Bytes;
 use prost::Message;
 use wasmproxy_config::model::GrpcService;
 use wasmproxy_host::Headers;
@@ -22,21 +23,30 @@ use crate::upstream::cluster::Clusters;
 pub(super) fn check_request(
     config: &Config,
     headers: &Headers,
+    body: Option<&Bytes>,
     info: &StreamRef,
     context_extensions: &BTreeMap<String, String>,
 ) -> CheckRequest {
     let i = info.borrow();
     let text = |name: &[u8]| String::from_utf8_lossy(headers.get(name).unwrap_or_default()).into_owned();
     let since = i.start.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut sent: BTreeMap<String, String> =
+        super::joined(headers).into_iter().filter(|(n, _)| config.sends(n, &[])).collect();
+    let pack_as_bytes = config.config.with_request_body.is_some_and(|b| b.pack_as_bytes);
+    if body.is_some() {
+        sent.insert("x-envoy-auth-partial-body".into(), "false".into());
+    }
     let http = HttpRequest {
         id: i.random.to_string(),
         method: text(b":method"),
-        headers: super::joined(headers).into_iter().filter(|(n, _)| config.sends(n, &[])).collect(),
+        headers: sent,
         path: text(b":path"),
         host: text(b":authority"),
         scheme: text(b":scheme"),
-        size: 0,
+        size: body.map_or(0, |b| b.len() as i64),
         protocol: i.protocol.to_string(),
+        body: body.filter(|_| !pack_as_bytes).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default(),
+        raw_body: body.filter(|_| pack_as_bytes).map(|b| b.to_vec()).unwrap_or_default(),
     };
     let peer = |address: SocketAddr, service: String| Peer {
         address: Some(Address {

@@ -45,6 +45,7 @@ pub(super) async fn check(
     lists: &Lists,
     clusters: &Clusters,
     headers: &Headers,
+    body: Option<&Bytes>,
 ) -> Decision {
     let Some(cluster) = clusters.get(&service.server.cluster) else { return Decision::Error };
     let mut request = Headers::new();
@@ -63,14 +64,18 @@ pub(super) async fn check(
     for (name, value) in &service.headers_to_add {
         request.replace(name.as_bytes(), value.as_bytes());
     }
-    // Envoy's async client goes through its router: an internal request, with the time it
-    // may take; no body, said so.
-    request.add(b"content-length", b"0");
+    // The body, if sent, whole; Envoy's async client goes through its router: an internal
+    // request, with the time it may take.
+    if body.is_some() {
+        request.add(b"x-envoy-auth-partial-body", b"false");
+    }
+    let body = body.cloned().unwrap_or_default();
+    request.add(b"content-length", body.len().to_string().as_bytes());
     request.add(b"x-envoy-internal", b"true");
     let timeout = service.server.timeout;
     request.add(b"x-envoy-expected-rq-timeout-ms", timeout.as_millis().to_string().as_bytes());
     let started = std::time::Instant::now();
-    let response = match cluster.send(&request, Bytes::new(), Some(timeout), true).await {
+    let response = match cluster.send(&request, body, Some(timeout), true).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!("ext_authz: the HTTP service failed: {e:?}");

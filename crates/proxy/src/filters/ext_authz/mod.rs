@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use wasmproxy_config::model::{AuthzService, ExtAuthz, ExtAuthzPerRoute};
 use wasmproxy_host::Headers;
@@ -247,6 +248,8 @@ pub struct ExtAuthzStream {
     context_extensions: BTreeMap<String, String>,
     /// Response headers the service asked for.
     response: Vec<Mutation>,
+    /// The request body is sent too, at most this long (longer: 413).
+    body_limit: Option<u32>,
 }
 
 impl ExtAuthzStream {
@@ -268,17 +271,25 @@ impl ExtAuthzStream {
         for s in settings.iter().rev() {
             context_extensions.extend(s.context_extensions.iter().cloned());
         }
+        let filter_limit = filter.config.config.with_request_body.map(|b| b.max_request_bytes);
+        let body_limit = match settings.first() {
+            Some(s) if s.disable_request_body_buffering => None,
+            Some(s) => s.with_request_body.or(filter_limit),
+            None => filter_limit,
+        };
         ExtAuthzStream {
             filter: filter.clone(),
             info: info.clone(),
             skip: route.is_none() || settings.first().is_some_and(|s| s.disabled),
             context_extensions,
             response: Vec::new(),
+            body_limit,
         }
     }
 
-    /// The request headers: checked with the service, the stream waiting for its answer.
-    pub async fn request_headers(&mut self, headers: &mut Headers) -> Verdict {
+    /// The request headers: checked with the service, the stream waiting for its answer
+    /// (after the body, if the service gets it).
+    pub async fn request_headers(&mut self, headers: &mut Headers, eos: bool) -> Verdict {
         let filter = self.filter.clone();
         let config = &filter.config.config;
         if !crate::random::per_million(config.filter_enabled) {
@@ -291,13 +302,28 @@ impl ExtAuthzStream {
         if self.skip {
             return Verdict::Continue;
         }
+        match self.body_limit {
+            Some(limit) if !eos => Verdict::WaitForBody(limit as usize),
+            _ => self.check(headers, None).await,
+        }
+    }
+
+    /// The whole request body (the request headers waited for it): checked with it.
+    pub async fn request_body(&mut self, headers: &mut Headers, body: &Bytes) -> Verdict {
+        self.check(headers, Some(body)).await
+    }
+
+    /// Asks the service about the request (`body`, if it is sent) and acts on its answer.
+    async fn check(&mut self, headers: &mut Headers, body: Option<&Bytes>) -> Verdict {
+        let filter = self.filter.clone();
+        let config = &filter.config.config;
         let decision = match &config.service {
             AuthzService::Http(service) => {
                 let lists = filter.config.http.as_ref().expect("an HTTP service has its lists");
-                http::check(&filter.config, service, lists, &filter.clusters, headers).await
+                http::check(&filter.config, service, lists, &filter.clusters, headers, body).await
             }
             AuthzService::Grpc(service) => {
-                let request = grpc::check_request(&filter.config, headers, &self.info, &self.context_extensions);
+                let request = grpc::check_request(&filter.config, headers, body, &self.info, &self.context_extensions);
                 grpc::check(service, request, &filter.clusters).await
             }
         };

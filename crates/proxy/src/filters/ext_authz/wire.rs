@@ -114,6 +114,12 @@ pub struct HttpRequest {
     /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
     #[prost(string, tag = "10")]
     pub protocol: String,
+    /// The body, as text (`with_request_body`).
+    #[prost(string, tag = "11")]
+    pub body: String,
+    /// The body, as bytes (`pack_as_bytes`).
+    #[prost(bytes = "vec", tag = "12")]
+    pub raw_body: Vec<u8>,
 }
 
 /// `CheckResponse`.
