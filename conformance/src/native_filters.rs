@@ -19,6 +19,7 @@ pub fn scenarios() -> Vec<Scenario> {
         compressor(),
         compressor_brotli_zstd(),
         decompressor(),
+        header_mutation(),
     ]
 }
 
@@ -430,4 +431,70 @@ fn decompressor() -> Scenario {
         ],
     );
     Scenario { stats: &[r"^http\.ingress\.decompressor\."], ..scenario }
+}
+
+/// `envoy.filters.http.header_mutation` between two probes: request mutations of each kind
+/// (removals, appends by action with formats, empty values, removal by name matcher), the
+/// response's, and a route's and its virtual host's own, in Envoy's order.
+fn header_mutation() -> Scenario {
+    let body = r#"              mutations:
+                request_mutations:
+                - remove: x-remove
+                - append: { header: { key: x-added, value: "%REQ(x-source)%" }, append_action: APPEND_IF_EXISTS_OR_ADD }
+                - append: { header: { key: x-added, value: second } }
+                - append: { header: { key: x-only-if-absent, value: new }, append_action: ADD_IF_ABSENT }
+                - append: { header: { key: x-overwrite, value: new }, append_action: OVERWRITE_IF_EXISTS }
+                - append: { header: { key: x-overwrite-missing, value: new }, append_action: OVERWRITE_IF_EXISTS }
+                - append: { header: { key: x-set, value: set }, append: false }
+                - append: { header: { key: x-empty, value: "%REQ(x-missing)%" } }
+                - append: { header: { key: x-empty-kept, value: "%REQ(x-missing)%" }, keep_empty_value: true }
+                - remove_on_match: { key_matcher: { prefix: x-drop- } }
+                response_mutations:
+                - append: { header: { key: x-response-from, value: "%REQ(:path)% %RESPONSE_CODE%" } }
+                - remove: x-upstream
+"#;
+    let per_route =
+        "\"@type\": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute";
+    let vhost = format!(
+        r#"              domains: ["*"]
+              typed_per_filter_config:
+                envoy.filters.http.header_mutation: {{ {per_route}, mutations: {{ request_mutations: [{{ append: {{ header: {{ key: x-level, value: vhost }} }} }}], response_mutations: [{{ append: {{ header: {{ key: x-level-response, value: vhost }}, append_action: OVERWRITE_IF_EXISTS_OR_ADD }} }}] }} }}
+"#
+    );
+    let routes = format!(
+        r#"              - match: {{ prefix: /route-level }}
+                route: {{ cluster: upstream }}
+                typed_per_filter_config:
+                  envoy.filters.http.header_mutation: {{ {per_route}, mutations: {{ request_mutations: [{{ append: {{ header: {{ key: x-level, value: route }} }} }}], response_mutations: [{{ append: {{ header: {{ key: x-level-response, value: route }}, append_action: OVERWRITE_IF_EXISTS_OR_ADD }} }}] }} }}
+{CATCH_ALL}"#
+    );
+    let filters = [
+        header_probe("before"),
+        native(
+            "envoy.filters.http.header_mutation",
+            "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            body,
+        ),
+        header_probe("after"),
+    ]
+    .concat();
+    let config = crate::scenario::bootstrap("", &filters)
+        .replacen("              domains: [\"*\"]\n", &vhost, 1)
+        .replacen(CATCH_ALL, &routes, 1);
+    crate::scenarios::s(
+        "header_mutation",
+        "envoy.filters.http.header_mutation between two plugins: request and response mutations of each kind, a route's and its virtual host's",
+        config,
+        vec![
+            Request::get("/plain")
+                .header("x-remove", "1")
+                .header("x-source", "src")
+                .header("x-only-if-absent", "old")
+                .header("x-overwrite", "old")
+                .header("x-drop-a", "1")
+                .header("x-drop-b", "2"),
+            Request::get("/route-level/1").header("x-level", "client"),
+            Request::get("/direct"),
+        ],
+    )
 }

@@ -10,6 +10,9 @@ use crate::cors::{CORS_POLICY, read_cors_policy};
 use crate::csrf::{CSRF_POLICY, CSRF_TYPE, read_csrf_policy};
 use crate::ext_authz::{EXT_AUTHZ_PER_ROUTE, EXT_AUTHZ_PER_ROUTE_TYPE, read_ext_authz_per_route};
 use crate::fault::{FAULT, FAULT_TYPE, read_fault};
+use crate::header_mutation::{
+    HEADER_MUTATION_PER_ROUTE, HEADER_MUTATION_PER_ROUTE_TYPE, read_header_mutation_per_route,
+};
 use crate::local_ratelimit::{LOCAL_RATE_LIMIT, LOCAL_RATE_LIMIT_TYPE, read_local_rate_limit};
 use crate::model::{FilterOverride, PerFilterConfig};
 use crate::rbac::{RBAC_PER_ROUTE, RBAC_PER_ROUTE_TYPE, read_rbac_per_route};
@@ -51,6 +54,10 @@ pub(crate) fn read_filter_overrides(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Vec<Fil
                     .and_then(|m| read_buffer_per_route(ctx, m))
                     .map(PerFilterConfig::Buffer),
             ),
+            HEADER_MUTATION_PER_ROUTE_TYPE => Some(
+                any.message(ctx, HEADER_MUTATION_PER_ROUTE)
+                    .map(|m| PerFilterConfig::HeaderMutation(Box::new(read_header_mutation_per_route(ctx, m)))),
+            ),
             FAULT_TYPE => Some(
                 any.message(ctx, FAULT).and_then(|m| read_fault(ctx, m)).map(|f| PerFilterConfig::Fault(Box::new(f))),
             ),
@@ -68,7 +75,7 @@ pub(crate) fn read_filter_overrides(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Vec<Fil
                     ctx,
                     format!(
                         "per-route configuration {other} is not supported by wasmproxy (only {FILTER_CONFIG_TYPE}, \
-                         {CORS_POLICY_TYPE}, {LOCAL_RATE_LIMIT_TYPE}, {COMPRESSOR_PER_ROUTE_TYPE}, {CSRF_TYPE}, {EXT_AUTHZ_PER_ROUTE_TYPE}, {RBAC_PER_ROUTE_TYPE}, {FAULT_TYPE} and {BUFFER_PER_ROUTE_TYPE})"
+                         {CORS_POLICY_TYPE}, {LOCAL_RATE_LIMIT_TYPE}, {COMPRESSOR_PER_ROUTE_TYPE}, {CSRF_TYPE}, {EXT_AUTHZ_PER_ROUTE_TYPE}, {RBAC_PER_ROUTE_TYPE}, {FAULT_TYPE}, {BUFFER_PER_ROUTE_TYPE} and {HEADER_MUTATION_PER_ROUTE_TYPE})"
                     ),
                 );
                 continue;

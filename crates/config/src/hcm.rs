@@ -12,6 +12,7 @@ use crate::config_source::read_config_source;
 use crate::csrf::{CSRF_POLICY, CSRF_TYPE, read_csrf_policy};
 use crate::ext_authz::{EXT_AUTHZ, EXT_AUTHZ_TYPE, read_ext_authz};
 use crate::fault::{FAULT, FAULT_TYPE, read_fault};
+use crate::header_mutation::{HEADER_MUTATION, HEADER_MUTATION_TYPE, read_header_mutation_filter};
 use crate::local_ratelimit::{LOCAL_RATE_LIMIT, LOCAL_RATE_LIMIT_TYPE, read_local_rate_limit};
 use crate::model::{
     CodecType, DiscoveredFilter, EscapedSlashes, ExtensionConfig, FilterKind, FilterOptions, Forwarding,
@@ -494,6 +495,10 @@ fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (Option<bool>, Op
         BUFFER_TYPE => {
             let max = any.message(ctx, BUFFER).and_then(|m| read_buffer(ctx, m));
             (None, max.map(|m| HttpFilter::Native(NativeFilter::Buffer(m))))
+        }
+        HEADER_MUTATION_TYPE => {
+            let filter = any.message(ctx, HEADER_MUTATION).map(|m| read_header_mutation_filter(ctx, m));
+            (None, filter.map(|f| HttpFilter::Native(NativeFilter::HeaderMutation(Box::new(f)))))
         }
         FAULT_TYPE => {
             let fault = any.message(ctx, FAULT).and_then(|m| read_fault(ctx, m));

@@ -1,7 +1,9 @@
 //! The headers a route configuration, a virtual host or a route adds and removes
-//! (`request_headers_to_add`, ...), with their substitution formats checked.
+//! (`request_headers_to_add`, ...), with their substitution formats checked; and the
+//! `envoy.filters.http.header_mutation` filter's mutations.
 
-use crate::model::{AppendAction, HeaderMutations, HeaderToAdd};
+use crate::matcher::read_string_matcher;
+use crate::model::{AppendAction, HeaderMutationFilter, HeaderMutations, HeaderOp, HeaderToAdd, MutationBlock};
 use crate::reader::{Ctx, Field, Msg};
 
 const HEADER_VALUE_OPTION: &[&str] = &["header", "append", "append_action", "keep_empty_value"];
@@ -86,4 +88,72 @@ pub(crate) fn read_header_value_option(ctx: &mut Ctx, field: &Field<'_>) -> Opti
     msg.finish(ctx);
     let (name, value) = header?;
     Some(HeaderToAdd { name, value, action, keep_empty_value })
+}
+
+pub(crate) const HEADER_MUTATION_TYPE: &str = "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation";
+pub(crate) const HEADER_MUTATION_PER_ROUTE_TYPE: &str =
+    "envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute";
+pub(crate) const HEADER_MUTATION: &[&str] = &["mutations", "most_specific_header_mutations_wins"];
+pub(crate) const HEADER_MUTATION_PER_ROUTE: &[&str] = &["mutations"];
+const MUTATIONS: &[&str] = &[
+    "request_mutations",
+    "response_mutations",
+    "query_parameter_mutations",
+    "request_trailers_mutations",
+    "response_trailers_mutations",
+];
+const MUTATION: &[&str] = &["remove", "append", "remove_on_match", "regex_copy"];
+const REMOVE_ON_MATCH: &[&str] = &["key_matcher"];
+
+/// The `header_mutation` filter's `HeaderMutation` (opened with [`HEADER_MUTATION`]).
+pub(crate) fn read_header_mutation_filter(ctx: &mut Ctx, mut msg: Msg<'_>) -> HeaderMutationFilter {
+    let mutations = msg.get(ctx, "mutations").map(|f| read_mutation_block(ctx, &f)).unwrap_or_default();
+    let most_specific_wins =
+        msg.get(ctx, "most_specific_header_mutations_wins").and_then(|f| f.bool(ctx)).unwrap_or(false);
+    msg.finish(ctx);
+    HeaderMutationFilter { mutations, most_specific_wins }
+}
+
+/// A `HeaderMutationPerRoute` (opened with [`HEADER_MUTATION_PER_ROUTE`]).
+pub(crate) fn read_header_mutation_per_route(ctx: &mut Ctx, mut msg: Msg<'_>) -> MutationBlock {
+    let mutations = msg.get(ctx, "mutations").map(|f| read_mutation_block(ctx, &f)).unwrap_or_default();
+    msg.finish(ctx);
+    mutations
+}
+
+/// `Mutations`: the request's and the response's header mutations, in order.
+fn read_mutation_block(ctx: &mut Ctx, field: &Field<'_>) -> MutationBlock {
+    let Some(mut msg) = field.message(ctx, MUTATIONS) else { return MutationBlock::default() };
+    let mut ops = |ctx: &mut Ctx, name: &str| -> Vec<HeaderOp> {
+        let items = msg.get(ctx, name).map(|f| f.list()).unwrap_or_default();
+        items.iter().filter_map(|item| read_header_op(ctx, item)).collect()
+    };
+    let request = ops(ctx, "request_mutations");
+    let response = ops(ctx, "response_mutations");
+    msg.finish(ctx);
+    MutationBlock { request, response }
+}
+
+/// One `config.common.mutation_rules.v3.HeaderMutation`.
+fn read_header_op(ctx: &mut Ctx, field: &Field<'_>) -> Option<HeaderOp> {
+    let mut msg = field.message(ctx, MUTATION)?;
+    msg.at_most_one(ctx, MUTATION);
+    let op = if let Some(f) = msg.get(ctx, "remove") {
+        f.string(ctx).map(|n| HeaderOp::Remove(n.to_ascii_lowercase()))
+    } else if let Some(f) = msg.get(ctx, "append") {
+        read_header_value_option(ctx, &f).map(HeaderOp::Append)
+    } else if let Some(f) = msg.get(ctx, "remove_on_match") {
+        f.message(ctx, REMOVE_ON_MATCH).and_then(|mut m| {
+            let matcher = m.required(ctx, "key_matcher").and_then(|f| read_string_matcher(ctx, &f));
+            m.finish(ctx);
+            matcher.map(HeaderOp::RemoveOnMatch)
+        })
+    } else {
+        if !msg.has("regex_copy") {
+            ctx.error(msg.origin(), "one of remove, append or remove_on_match is required");
+        }
+        None
+    };
+    msg.finish(ctx);
+    op
 }

@@ -969,6 +969,8 @@ pub enum PerFilterConfig {
     /// `envoy.extensions.filters.http.buffer.v3.BufferPerRoute`: the route's own
     /// `max_request_bytes`, or none (`disabled`).
     Buffer(Option<u32>),
+    /// `envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute`.
+    HeaderMutation(Box<MutationBlock>),
 }
 
 /// A native HTTP filter: one Envoy builds in, which wasmproxy runs as Envoy does.
@@ -992,6 +994,8 @@ pub enum NativeFilter {
     Fault(Box<Fault>),
     /// `envoy.filters.http.buffer`: its `max_request_bytes`.
     Buffer(u32),
+    /// `envoy.filters.http.header_mutation`.
+    HeaderMutation(Box<HeaderMutationFilter>),
 }
 
 /// `envoy.filters.http.ext_authz`'s configuration.
@@ -1305,6 +1309,36 @@ pub enum AbortKind {
     Grpc(u32),
     /// `header_abort`: `x-envoy-fault-abort-request` or `x-envoy-fault-abort-grpc-request`.
     Header,
+}
+
+/// `envoy.filters.http.header_mutation`'s configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderMutationFilter {
+    /// `mutations`.
+    pub mutations: MutationBlock,
+    /// `most_specific_header_mutations_wins`: routes' mutations from the least specific to
+    /// the most (else the other way, the least specific's applied last).
+    pub most_specific_wins: bool,
+}
+
+/// A `Mutations` block (the filter's, or a route's `HeaderMutationPerRoute`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MutationBlock {
+    /// `request_mutations`, in order.
+    pub request: Vec<HeaderOp>,
+    /// `response_mutations`, in order.
+    pub response: Vec<HeaderOp>,
+}
+
+/// One header mutation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeaderOp {
+    /// `remove`: every value of the header.
+    Remove(String),
+    /// `append`: a `HeaderValueOption`.
+    Append(HeaderToAdd),
+    /// `remove_on_match`: every header whose name matches.
+    RemoveOnMatch(ValueMatch),
 }
 
 /// A `CsrfPolicy` (the CSRF filter's, or a route's).

@@ -837,6 +837,15 @@ fn native_filter_errors() {
     );
     assert!(e[0].contains("allow_partial_message: not supported by wasmproxy"), "{e:?}");
 
+    let mutation = "header_mutation.v3.HeaderMutation";
+    let e = filter(
+        mutation,
+        "              mutations: { request_mutations: [{ append: { header: { key: \":path\", value: x } } }] }\n",
+    );
+    assert!(e[0].contains(":-prefixed or host headers may not be modified"), "{e:?}");
+    let e = filter(mutation, "              mutations: { query_parameter_mutations: [] }\n");
+    assert!(e[0].contains("query_parameter_mutations: not supported by wasmproxy"), "{e:?}");
+
     let route = "route: { cluster: backend }";
     let per_route = |entry: &str| {
         errors(&[(route, &format!("{route}\n                typed_per_filter_config: {{ native: {entry} }}"))])

@@ -1,6 +1,6 @@
 //! The HTTP filters a connection manager runs, behind one interface: Wasm plugins and the
 //! native filters (CORS, CSRF, local rate limit, compressor, decompressor, external
-//! authorization, RBAC, fault injection, buffer), a context per stream in each, and what routes configure for them.
+//! authorization, RBAC, fault injection, buffer, header mutation), a context per stream in each, and what routes configure for them.
 
 pub mod buffer;
 pub mod codec;
@@ -10,6 +10,7 @@ pub mod csrf;
 pub mod decompressor;
 pub mod ext_authz;
 pub mod fault;
+pub mod header_mutation;
 pub mod header_options;
 pub mod local_ratelimit;
 pub mod rbac;
@@ -50,6 +51,8 @@ pub enum ChainFilter {
     Fault(Rc<fault::FaultFilter>),
     /// `envoy.filters.http.buffer`: its name and `max_request_bytes`.
     Buffer(Rc<str>, u32),
+    /// `envoy.filters.http.header_mutation`: its name and configuration.
+    HeaderMutation(Rc<str>, Arc<header_mutation::Config>),
 }
 
 /// A native filter as a snapshot holds it: its name and what the workers share (its
@@ -83,6 +86,8 @@ pub enum SharedKind {
     Fault(Arc<fault::Config>),
     /// Buffer, with its `max_request_bytes`.
     Buffer(u32),
+    /// Header mutation.
+    HeaderMutation(Arc<header_mutation::Config>),
 }
 
 impl SharedNative {
@@ -98,6 +103,7 @@ impl SharedNative {
             NativeFilter::Rbac(r) => SharedKind::Rbac(Arc::new(rbac::Config::new(r)?)),
             NativeFilter::Fault(f) => SharedKind::Fault(Arc::new(fault::Config::new(f)?)),
             NativeFilter::Buffer(max) => SharedKind::Buffer(*max),
+            NativeFilter::HeaderMutation(h) => SharedKind::HeaderMutation(Arc::new(header_mutation::Config::new(h)?)),
         };
         Ok(SharedNative { name: name.to_string(), kind })
     }
@@ -145,6 +151,7 @@ impl SharedNative {
                 ChainFilter::Fault(Rc::new(fault::FaultFilter::new(name, config.clone(), store, http_prefix)))
             }
             SharedKind::Buffer(max) => ChainFilter::Buffer(name.into(), *max),
+            SharedKind::HeaderMutation(config) => ChainFilter::HeaderMutation(name.into(), config.clone()),
         }
     }
 }
@@ -188,6 +195,8 @@ pub enum RouteConfig {
     Fault(Arc<fault::Config>),
     /// The buffer's own limit for these routes, or none (off).
     Buffer(Option<u32>),
+    /// Header mutations added for these routes.
+    HeaderMutation(Arc<header_mutation::Block>),
 }
 
 impl RouteFilter {
@@ -203,6 +212,9 @@ impl RouteFilter {
             Some(PerFilterConfig::Csrf(p)) => Some(RouteConfig::Csrf(Arc::new(csrf::Policy::new(p)?))),
             Some(PerFilterConfig::ExtAuthz(a)) => Some(RouteConfig::ExtAuthz(a.clone())),
             Some(PerFilterConfig::Buffer(limit)) => Some(RouteConfig::Buffer(*limit)),
+            Some(PerFilterConfig::HeaderMutation(b)) => {
+                Some(RouteConfig::HeaderMutation(Arc::new(header_mutation::Block::new(b)?)))
+            }
             Some(PerFilterConfig::Fault(f)) => Some(RouteConfig::Fault(Arc::new(fault::Config::new(f)?))),
             Some(PerFilterConfig::Rbac(r)) => {
                 Some(RouteConfig::Rbac(r.as_deref().map(rbac::Config::new).transpose()?.map(Arc::new)))
@@ -246,6 +258,9 @@ impl ChainFilter {
             ChainFilter::Rbac(f) => StreamFilter::Rbac(rbac::RbacStream::new(f, info, route)),
             ChainFilter::Fault(f) => StreamFilter::Fault(fault::FaultStream::new(f, info, route)),
             ChainFilter::Buffer(name, max) => StreamFilter::Buffer(buffer::BufferStream::new(name, *max, route)),
+            ChainFilter::HeaderMutation(name, config) => {
+                StreamFilter::HeaderMutation(header_mutation::HeaderMutationStream::new(name, config, info, route))
+            }
         })
     }
 
@@ -302,6 +317,8 @@ pub enum StreamFilter {
     Fault(fault::FaultStream),
     /// Buffer.
     Buffer(buffer::BufferStream),
+    /// Header mutation.
+    HeaderMutation(header_mutation::HeaderMutationStream),
 }
 
 impl StreamFilter {
@@ -319,6 +336,7 @@ impl StreamFilter {
             StreamFilter::Rbac(s) => s.request_headers(headers),
             StreamFilter::Fault(s) => s.request_headers(headers).await,
             StreamFilter::Buffer(s) => s.request_headers(eos),
+            StreamFilter::HeaderMutation(s) => s.request_headers(headers),
         }
     }
 
@@ -342,6 +360,7 @@ impl StreamFilter {
             StreamFilter::Compressor(s) => s.response_headers(headers, eos),
             StreamFilter::Decompressor(s) => s.response_headers(headers, eos),
             StreamFilter::ExtAuthz(s) => s.response_headers(headers),
+            StreamFilter::HeaderMutation(s) => s.response_headers(headers),
             StreamFilter::Csrf(_) | StreamFilter::Rbac(_) | StreamFilter::Fault(_) | StreamFilter::Buffer(_) => {
                 Verdict::Continue
             }
@@ -362,7 +381,8 @@ impl StreamFilter {
             | StreamFilter::ExtAuthz(_)
             | StreamFilter::Rbac(_)
             | StreamFilter::Fault(_)
-            | StreamFilter::Buffer(_) => DataVerdict::Pass(chunk),
+            | StreamFilter::Buffer(_)
+            | StreamFilter::HeaderMutation(_) => DataVerdict::Pass(chunk),
         }
     }
 
