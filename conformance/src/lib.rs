@@ -14,5 +14,6 @@ pub mod control_plane;
 pub mod h2_frames;
 pub mod normalize;
 pub mod proxy;
+pub mod ratelimit_service;
 pub mod spans;
 pub mod upstream;

@@ -15,6 +15,7 @@ mod dynamic;
 mod ext_authz;
 mod fault;
 mod native_filters;
+mod ratelimit;
 mod rbac;
 mod report;
 mod routes;

@@ -75,6 +75,7 @@ pub fn all(root: &Path) -> Vec<Scenario> {
     v.extend(crate::rbac::scenarios());
     v.extend(crate::fault::scenarios());
     v.extend(crate::buffer::scenarios());
+    v.extend(crate::ratelimit::scenarios());
     v.extend(crate::tracing::scenarios());
     v.extend(crate::connection_manager::scenarios());
     v.extend(tcp());

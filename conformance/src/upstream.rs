@@ -155,20 +155,22 @@ async fn answer(
     }
     let encoding = parts.headers.get("content-encoding").map(|v| v.as_bytes());
     // A check's body is written down decoded, below.
-    if path != crate::authz::CHECK_PATH {
+    if path != crate::authz::CHECK_PATH && path != crate::ratelimit_service::PATH {
         record.push_str(&format!("body: {}\n", crate::normalize::body_text(encoding, &body)));
     }
     for (k, v) in trailers.iter().flatten() {
         record.push_str(&format!("trailer {k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
     }
-    // A gRPC authorization check: written down decoded, answered as its path says.
-    let check = if path == crate::authz::CHECK_PATH {
-        let (text, answer) = crate::authz::grpc_check(&body).await;
-        record.push_str(&text);
-        Some(answer)
-    } else {
-        None
+    // A gRPC authorization or rate limit check: written down decoded, answered as it asks.
+    let check = match path.as_str() {
+        crate::authz::CHECK_PATH => Some(crate::authz::grpc_check(&body).await),
+        crate::ratelimit_service::PATH => Some(crate::ratelimit_service::should_rate_limit(&body).await),
+        _ => None,
     };
+    let check = check.map(|(text, answer)| {
+        record.push_str(&text);
+        answer
+    });
     seen.lock().unwrap_or_else(|e| e.into_inner()).push(record);
     if let Some(answer) = check {
         return Ok(grpc_unary_answer(answer));

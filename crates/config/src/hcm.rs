@@ -19,6 +19,7 @@ use crate::model::{
     HttpConnectionManager, HttpFilter, NativeFilter, PathHandling, RdsSource, RouteConfig, ServerHeader, StripPort,
     UuidRequestId, WasmPlugin,
 };
+use crate::rate_limit::{RATE_LIMIT, RATE_LIMIT_TYPE, read_rate_limit_filter};
 use crate::rbac::{RBAC, RBAC_TYPE, read_rbac};
 use crate::reader::{AnyValue, Ctx, Field, Msg, type_error};
 use crate::route::read_route_config;
@@ -503,6 +504,10 @@ fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (Option<bool>, Op
         FAULT_TYPE => {
             let fault = any.message(ctx, FAULT).and_then(|m| read_fault(ctx, m));
             (None, fault.map(|f| HttpFilter::Native(NativeFilter::Fault(Box::new(f)))))
+        }
+        RATE_LIMIT_TYPE => {
+            let filter = any.message(ctx, RATE_LIMIT).and_then(|m| read_rate_limit_filter(ctx, m));
+            (None, filter.map(|f| HttpFilter::Native(NativeFilter::RateLimit(Box::new(f)))))
         }
         RBAC_TYPE => {
             let rbac = any.message(ctx, RBAC).map(|m| read_rbac(ctx, m));

@@ -62,6 +62,7 @@ mod metadata;
 mod mirror;
 pub mod model;
 mod protobuf;
+mod rate_limit;
 mod rbac;
 mod reader;
 mod resources;

@@ -996,6 +996,8 @@ pub enum NativeFilter {
     Buffer(u32),
     /// `envoy.filters.http.header_mutation`.
     HeaderMutation(Box<HeaderMutationFilter>),
+    /// `envoy.filters.http.ratelimit`.
+    RateLimit(Box<RateLimitFilter>),
 }
 
 /// `envoy.filters.http.ext_authz`'s configuration.
@@ -1339,6 +1341,91 @@ pub enum HeaderOp {
     Append(HeaderToAdd),
     /// `remove_on_match`: every header whose name matches.
     RemoveOnMatch(ValueMatch),
+}
+
+/// A `rate_limits` entry of a virtual host or a route: its actions make one descriptor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitPolicy {
+    /// `stage`: the rate limit filter of the same stage uses it.
+    pub stage: u32,
+    /// `actions`, each an entry of the descriptor (all must apply, or no descriptor).
+    pub actions: Vec<RateLimitAction>,
+}
+
+/// A rate limit action: one descriptor entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RateLimitAction {
+    /// `source_cluster`: `("source_cluster", <this node's cluster>)`.
+    SourceCluster,
+    /// `destination_cluster`: `("destination_cluster", <the route's cluster>)`.
+    DestinationCluster,
+    /// `request_headers`: `(key, <the header's value>)`; without the header, no
+    /// descriptor (or no entry, with `skip_if_absent`).
+    RequestHeaders {
+        /// `header_name`.
+        header: String,
+        /// `descriptor_key`.
+        key: String,
+        /// `skip_if_absent`.
+        skip_if_absent: bool,
+    },
+    /// `remote_address`: `("remote_address", <the client's address>)`.
+    RemoteAddress,
+    /// `generic_key`: `(key, value)`.
+    GenericKey {
+        /// `descriptor_key` (`generic_key` by default).
+        key: String,
+        /// `descriptor_value`.
+        value: String,
+    },
+    /// `header_value_match`: `(key, value)` if the headers match as `expect_match` says,
+    /// else no descriptor.
+    HeaderValueMatch {
+        /// `descriptor_key` (`header_match` by default).
+        key: String,
+        /// `descriptor_value`.
+        value: String,
+        /// `expect_match`.
+        expect_match: bool,
+        /// `headers`.
+        headers: Vec<HeaderMatcher>,
+    },
+}
+
+/// `envoy.filters.http.ratelimit`'s configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitFilter {
+    /// `domain`.
+    pub domain: String,
+    /// `stage`.
+    pub stage: u32,
+    /// `request_type`: which requests are checked.
+    pub request_type: RequestType,
+    /// `timeout` (20 ms by default).
+    pub timeout: Duration,
+    /// `failure_mode_deny`: a failed check refuses the request.
+    pub failure_mode_deny: bool,
+    /// `rate_limited_as_resource_exhausted`.
+    pub resource_exhausted: bool,
+    /// `rate_limit_service.grpc_service`.
+    pub service: GrpcService,
+    /// `disable_x_envoy_ratelimited_header`.
+    pub disable_x_envoy_ratelimited_header: bool,
+    /// `rate_limited_status` (429 by default).
+    pub rate_limited_status: u16,
+    /// `status_on_error` (500 by default).
+    pub status_on_error: u16,
+}
+
+/// `request_type` of the rate limit filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestType {
+    /// `both`.
+    Both,
+    /// `internal`: requests with `x-envoy-internal: true`.
+    Internal,
+    /// `external`: the others.
+    External,
 }
 
 /// A `CsrfPolicy` (the CSRF filter's, or a route's).
@@ -1690,6 +1777,8 @@ pub struct VirtualHost {
     pub include_request_attempt_count: bool,
     /// `include_attempt_count_in_response`: responses carry `x-envoy-attempt-count`.
     pub include_attempt_count_in_response: bool,
+    /// `rate_limits`.
+    pub rate_limits: Vec<RateLimitPolicy>,
 }
 
 /// A route.
@@ -1863,6 +1952,10 @@ pub struct ForwardAction {
     pub mirrors: Vec<MirrorPolicy>,
     /// `cors` (deprecated), if no typed CORS policy applies to the route.
     pub cors: Option<Box<CorsPolicy>>,
+    /// `rate_limits`.
+    pub rate_limits: Vec<RateLimitPolicy>,
+    /// `include_vh_rate_limits`: the virtual host's rate limits apply too.
+    pub include_vh_rate_limits: bool,
 }
 
 /// One of `request_mirror_policies`: a copy of each request (its answer ignored) to a
@@ -1938,6 +2031,8 @@ impl Default for ForwardAction {
             high_priority: false,
             mirrors: Vec::new(),
             cors: None,
+            rate_limits: Vec::new(),
+            include_vh_rate_limits: false,
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::model::{
     CorsPolicy, Decorator, ForwardAction, HashKey, HashPolicy, PathMatch, RedirectAction, RegexRewrite, Route,
     RouteAction, RouteConfig, RouteMatch, VirtualHost, WeightedCluster,
 };
+use crate::rate_limit::read_rate_limits;
 use crate::reader::{Ctx, Field, Msg};
 use crate::retry::read_retry_policy;
 use crate::wasm::{DataSource, read_data_source};
@@ -222,6 +223,7 @@ fn read_virtual_host(ctx: &mut Ctx, field: &Field<'_>) -> Option<VirtualHost> {
     let retry_policy = msg.get(ctx, "retry_policy").and_then(|f| read_retry_policy(ctx, &f));
     let filter_overrides = read_filter_overrides(ctx, &mut msg);
     let cors = read_legacy_cors(ctx, &mut msg);
+    let rate_limits = read_rate_limits(ctx, &mut msg);
     let mut flag = |name: &str| msg.get(ctx, name).and_then(|f| f.bool(ctx)).unwrap_or(false);
     let include_request_attempt_count = flag("include_request_attempt_count");
     let include_attempt_count_in_response = flag("include_attempt_count_in_response");
@@ -237,6 +239,7 @@ fn read_virtual_host(ctx: &mut Ctx, field: &Field<'_>) -> Option<VirtualHost> {
         cors,
         include_request_attempt_count,
         include_attempt_count_in_response,
+        rate_limits,
     })
 }
 
@@ -362,6 +365,9 @@ fn read_forward(ctx: &mut Ctx, field: &Field<'_>) -> ForwardAction {
         .unwrap_or(false);
     action.mirrors = msg.get(ctx, "request_mirror_policies").map(|f| read_mirror_policies(ctx, &f)).unwrap_or_default();
     action.cors = read_legacy_cors(ctx, &mut msg);
+    action.rate_limits = read_rate_limits(ctx, &mut msg);
+    action.include_vh_rate_limits =
+        msg.get(ctx, "include_vh_rate_limits").and_then(|f| f.bool_value(ctx)).unwrap_or(false);
     msg.finish(ctx);
     action
 }

@@ -846,6 +846,20 @@ fn native_filter_errors() {
     let e = filter(mutation, "              mutations: { query_parameter_mutations: [] }\n");
     assert!(e[0].contains("query_parameter_mutations: not supported by wasmproxy"), "{e:?}");
 
+    let limit = "ratelimit.v3.RateLimit";
+    let e = filter(limit, "              domain: d\n");
+    assert!(e[0].contains("missing required field \"rate_limit_service\""), "{e:?}");
+    let e = filter(
+        limit,
+        "              domain: d\n              request_type: sometimes\n              rate_limit_service: { grpc_service: { envoy_grpc: { cluster_name: backend } } }\n",
+    );
+    assert!(e[0].contains("\"sometimes\" is not one of internal, external, both"), "{e:?}");
+    let e = errors(&[(
+        "route: { cluster: backend }",
+        "route: { cluster: backend, rate_limits: [{ actions: [{ query_parameters: {} }] }] }",
+    )]);
+    assert!(e[0].contains("actions[0].query_parameters: not supported by wasmproxy"), "{e:?}");
+
     let route = "route: { cluster: backend }";
     let per_route = |entry: &str| {
         errors(&[(route, &format!("{route}\n                typed_per_filter_config: {{ native: {entry} }}"))])

@@ -97,6 +97,7 @@ fn rust_sdk_example_shape() {
                 retry_policy: None,
                 filter_overrides: vec![],
                 cors: None,
+                rate_limits: vec![],
                 include_request_attempt_count: false,
                 include_attempt_count_in_response: false,
             }],

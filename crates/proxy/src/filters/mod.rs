@@ -1,6 +1,7 @@
 //! The HTTP filters a connection manager runs, behind one interface: Wasm plugins and the
 //! native filters (CORS, CSRF, local rate limit, compressor, decompressor, external
-//! authorization, RBAC, fault injection, buffer, header mutation), a context per stream in each, and what routes configure for them.
+//! authorization, global rate limit, RBAC, fault injection, buffer, header mutation), a
+//! context per stream in each, and what routes configure for them.
 
 pub mod buffer;
 pub mod codec;
@@ -13,6 +14,7 @@ pub mod fault;
 pub mod header_mutation;
 pub mod header_options;
 pub mod local_ratelimit;
+pub mod ratelimit;
 pub mod rbac;
 
 use std::rc::Rc;
@@ -53,6 +55,8 @@ pub enum ChainFilter {
     Buffer(Rc<str>, u32),
     /// `envoy.filters.http.header_mutation`: its name and configuration.
     HeaderMutation(Rc<str>, Arc<header_mutation::Config>),
+    /// `envoy.filters.http.ratelimit`.
+    RateLimit(Rc<ratelimit::RateLimitFilter>),
 }
 
 /// A native filter as a snapshot holds it: its name and what the workers share (its
@@ -88,6 +92,8 @@ pub enum SharedKind {
     Buffer(u32),
     /// Header mutation.
     HeaderMutation(Arc<header_mutation::Config>),
+    /// Global rate limit.
+    RateLimit(Arc<wasmproxy_config::model::RateLimitFilter>),
 }
 
 impl SharedNative {
@@ -103,21 +109,15 @@ impl SharedNative {
             NativeFilter::Rbac(r) => SharedKind::Rbac(Arc::new(rbac::Config::new(r)?)),
             NativeFilter::Fault(f) => SharedKind::Fault(Arc::new(fault::Config::new(f)?)),
             NativeFilter::Buffer(max) => SharedKind::Buffer(*max),
+            NativeFilter::RateLimit(r) => SharedKind::RateLimit(Arc::new((**r).clone())),
             NativeFilter::HeaderMutation(h) => SharedKind::HeaderMutation(Arc::new(header_mutation::Config::new(h)?)),
         };
         Ok(SharedNative { name: name.to_string(), kind })
     }
 
-    /// The filter on a worker, its stats in `store` (`http_prefix`: the connection
-    /// manager's `http.<stat_prefix>.`); `compressors`: every compressor of the chain;
-    /// `clusters`: the worker's, for the services filters call.
-    pub fn on_worker(
-        &self,
-        store: &Arc<Store>,
-        http_prefix: &str,
-        compressors: &[compressor::Sibling],
-        clusters: &Rc<Clusters>,
-    ) -> ChainFilter {
+    /// The filter on a worker (see [`WorkerContext`]).
+    pub fn on_worker(&self, cx: &WorkerContext<'_>) -> ChainFilter {
+        let WorkerContext { store, http_prefix, compressors, clusters, .. } = *cx;
         let name = self.name.clone();
         match &self.kind {
             SharedKind::Cors => ChainFilter::Cors(Rc::new(cors::CorsFilter::new(name, store, http_prefix))),
@@ -152,8 +152,28 @@ impl SharedNative {
             }
             SharedKind::Buffer(max) => ChainFilter::Buffer(name.into(), *max),
             SharedKind::HeaderMutation(config) => ChainFilter::HeaderMutation(name.into(), config.clone()),
+            SharedKind::RateLimit(config) => {
+                ChainFilter::RateLimit(Rc::new(ratelimit::RateLimitFilter::new(config.clone(), cx)))
+            }
         }
     }
+}
+
+/// What a worker gives its filters: its stats store, the connection manager's stats prefix
+/// (`http.<stat_prefix>.`), the chain's compressors, its clusters (for the services filters
+/// call), this node's cluster.
+#[derive(Clone, Copy)]
+pub struct WorkerContext<'a> {
+    /// The stats store.
+    pub store: &'a Arc<Store>,
+    /// `http.<stat_prefix>.`.
+    pub http_prefix: &'a str,
+    /// Every compressor of the chain.
+    pub compressors: &'a [compressor::Sibling],
+    /// The worker's clusters.
+    pub clusters: &'a Rc<Clusters>,
+    /// `node.cluster`.
+    pub local_cluster: &'a str,
 }
 
 /// What a stream's route configures for the filters.
@@ -164,6 +184,8 @@ pub struct RouteFilters {
     pub entries: Vec<Arc<RouteFilter>>,
     /// The deprecated `cors` policies: the route's, then its virtual host's.
     pub legacy_cors: Vec<Arc<cors::Policy>>,
+    /// The route's and its virtual host's `rate_limits`.
+    pub rate_limits: ratelimit::RoutePolicies,
 }
 
 /// One `typed_per_filter_config` entry, compiled.
@@ -258,6 +280,7 @@ impl ChainFilter {
             ChainFilter::Rbac(f) => StreamFilter::Rbac(rbac::RbacStream::new(f, info, route)),
             ChainFilter::Fault(f) => StreamFilter::Fault(fault::FaultStream::new(f, info, route)),
             ChainFilter::Buffer(name, max) => StreamFilter::Buffer(buffer::BufferStream::new(name, *max, route)),
+            ChainFilter::RateLimit(f) => StreamFilter::RateLimit(ratelimit::RateLimitStream::new(f, info, route)),
             ChainFilter::HeaderMutation(name, config) => {
                 StreamFilter::HeaderMutation(header_mutation::HeaderMutationStream::new(name, config, info, route))
             }
@@ -319,6 +342,8 @@ pub enum StreamFilter {
     Buffer(buffer::BufferStream),
     /// Header mutation.
     HeaderMutation(header_mutation::HeaderMutationStream),
+    /// Global rate limit.
+    RateLimit(ratelimit::RateLimitStream),
 }
 
 impl StreamFilter {
@@ -337,6 +362,7 @@ impl StreamFilter {
             StreamFilter::Fault(s) => s.request_headers(headers).await,
             StreamFilter::Buffer(s) => s.request_headers(eos),
             StreamFilter::HeaderMutation(s) => s.request_headers(headers),
+            StreamFilter::RateLimit(s) => s.request_headers(headers).await,
         }
     }
 
@@ -361,6 +387,7 @@ impl StreamFilter {
             StreamFilter::Decompressor(s) => s.response_headers(headers, eos),
             StreamFilter::ExtAuthz(s) => s.response_headers(headers),
             StreamFilter::HeaderMutation(s) => s.response_headers(headers),
+            StreamFilter::RateLimit(s) => s.response_headers(headers),
             StreamFilter::Csrf(_) | StreamFilter::Rbac(_) | StreamFilter::Fault(_) | StreamFilter::Buffer(_) => {
                 Verdict::Continue
             }
@@ -382,7 +409,8 @@ impl StreamFilter {
             | StreamFilter::Rbac(_)
             | StreamFilter::Fault(_)
             | StreamFilter::Buffer(_)
-            | StreamFilter::HeaderMutation(_) => DataVerdict::Pass(chunk),
+            | StreamFilter::HeaderMutation(_)
+            | StreamFilter::RateLimit(_) => DataVerdict::Pass(chunk),
         }
     }
 

@@ -13,6 +13,7 @@ use wasmproxy_config::model::{
 use wasmproxy_host::Headers;
 
 use crate::filters::cors::Policy;
+use crate::filters::ratelimit::RoutePolicies;
 use crate::filters::{RouteFilter, RouteFilters};
 use crate::hcm::hash_policy::HashPolicies;
 use crate::http::reply::is_grpc_request;
@@ -220,6 +221,7 @@ impl RouteTable {
                 metadata: Arc::new(MetadataAttributes::new(&vh.metadata)),
                 shared_filters,
                 cors: compile_cors(vh.cors.as_deref()).map_err(level_error(&vh.name))?,
+                rate_limits: compile_rate_limits(&vh.rate_limits).map_err(level_error(&vh.name))?,
             };
             for r in &vh.routes {
                 v.routes.push(Route::compile(r, &scope)?);
@@ -296,11 +298,19 @@ struct VhostScope<'a> {
     shared_filters: Vec<Arc<RouteFilter>>,
     /// The virtual host's deprecated CORS policy.
     cors: Option<Arc<Policy>>,
+    /// The virtual host's `rate_limits`.
+    rate_limits: Arc<[crate::filters::ratelimit::Policy]>,
 }
 
 /// Compiles `typed_per_filter_config` entries.
 fn compile_filters(overrides: &[FilterOverride]) -> Result<Vec<Arc<RouteFilter>>, (String, regex::Error)> {
     overrides.iter().map(|o| RouteFilter::compile(o).map(Arc::new)).collect()
+}
+
+fn compile_rate_limits(
+    policies: &[wasmproxy_config::model::RateLimitPolicy],
+) -> Result<Arc<[crate::filters::ratelimit::Policy]>, (String, regex::Error)> {
+    policies.iter().map(crate::filters::ratelimit::Policy::new).collect()
 }
 
 fn compile_cors(policy: Option<&CorsPolicy>) -> Result<Option<Arc<Policy>>, (String, regex::Error)> {
@@ -313,12 +323,18 @@ impl VhostScope<'_> {
     fn filters(
         &self,
         r: &wasmproxy_config::model::Route,
-        cors: Option<&CorsPolicy>,
+        forward: Option<&wasmproxy_config::model::ForwardAction>,
     ) -> Result<Arc<RouteFilters>, (String, regex::Error)> {
         let mut entries = compile_filters(&r.filter_overrides)?;
         entries.extend(self.shared_filters.iter().cloned());
+        let cors = forward.and_then(|f| f.cors.as_deref());
         let legacy_cors = compile_cors(cors)?.into_iter().chain(self.cors.clone()).collect();
-        Ok(Arc::new(RouteFilters { entries, legacy_cors }))
+        let rate_limits = RoutePolicies {
+            route: compile_rate_limits(forward.map_or(&[][..], |f| &f.rate_limits))?,
+            vhost: self.rate_limits.clone(),
+            include_vhost: forward.is_some_and(|f| f.include_vh_rate_limits),
+        };
+        Ok(Arc::new(RouteFilters { entries, legacy_cors, rate_limits }))
     }
 
     /// Header mutation levels in the order they apply (most specific first, unless
@@ -389,7 +405,7 @@ impl Route {
             host_rewrite_literal: w.host_rewrite_literal.clone(),
         });
         let retry_policy = forward.and_then(|f| f.retry_policy.as_ref()).or(vh.retry_policy.as_ref());
-        let filters = scope.filters(r, forward.and_then(|f| f.cors.as_deref())).map_err(|(regex, e)| RouteError {
+        let filters = scope.filters(r, forward).map_err(|(regex, e)| RouteError {
             route: name.clone(),
             regex,
             message: e.to_string(),
@@ -498,6 +514,7 @@ mod tests {
             cors: None,
             include_request_attempt_count: false,
             include_attempt_count_in_response: false,
+            rate_limits: vec![],
         };
         let mut with_header = route(PathMatch::Prefix("/".into()), 201);
         with_header.matcher.headers.push(HeaderMatcher {

@@ -11,7 +11,7 @@ use wasmproxy_config::model::{HttpConnectionManager, Listener, Node, TracingProv
 use wasmproxy_stats::Store;
 
 use crate::filters::compressor::Sibling;
-use crate::filters::{ChainFilter, SharedKind, SharedNative};
+use crate::filters::{ChainFilter, SharedKind, SharedNative, WorkerContext};
 use crate::hcm::forwarding::LocalNode;
 use crate::hcm::{Hcm, RouteTables, Routes};
 use crate::observe::stats::{HttpStats, InspectorStats, ListenerStats, address_stat_name};
@@ -420,9 +420,13 @@ impl Worker {
             .iter()
             .map(|f| match f {
                 HttpFilterSnapshot::Wasm(plugin) => self.plugins.plugin(plugin).map(ChainFilter::Wasm),
-                HttpFilterSnapshot::Native(native) => {
-                    Ok(native.on_worker(&self.stats, &http_prefix, &compressors, &self.clusters))
-                }
+                HttpFilterSnapshot::Native(native) => Ok(native.on_worker(&WorkerContext {
+                    store: &self.stats,
+                    http_prefix: &http_prefix,
+                    compressors: &compressors,
+                    clusters: &self.clusters,
+                    local_cluster: &self.node.cluster,
+                })),
             })
             .collect()
     }

@@ -27,6 +27,8 @@ pub enum ResponseFlag {
     RateLimited = 11,
     /// `UAEX`: the external authorization service refused the request (or failed).
     UnauthorizedExternalService = 12,
+    /// `RLSE`: the rate limit service failed, and the request was refused for it.
+    RateLimitServiceError = 13,
     /// `DC`: the client went away.
     DownstreamConnectionTermination = 14,
     /// `URX`: the retries (or the TCP proxy's connect attempts) are used up.
@@ -54,6 +56,7 @@ impl ResponseFlag {
             ResponseFlag::FaultInjected => "FI",
             ResponseFlag::RateLimited => "RL",
             ResponseFlag::UnauthorizedExternalService => "UAEX",
+            ResponseFlag::RateLimitServiceError => "RLSE",
             ResponseFlag::DownstreamConnectionTermination => "DC",
             ResponseFlag::UpstreamRetryLimitExceeded => "URX",
             ResponseFlag::StreamIdleTimeout => "SI",
