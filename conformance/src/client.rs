@@ -45,7 +45,8 @@ pub struct Request {
     pub server_name: Option<&'static str>,
     /// Over TLS, the client presents the run's client certificate.
     pub client_cert: bool,
-    /// A GET of an admin page instead (JSON, compared with keys and TLS contexts sorted).
+    /// An admin page instead, with `method` (JSON, compared with keys and TLS contexts
+    /// sorted).
     pub admin: bool,
     /// An HTTP/1.1 upgrade (`upgrade: <type>`) instead, then, once switched, these
     /// messages one at a time, each waiting for the upstream's echo, then a close.
@@ -150,6 +151,11 @@ impl Request {
     /// A GET of the admin page `path`.
     pub fn admin(path: &str) -> Request {
         Request { admin: true, ..Request::get(path) }
+    }
+
+    /// A POST to the admin page `path` (one that changes things).
+    pub fn admin_post(path: &str) -> Request {
+        Request { method: "POST", ..Request::admin(path) }
     }
 
     /// An HTTP/1.1 GET of `path` asking to upgrade to `kind`, then `messages` through the

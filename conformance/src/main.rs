@@ -262,7 +262,7 @@ fn observe(
         out.push_str(&format!("-- {} {} {}{}\n", i + 1, r.method, r.path, if r.http2 { " (HTTP/2)" } else { "" }));
         if r.admin {
             out.push_str(&normalize::admin_json(
-                &proxy::admin_get(running.admin, &r.path).unwrap_or_else(|e| e.to_string()),
+                &proxy::admin_request(running.admin, r.method, &r.path).unwrap_or_else(|e| e.to_string()),
             ));
             continue;
         }

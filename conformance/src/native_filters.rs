@@ -20,6 +20,7 @@ pub fn scenarios() -> Vec<Scenario> {
         compressor_brotli_zstd(),
         decompressor(),
         header_mutation(),
+        health_check(),
     ]
 }
 
@@ -497,4 +498,50 @@ fn header_mutation() -> Scenario {
             Request::get("/direct"),
         ],
     )
+}
+
+/// `envoy.filters.http.health_check` between two probes: health checks answered by the proxy
+/// (one cluster's health required), passed through (a second filter in pass-through mode on
+/// another path), and both once the admin made the proxy fail health checks.
+fn health_check() -> Scenario {
+    let answered = r#"              pass_through_mode: false
+              headers: [{ name: ":path", string_match: { exact: /healthz } }]
+              cluster_min_healthy_percentages: { upstream: { value: 100 } }
+"#;
+    let passed = r#"              pass_through_mode: true
+              headers: [{ name: ":path", string_match: { exact: /healthz-upstream } }]
+"#;
+    let type_name = "envoy.extensions.filters.http.health_check.v3.HealthCheck";
+    let filters = [
+        header_probe("before"),
+        native("envoy.filters.http.health_check", type_name, answered),
+        native("passing", type_name, passed),
+        header_probe("after"),
+    ]
+    .concat();
+    let log = r#"          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format: { text_format_source: { inline_string: "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n" } }
+"#;
+    let config = crate::scenario::bootstrap_hcm("node: { id: conformance, cluster: front }\n", log, &filters);
+    let scenario = crate::scenarios::s(
+        "health_check",
+        "envoy.filters.http.health_check between two plugins: answered, with a body, passed through, other requests, then after /healthcheck/fail and /healthcheck/ok",
+        config,
+        vec![
+            Request::get("/healthz"),
+            Request::post("/healthz", "a body dropped"),
+            Request::get("/healthz-upstream"),
+            Request::get("/other"),
+            Request::admin_post("/healthcheck/fail"),
+            Request::get("/healthz"),
+            Request::get("/healthz-upstream"),
+            Request::get("/other"),
+            Request::admin_post("/healthcheck/ok"),
+            Request::get("/healthz"),
+        ],
+    );
+    Scenario { stats: &[r"^http\.ingress\.health_check\."], ..scenario }
 }

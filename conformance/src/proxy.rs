@@ -258,10 +258,15 @@ impl Drop for Running {
 
 /// A GET on the admin port over a plain socket (the admin answers HTTP/1.1).
 pub fn admin_get(admin: SocketAddr, path: &str) -> std::io::Result<String> {
+    admin_request(admin, "GET", path)
+}
+
+/// A request with no body on the admin port (`POST` for the pages that change things).
+pub fn admin_request(admin: SocketAddr, method: &str, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();

@@ -13,6 +13,7 @@ use crate::csrf::{CSRF_POLICY, CSRF_TYPE, read_csrf_policy};
 use crate::ext_authz::{EXT_AUTHZ, EXT_AUTHZ_TYPE, read_ext_authz};
 use crate::fault::{FAULT, FAULT_TYPE, read_fault};
 use crate::header_mutation::{HEADER_MUTATION, HEADER_MUTATION_TYPE, read_header_mutation_filter};
+use crate::health_check_filter::{HEALTH_CHECK, HEALTH_CHECK_TYPE, read_health_check_filter};
 use crate::local_ratelimit::{LOCAL_RATE_LIMIT, LOCAL_RATE_LIMIT_TYPE, read_local_rate_limit};
 use crate::model::{
     CodecType, DiscoveredFilter, EscapedSlashes, ExtensionConfig, FilterKind, FilterOptions, Forwarding,
@@ -504,6 +505,10 @@ fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (Option<bool>, Op
         FAULT_TYPE => {
             let fault = any.message(ctx, FAULT).and_then(|m| read_fault(ctx, m));
             (None, fault.map(|f| HttpFilter::Native(NativeFilter::Fault(Box::new(f)))))
+        }
+        HEALTH_CHECK_TYPE => {
+            let filter = any.message(ctx, HEALTH_CHECK).and_then(|m| read_health_check_filter(ctx, m));
+            (None, filter.map(|f| HttpFilter::Native(NativeFilter::HealthCheck(Box::new(f)))))
         }
         RATE_LIMIT_TYPE => {
             let filter = any.message(ctx, RATE_LIMIT).and_then(|m| read_rate_limit_filter(ctx, m));

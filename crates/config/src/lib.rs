@@ -53,6 +53,7 @@ pub mod format;
 mod hcm;
 mod header_mutation;
 mod health;
+mod health_check_filter;
 mod json;
 mod listener;
 mod load_balancing;

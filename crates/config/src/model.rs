@@ -998,6 +998,8 @@ pub enum NativeFilter {
     HeaderMutation(Box<HeaderMutationFilter>),
     /// `envoy.filters.http.ratelimit`.
     RateLimit(Box<RateLimitFilter>),
+    /// `envoy.filters.http.health_check`.
+    HealthCheck(Box<HealthCheckFilter>),
 }
 
 /// `envoy.filters.http.ext_authz`'s configuration.
@@ -1426,6 +1428,18 @@ pub enum RequestType {
     Internal,
     /// `external`: the others.
     External,
+}
+
+/// `envoy.filters.http.health_check`'s configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckFilter {
+    /// `pass_through_mode`: health checks go upstream (else this proxy answers them).
+    pub pass_through: bool,
+    /// `headers`: what makes a request a health check (none: every request).
+    pub headers: Vec<HeaderMatcher>,
+    /// `cluster_min_healthy_percentages`: clusters and the share of their endpoints that
+    /// must be healthy (or degraded) for a 200.
+    pub clusters: Vec<(String, f64)>,
 }
 
 /// A `CsrfPolicy` (the CSRF filter's, or a route's).

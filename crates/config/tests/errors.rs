@@ -860,6 +860,12 @@ fn native_filter_errors() {
     )]);
     assert!(e[0].contains("actions[0].query_parameters: not supported by wasmproxy"), "{e:?}");
 
+    let check = "health_check.v3.HealthCheck";
+    let e = filter(check, "              headers: []\n");
+    assert!(e[0].contains("missing required field \"pass_through_mode\""), "{e:?}");
+    let e = filter(check, "              pass_through_mode: false\n              cache_time: 5s\n");
+    assert!(e[0].contains("cache_time: not supported by wasmproxy"), "{e:?}");
+
     let route = "route: { cluster: backend }";
     let per_route = |entry: &str| {
         errors(&[(route, &format!("{route}\n                typed_per_filter_config: {{ native: {entry} }}"))])

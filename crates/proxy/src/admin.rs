@@ -219,6 +219,8 @@ const ENDPOINTS: &[Endpoint] = &[
         params: &[("format", "File format to use; One of (text, json)")],
     },
     Endpoint { path: "/config_dump", mutates: false, help: "dump current configs", params: &[] },
+    Endpoint { path: "/healthcheck/fail", mutates: true, help: "cause the server to fail health checks", params: &[] },
+    Endpoint { path: "/healthcheck/ok", mutates: true, help: "cause the server to pass health checks", params: &[] },
     Endpoint { path: "/help", mutates: false, help: "print out list of admin commands", params: &[] },
     Endpoint {
         path: "/listeners",
@@ -343,6 +345,14 @@ fn route(path: &str, query: &[(String, String)], state: &AdminState) -> Answer {
             for c in state.store.snapshot().counters {
                 c.reset();
             }
+            ok("OK\n".into())
+        }
+        "/healthcheck/fail" => {
+            crate::server_health::set_failing(true);
+            ok("OK\n".into())
+        }
+        "/healthcheck/ok" => {
+            crate::server_health::set_failing(false);
             ok("OK\n".into())
         }
         "/quitquitquit" => {

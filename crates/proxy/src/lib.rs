@@ -9,7 +9,7 @@
 //! Modules import downwards only, in this order (see `docs/ARCHITECTURE.md`):
 //! `server` → `xds` → `admin` → `hcm`, `tcp` → `filters` → `tracer` → `wasm` → `upstream` → `observe` → `stream_info` →
 //! `tls` → `http` → the leaves (`clock`, `limits`, `matcher`, `memory`, `proto`, `random`,
-//! `teardown`).
+//! `server_health`, `teardown`).
 
 mod admin;
 pub mod clock;
@@ -23,6 +23,7 @@ mod observe;
 mod proto;
 mod random;
 mod server;
+mod server_health;
 mod stream_info;
 mod tcp;
 mod teardown;

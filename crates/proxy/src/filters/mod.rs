@@ -1,7 +1,7 @@
 //! The HTTP filters a connection manager runs, behind one interface: Wasm plugins and the
 //! native filters (CORS, CSRF, local rate limit, compressor, decompressor, external
-//! authorization, global rate limit, RBAC, fault injection, buffer, header mutation), a
-//! context per stream in each, and what routes configure for them.
+//! authorization, global rate limit, RBAC, fault injection, buffer, header mutation, health check),
+//! a context per stream in each, and what routes configure for them.
 
 pub mod buffer;
 pub mod codec;
@@ -13,6 +13,7 @@ pub mod ext_authz;
 pub mod fault;
 pub mod header_mutation;
 pub mod header_options;
+pub mod health_check;
 pub mod local_ratelimit;
 pub mod ratelimit;
 pub mod rbac;
@@ -57,6 +58,8 @@ pub enum ChainFilter {
     HeaderMutation(Rc<str>, Arc<header_mutation::Config>),
     /// `envoy.filters.http.ratelimit`.
     RateLimit(Rc<ratelimit::RateLimitFilter>),
+    /// `envoy.filters.http.health_check`.
+    HealthCheck(Rc<health_check::HealthCheck>),
 }
 
 /// A native filter as a snapshot holds it: its name and what the workers share (its
@@ -94,6 +97,8 @@ pub enum SharedKind {
     HeaderMutation(Arc<header_mutation::Config>),
     /// Global rate limit.
     RateLimit(Arc<wasmproxy_config::model::RateLimitFilter>),
+    /// Health check.
+    HealthCheck(Arc<health_check::Config>),
 }
 
 impl SharedNative {
@@ -109,6 +114,7 @@ impl SharedNative {
             NativeFilter::Rbac(r) => SharedKind::Rbac(Arc::new(rbac::Config::new(r)?)),
             NativeFilter::Fault(f) => SharedKind::Fault(Arc::new(fault::Config::new(f)?)),
             NativeFilter::Buffer(max) => SharedKind::Buffer(*max),
+            NativeFilter::HealthCheck(h) => SharedKind::HealthCheck(Arc::new(health_check::Config::new(h)?)),
             NativeFilter::RateLimit(r) => SharedKind::RateLimit(Arc::new((**r).clone())),
             NativeFilter::HeaderMutation(h) => SharedKind::HeaderMutation(Arc::new(header_mutation::Config::new(h)?)),
         };
@@ -152,6 +158,9 @@ impl SharedNative {
             }
             SharedKind::Buffer(max) => ChainFilter::Buffer(name.into(), *max),
             SharedKind::HeaderMutation(config) => ChainFilter::HeaderMutation(name.into(), config.clone()),
+            SharedKind::HealthCheck(config) => {
+                ChainFilter::HealthCheck(Rc::new(health_check::HealthCheck::new(config.clone(), cx)))
+            }
             SharedKind::RateLimit(config) => {
                 ChainFilter::RateLimit(Rc::new(ratelimit::RateLimitFilter::new(config.clone(), cx)))
             }
@@ -280,6 +289,7 @@ impl ChainFilter {
             ChainFilter::Rbac(f) => StreamFilter::Rbac(rbac::RbacStream::new(f, info, route)),
             ChainFilter::Fault(f) => StreamFilter::Fault(fault::FaultStream::new(f, info, route)),
             ChainFilter::Buffer(name, max) => StreamFilter::Buffer(buffer::BufferStream::new(name, *max, route)),
+            ChainFilter::HealthCheck(f) => StreamFilter::HealthCheck(health_check::HealthCheckStream::new(f, info)),
             ChainFilter::RateLimit(f) => StreamFilter::RateLimit(ratelimit::RateLimitStream::new(f, info, route)),
             ChainFilter::HeaderMutation(name, config) => {
                 StreamFilter::HeaderMutation(header_mutation::HeaderMutationStream::new(name, config, info, route))
@@ -344,6 +354,8 @@ pub enum StreamFilter {
     HeaderMutation(header_mutation::HeaderMutationStream),
     /// Global rate limit.
     RateLimit(ratelimit::RateLimitStream),
+    /// Health check.
+    HealthCheck(health_check::HealthCheckStream),
 }
 
 impl StreamFilter {
@@ -363,6 +375,7 @@ impl StreamFilter {
             StreamFilter::Buffer(s) => s.request_headers(eos),
             StreamFilter::HeaderMutation(s) => s.request_headers(headers),
             StreamFilter::RateLimit(s) => s.request_headers(headers).await,
+            StreamFilter::HealthCheck(s) => s.request_headers(headers, eos),
         }
     }
 
@@ -372,6 +385,7 @@ impl StreamFilter {
         match self {
             StreamFilter::Buffer(s) => s.request_body(headers, body),
             StreamFilter::ExtAuthz(s) => s.request_body(headers, body).await,
+            StreamFilter::HealthCheck(s) => s.request_body(),
             _ => Verdict::Continue,
         }
     }
@@ -388,6 +402,7 @@ impl StreamFilter {
             StreamFilter::ExtAuthz(s) => s.response_headers(headers),
             StreamFilter::HeaderMutation(s) => s.response_headers(headers),
             StreamFilter::RateLimit(s) => s.response_headers(headers),
+            StreamFilter::HealthCheck(s) => s.response_headers(headers),
             StreamFilter::Csrf(_) | StreamFilter::Rbac(_) | StreamFilter::Fault(_) | StreamFilter::Buffer(_) => {
                 Verdict::Continue
             }
@@ -410,7 +425,8 @@ impl StreamFilter {
             | StreamFilter::Fault(_)
             | StreamFilter::Buffer(_)
             | StreamFilter::HeaderMutation(_)
-            | StreamFilter::RateLimit(_) => DataVerdict::Pass(chunk),
+            | StreamFilter::RateLimit(_)
+            | StreamFilter::HealthCheck(_) => DataVerdict::Pass(chunk),
         }
     }
 

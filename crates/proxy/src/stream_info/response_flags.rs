@@ -5,6 +5,8 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ResponseFlag {
+    /// `LH`: the health check filter answered that this proxy (or a cluster) is failing.
+    FailedLocalHealthCheck = 0,
     /// `UH`: no healthy endpoint in the cluster.
     NoHealthyUpstream = 1,
     /// `UT`: the route's timeout passed.
@@ -52,6 +54,7 @@ impl ResponseFlag {
             ResponseFlag::UpstreamConnectionTermination => "UC",
             ResponseFlag::UpstreamOverflow => "UO",
             ResponseFlag::NoRouteFound => "NR",
+            ResponseFlag::FailedLocalHealthCheck => "LH",
             ResponseFlag::DelayInjected => "DI",
             ResponseFlag::FaultInjected => "FI",
             ResponseFlag::RateLimited => "RL",

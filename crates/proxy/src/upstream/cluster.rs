@@ -531,6 +531,13 @@ impl Cluster {
         started
     }
 
+    /// How many endpoints the cluster has, and how many of them are healthy or degraded.
+    pub fn membership(&self) -> (u64, u64) {
+        let endpoints = self.endpoints.borrow();
+        let up = endpoints.iter().filter(|m| m.health.health() != Health::Unhealthy).count();
+        (endpoints.len() as u64, up as u64)
+    }
+
     /// Charges a response code the proxy answered with for this cluster (an authorization
     /// service's denial, as Envoy charges it).
     pub fn charge_code(&self, code: u16, external: bool) {
