@@ -149,6 +149,31 @@ const CORS_AND_RATE_LIMIT: &str = r#"          - name: envoy.filters.http.cors
               filter_enforced: { default_value: { numerator: 100 } }
 "#;
 
+/// RBAC (a policy every bench request matches), ext_authz asking the upstream (200: allowed)
+/// and a header mutation, before the Rust header filter.
+const AUTHZ_RBAC_MUTATION: &str = r#"          - name: envoy.filters.http.rbac
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              rules:
+                action: ALLOW
+                policies:
+                  local-clients:
+                    permissions: [{ url_path: { path: { prefix: / } } }]
+                    principals: [{ remote_ip: { address_prefix: 127.0.0.0, prefix_len: 8 } }]
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              http_service:
+                server_uri: { uri: "http://authz", cluster: upstream, timeout: 1s }
+                path_prefix: /authz
+          - name: envoy.filters.http.header_mutation
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+              mutations:
+                request_mutations: [{ append: { header: { key: x-checked, value: "yes" } } }]
+                response_mutations: [{ remove: x-internal }]
+"#;
+
 /// Every scenario, in report order.
 pub fn all() -> Vec<Scenario> {
     let body = |name, about, config, path| Scenario {
@@ -341,6 +366,14 @@ pub fn all() -> Vec<Scenario> {
                 "/",
             )
         },
+        body(
+            "authz_rbac_wasm_chain",
+            "envoy.filters.http.rbac (an ALLOW policy on the path and the client's address), \
+             envoy.filters.http.ext_authz with an HTTP service (the upstream: each request checked, then sent), \
+             envoy.filters.http.header_mutation and the Rust header filter",
+            bootstrap(&format!("{AUTHZ_RBAC_MUTATION}{}", hf())),
+            "/",
+        ),
         body(
             "tracing_zipkin_all_sampled",
             "tracing with the Zipkin provider, every request sampled (a span each, B3 headers to the upstream, \
