@@ -549,10 +549,11 @@ impl ActiveStream {
         {
             let body = held.get_or_insert_with(|| HeldBody { ended: incoming.is_end_stream(), ..HeldBody::default() });
             self.filters.gather_request_body(body, i, incoming, http1, limit).await?;
-            let Some(stream) = self.filters.contexts[i].as_mut() else { continue };
-            let verdict = stream.request_body(&mut self.request_headers, &body.body).await;
-            if let Some(end) = self.filters.apply(verdict, i, Direction::Request) {
-                return Err(end);
+            if let Some(stream) = self.filters.contexts[i].as_mut() {
+                let verdict = stream.request_body(&mut self.request_headers, &body.body).await;
+                if let Some(end) = self.filters.apply(verdict, i, Direction::Request) {
+                    return Err(end);
+                }
             }
             body.through = i + 1;
             from = i + 1;
@@ -703,10 +704,9 @@ impl ActiveStream {
 // === impl StreamFilters: the filters' callbacks and what they decide ===
 
 impl StreamFilters {
-    /// Request headers, filter by filter; each sees the headers the previous one left.
-    /// `Some` ends the stream.
-    /// Request headers through the filters from the `from`th: `Ok(Some((i, limit)))` when
-    /// filter `i` waits for the request body (at most `limit` bytes), `Err` ends the stream.
+    /// Request headers, filter by filter from the `from`th; each sees the headers the
+    /// previous one left. `Ok(Some((i, limit)))` when filter `i` waits for the request body
+    /// (at most `limit` bytes); `Err` ends the stream.
     async fn decode_headers(
         &mut self,
         from: usize,

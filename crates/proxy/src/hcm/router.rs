@@ -55,7 +55,8 @@ pub(super) struct Downstream<'a> {
     pub(super) incoming: &'a mut Incoming,
     pub(super) http1: bool,
     pub(super) ended: bool,
-    /// The body a filter waited for, read already (what is left comes from `incoming`).
+    /// The whole body, read already because a filter waited for it (then `incoming` has
+    /// nothing left).
     pub(super) held: Option<HeldBody>,
 }
 
