@@ -318,12 +318,13 @@ struct HeaderValueOption {
     append_action: i32,
 }
 
+/// `config.core.v3.HeaderValue` (shared with the rate limit service).
 #[derive(Clone, PartialEq, prost::Message)]
-struct HeaderValue {
+pub(crate) struct HeaderValue {
     #[prost(string, tag = "1")]
-    key: String,
+    pub(crate) key: String,
     #[prost(string, tag = "2")]
-    value: String,
+    pub(crate) value: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

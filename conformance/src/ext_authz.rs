@@ -6,18 +6,10 @@
 use wasmproxy_conformance::client::Request;
 
 use crate::native_filters::{header_probe, native};
-use crate::scenario::{CATCH_ALL, Scenario};
+use crate::scenario::{CATCH_ALL, CODE_FLAGS_LOG, Scenario};
 
 const EXT_AUTHZ: &str = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
 const PER_ROUTE: &str = "\"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute";
-
-/// The access log line of each request: its code, flags and details.
-const LOG: &str = r#"          access_log:
-          - name: envoy.access_loggers.stdout
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
-              log_format: { text_format_source: { inline_string: "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n" } }
-"#;
 
 /// The stats compared.
 const STATS: &[&str] = &[
@@ -57,11 +49,9 @@ fn config(filters: &str) -> String {
 "#
     );
     let chain = [header_probe("before"), filters.to_string(), header_probe("after")].concat();
-    crate::scenario::bootstrap_hcm("", LOG, &chain).replacen("              domains: [\"*\"]\n", &vhost, 1).replacen(
-        CATCH_ALL,
-        &routes(),
-        1,
-    )
+    crate::scenario::bootstrap_hcm("", CODE_FLAGS_LOG, &chain)
+        .replacen("              domains: [\"*\"]\n", &vhost, 1)
+        .replacen(CATCH_ALL, &routes(), 1)
 }
 
 /// The requests every scenario sends: one for each of the service's answers.

@@ -5,17 +5,9 @@
 use wasmproxy_conformance::client::Request;
 
 use crate::native_filters::{header_probe, native};
-use crate::scenario::{CATCH_ALL, Scenario};
+use crate::scenario::{CATCH_ALL, CODE_FLAGS_LOG, Scenario};
 
 const FAULT: &str = "\"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
-
-/// The access log line of each request: its code, flags and details.
-const LOG: &str = r#"          access_log:
-          - name: envoy.access_loggers.stdout
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
-              log_format: { text_format_source: { inline_string: "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n" } }
-"#;
 
 /// Every fault scenario.
 pub fn scenarios() -> Vec<Scenario> {
@@ -50,8 +42,11 @@ fn fault() -> Scenario {
         header_probe("after"),
     ]
     .concat();
-    let config =
-        crate::scenario::bootstrap_hcm("", LOG, &chain).replacen(CATCH_ALL, &format!("{routes}{CATCH_ALL}"), 1);
+    let config = crate::scenario::bootstrap_hcm("", CODE_FLAGS_LOG, &chain).replacen(
+        CATCH_ALL,
+        &format!("{routes}{CATCH_ALL}"),
+        1,
+    );
     let faulty = |path: &str| Request::get(path).header("x-fault", "1");
     let scenario = crate::scenarios::s(
         "fault",

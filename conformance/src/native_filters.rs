@@ -7,7 +7,7 @@ use std::io::Write;
 use serde_json::json;
 use wasmproxy_conformance::client::Request;
 
-use crate::scenario::{CATCH_ALL, Scenario};
+use crate::scenario::{CATCH_ALL, CODE_FLAGS_LOG, Scenario};
 
 /// Every native filter scenario.
 pub fn scenarios() -> Vec<Scenario> {
@@ -16,6 +16,7 @@ pub fn scenarios() -> Vec<Scenario> {
         csrf(),
         local_ratelimit(),
         local_ratelimit_per_route(),
+        local_ratelimit_descriptors(),
         compressor(),
         compressor_brotli_zstd(),
         decompressor(),
@@ -189,13 +190,7 @@ fn local_ratelimit() -> Scenario {
               rate_limited_as_resource_exhausted: true
 "#;
     let filters = [header_probe("before"), local_ratelimit_filter(body), header_probe("after")].concat();
-    let log = r#"          access_log:
-          - name: envoy.access_loggers.stdout
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
-              log_format: { text_format_source: { inline_string: "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n" } }
-"#;
-    let config = crate::scenario::bootstrap_hcm("", log, &filters);
+    let config = crate::scenario::bootstrap_hcm("", CODE_FLAGS_LOG, &filters);
     let grpc = Request::post("/pkg.Echo/Say", "").header("content-type", "application/grpc").header("te", "trailers");
     let scenario = crate::scenarios::s(
         "local_ratelimit",
@@ -519,13 +514,8 @@ fn health_check() -> Scenario {
         header_probe("after"),
     ]
     .concat();
-    let log = r#"          access_log:
-          - name: envoy.access_loggers.stdout
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
-              log_format: { text_format_source: { inline_string: "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n" } }
-"#;
-    let config = crate::scenario::bootstrap_hcm("node: { id: conformance, cluster: front }\n", log, &filters);
+    let config =
+        crate::scenario::bootstrap_hcm("node: { id: conformance, cluster: front }\n", CODE_FLAGS_LOG, &filters);
     let scenario = crate::scenarios::s(
         "health_check",
         "envoy.filters.http.health_check between two plugins: answered, with a body, passed through, other requests, then after /healthcheck/fail and /healthcheck/ok",
@@ -544,4 +534,68 @@ fn health_check() -> Scenario {
         ],
     );
     Scenario { stats: &[r"^http\.ingress\.health_check\."], ..scenario }
+}
+
+/// `local_ratelimit` with descriptors: buckets for the descriptors routes' and the virtual
+/// host's `rate_limits` make (an exact one, one per user through an empty value, a roomier
+/// one), the slowest consumed first, the filter's own bucket always taken from, the
+/// `x-ratelimit-*` headers from the bucket that decided.
+fn local_ratelimit_descriptors() -> Scenario {
+    let bucket = |tokens: u32, every: &str| {
+        format!("{{ max_tokens: {tokens}, tokens_per_fill: {tokens}, fill_interval: {every} }}")
+    };
+    let body = format!(
+        r#"              stat_prefix: described
+              token_bucket: {}
+              filter_enabled: {{ default_value: {{ numerator: 100 }} }}
+              filter_enforced: {{ default_value: {{ numerator: 100 }} }}
+              enable_x_ratelimit_headers: DRAFT_VERSION_03
+              descriptors:
+              - {{ entries: [{{ key: generic_key, value: limited }}], token_bucket: {} }}
+              - {{ entries: [{{ key: user, value: "" }}], token_bucket: {} }}
+              - {{ entries: [{{ key: generic_key, value: roomy }}], token_bucket: {} }}
+"#,
+        bucket(100, "3600s"),
+        bucket(1, "3600s"),
+        bucket(1, "3600s"),
+        bucket(3, "60s"),
+    );
+    let limits = |values: &[&str]| {
+        let entries: Vec<String> =
+            values.iter().map(|v| format!("{{ actions: [{{ generic_key: {{ descriptor_value: {v} }} }}] }}")).collect();
+        format!("[{}]", entries.join(", "))
+    };
+    let routes = format!(
+        r#"              - match: {{ prefix: /limited }}
+                route: {{ cluster: upstream, rate_limits: {} }}
+              - match: {{ prefix: /user }}
+                route: {{ cluster: upstream, rate_limits: [{{ actions: [{{ request_headers: {{ header_name: x-user, descriptor_key: user }} }}] }}] }}
+              - match: {{ prefix: /both }}
+                route: {{ cluster: upstream, rate_limits: {} }}
+{CATCH_ALL}"#,
+        limits(&["limited"]),
+        limits(&["roomy", "limited"]),
+    );
+    let vhost = format!("              domains: [\"*\"]\n              rate_limits: {}\n", limits(&["roomy"]));
+    let filters = [header_probe("before"), local_ratelimit_filter(&body), header_probe("after")].concat();
+    let config = crate::scenario::bootstrap_hcm("", CODE_FLAGS_LOG, &filters)
+        .replacen("              domains: [\"*\"]\n", &vhost, 1)
+        .replacen(CATCH_ALL, &routes, 1);
+    let scenario = crate::scenarios::s(
+        "local_ratelimit_descriptors",
+        "envoy.filters.http.local_ratelimit with descriptors from routes' and the virtual host's rate_limits: exact, per value, several at once",
+        config,
+        vec![
+            Request::get("/limited/1"),
+            Request::get("/limited/2"),
+            Request::get("/user/1").header("x-user", "alice"),
+            Request::get("/user/2").header("x-user", "alice"),
+            Request::get("/user/3").header("x-user", "bob"),
+            Request::get("/user/4"),
+            Request::get("/both/1"),
+            Request::get("/other/1"),
+            Request::get("/other/2"),
+        ],
+    );
+    Scenario { stats: &[r"^described\.http_local_rate_limit\."], ..scenario }
 }

@@ -5,17 +5,9 @@
 use wasmproxy_conformance::client::Request;
 
 use crate::native_filters::{header_probe, native};
-use crate::scenario::{CATCH_ALL, Scenario};
+use crate::scenario::{CATCH_ALL, CODE_FLAGS_LOG, Scenario};
 
 const RATE_LIMIT: &str = "envoy.extensions.filters.http.ratelimit.v3.RateLimit";
-
-/// The access log line of each request: its code, flags and details.
-const LOG: &str = r#"          access_log:
-          - name: envoy.access_loggers.stdout
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
-              log_format: { text_format_source: { inline_string: "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n" } }
-"#;
 
 /// Every rate limit scenario.
 pub fn scenarios() -> Vec<Scenario> {
@@ -49,7 +41,7 @@ fn config(body: &str) -> String {
     let chain =
         [header_probe("before"), native("envoy.filters.http.ratelimit", RATE_LIMIT, body), header_probe("after")]
             .concat();
-    crate::scenario::bootstrap_hcm("node: { id: conformance, cluster: front }\n", LOG, &chain)
+    crate::scenario::bootstrap_hcm("node: { id: conformance, cluster: front }\n", CODE_FLAGS_LOG, &chain)
         .replacen("              domains: [\"*\"]\n", vhost, 1)
         .replacen(CATCH_ALL, &routes, 1)
 }

@@ -5,6 +5,8 @@
 
 use prost::Message;
 
+use crate::authz::HeaderValue;
+
 /// The gRPC method.
 pub const PATH: &str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
 
@@ -80,12 +82,4 @@ struct RateLimitResponse {
     request_headers_to_add: Vec<HeaderValue>,
     #[prost(bytes = "vec", tag = "5")]
     raw_body: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct HeaderValue {
-    #[prost(string, tag = "1")]
-    key: String,
-    #[prost(string, tag = "2")]
-    value: String,
 }

@@ -5,18 +5,10 @@
 use wasmproxy_conformance::client::Request;
 
 use crate::native_filters::{header_probe, native};
-use crate::scenario::{CATCH_ALL, Scenario};
+use crate::scenario::{CATCH_ALL, CODE_FLAGS_LOG, Scenario};
 
 const RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 const PER_ROUTE: &str = "\"@type\": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
-
-/// The access log line of each request: its code, flags and details.
-const LOG: &str = r#"          access_log:
-          - name: envoy.access_loggers.stdout
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
-              log_format: { text_format_source: { inline_string: "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n" } }
-"#;
 
 /// Every RBAC scenario.
 pub fn scenarios() -> Vec<Scenario> {
@@ -27,7 +19,7 @@ pub fn scenarios() -> Vec<Scenario> {
 /// before the catch-all.
 fn config(body: &str, routes: &str) -> String {
     let chain = [header_probe("before"), native("envoy.filters.http.rbac", RBAC, body), header_probe("after")].concat();
-    crate::scenario::bootstrap_hcm("", LOG, &chain).replacen(CATCH_ALL, &format!("{routes}{CATCH_ALL}"), 1)
+    crate::scenario::bootstrap_hcm("", CODE_FLAGS_LOG, &chain).replacen(CATCH_ALL, &format!("{routes}{CATCH_ALL}"), 1)
 }
 
 /// Policies in name order, each kind of permission and principal, a shadow engine that

@@ -39,6 +39,15 @@ pub const XDS: &str = "xds";
 /// follows): a scenario puts its own routes in front of it, or changes it.
 pub const CATCH_ALL: &str = "              - match: { prefix: / }\n                name: upstream_route\n";
 
+/// An access log (at the connection manager's indentation, for [`bootstrap_hcm`]) of each
+/// request's code, flags and details.
+pub const CODE_FLAGS_LOG: &str = r#"          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format: { text_format_source: { inline_string: "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n" } }
+"#;
+
 /// The routes every config has, before the catch-all to the upstream.
 const ROUTES: &str = r#"              - match: { prefix: /direct }
                 name: direct_route

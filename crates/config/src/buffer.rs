@@ -8,18 +8,23 @@ pub(crate) const BUFFER_PER_ROUTE_TYPE: &str = "envoy.extensions.filters.http.bu
 pub(crate) const BUFFER: &[&str] = &["max_request_bytes"];
 pub(crate) const BUFFER_PER_ROUTE: &[&str] = &["disabled", "buffer"];
 
-/// A `Buffer` (opened with [`BUFFER`]): its `max_request_bytes` (required, above 0).
+/// A `Buffer` (opened with [`BUFFER`]): its `max_request_bytes`.
 pub(crate) fn read_buffer(ctx: &mut Ctx, mut msg: Msg<'_>) -> Option<u32> {
-    let max = msg.required(ctx, "max_request_bytes").and_then(|f| {
+    let max = read_max_request_bytes(ctx, &mut msg);
+    msg.finish(ctx);
+    max
+}
+
+/// A `max_request_bytes` (of the buffer, or of `ext_authz`'s body): required, above 0.
+pub(crate) fn read_max_request_bytes(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Option<u32> {
+    msg.required(ctx, "max_request_bytes").and_then(|f| {
         let max = f.unsigned(ctx, u64::from(u32::MAX))?;
         if max == 0 {
             f.error(ctx, "must be greater than 0");
             return None;
         }
         Some(max as u32)
-    });
-    msg.finish(ctx);
-    max
+    })
 }
 
 /// A `BufferPerRoute` (opened with [`BUFFER_PER_ROUTE`]): `Some(None)` for `disabled`, the

@@ -2,6 +2,7 @@
 //! request (and its body, if asked) before it goes on, and `ExtAuthzPerRoute`. Metadata
 //! contexts and header mutation rules are refused.
 
+use crate::buffer::read_max_request_bytes;
 use crate::matcher::read_string_matcher;
 use crate::model::{AuthzService, BodySettings, ExtAuthz, ExtAuthzPerRoute, HttpAuthzService, ValueMatch};
 use crate::reader::{Ctx, Field, Msg};
@@ -160,14 +161,7 @@ pub(crate) fn read_ext_authz(ctx: &mut Ctx, mut msg: Msg<'_>) -> Option<ExtAuthz
 /// `with_request_body`: the most body bytes sent, and whether as bytes (gRPC).
 fn read_buffer_settings(ctx: &mut Ctx, field: &Field<'_>) -> Option<BodySettings> {
     let mut msg = field.message(ctx, BUFFER_SETTINGS)?;
-    let max = msg.required(ctx, "max_request_bytes").and_then(|f| {
-        let max = f.unsigned(ctx, u64::from(u32::MAX))?;
-        if max == 0 {
-            f.error(ctx, "must be greater than 0");
-            return None;
-        }
-        Some(max as u32)
-    });
+    let max = read_max_request_bytes(ctx, &mut msg);
     if let Some(f) = msg.get(ctx, "allow_partial_message")
         && f.bool(ctx) == Some(true)
     {

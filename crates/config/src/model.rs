@@ -1500,6 +1500,38 @@ pub struct LocalRateLimit {
     pub x_ratelimit_headers: bool,
     /// `rate_limited_as_resource_exhausted`: gRPC refusals carry RESOURCE_EXHAUSTED.
     pub grpc_resource_exhausted: bool,
+    /// `descriptors`: buckets for the descriptors the route's `rate_limits` make.
+    pub descriptors: Vec<LocalDescriptor>,
+    /// `stage`: the route's `rate_limits` of this stage make the descriptors.
+    pub stage: u32,
+    /// `vh_rate_limits`: whether the virtual host's `rate_limits` make descriptors too.
+    pub vh_rate_limits: VhRateLimits,
+    /// `always_consume_default_token_bucket` (default true): the filter's own bucket is
+    /// taken from even when a descriptor matched.
+    pub always_consume_default: bool,
+    /// `max_dynamic_descriptors` (default 20): buckets kept per descriptor with an empty
+    /// value, one per value seen, the least recently used dropped past it.
+    pub max_dynamic_descriptors: u32,
+}
+
+/// A local rate limit `descriptors` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalDescriptor {
+    /// `entries`: keys and values, in order (an empty value matches any).
+    pub entries: Vec<(String, String)>,
+    /// `token_bucket`.
+    pub token_bucket: TokenBucket,
+}
+
+/// When a virtual host's `rate_limits` apply besides its route's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VhRateLimits {
+    /// `OVERRIDE`: when the route has none (or `include_vh_rate_limits`).
+    Override,
+    /// `INCLUDE`: always.
+    Include,
+    /// `IGNORE`: never (unless `include_vh_rate_limits`).
+    Ignore,
 }
 
 /// A `TokenBucket`.

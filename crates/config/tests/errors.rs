@@ -743,8 +743,27 @@ fn native_filter_errors() {
         "              stat_prefix: rl\n              local_rate_limit_per_downstream_connection: true\n",
     );
     assert!(e[0].contains("local_rate_limit_per_downstream_connection: not supported by wasmproxy"), "{e:?}");
-    let e = filter(limit, "              stat_prefix: rl\n              descriptors: []\n");
-    assert!(e[0].starts_with(&format!("{at}.descriptors: not supported by wasmproxy")), "{e:?}");
+    let e = filter(limit, "              stat_prefix: rl\n              rate_limits: []\n");
+    assert!(e[0].starts_with(&format!("{at}.rate_limits: not supported by wasmproxy")), "{e:?}");
+    let descriptor = |value: &str, every: &str| {
+        format!(
+            "              - {{ entries: [{{ key: k, value: {value} }}], token_bucket: {{ max_tokens: 1, fill_interval: {every} }} }}\n"
+        )
+    };
+    let e = filter(
+        limit,
+        &format!(
+            "              stat_prefix: rl\n              descriptors:\n{}{}",
+            descriptor("a", "1s"),
+            descriptor("a", "2s")
+        ),
+    );
+    assert!(e[0].contains("duplicate descriptor in the local rate descriptor: k=a"), "{e:?}");
+    let e = filter(
+        limit,
+        &format!("              stat_prefix: rl\n              descriptors:\n{}", descriptor("a", "0.01s")),
+    );
+    assert!(e[0].contains("local rate limit descriptor token bucket fill timer must be >= 50ms"), "{e:?}");
     let e = filter(limit, "              token_bucket: { max_tokens: 0, fill_interval: 1s }\n");
     assert!(e.iter().any(|l| l.contains("missing required field \"stat_prefix\"")), "{e:?}");
     assert!(e.iter().any(|l| l.contains("max_tokens: must be greater than 0")), "{e:?}");

@@ -1,11 +1,12 @@
 //! `envoy.filters.http.local_ratelimit`, as Envoy 1.40's: a token bucket shared by the
-//! workers, refilled continuously (fractions of a token carry over), the route's own
-//! configuration replacing the filter's; a refused request gets the configured status,
-//! `local_rate_limited` and the `RL` flag.
+//! workers, refilled continuously (fractions of a token carry over), and a bucket for each
+//! configured descriptor the route's `rate_limits` make (one per value seen, for a
+//! descriptor with an empty value); the route's own configuration replacing the filter's;
+//! a refused request gets the configured status, `local_rate_limited` and the `RL` flag.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use wasmproxy_config::model::{LocalRateLimit, TokenBucket};
@@ -13,7 +14,8 @@ use wasmproxy_host::Headers;
 use wasmproxy_stats::{Counter, Scope, Store};
 
 use crate::filters::header_options::apply;
-use crate::filters::{RouteConfig, StreamRoute};
+use crate::filters::ratelimit::{Descriptor, DescriptorInputs, RoutePolicies};
+use crate::filters::{RouteConfig, StreamRoute, WorkerContext};
 use crate::http::reply::{LocalReply, Verdict};
 use crate::stream_info::StreamRef;
 use crate::stream_info::response_flags::ResponseFlag;
@@ -21,11 +23,51 @@ use crate::stream_info::response_flags::ResponseFlag;
 /// gRPC's RESOURCE_EXHAUSTED, for `rate_limited_as_resource_exhausted`.
 const RESOURCE_EXHAUSTED: u32 = 8;
 
-/// One configuration's bucket (shared by every worker) and its stats.
+/// One configuration's buckets (shared by every worker) and its stats.
 pub struct Limiter {
     config: LocalRateLimit,
     bucket: Option<Bucket>,
+    /// The configured descriptors: those without an empty value first (tried first).
+    descriptors: Vec<DescriptorBuckets>,
     stats: OnceLock<LimitStats>,
+}
+
+/// A configured descriptor's bucket, or (with an empty value) its buckets by the values
+/// seen, the most recently used last.
+struct DescriptorBuckets {
+    entries: Vec<(String, String)>,
+    bucket: Option<Arc<Bucket>>,
+    token_bucket: TokenBucket,
+    seen: Mutex<Vec<(Vec<String>, Arc<Bucket>)>>,
+    max_seen: usize,
+}
+
+impl DescriptorBuckets {
+    /// The bucket for a request's descriptor `d`, if this one matches it: the same keys in
+    /// the same order, each value equal (or configured empty).
+    fn bucket_for(&self, d: &Descriptor) -> Option<Arc<Bucket>> {
+        if d.len() != self.entries.len() {
+            return None;
+        }
+        let matches = self.entries.iter().zip(d).all(|((ck, cv), (k, v))| ck == k && (cv.is_empty() || cv == v));
+        if !matches {
+            return None;
+        }
+        if let Some(bucket) = &self.bucket {
+            return Some(bucket.clone());
+        }
+        let values: Vec<String> = d.iter().map(|(_, v)| v.clone()).collect();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = match seen.iter().position(|(v, _)| *v == values) {
+            Some(at) => seen.remove(at).1,
+            None => Arc::new(Bucket::new(&self.token_bucket)),
+        };
+        if seen.len() >= self.max_seen {
+            seen.remove(0);
+        }
+        seen.push((values, bucket.clone()));
+        Some(bucket)
+    }
 }
 
 /// `<stat_prefix>.http_local_rate_limit.*` (`shadow_mode` stays 0: it counts descriptors
@@ -100,13 +142,62 @@ impl Bucket {
 }
 
 impl Limiter {
-    /// A configuration's limiter, its bucket full.
+    /// A configuration's limiter, its buckets full.
     pub fn new(config: &LocalRateLimit) -> Limiter {
+        let mut descriptors: Vec<DescriptorBuckets> = config
+            .descriptors
+            .iter()
+            .map(|d| {
+                let wildcard = d.entries.iter().any(|(_, v)| v.is_empty());
+                DescriptorBuckets {
+                    entries: d.entries.clone(),
+                    bucket: (!wildcard).then(|| Arc::new(Bucket::new(&d.token_bucket))),
+                    token_bucket: d.token_bucket,
+                    seen: Mutex::default(),
+                    max_seen: config.max_dynamic_descriptors as usize,
+                }
+            })
+            .collect();
+        // Exact descriptors are looked up before those with an empty value, as in Envoy.
+        descriptors.sort_by_key(|d| d.bucket.is_none());
         Limiter {
             config: config.clone(),
             bucket: config.token_bucket.as_ref().map(Bucket::new),
+            descriptors,
             stats: OnceLock::new(),
         }
+    }
+
+    /// The buckets of the configured descriptors the request's `descriptors` match, the
+    /// slowest to fill first.
+    fn matched(&self, descriptors: &[Descriptor]) -> Vec<Arc<Bucket>> {
+        let mut buckets: Vec<Arc<Bucket>> =
+            descriptors.iter().filter_map(|d| self.descriptors.iter().find_map(|c| c.bucket_for(d))).collect();
+        buckets.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+        buckets
+    }
+
+    /// Takes tokens for a request: from each matched bucket in turn, then the filter's own
+    /// (if none matched, or always); what the bucket that refused, or the first matched
+    /// (else the filter's own) says.
+    fn take(&self, matched: &[Arc<Bucket>]) -> Option<Taken> {
+        let mut report = None;
+        for bucket in matched {
+            let taken = bucket.take();
+            if !taken.allowed {
+                return Some(taken);
+            }
+            report.get_or_insert(taken);
+        }
+        if (matched.is_empty() || self.config.always_consume_default)
+            && let Some(bucket) = &self.bucket
+        {
+            let taken = bucket.take();
+            if !taken.allowed || report.is_none() {
+                return Some(taken);
+            }
+        }
+        report
     }
 
     fn stats(&self, store: &Arc<Store>) -> &LimitStats {
@@ -129,13 +220,14 @@ pub struct RateLimitFilter {
     name: String,
     limiter: Arc<Limiter>,
     store: Arc<Store>,
+    local_cluster: String,
 }
 
 impl RateLimitFilter {
-    /// The filter `name` with the workers' shared `limiter`.
-    pub fn new(name: String, limiter: Arc<Limiter>, store: &Arc<Store>) -> RateLimitFilter {
-        limiter.stats(store);
-        RateLimitFilter { name, limiter, store: store.clone() }
+    /// The filter `name` with the workers' shared `limiter`, on the worker `cx` describes.
+    pub fn new(name: String, limiter: Arc<Limiter>, cx: &WorkerContext<'_>) -> RateLimitFilter {
+        limiter.stats(cx.store);
+        RateLimitFilter { name, limiter, store: cx.store.clone(), local_cluster: cx.local_cluster.to_string() }
     }
 }
 
@@ -145,6 +237,8 @@ pub struct RateLimitStream {
     info: StreamRef,
     /// The route's limiter, else the filter's.
     limiter: Arc<Limiter>,
+    /// The route's `rate_limits`, if the limiter has descriptors.
+    policies: Option<RoutePolicies>,
     /// What the request took, if the `x-ratelimit-*` headers are to be added.
     taken: Option<Taken>,
 }
@@ -159,7 +253,8 @@ impl RateLimitStream {
             })
         });
         let limiter = own.unwrap_or_else(|| filter.limiter.clone());
-        RateLimitStream { filter: filter.clone(), info: info.clone(), limiter, taken: None }
+        let policies = route.filter(|_| !limiter.descriptors.is_empty()).map(|r| r.filters.rate_limits.clone());
+        RateLimitStream { filter: filter.clone(), info: info.clone(), limiter, policies, taken: None }
     }
 
     /// The request headers: a token taken, or the request refused (or, not enforced, marked).
@@ -171,11 +266,14 @@ impl RateLimitStream {
         }
         let stats = limiter.stats(&self.filter.store);
         stats.enabled.inc();
-        let Some(bucket) = &limiter.bucket else {
+        let matched = match &self.policies {
+            Some(policies) => limiter.matched(&self.descriptors(policies, headers)),
+            None => Vec::new(),
+        };
+        let Some(taken) = limiter.take(&matched) else {
             stats.ok.inc();
             return Verdict::Continue;
         };
-        let taken = bucket.take();
         if config.x_ratelimit_headers {
             self.taken = Some(taken);
         }
@@ -204,6 +302,19 @@ impl RateLimitStream {
         })
     }
 
+    /// The descriptors the route's `rate_limits` make for this request.
+    fn descriptors(&self, policies: &RoutePolicies, headers: &Headers) -> Vec<Descriptor> {
+        let info = self.info.borrow();
+        let inputs = DescriptorInputs {
+            headers,
+            local_cluster: &self.filter.local_cluster,
+            route_cluster: &info.cluster_name,
+            remote_address: info.downstream_remote.ip().to_string(),
+        };
+        let config = &self.limiter.config;
+        policies.descriptors(config.stage, config.vh_rate_limits, &inputs)
+    }
+
     /// The response headers get the `x-ratelimit-*` headers, when configured.
     pub fn response_headers(&mut self, headers: &mut Headers) -> Verdict {
         if let Some(t) = self.taken {
@@ -218,6 +329,27 @@ impl RateLimitStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_descriptor_with_an_empty_value_keeps_a_bucket_per_value_up_to_its_maximum() {
+        let hour =
+            TokenBucket { max_tokens: 1, tokens_per_fill: 1, fill_interval: std::time::Duration::from_secs(3600) };
+        let d = DescriptorBuckets {
+            entries: vec![("user".into(), String::new())],
+            bucket: None,
+            token_bucket: hour,
+            seen: Mutex::default(),
+            max_seen: 2,
+        };
+        let of = |v: &str| vec![("user".to_string(), v.to_string())];
+        assert!(d.bucket_for(&vec![("other".into(), "a".into())]).is_none());
+        assert!(d.bucket_for(&of("a")).is_some_and(|b| b.take().allowed));
+        assert!(d.bucket_for(&of("a")).is_some_and(|b| !b.take().allowed));
+        assert!(d.bucket_for(&of("b")).is_some_and(|b| b.take().allowed));
+        // A third value evicts the least recently used (a): it comes back full.
+        assert!(d.bucket_for(&of("c")).is_some_and(|b| b.take().allowed));
+        assert!(d.bucket_for(&of("a")).is_some_and(|b| b.take().allowed));
+    }
 
     #[test]
     fn a_bucket_starts_full_and_refills_continuously() {

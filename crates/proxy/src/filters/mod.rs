@@ -127,9 +127,9 @@ impl SharedNative {
         let name = self.name.clone();
         match &self.kind {
             SharedKind::Cors => ChainFilter::Cors(Rc::new(cors::CorsFilter::new(name, store, http_prefix))),
-            SharedKind::LocalRateLimit(limiter) => ChainFilter::LocalRateLimit(Rc::new(
-                local_ratelimit::RateLimitFilter::new(name, limiter.clone(), store),
-            )),
+            SharedKind::LocalRateLimit(limiter) => {
+                ChainFilter::LocalRateLimit(Rc::new(local_ratelimit::RateLimitFilter::new(name, limiter.clone(), cx)))
+            }
             SharedKind::Compressor(c) => ChainFilter::Compressor(Rc::new(compressor::CompressorFilter::new(
                 name,
                 c,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use prost::Message;
 use rustc_hash::FxHashMap;
-use wasmproxy_config::model::{RateLimitAction, RateLimitFilter as Config, RateLimitPolicy, RequestType};
+use wasmproxy_config::model::{RateLimitAction, RateLimitFilter as Config, RateLimitPolicy, RequestType, VhRateLimits};
 use wasmproxy_host::Headers;
 use wasmproxy_stats::{Counter, Scope, Store};
 
@@ -86,20 +86,38 @@ pub struct RoutePolicies {
 }
 
 impl RoutePolicies {
-    /// The policies that apply, as Envoy's default (`OVERRIDE`): the route's, and the
-    /// virtual host's if the route includes them or has none.
-    fn applying(&self) -> impl Iterator<Item = &Policy> {
-        let vhost = self.include_vhost || self.route.is_empty();
-        self.route.iter().chain(self.vhost.iter().filter(move |_| vhost))
+    /// The descriptors of the policies of `stage` that apply for a request: the route's,
+    /// and its virtual host's as `vhost` says (or always, if the route includes them).
+    pub fn descriptors(&self, stage: u32, vhost: VhRateLimits, inputs: &DescriptorInputs<'_>) -> Vec<Descriptor> {
+        let with_vhost = self.include_vhost
+            || match vhost {
+                VhRateLimits::Override => self.route.is_empty(),
+                VhRateLimits::Include => true,
+                VhRateLimits::Ignore => false,
+            };
+        self.route
+            .iter()
+            .chain(self.vhost.iter().filter(|_| with_vhost))
+            .filter(|p| p.stage == stage)
+            .filter_map(|p| p.descriptor(inputs))
+            .collect()
     }
 }
 
-/// What descriptors are made of.
-struct DescriptorInputs<'a> {
-    headers: &'a Headers,
-    local_cluster: &'a str,
-    route_cluster: &'a str,
-    remote_address: String,
+/// A descriptor: its entries, in order.
+pub type Descriptor = Vec<(String, String)>;
+
+/// What descriptors are made of: the request's headers, this node's cluster, the route's,
+/// the client's address.
+pub struct DescriptorInputs<'a> {
+    /// The request headers.
+    pub headers: &'a Headers,
+    /// `node.cluster`.
+    pub local_cluster: &'a str,
+    /// The route's cluster.
+    pub route_cluster: &'a str,
+    /// The client's address.
+    pub remote_address: String,
 }
 
 /// The filter on a worker.
@@ -175,8 +193,7 @@ impl RateLimitStream {
             route_cluster: &cluster,
             remote_address: self.info.borrow().downstream_remote.ip().to_string(),
         };
-        let descriptors: Vec<_> =
-            policies.applying().filter(|p| p.stage == config.stage).filter_map(|p| p.descriptor(&inputs)).collect();
+        let descriptors = policies.descriptors(config.stage, VhRateLimits::Override, &inputs);
         if descriptors.is_empty() {
             return Verdict::Continue;
         }
@@ -275,6 +292,8 @@ impl RateLimitStream {
 
 /// The messages of `envoy.service.ratelimit.v3` the filter sends and reads.
 mod wire {
+    pub use crate::filters::ext_authz::wire::HeaderValue;
+
     /// `RateLimitResponse.Code.OVER_LIMIT`.
     pub const OVER_LIMIT: i32 = 2;
 
@@ -323,31 +342,5 @@ mod wire {
         /// The refusal's body.
         #[prost(bytes = "vec", tag = "5")]
         pub raw_body: Vec<u8>,
-    }
-
-    /// `config.core.v3.HeaderValue`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct HeaderValue {
-        /// The name.
-        #[prost(string, tag = "1")]
-        pub key: String,
-        /// The value, as text.
-        #[prost(string, tag = "2")]
-        pub value: String,
-        /// The value, as bytes (wins when set).
-        #[prost(bytes = "vec", tag = "3")]
-        pub raw_value: Vec<u8>,
-    }
-
-    impl HeaderValue {
-        /// The value.
-        pub fn bytes(&self) -> Vec<u8> {
-            if self.raw_value.is_empty() { self.value.as_bytes().to_vec() } else { self.raw_value.clone() }
-        }
-
-        /// The value, as text.
-        pub fn text(&self) -> String {
-            String::from_utf8_lossy(&self.bytes()).into_owned()
-        }
     }
 }

@@ -130,7 +130,7 @@ fn mutation(option: &HeaderValueOption, request: bool) -> Option<Mutation> {
     if header.key.is_empty() {
         return None;
     }
-    let value = if header.raw_value.is_empty() { header.value.as_bytes().to_vec() } else { header.raw_value.clone() };
+    let value = header.bytes();
     let action = match (&option.append, option.append_action) {
         (Some(append), _) if append.value && request => Action::Join,
         (Some(append), _) if append.value => Action::Add,

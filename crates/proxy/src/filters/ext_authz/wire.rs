@@ -225,6 +225,18 @@ pub struct HeaderValue {
     pub raw_value: Vec<u8>,
 }
 
+impl HeaderValue {
+    /// The value.
+    pub fn bytes(&self) -> Vec<u8> {
+        if self.raw_value.is_empty() { self.value.as_bytes().to_vec() } else { self.raw_value.clone() }
+    }
+
+    /// The value, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes()).into_owned()
+    }
+}
+
 /// `google.protobuf.BoolValue`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct BoolValue {
