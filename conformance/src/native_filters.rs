@@ -595,6 +595,7 @@ fn local_ratelimit_descriptors() -> Scenario {
             Request::get("/both/1"),
             Request::get("/other/1"),
             Request::get("/other/2"),
+            Request::get("/direct"),
         ],
     );
     Scenario { stats: &[r"^described\.http_local_rate_limit\."], ..scenario }

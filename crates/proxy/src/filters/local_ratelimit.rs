@@ -253,7 +253,10 @@ impl RateLimitStream {
             })
         });
         let limiter = own.unwrap_or_else(|| filter.limiter.clone());
-        let policies = route.filter(|_| !limiter.descriptors.is_empty()).map(|r| r.filters.rate_limits.clone());
+        // As Envoy: a route that does not forward (a direct response, a redirect) makes no
+        // descriptors.
+        let policies =
+            route.filter(|r| r.forwards && !limiter.descriptors.is_empty()).map(|r| r.filters.rate_limits.clone());
         RateLimitStream { filter: filter.clone(), info: info.clone(), limiter, policies, taken: None }
     }
 
