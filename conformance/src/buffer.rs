@@ -4,7 +4,7 @@
 
 use wasmproxy_conformance::client::Request;
 
-use crate::native_filters::{header_probe, native};
+use crate::native_filters::{between_probes, native};
 use crate::scenario::{CATCH_ALL, Scenario};
 
 const PER_ROUTE: &str = "\"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute";
@@ -23,12 +23,8 @@ fn buffer() -> Scenario {
         )
     };
     let routes = [route("/small", "buffer: { max_request_bytes: 5 }"), route("/unbuffered", "disabled: true")].concat();
-    let chain = [
-        header_probe("before"),
-        native("envoy.filters.http.buffer", "envoy.extensions.filters.http.buffer.v3.Buffer", body),
-        header_probe("after"),
-    ]
-    .concat();
+    let chain =
+        between_probes(&native("envoy.filters.http.buffer", "envoy.extensions.filters.http.buffer.v3.Buffer", body));
     let config = crate::scenario::bootstrap("", &chain).replacen(CATCH_ALL, &format!("{routes}{CATCH_ALL}"), 1);
     let chunked = "POST /echo HTTP/1.1\r\nhost: conformance.test\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
     let scenario = crate::scenarios::s(

@@ -5,7 +5,7 @@
 
 use wasmproxy_conformance::client::Request;
 
-use crate::native_filters::{header_probe, native};
+use crate::native_filters::{between_probes, native};
 use crate::scenario::{CATCH_ALL, CODE_FLAGS_LOG, Scenario};
 
 const EXT_AUTHZ: &str = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
@@ -48,7 +48,7 @@ fn config(filters: &str) -> String {
                 envoy.filters.http.ext_authz: {{ {PER_ROUTE}, check_settings: {{ context_extensions: {{ vhost: all, shared: vhost }} }} }}
 "#
     );
-    let chain = [header_probe("before"), filters.to_string(), header_probe("after")].concat();
+    let chain = between_probes(filters);
     crate::scenario::bootstrap_hcm("", CODE_FLAGS_LOG, &chain)
         .replacen("              domains: [\"*\"]\n", &vhost, 1)
         .replacen(CATCH_ALL, &routes(), 1)

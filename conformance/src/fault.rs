@@ -4,7 +4,7 @@
 
 use wasmproxy_conformance::client::Request;
 
-use crate::native_filters::{header_probe, native};
+use crate::native_filters::{between_probes, native};
 use crate::scenario::{CATCH_ALL, CODE_FLAGS_LOG, Scenario};
 
 const FAULT: &str = "\"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
@@ -36,12 +36,8 @@ fn fault() -> Scenario {
         route("/never", "abort: { http_status: 500 }"),
     ]
     .concat();
-    let chain = [
-        header_probe("before"),
-        native("envoy.filters.http.fault", "envoy.extensions.filters.http.fault.v3.HTTPFault", body),
-        header_probe("after"),
-    ]
-    .concat();
+    let chain =
+        between_probes(&native("envoy.filters.http.fault", "envoy.extensions.filters.http.fault.v3.HTTPFault", body));
     let config = crate::scenario::bootstrap_hcm("", CODE_FLAGS_LOG, &chain).replacen(
         CATCH_ALL,
         &format!("{routes}{CATCH_ALL}"),

@@ -32,6 +32,11 @@ pub(crate) fn header_probe(name: &str) -> String {
     crate::scenario::wasm_filter(name, "probe.wasm", &config.to_string(), "")
 }
 
+/// `filters` between two header probes, `before` and `after`.
+pub(crate) fn between_probes(filters: &str) -> String {
+    [header_probe("before"), filters.to_string(), header_probe("after")].concat()
+}
+
 /// An `http_filters` entry of a native filter, its `typed_config` body at its indentation.
 pub(crate) fn native(name: &str, type_name: &str, body: &str) -> String {
     format!(
@@ -94,12 +99,7 @@ fn cors() -> Scenario {
               - match: { prefix: / }
                 route: { cluster: upstream }
 "#;
-    let filters = [
-        header_probe("before"),
-        native("envoy.filters.http.cors", "envoy.extensions.filters.http.cors.v3.Cors", ""),
-        header_probe("after"),
-    ]
-    .concat();
+    let filters = between_probes(&native("envoy.filters.http.cors", "envoy.extensions.filters.http.cors.v3.Cors", ""));
     let config = crate::scenario::bootstrap("", &filters)
         .replacen("              domains: [\"*\"]\n", &vhost, 1)
         .replacen(CATCH_ALL, &routes, 1)
@@ -148,12 +148,8 @@ fn csrf() -> Scenario {
                   envoy.filters.http.csrf: {{ {policy}, filter_enabled: {{ default_value: {{ numerator: 100 }} }}, additional_origins: [{{ suffix: .partner.test }}] }}
 {CATCH_ALL}"#
     );
-    let filters = [
-        header_probe("before"),
-        native("envoy.filters.http.csrf", "envoy.extensions.filters.http.csrf.v3.CsrfPolicy", body),
-        header_probe("after"),
-    ]
-    .concat();
+    let filters =
+        between_probes(&native("envoy.filters.http.csrf", "envoy.extensions.filters.http.csrf.v3.CsrfPolicy", body));
     let config = crate::scenario::bootstrap("", &filters).replacen(CATCH_ALL, &routes, 1);
     let post = |path: &str| Request::post(path, "form");
     let scenario = crate::scenarios::s(
@@ -189,7 +185,7 @@ fn local_ratelimit() -> Scenario {
               enable_x_ratelimit_headers: DRAFT_VERSION_03
               rate_limited_as_resource_exhausted: true
 "#;
-    let filters = [header_probe("before"), local_ratelimit_filter(body), header_probe("after")].concat();
+    let filters = between_probes(&local_ratelimit_filter(body));
     let config = crate::scenario::bootstrap_hcm("", CODE_FLAGS_LOG, &filters);
     let grpc = Request::post("/pkg.Echo/Say", "").header("content-type", "application/grpc").header("te", "trailers");
     let scenario = crate::scenarios::s(
@@ -464,16 +460,11 @@ fn header_mutation() -> Scenario {
                   envoy.filters.http.header_mutation: {{ {per_route}, mutations: {{ request_mutations: [{{ append: {{ header: {{ key: x-level, value: route }} }} }}], response_mutations: [{{ append: {{ header: {{ key: x-level-response, value: route }}, append_action: OVERWRITE_IF_EXISTS_OR_ADD }} }}] }} }}
 {CATCH_ALL}"#
     );
-    let filters = [
-        header_probe("before"),
-        native(
-            "envoy.filters.http.header_mutation",
-            "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-            body,
-        ),
-        header_probe("after"),
-    ]
-    .concat();
+    let filters = between_probes(&native(
+        "envoy.filters.http.header_mutation",
+        "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+        body,
+    ));
     let config = crate::scenario::bootstrap("", &filters)
         .replacen("              domains: [\"*\"]\n", &vhost, 1)
         .replacen(CATCH_ALL, &routes, 1);
@@ -507,13 +498,10 @@ fn health_check() -> Scenario {
               headers: [{ name: ":path", string_match: { exact: /healthz-upstream } }]
 "#;
     let type_name = "envoy.extensions.filters.http.health_check.v3.HealthCheck";
-    let filters = [
-        header_probe("before"),
-        native("envoy.filters.http.health_check", type_name, answered),
-        native("passing", type_name, passed),
-        header_probe("after"),
-    ]
-    .concat();
+    let filters = between_probes(
+        &[native("envoy.filters.http.health_check", type_name, answered), native("passing", type_name, passed)]
+            .concat(),
+    );
     let config =
         crate::scenario::bootstrap_hcm("node: { id: conformance, cluster: front }\n", CODE_FLAGS_LOG, &filters);
     let scenario = crate::scenarios::s(
@@ -577,7 +565,7 @@ fn local_ratelimit_descriptors() -> Scenario {
         limits(&["roomy", "limited"]),
     );
     let vhost = format!("              domains: [\"*\"]\n              rate_limits: {}\n", limits(&["roomy"]));
-    let filters = [header_probe("before"), local_ratelimit_filter(&body), header_probe("after")].concat();
+    let filters = between_probes(&local_ratelimit_filter(&body));
     let config = crate::scenario::bootstrap_hcm("", CODE_FLAGS_LOG, &filters)
         .replacen("              domains: [\"*\"]\n", &vhost, 1)
         .replacen(CATCH_ALL, &routes, 1);

@@ -4,7 +4,7 @@
 
 use wasmproxy_conformance::client::Request;
 
-use crate::native_filters::{header_probe, native};
+use crate::native_filters::{between_probes, native};
 use crate::scenario::{CATCH_ALL, CODE_FLAGS_LOG, Scenario};
 
 const RATE_LIMIT: &str = "envoy.extensions.filters.http.ratelimit.v3.RateLimit";
@@ -38,9 +38,7 @@ fn config(body: &str) -> String {
                 direct_response: {{ status: 200 }}
 {CATCH_ALL}"#
     );
-    let chain =
-        [header_probe("before"), native("envoy.filters.http.ratelimit", RATE_LIMIT, body), header_probe("after")]
-            .concat();
+    let chain = between_probes(&native("envoy.filters.http.ratelimit", RATE_LIMIT, body));
     crate::scenario::bootstrap_hcm("node: { id: conformance, cluster: front }\n", CODE_FLAGS_LOG, &chain)
         .replacen("              domains: [\"*\"]\n", vhost, 1)
         .replacen(CATCH_ALL, &routes, 1)

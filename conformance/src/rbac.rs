@@ -4,7 +4,7 @@
 
 use wasmproxy_conformance::client::Request;
 
-use crate::native_filters::{header_probe, native};
+use crate::native_filters::{between_probes, native};
 use crate::scenario::{CATCH_ALL, CODE_FLAGS_LOG, Scenario};
 
 const RBAC: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
@@ -18,7 +18,7 @@ pub fn scenarios() -> Vec<Scenario> {
 /// The bootstrap with `body` as the filter's configuration between two probes, and `routes`
 /// before the catch-all.
 fn config(body: &str, routes: &str) -> String {
-    let chain = [header_probe("before"), native("envoy.filters.http.rbac", RBAC, body), header_probe("after")].concat();
+    let chain = between_probes(&native("envoy.filters.http.rbac", RBAC, body));
     crate::scenario::bootstrap_hcm("", CODE_FLAGS_LOG, &chain).replacen(CATCH_ALL, &format!("{routes}{CATCH_ALL}"), 1)
 }
 

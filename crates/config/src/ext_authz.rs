@@ -68,7 +68,6 @@ const AUTHORIZATION_RESPONSE: &[&str] = &[
 const LIST_STRING_MATCHER: &[&str] = &["patterns"];
 const BUFFER_SETTINGS: &[&str] = &["max_request_bytes", "allow_partial_message", "pack_as_bytes"];
 const HEADER_VALUE: &[&str] = &["key", "value", "raw_value"];
-const HTTP_STATUS: &[&str] = &["code"];
 const API_VERSION: &[(&str, i64, Option<bool>)] =
     &[("AUTO", 0, Some(true)), ("V2", 1, Some(false)), ("V3", 2, Some(true))];
 
@@ -103,7 +102,7 @@ pub(crate) fn read_ext_authz(ctx: &mut Ctx, mut msg: Msg<'_>) -> Option<ExtAuthz
     // Any status outside 100..=511 is Envoy's 403.
     let status_on_error = msg
         .get(ctx, "status_on_error")
-        .and_then(|f| read_http_status(ctx, &f))
+        .and_then(|f| f.http_status(ctx))
         .filter(|code| (100..=511).contains(code))
         .unwrap_or(403);
     let filter_enabled = msg.get(ctx, "filter_enabled").map_or(1_000_000, |f| read_runtime_fraction(ctx, &f));
@@ -146,7 +145,7 @@ pub(crate) fn read_ext_authz(ctx: &mut Ctx, mut msg: Msg<'_>) -> Option<ExtAuthz
         failure_mode_allow,
         failure_mode_allow_header_add,
         clear_route_cache,
-        status_on_error: status_on_error as u16,
+        status_on_error,
         filter_enabled,
         deny_at_disable,
         stat_prefix,
@@ -284,12 +283,4 @@ fn read_header_value(ctx: &mut Ctx, field: &Field<'_>) -> Option<(String, String
         return None;
     }
     Some((key, value.unwrap_or_default()))
-}
-
-/// An `HttpStatus`'s code.
-fn read_http_status(ctx: &mut Ctx, field: &Field<'_>) -> Option<u32> {
-    let mut msg = field.message(ctx, HTTP_STATUS)?;
-    let code = msg.get(ctx, "code").and_then(|f| f.unsigned(ctx, 999));
-    msg.finish(ctx);
-    code.map(|c| c as u32)
 }

@@ -48,7 +48,6 @@ const ACTION: &[&str] = &[
 const REQUEST_HEADERS: &[&str] = &["header_name", "descriptor_key", "skip_if_absent"];
 const GENERIC_KEY: &[&str] = &["descriptor_value", "descriptor_key"];
 const HEADER_VALUE_MATCH: &[&str] = &["descriptor_key", "descriptor_value", "expect_match", "headers"];
-const HTTP_STATUS: &[&str] = &["code"];
 const API_VERSION: &[(&str, i64, Option<bool>)] =
     &[("AUTO", 0, Some(true)), ("V2", 1, Some(false)), ("V3", 2, Some(true))];
 const X_RATELIMIT: &[(&str, i64, Option<bool>)] = &[("OFF", 0, Some(false)), ("DRAFT_VERSION_03", 1, Some(true))];
@@ -156,8 +155,8 @@ pub(crate) fn read_rate_limit_filter(ctx: &mut Ctx, mut msg: Msg<'_>) -> Option<
     }
     // Below 400 Envoy answers 429.
     let rate_limited_status =
-        msg.get(ctx, "rate_limited_status").and_then(|f| read_status(ctx, &f)).filter(|s| *s >= 400).unwrap_or(429);
-    let status_on_error = msg.get(ctx, "status_on_error").and_then(|f| read_status(ctx, &f)).filter(|s| *s >= 400);
+        msg.get(ctx, "rate_limited_status").and_then(|f| f.http_status(ctx)).filter(|s| *s >= 400).unwrap_or(429);
+    let status_on_error = msg.get(ctx, "status_on_error").and_then(|f| f.http_status(ctx)).filter(|s| *s >= 400);
     msg.finish(ctx);
     Some(RateLimitFilter {
         domain: domain?,
@@ -184,11 +183,4 @@ fn read_service(ctx: &mut Ctx, field: &Field<'_>) -> Option<GrpcService> {
     }
     msg.finish(ctx);
     service
-}
-
-fn read_status(ctx: &mut Ctx, field: &Field<'_>) -> Option<u16> {
-    let mut msg = field.message(ctx, HTTP_STATUS)?;
-    let code = msg.get(ctx, "code").and_then(|f| f.unsigned(ctx, 999));
-    msg.finish(ctx);
-    code.map(|c| c as u16)
 }

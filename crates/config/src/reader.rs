@@ -135,6 +135,14 @@ impl<'a> Field<'a> {
         Some(value.unwrap_or(false))
     }
 
+    /// A `type.v3.HttpStatus`: its `code` (up to 999), if given.
+    pub fn http_status(&self, ctx: &mut Ctx) -> Option<u16> {
+        let mut msg = self.message(ctx, &["code"])?;
+        let code = msg.get(ctx, "code").and_then(|f| f.unsigned(ctx, 999));
+        msg.finish(ctx);
+        code.map(|c| c as u16)
+    }
+
     /// An unsigned integer up to `max`: a number or a numeric string.
     pub fn unsigned(&self, ctx: &mut Ctx, max: u64) -> Option<u64> {
         let (text, _) = self.scalar(ctx, "a number")?;

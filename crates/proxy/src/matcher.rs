@@ -37,7 +37,7 @@ pub fn value_matches(m: &ValueMatch, re: Option<&Regex>, value: Option<&str>) ->
 }
 
 /// The compiled regex of a matcher, the error naming the regex that does not compile.
-pub fn compiled(m: &ValueMatch) -> Result<Option<Regex>, (String, regex::Error)> {
+fn compiled(m: &ValueMatch) -> Result<Option<Regex>, (String, regex::Error)> {
     value_regex(m).map_err(|e| {
         let ValueMatch::Regex(text) = m else { return (String::new(), e) };
         (text.clone(), e)

@@ -251,19 +251,18 @@ impl RateLimitStream {
     /// Asks the service.
     async fn ask(&self, request: wire::RateLimitRequest) -> Result<wire::RateLimitResponse, String> {
         let config = &self.filter.config;
-        let cluster = self.filter.clusters.get(&config.service.cluster).ok_or_else(|| "no such cluster".to_string())?;
-        let mut headers = crate::upstream::grpc::request_headers(
-            config.service.authority(),
-            "envoy.service.ratelimit.v3.RateLimitService",
+        let service_name = "envoy.service.ratelimit.v3.RateLimitService";
+        let message = request.encode_to_vec();
+        let timeout = Some(config.timeout);
+        crate::upstream::grpc::call_service(
+            &self.filter.clusters,
+            &config.service,
+            service_name,
             "ShouldRateLimit",
-            &Headers::new(),
-            Some(config.timeout),
-        );
-        headers.add(b"x-forwarded-for", crate::stream_info::node::local_address().to_string().as_bytes());
-        let answer = crate::upstream::grpc::call(cluster, headers, request.encode_to_vec(), Some(config.timeout))
-            .await
-            .map_err(|(code, message)| format!("gRPC status {code}: {message}"))?;
-        wire::RateLimitResponse::decode(answer.as_slice()).map_err(|e| e.to_string())
+            message,
+            timeout,
+        )
+        .await
     }
 
     /// Over the limit: the refusal, with the service's headers and body.

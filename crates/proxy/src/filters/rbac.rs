@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use regex::Regex;
 use rustc_hash::FxHashMap;
 use wasmproxy_config::model::{
     CidrRange, MatchInput, MatchPredicate, Permission, Principal, Rbac, RbacAction, RbacEngine, RbacMatchAction,
@@ -19,20 +18,12 @@ use wasmproxy_stats::{Counter, Scope, Store};
 
 use crate::filters::{RouteConfig, StreamRoute};
 use crate::http::reply::{LocalReply, Verdict};
-use crate::matcher::{HeaderMatchers, compiled, joined_value, value_matches};
+use crate::matcher::{HeaderMatchers, ValueMatchers, joined_value};
 use crate::stream_info::{StreamInfo, StreamRef};
 
-/// A string matcher with its regex compiled.
-struct Text(ValueMatch, Option<Regex>);
-
-impl Text {
-    fn new(m: &ValueMatch) -> Result<Text, (String, regex::Error)> {
-        Ok(Text(m.clone(), compiled(m)?))
-    }
-
-    fn matches(&self, value: Option<&str>) -> bool {
-        value_matches(&self.0, self.1.as_ref(), value)
-    }
+/// A string matcher, compiled.
+fn text(m: &ValueMatch) -> Compiled<ValueMatchers> {
+    ValueMatchers::new(std::slice::from_ref(m))
 }
 
 /// A permission, compiled.
@@ -42,11 +33,11 @@ enum Perm {
     Or(Vec<Perm>),
     Not(Box<Perm>),
     Header(HeaderMatchers),
-    UrlPath(Text),
+    UrlPath(ValueMatchers),
     DestinationIp(CidrRange),
     DestinationPort(u16),
     DestinationPortRange(u32, u32),
-    ServerName(Text),
+    ServerName(ValueMatchers),
 }
 
 /// A principal, compiled.
@@ -55,16 +46,16 @@ enum Princ {
     And(Vec<Princ>),
     Or(Vec<Princ>),
     Not(Box<Princ>),
-    Authenticated(Option<Text>),
+    Authenticated(Option<ValueMatchers>),
     PeerIp(CidrRange),
     RemoteIp(CidrRange),
     Header(HeaderMatchers),
-    UrlPath(Text),
+    UrlPath(ValueMatchers),
 }
 
 /// A matcher predicate, compiled.
 enum Pred {
-    Single(MatchInput, Text),
+    Single(MatchInput, ValueMatchers),
     Or(Vec<Pred>),
     And(Vec<Pred>),
     Not(Box<Pred>),
@@ -90,11 +81,11 @@ fn perm(p: &Permission) -> Compiled<Perm> {
         Permission::Or(l) => Perm::Or(all(l)?),
         Permission::Not(p) => Perm::Not(Box::new(perm(p)?)),
         Permission::Header(h) => Perm::Header(header(h)?),
-        Permission::UrlPath(m) => Perm::UrlPath(Text::new(m)?),
+        Permission::UrlPath(m) => Perm::UrlPath(text(m)?),
         Permission::DestinationIp(c) => Perm::DestinationIp(*c),
         Permission::DestinationPort(p) => Perm::DestinationPort(*p),
         Permission::DestinationPortRange(a, b) => Perm::DestinationPortRange(*a, *b),
-        Permission::RequestedServerName(m) => Perm::ServerName(Text::new(m)?),
+        Permission::RequestedServerName(m) => Perm::ServerName(text(m)?),
     })
 }
 
@@ -105,18 +96,18 @@ fn princ(p: &Principal) -> Compiled<Princ> {
         Principal::And(l) => Princ::And(all(l)?),
         Principal::Or(l) => Princ::Or(all(l)?),
         Principal::Not(p) => Princ::Not(Box::new(princ(p)?)),
-        Principal::Authenticated(m) => Princ::Authenticated(m.as_ref().map(Text::new).transpose()?),
+        Principal::Authenticated(m) => Princ::Authenticated(m.as_ref().map(text).transpose()?),
         Principal::SourceIp(c) | Principal::DirectRemoteIp(c) => Princ::PeerIp(*c),
         Principal::RemoteIp(c) => Princ::RemoteIp(*c),
         Principal::Header(h) => Princ::Header(header(h)?),
-        Principal::UrlPath(m) => Princ::UrlPath(Text::new(m)?),
+        Principal::UrlPath(m) => Princ::UrlPath(text(m)?),
     })
 }
 
 fn pred(p: &MatchPredicate) -> Compiled<Pred> {
     let all = |list: &[MatchPredicate]| list.iter().map(pred).collect::<Compiled<Vec<_>>>();
     Ok(match p {
-        MatchPredicate::Single { input, value } => Pred::Single(input.clone(), Text::new(value)?),
+        MatchPredicate::Single { input, value } => Pred::Single(input.clone(), text(value)?),
         MatchPredicate::Or(l) => Pred::Or(all(l)?),
         MatchPredicate::And(l) => Pred::And(all(l)?),
         MatchPredicate::Not(p) => Pred::Not(Box::new(pred(p)?)),
@@ -178,11 +169,11 @@ impl Perm {
             Perm::Or(l) => l.iter().any(|p| p.matches(r)),
             Perm::Not(p) => !p.matches(r),
             Perm::Header(h) => h.all(r.headers),
-            Perm::UrlPath(t) => t.matches(r.path().as_deref()),
+            Perm::UrlPath(t) => r.path().is_some_and(|p| t.any(&p)),
             Perm::DestinationIp(c) => c.contains(r.local().ip()),
             Perm::DestinationPort(p) => r.local().port() == *p,
             Perm::DestinationPortRange(a, b) => (*a..*b).contains(&u32::from(r.local().port())),
-            Perm::ServerName(t) => t.matches(Some(r.server_name())),
+            Perm::ServerName(t) => t.any(r.server_name()),
         }
     }
 }
@@ -197,14 +188,13 @@ impl Princ {
             Princ::Authenticated(name) => {
                 let Some(tls) = r.info.connection.tls.get() else { return false };
                 let Some(name) = name else { return true };
-                let Some(cert) = tls.peer.as_deref() else { return name.matches(Some("")) };
-                cert.uri_sans.iter().chain(&cert.dns_sans).any(|san| name.matches(Some(san)))
-                    || name.matches(Some(&cert.subject))
+                let Some(cert) = tls.peer.as_deref() else { return name.any("") };
+                cert.uri_sans.iter().chain(&cert.dns_sans).any(|san| name.any(san)) || name.any(&cert.subject)
             }
             Princ::PeerIp(c) => c.contains(r.peer().ip()),
             Princ::RemoteIp(c) => c.contains(r.info.downstream_remote.ip()),
             Princ::Header(h) => h.all(r.headers),
-            Princ::UrlPath(t) => t.matches(r.path().as_deref()),
+            Princ::UrlPath(t) => r.path().is_some_and(|p| t.any(&p)),
         }
     }
 }
@@ -212,7 +202,7 @@ impl Princ {
 impl Pred {
     fn matches(&self, r: &Request<'_>) -> bool {
         match self {
-            Pred::Single(input, value) => value.matches(input_value(input, r).as_deref()),
+            Pred::Single(input, value) => input_value(input, r).is_some_and(|v| value.any(&v)),
             Pred::Or(l) => l.iter().any(|p| p.matches(r)),
             Pred::And(l) => l.iter().all(|p| p.matches(r)),
             Pred::Not(p) => !p.matches(r),

@@ -506,7 +506,8 @@ impl ActiveStream {
         // An upgrading request goes on after its headers (its bytes come once the upstream
         // switched), and, as from Envoy's HTTP/1 codec, the filters get an empty body chunk.
         let upgrading = self.upgrade.is_some();
-        let held = self.decode_headers_and_held_body(incoming, request_ended && !upgrading, &routes).await?;
+        let http1 = info.borrow().protocol != "HTTP/2";
+        let held = self.decode_headers_and_held_body(incoming, http1, request_ended && !upgrading, &routes).await?;
         if upgrading
             && self.upgrade.as_ref().is_some_and(|u| u.h2_stream.is_none())
             && let Err(end) =
@@ -526,7 +527,6 @@ impl ActiveStream {
                 Ok((h, ResponseBody::Whole(body)))
             }
             Target::Upstream(target) => {
-                let http1 = info.borrow().protocol != "HTTP/2";
                 let downstream = Downstream { incoming, http1, ended: request_ended, held };
                 self.forward(downstream, target).await
             }
@@ -534,15 +534,16 @@ impl ActiveStream {
     }
 
     /// The request headers through the filters; a filter that waits for the request body
-    /// gets it (read through the filters before it), then the headers go on. The body so
-    /// read, through every filter, is what this returns (none if no filter waited).
+    /// gets it (read through the filters before it, from an `http1` client or not), then the
+    /// headers go on. The body so read, through every filter, is what this returns (none if
+    /// no filter waited).
     async fn decode_headers_and_held_body(
         &mut self,
         incoming: &mut Incoming,
+        http1: bool,
         ended: bool,
         routes: &RouteTable,
     ) -> Result<Option<HeldBody>, Processed> {
-        let http1 = self.filters.info.borrow().protocol != "HTTP/2";
         let mut held: Option<HeldBody> = None;
         let mut from = 0;
         while let Some((i, limit)) = self.filters.decode_headers(from, &mut self.request_headers, ended, routes).await?

@@ -251,6 +251,26 @@ pub async fn call(
     }
 }
 
+/// A unary call a filter makes to its service (`service`'s cluster and authority,
+/// `/<service_name>/<method>`), saying where it comes from (`x-forwarded-for`), as Envoy's
+/// filters' clients do: the answer decoded, or why there is none.
+pub async fn call_service<R: prost::Message + Default>(
+    clusters: &Clusters,
+    service: &wasmproxy_config::model::GrpcService,
+    service_name: &str,
+    method: &str,
+    message: Vec<u8>,
+    timeout: Option<Duration>,
+) -> Result<R, String> {
+    let cluster = clusters.get(&service.cluster).ok_or_else(|| format!("no cluster {}", service.cluster))?;
+    let mut headers = request_headers(service.authority(), service_name, method, &Headers::new(), timeout);
+    headers.add(b"x-forwarded-for", crate::stream_info::node::local_address().to_string().as_bytes());
+    let answer = call(cluster, headers, message, timeout)
+        .await
+        .map_err(|(code, message)| format!("gRPC status {code}: {message}"))?;
+    R::decode(answer.as_slice()).map_err(|e| format!("the answer does not decode: {e}"))
+}
+
 /// A stream: messages go out as the plugin sends them (`None` half-closes); the
 /// response's headers, messages, trailers and status come back as events.
 pub async fn stream(

@@ -73,27 +73,13 @@ pub(super) fn check_request(
 
 /// Sends `request` to `service` and reads its answer.
 pub(super) async fn check(service: &GrpcService, request: CheckRequest, clusters: &Clusters) -> Decision {
-    let Some(cluster) = clusters.get(&service.cluster) else { return Decision::Error };
-    let mut headers = crate::upstream::grpc::request_headers(
-        service.authority(),
-        "envoy.service.auth.v3.Authorization",
-        "Check",
-        &Headers::new(),
-        service.timeout,
-    );
-    // Envoy's filter has its client say where the call comes from.
-    headers.add(b"x-forwarded-for", crate::stream_info::node::local_address().to_string().as_bytes());
-    let answer = match crate::upstream::grpc::call(cluster, headers, request.encode_to_vec(), service.timeout).await {
-        Ok(bytes) => bytes,
-        Err((code, message)) => {
-            tracing::debug!("ext_authz: the gRPC service failed: {code} {message}");
-            return Decision::Error;
-        }
-    };
-    match CheckResponse::decode(answer.as_slice()) {
+    let service_name = "envoy.service.auth.v3.Authorization";
+    let message = request.encode_to_vec();
+    match crate::upstream::grpc::call_service(clusters, service, service_name, "Check", message, service.timeout).await
+    {
         Ok(response) => decide(response),
         Err(e) => {
-            tracing::debug!("ext_authz: the gRPC service's answer does not decode: {e}");
+            tracing::debug!("ext_authz: the gRPC service failed: {e}");
             Decision::Error
         }
     }
