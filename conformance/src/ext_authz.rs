@@ -8,8 +8,9 @@ use wasmproxy_conformance::client::Request;
 use crate::native_filters::{between_probes, native};
 use crate::scenario::{CATCH_ALL, CODE_FLAGS_LOG, Scenario};
 
-const EXT_AUTHZ: &str = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
-const PER_ROUTE: &str = "\"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute";
+pub(crate) const EXT_AUTHZ: &str = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
+pub(crate) const PER_ROUTE: &str =
+    "\"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute";
 
 /// The stats compared.
 const STATS: &[&str] = &[

@@ -7,7 +7,7 @@ use wasmproxy_conformance::client::Request;
 use crate::native_filters::{between_probes, native};
 use crate::scenario::{CATCH_ALL, CODE_FLAGS_LOG, Scenario};
 
-const RATE_LIMIT: &str = "envoy.extensions.filters.http.ratelimit.v3.RateLimit";
+pub(crate) const RATE_LIMIT: &str = "envoy.extensions.filters.http.ratelimit.v3.RateLimit";
 
 /// Every rate limit scenario.
 pub fn scenarios() -> Vec<Scenario> {

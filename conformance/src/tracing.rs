@@ -9,7 +9,15 @@ use crate::scenario::{CATCH_ALL, Scenario};
 
 /// Every tracing scenario.
 pub fn scenarios() -> Vec<Scenario> {
-    vec![zipkin(), zipkin_upstream_spans(), opentelemetry_grpc(), opentelemetry_http(), sampling()]
+    vec![
+        zipkin(),
+        zipkin_upstream_spans(),
+        opentelemetry_grpc(),
+        opentelemetry_http(),
+        sampling(),
+        filter_calls_zipkin(),
+        filter_calls_opentelemetry(),
+    ]
 }
 
 /// The node spans name their service and zone after.
@@ -235,4 +243,95 @@ fn sampling() -> Scenario {
         ],
     );
     Scenario { stats: &[r"^http\.ingress\.tracing\.", r"^tracing\.zipkin\.spans_sent"], ..scenario }
+}
+
+/// A chain of an HTTP `ext_authz`, a gRPC `ext_authz` and the global `ratelimit` filter
+/// after the probe, traced with `tracing`: routes for requests with `x-only-grpc` turn the
+/// HTTP check off; the virtual host's descriptor is `x-decision`.
+fn filter_calls(tracing: &str, collector_cluster: &str) -> String {
+    let native = crate::native_filters::native;
+    let http = native(
+        "envoy.filters.http.ext_authz",
+        crate::ext_authz::EXT_AUTHZ,
+        "              http_service:\n                server_uri: { uri: \"http://authz.test\", cluster: upstream, timeout: 0.25s }\n                path_prefix: /authz\n",
+    );
+    let grpc = native(
+        "authz-grpc",
+        crate::ext_authz::EXT_AUTHZ,
+        "              grpc_service: { envoy_grpc: { cluster_name: grpc }, timeout: 0.25s }\n",
+    );
+    let limit = native(
+        "envoy.filters.http.ratelimit",
+        crate::ratelimit::RATE_LIMIT,
+        "              domain: conformance\n              timeout: 0.25s\n              rate_limit_service: { transport_api_version: V3, grpc_service: { envoy_grpc: { cluster_name: grpc } } }\n",
+    );
+    let routes = format!(
+        r#"              - match: {{ prefix: /, headers: [{{ name: x-only-grpc, present_match: true }}] }}
+                route: {{ cluster: upstream }}
+                typed_per_filter_config:
+                  envoy.filters.http.ext_authz: {{ {}, disabled: true }}
+{CATCH_ALL}"#,
+        crate::ext_authz::PER_ROUTE
+    );
+    let vhost = "              domains: [\"*\"]\n              rate_limits: [{ actions: [{ request_headers: { header_name: x-decision, descriptor_key: decision } }] }]\n";
+    crate::scenario::bootstrap_hcm(NODE, tracing, &[probe(), http, grpc, limit].concat())
+        .replacen("              domains: [\"*\"]\n", vhost, 1)
+        .replacen(CATCH_ALL, &routes, 1)
+        + collector_cluster
+}
+
+/// The requests of the filter-call scenarios: each outcome of each call (allowed, denied,
+/// over the limit, failed, timed out, garbage), then an unsampled request whose calls still
+/// carry its context.
+fn filter_call_requests() -> Vec<Request> {
+    vec![
+        Request::get("/allow/1").header("x-decision", "fine"),
+        Request::get("/allow/2").header("x-decision", "over"),
+        Request::get("/deny/1"),
+        Request::get("/allow/3").header("x-decision", "fail"),
+        Request::get("/fail/1"),
+        Request::get("/slow/1"),
+        Request::get("/fail/2").header("x-only-grpc", "1"),
+        Request::get("/garbage/1").header("x-only-grpc", "1"),
+        Request::get("/deny/2").header("x-only-grpc", "1"),
+        Request::get("/allow/4").header("x-decision", "fine").header("x-b3-sampled", "0"),
+        Request::admin("/ready").after_pause(5600),
+    ]
+}
+
+/// The spans of the calls filters make, with Zipkin: an HTTP authorization check
+/// (`async <cluster> egress`, its outcome, the async client's tags), gRPC checks and rate
+/// limit queries (`async <service>.<method> egress`, the gRPC status), each a client child
+/// of the stream's span, its context sent with the call.
+fn filter_calls_zipkin() -> Scenario {
+    let scenario = crate::scenarios::s(
+        "tracing_filter_calls_zipkin",
+        "Zipkin spans of ext_authz (HTTP and gRPC) and ratelimit calls: names, tags for each outcome, B3 sent to the services",
+        filter_calls(&zipkin_tracing("", "", ""), &collector("zipkin", false)),
+        filter_call_requests(),
+    );
+    Scenario { stats: &[r"^tracing\.zipkin\.(spans_sent|reports_sent)"], ..scenario }
+}
+
+/// The same calls traced by OpenTelemetry (OTLP over gRPC): client spans with their
+/// status, `traceparent` sent to the services.
+fn filter_calls_opentelemetry() -> Scenario {
+    let tracing = r#"          tracing:
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                grpc_service: { envoy_grpc: { cluster_name: otel }, timeout: 1s }
+"#;
+    let mut requests = filter_call_requests();
+    requests[9] = Request::get("/allow/4")
+        .header("x-decision", "fine")
+        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00");
+    let scenario = crate::scenarios::s(
+        "tracing_filter_calls_opentelemetry",
+        "OpenTelemetry spans of ext_authz (HTTP and gRPC) and ratelimit calls, traceparent sent to the services",
+        filter_calls(tracing, &collector("otel", true)),
+        requests,
+    );
+    Scenario { stats: &[r"^tracing\.opentelemetry\.spans_sent"], ..scenario }
 }

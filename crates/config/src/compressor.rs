@@ -69,12 +69,12 @@ const GZIP_LEVEL: &[(&str, i64, Option<u32>)] = &[
     ("BEST_COMPRESSION", 9, Some(9)),
 ];
 /// The strategies wasmproxy's deflate has: only zlib's default.
-const GZIP_STRATEGY: &[(&str, i64, Option<()>)] = &[
-    ("DEFAULT_STRATEGY", 0, Some(())),
-    ("FILTERED", 1, None),
-    ("HUFFMAN_ONLY", 2, None),
-    ("RLE", 3, None),
-    ("FIXED", 4, None),
+const GZIP_STRATEGY: &[(&str, i64, Option<u8>)] = &[
+    ("DEFAULT_STRATEGY", 0, Some(0)),
+    ("FILTERED", 1, Some(1)),
+    ("HUFFMAN_ONLY", 2, Some(2)),
+    ("RLE", 3, Some(3)),
+    ("FIXED", 4, Some(4)),
 ];
 
 /// `envoy.filters.http.compressor` (opened with [`COMPRESSOR`]).
@@ -238,13 +238,9 @@ fn read_gzip(ctx: &mut Ctx, mut m: Msg<'_>) -> Option<Algorithm> {
     let window_bits = bounded(ctx, &mut m, "window_bits", 9..=15, 12) as u8;
     bounded(ctx, &mut m, "chunk_size", 4096..=65536, 4096);
     let level = m.get(ctx, "compression_level").and_then(|f| f.enumeration(ctx, GZIP_LEVEL)).unwrap_or(0);
-    if let Some(f) = m.get(ctx, "compression_strategy")
-        && f.enumeration(ctx, GZIP_STRATEGY).is_none()
-    {
-        f.error(ctx, "not supported by wasmproxy (only DEFAULT_STRATEGY)");
-    }
+    let strategy = m.get(ctx, "compression_strategy").and_then(|f| f.enumeration(ctx, GZIP_STRATEGY)).unwrap_or(0);
     m.finish(ctx);
-    Some(Algorithm::Gzip { level, window_bits, memory_level })
+    Some(Algorithm::Gzip { level, window_bits, memory_level, strategy })
 }
 
 fn read_brotli(ctx: &mut Ctx, mut m: Msg<'_>) -> Option<Algorithm> {
@@ -267,7 +263,7 @@ fn read_gzip_inflate(ctx: &mut Ctx, mut m: Msg<'_>) -> Option<(Algorithm, u32)> 
     bounded(ctx, &mut m, "chunk_size", 4096..=65536, 4096);
     let ratio = bounded(ctx, &mut m, "max_inflate_ratio", 1..=10_000, 100) as u32;
     m.finish(ctx);
-    Some((Algorithm::Gzip { level: 0, window_bits, memory_level: 0 }, ratio))
+    Some((Algorithm::Gzip { level: 0, window_bits, memory_level: 0, strategy: 0 }, ratio))
 }
 
 fn read_plain_inflate(ctx: &mut Ctx, mut m: Msg<'_>, algorithm: Algorithm) -> Option<(Algorithm, u32)> {

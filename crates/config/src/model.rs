@@ -1600,6 +1600,9 @@ pub enum Algorithm {
         window_bits: u8,
         /// `memory_level`.
         memory_level: u8,
+        /// `compression_strategy`, as zlib numbers it (0 default, 1 filtered, 2 Huffman
+        /// only, 3 RLE, 4 fixed).
+        strategy: u8,
     },
     /// brotli: quality and window bits.
     Brotli {

@@ -1,10 +1,12 @@
 //! Streaming gzip, brotli and zstd, chunk by chunk as Envoy's compression libraries work:
 //! gzip and brotli flush every chunk (a client decodes as it reads), zstd only emits whole
-//! blocks until the end.
+//! blocks until the end. gzip is zlib-ng, the library Envoy links.
 
 use std::io::Write;
+use std::os::raw::c_int;
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Decompress, FlushDecompress, Status};
+use libz_ng_sys as zng;
 use wasmproxy_config::model::Algorithm;
 
 /// Room for output beyond the input's size, for headers and flush markers.
@@ -12,8 +14,8 @@ const SLACK: usize = 64;
 
 /// A body being compressed.
 pub enum Encoder {
-    /// gzip (zlib with the gzip wrapper).
-    Gzip(Box<Compress>),
+    /// gzip (deflate with the gzip wrapper).
+    Gzip(Deflate),
     /// brotli, into a buffer emptied after each chunk.
     Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
     /// zstd, into a buffer emptied after each chunk.
@@ -24,10 +26,8 @@ impl Encoder {
     /// A new stream with the library's settings.
     pub fn new(algorithm: &Algorithm) -> std::io::Result<Encoder> {
         Ok(match *algorithm {
-            Algorithm::Gzip { level, window_bits, .. } => {
-                // Level 0 is zlib's default (6), as Envoy's DEFAULT_COMPRESSION.
-                let level = if level == 0 { Compression::default() } else { Compression::new(level) };
-                Encoder::Gzip(Box::new(Compress::new_gzip(level, window_bits)))
+            Algorithm::Gzip { level, window_bits, memory_level, strategy } => {
+                Encoder::Gzip(Deflate::new(level, window_bits, memory_level, strategy)?)
             }
             Algorithm::Brotli { quality, window_bits } => {
                 Encoder::Brotli(Box::new(brotli::CompressorWriter::new(Vec::new(), 4096, quality, window_bits)))
@@ -40,7 +40,7 @@ impl Encoder {
     /// the rest of the stream when `finish`).
     pub fn encode(&mut self, input: &[u8], finish: bool) -> std::io::Result<Vec<u8>> {
         match self {
-            Encoder::Gzip(c) => Ok(deflate(c, input, if finish { FlushCompress::Finish } else { FlushCompress::Sync })),
+            Encoder::Gzip(d) => Ok(d.deflate(input, finish)),
             Encoder::Brotli(w) => {
                 w.write_all(input)?;
                 if finish {
@@ -62,21 +62,101 @@ impl Encoder {
     }
 }
 
-/// Runs deflate on all of `input` with `flush`, growing the output until zlib is done.
-fn deflate(c: &mut Compress, input: &[u8], flush: FlushCompress) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len() / 2 + SLACK);
-    let start = c.total_in();
-    loop {
-        let consumed = (c.total_in() - start) as usize;
-        if out.capacity() - out.len() < SLACK {
-            out.reserve(out.capacity().max(4 * SLACK));
+/// A zlib-ng deflate stream with every setting Envoy's gzip compressor takes (flate2 fixes
+/// the memory level and the strategy).
+pub struct Deflate {
+    /// Boxed: zlib-ng's state points back at its stream.
+    stream: Box<zng::z_stream>,
+}
+
+unsafe extern "C" fn zng_alloc(_: zng::voidpf, items: zng::uInt, size: zng::uInt) -> zng::voidpf {
+    // SAFETY: plain malloc; zlib-ng aligns within what it is given and checks for null.
+    unsafe { libc::malloc((items as usize).saturating_mul(size as usize)) }
+}
+
+unsafe extern "C" fn zng_free(_: zng::voidpf, address: zng::voidpf) {
+    // SAFETY: `address` came from `zng_alloc`.
+    unsafe { libc::free(address) }
+}
+
+impl Deflate {
+    /// A gzip stream: `level` 0 is zlib's default (6), as Envoy's DEFAULT_COMPRESSION.
+    fn new(level: u32, window_bits: u8, memory_level: u8, strategy: u8) -> std::io::Result<Deflate> {
+        let mut stream = Box::new(zng::z_stream {
+            next_in: std::ptr::null_mut(),
+            avail_in: 0,
+            total_in: 0,
+            next_out: std::ptr::null_mut(),
+            avail_out: 0,
+            total_out: 0,
+            msg: std::ptr::null_mut(),
+            state: std::ptr::null_mut(),
+            zalloc: zng_alloc,
+            zfree: zng_free,
+            opaque: std::ptr::null_mut(),
+            data_type: 0,
+            adler: 0,
+            reserved: 0,
+        });
+        let level = if level == 0 { -1 } else { level as c_int };
+        // SAFETY: the stream is initialized above and stays where the box put it.
+        let code = unsafe {
+            zng::deflateInit2_(
+                &mut *stream,
+                level,
+                zng::Z_DEFLATED,
+                // Plus 16: the gzip wrapper.
+                c_int::from(window_bits) + 16,
+                c_int::from(memory_level),
+                c_int::from(strategy),
+                zng::zlibVersion(),
+                std::mem::size_of::<zng::z_stream>() as c_int,
+            )
+        };
+        if code != zng::Z_OK {
+            return Err(std::io::Error::other(format!("zlib-ng refused the gzip settings (code {code})")));
         }
-        match c.compress_vec(&input[consumed..], &mut out, flush) {
-            Ok(Status::StreamEnd) | Err(_) => return out,
-            // Done once every byte is in and zlib left room in the output: it has flushed.
-            Ok(_) if (c.total_in() - start) as usize == input.len() && out.len() < out.capacity() => return out,
-            Ok(_) => {}
+        Ok(Deflate { stream })
+    }
+
+    /// Compresses all of `input`, flushed (or finished), growing the output until done.
+    fn deflate(&mut self, input: &[u8], finish: bool) -> Vec<u8> {
+        let flush = if finish { zng::Z_FINISH } else { zng::Z_SYNC_FLUSH };
+        let mut out: Vec<u8> = Vec::with_capacity(input.len() / 2 + SLACK);
+        let mut rest = input;
+        loop {
+            let piece = rest.len().min(u32::MAX as usize);
+            self.stream.next_in = rest.as_ptr().cast_mut();
+            self.stream.avail_in = piece as u32;
+            if out.capacity() - out.len() < SLACK {
+                out.reserve(out.capacity().max(4 * SLACK));
+            }
+            let room = (out.capacity() - out.len()).min(u32::MAX as usize);
+            // SAFETY: the output pointer and room are the vector's spare capacity.
+            self.stream.next_out = unsafe { out.as_mut_ptr().add(out.len()) };
+            self.stream.avail_out = room as u32;
+            // SAFETY: the stream was initialized by `new`; its pointers are set above, and
+            // zlib-ng only reads `next_in`.
+            let code = unsafe { zng::deflate(&mut *self.stream, flush) };
+            let written = room - self.stream.avail_out as usize;
+            // SAFETY: zlib-ng wrote `written` bytes into the spare capacity.
+            unsafe { out.set_len(out.len() + written) };
+            rest = &rest[piece - self.stream.avail_in as usize..];
+            self.stream.next_in = std::ptr::null_mut();
+            match code {
+                zng::Z_OK | zng::Z_BUF_ERROR if !rest.is_empty() || self.stream.avail_out == 0 => {}
+                // Done: everything in, and room left in the output (it has flushed), the
+                // stream's end, or an error (which zlib-ng only gives for a misuse).
+                _ => return out,
+            }
         }
+    }
+}
+
+impl Drop for Deflate {
+    fn drop(&mut self) {
+        // SAFETY: the stream was initialized by `new` and is ended once.
+        unsafe { zng::deflateEnd(&mut *self.stream) };
     }
 }
 
@@ -203,15 +283,36 @@ mod tests {
 
     #[test]
     fn each_library_round_trips_a_body_sent_in_chunks() {
-        round_trip(Algorithm::Gzip { level: 0, window_bits: 12, memory_level: 5 });
+        round_trip(Algorithm::Gzip { level: 0, window_bits: 12, memory_level: 5, strategy: 0 });
         round_trip(Algorithm::Brotli { quality: 3, window_bits: 18 });
         round_trip(Algorithm::Zstd { level: 3 });
     }
 
     #[test]
+    fn every_gzip_setting_envoy_takes_changes_the_stream() {
+        let text: Vec<u8> = (0..50_000u32).flat_map(|i| format!("{} ", i % 977).into_bytes()).collect();
+        let gzip = |memory_level, strategy| {
+            let algorithm = Algorithm::Gzip { level: 0, window_bits: 12, memory_level, strategy };
+            let compressed = Encoder::new(&algorithm).unwrap().encode(&text, true).unwrap();
+            let (plain, error) = Decoder::new(&algorithm).unwrap().decode(&compressed, 1000);
+            assert_eq!((plain == text, error), (true, None), "memory level {memory_level}, strategy {strategy}");
+            compressed
+        };
+        let default = gzip(5, 0);
+        assert_ne!(gzip(1, 0), default, "memory level");
+        // FILTERED is zlib-ng's default match finding at this level: it only round-trips.
+        gzip(5, 1);
+        for strategy in 2..=4 {
+            assert_ne!(gzip(5, strategy), default, "strategy {strategy}");
+        }
+        // Huffman coding alone finds no repeats.
+        assert!(gzip(5, 2).len() > 2 * default.len());
+    }
+
+    #[test]
     fn gzip_and_brotli_flush_every_chunk_and_zstd_waits_for_the_end() {
         for (algorithm, flushes) in [
-            (Algorithm::Gzip { level: 0, window_bits: 15, memory_level: 5 }, true),
+            (Algorithm::Gzip { level: 0, window_bits: 15, memory_level: 5, strategy: 0 }, true),
             (Algorithm::Brotli { quality: 3, window_bits: 18 }, true),
             (Algorithm::Zstd { level: 3 }, false),
         ] {
@@ -228,7 +329,7 @@ mod tests {
     #[test]
     fn a_bomb_stops_at_the_ratio_and_garbage_is_corrupt() {
         let zeros = vec![0u8; 1 << 20];
-        let algorithm = Algorithm::Gzip { level: 9, window_bits: 15, memory_level: 8 };
+        let algorithm = Algorithm::Gzip { level: 9, window_bits: 15, memory_level: 8, strategy: 0 };
         let compressed = Encoder::new(&algorithm).unwrap().encode(&zeros, true).unwrap();
         let (out, error) = Decoder::new(&algorithm).unwrap().decode(&compressed, 100);
         assert_eq!(error, Some(DecodeError::TooLarge));

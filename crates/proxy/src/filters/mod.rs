@@ -29,6 +29,7 @@ use wasmproxy_stats::Store;
 use crate::http::direction::Direction;
 use crate::http::reply::{DataVerdict, Verdict};
 use crate::stream_info::StreamRef;
+use crate::tracer::ParentSpan;
 use crate::upstream::cluster::Clusters;
 use crate::wasm::http_filter::{FilterSlot, FilterStream};
 
@@ -273,9 +274,15 @@ pub struct StreamRoute<'a> {
 }
 
 impl ChainFilter {
-    /// A new stream through this filter, on `route` (none matched).
+    /// A new stream through this filter, on `route` (none matched); the calls it makes
+    /// are spans under `parent` (the stream's, if traced).
     #[inline]
-    pub fn start_stream(&self, info: &StreamRef, route: Option<StreamRoute<'_>>) -> Result<StreamFilter, VmError> {
+    pub fn start_stream(
+        &self,
+        info: &StreamRef,
+        route: Option<StreamRoute<'_>>,
+        parent: Option<&ParentSpan>,
+    ) -> Result<StreamFilter, VmError> {
         Ok(match self {
             ChainFilter::Wasm(slot) => StreamFilter::Wasm(slot.start_stream(info)?),
             ChainFilter::Cors(f) => StreamFilter::Cors(cors::CorsStream::new(f, info, route)),
@@ -285,12 +292,14 @@ impl ChainFilter {
             ChainFilter::Compressor(f) => StreamFilter::Compressor(compressor::CompressorStream::new(f, route)),
             ChainFilter::Decompressor(f) => StreamFilter::Decompressor(decompressor::DecompressorStream::new(f)),
             ChainFilter::Csrf(f) => StreamFilter::Csrf(csrf::CsrfStream::new(f, info, route)),
-            ChainFilter::ExtAuthz(f) => StreamFilter::ExtAuthz(ext_authz::ExtAuthzStream::new(f, info, route)),
+            ChainFilter::ExtAuthz(f) => StreamFilter::ExtAuthz(ext_authz::ExtAuthzStream::new(f, info, route, parent)),
             ChainFilter::Rbac(f) => StreamFilter::Rbac(rbac::RbacStream::new(f, info, route)),
             ChainFilter::Fault(f) => StreamFilter::Fault(fault::FaultStream::new(f, info, route)),
             ChainFilter::Buffer(name, max) => StreamFilter::Buffer(buffer::BufferStream::new(name, *max, route)),
             ChainFilter::HealthCheck(f) => StreamFilter::HealthCheck(health_check::HealthCheckStream::new(f, info)),
-            ChainFilter::RateLimit(f) => StreamFilter::RateLimit(ratelimit::RateLimitStream::new(f, info, route)),
+            ChainFilter::RateLimit(f) => {
+                StreamFilter::RateLimit(ratelimit::RateLimitStream::new(f, info, route, parent))
+            }
             ChainFilter::HeaderMutation(name, config) => {
                 StreamFilter::HeaderMutation(header_mutation::HeaderMutationStream::new(name, config, info, route))
             }

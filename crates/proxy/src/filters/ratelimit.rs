@@ -18,7 +18,9 @@ use crate::http::reply::{LocalReply, Verdict, is_grpc_request};
 use crate::matcher::HeaderMatchers;
 use crate::stream_info::StreamRef;
 use crate::stream_info::response_flags::ResponseFlag;
+use crate::tracer::ParentSpan;
 use crate::upstream::cluster::Clusters;
+use crate::upstream::grpc::call_service;
 
 /// A `rate_limits` entry with its header matchers compiled.
 pub struct Policy {
@@ -163,13 +165,21 @@ pub struct RateLimitStream {
     info: StreamRef,
     policies: Option<RoutePolicies>,
     response: Vec<(String, String)>,
+    /// The stream's span, the call's parent.
+    parent: Option<ParentSpan>,
 }
 
 impl RateLimitStream {
-    /// A stream on `route`.
-    pub fn new(filter: &Rc<RateLimitFilter>, info: &StreamRef, route: Option<StreamRoute<'_>>) -> RateLimitStream {
+    /// A stream on `route`; its call to the service is a span under `parent`.
+    pub fn new(
+        filter: &Rc<RateLimitFilter>,
+        info: &StreamRef,
+        route: Option<StreamRoute<'_>>,
+        parent: Option<&ParentSpan>,
+    ) -> RateLimitStream {
         let policies = route.filter(|r| r.forwards).map(|r| r.filters.rate_limits.clone());
-        RateLimitStream { filter: filter.clone(), info: info.clone(), policies, response: Vec::new() }
+        let parent = parent.cloned();
+        RateLimitStream { filter: filter.clone(), info: info.clone(), policies, response: Vec::new(), parent }
     }
 
     /// The request headers: its descriptors checked with the service, the stream waiting
@@ -219,8 +229,8 @@ impl RateLimitStream {
                 self.response = answer.response_headers_to_add.iter().map(|h| (h.key.clone(), h.text())).collect();
                 Verdict::Continue
             }
-            Err(e) => {
-                tracing::debug!("ratelimit: the service failed: {e}");
+            Err((status, e)) => {
+                tracing::debug!("ratelimit: the service failed: status {status}: {e}");
                 filter.count(&cluster, "error");
                 if !config.failure_mode_deny {
                     filter.count(&cluster, "failure_mode_allowed");
@@ -248,21 +258,29 @@ impl RateLimitStream {
         Verdict::Continue
     }
 
-    /// Asks the service.
-    async fn ask(&self, request: wire::RateLimitRequest) -> Result<wire::RateLimitResponse, String> {
+    /// Asks the service; under the stream's span, the call is a span tagged with its
+    /// status and the answer's (`ratelimit_status`).
+    async fn ask(&self, request: wire::RateLimitRequest) -> Result<wire::RateLimitResponse, (u32, String)> {
         let config = &self.filter.config;
-        let service_name = "envoy.service.ratelimit.v3.RateLimitService";
+        let method = ("envoy.service.ratelimit.v3.RateLimitService", "ShouldRateLimit");
+        let span = self.parent.as_ref().map(|p| p.grpc_child(&config.service, method));
+        let inject = |headers: &mut Headers| {
+            if let Some(span) = &span {
+                span.inject(headers);
+            }
+        };
+        let clusters = &self.filter.clusters;
         let message = request.encode_to_vec();
-        let timeout = Some(config.timeout);
-        crate::upstream::grpc::call_service(
-            &self.filter.clusters,
-            &config.service,
-            service_name,
-            "ShouldRateLimit",
-            message,
-            timeout,
-        )
-        .await
+        let answer: Result<wire::RateLimitResponse, _> =
+            call_service(clusters, &config.service, method, message, Some(config.timeout), inject).await;
+        if let Some(mut span) = span {
+            span.grpc_status(answer.as_ref().err().map_or(0, |(status, _)| *status));
+            if let Ok(answer) = &answer {
+                span.tag("ratelimit_status", if answer.overall_code == wire::OVER_LIMIT { "over_limit" } else { "ok" });
+            }
+            span.finish();
+        }
+        answer
     }
 
     /// Over the limit: the refusal, with the service's headers and body.

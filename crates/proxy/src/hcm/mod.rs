@@ -41,7 +41,7 @@ use crate::http::reply::{LocalReply, StreamReset, Verdict, is_grpc_request, loca
 use crate::observe::stats::HttpStats;
 use crate::stream_info::response_flags::ResponseFlag;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
-use crate::tracer::{StreamTrace, Tracer};
+use crate::tracer::{ParentSpan, StreamTrace, Tracer};
 use crate::upstream::cluster::Clusters;
 use crate::wasm::access_logger::StreamLoggers;
 
@@ -79,6 +79,8 @@ struct StreamFilters {
     opened: Option<usize>,
     /// The stream's tracing, if its connection manager traces and the stream has a span.
     trace: Option<StreamTrace>,
+    /// The stream's span as its filters' calls see it.
+    parent_span: Option<ParentSpan>,
 }
 
 impl Drop for ActiveStream {
@@ -262,6 +264,7 @@ impl Hcm {
             route: None,
             opened: None,
             trace: None,
+            parent_span: None,
         };
         let mut stream = ActiveStream { filters, request_headers: headers, routes, upgrade, deciding: true };
         let processed = stream.process(&mut incoming).await;
@@ -493,6 +496,7 @@ impl ActiveStream {
             // As Envoy: the stream's span starts once the route is known, before any filter.
             let decorator = matched.as_ref().and_then(|m| m.decorator);
             self.filters.trace = tracer.start(&mut self.request_headers, decorator);
+            self.filters.parent_span = self.filters.trace.as_ref().and_then(|t| tracer.parent(t));
         }
         if !hcm.filters.is_empty() {
             // The filters the route turns off are decided here, once, as Envoy builds the
@@ -729,7 +733,7 @@ impl StreamFilters {
                 wasm_ran = false;
             }
             wasm_ran |= filter.is_wasm();
-            let Ok(stream) = filter.start_stream(&self.info, self.stream_route()) else {
+            let Ok(stream) = filter.start_stream(&self.info, self.stream_route(), self.parent_span.as_ref()) else {
                 // The VM failed before this stream (and, under FAIL_RELOAD, could not be
                 // reloaded yet): FAIL_OPEN skips the filter, the others answer 503.
                 self.contexts.push(None);
@@ -814,7 +818,7 @@ impl StreamFilters {
             let stream = match stream {
                 Some(s) => s,
                 None if i >= reached && self.disabled.get(i) != Some(&true) && hcm.filters[i].is_wasm() => {
-                    match hcm.filters[i].start_stream(&self.info, None) {
+                    match hcm.filters[i].start_stream(&self.info, None, None) {
                         Ok(s) => s,
                         Err(_) => continue,
                     }

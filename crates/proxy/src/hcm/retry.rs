@@ -357,7 +357,7 @@ async fn one_try(
     deadline: &mut Deadline,
     avoid: &[SocketAddr],
 ) -> Result<Started, UpstreamError> {
-    let start = cx.cluster.start_avoiding(headers, body, whole_body, Some(cx.info), avoid);
+    let start = cx.cluster.start_avoiding(headers, body, whole_body, (Some(cx.info), None), avoid);
     tokio::pin!(start);
     if deadline.ended.is_some() {
         tokio::select! {

@@ -270,31 +270,22 @@ impl ActiveStream {
 /// `response.code_details`.
 fn note_upstream_error(info: &StreamRef, e: &UpstreamError) {
     let mut i = info.borrow_mut();
-    let (flag, details) = match e {
-        UpstreamError::NoHealthyUpstream => (Some(ResponseFlag::NoHealthyUpstream), "no_healthy_upstream".to_string()),
-        UpstreamError::Timeout => (Some(ResponseFlag::UpstreamRequestTimeout), "response_timeout".to_string()),
-        UpstreamError::PerTryTimeout => {
-            (Some(ResponseFlag::UpstreamRequestTimeout), "upstream_per_try_timeout".to_string())
-        }
-        UpstreamError::Overflow => {
-            (Some(ResponseFlag::UpstreamOverflow), "upstream_reset_before_response_started{overflow}".to_string())
-        }
-        UpstreamError::Refused(_) => (
-            Some(ResponseFlag::UpstreamRemoteReset),
-            "upstream_reset_before_response_started{remote_refused_stream_reset}".to_string(),
-        ),
+    let details = match e {
+        UpstreamError::NoHealthyUpstream => "no_healthy_upstream".to_string(),
+        UpstreamError::Timeout => "response_timeout".to_string(),
+        UpstreamError::PerTryTimeout => "upstream_per_try_timeout".to_string(),
+        UpstreamError::Overflow => "upstream_reset_before_response_started{overflow}".to_string(),
+        UpstreamError::Refused(_) => "upstream_reset_before_response_started{remote_refused_stream_reset}".to_string(),
         UpstreamError::ConnectionFailure(error) => {
             let reason = connect_failure_reason(error);
             let details = format!("upstream_reset_before_response_started{{remote_connection_failure|{reason}}}");
             i.upstream_failure = Some(reason);
-            (Some(ResponseFlag::UpstreamConnectionFailure), details)
+            details
         }
-        UpstreamError::Disconnected(_) => (
-            Some(ResponseFlag::UpstreamConnectionTermination),
-            "upstream_reset_before_response_started{connection_termination}".to_string(),
-        ),
-        UpstreamError::ResponseTooLarge => (None, "response_payload_too_large".to_string()),
+        UpstreamError::Disconnected(_) => "upstream_reset_before_response_started{connection_termination}".to_string(),
+        UpstreamError::ResponseTooLarge => "response_payload_too_large".to_string(),
     };
+    let flag = e.response_flag();
     if let Some(flag) = flag {
         i.response_flags.set(flag);
     }

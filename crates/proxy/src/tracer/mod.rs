@@ -12,7 +12,9 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use wasmproxy_config::format::Piece;
-use wasmproxy_config::model::{CustomTag, Decorator, HttpConnectionManager, Tracing, TracingProvider, UuidRequestId};
+use wasmproxy_config::model::{
+    CustomTag, Decorator, GrpcService, HttpConnectionManager, Tracing, TracingProvider, UuidRequestId,
+};
 use wasmproxy_host::Headers;
 use wasmproxy_stats::{Counter, Scope, Store};
 
@@ -103,6 +105,102 @@ pub struct SpanRole {
     pub egress: bool,
 }
 
+/// A stream's span as the calls its filters make see it (an authorization check, a rate
+/// limit query): their spans are its children, as Envoy's async clients make them.
+#[derive(Clone)]
+pub struct ParentSpan {
+    trace: (u64, u64),
+    id: u64,
+    sampled: bool,
+    trace_state: String,
+    /// Zipkin's `w3c` setting (`traceparent` too); `None`: OpenTelemetry.
+    zipkin_w3c: Option<bool>,
+    driver: Rc<Driver>,
+}
+
+/// The span of one call a filter makes: a client span, sampled as its parent.
+pub struct CallSpan {
+    span: Span,
+    zipkin_w3c: Option<bool>,
+    driver: Rc<Driver>,
+}
+
+impl ParentSpan {
+    /// A child span for a call named `name`, starting now.
+    pub fn child(&self, name: String) -> CallSpan {
+        let mut span = Span::new(self.trace, crate::random::next_u64(), Some(self.id), name, true);
+        span.sampled = self.sampled;
+        span.trace_state = self.trace_state.clone();
+        CallSpan { span, zipkin_w3c: self.zipkin_w3c, driver: self.driver.clone() }
+    }
+}
+
+impl ParentSpan {
+    /// The span of a unary gRPC call to `service`'s `service_name`/`method`, with the tags
+    /// Envoy's async gRPC client starts it with.
+    pub fn grpc_child(&self, service: &GrpcService, (service_name, method): (&str, &str)) -> CallSpan {
+        let mut span = self.child(format!("async {service_name}.{method} egress"));
+        span.tag("upstream_cluster", service.cluster.as_str());
+        span.tag("upstream_address", service.authority());
+        span.tag("component", "proxy");
+        span
+    }
+}
+
+impl CallSpan {
+    /// A gRPC call's end: its status (and `error` if not OK).
+    pub fn grpc_status(&mut self, status: u32) {
+        self.span.tag("grpc.status_code", status.to_string());
+        if status != 0 {
+            self.span.tag("error", "true");
+        }
+    }
+
+    /// Tells the service the span's context, as the stream's upstream is told its.
+    pub fn inject(&self, headers: &mut Headers) {
+        match self.zipkin_w3c {
+            Some(w3c) => zipkin::inject(w3c, &self.span, headers),
+            None => otel::inject(&self.span, headers),
+        }
+    }
+
+    /// Sets a tag.
+    pub fn tag(&mut self, key: &str, value: impl Into<String>) {
+        self.span.tag(key, value);
+    }
+
+    /// The tags of an HTTP call's end, as Envoy's async client sets them: the cluster, the
+    /// endpoint (if one was picked), the status (none: no response) and flags.
+    pub fn http_result(
+        &mut self,
+        cluster: &str,
+        upstream: Option<std::net::SocketAddr>,
+        code: Option<u16>,
+        flags: &str,
+    ) {
+        let span = &mut self.span;
+        span.tag("http.protocol", "HTTP/1.1");
+        if let Some(upstream) = upstream {
+            span.tag("upstream_address", upstream.to_string());
+            span.tag("peer.address", upstream.to_string());
+        }
+        span.tag("component", "proxy");
+        span.tag("upstream_cluster", cluster);
+        span.tag("upstream_cluster.name", cluster);
+        span.tag("http.status_code", code.unwrap_or(0).to_string());
+        span.tag("response_flags", flags);
+        if code.is_none_or(|c| c >= 500) {
+            span.tag("error", "true");
+        }
+    }
+
+    /// The span ends and goes to the provider (if sampled).
+    pub fn finish(mut self) {
+        self.span.end();
+        self.driver.report(&self.span);
+    }
+}
+
 /// One connection manager's tracing on one worker.
 pub struct Tracer {
     config: Tracing,
@@ -153,6 +251,24 @@ impl Tracer {
                 not_traceable: scope.counter("not_traceable"),
                 _health_check: scope.counter("health_check"),
             },
+        })
+    }
+
+    /// What the calls of a stream's filters make their spans from.
+    pub fn parent(&self, trace: &StreamTrace) -> Option<ParentSpan> {
+        let driver = self.driver.clone()?;
+        let zipkin_w3c = match &self.config.provider {
+            Some(TracingProvider::Zipkin(z)) => Some(z.w3c),
+            _ => None,
+        };
+        let span = &trace.span;
+        Some(ParentSpan {
+            trace: span.trace,
+            id: span.id,
+            sampled: span.sampled,
+            trace_state: span.trace_state.clone(),
+            zipkin_w3c,
+            driver,
         })
     }
 
@@ -262,7 +378,7 @@ impl Tracer {
         }
         let span = trace.child.as_ref().unwrap_or(&trace.span);
         match &self.config.provider {
-            Some(TracingProvider::Zipkin(z)) => zipkin::inject(z, span, headers),
+            Some(TracingProvider::Zipkin(z)) => zipkin::inject(z.w3c, span, headers),
             _ => otel::inject(span, headers),
         }
     }

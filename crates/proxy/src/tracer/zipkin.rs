@@ -117,8 +117,8 @@ pub fn child(config: &ZipkinProvider, parent: &Span, name: String, client: bool)
     span
 }
 
-/// Tells the upstream the span's context: B3 headers (and `traceparent` if asked).
-pub fn inject(config: &ZipkinProvider, span: &Span, headers: &mut Headers) {
+/// Tells the upstream the span's context: B3 headers (and `traceparent` if `w3c`).
+pub fn inject(w3c: bool, span: &Span, headers: &mut Headers) {
     headers.replace(b"x-b3-traceid", span.trace_hex().as_bytes());
     headers.replace(b"x-b3-spanid", format!("{:016x}", span.id).as_bytes());
     match span.parent {
@@ -126,7 +126,7 @@ pub fn inject(config: &ZipkinProvider, span: &Span, headers: &mut Headers) {
         None => headers.remove(b"x-b3-parentspanid"),
     }
     headers.replace(b"x-b3-sampled", if span.sampled { b"1" } else { b"0" });
-    if config.w3c {
+    if w3c {
         crate::tracer::otel::inject_traceparent(span, headers);
     }
 }

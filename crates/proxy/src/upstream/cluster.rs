@@ -115,6 +115,9 @@ struct Member {
 /// Picks a retry makes to find an endpoint not tried yet.
 const PREVIOUS_HOST_PICKS: u32 = 3;
 
+/// Where a call of the proxy's own went: the endpoint, once picked.
+pub type Picked = std::cell::Cell<Option<SocketAddr>>;
+
 /// A response from an upstream, read whole.
 pub struct UpstreamResponse {
     /// Status and headers, `:status` first.
@@ -455,6 +458,18 @@ impl Cluster {
         self.send_with_limit(headers, body, timeout, content_length, MAX_CALLOUT_BODY_BYTES).await
     }
 
+    /// [`Cluster::send`], noting the endpoint it goes to in `picked` once one is picked
+    /// (for a span's tags).
+    pub async fn send_noting(
+        &self,
+        headers: &Headers,
+        body: Bytes,
+        timeout: Option<Duration>,
+        picked: &Picked,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        self.exchange(headers, body, timeout, true, (MAX_CALLOUT_BODY_BYTES, picked)).await
+    }
+
     /// [`Cluster::send`], with a response body of at most `limit` bytes.
     pub async fn send_with_limit(
         &self,
@@ -463,6 +478,19 @@ impl Cluster {
         timeout: Option<Duration>,
         content_length: bool,
         limit: usize,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        self.exchange(headers, body, timeout, content_length, (limit, &Picked::default())).await
+    }
+
+    /// Sends a request with a whole body and reads the whole response, of at most `limit`
+    /// bytes, noting the endpoint in `picked`.
+    async fn exchange(
+        &self,
+        headers: &Headers,
+        body: Bytes,
+        timeout: Option<Duration>,
+        content_length: bool,
+        (limit, picked): (usize, &Picked),
     ) -> Result<UpstreamResponse, UpstreamError> {
         // Without a length the body goes as a stream, or hyper would announce its size.
         let body = if content_length {
@@ -473,7 +501,9 @@ impl Cluster {
             http_body_util::Either::Right(streamed)
         };
         let exchange = async {
-            let Started { headers, body, .. } = self.start(headers, body, content_length, None).await?;
+            let started = self.start_avoiding(headers, body, content_length, (None, Some(picked)), &[]).await;
+            self.charge(&started, is_external(headers));
+            let Started { headers, body, .. } = started?;
             let collected = http_body_util::Limited::new(body, limit).collect().await.map_err(|e| {
                 if e.is::<http_body_util::LengthLimitError>() {
                     UpstreamError::ResponseTooLarge
@@ -526,7 +556,7 @@ impl Cluster {
         whole_body: bool,
         info: Option<&StreamRef>,
     ) -> Result<Started, UpstreamError> {
-        let started = self.start_avoiding(headers, body, whole_body, info, &[]).await;
+        let started = self.start_avoiding(headers, body, whole_body, (info, None), &[]).await;
         self.charge(&started, is_external(headers));
         started
     }
@@ -561,13 +591,14 @@ impl Cluster {
 
     /// [`Cluster::start`] on an endpoint not in `avoid`, if the load balancer finds one
     /// in a few picks (a retry's `previous_hosts`); the answer is not charged (the router
-    /// charges the one it passes on).
+    /// charges the one it passes on). The endpoint is noted in the stream's `info` (or in
+    /// `picked`, for a call of the proxy's own).
     pub async fn start_avoiding(
         &self,
         headers: &Headers,
         body: ProxyBody,
         whole_body: bool,
-        info: Option<&StreamRef>,
+        (info, picked): (Option<&StreamRef>, Option<&Picked>),
         avoid: &[SocketAddr],
     ) -> Result<Started, UpstreamError> {
         let hash = info.and_then(|i| i.borrow().lb_hash);
@@ -582,6 +613,9 @@ impl Cluster {
         };
         if let Some(info) = info {
             info.borrow_mut().upstream = Some(endpoint.addr());
+        }
+        if let Some(picked) = picked {
+            picked.set(Some(endpoint.addr()));
         }
         let request = self.upstream_request(headers, body, whole_body, info, &member)?;
         let load = ActiveRequest::start(&member.health);

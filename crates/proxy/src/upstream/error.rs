@@ -4,6 +4,7 @@ use bytes::Bytes;
 use wasmproxy_host::Headers;
 
 use crate::http::reply::{local_reply_headers, reply_headers};
+use crate::stream_info::response_flags::ResponseFlag;
 
 /// Why an upstream request got no response; each maps to Envoy's local reply.
 #[derive(Debug)]
@@ -24,6 +25,21 @@ pub enum UpstreamError {
     PerTryTimeout,
     /// The response body is over the limit of what is read into memory.
     ResponseTooLarge,
+}
+
+impl UpstreamError {
+    /// The response flag Envoy sets for it.
+    pub fn response_flag(&self) -> Option<ResponseFlag> {
+        Some(match self {
+            UpstreamError::NoHealthyUpstream => ResponseFlag::NoHealthyUpstream,
+            UpstreamError::Timeout | UpstreamError::PerTryTimeout => ResponseFlag::UpstreamRequestTimeout,
+            UpstreamError::Overflow => ResponseFlag::UpstreamOverflow,
+            UpstreamError::Refused(_) => ResponseFlag::UpstreamRemoteReset,
+            UpstreamError::ConnectionFailure(_) => ResponseFlag::UpstreamConnectionFailure,
+            UpstreamError::Disconnected(_) => ResponseFlag::UpstreamConnectionTermination,
+            UpstreamError::ResponseTooLarge => return None,
+        })
+    }
 }
 
 /// Envoy's transport failure reason for a connection that could not be made

@@ -253,22 +253,25 @@ pub async fn call(
 
 /// A unary call a filter makes to its service (`service`'s cluster and authority,
 /// `/<service_name>/<method>`), saying where it comes from (`x-forwarded-for`), as Envoy's
-/// filters' clients do: the answer decoded, or why there is none.
+/// filters' clients do, with what `inject` adds to its headers (a span's context): the
+/// answer decoded, or the call's status and why (OK for an answer that does not decode:
+/// the call itself succeeded, as Envoy's span of it says).
 pub async fn call_service<R: prost::Message + Default>(
     clusters: &Clusters,
     service: &wasmproxy_config::model::GrpcService,
-    service_name: &str,
-    method: &str,
+    (service_name, method): (&str, &str),
     message: Vec<u8>,
     timeout: Option<Duration>,
-) -> Result<R, String> {
-    let cluster = clusters.get(&service.cluster).ok_or_else(|| format!("no cluster {}", service.cluster))?;
+    inject: impl FnOnce(&mut Headers),
+) -> Result<R, (u32, String)> {
+    let Some(cluster) = clusters.get(&service.cluster) else {
+        return Err((code::UNAVAILABLE, format!("no cluster {}", service.cluster)));
+    };
     let mut headers = request_headers(service.authority(), service_name, method, &Headers::new(), timeout);
     headers.add(b"x-forwarded-for", crate::stream_info::node::local_address().to_string().as_bytes());
-    let answer = call(cluster, headers, message, timeout)
-        .await
-        .map_err(|(code, message)| format!("gRPC status {code}: {message}"))?;
-    R::decode(answer.as_slice()).map_err(|e| format!("the answer does not decode: {e}"))
+    inject(&mut headers);
+    let answer = call(cluster, headers, message, timeout).await?;
+    R::decode(answer.as_slice()).map_err(|e| (code::OK, format!("the answer does not decode: {e}")))
 }
 
 /// A stream: messages go out as the plugin sends them (`None` half-closes); the

@@ -17,7 +17,9 @@ use super::wire::{
 use super::{Action, Changes, Config, Decision, Mutation};
 use crate::http::reply::LocalReply;
 use crate::stream_info::StreamRef;
+use crate::tracer::ParentSpan;
 use crate::upstream::cluster::Clusters;
+use crate::upstream::grpc::call_service;
 
 /// The `CheckRequest` for a stream whose request `headers` are these.
 pub(super) fn check_request(
@@ -71,18 +73,40 @@ pub(super) fn check_request(
     }
 }
 
-/// Sends `request` to `service` and reads its answer.
-pub(super) async fn check(service: &GrpcService, request: CheckRequest, clusters: &Clusters) -> Decision {
-    let service_name = "envoy.service.auth.v3.Authorization";
-    let message = request.encode_to_vec();
-    match crate::upstream::grpc::call_service(clusters, service, service_name, "Check", message, service.timeout).await
-    {
+/// Sends `request` to `service` and reads its answer; under `parent`, the call is a span
+/// tagged with its status and the check's (`ext_authz_status`).
+pub(super) async fn check(
+    service: &GrpcService,
+    request: CheckRequest,
+    clusters: &Clusters,
+    parent: Option<&ParentSpan>,
+) -> Decision {
+    let method = ("envoy.service.auth.v3.Authorization", "Check");
+    let span = parent.map(|p| p.grpc_child(service, method));
+    let inject = |headers: &mut Headers| {
+        if let Some(span) = &span {
+            span.inject(headers);
+        }
+    };
+    let answer = call_service(clusters, service, method, request.encode_to_vec(), service.timeout, inject).await;
+    let status = answer.as_ref().err().map_or(0, |(status, _)| *status);
+    let decoded = answer.is_ok();
+    let decision = match answer {
         Ok(response) => decide(response),
-        Err(e) => {
-            tracing::debug!("ext_authz: the gRPC service failed: {e}");
+        Err((status, e)) => {
+            tracing::debug!("ext_authz: the gRPC service failed: status {status}: {e}");
             Decision::Error
         }
+    };
+    if let Some(mut span) = span {
+        span.grpc_status(status);
+        if decoded {
+            let ok = matches!(decision, Decision::Ok(_));
+            span.tag("ext_authz_status", if ok { "ext_authz_ok" } else { "ext_authz_unauthorized" });
+        }
+        span.finish();
     }
+    decision
 }
 
 /// A `CheckResponse` as a decision: OK allows with `ok_response`'s changes; any other

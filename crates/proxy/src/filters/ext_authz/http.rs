@@ -2,6 +2,8 @@
 //! allowed headers sent with no body; 200 allows, 5xx (or no answer) is an error, anything
 //! else denies with the service's answer.
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 use wasmproxy_config::model::HttpAuthzService;
 use wasmproxy_host::Headers;
@@ -9,7 +11,10 @@ use wasmproxy_host::Headers;
 use super::{Action, Changes, Config, Decision, Mutation};
 use crate::http::reply::LocalReply;
 use crate::matcher::ValueMatchers;
-use crate::upstream::cluster::Clusters;
+use crate::stream_info::response_flags::ResponseFlags;
+use crate::tracer::{CallSpan, ParentSpan};
+use crate::upstream::cluster::{Clusters, Picked, UpstreamResponse};
+use crate::upstream::error::{UpstreamError, upstream_error_reply};
 
 /// The request headers an HTTP service always gets.
 const DEFAULT_HEADERS: &[&str] = &["authorization", ":method", ":path", ":authority"];
@@ -38,16 +43,18 @@ impl Lists {
     }
 }
 
-/// Asks `service` about the request `headers`.
+/// Asks `service` about the request `headers` (and `body`); under `parent`, the call is a
+/// span as Envoy's async HTTP client makes it, tagged with the check's outcome.
 pub(super) async fn check(
     config: &Config,
     service: &HttpAuthzService,
     lists: &Lists,
     clusters: &Clusters,
-    headers: &Headers,
-    body: Option<&Bytes>,
+    (headers, body): (&Headers, Option<&Bytes>),
+    parent: Option<&ParentSpan>,
 ) -> Decision {
-    let Some(cluster) = clusters.get(&service.server.cluster) else { return Decision::Error };
+    let name = &service.server.cluster;
+    let Some(cluster) = clusters.get(name) else { return Decision::Error };
     let mut request = Headers::new();
     for (name, value) in super::joined(headers) {
         if !config.sends(&name, DEFAULT_HEADERS) || name == "content-length" || name == "x-envoy-auth-partial-body" {
@@ -74,8 +81,17 @@ pub(super) async fn check(
     request.add(b"x-envoy-internal", b"true");
     let timeout = service.server.timeout;
     request.add(b"x-envoy-expected-rq-timeout-ms", timeout.as_millis().to_string().as_bytes());
+    let span = parent.map(|p| p.child(format!("async {name} egress")));
+    if let Some(span) = &span {
+        span.inject(&mut request);
+    }
     let started = std::time::Instant::now();
-    let response = match cluster.send(&request, body, Some(timeout), true).await {
+    let picked = Picked::default();
+    let sent = cluster.send_noting(&request, body, Some(timeout), &picked).await;
+    if let Some(span) = span {
+        end_span(span, name, picked.get(), &sent);
+    }
+    let response = match sent {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!("ext_authz: the HTTP service failed: {e:?}");
@@ -133,4 +149,29 @@ fn denial(config: &Config, lists: &Lists, status: u16, answer: &Headers, mut bod
         body.truncate(limit);
     }
     LocalReply { status, body, headers, grpc_status: None }
+}
+
+/// Ends the check's span with the tags ext_authz and Envoy's async client give it: the
+/// outcome, then the call's (a failed call: the status and flag of the reply Envoy's router
+/// makes for it).
+fn end_span(
+    mut span: CallSpan,
+    cluster: &str,
+    upstream: Option<SocketAddr>,
+    sent: &Result<UpstreamResponse, UpstreamError>,
+) {
+    let (status, flag) = match sent {
+        Ok(r) => (crate::http::convert::status(&r.headers).as_u16(), None),
+        // The reply Envoy's router makes for the failure.
+        Err(e) => (crate::http::convert::status(&upstream_error_reply(e, false).0).as_u16(), e.response_flag()),
+    };
+    let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason());
+    span.tag("ext_authz_http_status", reason.unwrap_or("Unknown"));
+    span.tag("ext_authz_status", if status == 200 { "ext_authz_ok" } else { "ext_authz_unauthorized" });
+    let mut flags = ResponseFlags::default();
+    if let Some(flag) = flag {
+        flags.set(flag);
+    }
+    span.http_result(cluster, upstream, Some(status), &flags.short_string());
+    span.finish();
 }

@@ -25,6 +25,7 @@ use crate::http::reply::{LocalReply, Verdict};
 use crate::matcher::ValueMatchers;
 use crate::stream_info::StreamRef;
 use crate::stream_info::response_flags::ResponseFlag;
+use crate::tracer::ParentSpan;
 use crate::upstream::cluster::Clusters;
 
 /// The filter's configuration with its header matchers compiled, shared by the workers.
@@ -250,12 +251,19 @@ pub struct ExtAuthzStream {
     response: Vec<Mutation>,
     /// The request body is sent too, at most this long (longer: 413).
     body_limit: Option<u32>,
+    /// The stream's span, the check's parent.
+    parent: Option<ParentSpan>,
 }
 
 impl ExtAuthzStream {
     /// A stream on `route`: no check without a route or on one whose most specific
-    /// `ExtAuthzPerRoute` is `disabled`.
-    pub fn new(filter: &Rc<ExtAuthzFilter>, info: &StreamRef, route: Option<StreamRoute<'_>>) -> ExtAuthzStream {
+    /// `ExtAuthzPerRoute` is `disabled`; its check is a span under `parent`.
+    pub fn new(
+        filter: &Rc<ExtAuthzFilter>,
+        info: &StreamRef,
+        route: Option<StreamRoute<'_>>,
+        parent: Option<&ParentSpan>,
+    ) -> ExtAuthzStream {
         let settings: Vec<&ExtAuthzPerRoute> = route
             .map(|r| {
                 r.filters
@@ -284,6 +292,7 @@ impl ExtAuthzStream {
             context_extensions,
             response: Vec::new(),
             body_limit,
+            parent: parent.cloned(),
         }
     }
 
@@ -320,11 +329,12 @@ impl ExtAuthzStream {
         let decision = match &config.service {
             AuthzService::Http(service) => {
                 let lists = filter.config.http.as_ref().expect("an HTTP service has its lists");
-                http::check(&filter.config, service, lists, &filter.clusters, headers, body).await
+                let parent = self.parent.as_ref();
+                http::check(&filter.config, service, lists, &filter.clusters, (headers, body), parent).await
             }
             AuthzService::Grpc(service) => {
                 let request = grpc::check_request(&filter.config, headers, body, &self.info, &self.context_extensions);
-                grpc::check(service, request, &filter.clusters).await
+                grpc::check(service, request, &filter.clusters, self.parent.as_ref()).await
             }
         };
         let cluster = self.info.borrow().cluster_name.clone();
