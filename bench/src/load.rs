@@ -33,7 +33,9 @@ pub fn run(url: &str, s: &Scenario, connections: usize, duration: Duration) -> R
     let script;
     if let Some(body) = &s.body {
         script = std::env::temp_dir().join(format!("wasmproxy-bench-{}.lua", std::process::id()));
-        let lua = format!("wrk.method = \"POST\"\nwrk.body = \"{}\"\n", String::from_utf8_lossy(body));
+        // Every byte as a Lua decimal escape: a body may hold any byte (a gRPC frame).
+        let escaped: String = body.iter().map(|b| format!("\\{b:03}")).collect();
+        let lua = format!("wrk.method = \"POST\"\nwrk.body = \"{escaped}\"\n");
         std::fs::write(&script, lua).map_err(|e| e.to_string())?;
         wrk.arg("-s").arg(&script);
     }

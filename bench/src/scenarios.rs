@@ -393,5 +393,47 @@ pub fn all() -> Vec<Scenario> {
             upstream_tls(&bootstrap(&hf())),
             "/",
         ),
+        Scenario {
+            body: Some(GRPC_CALL.to_vec()),
+            headers: &["Content-Type: application/grpc", "TE: trailers"],
+            ..body(
+                "grpc_http1_bridge",
+                "envoy.filters.http.grpc_http1_bridge and the Rust header filter: unary gRPC calls from an HTTP/1.1 \
+                 client to an HTTP/2 upstream, each answer held whole and its status moved into the headers",
+                grpc_bridged(&bootstrap(&format!("{GRPC_BRIDGE}{}", hf()))),
+                GRPC_PATH,
+            )
+        },
     ]
+}
+
+/// The method the gRPC scenario calls.
+const GRPC_PATH: &str = "/bench.Echo/Say";
+
+/// One gRPC message of 64 bytes, framed.
+const GRPC_CALL: &[u8; 69] = &{
+    let mut call = [b'm'; 69];
+    call[0] = 0;
+    call[1] = 0;
+    call[2] = 0;
+    call[3] = 0;
+    call[4] = 64;
+    call
+};
+
+/// The gRPC HTTP/1 bridge filter.
+const GRPC_BRIDGE: &str = r#"          - name: envoy.filters.http.grpc_http1_bridge
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.grpc_http1_bridge.v3.Config
+"#;
+
+/// `config` with the upstream cluster speaking HTTP/2 (gRPC).
+fn grpc_bridged(config: &str) -> String {
+    config.replacen(
+        "    type: STATIC\n    load_assignment:",
+        "    type: STATIC\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \
+         \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        \
+         explicit_http_config: { http2_protocol_options: {} }\n    load_assignment:",
+        1,
+    )
 }

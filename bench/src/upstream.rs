@@ -1,14 +1,15 @@
 //! The upstream both proxies share: a small hyper server answering every request with
 //! the same 128-byte body (and echoing request bodies of POSTs, for the body scenario;
 //! 16 KiB of text on [`TEXT_PATH`], for compression;
-//! 503 for one request in ten on [`FAILING_PATH`], for the retry scenario),
+//! 503 for one request in ten on [`FAILING_PATH`], for the retry scenario; a gRPC call's
+//! message back with its status in trailers, for the gRPC bridge),
 //! over TLS with the run's certificate when the proxy starts a handshake.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
@@ -65,6 +66,38 @@ static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     text
 });
 
+/// A unary gRPC answer: the request's message back, then `grpc-status: 0` in trailers.
+fn grpc_answer(message: Bytes) -> http::Response<Either<Full<Bytes>, GrpcBody>> {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let mut response =
+        http::Response::new(Either::Right(GrpcBody { message: Some(message), trailers: Some(trailers) }));
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+    response
+}
+
+/// A gRPC answer's body: its message, then its trailers.
+struct GrpcBody {
+    message: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl hyper::body::Body for GrpcBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        let frame = match self.message.take() {
+            Some(message) => Some(hyper::body::Frame::data(message)),
+            None => self.trailers.take().map(hyper::body::Frame::trailers),
+        };
+        std::task::Poll::Ready(frame.map(Ok))
+    }
+}
+
 /// Serves one connection (HTTP/1.1, or HTTP/2 by its preface).
 async fn serve<I>(io: I)
 where
@@ -76,7 +109,11 @@ where
         let first_try = req.headers().get("x-envoy-attempt-count").is_none_or(|n| n == "1");
         let req_path = req.uri().path().to_string();
         let failing = req_path == FAILING_PATH && first_try;
+        let grpc = req.headers().get(http::header::CONTENT_TYPE).is_some_and(|t| t == "application/grpc");
         let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        if grpc {
+            return Ok::<_, Infallible>(grpc_answer(body));
+        }
         let text = req_path == TEXT_PATH;
         let answer = if post {
             body
@@ -85,7 +122,7 @@ where
         } else {
             Bytes::from_static(&[b'x'; 128])
         };
-        let mut response = http::Response::new(Full::new(answer));
+        let mut response = http::Response::new(Either::Left(Full::new(answer)));
         if text {
             response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
         }

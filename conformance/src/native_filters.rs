@@ -22,6 +22,7 @@ pub fn scenarios() -> Vec<Scenario> {
         decompressor(),
         header_mutation(),
         health_check(),
+        grpc_http1_bridge(),
     ]
 }
 
@@ -522,6 +523,39 @@ fn health_check() -> Scenario {
         ],
     );
     Scenario { stats: &[r"^http\.ingress\.health_check\."], ..scenario }
+}
+
+/// `envoy.filters.http.grpc_http1_bridge` between two plugins: gRPC calls from HTTP/1.1
+/// clients answered whole (the status and message from the trailers into the headers, 503
+/// for a failed call, `content-length`), a trailers-only answer, HTTP/2 and non-gRPC
+/// requests left alone, and the per-method gRPC stats.
+fn grpc_http1_bridge() -> Scenario {
+    let filter =
+        native("envoy.filters.http.grpc_http1_bridge", "envoy.extensions.filters.http.grpc_http1_bridge.v3.Config", "");
+    let routes = format!(
+        "              - match: {{ prefix: /pkg.Echo/ }}\n                route: {{ cluster: grpc }}\n{CATCH_ALL}"
+    );
+    let config =
+        crate::scenario::bootstrap_hcm("", CODE_FLAGS_LOG, &between_probes(&filter)).replacen(CATCH_ALL, &routes, 1);
+    let call = |path: &str| {
+        Request::post(path, "\0\0\0\0\x02hi\0\0\0\0\x05there")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+    };
+    let scenario = crate::scenarios::s(
+        "grpc_http1_bridge",
+        "envoy.filters.http.grpc_http1_bridge between two plugins: HTTP/1.1 gRPC calls answered whole, a failed call 503, a trailers-only answer, HTTP/2 and plain requests untouched",
+        config,
+        vec![
+            call("/pkg.Echo/Say"),
+            call("/pkg.Echo/Fail"),
+            call("/pkg.Echo/Missing"),
+            call("/pkg.Echo/Say").h2(),
+            Request::post("/pkg.Echo/Say", "plain").header("content-type", "application/json"),
+            Request::get("/other").header("content-type", "application/grpc"),
+        ],
+    );
+    Scenario { stats: &[r"^cluster\.(grpc|upstream)\.grpc\."], ..scenario }
 }
 
 /// `local_ratelimit` with descriptors: buckets for the descriptors routes' and the virtual

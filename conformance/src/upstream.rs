@@ -366,11 +366,11 @@ pub fn hex_sha256(bytes: &[u8]) -> String {
 }
 
 /// A gRPC answer: `/pkg.Echo/Say` and `/pkg.Echo/Stream` answer each message of the
-/// request with `re:<message>` and end with status 0 and a message; other methods get a
-/// trailers-only UNIMPLEMENTED.
+/// request with `re:<message>` and end with status 0 and a message (`/pkg.Echo/Fail`: with
+/// INTERNAL, after the answers); other methods get a trailers-only UNIMPLEMENTED.
 fn grpc_respond(path: &str, body: &Bytes) -> http::Response<Body> {
     let builder = http::Response::builder().header("content-type", "application/grpc");
-    if path != "/pkg.Echo/Say" && path != "/pkg.Echo/Stream" {
+    if !matches!(path, "/pkg.Echo/Say" | "/pkg.Echo/Stream" | "/pkg.Echo/Fail") {
         let response = builder.header("grpc-status", "12").header("grpc-message", "no such method");
         return response
             .body(Full::new(Bytes::new()).boxed())
@@ -389,8 +389,9 @@ fn grpc_respond(path: &str, body: &Bytes) -> http::Response<Body> {
     }
     let (tx, frames) = FrameBody::channel();
     let mut trailers = http::HeaderMap::new();
-    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-    trailers.insert("grpc-message", http::HeaderValue::from_static("all done"));
+    let (status, message) = if path == "/pkg.Echo/Fail" { ("13", "failed late") } else { ("0", "all done") };
+    trailers.insert("grpc-status", http::HeaderValue::from_static(status));
+    trailers.insert("grpc-message", http::HeaderValue::from_static(message));
     tokio::spawn(async move {
         let _ = tx.send(Frame::data(Bytes::from(out))).await;
         let _ = tx.send(Frame::trailers(trailers)).await;

@@ -126,6 +126,8 @@ pub(crate) const HCM_TYPE: &str = "envoy.extensions.filters.network.http_connect
 const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
 const HTTP_WASM_TYPE: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
 const CORS_TYPE: &str = "envoy.extensions.filters.http.cors.v3.Cors";
+const GRPC_HTTP1_BRIDGE_TYPE: &str = "envoy.extensions.filters.http.grpc_http1_bridge.v3.Config";
+const GRPC_HTTP1_BRIDGE: &[&str] = &["upgrade_protobuf_to_grpc", "ignore_query_parameters"];
 /// Router names accepted without a `typed_config` (older configs; Envoy 1.40 refuses them).
 const ROUTER_NAMES: &[&str] = &["envoy.filters.http.router", "envoy.router"];
 
@@ -517,6 +519,19 @@ fn read_typed_http_filter(ctx: &mut Ctx, typed: &Field<'_>) -> (Option<bool>, Op
         RBAC_TYPE => {
             let rbac = any.message(ctx, RBAC).map(|m| read_rbac(ctx, m));
             (None, rbac.map(|r| HttpFilter::Native(NativeFilter::Rbac(Box::new(r)))))
+        }
+        GRPC_HTTP1_BRIDGE_TYPE => {
+            if let Some(mut bridge) = any.message(ctx, GRPC_HTTP1_BRIDGE) {
+                for name in GRPC_HTTP1_BRIDGE {
+                    if let Some(f) = bridge.get(ctx, name)
+                        && f.bool(ctx) == Some(true)
+                    {
+                        f.error(ctx, "not supported by wasmproxy (only false: gRPC requests are bridged as they are)");
+                    }
+                }
+                bridge.finish(ctx);
+            }
+            (None, Some(HttpFilter::Native(NativeFilter::GrpcHttp1Bridge)))
         }
         DECOMPRESSOR_TYPE => {
             let decompressor = any.message(ctx, DECOMPRESSOR).and_then(|m| read_decompressor(ctx, m));

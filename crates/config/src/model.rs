@@ -1000,6 +1000,8 @@ pub enum NativeFilter {
     RateLimit(Box<RateLimitFilter>),
     /// `envoy.filters.http.health_check`.
     HealthCheck(Box<HealthCheckFilter>),
+    /// `envoy.filters.http.grpc_http1_bridge`.
+    GrpcHttp1Bridge,
 }
 
 /// `envoy.filters.http.ext_authz`'s configuration.

@@ -1,6 +1,7 @@
 //! The HTTP filters a connection manager runs, behind one interface: Wasm plugins and the
 //! native filters (CORS, CSRF, local rate limit, compressor, decompressor, external
-//! authorization, global rate limit, RBAC, fault injection, buffer, header mutation, health check),
+//! authorization, global rate limit, RBAC, fault injection, buffer, header mutation, health check,
+//! gRPC HTTP/1 bridge),
 //! a context per stream in each, and what routes configure for them.
 
 pub mod buffer;
@@ -11,6 +12,7 @@ pub mod csrf;
 pub mod decompressor;
 pub mod ext_authz;
 pub mod fault;
+pub mod grpc_http1_bridge;
 pub mod header_mutation;
 pub mod header_options;
 pub mod health_check;
@@ -61,6 +63,8 @@ pub enum ChainFilter {
     RateLimit(Rc<ratelimit::RateLimitFilter>),
     /// `envoy.filters.http.health_check`.
     HealthCheck(Rc<health_check::HealthCheck>),
+    /// `envoy.filters.http.grpc_http1_bridge`.
+    GrpcHttp1Bridge,
 }
 
 /// A native filter as a snapshot holds it: its name and what the workers share (its
@@ -100,6 +104,8 @@ pub enum SharedKind {
     RateLimit(Arc<wasmproxy_config::model::RateLimitFilter>),
     /// Health check.
     HealthCheck(Arc<health_check::Config>),
+    /// The gRPC HTTP/1 bridge.
+    GrpcHttp1Bridge,
 }
 
 impl SharedNative {
@@ -118,6 +124,7 @@ impl SharedNative {
             NativeFilter::HealthCheck(h) => SharedKind::HealthCheck(Arc::new(health_check::Config::new(h)?)),
             NativeFilter::RateLimit(r) => SharedKind::RateLimit(Arc::new((**r).clone())),
             NativeFilter::HeaderMutation(h) => SharedKind::HeaderMutation(Arc::new(header_mutation::Config::new(h)?)),
+            NativeFilter::GrpcHttp1Bridge => SharedKind::GrpcHttp1Bridge,
         };
         Ok(SharedNative { name: name.to_string(), kind })
     }
@@ -165,6 +172,7 @@ impl SharedNative {
             SharedKind::RateLimit(config) => {
                 ChainFilter::RateLimit(Rc::new(ratelimit::RateLimitFilter::new(config.clone(), cx)))
             }
+            SharedKind::GrpcHttp1Bridge => ChainFilter::GrpcHttp1Bridge,
         }
     }
 }
@@ -303,6 +311,7 @@ impl ChainFilter {
             ChainFilter::HeaderMutation(name, config) => {
                 StreamFilter::HeaderMutation(header_mutation::HeaderMutationStream::new(name, config, info, route))
             }
+            ChainFilter::GrpcHttp1Bridge => StreamFilter::GrpcHttp1Bridge(grpc_http1_bridge::BridgeStream::new(info)),
         })
     }
 
@@ -365,6 +374,8 @@ pub enum StreamFilter {
     RateLimit(ratelimit::RateLimitStream),
     /// Health check.
     HealthCheck(health_check::HealthCheckStream),
+    /// The gRPC HTTP/1 bridge.
+    GrpcHttp1Bridge(grpc_http1_bridge::BridgeStream),
 }
 
 impl StreamFilter {
@@ -385,6 +396,7 @@ impl StreamFilter {
             StreamFilter::HeaderMutation(s) => s.request_headers(headers),
             StreamFilter::RateLimit(s) => s.request_headers(headers).await,
             StreamFilter::HealthCheck(s) => s.request_headers(headers, eos),
+            StreamFilter::GrpcHttp1Bridge(s) => s.request_headers(headers),
         }
     }
 
@@ -395,6 +407,15 @@ impl StreamFilter {
             StreamFilter::Buffer(s) => s.request_body(headers, body),
             StreamFilter::ExtAuthz(s) => s.request_body(headers, body).await,
             StreamFilter::HealthCheck(s) => s.request_body(),
+            _ => Verdict::Continue,
+        }
+    }
+
+    /// The whole response, for a filter whose response headers waited for it
+    /// ([`Verdict::WaitForBody`]), with its trailers; the headers have not gone past it yet.
+    pub fn response_body(&mut self, headers: &mut Headers, body: &Bytes, trailers: Option<&Headers>) -> Verdict {
+        match self {
+            StreamFilter::GrpcHttp1Bridge(s) => s.response_body(headers, body, trailers),
             _ => Verdict::Continue,
         }
     }
@@ -412,6 +433,7 @@ impl StreamFilter {
             StreamFilter::HeaderMutation(s) => s.response_headers(headers),
             StreamFilter::RateLimit(s) => s.response_headers(headers),
             StreamFilter::HealthCheck(s) => s.response_headers(headers),
+            StreamFilter::GrpcHttp1Bridge(s) => s.response_headers(eos),
             StreamFilter::Csrf(_) | StreamFilter::Rbac(_) | StreamFilter::Fault(_) | StreamFilter::Buffer(_) => {
                 Verdict::Continue
             }
@@ -435,7 +457,18 @@ impl StreamFilter {
             | StreamFilter::Buffer(_)
             | StreamFilter::HeaderMutation(_)
             | StreamFilter::RateLimit(_)
-            | StreamFilter::HealthCheck(_) => DataVerdict::Pass(chunk),
+            | StreamFilter::HealthCheck(_)
+            | StreamFilter::GrpcHttp1Bridge(_) => DataVerdict::Pass(chunk),
+        }
+    }
+
+    /// The end of a body that ends with trailers: a Wasm filter gets no body callback (as in
+    /// Envoy) but gives up what it held; a native filter gets the end of its body (a
+    /// compressor finishes its stream). What passes on.
+    pub async fn end_before_trailers(&mut self, direction: Direction, limit: usize) -> DataVerdict {
+        match self {
+            StreamFilter::Wasm(s) => DataVerdict::Pass(s.release_held(direction).unwrap_or_default()),
+            _ => self.data(direction, Bytes::new(), true, limit).await,
         }
     }
 

@@ -38,6 +38,7 @@ use crate::http::convert;
 use crate::http::direction::Direction;
 use crate::http::downstream::TunnelHandoff;
 use crate::http::reply::{LocalReply, StreamReset, Verdict, is_grpc_request, local_reply_headers, make_grpc_reply};
+use crate::limits::BUFFER_LIMIT_BYTES;
 use crate::observe::stats::HttpStats;
 use crate::stream_info::response_flags::ResponseFlag;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
@@ -205,6 +206,9 @@ enum ResponseBody {
     Streaming(UpstreamBody),
     /// None: the upstream switched protocols.
     Upgraded(OnUpgrade),
+    /// Read whole for a filter that waited for it, with its trailers (the filters from the
+    /// waiting one on have seen both).
+    Held(Bytes, Option<Headers>),
 }
 
 /// An upstream response body still to stream.
@@ -334,6 +338,15 @@ impl Hcm {
         Processed::Reply { headers, body, encoders, grpc_status: reply.grpc_status }
     }
 
+    /// The most body bytes held for a stream in one direction: the connection's buffer
+    /// limit, or Envoy's default where it has none.
+    fn held_limit(&self) -> usize {
+        match self.buffer_limit {
+            usize::MAX => BUFFER_LIMIT_BYTES,
+            n => n,
+        }
+    }
+
     /// Envoy sets `server` (and `via`, and `x-request-id` if asked to) in the response
     /// headers after the filters ran: the access-log phase (and `response.total_size`
     /// there, from the headers `finish` lends it) sees them, the filters do not.
@@ -387,10 +400,26 @@ impl ActiveStream {
         let response_ended = match &response {
             ResponseBody::Whole(body) => body.is_empty(),
             ResponseBody::Streaming(upstream) => upstream.body.is_end_stream(),
-            ResponseBody::Upgraded(_) => false,
+            ResponseBody::Upgraded(_) | ResponseBody::Held(..) => false,
         };
-        if let Some(end) = self.filters.encode_headers(&mut response_headers, response_ended, encoders).await {
-            return as_grpc(&self.request_headers, end);
+        // The headers through the filters; one that waits for the whole response gets it
+        // (read through the filters before it), then the headers go on from it.
+        let mut response = response;
+        let mut remaining = encoders;
+        loop {
+            match self.filters.encode_headers(&mut response_headers, response_ended, remaining).await {
+                Ok(None) => break,
+                Ok(Some((waiting, limit))) => {
+                    let held =
+                        self.filters.wait_for_response(&mut response_headers, response, (waiting, remaining), limit);
+                    match held.await {
+                        Ok(held) => response = held,
+                        Err(end) => return as_grpc(&self.request_headers, end),
+                    }
+                    remaining = waiting;
+                }
+                Err(end) => return as_grpc(&self.request_headers, end),
+            }
         }
         // The stream info gets the headers once final, for the body and access-log phases.
         self.filters.info.borrow_mut().response_headers = Some(response_headers.clone());
@@ -408,6 +437,22 @@ impl ActiveStream {
             ResponseBody::Whole(body) => {
                 match self.filters.filter_chunk(Direction::Response, encoders, body, true).await {
                     Ok(body) => Processed::Whole(response_headers, body.unwrap_or_default()),
+                    Err(end) => as_grpc(&self.request_headers, end),
+                }
+            }
+            // Its trailers go through the filters after the waiting one, then no further: a
+            // response held whole goes with its length (as Envoy's HTTP/1.1 codec drops them).
+            ResponseBody::Held(body, trailers) => {
+                let filters = &mut self.filters;
+                let passed = async {
+                    let body = filters.filter_chunk(Direction::Response, remaining, body, trailers.is_none()).await?;
+                    if let Some(t) = trailers {
+                        filters.filter_trailers_through(Direction::Response, (0..remaining).rev(), t).await?;
+                    }
+                    Ok(body.unwrap_or_default())
+                };
+                match passed.await {
+                    Ok(body) => Processed::Whole(response_headers, body),
                     Err(end) => as_grpc(&self.request_headers, end),
                 }
             }
@@ -606,10 +651,18 @@ impl ActiveStream {
         let hcm = self.filters.hcm.clone();
         self.finish_response(&hcm, &mut response_headers);
         let (tx, mut body) = crate::http::body::channel();
-        if upstream.body.is_end_stream() && self.filters.info.borrow().protocol == "HTTP/2" {
+        let ended = upstream.body.is_end_stream();
+        let http2 = self.filters.info.borrow().protocol == "HTTP/2";
+        if ended && http2 {
             body = body.ended_on_headers();
         }
-        let response = hcm.build_response(&response_headers, None, Either::Right(body), false);
+        // As Envoy's HTTP/1.1 codec: a response that ends on its headers (an HTTP/2
+        // upstream's trailers-only gRPC answer, say) says `content-length: 0`.
+        let status = convert::status(&response_headers).as_u16();
+        let bodiless =
+            status < 200 || status == 204 || status == 304 || self.request_headers.get(b":method") == Some(b"HEAD");
+        let length = (ended && !http2 && !bodiless && response_headers.get(b"content-length").is_none()).then_some(0);
+        let response = hcm.build_response(&response_headers, length, Either::Right(body), false);
         let mut stream = self;
         tokio::task::spawn_local(async move {
             let UpstreamBody { body: mut upstream_body, deadline, http1, cluster, sent, external, place } = upstream;
@@ -763,16 +816,25 @@ impl StreamFilters {
     }
 
     /// Response headers through the first `encoders` filters, in reverse order; each
-    /// callback reads the headers it holds. `Some` ends the stream.
-    async fn encode_headers(&mut self, headers: &mut Headers, ended: bool, encoders: usize) -> Option<Processed> {
+    /// callback reads the headers it holds. `Ok(Some((i, limit)))` when filter `i` waits for
+    /// the whole response (at most `limit` bytes); `Err` ends the stream.
+    async fn encode_headers(
+        &mut self,
+        headers: &mut Headers,
+        ended: bool,
+        encoders: usize,
+    ) -> Result<Option<(usize, usize)>, Processed> {
         for i in Direction::Response.order(encoders) {
             let Some(s) = self.contexts[i].as_mut() else { continue };
             let verdict = s.response_headers(headers, ended).await;
+            if let Verdict::WaitForBody(limit) = verdict {
+                return Ok(Some((i, limit.min(self.hcm.held_limit()))));
+            }
             if let Some(end) = self.apply(verdict, i, Direction::Response) {
-                return Some(end);
+                return Err(end);
             }
         }
-        None
+        Ok(None)
     }
 
     /// A filter's verdict: `Some` ends the stream (a reply or a reset). A reply made while
@@ -781,7 +843,7 @@ impl StreamFilters {
     /// straight to the client, as in Envoy.
     fn apply(&mut self, verdict: Verdict, i: usize, direction: Direction) -> Option<Processed> {
         match verdict {
-            // Only request headers may wait for the body (see `decode_headers`).
+            // Waiting for a body is taken care of by `decode_headers` and `encode_headers`.
             Verdict::Continue | Verdict::WaitForBody(_) => None,
             Verdict::Reset => Some(Processed::Reset),
             Verdict::LocalReply(r) => Some(self.hcm.reply(r, i + 1, direction)),

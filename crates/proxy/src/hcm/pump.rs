@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming};
 use wasmproxy_host::Headers;
 
-use crate::hcm::{HeldBody, Processed, StreamFilters};
+use crate::hcm::{HeldBody, Processed, ResponseBody, StreamFilters, UpstreamBody};
 use crate::http::body::{Aborted, BodySender};
 use crate::http::convert;
 use crate::http::direction::Direction;
@@ -67,9 +67,9 @@ impl StreamFilters {
         let filters = self.contexts.len();
         let mut source = BodySource { incoming, http1, pending: None };
         loop {
-            let Some(piece) = self.next_piece(&mut source, direction).await? else { continue };
+            let Some(mut piece) = self.next_piece(&mut source, direction).await? else { continue };
             self.info.borrow_mut().count_body(direction, piece.chunk.len());
-            let out = self.filter_chunk(direction, filters, piece.chunk, piece.eos).await?;
+            let out = self.filter_piece(direction, direction.order(filters), &mut piece).await?;
             let opened = self.opened.take();
             if let Some(bytes) = out.filter(|b| !b.is_empty())
                 && let Some(sender) = &tx
@@ -131,7 +131,8 @@ impl StreamFilters {
                     Ok(piece(data, eos, None))
                 }
                 Err(frame) => match frame.into_trailers() {
-                    // Data held back by a filter is released at the end, before trailers.
+                    // Data held back by a filter is released at the end, before trailers
+                    // (see `filter_piece`).
                     Ok(t) => Ok(piece(Bytes::new(), true, Some(t))),
                     Err(_) => Ok(None),
                 },
@@ -204,6 +205,52 @@ impl StreamFilters {
         Ok(out)
     }
 
+    /// The end of a body that ends with trailers, through the filters `order` lists: what
+    /// earlier filters pass on goes through each filter's body callback (not ending the
+    /// body), then the filter's own end (see [`crate::filters::StreamFilter::end_before_trailers`]). What
+    /// the last one passes on.
+    async fn filter_end_before_trailers(
+        &mut self,
+        direction: Direction,
+        order: impl Iterator<Item = usize>,
+    ) -> Result<Bytes, Processed> {
+        let mut out = bytes::BytesMut::new();
+        for i in order {
+            if !out.is_empty() {
+                let chunk = std::mem::take(&mut out).freeze();
+                out.extend_from_slice(
+                    &self.filter_chunk_through(direction, i..i + 1, chunk, false).await?.unwrap_or_default(),
+                );
+            }
+            let Some(stream) = self.contexts[i].as_mut() else { continue };
+            match stream.end_before_trailers(direction, self.hcm.buffer_limit).await {
+                DataVerdict::Pass(bytes) | DataVerdict::PassOpen(bytes) => out.extend_from_slice(&bytes),
+                DataVerdict::Held => {}
+                DataVerdict::Done(verdict) => {
+                    if let Some(end) = self.apply(verdict, i, direction) {
+                        return Err(end);
+                    }
+                }
+            }
+        }
+        Ok(out.freeze())
+    }
+
+    /// A piece of a body through the filters `order` lists: a chunk, or the end before
+    /// trailers (see [`StreamFilters::filter_end_before_trailers`]).
+    async fn filter_piece(
+        &mut self,
+        direction: Direction,
+        order: impl Iterator<Item = usize>,
+        piece: &mut BodyPiece,
+    ) -> Result<Option<Bytes>, Processed> {
+        let chunk = std::mem::take(&mut piece.chunk);
+        if piece.trailers.is_some() && chunk.is_empty() {
+            return self.filter_end_before_trailers(direction, order).await.map(Some);
+        }
+        self.filter_chunk_through(direction, order, chunk, piece.eos).await
+    }
+
     /// Reads the request body for the filter `waiting`, which waits for it: what the filters
     /// before it pass on is added to `held` (which first goes through those it has not been
     /// through), until the body ends; past `limit` bytes the client gets 413.
@@ -227,9 +274,9 @@ impl StreamFilters {
         let mut gathered = bytes::BytesMut::from(std::mem::take(&mut held.body));
         let mut source = BodySource { incoming, http1, pending: None };
         while !held.ended {
-            let Some(piece) = self.next_piece(&mut source, Direction::Request).await? else { continue };
+            let Some(mut piece) = self.next_piece(&mut source, Direction::Request).await? else { continue };
             self.info.borrow_mut().count_body(Direction::Request, piece.chunk.len());
-            let out = self.filter_chunk_through(Direction::Request, 0..waiting, piece.chunk, piece.eos).await?;
+            let out = self.filter_piece(Direction::Request, 0..waiting, &mut piece).await?;
             gathered.extend_from_slice(&out.unwrap_or_default());
             if let Some(t) = piece.trailers {
                 held.trailers = Some(convert::plain_headers(&t));
@@ -272,12 +319,22 @@ impl StreamFilters {
     async fn filter_trailers(
         &mut self,
         direction: Direction,
-        mut t: Headers,
+        t: Headers,
         from: Option<usize>,
     ) -> Result<Headers, Processed> {
         let order: Vec<usize> = direction.order(self.contexts.len()).collect();
         let start = from.and_then(|f| order.iter().position(|i| *i == f)).unwrap_or(0);
-        for &i in &order[start..] {
+        self.filter_trailers_through(direction, order[start..].iter().copied(), t).await
+    }
+
+    /// Trailers through the filters `order` lists, in that order.
+    pub(super) async fn filter_trailers_through(
+        &mut self,
+        direction: Direction,
+        order: impl Iterator<Item = usize>,
+        mut t: Headers,
+    ) -> Result<Headers, Processed> {
+        for i in order {
             let Some(stream) = self.contexts[i].as_mut() else { continue };
             let verdict = stream.trailers(direction, &mut t).await;
             if let Some(end) = self.apply(verdict, i, direction) {
@@ -285,6 +342,108 @@ impl StreamFilters {
             }
         }
         Ok(t)
+    }
+
+    /// The filter `waiting` waits for the whole response: the body (streamed, whole, or
+    /// held for a filter after it) read through the filters before it (from `from`), given
+    /// to it with the trailers and the headers it may change.
+    pub(super) async fn wait_for_response(
+        &mut self,
+        headers: &mut Headers,
+        response: ResponseBody,
+        (waiting, from): (usize, usize),
+        limit: usize,
+    ) -> Result<ResponseBody, Processed> {
+        let before = || (waiting + 1..from).rev();
+        let (body, trailers) = match response {
+            ResponseBody::Streaming(upstream) => self.gather_response_body(upstream, (waiting, from), limit).await?,
+            ResponseBody::Whole(body) => {
+                (self.filter_chunk_through(Direction::Response, before(), body, true).await?.unwrap_or_default(), None)
+            }
+            ResponseBody::Held(body, trailers) => {
+                let eos = trailers.is_none();
+                let body = self.filter_chunk_through(Direction::Response, before(), body, eos).await?;
+                let trailers = match trailers {
+                    Some(t) => Some(self.filter_trailers_through(Direction::Response, before(), t).await?),
+                    None => None,
+                };
+                (body.unwrap_or_default(), trailers)
+            }
+            // A tunnel has no body to wait for.
+            upgraded @ ResponseBody::Upgraded(_) => return Ok(upgraded),
+        };
+        if let Some(stream) = self.contexts[waiting].as_mut() {
+            let verdict = stream.response_body(headers, &body, trailers.as_ref());
+            if let Some(end) = self.apply(verdict, waiting, Direction::Response) {
+                return Err(end);
+            }
+        }
+        Ok(ResponseBody::Held(body, trailers))
+    }
+
+    /// Reads the whole upstream response for the filter `waiting`, which waits for it:
+    /// each chunk through the filters before it in the response's order (those after it in
+    /// the chain, up to `from`), then the trailers; within the stream's idle timeout and the
+    /// route's deadline (past it the stream is reset). Past `limit` bytes the client gets 500,
+    /// as from Envoy's filter manager over a filter's buffer.
+    pub(super) async fn gather_response_body(
+        &mut self,
+        upstream: UpstreamBody,
+        (waiting, from): (usize, usize),
+        limit: usize,
+    ) -> Result<(Bytes, Option<Headers>), Processed> {
+        let UpstreamBody { body: mut incoming, cluster, sent, external, deadline, http1, place } = upstream;
+        let gather = async {
+            let mut gathered = bytes::BytesMut::new();
+            if incoming.is_end_stream() {
+                return Ok((gathered.freeze(), None));
+            }
+            let mut source = BodySource { incoming: &mut incoming, http1, pending: None };
+            loop {
+                let Some(mut piece) = self.next_piece(&mut source, Direction::Response).await? else { continue };
+                self.info.borrow_mut().count_body(Direction::Response, piece.chunk.len());
+                let before = (waiting + 1..from).rev();
+                let out = self.filter_piece(Direction::Response, before, &mut piece).await?;
+                gathered.extend_from_slice(&out.unwrap_or_default());
+                let trailers = match (piece.trailers, self.opened.take()) {
+                    (Some(t), _) => {
+                        let before = (waiting + 1..from).rev();
+                        Some(
+                            self.filter_trailers_through(Direction::Response, before, convert::plain_headers(&t))
+                                .await?,
+                        )
+                    }
+                    (None, Some(at)) => {
+                        let before = (waiting + 1..=at).rev();
+                        Some(self.filter_trailers_through(Direction::Response, before, Headers::new()).await?)
+                    }
+                    (None, None) => None,
+                };
+                if gathered.len() > limit {
+                    self.info.borrow_mut().response_code_details = "response_payload_too_large".into();
+                    let (status, body) = Direction::Response.over_limit();
+                    let reply = LocalReply {
+                        status,
+                        body: body.as_bytes().to_vec(),
+                        headers: Headers::new(),
+                        grpc_status: None,
+                    };
+                    return Err(self.hcm.reply(reply, 0, Direction::Response));
+                }
+                if piece.eos || trailers.is_some() {
+                    return Ok((gathered.freeze(), trailers));
+                }
+            }
+        };
+        let gathered = match deadline {
+            Some(d) => tokio::time::timeout_at(d, gather).await.unwrap_or(Err(Processed::Reset)),
+            None => gather.await,
+        };
+        if gathered.is_ok() {
+            cluster.stats().response_time(sent.elapsed(), external);
+        }
+        drop(place);
+        gathered
     }
 
     /// `stream_idle_timeout` passed with no body bytes from the peer: Envoy answers 408

@@ -21,7 +21,6 @@ use crate::http::body::{BodySender, ProxyBody};
 use crate::http::convert;
 use crate::http::direction::Direction;
 use crate::http::reply::{reply_headers, status_headers};
-use crate::limits::BUFFER_LIMIT_BYTES;
 use crate::stream_info::StreamRef;
 use crate::stream_info::response_flags::ResponseFlag;
 use crate::upstream::cluster::{Cluster, Clusters, Started};
@@ -156,11 +155,7 @@ impl ActiveStream {
         shadows: Vec<Shadow>,
         timeout: Option<Duration>,
     ) -> (Option<BodySender>, ProxyBody) {
-        // The connection's buffer limit (Envoy's default where it has none).
-        let limit = match self.filters.hcm.buffer_limit {
-            usize::MAX => BUFFER_LIMIT_BYTES,
-            n => n,
-        };
+        let limit = self.filters.hcm.held_limit();
         // A request that may be retried keeps its body (up to the buffer limit) as the
         // first try sends it.
         let (tx, body) = if request.ended {

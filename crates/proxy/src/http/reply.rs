@@ -38,8 +38,9 @@ pub enum Verdict {
     Reset,
     /// The VM failed: apply the plugin's failure policy.
     Failed,
-    /// (Request headers only.) The filter goes on once the request body is in (its
-    /// `request_body` callback gets it): at most this many bytes, more is answered 413.
+    /// (Headers only.) The filter goes on once the body is in (its `request_body` or
+    /// `response_body` callback gets it): at most this many bytes, more is answered 413
+    /// (a request) or 500 (a response).
     WaitForBody(usize),
 }
 

@@ -198,6 +198,16 @@ impl FilterStream {
         }
     }
 
+    /// The body the plugin holds in `direction`, given up without a callback (the trailers
+    /// came: Envoy passes held data on before them, the plugin's last body callback having
+    /// said the body goes on); `None` if it holds nothing.
+    pub fn release_held(&mut self, direction: Direction) -> Option<Bytes> {
+        if !std::mem::take(&mut self.holding[direction.index()]) {
+            return None;
+        }
+        self.with_stream(|s| direction.body(s).take()).flatten().map(Bytes::from)
+    }
+
     /// `on_request_trailers` or `on_response_trailers`.
     pub async fn trailers(&mut self, direction: Direction, trailers: &mut wasmproxy_host::Headers) -> Verdict {
         self.with_stream(|s| *direction.trailers(s) = Some(std::mem::take(trailers)));
