@@ -822,6 +822,33 @@ fn admin_and_logs() -> Vec<Scenario> {
             )
         },
         Scenario {
+            prometheus: &[r"istio_requests_total"],
+            ..s(
+                "stats_tags_istio",
+                "Istio's form of tags in a plugin metric's name (key=.=value;.; segments) with Istio's stats_tags regexes, as Prometheus labels",
+                bootstrap(
+                    "stats_config:\n  stats_tags:\n  - { tag_name: reporter, regex: '(reporter=\\.=(.*?);\\.;)' }\n  - { tag_name: source_app, regex: '(source_app=\\.=(.*?);\\.;)' }\n",
+                    &istio_metric_probe(),
+                ),
+                vec![Request::get("/t1"), Request::get("/t2").header("x-bar", "1")],
+            )
+        },
+        Scenario {
+            prometheus: &[r"istio_requests_total"],
+            deliberate: Some(
+                "without stats_tags rules, Envoy prints a plugin metric's key=.=value;.; segments as part of its \
+                 Prometheus name (made of underscores); wasmproxy makes them labels, as the rules Istio configures \
+                 would, so that plugin metrics carry labels with no configuration (use_all_default_tags: false turns \
+                 it off)",
+            ),
+            ..s(
+                "plugin_metric_labels",
+                "a plugin metric's key=.=value;.; segments without stats_tags rules",
+                bootstrap("", &istio_metric_probe()),
+                vec![Request::get("/t1"), Request::get("/t2").header("x-bar", "1")],
+            )
+        },
+        Scenario {
             prometheus: &[r"upstream_rq_total", r"server_live", r"http_ingress_downstream_rq_2xx", r"custom_counter"],
             ..s(
                 "stats_without_default_tags",
@@ -1692,4 +1719,20 @@ fn examples(root: &Path) -> Vec<Scenario> {
 /// One raw HTTP/2 connection per case.
 fn h2_cases<const N: usize>(cases: &[(&str, Vec<u8>); N]) -> Vec<Request> {
     cases.iter().map(|(what, frames)| Request::h2_frames(what, frames.clone())).collect()
+}
+
+/// A probe counting requests in metrics named as Istio's stats plugin names them: tags
+/// as `key=.=value;.;` segments before the metric's own name.
+fn istio_metric_probe() -> String {
+    let web = "reporter=.=destination;.;source_app=.=web;.;istio_requests_total";
+    let api = "reporter=.=destination;.;source_app=.=api.v1;.;istio_requests_total";
+    probe(
+        "probe",
+        json!({"phases": {"request_headers": [
+            ["define_metric", "counter", web],
+            ["increment_metric", web, "1"],
+            ["if_header", "0", "x-bar", "define_metric", "counter", api],
+            ["if_header", "0", "x-bar", "increment_metric", api, "2"],
+        ]}}),
+    )
 }

@@ -1,8 +1,10 @@
 //! Tag extraction configured by the bootstrap's `stats_config`: each of `stats_tags` either
 //! cuts a regex's first capture group out of matching names and takes its second (or, with
 //! one group, its first) group as the tag's value, or gives every stat a fixed value; and
-//! `use_all_default_tags: false` turns off Envoy's own tags (`envoy_cluster_name`, ...).
-//! And [`StatName`], a stat's name with its tags.
+//! `use_all_default_tags: false` turns off the default tags: Envoy's own
+//! (`envoy_cluster_name`, ...) and wasmproxy's for plugin metrics, `key=.=value;.;` segments
+//! of their names (as Istio's stats plugin writes tags). And [`StatName`], a stat's name with
+//! its tags.
 
 use regex::Regex;
 
@@ -84,9 +86,36 @@ impl TagRules {
             }
         }
         custom.append(&mut name.tags);
+        if self.defaults && name.name.starts_with(PLUGIN_NAMESPACE) {
+            custom.extend(cut_segments(&mut name.tag_extracted));
+        }
         name.tags = custom;
         name
     }
+}
+
+/// The namespace of plugins' metrics.
+const PLUGIN_NAMESPACE: &str = "wasmcustom.";
+
+/// The tags written into a name as `key=.=value;.;` segments (Istio's form), cut out of it
+/// in order; a key is letters, digits and `_`, a value anything up to `;.;`.
+fn cut_segments(name: &mut String) -> Vec<(String, String)> {
+    let mut tags = Vec::new();
+    let mut from = 0;
+    while let Some(found) = name[from..].find("=.=") {
+        let eq = from + found;
+        let start = name[..eq].rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
+        let Some(len) = name[eq + 3..].find(";.;") else { break };
+        let end = eq + 3 + len;
+        if start == eq {
+            from = end;
+            continue;
+        }
+        tags.push((name[start..eq].to_string(), name[eq + 3..end].to_string()));
+        name.replace_range(start..end + 3, "");
+        from = start;
+    }
+    tags
 }
 
 #[cfg(test)]
@@ -110,6 +139,30 @@ mod tests {
         assert_eq!(name.tags, vec![("value".into(), "foo".into()), ("reporter".into(), "wasmgosdk".into())]);
         let untouched = rules.apply(StatName::plain("server.live"));
         assert_eq!((untouched.tag_extracted.as_str(), untouched.tags.len()), ("server.live", 0));
+    }
+
+    /// Istio's form: each `key=.=value;.;` segment of a plugin metric's name is a tag; a
+    /// rule that takes one first keeps it; other stats and `use_all_default_tags: false`
+    /// leave such names alone.
+    #[test]
+    fn plugin_metric_segments_are_tags() {
+        let full = "wasmcustom.reporter=.=destination;.;source_app=.=web.v1;.;istio_requests_total";
+        let name = TagRules::default().apply(StatName::plain(full));
+        assert_eq!(name.name, full);
+        assert_eq!(name.tag_extracted, "wasmcustom.istio_requests_total");
+        assert_eq!(name.tags, vec![("reporter".into(), "destination".into()), ("source_app".into(), "web.v1".into())]);
+        let rules = TagRules { custom: vec![rule("app", r"(source_app=\.=(.*?);\.;)")], defaults: true };
+        let name = rules.apply(StatName::plain(full));
+        assert_eq!(name.tag_extracted, "wasmcustom.istio_requests_total");
+        assert_eq!(name.tags, vec![("app".into(), "web.v1".into()), ("reporter".into(), "destination".into())]);
+        for (rules, full) in [
+            (TagRules::default(), "cluster.a=.=b;.;upstream_rq_total"),
+            (TagRules { custom: Vec::new(), defaults: false }, full),
+            (TagRules::default(), "wasmcustom.=.=keyless;.;open=.=unended"),
+        ] {
+            let name = rules.apply(StatName::plain(full));
+            assert_eq!((name.tag_extracted.as_str(), name.tags.len()), (full, 0), "{full}");
+        }
     }
 
     #[test]
