@@ -223,7 +223,8 @@ fn build(config: &EngineConfig, pool: Option<u32>) -> Result<Engine, LoadError> 
 fn wasmtime_config(config: &EngineConfig, pool: Option<u32>) -> Config {
     let mut c = Config::new();
     c.epoch_interruption(true);
-    c.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
+    // A module with DWARF gets files and lines in its trap backtraces (one without pays nothing).
+    c.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
     c.cranelift_opt_level(wasmtime::OptLevel::Speed);
     if let Some(n) = pool {
         let mut p = PoolingAllocationConfig::default();

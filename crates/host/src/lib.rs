@@ -23,6 +23,7 @@ mod engine;
 mod error;
 mod headers;
 mod imports;
+mod inspect;
 mod memory;
 mod module;
 mod plugin;
@@ -38,6 +39,7 @@ pub use embedder::{
 pub use engine::{Compiler, EngineConfig, OptimizedListener, WasmEngine};
 pub use error::{LoadError, VmError, VmFailure, VmFailureKind};
 pub use headers::Headers;
+pub use inspect::{ModuleReport, inspect};
 pub use module::{ModuleSource, PluginModule};
 pub use plugin::{PluginConfig, VmConfig};
 pub use shared::SharedState;

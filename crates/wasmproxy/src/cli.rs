@@ -35,13 +35,18 @@ response headers and body) and prints what the plugin logged and changed.
   --request-body TEXT
   --response-header 'NAME: VALUE'       (repeatable; default :status 200)
   --response-body TEXT
-  --env NAME=VALUE             an environment variable the plugin may read (repeatable)";
+  --env NAME=VALUE             an environment variable the plugin may read (repeatable)
+
+plugin-info prints what a module is: its ABI version and sha256, the language and SDK it was
+written with (when its names tell), its memory, what its trap backtraces will show (function
+names; files and lines with DWARF), its exports and imports, the imports wasmproxy does not
+provide, and whether it loads.";
 
 /// What to do.
 pub enum Command {
     /// Serve (or only validate) an Envoy configuration.
     Serve(Box<crate::serve::ServeOptions>),
-    /// Print the module's ABI version, exports and imports.
+    /// Print what a module is (see `plugin_run::info`).
     PluginInfo(PathBuf),
     /// Run one exchange through a plugin.
     PluginRun(Box<crate::plugin_run::RunOptions>),

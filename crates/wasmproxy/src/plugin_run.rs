@@ -72,12 +72,49 @@ fn load(file: &Path) -> anyhow::Result<(WasmEngine, Arc<PluginModule>)> {
     Ok((engine, module))
 }
 
+/// `plugin-info`: what the module is (see [`wasmproxy_host::inspect`]), and whether it
+/// loads (why not, if it does not).
 pub fn info(file: &Path) -> anyhow::Result<()> {
-    let (_engine, module) = load(file)?;
-    println!("{}: Proxy-Wasm ABI {}, sha256 {}", file.display(), module.abi_version(), module.sha256_hex());
-    println!("exports: {}", module.export_names().join(" "));
-    println!("imports: {}", module.import_names().join(" "));
+    let engine = WasmEngine::new(EngineConfig { pooling_instances: None, ..Default::default() })?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let name = file.display().to_string();
+    let r = wasmproxy_host::inspect(&engine, &name, &bytes)?;
+    let abi = r.abi.map_or("none (it exports no proxy_abi_version_*: not a plugin)".to_string(), |a| a.to_string());
+    println!("{name}: Proxy-Wasm ABI {abi}, sha256 {}, {} bytes", r.sha256, bytes.len());
+    println!("written in: {}", r.sdk.as_deref().unwrap_or("not recognized"));
+    if !r.producers.is_empty() {
+        println!("producers: {}", r.producers.join(", "));
+    }
+    println!("memory: {}", memory_text(r.memory));
+    let names = if r.names { "function names" } else { "function indexes only (no name section)" };
+    let lines = if r.dwarf { ", files and lines (DWARF)" } else { "" };
+    println!("trap backtraces show: {names}{lines}");
+    println!("exports: {}", r.exports.join(" "));
+    println!("imports: {}", r.imports.join(" "));
+    if r.missing.is_empty() {
+        println!("every import is provided by wasmproxy");
+    } else {
+        println!("not provided by wasmproxy: {}", r.missing.join(" "));
+    }
+    match PluginModule::load(&engine, ModuleSource::Bytes { name, bytes }) {
+        Ok(_) => println!("loads: yes"),
+        Err(e) => println!("loads: no: {e}"),
+    }
     Ok(())
+}
+
+/// A linear memory's sizes, readable.
+fn memory_text(memory: Option<(u64, Option<u64>)>) -> String {
+    let size = |bytes: u64| match bytes {
+        b if b >= 1 << 30 => format!("{} GiB", b >> 30),
+        b if b >= 1 << 20 => format!("{} MiB", b >> 20),
+        b => format!("{} KiB", b >> 10),
+    };
+    match memory {
+        None => "none".to_string(),
+        Some((initial, None)) => format!("{} at start, no maximum", size(initial)),
+        Some((initial, Some(max))) => format!("{} at start, at most {}", size(initial), size(max)),
+    }
 }
 
 fn print_headers(title: &str, headers: &Headers) {

@@ -183,6 +183,43 @@ fn plugin_run_runs_the_readme_example() {
     assert!(stdout.contains("  x-request-header: alice\n"), "{stdout}");
 }
 
+/// `plugin-info` on a module of each SDK the repository builds with, and on one that
+/// imports what wasmproxy lacks (it says which, and that it does not load).
+#[test]
+fn plugin_info_tells_the_sdk_memory_debug_info_and_missing_imports() {
+    let info = |path: &std::path::Path| {
+        let out = wasmproxy().arg("plugin-info").arg(path).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let plugins = repo().join("plugins/out");
+    for (file, expected) in [
+        (
+            "debug_trap.wasm",
+            &["written in: Rust, proxy-wasm (the Rust SDK)\n", "files and lines (DWARF)", "loads: yes"][..],
+        ),
+        (
+            "header_filter.wasm",
+            &["Proxy-Wasm ABI 0.2.1", "memory: 1 MiB at start, no maximum", "every import is provided"],
+        ),
+        ("as_header_filter.wasm", &["written in: AssemblyScript", "function indexes only (no name section)"]),
+        ("go_header_filter.wasm", &["written in: Go (SDK not recognized)", "producers: language: Go "]),
+    ] {
+        let text = info(&plugins.join(file));
+        for e in expected {
+            assert!(text.contains(e), "{file}: {e} in {text}");
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("wasmproxy-plugin-info-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let module = dir.join("unknown_import.wasm");
+    std::fs::write(&module, wat::parse_file(repo().join("plugins/wat/unknown_import.wat")).unwrap()).unwrap();
+    let text = info(&module);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(text.contains("not provided by wasmproxy: env.proxy_does_not_exist\n"), "{text}");
+    assert!(text.contains("loads: no: "), "{text}");
+}
+
 #[test]
 fn bad_arguments_are_explained() {
     let out = wasmproxy().args(["--concurrency", "two", "-c", "x.yaml"]).output().unwrap();

@@ -87,6 +87,26 @@ fn bad_pointers_get_invalid_memory_access_and_the_vm_lives_on() {
     assert!(h.vm.failure().is_none());
 }
 
+/// A plugin built with DWARF (the Rust SDK's, trapping in its request headers callback):
+/// the backtrace names the function, its source file and line.
+#[test]
+fn a_trap_in_a_module_with_dwarf_shows_files_and_lines() {
+    let module = load(engine(), "debug_trap.wasm");
+    let mut h = Harness::start(&module, Setup::default());
+    let ctx = h.http_stream(GET);
+    let Err(VmError::Failed(f)) = h.vm.on_request_headers(ctx, false) else { panic!("no failure") };
+    assert_eq!(f.kind, VmFailureKind::Trap);
+    let first = f.backtrace.lines().find(|l| l.contains("trap_here")).unwrap_or_default();
+    assert!(first.contains("debug_trap"), "{}", f.backtrace);
+    assert!(f.backtrace.contains("debug_trap/src/lib.rs:26:5"), "{}", f.backtrace);
+    let report =
+        wasmproxy_host::inspect(engine(), "debug_trap.wasm", &std::fs::read(plugin_path("debug_trap.wasm")).unwrap())
+            .unwrap();
+    assert!(report.dwarf);
+    assert_eq!(report.sdk.as_deref(), Some("Rust, proxy-wasm (the Rust SDK)"));
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+}
+
 fn stream_of(engine: &WasmEngine, file: &str) -> (Harness, u32) {
     let module = wat_module(engine, file).unwrap();
     let mut h = Harness::start(&module, Setup::default());
