@@ -14,8 +14,9 @@ use common::{Running, body, http_get, repo};
 
 /// The probe plugin as the one HTTP filter: it panics, traps (a load out of bounds), loops,
 /// allocates without end or hands a hostcall a pointer past its memory when the request
-/// carries `x-panic`, `x-trap`, `x-loop`, `x-bomb` or `x-bad-pointer`, and adds `x-vm-count` (a counter
-/// of the VM, 1 in a fresh VM) to each response.
+/// carries `x-panic`, `x-trap`, `x-loop`, `x-bomb` or `x-bad-pointer` (and keeps 1 MiB
+/// for good with `x-leak`), and adds `x-vm-count` (a counter of the VM, 1 in a fresh VM) to
+/// each response.
 fn config(name: &str, policy: &str, runtime: &str) -> PathBuf {
     let phases = serde_json::json!({"phases": {
         "request_headers": [
@@ -24,6 +25,7 @@ fn config(name: &str, policy: &str, runtime: &str) -> PathBuf {
             ["if_header", "0", "x-loop", "loop"],
             ["if_header", "0", "x-bomb", "alloc_bomb"],
             ["if_header", "0", "x-bad-pointer", "bad_pointer"],
+            ["if_header", "0", "x-leak", "leak", "1048576"],
         ],
         "response_headers": [["vm_counter", "2", "x-vm-count"]],
     }});
@@ -208,6 +210,37 @@ fn a_memory_bomb_is_capped_and_its_memory_given_back() {
             assert_eq!(get(&addr, "").0, 503);
         }
     }
+}
+
+/// VM recycling: past `max_streams`, and past the soft memory limit (the plugin leaking
+/// 1 MiB a request), new streams go to a fresh VM (its counter starts again at 1); no
+/// request fails, and the old VMs go.
+#[test]
+fn vms_are_recycled_past_their_streams_and_memory() {
+    let runtime = "layered_runtime:\n  layers:\n  - name: tunables\n    static_layer:\n      wasmproxy.wasm.recycle.max_streams: 3\n";
+    let (_running, addr, admin, log) = serve(&config("recycle-streams", "", runtime));
+    let counts: Vec<Option<u32>> = (0..7).map(|_| get(&addr, "").1).collect();
+    assert_eq!(counts, [1, 2, 3, 1, 2, 3, 1].map(Some));
+    assert_eq!(stat(&admin, "wasm.probe.vm_recycle"), 2);
+    assert_eq!(stat(&admin, "wasm.envoy.wasm.runtime.v8.created"), 3);
+    assert_eq!(stat(&admin, "wasm.envoy.wasm.runtime.v8.active"), 1, "the old VMs are gone");
+    assert!(std::fs::read_to_string(&log).unwrap().contains("recycled (streams)"));
+
+    // 4 MiB for the probe plugin alone (its own key over the one for every plugin).
+    let runtime = "layered_runtime:\n  layers:\n  - name: tunables\n    static_layer:\n      wasmproxy.wasm.recycle.max_streams: 1000\n      wasmproxy.wasm.plugin.probe.recycle.memory_bytes: 4194304\n";
+    let (_running, addr, admin, log) = serve(&config("recycle-memory", "", runtime));
+    let mut counts = Vec::new();
+    for _ in 0..8 {
+        let (status, count, _) = get(&addr, "x-leak: 1\r\n");
+        assert_eq!(status, 200);
+        counts.push(count.unwrap());
+    }
+    // The VM passes 4 MiB after a few leaks; the stream after that starts a fresh one.
+    let first_fresh = counts.iter().skip(1).position(|c| *c == 1).expect("recycled") + 1;
+    assert!((2..8).contains(&first_fresh), "{counts:?}");
+    assert_eq!(counts[..first_fresh], (1..=first_fresh as u32).collect::<Vec<_>>()[..], "{counts:?}");
+    assert!(stat(&admin, "wasm.probe.vm_recycle") >= 1);
+    assert!(std::fs::read_to_string(&log).unwrap().contains("recycled (memory)"));
 }
 
 /// An upstream that answers every request `slow ok` after `delay`, one connection per

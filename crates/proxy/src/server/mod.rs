@@ -145,6 +145,7 @@ impl Server {
                 limits: limits.clone(),
                 worker,
                 drain_time: options.drain_time,
+                recycling: Arc::new(tunables.recycling.clone()),
             };
             let handle = std::thread::Builder::new()
                 .name(name.clone())

@@ -8,6 +8,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use crate::wasm::recycle::Recycling;
+
 /// The plugin callback deadline: a callback running longer fails its VM.
 pub const CALLBACK_DEADLINE_MS: &str = "wasmproxy.wasm.callback_deadline_ms";
 /// The most linear memory one VM may have, in bytes.
@@ -29,6 +31,9 @@ pub struct Tunables {
     pub listener_connection_limits: HashMap<String, u64>,
     /// [`GLOBAL_MAX_CONNECTIONS`].
     pub global_max_connections: Option<u64>,
+    /// When plugins' VMs are replaced (`wasmproxy.wasm.recycle.*`, per plugin
+    /// `wasmproxy.wasm.plugin.<name>.recycle.*`).
+    pub recycling: Recycling,
 }
 
 impl Tunables {
@@ -42,6 +47,9 @@ impl Tunables {
         };
         let mut t = Tunables::default();
         for (key, value) in runtime {
+            if t.recycling.read(key, value)? {
+                continue;
+            }
             if key == CALLBACK_DEADLINE_MS {
                 t.callback_deadline = Some(Duration::from_millis(number(key, value, 1, 3_600_000)?));
             } else if key == MEMORY_LIMIT_BYTES {

@@ -73,6 +73,8 @@ pub struct WorkerSetup {
     /// How long connections may take to finish once the server is told to stop, or once
     /// their listener is replaced or removed.
     pub drain_time: std::time::Duration,
+    /// When plugins' VMs are replaced.
+    pub recycling: Arc<crate::wasm::recycle::Recycling>,
 }
 
 /// Runs a worker on this thread until the server stops.
@@ -201,7 +203,7 @@ impl Worker {
             index: setup.worker,
             serves_listeners: setup.serves_listeners,
             stats: setup.stats.clone(),
-            plugins: Registry::new(clusters.clone(), node, setup.stats.clone()),
+            plugins: Registry::new(clusters.clone(), node, setup.stats.clone(), setup.recycling.clone()),
             clusters,
             route_tables: Rc::default(),
             listeners: Vec::new(),

@@ -2,7 +2,6 @@
 //! a context per stream driven through the callbacks, waiting while the plugin pauses
 //! until it resumes the stream.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -13,37 +12,45 @@ use wasmproxy_host::{StreamAction, StreamData, VmError, WasmVm};
 use crate::http::direction::Direction;
 use crate::http::reply::{DataVerdict, LocalReply, Verdict};
 use crate::stream_info::StreamRef;
-use crate::wasm::instance::{PluginInstance, ReloadStats};
+use crate::wasm::instance::{PluginInstance, ReloadStats, VmCell};
+use crate::wasm::recycle::RecyclePolicy;
 
 /// One plugin on a worker: its root context in a (possibly shared) VM, used by every
 /// filter chain that configures the same plugin. Dropped when no configuration uses it any
 /// more and the streams on it have finished: its root context is then shut down.
 pub struct FilterSlot {
-    /// The VM new streams start in (replaced when the module's optimized code is ready).
-    vm: RefCell<Rc<PluginInstance>>,
+    /// The VM new streams start in, shared by the plugins of its VM key (replaced when the
+    /// module's optimized code is ready, or when the VM is recycled).
+    vm: VmCell,
     /// The plugin's index in the VM (see [`PluginInstance::root`]).
     pub index: usize,
     /// What to do when the VM fails.
     pub failure_policy: FailurePolicy,
     /// The plugin and its reload counters (reloading is tried only under FAIL_RELOAD).
     pub reload: Rc<(WasmPlugin, ReloadStats)>,
+    /// When its VM is replaced, and `wasm.<plugin name>.vm_recycle`.
+    recycling: (RecyclePolicy, wasmproxy_stats::Counter),
 }
 
 impl FilterSlot {
-    /// The plugin `plugin` in `vm` at root context `root`; its `wasm.<name>.vm_reload*`
-    /// counters are registered in `store`, as Envoy registers them for every plugin.
+    /// The plugin `plugin` at `index` in the VM `vm` holds, recycled as `policy` says; its
+    /// `wasm.<name>.vm_reload*` counters are registered in `store`, as Envoy registers them
+    /// for every plugin (and `vm_recycle`, wasmproxy's).
     pub fn new(
-        vm: Rc<PluginInstance>,
+        vm: VmCell,
         index: usize,
         plugin: &WasmPlugin,
         store: &wasmproxy_stats::Store,
+        policy: RecyclePolicy,
     ) -> FilterSlot {
         let stats = ReloadStats::new(store, &plugin.name);
+        let recycled = store.counter(wasmproxy_stats::StatName::plain(format!("wasm.{}.vm_recycle", plugin.name)));
         FilterSlot {
-            vm: RefCell::new(vm),
+            vm,
             index,
             failure_policy: plugin.failure_policy,
             reload: Rc::new((plugin.clone(), stats)),
+            recycling: (policy, recycled),
         }
     }
 
@@ -52,21 +59,37 @@ impl FilterSlot {
         self.vm.borrow().clone()
     }
 
-    /// New streams start in `vm` (the same plugins at the same indices); streams already
-    /// running finish in the VM they started in.
-    pub(super) fn move_to(&self, vm: Rc<PluginInstance>) {
-        *self.vm.borrow_mut() = vm;
-    }
-
     /// The plugin's root context now.
     pub fn root(&self) -> u32 {
         self.vm.borrow().root(self.index)
     }
 
-    /// Under FAIL_RELOAD, a failed VM is built again (see [`PluginInstance::revive`]).
+    /// Under FAIL_RELOAD, a failed VM is built again (see [`PluginInstance::revive`]);
+    /// a VM past its recycling limits hands the new stream to a fresh one.
     pub(super) fn revive(&self) {
         if self.failure_policy == FailurePolicy::FailReload {
             self.vm().revive(&self.reload.0, &self.reload.1);
+        }
+        let (policy, recycled) = &self.recycling;
+        if policy.is_off() {
+            return;
+        }
+        let vm = self.vm();
+        let Some(reason) = vm.due(policy) else { return };
+        let name = &self.reload.0.name;
+        match vm.move_to(vm.module()) {
+            Ok(next) => {
+                *self.vm.borrow_mut() = next;
+                recycled.inc();
+                tracing::info!(
+                    "Wasm VM of plugin {name:?} recycled ({}): new streams start in a fresh VM",
+                    reason.name()
+                );
+            }
+            Err(e) => {
+                vm.postpone_recycling();
+                tracing::warn!("Wasm VM of plugin {name:?} due for recycling ({}) kept: {e}", reason.name());
+            }
         }
     }
 

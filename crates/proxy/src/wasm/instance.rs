@@ -17,6 +17,11 @@ use crate::upstream::cluster::Clusters;
 use crate::wasm::embedder::EmbedderParts;
 use crate::wasm::http_filter::FilterStream;
 use crate::wasm::plugin::{plugin_config, vm_config};
+use crate::wasm::recycle::{RecyclePolicy, RecycleReason};
+
+/// The VM new streams of a VM key's plugins start in: replaced (for every plugin at once)
+/// when the module's optimized code is ready or the VM is recycled.
+pub type VmCell = Rc<RefCell<Rc<PluginInstance>>>;
 
 /// The streams a VM's contexts belong to, for property lookups.
 pub(super) type StreamsByContext = Rc<RefCell<HashMap<u32, StreamRef>>>;
@@ -32,6 +37,9 @@ pub struct PluginInstance {
     active: wasmproxy_stats::Gauge,
     /// What it takes to build the VM again (FAIL_RELOAD).
     pub(super) rebuild: Rebuild,
+    /// When it started, and the streams started in it since (for recycling).
+    born: Cell<std::time::Instant>,
+    streams_started: Cell<u64>,
 }
 
 /// How to build a failed VM again: its module, VM configuration, the plugins (by the index
@@ -44,6 +52,8 @@ pub(super) struct Rebuild {
     pub(super) plugins: RefCell<Vec<Option<(WasmPlugin, u32)>>>,
     last_load: Cell<Option<std::time::Instant>>,
     created: wasmproxy_stats::Counter,
+    /// The stats a VM started in its place registers in.
+    store: Arc<wasmproxy_stats::Store>,
 }
 
 /// Envoy's reload counters for one plugin: `wasm.<plugin name>.vm_reload*`.
@@ -81,7 +91,7 @@ impl PluginInstance {
         config: &WasmPlugin,
         clusters: Rc<Clusters>,
         node: Rc<NodeAttributes>,
-        store: &wasmproxy_stats::Store,
+        store: &Arc<wasmproxy_stats::Store>,
     ) -> Result<Rc<PluginInstance>, VmError> {
         let cell = Rc::new(OnceCell::new());
         let ticks = Rc::new(Notify::new());
@@ -110,7 +120,10 @@ impl PluginInstance {
                 plugins: RefCell::default(),
                 last_load: Cell::new(Some(std::time::Instant::now())),
                 created,
+                store: store.clone(),
             },
+            born: Cell::new(std::time::Instant::now()),
+            streams_started: Cell::new(0),
         });
         let _ = cell.set(Rc::downgrade(&instance));
         let weak = Rc::downgrade(&instance);
@@ -194,21 +207,16 @@ impl PluginInstance {
         &self.rebuild.module
     }
 
-    /// A new VM running `module` (this one's, with optimized code) with this VM's plugins
-    /// at the same indices, each a new root context; their root contexts here are shut
-    /// down, and the streams running here finish here.
-    pub fn move_to(
-        &self,
-        module: &Arc<PluginModule>,
-        clusters: Rc<Clusters>,
-        node: Rc<NodeAttributes>,
-        store: &wasmproxy_stats::Store,
-    ) -> Result<Rc<PluginInstance>, VmError> {
+    /// A new VM running `module` (this one's, with optimized code; or the same, to
+    /// recycle it) with this VM's plugins at the same indices, each a new root context;
+    /// their root contexts here are shut down, and the streams running here finish here.
+    pub fn move_to(&self, module: &Arc<PluginModule>) -> Result<Rc<PluginInstance>, VmError> {
         let plugins = self.rebuild.plugins.borrow().clone();
         let Some((first, _)) = plugins.iter().flatten().next() else {
             return Err(VmError::Instantiate("a VM without plugins is not moved".into()));
         };
-        let next = PluginInstance::start(module, first, clusters, node, store)?;
+        let (clusters, node) = (self.rebuild.parts.clusters.clone(), self.rebuild.parts.node.clone());
+        let next = PluginInstance::start(module, first, clusters, node, &self.rebuild.store)?;
         for plugin in &plugins {
             match plugin {
                 Some((config, _)) => drop(next.add_plugin(config)?),
@@ -219,6 +227,27 @@ impl PluginInstance {
             self.remove_plugin(index);
         }
         Ok(next)
+    }
+
+    /// Why this VM is due for recycling under `policy`, if it is (never while failed: its
+    /// failure policy decides then).
+    pub fn due(&self, policy: &RecyclePolicy) -> Option<RecycleReason> {
+        let vm = self.vm.borrow();
+        if vm.failure().is_some() {
+            return None;
+        }
+        policy.due(vm.memory_size() as u64, self.born.get().elapsed(), self.streams_started.get())
+    }
+
+    /// A VM that could not be recycled is tried again after as many streams, as long.
+    pub fn postpone_recycling(&self) {
+        self.born.set(std::time::Instant::now());
+        self.streams_started.set(0);
+    }
+
+    /// A stream (or TCP connection) starts in this VM.
+    pub(super) fn count_stream(&self) {
+        self.streams_started.set(self.streams_started.get() + 1);
     }
 
     /// The root context of the plugin at `index` now (0 once it is removed: no context).
@@ -302,6 +331,7 @@ impl PluginInstance {
 
     pub(super) fn start_stream(self: &Rc<Self>, root: u32, info: &StreamRef) -> Result<FilterStream, VmError> {
         let ctx = self.vm.borrow_mut().create_context(root, ContextKind::Http)?;
+        self.count_stream();
         self.streams.borrow_mut().insert(ctx, info.clone());
         Ok(FilterStream { instance: self.clone(), ctx, rx: None, holding: [false; 2], slot: None })
     }

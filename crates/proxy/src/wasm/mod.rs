@@ -8,5 +8,6 @@ pub mod instance;
 pub mod network_filter;
 pub mod oci;
 pub mod plugin;
+pub mod recycle;
 pub mod registry;
 pub mod remote;

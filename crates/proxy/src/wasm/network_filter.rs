@@ -19,6 +19,7 @@ impl FilterSlot {
         self.revive();
         let instance = self.vm();
         let ctx = instance.vm.borrow_mut().create_context(self.root(), ContextKind::Tcp)?;
+        instance.count_stream();
         let (tx, rx) = mpsc::unbounded_channel();
         instance.waiters.borrow_mut().insert(ctx, tx);
         instance.streams.borrow_mut().insert(ctx, info.clone());

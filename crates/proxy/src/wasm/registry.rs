@@ -3,31 +3,37 @@
 //! VM, as in Envoy; a new module is a new VM. What no configuration uses any more goes once
 //! the streams still on it end.
 
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::stream_info::node::NodeAttributes;
 use crate::upstream::cluster::Clusters;
 use crate::wasm::http_filter::FilterSlot;
-use crate::wasm::instance::PluginInstance;
+use crate::wasm::instance::{PluginInstance, VmCell};
 use crate::wasm::plugin::{LoadedPlugin, VmKey};
+use crate::wasm::recycle::Recycling;
 
 /// One worker's VMs and plugins.
 pub struct Registry {
     clusters: Rc<Clusters>,
     node: Rc<NodeAttributes>,
-    store: std::sync::Arc<wasmproxy_stats::Store>,
-    vms: Vec<(VmKey, Rc<PluginInstance>)>,
+    store: Arc<wasmproxy_stats::Store>,
+    recycling: Arc<Recycling>,
+    vms: Vec<(VmKey, VmCell)>,
     plugins: Vec<(LoadedPlugin, Rc<FilterSlot>)>,
 }
 
 impl Registry {
-    /// An empty registry; VMs it starts call out to `clusters` and read `node`.
+    /// An empty registry; VMs it starts call out to `clusters` and read `node`, and are
+    /// recycled as `recycling` says.
     pub fn new(
         clusters: Rc<Clusters>,
         node: Rc<NodeAttributes>,
-        store: std::sync::Arc<wasmproxy_stats::Store>,
+        store: Arc<wasmproxy_stats::Store>,
+        recycling: Arc<Recycling>,
     ) -> Self {
-        Registry { clusters, node, store, vms: Vec::new(), plugins: Vec::new() }
+        Registry { clusters, node, store, recycling, vms: Vec::new(), plugins: Vec::new() }
     }
 
     /// The plugin's root context on this worker, made (in its VM, started if need be) the
@@ -37,8 +43,8 @@ impl Registry {
             return Ok(slot.clone());
         }
         let key = loaded.vm_key();
-        let vm = match self.vms.iter().find(|(k, _)| *k == key) {
-            Some((_, vm)) => vm.clone(),
+        let cell = match self.vms.iter().find(|(k, _)| *k == key) {
+            Some((_, cell)) => cell.clone(),
             None => {
                 // Optimized code, if it is ready by now.
                 let module = loaded.module.optimized().unwrap_or_else(|| loaded.module.clone());
@@ -50,12 +56,14 @@ impl Registry {
                     &self.store,
                 )
                 .map_err(|e| e.to_string())?;
-                self.vms.push((key, vm.clone()));
-                vm
+                let cell = Rc::new(RefCell::new(vm));
+                self.vms.push((key, cell.clone()));
+                cell
             }
         };
-        let index = vm.add_plugin(&loaded.plugin).map_err(|e| e.to_string())?;
-        let slot = Rc::new(FilterSlot::new(vm, index, &loaded.plugin, &self.store));
+        let index = cell.borrow().add_plugin(&loaded.plugin).map_err(|e| e.to_string())?;
+        let policy = self.recycling.policy(&loaded.plugin.name);
+        let slot = Rc::new(FilterSlot::new(cell, index, &loaded.plugin, &self.store, policy));
         self.plugins.push((loaded.clone(), slot.clone()));
         Ok(slot)
     }
@@ -64,18 +72,16 @@ impl Registry {
     /// optimized code, now ready: new streams start in a new VM with the same plugins,
     /// those running finish where they are.
     pub fn optimize(&mut self, sha256: &str) {
-        for (key, vm) in self.vms.iter_mut() {
+        for (key, cell) in &self.vms {
+            let vm = cell.borrow().clone();
             // A failed VM stays as its failure policy leaves it (FAIL_CLOSED: failed).
             if key.sha256() != sha256 || vm.module().is_optimized() || vm.vm.borrow().failure().is_some() {
                 continue;
             }
             let Some(module) = vm.module().optimized() else { continue };
-            match vm.move_to(&module, self.clusters.clone(), self.node.clone(), &self.store) {
+            match vm.move_to(&module) {
                 Ok(next) => {
-                    for (_, slot) in self.plugins.iter().filter(|(p, _)| p.vm_key() == *key) {
-                        slot.move_to(next.clone());
-                    }
-                    *vm = next;
+                    *cell.borrow_mut() = next;
                     tracing::debug!("Wasm VM {:?} moved to optimized code", key.vm_id());
                 }
                 Err(e) => tracing::warn!("Wasm VM {:?} stays on baseline code: {e}", key.vm_id()),

@@ -479,6 +479,12 @@ fn execute(command: &[String]) -> Result<Outcome, String> {
         "loop" => loop {
             std::hint::spin_loop();
         },
+        "leak" => {
+            // Memory the plugin never gives back, as a Go plugin's heap only grows.
+            let block = vec![1u8; a.num::<usize>(1)?];
+            std::mem::forget(std::hint::black_box(block));
+            Outcome::Silent
+        }
         "alloc_bomb" => loop {
             let mut block: Vec<u8> = Vec::with_capacity(1 << 20);
             block.resize(1 << 20, 1);
