@@ -24,6 +24,7 @@ use wasmproxy_stats::{Gauge, StatName, Store};
 
 use crate::tls::certificate::{CertificateDetails, ContextCertificates};
 use crate::upstream::registry::Upstreams;
+use crate::wasm::status::WasmBoard;
 
 /// Process log levels, changed at run time through `/logging` (the binary owns the logger).
 pub trait LogControl: Send + Sync {
@@ -87,6 +88,8 @@ pub struct AdminState {
     pub logging: Option<Arc<dyn LogControl>>,
     /// Sending true stops the server (`/quitquitquit`).
     pub quit: Arc<watch::Sender<bool>>,
+    /// The plugin VMs of every thread (`/wasm`).
+    pub wasm: Arc<WasmBoard>,
     started: Instant,
     uptime: Gauge,
     memory_allocated: Gauge,
@@ -105,6 +108,7 @@ impl AdminState {
         concurrency: usize,
         logging: Option<Arc<dyn LogControl>>,
         quit: Arc<watch::Sender<bool>>,
+        wasm: Arc<WasmBoard>,
     ) -> AdminState {
         let gauge = |name: &str| store.gauge(StatName::plain(format!("server.{name}")));
         gauge("live").set(1);
@@ -121,6 +125,7 @@ impl AdminState {
             command_line,
             logging,
             quit,
+            wasm,
             started: Instant::now(),
         };
         state.refresh_memory();
@@ -275,6 +280,12 @@ const ENDPOINTS: &[Endpoint] = &[
             ("invert_filter", "Invert the filter regex"),
         ],
     },
+    Endpoint {
+        path: "/wasm",
+        mutates: false,
+        help: "print the plugin VMs of each thread: module, plugins, memory, calls, failures (wasmproxy's own)",
+        params: &[("format", "File format to use; One of (text, json)")],
+    },
 ];
 
 fn help_text() -> String {
@@ -341,6 +352,8 @@ fn route(path: &str, query: &[(String, String)], state: &AdminState) -> Answer {
         }
         "/listeners" => ok(state.live().listeners.iter().map(|(name, a)| format!("{name}::{a}\n")).collect()),
         "/logging" => logging(query, state),
+        "/wasm" if param(query, "format") == Some("json") => Answer(StatusCode::OK, JSON, pretty(&state.wasm.json())),
+        "/wasm" => ok(state.wasm.text()),
         "/reset_counters" => {
             for c in state.store.snapshot().counters {
                 c.reset();
@@ -555,8 +568,7 @@ fn config_dump(state: &AdminState) -> Value {
 
 /// A time as protobuf's JSON writes a `Timestamp` (`2026-12-04T15:04:05.123Z`).
 fn rfc3339(t: std::time::SystemTime) -> String {
-    let u = crate::clock::Utc::at(t);
-    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", u.year, u.month, u.day, u.hour, u.minute, u.second, u.millis)
+    crate::clock::Utc::at(t).iso8601_millis()
 }
 
 /// Envoy's `/certs`: per TLS context, its CA and its certificate (an empty list for

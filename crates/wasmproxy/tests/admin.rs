@@ -284,6 +284,36 @@ fn access_logs_are_written_in_envoys_formats() {
     drop((running, admin));
 }
 
+/// `/wasm`: each worker's VM of the plugin, what it runs and what it did.
+#[test]
+fn the_wasm_page_shows_each_workers_vm() {
+    let dir = temp_dir("wasm");
+    let upstream = upstream();
+    let (running, addr, admin) = serve_with(&config(&dir, upstream), &["--log-level", "warning"]);
+    let admin = admin.unwrap();
+    send_requests(&addr);
+    let page: serde_json::Value = serde_json::from_str(body(&http_get(&admin, "/wasm?format=json", ""))).unwrap();
+    let vms = page["vms"].as_array().unwrap();
+    assert_eq!(vms.len(), 2, "one VM per worker: {page}");
+    for (i, vm) in vms.iter().enumerate() {
+        assert_eq!(vm["thread"], format!("worker_{i}"));
+        assert!(vm["module"].as_str().unwrap().ends_with("talk_demo.wasm"), "{vm}");
+        assert_eq!(vm["sha256"].as_str().unwrap().len(), 64);
+        assert_eq!((vm["code"].as_str(), vm["state"].as_str()), (Some("optimized"), Some("running")));
+        assert_eq!(vm["plugins"], serde_json::json!(["talk_demo"]));
+        assert!(vm["memory_bytes"].as_u64().unwrap() >= 65536, "{vm}");
+        assert_eq!(vm["failures"], serde_json::json!({"trap": 0, "deadline": 0, "memory_limit": 0, "other": 0}));
+    }
+    let streams: u64 = vms.iter().map(|v| v["streams"].as_u64().unwrap()).sum();
+    let calls: u64 = vms.iter().map(|v| v["calls"].as_u64().unwrap()).sum();
+    assert_eq!(streams, 5, "{page}");
+    assert!(calls > streams, "{page}");
+    let text = body(&http_get(&admin, "/wasm", "")).to_string();
+    assert_eq!(text.lines().filter(|l| l.starts_with("worker_")).count(), 2, "{text}");
+    assert!(text.contains("  plugins: talk_demo\n"), "{text}");
+    drop(running);
+}
+
 #[test]
 fn admin_endpoints_answer_as_envoys_do() {
     let dir = temp_dir("endpoints");

@@ -243,6 +243,27 @@ fn vms_are_recycled_past_their_streams_and_memory() {
     assert!(std::fs::read_to_string(&log).unwrap().contains("recycled (memory)"));
 }
 
+/// The admin's `/wasm` shows the VM's failure: its kind counted, its state, the message.
+#[test]
+fn the_wasm_page_shows_a_failed_vm() {
+    let (_running, addr, admin, _) = serve(&config("wasm-page", "", ""));
+    assert_eq!(get(&addr, "").0, 200);
+    assert_eq!(get(&addr, "x-trap: 1\r\n").0, 503);
+    let page: serde_json::Value = serde_json::from_str(body(&http_get(&admin, "/wasm?format=json", ""))).unwrap();
+    let vm = &page["vms"][0];
+    assert_eq!((vm["thread"].as_str(), vm["state"].as_str()), (Some("worker_0"), Some("failed")), "{page}");
+    assert_eq!(vm["failures"]["trap"], 1, "{page}");
+    assert_eq!(vm["streams"], 2, "{page}");
+    assert!(vm["last_error"]["message"].as_str().unwrap().contains("out of bounds"), "{page}");
+    let text = body(&http_get(&admin, "/wasm", "")).to_string();
+    assert!(text.starts_with("worker_0 vm_id=\"probe_vm\" module="), "{text}");
+    assert!(
+        text.contains("failures=[trap:1 deadline:0 memory_limit:0 other:0]") && text.contains("state=failed"),
+        "{text}"
+    );
+    assert!(text.contains("  plugins: probe\n  last error at "), "{text}");
+}
+
 /// An upstream that answers every request `slow ok` after `delay`, one connection per
 /// request.
 fn slow_upstream(delay: Duration) -> u16 {

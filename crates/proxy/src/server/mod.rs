@@ -29,6 +29,7 @@ use crate::server::snapshot::Builder;
 use crate::server::tunables::{ConnectionLimits, Tunables};
 use crate::server::worker::{WorkerMessage, WorkerSetup};
 use crate::upstream::registry::Upstreams;
+use crate::wasm::status::WasmBoard;
 
 /// How to run.
 #[derive(Clone)]
@@ -128,8 +129,7 @@ impl Server {
         let limits = Arc::new(ConnectionLimits::new(&tunables));
         // Workers, then Envoy's main thread for singleton services: each waits for its
         // first configuration in its inbox.
-        let mut inboxes = Vec::new();
-        let mut workers = Vec::new();
+        let (mut inboxes, mut workers, wasm) = (Vec::new(), Vec::new(), WasmBoard::new());
         let threads = (0..concurrency).map(|i| (format!("wasmproxy-worker-{i}"), Some(i), per_worker.clone()));
         let main = (!singletons.is_empty()).then(|| ("wasmproxy-main".to_string(), None, singletons));
         for (name, worker, services) in threads.chain(main) {
@@ -146,6 +146,7 @@ impl Server {
                 worker,
                 drain_time: options.drain_time,
                 recycling: Arc::new(tunables.recycling.clone()),
+                wasm: wasm.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(name.clone())
@@ -175,17 +176,17 @@ impl Server {
                 concurrency,
                 options.logging.clone(),
                 server.shutdown.clone(),
+                wasm.clone(),
             );
-            match start_admin(&a.address, state, &shutdown_rx) {
-                Ok((bound, handle)) => {
-                    server.admin = Some(bound);
-                    server.workers.push(handle);
-                }
+            let (bound, handle) = match start_admin(&a.address, state, &shutdown_rx) {
+                Ok(started) => started,
                 Err(e) => {
                     server.stop();
                     return Err(e);
                 }
-            }
+            };
+            server.admin = Some(bound);
+            server.workers.push(handle);
         }
         let ready = control.ready();
         let view = control.view();

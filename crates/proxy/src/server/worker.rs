@@ -29,6 +29,7 @@ use crate::upstream::cluster::Clusters;
 use crate::upstream::registry::Upstreams;
 use crate::wasm::access_logger::StreamLoggers;
 use crate::wasm::http_filter::FilterSlot;
+use crate::wasm::instance::VmHome;
 use crate::wasm::plugin::LoadedPlugin;
 use crate::wasm::registry::Registry;
 
@@ -75,6 +76,8 @@ pub struct WorkerSetup {
     pub drain_time: std::time::Duration,
     /// When plugins' VMs are replaced.
     pub recycling: Arc<crate::wasm::recycle::Recycling>,
+    /// What the admin's `/wasm` shows.
+    pub wasm: Arc<crate::wasm::status::WasmBoard>,
 }
 
 /// Runs a worker on this thread until the server stops.
@@ -203,7 +206,12 @@ impl Worker {
             index: setup.worker,
             serves_listeners: setup.serves_listeners,
             stats: setup.stats.clone(),
-            plugins: Registry::new(clusters.clone(), node, setup.stats.clone(), setup.recycling.clone()),
+            plugins: Registry::new(
+                clusters.clone(),
+                node,
+                VmHome { store: setup.stats.clone(), board: setup.wasm.clone(), worker: setup.worker },
+                setup.recycling.clone(),
+            ),
             clusters,
             route_tables: Rc::default(),
             listeners: Vec::new(),

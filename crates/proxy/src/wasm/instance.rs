@@ -18,6 +18,24 @@ use crate::wasm::embedder::EmbedderParts;
 use crate::wasm::http_filter::FilterStream;
 use crate::wasm::plugin::{plugin_config, vm_config};
 use crate::wasm::recycle::{RecyclePolicy, RecycleReason};
+use crate::wasm::status::{VmStatus, WasmBoard};
+
+/// A lock, even if a thread panicked holding it.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Where a thread's VMs report: the process's stats, the admin's board of VMs, the
+/// worker's index (`None`: the main thread).
+#[derive(Clone)]
+pub struct VmHome {
+    /// The stats store.
+    pub store: Arc<wasmproxy_stats::Store>,
+    /// What `/wasm` shows.
+    pub board: Arc<WasmBoard>,
+    /// The worker.
+    pub worker: Option<usize>,
+}
 
 /// The VM new streams of a VM key's plugins start in: replaced (for every plugin at once)
 /// when the module's optimized code is ready or the VM is recycled.
@@ -40,6 +58,8 @@ pub struct PluginInstance {
     /// When it started, and the streams started in it since (for recycling).
     born: Cell<std::time::Instant>,
     streams_started: Cell<u64>,
+    /// What `/wasm` shows of it.
+    status: Arc<VmStatus>,
 }
 
 /// How to build a failed VM again: its module, VM configuration, the plugins (by the index
@@ -52,8 +72,8 @@ pub(super) struct Rebuild {
     pub(super) plugins: RefCell<Vec<Option<(WasmPlugin, u32)>>>,
     last_load: Cell<Option<std::time::Instant>>,
     created: wasmproxy_stats::Counter,
-    /// The stats a VM started in its place registers in.
-    store: Arc<wasmproxy_stats::Store>,
+    /// Where a VM started in its place reports.
+    home: VmHome,
 }
 
 /// Envoy's reload counters for one plugin: `wasm.<plugin name>.vm_reload*`.
@@ -91,8 +111,9 @@ impl PluginInstance {
         config: &WasmPlugin,
         clusters: Rc<Clusters>,
         node: Rc<NodeAttributes>,
-        store: &Arc<wasmproxy_stats::Store>,
+        home: &VmHome,
     ) -> Result<Rc<PluginInstance>, VmError> {
+        let store = &home.store;
         let cell = Rc::new(OnceCell::new());
         let ticks = Rc::new(Notify::new());
         let (queue_tx, mut queue_rx) = mpsc::unbounded_channel();
@@ -120,10 +141,16 @@ impl PluginInstance {
                 plugins: RefCell::default(),
                 last_load: Cell::new(Some(std::time::Instant::now())),
                 created,
-                store: store.clone(),
+                home: home.clone(),
             },
             born: Cell::new(std::time::Instant::now()),
             streams_started: Cell::new(0),
+            status: home.board.register(VmStatus::new(
+                home.worker,
+                &config.vm.vm_id,
+                (module.name().to_string(), module.sha256_hex()),
+                module.is_optimized(),
+            )),
         });
         let _ = cell.set(Rc::downgrade(&instance));
         let weak = Rc::downgrade(&instance);
@@ -164,7 +191,11 @@ impl PluginInstance {
     pub(super) fn call<T>(&self, own: Option<u32>, call: impl FnOnce(&mut WasmVm) -> T) -> (T, Vec<StreamAction>) {
         let (result, actions) = {
             let mut vm = self.vm.borrow_mut();
+            let live = vm.failure().is_none();
             let result = call(&mut vm);
+            if live {
+                self.status.note_call(vm.memory_size(), vm.failure());
+            }
             (result, vm.take_actions())
         };
         let mut mine = Vec::new();
@@ -197,6 +228,7 @@ impl PluginInstance {
     /// context id may not: see [`PluginInstance::root`]).
     pub fn add_plugin(&self, config: &WasmPlugin) -> Result<usize, VmError> {
         let root = self.vm.borrow_mut().create_root_context(Arc::new(plugin_config(config)))?;
+        lock(&self.status.plugins).push(config.name.clone());
         let mut plugins = self.rebuild.plugins.borrow_mut();
         plugins.push(Some((config.clone(), root)));
         Ok(plugins.len() - 1)
@@ -216,7 +248,7 @@ impl PluginInstance {
             return Err(VmError::Instantiate("a VM without plugins is not moved".into()));
         };
         let (clusters, node) = (self.rebuild.parts.clusters.clone(), self.rebuild.parts.node.clone());
-        let next = PluginInstance::start(module, first, clusters, node, &self.rebuild.store)?;
+        let next = PluginInstance::start(module, first, clusters, node, &self.rebuild.home)?;
         for plugin in &plugins {
             match plugin {
                 Some((config, _)) => drop(next.add_plugin(config)?),
@@ -248,6 +280,14 @@ impl PluginInstance {
     /// A stream (or TCP connection) starts in this VM.
     pub(super) fn count_stream(&self) {
         self.streams_started.set(self.streams_started.get() + 1);
+        self.status.streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A failure outside a callback (making a context) is shown too.
+    pub(super) fn note_failure(&self) {
+        if let Some(f) = self.vm.borrow().failure() {
+            self.status.note_failure(f);
+        }
     }
 
     /// The root context of the plugin at `index` now (0 once it is removed: no context).
@@ -259,7 +299,14 @@ impl PluginInstance {
     /// (`on_done`, then deleted once the plugin is done), as Envoy does when a filter's
     /// configuration is replaced. Streams already running on it finish first.
     pub fn remove_plugin(&self, index: usize) {
-        let Some((_, root)) = self.rebuild.plugins.borrow_mut().get_mut(index).and_then(Option::take) else { return };
+        let Some((config, root)) = self.rebuild.plugins.borrow_mut().get_mut(index).and_then(Option::take) else {
+            return;
+        };
+        let mut names = lock(&self.status.plugins);
+        if let Some(at) = names.iter().position(|n| *n == config.name) {
+            names.remove(at);
+        }
+        drop(names);
         if self.vm.borrow().failure().is_some() {
             return;
         }
@@ -294,6 +341,7 @@ impl PluginInstance {
                     *root = new;
                 }
                 self.rebuild.created.inc();
+                self.status.note_reload();
                 self.waiters.borrow_mut().clear();
                 // The new VM's timers are the tick task's to wait for.
                 self.ticks.notify_one();
@@ -330,7 +378,8 @@ impl PluginInstance {
     }
 
     pub(super) fn start_stream(self: &Rc<Self>, root: u32, info: &StreamRef) -> Result<FilterStream, VmError> {
-        let ctx = self.vm.borrow_mut().create_context(root, ContextKind::Http)?;
+        let ctx = self.vm.borrow_mut().create_context(root, ContextKind::Http);
+        let ctx = ctx.inspect_err(|_| self.note_failure())?;
         self.count_stream();
         self.streams.borrow_mut().insert(ctx, info.clone());
         Ok(FilterStream { instance: self.clone(), ctx, rx: None, holding: [false; 2], slot: None })

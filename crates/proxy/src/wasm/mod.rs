@@ -11,3 +11,4 @@ pub mod plugin;
 pub mod recycle;
 pub mod registry;
 pub mod remote;
+pub mod status;

@@ -18,7 +18,8 @@ impl FilterSlot {
     pub fn start_connection(self: &Rc<Self>, info: &StreamRef) -> Result<ConnectionFilter, VmError> {
         self.revive();
         let instance = self.vm();
-        let ctx = instance.vm.borrow_mut().create_context(self.root(), ContextKind::Tcp)?;
+        let ctx = instance.vm.borrow_mut().create_context(self.root(), ContextKind::Tcp);
+        let ctx = ctx.inspect_err(|_| instance.note_failure())?;
         instance.count_stream();
         let (tx, rx) = mpsc::unbounded_channel();
         instance.waiters.borrow_mut().insert(ctx, tx);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::stream_info::node::NodeAttributes;
 use crate::upstream::cluster::Clusters;
 use crate::wasm::http_filter::FilterSlot;
-use crate::wasm::instance::{PluginInstance, VmCell};
+use crate::wasm::instance::{PluginInstance, VmCell, VmHome};
 use crate::wasm::plugin::{LoadedPlugin, VmKey};
 use crate::wasm::recycle::Recycling;
 
@@ -18,22 +18,17 @@ use crate::wasm::recycle::Recycling;
 pub struct Registry {
     clusters: Rc<Clusters>,
     node: Rc<NodeAttributes>,
-    store: Arc<wasmproxy_stats::Store>,
+    home: VmHome,
     recycling: Arc<Recycling>,
     vms: Vec<(VmKey, VmCell)>,
     plugins: Vec<(LoadedPlugin, Rc<FilterSlot>)>,
 }
 
 impl Registry {
-    /// An empty registry; VMs it starts call out to `clusters` and read `node`, and are
-    /// recycled as `recycling` says.
-    pub fn new(
-        clusters: Rc<Clusters>,
-        node: Rc<NodeAttributes>,
-        store: Arc<wasmproxy_stats::Store>,
-        recycling: Arc<Recycling>,
-    ) -> Self {
-        Registry { clusters, node, store, recycling, vms: Vec::new(), plugins: Vec::new() }
+    /// An empty registry; VMs it starts call out to `clusters`, read `node`, report to
+    /// `home`, and are recycled as `recycling` says.
+    pub fn new(clusters: Rc<Clusters>, node: Rc<NodeAttributes>, home: VmHome, recycling: Arc<Recycling>) -> Self {
+        Registry { clusters, node, home, recycling, vms: Vec::new(), plugins: Vec::new() }
     }
 
     /// The plugin's root context on this worker, made (in its VM, started if need be) the
@@ -53,7 +48,7 @@ impl Registry {
                     &loaded.plugin,
                     self.clusters.clone(),
                     self.node.clone(),
-                    &self.store,
+                    &self.home,
                 )
                 .map_err(|e| e.to_string())?;
                 let cell = Rc::new(RefCell::new(vm));
@@ -63,7 +58,7 @@ impl Registry {
         };
         let index = cell.borrow().add_plugin(&loaded.plugin).map_err(|e| e.to_string())?;
         let policy = self.recycling.policy(&loaded.plugin.name);
-        let slot = Rc::new(FilterSlot::new(cell, index, &loaded.plugin, &self.store, policy));
+        let slot = Rc::new(FilterSlot::new(cell, index, &loaded.plugin, &self.home.store, policy));
         self.plugins.push((loaded.clone(), slot.clone()));
         Ok(slot)
     }
