@@ -18,7 +18,7 @@ use crate::http::reply::{LocalReply, Verdict, is_grpc_request};
 use crate::matcher::HeaderMatchers;
 use crate::stream_info::StreamRef;
 use crate::stream_info::response_flags::ResponseFlag;
-use crate::tracer::ParentSpan;
+use crate::tracer::{CallSpan, ParentSpan};
 use crate::upstream::cluster::Clusters;
 use crate::upstream::grpc::call_service;
 
@@ -264,11 +264,7 @@ impl RateLimitStream {
         let config = &self.filter.config;
         let method = ("envoy.service.ratelimit.v3.RateLimitService", "ShouldRateLimit");
         let span = self.parent.as_ref().map(|p| p.grpc_child(&config.service, method));
-        let inject = |headers: &mut Headers| {
-            if let Some(span) = &span {
-                span.inject(headers);
-            }
-        };
+        let inject = CallSpan::injector(span.as_ref());
         let clusters = &self.filter.clusters;
         let message = request.encode_to_vec();
         let answer: Result<wire::RateLimitResponse, _> =

@@ -148,6 +148,16 @@ impl ParentSpan {
 }
 
 impl CallSpan {
+    /// What a call's headers get from its span, if it has one (a context to inject, for
+    /// [`crate::upstream::grpc::call_service`]).
+    pub fn injector(span: Option<&CallSpan>) -> impl FnOnce(&mut Headers) + '_ {
+        move |headers| {
+            if let Some(span) = span {
+                span.inject(headers);
+            }
+        }
+    }
+
     /// A gRPC call's end: its status (and `error` if not OK).
     pub fn grpc_status(&mut self, status: u32) {
         self.span.tag("grpc.status_code", status.to_string());

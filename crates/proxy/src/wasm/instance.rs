@@ -20,11 +20,6 @@ use crate::wasm::plugin::{plugin_config, vm_config};
 use crate::wasm::recycle::{RecyclePolicy, RecycleReason};
 use crate::wasm::status::{VmStatus, WasmBoard};
 
-/// A lock, even if a thread panicked holding it.
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Where a thread's VMs report: the process's stats, the admin's board of VMs, the
 /// worker's index (`None`: the main thread).
 #[derive(Clone)]
@@ -228,7 +223,7 @@ impl PluginInstance {
     /// context id may not: see [`PluginInstance::root`]).
     pub fn add_plugin(&self, config: &WasmPlugin) -> Result<usize, VmError> {
         let root = self.vm.borrow_mut().create_root_context(Arc::new(plugin_config(config)))?;
-        lock(&self.status.plugins).push(config.name.clone());
+        self.status.add_plugin(&config.name);
         let mut plugins = self.rebuild.plugins.borrow_mut();
         plugins.push(Some((config.clone(), root)));
         Ok(plugins.len() - 1)
@@ -302,11 +297,7 @@ impl PluginInstance {
         let Some((config, root)) = self.rebuild.plugins.borrow_mut().get_mut(index).and_then(Option::take) else {
             return;
         };
-        let mut names = lock(&self.status.plugins);
-        if let Some(at) = names.iter().position(|n| *n == config.name) {
-            names.remove(at);
-        }
-        drop(names);
+        self.status.remove_plugin(&config.name);
         if self.vm.borrow().failure().is_some() {
             return;
         }

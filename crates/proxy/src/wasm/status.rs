@@ -3,7 +3,7 @@
 //! callback counted as it returns) and read by the admin thread.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::SystemTime;
 
 use serde_json::{Value, json};
@@ -29,7 +29,7 @@ pub struct VmStatus {
     /// When it started.
     pub started: SystemTime,
     /// Its plugins' names.
-    pub plugins: Mutex<Vec<String>>,
+    plugins: Mutex<Vec<String>>,
     /// Callbacks run (root and stream callbacks, timers, queues, callouts' answers).
     pub calls: AtomicU64,
     /// Streams and TCP connections started in it.
@@ -58,7 +58,7 @@ impl WasmBoard {
     /// A new VM's status, shown while the VM lives.
     pub fn register(&self, status: VmStatus) -> Arc<VmStatus> {
         let status = Arc::new(status);
-        let mut vms = self.vms.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut vms = lock(&self.vms);
         vms.retain(|v| v.strong_count() > 0);
         vms.push(Arc::downgrade(&status));
         status
@@ -66,7 +66,7 @@ impl WasmBoard {
 
     /// The live VMs, by thread (the main thread last) and start.
     pub fn snapshot(&self) -> Vec<Arc<VmStatus>> {
-        let vms = self.vms.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let vms = lock(&self.vms);
         let mut live: Vec<Arc<VmStatus>> = vms.iter().filter_map(Weak::upgrade).collect();
         live.sort_by_key(|v| (v.worker.unwrap_or(usize::MAX), v.started));
         live
@@ -83,30 +83,27 @@ impl WasmBoard {
         let mut out = String::new();
         for v in self.snapshot() {
             let j = v.json();
+            let text = |key: &str| j[key].as_str().unwrap_or_default().to_string();
+            let failures: Vec<String> = KINDS.iter().map(|k| format!("{k}:{}", j["failures"][k])).collect();
             out.push_str(&format!(
-                "{thread} vm_id={vm_id:?} module={module} sha256={sha} code={code} memory_bytes={memory} calls={calls} streams={streams} failures=[{failures}] reloads={reloads} state={state} age_s={age}\n",
-                thread = v.worker.map_or("main".to_string(), |w| format!("worker_{w}")),
-                vm_id = v.vm_id,
-                module = v.module.0,
-                sha = v.module.1,
-                code = j["code"].as_str().unwrap_or_default(),
-                memory = v.memory_bytes.load(Relaxed),
-                calls = v.calls.load(Relaxed),
-                streams = v.streams.load(Relaxed),
-                failures = KINDS.iter().zip(&v.failures).map(|(k, n)| format!("{k}:{}", n.load(Relaxed))).collect::<Vec<_>>().join(" "),
-                reloads = v.reloads.load(Relaxed),
-                state = j["state"].as_str().unwrap_or_default(),
-                age = j["age_s"],
+                "{} vm_id={:?} module={} sha256={} code={} memory_bytes={} calls={} streams={} failures=[{}] reloads={} state={} age_s={}\n",
+                text("thread"),
+                text("vm_id"),
+                text("module"),
+                text("sha256"),
+                text("code"),
+                j["memory_bytes"],
+                j["calls"],
+                j["streams"],
+                failures.join(" "),
+                j["reloads"],
+                text("state"),
+                j["age_s"],
             ));
-            out.push_str(&format!(
-                "  plugins: {}\n",
-                j["plugins"].as_array().map_or(String::new(), |p| p
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", "))
-            ));
-            if let Some(e) = j.get("last_error").filter(|e| !e.is_null()) {
+            let plugins: Vec<&str> = j["plugins"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            out.push_str(&format!("  plugins: {}\n", plugins.join(", ")));
+            if !j["last_error"].is_null() {
+                let e = &j["last_error"];
                 out.push_str(&format!(
                     "  last error at {}: {}\n",
                     e["time"].as_str().unwrap_or_default(),
@@ -116,6 +113,11 @@ impl WasmBoard {
         }
         out
     }
+}
+
+/// A lock, even if a thread panicked holding it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl VmStatus {
@@ -159,8 +161,21 @@ impl VmStatus {
             VmFailureKind::Exit | VmFailureKind::StartFailed => 3,
         };
         self.failures[kind].fetch_add(1, Relaxed);
-        let mut last = self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = lock(&self.last_error);
         *last = Some((SystemTime::now(), failure.to_string()));
+    }
+
+    /// A plugin was added to the VM.
+    pub fn add_plugin(&self, name: &str) {
+        lock(&self.plugins).push(name.to_string());
+    }
+
+    /// A plugin was removed from the VM.
+    pub fn remove_plugin(&self, name: &str) {
+        let mut names = lock(&self.plugins);
+        if let Some(at) = names.iter().position(|n| n == name) {
+            names.remove(at);
+        }
     }
 
     /// The VM was built again after a failure.
@@ -173,7 +188,7 @@ impl VmStatus {
     pub fn json(&self) -> Value {
         let failures: serde_json::Map<String, Value> =
             KINDS.iter().zip(&self.failures).map(|(k, n)| (k.to_string(), json!(n.load(Relaxed)))).collect();
-        let last = self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let last = lock(&self.last_error).clone();
         let age = self.started.elapsed().map_or(0.0, |d| (d.as_secs_f64() * 1000.0).round() / 1000.0);
         json!({
             "thread": self.worker.map_or("main".to_string(), |w| format!("worker_{w}")),
@@ -181,7 +196,7 @@ impl VmStatus {
             "module": self.module.0,
             "sha256": self.module.1,
             "code": if self.optimized { "optimized" } else { "baseline" },
-            "plugins": *self.plugins.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            "plugins": *lock(&self.plugins),
             "memory_bytes": self.memory_bytes.load(Relaxed),
             "calls": self.calls.load(Relaxed),
             "streams": self.streams.load(Relaxed),

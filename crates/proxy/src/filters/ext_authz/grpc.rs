@@ -17,7 +17,7 @@ use super::wire::{
 use super::{Action, Changes, Config, Decision, Mutation};
 use crate::http::reply::LocalReply;
 use crate::stream_info::StreamRef;
-use crate::tracer::ParentSpan;
+use crate::tracer::{CallSpan, ParentSpan};
 use crate::upstream::cluster::Clusters;
 use crate::upstream::grpc::call_service;
 
@@ -83,11 +83,7 @@ pub(super) async fn check(
 ) -> Decision {
     let method = ("envoy.service.auth.v3.Authorization", "Check");
     let span = parent.map(|p| p.grpc_child(service, method));
-    let inject = |headers: &mut Headers| {
-        if let Some(span) = &span {
-            span.inject(headers);
-        }
-    };
+    let inject = CallSpan::injector(span.as_ref());
     let answer = call_service(clusters, service, method, request.encode_to_vec(), service.timeout, inject).await;
     let status = answer.as_ref().err().map_or(0, |(status, _)| *status);
     let decoded = answer.is_ok();
