@@ -291,6 +291,11 @@ fn the_wasm_page_shows_each_workers_vm() {
     let upstream = upstream();
     let (running, addr, admin) = serve_with(&config(&dir, upstream), &["--log-level", "warning"]);
     let admin = admin.unwrap();
+    // A VM that has served nothing yet shows its memory after its plugins started.
+    let idle: serde_json::Value = serde_json::from_str(body(&http_get(&admin, "/wasm?format=json", ""))).unwrap();
+    for vm in idle["vms"].as_array().unwrap() {
+        assert!(vm["memory_bytes"].as_u64().unwrap() >= 65536, "{vm}");
+    }
     send_requests(&addr);
     let page: serde_json::Value = serde_json::from_str(body(&http_get(&admin, "/wasm?format=json", ""))).unwrap();
     let vms = page["vms"].as_array().unwrap();

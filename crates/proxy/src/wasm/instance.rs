@@ -222,7 +222,11 @@ impl PluginInstance {
     /// Returns the plugin's index in this VM, which stays its own across reloads (its root
     /// context id may not: see [`PluginInstance::root`]).
     pub fn add_plugin(&self, config: &WasmPlugin) -> Result<usize, VmError> {
-        let root = self.vm.borrow_mut().create_root_context(Arc::new(plugin_config(config)))?;
+        let mut vm = self.vm.borrow_mut();
+        let root = vm.create_root_context(Arc::new(plugin_config(config)))?;
+        // Its start-up (`on_vm_start`, `on_configure`) ran outside `call`.
+        self.status.note_memory(vm.memory_size());
+        drop(vm);
         self.status.add_plugin(&config.name);
         let mut plugins = self.rebuild.plugins.borrow_mut();
         plugins.push(Some((config.clone(), root)));

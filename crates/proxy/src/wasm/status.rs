@@ -34,7 +34,7 @@ pub struct VmStatus {
     pub calls: AtomicU64,
     /// Streams and TCP connections started in it.
     pub streams: AtomicU64,
-    /// Its linear memory after the last callback, in bytes.
+    /// Its linear memory after the last callback (or the last plugin's start), in bytes.
     pub memory_bytes: AtomicU64,
     /// Failures by kind: traps, deadlines, memory cap, others (`proc_exit`, start-up).
     pub failures: [AtomicU64; 4],
@@ -143,7 +143,7 @@ impl VmStatus {
     /// A callback ran; the VM's memory is now `memory` bytes, and it failed so if `failure`.
     pub fn note_call(&self, memory: usize, failure: Option<&VmFailure>) {
         self.calls.fetch_add(1, Relaxed);
-        self.memory_bytes.store(memory as u64, Relaxed);
+        self.note_memory(memory);
         if let Some(f) = failure {
             self.note_failure(f);
         }
@@ -163,6 +163,11 @@ impl VmStatus {
         self.failures[kind].fetch_add(1, Relaxed);
         let mut last = lock(&self.last_error);
         *last = Some((SystemTime::now(), failure.to_string()));
+    }
+
+    /// The VM's linear memory is now `memory` bytes.
+    pub fn note_memory(&self, memory: usize) {
+        self.memory_bytes.store(memory as u64, Relaxed);
     }
 
     /// A plugin was added to the VM.
