@@ -18,7 +18,13 @@ fi
 cd fuzz
 # No sanitizer: the code under test is Rust (plus wasmtime); what is looked for is a
 # panic or abort, with libFuzzer's coverage guidance.
-cargo +nightly fuzz build -s none -O
+# Built twice at most: a linker killed by the machine (a bus error when the disk is short,
+# seen on CI) is not a finding; a second failure is reported.
+if ! cargo +nightly fuzz build -s none -O; then
+    echo "fuzz: the build failed; trying once more"
+    df -h . || true
+    cargo +nightly fuzz build -s none -O
+fi
 targets=(pairs config request_head hostcalls xds_resource)
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"

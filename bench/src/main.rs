@@ -246,7 +246,8 @@ pub fn start(
     workers: usize,
     wasmproxy_args: &[String],
 ) -> Result<Running, String> {
-    let launch = Launch { workers, wasm_log_level: "error", wasmproxy_args: wasmproxy_args.to_vec() };
+    let launch =
+        Launch { workers, wasm_log_level: "error".into(), log_levels: false, wasmproxy_args: wasmproxy_args.to_vec() };
     proxy::start_with(kind, &args.bins, config, work, &launch)
         .map_err(|e| format!("{} did not start: {e}", kind.name()))
 }

@@ -76,14 +76,16 @@ pub struct Launch {
     /// Worker threads (`--concurrency`).
     pub workers: usize,
     /// The plugins' log level (`--component-log-level wasm:LEVEL`).
-    pub wasm_log_level: &'static str,
+    pub wasm_log_level: String,
+    /// Each log line starts with its level (`[info] `).
+    pub log_levels: bool,
     /// More arguments for wasmproxy only (e.g. `--wasm-cache-dir`).
     pub wasmproxy_args: Vec<String>,
 }
 
 impl Default for Launch {
     fn default() -> Self {
-        Launch { workers: 1, wasm_log_level: "info", wasmproxy_args: Vec::new() }
+        Launch { workers: 1, wasm_log_level: "info".into(), log_levels: false, wasmproxy_args: Vec::new() }
     }
 }
 
@@ -98,13 +100,14 @@ pub fn start_with(kind: Kind, bins: &Binaries, config: &Path, work: &Path, launc
     let workers = launch.workers.to_string();
     let wasm_level = format!("wasm:{}", launch.wasm_log_level);
     let admin_file = work.join(format!("{}-admin.txt", kind.name()));
+    let log_format = if launch.log_levels { "[%l] %v" } else { "%v" };
     let _ = std::fs::remove_file(&admin_file);
     let mut command = match kind {
         Kind::Envoy => {
             let mut c = Command::new(&bins.envoy);
             c.arg("-c").arg(config);
             c.args(["--concurrency", &workers, "--disable-hot-restart", "-l", "warning"]);
-            c.args(["--component-log-level", &wasm_level, "--log-format", "%v"]);
+            c.args(["--component-log-level", &wasm_level, "--log-format", log_format]);
             // Access logs reach stderr within 0.1 s (Envoy's default is 10 s; wasmproxy
             // writes them as they come).
             c.args(["--file-flush-interval-msec", "100"]);
@@ -115,6 +118,9 @@ pub fn start_with(kind: Kind, bins: &Binaries, config: &Path, work: &Path, launc
             let mut c = Command::new(&bins.wasmproxy);
             c.arg("-c").arg(config);
             c.args(["--concurrency", &workers, "--log-level", "warn", "--component-log-level", &wasm_level]);
+            if launch.log_levels {
+                c.args(["--log-format", log_format]);
+            }
             // Optimized code before serving, as Envoy's start waits for its plugins: with a
             // cold compile cache, tiered compiling would start each VM a second time.
             c.args(["--wasm-compiler", "optimizing"]);

@@ -120,6 +120,19 @@ pub fn load_str_with_warnings(text: &str, base_dir: &Path) -> Result<(Bootstrap,
     load(text, base_dir, Format::Sniff)
 }
 
+/// A YAML (or JSON) document of wasmproxy's own, not a bootstrap (`plugin-test` specs), as
+/// JSON: plain scalars that read as numbers, booleans or null become those. A syntax error
+/// or a duplicate key is an error with its line and column.
+pub fn yaml_to_json(text: &str) -> Result<serde_json::Value, ConfigError> {
+    let node = tree::parse_yaml(text)?;
+    let mut errors = Vec::new();
+    tree::duplicate_keys(&node, "", &mut errors);
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(node.to_json()),
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Format {
     Yaml,

@@ -13,6 +13,7 @@ usage:
             (and every other flag of Envoy 1.40, taken with a warning: docs/CONFIG.md)
   wasmproxy plugin-info PLUGIN.wasm
   wasmproxy plugin-run PLUGIN.wasm [options]
+  wasmproxy plugin-test SPEC.yaml... [--envoy ENVOY] [--junit FILE]
 
 Levels are Envoy's: trace, debug, info, warning, error, critical, off. --log-format takes
 Envoy's (spdlog's) flags; the default is '[%Y-%m-%d %T.%e][%t][%l][%n] [%g:%#] %v', in UTC.
@@ -40,7 +41,16 @@ response headers and body) and prints what the plugin logged and changed.
 plugin-info prints what a module is: its ABI version and sha256, the language and SDK it was
 written with (when its names tell), its memory, what its trap backtraces will show (function
 names; files and lines with DWARF), its exports and imports, the imports wasmproxy does not
-provide, and whether it loads.";
+provide, and whether it loads.
+
+plugin-test runs a plugin through the cases of a spec (YAML: docs/PLUGIN_TESTS.md) on the
+proxy, in this process: its configuration, the requests, what the upstream and each
+callout service answer, ticks and queue messages, and what each case expects (status,
+headers, bodies, what the upstream and the services receive, log lines, metrics, shared
+data). It prints each failure as a difference and exits 1 if any case failed.
+  --envoy ENVOY                also run the cases on Envoy (that binary) and report where
+                               the two proxies disagree
+  --junit FILE                 write the results as JUnit XML";
 
 /// What to do.
 pub enum Command {
@@ -50,6 +60,8 @@ pub enum Command {
     PluginInfo(PathBuf),
     /// Run one exchange through a plugin.
     PluginRun(Box<crate::plugin_run::RunOptions>),
+    /// Run a plugin through the cases of specs.
+    PluginTest(crate::plugin_test::TestOptions),
     /// Print the usage.
     Help,
     /// Print the version.
@@ -81,18 +93,21 @@ impl Command {
                 crate::serve::ServeOptions::parse(all.into_iter()).map(|o| Command::Serve(Box::new(o)))
             }
             "plugin-run" => crate::plugin_run::RunOptions::parse(args).map(|o| Command::PluginRun(Box::new(o))),
+            "plugin-test" => crate::plugin_test::TestOptions::parse(args).map(Command::PluginTest),
             other => Err(format!("unknown command {other:?}")),
         }
     }
 
-    pub fn run(self) -> anyhow::Result<()> {
+    /// Runs it: false if it ran and found failures (a plugin test that failed).
+    pub fn run(self) -> anyhow::Result<bool> {
         match self {
             Command::Help => println!("{USAGE}"),
             Command::Version => println!("wasmproxy {}", env!("CARGO_PKG_VERSION")),
             Command::Serve(options) => crate::serve::run(*options)?,
             Command::PluginInfo(file) => crate::plugin_run::info(&file)?,
             Command::PluginRun(options) => crate::plugin_run::run(*options)?,
+            Command::PluginTest(options) => return crate::plugin_test::run(options),
         }
-        Ok(())
+        Ok(true)
     }
 }

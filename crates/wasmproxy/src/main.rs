@@ -12,13 +12,15 @@ macro_rules! note {
 mod cli;
 mod logging;
 mod plugin_run;
+mod plugin_test;
 mod serve;
 mod signals;
 
 fn main() -> std::process::ExitCode {
     match cli::Command::parse(std::env::args().skip(1)) {
         Ok(command) => match command.run() {
-            Ok(()) => std::process::ExitCode::SUCCESS,
+            Ok(true) => std::process::ExitCode::SUCCESS,
+            Ok(false) => std::process::ExitCode::FAILURE,
             Err(e) => {
                 note!("wasmproxy: {e:#}");
                 std::process::ExitCode::FAILURE

@@ -354,7 +354,7 @@ fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
 
 /// Where compiled plugins are kept by default: `$XDG_CACHE_HOME/wasmproxy`, else
 /// `$HOME/.cache/wasmproxy` (none if neither is set).
-fn default_cache_dir() -> Option<PathBuf> {
+pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)

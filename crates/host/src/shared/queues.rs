@@ -88,6 +88,11 @@ impl SharedQueues {
         Status::Ok
     }
 
+    /// How many messages wait in the queue (0 for an unknown id).
+    pub fn waiting(&self, id: u32) -> usize {
+        lock(&self.inner).queues.get(&id).map_or(0, |q| q.messages.len())
+    }
+
     /// Takes the oldest message: EMPTY if none, NOT_FOUND for an unknown id.
     pub fn dequeue(&self, id: u32) -> Result<Vec<u8>, Status> {
         let mut inner = lock(&self.inner);

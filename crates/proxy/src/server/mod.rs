@@ -45,6 +45,9 @@ pub struct ServerOptions {
     /// Once told to stop (SIGTERM, `/quitquitquit`), how long accepted connections may
     /// take to finish.
     pub drain_time: std::time::Duration,
+    /// Plugins tick only when told ([`RunningServer::tick_plugins`]), not on their tick
+    /// periods: `wasmproxy plugin-test` delivers the ticks a spec declares.
+    pub manual_ticks: bool,
 }
 
 impl Default for ServerOptions {
@@ -55,6 +58,7 @@ impl Default for ServerOptions {
             command_line: serde_json::Value::Object(Default::default()),
             logging: None,
             drain_time: std::time::Duration::from_secs(30),
+            manual_ticks: false,
         }
     }
 }
@@ -102,6 +106,8 @@ pub struct RunningServer {
     pub admin: Option<SocketAddr>,
     shutdown: Arc<watch::Sender<bool>>,
     workers: Vec<std::thread::JoinHandle<()>>,
+    inboxes: Vec<tokio::sync::mpsc::UnboundedSender<WorkerMessage>>,
+    shared: Arc<wasmproxy_host::SharedState>,
 }
 
 impl Server {
@@ -147,6 +153,7 @@ impl Server {
                 drain_time: options.drain_time,
                 recycling: Arc::new(tunables.recycling.clone()),
                 wasm: wasm.clone(),
+                manual_ticks: options.manual_ticks,
             };
             let handle = std::thread::Builder::new()
                 .name(name.clone())
@@ -156,7 +163,9 @@ impl Server {
             workers.push(handle);
         }
         tell_of_optimized_code(&engine_handle, inboxes.clone());
-        let mut server = RunningServer { listeners: Vec::new(), admin: None, shutdown, workers };
+        let (shared, inboxes_kept) = (engine_handle.shared().clone(), inboxes.clone());
+        let mut server =
+            RunningServer { listeners: Vec::new(), admin: None, shutdown, workers, inboxes: inboxes_kept, shared };
         let cache_dir = options.engine.cache_dir.clone();
         let mut control = Control::new(builder, config.clone(), inboxes, concurrency, &store, cache_dir);
         let (fetcher, fetches) = tokio::sync::mpsc::unbounded_channel();
@@ -214,6 +223,25 @@ impl RunningServer {
         for w in self.workers {
             let _ = w.join();
         }
+    }
+
+    /// Ticks every plugin with a tick period now, on every thread (with
+    /// [`ServerOptions::manual_ticks`], the only ticks there are). Returns how many root
+    /// contexts ticked.
+    pub fn tick_plugins(&self) -> usize {
+        let mut ticked = 0;
+        for inbox in &self.inboxes {
+            let (done, heard) = std::sync::mpsc::channel();
+            if inbox.send(WorkerMessage::Tick(done)).is_ok() {
+                ticked += heard.recv_timeout(std::time::Duration::from_secs(30)).unwrap_or(0);
+            }
+        }
+        ticked
+    }
+
+    /// The plugins' shared data and queues (Envoy's are per process, as these).
+    pub fn shared(&self) -> &Arc<wasmproxy_host::SharedState> {
+        &self.shared
     }
 
     /// What stops the server from another thread (a signal handler).

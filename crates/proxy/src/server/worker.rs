@@ -48,6 +48,8 @@ pub enum WorkerMessage {
     },
     /// The optimized code of the module with this sha256 (hex) is ready: move its VMs to it.
     Optimized(String),
+    /// Tick every plugin with a tick period now; the sender hears how many ticked.
+    Tick(std::sync::mpsc::Sender<usize>),
 }
 
 /// What a worker (or the main thread, which runs the singleton services) is given to start.
@@ -78,6 +80,8 @@ pub struct WorkerSetup {
     pub recycling: Arc<crate::wasm::recycle::Recycling>,
     /// What the admin's `/wasm` shows.
     pub wasm: Arc<crate::wasm::status::WasmBoard>,
+    /// Ticks only when told ([`WorkerMessage::Tick`]).
+    pub manual_ticks: bool,
 }
 
 /// Runs a worker on this thread until the server stops.
@@ -107,6 +111,10 @@ pub fn run(mut setup: WorkerSetup) {
                 Some(WorkerMessage::Configure { snapshot, sockets, done }) => (snapshot, sockets, done),
                 Some(WorkerMessage::Optimized(sha256)) => {
                     worker.plugins.optimize(&sha256);
+                    continue;
+                }
+                Some(WorkerMessage::Tick(done)) => {
+                    let _ = done.send(worker.plugins.tick_now());
                     continue;
                 }
                 // No more messages: serve the last configuration until stopped.
@@ -209,7 +217,12 @@ impl Worker {
             plugins: Registry::new(
                 clusters.clone(),
                 node,
-                VmHome { store: setup.stats.clone(), board: setup.wasm.clone(), worker: setup.worker },
+                VmHome {
+                    store: setup.stats.clone(),
+                    board: setup.wasm.clone(),
+                    worker: setup.worker,
+                    manual_ticks: setup.manual_ticks,
+                },
                 setup.recycling.clone(),
             ),
             clusters,

@@ -30,6 +30,9 @@ pub struct VmHome {
     pub board: Arc<WasmBoard>,
     /// The worker.
     pub worker: Option<usize>,
+    /// Ticks come only when asked ([`PluginInstance::tick_now`]), not from the timers
+    /// (`wasmproxy plugin-test`).
+    pub manual_ticks: bool,
 }
 
 /// The VM new streams of a VM key's plugins start in: replaced (for every plugin at once)
@@ -155,28 +158,19 @@ impl PluginInstance {
                 instance.deliver(|vm| vm.on_queue_ready(root, queue));
             }
         });
-        let weak = Rc::downgrade(&instance);
-        tokio::task::spawn_local(async move {
-            loop {
-                let Some(instance) = weak.upgrade() else { return };
-                let due = instance.vm.borrow().next_tick_due();
-                let notify = instance.ticks.clone();
-                drop(instance);
-                match due {
-                    Some(at) => {
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(at.into()) => {
-                                let Some(instance) = weak.upgrade() else { return };
-                                instance.deliver(|vm| vm.run_due_ticks(std::time::Instant::now()).map(drop));
-                            }
-                            _ = notify.notified() => {}
-                        }
-                    }
-                    None => notify.notified().await,
-                }
-            }
-        });
+        if !home.manual_ticks {
+            tokio::task::spawn_local(run_ticks(Rc::downgrade(&instance)));
+        }
         Ok(instance)
+    }
+
+    /// Runs `proxy_on_tick` now for every root context with a tick period (whether or not
+    /// its tick is due), each re-armed a period later. Returns how many ticked.
+    pub fn tick_now(&self) -> usize {
+        let far = std::time::Instant::now() + Duration::from_secs(365 * 86_400);
+        let mut ticked = 0;
+        self.deliver(|vm| vm.run_due_ticks(far).map(|n| ticked = n));
+        ticked
     }
 
     /// The one way into the plugin: runs `call` on the VM, hands every action it asked of
@@ -378,5 +372,28 @@ impl PluginInstance {
         self.count_stream();
         self.streams.borrow_mut().insert(ctx, info.clone());
         Ok(FilterStream { instance: self.clone(), ctx, rx: None, holding: [false; 2], slot: None })
+    }
+}
+
+/// The VM's timers: waits for the next tick due (or for a new tick period) and runs the
+/// ticks due, as long as the VM lives.
+async fn run_ticks(weak: std::rc::Weak<PluginInstance>) {
+    loop {
+        let Some(instance) = weak.upgrade() else { return };
+        let due = instance.vm.borrow().next_tick_due();
+        let notify = instance.ticks.clone();
+        drop(instance);
+        match due {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {
+                        let Some(instance) = weak.upgrade() else { return };
+                        instance.deliver(|vm| vm.run_due_ticks(std::time::Instant::now()).map(drop));
+                    }
+                    _ = notify.notified() => {}
+                }
+            }
+            None => notify.notified().await,
+        }
     }
 }

@@ -84,6 +84,12 @@ impl Registry {
         }
     }
 
+    /// Runs every tick period's `proxy_on_tick` now, in each VM (see
+    /// [`crate::wasm::instance::PluginInstance::tick_now`]). Returns how many ticked.
+    pub fn tick_now(&self) -> usize {
+        self.vms.iter().map(|(_, cell)| cell.borrow().clone().tick_now()).sum()
+    }
+
     /// Forgets the plugins not in `used` (and the VMs left without a plugin): each goes
     /// once the last stream or filter chain holding it lets it go.
     pub fn keep_only(&mut self, used: &[LoadedPlugin]) {
