@@ -62,6 +62,8 @@ pub enum VmFailureKind {
     Exit,
     /// Start-up (`_initialize`, `_start`, `main`) failed.
     StartFailed,
+    /// The embedder stopped it: its callbacks took more than their share of the thread.
+    CpuBudget,
 }
 
 /// A VM's failure: what, where, and the plugin's wasm backtrace.
@@ -91,6 +93,7 @@ impl VmFailure {
             VmFailureKind::MemoryLimit => "memory limit exceeded",
             VmFailureKind::Exit => "proc_exit",
             VmFailureKind::StartFailed => "start-up failed",
+            VmFailureKind::CpuBudget => "CPU budget exceeded",
         }
     }
 }

@@ -44,5 +44,5 @@ pub use module::{ModuleSource, PluginModule};
 pub use plugin::{PluginConfig, VmConfig};
 pub use shared::SharedState;
 pub use state::{ContextKind, StreamData};
-pub use vm::WasmVm;
+pub use vm::{CallbackTime, WasmVm};
 pub use wasmproxy_abi as abi;

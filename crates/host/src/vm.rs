@@ -80,6 +80,24 @@ pub struct WasmVm {
     module: Arc<PluginModule>,
     deadline_ticks: u64,
     failure: Option<VmFailure>,
+    /// Time spent in callbacks since the embedder last took it.
+    times: Vec<CallbackTime>,
+}
+
+/// Callback times kept until taken (an embedder that never takes them keeps no more).
+const TIMES_KEPT: usize = 1024;
+
+/// One callback the host ran: which export, for which plugin (its root context), and how
+/// long it took on the thread (wall time, which is the thread's CPU time: a callback
+/// never waits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallbackTime {
+    /// The export (`proxy_on_request_headers`, ...).
+    pub callback: &'static str,
+    /// The root context of the context it ran for.
+    pub root: u32,
+    /// How long it ran, in nanoseconds.
+    pub nanos: u64,
 }
 
 fn lookup<P: WasmParams, R: WasmResults>(
@@ -177,7 +195,7 @@ impl WasmVm {
         store.data_mut().alloc_export = alloc_export;
         let cb = Callbacks::find(&instance, &mut store)?;
         shared.data.attach(&vm.vm_id);
-        let mut this = WasmVm { store, cb, module: module.clone(), deadline_ticks, failure: None };
+        let mut this = WasmVm { store, cb, module: module.clone(), deadline_ticks, failure: None, times: Vec::new() };
         this.start(&instance)?;
         Ok(this)
     }
@@ -357,7 +375,14 @@ impl WasmVm {
         state.effective = context_id;
         state.restricted = false;
         self.store.set_epoch_deadline(self.deadline_ticks);
-        match trace::call(&mut self.store, name, f, params) {
+        let started = Instant::now();
+        let result = trace::call(&mut self.store, name, f, params);
+        let nanos = started.elapsed().as_nanos() as u64;
+        let root = self.store.data().contexts.get(&context_id).map_or(context_id, |c| c.root);
+        if self.times.len() < TIMES_KEPT {
+            self.times.push(CallbackTime { callback: name, root, nanos });
+        }
+        match result {
             Ok(r) => {
                 self.after_call()?;
                 Ok(Some(r))
@@ -679,6 +704,20 @@ impl WasmVm {
             }
         }
         Ok(due.len())
+    }
+
+    /// Fails the VM from outside a callback (the embedder's decision: a CPU budget spent):
+    /// it runs no more callbacks, as after a trap. `callback` names the one it blames.
+    pub fn fail(&mut self, kind: VmFailureKind, callback: &'static str, message: String) {
+        if self.failure.is_none() {
+            let _ = self.record_failure(VmFailure { kind, callback, message, backtrace: String::new() });
+        }
+    }
+
+    /// The callbacks run since the last time they were taken, with their times (the
+    /// embedder's accounting: `/wasm`, CPU budgets).
+    pub fn take_callback_times(&mut self) -> std::vec::Drain<'_, CallbackTime> {
+        self.times.drain(..)
     }
 
     /// `proxy_on_queue_ready` for the root context that registered the queue.

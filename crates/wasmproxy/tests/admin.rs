@@ -307,15 +307,46 @@ fn the_wasm_page_shows_each_workers_vm() {
         assert_eq!((vm["code"].as_str(), vm["state"].as_str()), (Some("optimized"), Some("running")));
         assert_eq!(vm["plugins"], serde_json::json!(["talk_demo"]));
         assert!(vm["memory_bytes"].as_u64().unwrap() >= 65536, "{vm}");
-        assert_eq!(vm["failures"], serde_json::json!({"trap": 0, "deadline": 0, "memory_limit": 0, "other": 0}));
+        assert_eq!(
+            vm["failures"],
+            serde_json::json!({"trap": 0, "deadline": 0, "memory_limit": 0, "cpu_budget": 0, "other": 0})
+        );
     }
     let streams: u64 = vms.iter().map(|v| v["streams"].as_u64().unwrap()).sum();
     let calls: u64 = vms.iter().map(|v| v["calls"].as_u64().unwrap()).sum();
     assert_eq!(streams, 5, "{page}");
     assert!(calls > streams, "{page}");
+    // Each callback's count, CPU time and histogram; the VM's calls are theirs.
+    let mut request_headers = 0;
+    for vm in vms {
+        let callbacks = vm["callbacks"].as_object().unwrap();
+        let counted: u64 = callbacks.values().map(|c| c["calls"].as_u64().unwrap()).sum();
+        assert_eq!(counted, vm["calls"].as_u64().unwrap(), "{vm}");
+        for (name, c) in callbacks {
+            let in_bins: u64 = c["histogram_ns"].as_array().unwrap().iter().map(|b| b[1].as_u64().unwrap()).sum();
+            assert_eq!(in_bins, c["calls"].as_u64().unwrap(), "{name}: {c}");
+            assert!(c["cpu_ns"].as_u64().unwrap() > 0 && c["p50_ns"].as_u64() <= c["max_ns"].as_u64(), "{name}: {c}");
+        }
+        request_headers += callbacks.get("on_request_headers").map_or(0, |c| c["calls"].as_u64().unwrap());
+    }
+    assert_eq!(request_headers, 5, "{page}");
     let text = body(&http_get(&admin, "/wasm", "")).to_string();
     assert_eq!(text.lines().filter(|l| l.starts_with("worker_")).count(), 2, "{text}");
     assert!(text.contains("  plugins: talk_demo\n"), "{text}");
+    assert!(text.contains("  on_request_headers: calls="), "{text}");
+    // The same per plugin, for Prometheus (histograms once flushed: every 0.2 s here).
+    let stats = body(&http_get(&admin, "/stats?filter=talk_demo.cpu_ns", "")).to_string();
+    let cpu_ns: u64 = stats.trim().strip_prefix("wasm.talk_demo.cpu_ns: ").unwrap().parse().unwrap();
+    assert!(cpu_ns > 0, "{stats}");
+    let wanted = "envoy_wasm_callback_cpu_us_count{callback=\"on_request_headers\",plugin=\"talk_demo\"} 5\n";
+    let started = std::time::Instant::now();
+    let mut prometheus = String::new();
+    while !prometheus.contains(wanted) && started.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        prometheus = body(&http_get(&admin, "/stats/prometheus", "")).to_string();
+    }
+    assert!(prometheus.contains(wanted), "{prometheus}");
+    assert!(prometheus.contains("envoy_wasm_cpu_ns{plugin=\"talk_demo\"} "), "{prometheus}");
     drop(running);
 }
 

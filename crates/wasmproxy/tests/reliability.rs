@@ -14,11 +14,11 @@ use common::{Running, body, http_get, repo};
 
 /// The probe plugin as the one HTTP filter: it panics, traps (a load out of bounds), loops,
 /// allocates without end or hands a hostcall a pointer past its memory when the request
-/// carries `x-panic`, `x-trap`, `x-loop`, `x-bomb` or `x-bad-pointer` (and keeps 1 MiB
-/// for good with `x-leak`), and adds `x-vm-count` (a counter of the VM, 1 in a fresh VM) to
+/// carries `x-panic`, `x-trap`, `x-loop`, `x-bomb` or `x-bad-pointer` (keeps 1 MiB for
+/// good with `x-leak`, and spends CPU on 2 MiB of randomness with `x-burn`), and adds `x-vm-count` (a counter of the VM, 1 in a fresh VM) to
 /// each response.
 fn config(name: &str, policy: &str, runtime: &str) -> PathBuf {
-    let phases = serde_json::json!({"phases": {
+    let mut phases = serde_json::json!({"phases": {
         "request_headers": [
             ["if_header", "0", "x-panic", "panic", "boom"],
             ["if_header", "0", "x-trap", "trap"],
@@ -29,6 +29,8 @@ fn config(name: &str, policy: &str, runtime: &str) -> PathBuf {
         ],
         "response_headers": [["vm_counter", "2", "x-vm-count"]],
     }});
+    let burn = serde_json::json!(["if_header", "0", "x-burn", "random", "65536"]);
+    phases["phases"]["request_headers"].as_array_mut().unwrap().extend(std::iter::repeat_n(burn, 32));
     let filter = common::wasm_filter("probe", &repo().join("plugins/out/probe.wasm"), &phases.to_string(), policy);
     let routes = "              - match: { prefix: / }\n                direct_response: { status: 200, body: { inline_string: \"hello\\n\" } }\n";
     common::write_config(
@@ -243,6 +245,47 @@ fn vms_are_recycled_past_their_streams_and_memory() {
     assert!(std::fs::read_to_string(&log).unwrap().contains("recycled (memory)"));
 }
 
+/// A plugin past its CPU budget (1% of the thread per 10 s here: 100 ms, which some
+/// requests for 2 MiB of randomness each spend) is reported; with `action: fail`, its VM
+/// is failed and its failure policy (FAIL_CLOSED) answers from then on.
+#[test]
+fn a_plugin_past_its_cpu_budget_is_reported_or_failed() {
+    let layer = "layered_runtime:\n  layers:\n  - name: tunables\n    static_layer:\n";
+    let runtime = format!("{layer}      wasmproxy.wasm.cpu_budget.percent: 1\n");
+    let (_running, addr, admin, log) = serve(&config("budget-report", "", &runtime));
+    let mut sent = 0;
+    while stat(&admin, "wasm.probe.cpu_budget_exceeded") == 0 && sent < 200 {
+        assert_eq!(get(&addr, "x-burn: 1\r\n").0, 200);
+        sent += 1;
+    }
+    assert_eq!(stat(&admin, "wasm.probe.cpu_budget_exceeded"), 1, "after {sent} requests");
+    assert_eq!(get(&addr, "x-burn: 1\r\n").0, 200, "reported only");
+    assert!(stat(&admin, "wasm.probe.cpu_ns") >= 100_000_000);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("over its CPU budget of 1% of its thread (100 ms per 10 s)"), "{text}");
+
+    let runtime = format!(
+        "{layer}      wasmproxy.wasm.plugin.probe.cpu_budget.percent: 1\n      wasmproxy.wasm.plugin.probe.cpu_budget.action: fail\n"
+    );
+    let (_running, addr, admin, log) = serve(&config("budget-fail", "", &runtime));
+    let mut statuses = Vec::new();
+    while statuses.last() != Some(&503) && statuses.len() < 200 {
+        statuses.push(get(&addr, "x-burn: 1\r\n").0);
+    }
+    // The callback that passed the budget finished its request; the next met the failed VM.
+    assert_eq!(statuses[..statuses.len() - 1].iter().filter(|s| **s != 200).count(), 0, "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&503), "{statuses:?}");
+    assert_eq!(get(&addr, "").0, 503);
+    assert_eq!(stat(&admin, "wasm.probe.cpu_budget_exceeded"), 1);
+    let page: serde_json::Value = serde_json::from_str(body(&http_get(&admin, "/wasm?format=json", ""))).unwrap();
+    assert_eq!(
+        (page["vms"][0]["failures"]["cpu_budget"].as_u64(), page["vms"][0]["state"].as_str()),
+        (Some(1), Some("failed"))
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("over its CPU budget of 1% of its thread (100 ms per 10 s): its VM is failed"), "{text}");
+}
+
 /// The admin's `/wasm` shows the VM's failure: its kind counted, its state, the message.
 #[test]
 fn the_wasm_page_shows_a_failed_vm() {
@@ -258,7 +301,8 @@ fn the_wasm_page_shows_a_failed_vm() {
     let text = body(&http_get(&admin, "/wasm", "")).to_string();
     assert!(text.starts_with("worker_0 vm_id=\"probe_vm\" module="), "{text}");
     assert!(
-        text.contains("failures=[trap:1 deadline:0 memory_limit:0 other:0]") && text.contains("state=failed"),
+        text.contains("failures=[trap:1 deadline:0 memory_limit:0 cpu_budget:0 other:0]")
+            && text.contains("state=failed"),
         "{text}"
     );
     assert!(text.contains("  plugins: probe\n  last error at "), "{text}");

@@ -29,6 +29,7 @@ use crate::server::snapshot::Builder;
 use crate::server::tunables::{ConnectionLimits, Tunables};
 use crate::server::worker::{WorkerMessage, WorkerSetup};
 use crate::upstream::registry::Upstreams;
+use crate::wasm::instance::PluginRules;
 use crate::wasm::status::WasmBoard;
 
 /// How to run.
@@ -136,6 +137,8 @@ impl Server {
         // Workers, then Envoy's main thread for singleton services: each waits for its
         // first configuration in its inbox.
         let (mut inboxes, mut workers, wasm) = (Vec::new(), Vec::new(), WasmBoard::new());
+        let (recycling, budgets) = (tunables.recycling.clone(), tunables.budgets.clone());
+        let rules = Arc::new(PluginRules { recycling, budgets, manual_ticks: options.manual_ticks });
         let threads = (0..concurrency).map(|i| (format!("wasmproxy-worker-{i}"), Some(i), per_worker.clone()));
         let main = (!singletons.is_empty()).then(|| ("wasmproxy-main".to_string(), None, singletons));
         for (name, worker, services) in threads.chain(main) {
@@ -151,9 +154,8 @@ impl Server {
                 limits: limits.clone(),
                 worker,
                 drain_time: options.drain_time,
-                recycling: Arc::new(tunables.recycling.clone()),
                 wasm: wasm.clone(),
-                manual_ticks: options.manual_ticks,
+                rules: rules.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(name.clone())
@@ -163,9 +165,8 @@ impl Server {
             workers.push(handle);
         }
         tell_of_optimized_code(&engine_handle, inboxes.clone());
-        let (shared, inboxes_kept) = (engine_handle.shared().clone(), inboxes.clone());
-        let mut server =
-            RunningServer { listeners: Vec::new(), admin: None, shutdown, workers, inboxes: inboxes_kept, shared };
+        let (shared, kept) = (engine_handle.shared().clone(), inboxes.clone());
+        let mut server = RunningServer { listeners: Vec::new(), admin: None, shutdown, workers, inboxes: kept, shared };
         let cache_dir = options.engine.cache_dir.clone();
         let mut control = Control::new(builder, config.clone(), inboxes, concurrency, &store, cache_dir);
         let (fetcher, fetches) = tokio::sync::mpsc::unbounded_channel();

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use crate::wasm::budget::Budgets;
 use crate::wasm::recycle::Recycling;
 
 /// The plugin callback deadline: a callback running longer fails its VM.
@@ -34,6 +35,9 @@ pub struct Tunables {
     /// When plugins' VMs are replaced (`wasmproxy.wasm.recycle.*`, per plugin
     /// `wasmproxy.wasm.plugin.<name>.recycle.*`).
     pub recycling: Recycling,
+    /// The plugins' CPU budgets (`wasmproxy.wasm.cpu_budget.*`, per plugin
+    /// `wasmproxy.wasm.plugin.<name>.cpu_budget.*`).
+    pub budgets: Budgets,
 }
 
 impl Tunables {
@@ -47,7 +51,7 @@ impl Tunables {
         };
         let mut t = Tunables::default();
         for (key, value) in runtime {
-            if t.recycling.read(key, value)? {
+            if t.recycling.read(key, value)? || t.budgets.read(key, value)? {
                 continue;
             }
             if key == CALLBACK_DEADLINE_MS {

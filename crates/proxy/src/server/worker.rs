@@ -76,12 +76,11 @@ pub struct WorkerSetup {
     /// How long connections may take to finish once the server is told to stop, or once
     /// their listener is replaced or removed.
     pub drain_time: std::time::Duration,
-    /// When plugins' VMs are replaced.
-    pub recycling: Arc<crate::wasm::recycle::Recycling>,
     /// What the admin's `/wasm` shows.
     pub wasm: Arc<crate::wasm::status::WasmBoard>,
-    /// Ticks only when told ([`WorkerMessage::Tick`]).
-    pub manual_ticks: bool,
+    /// Recycling, CPU budgets, and whether plugins tick only when told
+    /// ([`WorkerMessage::Tick`]).
+    pub rules: Arc<crate::wasm::instance::PluginRules>,
 }
 
 /// Runs a worker on this thread until the server stops.
@@ -221,9 +220,8 @@ impl Worker {
                     store: setup.stats.clone(),
                     board: setup.wasm.clone(),
                     worker: setup.worker,
-                    manual_ticks: setup.manual_ticks,
+                    rules: setup.rules.clone(),
                 },
-                setup.recycling.clone(),
             ),
             clusters,
             route_tables: Rc::default(),

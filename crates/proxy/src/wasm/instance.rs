@@ -14,14 +14,16 @@ use wasmproxy_host::{ContextKind, PluginModule, StreamAction, VmConfig, VmError,
 use crate::stream_info::StreamRef;
 use crate::stream_info::node::NodeAttributes;
 use crate::upstream::cluster::Clusters;
+use crate::wasm::budget::Budgets;
 use crate::wasm::embedder::EmbedderParts;
 use crate::wasm::http_filter::FilterStream;
+use crate::wasm::meter::PluginMeter;
 use crate::wasm::plugin::{plugin_config, vm_config};
-use crate::wasm::recycle::{RecyclePolicy, RecycleReason};
+use crate::wasm::recycle::{RecyclePolicy, RecycleReason, Recycling};
 use crate::wasm::status::{VmStatus, WasmBoard};
 
 /// Where a thread's VMs report: the process's stats, the admin's board of VMs, the
-/// worker's index (`None`: the main thread).
+/// worker's index (`None`: the main thread); and the rules they run under.
 #[derive(Clone)]
 pub struct VmHome {
     /// The stats store.
@@ -30,6 +32,18 @@ pub struct VmHome {
     pub board: Arc<WasmBoard>,
     /// The worker.
     pub worker: Option<usize>,
+    /// Recycling, CPU budgets, ticks.
+    pub rules: Arc<PluginRules>,
+}
+
+/// The rules of the configuration's plugins beyond Envoy's (from `layered_runtime`), and
+/// how they tick.
+#[derive(Debug, Clone, Default)]
+pub struct PluginRules {
+    /// When VMs are replaced.
+    pub recycling: Recycling,
+    /// The plugins' CPU budgets.
+    pub budgets: Budgets,
     /// Ticks come only when asked ([`PluginInstance::tick_now`]), not from the timers
     /// (`wasmproxy plugin-test`).
     pub manual_ticks: bool,
@@ -48,6 +62,8 @@ pub struct PluginInstance {
     pub(super) vm: RefCell<WasmVm>,
     pub(super) waiters: RefCell<HashMap<u32, mpsc::UnboundedSender<StreamAction>>>,
     ticks: Rc<Notify>,
+    /// Each plugin's callback stats, by its index (as `Rebuild::plugins`).
+    meters: RefCell<Vec<Option<PluginMeter>>>,
     pub(super) streams: StreamsByContext,
     /// `wasm.<runtime>.active`, lowered when the VM goes.
     active: wasmproxy_stats::Gauge,
@@ -130,6 +146,7 @@ impl PluginInstance {
             vm: RefCell::new(vm),
             waiters: RefCell::new(HashMap::default()),
             ticks,
+            meters: RefCell::default(),
             streams,
             active,
             rebuild: Rebuild {
@@ -158,7 +175,7 @@ impl PluginInstance {
                 instance.deliver(|vm| vm.on_queue_ready(root, queue));
             }
         });
-        if !home.manual_ticks {
+        if !home.rules.manual_ticks {
             tokio::task::spawn_local(run_ticks(Rc::downgrade(&instance)));
         }
         Ok(instance)
@@ -185,6 +202,7 @@ impl PluginInstance {
             if live {
                 self.status.note_call(vm.memory_size(), vm.failure());
             }
+            self.account(&mut vm);
             (result, vm.take_actions())
         };
         let mut mine = Vec::new();
@@ -200,6 +218,28 @@ impl PluginInstance {
             }
         }
         (result, mine)
+    }
+
+    /// Counts the callbacks that ran, and their time, for the VM and for their plugins.
+    fn account(&self, vm: &mut WasmVm) {
+        let plugins = self.rebuild.plugins.borrow();
+        let meters = self.meters.borrow();
+        let mut over_budget = None;
+        for t in vm.take_callback_times() {
+            self.status.note_callback(t.callback, t.nanos);
+            let plugin = plugins.iter().position(|p| p.as_ref().is_some_and(|(_, root)| *root == t.root));
+            if let Some(meter) = plugin.and_then(|i| meters.get(i)).and_then(Option::as_ref)
+                && let Some(why) = meter.note(t.callback, t.nanos)
+            {
+                over_budget = Some((t.callback, why));
+            }
+        }
+        if let Some((callback, why)) = over_budget {
+            vm.fail(wasmproxy_host::VmFailureKind::CpuBudget, callback, why);
+            if let Some(f) = vm.failure() {
+                self.status.note_failure(f);
+            }
+        }
     }
 
     /// Runs a root-context callback (a timer, a queue, a callout's answer); a failure
@@ -222,6 +262,9 @@ impl PluginInstance {
         self.status.note_memory(vm.memory_size());
         drop(vm);
         self.status.add_plugin(&config.name);
+        let home = &self.rebuild.home;
+        let budget = home.rules.budgets.policy(&config.name);
+        self.meters.borrow_mut().push(Some(PluginMeter::new(&home.store, &config.name, budget)));
         let mut plugins = self.rebuild.plugins.borrow_mut();
         plugins.push(Some((config.clone(), root)));
         Ok(plugins.len() - 1)
@@ -245,7 +288,10 @@ impl PluginInstance {
         for plugin in &plugins {
             match plugin {
                 Some((config, _)) => drop(next.add_plugin(config)?),
-                None => next.rebuild.plugins.borrow_mut().push(None),
+                None => {
+                    next.rebuild.plugins.borrow_mut().push(None);
+                    next.meters.borrow_mut().push(None);
+                }
             }
         }
         for index in 0..plugins.len() {

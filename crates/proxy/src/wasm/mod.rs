@@ -2,9 +2,11 @@
 //! them as HTTP filters, network filters, access loggers and services.
 
 pub mod access_logger;
+pub mod budget;
 pub mod embedder;
 pub mod http_filter;
 pub mod instance;
+pub mod meter;
 pub mod network_filter;
 pub mod oci;
 pub mod plugin;

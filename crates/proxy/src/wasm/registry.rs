@@ -5,30 +5,27 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use crate::stream_info::node::NodeAttributes;
 use crate::upstream::cluster::Clusters;
 use crate::wasm::http_filter::FilterSlot;
 use crate::wasm::instance::{PluginInstance, VmCell, VmHome};
 use crate::wasm::plugin::{LoadedPlugin, VmKey};
-use crate::wasm::recycle::Recycling;
 
 /// One worker's VMs and plugins.
 pub struct Registry {
     clusters: Rc<Clusters>,
     node: Rc<NodeAttributes>,
     home: VmHome,
-    recycling: Arc<Recycling>,
     vms: Vec<(VmKey, VmCell)>,
     plugins: Vec<(LoadedPlugin, Rc<FilterSlot>)>,
 }
 
 impl Registry {
     /// An empty registry; VMs it starts call out to `clusters`, read `node`, report to
-    /// `home`, and are recycled as `recycling` says.
-    pub fn new(clusters: Rc<Clusters>, node: Rc<NodeAttributes>, home: VmHome, recycling: Arc<Recycling>) -> Self {
-        Registry { clusters, node, home, recycling, vms: Vec::new(), plugins: Vec::new() }
+    /// `home`, and run under its rules.
+    pub fn new(clusters: Rc<Clusters>, node: Rc<NodeAttributes>, home: VmHome) -> Self {
+        Registry { clusters, node, home, vms: Vec::new(), plugins: Vec::new() }
     }
 
     /// The plugin's root context on this worker, made (in its VM, started if need be) the
@@ -57,7 +54,7 @@ impl Registry {
             }
         };
         let index = cell.borrow().add_plugin(&loaded.plugin).map_err(|e| e.to_string())?;
-        let policy = self.recycling.policy(&loaded.plugin.name);
+        let policy = self.home.rules.recycling.policy(&loaded.plugin.name);
         let slot = Rc::new(FilterSlot::new(cell, index, &loaded.plugin, &self.home.store, policy));
         self.plugins.push((loaded.clone(), slot.clone()));
         Ok(slot)

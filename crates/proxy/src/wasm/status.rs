@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 use wasmproxy_host::{VmFailure, VmFailureKind};
+use wasmproxy_stats::histogram::Bins;
 
 /// Every live VM's status, for the admin.
 #[derive(Default)]
@@ -32,12 +33,15 @@ pub struct VmStatus {
     plugins: Mutex<Vec<String>>,
     /// Callbacks run (root and stream callbacks, timers, queues, callouts' answers).
     pub calls: AtomicU64,
+    /// Each callback (by export name): its times and their sum, in nanoseconds.
+    cpu: Mutex<Vec<(&'static str, Bins, u64)>>,
     /// Streams and TCP connections started in it.
     pub streams: AtomicU64,
     /// Its linear memory after the last callback (or the last plugin's start), in bytes.
     pub memory_bytes: AtomicU64,
-    /// Failures by kind: traps, deadlines, memory cap, others (`proc_exit`, start-up).
-    pub failures: [AtomicU64; 4],
+    /// Failures by kind: traps, deadlines, memory cap, CPU budget, others (`proc_exit`,
+    /// start-up).
+    pub failures: [AtomicU64; 5],
     /// Reloads after a failure (FAIL_RELOAD).
     pub reloads: AtomicU64,
     /// Whether it is failed now.
@@ -47,7 +51,7 @@ pub struct VmStatus {
 }
 
 /// The failure kinds `/wasm` counts, in [`VmStatus::failures`] order.
-const KINDS: [&str; 4] = ["trap", "deadline", "memory_limit", "other"];
+const KINDS: [&str; 5] = ["trap", "deadline", "memory_limit", "cpu_budget", "other"];
 
 impl WasmBoard {
     /// An empty board.
@@ -78,7 +82,7 @@ impl WasmBoard {
         json!({ "vms": vms })
     }
 
-    /// `/wasm`: a line per VM, then its plugins and its last failure.
+    /// `/wasm`: a line per VM, then its plugins, its last failure and its callbacks.
     pub fn text(&self) -> String {
         let mut out = String::new();
         for v in self.snapshot() {
@@ -110,9 +114,24 @@ impl WasmBoard {
                     e["message"].as_str().unwrap_or_default()
                 ));
             }
+            for (callback, c) in j["callbacks"].as_object().into_iter().flatten() {
+                out.push_str(&format!(
+                    "  {callback}: calls={} cpu_us={} p50_us={} p99_us={} max_us={}\n",
+                    c["calls"],
+                    micros(&c["cpu_ns"]),
+                    micros(&c["p50_ns"]),
+                    micros(&c["p99_ns"]),
+                    micros(&c["max_ns"]),
+                ));
+            }
         }
         out
     }
+}
+
+/// Nanoseconds (a JSON number) as microseconds with one decimal.
+fn micros(nanos: &Value) -> String {
+    format!("{:.1}", nanos.as_u64().unwrap_or(0) as f64 / 1000.0)
 }
 
 /// A lock, even if a thread panicked holding it.
@@ -131,6 +150,7 @@ impl VmStatus {
             started: SystemTime::now(),
             plugins: Mutex::default(),
             calls: AtomicU64::new(0),
+            cpu: Mutex::default(),
             streams: AtomicU64::new(0),
             memory_bytes: AtomicU64::new(0),
             failures: Default::default(),
@@ -140,9 +160,24 @@ impl VmStatus {
         }
     }
 
-    /// A callback ran; the VM's memory is now `memory` bytes, and it failed so if `failure`.
-    pub fn note_call(&self, memory: usize, failure: Option<&VmFailure>) {
+    /// The export `callback` ran for `nanos`.
+    pub fn note_callback(&self, callback: &'static str, nanos: u64) {
         self.calls.fetch_add(1, Relaxed);
+        let mut cpu = lock(&self.cpu);
+        let at = match cpu.iter().position(|(c, _, _)| *c == callback) {
+            Some(at) => at,
+            None => {
+                cpu.push((callback, Bins::new(), 0));
+                cpu.len() - 1
+            }
+        };
+        let (_, bins, sum) = &mut cpu[at];
+        bins.record(nanos);
+        *sum += nanos;
+    }
+
+    /// The VM's memory is now `memory` bytes, and it failed so if `failure`.
+    pub fn note_call(&self, memory: usize, failure: Option<&VmFailure>) {
         self.note_memory(memory);
         if let Some(f) = failure {
             self.note_failure(f);
@@ -158,7 +193,8 @@ impl VmStatus {
             VmFailureKind::Trap => 0,
             VmFailureKind::Deadline => 1,
             VmFailureKind::MemoryLimit => 2,
-            VmFailureKind::Exit | VmFailureKind::StartFailed => 3,
+            VmFailureKind::CpuBudget => 3,
+            VmFailureKind::Exit | VmFailureKind::StartFailed => 4,
         };
         self.failures[kind].fetch_add(1, Relaxed);
         let mut last = lock(&self.last_error);
@@ -189,6 +225,29 @@ impl VmStatus {
         self.failed.store(false, Relaxed);
     }
 
+    /// Each callback's count, CPU time and quantiles, and its histogram: `[lower bound,
+    /// count]` per bin (bins of two significant digits), in nanoseconds.
+    fn callbacks_json(&self) -> Value {
+        let cpu = lock(&self.cpu);
+        let mut by_name: Vec<(&str, &Bins, u64)> =
+            cpu.iter().map(|(c, b, sum)| (crate::wasm::meter::short_name(c), b, *sum)).collect();
+        by_name.sort_by_key(|(c, _, _)| *c);
+        let callbacks = by_name.into_iter().map(|(callback, bins, sum)| {
+            let q = bins.quantiles(&[0.5, 0.99, 1.0]);
+            let histogram: Vec<Value> = bins.iter().map(|(bin, n)| json!([bin.left() as u64, n])).collect();
+            let entry = json!({
+                "calls": bins.count(),
+                "cpu_ns": sum,
+                "p50_ns": q[0].round() as u64,
+                "p99_ns": q[1].round() as u64,
+                "max_ns": q[2].round() as u64,
+                "histogram_ns": histogram,
+            });
+            (callback.to_string(), entry)
+        });
+        Value::Object(callbacks.collect())
+    }
+
     /// Its status as `/wasm?format=json` shows it.
     pub fn json(&self) -> Value {
         let failures: serde_json::Map<String, Value> =
@@ -204,6 +263,7 @@ impl VmStatus {
             "plugins": *lock(&self.plugins),
             "memory_bytes": self.memory_bytes.load(Relaxed),
             "calls": self.calls.load(Relaxed),
+            "callbacks": self.callbacks_json(),
             "streams": self.streams.load(Relaxed),
             "failures": failures,
             "reloads": self.reloads.load(Relaxed),

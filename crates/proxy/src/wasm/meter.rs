@@ -1,0 +1,120 @@
+//! What a plugin's callbacks cost (beyond Envoy): each callback's time on its thread, as
+//! stats per plugin for Prometheus: the histogram `wasm.<plugin>.callback.<callback>.cpu_us`
+//! (tags `plugin` and `callback`: `envoy_wasm_callback_cpu_us{plugin=..,callback=..}`) and
+//! the counter `wasm.<plugin>.cpu_ns` (`envoy_wasm_cpu_ns{plugin=..}`); and what it may
+//! spend ([`crate::wasm::budget`]), counted in `wasm.<plugin>.cpu_budget_exceeded`. `/wasm`
+//! shows the same per VM ([`crate::wasm::status::VmStatus`]).
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::wasm::budget::BudgetPolicy;
+
+use wasmproxy_stats::store::Unit;
+use wasmproxy_stats::{Counter, Histogram, Scope, Store};
+
+/// One plugin's callback stats and budget, on one thread.
+pub struct PluginMeter {
+    plugin: String,
+    scope: Scope,
+    cpu_ns: Counter,
+    /// Each callback's histogram, made the first time it runs.
+    callbacks: RefCell<Vec<(&'static str, Histogram)>>,
+    budget: Option<Budget>,
+}
+
+/// A budget and what was spent of it in the current window.
+struct Budget {
+    policy: BudgetPolicy,
+    window_start: Cell<Instant>,
+    spent_ns: Cell<u64>,
+    /// Reported in this window already.
+    reported: Cell<bool>,
+    exceeded: Counter,
+}
+
+impl PluginMeter {
+    /// The stats of the plugin named `plugin`, with its budget if it has one.
+    pub fn new(store: &Arc<Store>, plugin: &str, budget: Option<BudgetPolicy>) -> PluginMeter {
+        let scope = Scope::new(store, &format!("wasm.{plugin}."), "wasm.", &[("plugin", plugin)]);
+        let budget = budget.map(|policy| Budget {
+            policy,
+            window_start: Cell::new(Instant::now()),
+            spent_ns: Cell::new(0),
+            reported: Cell::new(false),
+            exceeded: scope.counter("cpu_budget_exceeded"),
+        });
+        PluginMeter {
+            plugin: plugin.to_string(),
+            cpu_ns: scope.counter("cpu_ns"),
+            scope,
+            callbacks: RefCell::default(),
+            budget,
+        }
+    }
+
+    /// The export `callback` (`proxy_on_request_headers`) ran for `nanos`. If that spent
+    /// the plugin's budget and the budget fails it, why (for the VM's failure).
+    pub fn note(&self, callback: &'static str, nanos: u64) -> Option<String> {
+        self.record(callback, nanos);
+        self.charge(nanos)
+    }
+
+    fn record(&self, callback: &'static str, nanos: u64) {
+        self.cpu_ns.add(nanos);
+        let mut callbacks = self.callbacks.borrow_mut();
+        let histogram = match callbacks.iter().find(|(c, _)| *c == callback) {
+            Some((_, h)) => h,
+            None => {
+                let short = short_name(callback);
+                let name =
+                    self.scope.tagged_name(&format!("callback.{short}.cpu_us"), "callback.cpu_us", ("callback", short));
+                callbacks.push((callback, self.scope.store().histogram(name, Unit::Unspecified)));
+                &callbacks[callbacks.len() - 1].1
+            }
+        };
+        histogram.record(nanos.div_ceil(1000));
+    }
+
+    /// Charges the budget's window; past the budget, reports once per window (and says
+    /// why the VM is failed if the budget fails it).
+    fn charge(&self, nanos: u64) -> Option<String> {
+        let b = self.budget.as_ref()?;
+        let now = Instant::now();
+        let elapsed = now.duration_since(b.window_start.get());
+        if elapsed >= b.policy.window {
+            b.window_start.set(now);
+            b.spent_ns.set(0);
+            b.reported.set(false);
+        }
+        let spent = b.spent_ns.get() + nanos;
+        b.spent_ns.set(spent);
+        let allowed = b.policy.window.as_nanos() as u64 / 100 * b.policy.percent;
+        if spent <= allowed || b.reported.replace(true) {
+            return None;
+        }
+        b.exceeded.inc();
+        let message = format!(
+            "plugin {:?} spent {} ms in callbacks in {:.1} s, over its CPU budget of {}% of its thread ({} ms per {} s)",
+            self.plugin,
+            spent / 1_000_000,
+            elapsed.min(b.policy.window).as_secs_f64(),
+            b.policy.percent,
+            allowed / 1_000_000,
+            b.policy.window.as_secs()
+        );
+        if b.policy.fail {
+            tracing::error!(target: "wasm", "{message}: its VM is failed");
+            Some(message)
+        } else {
+            tracing::warn!(target: "wasm", "{message}");
+            None
+        }
+    }
+}
+
+/// A callback's name without the ABI's `proxy_` (`on_request_headers`).
+pub fn short_name(callback: &'static str) -> &'static str {
+    callback.strip_prefix("proxy_").unwrap_or(callback)
+}
