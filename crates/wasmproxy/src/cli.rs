@@ -43,7 +43,7 @@ written with (when its names tell), its memory, what its trap backtraces will sh
 names; files and lines with DWARF), its exports and imports, the imports wasmproxy does not
 provide, and whether it loads.
 
-plugin-test runs a plugin through the cases of a spec (YAML: docs/PLUGIN_TESTS.md) on the
+plugin-test runs a plugin through the cases of a spec (YAML: docs/PLUGIN_AUTHORS.md) on the
 proxy, in this process: its configuration, the requests, what the upstream and each
 callout service answer, ticks and queue messages, and what each case expects (status,
 headers, bodies, what the upstream and the services receive, log lines, metrics, shared

@@ -1,7 +1,7 @@
 //! `wasmproxy plugin-test SPEC...`: runs a plugin through the cases of a spec on the real
 //! proxy, in this process (one worker, the spec's upstream and callout services scripted
 //! case by case), checks what each case expects, and, with `--envoy PATH`, runs the same
-//! cases on Envoy and reports where the two disagree. `docs/PLUGIN_TESTS.md` is the guide.
+//! cases on Envoy and reports where the two disagree. `docs/PLUGIN_AUTHORS.md` is the guide.
 
 mod check;
 mod harness;

@@ -1,5 +1,5 @@
 //! A `plugin-test` spec (YAML): the plugin, how it is configured, the services it calls, and
-//! the cases run through it, each with what it expects. `docs/PLUGIN_TESTS.md` describes it.
+//! the cases run through it, each with what it expects. `docs/PLUGIN_AUTHORS.md` describes it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
