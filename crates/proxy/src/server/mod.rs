@@ -29,7 +29,6 @@ use crate::server::snapshot::Builder;
 use crate::server::tunables::{ConnectionLimits, Tunables};
 use crate::server::worker::{WorkerMessage, WorkerSetup};
 use crate::upstream::registry::Upstreams;
-use crate::wasm::instance::PluginRules;
 use crate::wasm::status::WasmBoard;
 
 /// How to run.
@@ -137,8 +136,7 @@ impl Server {
         // Workers, then Envoy's main thread for singleton services: each waits for its
         // first configuration in its inbox.
         let (mut inboxes, mut workers, wasm) = (Vec::new(), Vec::new(), WasmBoard::new());
-        let (recycling, budgets) = (tunables.recycling.clone(), tunables.budgets.clone());
-        let rules = Arc::new(PluginRules { recycling, budgets, manual_ticks: options.manual_ticks });
+        let rules = Arc::new(tunables.plugin_rules(options.manual_ticks));
         let threads = (0..concurrency).map(|i| (format!("wasmproxy-worker-{i}"), Some(i), per_worker.clone()));
         let main = (!singletons.is_empty()).then(|| ("wasmproxy-main".to_string(), None, singletons));
         for (name, worker, services) in threads.chain(main) {
@@ -157,12 +155,8 @@ impl Server {
                 wasm: wasm.clone(),
                 rules: rules.clone(),
             };
-            let handle = std::thread::Builder::new()
-                .name(name.clone())
-                .spawn(move || worker::run(setup))
-                .map_err(|e| ServerError::Worker(format!("cannot start {name}: {e}")))?;
+            workers.push(spawn_worker(name, setup)?);
             inboxes.push(inbox);
-            workers.push(handle);
         }
         tell_of_optimized_code(&engine_handle, inboxes.clone());
         let (shared, kept) = (engine_handle.shared().clone(), inboxes.clone());
@@ -269,6 +263,14 @@ impl Stopper {
     pub fn stop(&self) {
         let _ = self.0.send(true);
     }
+}
+
+/// Starts the thread `name` of a worker (or of the main thread's services).
+fn spawn_worker(name: String, setup: WorkerSetup) -> Result<std::thread::JoinHandle<()>, ServerError> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || worker::run(setup))
+        .map_err(|e| ServerError::Worker(format!("cannot start {name}: {e}")))
 }
 
 /// Binds and starts the admin listener: its address and thread.

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::wasm::budget::Budgets;
+use crate::wasm::instance::PluginRules;
 use crate::wasm::recycle::Recycling;
 
 /// The plugin callback deadline: a callback running longer fails its VM.
@@ -41,6 +42,12 @@ pub struct Tunables {
 }
 
 impl Tunables {
+    /// The rules of the plugins (recycling, budgets) for the workers, ticking on their
+    /// timers unless `manual_ticks`.
+    pub fn plugin_rules(&self, manual_ticks: bool) -> PluginRules {
+        PluginRules { recycling: self.recycling.clone(), budgets: self.budgets.clone(), manual_ticks }
+    }
+
     /// Reads the flattened runtime values; a value that is not a number names its key.
     pub fn read(runtime: &[(String, String)]) -> Result<Tunables, String> {
         let number = |key: &str, value: &str, min: u64, max: u64| -> Result<u64, String> {

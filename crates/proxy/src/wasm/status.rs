@@ -8,7 +8,6 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 use wasmproxy_host::{VmFailure, VmFailureKind};
-use wasmproxy_stats::histogram::Bins;
 
 /// Every live VM's status, for the admin.
 #[derive(Default)]
@@ -33,8 +32,8 @@ pub struct VmStatus {
     plugins: Mutex<Vec<String>>,
     /// Callbacks run (root and stream callbacks, timers, queues, callouts' answers).
     pub calls: AtomicU64,
-    /// Each callback (by export name): its times and their sum, in nanoseconds.
-    cpu: Mutex<Vec<(&'static str, Bins, u64)>>,
+    /// Each callback's times, in [`CALLBACKS`] order (the last: any other).
+    cpu: Box<[CallbackCpu]>,
     /// Streams and TCP connections started in it.
     pub streams: AtomicU64,
     /// Its linear memory after the last callback (or the last plugin's start), in bytes.
@@ -48,6 +47,74 @@ pub struct VmStatus {
     pub failed: AtomicBool,
     /// The last failure, with its time.
     pub last_error: Mutex<Option<(SystemTime, String)>>,
+}
+
+/// The callbacks `/wasm` shows one by one (any other is counted as `other`), those of every
+/// stream first: each callback is looked up here.
+const CALLBACKS: [&str; 28] = [
+    "proxy_on_context_create",
+    "proxy_on_request_headers",
+    "proxy_on_response_headers",
+    "proxy_on_log",
+    "proxy_on_done",
+    "proxy_on_delete",
+    "proxy_on_request_body",
+    "proxy_on_response_body",
+    "proxy_on_request_trailers",
+    "proxy_on_response_trailers",
+    "proxy_on_request_metadata",
+    "proxy_on_response_metadata",
+    "proxy_on_vm_start",
+    "proxy_on_configure",
+    "proxy_on_tick",
+    "proxy_on_queue_ready",
+    "proxy_on_http_call_response",
+    "proxy_on_grpc_receive_initial_metadata",
+    "proxy_on_grpc_receive",
+    "proxy_on_grpc_receive_trailing_metadata",
+    "proxy_on_grpc_close",
+    "proxy_on_foreign_function",
+    "proxy_on_new_connection",
+    "proxy_on_downstream_data",
+    "proxy_on_upstream_data",
+    "proxy_on_downstream_connection_close",
+    "proxy_on_upstream_connection_close",
+    "proxy_on_memory_allocate",
+];
+
+/// One callback's times: how many, their sum, and a histogram of buckets of powers of two
+/// (bucket `i` holds `[2^(i-1), 2^i)` nanoseconds; bucket 0 holds 0; the last, the rest).
+struct CallbackCpu {
+    calls: AtomicU64,
+    nanos: AtomicU64,
+    buckets: [AtomicU64; BUCKETS],
+}
+
+/// Buckets enough for 2^46 ns (19 hours): longer than any callback deadline.
+const BUCKETS: usize = 48;
+
+impl Default for CallbackCpu {
+    fn default() -> Self {
+        CallbackCpu {
+            calls: AtomicU64::new(0),
+            nanos: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// The upper bound of the bucket holding the `q` quantile of `counts` (nanoseconds).
+fn quantile(counts: &[u64], q: f64) -> u64 {
+    let total: u64 = counts.iter().sum();
+    let rank = ((total as f64 * q).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (i, n) in counts.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return if i == 0 { 0 } else { (1u64 << i.min(63)) - 1 };
+        }
+    }
+    0
 }
 
 /// The failure kinds `/wasm` counts, in [`VmStatus::failures`] order.
@@ -150,7 +217,7 @@ impl VmStatus {
             started: SystemTime::now(),
             plugins: Mutex::default(),
             calls: AtomicU64::new(0),
-            cpu: Mutex::default(),
+            cpu: (0..=CALLBACKS.len()).map(|_| CallbackCpu::default()).collect(),
             streams: AtomicU64::new(0),
             memory_bytes: AtomicU64::new(0),
             failures: Default::default(),
@@ -160,20 +227,14 @@ impl VmStatus {
         }
     }
 
-    /// The export `callback` ran for `nanos`.
+    /// The export `callback` ran for `nanos` (a few relaxed atomic adds: no lock).
     pub fn note_callback(&self, callback: &'static str, nanos: u64) {
         self.calls.fetch_add(1, Relaxed);
-        let mut cpu = lock(&self.cpu);
-        let at = match cpu.iter().position(|(c, _, _)| *c == callback) {
-            Some(at) => at,
-            None => {
-                cpu.push((callback, Bins::new(), 0));
-                cpu.len() - 1
-            }
-        };
-        let (_, bins, sum) = &mut cpu[at];
-        bins.record(nanos);
-        *sum += nanos;
+        let at = CALLBACKS.iter().position(|c| *c == callback).unwrap_or(CALLBACKS.len());
+        let c = &self.cpu[at];
+        c.calls.fetch_add(1, Relaxed);
+        c.nanos.fetch_add(nanos, Relaxed);
+        c.buckets[((u64::BITS - nanos.leading_zeros()) as usize).min(BUCKETS - 1)].fetch_add(1, Relaxed);
     }
 
     /// The VM's memory is now `memory` bytes, and it failed so if `failure`.
@@ -225,25 +286,28 @@ impl VmStatus {
         self.failed.store(false, Relaxed);
     }
 
-    /// Each callback's count, CPU time and quantiles, and its histogram: `[lower bound,
-    /// count]` per bin (bins of two significant digits), in nanoseconds.
+    /// Each callback that ran: its count, CPU time, quantiles (each the upper bound of its
+    /// bucket) and histogram: `[lower bound, count]` per bucket of powers of two, in
+    /// nanoseconds.
     fn callbacks_json(&self) -> Value {
-        let cpu = lock(&self.cpu);
-        let mut by_name: Vec<(&str, &Bins, u64)> =
-            cpu.iter().map(|(c, b, sum)| (crate::wasm::meter::short_name(c), b, *sum)).collect();
-        by_name.sort_by_key(|(c, _, _)| *c);
-        let callbacks = by_name.into_iter().map(|(callback, bins, sum)| {
-            let q = bins.quantiles(&[0.5, 0.99, 1.0]);
-            let histogram: Vec<Value> = bins.iter().map(|(bin, n)| json!([bin.left() as u64, n])).collect();
+        let names = CALLBACKS.iter().map(|c| crate::wasm::meter::short_name(c)).chain(["other"]);
+        let callbacks = names.zip(self.cpu.iter()).filter(|(_, c)| c.calls.load(Relaxed) > 0).map(|(name, c)| {
+            let counts: Vec<u64> = c.buckets.iter().map(|b| b.load(Relaxed)).collect();
+            let histogram: Vec<Value> = counts
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, n)| json!([if i == 0 { 0 } else { 1u64 << (i - 1) }, n]))
+                .collect();
             let entry = json!({
-                "calls": bins.count(),
-                "cpu_ns": sum,
-                "p50_ns": q[0].round() as u64,
-                "p99_ns": q[1].round() as u64,
-                "max_ns": q[2].round() as u64,
+                "calls": c.calls.load(Relaxed),
+                "cpu_ns": c.nanos.load(Relaxed),
+                "p50_ns": quantile(&counts, 0.5),
+                "p99_ns": quantile(&counts, 0.99),
+                "max_ns": quantile(&counts, 1.0),
                 "histogram_ns": histogram,
             });
-            (callback.to_string(), entry)
+            (name.to_string(), entry)
         });
         Value::Object(callbacks.collect())
     }
