@@ -24,7 +24,8 @@ fi
 # iproute2: `ss`, with which a test finds a listener whose address it cannot be told.
 # docker-registry: the OCI registry the tests pull modules from.
 # cmake: builds zlib-ng, gzip's library.
-packages=(rustc-web cargo-web rust-web-src lld-19 wasi-libc iproute2 docker-registry cmake)
+# chromium: the headless browser the admin's /wasm page is tested in.
+packages=(rustc-web cargo-web rust-web-src lld-19 wasi-libc iproute2 docker-registry cmake chromium)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -283,8 +283,8 @@ const ENDPOINTS: &[Endpoint] = &[
     Endpoint {
         path: "/wasm",
         mutates: false,
-        help: "print the plugin VMs of each thread: module, plugins, memory, calls, failures (wasmproxy's own)",
-        params: &[("format", "File format to use; One of (text, json)")],
+        help: "print the plugin VMs of each thread: module, plugins, memory, callbacks and their CPU time, failures (wasmproxy's own)",
+        params: &[("format", "File format to use; One of (text, json, html)")],
     },
 ];
 
@@ -353,6 +353,9 @@ fn route(path: &str, query: &[(String, String)], state: &AdminState) -> Answer {
         "/listeners" => ok(state.live().listeners.iter().map(|(name, a)| format!("{name}::{a}\n")).collect()),
         "/logging" => logging(query, state),
         "/wasm" if param(query, "format") == Some("json") => Answer(StatusCode::OK, JSON, pretty(&state.wasm.json())),
+        "/wasm" if param(query, "format") == Some("html") => {
+            Answer(StatusCode::OK, "text/html; charset=UTF-8", crate::wasm::status::PAGE.to_string())
+        }
         "/wasm" => ok(state.wasm.text()),
         "/reset_counters" => {
             for c in state.store.snapshot().counters {

@@ -346,6 +346,38 @@ fn the_wasm_page_shows_each_workers_vm() {
     drop(running);
 }
 
+/// `/wasm?format=html` in a real browser (Debian's chromium, headless): the page reads
+/// `/wasm?format=json` and shows each worker's VM, its plugin and its callbacks.
+#[test]
+fn the_wasm_page_renders_in_a_browser() {
+    let dir = temp_dir("wasm-html");
+    let upstream = upstream();
+    let (running, addr, admin) = serve_with(&config(&dir, upstream), &["--log-level", "warning"]);
+    let admin = admin.unwrap();
+    send_requests(&addr);
+    let page = http_get(&admin, "/wasm?format=html", "");
+    assert!(page.contains("content-type: text/html; charset=UTF-8"), "{page}");
+    let profile = dir.join("chromium-profile");
+    let out = std::process::Command::new("/usr/bin/chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--virtual-time-budget=3000", "--dump-dom"])
+        .arg(format!("http://{admin}/wasm?format=html"))
+        .output()
+        .expect("chromium (scripts/setup.sh installs it)");
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    drop(running);
+    assert!(dom.contains("<p id=\"status\">2 VM(s), at "), "{dom}\n{}", String::from_utf8_lossy(&out.stderr));
+    for thread in ["worker_0", "worker_1"] {
+        assert!(dom.contains(&format!("<section class=\"vm running\" data-thread=\"{thread}\">")), "{dom}");
+        assert!(dom.contains(&format!("<h2>{thread} · talk_demo · vm_id ")), "{dom}");
+    }
+    assert!(dom.contains("<b>failures: </b>none"), "{dom}");
+    assert!(dom.contains("<tr data-callback=\"on_request_headers\"><td>on_request_headers</td>"), "{dom}");
+    assert!(dom.contains("<div class=\"bars\"><div title=\"from "), "{dom}");
+}
+
 #[test]
 fn admin_endpoints_answer_as_envoys_do() {
     let dir = temp_dir("endpoints");

@@ -9,6 +9,9 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 use wasmproxy_host::{VmFailure, VmFailureKind};
 
+/// `/wasm?format=html`: a page showing `/wasm?format=json`, refreshed every 2 s.
+pub const PAGE: &str = include_str!("status_page.html");
+
 /// Every live VM's status, for the admin.
 #[derive(Default)]
 pub struct WasmBoard {
