@@ -54,6 +54,11 @@ pub struct Request {
     /// Sent after this pause, for a change the proxy makes on another thread to land (as
     /// Envoy's main thread ejects a host after the answer that passed the threshold).
     pub pause_ms: u64,
+    /// After the update, the harness also waits (up to 15 s) for this line in admin
+    /// `/stats`: the update is in use (a listener modified counts once its new plugin is
+    /// compiled and on the workers in wasmproxy; Envoy counts it as the update comes and
+    /// warms the listener).
+    pub applied_when: Option<&'static str>,
 }
 
 impl Request {
@@ -76,6 +81,7 @@ impl Request {
             admin: false,
             upgrade: None,
             pause_ms: 0,
+            applied_when: None,
         }
     }
 
@@ -114,6 +120,12 @@ impl Request {
     /// The client closes the connection if no whole answer came in `ms` milliseconds.
     pub fn give_up_after(mut self, ms: u64) -> Request {
         self.give_up_ms = Some(ms);
+        self
+    }
+
+    /// After its update, sent once admin `/stats` has the line `stat` too.
+    pub fn once_stats_show(mut self, stat: &'static str) -> Request {
+        self.applied_when = Some(stat);
         self
     }
 

@@ -255,6 +255,10 @@ fn observe(
             }
             // A listener waiting for a module by URL is not ready yet (on both).
             wait_for_listeners_warm(&running);
+            if let Some(line) = r.applied_when {
+                let name = format!("^{}: ", regex::escape(line.split(": ").next().unwrap_or(line)));
+                stats_until(&running, &name, 15, |lines| lines.iter().any(|l| l == line));
+            }
             // Envoy's workers take a new configuration shortly after its main thread counts it.
             std::thread::sleep(std::time::Duration::from_millis(300));
             out.push_str(&format!("-- {} replaced\n", name));

@@ -232,7 +232,9 @@ pub fn scenarios() -> Vec<Scenario> {
                 "GRPC",
                 vec![
                     Request::get("/w"),
-                    Request::get("/sleep").after_update(XDS, remote_module_snapshot("2", "2", 1)),
+                    Request::get("/sleep")
+                        .after_update(XDS, remote_module_snapshot("2", "2", 1))
+                        .once_stats_show("listener_manager.listener_modified: 1"),
                     Request::get("/sleep"),
                     Request::get("/w"),
                 ],
