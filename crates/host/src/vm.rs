@@ -345,6 +345,13 @@ impl WasmVm {
         self.store.data().memory.map(|m| m.data_size(&self.store)).unwrap_or(0)
     }
 
+    /// The HTTP and gRPC callouts the plugin started whose answers it has not had yet
+    /// (gRPC streams until the far end closes them).
+    pub fn callouts_in_flight(&self) -> usize {
+        let s = self.store.data();
+        s.http_calls.len() + s.grpc_calls.len() + s.grpc_streams.values().filter(|g| !g.remote_closed).count()
+    }
+
     fn check_context(&self, id: u32) -> Result<(), VmError> {
         if self.has_context(id) { Ok(()) } else { Err(VmError::UnknownContext(id)) }
     }
@@ -786,13 +793,16 @@ impl WasmVm {
         r.map(drop)
     }
 
-    /// Delivers one gRPC message (readable as buffer 5).
+    /// Delivers one gRPC message (readable as buffer 5); a unary call is over after it.
     pub fn on_grpc_receive(&mut self, token: u32, message: Vec<u8>) -> Result<(), VmError> {
         let Some(root) = self.grpc_root(token) else { return Ok(()) };
         let n = message.len() as i32;
         self.store.data_mut().call.grpc_message = Some(message);
         let r = self.invoke("proxy_on_grpc_receive", root, |c| c.grpc_receive.as_ref(), (root as i32, token as i32, n));
-        self.store.data_mut().call.grpc_message = None;
+        let state = self.store.data_mut();
+        state.call.grpc_message = None;
+        // A unary call ends with its one message (Envoy's `onSuccess`: no close follows).
+        state.grpc_calls.remove(&token);
         r.map(drop)
     }
 

@@ -307,6 +307,7 @@ fn the_wasm_page_shows_each_workers_vm() {
         assert_eq!((vm["code"].as_str(), vm["state"].as_str()), (Some("optimized"), Some("running")));
         assert_eq!(vm["plugins"], serde_json::json!(["talk_demo"]));
         assert!(vm["memory_bytes"].as_u64().unwrap() >= 65536, "{vm}");
+        assert_eq!(vm["callouts_in_flight"], 0, "{vm}");
         assert_eq!(
             vm["failures"],
             serde_json::json!({"trap": 0, "deadline": 0, "memory_limit": 0, "cpu_budget": 0, "other": 0})

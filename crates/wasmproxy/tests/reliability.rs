@@ -224,6 +224,7 @@ fn vms_are_recycled_past_their_streams_and_memory() {
     let counts: Vec<Option<u32>> = (0..7).map(|_| get(&addr, "").1).collect();
     assert_eq!(counts, [1, 2, 3, 1, 2, 3, 1].map(Some));
     assert_eq!(stat(&admin, "wasm.probe.vm_recycle"), 2);
+    assert!(stat(&admin, "wasm.probe.vm_recycle_us") > 0, "the time spent building the fresh VMs");
     assert_eq!(stat(&admin, "wasm.envoy.wasm.runtime.v8.created"), 3);
     assert_eq!(stat(&admin, "wasm.envoy.wasm.runtime.v8.active"), 1, "the old VMs are gone");
     assert!(std::fs::read_to_string(&log).unwrap().contains("recycled (streams)"));

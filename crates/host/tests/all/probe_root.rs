@@ -414,6 +414,7 @@ fn grpc_streams_and_calls_reach_the_embedder_and_come_back() {
         assert_eq!(rec.grpc_sent, vec![(6, b"m1".to_vec(), false)]);
         assert_eq!(rec.grpc_cancelled, vec![5]);
     }
+    assert_eq!(h.vm.callouts_in_flight(), 1, "the stream: the cancelled call is over");
     h.vm.on_grpc_receive_initial_metadata(6, Headers::from_pairs([("k", "v")])).unwrap();
     h.vm.on_grpc_receive(6, b"reply".to_vec()).unwrap();
     h.vm.on_grpc_receive_trailing_metadata(6, Headers::from_pairs([("grpc-status", "0")])).unwrap();
@@ -429,6 +430,35 @@ fn grpc_streams_and_calls_reach_the_embedder_and_come_back() {
             "root_grpc_trailing_metadata get_headers 5 => status=0 value=grpc-status=0",
             "root_grpc_close ctx=1 token=6 status=0",
             "root_grpc_close get_status => status=0 value=0 fine",
+        ]
+    );
+    assert_eq!(h.vm.callouts_in_flight(), 0, "the stream closed: the plugin waits for nothing");
+}
+
+#[test]
+fn a_unary_grpc_call_is_over_with_its_answer() {
+    let mut h = Harness::probe(json!({"phases": {
+        "tick": [["grpc_call", "grpc_cluster", "pkg.Svc", "Get", "req", "1000"]],
+        "root_grpc_message": [["get_buffer", "5", "0", "100"]],
+    }}));
+    h.vm.on_tick(h.root).unwrap();
+    assert_eq!(h.vm.callouts_in_flight(), 1);
+    let logs = h.take_logs();
+    let token: u32 = logs
+        .iter()
+        .find_map(|l| l.strip_prefix("tick grpc_call grpc_cluster pkg.Svc Get req 1000 => status=0 value="))
+        .expect("the call's token")
+        .parse()
+        .unwrap();
+    h.vm.on_grpc_receive(token, b"answer".to_vec()).unwrap();
+    assert_eq!(h.vm.callouts_in_flight(), 0, "Envoy sends no close after a unary call's answer");
+    // Nothing more reaches the plugin for that call.
+    h.vm.on_grpc_close(token, 14, "late").unwrap();
+    assert_eq!(
+        h.take_logs(),
+        [
+            format!("root_grpc_message ctx=1 token={token} size=6"),
+            "root_grpc_message get_buffer 5 0 100 => status=0 value=answer".to_string()
         ]
     );
 }

@@ -3,8 +3,9 @@
 //! a warning) and, if its budget says so, its VM is failed, its failure policy deciding
 //! what follows. Set in `layered_runtime`, for every plugin and per plugin name.
 
-use std::collections::HashMap;
 use std::time::Duration;
+
+use crate::wasm::plugin_settings::PerPlugin;
 
 /// A plugin's budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,23 +20,14 @@ pub struct BudgetPolicy {
 
 /// One setting of a budget, as read (each field falls back to the setting for every plugin).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct BudgetSettings {
+pub struct BudgetSettings {
     percent: Option<u64>,
     window: Option<Duration>,
     fail: Option<bool>,
 }
 
 /// The budgets of a configuration: for every plugin, and per plugin name. None by default.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Budgets {
-    all: BudgetSettings,
-    plugins: HashMap<String, BudgetSettings>,
-}
-
-/// The runtime keys for every plugin: `wasmproxy.wasm.cpu_budget.<field>`.
-pub const ALL_PREFIX: &str = "wasmproxy.wasm.cpu_budget.";
-/// The runtime keys for one plugin: `wasmproxy.wasm.plugin.<name>.cpu_budget.<field>`.
-pub const PLUGIN_PREFIX: &str = "wasmproxy.wasm.plugin.";
+pub type Budgets = PerPlugin<BudgetSettings>;
 
 /// The window when none is set.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
@@ -43,7 +35,7 @@ const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 impl Budgets {
     /// The budget of the plugin `name`, if it has one (a `percent` set for it or for all).
     pub fn policy(&self, name: &str) -> Option<BudgetPolicy> {
-        let own = self.plugins.get(name).copied().unwrap_or_default();
+        let own = self.own(name);
         Some(BudgetPolicy {
             percent: own.percent.or(self.all.percent)?,
             window: own.window.or(self.all.window).unwrap_or(DEFAULT_WINDOW),
@@ -51,18 +43,11 @@ impl Budgets {
         })
     }
 
-    /// Takes a runtime key if it is one of the budgets': `Ok(false)` for another key, `Err`
+    /// Takes a runtime key if it is one of the budgets' (`wasmproxy.wasm.cpu_budget.<field>`,
+    /// `wasmproxy.wasm.plugin.<name>.cpu_budget.<field>`): `Ok(false)` for another key, `Err`
     /// for a budget key with an unknown field or a value out of range.
     pub fn read(&mut self, key: &str, value: &str) -> Result<bool, String> {
-        let (settings, field) = if let Some(field) = key.strip_prefix(ALL_PREFIX) {
-            (&mut self.all, field)
-        } else if let Some((name, field)) =
-            key.strip_prefix(PLUGIN_PREFIX).and_then(|rest| rest.rsplit_once(".cpu_budget."))
-        {
-            (self.plugins.entry(name.to_string()).or_default(), field)
-        } else {
-            return Ok(false);
-        };
+        let Some((settings, field)) = self.slot(key, "cpu_budget") else { return Ok(false) };
         let number = |min: u64, max: u64| match value.trim().parse::<u64>() {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
             _ => Err(format!("layered_runtime {key}: {value:?} is not a whole number from {min} to {max}")),

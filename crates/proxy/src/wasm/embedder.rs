@@ -60,9 +60,13 @@ impl WorkerEmbedder {
         let instance = self.parts.instance.get().cloned();
         let calls = self.grpc.clone();
         Rc::new(move |event| {
-            if let grpc::Event::Close(..) = event {
-                calls.borrow_mut().remove(&token);
+            // A call or stream is over once it closes; a unary call also with its answer.
+            let mut open = calls.borrow_mut();
+            let unary = open.get(&token).is_some_and(|c| c.outgoing.is_none());
+            if matches!(event, grpc::Event::Close(..)) || unary && matches!(event, grpc::Event::Message(_)) {
+                open.remove(&token);
             }
+            drop(open);
             let Some(instance) = instance.as_ref().and_then(Weak::upgrade) else { return };
             instance.deliver(|vm| match event {
                 grpc::Event::InitialMetadata(h) => vm.on_grpc_receive_initial_metadata(token, h),

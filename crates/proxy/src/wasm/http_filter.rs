@@ -28,8 +28,9 @@ pub struct FilterSlot {
     pub failure_policy: FailurePolicy,
     /// The plugin and its reload counters (reloading is tried only under FAIL_RELOAD).
     pub reload: Rc<(WasmPlugin, ReloadStats)>,
-    /// When its VM is replaced, and `wasm.<plugin name>.vm_recycle`.
-    recycling: (RecyclePolicy, wasmproxy_stats::Counter),
+    /// When its VM is replaced, and `wasm.<plugin name>.vm_recycle` and `.vm_recycle_us`
+    /// (the time spent building fresh VMs).
+    recycling: (RecyclePolicy, wasmproxy_stats::Counter, wasmproxy_stats::Counter),
 }
 
 impl FilterSlot {
@@ -44,13 +45,14 @@ impl FilterSlot {
         policy: RecyclePolicy,
     ) -> FilterSlot {
         let stats = ReloadStats::new(store, &plugin.name);
-        let recycled = store.counter(wasmproxy_stats::StatName::plain(format!("wasm.{}.vm_recycle", plugin.name)));
+        let counter =
+            |suffix: &str| store.counter(wasmproxy_stats::StatName::plain(format!("wasm.{}.{suffix}", plugin.name)));
         FilterSlot {
             vm,
             index,
             failure_policy: plugin.failure_policy,
             reload: Rc::new((plugin.clone(), stats)),
-            recycling: (policy, recycled),
+            recycling: (policy, counter("vm_recycle"), counter("vm_recycle_us")),
         }
     }
 
@@ -70,19 +72,22 @@ impl FilterSlot {
         if self.failure_policy == FailurePolicy::FailReload {
             self.vm().revive(&self.reload.0, &self.reload.1);
         }
-        let (policy, recycled) = &self.recycling;
+        let (policy, recycled, spent_us) = &self.recycling;
         if policy.is_off() {
             return;
         }
         let vm = self.vm();
         let Some(reason) = vm.due(policy) else { return };
         let name = &self.reload.0.name;
+        let started = std::time::Instant::now();
         match vm.move_to(vm.module()) {
             Ok(next) => {
                 *self.vm.borrow_mut() = next;
+                let us = started.elapsed().as_micros() as u64;
                 recycled.inc();
+                spent_us.add(us);
                 tracing::info!(
-                    "Wasm VM of plugin {name:?} recycled ({}): new streams start in a fresh VM",
+                    "Wasm VM of plugin {name:?} recycled ({}): new streams start in a fresh VM, built in {us} µs",
                     reason.name()
                 );
             }

@@ -200,7 +200,7 @@ impl PluginInstance {
             let live = vm.failure().is_none();
             let result = call(&mut vm);
             if live {
-                self.status.note_call(vm.memory_size(), vm.failure());
+                self.status.note_call(vm.memory_size(), vm.callouts_in_flight(), vm.failure());
             }
             self.account(&mut vm);
             (result, vm.take_actions())
@@ -342,10 +342,12 @@ impl PluginInstance {
             return;
         };
         self.status.remove_plugin(&config.name);
-        if self.vm.borrow().failure().is_some() {
-            return;
+        if self.vm.borrow().failure().is_none() {
+            let _ = self.call(None, |vm| vm.shutdown_root(root));
         }
-        let _ = self.call(None, |vm| vm.shutdown_root(root));
+        if let Some(meter) = self.meters.borrow_mut().get_mut(index) {
+            *meter = None;
+        }
     }
 
     /// FAIL_RELOAD, as Envoy does it: a failed VM is built again for the next stream,

@@ -10,6 +10,7 @@ pub mod meter;
 pub mod network_filter;
 pub mod oci;
 pub mod plugin;
+pub mod plugin_settings;
 pub mod recycle;
 pub mod registry;
 pub mod remote;

@@ -3,8 +3,9 @@
 //! stream ends, so a plugin whose memory only grows (Go's) stays bounded without a restart.
 //! Set in `layered_runtime`, for every plugin and per plugin name.
 
-use std::collections::HashMap;
 use std::time::Duration;
+
+use crate::wasm::plugin_settings::PerPlugin;
 
 /// When a plugin's VM is replaced; all off by default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,23 +62,12 @@ impl RecyclePolicy {
 }
 
 /// The recycling settings of a configuration: for every plugin, and per plugin name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Recycling {
-    /// `wasmproxy.wasm.recycle.*`.
-    pub all: RecyclePolicy,
-    /// `wasmproxy.wasm.plugin.<name>.recycle.*`, by plugin name.
-    pub plugins: HashMap<String, RecyclePolicy>,
-}
-
-/// The runtime keys for every plugin: `wasmproxy.wasm.recycle.<field>`.
-pub const ALL_PREFIX: &str = "wasmproxy.wasm.recycle.";
-/// The runtime keys for one plugin: `wasmproxy.wasm.plugin.<name>.recycle.<field>`.
-pub const PLUGIN_PREFIX: &str = "wasmproxy.wasm.plugin.";
+pub type Recycling = PerPlugin<RecyclePolicy>;
 
 impl Recycling {
     /// The policy of the plugin `name`: its own settings, each over the one for every plugin.
     pub fn policy(&self, name: &str) -> RecyclePolicy {
-        let own = self.plugins.get(name).copied().unwrap_or_default();
+        let own = self.own(name);
         RecyclePolicy {
             memory_bytes: own.memory_bytes.or(self.all.memory_bytes),
             max_age: own.max_age.or(self.all.max_age),
@@ -85,18 +75,11 @@ impl Recycling {
         }
     }
 
-    /// Takes a runtime key if it is one of recycling's: `Ok(false)` for another key, `Err`
+    /// Takes a runtime key if it is one of recycling's (`wasmproxy.wasm.recycle.<field>`,
+    /// `wasmproxy.wasm.plugin.<name>.recycle.<field>`): `Ok(false)` for another key, `Err`
     /// for a recycling key with an unknown field or a value out of range.
     pub fn read(&mut self, key: &str, value: &str) -> Result<bool, String> {
-        let (policy, field) = if let Some(field) = key.strip_prefix(ALL_PREFIX) {
-            (&mut self.all, field)
-        } else if let Some((name, field)) =
-            key.strip_prefix(PLUGIN_PREFIX).and_then(|rest| rest.rsplit_once(".recycle."))
-        {
-            (self.plugins.entry(name.to_string()).or_default(), field)
-        } else {
-            return Ok(false);
-        };
+        let Some((policy, field)) = self.slot(key, "recycle") else { return Ok(false) };
         let number = |min: u64| match value.trim().parse::<u64>() {
             Ok(n) if n >= min => Ok(n),
             _ => Err(format!("layered_runtime {key}: {value:?} is not a whole number of at least {min}")),

@@ -41,6 +41,8 @@ pub struct VmStatus {
     pub streams: AtomicU64,
     /// Its linear memory after the last callback (or the last plugin's start), in bytes.
     pub memory_bytes: AtomicU64,
+    /// Callouts in flight after the last callback (answers the plugin still waits for).
+    pub callouts: AtomicU64,
     /// Failures by kind: traps, deadlines, memory cap, CPU budget, others (`proc_exit`,
     /// start-up).
     pub failures: [AtomicU64; 5],
@@ -160,13 +162,14 @@ impl WasmBoard {
             let text = |key: &str| j[key].as_str().unwrap_or_default().to_string();
             let failures: Vec<String> = KINDS.iter().map(|k| format!("{k}:{}", j["failures"][k])).collect();
             out.push_str(&format!(
-                "{} vm_id={:?} module={} sha256={} code={} memory_bytes={} calls={} streams={} failures=[{}] reloads={} state={} age_s={}\n",
+                "{} vm_id={:?} module={} sha256={} code={} memory_bytes={} callouts_in_flight={} calls={} streams={} failures=[{}] reloads={} state={} age_s={}\n",
                 text("thread"),
                 text("vm_id"),
                 text("module"),
                 text("sha256"),
                 text("code"),
                 j["memory_bytes"],
+                j["callouts_in_flight"],
                 j["calls"],
                 j["streams"],
                 failures.join(" "),
@@ -223,6 +226,7 @@ impl VmStatus {
             cpu: (0..=CALLBACKS.len()).map(|_| CallbackCpu::default()).collect(),
             streams: AtomicU64::new(0),
             memory_bytes: AtomicU64::new(0),
+            callouts: AtomicU64::new(0),
             failures: Default::default(),
             reloads: AtomicU64::new(0),
             failed: AtomicBool::new(false),
@@ -240,9 +244,11 @@ impl VmStatus {
         c.buckets[((u64::BITS - nanos.leading_zeros()) as usize).min(BUCKETS - 1)].fetch_add(1, Relaxed);
     }
 
-    /// The VM's memory is now `memory` bytes, and it failed so if `failure`.
-    pub fn note_call(&self, memory: usize, failure: Option<&VmFailure>) {
+    /// The VM's memory is now `memory` bytes, `callouts` are in flight, and it failed so
+    /// if `failure`.
+    pub fn note_call(&self, memory: usize, callouts: usize, failure: Option<&VmFailure>) {
         self.note_memory(memory);
+        self.callouts.store(callouts as u64, Relaxed);
         if let Some(f) = failure {
             self.note_failure(f);
         }
@@ -329,6 +335,7 @@ impl VmStatus {
             "code": if self.optimized { "optimized" } else { "baseline" },
             "plugins": *lock(&self.plugins),
             "memory_bytes": self.memory_bytes.load(Relaxed),
+            "callouts_in_flight": self.callouts.load(Relaxed),
             "calls": self.calls.load(Relaxed),
             "callbacks": self.callbacks_json(),
             "streams": self.streams.load(Relaxed),

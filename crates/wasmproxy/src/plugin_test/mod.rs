@@ -223,7 +223,7 @@ fn run_case(
         o.reply = Some(runtime.block_on(harness::exchange(target.listener(), request)));
         target.settle();
     }
-    wait_for_calls(case, services);
+    wait_for_calls(case, services, target);
     o.upstream = services.upstream.received();
     o.calls = services.callouts.iter().map(|(name, (_, s))| (name.clone(), s.received())).collect();
     o.logs = target.logs_since(mark);
@@ -237,21 +237,22 @@ fn run_case(
 
 /// Calls a plugin makes outside a request (from a tick) are answered after the tick
 /// returns: waits (up to a few seconds) until each service has had the calls the case
-/// scripts, and a moment more for their answers' callbacks.
-fn wait_for_calls(case: &Case, services: &Services) {
+/// scripts, then until the plugin has had their answers (no callout in flight). Envoy does
+/// not tell that: there, a moment.
+fn wait_for_calls(case: &Case, services: &Services, target: &Target) {
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
-    let pending = || {
-        services.callouts.iter().any(|(name, (_, s))| {
-            let scripted = case.calls.get(name).map_or(0, |answers| answers.iter().filter(|a| !a.timeout).count());
-            s.received().len() < scripted
-        })
-    };
+    let scripted = |name: &str| case.calls.get(name).map_or(0, |answers| answers.iter().filter(|a| !a.timeout).count());
+    let pending = || services.callouts.iter().any(|(name, (_, s))| s.received().len() < scripted(name));
     let mut waited = false;
     while pending() && Instant::now() < deadline {
         waited = true;
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    if waited || case.request.is_none() && !case.calls.is_empty() {
+    if target.callouts_in_flight().is_some() {
+        while target.callouts_in_flight().is_some_and(|n| n > 0) && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    } else if waited || case.request.is_none() && !case.calls.is_empty() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

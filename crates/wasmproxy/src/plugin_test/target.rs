@@ -124,6 +124,16 @@ impl Target {
         proxy::admin_get(self.admin(), "/stats").unwrap_or_default()
     }
 
+    /// The callouts the plugin's VMs wait for the answers of (`/wasm`); `None` on Envoy,
+    /// which does not tell.
+    pub fn callouts_in_flight(&self) -> Option<u64> {
+        let Target::Wasmproxy { .. } = self else { return None };
+        let status = proxy::admin_get(self.admin(), "/wasm?format=json").unwrap_or_default();
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
+        let vms = status["vms"].as_array().map(Vec::as_slice).unwrap_or_default();
+        Some(vms.iter().filter_map(|vm| vm["callouts_in_flight"].as_u64()).sum())
+    }
+
     /// Waits until no downstream connection is open (the last stream's callbacks done).
     pub fn settle(&self) {
         let deadline = Instant::now() + SETTLE_TIMEOUT;
