@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
-for tool in wrk:wrk h2load:nghttp2-client; do
+for tool in wrk:wrk h2load:nghttp2-client perf:linux-perf; do
     if ! command -v "${tool%%:*}" >/dev/null; then
         sudo=""
         [ "$(id -u)" -eq 0 ] || sudo=sudo

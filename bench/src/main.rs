@@ -7,12 +7,14 @@
 //! wasmproxy-bench --soak REQUESTS [--write FILE]
 //! wasmproxy-bench --updates N [--write FILE]
 //! wasmproxy-bench --idle N [--write FILE]
+//! wasmproxy-bench --plugin-costs REQUESTS [--rounds N] [--write FILE]
 //! ```
 //! Nothing here passes or fails: it measures and reports (see the README).
 
 mod fixed_rate;
 mod idle;
 mod load;
+mod plugin_costs;
 mod report;
 mod scenarios;
 mod soak;
@@ -37,6 +39,8 @@ pub struct Args {
     updates: Option<usize>,
     /// Hold this many idle connections (and twice as many busy ones) instead of the scenarios.
     idle: Option<usize>,
+    /// Measure what recycling and accounting cost (Go memory over this many requests).
+    plugin_costs: Option<u64>,
     /// The fixed rate latencies are measured at (requests a second).
     rate: u64,
     bins: Binaries,
@@ -53,6 +57,7 @@ fn args() -> Result<Args, String> {
         soak: None,
         updates: None,
         idle: None,
+        plugin_costs: None,
         rate: 2000,
         bins: Binaries {
             envoy: std::env::var_os("ENVOY_BIN").map(PathBuf::from).unwrap_or_else(proxy::find_envoy),
@@ -72,6 +77,7 @@ fn args() -> Result<Args, String> {
             "--soak" => a.soak = Some(number(value()?)?.max(1)),
             "--updates" => a.updates = Some(number(value()?)?.max(1) as usize),
             "--idle" => a.idle = Some(number(value()?)?.max(1) as usize),
+            "--plugin-costs" => a.plugin_costs = Some(number(value()?)?.max(10)),
             "--rate" => a.rate = number(value()?)?.max(1),
             "--envoy" => a.bins.envoy = value()?.into(),
             "--wasmproxy" => a.bins.wasmproxy = value()?.into(),
@@ -122,6 +128,12 @@ fn run() -> Result<(), String> {
         println!("{section}");
         return write_section(&args, HELD, &section);
     }
+    if let Some(requests) = args.plugin_costs {
+        let section = plugin_costs::run(&args, requests, &work, &fill)?;
+        let _ = std::fs::remove_dir_all(&work);
+        println!("{section}");
+        return write_section(&args, PLUGIN_COSTS, &section);
+    }
     let mut results = Vec::new();
     let chosen: Vec<_> =
         scenarios::all().into_iter().filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o))).collect();
@@ -132,7 +144,7 @@ fn run() -> Result<(), String> {
             for kind in order {
                 let config = work.join(format!("{}-{}.yaml", s.name, kind.name()));
                 std::fs::write(&config, fill(&s.config)).map_err(|e| e.to_string())?;
-                let m = measure(&args, kind, &config, &work, s)?;
+                let m = measure(&args, kind, &config, &work, s, &mut |_| {})?;
                 println!(
                     "round {} {:<28} {:<9} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  cpu {:>5.2} s/10k  rss {:>5.1} MB  \
                      at {} req/s: p50 {:.2} p99 {:.2} p99.9 {:.2} ms",
@@ -162,7 +174,7 @@ fn run() -> Result<(), String> {
         // The figures measured on their own (soak, updates, connections held) stay.
         let old = std::fs::read_to_string(path).unwrap_or_default();
         let mut text = text;
-        for heading in [SOAK, UPDATES, HELD] {
+        for heading in [SOAK, UPDATES, HELD, PLUGIN_COSTS] {
             if let Some(section) = report::section(&old, heading) {
                 text = report::replace_section(&text, heading, section);
             }
@@ -172,10 +184,12 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// The report's sections measured on their own (`--soak`, `--updates`, `--idle`).
+/// The report's sections measured on their own (`--soak`, `--updates`, `--idle`,
+/// `--plugin-costs`).
 const SOAK: &str = "Soak";
 const UPDATES: &str = "Configuration updates under load";
 const HELD: &str = "Connections held";
+const PLUGIN_COSTS: &str = "Plugin costs";
 
 /// Replaces one section of the `--write` file, if asked to.
 fn write_section(args: &Args, heading: &str, section: &str) -> Result<(), String> {
@@ -202,8 +216,16 @@ pub const H2_CONNECTIONS: usize = 8;
 /// HTTP/2 scenarios: concurrent streams on each connection.
 pub const H2_STREAMS: usize = 32;
 
-/// Starts the proxy, warms it up, runs the load, reads its CPU time and peak RSS.
-fn measure(args: &Args, kind: Kind, config: &Path, work: &Path, s: &scenarios::Scenario) -> Result<Measured, String> {
+/// Starts the proxy, warms it up, runs the load, reads its CPU time and peak RSS; `inspect`
+/// sees the proxy last.
+fn measure(
+    args: &Args,
+    kind: Kind,
+    config: &Path,
+    work: &Path,
+    s: &scenarios::Scenario,
+    inspect: &mut dyn FnMut(&Running),
+) -> Result<Measured, String> {
     let running = start(args, kind, config, work, 1, &[])?;
     let scheme = if s.tls { "https" } else { "http" };
     let url = format!("{scheme}://{}{}", running.listener, s.path);
@@ -227,6 +249,7 @@ fn measure(args: &Args, kind: Kind, config: &Path, work: &Path, s: &scenarios::S
     } else {
         fixed_rate::run(running.listener, s, args.rate, Duration::from_secs(args.seconds))?
     };
+    inspect(&running);
     Ok(Measured {
         rps: out.requests as f64 / out.seconds,
         p50_ms: out.p50_ms,

@@ -74,6 +74,8 @@ pub struct PluginInstance {
     streams_started: Cell<u64>,
     /// What `/wasm` shows of it.
     status: Arc<VmStatus>,
+    /// Each callback's slot in `status`, by the host's name for it (compared by address).
+    status_slots: RefCell<Vec<(&'static str, usize)>>,
 }
 
 /// How to build a failed VM again: its module, VM configuration, the plugins (by the index
@@ -166,6 +168,7 @@ impl PluginInstance {
                 (module.name().to_string(), module.sha256_hex()),
                 module.is_optimized(),
             )),
+            status_slots: RefCell::default(),
         });
         let _ = cell.set(Rc::downgrade(&instance));
         let weak = Rc::downgrade(&instance);
@@ -220,13 +223,23 @@ impl PluginInstance {
         (result, mine)
     }
 
-    /// Counts the callbacks that ran, and their time, for the VM and for their plugins.
+    /// Counts the callbacks that ran, and their time, for the VM and for their plugins
+    /// (never inlined, so that a profile shows what it costs: `bench --plugin-costs`).
+    #[inline(never)]
     fn account(&self, vm: &mut WasmVm) {
         let plugins = self.rebuild.plugins.borrow();
         let meters = self.meters.borrow();
         let mut over_budget = None;
+        let mut slots = self.status_slots.borrow_mut();
         for t in vm.take_callback_times() {
-            self.status.note_callback(t.callback, t.nanos);
+            let slot = match slots.iter().find(|(c, _)| std::ptr::eq(*c, t.callback)) {
+                Some((_, slot)) => *slot,
+                None => {
+                    slots.push((t.callback, VmStatus::slot(t.callback)));
+                    slots[slots.len() - 1].1
+                }
+            };
+            self.status.note_callback(slot, t.nanos);
             let plugin = plugins.iter().position(|p| p.as_ref().is_some_and(|(_, root)| *root == t.root));
             if let Some(meter) = plugin.and_then(|i| meters.get(i)).and_then(Option::as_ref)
                 && let Some(why) = meter.note(t.callback, t.nanos)

@@ -234,14 +234,20 @@ impl VmStatus {
         }
     }
 
-    /// The export `callback` ran for `nanos` (a few relaxed atomic adds: no lock).
-    pub fn note_callback(&self, callback: &'static str, nanos: u64) {
-        self.calls.fetch_add(1, Relaxed);
-        let at = CALLBACKS.iter().position(|c| *c == callback).unwrap_or(CALLBACKS.len());
-        let c = &self.cpu[at];
-        c.calls.fetch_add(1, Relaxed);
-        c.nanos.fetch_add(nanos, Relaxed);
-        c.buckets[((u64::BITS - nanos.leading_zeros()) as usize).min(BUCKETS - 1)].fetch_add(1, Relaxed);
+    /// Where the export `callback` is counted ([`VmStatus::note_callback`]).
+    pub fn slot(callback: &str) -> usize {
+        CALLBACKS.iter().position(|c| *c == callback).unwrap_or(CALLBACKS.len())
+    }
+
+    /// The export counted at `slot` ran for `nanos`. Only the VM's thread writes these:
+    /// a relaxed load and store each, no locked add.
+    pub fn note_callback(&self, slot: usize, nanos: u64) {
+        let add = |a: &AtomicU64, n: u64| a.store(a.load(Relaxed).wrapping_add(n), Relaxed);
+        add(&self.calls, 1);
+        let c = &self.cpu[slot.min(CALLBACKS.len())];
+        add(&c.calls, 1);
+        add(&c.nanos, nanos);
+        add(&c.buckets[((u64::BITS - nanos.leading_zeros()) as usize).min(BUCKETS - 1)], 1);
     }
 
     /// The VM's memory is now `memory` bytes, `callouts` are in flight, and it failed so
