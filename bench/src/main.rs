@@ -7,7 +7,7 @@
 //! wasmproxy-bench --soak REQUESTS [--write FILE]
 //! wasmproxy-bench --updates N [--write FILE]
 //! wasmproxy-bench --idle N [--write FILE]
-//! wasmproxy-bench --plugin-costs REQUESTS [--rounds N] [--write FILE]
+//! wasmproxy-bench --plugin-costs REQUESTS [--rounds N] [--only memory|recycling|accounting] [--write FILE]
 //! ```
 //! Nothing here passes or fails: it measures and reports (see the README).
 

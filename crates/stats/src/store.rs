@@ -22,11 +22,19 @@ const SLOTS: usize = 8;
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
-    static SLOT: usize = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+    /// This thread's slot, `usize::MAX` until first used (a constant start: reading it is
+    /// one load, with no lazy-initialization check).
+    static SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
 }
 
 fn slot() -> usize {
-    SLOT.with(|s| *s)
+    let slot = SLOT.get();
+    if slot != usize::MAX {
+        return slot;
+    }
+    let slot = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+    SLOT.set(slot);
+    slot
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -242,7 +242,7 @@ impl PluginInstance {
             self.status.note_callback(slot, t.nanos);
             let plugin = plugins.iter().position(|p| p.as_ref().is_some_and(|(_, root)| *root == t.root));
             if let Some(meter) = plugin.and_then(|i| meters.get(i)).and_then(Option::as_ref)
-                && let Some(why) = meter.note(t.callback, t.nanos)
+                && let Some(why) = meter.note(slot, t.callback, t.nanos)
             {
                 over_budget = Some((t.callback, why));
             }

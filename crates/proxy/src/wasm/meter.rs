@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::wasm::budget::BudgetPolicy;
+use crate::wasm::status::VmStatus;
 
 use wasmproxy_stats::{Counter, Scope, Store};
 
@@ -19,8 +20,10 @@ pub struct PluginMeter {
     plugin: String,
     scope: Scope,
     cpu_ns: Counter,
-    /// Each callback's counters (calls, nanoseconds), made the first time it runs.
-    callbacks: RefCell<Vec<(&'static str, Counter, Counter)>>,
+    /// Each callback's counters (calls, nanoseconds), made the first time it runs, by its
+    /// slot in `/wasm` ([`VmStatus::slot`]); those outside `/wasm`'s table by name.
+    callbacks: RefCell<Vec<Option<(Counter, Counter)>>>,
+    others: RefCell<Vec<(&'static str, Counter, Counter)>>,
     budget: Option<Budget>,
 }
 
@@ -50,40 +53,54 @@ impl PluginMeter {
             cpu_ns: scope.counter("cpu_ns"),
             scope,
             callbacks: RefCell::default(),
+            others: RefCell::default(),
             budget,
         }
     }
 
-    /// The export `callback` (`proxy_on_request_headers`) ran for `nanos`. If that spent
-    /// the plugin's budget and the budget fails it, why (for the VM's failure).
-    pub fn note(&self, callback: &'static str, nanos: u64) -> Option<String> {
-        self.record(callback, nanos);
+    /// The export `callback` (`proxy_on_request_headers`, at `slot` in `/wasm`) ran for
+    /// `nanos`. If that spent the plugin's budget and the budget fails it, why (for the VM's
+    /// failure).
+    pub fn note(&self, slot: usize, callback: &'static str, nanos: u64) -> Option<String> {
+        self.record(slot, callback, nanos);
         self.charge(nanos)
     }
 
-    fn record(&self, callback: &'static str, nanos: u64) {
+    fn record(&self, slot: usize, callback: &'static str, nanos: u64) {
         self.cpu_ns.add(nanos);
-        let mut callbacks = self.callbacks.borrow_mut();
-        // The host's names are static strings: the same pointer for the same callback.
-        let at = match callbacks.iter().position(|(c, _, _)| std::ptr::eq(*c, callback) || *c == callback) {
-            Some(at) => at,
-            None => {
-                let short = short_name(callback);
-                let counter = |suffix: &str| {
-                    let name = self.scope.tagged_name(
-                        &format!("callback.{short}.{suffix}"),
-                        &format!("callback.{suffix}"),
-                        ("callback", short),
-                    );
-                    self.scope.store().counter(name)
-                };
-                callbacks.push((callback, counter("calls"), counter("cpu_ns")));
-                callbacks.len() - 1
-            }
+        let count = |(calls, cpu_ns): (&Counter, &Counter)| {
+            calls.inc();
+            cpu_ns.add(nanos);
         };
-        let (_, calls, cpu_ns) = &callbacks[at];
-        calls.inc();
-        cpu_ns.add(nanos);
+        if slot == VmStatus::OTHER {
+            let mut others = self.others.borrow_mut();
+            if !others.iter().any(|(c, _, _)| *c == callback) {
+                let (calls, cpu_ns) = self.counters(callback);
+                others.push((callback, calls, cpu_ns));
+            }
+            let (_, calls, cpu_ns) = others.iter().find(|(c, _, _)| *c == callback).expect("just added");
+            return count((calls, cpu_ns));
+        }
+        let mut callbacks = self.callbacks.borrow_mut();
+        if callbacks.len() <= slot {
+            callbacks.resize_with(slot + 1, || None);
+        }
+        let (calls, cpu_ns) = callbacks[slot].get_or_insert_with(|| self.counters(callback));
+        count((calls, cpu_ns));
+    }
+
+    /// The counters of `callback`: `callback.<name>.calls` and `.cpu_ns`, tagged.
+    fn counters(&self, callback: &'static str) -> (Counter, Counter) {
+        let short = short_name(callback);
+        let counter = |suffix: &str| {
+            let name = self.scope.tagged_name(
+                &format!("callback.{short}.{suffix}"),
+                &format!("callback.{suffix}"),
+                ("callback", short),
+            );
+            self.scope.store().counter(name)
+        };
+        (counter("calls"), counter("cpu_ns"))
     }
 
     /// Charges the budget's window; past the budget, reports once per window (and says

@@ -234,6 +234,9 @@ impl VmStatus {
         }
     }
 
+    /// The slot of the callbacks `/wasm` does not show one by one.
+    pub const OTHER: usize = CALLBACKS.len();
+
     /// Where the export `callback` is counted ([`VmStatus::note_callback`]).
     pub fn slot(callback: &str) -> usize {
         CALLBACKS.iter().position(|c| *c == callback).unwrap_or(CALLBACKS.len())
@@ -244,7 +247,7 @@ impl VmStatus {
     pub fn note_callback(&self, slot: usize, nanos: u64) {
         let add = |a: &AtomicU64, n: u64| a.store(a.load(Relaxed).wrapping_add(n), Relaxed);
         add(&self.calls, 1);
-        let c = &self.cpu[slot.min(CALLBACKS.len())];
+        let c = &self.cpu[slot.min(VmStatus::OTHER)];
         add(&c.calls, 1);
         add(&c.nanos, nanos);
         add(&c.buckets[((u64::BITS - nanos.leading_zeros()) as usize).min(BUCKETS - 1)], 1);
