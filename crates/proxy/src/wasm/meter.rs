@@ -74,11 +74,12 @@ impl PluginMeter {
         };
         if slot == VmStatus::OTHER {
             let mut others = self.others.borrow_mut();
-            if !others.iter().any(|(c, _, _)| *c == callback) {
+            let at = others.iter().position(|(c, _, _)| *c == callback).unwrap_or_else(|| {
                 let (calls, cpu_ns) = self.counters(callback);
                 others.push((callback, calls, cpu_ns));
-            }
-            let (_, calls, cpu_ns) = others.iter().find(|(c, _, _)| *c == callback).expect("just added");
+                others.len() - 1
+            });
+            let (_, calls, cpu_ns) = &others[at];
             return count((calls, cpu_ns));
         }
         let mut callbacks = self.callbacks.borrow_mut();
