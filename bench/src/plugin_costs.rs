@@ -110,12 +110,17 @@ fn h2load(url: &str, requests: u64) -> Result<u64, String> {
     Ok(counts.errors + requests.max(1) - counts.succeeded_2xx.min(requests.max(1)))
 }
 
-/// The linear memory of every VM `/wasm` shows, in MiB (0 where there is no `/wasm`).
-fn vm_memory_mib(running: &Running) -> f64 {
+/// The sum over every VM `/wasm` shows of its figure `key` (0 where there is no `/wasm`).
+fn wasm_total(running: &Running, key: &str) -> u64 {
     let page = proxy::admin_get(running.admin, "/wasm?format=json").unwrap_or_default();
     let page: serde_json::Value = serde_json::from_str(&page).unwrap_or_default();
     let vms = page["vms"].as_array().map(Vec::as_slice).unwrap_or_default();
-    vms.iter().filter_map(|vm| vm["memory_bytes"].as_u64()).sum::<u64>() as f64 / (1 << 20) as f64
+    vms.iter().filter_map(|vm| vm[key].as_u64()).sum()
+}
+
+/// The linear memory of every VM `/wasm` shows, in MiB.
+fn vm_memory_mib(running: &Running) -> f64 {
+    wasm_total(running, "memory_bytes") as f64 / (1 << 20) as f64
 }
 
 /// A counter's value (0 if absent).
@@ -266,11 +271,7 @@ fn accounting(args: &Args, work: &Path, fill: &dyn Fn(&str) -> String) -> Result
 
 /// The VMs' callbacks and streams so far, from `/wasm`.
 fn vm_counts(running: &Running) -> (u64, u64) {
-    let page = proxy::admin_get(running.admin, "/wasm?format=json").unwrap_or_default();
-    let page: serde_json::Value = serde_json::from_str(&page).unwrap_or_default();
-    let vms = page["vms"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let sum = |key: &str| vms.iter().filter_map(|vm| vm[key].as_u64()).sum();
-    (sum("calls"), sum("streams"))
+    (wasm_total(running, "calls"), wasm_total(running, "streams"))
 }
 
 /// Samples in a `perf record` file, and those with an accounting function on their stack.
