@@ -140,10 +140,14 @@ upstream connection's TLS handshake (8.5 KB, kept in hyper's slot for the reques
 live HTTP/1.1 connection), and a TLS connection's task room for its handshake and a copy of \
 the rustls session for the connection's whole life (8.6 KB). With the rare handshakes and \
 the session boxed they are 5.0 and 2.0 KB: on this round's machine, 6.1 / 9.5 / 18.7 at \
-227425b against 6.4 / 8.5 / 12.1 now (idle unchanged within this machine's noise). An idle \
-TLS connection costs 0.59x Envoy's, against a goal of 0.5x: rustls keeps a 4 KiB record \
-buffer per session once it has read, and its cipher state; its unbuffered API would let the \
-proxy give the buffer of an idle connection back, as it does for plain ones. New TLS \
+227425b against 6.4 / 8.5 / 12.1 now (idle unchanged within this machine's noise). An idle TLS connection cost 0.59x Envoy's while the session used rustls's buffered API, \
+which keeps a 4 KiB record buffer per session once it has read. The session now runs on \
+rustls's unbuffered API, and the transport owns the bytes: ciphertext is read and \
+records are made in per-thread scratch buffers, and a connection keeps only a record cut \
+short or bytes the socket did not take, so an idle TLS connection holds its cipher state \
+and no buffer (12.1 → 8.6 KiB per connection, 0.42x Envoy's; CPU per 10k requests on a \
+TLS keep-alive direct response, the two binaries alternating: 0.199 / 0.247 / 0.370 s \
+against 0.232 / 0.301 / 0.361 s). New TLS \
 connections, full or resumed, are bound by the client on this 2-core machine (`wrk`'s own \
 handshakes, or the harness's rustls client, take a core): the CPU per 10k column is the \
 proxy's own cost of each. Ratios against the last round's table: this round's machine gives Envoy 40–75% more requests per second than the last round's did, and wasmproxy 10–50% more; this round's binary against the last round's (227425b) on this machine, alternating, is the same within noise (`proxy_no_filter` 38.0k against 39.1k req/s, ranges overlapping; 0.256 against 0.253 s CPU per 10k).\n\n\

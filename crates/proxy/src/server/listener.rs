@@ -23,7 +23,7 @@ use crate::stream_info::{ConnectionInfo, TlsInfo};
 use crate::tcp::TcpChain;
 use crate::tls::downstream::ServerTls;
 use crate::tls::inspector::{ClientHello, Inspected, inspect};
-use crate::tls::session::TlsTransport;
+use crate::tls::session::{Refused, TlsTransport};
 
 /// Binds `addr` with `SO_REUSEPORT` (and `SO_REUSEADDR`) so every worker can have its own
 /// socket on the same port; the kernel spreads connections over them.
@@ -159,11 +159,13 @@ async fn handshake(
             let _ = connection.tls.set(info);
             Some(session)
         }
-        Err(e) => {
+        // Counted before the socket closes (with `Refused`), as Envoy counts it.
+        Err(Refused { error, socket }) => {
             if let Some(ssl) = stats.ssl() {
-                ssl.failed(e.failure());
+                ssl.failed(error.failure());
             }
-            tracing::debug!("connection {} closed: {e}", connection.id);
+            tracing::debug!("connection {} closed: {error}", connection.id);
+            drop(socket);
             None
         }
     }

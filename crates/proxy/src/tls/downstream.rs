@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::tls::certificate::{CertificateDetails, CertificateInfo, ContextCertificates, SanMatchers, server_names};
 use crate::tls::pem;
-use crate::tls::session::{HandshakeError, TlsTransport};
+use crate::tls::session::{Refused, TlsTransport};
 use crate::tls::tickets::TicketKeys;
 
 /// The most sessions a chain's cache keeps (BoringSSL's default).
@@ -39,7 +39,7 @@ impl ServerTls {
     /// The handshake on an accepted connection, and what the certificate served says (for
     /// `connection.*_local_certificate`). With several certificates, the client's hello
     /// picks one as Envoy picks it: see [`ServerTls::pick`].
-    pub async fn accept(&self, tcp: TcpStream) -> Result<(TlsTransport, Arc<CertificateInfo>), HandshakeError> {
+    pub async fn accept(&self, tcp: TcpStream) -> Result<(TlsTransport, Arc<CertificateInfo>), Refused> {
         if let [(config, certificate)] = self.served.as_slice() {
             return Ok((TlsTransport::accept(tcp, config.clone()).await?, certificate.local()));
         }

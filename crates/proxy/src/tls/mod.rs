@@ -1,4 +1,5 @@
-//! TLS with rustls: the session over a TCP connection, either side (`session.rs`); a
+//! TLS with rustls: the session over a TCP connection, either side (`session.rs`), and
+//! the bytes around rustls's state machine (`records.rs`); a
 //! filter chain's server settings (`downstream.rs`); a cluster's client settings and how
 //! it checks the upstream's certificate (`upstream.rs`); PEM files and versions both read
 //! (`pem.rs`); what a certificate says (`certificate.rs`); the TLS inspector that reads a
@@ -9,6 +10,7 @@ pub(crate) mod certificate;
 pub(crate) mod downstream;
 pub(crate) mod inspector;
 pub(crate) mod pem;
+pub(crate) mod records;
 pub(crate) mod session;
 pub(crate) mod tickets;
 pub(crate) mod upstream;
