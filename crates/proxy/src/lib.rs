@@ -36,6 +36,29 @@ mod xds;
 pub use admin::{LogControl, LogControlError};
 pub use server::{RunningServer, Server, ServerError, ServerOptions, Stopper};
 
+/// A TLS server with one certificate (DER, its key PKCS#8 DER), fed ciphertext without a
+/// socket: the fuzz target's way into the TLS session code.
+#[doc(hidden)]
+pub struct FuzzTlsServer(std::sync::Arc<rustls::ServerConfig>);
+
+impl FuzzTlsServer {
+    /// The server; `Err` for a certificate or key rustls refuses.
+    pub fn new(certificate: &[u8], key: &[u8]) -> Result<FuzzTlsServer, String> {
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.to_vec());
+        let config = rustls::ServerConfig::builder_with_provider(tls::pem::provider())
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(vec![certificate.to_vec().into()], key.into()))
+            .map_err(|e| e.to_string())?;
+        Ok(FuzzTlsServer(std::sync::Arc::new(config)))
+    }
+
+    /// Feeds `reads` to a new session, each as one read from the client; whether the
+    /// session failed.
+    pub fn reads(&self, reads: &[&[u8]]) -> bool {
+        tls::records::server_reads(self.0.clone(), reads)
+    }
+}
+
 /// Reads and checks every certificate, key and CA the configuration names (filter chains,
 /// with their SDS secrets, and clusters) as serving them would, for `--mode validate`; the
 /// error names the listener or cluster and the field at fault.

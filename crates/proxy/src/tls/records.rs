@@ -114,9 +114,10 @@ impl Session {
     /// Puts the alert rustls queued for a failure into `outgoing` (it is sent with the
     /// next flush); the session itself stays failed.
     pub(super) fn queue_alert(&mut self, incoming: &mut Vec<u8>) {
-        // The ciphertext in goes with each turn: rustls may hold places in it (a handshake
-        // message across records). Each turn encodes the alert, marks it sent, or stops.
-        for _ in 0..4 {
+        // Only while rustls has records to give: a turn with none would read the bytes
+        // that failed again. The ciphertext in goes with each turn all the same, since
+        // rustls may hold places in it (a handshake message across records).
+        while self.machine.common().wants_write() {
             let Session { machine, outgoing, .. } = self;
             let (discard, encoded) = match &mut **machine {
                 Machine::Server(c) => encode_only(c.process_tls_records(incoming), outgoing),
@@ -317,15 +318,11 @@ fn step<Data>(
 }
 
 /// Handles a state while a failure's alert is queued: the ciphertext to discard, and
-/// whether it was the alert's encoding or transmission (so there may be more).
+/// whether it was a record to encode (so there may be more).
 fn encode_only<Data>(status: UnbufferedStatus<'_, '_, Data>, outgoing: &mut Vec<u8>) -> (usize, bool) {
     let going_on = match status.state {
         Ok(ConnectionState::EncodeTlsData(mut e)) => {
             encode(|out| e.encode(out), outgoing);
-            true
-        }
-        Ok(ConnectionState::TransmitTlsData(t)) => {
-            t.done();
             true
         }
         _ => false,
@@ -375,5 +372,77 @@ fn encrypt(
                 return Err(rustls::Error::EncryptError);
             }
         }
+    }
+}
+
+/// A server session fed `reads` of ciphertext as they would come from the socket, with
+/// no socket: what it says is dropped, what it decrypts is read. Whether it failed (its
+/// alert queued), as the fuzz target drives it.
+pub(crate) fn server_reads(config: std::sync::Arc<rustls::ServerConfig>, reads: &[&[u8]]) -> bool {
+    let Ok(server) = UnbufferedServerConnection::new(config) else { return true };
+    let mut session = Session::new(Machine::Server(server), Vec::new());
+    for read in reads {
+        session.incoming.extend_from_slice(read);
+        if session.drive_kept(None).is_err() {
+            let mut incoming = std::mem::take(&mut session.incoming);
+            session.queue_alert(&mut incoming);
+            return true;
+        }
+        session.outgoing.clear();
+        session.consume(session.unread().len());
+        session.release();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use rustls::pki_types::{PrivatePkcs8KeyDer, ServerName};
+
+    use super::*;
+
+    fn server_config() -> Arc<rustls::ServerConfig> {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let key = PrivatePkcs8KeyDer::from(made.signing_key.serialize_der());
+        let config = rustls::ServerConfig::builder_with_provider(crate::tls::pem::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![made.cert.der().clone()], key.into())
+            .unwrap();
+        Arc::new(config)
+    }
+
+    /// A client's first flight, as rustls's client writes it.
+    fn client_hello() -> Vec<u8> {
+        let config = rustls::ClientConfig::builder_with_provider(crate::tls::pem::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut hello = Vec::new();
+        client.write_tls(&mut hello).unwrap();
+        hello
+    }
+
+    #[test]
+    fn a_hello_split_into_reads_of_any_size_is_taken_and_garbage_fails() {
+        let config = server_config();
+        let hello = client_hello();
+        for size in [1, 2, 5, 7, 100, hello.len()] {
+            let reads: Vec<&[u8]> = hello.chunks(size).collect();
+            assert!(!server_reads(config.clone(), &reads), "reads of {size} bytes");
+        }
+        assert!(server_reads(config.clone(), &[b"GET / HTTP/1.1\r\n\r\n"]));
+        // A hello that says it is longer than rustls takes (64 KiB).
+        let mut long = hello.clone();
+        long[6] = 0x01;
+        assert!(server_reads(config, &[&long]), "a hello longer than allowed");
     }
 }
