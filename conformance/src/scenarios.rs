@@ -1593,6 +1593,26 @@ fn tcp() -> Vec<Scenario> {
     let silent = "";
     let picks_closed = || json!({"kind": "stream", "phases": {"new_connection": [set_filter_state("envoy.tcp_proxy.cluster", "closed")]}});
     vec![
+        Scenario {
+            stats: &[r"^tcp\."],
+            ..s(
+                "tcp_proxy_stats",
+                "the TCP proxy's stats (tcp.<stat_prefix>.*): a connection served, its bytes both ways",
+                tcp_proxy(json!({"kind": "stream", "phases": {}})),
+                vec![Request::raw(request)],
+            )
+        },
+        Scenario {
+            stats: &[r"^tcp\."],
+            ..s(
+                "tcp_proxy_stats_no_cluster",
+                "the TCP proxy's stats for a connection whose cluster does not exist (downstream_cx_no_route)",
+                tcp_proxy(
+                    json!({"kind": "stream", "phases": {"new_connection": [set_filter_state("envoy.tcp_proxy.cluster", "nosuch")]}}),
+                ),
+                vec![Request::raw(silent)],
+            )
+        },
         s(
             "tcp_network_filter_reads_and_rewrites",
             "a network filter sees the connection, both directions' bytes and both closes, and rewrites bytes",

@@ -1,5 +1,6 @@
 //! The proxy's own stats, under Envoy's names and with Envoy's tags: the HTTP connection
-//! manager's (`http.<stat_prefix>.*`), listeners' (`listener.<address>.*`), clusters'
+//! manager's (`http.<stat_prefix>.*`), the TCP proxy's (`tcp.<stat_prefix>.*`), listeners'
+//! (`listener.<address>.*`), clusters'
 //! (`cluster.<name>.*`), the server's (`server.*`), the Wasm runtime's (`wasm.*`) and the
 //! configuration files' subscriptions (`listener_manager.lds.*`, ...).
 //! Each worker takes handles once; recording is a relaxed add on the thread's own cell.
@@ -296,6 +297,53 @@ impl HttpStats {
         self.rq_time.record(millis(lasted));
         if code == Some(413) {
             self.rq_too_large.inc();
+        }
+    }
+}
+
+/// A TCP proxy's stats (`tcp.<stat_prefix>.`, tagged `envoy_tcp_prefix`), all of
+/// Envoy's. The ones wasmproxy never has cause to count stay at 0: its relay reads only what
+/// it has written on (no watermark pauses, nothing buffered past a read, nothing left to
+/// flush), and it has no idle or duration limits, drain or overload closes, delayed routes
+/// or early data.
+pub struct TcpProxyStats {
+    /// Connections served.
+    pub cx_total: Counter,
+    /// Connections whose cluster does not exist.
+    pub no_route: Counter,
+    /// Bytes read from the client.
+    pub rx_bytes_total: Counter,
+    /// Bytes written to the client.
+    pub tx_bytes_total: Counter,
+    _zero: (Vec<Counter>, Vec<Gauge>),
+}
+
+impl TcpProxyStats {
+    /// The stats of the TCP proxy with `stat_prefix`, shown at 0 from now on.
+    pub fn new(store: &Arc<Store>, stat_prefix: &str) -> TcpProxyStats {
+        let tcp = Scope::new(store, &format!("tcp.{stat_prefix}."), "tcp.", &[("envoy_tcp_prefix", stat_prefix)]);
+        let zero_counters = [
+            "downstream_cx_drain_close",
+            "downstream_cx_overload_close",
+            "downstream_flow_control_paused_reading_total",
+            "downstream_flow_control_resumed_reading_total",
+            "early_data_received_count_total",
+            "idle_timeout",
+            "max_downstream_connection_duration",
+            "route_delayed_total",
+            "upstream_flush_total",
+        ];
+        let zero_gauges =
+            ["downstream_cx_rx_bytes_buffered", "downstream_cx_tx_bytes_buffered", "upstream_flush_active"];
+        TcpProxyStats {
+            cx_total: tcp.counter("downstream_cx_total"),
+            no_route: tcp.counter("downstream_cx_no_route"),
+            rx_bytes_total: tcp.counter("downstream_cx_rx_bytes_total"),
+            tx_bytes_total: tcp.counter("downstream_cx_tx_bytes_total"),
+            _zero: (
+                zero_counters.iter().map(|n| tcp.counter(n)).collect(),
+                zero_gauges.iter().map(|n| tcp.gauge(n)).collect(),
+            ),
         }
     }
 }

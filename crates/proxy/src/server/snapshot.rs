@@ -91,6 +91,8 @@ impl TerminalSnapshot {
 pub struct TcpSnapshot {
     /// `tcp_proxy.cluster`.
     pub cluster: String,
+    /// `tcp_proxy.stat_prefix`.
+    pub stat_prefix: String,
     /// The Wasm network filters, in order.
     pub filters: Vec<LoadedPlugin>,
     /// Where a discovered filter without a configuration (none from ECDS, no default)
@@ -281,8 +283,14 @@ impl Builder {
                 }
             }
             let logs = self.access_logs(&proxy.access_logs, &listener.name, clusters)?;
-            let cluster = proxy.cluster.clone();
-            TerminalSnapshot::Tcp(Box::new(TcpSnapshot { cluster, filters: wasm, missing_filter_config, logs }))
+            let (cluster, stat_prefix) = (proxy.cluster.clone(), proxy.stat_prefix.clone());
+            TerminalSnapshot::Tcp(Box::new(TcpSnapshot {
+                cluster,
+                stat_prefix,
+                filters: wasm,
+                missing_filter_config,
+                logs,
+            }))
         } else if let Some(NetworkFilter::HttpConnectionManager(hcm)) =
             filters.iter().find(|f| matches!(f, NetworkFilter::HttpConnectionManager(_)))
         {

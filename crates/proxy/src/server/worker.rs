@@ -14,7 +14,7 @@ use crate::filters::compressor::Sibling;
 use crate::filters::{ChainFilter, SharedKind, SharedNative, WorkerContext};
 use crate::hcm::forwarding::LocalNode;
 use crate::hcm::{Hcm, RouteTables, Routes};
-use crate::observe::stats::{HttpStats, InspectorStats, ListenerStats, address_stat_name};
+use crate::observe::stats::{HttpStats, InspectorStats, ListenerStats, TcpProxyStats, address_stat_name};
 use crate::server::drain::Drain;
 use crate::server::listener::{Current, Served, ServedChain, Terminal, accept_loop};
 use crate::server::snapshot::{
@@ -377,6 +377,7 @@ impl Worker {
                 cluster: tcp.cluster.clone(),
                 clusters: self.clusters.clone(),
                 logs: self.loggers(&tcp.logs).map_err(fail)?,
+                stats: TcpProxyStats::new(&self.stats, &tcp.stat_prefix),
             })),
             TerminalSnapshot::Http(http) => {
                 let filters = self.http_filters(&http.filters, &http.config.stat_prefix);

@@ -15,6 +15,7 @@ use wasmproxy_host::StreamAction;
 
 use crate::http::transport::Transport;
 use crate::limits::{BUFFER_LIMIT_BYTES, TCP_READ_BYTES};
+use crate::observe::stats::TcpProxyStats;
 use crate::stream_info::filter_state::TCP_PROXY_CLUSTER;
 use crate::stream_info::response_flags::ResponseFlag;
 use crate::stream_info::{ConnectionInfo, StreamInfo, StreamRef};
@@ -36,6 +37,8 @@ pub struct TcpChain {
     pub clusters: Rc<Clusters>,
     /// Its access loggers, which log each connection when it ends.
     pub logs: StreamLoggers,
+    /// `tcp.<stat_prefix>.*`.
+    pub stats: TcpProxyStats,
 }
 
 /// What woke the connection's task.
@@ -48,6 +51,7 @@ enum Event {
 impl TcpChain {
     /// Serves one client connection until both sides are done or one side fails.
     pub async fn serve<D: Transport>(&self, downstream: D, connection: Rc<ConnectionInfo>) {
+        self.stats.cx_total.inc();
         let info: StreamRef = Rc::new(RefCell::new(StreamInfo::new(connection, "")));
         let mut filters: Vec<Option<ConnectionFilter>> = Vec::new();
         let before_missing = self.missing_filter_config.unwrap_or(usize::MAX);
@@ -83,6 +87,7 @@ impl TcpChain {
         info.borrow_mut().cluster_name = cluster.clone();
         let Some(target) = self.clusters.get(&cluster) else {
             // Envoy: no such cluster (`NC`), the connection closes.
+            self.stats.no_route.inc();
             info.borrow_mut().response_flags.set(ResponseFlag::NoClusterFound);
             let _ = downstream.shutdown(Shutdown::Write);
             return self.finish(filters, PeerType::Local, &info);
@@ -141,6 +146,7 @@ impl TcpChain {
                 Event::Downstream(Ok(n)) => {
                     let (chunk, eos) = gather(downstream, &mut down_buf, n).await;
                     info.borrow_mut().request_body_size += chunk.len() as u64;
+                    self.stats.rx_bytes_total.add(chunk.len() as u64);
                     down_read_done |= eos;
                     (StreamType::Downstream, 0, chunk, eos)
                 }
@@ -174,7 +180,13 @@ impl TcpChain {
                 StreamType::Downstream => write(upstream, &out, eos).await,
                 _ => {
                     info.borrow_mut().response_body_size += out.len() as u64;
-                    write(downstream, &out, eos).await
+                    // Counted once written and before the end goes, so a client that saw
+                    // the close finds its bytes counted.
+                    let written = write(downstream, &out, false).await;
+                    if written.is_ok() {
+                        self.stats.tx_bytes_total.add(out.len() as u64);
+                    }
+                    written.and_then(|()| if eos { downstream.shutdown(Shutdown::Write) } else { Ok(()) })
                 }
             };
             // The upstream's end was read: it closed, whether or not the client still
