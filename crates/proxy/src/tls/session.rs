@@ -70,6 +70,7 @@ fn sends_alert(error: &rustls::Error) -> bool {
 /// connection, or the client side of an upstream one.
 pub struct TlsTransport {
     tcp: TcpStream,
+    /// rustls's state machine and the bytes around it.
     session: RefCell<Session>,
 }
 
