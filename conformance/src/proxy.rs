@@ -1,11 +1,11 @@
 //! Starting Envoy or wasmproxy on a config file, finding where they listen, reading
 //! their plugin logs and plugin stats, and stopping them.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, PipeWriter, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Which proxy.
@@ -61,6 +61,11 @@ pub struct Running {
     /// The process.
     pub child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Our own write end of the proxy's stderr pipe, for [`Running::sync_stderr`]'s markers
+    /// (dropped when the proxy stops, so the reader sees the end).
+    marker: Option<PipeWriter>,
+    /// The last marker written and the last one read back.
+    markers: Arc<(Mutex<(u64, u64)>, Condvar)>,
     /// The first listener's address.
     pub listener: SocketAddr,
     /// The admin address.
@@ -128,22 +133,25 @@ pub fn start_with(kind: Kind, bins: &Binaries, config: &Path, work: &Path, launc
             c
         }
     };
-    let mut child = command
+    let (reader, writer) = std::io::pipe().map_err(|e| format!("cannot make a pipe for {}: {e}", kind.name()))?;
+    let marker = writer.try_clone().map_err(|e| format!("cannot make a pipe for {}: {e}", kind.name()))?;
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(writer)
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", kind.name()))?;
+    // `command` still holds the child's end of the pipe: without dropping it, the pipe
+    // would never end.
+    drop(command);
     let stderr = Arc::new(Mutex::new(Vec::new()));
-    if let Some(pipe) = child.stderr.take() {
-        let lines = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-            }
-        });
+    let markers = Arc::new((Mutex::new((0, 0)), Condvar::new()));
+    {
+        let (lines, markers) = (stderr.clone(), markers.clone());
+        std::thread::spawn(move || read_stderr(reader, &lines, &markers));
     }
-    let mut running = Running { child, stderr, listener: unspecified(), admin: unspecified() };
+    let mut running =
+        Running { child, stderr, marker: Some(marker), markers, listener: unspecified(), admin: unspecified() };
     let started = Instant::now();
     loop {
         if let Ok(Some(_)) = running.child.try_wait() {
@@ -161,6 +169,28 @@ pub fn start_with(kind: Kind, bins: &Binaries, config: &Path, work: &Path, launc
             return Ok(running);
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What a marker line starts with: a byte no proxy log line holds.
+const MARKER: &str = "\u{1}stderr-marker ";
+
+/// Reads a proxy's stderr into `lines`, line by line, taking out [`Running::sync_stderr`]'s
+/// markers (a marker may end a line the proxy was writing when it came).
+fn read_stderr(reader: std::io::PipeReader, lines: &Mutex<Vec<String>>, markers: &(Mutex<(u64, u64)>, Condvar)) {
+    for line in BufReader::new(reader).lines().map_while(Result::ok) {
+        let (text, seen) = match line.split_once(MARKER) {
+            Some((text, n)) => (text, n.trim().parse::<u64>().ok()),
+            None => (line.as_str(), None),
+        };
+        if seen.is_none() || !text.is_empty() {
+            lines.lock().unwrap_or_else(|e| e.into_inner()).push(text.to_string());
+        }
+        if let Some(n) = seen {
+            let (read, woken) = markers;
+            read.lock().unwrap_or_else(|e| e.into_inner()).1 = n;
+            woken.notify_all();
+        }
     }
 }
 
@@ -208,8 +238,31 @@ impl Running {
         self.stderr.lock().unwrap_or_else(|e| e.into_inner()).get(from..).unwrap_or_default().to_vec()
     }
 
+    /// Waits until every line the proxy has written to stderr so far has been read: writes
+    /// a marker line into the same pipe and waits (at most a few seconds) until it is read
+    /// back, the proxy's earlier writes being ahead of it in the pipe.
+    pub fn sync_stderr(&self) {
+        let Some(mut marker) = self.marker.as_ref() else { return };
+        let (count, read_back) = &*self.markers;
+        let mut seen = count.lock().unwrap_or_else(|e| e.into_inner());
+        seen.0 += 1;
+        let wanted = seen.0;
+        // One write of less than a pipe's atomic size, so never split by the proxy's own.
+        if marker.write_all(format!("{MARKER}{wanted}\n").as_bytes()).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.1 < wanted {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            seen = read_back.wait_timeout(seen, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
     /// Waits until stderr has been quiet for a while (the last request's log callbacks
-    /// may run after its response), at most a few seconds.
+    /// may run after its response), at most a few seconds, then until all it wrote is read.
     pub fn settle(&self) {
         let quiet = Duration::from_millis(300);
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -220,9 +273,10 @@ impl Running {
             if n != last.0 {
                 last = (n, Instant::now());
             } else if last.1.elapsed() >= quiet {
-                return;
+                break;
             }
         }
+        self.sync_stderr();
     }
 
     /// The plugin metrics from admin `/stats`: the `wasmcustom.` lines, sorted.
@@ -253,6 +307,7 @@ impl Running {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.marker = None;
     }
 }
 

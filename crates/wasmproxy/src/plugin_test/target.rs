@@ -105,17 +105,24 @@ impl Target {
     pub fn log_mark(&self) -> usize {
         match self {
             Target::Wasmproxy { logs, .. } => logs.lock().unwrap_or_else(|e| e.into_inner()).len(),
-            Target::Envoy(running) => running.stderr_len(),
+            Target::Envoy(running) => {
+                running.sync_stderr();
+                running.stderr_len()
+            }
         }
     }
 
-    /// The lines logged since `mark`.
+    /// The lines logged since `mark` (on Envoy, all it has written to stderr so far: its
+    /// lines are read from the pipe by a thread of ours, which may lag behind).
     pub fn logs_since(&self, mark: usize) -> Vec<LogLine> {
         match self {
             Target::Wasmproxy { logs, .. } => {
                 logs.lock().unwrap_or_else(|e| e.into_inner()).get(mark..).unwrap_or_default().to_vec()
             }
-            Target::Envoy(running) => running.stderr_since(mark).iter().map(|l| LogLine::parse(l)).collect(),
+            Target::Envoy(running) => {
+                running.sync_stderr();
+                running.stderr_since(mark).iter().map(|l| LogLine::parse(l)).collect()
+            }
         }
     }
 
