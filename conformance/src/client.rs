@@ -45,6 +45,9 @@ pub struct Request {
     pub server_name: Option<&'static str>,
     /// Over TLS, the client presents the run's client certificate.
     pub client_cert: bool,
+    /// Over TLS, the client keeps the sessions it is given (one store per listener) and
+    /// offers one back; what comes back says whether the handshake resumed it.
+    pub resume: bool,
     /// An admin page instead, with `method` (JSON, compared with keys and TLS contexts
     /// sorted).
     pub admin: bool,
@@ -76,6 +79,7 @@ impl Request {
             update: None,
             restart_control_plane: false,
             tls: None,
+            resume: false,
             server_name: None,
             client_cert: false,
             admin: false,
@@ -151,6 +155,12 @@ impl Request {
     /// Over TLS, presenting the run's client certificate.
     pub fn client_cert(mut self) -> Request {
         self.client_cert = true;
+        self
+    }
+
+    /// Over TLS, offering a session this listener gave an earlier such request.
+    pub fn resuming(mut self) -> Request {
+        self.resume = true;
         self
     }
 
@@ -270,6 +280,14 @@ pub async fn send(addr: SocketAddr, request: &Request) -> String {
     answer.unwrap_or_else(|_| format!("the client gave up after {ms} ms\n"))
 }
 
+/// The sessions the client keeps for the listener at `addr` (see [`Request::resume`]).
+fn sessions_of(addr: SocketAddr) -> std::sync::Arc<dyn rustls::client::ClientSessionStore> {
+    type Stores = std::collections::HashMap<SocketAddr, std::sync::Arc<dyn rustls::client::ClientSessionStore>>;
+    static STORES: std::sync::LazyLock<std::sync::Mutex<Stores>> = std::sync::LazyLock::new(Default::default);
+    let mut stores = STORES.lock().unwrap_or_else(|e| e.into_inner());
+    stores.entry(addr).or_insert_with(|| std::sync::Arc::new(rustls::client::ClientSessionMemoryCache::new(8))).clone()
+}
+
 /// One exchange over a TLS connection of its own: the protocol ALPN settled, then the answer.
 async fn over_tls(addr: SocketAddr, request: &Request, alpn: &str) -> String {
     let Some(run) = crate::certs::CLIENT.get() else { return "no certificate to trust".into() };
@@ -286,6 +304,9 @@ async fn over_tls(addr: SocketAddr, request: &Request, alpn: &str) -> String {
         false => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+    if request.resume {
+        config.resumption = rustls::client::Resumption::store(sessions_of(addr));
+    }
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else { return "no response: connection refused".into() };
     let host = request.server_name.unwrap_or("localhost");
@@ -296,6 +317,10 @@ async fn over_tls(addr: SocketAddr, request: &Request, alpn: &str) -> String {
     };
     let agreed = tls.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
     let mut out = format!("tls: alpn {}\n", agreed.as_deref().unwrap_or("none"));
+    if request.resume {
+        let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        out.push_str(if resumed { "tls: session resumed\n" } else { "tls: new session\n" });
+    }
     let io = hyper_util::rt::TokioIo::new(tls);
     let mut builder = http::Request::builder().method(request.method);
     let h2 = agreed.as_deref() == Some("h2");

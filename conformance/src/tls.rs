@@ -20,6 +20,10 @@ const UPSTREAM_STATS: &[&str] = &[
     r"cluster\.(upstream|grpc)\.upstream_cx_(total|connect_fail):",
 ];
 
+/// The stats of a listener that resumes sessions.
+const RESUMPTION_STATS: &[&str] =
+    &[r"listener\..*\.ssl\.(handshake|connection_error|session_reused|versions\..*|ciphers\..*)"];
+
 /// The stats of a listener that checks client certificates.
 const MTLS_STATS: &[&str] = &[
     r"listener\..*\.ssl\.(handshake|connection_error|no_certificate|fail_verify_no_cert|fail_verify_san|fail_verify_error):",
@@ -87,6 +91,98 @@ pub fn scenarios() -> Vec<Scenario> {
             deliberate: None,
             known: None,
             stats: TLS_STATS,
+            prometheus: &[],
+            files: Vec::new(),
+        },
+        Scenario {
+            name: "tls_session_timeout",
+            about: "TLS 1.2 sessions living session_timeout (3 s): resumed at once, not after 5 s (the ticket's \
+                    lifetime says so to the client)",
+            config: with_chain_params(
+                &with_tls(&probe_config(json!({})), "http/1.1"),
+                &[("session_timeout: 3s", "{ tls_maximum_protocol_version: TLSv1_2 }")],
+            ),
+            requests: vec![
+                Request::get("/first").tls("http/1.1").resuming(),
+                Request::get("/at-once").tls("http/1.1").resuming(),
+                Request::get("/after-5s").tls("http/1.1").resuming().after_pause(5000),
+            ],
+            deliberate: None,
+            known: None,
+            stats: RESUMPTION_STATS,
+            prometheus: &[],
+            files: Vec::new(),
+        },
+        Scenario {
+            name: "tls12_cipher_preference",
+            about: "TLS 1.2 suites in the listener's order, not the client's (which puts AES-256 first), in \
+                    an equal-preference group the client's pick, an RSA suite skipped for an ECDSA key, and with \
+                    prefer_client_ciphers the client's order",
+            config: with_chain_params(
+                &with_chains(
+                    &probe_config(json!({})),
+                    &[
+                        ("group", "{server_names: [a.example.com]}", Some("http/1.1")),
+                        ("ordered", "{server_names: [b.example.com]}", Some("http/1.1")),
+                        ("client-order", "{server_names: [c.example.com]}", Some("http/1.1")),
+                    ],
+                ),
+                &[
+                    (
+                        "",
+                        "{ tls_maximum_protocol_version: TLSv1_2, cipher_suites: \
+                         ['[ECDHE-ECDSA-CHACHA20-POLY1305|ECDHE-ECDSA-AES128-GCM-SHA256]', ECDHE-ECDSA-AES256-GCM-SHA384] }",
+                    ),
+                    (
+                        "",
+                        "{ tls_maximum_protocol_version: TLSv1_2, cipher_suites: \
+                         [ECDHE-RSA-AES128-GCM-SHA256, ECDHE-ECDSA-CHACHA20-POLY1305, ECDHE-ECDSA-AES256-GCM-SHA384] }",
+                    ),
+                    (
+                        "prefer_client_ciphers: true",
+                        "{ tls_maximum_protocol_version: TLSv1_2, cipher_suites: \
+                         [ECDHE-ECDSA-CHACHA20-POLY1305, ECDHE-ECDSA-AES256-GCM-SHA384] }",
+                    ),
+                ],
+            ),
+            requests: vec![
+                Request::get("/group").tls("http/1.1").sni("a.example.com"),
+                Request::get("/ordered").tls("http/1.1").sni("b.example.com"),
+                Request::get("/client-order").tls("http/1.1").sni("c.example.com"),
+            ],
+            deliberate: None,
+            known: None,
+            stats: RESUMPTION_STATS,
+            prometheus: &[],
+            files: Vec::new(),
+        },
+        Scenario {
+            name: "tls_resumption_without_tickets",
+            about: "disable_stateless_session_resumption: TLS 1.3 sessions are not resumed (BoringSSL resumes \
+                    them by tickets only); TLS 1.2 ones are, from the session cache",
+            config: with_chain_params(
+                &with_chains(
+                    &probe_config(json!({})),
+                    &[
+                        ("tls13", "{server_names: [a.example.com]}", Some("http/1.1")),
+                        ("tls12", "{server_names: [b.example.com]}", Some("http/1.1")),
+                    ],
+                )
+                .replace(
+                    "          common_tls_context:\n",
+                    "          disable_stateless_session_resumption: true\n          common_tls_context:\n",
+                ),
+                &[("", ""), ("", "{ tls_maximum_protocol_version: TLSv1_2 }")],
+            ),
+            requests: vec![
+                Request::get("/tls13").tls("http/1.1").sni("a.example.com").resuming(),
+                Request::get("/tls13-again").tls("http/1.1").sni("a.example.com").resuming(),
+                Request::get("/tls12").tls("http/1.1").sni("b.example.com").resuming(),
+                Request::get("/tls12-again").tls("http/1.1").sni("b.example.com").resuming(),
+            ],
+            deliberate: None,
+            known: None,
+            stats: RESUMPTION_STATS,
             prometheus: &[],
             files: Vec::new(),
         },
@@ -371,6 +467,26 @@ pub fn scenarios() -> Vec<Scenario> {
 }
 
 /// An SDS file holding the run's server certificate as the secret `server`.
+/// `config` with, for its TLS filter chains in order, a line of `DownstreamTlsContext`
+/// (`name: value`) and `tls_params` (flow style); empty for none.
+fn with_chain_params(config: &str, chains: &[(&str, &str)]) -> String {
+    let context = "          common_tls_context:\n";
+    let mut parts = config.split(context);
+    let mut out = parts.next().unwrap_or_default().to_string();
+    for (i, part) in parts.enumerate() {
+        let (field, params) = chains.get(i).copied().unwrap_or_default();
+        if !field.is_empty() {
+            out.push_str(&format!("          {field}\n"));
+        }
+        out.push_str(context);
+        if !params.is_empty() {
+            out.push_str(&format!("            tls_params: {params}\n"));
+        }
+        out.push_str(part);
+    }
+    out
+}
+
 fn sds_file(version: &str) -> String {
     format!(
         "version_info: {version}\nresources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  \

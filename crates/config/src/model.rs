@@ -483,6 +483,11 @@ pub struct DownstreamTls {
     /// and opened with (any), 80 bytes each, so that instances sharing them resume each
     /// other's sessions; none: a key of the chain's own.
     pub session_ticket_keys: Vec<DataSource>,
+    /// `session_timeout`, whole seconds: how long a TLS 1.2 session may be resumed (none or
+    /// 0: BoringSSL's 7200). TLS 1.3 sessions keep BoringSSL's two days, as in Envoy.
+    pub session_timeout_secs: Option<u32>,
+    /// `prefer_client_ciphers`: the TLS 1.2 suite the client prefers, not the listener.
+    pub prefer_client_ciphers: bool,
 }
 
 /// Where a chain's certificate comes from.
@@ -527,9 +532,10 @@ pub struct TlsCertificate {
 /// in order of preference; empty: rustls' defaults).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsAlgorithms {
-    /// TLS 1.2 cipher suites (`ECDHE-RSA-AES128-GCM-SHA256`, ...); TLS 1.3's are not
+    /// TLS 1.2 cipher suites (`ECDHE-RSA-AES128-GCM-SHA256`, ...) in groups of equal
+    /// preference (BoringSSL's `[a|b]`; most groups have one); TLS 1.3's are not
     /// configurable, as in Envoy.
-    pub cipher_suites: Vec<String>,
+    pub cipher_suites: Vec<Vec<String>>,
     /// Key exchange groups (`X25519`, `P-256`, ...).
     pub ecdh_curves: Vec<String>,
 }

@@ -115,8 +115,13 @@ pub(crate) fn read_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -> Option<
     let mut disabled = |name: &str| tls.get(ctx, name).and_then(|f| f.bool_value(ctx)).unwrap_or(false);
     let stateless_resumption = !disabled("disable_stateless_session_resumption");
     let stateful_resumption = !disabled("disable_stateful_session_resumption");
+    let prefer_client_ciphers = tls.get(ctx, "prefer_client_ciphers").and_then(|f| f.bool_value(ctx)).unwrap_or(false);
     let session_ticket_keys = match tls.get(ctx, "session_ticket_keys") {
         Some(f) => Some(read_session_ticket_keys(ctx, &f)?),
+        None => None,
+    };
+    let session_timeout_secs = match tls.get(ctx, "session_timeout") {
+        Some(f) => Some(read_session_timeout(ctx, &f)?),
         None => None,
     };
     let common = tls.required(ctx, "common_tls_context");
@@ -132,8 +137,23 @@ pub(crate) fn read_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -> Option<
         stateless_resumption,
         stateful_resumption,
         session_ticket_keys: session_ticket_keys.unwrap_or_default(),
+        session_timeout_secs,
+        prefer_client_ciphers,
         ..downstream
     })
+}
+
+/// `session_timeout`: whole seconds (Envoy drops the fractions), below 2^32 as Envoy's
+/// validation wants.
+fn read_session_timeout(ctx: &mut Ctx, field: &Field<'_>) -> Option<u32> {
+    let timeout = field.duration(ctx)?;
+    match u32::try_from(timeout.as_secs()) {
+        Ok(secs) => Some(secs),
+        Err(_) => {
+            field.error(ctx, format!("{}s is too long: a session timeout is less than 4294967296s", timeout.as_secs()));
+            None
+        }
+    }
 }
 
 const TLS_SESSION_TICKET_KEYS: &[&str] = &["keys"];
@@ -313,6 +333,8 @@ fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Downstrea
         stateless_resumption: true,
         stateful_resumption: true,
         session_ticket_keys: Vec::new(),
+        session_timeout_secs: None,
+        prefer_client_ciphers: false,
     })
 }
 
@@ -377,7 +399,8 @@ fn read_tls_params(
     let min = version(&mut msg, "tls_minimum_protocol_version", TlsVersion::Tls12);
     let max = version(&mut msg, "tls_maximum_protocol_version", max_auto);
     let cipher_suites = msg.get(ctx, "cipher_suites").map(|f| read_names(ctx, &f, CIPHER_SUITES, "cipher suite"));
-    let ecdh_curves = msg.get(ctx, "ecdh_curves").map(|f| read_names(ctx, &f, ECDH_CURVES, "curve"));
+    let ecdh_curves =
+        msg.get(ctx, "ecdh_curves").map(|f| read_names(ctx, &f, ECDH_CURVES, "curve").map(|g| g.concat()));
     let origin = msg.origin().clone();
     msg.finish(ctx);
     let (min, max) = (min?, max?);
@@ -430,14 +453,17 @@ const ECDH_CURVES: &[(&str, bool)] = &[
 /// A list of names from `table` (BoringSSL's `[a|b]` equal-preference groups taken in
 /// order): an unknown name is an error, one rustls lacks is left out with a warning, and
 /// at least one must be left.
-fn read_names(ctx: &mut Ctx, field: &Field<'_>, table: &[(&str, bool)], what: &str) -> Option<Vec<String>> {
-    let mut names = Vec::new();
+/// Names from `table`, one list per item: BoringSSL's equal-preference group `[a|b]`, or one
+/// name. Those rustls has not are left out with a warning, groups left empty dropped.
+fn read_names(ctx: &mut Ctx, field: &Field<'_>, table: &[(&str, bool)], what: &str) -> Option<Vec<Vec<String>>> {
+    let mut groups = Vec::new();
     let mut bad = false;
     for item in field.list() {
         let Some(text) = item.string(ctx) else { continue };
+        let mut group = Vec::new();
         for name in text.trim_start_matches('[').trim_end_matches(']').split('|') {
             match table.iter().find(|(known, _)| *known == name) {
-                Some((_, true)) => names.push(name.to_string()),
+                Some((_, true)) => group.push(name.to_string()),
                 Some((_, false)) => ctx.warn(&item.origin(), format!("{what} {name} is not in rustls: left out")),
                 None => {
                     item.error(ctx, format!("unknown {what} {name:?}"));
@@ -445,12 +471,15 @@ fn read_names(ctx: &mut Ctx, field: &Field<'_>, table: &[(&str, bool)], what: &s
                 }
             }
         }
+        if !group.is_empty() {
+            groups.push(group);
+        }
     }
-    if names.is_empty() && !bad {
+    if groups.is_empty() && !bad {
         field.error(ctx, format!("no {what} left that rustls has"));
         return None;
     }
-    (!bad).then_some(names)
+    (!bad).then_some(groups)
 }
 
 fn read_tls_certificate(ctx: &mut Ctx, field: &Field<'_>) -> Option<TlsCertificate> {

@@ -202,6 +202,16 @@ fn tls_fields_wasmproxy_does_not_serve_are_refused_by_name() {
             "{CONTEXT}.common_tls_context.tls_certificate_sds_secret_configs[0].name: unknown secret \"nowhere\" (not in static_resources.secrets, and no sds_config) (line 11, column 70)"
         )]
     );
+    assert_eq!(
+        tls_errors(&["session_timeout: 4294967296s", &certs]),
+        vec![format!(
+            "{CONTEXT}.session_timeout: 4294967296s is too long: a session timeout is less than 4294967296s (line 11, column 28)"
+        )]
+    );
+    assert_eq!(
+        tls_errors(&["session_timeout: -1s", &certs]),
+        vec![format!("{CONTEXT}.session_timeout: invalid duration \"-1s\": must not be negative (line 11, column 28)")]
+    );
     let params = |p: &str| format!("common_tls_context: {{ tls_params: {{ {p} }}, tls_certificates: [{cert}] }}");
     assert_eq!(
         tls_errors(&[&params("tls_minimum_protocol_version: TLSv1_1")]),

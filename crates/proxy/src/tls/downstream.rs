@@ -8,19 +8,22 @@
 use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::ResolvesServerCert;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ProducesTickets, ResolvesServerCert, StoresServerSessions};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
-use wasmproxy_config::model::{CertificateValidation, DownstreamTls, TlsCertificate};
+use rustls::{
+    CipherSuite, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme, SupportedCipherSuite,
+};
+use wasmproxy_config::model::{CertificateValidation, DownstreamTls, TlsCertificate, TlsVersion};
 
 use tokio::net::TcpStream;
 
 use crate::tls::certificate::{CertificateDetails, CertificateInfo, ContextCertificates, SanMatchers, server_names};
 use crate::tls::pem;
 use crate::tls::session::{Refused, TlsTransport};
-use crate::tls::tickets::TicketKeys;
+use crate::tls::tickets::{SessionCache, SessionLifetimes, Tickets};
 
 /// The most sessions a chain's cache keeps (BoringSSL's default).
 const SESSION_CACHE_ENTRIES: usize = 20 * 1024;
@@ -28,26 +31,67 @@ const SESSION_CACHE_ENTRIES: usize = 20 * 1024;
 /// A filter chain's TLS, ready for handshakes.
 #[derive(Debug)]
 pub struct ServerTls {
-    /// rustls' settings for each certificate (sharing one ticket key and session cache),
-    /// in the order configured, with the certificate.
-    served: Vec<(Arc<ServerConfig>, Arc<ServedCertificate>)>,
+    /// What each certificate is served with, in the order configured (all sharing one
+    /// ticket key and session cache).
+    served: Vec<Offer>,
+    /// The TLS 1.2 cipher suites, in groups of equal preference, best first (none when
+    /// TLS 1.2 is not spoken or the client's preference rules).
+    preference: Vec<Vec<SupportedCipherSuite>>,
     /// What `/certs` shows of the CA client certificates are checked against.
     ca: Option<CertificateDetails>,
+}
+
+/// A certificate, with rustls's settings for it: all the chain's cipher suites (rustls
+/// taking the client's order), and, when there is a TLS 1.2 suite to choose, the same with
+/// each TLS 1.2 suite alone (see [`ServerTls::settings_for`]).
+#[derive(Debug)]
+struct Offer {
+    /// The settings with every suite.
+    config: Arc<ServerConfig>,
+    /// The settings with each TLS 1.2 suite alone (and TLS 1.3's).
+    by_suite: Vec<(CipherSuite, Arc<ServerConfig>)>,
+    /// The certificate.
+    certificate: Arc<ServedCertificate>,
 }
 
 impl ServerTls {
     /// The handshake on an accepted connection, and what the certificate served says (for
     /// `connection.*_local_certificate`). With several certificates, the client's hello
-    /// picks one as Envoy picks it: see [`ServerTls::pick`].
+    /// picks one as Envoy picks it (see [`ServerTls::pick`]); with TLS 1.2 suites to choose
+    /// from, it picks the suite too (see [`ServerTls::settings_for`]).
     pub async fn accept(&self, tcp: TcpStream) -> Result<(TlsTransport, Arc<CertificateInfo>), Refused> {
-        if let [(config, certificate)] = self.served.as_slice() {
-            return Ok((TlsTransport::accept(tcp, config.clone()).await?, certificate.local()));
+        if let [offer] = self.served.as_slice()
+            && offer.by_suite.is_empty()
+        {
+            return Ok((TlsTransport::accept(tcp, offer.config.clone()).await?, offer.certificate.local()));
         }
         TlsTransport::accept_choosing(tcp, |hello| {
-            let (config, certificate) = &self.served[self.pick(hello.server_name(), hello.signature_schemes())];
-            (config.clone(), certificate.local())
+            let offer = match self.served.as_slice() {
+                [one] => one,
+                all => &all[self.pick(hello.server_name(), hello.signature_schemes())],
+            };
+            (self.settings_for(offer, hello.cipher_suites()), offer.certificate.local())
         })
         .await
+    }
+
+    /// The settings for a client offering the suites `offered`. Should TLS 1.2 be agreed,
+    /// the suite is the one BoringSSL picks for Envoy (which prefers its own order): in the
+    /// first group holding a suite the client offers and the certificate's key signs for,
+    /// the one the client lists first. rustls only knows one order or the other, so the
+    /// settings are those with that suite alone.
+    fn settings_for(&self, offer: &Offer, offered: &[CipherSuite]) -> Arc<ServerConfig> {
+        let signs = offer.certificate.signature_algorithm();
+        for group in &self.preference {
+            let in_group = |wanted: &&CipherSuite| {
+                group.iter().any(|s| s.suite() == **wanted && s.usable_for_signature_algorithm(signs))
+            };
+            if let Some(chosen) = offered.iter().find(in_group) {
+                let alone = offer.by_suite.iter().find(|(suite, _)| suite == chosen);
+                return alone.map_or_else(|| offer.config.clone(), |(_, config)| config.clone());
+            }
+        }
+        offer.config.clone()
     }
 
     /// The certificate for a client that sent `server_name` and can verify `schemes`:
@@ -57,13 +101,13 @@ impl ServerTls {
         let all: Vec<usize> = (0..self.served.len()).collect();
         let naming = |exact: bool| -> Vec<usize> {
             let Some(name) = server_name else { return Vec::new() };
-            all.iter().copied().filter(|i| self.served[*i].1.names(name, exact)).collect()
+            all.iter().copied().filter(|i| self.served[*i].certificate.names(name, exact)).collect()
         };
         let exact = naming(true);
         let candidates = if !exact.is_empty() { exact } else { naming(false) };
         let candidates = if candidates.is_empty() { all } else { candidates };
-        let usable = |i: &&usize| self.served[**i].1.usable(schemes);
-        let ecdsa = |i: &&usize| self.served[**i].1.is_ecdsa();
+        let usable = |i: &&usize| self.served[**i].certificate.usable(schemes);
+        let ecdsa = |i: &&usize| self.served[**i].certificate.is_ecdsa();
         candidates
             .iter()
             .find(|i| usable(i) && ecdsa(i))
@@ -78,7 +122,7 @@ impl ContextCertificates for ServerTls {
     }
 
     fn certificate_chain(&self) -> Vec<CertificateDetails> {
-        self.served.iter().filter_map(|(_, c)| c.details()).collect()
+        self.served.iter().filter_map(|offer| offer.certificate.details()).collect()
     }
 }
 
@@ -137,7 +181,12 @@ impl ServedCertificate {
 
     /// Whether its key is an ECDSA key.
     fn is_ecdsa(&self) -> bool {
-        self.served().key.key.algorithm() == rustls::SignatureAlgorithm::ECDSA
+        self.signature_algorithm() == rustls::SignatureAlgorithm::ECDSA
+    }
+
+    /// What its key signs with.
+    fn signature_algorithm(&self) -> rustls::SignatureAlgorithm {
+        self.served().key.key.algorithm()
     }
 
     fn served(&self) -> std::sync::RwLockReadGuard<'_, Served> {
@@ -160,43 +209,64 @@ impl ResolvesServerCert for ServedCertificate {
 }
 
 /// The TLS settings of a filter chain as rustls takes them: the `certificates` served
-/// (one at least), its versions, ALPN protocols and client certificate checks. An error
-/// names the field at fault.
+/// (one at least), its versions, ALPN protocols, client certificate checks, resumption,
+/// and its TLS 1.2 cipher suites in Envoy's order of preference. An error names the field
+/// at fault.
 pub fn server_config(tls: &DownstreamTls, certificates: Vec<Arc<ServedCertificate>>) -> Result<ServerTls, String> {
-    let Some(first) = certificates.first() else { return Err("tls_certificates: a certificate is required".into()) };
+    if certificates.is_empty() {
+        return Err("tls_certificates: a certificate is required".into());
+    }
     let provider = pem::provider_with(&tls.algorithms);
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&pem::versions(tls.versions))
-        .map_err(|e| format!("tls_params: {e}"))?;
-    let (builder, ca) = match &tls.validation {
-        None => (builder.with_no_client_auth(), None),
+    let (verifier, ca) = match &tls.validation {
+        None => (None, None),
         Some(validation) => {
-            let (verifier, ca) = ClientVerifier::new(validation, tls.require_client_certificate, provider)?;
-            (builder.with_client_cert_verifier(Arc::new(verifier)), ca)
+            let (verifier, ca) = ClientVerifier::new(validation, tls.require_client_certificate, provider.clone())?;
+            (Some(Arc::new(verifier)), ca)
         }
     };
-    let mut config = builder.with_cert_resolver(first.clone());
-    config.alpn_protocols = tls.alpn_protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
-    // Resumption as Envoy (BoringSSL) has it by default: tickets under a key of the
-    // chain's own (every worker shares it), and a session cache of BoringSSL's size.
-    if tls.stateless_resumption && tls.session_ticket_keys.is_empty() {
-        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("session tickets: {e}"))?;
-    } else if tls.stateless_resumption {
-        config.ticketer = Arc::new(TicketKeys::new(&tls.session_ticket_keys, pem::read)?);
-    }
-    config.session_storage = match tls.stateful_resumption {
-        true => rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES),
+    // Resumption as Envoy (BoringSSL) has it: tickets under the chain's keys or a key of
+    // its own (every worker shares them), and a session cache of BoringSSL's size.
+    let lifetimes = SessionLifetimes::new(tls.session_timeout_secs);
+    let ticketer: Option<Arc<dyn ProducesTickets>> = match tls.stateless_resumption {
+        true => Some(Arc::new(Tickets::new(&tls.session_ticket_keys, pem::read, lifetimes)?)),
+        false => None,
+    };
+    let sessions: Arc<dyn StoresServerSessions> = match tls.stateful_resumption {
+        true => Arc::new(SessionCache::new(SESSION_CACHE_ENTRIES, lifetimes)),
         false => Arc::new(rustls::server::NoServerSessionStorage {}),
     };
-    let served = certificates
-        .into_iter()
-        .map(|certificate| {
-            let mut own = config.clone();
-            own.cert_resolver = certificate.clone();
-            (Arc::new(own), certificate)
-        })
-        .collect();
-    Ok(ServerTls { served, ca })
+    let settings = |provider: Arc<CryptoProvider>, certificate: &Arc<ServedCertificate>| {
+        let builder = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&pem::versions(tls.versions))
+            .map_err(|e| format!("tls_params: {e}"))?;
+        let builder = match &verifier {
+            None => builder.with_no_client_auth(),
+            Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
+        };
+        let mut config = builder.with_cert_resolver(certificate.clone());
+        config.alpn_protocols = tls.alpn_protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
+        if let Some(ticketer) = &ticketer {
+            config.ticketer = ticketer.clone();
+        }
+        config.session_storage = sessions.clone();
+        Ok::<_, String>(Arc::new(config))
+    };
+    let preference = match tls.versions.0 {
+        TlsVersion::Tls12 if !tls.prefer_client_ciphers => pem::tls12_preference(&tls.algorithms, &provider),
+        _ => Vec::new(),
+    };
+    // A choice to make only with two suites or more.
+    let choosing = preference.iter().map(Vec::len).sum::<usize>() > 1;
+    let mut served = Vec::with_capacity(certificates.len());
+    for certificate in certificates {
+        let config = settings(provider.clone(), &certificate)?;
+        let mut by_suite = Vec::new();
+        for suite in preference.iter().flatten().filter(|_| choosing) {
+            by_suite.push((suite.suite(), settings(pem::provider_with_tls12_suite(&provider, *suite), &certificate)?));
+        }
+        served.push(Offer { config, by_suite, certificate });
+    }
+    Ok(ServerTls { served, preference, ca })
 }
 
 /// rustls' check of the chain (webpki), then Envoy's subject alternative name matchers.
@@ -312,8 +382,37 @@ mod tests {
             stateless_resumption: true,
             stateful_resumption: true,
             session_ticket_keys: Vec::new(),
+            session_timeout_secs: None,
+            prefer_client_ciphers: false,
         };
         server_config(&tls, certificates).unwrap()
+    }
+
+    #[test]
+    fn a_tls12_suite_is_picked_in_envoys_order_and_the_client_picks_within_a_group() {
+        use CipherSuite::*;
+        let tls = chain(vec![certificate(&["a.example"], &rcgen::PKCS_ECDSA_P256_SHA256)]);
+        let picked = |offered: &[CipherSuite]| {
+            let config = tls.settings_for(&tls.served[0], offered);
+            let tls12: Vec<CipherSuite> = config
+                .crypto_provider()
+                .cipher_suites
+                .iter()
+                .filter(|s| s.tls13().is_none())
+                .map(|s| s.suite())
+                .collect();
+            if tls12.len() == 1 { Some(tls12[0]) } else { None }
+        };
+        let (aes128, aes256, chacha) = (
+            TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        );
+        // Envoy's groups: [AES-128 | ChaCha20], then AES-256; RSA suites never for this key.
+        assert_eq!(picked(&[aes256, chacha, aes128]), Some(chacha));
+        assert_eq!(picked(&[aes256, aes128, chacha]), Some(aes128));
+        assert_eq!(picked(&[TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, aes256]), Some(aes256));
+        assert_eq!(picked(&[TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]), None, "nothing in common: every suite");
     }
 
     #[test]

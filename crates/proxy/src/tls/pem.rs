@@ -8,7 +8,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
-use rustls::{CipherSuite, NamedGroup};
+use rustls::{CipherSuite, NamedGroup, SupportedCipherSuite};
 use wasmproxy_config::model::{DataSource, TlsAlgorithms, TlsCertificate, TlsVersion};
 
 use crate::tls::certificate::CertificateDetails;
@@ -25,8 +25,11 @@ pub fn provider_with(algorithms: &TlsAlgorithms) -> Arc<CryptoProvider> {
     if !algorithms.cipher_suites.is_empty() {
         let all = std::mem::take(&mut provider.cipher_suites);
         let tls13 = all.iter().filter(|s| s.tls13().is_some()).copied();
-        let tls12 =
-            algorithms.cipher_suites.iter().filter_map(|name| all.iter().find(|s| cipher_name(s.suite()) == name));
+        let tls12 = algorithms
+            .cipher_suites
+            .iter()
+            .flatten()
+            .filter_map(|name| all.iter().find(|s| cipher_name(s.suite()) == name));
         provider.cipher_suites = tls13.chain(tls12.copied()).collect();
     }
     if !algorithms.ecdh_curves.is_empty() {
@@ -39,6 +42,36 @@ pub fn provider_with(algorithms: &TlsAlgorithms) -> Arc<CryptoProvider> {
             .collect();
     }
     Arc::new(provider)
+}
+
+/// Envoy's TLS 1.2 cipher suites for a listener not given any, in groups of equal
+/// preference, best first.
+const ENVOY_SERVER_CIPHER_SUITES: &[&[&str]] = &[
+    &["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"],
+    &["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-CHACHA20-POLY1305"],
+    &["ECDHE-ECDSA-AES256-GCM-SHA384"],
+    &["ECDHE-RSA-AES256-GCM-SHA384"],
+];
+
+/// A listener's TLS 1.2 cipher suites (those of `provider`), in groups of equal
+/// preference, best first: `tls_params.cipher_suites`', or Envoy's.
+pub fn tls12_preference(algorithms: &TlsAlgorithms, provider: &CryptoProvider) -> Vec<Vec<SupportedCipherSuite>> {
+    let named = |name: &str| {
+        provider.cipher_suites.iter().find(|s| s.tls13().is_none() && cipher_name(s.suite()) == name).copied()
+    };
+    let groups: Vec<Vec<SupportedCipherSuite>> = match algorithms.cipher_suites.is_empty() {
+        true => ENVOY_SERVER_CIPHER_SUITES.iter().map(|g| g.iter().filter_map(|n| named(n)).collect()).collect(),
+        false => algorithms.cipher_suites.iter().map(|g| g.iter().filter_map(|n| named(n)).collect()).collect(),
+    };
+    groups.into_iter().filter(|g| !g.is_empty()).collect()
+}
+
+/// `provider` with TLS 1.3's cipher suites and `tls12` alone.
+pub fn provider_with_tls12_suite(provider: &CryptoProvider, tls12: SupportedCipherSuite) -> Arc<CryptoProvider> {
+    let mut alone = provider.clone();
+    alone.cipher_suites.retain(|s| s.tls13().is_some());
+    alone.cipher_suites.push(tls12);
+    Arc::new(alone)
 }
 
 /// A cipher suite's name as BoringSSL gives it (and Envoy's `ssl.ciphers.*` stats).

@@ -1,17 +1,35 @@
-//! Session tickets sealed with the keys a filter chain is given (`session_ticket_keys`),
-//! so that every instance holding them resumes the sessions of the others: the first key
-//! seals, any key opens (for rotation). A key is Envoy's 80 bytes: a 16-byte name (which
-//! goes in front of each ticket, to find its key), 32 bytes BoringSSL uses for an HMAC,
-//! unused here, and a 32-byte AES key; tickets are sealed with AES-256-GCM under a random
-//! nonce, with aws-lc-rs.
+//! Resumable sessions as Envoy (BoringSSL) keeps them.
+//!
+//! - Session tickets sealed with the keys a filter chain is given (`session_ticket_keys`),
+//!   so that every instance holding them resumes the sessions of the others: the first key
+//!   seals, any key opens (for rotation). A key is Envoy's 80 bytes: a 16-byte name (which
+//!   goes in front of each ticket, to find its key), 32 bytes BoringSSL uses for an HMAC,
+//!   unused here, and a 32-byte AES key; tickets are sealed with AES-256-GCM under a random
+//!   nonce, with aws-lc-rs. Without keys, a random key of the chain's own, replaced every
+//!   two days (the one before still opens), as BoringSSL rotates its own.
+//! - Sessions that end: a TLS 1.2 session lives `session_timeout` (7200 s unless set), a
+//!   TLS 1.3 one two days, and each carries the time it ends, sealed with it.
+//! - The session cache keeps TLS 1.2 sessions only: BoringSSL resumes TLS 1.3 by tickets.
+
+use std::cell::Cell;
+use std::sync::Arc;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use rustls::server::{ProducesTickets, StoresServerSessions};
 use wasmproxy_config::model::DataSource;
 
 /// The length of a key, as Envoy wants it.
 const KEY_BYTES: usize = 80;
-/// How long a ticket is good for, in seconds (BoringSSL's default session lifetime).
-const TICKET_LIFETIME_SECS: u32 = 7200;
+/// How long a TLS 1.2 session lives unless `session_timeout` says (BoringSSL's
+/// `SSL_DEFAULT_SESSION_TIMEOUT`).
+const DEFAULT_SESSION_TIMEOUT_SECS: u32 = 7200;
+/// How long a TLS 1.3 session lives (BoringSSL's `SSL_DEFAULT_SESSION_PSK_DHE_TIMEOUT`,
+/// which Envoy leaves as it is), and how often a chain's own ticket key is replaced.
+const TLS13_SESSION_SECS: u32 = 2 * 24 * 60 * 60;
+/// The bytes in front of a session: the second it ends, since the Unix epoch.
+const ENDS_AT_BYTES: usize = 8;
+/// TLS 1.3 as a session records its version.
+const TLS13: u16 = 0x0304;
 
 /// The ticket keys of a filter chain.
 pub struct TicketKeys(Vec<([u8; 16], LessSafeKey)>);
@@ -49,13 +67,27 @@ impl TicketKeys {
     }
 }
 
-impl rustls::server::ProducesTickets for TicketKeys {
+impl TicketKeys {
+    /// One random key, for a chain not given any.
+    fn random() -> Result<Box<dyn ProducesTickets>, rustls::crypto::GetRandomFailed> {
+        let mut key = [0u8; KEY_BYTES];
+        aws_lc_rs::rand::fill(&mut key).map_err(|_| rustls::crypto::GetRandomFailed)?;
+        let keys = TicketKeys::new(&[DataSource::Inline(key.to_vec())], |source, _| match source {
+            DataSource::Inline(bytes) => Ok(bytes.clone()),
+            DataSource::File(_) => Err(String::new()),
+        });
+        Ok(Box::new(keys.map_err(|_| rustls::crypto::GetRandomFailed)?))
+    }
+}
+
+impl ProducesTickets for TicketKeys {
     fn enabled(&self) -> bool {
         true
     }
 
+    /// Not asked: [`Tickets`] answers.
     fn lifetime(&self) -> u32 {
-        TICKET_LIFETIME_SECS
+        DEFAULT_SESSION_TIMEOUT_SECS
     }
 
     /// `name | nonce | sealed state | tag`.
@@ -79,11 +111,158 @@ impl rustls::server::ProducesTickets for TicketKeys {
     }
 }
 
+/// How long sessions live, by TLS version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLifetimes {
+    /// A TLS 1.2 session's, in seconds.
+    pub tls12: u32,
+    /// A TLS 1.3 session's, in seconds.
+    pub tls13: u32,
+}
+
+impl SessionLifetimes {
+    /// Envoy's, for a chain's `session_timeout` (0 meaning BoringSSL's default, as
+    /// `SSL_CTX_set_timeout` takes it).
+    pub fn new(session_timeout_secs: Option<u32>) -> SessionLifetimes {
+        let tls12 = session_timeout_secs.filter(|s| *s != 0).unwrap_or(DEFAULT_SESSION_TIMEOUT_SECS);
+        SessionLifetimes { tls12, tls13: TLS13_SESSION_SECS }
+    }
+
+    /// The lifetime of the session rustls encoded as `plain`.
+    fn of(&self, plain: &[u8]) -> u32 {
+        match session_version(plain) {
+            Some(TLS13) => self.tls13,
+            _ => self.tls12,
+        }
+    }
+}
+
+/// The TLS version of a session as rustls 0.23 encodes its server sessions: a byte saying
+/// whether a server name follows, the name with a one-byte length, then the version. The
+/// unit tests hold rustls to it.
+fn session_version(plain: &[u8]) -> Option<u16> {
+    let at = match *plain.first()? {
+        1 => 2 + usize::from(*plain.get(1)?),
+        _ => 1,
+    };
+    Some(u16::from_be_bytes([*plain.get(at)?, *plain.get(at + 1)?]))
+}
+
+/// The time now, in seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `plain` with the second it ends in front.
+fn with_end(plain: &[u8], lifetime: u32, now: u64) -> Vec<u8> {
+    let ends_at = now.saturating_add(u64::from(lifetime));
+    [&ends_at.to_be_bytes()[..], plain].concat()
+}
+
+/// What [`with_end`] made, if it has not ended by `now`.
+fn unless_ended(mut stored: Vec<u8>, now: u64) -> Option<Vec<u8>> {
+    let ends_at = u64::from_be_bytes(stored.get(..ENDS_AT_BYTES)?.try_into().ok()?);
+    (now < ends_at).then(|| stored.split_off(ENDS_AT_BYTES))
+}
+
+thread_local! {
+    /// The lifetime of the session this thread last sealed in a ticket: rustls asks for
+    /// the ticket's lifetime right after sealing it, on the same thread.
+    static LAST_SEALED_LIFETIME: Cell<u32> = const { Cell::new(DEFAULT_SESSION_TIMEOUT_SECS) };
+}
+
+/// A chain's session tickets: sealed by its keys, each ending with its session.
+#[derive(Debug)]
+pub struct Tickets {
+    /// The keys.
+    keys: Box<dyn ProducesTickets>,
+    /// How long sessions live.
+    lifetimes: SessionLifetimes,
+    /// The time now, in seconds since the Unix epoch.
+    clock: fn() -> u64,
+}
+
+impl Tickets {
+    /// Tickets under the chain's `session_ticket_keys`, or, without any, under a random key
+    /// replaced every two days; an error names a key that is not 80 bytes.
+    pub fn new(
+        keys: &[DataSource],
+        read: impl Fn(&DataSource, &str) -> Result<Vec<u8>, String>,
+        lifetimes: SessionLifetimes,
+    ) -> Result<Tickets, String> {
+        let keys: Box<dyn ProducesTickets> = match keys.is_empty() {
+            true => Box::new(
+                rustls::TicketRotator::new(TLS13_SESSION_SECS, TicketKeys::random)
+                    .map_err(|e| format!("session tickets: {e}"))?,
+            ),
+            false => Box::new(TicketKeys::new(keys, read)?),
+        };
+        Ok(Tickets { keys, lifetimes, clock: unix_now })
+    }
+}
+
+impl ProducesTickets for Tickets {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn lifetime(&self) -> u32 {
+        LAST_SEALED_LIFETIME.with(Cell::get)
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let lifetime = self.lifetimes.of(plain);
+        LAST_SEALED_LIFETIME.with(|last| last.set(lifetime));
+        self.keys.encrypt(&with_end(plain, lifetime, (self.clock)()))
+    }
+
+    fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
+        unless_ended(self.keys.decrypt(ticket)?, (self.clock)())
+    }
+}
+
+/// A chain's session cache: TLS 1.2 sessions, each until it ends.
+#[derive(Debug)]
+pub struct SessionCache {
+    /// The sessions, each with the second it ends in front.
+    sessions: Arc<dyn StoresServerSessions>,
+    /// How long a TLS 1.2 session lives.
+    lifetime: u32,
+    /// The time now, in seconds since the Unix epoch.
+    clock: fn() -> u64,
+}
+
+impl SessionCache {
+    /// A cache of up to `entries` sessions.
+    pub fn new(entries: usize, lifetimes: SessionLifetimes) -> SessionCache {
+        let sessions = rustls::server::ServerSessionMemoryCache::new(entries);
+        SessionCache { sessions, lifetime: lifetimes.tls12, clock: unix_now }
+    }
+}
+
+impl StoresServerSessions for SessionCache {
+    /// Refuses TLS 1.3 sessions, so that rustls sends no ticket naming one.
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        session_version(&value) != Some(TLS13)
+            && self.sessions.put(key, with_end(&value, self.lifetime, (self.clock)()))
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        unless_ended(self.sessions.get(key)?, (self.clock)())
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        unless_ended(self.sessions.take(key)?, (self.clock)())
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-
-    use rustls::server::ProducesTickets;
 
     use super::*;
 
@@ -119,5 +298,157 @@ mod tests {
             error,
             "session_ticket_keys.keys[1]: Incorrect TLS session ticket key length. Length 79, expected length 80."
         );
+    }
+
+    thread_local! {
+        /// The time the tests below say it is, on their own thread (rustls seals and opens
+        /// on the thread that drives the handshake).
+        static NOW: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn now() -> u64 {
+        NOW.with(Cell::get)
+    }
+
+    fn set_now(secs: u64) {
+        NOW.with(|now| now.set(secs));
+    }
+
+    /// A server for `a.example` and 127.0.0.1 of one TLS version, with tickets or a session
+    /// cache (or both) living as `session_timeout` says, on the tests' clock.
+    fn server(
+        version: &'static rustls::SupportedProtocolVersion,
+        tickets: bool,
+        cache: bool,
+        session_timeout: u32,
+    ) -> (Arc<rustls::ServerConfig>, rustls::RootCertStore) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let cert = params.self_signed(&key).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key.serialize_der().try_into().unwrap())
+            .unwrap();
+        let lifetimes = SessionLifetimes::new(Some(session_timeout));
+        let mut sealed = Tickets::new(&[], |_, _| unreachable!(), lifetimes).unwrap();
+        sealed.clock = now;
+        if tickets {
+            config.ticketer = Arc::new(sealed);
+        }
+        let mut sessions = SessionCache::new(16, lifetimes);
+        sessions.clock = now;
+        config.session_storage = match cache {
+            true => Arc::new(sessions),
+            false => Arc::new(rustls::server::NoServerSessionStorage {}),
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        (Arc::new(config), roots)
+    }
+
+    /// A handshake in memory, the client's tickets taken in; whether it resumed.
+    fn resumed(server: &Arc<rustls::ServerConfig>, client: &Arc<rustls::ClientConfig>, name: &str) -> bool {
+        let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        let mut client_side = rustls::ClientConnection::new(client.clone(), name).unwrap();
+        let mut server_side = rustls::ServerConnection::new(server.clone()).unwrap();
+        for _ in 0..8 {
+            let mut bytes = Vec::new();
+            while client_side.wants_write() {
+                client_side.write_tls(&mut bytes).unwrap();
+            }
+            let mut read = &bytes[..];
+            while !read.is_empty() {
+                server_side.read_tls(&mut read).unwrap();
+                server_side.process_new_packets().unwrap();
+            }
+            let mut bytes = Vec::new();
+            while server_side.wants_write() {
+                server_side.write_tls(&mut bytes).unwrap();
+            }
+            let mut read = &bytes[..];
+            while !read.is_empty() {
+                client_side.read_tls(&mut read).unwrap();
+                client_side.process_new_packets().unwrap();
+            }
+        }
+        assert!(!client_side.is_handshaking());
+        client_side.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
+    fn client(roots: rustls::RootCertStore, tickets: bool) -> Arc<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        if !tickets {
+            config.resumption = config.resumption.tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly);
+        }
+        Arc::new(config)
+    }
+
+    #[test]
+    fn sessions_end_as_boringssl_ends_them() {
+        use rustls::version::{TLS12, TLS13};
+        let two_days = 2 * 24 * 3600;
+        // (version, name the client asks for, when the session must have ended)
+        for (version, name, ends) in [
+            (&TLS12, "a.example", 60),
+            (&TLS12, "127.0.0.1", 60),
+            (&TLS13, "a.example", two_days),
+            (&TLS13, "127.0.0.1", two_days),
+        ] {
+            let start = 1_000_000;
+            set_now(start);
+            let (server, roots) = server(version, true, false, 60);
+            // Every resumption takes a fresh ticket (with the new session's own end), so
+            // each is measured from a full handshake.
+            for (after, resumes) in [(ends - 1, true), (ends, false)] {
+                let client = client(roots.clone(), true);
+                set_now(start);
+                assert!(!resumed(&server, &client, name));
+                set_now(start + after);
+                assert_eq!(resumed(&server, &client, name), resumes, "{version:?} {name} after {after} s");
+            }
+        }
+    }
+
+    #[test]
+    fn the_session_cache_keeps_tls12_sessions_until_they_end() {
+        use rustls::version::{TLS12, TLS13};
+        let start = 5_000_000_000;
+        set_now(start);
+        let (tls12, roots) = server(&TLS12, false, true, 0);
+        for (after, resumes) in [(7199, true), (7200, false)] {
+            let client = client(roots.clone(), false);
+            set_now(start);
+            assert!(!resumed(&tls12, &client, "a.example"));
+            set_now(start + after);
+            assert_eq!(resumed(&tls12, &client, "a.example"), resumes, "after {after} s");
+        }
+        // BoringSSL resumes TLS 1.3 sessions by tickets only.
+        let (tls13, roots) = server(&TLS13, false, true, 0);
+        let client = client(roots, true);
+        assert!(!resumed(&tls13, &client, "a.example"));
+        assert!(!resumed(&tls13, &client, "a.example"));
+    }
+
+    #[test]
+    fn a_chain_without_keys_still_seals_and_names_the_lifetime_of_what_it_sealed() {
+        let tickets = Tickets::new(&[], |_, _| unreachable!(), SessionLifetimes::new(None)).unwrap();
+        // An encoded TLS 1.3 session with a server name, then a TLS 1.2 one without.
+        let tls13 = [&[1u8, 9][..], b"a.example", &[0x03, 0x04, 0x13, 0x01]].concat();
+        let tls12 = [0u8, 0x03, 0x03, 0xc0, 0x2b];
+        let sealed = tickets.encrypt(&tls13).unwrap();
+        assert_eq!(tickets.lifetime(), 2 * 24 * 3600);
+        assert_eq!(tickets.decrypt(&sealed).unwrap(), tls13);
+        tickets.encrypt(&tls12).unwrap();
+        assert_eq!(tickets.lifetime(), 7200);
+        assert_eq!(session_version(&[1, 200, 0]), None, "a name longer than the bytes");
     }
 }
