@@ -45,6 +45,9 @@ pub struct Request {
     pub server_name: Option<&'static str>,
     /// Over TLS, the client presents the run's client certificate.
     pub client_cert: bool,
+    /// Over TLS, the one key exchange group the client offers (rustls's name, e.g.
+    /// `secp384r1`); all of rustls's if absent.
+    pub curve: Option<&'static str>,
     /// Over TLS, the client keeps the sessions it is given (one store per listener) and
     /// offers one back; what comes back says whether the handshake resumed it.
     pub resume: bool,
@@ -80,6 +83,7 @@ impl Request {
             restart_control_plane: false,
             tls: None,
             resume: false,
+            curve: None,
             server_name: None,
             client_cert: false,
             admin: false,
@@ -155,6 +159,12 @@ impl Request {
     /// Over TLS, presenting the run's client certificate.
     pub fn client_cert(mut self) -> Request {
         self.client_cert = true;
+        self
+    }
+
+    /// Over TLS, offering the key exchange group `name` alone.
+    pub fn curve(mut self, name: &'static str) -> Request {
+        self.curve = Some(name);
         self
     }
 
@@ -295,7 +305,16 @@ async fn over_tls(addr: SocketAddr, request: &Request, alpn: &str) -> String {
     if roots.add(run.ca.clone()).is_err() {
         return "the certificate cannot be trusted".into();
     }
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if let Some(curve) = request.curve {
+        provider.kx_groups.retain(|g| format!("{:?}", g.name()) == curve);
+    }
+    let Ok(builder) =
+        rustls::ClientConfig::builder_with_provider(provider.into()).with_safe_default_protocol_versions()
+    else {
+        return "no such curve for the client".into();
+    };
+    let builder = builder.with_root_certificates(roots);
     let mut config = match request.client_cert {
         true => match builder.with_client_auth_cert(vec![run.cert.clone()], run.key.clone_key().into()) {
             Ok(config) => config,

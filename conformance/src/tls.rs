@@ -64,11 +64,13 @@ pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "tls_termination",
-            about: "HTTPS with ALPN (h2, then http/1.1): the plugin reads the TLS properties; plain HTTP on the TLS port is closed",
+            about: "HTTPS with ALPN (h2, then http/1.1): the plugin reads the TLS properties; a client offering \
+                    P-384 alone is refused (not among Envoy's curves); plain HTTP on the TLS port is closed",
             config: with_tls(&probe_config(json!({"request_headers": read(&properties)})), "h2, http/1.1"),
             requests: vec![
                 Request::get("/over-h2").tls("h2"),
                 Request::get("/over-http1").tls("http/1.1"),
+                Request::get("/p384-only").tls("http/1.1").curve("secp384r1"),
                 Request::raw("GET /plain HTTP/1.1\r\nhost: x\r\n\r\n"),
             ],
             deliberate: None,

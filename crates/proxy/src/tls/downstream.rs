@@ -216,7 +216,7 @@ pub fn server_config(tls: &DownstreamTls, certificates: Vec<Arc<ServedCertificat
     if certificates.is_empty() {
         return Err("tls_certificates: a certificate is required".into());
     }
-    let provider = pem::provider_with(&tls.algorithms);
+    let provider = pem::server_provider_with(&tls.algorithms);
     let (verifier, ca) = match &tls.validation {
         None => (None, None),
         Some(validation) => {

@@ -44,6 +44,19 @@ pub fn provider_with(algorithms: &TlsAlgorithms) -> Arc<CryptoProvider> {
     Arc::new(provider)
 }
 
+/// The key exchange groups of a listener not given any, as Envoy has them: X25519 with
+/// ML-KEM-768, X25519, P-256 (not P-384, which rustls would also take).
+const ENVOY_SERVER_CURVES: &[NamedGroup] = &[NamedGroup::X25519MLKEM768, NamedGroup::X25519, NamedGroup::secp256r1];
+
+/// [`provider_with`] for a listener: without `ecdh_curves`, Envoy's groups.
+pub fn server_provider_with(algorithms: &TlsAlgorithms) -> Arc<CryptoProvider> {
+    let mut provider = Arc::unwrap_or_clone(provider_with(algorithms));
+    if algorithms.ecdh_curves.is_empty() {
+        provider.kx_groups.retain(|g| ENVOY_SERVER_CURVES.contains(&g.name()));
+    }
+    Arc::new(provider)
+}
+
 /// Envoy's TLS 1.2 cipher suites for a listener not given any, in groups of equal
 /// preference, best first.
 const ENVOY_SERVER_CIPHER_SUITES: &[&[&str]] = &[
