@@ -24,6 +24,9 @@ pub struct Request {
     /// Bytes to send over a plain TCP connection instead (for TCP proxy listeners): an
     /// HTTP/1.1 request, whose response is read before the client closes its side.
     pub raw: Option<Vec<u8>>,
+    /// With `raw`: the client keeps its side open after the response, and waits for the
+    /// proxy to close the connection.
+    pub hold_open: bool,
     /// HTTP/2 frames to send as they are after the preface (see [`crate::h2_frames`]):
     /// what comes back is described frame by frame.
     pub h2_frames: Option<Vec<u8>>,
@@ -78,6 +81,7 @@ impl Request {
             http2: false,
             raw: None,
             h2_frames: None,
+            hold_open: false,
             give_up_ms: None,
             update: None,
             restart_control_plane: false,
@@ -107,6 +111,11 @@ impl Request {
     /// Raw bytes over TCP.
     pub fn raw(bytes: &str) -> Request {
         Request { method: "TCP", raw: Some(bytes.as_bytes().to_vec()), ..Request::get("") }
+    }
+
+    /// Raw bytes over TCP, the connection then kept open until the proxy closes it.
+    pub fn raw_held_open(bytes: &str) -> Request {
+        Request { hold_open: true, ..Request::raw(bytes) }
     }
 
     /// Bytes that are not text (a broken TLS record, say), sent as [`Request::raw`] sends.
@@ -211,7 +220,7 @@ const FRAMING: &[&str] = &["transfer-encoding", "connection", "keep-alive"];
 /// trailers; or how it failed.
 pub async fn send(addr: SocketAddr, request: &Request) -> String {
     if let Some(bytes) = &request.raw {
-        return raw(addr, bytes, request.give_up_ms).await;
+        return raw(addr, bytes, request.hold_open, request.give_up_ms).await;
     }
     if let Some((kind, messages)) = &request.upgrade {
         if request.http2 {
@@ -415,7 +424,7 @@ fn error_kind(e: &hyper_util::client::legacy::Error) -> &'static str {
 /// Writes bytes on a TCP connection, reads one whole HTTP response (by its
 /// `content-length`), then half-closes and reads until the other side closes. (Waiting
 /// for the response before closing keeps the order of events the same from run to run.)
-async fn raw(addr: SocketAddr, bytes: &[u8], give_up_ms: Option<u64>) -> String {
+async fn raw(addr: SocketAddr, bytes: &[u8], hold_open: bool, give_up_ms: Option<u64>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
@@ -424,8 +433,13 @@ async fn raw(addr: SocketAddr, bytes: &[u8], give_up_ms: Option<u64>) -> String 
         if !read_response(&mut stream, &mut out).await? {
             return Ok(out);
         }
-        stream.shutdown().await?;
+        if !hold_open {
+            stream.shutdown().await?;
+        }
         stream.read_to_end(&mut out).await?;
+        if hold_open {
+            out.extend_from_slice(b"\n(the proxy closed the connection)");
+        }
         Ok::<_, std::io::Error>(out)
     };
     let wait = Duration::from_millis(give_up_ms.unwrap_or(10_000));

@@ -1605,6 +1605,20 @@ fn tcp() -> Vec<Scenario> {
         Scenario {
             stats: &[r"^tcp\."],
             ..s(
+                "tcp_proxy_idle_timeout",
+                "idle_timeout 1s: a connection through which nothing moves is closed by the proxy (tcp.*.idle_timeout), \
+                 with the access log's flags",
+                tcp_proxy_logged(json!({"kind": "stream", "phases": {}})).replacen(
+                    "          cluster: upstream\n",
+                    "          cluster: upstream\n          idle_timeout: 1s\n",
+                    1,
+                ),
+                vec![Request::raw_held_open(request).give_up_after(5000)],
+            )
+        },
+        Scenario {
+            stats: &[r"^tcp\."],
+            ..s(
                 "tcp_proxy_stats_no_cluster",
                 "the TCP proxy's stats for a connection whose cluster does not exist (downstream_cx_no_route)",
                 tcp_proxy(

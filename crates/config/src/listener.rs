@@ -77,6 +77,9 @@ const TCP_PROXY: &[&str] = &[
     "access_log_options",
 ];
 
+/// Envoy's `tcp_proxy.idle_timeout` when it is not set.
+const DEFAULT_TCP_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 const NETWORK_WASM_TYPE: &str = "envoy.extensions.filters.network.wasm.v3.Wasm";
 const TCP_PROXY_TYPE: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 
@@ -213,6 +216,10 @@ fn read_tcp_proxy(ctx: &mut Ctx, mut msg: Msg<'_>) -> TcpProxy {
         ctx.error(msg.origin(), "missing required field \"cluster\"");
     }
     let access_logs = msg.get(ctx, "access_log").map(|f| read_access_logs(ctx, &f)).unwrap_or_default();
+    let idle_timeout = match msg.get(ctx, "idle_timeout").map(|f| f.duration(ctx)) {
+        None => Some(DEFAULT_TCP_IDLE_TIMEOUT),
+        Some(d) => d.filter(|d| !d.is_zero()),
+    };
     msg.finish(ctx);
-    TcpProxy { stat_prefix, cluster, access_logs }
+    TcpProxy { stat_prefix, cluster, access_logs, idle_timeout }
 }

@@ -580,6 +580,9 @@ pub struct TcpProxy {
     pub cluster: String,
     /// `access_log`: written when a connection ends.
     pub access_logs: Vec<AccessLog>,
+    /// `idle_timeout`: a connection through which no byte moved that long is closed (1 h
+    /// unless set, Envoy's default; `0s`: never).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// `codec_type`.

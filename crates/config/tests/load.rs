@@ -486,7 +486,8 @@ fn network_wasm_filter_before_tcp_proxy() {
             NetworkFilter::TcpProxy(TcpProxy {
                 stat_prefix: "destination".into(),
                 cluster: "egress-router1".into(),
-                access_logs: vec![]
+                access_logs: vec![],
+                idle_timeout: Some(Duration::from_secs(3600)),
             }),
         ]
     );

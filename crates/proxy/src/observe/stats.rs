@@ -315,6 +315,8 @@ pub struct TcpProxyStats {
     pub rx_bytes_total: Counter,
     /// Bytes written to the client.
     pub tx_bytes_total: Counter,
+    /// Connections closed for `idle_timeout`.
+    pub idle_timeout: Counter,
     _zero: (Vec<Counter>, Vec<Gauge>),
 }
 
@@ -328,7 +330,6 @@ impl TcpProxyStats {
             "downstream_flow_control_paused_reading_total",
             "downstream_flow_control_resumed_reading_total",
             "early_data_received_count_total",
-            "idle_timeout",
             "max_downstream_connection_duration",
             "route_delayed_total",
             "upstream_flush_total",
@@ -340,6 +341,7 @@ impl TcpProxyStats {
             no_route: tcp.counter("downstream_cx_no_route"),
             rx_bytes_total: tcp.counter("downstream_cx_rx_bytes_total"),
             tx_bytes_total: tcp.counter("downstream_cx_tx_bytes_total"),
+            idle_timeout: tcp.counter("idle_timeout"),
             _zero: (
                 zero_counters.iter().map(|n| tcp.counter(n)).collect(),
                 zero_gauges.iter().map(|n| tcp.gauge(n)).collect(),

@@ -93,6 +93,8 @@ pub struct TcpSnapshot {
     pub cluster: String,
     /// `tcp_proxy.stat_prefix`.
     pub stat_prefix: String,
+    /// `tcp_proxy.idle_timeout` (none: never).
+    pub idle_timeout: Option<std::time::Duration>,
     /// The Wasm network filters, in order.
     pub filters: Vec<LoadedPlugin>,
     /// Where a discovered filter without a configuration (none from ECDS, no default)
@@ -287,6 +289,7 @@ impl Builder {
             TerminalSnapshot::Tcp(Box::new(TcpSnapshot {
                 cluster,
                 stat_prefix,
+                idle_timeout: proxy.idle_timeout,
                 filters: wasm,
                 missing_filter_config,
                 logs,

@@ -375,6 +375,7 @@ impl Worker {
                 filters: self.slots(&tcp.filters).map_err(fail)?,
                 missing_filter_config: tcp.missing_filter_config,
                 cluster: tcp.cluster.clone(),
+                idle_timeout: tcp.idle_timeout,
                 clusters: self.clusters.clone(),
                 logs: self.loggers(&tcp.logs).map_err(fail)?,
                 stats: TcpProxyStats::new(&self.stats, &tcp.stat_prefix),

@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use std::net::Shutdown;
@@ -33,6 +34,8 @@ pub struct TcpChain {
     pub missing_filter_config: Option<usize>,
     /// `tcp_proxy.cluster`, looked up for each connection.
     pub cluster: String,
+    /// `tcp_proxy.idle_timeout`: how long a connection may move no byte (none: forever).
+    pub idle_timeout: Option<Duration>,
     /// This worker's clusters.
     pub clusters: Rc<Clusters>,
     /// Its access loggers, which log each connection when it ends.
@@ -46,6 +49,8 @@ enum Event {
     Downstream(std::io::Result<usize>),
     Upstream(std::io::Result<usize>),
     Action(usize, StreamAction),
+    /// The idle timer fired (it may have been pushed back since).
+    IdleTimer,
 }
 
 impl TcpChain {
@@ -136,12 +141,21 @@ impl TcpChain {
         let (mut down_read_done, mut up_read_done) = (false, false);
         let (mut down_done, mut up_done) = (false, false);
         let mut last_done = PeerType::Remote;
+        // The idle timer: armed for the timeout from the last bytes read either way, moved
+        // only when it fires (not on every read).
+        let mut last_bytes = Instant::now();
+        let idle = tokio::time::sleep(self.idle_timeout.unwrap_or_default());
+        tokio::pin!(idle);
         while !(down_done && up_done) {
             let event = tokio::select! {
                 n = read(downstream, &mut down_buf), if !down_read_done => Event::Downstream(n),
                 n = read(upstream, &mut up_buf), if !up_read_done => Event::Upstream(n),
                 (i, action) = next_action(filters) => Event::Action(i, action),
+                () = &mut idle, if self.idle_timeout.is_some() => Event::IdleTimer,
             };
+            if matches!(event, Event::Downstream(Ok(_)) | Event::Upstream(Ok(_))) {
+                last_bytes = Instant::now();
+            }
             let (direction, from, chunk, eos) = match event {
                 Event::Downstream(Ok(n)) => {
                     let (chunk, eos) = gather(downstream, &mut down_buf, n).await;
@@ -172,6 +186,16 @@ impl TcpChain {
                     (direction, from, held, eos)
                 }
                 Event::Action(..) => continue,
+                Event::IdleTimer => {
+                    let timeout = self.idle_timeout.unwrap_or_default();
+                    if last_bytes.elapsed() < timeout {
+                        idle.as_mut().reset(tokio::time::Instant::from_std(last_bytes + timeout));
+                        continue;
+                    }
+                    // Envoy closes both sides, with no response flag.
+                    self.stats.idle_timeout.inc();
+                    return PeerType::Local;
+                }
             };
             let Ok(out) = through(filters, direction, from, chunk, eos) else { return PeerType::Local };
             // Held by a filter: nothing goes on yet, the end neither.
