@@ -1619,6 +1619,20 @@ fn tcp() -> Vec<Scenario> {
         Scenario {
             stats: &[r"^tcp\."],
             ..s(
+                "tcp_proxy_unknown_cluster",
+                "a TCP proxy naming a cluster the configuration lacks loads; its connections are closed, counted \
+                 as no route, logged NC",
+                tcp_proxy_logged(json!({"kind": "stream", "phases": {}})).replacen(
+                    "          cluster: upstream\n",
+                    "          cluster: nosuch\n",
+                    1,
+                ),
+                vec![Request::raw(silent)],
+            )
+        },
+        Scenario {
+            stats: &[r"^tcp\."],
+            ..s(
                 "tcp_proxy_stats_no_cluster",
                 "the TCP proxy's stats for a connection whose cluster does not exist (downstream_cx_no_route)",
                 tcp_proxy(

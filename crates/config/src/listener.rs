@@ -209,7 +209,7 @@ fn read_tcp_proxy(ctx: &mut Ctx, mut msg: Msg<'_>) -> TcpProxy {
     let mut cluster = String::new();
     if let Some(f) = msg.get(ctx, "cluster") {
         if let Some(name) = f.string(ctx) {
-            ctx.refs.cluster_refs.push((name.clone(), f.origin()));
+            ctx.refs.tcp_cluster_refs.push((name.clone(), f.origin()));
             cluster = name;
         }
     } else if !msg.has("weighted_clusters") {

@@ -506,8 +506,11 @@ mod tests {
 pub(crate) struct Refs {
     /// Cluster names, where defined.
     pub clusters: Vec<(String, Origin)>,
-    /// Cluster names used by routes and TCP proxies.
+    /// Cluster names used by routes.
     pub cluster_refs: Vec<(String, Origin)>,
+    /// Cluster names used by TCP proxies (which Envoy does not check: a connection to a
+    /// cluster still missing is closed, counted as no route).
+    pub tcp_cluster_refs: Vec<(String, Origin)>,
     /// Listener names.
     pub listeners: Vec<(String, Origin)>,
     /// Addresses bound by listeners and the admin listener.

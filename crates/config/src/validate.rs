@@ -72,6 +72,11 @@ pub(crate) fn check_references(ctx: &mut Ctx) {
             ctx.error(origin, format!("unknown cluster {name:?}"));
         }
     }
+    for (name, origin) in &refs.tcp_cluster_refs {
+        if !refs.clusters_from_files && !refs.clusters.iter().any(|(n, _)| n == name) {
+            ctx.warn(origin, format!("unknown cluster {name:?}: until one comes, connections are closed (no route)"));
+        }
+    }
     for (i, (address, origin)) in refs.binds.iter().enumerate() {
         if address.port == 0 {
             continue;

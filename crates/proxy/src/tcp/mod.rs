@@ -89,14 +89,15 @@ impl TcpChain {
         // being connected.
         let picked = info.borrow().filter_state.get(TCP_PROXY_CLUSTER).cloned().flatten();
         let cluster = picked.map_or_else(|| self.cluster.clone(), |c| String::from_utf8_lossy(&c).into_owned());
-        info.borrow_mut().cluster_name = cluster.clone();
         let Some(target) = self.clusters.get(&cluster) else {
-            // Envoy: no such cluster (`NC`), the connection closes.
+            // Envoy: no such cluster (`NC`, and no upstream cluster to log), the
+            // connection closes.
             self.stats.no_route.inc();
             info.borrow_mut().response_flags.set(ResponseFlag::NoClusterFound);
             let _ = downstream.shutdown(Shutdown::Write);
             return self.finish(filters, PeerType::Local, &info);
         };
+        info.borrow_mut().cluster_name = cluster.clone();
         info.borrow_mut().cluster_metadata = Some(target.metadata().clone());
         let connected = target.connect_tcp(Some(&info)).await;
         let (upstream, _open) = match connected {
