@@ -483,6 +483,9 @@ pub struct DownstreamTls {
     /// and opened with (any), 80 bytes each, so that instances sharing them resume each
     /// other's sessions; none: a key of the chain's own.
     pub session_ticket_keys: Vec<DataSource>,
+    /// `session_ticket_keys_sds_secret_config`: the secret holding those keys instead, read
+    /// again when it changes.
+    pub session_ticket_keys_sds: Option<SdsSecret>,
     /// `session_timeout`, whole seconds: how long a TLS 1.2 session may be resumed (none or
     /// 0: BoringSSL's 7200). TLS 1.3 sessions keep BoringSSL's two days, as in Envoy.
     pub session_timeout_secs: Option<u32>,
@@ -510,13 +513,32 @@ pub struct SdsSecret {
 }
 
 /// A `Secret` (in `static_resources.secrets` or an SDS file), as far as wasmproxy serves
-/// it: a certificate and its key.
+/// it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Secret {
     /// `name`.
     pub name: String,
-    /// `tls_certificate`.
-    pub tls_certificate: TlsCertificate,
+    /// What it holds.
+    pub kind: SecretKind,
+}
+
+/// What a secret holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretKind {
+    /// `tls_certificate`: a certificate and its key.
+    TlsCertificate(TlsCertificate),
+    /// `session_ticket_keys.keys`: session ticket keys, 80 bytes each.
+    SessionTicketKeys(Vec<DataSource>),
+}
+
+impl SecretKind {
+    /// The field that holds it, to name it in errors.
+    pub fn field(&self) -> &'static str {
+        match self {
+            SecretKind::TlsCertificate(_) => "tls_certificate",
+            SecretKind::SessionTicketKeys(_) => "session_ticket_keys",
+        }
+    }
 }
 
 /// A certificate chain and its private key, in PEM.

@@ -9,7 +9,7 @@ use crate::config_source::read_file_source;
 use crate::matcher::read_string_matcher;
 use crate::model::{
     CertificateSource, CertificateValidation, DataSource, DownstreamTls, SanMatcher, SanType, SdsSecret, Secret,
-    TlsAlgorithms, TlsCertificate, TlsVersion, UpstreamTls,
+    SecretKind, TlsAlgorithms, TlsCertificate, TlsVersion, UpstreamTls,
 };
 use crate::reader::{Ctx, Field, Msg, type_error};
 use crate::wasm::{self, read_data_source};
@@ -116,8 +116,16 @@ pub(crate) fn read_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -> Option<
     let stateless_resumption = !disabled("disable_stateless_session_resumption");
     let stateful_resumption = !disabled("disable_stateful_session_resumption");
     let prefer_client_ciphers = tls.get(ctx, "prefer_client_ciphers").and_then(|f| f.bool_value(ctx)).unwrap_or(false);
+    tls.at_most_one(
+        ctx,
+        &["session_ticket_keys", "session_ticket_keys_sds_secret_config", "disable_stateless_session_resumption"],
+    );
     let session_ticket_keys = match tls.get(ctx, "session_ticket_keys") {
         Some(f) => Some(read_session_ticket_keys(ctx, &f)?),
+        None => None,
+    };
+    let session_ticket_keys_sds = match tls.get(ctx, "session_ticket_keys_sds_secret_config") {
+        Some(f) => Some(read_sds_secret_config(ctx, &f)?),
         None => None,
     };
     let session_timeout_secs = match tls.get(ctx, "session_timeout") {
@@ -137,6 +145,7 @@ pub(crate) fn read_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -> Option<
         stateless_resumption,
         stateful_resumption,
         session_ticket_keys: session_ticket_keys.unwrap_or_default(),
+        session_ticket_keys_sds,
         session_timeout_secs,
         prefer_client_ciphers,
         ..downstream
@@ -333,6 +342,7 @@ fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Downstrea
         stateless_resumption: true,
         stateful_resumption: true,
         session_ticket_keys: Vec::new(),
+        session_ticket_keys_sds: None,
         session_timeout_secs: None,
         prefer_client_ciphers: false,
     })
@@ -360,15 +370,20 @@ fn read_sds_secret_config(ctx: &mut Ctx, field: &Field<'_>) -> Option<SdsSecret>
 pub(crate) fn read_secret(ctx: &mut Ctx, field: &Field<'_>) -> Option<Secret> {
     let mut msg = field.message(ctx, SECRET)?;
     let name = msg.required(ctx, "name").and_then(|f| f.string(ctx));
+    msg.at_most_one(ctx, &["tls_certificate", "session_ticket_keys", "validation_context", "generic_secret"]);
     let certificate = msg.get(ctx, "tls_certificate");
+    let ticket_keys = msg.get(ctx, "session_ticket_keys");
     let origin = msg.origin().clone();
     msg.finish(ctx);
-    let Some(certificate) = certificate else {
-        ctx.error(&origin, "a secret needs tls_certificate (the only kind wasmproxy serves)");
-        return None;
+    let kind = match (certificate, ticket_keys) {
+        (Some(certificate), _) => SecretKind::TlsCertificate(read_tls_certificate(ctx, &certificate)?),
+        (None, Some(keys)) => SecretKind::SessionTicketKeys(read_session_ticket_keys(ctx, &keys)?),
+        (None, None) => {
+            ctx.error(&origin, "a secret needs tls_certificate or session_ticket_keys (the kinds wasmproxy serves)");
+            return None;
+        }
     };
-    let tls_certificate = read_tls_certificate(ctx, &certificate)?;
-    Some(Secret { name: name?, tls_certificate })
+    Some(Secret { name: name?, kind })
 }
 
 /// `tls_params`: the versions (`max_auto` is the side's default highest one, Envoy's:

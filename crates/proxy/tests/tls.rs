@@ -673,6 +673,103 @@ fn instances_sharing_session_ticket_keys_resume_each_others_sessions() {
     }
 }
 
+#[test]
+fn session_ticket_keys_from_an_sds_file_rotate_without_a_restart() {
+    let pki = Pki::new("ticket-sds");
+    let front = pki.issue("front", &["front.example"]);
+    let echo = echo_upstream();
+    let key = |file: &str, byte: u8| {
+        let path = pki.dir.join(file);
+        std::fs::write(&path, [byte; 80]).unwrap();
+        path
+    };
+    let (old, new) = (key("old.key", 3), key("new.key", 5));
+    let sds = pki.dir.join("tickets.yaml");
+    let secret = |version: &str, keys: &[&PathBuf]| {
+        let keys: Vec<String> = keys.iter().map(|k| format!("{{ filename: \"{}\" }}", k.display())).collect();
+        format!(
+            "version_info: {version}\nresources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  \
+             name: tickets\n  session_ticket_keys: {{ keys: [{}] }}\n",
+            keys.join(", ")
+        )
+    };
+    std::fs::write(&sds, secret("one", &[&old])).unwrap();
+    let without_client_checks = |yaml: String| {
+        yaml.replace(
+            &format!(
+                "            validation_context:\n              trusted_ca: {{ filename: \"{}\" }}\n              \
+                 match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: client.example }} }}]\n",
+                pki.path("ca.pem")
+            ),
+            "",
+        )
+    };
+    let listener = |tickets: &str| {
+        without_client_checks(
+            mtls_listener(&pki, &front, echo).replace("          require_client_certificate: true\n", tickets),
+        )
+    };
+    let from_sds = format!(
+        "node: {{ id: edge-1, cluster: edge }}\n{}",
+        listener(&format!(
+            "          session_ticket_keys_sds_secret_config:\n            name: tickets\n            \
+             sds_config: {{ path_config_source: {{ path: \"{}\" }} }}\n",
+            sds.display()
+        ))
+    );
+    let rotating = start(&from_sds, 1);
+    // Another instance, sealing and opening with the new key only.
+    let newer = start(
+        &listener(&format!("          session_ticket_keys: {{ keys: [{{ filename: \"{}\" }}] }}\n", new.display())),
+        1,
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    // A fresh client (tickets only) takes a ticket from the rotating instance, then offers
+    // it to the other one: which key sealed it.
+    let sealed_with_new_key = || {
+        let mut client = rustls::ClientConfig::builder().with_root_certificates(roots.clone()).with_no_client_auth();
+        client.resumption = rustls::client::Resumption::in_memory_sessions(8);
+        let client = Arc::new(client);
+        ping_front(&client, rotating.listeners[0].1);
+        ping_front(&client, newer.listeners[0].1).conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    };
+    assert!(!sealed_with_new_key());
+    assert_eq!(stat(&rotating, "sds.tickets.update_success"), 1);
+
+    // The new key put first, moved into place: new tickets are sealed with it.
+    replace(&sds, secret("two", &[&new, &old]).into_bytes());
+    assert_eq!(counted(&rotating, "sds.tickets.update_success", 2), 2);
+    assert!(sealed_with_new_key());
+
+    // A key of the wrong length: refused, the last good keys stay.
+    let short = pki.dir.join("short.key");
+    std::fs::write(&short, [1u8; 79]).unwrap();
+    replace(&sds, secret("three", &[&short]).into_bytes());
+    assert_eq!(counted(&rotating, "sds.tickets.update_rejected", 1), 1);
+    assert!(sealed_with_new_key());
+
+    // A secret naming a certificate where ticket keys are wanted stops start-up.
+    let wrong = from_sds.replace("name: tickets", "name: front");
+    std::fs::write(
+        pki.dir.join("front.yaml"),
+        format!(
+            "resources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  \
+             name: front\n  tls_certificate:\n    certificate_chain: {{ filename: \"{}\" }}\n    private_key: {{ filename: \"{}\" }}\n",
+            front.0.display(),
+            front.1.display()
+        ),
+    )
+    .unwrap();
+    let wrong = wrong.replace(&sds.display().to_string(), &pki.dir.join("front.yaml").display().to_string());
+    let config = wasmproxy_config::load_str(&wrong, std::path::Path::new(".")).unwrap();
+    let error = wasmproxy_proxy::Server::start(config, Default::default()).err().unwrap().to_string();
+    assert!(error.contains("secret \"front\" holds a tls_certificate, not session_ticket_keys"), "{error}");
+    for server in [rotating, newer] {
+        server.stop();
+    }
+}
+
 /// Connects over TLS trusting the CA and returns the session (after one echoed `ping`) and
 /// the certificate the server presented.
 fn connect(pki: &Pki, addr: SocketAddr) -> (rustls::StreamOwned<rustls::ClientConnection, TcpStream>, Vec<u8>) {

@@ -1,22 +1,24 @@
-//! The certificates filter chains serve: inline, from `static_resources.secrets`, or from
-//! SDS files (`sds_config.path_config_source`). An SDS file is read again when it, or a
-//! certificate or key file its secret names, is replaced; a certificate that changed is
-//! replaced in place (new handshakes get it, open connections keep theirs, no listener
-//! drains), and one that does not load leaves the last good one served.
+//! The certificates and session ticket keys filter chains serve: inline, from
+//! `static_resources.secrets`, or from SDS files (`sds_config.path_config_source`). An SDS
+//! file is read again when it, or a file its secret names, is replaced; a secret that
+//! changed is replaced in place (new handshakes get it, open connections keep theirs, no
+//! listener drains), and one that does not load leaves the last good one served.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use wasmproxy_config::model::{
-    CertificateSource, DataSource, DownstreamTls, FileSource, Node, SdsSecret, Secret, TlsCertificate,
+    CertificateSource, DataSource, DownstreamTls, FileSource, Node, SdsSecret, Secret, SecretKind,
 };
 use wasmproxy_stats::Store;
 
 use crate::observe::stats::SdsStats;
 use crate::tls::downstream::{ServedCertificate, ServerTls, server_config};
+use crate::tls::pem;
+use crate::tls::tickets::TicketKeyRing;
 
-/// The certificates of the configuration served now.
+/// The secrets of the configuration served now.
 pub struct Secrets {
     /// `static_resources.secrets`.
     static_secrets: Vec<Secret>,
@@ -30,13 +32,52 @@ pub struct Secrets {
 /// A secret from an SDS file, and what it was read from.
 struct SdsFile {
     secret: SdsSecret,
-    served: Arc<ServedCertificate>,
-    /// The certificate as the file gives it (its files are watched).
-    certificate: TlsCertificate,
-    /// A hash of the file's text and of the files the certificate names, as last read.
+    /// What serves it.
+    served: Served,
+    /// The secret as the file gives it (the files it names are watched).
+    kind: SecretKind,
+    /// A hash of the file's text and of the files the secret names, as last read.
     read: u64,
     /// `sds.<name>.*`.
     stats: SdsStats,
+}
+
+/// What serves a secret, replaced in place when it changes.
+#[derive(Clone)]
+enum Served {
+    /// A certificate chains serve.
+    Certificate(Arc<ServedCertificate>),
+    /// Session ticket keys chains seal and open tickets with.
+    TicketKeys(Arc<TicketKeyRing>),
+}
+
+impl Served {
+    /// What serves `kind` (its first certificate being at `position` of a chain's list).
+    fn load(kind: &SecretKind, position: usize) -> Result<Served, String> {
+        Ok(match kind {
+            SecretKind::TlsCertificate(certificate) => {
+                Served::Certificate(Arc::new(ServedCertificate::load(certificate, position)?))
+            }
+            SecretKind::SessionTicketKeys(keys) => Served::TicketKeys(Arc::new(TicketKeyRing::load(keys, pem::read)?)),
+        })
+    }
+
+    /// Serves `kind` from now on, if it loads and is the same kind of secret.
+    fn replace(&self, kind: &SecretKind) -> Result<(), String> {
+        match (self, kind) {
+            (Served::Certificate(served), SecretKind::TlsCertificate(certificate)) => served.replace(certificate),
+            (Served::TicketKeys(ring), SecretKind::SessionTicketKeys(keys)) => ring.replace(keys, pem::read),
+            (_, other) => Err(format!("it holds {} now, not what it held", other.field())),
+        }
+    }
+
+    /// Whether a chain still uses it.
+    fn in_use(&self) -> bool {
+        match self {
+            Served::Certificate(served) => Arc::strong_count(served) > 1,
+            Served::TicketKeys(ring) => Arc::strong_count(ring) > 1,
+        }
+    }
 }
 
 impl Secrets {
@@ -47,20 +88,14 @@ impl Secrets {
         Secrets { static_secrets, files: Vec::new(), store, node_named }
     }
 
-    /// A certificate a chain serves (`position` in its list; an SDS file's is shared by
-    /// every chain naming it).
-    fn certificate(&mut self, source: &CertificateSource, position: usize) -> Result<Arc<ServedCertificate>, String> {
-        let sds = match source {
-            CertificateSource::Inline(certificate) => {
-                return ServedCertificate::load(certificate, position).map(Arc::new);
-            }
-            CertificateSource::Sds(sds) => sds,
-        };
+    /// What serves the secret `sds` names (at `position` of a chain's certificates): a
+    /// static secret's is the chain's own, an SDS file's is shared by every chain naming it.
+    fn served(&mut self, sds: &SdsSecret, position: usize) -> Result<Served, String> {
         let Some(file) = &sds.source else {
             let secret = self.static_secrets.iter().find(|s| s.name == sds.name);
             let secret =
                 secret.ok_or_else(|| format!("unknown secret {:?} (not in static_resources.secrets)", sds.name))?;
-            return ServedCertificate::load(&secret.tls_certificate, position).map(Arc::new);
+            return Served::load(&secret.kind, position);
         };
         if let Some(known) = self.files.iter().find(|f| f.secret == *sds) {
             return Ok(known.served.clone());
@@ -74,79 +109,107 @@ impl Secrets {
         let stats = SdsStats::new(&self.store, &sds.name);
         stats.subscription.attempted();
         let started = std::time::Instant::now();
-        let (certificate, version, read) = read_secret(sds, file)?;
-        let served =
-            Arc::new(ServedCertificate::load(&certificate, 0).map_err(|e| format!("secret {:?}: {e}", sds.name))?);
+        let (kind, version, read) = read_secret(sds, file)?;
+        let served = Served::load(&kind, 0).map_err(|e| format!("secret {:?}: {e}", sds.name))?;
         stats.accepted(&version, started.elapsed());
-        self.files.push(SdsFile { secret: sds.clone(), served: served.clone(), certificate, read, stats });
+        self.files.push(SdsFile { secret: sds.clone(), served: served.clone(), kind, read, stats });
         Ok(served)
     }
 
-    /// A chain's TLS settings, with the certificates their sources give.
+    /// A certificate a chain serves (`position` in its list).
+    fn certificate(&mut self, source: &CertificateSource, position: usize) -> Result<Arc<ServedCertificate>, String> {
+        let sds = match source {
+            CertificateSource::Inline(certificate) => {
+                return ServedCertificate::load(certificate, position).map(Arc::new);
+            }
+            CertificateSource::Sds(sds) => sds,
+        };
+        match self.served(sds, position)? {
+            Served::Certificate(served) => Ok(served),
+            Served::TicketKeys(_) => {
+                Err(format!("secret {:?} holds session_ticket_keys, not a tls_certificate", sds.name))
+            }
+        }
+    }
+
+    /// A chain's session ticket keys: `session_ticket_keys`, or the secret
+    /// `session_ticket_keys_sds_secret_config` names; none: the chain makes its own.
+    fn ticket_keys(&mut self, tls: &DownstreamTls) -> Result<Option<Arc<TicketKeyRing>>, String> {
+        if let Some(sds) = &tls.session_ticket_keys_sds {
+            return match self.served(sds, 0)? {
+                Served::TicketKeys(ring) => Ok(Some(ring)),
+                Served::Certificate(_) => {
+                    Err(format!("secret {:?} holds a tls_certificate, not session_ticket_keys", sds.name))
+                }
+            };
+        }
+        if tls.session_ticket_keys.is_empty() {
+            return Ok(None);
+        }
+        TicketKeyRing::load(&tls.session_ticket_keys, pem::read).map(|ring| Some(Arc::new(ring)))
+    }
+
+    /// A chain's TLS settings, with the certificates and ticket keys their sources give.
     pub fn server_tls(&mut self, tls: &DownstreamTls) -> Result<ServerTls, String> {
         let certificates: Result<Vec<_>, String> =
             tls.certificates.iter().enumerate().map(|(i, source)| self.certificate(source, i)).collect();
-        server_config(tls, certificates?)
+        let ticket_keys = self.ticket_keys(tls)?;
+        server_config(tls, certificates?, ticket_keys)
     }
 
     /// Forgets the SDS secrets no chain serves any more.
     pub fn forget_unused(&mut self) {
-        self.files.retain(|f| Arc::strong_count(&f.served) > 1);
+        self.files.retain(|f| f.served.in_use());
     }
 
-    /// Reads again the SDS files whose text, or whose certificate's files, changed, and
-    /// serves what they hold now; a secret that does not load keeps the last good one
+    /// Reads again the SDS files whose text, or whose secret's files, changed, and serves
+    /// what they hold now; a secret that does not load keeps the last good one
     /// (`update_rejected`).
     pub fn refresh(&mut self) {
         for entry in &mut self.files {
             let Some(file) = &entry.secret.source else { continue };
-            if fingerprint(&file.path, &entry.certificate) == entry.read {
+            if fingerprint(&file.path, &entry.kind) == entry.read {
                 continue;
             }
             entry.stats.subscription.attempted();
             let started = std::time::Instant::now();
-            let read = read_secret(&entry.secret, file).and_then(|(certificate, version, read)| {
-                entry.served.replace(&certificate)?;
-                Ok((certificate, version, read))
+            let read = read_secret(&entry.secret, file).and_then(|(kind, version, read)| {
+                entry.served.replace(&kind).map_err(|e| format!("secret {:?}: {e}", entry.secret.name))?;
+                Ok((kind, version, read))
             });
             match read {
-                Ok((certificate, version, read)) => {
-                    tracing::info!("secret {:?}: new certificate served", entry.secret.name);
+                Ok((kind, version, read)) => {
+                    tracing::info!("secret {:?}: new {} served", entry.secret.name, kind.field());
                     entry.stats.accepted(&version, started.elapsed());
-                    entry.certificate = certificate;
+                    entry.kind = kind;
                     entry.read = read;
                 }
                 Err(e) => {
-                    tracing::warn!(
-                        "secret {:?}: update rejected, the last good certificate stays: {e}",
-                        entry.secret.name
-                    );
+                    tracing::warn!("secret {:?}: update rejected, the last good one stays: {e}", entry.secret.name);
                     entry.stats.subscription.rejected();
                     // Not read again until something changes once more.
-                    entry.read = fingerprint(&file.path, &entry.certificate);
+                    entry.read = fingerprint(&file.path, &entry.kind);
                 }
             }
         }
     }
 
-    /// The files to watch: each SDS file, and the files its certificate names.
+    /// The files to watch: each SDS file, and the files its secret names.
     pub fn sources(&self) -> Vec<FileSource> {
         let mut sources = Vec::new();
         for entry in &self.files {
             sources.extend(entry.secret.source.clone());
-            for data in [&entry.certificate.certificate_chain, &entry.certificate.private_key] {
-                if let DataSource::File(path) = data {
-                    sources.push(FileSource { path: path.clone(), watched_directory: None });
-                }
+            for path in named_files(&entry.kind) {
+                sources.push(FileSource { path: path.clone(), watched_directory: None });
             }
         }
         sources
     }
 }
 
-/// The certificate of secret `sds` in `file`, its `version_info`, and the fingerprint of
-/// what it was read from.
-fn read_secret(sds: &SdsSecret, file: &FileSource) -> Result<(TlsCertificate, String, u64), String> {
+/// The secret `sds` in `file`, its `version_info`, and the fingerprint of what it was read
+/// from.
+fn read_secret(sds: &SdsSecret, file: &FileSource) -> Result<(SecretKind, String, u64), String> {
     let loaded = wasmproxy_config::load_secret_file(&file.path)
         .map_err(|e| format!("secret {:?}: {}: {e}", sds.name, file.path.display()))?;
     let secret = loaded
@@ -154,19 +217,32 @@ fn read_secret(sds: &SdsSecret, file: &FileSource) -> Result<(TlsCertificate, St
         .into_iter()
         .find(|s| s.name == sds.name)
         .ok_or_else(|| format!("secret {:?}: not in {}", sds.name, file.path.display()))?;
-    let read = fingerprint(&file.path, &secret.tls_certificate);
-    Ok((secret.tls_certificate, loaded.version_info, read))
+    let read = fingerprint(&file.path, &secret.kind);
+    Ok((secret.kind, loaded.version_info, read))
 }
 
-/// A hash of a file's bytes and of the files a certificate names (a missing file hashes as
+/// The files a secret names.
+fn named_files(kind: &SecretKind) -> Vec<&PathBuf> {
+    let sources: Vec<&DataSource> = match kind {
+        SecretKind::TlsCertificate(certificate) => vec![&certificate.certificate_chain, &certificate.private_key],
+        SecretKind::SessionTicketKeys(keys) => keys.iter().collect(),
+    };
+    sources
+        .into_iter()
+        .filter_map(|s| match s {
+            DataSource::File(path) => Some(path),
+            DataSource::Inline(_) => None,
+        })
+        .collect()
+}
+
+/// A hash of a file's bytes and of the files a secret names (a missing file hashes as
 /// absent).
-fn fingerprint(file: &PathBuf, certificate: &TlsCertificate) -> u64 {
+fn fingerprint(file: &PathBuf, kind: &SecretKind) -> u64 {
     let mut hasher = DefaultHasher::new();
     std::fs::read(file).ok().hash(&mut hasher);
-    for data in [&certificate.certificate_chain, &certificate.private_key] {
-        if let DataSource::File(path) = data {
-            std::fs::read(path).ok().hash(&mut hasher);
-        }
+    for path in named_files(kind) {
+        std::fs::read(path).ok().hash(&mut hasher);
     }
     hasher.finish()
 }

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use crate::tls::certificate::{CertificateDetails, CertificateInfo, ContextCertificates, SanMatchers, server_names};
 use crate::tls::pem;
 use crate::tls::session::{Refused, TlsTransport};
-use crate::tls::tickets::{SessionCache, SessionLifetimes, Tickets};
+use crate::tls::tickets::{SessionCache, SessionLifetimes, TicketKeyRing, Tickets};
 
 /// The most sessions a chain's cache keeps (BoringSSL's default).
 const SESSION_CACHE_ENTRIES: usize = 20 * 1024;
@@ -212,7 +212,12 @@ impl ResolvesServerCert for ServedCertificate {
 /// (one at least), its versions, ALPN protocols, client certificate checks, resumption,
 /// and its TLS 1.2 cipher suites in Envoy's order of preference. An error names the field
 /// at fault.
-pub fn server_config(tls: &DownstreamTls, certificates: Vec<Arc<ServedCertificate>>) -> Result<ServerTls, String> {
+/// `ticket_keys` are the chain's own (none: a random key of its own).
+pub fn server_config(
+    tls: &DownstreamTls,
+    certificates: Vec<Arc<ServedCertificate>>,
+    ticket_keys: Option<Arc<TicketKeyRing>>,
+) -> Result<ServerTls, String> {
     if certificates.is_empty() {
         return Err("tls_certificates: a certificate is required".into());
     }
@@ -228,7 +233,7 @@ pub fn server_config(tls: &DownstreamTls, certificates: Vec<Arc<ServedCertificat
     // its own (every worker shares them), and a session cache of BoringSSL's size.
     let lifetimes = SessionLifetimes::new(tls.session_timeout_secs);
     let ticketer: Option<Arc<dyn ProducesTickets>> = match tls.stateless_resumption {
-        true => Some(Arc::new(Tickets::new(&tls.session_ticket_keys, pem::read, lifetimes)?)),
+        true => Some(Arc::new(Tickets::new(ticket_keys, lifetimes)?)),
         false => None,
     };
     let sessions: Arc<dyn StoresServerSessions> = match tls.stateful_resumption {
@@ -382,10 +387,11 @@ mod tests {
             stateless_resumption: true,
             stateful_resumption: true,
             session_ticket_keys: Vec::new(),
+            session_ticket_keys_sds: None,
             session_timeout_secs: None,
             prefer_client_ciphers: false,
         };
-        server_config(&tls, certificates).unwrap()
+        server_config(&tls, certificates, None).unwrap()
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! - The session cache keeps TLS 1.2 sessions only: BoringSSL resumes TLS 1.3 by tickets.
 
 use std::cell::Cell;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use rustls::server::{ProducesTickets, StoresServerSessions};
@@ -111,6 +111,58 @@ impl ProducesTickets for TicketKeys {
     }
 }
 
+/// A chain's session ticket keys (`session_ticket_keys`, or the secret
+/// `session_ticket_keys_sds_secret_config` names), replaced in place when the secret
+/// changes: tickets sealed from then on use the new first key, and any key the new list
+/// still holds opens older ones.
+#[derive(Debug)]
+pub struct TicketKeyRing(RwLock<TicketKeys>);
+
+impl TicketKeyRing {
+    /// The keys of `keys` (`read` gives a `DataSource`'s bytes); an error names the key
+    /// that is not 80 bytes.
+    pub fn load(
+        keys: &[DataSource],
+        read: impl Fn(&DataSource, &str) -> Result<Vec<u8>, String>,
+    ) -> Result<TicketKeyRing, String> {
+        Ok(TicketKeyRing(RwLock::new(TicketKeys::new(keys, read)?)))
+    }
+
+    /// Puts `keys` in place of the keys held, unless one of them does not load.
+    pub fn replace(
+        &self,
+        keys: &[DataSource],
+        read: impl Fn(&DataSource, &str) -> Result<Vec<u8>, String>,
+    ) -> Result<(), String> {
+        let loaded = TicketKeys::new(keys, read)?;
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = loaded;
+        Ok(())
+    }
+
+    fn keys(&self) -> std::sync::RwLockReadGuard<'_, TicketKeys> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ProducesTickets for TicketKeyRing {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    /// Not asked: [`Tickets`] answers.
+    fn lifetime(&self) -> u32 {
+        DEFAULT_SESSION_TIMEOUT_SECS
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.keys().encrypt(plain)
+    }
+
+    fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
+        self.keys().decrypt(ticket)
+    }
+}
+
 /// How long sessions live, by TLS version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionLifetimes {
@@ -175,7 +227,7 @@ thread_local! {
 #[derive(Debug)]
 pub struct Tickets {
     /// The keys.
-    keys: Box<dyn ProducesTickets>,
+    keys: Arc<dyn ProducesTickets>,
     /// How long sessions live.
     lifetimes: SessionLifetimes,
     /// The time now, in seconds since the Unix epoch.
@@ -183,19 +235,15 @@ pub struct Tickets {
 }
 
 impl Tickets {
-    /// Tickets under the chain's `session_ticket_keys`, or, without any, under a random key
-    /// replaced every two days; an error names a key that is not 80 bytes.
-    pub fn new(
-        keys: &[DataSource],
-        read: impl Fn(&DataSource, &str) -> Result<Vec<u8>, String>,
-        lifetimes: SessionLifetimes,
-    ) -> Result<Tickets, String> {
-        let keys: Box<dyn ProducesTickets> = match keys.is_empty() {
-            true => Box::new(
+    /// Tickets under the chain's keys, or, without any, under a random key replaced every
+    /// two days.
+    pub fn new(keys: Option<Arc<TicketKeyRing>>, lifetimes: SessionLifetimes) -> Result<Tickets, String> {
+        let keys: Arc<dyn ProducesTickets> = match keys {
+            None => Arc::new(
                 rustls::TicketRotator::new(TLS13_SESSION_SECS, TicketKeys::random)
                     .map_err(|e| format!("session tickets: {e}"))?,
             ),
-            false => Box::new(TicketKeys::new(keys, read)?),
+            Some(ring) => ring,
         };
         Ok(Tickets { keys, lifetimes, clock: unix_now })
     }
@@ -334,7 +382,7 @@ mod tests {
             .with_single_cert(vec![cert.der().clone()], key.serialize_der().try_into().unwrap())
             .unwrap();
         let lifetimes = SessionLifetimes::new(Some(session_timeout));
-        let mut sealed = Tickets::new(&[], |_, _| unreachable!(), lifetimes).unwrap();
+        let mut sealed = Tickets::new(None, lifetimes).unwrap();
         sealed.clock = now;
         if tickets {
             config.ticketer = Arc::new(sealed);
@@ -440,7 +488,7 @@ mod tests {
 
     #[test]
     fn a_chain_without_keys_still_seals_and_names_the_lifetime_of_what_it_sealed() {
-        let tickets = Tickets::new(&[], |_, _| unreachable!(), SessionLifetimes::new(None)).unwrap();
+        let tickets = Tickets::new(None, SessionLifetimes::new(None)).unwrap();
         // An encoded TLS 1.3 session with a server name, then a TLS 1.2 one without.
         let tls13 = [&[1u8, 9][..], b"a.example", &[0x03, 0x04, 0x13, 0x01]].concat();
         let tls12 = [0u8, 0x03, 0x03, 0xc0, 0x2b];
