@@ -142,20 +142,16 @@ impl TcpChain {
         let (mut down_read_done, mut up_read_done) = (false, false);
         let (mut down_done, mut up_done) = (false, false);
         let mut last_done = PeerType::Remote;
-        // The idle timer: armed for the timeout from the last bytes read either way, moved
-        // only when it fires (not on every read).
-        let mut last_bytes = Instant::now();
-        let idle = tokio::time::sleep(self.idle_timeout.unwrap_or_default());
-        tokio::pin!(idle);
+        let mut idle = IdleTimer::new(self.idle_timeout);
         while !(down_done && up_done) {
             let event = tokio::select! {
                 n = read(downstream, &mut down_buf), if !down_read_done => Event::Downstream(n),
                 n = read(upstream, &mut up_buf), if !up_read_done => Event::Upstream(n),
                 (i, action) = next_action(filters) => Event::Action(i, action),
-                () = &mut idle, if self.idle_timeout.is_some() => Event::IdleTimer,
+                () = idle.expired() => Event::IdleTimer,
             };
             if matches!(event, Event::Downstream(Ok(_)) | Event::Upstream(Ok(_))) {
-                last_bytes = Instant::now();
+                idle.bytes_moved();
             }
             let (direction, from, chunk, eos) = match event {
                 Event::Downstream(Ok(n)) => {
@@ -188,11 +184,6 @@ impl TcpChain {
                 }
                 Event::Action(..) => continue,
                 Event::IdleTimer => {
-                    let timeout = self.idle_timeout.unwrap_or_default();
-                    if last_bytes.elapsed() < timeout {
-                        idle.as_mut().reset(tokio::time::Instant::from_std(last_bytes + timeout));
-                        continue;
-                    }
                     // Envoy closes both sides, with no response flag.
                     self.stats.idle_timeout.inc();
                     return PeerType::Local;
@@ -231,6 +222,42 @@ impl TcpChain {
             }
         }
         last_done
+    }
+}
+
+/// `idle_timeout` on one connection: when bytes last came either way, and one timer,
+/// moved only when it fires (not on every read).
+struct IdleTimer {
+    /// The timeout (none: never).
+    timeout: Option<Duration>,
+    /// When bytes last came.
+    last_bytes: Instant,
+    /// Fires at the timeout after some earlier bytes, maybe not the last.
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimer {
+    fn new(timeout: Option<Duration>) -> IdleTimer {
+        let sleep = Box::pin(tokio::time::sleep(timeout.unwrap_or_default()));
+        IdleTimer { timeout, last_bytes: Instant::now(), sleep }
+    }
+
+    /// Bytes came.
+    fn bytes_moved(&mut self) {
+        self.last_bytes = Instant::now();
+    }
+
+    /// Once the timeout has passed since bytes last came (never without a timeout).
+    async fn expired(&mut self) {
+        let Some(timeout) = self.timeout else { return std::future::pending().await };
+        loop {
+            self.sleep.as_mut().await;
+            let due = self.last_bytes + timeout;
+            if Instant::now() >= due {
+                return;
+            }
+            self.sleep.as_mut().reset(tokio::time::Instant::from_std(due));
+        }
     }
 }
 
