@@ -210,9 +210,9 @@ impl ResolvesServerCert for ServedCertificate {
 
 /// The TLS settings of a filter chain as rustls takes them: the `certificates` served
 /// (one at least), its versions, ALPN protocols, client certificate checks, resumption,
-/// and its TLS 1.2 cipher suites in Envoy's order of preference. An error names the field
-/// at fault.
-/// `ticket_keys` are the chain's own (none: a random key of its own).
+/// and its TLS 1.2 cipher suites in Envoy's order of preference; tickets are sealed with
+/// `ticket_keys` (none: a random key of the chain's own). An error names the field at
+/// fault.
 pub fn server_config(
     tls: &DownstreamTls,
     certificates: Vec<Arc<ServedCertificate>>,
