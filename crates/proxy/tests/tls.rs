@@ -566,17 +566,6 @@ fn a_returning_client_resumes_its_session_unless_resumption_is_disabled() {
     let pki = Pki::new("resume");
     let front = pki.issue("front", &["front.example"]);
     let echo = echo_upstream();
-    // The mTLS listener without its client certificate checks.
-    let plain_tls = |extra: &str| {
-        mtls_listener(&pki, &front, echo).replace("          require_client_certificate: true\n", extra).replace(
-            &format!(
-                "            validation_context:\n              trusted_ca: {{ filename: \"{}\" }}\n              \
-                     match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: client.example }} }}]\n",
-                pki.path("ca.pem")
-            ),
-            "",
-        )
-    };
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca.der().clone()).unwrap();
     for (extra, reused) in [
@@ -586,7 +575,7 @@ fn a_returning_client_resumes_its_session_unless_resumption_is_disabled() {
             0,
         ),
     ] {
-        let server = start(&plain_tls(extra), 1);
+        let server = start(&tls_listener(&pki, &front, echo, extra), 1);
         // One client configuration (and so one session cache) for both connections.
         let client =
             Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots.clone()).with_no_client_auth());
@@ -614,32 +603,41 @@ fn ping_front(
     tls
 }
 
+/// The mTLS listener without its client certificate checks, with these lines of
+/// `DownstreamTlsContext` in their place.
+fn tls_listener(pki: &Pki, front: &(PathBuf, PathBuf), echo: SocketAddr, context_lines: &str) -> String {
+    mtls_listener(pki, front, echo).replace("          require_client_certificate: true\n", context_lines).replace(
+        &format!(
+            "            validation_context:\n              trusted_ca: {{ filename: \"{}\" }}\n              \
+             match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: client.example }} }}]\n",
+            pki.path("ca.pem")
+        ),
+        "",
+    )
+}
+
+/// A session ticket key file of 80 `byte`s, in the PKI's directory.
+fn ticket_key(pki: &Pki, file: &str, byte: u8) -> PathBuf {
+    let path = pki.dir.join(file);
+    std::fs::write(&path, [byte; 80]).unwrap();
+    path
+}
+
+/// Key files as a flow list of `DataSource`s.
+fn key_files(keys: &[&PathBuf]) -> String {
+    let keys: Vec<String> = keys.iter().map(|k| format!("{{ filename: \"{}\" }}", k.display())).collect();
+    format!("[{}]", keys.join(", "))
+}
+
 #[test]
 fn instances_sharing_session_ticket_keys_resume_each_others_sessions() {
     let pki = Pki::new("ticket-keys");
     let front = pki.issue("front", &["front.example"]);
     let echo = echo_upstream();
-    let key = |file: &str, byte: u8| {
-        let path = pki.dir.join(file);
-        std::fs::write(&path, [byte; 80]).unwrap();
-        path
-    };
+    let key = |file: &str, byte: u8| ticket_key(&pki, file, byte);
     let (shared, other, third) = (key("shared.key", 7), key("other.key", 9), key("third.key", 11));
     let listener = |keys: &[&PathBuf]| {
-        let keys: Vec<String> = keys.iter().map(|k| format!("{{ filename: \"{}\" }}", k.display())).collect();
-        mtls_listener(&pki, &front, echo)
-            .replace(
-                "          require_client_certificate: true\n",
-                &format!("          session_ticket_keys: {{ keys: [{}] }}\n", keys.join(", ")),
-            )
-            .replace(
-                &format!(
-                    "            validation_context:\n              trusted_ca: {{ filename: \"{}\" }}\n              \
-                     match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: client.example }} }}]\n",
-                    pki.path("ca.pem")
-                ),
-                "",
-            )
+        tls_listener(&pki, &front, echo, &format!("          session_ticket_keys: {{ keys: {} }}\n", key_files(keys)))
     };
     let first = start(&listener(&[&shared]), 1);
     // The second instance seals with a newer key, and still opens tickets of the shared one.
@@ -678,37 +676,17 @@ fn session_ticket_keys_from_an_sds_file_rotate_without_a_restart() {
     let pki = Pki::new("ticket-sds");
     let front = pki.issue("front", &["front.example"]);
     let echo = echo_upstream();
-    let key = |file: &str, byte: u8| {
-        let path = pki.dir.join(file);
-        std::fs::write(&path, [byte; 80]).unwrap();
-        path
-    };
-    let (old, new) = (key("old.key", 3), key("new.key", 5));
+    let (old, new) = (ticket_key(&pki, "old.key", 3), ticket_key(&pki, "new.key", 5));
     let sds = pki.dir.join("tickets.yaml");
     let secret = |version: &str, keys: &[&PathBuf]| {
-        let keys: Vec<String> = keys.iter().map(|k| format!("{{ filename: \"{}\" }}", k.display())).collect();
         format!(
             "version_info: {version}\nresources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  \
-             name: tickets\n  session_ticket_keys: {{ keys: [{}] }}\n",
-            keys.join(", ")
+             name: tickets\n  session_ticket_keys: {{ keys: {} }}\n",
+            key_files(keys)
         )
     };
     std::fs::write(&sds, secret("one", &[&old])).unwrap();
-    let without_client_checks = |yaml: String| {
-        yaml.replace(
-            &format!(
-                "            validation_context:\n              trusted_ca: {{ filename: \"{}\" }}\n              \
-                 match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: client.example }} }}]\n",
-                pki.path("ca.pem")
-            ),
-            "",
-        )
-    };
-    let listener = |tickets: &str| {
-        without_client_checks(
-            mtls_listener(&pki, &front, echo).replace("          require_client_certificate: true\n", tickets),
-        )
-    };
+    let listener = |tickets: &str| tls_listener(&pki, &front, echo, tickets);
     let from_sds = format!(
         "node: {{ id: edge-1, cluster: edge }}\n{}",
         listener(&format!(
@@ -719,10 +697,7 @@ fn session_ticket_keys_from_an_sds_file_rotate_without_a_restart() {
     );
     let rotating = start(&from_sds, 1);
     // Another instance, sealing and opening with the new key only.
-    let newer = start(
-        &listener(&format!("          session_ticket_keys: {{ keys: [{{ filename: \"{}\" }}] }}\n", new.display())),
-        1,
-    );
+    let newer = start(&listener(&format!("          session_ticket_keys: {{ keys: {} }}\n", key_files(&[&new]))), 1);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca.der().clone()).unwrap();
     // A fresh client (tickets only) takes a ticket from the rotating instance, then offers
