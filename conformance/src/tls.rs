@@ -465,10 +465,50 @@ pub fn scenarios() -> Vec<Scenario> {
             prometheus: &[],
             files: vec![("sds.yaml", sds_file("one"))],
         },
+        Scenario {
+            name: "sds_file_validation_context",
+            about: "client certificates checked against a combined_validation_context: the SAN matcher in the \
+                    default context, the CA from an SDS file; the file replaced with a secret trusting another \
+                    certificate: the client's certificate is refused from then on",
+            config: with_mtls(
+                &bootstrap("node: { id: edge-1, cluster: edge }\n", &probe("probe", json!({}))),
+                "h2, http/1.1",
+            )
+            .replacen(
+                "            validation_context:\n              trusted_ca: { filename: \"@TLS_CA@\" }\n              ",
+                "            combined_validation_context:\n              validation_context_sds_secret_config:\n                \
+                 name: client-ca\n                sds_config: { path_config_source: { path: \"@DYNAMIC@ca.yaml\" } }\n              \
+                 default_validation_context:\n                ",
+                1,
+            ),
+            requests: vec![
+                Request::get("/trusted").tls("h2").client_cert(),
+                Request::get("/without-cert").tls("h2"),
+                Request::get("/after-rotation")
+                    .tls("http/1.1")
+                    .client_cert()
+                    .after_update("ca.yaml", validation_sds_file("two", "@TLS_CERT@")),
+            ],
+            deliberate: None,
+            known: None,
+            stats: &[
+                r"sds\.client-ca\.(update_(attempt|success|rejected|failure)|version|version_text):",
+                r"listener\..*\.ssl\.(handshake|connection_error|fail_verify_no_cert|fail_verify_san|fail_verify_error):",
+            ],
+            prometheus: &[],
+            files: vec![("ca.yaml", validation_sds_file("one", "@TLS_CA@"))],
+        },
     ]
 }
 
-/// An SDS file holding the run's server certificate as the secret `server`.
+/// An SDS file holding the secret `client-ca`: a validation context trusting `ca`.
+fn validation_sds_file(version: &str, ca: &str) -> String {
+    format!(
+        "version_info: {version}\nresources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  \
+         name: client-ca\n  validation_context:\n    trusted_ca: {{ filename: \"{ca}\" }}\n"
+    )
+}
+
 /// `config` with, for its TLS filter chains in order, a line of `DownstreamTlsContext`
 /// (`name: value`) and `tls_params` (flow style); empty for none.
 fn with_chain_params(config: &str, chains: &[(&str, &str)]) -> String {
@@ -489,6 +529,7 @@ fn with_chain_params(config: &str, chains: &[(&str, &str)]) -> String {
     out
 }
 
+/// An SDS file holding the run's server certificate as the secret `server`.
 fn sds_file(version: &str) -> String {
     format!(
         "version_info: {version}\nresources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  \

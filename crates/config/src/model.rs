@@ -470,9 +470,9 @@ pub struct DownstreamTls {
     pub versions: (TlsVersion, TlsVersion),
     /// `common_tls_context.tls_params`' cipher suites and curves.
     pub algorithms: TlsAlgorithms,
-    /// `common_tls_context.validation_context`: client certificates are asked for and,
-    /// when sent, checked against it.
-    pub validation: Option<CertificateValidation>,
+    /// `common_tls_context.validation_context` (or a secret holding one): client
+    /// certificates are asked for and, when sent, checked against it.
+    pub validation: Option<ValidationSource>,
     /// `require_client_certificate`: a client without a certificate is refused.
     pub require_client_certificate: bool,
     /// Session tickets (not `disable_stateless_session_resumption`).
@@ -491,6 +491,20 @@ pub struct DownstreamTls {
     pub session_timeout_secs: Option<u32>,
     /// `prefer_client_ciphers`: the TLS 1.2 suite the client prefers, not the listener.
     pub prefer_client_ciphers: bool,
+}
+
+/// Where a validation context comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValidationSource {
+    /// `validation_context`.
+    Inline(CertificateValidation),
+    /// `validation_context_sds_secret_config`, or `combined_validation_context`.
+    Sds {
+        /// The secret holding one, read again when it changes.
+        secret: SdsSecret,
+        /// `default_validation_context`: what the secret's context is merged into, if any.
+        default: Option<CertificateValidation>,
+    },
 }
 
 /// Where a chain's certificate comes from.
@@ -529,6 +543,8 @@ pub enum SecretKind {
     TlsCertificate(TlsCertificate),
     /// `session_ticket_keys.keys`: session ticket keys, 80 bytes each.
     SessionTicketKeys(Vec<DataSource>),
+    /// `validation_context`: how peers' certificates are checked.
+    ValidationContext(CertificateValidation),
 }
 
 impl SecretKind {
@@ -537,6 +553,7 @@ impl SecretKind {
         match self {
             SecretKind::TlsCertificate(_) => "tls_certificate",
             SecretKind::SessionTicketKeys(_) => "session_ticket_keys",
+            SecretKind::ValidationContext(_) => "validation_context",
         }
     }
 }
@@ -2717,8 +2734,9 @@ pub struct UpstreamTls {
 /// subject alternative names it must have one of.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CertificateValidation {
-    /// `trusted_ca`: PEM certificates.
-    pub trusted_ca: DataSource,
+    /// `trusted_ca`: PEM certificates (none only in a part to be merged: a secret's, or a
+    /// `default_validation_context`; a context in use has it).
+    pub trusted_ca: Option<DataSource>,
     /// `match_typed_subject_alt_names` (and the older `match_subject_alt_names`, any type):
     /// one must match (none: any name).
     pub subject_alt_names: Vec<SanMatcher>,
@@ -2727,6 +2745,20 @@ pub struct CertificateValidation {
     /// `only_verify_leaf_cert_crl`: only the peer's own certificate is looked up in them
     /// (else every certificate of its chain).
     pub only_verify_leaf_cert_crl: bool,
+}
+
+impl CertificateValidation {
+    /// `default` with `secret` merged into it, as protobuf merges (Envoy's
+    /// `combined_validation_context`): the secret's `trusted_ca` and `crl` where it has
+    /// them, the SAN matchers of both, `only_verify_leaf_cert_crl` if either says so.
+    pub fn merged(default: &CertificateValidation, secret: &CertificateValidation) -> CertificateValidation {
+        CertificateValidation {
+            trusted_ca: secret.trusted_ca.clone().or_else(|| default.trusted_ca.clone()),
+            subject_alt_names: default.subject_alt_names.iter().chain(&secret.subject_alt_names).cloned().collect(),
+            crl: secret.crl.clone().or_else(|| default.crl.clone()),
+            only_verify_leaf_cert_crl: default.only_verify_leaf_cert_crl || secret.only_verify_leaf_cert_crl,
+        }
+    }
 }
 
 /// One `SubjectAltNameMatcher`.

@@ -9,7 +9,7 @@ use crate::config_source::read_file_source;
 use crate::matcher::read_string_matcher;
 use crate::model::{
     CertificateSource, CertificateValidation, DataSource, DownstreamTls, SanMatcher, SanType, SdsSecret, Secret,
-    SecretKind, TlsAlgorithms, TlsCertificate, TlsVersion, UpstreamTls,
+    SecretKind, TlsAlgorithms, TlsCertificate, TlsVersion, UpstreamTls, ValidationSource,
 };
 use crate::reader::{Ctx, Field, Msg, type_error};
 use crate::wasm::{self, read_data_source};
@@ -204,7 +204,7 @@ pub(crate) fn read_upstream_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -
     };
     upstream.alpn_protocols = read_alpn(ctx, &mut msg);
     let certificates = msg.get(ctx, "tls_certificates").map(|f| f.list()).unwrap_or_default();
-    let validation = msg.get(ctx, "validation_context").map(|f| read_validation_context(ctx, &f));
+    let validation = msg.get(ctx, "validation_context").map(|f| read_validation_context(ctx, &f, false));
     msg.finish(ctx);
     upstream.certificate = match certificates.as_slice() {
         [] => None,
@@ -253,7 +253,9 @@ fn read_alpn(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Vec<String> {
 }
 
 /// A `validation_context`: `trusted_ca`, the subject alternative names to match, the CRLs.
-fn read_validation_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<CertificateValidation> {
+/// A `part` (a secret's, or a `default_validation_context`) may lack `trusted_ca`: it is
+/// required of the context in use.
+fn read_validation_context(ctx: &mut Ctx, field: &Field<'_>, part: bool) -> Option<CertificateValidation> {
     let mut msg = field.message(ctx, VALIDATION_CONTEXT)?;
     let trusted_ca = msg.get(ctx, "trusted_ca").map(|f| data_source(ctx, &f));
     let mut subject_alt_names = Vec::new();
@@ -276,23 +278,49 @@ fn read_validation_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Certifica
         msg.get(ctx, "only_verify_leaf_cert_crl").and_then(|f| f.bool(ctx)).unwrap_or(false);
     let origin = msg.origin().clone();
     msg.finish(ctx);
-    match trusted_ca {
-        Some(ca) => Some(CertificateValidation {
-            trusted_ca: ca?,
-            subject_alt_names,
-            crl: crl.map_or(Some(None), |c| c.map(Some))?,
-            only_verify_leaf_cert_crl,
-        }),
-        None => {
-            // Envoy's own words for it.
-            ctx.error(
-                &origin,
-                "SAN-based verification of peer certificates without trusted CA is insecure and not allowed \
-                 (trusted_ca is required)",
-            );
-            None
-        }
+    if trusted_ca.is_none() && !part {
+        ctx.error(&origin, MISSING_CA);
+        return None;
     }
+    Some(CertificateValidation {
+        trusted_ca: trusted_ca.map_or(Some(None), |c| c.map(Some))?,
+        subject_alt_names,
+        crl: crl.map_or(Some(None), |c| c.map(Some))?,
+        only_verify_leaf_cert_crl,
+    })
+}
+
+/// Envoy's own words for a validation context without `trusted_ca`.
+const MISSING_CA: &str = "SAN-based verification of peer certificates without trusted CA is insecure and not allowed (trusted_ca is required)";
+
+const COMBINED_VALIDATION_CONTEXT: &[&str] = &[
+    "default_validation_context",
+    "validation_context_sds_secret_config",
+    "validation_context_certificate_provider",
+    "validation_context_certificate_provider_instance",
+];
+
+/// A common TLS context's validation context: `validation_context`,
+/// `validation_context_sds_secret_config` or `combined_validation_context` (`Some(None)`:
+/// none; `None`: an error was reported).
+fn read_validation_source(ctx: &mut Ctx, msg: &mut Msg<'_>) -> Option<Option<ValidationSource>> {
+    msg.at_most_one(
+        ctx,
+        &["validation_context", "validation_context_sds_secret_config", "combined_validation_context"],
+    );
+    if let Some(f) = msg.get(ctx, "validation_context") {
+        return Some(Some(ValidationSource::Inline(read_validation_context(ctx, &f, false)?)));
+    }
+    if let Some(f) = msg.get(ctx, "validation_context_sds_secret_config") {
+        return Some(Some(ValidationSource::Sds { secret: read_sds_secret_config(ctx, &f)?, default: None }));
+    }
+    let Some(f) = msg.get(ctx, "combined_validation_context") else { return Some(None) };
+    let mut combined = f.message(ctx, COMBINED_VALIDATION_CONTEXT)?;
+    let default = combined.required(ctx, "default_validation_context").map(|f| read_validation_context(ctx, &f, true));
+    let secret =
+        combined.required(ctx, "validation_context_sds_secret_config").map(|f| read_sds_secret_config(ctx, &f));
+    combined.finish(ctx);
+    Some(Some(ValidationSource::Sds { secret: secret??, default: Some(default??) }))
 }
 
 fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<DownstreamTls> {
@@ -304,7 +332,7 @@ fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Downstrea
     let alpn_protocols = read_alpn(ctx, &mut msg);
     let certificates = msg.get(ctx, "tls_certificates").map(|f| f.list()).unwrap_or_default();
     let sds = msg.get(ctx, "tls_certificate_sds_secret_configs").map(|f| f.list()).unwrap_or_default();
-    let validation = msg.get(ctx, "validation_context").map(|f| read_validation_context(ctx, &f));
+    let validation = read_validation_source(ctx, &mut msg);
     let origin = msg.origin().clone();
     msg.finish(ctx);
     let certificates: Option<Vec<CertificateSource>> = match (certificates.as_slice(), sds.as_slice()) {
@@ -327,10 +355,7 @@ fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Downstrea
             None
         }
     };
-    let validation = match validation {
-        Some(v) => Some(v?),
-        None => None,
-    };
+    let validation = validation?;
     let (versions, algorithms) = params?;
     Some(DownstreamTls {
         certificates: certificates?,
@@ -373,13 +398,20 @@ pub(crate) fn read_secret(ctx: &mut Ctx, field: &Field<'_>) -> Option<Secret> {
     msg.at_most_one(ctx, &["tls_certificate", "session_ticket_keys", "validation_context", "generic_secret"]);
     let certificate = msg.get(ctx, "tls_certificate");
     let ticket_keys = msg.get(ctx, "session_ticket_keys");
+    let validation = msg.get(ctx, "validation_context");
     let origin = msg.origin().clone();
     msg.finish(ctx);
-    let kind = match (certificate, ticket_keys) {
-        (Some(certificate), _) => SecretKind::TlsCertificate(read_tls_certificate(ctx, &certificate)?),
-        (None, Some(keys)) => SecretKind::SessionTicketKeys(read_session_ticket_keys(ctx, &keys)?),
-        (None, None) => {
-            ctx.error(&origin, "a secret needs tls_certificate or session_ticket_keys (the kinds wasmproxy serves)");
+    let kind = match (certificate, ticket_keys, validation) {
+        (Some(certificate), _, _) => SecretKind::TlsCertificate(read_tls_certificate(ctx, &certificate)?),
+        (None, Some(keys), _) => SecretKind::SessionTicketKeys(read_session_ticket_keys(ctx, &keys)?),
+        (None, None, Some(validation)) => {
+            SecretKind::ValidationContext(read_validation_context(ctx, &validation, true)?)
+        }
+        (None, None, None) => {
+            ctx.error(
+                &origin,
+                "a secret needs tls_certificate, session_ticket_keys or validation_context (the kinds wasmproxy serves)",
+            );
             return None;
         }
     };

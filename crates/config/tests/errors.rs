@@ -202,6 +202,21 @@ fn tls_fields_wasmproxy_does_not_serve_are_refused_by_name() {
             "{CONTEXT}.common_tls_context.tls_certificate_sds_secret_configs[0].name: unknown secret \"nowhere\" (not in static_resources.secrets, and no sds_config) (line 11, column 70)"
         )]
     );
+    let validation = |v: &str| format!("common_tls_context: {{ tls_certificates: [{cert}], {v} }}");
+    assert_eq!(
+        tls_errors(&[&validation("combined_validation_context: { default_validation_context: {} }")]),
+        vec![format!(
+            "{CONTEXT}.common_tls_context.combined_validation_context: missing required field \"validation_context_sds_secret_config\" (line 11, column 160)"
+        )]
+    );
+    assert_eq!(
+        tls_errors(&[&validation(
+            "validation_context: { trusted_ca: { filename: ca.pem } }, validation_context_sds_secret_config: { name: ca }"
+        )]),
+        vec![format!(
+            "{CONTEXT}.common_tls_context: only one of validation_context, validation_context_sds_secret_config may be given (line 11, column 31)"
+        )]
+    );
     assert_eq!(
         tls_errors(&["session_timeout: 4294967296s", &certs]),
         vec![format!(

@@ -601,7 +601,7 @@ static_resources:
     assert_eq!(tls.sni.as_deref(), Some("api.example.com"));
     assert_eq!(tls.versions, (TlsVersion::Tls12, TlsVersion::Tls12), "Envoy's client defaults");
     let validation = tls.validation.unwrap();
-    assert_eq!(validation.trusted_ca, DataSource::File("/etc/envoy/ca.pem".into()));
+    assert_eq!(validation.trusted_ca, Some(DataSource::File("/etc/envoy/ca.pem".into())));
     assert_eq!(
         validation.subject_alt_names,
         vec![

@@ -847,6 +847,107 @@ fn a_certificate_from_an_sds_file_rotates_without_a_restart_or_a_dropped_connect
 }
 
 #[test]
+fn client_certificates_are_checked_against_a_ca_from_an_sds_file_that_rotates() {
+    let pki = Pki::new("validation-sds");
+    let next = Pki::new("validation-sds-next");
+    let front = pki.issue("front", &["front.example"]);
+    let (client, misnamed) = (pki.issue("client", &["client.example"]), pki.issue("misnamed", &["x.example"]));
+    let next_client = next.issue("client", &["client.example"]);
+    let sds = pki.dir.join("validation.yaml");
+    let secret = |version: &str, ca: &str| {
+        format!(
+            "version_info: {version}\nresources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  \
+             name: client-ca\n  validation_context: {{ trusted_ca: {{ filename: \"{ca}\" }} }}\n"
+        )
+    };
+    std::fs::write(&sds, secret("one", &pki.path("ca.pem"))).unwrap();
+    // The SAN matcher in the default context, the CA in the secret's, as Istio has them.
+    let yaml = mtls_listener(&pki, &front, echo_upstream()).replace(
+        &format!("            validation_context:\n              trusted_ca: {{ filename: \"{}\" }}\n", pki.path("ca.pem")),
+        &format!(
+            "            combined_validation_context:\n              validation_context_sds_secret_config:\n                \
+             name: client-ca\n                sds_config: {{ path_config_source: {{ path: \"{}\" }} }}\n              \
+             default_validation_context:\n  ",
+            sds.display()
+        ),
+    );
+    assert!(yaml.contains("default_validation_context:\n                match_typed"), "{yaml}");
+    let server = start(&format!("node: {{ id: edge-1, cluster: edge }}\n{yaml}"), 1);
+    let addr = server.listeners[0].1;
+    assert_eq!(ping(&pki, addr, Some(&client)).unwrap(), b"ping");
+    assert!(ping(&pki, addr, Some(&misnamed)).is_err(), "the default context's SAN matcher applies");
+    assert!(ping(&pki, addr, Some(&next_client)).is_err(), "the next CA is not trusted yet");
+    let ca_shown = || {
+        let certs: serde_json::Value = serde_json::from_str(&admin_get(&server, "/certs")).unwrap();
+        certs["certificates"][0]["ca_cert"][0]["path"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(ca_shown(), pki.path("ca.pem"));
+    let mut open = ping_keeping(&pki, addr, &client);
+
+    // The secret now trusts the next CA only.
+    replace(&sds, secret("two", &next.path("ca.pem")));
+    assert_eq!(counted(&server, "sds.client-ca.update_success", 2), 2);
+    assert_eq!(ping(&pki, addr, Some(&next_client)).unwrap(), b"ping");
+    assert!(ping(&pki, addr, Some(&client)).is_err(), "the old CA is no longer trusted");
+    assert_eq!(ca_shown(), next.path("ca.pem"));
+    open.write_all(b"more").unwrap();
+    let mut back = [0u8; 4];
+    open.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"more", "a connection checked before the change goes on");
+
+    // A CA file that is not PEM: refused, the last good CA stays.
+    let garbage = pki.dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    replace(&sds, secret("three", &garbage.display().to_string()));
+    assert_eq!(counted(&server, "sds.client-ca.update_rejected", 1), 1);
+    assert_eq!(ping(&pki, addr, Some(&next_client)).unwrap(), b"ping");
+    assert!(ping(&pki, addr, Some(&misnamed)).is_err());
+    drop(open);
+    server.stop();
+
+    // A secret of another kind is refused at start-up, naming it.
+    let tickets = pki.dir.join("tickets.yaml");
+    std::fs::write(
+        &tickets,
+        format!(
+            "resources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  \
+             name: client-ca\n  session_ticket_keys: {{ keys: [{{ filename: \"{}\" }}] }}\n",
+            ticket_key(&pki, "t.key", 1).display()
+        ),
+    )
+    .unwrap();
+    let wrong = yaml.replace(&sds.display().to_string(), &tickets.display().to_string());
+    let config =
+        wasmproxy_config::load_str(&format!("node: {{ id: a, cluster: b }}\n{wrong}"), std::path::Path::new("."))
+            .unwrap();
+    let error = wasmproxy_proxy::Server::start(config, Default::default()).err().unwrap().to_string();
+    assert!(error.contains("secret \"client-ca\" holds session_ticket_keys, not a validation_context"), "{error}");
+}
+
+/// [`ping`] with a client certificate, the connection kept open.
+fn ping_keeping(
+    pki: &Pki,
+    addr: SocketAddr,
+    (chain, key): &(PathBuf, PathBuf),
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let chain = CertificateDer::pem_file_iter(chain).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap())
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("front.example").unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(Arc::new(config), name).unwrap(), tcp);
+    tls.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    tls.read_exact(&mut back).unwrap();
+    tls
+}
+
+#[test]
 fn a_client_that_stalls_in_the_handshake_is_closed_at_the_chains_timeout() {
     let pki = Pki::new("stall");
     let front = pki.issue("front", &["front.example"]);

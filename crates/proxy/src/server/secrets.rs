@@ -1,4 +1,4 @@
-//! The certificates and session ticket keys filter chains serve: inline, from
+//! The certificates, session ticket keys and validation contexts filter chains serve: inline, from
 //! `static_resources.secrets`, or from SDS files (`sds_config.path_config_source`). An SDS
 //! file is read again when it, or a file its secret names, is replaced; a secret that
 //! changed is replaced in place (new handshakes get it, open connections keep theirs, no
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use wasmproxy_config::model::{
-    CertificateSource, DataSource, DownstreamTls, FileSource, Node, SdsSecret, Secret, SecretKind,
+    CertificateSource, DataSource, DownstreamTls, FileSource, Node, SdsSecret, Secret, SecretKind, ValidationSource,
 };
 use wasmproxy_stats::Store;
 
@@ -17,6 +17,7 @@ use crate::observe::stats::SdsStats;
 use crate::tls::downstream::{ServedCertificate, ServerTls, server_config};
 use crate::tls::pem;
 use crate::tls::tickets::TicketKeyRing;
+use crate::tls::validation::{ClientChecks, ServedValidation};
 
 /// The secrets of the configuration served now.
 pub struct Secrets {
@@ -49,6 +50,8 @@ enum Served {
     Certificate(Arc<ServedCertificate>),
     /// Session ticket keys chains seal and open tickets with.
     TicketKeys(Arc<TicketKeyRing>),
+    /// A validation context chains check client certificates against.
+    Validation(Arc<ServedValidation>),
 }
 
 impl Served {
@@ -59,6 +62,7 @@ impl Served {
                 Served::Certificate(Arc::new(ServedCertificate::load(certificate, position)?))
             }
             SecretKind::SessionTicketKeys(keys) => Served::TicketKeys(Arc::new(TicketKeyRing::load(keys, pem::read)?)),
+            SecretKind::ValidationContext(context) => Served::Validation(Arc::new(ServedValidation::load(context)?)),
         })
     }
 
@@ -67,7 +71,17 @@ impl Served {
         match (self, kind) {
             (Served::Certificate(served), SecretKind::TlsCertificate(certificate)) => served.replace(certificate),
             (Served::TicketKeys(ring), SecretKind::SessionTicketKeys(keys)) => ring.replace(keys, pem::read),
+            (Served::Validation(served), SecretKind::ValidationContext(context)) => served.replace(context),
             (_, other) => Err(format!("it holds {} now, not what it held", other.field())),
+        }
+    }
+
+    /// The field that holds what it serves, to name it in errors.
+    fn field(&self) -> &'static str {
+        match self {
+            Served::Certificate(_) => "a tls_certificate",
+            Served::TicketKeys(_) => "session_ticket_keys",
+            Served::Validation(_) => "a validation_context",
         }
     }
 
@@ -76,6 +90,7 @@ impl Served {
         match self {
             Served::Certificate(served) => Arc::strong_count(served) > 1,
             Served::TicketKeys(ring) => Arc::strong_count(ring) > 1,
+            Served::Validation(served) => Arc::strong_count(served) > 1,
         }
     }
 }
@@ -88,9 +103,10 @@ impl Secrets {
         Secrets { static_secrets, files: Vec::new(), store, node_named }
     }
 
-    /// What serves the secret `sds` names (at `position` of a chain's certificates): a
-    /// static secret's is the chain's own, an SDS file's is shared by every chain naming it.
-    fn served(&mut self, sds: &SdsSecret, position: usize) -> Result<Served, String> {
+    /// What serves the secret `sds` names (at `position` of a chain's certificates), for
+    /// Envoy's SDS API `api`: a static secret's is the chain's own, an SDS file's is shared
+    /// by every chain naming it.
+    fn served(&mut self, sds: &SdsSecret, position: usize, api: &str) -> Result<Served, String> {
         let Some(file) = &sds.source else {
             let secret = self.static_secrets.iter().find(|s| s.name == sds.name);
             let secret =
@@ -102,9 +118,10 @@ impl Secrets {
         }
         if !self.node_named {
             // Envoy's own words.
-            return Err("TlsCertificateSdsApi: node 'id' and 'cluster' are required. Set it either in 'node' config \
-                        or via --service-node and --service-cluster options."
-                .into());
+            return Err(format!(
+                "{api}: node 'id' and 'cluster' are required. Set it either in 'node' config or via \
+                 --service-node and --service-cluster options."
+            ));
         }
         let stats = SdsStats::new(&self.store, &sds.name);
         stats.subscription.attempted();
@@ -124,11 +141,9 @@ impl Secrets {
             }
             CertificateSource::Sds(sds) => sds,
         };
-        match self.served(sds, position)? {
+        match self.served(sds, position, "TlsCertificateSdsApi")? {
             Served::Certificate(served) => Ok(served),
-            Served::TicketKeys(_) => {
-                Err(format!("secret {:?} holds session_ticket_keys, not a tls_certificate", sds.name))
-            }
+            other => Err(format!("secret {:?} holds {}, not a tls_certificate", sds.name, other.field())),
         }
     }
 
@@ -136,11 +151,9 @@ impl Secrets {
     /// `session_ticket_keys_sds_secret_config` names; none: the chain makes its own.
     fn ticket_keys(&mut self, tls: &DownstreamTls) -> Result<Option<Arc<TicketKeyRing>>, String> {
         if let Some(sds) = &tls.session_ticket_keys_sds {
-            return match self.served(sds, 0)? {
+            return match self.served(sds, 0, "TlsSessionTicketKeysSdsApi")? {
                 Served::TicketKeys(ring) => Ok(Some(ring)),
-                Served::Certificate(_) => {
-                    Err(format!("secret {:?} holds a tls_certificate, not session_ticket_keys", sds.name))
-                }
+                other => Err(format!("secret {:?} holds {}, not session_ticket_keys", sds.name, other.field())),
             };
         }
         if tls.session_ticket_keys.is_empty() {
@@ -149,12 +162,34 @@ impl Secrets {
         TicketKeyRing::load(&tls.session_ticket_keys, pem::read).map(|ring| Some(Arc::new(ring)))
     }
 
-    /// A chain's TLS settings, with the certificates and ticket keys their sources give.
+    /// How a chain checks client certificates: against its `validation_context`, or the
+    /// context of the secret it names (merged into its default one, if any); none: it asks
+    /// for none.
+    fn client_checks(&mut self, tls: &DownstreamTls) -> Result<Option<Arc<ClientChecks>>, String> {
+        let required = tls.require_client_certificate;
+        let (sds, default) = match &tls.validation {
+            None => return Ok(None),
+            Some(ValidationSource::Inline(validation)) => return ClientChecks::inline(validation, required).map(Some),
+            Some(ValidationSource::Sds { secret, default }) => (secret, default),
+        };
+        let field =
+            if default.is_some() { "combined_validation_context" } else { "validation_context_sds_secret_config" };
+        match self.served(sds, 0, "CertificateValidationContextSdsApi")? {
+            Served::Validation(served) => ClientChecks::from_secret(served, default.as_ref(), required)
+                .map(Some)
+                .map_err(|e| format!("{field}: secret {:?}: {e}", sds.name)),
+            other => Err(format!("secret {:?} holds {}, not a validation_context", sds.name, other.field())),
+        }
+    }
+
+    /// A chain's TLS settings, with the certificates, ticket keys and client certificate
+    /// checks their sources give.
     pub fn server_tls(&mut self, tls: &DownstreamTls) -> Result<ServerTls, String> {
         let certificates: Result<Vec<_>, String> =
             tls.certificates.iter().enumerate().map(|(i, source)| self.certificate(source, i)).collect();
         let ticket_keys = self.ticket_keys(tls)?;
-        server_config(tls, certificates?, ticket_keys)
+        let client_checks = self.client_checks(tls)?;
+        server_config(tls, certificates?, ticket_keys, client_checks)
     }
 
     /// Forgets the SDS secrets no chain serves any more.
@@ -226,6 +261,7 @@ fn named_files(kind: &SecretKind) -> Vec<&PathBuf> {
     let sources: Vec<&DataSource> = match kind {
         SecretKind::TlsCertificate(certificate) => vec![&certificate.certificate_chain, &certificate.private_key],
         SecretKind::SessionTicketKeys(keys) => keys.iter().collect(),
+        SecretKind::ValidationContext(context) => context.trusted_ca.iter().chain(&context.crl).collect(),
     };
     sources
         .into_iter()

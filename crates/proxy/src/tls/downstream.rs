@@ -1,29 +1,22 @@
 //! A filter chain's TLS settings (`DownstreamTlsContext`) as rustls takes them: the
 //! certificates served (each replaceable in place, for secrets that rotate; several picked
-//! from by the client's hello as Envoy picks), and client
-//! certificates asked for and checked as Envoy checks them (the chain must lead to
-//! `trusted_ca`, one subject alternative name must match if any matcher is given; none
-//! sent is refused only with `require_client_certificate`).
+//! from by the client's hello as Envoy picks), client certificates asked for and checked
+//! (see `validation.rs`), resumption, and the TLS 1.2 suite picked as Envoy picks it.
 
 use std::sync::{Arc, RwLock};
 
-use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ProducesTickets, ResolvesServerCert, StoresServerSessions};
 use rustls::sign::CertifiedKey;
-use rustls::{
-    CipherSuite, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme, SupportedCipherSuite,
-};
-use wasmproxy_config::model::{CertificateValidation, DownstreamTls, TlsCertificate, TlsVersion};
-
+use rustls::{CipherSuite, ServerConfig, SignatureScheme, SupportedCipherSuite};
 use tokio::net::TcpStream;
+use wasmproxy_config::model::{DownstreamTls, TlsCertificate, TlsVersion};
 
-use crate::tls::certificate::{CertificateDetails, CertificateInfo, ContextCertificates, SanMatchers, server_names};
+use crate::tls::certificate::{CertificateDetails, CertificateInfo, ContextCertificates, server_names};
 use crate::tls::pem;
 use crate::tls::session::{Refused, TlsTransport};
 use crate::tls::tickets::{SessionCache, SessionLifetimes, TicketKeyRing, Tickets};
+use crate::tls::validation::ClientChecks;
 
 /// The most sessions a chain's cache keeps (BoringSSL's default).
 const SESSION_CACHE_ENTRIES: usize = 20 * 1024;
@@ -37,8 +30,8 @@ pub struct ServerTls {
     /// The TLS 1.2 cipher suites, in groups of equal preference, best first (none when
     /// TLS 1.2 is not spoken or the client's preference rules).
     preference: Vec<Vec<SupportedCipherSuite>>,
-    /// What `/certs` shows of the CA client certificates are checked against.
-    ca: Option<CertificateDetails>,
+    /// How client certificates are checked, if they are asked for.
+    client_checks: Option<Arc<ClientChecks>>,
 }
 
 /// A certificate, with rustls's settings for it: all the chain's cipher suites (rustls
@@ -118,7 +111,7 @@ impl ServerTls {
 
 impl ContextCertificates for ServerTls {
     fn ca_certificate(&self) -> Option<CertificateDetails> {
-        self.ca.clone()
+        self.client_checks.as_ref().and_then(|c| c.ca())
     }
 
     fn certificate_chain(&self) -> Vec<CertificateDetails> {
@@ -211,24 +204,18 @@ impl ResolvesServerCert for ServedCertificate {
 /// The TLS settings of a filter chain as rustls takes them: the `certificates` served
 /// (one at least), its versions, ALPN protocols, client certificate checks, resumption,
 /// and its TLS 1.2 cipher suites in Envoy's order of preference; tickets are sealed with
-/// `ticket_keys` (none: a random key of the chain's own). An error names the field at
-/// fault.
+/// `ticket_keys` (none: a random key of the chain's own); client certificates are asked
+/// for and checked by `client_checks`, if given. An error names the field at fault.
 pub fn server_config(
     tls: &DownstreamTls,
     certificates: Vec<Arc<ServedCertificate>>,
     ticket_keys: Option<Arc<TicketKeyRing>>,
+    client_checks: Option<Arc<ClientChecks>>,
 ) -> Result<ServerTls, String> {
     if certificates.is_empty() {
         return Err("tls_certificates: a certificate is required".into());
     }
     let provider = pem::server_provider_with(&tls.algorithms);
-    let (verifier, ca) = match &tls.validation {
-        None => (None, None),
-        Some(validation) => {
-            let (verifier, ca) = ClientVerifier::new(validation, tls.require_client_certificate, provider.clone())?;
-            (Some(Arc::new(verifier)), ca)
-        }
-    };
     // Resumption as Envoy (BoringSSL) has it: tickets under the chain's keys or a key of
     // its own (every worker shares them), and a session cache of BoringSSL's size.
     let lifetimes = SessionLifetimes::new(tls.session_timeout_secs);
@@ -244,9 +231,9 @@ pub fn server_config(
         let builder = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&pem::versions(tls.versions))
             .map_err(|e| format!("tls_params: {e}"))?;
-        let builder = match &verifier {
+        let builder = match &client_checks {
             None => builder.with_no_client_auth(),
-            Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
+            Some(checks) => builder.with_client_cert_verifier(checks.clone()),
         };
         let mut config = builder.with_cert_resolver(certificate.clone());
         config.alpn_protocols = tls.alpn_protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
@@ -271,84 +258,7 @@ pub fn server_config(
         }
         served.push(Offer { config, by_suite, certificate });
     }
-    Ok(ServerTls { served, preference, ca })
-}
-
-/// rustls' check of the chain (webpki), then Envoy's subject alternative name matchers.
-#[derive(Debug)]
-struct ClientVerifier {
-    chain: Arc<dyn ClientCertVerifier>,
-    san_matchers: SanMatchers,
-}
-
-impl ClientVerifier {
-    fn new(
-        validation: &CertificateValidation,
-        required: bool,
-        provider: Arc<rustls::crypto::CryptoProvider>,
-    ) -> Result<(ClientVerifier, Option<CertificateDetails>), String> {
-        let (roots, ca) = pem::trust_anchors(&validation.trusted_ca)?;
-        let roots = Arc::new(roots);
-        let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider);
-        let builder = if required { builder } else { builder.allow_unauthenticated() };
-        let builder = match &validation.crl {
-            None => builder,
-            Some(crl) => {
-                // A certificate whose issuer has no CRL here passes (see docs/CONFIG.md).
-                let builder = builder.with_crls(pem::crls(crl)?).allow_unknown_revocation_status();
-                if validation.only_verify_leaf_cert_crl { builder.only_check_end_entity_revocation() } else { builder }
-            }
-        };
-        let chain = builder.build().map_err(|e| format!("validation_context: {e}"))?;
-        Ok((ClientVerifier { chain, san_matchers: SanMatchers::new(&validation.subject_alt_names)? }, ca))
-    }
-}
-
-impl ClientCertVerifier for ClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.chain.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.chain.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.chain.verify_client_cert(end_entity, intermediates, now)?;
-        self.san_matchers.check(end_entity)?;
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
-    }
+    Ok(ServerTls { served, preference, client_checks })
 }
 
 #[cfg(test)]
@@ -391,7 +301,7 @@ mod tests {
             session_timeout_secs: None,
             prefer_client_ciphers: false,
         };
-        server_config(&tls, certificates, None).unwrap()
+        server_config(&tls, certificates, None, None).unwrap()
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! it checks the upstream's certificate (`upstream.rs`); PEM files and versions both read
 //! (`pem.rs`); what a certificate says (`certificate.rs`); the TLS inspector that reads a
 //! ClientHello before a filter chain is picked (`inspector.rs`); session tickets sealed
-//! with configured keys (`tickets.rs`).
+//! with configured keys (`tickets.rs`); how a chain checks client certificates, against
+//! validation contexts that may change (`validation.rs`).
 
 pub(crate) mod certificate;
 pub(crate) mod downstream;
@@ -14,3 +15,4 @@ pub(crate) mod records;
 pub(crate) mod session;
 pub(crate) mod tickets;
 pub(crate) mod upstream;
+pub(crate) mod validation;

@@ -164,9 +164,17 @@ pub fn certified_key(
 }
 
 /// The CA certificates of a `trusted_ca`, as trust anchors, and what `/certs` shows of
-/// the first.
-pub fn trust_anchors(source: &DataSource) -> Result<(rustls::RootCertStore, Option<CertificateDetails>), String> {
+/// the first (none: Envoy's refusal of a context without one).
+pub fn trust_anchors(
+    source: Option<&DataSource>,
+) -> Result<(rustls::RootCertStore, Option<CertificateDetails>), String> {
     let field = "validation_context.trusted_ca";
+    let Some(source) = source else {
+        return Err(format!(
+            "{field}: SAN-based verification of peer certificates without trusted CA is insecure and not allowed \
+             (trusted_ca is required)"
+        ));
+    };
     let mut roots = rustls::RootCertStore::empty();
     let cas = certificates(source, field)?;
     let shown = details(source, &cas[0]);

@@ -193,7 +193,7 @@ impl EnvoyVerifier {
             return Ok((unchecked, None));
         };
         let san_matchers = SanMatchers::new(&validation.subject_alt_names)?;
-        let (roots, ca) = pem::trust_anchors(&validation.trusted_ca)?;
+        let (roots, ca) = pem::trust_anchors(validation.trusted_ca.as_ref())?;
         let builder = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
         let builder = match &validation.crl {
             None => builder,
