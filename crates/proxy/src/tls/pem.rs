@@ -72,11 +72,14 @@ pub fn tls12_preference(algorithms: &TlsAlgorithms, provider: &CryptoProvider) -
     let named = |name: &str| {
         provider.cipher_suites.iter().find(|s| s.tls13().is_none() && cipher_name(s.suite()) == name).copied()
     };
-    let groups: Vec<Vec<SupportedCipherSuite>> = match algorithms.cipher_suites.is_empty() {
-        true => ENVOY_SERVER_CIPHER_SUITES.iter().map(|g| g.iter().filter_map(|n| named(n)).collect()).collect(),
-        false => algorithms.cipher_suites.iter().map(|g| g.iter().filter_map(|n| named(n)).collect()).collect(),
+    let configured: Vec<Vec<&str>> =
+        algorithms.cipher_suites.iter().map(|g| g.iter().map(String::as_str).collect()).collect();
+    let names: Vec<Vec<&str>> = match configured.is_empty() {
+        true => ENVOY_SERVER_CIPHER_SUITES.iter().map(|g| g.to_vec()).collect(),
+        false => configured,
     };
-    groups.into_iter().filter(|g| !g.is_empty()).collect()
+    let groups = names.iter().map(|g| g.iter().filter_map(|n| named(n)).collect::<Vec<_>>());
+    groups.filter(|g| !g.is_empty()).collect()
 }
 
 /// `provider` with TLS 1.3's cipher suites and `tls12` alone.
