@@ -1,6 +1,7 @@
 //! `transport_socket` `envoy.transport_sockets.tls`: a filter chain's
-//! `DownstreamTlsContext` (one certificate, ALPN, the TLS versions, client certificates
-//! checked against a CA and subject alternative names) and a cluster's
+//! `DownstreamTlsContext` (certificates, ALPN, the TLS versions, resumption, client
+//! certificates checked against a CA and subject alternative names, inline or from a
+//! secret) and a cluster's
 //! `UpstreamTlsContext` (SNI, ALPN, versions, a client certificate, the CA and subject
 //! alternative names the upstream's certificate is checked against); every other field
 //! is refused by name.
