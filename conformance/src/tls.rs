@@ -498,7 +498,47 @@ pub fn scenarios() -> Vec<Scenario> {
             prometheus: &[],
             files: vec![("ca.yaml", validation_sds_file("one", "@TLS_CA@"))],
         },
+        Scenario {
+            name: "sds_file_upstream_secrets",
+            about: "a cluster's client certificate and CA from SDS files (combined_validation_context with the SAN \
+                    matcher in the default context): the plugin reads the upstream properties; the certificate's \
+                    file replaced with another certificate: the next request goes on the open connection, as in \
+                    Envoy",
+            config: with_upstream_tls(
+                &bootstrap("node: { id: edge-1, cluster: edge }\n", &probe("probe", json!({"phases": {"response_headers": read(&upstream_properties)}}))),
+                "upstream",
+                "        sni: backend.example.com\n        common_tls_context:\n          tls_certificate_sds_secret_configs:\n          \
+                 - name: client\n            sds_config: { path_config_source: { path: \"@DYNAMIC@client.yaml\" } }\n          \
+                 combined_validation_context:\n            validation_context_sds_secret_config:\n              name: client-ca\n              \
+                 sds_config: { path_config_source: { path: \"@DYNAMIC@ca.yaml\" } }\n            default_validation_context:\n              \
+                 match_typed_subject_alt_names: [{ san_type: DNS, matcher: { exact: backend.example.com } }]\n",
+            ),
+            requests: vec![
+                Request::get("/first"),
+                Request::get("/after-rotation").after_update("client.yaml", certificate_sds_file("client", "two", "@TLS_CERT@", "@TLS_KEY@")),
+            ],
+            deliberate: None,
+            known: None,
+            stats: &[
+                r"sds\.(client|client-ca)\.(update_(attempt|success|rejected|failure)|version_text):",
+                r"cluster\.upstream\.ssl\.(handshake|connection_error|fail_verify_error|fail_verify_san|session_reused):",
+                r"cluster\.upstream\.upstream_cx_(total|connect_fail):",
+            ],
+            prometheus: &[],
+            files: vec![
+                ("ca.yaml", validation_sds_file("one", "@TLS_CA@")),
+                ("client.yaml", certificate_sds_file("client", "one", "@TLS_CLIENT_CERT@", "@TLS_CLIENT_KEY@")),
+            ],
+        },
     ]
+}
+
+/// An SDS file holding the secret `name`: a certificate and its key.
+fn certificate_sds_file(name: &str, version: &str, chain: &str, key: &str) -> String {
+    format!(
+        "version_info: {version}\nresources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  \
+         name: {name}\n  tls_certificate:\n    certificate_chain: {{ filename: \"{chain}\" }}\n    private_key: {{ filename: \"{key}\" }}\n"
+    )
 }
 
 /// An SDS file holding the secret `client-ca`: a validation context trusting `ca`.

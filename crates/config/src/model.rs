@@ -2723,11 +2723,12 @@ pub struct UpstreamTls {
     pub versions: (TlsVersion, TlsVersion),
     /// `common_tls_context.tls_params`' cipher suites and curves.
     pub algorithms: TlsAlgorithms,
-    /// `common_tls_context.tls_certificates`: the client certificate, if any.
-    pub certificate: Option<TlsCertificate>,
-    /// `common_tls_context.validation_context`: how the upstream's certificate is checked
-    /// (none: it is not, as in Envoy).
-    pub validation: Option<CertificateValidation>,
+    /// `common_tls_context.tls_certificates` or `tls_certificate_sds_secret_configs`: the
+    /// client certificate, if any.
+    pub certificate: Option<CertificateSource>,
+    /// `common_tls_context.validation_context` (or a secret holding one): how the
+    /// upstream's certificate is checked (none: it is not, as in Envoy).
+    pub validation: Option<ValidationSource>,
 }
 
 /// A `CertificateValidationContext`: the CAs a peer's certificate must chain to, and the

@@ -204,21 +204,23 @@ pub(crate) fn read_upstream_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -
         None => Some((upstream.versions, TlsAlgorithms::default())),
     };
     upstream.alpn_protocols = read_alpn(ctx, &mut msg);
-    let certificates = msg.get(ctx, "tls_certificates").map(|f| f.list()).unwrap_or_default();
-    let validation = msg.get(ctx, "validation_context").map(|f| read_validation_context(ctx, &f, false));
+    let validation = read_validation_source(ctx, &mut msg);
+    let certificates = read_certificate_sources(ctx, &mut msg, false);
     msg.finish(ctx);
-    upstream.certificate = match certificates.as_slice() {
+    upstream.certificate = match certificates?.as_slice() {
         [] => None,
-        [one] => Some(read_tls_certificate(ctx, one)?),
-        [_, extra, ..] => {
-            extra.error(ctx, "more than one client certificate is not supported by wasmproxy");
+        [one] => Some(one.clone()),
+        [first, _, ..] => {
+            let field = match first {
+                CertificateSource::Inline(_) => "tls_certificates",
+                CertificateSource::Sds(_) => "tls_certificate_sds_secret_configs",
+            };
+            let at = common.origin().with_child(field);
+            ctx.error(&at, "more than one client certificate is not supported by wasmproxy");
             return None;
         }
     };
-    upstream.validation = match validation {
-        Some(v) => Some(v?),
-        None => None,
-    };
+    upstream.validation = validation?;
     (upstream.versions, upstream.algorithms) = params?;
     Some(upstream)
 }
@@ -331,31 +333,9 @@ fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Downstrea
         None => Some(((TlsVersion::Tls12, TlsVersion::Tls13), TlsAlgorithms::default())),
     };
     let alpn_protocols = read_alpn(ctx, &mut msg);
-    let certificates = msg.get(ctx, "tls_certificates").map(|f| f.list()).unwrap_or_default();
-    let sds = msg.get(ctx, "tls_certificate_sds_secret_configs").map(|f| f.list()).unwrap_or_default();
     let validation = read_validation_source(ctx, &mut msg);
-    let origin = msg.origin().clone();
+    let certificates = read_certificate_sources(ctx, &mut msg, true);
     msg.finish(ctx);
-    let certificates: Option<Vec<CertificateSource>> = match (certificates.as_slice(), sds.as_slice()) {
-        ([], []) => {
-            ctx.error(&origin.with_child("tls_certificates"), "a certificate is required");
-            None
-        }
-        (inline, []) => {
-            let read: Vec<_> =
-                inline.iter().map(|c| read_tls_certificate(ctx, c).map(CertificateSource::Inline)).collect();
-            read.into_iter().collect()
-        }
-        ([], secrets) => {
-            let read: Vec<_> =
-                secrets.iter().map(|c| read_sds_secret_config(ctx, c).map(CertificateSource::Sds)).collect();
-            read.into_iter().collect()
-        }
-        (_, [sds, ..]) => {
-            sds.error(ctx, "certificates from SDS beside tls_certificates are not supported by wasmproxy");
-            None
-        }
-    };
     let validation = validation?;
     let (versions, algorithms) = params?;
     Some(DownstreamTls {
@@ -372,6 +352,33 @@ fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Downstrea
         session_timeout_secs: None,
         prefer_client_ciphers: false,
     })
+}
+
+/// A common TLS context's `tls_certificates` or `tls_certificate_sds_secret_configs` (not
+/// both); at least one if `required` (`None`: an error was reported).
+fn read_certificate_sources(ctx: &mut Ctx, msg: &mut Msg<'_>, required: bool) -> Option<Vec<CertificateSource>> {
+    let inline = msg.get(ctx, "tls_certificates").map(|f| f.list()).unwrap_or_default();
+    let secrets = msg.get(ctx, "tls_certificate_sds_secret_configs").map(|f| f.list()).unwrap_or_default();
+    match (inline.as_slice(), secrets.as_slice()) {
+        ([], []) if required => {
+            ctx.error(&msg.origin().with_child("tls_certificates"), "a certificate is required");
+            None
+        }
+        (inline, []) => {
+            let read: Vec<_> =
+                inline.iter().map(|c| read_tls_certificate(ctx, c).map(CertificateSource::Inline)).collect();
+            read.into_iter().collect()
+        }
+        ([], secrets) => {
+            let read: Vec<_> =
+                secrets.iter().map(|c| read_sds_secret_config(ctx, c).map(CertificateSource::Sds)).collect();
+            read.into_iter().collect()
+        }
+        (_, [sds, ..]) => {
+            sds.error(ctx, "certificates from SDS beside tls_certificates are not supported by wasmproxy");
+            None
+        }
+    }
 }
 
 /// An `SdsSecretConfig`: the secret's name, and the file it is in (none: a static secret).

@@ -600,7 +600,7 @@ static_resources:
     let tls = bootstrap.clusters[0].tls.clone().unwrap();
     assert_eq!(tls.sni.as_deref(), Some("api.example.com"));
     assert_eq!(tls.versions, (TlsVersion::Tls12, TlsVersion::Tls12), "Envoy's client defaults");
-    let validation = tls.validation.unwrap();
+    let Some(ValidationSource::Inline(validation)) = tls.validation else { panic!("{:?}", tls.validation) };
     assert_eq!(validation.trusted_ca, Some(DataSource::File("/etc/envoy/ca.pem".into())));
     assert_eq!(
         validation.subject_alt_names,

@@ -74,7 +74,7 @@ pub fn check_tls(config: &wasmproxy_config::Bootstrap) -> Result<(), String> {
         }
     }
     for cluster in &config.clusters {
-        upstream::cluster::ClusterSnapshot::new(cluster)?;
+        upstream::cluster::ClusterSnapshot::new(cluster, &mut secrets)?;
     }
     Ok(())
 }

@@ -296,6 +296,104 @@ fn requests_go_to_tls_upstreams_checked_as_envoy_checks_them() {
     server.stop();
 }
 
+/// An HTTPS upstream that answers each request with the DNS names of the client
+/// certificate it was sent (`client=<names>`, `client=none`) and closes the connection.
+fn closing_https_upstream(config: Arc<rustls::ServerConfig>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            let Ok(session) = rustls::ServerConnection::new(config.clone()) else { return };
+            let mut tls = rustls::StreamOwned::new(session, tcp);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && tls.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let names = tls.conn.peer_certificates().map_or("none".to_string(), |chain| {
+                let (_, cert) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+                let san = cert.subject_alternative_name().unwrap().unwrap();
+                san.value.general_names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")
+            });
+            let body = format!("client={names}");
+            let _ = write!(tls, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_clusters_client_certificate_and_ca_from_sds_files_rotate_without_a_restart() {
+    let pki = Pki::new("cluster-sds");
+    let other = Pki::new("cluster-sds-other");
+    let backend = pki.issue("backend", &["backend.example"]);
+    let (first, second) = (pki.issue("first", &["first.example"]), pki.issue("second", &["second.example"]));
+    let upstream = closing_https_upstream(upstream_config(&pki, &backend));
+    let secret = |name: &str, version: &str, body: String| {
+        let path = pki.dir.join(format!("{name}.yaml"));
+        let text = format!(
+            "version_info: {version}\nresources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  \
+             name: {name}\n  {body}\n"
+        );
+        replace(&path, text);
+        path
+    };
+    let certificate = |(chain, key): &(PathBuf, PathBuf)| {
+        format!(
+            "tls_certificate: {{ certificate_chain: {{ filename: \"{}\" }}, private_key: {{ filename: \"{}\" }} }}",
+            chain.display(),
+            key.display()
+        )
+    };
+    let ca = |pki: &Pki| format!("validation_context: {{ trusted_ca: {{ filename: \"{}\" }} }}", pki.path("ca.pem"));
+    let client_file = secret("client", "one", certificate(&first));
+    let ca_file = secret("upstream-ca", "one", ca(&pki));
+    let tls = format!(
+        "        common_tls_context:\n          tls_certificate_sds_secret_configs:\n          - name: client\n            \
+         sds_config: {{ path_config_source: {{ path: \"{}\" }} }}\n          combined_validation_context:\n            \
+         validation_context_sds_secret_config:\n              name: upstream-ca\n              \
+         sds_config: {{ path_config_source: {{ path: \"{}\" }} }}\n            \
+         default_validation_context: {{ match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: backend.example }} }}] }}\n",
+        client_file.display(),
+        ca_file.display()
+    );
+    let yaml = bootstrap(&route("/", "backend"), &cluster("backend", upstream, &tls, false));
+    let server = start(&format!("node: {{ id: edge-1, cluster: edge }}\n{yaml}"), 1);
+    let addr = server.listeners[0].1;
+    assert_eq!(get(addr, "/"), (200, "client=DNSName(first.example)".into()));
+    // Each request on a new connection (the upstream closes it), resuming the session.
+    assert_eq!(get(addr, "/"), (200, "client=DNSName(first.example)".into()));
+    assert_eq!(counted(&server, "cluster.backend.ssl.session_reused", 1), 1);
+
+    // The client certificate replaced: new connections present the new one.
+    secret("client", "two", certificate(&second));
+    assert_eq!(counted(&server, "sds.client.update_success", 2), 2);
+    assert_eq!(get(addr, "/"), (200, "client=DNSName(second.example)".into()));
+    assert_eq!(stat(&server, "cluster.backend.ssl.session_reused"), 1, "no session made with the old one resumed");
+    let certs: serde_json::Value = serde_json::from_str(&admin_get(&server, "/certs")).unwrap();
+    assert_eq!(
+        certs["certificates"][0]["cert_chain"][0]["subject_alt_names"],
+        serde_json::json!([{ "dns": "second.example" }])
+    );
+
+    // The CA replaced by one that did not issue the upstream's certificate: refused.
+    secret("upstream-ca", "two", ca(&other));
+    assert_eq!(counted(&server, "sds.upstream-ca.update_success", 2), 2);
+    assert_eq!(get(addr, "/").0, 503);
+    assert_eq!(stat(&server, "cluster.backend.ssl.fail_verify_error"), 1);
+    let certs: serde_json::Value = serde_json::from_str(&admin_get(&server, "/certs")).unwrap();
+    assert_eq!(certs["certificates"][0]["ca_cert"][0]["path"], other.path("ca.pem"));
+
+    // And back: the default context's SAN matcher still applies with the merged CA.
+    secret("upstream-ca", "three", ca(&pki));
+    assert_eq!(counted(&server, "sds.upstream-ca.update_success", 3), 3);
+    assert_eq!(get(addr, "/").0, 200);
+    server.stop();
+}
+
 #[test]
 fn auto_sni_names_each_http2_connection_after_its_host_and_checks_the_name_even_without_a_ca() {
     let pki = Pki::new("auto-sni");

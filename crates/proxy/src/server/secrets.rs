@@ -1,4 +1,5 @@
-//! The certificates, session ticket keys and validation contexts filter chains serve: inline, from
+//! The certificates, session ticket keys and validation contexts of filter chains and
+//! clusters: inline, from
 //! `static_resources.secrets`, or from SDS files (`sds_config.path_config_source`). An SDS
 //! file is read again when it, or a file its secret names, is replaced; a secret that
 //! changed is replaced in place (new handshakes get it, open connections keep theirs, no
@@ -17,6 +18,7 @@ use crate::observe::stats::SdsStats;
 use crate::tls::downstream::{ServedCertificate, ServerTls, server_config};
 use crate::tls::pem;
 use crate::tls::tickets::TicketKeyRing;
+use crate::tls::upstream::ClusterSecrets;
 use crate::tls::validation::{ClientChecks, ServedValidation};
 
 /// The secrets of the configuration served now.
@@ -174,12 +176,9 @@ impl Secrets {
         };
         let field =
             if default.is_some() { "combined_validation_context" } else { "validation_context_sds_secret_config" };
-        match self.served(sds, 0, "CertificateValidationContextSdsApi")? {
-            Served::Validation(served) => ClientChecks::from_secret(served, default.as_ref(), required)
-                .map(Some)
-                .map_err(|e| format!("{field}: secret {:?}: {e}", sds.name)),
-            other => Err(format!("secret {:?} holds {}, not a validation_context", sds.name, other.field())),
-        }
+        ClientChecks::from_secret(self.validation(sds)?, default.as_ref(), required)
+            .map(Some)
+            .map_err(|e| format!("{field}: secret {:?}: {e}", sds.name))
     }
 
     /// A chain's TLS settings, with the certificates, ticket keys and client certificate
@@ -192,7 +191,7 @@ impl Secrets {
         server_config(tls, certificates?, ticket_keys, client_checks)
     }
 
-    /// Forgets the SDS secrets no chain serves any more.
+    /// Forgets the SDS secrets no chain or cluster uses any more.
     pub fn forget_unused(&mut self) {
         self.files.retain(|f| f.served.in_use());
     }
@@ -239,6 +238,19 @@ impl Secrets {
             }
         }
         sources
+    }
+}
+
+impl ClusterSecrets for Secrets {
+    fn certificate(&mut self, source: &CertificateSource) -> Result<Arc<ServedCertificate>, String> {
+        Secrets::certificate(self, source, 0)
+    }
+
+    fn validation(&mut self, sds: &SdsSecret) -> Result<Arc<ServedValidation>, String> {
+        match self.served(sds, 0, "CertificateValidationContextSdsApi")? {
+            Served::Validation(served) => Ok(served),
+            other => Err(format!("secret {:?} holds {}, not a validation_context", sds.name, other.field())),
+        }
     }
 }
 

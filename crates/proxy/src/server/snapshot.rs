@@ -214,7 +214,8 @@ impl Builder {
         for config in clusters {
             match self.clusters.iter().find(|c| c.config == *config) {
                 Some(same) => built_clusters.push(same.clone()),
-                None => built_clusters.push(Arc::new(ClusterSnapshot::new(config).map_err(ServerError::Config)?)),
+                None => built_clusters
+                    .push(Arc::new(ClusterSnapshot::new(config, &mut self.secrets).map_err(ServerError::Config)?)),
             }
         }
         self.clusters = built_clusters;

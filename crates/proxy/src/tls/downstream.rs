@@ -134,6 +134,8 @@ struct Served {
     info: Arc<CertificateInfo>,
     /// For `/certs`.
     details: Option<CertificateDetails>,
+    /// How many times the certificate was replaced.
+    generation: u64,
 }
 
 impl ServedCertificate {
@@ -144,9 +146,21 @@ impl ServedCertificate {
 
     /// Serves `certificate` from now on, once read and checked (else the current one stays).
     pub fn replace(&self, certificate: &TlsCertificate) -> Result<(), String> {
-        let read = ServedCertificate::read(certificate, 0)?;
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = read;
+        let mut read = ServedCertificate::read(certificate, 0)?;
+        let mut served = self.0.write().unwrap_or_else(|e| e.into_inner());
+        read.generation = served.generation + 1;
+        *served = read;
         Ok(())
+    }
+
+    /// How many times the certificate was replaced (sessions made before are not resumed).
+    pub fn generation(&self) -> u64 {
+        self.served().generation
+    }
+
+    /// The certificate and key served now.
+    pub fn key(&self) -> Arc<CertifiedKey> {
+        self.served().key.clone()
     }
 
     /// What the certificate served now says.
@@ -191,7 +205,7 @@ impl ServedCertificate {
         let info = Arc::new(CertificateInfo::leaf(&key));
         let details = key.cert.first().and_then(|leaf| pem::details(&certificate.certificate_chain, leaf));
         let names = key.cert.first().map(|leaf| server_names(leaf)).unwrap_or_default();
-        Ok(Served { key, names, info, details })
+        Ok(Served { key, names, info, details, generation: 0 })
     }
 }
 

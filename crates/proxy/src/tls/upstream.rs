@@ -5,18 +5,24 @@
 //! proxy connected to is not checked (Envoy does not, unless told to).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ClientSessionMemoryCache, ClientSessionStore, Tls12ClientSessionValue, Tls13ClientSessionValue};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, NamedGroup, SignatureScheme};
 use tokio::net::TcpStream;
-use wasmproxy_config::model::{CertificateValidation, UpstreamHttpOptions, UpstreamTls};
+use wasmproxy_config::model::{
+    CertificateSource, CertificateValidation, SdsSecret, UpstreamHttpOptions, UpstreamTls, ValidationSource,
+};
 
-use crate::tls::certificate::{CertificateDetails, CertificateInfo, ContextCertificates, SanMatchers, TlsInfo};
+use crate::tls::certificate::{CertificateDetails, ContextCertificates, SanMatchers, TlsInfo};
+use crate::tls::downstream::ServedCertificate;
 use crate::tls::pem;
 use crate::tls::session::{HandshakeError, TlsTransport};
+use crate::tls::validation::{ChecksPeers, ServedValidation, merged};
 
 /// A cluster's TLS, ready for handshakes.
 #[derive(Debug)]
@@ -32,19 +38,48 @@ pub struct UpstreamTlsConfig {
     auto: (bool, bool),
     /// The check of the upstream's certificate, for connections whose host it checks.
     verifier: Arc<EnvoyVerifier>,
-    /// What the client certificate says (`upstream.*_local_certificate`).
-    client_certificate: Option<Arc<CertificateInfo>>,
-    /// What `/certs` shows of the CA and of the client certificate.
-    shown: (Option<CertificateDetails>, Option<CertificateDetails>),
+    /// The client certificate, if any (replaced in place when its secret changes).
+    client_certificate: Option<Arc<ServedCertificate>>,
 }
 
 impl ContextCertificates for UpstreamTlsConfig {
     fn ca_certificate(&self) -> Option<CertificateDetails> {
-        self.shown.0.clone()
+        self.verifier.checks.check().ca.clone()
     }
 
     fn certificate_chain(&self) -> Vec<CertificateDetails> {
-        self.shown.1.iter().cloned().collect()
+        self.client_certificate.iter().filter_map(|c| c.details()).collect()
+    }
+}
+
+/// Where a cluster's secrets come from: the server's secrets, or none at all.
+pub trait ClusterSecrets {
+    /// The client certificate `source` gives.
+    fn certificate(&mut self, source: &CertificateSource) -> Result<Arc<ServedCertificate>, String>;
+    /// The validation context secret `sds` names.
+    fn validation(&mut self, sds: &SdsSecret) -> Result<Arc<ServedValidation>, String>;
+}
+
+/// No secrets: certificates given inline only (a cluster built apart from the
+/// configuration's: the xDS control plane's, or one fetching a module by URL).
+pub struct InlineOnly(pub &'static str);
+
+impl ClusterSecrets for InlineOnly {
+    fn certificate(&mut self, source: &CertificateSource) -> Result<Arc<ServedCertificate>, String> {
+        match source {
+            CertificateSource::Inline(certificate) => ServedCertificate::load(certificate, 0).map(Arc::new),
+            CertificateSource::Sds(sds) => Err(self.refusal(sds)),
+        }
+    }
+
+    fn validation(&mut self, sds: &SdsSecret) -> Result<Arc<ServedValidation>, String> {
+        Err(self.refusal(sds))
+    }
+}
+
+impl InlineOnly {
+    fn refusal(&self, sds: &SdsSecret) -> String {
+        format!("secret {:?}: secrets are not supported by wasmproxy for {}", sds.name, self.0)
     }
 }
 
@@ -60,29 +95,45 @@ pub enum Alpn {
 }
 
 impl UpstreamTlsConfig {
-    /// Reads and checks the settings (client certificate, CA); HTTP connections offer by
-    /// ALPN the protocol they want (when `alpn_protocols` names none); `options` may take
-    /// each connection's server name from its first request. An error names the field.
-    pub fn new(tls: &UpstreamTls, options: &UpstreamHttpOptions) -> Result<UpstreamTlsConfig, String> {
+    /// Reads and checks the settings (client certificate, CA, from `secrets` where a
+    /// secret gives them); HTTP connections offer by ALPN the protocol they want (when
+    /// `alpn_protocols` names none); `options` may take each connection's server name from
+    /// its first request. An error names the field.
+    pub fn new(
+        tls: &UpstreamTls,
+        options: &UpstreamHttpOptions,
+        secrets: &mut dyn ClusterSecrets,
+    ) -> Result<UpstreamTlsConfig, String> {
         let provider = pem::provider_with(&tls.algorithms);
-        let (verifier, ca) = EnvoyVerifier::new(tls.validation.as_ref(), provider.clone())?;
-        let verifier = Arc::new(verifier);
+        let checks = match &tls.validation {
+            None => UpstreamChecks::fixed(None, provider.clone())?,
+            Some(ValidationSource::Inline(validation)) => UpstreamChecks::fixed(Some(validation), provider.clone())?,
+            Some(ValidationSource::Sds { secret, default }) => {
+                let field = match default {
+                    Some(_) => "combined_validation_context",
+                    None => "validation_context_sds_secret_config",
+                };
+                UpstreamChecks::from_secret(secrets.validation(secret)?, default.as_ref(), provider.clone())
+                    .map_err(|e| format!("{field}: secret {:?}: {e}", secret.name))?
+            }
+        };
+        let verifier = Arc::new(EnvoyVerifier { checks, host: None, provider: provider.clone() });
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&pem::versions(tls.versions))
             .map_err(|e| format!("tls_params: {e}"))?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone());
-        let certified = tls.certificate.as_ref().map(|c| pem::certified_key(c, &provider, 0)).transpose()?;
-        let client_certificate = certified.as_ref().map(|c| Arc::new(CertificateInfo::leaf(c)));
-        let shown_client = tls
-            .certificate
-            .as_ref()
-            .zip(certified.as_ref().and_then(|c| c.cert.first()))
-            .and_then(|(configured, leaf)| pem::details(&configured.certificate_chain, leaf));
-        let mut config = match certified {
-            Some(certified) => builder.with_client_cert_resolver(Arc::new(ClientCertificate(certified))),
+        let client_certificate = tls.certificate.as_ref().map(|c| secrets.certificate(c)).transpose()?;
+        let mut config = match &client_certificate {
+            Some(certificate) => builder.with_client_cert_resolver(Arc::new(ClientCertificate(certificate.clone()))),
             None => builder.with_no_client_auth(),
         };
+        let sessions = Sessions {
+            certificate: client_certificate.clone(),
+            checks: verifier.checks.clone(),
+            made: Mutex::default(),
+        };
+        config.resumption = rustls::client::Resumption::store(Arc::new(sessions));
         // SNI goes with a DNS name (`sni`, or a request's host), never with an address.
         config.enable_sni = true;
         let configured: Vec<Vec<u8>> = tls.alpn_protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
@@ -110,7 +161,6 @@ impl UpstreamTlsConfig {
             auto: (options.auto_sni, options.auto_san_validation),
             verifier,
             client_certificate,
-            shown: (ca, shown_client),
         })
     }
 
@@ -148,19 +198,20 @@ impl UpstreamTlsConfig {
     }
 
     /// What a handshake made with these settings settled, for the `upstream.*` properties
-    /// (the local certificate is the configured one, as BoringSSL reports it).
+    /// (the local certificate is the configured one as served now, as BoringSSL reports
+    /// it).
     pub fn info(&self, session: &TlsTransport) -> Arc<TlsInfo> {
-        Arc::new(TlsInfo::new(session, self.client_certificate.clone()))
+        Arc::new(TlsInfo::new(session, self.client_certificate.as_ref().map(|c| c.local())))
     }
 }
 
-/// The client certificate, sent whenever the upstream asks for one.
+/// The client certificate, sent (as served now) whenever the upstream asks for one.
 #[derive(Debug)]
-struct ClientCertificate(Arc<rustls::sign::CertifiedKey>);
+struct ClientCertificate(Arc<ServedCertificate>);
 
 impl rustls::client::ResolvesClientCert for ClientCertificate {
     fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.0.clone())
+        Some(self.0.key())
     }
 
     fn has_certs(&self) -> bool {
@@ -168,29 +219,173 @@ impl rustls::client::ResolvesClientCert for ClientCertificate {
     }
 }
 
+/// The sessions a cluster resumes (in rustls's memory cache, of rustls's default size),
+/// forgotten when its client certificate or its validation context changes: Envoy makes a
+/// new TLS context then, whose session cache starts empty, so that a session is not
+/// resumed past a certificate or a CA it was not made with.
+#[derive(Debug)]
+struct Sessions {
+    certificate: Option<Arc<ServedCertificate>>,
+    checks: Arc<UpstreamChecks>,
+    /// The cache in use, once there is one.
+    made: Mutex<Option<MadeUnder>>,
+}
+
+/// A session cache, and the certificate's and the checks' generations it was made under.
+#[derive(Debug)]
+struct MadeUnder {
+    generations: (u64, u64),
+    cache: Arc<ClientSessionMemoryCache>,
+}
+
+/// How many sessions a cluster keeps (rustls's default).
+const CLIENT_SESSIONS: usize = 256;
+
+impl Sessions {
+    /// The cache for the certificate and checks in force now.
+    fn cache(&self) -> Arc<ClientSessionMemoryCache> {
+        let now =
+            (self.certificate.as_ref().map_or(0, |c| c.generation()), self.checks.generation.load(Ordering::Relaxed));
+        let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+        match &*made {
+            Some(under) if under.generations == now => under.cache.clone(),
+            _ => {
+                let cache = Arc::new(ClientSessionMemoryCache::new(CLIENT_SESSIONS));
+                *made = Some(MadeUnder { generations: now, cache: cache.clone() });
+                cache
+            }
+        }
+    }
+}
+
+impl ClientSessionStore for Sessions {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.cache().set_kx_hint(server_name, group);
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.cache().kx_hint(server_name)
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.cache().set_tls12_session(server_name, value);
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.cache().tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.cache().remove_tls12_session(server_name);
+    }
+
+    fn insert_tls13_ticket(&self, server_name: ServerName<'static>, value: Tls13ClientSessionValue) {
+        self.cache().insert_tls13_ticket(server_name, value);
+    }
+
+    fn take_tls13_ticket(&self, server_name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        self.cache().take_tls13_ticket(server_name)
+    }
+}
+
 /// Checks an upstream's certificate as Envoy's default validator does.
 #[derive(Debug)]
 struct EnvoyVerifier {
+    /// The cluster's checks.
+    checks: Arc<UpstreamChecks>,
+    /// `auto_san_validation`: the certificate must name the request's host, in place of the
+    /// SAN matchers, even without `trusted_ca`.
+    host: Option<SanMatchers>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl EnvoyVerifier {
+    /// `auto_san_validation`: the same chain check, then the certificate must name `host`
+    /// (a DNS name, or a wildcard covering it).
+    fn for_host(&self, host: &str) -> EnvoyVerifier {
+        EnvoyVerifier {
+            checks: self.checks.clone(),
+            host: Some(SanMatchers::host(host)),
+            provider: self.provider.clone(),
+        }
+    }
+}
+
+/// A cluster's check of its upstreams' certificates, rebuilt in place when the secret its
+/// validation context comes from changes.
+#[derive(Debug)]
+struct UpstreamChecks {
+    /// What the secret's context is merged into (`default_validation_context`).
+    base: Option<CertificateValidation>,
+    /// The secret, if the context comes from one (held so that it stays served while the
+    /// cluster is).
+    _secret: Option<Arc<ServedValidation>>,
+    provider: Arc<CryptoProvider>,
+    /// The check in force.
+    current: RwLock<Arc<ChainCheck>>,
+    /// How many times the check was replaced.
+    generation: AtomicU64,
+}
+
+impl UpstreamChecks {
+    /// Checks against an inline `validation_context` (none: nothing is checked).
+    fn fixed(
+        validation: Option<&CertificateValidation>,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Arc<UpstreamChecks>, String> {
+        let current = RwLock::new(Arc::new(ChainCheck::new(validation, &provider)?));
+        Ok(Arc::new(UpstreamChecks { base: None, _secret: None, provider, current, generation: AtomicU64::new(0) }))
+    }
+
+    /// Checks against the context of `secret`, merged into `default` if given.
+    fn from_secret(
+        secret: Arc<ServedValidation>,
+        default: Option<&CertificateValidation>,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Arc<UpstreamChecks>, String> {
+        secret.subscribe(|context| {
+            let current = RwLock::new(Arc::new(ChainCheck::new(Some(&merged(default, context)), &provider)?));
+            Ok(UpstreamChecks {
+                base: default.cloned(),
+                _secret: Some(secret.clone()),
+                provider,
+                current,
+                generation: AtomicU64::new(0),
+            })
+        })
+    }
+
+    fn check(&self) -> Arc<ChainCheck> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl ChecksPeers for UpstreamChecks {
+    fn rebuild(&self, secret: &CertificateValidation) -> Result<Box<dyn FnOnce() + '_>, String> {
+        let check = ChainCheck::new(Some(&merged(self.base.as_ref(), secret)), &self.provider)?;
+        Ok(Box::new(move || {
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(check);
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }))
+    }
+}
+
+/// One validation context's check.
+#[derive(Debug)]
+struct ChainCheck {
     /// webpki's check of the chain against `trusted_ca` and the CRLs (none: the chain is
     /// not checked). Its check of the name connected to is not Envoy's and is left out.
     chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     /// The subject alternative names one of which it must have.
     san_matchers: SanMatchers,
-    /// Whether the names are checked without `trusted_ca` too (`auto_san_validation`).
-    names_always: bool,
-    provider: Arc<CryptoProvider>,
+    /// What `/certs` shows of its CA.
+    ca: Option<CertificateDetails>,
 }
 
-impl EnvoyVerifier {
-    /// The verifier, and what `/certs` shows of its CA.
-    fn new(
-        validation: Option<&CertificateValidation>,
-        provider: Arc<CryptoProvider>,
-    ) -> Result<(EnvoyVerifier, Option<CertificateDetails>), String> {
+impl ChainCheck {
+    fn new(validation: Option<&CertificateValidation>, provider: &Arc<CryptoProvider>) -> Result<ChainCheck, String> {
         let Some(validation) = validation else {
-            let unchecked =
-                EnvoyVerifier { chain: None, san_matchers: SanMatchers::new(&[])?, names_always: false, provider };
-            return Ok((unchecked, None));
+            return Ok(ChainCheck { chain: None, san_matchers: SanMatchers::new(&[])?, ca: None });
         };
         let san_matchers = SanMatchers::new(&validation.subject_alt_names)?;
         let (roots, ca) = pem::trust_anchors(validation.trusted_ca.as_ref())?;
@@ -204,19 +399,7 @@ impl EnvoyVerifier {
             }
         };
         let chain = builder.build().map_err(|e| format!("validation_context: {e}"))?;
-        Ok((EnvoyVerifier { chain: Some(chain), san_matchers, names_always: false, provider }, ca))
-    }
-
-    /// `auto_san_validation`: the same chain check, then the certificate must name `host`
-    /// (a DNS name, or a wildcard covering it) in place of the SAN matchers, even without
-    /// `trusted_ca`.
-    fn for_host(&self, host: &str) -> EnvoyVerifier {
-        EnvoyVerifier {
-            chain: self.chain.clone(),
-            san_matchers: SanMatchers::host(host),
-            names_always: true,
-            provider: self.provider.clone(),
-        }
+        Ok(ChainCheck { chain: Some(chain), san_matchers, ca })
     }
 }
 
@@ -229,7 +412,8 @@ impl ServerCertVerifier for EnvoyVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match &self.chain {
+        let check = self.checks.check();
+        match &check.chain {
             // webpki checks the name last: a name it finds wrong means the chain passed.
             Some(chain) => match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
                 Ok(_)
@@ -238,10 +422,10 @@ impl ServerCertVerifier for EnvoyVerifier {
                 )) => {}
                 Err(e) => return Err(e),
             },
-            None if !self.names_always => return Ok(ServerCertVerified::assertion()),
+            None if self.host.is_none() => return Ok(ServerCertVerified::assertion()),
             None => {}
         }
-        self.san_matchers.check(end_entity)?;
+        self.host.as_ref().unwrap_or(&check.san_matchers).check(end_entity)?;
         Ok(ServerCertVerified::assertion())
     }
 

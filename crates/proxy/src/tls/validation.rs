@@ -1,10 +1,10 @@
-//! How a filter chain checks client certificates, as Envoy checks them (the chain must
-//! lead to `trusted_ca`, one subject alternative name must match if any matcher is given,
-//! CRLs; none sent is refused only with `require_client_certificate`), against a
-//! validation context given inline or by a secret (`validation_context_sds_secret_config`,
-//! `combined_validation_context`). A secret that changes is replaced in place: every chain
-//! checking against it is rebuilt with it first, and one that cannot be leaves the last
-//! good context to all of them.
+//! Validation contexts from secrets (`validation_context_sds_secret_config`,
+//! `combined_validation_context`), and how a filter chain checks client certificates
+//! against one, or against its inline `validation_context`, as Envoy checks them (the
+//! chain must lead to `trusted_ca`, one subject alternative name must match if any matcher
+//! is given, CRLs; none sent is refused only with `require_client_certificate`). A secret
+//! that changes is replaced in place: every chain and cluster checking against it is
+//! rebuilt with it first, and one that cannot be leaves the last good context to all.
 
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
@@ -17,7 +17,7 @@ use wasmproxy_config::model::CertificateValidation;
 use crate::tls::certificate::{CertificateDetails, SanMatchers};
 use crate::tls::pem;
 
-/// A validation context secret as served, and the chains checking against it.
+/// A validation context secret as served, and what checks peers against it.
 #[derive(Debug)]
 pub struct ServedValidation(Mutex<Subscribed>);
 
@@ -25,26 +25,46 @@ pub struct ServedValidation(Mutex<Subscribed>);
 #[derive(Debug)]
 struct Subscribed {
     secret: CertificateValidation,
-    chains: Vec<Weak<ClientChecks>>,
+    users: Vec<Weak<dyn ChecksPeers>>,
+}
+
+/// What checks peers' certificates against a secret's validation context (a chain's
+/// client checks, a cluster's check of its upstreams), rebuilt when the secret changes.
+pub trait ChecksPeers: Send + Sync + std::fmt::Debug {
+    /// Builds its checks for the secret's new context; the closure returned puts them in
+    /// force.
+    fn rebuild(&self, secret: &CertificateValidation) -> Result<Box<dyn FnOnce() + '_>, String>;
 }
 
 impl ServedValidation {
     /// Reads and checks the files a secret's context names.
     pub fn load(secret: &CertificateValidation) -> Result<ServedValidation, String> {
         check_files(secret)?;
-        Ok(ServedValidation(Mutex::new(Subscribed { secret: secret.clone(), chains: Vec::new() })))
+        Ok(ServedValidation(Mutex::new(Subscribed { secret: secret.clone(), users: Vec::new() })))
     }
 
-    /// Serves `secret` from now on, once every chain checking against it is rebuilt with it
+    /// What `make` builds from the secret's context now, rebuilt whenever it changes.
+    pub fn subscribe<T: ChecksPeers + 'static>(
+        &self,
+        make: impl FnOnce(&CertificateValidation) -> Result<T, String>,
+    ) -> Result<Arc<T>, String> {
+        let mut subscribed = self.lock();
+        let user = Arc::new(make(&subscribed.secret)?);
+        let weak: Weak<dyn ChecksPeers> = Arc::downgrade(&user) as Weak<dyn ChecksPeers>;
+        subscribed.users.push(weak);
+        Ok(user)
+    }
+
+    /// Serves `secret` from now on, once everything checking against it is rebuilt with it
     /// (else the current one stays, for all of them).
     pub fn replace(&self, secret: &CertificateValidation) -> Result<(), String> {
         check_files(secret)?;
         let mut subscribed = self.lock();
-        subscribed.chains.retain(|c| c.strong_count() > 0);
-        let chains: Vec<Arc<ClientChecks>> = subscribed.chains.iter().filter_map(Weak::upgrade).collect();
-        let rebuilt: Vec<ClientVerifier> = chains.iter().map(|c| c.build(secret)).collect::<Result<_, _>>()?;
-        for (chain, verifier) in chains.iter().zip(rebuilt) {
-            chain.install(verifier);
+        subscribed.users.retain(|c| c.strong_count() > 0);
+        let users: Vec<Arc<dyn ChecksPeers>> = subscribed.users.iter().filter_map(Weak::upgrade).collect();
+        let installs: Vec<_> = users.iter().map(|u| u.rebuild(secret)).collect::<Result<_, _>>()?;
+        for install in installs {
+            install();
         }
         subscribed.secret = secret.clone();
         Ok(())
@@ -101,16 +121,12 @@ impl ClientChecks {
         default: Option<&CertificateValidation>,
         required: bool,
     ) -> Result<Arc<ClientChecks>, String> {
-        let mut subscribed = secret.lock();
-        let context = merged(default, &subscribed.secret);
-        let verifier = ClientVerifier::new(&context, required)?;
-        let hints = HintLog::new(verifier.chain.root_hint_subjects().to_vec());
-        let current = RwLock::new(Arc::new(verifier));
-        let checks =
-            Arc::new(ClientChecks { base: default.cloned(), _secret: Some(secret.clone()), required, current, hints });
-        subscribed.chains.push(Arc::downgrade(&checks));
-        drop(subscribed);
-        Ok(checks)
+        secret.subscribe(|context| {
+            let verifier = ClientVerifier::new(&merged(default, context), required)?;
+            let hints = HintLog::new(verifier.chain.root_hint_subjects().to_vec());
+            let current = RwLock::new(Arc::new(verifier));
+            Ok(ClientChecks { base: default.cloned(), _secret: Some(secret.clone()), required, current, hints })
+        })
     }
 
     /// What `/certs` shows of the CA client certificates are checked against now.
@@ -118,24 +134,23 @@ impl ClientChecks {
         self.verifier().ca.clone()
     }
 
-    /// The checks for a secret's new context.
-    fn build(&self, secret: &CertificateValidation) -> Result<ClientVerifier, String> {
-        ClientVerifier::new(&merged(self.base.as_ref(), secret), self.required)
-    }
-
-    /// Checks handshakes with `verifier` from now on.
-    fn install(&self, verifier: ClientVerifier) {
-        self.hints.push(verifier.chain.root_hint_subjects().to_vec());
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(verifier);
-    }
-
     fn verifier(&self) -> Arc<ClientVerifier> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
+impl ChecksPeers for ClientChecks {
+    fn rebuild(&self, secret: &CertificateValidation) -> Result<Box<dyn FnOnce() + '_>, String> {
+        let verifier = ClientVerifier::new(&merged(self.base.as_ref(), secret), self.required)?;
+        Ok(Box::new(move || {
+            self.hints.push(verifier.chain.root_hint_subjects().to_vec());
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(verifier);
+        }))
+    }
+}
+
 /// A secret's context merged into a default one, if any.
-fn merged(default: Option<&CertificateValidation>, secret: &CertificateValidation) -> CertificateValidation {
+pub fn merged(default: Option<&CertificateValidation>, secret: &CertificateValidation) -> CertificateValidation {
     match default {
         Some(default) => CertificateValidation::merged(default, secret),
         None => secret.clone(),
@@ -310,7 +325,7 @@ mod tests {
         // A chain gone is forgotten.
         drop(combined);
         served.replace(&ca("third")).unwrap();
-        assert_eq!(served.lock().chains.len(), 1);
+        assert_eq!(served.lock().users.len(), 1);
     }
 
     #[test]

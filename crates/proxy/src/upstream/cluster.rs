@@ -21,7 +21,7 @@ use crate::limits::MAX_CALLOUT_BODY_BYTES;
 use crate::observe::stats::ClusterStats;
 use crate::stream_info::StreamRef;
 use crate::stream_info::metadata::MetadataAttributes;
-use crate::tls::upstream::UpstreamTlsConfig;
+use crate::tls::upstream::{ClusterSecrets, UpstreamTlsConfig};
 use crate::upstream::balancer::{Balancer, HostView};
 use crate::upstream::breakers::{Breakers, Resource, Taken, WorkerBreakers, take};
 use crate::upstream::error::UpstreamError;
@@ -54,11 +54,12 @@ pub struct ClusterSnapshot {
 }
 
 impl ClusterSnapshot {
-    /// Reads the cluster's TLS settings; the error names the cluster and the field.
-    pub fn new(config: &model::Cluster) -> Result<ClusterSnapshot, String> {
+    /// Reads the cluster's TLS settings, with the secrets `secrets` gives; the error names
+    /// the cluster and the field.
+    pub fn new(config: &model::Cluster, secrets: &mut dyn ClusterSecrets) -> Result<ClusterSnapshot, String> {
         let tls = match &config.tls {
             Some(tls) => Some(Arc::new(
-                UpstreamTlsConfig::new(tls, &config.upstream_http)
+                UpstreamTlsConfig::new(tls, &config.upstream_http, secrets)
                     .map_err(|e| format!("cluster {}: transport_socket: {e}", config.name))?,
             )),
             None => None,

@@ -14,6 +14,7 @@ use wasmproxy_host::Headers;
 use wasmproxy_stats::{Counter, Gauge, StatName, Store};
 
 use crate::limits::{MAX_REMOTE_CACHE_BYTES, MAX_REMOTE_MODULE_BYTES};
+use crate::tls::upstream::InlineOnly;
 use crate::upstream::cluster::{ClusterSnapshot, Clusters};
 use crate::upstream::registry::Upstreams;
 use crate::wasm::oci::{Image, PullError};
@@ -209,7 +210,7 @@ impl ClusterSource {
         store: &Arc<Store>,
         upstreams: &Arc<Upstreams>,
     ) -> Result<ClusterSource, String> {
-        let snapshot = ClusterSnapshot::new(cluster)?;
+        let snapshot = ClusterSnapshot::new(cluster, &mut InlineOnly("a cluster modules are fetched through"))?;
         let clusters = Clusters::new(store, upstreams, false);
         clusters.update(&[Arc::new(snapshot)]).await;
         let cluster = clusters.get(&cluster.name).ok_or("the cluster is gone")?;

@@ -23,6 +23,7 @@ use wasmproxy_config::model::{ApiConfigSource, Cluster as ClusterConfig};
 use wasmproxy_host::Headers;
 use wasmproxy_stats::{Gauge, StatName, Store};
 
+use crate::tls::upstream::InlineOnly;
 use crate::upstream::cluster::{Cluster, ClusterSnapshot, Clusters};
 use crate::upstream::grpc;
 use crate::upstream::registry::Upstreams;
@@ -64,8 +65,12 @@ pub struct XdsSetup {
 
 /// Starts the streams' thread; it runs until the server stops.
 pub fn spawn(setup: XdsSetup) -> Result<std::thread::JoinHandle<()>, String> {
-    let snapshots =
-        setup.clusters.iter().map(|c| ClusterSnapshot::new(c).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
+    let mut secrets = InlineOnly("the clusters xDS streams go through");
+    let snapshots = setup
+        .clusters
+        .iter()
+        .map(|c| ClusterSnapshot::new(c, &mut secrets).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
     std::thread::Builder::new()
         .name("wasmproxy-xds".into())
         .spawn(move || {
