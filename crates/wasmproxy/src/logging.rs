@@ -100,9 +100,15 @@ impl Levels {
         // Other crates (hyper, ...) follow the proxy's level; the runtime's own logs go
         // to `wasmtime` (cranelift's too). The longest matching target wins in EnvFilter,
         // so `wasm=` does not catch `wasmproxy*` or `wasmtime*`.
+        // rustls warns of each peer's odd handshake (an address sent as SNI, ...), which
+        // Envoy logs at debug: its warnings show at debug and trace only.
         let get = |l: &str| directive(levels.get(l).copied().unwrap_or("info"));
+        let tls = match get("wasmproxy") {
+            level @ ("trace" | "debug" | "off") => level,
+            _ => "error",
+        };
         let directives = format!(
-            "{p},wasm={w},wasmproxy={p},wasmtime={r},cranelift={r}",
+            "{p},wasm={w},wasmproxy={p},wasmtime={r},cranelift={r},rustls={tls}",
             p = get("wasmproxy"),
             w = get("wasm"),
             r = get("wasmtime")
@@ -414,5 +420,17 @@ mod tests {
         assert_eq!(logger_name("wasmproxy_proxy::server::worker"), "connection");
         assert_eq!(logger_name("wasmproxy_proxy::server"), "main");
         assert_eq!(logger_name("wasmproxy_proxy::admin"), "admin");
+    }
+
+    #[test]
+    fn rustls_warnings_show_only_at_debug_and_trace() {
+        let with = |level: &'static str| {
+            let levels = LOGGERS.iter().map(|l| (*l, level)).collect();
+            Levels::filter(&levels).to_string()
+        };
+        assert!(with("info").contains("rustls=error"), "{}", with("info"));
+        assert!(with("warning").contains("rustls=error"));
+        assert!(with("debug").contains("rustls=debug"));
+        assert!(with("off").contains("rustls=off"));
     }
 }

@@ -12,16 +12,24 @@ use rustls::{CipherSuite, NamedGroup, SupportedCipherSuite};
 use wasmproxy_config::model::{DataSource, TlsAlgorithms, TlsCertificate, TlsVersion};
 
 use crate::tls::certificate::CertificateDetails;
+use crate::tls::hkdf;
 
-/// The crypto provider (aws-lc-rs).
+/// The crypto provider: aws-lc-rs, TLS 1.3's key schedule on the HKDF of `hkdf.rs`.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    Arc::new(aws_lc_provider())
+}
+
+/// rustls's aws-lc-rs provider, its TLS 1.3 suites on the HKDF of `hkdf.rs`.
+fn aws_lc_provider() -> CryptoProvider {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.cipher_suites = provider.cipher_suites.into_iter().map(hkdf::with_fast_hkdf).collect();
+    provider
 }
 
 /// The crypto provider with `tls_params`' cipher suites (TLS 1.2's, in that order; TLS
 /// 1.3's are all kept, as in Envoy) and curves (in that order); empty lists keep rustls'.
 pub fn provider_with(algorithms: &TlsAlgorithms) -> Arc<CryptoProvider> {
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    let mut provider = aws_lc_provider();
     if !algorithms.cipher_suites.is_empty() {
         let all = std::mem::take(&mut provider.cipher_suites);
         let tls13 = all.iter().filter(|s| s.tls13().is_some()).copied();
