@@ -395,6 +395,39 @@ fn a_clusters_client_certificate_and_ca_from_sds_files_rotate_without_a_restart(
 }
 
 #[test]
+fn a_cluster_with_secrets_starts_beside_an_xds_control_plane_but_cannot_be_its_cluster() {
+    let pki = Pki::new("xds-secrets");
+    let client = pki.issue("client", &["proxy.example"]);
+    let secrets = format!(
+        "  secrets:\n  - name: client\n    tls_certificate: {{ certificate_chain: {{ filename: \"{}\" }}, \
+         private_key: {{ filename: \"{}\" }} }}\n",
+        client.0.display(),
+        client.1.display()
+    );
+    let tls = "        common_tls_context:\n          tls_certificate_sds_secret_configs: [{ name: client }]\n";
+    // (Nothing listens on port 1: start-up waits out the initial fetch, made short.)
+    let ads = wasmproxy_conformance::config::ads_bootstrap("edge-1", "GRPC", "1").replace(
+        "{ ads: {}, resource_api_version: V3 }",
+        "{ ads: {}, resource_api_version: V3, initial_fetch_timeout: 0.1s }",
+    );
+    // Another static cluster takes its client certificate from a secret: start-up goes on.
+    let yaml = format!("{ads}{}{secrets}", cluster("backend", "127.0.0.1:1".parse().unwrap(), tls, false));
+    let config = wasmproxy_config::load_str(&yaml, std::path::Path::new(".")).unwrap();
+    let server = wasmproxy_proxy::Server::start(config, Default::default()).unwrap_or_else(|e| panic!("{e}"));
+    server.stop();
+    // The control plane's own cluster cannot: the xDS streams' clusters take no secrets.
+    let own = yaml.replacen("  - name: xds_cluster\n", &format!("  - name: xds_cluster\n    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n{tls}"), 1);
+    let config = wasmproxy_config::load_str(&own, std::path::Path::new(".")).unwrap();
+    let error = wasmproxy_proxy::Server::start(config, Default::default()).err().unwrap().to_string();
+    assert!(
+        error.contains(
+            "secret \"client\": secrets are not supported by wasmproxy for the clusters xDS streams go through"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
 fn auto_sni_names_each_http2_connection_after_its_host_and_checks_the_name_even_without_a_ca() {
     let pki = Pki::new("auto-sni");
     let upstream = https_upstream(upstream_config(&pki, &pki.issue("backend", &["backend.example", "*.w.example"])));

@@ -65,12 +65,26 @@ pub struct XdsSetup {
 
 /// Starts the streams' thread; it runs until the server stops.
 pub fn spawn(setup: XdsSetup) -> Result<std::thread::JoinHandle<()>, String> {
+    // The thread's own copies of the static clusters. One whose TLS takes secrets is left
+    // out (they are served on the main thread): an error if a config source names it now.
     let mut secrets = InlineOnly("the clusters xDS streams go through");
-    let snapshots = setup
-        .clusters
+    let named: BTreeSet<&str> = setup
+        .ads
         .iter()
-        .map(|c| ClusterSnapshot::new(c, &mut secrets).map(Arc::new))
-        .collect::<Result<Vec<_>, _>>()?;
+        .chain(setup.wanted.keys().filter_map(|key| match key {
+            StreamKey::Api(api, _) => Some(api),
+            StreamKey::Ads => None,
+        }))
+        .map(|api| api.cluster.as_str())
+        .collect();
+    let mut snapshots = Vec::with_capacity(setup.clusters.len());
+    for cluster in &setup.clusters {
+        match ClusterSnapshot::new(cluster, &mut secrets) {
+            Ok(snapshot) => snapshots.push(Arc::new(snapshot)),
+            Err(e) if named.contains(cluster.name.as_str()) => return Err(e),
+            Err(e) => tracing::debug!("xds: {e}: left out of the xDS thread's clusters"),
+        }
+    }
     std::thread::Builder::new()
         .name("wasmproxy-xds".into())
         .spawn(move || {
