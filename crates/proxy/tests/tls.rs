@@ -1013,13 +1013,22 @@ fn client_certificates_are_checked_against_a_ca_from_an_sds_file_that_rotates() 
         certs["certificates"][0]["ca_cert"][0]["path"].as_str().unwrap_or_default().to_string()
     };
     assert_eq!(ca_shown(), pki.path("ca.pem"));
-    let mut open = ping_keeping(&pki, addr, &client);
+    let resuming = client_config(&pki, &client);
+    let mut open = ping_with(&resuming, addr);
+    assert_eq!(ping_with(&resuming, addr).conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
 
     // The secret now trusts the next CA only.
     replace(&sds, secret("two", &next.path("ca.pem")));
     assert_eq!(counted(&server, "sds.client-ca.update_success", 2), 2);
     assert_eq!(ping(&pki, addr, Some(&next_client)).unwrap(), b"ping");
     assert!(ping(&pki, addr, Some(&client)).is_err(), "the old CA is no longer trusted");
+    // Nor is a session made under it resumed: its certificate is checked again, and refused.
+    let name = rustls::pki_types::ServerName::try_from("front.example").unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut again = rustls::StreamOwned::new(rustls::ClientConnection::new(resuming, name).unwrap(), tcp);
+    let echoed = again.write_all(b"ping").and_then(|()| again.read_exact(&mut [0u8; 4]));
+    assert!(echoed.is_err(), "resumed past the CA's change");
     assert_eq!(ca_shown(), next.path("ca.pem"));
     open.write_all(b"more").unwrap();
     let mut back = [0u8; 4];
@@ -1055,12 +1064,8 @@ fn client_certificates_are_checked_against_a_ca_from_an_sds_file_that_rotates() 
     assert!(error.contains("secret \"client-ca\" holds session_ticket_keys, not a validation_context"), "{error}");
 }
 
-/// [`ping`] with a client certificate, the connection kept open.
-fn ping_keeping(
-    pki: &Pki,
-    addr: SocketAddr,
-    (chain, key): &(PathBuf, PathBuf),
-) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+/// A client trusting the CA, presenting `client`, keeping sessions to resume.
+fn client_config(pki: &Pki, (chain, key): &(PathBuf, PathBuf)) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca.der().clone()).unwrap();
     let chain = CertificateDer::pem_file_iter(chain).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
@@ -1068,10 +1073,18 @@ fn ping_keeping(
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap())
         .unwrap();
+    Arc::new(config)
+}
+
+/// One echoed `ping` with `client`, the connection kept open.
+fn ping_with(
+    client: &Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let name = rustls::pki_types::ServerName::try_from("front.example").unwrap();
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(Arc::new(config), name).unwrap(), tcp);
+    let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(client.clone(), name).unwrap(), tcp);
     tls.write_all(b"ping").unwrap();
     let mut back = [0u8; 4];
     tls.read_exact(&mut back).unwrap();

@@ -233,12 +233,14 @@ pub fn server_config(
     // Resumption as Envoy (BoringSSL) has it: tickets under the chain's keys or a key of
     // its own (every worker shares them), and a session cache of BoringSSL's size.
     let lifetimes = SessionLifetimes::new(tls.session_timeout_secs);
+    // Sessions are bound to the client certificate checks in force when they were made.
+    let context = client_checks.as_ref().map(|checks| checks.generation());
     let ticketer: Option<Arc<dyn ProducesTickets>> = match tls.stateless_resumption {
-        true => Some(Arc::new(Tickets::new(ticket_keys, lifetimes)?)),
+        true => Some(Arc::new(Tickets::new(ticket_keys, lifetimes, context.clone())?)),
         false => None,
     };
     let sessions: Arc<dyn StoresServerSessions> = match tls.stateful_resumption {
-        true => Arc::new(SessionCache::new(SESSION_CACHE_ENTRIES, lifetimes)),
+        true => Arc::new(SessionCache::new(SESSION_CACHE_ENTRIES, lifetimes, context)),
         false => Arc::new(rustls::server::NoServerSessionStorage {}),
     };
     let settings = |provider: Arc<CryptoProvider>, certificate: &Arc<ServedCertificate>| {

@@ -12,6 +12,7 @@
 //! - The session cache keeps TLS 1.2 sessions only: BoringSSL resumes TLS 1.3 by tickets.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -26,8 +27,9 @@ const DEFAULT_SESSION_TIMEOUT_SECS: u32 = 7200;
 /// How long a TLS 1.3 session lives (BoringSSL's `SSL_DEFAULT_SESSION_PSK_DHE_TIMEOUT`,
 /// which Envoy leaves as it is), and how often a chain's own ticket key is replaced.
 const TLS13_SESSION_SECS: u32 = 2 * 24 * 60 * 60;
-/// The bytes in front of a session: the second it ends, since the Unix epoch.
-const ENDS_AT_BYTES: usize = 8;
+/// The bytes in front of a session: the second it ends, since the Unix epoch, and the
+/// session context it was made in.
+const STAMP_BYTES: usize = 16;
 /// TLS 1.3 as a session records its version.
 const TLS13: u16 = 0x0304;
 
@@ -205,16 +207,28 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// `plain` with the second it ends in front.
-fn with_end(plain: &[u8], lifetime: u32, now: u64) -> Vec<u8> {
-    let ends_at = now.saturating_add(u64::from(lifetime));
-    [&ends_at.to_be_bytes()[..], plain].concat()
+/// What a chain's sessions are bound to besides their keys: how many times its client
+/// certificate checks changed (none: they never change). A session made before a change is
+/// not resumed, its client certificate having passed checks no longer in force (Envoy's
+/// session id context changes with the CA and the SAN matchers).
+pub type SessionContext = Option<Arc<AtomicU64>>;
+
+/// The session context now.
+fn context_now(context: &SessionContext) -> u64 {
+    context.as_ref().map_or(0, |c| c.load(Ordering::Relaxed))
 }
 
-/// What [`with_end`] made, if it has not ended by `now`.
-fn unless_ended(mut stored: Vec<u8>, now: u64) -> Option<Vec<u8>> {
-    let ends_at = u64::from_be_bytes(stored.get(..ENDS_AT_BYTES)?.try_into().ok()?);
-    (now < ends_at).then(|| stored.split_off(ENDS_AT_BYTES))
+/// `plain` with the second it ends and the session context in front.
+fn stamp(plain: &[u8], lifetime: u32, now: u64, context: u64) -> Vec<u8> {
+    let ends_at = now.saturating_add(u64::from(lifetime));
+    [&ends_at.to_be_bytes()[..], &context.to_be_bytes()[..], plain].concat()
+}
+
+/// What [`stamp`] made, if it has not ended by `now` and was made in `context`.
+fn unless_stale(mut stored: Vec<u8>, now: u64, context: u64) -> Option<Vec<u8>> {
+    let ends_at = u64::from_be_bytes(stored.get(..8)?.try_into().ok()?);
+    let made_in = u64::from_be_bytes(stored.get(8..STAMP_BYTES)?.try_into().ok()?);
+    (now < ends_at && made_in == context).then(|| stored.split_off(STAMP_BYTES))
 }
 
 thread_local! {
@@ -230,14 +244,20 @@ pub struct Tickets {
     keys: Arc<dyn ProducesTickets>,
     /// How long sessions live.
     lifetimes: SessionLifetimes,
+    /// What sessions are bound to.
+    context: SessionContext,
     /// The time now, in seconds since the Unix epoch.
     clock: fn() -> u64,
 }
 
 impl Tickets {
     /// Tickets under the chain's keys, or, without any, under a random key replaced every
-    /// two days.
-    pub fn new(keys: Option<Arc<TicketKeyRing>>, lifetimes: SessionLifetimes) -> Result<Tickets, String> {
+    /// two days; each opens only in the session context it was sealed in.
+    pub fn new(
+        keys: Option<Arc<TicketKeyRing>>,
+        lifetimes: SessionLifetimes,
+        context: SessionContext,
+    ) -> Result<Tickets, String> {
         let keys: Arc<dyn ProducesTickets> = match keys {
             None => Arc::new(
                 rustls::TicketRotator::new(TLS13_SESSION_SECS, TicketKeys::random)
@@ -245,7 +265,7 @@ impl Tickets {
             ),
             Some(ring) => ring,
         };
-        Ok(Tickets { keys, lifetimes, clock: unix_now })
+        Ok(Tickets { keys, lifetimes, context, clock: unix_now })
     }
 }
 
@@ -261,11 +281,11 @@ impl ProducesTickets for Tickets {
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
         let lifetime = self.lifetimes.of(plain);
         LAST_SEALED_LIFETIME.with(|last| last.set(lifetime));
-        self.keys.encrypt(&with_end(plain, lifetime, (self.clock)()))
+        self.keys.encrypt(&stamp(plain, lifetime, (self.clock)(), context_now(&self.context)))
     }
 
     fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
-        unless_ended(self.keys.decrypt(ticket)?, (self.clock)())
+        unless_stale(self.keys.decrypt(ticket)?, (self.clock)(), context_now(&self.context))
     }
 }
 
@@ -276,15 +296,23 @@ pub struct SessionCache {
     sessions: Arc<dyn StoresServerSessions>,
     /// How long a TLS 1.2 session lives.
     lifetime: u32,
+    /// What sessions are bound to.
+    context: SessionContext,
     /// The time now, in seconds since the Unix epoch.
     clock: fn() -> u64,
 }
 
 impl SessionCache {
-    /// A cache of up to `entries` sessions.
-    pub fn new(entries: usize, lifetimes: SessionLifetimes) -> SessionCache {
+    /// A cache of up to `entries` sessions, each resumed only in the session context it
+    /// was made in.
+    pub fn new(entries: usize, lifetimes: SessionLifetimes, context: SessionContext) -> SessionCache {
         let sessions = rustls::server::ServerSessionMemoryCache::new(entries);
-        SessionCache { sessions, lifetime: lifetimes.tls12, clock: unix_now }
+        SessionCache { sessions, lifetime: lifetimes.tls12, context, clock: unix_now }
+    }
+
+    /// A stored session, if it is still good.
+    fn good(&self, stored: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        unless_stale(stored?, (self.clock)(), context_now(&self.context))
     }
 }
 
@@ -292,15 +320,15 @@ impl StoresServerSessions for SessionCache {
     /// Refuses TLS 1.3 sessions, so that rustls sends no ticket naming one.
     fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
         session_version(&value) != Some(TLS13)
-            && self.sessions.put(key, with_end(&value, self.lifetime, (self.clock)()))
+            && self.sessions.put(key, stamp(&value, self.lifetime, (self.clock)(), context_now(&self.context)))
     }
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        unless_ended(self.sessions.get(key)?, (self.clock)())
+        self.good(self.sessions.get(key))
     }
 
     fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        unless_ended(self.sessions.take(key)?, (self.clock)())
+        self.good(self.sessions.take(key))
     }
 
     fn can_cache(&self) -> bool {
@@ -382,12 +410,12 @@ mod tests {
             .with_single_cert(vec![cert.der().clone()], key.serialize_der().try_into().unwrap())
             .unwrap();
         let lifetimes = SessionLifetimes::new(Some(session_timeout));
-        let mut sealed = Tickets::new(None, lifetimes).unwrap();
+        let mut sealed = Tickets::new(None, lifetimes, None).unwrap();
         sealed.clock = now;
         if tickets {
             config.ticketer = Arc::new(sealed);
         }
-        let mut sessions = SessionCache::new(16, lifetimes);
+        let mut sessions = SessionCache::new(16, lifetimes, None);
         sessions.clock = now;
         config.session_storage = match cache {
             true => Arc::new(sessions),
@@ -488,7 +516,7 @@ mod tests {
 
     #[test]
     fn a_chain_without_keys_still_seals_and_names_the_lifetime_of_what_it_sealed() {
-        let tickets = Tickets::new(None, SessionLifetimes::new(None)).unwrap();
+        let tickets = Tickets::new(None, SessionLifetimes::new(None), None).unwrap();
         // An encoded TLS 1.3 session with a server name, then a TLS 1.2 one without.
         let tls13 = [&[1u8, 9][..], b"a.example", &[0x03, 0x04, 0x13, 0x01]].concat();
         let tls12 = [0u8, 0x03, 0x03, 0xc0, 0x2b];
@@ -498,5 +526,23 @@ mod tests {
         tickets.encrypt(&tls12).unwrap();
         assert_eq!(tickets.lifetime(), 7200);
         assert_eq!(session_version(&[1, 200, 0]), None, "a name longer than the bytes");
+    }
+
+    #[test]
+    fn sessions_made_before_the_client_checks_change_are_not_resumed() {
+        let context: SessionContext = Some(Arc::default());
+        let tickets = Tickets::new(None, SessionLifetimes::new(None), context.clone()).unwrap();
+        let cache = SessionCache::new(4, SessionLifetimes::new(None), context.clone());
+        let tls12 = [0u8, 0x03, 0x03, 0xc0, 0x2b];
+        let sealed = tickets.encrypt(&tls12).unwrap();
+        assert!(cache.put(b"id".to_vec(), tls12.to_vec()));
+        assert_eq!(tickets.decrypt(&sealed).as_deref(), Some(&tls12[..]));
+        assert_eq!(cache.get(b"id").as_deref(), Some(&tls12[..]));
+        context.as_ref().unwrap().fetch_add(1, Ordering::Relaxed);
+        assert_eq!(tickets.decrypt(&sealed), None);
+        assert_eq!(cache.get(b"id"), None);
+        // Sessions made since resume.
+        let sealed = tickets.encrypt(&tls12).unwrap();
+        assert_eq!(tickets.decrypt(&sealed).as_deref(), Some(&tls12[..]));
     }
 }

@@ -6,6 +6,7 @@
 //! that changes is replaced in place: every chain and cluster checking against it is
 //! rebuilt with it first, and one that cannot be leaves the last good context to all.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -91,8 +92,7 @@ fn check_files(secret: &CertificateValidation) -> Result<(), String> {
 /// against the new one).
 #[derive(Debug)]
 pub struct ClientChecks {
-    /// What the secret's context is merged into (`default_validation_context`), or the
-    /// whole context (`validation_context`).
+    /// What the secret's context is merged into (`default_validation_context`).
     base: Option<CertificateValidation>,
     /// The secret, if the context comes from one (held so that it stays served while the
     /// chain is).
@@ -103,6 +103,8 @@ pub struct ClientChecks {
     current: RwLock<Arc<ClientVerifier>>,
     /// The CA names sent in certificate requests.
     hints: HintLog,
+    /// How many times the checks changed (the chain's sessions are bound to it).
+    generation: Arc<AtomicU64>,
 }
 
 impl ClientChecks {
@@ -111,7 +113,8 @@ impl ClientChecks {
         let verifier = ClientVerifier::new(validation, required)?;
         let hints = HintLog::new(verifier.chain.root_hint_subjects().to_vec());
         let current = RwLock::new(Arc::new(verifier));
-        Ok(Arc::new(ClientChecks { base: Some(validation.clone()), _secret: None, required, current, hints }))
+        let generation = Arc::default();
+        Ok(Arc::new(ClientChecks { base: None, _secret: None, required, current, hints, generation }))
     }
 
     /// Checks against the context of `secret`, merged into `default` if given; rebuilt when
@@ -125,13 +128,27 @@ impl ClientChecks {
             let verifier = ClientVerifier::new(&merged(default, context), required)?;
             let hints = HintLog::new(verifier.chain.root_hint_subjects().to_vec());
             let current = RwLock::new(Arc::new(verifier));
-            Ok(ClientChecks { base: default.cloned(), _secret: Some(secret.clone()), required, current, hints })
+            let generation = Arc::default();
+            Ok(ClientChecks {
+                base: default.cloned(),
+                _secret: Some(secret.clone()),
+                required,
+                current,
+                hints,
+                generation,
+            })
         })
     }
 
     /// What `/certs` shows of the CA client certificates are checked against now.
     pub fn ca(&self) -> Option<CertificateDetails> {
         self.verifier().ca.clone()
+    }
+
+    /// How many times the checks changed, counted on: a session made before a change is
+    /// not resumed.
+    pub fn generation(&self) -> Arc<AtomicU64> {
+        self.generation.clone()
     }
 
     fn verifier(&self) -> Arc<ClientVerifier> {
@@ -145,6 +162,7 @@ impl ChecksPeers for ClientChecks {
         Ok(Box::new(move || {
             self.hints.push(verifier.chain.root_hint_subjects().to_vec());
             *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(verifier);
+            self.generation.fetch_add(1, Ordering::Relaxed);
         }))
     }
 }
