@@ -1014,8 +1014,8 @@ fn client_certificates_are_checked_against_a_ca_from_an_sds_file_that_rotates() 
     };
     assert_eq!(ca_shown(), pki.path("ca.pem"));
     let resuming = client_config(&pki, &client);
-    let mut open = ping_with(&resuming, addr);
-    assert_eq!(ping_with(&resuming, addr).conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    let mut open = ping_front(&resuming, addr);
+    assert_eq!(ping_front(&resuming, addr).conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
 
     // The secret now trusts the next CA only.
     replace(&sds, secret("two", &next.path("ca.pem")));
@@ -1074,21 +1074,6 @@ fn client_config(pki: &Pki, (chain, key): &(PathBuf, PathBuf)) -> Arc<rustls::Cl
         .with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap())
         .unwrap();
     Arc::new(config)
-}
-
-/// One echoed `ping` with `client`, the connection kept open.
-fn ping_with(
-    client: &Arc<rustls::ClientConfig>,
-    addr: SocketAddr,
-) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let name = rustls::pki_types::ServerName::try_from("front.example").unwrap();
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(client.clone(), name).unwrap(), tcp);
-    tls.write_all(b"ping").unwrap();
-    let mut back = [0u8; 4];
-    tls.read_exact(&mut back).unwrap();
-    tls
 }
 
 #[test]

@@ -153,7 +153,8 @@ impl ServedCertificate {
         Ok(())
     }
 
-    /// How many times the certificate was replaced (sessions made before are not resumed).
+    /// How many times the certificate was replaced (a cluster resumes no session made
+    /// with an earlier one).
     pub fn generation(&self) -> u64 {
         self.served().generation
     }
