@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs the cargo fuzz targets (fuzz/): the pairs codec, the config loader, request heads,
-# hostcalls with arbitrary arguments, xDS resources in protobuf wire format, and a TLS
-# server session's records (bytes from a client in reads of any size), each for a
-# bounded time (FUZZ_SECONDS, 30 by default), from the seeds in fuzz/seeds/. Needs the nightly toolchain (rustup) and
-# cargo-fuzz (installed from crates.io when missing). Exits non-zero on the first crash;
+# hostcalls with arbitrary arguments, xDS resources in protobuf wire format, a TLS server
+# session's records (bytes from a client in reads of any size) and OCSP responses to
+# staple, each for a bounded time (FUZZ_SECONDS, 30 by default), from the seeds in
+# fuzz/seeds/. Needs the nightly toolchain (rustup) and cargo-fuzz (installed from crates.io
+# when missing). Exits non-zero on the first crash;
 # the crashing input is left in fuzz/artifacts/<target>/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,7 +27,7 @@ if ! cargo +nightly fuzz build -s none -O; then
     df -h . || true
     cargo +nightly fuzz build -s none -O
 fi
-targets=(pairs config request_head hostcalls xds_resource tls_records)
+targets=(pairs config request_head hostcalls xds_resource tls_records ocsp_response)
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
     seeds=()

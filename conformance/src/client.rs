@@ -307,6 +307,52 @@ fn sessions_of(addr: SocketAddr) -> std::sync::Arc<dyn rustls::client::ClientSes
     stores.entry(addr).or_insert_with(|| std::sync::Arc::new(rustls::client::ClientSessionMemoryCache::new(8))).clone()
 }
 
+/// The server's certificate checked against the run's CA, the OCSP response stapled to it
+/// (if any) kept to report.
+#[derive(Debug)]
+struct StapleSeen {
+    webpki: std::sync::Arc<rustls::client::WebPkiServerVerifier>,
+    staple: std::sync::Mutex<Vec<u8>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for StapleSeen {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if let Ok(mut staple) = self.staple.lock() {
+            *staple = ocsp_response.to_vec();
+        }
+        self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
 /// One exchange over a TLS connection of its own: the protocol ALPN settled, then the answer.
 async fn over_tls(addr: SocketAddr, request: &Request, alpn: &str) -> String {
     let Some(run) = crate::certs::CLIENT.get() else { return "no certificate to trust".into() };
@@ -318,12 +364,19 @@ async fn over_tls(addr: SocketAddr, request: &Request, alpn: &str) -> String {
     if let Some(curve) = request.curve {
         provider.kx_groups.retain(|g| format!("{:?}", g.name()) == curve);
     }
+    let provider = std::sync::Arc::new(provider);
     let Ok(builder) =
-        rustls::ClientConfig::builder_with_provider(provider.into()).with_safe_default_protocol_versions()
+        rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()
     else {
         return "no such curve for the client".into();
     };
-    let builder = builder.with_root_certificates(roots);
+    let Ok(webpki) =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), provider).build()
+    else {
+        return "the certificate cannot be trusted".into();
+    };
+    let verifier = std::sync::Arc::new(StapleSeen { webpki, staple: Default::default() });
+    let builder = builder.dangerous().with_custom_certificate_verifier(verifier.clone());
     let mut config = match request.client_cert {
         true => match builder.with_client_auth_cert(vec![run.cert.clone()], run.key.clone_key().into()) {
             Ok(config) => config,
@@ -345,6 +398,10 @@ async fn over_tls(addr: SocketAddr, request: &Request, alpn: &str) -> String {
     };
     let agreed = tls.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
     let mut out = format!("tls: alpn {}\n", agreed.as_deref().unwrap_or("none"));
+    let staple = verifier.staple.lock().map(|s| s.clone()).unwrap_or_default();
+    if !staple.is_empty() {
+        out.push_str(&format!("tls: OCSP response stapled ({} bytes)\n", staple.len()));
+    }
     if request.resume {
         let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         out.push_str(if resumed { "tls: session resumed\n" } else { "tls: new session\n" });

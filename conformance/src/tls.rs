@@ -466,6 +466,45 @@ pub fn scenarios() -> Vec<Scenario> {
             files: vec![("sds.yaml", sds_file("one"))],
         },
         Scenario {
+            name: "tls_ocsp_stapling",
+            about: "OCSP responses stapled, by SNI chain: a current one (LENIENT_STAPLING); an expired one left out \
+                    (LENIENT_STAPLING) or the handshake refused (STRICT_STAPLING); a current one over TLS 1.2 \
+                    (MUST_STAPLE); what each counts in ssl.ocsp_staple_*",
+            config: with_chain_staples(
+                &with_chain_params(
+                    &with_chains(
+                        &probe_config(json!({})),
+                        &[
+                            ("current", "{server_names: [a.example.com]}", Some("http/1.1")),
+                            ("expired-lenient", "{server_names: [b.example.com]}", Some("http/1.1")),
+                            ("expired-strict", "{server_names: [c.example.com]}", Some("http/1.1")),
+                            ("must-staple", "{server_names: [d.example.com]}", Some("http/1.1")),
+                        ],
+                    ),
+                    &[
+                        ("", ""),
+                        ("ocsp_staple_policy: LENIENT_STAPLING", ""),
+                        ("ocsp_staple_policy: STRICT_STAPLING", ""),
+                        ("ocsp_staple_policy: MUST_STAPLE", "{ tls_maximum_protocol_version: TLSv1_2 }"),
+                    ],
+                ),
+                &["@OCSP_CURRENT@", "@OCSP_EXPIRED@", "@OCSP_EXPIRED@", "@OCSP_CURRENT@"],
+            ),
+            requests: vec![
+                Request::get("/current").tls("http/1.1").sni("a.example.com"),
+                Request::get("/expired-lenient").tls("http/1.1").sni("b.example.com"),
+                Request::get("/expired-strict").tls("http/1.1").sni("c.example.com"),
+                Request::get("/must-staple-tls12").tls("http/1.1").sni("d.example.com"),
+            ],
+            deliberate: None,
+            known: None,
+            stats: &[
+                r"listener\..*\.ssl\.(handshake|connection_error|ocsp_staple_(requests|responses|omitted|failed)|versions\..*):",
+            ],
+            prometheus: &[],
+            files: Vec::new(),
+        },
+        Scenario {
             name: "sds_file_validation_context",
             about: "client certificates checked against a combined_validation_context: the SAN matcher in the \
                     default context, the CA from an SDS file; the file replaced with a secret trusting another \
@@ -531,6 +570,22 @@ pub fn scenarios() -> Vec<Scenario> {
             ],
         },
     ]
+}
+
+/// `config` with, for its TLS filter chains in order, the OCSP response in the file
+/// `staples[i]` stapled to the certificate.
+fn with_chain_staples(config: &str, staples: &[&str]) -> String {
+    let key = "              private_key: { filename: \"@TLS_KEY@\" }\n";
+    let mut parts = config.split(key);
+    let mut out = parts.next().unwrap_or_default().to_string();
+    for (i, part) in parts.enumerate() {
+        out.push_str(key);
+        if let Some(staple) = staples.get(i) {
+            out.push_str(&format!("              ocsp_staple: {{ filename: \"{staple}\" }}\n"));
+        }
+        out.push_str(part);
+    }
+    out
 }
 
 /// An SDS file holding the secret `name`: a certificate and its key.

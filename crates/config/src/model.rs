@@ -491,6 +491,21 @@ pub struct DownstreamTls {
     pub session_timeout_secs: Option<u32>,
     /// `prefer_client_ciphers`: the TLS 1.2 suite the client prefers, not the listener.
     pub prefer_client_ciphers: bool,
+    /// `ocsp_staple_policy`: what a handshake does without a current OCSP response.
+    pub ocsp_staple_policy: OcspStaplePolicy,
+}
+
+/// `ocsp_staple_policy`: what happens when a client asks for an OCSP response and the
+/// certificate has none, or an expired one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OcspStaplePolicy {
+    /// `LENIENT_STAPLING`: the handshake goes on without a staple.
+    #[default]
+    Lenient,
+    /// `STRICT_STAPLING`: without a staple if there is no response; refused if it expired.
+    Strict,
+    /// `MUST_STAPLE`: every certificate needs a response; refused if it expired.
+    MustStaple,
 }
 
 /// Where a validation context comes from.
@@ -565,6 +580,9 @@ pub struct TlsCertificate {
     pub certificate_chain: DataSource,
     /// `private_key`.
     pub private_key: DataSource,
+    /// `ocsp_staple`: a DER OCSP response for the certificate, stapled to handshakes of
+    /// clients that ask for it (a listener's certificates only).
+    pub ocsp_staple: Option<DataSource>,
 }
 
 /// `tls_params.cipher_suites` and `ecdh_curves`, as far as rustls has them (OpenSSL names,

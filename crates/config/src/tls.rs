@@ -9,8 +9,8 @@
 use crate::config_source::read_file_source;
 use crate::matcher::read_string_matcher;
 use crate::model::{
-    CertificateSource, CertificateValidation, DataSource, DownstreamTls, SanMatcher, SanType, SdsSecret, Secret,
-    SecretKind, TlsAlgorithms, TlsCertificate, TlsVersion, UpstreamTls, ValidationSource,
+    CertificateSource, CertificateValidation, DataSource, DownstreamTls, OcspStaplePolicy, SanMatcher, SanType,
+    SdsSecret, Secret, SecretKind, TlsAlgorithms, TlsCertificate, TlsVersion, UpstreamTls, ValidationSource,
 };
 use crate::reader::{Ctx, Field, Msg, type_error};
 use crate::wasm::{self, read_data_source};
@@ -94,6 +94,11 @@ const VALIDATION_CONTEXT: &[&str] = &[
 const SAN_MATCHER: &[&str] = &["san_type", "matcher", "oid"];
 const SDS_SECRET_CONFIG: &[&str] = &["name", "sds_config"];
 const SECRET: &[&str] = &["name", "tls_certificate", "session_ticket_keys", "validation_context", "generic_secret"];
+const OCSP_STAPLE_POLICY: &[(&str, i64, Option<OcspStaplePolicy>)] = &[
+    ("LENIENT_STAPLING", 0, Some(OcspStaplePolicy::Lenient)),
+    ("STRICT_STAPLING", 1, Some(OcspStaplePolicy::Strict)),
+    ("MUST_STAPLE", 2, Some(OcspStaplePolicy::MustStaple)),
+];
 const SAN_TYPE: &[(&str, i64, Option<SanType>)] = &[
     ("SAN_TYPE_UNSPECIFIED", 0, None),
     ("EMAIL", 1, Some(SanType::Email)),
@@ -117,6 +122,7 @@ pub(crate) fn read_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -> Option<
     let stateless_resumption = !disabled("disable_stateless_session_resumption");
     let stateful_resumption = !disabled("disable_stateful_session_resumption");
     let prefer_client_ciphers = tls.get(ctx, "prefer_client_ciphers").and_then(|f| f.bool_value(ctx)).unwrap_or(false);
+    let ocsp_staple_policy = tls.get(ctx, "ocsp_staple_policy").map(|f| f.enumeration(ctx, OCSP_STAPLE_POLICY));
     tls.at_most_one(
         ctx,
         &["session_ticket_keys", "session_ticket_keys_sds_secret_config", "disable_stateless_session_resumption"],
@@ -136,6 +142,7 @@ pub(crate) fn read_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -> Option<
     let common = tls.required(ctx, "common_tls_context");
     tls.finish(ctx);
     let downstream = read_common_tls_context(ctx, &common?)?;
+    let ocsp_staple_policy = ocsp_staple_policy.unwrap_or(Some(OcspStaplePolicy::default()))?;
     if require_client_certificate && downstream.validation.is_none() {
         let at = require.map_or_else(|| field.origin(), |f| f.origin());
         ctx.error(&at, "require_client_certificate without a validation_context is not supported by wasmproxy");
@@ -149,6 +156,7 @@ pub(crate) fn read_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -> Option<
         session_ticket_keys_sds,
         session_timeout_secs,
         prefer_client_ciphers,
+        ocsp_staple_policy,
         ..downstream
     })
 }
@@ -209,6 +217,11 @@ pub(crate) fn read_upstream_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -
     msg.finish(ctx);
     upstream.certificate = match certificates?.as_slice() {
         [] => None,
+        [CertificateSource::Inline(TlsCertificate { ocsp_staple: Some(_), .. })] => {
+            let at = common.origin().with_child("tls_certificates[0]").with_child("ocsp_staple");
+            ctx.error(&at, "a cluster's client certificate with an OCSP staple is not supported by wasmproxy");
+            return None;
+        }
         [one] => Some(one.clone()),
         [first, _, ..] => {
             let field = match first {
@@ -351,6 +364,7 @@ fn read_common_tls_context(ctx: &mut Ctx, field: &Field<'_>) -> Option<Downstrea
         session_ticket_keys_sds: None,
         session_timeout_secs: None,
         prefer_client_ciphers: false,
+        ocsp_staple_policy: OcspStaplePolicy::default(),
     })
 }
 
@@ -541,8 +555,13 @@ fn read_tls_certificate(ctx: &mut Ctx, field: &Field<'_>) -> Option<TlsCertifica
     let mut msg = field.message(ctx, TLS_CERTIFICATE)?;
     let chain = msg.required(ctx, "certificate_chain").and_then(|f| data_source(ctx, &f));
     let key = msg.required(ctx, "private_key").and_then(|f| data_source(ctx, &f));
+    let ocsp = msg.get(ctx, "ocsp_staple").map(|f| data_source(ctx, &f));
     msg.finish(ctx);
-    Some(TlsCertificate { certificate_chain: chain?, private_key: key? })
+    Some(TlsCertificate {
+        certificate_chain: chain?,
+        private_key: key?,
+        ocsp_staple: ocsp.map_or(Some(None), |o| o.map(Some))?,
+    })
 }
 
 /// A `DataSource`; a relative file name resolves as Wasm modules' do.

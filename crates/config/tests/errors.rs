@@ -167,6 +167,17 @@ fn a_wasm_network_filter_before_a_connection_manager_is_refused() {
     );
 }
 
+#[test]
+fn an_ocsp_staple_on_a_clusters_client_certificate_is_refused() {
+    let socket = "    connect_timeout: 1s\n    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        common_tls_context:\n          tls_certificates:\n          - { certificate_chain: { filename: c.pem }, private_key: { filename: k.pem }, ocsp_staple: { filename: o.der } }\n";
+    assert_eq!(
+        errors(&[("    connect_timeout: 1s\n", socket)]),
+        vec![
+            "static_resources.clusters[0].transport_socket.typed_config.common_tls_context.tls_certificates[0].ocsp_staple: a cluster's client certificate with an OCSP staple is not supported by wasmproxy (line 38, column 11)"
+        ]
+    );
+}
+
 /// A filter chain terminating TLS with these fields of its `DownstreamTlsContext`, one a line.
 fn tls_errors(fields: &[&str]) -> Vec<String> {
     let fields: String = fields.iter().map(|f| format!("          {f}\n")).collect();
@@ -221,6 +232,12 @@ fn tls_fields_wasmproxy_does_not_serve_are_refused_by_name() {
         tls_errors(&["session_timeout: 4294967296s", &certs]),
         vec![format!(
             "{CONTEXT}.session_timeout: 4294967296s is too long: a session timeout is less than 4294967296s (line 11, column 28)"
+        )]
+    );
+    assert_eq!(
+        tls_errors(&["ocsp_staple_policy: SOMETIMES", &certs]),
+        vec![format!(
+            "{CONTEXT}.ocsp_staple_policy: unknown value \"SOMETIMES\" (expected one of: LENIENT_STAPLING, STRICT_STAPLING, MUST_STAPLE) (line 11, column 31)"
         )]
     );
     assert_eq!(

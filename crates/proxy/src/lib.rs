@@ -53,10 +53,17 @@ impl FuzzTlsServer {
     }
 
     /// Feeds `reads` to a new session, each as one read from the client; whether the
-    /// session failed.
+    /// session failed. The scan that finds where the client's hello ends reads them first.
     pub fn reads(&self, reads: &[&[u8]]) -> bool {
+        let _ = tls::inspector::hello_bytes(&reads.concat());
         tls::records::server_reads(self.0.clone(), reads)
     }
+}
+
+/// Reads `der` as an OCSP response to staple, as `ocsp_staple` is read: for the fuzz
+/// target; its serial number and times, or Envoy's error.
+pub fn fuzz_ocsp_response(der: &[u8]) -> Result<(i64, Option<i64>), String> {
+    tls::ocsp::OcspResponse::parse(der.to_vec()).map(|r| (r.this_update, r.next_update))
 }
 
 /// Reads and checks every certificate, key and CA the configuration names (filter chains,

@@ -10,7 +10,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1102,4 +1102,168 @@ fn a_client_that_stalls_in_the_handshake_is_closed_at_the_chains_timeout() {
 fn counted(server: &wasmproxy_proxy::RunningServer, name: &str, expected: u64) -> u64 {
     let seen = until(|| stat(server, name).to_string(), |v| v == expected.to_string());
     seen.parse().unwrap_or(0)
+}
+
+/// A DER element: `tag`, then `content`.
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    if content.len() >= 0x80 {
+        out.extend([0x82, (content.len() >> 8) as u8]);
+    }
+    out.push(content.len() as u8);
+    [out, content.to_vec()].concat()
+}
+
+/// An unsigned OCSP response (Envoy does not check the signature) saying the certificate
+/// with `serial` is good until `next_update` (`YYYYMMDDHHMMSSZ`), written to `file`.
+fn ocsp_file(pki: &Pki, file: &str, serial: &[u8], next_update: &str) -> PathBuf {
+    let sha1 = der(0x30, &[der(0x06, &[0x2b, 0x0e, 0x03, 0x02, 0x1a]), der(0x05, &[])].concat());
+    let id = der(0x30, &[sha1, der(0x04, &[1; 20]), der(0x04, &[2; 20]), der(0x02, serial)].concat());
+    let times = [der(0x18, b"20260101000000Z"), der(0xa0, &der(0x18, next_update.as_bytes()))].concat();
+    let single = der(0x30, &[id, der(0x80, &[]), times].concat());
+    let data =
+        der(0x30, &[der(0xa2, &der(0x04, &[3; 20])), der(0x18, b"20260101000000Z"), der(0x30, &single)].concat());
+    let signature = [der(0x30, &der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02])), der(0x03, &[0])];
+    let basic = der(0x30, &[data, signature.concat()].concat());
+    let oid = der(0x06, &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01]);
+    let response = der(0x30, &[der(0x0a, &[0]), der(0xa0, &der(0x30, &[oid, der(0x04, &basic)].concat()))].concat());
+    let path = pki.dir.join(file);
+    std::fs::write(&path, response).unwrap();
+    path
+}
+
+#[test]
+fn ocsp_responses_are_stapled_shown_in_certs_and_checked_at_start_up() {
+    let pki = Pki::new("ocsp");
+    let serial = [0x42, 0x17, 0x99];
+    let with_serial =
+        |p: &mut rcgen::CertificateParams| p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    let front = pki.issue_with("front", &["front.example"], with_serial);
+    let current = ocsp_file(&pki, "current.der", &serial, "20991231000000Z");
+    let echo = echo_upstream();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let client = Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
+    let stapled = |policy: &str, staple: &Path| {
+        let lines = format!("          ocsp_staple_policy: {policy}\n");
+        let key_line = format!("              private_key: {{ filename: \"{}\" }}\n", front.1.display());
+        let staple_line = format!("{key_line}              ocsp_staple: {{ filename: \"{}\" }}\n", staple.display());
+        tls_listener(&pki, &front, echo, &lines).replace(&key_line, &staple_line)
+    };
+
+    // A current response is stapled for a client that asks (rustls's always does), and
+    // /certs shows when it is current.
+    let server = start(&stapled("MUST_STAPLE", &current), 1);
+    ping_front(&client, server.listeners[0].1);
+    assert_eq!(stat(&server, "listener.127.0.0.1_0.ssl.ocsp_staple_requests"), 1);
+    assert_eq!(stat(&server, "listener.127.0.0.1_0.ssl.ocsp_staple_responses"), 1);
+    let certs: serde_json::Value = serde_json::from_str(&admin_get(&server, "/certs")).unwrap();
+    let ocsp = &certs["certificates"][0]["cert_chain"][0]["ocsp_details"];
+    assert_eq!(ocsp["valid_from"], "2026-01-01T00:00:00Z", "{certs}");
+    assert_eq!(ocsp["expiration"], "2099-12-31T00:00:00Z", "{certs}");
+    server.stop();
+
+    // An expired one under STRICT_STAPLING: the handshake is refused.
+    let expired = ocsp_file(&pki, "expired.der", &serial, "20260102000000Z");
+    let server = start(&stapled("STRICT_STAPLING", &expired), 1);
+    let name = rustls::pki_types::ServerName::try_from("front.example").unwrap();
+    let tcp = TcpStream::connect(server.listeners[0].1).unwrap();
+    let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(client.clone(), name).unwrap(), tcp);
+    let refused = tls.write_all(b"ping").and_then(|()| tls.read_exact(&mut [0u8; 4]));
+    assert!(refused.unwrap_err().to_string().contains("HandshakeFailure"), "alert handshake_failure");
+    assert_eq!(counted(&server, "listener.127.0.0.1_0.ssl.ocsp_staple_failed", 1), 1);
+    assert_eq!(stat(&server, "listener.127.0.0.1_0.ssl.connection_error"), 1);
+    server.stop();
+
+    // Responses that cannot be served stop start-up, in Envoy's words.
+    let other = ocsp_file(&pki, "other.der", &[0x43], "20991231000000Z");
+    let garbage = pki.dir.join("garbage.der");
+    std::fs::write(&garbage, "not DER").unwrap();
+    let must_staple = pki.issue_with("must", &["front.example"], |p| {
+        let feature = vec![0x30, 0x03, 0x02, 0x01, 0x05];
+        p.custom_extensions.push(rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 24], feature));
+    });
+    let failing = [
+        (
+            stapled("LENIENT_STAPLING", &other),
+            "tls_certificates[0].ocsp_staple: OCSP response does not match its TLS certificate",
+        ),
+        (
+            stapled("LENIENT_STAPLING", &garbage),
+            "tls_certificates[0].ocsp_staple: OCSP Response is not a well-formed ASN.1 SEQUENCE",
+        ),
+        (
+            tls_listener(&pki, &front, echo, "          ocsp_staple_policy: MUST_STAPLE\n"),
+            "tls_certificates[0]: Required OCSP response is missing from TLS context",
+        ),
+        (
+            tls_listener(&pki, &must_staple, echo, ""),
+            "tls_certificates[0]: OCSP response is required for must-staple certificate",
+        ),
+    ];
+    for (yaml, error) in failing {
+        let config = wasmproxy_config::load_str(&yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+        let Err(e) = wasmproxy_proxy::Server::start(config, Default::default()) else { panic!("started: {error}") };
+        assert!(e.to_string().contains(error), "{e}");
+    }
+}
+
+#[test]
+fn an_ocsp_response_from_an_sds_file_rotates_with_its_certificate_and_must_be_there_under_must_staple() {
+    let pki = Pki::new("ocsp-sds");
+    let issue = |file: &str, serial: &'static [u8]| {
+        pki.issue_with(file, &["front.example"], |p| p.serial_number = Some(rcgen::SerialNumber::from_slice(serial)))
+    };
+    let (first, renewed) = (issue("first", &[0x51]), issue("renewed", &[0x52]));
+    let (first_ocsp, renewed_ocsp) = (
+        ocsp_file(&pki, "first.der", &[0x51], "20991231000000Z"),
+        ocsp_file(&pki, "renewed.der", &[0x52], "20991231000000Z"),
+    );
+    let sds = pki.dir.join("sds.yaml");
+    let secret = |version: &str, (chain, key): &(PathBuf, PathBuf), staple: Option<&PathBuf>| {
+        let staple = staple.map(|s| format!("    ocsp_staple: {{ filename: \"{}\" }}\n", s.display()));
+        format!(
+            "version_info: {version}\nresources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  \
+             name: front\n  tls_certificate:\n    certificate_chain: {{ filename: \"{}\" }}\n    private_key: {{ filename: \"{}\" }}\n{}",
+            chain.display(),
+            key.display(),
+            staple.unwrap_or_default()
+        )
+    };
+    std::fs::write(&sds, secret("one", &first, Some(&first_ocsp))).unwrap();
+    let inline = format!(
+        "            tls_certificates:\n            - certificate_chain: {{ filename: \"{}\" }}\n              \
+         private_key: {{ filename: \"{}\" }}\n",
+        first.0.display(),
+        first.1.display()
+    );
+    let from_sds = format!(
+        "            tls_certificate_sds_secret_configs:\n            - name: front\n              \
+         sds_config: {{ path_config_source: {{ path: \"{}\" }} }}\n",
+        sds.display()
+    );
+    let yaml = tls_listener(&pki, &first, echo_upstream(), "          ocsp_staple_policy: MUST_STAPLE\n")
+        .replace(&inline, &from_sds);
+    assert!(yaml.contains("tls_certificate_sds_secret_configs"), "{yaml}");
+    let server = start(&format!("node: {{ id: edge-1, cluster: edge }}\n{yaml}"), 1);
+    let addr = server.listeners[0].1;
+    connect(&pki, addr);
+    assert_eq!(stat(&server, "listener.127.0.0.1_0.ssl.ocsp_staple_responses"), 1);
+
+    // The renewed certificate with its own response: served and stapled.
+    let der = |chain: &PathBuf| CertificateDer::pem_file_iter(chain).unwrap().next().unwrap().unwrap().to_vec();
+    replace(&sds, secret("two", &renewed, Some(&renewed_ocsp)));
+    until(|| (connect(&pki, addr).1 == der(&renewed.0)).to_string(), |served| served == "true");
+    let stapled = stat(&server, "listener.127.0.0.1_0.ssl.ocsp_staple_responses");
+    assert_eq!(stapled, stat(&server, "listener.127.0.0.1_0.ssl.ocsp_staple_requests"), "every handshake stapled");
+    let certs: serde_json::Value = serde_json::from_str(&admin_get(&server, "/certs")).unwrap();
+    assert_eq!(certs["certificates"][0]["cert_chain"][0]["serial_number"], "52", "{certs}");
+
+    // Without a response, under MUST_STAPLE: rejected; the renewed one stays, stapled.
+    replace(&sds, secret("three", &first, None));
+    assert_eq!(counted(&server, "sds.front.update_rejected", 1), 1);
+    assert_eq!(connect(&pki, addr).1, der(&renewed.0));
+    assert_eq!(stat(&server, "listener.127.0.0.1_0.ssl.ocsp_staple_responses"), stapled + 1);
+    assert_eq!(stat(&server, "listener.127.0.0.1_0.ssl.ocsp_staple_failed"), 0);
+    server.stop();
 }

@@ -15,6 +15,7 @@ use wasmproxy_config::model::{StatsConfig, StatsTagValue};
 use wasmproxy_stats::store::Unit;
 use wasmproxy_stats::{Counter, Gauge, Histogram, Scope, StatName, Store, TagRule, TagRules, TagValue, TextReadout};
 
+use crate::tls::ocsp::Stapling;
 use crate::tls::session::{HandshakeFailure, TlsTransport};
 
 /// A response code's class (1..=5), or `None` outside 100..=599.
@@ -385,6 +386,10 @@ pub struct SslStats {
     fail_verify_san: Counter,
     fail_verify_no_cert: Counter,
     session_reused: Counter,
+    ocsp_staple_requests: Counter,
+    ocsp_staple_responses: Counter,
+    ocsp_staple_omitted: Counter,
+    ocsp_staple_failed: Counter,
 }
 
 impl SslStats {
@@ -398,6 +403,10 @@ impl SslStats {
             fail_verify_san: scope.counter("ssl.fail_verify_san"),
             fail_verify_no_cert: scope.counter("ssl.fail_verify_no_cert"),
             session_reused: scope.counter("ssl.session_reused"),
+            ocsp_staple_requests: scope.counter("ssl.ocsp_staple_requests"),
+            ocsp_staple_responses: scope.counter("ssl.ocsp_staple_responses"),
+            ocsp_staple_omitted: scope.counter("ssl.ocsp_staple_omitted"),
+            ocsp_staple_failed: scope.counter("ssl.ocsp_staple_failed"),
             scope,
         }
     }
@@ -417,6 +426,19 @@ impl SslStats {
             self.no_certificate.inc();
         }
         counted("versions", version);
+    }
+
+    /// What a handshake did about OCSP, counted as Envoy counts it when it picks the
+    /// certificate (before the handshake succeeds or fails).
+    pub fn stapling(&self, stapling: Stapling) {
+        let counter = match stapling {
+            Stapling::NotAsked => return,
+            Stapling::Stapled => &self.ocsp_staple_responses,
+            Stapling::Omitted => &self.ocsp_staple_omitted,
+            Stapling::Refused => &self.ocsp_staple_failed,
+        };
+        self.ocsp_staple_requests.inc();
+        counter.inc();
     }
 
     /// A handshake failed (the connection closes). As in Envoy, `connection_error` does

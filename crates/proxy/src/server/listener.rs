@@ -138,7 +138,11 @@ async fn handshake(
     connection: Rc<ConnectionInfo>,
     stats: &ListenerStats,
 ) -> Option<TlsTransport> {
-    let accept = tls.accept(stream);
+    let accept = tls.accept(stream, |stapling| {
+        if let Some(ssl) = stats.ssl() {
+            ssl.stapling(stapling);
+        }
+    });
     let accepted = match chain.handshake_timeout {
         None => accept.await,
         Some(limit) => match tokio::time::timeout(limit, accept).await {

@@ -58,6 +58,9 @@ pub struct CertificateDetails {
     pub names: Vec<(SanType, String)>,
     /// When it starts and stops being valid, in seconds since the Unix epoch.
     pub valid: (i64, i64),
+    /// When its OCSP response (if it has one) starts and stops being current (no end: it
+    /// never is).
+    pub ocsp: Option<(i64, Option<i64>)>,
 }
 
 impl CertificateDetails {
@@ -75,6 +78,7 @@ impl CertificateDetails {
             serial: cert.raw_serial().iter().skip_while(|b| **b == 0).map(|b| format!("{b:02x}")).collect(),
             names,
             valid: (validity.not_before.timestamp(), validity.not_after.timestamp()),
+            ocsp: None,
         })
     }
 
@@ -96,7 +100,7 @@ impl CertificateDetails {
             let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
             crate::clock::Utc::at(t).protobuf_timestamp()
         };
-        serde_json::json!({
+        let mut details = serde_json::json!({
             "path": self.path,
             "serial_number": self.serial,
             "subject_alt_names": names,
@@ -104,7 +108,13 @@ impl CertificateDetails {
             "days_until_expiration": ((self.valid.1 - now).max(0) / 86_400).to_string(),
             "valid_from": at(self.valid.0),
             "expiration_time": at(self.valid.1),
-        })
+        });
+        // Without a nextUpdate, Envoy shows the time of asking as its end.
+        if let (Some((from, until)), Some(fields)) = (self.ocsp, details.as_object_mut()) {
+            let ocsp = serde_json::json!({ "valid_from": at(from), "expiration": at(until.unwrap_or(now)) });
+            fields.insert("ocsp_details".into(), ocsp);
+        }
+        details
     }
 }
 

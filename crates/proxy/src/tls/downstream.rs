@@ -10,9 +10,10 @@ use rustls::server::{ProducesTickets, ResolvesServerCert, StoresServerSessions};
 use rustls::sign::CertifiedKey;
 use rustls::{CipherSuite, ServerConfig, SignatureScheme, SupportedCipherSuite};
 use tokio::net::TcpStream;
-use wasmproxy_config::model::{DownstreamTls, TlsCertificate, TlsVersion};
+use wasmproxy_config::model::{DownstreamTls, OcspStaplePolicy, TlsCertificate, TlsVersion};
 
 use crate::tls::certificate::{CertificateDetails, CertificateInfo, ContextCertificates, server_names};
+use crate::tls::ocsp::{Staple, Stapling};
 use crate::tls::pem;
 use crate::tls::session::{Refused, TlsTransport};
 use crate::tls::tickets::{SessionCache, SessionLifetimes, TicketKeyRing, Tickets};
@@ -32,6 +33,8 @@ pub struct ServerTls {
     preference: Vec<Vec<SupportedCipherSuite>>,
     /// How client certificates are checked, if they are asked for.
     client_checks: Option<Arc<ClientChecks>>,
+    /// `ocsp_staple_policy`.
+    ocsp_policy: OcspStaplePolicy,
 }
 
 /// A certificate, with rustls's settings for it: all the chain's cipher suites (rustls
@@ -51,19 +54,32 @@ impl ServerTls {
     /// The handshake on an accepted connection, and what the certificate served says (for
     /// `connection.*_local_certificate`). With several certificates, the client's hello
     /// picks one as Envoy picks it (see [`ServerTls::pick`]); with TLS 1.2 suites to choose
-    /// from, it picks the suite too (see [`ServerTls::settings_for`]).
-    pub async fn accept(&self, tcp: TcpStream) -> Result<(TlsTransport, Arc<CertificateInfo>), Refused> {
+    /// from, it picks the suite too (see [`ServerTls::settings_for`]). What is done about
+    /// OCSP is told to `stapled` before the handshake goes on (or is refused for it).
+    pub async fn accept(
+        &self,
+        tcp: TcpStream,
+        stapled: impl FnOnce(Stapling),
+    ) -> Result<(TlsTransport, Arc<CertificateInfo>), Refused> {
+        let now = unix_now();
+        let decide = |offer: &Offer, asks_ocsp: bool| {
+            let stapling = offer.certificate.stapling(self.ocsp_policy, asks_ocsp, now);
+            stapled(stapling);
+            stapling != Stapling::Refused
+        };
         if let [offer] = self.served.as_slice()
             && offer.by_suite.is_empty()
         {
-            return Ok((TlsTransport::accept(tcp, offer.config.clone()).await?, offer.certificate.local()));
+            let session = TlsTransport::accept(tcp, |asks| decide(offer, asks).then(|| offer.config.clone())).await?;
+            return Ok((session, offer.certificate.local()));
         }
-        TlsTransport::accept_choosing(tcp, |hello| {
+        TlsTransport::accept_choosing(tcp, |hello, asks_ocsp| {
             let offer = match self.served.as_slice() {
                 [one] => one,
-                all => &all[self.pick(hello.server_name(), hello.signature_schemes())],
+                all => &all[self.pick(hello.server_name(), hello.signature_schemes(), asks_ocsp, now)],
             };
-            (self.settings_for(offer, hello.cipher_suites()), offer.certificate.local())
+            let settings = self.settings_for(offer, hello.cipher_suites());
+            decide(offer, asks_ocsp).then(|| (settings, offer.certificate.local()))
         })
         .await
     }
@@ -87,10 +103,11 @@ impl ServerTls {
         offer.config.clone()
     }
 
-    /// The certificate for a client that sent `server_name` and can verify `schemes`:
-    /// among those naming the server exactly, else by a wildcard, else all of them, the
-    /// first ECDSA one the client can verify, else the first it can verify, else the first.
-    fn pick(&self, server_name: Option<&str>, schemes: &[SignatureScheme]) -> usize {
+    /// The certificate for a client that sent `server_name`, can verify `schemes` and
+    /// does or does not ask for an OCSP staple (at `now`): among those naming the server
+    /// exactly, else by a wildcard, else all of them, the first ECDSA one the client can
+    /// verify and the OCSP policy allows, else the first such one, else the first.
+    fn pick(&self, server_name: Option<&str>, schemes: &[SignatureScheme], asks_ocsp: bool, now: i64) -> usize {
         let all: Vec<usize> = (0..self.served.len()).collect();
         let naming = |exact: bool| -> Vec<usize> {
             let Some(name) = server_name else { return Vec::new() };
@@ -99,7 +116,10 @@ impl ServerTls {
         let exact = naming(true);
         let candidates = if !exact.is_empty() { exact } else { naming(false) };
         let candidates = if candidates.is_empty() { all } else { candidates };
-        let usable = |i: &&usize| self.served[**i].certificate.usable(schemes);
+        let usable = |i: &&usize| {
+            let certificate = &self.served[**i].certificate;
+            certificate.usable(schemes) && certificate.stapling(self.ocsp_policy, asks_ocsp, now) != Stapling::Refused
+        };
         let ecdsa = |i: &&usize| self.served[**i].certificate.is_ecdsa();
         candidates
             .iter()
@@ -122,7 +142,12 @@ impl ContextCertificates for ServerTls {
 /// A chain's certificate and key, replaced in place when its secret changes: handshakes
 /// from then on get the new one, connections already open keep theirs.
 #[derive(Debug)]
-pub struct ServedCertificate(RwLock<Served>);
+pub struct ServedCertificate {
+    served: RwLock<Served>,
+    /// The strictest OCSP staple policy of the listeners serving it, a replacement is held
+    /// to (none while only clusters present it).
+    policy: RwLock<Option<OcspStaplePolicy>>,
+}
 
 /// A certificate and key as served, and what they say.
 #[derive(Debug)]
@@ -136,18 +161,24 @@ struct Served {
     details: Option<CertificateDetails>,
     /// How many times the certificate was replaced.
     generation: u64,
+    /// Its OCSP response, if it has one.
+    staple: Staple,
 }
 
 impl ServedCertificate {
     /// Reads and checks a certificate and its key (`tls_certificates[position]`).
     pub fn load(certificate: &TlsCertificate, position: usize) -> Result<ServedCertificate, String> {
-        Ok(ServedCertificate(RwLock::new(ServedCertificate::read(certificate, position)?)))
+        let served = RwLock::new(ServedCertificate::read(certificate, position)?);
+        Ok(ServedCertificate { served, policy: RwLock::new(None) })
     }
 
     /// Serves `certificate` from now on, once read and checked (else the current one stays).
     pub fn replace(&self, certificate: &TlsCertificate) -> Result<(), String> {
         let mut read = ServedCertificate::read(certificate, 0)?;
-        let mut served = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(policy) = *self.policy.read().unwrap_or_else(|e| e.into_inner()) {
+            read.staple.required(policy).map_err(|e| format!("tls_certificates[0]: {e}"))?;
+        }
+        let mut served = self.served.write().unwrap_or_else(|e| e.into_inner());
         read.generation = served.generation + 1;
         *served = read;
         Ok(())
@@ -167,6 +198,24 @@ impl ServedCertificate {
     /// What the certificate served now says.
     pub fn local(&self) -> Arc<CertificateInfo> {
         self.served().info.clone()
+    }
+
+    /// Checks that a listener whose OCSP staple policy is `policy` may serve it, and holds
+    /// replacements to that from now on (Envoy's words if not).
+    fn served_under(&self, policy: OcspStaplePolicy) -> Result<(), &'static str> {
+        self.served().staple.required(policy)?;
+        let mut strictest = self.policy.write().unwrap_or_else(|e| e.into_inner());
+        let stricter = |p: OcspStaplePolicy| p == OcspStaplePolicy::MustStaple;
+        if strictest.is_none_or(|current| !stricter(current) && stricter(policy)) {
+            *strictest = Some(policy);
+        }
+        Ok(())
+    }
+
+    /// What a handshake does about OCSP under `policy` at `now`, for a client that does
+    /// or does not ask for a staple.
+    fn stapling(&self, policy: OcspStaplePolicy, asks_ocsp: bool, now: i64) -> Stapling {
+        self.served().staple.decide(policy, asks_ocsp, now)
     }
 
     /// What `/certs` shows of the certificate served now.
@@ -198,7 +247,7 @@ impl ServedCertificate {
     }
 
     fn served(&self) -> std::sync::RwLockReadGuard<'_, Served> {
-        self.0.read().unwrap_or_else(|e| e.into_inner())
+        self.served.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn read(certificate: &TlsCertificate, position: usize) -> Result<Served, String> {
@@ -206,13 +255,18 @@ impl ServedCertificate {
         let info = Arc::new(CertificateInfo::leaf(&key));
         let details = key.cert.first().and_then(|leaf| pem::details(&certificate.certificate_chain, leaf));
         let names = key.cert.first().map(|leaf| server_names(leaf)).unwrap_or_default();
-        Ok(Served { key, names, info, details, generation: 0 })
+        let field = format!("tls_certificates[{position}].ocsp_staple");
+        let response = certificate.ocsp_staple.as_ref().map(|source| pem::read(source, &field)).transpose()?;
+        let staple = Staple::new(&key, response).map_err(|e| format!("{field}: {e}"))?;
+        let details = details.map(|d| CertificateDetails { ocsp: staple.validity(), ..d });
+        Ok(Served { key, names, info, details, generation: 0, staple })
     }
 }
 
 impl ResolvesServerCert for ServedCertificate {
     fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.served().key.clone())
+        let served = self.served();
+        Some(served.staple.key_at(&served.key, unix_now()))
     }
 }
 
@@ -229,6 +283,10 @@ pub fn server_config(
 ) -> Result<ServerTls, String> {
     if certificates.is_empty() {
         return Err("tls_certificates: a certificate is required".into());
+    }
+    for (position, certificate) in certificates.iter().enumerate() {
+        let served = certificate.served_under(tls.ocsp_staple_policy);
+        served.map_err(|e| format!("tls_certificates[{position}]: {e}"))?;
     }
     let provider = pem::server_provider_with(&tls.algorithms);
     // Resumption as Envoy (BoringSSL) has it: tickets under the chain's keys or a key of
@@ -275,7 +333,12 @@ pub fn server_config(
         }
         served.push(Offer { config, by_suite, certificate });
     }
-    Ok(ServerTls { served, preference, client_checks })
+    Ok(ServerTls { served, preference, client_checks, ocsp_policy: tls.ocsp_staple_policy })
+}
+
+/// The time, in seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]
@@ -296,6 +359,7 @@ mod tests {
         let pem = TlsCertificate {
             certificate_chain: DataSource::Inline(cert.pem().into_bytes()),
             private_key: DataSource::Inline(key.serialize_pem().into_bytes()),
+            ocsp_staple: None,
         };
         Arc::new(ServedCertificate::load(&pem, 0).unwrap())
     }
@@ -305,6 +369,7 @@ mod tests {
             certificates: vec![CertificateSource::Inline(TlsCertificate {
                 certificate_chain: DataSource::Inline(Vec::new()),
                 private_key: DataSource::Inline(Vec::new()),
+                ocsp_staple: None,
             })],
             alpn_protocols: Vec::new(),
             versions: (TlsVersion::Tls12, TlsVersion::Tls13),
@@ -317,6 +382,7 @@ mod tests {
             session_ticket_keys_sds: None,
             session_timeout_secs: None,
             prefer_client_ciphers: false,
+            ocsp_staple_policy: OcspStaplePolicy::Lenient,
         };
         server_config(&tls, certificates, None, None).unwrap()
     }
@@ -361,16 +427,16 @@ mod tests {
         let all = [SignatureScheme::ED25519, SignatureScheme::ECDSA_NISTP256_SHA256, SignatureScheme::RSA_PSS_SHA256];
         let no_ecdsa = [SignatureScheme::ED25519];
         // An exact name first, ECDSA preferred when the client takes it.
-        assert_eq!(tls.pick(Some("a.example"), &all), 2);
-        assert_eq!(tls.pick(Some("A.EXAMPLE"), &no_ecdsa), 0);
+        assert_eq!(tls.pick(Some("a.example"), &all, false, 0), 2);
+        assert_eq!(tls.pick(Some("A.EXAMPLE"), &no_ecdsa, false, 0), 0);
         // Else a wildcard; else every certificate.
-        assert_eq!(tls.pick(Some("x.w.example"), &all), 1);
-        assert_eq!(tls.pick(Some("x.y.w.example"), &no_ecdsa), 0);
-        assert_eq!(tls.pick(None, &all), 1);
+        assert_eq!(tls.pick(Some("x.w.example"), &all, false, 0), 1);
+        assert_eq!(tls.pick(Some("x.y.w.example"), &no_ecdsa, false, 0), 0);
+        assert_eq!(tls.pick(None, &all, false, 0), 1);
         // The subject's common name, for a certificate without DNS names.
-        assert_eq!(tls.pick(Some("cn.example"), &all), 3);
+        assert_eq!(tls.pick(Some("cn.example"), &all, false, 0), 3);
         // Nothing the client can verify: the first candidate.
-        assert_eq!(tls.pick(Some("a.example"), &[SignatureScheme::RSA_PSS_SHA256]), 0);
+        assert_eq!(tls.pick(Some("a.example"), &[SignatureScheme::RSA_PSS_SHA256], false, 0), 0);
         assert_eq!(tls.certificate_chain().len(), 4, "/certs lists each");
     }
 }

@@ -102,6 +102,89 @@ pub fn parse(mut bytes: &[u8]) -> Option<Inspected> {
     }
 }
 
+/// How far the bytes of a connection's start hold a ClientHello.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HelloBytes {
+    /// Not all of it yet.
+    Incomplete,
+    /// All of it: whether it asks for an OCSP staple (the `status_request` extension).
+    Complete { asks_ocsp: bool },
+    /// Not a ClientHello that reads (rustls says why).
+    Unreadable,
+}
+
+/// Looks at the records that start a connection for a whole ClientHello, without
+/// parsing more of it than its extensions' types.
+pub fn hello_bytes(records: &[u8]) -> HelloBytes {
+    // The handshake message, gathered from its records (most often one).
+    let mut message: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(&[]);
+    let mut rest = records;
+    loop {
+        let needed = match message.get(1..4) {
+            Some(l) => 4 + (usize::from(l[0]) << 16 | usize::from(l[1]) << 8 | usize::from(l[2])),
+            None => 4,
+        };
+        if message.len() >= needed {
+            break;
+        }
+        if needed > MAX_CLIENT_HELLO || message.first().is_some_and(|t| *t != 1) {
+            return HelloBytes::Unreadable;
+        }
+        let [0x16, _, _, high, low, ..] = *rest else {
+            return if rest.len() < 5 && rest.first().is_none_or(|t| *t == 0x16) {
+                HelloBytes::Incomplete
+            } else {
+                HelloBytes::Unreadable
+            };
+        };
+        let length = usize::from(high) << 8 | usize::from(low);
+        if length > MAX_RECORD {
+            return HelloBytes::Unreadable;
+        }
+        let Some(fragment) = rest.get(5..5 + length) else { return HelloBytes::Incomplete };
+        message = match message {
+            std::borrow::Cow::Borrowed([]) => std::borrow::Cow::Borrowed(fragment),
+            gathered => std::borrow::Cow::Owned([&gathered[..], fragment].concat()),
+        };
+        rest = &rest[5 + length..];
+    }
+    match hello_extensions(&message) {
+        Some(types) => HelloBytes::Complete { asks_ocsp: types.into_iter().any(|t| t == STATUS_REQUEST) },
+        None => HelloBytes::Unreadable,
+    }
+}
+
+/// The longest plaintext record TLS allows.
+const MAX_RECORD: usize = 16 * 1024;
+
+/// The `status_request` extension's type.
+const STATUS_REQUEST: u16 = 5;
+
+/// The types of a ClientHello message's extensions.
+fn hello_extensions(message: &[u8]) -> Option<Vec<u16>> {
+    let mut body = match message {
+        [1, _, _, _, body @ ..] => body,
+        _ => return None,
+    };
+    // version and random; then the session id, cipher suites and compression methods.
+    body = body.get(34..)?;
+    for width in [1, 2, 1] {
+        let length = match width {
+            1 => usize::from(*body.first()?),
+            _ => usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?])),
+        };
+        body = body.get(width + length..)?;
+    }
+    let mut types = Vec::new();
+    let Some([high, low]) = body.get(..2) else { return Some(types) };
+    let mut extensions = body.get(2..2 + (usize::from(*high) << 8 | usize::from(*low)))?;
+    while let [t1, t2, l1, l2, rest @ ..] = extensions {
+        types.push(u16::from_be_bytes([*t1, *t2]));
+        extensions = rest.get(usize::from(u16::from_be_bytes([*l1, *l2]))..)?;
+    }
+    extensions.is_empty().then_some(types)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -135,6 +218,34 @@ mod tests {
         assert_eq!(parse(&hello[..3]), None);
         let by_address = client_hello("127.0.0.1", &[]);
         assert_eq!(parse(&by_address), Some(Inspected::Tls(ClientHello::default())));
+    }
+
+    #[test]
+    fn a_whole_hello_is_seen_with_its_ocsp_request() {
+        let hello = client_hello("a.example", &["h2"]);
+        // rustls's client asks for a staple.
+        assert_eq!(hello_bytes(&hello), HelloBytes::Complete { asks_ocsp: true });
+        for cut in [0, 3, 5, 20, hello.len() - 1] {
+            assert_eq!(hello_bytes(&hello[..cut]), HelloBytes::Incomplete, "cut at {cut}");
+        }
+        // The same hello over two records, its status_request renamed to another type.
+        let mut message = hello[5..].to_vec();
+        let at = message.windows(5).position(|w| w == [0, 5, 0, 5, 1]).unwrap();
+        let split = |message: &[u8]| {
+            let (a, b) = message.split_at(100);
+            let record = |part: &[u8]| [&[0x16, 3, 1, 0, 0][..], part].concat();
+            let mut records = [record(a), record(b)].concat();
+            records[3..5].copy_from_slice(&100u16.to_be_bytes());
+            let second = 5 + 100;
+            records[second + 3..second + 5].copy_from_slice(&(b.len() as u16).to_be_bytes());
+            records
+        };
+        assert_eq!(hello_bytes(&split(&message)), HelloBytes::Complete { asks_ocsp: true });
+        message[at + 1] = 0x55;
+        assert_eq!(hello_bytes(&split(&message)), HelloBytes::Complete { asks_ocsp: false });
+        assert_eq!(hello_bytes(&split(&message)[..150]), HelloBytes::Incomplete);
+        assert_eq!(hello_bytes(b"GET / HTTP/1.1\r\n"), HelloBytes::Unreadable);
+        assert_eq!(hello_bytes(b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00"), HelloBytes::Unreadable);
     }
 
     #[test]

@@ -6,12 +6,13 @@
 //! (`certificate.rs`); the TLS inspector that reads a ClientHello before a filter chain is
 //! picked (`inspector.rs`); session tickets sealed with configured keys (`tickets.rs`); how
 //! a chain checks client certificates, against validation contexts that may change
-//! (`validation.rs`).
+//! (`validation.rs`); OCSP responses stapled to handshakes (`ocsp.rs`).
 
 pub(crate) mod certificate;
 pub(crate) mod downstream;
 pub(crate) mod hkdf;
 pub(crate) mod inspector;
+pub(crate) mod ocsp;
 pub(crate) mod pem;
 pub(crate) mod records;
 pub(crate) mod session;

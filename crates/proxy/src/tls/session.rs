@@ -17,6 +17,7 @@ use rustls::{ClientConfig, CommonState, ServerConfig};
 use tokio::net::TcpStream;
 
 use crate::http::transport::Transport;
+use crate::tls::inspector::{HelloBytes, hello_bytes};
 use crate::tls::records::{Machine, Output, SCRATCH_JOIN, Session, WRITE_LIMIT};
 
 /// Why a TLS handshake failed.
@@ -29,6 +30,10 @@ pub enum HandshakeError {
     /// The client closed, or the socket failed, before the handshake was done.
     #[error("TLS handshake: {0}")]
     Io(#[from] io::Error),
+    /// The chain refused the client's hello: no certificate it may serve (the OCSP staple
+    /// policy).
+    #[error("TLS handshake: no certificate may be served (no current OCSP response to staple)")]
+    Rejected,
 }
 
 /// What a failed handshake counts as in Envoy's `ssl.*` stats.
@@ -75,33 +80,47 @@ pub struct TlsTransport {
 }
 
 impl TlsTransport {
-    /// Runs the server side of the handshake on `tcp`.
-    pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> Result<TlsTransport, Refused> {
-        match UnbufferedServerConnection::new(config) {
-            Ok(server) => TlsTransport::handshake(tcp, Session::new(Machine::Server(server), Vec::new())).await,
-            Err(e) => Err(Refused { error: e.into(), socket: tcp }),
-        }
+    /// Runs the server side of the handshake on `tcp` with the settings `choose` gives for
+    /// a client that does or does not ask for an OCSP staple (none: the handshake is
+    /// refused). The hello is read whole first, for that; the session then starts from the
+    /// same bytes.
+    pub async fn accept(
+        tcp: TcpStream,
+        choose: impl FnOnce(bool) -> Option<Arc<ServerConfig>>,
+    ) -> Result<TlsTransport, Refused> {
+        let mut read = Vec::new();
+        let asks_ocsp = match read_whole_hello(&tcp, &mut read).await {
+            Ok(asks_ocsp) => asks_ocsp,
+            Err(error) => return Err(Refused { error: error.into(), socket: tcp }),
+        };
+        let Some(config) = choose(asks_ocsp) else { return Err(rejected(tcp)) };
+        TlsTransport::start(tcp, config, read).await
     }
 
     /// Runs the server side of the handshake on `tcp` with the settings `choose` picks
-    /// from the client's hello (with what it tells of them). rustls's `Acceptor` reads the
-    /// hello; the session then starts from the same bytes.
+    /// from the client's hello and whether it asks for an OCSP staple (with what it tells
+    /// of them; none: the handshake is refused). rustls's `Acceptor` reads the hello; the
+    /// session then starts from the same bytes.
     pub async fn accept_choosing<T>(
         tcp: TcpStream,
-        choose: impl FnOnce(&rustls::server::ClientHello<'_>) -> (Arc<ServerConfig>, T),
+        choose: impl FnOnce(&rustls::server::ClientHello<'_>, bool) -> Option<(Arc<ServerConfig>, T)>,
     ) -> Result<(TlsTransport, T), Refused> {
         let mut read = Vec::new();
         let accepted = match read_hello(&tcp, &mut read).await {
             Ok(accepted) => accepted,
             Err(error) => return Err(Refused { error, socket: tcp }),
         };
-        let (config, chosen) = choose(&accepted.client_hello());
+        let asks_ocsp = hello_bytes(&read) == HelloBytes::Complete { asks_ocsp: true };
+        let chosen = choose(&accepted.client_hello(), asks_ocsp);
         drop(accepted);
+        let Some((config, chosen)) = chosen else { return Err(rejected(tcp)) };
+        Ok((TlsTransport::start(tcp, config, read).await?, chosen))
+    }
+
+    /// The server side of the handshake, from the bytes of the client's already `read`.
+    async fn start(tcp: TcpStream, config: Arc<ServerConfig>, read: Vec<u8>) -> Result<TlsTransport, Refused> {
         match UnbufferedServerConnection::new(config) {
-            Ok(server) => {
-                let session = Session::new(Machine::Server(server), read);
-                Ok((TlsTransport::handshake(tcp, session).await?, chosen))
-            }
+            Ok(server) => TlsTransport::handshake(tcp, Session::new(Machine::Server(server), read)).await,
             Err(e) => Err(Refused { error: e.into(), socket: tcp }),
         }
     }
@@ -175,6 +194,34 @@ pub struct Refused {
 impl From<Refused> for HandshakeError {
     fn from(refused: Refused) -> HandshakeError {
         refused.error
+    }
+}
+
+/// A handshake refused on the client's hello: a `handshake_failure` alert, as BoringSSL
+/// sends when Envoy's certificate selection refuses one.
+fn rejected(tcp: TcpStream) -> Refused {
+    const HANDSHAKE_FAILURE: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+    let _ = TryWriter(&tcp).write(&HANDSHAKE_FAILURE);
+    Refused { error: HandshakeError::Rejected, socket: tcp }
+}
+
+/// Reads the client's first bytes into `read` until they hold its whole hello (or
+/// something rustls will refuse); whether the hello asks for an OCSP staple.
+async fn read_whole_hello(tcp: &TcpStream, read: &mut Vec<u8>) -> io::Result<bool> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match hello_bytes(read) {
+            HelloBytes::Complete { asks_ocsp } => return Ok(asks_ocsp),
+            HelloBytes::Unreadable => return Ok(false),
+            HelloBytes::Incomplete => {}
+        }
+        tcp.readable().await?;
+        match tcp.try_read(&mut buf) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => read.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -443,7 +490,7 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let client = client(listener.local_addr().unwrap(), cert, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
             let (tcp, _) = listener.accept().await.unwrap();
-            let tls = TlsTransport::accept(tcp, config).await.unwrap();
+            let tls = TlsTransport::accept(tcp, |_| Some(config)).await.unwrap();
             assert_eq!(tls.version(), Some("TLSv1.3"));
             assert_eq!(tls.negotiated_http2(), Some(true));
             // Peeked bytes stay to be read; reads in small pieces get the whole request.
@@ -479,7 +526,7 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let client = client(listener.local_addr().unwrap(), cert, body);
             let (tcp, _) = listener.accept().await.unwrap();
-            let tls = TlsTransport::accept(tcp, config).await.unwrap();
+            let tls = TlsTransport::accept(tcp, |_| Some(config)).await.unwrap();
             assert_eq!(read_some(&tls, body.len()).await, body);
             // Everything read: the transport waits for the socket, holding no buffer.
             let mut buf = [0u8; 16];
@@ -515,7 +562,9 @@ mod tests {
                 answer
             });
             let (tcp, _) = listener.accept().await.unwrap();
-            let Err(Refused { error: HandshakeError::Tls(e), socket }) = TlsTransport::accept(tcp, config).await else {
+            let Err(Refused { error: HandshakeError::Tls(e), socket }) =
+                TlsTransport::accept(tcp, |_| Some(config)).await
+            else {
                 panic!("accepted")
             };
             drop(socket);
