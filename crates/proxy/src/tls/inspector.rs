@@ -45,6 +45,7 @@ pub struct ClientHello {
 pub async fn inspect(tcp: &TcpStream) -> io::Result<(Inspected, usize)> {
     let mut buf = vec![MaybeUninit::<u8>::uninit(); FIRST_LOOK];
     let mut seen = 0;
+    let mut waiting_for = 0;
     loop {
         if seen == buf.len() && buf.len() < MAX_CLIENT_HELLO {
             buf.resize((buf.len() * 2).min(MAX_CLIENT_HELLO), MaybeUninit::uninit());
@@ -66,6 +67,16 @@ pub async fn inspect(tcp: &TcpStream) -> io::Result<(Inspected, usize)> {
         seen = n;
         // SAFETY: `peek` initialized the first `n` bytes.
         let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+        // rustls parses the hello once it is whole, not at every piece of it.
+        if n < waiting_for && n < MAX_CLIENT_HELLO {
+            continue;
+        }
+        if let HelloBytes::Incomplete { at_least } = hello_bytes(bytes)
+            && n < MAX_CLIENT_HELLO
+        {
+            waiting_for = at_least;
+            continue;
+        }
         match parse(bytes) {
             Some(inspected) => return Ok((inspected, n)),
             None if n == MAX_CLIENT_HELLO => return Ok((Inspected::TooLarge, n)),
@@ -105,21 +116,24 @@ pub fn parse(mut bytes: &[u8]) -> Option<Inspected> {
 /// How far the bytes of a connection's start hold a ClientHello.
 #[derive(Debug, PartialEq, Eq)]
 pub enum HelloBytes {
-    /// Not all of it yet.
-    Incomplete,
+    /// Not all of it yet: another look tells nothing more before there are `at_least`
+    /// bytes.
+    Incomplete { at_least: usize },
     /// All of it: whether it asks for an OCSP staple (the `status_request` extension).
     Complete { asks_ocsp: bool },
-    /// Not a ClientHello that reads (rustls says why).
+    /// Not a ClientHello that reads, or one in more than [`MAX_HELLO_RECORDS`] records
+    /// (rustls says what it is).
     Unreadable,
 }
 
 /// Looks at the records that start a connection for a whole ClientHello, without
-/// parsing more of it than its extensions' types.
+/// parsing more of it than its extensions' types. A hello in more than
+/// [`MAX_HELLO_RECORDS`] records is not looked into (`Unreadable`: rustls reads it).
 pub fn hello_bytes(records: &[u8]) -> HelloBytes {
     // The handshake message, gathered from its records (most often one).
     let mut message: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(&[]);
     let mut rest = records;
-    loop {
+    for _ in 0..MAX_HELLO_RECORDS {
         let needed = match message.get(1..4) {
             Some(l) => 4 + (usize::from(l[0]) << 16 | usize::from(l[1]) << 8 | usize::from(l[2])),
             None => 4,
@@ -130,9 +144,10 @@ pub fn hello_bytes(records: &[u8]) -> HelloBytes {
         if needed > MAX_CLIENT_HELLO || message.first().is_some_and(|t| *t != 1) {
             return HelloBytes::Unreadable;
         }
+        let record_start = records.len() - rest.len();
         let [0x16, _, _, high, low, ..] = *rest else {
             return if rest.len() < 5 && rest.first().is_none_or(|t| *t == 0x16) {
-                HelloBytes::Incomplete
+                HelloBytes::Incomplete { at_least: record_start + 5 }
             } else {
                 HelloBytes::Unreadable
             };
@@ -141,18 +156,27 @@ pub fn hello_bytes(records: &[u8]) -> HelloBytes {
         if length > MAX_RECORD {
             return HelloBytes::Unreadable;
         }
-        let Some(fragment) = rest.get(5..5 + length) else { return HelloBytes::Incomplete };
+        let Some(fragment) = rest.get(5..5 + length) else {
+            return HelloBytes::Incomplete { at_least: record_start + 5 + length };
+        };
         message = match message {
             std::borrow::Cow::Borrowed([]) => std::borrow::Cow::Borrowed(fragment),
             gathered => std::borrow::Cow::Owned([&gathered[..], fragment].concat()),
         };
         rest = &rest[5 + length..];
     }
+    let needed = message.get(1..4).map(|l| 4 + (usize::from(l[0]) << 16 | usize::from(l[1]) << 8 | usize::from(l[2])));
+    if needed.is_none_or(|needed| message.len() < needed) {
+        return HelloBytes::Unreadable;
+    }
     match hello_extensions(&message) {
         Some(types) => HelloBytes::Complete { asks_ocsp: types.into_iter().any(|t| t == STATUS_REQUEST) },
         None => HelloBytes::Unreadable,
     }
 }
+
+/// The most records a ClientHello is looked for in (rustls's clients send one).
+const MAX_HELLO_RECORDS: usize = 16;
 
 /// The longest plaintext record TLS allows.
 const MAX_RECORD: usize = 16 * 1024;
@@ -226,7 +250,8 @@ mod tests {
         // rustls's client asks for a staple.
         assert_eq!(hello_bytes(&hello), HelloBytes::Complete { asks_ocsp: true });
         for cut in [0, 3, 5, 20, hello.len() - 1] {
-            assert_eq!(hello_bytes(&hello[..cut]), HelloBytes::Incomplete, "cut at {cut}");
+            let HelloBytes::Incomplete { at_least } = hello_bytes(&hello[..cut]) else { panic!("cut at {cut}") };
+            assert!(at_least > cut && at_least <= hello.len(), "cut at {cut}: {at_least}");
         }
         // The same hello over two records, its status_request renamed to another type.
         let mut message = hello[5..].to_vec();
@@ -243,7 +268,11 @@ mod tests {
         assert_eq!(hello_bytes(&split(&message)), HelloBytes::Complete { asks_ocsp: true });
         message[at + 1] = 0x55;
         assert_eq!(hello_bytes(&split(&message)), HelloBytes::Complete { asks_ocsp: false });
-        assert_eq!(hello_bytes(&split(&message)[..150]), HelloBytes::Incomplete);
+        assert_eq!(hello_bytes(&split(&message)[..150]), HelloBytes::Incomplete { at_least: split(&message).len() });
+        // In more records than are looked into: left to rustls.
+        let pieces: Vec<u8> =
+            message.chunks(8).flat_map(|c| [&[0x16, 3, 1, 0, c.len() as u8][..], c].concat()).collect();
+        assert_eq!(hello_bytes(&pieces), HelloBytes::Unreadable);
         assert_eq!(hello_bytes(b"GET / HTTP/1.1\r\n"), HelloBytes::Unreadable);
         assert_eq!(hello_bytes(b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00"), HelloBytes::Unreadable);
     }

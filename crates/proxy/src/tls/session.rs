@@ -209,11 +209,14 @@ fn rejected(tcp: TcpStream) -> Refused {
 /// something rustls will refuse); whether the hello asks for an OCSP staple.
 async fn read_whole_hello(tcp: &TcpStream, read: &mut Vec<u8>) -> io::Result<bool> {
     let mut buf = [0u8; 4096];
+    let mut waiting_for = 0;
     loop {
-        match hello_bytes(read) {
-            HelloBytes::Complete { asks_ocsp } => return Ok(asks_ocsp),
-            HelloBytes::Unreadable => return Ok(false),
-            HelloBytes::Incomplete => {}
+        if read.len() >= waiting_for {
+            match hello_bytes(read) {
+                HelloBytes::Complete { asks_ocsp } => return Ok(asks_ocsp),
+                HelloBytes::Unreadable => return Ok(false),
+                HelloBytes::Incomplete { at_least } => waiting_for = at_least,
+            }
         }
         tcp.readable().await?;
         match tcp.try_read(&mut buf) {
@@ -544,6 +547,49 @@ mod tests {
             tls.shutdown(Shutdown::Write).unwrap();
             let got = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
             assert_eq!(got, b"done");
+        });
+    }
+
+    #[test]
+    fn a_hello_in_pieces_is_read_whole_and_one_refused_gets_a_handshake_failure_alert() {
+        let (cert, key) = certificate();
+        let config = server_config(&cert, &key);
+        runtime().block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            // rustls's client hello (which asks for a staple), sent 50 bytes at a time.
+            let client = std::thread::spawn(move || {
+                let roots = rustls::RootCertStore::empty();
+                let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+                let name = ServerName::try_from("localhost").unwrap();
+                let mut hello = Vec::new();
+                rustls::ClientConnection::new(Arc::new(config), name).unwrap().write_tls(&mut hello).unwrap();
+                let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+                tcp.set_nodelay(true).unwrap();
+                for piece in hello.chunks(50) {
+                    tcp.write_all(piece).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                let mut answer = Vec::new();
+                let _ = tcp.read_to_end(&mut answer);
+                answer
+            });
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut asked = None;
+            let refused = TlsTransport::accept(tcp, |asks_ocsp| {
+                asked = Some(asks_ocsp);
+                drop(config);
+                None
+            });
+            let Err(Refused { error: HandshakeError::Rejected, socket }) = refused.await else { panic!("accepted") };
+            drop(socket);
+            assert_eq!(asked, Some(true));
+            let answer = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
+            assert_eq!(
+                answer,
+                [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28],
+                "a fatal handshake_failure alert, then close"
+            );
         });
     }
 
