@@ -134,10 +134,7 @@ pub fn hello_bytes(records: &[u8]) -> HelloBytes {
     let mut message: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(&[]);
     let mut rest = records;
     for _ in 0..MAX_HELLO_RECORDS {
-        let needed = match message.get(1..4) {
-            Some(l) => 4 + (usize::from(l[0]) << 16 | usize::from(l[1]) << 8 | usize::from(l[2])),
-            None => 4,
-        };
+        let needed = message_length(&message).unwrap_or(4);
         if message.len() >= needed {
             break;
         }
@@ -165,14 +162,20 @@ pub fn hello_bytes(records: &[u8]) -> HelloBytes {
         };
         rest = &rest[5 + length..];
     }
-    let needed = message.get(1..4).map(|l| 4 + (usize::from(l[0]) << 16 | usize::from(l[1]) << 8 | usize::from(l[2])));
-    if needed.is_none_or(|needed| message.len() < needed) {
+    if message_length(&message).is_none_or(|needed| message.len() < needed) {
         return HelloBytes::Unreadable;
     }
     match hello_extensions(&message) {
         Some(types) => HelloBytes::Complete { asks_ocsp: types.into_iter().any(|t| t == STATUS_REQUEST) },
         None => HelloBytes::Unreadable,
     }
+}
+
+/// The length of a handshake message, its 4-byte header included (`None` before the
+/// header is whole).
+fn message_length(message: &[u8]) -> Option<usize> {
+    let [_, high, middle, low, ..] = *message else { return None };
+    Some(4 + (usize::from(high) << 16 | usize::from(middle) << 8 | usize::from(low)))
 }
 
 /// The most records a ClientHello is looked for in (rustls's clients send one).
@@ -210,7 +213,7 @@ fn hello_extensions(message: &[u8]) -> Option<Vec<u16>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use std::sync::Arc;
@@ -220,7 +223,7 @@ mod tests {
     use super::*;
 
     /// The first flight of a rustls client for `name` offering `alpn`.
-    fn client_hello(name: &str, alpn: &[&str]) -> Vec<u8> {
+    pub(crate) fn client_hello(name: &str, alpn: &[&str]) -> Vec<u8> {
         let roots = rustls::RootCertStore::empty();
         let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();

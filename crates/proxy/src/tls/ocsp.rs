@@ -61,11 +61,12 @@ impl OcspResponse {
     }
 }
 
-/// Whether a DER certificate has the TLS feature extension (Envoy treats any such
-/// certificate as "must staple").
-pub fn must_staple(der: &[u8]) -> bool {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return false };
-    cert.extensions().iter().any(|e| e.oid.as_bytes() == TLS_FEATURE)
+/// A DER certificate's serial number, and whether it has the TLS feature extension
+/// (Envoy treats any such certificate as "must staple"); none for one that does not parse.
+fn serial_and_must_staple(der: &[u8]) -> (Vec<u8>, bool) {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return (Vec::new(), false) };
+    let must_staple = cert.extensions().iter().any(|e| e.oid.as_bytes() == TLS_FEATURE);
+    (cert.raw_serial().to_vec(), must_staple)
 }
 
 /// A certificate's OCSP response and what it must do, checked against the certificate
@@ -82,11 +83,9 @@ impl Staple {
     /// The staple for the certificate `key`, with the response `response` if there is one.
     pub fn new(key: &CertifiedKey, response: Option<Vec<u8>>) -> Result<Staple, String> {
         let leaf = key.cert.first().map(|c| c.as_ref()).unwrap_or_default();
-        let must_staple = must_staple(leaf);
+        let (serial, must_staple) = serial_and_must_staple(leaf);
         let Some(der) = response else { return Ok(Staple { stapled: None, must_staple }) };
         let response = OcspResponse::parse(der)?;
-        let serial =
-            x509_parser::parse_x509_certificate(leaf).map(|(_, c)| c.raw_serial().to_vec()).unwrap_or_default();
         if !response.matches(&serial) {
             return Err("OCSP response does not match its TLS certificate".into());
         }

@@ -481,6 +481,24 @@ mod tests {
         got
     }
 
+    /// A client that sends `bytes` to `addr`, `piece` bytes at a time (a packet each, a
+    /// moment apart), then reads until the server closes: what it read.
+    fn raw_client(addr: std::net::SocketAddr, bytes: Vec<u8>, piece: usize) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+            tcp.set_nodelay(true).unwrap();
+            for (i, piece) in bytes.chunks(piece).enumerate() {
+                if i > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                tcp.write_all(piece).unwrap();
+            }
+            let mut answer = Vec::new();
+            let _ = tcp.read_to_end(&mut answer);
+            answer
+        })
+    }
+
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
     }
@@ -558,22 +576,8 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             // rustls's client hello (which asks for a staple), sent 50 bytes at a time.
-            let client = std::thread::spawn(move || {
-                let roots = rustls::RootCertStore::empty();
-                let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-                let name = ServerName::try_from("localhost").unwrap();
-                let mut hello = Vec::new();
-                rustls::ClientConnection::new(Arc::new(config), name).unwrap().write_tls(&mut hello).unwrap();
-                let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-                tcp.set_nodelay(true).unwrap();
-                for piece in hello.chunks(50) {
-                    tcp.write_all(piece).unwrap();
-                    std::thread::sleep(std::time::Duration::from_millis(2));
-                }
-                let mut answer = Vec::new();
-                let _ = tcp.read_to_end(&mut answer);
-                answer
-            });
+            let hello = crate::tls::inspector::tests::client_hello("localhost", &[]);
+            let client = raw_client(addr, hello, 50);
             let (tcp, _) = listener.accept().await.unwrap();
             let mut asked = None;
             let refused = TlsTransport::accept(tcp, |asks_ocsp| {
@@ -600,13 +604,8 @@ mod tests {
         runtime().block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            let client = std::thread::spawn(move || {
-                let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-                tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
-                let mut answer = Vec::new();
-                let _ = tcp.read_to_end(&mut answer);
-                answer
-            });
+            let request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n".to_vec();
+            let client = raw_client(addr, request.clone(), request.len());
             let (tcp, _) = listener.accept().await.unwrap();
             let Err(Refused { error: HandshakeError::Tls(e), socket }) =
                 TlsTransport::accept(tcp, |_| Some(config)).await
