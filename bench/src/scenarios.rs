@@ -51,6 +51,17 @@ pub fn upstream_tls(config: &str) -> String {
     )
 }
 
+/// `config` (a listener from [`with_tls`]) refusing session resumption: neither tickets nor
+/// the session cache.
+fn without_resumption(config: &str) -> String {
+    config.replacen(
+        "          common_tls_context:\n",
+        "          disable_stateless_session_resumption: true\n          \
+         disable_stateful_session_resumption: true\n          common_tls_context:\n",
+        1,
+    )
+}
+
 /// A bootstrap with one listener: `filters` before the router, every path routed to the
 /// upstream except `/direct`, which gets a direct response.
 pub fn bootstrap(filters: &str) -> String {
@@ -256,8 +267,20 @@ pub fn all() -> Vec<Scenario> {
             new_connections: true,
             ..body(
                 "https_handshakes",
-                "a TLS 1.3 handshake for each request (`connection: close`), the Rust header filter, a direct response",
+                "a TLS 1.3 handshake for each request (`connection: close`), the Rust header filter, a direct response: \
+                 `wrk` resumes its last session (a ticket, with a new X25519 exchange), so nearly all are resumed",
                 with_tls(&bootstrap(&hf()), "h2, http/1.1"),
+                "/direct",
+            )
+        },
+        Scenario {
+            tls: true,
+            new_connections: true,
+            ..body(
+                "https_full_handshakes",
+                "as `https_handshakes`, the listener refusing resumption (no tickets, no session cache): \
+                 a full handshake each, signed with the ECDSA P-256 key",
+                without_resumption(&with_tls(&bootstrap(&hf()), "h2, http/1.1")),
                 "/direct",
             )
         },

@@ -61,7 +61,7 @@ impl FuzzTlsServer {
 }
 
 /// Reads `der` as an OCSP response to staple, as `ocsp_staple` is read: for the fuzz
-/// target; its serial number and times, or Envoy's error.
+/// target; its times (`thisUpdate`, and `nextUpdate` if any), or Envoy's error.
 pub fn fuzz_ocsp_response(der: &[u8]) -> Result<(i64, Option<i64>), String> {
     tls::ocsp::OcspResponse::parse(der.to_vec()).map(|r| (r.this_update, r.next_update))
 }
