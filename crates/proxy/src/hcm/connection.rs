@@ -16,7 +16,7 @@ use wasmproxy_config::model::CodecType;
 use crate::hcm::Hcm;
 use crate::http::downstream::{TrackedIo, answer_header_timeout, headers_late, idle_for};
 use crate::http::exec::LocalExec;
-use crate::http::transport::Transport;
+use crate::http::transport::{Coalesced, Transport};
 use crate::limits::{MAX_REQUEST_HEADERS_BYTES, MAX_REQUEST_HEADERS_COUNT, PARK_IDLE_AFTER, PARKED_CONNECTION_BYTES};
 use crate::stream_info::ConnectionInfo;
 
@@ -165,11 +165,13 @@ async fn serve_hyper_auto<T: Transport>(
     };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
+    // One for the connection's life: hyper done, its last writes may still wait.
+    let mut conn = Coalesced::new(&mut conn, socket);
     tokio::select! {
-        r = conn.as_mut() => r,
+        r = &mut conn => r,
         e = end => {
             if ends_hyper(hcm, socket, e) {
-                conn.as_mut().graceful_shutdown();
+                conn.inner().as_mut().graceful_shutdown();
             }
             conn.await
         }
@@ -246,15 +248,17 @@ async fn serve_until_idle<T: Transport>(
     // a whole period and waits with nothing owed is idle.
     let mut seen = activity.streams_opened.get();
     let mut ended = false;
+    // One for the connection's life: hyper done, its last writes may still wait.
+    let mut coalesced = Coalesced::new(&mut *conn, socket);
     let result = loop {
         tokio::select! {
-            r = &mut *conn => break r,
+            r = &mut coalesced => break r,
             () = idle.as_mut(), if !activity.parking.get() && !ended => {
                 if activity.streams_opened.get() == seen && activity.between_requests() {
                     // hyper stops (at once when idle; else after the response it writes),
                     // flushes, and leaves the socket open.
                     activity.parking.set(true);
-                    Pin::new(&mut *conn).graceful_shutdown();
+                    Pin::new(coalesced.inner()).graceful_shutdown();
                 } else {
                     seen = activity.streams_opened.get();
                     idle.as_mut().reset(tokio::time::Instant::now() + PARK_IDLE_AFTER);
@@ -264,7 +268,7 @@ async fn serve_until_idle<T: Transport>(
                 ended = true;
                 activity.parking.set(false);
                 if ends_hyper(hcm, socket, e) {
-                    Pin::new(&mut *conn).graceful_shutdown();
+                    Pin::new(coalesced.inner()).graceful_shutdown();
                 }
             }
         }

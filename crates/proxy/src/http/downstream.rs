@@ -328,11 +328,11 @@ impl<T: Transport> AsyncWrite for TrackedIo<T> {
         self.socket.poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         if self.activity.parking.get() {
             return Poll::Ready(Ok(()));
         }
-        Poll::Ready(self.socket.shutdown(std::net::Shutdown::Write))
+        self.socket.poll_shutdown_write(cx)
     }
 }
 

@@ -37,6 +37,22 @@ pub trait Transport: 'static {
     /// Closes the writing side, or both.
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
 
+    /// Closes the writing side once all that was written is sent (TLS: with
+    /// `close_notify`, in one packet with the last records and the FIN).
+    fn poll_shutdown_write(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.shutdown(Shutdown::Write))
+    }
+
+    /// While `hold`, what is written waits (up to a bound) for a flush that is not held,
+    /// so one turn's writes leave together: a response, its `close_notify` and the FIN in
+    /// one packet. Plain TCP sends each write at once.
+    fn hold_writes(&self, _hold: bool) {}
+
+    /// Whether written bytes wait for a flush.
+    fn holds_writes(&self) -> bool {
+        false
+    }
+
     /// Whether the client and the listener agreed on HTTP/2 (`Some(false)`: on another
     /// protocol) before any byte of HTTP, as TLS's ALPN does; `None` if nothing was agreed.
     fn negotiated_http2(&self) -> Option<bool> {
@@ -92,7 +108,11 @@ impl Transport for TcpStream {
 /// cleared then (the readiness seen before the read: an event that came meanwhile is
 /// kept), and the next poll waits for the kernel instead of making a read that would only
 /// return EAGAIN (hyper polls again after each request, to see a client close early).
-fn read_draining(socket: &TcpStream, asked: usize, read: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
+pub(crate) fn read_draining(
+    socket: &TcpStream,
+    asked: usize,
+    read: impl FnOnce() -> io::Result<usize>,
+) -> io::Result<usize> {
     let mut got = None;
     let cleared = socket.try_io(tokio::io::Interest::READABLE, || {
         let n = read()?;
@@ -103,6 +123,72 @@ fn read_draining(socket: &TcpStream, asked: usize, read: impl FnOnce() -> io::Re
         (Some(n), _) => Ok(n),
         (None, Err(e)) => Err(e),
         (None, Ok(())) => Err(io::ErrorKind::WouldBlock.into()),
+    }
+}
+
+/// `inner` polled with `socket`'s writes held ([`Transport::hold_writes`]) and flushed
+/// after it waits, so what one turn writes leaves together; done once `inner` is done and
+/// what it wrote is sent (or the socket failed). Writes held when `inner` first waits
+/// wait once more, for the tasks woken meanwhile: a response's body, which another task
+/// passes on, then leaves with its head.
+pub struct Coalesced<'a, F: Future, T> {
+    inner: &'a mut F,
+    socket: &'a T,
+    /// `inner`'s output, while its last writes wait for the socket.
+    output: Option<F::Output>,
+    /// The held writes waited once already.
+    waited: bool,
+}
+
+impl<'a, F: Future, T> Coalesced<'a, F, T> {
+    pub fn new(inner: &'a mut F, socket: &'a T) -> Self {
+        Coalesced { inner, socket, output: None, waited: false }
+    }
+
+    /// The future polled (done already if its last writes wait for the socket).
+    pub fn inner(&mut self) -> &mut F {
+        self.inner
+    }
+}
+
+// The output is only stored, never pinned.
+impl<F: Future, T> Unpin for Coalesced<'_, F, T> {}
+
+impl<F: Future + Unpin, T: Transport> Future for Coalesced<'_, F, T> {
+    type Output = F::Output;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let output = match this.output.take() {
+            Some(output) => output,
+            None => {
+                this.socket.hold_writes(true);
+                let polled = std::pin::Pin::new(&mut *this.inner).poll(cx);
+                this.socket.hold_writes(false);
+                match polled {
+                    Poll::Ready(output) => output,
+                    Poll::Pending if this.socket.holds_writes() && !this.waited => {
+                        // Polled again once the tasks woken before it have run.
+                        this.waited = true;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    Poll::Pending => {
+                        this.waited = false;
+                        // Waits for the socket to take the rest, if it is full.
+                        let _ = this.socket.poll_flush(cx);
+                        return Poll::Pending;
+                    }
+                }
+            }
+        };
+        match this.socket.poll_flush(cx) {
+            Poll::Pending => {
+                this.output = Some(output);
+                Poll::Pending
+            }
+            Poll::Ready(_) => Poll::Ready(output),
+        }
     }
 }
 
@@ -158,7 +244,6 @@ impl<T: Transport> tokio::io::AsyncWrite for TransportIo<T> {
     }
 
     fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.0.poll_flush(cx))?;
-        Poll::Ready(self.0.shutdown(Shutdown::Write))
+        self.0.poll_shutdown_write(cx)
     }
 }

@@ -390,6 +390,9 @@ pub struct SslStats {
     ocsp_staple_responses: Counter,
     ocsp_staple_omitted: Counter,
     ocsp_staple_failed: Counter,
+    /// `ssl.<kind>.<name>` (`ciphers`, `curves`, `versions`), made on first use and kept:
+    /// the names are few.
+    named: std::sync::Mutex<Vec<(&'static str, &'static str, Counter)>>,
 }
 
 impl SslStats {
@@ -407,6 +410,7 @@ impl SslStats {
             ocsp_staple_responses: scope.counter("ssl.ocsp_staple_responses"),
             ocsp_staple_omitted: scope.counter("ssl.ocsp_staple_omitted"),
             ocsp_staple_failed: scope.counter("ssl.ocsp_staple_failed"),
+            named: Default::default(),
             scope,
         }
     }
@@ -418,14 +422,26 @@ impl SslStats {
         if session.resumed() {
             self.session_reused.inc();
         }
-        let counted = |kind: &str, name: &str| self.scope.counter(&format!("ssl.{kind}.{name}")).inc();
-        counted("ciphers", session.cipher());
-        counted("curves", session.curve());
+        self.count("ciphers", session.cipher());
+        self.count("curves", session.curve());
         let version = session.version().unwrap_or("unknown");
         if !peer_certificate {
             self.no_certificate.inc();
         }
-        counted("versions", version);
+        self.count("versions", version);
+    }
+
+    /// Counts one in `ssl.<kind>.<name>`.
+    fn count(&self, kind: &'static str, name: &'static str) {
+        let mut named = self.named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match named.iter().find(|(k, n, _)| *k == kind && *n == name) {
+            Some((.., counter)) => counter.inc(),
+            None => {
+                let counter = self.scope.counter(&format!("ssl.{kind}.{name}"));
+                counter.inc();
+                named.push((kind, name, counter));
+            }
+        }
     }
 
     /// What a handshake did about OCSP, counted as Envoy counts it when it picks the

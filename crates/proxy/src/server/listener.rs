@@ -97,6 +97,9 @@ pub async fn accept_loop(
     limits: Arc<ConnectionLimits>,
     drain: Drain,
 ) {
+    // Where connections arrive, unless the listener takes any address: asked of each
+    // socket then.
+    let bound = listener.local_addr().ok().filter(|a| !a.ip().is_unspecified());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -125,7 +128,7 @@ pub async fn accept_loop(
         }
         let _ = stream.set_nodelay(true);
         drain.opened();
-        tokio::task::spawn_local(serve(stream, peer, served, limits.clone(), drain.clone()));
+        tokio::task::spawn_local(serve(stream, (peer, bound), served, limits.clone(), drain.clone()));
     }
 }
 
@@ -188,7 +191,12 @@ struct Picked<'s> {
 /// The chain a connection gets: the listener filters read what they need (within
 /// `listener_filters_timeout`), then the chains' `filter_chain_match` pick. `None`: the
 /// connection closes (counted).
-async fn pick_chain(mut stream: tokio::net::TcpStream, peer: SocketAddr, served: &Served) -> Option<Picked<'_>> {
+async fn pick_chain(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    bound: Option<SocketAddr>,
+    served: &Served,
+) -> Option<Picked<'_>> {
     let mut hello = ClientHello::default();
     let mut transport_protocol = "raw_buffer";
     if let Some(stats) = &served.inspector {
@@ -223,7 +231,10 @@ async fn pick_chain(mut stream: tokio::net::TcpStream, peer: SocketAddr, served:
             }
         }
     }
-    let local = stream.local_addr().ok()?;
+    let local = match bound {
+        Some(bound) => bound,
+        None => stream.local_addr().ok()?,
+    };
     let facts = chain_match::Connection {
         local,
         peer,
@@ -245,9 +256,11 @@ async fn pick_chain(mut stream: tokio::net::TcpStream, peer: SocketAddr, served:
 }
 
 /// Serves one connection until it ends, or its listener version's drain time is over.
+/// `(peer, bound)`: the client's address, and the address the listener is bound to if it
+/// is one.
 async fn serve(
     stream: tokio::net::TcpStream,
-    peer: SocketAddr,
+    (peer, bound): (SocketAddr, Option<SocketAddr>),
     served: Rc<Served>,
     limits: Arc<ConnectionLimits>,
     drain: Drain,
@@ -257,7 +270,7 @@ async fn serve(
     let mut opened = None;
     let serving = async {
         // Boxed: the connection's task keeps no room for the picking once it is done.
-        if let Some(picked) = Box::pin(pick_chain(stream, peer, &served)).await {
+        if let Some(picked) = Box::pin(pick_chain(stream, peer, bound, &served)).await {
             served.stats.connection_opened();
             opened = Some(std::time::Instant::now());
             serve_on_chain(picked, peer, &served, &drain).await;

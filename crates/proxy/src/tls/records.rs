@@ -10,7 +10,10 @@ use rustls::CommonState;
 use rustls::client::UnbufferedClientConnection;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
+
+use crate::http::transport::read_draining;
 
 /// Ciphertext read from the socket at a time: a whole record of the largest size.
 pub(super) const READ_SIZE: usize = 16 * 1024 + 256;
@@ -38,6 +41,8 @@ pub(super) struct Session {
     pub(super) taken: usize,
     /// The peer said `close_notify`, or closed its socket: no more plaintext comes.
     pub(super) ended: bool,
+    /// This side's `close_notify` is queued: nothing more is written.
+    pub(super) closing: bool,
 }
 
 /// What the session is to send once it can write.
@@ -76,6 +81,7 @@ impl Session {
             plaintext: Vec::new(),
             taken: 0,
             ended: false,
+            closing: false,
         }
     }
 
@@ -136,10 +142,17 @@ impl Session {
     }
 
     /// Sends what waits, as far as the socket takes it now (`WouldBlock` if something is
-    /// left).
-    pub(super) fn send(&mut self, tcp: &TcpStream) -> io::Result<()> {
+    /// left); `more`: the kernel may hold the last bytes for what follows (`MSG_MORE`), so
+    /// a `close_notify` and the FIN after it leave in one packet.
+    pub(super) fn send(&mut self, tcp: &TcpStream, more: bool) -> io::Result<()> {
         while self.owes() {
-            let n = tcp.try_write(&self.outgoing[self.sent..])?;
+            let unsent = &self.outgoing[self.sent..];
+            let n = match more {
+                false => tcp.try_write(unsent)?,
+                true => tcp.try_io(Interest::WRITABLE, || {
+                    socket2::SockRef::from(tcp).send_with_flags(unsent, libc::MSG_MORE)
+                })?,
+            };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -148,18 +161,67 @@ impl Session {
         Ok(())
     }
 
-    /// [`Session::send`]; the buffer's memory goes once all is sent.
+    /// [`Session::send`]; once all is sent, the buffer goes back to the thread.
     pub(super) fn flush(&mut self, tcp: &TcpStream) -> io::Result<()> {
-        self.send(tcp)?;
-        self.outgoing = Vec::new();
-        self.sent = 0;
+        self.send(tcp, false)?;
+        self.give_back_outgoing();
         Ok(())
     }
 
-    /// Reads ciphertext from the socket into the session's own buffer (`Ok(0)` at its end).
+    /// Bytes written and not sent yet.
+    pub(super) fn owed(&self) -> usize {
+        self.outgoing.len() - self.sent
+    }
+
+    /// Gives `outgoing`, all sent, back to the thread's scratch (the larger of the two
+    /// stays, up to [`SCRATCH_KEPT`]): the session holds no buffer.
+    fn give_back_outgoing(&mut self) {
+        let mut done = std::mem::take(&mut self.outgoing);
+        self.sent = 0;
+        let scratch = SCRATCH_OUT.take();
+        if done.capacity() > scratch.capacity() && done.capacity() <= SCRATCH_KEPT {
+            done.clear();
+            SCRATCH_OUT.set(done);
+        } else {
+            SCRATCH_OUT.set(scratch);
+        }
+    }
+
+    /// Makes `outgoing` the thread's scratch if the session holds no buffer, so records
+    /// are made without allocating.
+    pub(super) fn outgoing_room(&mut self) {
+        if self.outgoing.capacity() == 0 {
+            self.outgoing = SCRATCH_OUT.take();
+            self.outgoing.clear();
+            self.sent = 0;
+        }
+    }
+
+    /// Queues `close_notify` (once) behind what is held and sends all, leaving the kernel
+    /// to send the FIN with it (`WouldBlock` if something is left).
+    pub(super) fn close(&mut self, tcp: &TcpStream) -> io::Result<()> {
+        if !self.closing {
+            self.closing = true;
+            self.outgoing_room();
+            // Only once the session can write (not mid-handshake, not failed).
+            let _ = self.drive_kept(Some(Output::CloseNotify));
+        }
+        self.send(tcp, true)?;
+        self.give_back_outgoing();
+        Ok(())
+    }
+
+    /// Reads ciphertext from the socket, behind what the session kept (`Ok(0)` at its
+    /// end): read into the thread's scratch buffer, the session keeping only what came.
     pub(super) fn read_socket(&mut self, tcp: &TcpStream) -> io::Result<usize> {
-        self.incoming.reserve(READ_SIZE);
-        tcp.try_read_buf(&mut self.incoming)
+        let mut incoming = SCRATCH_IN.take();
+        incoming.clear();
+        incoming.reserve(READ_SIZE);
+        let asked = incoming.capacity();
+        let read = read_draining(tcp, asked, || tcp.try_read_buf(&mut incoming));
+        self.incoming.extend_from_slice(&incoming);
+        SCRATCH_IN.set(incoming);
+        read
     }
 
     /// Plaintext waiting to be read.
@@ -193,7 +255,8 @@ impl Session {
             incoming.clear();
             incoming.extend_from_slice(&self.incoming);
             incoming.reserve(READ_SIZE);
-            match tcp.try_read_buf(&mut incoming) {
+            let asked = incoming.capacity() - incoming.len();
+            match read_draining(tcp, asked, || tcp.try_read_buf(&mut incoming)) {
                 // The peer closed without `close_notify`: the end all the same.
                 Ok(0) => self.ended = true,
                 Ok(_) => {}
@@ -220,25 +283,30 @@ impl Session {
     }
 
     /// Encrypts `data` and sends it, as far as the socket takes it now: `WouldBlock` if
-    /// nothing could be taken (earlier records still waiting).
-    /// Records are made in the thread's scratch buffer; only what the socket did not take
-    /// is kept.
-    pub(super) fn write(&mut self, tcp: &TcpStream, data: &[u8]) -> io::Result<usize> {
+    /// nothing could be taken (earlier records still waiting). `hold`: the records wait
+    /// behind what the session holds, for the next flush, unless [`WRITE_LIMIT`] is held.
+    /// Records are made in the thread's scratch buffer; the session keeps it only while it
+    /// holds records, else only what the socket did not take.
+    pub(super) fn write(&mut self, tcp: &TcpStream, data: &[u8], hold: bool) -> io::Result<usize> {
         // What the session holds goes first, so its buffer stays bounded.
-        self.flush(tcp)?;
-        self.outgoing = SCRATCH_OUT.take();
-        self.outgoing.clear();
+        if !hold || self.owed() >= WRITE_LIMIT {
+            self.flush(tcp)?;
+        }
+        self.outgoing_room();
         let driven = self.drive_kept(Some(Output::Data(data)));
-        let sent = self.send(tcp);
-        let mut scratch = if self.owes() {
-            let rest = self.outgoing[self.sent..].to_vec();
-            std::mem::replace(&mut self.outgoing, rest)
-        } else {
-            std::mem::take(&mut self.outgoing)
+        let sent = match hold {
+            true => Ok(()),
+            false => self.send(tcp, false),
         };
-        self.sent = 0;
-        scratch.clear();
-        SCRATCH_OUT.set(scratch);
+        if !self.owes() {
+            self.give_back_outgoing();
+        } else if !hold {
+            let rest = self.outgoing[self.sent..].to_vec();
+            self.sent = 0;
+            let mut scratch = std::mem::replace(&mut self.outgoing, rest);
+            scratch.clear();
+            SCRATCH_OUT.set(scratch);
+        }
         match driven {
             Ok(Stop::Writable) => {}
             // A transport exists once its handshake is done: the session is closed both ways.
@@ -253,6 +321,9 @@ impl Session {
         }
     }
 }
+
+/// The largest buffer of records a thread keeps for the next write.
+const SCRATCH_KEPT: usize = 2 * WRITE_LIMIT + 1024;
 
 thread_local! {
     /// The thread's room for ciphertext read from a socket.

@@ -4,7 +4,7 @@
 //! non-blocking: ciphertext moves with `try_read`/`try_write` on the socket, and what could
 //! not be sent yet goes out on the next write, flush or wait for writability.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
@@ -16,9 +16,9 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::{ClientConfig, CommonState, ServerConfig};
 use tokio::net::TcpStream;
 
-use crate::http::transport::Transport;
+use crate::http::transport::{Transport, read_draining};
 use crate::tls::inspector::{HelloBytes, hello_bytes};
-use crate::tls::records::{Machine, Output, SCRATCH_JOIN, Session, WRITE_LIMIT};
+use crate::tls::records::{Machine, SCRATCH_JOIN, Session, WRITE_LIMIT};
 
 /// Why a TLS handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +77,8 @@ pub struct TlsTransport {
     tcp: TcpStream,
     /// rustls's state machine and the bytes around it.
     session: RefCell<Session>,
+    /// Records written are held for the next flush ([`Transport::hold_writes`]).
+    holding: Cell<bool>,
 }
 
 impl TlsTransport {
@@ -140,7 +142,7 @@ impl TlsTransport {
         match shake_hands(&tcp, &mut session).await {
             Ok(()) => {
                 session.release();
-                Ok(TlsTransport { tcp, session: RefCell::new(session) })
+                Ok(TlsTransport { tcp, session: RefCell::new(session), holding: Cell::new(false) })
             }
             Err(error) => Err(Refused { error, socket: tcp }),
         }
@@ -219,7 +221,7 @@ async fn read_whole_hello(tcp: &TcpStream, read: &mut Vec<u8>) -> io::Result<boo
             }
         }
         tcp.readable().await?;
-        match tcp.try_read(&mut buf) {
+        match read_draining(tcp, buf.len(), || tcp.try_read(&mut buf)) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => read.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -256,6 +258,7 @@ async fn read_hello(tcp: &TcpStream, read: &mut Vec<u8>) -> Result<rustls::serve
 /// Runs a handshake to its end: records out as the socket takes them, in as they come.
 async fn shake_hands(tcp: &TcpStream, session: &mut Session) -> Result<(), HandshakeError> {
     loop {
+        session.outgoing_room();
         let driven = session.drive_kept(None);
         if let Err(e) = &driven {
             // The alert for the peer, sent if the socket takes it now.
@@ -266,11 +269,12 @@ async fn shake_hands(tcp: &TcpStream, session: &mut Session) -> Result<(), Hands
             }
         }
         driven?;
-        while session.owes() {
-            tcp.writable().await?;
+        // Sent as the socket takes it; the buffer goes back to the thread (also when the
+        // turn made no record).
+        loop {
             match session.flush(tcp) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => tcp.writable().await?,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -338,7 +342,7 @@ impl Transport for TlsTransport {
         match first {
             None => session.flush(&self.tcp).map(|()| 0),
             Some(first) if first.len() >= total.min(WRITE_LIMIT) => {
-                session.write(&self.tcp, &first[..first.len().min(WRITE_LIMIT)])
+                session.write(&self.tcp, &first[..first.len().min(WRITE_LIMIT)], self.holding.get())
             }
             // One record for several small slices (a head and its body), as a buffered
             // writer makes.
@@ -349,7 +353,7 @@ impl Transport for TlsTransport {
                     let room = WRITE_LIMIT - joined.len();
                     joined.extend_from_slice(&b[..b.len().min(room)]);
                 }
-                let written = session.write(&self.tcp, &joined);
+                let written = session.write(&self.tcp, &joined, self.holding.get());
                 SCRATCH_JOIN.set(joined);
                 written
             }
@@ -358,22 +362,44 @@ impl Transport for TlsTransport {
 
     fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            match self.session.borrow_mut().flush(&self.tcp) {
+            let mut session = self.session.borrow_mut();
+            if self.holding.get() && session.owed() < WRITE_LIMIT {
+                return Poll::Ready(Ok(()));
+            }
+            match session.flush(&self.tcp) {
                 Ok(()) => return Poll::Ready(Ok(())),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(self.tcp.poll_write_ready(cx))?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drop(session);
+                    ready!(self.tcp.poll_write_ready(cx))?
+                }
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
 
+    fn hold_writes(&self, hold: bool) {
+        self.holding.set(hold);
+    }
+
+    fn holds_writes(&self) -> bool {
+        self.session.borrow().owes()
+    }
+
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         if how != Shutdown::Read {
-            let mut session = self.session.borrow_mut();
-            // Only once the session can write (not mid-handshake, not failed).
-            let _ = session.drive_kept(Some(Output::CloseNotify));
-            let _ = session.flush(&self.tcp);
+            let _ = self.session.borrow_mut().close(&self.tcp);
         }
         Transport::shutdown(&self.tcp, how)
+    }
+
+    fn poll_shutdown_write(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            match self.session.borrow_mut().close(&self.tcp) {
+                Ok(()) => return Poll::Ready(Transport::shutdown(&self.tcp, Shutdown::Write)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(self.tcp.poll_write_ready(cx))?,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 
     async fn peek<'a>(&'a self, buf: &'a mut [u8]) -> io::Result<usize> {
@@ -399,7 +425,8 @@ struct KeepingReader<'a>(&'a TcpStream, &'a mut Vec<u8>);
 
 impl Read for KeepingReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.0.try_read(buf)?;
+        let asked = buf.len();
+        let n = read_draining(self.0, asked, || self.0.try_read(buf))?;
         self.1.extend_from_slice(&buf[..n]);
         Ok(n)
     }
@@ -422,11 +449,14 @@ impl Write for TryWriter<'_> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use std::future::Future;
     use std::io::{Read, Write};
+    use std::pin::Pin;
 
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 
     use super::*;
+    use crate::http::transport::Coalesced;
 
     /// A self-signed certificate for `localhost`, and its key.
     fn certificate() -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
@@ -444,12 +474,13 @@ mod tests {
         Arc::new(config)
     }
 
-    /// A blocking rustls client on its own thread: sends `request`, returns all it reads.
+    /// A blocking rustls client on its own thread: sends `request`, returns all it reads
+    /// (an error if the end came without `close_notify`).
     fn client(
         addr: std::net::SocketAddr,
         cert: CertificateDer<'static>,
         request: &'static [u8],
-    ) -> std::thread::JoinHandle<Vec<u8>> {
+    ) -> std::thread::JoinHandle<io::Result<Vec<u8>>> {
         std::thread::spawn(move || {
             let mut roots = rustls::RootCertStore::empty();
             roots.add(cert).unwrap();
@@ -460,8 +491,7 @@ mod tests {
             let mut tls = rustls::StreamOwned::new(session, std::net::TcpStream::connect(addr).unwrap());
             tls.write_all(request).unwrap();
             let mut answer = Vec::new();
-            let _ = tls.read_to_end(&mut answer);
-            answer
+            tls.read_to_end(&mut answer).map(|_| answer)
         })
     }
 
@@ -533,7 +563,58 @@ mod tests {
             std::future::poll_fn(|cx| tls.poll_flush(cx)).await.unwrap();
             tls.shutdown(Shutdown::Write).unwrap();
             let got = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
-            assert_eq!(got.len(), answer.len(), "the whole answer, then close_notify");
+            assert_eq!(got.unwrap().len(), answer.len(), "the whole answer, then close_notify");
+        });
+    }
+
+    #[test]
+    fn a_turns_writes_are_held_then_leave_together_and_a_close_is_clean() {
+        let (cert, key) = certificate();
+        let config = server_config(&cert, &key);
+        runtime().block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let client = client(addr, cert, b"GET / HTTP/1.1\r\n\r\n");
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tls = TlsTransport::accept(tcp, |_| Some(config)).await.unwrap();
+            read_some(&tls, 18).await;
+            let waker = std::task::Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            // A connection that writes a head, waits (for its body, from another task),
+            // writes the body, and waits: both go out after the second wait.
+            let mut turn = std::pin::pin!(async {
+                tls.try_write(b"HTTP/1.1 200 OK\r\n").unwrap();
+                std::future::poll_fn(|cx| tls.poll_flush(cx)).await.unwrap();
+                assert!(tls.session.borrow().owed() > 0, "held while the turn runs");
+                let mut waited = false;
+                std::future::poll_fn(|_| {
+                    if std::mem::replace(&mut waited, true) { Poll::Ready(()) } else { Poll::Pending }
+                })
+                .await;
+                tls.try_write(b"content-length: 2\r\n\r\nok").unwrap();
+                std::future::pending::<()>().await
+            });
+            let mut coalesced = Coalesced::new(&mut turn, &tls);
+            assert!(Pin::new(&mut coalesced).poll(&mut cx).is_pending());
+            assert!(tls.session.borrow().owed() > 0, "the head held for the tasks woken meanwhile");
+            assert!(Pin::new(&mut coalesced).poll(&mut cx).is_pending());
+            assert_eq!(tls.session.borrow().owed(), 0, "sent once the turn is over");
+            // More than the bound held in one turn goes out as it is written.
+            tls.hold_writes(true);
+            let long = vec![b'x'; WRITE_LIMIT];
+            assert_eq!(tls.try_write(&long).unwrap(), WRITE_LIMIT);
+            assert!(tls.session.borrow().owed() > WRITE_LIMIT, "records, with their headers and tags");
+            tls.try_write(b"!").unwrap();
+            assert!(tls.session.borrow().owed() < WRITE_LIMIT, "the bound sent what was held first");
+            // The close sends what is held, then `close_notify`; the session keeps no buffer.
+            std::future::poll_fn(|cx| tls.poll_shutdown_write(cx)).await.unwrap();
+            tls.hold_writes(false);
+            assert_eq!(tls.session.borrow().outgoing.capacity(), 0);
+            let got = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
+            let got = got.expect("a clean close: close_notify came");
+            let head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            assert_eq!(&got[..head.len()], head);
+            assert_eq!(got.len(), head.len() + long.len() + 1);
         });
     }
 
@@ -564,7 +645,7 @@ mod tests {
             assert_eq!(tls.session.borrow().outgoing.capacity(), 0);
             tls.shutdown(Shutdown::Write).unwrap();
             let got = tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
-            assert_eq!(got, b"done");
+            assert_eq!(got.unwrap(), b"done");
         });
     }
 
