@@ -147,7 +147,7 @@ resumed handshake: SHA-384 (the key schedule's HMACs and the transcript) 14%, X2
 is the client's first choice, `TLS_AES_256_GCM_SHA384` (BoringSSL also takes the client's \
 order among AES suites), and neither library has a faster SHA-512 than its generic code \
 on this AMD CPU, so the two hashing costs are the same work.\n\n\
-**Fewer system calls and packets over TLS** (after the table above, measured A/B: the two \
+**Fewer system calls and packets over TLS** (measured A/B on the last table's machine: the two \
 release builds alternating with Envoy in each run, one round of 8 s each). A downstream TLS \
 connection holds what hyper writes while it is polled and sends it once hyper waits, after \
 the tasks woken meanwhile run once (the response body's pump is another task): a proxied \
@@ -167,6 +167,19 @@ after; on rate 1.38x to 1.80x before, 1.74x to 2.52x after); `https_full_handsha
 after); `https_handshakes` 4.06, 3.89, 3.63, 3.80 → 3.76, 3.82, 3.69, 3.18 s (1.16x to \
 1.43x before, 1.25x to 1.40x after); `https_http2` unchanged within the noise (h2 already \
 wrote a turn's frames at once).\n\n\
+**HTTP/2 streams' futures on the heap** (measured A/B as above, on the machine of the \
+table above). A profile of `https_http2` (`perf record --call-graph dwarf`) put `memmove` at \
+10 to 11% of wasmproxy's CPU, most of it moving whole futures: the future that handles a \
+request is about 7 KiB, hyper moves it into each HTTP/2 stream's task, and tokio copies \
+the task's future again when it spawns the task and when the task ends; `posix_memalign` \
+for the task itself is another 2%. An HTTP/2 connection now hands hyper each stream's \
+future boxed, so only a pointer moves. HTTP/1.1 is left as it was: its connection keeps \
+the one request's future in place, and boxing it there (and the response body's pump \
+task, tried with it) gave no gain outside the noise. wasmproxy's CPU per 10k requests, \
+before → after: `https_http2` 0.302 → 0.290 and 0.309 → 0.298 s, `http2_many_streams` \
+0.349 → 0.331 and 0.351 → 0.321 s. Envoy's own CPU per 10k requests on `https_http2` \
+ranged from 0.39 to 0.59 s between runs of this session; three allocators preloaded \
+(glibc's, mimalloc 2.0, jemalloc 5.3) again gave no gain outside that noise.\n\n\
 **What remains.** Per request and filter, the six Wasm calls (create, headers both ways, \
 log, done, delete) and moving the headers in and out of the plugin's context; per request, \
 about a dozen small allocations (hyper's request and response, header values as `Bytes`, \
@@ -189,7 +202,7 @@ TLS keep-alive direct response, the two binaries alternating: 0.199 / 0.247 / 0.
 against 0.232 / 0.301 / 0.361 s). New TLS \
 connections, full or resumed, are bound by the client on this 2-core machine (`wrk`'s own \
 handshakes, or the harness's rustls client, take a core): the CPU per 10k column is the \
-proxy's own cost of each. Ratios against the last round's table (55a26af): this round's machine ran Envoy 3–5x slower than that day's and wasmproxy 2–2.6x slower (`proxy_no_filter`: Envoy 34256 → 8203 req/s, wasmproxy 35432 → 14084; under 1% of the CPU stolen by the hypervisor), so this table's ratios are larger than the last one's for that reason too; the A/B figures above, each from one machine, say what the release build changed.\n\n\
+proxy's own cost of each. Ratios against the last table (de1dfa6, another machine): this table's machine ran Envoy about 2.8x faster than that one and wasmproxy about 2.1x faster (`proxy_no_filter`: Envoy 8203 → 22715 req/s, wasmproxy 14084 → 29462), so this table's ratios are smaller than the last one's for that reason; the A/B figures above, each from one machine, say what each change did. On this machine `tcp_proxy_network_filter` has wasmproxy behind Envoy on rate (0.89x; 1.18x in the last table) at about the same CPU per request (0.18 against 0.19 s per 10k): it is waiting, not working, and not yet profiled. A suspect: after each chunk the TCP proxy's relay lets the worker's other tasks run once before it passes the chunk on (`gather` in `tcp/mod.rs`, so that an end right behind the data comes with it), latency that a closed-loop load of 32 connections turns into rate.\n\n\
 **Start-up while compiling.** Cranelift compiles the 190 KB Rust plugin in about 0.1 s \
 on this machine (two threads); Winch, wasmtime's baseline compiler, in about 0.027 s. V8 in \
 Envoy compiles lazily with its baseline tier, function by function as they first run, and \

@@ -159,9 +159,11 @@ async fn serve_hyper_auto<T: Transport>(
     if http2_only {
         builder = builder.http2_only();
     }
+    // Each stream's future boxed: it is several KiB, and hyper moves it whole into the
+    // stream's task (HTTP/1.1's connection keeps its one in place, unboxed).
     let service = {
         let (hcm, connection) = (hcm.clone(), connection.clone());
-        service_fn(move |req| hcm.clone().handle(req, connection.clone()))
+        service_fn(move |req| Box::pin(hcm.clone().handle(req, connection.clone())))
     };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);

@@ -1,7 +1,9 @@
 //! rustls's unbuffered state machine and the bytes around it, which the transport owns:
 //! ciphertext in, ciphertext out, plaintext not read yet. Ciphertext is read and records
 //! are made in per-thread scratch buffers; a session keeps only a record cut short, bytes
-//! the socket did not take and plaintext not read, each given back once empty.
+//! the socket did not take and plaintext not read, each given back once empty. Records
+//! held for the rest of a turn stay in the scratch buffer the session took, given back
+//! once sent.
 
 use std::cell::Cell;
 use std::io;
@@ -42,7 +44,7 @@ pub(super) struct Session {
     /// The peer said `close_notify`, or closed its socket: no more plaintext comes.
     pub(super) ended: bool,
     /// This side's `close_notify` is queued: nothing more is written.
-    pub(super) closing: bool,
+    closing: bool,
 }
 
 /// What the session is to send once it can write.
@@ -138,7 +140,7 @@ impl Session {
 
     /// Whether ciphertext waits to be sent.
     pub(super) fn owes(&self) -> bool {
-        self.sent < self.outgoing.len()
+        self.owed() > 0
     }
 
     /// Sends what waits, as far as the socket takes it now (`WouldBlock` if something is
@@ -216,9 +218,7 @@ impl Session {
     pub(super) fn read_socket(&mut self, tcp: &TcpStream) -> io::Result<usize> {
         let mut incoming = SCRATCH_IN.take();
         incoming.clear();
-        incoming.reserve(READ_SIZE);
-        let asked = incoming.capacity();
-        let read = read_draining(tcp, asked, || tcp.try_read_buf(&mut incoming));
+        let read = read_more(tcp, &mut incoming);
         self.incoming.extend_from_slice(&incoming);
         SCRATCH_IN.set(incoming);
         read
@@ -254,9 +254,7 @@ impl Session {
             let mut incoming = SCRATCH_IN.take();
             incoming.clear();
             incoming.extend_from_slice(&self.incoming);
-            incoming.reserve(READ_SIZE);
-            let asked = incoming.capacity() - incoming.len();
-            match read_draining(tcp, asked, || tcp.try_read_buf(&mut incoming)) {
+            match read_more(tcp, &mut incoming) {
                 // The peer closed without `close_notify`: the end all the same.
                 Ok(0) => self.ended = true,
                 Ok(_) => {}
@@ -332,6 +330,14 @@ thread_local! {
     static SCRATCH_OUT: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     /// The thread's room for joining the slices of one write.
     pub(super) static SCRATCH_JOIN: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Reads ciphertext from the socket behind what `incoming` holds, up to a whole record
+/// more ([`read_draining`]).
+fn read_more(tcp: &TcpStream, incoming: &mut Vec<u8>) -> io::Result<usize> {
+    incoming.reserve(READ_SIZE);
+    let asked = incoming.capacity() - incoming.len();
+    read_draining(tcp, asked, || tcp.try_read_buf(incoming))
 }
 
 /// Handles one state of the machine: `Some` where [`Session::drive`] stops, `None` to go
