@@ -252,6 +252,10 @@ impl Hcm {
         let peer = Peer { address: connection.peer, scheme };
         let info = self.open_stream(&parts, connection);
         let mut headers = convert::request_headers(&parts, scheme);
+        // hyper's head points into the connection's read buffer: dropped now, hyper reads
+        // the next bytes into the same buffer instead of allocating another.
+        let version = parts.version;
+        drop(parts);
         if upgrade.as_ref().is_some_and(|u| u.h2_stream.is_some()) {
             upgrade::as_http1_upgrade(&mut headers);
         }
@@ -290,7 +294,7 @@ impl Hcm {
         };
         // An HTTP/1.0 connection closes after its response, which says so, as Envoy's codec
         // writes it.
-        if parts.version == http::Version::HTTP_10 {
+        if version == http::Version::HTTP_10 {
             response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         Ok(response)

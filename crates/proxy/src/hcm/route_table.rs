@@ -241,10 +241,13 @@ impl RouteTable {
         // Envoy's route matcher answers nothing for a request without `x-forwarded-proto`
         // (the connection manager always adds it; only a filter can take it away).
         headers.get(b"x-forwarded-proto")?;
-        let authority = String::from_utf8_lossy(headers.get(b":authority").unwrap_or_default()).to_ascii_lowercase();
+        let mut authority = String::from_utf8_lossy(headers.get(b":authority").unwrap_or_default());
+        if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            authority = authority.to_ascii_lowercase().into();
+        }
         // As Envoy without `ignore_port_in_host_matching`: the port is part of the host.
         let vhost = self.vhost(&authority)?;
-        let full_path = String::from_utf8_lossy(headers.get(b":path").unwrap_or_default()).into_owned();
+        let full_path = String::from_utf8_lossy(headers.get(b":path").unwrap_or_default());
         let (path, query) = full_path.split_once('?').unwrap_or((&full_path, ""));
         let route = vhost.routes.iter().find(|r| r.matches(path, query, headers))?;
         let matched_len = match &route.path {

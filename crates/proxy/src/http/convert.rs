@@ -14,8 +14,8 @@ pub fn request_headers(parts: &http::request::Parts, scheme: &str) -> Headers {
     let authority = parts
         .uri
         .authority()
-        .map(|a| a.as_str().as_bytes().to_vec())
-        .or_else(|| parts.headers.get(http::header::HOST).map(|v| v.as_bytes().to_vec()))
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| parts.headers.get(http::header::HOST).map(|v| v.as_bytes()))
         .unwrap_or_default();
     // The pseudo-headers in the order Envoy's codecs create them (plugins see the order):
     // HTTP/1 `:authority, :path, :method, :scheme`; HTTP/2 the client's order.
@@ -23,7 +23,7 @@ pub fn request_headers(parts: &http::request::Parts, scheme: &str) -> Headers {
     let pseudo = |h: &mut Headers, name: &str| match name {
         ":method" => h.add(b":method", method),
         ":scheme" => h.add(b":scheme", scheme.as_bytes()),
-        ":authority" => h.add(b":authority", &authority),
+        ":authority" => h.add(b":authority", authority),
         ":path" => h.add(b":path", path.as_bytes()),
         ":protocol" => {
             if let Some(protocol) = parts.extensions.get::<hyper::ext::Protocol>() {
@@ -75,16 +75,48 @@ pub fn header_map(headers: &Headers) -> http::HeaderMap {
 }
 
 /// The headers that make a valid `HeaderMap` entry, pseudo-headers left out (an invalid
-/// one is logged and dropped).
+/// one is logged and dropped). The values are slices of one buffer, and names other than
+/// the standard ones come from the thread's cache: a few allocations per map, not two per
+/// header.
 fn valid_headers(headers: &Headers) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
-    headers.iter().filter(|(k, _)| k.first() != Some(&b':')).filter_map(|(k, v)| {
-        match (HeaderName::from_bytes(k), HeaderValue::from_bytes(v)) {
+    let regular = || headers.iter().filter(|(k, _)| k.first() != Some(&b':'));
+    let mut values = Vec::with_capacity(regular().map(|(_, v)| v.len()).sum());
+    regular().for_each(|(_, v)| values.extend_from_slice(v));
+    let values = bytes::Bytes::from(values);
+    let mut at = 0;
+    regular().filter_map(move |(k, v)| {
+        let value = values.slice(at..at + v.len());
+        at += v.len();
+        match (header_name(k), HeaderValue::from_maybe_shared(value)) {
             (Ok(name), Ok(value)) => Some((name, value)),
             _ => {
                 tracing::warn!("dropping invalid header {:?}", String::from_utf8_lossy(k));
                 None
             }
         }
+    })
+}
+
+/// Names a thread keeps made: enough for the headers a deployment's traffic repeats.
+const NAMES_KEPT: usize = 256;
+
+thread_local! {
+    /// Header names made before, by their bytes (a name other than the standard ones is
+    /// an allocation each time it is made).
+    static NAMES: std::cell::RefCell<rustc_hash::FxHashMap<Box<[u8]>, HeaderName>> = Default::default();
+}
+
+/// `name` as hyper's type, from the thread's cache when it was made before.
+fn header_name(name: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    NAMES.with_borrow_mut(|names| {
+        if let Some(made) = names.get(name) {
+            return Ok(made.clone());
+        }
+        let made = HeaderName::from_bytes(name)?;
+        if names.len() < NAMES_KEPT {
+            names.insert(name.into(), made.clone());
+        }
+        Ok(made)
     })
 }
 
@@ -177,4 +209,39 @@ pub fn plain_headers(headers: &http::HeaderMap) -> Headers {
         h.add(name.as_str().as_bytes(), value.as_bytes());
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_header_map_keeps_every_valid_value_in_order_and_drops_invalid_entries() {
+        let headers = Headers::from_pairs([
+            (":status", "200"),
+            ("x-first", "one"),
+            ("bad name", "dropped"),
+            ("content-type", "text/plain"),
+            ("x-bad-value", "a\nb"),
+            ("x-first", "again"),
+            ("x-empty", ""),
+        ]);
+        for _ in 0..2 {
+            // The second time, the names come from the thread's cache.
+            let map = header_map(&headers);
+            let entries: Vec<(&str, &[u8])> = map.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
+            let want: [(&str, &[u8]); 4] =
+                [("x-first", b"one"), ("x-first", b"again"), ("content-type", b"text/plain"), ("x-empty", b"")];
+            assert_eq!(entries.len(), want.len(), "{entries:?}");
+            for w in want {
+                assert!(entries.contains(&w), "{w:?} in {entries:?}");
+            }
+            assert_eq!(
+                map.get_all("x-first").iter().map(|v| v.as_bytes()).collect::<Vec<_>>(),
+                [&b"one"[..], b"again"]
+            );
+        }
+    }
 }

@@ -178,15 +178,9 @@ impl Session {
     /// Gives `outgoing`, all sent, back to the thread's scratch (the larger of the two
     /// stays, up to [`SCRATCH_KEPT`]): the session holds no buffer.
     fn give_back_outgoing(&mut self) {
-        let mut done = std::mem::take(&mut self.outgoing);
+        let done = std::mem::take(&mut self.outgoing);
         self.sent = 0;
-        let scratch = SCRATCH_OUT.take();
-        if done.capacity() > scratch.capacity() && done.capacity() <= SCRATCH_KEPT {
-            done.clear();
-            SCRATCH_OUT.set(done);
-        } else {
-            SCRATCH_OUT.set(scratch);
-        }
+        give_back_scratch(done);
     }
 
     /// Makes `outgoing` the thread's scratch if the session holds no buffer, so records
@@ -301,9 +295,7 @@ impl Session {
         } else if !hold {
             let rest = self.outgoing[self.sent..].to_vec();
             self.sent = 0;
-            let mut scratch = std::mem::replace(&mut self.outgoing, rest);
-            scratch.clear();
-            SCRATCH_OUT.set(scratch);
+            give_back_scratch(std::mem::replace(&mut self.outgoing, rest));
         }
         match driven {
             Ok(Stop::Writable) => {}
@@ -317,6 +309,18 @@ impl Session {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(data.len()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Gives `buffer` back to the thread's scratch for records: the larger of the two stays,
+/// up to [`SCRATCH_KEPT`].
+fn give_back_scratch(mut buffer: Vec<u8>) {
+    let scratch = SCRATCH_OUT.take();
+    if buffer.capacity() > scratch.capacity() && buffer.capacity() <= SCRATCH_KEPT {
+        buffer.clear();
+        SCRATCH_OUT.set(buffer);
+    } else {
+        SCRATCH_OUT.set(scratch);
     }
 }
 

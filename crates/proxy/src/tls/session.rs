@@ -148,6 +148,23 @@ impl TlsTransport {
         }
     }
 
+    /// Runs `send` on the session until the socket takes all it sends, waiting for the
+    /// socket to be writable while it takes nothing.
+    fn poll_sending(
+        &self,
+        cx: &mut Context<'_>,
+        send: impl Fn(&mut Session, &TcpStream) -> io::Result<()>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let sent = send(&mut self.session.borrow_mut(), &self.tcp);
+            match sent {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(self.tcp.poll_write_ready(cx))?,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
     /// What the session agreed, read from rustls's state.
     fn common<R>(&self, read: impl FnOnce(&CommonState) -> R) -> R {
         read(self.session.borrow().machine.common())
@@ -361,20 +378,10 @@ impl Transport for TlsTransport {
     }
 
     fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            let mut session = self.session.borrow_mut();
-            if self.holding.get() && session.owed() < WRITE_LIMIT {
-                return Poll::Ready(Ok(()));
-            }
-            match session.flush(&self.tcp) {
-                Ok(()) => return Poll::Ready(Ok(())),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    drop(session);
-                    ready!(self.tcp.poll_write_ready(cx))?
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        if self.holding.get() && self.session.borrow().owed() < WRITE_LIMIT {
+            return Poll::Ready(Ok(()));
         }
+        self.poll_sending(cx, Session::flush)
     }
 
     fn hold_writes(&self, hold: bool) {
@@ -393,13 +400,8 @@ impl Transport for TlsTransport {
     }
 
     fn poll_shutdown_write(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            match self.session.borrow_mut().close(&self.tcp) {
-                Ok(()) => return Poll::Ready(Transport::shutdown(&self.tcp, Shutdown::Write)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(self.tcp.poll_write_ready(cx))?,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        ready!(self.poll_sending(cx, Session::close))?;
+        Poll::Ready(Transport::shutdown(&self.tcp, Shutdown::Write))
     }
 
     async fn peek<'a>(&'a self, buf: &'a mut [u8]) -> io::Result<usize> {
@@ -495,6 +497,17 @@ mod tests {
         })
     }
 
+    /// A session accepted from [`client`], which sends `request`: the server's transport
+    /// and the client's thread.
+    async fn accepted(request: &'static [u8]) -> (TlsTransport, std::thread::JoinHandle<io::Result<Vec<u8>>>) {
+        let (cert, key) = certificate();
+        let config = server_config(&cert, &key);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = client(listener.local_addr().unwrap(), cert, request);
+        let (tcp, _) = listener.accept().await.unwrap();
+        (TlsTransport::accept(tcp, |_| Some(config)).await.unwrap(), client)
+    }
+
     /// Reads through the transport until `want` bytes are in (or the end).
     async fn read_some(t: &impl Transport, want: usize) -> Vec<u8> {
         let mut got = Vec::new();
@@ -535,13 +548,8 @@ mod tests {
 
     #[test]
     fn a_session_reads_peeks_writes_and_closes() {
-        let (cert, key) = certificate();
-        let config = server_config(&cert, &key);
         runtime().block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let client = client(listener.local_addr().unwrap(), cert, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
-            let (tcp, _) = listener.accept().await.unwrap();
-            let tls = TlsTransport::accept(tcp, |_| Some(config)).await.unwrap();
+            let (tls, client) = accepted(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
             assert_eq!(tls.version(), Some("TLSv1.3"));
             assert_eq!(tls.negotiated_http2(), Some(true));
             // Peeked bytes stay to be read; reads in small pieces get the whole request.
@@ -569,14 +577,8 @@ mod tests {
 
     #[test]
     fn a_turns_writes_are_held_then_leave_together_and_a_close_is_clean() {
-        let (cert, key) = certificate();
-        let config = server_config(&cert, &key);
         runtime().block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let client = client(addr, cert, b"GET / HTTP/1.1\r\n\r\n");
-            let (tcp, _) = listener.accept().await.unwrap();
-            let tls = TlsTransport::accept(tcp, |_| Some(config)).await.unwrap();
+            let (tls, client) = accepted(b"GET / HTTP/1.1\r\n\r\n").await;
             read_some(&tls, 18).await;
             let waker = std::task::Waker::noop();
             let mut cx = Context::from_waker(waker);
@@ -620,15 +622,10 @@ mod tests {
 
     #[test]
     fn a_large_request_is_read_whole_and_an_idle_session_holds_no_buffer() {
-        let (cert, key) = certificate();
-        let config = server_config(&cert, &key);
         // Records split across socket reads: a megabyte of varied bytes.
         let body: &'static [u8] = (0..1u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<_>>().leak();
         runtime().block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let client = client(listener.local_addr().unwrap(), cert, body);
-            let (tcp, _) = listener.accept().await.unwrap();
-            let tls = TlsTransport::accept(tcp, |_| Some(config)).await.unwrap();
+            let (tls, client) = accepted(body).await;
             assert_eq!(read_some(&tls, body.len()).await, body);
             // Everything read: the transport waits for the socket, holding no buffer.
             let mut buf = [0u8; 16];
