@@ -37,7 +37,7 @@ pub fn index(n: usize) -> usize {
 }
 
 /// A random (version 4) UUID, as Envoy makes `x-request-id`.
-pub fn request_id() -> String {
+pub fn request_id() -> [u8; 36] {
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&next_u64().to_be_bytes());
     bytes[8..].copy_from_slice(&next_u64().to_be_bytes());
@@ -45,13 +45,15 @@ pub fn request_id() -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(36);
+    let mut out = [b'-'; 36];
+    let mut at = 0;
     for (i, byte) in bytes.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
+            at += 1;
         }
-        out.push(HEX[usize::from(byte >> 4)] as char);
-        out.push(HEX[usize::from(byte & 0xf)] as char);
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0xf)];
+        at += 2;
     }
     out
 }
@@ -60,7 +62,8 @@ pub fn request_id() -> String {
 mod tests {
     #[test]
     fn request_ids_are_random_version_4_uuids() {
-        let (a, b) = (super::request_id(), super::request_id());
+        let ids = [super::request_id(), super::request_id()];
+        let [a, b] = ids.map(|id| String::from_utf8(id.to_vec()).unwrap());
         assert_ne!(a, b);
         for id in [a, b] {
             let groups: Vec<&str> = id.split('-').collect();

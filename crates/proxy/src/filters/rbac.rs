@@ -366,7 +366,7 @@ impl RbacStream {
         filter.denied.inc();
         filter.count_policy(&config, prefix, &policy, "denied");
         let id = if policy.is_empty() { "none".to_string() } else { policy.replace(char::is_whitespace, "_") };
-        self.info.borrow_mut().response_code_details = format!("rbac_access_denied_matched_policy[{id}]");
+        self.info.borrow_mut().response_code_details = format!("rbac_access_denied_matched_policy[{id}]").into();
         let body = b"RBAC: access denied".to_vec();
         Verdict::LocalReply(LocalReply { status: 403, body, headers: Headers::new(), grpc_status: None })
     }

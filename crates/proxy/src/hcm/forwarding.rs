@@ -119,7 +119,7 @@ pub fn prepare_request(
     if config.generate_request_id {
         let present = headers.get(b"x-request-id").is_some();
         if !present || (edge && !config.preserve_external_request_id) {
-            headers.replace(b"x-request-id", request_id().as_bytes());
+            headers.replace(b"x-request-id", &request_id());
         }
     }
     remote

@@ -122,7 +122,10 @@ impl Hcm {
                     (p, t) => p.or(t),
                 };
                 if let Some(t) = expected {
-                    headers.replace(b"x-envoy-expected-rq-timeout-ms", t.as_millis().to_string().as_bytes());
+                    headers.replace(
+                        b"x-envoy-expected-rq-timeout-ms",
+                        itoa::Buffer::new().format(t.as_millis()).as_bytes(),
+                    );
                 }
                 if m.attempt_count.0 {
                     headers.replace(ATTEMPT_COUNT, b"1");
@@ -241,8 +244,8 @@ impl ActiveStream {
                     count_tries(&mut h, tries, attempt_count_in_response);
                     return Ok((h, ResponseBody::Upgraded(switched)));
                 }
-                let ms = started.elapsed().as_millis().to_string();
-                h.replace(b"x-envoy-upstream-service-time", ms.as_bytes());
+                let ms = started.elapsed().as_millis();
+                h.replace(b"x-envoy-upstream-service-time", itoa::Buffer::new().format(ms).as_bytes());
                 mutate_response(&mutations, &mut h, headers, &info.borrow());
                 count_tries(&mut h, tries, attempt_count_in_response);
                 let http1 = !http2;
@@ -265,20 +268,20 @@ impl ActiveStream {
 /// `response.code_details`.
 fn note_upstream_error(info: &StreamRef, e: &UpstreamError) {
     let mut i = info.borrow_mut();
-    let details = match e {
-        UpstreamError::NoHealthyUpstream => "no_healthy_upstream".to_string(),
-        UpstreamError::Timeout => "response_timeout".to_string(),
-        UpstreamError::PerTryTimeout => "upstream_per_try_timeout".to_string(),
-        UpstreamError::Overflow => "upstream_reset_before_response_started{overflow}".to_string(),
-        UpstreamError::Refused(_) => "upstream_reset_before_response_started{remote_refused_stream_reset}".to_string(),
+    let details: std::borrow::Cow<'static, str> = match e {
+        UpstreamError::NoHealthyUpstream => "no_healthy_upstream".into(),
+        UpstreamError::Timeout => "response_timeout".into(),
+        UpstreamError::PerTryTimeout => "upstream_per_try_timeout".into(),
+        UpstreamError::Overflow => "upstream_reset_before_response_started{overflow}".into(),
+        UpstreamError::Refused(_) => "upstream_reset_before_response_started{remote_refused_stream_reset}".into(),
         UpstreamError::ConnectionFailure(error) => {
             let reason = connect_failure_reason(error);
             let details = format!("upstream_reset_before_response_started{{remote_connection_failure|{reason}}}");
             i.upstream_failure = Some(reason);
-            details
+            details.into()
         }
-        UpstreamError::Disconnected(_) => "upstream_reset_before_response_started{connection_termination}".to_string(),
-        UpstreamError::ResponseTooLarge => "response_payload_too_large".to_string(),
+        UpstreamError::Disconnected(_) => "upstream_reset_before_response_started{connection_termination}".into(),
+        UpstreamError::ResponseTooLarge => "response_payload_too_large".into(),
     };
     let flag = e.response_flag();
     if let Some(flag) = flag {

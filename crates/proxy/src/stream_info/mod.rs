@@ -89,7 +89,7 @@ pub struct StreamInfo {
     /// Response body bytes.
     pub response_body_size: u64,
     /// Envoy's response code details (`via_upstream`, `direct_response`, ...).
-    pub response_code_details: String,
+    pub response_code_details: std::borrow::Cow<'static, str>,
     /// The endpoint the request went to.
     pub upstream: Option<SocketAddr>,
     /// The local address of the upstream connection.
@@ -150,7 +150,7 @@ impl StreamInfo {
             request_body_size: 0,
             response_headers: None,
             response_body_size: 0,
-            response_code_details: String::new(),
+            response_code_details: std::borrow::Cow::Borrowed(""),
             upstream: None,
             upstream_local: None,
             upstream_tls: None,
@@ -309,7 +309,7 @@ impl StreamInfo {
                 let code = h.get(b":status").and_then(|s| std::str::from_utf8(s).ok()?.parse::<i64>().ok());
                 PropertyValue::Int(code.ok_or(Status::NotFound)?)
             }
-            (b"code_details", []) => PropertyValue::from(self.response_code_details.as_str()),
+            (b"code_details", []) => PropertyValue::from(&*self.response_code_details),
             (b"grpc_status", []) => PropertyValue::Int(grpc_status(h)),
             (b"flags", []) => PropertyValue::Int(self.response_flags.bits() as i64),
             (b"headers", []) => PropertyValue::Map(header_map(h)),

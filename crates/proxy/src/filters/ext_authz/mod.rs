@@ -397,7 +397,7 @@ impl ExtAuthzStream {
     fn refuse(&self, status: u16, details: &str) -> Verdict {
         let mut i = self.info.borrow_mut();
         i.response_flags.set(ResponseFlag::UnauthorizedExternalService);
-        i.response_code_details = details.into();
+        i.response_code_details = details.to_owned().into();
         Verdict::LocalReply(LocalReply { status, body: Vec::new(), headers: Headers::new(), grpc_status: None })
     }
 }
