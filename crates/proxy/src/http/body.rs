@@ -33,7 +33,8 @@ pub struct BodySender(Rc<RefCell<Shared>>);
 pub struct Unsent;
 
 /// What the halves of one body share. A body and its senders stay on their worker's
-/// thread, so this is a plain cell: one allocation per body, the frames inline.
+/// thread, so this is a plain cell: the cell, and room for [`ROOM`] frames once the first
+/// is sent.
 struct Shared {
     frames: VecDeque<Result<Frame<Bytes>, Aborted>>,
     /// Senders alive.
@@ -53,7 +54,7 @@ const ROOM: usize = 4;
 /// reader's pace slows the writer).
 pub fn channel() -> (BodySender, ChannelBody) {
     let shared = Rc::new(RefCell::new(Shared {
-        frames: VecDeque::with_capacity(ROOM),
+        frames: VecDeque::new(),
         senders: 1,
         dropped: false,
         reader: None,
@@ -168,10 +169,9 @@ impl Drop for ChannelBody {
     fn drop(&mut self) {
         let mut shared = self.shared.borrow_mut();
         shared.dropped = true;
-        let frames = std::mem::take(&mut shared.frames);
+        shared.frames.clear();
         let writers = std::mem::take(&mut shared.writers);
         drop(shared);
-        drop(frames);
         writers.into_iter().for_each(Waker::wake);
     }
 }
