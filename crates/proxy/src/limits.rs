@@ -39,8 +39,10 @@ pub const MAX_CALLOUT_BODY_BYTES: usize = 16 << 20;
 /// Bytes a TCP proxy reads from either side at a time.
 pub const TCP_READ_BYTES: usize = 64 * 1024;
 
-/// At most this many idle HTTP/1.1 connections are kept per endpoint per worker.
-pub const MAX_IDLE_UPSTREAM_CONNECTIONS: usize = 128;
+/// At most this many idle HTTP/1.1 connections are kept per endpoint per worker: as many
+/// as the circuit breakers' default `max_connections`, so that a worker's burst of
+/// concurrent requests finds its connections again (Envoy keeps every one).
+pub const MAX_IDLE_UPSTREAM_CONNECTIONS: usize = 1024;
 
 /// The listen backlog of each worker's listener socket.
 pub const LISTEN_BACKLOG: i32 = 1024;

@@ -1,21 +1,22 @@
 //! Upstream health and load balancing at run time, end to end: active health checks
 //! taking a host out and putting it back as it fails and recovers, outlier detection
 //! ejecting a host and taking it back after its ejection time, least request avoiding a
-//! busy host, and `/clusters` showing it all.
+//! busy host, `/clusters` showing it all, and a burst of requests finding the connections
+//! an earlier one opened.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use wasmproxy_proxy::RunningServer;
 
-use common::{admin_get, body, get, http_listener, start, stat, until};
+use common::{admin_get, body, get, http_listener, read_head, start, stat, until};
 
 /// An upstream answering `<name> <path>`; `/healthz` with 200 while `healthy` holds (else
 /// 503), `/fail` with 503, `/slow` after a second.
@@ -29,15 +30,7 @@ fn host(name: &'static str, healthy: Arc<AtomicBool>) -> SocketAddr {
             std::thread::spawn(move || {
                 // Keep-alive: the health checks reuse their connection.
                 loop {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        if stream.read(&mut byte).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        head.push(byte[0]);
-                    }
-                    let head = String::from_utf8_lossy(&head);
+                    let Some(head) = read_head(&mut stream) else { return };
                     let path = head.split(' ').nth(1).unwrap_or("").to_string();
                     let status = match path.as_str() {
                         "/healthz" if !healthy.load(Ordering::SeqCst) => 503,
@@ -206,5 +199,59 @@ fn least_request_sends_new_requests_to_the_idle_host() {
     let seen = answers(&server, "/x", 10);
     assert!(seen.iter().all(|h| h != busy), "{seen:?} while {busy} is busy");
     assert_eq!(slow.join().unwrap(), busy);
+    server.stop();
+}
+
+/// A keep-alive upstream that holds each answer until `burst` requests wait (the next
+/// `burst` after that, and so on; at most 10 s), counting the connections it accepts.
+fn gated_host(burst: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let counted = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                loop {
+                    if read_head(&mut stream).is_none() {
+                        return;
+                    }
+                    let (arrived, opened) = &*gate;
+                    let mut arrived = arrived.lock().unwrap();
+                    *arrived += 1;
+                    let open_at = arrived.div_ceil(burst) * burst;
+                    opened.notify_all();
+                    let _ = opened.wait_timeout_while(arrived, Duration::from_secs(10), |n| *n < open_at).unwrap();
+                    if stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[test]
+fn a_burst_of_more_requests_than_before_finds_its_connections_again() {
+    // Over the 128 idle connections an endpoint kept per worker before: the connections
+    // the first burst opened all serve the second.
+    const BURST: usize = 150;
+    let (upstream, accepted) = gated_host(BURST);
+    let server = start(&config("", &[upstream]), 1);
+    let listener = http_listener(&server).unwrap();
+    for round in 0..2 {
+        let clients: Vec<_> = (0..BURST).map(|_| std::thread::spawn(move || get(listener, "/held"))).collect();
+        for client in clients {
+            let answer = client.join().unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "round {round}: {answer}");
+        }
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), BURST);
+    assert_eq!(stat(&server, "cluster.pool.upstream_cx_total"), BURST as u64);
     server.stop();
 }

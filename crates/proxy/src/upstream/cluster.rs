@@ -27,7 +27,7 @@ use crate::upstream::breakers::{Breakers, Resource, Taken, WorkerBreakers, take}
 use crate::upstream::error::UpstreamError;
 use crate::upstream::health::{ActiveRequest, ClusterHealth, Health, HostHealth, flag};
 use crate::upstream::outlier::Outcome;
-use crate::upstream::pool::{EndpointPool, OpenConnection, Protocol, SendError};
+use crate::upstream::pool::{EndpointPool, OpenConnection, Protocol, Reuse, SendError, Sent};
 use crate::upstream::registry::{MemberInfo, Upstreams};
 
 /// Every cluster of one worker, by name: replaced as a whole when the configuration
@@ -626,9 +626,9 @@ impl Cluster {
             SendError::Refused(e) => UpstreamError::Refused(e),
             SendError::Overflow => UpstreamError::Overflow,
         });
-        let status = response.as_ref().ok().map(|(r, _)| r.status().as_u16());
+        let status = response.as_ref().ok().map(|s| s.response.status().as_u16());
         self.account(&member, status, response.as_ref().err());
-        let (response, connected) = response?;
+        let Sent { response, connected, reuse } = response?;
         if let Some(info) = info {
             let mut i = info.borrow_mut();
             i.upstream_local = Some(connected.local);
@@ -644,7 +644,7 @@ impl Cluster {
             http2: parts.version == http::Version::HTTP_2,
             body,
             upgrade,
-            request: InFlight { _place: place, _load: load },
+            request: InFlight { _place: place, _load: load, _reuse: reuse },
         })
     }
 }
@@ -763,10 +763,12 @@ pub struct Started {
 }
 
 /// A request in flight: it holds a place in its cluster's `max_requests` and counts
-/// toward its endpoint's requests (least request, `rq_active`) until dropped.
+/// toward its endpoint's requests (least request, `rq_active`) until dropped; then its
+/// HTTP/1.1 connection goes back to the pool.
 pub struct InFlight {
     _place: Taken,
     _load: ActiveRequest,
+    _reuse: Option<Reuse>,
 }
 
 /// Whether the router counts a request as external (Envoy: not `x-envoy-internal: true`;

@@ -115,7 +115,7 @@ impl EndpointPool {
         self: &Rc<Self>,
         request: http::Request<ProxyBody>,
         host: Option<Rc<str>>,
-    ) -> Result<(http::Response<Incoming>, Connected), SendError> {
+    ) -> Result<Sent, SendError> {
         let http2 = match self.protocol.choice {
             ProtocolChoice::Explicit => self.protocol.http2,
             ProtocolChoice::Downstream => request.version() == http::Version::HTTP_2,
@@ -131,7 +131,8 @@ impl EndpointPool {
             }
         };
         if http2 {
-            return self.send_h2(request, host).await;
+            let (response, connected) = self.send_h2(request, host).await?;
+            return Ok(Sent { response, connected, reuse: None });
         }
         self.send_h1(origin_form(request), host).await
     }
@@ -141,7 +142,7 @@ impl EndpointPool {
         self: &Rc<Self>,
         request: http::Request<ProxyBody>,
         host: Option<Rc<str>>,
-    ) -> Result<(http::Response<Incoming>, Connected), SendError> {
+    ) -> Result<Sent, SendError> {
         let _pending = self.pending()?;
         let place = self.connection_place()?;
         let connected = self.connect(host.clone(), Alpn::Either).await;
@@ -153,14 +154,14 @@ impl EndpointPool {
         if negotiated == Some(true) {
             let (sender, local) = self.handshake_h2(io, local, place).await?;
             self.shared.borrow_mut().push((sender, local));
-            return self.send_h2(request, host).await;
+            let (response, connected) = self.send_h2(request, host).await?;
+            return Ok(Sent { response, connected, reuse: None });
         }
         let (mut sender, local) = self.handshake_h1(io, local, place).await?;
         self.count_request(&local);
         let response =
             sender.send_request(origin_form(request)).await.map_err(|e| SendError::Request(e.to_string()))?;
-        self.keep_when_ready(sender, local.clone());
-        Ok((response, local))
+        Ok(self.sent_h1(response, sender, local))
     }
 
     /// A request over HTTP/1.1: on an idle connection, else a new one.
@@ -168,17 +169,14 @@ impl EndpointPool {
         self: &Rc<Self>,
         request: http::Request<ProxyBody>,
         host: Option<Rc<str>>,
-    ) -> Result<(http::Response<Incoming>, Connected), SendError> {
+    ) -> Result<Sent, SendError> {
         let mut request = request;
         // An idle connection first; a request it could not start (the peer closed it
         // meanwhile) comes back and goes to the next one, or to a new connection.
         while let Some((mut sender, local)) = self.take_idle(host.as_deref()) {
             self.count_request(&local);
             match sender.try_send_request(request).await {
-                Ok(response) => {
-                    self.keep_when_ready(sender, local.clone());
-                    return Ok((response, local));
-                }
+                Ok(response) => return Ok(self.sent_h1(response, sender, local)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => request = unsent,
                     None => return Err(SendError::Request(e.into_error().to_string())),
@@ -192,8 +190,7 @@ impl EndpointPool {
             Box::pin(self.connect_h1(host)).await.inspect_err(|_| self.stats.rq_pending_failure_eject.inc())?;
         self.count_request(&local);
         let response = sender.send_request(request).await.map_err(|e| SendError::Request(e.to_string()))?;
-        self.keep_when_ready(sender, local.clone());
-        Ok((response, local))
+        Ok(self.sent_h1(response, sender, local))
     }
 
     /// A request waits for a new connection: counted, within `max_pending_requests`.
@@ -254,37 +251,49 @@ impl EndpointPool {
         });
     }
 
-    /// The idle connection for `host` used last (closed ones met on the way are dropped).
+    /// The idle connection for `host` returned last. Closed ones met on the way are
+    /// dropped; one not ready yet (its response's end not read by its task) stays.
     fn take_idle(&self, host: Option<&str>) -> Option<(http1::SendRequest<ProxyBody>, Connected)> {
         let mut idle = self.idle.borrow_mut();
-        loop {
-            let i = idle.iter().rposition(|(_, c)| c.host.as_deref() == host)?;
-            let (sender, local) = idle.remove(i);
-            if !sender.is_closed() && sender.is_ready() {
-                return Some((sender, local));
+        for i in (0..idle.len()).rev() {
+            let (sender, local) = &idle[i];
+            if local.host.as_deref() != host {
+                continue;
+            }
+            if sender.is_closed() {
+                idle.remove(i);
+            } else if sender.is_ready() {
+                return Some(idle.remove(i));
             }
         }
+        None
     }
 
-    /// Returns the connection to the idle list once its response has been read.
-    fn keep_when_ready(self: &Rc<Self>, mut sender: http1::SendRequest<ProxyBody>, local: Connected) {
-        let pool: Weak<EndpointPool> = Rc::downgrade(self);
-        if self.spent(&local) {
-            // Closes once its response is read.
+    /// An HTTP/1.1 request is on its way: its connection comes back to the pool with the
+    /// response, unless it carried its `max_requests_per_connection` (it closes once the
+    /// response is read).
+    fn sent_h1(
+        self: &Rc<Self>,
+        response: http::Response<Incoming>,
+        sender: http1::SendRequest<ProxyBody>,
+        local: Connected,
+    ) -> Sent {
+        let reuse = (!self.spent(&local))
+            .then(|| Reuse { pool: Rc::downgrade(self), connection: Some((sender, local.clone())) });
+        Sent { response, connected: local, reuse }
+    }
+
+    /// Puts a connection whose request is done on the idle list, the last to be taken next.
+    fn keep(self: &Rc<Self>, sender: http1::SendRequest<ProxyBody>, local: Connected) {
+        if sender.is_closed() {
             return;
         }
         self.sweep_idle();
-        tokio::task::spawn_local(async move {
-            if sender.ready().await.is_ok()
-                && let Some(pool) = pool.upgrade()
-            {
-                local.last_used.set(Instant::now());
-                let mut idle = pool.idle.borrow_mut();
-                if idle.len() < MAX_IDLE_UPSTREAM_CONNECTIONS {
-                    idle.push((sender, local));
-                }
-            }
-        });
+        local.last_used.set(Instant::now());
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() < MAX_IDLE_UPSTREAM_CONNECTIONS {
+            idle.push((sender, local));
+        }
     }
 
     async fn connect_h1(&self, host: Option<Rc<str>>) -> Result<(http1::SendRequest<ProxyBody>, Connected), SendError> {
@@ -469,6 +478,35 @@ pub struct Connected {
     requests: Rc<std::cell::Cell<u32>>,
     /// When it last took or finished a request (for `idle_timeout`).
     last_used: Rc<std::cell::Cell<Instant>>,
+}
+
+/// A request sent: its response (once the headers are in), the connection it went on, and,
+/// for HTTP/1.1, that connection's way back to the pool.
+pub struct Sent {
+    /// The response, its body still to read.
+    pub response: http::Response<Incoming>,
+    /// What the request went out on.
+    pub connected: Connected,
+    /// The HTTP/1.1 connection's way back to the pool (none over HTTP/2, or for a
+    /// connection that takes no more requests).
+    pub reuse: Option<Reuse>,
+}
+
+/// An HTTP/1.1 connection carrying a request: dropped once the request is done (its
+/// response read, or given up), it goes back to its pool's idle list, where it is taken
+/// again once its task has read the response's end. Held by the request, not by a task
+/// waiting on the connection.
+pub struct Reuse {
+    pool: Weak<EndpointPool>,
+    connection: Option<(http1::SendRequest<ProxyBody>, Connected)>,
+}
+
+impl Drop for Reuse {
+    fn drop(&mut self) {
+        if let (Some(pool), Some((sender, local))) = (self.pool.upgrade(), self.connection.take()) {
+            pool.keep(sender, local);
+        }
+    }
 }
 
 /// A request for an absolute URI made an HTTP/1.1 request: its path as the target, its

@@ -100,15 +100,8 @@ pub fn answering(answer: impl Fn(&str) -> String + Send + Sync + 'static) -> Soc
             let Ok(mut stream) = stream else { return };
             let answer = answer.clone();
             std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if stream.read(&mut byte).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let body = answer(&String::from_utf8_lossy(&head));
+                let Some(head) = read_head(&mut stream) else { return };
+                let body = answer(&head);
                 let _ = write!(
                     stream,
                     "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -118,6 +111,19 @@ pub fn answering(answer: impl Fn(&str) -> String + Send + Sync + 'static) -> Soc
         }
     });
     addr
+}
+
+/// A request's head, read byte by byte up to its blank line (`None` if the peer closes first).
+pub fn read_head(stream: &mut impl Read) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
 }
 
 /// `GET path` on a new connection: the status line, the headers and the body, as text.
