@@ -131,8 +131,7 @@ impl EndpointPool {
             }
         };
         if http2 {
-            let (response, connected) = self.send_h2(request, host).await?;
-            return Ok(Sent { response, connected, reuse: None });
+            return self.send_h2(request, host).await;
         }
         self.send_h1(origin_form(request), host).await
     }
@@ -154,8 +153,7 @@ impl EndpointPool {
         if negotiated == Some(true) {
             let (sender, local) = self.handshake_h2(io, local, place).await?;
             self.shared.borrow_mut().push((sender, local));
-            let (response, connected) = self.send_h2(request, host).await?;
-            return Ok(Sent { response, connected, reuse: None });
+            return self.send_h2(request, host).await;
         }
         let (mut sender, local) = self.handshake_h1(io, local, place).await?;
         self.count_request(&local);
@@ -337,7 +335,7 @@ impl EndpointPool {
         self: &Rc<Self>,
         request: http::Request<ProxyBody>,
         host: Option<Rc<str>>,
-    ) -> Result<(http::Response<Incoming>, Connected), SendError> {
+    ) -> Result<Sent, SendError> {
         let current = {
             let mut shared = self.shared.borrow_mut();
             shared.retain(|(s, _)| !s.is_closed());
@@ -367,7 +365,8 @@ impl EndpointPool {
                 .is_some_and(|h2| h2.reason() == Some(h2::Reason::REFUSED_STREAM));
             if refused { SendError::Refused(e.to_string()) } else { SendError::Request(e.to_string()) }
         })?;
-        Ok((response, local))
+        // The connection stays shared; nothing brings it back.
+        Ok(Sent { response, connected: local, reuse: None })
     }
 
     /// A new HTTP/2 connection, its task running.
