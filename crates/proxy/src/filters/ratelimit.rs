@@ -216,7 +216,9 @@ impl RateLimitStream {
                 })
                 .collect(),
         };
-        match self.ask(request).await {
+        // The call is a few KiB of future: boxed, so that a stream's future does not carry
+        // room for it.
+        match Box::pin(self.ask(request)).await {
             Ok(answer) if answer.overall_code == wire::OVER_LIMIT => {
                 filter.count(&cluster, "over_limit");
                 self.refuse(headers, answer)

@@ -239,12 +239,13 @@ struct HeldBody {
 }
 
 impl Hcm {
-    /// Handles one request.
-    pub async fn handle(
+    /// Handles one request: the stream is opened now, and the future answers it (hyper's
+    /// request is not kept in it, nor anything else the stream does not need).
+    pub fn handle(
         self: Rc<Self>,
         request: http::Request<Incoming>,
         connection: Rc<ConnectionInfo>,
-    ) -> Result<Response<ProxyBody>, StreamReset> {
+    ) -> impl Future<Output = Result<Response<ProxyBody>, StreamReset>> + 'static {
         let (mut parts, mut incoming) = request.into_parts();
         let upgrade = upgrade::requested(&mut parts);
         let http2 = parts.version == http::Version::HTTP_2;
@@ -275,29 +276,31 @@ impl Hcm {
             parent_span: None,
         };
         let mut stream = ActiveStream { filters, request_headers: headers, routes, upgrade, deciding: true };
-        let processed = stream.process(&mut incoming).await;
-        stream.deciding = false;
-        let unread = !http2 && !incoming.is_end_stream();
-        stream.filters.info.borrow().connection.activity.request_unread.set(unread);
-        let mut response = match processed {
-            Processed::Whole(response_headers, body) | Processed::Reply { headers: response_headers, body, .. } => {
-                // Answered before the request's end, as Envoy does: the rest of the request
-                // is not read, so an HTTP/1 connection cannot serve another.
-                stream.respond_whole(response_headers, body, unread)
+        async move {
+            let processed = stream.process(&mut incoming).await;
+            stream.deciding = false;
+            let unread = !http2 && !incoming.is_end_stream();
+            stream.filters.info.borrow().connection.activity.request_unread.set(unread);
+            let mut response = match processed {
+                Processed::Whole(headers, body) | Processed::Reply { headers, body, .. } => {
+                    // Answered before the request's end, as Envoy does: the rest of the
+                    // request is not read, so an HTTP/1 connection cannot serve another.
+                    stream.respond_whole(headers, body, unread)
+                }
+                Processed::Streaming(headers, upstream) => stream.respond_streaming(headers, upstream),
+                Processed::Upgraded(headers, upstream) => stream.respond_upgraded(headers, upstream),
+                Processed::Reset => {
+                    stream.end_now(None);
+                    return Err(StreamReset);
+                }
+            };
+            // An HTTP/1.0 connection closes after its response, which says so, as Envoy's
+            // codec writes it.
+            if version == http::Version::HTTP_10 {
+                response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }
-            Processed::Streaming(response_headers, upstream) => stream.respond_streaming(response_headers, upstream),
-            Processed::Upgraded(response_headers, upstream) => stream.respond_upgraded(response_headers, upstream),
-            Processed::Reset => {
-                stream.end_now(None);
-                return Err(StreamReset);
-            }
-        };
-        // An HTTP/1.0 connection closes after its response, which says so, as Envoy's codec
-        // writes it.
-        if version == http::Version::HTTP_10 {
-            response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            Ok(response)
         }
-        Ok(response)
     }
 
     /// A new stream on `connection`: counted, and its info made.

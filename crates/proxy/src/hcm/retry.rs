@@ -112,6 +112,14 @@ impl Retries {
         Some(Box::new(Retries { policy, answers, remaining, next_interval, tried: Vec::new(), made: 0, replay }))
     }
 
+    /// Whether a try's answer or failure is one to try again.
+    fn retriable(&self, result: &Result<Started, UpstreamError>) -> bool {
+        match result {
+            Ok(answer) => self.retriable_answer(&answer.headers),
+            Err(e) => self.retriable_failure(e),
+        }
+    }
+
     /// Whether an answer is one to try again (Envoy's `wouldRetryFromHeaders`).
     fn retriable_answer(&self, h: &Headers) -> bool {
         if h.get(b"x-envoy-overloaded").is_some() {
@@ -251,8 +259,10 @@ pub(super) async fn send(
     let per_try = retries.as_ref().and_then(|r| r.policy.per_try_timeout);
     let first = one_try(cx, cx.headers, first_body, cx.whole_body, per_try, deadline, &[]).await;
     match retries.as_mut() {
-        Some(r) => retry(cx, first, deadline, r).await,
-        None => (first, 1),
+        // The retries are a few KiB of future: boxed, so that a stream's future does not
+        // carry room for them.
+        Some(r) if r.retriable(&first) => Box::pin(retry(cx, first, deadline, r)).await,
+        _ => (first, 1),
     }
 }
 
@@ -266,12 +276,8 @@ async fn retry(
     let per_try = r.policy.per_try_timeout;
     let stats = cx.cluster.stats();
     loop {
-        let retriable = match &result {
-            Ok(answer) => r.retriable_answer(&answer.headers),
-            Err(e) => r.retriable_failure(e),
-        };
         let tries = r.made + 1;
-        if !retriable {
+        if !r.retriable(&result) {
             if r.made > 0 && result.is_ok() {
                 stats.rq_retry_success.inc();
             }

@@ -214,17 +214,25 @@ impl ActiveStream {
             let (r, tries) = retry::send(&cx, body, &mut deadline, retries).await;
             (r, tries, deadline.at())
         };
-        let held = request.held;
-        let pump = async {
-            let pumped = match held {
-                Some(held) => send_held(held, tx).await,
-                None => filters.pump(Direction::Request, request.incoming, request.http1, tx).await,
-            };
+        let ((sent, tries, deadline), pumped) = if request.ended && request.held.is_none() {
+            // Nothing to stream: the request ended with its headers.
             info.borrow_mut().note_request_done();
             let _ = ended_tx.send(TokioInstant::now());
-            pumped
+            (send.await, Ok(()))
+        } else {
+            let held = request.held;
+            let pump = async {
+                let pumped = match held {
+                    Some(held) => send_held(held, tx).await,
+                    None => filters.pump(Direction::Request, request.incoming, request.http1, tx).await,
+                };
+                info.borrow_mut().note_request_done();
+                let _ = ended_tx.send(TokioInstant::now());
+                pumped
+            };
+            // Boxed: a request with a body pays for the room both need, the rest do not.
+            Box::pin(async { tokio::join!(send, pump) }).await
         };
-        let ((sent, tries, deadline), pumped) = tokio::join!(send, pump);
         pumped?;
         let external = crate::upstream::cluster::is_external(headers);
         match &sent {

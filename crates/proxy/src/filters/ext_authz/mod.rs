@@ -313,13 +313,15 @@ impl ExtAuthzStream {
         }
         match self.body_limit {
             Some(limit) if !eos => Verdict::WaitForBody(limit as usize),
-            _ => self.check(headers, None).await,
+            // The call is a few KiB of future: boxed, so that a stream's future does not
+            // carry room for it.
+            _ => Box::pin(self.check(headers, None)).await,
         }
     }
 
     /// The whole request body (the request headers waited for it): checked with it.
     pub async fn request_body(&mut self, headers: &mut Headers, body: &Bytes) -> Verdict {
-        self.check(headers, Some(body)).await
+        Box::pin(self.check(headers, Some(body))).await
     }
 
     /// Asks the service about the request (`body`, if it is sent) and acts on its answer.
