@@ -2729,6 +2729,15 @@ pub struct UpstreamHttpOptions {
     pub override_auto_sni_header: Option<String>,
 }
 
+/// Envoy's own words for a validation context without `trusted_ca` (a secret's may lack
+/// it until merged into a default context).
+pub const MISSING_CA: &str = "SAN-based verification of peer certificates without trusted CA is insecure and not allowed (trusted_ca is required)";
+
+/// Why a cluster's client certificate with an OCSP staple, inline or from a secret, is
+/// refused.
+pub const CLUSTER_OCSP_STAPLE: &str =
+    "a cluster's client certificate with an OCSP staple is not supported by wasmproxy";
+
 /// Envoy's `UpstreamTlsContext`, as far as wasmproxy serves it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamTls {

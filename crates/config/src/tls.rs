@@ -9,8 +9,9 @@
 use crate::config_source::read_file_source;
 use crate::matcher::read_string_matcher;
 use crate::model::{
-    CertificateSource, CertificateValidation, DataSource, DownstreamTls, OcspStaplePolicy, SanMatcher, SanType,
-    SdsSecret, Secret, SecretKind, TlsAlgorithms, TlsCertificate, TlsVersion, UpstreamTls, ValidationSource,
+    CLUSTER_OCSP_STAPLE, CertificateSource, CertificateValidation, DataSource, DownstreamTls, MISSING_CA,
+    OcspStaplePolicy, SanMatcher, SanType, SdsSecret, Secret, SecretKind, TlsAlgorithms, TlsCertificate, TlsVersion,
+    UpstreamTls, ValidationSource,
 };
 use crate::reader::{Ctx, Field, Msg, type_error};
 use crate::wasm::{self, read_data_source};
@@ -219,7 +220,7 @@ pub(crate) fn read_upstream_transport_socket(ctx: &mut Ctx, field: &Field<'_>) -
         [] => None,
         [CertificateSource::Inline(TlsCertificate { ocsp_staple: Some(_), .. })] => {
             let at = common.origin().with_child("tls_certificates[0]").with_child("ocsp_staple");
-            ctx.error(&at, "a cluster's client certificate with an OCSP staple is not supported by wasmproxy");
+            ctx.error(&at, CLUSTER_OCSP_STAPLE);
             return None;
         }
         [one] => Some(one.clone()),
@@ -305,9 +306,6 @@ fn read_validation_context(ctx: &mut Ctx, field: &Field<'_>, part: bool) -> Opti
         only_verify_leaf_cert_crl,
     })
 }
-
-/// Envoy's own words for a validation context without `trusted_ca`.
-const MISSING_CA: &str = "SAN-based verification of peer certificates without trusted CA is insecure and not allowed (trusted_ca is required)";
 
 const COMBINED_VALIDATION_CONTEXT: &[&str] = &[
     "default_validation_context",

@@ -379,6 +379,18 @@ fn a_clusters_client_certificate_and_ca_from_sds_files_rotate_without_a_restart(
         serde_json::json!([{ "dns": "second.example" }])
     );
 
+    // A certificate with an OCSP staple: rejected, as a cluster presents none; the last
+    // good one stays.
+    let stapled = pki.issue_with("stapled", &["third.example"], |p| {
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x61]))
+    });
+    let staple = ocsp_file(&pki, "stapled.der", &[0x61], "20991231000000Z");
+    let mut with_staple = certificate(&stapled);
+    with_staple.insert_str(with_staple.len() - 2, &format!(", ocsp_staple: {{ filename: \"{}\" }}", staple.display()));
+    secret("client", "three", with_staple);
+    assert_eq!(counted(&server, "sds.client.update_rejected", 1), 1);
+    assert_eq!(get(addr, "/"), (200, "client=DNSName(second.example)".into()));
+
     // The CA replaced by one that did not issue the upstream's certificate: refused.
     secret("upstream-ca", "two", ca(&other));
     assert_eq!(counted(&server, "sds.upstream-ca.update_success", 2), 2);
@@ -392,6 +404,14 @@ fn a_clusters_client_certificate_and_ca_from_sds_files_rotate_without_a_restart(
     assert_eq!(counted(&server, "sds.upstream-ca.update_success", 3), 3);
     assert_eq!(get(addr, "/").0, 200);
     server.stop();
+
+    // Started with the stapled certificate: refused, naming the field.
+    let config = wasmproxy_config::load_str(&format!("node: {{ id: edge-1, cluster: edge }}\n{yaml}"), Path::new("."))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let Err(e) = wasmproxy_proxy::Server::start(config, Default::default()) else { panic!("started") };
+    let refusal =
+        "tls_certificates[0].ocsp_staple: a cluster's client certificate with an OCSP staple is not supported";
+    assert!(e.to_string().contains(refusal), "{e}");
 }
 
 #[test]

@@ -208,6 +208,11 @@ impl ActiveStream {
         let info = self.filters.info.clone();
         let (headers, filters) = (&self.request_headers, &mut self.filters);
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<TokioInstant>();
+        // The request's end: noted, and the route's deadline starts.
+        let ended = || {
+            info.borrow_mut().note_request_done();
+            let _ = ended_tx.send(TokioInstant::now());
+        };
         let send = async {
             let cx = TryContext { cluster: &cluster, headers, info: &info, whole_body: request.ended };
             let mut deadline = Deadline::new(timeout, ended_rx);
@@ -216,8 +221,7 @@ impl ActiveStream {
         };
         let ((sent, tries, deadline), pumped) = if request.ended && request.held.is_none() {
             // Nothing to stream: the request ended with its headers.
-            info.borrow_mut().note_request_done();
-            let _ = ended_tx.send(TokioInstant::now());
+            ended();
             (send.await, Ok(()))
         } else {
             let held = request.held;
@@ -226,8 +230,7 @@ impl ActiveStream {
                     Some(held) => send_held(held, tx).await,
                     None => filters.pump(Direction::Request, request.incoming, request.http1, tx).await,
                 };
-                info.borrow_mut().note_request_done();
-                let _ = ended_tx.send(TokioInstant::now());
+                ended();
                 pumped
             };
             // Boxed: a request with a body pays for the room both need, the rest do not.

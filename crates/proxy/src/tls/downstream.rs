@@ -3,6 +3,7 @@
 //! from by the client's hello as Envoy picks), client certificates asked for and checked
 //! (see `validation.rs`), resumption, and the TLS 1.2 suite picked as Envoy picks it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustls::crypto::CryptoProvider;
@@ -10,7 +11,7 @@ use rustls::server::{ProducesTickets, ResolvesServerCert, StoresServerSessions};
 use rustls::sign::CertifiedKey;
 use rustls::{CipherSuite, ServerConfig, SignatureScheme, SupportedCipherSuite};
 use tokio::net::TcpStream;
-use wasmproxy_config::model::{DownstreamTls, OcspStaplePolicy, TlsCertificate, TlsVersion};
+use wasmproxy_config::model::{CLUSTER_OCSP_STAPLE, DownstreamTls, OcspStaplePolicy, TlsCertificate, TlsVersion};
 
 use crate::tls::certificate::{CertificateDetails, CertificateInfo, ContextCertificates, server_names};
 use crate::tls::ocsp::{Staple, Stapling};
@@ -147,6 +148,9 @@ pub struct ServedCertificate {
     /// The strictest OCSP staple policy of the listeners serving it, a replacement is held
     /// to (none while only clusters present it).
     policy: RwLock<Option<OcspStaplePolicy>>,
+    /// A cluster presents it as its client certificate: a replacement may not have an
+    /// OCSP staple.
+    presented_by_cluster: AtomicBool,
 }
 
 /// A certificate and key as served, and what they say.
@@ -169,7 +173,7 @@ impl ServedCertificate {
     /// Reads and checks a certificate and its key (`tls_certificates[position]`).
     pub fn load(certificate: &TlsCertificate, position: usize) -> Result<ServedCertificate, String> {
         let served = RwLock::new(ServedCertificate::read(certificate, position)?);
-        Ok(ServedCertificate { served, policy: RwLock::new(None) })
+        Ok(ServedCertificate { served, policy: RwLock::new(None), presented_by_cluster: AtomicBool::new(false) })
     }
 
     /// Serves `certificate` from now on, once read and checked (else the current one stays).
@@ -177,6 +181,9 @@ impl ServedCertificate {
         let mut read = ServedCertificate::read(certificate, 0)?;
         if let Some(policy) = *self.policy.read().unwrap_or_else(|e| e.into_inner()) {
             read.staple.required(policy).map_err(|e| format!("tls_certificates[0]: {e}"))?;
+        }
+        if self.presented_by_cluster.load(Ordering::Relaxed) && read.staple.stapled.is_some() {
+            return Err(format!("tls_certificates[0].ocsp_staple: {CLUSTER_OCSP_STAPLE}"));
         }
         let mut served = self.served.write().unwrap_or_else(|e| e.into_inner());
         read.generation = served.generation + 1;
@@ -209,6 +216,16 @@ impl ServedCertificate {
         if strictest.is_none_or(|current| !stricter(current) && stricter(policy)) {
             *strictest = Some(policy);
         }
+        Ok(())
+    }
+
+    /// Checks that a cluster may present it as its client certificate (it has no OCSP
+    /// staple), and holds replacements to that from now on.
+    pub fn presented_by_cluster(&self) -> Result<(), String> {
+        if self.served().staple.stapled.is_some() {
+            return Err(format!("tls_certificates[0].ocsp_staple: {CLUSTER_OCSP_STAPLE}"));
+        }
+        self.presented_by_cluster.store(true, Ordering::Relaxed);
         Ok(())
     }
 

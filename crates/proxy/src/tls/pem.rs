@@ -9,7 +9,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::{CipherSuite, NamedGroup, SupportedCipherSuite};
-use wasmproxy_config::model::{DataSource, TlsAlgorithms, TlsCertificate, TlsVersion};
+use wasmproxy_config::model::{DataSource, MISSING_CA, TlsAlgorithms, TlsCertificate, TlsVersion};
 
 use crate::tls::certificate::CertificateDetails;
 use crate::tls::hkdf;
@@ -181,10 +181,7 @@ pub fn trust_anchors(
 ) -> Result<(rustls::RootCertStore, Option<CertificateDetails>), String> {
     let field = "validation_context.trusted_ca";
     let Some(source) = source else {
-        return Err(format!(
-            "{field}: SAN-based verification of peer certificates without trusted CA is insecure and not allowed \
-             (trusted_ca is required)"
-        ));
+        return Err(format!("{field}: {MISSING_CA}"));
     };
     let mut roots = rustls::RootCertStore::empty();
     let cas = certificates(source, field)?;

@@ -124,6 +124,9 @@ impl UpstreamTlsConfig {
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone());
         let client_certificate = tls.certificate.as_ref().map(|c| secrets.certificate(c)).transpose()?;
+        if let Some(certificate) = &client_certificate {
+            certificate.presented_by_cluster()?;
+        }
         let mut config = match &client_certificate {
             Some(certificate) => builder.with_client_cert_resolver(Arc::new(ClientCertificate(certificate.clone()))),
             None => builder.with_no_client_auth(),
