@@ -136,3 +136,33 @@ fn a_network_filter_that_traps_is_skipped_or_closes_by_its_failure_policy() {
     assert!(head.is_empty() && rest.is_empty(), "{head:?} {rest:?}");
     server.stop();
 }
+
+#[test]
+fn a_client_that_stops_reading_is_closed_at_the_idle_timeout() {
+    // An upstream that sends until its connection fails (1 GiB at most).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else { return };
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..16 * 1024 {
+            if stream.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let probe = serde_json::json!({"kind": "stream", "phases": {}});
+    let yaml = config(up, &probe)
+        .replace("          cluster: echo\n", "          cluster: echo\n          idle_timeout: 1s\n");
+    assert!(yaml.contains("idle_timeout"), "{yaml}");
+    let server = start(&yaml, 1);
+    let mut client = TcpStream::connect(server.listeners[0].1).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Bytes flow while the client reads; then it stops, and nothing more can go to it.
+    let mut first = vec![0u8; 256 * 1024];
+    client.read_exact(&mut first).unwrap();
+    let closed = common::until(|| stat(&server, "tcp.tcp.idle_timeout").to_string(), |n| n == "1");
+    assert_eq!(closed, "1", "the connection that takes no byte is idle");
+    drop(client);
+    server.stop();
+}

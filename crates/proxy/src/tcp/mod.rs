@@ -3,7 +3,7 @@
 //! `on_upstream_data` in reverse) to one endpoint of the cluster and back. Either side
 //! may be TLS (the filter chain's, the cluster's): the relay is generic over the transport.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -142,16 +142,18 @@ impl TcpChain {
         let (mut down_read_done, mut up_read_done) = (false, false);
         let (mut down_done, mut up_done) = (false, false);
         let mut last_done = PeerType::Remote;
+        // When bytes last moved either way: read, or sent (as Envoy counts them).
+        let moved = Cell::new(Instant::now());
         let mut idle = IdleTimer::new(self.idle_timeout);
         while !(down_done && up_done) {
             let event = tokio::select! {
                 n = read(downstream, &mut down_buf), if !down_read_done => Event::Downstream(n),
                 n = read(upstream, &mut up_buf), if !up_read_done => Event::Upstream(n),
                 (i, action) = next_action(filters) => Event::Action(i, action),
-                () = idle.expired() => Event::IdleTimer,
+                () = idle.expired(&moved) => Event::IdleTimer,
             };
             if matches!(event, Event::Downstream(Ok(_)) | Event::Upstream(Ok(_))) {
-                idle.bytes_moved();
+                moved.set(Instant::now());
             }
             let (direction, from, chunk, eos) = match event {
                 Event::Downstream(Ok(n)) => {
@@ -192,17 +194,28 @@ impl TcpChain {
             let Ok(out) = through(filters, direction, from, chunk, eos) else { return PeerType::Local };
             // Held by a filter: nothing goes on yet, the end neither.
             let Some(out) = out else { continue };
-            let written = match direction {
-                StreamType::Downstream => write(upstream, &out, eos).await,
-                _ => {
-                    info.borrow_mut().response_body_size += out.len() as u64;
-                    // Counted once written and before the end goes, so a client that saw
-                    // the close finds its bytes counted.
-                    let written = write(downstream, &out, false).await;
-                    if written.is_ok() {
-                        self.stats.tx_bytes_total.add(out.len() as u64);
+            let send = async {
+                match direction {
+                    StreamType::Downstream => write(upstream, &out, eos, &moved).await,
+                    _ => {
+                        info.borrow_mut().response_body_size += out.len() as u64;
+                        // Counted once written and before the end goes, so a client that
+                        // saw the close finds its bytes counted.
+                        let written = write(downstream, &out, false, &moved).await;
+                        if written.is_ok() {
+                            self.stats.tx_bytes_total.add(out.len() as u64);
+                        }
+                        written.and_then(|()| if eos { downstream.shutdown(Shutdown::Write) } else { Ok(()) })
                     }
-                    written.and_then(|()| if eos { downstream.shutdown(Shutdown::Write) } else { Ok(()) })
+                }
+            };
+            // A side that takes no byte for the idle timeout (a client that stopped
+            // reading) is idle too.
+            let written = tokio::select! {
+                written = send => written,
+                () = idle.expired(&moved) => {
+                    self.stats.idle_timeout.inc();
+                    return PeerType::Local;
                 }
             };
             // The upstream's end was read: it closed, whether or not the client still
@@ -225,13 +238,11 @@ impl TcpChain {
     }
 }
 
-/// `idle_timeout` on one connection: when bytes last came either way, and one timer,
-/// moved only when it fires (not on every read).
+/// `idle_timeout` on one connection: one timer, moved only when it fires (not each time
+/// bytes move).
 struct IdleTimer {
     /// The timeout (none: never).
     timeout: Option<Duration>,
-    /// When bytes last came.
-    last_bytes: Instant,
     /// Fires at the timeout after some earlier bytes, maybe not the last.
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
@@ -239,20 +250,15 @@ struct IdleTimer {
 impl IdleTimer {
     fn new(timeout: Option<Duration>) -> IdleTimer {
         let sleep = Box::pin(tokio::time::sleep(timeout.unwrap_or_default()));
-        IdleTimer { timeout, last_bytes: Instant::now(), sleep }
+        IdleTimer { timeout, sleep }
     }
 
-    /// Bytes came.
-    fn bytes_moved(&mut self) {
-        self.last_bytes = Instant::now();
-    }
-
-    /// Once the timeout has passed since bytes last came (never without a timeout).
-    async fn expired(&mut self) {
+    /// Once the timeout has passed since bytes last `moved` (never without a timeout).
+    async fn expired(&mut self, moved: &Cell<Instant>) {
         let Some(timeout) = self.timeout else { return std::future::pending().await };
         loop {
             self.sleep.as_mut().await;
-            let due = self.last_bytes + timeout;
+            let due = moved.get() + timeout;
             if Instant::now() >= due {
                 return;
             }
@@ -301,13 +307,17 @@ async fn read(from: &impl Transport, buf: &mut [u8]) -> std::io::Result<usize> {
     .await
 }
 
-/// Writes all of `bytes` (sent, not held in a TLS session), then the end if `eos`.
-async fn write(to: &impl Transport, mut bytes: &[u8], eos: bool) -> std::io::Result<()> {
+/// Writes all of `bytes` (sent, not held in a TLS session), then the end if `eos`;
+/// `moved` is set whenever some go.
+async fn write(to: &impl Transport, mut bytes: &[u8], eos: bool, moved: &Cell<Instant>) -> std::io::Result<()> {
     std::future::poll_fn(|cx| {
         while !bytes.is_empty() {
             std::task::ready!(to.poll_write_ready(cx))?;
             match to.try_write(bytes) {
-                Ok(n) => bytes = &bytes[n..],
+                Ok(n) => {
+                    bytes = &bytes[n..];
+                    moved.set(Instant::now());
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
