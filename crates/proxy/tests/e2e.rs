@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -925,4 +927,58 @@ fn a_certificate_that_cannot_be_read_stops_start_up_naming_the_field() {
         ),
         "{e}"
     );
+}
+
+/// An upstream answering each request with a 1 GiB body, sent until its connection fails.
+fn endless_upstream() -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let _ = stream.read(&mut [0u8; 4096]);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n");
+                let chunk = vec![b'x'; 64 * 1024];
+                for _ in 0..16 * 1024 {
+                    if stream.write_all(&chunk).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_client_that_stops_reading_a_response_is_cut_at_the_stream_idle_timeout_or_the_route_timeout() {
+    use std::io::{Read, Write};
+    let admin = "admin: { address: { socket_address: { address: 127.0.0.1, port_value: 0 } } }\n";
+    let yaml = format!("{admin}{}", config(endless_upstream(), ""));
+    let idle = yaml.replacen("stat_prefix: ingress\n", "stat_prefix: ingress\n          stream_idle_timeout: 1s\n", 1);
+    let route = yaml.replacen("route: { cluster: upstream }", "route: { cluster: upstream, timeout: 1s }", 1);
+    for (yaml, stat) in
+        [(idle, "http.ingress.downstream_rq_idle_timeout"), (route, "cluster.upstream.upstream_rq_timeout")]
+    {
+        let server = common::start(&yaml, 1);
+        let mut client = std::net::TcpStream::connect(server.listeners[0].1).unwrap();
+        client.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        client.write_all(b"GET /endless HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let mut first = vec![0u8; 256 * 1024];
+        client.read_exact(&mut first).unwrap();
+        assert!(first.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&first[..64]));
+        // The client reads nothing more: the stream is cut, as in Envoy.
+        let cut = common::until(|| common::stat(&server, stat).to_string(), |n| n == "1");
+        assert_eq!(cut, "1", "{stat}");
+        // And its connection closes: what was on its way comes, then the end.
+        let mut rest = Vec::new();
+        let end = client.read_to_end(&mut rest);
+        let timed_out =
+            matches!(&end, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut));
+        assert!(!timed_out, "{stat}: the connection stays open ({end:?}, {} more bytes)", rest.len());
+        assert!(rest.len() < 1 << 30, "{stat}: the body was cut");
+        server.stop();
+    }
 }

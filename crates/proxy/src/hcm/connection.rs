@@ -28,6 +28,8 @@ enum End {
     Idle,
     /// `request_headers_timeout` (Envoy's default: none): a request's headers took too long.
     HeadersLate,
+    /// The HTTP/1 stream was reset (its response cut): the connection closes.
+    StreamReset,
 }
 
 /// The protocol the client speaks, from its first bytes.
@@ -90,6 +92,7 @@ async fn serve_connection<T: Transport>(
             () = stopping.as_mut() => End::Stopping,
             () = idle => End::Idle,
             () = headers => End::HeadersLate,
+            () = activity.reset_asked() => End::StreamReset,
         }
     };
     let mut end = std::pin::pin!(end);
@@ -193,6 +196,12 @@ fn ends_hyper(hcm: &Hcm, socket: &impl Transport, end: End) -> bool {
             // No stream exists yet: Envoy's 408 goes straight to the socket, which closes.
             hcm.stats.rq_header_timeout.inc();
             answer_header_timeout(socket, &hcm.config.server_name);
+            false
+        }
+        End::StreamReset => {
+            // What hyper holds for the client goes with it, as Envoy closes without
+            // flushing a reset stream's connection.
+            let _ = socket.shutdown(std::net::Shutdown::Both);
             false
         }
     }

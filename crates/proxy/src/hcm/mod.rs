@@ -33,7 +33,7 @@ use crate::hcm::path::PathVerdict;
 use crate::hcm::route_table::{Matched, RouteTable};
 use crate::hcm::router::{Downstream, Target, note_route};
 use crate::hcm::upgrade::UpgradeRequest;
-use crate::http::body::{Aborted, ProxyBody, ended_on_headers, whole, whole_without_length};
+use crate::http::body::{ProxyBody, ended_on_headers, whole, whole_without_length};
 use crate::http::convert;
 use crate::http::direction::Direction;
 use crate::http::downstream::TunnelHandoff;
@@ -687,7 +687,11 @@ impl ActiveStream {
                 }
             };
             if late {
-                let _ = abort.send(Err(Aborted)).await;
+                abort.abort();
+                let mut info = stream.filters.info.borrow_mut();
+                info.response_flags.set(ResponseFlag::UpstreamRequestTimeout);
+                cluster.timed_out_responding(info.upstream, false);
+                info.reset_downstream();
             } else {
                 cluster.stats().response_time(sent.elapsed(), external);
             }

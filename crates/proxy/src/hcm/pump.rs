@@ -8,7 +8,7 @@ use hyper::body::{Body as _, Frame, Incoming};
 use wasmproxy_host::Headers;
 
 use crate::hcm::{HeldBody, Processed, ResponseBody, StreamFilters, UpstreamBody};
-use crate::http::body::{Aborted, BodySender};
+use crate::http::body::{BodySender, Unsent};
 use crate::http::convert;
 use crate::http::direction::Direction;
 use crate::http::reply::{DataVerdict, LocalReply};
@@ -49,7 +49,7 @@ impl StreamFilters {
         if result.is_err()
             && let Some(tx) = abort
         {
-            let _ = tx.send(Err(Aborted)).await;
+            tx.abort();
         }
         result
     }
@@ -73,7 +73,7 @@ impl StreamFilters {
             let opened = self.opened.take();
             if let Some(bytes) = out.filter(|b| !b.is_empty())
                 && let Some(sender) = &tx
-                && sender.send(Ok(Frame::data(bytes))).await.is_err()
+                && self.send_within_idle(sender, Frame::data(bytes), direction).await?.is_err()
             {
                 // The other side went away; keep reading so the filters see the end.
                 tx = None;
@@ -88,11 +88,26 @@ impl StreamFilters {
                 (None, None) => None,
             };
             if let (Some(trailers), Some(sender)) = (trailers, &tx) {
-                let _ = sender.send(Ok(Frame::trailers(convert::header_map(&trailers)))).await;
+                let _ =
+                    self.send_within_idle(sender, Frame::trailers(convert::header_map(&trailers)), direction).await?;
             }
             if piece.eos {
                 return Ok(());
             }
+        }
+    }
+
+    /// Sends `frame` on, within the stream's idle timeout: a peer that takes nothing for
+    /// that long (a client that stopped reading) leaves the stream idle, as in Envoy.
+    async fn send_within_idle(
+        &self,
+        sender: &BodySender,
+        frame: Frame<Bytes>,
+        direction: Direction,
+    ) -> Result<Result<(), Unsent>, Processed> {
+        match self.hcm.config.stream_idle_timeout {
+            Some(t) => tokio::time::timeout(t, sender.send(Ok(frame))).await.map_err(|_| self.stream_idle(direction)),
+            None => Ok(sender.send(Ok(frame)).await),
         }
     }
 
@@ -454,6 +469,7 @@ impl StreamFilters {
         i.response_flags.set(ResponseFlag::StreamIdleTimeout);
         i.response_code_details = "stream_idle_timeout".into();
         if direction == Direction::Response {
+            i.reset_downstream();
             return Processed::Reset;
         }
         let reply =

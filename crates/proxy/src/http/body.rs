@@ -86,6 +86,15 @@ impl BodySender {
         .await
     }
 
+    /// Ends the body with a reset after the frames it holds, without waiting for room (a
+    /// reader that takes nothing cannot hold the abort back).
+    pub fn abort(&self) {
+        let shared = self.0.borrow_mut();
+        if !shared.dropped {
+            push(shared, Err(Aborted));
+        }
+    }
+
     /// Sends `frame` if the body has room for it now.
     pub fn try_send(&self, frame: Result<Frame<Bytes>, Aborted>) -> Result<(), Unsent> {
         let shared = self.0.borrow_mut();

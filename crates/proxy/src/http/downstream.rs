@@ -48,6 +48,11 @@ pub struct Activity {
     pub parking: Cell<bool>,
     /// A stream switched protocols: the connection goes to its tunnel once hyper is done.
     pub tunnel: std::cell::RefCell<Option<TunnelHandoff>>,
+    /// An HTTP/1 stream was reset: the connection closes at once, even while hyper waits
+    /// to write to a client that reads nothing.
+    reset: Cell<bool>,
+    /// Who waits for [`Activity::reset`].
+    reset_waiter: std::cell::RefCell<Option<std::task::Waker>>,
 }
 
 /// A client connection as an upgraded stream's tunnel takes it over.
@@ -76,6 +81,26 @@ impl Activity {
         self.streams_opened.set(self.streams_opened.get() + 1);
         self.headers_began.set(None);
         self.head_released.set(false);
+    }
+
+    /// Closes the connection under its HTTP/1 stream, which is reset (its response cut).
+    pub fn reset(&self) {
+        self.reset.set(true);
+        if let Some(waiter) = self.reset_waiter.take() {
+            waiter.wake();
+        }
+    }
+
+    /// Once a stream asked for the connection to close ([`Activity::reset`]).
+    pub async fn reset_asked(&self) {
+        std::future::poll_fn(|cx| {
+            if self.reset.get() {
+                return std::task::Poll::Ready(());
+            }
+            *self.reset_waiter.borrow_mut() = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     /// A stream ended.

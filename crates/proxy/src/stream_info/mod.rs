@@ -138,6 +138,15 @@ pub struct StreamInfo {
 pub type StreamRef = Rc<RefCell<StreamInfo>>;
 
 impl StreamInfo {
+    /// The stream is reset after its response started: an HTTP/1 connection closes at
+    /// once, since hyper may be waiting to write to a client that reads nothing (HTTP/2
+    /// resets the stream alone, by its body).
+    pub fn reset_downstream(&self) {
+        if self.protocol != "HTTP/2" {
+            self.connection.activity.reset();
+        }
+    }
+
     /// A new stream on a connection.
     pub fn new(connection: Rc<ConnectionInfo>, protocol: &'static str) -> StreamInfo {
         let downstream_remote = connection.peer;

@@ -327,10 +327,16 @@ impl Cluster {
     /// response headers: Envoy's router counts `upstream_rq_timeout` (for the route's) and
     /// charges 504.
     pub fn timed_out(&self, external: bool, endpoint: Option<SocketAddr>, per_try: bool) {
+        self.stats.charge(504, external);
+        self.timed_out_responding(endpoint, per_try);
+    }
+
+    /// The route's timeout passed while the response streamed (its headers gone, so no
+    /// 504 is counted, as in Envoy).
+    pub fn timed_out_responding(&self, endpoint: Option<SocketAddr>, per_try: bool) {
         if !per_try {
             self.stats.rq_timeout.inc();
         }
-        self.stats.charge(504, external);
         if let Some(m) = endpoint.and_then(|a| self.endpoints.borrow().iter().find(|m| m.pool.addr() == a).cloned()) {
             m.pool.host().rq_timeout.inc();
             m.pool.host().rq_error.inc();
