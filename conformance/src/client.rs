@@ -68,6 +68,9 @@ pub struct Request {
     /// compiled and on the workers in wasmproxy; Envoy counts it as the update comes and
     /// warms the listener).
     pub applied_when: Option<&'static str>,
+    /// The client reads this many bytes of the answer, then nothing for this many
+    /// milliseconds (see [`Request::stalled`]).
+    pub stall: Option<(usize, u64)>,
 }
 
 impl Request {
@@ -94,7 +97,15 @@ impl Request {
             upgrade: None,
             pause_ms: 0,
             applied_when: None,
+            stall: None,
         }
+    }
+
+    /// An HTTP/1.1 GET of `path` whose client reads the first `bytes` of the answer, then
+    /// nothing for `ms` milliseconds, then reads on: the status line, and whether the proxy
+    /// ended the connection meanwhile.
+    pub fn stalled(path: &str, bytes: usize, ms: u64) -> Request {
+        Request { method: "STALLED", stall: Some((bytes, ms)), ..Request::get(path) }
     }
 
     /// A POST of `body` to `path`.
@@ -221,6 +232,9 @@ const FRAMING: &[&str] = &["transfer-encoding", "connection", "keep-alive"];
 pub async fn send(addr: SocketAddr, request: &Request) -> String {
     if let Some(bytes) = &request.raw {
         return raw(addr, bytes, request.hold_open, request.give_up_ms).await;
+    }
+    if let Some((bytes, ms)) = request.stall {
+        return stalled(addr, &request.path, bytes, ms).await;
     }
     if let Some((kind, messages)) = &request.upgrade {
         if request.http2 {
@@ -510,6 +524,40 @@ async fn raw(addr: SocketAddr, bytes: &[u8], hold_open: bool, give_up_ms: Option
             format!("the client gave up after {} ms\n", wait.as_millis())
         }
         Err(_) => "no answer in 10 s\n".into(),
+    }
+}
+
+/// [`Request::stalled`]: the status line, then whether the connection ended while the
+/// client read nothing (it reads on for 5 s at most: what was on its way, then the end).
+async fn stalled(addr: SocketAddr, path: &str, bytes: usize, ms: u64) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let head = format!("GET {path} HTTP/1.1\r\nhost: conformance.test\r\n\r\n");
+        stream.write_all(head.as_bytes()).await?;
+        let mut first = vec![0u8; bytes];
+        stream.read_exact(&mut first).await?;
+        let status = String::from_utf8_lossy(first.split(|b| *b == b'\r').next().unwrap_or_default()).into_owned();
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        let mut buf = vec![0u8; 1 << 20];
+        let read_on = async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let after = match tokio::time::timeout(Duration::from_secs(5), read_on).await {
+            Ok(()) => "the connection ended",
+            Err(_) => "the connection stayed open",
+        };
+        Ok::<_, std::io::Error>(format!("status: {status}\nafter the client read nothing for {ms} ms: {after}\n"))
+    };
+    match tokio::time::timeout(Duration::from_secs(10 + ms / 1000), exchange).await {
+        Ok(Ok(described)) => described,
+        Ok(Err(e)) => format!("connection failed: {}\n", e.kind()),
+        Err(_) => "no answer in time\n".into(),
     }
 }
 

@@ -69,6 +69,22 @@ pub fn scenarios() -> Vec<Scenario> {
             "          path_with_escaped_slashes_action: REJECT_REQUEST\n          strip_matching_host_port: true\n",
             &["/a%2Fb", "/a%5cb", "/plain/%41"],
         ),
+        stalled_reader(
+            "hcm_stream_idle_client_stops_reading",
+            "stream_idle_timeout 1s: a client that stops reading a long response is idle, its stream reset \
+             and its connection closed (downstream_rq_idle_timeout)",
+            "          stream_idle_timeout: 1s\n",
+            "",
+            &[r"^http\.ingress\.downstream_rq_idle_timeout"],
+        ),
+        stalled_reader(
+            "route_timeout_client_stops_reading",
+            "a route timeout of 1s passing while a client that stopped reading gets a long response: the \
+             response is cut and the connection closed (upstream_rq_timeout)",
+            "",
+            "timeout: 1s",
+            &[r"^cluster\.upstream\.upstream_rq_timeout"],
+        ),
         paths(
             "hcm_escaped_slashes_redirected",
             "path_with_escaped_slashes_action UNESCAPE_AND_REDIRECT with normalize_path",
@@ -76,6 +92,25 @@ pub fn scenarios() -> Vec<Scenario> {
             &["/a%2fb/../c?q=%2F", "/plain/./x"],
         ),
     ]
+}
+
+/// A client that reads the start of a long response (the upstream's `/endless`), then
+/// nothing for 2.5 s, through a connection manager with `hcm` and, if `timeout` is given,
+/// that timeout on the route the request takes; `stats` are compared.
+fn stalled_reader(
+    name: &'static str,
+    about: &'static str,
+    hcm: &str,
+    timeout: &str,
+    stats: &'static [&'static str],
+) -> Scenario {
+    let mut config = bootstrap_hcm("", hcm, "");
+    if !timeout.is_empty() {
+        let route = "                route: { cluster: upstream }\n";
+        config = config.replacen(route, &format!("                route: {{ cluster: upstream, {timeout} }}\n"), 1);
+    }
+    let requests = vec![Request::stalled("/endless", 256 * 1024, 2500)];
+    Scenario { stats, ..crate::scenarios::s(name, about, config, requests) }
 }
 
 /// Raw HTTP/1.1 GETs of `paths` (the host with a port) through a connection manager with

@@ -278,7 +278,8 @@ static FLAKY_SEEN: std::sync::LazyLock<Mutex<std::collections::HashMap<String, u
 
 /// Answers by path: `/status/N` with status N, `/flaky/<n>/...` with 503 for its first n
 /// requests then 200, `/chunks` in three chunks 50 ms apart,
-/// `/trailers` with response trailers, `/sleep` after 300 ms, `/big` with 64 KiB, `/text/<n>`
+/// `/trailers` with response trailers, `/sleep` after 300 ms, `/big` with 64 KiB,
+/// `/endless` with a 1 GiB body sent as fast as it is taken, `/text/<n>`
 /// with n bytes of text, `/echo` with the request body, `/modules/<build>/<file>` with a test plugin (see [`module`]);
 /// anything else with a small fixed body.
 async fn respond(path: &str, request_body: &Bytes) -> http::Response<Body> {
@@ -309,6 +310,19 @@ async fn respond(path: &str, request_body: &Bytes) -> http::Response<Body> {
             builder.body(full(Bytes::from("slept")))
         }
         "/big" => builder.body(full(Bytes::from(vec![b'b'; 64 * 1024]))),
+        "/endless" => {
+            const CHUNK: usize = 64 * 1024;
+            let (tx, body) = FrameBody::channel();
+            tokio::spawn(async move {
+                let chunk = Bytes::from(vec![b'e'; CHUNK]);
+                for _ in 0..(1 << 30) / CHUNK {
+                    if tx.send(Frame::data(chunk.clone())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            builder.header("content-length", (1usize << 30).to_string()).body(body.boxed())
+        }
         // `/text/<n>`: n bytes of text that compresses well.
         p if p.starts_with("/text/") => {
             let n: usize = p["/text/".len()..].split('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);

@@ -194,21 +194,7 @@ impl TcpChain {
             let Ok(out) = through(filters, direction, from, chunk, eos) else { return PeerType::Local };
             // Held by a filter: nothing goes on yet, the end neither.
             let Some(out) = out else { continue };
-            let send = async {
-                match direction {
-                    StreamType::Downstream => write(upstream, &out, eos, &moved).await,
-                    _ => {
-                        info.borrow_mut().response_body_size += out.len() as u64;
-                        // Counted once written and before the end goes, so a client that
-                        // saw the close finds its bytes counted.
-                        let written = write(downstream, &out, false, &moved).await;
-                        if written.is_ok() {
-                            self.stats.tx_bytes_total.add(out.len() as u64);
-                        }
-                        written.and_then(|()| if eos { downstream.shutdown(Shutdown::Write) } else { Ok(()) })
-                    }
-                }
-            };
+            let send = self.pass_on(direction, &out, eos, (downstream, upstream), info, &moved);
             // A side that takes no byte for the idle timeout (a client that stopped
             // reading) is idle too.
             let written = tokio::select! {
@@ -235,6 +221,28 @@ impl TcpChain {
             }
         }
         last_done
+    }
+
+    /// Writes `out` on in `direction` (the client's bytes to the upstream, the upstream's
+    /// to the client), then the end if `eos`; `moved` is set whenever bytes go.
+    async fn pass_on(
+        &self,
+        direction: StreamType,
+        out: &[u8],
+        eos: bool,
+        (downstream, upstream): (&impl Transport, &impl Transport),
+        info: &StreamRef,
+        moved: &Cell<Instant>,
+    ) -> std::io::Result<()> {
+        if direction == StreamType::Downstream {
+            return write(upstream, out, eos, moved).await;
+        }
+        info.borrow_mut().response_body_size += out.len() as u64;
+        // Counted once written and before the end goes, so a client that saw the close
+        // finds its bytes counted.
+        write(downstream, out, false, moved).await?;
+        self.stats.tx_bytes_total.add(out.len() as u64);
+        if eos { downstream.shutdown(Shutdown::Write) } else { Ok(()) }
     }
 }
 
