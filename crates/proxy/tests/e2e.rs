@@ -982,3 +982,47 @@ fn a_client_that_stops_reading_a_response_is_cut_at_the_stream_idle_timeout_or_t
         server.stop();
     }
 }
+
+#[test]
+fn an_upstream_that_stops_reading_a_request_body_gets_the_client_a_408_at_the_stream_idle_timeout() {
+    use std::io::{Read, Write};
+    // An upstream that takes connections and never reads from them or answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(4).collect();
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        drop(held);
+    });
+    let admin = "admin: { address: { socket_address: { address: 127.0.0.1, port_value: 0 } } }\n";
+    let yaml = format!("{admin}{}", config(up, "")).replacen(
+        "stat_prefix: ingress\n",
+        "stat_prefix: ingress\n          stream_idle_timeout: 1s\n",
+        1,
+    );
+    let server = common::start(&yaml, 1);
+    let mut client = std::net::TcpStream::connect(server.listeners[0].1).unwrap();
+    client.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let length = 64 << 20;
+    client
+        .write_all(format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {length}\r\n\r\n").as_bytes())
+        .unwrap();
+    // The body goes until nothing more is taken (or the proxy closes).
+    let mut feeder = client.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let chunk = vec![b'y'; 64 * 1024];
+        for _ in 0..length / chunk.len() {
+            if feeder.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    // Envoy's answer once the stream has been idle for its timeout, not the route's.
+    let mut answer = vec![0u8; 4096];
+    let n = client.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.ends_with("stream timeout"), "{answer}");
+    assert_eq!(common::stat(&server, "http.ingress.downstream_rq_idle_timeout"), 1);
+    server.stop();
+}

@@ -219,10 +219,10 @@ impl ActiveStream {
             let (r, tries) = retry::send(&cx, body, &mut deadline, retries).await;
             (r, tries, deadline.at())
         };
-        let ((sent, tries, deadline), pumped) = if request.ended && request.held.is_none() {
+        let (sent, tries, deadline) = if request.ended && request.held.is_none() {
             // Nothing to stream: the request ended with its headers.
             ended();
-            (send.await, Ok(()))
+            send.await
         } else {
             let held = request.held;
             let pump = async {
@@ -233,10 +233,22 @@ impl ActiveStream {
                 ended();
                 pumped
             };
-            // Boxed: a request with a body pays for the room both need, the rest do not.
-            Box::pin(async { tokio::join!(send, pump) }).await
+            // Boxed: a request with a body pays for the room both need, the rest do not. A
+            // body that fails (a filter's local reply, the client gone, the stream idle) ends
+            // the wait for the answer: the upstream request is dropped, as Envoy resets it,
+            // even when the upstream reads nothing and would never see the body's abort.
+            Box::pin(async {
+                tokio::pin!(send, pump);
+                tokio::select! {
+                    sent = &mut send => pump.await.map(|()| sent),
+                    pumped = &mut pump => match pumped {
+                        Ok(()) => Ok(send.await),
+                        Err(failed) => Err(failed),
+                    },
+                }
+            })
+            .await?
         };
-        pumped?;
         let external = crate::upstream::cluster::is_external(headers);
         match &sent {
             Err(UpstreamError::Timeout) => cluster.timed_out(external, info.borrow().upstream, false),
