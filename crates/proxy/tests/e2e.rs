@@ -929,34 +929,11 @@ fn a_certificate_that_cannot_be_read_stops_start_up_naming_the_field() {
     );
 }
 
-/// An upstream answering each request with a 1 GiB body, sent until its connection fails.
-fn endless_upstream() -> SocketAddr {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let _ = stream.read(&mut [0u8; 4096]);
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n");
-                let chunk = vec![b'x'; 64 * 1024];
-                for _ in 0..16 * 1024 {
-                    if stream.write_all(&chunk).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 #[test]
 fn a_client_that_stops_reading_a_response_is_cut_at_the_stream_idle_timeout_or_the_route_timeout() {
     use std::io::{Read, Write};
     let admin = "admin: { address: { socket_address: { address: 127.0.0.1, port_value: 0 } } }\n";
-    let yaml = format!("{admin}{}", config(endless_upstream(), ""));
+    let yaml = format!("{admin}{}", config(common::endless_upstream(), ""));
     let idle = yaml.replacen("stat_prefix: ingress\n", "stat_prefix: ingress\n          stream_idle_timeout: 1s\n", 1);
     let route = yaml.replacen("route: { cluster: upstream }", "route: { cluster: upstream, timeout: 1s }", 1);
     for (yaml, stat) in
@@ -990,9 +967,10 @@ fn an_upstream_that_stops_reading_a_request_body_gets_the_client_a_408_at_the_st
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let up = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        let held: Vec<_> = listener.incoming().take(4).collect();
-        std::thread::sleep(std::time::Duration::from_secs(30));
-        drop(held);
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
     });
     let admin = "admin: { address: { socket_address: { address: 127.0.0.1, port_value: 0 } } }\n";
     let yaml = format!("{admin}{}", config(up, "")).replacen(

@@ -139,18 +139,7 @@ fn a_network_filter_that_traps_is_skipped_or_closes_by_its_failure_policy() {
 
 #[test]
 fn a_client_that_stops_reading_is_closed_at_the_idle_timeout() {
-    // An upstream that sends until its connection fails (1 GiB at most).
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let up = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let Ok((mut stream, _)) = listener.accept() else { return };
-        let chunk = vec![b'x'; 64 * 1024];
-        for _ in 0..16 * 1024 {
-            if stream.write_all(&chunk).is_err() {
-                return;
-            }
-        }
-    });
+    let up = common::endless_upstream();
     let probe = serde_json::json!({"kind": "stream", "phases": {}});
     let yaml = config(up, &probe)
         .replace("          cluster: echo\n", "          cluster: echo\n          idle_timeout: 1s\n");
@@ -158,6 +147,7 @@ fn a_client_that_stops_reading_is_closed_at_the_idle_timeout() {
     let server = start(&yaml, 1);
     let mut client = TcpStream::connect(server.listeners[0].1).unwrap();
     client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    client.write_all(b"GET /endless HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
     // Bytes flow while the client reads; then it stops, and nothing more can go to it.
     let mut first = vec![0u8; 256 * 1024];
     client.read_exact(&mut first).unwrap();

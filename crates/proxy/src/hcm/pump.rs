@@ -8,7 +8,7 @@ use hyper::body::{Body as _, Frame, Incoming};
 use wasmproxy_host::Headers;
 
 use crate::hcm::{HeldBody, Processed, ResponseBody, StreamFilters, UpstreamBody};
-use crate::http::body::{BodySender, Unsent};
+use crate::http::body::BodySender;
 use crate::http::convert;
 use crate::http::direction::Direction;
 use crate::http::reply::{DataVerdict, LocalReply};
@@ -73,7 +73,7 @@ impl StreamFilters {
             let opened = self.opened.take();
             if let Some(bytes) = out.filter(|b| !b.is_empty())
                 && let Some(sender) = &tx
-                && self.send_within_idle(sender, Frame::data(bytes), direction).await?.is_err()
+                && self.within_idle(sender.send(Ok(Frame::data(bytes))), direction).await?.is_err()
             {
                 // The other side went away; keep reading so the filters see the end.
                 tx = None;
@@ -88,8 +88,8 @@ impl StreamFilters {
                 (None, None) => None,
             };
             if let (Some(trailers), Some(sender)) = (trailers, &tx) {
-                let _ =
-                    self.send_within_idle(sender, Frame::trailers(convert::header_map(&trailers)), direction).await?;
+                let trailers = Frame::trailers(convert::header_map(&trailers));
+                let _ = self.within_idle(sender.send(Ok(trailers)), direction).await?;
             }
             if piece.eos {
                 return Ok(());
@@ -97,17 +97,13 @@ impl StreamFilters {
         }
     }
 
-    /// Sends `frame` on, within the stream's idle timeout: a peer that takes nothing for
-    /// that long (a client that stopped reading) leaves the stream idle, as in Envoy.
-    async fn send_within_idle(
-        &self,
-        sender: &BodySender,
-        frame: Frame<Bytes>,
-        direction: Direction,
-    ) -> Result<Result<(), Unsent>, Processed> {
+    /// Waits for `step` (a piece of the body from the peer, or room for one on the other
+    /// side) within the stream's idle timeout: nothing moving for that long (a peer that
+    /// sends nothing, or a client that stopped reading) leaves the stream idle, as in Envoy.
+    async fn within_idle<T>(&self, step: impl Future<Output = T>, direction: Direction) -> Result<T, Processed> {
         match self.hcm.config.stream_idle_timeout {
-            Some(t) => tokio::time::timeout(t, sender.send(Ok(frame))).await.map_err(|_| self.stream_idle(direction)),
-            None => Ok(sender.send(Ok(frame)).await),
+            Some(t) => tokio::time::timeout(t, step).await.map_err(|_| self.stream_idle(direction)),
+            None => Ok(step.await),
         }
     }
 
@@ -120,13 +116,7 @@ impl StreamFilters {
     ) -> Result<Option<BodyPiece>, Processed> {
         let next = match source.pending.take() {
             Some(frame) => frame,
-            None => match self.hcm.config.stream_idle_timeout {
-                Some(t) => match tokio::time::timeout(t, source.incoming.frame()).await {
-                    Ok(next) => next,
-                    Err(_) => return Err(self.stream_idle(direction)),
-                },
-                None => source.incoming.frame().await,
-            },
+            None => self.within_idle(source.incoming.frame(), direction).await?,
         };
         let piece = |chunk, eos, trailers| Some(BodyPiece { chunk, eos, trailers });
         match next {

@@ -1,5 +1,5 @@
 //! What several of this crate's end-to-end tests share: starting a server from YAML,
-//! reading its admin stats, an echo upstream and a naming HTTP upstream, plain HTTP/1.1
+//! reading its admin stats, an echo upstream, an endless one and a naming HTTP upstream, plain HTTP/1.1
 //! requests, waiting for a change, replacing a watched file, the test plugins.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
@@ -56,6 +56,28 @@ pub fn echo_upstream() -> SocketAddr {
                 let copy = stream.try_clone().unwrap();
                 echo(stream);
                 let _ = copy.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// An upstream answering each connection's request with a 1 GiB HTTP/1.1 body, sent until
+/// the connection fails.
+pub fn endless_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = stream.read(&mut [0u8; 4096]);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n");
+                let chunk = vec![b'x'; 64 * 1024];
+                for _ in 0..16 * 1024 {
+                    if stream.write_all(&chunk).is_err() {
+                        return;
+                    }
+                }
             });
         }
     });
