@@ -137,6 +137,60 @@ fn a_network_filter_that_traps_is_skipped_or_closes_by_its_failure_policy() {
     server.stop();
 }
 
+/// An upstream that sends `n` bytes before it reads any, then reads to the end and
+/// reports how many it got; the connections' buffers small, so they soon fill.
+fn upstream_that_writes_first(n: usize) -> (SocketAddr, std::sync::mpsc::Receiver<usize>) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    socket.set_send_buffer_size(64 * 1024).unwrap();
+    socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    socket.listen(8).unwrap();
+    let listener = std::net::TcpListener::from(socket);
+    let addr = listener.local_addr().unwrap();
+    let (got, report) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let chunk = vec![b'u'; 64 * 1024];
+        for _ in 0..n / chunk.len() {
+            if stream.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        let read = std::io::copy(&mut stream, &mut std::io::sink()).unwrap_or(0);
+        let _ = got.send(read as usize);
+    });
+    (addr, report)
+}
+
+#[test]
+fn bytes_move_both_ways_at_once_past_an_upstream_that_writes_before_it_reads() {
+    // A relay that waits on one side's write reads nothing from the other: here the
+    // upstream takes no byte until the client has all of its 64 MiB, and the client's 64 MiB
+    // fill the upstream's buffers long before. Envoy moves the two ways independently.
+    const N: usize = 64 * 1024 * 1024;
+    let (up, upstream_got) = upstream_that_writes_first(N);
+    let probe = serde_json::json!({"kind": "stream", "phases": {}});
+    let server = start(&config(up, &probe), 1);
+    let mut client = TcpStream::connect(server.listeners[0].1).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut sender = client.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'c'; 64 * 1024];
+        for _ in 0..N / chunk.len() {
+            sender.write_all(&chunk).unwrap();
+        }
+        sender.shutdown(Shutdown::Write).unwrap();
+    });
+    let got = std::io::copy(&mut client, &mut std::io::sink());
+    assert_eq!(got.ok(), Some(N as u64), "the client gets all the upstream sent, and its end");
+    writer.join().unwrap();
+    let sent = upstream_got.recv_timeout(Duration::from_secs(30));
+    assert_eq!(sent.ok(), Some(N), "the upstream gets all the client sent, and its end");
+    assert_eq!(stat(&server, "tcp.tcp.downstream_cx_tx_bytes_total"), N as u64);
+    assert_eq!(stat(&server, "tcp.tcp.downstream_cx_rx_bytes_total"), N as u64);
+    server.stop();
+}
+
 #[test]
 fn a_client_that_stops_reading_is_closed_at_the_idle_timeout() {
     let up = common::endless_upstream();

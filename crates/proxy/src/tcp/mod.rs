@@ -4,15 +4,17 @@
 //! may be TLS (the filter chain's, the cluster's): the relay is generic over the transport.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use std::net::Shutdown;
 use wasmproxy_abi::{PeerType, StreamType};
 use wasmproxy_config::model::FailurePolicy;
 use wasmproxy_host::StreamAction;
+use wasmproxy_stats::Counter;
 
 use crate::http::transport::Transport;
 use crate::limits::{BUFFER_LIMIT_BYTES, TCP_READ_BYTES};
@@ -49,6 +51,8 @@ enum Event {
     Downstream(std::io::Result<usize>),
     Upstream(std::io::Result<usize>),
     Action(usize, StreamAction),
+    /// All that waited for one side (bytes going that way) was sent: `true` with the end.
+    Sent(StreamType, std::io::Result<bool>),
     /// The idle timer fired (it may have been pushed back since).
     IdleTimer,
 }
@@ -128,8 +132,9 @@ impl TcpChain {
 
     /// Moves bytes both ways until both sides are done; returns who closed the downstream
     /// connection (the client, if its end came last; else the proxy, after the upstream's).
-    /// When the upstream closes, the filters hear it then (as in Envoy, with the peer
-    /// unknown).
+    /// The two ways move independently, as in Envoy: while one side takes no bytes, the
+    /// other way goes on; a side is not read while its last bytes wait to be sent. When
+    /// the upstream closes, the filters hear it then (as in Envoy, with the peer unknown).
     async fn relay(
         &self,
         filters: &mut [Option<ConnectionFilter>],
@@ -140,16 +145,22 @@ impl TcpChain {
         let (mut down_buf, mut up_buf) = (vec![0u8; TCP_READ_BYTES], vec![0u8; TCP_READ_BYTES]);
         // Whether each side's end was read, and whether it went through to the other side.
         let (mut down_read_done, mut up_read_done) = (false, false);
-        let (mut down_done, mut up_done) = (false, false);
-        let mut last_done = PeerType::Remote;
+        let mut ends = Ends { client: false, upstream: false, last: PeerType::Remote };
+        // What waits to be sent to each side.
+        let (mut to_up, mut to_down) = (Outbound::default(), Outbound::default());
         // When bytes last moved either way: read, or sent (as Envoy counts them).
         let moved = Cell::new(Instant::now());
         let mut idle = IdleTimer::new(self.idle_timeout);
-        while !(down_done && up_done) {
+        let tx_bytes = &self.stats.tx_bytes_total;
+        while !(ends.client && ends.upstream) {
             let event = tokio::select! {
-                n = read(downstream, &mut down_buf), if !down_read_done => Event::Downstream(n),
-                n = read(upstream, &mut up_buf), if !up_read_done => Event::Upstream(n),
+                n = read(downstream, &mut down_buf), if !down_read_done && to_up.is_empty() => Event::Downstream(n),
+                n = read(upstream, &mut up_buf), if !up_read_done && to_down.is_empty() => Event::Upstream(n),
+                (direction, sent) = send_either((&mut to_up, upstream), (&mut to_down, downstream), &moved, tx_bytes),
+                    if !(to_up.is_empty() && to_down.is_empty()) => Event::Sent(direction, sent),
                 (i, action) = next_action(filters) => Event::Action(i, action),
+                // A side that takes no byte for the idle timeout (a client that stopped
+                // reading) is idle too.
                 () = idle.expired(&moved) => Event::IdleTimer,
             };
             if matches!(event, Event::Downstream(Ok(_)) | Event::Upstream(Ok(_))) {
@@ -173,6 +184,8 @@ impl TcpChain {
                     upstream_closed(filters);
                     return PeerType::Local;
                 }
+                Event::Sent(direction, sent) if ends.sent(direction, &sent) => continue,
+                Event::Sent(..) => return PeerType::Local,
                 Event::Action(_, StreamAction::Close(_)) => return PeerType::Local,
                 // A filter lets go of what it held: it goes on from the next filter.
                 Event::Action(i, StreamAction::Continue(direction)) => {
@@ -194,55 +207,157 @@ impl TcpChain {
             let Ok(out) = through(filters, direction, from, chunk, eos) else { return PeerType::Local };
             // Held by a filter: nothing goes on yet, the end neither.
             let Some(out) = out else { continue };
-            let send = self.pass_on(direction, &out, eos, (downstream, upstream), info, &moved);
-            // A side that takes no byte for the idle timeout (a client that stopped
-            // reading) is idle too.
-            let written = tokio::select! {
-                written = send => written,
-                () = idle.expired(&moved) => {
-                    self.stats.idle_timeout.inc();
-                    return PeerType::Local;
+            let sent = if direction == StreamType::Downstream {
+                to_up.push(out, eos);
+                to_up.send_now(upstream, &moved, None).await
+            } else {
+                info.borrow_mut().response_body_size += out.len() as u64;
+                to_down.push(out, eos);
+                // The upstream's end was read: it closed, whether or not the client still
+                // takes its last bytes.
+                if eos {
+                    upstream_closed(filters);
                 }
+                to_down.send_now(downstream, &moved, Some(tx_bytes)).await
             };
-            // The upstream's end was read: it closed, whether or not the client still
-            // takes its last bytes.
-            if eos && direction == StreamType::Upstream {
-                upstream_closed(filters);
-            }
-            if written.is_err() {
+            if let Some(sent) = sent
+                && !ends.sent(direction, &sent)
+            {
                 return PeerType::Local;
             }
-            if eos && direction == StreamType::Downstream {
-                down_done = true;
-                last_done = PeerType::Remote;
-            } else if eos {
-                up_done = true;
-                last_done = PeerType::Local;
-            }
         }
-        last_done
+        ends.last
+    }
+}
+
+/// Which sides' ends went through to the other, and who closed the client's connection.
+struct Ends {
+    /// The client's end reached the upstream.
+    client: bool,
+    /// The upstream's end reached the client.
+    upstream: bool,
+    /// The client, if its end went through last; else the proxy.
+    last: PeerType,
+}
+
+impl Ends {
+    /// Notes what a send in `direction` gave; `false` if it failed (the connection is to
+    /// close).
+    fn sent(&mut self, direction: StreamType, sent: &std::io::Result<bool>) -> bool {
+        match sent {
+            Ok(true) if direction == StreamType::Downstream => (self.client, self.last) = (true, PeerType::Remote),
+            Ok(true) => (self.upstream, self.last) = (true, PeerType::Local),
+            Ok(false) => {}
+            Err(_) => return false,
+        }
+        true
+    }
+}
+
+/// Sends what waits for the upstream or the client, whichever takes it: the direction of
+/// the bytes sent, and how it went.
+async fn send_either(
+    (to_up, upstream): (&mut Outbound, &impl Transport),
+    (to_down, downstream): (&mut Outbound, &impl Transport),
+    moved: &Cell<Instant>,
+    tx_bytes: &Counter,
+) -> (StreamType, std::io::Result<bool>) {
+    let (up_waits, down_waits) = (!to_up.is_empty(), !to_down.is_empty());
+    let mut up = std::pin::pin!(to_up.send(upstream, moved, None));
+    let mut down = std::pin::pin!(to_down.send(downstream, moved, Some(tx_bytes)));
+    std::future::poll_fn(|cx| {
+        if up_waits && let Poll::Ready(sent) = up.as_mut().poll(cx) {
+            return Poll::Ready((StreamType::Downstream, sent));
+        }
+        if down_waits && let Poll::Ready(sent) = down.as_mut().poll(cx) {
+            return Poll::Ready((StreamType::Upstream, sent));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Bytes on their way to one side, then maybe its end.
+#[derive(Default)]
+struct Outbound {
+    /// Not sent yet, in order.
+    chunks: VecDeque<Bytes>,
+    /// Written but maybe still held (TLS records): a flush is due.
+    unflushed: bool,
+    /// The end is to follow the bytes.
+    end: bool,
+}
+
+impl Outbound {
+    /// Nothing waits: no byte, no flush, no end.
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && !self.unflushed && !self.end
     }
 
-    /// Writes `out` on in `direction` (the client's bytes to the upstream, the upstream's
-    /// to the client), then the end if `eos`; `moved` is set whenever bytes go.
-    async fn pass_on(
-        &self,
-        direction: StreamType,
-        out: &[u8],
-        eos: bool,
-        (downstream, upstream): (&impl Transport, &impl Transport),
-        info: &StreamRef,
-        moved: &Cell<Instant>,
-    ) -> std::io::Result<()> {
-        if direction == StreamType::Downstream {
-            return write(upstream, out, eos, moved).await;
+    /// Queues `bytes`, and the end after them if `eos`.
+    fn push(&mut self, bytes: Bytes, eos: bool) {
+        if !bytes.is_empty() {
+            self.chunks.push_back(bytes);
         }
-        info.borrow_mut().response_body_size += out.len() as u64;
-        // Counted once written and before the end goes, so a client that saw the close
-        // finds its bytes counted.
-        write(downstream, out, false, moved).await?;
-        self.stats.tx_bytes_total.add(out.len() as u64);
-        if eos { downstream.shutdown(Shutdown::Write) } else { Ok(()) }
+        self.end |= eos;
+    }
+
+    /// [`Outbound::send`] as far as it goes without waiting: `None` if the side takes no
+    /// more now (the rest is sent when the relay next waits).
+    async fn send_now(
+        &mut self,
+        to: &impl Transport,
+        moved: &Cell<Instant>,
+        counter: Option<&Counter>,
+    ) -> Option<std::io::Result<bool>> {
+        let mut send = std::pin::pin!(self.send(to, moved, counter));
+        match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
+            Poll::Ready(sent) => Some(sent),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Sends all that waits (out of the TLS session too), then the end if it came: `true`
+    /// once the end went. `moved` is set and `counter` (if any) counts whenever bytes go,
+    /// before the end, so a peer that saw the close finds its bytes counted. Cancel-safe:
+    /// what was sent is off the queue.
+    async fn send(
+        &mut self,
+        to: &impl Transport,
+        moved: &Cell<Instant>,
+        counter: Option<&Counter>,
+    ) -> std::io::Result<bool> {
+        std::future::poll_fn(|cx| {
+            while let Some(front) = self.chunks.front_mut() {
+                std::task::ready!(to.poll_write_ready(cx))?;
+                match to.try_write(front) {
+                    Ok(n) => {
+                        front.advance(n);
+                        if front.is_empty() {
+                            self.chunks.pop_front();
+                        }
+                        self.unflushed = true;
+                        moved.set(Instant::now());
+                        if let Some(counter) = counter {
+                            counter.add(n as u64);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            if self.unflushed {
+                std::task::ready!(to.poll_flush(cx))?;
+                self.unflushed = false;
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await?;
+        if !std::mem::take(&mut self.end) {
+            return Ok(false);
+        }
+        to.shutdown(Shutdown::Write)?;
+        Ok(true)
     }
 }
 
@@ -286,9 +401,11 @@ fn through(
     eos: bool,
 ) -> Result<Option<Bytes>, ()> {
     let n = filters.len();
-    let order: Vec<usize> =
-        if direction == StreamType::Downstream { (from..n).collect() } else { (0..n - from.min(n)).rev().collect() };
-    for i in order {
+    // The filters still to run: client bytes from `from` on, upstream bytes from the
+    // `from`-th last back to the first.
+    let (first, end) = if direction == StreamType::Downstream { (from.min(n), n) } else { (0, n - from.min(n)) };
+    for k in 0..end - first {
+        let i = if direction == StreamType::Downstream { first + k } else { end - 1 - k };
         let Some(f) = filters[i].as_mut() else { continue };
         match f.data(direction, &chunk, eos) {
             TcpVerdict::Pass(bytes) => chunk = bytes,
@@ -313,30 +430,6 @@ async fn read(from: &impl Transport, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     })
     .await
-}
-
-/// Writes all of `bytes` (sent, not held in a TLS session), then the end if `eos`;
-/// `moved` is set whenever some go.
-async fn write(to: &impl Transport, mut bytes: &[u8], eos: bool, moved: &Cell<Instant>) -> std::io::Result<()> {
-    std::future::poll_fn(|cx| {
-        while !bytes.is_empty() {
-            std::task::ready!(to.poll_write_ready(cx))?;
-            match to.try_write(bytes) {
-                Ok(n) => {
-                    bytes = &bytes[n..];
-                    moved.set(Instant::now());
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        to.poll_flush(cx)
-    })
-    .await?;
-    if eos {
-        to.shutdown(Shutdown::Write)?;
-    }
-    Ok(())
 }
 
 /// The next thing any filter asks for (from a callout's answer, a timer, ...).
