@@ -350,14 +350,15 @@ impl Outbound {
                 std::task::ready!(to.poll_flush(cx))?;
                 self.unflushed = false;
             }
-            Poll::Ready(Ok(()))
+            if !self.end {
+                return Poll::Ready(Ok(false));
+            }
+            // TLS: the `close_notify` waits for room like the bytes, then the FIN.
+            std::task::ready!(to.poll_shutdown_write(cx))?;
+            self.end = false;
+            Poll::Ready(Ok(true))
         })
-        .await?;
-        if !std::mem::take(&mut self.end) {
-            return Ok(false);
-        }
-        to.shutdown(Shutdown::Write)?;
-        Ok(true)
+        .await
     }
 }
 
